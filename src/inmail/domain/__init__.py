@@ -1,0 +1,1 @@
+"""Pure domain rules of the InMail credits service: stdlib only, time passed in."""

@@ -1,0 +1,72 @@
+"""InMail conversations: response states, the credit-back window, message text, reminders."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from inmail.domain.errors import DomainError, ErrorCode
+
+CREDIT_BACK_WINDOW: timedelta = timedelta(days=90)
+SUBJECT_MAX = 200
+BODY_MAX = 2000
+MAX_REMINDER_DELAY = timedelta(hours=72)
+
+
+class ConversationState(StrEnum):
+    AWAITING_RESPONSE = "AWAITING_RESPONSE"
+    ACCEPTED = "ACCEPTED"
+    DECLINED = "DECLINED"
+
+
+class InMailResponse(StrEnum):
+    INTERESTED = "INTERESTED"
+    MAYBE_LATER = "MAYBE_LATER"
+    NOT_INTERESTED = "NOT_INTERESTED"
+    REPLY = "REPLY"
+
+
+def state_after(response: InMailResponse) -> ConversationState:
+    if response is InMailResponse.NOT_INTERESTED:
+        return ConversationState.DECLINED
+    return ConversationState.ACCEPTED
+
+
+def within_credit_back_window(sent_at: datetime, responded_at: datetime) -> bool:
+    return responded_at < sent_at + CREDIT_BACK_WINDOW
+
+
+def clean_subject(subject: str) -> str:
+    return _clean_text(subject, field="subject", maximum=SUBJECT_MAX)
+
+
+def clean_body(body: str, field: str = "body") -> str:
+    return _clean_text(body, field=field, maximum=BODY_MAX)
+
+
+def clean_reply(response: InMailResponse, body: str | None) -> str | None:
+    if response is InMailResponse.REPLY:
+        return clean_body(body if body is not None else "")
+    # A quick reply is complete without words; a blank note is no note.
+    if body is None or not body.strip():
+        return None
+    return clean_body(body)
+
+
+def reminder_due_at(sent_at: datetime, delay: timedelta) -> datetime:
+    if not timedelta(0) <= delay <= MAX_REMINDER_DELAY:
+        raise ValueError(f"reminder delay must be within 0..{MAX_REMINDER_DELAY}, got {delay}")
+    return sent_at + delay
+
+
+def _clean_text(text: str, *, field: str, maximum: int) -> str:
+    cleaned = text.strip()
+    if not cleaned:
+        raise DomainError(ErrorCode.INVALID_INPUT, f"{field} must not be blank.", field=field)
+    if len(cleaned) > maximum:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            f"{field} must be at most {maximum} characters (got {len(cleaned)}).",
+            field=field,
+        )
+    return cleaned

@@ -1,0 +1,143 @@
+"""The service's records: members, subscriptions, conversations, ledger entries, purchases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from inmail.domain.billing import PaymentMethod, cycle_containing, next_cycle_after
+from inmail.domain.conversations import ConversationState, InMailResponse
+from inmail.domain.credits import LedgerKind
+from inmail.domain.plans import PlanPolicy, PlanTable, PlanType
+
+
+class SubscriptionStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    CANCELED = "CANCELED"
+
+
+class ConversationKind(StrEnum):
+    INMAIL = "INMAIL"
+    DIRECT = "DIRECT"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    plan: PlanType
+    status: SubscriptionStatus
+    billing_day: int
+    started_at: datetime
+    period_start: datetime
+    next_renewal_at: datetime | None
+    monthly_allotment: int | None = None  # LEGACY_PREMIUM's grandfathered terms
+
+    @classmethod
+    def start(
+        cls,
+        subscription_id: str,
+        plan: PlanType,
+        at: datetime,
+        billing_day: int,
+        monthly_allotment: int | None = None,
+    ) -> Subscription:
+        return cls(
+            id=subscription_id,
+            plan=plan,
+            status=SubscriptionStatus.ACTIVE,
+            billing_day=billing_day,
+            started_at=at,
+            period_start=cycle_containing(at, billing_day),
+            next_renewal_at=next_cycle_after(at, billing_day),
+            monthly_allotment=monthly_allotment,
+        )
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is SubscriptionStatus.ACTIVE
+
+    def renewed(self, cycle_start: datetime) -> Subscription:
+        return replace(
+            self,
+            period_start=cycle_start,
+            next_renewal_at=next_cycle_after(cycle_start, self.billing_day),
+        )
+
+    def canceled(self) -> Subscription:
+        return replace(self, status=SubscriptionStatus.CANCELED, next_renewal_at=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    name: str
+    headline: str | None
+    plan: PlanType
+    created_at: datetime
+    subscription: Subscription | None = None
+    payment_method: PaymentMethod | None = None
+    connections: frozenset[str] = field(default_factory=frozenset)
+    ledger_seq: int = 0
+
+    def policy(self, plans: PlanTable) -> PlanPolicy:
+        allotment = self.subscription.monthly_allotment if self.subscription else None
+        return plans.policy(self.plan, allotment)
+
+    def is_connected_to(self, other_id: str) -> bool:
+        return other_id in self.connections
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    author_id: str
+    body: str
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    kind: ConversationKind
+    sender_id: str
+    recipient_id: str
+    subject: str
+    state: ConversationState
+    sent_at: datetime
+    messages: tuple[Message, ...]
+    responded_at: datetime | None = None
+    response: InMailResponse | None = None
+    credited_back: bool = False
+    reminder_sent_at: datetime | None = None
+    reminder_due_at: datetime | None = None
+
+    def has_party(self, member_id: str) -> bool:
+        return member_id in (self.sender_id, self.recipient_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: str
+    member_id: str
+    seq: int
+    at: datetime
+    kind: LedgerKind
+    delta: int
+    balance_after: int
+    lot_id: str | None = None
+    conversation_id: str | None = None
+    purchase_id: str | None = None
+    grant_key: str | None = None
+    requested: int | None = None  # for a grant: what it would have been before the cap
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    id: str
+    member_id: str
+    quantity: int
+    charge_id: str
+    lot_id: str
+    at: datetime
+    idempotency_key: str

@@ -1,0 +1,185 @@
+"""The plan policy table: who may send InMail, how many credits arrive, the cap, who may buy.
+
+The defaults below are the only place the product figures appear in code; an operator
+overrides them through configuration (``plan_table_from_overrides``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from types import MappingProxyType
+
+from inmail.domain.errors import DomainError, ErrorCode
+
+LEGACY_ALLOTMENT_MIN = 1
+LEGACY_ALLOTMENT_MAX = 1000
+
+
+class PlanType(StrEnum):
+    BASIC = "BASIC"
+    PREMIUM_CAREER = "PREMIUM_CAREER"
+    PREMIUM_BUSINESS = "PREMIUM_BUSINESS"
+    SALES_NAVIGATOR = "SALES_NAVIGATOR"
+    RECRUITER_LITE = "RECRUITER_LITE"
+    LEGACY_PREMIUM = "LEGACY_PREMIUM"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    type: PlanType
+    can_send_inmail: bool
+    monthly_allotment: int
+    max_balance: int
+    can_purchase: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTable:
+    policies: Mapping[PlanType, PlanPolicy]
+    legacy_cap_multiplier: int = 3
+
+    def __post_init__(self) -> None:
+        missing = [plan.value for plan in PlanType if plan not in self.policies]
+        if missing:
+            raise ValueError(f"plan table has no policy for: {', '.join(missing)}")
+        for plan, policy in self.policies.items():
+            if policy.type is not plan:
+                raise ValueError(
+                    f"plan table maps {plan.value} to a policy for {policy.type.value}"
+                )
+        if self.legacy_cap_multiplier < 1:
+            raise ValueError("legacy_cap_multiplier must be at least 1")
+        # A caller's dict must not be able to change the table after it was checked.
+        object.__setattr__(self, "policies", MappingProxyType(dict(self.policies)))
+
+    def policy(self, plan: PlanType, monthly_allotment: int | None = None) -> PlanPolicy:
+        base = self.policies[plan]
+        if plan is not PlanType.LEGACY_PREMIUM:
+            return base
+        allotment = base.monthly_allotment if monthly_allotment is None else monthly_allotment
+        if allotment < 0:
+            raise ValueError(f"a legacy monthly allotment cannot be negative (got {allotment})")
+        return replace(
+            base,
+            monthly_allotment=allotment,
+            max_balance=self.legacy_cap_multiplier * allotment,
+        )
+
+    def all(self) -> list[PlanPolicy]:
+        return [self.policy(plan) for plan in PlanType]
+
+
+DEFAULT_PLAN_TABLE = PlanTable(
+    policies={
+        PlanType.BASIC: PlanPolicy(PlanType.BASIC, False, 0, 0, False),
+        PlanType.PREMIUM_CAREER: PlanPolicy(PlanType.PREMIUM_CAREER, True, 5, 15, True),
+        PlanType.PREMIUM_BUSINESS: PlanPolicy(PlanType.PREMIUM_BUSINESS, True, 15, 45, True),
+        PlanType.SALES_NAVIGATOR: PlanPolicy(PlanType.SALES_NAVIGATOR, True, 20, 60, False),
+        PlanType.RECRUITER_LITE: PlanPolicy(PlanType.RECRUITER_LITE, True, 30, 90, False),
+        PlanType.LEGACY_PREMIUM: PlanPolicy(PlanType.LEGACY_PREMIUM, True, 10, 30, True),
+    },
+    legacy_cap_multiplier=3,
+)
+
+_CAN_SEND_KEY = "canSendInMail"
+_ALLOTMENT_KEY = "monthlyAllotment"
+_MAX_BALANCE_KEY = "maxBalance"
+_CAN_PURCHASE_KEY = "canPurchaseCredits"
+_CAP_MULTIPLIER_KEY = "capMultiplier"
+_STANDARD_KEYS = frozenset({_CAN_SEND_KEY, _ALLOTMENT_KEY, _MAX_BALANCE_KEY, _CAN_PURCHASE_KEY})
+_LEGACY_KEYS = frozenset({_CAN_SEND_KEY, _ALLOTMENT_KEY, _CAN_PURCHASE_KEY, _CAP_MULTIPLIER_KEY})
+
+
+def plan_table_from_overrides(
+    overrides: Mapping[str, Mapping[str, object]],
+    base: PlanTable = DEFAULT_PLAN_TABLE,
+) -> PlanTable:
+    if not isinstance(overrides, Mapping):
+        raise ValueError("plan overrides must be a mapping of plan name to settings")
+    policies = dict(base.policies)
+    cap_multiplier = base.legacy_cap_multiplier
+    for name, settings in overrides.items():
+        plan = _plan_named(name)
+        if not isinstance(settings, Mapping):
+            raise ValueError(f"plan override for {plan.value} must be a mapping of settings")
+        _reject_unknown_keys(plan, settings)
+        cap_multiplier = _setting_int(
+            plan, settings, _CAP_MULTIPLIER_KEY, cap_multiplier, minimum=1
+        )
+        policy = _overridden(policies[plan], settings)
+        if plan is PlanType.LEGACY_PREMIUM:
+            policy = replace(policy, max_balance=cap_multiplier * policy.monthly_allotment)
+        elif policy.max_balance < policy.monthly_allotment:
+            raise ValueError(
+                f"plan override for {plan.value}: maxBalance ({policy.max_balance}) must not be "
+                f"below monthlyAllotment ({policy.monthly_allotment})"
+            )
+        policies[plan] = policy
+    return PlanTable(policies=policies, legacy_cap_multiplier=cap_multiplier)
+
+
+def validate_legacy_allotment(value: int) -> int:
+    if isinstance(value, bool) or not LEGACY_ALLOTMENT_MIN <= value <= LEGACY_ALLOTMENT_MAX:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            f"monthlyAllotment must be between {LEGACY_ALLOTMENT_MIN} and {LEGACY_ALLOTMENT_MAX}.",
+            field="monthlyAllotment",
+        )
+    return value
+
+
+def _plan_named(name: str) -> PlanType:
+    try:
+        return PlanType(name)
+    except ValueError:
+        known = ", ".join(plan.value for plan in PlanType)
+        raise ValueError(f"unknown plan {name!r} in plan overrides (known: {known})") from None
+
+
+def _reject_unknown_keys(plan: PlanType, settings: Mapping[str, object]) -> None:
+    # The legacy cap is always a multiple of the allotment, so it is tuned by its multiplier only.
+    allowed = _LEGACY_KEYS if plan is PlanType.LEGACY_PREMIUM else _STANDARD_KEYS
+    unknown = sorted(str(key) for key in settings if key not in allowed)
+    if unknown:
+        raise ValueError(
+            f"plan override for {plan.value} has unknown key(s) {', '.join(unknown)} "
+            f"(allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _overridden(policy: PlanPolicy, settings: Mapping[str, object]) -> PlanPolicy:
+    plan = policy.type
+    return PlanPolicy(
+        type=plan,
+        can_send_inmail=_setting_bool(plan, settings, _CAN_SEND_KEY, policy.can_send_inmail),
+        monthly_allotment=_setting_int(plan, settings, _ALLOTMENT_KEY, policy.monthly_allotment),
+        max_balance=_setting_int(plan, settings, _MAX_BALANCE_KEY, policy.max_balance),
+        can_purchase=_setting_bool(plan, settings, _CAN_PURCHASE_KEY, policy.can_purchase),
+    )
+
+
+def _setting_bool(plan: PlanType, settings: Mapping[str, object], key: str, default: bool) -> bool:
+    if key not in settings:
+        return default
+    value = settings[key]
+    if not isinstance(value, bool):
+        raise ValueError(f"plan override {plan.value}.{key} must be true or false, got {value!r}")
+    return value
+
+
+def _setting_int(
+    plan: PlanType, settings: Mapping[str, object], key: str, default: int, *, minimum: int = 0
+) -> int:
+    if key not in settings:
+        return default
+    value = settings[key]
+    # bool is a subclass of int, yet `"maxBalance": true` is a configuration mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"plan override {plan.value}.{key} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(
+            f"plan override {plan.value}.{key} must be at least {minimum}, got {value}"
+        )
+    return value

@@ -1,0 +1,94 @@
+"""Who may send an InMail or buy credits, and why not: written once, for doing and for asking.
+
+`sendInMail` raises the first refusal; the compose window (`compose`) shows it without writing.
+The order is SPEC section 4's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.model import Member
+from inmail.domain.plans import PlanTable
+
+
+def inmail_refusal(
+    sender: Member,
+    recipient: Member | None,
+    *,
+    plans: PlanTable,
+    now: datetime,
+    awaiting_response: bool,
+    balance: int,
+) -> DomainError | None:
+    if recipient is None:
+        return DomainError(ErrorCode.NOT_FOUND, "No such member.", "recipientId")
+    if recipient.id == sender.id:
+        return DomainError(
+            ErrorCode.CANNOT_MESSAGE_SELF, "You cannot InMail yourself.", "recipientId"
+        )
+    if sender.is_connected_to(recipient.id):
+        return DomainError(
+            ErrorCode.RECIPIENT_IS_CONNECTION,
+            "This member is a 1st-degree connection: message them for free with sendMessage.",
+            "recipientId",
+        )
+    refusal = _premium_refusal(sender, plans, now, purchasing=False)
+    if refusal:
+        return refusal
+    if awaiting_response:
+        return DomainError(
+            ErrorCode.AWAITING_RESPONSE,
+            "Your earlier InMail to this member has no response yet.",
+            "recipientId",
+        )
+    if balance <= 0:
+        return DomainError(ErrorCode.INSUFFICIENT_CREDITS, "No InMail credits left.")
+    return None
+
+
+def purchase_refusal(
+    member: Member, *, plans: PlanTable, now: datetime, quantity: int, balance: int
+) -> DomainError | None:
+    refusal = _premium_refusal(member, plans, now, purchasing=True)
+    if refusal:
+        return refusal
+    cap = member.policy(plans).max_balance
+    if balance + quantity > cap:
+        return DomainError(
+            ErrorCode.CAP_EXCEEDED,
+            f"That would take your balance to {balance + quantity}; the most you can hold is "
+            f"{cap}.",
+            "quantity",
+        )
+    return None
+
+
+def _premium_refusal(
+    member: Member, plans: PlanTable, now: datetime, *, purchasing: bool
+) -> DomainError | None:
+    policy = member.policy(plans)
+    if purchasing and not policy.can_purchase:
+        return DomainError(
+            ErrorCode.PURCHASE_NOT_ALLOWED,
+            f"Extra InMail credits cannot be bought on the {member.plan.value} plan.",
+        )
+    if not purchasing and not policy.can_send_inmail:
+        return DomainError(ErrorCode.UPGRADE_REQUIRED, "Upgrade to Premium to send InMail.")
+    if member.subscription is None or not member.subscription.is_active:
+        return DomainError(
+            ErrorCode.SUBSCRIPTION_INACTIVE, "Your Premium subscription is cancelled."
+        )
+    card = member.payment_method
+    if purchasing and card is None:
+        return DomainError(
+            ErrorCode.PAYMENT_METHOD_EXPIRED, "Add a payment method first.", "paymentMethod"
+        )
+    if card is not None and card.is_expired(now):
+        return DomainError(
+            ErrorCode.PAYMENT_METHOD_EXPIRED,
+            "The card on file has expired: update your payment method first.",
+            "paymentMethod",
+        )
+    return None

@@ -1,0 +1,217 @@
+"""A member's credits during one change: every movement becomes a ledger entry, in time order.
+
+The wallet keeps the running balance equal to the sum of deltas it wrote: before each event at
+time t it first expires every lot that lapsed by t (`settle`), so an entry's balanceAfter is the
+balance at its own time, however late the change is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from datetime import datetime
+
+from inmail.domain.billing import cycle_starts
+from inmail.domain.credits import (
+    CreditLot,
+    CreditSource,
+    LedgerKind,
+    LotStatus,
+    clamp_grant,
+    expiry_for,
+    pick_lot,
+)
+from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.model import LedgerEntry, Subscription
+from inmail.domain.plans import PlanTable, PlanType
+
+_KIND_OF_SOURCE = {
+    CreditSource.MONTHLY_ALLOTMENT: LedgerKind.GRANT,
+    CreditSource.PURCHASE: LedgerKind.GRANT,
+    CreditSource.CREDIT_BACK: LedgerKind.CREDIT_BACK,
+}
+
+
+def cycle_grant_key(subscription_id: str, cycle_start: datetime) -> str:
+    """The identity of one cycle's allotment: granted at most once, whoever writes it."""
+    return f"cycle:{subscription_id}:{cycle_start.isoformat()}"
+
+
+class Wallet:
+    def __init__(
+        self,
+        member_id: str,
+        active_lots: Iterable[CreditLot],
+        last_seq: int,
+        new_id: Callable[[], str],
+    ) -> None:
+        self.member_id = member_id
+        self._lots = {lot.id: lot for lot in active_lots if lot.status is LotStatus.ACTIVE}
+        self._new_id = new_id
+        self._seq = last_seq
+        self._changed: set[str] = set()
+        self._created: list[str] = []
+        self.entries: list[LedgerEntry] = []
+        self._running = sum(lot.remaining for lot in self._lots.values())
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    @property
+    def running_balance(self) -> int:
+        return self._running
+
+    @property
+    def created_lots(self) -> list[CreditLot]:
+        return [self._lots[i] for i in self._created]
+
+    @property
+    def updated_lots(self) -> list[CreditLot]:
+        return [self._lots[i] for i in self._changed if i not in self._created]
+
+    def active_lots(self) -> Iterator[CreditLot]:
+        return (lot for lot in self._lots.values() if lot.status is LotStatus.ACTIVE)
+
+    def settle(self, until: datetime) -> None:
+        """Expire, in expiry order, every lot whose 90 days ended at or before `until`."""
+        lapsed = sorted(
+            (lot for lot in self.active_lots() if lot.expires_at <= until and lot.remaining > 0),
+            key=lambda lot: (lot.expires_at, lot.granted_at, lot.id),
+        )
+        for lot in lapsed:
+            self._record(lot.expires_at, LedgerKind.EXPIRE, -lot.remaining, lot_id=lot.id)
+            self._put(replace(lot, remaining=0, status=LotStatus.EXPIRED))
+
+    def grant(
+        self,
+        source: CreditSource,
+        quantity: int,
+        at: datetime,
+        cap: int,
+        *,
+        grant_key: str,
+        conversation_id: str | None = None,
+        purchase_id: str | None = None,
+    ) -> CreditLot | None:
+        """Add a lot clamped to the cap; a grant clamped to nothing still leaves its entry."""
+        self.settle(at)
+        granted = clamp_grant(quantity, self._running, cap)
+        lot: CreditLot | None = None
+        if granted > 0:
+            lot = CreditLot(
+                id=self._new_id(),
+                member_id=self.member_id,
+                source=source,
+                quantity=granted,
+                remaining=granted,
+                granted_at=at,
+                expires_at=expiry_for(at),
+                status=LotStatus.ACTIVE,
+            )
+            self._put(lot)
+            self._created.append(lot.id)
+        self._record(
+            at,
+            _KIND_OF_SOURCE[source],
+            granted,
+            lot_id=lot.id if lot else None,
+            conversation_id=conversation_id,
+            purchase_id=purchase_id,
+            grant_key=grant_key,
+            requested=quantity,
+        )
+        return lot
+
+    def spend(self, at: datetime, conversation_id: str) -> CreditLot:
+        """Take one credit from the lot that expires soonest."""
+        self.settle(at)
+        lot = pick_lot(self.active_lots(), at)
+        if lot is None:
+            raise DomainError(ErrorCode.INSUFFICIENT_CREDITS, "No InMail credits left.")
+        remaining = lot.remaining - 1
+        spent = replace(
+            lot, remaining=remaining, status=LotStatus.ACTIVE if remaining else LotStatus.DEPLETED
+        )
+        self._put(spent)
+        self._record(at, LedgerKind.DEBIT, -1, lot_id=lot.id, conversation_id=conversation_id)
+        return spent
+
+    def forfeit_all(self, at: datetime) -> None:
+        """Zero the balance at once: every lot still holding credits is forfeited."""
+        self.settle(at)
+        holding = sorted(
+            (lot for lot in self.active_lots() if lot.remaining > 0),
+            key=lambda lot: (lot.expires_at, lot.granted_at, lot.id),
+        )
+        for lot in holding:
+            self._record(at, LedgerKind.FORFEIT, -lot.remaining, lot_id=lot.id)
+            self._put(replace(lot, remaining=0, status=LotStatus.FORFEITED))
+
+    def renew(self, subscription: Subscription, plans: PlanTable, until: datetime) -> Subscription:
+        """Grant every cycle that started by `until`, each at its own start, in order."""
+        if not subscription.is_active or subscription.next_renewal_at is None:
+            return subscription
+        current = subscription
+        for start in cycle_starts(subscription.period_start, until, subscription.billing_day):
+            policy = plans.policy(current.plan, current.monthly_allotment)
+            self.grant(
+                CreditSource.MONTHLY_ALLOTMENT,
+                policy.monthly_allotment,
+                start,
+                policy.max_balance,
+                grant_key=cycle_grant_key(current.id, start),
+            )
+            current = current.renewed(start)
+        return current
+
+    def start_subscription(self, subscription: Subscription, plans: PlanTable) -> None:
+        """A new subscription's first allotment, granted at once (SPEC 2)."""
+        policy = plans.policy(subscription.plan, subscription.monthly_allotment)
+        if subscription.plan is PlanType.BASIC:
+            return
+        self.grant(
+            CreditSource.MONTHLY_ALLOTMENT,
+            policy.monthly_allotment,
+            subscription.started_at,
+            policy.max_balance,
+            grant_key=cycle_grant_key(subscription.id, subscription.period_start),
+        )
+
+    def _put(self, lot: CreditLot) -> None:
+        previous = self._lots.get(lot.id)
+        before = previous.remaining if previous and previous.status is LotStatus.ACTIVE else 0
+        after = lot.remaining if lot.status is LotStatus.ACTIVE else 0
+        self._running += after - before
+        self._lots[lot.id] = lot
+        self._changed.add(lot.id)
+
+    def _record(
+        self,
+        at: datetime,
+        kind: LedgerKind,
+        delta: int,
+        *,
+        lot_id: str | None = None,
+        conversation_id: str | None = None,
+        purchase_id: str | None = None,
+        grant_key: str | None = None,
+        requested: int | None = None,
+    ) -> None:
+        self._seq += 1
+        self.entries.append(
+            LedgerEntry(
+                id=self._new_id(),
+                member_id=self.member_id,
+                seq=self._seq,
+                at=at,
+                kind=kind,
+                delta=delta,
+                balance_after=self._running + delta,
+                lot_id=lot_id,
+                conversation_id=conversation_id,
+                purchase_id=purchase_id,
+                grant_key=grant_key,
+                requested=requested,
+            )
+        )

@@ -1,0 +1,184 @@
+"""Conversations: an InMail (or a direct thread between connections) and its messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from inmail.domain.conversations import ConversationState, InMailResponse
+from inmail.domain.model import Conversation, ConversationKind, Message
+from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.pages import Page, keyset_page
+
+NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
+
+
+def _message_to_doc(message: Message) -> Doc:
+    return {
+        "id": message.id,
+        "authorId": message.author_id,
+        "body": message.body,
+        "sentAt": message.sent_at,
+    }
+
+
+def conversation_to_doc(c: Conversation) -> Doc:
+    doc: Doc = {
+        "_id": c.id,
+        "kind": c.kind.value,
+        "senderId": c.sender_id,
+        "recipientId": c.recipient_id,
+        "subject": c.subject,
+        "state": c.state.value,
+        "sentAt": c.sent_at,
+        "messages": [_message_to_doc(m) for m in c.messages],
+        "respondedAt": c.responded_at,
+        "response": c.response.value if c.response else None,
+        "creditedBack": c.credited_back,
+        "reminderSentAt": c.reminder_sent_at,
+        "reminderDueAt": c.reminder_due_at,
+    }
+    if c.kind is ConversationKind.DIRECT:
+        doc["pair"] = pair_key(c.sender_id, c.recipient_id)
+    return doc
+
+
+def conversation_from_doc(doc: Doc) -> Conversation:
+    return Conversation(
+        id=doc["_id"],
+        kind=ConversationKind(doc.get("kind", "INMAIL")),
+        sender_id=doc["senderId"],
+        recipient_id=doc["recipientId"],
+        subject=doc["subject"],
+        state=ConversationState(doc["state"]),
+        sent_at=doc["sentAt"],
+        messages=tuple(
+            Message(id=m["id"], author_id=m["authorId"], body=m["body"], sent_at=m["sentAt"])
+            for m in doc.get("messages", ())
+        ),
+        responded_at=doc.get("respondedAt"),
+        response=InMailResponse(doc["response"]) if doc.get("response") else None,
+        credited_back=doc.get("creditedBack", False),
+        reminder_sent_at=doc.get("reminderSentAt"),
+        reminder_due_at=doc.get("reminderDueAt"),
+    )
+
+
+def pair_key(a: str, b: str) -> str:
+    return ":".join(sorted((a, b)))
+
+
+class ConversationRepository:
+    def __init__(self, mongo: Mongo) -> None:
+        self._mongo = mongo
+        self._c = mongo.c.conversations
+
+    async def insert(self, conversation: Conversation, session: Session = None) -> None:
+        await self._c.insert_one(conversation_to_doc(conversation), session=session)
+
+    async def get(self, conversation_id: str, session: Session = None) -> Conversation | None:
+        doc = await self._c.find_one({"_id": conversation_id}, session=session)
+        return conversation_from_doc(doc) if doc else None
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]:
+        wanted = list(dict.fromkeys(ids))
+        docs = await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}) if wanted else []
+        return {doc["_id"]: conversation_from_doc(doc) for doc in docs}
+
+    async def awaiting_between(
+        self, sender_id: str, recipient_id: str, session: Session = None
+    ) -> bool:
+        doc = await self._c.find_one(
+            {
+                "senderId": sender_id,
+                "recipientId": recipient_id,
+                "state": ConversationState.AWAITING_RESPONSE.value,
+            },
+            {"_id": 1},
+            session=session,
+        )
+        return doc is not None
+
+    async def direct_between(self, a: str, b: str, session: Session = None) -> Conversation | None:
+        doc = await self._c.find_one(
+            {"kind": ConversationKind.DIRECT.value, "pair": pair_key(a, b)}, session=session
+        )
+        return conversation_from_doc(doc) if doc else None
+
+    async def record_response(
+        self,
+        conversation_id: str,
+        *,
+        state: ConversationState,
+        response: InMailResponse,
+        at: datetime,
+        reply: Message | None,
+        credited_back: bool,
+        session: Session,
+    ) -> bool:
+        """Record the first response; False if one was already recorded."""
+        update: Doc = {
+            "$set": {
+                "state": state.value,
+                "response": response.value,
+                "respondedAt": at,
+                "creditedBack": credited_back,
+            }
+        }
+        if reply is not None:
+            update["$push"] = {"messages": _message_to_doc(reply)}
+        result = await self._c.update_one(
+            {"_id": conversation_id, "respondedAt": None}, update, session=session
+        )
+        return result.modified_count == 1
+
+    async def append_message(
+        self, conversation_id: str, message: Message, session: Session = None
+    ) -> None:
+        await self._c.update_one(
+            {"_id": conversation_id},
+            {"$push": {"messages": _message_to_doc(message)}},
+            session=session,
+        )
+
+    def _query(self, member_id: str, state: ConversationState | None) -> Doc:
+        query: Doc = {"$or": [{"senderId": member_id}, {"recipientId": member_id}]}
+        if state is not None:
+            query["state"] = state.value
+        return query
+
+    async def page_for(
+        self, member_id: str, state: ConversationState | None, first: int, after: str | None
+    ) -> Page[Conversation]:
+        page = await keyset_page(
+            self._mongo, self._c, self._query(member_id, state), NEWEST_FIRST, first, after
+        )
+        return Page([(c, conversation_from_doc(d)) for c, d in page.items], page.has_next)
+
+    async def count_for(self, member_id: str, state: ConversationState | None) -> int:
+        return await self._c.count_documents(self._query(member_id, state))
+
+    async def reminders_due(self, now: datetime, *, limit: int) -> list[Conversation]:
+        docs = await self._mongo.find_all(
+            self._c,
+            {
+                "state": ConversationState.AWAITING_RESPONSE.value,
+                "reminderSentAt": None,
+                "reminderDueAt": {"$lte": now},
+            },
+            sort=[("reminderDueAt", 1)],
+            limit=limit,
+        )
+        return [conversation_from_doc(doc) for doc in docs]
+
+    async def mark_reminded(self, conversation_id: str, at: datetime, session: Session) -> bool:
+        result = await self._c.update_one(
+            {
+                "_id": conversation_id,
+                "reminderSentAt": None,
+                "state": ConversationState.AWAITING_RESPONSE.value,
+            },
+            {"$set": {"reminderSentAt": at}},
+            session=session,
+        )
+        return result.modified_count == 1

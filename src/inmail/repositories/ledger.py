@@ -1,0 +1,77 @@
+"""The ledger: an append-only record of every change to every balance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from inmail.domain.credits import LedgerKind
+from inmail.domain.model import LedgerEntry
+from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.pages import Page, keyset_page
+
+NEWEST_FIRST = (("seq", -1),)
+
+
+def entry_to_doc(entry: LedgerEntry) -> Doc:
+    doc: Doc = {
+        "_id": entry.id,
+        "memberId": entry.member_id,
+        "seq": entry.seq,
+        "at": entry.at,
+        "kind": entry.kind.value,
+        "delta": entry.delta,
+        "balanceAfter": entry.balance_after,
+        "lotId": entry.lot_id,
+        "conversationId": entry.conversation_id,
+        "purchaseId": entry.purchase_id,
+        "requested": entry.requested,
+    }
+    if entry.grant_key is not None:  # the unique index counts only string keys
+        doc["grantKey"] = entry.grant_key
+    return doc
+
+
+def entry_from_doc(doc: Doc) -> LedgerEntry:
+    return LedgerEntry(
+        id=doc["_id"],
+        member_id=doc["memberId"],
+        seq=doc["seq"],
+        at=doc["at"],
+        kind=LedgerKind(doc["kind"]),
+        delta=doc["delta"],
+        balance_after=doc["balanceAfter"],
+        lot_id=doc.get("lotId"),
+        conversation_id=doc.get("conversationId"),
+        purchase_id=doc.get("purchaseId"),
+        grant_key=doc.get("grantKey"),
+        requested=doc.get("requested"),
+    )
+
+
+class LedgerRepository:
+    def __init__(self, mongo: Mongo) -> None:
+        self._mongo = mongo
+        self._c = mongo.c.ledger
+
+    async def append(self, entries: Sequence[LedgerEntry], session: Session) -> None:
+        if entries:
+            await self._c.insert_many([entry_to_doc(e) for e in entries], session=session)
+
+    async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
+        page = await keyset_page(
+            self._mongo, self._c, {"memberId": member_id}, NEWEST_FIRST, first, after
+        )
+        return Page([(c, entry_from_doc(d)) for c, d in page.items], page.has_next)
+
+    async def count(self, member_id: str) -> int:
+        return await self._c.count_documents({"memberId": member_id})
+
+    async def all_for(self, member_id: str) -> list[LedgerEntry]:
+        docs = await self._mongo.find_all(self._c, {"memberId": member_id}, sort=[("seq", 1)])
+        return [entry_from_doc(doc) for doc in docs]
+
+    async def entries_after(self, member_id: str, seq: int) -> list[LedgerEntry]:
+        docs = await self._mongo.find_all(
+            self._c, {"memberId": member_id, "seq": {"$gt": seq}}, sort=[("seq", 1)]
+        )
+        return [entry_from_doc(doc) for doc in docs]

@@ -1,0 +1,1 @@
+"""Query, Mutation and Subscription roots: parse arguments, call a service, map the result."""

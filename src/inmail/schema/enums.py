@@ -1,0 +1,40 @@
+"""GraphQL enums: the domain's own enum classes, registered under the contract's names."""
+
+from __future__ import annotations
+
+import strawberry
+
+from inmail.domain.conversations import ConversationState, InMailResponse
+from inmail.domain.credits import CreditSource, LedgerKind, LotStatus
+from inmail.domain.errors import ErrorCode
+from inmail.domain.model import ConversationKind, SubscriptionStatus
+from inmail.domain.plans import PlanType
+
+strawberry.enum(PlanType, name="PlanType")
+strawberry.enum(SubscriptionStatus, name="SubscriptionStatus")
+strawberry.enum(CreditSource, name="CreditSource")
+strawberry.enum(LotStatus, name="CreditLotStatus")
+strawberry.enum(LedgerKind, name="LedgerEntryKind")
+strawberry.enum(ConversationState, name="ConversationState")
+strawberry.enum(
+    ConversationKind,
+    name="ConversationKind",
+    description="INMAIL costs a credit; DIRECT is a free thread between 1st-degree connections.",
+)
+strawberry.enum(InMailResponse, name="InMailResponse")
+strawberry.enum(ErrorCode, name="ErrorCode")
+
+CreditLotStatus = LotStatus
+LedgerEntryKind = LedgerKind
+
+__all__ = [
+    "ConversationKind",
+    "ConversationState",
+    "CreditLotStatus",
+    "CreditSource",
+    "ErrorCode",
+    "InMailResponse",
+    "LedgerEntryKind",
+    "PlanType",
+    "SubscriptionStatus",
+]

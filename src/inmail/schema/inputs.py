@@ -1,0 +1,83 @@
+"""Mutation inputs, as API.graphql names them."""
+
+from __future__ import annotations
+
+import strawberry
+
+from inmail.schema.enums import InMailResponse, PlanType
+
+
+@strawberry.input
+class SendInMailInput:
+    recipient_id: strawberry.ID
+    subject: str
+    body: str
+    idempotency_key: str
+
+
+@strawberry.input
+class RespondToInMailInput:
+    conversation_id: strawberry.ID
+    response: InMailResponse
+    body: str | None = strawberry.field(
+        default=None, description="Required for REPLY; an optional note otherwise."
+    )
+
+
+@strawberry.input
+class SendMessageInput:
+    recipient_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A 1st-degree connection to write to, or"
+    )
+    conversation_id: strawberry.ID | None = strawberry.field(
+        default=None, description="a conversation that has had a response."
+    )
+    body: str
+
+
+@strawberry.input
+class PurchaseInMailCreditsInput:
+    quantity: int
+    idempotency_key: str
+
+
+@strawberry.input
+class PaymentMethodInput:
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+@strawberry.input
+class ChangePlanInput:
+    plan: PlanType
+    monthly_allotment: int | None = strawberry.field(
+        default=None, description="For LEGACY_PREMIUM: the grandfathered monthly allotment."
+    )
+
+
+@strawberry.input
+class CreateMemberInput:
+    name: str
+    headline: str | None = None
+    plan: PlanType
+    billing_day: int | None = strawberry.field(
+        default=None, description="Billing anchor day; defaults to the day of month of the start."
+    )
+    payment_method: PaymentMethodInput | None = None
+    monthly_allotment: int | None = strawberry.field(
+        default=None, description="For LEGACY_PREMIUM: the grandfathered monthly allotment."
+    )
+
+
+@strawberry.input
+class ConnectMembersInput:
+    member_id: strawberry.ID
+    other_member_id: strawberry.ID
+
+
+@strawberry.input
+class AdvanceClockInput:
+    days: int | None = None
+    hours: int | None = None

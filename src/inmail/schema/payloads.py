@@ -1,0 +1,74 @@
+"""Mutation payloads: the result, or `errors` with stable codes, never both."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from inmail.schema.errors import UserError
+from inmail.schema.types import Conversation, CreditLot, Member, Message, PremiumSubscription
+
+
+@strawberry.type
+class SendInMailPayload:
+    conversation: Conversation | None = None
+    credits_left: int | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RespondToInMailPayload:
+    conversation: Conversation | None = None
+    credited_back: bool = False
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class SendMessagePayload:
+    conversation: Conversation | None = None
+    message: Message | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class PurchaseInMailCreditsPayload:
+    lot: CreditLot | None = None
+    credits_left: int | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class UpdatePaymentMethodPayload:
+    subscription: PremiumSubscription | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ChangePlanPayload:
+    member: Member | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class CancelSubscriptionPayload:
+    member: Member | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class CreateMemberPayload:
+    member: Member | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ConnectMembersPayload:
+    ok: bool = False
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class AdvanceClockPayload:
+    now: datetime
+    errors: list[UserError] = strawberry.field(default_factory=list)

@@ -1,0 +1,1 @@
+"""Use cases: each one reads like the rule it carries out."""

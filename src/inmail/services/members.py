@@ -1,0 +1,197 @@
+"""Members and their subscriptions: create, connect, pay, change plan, cancel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inmail.domain.billing import PaymentMethod, validate_anchor_day, validate_payment_method
+from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.model import LedgerEntry, Member, Subscription
+from inmail.domain.plans import PlanType, validate_legacy_allotment
+from inmail.repositories.mongo import Session, new_id
+from inmail.services.base import Account, Deps, transact
+
+NAME_MAX = 100
+HEADLINE_MAX = 220
+
+
+@dataclass(frozen=True, slots=True)
+class NewMember:
+    name: str
+    plan: PlanType
+    headline: str | None = None
+    billing_day: int | None = None
+    payment_method: PaymentMethod | None = None
+    monthly_allotment: int | None = None
+
+
+def _clean_name(name: str) -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= NAME_MAX:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, f"name must be 1 to {NAME_MAX} characters.", "name"
+        )
+    return name
+
+
+def _clean_headline(headline: str | None) -> str | None:
+    if headline is None or not headline.strip():
+        return None
+    headline = headline.strip()
+    if len(headline) > HEADLINE_MAX:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            f"headline must be at most {HEADLINE_MAX} characters.",
+            "headline",
+        )
+    return headline
+
+
+def _legacy_terms(plan: PlanType, monthly_allotment: int | None) -> int | None:
+    if monthly_allotment is None:
+        return None
+    if plan is not PlanType.LEGACY_PREMIUM:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            "monthlyAllotment applies to LEGACY_PREMIUM only.",
+            "monthlyAllotment",
+        )
+    return validate_legacy_allotment(monthly_allotment)
+
+
+async def create_member(deps: Deps, new: NewMember) -> Member:
+    now = deps.now()
+    name = _clean_name(new.name)
+    headline = _clean_headline(new.headline)
+    allotment = _legacy_terms(new.plan, new.monthly_allotment)
+    billing_day = validate_anchor_day(new.billing_day) if new.billing_day is not None else now.day
+    member_id = new_id()
+    subscription = None
+    if new.plan is not PlanType.BASIC:
+        subscription = Subscription.start(new_id(), new.plan, now, billing_day, allotment)
+    member = Member(
+        id=member_id,
+        name=name,
+        headline=headline,
+        plan=new.plan,
+        created_at=now,
+        subscription=subscription,
+        payment_method=new.payment_method,
+    )
+
+    async def work(session: Session) -> list[LedgerEntry]:
+        await deps.members.insert(member, session)
+        account = await Account.open(deps, member, now, session)
+        if subscription is not None:
+            account.wallet.start_subscription(subscription, deps.plans)
+        return await account.save(deps, session)
+
+    entries = await transact(deps, work)
+    await deps.publisher.publish(entries)
+    created = await deps.members.get(member_id)
+    assert created is not None
+    return created
+
+
+async def connect_members(deps: Deps, member_id: str, other_id: str) -> None:
+    if member_id == other_id:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "A member cannot connect to themselves.", "otherMemberId"
+        )
+
+    async def work(session: Session) -> None:
+        found = await deps.members.get_many([member_id, other_id], session)
+        for field, wanted in (("memberId", member_id), ("otherMemberId", other_id)):
+            if wanted not in found:
+                raise DomainError(ErrorCode.NOT_FOUND, "No such member.", field)
+        await deps.members.connect(member_id, other_id, session)
+
+    await transact(deps, work)
+
+
+async def _require_member(deps: Deps, member_id: str, session: Session = None) -> Member:
+    member = await deps.members.get(member_id, session)
+    if member is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "No such member.")
+    return member
+
+
+async def update_payment_method(
+    deps: Deps, member_id: str, brand: str, last4: str, exp_month: int, exp_year: int
+) -> Member:
+    card = validate_payment_method(brand, last4, exp_month, exp_year)
+    if card.is_expired(deps.now()):
+        raise DomainError(ErrorCode.INVALID_INPUT, "That card has already expired.", "expYear")
+    await _require_member(deps, member_id)
+    await deps.members.set_payment_method(member_id, card)
+    return await _require_member(deps, member_id)
+
+
+async def change_plan(
+    deps: Deps, member_id: str, plan: PlanType, monthly_allotment: int | None = None
+) -> Member:
+    """A new plan restarts the billing cycle today; old credits are forfeited (SPEC 2)."""
+    requested_allotment = _legacy_terms(plan, monthly_allotment)
+    if plan is PlanType.BASIC:
+        return await _cancel(deps, member_id, to_basic=True)
+    now = deps.now()
+
+    async def work(session: Session) -> list[LedgerEntry]:
+        member = await _require_member(deps, member_id, session)
+        current = member.subscription
+        if (
+            current is not None
+            and current.is_active
+            and member.plan is plan
+            and requested_allotment in (None, current.monthly_allotment)
+        ):
+            return []  # already on this plan: nothing to restart
+        account = await Account.open(deps, member, now, session)
+        account.wallet.forfeit_all(now)
+        allotment = requested_allotment
+        if allotment is None and plan is PlanType.LEGACY_PREMIUM and current is not None:
+            allotment = current.monthly_allotment
+        subscription = Subscription.start(new_id(), plan, now, now.day, allotment)
+        account.subscription = subscription
+        account.wallet.start_subscription(subscription, deps.plans)
+        return await account.save(deps, session, plan=plan.value)
+
+    entries = await transact(deps, work)
+    await deps.publisher.publish(entries)
+    return await _require_member(deps, member_id)
+
+
+async def cancel_subscription(deps: Deps, member_id: str) -> Member:
+    return await _cancel(deps, member_id, to_basic=False)
+
+
+async def _cancel(deps: Deps, member_id: str, *, to_basic: bool) -> Member:
+    """Cancelling zeroes the balance at once and stops renewals (SPEC 2)."""
+    now = deps.now()
+
+    async def work(session: Session) -> list[LedgerEntry]:
+        member = await _require_member(deps, member_id, session)
+        subscription = member.subscription
+        if subscription is None or not subscription.is_active:
+            if to_basic and member.plan is not PlanType.BASIC:
+                await deps.members.commit(
+                    member,
+                    new_seq=member.ledger_seq,
+                    session=session,
+                    changes={"plan": PlanType.BASIC.value},
+                )
+                return []
+            if to_basic:
+                return []
+            raise DomainError(
+                ErrorCode.SUBSCRIPTION_INACTIVE, "There is no active subscription to cancel."
+            )
+        account = await Account.open(deps, member, now, session)
+        account.wallet.forfeit_all(now)
+        account.subscription = (account.subscription or subscription).canceled()
+        changes = {"plan": PlanType.BASIC.value} if to_basic else {}
+        return await account.save(deps, session, **changes)
+
+    entries = await transact(deps, work)
+    await deps.publisher.publish(entries)
+    return await _require_member(deps, member_id)

@@ -1,0 +1,118 @@
+"""Buying extra credits: checked before any charge, charged once, granted once (SPEC 6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inmail.domain.credits import CreditLot, CreditSource
+from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.model import LedgerEntry, Purchase
+from inmail.domain.rules import purchase_refusal
+from inmail.repositories.mongo import Session, new_id
+from inmail.services.base import Account, Deps, request_hash, transact
+from inmail.services.inmail import clean_idempotency_key, reused_key
+from inmail.services.payments import PaymentDeclined, PaymentGateway
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseResult:
+    lot: CreditLot | None
+    credits_left: int
+
+
+async def purchase_credits(
+    deps: Deps, gateway: PaymentGateway, member_id: str, quantity: int, key: str
+) -> PurchaseResult:
+    maximum = deps.limits.max_purchase_quantity
+    if isinstance(quantity, bool) or not 1 <= quantity <= maximum:
+        raise DomainError(ErrorCode.INVALID_INPUT, f"quantity must be 1 to {maximum}.", "quantity")
+    key = clean_idempotency_key(key)
+    fingerprint = request_hash("purchaseInMailCredits", quantity=quantity)
+    now = deps.now()
+
+    prior = await deps.idempotency.find(member_id, key)
+    if prior is not None:
+        return await _replay(deps, prior, fingerprint)
+    member = await deps.members.get(member_id)
+    if member is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
+    balance = (await deps.lots.balances([member_id], now))[member_id]
+    refusal = purchase_refusal(
+        member, plans=deps.plans, now=now, quantity=quantity, balance=balance
+    )
+    if refusal:
+        raise refusal
+    assert member.payment_method is not None
+    try:
+        charge = await gateway.charge(member_id, key, quantity, member.payment_method, now)
+    except PaymentDeclined as exc:
+        raise DomainError(
+            ErrorCode.PAYMENT_METHOD_EXPIRED, f"The payment was declined: {exc}.", "paymentMethod"
+        ) from None
+
+    async def work(session: Session) -> tuple[str | None, int, list[LedgerEntry]]:
+        prior = await deps.idempotency.find(member_id, key, session)
+        if prior is not None:  # a concurrent retry of this purchase got here first
+            if prior["requestHash"] != fingerprint:
+                raise reused_key()
+            return prior["result"]["lotId"], prior["result"]["creditsLeft"], []
+        current = await deps.members.get(member_id, session)
+        assert current is not None
+        account = await Account.open(deps, current, now, session)
+        refusal = purchase_refusal(
+            current, plans=deps.plans, now=now, quantity=quantity, balance=account.balance
+        )
+        if refusal:
+            raise refusal
+        purchase_id = new_id()
+        lot = account.wallet.grant(
+            CreditSource.PURCHASE,
+            quantity,
+            now,
+            current.policy(deps.plans).max_balance,
+            grant_key=f"purchase:{charge.id}",
+            purchase_id=purchase_id,
+        )
+        assert lot is not None, "a purchase within the cap is granted whole"
+        entries = await account.save(deps, session)
+        await deps.purchases.insert(
+            Purchase(
+                id=purchase_id,
+                member_id=member_id,
+                quantity=quantity,
+                charge_id=charge.id,
+                lot_id=lot.id,
+                at=now,
+                idempotency_key=key,
+            ),
+            session,
+        )
+        await deps.idempotency.insert(
+            member_id,
+            key,
+            operation="purchaseInMailCredits",
+            request_hash=fingerprint,
+            result={"lotId": lot.id, "creditsLeft": account.balance},
+            at=now,
+            session=session,
+        )
+        return lot.id, account.balance, entries
+
+    try:
+        lot_id, credits_left, entries = await transact(deps, work)
+    except DomainError as exc:
+        if exc.code is not ErrorCode.IDEMPOTENCY_KEY_REUSED:
+            await gateway.refund(charge, now)  # the balance moved between the check and the grant
+        raise
+    await deps.publisher.publish(entries)
+    lots = await deps.lots.get_many([lot_id]) if lot_id else {}
+    return PurchaseResult(lots.get(lot_id) if lot_id else None, credits_left)
+
+
+async def _replay(deps: Deps, prior: dict[str, object], fingerprint: str) -> PurchaseResult:
+    if prior["requestHash"] != fingerprint:
+        raise reused_key()
+    result = prior["result"]
+    assert isinstance(result, dict)
+    lots = await deps.lots.get_many([result["lotId"]])
+    return PurchaseResult(lots.get(result["lotId"]), int(result["creditsLeft"]))

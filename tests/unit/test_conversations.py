@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inmail.domain.conversations import (
+    BODY_MAX,
+    CREDIT_BACK_WINDOW,
+    MAX_REMINDER_DELAY,
+    SUBJECT_MAX,
+    ConversationState,
+    InMailResponse,
+    clean_body,
+    clean_reply,
+    clean_subject,
+    reminder_due_at,
+    state_after,
+    within_credit_back_window,
+)
+from inmail.domain.errors import DomainError, ErrorCode
+
+SENT_AT = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("response", "state"),
+    [
+        (InMailResponse.INTERESTED, ConversationState.ACCEPTED),
+        (InMailResponse.MAYBE_LATER, ConversationState.ACCEPTED),
+        (InMailResponse.REPLY, ConversationState.ACCEPTED),
+        (InMailResponse.NOT_INTERESTED, ConversationState.DECLINED),
+    ],
+)
+def test_each_response_moves_the_conversation_to_its_state(
+    response: InMailResponse, state: ConversationState
+) -> None:
+    assert state_after(response) is state
+
+
+def test_a_response_just_inside_ninety_days_earns_the_credit_back() -> None:
+    assert timedelta(days=90) == CREDIT_BACK_WINDOW
+    last_moment = SENT_AT + CREDIT_BACK_WINDOW - timedelta(microseconds=1)
+    assert within_credit_back_window(SENT_AT, last_moment)
+
+
+def test_a_response_at_exactly_ninety_days_earns_nothing() -> None:
+    assert not within_credit_back_window(SENT_AT, SENT_AT + CREDIT_BACK_WINDOW)
+
+
+@given(delay=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=400)))
+def test_the_credit_back_window_is_exactly_the_first_ninety_days(delay: timedelta) -> None:
+    assert within_credit_back_window(SENT_AT, SENT_AT + delay) == (delay < timedelta(days=90))
+
+
+def test_a_subject_is_trimmed() -> None:
+    assert clean_subject("  Coffee next week?\n") == "Coffee next week?"
+
+
+def test_a_subject_of_exactly_the_maximum_length_is_accepted() -> None:
+    assert clean_subject("s" * SUBJECT_MAX) == "s" * SUBJECT_MAX
+
+
+@pytest.mark.parametrize("subject", ["", "   \t\n", "s" * (SUBJECT_MAX + 1)])
+def test_a_blank_or_oversized_subject_is_invalid_input_on_the_subject(subject: str) -> None:
+    with pytest.raises(DomainError) as refused:
+        clean_subject(subject)
+    assert refused.value.code is ErrorCode.INVALID_INPUT
+    assert refused.value.field == "subject"
+
+
+def test_padding_around_a_long_subject_does_not_count_towards_its_length() -> None:
+    assert clean_subject("  " + "s" * SUBJECT_MAX + "  ") == "s" * SUBJECT_MAX
+
+
+def test_a_body_is_trimmed_and_may_be_as_long_as_the_maximum() -> None:
+    assert (
+        clean_body("  Hello Grace,\nI admire your work.  ") == "Hello Grace,\nI admire your work."
+    )
+    assert clean_body("b" * BODY_MAX) == "b" * BODY_MAX
+
+
+@pytest.mark.parametrize("body", ["", "  ", "b" * (BODY_MAX + 1)])
+def test_a_blank_or_oversized_body_is_refused_on_the_field_the_caller_names(body: str) -> None:
+    with pytest.raises(DomainError) as refused:
+        clean_body(body, field="message")
+    assert refused.value.code is ErrorCode.INVALID_INPUT
+    assert refused.value.field == "message"
+
+
+def test_a_written_reply_needs_a_body() -> None:
+    for body in (None, "", "   "):
+        with pytest.raises(DomainError) as refused:
+            clean_reply(InMailResponse.REPLY, body)
+        assert refused.value.field == "body"
+    assert clean_reply(InMailResponse.REPLY, " Happy to talk. ") == "Happy to talk."
+
+
+@pytest.mark.parametrize(
+    "response",
+    [InMailResponse.INTERESTED, InMailResponse.MAYBE_LATER, InMailResponse.NOT_INTERESTED],
+)
+def test_a_quick_reply_may_come_without_a_note(response: InMailResponse) -> None:
+    assert clean_reply(response, None) is None
+    assert clean_reply(response, "   ") is None
+    assert clean_reply(response, " Try me in spring. ") == "Try me in spring."
+
+
+def test_a_quick_reply_note_is_still_held_to_the_body_limit() -> None:
+    with pytest.raises(DomainError):
+        clean_reply(InMailResponse.INTERESTED, "b" * (BODY_MAX + 1))
+
+
+def test_a_reminder_is_due_the_chosen_delay_after_sending() -> None:
+    assert reminder_due_at(SENT_AT, timedelta(hours=48)) == SENT_AT + timedelta(hours=48)
+    assert reminder_due_at(SENT_AT, MAX_REMINDER_DELAY) == SENT_AT + timedelta(hours=72)
+
+
+@pytest.mark.parametrize("delay", [timedelta(hours=72, seconds=1), timedelta(hours=-1)])
+def test_a_reminder_delay_beyond_seventy_two_hours_or_negative_is_refused(
+    delay: timedelta,
+) -> None:
+    with pytest.raises(ValueError, match="reminder delay"):
+        reminder_due_at(SENT_AT, delay)

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.plans import (
+    DEFAULT_PLAN_TABLE,
+    PlanPolicy,
+    PlanTable,
+    PlanType,
+    plan_table_from_overrides,
+    validate_legacy_allotment,
+)
+
+
+def test_the_default_table_holds_the_published_figures_for_every_plan() -> None:
+    figures = {
+        policy.type: (
+            policy.can_send_inmail,
+            policy.monthly_allotment,
+            policy.max_balance,
+            policy.can_purchase,
+        )
+        for policy in DEFAULT_PLAN_TABLE.all()
+    }
+    assert figures == {
+        PlanType.BASIC: (False, 0, 0, False),
+        PlanType.PREMIUM_CAREER: (True, 5, 15, True),
+        PlanType.PREMIUM_BUSINESS: (True, 15, 45, True),
+        PlanType.SALES_NAVIGATOR: (True, 20, 60, False),
+        PlanType.RECRUITER_LITE: (True, 30, 90, False),
+        PlanType.LEGACY_PREMIUM: (True, 10, 30, True),
+    }
+
+
+def test_all_lists_policies_in_plan_declaration_order() -> None:
+    assert [policy.type for policy in DEFAULT_PLAN_TABLE.all()] == list(PlanType)
+
+
+def test_a_legacy_subscription_keeps_its_grandfathered_allotment_and_a_cap_three_times_it() -> None:
+    policy = DEFAULT_PLAN_TABLE.policy(PlanType.LEGACY_PREMIUM, monthly_allotment=7)
+    assert policy.monthly_allotment == 7
+    assert policy.max_balance == 21
+
+
+def test_a_legacy_subscription_without_grandfathered_terms_gets_the_default_allotment() -> None:
+    policy = DEFAULT_PLAN_TABLE.policy(PlanType.LEGACY_PREMIUM)
+    assert (policy.monthly_allotment, policy.max_balance) == (10, 30)
+
+
+def test_an_allotment_override_is_ignored_for_plans_that_are_not_legacy() -> None:
+    policy = DEFAULT_PLAN_TABLE.policy(PlanType.PREMIUM_CAREER, monthly_allotment=99)
+    assert (policy.monthly_allotment, policy.max_balance) == (5, 15)
+
+
+@given(allotment=st.integers(min_value=0, max_value=1000), multiplier=st.integers(1, 10))
+def test_a_legacy_cap_is_always_the_multiplier_times_the_allotment(
+    allotment: int, multiplier: int
+) -> None:
+    table = plan_table_from_overrides({"LEGACY_PREMIUM": {"capMultiplier": multiplier}})
+    policy = table.policy(PlanType.LEGACY_PREMIUM, monthly_allotment=allotment)
+    assert policy.max_balance == multiplier * allotment
+
+
+def test_an_operator_can_change_a_plans_allotment_and_cap_without_touching_the_others() -> None:
+    table = plan_table_from_overrides({"PREMIUM_CAREER": {"monthlyAllotment": 8, "maxBalance": 24}})
+    career = table.policy(PlanType.PREMIUM_CAREER)
+    assert (career.monthly_allotment, career.max_balance, career.can_purchase) == (8, 24, True)
+    for plan in PlanType:
+        if plan is not PlanType.PREMIUM_CAREER:
+            assert table.policy(plan) == DEFAULT_PLAN_TABLE.policy(plan)
+
+
+def test_an_operator_can_let_sales_navigator_members_buy_credits() -> None:
+    table = plan_table_from_overrides({"SALES_NAVIGATOR": {"canPurchaseCredits": True}})
+    assert table.policy(PlanType.SALES_NAVIGATOR).can_purchase is True
+
+
+def test_an_operator_can_change_the_legacy_default_allotment_and_multiplier() -> None:
+    table = plan_table_from_overrides(
+        {"LEGACY_PREMIUM": {"monthlyAllotment": 12, "capMultiplier": 4}}
+    )
+    assert table.legacy_cap_multiplier == 4
+    legacy = table.policy(PlanType.LEGACY_PREMIUM)
+    assert (legacy.monthly_allotment, legacy.max_balance) == (12, 48)
+    assert table.policy(PlanType.LEGACY_PREMIUM, monthly_allotment=5).max_balance == 20
+
+
+def test_no_overrides_give_a_table_equal_to_the_defaults() -> None:
+    assert plan_table_from_overrides({}).all() == DEFAULT_PLAN_TABLE.all()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        ({"PLATINUM": {"monthlyAllotment": 1}}, ["PLATINUM"]),
+        ({"PREMIUM_CAREER": {"allotment": 1}}, ["PREMIUM_CAREER", "allotment"]),
+        ({"PREMIUM_CAREER": {"monthlyAllotment": "8"}}, ["PREMIUM_CAREER", "monthlyAllotment"]),
+        ({"PREMIUM_CAREER": {"monthlyAllotment": True}}, ["PREMIUM_CAREER", "monthlyAllotment"]),
+        ({"PREMIUM_CAREER": {"monthlyAllotment": 2.5}}, ["PREMIUM_CAREER", "monthlyAllotment"]),
+        ({"PREMIUM_CAREER": {"maxBalance": -1}}, ["PREMIUM_CAREER", "maxBalance"]),
+        ({"PREMIUM_CAREER": {"canSendInMail": 1}}, ["PREMIUM_CAREER", "canSendInMail"]),
+        (
+            {"PREMIUM_CAREER": {"canPurchaseCredits": "yes"}},
+            ["PREMIUM_CAREER", "canPurchaseCredits"],
+        ),
+        ({"PREMIUM_CAREER": {"maxBalance": 4}}, ["PREMIUM_CAREER", "maxBalance"]),
+        ({"PREMIUM_CAREER": {"capMultiplier": 2}}, ["PREMIUM_CAREER", "capMultiplier"]),
+        ({"LEGACY_PREMIUM": {"capMultiplier": 0}}, ["LEGACY_PREMIUM", "capMultiplier"]),
+        ({"LEGACY_PREMIUM": {"maxBalance": 50}}, ["LEGACY_PREMIUM", "maxBalance"]),
+        ({"BASIC": "off"}, ["BASIC"]),
+    ],
+)
+def test_a_bad_override_is_refused_with_a_message_naming_the_plan_and_key(
+    overrides: Mapping[str, Mapping[str, object]], names: list[str]
+) -> None:
+    with pytest.raises(ValueError, match=names[0]) as refused:
+        plan_table_from_overrides(overrides)
+    for name in names:
+        assert name in str(refused.value)
+
+
+def test_a_table_missing_a_plan_is_refused() -> None:
+    policies: dict[PlanType, PlanPolicy] = {
+        plan: policy
+        for plan, policy in DEFAULT_PLAN_TABLE.policies.items()
+        if plan is not PlanType.RECRUITER_LITE
+    }
+    with pytest.raises(ValueError, match="RECRUITER_LITE"):
+        PlanTable(policies=policies)
+
+
+def test_a_table_cannot_be_changed_through_the_dict_it_was_built_from() -> None:
+    policies = dict(DEFAULT_PLAN_TABLE.policies)
+    table = PlanTable(policies=policies)
+    policies[PlanType.BASIC] = PlanPolicy(PlanType.BASIC, True, 100, 100, True)
+    assert table.policy(PlanType.BASIC).can_send_inmail is False
+
+
+@pytest.mark.parametrize("allotment", [1, 10, 1000])
+def test_a_legacy_allotment_within_bounds_is_accepted(allotment: int) -> None:
+    assert validate_legacy_allotment(allotment) == allotment
+
+
+@pytest.mark.parametrize("allotment", [0, -3, 1001])
+def test_a_legacy_allotment_out_of_bounds_is_invalid_input_on_its_field(allotment: int) -> None:
+    with pytest.raises(DomainError) as refused:
+        validate_legacy_allotment(allotment)
+    assert refused.value.code is ErrorCode.INVALID_INPUT
+    assert refused.value.field == "monthlyAllotment"
+
+
+def test_a_domain_error_reads_as_its_message_and_carries_its_code() -> None:
+    error = DomainError(ErrorCode.CAP_EXCEEDED, "That would exceed your cap.")
+    assert str(error) == "That would exceed your cap."
+    assert (error.code, error.message, error.field) == (
+        ErrorCode.CAP_EXCEEDED,
+        "That would exceed your cap.",
+        None,
+    )
+
+
+def test_every_error_code_value_is_its_name() -> None:
+    assert all(code.value == code.name for code in ErrorCode)
