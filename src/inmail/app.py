@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -19,7 +19,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema import BaseSchema
 
 from inmail import logs
-from inmail.bootstrap import Container, build_container
+from inmail.bootstrap import Background, Container, build_container
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.context import Context
 from inmail.resolvers.root import build_schema
@@ -27,8 +27,6 @@ from inmail.schema.errors import ApiError
 from inmail.settings import Settings
 
 log = logging.getLogger(__name__)
-
-Hook = Callable[[Container], Any]
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -135,8 +133,6 @@ def create_app(
     settings: Settings,
     *,
     mongo: Mongo | None = None,
-    on_startup: list[Hook] | None = None,
-    on_shutdown: list[Hook] | None = None,
     container: Container | None = None,
 ) -> Starlette:
     """The app; `mongo` defaults to a client for settings.mongodb_uri, opened in the lifespan."""
@@ -152,17 +148,18 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await container.mongo.create_indexes()
-        for hook in on_startup or []:
-            result = hook(container)
-            if hasattr(result, "__await__"):
-                await result
+        started: list[Background] = []
         try:
+            for task in container.background:
+                await task.start()
+                started.append(task)
             yield
         finally:
-            for hook in reversed(on_shutdown or []):
-                result = hook(container)
-                if hasattr(result, "__await__"):
-                    await result
+            for task in reversed(started):
+                try:
+                    await task.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(task).__name__)
             await container.mongo.close()
 
     async def healthz(request: Request) -> Response:

@@ -5,16 +5,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from inmail.auth import TokenService, development_secret
 from inmail.clock import Clock, ManualClock, SystemClock
 from inmail.repositories.mongo import Mongo
 from inmail.services.base import Deps, Limits
+from inmail.services.events import FanOut
 from inmail.services.payments import BuiltinGateway, PaymentGateway
 from inmail.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class Background(Protocol):
+    """A task that lives as long as the app: started after indexes, stopped before the client."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 @dataclass
@@ -25,6 +34,8 @@ class Container:
     tokens: TokenService
     deps: Deps
     gateway: PaymentGateway
+    events: FanOut
+    background: list[Background] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -41,6 +52,7 @@ def jwt_secret(settings: Settings) -> str:
 
 def build_container(settings: Settings, mongo: Mongo, clock: Clock | None = None) -> Container:
     clock = clock or make_clock(settings)
+    events = FanOut()
     deps = Deps(
         mongo=mongo,
         clock=clock,
@@ -49,6 +61,7 @@ def build_container(settings: Settings, mongo: Mongo, clock: Clock | None = None
             max_purchase_quantity=settings.max_purchase_quantity,
             reminder_delay=timedelta(hours=settings.reminder_delay_hours),
         ),
+        publisher=events,
     )
     return Container(
         settings=settings,
@@ -57,4 +70,5 @@ def build_container(settings: Settings, mongo: Mongo, clock: Clock | None = None
         tokens=TokenService(jwt_secret(settings)),
         deps=deps,
         gateway=BuiltinGateway(deps.charges),
+        events=events,
     )

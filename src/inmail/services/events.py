@@ -35,3 +35,15 @@ class BalanceUpdate:
 class BalancePublisher(Protocol):
     async def publish(self, entries: Sequence[LedgerEntry]) -> None:
         """Tell this process's subscribers about committed entries (others learn by other means)."""
+
+
+class FanOut:
+    """Hands committed entries to every listener in this process (live updates, metrics)."""
+
+    def __init__(self) -> None:
+        self.listeners: list[BalancePublisher] = []
+
+    async def publish(self, entries: Sequence[LedgerEntry]) -> None:
+        if entries:
+            for listener in self.listeners:
+                await listener.publish(entries)
