@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -66,6 +67,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from inmail.auth import development_secret
 
         os.environ["INMAIL_JWT_SECRET"] = development_secret(settings.data_dir)
+    # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so that
+    # the embedded mongod below is stopped by us, not left to the kernel.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         print(
             f"inmail: GraphiQL at http://{settings.host}:{settings.port}/graphql", file=sys.stderr
@@ -85,6 +89,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("inmail: stopping the embedded mongod", file=sys.stderr)
             embedded.stop()
     return 0
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -1,0 +1,206 @@
+"""`inmail serve` as an operator runs it: embedded mongod, restarts, clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+INMAIL = [sys.executable, "-m", "inmail"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
+    env.update(INMAIL_DATA_DIR=str(data_dir), INMAIL_PORT=str(port), **extra)
+    return env
+
+
+def _post(port: int, query: str, token: str | None = None) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers=headers,
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body: dict[str, Any] = json.loads(response.read())
+        return body
+
+
+def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"serve exited early: {process.stderr.read() if process.stderr else ''!r}"
+            )
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    raise AssertionError("serve did not become ready")
+
+
+class Server:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        self.process = subprocess.Popen(
+            [*INMAIL, "serve"],
+            env=_env(self.data_dir, self.port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _wait_ready(self.port, self.process)
+        return self
+
+    def token(self, *args: str) -> str:
+        out = subprocess.run(
+            [*INMAIL, "token", *args],
+            env=_env(self.data_dir, self.port),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=60)
+        if self.process.stderr:
+            self.process.stderr.close()
+        return code
+
+    def mongod_pid(self) -> int | None:
+        lock = self.data_dir / "mongod" / "mongod.lock"
+        text = lock.read_text().strip() if lock.exists() else ""
+        return int(text) if text.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def test_serve_answers_graphql_on_the_embedded_mongod_and_keeps_data_across_restarts(
+    data_dir: Path,
+) -> None:
+    server = Server(data_dir).start()
+    try:
+        data = _post(server.port, "{ plans { type monthlyAllotment maxBalance } now }")["data"]
+        assert {"type": "PREMIUM_CAREER", "monthlyAllotment": 5, "maxBalance": 15} in data["plans"]
+        created = _post(
+            server.port,
+            'mutation { createMember(input: {name: "Grace Hopper", plan: PREMIUM_BUSINESS}) '
+            "{ member { id } errors { code } } }",
+            server.token("--admin"),
+        )["data"]["createMember"]
+        member_id = created["member"]["id"]
+        mongod = server.mongod_pid()
+        assert mongod is not None
+    finally:
+        assert server.stop() == 0
+    assert not _alive(mongod), "stopping serve stops its mongod"
+
+    again = Server(data_dir).start()
+    try:
+        member = _post(
+            again.port,
+            f'{{ member(id: "{member_id}") {{ name inmailBalance }} }}',
+            again.token("--admin"),
+        )["data"]["member"]
+        assert member == {"name": "Grace Hopper", "inmailBalance": 15}
+    finally:
+        again.stop(signal.SIGINT)
+
+
+def test_a_second_serve_on_the_same_data_folder_is_refused_with_a_clear_message(
+    data_dir: Path,
+) -> None:
+    first = Server(data_dir).start()
+    try:
+        second = subprocess.run(
+            [*INMAIL, "serve"],
+            env=_env(data_dir, _free_port()),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "in use by another inmail process" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert _post(first.port, "{ now }")["data"]["now"]
+    finally:
+        first.stop()
+
+
+def test_a_stale_lock_file_from_a_dead_process_does_not_stop_serve(data_dir: Path) -> None:
+    (data_dir / "mongod").mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (data_dir / "mongod" / "mongod.lock").write_text(str(dead.pid))
+    server = Server(data_dir).start()
+    try:
+        assert _post(server.port, "{ now }")["data"]["now"]
+    finally:
+        server.stop()
+
+
+def test_a_mongod_that_cannot_start_gets_a_message_not_a_traceback(data_dir: Path) -> None:
+    result = subprocess.run(
+        [*INMAIL, "serve"],
+        env=_env(data_dir, _free_port(), INMAIL_MONGOD_BIN="/bin/false"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "embedded mongod exited during start-up" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_setting_stops_start_up_naming_the_variable(data_dir: Path) -> None:
+    result = subprocess.run(
+        [*INMAIL, "serve"],
+        env=_env(data_dir, _free_port(), INMAIL_SCHEDULER_INTERVAL="soon"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "INMAIL_SCHEDULER_INTERVAL='soon'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,71 @@
+"""Bearer tokens: HS256 JWTs carrying the member id and role."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+
+from inmail.auth import AuthError, Role, TokenService, development_secret
+
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
+
+
+def test_a_minted_member_token_names_the_member() -> None:
+    tokens = TokenService(SECRET)
+    viewer = tokens.viewer_from_header("Bearer " + tokens.mint("m1", Role.MEMBER))
+    assert viewer is not None
+    assert (viewer.member_id, viewer.is_admin) == ("m1", False)
+
+
+def test_an_admin_token_is_an_admin_without_a_member_id() -> None:
+    tokens = TokenService(SECRET)
+    viewer = tokens.verify(tokens.mint("ops", Role.ADMIN))
+    assert viewer.is_admin
+    assert viewer.member_id is None
+
+
+def test_no_header_means_anonymous() -> None:
+    assert TokenService(SECRET).viewer_from_header(None) is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer", "Basic abc", "Bearer not-a-jwt", "Token x.y.z"],
+)
+def test_malformed_credentials_are_refused(header: str) -> None:
+    with pytest.raises(AuthError):
+        TokenService(SECRET).viewer_from_header(header)
+
+
+def test_a_token_signed_with_another_secret_is_refused() -> None:
+    forged = TokenService("another-secret-that-is-long-enough-0123").mint("m1", Role.MEMBER)
+    with pytest.raises(AuthError, match="wrongly signed"):
+        TokenService(SECRET).verify(forged)
+
+
+def test_an_expired_token_is_refused() -> None:
+    tokens = TokenService(SECRET)
+    with pytest.raises(AuthError, match="expired"):
+        tokens.verify(tokens.mint("m1", Role.MEMBER, ttl=timedelta(seconds=-1)))
+
+
+def test_a_token_with_an_unknown_role_is_refused() -> None:
+    token = jwt.encode({"sub": "m1", "role": "root", "exp": 9_999_999_999}, SECRET, "HS256")
+    with pytest.raises(AuthError, match="role"):
+        TokenService(SECRET).verify(token)
+
+
+def test_a_token_without_expiry_is_refused() -> None:
+    token = jwt.encode({"sub": "m1", "role": "member"}, SECRET, "HS256")
+    with pytest.raises(AuthError):
+        TokenService(SECRET).verify(token)
+
+
+def test_the_development_secret_is_made_once_and_kept(tmp_path: Path) -> None:
+    first = development_secret(tmp_path)
+    assert len(first) >= 32
+    assert development_secret(tmp_path) == first
+    assert (tmp_path / "jwt-secret").stat().st_mode & 0o077 == 0

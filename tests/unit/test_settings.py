@@ -1,0 +1,91 @@
+"""Settings are read once from the environment and a bad value names its variable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from inmail.domain.plans import PlanType
+from inmail.settings import SETTINGS, Settings, SettingsError, settings_table_markdown
+
+
+def test_an_empty_environment_gives_the_documented_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.env == "development"
+    assert settings.mongodb_uri is None
+    assert settings.data_dir == Path(".inmail")
+    assert settings.scheduler_interval == 60.0
+    assert settings.reminder_delay_hours == 48.0
+    assert settings.max_body_bytes == 1_048_576
+    assert settings.max_page_size == 100
+    assert settings.port == 8000
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("INMAIL_SCHEDULER_INTERVAL", "soon"),
+        ("INMAIL_SCHEDULER_INTERVAL", "-1"),
+        ("INMAIL_PORT", "70000"),
+        ("INMAIL_CLOCK", "sundial"),
+        ("INMAIL_CLOCK_START", "yesterday"),
+        ("INMAIL_MONGODB_URI", "postgres://localhost"),
+        ("INMAIL_MAX_PAGE_SIZE", "500"),
+        ("INMAIL_REMINDER_DELAY_HOURS", "73"),
+        ("INMAIL_PLANS", '{"PREMIUM_CAREER": {"monthlyAllotment": -1}}'),
+        ("INMAIL_PLANS", "not json"),
+        ("INMAIL_JWT_SECRET", "short"),
+        ("INMAIL_INTROSPECTION", "maybe"),
+    ],
+)
+def test_a_bad_value_is_refused_with_the_variable_named(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_a_secret_is_never_echoed_in_the_error() -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"INMAIL_JWT_SECRET": "hunter2"})
+    assert "hunter2" not in str(error.value)
+
+
+def test_an_unknown_inmail_variable_is_refused_rather_than_ignored() -> None:
+    with pytest.raises(SettingsError, match="INMAIL_SCHEDULER_INTERVALL"):
+        Settings.from_env({"INMAIL_SCHEDULER_INTERVALL": "5"})
+
+
+def test_production_refuses_to_start_without_a_secret() -> None:
+    with pytest.raises(SettingsError, match="INMAIL_JWT_SECRET"):
+        Settings.from_env({"INMAIL_ENV": "production"})
+
+
+def test_production_refuses_a_manual_clock() -> None:
+    with pytest.raises(SettingsError, match="INMAIL_CLOCK"):
+        Settings.from_env(
+            {"INMAIL_ENV": "production", "INMAIL_JWT_SECRET": "x" * 40, "INMAIL_CLOCK": "manual"}
+        )
+
+
+def test_a_manual_clock_start_is_read_as_utc() -> None:
+    settings = Settings.from_env(
+        {"INMAIL_CLOCK": "manual", "INMAIL_CLOCK_START": "2026-01-31T00:00:00Z"}
+    )
+    assert settings.manual_clock
+    assert settings.clock_start == datetime(2026, 1, 31, tzinfo=UTC)
+
+
+def test_operators_override_the_plan_table_without_a_code_change() -> None:
+    settings = Settings.from_env(
+        {"INMAIL_PLANS": '{"PREMIUM_CAREER": {"monthlyAllotment": 8, "maxBalance": 24}}'}
+    )
+    career = settings.plans.policy(PlanType.PREMIUM_CAREER)
+    assert (career.monthly_allotment, career.max_balance) == (8, 24)
+    assert settings.plans.policy(PlanType.PREMIUM_BUSINESS).monthly_allotment == 15
+
+
+def test_the_settings_table_lists_every_setting() -> None:
+    table = settings_table_markdown()
+    for setting in SETTINGS:
+        assert f"`{setting.name}`" in table
