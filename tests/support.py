@@ -216,3 +216,134 @@ async def open_api(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(client, container)
+
+
+# Helpers for the rule tests of SPEC sections 1-6 and 8 (tests/api/test_*.py).
+
+LOT_FIELDS = "id source quantity remaining grantedAt expiresAt status"
+LEDGER_FIELDS = "id at kind delta balanceAfter lot { id source status } conversation { id }"
+
+
+def codes(payload: dict[str, Any]) -> list[str]:
+    """The stable codes of a mutation payload's `errors`."""
+    return [error["code"] for error in payload["errors"]]
+
+
+def graphql_error_codes(body: dict[str, Any]) -> list[str | None]:
+    """The `extensions.code` of each top-level GraphQL error of a raw response."""
+    return [(error.get("extensions") or {}).get("code") for error in body.get("errors") or []]
+
+
+async def walk(
+    api: Api,
+    token: str,
+    path: str,
+    fields: str,
+    *,
+    args: str = "",
+    page_size: int = 100,
+) -> list[dict[str, Any]]:
+    """Every node of a connection under `viewer` (path like "ledger"), walked page by page."""
+    nodes: list[dict[str, Any]] = []
+    after: str | None = None
+    extra = f"{args}, " if args else ""
+    while True:
+        data = await api.gql(
+            f"query($after: String) {{ viewer {{ {path}({extra}first: {page_size}, after: $after)"
+            f" {{ nodes {{ {fields} }} pageInfo {{ hasNextPage endCursor }} }} }} }}",
+            {"after": after},
+            token,
+        )
+        connection = data["viewer"][path]
+        nodes.extend(connection["nodes"])
+        if not connection["pageInfo"]["hasNextPage"]:
+            return nodes
+        after = connection["pageInfo"]["endCursor"]
+
+
+async def ledger_of(api: Api, member: Person) -> list[dict[str, Any]]:
+    """The member's whole ledger, oldest entry first."""
+    return list(reversed(await walk(api, member.token, "ledger", LEDGER_FIELDS)))
+
+
+async def lots_of(api: Api, member: Person, *statuses: str) -> list[dict[str, Any]]:
+    """The member's credit lots (newest grant first), optionally of some statuses only."""
+    args = f"status: [{', '.join(statuses)}]" if statuses else ""
+    return await walk(api, member.token, "creditLots", LOT_FIELDS, args=args)
+
+
+async def subscription_of(api: Api, member: Person) -> dict[str, Any]:
+    data = await api.gql(
+        "{ viewer { plan { type monthlyAllotment maxBalance } subscription { status billingDay "
+        "currentPeriodStart nextRenewalAt plan { type monthlyAllotment maxBalance } "
+        "paymentMethod { brand last4 expMonth expYear isExpired } } } }",
+        token=member.token,
+    )
+    viewer: dict[str, Any] = data["viewer"]
+    return viewer
+
+
+async def change_plan(
+    api: Api, member: Person, plan: str, monthly_allotment: int | None = None
+) -> dict[str, Any]:
+    data = await api.gql(
+        "mutation($i: ChangePlanInput!) { changePlan(input: $i) { member { id plan { type "
+        "monthlyAllotment maxBalance } subscription { status billingDay currentPeriodStart "
+        "nextRenewalAt } inmailBalance } errors { code message field } } }",
+        {"i": {"plan": plan, "monthlyAllotment": monthly_allotment}},
+        member.token,
+    )
+    result: dict[str, Any] = data["changePlan"]
+    return result
+
+
+async def cancel_subscription(api: Api, member: Person) -> dict[str, Any]:
+    data = await api.gql(
+        "mutation { cancelSubscription { member { id subscription { status nextRenewalAt } "
+        "inmailBalance } errors { code message field } } }",
+        token=member.token,
+    )
+    result: dict[str, Any] = data["cancelSubscription"]
+    return result
+
+
+async def update_card(api: Api, member: Person, card: dict[str, Any]) -> dict[str, Any]:
+    data = await api.gql(
+        "mutation($i: PaymentMethodInput!) { updatePaymentMethod(input: $i) { subscription "
+        "{ paymentMethod { brand last4 expMonth expYear isExpired } } "
+        "errors { code message field } } }",
+        {"i": card},
+        member.token,
+    )
+    result: dict[str, Any] = data["updatePaymentMethod"]
+    return result
+
+
+async def send_message(
+    api: Api,
+    author: Person,
+    body: str = "Thanks, talk soon.",
+    *,
+    recipient: Person | None = None,
+    conversation_id: str | None = None,
+) -> dict[str, Any]:
+    data = await api.gql(
+        "mutation($i: SendMessageInput!) { sendMessage(input: $i) { conversation { id state "
+        "messages { body author { id } } } message { id body } errors { code message field } } }",
+        {
+            "i": {
+                "recipientId": recipient.id if recipient else None,
+                "conversationId": conversation_id,
+                "body": body,
+            }
+        },
+        author.token,
+    )
+    result: dict[str, Any] = data["sendMessage"]
+    return result
+
+
+async def charges_of(api: Api, member: Person) -> list[dict[str, Any]]:
+    """What the built-in payment gateway charged the member (its own book, not the API)."""
+    cursor = api.container.mongo.c.charges.find({"memberId": member.id})
+    return [doc async for doc in cursor]

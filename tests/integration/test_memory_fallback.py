@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from inmail.app import app_from_env
-from support import TEST_SECRET
+from support import TEST_SECRET, Api
 
 
 @pytest.fixture(autouse=True)
@@ -34,19 +34,16 @@ async def test_without_a_database_the_service_runs_in_memory_and_warns(
     app = app_from_env()
     assert "NOTHING WILL PERSIST" in capsys.readouterr().err
 
-    from inmail.auth import Role
-
     container = app.state.container
-    admin = container.tokens.mint("admin", Role.ADMIN)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.post(
-                "/graphql",
-                json={
-                    "query": 'mutation { createMember(input: {name: "Ada", plan: '
-                    "PREMIUM_CAREER}) { member { inmailBalance } errors { code } } }"
-                },
-                headers={"Authorization": f"Bearer {admin}"},
-            )
-    assert response.json()["data"]["createMember"] == {"member": {"inmailBalance": 5}, "errors": []}
+            api = Api(client, container)
+            ada = await api.create_member("Ada Lovelace")
+            grace = await api.create_member("Grace Hopper")
+            alan = await api.create_member("Alan Turing")
+            assert await api.balance(ada) == 5
+            assert (await api.send(ada, grace))["errors"] == []
+            assert (await api.send(ada, alan))["errors"] == []
+            assert (await api.purchase(ada, 2))["errors"] == []
+            assert await api.balance(ada) == 5

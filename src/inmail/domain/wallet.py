@@ -80,8 +80,8 @@ class Wallet:
             key=lambda lot: (lot.expires_at, lot.granted_at, lot.id),
         )
         for lot in lapsed:
-            self._record(lot.expires_at, LedgerKind.EXPIRE, -lot.remaining, lot_id=lot.id)
             self._put(replace(lot, remaining=0, status=LotStatus.EXPIRED))
+            self._record(lot.expires_at, LedgerKind.EXPIRE, -lot.remaining, lot_id=lot.id)
 
     def grant(
         self,
@@ -145,8 +145,8 @@ class Wallet:
             key=lambda lot: (lot.expires_at, lot.granted_at, lot.id),
         )
         for lot in holding:
-            self._record(at, LedgerKind.FORFEIT, -lot.remaining, lot_id=lot.id)
             self._put(replace(lot, remaining=0, status=LotStatus.FORFEITED))
+            self._record(at, LedgerKind.FORFEIT, -lot.remaining, lot_id=lot.id)
 
     def renew(self, subscription: Subscription, plans: PlanTable, until: datetime) -> Subscription:
         """Grant every cycle that started by `until`, each at its own start, in order."""
@@ -198,6 +198,7 @@ class Wallet:
         grant_key: str | None = None,
         requested: int | None = None,
     ) -> None:
+        """Append the entry of a change already applied to the lots (`_put` comes first)."""
         self._seq += 1
         self.entries.append(
             LedgerEntry(
@@ -207,7 +208,7 @@ class Wallet:
                 at=at,
                 kind=kind,
                 delta=delta,
-                balance_after=self._running + delta,
+                balance_after=self._running,
                 lot_id=lot_id,
                 conversation_id=conversation_id,
                 purchase_id=purchase_id,

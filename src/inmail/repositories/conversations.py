@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from inmail.domain.conversations import ConversationState, InMailResponse
 from inmail.domain.model import Conversation, ConversationKind, Message
@@ -64,6 +66,21 @@ def conversation_from_doc(doc: Doc) -> Conversation:
     )
 
 
+def as_stored(conversation: Conversation) -> Conversation:
+    """The conversation as reading it back would give it: BSON keeps times to the millisecond."""
+    return conversation_from_doc(_to_milliseconds(conversation_to_doc(conversation)))
+
+
+def _to_milliseconds(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    if isinstance(value, dict):
+        return {key: _to_milliseconds(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_milliseconds(item) for item in value]
+    return value
+
+
 def pair_key(a: str, b: str) -> str:
     return ":".join(sorted((a, b)))
 
@@ -84,6 +101,13 @@ class ConversationRepository:
         wanted = list(dict.fromkeys(ids))
         docs = await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}) if wanted else []
         return {doc["_id"]: conversation_from_doc(doc) for doc in docs}
+
+    async def inmails_sent_by(self, member_id: str) -> list[Conversation]:
+        """Every InMail the member sent (for audits)."""
+        docs = await self._mongo.find_all(
+            self._c, {"senderId": member_id, "kind": ConversationKind.INMAIL.value}
+        )
+        return [conversation_from_doc(doc) for doc in docs]
 
     async def awaiting_between(
         self, sender_id: str, recipient_id: str, session: Session = None
@@ -182,3 +206,52 @@ class ConversationRepository:
             session=session,
         )
         return result.modified_count == 1
+
+    async def reminders_due_after(
+        self, now: datetime, *, after: tuple[datetime, str] | None, limit: int
+    ) -> list[DueReminder]:
+        """InMails unanswered and unreminded whose reminder is due by `now`, in due order.
+
+        `after` is the (reminderDueAt, id) of the last one seen, so a conversation that failed
+        is passed over rather than met again in the same pass.
+        """
+        query: Doc = {**_REMINDER_PENDING, "reminderDueAt": {"$lte": now}}
+        if after is not None:
+            due_at, conversation_id = after
+            query["$or"] = [
+                {"reminderDueAt": {"$gt": due_at}},
+                {"reminderDueAt": due_at, "_id": {"$gt": conversation_id}},
+            ]
+        docs = await self._mongo.find_all(
+            self._c,
+            query,
+            projection={"_id": 1, "recipientId": 1, "reminderDueAt": 1},
+            sort=[("reminderDueAt", 1), ("_id", 1)],
+            limit=limit,
+        )
+        return [DueReminder(doc["_id"], doc["recipientId"], doc["reminderDueAt"]) for doc in docs]
+
+    async def next_reminder_due_at(self, after: datetime | None = None) -> datetime | None:
+        """The earliest reminderDueAt still pending (strictly after `after`, if given)."""
+        when: Doc = {"$gt": after} if after is not None else {"$type": "date"}
+        docs = await self._mongo.find_all(
+            self._c,
+            {**_REMINDER_PENDING, "reminderDueAt": when},
+            projection={"_id": 0, "reminderDueAt": 1},
+            sort=[("reminderDueAt", 1)],
+            limit=1,
+        )
+        return docs[0]["reminderDueAt"] if docs else None
+
+
+_REMINDER_PENDING: Doc = {
+    "state": ConversationState.AWAITING_RESPONSE.value,
+    "reminderSentAt": None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DueReminder:
+    conversation_id: str
+    recipient_id: str
+    due_at: datetime

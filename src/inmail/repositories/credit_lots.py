@@ -51,6 +51,11 @@ class CreditLotRepository:
         )
         return [lot_from_doc(doc) for doc in docs]
 
+    async def all_for(self, member_id: str) -> list[CreditLot]:
+        """Every lot the member was ever granted, whatever its status (for audits)."""
+        docs = await self._mongo.find_all(self._c, {"memberId": member_id}, sort=[("_id", 1)])
+        return [lot_from_doc(doc) for doc in docs]
+
     async def write(
         self, created: Sequence[CreditLot], updated: Sequence[CreditLot], session: Session
     ) -> None:
@@ -126,3 +131,53 @@ class CreditLotRepository:
             ],
         )
         return [row["_id"] for row in rows]
+
+    async def active_for_many(
+        self, member_ids: Sequence[str], session: Session = None
+    ) -> dict[str, list[CreditLot]]:
+        """Every ACTIVE lot of these members, in one query, by member."""
+        found: dict[str, list[CreditLot]] = {member_id: [] for member_id in member_ids}
+        if not found:
+            return found
+        docs = await self._mongo.find_all(
+            self._c,
+            {"memberId": {"$in": list(found)}, "status": LotStatus.ACTIVE.value},
+            session=session,
+        )
+        for doc in docs:
+            found[doc["memberId"]].append(lot_from_doc(doc))
+        return found
+
+    async def lapsed_member_ids(
+        self, now: datetime, *, after_id: str | None, limit: int
+    ) -> list[str]:
+        """Up to `limit` members holding ACTIVE lots past expiresAt, in id order after `after_id`.
+
+        Walks the (memberId, status, expiresAt) index in member order, so each batch reads about
+        as many keys as it returns, however many lots have lapsed in all.
+        """
+        query: Doc = {"status": LotStatus.ACTIVE.value, "expiresAt": {"$lte": now}}
+        query["memberId"] = {"$gt": after_id} if after_id is not None else {"$type": "string"}
+        cursor = self._c.find(query, {"_id": 0, "memberId": 1}).sort("memberId", 1)
+        if not self._mongo.in_memory:
+            cursor = cursor.hint("member_spendable")
+        ids: list[str] = []
+        async for doc in cursor.batch_size(max(limit, 2)):
+            if not ids or ids[-1] != doc["memberId"]:
+                if len(ids) == limit:
+                    break
+                ids.append(doc["memberId"])
+        await cursor.close()
+        return ids
+
+    async def next_expiry_at(self, after: datetime | None = None) -> datetime | None:
+        """The earliest expiresAt of a lot still ACTIVE (strictly after `after`, if given)."""
+        when: Doc = {"$gt": after} if after is not None else {"$type": "date"}
+        docs = await self._mongo.find_all(
+            self._c,
+            {"status": LotStatus.ACTIVE.value, "expiresAt": when},
+            projection={"_id": 0, "expiresAt": 1},
+            sort=[("status", 1), ("expiresAt", 1)],
+            limit=1,
+        )
+        return docs[0]["expiresAt"] if docs else None

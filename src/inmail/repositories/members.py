@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
+
+from pymongo import UpdateOne
 
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.model import Member, Subscription, SubscriptionStatus
@@ -151,3 +153,50 @@ class MemberRepository:
             query["_id"] = {"$gt": after_id}
         docs = await self._mongo.find_all(self._c, query, sort=[("_id", 1)], limit=limit)
         return [member_from_doc(doc) for doc in docs]
+
+    async def due_ids_for_renewal(
+        self, now: datetime, *, after_id: str | None, limit: int
+    ) -> list[str]:
+        """Ids of members with a cycle due by `now`, in _id order after `after_id`."""
+        query: Doc = {"subscription.status": "ACTIVE", "subscription.nextRenewalAt": {"$lte": now}}
+        if after_id is not None:
+            query["_id"] = {"$gt": after_id}
+        docs = await self._mongo.find_all(
+            self._c, query, projection={"_id": 1}, sort=[("_id", 1)], limit=limit
+        )
+        return [doc["_id"] for doc in docs]
+
+    async def next_renewal_at(self, after: datetime | None = None) -> datetime | None:
+        """The earliest cycle start still to be granted (strictly after `after`, if given)."""
+        when: Doc = {"$gt": after} if after is not None else {"$type": "date"}
+        docs = await self._mongo.find_all(
+            self._c,
+            {"subscription.status": "ACTIVE", "subscription.nextRenewalAt": when},
+            projection={"_id": 0, "subscription.nextRenewalAt": 1},
+            sort=[("subscription.status", 1), ("subscription.nextRenewalAt", 1)],
+            limit=1,
+        )
+        return docs[0]["subscription"]["nextRenewalAt"] if docs else None
+
+    async def commit_many(
+        self, commits: Sequence[tuple[Member, int, dict[str, Any]]], session: Session
+    ) -> None:
+        """`commit` for many members in one round trip: (member as read, new seq, changes)."""
+        if not commits:
+            return
+        ops = [
+            UpdateOne(
+                {"_id": member.id, "ledgerSeq": member.ledger_seq},
+                {"$set": {"ledgerSeq": new_seq, **changes}, "$inc": {"rev": 1}},
+            )
+            for member, new_seq, changes in commits
+        ]
+        if self._mongo.in_memory:  # mongomock's bulk_write fails on updates
+            matched = 0
+            for op in ops:
+                result = await self._c.update_one(op._filter, op._doc, session=session)
+                matched += result.matched_count
+        else:
+            matched = (await self._c.bulk_write(ops, ordered=True, session=session)).matched_count
+        if matched != len(ops):
+            raise StaleMember(f"{len(ops) - matched} of {len(ops)} members moved")

@@ -15,6 +15,10 @@ from inmail.repositories.mongo import Collection, Doc, Mongo
 T = TypeVar("T")
 
 
+_DATETIME_FIELDS = frozenset({"at", "grantedAt", "sentAt"})
+_FIELD_TYPES: dict[str, type] = {"seq": int}  # every other sort field is a string id
+
+
 class BadCursor(ValueError):
     """The `after` cursor was not made by this service for this list."""
 
@@ -43,14 +47,16 @@ def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]]) -> list[Any]:
         raise BadCursor("the cursor is not valid")
     decoded: list[Any] = []
     for value, (name, _) in zip(values, sort, strict=True):
-        if name in ("at", "grantedAt", "sentAt"):
+        if name in _DATETIME_FIELDS:
             try:
                 decoded.append(datetime.fromisoformat(value))
             except (TypeError, ValueError):
                 raise BadCursor("the cursor is not valid") from None
-        elif isinstance(value, (str, int)) and not isinstance(value, bool):
+        elif isinstance(value, _FIELD_TYPES.get(name, str)) and not isinstance(value, bool):
             decoded.append(value)
         else:
+            # A value of another type would compare in another BSON type bracket: a silently
+            # empty or wrong page instead of an error.
             raise BadCursor("the cursor is not valid")
     return decoded
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from pymongo import ReturnDocument
+
 from inmail.domain.model import Purchase
 from inmail.repositories.mongo import Doc, DuplicateKeyError, Mongo, Session, new_id
 
@@ -41,6 +43,39 @@ class IdempotencyRepository:
             },
             session=session,
         )
+
+    async def hold(
+        self,
+        member_id: str,
+        key: str,
+        *,
+        operation: str,
+        request_hash: str,
+        refusal: dict[str, Any],
+        at: datetime,
+    ) -> bool:
+        """Take the key while a refused request undoes its side effects; False if it is taken.
+
+        Until `release`, a retry under the key is given `refusal` again instead of running.
+        """
+        try:
+            await self._c.insert_one(
+                {
+                    "_id": new_id(),
+                    "memberId": member_id,
+                    "key": key,
+                    "operation": operation,
+                    "requestHash": request_hash,
+                    "refusal": refusal,
+                    "at": at,
+                }
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def release(self, member_id: str, key: str) -> None:
+        await self._c.delete_one({"memberId": member_id, "key": key, "refusal": {"$exists": True}})
 
 
 class PurchaseRepository:
@@ -83,6 +118,23 @@ class ChargeRepository:
         try:
             await self._c.insert_one(doc)
         except DuplicateKeyError:
+            # A purchase refused after its charge was refunded may be retried under its key once
+            # there is room: that is a new charge, not the refunded one again.
+            recharged = await self._c.find_one_and_update(
+                {"memberId": member_id, "idempotencyKey": key, "status": "REFUNDED"},
+                {
+                    "$set": {
+                        "status": "SUCCEEDED",
+                        "quantity": quantity,
+                        "cardLast4": card_last4,
+                        "at": at,
+                    },
+                    "$unset": {"refundedAt": ""},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+            if recharged is not None:
+                return recharged
             existing = await self._c.find_one({"memberId": member_id, "idempotencyKey": key})
             if existing is None:  # pragma: no cover - the key's owner was just seen
                 raise

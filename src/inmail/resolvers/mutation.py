@@ -9,8 +9,10 @@ import strawberry
 
 from inmail.domain.billing import validate_payment_method
 from inmail.domain.errors import DomainError
+from inmail.resolvers import clock as clock_resolvers
 from inmail.schema.errors import UserError
 from inmail.schema.inputs import (
+    AdvanceClockInput,
     ChangePlanInput,
     ConnectMembersInput,
     CreateMemberInput,
@@ -21,6 +23,7 @@ from inmail.schema.inputs import (
     SendMessageInput,
 )
 from inmail.schema.payloads import (
+    AdvanceClockPayload,
     CancelSubscriptionPayload,
     ChangePlanPayload,
     ConnectMembersPayload,
@@ -214,3 +217,10 @@ class Mutation:
             return ConnectMembersPayload(ok=True)
 
         return await _attempt(lambda e: ConnectMembersPayload(errors=e), work)
+
+    @strawberry.mutation(
+        description="Admin only, and only while the clock is manual: moves time forward and "
+        "runs every job that became due."
+    )
+    async def advance_clock(self, info: GraphInfo, input: AdvanceClockInput) -> AdvanceClockPayload:
+        return await clock_resolvers.advance_clock(info, input)

@@ -72,7 +72,13 @@ class Query:
     async def compose(self, info: GraphInfo, recipient_id: strawberry.ID) -> ComposeInfo:
         c = ctx(info)
         viewer_id = c.require_member()
-        result = await inmail_service.compose(c.deps, viewer_id, str(recipient_id))
+        result = await inmail_service.compose(
+            c.deps,
+            viewer_id,
+            str(recipient_id),
+            load_member=c.loaders.member.load,
+            load_balance=c.loaders.balance.load,
+        )
         return ComposeInfo(
             can_send=result.can_send,
             reason=result.reason,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from inmail.clock import Clock
+from inmail.domain.credits import CreditLot
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.plans import PlanTable
 from inmail.domain.wallet import Wallet
@@ -102,7 +103,14 @@ class Account:
     async def open(cls, deps: Deps, member: Member, now: datetime, session: Session) -> Account:
         """Load the member's live lots and bring them up to `now`: due renewals, lapsed lots."""
         lots = await deps.lots.active_for(member.id, session)
-        wallet = Wallet(member.id, lots, member.ledger_seq, new_id)
+        return cls.brought_up_to(deps, member, lots, now)
+
+    @classmethod
+    def brought_up_to(
+        cls, deps: Deps, member: Member, active_lots: Iterable[CreditLot], now: datetime
+    ) -> Account:
+        """`open` for a member whose ACTIVE lots were already read (a batch reads many at once)."""
+        wallet = Wallet(member.id, active_lots, member.ledger_seq, new_id)
         subscription = member.subscription
         if subscription is not None:
             subscription = wallet.renew(subscription, deps.plans, now)
@@ -110,16 +118,27 @@ class Account:
         return cls(member=member, wallet=wallet, subscription=subscription)
 
     @property
+    def changed(self) -> bool:
+        return bool(self.wallet.entries) or self.subscription is not self.member.subscription
+
+    def member_changes(self, **changes: Any) -> dict[str, Any]:
+        """What `save` writes on the member document besides the new ledger position."""
+        member_changes: dict[str, Any] = dict(changes)
+        if self.subscription is not self.member.subscription:
+            member_changes["subscription"] = subscription_to_doc(self.subscription)
+        return member_changes
+
+    @property
     def balance(self) -> int:
         return self.wallet.running_balance
 
     async def save(self, deps: Deps, session: Session, **changes: Any) -> list[LedgerEntry]:
         """Write the member first (the point where concurrent changes collide), then the rest."""
-        member_changes: dict[str, Any] = dict(changes)
-        if self.subscription is not self.member.subscription:
-            member_changes["subscription"] = subscription_to_doc(self.subscription)
         await deps.members.commit(
-            self.member, new_seq=self.wallet.last_seq, session=session, changes=member_changes
+            self.member,
+            new_seq=self.wallet.last_seq,
+            session=session,
+            changes=self.member_changes(**changes),
         )
         await deps.lots.write(self.wallet.created_lots, self.wallet.updated_lots, session)
         await deps.ledger.append(self.wallet.entries, session)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from inmail.domain.conversations import (
@@ -18,6 +20,7 @@ from inmail.domain.credits import CreditSource
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
 from inmail.domain.rules import inmail_refusal
+from inmail.repositories.conversations import as_stored
 from inmail.repositories.mongo import Session, new_id
 from inmail.services.base import Account, Deps, request_hash, transact
 
@@ -63,13 +66,6 @@ def reused_key() -> DomainError:
     )
 
 
-async def _sender(deps: Deps, member_id: str, session: Session = None) -> Member:
-    sender = await deps.members.get(member_id, session)
-    if sender is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
-    return sender
-
-
 async def send_inmail(
     deps: Deps, sender_id: str, recipient_id: str, subject: str, body: str, key: str
 ) -> SendResult:
@@ -78,12 +74,12 @@ async def send_inmail(
     fingerprint = request_hash("sendInMail", recipientId=recipient_id, subject=subject, body=body)
     now = deps.now()
 
-    async def work(session: Session) -> tuple[str, int, list[LedgerEntry]]:
+    async def work(session: Session) -> tuple[str, int, list[LedgerEntry], Conversation | None]:
         prior = await deps.idempotency.find(sender_id, key, session)
         if prior is not None:
             if prior["requestHash"] != fingerprint:
                 raise reused_key()
-            return prior["result"]["conversationId"], prior["result"]["creditsLeft"], []
+            return prior["result"]["conversationId"], prior["result"]["creditsLeft"], [], None
         found = await deps.members.get_many([sender_id, recipient_id], session)
         if sender_id not in found:
             raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
@@ -101,20 +97,18 @@ async def send_inmail(
         conversation_id = new_id()
         account.wallet.spend(now, conversation_id)
         entries = await account.save(deps, session)
-        await deps.conversations.insert(
-            Conversation(
-                id=conversation_id,
-                kind=ConversationKind.INMAIL,
-                sender_id=sender_id,
-                recipient_id=recipient_id,
-                subject=subject,
-                state=ConversationState.AWAITING_RESPONSE,
-                sent_at=now,
-                messages=(Message(new_id(), sender_id, body, now),),
-                reminder_due_at=reminder_due_at(now, deps.limits.reminder_delay),
-            ),
-            session,
+        conversation = Conversation(
+            id=conversation_id,
+            kind=ConversationKind.INMAIL,
+            sender_id=sender_id,
+            recipient_id=recipient_id,
+            subject=subject,
+            state=ConversationState.AWAITING_RESPONSE,
+            sent_at=now,
+            messages=(Message(new_id(), sender_id, body, now),),
+            reminder_due_at=reminder_due_at(now, deps.limits.reminder_delay),
         )
+        await deps.conversations.insert(conversation, session)
         await deps.idempotency.insert(
             sender_id,
             key,
@@ -124,11 +118,15 @@ async def send_inmail(
             at=now,
             session=session,
         )
-        return conversation_id, account.balance, entries
+        return conversation_id, account.balance, entries, conversation
 
-    conversation_id, credits_left, entries = await transact(deps, work)
+    conversation_id, credits_left, entries, written = await transact(deps, work)
     await deps.publisher.publish(entries)
-    conversation = await deps.conversations.get(conversation_id)
+    # A new InMail is answered with what was written, without reading it back; a retry under the
+    # key is answered with the first send's conversation.
+    conversation = (
+        as_stored(written) if written is not None else await deps.conversations.get(conversation_id)
+    )
     assert conversation is not None
     return SendResult(conversation, credits_left)
 
@@ -277,15 +275,41 @@ async def send_message(
     return conversation, message
 
 
-async def compose(deps: Deps, viewer_id: str, recipient_id: str) -> ComposeInfo:
-    """What the compose window needs: can the viewer InMail this member, and with what left."""
+async def compose(
+    deps: Deps,
+    viewer_id: str,
+    recipient_id: str,
+    *,
+    load_member: Callable[[str], Awaitable[Member | None]] | None = None,
+    load_balance: Callable[[str], Awaitable[int]] | None = None,
+) -> ComposeInfo:
+    """What the compose window needs: can the viewer InMail this member, and with what left.
+
+    The API passes its request's DataLoaders, so that the viewer and the balance the same query
+    also asks for (`viewer { inmailBalance }`) are read once; the reads go out together.
+    """
     now = deps.now()
-    sender = await _sender(deps, viewer_id)
-    recipient = await deps.members.get(recipient_id)
-    balance = (await deps.lots.balances([viewer_id], now))[viewer_id]
-    awaiting = recipient is not None and await deps.conversations.awaiting_between(
-        viewer_id, recipient_id
+
+    async def members() -> tuple[Member | None, Member | None]:
+        if load_member is not None:
+            sender, recipient = await asyncio.gather(
+                load_member(viewer_id), load_member(recipient_id)
+            )
+            return sender, recipient
+        found = await deps.members.get_many([viewer_id, recipient_id])
+        return found.get(viewer_id), found.get(recipient_id)
+
+    async def credits() -> int:
+        if load_balance is not None:
+            return await load_balance(viewer_id)
+        return (await deps.lots.balances([viewer_id], now))[viewer_id]
+
+    (sender, recipient), balance, awaiting_any = await asyncio.gather(
+        members(), credits(), deps.conversations.awaiting_between(viewer_id, recipient_id)
     )
+    if sender is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
+    awaiting = recipient is not None and awaiting_any
     refusal = inmail_refusal(
         sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=balance
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from inmail.domain.credits import CreditLot, CreditSource
 from inmail.domain.errors import DomainError, ErrorCode
@@ -11,7 +13,7 @@ from inmail.domain.rules import purchase_refusal
 from inmail.repositories.mongo import Session, new_id
 from inmail.services.base import Account, Deps, request_hash, transact
 from inmail.services.inmail import clean_idempotency_key, reused_key
-from inmail.services.payments import PaymentDeclined, PaymentGateway
+from inmail.services.payments import Charge, PaymentDeclined, PaymentGateway
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +38,11 @@ async def purchase_credits(
     member = await deps.members.get(member_id)
     if member is None:
         raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
-    balance = (await deps.lots.balances([member_id], now))[member_id]
+    # The balance as the grant will see it (due renewals included), so that a purchase over
+    # the cap is refused before the card is charged, not refunded after.
+    preview = await Account.open(deps, member, now, session=None)
     refusal = purchase_refusal(
-        member, plans=deps.plans, now=now, quantity=quantity, balance=balance
+        member, plans=deps.plans, now=now, quantity=quantity, balance=preview.balance
     )
     if refusal:
         raise refusal
@@ -53,8 +57,7 @@ async def purchase_credits(
     async def work(session: Session) -> tuple[str | None, int, list[LedgerEntry]]:
         prior = await deps.idempotency.find(member_id, key, session)
         if prior is not None:  # a concurrent retry of this purchase got here first
-            if prior["requestHash"] != fingerprint:
-                raise reused_key()
+            _check_prior(prior, fingerprint)
             return prior["result"]["lotId"], prior["result"]["creditsLeft"], []
         current = await deps.members.get(member_id, session)
         assert current is not None
@@ -102,16 +105,55 @@ async def purchase_credits(
         lot_id, credits_left, entries = await transact(deps, work)
     except DomainError as exc:
         if exc.code is not ErrorCode.IDEMPOTENCY_KEY_REUSED:
-            await gateway.refund(charge, now)  # the balance moved between the check and the grant
+            # The balance moved between the check and the grant.
+            await _refund(deps, gateway, charge, member_id, key, fingerprint, exc, now)
         raise
     await deps.publisher.publish(entries)
     lots = await deps.lots.get_many([lot_id]) if lot_id else {}
     return PurchaseResult(lots.get(lot_id) if lot_id else None, credits_left)
 
 
-async def _replay(deps: Deps, prior: dict[str, object], fingerprint: str) -> PurchaseResult:
+async def _refund(
+    deps: Deps,
+    gateway: PaymentGateway,
+    charge: Charge,
+    member_id: str,
+    key: str,
+    fingerprint: str,
+    refusal: DomainError,
+    now: datetime,
+) -> None:
+    """Refund a charge whose grant was refused, unless a retry under its key was granted.
+
+    A retry of this purchase shares its charge; holding the key while refunding keeps such a
+    retry from granting credits on a charge that is being given back (it gets this refusal).
+    """
+    held = await deps.idempotency.hold(
+        member_id,
+        key,
+        operation="purchaseInMailCredits",
+        request_hash=fingerprint,
+        refusal={"code": refusal.code.value, "message": refusal.message, "field": refusal.field},
+        at=now,
+    )
+    if not held:
+        return  # a retry was granted on this charge, or is refunding it
+    try:
+        await gateway.refund(charge, now)
+    finally:
+        await deps.idempotency.release(member_id, key)
+
+
+def _check_prior(prior: dict[str, Any], fingerprint: str) -> None:
     if prior["requestHash"] != fingerprint:
         raise reused_key()
+    refusal = prior.get("refusal")
+    if refusal is not None:  # the first attempt was refused and is being refunded
+        raise DomainError(ErrorCode(refusal["code"]), refusal["message"], refusal["field"])
+
+
+async def _replay(deps: Deps, prior: dict[str, Any], fingerprint: str) -> PurchaseResult:
+    _check_prior(prior, fingerprint)
     result = prior["result"]
     assert isinstance(result, dict)
     lots = await deps.lots.get_many([result["lotId"]])

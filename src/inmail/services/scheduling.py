@@ -1,0 +1,319 @@
+"""The jobs that move credits through time: renewals, expirations, reminders, a manual clock.
+
+Every job is safe to run twice, late, or in several processes at once: a member's changes are
+written in one transaction that re-reads the member and is optimistic on its ledger position, a
+cycle's grant is unique per (member, grantKey), and a reminder is marked only while none was
+sent. Renewals and expirations go in batches of members, one transaction per batch with bulk
+writes; a batch that fails is redone one member at a time, so one bad member is logged and
+skipped while the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from inmail.clock import ManualClock
+from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.model import LedgerEntry
+from inmail.metrics import SCHEDULER_PASS_SECONDS
+from inmail.repositories.conversations import DueReminder
+from inmail.repositories.leases import LeaseRepository
+from inmail.repositories.mongo import DatabaseUnavailable, Session
+from inmail.services.base import Account, Deps, transact
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 500
+MAX_ADVANCE = timedelta(days=3660)
+
+Checkpoint = Callable[[], Awaitable[bool]]
+"""Asked between batches; False ends the pass there (every batch is all-or-nothing)."""
+
+
+async def _go_on() -> bool:
+    return True
+
+
+@dataclass
+class JobReport:
+    job: str
+    changed: int = 0
+    failed: list[str] = field(default_factory=list)
+    stopped: bool = False
+
+
+@dataclass
+class PassReport:
+    now: datetime
+    jobs: list[JobReport] = field(default_factory=list)
+
+    @property
+    def stopped(self) -> bool:
+        return any(job.stopped for job in self.jobs)
+
+    def job(self, name: str) -> JobReport:
+        return next(job for job in self.jobs if job.job == name)
+
+
+# Renewals and expirations: members brought up to `now`, a batch at a time.
+
+
+async def renew_due(
+    deps: Deps,
+    now: datetime,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = _go_on,
+) -> JobReport:
+    """Grant every billing cycle that started by `now` to each member it is due to."""
+    report = JobReport("renewals")
+    after: str | None = None
+    while ids := await deps.members.due_ids_for_renewal(now, after_id=after, limit=batch_size):
+        after = ids[-1]
+        await _bring_up_to(deps, ids, now, report)
+        if not await checkpoint():
+            report.stopped = True
+            break
+    return report
+
+
+async def expire_due(
+    deps: Deps,
+    now: datetime,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = _go_on,
+) -> JobReport:
+    """Mark EXPIRED, with an EXPIRE entry at its own expiresAt, every lot that lapsed by `now`."""
+    report = JobReport("expirations")
+    after: str | None = None
+    while ids := await deps.lots.lapsed_member_ids(now, after_id=after, limit=batch_size):
+        after = ids[-1]
+        await _bring_up_to(deps, ids, now, report)
+        if not await checkpoint():
+            report.stopped = True
+            break
+    return report
+
+
+async def _bring_up_to(deps: Deps, ids: Sequence[str], now: datetime, report: JobReport) -> None:
+    try:
+        entries, changed = await transact(deps, lambda session: _settle(deps, ids, now, session))
+    except DatabaseUnavailable:
+        raise  # no member's fault: the pass ends here and the next one starts over
+    except Exception:
+        if len(ids) == 1:
+            log.exception("%s: member %s failed and was skipped", report.job, ids[0])
+            report.failed.append(ids[0])
+            return
+        log.warning(
+            "%s: a batch of %d members failed; redoing it one member at a time",
+            report.job,
+            len(ids),
+            exc_info=True,
+        )
+        for member_id in ids:
+            await _bring_up_to(deps, [member_id], now, report)
+        return
+    report.changed += changed
+    await _publish(deps, entries)
+
+
+async def _settle(
+    deps: Deps, ids: Sequence[str], now: datetime, session: Session
+) -> tuple[list[LedgerEntry], int]:
+    """One transaction: read the members and their ACTIVE lots, write what changed in bulk."""
+    members = await deps.members.get_many(ids, session)
+    lots = await deps.lots.active_for_many(list(members), session)
+    accounts = [
+        account
+        for member in members.values()
+        if (account := Account.brought_up_to(deps, member, lots[member.id], now)).changed
+    ]
+    if not accounts:
+        return [], 0
+    await deps.members.commit_many(
+        [(a.member, a.wallet.last_seq, a.member_changes()) for a in accounts], session
+    )
+    await deps.lots.write(
+        [lot for a in accounts for lot in a.wallet.created_lots],
+        [lot for a in accounts for lot in a.wallet.updated_lots],
+        session,
+    )
+    entries = [entry for a in accounts for entry in a.wallet.entries]
+    await deps.ledger.append(entries, session)
+    return entries, len(accounts)
+
+
+async def _publish(deps: Deps, entries: list[LedgerEntry]) -> None:
+    try:
+        await deps.publisher.publish(entries)
+    except Exception:  # committed already: a live update lost is not a reason to stop
+        log.exception("publishing %d scheduler ledger entries failed", len(entries))
+
+
+# Reminders: one transaction per conversation, marked and written together.
+
+
+async def remind_due(
+    deps: Deps,
+    now: datetime,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = _go_on,
+) -> JobReport:
+    """Remind the recipient of every unanswered InMail whose reminder is due by `now`, once."""
+    report = JobReport("reminders")
+    after: tuple[datetime, str] | None = None
+    while due := await deps.conversations.reminders_due_after(now, after=after, limit=batch_size):
+        after = (due[-1].due_at, due[-1].conversation_id)
+        for reminder in due:
+            try:
+                sent = await transact(deps, functools.partial(_remind, deps, reminder, now))
+            except DatabaseUnavailable:
+                raise
+            except Exception:
+                log.exception("reminders: conversation %s failed", reminder.conversation_id)
+                report.failed.append(reminder.conversation_id)
+                continue
+            report.changed += sent
+        if not await checkpoint():
+            report.stopped = True
+            break
+    return report
+
+
+async def _remind(deps: Deps, reminder: DueReminder, now: datetime, session: Session) -> bool:
+    if not await deps.conversations.mark_reminded(reminder.conversation_id, now, session):
+        return False  # answered, or reminded by someone else, since it was listed
+    await deps.notifications.add_reminder(
+        reminder.recipient_id, reminder.conversation_id, now, session
+    )
+    return True
+
+
+# A pass: the three jobs, in the order that keeps each member's ledger in time order.
+
+_JOBS = (renew_due, expire_due, remind_due)
+
+
+async def run_due_jobs(
+    deps: Deps,
+    now: datetime,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = _go_on,
+) -> PassReport:
+    report = PassReport(now)
+    for job in _JOBS:
+        started = time.perf_counter()
+        result = await job(deps, now, batch_size=batch_size, checkpoint=checkpoint)
+        SCHEDULER_PASS_SECONDS.labels(job=result.job).observe(time.perf_counter() - started)
+        report.jobs.append(result)
+        if result.stopped:
+            break
+    return report
+
+
+async def oldest_due(deps: Deps, now: datetime) -> datetime | None:
+    """When the oldest item still waiting for a job became due (None: nothing waits)."""
+    earliest = [
+        t
+        for t in (
+            await deps.members.next_renewal_at(),
+            await deps.lots.next_expiry_at(),
+            await deps.conversations.next_reminder_due_at(),
+        )
+        if t is not None and t <= now
+    ]
+    return min(earliest, default=None)
+
+
+async def next_due_after(deps: Deps, after: datetime) -> datetime | None:
+    """The next instant after `after` at which some job has work: one indexed query per job."""
+    upcoming = [
+        t
+        for t in (
+            await deps.members.next_renewal_at(after),
+            await deps.lots.next_expiry_at(after),
+            await deps.conversations.next_reminder_due_at(after),
+        )
+        if t is not None
+    ]
+    return min(upcoming, default=None)
+
+
+class Lease:
+    """The right to run passes for a while, so that of several processes one works at a time.
+
+    Timed by the database's real clock, never the service's (which may be manual). It spares
+    duplicate work only: every job above stays correct when two passes run at once.
+    """
+
+    def __init__(self, deps: Deps, name: str, owner: str, ttl: timedelta) -> None:
+        self._leases = LeaseRepository(deps.mongo)
+        self.name, self.owner, self.ttl = name, owner, ttl
+
+    async def take(self) -> bool:
+        """Take the lease, or extend it if held already; False while another owner holds it."""
+        return await self._leases.acquire(self.name, self.owner, self.ttl)
+
+    async def release(self) -> None:
+        await self._leases.release(self.name, self.owner)
+
+
+# The manual clock (INMAIL_CLOCK=manual): move time and run every job at its own time.
+
+_advancing: weakref.WeakKeyDictionary[ManualClock, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _invalid(message: str, field_name: str | None = None) -> DomainError:
+    return DomainError(ErrorCode.INVALID_INPUT, message, field_name)
+
+
+def advance_by(days: int | None, hours: int | None) -> timedelta:
+    days, hours = days or 0, hours or 0
+    if days < 0:
+        raise _invalid("days must not be negative.", "days")
+    if hours < 0:
+        raise _invalid("hours must not be negative.", "hours")
+    delta = timedelta(days=days, hours=hours)
+    if delta <= timedelta(0):
+        raise _invalid("Advance the clock by at least one hour (days and/or hours).")
+    if delta > MAX_ADVANCE:
+        raise _invalid(f"The clock moves at most {MAX_ADVANCE.days} days at a time.")
+    return delta
+
+
+async def advance_clock(
+    deps: Deps,
+    *,
+    days: int | None = None,
+    hours: int | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> datetime:
+    """Move a manual clock forward, stopping at every instant a job has work, in time order.
+
+    At each stop the clock reads that instant and the jobs run with it, so a grant, an expiry or
+    a reminder is written at its own time, as a scheduler that never missed a beat would have.
+    """
+    clock = deps.clock
+    if not isinstance(clock, ManualClock):
+        raise _invalid("The clock is not manual: start the service with INMAIL_CLOCK=manual.")
+    delta = advance_by(days, hours)
+    lock = _advancing.setdefault(clock, asyncio.Lock())
+    async with lock:
+        target = clock.now() + delta
+        await run_due_jobs(deps, clock.now(), batch_size=batch_size)  # anything left behind
+        while clock.now() < target:
+            upcoming = await next_due_after(deps, clock.now())
+            clock.set(target if upcoming is None else min(upcoming, target))
+            await run_due_jobs(deps, clock.now(), batch_size=batch_size)
+        return clock.now()

@@ -1,0 +1,532 @@
+"""The scheduler's jobs on a real mongod: renewals, expirations, reminders, batches and the lease.
+
+The jobs are called the way the background task calls them, with the time it would pass; the
+manual clock of the `api` fixture (2026-01-15T09:00Z) stands for the service's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+from pymongo.errors import NetworkTimeout
+
+from inmail.domain.billing import PaymentMethod
+from inmail.domain.credits import LedgerKind, LotStatus
+from inmail.domain.model import LedgerEntry
+from inmail.domain.plans import PlanType
+from inmail.repositories.leases import LeaseRepository
+from inmail.repositories.mongo import Mongo
+from inmail.scheduler import LEASE_NAME, Scheduler
+from inmail.services import inmail as inmail_service
+from inmail.services import members as member_service
+from inmail.services import scheduling
+from inmail.services.base import Deps
+from support import START, Api, open_api
+from support import test_settings as settings_with
+
+T = TypeVar("T")
+CARD = PaymentMethod("Visa", "4242", 12, 2030)
+
+
+def at(month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(2026, month, day, hour, minute, second, tzinfo=UTC)
+
+
+async def new_member(
+    deps: Deps,
+    name: str = "Ada Lovelace",
+    plan: PlanType = PlanType.PREMIUM_CAREER,
+    *,
+    billing_day: int | None = None,
+    monthly_allotment: int | None = None,
+) -> str:
+    member = await member_service.create_member(
+        deps,
+        member_service.NewMember(
+            name=name,
+            plan=plan,
+            billing_day=billing_day,
+            payment_method=CARD,
+            monthly_allotment=monthly_allotment,
+        ),
+    )
+    return member.id
+
+
+async def balance(deps: Deps, member_id: str) -> int:
+    return (await deps.lots.balances([member_id], deps.now()))[member_id]
+
+
+async def ledger(deps: Deps, member_id: str) -> list[LedgerEntry]:
+    return await deps.ledger.all_for(member_id)
+
+
+def grants(entries: Sequence[LedgerEntry]) -> list[tuple[datetime, int]]:
+    return [(e.at, e.delta) for e in entries if e.kind is LedgerKind.GRANT]
+
+
+async def assert_consistent(deps: Deps, member_id: str) -> None:
+    """The ledger is gap-free, each balanceAfter is the running sum, and the lots agree."""
+    entries = await ledger(deps, member_id)
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    running = 0
+    for entry in entries:
+        running += entry.delta
+        assert entry.balance_after == running, entry
+    keys = [e.grant_key for e in entries if e.grant_key]
+    assert len(keys) == len(set(keys))
+    member = await deps.members.get(member_id)
+    assert member is not None
+    assert member.ledger_seq == len(entries)
+    active = await deps.lots.active_for(member_id)
+    assert sum(lot.remaining for lot in active) == running
+
+
+async def set_clock(api: Api, when: datetime) -> datetime:
+    api.clock.set(when)
+    return when
+
+
+# Renewals
+
+
+async def test_renewal_happens_on_the_anchor_day_and_not_before(api: Api) -> None:
+    deps = api.container.deps
+    ada = await new_member(deps)  # 15 January, 09:00: the anchor is the 15th
+
+    report = await scheduling.renew_due(deps, await set_clock(api, at(2, 14, 23, 59, 59)))
+    assert report.changed == 0
+    assert await balance(deps, ada) == 5
+
+    report = await scheduling.renew_due(deps, await set_clock(api, at(2, 15)))
+    assert report.changed == 1
+    assert await balance(deps, ada) == 10
+    assert grants(await ledger(deps, ada)) == [(START, 5), (at(2, 15), 5)]
+    member = await deps.members.get(ada)
+    assert member is not None
+    assert member.subscription is not None
+    assert member.subscription.next_renewal_at == at(3, 15)
+
+
+async def test_anchor_31_goes_through_february_and_back_to_the_31st(api: Api) -> None:
+    deps = api.container.deps
+    ada = await new_member(deps, billing_day=31)  # the current cycle began 31 December
+    for when in (at(1, 31), at(2, 28), at(3, 28), at(3, 31), at(4, 30), at(5, 31)):
+        await scheduling.renew_due(deps, await set_clock(api, when))
+    assert [t for t, _ in grants(await ledger(deps, ada))] == [
+        START,
+        at(1, 31),
+        at(2, 28),
+        at(3, 31),
+        at(4, 30),
+        at(5, 31),
+    ]
+    await assert_consistent(deps, ada)
+
+
+@pytest.mark.parametrize(
+    ("plan", "allotment", "cap"),
+    [
+        (PlanType.PREMIUM_CAREER, None, 15),
+        (PlanType.PREMIUM_BUSINESS, None, 45),
+        (PlanType.SALES_NAVIGATOR, None, 60),
+        (PlanType.RECRUITER_LITE, None, 90),
+        (PlanType.LEGACY_PREMIUM, 12, 36),
+    ],
+)
+async def test_the_cap_of_each_plan_is_reached_after_months_of_no_spending(
+    api: Api, plan: PlanType, allotment: int | None, cap: int
+) -> None:
+    deps = api.container.deps
+    member = await new_member(deps, plan=plan, monthly_allotment=allotment)
+    monthly = deps.plans.policy(plan, allotment).monthly_allotment
+    # 15 April 00:00: the fourth allotment, nine hours before the first lot's 90 days end.
+    await scheduling.advance_clock(deps, days=89, hours=15)
+    assert api.clock.now() == at(4, 15)
+    assert await balance(deps, member) == cap
+    last = (await ledger(deps, member))[-1]
+    assert (last.at, last.kind, last.delta) == (at(4, 15), LedgerKind.GRANT, 0)
+    assert last.requested == monthly
+    await assert_consistent(deps, member)
+
+
+async def test_catch_up_after_three_missed_months_grants_each_cycle_at_its_own_start(
+    api: Api,
+) -> None:
+    deps = api.container.deps
+    ada = await new_member(deps)
+    # The service was down from 15 January to 20 April: one pass catches up.
+    await scheduling.run_due_jobs(deps, await set_clock(api, at(4, 20)))
+    entries = await ledger(deps, ada)
+    assert [(e.at, e.kind, e.delta, e.balance_after) for e in entries] == [
+        (START, LedgerKind.GRANT, 5, 5),
+        (at(2, 15), LedgerKind.GRANT, 5, 10),
+        (at(3, 15), LedgerKind.GRANT, 5, 15),
+        (at(4, 15), LedgerKind.GRANT, 0, 15),  # the cap
+        (at(4, 15, 9), LedgerKind.EXPIRE, -5, 10),  # the January lot, at its own expiry
+    ]
+    assert await balance(deps, ada) == 10
+    await assert_consistent(deps, ada)
+    again = await scheduling.run_due_jobs(deps, at(4, 20))
+    assert [job.changed for job in again.jobs] == [0, 0, 0]
+    assert await ledger(deps, ada) == entries
+
+
+async def test_lots_whose_90_days_passed_during_an_outage_are_recorded_expired(api: Api) -> None:
+    deps = api.container.deps
+    ada = await new_member(deps)
+    await scheduling.renew_due(deps, await set_clock(api, at(6, 20)))
+    lots = {lot.granted_at: lot for lot in await lots_of(deps, ada)}
+    assert {t: lot.status for t, lot in lots.items()} == {
+        START: LotStatus.EXPIRED,
+        at(2, 15): LotStatus.EXPIRED,  # granted and expired, all while nobody looked
+        at(3, 15): LotStatus.EXPIRED,
+        at(5, 15): LotStatus.ACTIVE,
+        at(6, 15): LotStatus.ACTIVE,
+    }
+    expiries = [(e.at, e.delta) for e in await ledger(deps, ada) if e.kind is LedgerKind.EXPIRE]
+    assert expiries == [(at(4, 15, 9), -5), (at(5, 16), -5), (at(6, 13), -5)]
+    assert await balance(deps, ada) == 10
+    await assert_consistent(deps, ada)
+
+
+async def lots_of(deps: Deps, member_id: str) -> list[Any]:
+    page = await deps.lots.page(member_id, None, 100, None)
+    return [lot for _, lot in page.items]
+
+
+# Expirations
+
+
+async def test_a_credit_is_spendable_one_second_before_90_days_and_not_at_90_days(
+    api: Api,
+) -> None:
+    deps = api.container.deps
+    ada = await new_member(deps, "Ada Lovelace")
+    alan = await new_member(deps, "Alan Turing")
+    grace = await new_member(deps, "Grace Hopper")
+    first_lot = (await deps.lots.active_for(ada))[0]
+    await scheduling.advance_clock(deps, days=89, hours=23)
+    api.clock.set(first_lot.expires_at - timedelta(seconds=1))
+
+    sent = await inmail_service.send_inmail(deps, ada, alan, "Hello", "One second left.", "k-1")
+    debit = (await ledger(deps, ada))[-1]
+    assert (debit.kind, debit.lot_id, sent.credits_left) == (LedgerKind.DEBIT, first_lot.id, 14)
+
+    api.clock.set(first_lot.expires_at)
+    # Before any job ran, the four credits left on that lot are no longer there.
+    assert await balance(deps, ada) == 10
+    await inmail_service.send_inmail(deps, ada, grace, "Hello", "Not from that lot.", "k-2")
+    assert (await ledger(deps, ada))[-1].lot_id != first_lot.id
+
+    report = await scheduling.expire_due(deps, api.clock.now())
+    assert report.changed == 2  # Alan's and Grace's: Ada's own send settled hers
+    entries = await ledger(deps, ada)
+    expire = next(e for e in entries if e.kind is LedgerKind.EXPIRE)
+    assert (expire.at, expire.delta, expire.lot_id) == (first_lot.expires_at, -4, first_lot.id)
+    assert {lot.id: lot.status for lot in await lots_of(deps, ada)}[first_lot.id] == (
+        LotStatus.EXPIRED
+    )
+    assert await balance(deps, ada) == 9
+    await assert_consistent(deps, ada)
+    assert (await scheduling.expire_due(deps, api.clock.now())).changed == 0
+
+
+# Reminders
+
+
+async def test_reminders_go_once_and_within_72_hours(api: Api) -> None:
+    deps = api.container.deps
+    ada = await new_member(deps, "Ada Lovelace")
+    alan = await new_member(deps, "Alan Turing")
+    grace = await new_member(deps, "Grace Hopper")
+    to_alan = await inmail_service.send_inmail(deps, ada, alan, "Hi", "Coffee?", "k-1")
+    api.clock.advance(timedelta(hours=20))
+    to_grace = await inmail_service.send_inmail(deps, ada, grace, "Hi", "Tea?", "k-2")
+    sent_at = {alan: START, grace: START + timedelta(hours=20)}
+
+    assert (await scheduling.remind_due(deps, START + timedelta(hours=47, minutes=59))).changed == 0
+    # Passes at irregular times, twice at once, then again later: one reminder each.
+    first_pass = START + timedelta(hours=48)
+    second_pass = START + timedelta(hours=70)
+    reports = await asyncio.gather(
+        scheduling.remind_due(deps, first_pass), scheduling.remind_due(deps, first_pass)
+    )
+    assert sorted(r.changed for r in reports) == [0, 1]
+    assert (await scheduling.remind_due(deps, second_pass)).changed == 1
+    assert (await scheduling.remind_due(deps, START + timedelta(days=9))).changed == 0
+
+    for member_id, conversation_id, reminded_at in (
+        (alan, to_alan.conversation.id, first_pass),
+        (grace, to_grace.conversation.id, second_pass),
+    ):
+        conversation = await deps.conversations.get(conversation_id)
+        assert conversation is not None
+        assert conversation.reminder_sent_at == reminded_at
+        assert conversation.reminder_sent_at - sent_at[member_id] <= timedelta(hours=72)
+        notes = await deps.notifications.for_member(member_id)
+        assert [(n["kind"], n["conversationId"], n["at"]) for n in notes] == [
+            ("INMAIL_REMINDER", conversation_id, reminded_at)
+        ]
+
+
+async def test_the_reminder_delay_is_configurable(mongodb_uri: str, db_name: str) -> None:
+    async with open_api(mongodb_uri, db_name, settings_with(reminder_delay_hours=24)) as api:
+        deps = api.container.deps
+        ada = await new_member(deps, "Ada Lovelace")
+        alan = await new_member(deps, "Alan Turing")
+        sent = await inmail_service.send_inmail(deps, ada, alan, "Hi", "Coffee?", "k-1")
+        await scheduling.advance_clock(deps, days=3)
+        conversation = await deps.conversations.get(sent.conversation.id)
+        assert conversation is not None
+        assert conversation.reminder_sent_at == START + timedelta(hours=24)
+
+
+# Batches, failures and stopping
+
+
+async def create_members(deps: Deps, count: int) -> list[str]:
+    return [await new_member(deps, f"Member {n:03}") for n in range(count)]
+
+
+async def test_renewals_go_in_batches_of_one_transaction_each(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deps = api.container.deps
+    members = await create_members(deps, 25)
+    transactions = counting_transactions(deps.mongo, monkeypatch)
+
+    report = await scheduling.renew_due(deps, await set_clock(api, at(2, 15)), batch_size=10)
+
+    assert (report.changed, report.failed) == (25, [])
+    assert transactions() == 3
+    for member_id in members:
+        assert grants(await ledger(deps, member_id)) == [(START, 5), (at(2, 15), 5)]
+
+
+def counting_transactions(mongo: Mongo, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    calls = 0
+    real = mongo.transaction
+
+    async def counted(callback: Callable[[Any], Awaitable[T]]) -> T:
+        nonlocal calls
+        calls += 1
+        return await real(callback)
+
+    monkeypatch.setattr(mongo, "transaction", counted)
+    return lambda: calls
+
+
+async def test_one_failing_member_is_logged_and_skipped_and_the_others_are_renewed(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    deps = api.container.deps
+    members = await create_members(deps, 6)
+    broken = members[3]
+    # A record no code path writes: an anchor day out of range makes the billing maths refuse.
+    await deps.mongo.c.members.update_one({"_id": broken}, {"$set": {"subscription.billingDay": 0}})
+    now = await set_clock(api, at(2, 15))
+
+    with caplog.at_level(logging.WARNING, logger="inmail.services.scheduling"):
+        report = await scheduling.renew_due(deps, now, batch_size=4)
+
+    assert report.failed == [broken]
+    assert report.changed == 5
+    for member_id in members:
+        expected = [(START, 5)] if member_id == broken else [(START, 5), (at(2, 15), 5)]
+        assert grants(await ledger(deps, member_id)) == expected
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [broken in r.getMessage() for r in errors] == [True]
+
+    again = await scheduling.run_due_jobs(deps, now, batch_size=4)
+    assert again.job("renewals").failed == [broken]
+    assert again.job("renewals").changed == 0
+
+
+async def test_a_pass_told_to_stop_ends_between_batches_and_the_next_pass_finishes(
+    api: Api,
+) -> None:
+    deps = api.container.deps
+    members = await create_members(deps, 30)
+    now = await set_clock(api, at(2, 15))
+    asked = 0
+
+    async def stop_after_first_batch() -> bool:
+        nonlocal asked
+        asked += 1
+        return False
+
+    first = await scheduling.run_due_jobs(
+        deps, now, batch_size=10, checkpoint=stop_after_first_batch
+    )
+    assert (first.stopped, asked, len(first.jobs)) == (True, 1, 1)
+    assert first.job("renewals").changed == 10
+    renewed = [m for m in members if len(grants(await ledger(deps, m))) == 2]
+    assert len(renewed) == 10
+
+    second = await scheduling.run_due_jobs(deps, now, batch_size=10)
+    assert second.job("renewals").changed == 20
+    for member_id in members:
+        assert grants(await ledger(deps, member_id)) == [(START, 5), (at(2, 15), 5)]
+        await assert_consistent(deps, member_id)
+
+
+# The background task and its lease
+
+
+class Gate:
+    """A publisher that holds the pass after its first batch until the test opens it."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.open = asyncio.Event()
+
+    async def publish(self, entries: object) -> None:
+        self.reached.set()
+        await self.open.wait()
+
+
+async def test_stopping_the_scheduler_lets_the_batch_in_flight_finish_and_nothing_more(
+    api: Api,
+) -> None:
+    deps = api.container.deps
+    members = await create_members(deps, 30)
+    api.clock.set(at(2, 15))
+    gate = Gate()
+    deps.publisher = gate
+    scheduler = Scheduler(deps, interval=3600, batch_size=10)
+
+    await scheduler.start()
+    await gate.reached.wait()  # the first batch is committed; the pass waits to publish it
+    stopping = asyncio.create_task(scheduler.stop())
+    await asyncio.sleep(0)
+    gate.open.set()
+    await stopping
+
+    renewed = [m for m in members if len(grants(await ledger(deps, m))) == 2]
+    assert len(renewed) == 10
+    for member_id in members:
+        await assert_consistent(deps, member_id)
+    lease = await LeaseRepository(deps.mongo).holder(LEASE_NAME)
+    assert lease is not None
+    assert await LeaseRepository(deps.mongo).acquire(LEASE_NAME, "next", timedelta(seconds=5))
+
+
+class Recorder:
+    """A publisher that tells the test when the scheduler has committed a renewal."""
+
+    def __init__(self) -> None:
+        self.entries: list[LedgerEntry] = []
+        self.renewed = asyncio.Event()
+
+    async def publish(self, entries: Sequence[LedgerEntry]) -> None:
+        self.entries.extend(entries)
+        if any(e.kind is LedgerKind.GRANT and e.at != START for e in entries):
+            self.renewed.set()
+
+
+async def test_the_scheduler_started_with_the_app_renews_members_nobody_touches(
+    mongodb_uri: str, db_name: str
+) -> None:
+    settings = settings_with(scheduler_enabled=True, scheduler_interval=0.05)
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        scheduler = api.container.extras["scheduler"]
+        assert scheduler in api.container.background
+        deps = api.container.deps
+        ada = await new_member(deps)
+        recorder = Recorder()
+        deps.publisher = recorder
+        api.clock.set(at(2, 15))
+        await asyncio.wait_for(recorder.renewed.wait(), timeout=30)
+        assert grants(await ledger(deps, ada)) == [(START, 5), (at(2, 15), 5)]
+        assert [(e.member_id, e.at, e.balance_after) for e in recorder.entries] == [
+            (ada, at(2, 15), 10)
+        ]
+    assert scheduler._task is None
+
+
+async def test_two_schedulers_running_at_once_grant_once(
+    api: Api, mongodb_uri: str, db_name: str
+) -> None:
+    deps = api.container.deps
+    members = await create_members(deps, 40)
+    api.clock.set(at(4, 20))
+    other_mongo = Mongo.connect(mongodb_uri, db_name)
+    try:
+        other = Deps(mongo=other_mongo, clock=api.clock, plans=deps.plans)
+        first, second = Scheduler(deps, interval=60), Scheduler(other, interval=60)
+        reports = await asyncio.gather(first.run_once(), second.run_once())
+        assert sorted(r is None for r in reports) == [False, True]  # the lease let one work
+        # Without the lease at all, both at once, with small batches that interleave:
+        for _ in range(2):
+            await asyncio.gather(
+                scheduling.run_due_jobs(deps, at(6, 20), batch_size=7),
+                scheduling.run_due_jobs(other, at(6, 20), batch_size=7),
+            )
+    finally:
+        await other_mongo.close()
+    for member_id in members:
+        assert grants(await ledger(deps, member_id)) == [
+            (START, 5),
+            (at(2, 15), 5),
+            (at(3, 15), 5),
+            (at(4, 15), 0),
+            (at(5, 15), 5),
+            (at(6, 15), 5),
+        ]
+        await assert_consistent(deps, member_id)
+
+
+async def test_the_lease_runs_on_real_time_even_when_the_service_clock_is_manual(
+    api: Api,
+) -> None:
+    leases = LeaseRepository(api.container.deps.mongo)
+    assert await leases.acquire(LEASE_NAME, "first", timedelta(seconds=30))
+    api.clock.advance(timedelta(days=400))
+    assert not await leases.acquire(LEASE_NAME, "second", timedelta(seconds=30))
+    assert await leases.acquire(LEASE_NAME, "first", timedelta(seconds=30))  # extended
+    await leases.release(LEASE_NAME, "first")
+    assert await leases.acquire(LEASE_NAME, "second", timedelta(milliseconds=1))
+    await asyncio.sleep(0.05)  # real time passes: that lease lapses
+    assert await leases.acquire(LEASE_NAME, "third", timedelta(seconds=30))
+    scheduler = Scheduler(api.container.deps, interval=60)
+    assert await scheduler.run_once() is None  # "third" holds it
+
+
+async def test_a_pass_that_will_not_end_is_cancelled_after_the_grace_period(api: Api) -> None:
+    deps = api.container.deps
+    members = await create_members(deps, 12)
+    api.clock.set(at(2, 15))
+    gate = Gate()  # never opened: the pass hangs after its first batch
+    deps.publisher = gate
+    scheduler = Scheduler(deps, interval=3600, batch_size=5, stop_grace=0.05)
+    await scheduler.start()
+    await gate.reached.wait()
+    await scheduler.stop()
+    assert len([m for m in members if len(grants(await ledger(deps, m))) == 2]) == 5
+    for member_id in members:
+        await assert_consistent(deps, member_id)
+
+
+async def test_a_database_outage_ends_the_pass_instead_of_retrying_member_by_member(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deps = api.container.deps
+    await create_members(deps, 8)
+    api.clock.set(at(2, 15))
+    attempts = 0
+
+    async def unreachable(*args: object, **kwargs: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise NetworkTimeout("the primary went away")
+
+    monkeypatch.setattr(deps.members, "get_many", unreachable)
+    with pytest.raises(NetworkTimeout):
+        await scheduling.renew_due(deps, at(2, 15), batch_size=4)
+    assert attempts == 1
