@@ -1,0 +1,251 @@
+"""Live balance updates: the broker between committed ledger entries and subscribers.
+
+On a replica set the ledger's change stream is the one source of updates, in every process, so
+a change made through any process reaches the subscribers of all of them exactly once. On the
+in-memory fallback (one process, no change streams) the broker listens to the process's own
+FanOut instead.
+
+Every subscriber has a small queue of its own. Handing it an update never waits: when the
+queue is full, its two oldest updates are merged into one (the later balance, the summed
+delta), so a subscriber that does not read keeps the latest balance in bounded memory and
+never holds anyone else up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import replace
+
+from inmail import metrics
+from inmail.domain.model import LedgerEntry
+from inmail.repositories.changes import ChangesLost, LedgerChanges
+from inmail.services.base import Deps
+from inmail.services.events import BalanceUpdate, FanOut
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_SIZE = 16
+
+
+def merge(earlier: BalanceUpdate, later: BalanceUpdate) -> BalanceUpdate:
+    """One update that says what two consecutive ones said: where it ended, and how far it moved."""
+    return replace(later, delta=earlier.delta + later.delta)
+
+
+def coalesce(entries: Iterable[LedgerEntry]) -> list[BalanceUpdate]:
+    """The updates of one transaction's entries: consecutive entries of one kind make one update.
+
+    A cancellation that forfeits three lots is one FORFEIT to zero; a plan change is a FORFEIT
+    and then a GRANT; a send that first expires a lapsed lot is an EXPIRE and then a DEBIT.
+    """
+    updates: list[BalanceUpdate] = []
+    for entry in entries:
+        update = BalanceUpdate.from_entry(entry)
+        last = updates[-1] if updates else None
+        if (
+            last is not None
+            and last.member_id == update.member_id
+            and last.reason is update.reason
+            and update.seq == last.seq + 1
+        ):
+            updates[-1] = merge(last, update)
+        else:
+            updates.append(update)
+    return updates
+
+
+class Subscriber:
+    """One subscription's updates for one member: in ledger order, each once, bounded."""
+
+    __slots__ = ("_closed", "_queue", "_ready", "capacity", "last_seq", "member_id", "merged")
+
+    def __init__(self, member_id: str, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
+        if capacity < 1:
+            raise ValueError("a subscriber's queue holds at least one update")
+        self.member_id = member_id
+        self.capacity = capacity
+        self.last_seq = 0
+        self.merged = 0  # updates folded into others because this subscriber fell behind
+        self._queue: deque[BalanceUpdate] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def offer(self, update: BalanceUpdate) -> None:
+        """Take an update without ever waiting; an update already seen is ignored."""
+        if self._closed or update.seq <= self.last_seq:
+            return
+        self.last_seq = update.seq
+        if len(self._queue) >= self.capacity:
+            oldest = self._queue.popleft()
+            if self._queue:
+                self._queue[0] = merge(oldest, self._queue[0])
+            else:
+                update = merge(oldest, update)
+            self.merged += 1
+        self._queue.append(update)
+        self._ready.set()
+
+    def start_from(self, latest: BalanceUpdate) -> None:
+        """Put the member's latest recorded change first, unless a newer one already arrived."""
+        while self._queue and self._queue[0].seq < latest.seq:
+            self._queue.popleft()
+        if not self._queue or self._queue[0].seq > latest.seq:
+            self._queue.appendleft(latest)
+            if len(self._queue) > self.capacity:
+                oldest = self._queue.popleft()
+                self._queue[0] = merge(oldest, self._queue[0])
+                self.merged += 1
+        self.last_seq = max(self.last_seq, latest.seq)
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def __anext__(self) -> BalanceUpdate:
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+
+class _LocalSource:
+    """The in-memory fallback's source: this process's own committed entries."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    async def publish(self, entries: Sequence[LedgerEntry]) -> None:
+        self._broker.dispatch(coalesce(entries))
+
+
+class Broker:
+    """Routes balance updates to the subscribers of each member; a Background of the app."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        events: FanOut,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        max_await_ms: int = 1000,
+    ) -> None:
+        self._deps = deps
+        self._events = events
+        self._queue_size = queue_size
+        self._max_await_ms = max_await_ms
+        self._by_member: dict[str, set[Subscriber]] = {}
+        self._local: _LocalSource | None = None
+        self._feed: LedgerChanges | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def source(self) -> str:
+        """Where updates come from: "change stream", "in-process" or "stopped"."""
+        if self._feed is not None:
+            return "change stream"
+        return "in-process" if self._local is not None else "stopped"
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(subs) for subs in self._by_member.values())
+
+    async def start(self) -> None:
+        if self._deps.mongo.in_memory:
+            self._local = _LocalSource(self)
+            self._events.listeners.append(self._local)
+            return
+        feed = LedgerChanges(self._deps.mongo, max_await_ms=self._max_await_ms)
+        await feed.open()
+        self._feed = feed
+        self._pump = asyncio.create_task(self._run(feed), name="inmail-live-updates")
+
+    async def stop(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            await feed.close()
+        local, self._local = self._local, None
+        if local is not None:
+            self._events.listeners.remove(local)
+        for subscribers in list(self._by_member.values()):
+            for subscriber in list(subscribers):
+                subscriber.close()
+
+    def dispatch(self, updates: Iterable[BalanceUpdate]) -> None:
+        """Hand updates to their members' subscribers; never waits."""
+        for update in updates:
+            for subscriber in self._by_member.get(update.member_id, ()):
+                subscriber.offer(update)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, member_id: str) -> AsyncIterator[Subscriber]:
+        """A subscription to a member's balance, released when the block ends however it ends.
+
+        It starts with the member's latest recorded change, so the subscriber knows the balance
+        at once; from there on it gets every change, in order, each once.
+        """
+        subscriber = Subscriber(member_id, self._queue_size)
+        self._by_member.setdefault(member_id, set()).add(subscriber)
+        metrics.SUBSCRIBERS.inc()
+        try:
+            # Registered first, read second: a change committed in between is not missed, and
+            # the sequence numbers drop whichever copy comes second.
+            latest = await self._latest(member_id)
+            if latest is not None:
+                subscriber.start_from(latest)
+            yield subscriber
+        finally:
+            subscriber.close()
+            subscribers = self._by_member.get(member_id)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del self._by_member[member_id]
+            metrics.SUBSCRIBERS.dec()
+
+    async def _latest(self, member_id: str) -> BalanceUpdate | None:
+        page = await self._deps.ledger.page(member_id, 1, None)
+        return BalanceUpdate.from_entry(page.items[0][1]) if page.items else None
+
+    async def _run(self, feed: LedgerChanges) -> None:
+        while True:
+            try:
+                committed = await feed.next()
+            except ChangesLost as exc:
+                log.warning("live updates missed changes (%s); catching up from the ledger", exc)
+                await self._catch_up()
+                continue
+            except Exception:
+                log.exception("live updates: reading the ledger's changes failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            self.dispatch(coalesce(committed.entries))
+
+    async def _catch_up(self) -> None:
+        """After a gap, give every subscriber its member's latest change (seq drops repeats)."""
+        for member_id in list(self._by_member):
+            try:
+                latest = await self._latest(member_id)
+            except Exception:
+                log.exception("live updates: catching up member %s failed", member_id)
+                continue
+            if latest is not None:
+                self.dispatch([latest])

@@ -1,0 +1,373 @@
+"""Live balance updates in one process: the broker, and balanceChanged over real websockets.
+
+The app runs in this process under uvicorn on a loopback port (so the broker can be inspected)
+and a bare `websockets` client speaks both subprotocols to it. The change stream behind it is
+the session's real mongod. Waits are generous and never asserted on: the tests check what
+arrives, not how fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client import REGISTRY
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin, Subprotocol
+
+from inmail.app import create_app
+from inmail.bootstrap import build_container
+from inmail.domain.credits import LedgerKind
+from inmail.domain.model import LedgerEntry
+from inmail.repositories.mongo import Mongo
+from inmail.services.events import BalanceUpdate
+from inmail.services.live import Broker, Subscriber, coalesce
+from inmail.settings import Settings
+from support import Api, Person
+from support import test_settings as settings_for_tests
+from wsclient import (
+    BALANCE_CHANGED,
+    LEGACY_WS,
+    PROTOCOLS,
+    TRANSPORT_WS,
+    WAIT,
+    GraphQLSocket,
+    OperationError,
+    refusal_close_code,
+)
+
+AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class LiveServer:
+    api: Api
+    url: str
+    broker: Broker
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, mongo: Mongo) -> AsyncIterator[LiveServer]:
+    """The app under uvicorn in this process, on a free loopback port."""
+    container = build_container(settings, mongo)
+    app = create_app(settings, container=container)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await eventually(lambda: server.started or task.done())
+        assert server.started, "uvicorn did not start"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield LiveServer(
+                Api(client, container), f"ws://127.0.0.1:{port}/graphql", container.live
+            )
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.fixture
+async def live(mongodb_uri: str, db_name: str) -> AsyncIterator[LiveServer]:
+    async with serve(settings_for_tests(), Mongo.connect(mongodb_uri, db_name)) as server:
+        yield server
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait (generously) until a condition holds; the test asserts on it afterwards."""
+    for _ in range(int(WAIT / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+
+
+def subscribers_gauge() -> float:
+    value = REGISTRY.get_sample_value("inmail_subscribers")
+    return value or 0.0
+
+
+def short(update: dict[str, Any]) -> tuple[str, int, int]:
+    return (update["reason"], update["delta"], update["balance"])
+
+
+async def watch(
+    socket_: GraphQLSocket, member: Person | None = None, member_id: str | None = None
+) -> str:
+    variables = {"m": member_id if member_id is not None else (member.id if member else None)}
+    return await socket_.subscribe(BALANCE_CHANGED, variables)
+
+
+# --- balanceChanged over websockets ------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_member_sees_every_change_to_their_balance_in_order(
+    live: LiveServer, protocol: str
+) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+        op = await watch(ws)
+        first = await ws.update(op)
+        assert first == {
+            "memberId": ada.id,
+            "balance": 5,
+            "delta": 5,
+            "reason": "GRANT",
+            "at": "2026-01-15T09:00:00Z",
+        }
+        sent = await api.send(ada, grace)
+        assert sent["errors"] == []
+        assert short(await ws.update(op)) == ("DEBIT", -1, 4)
+        answered = await api.respond(grace, sent["conversation"]["id"], "INTERESTED")
+        assert answered["creditedBack"] is True
+        assert short(await ws.update(op)) == ("CREDIT_BACK", 1, 5)
+        bought = await api.purchase(ada, 2)
+        assert bought["errors"] == []
+        assert short(await ws.update(op)) == ("GRANT", 2, 7)
+        assert await api.balance(ada) == 7
+
+
+async def test_a_cancellation_is_one_forfeit_to_zero_and_a_plan_change_a_forfeit_then_a_grant(
+    live: LiveServer,
+) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    async with GraphQLSocket.open(live.url, api.admin) as ws:
+        ada_op = await watch(ws, ada)
+        grace_op = await watch(ws, grace)
+        assert short(await ws.update(ada_op)) == ("GRANT", 5, 5)
+        assert short(await ws.update(grace_op)) == ("GRANT", 5, 5)
+        await api.purchase(ada, 2)  # two lots now: the allotment and the purchase
+        assert short(await ws.update(ada_op)) == ("GRANT", 2, 7)
+        cancelled = await api.gql(
+            "mutation { cancelSubscription { errors { code } } }", token=ada.token
+        )
+        assert cancelled["cancelSubscription"]["errors"] == []
+        assert short(await ws.update(ada_op)) == ("FORFEIT", -7, 0)
+
+        await api.purchase(grace, 3)
+        assert short(await ws.update(grace_op)) == ("GRANT", 3, 8)
+        changed = await api.gql(
+            "mutation { changePlan(input: {plan: PREMIUM_BUSINESS}) { errors { code } } }",
+            token=grace.token,
+        )
+        assert changed["changePlan"]["errors"] == []
+        assert short(await ws.update(grace_op)) == ("FORFEIT", -8, 0)
+        assert short(await ws.update(grace_op)) == ("GRANT", 15, 15)
+
+
+async def test_lapsed_credits_expire_in_order_before_the_change_that_notices_them(
+    live: LiveServer,
+) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC", card=None)
+    async with GraphQLSocket.open(live.url, ada.token) as ws:
+        op = await watch(ws)
+        previous = await ws.update(op)
+        api.advance(days=95)  # cycles came due and the first allotment lapsed, unrecorded
+        assert (await api.send(ada, grace))["errors"] == []
+        seen: list[dict[str, Any]] = []
+        while not seen or seen[-1]["reason"] != "DEBIT":
+            seen.append(await ws.update(op))
+    reasons = [update["reason"] for update in seen]
+    assert "EXPIRE" in reasons
+    assert reasons.index("EXPIRE") < reasons.index("DEBIT")
+    for update in seen:
+        assert update["balance"] == previous["balance"] + update["delta"]
+        previous = update
+    assert seen[-1]["balance"] == await api.balance(ada)
+
+
+async def test_a_member_cannot_watch_another_members_balance(live: LiveServer) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace")
+    mallory = await api.create_member("Mallory Jones")
+    for protocol in PROTOCOLS:
+        async with GraphQLSocket.open(live.url, mallory.token, protocol) as ws:
+            op = await watch(ws, ada)
+            with pytest.raises(OperationError) as refused:
+                await ws.result(op)
+            errors = refused.value.payload
+            errors = errors if isinstance(errors, list) else [errors]
+            assert errors[0]["extensions"]["code"] == "FORBIDDEN"
+    assert live.broker.subscriber_count == 0
+
+
+async def test_an_admin_watches_any_member_but_must_name_one(live: LiveServer) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace")
+    async with GraphQLSocket.open(live.url, api.admin) as ws:
+        for member_id in (None, "0123456789abcdef01234567"):
+            op = await watch(ws, member_id=member_id)
+            with pytest.raises(OperationError) as refused:
+                await ws.result(op)
+            assert refused.value.payload[0]["extensions"]["code"] == "BAD_USER_INPUT"
+        op = await watch(ws, ada)
+        assert short(await ws.update(op)) == ("GRANT", 5, 5)
+        await api.purchase(ada, 1)
+        assert short(await ws.update(op)) == ("GRANT", 1, 6)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("token", ["none", "garbage", "wrongly-signed"])
+async def test_a_connection_without_a_good_token_is_closed_with_4403(
+    live: LiveServer, protocol: str, token: str
+) -> None:
+    bad = {
+        "none": None,
+        "garbage": "not-a-jwt",
+        "wrongly-signed": live.api.token("someone") + "x",
+    }[token]
+    assert await refusal_close_code(live.url, bad, protocol) == 4403
+
+
+async def test_a_socket_that_closes_releases_its_subscriptions(live: LiveServer) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace")
+    before = subscribers_gauge()
+    async with GraphQLSocket.open(live.url, ada.token, LEGACY_WS) as ws:
+        op = await watch(ws)
+        await ws.update(op)
+        assert live.broker.subscriber_count == 1
+        assert subscribers_gauge() == before + 1
+    await eventually(lambda: live.broker.subscriber_count == 0)
+    assert live.broker.subscriber_count == 0
+    assert subscribers_gauge() == before
+
+
+async def test_stopping_a_subscription_releases_it_and_the_socket_stays_usable(
+    live: LiveServer,
+) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace")
+    async with GraphQLSocket.open(live.url, ada.token, TRANSPORT_WS) as ws:
+        op = await watch(ws)
+        await ws.update(op)
+        await ws.stop(op)
+        await eventually(lambda: live.broker.subscriber_count == 0)
+        assert live.broker.subscriber_count == 0
+        again = await watch(ws)
+        assert short(await ws.update(again)) == ("GRANT", 5, 5)
+
+
+async def test_the_subscriptions_per_connection_limit_comes_from_the_settings(
+    mongodb_uri: str, db_name: str
+) -> None:
+    settings = settings_for_tests(ws_max_subscriptions=2)
+    async with serve(settings, Mongo.connect(mongodb_uri, db_name)) as server:
+        ada = await server.api.create_member("Ada Lovelace")
+        async with GraphQLSocket.open(server.url, ada.token) as ws:
+            first, second = await watch(ws), await watch(ws)
+            await ws.update(first)
+            await ws.update(second)
+            third = await watch(ws)
+            with pytest.raises(OperationError) as refused:
+                await ws.result(third)
+            assert "limit" in str(refused.value.payload)
+
+
+async def test_websockets_from_an_origin_not_allowed_are_refused(
+    mongodb_uri: str, db_name: str
+) -> None:
+    settings = settings_for_tests(allowed_origins=("https://app.example",))
+    async with serve(settings, Mongo.connect(mongodb_uri, db_name)) as server:
+        member = await server.api.create_member("Ada Lovelace")
+        with pytest.raises(InvalidStatus):
+            async with connect(
+                server.url,
+                subprotocols=[Subprotocol(TRANSPORT_WS)],
+                origin=Origin("https://evil.example"),
+            ):
+                pass
+        async with GraphQLSocket.open(server.url, member.token) as ws:
+            assert short(await ws.update(await watch(ws))) == ("GRANT", 5, 5)
+
+
+async def test_the_in_memory_fallback_delivers_updates_from_the_process_itself() -> None:
+    mongo = Mongo.in_memory_fallback("inmail_live")
+    async with serve(settings_for_tests(), mongo) as server:
+        assert server.broker.source == "in-process"
+        api = server.api
+        ada = await api.create_member("Ada Lovelace")
+        async with GraphQLSocket.open(server.url, ada.token) as ws:
+            op = await watch(ws)
+            assert short(await ws.update(op)) == ("GRANT", 5, 5)
+            await api.purchase(ada, 2)
+            assert short(await ws.update(op)) == ("GRANT", 2, 7)
+
+
+# --- the broker and its subscribers --------------------------------------------------------
+
+
+def update(seq: int, balance: int, delta: int = 1, member_id: str = "ada") -> BalanceUpdate:
+    return BalanceUpdate(member_id, balance, delta, LedgerKind.GRANT, AT, seq)
+
+
+def entry(seq: int, kind: LedgerKind, delta: int, balance: int) -> LedgerEntry:
+    return LedgerEntry(f"e{seq}", "ada", seq, AT, kind, delta, balance)
+
+
+async def test_a_subscriber_that_never_reads_keeps_the_latest_balance_in_bounded_memory() -> None:
+    slow = Subscriber("ada", capacity=8)
+    for seq in range(1, 10_001):
+        slow.offer(update(seq, balance=seq))
+    assert slow.pending == 8
+    assert slow.merged == 10_000 - 8
+    slow.close()
+    queued = [u async for u in slow]
+    assert queued[-1].balance == 10_000
+    assert [u.seq for u in queued] == sorted(u.seq for u in queued)
+    assert sum(u.delta for u in queued) == 10_000  # the deltas still add up to the balance
+
+
+async def test_a_slow_subscriber_never_holds_up_another_subscriber_of_the_same_member() -> None:
+    slow, fast = Subscriber("ada", capacity=4), Subscriber("ada", capacity=4)
+    received: list[int] = []
+    for seq in range(1, 101):
+        for subscriber in (slow, fast):
+            subscriber.offer(update(seq, balance=seq))  # returns at once, whatever happens
+        received.append((await anext(fast)).balance)
+    assert received == list(range(1, 101))
+    assert slow.pending == 4
+
+
+async def test_a_subscriber_gets_each_update_once_in_ledger_order() -> None:
+    subscriber = Subscriber("ada")
+    subscriber.offer(update(2, 6))
+    subscriber.start_from(update(1, 5))  # the latest recorded change, read after registering
+    subscriber.offer(update(2, 6))  # the same change again (say, from a resumed stream)
+    subscriber.offer(update(1, 5))
+    subscriber.offer(update(3, 7))
+    subscriber.close()
+    assert [u.seq async for u in subscriber] == [1, 2, 3]
+
+
+def test_one_transactions_entries_of_one_kind_make_one_update() -> None:
+    forfeits = [
+        entry(5, LedgerKind.FORFEIT, -3, 3),
+        entry(6, LedgerKind.FORFEIT, -1, 2),
+        entry(7, LedgerKind.FORFEIT, -2, 0),
+    ]
+    assert [(u.reason, u.delta, u.balance, u.seq) for u in coalesce(forfeits)] == [
+        (LedgerKind.FORFEIT, -6, 0, 7)
+    ]
+    plan_change = [*forfeits, entry(8, LedgerKind.GRANT, 15, 15)]
+    assert [(u.reason, u.delta, u.balance) for u in coalesce(plan_change)] == [
+        (LedgerKind.FORFEIT, -6, 0),
+        (LedgerKind.GRANT, 15, 15),
+    ]

@@ -1,0 +1,200 @@
+"""The ledger's change feed on a real mongod: transactions whole, in order, each exactly once,
+across dropped streams and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pymongo.errors import AutoReconnect, OperationFailure
+
+from inmail.domain.credits import LedgerKind
+from inmail.domain.model import LedgerEntry
+from inmail.repositories.changes import ChangesLost, LedgerChanges
+from inmail.repositories.ledger import LedgerRepository
+from inmail.repositories.mongo import Mongo, Session
+
+AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+WAIT = 20.0
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+async def mongo(mongodb_uri: str, db_name: str) -> AsyncIterator[Mongo]:
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    await mongo.create_indexes()
+    yield mongo
+    await mongo.close()
+
+
+class Ledgers:
+    """Writes ledger entries the way the services do: one transaction per change."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self.mongo = mongo
+        self.repo = LedgerRepository(mongo)
+        self.seqs: dict[str, int] = {}
+
+    async def commit(self, member_id: str, *deltas: int) -> list[tuple[str, int]]:
+        entries = []
+        for delta in deltas:
+            seq = self.seqs[member_id] = self.seqs.get(member_id, 0) + 1
+            kind = LedgerKind.GRANT if delta > 0 else LedgerKind.FORFEIT
+            entries.append(LedgerEntry(f"e{next(_ids)}", member_id, seq, AT, kind, delta, 0))
+
+        async def work(session: Session) -> None:
+            await self.repo.append(entries, session)
+
+        await self.mongo.transaction(work)
+        return [(e.member_id, e.seq) for e in entries]
+
+
+async def next_batch(feed: LedgerChanges) -> list[tuple[str, int]]:
+    committed = await asyncio.wait_for(feed.next(), WAIT)
+    return [(e.member_id, e.seq) for e in committed.entries]
+
+
+async def test_each_transaction_arrives_whole_in_commit_order(mongo: Mongo) -> None:
+    ledgers = Ledgers(mongo)
+    feed = LedgerChanges(mongo)
+    await feed.open()
+    try:
+        written = [
+            await ledgers.commit("ada", -3, -1, -2),
+            await ledgers.commit("grace", 5),
+            await ledgers.commit("ada", 15),
+            await ledgers.commit("grace", -1, -1),
+        ]
+        assert [await next_batch(feed) for _ in written] == written
+    finally:
+        await feed.close()
+
+
+async def test_a_new_feed_resumes_right_after_the_last_batch_handed_out(mongo: Mongo) -> None:
+    ledgers = Ledgers(mongo)
+    first = LedgerChanges(mongo)
+    await first.open()
+    one = await ledgers.commit("ada", 5)
+    two = await ledgers.commit("ada", -1)
+    await ledgers.commit("ada", -1)  # read by nobody before the restart
+    assert await next_batch(first) == one
+    assert await next_batch(first) == two
+    token = first.resume_token
+    await first.close()
+    written_while_down = [await ledgers.commit("grace", 5), await ledgers.commit("ada", 2, -7)]
+
+    second = LedgerChanges(mongo, resume_after=token)
+    await second.open()
+    try:
+        assert await next_batch(second) == [("ada", 3)]
+        for batch in written_while_down:
+            assert await next_batch(second) == batch
+        sentinel = await ledgers.commit("ada", 1)
+        assert await next_batch(second) == sentinel  # and nothing came twice before it
+    finally:
+        await second.close()
+
+
+async def _change_stream_cursor_ids(mongo: Mongo) -> list[int]:
+    """The server-side cursors of change streams on the ledger, idle or in a getMore."""
+    cursor = await mongo.client.admin.aggregate(
+        [
+            {"$currentOp": {"idleCursors": True, "allUsers": True}},
+            {"$match": {"ns": f"{mongo.db.name}.ledger", "cursor.cursorId": {"$exists": True}}},
+        ]
+    )
+    return [row["cursor"]["cursorId"] async for row in cursor]
+
+
+async def test_a_stream_killed_on_the_server_resumes_without_losing_or_repeating(
+    mongo: Mongo,
+) -> None:
+    ledgers = Ledgers(mongo)
+    feed = LedgerChanges(mongo, max_await_ms=200, retry_delay=0.01)
+    await feed.open()
+    try:
+        before = await ledgers.commit("ada", 5)
+        assert await next_batch(feed) == before
+        cursors = await _change_stream_cursor_ids(mongo)
+        assert cursors
+        await mongo.db.command("killCursors", "ledger", cursors=cursors)
+        after = [await ledgers.commit("ada", -1), await ledgers.commit("ada", -1, -1)]
+        assert [await next_batch(feed) for _ in after] == after
+        sentinel = await ledgers.commit("grace", 5)
+        assert await next_batch(feed) == sentinel
+    finally:
+        await feed.close()
+
+
+async def test_a_dropped_connection_is_resumed_from_the_last_batch_handed_out(
+    mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledgers = Ledgers(mongo)
+    feed = LedgerChanges(mongo, retry_delay=0.01)
+    await feed.open()
+    try:
+        one = await ledgers.commit("ada", 5)
+        two = await ledgers.commit("ada", -1, -1)
+        assert await next_batch(feed) == one
+        stream: Any = feed._stream
+        real_try_next = stream.try_next
+
+        async def cut() -> None:
+            monkeypatch.setattr(stream, "try_next", real_try_next)
+            raise AutoReconnect("connection reset by peer")
+
+        monkeypatch.setattr(stream, "try_next", cut)
+        three = await ledgers.commit("grace", 5)
+        assert await next_batch(feed) == two
+        assert feed._stream is not stream  # it was reopened, at the token of batch one
+        assert await next_batch(feed) == three
+    finally:
+        await feed.close()
+
+
+async def test_a_dropped_ledger_ends_the_stream_and_a_new_one_sees_the_next_inserts(
+    mongo: Mongo,
+) -> None:
+    ledgers = Ledgers(mongo)
+    feed = LedgerChanges(mongo, max_await_ms=100)
+    await feed.open()
+    try:
+        before = await ledgers.commit("ada", 5)
+        await mongo.c.ledger.drop()
+        assert await next_batch(feed) == before
+        later = await ledgers.commit("grace", 5)
+        assert await next_batch(feed) == later
+    finally:
+        await feed.close()
+
+
+async def test_a_feed_that_cannot_resume_starts_from_now_and_says_changes_were_lost(
+    mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledgers = Ledgers(mongo)
+    first = LedgerChanges(mongo)
+    await first.open()
+    token = first.resume_token
+    await first.close()
+    await ledgers.commit("ada", 5)  # after the token: lost with the history
+    collection: Any = mongo.c.ledger
+    real_watch = collection.watch
+
+    async def watch(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("resume_after") is not None:
+            raise OperationFailure("resume point no longer in the oplog", code=286)
+        return await real_watch(*args, **kwargs)
+
+    monkeypatch.setattr(collection, "watch", watch)
+    feed = LedgerChanges(mongo, resume_after=token)
+    try:
+        with pytest.raises(ChangesLost):
+            await feed.open()
+        later = await ledgers.commit("grace", 5)
+        assert await next_batch(feed) == later
+    finally:
+        await feed.close()

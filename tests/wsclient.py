@@ -1,0 +1,115 @@
+"""A bare GraphQL-over-websocket client for the live-update tests, on the `websockets` library.
+
+It speaks graphql-transport-ws and the older graphql-ws from their message formats alone, so
+what the tests see is what any standard client sees, not what our own code thinks it sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+TRANSPORT_WS = "graphql-transport-ws"
+LEGACY_WS = "graphql-ws"
+PROTOCOLS = (TRANSPORT_WS, LEGACY_WS)
+
+BALANCE_CHANGED = (
+    "subscription($m: ID) { balanceChanged(memberId: $m) { memberId balance delta reason at } }"
+)
+
+WAIT = 20.0  # generous: a wait for an event, never a measure of speed
+
+
+class OperationError(AssertionError):
+    """The server answered an operation with an error message."""
+
+    def __init__(self, payload: Any) -> None:
+        super().__init__(payload)
+        self.payload = payload
+
+
+def init_payload(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class GraphQLSocket:
+    def __init__(self, ws: ClientConnection, protocol: str) -> None:
+        self.ws = ws
+        self.protocol = protocol
+        self._ids = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, url: str, token: str | None, protocol: str = TRANSPORT_WS
+    ) -> AsyncIterator[GraphQLSocket]:
+        async with connect(url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT) as ws:
+            assert ws.subprotocol == protocol
+            socket = cls(ws, protocol)
+            await socket._send({"type": "connection_init", "payload": init_payload(token)})
+            ack = await socket.message()
+            assert ack["type"] == "connection_ack", ack
+            yield socket
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def message(self, within: float = WAIT) -> dict[str, Any]:
+        """The next protocol message, keep-alives answered and skipped."""
+        while True:
+            raw = await asyncio.wait_for(self.ws.recv(), within)
+            message: dict[str, Any] = json.loads(raw)
+            if message["type"] == "ping":
+                await self._send({"type": "pong"})
+            elif message["type"] not in ("ka", "pong"):
+                return message
+
+    async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
+        self._ids += 1
+        operation_id = str(self._ids)
+        kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
+        payload = {"query": query, "variables": variables or {}}
+        await self._send({"id": operation_id, "type": kind, "payload": payload})
+        return operation_id
+
+    async def stop(self, operation_id: str) -> None:
+        kind = "complete" if self.protocol == TRANSPORT_WS else "stop"
+        await self._send({"id": operation_id, "type": kind})
+
+    async def result(self, operation_id: str, within: float = WAIT) -> dict[str, Any]:
+        """The next result of an operation: its `payload` ({"data": ...} or with "errors")."""
+        while True:
+            message = await self.message(within)
+            if message.get("id") != operation_id:
+                continue
+            if message["type"] in ("next", "data"):
+                payload: dict[str, Any] = message["payload"]
+                return payload
+            if message["type"] == "error":
+                raise OperationError(message["payload"])
+            raise AssertionError(f"operation {operation_id} ended: {message}")
+
+    async def update(self, operation_id: str, within: float = WAIT) -> dict[str, Any]:
+        """The next BalanceUpdate of a balanceChanged operation."""
+        payload = await self.result(operation_id, within)
+        assert not payload.get("errors"), payload
+        update: dict[str, Any] = payload["data"]["balanceChanged"]
+        return update
+
+
+async def refusal_close_code(url: str, token: str | None, protocol: str) -> int | None:
+    """The close code the server ends a connection with after its connection_init."""
+    async with connect(url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": init_payload(token)}))
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+                assert message["type"] != "connection_ack", "the server accepted the connection"
+        return ws.close_code
