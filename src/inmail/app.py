@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from strawberry.schema import BaseSchema
 
 from inmail import logs
 from inmail.bootstrap import Background, Container, build_container
+from inmail.observability import metrics_endpoint
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.context import Context
 from inmail.resolvers.root import build_schema
@@ -43,6 +45,13 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.container = container
 
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return json.loads(data)
+        except UnicodeDecodeError:
+            # Bytes that are no Unicode at all are as malformed as bad JSON: 400, not 500.
+            raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
+
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         header = request.headers.get("authorization")
         return Context(
@@ -50,13 +59,27 @@ class GraphQLApp(GraphQL[Context, None]):
         )
 
     async def on_ws_connect(self, context: Context) -> Any:
+        """Refuse a connection without a good token: close 4403 on both subprotocols."""
+        from strawberry.http.exceptions import WebSocketDisconnected
+        from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
+
         try:
-            viewer = context.viewer()
+            refusal = None if context.viewer() is not None else "a token is required"
         except ApiError:
-            raise ConnectionRejectionError({"message": "invalid token"}) from None
-        if viewer is None:
-            raise ConnectionRejectionError({"message": "a token is required"})
-        return None
+            refusal = "invalid token"
+        if refusal is None:
+            return None
+        websocket = context.request
+        if (
+            isinstance(websocket, WebSocket)
+            and await self.pick_websocket_subprotocol(websocket) == GRAPHQL_WS_PROTOCOL
+        ):
+            # Strawberry would close the older protocol with 1011: send its connection_error,
+            # close with 4403 ourselves, and end the handler as if the client had gone.
+            await websocket.send_json({"type": "connection_error", "payload": {"message": refusal}})
+            await websocket.close(code=4403, reason="Forbidden")
+            raise WebSocketDisconnected
+        raise ConnectionRejectionError({"message": refusal})
 
 
 class RequestLimits:
@@ -178,6 +201,7 @@ def create_app(
             WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
         ],
         lifespan=lifespan,
     )

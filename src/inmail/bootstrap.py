@@ -9,9 +9,12 @@ from typing import Any, Protocol
 
 from inmail.auth import TokenService, development_secret
 from inmail.clock import Clock, ManualClock, SystemClock
+from inmail.observability import LedgerMetrics
 from inmail.repositories.mongo import Mongo
+from inmail.scheduler import Scheduler
 from inmail.services.base import Deps, Limits
 from inmail.services.events import FanOut
+from inmail.services.live import Broker
 from inmail.services.payments import BuiltinGateway, PaymentGateway
 from inmail.settings import Settings
 
@@ -35,6 +38,7 @@ class Container:
     deps: Deps
     gateway: PaymentGateway
     events: FanOut
+    live: Broker
     background: list[Background] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -53,6 +57,7 @@ def jwt_secret(settings: Settings) -> str:
 def build_container(settings: Settings, mongo: Mongo, clock: Clock | None = None) -> Container:
     clock = clock or make_clock(settings)
     events = FanOut()
+    events.listeners.append(LedgerMetrics())
     deps = Deps(
         mongo=mongo,
         clock=clock,
@@ -63,7 +68,8 @@ def build_container(settings: Settings, mongo: Mongo, clock: Clock | None = None
         ),
         publisher=events,
     )
-    return Container(
+    live = Broker(deps, events)
+    container = Container(
         settings=settings,
         clock=clock,
         mongo=mongo,
@@ -71,4 +77,13 @@ def build_container(settings: Settings, mongo: Mongo, clock: Clock | None = None
         deps=deps,
         gateway=BuiltinGateway(deps.charges),
         events=events,
+        live=live,
+        background=[live],
     )
+    if settings.scheduler_enabled:
+        scheduler = Scheduler(
+            deps, interval=settings.scheduler_interval, batch_size=settings.scheduler_batch
+        )
+        container.background.append(scheduler)
+        container.extras["scheduler"] = scheduler
+    return container

@@ -1,11 +1,13 @@
-"""The `inmail` command: serve, token, schema, settings."""
+"""The `inmail` command: serve, token, schema, settings, bench."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -54,11 +56,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     f"inmail: mongod {embedded.uri} (pid {embedded.pid}) is primary",
                     file=sys.stderr,
                 )
-            elif settings.workers > 1:
-                print(
-                    "inmail: several workers need a real MongoDB: set INMAIL_MONGODB_URI",
-                    file=sys.stderr,
-                )
+            elif settings.workers > 1 or settings.is_production:
+                # Without a mongod only the in-memory fallback is left: one process, keeps nothing.
+                who = "several workers need" if settings.workers > 1 else "production needs"
+                print(f"inmail: {who} a real MongoDB: set INMAIL_MONGODB_URI", file=sys.stderr)
                 return 2
         except EmbeddedMongodError as exc:
             print(f"inmail: {exc}", file=sys.stderr)
@@ -70,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so that
     # the embedded mongod below is stopped by us, not left to the kernel.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    metrics_dir = _prometheus_multiprocess_dir(settings.workers)
     try:
         print(
             f"inmail: GraphiQL at http://{settings.host}:{settings.port}/graphql", file=sys.stderr
@@ -88,7 +90,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if embedded is not None:
             print("inmail: stopping the embedded mongod", file=sys.stderr)
             embedded.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _prometheus_multiprocess_dir(workers: int) -> str | None:
+    """With several workers, a fresh folder where each writes its metrics (read by /metrics).
+
+    The workers inherit it from the environment. One set by the operator is used as it is.
+    """
+    if workers < 2 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = tempfile.mkdtemp(prefix="inmail-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -121,6 +137,12 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from inmail.bench import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inmail", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("settings", help="print the settings table (Markdown)")
     table.set_defaults(run=cmd_settings)
+
+    from inmail.bench import add_arguments as bench_arguments
+
+    bench = sub.add_parser("bench", help="benchmark on a throwaway mongod (see BENCHMARKS.md)")
+    bench_arguments(bench)
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 

@@ -22,8 +22,10 @@ SCHEDULER_PASS_SECONDS = Histogram(
 SCHEDULER_LAG_SECONDS = Gauge(
     "inmail_scheduler_lag_seconds",
     "How far behind the oldest due item was when the last pass started",
+    multiprocess_mode="mostrecent",  # with several workers: the pass that ran last
 )
 SUBSCRIBERS = Gauge(
-    "inmail_subscribers", "Live balance subscriptions connected to this process",
+    "inmail_subscribers",
+    "Live balance subscriptions connected to this process",
     multiprocess_mode="livesum",
 )

@@ -9,21 +9,24 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import ASTValidationRule, GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
     DisableIntrospection,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.max_aliases import create_validator as alias_limit_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_limit_rule
 from strawberry.types import ExecutionContext
 
+from inmail.observability import OperationMetrics
 from inmail.resolvers.mutation import Mutation
 from inmail.resolvers.query import Query
+from inmail.resolvers.subscription import Subscription
 from inmail.schema.errors import ApiError
 from inmail.schema.scalars import DateTime
 from inmail.settings import Settings
@@ -51,16 +54,28 @@ class InMailSchema(strawberry.Schema):
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
 
 
+def limit_rules(settings: Settings) -> list[type[ASTValidationRule]]:
+    """The depth and alias limits (QueryDepthLimiter's and MaxAliasesLimiter's rules), made once.
+
+    Those extensions make a new rule class per instance, that is per request when passed as
+    factories: a new ValidationCache key every time, so that the cache never hit.
+    """
+    return [
+        depth_limit_rule(settings.max_query_depth, None),
+        alias_limit_rule(settings.max_aliases),
+    ]
+
+
 def build_schema(
     settings: Settings,
     *,
     mutation: type = Mutation,
-    subscription: type | None = None,
+    subscription: type | None = Subscription,
 ) -> strawberry.Schema:
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
+        OperationMetrics,
         functools.partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
-        functools.partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
-        functools.partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
+        functools.partial(AddValidationRules, limit_rules(settings)),
         functools.partial(ParserCache, maxsize=256),
         functools.partial(ValidationCache, maxsize=256),
         functools.partial(MaskErrors, should_mask_error=is_unexpected),

@@ -1,0 +1,283 @@
+"""`inmail serve --workers 2` on the embedded mongod: serves, counts across workers, stops clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
+
+pytestmark = pytest.mark.slow
+
+_SCRIPT = Path(sys.executable).with_name("inmail")
+INMAIL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "inmail"]
+GIVE_UP = 120.0  # a guard against hanging forever, not a performance expectation
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> tuple[int, str, bytes]:
+    """Status, content type and body of a GET."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, response.headers.get("content-type", ""), response.read()
+
+
+def _post(
+    port: int, query: str, request_id: str | None = None, token: str | None = None
+) -> tuple[dict[str, Any], str]:
+    headers = {"Content-Type": "application/json"}
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers=headers,
+        method="POST",
+    )
+    # urllib opens a new connection per request: the kernel hands each to either worker.
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body: dict[str, Any] = json.loads(response.read())
+        return body, response.headers["x-request-id"]
+
+
+def _worker_pids(parent: int) -> set[int]:
+    """uvicorn's worker processes: the parent's children started by multiprocessing's spawn."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead, only not yet reaped by its parent
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return 0.0
+
+
+class Served:
+    def __init__(self, tmp_path: Path) -> None:
+        self.data_dir = tmp_path / "data"
+        self.tmp_dir = tmp_path / "tmp"
+        self.tmp_dir.mkdir()
+        self.log_path = tmp_path / "serve.log"
+        self.port = _free_port()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("INMAIL_") and k != "PROMETHEUS_MULTIPROC_DIR"
+        }
+        env.update(
+            INMAIL_DATA_DIR=str(self.data_dir),
+            INMAIL_LOG_FORMAT="json",
+            TMPDIR=str(self.tmp_dir),
+        )
+        self.env = env
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [*INMAIL, "serve", "--workers", "2", "--port", str(self.port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + GIVE_UP
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited early:\n{self.log()}")
+            try:
+                if _get(f"{self.url}/readyz")[0] == 200:
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.2)
+        raise AssertionError(f"serve did not become ready:\n{self.log()}")
+
+    def token(self, *args: str) -> str:
+        out = subprocess.run(
+            [*INMAIL, "token", *args], env=self.env, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+
+    def mongod_pid(self) -> int | None:
+        lock = self.data_dir / "mongod" / "mongod.lock"
+        text = lock.read_text().strip() if lock.exists() else ""
+        return int(text) if text.isdigit() else None
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=GIVE_UP)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = Served(tmp_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.kill()  # only if a test failed before stopping it
+
+
+def test_two_workers_serve_the_api_on_the_embedded_mongod_and_stop_with_it(
+    served: Served,
+) -> None:
+    mongod = served.mongod_pid()
+    assert mongod is not None
+    assert _alive(mongod)
+    workers = _worker_pids(served.process.pid)
+    assert len(workers) == 2
+    assert len(list(served.tmp_dir.glob("inmail-metrics-*"))) == 1, "the workers' metrics folder"
+
+    body, _ = _post(served.port, "{ now plans { type } }")
+    assert body.get("errors") is None
+    assert {"type": "PREMIUM_CAREER"} in body["data"]["plans"]
+    assert body["data"]["now"]
+
+    assert served.stop() == 0
+    assert not _alive(mongod), "the embedded mongod stops with serve"
+    assert served.mongod_pid() is None, "mongod.lock is emptied by a clean mongod shutdown"
+    assert not any(_alive(pid) for pid in workers), "no worker outlives serve"
+    assert list(served.tmp_dir.glob("inmail-metrics-*")) == [], "the metrics folder is removed"
+    assert "Traceback" not in served.log()
+
+
+def test_metrics_add_up_across_workers_whichever_one_answers(served: Served) -> None:
+    for _ in range(10):
+        body, _ = _post(served.port, "query WorkersProbe { now }")
+        assert body.get("errors") is None
+
+    for _ in range(4):  # each scrape on a new connection, answered by either worker
+        status, content_type, text = _get(f"{served.url}/metrics")
+        assert status == 200
+        assert content_type.startswith("text/plain; version=0.0.4")
+        scraped = text.decode()
+        requests = "inmail_graphql_requests_total"
+        assert _sample(scraped, requests, operation="WorkersProbe", outcome="ok") == 10
+        latency = "inmail_graphql_request_seconds_count"
+        assert _sample(scraped, latency, operation="WorkersProbe") == 10
+
+    assert served.stop() == 0
+
+
+def test_every_worker_writes_json_logs_whose_access_lines_carry_the_request_id(
+    served: Served,
+) -> None:
+    chosen = [f"probe-{n}" for n in range(6)]
+    for request_id in chosen:
+        _, echoed = _post(served.port, "{ now }", request_id)
+        assert echoed == request_id
+    _, generated = _post(served.port, "{ now }")
+
+    assert served.stop() == 0
+    records = []
+    for line in served.log().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    access = {r["request_id"]: r for r in records if r["logger"] == "uvicorn.access"}
+    for request_id in [*chosen, generated]:
+        assert '"POST /graphql HTTP/1.1" 200' in access[request_id]["message"]
+    started = [r for r in records if r["message"].startswith("Started server process")]
+    assert len(started) == 2, "each worker logs through the JSON handler"
+
+
+BUY_ONE = (
+    'mutation { purchaseInMailCredits(input: {quantity: 1, idempotencyKey: "%s"}) '
+    "{ creditsLeft errors { code } } }"
+)
+
+
+def test_a_subscriber_on_one_worker_gets_every_change_whichever_worker_makes_it(
+    served: Served,
+) -> None:
+    created, _ = _post(
+        served.port,
+        'mutation { createMember(input: {name: "Ada Lovelace", plan: PREMIUM_CAREER, '
+        'paymentMethod: {brand: "Visa", last4: "4242", expMonth: 12, expYear: 2030}}) '
+        "{ member { id } errors { code } } }",
+        token=served.token("--admin"),
+    )
+    member_id = created["data"]["createMember"]["member"]["id"]
+    ada = served.token("--member", member_id)
+    ws_url = f"ws://127.0.0.1:{served.port}/graphql"
+
+    with connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        init = {"Authorization": f"Bearer {ada}"}
+        ws.send(json.dumps({"type": "connection_init", "payload": init}))
+        assert json.loads(ws.recv(timeout=GIVE_UP))["type"] == "connection_ack"
+        query = "subscription { balanceChanged { balance delta reason } }"
+        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+
+        def next_update() -> dict[str, Any]:
+            message = json.loads(ws.recv(timeout=GIVE_UP))
+            assert message["type"] == "next", message
+            update: dict[str, Any] = message["payload"]["data"]["balanceChanged"]
+            return update
+
+        assert next_update() == {"balance": 5, "delta": 5, "reason": "GRANT"}
+        for n in range(1, 5):  # each purchase on a new connection, made by either worker
+            bought, _ = _post(
+                served.port,
+                BUY_ONE % f"buy-{n}",
+                token=ada,
+            )
+            assert bought["data"]["purchaseInMailCredits"]["errors"] == []
+            assert next_update() == {"balance": 5 + n, "delta": 1, "reason": "GRANT"}
+
+    assert served.stop() == 0
