@@ -1,0 +1,426 @@
+"""Who may see and do what (SPEC 8): tokens, private fields, admin-only mutations, hostile input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+
+from support import TEST_SECRET, Api, Person, charges_of, graphql_error_codes
+
+PRIVATE_FIELDS = {
+    "inmailBalance": "inmailBalance",
+    "creditLots": "creditLots { totalCount }",
+    "ledger": "ledger { totalCount }",
+    "subscription": "subscription { status paymentMethod { last4 } }",
+    "conversations": "conversations { totalCount }",
+}
+
+
+def signed(claims: dict[str, Any], secret: str = TEST_SECRET, algorithm: str = "HS256") -> str:
+    return jwt.encode(claims, secret, algorithm=algorithm)
+
+
+def claims_for(member_id: str, **changes: Any) -> dict[str, Any]:
+    claims: dict[str, Any] = {
+        "sub": member_id,
+        "role": "member",
+        "exp": datetime.now(UTC) + timedelta(hours=1),
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def no_data(body: dict[str, Any]) -> bool:
+    """Nothing came back: no data at all, or only nulls at the root."""
+    return not any((body.get("data") or {}).values())
+
+
+async def two_members(api: Api) -> tuple[Person, Person]:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", headline="Analyst")
+    grace = await api.create_member("Grace Hopper", "PREMIUM_BUSINESS", headline="Admiral")
+    return ada, grace
+
+
+ANONYMOUS_ATTEMPTS = [
+    "{ viewer { id } }",
+    '{ member(id: "x") { name } }',
+    '{ conversation(id: "x") { id } }',
+    "{ creditLots { totalCount } }",
+    '{ compose(recipientId: "x") { canSend } }',
+    'mutation { sendInMail(input: {recipientId: "x", subject: "s", body: "b", '
+    'idempotencyKey: "k"}) { errors { code } } }',
+    'mutation { purchaseInMailCredits(input: {quantity: 1, idempotencyKey: "k"}) '
+    "{ errors { code } } }",
+    "mutation { cancelSubscription { errors { code } } }",
+]
+
+
+async def test_an_anonymous_request_gets_unauthenticated(api: Api) -> None:
+    for query in ANONYMOUS_ATTEMPTS:
+        body = await api.raw(query)
+
+        assert graphql_error_codes(body) == ["UNAUTHENTICATED"], query
+        assert no_data(body), query
+
+
+@pytest.mark.parametrize("field", list(PRIVATE_FIELDS))
+async def test_another_members_private_fields_are_forbidden_and_carry_no_data(
+    api: Api, field: str
+) -> None:
+    ada, grace = await two_members(api)
+
+    body = await api.raw(
+        f"query($id: ID!) {{ member(id: $id) {{ name {PRIVATE_FIELDS[field]} }} }}",
+        {"id": grace.id},
+        ada.token,
+    )
+
+    assert graphql_error_codes(body) == ["FORBIDDEN"]
+    assert body["errors"][0]["path"] == ["member", field]
+    assert body["data"]["member"] == {"name": "Grace Hopper", field: None}
+
+
+async def test_the_owner_sees_their_own_private_fields(api: Api) -> None:
+    ada, _grace = await two_members(api)
+    fields = " ".join(PRIVATE_FIELDS.values())
+
+    data = await api.gql(
+        f"query($id: ID!) {{ member(id: $id) {{ {fields} }} }}", {"id": ada.id}, ada.token
+    )
+
+    assert data["member"]["inmailBalance"] == 5
+    assert data["member"]["subscription"]["paymentMethod"] == {"last4": "4242"}
+    assert data["member"]["creditLots"]["totalCount"] == 1
+
+
+async def test_a_member_sees_another_members_public_profile(api: Api) -> None:
+    ada, grace = await two_members(api)
+    await api.connect(ada, grace)
+    linus = await api.create_member("Linus Torvalds", "BASIC")
+
+    data = await api.gql(
+        "query($g: ID!, $l: ID!) { grace: member(id: $g) { id name headline isConnection "
+        "plan { type } } linus: member(id: $l) { isConnection } }",
+        {"g": grace.id, "l": linus.id},
+        ada.token,
+    )
+
+    assert data["grace"] == {
+        "id": grace.id,
+        "name": "Grace Hopper",
+        "headline": "Admiral",
+        "isConnection": True,
+        "plan": {"type": "PREMIUM_BUSINESS"},
+    }
+    assert data["linus"] == {"isConnection": False}
+
+
+async def test_another_members_credit_lots_by_member_id_are_forbidden(api: Api) -> None:
+    ada, grace = await two_members(api)
+
+    body = await api.raw(
+        "query($id: ID) { creditLots(memberId: $id) { totalCount } }", {"id": grace.id}, ada.token
+    )
+
+    assert graphql_error_codes(body) == ["FORBIDDEN"]
+    assert body["data"] is None
+
+
+async def test_private_fields_stay_private_when_reached_through_a_conversation(api: Api) -> None:
+    ada, grace = await two_members(api)
+    sent = await api.send(ada, grace)
+
+    body = await api.raw(
+        "query($id: ID!) { conversation(id: $id) { subject sender { name inmailBalance } } }",
+        {"id": sent["conversation"]["id"]},
+        grace.token,
+    )
+
+    assert graphql_error_codes(body) == ["FORBIDDEN"]
+    assert body["data"]["conversation"]["sender"] == {"name": "Ada Lovelace", "inmailBalance": None}
+
+
+async def test_a_conversation_is_visible_to_its_two_parties_only(api: Api) -> None:
+    ada, grace = await two_members(api)
+    mallory = await api.create_member("Mallory Meddler", "PREMIUM_CAREER")
+    sent = await api.send(ada, grace, subject="Just between us")
+    query = "query($id: ID!) { conversation(id: $id) { subject } }"
+    variables = {"id": sent["conversation"]["id"]}
+
+    seen_by = {
+        "sender": await api.gql(query, variables, ada.token),
+        "recipient": await api.gql(query, variables, grace.token),
+        "admin": await api.gql(query, variables, api.admin),
+        "stranger": await api.gql(query, variables, mallory.token),
+    }
+
+    assert seen_by["sender"]["conversation"] == {"subject": "Just between us"}
+    assert seen_by["recipient"]["conversation"] == {"subject": "Just between us"}
+    assert seen_by["admin"]["conversation"] == {"subject": "Just between us"}
+    assert seen_by["stranger"]["conversation"] is None
+
+
+async def test_an_admin_sees_every_members_private_fields(api: Api) -> None:
+    ada, _grace = await two_members(api)
+    fields = " ".join(PRIVATE_FIELDS.values())
+
+    data = await api.gql(
+        f"query($id: ID!) {{ member(id: $id) {{ {fields} }} "
+        "creditLots(memberId: $id) { totalCount } }",
+        {"id": ada.id},
+        api.admin,
+    )
+
+    assert data["member"]["inmailBalance"] == 5
+    assert data["member"]["ledger"]["totalCount"] == 1
+    assert data["creditLots"]["totalCount"] == 1
+
+
+async def test_only_admins_may_create_members(api: Api) -> None:
+    ada, _grace = await two_members(api)
+    before = await api.container.mongo.c.members.count_documents({})
+
+    body = await api.raw(
+        'mutation { createMember(input: {name: "Eve", plan: RECRUITER_LITE}) '
+        "{ member { id } errors { code } } }",
+        token=ada.token,
+    )
+
+    assert graphql_error_codes(body) == ["FORBIDDEN"]
+    assert body["data"] is None
+    assert await api.container.mongo.c.members.count_documents({}) == before
+
+
+async def test_only_admins_may_connect_members(api: Api) -> None:
+    ada, grace = await two_members(api)
+
+    body = await api.raw(
+        "mutation($i: ConnectMembersInput!) { connectMembers(input: $i) { ok } }",
+        {"i": {"memberId": ada.id, "otherMemberId": grace.id}},
+        ada.token,
+    )
+
+    assert graphql_error_codes(body) == ["FORBIDDEN"]
+    data = await api.gql(
+        "query($id: ID!) { member(id: $id) { isConnection } }", {"id": grace.id}, ada.token
+    )
+    assert data["member"]["isConnection"] is False
+
+
+async def test_admin_mutations_refuse_unknown_ids_and_bad_input_and_change_nothing(
+    api: Api,
+) -> None:
+    ada, _grace = await two_members(api)
+    connect = (
+        "mutation($i: ConnectMembersInput!) { connectMembers(input: $i) "
+        "{ ok errors { code field } } }"
+    )
+    create = (
+        "mutation($i: CreateMemberInput!) { createMember(input: $i) "
+        "{ member { id } errors { code field } } }"
+    )
+
+    unknown = await api.gql(
+        connect, {"i": {"memberId": ada.id, "otherMemberId": "nope"}}, api.admin
+    )
+    to_self = await api.gql(
+        connect, {"i": {"memberId": ada.id, "otherMemberId": ada.id}}, api.admin
+    )
+    long_name = await api.gql(create, {"i": {"name": "N" * 101, "plan": "BASIC"}}, api.admin)
+    blank_name = await api.gql(create, {"i": {"name": "  ", "plan": "BASIC"}}, api.admin)
+
+    assert unknown["connectMembers"] == {
+        "ok": False,
+        "errors": [{"code": "NOT_FOUND", "field": "otherMemberId"}],
+    }
+    assert to_self["connectMembers"]["errors"][0]["code"] == "INVALID_INPUT"
+    assert long_name["createMember"]["errors"] == [{"code": "INVALID_INPUT", "field": "name"}]
+    assert blank_name["createMember"]["errors"] == [{"code": "INVALID_INPUT", "field": "name"}]
+    assert await api.container.mongo.c.members.count_documents({}) == 2
+    assert await api.container.mongo.c.members.count_documents({"connections": {"$ne": []}}) == 0
+
+
+async def test_an_admin_is_no_member_and_cannot_send_inmail(api: Api) -> None:
+    _ada, grace = await two_members(api)
+
+    viewer = await api.gql("{ viewer { id } }", token=api.admin)
+    body = await api.raw(
+        "mutation($i: SendInMailInput!) { sendInMail(input: $i) { errors { code } } }",
+        {"i": {"recipientId": grace.id, "subject": "s", "body": "b", "idempotencyKey": "k"}},
+        api.admin,
+    )
+
+    assert viewer == {"viewer": None}
+    assert graphql_error_codes(body) == ["FORBIDDEN"]
+
+
+async def test_a_bad_token_is_unauthenticated_and_never_a_server_error(api: Api) -> None:
+    ada, _grace = await two_members(api)
+    headers = {
+        "expired": f"Bearer {signed(claims_for(ada.id, exp=datetime.now(UTC) - timedelta(1)))}",
+        "garbage": "Bearer not.a.jwt",
+        "wrong-secret": f"Bearer {signed(claims_for(ada.id), secret='x' * 48)}",
+        "alg-none": f"Bearer {jwt.encode(claims_for(ada.id), None, algorithm='none')}",
+        "no-sub": f"Bearer {signed(claims_for(ada.id, sub=None))}",
+        "no-exp": f"Bearer {signed({'sub': ada.id, 'role': 'member'})}",
+        "unknown-role": f"Bearer {signed(claims_for(ada.id, role='superuser'))}",
+        "basic-scheme": "Basic YWRhOmxvdmVsYWNl",
+        "bearer-without-token": "Bearer ",
+    }
+
+    for credentials, header in headers.items():
+        response = await api.client.post(
+            "/graphql",
+            json={"query": "{ viewer { inmailBalance } }"},
+            headers={"Authorization": header},
+        )
+
+        assert response.status_code == 200, credentials
+        body = response.json()
+        assert graphql_error_codes(body) == ["UNAUTHENTICATED"], credentials
+        assert no_data(body), credentials
+        assert "Traceback" not in response.text
+
+
+async def test_a_good_token_signed_with_the_secret_is_accepted(api: Api) -> None:
+    ada, _grace = await two_members(api)
+    token = signed(claims_for(ada.id))
+
+    data = await api.gql("{ viewer { id inmailBalance } }", token=token)
+
+    assert data["viewer"] == {"id": ada.id, "inmailBalance": 5}
+
+
+async def test_a_token_for_a_member_who_does_not_exist_sees_no_viewer_and_cannot_send(
+    api: Api,
+) -> None:
+    _ada, grace = await two_members(api)
+    ghost = api.token("000000000000000000000000")
+
+    viewer = await api.gql("{ viewer { id } }", token=ghost)
+    sent = await api.gql(
+        "mutation($i: SendInMailInput!) { sendInMail(input: $i) { errors { code } } }",
+        {"i": {"recipientId": grace.id, "subject": "s", "body": "b", "idempotencyKey": "k"}},
+        ghost,
+    )
+
+    assert viewer == {"viewer": None}
+    assert sent["sendInMail"]["errors"] == [{"code": "NOT_FOUND"}]
+
+
+async def test_unknown_ids_are_null_not_errors(api: Api) -> None:
+    ada, _grace = await two_members(api)
+
+    data = await api.gql(
+        '{ member(id: "000000000000000000000000") { id } conversation(id: "nope") { id } }',
+        token=ada.token,
+    )
+
+    assert data == {"member": None, "conversation": None}
+
+
+async def test_wrong_types_get_a_clear_error_and_change_nothing(api: Api) -> None:
+    ada, _grace = await two_members(api)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"q": "ten", "k": "k"}, "Int"),
+        ({"q": 1.5, "k": "k"}, "Int"),
+        ({"q": 2**40, "k": "k"}, "Int"),
+        ({"q": 1, "k": None}, "String!"),
+        ({"q": 1, "k": ["k"]}, "String"),
+    ]
+
+    for variables, fragment in cases:
+        body = await api.raw(
+            "mutation($q: Int!, $k: String!) { purchaseInMailCredits(input: "
+            "{quantity: $q, idempotencyKey: $k}) { errors { code } } }",
+            variables,
+            ada.token,
+        )
+
+        assert body.get("data") is None, variables
+        assert len(body["errors"]) == 1
+        assert fragment in body["errors"][0]["message"]
+        assert "Traceback" not in str(body)
+    assert await api.balance(ada) == 5
+    assert await charges_of(api, ada) == []
+
+
+async def test_an_idempotency_key_over_100_characters_is_invalid_input(api: Api) -> None:
+    ada, grace = await two_members(api)
+
+    result = await api.send(ada, grace, key="k" * 101)
+
+    assert [e["code"] for e in result["errors"]] == ["INVALID_INPUT"]
+    assert result["errors"][0]["field"] == "idempotencyKey"
+    assert await api.balance(ada) == 5
+
+
+async def test_a_query_nested_too_deep_is_refused(api: Api) -> None:
+    ada, _grace = await two_members(api)
+    nested = "id"
+    for _ in range(8):
+        nested = f"conversations {{ nodes {{ sender {{ {nested} }} }} }}"
+
+    body = await api.raw(f"{{ viewer {{ {nested} }} }}", token=ada.token)
+
+    assert body.get("data") is None
+    assert "depth" in body["errors"][0]["message"]
+
+
+async def test_a_query_with_too_many_aliases_is_refused(api: Api) -> None:
+    ada, _grace = await two_members(api)
+    aliases = " ".join(f"a{i}: inmailBalance" for i in range(200))
+
+    body = await api.raw(f"{{ viewer {{ {aliases} }} }}", token=ada.token)
+
+    assert body.get("data") is None
+    assert "alias" in body["errors"][0]["message"].lower()
+
+
+async def test_a_query_with_too_many_tokens_is_refused(api: Api) -> None:
+    ada, _grace = await two_members(api)
+    fields = " ".join(["id"] * 3000)
+
+    body = await api.raw(f"{{ viewer {{ {fields} }} }}", token=ada.token)
+
+    assert body.get("data") is None
+    assert "token" in body["errors"][0]["message"].lower()
+
+
+async def test_an_oversized_request_body_is_refused_with_413(api: Api) -> None:
+    ada, grace = await two_members(api)
+
+    response = await api.post(
+        "mutation($i: SendInMailInput!) { sendInMail(input: $i) { errors { code } } }",
+        {
+            "i": {
+                "recipientId": grace.id,
+                "subject": "s",
+                "body": "b" * 2_000_000,
+                "idempotencyKey": "k",
+            }
+        },
+        ada.token,
+    )
+
+    assert response.status_code == 413
+    assert await api.balance(ada) == 5
+
+
+async def test_errors_never_carry_stack_traces_or_internals(api: Api) -> None:
+    ada, _grace = await two_members(api)
+
+    responses = [
+        await api.raw("{ viewer { inmailBalance } }", token="Bearer broken"),
+        await api.raw("{ viewer { ledger(first: 999) { totalCount } } }", token=ada.token),
+        await api.raw("{ viewer { noSuchField } }", token=ada.token),
+    ]
+
+    for body in responses:
+        for error in body["errors"]:
+            assert set(error.get("extensions") or {}) <= {"code"}
+            assert "Traceback" not in str(error)
+            assert "pymongo" not in str(error).lower()

@@ -1,0 +1,247 @@
+"""Concurrent requests (SPEC 4, 5, 6): nothing is spent, granted, charged or answered twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from inmail.domain.billing import PaymentMethod
+from inmail.services.payments import Charge, PaymentGateway
+from support import Api, Person, charges_of, codes, ledger_of, lots_of
+
+
+async def members(api: Api, count: int, plan: str = "BASIC") -> list[Person]:
+    return list(
+        await asyncio.gather(*(api.create_member(f"Reader {i}", plan) for i in range(count)))
+    )
+
+
+def outcomes(results: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(codes(result)[0] if result["errors"] else "OK" for result in results)
+
+
+async def inmails_of(api: Api, member: Person) -> list[dict[str, Any]]:
+    data = await api.gql(
+        "{ viewer { conversations(first: 100) { nodes { id state recipient { id } } } } }",
+        token=member.token,
+    )
+    nodes: list[dict[str, Any]] = data["viewer"]["conversations"]["nodes"]
+    return nodes
+
+
+async def test_fifty_concurrent_sends_against_five_credits_make_exactly_five_conversations(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    readers = await members(api, 50)
+
+    results = await asyncio.gather(*(api.send(ada, reader) for reader in readers))
+
+    assert outcomes(list(results)) == Counter({"OK": 5, "INSUFFICIENT_CREDITS": 45})
+    assert await api.balance(ada) == 0
+    sent = await inmails_of(api, ada)
+    assert len(sent) == 5
+    assert len({c["recipient"]["id"] for c in sent}) == 5
+    entries = await ledger_of(api, ada)
+    assert [e["kind"] for e in entries] == ["GRANT"] + ["DEBIT"] * 5
+    assert [e["balanceAfter"] for e in entries] == [5, 4, 3, 2, 1, 0]
+
+
+async def test_fifty_concurrent_sends_to_one_recipient_make_one_conversation(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+
+    results = await asyncio.gather(*(api.send(ada, grace) for _ in range(50)))
+
+    assert outcomes(list(results)) == Counter({"OK": 1, "AWAITING_RESPONSE": 49})
+    assert len(await inmails_of(api, ada)) == 1
+    assert await api.balance(ada) == 4
+
+
+async def test_fifty_concurrent_retries_of_one_send_make_one_conversation(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+
+    results = await asyncio.gather(*(api.send(ada, grace, key="once") for _ in range(50)))
+
+    assert outcomes(list(results)) == Counter({"OK": 50})
+    assert len({result["conversation"]["id"] for result in results}) == 1
+    assert {result["creditsLeft"] for result in results} == {4}
+    assert await api.balance(ada) == 4
+
+
+async def test_twenty_concurrent_responses_credit_back_once(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    conversation_id = (await api.send(ada, grace))["conversation"]["id"]
+
+    results = await asyncio.gather(
+        *(api.respond(grace, conversation_id, "INTERESTED") for _ in range(20))
+    )
+
+    assert outcomes(list(results)) == Counter({"OK": 1, "ALREADY_RESPONDED": 19})
+    assert sum(result["creditedBack"] for result in results) == 1
+    assert await api.balance(ada) == 5
+    assert [e["kind"] for e in await ledger_of(api, ada)] == ["GRANT", "DEBIT", "CREDIT_BACK"]
+
+
+async def test_twenty_concurrent_purchases_with_one_key_charge_once_and_grant_one_lot(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    results = await asyncio.gather(*(api.purchase(ada, 3, key="order-7") for _ in range(20)))
+
+    assert outcomes(list(results)) == Counter({"OK": 20})
+    assert len({result["lot"]["id"] for result in results}) == 1
+    assert await api.balance(ada) == 8
+    assert len(await charges_of(api, ada)) == 1
+    assert len([lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]) == 1
+
+
+async def test_concurrent_purchases_never_pass_the_cap_nor_keep_a_charge_for_nothing(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")  # 5 of a cap of 15
+
+    results = await asyncio.gather(*(api.purchase(ada, 4) for _ in range(20)))
+
+    assert outcomes(list(results)) == Counter({"OK": 2, "CAP_EXCEEDED": 18})
+    assert await api.balance(ada) == 13
+    kept = [c for c in await charges_of(api, ada) if c["status"] == "SUCCEEDED"]
+    assert len(kept) == 2
+    assert len([lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]) == 2
+
+
+class HoldingGateway:
+    """The built-in gateway, holding one key's charge or refund until told to go on.
+
+    A fake only in timing: it makes races that real traffic produces by chance happen every
+    time (a purchase charged while another fills the balance; a retry while a refund is on its
+    way), so that their outcome can be asserted.
+    """
+
+    def __init__(self, inner: PaymentGateway, held_key: str) -> None:
+        self.inner = inner
+        self.held_key = held_key
+        self.charged = asyncio.Event()
+        self.charge_may_return = asyncio.Event()
+        self.refunding = asyncio.Event()
+        self.refund_may_go = asyncio.Event()
+        self.refund_may_go.set()
+
+    async def charge(
+        self, member_id: str, idempotency_key: str, quantity: int, card: PaymentMethod, at: datetime
+    ) -> Charge:
+        charge = await self.inner.charge(member_id, idempotency_key, quantity, card, at)
+        if idempotency_key == self.held_key and not self.charge_may_return.is_set():
+            self.charged.set()
+            await self.charge_may_return.wait()
+        return charge
+
+    async def refund(self, charge: Charge, at: datetime) -> None:
+        self.refunding.set()
+        await self.refund_may_go.wait()
+        await self.inner.refund(charge, at)
+
+
+async def charged_then_refused(api: Api, ada: Person, gateway: HoldingGateway) -> dict[str, Any]:
+    """A purchase of 10 under the held key that is charged, then finds the balance full."""
+    slow = asyncio.create_task(api.purchase(ada, 10, key=gateway.held_key))
+    await gateway.charged.wait()
+    assert (await api.purchase(ada, 10, key="fast-order"))["errors"] == []
+    gateway.charge_may_return.set()
+    return await slow
+
+
+async def test_a_purchase_refunded_in_a_race_is_charged_again_when_retried(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")  # 5 of a cap of 15
+    gateway = HoldingGateway(api.container.gateway, held_key="slow-order")
+    api.container.gateway = gateway
+    assert codes(await charged_then_refused(api, ada, gateway)) == ["CAP_EXCEEDED"]
+    assert {c["idempotencyKey"]: c["status"] for c in await charges_of(api, ada)} == {
+        "slow-order": "REFUNDED",
+        "fast-order": "SUCCEEDED",
+    }
+    for reader in await members(api, 10):  # make room for the retry
+        assert (await api.send(ada, reader))["errors"] == []
+
+    retried = await api.purchase(ada, 10, key="slow-order")
+
+    assert retried["errors"] == []
+    assert await api.balance(ada) == 15
+    kept = [c for c in await charges_of(api, ada) if c["status"] == "SUCCEEDED"]
+    purchased = [lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]
+    assert len(kept) == len(purchased) == 2
+
+
+async def test_a_retry_while_its_charge_is_being_refunded_grants_nothing_on_that_charge(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")  # 5 of a cap of 15
+    gateway = HoldingGateway(api.container.gateway, held_key="slow-order")
+    api.container.gateway = gateway
+    gateway.refund_may_go.clear()
+    slow = asyncio.create_task(charged_then_refused(api, ada, gateway))
+    await gateway.refunding.wait()  # refused, and its refund is on its way
+    for reader in await members(api, 10):  # room again, before the refund lands
+        assert (await api.send(ada, reader))["errors"] == []
+
+    during_refund = await api.purchase(ada, 10, key="slow-order")
+    gateway.refund_may_go.set()
+    assert codes(await slow) == ["CAP_EXCEEDED"]
+    after_refund = await api.purchase(ada, 10, key="slow-order")
+
+    assert codes(during_refund) == ["CAP_EXCEEDED"]  # the same answer as the first attempt
+    assert after_refund["errors"] == []
+    kept = [c for c in await charges_of(api, ada) if c["status"] == "SUCCEEDED"]
+    purchased = [lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]
+    assert len(kept) == len(purchased) == 2
+    assert await api.balance(ada) == 15
+
+
+async def test_concurrent_writes_after_a_cycle_start_grant_its_allotment_once(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    readers = await members(api, 10)
+    api.advance(days=31)  # 15 Feb is due
+
+    results = await asyncio.gather(
+        *(api.send(ada, reader) for reader in readers),
+        *(api.purchase(ada, 1) for _ in range(10)),
+    )
+
+    monthly = [
+        e
+        for e in await ledger_of(api, ada)
+        if e["kind"] == "GRANT" and e["at"].endswith("T00:00:00Z")
+    ]
+    assert [(e["at"], e["delta"]) for e in monthly] == [("2026-02-15T00:00:00Z", 5)]
+    ok = outcomes(list(results))["OK"]
+    entries = await ledger_of(api, ada)
+    assert sum(e["delta"] for e in entries) == await api.balance(ada)
+    assert len(entries) == 2 + ok
+
+
+async def test_a_cancel_racing_sends_leaves_a_zero_balance_and_a_consistent_ledger(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")  # 15 credits
+    readers = await members(api, 10)  # however the race goes, the cancel forfeits 5 or more
+
+    cancel = api.gql("mutation { cancelSubscription { errors { code } } }", token=ada.token)
+    results = await asyncio.gather(*(api.send(ada, reader) for reader in readers), cancel)
+
+    sends = list(results[:-1])
+    assert results[-1] == {"cancelSubscription": {"errors": []}}
+    assert set(outcomes(sends)) <= {"OK", "SUBSCRIPTION_INACTIVE"}
+    assert await api.balance(ada) == 0
+    entries = await ledger_of(api, ada)
+    assert sum(e["delta"] for e in entries) == 0
+    assert entries[-1]["kind"] == "FORFEIT"
+    assert len([e for e in entries if e["kind"] == "DEBIT"]) == outcomes(sends)["OK"]
+    running = 0
+    for entry in entries:
+        running += entry["delta"]
+        assert entry["balanceAfter"] == running >= 0

@@ -1,0 +1,213 @@
+"""Buying extra credits (SPEC 6), checked before any charge, through the API."""
+
+from __future__ import annotations
+
+import pytest
+
+from support import (
+    Api,
+    cancel_subscription,
+    charges_of,
+    codes,
+    ledger_of,
+    lots_of,
+    open_api,
+    update_card,
+)
+from support import test_settings as settings_for_tests
+
+CARD_EXPIRING_JANUARY_2026 = {"brand": "Visa", "last4": "1111", "expMonth": 1, "expYear": 2026}
+
+
+async def test_a_purchase_charges_the_card_once_and_grants_a_lot_for_90_days(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    api.advance(days=1)
+
+    result = await api.purchase(ada, 3, key="buy-3")
+
+    assert result["errors"] == []
+    assert result["creditsLeft"] == 8
+    assert result["lot"]["source"] == "PURCHASE"
+    assert (result["lot"]["quantity"], result["lot"]["remaining"]) == (3, 3)
+    assert await api.balance(ada) == 8
+    lot = next(lot for lot in await lots_of(api, ada) if lot["id"] == result["lot"]["id"])
+    assert (lot["grantedAt"], lot["expiresAt"]) == ("2026-01-16T09:00:00Z", "2026-04-16T09:00:00Z")
+    [charge] = await charges_of(api, ada)
+    assert (charge["quantity"], charge["cardLast4"], charge["status"]) == (3, "4242", "SUCCEEDED")
+    grant = (await ledger_of(api, ada))[-1]
+    assert (grant["kind"], grant["delta"], grant["balanceAfter"]) == ("GRANT", 3, 8)
+    assert grant["lot"]["id"] == result["lot"]["id"]
+
+
+@pytest.mark.parametrize("plan", ["SALES_NAVIGATOR", "RECRUITER_LITE", "BASIC"])
+async def test_plans_that_cannot_buy_get_purchase_not_allowed_and_are_not_charged(
+    api: Api, plan: str
+) -> None:
+    member = await api.create_member("Sam Seller", plan)
+    balance = await api.balance(member)
+
+    result = await api.purchase(member, 1)
+
+    assert codes(result) == ["PURCHASE_NOT_ALLOWED"]
+    assert result["lot"] is None
+    assert await api.balance(member) == balance
+    assert await charges_of(api, member) == []
+
+
+async def test_plans_that_can_buy_may_purchase(api: Api) -> None:
+    for plan in ["PREMIUM_CAREER", "PREMIUM_BUSINESS", "LEGACY_PREMIUM"]:
+        member = await api.create_member("Betty Buyer", plan)
+
+        result = await api.purchase(member, 1)
+
+        assert result["errors"] == [], plan
+        assert len(await charges_of(api, member)) == 1
+
+
+async def test_a_quantity_outside_1_to_10_is_invalid_input_and_charges_nothing(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+
+    for quantity in [0, -1, 11, 1000]:
+        result = await api.purchase(ada, quantity)
+
+        assert codes(result) == ["INVALID_INPUT"], quantity
+        assert result["errors"][0]["field"] == "quantity"
+    assert await api.balance(ada) == 15
+    assert await charges_of(api, ada) == []
+
+
+async def test_the_most_one_purchase_may_buy_is_configurable(
+    mongodb_uri: str, db_name: str
+) -> None:
+    async with open_api(mongodb_uri, db_name, settings_for_tests(max_purchase_quantity=3)) as api:
+        bob = await api.create_member("Bob Business", "PREMIUM_BUSINESS")
+
+        assert codes(await api.purchase(bob, 4)) == ["INVALID_INPUT"]
+        assert (await api.purchase(bob, 3))["errors"] == []
+        assert await api.balance(bob) == 18
+
+
+async def test_quantities_of_1_and_10_are_accepted(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+
+    one, ten = await api.purchase(ada, 1), await api.purchase(ada, 10)
+
+    assert one["errors"] == ten["errors"] == []
+    assert await api.balance(ada) == 15 + 1 + 10
+
+
+async def test_a_purchase_over_the_cap_is_cap_exceeded_and_charges_nothing(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")  # 5 of a cap of 15
+    assert (await api.purchase(ada, 6))["errors"] == []
+
+    over = await api.purchase(ada, 5)  # 11 + 5 would be 16
+
+    assert codes(over) == ["CAP_EXCEEDED"]
+    assert over["errors"][0]["field"] == "quantity"
+    assert over["lot"] is None
+    assert await api.balance(ada) == 11
+    assert len(await charges_of(api, ada)) == 1
+    assert len([lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]) == 1
+
+
+async def test_a_purchase_over_the_cap_once_a_due_renewal_is_counted_is_refused_before_any_charge(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")  # 5 of a cap of 15
+    api.advance(days=32)  # 16 Feb: the 15 Feb allotment (5 more) is due, not yet granted
+
+    result = await api.purchase(ada, 10)
+
+    assert codes(result) == ["CAP_EXCEEDED"]
+    assert await charges_of(api, ada) == []
+
+
+async def test_a_purchase_up_to_exactly_the_cap_is_allowed(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    assert (await api.purchase(ada, 9))["errors"] == []
+
+    result = await api.purchase(ada, 1)
+
+    assert result["errors"] == []
+    assert result["creditsLeft"] == 15
+
+
+async def test_an_expired_card_blocks_buying_until_the_payment_method_is_updated(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=CARD_EXPIRING_JANUARY_2026)
+    api.advance(days=17)  # 2026-02-01T09:00Z: January has passed
+
+    refused = await api.purchase(ada, 2, key="buy-after-expiry")
+
+    assert codes(refused) == ["PAYMENT_METHOD_EXPIRED"]
+    assert await api.balance(ada) == 5
+    assert await charges_of(api, ada) == []
+    new_card = {"brand": "Mastercard", "last4": "5555", "expMonth": 2, "expYear": 2027}
+    updated = await update_card(api, ada, new_card)
+    assert updated["errors"] == []
+    assert updated["subscription"]["paymentMethod"]["isExpired"] is False
+    bought = await api.purchase(ada, 2, key="buy-after-expiry")
+    assert bought["errors"] == []
+    [charge] = await charges_of(api, ada)
+    assert charge["cardLast4"] == "5555"
+
+
+async def test_a_member_without_a_card_cannot_buy(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=None)
+
+    result = await api.purchase(ada, 1)
+
+    assert codes(result) == ["PAYMENT_METHOD_EXPIRED"]
+    assert await charges_of(api, ada) == []
+
+
+async def test_a_cancelled_member_cannot_buy(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    await cancel_subscription(api, ada)
+
+    result = await api.purchase(ada, 1)
+
+    assert codes(result) == ["SUBSCRIPTION_INACTIVE"]
+    assert await api.balance(ada) == 0
+    assert await charges_of(api, ada) == []
+
+
+async def test_a_purchase_retried_with_its_key_charges_once_and_grants_one_lot(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    first = await api.purchase(ada, 4, key="order-42")
+    retry = await api.purchase(ada, 4, key="order-42")
+
+    assert first["errors"] == retry["errors"] == []
+    assert retry["lot"]["id"] == first["lot"]["id"]
+    assert retry["creditsLeft"] == first["creditsLeft"] == 9
+    assert await api.balance(ada) == 9
+    assert len(await charges_of(api, ada)) == 1
+    assert len([lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]) == 1
+
+
+async def test_a_purchase_key_reused_for_another_quantity_is_refused(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    await api.purchase(ada, 4, key="order-42")
+
+    result = await api.purchase(ada, 5, key="order-42")
+
+    assert codes(result) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert await api.balance(ada) == 9
+    assert len(await charges_of(api, ada)) == 1
+
+
+async def test_a_refused_purchase_does_not_use_up_its_key(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    readers = [await api.create_member(f"Reader {i}", "BASIC") for i in range(2)]
+    assert (await api.purchase(ada, 10))["errors"] == []
+    assert codes(await api.purchase(ada, 2, key="when-there-is-room")) == ["CAP_EXCEEDED"]
+    for reader in readers:
+        await api.send(ada, reader)
+
+    result = await api.purchase(ada, 2, key="when-there-is-room")
+
+    assert result["errors"] == []
+    assert result["creditsLeft"] == 15
+    assert len(await charges_of(api, ada)) == 2

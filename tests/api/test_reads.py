@@ -1,0 +1,377 @@
+"""Reading: Relay connections and their page sizes, the compose window, and round trips."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from pymongo import AsyncMongoClient
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
+
+from inmail.app import create_app
+from inmail.bootstrap import build_container
+from inmail.repositories.mongo import Mongo
+from support import Api, Person, cancel_subscription, change_plan, graphql_error_codes, walk
+from support import test_settings as settings_for_tests
+
+CARD_EXPIRING_JANUARY_2026 = {"brand": "Visa", "last4": "1111", "expMonth": 1, "expYear": 2026}
+
+
+async def inmails_to_many(api: Api, sender: Person, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        reader = await api.create_member(f"Reader {i}", "BASIC")
+        result = await api.send(sender, reader)
+        assert result["errors"] == []
+        ids.append(result["conversation"]["id"])
+    return ids
+
+
+async def test_walking_conversations_with_first_and_after_meets_every_one_once(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+    sent = []
+    for _ in range(7):
+        sent.extend(await inmails_to_many(api, ada, 1))
+        api.advance(minutes=1)
+
+    seen = await walk(api, ada.token, "conversations", "id sentAt", page_size=2)
+
+    assert [c["id"] for c in seen] == list(reversed(sent))  # newest first, each once
+    data = await api.gql(
+        "{ viewer { conversations(first: 2) { totalCount pageInfo { hasNextPage } "
+        "edges { cursor node { id } } nodes { id } } } }",
+        token=ada.token,
+    )
+    page = data["viewer"]["conversations"]
+    assert page["totalCount"] == 7
+    assert page["pageInfo"]["hasNextPage"] is True
+    assert [e["node"]["id"] for e in page["edges"]] == [n["id"] for n in page["nodes"]]
+
+
+async def test_conversations_sent_in_the_same_instant_are_each_met_once(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+    sent = await inmails_to_many(api, ada, 5)  # the clock stands still: same sentAt
+
+    for size in (1, 2, 3):
+        seen = await walk(api, ada.token, "conversations", "id", page_size=size)
+        assert sorted(c["id"] for c in seen) == sorted(sent)
+        assert len(seen) == 5
+
+
+async def test_walking_the_ledger_meets_every_entry_once_in_order(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    for quantity in (1, 2, 3):
+        assert (await api.purchase(ada, quantity))["errors"] == []
+
+    entries = await walk(api, ada.token, "ledger", "id delta balanceAfter", page_size=1)
+
+    assert [(e["delta"], e["balanceAfter"]) for e in entries] == [(3, 11), (2, 8), (1, 6), (5, 5)]
+    assert len({e["id"] for e in entries}) == 4
+
+
+async def test_the_ledgers_balance_after_and_sum_of_deltas_always_match_the_balance(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    seen: list[int] = []
+
+    async def check() -> None:
+        entries = list(reversed(await walk(api, ada.token, "ledger", "delta balanceAfter")))
+        running = 0
+        for entry in entries:
+            running += entry["delta"]
+            assert entry["balanceAfter"] == running
+        balance = await api.balance(ada)
+        assert running == balance
+        seen.append(balance)
+
+    await check()
+    first = await api.send(ada, grace)
+    await check()
+    await api.purchase(ada, 7)
+    await check()
+    await api.respond(grace, first["conversation"]["id"], "INTERESTED")
+    await check()
+    api.advance(days=45)
+    await inmails_to_many(api, ada, 2)  # catches up 15 Feb, clamped at the cap
+    await check()
+    api.advance(days=50)
+    await inmails_to_many(api, ada, 1)  # expires January's lots, grants 15 Mar and 15 Apr
+    await check()
+    await change_plan(api, ada, "PREMIUM_BUSINESS")
+    await check()
+    await cancel_subscription(api, ada)
+    await check()
+
+    assert seen == [5, 4, 11, 12, 13, 4, 15, 0]
+
+
+async def test_credit_lots_filter_by_status_and_page_through(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    for quantity in (1, 2, 3):
+        assert (await api.purchase(ada, quantity))["errors"] == []
+    await cancel_subscription(api, ada)
+    await inmails_to_many(api, await api.create_member("Bob", "PREMIUM_CAREER"), 1)
+
+    forfeited = await walk(api, ada.token, "creditLots", "id status", args="status: [FORFEITED]")
+    active = await walk(api, ada.token, "creditLots", "id", args="status: [ACTIVE, DEPLETED]")
+    every = await walk(api, ada.token, "creditLots", "id", page_size=3)
+
+    assert len(forfeited) == 4
+    assert {lot["status"] for lot in forfeited} == {"FORFEITED"}
+    assert active == []
+    assert sorted(lot["id"] for lot in every) == sorted(lot["id"] for lot in forfeited)
+    data = await api.gql(
+        "{ creditLots(status: [FORFEITED], first: 1) { totalCount nodes { status } } }",
+        token=ada.token,
+    )
+    assert data["creditLots"]["totalCount"] == 4
+
+
+async def test_conversations_filter_by_state(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    answered = await api.send(ada, grace)
+    await api.respond(grace, answered["conversation"]["id"], "NOT_INTERESTED")
+    await inmails_to_many(api, ada, 2)
+
+    declined = await walk(api, ada.token, "conversations", "id", args="state: DECLINED")
+    waiting = await walk(api, ada.token, "conversations", "id", args="state: AWAITING_RESPONSE")
+
+    assert [c["id"] for c in declined] == [answered["conversation"]["id"]]
+    assert len(waiting) == 2
+
+
+async def test_a_page_size_over_100_is_a_bad_user_input_error(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    queries = [
+        "{ viewer { conversations(first: 101) { totalCount } } }",
+        "{ viewer { ledger(first: 101) { totalCount } } }",
+        "{ viewer { creditLots(first: 101) { totalCount } } }",
+        "{ creditLots(first: 101) { totalCount } }",
+        "{ viewer { ledger(first: -1) { totalCount } } }",
+    ]
+
+    for query in queries:
+        body = await api.raw(query, token=ada.token)
+
+        assert graphql_error_codes(body) == ["BAD_USER_INPUT"], query
+        assert "100" in body["errors"][0]["message"]
+
+
+async def test_a_page_of_exactly_100_is_allowed(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    data = await api.gql("{ viewer { ledger(first: 100) { totalCount } } }", token=ada.token)
+
+    assert data["viewer"]["ledger"]["totalCount"] == 1
+
+
+async def test_a_cursor_the_service_did_not_make_is_a_bad_user_input_error(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    for cursor in ["garbage", "W10=", "WyJ4Il0=", "eyJhIjogMX0=", "WzEsIDJd"]:
+        body = await api.raw(
+            "query($c: String) { viewer { conversations(after: $c) { totalCount } "
+            "ledger(after: $c) { totalCount } creditLots(after: $c) { totalCount } } }",
+            {"c": cursor},
+            token=ada.token,
+        )
+
+        assert graphql_error_codes(body) == ["BAD_USER_INPUT"] * 3, cursor
+
+
+async def test_compose_says_the_viewer_can_send_and_with_how_many_credits(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+
+    data = await api.gql(
+        "query($r: ID!) { compose(recipientId: $r) { canSend reason creditsLeft "
+        "recipientIsConnection } }",
+        {"r": grace.id},
+        ada.token,
+    )
+
+    assert data["compose"] == {
+        "canSend": True,
+        "reason": None,
+        "creditsLeft": 5,
+        "recipientIsConnection": False,
+    }
+
+
+async def compose(api: Api, viewer: Person, recipient_id: str) -> dict[str, Any]:
+    data = await api.gql(
+        "query($r: ID!) { compose(recipientId: $r) { canSend reason creditsLeft "
+        "recipientIsConnection } }",
+        {"r": recipient_id},
+        viewer.token,
+    )
+    result: dict[str, Any] = data["compose"]
+    return result
+
+
+async def test_compose_gives_the_same_reason_sending_would(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=CARD_EXPIRING_JANUARY_2026)
+    basil = await api.create_member("Basil Basic", "BASIC")
+    charles = await api.create_member("Charles Babbage", "BASIC")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    await api.connect(ada, charles)
+    await api.send(ada, grace)
+
+    cases = {
+        "000000000000000000000000": "NOT_FOUND",
+        ada.id: "CANNOT_MESSAGE_SELF",
+        charles.id: "RECIPIENT_IS_CONNECTION",
+        grace.id: "AWAITING_RESPONSE",
+    }
+    for recipient_id, reason in cases.items():
+        shown = await compose(api, ada, recipient_id)
+        assert (shown["canSend"], shown["reason"]) == (False, reason)
+        assert [e["code"] for e in (await api.send(ada, recipient_id))["errors"]] == [reason]
+    assert (await compose(api, ada, charles.id))["recipientIsConnection"] is True
+    assert (await compose(api, basil, grace.id))["reason"] == "UPGRADE_REQUIRED"
+    api.advance(days=17)
+    assert (await compose(api, ada, basil.id))["reason"] == "PAYMENT_METHOD_EXPIRED"
+
+
+async def test_compose_says_insufficient_credits_when_none_are_left(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    await inmails_to_many(api, ada, 5)
+
+    shown = await compose(api, ada, grace.id)
+
+    assert shown == {
+        "canSend": False,
+        "reason": "INSUFFICIENT_CREDITS",
+        "creditsLeft": 0,
+        "recipientIsConnection": False,
+    }
+
+
+async def test_compose_with_a_cancelled_subscription_says_subscription_inactive(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    await cancel_subscription(api, ada)
+
+    assert (await compose(api, ada, grace.id))["reason"] == "SUBSCRIPTION_INACTIVE"
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+
+class CommandCounter(CommandListener):
+    """Counts the reads (find, aggregate) the service sends to MongoDB while it listens."""
+
+    def __init__(self) -> None:
+        self.listening = False
+        self.reads: list[str] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if self.listening and event.command_name in ("find", "aggregate", "count"):
+            self.reads.append(f"{event.command_name} {event.command[event.command_name]}")
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def counted_api(
+    mongodb_uri: str, db_name: str, counter: CommandCounter
+) -> AsyncIterator[Api]:
+    """The service as `support.open_api` builds it, on a client that reports every command."""
+    settings = settings_for_tests()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=[counter]
+    )
+    container = build_container(settings, Mongo(client, db_name))
+    app = create_app(settings, container=container)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            yield Api(http, container)
+
+
+MEMBER_PAGE = """
+query($id: ID!) {
+  member(id: $id) {
+    name inmailBalance plan { type }
+    subscription { status paymentMethod { last4 } }
+    conversations(first: 100) {
+      totalCount
+      nodes {
+        id subject state
+        sender { id name headline plan { type } isConnection }
+        recipient { id name plan { type } }
+        messages { body author { name } }
+      }
+    }
+    ledger(first: 100) {
+      totalCount
+      nodes { kind delta lot { id source status } conversation { id sender { name } } }
+    }
+    creditLots(first: 100) { totalCount nodes { id remaining } }
+  }
+}
+"""
+
+
+async def reads_for_a_member_page(
+    mongodb_uri: str, db_name: str, conversations: int
+) -> tuple[list[str], int]:
+    """(reads, conversations shown) for an admin's view of a member who received them."""
+    counter = CommandCounter()
+    async with counted_api(mongodb_uri, db_name, counter) as api:
+        grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+        senders = await asyncio.gather(
+            *(api.create_member(f"Sender {i}", "PREMIUM_CAREER") for i in range(conversations))
+        )
+        sent = await asyncio.gather(*(api.send(sender, grace) for sender in senders))
+        assert all(result["errors"] == [] for result in sent)
+        for sender in senders[:4]:  # Grace's own InMails, so that her ledger names some
+            assert (await api.send(grace, sender))["errors"] == []
+        counter.listening = True
+        data = await api.gql(MEMBER_PAGE, {"id": grace.id}, api.admin)
+        counter.listening = False
+    shown = data["member"]["conversations"]["nodes"]
+    assert all(c["sender"]["name"] and c["messages"][0]["author"]["name"] for c in shown)
+    return counter.reads, len(shown)
+
+
+async def test_a_member_pages_database_reads_do_not_grow_with_its_conversations(
+    mongodb_uri: str,
+) -> None:
+    import uuid
+
+    from pymongo import MongoClient
+
+    names = [f"t_{uuid.uuid4().hex[:16]}" for _ in range(2)]
+    try:
+        reads_10, shown_10 = await reads_for_a_member_page(mongodb_uri, names[0], 10)
+        reads_100, shown_100 = await reads_for_a_member_page(mongodb_uri, names[1], 100)
+    finally:
+        client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
+        for name in names:
+            client.drop_database(name)
+        client.close()
+
+    assert (shown_10, shown_100) == (14, 100)
+    assert len(reads_100) == len(reads_10), (reads_10, reads_100)
+    assert len(reads_10) <= 12, reads_10

@@ -1,0 +1,399 @@
+"""Sending an InMail (SPEC 4), and spending credits from lots (SPEC 3), through the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from support import (
+    Api,
+    Person,
+    cancel_subscription,
+    change_plan,
+    codes,
+    ledger_of,
+    lots_of,
+    update_card,
+)
+
+CARD_EXPIRING_JANUARY_2026 = {"brand": "Visa", "last4": "1111", "expMonth": 1, "expYear": 2026}
+
+
+async def conversations_of(api: Api, member: Person) -> list[dict[str, Any]]:
+    data = await api.gql(
+        "{ viewer { conversations(first: 100) { totalCount nodes { id state subject "
+        "sender { id } recipient { id } messages { body author { id } } } } } }",
+        token=member.token,
+    )
+    nodes: list[dict[str, Any]] = data["viewer"]["conversations"]["nodes"]
+    return nodes
+
+
+async def refused_without_a_trace(api: Api, sender: Person, result: dict[str, Any]) -> None:
+    """A refused send leaves no conversation and no ledger entry beyond the first grant."""
+    assert result["conversation"] is None
+    assert result["creditsLeft"] is None
+    assert await conversations_of(api, sender) == []
+    assert [entry["kind"] for entry in await ledger_of(api, sender)] == ["GRANT"]
+
+
+async def test_a_successful_inmail_costs_one_credit_and_awaits_a_response(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+
+    result = await api.send(ada, grace, subject="  Compilers?  ", body="  Let us talk.  ")
+
+    assert result["errors"] == []
+    assert result["creditsLeft"] == 4
+    assert result["conversation"]["state"] == "AWAITING_RESPONSE"
+    assert result["conversation"]["subject"] == "Compilers?"
+    assert result["conversation"]["sentAt"] == "2026-01-15T09:00:00Z"
+    assert await api.balance(ada) == 4
+    [conversation] = await conversations_of(api, ada)
+    assert conversation["sender"] == {"id": ada.id}
+    assert conversation["recipient"] == {"id": grace.id}
+    assert conversation["messages"] == [{"body": "Let us talk.", "author": {"id": ada.id}}]
+    debit = (await ledger_of(api, ada))[-1]
+    assert (debit["kind"], debit["delta"], debit["balanceAfter"]) == ("DEBIT", -1, 4)
+    assert debit["conversation"] == {"id": conversation["id"]}
+    assert [c["id"] for c in await conversations_of(api, grace)] == [conversation["id"]]
+
+
+async def test_a_basic_member_gets_upgrade_required(api: Api) -> None:
+    basil = await api.create_member("Basil Basic", "BASIC")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+
+    result = await api.send(basil, grace)
+
+    assert codes(result) == ["UPGRADE_REQUIRED"]
+    assert result["conversation"] is None
+    assert await conversations_of(api, basil) == []
+    assert await api.balance(basil) == 0
+
+
+async def test_a_connection_gets_recipient_is_connection_and_no_credit_is_spent(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    charles = await api.create_member("Charles Babbage", "BASIC")
+    await api.connect(ada, charles)
+
+    result = await api.send(ada, charles)
+
+    assert codes(result) == ["RECIPIENT_IS_CONNECTION"]
+    assert result["errors"][0]["field"] == "recipientId"
+    assert await api.balance(ada) == 5
+    await refused_without_a_trace(api, ada, result)
+
+
+async def test_a_member_cannot_inmail_themselves(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    result = await api.send(ada, ada)
+
+    assert codes(result) == ["CANNOT_MESSAGE_SELF"]
+    assert await api.balance(ada) == 5
+    await refused_without_a_trace(api, ada, result)
+
+
+async def test_an_unknown_recipient_is_not_found(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    for recipient_id in ["000000000000000000000000", "no-such-member", ""]:
+        result = await api.send(ada, recipient_id)
+
+        assert codes(result) == ["NOT_FOUND"], recipient_id
+        await refused_without_a_trace(api, ada, result)
+    assert await api.balance(ada) == 5
+
+
+async def test_subject_and_body_outside_their_lengths_after_trimming_are_invalid_input(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    cases = [
+        ("", "Hello there.", "subject"),
+        ("   \n\t ", "Hello there.", "subject"),
+        ("S" * 201, "Hello there.", "subject"),
+        (" " + "S" * 201 + " ", "Hello there.", "subject"),
+        ("Hello", "", "body"),
+        ("Hello", "    ", "body"),
+        ("Hello", "B" * 2001, "body"),
+    ]
+
+    for subject, body, field in cases:
+        result = await api.send(ada, grace, subject=subject, body=body)
+
+        assert codes(result) == ["INVALID_INPUT"], (subject[:5], body[:5])
+        assert result["errors"][0]["field"] == field
+        await refused_without_a_trace(api, ada, result)
+    assert await api.balance(ada) == 5
+
+
+async def test_subject_and_body_at_their_limits_after_trimming_are_accepted(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+
+    result = await api.send(
+        ada, grace, subject="   " + "S" * 200 + "   ", body="\n" + "B" * 2000 + "\n"
+    )
+
+    assert result["errors"] == []
+    assert result["conversation"]["subject"] == "S" * 200
+    [conversation] = await conversations_of(api, ada)
+    assert conversation["messages"][0]["body"] == "B" * 2000
+
+
+async def test_a_cancelled_member_gets_subscription_inactive(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    assert (await cancel_subscription(api, ada))["errors"] == []
+
+    result = await api.send(ada, grace)
+
+    assert codes(result) == ["SUBSCRIPTION_INACTIVE"]
+    assert await conversations_of(api, ada) == []
+
+
+async def test_a_member_moved_to_basic_gets_upgrade_required(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    assert (await change_plan(api, ada, "BASIC"))["errors"] == []
+
+    result = await api.send(ada, grace)
+
+    assert codes(result) == ["UPGRADE_REQUIRED"]
+
+
+async def test_an_expired_card_blocks_sending_until_the_payment_method_is_updated(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=CARD_EXPIRING_JANUARY_2026)
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    api.advance(days=16, hours=14, minutes=59, seconds=59)  # 2026-01-31T23:59:59Z
+    assert (await api.send(ada, grace))["errors"] == []  # good through its expiry month
+    linus = await api.create_member("Linus Torvalds", "BASIC")
+
+    api.advance(seconds=1)  # 2026-02-01T00:00:00Z
+    refused = await api.send(ada, linus)
+
+    assert codes(refused) == ["PAYMENT_METHOD_EXPIRED"]
+    assert await api.balance(ada) == 4
+    assert len(await conversations_of(api, ada)) == 1
+    new_card = {"brand": "Visa", "last4": "4242", "expMonth": 12, "expYear": 2030}
+    assert (await update_card(api, ada, new_card))["errors"] == []
+    assert (await api.send(ada, linus))["errors"] == []
+    assert await api.balance(ada) == 3
+
+
+async def test_a_second_inmail_while_the_first_awaits_a_response_gets_awaiting_response(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    first = await api.send(ada, grace)
+
+    second = await api.send(ada, grace, subject="Following up", body="Did you see my note?")
+
+    assert codes(second) == ["AWAITING_RESPONSE"]
+    assert await api.balance(ada) == 4
+    assert [c["id"] for c in await conversations_of(api, ada)] == [first["conversation"]["id"]]
+
+
+async def test_an_inmail_in_the_other_direction_is_not_blocked_by_one_awaiting_a_response(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    assert (await api.send(ada, grace))["errors"] == []
+
+    assert (await api.send(grace, ada))["errors"] == []
+
+
+async def test_after_a_response_the_sender_may_inmail_that_recipient_again(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    first = await api.send(ada, grace)
+    assert (await api.respond(grace, first["conversation"]["id"], "NOT_INTERESTED"))["errors"] == []
+
+    again = await api.send(ada, grace, subject="One more idea")
+
+    assert again["errors"] == []
+    assert again["conversation"]["id"] != first["conversation"]["id"]
+    assert again["creditsLeft"] == 4  # 5 - 1 + 1 credited back - 1
+
+
+async def test_a_member_without_credits_gets_insufficient_credits(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    recipients = [await api.create_member(f"Reader {i}", "BASIC") for i in range(6)]
+    for recipient in recipients[:5]:
+        assert (await api.send(ada, recipient))["errors"] == []
+    assert await api.balance(ada) == 0
+
+    result = await api.send(ada, recipients[5])
+
+    assert codes(result) == ["INSUFFICIENT_CREDITS"]
+    assert await api.balance(ada) == 0
+    assert len(await conversations_of(api, ada)) == 5
+    assert [e["kind"] for e in await ledger_of(api, ada)] == ["GRANT"] + ["DEBIT"] * 5
+
+
+async def test_the_checks_come_in_the_order_of_the_spec(api: Api) -> None:
+    basil = await api.create_member("Basil Basic", "BASIC")
+    friend = await api.create_member("Frieda Friend", "BASIC")
+    await api.connect(basil, friend)
+
+    # Invalid input is reported before anything is looked up.
+    assert codes(await api.send(basil, "no-such-member", subject="")) == ["INVALID_INPUT"]
+    # An unknown recipient before the sender's plan.
+    assert codes(await api.send(basil, "no-such-member")) == ["NOT_FOUND"]
+    # Self before the plan; a connection before the plan.
+    assert codes(await api.send(basil, basil)) == ["CANNOT_MESSAGE_SELF"]
+    assert codes(await api.send(basil, friend)) == ["RECIPIENT_IS_CONNECTION"]
+
+
+async def test_the_plan_checks_come_before_awaiting_response(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=CARD_EXPIRING_JANUARY_2026)
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    assert (await api.send(ada, grace))["errors"] == []
+    api.advance(days=17)  # the card has expired
+
+    assert codes(await api.send(ada, grace)) == ["PAYMENT_METHOD_EXPIRED"]
+    await cancel_subscription(api, ada)
+    assert codes(await api.send(ada, grace)) == ["SUBSCRIPTION_INACTIVE"]
+    await change_plan(api, ada, "BASIC")
+    assert codes(await api.send(ada, grace)) == ["UPGRADE_REQUIRED"]
+
+
+async def test_a_premium_member_without_a_card_on_file_may_still_send(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=None)
+    grace = await api.create_member("Grace Hopper", "BASIC")
+
+    assert (await api.send(ada, grace))["errors"] == []
+
+
+async def test_awaiting_response_comes_before_insufficient_credits(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    others = [await api.create_member(f"Reader {i}", "BASIC") for i in range(4)]
+    assert (await api.send(ada, grace))["errors"] == []
+    for other in others:
+        assert (await api.send(ada, other))["errors"] == []
+
+    assert codes(await api.send(ada, grace)) == ["AWAITING_RESPONSE"]
+
+
+async def test_a_retry_with_the_same_idempotency_key_returns_the_first_conversation(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+
+    first = await api.send(ada, grace, key="send-grace-1")
+    retry = await api.send(ada, grace, key="send-grace-1")
+
+    assert retry["errors"] == []
+    assert retry["conversation"]["id"] == first["conversation"]["id"]
+    assert retry["creditsLeft"] == first["creditsLeft"] == 4
+    assert await api.balance(ada) == 4
+    assert len(await conversations_of(api, ada)) == 1
+    assert [e["kind"] for e in await ledger_of(api, ada)] == ["GRANT", "DEBIT"]
+
+
+async def test_the_same_idempotency_key_with_a_different_request_is_refused(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    linus = await api.create_member("Linus Torvalds", "BASIC")
+    await api.send(ada, grace, key="k-1")
+
+    other_recipient = await api.send(ada, linus, key="k-1")
+    other_body = await api.send(ada, grace, key="k-1", body="A different note.")
+    as_a_purchase = await api.purchase(ada, 1, key="k-1")
+
+    assert codes(other_recipient) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert codes(other_body) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert codes(as_a_purchase) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert await api.balance(ada) == 4
+    assert len(await conversations_of(api, ada)) == 1
+
+
+async def test_idempotency_keys_belong_to_their_sender(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    alan = await api.create_member("Alan Turing", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+
+    by_ada = await api.send(ada, grace, key="shared-key")
+    by_alan = await api.send(alan, grace, key="shared-key")
+
+    assert by_ada["errors"] == by_alan["errors"] == []
+    assert by_ada["conversation"]["id"] != by_alan["conversation"]["id"]
+    assert await api.balance(ada) == await api.balance(alan) == 4
+
+
+async def test_a_refused_send_does_not_use_up_its_idempotency_key(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=CARD_EXPIRING_JANUARY_2026)
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    api.advance(days=20)
+    assert codes(await api.send(ada, grace, key="k-after-card")) == ["PAYMENT_METHOD_EXPIRED"]
+    good = {"brand": "Visa", "last4": "4242", "expMonth": 12, "expYear": 2030}
+    assert (await update_card(api, ada, good))["errors"] == []
+
+    result = await api.send(ada, grace, key="k-after-card")
+
+    assert result["errors"] == []
+    assert result["creditsLeft"] == 4
+
+
+async def test_spending_takes_from_the_lot_that_expires_soonest(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    api.advance(days=3)
+    assert (await api.purchase(ada, 3))["errors"] == []
+    [purchased, allotment] = await lots_of(api, ada)
+    assert (purchased["source"], allotment["source"]) == ("PURCHASE", "MONTHLY_ALLOTMENT")
+    readers = [await api.create_member(f"Reader {i}", "BASIC") for i in range(6)]
+
+    for reader in readers:
+        assert (await api.send(ada, reader))["errors"] == []
+
+    debits = [e for e in await ledger_of(api, ada) if e["kind"] == "DEBIT"]
+    assert [d["lot"]["id"] for d in debits] == [allotment["id"]] * 5 + [purchased["id"]]
+    by_id = {lot["id"]: lot for lot in await lots_of(api, ada)}
+    assert (by_id[allotment["id"]]["remaining"], by_id[allotment["id"]]["status"]) == (
+        0,
+        "DEPLETED",
+    )
+    assert (by_id[purchased["id"]]["remaining"], by_id[purchased["id"]]["status"]) == (
+        2,
+        "ACTIVE",
+    )
+
+
+async def test_a_credit_is_spendable_one_second_before_its_90_days_and_not_at_90_days(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")  # first lot: 5, until 15 Apr
+    [first_lot] = await lots_of(api, ada)
+    assert first_lot["expiresAt"] == "2026-04-15T09:00:00Z"
+    readers = [await api.create_member(f"Reader {i}", "BASIC") for i in range(2)]
+
+    api.advance(days=90, seconds=-1)
+    # Catching up grants 15 Feb and 15 Mar (5 each); 15 Apr is clamped at the cap of 15.
+    one_second_before = await api.send(ada, readers[0])
+    assert one_second_before["errors"] == []
+    assert one_second_before["creditsLeft"] == 14
+    debit = (await ledger_of(api, ada))[-1]
+    assert (debit["kind"], debit["lot"]["id"]) == ("DEBIT", first_lot["id"])
+
+    api.advance(seconds=1)
+    assert await api.balance(ada) == 10  # the 4 left of the first lot no longer count
+    at_90_days = await api.send(ada, readers[1])
+
+    assert at_90_days["creditsLeft"] == 9
+    entries = await ledger_of(api, ada)
+    expire, debit = entries[-2], entries[-1]
+    assert (expire["kind"], expire["delta"], expire["lot"]["id"]) == ("EXPIRE", -4, first_lot["id"])
+    assert expire["at"] == "2026-04-15T09:00:00Z"
+    assert debit["kind"] == "DEBIT"
+    assert debit["lot"]["id"] != first_lot["id"]
+    by_id = {lot["id"]: lot for lot in await lots_of(api, ada)}
+    assert by_id[first_lot["id"]]["status"] == "EXPIRED"
