@@ -35,5 +35,9 @@ lint: $(VENV)/.dev
 
 check: lint test
 
+# Starts its own mongod and server; prints the table that BENCHMARKS.md records.
+bench: $(VENV)/.dev
+	$(BIN)/inmail bench
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -142,8 +142,16 @@ class MemberRepository:
         )
 
     async def connect(self, a: str, b: str, session: Session = None) -> None:
-        await self._c.update_one({"_id": a}, {"$addToSet": {"connections": b}}, session=session)
-        await self._c.update_one({"_id": b}, {"$addToSet": {"connections": a}}, session=session)
+        """Each member in the other's connections: both writes in one round trip."""
+        ops = [
+            UpdateOne({"_id": a}, {"$addToSet": {"connections": b}}),
+            UpdateOne({"_id": b}, {"$addToSet": {"connections": a}}),
+        ]
+        if self._mongo.in_memory:  # mongomock's bulk_write fails on updates
+            for op in ops:
+                await self._c.update_one(op._filter, op._doc, session=session)
+        else:
+            await self._c.bulk_write(ops, ordered=True, session=session)
 
     async def due_for_renewal(
         self, now: datetime, *, after_id: str | None, limit: int

@@ -1,0 +1,513 @@
+"""One benchmark run: its own mongod and server, seeding, the workloads, then the tables."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from inmail.bench import scheduler as scheduler_workload
+from inmail.bench import workloads as w
+from inmail.bench.commands import snapshot, workload_commands
+from inmail.bench.load import Call, Check, LoadResult, run_calls, run_http
+from inmail.bench.processes import (
+    ApiServer,
+    CpuMeter,
+    peak_rss_mb,
+    reset_peak_rss,
+)
+from inmail.bench.report import (
+    Goal,
+    Measured,
+    SchedulerRow,
+    goals_table,
+    ratios,
+    scheduler_table,
+    workload_table,
+)
+from inmail.clock import ManualClock
+from inmail.domain.plans import DEFAULT_PLAN_TABLE, LEGACY_ALLOTMENT_MAX
+from inmail.repositories.embedded import EmbeddedMongod
+from inmail.repositories.mongo import Mongo
+from inmail.services.base import Deps
+
+DB_NAME = "inmail_bench"
+
+
+class SizeError(ValueError):
+    """Sizes the benchmark cannot run with; the message says which."""
+
+
+@dataclass
+class Sizes:
+    rounds: int
+    warmup: int
+    sends: int
+    reads: int
+    page_requests: int
+    recipients: int
+    senders: int
+    concurrency: int
+    page_concurrency: int
+    scheduler_sizes: list[int]
+    profile_sends: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Sizes:
+        quick = args.quick
+        sizes = cls(
+            rounds=args.rounds or (1 if quick else 3),
+            warmup=20 if quick else 100,
+            sends=args.sends or (60 if quick else 1000),
+            reads=args.reads or (150 if quick else 2000),
+            page_requests=args.page_requests or (4 if quick else 40),
+            recipients=0,
+            senders=args.senders or (20 if quick else 200),
+            concurrency=args.concurrency or (8 if quick else 16),
+            page_concurrency=2 if quick else 4,
+            scheduler_sizes=args.scheduler_sizes or ([500, 1500] if quick else [10_000, 100_000]),
+        )
+        profiling_sends = args.profile and args.profile_workload == "send"
+        sizes.profile_sends = sizes.sends if profiling_sends else 0
+        sizes.recipients = max(w.PAGE_CONVERSATIONS + 10, sizes.sends_per_sender + 10)
+        sizes.check()
+        return sizes
+
+    def check(self) -> None:
+        if min(self.rounds, self.sends, self.reads, self.page_requests, self.concurrency) < 1:
+            raise SizeError("rounds, sends, reads, page requests and concurrency must be >= 1")
+        if self.senders < self.concurrency:
+            raise SizeError("--senders must be at least --concurrency (one sender per client)")
+        if self.sends_per_sender + 1 > LEGACY_ALLOTMENT_MAX:
+            raise SizeError(
+                f"{self.total_sends} sends need more senders: at most "
+                f"{LEGACY_ALLOTMENT_MAX - 1} per sender (--senders)"
+            )
+
+    @property
+    def total_sends(self) -> int:
+        return 2 * self.warmup + 2 * self.rounds * self.sends + self.profile_sends
+
+    @property
+    def sends_per_sender(self) -> int:
+        return math.ceil(self.total_sends / self.senders)
+
+
+@dataclass
+class Results:
+    rows: list[Measured] = field(default_factory=list)
+    goals: list[Goal] = field(default_factory=list)
+    scheduler: list[SchedulerRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    profile: str | None = None
+
+
+class Run:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        sizes: Sizes,
+        server: ApiServer,
+        deps: Deps,
+        mongod_pid: int,
+        world: w.World,
+    ) -> None:
+        self.args = args
+        self.sizes = sizes
+        self.server = server
+        self.url = f"{server.url}/graphql"
+        self.deps = deps
+        self.mongod_pid = mongod_pid
+        self.world = world
+        self.results = Results()
+
+    async def measure(self, row: Measured, work: Callable[[], Awaitable[LoadResult]]) -> LoadResult:
+        pid = self.server.pid if row.via == "HTTP" else os.getpid()
+        fresh_peak = reset_peak_rss(pid)
+        meter = CpuMeter({"service": pid, "mongod": self.mongod_pid})
+        client = self.deps.mongo.client
+        before = await snapshot(client)
+        meter.start()
+        result = await work()
+        used = meter.stop()
+        after = await snapshot(client)
+        row.add(result, workload_commands(before, after), used, peak_rss_mb(pid))
+        note = f"{row.name}: peak RSS is since the process started"
+        if not fresh_peak and note not in self.results.notes:
+            self.results.notes.append(note)
+        return result
+
+    def http(
+        self, calls: list[Call], check: Check, concurrency: int
+    ) -> Callable[[], Awaitable[LoadResult]]:
+        return lambda: run_http(
+            self.url, calls, concurrency=concurrency, check=check, client=self.args.client
+        )
+
+    # sendInMail: HTTP against the floor, the same service code called in this process.
+
+    async def sends(self) -> None:
+        s, world, deps = self.sizes, self.world, self.deps
+        c = s.concurrency
+        over_http = Measured("sendInMail", "HTTP", c)
+        floor = Measured("sendInMail floor: send_inmail() in-process", "in-process", c)
+        await run_http(
+            self.url,
+            w.send_calls(world, world.take_sends(s.warmup)),
+            concurrency=c,
+            check=w.check_send,
+            client=self.args.client,
+        )
+        await run_calls(w.send_floor_calls(deps, world.take_sends(s.warmup)), concurrency=c)
+
+        async def http_round() -> None:
+            calls = w.send_calls(world, world.take_sends(s.sends))
+            await self.measure(over_http, self.http(calls, w.check_send, c))
+
+        async def floor_round() -> None:
+            calls = w.send_floor_calls(deps, world.take_sends(s.sends))
+            await self.measure(floor, lambda: run_calls(calls, concurrency=c))
+
+        for r in range(s.rounds):
+            order = (http_round, floor_round) if r % 2 == 0 else (floor_round, http_round)
+            for step in order:
+                await step()
+        self.results.rows += [over_http, floor]
+        # Each round's pair ran back to back: the median pair is the run's figure, robust to a
+        # round that a neighbour on this shared machine slowed down; all rounds pooled beside it.
+        pooled = over_http.seconds_per_op / floor.seconds_per_op
+        rounds = ratios(floor.round_throughputs, over_http.round_throughputs)
+        median = statistics.median(rounds)
+        self.results.goals.append(
+            Goal(
+                "sendInMail over HTTP: time per op / floor's",
+                f"{median:.2f}x (median of {len(rounds)} paired rounds: "
+                f"{', '.join(f'{x:.2f}' for x in rounds)}; pooled {pooled:.2f}x)",
+                "<= 1.5x",
+                median <= 1.5,
+            )
+        )
+        cpu_http = (over_http.service_cpu + over_http.mongod_cpu) / over_http.ops
+        cpu_floor = (floor.service_cpu + floor.mongod_cpu) / floor.ops
+        self.results.goals.append(
+            Goal(
+                "sendInMail: CPU per op (service + mongod) / floor's",
+                f"{cpu_http / cpu_floor:.2f}x ({cpu_http * 1000:.2f} vs {cpu_floor * 1000:.2f} ms)",
+                "(for reading the ratio above)",
+                None,
+            )
+        )
+
+    def _profiled_calls(self, workload: str) -> tuple[list[Call], Check]:
+        s, world = self.sizes, self.world
+        if workload == "send":
+            return w.send_calls(world, world.take_sends(s.sends)), w.check_send
+        if workload == "compose":
+            return w.compose_calls(world, s.reads), w.check_compose
+        if workload == "now":
+            return w.now_calls(world, s.reads), w.check_now
+        size = w.PAGE_CONVERSATIONS
+        return w.page_calls(world, size, s.page_requests), w.page_check(size)
+
+    async def profile(self, workload: str, output: Path) -> None:
+        """An extra, unmeasured phase of one workload over HTTP with py-spy sampling the server."""
+        py_spy = _py_spy()
+        if py_spy is None:
+            self.results.notes.append("--profile: py-spy is not installed; no profile taken")
+            return
+        calls, check = self._profiled_calls(workload)
+        spy = await asyncio.create_subprocess_exec(
+            py_spy,
+            "record",
+            "--pid",
+            str(self.server.pid),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            await asyncio.sleep(1.0)  # py-spy attaches
+            await self.http(calls, check, self.sizes.concurrency)()
+        finally:
+            spy.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(spy.wait(), 30)
+            except TimeoutError:
+                spy.kill()
+                await spy.wait()
+        self.results.notes.append(f"py-spy profile of the server during {workload}: {output}")
+        self.results.profile = _render_profile(output)
+
+    # The compose window against the cheapest query there is.
+
+    async def reads(self) -> None:
+        s, world = self.sizes, self.world
+        c = s.concurrency
+        compose = Measured("compose + viewer { inmailBalance }", "HTTP", c)
+        trivial = Measured("{ now }", "HTTP", c)
+        for make, check in ((w.compose_calls, w.check_compose), (w.now_calls, w.check_now)):
+            await self.http(make(world, s.warmup), check, c)()
+        for r in range(s.rounds):
+            offset = r * s.reads
+            steps = [
+                (compose, w.compose_calls(world, s.reads, offset), w.check_compose),
+                (trivial, w.now_calls(world, s.reads, offset), w.check_now),
+            ]
+            for row, calls, check in steps if r % 2 == 0 else reversed(steps):
+                await self.measure(row, self.http(calls, check, c))
+        self.results.rows += [compose, trivial]
+        pooled = compose.throughput / trivial.throughput
+        rounds = ratios(compose.round_throughputs, trivial.round_throughputs)
+        median = statistics.median(rounds)
+        self.results.goals.append(
+            Goal(
+                "compose window: throughput / { now }'s",
+                f"{median:.2f} (median of {len(rounds)} paired rounds: "
+                f"{', '.join(f'{x:.2f}' for x in rounds)}; pooled {pooled:.2f})",
+                ">= 0.5",
+                median >= 0.5,
+            )
+        )
+
+    # The member page: round trips must not grow with the items shown.
+
+    async def member_page(self) -> None:
+        s = self.sizes
+        c = s.page_concurrency
+        rows = []
+        for size in (10, w.PAGE_CONVERSATIONS):
+            row = Measured(f"member page, {size} conversations", "HTTP", c)
+            check = w.page_check(size)
+            await self.http(w.page_calls(self.world, size, 2), check, 1)()
+            calls = w.page_calls(self.world, size, s.page_requests)
+            await self.measure(row, self.http(calls, check, c))
+            rows.append(row)
+        self.results.rows += rows
+        small, large = rows[0].round_trips_per_op, rows[1].round_trips_per_op
+        self.results.goals.append(
+            Goal(
+                f"member page: db round trips, 10 vs {w.PAGE_CONVERSATIONS} conversations",
+                f"{small:.2f} vs {large:.2f}",
+                "constant, <= 8",
+                abs(large - small) < 0.5 and max(small, large) <= 8,
+            )
+        )
+
+
+async def scheduler_pass(uri: str, sizes: Sizes, results: Results) -> None:
+    if scheduler_workload.load_renewals() is None:
+        results.notes.append(
+            f"scheduler: {scheduler_workload.SCRIPT} is not here (not a checkout): skipped"
+        )
+        return
+    batch = scheduler_workload.default_batch()
+    for size in sizes.scheduler_sizes:
+        r = await scheduler_workload.renewal_pass(uri, size, batch)
+        results.scheduler.append(
+            SchedulerRow(
+                size=size,
+                pass_s=r["pass_s"],
+                members_per_s=r["members_per_s"],
+                floor_per_s=r["floor_per_s"],
+                rss_before_mb=r["rss_before_mb"],
+                rss_peak_mb=r["rss_peak_mb"],
+                heap_peak_mb=r["heap_peak_mb"],
+            )
+        )
+    rows = results.scheduler
+    speed = min(r.members_per_s / r.floor_per_s for r in rows)
+    results.goals.append(
+        Goal(
+            "scheduler pass: members/s / insert_many lots/s",
+            ", ".join(f"{r.members_per_s / r.floor_per_s:.3f} at {r.size:,}" for r in rows),
+            ">= 0.5",
+            speed >= 0.5,
+        )
+    )
+    if len(rows) >= 2:
+        small, large = rows[0], rows[-1]
+        growth = [r.rss_peak_mb - r.rss_before_mb for r in (small, large)]
+        flat = large.heap_peak_mb <= 1.5 * small.heap_peak_mb + 0.5 and growth[1] <= growth[0] + 8
+        results.goals.append(
+            Goal(
+                f"scheduler pass: memory, {small.size:,} vs {large.size:,} members",
+                f"heap peak {small.heap_peak_mb:.1f} vs {large.heap_peak_mb:.1f} MB; "
+                f"RSS growth in pass {growth[0]:.0f} vs {growth[1]:.0f} MB",
+                "flat",
+                flat,
+            )
+        )
+
+
+@contextmanager
+def _own_mongod(tmp: Path) -> Iterator[EmbeddedMongod]:
+    mongod = EmbeddedMongod(tmp / "mongod", oplog_mb=1024)
+    mongod.start()
+    try:
+        yield mongod
+    finally:
+        mongod.stop()
+
+
+def _server_env(uri: str, tmp: Path) -> dict[str, str]:
+    return {
+        "INMAIL_MONGODB_URI": uri,
+        "INMAIL_DB_NAME": DB_NAME,
+        "INMAIL_JWT_SECRET": w.SECRET,
+        "INMAIL_SCHEDULER_ENABLED": "false",
+        "INMAIL_CLOCK": "manual",
+        "INMAIL_CLOCK_START": w.START.isoformat().replace("+00:00", "Z"),
+        "INMAIL_DATA_DIR": str(tmp / "data"),
+        "INMAIL_LOG_LEVEL": "WARNING",
+    }
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
+
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+async def run(args: argparse.Namespace, sizes: Sizes) -> Results:
+    chosen = set(args.workloads)
+    tmp = Path(tempfile.mkdtemp(prefix="inmail-bench-"))
+    started = time.perf_counter()
+    try:
+        with _own_mongod(tmp) as mongod:
+            mongo = Mongo.connect(mongod.uri, DB_NAME, app_name="inmail-bench")
+            try:
+                version = await mongo.server_version()
+                print(
+                    f"inmail bench: {_machine()}; mongod {version} (pid {mongod.pid}); "
+                    f"load average {_load()}",
+                    flush=True,
+                )
+                results = Results()
+                if chosen & {"send", "compose", "page"}:
+                    results = await _api_workloads(args, sizes, mongo, mongod, tmp, chosen)
+                    results.notes.append(f"load average after the API workloads: {_load()}")
+            finally:
+                await mongo.close()
+            if "scheduler" in chosen:
+                print("inmail bench: scheduler pass (benchmarks/renewals.py)...", flush=True)
+                await scheduler_pass(mongod.uri, sizes, results)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results.notes.append(f"wall time {time.perf_counter() - started:.0f} s")
+    return results
+
+
+async def _api_workloads(
+    args: argparse.Namespace,
+    sizes: Sizes,
+    mongo: Mongo,
+    mongod: EmbeddedMongod,
+    tmp: Path,
+    chosen: set[str],
+) -> Results:
+    await mongo.create_indexes()
+    deps = Deps(mongo=mongo, clock=ManualClock(w.START), plans=DEFAULT_PLAN_TABLE)
+    print(
+        f"inmail bench: seeding {sizes.recipients} recipients, {sizes.senders} senders and a "
+        f"member page of {w.PAGE_CONVERSATIONS} conversations...",
+        flush=True,
+    )
+    world = await w.seed(
+        deps,
+        recipients=sizes.recipients,
+        senders=sizes.senders,
+        credits_per_sender=sizes.sends_per_sender + 1,
+    )
+    server = ApiServer(_server_env(mongod.uri, tmp), tmp / "server.log")
+    server.start()
+    assert mongod.pid is not None
+    try:
+        bench = Run(args, sizes, server, deps, mongod.pid, world)
+        print(f"inmail bench: server pid {server.pid} at {server.url}", flush=True)
+        if "send" in chosen:
+            print("inmail bench: sendInMail, HTTP and floor...", flush=True)
+            await bench.sends()
+        if "compose" in chosen:
+            print("inmail bench: compose window and { now }...", flush=True)
+            await bench.reads()
+        if "page" in chosen:
+            print("inmail bench: member page...", flush=True)
+            await bench.member_page()
+        if args.profile is not None:
+            print(f"inmail bench: profiling {args.profile_workload} with py-spy...", flush=True)
+            await bench.profile(args.profile_workload, args.profile)
+        return bench.results
+    finally:
+        server.stop()
+
+
+def _py_spy() -> str | None:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return found if Path(found).exists() else None
+
+
+def _render_profile(output: Path) -> str | None:
+    if not output.is_file():
+        return None
+    from inmail.bench.profile import render
+
+    return render(output)
+
+
+def print_results(results: Results, sizes: Sizes) -> None:
+    print()
+    if results.rows:
+        print(workload_table(results.rows))
+        print()
+    if results.scheduler:
+        print(scheduler_table(results.scheduler))
+        print()
+    print(goals_table(results.goals))
+    print()
+    if results.rows:
+        print("Database commands per op, by name (serverStatus metrics.commands):")
+        for row in results.rows:
+            print(f"- {row.name} ({row.via}): {row.command_mix()}")
+    for note in results.notes:
+        print(f"note: {note}")
+    if results.profile:
+        print()
+        print(results.profile)
+    print(
+        f"sizes: {sizes.rounds} round(s) of {sizes.sends} sends and {sizes.reads} reads per "
+        f"side, {sizes.page_requests} member pages per size, {sizes.senders} senders, "
+        f"{sizes.recipients} recipients; scheduler sizes {sizes.scheduler_sizes}"
+    )

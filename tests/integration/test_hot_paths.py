@@ -1,0 +1,130 @@
+"""The hot paths keep their measured wins: cached validation, loaders shared, no read-backs.
+
+Round trips are counted by mongod (`serverStatus` command counters, as `inmail bench` does),
+less drivers' monitoring and the live feed's getMore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from strawberry.extensions.validation_cache import _get_validate_cache
+
+from inmail.bench.commands import round_trips, snapshot, workload_commands
+from inmail.clock import ManualClock
+from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
+from inmail.repositories.mongo import Mongo
+from inmail.resolvers.root import build_schema
+from inmail.services import inmail as inmail_service
+from inmail.services import members as member_service
+from inmail.services.base import Deps
+from support import Api, Person
+from support import test_settings as settings_for_tests
+
+PAGE = """
+query($n: Int!) { viewer { id inmailBalance
+  creditLots(first: $n) { nodes { id remaining } }
+  ledger(first: $n) { nodes { id kind delta } }
+  conversations(first: $n) { totalCount nodes { id subject
+    sender { id name } recipient { id name } messages { body author { id name } } } } } }
+"""
+
+
+async def _round_trips(api: Api, work: Callable[[], Awaitable[object]]) -> int:
+    client = api.container.mongo.client
+    before = await snapshot(client)
+    await work()
+    return round_trips(workload_commands(before, await snapshot(client)))
+
+
+async def test_a_repeated_query_is_validated_once_with_the_limits_still_applied() -> None:
+    schema = build_schema(settings_for_tests())
+    cache: Any = _get_validate_cache(256)  # a functools.lru_cache wrapper
+    document = "query RepeatedForTheCache { __typename }"
+    await schema.execute(document)
+    hits = cache.cache_info().hits
+    await schema.execute(document)
+    assert cache.cache_info().hits == hits + 1
+    too_deep = (
+        "{ viewer { " + "conversations { nodes { sender { " * 4 + "id" + " } } }" * 4 + " } }"
+    )
+    for _ in range(2):
+        result = await schema.execute(too_deep)
+        assert result.errors
+        assert "exceeds maximum operation depth" in result.errors[0].message
+
+
+async def test_a_sent_inmail_is_answered_with_the_conversation_exactly_as_stored(
+    mongodb_uri: str, db_name: str
+) -> None:
+    # A clock with microseconds: BSON keeps milliseconds, and the answer must match a read.
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    try:
+        await mongo.create_indexes()
+        clock = ManualClock(datetime(2026, 1, 15, 9, 0, 0, 123456, tzinfo=UTC))
+        deps = Deps(mongo=mongo, clock=clock, plans=DEFAULT_PLAN_TABLE)
+        ada = await member_service.create_member(
+            deps, member_service.NewMember("Ada Lovelace", PlanType.SALES_NAVIGATOR)
+        )
+        grace = await member_service.create_member(
+            deps, member_service.NewMember("Grace Hopper", PlanType.BASIC)
+        )
+        sent = await inmail_service.send_inmail(
+            deps, ada.id, grace.id, "Compilers?", "May I ask about COBOL?", "key-1"
+        )
+        assert sent.conversation == await deps.conversations.get(sent.conversation.id)
+        assert sent.conversation.sent_at.microsecond == 123000
+        again = await inmail_service.send_inmail(
+            deps, ada.id, grace.id, "Compilers?", "May I ask about COBOL?", "key-1"
+        )
+        assert again.conversation == sent.conversation
+    finally:
+        await mongo.close()
+
+
+async def _premium(api: Api, name: str) -> Person:
+    return await api.create_member(name, "RECRUITER_LITE")
+
+
+async def test_the_compose_window_reads_each_thing_once(api: Api) -> None:
+    ada = await _premium(api, "Ada Lovelace")
+    grace = await api.create_member("Grace Hopper", "BASIC", card=None)
+    query = (
+        "query($r: ID!) { compose(recipientId: $r) { canSend creditsLeft } "
+        "viewer { inmailBalance } }"
+    )
+    data = await api.gql(query, {"r": grace.id}, ada.token)
+    assert data["compose"] == {"canSend": True, "creditsLeft": 30}
+    # The viewer and recipient in one batch, the balance once, the awaiting check: three.
+    assert await _round_trips(api, lambda: api.gql(query, {"r": grace.id}, ada.token)) == 3
+
+
+async def test_the_member_page_costs_the_same_round_trips_for_two_items_and_for_twelve(
+    api: Api,
+) -> None:
+    viewer = await _premium(api, "Ada Lovelace")
+    for i in range(12):
+        recipient = await api.create_member(f"Recipient {i}", "BASIC", card=None)
+        assert (await api.send(viewer, recipient))["errors"] == []
+
+    async def page(n: int) -> int:
+        return await _round_trips(api, lambda: api.gql(PAGE, {"n": n}, viewer.token))
+
+    costs = {n: await page(n) for n in (2, 12)}
+    assert costs[2] == costs[12] <= 8, costs
+
+
+async def test_connecting_two_members_writes_both_sides_in_one_round_trip(api: Api) -> None:
+    ada = await _premium(api, "Ada Lovelace")
+    grace = await _premium(api, "Grace Hopper")
+    client = api.container.mongo.client
+    before = await snapshot(client)
+    await api.connect(ada, grace)
+    commands = workload_commands(before, await snapshot(client))
+    assert commands["update"] == 1, commands
+    compose = "query($r: ID!) { compose(recipientId: $r) { recipientIsConnection } }"
+    for a, b in ((ada, grace), (grace, ada)):
+        data = await api.gql(compose, {"r": b.id}, a.token)
+        assert data["compose"]["recipientIsConnection"] is True

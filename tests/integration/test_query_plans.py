@@ -1,0 +1,358 @@
+"""Every hot query is served by an index: explain() of the commands the repositories really send.
+
+A command listener records what each repository method sends to mongod; each recorded find,
+aggregate or count is then explained as sent. A winning plan must use an index (IXSCAN, an
+index-only COUNT_SCAN, or the _id lookups' IDHACK / EXPRESS) and never scan the collection. The
+data is shaped so that the planner has a real choice: many members, lots, conversations and
+ledger entries, few of them due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+
+from inmail.domain.conversations import ConversationState
+from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotStatus
+from inmail.domain.model import (
+    Conversation,
+    ConversationKind,
+    LedgerEntry,
+    Member,
+    Message,
+    Subscription,
+)
+from inmail.domain.plans import PlanType
+from inmail.repositories.conversations import ConversationRepository, conversation_to_doc
+from inmail.repositories.credit_lots import CreditLotRepository, lot_to_doc
+from inmail.repositories.ledger import LedgerRepository, entry_to_doc
+from inmail.repositories.members import MemberRepository, member_to_doc
+from inmail.repositories.mongo import Doc, Mongo, new_id
+from inmail.repositories.records import IdempotencyRepository
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+MEMBERS = 120
+EXPLAINED = ("find", "aggregate", "count", "distinct")
+# Fields of a command that belong to its session or transport, not to the query.
+NOT_QUERY = frozenset(
+    {"lsid", "$db", "$clusterTime", "$readPreference", "txnNumber", "autocommit", "readConcern"}
+)
+INDEX_STAGES = frozenset(
+    {"IXSCAN", "COUNT_SCAN", "IDHACK", "EXPRESS_IXSCAN", "EXPRESS_CLUSTERED_IXSCAN"}
+)
+
+
+class Recorder(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[Doc] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in EXPLAINED:
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@dataclass
+class World:
+    mongo: Mongo
+    recorder: Recorder
+    members: MemberRepository
+    lots: CreditLotRepository
+    ledger: LedgerRepository
+    conversations: ConversationRepository
+    idempotency: IdempotencyRepository
+    member_ids: list[str]
+
+
+def _member(i: int) -> Member:
+    started = NOW - timedelta(days=40 + i % 30)
+    subscription = Subscription.start(new_id(), PlanType.PREMIUM_CAREER, started, started.day)
+    # A few members are due for renewal now; most are not.
+    due = NOW - timedelta(hours=1) if i % 20 == 0 else NOW + timedelta(days=1 + i % 25)
+    subscription = Subscription(
+        id=subscription.id,
+        plan=subscription.plan,
+        status=subscription.status,
+        billing_day=subscription.billing_day,
+        started_at=subscription.started_at,
+        period_start=subscription.period_start,
+        next_renewal_at=due,
+    )
+    return Member(
+        id=new_id(),
+        name=f"Member {i}",
+        headline=None,
+        plan=PlanType.PREMIUM_CAREER,
+        created_at=started,
+        subscription=subscription,
+        ledger_seq=10,
+    )
+
+
+def _lots(member_id: str, i: int) -> list[Doc]:
+    docs = []
+    for k in range(6):
+        granted = NOW - timedelta(days=10 * k + i % 7)
+        # Old lots are spent or lapsed; an ACTIVE lot past expiresAt now and then.
+        status = LotStatus.ACTIVE if k < 3 or (k == 3 and i % 10 == 0) else LotStatus.DEPLETED
+        docs.append(
+            lot_to_doc(
+                CreditLot(
+                    id=new_id(),
+                    member_id=member_id,
+                    source=CreditSource.MONTHLY_ALLOTMENT,
+                    quantity=5,
+                    remaining=3 if status is LotStatus.ACTIVE else 0,
+                    granted_at=granted,
+                    expires_at=NOW - timedelta(days=1) if k == 3 else granted + timedelta(days=90),
+                    status=status,
+                )
+            )
+        )
+    return docs
+
+
+def _entries(member_id: str) -> list[Doc]:
+    return [
+        entry_to_doc(
+            LedgerEntry(
+                id=new_id(),
+                member_id=member_id,
+                seq=seq,
+                at=NOW - timedelta(hours=seq),
+                kind=LedgerKind.DEBIT,
+                delta=-1,
+                balance_after=10 - seq,
+                lot_id=None,
+            )
+        )
+        for seq in range(1, 11)
+    ]
+
+
+def _conversation(sender: str, recipient: str, i: int) -> Doc:
+    sent = NOW - timedelta(hours=i)
+    awaiting = i % 3 == 0
+    return conversation_to_doc(
+        Conversation(
+            id=new_id(),
+            kind=ConversationKind.INMAIL,
+            sender_id=sender,
+            recipient_id=recipient,
+            subject="Hello",
+            state=ConversationState.AWAITING_RESPONSE if awaiting else ConversationState.ACCEPTED,
+            sent_at=sent,
+            messages=(Message(new_id(), sender, "Hello there", sent),),
+            responded_at=None if awaiting else sent + timedelta(hours=1),
+            reminder_due_at=sent + timedelta(hours=48),
+        )
+    )
+
+
+@pytest.fixture
+async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
+    recorder = Recorder()
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(
+        mongodb_uri, tz_aware=True, event_listeners=[recorder]
+    )
+    mongo = Mongo(client, db_name)
+    try:
+        await mongo.create_indexes()
+        members = [_member(i) for i in range(MEMBERS)]
+        ids = [m.id for m in members]
+        await mongo.c.members.insert_many([member_to_doc(m) for m in members])
+        await mongo.c.credit_lots.insert_many(
+            [doc for i, member_id in enumerate(ids) for doc in _lots(member_id, i)]
+        )
+        await mongo.c.ledger.insert_many([doc for member_id in ids for doc in _entries(member_id)])
+        # Six conversations sent by each member, to six different members.
+        await mongo.c.conversations.insert_many(
+            [
+                _conversation(ids[i % MEMBERS], ids[(i % MEMBERS + 1 + i // MEMBERS) % MEMBERS], i)
+                for i in range(6 * MEMBERS)
+            ]
+        )
+        await mongo.c.idempotency.insert_many(
+            [
+                {"_id": new_id(), "memberId": member_id, "key": f"key-{k}", "requestHash": "x"}
+                for member_id in ids
+                for k in range(5)
+            ]
+        )
+        yield World(
+            mongo=mongo,
+            recorder=recorder,
+            members=MemberRepository(mongo),
+            lots=CreditLotRepository(mongo),
+            ledger=LedgerRepository(mongo),
+            conversations=ConversationRepository(mongo),
+            idempotency=IdempotencyRepository(mongo),
+            member_ids=ids,
+        )
+    finally:
+        await client.close()
+
+
+def _winning_plans(explain: Any) -> list[Any]:
+    """Every winning plan in an explain() reply (an aggregate's pushed-down $cursor included)."""
+    found: list[Any] = []
+    if isinstance(explain, dict):
+        for key, value in explain.items():
+            if key == "winningPlan":
+                found.append(value)
+            elif key != "rejectedPlans":
+                found.extend(_winning_plans(value))
+    elif isinstance(explain, list):
+        for item in explain:
+            found.extend(_winning_plans(item))
+    return found
+
+
+def _plan_facts(plan: Any, stages: set[str], indexes: set[str]) -> None:
+    if isinstance(plan, dict):
+        if isinstance(plan.get("stage"), str):
+            stages.add(plan["stage"])
+        if isinstance(plan.get("indexName"), str):
+            indexes.add(plan["indexName"])
+        for value in plan.values():
+            _plan_facts(value, stages, indexes)
+    elif isinstance(plan, list):
+        for item in plan:
+            _plan_facts(item, stages, indexes)
+
+
+async def explain_sent(
+    w: World, call: Callable[[], Awaitable[object]]
+) -> list[tuple[str, set[str], set[str]]]:
+    """Run `call`, then explain each query command it sent: (command, stages, index names)."""
+    w.recorder.commands.clear()
+    await call()
+    sent = list(w.recorder.commands)
+    assert sent, "the call sent no query"
+    facts = []
+    for command in sent:
+        name = next(iter(command))
+        query = {k: v for k, v in command.items() if k not in NOT_QUERY}
+        explain = await w.mongo.db.command({"explain": query, "verbosity": "queryPlanner"})
+        plans = _winning_plans(explain)
+        assert plans, f"no winning plan in the explain of {query}"
+        stages: set[str] = set()
+        indexes: set[str] = set()
+        _plan_facts(plans, stages, indexes)
+        facts.append((name, stages, indexes))
+    return facts
+
+
+def _one(w: World) -> str:
+    return w.member_ids[7]
+
+
+HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = {
+    # name: (the repository call, the indexes it may use)
+    "spendable lots of a member": (
+        lambda w: w.lots.active_for(_one(w)),
+        {"member_spendable"},
+    ),
+    "spendable lots of a batch of members": (
+        lambda w: w.lots.active_for_many(w.member_ids[:50]),
+        {"member_spendable"},
+    ),
+    "balance aggregate": (
+        lambda w: w.lots.balances(w.member_ids[:3], NOW),
+        {"member_spendable"},
+    ),
+    "lapsed lots (the expiry job)": (
+        lambda w: w.lots.lapsed_member_ids(NOW, after_id=None, limit=50),
+        {"member_spendable"},
+    ),
+    "earliest expiry": (lambda w: w.lots.next_expiry_at(NOW), {"expiry_due"}),
+    "credit lots page": (
+        lambda w: w.lots.page(_one(w), None, 20, None),
+        {"member_newest"},
+    ),
+    "credit lots page count": (
+        lambda w: w.lots.count(_one(w), None),
+        {"member_newest", "member_spendable"},
+    ),
+    "awaiting conversation between two members": (
+        lambda w: w.conversations.awaiting_between(w.member_ids[1], w.member_ids[8]),
+        {"one_awaiting_per_pair", "sender_newest"},
+    ),
+    "conversations page (sender or recipient, newest first)": (
+        lambda w: w.conversations.page_for(_one(w), None, 100, None),
+        {"sender_newest", "recipient_newest"},
+    ),
+    "conversations page count": (
+        lambda w: w.conversations.count_for(_one(w), None),
+        {"sender_newest", "recipient_newest"},
+    ),
+    "ledger page": (lambda w: w.ledger.page(_one(w), 20, None), {"member_seq"}),
+    "ledger page count": (lambda w: w.ledger.count(_one(w)), {"member_seq"}),
+    "ledger entries after a position": (
+        lambda w: w.ledger.entries_after(_one(w), 5),
+        {"member_seq"},
+    ),
+    "idempotency lookup": (lambda w: w.idempotency.find(_one(w), "key-3"), {"key_once"}),
+    "members due for renewal": (
+        lambda w: w.members.due_ids_for_renewal(NOW, after_id=None, limit=500),
+        {"renewals_due"},
+    ),
+    "earliest renewal": (lambda w: w.members.next_renewal_at(NOW), {"renewals_due"}),
+    "reminders due": (
+        lambda w: w.conversations.reminders_due_after(NOW, after=None, limit=100),
+        {"reminders_due_keyset", "reminders_due"},
+    ),
+    "earliest reminder": (
+        lambda w: w.conversations.next_reminder_due_at(NOW - timedelta(days=30)),
+        {"reminders_due_keyset", "reminders_due"},
+    ),
+    "members by id (DataLoader batch)": (
+        lambda w: w.members.get_many(w.member_ids[:100]),
+        {"_id_"},
+    ),
+    "member by id": (lambda w: w.members.get(_one(w)), {"_id_"}),
+}
+
+
+@pytest.mark.parametrize("name", list(HOT_QUERIES))
+async def test_a_hot_query_is_served_by_an_index_and_never_scans_the_collection(
+    world: World, name: str
+) -> None:
+    call, allowed = HOT_QUERIES[name]
+    for command, stages, indexes in await explain_sent(world, lambda: call(world)):
+        assert "COLLSCAN" not in stages, f"{name}: {command} scans the collection: {stages}"
+        assert stages & INDEX_STAGES, f"{name}: {command} uses no index: {stages}"
+        assert indexes <= allowed, f"{name}: {command} uses {indexes}, expected {allowed}"
+
+
+async def test_the_next_pages_use_the_same_indexes_as_the_first(world: World) -> None:
+    member_id = _one(world)
+    conversations = await world.conversations.page_for(member_id, None, 5, None)
+    ledger = await world.ledger.page(member_id, 5, None)
+    lots = await world.lots.page(member_id, None, 2, None)
+    assert conversations.end_cursor
+    assert ledger.end_cursor
+    assert lots.end_cursor
+    next_pages: list[tuple[Callable[[], Awaitable[object]], set[str]]] = [
+        (
+            lambda: world.conversations.page_for(member_id, None, 5, conversations.end_cursor),
+            {"sender_newest", "recipient_newest"},
+        ),
+        (lambda: world.ledger.page(member_id, 5, ledger.end_cursor), {"member_seq"}),
+        (lambda: world.lots.page(member_id, None, 2, lots.end_cursor), {"member_newest"}),
+    ]
+    for call, allowed in next_pages:
+        for command, stages, indexes in await explain_sent(world, call):
+            assert "COLLSCAN" not in stages, (command, stages)
+            assert stages & INDEX_STAGES, (command, stages)
+            assert indexes <= allowed, (command, indexes)
