@@ -1,0 +1,1 @@
+"""Reliability and security: many processes, crashes, a reference model, hostile input, access."""

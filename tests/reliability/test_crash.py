@@ -1,0 +1,359 @@
+"""A server killed with SIGKILL in the middle of a load loses nothing and doubles nothing.
+
+Clients retry what got no answer, with the same idempotency key, as SPEC 4 and 6 ask of them;
+after the restart every invariant of credits holds and every retried request took effect once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pymongo import AsyncMongoClient
+
+from inmail.services.base import request_hash
+from inmail.services.payments import Charge, PaymentGateway
+from reliability.conftest import http_client
+from reliability.invariants import Snapshot, problems
+from reliability.invariants import load as load_snapshot
+from reliability.remote import PURCHASE, RESPOND, SEND, Fleet, error_codes, variables_send
+from reliability.servers import (
+    Server,
+    abort_orphaned_transactions,
+    running,
+    transaction_lifetime,
+)
+from support import START, Api, Person, charges_of, codes
+
+pytestmark = pytest.mark.slow
+
+Doc = dict[str, Any]
+
+
+@dataclass
+class Request:
+    """One client request, kept so that it can be sent again exactly as it was."""
+
+    kind: str
+    query: str
+    variables: dict[str, Any]
+    member: Person
+    server: int
+    answer: dict[str, Any] | None = None
+    lost: bool = False
+    retries: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def key(self) -> str | None:
+        value = self.variables["i"].get("idempotencyKey")
+        return value if isinstance(value, str) else None
+
+    def payload(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert not body.get("errors"), body["errors"]
+        field_name = next(iter(body["data"]))
+        result: dict[str, Any] = body["data"][field_name]
+        return result
+
+
+async def fire(fleet: Fleet, request: Request, done: Callable[[], None]) -> None:
+    try:
+        response = await fleet.post(
+            request.query, request.variables, request.member.token, server=request.server
+        )
+    except httpx.TransportError:
+        request.lost = True  # the server died with this request: the client cannot know more
+        return
+    finally:
+        done()
+    assert response.status_code == 200, f"{response.status_code}: {response.text}"
+    request.answer = request.payload(response.json())
+
+
+async def retry(fleet: Fleet, request: Request, server: int) -> dict[str, Any]:
+    body = await fleet.raw(request.query, request.variables, request.member.token, server=server)
+    result = request.payload(body)
+    request.retries.append(result)
+    return result
+
+
+async def build_load(fleet: Fleet) -> list[Request]:
+    rng = random.Random(20260115)
+    senders = [await fleet.create_member(f"Sender {i}", "PREMIUM_BUSINESS") for i in range(4)]
+    recipients = list(
+        await asyncio.gather(
+            *(fleet.create_member(f"Recipient {i}", "BASIC", card=None) for i in range(60))
+        )
+    )
+    # InMails sent before the load, answered during it.
+    earlier: list[tuple[Person, str]] = []
+    for i, sender in enumerate(senders):
+        for recipient in recipients[i * 5 : i * 5 + 5]:
+            sent = await fleet.send(sender, recipient, f"before-{uuid.uuid4().hex}")
+            assert sent["errors"] == []
+            earlier.append((recipient, sent["conversation"]["id"]))
+    load: list[Request] = []
+    for sender in senders:
+        for recipient in rng.sample(recipients[20:], 12):
+            load.append(
+                Request(
+                    "send",
+                    SEND,
+                    variables_send(recipient.id, f"send-{uuid.uuid4().hex}"),
+                    sender,
+                    rng.randrange(2),
+                )
+            )
+        for _ in range(6):
+            load.append(
+                Request(
+                    "purchase",
+                    PURCHASE,
+                    {"i": {"quantity": rng.randint(1, 3), "idempotencyKey": uuid.uuid4().hex}},
+                    sender,
+                    rng.randrange(2),
+                )
+            )
+    for recipient, conversation_id in earlier:
+        response = rng.choice(["INTERESTED", "MAYBE_LATER", "NOT_INTERESTED"])
+        load.append(
+            Request(
+                "respond",
+                RESPOND,
+                {"i": {"conversationId": conversation_id, "response": response}},
+                recipient,
+                rng.randrange(2),
+            )
+        )
+    rng.shuffle(load)
+    return load
+
+
+async def run_until_killed(
+    fleet: Fleet, load: list[Request], victim: Server, kill_after: int
+) -> None:
+    """Send the whole load at once; SIGKILL the victim once `kill_after` requests are done."""
+    finished = 0
+    halfway = asyncio.Event()
+
+    def done() -> None:
+        nonlocal finished
+        finished += 1
+        if finished >= kill_after:
+            halfway.set()
+
+    tasks = [asyncio.create_task(fire(fleet, request, done)) for request in load]
+    await halfway.wait()
+    await asyncio.to_thread(victim.kill)
+    await asyncio.gather(*tasks)
+
+
+async def test_a_server_killed_mid_load_then_restarted_keeps_every_invariant_and_retries_once(
+    mongodb_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    try:
+        async with transaction_lifetime(mongodb_uri, seconds=5):
+            load, snapshot = await crash_and_recover(mongodb_uri, db_name, tmp_path)
+    finally:
+        await abort_orphaned_transactions(mongodb_uri)
+
+    assert problems(snapshot, START) == []
+    assert_every_keyed_request_took_effect_at_most_once(load, snapshot)
+
+
+async def crash_and_recover(
+    mongodb_uri: str, db_name: str, tmp_path: Path
+) -> tuple[list[Request], Snapshot]:
+    with running(2, mongodb_uri, db_name, tmp_path) as servers:
+        victim = servers[0]
+        async with http_client() as client:
+            fleet = Fleet(client, [s.url for s in servers])
+            load = await build_load(fleet)
+            await run_until_killed(fleet, load, victim, kill_after=len(load) // 3)
+
+            lost = [r for r in load if r.lost]
+            assert lost, "the kill landed after the load: nothing was in flight"
+            assert all(r.server == 0 for r in lost)
+
+            victim.launch()  # the same port, database and settings
+            await asyncio.to_thread(victim.wait_ready)
+
+            # Every request without an answer is sent again, as it was, to either server.
+            for i, request in enumerate(lost):
+                result = await retry(fleet, request, server=i % 2)
+                if request.kind == "respond":
+                    assert error_codes(result) in ([], ["ALREADY_RESPONDED"])
+                else:
+                    assert set(error_codes(result)) <= {"INSUFFICIENT_CREDITS", "CAP_EXCEEDED"}
+            # And once more: a retry of a request that has completed returns its first result.
+            for request in lost:
+                first = request.retries[0]
+                if request.key is not None and not error_codes(first):
+                    assert identity(await retry(fleet, request, server=1)) == identity(first)
+
+        mongo: AsyncMongoClient[Doc] = AsyncMongoClient(mongodb_uri, tz_aware=True)
+        try:
+            return load, await load_snapshot(mongo[db_name])
+        finally:
+            await mongo.close()
+
+
+def identity(result: dict[str, Any]) -> tuple[object, ...]:
+    """What a replay must repeat: the same conversation or lot, the same credits left."""
+    made = result.get("conversation") or result.get("lot") or {}
+    return (made.get("id"), result.get("creditsLeft"), tuple(error_codes(result)))
+
+
+def assert_every_keyed_request_took_effect_at_most_once(
+    load: list[Request], snapshot: Snapshot
+) -> None:
+    records = {(r["memberId"], r["key"]): r for r in snapshot.idempotency}
+    conversations = {c["_id"] for c in snapshot.conversations}
+    purchases_by_key = Counter((p["memberId"], p["idempotencyKey"]) for p in snapshot.purchases)
+    debits = Counter(e.get("conversationId") for e in snapshot.ledger if e["kind"] == "DEBIT")
+    for request in load:
+        if request.key is None:
+            continue
+        outcome = request.answer if request.answer is not None else request.retries[0]
+        member_id = request.member.id
+        record = records.get((member_id, request.key))
+        if error_codes(outcome):
+            assert record is None, f"{request.kind} {request.key} was refused yet recorded"
+            continue
+        assert record is not None, f"{request.kind} {request.key} succeeded without a record"
+        if request.kind == "send":
+            conversation_id = record["result"]["conversationId"]
+            assert conversation_id in conversations
+            assert outcome["conversation"]["id"] == conversation_id
+            assert debits[conversation_id] == 1
+        else:
+            assert purchases_by_key[(member_id, request.key)] == 1
+            assert outcome["lot"]["id"] == record["result"]["lotId"]
+
+
+# A crash between the charge and the grant, and a refund, made to happen on purpose.
+
+
+async def test_a_purchase_charged_when_its_server_died_is_granted_once_when_retried(
+    api: Api,
+) -> None:
+    ivy = await api.create_member("Ivy Buyer", "PREMIUM_CAREER")
+    # The gateway charged the card for key "ivy-1", then the process died before the grant.
+    await api.container.deps.charges.charge_once(
+        ivy.id, "ivy-1", quantity=3, card_last4="4242", at=START
+    )
+
+    first = await api.purchase(ivy, 3, "ivy-1")
+    again = await api.purchase(ivy, 3, "ivy-1")
+
+    assert first["errors"] == []
+    assert again == first
+    assert first["creditsLeft"] == 8
+    assert await api.balance(ivy) == 8
+    charges = await charges_of(api, ivy)
+    assert [(c["idempotencyKey"], c["status"]) for c in charges] == [("ivy-1", "SUCCEEDED")]
+    snapshot = await load_snapshot(api.container.mongo.db)
+    assert len(snapshot.purchases) == 1
+    assert problems(snapshot, START) == []
+
+
+class BalanceMovingGateway:
+    """The built-in gateway, slow enough that the member's balance moves while it charges.
+
+    A real provider takes a while; meanwhile another purchase of the same member is granted
+    (here: run from inside the first charge, so that the race happens every time).
+    """
+
+    def __init__(self, inner: PaymentGateway, meanwhile: Callable[[], Awaitable[object]]) -> None:
+        self.inner = inner
+        self.meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
+
+    async def charge(
+        self, member_id: str, idempotency_key: str, quantity: int, card: Any, at: Any
+    ) -> Charge:
+        charge = await self.inner.charge(member_id, idempotency_key, quantity, card, at)
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            await meanwhile()
+        return charge
+
+    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
+        return await self.inner.find(member_id, idempotency_key)
+
+    async def refund(self, charge: Charge, at: Any) -> None:
+        await self.inner.refund(charge, at)
+
+
+async def test_a_purchase_refunded_after_a_race_is_refused_when_the_race_is_over(
+    api: Api,
+) -> None:
+    """The race itself is handled: the loser is refused with CAP_EXCEEDED and refunded."""
+    hal = await api.create_member("Hal Buyer", "PREMIUM_CAREER")  # 5 of a cap of 15
+    api.container.gateway = BalanceMovingGateway(
+        api.container.gateway, lambda: api.purchase(hal, 10, "hal-other")
+    )
+
+    refused = await api.purchase(hal, 10, "hal-1")
+
+    assert codes(refused) == ["CAP_EXCEEDED"]
+    assert await api.balance(hal) == 15
+    statuses = {c["idempotencyKey"]: c["status"] for c in await charges_of(api, hal)}
+    assert statuses == {"hal-1": "REFUNDED", "hal-other": "SUCCEEDED"}
+    assert problems(await load_snapshot(api.container.mongo.db), START) == []
+
+
+async def test_retrying_a_refunded_purchase_never_grants_credits_without_a_charge(
+    api: Api,
+) -> None:
+    hal = await api.create_member("Hal Buyer", "PREMIUM_CAREER")
+    api.container.gateway = BalanceMovingGateway(
+        api.container.gateway, lambda: api.purchase(hal, 10, "hal-other")
+    )
+    assert codes(await api.purchase(hal, 10, "hal-1")) == ["CAP_EXCEEDED"]
+    for i in range(10):  # room under the cap again
+        recipient = await api.create_member(f"Reader {i}", "BASIC", card=None)
+        assert (await api.send(hal, recipient))["errors"] == []
+    assert await api.balance(hal) == 5
+
+    retried = await api.purchase(hal, 10, "hal-1")
+
+    charges = await charges_of(api, hal)
+    succeeded = [c for c in charges if c["status"] == "SUCCEEDED"]
+    purchases = await api.container.mongo.c.purchases.count_documents({"memberId": hal.id})
+    # Either the retry replays the refusal, or it charges the card again: never free credits.
+    if retried["errors"]:
+        assert await api.balance(hal) == 5
+    assert len(succeeded) == purchases
+    assert problems(await load_snapshot(api.container.mongo.db), START) == []
+
+
+async def test_a_purchase_killed_while_refunding_is_refunded_when_retried(api: Api) -> None:
+    hal = await api.create_member("Hal Buyer", "PREMIUM_CAREER")
+    assert (await api.purchase(hal, 10, "hal-fill"))["errors"] == []  # 15: at the cap
+    # What purchase_credits had written when the process died inside _refund: the charge of
+    # a purchase refused for the cap (the balance moved after its check), and the key held
+    # with that refusal, before the gateway's refund ran.
+    deps = api.container.deps
+    await deps.charges.charge_once(hal.id, "hal-1", quantity=10, card_last4="4242", at=START)
+    await deps.idempotency.hold(
+        hal.id,
+        "hal-1",
+        operation="purchaseInMailCredits",
+        request_hash=request_hash("purchaseInMailCredits", quantity=10),
+        refusal={"code": "CAP_EXCEEDED", "message": "Over the cap.", "field": "quantity"},
+        at=START,
+    )
+
+    retried = await api.purchase(hal, 10, "hal-1")
+
+    assert codes(retried) == ["CAP_EXCEEDED"]
+    statuses = {c["idempotencyKey"]: c["status"] for c in await charges_of(api, hal)}
+    assert statuses == {"hal-fill": "SUCCEEDED", "hal-1": "REFUNDED"}
+    assert problems(await load_snapshot(api.container.mongo.db), START) == []

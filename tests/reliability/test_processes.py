@@ -1,0 +1,211 @@
+"""Several service processes on one database: concurrent requests never overspend (SPEC 3-6)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from inmail.services import scheduling
+from reliability.invariants import load, problems
+from reliability.remote import CANCEL, CHANGE_PLAN, Fleet, error_codes, member_token
+from support import START, Person, open_api
+from support import test_settings as service_settings
+
+pytestmark = pytest.mark.slow
+
+Doc = dict[str, Any]
+
+
+def key(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:12]}"
+
+
+async def basic_members(fleet: Fleet, count: int, label: str) -> list[Person]:
+    return list(
+        await asyncio.gather(
+            *(fleet.create_member(f"{label} {i}", "BASIC", card=None) for i in range(count))
+        )
+    )
+
+
+async def assert_invariants(mongo: AsyncMongoClient[Doc], db_name: str) -> None:
+    assert problems(await load(mongo[db_name]), START) == []
+
+
+async def test_two_hundred_concurrent_sends_from_five_credits_spend_exactly_five(
+    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+) -> None:
+    ada = await fleet.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    recipients = await basic_members(fleet, 200, "Recipient")
+    assert await fleet.balance(ada) == 5
+
+    results = await asyncio.gather(*(fleet.send(ada, r, key("burst")) for r in recipients))
+
+    outcomes = Counter("OK" if not r["errors"] else error_codes(r)[0] for r in results)
+    assert outcomes == {"OK": 5, "INSUFFICIENT_CREDITS": 195}
+    assert sorted(r["creditsLeft"] for r in results if not r["errors"]) == [0, 1, 2, 3, 4]
+    assert await fleet.balance(ada) == 0
+    db = fleet_mongo[fleet_db]
+    assert await db.conversations.count_documents({"senderId": ada.id}) == 5
+    assert await db.ledger.count_documents({"memberId": ada.id, "kind": "DEBIT"}) == 5
+    await assert_invariants(fleet_mongo, fleet_db)
+
+
+async def test_fifty_concurrent_sends_to_one_recipient_open_one_conversation(
+    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+) -> None:
+    bea = await fleet.create_member("Bea Recruiter", "PREMIUM_BUSINESS")
+    [carl] = await basic_members(fleet, 1, "Carl")
+
+    results = await asyncio.gather(*(fleet.send(bea, carl, key("same")) for _ in range(50)))
+
+    outcomes = Counter("OK" if not r["errors"] else error_codes(r)[0] for r in results)
+    assert outcomes == {"OK": 1, "AWAITING_RESPONSE": 49}
+    assert await fleet.balance(bea) == 14
+    db = fleet_mongo[fleet_db]
+    assert await db.conversations.count_documents({"senderId": bea.id}) == 1
+    assert await db.ledger.count_documents({"memberId": bea.id, "kind": "DEBIT"}) == 1
+    await assert_invariants(fleet_mongo, fleet_db)
+
+
+async def test_twenty_concurrent_responses_to_one_inmail_credit_back_once(
+    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+) -> None:
+    eve = await fleet.create_member("Eve Sourcer", "PREMIUM_CAREER")
+    [finn] = await basic_members(fleet, 1, "Finn")
+    sent = await fleet.send(eve, finn, key("respond"))
+    conversation_id = sent["conversation"]["id"]
+    assert await fleet.balance(eve) == 4
+    kinds = ["INTERESTED", "MAYBE_LATER", "NOT_INTERESTED", "INTERESTED"]
+
+    results = await asyncio.gather(
+        *(fleet.respond(finn, conversation_id, kinds[i % len(kinds)]) for i in range(20))
+    )
+
+    outcomes = Counter("OK" if not r["errors"] else error_codes(r)[0] for r in results)
+    assert outcomes == {"OK": 1, "ALREADY_RESPONDED": 19}
+    [winner] = [r for r in results if not r["errors"]]
+    assert winner["creditedBack"] is True
+    assert await fleet.balance(eve) == 5
+    db = fleet_mongo[fleet_db]
+    backs = await db.ledger.count_documents(
+        {"memberId": eve.id, "kind": "CREDIT_BACK", "conversationId": conversation_id}
+    )
+    assert backs == 1
+    assert await db.credit_lots.count_documents({"memberId": eve.id, "source": "CREDIT_BACK"}) == 1
+    await assert_invariants(fleet_mongo, fleet_db)
+
+
+async def test_twenty_concurrent_purchases_with_one_key_charge_once_and_grant_one_lot(
+    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+) -> None:
+    gus = await fleet.create_member("Gus Buyer", "PREMIUM_CAREER")
+    shared = key("buy")
+
+    results = await asyncio.gather(*(fleet.purchase(gus, 3, shared) for _ in range(20)))
+
+    assert [r["errors"] for r in results] == [[]] * 20
+    assert {r["lot"]["id"] for r in results} == {results[0]["lot"]["id"]}
+    assert {r["creditsLeft"] for r in results} == {8}
+    assert await fleet.balance(gus) == 8
+    db = fleet_mongo[fleet_db]
+    assert await db.charges.count_documents({"memberId": gus.id}) == 1
+    assert await db.purchases.count_documents({"memberId": gus.id}) == 1
+    assert await db.credit_lots.count_documents({"memberId": gus.id, "source": "PURCHASE"}) == 1
+    await assert_invariants(fleet_mongo, fleet_db)
+
+
+async def test_concurrent_purchases_near_the_cap_never_exceed_it_and_refund_the_losers(
+    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+) -> None:
+    hal = await fleet.create_member("Hal Buyer", "PREMIUM_CAREER")  # 5 of a cap of 15
+
+    results = await asyncio.gather(*(fleet.purchase(hal, 10, key("cap")) for _ in range(20)))
+
+    outcomes = Counter("OK" if not r["errors"] else error_codes(r)[0] for r in results)
+    assert outcomes == {"OK": 1, "CAP_EXCEEDED": 19}
+    assert await fleet.balance(hal) == 15
+    db = fleet_mongo[fleet_db]
+    assert await db.charges.count_documents({"memberId": hal.id, "status": "SUCCEEDED"}) == 1
+    assert await db.purchases.count_documents({"memberId": hal.id}) == 1
+    await assert_invariants(fleet_mongo, fleet_db)
+
+
+async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_every_invariant(
+    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str, mongodb_uri: str
+) -> None:
+    db = fleet_mongo[fleet_db]
+    # Zoe joined 90 days ago: her first allotment lapses at this very instant (START), while the
+    # two renewals since (17 Nov, 17 Dec) are still good for 10 credits.
+    async with open_api(
+        mongodb_uri, fleet_db, service_settings(clock_start=START - timedelta(days=90))
+    ) as past:
+        zoe_id = (await past.create_member("Zoe Early", "PREMIUM_CAREER")).id
+        [first_lot] = [doc async for doc in db.credit_lots.find({"memberId": zoe_id})]
+        assert first_lot["expiresAt"] == START
+        past.advance(days=90)
+        assert past.clock.now() == START
+        zoe = Person(zoe_id, member_token(zoe_id))
+        cleo = await fleet.create_member("Cleo Quitter", "PREMIUM_CAREER")
+        dan = await fleet.create_member("Dan Upgrader", "PREMIUM_CAREER")
+        recipients = await basic_members(fleet, 15, "Target")
+
+        sends = [
+            *(fleet.send(cleo, r, key("cancel")) for r in recipients[:10]),
+            *(fleet.send(dan, r, key("change")) for r in recipients[:10]),
+            *(fleet.send(zoe, r, key("expiry")) for r in recipients),
+        ]
+        others: list[Any] = [
+            fleet.gql(CANCEL, token=cleo.token),
+            fleet.gql(CHANGE_PLAN, {"i": {"plan": "PREMIUM_BUSINESS"}}, dan.token),
+            scheduling.run_due_jobs(past.container.deps, START),
+        ]
+        results = await asyncio.gather(*sends, *others)
+        cleo_sends, dan_sends, zoe_sends = results[:10], results[10:20], results[20:35]
+        cancelled, changed = results[35]["cancelSubscription"], results[36]["changePlan"]
+
+    assert cancelled["errors"] == []
+    assert changed["errors"] == []
+
+    def ok(rs: list[dict[str, Any]]) -> int:
+        return sum(1 for r in rs if not r["errors"])
+
+    assert {c for r in cleo_sends for c in error_codes(r)} <= {
+        "SUBSCRIPTION_INACTIVE",
+        "INSUFFICIENT_CREDITS",
+    }
+    assert ok(cleo_sends) <= 5
+    assert await fleet.balance(cleo) == 0
+    forfeited = [e async for e in db.ledger.find({"memberId": cleo.id, "kind": "FORFEIT"})]
+    assert sum(e["delta"] for e in forfeited) == -(5 - ok(cleo_sends))
+
+    assert {c for r in dan_sends for c in error_codes(r)} <= {"INSUFFICIENT_CREDITS"}
+    # Dan's sends spend either Career credits (then forfeited) or the Business allotment.
+    dan_debits = [e async for e in db.ledger.find({"memberId": dan.id, "kind": "DEBIT"})]
+    assert len(dan_debits) == ok(dan_sends)
+    [business] = [d async for d in db.credit_lots.find({"memberId": dan.id, "quantity": 15})]
+    on_business = sum(1 for e in dan_debits if e["lotId"] == business["_id"])
+    assert await fleet.balance(dan) == 15 - on_business
+    forfeited = [e async for e in db.ledger.find({"memberId": dan.id, "kind": "FORFEIT"})]
+    assert sum(e["delta"] for e in forfeited) == -(5 - (len(dan_debits) - on_business))
+
+    # Zoe spends the 10 credits still good, and never one of the lapsed lot.
+    assert Counter("OK" if not r["errors"] else error_codes(r)[0] for r in zoe_sends) == {
+        "OK": 10,
+        "INSUFFICIENT_CREDITS": 5,
+    }
+    assert await fleet.balance(zoe) == 0
+    lapsed = await db.credit_lots.find_one({"_id": first_lot["_id"]})
+    assert lapsed is not None
+    assert lapsed["status"] == "EXPIRED"
+    assert await db.ledger.count_documents({"lotId": first_lot["_id"], "kind": "DEBIT"}) == 0
+    expire = await db.ledger.find_one({"lotId": first_lot["_id"], "kind": "EXPIRE"})
+    assert expire is not None
+    assert (expire["delta"], expire["at"]) == (-5, START)
+    await assert_invariants(fleet_mongo, fleet_db)
