@@ -47,10 +47,14 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         try:
-            return json.loads(data)
+            decoded = json.loads(data)
         except UnicodeDecodeError:
             # Bytes that are no Unicode at all are as malformed as bad JSON: 400, not 500.
             raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
+        if not isinstance(decoded, dict | list):
+            # Only an object is a request (a list, a batch, Strawberry refuses itself): 400.
+            raise json.JSONDecodeError("the body is not a JSON object", "", 0)
+        return decoded
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         header = request.headers.get("authorization")

@@ -34,9 +34,9 @@ _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
 _seen_names: set[str] = set()
 
 
-def operation_label(name: str | None) -> str:
+def operation_label(name: object) -> str:
     """The label value for an operation name: itself, `anonymous`, or `other` past the cap."""
-    if not name:
+    if not name or not isinstance(name, str):
         return "anonymous"
     if not _NAME.fullmatch(name):
         return "other"

@@ -131,6 +131,7 @@ class HoldingGateway:
         self.refunding = asyncio.Event()
         self.refund_may_go = asyncio.Event()
         self.refund_may_go.set()
+        self.refunds_waiting = 0
 
     async def charge(
         self, member_id: str, idempotency_key: str, quantity: int, card: PaymentMethod, at: datetime
@@ -141,7 +142,11 @@ class HoldingGateway:
             await self.charge_may_return.wait()
         return charge
 
+    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
+        return await self.inner.find(member_id, idempotency_key)
+
     async def refund(self, charge: Charge, at: datetime) -> None:
+        self.refunds_waiting += 1
         self.refunding.set()
         await self.refund_may_go.wait()
         await self.inner.refund(charge, at)
@@ -189,8 +194,14 @@ async def test_a_retry_while_its_charge_is_being_refunded_grants_nothing_on_that
     for reader in await members(api, 10):  # room again, before the refund lands
         assert (await api.send(ada, reader))["errors"] == []
 
-    during_refund = await api.purchase(ada, 10, key="slow-order")
+    # The retry finds the key held by the refusal and sees the refund through itself.
+    retry = asyncio.create_task(api.purchase(ada, 10, key="slow-order"))
+    for _ in range(500):
+        if gateway.refunds_waiting == 2 or retry.done():
+            break
+        await asyncio.sleep(0.01)
     gateway.refund_may_go.set()
+    during_refund = await retry
     assert codes(await slow) == ["CAP_EXCEEDED"]
     after_refund = await api.purchase(ada, 10, key="slow-order")
 

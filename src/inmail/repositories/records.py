@@ -82,6 +82,9 @@ class PurchaseRepository:
     def __init__(self, mongo: Mongo) -> None:
         self._c = mongo.c.purchases
 
+    async def exists_for_charge(self, charge_id: str) -> bool:
+        return await self._c.find_one({"chargeId": charge_id}, {"_id": 1}) is not None
+
     async def insert(self, purchase: Purchase, session: Session) -> None:
         await self._c.insert_one(
             {
@@ -140,6 +143,11 @@ class ChargeRepository:
                 raise
             return existing
         return doc
+
+    async def standing(self, member_id: str, key: str) -> Doc | None:
+        return await self._c.find_one(
+            {"memberId": member_id, "idempotencyKey": key, "status": "SUCCEEDED"}
+        )
 
     async def refund(self, charge_id: str, at: datetime) -> None:
         await self._c.update_one(

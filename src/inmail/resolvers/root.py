@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import strawberry
 from graphql import ASTValidationRule, GraphQLError
+from graphql import ExecutionResult as GraphQLExecutionResult
+from starlette.websockets import WebSocket
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -22,6 +24,7 @@ from strawberry.extensions import (
 from strawberry.extensions.max_aliases import create_validator as alias_limit_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_limit_rule
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from inmail.observability import OperationMetrics
 from inmail.resolvers.mutation import Mutation
@@ -33,16 +36,38 @@ from inmail.settings import Settings
 
 log = logging.getLogger("inmail.graphql")
 
-EXTRA_TYPES: list[type] = []
-"""Roots and types that other modules add (the Subscription root, advanceClock)."""
-
 
 def is_unexpected(error: GraphQLError) -> bool:
-    """An error from inside a resolver that was not raised on purpose: a bug, masked."""
+    """A failure nobody raised on purpose: a bug, masked.
+
+    Errors GraphQL itself reports (syntax, validation, a variable of the wrong type, whose
+    original error is the scalar's ValueError) are the client's to read; so are ApiErrors.
+    """
     original = error.original_error
-    if original is None or isinstance(original, ApiError):
+    if original is None or isinstance(original, ApiError | GraphQLError):
         return False
-    return error.path is not None
+    return error.path is not None or not isinstance(original, ValueError)
+
+
+class SubscriptionsOverWebsockets(SchemaExtension):
+    """A subscription sent over HTTP is refused before it runs: it is served on websockets."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.operation_type is OperationType.SUBSCRIPTION and not isinstance(
+            getattr(context.context, "request", None), WebSocket
+        ):
+            context.result = GraphQLExecutionResult(
+                data=None,
+                errors=[
+                    ApiError(
+                        "Subscriptions are served over websockets on /graphql "
+                        "(graphql-transport-ws or graphql-ws), not over HTTP.",
+                        "BAD_REQUEST",
+                    )
+                ],
+            )
+        yield
 
 
 class InMailSchema(strawberry.Schema):
@@ -79,6 +104,7 @@ def build_schema(
         functools.partial(ParserCache, maxsize=256),
         functools.partial(ValidationCache, maxsize=256),
         functools.partial(MaskErrors, should_mask_error=is_unexpected),
+        SubscriptionsOverWebsockets,
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)

@@ -33,6 +33,9 @@ class PaymentGateway(Protocol):
 
     async def refund(self, charge: Charge, at: datetime) -> None: ...
 
+    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
+        """The standing (not refunded) charge made under this key, if any."""
+
 
 class BuiltinGateway:
     """Accepts any unexpired card and records the charge; a real provider plugs in instead."""
@@ -57,3 +60,7 @@ class BuiltinGateway:
 
     async def refund(self, charge: Charge, at: datetime) -> None:
         await self._charges.refund(charge.id, at)
+
+    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
+        doc = await self._charges.standing(member_id, idempotency_key)
+        return Charge(id=doc["_id"], quantity=doc["quantity"]) if doc else None

@@ -34,6 +34,8 @@ async def purchase_credits(
 
     prior = await deps.idempotency.find(member_id, key)
     if prior is not None:
+        if prior.get("refusal") is not None and prior["requestHash"] == fingerprint:
+            await _finish_refund(deps, gateway, member_id, key, now)
         return await _replay(deps, prior, fingerprint)
     member = await deps.members.get(member_id)
     if member is None:
@@ -142,6 +144,20 @@ async def _refund(
         await gateway.refund(charge, now)
     finally:
         await deps.idempotency.release(member_id, key)
+
+
+async def _finish_refund(
+    deps: Deps, gateway: PaymentGateway, member_id: str, key: str, now: datetime
+) -> None:
+    """A retry that finds its key held by a refusal makes sure the refund happened.
+
+    The process that held the key may have died before refunding: refunding again is a no-op,
+    and a charge that bought a lot is never refunded. Then the key is free for a fresh attempt.
+    """
+    charge = await gateway.find(member_id, key)
+    if charge is not None and not await deps.purchases.exists_for_charge(charge.id):
+        await gateway.refund(charge, now)
+    await deps.idempotency.release(member_id, key)
 
 
 def _check_prior(prior: dict[str, Any], fingerprint: str) -> None:

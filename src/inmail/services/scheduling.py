@@ -284,6 +284,8 @@ def advance_by(days: int | None, hours: int | None) -> timedelta:
         raise _invalid("days must not be negative.", "days")
     if hours < 0:
         raise _invalid("hours must not be negative.", "hours")
+    if days * 24 + hours > MAX_ADVANCE // timedelta(hours=1):  # before timedelta can overflow
+        raise _invalid(f"The clock moves at most {MAX_ADVANCE.days} days at a time.")
     delta = timedelta(days=days, hours=hours)
     if delta <= timedelta(0):
         raise _invalid("Advance the clock by at least one hour (days and/or hours).")
