@@ -373,5 +373,8 @@ async def test_a_member_pages_database_reads_do_not_grow_with_its_conversations(
         client.close()
 
     assert (shown_10, shown_100) == (14, 100)
-    assert len(reads_100) == len(reads_10), (reads_10, reads_100)
+    # Sibling fields (the conversations page, the ledger page) resolve concurrently, so whether
+    # their nested lookups share one DataLoader batch depends on timing: the count may differ by
+    # a batch between runs, but one lookup per item would add about 90 reads here.
     assert len(reads_10) <= 12, reads_10
+    assert len(reads_100) <= 12, reads_100

@@ -310,11 +310,11 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
     "earliest renewal": (lambda w: w.members.next_renewal_at(NOW), {"renewals_due"}),
     "reminders due": (
         lambda w: w.conversations.reminders_due_after(NOW, after=None, limit=100),
-        {"reminders_due_keyset", "reminders_due"},
+        {"reminders_due_keyset"},
     ),
     "earliest reminder": (
         lambda w: w.conversations.next_reminder_due_at(NOW - timedelta(days=30)),
-        {"reminders_due_keyset", "reminders_due"},
+        {"reminders_due_keyset"},
     ),
     "members by id (DataLoader batch)": (
         lambda w: w.members.get_many(w.member_ids[:100]),

@@ -25,3 +25,19 @@ def test_the_readme_opens_with_the_two_commands() -> None:
         "make test    # installs the test tools into .venv and runs the whole suite on a real "
         "mongod",
     ]
+
+
+def test_the_readme_index_table_lists_every_index_the_service_creates() -> None:
+    from inmail.repositories.mongo import INDEXES
+
+    rows = {
+        (cells[1].strip(), cells[2].strip().strip("`"))
+        for line in README.read_text().splitlines()
+        if line.startswith("| ") and len(cells := line.split("|")) > 3
+    }
+    created = {
+        (collection, model.document["name"])
+        for collection, models in INDEXES.items()
+        for model in models
+    }
+    assert created <= rows, f"missing from README: {sorted(created - rows)}"

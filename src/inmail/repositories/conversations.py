@@ -182,19 +182,6 @@ class ConversationRepository:
     async def count_for(self, member_id: str, state: ConversationState | None) -> int:
         return await self._c.count_documents(self._query(member_id, state))
 
-    async def reminders_due(self, now: datetime, *, limit: int) -> list[Conversation]:
-        docs = await self._mongo.find_all(
-            self._c,
-            {
-                "state": ConversationState.AWAITING_RESPONSE.value,
-                "reminderSentAt": None,
-                "reminderDueAt": {"$lte": now},
-            },
-            sort=[("reminderDueAt", 1)],
-            limit=limit,
-        )
-        return [conversation_from_doc(doc) for doc in docs]
-
     async def mark_reminded(self, conversation_id: str, at: datetime, session: Session) -> bool:
         result = await self._c.update_one(
             {

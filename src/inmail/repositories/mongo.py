@@ -111,11 +111,6 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             partialFilterExpression={"kind": "DIRECT"},
             name="one_direct_per_pair",
         ),
-        IndexModel(
-            [("reminderDueAt", ASCENDING)],
-            partialFilterExpression={"state": "AWAITING_RESPONSE", "reminderSentAt": None},
-            name="reminders_due",
-        ),
         # The reminder job's keyset, (reminderDueAt, _id), so a pass never meets one twice.
         IndexModel(
             [("reminderDueAt", ASCENDING), ("_id", ASCENDING)],
@@ -125,6 +120,8 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
     ],
     "purchases": [
         IndexModel([("memberId", ASCENDING), ("at", DESCENDING)], name="member_newest"),
+        # A charge buys at most one purchase.
+        IndexModel([("chargeId", ASCENDING)], unique=True, name="one_per_charge"),
     ],
     "charges": [
         IndexModel(
