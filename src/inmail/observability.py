@@ -23,6 +23,7 @@ from strawberry.types.graphql import OperationType
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.metrics import CREDITS, INMAILS_SENT, REQUEST_SECONDS, REQUESTS
+from inmail.processes import pid_alive
 
 # The Prometheus text format 0.0.4, which every scraper reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -125,17 +126,7 @@ def _forget_dead_processes(directory: Path) -> None:
     # subscribers connected; its counters stay, as Prometheus expects of counters.
     for path in directory.glob("gauge_live*.db"):
         match = _LIVE_GAUGE_FILE.fullmatch(path.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             with contextlib.suppress(OSError):
                 pid = int(match.group(1))
                 multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from inmail.bootstrap import build_container
+from inmail.processes import free_port
 from inmail.repositories.mongo import Mongo
 from support import TEST_SECRET, Api, Person
 from support import test_settings as settings_for_tests
@@ -56,13 +56,6 @@ class Server:
         return f"ws://127.0.0.1:{self.port}/graphql"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _environment(mongodb_uri: str, db_name: str, data_dir: Path) -> dict[str, str]:
     env = {
         k: v
@@ -81,7 +74,7 @@ def _environment(mongodb_uri: str, db_name: str, data_dir: Path) -> dict[str, st
 
 
 def _start(name: str, env: dict[str, str], tmp_path: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,9 @@ from typing import Any
 
 import pytest
 
+from inmail.processes import free_port
+
 INMAIL = [sys.executable, "-m", "inmail"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
@@ -66,7 +60,7 @@ def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60
 class Server:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
@@ -155,7 +149,7 @@ def test_a_second_serve_on_the_same_data_folder_is_refused_with_a_clear_message(
     try:
         second = subprocess.run(
             [*INMAIL, "serve"],
-            env=_env(data_dir, _free_port()),
+            env=_env(data_dir, free_port()),
             capture_output=True,
             text=True,
             timeout=60,
@@ -183,7 +177,7 @@ def test_a_stale_lock_file_from_a_dead_process_does_not_stop_serve(data_dir: Pat
 def test_a_mongod_that_cannot_start_gets_a_message_not_a_traceback(data_dir: Path) -> None:
     result = subprocess.run(
         [*INMAIL, "serve"],
-        env=_env(data_dir, _free_port(), INMAIL_MONGOD_BIN="/bin/false"),
+        env=_env(data_dir, free_port(), INMAIL_MONGOD_BIN="/bin/false"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -196,7 +190,7 @@ def test_a_mongod_that_cannot_start_gets_a_message_not_a_traceback(data_dir: Pat
 def test_a_bad_setting_stops_start_up_naming_the_variable(data_dir: Path) -> None:
     result = subprocess.run(
         [*INMAIL, "serve"],
-        env=_env(data_dir, _free_port(), INMAIL_SCHEDULER_INTERVAL="soon"),
+        env=_env(data_dir, free_port(), INMAIL_SCHEDULER_INTERVAL="soon"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
+from inmail.processes import free_port
+
 pytestmark = pytest.mark.slow
 
 _SCRIPT = Path(sys.executable).with_name("inmail")
 INMAIL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "inmail"]
 GIVE_UP = 120.0  # a guard against hanging forever, not a performance expectation
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> tuple[int, str, bytes]:
@@ -99,7 +93,7 @@ class Served:
         self.tmp_dir = tmp_path / "tmp"
         self.tmp_dir.mkdir()
         self.log_path = tmp_path / "serve.log"
-        self.port = _free_port()
+        self.port = free_port()
         env = {
             k: v
             for k, v in os.environ.items()

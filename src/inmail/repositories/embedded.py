@@ -23,6 +23,8 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
+from inmail.processes import free_port, pid_alive
+
 REPLICA_SET = "rs0"
 _OWNER_FILE = "inmail-owner.pid"
 _PORT_FILE = "mongod.port"
@@ -51,13 +53,6 @@ def find_mongod_binary(explicit: Path | None = None) -> Path | None:
     return Path(found) if found else None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -65,16 +60,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_pid(path: Path) -> int | None:
@@ -122,7 +107,7 @@ class EmbeddedMongod:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._check_not_in_use()
-        self.port = self.port or self._remembered_port() or _free_port()
+        self.port = self.port or self._remembered_port() or free_port()
         log_path = self.data_dir / "mongod.log"
         args = [
             str(binary),
@@ -191,10 +176,10 @@ class EmbeddedMongod:
 
     def _check_not_in_use(self) -> None:
         running = _read_pid(self.data_dir / "mongod.lock")
-        if not running or not _pid_alive(running):
+        if not running or not pid_alive(running):
             return  # absent or stale: mongod recovers a stale lock by itself
         owner = _read_pid(self.data_dir / _OWNER_FILE)
-        if owner is not None and owner != os.getpid() and _pid_alive(owner):
+        if owner is not None and owner != os.getpid() and pid_alive(owner):
             raise EmbeddedMongodError(
                 f"the data folder {self.data_dir} is in use by another inmail process "
                 f"(pid {owner}, its mongod pid {running}); stop it first, or set "
@@ -204,9 +189,9 @@ class EmbeddedMongod:
         with contextlib.suppress(ProcessLookupError):
             os.kill(running, signal.SIGTERM)
         deadline = time.monotonic() + 30
-        while _pid_alive(running) and time.monotonic() < deadline:
+        while pid_alive(running) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _pid_alive(running):
+        if pid_alive(running):
             raise EmbeddedMongodError(
                 f"an orphan mongod (pid {running}) holds {self.data_dir} and did not stop"
             )

@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from inmail.clock import ManualClock
 from inmail.domain.errors import DomainError, ErrorCode
@@ -73,15 +74,9 @@ async def renew_due(
     checkpoint: Checkpoint = _go_on,
 ) -> JobReport:
     """Grant every billing cycle that started by `now` to each member it is due to."""
-    report = JobReport("renewals")
-    after: str | None = None
-    while ids := await deps.members.due_ids_for_renewal(now, after_id=after, limit=batch_size):
-        after = ids[-1]
-        await _bring_up_to(deps, ids, now, report)
-        if not await checkpoint():
-            report.stopped = True
-            break
-    return report
+    return await _members_job(
+        deps, "renewals", deps.members.due_ids_for_renewal, now, batch_size, checkpoint
+    )
 
 
 async def expire_due(
@@ -92,9 +87,29 @@ async def expire_due(
     checkpoint: Checkpoint = _go_on,
 ) -> JobReport:
     """Mark EXPIRED, with an EXPIRE entry at its own expiresAt, every lot that lapsed by `now`."""
-    report = JobReport("expirations")
+    return await _members_job(
+        deps, "expirations", deps.lots.lapsed_member_ids, now, batch_size, checkpoint
+    )
+
+
+class _DueMemberIds(Protocol):
+    def __call__(
+        self, now: datetime, *, after_id: str | None, limit: int
+    ) -> Awaitable[list[str]]: ...
+
+
+async def _members_job(
+    deps: Deps,
+    name: str,
+    due_ids: _DueMemberIds,
+    now: datetime,
+    batch_size: int,
+    checkpoint: Checkpoint,
+) -> JobReport:
+    """Bring every member `due_ids` names up to `now`, a batch at a time, in id order."""
+    report = JobReport(name)
     after: str | None = None
-    while ids := await deps.lots.lapsed_member_ids(now, after_id=after, limit=batch_size):
+    while ids := await due_ids(now, after_id=after, limit=batch_size):
         after = ids[-1]
         await _bring_up_to(deps, ids, now, report)
         if not await checkpoint():
