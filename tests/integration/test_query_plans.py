@@ -298,10 +298,6 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
     ),
     "ledger page": (lambda w: w.ledger.page(_one(w), 20, None), {"member_seq"}),
     "ledger page count": (lambda w: w.ledger.count(_one(w)), {"member_seq"}),
-    "ledger entries after a position": (
-        lambda w: w.ledger.entries_after(_one(w), 5),
-        {"member_seq"},
-    ),
     "idempotency lookup": (lambda w: w.idempotency.find(_one(w), "key-3"), {"key_once"}),
     "members due for renewal": (
         lambda w: w.members.due_ids_for_renewal(NOW, after_id=None, limit=500),

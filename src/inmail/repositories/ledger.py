@@ -69,9 +69,3 @@ class LedgerRepository:
     async def all_for(self, member_id: str) -> list[LedgerEntry]:
         docs = await self._mongo.find_all(self._c, {"memberId": member_id}, sort=[("seq", 1)])
         return [entry_from_doc(doc) for doc in docs]
-
-    async def entries_after(self, member_id: str, seq: int) -> list[LedgerEntry]:
-        docs = await self._mongo.find_all(
-            self._c, {"memberId": member_id, "seq": {"$gt": seq}}, sort=[("seq", 1)]
-        )
-        return [entry_from_doc(doc) for doc in docs]

@@ -153,15 +153,6 @@ class MemberRepository:
         else:
             await self._c.bulk_write(ops, ordered=True, session=session)
 
-    async def due_for_renewal(
-        self, now: datetime, *, after_id: str | None, limit: int
-    ) -> list[Member]:
-        query: Doc = {"subscription.status": "ACTIVE", "subscription.nextRenewalAt": {"$lte": now}}
-        if after_id is not None:
-            query["_id"] = {"$gt": after_id}
-        docs = await self._mongo.find_all(self._c, query, sort=[("_id", 1)], limit=limit)
-        return [member_from_doc(doc) for doc in docs]
-
     async def due_ids_for_renewal(
         self, now: datetime, *, after_id: str | None, limit: int
     ) -> list[str]:
