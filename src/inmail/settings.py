@@ -190,7 +190,12 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read and validate every INMAIL_* variable; raise SettingsError naming the bad one."""
-        unknown = sorted(k for k in environ if k.startswith("INMAIL_") and k not in _BY_NAME)
+        # INMAIL_TEST_* belong to the test harness, not to the service.
+        unknown = sorted(
+            k
+            for k in environ
+            if k.startswith("INMAIL_") and not k.startswith("INMAIL_TEST_") and k not in _BY_NAME
+        )
         if unknown:
             raise SettingsError(
                 f"{unknown[0]}: not a setting of this service (see the README's settings table)"

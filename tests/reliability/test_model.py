@@ -7,7 +7,7 @@ of `reliability.model`, written from SPEC alone, side by side. After every step 
 lots, ledger, subscriptions and conversations of every member must agree, and the invariants of
 `reliability.invariants` must hold on what is stored.
 
-INMAIL_MODEL_EXAMPLES raises the number of examples (200 by default).
+INMAIL_TEST_MODEL_EXAMPLES raises the number of examples (200 by default).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ pytestmark = pytest.mark.slow
 T = TypeVar("T")
 Doc = dict[str, Any]
 
-EXAMPLES = int(os.environ.get("INMAIL_MODEL_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("INMAIL_TEST_MODEL_EXAMPLES", "200"))
 MAX_MEMBERS = 7
 HORIZON = START + timedelta(days=730)
 API_VIEW_EVERY = 3  # steps between two full GraphQL views of a member (they are the slow part)

@@ -89,3 +89,8 @@ def test_the_settings_table_lists_every_setting() -> None:
     table = settings_table_markdown()
     for setting in SETTINGS:
         assert f"`{setting.name}`" in table
+
+
+def test_the_test_harness_variables_are_not_the_services_business() -> None:
+    settings = Settings.from_env({"INMAIL_TEST_MONGODB_URI": "mongodb://elsewhere:27017"})
+    assert settings.mongodb_uri is None
