@@ -1,6 +1,6 @@
 """`inmail bench`: the service measured end to end against its floors, on its own mongod and server.
 
-Workloads (issue 7): sendInMail over HTTP from many senders against the same service code called
+Workloads: sendInMail over HTTP from many senders against the same service code called
 in-process; the compose window against `{ now }`; the member page's database round trips for 10
 and 100 conversations; a scheduler pass (benchmarks/renewals.py) against a raw insert_many.
 See BENCHMARKS.md for what the figures mean and the latest ones.
