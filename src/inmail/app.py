@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -87,7 +87,9 @@ class GraphQLApp(GraphQL[Context, None]):
 
 
 class RequestLimits:
-    """Request ids on every request, and 413 for a body over the configured size."""
+    """Request ids on every request, 413 for a body over the configured size, and calm about
+    bodies that never arrive (a client gone, or cut off by the body timeout of inmail.transport).
+    """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -136,6 +138,10 @@ class RequestLimits:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             await self._too_large(scope, receive, send)
+        except ClientDisconnect:
+            # The client went away (or was cut off for being too slow) before its body was in:
+            # nobody is left to answer, and nothing went wrong on our side.
+            log.info("request abandoned before its body arrived")
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse(
@@ -205,7 +211,12 @@ def create_app(
             WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint),
+            # Metrics have their own listener (inmail.metrics_server); here only with a token.
+            *(
+                [Route("/metrics", metrics_endpoint(settings.metrics_token))]
+                if settings.metrics_token
+                else []
+            ),
         ],
         lifespan=lifespan,
     )

@@ -23,8 +23,6 @@ def _settings() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from inmail.repositories.embedded import (
         EmbeddedMongod,
         EmbeddedMongodError,
@@ -72,27 +70,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # the embedded mongod below is stopped by us, not left to the kernel.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     metrics_dir = _prometheus_multiprocess_dir(settings.workers)
+    from inmail.metrics_server import MetricsListener
+
+    metrics = None
+    if settings.metrics_port is not None:
+        metrics = MetricsListener(
+            settings.metrics_host, settings.metrics_port, settings.metrics_token
+        )
+        if metrics.start():
+            print(
+                f"inmail: metrics at http://{settings.metrics_host}:{metrics.port}/metrics",
+                file=sys.stderr,
+            )
     try:
-        print(
-            f"inmail: GraphiQL at http://{settings.host}:{settings.port}/graphql", file=sys.stderr
-        )
-        uvicorn.run(
-            "inmail.app:app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers if settings.workers > 1 else None,
-            log_config=None,
-            timeout_graceful_shutdown=10,
-            lifespan="on",
-        )
+        if settings.graphiql:
+            print(
+                f"inmail: GraphiQL at http://{settings.host}:{settings.port}/graphql",
+                file=sys.stderr,
+            )
+        from inmail.transport import run_server
+
+        started = run_server(settings)
     finally:
+        if metrics is not None:
+            metrics.stop()
         if embedded is not None:
             print("inmail: stopping the embedded mongod", file=sys.stderr)
             embedded.stop()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    return 0 if started else 3
 
 
 def _prometheus_multiprocess_dir(workers: int) -> str | None:

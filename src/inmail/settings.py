@@ -116,14 +116,24 @@ SETTINGS: tuple[Setting, ...] = (
         "INMAIL_MAX_BODY_BYTES",
         "1048576",
         "bytes, an integer >= 1024",
-        "larger request bodies get 413",
+        "larger request bodies get 413, larger websocket messages close the socket (1009)",
     ),
     Setting("INMAIL_MAX_QUERY_DEPTH", "12", "an integer 2-100", "deepest selection allowed"),
     Setting("INMAIL_MAX_ALIASES", "30", "an integer 1-1000", "most aliases in one operation"),
     Setting("INMAIL_MAX_TOKENS", "2000", "an integer 50-100000", "most tokens in one document"),
     Setting("INMAIL_MAX_PAGE_SIZE", "100", "an integer 1-100", "largest `first` of a connection"),
-    Setting("INMAIL_INTROSPECTION", "true", "true | false", "allow schema introspection"),
-    Setting("INMAIL_GRAPHIQL", "true", "true | false", "serve GraphiQL on GET /graphql"),
+    Setting(
+        "INMAIL_INTROSPECTION",
+        None,
+        "true | false",
+        "allow schema introspection; unset: on in development, off in production",
+    ),
+    Setting(
+        "INMAIL_GRAPHIQL",
+        None,
+        "true | false",
+        "serve GraphiQL on GET /graphql; unset: on in development, off in production",
+    ),
     Setting(
         "INMAIL_ALLOWED_ORIGINS",
         "*",
@@ -141,6 +151,54 @@ SETTINGS: tuple[Setting, ...] = (
         "15",
         "seconds, a number > 0",
         "keep-alive ping interval on websockets",
+    ),
+    Setting(
+        "INMAIL_SUGGESTIONS",
+        None,
+        "true | false",
+        '"Did you mean ...?" in GraphQL errors; unset: on in development, off in production',
+    ),
+    Setting(
+        "INMAIL_MAX_HEADER_BYTES",
+        "65536",
+        "bytes, an integer 1024-1048576",
+        "larger request lines and headers get 431 and are read no further",
+    ),
+    Setting(
+        "INMAIL_HEADER_TIMEOUT",
+        "10",
+        "seconds, a number > 0",
+        "a connection whose request headers are not all in by then is closed",
+    ),
+    Setting(
+        "INMAIL_BODY_TIMEOUT",
+        "30",
+        "seconds, a number > 0",
+        "a request whose body is not all in by then (from its headers) gets 408 and is closed",
+    ),
+    Setting(
+        "INMAIL_MAX_CONNECTIONS",
+        "1000",
+        "an integer 1-100000",
+        "open connections (HTTP and websocket) per process; past it new ones get 503",
+    ),
+    Setting(
+        "INMAIL_METRICS_HOST",
+        "127.0.0.1",
+        "an interface address",
+        "where `inmail serve` serves /metrics, apart from the API",
+    ),
+    Setting(
+        "INMAIL_METRICS_PORT",
+        "9464",
+        "a port 1-65535, or off",
+        "the metrics listener's port (one per server, whatever the workers); off: none",
+    ),
+    Setting(
+        "INMAIL_METRICS_TOKEN",
+        None,
+        "a string of 32+ characters",
+        "set: /metrics also on the API port, for `Authorization: Bearer <token>` only",
     ),
 )
 
@@ -178,6 +236,14 @@ class Settings:
     allowed_origins: tuple[str, ...] = ("*",)
     ws_max_subscriptions: int = 20
     ws_keepalive: float = 15.0
+    suggestions: bool = True
+    max_header_bytes: int = 65_536
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9464
+    metrics_token: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -228,11 +294,19 @@ class Settings:
             max_aliases=read.value("INMAIL_MAX_ALIASES", _int_range(1, 1000)),
             max_tokens=read.value("INMAIL_MAX_TOKENS", _int_range(50, 100_000)),
             max_page_size=read.value("INMAIL_MAX_PAGE_SIZE", _int_range(1, 100)),
-            introspection=read.value("INMAIL_INTROSPECTION", _bool),
-            graphiql=read.value("INMAIL_GRAPHIQL", _bool),
+            introspection=read.open_unless_production("INMAIL_INTROSPECTION"),
+            graphiql=read.open_unless_production("INMAIL_GRAPHIQL"),
             allowed_origins=read.value("INMAIL_ALLOWED_ORIGINS", _origins),
             ws_max_subscriptions=read.value("INMAIL_WS_MAX_SUBSCRIPTIONS", _int_range(1, 1000)),
             ws_keepalive=read.value("INMAIL_WS_KEEPALIVE", _positive_float),
+            suggestions=read.open_unless_production("INMAIL_SUGGESTIONS"),
+            max_header_bytes=read.value("INMAIL_MAX_HEADER_BYTES", _int_range(1024, 1 << 20)),
+            header_timeout=read.value("INMAIL_HEADER_TIMEOUT", _positive_float),
+            body_timeout=read.value("INMAIL_BODY_TIMEOUT", _positive_float),
+            max_connections=read.value("INMAIL_MAX_CONNECTIONS", _int_range(1, 100_000)),
+            metrics_host=read.value("INMAIL_METRICS_HOST", str),
+            metrics_port=read.value("INMAIL_METRICS_PORT", _port_or_off),
+            metrics_token=read.optional("INMAIL_METRICS_TOKEN", _secret),
         )
         if settings.is_production:
             if settings.jwt_secret is None:
@@ -267,6 +341,13 @@ class _Reader:
         raw = self._raw(name)
         return None if raw is None else self._parse(name, raw, parse)
 
+    def open_unless_production(self, name: str) -> bool:
+        """A switch that is on in development and off in production unless set either way."""
+        explicit = self.optional(name, _bool)
+        if explicit is not None:
+            return explicit
+        return self.choice("INMAIL_ENV", ("development", "production")) != "production"
+
     def choice(self, name: str, options: tuple[str, ...]) -> str:
         raw = self.value(name, str)
         for option in options:
@@ -280,7 +361,7 @@ class _Reader:
         except (ValueError, TypeError) as exc:
             accepts = _BY_NAME[name].accepts
             detail = f" ({exc})" if str(exc) else ""
-            shown = raw if "SECRET" not in name else "<hidden>"
+            shown = raw if not name.endswith(("_SECRET", "_TOKEN")) else "<hidden>"
             raise SettingsError(f"{name}={shown!r}: accepts {accepts}{detail}") from None
 
 
@@ -325,6 +406,12 @@ def _float_range(low: float, high: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _port_or_off(raw: str) -> int | None:
+    if raw.lower() == "off":
+        return None
+    return _int_range(1, 65535)(raw)
 
 
 def _mongodb_uri(raw: str) -> str:

@@ -26,7 +26,8 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
-from inmail.observability import OperationMetrics
+from inmail.disclosure import HideSuggestions
+from inmail.observability import OperationLabels, OperationMetrics
 from inmail.resolvers.mutation import Mutation
 from inmail.resolvers.query import Query
 from inmail.resolvers.subscription import Subscription
@@ -98,7 +99,7 @@ def build_schema(
     subscription: type | None = Subscription,
 ) -> strawberry.Schema:
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
-        OperationMetrics,
+        functools.partial(OperationMetrics, labels=OperationLabels()),
         functools.partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         functools.partial(AddValidationRules, limit_rules(settings)),
         functools.partial(ParserCache, maxsize=256),
@@ -108,6 +109,8 @@ def build_schema(
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
+    if not settings.suggestions:
+        extensions.append(HideSuggestions)
     scalar_overrides: dict[object, Any] = {datetime: DateTime}
     return InMailSchema(
         query=Query,

@@ -1,0 +1,268 @@
+"""HTTP connections as `inmail serve` accepts them: bounded headers, timely clients, a cap.
+
+uvicorn's h11 protocol, with what a server facing the internet directly needs:
+
+- request line and headers over `INMAIL_MAX_HEADER_BYTES` get **431** and are read no further
+  (h11 refuses a buffer over its limit; uvicorn would answer 400);
+- a connection whose request headers are not all in within `INMAIL_HEADER_TIMEOUT` of its
+  opening (or of its first byte after a keep-alive pause) is closed;
+- a request whose body is not all in within `INMAIL_BODY_TIMEOUT` of its headers gets **408**
+  and is closed;
+- past `INMAIL_MAX_CONNECTIONS` open connections (HTTP and websocket) in the process, a new one
+  gets **503** at once, before it can hold anything.
+
+A refused connection is closed the way browsers and proxies expect (a "lingering close"): the
+answer is written, the sending side shut, and whatever the client still sends is discarded for
+at most `LINGER_SECONDS`, so that it reads the answer instead of a connection reset. Nothing it
+sends after the refusal is kept in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import h11
+from uvicorn import Config, Server
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+from uvicorn.supervisors import Multiprocess
+
+from inmail.settings import Settings
+
+log = logging.getLogger("inmail.transport")
+
+LINGER_SECONDS = 2.0
+
+
+class ServerConfig(Config):
+    """uvicorn's configuration, with the read timeouts the protocol below enforces."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        max_header_bytes: int,
+        header_timeout: float,
+        body_timeout: float,
+        max_connections: int,
+        **options: Any,
+    ) -> None:
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+        super().__init__(
+            app,
+            http=LimitedH11Protocol,
+            h11_max_incomplete_event_size=max_header_bytes,
+            **options,
+        )
+
+
+class _Connection(h11.Connection):
+    """h11's connection, remembering the status h11 suggests for a request it refused."""
+
+    refused_with: int | None = None
+
+    def next_event(self) -> Any:
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.refused_with = exc.error_status_hint
+            raise
+
+
+def _answer(status: int, reason: str, message: str, code: str) -> bytes:
+    body = json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "content-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class LimitedH11Protocol(H11Protocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.max_header_bytes = config.h11_max_incomplete_event_size or 16 * 1024
+        self.header_timeout: float = getattr(config, "header_timeout", 10.0)
+        self.body_timeout: float = getattr(config, "body_timeout", 30.0)
+        self.max_connections: int | None = getattr(config, "max_connections", None)
+        self._h11 = _Connection(h11.SERVER, self.max_header_bytes)
+        self.conn = self._h11
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+
+    # --- connection life -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.max_connections is not None and len(self.connections) > self.max_connections:
+            log.warning("connection refused: %d connections open", len(self.connections) - 1)
+            self._refuse(
+                _answer(
+                    503,
+                    "Service Unavailable",
+                    "Too many connections to this server; try again shortly.",
+                    "SERVICE_UNAVAILABLE",
+                )
+            )
+            return
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        if self._lingering:
+            self.connections.discard(self)
+            return
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # after a refusal nothing the client sends is kept
+        super().data_received(data)
+        self._track_request_progress()
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        self._cancel_timers()  # the websocket protocol takes over the transport
+        super().handle_websocket_upgrade(event)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._track_request_progress()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._h11.refused_with == 431:
+            log.info("request refused: headers over %d bytes", self.max_header_bytes)
+            self._refuse(
+                _answer(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"Request line and headers over {self.max_header_bytes} bytes.",
+                    "HEADERS_TOO_LARGE",
+                )
+            )
+            return
+        super().send_400_response(msg)
+
+    # --- timeouts ------------------------------------------------------------------------------
+
+    def _track_request_progress(self) -> None:
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            self._cancel_timers()
+            return
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            # Waiting for a request's headers: bytes of one arrived (keep-alive's own timer
+            # covers the silence before them).
+            if self._header_timer is None and self.timeout_keep_alive_task is None:
+                self._header_timer = self.loop.call_later(
+                    self.header_timeout, self._headers_too_slow
+                )
+            return
+        self._cancel(self._header_timer)
+        self._header_timer = None
+        if state is h11.SEND_BODY:
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.body_timeout, self._body_too_slow)
+        else:
+            self._cancel(self._body_timer)
+            self._body_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        log.info("connection closed: request headers not received within %ss", self.header_timeout)
+        self.transport.close()
+
+    def _body_too_slow(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+            return
+        log.info("request refused: body not received within %ss", self.body_timeout)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            # The application is still reading: it learns the client is gone, and answers no one.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._refuse(
+                _answer(
+                    408,
+                    "Request Timeout",
+                    f"Request body not received within {self.body_timeout:g} s.",
+                    "REQUEST_TIMEOUT",
+                )
+            )
+        else:
+            self.transport.close()
+
+    def _cancel_timers(self) -> None:
+        self._cancel(self._header_timer)
+        self._cancel(self._body_timer)
+        self._header_timer = self._body_timer = None
+
+    @staticmethod
+    def _cancel(timer: asyncio.TimerHandle | None) -> None:
+        if timer is not None:
+            timer.cancel()
+
+    # --- refusing ------------------------------------------------------------------------------
+
+    def _refuse(self, answer: bytes) -> None:
+        """Write the answer, stop sending, discard the rest of the input, close soon."""
+        self._cancel_timers()
+        self._unset_keepalive_if_required()
+        self._lingering = True
+        self.connections.discard(self)  # a refused connection counts against no one
+        transport = self.transport
+        transport.write(answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+
+
+def server_config(settings: Settings) -> ServerConfig:
+    """How `inmail serve` runs uvicorn: the service's app and every transport limit."""
+    return ServerConfig(
+        "inmail.app:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers if settings.workers > 1 else None,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+        # Websocket messages are bounded like request bodies (close code 1009 past it).
+        ws_max_size=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_connections=settings.max_connections,
+    )
+
+
+def run_server(settings: Settings) -> bool:
+    """Serve until stopped (uvicorn.run's work, with ServerConfig); False if it never started."""
+    config = server_config(settings)
+    server = Server(config=config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            return True
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    return server.started or config.workers > 1

@@ -1,0 +1,289 @@
+"""Hostile clients against `inmail serve`: huge headers, silent sockets, slow bodies, floods.
+
+Each test starts a real server process (uvicorn with the service's transport limits) on the test
+mongod and stops it by its pid. Time bounds are generous: they separate "answered at once" from
+"held for minutes", never measure speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
+
+from inmail.processes import free_port
+from support import TEST_SECRET
+
+MIB = 1024 * 1024
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, metrics_port: int) -> None:
+        self.process = process
+        self.port = port
+        self.metrics_port = metrics_port
+
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        return sock
+
+    def get(
+        self, path: str, port: int | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port or self.port}{path}", headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def post(self, query: str) -> dict[str, object]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql",
+            data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                body: dict[str, object] = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read())
+        return body
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+
+@contextmanager
+def serve(mongodb_uri: str, tmp_path: Path, **settings: str) -> Iterator[Served]:
+    port, metrics_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
+    env.update(
+        INMAIL_MONGODB_URI=mongodb_uri,
+        INMAIL_DB_NAME=f"t_{uuid.uuid4().hex[:16]}",
+        INMAIL_JWT_SECRET=TEST_SECRET,
+        INMAIL_SCHEDULER_ENABLED="false",
+        INMAIL_DATA_DIR=str(tmp_path / "data"),
+        INMAIL_PORT=str(port),
+        INMAIL_METRICS_PORT=str(metrics_port),
+        INMAIL_LOG_LEVEL="INFO",
+        **settings,
+    )
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "inmail", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    served = Served(process, port, metrics_port)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if served.get("/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+    text = (tmp_path / "serve.log").read_text(errors="replace")
+    assert "Traceback" not in text, text
+
+
+def read_response(sock: socket.socket, timeout: float = 15) -> bytes:
+    """Everything the server sends until it closes the connection (or `timeout` passes)."""
+    sock.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return received
+
+
+def healthz_seconds(served: Served) -> float:
+    started = time.monotonic()
+    assert served.get("/healthz") == (200, b"ok")
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def server(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serve(
+        mongodb_uri,
+        tmp_path_factory.mktemp("limits"),
+        INMAIL_HEADER_TIMEOUT="2",
+        INMAIL_BODY_TIMEOUT="2",
+    ) as served:
+        yield served
+
+
+def test_a_64_mb_header_is_refused_with_431_at_once_while_healthz_keeps_answering(
+    server: Served,
+) -> None:
+    rss_before = server.rss_bytes()
+    sock = server.connect()
+    header = b"GET /healthz HTTP/1.1\r\nHost: inmail\r\nX-Huge: " + b"a" * (64 * MIB)
+    sent: list[int] = []
+
+    def flood() -> None:
+        try:
+            sock.sendall(header)
+            sent.append(len(header))
+        except OSError:
+            sent.append(-1)  # the server closed while we were still sending: also a refusal
+
+    started = time.monotonic()
+    sender = threading.Thread(target=flood)
+    sender.start()
+    assert healthz_seconds(server) < 1.0, "/healthz waits behind the flood"
+    answer = read_response(sock)
+    sender.join(timeout=30)
+    elapsed = time.monotonic() - started
+    sock.close()
+
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b'"HEADERS_TOO_LARGE"' in answer
+    assert elapsed < 10, f"refusing a 64 MB header took {elapsed:.1f} s"
+    grown = server.rss_bytes() - rss_before
+    assert grown < 16 * MIB, f"the server grew by {grown / MIB:.0f} MiB reading the header"
+    assert healthz_seconds(server) < 1.0
+
+
+def test_a_header_just_under_the_limit_is_served(server: Served) -> None:
+    status, body = server.get("/healthz", headers={"X-Padding": "p" * 60_000})
+    assert (status, body) == (200, b"ok")
+
+
+def test_two_hundred_silent_connections_are_dropped_after_the_header_timeout(
+    server: Served,
+) -> None:
+    sockets = [server.connect() for _ in range(200)]
+    for sock in sockets:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: inmail\r\nX-Slow: ")  # and nothing more
+    try:
+        assert healthz_seconds(server) < 1.0, "silent clients delay the others"
+        deadline = time.monotonic() + 30  # the timeout is 2 s; 30 s is only a bound
+        for sock in sockets:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            assert sock.recv(1024) == b"", "the server closed the silent connection"
+        assert healthz_seconds(server) < 1.0
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_connection_that_never_sends_a_byte_is_dropped_too(server: Served) -> None:
+    sock = server.connect()
+    try:
+        sock.settimeout(30)
+        assert sock.recv(1024) == b""
+    finally:
+        sock.close()
+
+
+def test_a_body_that_never_arrives_is_answered_408_and_the_connection_closed(
+    server: Served,
+) -> None:
+    sock = server.connect()
+    try:
+        sock.sendall(
+            b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"query": "{ now'
+        )
+        answer = read_response(sock, timeout=30)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"REQUEST_TIMEOUT"' in answer
+    assert healthz_seconds(server) < 1.0
+
+
+def test_a_keep_alive_connection_serves_requests_then_times_out_quietly(server: Served) -> None:
+    sock = server.connect()
+    try:
+        for _ in range(3):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: inmail\r\n\r\n")
+            sock.settimeout(10)
+            answer = b""
+            while not answer.endswith(b"\r\n\r\nok"):
+                answer += sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+        sock.settimeout(30)
+        assert sock.recv(1024) == b"", "an idle keep-alive connection is closed in the end"
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
+def test_a_websocket_message_over_the_body_limit_closes_the_socket_with_1009(
+    server: Served, protocol: str
+) -> None:
+    url = f"ws://127.0.0.1:{server.port}/graphql"
+    with connect(url, subprotocols=[Subprotocol(protocol)], max_size=None) as ws:
+        message = json.dumps({"type": "connection_init", "payload": {"x": "y" * (2 * MIB)}})
+        ws.send(message)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009
+    assert healthz_seconds(server) < 1.0
+
+
+def test_connections_past_the_cap_are_refused_with_503_and_served_again_once_freed(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    with serve(mongodb_uri, tmp_path, INMAIL_MAX_CONNECTIONS="20") as served:
+        held = [served.connect() for _ in range(20)]
+        try:
+            refused = None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until the server has accepted the 20
+                extra = served.connect()
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: inmail\r\n\r\n")
+                answer = read_response(extra)
+                extra.close()
+                if answer.startswith(b"HTTP/1.1 503 "):
+                    refused = answer
+                    break
+                time.sleep(0.2)
+            assert refused is not None, "a connection past the cap was served"
+            assert b'"SERVICE_UNAVAILABLE"' in refused
+        finally:
+            for sock in held:
+                sock.close()
+        deadline = time.monotonic() + 30
+        while served.get("/healthz")[0] != 200:
+            assert time.monotonic() < deadline, "the server stays refusing after the flood"
+            time.sleep(0.2)
