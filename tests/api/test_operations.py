@@ -27,8 +27,20 @@ from support import Api, open_api
 # --- helpers -------------------------------------------------------------------------------------
 
 
+METRICS_TOKEN = "metrics-token-for-the-operations-tests-0123"
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+@pytest.fixture
+async def api(mongodb_uri: str, db_name: str) -> AsyncIterator[Api]:
+    """The service with /metrics on its port, for a scraper holding the metrics token."""
+    settings = support.test_settings(metrics_token=METRICS_TOKEN)
+    async with open_api(mongodb_uri, db_name, settings) as service:
+        yield service
+
+
 async def metrics_text(api: Api) -> str:
-    response = await api.client.get("/metrics")
+    response = await api.client.get("/metrics", headers=SCRAPER)
     assert response.status_code == 200
     return response.text
 
@@ -57,17 +69,29 @@ class Counts:
         return sample(after, name, **labels) - sample(self.before, name, **labels)
 
 
-@pytest.fixture
-def fresh_operation_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Names other tests used must not push this test's names past the cardinality cap.
-    monkeypatch.setattr(observability, "_seen_names", set())
-
-
 # --- /metrics ------------------------------------------------------------------------------------
 
 
+async def test_metrics_on_the_api_port_need_the_metrics_token(api: Api) -> None:
+    anonymous = await api.client.get("/metrics")
+    wrong = await api.client.get("/metrics", headers={"Authorization": "Bearer guess-0123456789"})
+    member = await api.client.get("/metrics", headers={"Authorization": f"Bearer {api.admin}"})
+
+    assert [anonymous.status_code, wrong.status_code, member.status_code] == [401, 401, 401]
+    assert "inmail_" not in anonymous.text + wrong.text + member.text
+
+
+async def test_without_a_metrics_token_the_api_port_serves_no_metrics(
+    mongodb_uri: str, db_name: str
+) -> None:
+    async with open_api(mongodb_uri, db_name) as service:
+        response = await service.client.get("/metrics")
+    assert response.status_code == 404
+    assert "inmail_" not in response.text
+
+
 async def test_metrics_answer_in_the_prometheus_text_format(api: Api) -> None:
-    response = await api.client.get("/metrics")
+    response = await api.client.get("/metrics", headers=SCRAPER)
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -83,7 +107,6 @@ async def test_metrics_answer_in_the_prometheus_text_format(api: Api) -> None:
     } <= families
 
 
-@pytest.mark.usefixtures("fresh_operation_names")
 async def test_operations_are_counted_by_name_and_outcome_and_timed(api: Api) -> None:
     counts = await Counts(api).start()
 
@@ -101,7 +124,6 @@ async def test_operations_are_counted_by_name_and_outcome_and_timed(api: Api) ->
     assert await counts.delta(latency, operation="PlansForTheDashboard") == 2
 
 
-@pytest.mark.usefixtures("fresh_operation_names")
 async def test_operation_names_a_client_makes_up_do_not_become_labels_without_bound(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -200,7 +222,7 @@ class Served:
 @pytest.fixture
 async def served(mongodb_uri: str, db_name: str) -> AsyncIterator[Served]:
     """The app behind a real uvicorn on a loopback port, so uvicorn's own logs are written."""
-    settings = support.test_settings()
+    settings = support.test_settings(metrics_token=METRICS_TOKEN)
     container = build_container(settings, Mongo.connect(mongodb_uri, db_name))
     app = create_app(settings, container=container)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
@@ -247,7 +269,6 @@ async def test_uvicorns_access_log_is_json_and_carries_the_request_id(
     assert all(r["request_id"] == "-" for r in started)
 
 
-@pytest.mark.usefixtures("fresh_operation_names")
 async def test_a_subscription_its_client_ends_counts_as_ok_and_is_not_timed(
     served: Served,
 ) -> None:

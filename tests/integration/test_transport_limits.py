@@ -287,3 +287,59 @@ def test_connections_past_the_cap_are_refused_with_503_and_served_again_once_fre
         while served.get("/healthz")[0] != 200:
             assert time.monotonic() < deadline, "the server stays refusing after the flood"
             time.sleep(0.2)
+
+
+def test_production_serves_no_graphiql_no_introspection_no_suggestions_and_no_public_metrics(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    with serve(mongodb_uri, tmp_path, INMAIL_ENV="production") as served:
+        status, page = served.get("/graphql", headers={"Accept": "text/html"})
+        assert b"graphiql" not in page.lower(), "GraphiQL is served in production"
+        assert status != 200
+
+        schema = served.post("{ __schema { queryType { name } } }")
+        assert schema.get("data") is None
+        assert "introspection" in json.dumps(schema["errors"]).lower()
+
+        typo = served.post("{ plan { type } }")
+        message = json.dumps(typo["errors"])
+        assert "Cannot query field 'plan' on type 'Query'." in message
+        assert "Did you mean" not in message
+        assert "plans" not in message
+
+        enum_typo = served.post(
+            'mutation { createMember(input: {name: "Ada", plan: BASIK}) { member { id } } }'
+        )
+        assert "Did you mean" not in json.dumps(enum_typo["errors"])
+        assert "BASIC" not in json.dumps(enum_typo["errors"])
+
+        assert served.get("/metrics")[0] == 404
+        status, scraped = served.get("/metrics", port=served.metrics_port)
+        assert status == 200
+        assert b"inmail_graphql_requests_total" in scraped
+        assert served.post("{ now }").get("errors") is None, "the API itself answers"
+
+
+def test_development_keeps_suggestions_and_introspection_for_the_people_building_it(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    with serve(mongodb_uri, tmp_path) as served:
+        typo = served.post("{ plan { type } }")
+        assert "Did you mean 'plans'?" in json.dumps(typo["errors"])
+        schema = served.post("{ __schema { queryType { name } } }")
+        assert schema["data"] == {"__schema": {"queryType": {"name": "Query"}}}
+        assert served.get("/metrics")[0] == 404, "metrics are on their own listener here too"
+
+
+def test_the_metrics_listener_asks_for_the_token_when_one_is_set(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    token = "scraper-token-0123456789-0123456789"
+    with serve(mongodb_uri, tmp_path, INMAIL_METRICS_TOKEN=token) as served:
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert served.get("/metrics", port=served.metrics_port)[0] == 401
+        assert served.get("/metrics", port=served.metrics_port, headers=bearer)[0] == 200
+        assert served.get("/metrics")[0] == 401
+        status, scraped = served.get("/metrics", headers=bearer)
+        assert status == 200
+        assert b"inmail_" in scraped

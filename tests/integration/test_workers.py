@@ -94,6 +94,7 @@ class Served:
         self.tmp_dir.mkdir()
         self.log_path = tmp_path / "serve.log"
         self.port = free_port()
+        self.metrics_port = free_port()
         env = {
             k: v
             for k, v in os.environ.items()
@@ -102,6 +103,7 @@ class Served:
         env.update(
             INMAIL_DATA_DIR=str(self.data_dir),
             INMAIL_LOG_FORMAT="json",
+            INMAIL_METRICS_PORT=str(self.metrics_port),
             TMPDIR=str(self.tmp_dir),
         )
         self.env = env
@@ -197,8 +199,9 @@ def test_metrics_add_up_across_workers_whichever_one_answers(served: Served) -> 
         body, _ = _post(served.port, "query WorkersProbe { now }")
         assert body.get("errors") is None
 
-    for _ in range(4):  # each scrape on a new connection, answered by either worker
-        status, content_type, text = _get(f"{served.url}/metrics")
+    # One metrics listener for the server, in the process that runs the workers, adds them up.
+    for _ in range(4):
+        status, content_type, text = _get(f"http://127.0.0.1:{served.metrics_port}/metrics")
         assert status == 200
         assert content_type.startswith("text/plain; version=0.0.4")
         scraped = text.decode()
@@ -206,6 +209,9 @@ def test_metrics_add_up_across_workers_whichever_one_answers(served: Served) -> 
         assert _sample(scraped, requests, operation="WorkersProbe", outcome="ok") == 10
         latency = "inmail_graphql_request_seconds_count"
         assert _sample(scraped, latency, operation="WorkersProbe") == 10
+    with pytest.raises(urllib.error.HTTPError) as public:
+        _get(f"{served.url}/metrics")
+    assert public.value.code == 404, "no metrics on the API port without a metrics token"
 
     assert served.stop() == 0
 
