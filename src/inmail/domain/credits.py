@@ -86,6 +86,12 @@ LAPSED = LotRule(LotStatus.ACTIVE, past_expiry=True)
 """Lapsed: still ACTIVE with credits left, but past its expiry; the expiry job's work (SPEC 3)."""
 
 
+# A grant key names what a grant is for, so that the ledger's unique index writes it once.
+CYCLE_GRANT = "cycle"
+PURCHASE_GRANT = "purchase"
+CREDIT_BACK_GRANT = "credit-back"
+
+
 def cycle_grant_key(subscription_id: str, cycle_start: datetime) -> str:
     """The identity of one cycle's allotment: granted at most once, whoever writes it."""
     return f"{CYCLE_GRANT}:{subscription_id}:{cycle_start.isoformat()}"
@@ -108,11 +114,6 @@ def cycle_of_grant(grant_key: str) -> str | None:
         return None
     subscription_id, _, _ = rest.partition(":")
     return subscription_id or None
-
-
-CYCLE_GRANT = "cycle"
-PURCHASE_GRANT = "purchase"
-CREDIT_BACK_GRANT = "credit-back"
 
 
 def expiry_for(granted_at: datetime) -> datetime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from inmail.domain.credits import CreditLot, LedgerKind, LotStatus
+from inmail.domain.credits import CreditLot, LedgerKind, LotStatus, cycle_of_grant
 from inmail.domain.model import ConversationKind, LedgerEntry, Member
 from inmail.services.base import Deps
 
@@ -99,7 +99,7 @@ def _cap(deps: Deps, member: Member, entries: list[LedgerEntry]) -> list[str]:
         return []
     cap = deps.plans.policy(subscription.plan, subscription.monthly_allotment).max_balance
     # The subscription's own grants name it; everything from its first grant on is under it.
-    own = [e.seq for e in entries if e.grant_key and subscription.id in e.grant_key]
+    own = [e.seq for e in entries if e.grant_key and cycle_of_grant(e.grant_key) == subscription.id]
     start_seq = min(own, default=len(entries) + 1)
     return [
         f"ledger seq {entry.seq} ({entry.kind.value}) took the balance to "
