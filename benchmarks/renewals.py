@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
 from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotStatus, expiry_for
 from inmail.domain.model import LedgerEntry, Member, Subscription
@@ -178,14 +179,14 @@ async def run_size(uri: str, size: int, batch: int) -> dict[str, float]:
         await mongo.client.drop_database(db_name)
         await mongo.create_indexes()
         seeded = await seed(mongo, size)
-        deps = Deps(mongo=mongo, clock=ManualClock(RENEWAL), plans=DEFAULT_PLAN_TABLE)
+        deps = build_deps(mongo, ManualClock(RENEWAL), DEFAULT_PLAN_TABLE)
 
         with PeakRss().watch() as memory:
             started = time.perf_counter()
             report = await scheduling.renew_due(deps, RENEWAL, batch_size=batch)
             elapsed = time.perf_counter() - started
 
-        await check(deps, RENEWAL, report, size)
+        await check(deps, mongo, RENEWAL, report, size)
 
         # The next cycle, renewed with tracemalloc on: the Python heap's peak during a pass.
         deps.clock = ManualClock(NEXT_RENEWAL)
@@ -193,7 +194,7 @@ async def run_size(uri: str, size: int, batch: int) -> dict[str, float]:
         report = await scheduling.renew_due(deps, NEXT_RENEWAL, batch_size=batch)
         heap_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        await check(deps, NEXT_RENEWAL, report, size)
+        await check(deps, mongo, NEXT_RENEWAL, report, size)
 
         floor = await insert_floor(mongo, size, batch)
         return {
@@ -213,9 +214,11 @@ async def run_size(uri: str, size: int, batch: int) -> dict[str, float]:
         await mongo.close()
 
 
-async def check(deps: Deps, at: datetime, report: scheduling.JobReport, size: int) -> None:
-    granted = await deps.mongo.c.ledger.count_documents({"at": at, "kind": "GRANT", "delta": 5})
-    still_due = len(await deps.members.due_ids_for_renewal(at, after_id=None, limit=1))
+async def check(
+    deps: Deps, mongo: Mongo, at: datetime, report: scheduling.JobReport, size: int
+) -> None:
+    granted = await mongo.c.ledger.count_documents({"at": at, "kind": "GRANT", "delta": 5})
+    still_due = len(await deps.reads.members.due_ids_for_renewal(at, after_id=None, limit=1))
     if (report.changed, granted, still_due, report.failed) != (size, size, 0, []):
         raise SystemExit(
             f"wrong result at {at}: changed={report.changed} granted={granted} "

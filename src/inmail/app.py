@@ -20,7 +20,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema import BaseSchema
 
 from inmail import logs
-from inmail.bootstrap import Background, Container, build_container
+from inmail.bootstrap import Background, Container, build_container, in_memory_mongo
 from inmail.observability import metrics_endpoint
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.context import Context
@@ -236,5 +236,5 @@ def app_from_env() -> Starlette:
             "IN-MEMORY DATABASE: no mongod could be started here, so NOTHING WILL PERSIST and "
             "transactions and cross-process updates are unavailable. Set INMAIL_MONGODB_URI."
         )
-        return create_app(settings, mongo=Mongo.in_memory_fallback(settings.db_name))
+        return create_app(settings, mongo=in_memory_mongo(settings.db_name))
     return create_app(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -29,6 +30,9 @@ class ManualClock:
         if start.tzinfo is None:
             raise ValueError("a manual clock starts at an aware UTC datetime")
         self._now = start.astimezone(UTC)
+        # Held while the clock is moved through the jobs due on the way, so that two advances
+        # run one after the other (services/scheduling.py).
+        self.advancing = asyncio.Lock()
 
     def now(self) -> datetime:
         return self._now

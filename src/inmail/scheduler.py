@@ -35,6 +35,7 @@ class Scheduler:
     def __init__(
         self,
         deps: Deps,
+        leases: scheduling.LeaseStore,
         *,
         interval: float,
         batch_size: int = scheduling.DEFAULT_BATCH,
@@ -49,7 +50,7 @@ class Scheduler:
         self.stop_grace = stop_grace
         self.owner = owner or f"scheduler-{uuid.uuid4().hex}"
         self.passes = 0
-        self._lease = scheduling.Lease(deps, LEASE_NAME, self.owner, lease_ttl)
+        self._lease = scheduling.Lease(leases, LEASE_NAME, self.owner, lease_ttl)
         self._stopping = asyncio.Event()
         self._lease_lost = False
         self._task: asyncio.Task[None] | None = None

@@ -25,7 +25,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
 from inmail.app import create_app
-from inmail.bootstrap import build_container
+from inmail.bootstrap import build_container, in_memory_mongo
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.mongo import Mongo
@@ -299,7 +299,7 @@ async def test_websockets_from_an_origin_not_allowed_are_refused(
 
 
 async def test_the_in_memory_fallback_delivers_updates_from_the_process_itself() -> None:
-    mongo = Mongo.in_memory_fallback("inmail_live")
+    mongo = in_memory_mongo("inmail_live")
     async with serve(settings_for_tests(), mongo) as server:
         assert server.broker.source == "in-process"
         api = server.api

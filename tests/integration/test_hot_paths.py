@@ -13,13 +13,13 @@ from typing import Any
 from strawberry.extensions.validation_cache import _get_validate_cache
 
 from inmail.bench.commands import round_trips, snapshot, workload_commands
+from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.root import build_schema
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
-from inmail.services.base import Deps
 from support import Api, Person
 from support import test_settings as settings_for_tests
 
@@ -64,7 +64,7 @@ async def test_a_sent_inmail_is_answered_with_the_conversation_exactly_as_stored
     try:
         await mongo.create_indexes()
         clock = ManualClock(datetime(2026, 1, 15, 9, 0, 0, 123456, tzinfo=UTC))
-        deps = Deps(mongo=mongo, clock=clock, plans=DEFAULT_PLAN_TABLE)
+        deps = build_deps(mongo, clock, DEFAULT_PLAN_TABLE)
         ada = await member_service.create_member(
             deps, member_service.NewMember("Ada Lovelace", PlanType.SALES_NAVIGATOR)
         )
@@ -74,7 +74,7 @@ async def test_a_sent_inmail_is_answered_with_the_conversation_exactly_as_stored
         sent = await inmail_service.send_inmail(
             deps, ada.id, grace.id, "Compilers?", "May I ask about COBOL?", "key-1"
         )
-        assert sent.conversation == await deps.conversations.get(sent.conversation.id)
+        assert sent.conversation == await deps.reads.conversations.get(sent.conversation.id)
         assert sent.conversation.sent_at.microsecond == 123000
         again = await inmail_service.send_inmail(
             deps, ada.id, grace.id, "Compilers?", "May I ask about COBOL?", "key-1"

@@ -15,8 +15,8 @@ from pymongo.errors import AutoReconnect, OperationFailure
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.changes import ChangesLost, LedgerChanges
-from inmail.repositories.ledger import LedgerRepository
-from inmail.repositories.mongo import Mongo, Session
+from inmail.repositories.mongo import Mongo
+from inmail.repositories.unit_of_work import MongoUnitOfWork
 
 AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 WAIT = 20.0
@@ -35,8 +35,7 @@ class Ledgers:
     """Writes ledger entries the way the services do: one transaction per change."""
 
     def __init__(self, mongo: Mongo) -> None:
-        self.mongo = mongo
-        self.repo = LedgerRepository(mongo)
+        self.uow = MongoUnitOfWork(mongo)
         self.seqs: dict[str, int] = {}
 
     async def commit(self, member_id: str, *deltas: int) -> list[tuple[str, int]]:
@@ -46,10 +45,8 @@ class Ledgers:
             kind = LedgerKind.GRANT if delta > 0 else LedgerKind.FORFEIT
             entries.append(LedgerEntry(f"e{next(_ids)}", member_id, seq, AT, kind, delta, 0))
 
-        async def work(session: Session) -> None:
-            await self.repo.append(entries, session)
-
-        await self.mongo.transaction(work)
+        async with self.uow.transaction() as tx:
+            await tx.ledger.append(entries)
         return [(e.member_id, e.seq) for e in entries]
 
 

@@ -28,12 +28,13 @@ from inmail.domain.model import (
     Subscription,
 )
 from inmail.domain.plans import PlanType
-from inmail.repositories.conversations import ConversationRepository, conversation_to_doc
-from inmail.repositories.credit_lots import CreditLotRepository, lot_to_doc
-from inmail.repositories.ledger import LedgerRepository, entry_to_doc
-from inmail.repositories.members import MemberRepository, member_to_doc
+from inmail.repositories.conversations import ConversationReader, conversation_to_doc
+from inmail.repositories.credit_lots import CreditLotReader, lot_to_doc
+from inmail.repositories.ledger import LedgerReader, entry_to_doc
+from inmail.repositories.members import MemberReader, member_to_doc
 from inmail.repositories.mongo import Doc, Mongo, new_id
-from inmail.repositories.records import IdempotencyRepository
+from inmail.repositories.records import IdempotencyReader
+from inmail.repositories.unit_of_work import Reads
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MEMBERS = 120
@@ -66,11 +67,11 @@ class Recorder(monitoring.CommandListener):
 class World:
     mongo: Mongo
     recorder: Recorder
-    members: MemberRepository
-    lots: CreditLotRepository
-    ledger: LedgerRepository
-    conversations: ConversationRepository
-    idempotency: IdempotencyRepository
+    members: MemberReader
+    lots: CreditLotReader
+    ledger: LedgerReader
+    conversations: ConversationReader
+    idempotency: IdempotencyReader
     member_ids: list[str]
 
 
@@ -184,19 +185,28 @@ async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
         )
         await mongo.c.idempotency.insert_many(
             [
-                {"_id": new_id(), "memberId": member_id, "key": f"key-{k}", "requestHash": "x"}
+                {
+                    "_id": new_id(),
+                    "memberId": member_id,
+                    "key": f"key-{k}",
+                    "operation": "sendInMail",
+                    "requestHash": "x",
+                    "at": NOW,
+                    "result": {"conversationId": new_id(), "creditsLeft": 3},
+                }
                 for member_id in ids
                 for k in range(5)
             ]
         )
+        reads = Reads.on(mongo)
         yield World(
             mongo=mongo,
             recorder=recorder,
-            members=MemberRepository(mongo),
-            lots=CreditLotRepository(mongo),
-            ledger=LedgerRepository(mongo),
-            conversations=ConversationRepository(mongo),
-            idempotency=IdempotencyRepository(mongo),
+            members=reads.members,
+            lots=reads.lots,
+            ledger=reads.ledger,
+            conversations=reads.conversations,
+            idempotency=reads.idempotency,
             member_ids=ids,
         )
     finally:

@@ -15,13 +15,15 @@ from typing import Any, TypeVar
 import pytest
 from pymongo.errors import NetworkTimeout
 
+from inmail.bootstrap import build_deps, build_scheduler
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.credits import LedgerKind, LotStatus
 from inmail.domain.model import LedgerEntry
 from inmail.domain.plans import PlanType
 from inmail.repositories.leases import LeaseRepository
+from inmail.repositories.members import MemberRepository
 from inmail.repositories.mongo import Mongo
-from inmail.scheduler import LEASE_NAME, Scheduler
+from inmail.scheduler import LEASE_NAME
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
 from inmail.services import scheduling
@@ -59,11 +61,11 @@ async def new_member(
 
 
 async def balance(deps: Deps, member_id: str) -> int:
-    return (await deps.lots.balances([member_id], deps.now()))[member_id]
+    return (await deps.reads.lots.balances([member_id], deps.now()))[member_id]
 
 
 async def ledger(deps: Deps, member_id: str) -> list[LedgerEntry]:
-    return await deps.ledger.all_for(member_id)
+    return await deps.reads.ledger.all_for(member_id)
 
 
 def grants(entries: Sequence[LedgerEntry]) -> list[tuple[datetime, int]]:
@@ -80,10 +82,10 @@ async def assert_consistent(deps: Deps, member_id: str) -> None:
         assert entry.balance_after == running, entry
     keys = [e.grant_key for e in entries if e.grant_key]
     assert len(keys) == len(set(keys))
-    member = await deps.members.get(member_id)
+    member = await deps.reads.members.get(member_id)
     assert member is not None
     assert member.ledger_seq == len(entries)
-    active = await deps.lots.active_for(member_id)
+    active = await deps.reads.lots.active_for(member_id)
     assert sum(lot.remaining for lot in active) == running
 
 
@@ -107,7 +109,7 @@ async def test_renewal_happens_on_the_anchor_day_and_not_before(api: Api) -> Non
     assert report.changed == 1
     assert await balance(deps, ada) == 10
     assert grants(await ledger(deps, ada)) == [(START, 5), (at(2, 15), 5)]
-    member = await deps.members.get(ada)
+    member = await deps.reads.members.get(ada)
     assert member is not None
     assert member.subscription is not None
     assert member.subscription.next_renewal_at == at(3, 15)
@@ -196,7 +198,7 @@ async def test_lots_whose_90_days_passed_during_an_outage_are_recorded_expired(a
 
 
 async def lots_of(deps: Deps, member_id: str) -> list[Any]:
-    page = await deps.lots.page(member_id, None, 100, None)
+    page = await deps.reads.lots.page(member_id, None, 100, None)
     return [lot for _, lot in page.items]
 
 
@@ -210,7 +212,7 @@ async def test_a_credit_is_spendable_one_second_before_90_days_and_not_at_90_day
     ada = await new_member(deps, "Ada Lovelace")
     alan = await new_member(deps, "Alan Turing")
     grace = await new_member(deps, "Grace Hopper")
-    first_lot = (await deps.lots.active_for(ada))[0]
+    first_lot = (await deps.reads.lots.active_for(ada))[0]
     await scheduling.advance_clock(deps, days=89, hours=23)
     api.clock.set(first_lot.expires_at - timedelta(seconds=1))
 
@@ -265,12 +267,12 @@ async def test_reminders_go_once_and_within_72_hours(api: Api) -> None:
         (alan, to_alan.conversation.id, first_pass),
         (grace, to_grace.conversation.id, second_pass),
     ):
-        conversation = await deps.conversations.get(conversation_id)
+        conversation = await deps.reads.conversations.get(conversation_id)
         assert conversation is not None
         assert conversation.reminder_sent_at == reminded_at
         assert conversation.reminder_sent_at - sent_at[member_id] <= timedelta(hours=72)
-        notes = await deps.notifications.for_member(member_id)
-        assert [(n["kind"], n["conversationId"], n["at"]) for n in notes] == [
+        notes = await deps.reads.notifications.for_member(member_id)
+        assert [(n.kind, n.conversation_id, n.at) for n in notes] == [
             ("INMAIL_REMINDER", conversation_id, reminded_at)
         ]
 
@@ -282,7 +284,7 @@ async def test_the_reminder_delay_is_configurable(mongodb_uri: str, db_name: str
         alan = await new_member(deps, "Alan Turing")
         sent = await inmail_service.send_inmail(deps, ada, alan, "Hi", "Coffee?", "k-1")
         await scheduling.advance_clock(deps, days=3)
-        conversation = await deps.conversations.get(sent.conversation.id)
+        conversation = await deps.reads.conversations.get(sent.conversation.id)
         assert conversation is not None
         assert conversation.reminder_sent_at == START + timedelta(hours=24)
 
@@ -299,7 +301,7 @@ async def test_renewals_go_in_batches_of_one_transaction_each(
 ) -> None:
     deps = api.container.deps
     members = await create_members(deps, 25)
-    transactions = counting_transactions(deps.mongo, monkeypatch)
+    transactions = counting_transactions(api.container.mongo, monkeypatch)
 
     report = await scheduling.renew_due(deps, await set_clock(api, at(2, 15)), batch_size=10)
 
@@ -311,14 +313,14 @@ async def test_renewals_go_in_batches_of_one_transaction_each(
 
 def counting_transactions(mongo: Mongo, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
     calls = 0
-    real = mongo.transaction
+    real = mongo.run_transaction
 
     async def counted(callback: Callable[[Any], Awaitable[T]]) -> T:
         nonlocal calls
         calls += 1
         return await real(callback)
 
-    monkeypatch.setattr(mongo, "transaction", counted)
+    monkeypatch.setattr(mongo, "run_transaction", counted)
     return lambda: calls
 
 
@@ -329,7 +331,9 @@ async def test_one_failing_member_is_logged_and_skipped_and_the_others_are_renew
     members = await create_members(deps, 6)
     broken = members[3]
     # A record no code path writes: an anchor day out of range makes the billing maths refuse.
-    await deps.mongo.c.members.update_one({"_id": broken}, {"$set": {"subscription.billingDay": 0}})
+    await api.container.mongo.c.members.update_one(
+        {"_id": broken}, {"$set": {"subscription.billingDay": 0}}
+    )
     now = await set_clock(api, at(2, 15))
 
     with caplog.at_level(logging.WARNING, logger="inmail.services.scheduling"):
@@ -399,7 +403,7 @@ async def test_stopping_the_scheduler_lets_the_batch_in_flight_finish_and_nothin
     api.clock.set(at(2, 15))
     gate = Gate()
     deps.publisher = gate
-    scheduler = Scheduler(deps, interval=3600, batch_size=10)
+    scheduler = build_scheduler(deps, api.container.mongo, interval=3600, batch_size=10)
 
     await scheduler.start()
     await gate.reached.wait()  # the first batch is committed; the pass waits to publish it
@@ -412,9 +416,11 @@ async def test_stopping_the_scheduler_lets_the_batch_in_flight_finish_and_nothin
     assert len(renewed) == 10
     for member_id in members:
         await assert_consistent(deps, member_id)
-    lease = await LeaseRepository(deps.mongo).holder(LEASE_NAME)
+    lease = await LeaseRepository(api.container.mongo).holder(LEASE_NAME)
     assert lease is not None
-    assert await LeaseRepository(deps.mongo).acquire(LEASE_NAME, "next", timedelta(seconds=5))
+    assert await LeaseRepository(api.container.mongo).acquire(
+        LEASE_NAME, "next", timedelta(seconds=5)
+    )
 
 
 class Recorder:
@@ -435,7 +441,8 @@ async def test_the_scheduler_started_with_the_app_renews_members_nobody_touches(
 ) -> None:
     settings = settings_with(scheduler_enabled=True, scheduler_interval=0.05)
     async with open_api(mongodb_uri, db_name, settings) as api:
-        scheduler = api.container.extras["scheduler"]
+        scheduler = api.container.scheduler
+        assert scheduler is not None
         assert scheduler in api.container.background
         deps = api.container.deps
         ada = await new_member(deps)
@@ -458,8 +465,9 @@ async def test_two_schedulers_running_at_once_grant_once(
     api.clock.set(at(4, 20))
     other_mongo = Mongo.connect(mongodb_uri, db_name)
     try:
-        other = Deps(mongo=other_mongo, clock=api.clock, plans=deps.plans)
-        first, second = Scheduler(deps, interval=60), Scheduler(other, interval=60)
+        other = build_deps(other_mongo, api.clock, deps.plans)
+        first = build_scheduler(deps, api.container.mongo, interval=60)
+        second = build_scheduler(other, other_mongo, interval=60)
         reports = await asyncio.gather(first.run_once(), second.run_once())
         assert sorted(r is None for r in reports) == [False, True]  # the lease let one work
         # Without the lease at all, both at once, with small batches that interleave:
@@ -485,7 +493,7 @@ async def test_two_schedulers_running_at_once_grant_once(
 async def test_the_lease_runs_on_real_time_even_when_the_service_clock_is_manual(
     api: Api,
 ) -> None:
-    leases = LeaseRepository(api.container.deps.mongo)
+    leases = LeaseRepository(api.container.mongo)
     assert await leases.acquire(LEASE_NAME, "first", timedelta(seconds=30))
     api.clock.advance(timedelta(days=400))
     assert not await leases.acquire(LEASE_NAME, "second", timedelta(seconds=30))
@@ -494,7 +502,7 @@ async def test_the_lease_runs_on_real_time_even_when_the_service_clock_is_manual
     assert await leases.acquire(LEASE_NAME, "second", timedelta(milliseconds=1))
     await asyncio.sleep(0.05)  # real time passes: that lease lapses
     assert await leases.acquire(LEASE_NAME, "third", timedelta(seconds=30))
-    scheduler = Scheduler(api.container.deps, interval=60)
+    scheduler = build_scheduler(api.container.deps, api.container.mongo, interval=60)
     assert await scheduler.run_once() is None  # "third" holds it
 
 
@@ -504,7 +512,9 @@ async def test_a_pass_that_will_not_end_is_cancelled_after_the_grace_period(api:
     api.clock.set(at(2, 15))
     gate = Gate()  # never opened: the pass hangs after its first batch
     deps.publisher = gate
-    scheduler = Scheduler(deps, interval=3600, batch_size=5, stop_grace=0.05)
+    scheduler = build_scheduler(
+        deps, api.container.mongo, interval=3600, batch_size=5, stop_grace=0.05
+    )
     await scheduler.start()
     await gate.reached.wait()
     await scheduler.stop()
@@ -526,7 +536,7 @@ async def test_a_database_outage_ends_the_pass_instead_of_retrying_member_by_mem
         attempts += 1
         raise NetworkTimeout("the primary went away")
 
-    monkeypatch.setattr(deps.members, "get_many", unreachable)
+    monkeypatch.setattr(MemberRepository, "get_many", unreachable)
     with pytest.raises(NetworkTimeout):
         await scheduling.renew_due(deps, at(2, 15), batch_size=4)
     assert attempts == 1

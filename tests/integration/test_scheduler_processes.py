@@ -33,36 +33,38 @@ CHILD = r"""
 import asyncio, json, sys
 from datetime import datetime, timedelta
 
+from inmail.bootstrap import build_deps, build_scheduler
 from inmail.clock import ManualClock
+from inmail.repositories.members import MemberRepository
 from inmail.repositories.mongo import Mongo
-from inmail.scheduler import Scheduler
 from inmail.services import scheduling
-from inmail.services.base import Deps
 from inmail.settings import Settings
 
 
 async def main(uri, db, now, mode, batch, hang_at):
     mongo = Mongo.connect(uri, db)
     clock = ManualClock(datetime.fromisoformat(now))
-    deps = Deps(mongo=mongo, clock=clock, plans=Settings().plans)
+    deps = build_deps(mongo, clock, Settings().plans)
     if hang_at:
-        real, calls = deps.members.commit_many, 0
+        real, calls = MemberRepository.commit_many, 0
 
-        async def commit_many(commits, session):
+        async def commit_many(self, commits):
             nonlocal calls
             calls += 1
             if calls == hang_at:  # inside a batch's transaction, before it writes anything
-                print("hanging", session.session_id["id"].hex(), flush=True)
+                print("hanging", self._session.session_id["id"].hex(), flush=True)
                 await asyncio.Event().wait()
-            await real(commits, session)
+            await real(self, commits)
 
-        deps.members.commit_many = commit_many
+        MemberRepository.commit_many = commit_many
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     if mode == "no-lease":
         report = await scheduling.run_due_jobs(deps, clock.now(), batch_size=batch)
     else:
-        scheduler = Scheduler(deps, interval=60, batch_size=batch, lease_ttl=timedelta(seconds=2))
+        scheduler = build_scheduler(
+            deps, mongo, interval=60, batch_size=batch, lease_ttl=timedelta(seconds=2)
+        )
         report = await scheduler.run_once()
         while report is None and mode == "lease-wait":  # until the dead holder's lease lapses
             await asyncio.sleep(0.2)
@@ -161,15 +163,15 @@ async def seed(deps: Deps, count: int) -> list[str]:
 
 async def assert_each_cycle_granted_once(deps: Deps, members: list[str]) -> None:
     for member_id in members:
-        entries = await deps.ledger.all_for(member_id)
+        entries = await deps.reads.ledger.all_for(member_id)
         assert [(e.at, e.delta) for e in entries if e.kind is LedgerKind.GRANT] == EXPECTED_GRANTS
         assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
         assert [e.kind for e in entries].count(LedgerKind.EXPIRE) == 1
         assert entries[-1].balance_after == sum(e.delta for e in entries) == 10
-        member = await deps.members.get(member_id)
+        member = await deps.reads.members.get(member_id)
         assert member is not None
         assert member.ledger_seq == len(entries)
-    assert await deps.mongo.c.credit_lots.count_documents({}) == 3 * len(members)
+    assert sum([len(await deps.reads.lots.all_for(m)) for m in members]) == 3 * len(members)
 
 
 def renewed(report: dict[str, Any] | None) -> int:
@@ -216,15 +218,15 @@ async def test_a_pass_killed_midway_is_completed_by_the_next_without_duplicates(
         await doomed.process.wait()
     # A dead client's open transaction is aborted by the server after its lifetime limit
     # (transactionLifetimeLimitSeconds, 60 s by default); end it now rather than wait.
-    await deps.mongo.client.admin.command(
+    await api.container.mongo.client.admin.command(
         "killSessions", [{"id": Binary(bytes.fromhex(session_id), UUID_SUBTYPE)}]
     )
 
-    done = [m for m in members if len(await deps.ledger.all_for(m)) > 1]
+    done = [m for m in members if len(await deps.reads.ledger.all_for(m)) > 1]
     assert len(done) == 20
     untouched = [m for m in members if m not in done]
     for member_id in untouched:
-        assert [e.at for e in await deps.ledger.all_for(member_id)] == [START]
+        assert [e.at for e in await deps.reads.ledger.all_for(member_id)] == [START]
 
     # The next pass waits out the dead process's lease (2 s of real time), then finishes.
     async with children(mongodb_uri, db_name, ("lease-wait", 10, 0)) as (successor,):

@@ -19,7 +19,9 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from inmail.services.base import request_hash
+from inmail.domain.errors import ErrorCode
+from inmail.repositories.records import Refusal
+from inmail.services.idempotency import KeyedRequest
 from inmail.services.payments import Charge, PaymentGateway
 from reliability.conftest import http_client
 from reliability.invariants import Snapshot, problems
@@ -246,7 +248,7 @@ async def test_a_purchase_charged_when_its_server_died_is_granted_once_when_retr
 ) -> None:
     ivy = await api.create_member("Ivy Buyer", "PREMIUM_CAREER")
     # The gateway charged the card for key "ivy-1", then the process died before the grant.
-    await api.container.deps.charges.charge_once(
+    await api.container.charges.charge_once(
         ivy.id, "ivy-1", quantity=3, card_last4="4242", at=START
     )
 
@@ -340,16 +342,13 @@ async def test_a_purchase_killed_while_refunding_is_refunded_when_retried(api: A
     # What purchase_credits had written when the process died inside _refund: the charge of
     # a purchase refused for the cap (the balance moved after its check), and the key held
     # with that refusal, before the gateway's refund ran.
-    deps = api.container.deps
-    await deps.charges.charge_once(hal.id, "hal-1", quantity=10, card_last4="4242", at=START)
-    await deps.idempotency.hold(
-        hal.id,
-        "hal-1",
-        operation="purchaseInMailCredits",
-        request_hash=request_hash("purchaseInMailCredits", quantity=10),
-        refusal={"code": "CAP_EXCEEDED", "message": "Over the cap.", "field": "quantity"},
-        at=START,
+    await api.container.charges.charge_once(
+        hal.id, "hal-1", quantity=10, card_last4="4242", at=START
     )
+    request = KeyedRequest.of(hal.id, "hal-1", "purchaseInMailCredits", quantity=10)
+    refusal = Refusal(ErrorCode.CAP_EXCEEDED, "Over the cap.", "quantity")
+    async with api.container.deps.uow.transaction() as tx:
+        assert await tx.idempotency.hold(request.record(START, refusal=refusal))
 
     retried = await api.purchase(hal, 10, "hal-1")
 

@@ -38,6 +38,7 @@ from inmail.bench.report import (
     scheduler_table,
     workload_table,
 )
+from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, LEGACY_ALLOTMENT_MAX
 from inmail.repositories.embedded import EmbeddedMongod
@@ -122,6 +123,7 @@ class Run:
         sizes: Sizes,
         server: ApiServer,
         deps: Deps,
+        mongo: Mongo,
         mongod_pid: int,
         world: w.World,
     ) -> None:
@@ -130,6 +132,7 @@ class Run:
         self.server = server
         self.url = f"{server.url}/graphql"
         self.deps = deps
+        self.mongo = mongo
         self.mongod_pid = mongod_pid
         self.world = world
         self.results = Results()
@@ -138,7 +141,7 @@ class Run:
         pid = self.server.pid if row.via == "HTTP" else os.getpid()
         fresh_peak = reset_peak_rss(pid)
         meter = CpuMeter({"service": pid, "mongod": self.mongod_pid})
-        client = self.deps.mongo.client
+        client = self.mongo.client
         before = await snapshot(client)
         meter.start()
         result = await work()
@@ -455,7 +458,7 @@ async def _api_workloads(
     chosen: set[str],
 ) -> Results:
     await mongo.create_indexes()
-    deps = Deps(mongo=mongo, clock=ManualClock(w.START), plans=DEFAULT_PLAN_TABLE)
+    deps = build_deps(mongo, ManualClock(w.START), DEFAULT_PLAN_TABLE)
     print(
         f"inmail bench: seeding {sizes.recipients} recipients, {sizes.senders} senders and a "
         f"member page of {w.PAGE_CONVERSATIONS} conversations...",
@@ -471,7 +474,7 @@ async def _api_workloads(
     server.start()
     assert mongod.pid is not None
     try:
-        bench = Run(args, sizes, server, deps, mongod.pid, world)
+        bench = Run(args, sizes, server, deps, mongo, mongod.pid, world)
         print(f"inmail bench: server pid {server.pid} at {server.url}", flush=True)
         if "send" in chosen:
             print("inmail bench: sendInMail, HTTP and floor...", flush=True)

@@ -54,10 +54,66 @@ class CreditLot:
             raise ValueError(f"lot {self.id}: granted_at and expires_at must be timezone-aware")
 
     def is_spendable(self, now: datetime) -> bool:
-        return self.status is LotStatus.ACTIVE and self.remaining > 0 and now < self.expires_at
+        return SPENDABLE.matches(self, now)
 
     def has_lapsed(self, now: datetime) -> bool:
-        return self.status is LotStatus.ACTIVE and self.remaining > 0 and now >= self.expires_at
+        return LAPSED.matches(self, now)
+
+
+@dataclass(frozen=True, slots=True)
+class LotRule:
+    """Which lots a rule counts at an instant: in `status`, holding credits, and either past
+    their expiry (`expires_at <= now`) or not yet (`now < expires_at`).
+
+    The rule's one definition: the database's queries (repositories/credit_lots.py) are
+    translated from these fields, so what the API serves and what the wallet computes agree.
+    """
+
+    status: LotStatus
+    past_expiry: bool
+
+    def matches(self, lot: CreditLot, now: datetime) -> bool:
+        return (
+            lot.status is self.status
+            and lot.remaining > 0
+            and (lot.expires_at <= now) is self.past_expiry
+        )
+
+
+SPENDABLE = LotRule(LotStatus.ACTIVE, past_expiry=False)
+"""Spendable now: ACTIVE, credits left, not yet expired (SPEC 3)."""
+LAPSED = LotRule(LotStatus.ACTIVE, past_expiry=True)
+"""Lapsed: still ACTIVE with credits left, but past its expiry; the expiry job's work (SPEC 3)."""
+
+
+# A grant key names what a grant is for, so that the ledger's unique index writes it once.
+CYCLE_GRANT = "cycle"
+PURCHASE_GRANT = "purchase"
+CREDIT_BACK_GRANT = "credit-back"
+
+
+def cycle_grant_key(subscription_id: str, cycle_start: datetime) -> str:
+    """The identity of one cycle's allotment: granted at most once, whoever writes it."""
+    return f"{CYCLE_GRANT}:{subscription_id}:{cycle_start.isoformat()}"
+
+
+def purchase_grant_key(charge_id: str) -> str:
+    """A purchase's lot is granted at most once per charge."""
+    return f"{PURCHASE_GRANT}:{charge_id}"
+
+
+def credit_back_grant_key(conversation_id: str) -> str:
+    """An InMail earns its sender at most one credit back."""
+    return f"{CREDIT_BACK_GRANT}:{conversation_id}"
+
+
+def cycle_of_grant(grant_key: str) -> str | None:
+    """The subscription whose cycle a grant key names, or None for any other grant."""
+    kind, _, rest = grant_key.partition(":")
+    if kind != CYCLE_GRANT:
+        return None
+    subscription_id, _, _ = rest.partition(":")
+    return subscription_id or None
 
 
 def expiry_for(granted_at: datetime) -> datetime:

@@ -69,6 +69,27 @@ class Subscription:
 
 
 @dataclass(frozen=True, slots=True)
+class RenewalRule:
+    """When a subscription has a cycle to grant: in this status, its next cycle already begun.
+
+    The scheduler's query for members due (repositories/members.py) is derived from it.
+    """
+
+    status: SubscriptionStatus
+
+    def is_due(self, subscription: Subscription | None, now: datetime) -> bool:
+        return (
+            subscription is not None
+            and subscription.status is self.status
+            and subscription.next_renewal_at is not None
+            and subscription.next_renewal_at <= now
+        )
+
+
+RENEWAL_DUE = RenewalRule(SubscriptionStatus.ACTIVE)
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     id: str
     name: str

@@ -13,16 +13,18 @@ from datetime import datetime
 
 from inmail.domain.billing import cycle_starts
 from inmail.domain.credits import (
+    LAPSED,
     CreditLot,
     CreditSource,
     LedgerKind,
     LotStatus,
     clamp_grant,
+    cycle_grant_key,
     expiry_for,
     pick_lot,
 )
 from inmail.domain.errors import DomainError, ErrorCode
-from inmail.domain.model import LedgerEntry, Subscription
+from inmail.domain.model import RENEWAL_DUE, LedgerEntry, Subscription
 from inmail.domain.plans import PlanTable, PlanType
 
 _KIND_OF_SOURCE = {
@@ -30,11 +32,6 @@ _KIND_OF_SOURCE = {
     CreditSource.PURCHASE: LedgerKind.GRANT,
     CreditSource.CREDIT_BACK: LedgerKind.CREDIT_BACK,
 }
-
-
-def cycle_grant_key(subscription_id: str, cycle_start: datetime) -> str:
-    """The identity of one cycle's allotment: granted at most once, whoever writes it."""
-    return f"cycle:{subscription_id}:{cycle_start.isoformat()}"
 
 
 class Wallet:
@@ -76,7 +73,7 @@ class Wallet:
     def settle(self, until: datetime) -> None:
         """Expire, in expiry order, every lot whose 90 days ended at or before `until`."""
         lapsed = sorted(
-            (lot for lot in self.active_lots() if lot.expires_at <= until and lot.remaining > 0),
+            (lot for lot in self.active_lots() if LAPSED.matches(lot, until)),
             key=lambda lot: (lot.expires_at, lot.granted_at, lot.id),
         )
         for lot in lapsed:
@@ -150,7 +147,7 @@ class Wallet:
 
     def renew(self, subscription: Subscription, plans: PlanTable, until: datetime) -> Subscription:
         """Grant every cycle that started by `until`, each at its own start, in order."""
-        if not subscription.is_active or subscription.next_renewal_at is None:
+        if not RENEWAL_DUE.is_due(subscription, until):
             return subscription
         current = subscription
         for start in cycle_starts(subscription.period_start, until, subscription.billing_day):

@@ -4,8 +4,7 @@ Every API process watches the ledger, so a change committed through any process 
 subscribers of all of them. The feed hands out one transaction's entries at a time, in commit
 order, and remembers the resume token of the last batch it handed out: when the stream drops
 (a failover, a network cut, a killed cursor) it reopens right after that batch, so nothing is
-lost and nothing is handed out twice. A change stream needs a replica set; the in-memory
-fallback has none, and there the live updates come from the process itself.
+lost and nothing is handed out twice. A change stream needs a replica set.
 """
 
 from __future__ import annotations
@@ -88,8 +87,6 @@ class LedgerChanges:
         retry_delay: float = 0.2,
         max_retry_delay: float = 5.0,
     ) -> None:
-        if mongo.in_memory:
-            raise ValueError("the in-memory database has no change streams")
         self._collection = mongo.c.ledger
         self._token: ResumeToken | None = resume_after
         self._max_await_ms = max_await_ms

@@ -66,12 +66,8 @@ def conversation_from_doc(doc: Doc) -> Conversation:
     )
 
 
-def as_stored(conversation: Conversation) -> Conversation:
-    """The conversation as reading it back would give it: BSON keeps times to the millisecond."""
-    return conversation_from_doc(_to_milliseconds(conversation_to_doc(conversation)))
-
-
 def _to_milliseconds(value: Any) -> Any:
+    """A document as the server keeps it: BSON keeps times to the millisecond."""
     if isinstance(value, datetime):
         return value.replace(microsecond=value.microsecond // 1000 * 1000)
     if isinstance(value, dict):
@@ -85,33 +81,37 @@ def pair_key(a: str, b: str) -> str:
     return ":".join(sorted((a, b)))
 
 
-class ConversationRepository:
-    def __init__(self, mongo: Mongo) -> None:
+class ConversationReader:
+    """Conversations as read outside a transaction, or inside one (then from its snapshot)."""
+
+    def __init__(self, mongo: Mongo, session: Session) -> None:
         self._mongo = mongo
+        self._session = session
         self._c = mongo.c.conversations
 
-    async def insert(self, conversation: Conversation, session: Session = None) -> None:
-        await self._c.insert_one(conversation_to_doc(conversation), session=session)
-
-    async def get(self, conversation_id: str, session: Session = None) -> Conversation | None:
-        doc = await self._c.find_one({"_id": conversation_id}, session=session)
+    async def get(self, conversation_id: str) -> Conversation | None:
+        doc = await self._c.find_one({"_id": conversation_id}, session=self._session)
         return conversation_from_doc(doc) if doc else None
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]:
         wanted = list(dict.fromkeys(ids))
-        docs = await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}) if wanted else []
+        docs = (
+            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
+            if wanted
+            else []
+        )
         return {doc["_id"]: conversation_from_doc(doc) for doc in docs}
 
     async def inmails_sent_by(self, member_id: str) -> list[Conversation]:
         """Every InMail the member sent (for audits)."""
         docs = await self._mongo.find_all(
-            self._c, {"senderId": member_id, "kind": ConversationKind.INMAIL.value}
+            self._c,
+            {"senderId": member_id, "kind": ConversationKind.INMAIL.value},
+            session=self._session,
         )
         return [conversation_from_doc(doc) for doc in docs]
 
-    async def awaiting_between(
-        self, sender_id: str, recipient_id: str, session: Session = None
-    ) -> bool:
+    async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool:
         doc = await self._c.find_one(
             {
                 "senderId": sender_id,
@@ -119,51 +119,15 @@ class ConversationRepository:
                 "state": ConversationState.AWAITING_RESPONSE.value,
             },
             {"_id": 1},
-            session=session,
+            session=self._session,
         )
         return doc is not None
 
-    async def direct_between(self, a: str, b: str, session: Session = None) -> Conversation | None:
+    async def direct_between(self, a: str, b: str) -> Conversation | None:
         doc = await self._c.find_one(
-            {"kind": ConversationKind.DIRECT.value, "pair": pair_key(a, b)}, session=session
+            {"kind": ConversationKind.DIRECT.value, "pair": pair_key(a, b)}, session=self._session
         )
         return conversation_from_doc(doc) if doc else None
-
-    async def record_response(
-        self,
-        conversation_id: str,
-        *,
-        state: ConversationState,
-        response: InMailResponse,
-        at: datetime,
-        reply: Message | None,
-        credited_back: bool,
-        session: Session,
-    ) -> bool:
-        """Record the first response; False if one was already recorded."""
-        update: Doc = {
-            "$set": {
-                "state": state.value,
-                "response": response.value,
-                "respondedAt": at,
-                "creditedBack": credited_back,
-            }
-        }
-        if reply is not None:
-            update["$push"] = {"messages": _message_to_doc(reply)}
-        result = await self._c.update_one(
-            {"_id": conversation_id, "respondedAt": None}, update, session=session
-        )
-        return result.modified_count == 1
-
-    async def append_message(
-        self, conversation_id: str, message: Message, session: Session = None
-    ) -> None:
-        await self._c.update_one(
-            {"_id": conversation_id},
-            {"$push": {"messages": _message_to_doc(message)}},
-            session=session,
-        )
 
     def _query(self, member_id: str, state: ConversationState | None) -> Doc:
         query: Doc = {"$or": [{"senderId": member_id}, {"recipientId": member_id}]}
@@ -180,19 +144,7 @@ class ConversationRepository:
         return Page([(c, conversation_from_doc(d)) for c, d in page.items], page.has_next)
 
     async def count_for(self, member_id: str, state: ConversationState | None) -> int:
-        return await self._c.count_documents(self._query(member_id, state))
-
-    async def mark_reminded(self, conversation_id: str, at: datetime, session: Session) -> bool:
-        result = await self._c.update_one(
-            {
-                "_id": conversation_id,
-                "reminderSentAt": None,
-                "state": ConversationState.AWAITING_RESPONSE.value,
-            },
-            {"$set": {"reminderSentAt": at}},
-            session=session,
-        )
-        return result.modified_count == 1
+        return await self._c.count_documents(self._query(member_id, state), session=self._session)
 
     async def reminders_due_after(
         self, now: datetime, *, after: tuple[datetime, str] | None, limit: int
@@ -215,6 +167,7 @@ class ConversationRepository:
             projection={"_id": 1, "recipientId": 1, "reminderDueAt": 1},
             sort=[("reminderDueAt", 1), ("_id", 1)],
             limit=limit,
+            session=self._session,
         )
         return [DueReminder(doc["_id"], doc["recipientId"], doc["reminderDueAt"]) for doc in docs]
 
@@ -227,8 +180,64 @@ class ConversationRepository:
             projection={"_id": 0, "reminderDueAt": 1},
             sort=[("reminderDueAt", 1)],
             limit=1,
+            session=self._session,
         )
         return docs[0]["reminderDueAt"] if docs else None
+
+
+class ConversationRepository(ConversationReader):
+    """Conversations inside a transaction: every write here is part of it."""
+
+    async def insert(self, conversation: Conversation) -> Conversation:
+        """Write a new conversation; returns it as reading it back would give it."""
+        doc = conversation_to_doc(conversation)
+        await self._c.insert_one(doc, session=self._session)
+        return conversation_from_doc(_to_milliseconds(doc))
+
+    async def record_response(
+        self,
+        conversation_id: str,
+        *,
+        state: ConversationState,
+        response: InMailResponse,
+        at: datetime,
+        reply: Message | None,
+        credited_back: bool,
+    ) -> bool:
+        """Record the first response; False if one was already recorded."""
+        update: Doc = {
+            "$set": {
+                "state": state.value,
+                "response": response.value,
+                "respondedAt": at,
+                "creditedBack": credited_back,
+            }
+        }
+        if reply is not None:
+            update["$push"] = {"messages": _message_to_doc(reply)}
+        result = await self._c.update_one(
+            {"_id": conversation_id, "respondedAt": None}, update, session=self._session
+        )
+        return result.modified_count == 1
+
+    async def append_message(self, conversation_id: str, message: Message) -> None:
+        await self._c.update_one(
+            {"_id": conversation_id},
+            {"$push": {"messages": _message_to_doc(message)}},
+            session=self._session,
+        )
+
+    async def mark_reminded(self, conversation_id: str, at: datetime) -> bool:
+        result = await self._c.update_one(
+            {
+                "_id": conversation_id,
+                "reminderSentAt": None,
+                "state": ConversationState.AWAITING_RESPONSE.value,
+            },
+            {"$set": {"reminderSentAt": at}},
+            session=self._session,
+        )
+        return result.modified_count == 1
 
 
 _REMINDER_PENDING: Doc = {

@@ -48,14 +48,13 @@ def entry_from_doc(doc: Doc) -> LedgerEntry:
     )
 
 
-class LedgerRepository:
-    def __init__(self, mongo: Mongo) -> None:
-        self._mongo = mongo
-        self._c = mongo.c.ledger
+class LedgerReader:
+    """The ledger as read outside a transaction, or inside one (then from its snapshot)."""
 
-    async def append(self, entries: Sequence[LedgerEntry], session: Session) -> None:
-        if entries:
-            await self._c.insert_many([entry_to_doc(e) for e in entries], session=session)
+    def __init__(self, mongo: Mongo, session: Session) -> None:
+        self._mongo = mongo
+        self._session = session
+        self._c = mongo.c.ledger
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
         page = await keyset_page(
@@ -64,8 +63,18 @@ class LedgerRepository:
         return Page([(c, entry_from_doc(d)) for c, d in page.items], page.has_next)
 
     async def count(self, member_id: str) -> int:
-        return await self._c.count_documents({"memberId": member_id})
+        return await self._c.count_documents({"memberId": member_id}, session=self._session)
 
     async def all_for(self, member_id: str) -> list[LedgerEntry]:
-        docs = await self._mongo.find_all(self._c, {"memberId": member_id}, sort=[("seq", 1)])
+        docs = await self._mongo.find_all(
+            self._c, {"memberId": member_id}, sort=[("seq", 1)], session=self._session
+        )
         return [entry_from_doc(doc) for doc in docs]
+
+
+class LedgerRepository(LedgerReader):
+    """The ledger inside a transaction: entries are appended, never changed."""
+
+    async def append(self, entries: Sequence[LedgerEntry]) -> None:
+        if entries:
+            await self._c.insert_many([entry_to_doc(e) for e in entries], session=self._session)

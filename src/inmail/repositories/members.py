@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
-
-from pymongo import UpdateOne
 
 from inmail.domain.billing import PaymentMethod
-from inmail.domain.model import Member, Subscription, SubscriptionStatus
+from inmail.domain.model import RENEWAL_DUE, Member, Subscription, SubscriptionStatus
 from inmail.domain.plans import PlanType
 from inmail.repositories.mongo import Doc, Mongo, Session
 
@@ -37,7 +34,7 @@ def _card_from_doc(doc: Doc | None) -> PaymentMethod | None:
     )
 
 
-def subscription_to_doc(sub: Subscription | None) -> Doc | None:
+def _subscription_to_doc(sub: Subscription | None) -> Doc | None:
     if sub is None:
         return None
     return {
@@ -88,80 +85,46 @@ def member_to_doc(member: Member) -> Doc:
         "headline": member.headline,
         "plan": member.plan.value,
         "createdAt": member.created_at,
-        "subscription": subscription_to_doc(member.subscription),
+        "subscription": _subscription_to_doc(member.subscription),
         "paymentMethod": _card_to_doc(member.payment_method),
         "connections": sorted(member.connections),
         "ledgerSeq": member.ledger_seq,
     }
 
 
-class MemberRepository:
-    def __init__(self, mongo: Mongo) -> None:
+class MemberReader:
+    """Members as read outside a transaction, or inside one (then from its snapshot)."""
+
+    def __init__(self, mongo: Mongo, session: Session) -> None:
         self._mongo = mongo
+        self._session = session
         self._c = mongo.c.members
 
-    async def get(self, member_id: str, session: Session = None) -> Member | None:
-        doc = await self._c.find_one({"_id": member_id}, session=session)
+    async def get(self, member_id: str) -> Member | None:
+        doc = await self._c.find_one({"_id": member_id}, session=self._session)
         return member_from_doc(doc) if doc else None
 
-    async def get_many(self, ids: Iterable[str], session: Session = None) -> dict[str, Member]:
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Member]:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        docs = await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=session)
+        docs = await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
         return {doc["_id"]: member_from_doc(doc) for doc in docs}
-
-    async def insert(self, member: Member, session: Session = None) -> None:
-        await self._c.insert_one(member_to_doc(member), session=session)
-
-    async def commit(
-        self,
-        member: Member,
-        *,
-        new_seq: int,
-        session: Session,
-        changes: dict[str, Any] | None = None,
-    ) -> None:
-        """Write a member's new ledger position (and other changes), only if nobody else did.
-
-        Every change to a member's credits passes here first, so two transactions on one member
-        conflict and one of them is retried: the ledger's order is the commit order.
-        """
-        update: Doc = {"$set": {"ledgerSeq": new_seq, **(changes or {})}, "$inc": {"rev": 1}}
-        result = await self._c.update_one(
-            {"_id": member.id, "ledgerSeq": member.ledger_seq}, update, session=session
-        )
-        if result.matched_count != 1:
-            raise StaleMember(member.id)
-
-    async def set_payment_method(
-        self, member_id: str, card: PaymentMethod, session: Session = None
-    ) -> None:
-        await self._c.update_one(
-            {"_id": member_id}, {"$set": {"paymentMethod": _card_to_doc(card)}}, session=session
-        )
-
-    async def connect(self, a: str, b: str, session: Session = None) -> None:
-        """Each member in the other's connections: both writes in one round trip."""
-        ops = [
-            UpdateOne({"_id": a}, {"$addToSet": {"connections": b}}),
-            UpdateOne({"_id": b}, {"$addToSet": {"connections": a}}),
-        ]
-        if self._mongo.in_memory:  # mongomock's bulk_write fails on updates
-            for op in ops:
-                await self._c.update_one(op._filter, op._doc, session=session)
-        else:
-            await self._c.bulk_write(ops, ordered=True, session=session)
 
     async def due_ids_for_renewal(
         self, now: datetime, *, after_id: str | None, limit: int
     ) -> list[str]:
         """Ids of members with a cycle due by `now`, in _id order after `after_id`."""
-        query: Doc = {"subscription.status": "ACTIVE", "subscription.nextRenewalAt": {"$lte": now}}
+        query = _renewal_due({"$lte": now})
         if after_id is not None:
             query["_id"] = {"$gt": after_id}
         docs = await self._mongo.find_all(
-            self._c, query, projection={"_id": 1}, sort=[("_id", 1)], limit=limit
+            self._c,
+            query,
+            projection={"_id": 1},
+            sort=[("_id", 1)],
+            limit=limit,
+            session=self._session,
         )
         return [doc["_id"] for doc in docs]
 
@@ -170,32 +133,69 @@ class MemberRepository:
         when: Doc = {"$gt": after} if after is not None else {"$type": "date"}
         docs = await self._mongo.find_all(
             self._c,
-            {"subscription.status": "ACTIVE", "subscription.nextRenewalAt": when},
+            _renewal_due(when),
             projection={"_id": 0, "subscription.nextRenewalAt": 1},
             sort=[("subscription.status", 1), ("subscription.nextRenewalAt", 1)],
             limit=1,
+            session=self._session,
         )
         return docs[0]["subscription"]["nextRenewalAt"] if docs else None
 
-    async def commit_many(
-        self, commits: Sequence[tuple[Member, int, dict[str, Any]]], session: Session
-    ) -> None:
-        """`commit` for many members in one round trip: (member as read, new seq, changes)."""
-        if not commits:
-            return
-        ops = [
-            UpdateOne(
-                {"_id": member.id, "ledgerSeq": member.ledger_seq},
-                {"$set": {"ledgerSeq": new_seq, **changes}, "$inc": {"rev": 1}},
+
+def _renewal_due(when: Doc) -> Doc:
+    """The database's form of `RENEWAL_DUE`: its status, and a condition on nextRenewalAt."""
+    return {"subscription.status": RENEWAL_DUE.status.value, "subscription.nextRenewalAt": when}
+
+
+class MemberRepository(MemberReader):
+    """Members inside a transaction: every write here is part of it."""
+
+    async def insert(self, member: Member) -> None:
+        await self._c.insert_one(member_to_doc(member), session=self._session)
+
+    async def commit(self, read: Member, updated: Member) -> None:
+        """Write a member's new ledger position, plan and subscription, only if nobody else did.
+
+        `read` is the member as this transaction read it, `updated` as it is to be. Every change
+        to a member's credits passes here first, so two transactions on one member conflict and
+        one of them is retried: the ledger's order is the commit order.
+        """
+        await self.commit_many([(read, updated)])
+
+    async def commit_many(self, commits: Sequence[tuple[Member, Member]]) -> None:
+        """`commit` for many members in one round trip: (member as read, member as updated)."""
+        updates = [
+            (
+                {"_id": read.id, "ledgerSeq": read.ledger_seq},
+                {
+                    "$set": {
+                        "ledgerSeq": updated.ledger_seq,
+                        "plan": updated.plan.value,
+                        "subscription": _subscription_to_doc(updated.subscription),
+                    },
+                    "$inc": {"rev": 1},
+                },
             )
-            for member, new_seq, changes in commits
+            for read, updated in commits
         ]
-        if self._mongo.in_memory:  # mongomock's bulk_write fails on updates
-            matched = 0
-            for op in ops:
-                result = await self._c.update_one(op._filter, op._doc, session=session)
-                matched += result.matched_count
-        else:
-            matched = (await self._c.bulk_write(ops, ordered=True, session=session)).matched_count
-        if matched != len(ops):
-            raise StaleMember(f"{len(ops) - matched} of {len(ops)} members moved")
+        matched = await self._mongo.update_each(self._c, updates, self._session)
+        if matched != len(updates):
+            raise StaleMember(f"{len(updates) - matched} of {len(updates)} members moved")
+
+    async def set_payment_method(self, member_id: str, card: PaymentMethod) -> None:
+        await self._c.update_one(
+            {"_id": member_id},
+            {"$set": {"paymentMethod": _card_to_doc(card)}},
+            session=self._session,
+        )
+
+    async def connect(self, a: str, b: str) -> None:
+        """Each member in the other's connections: both writes in one round trip."""
+        await self._mongo.update_each(
+            self._c,
+            [
+                ({"_id": a}, {"$addToSet": {"connections": b}}),
+                ({"_id": b}, {"$addToSet": {"connections": a}}),
+            ],
+            self._session,
+        )

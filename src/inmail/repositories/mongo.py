@@ -1,23 +1,26 @@
-"""The MongoDB client, its collections and indexes, and transactions.
+"""The MongoDB client, its collections and indexes, and how a transaction is run.
 
-Every multi-document write runs through `Mongo.transaction`, which retries transient errors and
-unknown commit results. The in-memory fallback (mongomock) has no sessions: there the callback
-runs under one process-wide lock with no session, which is only sound because that mode is
-single-process and keeps nothing.
+A transaction is run by `Mongo.run_transaction` (retrying transient errors and unknown commit
+results, as the driver's `with_transaction` does) or, for a single attempt, inside
+`Mongo.session_transaction`. The in-memory fallback (repositories/memory.py) overrides the few
+methods here that a real server and mongomock answer differently; nothing else in the service
+knows which one it runs on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 from pymongo.errors import DuplicateKeyError
@@ -30,6 +33,9 @@ T = TypeVar("T")
 Doc = dict[str, Any]
 Session = AsyncClientSession | None
 Collection = AsyncCollection[Doc]
+
+_SNAPSHOT = ReadConcern("snapshot")
+_MAJORITY = WriteConcern("majority")
 
 __all__ = [
     "Collection",
@@ -150,11 +156,9 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
 class Mongo:
     """One client and database for the process; opened by the app's lifespan."""
 
-    def __init__(self, client: Any, db_name: str, *, in_memory: bool = False) -> None:
+    def __init__(self, client: Any, db_name: str) -> None:
         self.client = client
         self.db: AsyncDatabase[Doc] = client[db_name]
-        self.in_memory = in_memory
-        self._memory_lock = asyncio.Lock()
         self.c = Collections(**{name: self.db[name] for name in INDEXES})
 
     @classmethod
@@ -164,30 +168,19 @@ class Mongo:
         )
         return cls(client, db_name)
 
-    @classmethod
-    def in_memory_fallback(cls, db_name: str) -> Mongo:
-        from mongomock_motor import AsyncMongoMockClient
-
-        return cls(AsyncMongoMockClient(tz_aware=True), db_name, in_memory=True)
-
     async def ping(self) -> None:
-        if self.in_memory:
-            return
         await self.client.admin.command("ping")
 
     async def server_version(self) -> str:
-        if self.in_memory:
-            return "in-memory (mongomock)"
         info = await self.client.admin.command("buildInfo")
         return str(info.get("version", "unknown"))
 
+    def index_models(self, collection: str) -> Sequence[IndexModel]:
+        return INDEXES[collection]
+
     async def create_indexes(self) -> None:
-        for name, models in INDEXES.items():
-            if self.in_memory:
-                # mongomock ignores partial filters, so a partial unique index would refuse what
-                # it should not index at all; in memory every transaction runs under one lock, so
-                # the service's own checks keep those rules there.
-                models = [m for m in models if "partialFilterExpression" not in m.document]
+        for name in INDEXES:
+            models = self.index_models(name)
             if models:
                 await self.db[name].create_indexes(list(models))
 
@@ -196,22 +189,29 @@ class Mongo:
         if asyncio.iscoroutine(result):
             await result
 
-    async def transaction(self, callback: Callable[[Session], Awaitable[T]]) -> T:
-        """Run callback in one transaction: all of its writes happen, or none."""
-        if self.in_memory:
-            async with self._memory_lock:
-                return await callback(None)
+    async def run_transaction(self, callback: Callable[[Session], Awaitable[T]]) -> T:
+        """Run callback in one transaction, again if the server says a rerun may succeed."""
         async with self.client.start_session() as session:
 
             async def run(s: AsyncClientSession) -> T:
                 return await callback(s)
 
             result: T = await session.with_transaction(
-                run,
-                read_concern=ReadConcern("snapshot"),
-                write_concern=WriteConcern("majority"),
+                run, read_concern=_SNAPSHOT, write_concern=_MAJORITY
             )
             return result
+
+    @contextlib.asynccontextmanager
+    async def session_transaction(self) -> AsyncIterator[Session]:
+        """One attempt at a transaction: committed when the block ends, aborted if it raises."""
+        async with self.client.start_session() as session:
+            await session.start_transaction(read_concern=_SNAPSHOT, write_concern=_MAJORITY)
+            try:
+                yield session
+            except BaseException:
+                await session.abort_transaction()
+                raise
+            await session.commit_transaction()
 
     async def find_all(
         self,
@@ -231,9 +231,23 @@ class Mongo:
         return [doc async for doc in cursor]
 
     async def aggregate(
-        self, collection: Collection, pipeline: Sequence[Mapping[str, Any]], session: Session = None
+        self, collection: Collection, pipeline: Sequence[Mapping[str, Any]], session: Session
     ) -> list[Doc]:
         cursor: Any = collection.aggregate(list(pipeline), session=session)
         if asyncio.iscoroutine(cursor):  # PyMongo's async API awaits; mongomock does not
             cursor = await cursor
         return [doc async for doc in cursor]
+
+    async def update_each(
+        self, collection: Collection, updates: Sequence[tuple[Doc, Doc]], session: Session
+    ) -> int:
+        """Apply (filter, update) pairs in order, in one round trip; how many matched."""
+        if not updates:
+            return 0
+        ops = [UpdateOne(query, update) for query, update in updates]
+        result = await collection.bulk_write(ops, ordered=True, session=session)
+        return result.matched_count
+
+    def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:
+        """The cursor told to walk `index` (where the planner might pick a worse one)."""
+        return cursor.hint(index)

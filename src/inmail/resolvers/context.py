@@ -33,19 +33,19 @@ class Loaders:
         self.balance = DataLoader[str, int](self._balances)
 
     async def _members(self, ids: list[str]) -> list[Member | None]:
-        found = await self.deps.members.get_many(ids)
+        found = await self.deps.reads.members.get_many(ids)
         return [found.get(i) for i in ids]
 
     async def _lots(self, ids: list[str]) -> list[CreditLot | None]:
-        found = await self.deps.lots.get_many(ids)
+        found = await self.deps.reads.lots.get_many(ids)
         return [found.get(i) for i in ids]
 
     async def _conversations(self, ids: list[str]) -> list[Conversation | None]:
-        found = await self.deps.conversations.get_many(ids)
+        found = await self.deps.reads.conversations.get_many(ids)
         return [found.get(i) for i in ids]
 
     async def _balances(self, ids: list[str]) -> list[int]:
-        found = await self.deps.lots.balances(ids, self.deps.now())
+        found = await self.deps.reads.lots.balances(ids, self.deps.now())
         return [found[i] for i in ids]
 
     def clear(self) -> None:

@@ -184,7 +184,7 @@ async def credit_lot_connection(
 ) -> Connection[CreditLot]:
     c = ctx(info)
     size = c.page_size(first)
-    lots = c.deps.lots
+    lots = c.deps.reads.lots
     page = await _paged(lambda: lots.page(member_id, status, size, after))
     return Connection.build(page, CreditLot.from_domain, lambda: lots.count(member_id, status))
 
@@ -351,7 +351,7 @@ class Member:
         c = ctx(info)
         c.require_owner_or_admin(self._m.id)
         size = c.page_size(first)
-        repo, member_id = c.deps.ledger, self._m.id
+        repo, member_id = c.deps.reads.ledger, self._m.id
         page = await _paged(lambda: repo.page(member_id, size, after))
         return Connection.build(page, LedgerEntry.from_domain, lambda: repo.count(member_id))
 
@@ -366,7 +366,7 @@ class Member:
         c = ctx(info)
         c.require_owner_or_admin(self._m.id)
         size = c.page_size(first)
-        repo, member_id = c.deps.conversations, self._m.id
+        repo, member_id = c.deps.reads.conversations, self._m.id
         page = await _paged(lambda: repo.page_for(member_id, state, size, after))
         for _, conversation in page.items:
             c.loaders.conversation.prime(conversation.id, conversation)

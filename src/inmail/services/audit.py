@@ -9,19 +9,19 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from inmail.domain.credits import CreditLot, LedgerKind, LotStatus
+from inmail.domain.credits import CreditLot, LedgerKind, LotStatus, cycle_of_grant
 from inmail.domain.model import ConversationKind, LedgerEntry, Member
 from inmail.services.base import Deps
 
 
 async def audit_member(deps: Deps, member_id: str) -> list[str]:
-    member = await deps.members.get(member_id)
+    member = await deps.reads.members.get(member_id)
     if member is None:
         return [f"member {member_id} does not exist"]
     now = deps.now()
-    lots = await deps.lots.all_for(member_id)
-    entries = await deps.ledger.all_for(member_id)
-    reported = (await deps.lots.balances([member_id], now))[member_id]
+    lots = await deps.reads.lots.all_for(member_id)
+    entries = await deps.reads.ledger.all_for(member_id)
+    reported = (await deps.reads.lots.balances([member_id], now))[member_id]
     problems = [
         *_ledger_chain(member, entries),
         *_balance(lots, entries, reported, now),
@@ -99,7 +99,7 @@ def _cap(deps: Deps, member: Member, entries: list[LedgerEntry]) -> list[str]:
         return []
     cap = deps.plans.policy(subscription.plan, subscription.monthly_allotment).max_balance
     # The subscription's own grants name it; everything from its first grant on is under it.
-    own = [e.seq for e in entries if e.grant_key and subscription.id in e.grant_key]
+    own = [e.seq for e in entries if e.grant_key and cycle_of_grant(e.grant_key) == subscription.id]
     start_seq = min(own, default=len(entries) + 1)
     return [
         f"ledger seq {entry.seq} ({entry.kind.value}) took the balance to "
@@ -113,7 +113,7 @@ def _cap(deps: Deps, member: Member, entries: list[LedgerEntry]) -> list[str]:
 
 async def _conversations(deps: Deps, member_id: str, entries: list[LedgerEntry]) -> list[str]:
     problems: list[str] = []
-    sent = {c.id: c for c in await deps.conversations.inmails_sent_by(member_id)}
+    sent = {c.id: c for c in await deps.reads.conversations.inmails_sent_by(member_id)}
     debits = Counter(e.conversation_id for e in entries if e.kind is LedgerKind.DEBIT)
     credit_backs = Counter(e.conversation_id for e in entries if e.kind is LedgerKind.CREDIT_BACK)
     for conversation_id in debits:

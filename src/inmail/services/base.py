@@ -1,38 +1,19 @@
-"""What every use case shares: its dependencies, transactions with retries, and accounts."""
+"""What every use case shares: its dependencies, and a member's credits opened for change."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
 
 from inmail.clock import Clock
 from inmail.domain.credits import CreditLot
 from inmail.domain.model import LedgerEntry, Member, Subscription
-from inmail.domain.plans import PlanTable
+from inmail.domain.plans import PlanTable, PlanType
 from inmail.domain.wallet import Wallet
-from inmail.repositories.conversations import ConversationRepository
-from inmail.repositories.credit_lots import CreditLotRepository
-from inmail.repositories.ledger import LedgerRepository
-from inmail.repositories.members import MemberRepository, StaleMember, subscription_to_doc
-from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session, new_id
-from inmail.repositories.records import (
-    ChargeRepository,
-    IdempotencyRepository,
-    NotificationRepository,
-    PurchaseRepository,
-)
+from inmail.repositories.mongo import new_id
 from inmail.services.events import BalancePublisher
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-_RETRIES = 8
+from inmail.services.unit_of_work import Reads, Transaction, UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,47 +29,18 @@ class NullPublisher:
 
 @dataclass
 class Deps:
-    mongo: Mongo
+    uow: UnitOfWork
     clock: Clock
     plans: PlanTable
     limits: Limits = field(default_factory=Limits)
     publisher: BalancePublisher = field(default_factory=NullPublisher)
 
-    def __post_init__(self) -> None:
-        self.members = MemberRepository(self.mongo)
-        self.lots = CreditLotRepository(self.mongo)
-        self.ledger = LedgerRepository(self.mongo)
-        self.conversations = ConversationRepository(self.mongo)
-        self.idempotency = IdempotencyRepository(self.mongo)
-        self.purchases = PurchaseRepository(self.mongo)
-        self.charges = ChargeRepository(self.mongo)
-        self.notifications = NotificationRepository(self.mongo)
+    @property
+    def reads(self) -> Reads:
+        return self.uow.reads
 
     def now(self) -> datetime:
         return self.clock.now()
-
-
-async def transact(deps: Deps, work: Callable[[Session], Awaitable[T]]) -> T:
-    """Run `work` in one transaction, again from the start if it raced a concurrent change.
-
-    MongoDB retries transient conflicts itself; a unique index that another request won
-    (DuplicateKeyError) or a member that moved under us (StaleMember) means the checks must be
-    made afresh, and the second run sees what the winner wrote.
-    """
-    for attempt in range(_RETRIES):
-        try:
-            return await deps.mongo.transaction(work)
-        except (DuplicateKeyError, StaleMember) as exc:
-            if attempt == _RETRIES - 1:
-                raise
-            log.debug("retrying a transaction after %s", type(exc).__name__)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def request_hash(operation: str, **fields: Any) -> str:
-    """A fingerprint of a request, to tell a retry from another request under the same key."""
-    canonical = json.dumps({"op": operation, **fields}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass
@@ -100,20 +52,21 @@ class Account:
     subscription: Subscription | None
 
     @classmethod
-    async def open(cls, deps: Deps, member: Member, now: datetime, session: Session) -> Account:
+    async def open(
+        cls, tx: Transaction | Reads, plans: PlanTable, member: Member, now: datetime
+    ) -> Account:
         """Load the member's live lots and bring them up to `now`: due renewals, lapsed lots."""
-        lots = await deps.lots.active_for(member.id, session)
-        return cls.brought_up_to(deps, member, lots, now)
+        return cls.brought_up_to(plans, member, await tx.lots.active_for(member.id), now)
 
     @classmethod
     def brought_up_to(
-        cls, deps: Deps, member: Member, active_lots: Iterable[CreditLot], now: datetime
+        cls, plans: PlanTable, member: Member, active_lots: Iterable[CreditLot], now: datetime
     ) -> Account:
         """`open` for a member whose ACTIVE lots were already read (a batch reads many at once)."""
         wallet = Wallet(member.id, active_lots, member.ledger_seq, new_id)
         subscription = member.subscription
         if subscription is not None:
-            subscription = wallet.renew(subscription, deps.plans, now)
+            subscription = wallet.renew(subscription, plans, now)
         wallet.settle(now)
         return cls(member=member, wallet=wallet, subscription=subscription)
 
@@ -121,25 +74,22 @@ class Account:
     def changed(self) -> bool:
         return bool(self.wallet.entries) or self.subscription is not self.member.subscription
 
-    def member_changes(self, **changes: Any) -> dict[str, Any]:
-        """What `save` writes on the member document besides the new ledger position."""
-        member_changes: dict[str, Any] = dict(changes)
-        if self.subscription is not self.member.subscription:
-            member_changes["subscription"] = subscription_to_doc(self.subscription)
-        return member_changes
-
     @property
     def balance(self) -> int:
         return self.wallet.running_balance
 
-    async def save(self, deps: Deps, session: Session, **changes: Any) -> list[LedgerEntry]:
-        """Write the member first (the point where concurrent changes collide), then the rest."""
-        await deps.members.commit(
+    def updated(self, plan: PlanType | None = None) -> Member:
+        """The member as this change leaves it: new ledger position, subscription, plan."""
+        return replace(
             self.member,
-            new_seq=self.wallet.last_seq,
-            session=session,
-            changes=self.member_changes(**changes),
+            ledger_seq=self.wallet.last_seq,
+            subscription=self.subscription,
+            plan=plan or self.member.plan,
         )
-        await deps.lots.write(self.wallet.created_lots, self.wallet.updated_lots, session)
-        await deps.ledger.append(self.wallet.entries, session)
+
+    async def save(self, tx: Transaction, plan: PlanType | None = None) -> list[LedgerEntry]:
+        """Write the member first (the point where concurrent changes collide), then the rest."""
+        await tx.members.commit(self.member, self.updated(plan))
+        await tx.lots.write(self.wallet.created_lots, self.wallet.updated_lots)
+        await tx.ledger.append(self.wallet.entries)
         return list(self.wallet.entries)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from inmail.domain.conversations import (
     ConversationState,
@@ -16,15 +17,14 @@ from inmail.domain.conversations import (
     state_after,
     within_credit_back_window,
 )
-from inmail.domain.credits import CreditSource
+from inmail.domain.credits import CreditSource, credit_back_grant_key
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
 from inmail.domain.rules import inmail_refusal
-from inmail.repositories.conversations import as_stored
-from inmail.repositories.mongo import Session, new_id
-from inmail.services.base import Account, Deps, request_hash, transact
-
-IDEMPOTENCY_KEY_MAX = 100
+from inmail.repositories.mongo import new_id
+from inmail.services.base import Account, Deps
+from inmail.services.idempotency import KeyedOutcome, KeyedRequest, remember, replay
+from inmail.services.unit_of_work import Reads, Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,88 +47,99 @@ class ComposeInfo:
     recipient_is_connection: bool
 
 
-def clean_idempotency_key(key: str) -> str:
-    key = key.strip()
-    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            f"idempotencyKey must be 1 to {IDEMPOTENCY_KEY_MAX} characters.",
-            "idempotencyKey",
-        )
-    return key
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    sender_id: str
+    recipient_id: str
+    subject: str
+    body: str
 
 
-def reused_key() -> DomainError:
-    return DomainError(
-        ErrorCode.IDEMPOTENCY_KEY_REUSED,
-        "This idempotency key was used for a different request.",
-        "idempotencyKey",
-    )
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    outcome: KeyedOutcome
+    entries: list[LedgerEntry]
+    conversation: Conversation | None  # None when a retry was answered from the first send
 
 
 async def send_inmail(
     deps: Deps, sender_id: str, recipient_id: str, subject: str, body: str, key: str
 ) -> SendResult:
-    subject, body = clean_subject(subject), clean_body(body)
-    key = clean_idempotency_key(key)
-    fingerprint = request_hash("sendInMail", recipientId=recipient_id, subject=subject, body=body)
-    now = deps.now()
-
-    async def work(session: Session) -> tuple[str, int, list[LedgerEntry], Conversation | None]:
-        prior = await deps.idempotency.find(sender_id, key, session)
-        if prior is not None:
-            if prior["requestHash"] != fingerprint:
-                raise reused_key()
-            return prior["result"]["conversationId"], prior["result"]["creditsLeft"], [], None
-        found = await deps.members.get_many([sender_id, recipient_id], session)
-        if sender_id not in found:
-            raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
-        sender, recipient = found[sender_id], found.get(recipient_id)
-        awaiting = recipient is not None and await deps.conversations.awaiting_between(
-            sender_id, recipient_id, session
-        )
-        # Checks that need no credits come first; credits are looked at last, in the wallet.
-        refusal = inmail_refusal(
-            sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=1
-        )
-        if refusal:
-            raise refusal
-        account = await Account.open(deps, sender, now, session)
-        conversation_id = new_id()
-        account.wallet.spend(now, conversation_id)
-        entries = await account.save(deps, session)
-        conversation = Conversation(
-            id=conversation_id,
-            kind=ConversationKind.INMAIL,
-            sender_id=sender_id,
-            recipient_id=recipient_id,
-            subject=subject,
-            state=ConversationState.AWAITING_RESPONSE,
-            sent_at=now,
-            messages=(Message(new_id(), sender_id, body, now),),
-            reminder_due_at=reminder_due_at(now, deps.limits.reminder_delay),
-        )
-        await deps.conversations.insert(conversation, session)
-        await deps.idempotency.insert(
-            sender_id,
-            key,
-            operation="sendInMail",
-            request_hash=fingerprint,
-            result={"conversationId": conversation_id, "creditsLeft": account.balance},
-            at=now,
-            session=session,
-        )
-        return conversation_id, account.balance, entries, conversation
-
-    conversation_id, credits_left, entries, written = await transact(deps, work)
-    await deps.publisher.publish(entries)
+    """An InMail costs the sender one credit, the soonest to expire (SPEC 4)."""
+    draft = _Draft(sender_id, recipient_id, clean_subject(subject), clean_body(body))
+    request = KeyedRequest.of(
+        sender_id,
+        key,
+        "sendInMail",
+        recipientId=recipient_id,
+        subject=draft.subject,
+        body=draft.body,
+    )
+    sent = await deps.uow.run(_send, deps, draft, request, deps.now())
+    await deps.publisher.publish(sent.entries)
     # A new InMail is answered with what was written, without reading it back; a retry under the
     # key is answered with the first send's conversation.
-    conversation = (
-        as_stored(written) if written is not None else await deps.conversations.get(conversation_id)
+    conversation = sent.conversation or await _conversation(deps.reads, sent.outcome.subject_id)
+    return SendResult(conversation, sent.outcome.credits_left)
+
+
+async def _send(
+    tx: Transaction, deps: Deps, draft: _Draft, request: KeyedRequest, now: datetime
+) -> _Sent:
+    if (prior := await replay(tx.idempotency, request)) is not None:
+        return _Sent(prior, [], None)
+    sender = await _sender_may_inmail(tx, deps, draft, now)
+    account = await Account.open(tx, deps.plans, sender, now)
+    conversation = _new_inmail(draft, now, deps.limits.reminder_delay)
+    account.wallet.spend(now, conversation.id)
+    entries = await account.save(tx)
+    stored = await tx.conversations.insert(conversation)
+    outcome = KeyedOutcome(conversation.id, account.balance)
+    await remember(tx.idempotency, request, outcome, now)
+    return _Sent(outcome, entries, stored)
+
+
+async def _sender_may_inmail(tx: Transaction, deps: Deps, draft: _Draft, now: datetime) -> Member:
+    """The sender, once every check that needs no credits passed (credits are the wallet's)."""
+    found = await tx.members.get_many([draft.sender_id, draft.recipient_id])
+    if draft.sender_id not in found:
+        raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
+    sender, recipient = found[draft.sender_id], found.get(draft.recipient_id)
+    awaiting = recipient is not None and await tx.conversations.awaiting_between(
+        draft.sender_id, draft.recipient_id
     )
-    assert conversation is not None
-    return SendResult(conversation, credits_left)
+    refusal = inmail_refusal(
+        sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=1
+    )
+    if refusal:
+        raise refusal
+    return sender
+
+
+def _new_inmail(draft: _Draft, now: datetime, reminder_delay: timedelta) -> Conversation:
+    return Conversation(
+        id=new_id(),
+        kind=ConversationKind.INMAIL,
+        sender_id=draft.sender_id,
+        recipient_id=draft.recipient_id,
+        subject=draft.subject,
+        state=ConversationState.AWAITING_RESPONSE,
+        sent_at=now,
+        messages=(Message(new_id(), draft.sender_id, draft.body, now),),
+        reminder_due_at=reminder_due_at(now, reminder_delay),
+    )
+
+
+async def _conversation(reads: Reads, conversation_id: str | None) -> Conversation:
+    conversation = await reads.conversations.get(conversation_id) if conversation_id else None
+    assert conversation is not None, "a recorded conversation is never deleted"
+    return conversation
+
+
+@dataclass(frozen=True, slots=True)
+class _Responded:
+    credited_back: bool
+    entries: list[LedgerEntry]
 
 
 async def respond(
@@ -140,70 +151,91 @@ async def respond(
 ) -> RespondResult:
     """The recipient's first response earns the sender a credit back within 90 days (SPEC 5)."""
     note = clean_reply(response, body)
-    now = deps.now()
+    responded = await deps.uow.run(
+        _respond, deps, member_id, conversation_id, response, note, deps.now()
+    )
+    await deps.publisher.publish(responded.entries)
+    return RespondResult(await _conversation(deps.reads, conversation_id), responded.credited_back)
 
-    async def work(session: Session) -> tuple[bool, list[LedgerEntry]]:
-        conversation = await deps.conversations.get(conversation_id, session)
-        if (
-            conversation is None
-            or not conversation.has_party(member_id)
-            or (conversation.kind is not ConversationKind.INMAIL)
-        ):
-            raise DomainError(ErrorCode.NOT_FOUND, "No such InMail.", "conversationId")
-        if conversation.recipient_id != member_id:
-            raise DomainError(
-                ErrorCode.NOT_RECIPIENT, "Only the recipient can respond.", "conversationId"
-            )
-        if conversation.responded_at is not None:
-            raise DomainError(
-                ErrorCode.ALREADY_RESPONDED, "This InMail already has a response.", "conversationId"
-            )
-        sender = await deps.members.get(conversation.sender_id, session)
-        eligible = (
-            sender is not None
-            and within_credit_back_window(conversation.sent_at, now)
-            and sender.subscription is not None
-            and sender.subscription.is_active
-        )
-        account = (
-            await Account.open(deps, sender, now, session)
-            if (sender is not None and eligible)
-            else None
-        )
-        credited = False
-        if account is not None:
-            policy = account.member.policy(deps.plans)
-            lot = account.wallet.grant(
-                CreditSource.CREDIT_BACK,
-                1,
-                now,
-                policy.max_balance,
-                grant_key=f"credit-back:{conversation.id}",
-                conversation_id=conversation.id,
-            )
-            credited = lot is not None
-        reply = Message(new_id(), member_id, note, now) if note else None
-        recorded = await deps.conversations.record_response(
-            conversation.id,
-            state=state_after(response),
-            response=response,
-            at=now,
-            reply=reply,
-            credited_back=credited,
-            session=session,
-        )
-        if not recorded:
-            raise DomainError(
-                ErrorCode.ALREADY_RESPONDED, "This InMail already has a response.", "conversationId"
-            )
-        entries = await account.save(deps, session) if account is not None else []
-        return credited, entries
 
-    credited, entries = await transact(deps, work)
-    await deps.publisher.publish(entries)
-    conversation = await deps.conversations.get(conversation_id)
-    assert conversation is not None
-    return RespondResult(conversation, credited)
+async def _respond(
+    tx: Transaction,
+    deps: Deps,
+    member_id: str,
+    conversation_id: str,
+    response: InMailResponse,
+    note: str | None,
+    now: datetime,
+) -> _Responded:
+    conversation = await _awaiting_my_response(tx, member_id, conversation_id)
+    account = await _credit_back_account(tx, deps, conversation, now)
+    credited = account is not None and _credit_back(account, deps, conversation, now)
+    reply = Message(new_id(), member_id, note, now) if note else None
+    recorded = await tx.conversations.record_response(
+        conversation.id,
+        state=state_after(response),
+        response=response,
+        at=now,
+        reply=reply,
+        credited_back=credited,
+    )
+    if not recorded:
+        raise _already_responded()
+    entries = await account.save(tx) if account is not None else []
+    return _Responded(credited, entries)
+
+
+def _already_responded() -> DomainError:
+    return DomainError(
+        ErrorCode.ALREADY_RESPONDED, "This InMail already has a response.", "conversationId"
+    )
+
+
+async def _awaiting_my_response(
+    tx: Transaction, member_id: str, conversation_id: str
+) -> Conversation:
+    conversation = await tx.conversations.get(conversation_id)
+    if (
+        conversation is None
+        or not conversation.has_party(member_id)
+        or conversation.kind is not ConversationKind.INMAIL
+    ):
+        raise DomainError(ErrorCode.NOT_FOUND, "No such InMail.", "conversationId")
+    if conversation.recipient_id != member_id:
+        raise DomainError(
+            ErrorCode.NOT_RECIPIENT, "Only the recipient can respond.", "conversationId"
+        )
+    if conversation.responded_at is not None:
+        raise _already_responded()
+    return conversation
+
+
+async def _credit_back_account(
+    tx: Transaction, deps: Deps, conversation: Conversation, now: datetime
+) -> Account | None:
+    """The sender's credits, if a response now earns them a credit back."""
+    sender = await tx.members.get(conversation.sender_id)
+    if (
+        sender is None
+        or not within_credit_back_window(conversation.sent_at, now)
+        or sender.subscription is None
+        or not sender.subscription.is_active
+    ):
+        return None
+    return await Account.open(tx, deps.plans, sender, now)
+
+
+def _credit_back(account: Account, deps: Deps, conversation: Conversation, now: datetime) -> bool:
+    """One credit back, within the cap: False when the sender's balance is already at it."""
+    lot = account.wallet.grant(
+        CreditSource.CREDIT_BACK,
+        1,
+        now,
+        account.member.policy(deps.plans).max_balance,
+        grant_key=credit_back_grant_key(conversation.id),
+        conversation_id=conversation.id,
+    )
+    return lot is not None
 
 
 async def send_message(
@@ -222,57 +254,64 @@ async def send_message(
             "Give either recipientId or conversationId, not both.",
             "recipientId",
         )
-    now = deps.now()
-    message = Message(new_id(), member_id, text, now)
-
-    async def work(session: Session) -> str:
-        if conversation_id is not None:
-            conversation = await deps.conversations.get(conversation_id, session)
-            if conversation is None or not conversation.has_party(member_id):
-                raise DomainError(ErrorCode.NOT_FOUND, "No such conversation.", "conversationId")
-            if conversation.state is ConversationState.AWAITING_RESPONSE:
-                raise DomainError(
-                    ErrorCode.AWAITING_RESPONSE,
-                    "This InMail has no response yet.",
-                    "conversationId",
-                )
-            await deps.conversations.append_message(conversation.id, message, session)
-            return conversation.id
+    message = Message(new_id(), member_id, text, deps.now())
+    if conversation_id is not None:
+        thread_id = await deps.uow.run(_reply_in, member_id, conversation_id, message)
+    else:
         assert recipient_id is not None
-        found = await deps.members.get_many([member_id, recipient_id], session)
-        if recipient_id not in found:
-            raise DomainError(ErrorCode.NOT_FOUND, "No such member.", "recipientId")
-        if recipient_id == member_id:
-            raise DomainError(
-                ErrorCode.CANNOT_MESSAGE_SELF, "You cannot message yourself.", "recipientId"
-            )
-        if member_id not in found or not found[member_id].is_connected_to(recipient_id):
-            raise DomainError(
-                ErrorCode.NOT_CONNECTED,
-                "Only 1st-degree connections can be messaged for free.",
-                "recipientId",
-            )
-        existing = await deps.conversations.direct_between(member_id, recipient_id, session)
-        if existing is not None:
-            await deps.conversations.append_message(existing.id, message, session)
-            return existing.id
-        thread = Conversation(
-            id=new_id(),
-            kind=ConversationKind.DIRECT,
-            sender_id=member_id,
-            recipient_id=recipient_id,
-            subject="",
-            state=ConversationState.ACCEPTED,
-            sent_at=now,
-            messages=(message,),
-        )
-        await deps.conversations.insert(thread, session)
-        return thread.id
+        thread_id = await deps.uow.run(_message_connection, member_id, recipient_id, message)
+    return await _conversation(deps.reads, thread_id), message
 
-    thread_id = await transact(deps, work)
-    conversation = await deps.conversations.get(thread_id)
-    assert conversation is not None
-    return conversation, message
+
+async def _reply_in(tx: Transaction, member_id: str, conversation_id: str, message: Message) -> str:
+    conversation = await tx.conversations.get(conversation_id)
+    if conversation is None or not conversation.has_party(member_id):
+        raise DomainError(ErrorCode.NOT_FOUND, "No such conversation.", "conversationId")
+    if conversation.state is ConversationState.AWAITING_RESPONSE:
+        raise DomainError(
+            ErrorCode.AWAITING_RESPONSE, "This InMail has no response yet.", "conversationId"
+        )
+    await tx.conversations.append_message(conversation.id, message)
+    return conversation.id
+
+
+async def _message_connection(
+    tx: Transaction, member_id: str, recipient_id: str, message: Message
+) -> str:
+    """Into the pair's direct thread, started by this message if there is none yet."""
+    await _check_connected(tx, member_id, recipient_id)
+    existing = await tx.conversations.direct_between(member_id, recipient_id)
+    if existing is not None:
+        await tx.conversations.append_message(existing.id, message)
+        return existing.id
+    thread = Conversation(
+        id=new_id(),
+        kind=ConversationKind.DIRECT,
+        sender_id=member_id,
+        recipient_id=recipient_id,
+        subject="",
+        state=ConversationState.ACCEPTED,
+        sent_at=message.sent_at,
+        messages=(message,),
+    )
+    await tx.conversations.insert(thread)
+    return thread.id
+
+
+async def _check_connected(tx: Transaction, member_id: str, recipient_id: str) -> None:
+    found = await tx.members.get_many([member_id, recipient_id])
+    if recipient_id not in found:
+        raise DomainError(ErrorCode.NOT_FOUND, "No such member.", "recipientId")
+    if recipient_id == member_id:
+        raise DomainError(
+            ErrorCode.CANNOT_MESSAGE_SELF, "You cannot message yourself.", "recipientId"
+        )
+    if member_id not in found or not found[member_id].is_connected_to(recipient_id):
+        raise DomainError(
+            ErrorCode.NOT_CONNECTED,
+            "Only 1st-degree connections can be messaged for free.",
+            "recipientId",
+        )
 
 
 async def compose(
@@ -296,16 +335,16 @@ async def compose(
                 load_member(viewer_id), load_member(recipient_id)
             )
             return sender, recipient
-        found = await deps.members.get_many([viewer_id, recipient_id])
+        found = await deps.reads.members.get_many([viewer_id, recipient_id])
         return found.get(viewer_id), found.get(recipient_id)
 
     async def credits() -> int:
         if load_balance is not None:
             return await load_balance(viewer_id)
-        return (await deps.lots.balances([viewer_id], now))[viewer_id]
+        return (await deps.reads.lots.balances([viewer_id], now))[viewer_id]
 
     (sender, recipient), balance, awaiting_any = await asyncio.gather(
-        members(), credits(), deps.conversations.awaiting_between(viewer_id, recipient_id)
+        members(), credits(), deps.reads.conversations.awaiting_between(viewer_id, recipient_id)
     )
     if sender is None:
         raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")

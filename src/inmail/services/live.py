@@ -1,9 +1,9 @@
 """Live balance updates: the broker between committed ledger entries and subscribers.
 
 On a replica set the ledger's change stream is the one source of updates, in every process, so
-a change made through any process reaches the subscribers of all of them exactly once. On the
-in-memory fallback (one process, no change streams) the broker listens to the process's own
-FanOut instead.
+a change made through any process reaches the subscribers of all of them exactly once. Where
+there is no change stream (the in-memory fallback: one process) the composition root gives the
+broker none, and it listens to the process's own FanOut instead.
 
 Every subscriber has a small queue of its own. Handing it an update never waits: when the
 queue is full, its two oldest updates are merged into one (the later balance, the summed
@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 
 from inmail import metrics
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.changes import ChangesLost, LedgerChanges
-from inmail.services.base import Deps
+from inmail.repositories.ledger import LedgerReader
 from inmail.services.events import BalanceUpdate, FanOut
 
 log = logging.getLogger(__name__)
@@ -137,16 +137,17 @@ class Broker:
 
     def __init__(
         self,
-        deps: Deps,
+        ledger: LedgerReader,
         events: FanOut,
+        changes: Callable[[], LedgerChanges] | None,
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
-        max_await_ms: int = 1000,
     ) -> None:
-        self._deps = deps
+        """`changes` opens a feed of the ledger's committed changes; None: this process only."""
+        self._ledger = ledger
         self._events = events
+        self._changes = changes
         self._queue_size = queue_size
-        self._max_await_ms = max_await_ms
         self._by_member: dict[str, set[Subscriber]] = {}
         self._local: _LocalSource | None = None
         self._feed: LedgerChanges | None = None
@@ -164,11 +165,11 @@ class Broker:
         return sum(len(subs) for subs in self._by_member.values())
 
     async def start(self) -> None:
-        if self._deps.mongo.in_memory:
+        if self._changes is None:
             self._local = _LocalSource(self)
             self._events.listeners.append(self._local)
             return
-        feed = LedgerChanges(self._deps.mongo, max_await_ms=self._max_await_ms)
+        feed = self._changes()
         await feed.open()
         self._feed = feed
         self._pump = asyncio.create_task(self._run(feed), name="inmail-live-updates")
@@ -222,7 +223,7 @@ class Broker:
             metrics.SUBSCRIBERS.dec()
 
     async def _latest(self, member_id: str) -> BalanceUpdate | None:
-        page = await self._deps.ledger.page(member_id, 1, None)
+        page = await self._ledger.page(member_id, 1, None)
         return BalanceUpdate.from_entry(page.items[0][1]) if page.items else None
 
     async def _run(self, feed: LedgerChanges) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from inmail.domain.billing import PaymentMethod, validate_anchor_day, validate_payment_method
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.plans import PlanType, validate_legacy_allotment
-from inmail.repositories.mongo import Session, new_id
-from inmail.services.base import Account, Deps, transact
+from inmail.repositories.mongo import new_id
+from inmail.services.base import Account, Deps
+from inmail.services.unit_of_work import Reads, Transaction
 
 NAME_MAX = 100
 HEADLINE_MAX = 220
@@ -60,17 +62,21 @@ def _legacy_terms(plan: PlanType, monthly_allotment: int | None) -> int | None:
 
 
 async def create_member(deps: Deps, new: NewMember) -> Member:
-    now = deps.now()
-    name = _clean_name(new.name)
-    headline = _clean_headline(new.headline)
+    member = _new_member(new, deps.now())
+    entries = await deps.uow.run(_open_account, deps, member)
+    await deps.publisher.publish(entries)
+    return await _require_member(deps.reads, member.id)
+
+
+def _new_member(new: NewMember, now: datetime) -> Member:
+    name, headline = _clean_name(new.name), _clean_headline(new.headline)
     allotment = _legacy_terms(new.plan, new.monthly_allotment)
     billing_day = validate_anchor_day(new.billing_day) if new.billing_day is not None else now.day
-    member_id = new_id()
     subscription = None
     if new.plan is not PlanType.BASIC:
         subscription = Subscription.start(new_id(), new.plan, now, billing_day, allotment)
-    member = Member(
-        id=member_id,
+    return Member(
+        id=new_id(),
         name=name,
         headline=headline,
         plan=new.plan,
@@ -79,18 +85,14 @@ async def create_member(deps: Deps, new: NewMember) -> Member:
         payment_method=new.payment_method,
     )
 
-    async def work(session: Session) -> list[LedgerEntry]:
-        await deps.members.insert(member, session)
-        account = await Account.open(deps, member, now, session)
-        if subscription is not None:
-            account.wallet.start_subscription(subscription, deps.plans)
-        return await account.save(deps, session)
 
-    entries = await transact(deps, work)
-    await deps.publisher.publish(entries)
-    created = await deps.members.get(member_id)
-    assert created is not None
-    return created
+async def _open_account(tx: Transaction, deps: Deps, member: Member) -> list[LedgerEntry]:
+    """The member, with the first cycle's allotment of a paid plan (SPEC 2)."""
+    await tx.members.insert(member)
+    account = await Account.open(tx, deps.plans, member, member.created_at)
+    if member.subscription is not None:
+        account.wallet.start_subscription(member.subscription, deps.plans)
+    return await account.save(tx)
 
 
 async def connect_members(deps: Deps, member_id: str, other_id: str) -> None:
@@ -98,19 +100,19 @@ async def connect_members(deps: Deps, member_id: str, other_id: str) -> None:
         raise DomainError(
             ErrorCode.INVALID_INPUT, "A member cannot connect to themselves.", "otherMemberId"
         )
-
-    async def work(session: Session) -> None:
-        found = await deps.members.get_many([member_id, other_id], session)
-        for field, wanted in (("memberId", member_id), ("otherMemberId", other_id)):
-            if wanted not in found:
-                raise DomainError(ErrorCode.NOT_FOUND, "No such member.", field)
-        await deps.members.connect(member_id, other_id, session)
-
-    await transact(deps, work)
+    await deps.uow.run(_connect, member_id, other_id)
 
 
-async def _require_member(deps: Deps, member_id: str, session: Session = None) -> Member:
-    member = await deps.members.get(member_id, session)
+async def _connect(tx: Transaction, member_id: str, other_id: str) -> None:
+    found = await tx.members.get_many([member_id, other_id])
+    for field, wanted in (("memberId", member_id), ("otherMemberId", other_id)):
+        if wanted not in found:
+            raise DomainError(ErrorCode.NOT_FOUND, "No such member.", field)
+    await tx.members.connect(member_id, other_id)
+
+
+async def _require_member(members: Reads | Transaction, member_id: str) -> Member:
+    member = await members.members.get(member_id)
     if member is None:
         raise DomainError(ErrorCode.NOT_FOUND, "No such member.")
     return member
@@ -122,9 +124,13 @@ async def update_payment_method(
     card = validate_payment_method(brand, last4, exp_month, exp_year)
     if card.is_expired(deps.now()):
         raise DomainError(ErrorCode.INVALID_INPUT, "That card has already expired.", "expYear")
-    await _require_member(deps, member_id)
-    await deps.members.set_payment_method(member_id, card)
-    return await _require_member(deps, member_id)
+    await deps.uow.run(_set_payment_method, member_id, card)
+    return await _require_member(deps.reads, member_id)
+
+
+async def _set_payment_method(tx: Transaction, member_id: str, card: PaymentMethod) -> None:
+    await _require_member(tx, member_id)
+    await tx.members.set_payment_method(member_id, card)
 
 
 async def change_plan(
@@ -134,31 +140,38 @@ async def change_plan(
     requested_allotment = _legacy_terms(plan, monthly_allotment)
     if plan is PlanType.BASIC:
         return await _cancel(deps, member_id, to_basic=True)
-    now = deps.now()
-
-    async def work(session: Session) -> list[LedgerEntry]:
-        member = await _require_member(deps, member_id, session)
-        current = member.subscription
-        if (
-            current is not None
-            and current.is_active
-            and member.plan is plan
-            and requested_allotment in (None, current.monthly_allotment)
-        ):
-            return []  # already on this plan: nothing to restart
-        account = await Account.open(deps, member, now, session)
-        account.wallet.forfeit_all(now)
-        allotment = requested_allotment
-        if allotment is None and plan is PlanType.LEGACY_PREMIUM and current is not None:
-            allotment = current.monthly_allotment
-        subscription = Subscription.start(new_id(), plan, now, now.day, allotment)
-        account.subscription = subscription
-        account.wallet.start_subscription(subscription, deps.plans)
-        return await account.save(deps, session, plan=plan.value)
-
-    entries = await transact(deps, work)
+    entries = await deps.uow.run(
+        _change_plan, deps, member_id, plan, requested_allotment, deps.now()
+    )
     await deps.publisher.publish(entries)
-    return await _require_member(deps, member_id)
+    return await _require_member(deps.reads, member_id)
+
+
+async def _change_plan(
+    tx: Transaction,
+    deps: Deps,
+    member_id: str,
+    plan: PlanType,
+    requested_allotment: int | None,
+    now: datetime,
+) -> list[LedgerEntry]:
+    member = await _require_member(tx, member_id)
+    current = member.subscription
+    if (
+        current is not None
+        and current.is_active
+        and member.plan is plan
+        and requested_allotment in (None, current.monthly_allotment)
+    ):
+        return []  # already on this plan: nothing to restart
+    account = await Account.open(tx, deps.plans, member, now)
+    account.wallet.forfeit_all(now)
+    allotment = requested_allotment
+    if allotment is None and plan is PlanType.LEGACY_PREMIUM and current is not None:
+        allotment = current.monthly_allotment
+    account.subscription = Subscription.start(new_id(), plan, now, now.day, allotment)
+    account.wallet.start_subscription(account.subscription, deps.plans)
+    return await account.save(tx, plan)
 
 
 async def cancel_subscription(deps: Deps, member_id: str) -> Member:
@@ -167,31 +180,26 @@ async def cancel_subscription(deps: Deps, member_id: str) -> Member:
 
 async def _cancel(deps: Deps, member_id: str, *, to_basic: bool) -> Member:
     """Cancelling zeroes the balance at once and stops renewals (SPEC 2)."""
-    now = deps.now()
+    entries = await deps.uow.run(_forfeit_and_stop, deps, member_id, to_basic, deps.now())
+    await deps.publisher.publish(entries)
+    return await _require_member(deps.reads, member_id)
 
-    async def work(session: Session) -> list[LedgerEntry]:
-        member = await _require_member(deps, member_id, session)
-        subscription = member.subscription
-        if subscription is None or not subscription.is_active:
-            if to_basic and member.plan is not PlanType.BASIC:
-                await deps.members.commit(
-                    member,
-                    new_seq=member.ledger_seq,
-                    session=session,
-                    changes={"plan": PlanType.BASIC.value},
-                )
-                return []
-            if to_basic:
-                return []
+
+async def _forfeit_and_stop(
+    tx: Transaction, deps: Deps, member_id: str, to_basic: bool, now: datetime
+) -> list[LedgerEntry]:
+    member = await _require_member(tx, member_id)
+    subscription = member.subscription
+    basic = PlanType.BASIC if to_basic else None
+    if subscription is None or not subscription.is_active:
+        if not to_basic:
             raise DomainError(
                 ErrorCode.SUBSCRIPTION_INACTIVE, "There is no active subscription to cancel."
             )
-        account = await Account.open(deps, member, now, session)
-        account.wallet.forfeit_all(now)
-        account.subscription = (account.subscription or subscription).canceled()
-        changes = {"plan": PlanType.BASIC.value} if to_basic else {}
-        return await account.save(deps, session, **changes)
-
-    entries = await transact(deps, work)
-    await deps.publisher.publish(entries)
-    return await _require_member(deps, member_id)
+        if member.plan is not PlanType.BASIC:
+            await tx.members.commit(member, replace(member, plan=PlanType.BASIC))
+        return []
+    account = await Account.open(tx, deps.plans, member, now)
+    account.wallet.forfeit_all(now)
+    account.subscription = (account.subscription or subscription).canceled()
+    return await account.save(tx, basic)

@@ -53,14 +53,14 @@ class BuiltinGateway:
     ) -> Charge:
         if card.is_expired(at):
             raise PaymentDeclined("the card has expired")
-        doc = await self._charges.charge_once(
+        record = await self._charges.charge_once(
             member_id, idempotency_key, quantity=quantity, card_last4=card.last4, at=at
         )
-        return Charge(id=doc["_id"], quantity=doc["quantity"])
+        return Charge(id=record.id, quantity=record.quantity)
 
     async def refund(self, charge: Charge, at: datetime) -> None:
         await self._charges.refund(charge.id, at)
 
     async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
-        doc = await self._charges.standing(member_id, idempotency_key)
-        return Charge(id=doc["_id"], quantity=doc["quantity"]) if doc else None
+        record = await self._charges.standing(member_id, idempotency_key)
+        return Charge(id=record.id, quantity=record.quantity) if record else None

@@ -10,11 +10,8 @@ skipped while the others go on.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,9 +22,9 @@ from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import LedgerEntry
 from inmail.metrics import SCHEDULER_PASS_SECONDS
 from inmail.repositories.conversations import DueReminder
-from inmail.repositories.leases import LeaseRepository
-from inmail.repositories.mongo import DatabaseUnavailable, Session
-from inmail.services.base import Account, Deps, transact
+from inmail.repositories.mongo import DatabaseUnavailable
+from inmail.services.base import Account, Deps
+from inmail.services.unit_of_work import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +72,7 @@ async def renew_due(
 ) -> JobReport:
     """Grant every billing cycle that started by `now` to each member it is due to."""
     return await _members_job(
-        deps, "renewals", deps.members.due_ids_for_renewal, now, batch_size, checkpoint
+        deps, "renewals", deps.reads.members.due_ids_for_renewal, now, batch_size, checkpoint
     )
 
 
@@ -88,7 +85,7 @@ async def expire_due(
 ) -> JobReport:
     """Mark EXPIRED, with an EXPIRE entry at its own expiresAt, every lot that lapsed by `now`."""
     return await _members_job(
-        deps, "expirations", deps.lots.lapsed_member_ids, now, batch_size, checkpoint
+        deps, "expirations", deps.reads.lots.lapsed_member_ids, now, batch_size, checkpoint
     )
 
 
@@ -120,7 +117,7 @@ async def _members_job(
 
 async def _bring_up_to(deps: Deps, ids: Sequence[str], now: datetime, report: JobReport) -> None:
     try:
-        entries, changed = await transact(deps, lambda session: _settle(deps, ids, now, session))
+        settled = await deps.uow.run(_settle, deps, ids, now)
     except DatabaseUnavailable:
         raise  # no member's fault: the pass ends here and the next one starts over
     except Exception:
@@ -137,34 +134,35 @@ async def _bring_up_to(deps: Deps, ids: Sequence[str], now: datetime, report: Jo
         for member_id in ids:
             await _bring_up_to(deps, [member_id], now, report)
         return
-    report.changed += changed
-    await _publish(deps, entries)
+    report.changed += settled.members
+    await _publish(deps, settled.entries)
 
 
-async def _settle(
-    deps: Deps, ids: Sequence[str], now: datetime, session: Session
-) -> tuple[list[LedgerEntry], int]:
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    members: int
+    entries: list[LedgerEntry]
+
+
+async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime) -> _Settled:
     """One transaction: read the members and their ACTIVE lots, write what changed in bulk."""
-    members = await deps.members.get_many(ids, session)
-    lots = await deps.lots.active_for_many(list(members), session)
+    members = await tx.members.get_many(ids)
+    lots = await tx.lots.active_for_many(list(members))
     accounts = [
         account
         for member in members.values()
-        if (account := Account.brought_up_to(deps, member, lots[member.id], now)).changed
+        if (account := Account.brought_up_to(deps.plans, member, lots[member.id], now)).changed
     ]
     if not accounts:
-        return [], 0
-    await deps.members.commit_many(
-        [(a.member, a.wallet.last_seq, a.member_changes()) for a in accounts], session
-    )
-    await deps.lots.write(
+        return _Settled(0, [])
+    await tx.members.commit_many([(a.member, a.updated()) for a in accounts])
+    await tx.lots.write(
         [lot for a in accounts for lot in a.wallet.created_lots],
         [lot for a in accounts for lot in a.wallet.updated_lots],
-        session,
     )
     entries = [entry for a in accounts for entry in a.wallet.entries]
-    await deps.ledger.append(entries, session)
-    return entries, len(accounts)
+    await tx.ledger.append(entries)
+    return _Settled(len(accounts), entries)
 
 
 async def _publish(deps: Deps, entries: list[LedgerEntry]) -> None:
@@ -187,11 +185,13 @@ async def remind_due(
     """Remind the recipient of every unanswered InMail whose reminder is due by `now`, once."""
     report = JobReport("reminders")
     after: tuple[datetime, str] | None = None
-    while due := await deps.conversations.reminders_due_after(now, after=after, limit=batch_size):
+    while due := await deps.reads.conversations.reminders_due_after(
+        now, after=after, limit=batch_size
+    ):
         after = (due[-1].due_at, due[-1].conversation_id)
         for reminder in due:
             try:
-                sent = await transact(deps, functools.partial(_remind, deps, reminder, now))
+                sent = await deps.uow.run(_remind, reminder, now)
             except DatabaseUnavailable:
                 raise
             except Exception:
@@ -205,12 +205,10 @@ async def remind_due(
     return report
 
 
-async def _remind(deps: Deps, reminder: DueReminder, now: datetime, session: Session) -> bool:
-    if not await deps.conversations.mark_reminded(reminder.conversation_id, now, session):
+async def _remind(tx: Transaction, reminder: DueReminder, now: datetime) -> bool:
+    if not await tx.conversations.mark_reminded(reminder.conversation_id, now):
         return False  # answered, or reminded by someone else, since it was listed
-    await deps.notifications.add_reminder(
-        reminder.recipient_id, reminder.conversation_id, now, session
-    )
+    await tx.notifications.add_reminder(reminder.recipient_id, reminder.conversation_id, now)
     return True
 
 
@@ -242,9 +240,9 @@ async def oldest_due(deps: Deps, now: datetime) -> datetime | None:
     earliest = [
         t
         for t in (
-            await deps.members.next_renewal_at(),
-            await deps.lots.next_expiry_at(),
-            await deps.conversations.next_reminder_due_at(),
+            await deps.reads.members.next_renewal_at(),
+            await deps.reads.lots.next_expiry_at(),
+            await deps.reads.conversations.next_reminder_due_at(),
         )
         if t is not None and t <= now
     ]
@@ -256,13 +254,21 @@ async def next_due_after(deps: Deps, after: datetime) -> datetime | None:
     upcoming = [
         t
         for t in (
-            await deps.members.next_renewal_at(after),
-            await deps.lots.next_expiry_at(after),
-            await deps.conversations.next_reminder_due_at(after),
+            await deps.reads.members.next_renewal_at(after),
+            await deps.reads.lots.next_expiry_at(after),
+            await deps.reads.conversations.next_reminder_due_at(after),
         )
         if t is not None
     ]
     return min(upcoming, default=None)
+
+
+class LeaseStore(Protocol):
+    """Where leases are kept (repositories/leases.py; one process only: repositories/memory.py)."""
+
+    async def acquire(self, name: str, owner: str, ttl: timedelta) -> bool: ...
+
+    async def release(self, name: str, owner: str) -> None: ...
 
 
 class Lease:
@@ -272,8 +278,8 @@ class Lease:
     duplicate work only: every job above stays correct when two passes run at once.
     """
 
-    def __init__(self, deps: Deps, name: str, owner: str, ttl: timedelta) -> None:
-        self._leases = LeaseRepository(deps.mongo)
+    def __init__(self, leases: LeaseStore, name: str, owner: str, ttl: timedelta) -> None:
+        self._leases = leases
         self.name, self.owner, self.ttl = name, owner, ttl
 
     async def take(self) -> bool:
@@ -285,8 +291,6 @@ class Lease:
 
 
 # The manual clock (INMAIL_CLOCK=manual): move time and run every job at its own time.
-
-_advancing: weakref.WeakKeyDictionary[ManualClock, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def _invalid(message: str, field_name: str | None = None) -> DomainError:
@@ -325,8 +329,7 @@ async def advance_clock(
     if not isinstance(clock, ManualClock):
         raise _invalid("The clock is not manual: start the service with INMAIL_CLOCK=manual.")
     delta = advance_by(days, hours)
-    lock = _advancing.setdefault(clock, asyncio.Lock())
-    async with lock:
+    async with clock.advancing:
         target = clock.now() + delta
         await run_due_jobs(deps, clock.now(), batch_size=batch_size)  # anything left behind
         while clock.now() < target:

@@ -1,0 +1,77 @@
+"""The in-memory fallback: mongomock behind the same `Mongo` interface, for one process only.
+
+It is picked by the composition root when no mongod can run, and it is the only module that
+knows mongomock's gaps: no sessions (every transaction runs under one process-wide lock, which
+is only sound because this mode is single-process and keeps nothing), no working bulk updates,
+no index hints, no `$$NOW`, no change streams, and partial filters ignored (so a partial unique
+index would refuse documents it should not index at all; the lock and the service's own checks
+keep those rules here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import TypeVar
+
+from pymongo import IndexModel
+from pymongo.asynchronous.cursor import AsyncCursor
+
+from inmail.repositories.mongo import Collection, Doc, Mongo, Session
+
+T = TypeVar("T")
+
+
+class InMemoryMongo(Mongo):
+    """mongomock-motor in place of a server: the same collections, nothing kept."""
+
+    def __init__(self, db_name: str) -> None:
+        from mongomock_motor import AsyncMongoMockClient
+
+        super().__init__(AsyncMongoMockClient(tz_aware=True), db_name)
+        self._lock = asyncio.Lock()
+
+    async def ping(self) -> None:
+        return None
+
+    async def server_version(self) -> str:
+        return "in-memory (mongomock)"
+
+    def index_models(self, collection: str) -> Sequence[IndexModel]:
+        return [
+            m
+            for m in super().index_models(collection)
+            if "partialFilterExpression" not in m.document
+        ]
+
+    async def run_transaction(self, callback: Callable[[Session], Awaitable[T]]) -> T:
+        async with self._lock:
+            return await callback(None)
+
+    @contextlib.asynccontextmanager
+    async def session_transaction(self) -> AsyncIterator[Session]:
+        async with self._lock:
+            yield None
+
+    async def update_each(
+        self, collection: Collection, updates: Sequence[tuple[Doc, Doc]], session: Session
+    ) -> int:
+        matched = 0
+        for query, update in updates:
+            matched += (await collection.update_one(query, update)).matched_count
+        return matched
+
+    def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:
+        return cursor
+
+
+class SoleProcessLease:
+    """The scheduler's lease where there is one process only: always held by it."""
+
+    async def acquire(self, name: str, owner: str, ttl: timedelta) -> bool:
+        return True
+
+    async def release(self, name: str, owner: str) -> None:
+        return None

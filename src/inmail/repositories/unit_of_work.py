@@ -1,0 +1,126 @@
+"""The unit of work on MongoDB: repositories bound to one session, and transactions retried.
+
+`reads` holds the repositories for plain reads: they have no write methods, so nothing can be
+written outside a transaction by mistake. `transaction()` opens one attempt at a transaction and
+hands out repositories bound to its session; `run(step, ...)` runs a step in a transaction and
+runs it again, from the start, when it raced a concurrent change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, TypeVar
+
+from inmail.repositories.conversations import ConversationReader, ConversationRepository
+from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
+from inmail.repositories.ledger import LedgerReader, LedgerRepository
+from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
+from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session
+from inmail.repositories.records import (
+    IdempotencyReader,
+    IdempotencyRepository,
+    NotificationReader,
+    NotificationRepository,
+    PurchaseReader,
+    PurchaseRepository,
+)
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+RETRIES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """Repositories for reads outside any transaction; none of them can write."""
+
+    members: MemberReader
+    lots: CreditLotReader
+    ledger: LedgerReader
+    conversations: ConversationReader
+    idempotency: IdempotencyReader
+    purchases: PurchaseReader
+    notifications: NotificationReader
+
+    @classmethod
+    def on(cls, mongo: Mongo) -> Reads:
+        return cls(
+            members=MemberReader(mongo, None),
+            lots=CreditLotReader(mongo, None),
+            ledger=LedgerReader(mongo, None),
+            conversations=ConversationReader(mongo, None),
+            idempotency=IdempotencyReader(mongo, None),
+            purchases=PurchaseReader(mongo, None),
+            notifications=NotificationReader(mongo, None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """Repositories bound to one transaction: what they read is its snapshot, what they write
+    is committed together or not at all."""
+
+    members: MemberRepository
+    lots: CreditLotRepository
+    ledger: LedgerRepository
+    conversations: ConversationRepository
+    idempotency: IdempotencyRepository
+    purchases: PurchaseRepository
+    notifications: NotificationRepository
+
+    @classmethod
+    def on(cls, mongo: Mongo, session: Session) -> Transaction:
+        return cls(
+            members=MemberRepository(mongo, session),
+            lots=CreditLotRepository(mongo, session),
+            ledger=LedgerRepository(mongo, session),
+            conversations=ConversationRepository(mongo, session),
+            idempotency=IdempotencyRepository(mongo, session),
+            purchases=PurchaseRepository(mongo, session),
+            notifications=NotificationRepository(mongo, session),
+        )
+
+
+class MongoUnitOfWork:
+    def __init__(self, mongo: Mongo, *, retries: int = RETRIES) -> None:
+        self._mongo = mongo
+        self._retries = retries
+        self.reads = Reads.on(mongo)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One attempt: committed when the block ends, rolled back if it raises; no retry."""
+        async with self._mongo.session_transaction() as session:
+            yield Transaction.on(self._mongo, session)
+
+    async def run(
+        self,
+        step: Callable[Concatenate[Transaction, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run `step(tx, *args, **kwargs)` in one transaction, again if it raced a change.
+
+        The server's transient errors and unknown commit results are retried by the driver; a
+        unique index that another request won (DuplicateKeyError) or a member that moved under
+        us (StaleMember) means the checks must be made afresh, and the rerun sees what the
+        winner wrote.
+        """
+
+        async def attempt(session: Session) -> T:
+            return await step(Transaction.on(self._mongo, session), *args, **kwargs)
+
+        for attempt_no in range(self._retries):
+            try:
+                return await self._mongo.run_transaction(attempt)
+            except (DuplicateKeyError, StaleMember) as exc:
+                if attempt_no == self._retries - 1:
+                    raise
+                log.debug("retrying a transaction after %s", type(exc).__name__)
+        raise AssertionError("unreachable")  # pragma: no cover

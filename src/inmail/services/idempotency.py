@@ -1,0 +1,104 @@
+"""Requests under a client-chosen key: a retry gets the first answer, another request an error.
+
+Every keyed operation goes through here: `KeyedRequest.of` cleans the key and fingerprints the
+request, `replay` answers a retry from what the first run recorded, and `remember` records it
+in the same transaction as the work it describes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from inmail.domain.errors import DomainError, ErrorCode
+from inmail.repositories.records import (
+    IdempotencyReader,
+    IdempotencyRecord,
+    IdempotencyRepository,
+    KeyedOutcome,
+    Refusal,
+)
+
+IDEMPOTENCY_KEY_MAX = 100
+
+__all__ = ["IDEMPOTENCY_KEY_MAX", "KeyedOutcome", "KeyedRequest", "answer", "remember", "replay"]
+
+
+def clean_idempotency_key(key: str) -> str:
+    key = key.strip()
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            f"idempotencyKey must be 1 to {IDEMPOTENCY_KEY_MAX} characters.",
+            "idempotencyKey",
+        )
+    return key
+
+
+def request_hash(operation: str, **fields: object) -> str:
+    """A fingerprint of a request, to tell a retry from another request under the same key."""
+    canonical = json.dumps({"op": operation, **fields}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRequest:
+    member_id: str
+    key: str
+    operation: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, member_id: str, key: str, operation: str, **fields: object) -> KeyedRequest:
+        return cls(
+            member_id, clean_idempotency_key(key), operation, request_hash(operation, **fields)
+        )
+
+    def record(
+        self, at: datetime, outcome: KeyedOutcome | None = None, refusal: Refusal | None = None
+    ) -> IdempotencyRecord:
+        return IdempotencyRecord(
+            member_id=self.member_id,
+            key=self.key,
+            operation=self.operation,
+            request_hash=self.fingerprint,
+            at=at,
+            outcome=outcome,
+            refusal=refusal,
+        )
+
+
+def reused_key() -> DomainError:
+    return DomainError(
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        "This idempotency key was used for a different request.",
+        "idempotencyKey",
+    )
+
+
+async def replay(records: IdempotencyReader, request: KeyedRequest) -> KeyedOutcome | None:
+    """What the first run under this key answered; None if this is the first run.
+
+    Raises if the key was used for another request, or if the first run was refused and its
+    side effects are still being undone (then it gets that refusal again).
+    """
+    prior = await records.find(request.member_id, request.key)
+    return answer(prior, request) if prior is not None else None
+
+
+def answer(prior: IdempotencyRecord, request: KeyedRequest) -> KeyedOutcome:
+    """The answer a retry gets from the record of the first run under its key."""
+    if prior.request_hash != request.fingerprint:
+        raise reused_key()
+    if prior.refusal is not None:
+        raise DomainError(prior.refusal.code, prior.refusal.message, prior.refusal.field)
+    assert prior.outcome is not None, "a record holds an outcome or a refusal"
+    return prior.outcome
+
+
+async def remember(
+    records: IdempotencyRepository, request: KeyedRequest, outcome: KeyedOutcome, at: datetime
+) -> None:
+    await records.insert(request.record(at, outcome))

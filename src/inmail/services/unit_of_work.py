@@ -1,0 +1,34 @@
+"""What the use cases need of storage: plain reads, and transactions that are retried."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
+
+from inmail.repositories.unit_of_work import Reads, Transaction
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+__all__ = ["Reads", "Transaction", "UnitOfWork"]
+
+
+class UnitOfWork(Protocol):
+    """The storage a use case works through (repositories/unit_of_work.py on MongoDB).
+
+    `reads` are repositories with no write methods; every write goes through a `Transaction`,
+    from `run` (retried when it raced a concurrent change) or `transaction()` (one attempt).
+    """
+
+    @property
+    def reads(self) -> Reads: ...
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
+
+    async def run(
+        self,
+        step: Callable[Concatenate[Transaction, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T: ...

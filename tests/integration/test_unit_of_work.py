@@ -1,0 +1,84 @@
+"""The unit of work on a real mongod: all of a transaction or none, reruns after a race."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from inmail.domain.model import Member
+from inmail.domain.plans import PlanType
+from inmail.repositories.members import StaleMember
+from inmail.repositories.mongo import Mongo
+from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
+
+JOINED = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def uow(mongodb_uri: str, db_name: str) -> AsyncIterator[MongoUnitOfWork]:
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    await mongo.create_indexes()
+    try:
+        yield MongoUnitOfWork(mongo)
+    finally:
+        await mongo.close()
+
+
+def ada() -> Member:
+    return Member("ada-lovelace", "Ada Lovelace", "Analyst", PlanType.BASIC, JOINED)
+
+
+async def test_a_transaction_that_raises_leaves_nothing_written(uow: MongoUnitOfWork) -> None:
+    async def insert_then_fail() -> None:
+        async with uow.transaction() as tx:
+            await tx.members.insert(ada())
+            assert await tx.members.get("ada-lovelace") is not None  # its own snapshot
+            raise RuntimeError("the engine jammed")
+
+    with pytest.raises(RuntimeError, match="the engine jammed"):
+        await insert_then_fail()
+    assert await uow.reads.members.get("ada-lovelace") is None
+
+
+async def test_plain_reads_offer_no_way_to_write(uow: MongoUnitOfWork) -> None:
+    for name in ("insert", "commit", "commit_many", "connect", "set_payment_method"):
+        assert not hasattr(uow.reads.members, name)
+    assert not hasattr(uow.reads.lots, "write")
+    assert not hasattr(uow.reads.ledger, "append")
+    assert not hasattr(uow.reads.idempotency, "insert")
+
+
+async def test_a_step_that_met_a_moved_member_is_run_again_from_the_start(
+    uow: MongoUnitOfWork,
+) -> None:
+    async with uow.transaction() as tx:
+        await tx.members.insert(ada())
+    runs: list[int] = []
+
+    async def rename(tx: Transaction, name: str) -> str:
+        member = await tx.members.get("ada-lovelace")
+        assert member is not None
+        runs.append(member.ledger_seq)
+        if len(runs) == 1:
+            raise StaleMember("ada-lovelace")  # as if another request committed first
+        return name
+
+    assert await uow.run(rename, "Countess of Lovelace") == "Countess of Lovelace"
+    assert runs == [0, 0]
+
+
+async def test_a_step_that_keeps_racing_gives_up_after_the_last_retry(
+    uow: MongoUnitOfWork,
+) -> None:
+    attempts = 0
+
+    async def always_stale(tx: Transaction) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise StaleMember("grace-hopper")
+
+    with pytest.raises(StaleMember):
+        await uow.run(always_stale)
+    assert attempts == 8
