@@ -142,6 +142,12 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds, a number > 0",
         "keep-alive ping interval on websockets",
     ),
+    Setting(
+        "INMAIL_MAX_QUERY_COST",
+        "50000",
+        "an integer 1-10000000",
+        "most objects one operation may return (a connection's `first` multiplies what it holds)",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -178,6 +184,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ("*",)
     ws_max_subscriptions: int = 20
     ws_keepalive: float = 15.0
+    max_query_cost: int = 50_000
 
     @property
     def is_production(self) -> bool:
@@ -233,6 +240,7 @@ class Settings:
             allowed_origins=read.value("INMAIL_ALLOWED_ORIGINS", _origins),
             ws_max_subscriptions=read.value("INMAIL_WS_MAX_SUBSCRIPTIONS", _int_range(1, 1000)),
             ws_keepalive=read.value("INMAIL_WS_KEEPALIVE", _positive_float),
+            max_query_cost=read.value("INMAIL_MAX_QUERY_COST", _int_range(1, 10_000_000)),
         )
         if settings.is_production:
             if settings.jwt_secret is None:
