@@ -200,6 +200,12 @@ SETTINGS: tuple[Setting, ...] = (
         "a string of 32+ characters",
         "set: /metrics also on the API port, for `Authorization: Bearer <token>` only",
     ),
+    Setting(
+        "INMAIL_MAX_QUERY_COST",
+        "50000",
+        "an integer 1-10000000",
+        "most objects one operation may return (a connection's `first` multiplies what it holds)",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -244,6 +250,7 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464
     metrics_token: str | None = None
+    max_query_cost: int = 50_000
 
     @property
     def is_production(self) -> bool:
@@ -307,6 +314,7 @@ class Settings:
             metrics_host=read.value("INMAIL_METRICS_HOST", str),
             metrics_port=read.value("INMAIL_METRICS_PORT", _port_or_off),
             metrics_token=read.optional("INMAIL_METRICS_TOKEN", _secret),
+            max_query_cost=read.value("INMAIL_MAX_QUERY_COST", _int_range(1, 10_000_000)),
         )
         if settings.is_production:
             if settings.jwt_secret is None:

@@ -21,13 +21,13 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.extensions.max_aliases import create_validator as alias_limit_rule
-from strawberry.extensions.query_depth_limiter import create_validator as depth_limit_rule
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from inmail.disclosure import HideSuggestions
 from inmail.observability import OperationLabels, OperationMetrics
+from inmail.resolvers.cost import CostLimits, query_cost
+from inmail.resolvers.limits import document_limits_rule
 from inmail.resolvers.mutation import Mutation
 from inmail.resolvers.query import Query
 from inmail.resolvers.subscription import Subscription
@@ -81,15 +81,12 @@ class InMailSchema(strawberry.Schema):
 
 
 def limit_rules(settings: Settings) -> list[type[ASTValidationRule]]:
-    """The depth and alias limits (QueryDepthLimiter's and MaxAliasesLimiter's rules), made once.
+    """The depth, alias and size limits, as one rule class made once per schema.
 
-    Those extensions make a new rule class per instance, that is per request when passed as
-    factories: a new ValidationCache key every time, so that the cache never hit.
+    A rule class made per request would be a new ValidationCache key every time, so that the
+    cache never hit.
     """
-    return [
-        depth_limit_rule(settings.max_query_depth, None),
-        alias_limit_rule(settings.max_aliases),
-    ]
+    return [document_limits_rule(settings.max_query_depth, settings.max_aliases)]
 
 
 def build_schema(
@@ -105,6 +102,9 @@ def build_schema(
         functools.partial(ParserCache, maxsize=256),
         functools.partial(ValidationCache, maxsize=256),
         functools.partial(MaskErrors, should_mask_error=is_unexpected),
+        query_cost(
+            CostLimits(maximum=settings.max_query_cost, max_page_size=settings.max_page_size)
+        ),
         SubscriptionsOverWebsockets,
     ]
     if not settings.introspection:

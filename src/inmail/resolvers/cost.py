@@ -1,0 +1,333 @@
+"""An operation's cost: the most objects it can return, computed before it runs.
+
+Every object in the answer counts one (scalars are free: they come with their object). A list
+counts its cap times what each item costs; a connection's `edges` and `nodes` count its `first`
+(or the default page) times what each node costs. Fragments are costed once per page size.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLEnumType,
+    GraphQLError,
+    GraphQLField,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLList,
+    GraphQLNamedType,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLSchema,
+    GraphQLUnionType,
+    InlineFragmentNode,
+    IntValueNode,
+    NullValueNode,
+    SelectionSetNode,
+    VariableNode,
+    get_named_type,
+    get_operation_ast,
+    is_composite_type,
+)
+from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
+from strawberry.extensions import SchemaExtension
+
+from inmail.domain.plans import PlanType
+from inmail.resolvers.context import DEFAULT_PAGE_SIZE
+from inmail.resolvers.limits import CEILING
+
+PAGE: Final = "page"
+"""A connection's list: as long as the `first` of the field that returned the connection."""
+
+Cap = int | Literal["page"]
+Caps = dict[str, Cap]
+
+# The longest each list field of the schema can be. tests/unit/test_query_cost.py checks that
+# every list field of the schema is here: a new one cannot be forgotten.
+LIST_CAPS: Mapping[str, Cap] = {
+    "Query.plans": len(PlanType),
+    "Conversation.messages": 100,  # the latest 100 (SPEC section 4)
+    "ConversationConnection.edges": PAGE,
+    "ConversationConnection.nodes": PAGE,
+    "CreditLotConnection.edges": PAGE,
+    "CreditLotConnection.nodes": PAGE,
+    "LedgerEntryConnection.edges": PAGE,
+    "LedgerEntryConnection.nodes": PAGE,
+    # A mutation fails for one reason: its payload's errors hold at most one.
+    "AdvanceClockPayload.errors": 1,
+    "CancelSubscriptionPayload.errors": 1,
+    "ChangePlanPayload.errors": 1,
+    "ConnectMembersPayload.errors": 1,
+    "CreateMemberPayload.errors": 1,
+    "PurchaseInMailCreditsPayload.errors": 1,
+    "RespondToInMailPayload.errors": 1,
+    "SendInMailPayload.errors": 1,
+    "SendMessagePayload.errors": 1,
+    "UpdatePaymentMethodPayload.errors": 1,
+}
+
+
+def introspection_caps(schema: GraphQLSchema, about: GraphQLNamedType | None = None) -> Caps:
+    """The list fields of introspection: of one type's `__Type`, or the most of any type's."""
+    types = [about] if about is not None else list(schema.type_map.values())
+    objects = [t for t in types if isinstance(t, GraphQLObjectType | GraphQLInterfaceType)]
+    inputs = [t for t in types if isinstance(t, GraphQLInputObjectType)]
+    enums = [t for t in types if isinstance(t, GraphQLEnumType)]
+    abstract = [t for t in types if isinstance(t, GraphQLInterfaceType | GraphQLUnionType)]
+    caps: Caps = {
+        "__Type.fields": max((len(t.fields) for t in objects), default=0),
+        "__Type.inputFields": max((len(t.fields) for t in inputs), default=0),
+        "__Type.interfaces": max((len(t.interfaces) for t in objects), default=0),
+        "__Type.possibleTypes": max(
+            (len(schema.get_possible_types(t)) for t in abstract), default=0
+        ),
+        "__Type.enumValues": max((len(t.values) for t in enums), default=0),
+    }
+    if about is None:
+        caps |= {
+            "__Schema.types": len(types),
+            "__Schema.directives": len(schema.directives),
+            "__Field.args": max(
+                (len(f.args) for t in objects for f in t.fields.values()), default=0
+            ),
+            "__Directive.args": max((len(d.args) for d in schema.directives), default=0),
+            "__Directive.locations": 0,  # enum values: free
+        }
+    return caps
+
+
+@dataclass(frozen=True, slots=True)
+class CostLimits:
+    maximum: int
+    max_page_size: int
+    default_page_size: int = DEFAULT_PAGE_SIZE
+
+
+class CostModel:
+    """The caps of one schema's lists, made once per schema."""
+
+    def __init__(self, schema: GraphQLSchema, limits: CostLimits) -> None:
+        self.schema = schema
+        self.limits = limits
+        self.caps: Caps = {**LIST_CAPS, **introspection_caps(schema)}
+        # `__schema { types { ... } }` lists each type once: each is costed with its own caps.
+        self.types = list(schema.type_map.values())
+        self.type_caps = {
+            t.name: {**self.caps, **introspection_caps(schema, t)} for t in self.types
+        }
+
+    def cost(
+        self,
+        document: DocumentNode,
+        operation_name: str | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> int:
+        """The cost of the operation the request names (0 when none can be chosen)."""
+        operation = get_operation_ast(document, operation_name)
+        if operation is None:
+            return 0
+        root = self.schema.get_root_type(operation.operation)
+        if root is None:
+            return 0
+        costing = _Costing(self, document, variables or {})
+        return costing.of(operation.selection_set, root, _Where(None, self.caps))
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    page: int | None  # the `first` of the connection being costed
+    caps: Caps  # the list caps that apply (a type's own, under `__schema { types }`)
+
+
+class _Costing:
+    def __init__(
+        self, model: CostModel, document: DocumentNode, variables: Mapping[str, Any]
+    ) -> None:
+        self.model = model
+        self.variables = variables
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        self.costed: dict[tuple[str, int | None, int], int] = {}
+        self.costing: set[str] = set()
+
+    def of(self, selection_set: SelectionSetNode | None, parent: Any, where: _Where) -> int:
+        if selection_set is None:
+            return 0
+        total = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                total += self.field(selection, parent, where)
+            elif isinstance(selection, FragmentSpreadNode):
+                total += self.fragment(selection.name.value, where)
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                on = self.model.schema.get_type(condition.name.value) if condition else parent
+                total += self.of(selection.selection_set, on or parent, where)
+            total = min(total, CEILING)
+        return total
+
+    def fragment(self, name: str, where: _Where) -> int:
+        key = (name, where.page, id(where.caps))
+        known = self.costed.get(key)
+        if known is not None:
+            return known
+        definition = self.fragments.get(name)
+        if definition is None or name in self.costing:
+            return 0
+        self.costing.add(name)
+        on = self.model.schema.get_type(definition.type_condition.name.value)
+        cost = self.of(definition.selection_set, on, where)
+        self.costing.discard(name)
+        self.costed[key] = cost
+        return cost
+
+    def field(self, node: FieldNode, parent: Any, where: _Where) -> int:
+        definition = self._definition(node.name.value, parent)
+        if definition is None:
+            return 0
+        named = get_named_type(definition.type)
+        if not is_composite_type(named):
+            return 0
+        key = f"{parent.name}.{node.name.value}"
+        if key == "__Schema.types":
+            model = self.model
+            total = len(model.types)
+            for t in model.types:
+                own = _Where(where.page, model.type_caps[t.name])
+                total = min(total + self.of(node.selection_set, named, own), CEILING)
+            return total
+        inner = where
+        if "first" in definition.args:
+            inner = _Where(self._first(node, definition), where.caps)
+        elif where.caps is not self.model.caps:  # a type's own caps end at its own lists
+            inner = _Where(where.page, self.model.caps)
+        each = min(1 + self.of(node.selection_set, named, inner), CEILING)
+        return min(self._multiplier(definition.type, key, where) * each, CEILING)
+
+    def _definition(self, name: str, parent: Any) -> GraphQLField | None:
+        if name == "__schema" and parent is self.model.schema.query_type:
+            return SchemaMetaFieldDef
+        if name == "__type" and parent is self.model.schema.query_type:
+            return TypeMetaFieldDef
+        if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
+            found: GraphQLField | None = parent.fields.get(name)
+            return found
+        return None
+
+    def _multiplier(self, field_type: GraphQLOutputType, key: str, where: _Where) -> int:
+        multiplier = 1
+        while True:
+            if isinstance(field_type, GraphQLNonNull):
+                field_type = field_type.of_type
+            elif isinstance(field_type, GraphQLList):
+                multiplier *= self._cap(key, where)
+                field_type = field_type.of_type
+            else:
+                return min(multiplier, CEILING)
+
+    def _cap(self, key: str, where: _Where) -> int:
+        limits = self.model.limits
+        cap = where.caps.get(key, limits.max_page_size)  # unknown: a page, at most
+        if cap == PAGE:
+            return limits.max_page_size if where.page is None else where.page
+        assert isinstance(cap, int)
+        return cap
+
+    def _first(self, node: FieldNode, definition: GraphQLField) -> int:
+        limits = self.model.limits
+        value: Any = definition.args["first"].default_value
+        for argument in node.arguments or ():
+            if argument.name.value != "first":
+                continue
+            literal = argument.value
+            if isinstance(literal, VariableNode):
+                value = self.variables.get(literal.name.value)
+            elif isinstance(literal, IntValueNode):
+                value = int(literal.value)
+            elif isinstance(literal, NullValueNode):
+                value = None
+            else:
+                value = limits.max_page_size
+        if value is None:
+            return min(limits.default_page_size, limits.max_page_size)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return limits.max_page_size
+        return max(0, min(value, limits.max_page_size))
+
+
+class QueryTooCostly(GraphQLError):
+    def __init__(self, requested: int, maximum: int) -> None:
+        super().__init__(
+            f"This operation could return up to {requested} objects, over the limit of "
+            f"{maximum}: ask for smaller pages (first) or fewer nested connections.",
+            extensions={
+                "code": "QUERY_TOO_COSTLY",
+                "requestedQueryCost": requested,
+                "maximumAvailable": maximum,
+            },
+        )
+
+
+class QueryCost(SchemaExtension):
+    """Refuses an operation over the maximum cost before any resolver runs; reports the cost.
+
+    Every response carries `extensions.cost`: the requested cost and the maximum. Pass it to
+    the schema as a factory (see `query_cost`), never as an instance.
+    """
+
+    def __init__(self, *, model: Callable[[GraphQLSchema], CostModel]) -> None:
+        self._model = model
+        self._requested: int | None = None
+
+    def _cost(self) -> int:
+        if self._requested is None:
+            context = self.execution_context
+            document = context.graphql_document
+            self._requested = (
+                0
+                if document is None
+                else self._model(context.schema._schema).cost(
+                    document, context.operation_name, context.variables
+                )
+            )
+        return self._requested
+
+    def on_execute(self) -> Iterator[None]:
+        maximum = self._model(self.execution_context.schema._schema).limits.maximum
+        requested = self._cost()
+        if requested > maximum:
+            # Raised, not set as the result: subscriptions ignore a result set here.
+            raise QueryTooCostly(requested, maximum)
+        yield
+
+    def get_results(self) -> dict[str, Any]:
+        context = self.execution_context
+        model = self._model(context.schema._schema)
+        try:
+            requested = self._cost()
+        except RecursionError:  # a document nested too deeply, refused by validation
+            requested = 0
+        return {"cost": {"requestedQueryCost": requested, "maximumAvailable": model.limits.maximum}}
+
+
+def query_cost(limits: CostLimits) -> Callable[[], QueryCost]:
+    """A factory of QueryCost extensions sharing one CostModel per schema."""
+
+    made: list[CostModel] = []
+
+    def model(schema: GraphQLSchema) -> CostModel:
+        if not made or made[0].schema is not schema:
+            made[:] = [CostModel(schema, limits)]
+        return made[0]
+
+    return functools.partial(QueryCost, model=model)

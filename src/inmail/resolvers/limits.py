@@ -1,0 +1,217 @@
+"""Depth, alias and size limits of a document, measured with each fragment visited once.
+
+A fragment spread twice is measured once and its measure used twice: a document of a few
+hundred bytes whose fragments each spread the next twice would otherwise be expanded to
+trillions of fields, by these limits and by the rules that check fields can be merged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationRule,
+)
+from graphql.validation.validate import ValidationAbortedError
+
+# Every measure saturates here: the numbers stay small however a document multiplies.
+CEILING = 1 << 53
+
+# The work of validating a document (see `Shape.work`) allowed before any rule runs. A page
+# of the web client is a few hundred units; the introspection query of GraphiQL a few
+# thousand; 50,000 units validate in well under a tenth of a second.
+MAX_VALIDATION_WORK = 50_000
+
+
+def _add(a: int, b: int) -> int:
+    return min(a + b, CEILING)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What a selection set asks for, with the fragments it spreads expanded."""
+
+    depth: int = 0  # nesting of fields below this set (leaves count 0)
+    aliases: int = 0  # aliased fields
+    width: int = 0  # fields at this set's own level
+    size: int = 0  # fields at every level
+
+    def plus(self, other: Shape) -> Shape:
+        return Shape(
+            depth=max(self.depth, other.depth),
+            aliases=_add(self.aliases, other.aliases),
+            width=_add(self.width, other.width),
+            size=_add(self.size, other.size),
+        )
+
+
+class DocumentShapes:
+    """Shapes of a document's selection sets; each fragment is measured once.
+
+    A fragment spread inside itself (a cycle, which graphql-core's NoFragmentCycles rule
+    reports) and a fragment that is not defined (reported by KnownFragmentNames) add nothing.
+    """
+
+    def __init__(self, document: DocumentNode) -> None:
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        self._measured: dict[str, Shape] = {}
+        self._measuring: set[str] = set()
+        self._sets: dict[int, Shape] = {}  # by id(): the document outlives this object
+
+    def of(self, selection_set: SelectionSetNode | None) -> Shape:
+        if selection_set is None:
+            return Shape()
+        known = self._sets.get(id(selection_set))
+        if known is None:
+            known = self._sets[id(selection_set)] = self._measure(selection_set)
+        return known
+
+    def _measure(self, selection_set: SelectionSetNode) -> Shape:
+        shape = Shape()
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                shape = shape.plus(self._field(selection))
+            elif isinstance(selection, FragmentSpreadNode):
+                shape = shape.plus(self.fragment(selection.name.value))
+            elif isinstance(selection, InlineFragmentNode):
+                shape = shape.plus(self.of(selection.selection_set))
+        return shape
+
+    def _field(self, field: FieldNode) -> Shape:
+        below = self.of(field.selection_set)
+        # Introspection is served from the schema itself; its depth is not the service's.
+        nested = field.selection_set is not None and not field.name.value.startswith("__")
+        return Shape(
+            depth=1 + below.depth if nested else 0,
+            aliases=_add(below.aliases, 1 if field.alias else 0),
+            width=1,
+            size=_add(below.size, 1),
+        )
+
+    def fragment(self, name: str) -> Shape:
+        known = self._measured.get(name)
+        if known is not None:
+            return known
+        definition = self.fragments.get(name)
+        if definition is None or name in self._measuring:
+            return Shape()
+        self._measuring.add(name)
+        shape = self.of(definition.selection_set)
+        self._measuring.discard(name)
+        self._measured[name] = shape
+        return shape
+
+
+def validation_work(document: DocumentNode, shapes: DocumentShapes) -> int:
+    """The work of validating a document, in fields compared or visited.
+
+    Checking that the fields of a selection set can be merged compares them pairwise, with the
+    fragments it spreads expanded: the square of its width. Every other rule visits each field
+    of each operation with its fragments expanded: its size.
+    """
+    work = 0
+    stack: list[SelectionSetNode] = []
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            work = _add(work, shapes.of(definition.selection_set).size)
+        if isinstance(definition, OperationDefinitionNode | FragmentDefinitionNode):
+            stack.append(definition.selection_set)
+    while stack:
+        selection_set = stack.pop()
+        width = shapes.of(selection_set).width
+        work = _add(work, min(width * width, CEILING))
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode | InlineFragmentNode) and selection.selection_set:
+                stack.append(selection.selection_set)
+    return work
+
+
+class QueryRefused(ValidationAbortedError):
+    """A document over a limit: validation stops here, before any other rule does its work."""
+
+    def __init__(self, message: str, code: str, **details: int) -> None:
+        super().__init__(message, extensions={"code": code, **details})
+
+
+def check_document(
+    document: DocumentNode,
+    *,
+    max_depth: int,
+    max_aliases: int,
+    max_work: int = MAX_VALIDATION_WORK,
+) -> None:
+    """Raise QueryRefused for a document over the work budget, the depth or the alias limit."""
+    shapes = DocumentShapes(document)
+    try:
+        work = validation_work(document, shapes)
+    except RecursionError:
+        raise QueryRefused(
+            "The document nests its fragments too deeply to be validated.", "QUERY_TOO_LARGE"
+        ) from None
+    if work > max_work:
+        raise QueryRefused(
+            f"The document is too large to validate: with its fragments expanded it would take "
+            f"more than the {max_work} units of work allowed. Spread fewer fragments, or "
+            "spread each one fewer times.",
+            "QUERY_TOO_LARGE",
+            work=work,
+            maximum=max_work,
+        )
+    aliases = 0
+    for definition in document.definitions:
+        if not isinstance(definition, OperationDefinitionNode):
+            continue
+        shape = shapes.of(definition.selection_set)
+        if shape.depth > max_depth:
+            name = definition.name.value if definition.name else "anonymous"
+            raise QueryRefused(
+                f"'{name}' exceeds maximum operation depth of {max_depth} "
+                f"(its depth is {shape.depth}).",
+                "QUERY_TOO_DEEP",
+                depth=shape.depth,
+                maximum=max_depth,
+            )
+        aliases = _add(aliases, shape.aliases)
+    if aliases > max_aliases:
+        raise QueryRefused(
+            f"{aliases} aliases found. Allowed: {max_aliases}.",
+            "TOO_MANY_ALIASES",
+            aliases=aliases,
+            maximum=max_aliases,
+        )
+
+
+def document_limits_rule(max_depth: int, max_aliases: int) -> type[ValidationRule]:
+    """A validation rule that checks the limits when the document is entered.
+
+    The rule raises QueryRefused, which graphql-core's validate() catches and reports as the
+    document's error: the rules that walk the document never start on a document over a limit.
+    Make the rule once per schema: the validation cache keys on the rule classes.
+    """
+
+    class DocumentLimits(ValidationRule):
+        def enter_document(self, node: DocumentNode, *_args: Any) -> None:
+            check_document(node, max_depth=max_depth, max_aliases=max_aliases)
+
+    return DocumentLimits
+
+
+__all__ = [
+    "MAX_VALIDATION_WORK",
+    "DocumentShapes",
+    "QueryRefused",
+    "Shape",
+    "check_document",
+    "document_limits_rule",
+    "validation_work",
+]

@@ -1,0 +1,244 @@
+"""Hostile documents through the API (SPEC section 8): refused fast, every answer with its cost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from inmail.bench.workloads import MEMBER_PAGE
+from reliability.servers import running
+from support import Api, Person, graphql_error_codes
+from wsclient import TRANSPORT_WS, GraphQLSocket, OperationError
+
+MAXIMUM = 50_000
+MILLION = (
+    "{ viewer { conversations(first: 100) { nodes { sender { conversations(first: 100) "
+    "{ nodes { sender { conversations(first: 100) { nodes { id } } } } } } } } } }"
+)
+
+
+def bomb(levels: int = 40) -> str:
+    fragments = "".join(
+        f"fragment F{i} on Query {{ now ...F{i + 1} ...F{i + 1} }} " for i in range(levels)
+    )
+    return f"query {{ ...F0 }} {fragments}fragment F{levels} on Query {{ now }}"
+
+
+def cost_of(body: dict[str, Any]) -> dict[str, int]:
+    cost: dict[str, int] = body["extensions"]["cost"]
+    return cost
+
+
+async def a_member_with_threads(api: Api, threads: int) -> Person:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", monthly_allotment=None)
+    for i in range(threads):
+        reader = await api.create_member(f"Reader {i}", "BASIC")
+        assert (await api.send(ada, reader, subject=f"Engines, part {i}"))["errors"] == []
+    return ada
+
+
+async def test_a_forty_level_fragment_bomb_is_refused_within_seconds(api: Api) -> None:
+    started = time.monotonic()
+    body = await api.raw(bomb(40))
+    elapsed = time.monotonic() - started
+
+    assert body.get("data") is None
+    assert graphql_error_codes(body) == ["QUERY_TOO_LARGE"]
+    assert "too large to validate" in body["errors"][0]["message"]
+    assert cost_of(body)["maximumAvailable"] == MAXIMUM
+    assert elapsed < 5  # generous: expanding it used to take more than ten minutes
+
+
+async def test_the_million_object_query_is_refused_before_any_resolver_runs(api: Api) -> None:
+    ada = await a_member_with_threads(api, 1)
+
+    body = await api.raw(MILLION, token=ada.token)
+
+    assert "data" not in body or body["data"] is None  # not even `viewer` was resolved
+    assert graphql_error_codes(body) == ["QUERY_TOO_COSTLY"], body
+    error = body["errors"][0]
+    assert error["extensions"]["requestedQueryCost"] == 1_030_302
+    assert error["extensions"]["maximumAvailable"] == MAXIMUM
+    assert cost_of(body) == {"requestedQueryCost": 1_030_302, "maximumAvailable": MAXIMUM}
+
+
+async def test_a_costly_mutation_is_refused_before_it_writes_anything(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    balance = await api.balance(ada)
+    nested = "id"
+    for party in ("sender", "recipient", "sender"):
+        nested = f"{party} {{ conversations(first: 100) {{ nodes {{ {nested} }} }} }}"
+    mutation = (
+        "mutation($i: SendInMailInput!) { sendInMail(input: $i) "
+        f"{{ conversation {{ {nested} }} errors {{ code }} }} }}"
+    )
+    payload = {"recipientId": grace.id, "subject": "Hi", "body": "Hello", "idempotencyKey": "k-1"}
+
+    body = await api.raw(mutation, {"i": payload}, ada.token)
+
+    assert graphql_error_codes(body) == ["QUERY_TOO_COSTLY"], body
+    assert body.get("data") is None
+    assert await api.balance(ada) == balance
+
+
+async def test_the_member_page_of_a_hundred_conversations_is_answered_with_its_cost(
+    api: Api,
+) -> None:
+    ada = await a_member_with_threads(api, 3)
+
+    body = await api.raw(MEMBER_PAGE, {"n": 100}, ada.token)
+
+    assert body.get("errors") is None
+    assert len(body["data"]["viewer"]["conversations"]["nodes"]) == 3
+    assert cost_of(body) == {"requestedQueryCost": 20_510, "maximumAvailable": MAXIMUM}
+
+
+async def test_the_page_size_given_in_a_variable_sets_the_cost(api: Api) -> None:
+    ada = await a_member_with_threads(api, 2)
+    threads = (
+        "query($n: Int) { viewer { conversations(first: $n) { nodes { id sender { id } } } } }"
+    )
+    nested = (
+        "query($n: Int) { viewer { conversations(first: $n) { nodes { sender { "
+        "conversations(first: $n) { nodes { sender { conversations(first: $n) "
+        "{ nodes { id } } } } } } } } } }"
+    )
+
+    small = await api.raw(threads, {"n": 1}, ada.token)
+    default = await api.raw(threads, {}, ada.token)
+    few = await api.raw(nested, {"n": 3}, ada.token)
+    many = await api.raw(nested, {"n": 100}, ada.token)
+
+    assert len(small["data"]["viewer"]["conversations"]["nodes"]) == 1
+    assert cost_of(small)["requestedQueryCost"] == 1 + 1 + 1 * 2
+    assert cost_of(default)["requestedQueryCost"] == 1 + 1 + 20 * 2
+    assert few.get("errors") is None
+    assert cost_of(few)["requestedQueryCost"] == 1 + 1 + 3 * (2 + 1 + 3 * (2 + 1 + 3))
+    assert graphql_error_codes(many) == ["QUERY_TOO_COSTLY"]
+
+
+@pytest.mark.parametrize(
+    ("query", "token_needed", "codes"),
+    [
+        ("{ now }", False, []),
+        ("{ viewer { id } }", True, []),
+        ("{ viewer { id } }", False, ["UNAUTHENTICATED"]),
+        ("{ nowhere }", False, [None]),
+        ("{ now", False, [None]),
+        ("mutation { cancelSubscription { errors { code } } }", True, []),
+    ],
+)
+async def test_every_response_carries_its_cost(
+    api: Api, query: str, token_needed: bool, codes: list[str | None]
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    body = await api.raw(query, token=ada.token if token_needed else None)
+
+    assert graphql_error_codes(body) == codes
+    cost = cost_of(body)
+    assert cost["maximumAvailable"] == MAXIMUM
+    assert cost["requestedQueryCost"] >= 0
+
+
+async def test_depth_is_still_limited_through_fragments(api: Api) -> None:
+    ada = await a_member_with_threads(api, 1)
+    level = "fragment L{i} on Member {{ conversations {{ nodes {{ sender {{ ...L{j} }} }} }} }} "
+    fragments = "".join(level.format(i=i, j=i + 1) for i in range(4)) + (
+        "fragment L4 on Member { id }"
+    )
+
+    body = await api.raw(f"query Deep {{ viewer {{ ...L0 }} }} {fragments}", token=ada.token)
+
+    assert body.get("data") is None
+    assert graphql_error_codes(body) == ["QUERY_TOO_DEEP"]
+    assert "exceeds maximum operation depth of 12" in body["errors"][0]["message"]
+
+
+async def test_aliases_are_counted_through_every_spread_of_a_fragment(api: Api) -> None:
+    ada = await a_member_with_threads(api, 1)
+    eight = " ".join(f"b{i}: inmailBalance" for i in range(8))
+    spread = "{{ viewer {{ {spreads} }} }} fragment Eight on Member {{ {eight} }}"
+    nested = "{ viewer { ...Twice ...Twice } } fragment Twice on Member { ...Eight ...Eight } "
+
+    three = await api.raw(spread.format(spreads="...Eight " * 3, eight=eight), token=ada.token)
+    four = await api.raw(nested + f"fragment Eight on Member {{ {eight} }}", token=ada.token)
+
+    assert three.get("errors") is None
+    assert graphql_error_codes(four) == ["TOO_MANY_ALIASES"]
+    assert "32 aliases found. Allowed: 30" in four["errors"][0]["message"]
+
+
+# --- websockets ---------------------------------------------------------------------------
+
+
+async def test_over_a_websocket_a_costly_query_is_an_error_of_that_operation(
+    api: Api, tmp_path: Path, mongodb_uri: str, db_name: str
+) -> None:
+    ada = await a_member_with_threads(api, 1)
+    with running(1, mongodb_uri, db_name, tmp_path) as (server,):
+        url = server.url.replace("http", "ws") + "/graphql"
+        async with GraphQLSocket.open(url, ada.token, TRANSPORT_WS) as ws:
+            refused = await ws.subscribe(MILLION)
+            with pytest.raises(OperationError) as error:
+                await ws.result(refused)
+            answered = await ws.subscribe("{ viewer { name } }")
+            result = await ws.result(answered)
+
+    errors = error.value.payload
+    assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
+    assert errors[0]["extensions"]["requestedQueryCost"] == 1_030_302
+    assert result["data"] == {"viewer": {"name": "Ada Lovelace"}}
+    assert result["extensions"]["cost"] == {"requestedQueryCost": 1, "maximumAvailable": MAXIMUM}
+
+
+async def test_over_a_websocket_each_subscription_update_carries_its_cost(
+    api: Api, tmp_path: Path, mongodb_uri: str, db_name: str
+) -> None:
+    ada = await a_member_with_threads(api, 0)
+    with running(1, mongodb_uri, db_name, tmp_path) as (server,):
+        url = server.url.replace("http", "ws") + "/graphql"
+        async with GraphQLSocket.open(url, ada.token, TRANSPORT_WS) as ws:
+            op = await ws.subscribe("subscription { balanceChanged { balance } }")
+            update = await ws.result(op)
+
+    assert update["data"]["balanceChanged"]["balance"] >= 0
+    assert update["extensions"]["cost"] == {"requestedQueryCost": 1, "maximumAvailable": MAXIMUM}
+
+
+# --- a real server process ----------------------------------------------------------------
+
+
+async def test_health_checks_keep_answering_within_a_second_while_bombs_arrive(
+    tmp_path: Path, mongodb_uri: str, db_name: str
+) -> None:
+    with running(1, mongodb_uri, db_name, tmp_path) as (server,):
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+
+            async def send_bombs() -> list[dict[str, Any]]:
+                bodies = []
+                for _ in range(10):
+                    response = await client.post("/graphql", json={"query": bomb(40)})
+                    bodies.append(response.json())
+                return bodies
+
+            async def check_health() -> list[float]:
+                waits = []
+                for _ in range(20):
+                    started = time.monotonic()
+                    response = await client.get("/healthz")
+                    waits.append(time.monotonic() - started)
+                    assert response.status_code == 200
+                    await asyncio.sleep(0.05)
+                return waits
+
+            bodies, waits = await asyncio.gather(send_bombs(), check_health())
+
+    assert all(graphql_error_codes(body) == ["QUERY_TOO_LARGE"] for body in bodies)
+    assert max(waits) < 1  # the behaviour itself: the process never stalls

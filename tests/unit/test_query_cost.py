@@ -1,0 +1,202 @@
+"""The depth, alias, size and cost calculators: each fragment measured once, by arithmetic."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from graphql import (
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    get_introspection_query,
+    parse,
+)
+
+from inmail.bench.workloads import MEMBER_PAGE
+from inmail.resolvers.cost import LIST_CAPS, CostLimits, CostModel
+from inmail.resolvers.limits import DocumentShapes, QueryRefused, check_document
+from inmail.resolvers.root import build_schema
+from support import test_settings as settings_for_tests
+
+MILLION = (
+    "{ viewer { conversations(first: 100) { nodes { sender { conversations(first: 100) "
+    "{ nodes { sender { conversations(first: 100) { nodes { id } } } } } } } } } }"
+)
+
+
+def bomb(levels: int) -> str:
+    fragments = "".join(
+        f"fragment F{i} on Query {{ now ...F{i + 1} ...F{i + 1} }} " for i in range(levels)
+    )
+    return f"query {{ ...F0 }} {fragments}fragment F{levels} on Query {{ now }}"
+
+
+@pytest.fixture(scope="module")
+def model() -> CostModel:
+    schema = build_schema(settings_for_tests())
+    return CostModel(schema._schema, CostLimits(maximum=50_000, max_page_size=100))
+
+
+def test_a_fragment_bomb_is_measured_by_arithmetic_not_by_expanding_it() -> None:
+    document = parse(bomb(40))
+    started = time.perf_counter()
+    shape = DocumentShapes(document).fragment("F0")
+    elapsed = time.perf_counter() - started
+
+    assert shape.size == 2**41 - 1  # every `now` the expanded operation would hold
+    assert shape.depth == 0
+    assert elapsed < 1  # generous: expanding it would take days
+
+
+def test_a_fragment_bomb_is_refused_as_too_large_to_validate() -> None:
+    with pytest.raises(QueryRefused) as refused:
+        check_document(parse(bomb(40)), max_depth=12, max_aliases=30)
+
+    assert refused.value.extensions is not None
+    assert refused.value.extensions["code"] == "QUERY_TOO_LARGE"
+
+
+def test_depth_counts_the_fields_nested_inside_spread_fragments() -> None:
+    document = parse(
+        "query Deep { viewer { ...Threads } } "
+        "fragment Threads on Member { conversations { nodes { sender { ...Names } } } } "
+        "fragment Names on Member { name plan { type } }"
+    )
+    shape = DocumentShapes(document).of(document.definitions[0].selection_set)  # type: ignore[attr-defined]
+
+    assert shape.depth == 5  # viewer > conversations > nodes > sender > plan > type
+    check_document(document, max_depth=5, max_aliases=30)
+    with pytest.raises(QueryRefused, match="'Deep' exceeds maximum operation depth of 4"):
+        check_document(document, max_depth=4, max_aliases=30)
+
+
+def test_aliases_multiply_through_every_spread_of_a_fragment() -> None:
+    ten = " ".join(f"a{i}: now" for i in range(10))
+    three_times = "{ ...Twice ...Once } fragment Twice on Query { ...Ten ...Ten } " + (
+        f"fragment Once on Query {{ ...Ten }} fragment Ten on Query {{ {ten} }}"
+    )
+    document = parse(three_times)
+
+    check_document(document, max_depth=12, max_aliases=30)
+    with pytest.raises(QueryRefused, match=r"30 aliases found\. Allowed: 29"):
+        check_document(document, max_depth=12, max_aliases=29)
+
+
+def test_fragments_that_spread_each_other_are_measured_without_looping() -> None:
+    document = parse(
+        "{ ...Ping } fragment Ping on Query { now ...Pong } fragment Pong on Query { ...Ping }"
+    )
+
+    shape = DocumentShapes(document).fragment("Ping")
+
+    assert shape.size == 1
+
+
+def test_hundreds_of_fragments_compared_pairwise_are_refused_before_they_are_compared() -> None:
+    count = 300
+    spreads = " ".join(f"...G{i}" for i in range(count))
+    fragments = " ".join(f"fragment G{i} on Member {{ id name }}" for i in range(count))
+
+    with pytest.raises(QueryRefused, match="too large to validate"):
+        check_document(
+            parse(f"{{ viewer {{ {spreads} }} }} {fragments}"), max_depth=12, max_aliases=30
+        )
+
+
+def test_every_list_field_of_the_schema_has_a_cap() -> None:
+    schema = build_schema(settings_for_tests())._schema
+    lists = set()
+    for type_ in schema.type_map.values():
+        if type_.name.startswith("__") or not isinstance(type_, GraphQLObjectType):
+            continue
+        for name, field in type_.fields.items():
+            field_type = field.type
+            if isinstance(field_type, GraphQLNonNull):
+                field_type = field_type.of_type
+            if isinstance(field_type, GraphQLList):
+                lists.add(f"{type_.name}.{name}")
+
+    assert lists == set(LIST_CAPS)
+
+
+def test_a_connection_multiplies_what_it_holds_by_its_first(model: CostModel) -> None:
+    # viewer + connection + 7 nodes, each with its sender
+    assert (
+        model.cost(parse("{ viewer { conversations(first: 7) { nodes { id sender { id } } } } }"))
+        == 1 + 1 + 7 * 2
+    )
+
+
+def test_a_connection_without_first_counts_the_default_page(model: CostModel) -> None:
+    assert model.cost(parse("{ viewer { ledger { nodes { id } } } }")) == 1 + 1 + 20
+    assert model.cost(parse("{ viewer { ledger(first: null) { nodes { id } } } }")) == 22
+
+
+def test_a_page_over_the_maximum_counts_as_the_largest_page(model: CostModel) -> None:
+    assert (
+        model.cost(parse("{ viewer { ledger(first: 5000) { edges { node { id } } } } }"))
+        == 1 + 1 + 100 * 2
+    )
+
+
+def test_the_page_size_of_a_variable_is_honoured(model: CostModel) -> None:
+    query = parse("query($n: Int) { viewer { creditLots(first: $n) { nodes { id } } } }")
+
+    assert model.cost(query, None, {"n": 3}) == 5
+    assert model.cost(query, None, {"n": 100}) == 102
+    assert model.cost(query, None, {}) == 22
+
+
+def test_messages_count_the_latest_hundred(model: CostModel) -> None:
+    query = '{ conversation(id: "c1") { messages { body author { name } } } }'
+
+    assert model.cost(parse(query)) == 1 + 100 * 2
+
+
+def test_a_fragment_is_costed_with_the_page_of_each_connection_it_is_spread_in(
+    model: CostModel,
+) -> None:
+    query = parse(
+        "{ viewer { small: conversations(first: 2) { ...Threads } "
+        "big: conversations(first: 50) { ...Threads } } } "
+        "fragment Threads on ConversationConnection { nodes { id } }"
+    )
+
+    assert model.cost(query) == 1 + (1 + 2) + (1 + 50)
+
+
+def test_the_member_page_fits_and_the_million_object_query_does_not(model: CostModel) -> None:
+    page = model.cost(parse(MEMBER_PAGE), None, {"n": 100})
+    million = model.cost(parse(MILLION))
+
+    assert page == 20_510
+    assert million == 1_030_302
+    assert page < model.limits.maximum < million
+
+
+def test_the_introspection_query_of_graphiql_fits_under_the_default_maximum(
+    model: CostModel,
+) -> None:
+    assert 0 < model.cost(parse(get_introspection_query())) < model.limits.maximum
+
+
+def test_introspection_nested_through_types_is_costed_as_what_it_could_return(
+    model: CostModel,
+) -> None:
+    nested = "name"
+    for _ in range(3):
+        nested = f"fields {{ type {{ ofType {{ {nested} }} }} }}"
+    nested = f"{{ __schema {{ types {{ {nested} }} }} }}"
+
+    assert model.cost(parse(nested)) > model.limits.maximum
+
+
+def test_the_cost_of_a_named_operation_is_that_operation_s(model: CostModel) -> None:
+    document = parse(
+        "query Small { viewer { id } } query Big { viewer { ledger(first: 9) { nodes { id } } } }"
+    )
+
+    assert model.cost(document, "Small") == 1
+    assert model.cost(document, "Big") == 1 + 1 + 9
+    assert model.cost(document, "Missing") == 0
