@@ -256,6 +256,14 @@ class ReplicaSet:
         finally:
             client.close()
 
+    def unfreeze(self, member: Member) -> None:
+        """Make a member that was stepped down electable again before its step-down period ends."""
+        client = _direct(member.port, timeout_ms=5000)
+        try:
+            client.admin.command("replSetFreeze", 0)
+        finally:
+            client.close()
+
     def _step_up(self, client: MongoClient[dict[str, Any]], deadline: float) -> None:
         while time.monotonic() < deadline:
             try:
