@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
+import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -26,11 +29,13 @@ from inmail.services.payments import Charge, PaymentGateway
 from reliability.conftest import http_client
 from reliability.invariants import Snapshot, problems
 from reliability.invariants import load as load_snapshot
+from reliability.paused_app import PAUSE_DIR
 from reliability.remote import PURCHASE, RESPOND, SEND, Fleet, error_codes, variables_send
 from reliability.servers import (
     Server,
     abort_orphaned_transactions,
     running,
+    server_env,
     transaction_lifetime,
 )
 from support import START, Api, Person, charges_of, codes
@@ -238,6 +243,135 @@ def assert_every_keyed_request_took_effect_at_most_once(
         else:
             assert purchases_by_key[(member_id, request.key)] == 1
             assert outcome["lot"]["id"] == record["result"]["lotId"]
+
+
+# A server killed while its transactions are open: the members it was writing stay writable.
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+class ServerHoldingTransactions(Server):
+    """The service, except that each transaction stays open, uncommitted, once its work is done."""
+
+    def launch(self) -> None:
+        env = {**self.env, "PYTHONPATH": str(TESTS_DIR)}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "reliability.paused_app:app_from_env",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--no-access-log",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+
+async def transaction_lifetime_limit(mongodb_uri: str) -> int:
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(mongodb_uri)
+    try:
+        reply = await client.admin.command(
+            {"getParameter": 1, "transactionLifetimeLimitSeconds": 1}
+        )
+        return int(reply["transactionLifetimeLimitSeconds"])
+    finally:
+        await client.close()
+
+
+async def wait_for_open_transactions(folder: Path, count: int, server: Server) -> None:
+    deadline = time.monotonic() + 30
+    while len(await asyncio.to_thread(lambda: list(folder.iterdir()))) < count:
+        assert time.monotonic() < deadline, f"no transaction held open:\n{server.log()}"
+        await asyncio.sleep(0.05)
+
+
+async def timed_retry(fleet: Fleet, request: Request) -> tuple[dict[str, Any], float]:
+    started = time.monotonic()
+    result = await retry(fleet, request, server=0)
+    return result, time.monotonic() - started
+
+
+async def test_members_whose_transactions_died_with_their_server_can_write_again_within_seconds(
+    mongodb_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    """SIGKILL mid-commit: same-key retries on another server finish in seconds, not a minute.
+
+    The database aborts a transaction whose process died only once transactionLifetimeLimitSeconds
+    has run out; until then the member's documents stay locked and a retry waits. The embedded
+    mongod (and docker-compose, and the README for production) sets it to 10 s.
+    """
+    assert await transaction_lifetime_limit(mongodb_uri) <= 10, (
+        "the tests' mongod must abort orphaned transactions within 10 s, as production is told to"
+    )
+    held = tmp_path / "open-transactions"
+    held.mkdir()
+    doomed = ServerHoldingTransactions(
+        {**server_env(mongodb_uri, db_name), PAUSE_DIR: str(held)}, tmp_path / "doomed.log"
+    )
+    try:
+        with running(1, mongodb_uri, db_name, tmp_path) as (healthy,):
+            doomed.launch()
+            await asyncio.to_thread(doomed.wait_ready)
+            async with http_client() as client:
+                fleet = Fleet(client, [healthy.url])
+                nadia = await fleet.create_member("Nadia Sender", "PREMIUM_BUSINESS")  # 15
+                omar = await fleet.create_member("Omar Buyer", "PREMIUM_CAREER")  # 5
+                reader = await fleet.create_member("Rita Reader", "BASIC", card=None)
+                send = Request("send", SEND, variables_send(reader.id, "nadia-1"), nadia, 1)
+                purchase = Request(
+                    "purchase",
+                    PURCHASE,
+                    {"i": {"quantity": 3, "idempotencyKey": "omar-1"}},
+                    omar,
+                    1,
+                )
+                to_doomed = Fleet(client, [doomed.url])
+                in_flight = [
+                    asyncio.create_task(to_doomed.post(r.query, r.variables, r.member.token))
+                    for r in (send, purchase)
+                ]
+                await wait_for_open_transactions(held, 2, doomed)
+                assert not any(task.done() for task in in_flight)
+                await asyncio.to_thread(doomed.kill)
+                for task in in_flight:
+                    with pytest.raises(httpx.TransportError):
+                        await task
+
+                (sent, send_seconds), (bought, buy_seconds) = await asyncio.gather(
+                    timed_retry(fleet, send), timed_retry(fleet, purchase)
+                )
+
+                assert error_codes(sent) == []
+                assert error_codes(bought) == []
+                assert send_seconds < 20, f"the send's retry took {send_seconds:.1f} s"
+                assert buy_seconds < 20, f"the purchase's retry took {buy_seconds:.1f} s"
+                assert identity(await retry(fleet, send, server=0)) == identity(sent)
+                assert identity(await retry(fleet, purchase, server=0)) == identity(bought)
+                assert await fleet.balance(nadia) == 14
+                assert await fleet.balance(omar) == 8
+
+        mongo: AsyncMongoClient[Doc] = AsyncMongoClient(mongodb_uri, tz_aware=True)
+        try:
+            snapshot = await load_snapshot(mongo[db_name])
+        finally:
+            await mongo.close()
+    finally:
+        doomed.stop()
+        await abort_orphaned_transactions(mongodb_uri)
+
+    assert problems(snapshot, START) == []
+    assert len(snapshot.conversations) == 1
+    assert len(snapshot.purchases) == 1
+    assert len(snapshot.charges) == 1
+    assert_every_keyed_request_took_effect_at_most_once([send, purchase], snapshot)
 
 
 # A crash between the charge and the grant, and a refund, made to happen on purpose.

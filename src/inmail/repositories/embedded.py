@@ -124,6 +124,7 @@ class EmbeddedMongod:
             "--wiredTigerEngineConfigString=log=(file_max=10MB,prealloc=false)",
             "--setParameter",
             "diagnosticDataCollectionEnabled=false",
+            "--setParameter=transactionLifetimeLimitSeconds=10",  # see README: after a crash
             "--logpath",
             str(log_path),
             "--logappend",
