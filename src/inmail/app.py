@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -200,7 +201,8 @@ def create_app(
 
     async def readyz(request: Request) -> Response:
         try:
-            await container.mongo.ping()
+            # A probe answers in time even while the driver waits out an election.
+            await asyncio.wait_for(container.mongo.ping(), timeout=3)
         except Exception:
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True})

@@ -28,7 +28,7 @@ T = TypeVar("T")
 def app_from_env() -> Starlette:
     pause_dir = Path(os.environ[PAUSE_DIR])
     counter = itertools.count(1)
-    run_transaction = Mongo.transaction
+    run_transaction = Mongo.run_transaction
 
     async def held_open(self: Mongo, callback: Callable[[Any], Awaitable[T]]) -> T:
         async def work_then_wait(session: Any) -> T:
@@ -39,6 +39,6 @@ def app_from_env() -> Starlette:
 
         return await run_transaction(self, work_then_wait)
 
-    Mongo.transaction = held_open  # type: ignore[method-assign]
+    Mongo.run_transaction = held_open  # type: ignore[method-assign]
     app: Starlette = service.app_from_env()
     return app

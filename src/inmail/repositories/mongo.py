@@ -163,8 +163,10 @@ class Mongo:
 
     @classmethod
     def connect(cls, uri: str, db_name: str, *, app_name: str = "inmail") -> Mongo:
+        # An election after a primary dies takes about 11 s (electionTimeoutMillis is 10 s): a
+        # request waits it out and answers late rather than failing.
         client: AsyncMongoClient[Doc] = AsyncMongoClient(
-            uri, tz_aware=True, appname=app_name, serverSelectionTimeoutMS=10_000
+            uri, tz_aware=True, appname=app_name, serverSelectionTimeoutMS=20_000
         )
         return cls(client, db_name)
 
