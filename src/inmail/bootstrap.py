@@ -16,6 +16,7 @@ from inmail.services.base import Deps, Limits
 from inmail.services.events import FanOut
 from inmail.services.live import Broker
 from inmail.services.payments import BuiltinGateway, PaymentGateway
+from inmail.services.rate_limits import RateLimits
 from inmail.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ def build_container(settings: Settings, mongo: Mongo, clock: Clock | None = None
             reminder_delay=timedelta(hours=settings.reminder_delay_hours),
         ),
         publisher=events,
+        rate_limits=RateLimits(
+            inmails_per_minute=settings.rate_limit_inmails_per_minute,
+            messages_per_minute=settings.rate_limit_messages_per_minute,
+        ),
     )
     live = Broker(deps, events)
     container = Container(

@@ -142,6 +142,18 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds, a number > 0",
         "keep-alive ping interval on websockets",
     ),
+    Setting(
+        "INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE",
+        "30",
+        "an integer 1-100000",
+        "most InMails one member may send in a minute of the service's clock",
+    ),
+    Setting(
+        "INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE",
+        "60",
+        "an integer 1-100000",
+        "most messages one member may send in a minute of the service's clock",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -178,6 +190,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ("*",)
     ws_max_subscriptions: int = 20
     ws_keepalive: float = 15.0
+    rate_limit_inmails_per_minute: int = 30
+    rate_limit_messages_per_minute: int = 60
 
     @property
     def is_production(self) -> bool:
@@ -233,6 +247,12 @@ class Settings:
             allowed_origins=read.value("INMAIL_ALLOWED_ORIGINS", _origins),
             ws_max_subscriptions=read.value("INMAIL_WS_MAX_SUBSCRIPTIONS", _int_range(1, 1000)),
             ws_keepalive=read.value("INMAIL_WS_KEEPALIVE", _positive_float),
+            rate_limit_inmails_per_minute=read.value(
+                "INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE", _int_range(1, 100_000)
+            ),
+            rate_limit_messages_per_minute=read.value(
+                "INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE", _int_range(1, 100_000)
+            ),
         )
         if settings.is_production:
             if settings.jwt_secret is None:

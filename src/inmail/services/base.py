@@ -27,6 +27,7 @@ from inmail.repositories.records import (
     PurchaseRepository,
 )
 from inmail.services.events import BalancePublisher
+from inmail.services.rate_limits import RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class Deps:
     plans: PlanTable
     limits: Limits = field(default_factory=Limits)
     publisher: BalancePublisher = field(default_factory=NullPublisher)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def __post_init__(self) -> None:
         self.members = MemberRepository(self.mongo)

@@ -23,6 +23,7 @@ from inmail.domain.rules import inmail_refusal
 from inmail.repositories.conversations import as_stored
 from inmail.repositories.mongo import Session, new_id
 from inmail.services.base import Account, Deps, request_hash, transact
+from inmail.services.rate_limits import Action, count_send
 
 IDEMPOTENCY_KEY_MAX = 100
 
@@ -80,6 +81,7 @@ async def send_inmail(
             if prior["requestHash"] != fingerprint:
                 raise reused_key()
             return prior["result"]["conversationId"], prior["result"]["creditsLeft"], [], None
+        await count_send(deps, Action.INMAIL, sender_id, now, session)
         found = await deps.members.get_many([sender_id, recipient_id], session)
         if sender_id not in found:
             raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
@@ -226,6 +228,7 @@ async def send_message(
     message = Message(new_id(), member_id, text, now)
 
     async def work(session: Session) -> str:
+        await count_send(deps, Action.MESSAGE, member_id, now, session)
         if conversation_id is not None:
             conversation = await deps.conversations.get(conversation_id, session)
             if conversation is None or not conversation.has_party(member_id):
