@@ -12,8 +12,8 @@ RATE_LIMITED included, rolls its count back with everything else, so only sends 
 are counted and a refusal writes nothing at all. The counter is a hot document: concurrent sends
 of one member collide on it with a WriteConflict and the transaction runs again (the driver
 retries it), which makes one member's sends take turns. An InMail already takes turns on the
-member document it debits; messages, which write nothing else of the member, now do too, which a
-limit of one a second does not feel. A retry under an idempotency key that already has its
+member document it debits; messages, which write nothing else of the member, now do too, which
+nobody sending within the limit (one a second) notices. A retry under an idempotency key that already has its
 result is answered before the count is taken, so it is never RATE_LIMITED.
 
 The in-memory fallback has no transactions: there a refused send still counts.
