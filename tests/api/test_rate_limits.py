@@ -208,6 +208,24 @@ async def test_fifty_concurrent_inmails_of_one_member_send_no_more_than_the_limi
     assert await counted(strict, Action.INMAIL, rosalind) == 5
 
 
+async def test_concurrent_sends_that_lose_a_race_count_nothing(strict: Api) -> None:
+    rosalind = await a_recruiter(strict)
+    people = await readers(strict, 6)
+
+    # Twenty at once to one reader: one opens the conversation, the others roll back and are
+    # refused with AWAITING_RESPONSE.
+    results = await asyncio.gather(
+        *(send(strict, rosalind, people[0], f"race-{i}") for i in range(20))
+    )
+
+    assert Counter(outcome(r) for r in results) == Counter({"OK": 1, "AWAITING_RESPONSE": 19})
+    assert await counted(strict, Action.INMAIL, rosalind) == 1
+    later = [
+        await send(strict, rosalind, reader, f"after-{i}") for i, reader in enumerate(people[1:])
+    ]
+    assert [outcome(r) for r in later] == ["OK"] * 4 + ["RATE_LIMITED"]
+
+
 async def test_each_member_has_a_limit_of_their_own(strict: Api) -> None:
     rosalind, maurice = await a_recruiter(strict), await a_recruiter(strict)
     people = await readers(strict, 6)

@@ -81,7 +81,6 @@ async def send_inmail(
             if prior["requestHash"] != fingerprint:
                 raise reused_key()
             return prior["result"]["conversationId"], prior["result"]["creditsLeft"], [], None
-        await count_send(deps, Action.INMAIL, sender_id, now, session)
         found = await deps.members.get_many([sender_id, recipient_id], session)
         if sender_id not in found:
             raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
@@ -98,6 +97,7 @@ async def send_inmail(
         account = await Account.open(deps, sender, now, session)
         conversation_id = new_id()
         account.wallet.spend(now, conversation_id)
+        await count_send(deps, Action.INMAIL, sender_id, now, session)
         entries = await account.save(deps, session)
         conversation = Conversation(
             id=conversation_id,

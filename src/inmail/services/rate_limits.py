@@ -7,16 +7,21 @@ sliding log would count documents and insert one, which two transactions can bot
 (snapshot isolation does not stop that write skew). The price of fixed windows is a burst of up
 to 2N across a window boundary, which is still a bound on abuse.
 
-The count is taken inside the send's own transaction: a send that is refused for any reason,
-RATE_LIMITED included, rolls its count back with everything else, so only sends that happened
-are counted and a refusal writes nothing at all. The counter is a hot document: concurrent sends
-of one member collide on it with a WriteConflict and the transaction runs again (the driver
-retries it), which makes one member's sends take turns. An InMail already takes turns on the
-member document it debits; messages, which write nothing else of the member, now do too, which
-nobody sending within the limit (one a second) notices. A retry under an idempotency key that already has its
-result is answered before the count is taken, so it is never RATE_LIMITED.
+The count is taken inside the send's own transaction, so a send that is refused or rolled back
+for any reason, RATE_LIMITED included, takes its count back with everything else: only sends
+that happened are counted, and a refusal writes nothing at all. A retry under an idempotency key
+that already has its result is answered before the count, so it is never RATE_LIMITED.
 
-The in-memory fallback has no transactions: there a refused send still counts.
+The counter is a hot document: concurrent sends of one member that both write it collide with a
+WriteConflict, and the driver runs the later transaction again (with backoff), so they take
+turns. An InMail counts after every check and just before its first write: the sends that get
+that far would collide anyway on the member document they debit, and a burst that is refused
+(no credits, awaiting a response) never touches the counter. A message counts first, because its
+checks and writes are interleaved; its refusals roll back but do take turns, which only slows
+that member's own burst.
+
+The in-memory fallback has no transactions: there a message refused after its count still
+counts.
 """
 
 from __future__ import annotations
