@@ -24,6 +24,7 @@ from inmail.services.base import Deps, Limits, NullPublisher
 from inmail.services.events import BalancePublisher, FanOut
 from inmail.services.live import Broker
 from inmail.services.payments import BuiltinGateway, PaymentGateway
+from inmail.services.rate_limits import RateLimits
 from inmail.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def build_deps(
     *,
     limits: Limits | None = None,
     publisher: BalancePublisher | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> Deps:
     """What the use cases run on: a unit of work on `mongo`, the clock, the plans."""
     return Deps(
@@ -86,6 +88,7 @@ def build_deps(
         plans=plans,
         limits=limits or Limits(),
         publisher=publisher or NullPublisher(),
+        rate_limits=rate_limits or RateLimits(),
     )
 
 
@@ -141,6 +144,10 @@ def build_container(
             reminder_delay=timedelta(hours=settings.reminder_delay_hours),
         ),
         publisher=events,
+        rate_limits=RateLimits(
+            inmails_per_minute=settings.rate_limit_inmails_per_minute,
+            messages_per_minute=settings.rate_limit_messages_per_minute,
+        ),
     )
     live = build_broker(deps, mongo, events)
     charges = ChargeRepository(mongo)

@@ -206,6 +206,18 @@ SETTINGS: tuple[Setting, ...] = (
         "an integer 1-10000000",
         "most objects one operation may return (a connection's `first` multiplies what it holds)",
     ),
+    Setting(
+        "INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE",
+        "30",
+        "an integer 1-100000",
+        "most InMails one member may send in a minute of the service's clock",
+    ),
+    Setting(
+        "INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE",
+        "60",
+        "an integer 1-100000",
+        "most messages one member may send in a minute of the service's clock",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -251,6 +263,8 @@ class Settings:
     metrics_port: int | None = 9464
     metrics_token: str | None = None
     max_query_cost: int = 50_000
+    rate_limit_inmails_per_minute: int = 30
+    rate_limit_messages_per_minute: int = 60
 
     @property
     def is_production(self) -> bool:
@@ -315,6 +329,12 @@ class Settings:
             metrics_port=read.value("INMAIL_METRICS_PORT", _port_or_off),
             metrics_token=read.optional("INMAIL_METRICS_TOKEN", _secret),
             max_query_cost=read.value("INMAIL_MAX_QUERY_COST", _int_range(1, 10_000_000)),
+            rate_limit_inmails_per_minute=read.value(
+                "INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE", _int_range(1, 100_000)
+            ),
+            rate_limit_messages_per_minute=read.value(
+                "INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE", _int_range(1, 100_000)
+            ),
         )
         if settings.is_production:
             if settings.jwt_secret is None:

@@ -44,6 +44,7 @@ from inmail.domain.plans import DEFAULT_PLAN_TABLE, LEGACY_ALLOTMENT_MAX
 from inmail.repositories.embedded import EmbeddedMongod
 from inmail.repositories.mongo import Mongo
 from inmail.services.base import Deps
+from inmail.services.rate_limits import RateLimits
 
 DB_NAME = "inmail_bench"
 
@@ -397,6 +398,8 @@ def _server_env(uri: str, tmp: Path) -> dict[str, str]:
         "INMAIL_CLOCK_START": w.START.isoformat().replace("+00:00", "Z"),
         "INMAIL_DATA_DIR": str(tmp / "data"),
         "INMAIL_LOG_LEVEL": "WARNING",
+        # A sender sends up to its allotment on a clock that stands still: counted, not refused.
+        "INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE": str(LEGACY_ALLOTMENT_MAX),
     }
 
 
@@ -458,7 +461,12 @@ async def _api_workloads(
     chosen: set[str],
 ) -> Results:
     await mongo.create_indexes()
-    deps = build_deps(mongo, ManualClock(w.START), DEFAULT_PLAN_TABLE)
+    deps = build_deps(
+        mongo,
+        ManualClock(w.START),
+        DEFAULT_PLAN_TABLE,
+        rate_limits=RateLimits(inmails_per_minute=LEGACY_ALLOTMENT_MAX),
+    )
     print(
         f"inmail bench: seeding {sizes.recipients} recipients, {sizes.senders} senders and a "
         f"member page of {w.PAGE_CONVERSATIONS} conversations...",

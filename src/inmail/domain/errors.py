@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     PURCHASE_NOT_ALLOWED = "PURCHASE_NOT_ALLOWED"
     CAP_EXCEEDED = "CAP_EXCEEDED"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    RATE_LIMITED = "RATE_LIMITED"
 
 
 class DomainError(Exception):
@@ -34,3 +35,11 @@ class DomainError(Exception):
         return (
             f"DomainError(code={self.code.value!r}, message={self.message!r}, field={self.field!r})"
         )
+
+
+class RateLimited(DomainError):
+    """Past a per-member limit: nothing was done, and the same request may succeed later."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(ErrorCode.RATE_LIMITED, message)
+        self.retry_after_seconds = retry_after_seconds

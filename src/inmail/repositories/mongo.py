@@ -64,6 +64,7 @@ class Collections:
     idempotency: Collection
     notifications: Collection
     leases: Collection
+    rate_limits: Collection
 
 
 _AWAITING = {"state": "AWAITING_RESPONSE"}
@@ -150,6 +151,8 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("deliveredAt", ASCENDING), ("at", ASCENDING)], name="undelivered"),
     ],
     "leases": [],
+    # Send counters per member and minute (repositories/rate_limits.py), gone once stale.
+    "rate_limits": [IndexModel([("deleteAfter", ASCENDING)], expireAfterSeconds=0, name="expired")],
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 from graphql import GraphQLError
 
-from inmail.domain.errors import DomainError
+from inmail.domain.errors import DomainError, RateLimited
 from inmail.schema.enums import ErrorCode
 
 
@@ -16,10 +16,19 @@ class UserError:
     field: str | None = strawberry.field(
         default=None, description="The input field at fault, when there is one."
     )
+    retry_after_seconds: int | None = strawberry.field(
+        default=None, description="For RATE_LIMITED: when to try again."
+    )
 
     @classmethod
     def from_domain(cls, error: DomainError) -> UserError:
-        return cls(code=error.code, message=error.message, field=error.field)
+        retry_after = error.retry_after_seconds if isinstance(error, RateLimited) else None
+        return cls(
+            code=error.code,
+            message=error.message,
+            field=error.field,
+            retry_after_seconds=retry_after,
+        )
 
 
 class ApiError(GraphQLError):

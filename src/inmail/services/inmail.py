@@ -24,6 +24,7 @@ from inmail.domain.rules import inmail_refusal
 from inmail.repositories.mongo import new_id
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedOutcome, KeyedRequest, remember, replay
+from inmail.services.rate_limits import Action, RateLimits, count_send
 from inmail.services.unit_of_work import Reads, Transaction
 
 
@@ -92,6 +93,7 @@ async def _send(
     account = await Account.open(tx, deps.plans, sender, now)
     conversation = _new_inmail(draft, now, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
+    await count_send(tx, deps.rate_limits, Action.INMAIL, draft.sender_id, now)
     entries = await account.save(tx)
     stored = await tx.conversations.insert(conversation)
     outcome = KeyedOutcome(conversation.id, account.balance)
@@ -256,14 +258,21 @@ async def send_message(
         )
     message = Message(new_id(), member_id, text, deps.now())
     if conversation_id is not None:
-        thread_id = await deps.uow.run(_reply_in, member_id, conversation_id, message)
+        thread_id = await deps.uow.run(
+            _reply_in, deps.rate_limits, member_id, conversation_id, message
+        )
     else:
         assert recipient_id is not None
-        thread_id = await deps.uow.run(_message_connection, member_id, recipient_id, message)
+        thread_id = await deps.uow.run(
+            _message_connection, deps.rate_limits, member_id, recipient_id, message
+        )
     return await _conversation(deps.reads, thread_id), message
 
 
-async def _reply_in(tx: Transaction, member_id: str, conversation_id: str, message: Message) -> str:
+async def _reply_in(
+    tx: Transaction, limits: RateLimits, member_id: str, conversation_id: str, message: Message
+) -> str:
+    await count_send(tx, limits, Action.MESSAGE, member_id, message.sent_at)
     conversation = await tx.conversations.get(conversation_id)
     if conversation is None or not conversation.has_party(member_id):
         raise DomainError(ErrorCode.NOT_FOUND, "No such conversation.", "conversationId")
@@ -276,9 +285,10 @@ async def _reply_in(tx: Transaction, member_id: str, conversation_id: str, messa
 
 
 async def _message_connection(
-    tx: Transaction, member_id: str, recipient_id: str, message: Message
+    tx: Transaction, limits: RateLimits, member_id: str, recipient_id: str, message: Message
 ) -> str:
     """Into the pair's direct thread, started by this message if there is none yet."""
+    await count_send(tx, limits, Action.MESSAGE, member_id, message.sent_at)
     await _check_connected(tx, member_id, recipient_id)
     existing = await tx.conversations.direct_between(member_id, recipient_id)
     if existing is not None:

@@ -1,0 +1,375 @@
+"""Abuse limits (SPEC 4): InMails and messages per member and minute, through the API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from inmail.services.rate_limits import Action, window_start
+from inmail.settings import Settings, SettingsError
+from reliability.remote import Fleet
+from reliability.servers import running
+from support import Api, Person, codes, ledger_of, open_api
+from support import test_settings as settings_for_tests
+
+SEND = (
+    "mutation($i: SendInMailInput!) { sendInMail(input: $i) { creditsLeft conversation { id } "
+    "errors { code message field retryAfterSeconds } } }"
+)
+MESSAGE_FIELDS = "message { id } errors { code message retryAfterSeconds }"
+
+
+@pytest.fixture
+async def strict(mongodb_uri: str, db_name: str) -> AsyncIterator[Api]:
+    """The service with small limits: 5 InMails and 10 messages a minute."""
+    settings = settings_for_tests(
+        rate_limit_inmails_per_minute=5, rate_limit_messages_per_minute=10
+    )
+    async with open_api(mongodb_uri, db_name, settings) as service:
+        yield service
+
+
+async def a_recruiter(api: Api, credits: int = 60) -> Person:
+    """A grandfathered member with plenty of credits, so only the rate limit can stop them."""
+    return await api.create_member("Rosalind Franklin", "LEGACY_PREMIUM", monthly_allotment=credits)
+
+
+async def readers(api: Api, count: int) -> list[Person]:
+    return list(
+        await asyncio.gather(*(api.create_member(f"Reader {i}", "BASIC") for i in range(count)))
+    )
+
+
+async def send(api: Api, sender: Person, recipient: Person, key: str) -> dict[str, Any]:
+    variables = {
+        "i": {
+            "recipientId": recipient.id,
+            "subject": "Crystallography?",
+            "body": "Your photo 51 changed my mind.",
+            "idempotencyKey": key,
+        }
+    }
+    result: dict[str, Any] = (await api.gql(SEND, variables, sender.token))["sendInMail"]
+    return result
+
+
+async def sent_by(api: Api, member: Person) -> list[str]:
+    data = await api.gql(
+        "{ viewer { conversations(first: 100) { totalCount nodes { id } } } }",
+        token=member.token,
+    )
+    connection = data["viewer"]["conversations"]
+    assert connection["totalCount"] == len(connection["nodes"])
+    return [node["id"] for node in connection["nodes"]]
+
+
+async def messages_in(api: Api, member: Person, conversation_id: str) -> int:
+    data = await api.gql(
+        "query($id: ID!) { conversation(id: $id) { messages { id } } }",
+        {"id": conversation_id},
+        member.token,
+    )
+    return len(data["conversation"]["messages"])
+
+
+async def counted(api: Api, action: Action, member: Person) -> int:
+    return await api.container.deps.reads.rate_limits.counted(
+        action.value, member.id, window_start(api.clock.now())
+    )
+
+
+def outcome(payload: dict[str, Any]) -> str:
+    return payload["errors"][0]["code"] if payload["errors"] else "OK"
+
+
+async def direct_thread(api: Api, author: Person, friend: Person) -> str:
+    """A free thread between two connections, opened with its first message."""
+    await api.connect(author, friend)
+    data = await api.gql(
+        "mutation($i: SendMessageInput!) { sendMessage(input: $i) "
+        "{ conversation { id } errors { code } } }",
+        {"i": {"recipientId": friend.id, "body": "Tea at four?"}},
+        author.token,
+    )
+    assert data["sendMessage"]["errors"] == []
+    conversation_id: str = data["sendMessage"]["conversation"]["id"]
+    return conversation_id
+
+
+def aliased_messages(count: int) -> str:
+    fields = " ".join(
+        f'm{i}: sendMessage(input: {{conversationId: $c, body: "Note {i}"}}) {{ {MESSAGE_FIELDS} }}'
+        for i in range(count)
+    )
+    return f"mutation($c: ID!) {{ {fields} }}"
+
+
+# InMails
+
+
+async def test_the_thirty_first_inmail_in_a_minute_is_rate_limited_and_writes_nothing(
+    api: Api,
+) -> None:
+    rosalind = await a_recruiter(api)
+    people = await readers(api, 31)
+    for i, reader in enumerate(people[:30]):
+        assert (await send(api, rosalind, reader, f"photo-{i}"))["errors"] == []
+    api.advance(seconds=20)  # still the same minute: 09:00:20
+    balance, ledger = await api.balance(rosalind), await ledger_of(api, rosalind)
+    conversations = await sent_by(api, rosalind)
+
+    refused = await send(api, rosalind, people[30], "photo-30")
+
+    assert codes(refused) == ["RATE_LIMITED"]
+    assert refused["errors"][0]["retryAfterSeconds"] == 40
+    assert "30 InMails a minute" in refused["errors"][0]["message"]
+    assert refused["conversation"] is None
+    assert refused["creditsLeft"] is None
+    assert await api.balance(rosalind) == balance == 30
+    assert await ledger_of(api, rosalind) == ledger
+    assert await sent_by(api, rosalind) == conversations
+    assert await counted(api, Action.INMAIL, rosalind) == 30
+
+
+async def test_advancing_the_clock_past_the_minute_lets_the_next_inmail_through(
+    strict: Api,
+) -> None:
+    rosalind = await a_recruiter(strict)
+    people = await readers(strict, 7)
+    for i, reader in enumerate(people[:5]):
+        assert (await send(strict, rosalind, reader, f"lab-{i}"))["errors"] == []
+    strict.advance(seconds=59)
+    late = await send(strict, rosalind, people[5], "lab-5")
+    assert codes(late) == ["RATE_LIMITED"]
+    assert late["errors"][0]["retryAfterSeconds"] == 1
+
+    moved = await strict.gql(
+        "mutation { advanceClock(input: {hours: 1}) { now errors { code } } }", token=strict.admin
+    )
+    assert moved["advanceClock"]["errors"] == []
+
+    assert (await send(strict, rosalind, people[5], "lab-5"))["errors"] == []
+    assert (await send(strict, rosalind, people[6], "lab-6"))["errors"] == []
+    assert len(await sent_by(strict, rosalind)) == 7
+
+
+async def test_refused_inmails_use_up_none_of_the_limit(strict: Api) -> None:
+    rosalind = await a_recruiter(strict)
+    people = await readers(strict, 6)
+    for i in range(8):  # eight refusals, more than the limit of five
+        result = await send(strict, rosalind, rosalind, f"self-{i}")
+        assert codes(result) == ["CANNOT_MESSAGE_SELF"]
+    assert await counted(strict, Action.INMAIL, rosalind) == 0
+
+    results = [await send(strict, rosalind, reader, f"ok-{i}") for i, reader in enumerate(people)]
+
+    assert [outcome(r) for r in results] == ["OK"] * 5 + ["RATE_LIMITED"]
+    assert await counted(strict, Action.INMAIL, rosalind) == 5
+
+
+async def test_a_retry_under_the_same_key_past_the_limit_returns_the_first_result(
+    strict: Api,
+) -> None:
+    rosalind = await a_recruiter(strict)
+    people = await readers(strict, 6)
+    first = await send(strict, rosalind, people[0], "first-letter")
+    for i, reader in enumerate(people[1:5]):
+        assert (await send(strict, rosalind, reader, f"letter-{i}"))["errors"] == []
+    assert codes(await send(strict, rosalind, people[5], "one-too-many")) == ["RATE_LIMITED"]
+
+    retry = await send(strict, rosalind, people[0], "first-letter")
+
+    assert retry == first
+    assert retry["errors"] == []
+    assert await counted(strict, Action.INMAIL, rosalind) == 5
+    assert await strict.balance(rosalind) == 55
+
+
+async def test_fifty_concurrent_inmails_of_one_member_send_no_more_than_the_limit(
+    strict: Api,
+) -> None:
+    rosalind = await a_recruiter(strict)
+    people = await readers(strict, 50)
+
+    results = await asyncio.gather(
+        *(send(strict, rosalind, reader, f"burst-{i}") for i, reader in enumerate(people))
+    )
+
+    assert Counter(outcome(r) for r in results) == Counter({"OK": 5, "RATE_LIMITED": 45})
+    assert len(await sent_by(strict, rosalind)) == 5
+    assert await strict.balance(rosalind) == 55
+    assert [e["kind"] for e in await ledger_of(strict, rosalind)] == ["GRANT"] + ["DEBIT"] * 5
+    assert await counted(strict, Action.INMAIL, rosalind) == 5
+
+
+async def test_concurrent_sends_that_lose_a_race_count_nothing(strict: Api) -> None:
+    rosalind = await a_recruiter(strict)
+    people = await readers(strict, 6)
+
+    # Twenty at once to one reader: one opens the conversation, the others roll back and are
+    # refused with AWAITING_RESPONSE.
+    results = await asyncio.gather(
+        *(send(strict, rosalind, people[0], f"race-{i}") for i in range(20))
+    )
+
+    assert Counter(outcome(r) for r in results) == Counter({"OK": 1, "AWAITING_RESPONSE": 19})
+    assert await counted(strict, Action.INMAIL, rosalind) == 1
+    later = [
+        await send(strict, rosalind, reader, f"after-{i}") for i, reader in enumerate(people[1:])
+    ]
+    assert [outcome(r) for r in later] == ["OK"] * 4 + ["RATE_LIMITED"]
+
+
+async def test_each_member_has_a_limit_of_their_own(strict: Api) -> None:
+    rosalind, maurice = await a_recruiter(strict), await a_recruiter(strict)
+    people = await readers(strict, 6)
+    for i, reader in enumerate(people[:5]):
+        assert (await send(strict, rosalind, reader, f"r-{i}"))["errors"] == []
+    assert codes(await send(strict, rosalind, people[5], "r-5")) == ["RATE_LIMITED"]
+
+    assert (await send(strict, maurice, people[5], "m-0"))["errors"] == []
+
+
+# Messages
+
+
+async def test_the_sixty_first_message_in_a_minute_is_rate_limited_even_in_aliases(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "BASIC")
+    charles = await api.create_member("Charles Babbage", "BASIC")
+    thread = await direct_thread(api, ada, charles)  # message 1 of the minute
+    flood = aliased_messages(30)
+
+    first = await api.gql(flood, {"c": thread}, ada.token)
+    second = await api.gql(flood, {"c": thread}, ada.token)
+
+    assert [outcome(p) for p in first.values()] == ["OK"] * 30
+    assert [outcome(p) for p in second.values()] == ["OK"] * 29 + ["RATE_LIMITED"]
+    refused = second["m29"]
+    assert refused["message"] is None
+    assert refused["errors"][0]["retryAfterSeconds"] == 60
+    assert "60 messages a minute" in refused["errors"][0]["message"]
+    assert await messages_in(api, ada, thread) == 60
+    assert await counted(api, Action.MESSAGE, ada) == 60
+
+    # The other party has a limit of their own, and the next minute a fresh one.
+    reply = await api.gql(aliased_messages(1), {"c": thread}, charles.token)
+    assert outcome(reply["m0"]) == "OK"
+    api.advance(minutes=1)
+    later = await api.gql(aliased_messages(1), {"c": thread}, ada.token)
+    assert outcome(later["m0"]) == "OK"
+    assert await messages_in(api, ada, thread) == 62
+
+
+async def test_one_request_of_thirty_aliased_messages_is_held_to_the_messages_limit(
+    strict: Api,
+) -> None:
+    ada = await strict.create_member("Ada Lovelace", "BASIC")
+    charles = await strict.create_member("Charles Babbage", "BASIC")
+    thread = await direct_thread(strict, ada, charles)  # message 1 of 10
+
+    flood = await strict.gql(aliased_messages(30), {"c": thread}, ada.token)
+
+    assert [outcome(flood[f"m{i}"]) for i in range(30)] == ["OK"] * 9 + ["RATE_LIMITED"] * 21
+    assert await messages_in(strict, ada, thread) == 10
+    assert await counted(strict, Action.MESSAGE, ada) == 10
+
+
+async def test_fifty_concurrent_messages_of_one_member_send_no_more_than_the_limit(
+    strict: Api,
+) -> None:
+    ada = await strict.create_member("Ada Lovelace", "BASIC")
+    charles = await strict.create_member("Charles Babbage", "BASIC")
+    thread = await direct_thread(strict, ada, charles)  # message 1 of 10
+    one = aliased_messages(1)
+
+    results = await asyncio.gather(*(strict.gql(one, {"c": thread}, ada.token) for _ in range(50)))
+
+    assert Counter(outcome(r["m0"]) for r in results) == Counter({"OK": 9, "RATE_LIMITED": 41})
+    assert await messages_in(strict, ada, thread) == 10
+    assert await counted(strict, Action.MESSAGE, ada) == 10
+
+
+async def test_refused_messages_use_up_none_of_the_limit(strict: Api) -> None:
+    ada = await strict.create_member("Ada Lovelace", "BASIC")
+    charles = await strict.create_member("Charles Babbage", "BASIC")
+    for _ in range(12):  # not connected yet: refused, twelve times
+        data = await strict.gql(
+            "mutation($i: SendMessageInput!) { sendMessage(input: $i) { errors { code } } }",
+            {"i": {"recipientId": charles.id, "body": "Hello?"}},
+            ada.token,
+        )
+        assert codes(data["sendMessage"]) == ["NOT_CONNECTED"]
+
+    thread = await direct_thread(strict, ada, charles)
+    flood = await strict.gql(aliased_messages(10), {"c": thread}, ada.token)
+
+    assert [outcome(flood[f"m{i}"]) for i in range(10)] == ["OK"] * 9 + ["RATE_LIMITED"]
+    assert await messages_in(strict, ada, thread) == 10
+
+
+# Across processes, storage, settings
+
+
+@pytest.mark.slow
+async def test_a_burst_spread_over_two_processes_never_sends_more_than_the_limit(
+    mongodb_uri: str, db_name: str, tmp_path: Path
+) -> None:
+    with running(
+        2, mongodb_uri, db_name, tmp_path, INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE="5"
+    ) as servers:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as client:
+            fleet = Fleet(client, [server.url for server in servers])
+            sender = await fleet.create_member("Rosalind Franklin", "PREMIUM_BUSINESS")
+            people = await asyncio.gather(
+                *(fleet.create_member(f"Reader {i}", "BASIC", card=None) for i in range(40))
+            )
+
+            async def one(i: int, reader: Person) -> tuple[int, str]:
+                variables = {
+                    "i": {
+                        "recipientId": reader.id,
+                        "subject": "Hello",
+                        "body": "Two servers, one limit.",
+                        "idempotencyKey": f"burst-{i}",
+                    }
+                }
+                data = await fleet.gql(SEND, variables, sender.token, server=i % 2)
+                return i % 2, outcome(data["sendInMail"])
+
+            results = await asyncio.gather(*(one(i, r) for i, r in enumerate(people)))
+            balance = await fleet.balance(sender)
+            conversations = await fleet.gql(
+                "{ viewer { conversations(first: 100) { totalCount } } }", token=sender.token
+            )
+
+    assert Counter(code for _, code in results) == Counter({"OK": 5, "RATE_LIMITED": 35})
+    assert {server for server, _ in results} == {0, 1}
+    assert balance == 15 - 5
+    assert conversations["viewer"]["conversations"]["totalCount"] == 5
+
+
+async def test_old_windows_are_deleted_by_a_ttl_index(api: Api) -> None:
+    indexes = {
+        index["name"]: index
+        async for index in await api.container.mongo.c.rate_limits.list_indexes()
+    }
+    assert indexes["expired"]["expireAfterSeconds"] == 0
+    assert dict(indexes["expired"]["key"]) == {"deleteAfter": 1}
+
+
+def test_the_limits_default_to_thirty_inmails_and_sixty_messages_and_refuse_zero() -> None:
+    settings = Settings.from_env({})
+    assert (settings.rate_limit_inmails_per_minute, settings.rate_limit_messages_per_minute) == (
+        30,
+        60,
+    )
+    with pytest.raises(SettingsError, match="INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE"):
+        Settings.from_env({"INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE": "0"})
