@@ -1,4 +1,4 @@
-"""The `inmail` command: serve, token, schema, settings, bench."""
+"""The `inmail` command: serve, token, schema, settings."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from inmail.repositories.embedded import (
+    from inmail.embedded_mongod import (
         EmbeddedMongod,
         EmbeddedMongodError,
         find_mongod_binary,
@@ -137,12 +137,6 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from inmail.bench import run
-
-    return run(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inmail", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,12 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("settings", help="print the settings table (Markdown)")
     table.set_defaults(run=cmd_settings)
-
-    from inmail.bench import add_arguments as bench_arguments
-
-    bench = sub.add_parser("bench", help="benchmark on a throwaway mongod (see BENCHMARKS.md)")
-    bench_arguments(bench)
-    bench.set_defaults(run=cmd_bench)
     return parser
 
 

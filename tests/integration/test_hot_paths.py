@@ -12,7 +12,7 @@ from typing import Any
 
 from strawberry.extensions.validation_cache import _get_validate_cache
 
-from inmail.bench.commands import round_trips, snapshot, workload_commands
+from benchmarks.commands import round_trips, snapshot, workload_commands
 from inmail.clock import ManualClock
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.repositories.mongo import Mongo

@@ -182,7 +182,7 @@ async def crash_and_recover(
             assert lost, "the kill landed after the load: nothing was in flight"
             assert all(r.server == 0 for r in lost)
 
-            victim.launch()  # the same port, database and settings
+            victim.start()  # the same port, database and settings
             await asyncio.to_thread(victim.wait_ready)
 
             # Every request without an answer is sent again, as it was, to either server.
