@@ -30,6 +30,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks harness
 	$(BIN)/ruff format --check src tests benchmarks harness
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/inmail schema | $(BIN)/python ../shared/tools/check_contract.py - || \
 		test ! -f ../shared/tools/check_contract.py
 
