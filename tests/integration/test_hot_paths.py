@@ -1,6 +1,6 @@
 """The hot paths keep their measured wins: cached validation, loaders shared, no read-backs.
 
-Round trips are counted by mongod (`serverStatus` command counters, as `inmail bench` does),
+Round trips are counted by mongod (`serverStatus` command counters, as `make bench` does),
 less drivers' monitoring and the live feed's getMore.
 """
 
