@@ -27,17 +27,19 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks harness
+	$(BIN)/ruff format --check src tests benchmarks harness
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/inmail schema | $(BIN)/python ../shared/tools/check_contract.py - || \
 		test ! -f ../shared/tools/check_contract.py
 
 check: lint test
 
-# Starts its own mongod and server; prints the table that BENCHMARKS.md records.
+# A development tool outside the service package: starts its own mongod and server and prints
+# the table that BENCHMARKS.md records. BENCH_ARGS=--quick for a smoke run.
 bench: $(VENV)/.dev
-	$(BIN)/inmail bench
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

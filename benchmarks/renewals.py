@@ -1,7 +1,7 @@
 """Benchmark: one scheduler pass renewing N members at once (not a test; see BENCHMARKS.md).
 
-    .venv/bin/python benchmarks/renewals.py                    # 10,000 then 100,000 members
-    .venv/bin/python benchmarks/renewals.py --sizes 2000 --uri mongodb://127.0.0.1:27017/?replicaSet=rs0
+    .venv/bin/python -m benchmarks.renewals                  # 10,000 then 100,000 members
+    .venv/bin/python -m benchmarks.renewals --sizes 2000 --uri mongodb://127.0.0.1:27017/?replicaSet=rs0
 
 For each size it seeds a fresh database with that many Premium Career members whose next
 billing cycle starts 2026-02-15T00:00Z (each holding the lot and ledger entry of their first
@@ -35,12 +35,18 @@ from pathlib import Path
 
 from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
-from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotStatus, expiry_for
+from inmail.domain.credits import (
+    CreditLot,
+    CreditSource,
+    LedgerKind,
+    LotStatus,
+    cycle_grant_key,
+    expiry_for,
+)
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
-from inmail.domain.wallet import cycle_grant_key
+from inmail.embedded_mongod import EmbeddedMongod
 from inmail.repositories.credit_lots import lot_to_doc
-from inmail.repositories.embedded import EmbeddedMongod
 from inmail.repositories.ledger import entry_to_doc
 from inmail.repositories.members import member_to_doc
 from inmail.repositories.mongo import Doc, Mongo, new_id

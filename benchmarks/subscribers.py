@@ -12,7 +12,7 @@ millisecond resolution, read from a change stream of this script) to the moment 
 client here has the update decoded. Memory per subscriber is the server's resident memory with
 every subscriber connected minus before any, divided by their number. Prints the figures.
 
-    .venv/bin/python benchmarks/subscribers.py [--subscribers 1000] [--sequential 200]
+    .venv/bin/python -m benchmarks.subscribers [--subscribers 1000] [--sequential 200]
 """
 
 from __future__ import annotations
@@ -24,11 +24,7 @@ import gc
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -44,9 +40,11 @@ from pymongo import AsyncMongoClient
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from benchmarks.processes import cpu_seconds
+from harness.servers import ServiceProcess, service_env
 from inmail.auth import Role, TokenService
 from inmail.domain.credits import LedgerKind
-from inmail.repositories.embedded import EmbeddedMongod
+from inmail.embedded_mongod import EmbeddedMongod
 from inmail.services.events import BalanceUpdate
 from inmail.services.live import Subscriber
 
@@ -91,23 +89,11 @@ class Commits:
     seen: dict[tuple[str, int], float] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuMeter:
@@ -148,9 +134,9 @@ def mongod(uri: str | None) -> Iterator[tuple[str, int | None]]:
 
 
 @contextlib.contextmanager
-def service(uri: str, db_name: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
-    env.update(
+def service(uri: str, db_name: str) -> Iterator[ServiceProcess]:
+    log_dir = Path(tempfile.mkdtemp(prefix="inmail-bench-server-"))
+    env = service_env(
         INMAIL_MONGODB_URI=uri,
         INMAIL_DB_NAME=db_name,
         INMAIL_JWT_SECRET=SECRET,
@@ -158,31 +144,14 @@ def service(uri: str, db_name: str, port: int) -> Iterator[subprocess.Popen[byte
         INMAIL_LOG_LEVEL="WARNING",
         INMAIL_WS_KEEPALIVE="60",
     )
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "uvicorn", "--factory", "inmail.app:app_from_env"),
-            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-        ],
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    server = ServiceProcess.uvicorn(env, log_dir / "server.log", "--log-level", "warning")
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            if process.poll() is not None:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.1)
-        yield process
+        server.start()
+        server.wait_ready()
+        yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        server.stop()
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 async def gql(
@@ -333,15 +302,14 @@ def broker_bytes_per_subscriber(count: int = 1000) -> float:
 
 async def run(args: argparse.Namespace, uri: str, mongod_pid: int | None) -> None:
     db_name = f"bench_{uuid.uuid4().hex[:8]}"
-    port = free_port()
     tokens = TokenService(SECRET)
     admin = tokens.mint("admin", Role.ADMIN)
-    url = f"ws://127.0.0.1:{port}/graphql"
     deliveries, commits = Deliveries(), Commits()
-    with service(uri, db_name, port) as process:
+    with service(uri, db_name) as process:
+        url = process.url.replace("http://", "ws://") + "/graphql"
         limits = httpx.Limits(max_connections=args.concurrency)
         async with (
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits) as client,
+            httpx.AsyncClient(base_url=process.url, limits=limits) as client,
             commit_times(uri, db_name, commits),
         ):
             started = time.perf_counter()

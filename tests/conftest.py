@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
-from inmail.repositories.embedded import EmbeddedMongod, EmbeddedMongodError
+from inmail.embedded_mongod import EmbeddedMongod, EmbeddedMongodError
 from support import Api, open_api
 
 

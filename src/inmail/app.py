@@ -27,7 +27,7 @@ from inmail.repositories.mongo import Mongo
 from inmail.resolvers.context import Context
 from inmail.resolvers.root import build_schema
 from inmail.schema.errors import ApiError
-from inmail.settings import Settings
+from inmail.settings import Settings, settings_for_worker
 
 log = logging.getLogger(__name__)
 
@@ -228,10 +228,11 @@ def create_app(
 
 
 def app_from_env() -> Starlette:
-    """The app as `inmail serve` and its workers run it: everything from the environment."""
+    """The app as uvicorn builds it in each worker: from the settings `inmail serve` hands over,
+    or from the INMAIL_* environment when uvicorn is run directly."""
     import os
 
-    settings = Settings.from_env(os.environ)
+    settings = settings_for_worker(os.environ)
     logs.configure_logging(settings.log_level, settings.log_format)
     if settings.mongodb_uri is None:
         log.warning(

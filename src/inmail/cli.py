@@ -1,4 +1,4 @@
-"""The `inmail` command: serve, token, schema, settings, bench."""
+"""The `inmail` command: serve, token, schema, settings."""
 
 from __future__ import annotations
 
@@ -8,34 +8,37 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
-from inmail.settings import Settings, SettingsError, settings_table_markdown
+from inmail.settings import Settings, SettingsError, hand_to_workers, settings_table_markdown
 
 
-def _settings() -> Settings:
+def _settings(environ: Mapping[str, str] = os.environ) -> Settings:
     try:
-        return Settings.from_env(os.environ)
+        return Settings.from_env(environ)
     except SettingsError as exc:
         print(f"inmail: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from inmail.repositories.embedded import (
+    from inmail.embedded_mongod import (
         EmbeddedMongod,
         EmbeddedMongodError,
         find_mongod_binary,
     )
 
+    # The variables the workers are given: the environment's, the options', then what serve
+    # resolves itself (the embedded mongod's URI, the development secret).
+    variables = {k: v for k, v in os.environ.items() if k.startswith("INMAIL_")}
     if args.host:
-        os.environ["INMAIL_HOST"] = args.host
+        variables["INMAIL_HOST"] = args.host
     if args.port:
-        os.environ["INMAIL_PORT"] = str(args.port)
+        variables["INMAIL_PORT"] = str(args.port)
     if args.workers:
-        os.environ["INMAIL_WORKERS"] = str(args.workers)
-    settings = _settings()
+        variables["INMAIL_WORKERS"] = str(args.workers)
+    settings = _settings(variables)
     from inmail import logs
 
     logs.configure_logging(settings.log_level, settings.log_format)
@@ -49,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     f"inmail: starting the embedded mongod (data in {embedded.data_dir})",
                     file=sys.stderr,
                 )
-                os.environ["INMAIL_MONGODB_URI"] = embedded.start()
+                variables["INMAIL_MONGODB_URI"] = embedded.start()
                 print(
                     f"inmail: mongod {embedded.uri} (pid {embedded.pid}) is primary",
                     file=sys.stderr,
@@ -65,7 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.jwt_secret is None:
         from inmail.auth import development_secret
 
-        os.environ["INMAIL_JWT_SECRET"] = development_secret(settings.data_dir)
+        variables["INMAIL_JWT_SECRET"] = development_secret(settings.data_dir)
+    hand_to_workers(variables)
     # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so that
     # the embedded mongod below is stopped by us, not left to the kernel.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -144,12 +148,6 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from inmail.bench import run
-
-    return run(args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inmail", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,12 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("settings", help="print the settings table (Markdown)")
     table.set_defaults(run=cmd_settings)
-
-    from inmail.bench import add_arguments as bench_arguments
-
-    bench = sub.add_parser("bench", help="benchmark on a throwaway mongod (see BENCHMARKS.md)")
-    bench_arguments(bench)
-    bench.set_defaults(run=cmd_bench)
     return parser
 
 

@@ -1,9 +1,10 @@
-"""Small facts about local processes and ports, for the embedded mongod, metrics and the bench."""
+"""Small facts about local processes and ports, for the embedded mongod and the metrics."""
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -21,4 +22,9 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # it exists, it is just not ours
-    return True
+    try:  # a zombie has exited; it is only not yet reaped by its parent
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # gone since the signal, or no /proc here
+    except (OSError, IndexError):
+        return True

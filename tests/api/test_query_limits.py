@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from inmail.bench.workloads import MEMBER_PAGE
+from benchmarks.workloads import MEMBER_PAGE
 from reliability.servers import running
 from support import Api, Person, graphql_error_codes
 from wsclient import TRANSPORT_WS, GraphQLSocket, OperationError

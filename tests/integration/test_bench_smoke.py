@@ -1,12 +1,18 @@
-"""`inmail bench --quick` runs end to end and prints its tables (a smoke test: timings unjudged)."""
+"""`make bench` (`python -m benchmarks --quick`) runs end to end and prints its tables.
+
+A smoke test: the timings are not judged.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 WORKLOADS = (
     "| sendInMail | HTTP |",
@@ -31,7 +37,8 @@ GOALS = (
 def test_the_quick_benchmark_prints_a_row_for_every_workload_and_a_verdict_for_every_goal() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
     done = subprocess.run(
-        [sys.executable, "-m", "inmail", "bench", "--quick"],
+        [sys.executable, "-m", "benchmarks", "--quick"],
+        cwd=CHECKOUT,
         env=env,
         capture_output=True,
         text=True,

@@ -1,6 +1,6 @@
 """The hot paths keep their measured wins: cached validation, loaders shared, no read-backs.
 
-Round trips are counted by mongod (`serverStatus` command counters, as `inmail bench` does),
+Round trips are counted by mongod (`serverStatus` command counters, as `make bench` does),
 less drivers' monitoring and the live feed's getMore.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from strawberry.extensions.validation_cache import _get_validate_cache
 
-from inmail.bench.commands import round_trips, snapshot, workload_commands
+from benchmarks.commands import round_trips, snapshot, workload_commands
 from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from inmail.services.audit import audit_member
+from audit import audit_member
 from support import Api, Person, cancel_subscription, change_plan, new_key, update_card
 
 PLANS = ["PREMIUM_CAREER", "PREMIUM_BUSINESS", "SALES_NAVIGATOR", "LEGACY_PREMIUM"]

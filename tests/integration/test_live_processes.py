@@ -7,22 +7,15 @@ is not our code. Every wait is generous; the assertions are on what arrives, nev
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from harness.servers import ServiceProcess, service_env, start_all
 from inmail.bootstrap import build_container
-from inmail.processes import free_port
 from inmail.repositories.mongo import Mongo
 from support import TEST_SECRET, Api, Person
 from support import test_settings as settings_for_tests
@@ -38,31 +31,13 @@ from wsclient import (
 
 pytestmark = pytest.mark.slow
 
-START_TIMEOUT = 60.0
 
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/graphql"
+def ws_url(server: ServiceProcess) -> str:
+    return server.url.replace("http://", "ws://") + "/graphql"
 
 
 def _environment(mongodb_uri: str, db_name: str, data_dir: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("INMAIL_") and k != "PROMETHEUS_MULTIPROC_DIR"
-    }
-    env.update(
+    return service_env(
         INMAIL_MONGODB_URI=mongodb_uri,
         INMAIL_DB_NAME=db_name,
         INMAIL_JWT_SECRET=TEST_SECRET,
@@ -70,71 +45,35 @@ def _environment(mongodb_uri: str, db_name: str, data_dir: Path) -> dict[str, st
         INMAIL_DATA_DIR=str(data_dir),
         INMAIL_LOG_LEVEL="WARNING",
     )
-    return env
-
-
-def _start(name: str, env: dict[str, str], tmp_path: Path) -> Server:
-    port = free_port()
-    log = tmp_path / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "uvicorn", "--factory", "inmail.app:app_from_env"),
-                *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Server(process, port, log)
-
-
-def _wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            break
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{server.http}/readyz", timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"server on {server.port} did not start:\n{server.log.read_text()}")
-
-
-def _stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
 
 
 @pytest.fixture
-def servers(mongodb_uri: str, db_name: str, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+def servers(
+    mongodb_uri: str, db_name: str, tmp_path: Path
+) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
     """Processes A and B: two uvicorn servers on the same database."""
     env = _environment(mongodb_uri, db_name, tmp_path / "data")
-    started = [_start(name, env, tmp_path) for name in ("a", "b")]
+    started = [
+        ServiceProcess.uvicorn(env, tmp_path / f"{name}.log", "--log-level", "warning")
+        for name in ("a", "b")
+    ]
     try:
-        for server in started:
-            _wait_ready(server)
+        start_all(started)
         yield started[0], started[1]
     finally:
         for server in started:
-            _stop(server)
+            server.stop()
 
 
 @pytest.fixture
 async def api_a(
-    servers: tuple[Server, Server], mongodb_uri: str, db_name: str
+    servers: tuple[ServiceProcess, ServiceProcess], mongodb_uri: str, db_name: str
 ) -> AsyncIterator[Api]:
     """A client of process A (the container here only mints tokens with the servers' secret)."""
     container = build_container(
         settings_for_tests(clock="system"), Mongo.connect(mongodb_uri, db_name)
     )
-    async with httpx.AsyncClient(base_url=servers[0].http, timeout=30.0) as client:
+    async with httpx.AsyncClient(base_url=servers[0].url, timeout=30.0) as client:
         yield Api(client, container)
     await container.mongo.close()
 
@@ -158,7 +97,7 @@ def short(update: dict[str, Any]) -> tuple[str, int]:
 
 
 async def test_a_subscriber_on_b_sees_exactly_the_balances_of_changes_made_through_a(
-    servers: tuple[Server, Server], api_a: Api
+    servers: tuple[ServiceProcess, ServiceProcess], api_a: Api
 ) -> None:
     a, b = servers
     api = api_a
@@ -166,9 +105,9 @@ async def test_a_subscriber_on_b_sees_exactly_the_balances_of_changes_made_throu
     grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
     linus = await api.create_member("Linus Torvalds", "BASIC", card=None)
     async with (
-        GraphQLSocket.open(b.ws, ada.token, TRANSPORT_WS) as on_b,
-        GraphQLSocket.open(b.ws, api.admin, LEGACY_WS) as admin_on_b,
-        GraphQLSocket.open(a.ws, ada.token, LEGACY_WS) as on_a,
+        GraphQLSocket.open(ws_url(b), ada.token, TRANSPORT_WS) as on_b,
+        GraphQLSocket.open(ws_url(b), api.admin, LEGACY_WS) as admin_on_b,
+        GraphQLSocket.open(ws_url(a), ada.token, LEGACY_WS) as on_a,
     ):
         watchers = [
             (on_b, await on_b.subscribe(BALANCE_CHANGED)),
@@ -203,21 +142,21 @@ async def test_a_subscriber_on_b_sees_exactly_the_balances_of_changes_made_throu
 
 
 async def test_process_b_refuses_connections_without_a_good_token_with_4403(
-    servers: tuple[Server, Server],
+    servers: tuple[ServiceProcess, ServiceProcess],
 ) -> None:
     b = servers[1]
     for protocol in PROTOCOLS:
-        assert await refusal_close_code(b.ws, None, protocol) == 4403
-        assert await refusal_close_code(b.ws, "not-a-jwt", protocol) == 4403
+        assert await refusal_close_code(ws_url(b), None, protocol) == 4403
+        assert await refusal_close_code(ws_url(b), "not-a-jwt", protocol) == 4403
 
 
 async def test_process_b_refuses_a_member_watching_someone_elses_balance(
-    servers: tuple[Server, Server], api_a: Api
+    servers: tuple[ServiceProcess, ServiceProcess], api_a: Api
 ) -> None:
     ada = await api_a.create_member("Ada Lovelace")
     mallory = await api_a.create_member("Mallory Jones")
     for protocol in PROTOCOLS:
-        async with GraphQLSocket.open(servers[1].ws, mallory.token, protocol) as ws:
+        async with GraphQLSocket.open(ws_url(servers[1]), mallory.token, protocol) as ws:
             op = await ws.subscribe(BALANCE_CHANGED, {"m": ada.id})
             with pytest.raises(OperationError) as refused:
                 await ws.result(op)

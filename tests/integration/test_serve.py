@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from inmail.processes import free_port
+from harness.servers import INMAIL, ServiceProcess, service_env
+from inmail.processes import free_port, pid_alive
 
-INMAIL = [sys.executable, "-m", "inmail"]
 
-
-def _env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
-    env.update(INMAIL_DATA_DIR=str(data_dir), INMAIL_PORT=str(port), **extra)
-    return env
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    return service_env(INMAIL_DATA_DIR=str(data_dir), **extra)
 
 
 def _post(port: int, query: str, token: str | None = None) -> dict[str, Any]:
@@ -41,68 +34,35 @@ def _post(port: int, query: str, token: str | None = None) -> dict[str, Any]:
         return body
 
 
-def _wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"serve exited early: {process.stderr.read() if process.stderr else ''!r}"
-            )
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise AssertionError("serve did not become ready")
-
-
 class Server:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        # Restarts on the same folder append to the same log.
+        self.process = ServiceProcess.serve(_env(data_dir), data_dir.parent / "serve.log")
+        self.port = self.process.port
 
     def start(self) -> Server:
-        self.process = subprocess.Popen(
-            [*INMAIL, "serve"],
-            env=_env(self.data_dir, self.port),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        _wait_ready(self.port, self.process)
+        self.process.start()
+        self.process.wait_ready()
         return self
 
     def token(self, *args: str) -> str:
         out = subprocess.run(
             [*INMAIL, "token", *args],
-            env=_env(self.data_dir, self.port),
+            env=_env(self.data_dir),
             capture_output=True,
             text=True,
             check=True,
         )
         return out.stdout.strip()
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        code = self.process.wait(timeout=60)
-        if self.process.stderr:
-            self.process.stderr.close()
-        return code
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        return self.process.stop(sig, timeout=60)
 
     def mongod_pid(self) -> int | None:
         lock = self.data_dir / "mongod" / "mongod.lock"
         text = lock.read_text().strip() if lock.exists() else ""
         return int(text) if text.isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -128,7 +88,7 @@ def test_serve_answers_graphql_on_the_embedded_mongod_and_keeps_data_across_rest
         assert mongod is not None
     finally:
         assert server.stop() == 0
-    assert not _alive(mongod), "stopping serve stops its mongod"
+    assert not pid_alive(mongod), "stopping serve stops its mongod"
 
     again = Server(data_dir).start()
     try:
@@ -149,7 +109,7 @@ def test_a_second_serve_on_the_same_data_folder_is_refused_with_a_clear_message(
     try:
         second = subprocess.run(
             [*INMAIL, "serve"],
-            env=_env(data_dir, free_port()),
+            env=_env(data_dir, INMAIL_PORT=str(free_port())),
             capture_output=True,
             text=True,
             timeout=60,
@@ -177,7 +137,7 @@ def test_a_stale_lock_file_from_a_dead_process_does_not_stop_serve(data_dir: Pat
 def test_a_mongod_that_cannot_start_gets_a_message_not_a_traceback(data_dir: Path) -> None:
     result = subprocess.run(
         [*INMAIL, "serve"],
-        env=_env(data_dir, free_port(), INMAIL_MONGOD_BIN="/bin/false"),
+        env=_env(data_dir, INMAIL_PORT=str(free_port()), INMAIL_MONGOD_BIN="/bin/false"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -190,7 +150,7 @@ def test_a_mongod_that_cannot_start_gets_a_message_not_a_traceback(data_dir: Pat
 def test_a_bad_setting_stops_start_up_naming_the_variable(data_dir: Path) -> None:
     result = subprocess.run(
         [*INMAIL, "serve"],
-        env=_env(data_dir, free_port(), INMAIL_SCHEDULER_INTERVAL="soon"),
+        env=_env(data_dir, INMAIL_PORT=str(free_port()), INMAIL_SCHEDULER_INTERVAL="soon"),
         capture_output=True,
         text=True,
         timeout=60,

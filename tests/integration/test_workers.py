@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,12 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
-from inmail.processes import free_port
+from harness.servers import INMAIL, ServiceProcess, service_env
+from inmail.processes import free_port, pid_alive
 
 pytestmark = pytest.mark.slow
 
-_SCRIPT = Path(sys.executable).with_name("inmail")
-INMAIL = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "inmail"]
 GIVE_UP = 120.0  # a guard against hanging forever, not a performance expectation
 
 
@@ -68,17 +63,6 @@ def _worker_pids(parent: int) -> set[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is dead, only not yet reaped by its parent
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _sample(text: str, name: str, **labels: str) -> float:
     for family in text_string_to_metric_families(text):
         for found in family.samples:
@@ -92,48 +76,27 @@ class Served:
         self.data_dir = tmp_path / "data"
         self.tmp_dir = tmp_path / "tmp"
         self.tmp_dir.mkdir()
-        self.log_path = tmp_path / "serve.log"
-        self.port = free_port()
         self.metrics_port = free_port()
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("INMAIL_") and k != "PROMETHEUS_MULTIPROC_DIR"
-        }
-        env.update(
+        self.env = service_env(
             INMAIL_DATA_DIR=str(self.data_dir),
             INMAIL_LOG_FORMAT="json",
             INMAIL_METRICS_PORT=str(self.metrics_port),
             TMPDIR=str(self.tmp_dir),
         )
-        self.env = env
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [*INMAIL, "serve", "--workers", "2", "--port", str(self.port)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        self.server = ServiceProcess.serve(self.env, tmp_path / "serve.log", "--workers", "2")
+        self.port = self.server.port
+        self.url = self.server.url
+        self.server.start()
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def pid(self) -> int:
+        return self.server.pid
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.server.log()
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + GIVE_UP
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"serve exited early:\n{self.log()}")
-            try:
-                if _get(f"{self.url}/readyz")[0] == 200:
-                    return
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.2)
-        raise AssertionError(f"serve did not become ready:\n{self.log()}")
+        self.server.wait_ready(GIVE_UP)
 
     def token(self, *args: str) -> str:
         out = subprocess.run(
@@ -146,19 +109,11 @@ class Served:
         text = lock.read_text().strip() if lock.exists() else ""
         return int(text) if text.isdigit() else None
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=GIVE_UP)
-        finally:
-            self._log.close()
+    def stop(self) -> int | None:
+        return self.server.stop(timeout=GIVE_UP)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
+        self.server.kill()
 
 
 @pytest.fixture
@@ -176,8 +131,8 @@ def test_two_workers_serve_the_api_on_the_embedded_mongod_and_stop_with_it(
 ) -> None:
     mongod = served.mongod_pid()
     assert mongod is not None
-    assert _alive(mongod)
-    workers = _worker_pids(served.process.pid)
+    assert pid_alive(mongod)
+    workers = _worker_pids(served.pid)
     assert len(workers) == 2
     assert len(list(served.tmp_dir.glob("inmail-metrics-*"))) == 1, "the workers' metrics folder"
 
@@ -187,9 +142,9 @@ def test_two_workers_serve_the_api_on_the_embedded_mongod_and_stop_with_it(
     assert body["data"]["now"]
 
     assert served.stop() == 0
-    assert not _alive(mongod), "the embedded mongod stops with serve"
+    assert not pid_alive(mongod), "the embedded mongod stops with serve"
     assert served.mongod_pid() is None, "mongod.lock is emptied by a clean mongod shutdown"
-    assert not any(_alive(pid) for pid in workers), "no worker outlives serve"
+    assert not any(pid_alive(pid) for pid in workers), "no worker outlives serve"
     assert list(served.tmp_dir.glob("inmail-metrics-*")) == [], "the metrics folder is removed"
     assert "Traceback" not in served.log()
 
@@ -211,6 +166,7 @@ def test_metrics_add_up_across_workers_whichever_one_answers(served: Served) -> 
         assert _sample(scraped, latency, operation="WorkersProbe") == 10
     with pytest.raises(urllib.error.HTTPError) as public:
         _get(f"{served.url}/metrics")
+    public.value.close()  # the error holds the response open
     assert public.value.code == 404, "no metrics on the API port without a metrics token"
 
     assert served.stop() == 0

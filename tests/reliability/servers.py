@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -16,23 +10,16 @@ from typing import Any
 
 import httpx
 
+from harness.servers import ServiceProcess, service_env, start_all
 from support import START, TEST_SECRET
 
-READY_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+Server = ServiceProcess
 
 
 def server_env(
     mongodb_uri: str, db_name: str, clock_start: datetime = START, **extra: str
 ) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
-    env.update(
+    return service_env(
         INMAIL_MONGODB_URI=mongodb_uri,
         INMAIL_DB_NAME=db_name,
         INMAIL_JWT_SECRET=TEST_SECRET,
@@ -40,87 +27,20 @@ def server_env(
         INMAIL_CLOCK_START=clock_start.isoformat().replace("+00:00", "Z"),
         INMAIL_SCHEDULER_ENABLED="false",
         INMAIL_LOG_LEVEL="WARNING",
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
-class Server:
-    """One `uvicorn --factory inmail.app:app_from_env` process; its log goes to a file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def launch(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "inmail.app:app_from_env",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--no-access-log",
-                    # Idle keep-alive connections outlive a test: a connection the server closes
-                    # while the client reuses it is a client-side race, not the service's.
-                    "--timeout-keep-alive",
-                    "300",
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"uvicorn exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"uvicorn did not become ready:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL: no lifespan shutdown, no draining, open transactions left behind."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-
-def start_servers(servers: Sequence[Server]) -> None:
-    for server in servers:
-        server.launch()
-    for server in servers:
-        server.wait_ready()
+def uvicorn_server(env: dict[str, str], log_path: Path) -> Server:
+    return Server.uvicorn(
+        env,
+        log_path,
+        "--no-access-log",
+        # Idle keep-alive connections outlive a test: a connection the server closes while the
+        # client reuses it is a client-side race, not the service's.
+        "--timeout-keep-alive",
+        "300",
+    )
 
 
 @contextmanager
@@ -133,9 +53,9 @@ def running(
     **extra: str,
 ) -> Iterator[list[Server]]:
     env = server_env(mongodb_uri, db_name, clock_start, **extra)
-    servers = [Server(env, log_dir / f"uvicorn-{i}.log") for i in range(count)]
+    servers = [uvicorn_server(env, log_dir / f"uvicorn-{i}.log") for i in range(count)]
     try:
-        start_servers(servers)
+        start_all(servers)
         yield servers
     finally:
         for server in servers:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -23,6 +22,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from inmail.domain.errors import ErrorCode
+from inmail.processes import free_port
 from inmail.repositories.records import Refusal
 from inmail.services.idempotency import KeyedRequest
 from inmail.services.payments import Charge, PaymentGateway
@@ -189,7 +189,7 @@ async def crash_and_recover(
             assert lost, "the kill landed after the load: nothing was in flight"
             assert all(r.server == 0 for r in lost)
 
-            victim.launch()  # the same port, database and settings
+            victim.start()  # the same port, database and settings
             await asyncio.to_thread(victim.wait_ready)
 
             # Every request without an answer is sent again, as it was, to either server.
@@ -250,29 +250,14 @@ def assert_every_keyed_request_took_effect_at_most_once(
 TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
-class ServerHoldingTransactions(Server):
+def server_holding_transactions(env: dict[str, str], log_path: Path) -> Server:
     """The service, except that each transaction stays open, uncommitted, once its work is done."""
-
-    def launch(self) -> None:
-        env = {**self.env, "PYTHONPATH": str(TESTS_DIR)}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "--factory",
-                    "reliability.paused_app:app_from_env",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--no-access-log",
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "uvicorn", "--factory", "reliability.paused_app:app_from_env"),
+        *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
+    ]
+    return Server(command, {**env, "PYTHONPATH": str(TESTS_DIR)}, log_path, port)
 
 
 async def transaction_lifetime_limit(mongodb_uri: str) -> int:
@@ -313,12 +298,12 @@ async def test_members_whose_transactions_died_with_their_server_can_write_again
     )
     held = tmp_path / "open-transactions"
     held.mkdir()
-    doomed = ServerHoldingTransactions(
+    doomed = server_holding_transactions(
         {**server_env(mongodb_uri, db_name), PAUSE_DIR: str(held)}, tmp_path / "doomed.log"
     )
     try:
         with running(1, mongodb_uri, db_name, tmp_path) as (healthy,):
-            doomed.launch()
+            doomed.start()
             await asyncio.to_thread(doomed.wait_ready)
             async with http_client() as client:
                 fleet = Fleet(client, [healthy.url])

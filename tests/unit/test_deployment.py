@@ -394,7 +394,7 @@ def test_serve_in_production_without_a_database_uri_or_a_mongod_refuses_to_start
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from inmail import cli, logs
-    from inmail.repositories import embedded
+    from inmail import embedded_mongod as embedded
 
     for name in [k for k in os.environ if k.startswith("INMAIL_")]:
         monkeypatch.delenv(name)

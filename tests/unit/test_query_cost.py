@@ -13,7 +13,7 @@ from graphql import (
     parse,
 )
 
-from inmail.bench.workloads import MEMBER_PAGE
+from benchmarks.workloads import MEMBER_PAGE
 from inmail.resolvers.cost import LIST_CAPS, CostLimits, CostModel
 from inmail.resolvers.limits import DocumentShapes, QueryRefused, check_document
 from inmail.resolvers.root import build_schema

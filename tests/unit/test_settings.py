@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from inmail.domain.plans import PlanType
-from inmail.settings import SETTINGS, Settings, SettingsError, settings_table_markdown
+from inmail.settings import (
+    SETTINGS,
+    Settings,
+    SettingsError,
+    settings_for_worker,
+    settings_table_markdown,
+)
 
 
 def test_an_empty_environment_gives_the_documented_defaults() -> None:
@@ -94,3 +101,24 @@ def test_the_settings_table_lists_every_setting() -> None:
 def test_the_test_harness_variables_are_not_the_services_business() -> None:
     settings = Settings.from_env({"INMAIL_TEST_MONGODB_URI": "mongodb://elsewhere:27017"})
     assert settings.mongodb_uri is None
+
+
+def test_a_worker_runs_with_the_settings_serve_handed_over_not_the_ambient_environment() -> None:
+    handed = {"INMAIL_PORT": "9100", "INMAIL_MONGODB_URI": "mongodb://db.internal:27017"}
+    environ = {"INMAIL_SERVE_VARIABLES": json.dumps(handed), "INMAIL_PORT": "8000"}
+    settings = settings_for_worker(environ)
+    assert settings.port == 9100
+    assert settings.mongodb_uri == "mongodb://db.internal:27017"
+
+
+def test_uvicorn_run_directly_reads_the_inmail_environment() -> None:
+    settings = settings_for_worker({"INMAIL_PORT": "8123"})
+    assert settings.port == 8123
+
+
+def test_every_default_is_the_documented_value_read_as_the_setting_reads_it() -> None:
+    defaults = Settings()
+    assert Settings.from_env({}) == defaults
+    assert defaults.scheduler_batch == 500
+    assert defaults.allowed_origins == ("*",)
+    assert defaults.plans.policy(PlanType.PREMIUM_CAREER).monthly_allotment == 5

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from inmail.bench.commands import FEED, round_trips
-from inmail.bench.load import LoadResult
+from benchmarks.commands import FEED, round_trips
+from benchmarks.load import LoadResult
 
 
 @dataclass

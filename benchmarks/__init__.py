@@ -1,8 +1,11 @@
-"""`inmail bench`: the service measured end to end against its floors, on its own mongod and server.
+"""The benchmarks: a development tool, not part of the service (the image never holds them).
+
+`make bench` (`python -m benchmarks`) measures the service end to end against its floors, on its
+own mongod and server.
 
 Workloads: sendInMail over HTTP from many senders against the same service code called
 in-process; the compose window against `{ now }`; the member page's database round trips for 10
-and 100 conversations; a scheduler pass (benchmarks/renewals.py) against a raw insert_many.
+and 100 conversations; a scheduler pass (`benchmarks.renewals`) against a raw insert_many.
 See BENCHMARKS.md for what the figures mean and the latest ones.
 """
 
@@ -62,13 +65,13 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from inmail.bench.runner import SizeError, Sizes, print_results
-    from inmail.bench.runner import run as run_bench
+    from benchmarks.runner import SizeError, Sizes, print_results
+    from benchmarks.runner import run as run_bench
 
     try:
         sizes = Sizes.from_args(args)
     except SizeError as exc:
-        print(f"inmail bench: {exc}", file=sys.stderr)
+        print(f"bench: {exc}", file=sys.stderr)
         return 2
 
     if args.profile is not None:
@@ -86,6 +89,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="inmail bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,7 +1,7 @@
 """An audit of one member's credits: the invariants of SPEC 3-5, checked against storage.
 
 It reads everything the member has (lots, ledger, InMails) and names every rule that does not
-hold, so a test or an operator sees all that is wrong at once. An empty list means all is well.
+hold, so a test sees all that is wrong at once. An empty list means all is well.
 """
 
 from __future__ import annotations

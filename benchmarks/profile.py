@@ -1,6 +1,6 @@
 """A summary of a py-spy profile in its raw (collapsed stacks) format: where the time went.
 
-.venv/bin/python -m inmail.bench.profile FILE [TOP]
+.venv/bin/python -m benchmarks.profile FILE [TOP]
 """
 
 from __future__ import annotations

@@ -19,17 +19,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inmail.bench import scheduler as scheduler_workload
-from inmail.bench import workloads as w
-from inmail.bench.commands import snapshot, workload_commands
-from inmail.bench.load import Call, Check, LoadResult, run_calls, run_http
-from inmail.bench.processes import (
-    ApiServer,
-    CpuMeter,
-    peak_rss_mb,
-    reset_peak_rss,
-)
-from inmail.bench.report import (
+from benchmarks import scheduler as scheduler_workload
+from benchmarks import workloads as w
+from benchmarks.commands import snapshot, workload_commands
+from benchmarks.load import Call, Check, LoadResult, run_calls, run_http
+from benchmarks.processes import CpuMeter, peak_rss_mb, reset_peak_rss
+from benchmarks.report import (
     Goal,
     Measured,
     SchedulerRow,
@@ -38,10 +33,11 @@ from inmail.bench.report import (
     scheduler_table,
     workload_table,
 )
+from harness.servers import ServiceNotReady, ServiceProcess, service_env
 from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, LEGACY_ALLOTMENT_MAX
-from inmail.repositories.embedded import EmbeddedMongod
+from inmail.embedded_mongod import EmbeddedMongod
 from inmail.repositories.mongo import Mongo
 from inmail.services.base import Deps
 from inmail.services.rate_limits import RateLimits
@@ -122,7 +118,7 @@ class Run:
         self,
         args: argparse.Namespace,
         sizes: Sizes,
-        server: ApiServer,
+        server: ServiceProcess,
         deps: Deps,
         mongo: Mongo,
         mongod_pid: int,
@@ -334,11 +330,6 @@ class Run:
 
 
 async def scheduler_pass(uri: str, sizes: Sizes, results: Results) -> None:
-    if scheduler_workload.load_renewals() is None:
-        results.notes.append(
-            f"scheduler: {scheduler_workload.SCRIPT} is not here (not a checkout): skipped"
-        )
-        return
     batch = scheduler_workload.default_batch()
     for size in sizes.scheduler_sizes:
         r = await scheduler_workload.renewal_pass(uri, size, batch)
@@ -433,7 +424,7 @@ async def run(args: argparse.Namespace, sizes: Sizes) -> Results:
             try:
                 version = await mongo.server_version()
                 print(
-                    f"inmail bench: {_machine()}; mongod {version} (pid {mongod.pid}); "
+                    f"bench: {_machine()}; mongod {version} (pid {mongod.pid}); "
                     f"load average {_load()}",
                     flush=True,
                 )
@@ -444,7 +435,7 @@ async def run(args: argparse.Namespace, sizes: Sizes) -> Results:
             finally:
                 await mongo.close()
             if "scheduler" in chosen:
-                print("inmail bench: scheduler pass (benchmarks/renewals.py)...", flush=True)
+                print("bench: scheduler pass (benchmarks.renewals)...", flush=True)
                 await scheduler_pass(mongod.uri, sizes, results)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -468,7 +459,7 @@ async def _api_workloads(
         rate_limits=RateLimits(inmails_per_minute=LEGACY_ALLOTMENT_MAX),
     )
     print(
-        f"inmail bench: seeding {sizes.recipients} recipients, {sizes.senders} senders and a "
+        f"bench: seeding {sizes.recipients} recipients, {sizes.senders} senders and a "
         f"member page of {w.PAGE_CONVERSATIONS} conversations...",
         flush=True,
     )
@@ -478,23 +469,30 @@ async def _api_workloads(
         senders=sizes.senders,
         credits_per_sender=sizes.sends_per_sender + 1,
     )
-    server = ApiServer(_server_env(mongod.uri, tmp), tmp / "server.log")
+    server = ServiceProcess.serve(
+        service_env(**_server_env(mongod.uri, tmp)), tmp / "server.log", die_with_parent=True
+    )
     server.start()
+    try:
+        server.wait_ready()
+    except ServiceNotReady:
+        server.stop()
+        raise
     assert mongod.pid is not None
     try:
         bench = Run(args, sizes, server, deps, mongo, mongod.pid, world)
-        print(f"inmail bench: server pid {server.pid} at {server.url}", flush=True)
+        print(f"bench: server pid {server.pid} at {server.url}", flush=True)
         if "send" in chosen:
-            print("inmail bench: sendInMail, HTTP and floor...", flush=True)
+            print("bench: sendInMail, HTTP and floor...", flush=True)
             await bench.sends()
         if "compose" in chosen:
-            print("inmail bench: compose window and { now }...", flush=True)
+            print("bench: compose window and { now }...", flush=True)
             await bench.reads()
         if "page" in chosen:
-            print("inmail bench: member page...", flush=True)
+            print("bench: member page...", flush=True)
             await bench.member_page()
         if args.profile is not None:
-            print(f"inmail bench: profiling {args.profile_workload} with py-spy...", flush=True)
+            print(f"bench: profiling {args.profile_workload} with py-spy...", flush=True)
             await bench.profile(args.profile_workload, args.profile)
         return bench.results
     finally:
@@ -509,7 +507,7 @@ def _py_spy() -> str | None:
 def _render_profile(output: Path) -> str | None:
     if not output.is_file():
         return None
-    from inmail.bench.profile import render
+    from benchmarks.profile import render
 
     return render(output)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from benchmarks.load import Call, graphql_call
 from inmail.auth import Role, TokenService
-from inmail.bench.load import Call, graphql_call
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.conversations import InMailResponse
 from inmail.domain.plans import PlanType

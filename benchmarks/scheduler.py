@@ -1,0 +1,22 @@
+"""The scheduler workload: `benchmarks.renewals`, run against this run's mongod.
+
+That module (a renewal pass of N members against a raw `insert_many` of as many lots, with the
+process's memory during the pass) is the measurement; this one only calls its `run_size` for each
+size.
+"""
+
+from __future__ import annotations
+
+from benchmarks import renewals
+
+
+async def renewal_pass(uri: str, size: int, batch: int) -> dict[str, float]:
+    """One size: seed, time the pass, check it, then the insert_many floor (see the module)."""
+    result = await renewals.run_size(uri, size, batch)
+    return {key: float(value) for key, value in result.items()}
+
+
+def default_batch() -> int:
+    from inmail.services.scheduling import DEFAULT_BATCH
+
+    return DEFAULT_BATCH
