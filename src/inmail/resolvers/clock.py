@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from inmail.domain.errors import DomainError
+from inmail.resolvers.context import ResolverInfo, ctx
 from inmail.schema.errors import UserError
 from inmail.schema.inputs import AdvanceClockInput
 from inmail.schema.payloads import AdvanceClockPayload
-from inmail.schema.types import GraphInfo, ctx
 from inmail.services import scheduling
 
 
-async def advance_clock(info: GraphInfo, input: AdvanceClockInput) -> AdvanceClockPayload:
+async def advance_clock(info: ResolverInfo, input: AdvanceClockInput) -> AdvanceClockPayload:
     c = ctx(info)
     c.require_admin()
     try:
@@ -18,9 +18,9 @@ async def advance_clock(info: GraphInfo, input: AdvanceClockInput) -> AdvanceClo
             c.deps,
             days=input.days,
             hours=input.hours,
-            batch_size=c.container.settings.scheduler_batch,
+            batch_size=c.settings.scheduler_batch,
         )
     except DomainError as error:
         return AdvanceClockPayload(now=c.deps.now(), errors=[UserError.from_domain(error)])
-    c.loaders.clear()
+    c.reads.clear()
     return AdvanceClockPayload(now=now)

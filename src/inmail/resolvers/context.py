@@ -1,4 +1,4 @@
-"""The per-request context: who is asking, the services, and this request's DataLoaders."""
+"""The per-request context: who is asking, the caller's reads, and the services."""
 
 from __future__ import annotations
 
@@ -7,50 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.websockets import WebSocket
-from strawberry.dataloader import DataLoader
+from strawberry.types import Info
 
 from inmail.auth import AuthError, Viewer
-from inmail.domain.credits import CreditLot
-from inmail.domain.model import Conversation, Member
-from inmail.schema.errors import bad_input, forbidden, unauthenticated
+from inmail.schema.context import GraphContext
+from inmail.schema.errors import refused, unauthenticated
+from inmail.services.reads import Reader
 
 if TYPE_CHECKING:
     from inmail.bootstrap import Container
     from inmail.services.base import Deps
-
-
-DEFAULT_PAGE_SIZE = 20
-
-
-class Loaders:
-    """Batch every to-one lookup of a request into one query per kind."""
-
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-        self.member = DataLoader[str, Member | None](self._members)
-        self.lot = DataLoader[str, CreditLot | None](self._lots)
-        self.conversation = DataLoader[str, Conversation | None](self._conversations)
-        self.balance = DataLoader[str, int](self._balances)
-
-    async def _members(self, ids: list[str]) -> list[Member | None]:
-        found = await self.deps.reads.members.get_many(ids)
-        return [found.get(i) for i in ids]
-
-    async def _lots(self, ids: list[str]) -> list[CreditLot | None]:
-        found = await self.deps.reads.lots.get_many(ids)
-        return [found.get(i) for i in ids]
-
-    async def _conversations(self, ids: list[str]) -> list[Conversation | None]:
-        found = await self.deps.reads.conversations.get_many(ids)
-        return [found.get(i) for i in ids]
-
-    async def _balances(self, ids: list[str]) -> list[int]:
-        found = await self.deps.reads.lots.balances(ids, self.deps.now())
-        return [found[i] for i in ids]
-
-    def clear(self) -> None:
-        for loader in (self.member, self.lot, self.conversation, self.balance):
-            loader.clear_all()
+    from inmail.services.live import Broker
+    from inmail.services.payments import PaymentGateway
+    from inmail.settings import Settings
 
 
 @dataclass
@@ -60,16 +29,36 @@ class Context:
     response: Any = None
     auth_header: str | None = None
     connection_params: dict[str, Any] | None = None
-    loaders: Loaders = field(init=False)
+    reads: Reader = field(init=False)
     _viewer: Viewer | None = field(default=None, init=False)
     _resolved: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.loaders = Loaders(self.container.deps)
+        deps = self.container.deps
+        self.reads = Reader(
+            self.viewer,
+            deps.reads,
+            clock=deps.now,
+            plans=deps.plans,
+            max_page_size=self.container.settings.max_page_size,
+            refuse=refused,
+        )
 
     @property
     def deps(self) -> Deps:
         return self.container.deps
+
+    @property
+    def gateway(self) -> PaymentGateway:
+        return self.container.gateway
+
+    @property
+    def live(self) -> Broker:
+        return self.container.live
+
+    @property
+    def settings(self) -> Settings:
+        return self.container.settings
 
     def viewer(self) -> Viewer | None:
         """The caller, or None when no credentials were sent; bad credentials are an error."""
@@ -87,34 +76,31 @@ class Context:
             self._resolved = True
         return self._viewer
 
+    # The access checks of SPEC 8 live with the reads (services/reads.py, domain/access.py).
+
     def require_viewer(self) -> Viewer:
-        viewer = self.viewer()
-        if viewer is None:
-            raise unauthenticated()
-        return viewer
+        return self.reads.signed_in()
 
     def require_member(self) -> str:
-        viewer = self.require_viewer()
-        if viewer.member_id is None:
-            raise forbidden("This needs a member's token, not an admin's.")
-        return viewer.member_id
+        return self.reads.acting_member()
 
     def require_admin(self) -> Viewer:
-        viewer = self.require_viewer()
-        if not viewer.is_admin:
-            raise forbidden("Only admins may do this.")
-        return viewer
+        return self.reads.admin()
 
     def require_owner_or_admin(self, member_id: str) -> Viewer:
-        viewer = self.require_viewer()
-        if not viewer.is_admin and viewer.member_id != member_id:
-            raise forbidden("Only this member (or an admin) can see this.")
-        return viewer
+        return self.reads.owner_or_admin(member_id)
 
-    def page_size(self, first: int | None) -> int:
-        maximum = self.container.settings.max_page_size
-        if first is None:
-            return min(DEFAULT_PAGE_SIZE, maximum)
-        if not 0 <= first <= maximum:
-            raise bad_input(f"first must be between 0 and {maximum}.")
-        return first
+
+if TYPE_CHECKING:
+    ResolverInfo = Info[Context, None]
+else:
+    ResolverInfo = Info
+
+
+def ctx(info: ResolverInfo) -> Context:
+    return info.context
+
+
+def _serves_the_schema(context: Context) -> GraphContext:
+    """The schema's types see this context through `GraphContext` only."""
+    return context

@@ -42,8 +42,8 @@ from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 from strawberry.extensions import SchemaExtension
 
 from inmail.domain.plans import PlanType
-from inmail.resolvers.context import DEFAULT_PAGE_SIZE
 from inmail.resolvers.limits import CEILING
+from inmail.services.reads import DEFAULT_PAGE_SIZE
 
 PAGE: Final = "page"
 """A connection's list: as long as the `first` of the field that returned the connection."""

@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 
 import strawberry
 
-from inmail.resolvers.context import Context
-from inmail.schema.errors import bad_input
-from inmail.schema.types import BalanceUpdate, GraphInfo, ctx
+from inmail.resolvers.context import Context, ResolverInfo, ctx
+from inmail.schema.types import BalanceUpdate
 from inmail.services import events
 
 
@@ -22,27 +21,12 @@ def balance_update(update: events.BalanceUpdate) -> BalanceUpdate:
     )
 
 
-async def _watched_member(c: Context, member_id: strawberry.ID | None) -> str:
-    """Whose balance the viewer may watch: their own, or any member's for an admin."""
-    viewer = c.require_viewer()
-    if member_id is None:
-        if viewer.member_id is None:
-            raise bad_input("memberId is required: an admin watches one member at a time.")
-        target = viewer.member_id
-    else:
-        target = str(member_id)
-    c.require_owner_or_admin(target)
-    if await c.loaders.member.load(target) is None:
-        raise bad_input(f"memberId: no member with id {target!r}.")
-    return target
-
-
 async def _updates(c: Context, member_id: str) -> AsyncIterator[BalanceUpdate]:
-    async with c.container.live.subscribe(member_id) as updates:
+    async with c.live.subscribe(member_id) as updates:
         async for update in updates:
             # The websocket's context lives as long as the connection: nothing cached may
             # outlive the event it was loaded for.
-            c.loaders.clear()
+            c.reads.clear()
             yield balance_update(update)
 
 
@@ -56,9 +40,9 @@ class Subscription:
         )
     )
     async def balance_changed(
-        self, info: GraphInfo, member_id: strawberry.ID | None = None
+        self, info: ResolverInfo, member_id: strawberry.ID | None = None
     ) -> AsyncIterator[BalanceUpdate]:
         c = ctx(info)
         # Checked before the stream starts, so a refusal is the operation's error.
-        target = await _watched_member(c, member_id)
+        target = await c.reads.watched_member(str(member_id) if member_id is not None else None)
         return _updates(c, target)

@@ -1,10 +1,16 @@
-"""Errors as the API shows them: business failures as data, access failures as GraphQL errors."""
+"""Errors as the API shows them: business failures as data, access failures as GraphQL errors.
+
+The service's errors carry codes and data; every word a client reads about them is here.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
 
 import strawberry
 from graphql import GraphQLError
 
+from inmail.domain.access import ReadRefused, Refusal
 from inmail.domain.errors import DomainError, RateLimited
 from inmail.schema.enums import ErrorCode
 
@@ -48,3 +54,24 @@ def forbidden(message: str = "You are not allowed to see or do this.") -> ApiErr
 
 def bad_input(message: str) -> ApiError:
     return ApiError(message, "BAD_USER_INPUT")
+
+
+_REFUSALS: Mapping[Refusal, Callable[[ReadRefused], ApiError]] = {
+    Refusal.SIGN_IN: lambda _: unauthenticated(),
+    Refusal.MEMBERS_ONLY: lambda _: forbidden("This needs a member's token, not an admin's."),
+    Refusal.ADMINS_ONLY: lambda _: forbidden("Only admins may do this."),
+    Refusal.OWNER_OR_ADMIN: lambda _: forbidden("Only this member (or an admin) can see this."),
+    Refusal.PAGE_SIZE: lambda e: bad_input(f"first must be between 0 and {e.data['maximum']}."),
+    Refusal.BAD_CURSOR: lambda e: bad_input(f"after: {e.data['reason']}."),
+    Refusal.WATCHED_MEMBER_REQUIRED: lambda _: bad_input(
+        "memberId is required: an admin watches one member at a time."
+    ),
+    Refusal.NO_SUCH_MEMBER: lambda e: bad_input(
+        f"memberId: no member with id {e.data['member_id']!r}."
+    ),
+}
+
+
+def refused(error: ReadRefused) -> ApiError:
+    """A read refused by the service, worded for the client."""
+    return _REFUSALS[error.refusal](error)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import strawberry
-from strawberry.types import Info
 
 from inmail.domain import billing, credits, model, plans
-from inmail.repositories.pages import BadCursor, Page
+from inmail.schema.context import GraphInfo, Listing, reads
 from inmail.schema.enums import (
     ConversationKind,
     ConversationState,
@@ -24,32 +23,16 @@ from inmail.schema.enums import (
 )
 from inmail.schema.errors import bad_input
 
-if TYPE_CHECKING:
-    from inmail.resolvers.context import Context
-
-    GraphInfo = Info[Context, None]
-else:
-    GraphInfo = Info
+__all__ = ["GraphInfo"]
 
 N = TypeVar("N")
 R = TypeVar("R")
-
-
-def ctx(info: GraphInfo) -> Context:
-    return info.context
 
 
 @strawberry.type
 class PageInfo:
     has_next_page: bool
     end_cursor: str | None
-
-
-async def _paged(fetch: Callable[[], Awaitable[Page[R]]]) -> Page[R]:
-    try:
-        return await fetch()
-    except BadCursor as exc:
-        raise bad_input(f"after: {exc}.") from None
 
 
 @strawberry.type
@@ -165,28 +148,12 @@ class Connection(Generic[N]):
         return await self._count()
 
     @classmethod
-    def build(
-        cls, page: Page[R], to_node: Callable[[R], N], count: Callable[[], Awaitable[int]]
-    ) -> Connection[N]:
+    def build(cls, listing: Listing[R], to_node: Callable[[R], N]) -> Connection[N]:
         return cls(
-            edges=[Edge(cursor=cursor, node=to_node(item)) for cursor, item in page.items],
-            page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),
-            _count=count,
+            edges=[Edge(cursor=cursor, node=to_node(item)) for cursor, item in listing.items],
+            page_info=PageInfo(has_next_page=listing.has_next, end_cursor=listing.end_cursor),
+            _count=listing.total_count,
         )
-
-
-async def credit_lot_connection(
-    info: GraphInfo,
-    member_id: str,
-    status: list[credits.LotStatus] | None,
-    first: int | None,
-    after: str | None,
-) -> Connection[CreditLot]:
-    c = ctx(info)
-    size = c.page_size(first)
-    lots = c.deps.reads.lots
-    page = await _paged(lambda: lots.page(member_id, status, size, after))
-    return Connection.build(page, CreditLot.from_domain, lambda: lots.count(member_id, status))
 
 
 @strawberry.type
@@ -217,14 +184,14 @@ class LedgerEntry:
     async def lot(self, info: GraphInfo) -> CreditLot | None:
         if self._entry.lot_id is None:
             return None
-        lot = await ctx(info).loaders.lot.load(self._entry.lot_id)
+        lot = await reads(info).lot(self._entry.lot_id)
         return CreditLot.from_domain(lot) if lot else None
 
     @strawberry.field
     async def conversation(self, info: GraphInfo) -> Conversation | None:
         if self._entry.conversation_id is None:
             return None
-        found = await ctx(info).loaders.conversation.load(self._entry.conversation_id)
+        found = await reads(info).conversation(self._entry.conversation_id)
         return Conversation.from_domain(found) if found else None
 
 
@@ -305,33 +272,27 @@ class Member:
 
     @classmethod
     async def load(cls, info: GraphInfo, member_id: str) -> Member:
-        member = await ctx(info).loaders.member.load(member_id)
+        member = await reads(info).member(member_id)
         if member is None:  # pragma: no cover - conversations only name existing members
             raise bad_input("A referenced member no longer exists.")
         return cls.from_domain(member)
 
     @strawberry.field
     def plan(self, info: GraphInfo) -> Plan:
-        return Plan.from_domain(self._m.policy(ctx(info).deps.plans))
+        return Plan.from_domain(self._m.policy(reads(info).plans))
 
     @strawberry.field(description="Whether this member is a 1st-degree connection of the viewer.")
     async def is_connection(self, info: GraphInfo) -> bool:
-        viewer = ctx(info).viewer()
-        if viewer is None or viewer.member_id is None:
-            return False
-        return viewer.member_id in self._m.connections
+        return reads(info).is_connection(self._m)
 
     @strawberry.field(description="The fields below are visible to the member and to admins only.")
     def subscription(self, info: GraphInfo) -> PremiumSubscription | None:
-        c = ctx(info)
-        c.require_owner_or_admin(self._m.id)
-        return PremiumSubscription.from_domain(self._m, c.deps.plans, c.deps.now())
+        r = reads(info)
+        return PremiumSubscription.from_domain(r.owned(self._m), r.plans, r.now())
 
     @strawberry.field(description="Credits left now: what the InMail compose window shows.")
     async def inmail_balance(self, info: GraphInfo) -> int | None:
-        c = ctx(info)
-        c.require_owner_or_admin(self._m.id)
-        return await c.loaders.balance.load(self._m.id)
+        return await reads(info).balance(self._m.id)
 
     @strawberry.field
     async def credit_lots(
@@ -341,19 +302,15 @@ class Member:
         first: int | None = 20,
         after: str | None = None,
     ) -> Connection[CreditLot] | None:
-        ctx(info).require_owner_or_admin(self._m.id)
-        return await credit_lot_connection(info, self._m.id, status, first, after)
+        listing = await reads(info).credit_lots(self._m.id, status, first, after)
+        return Connection.build(listing, CreditLot.from_domain)
 
     @strawberry.field
     async def ledger(
         self, info: GraphInfo, first: int | None = 20, after: str | None = None
     ) -> Connection[LedgerEntry] | None:
-        c = ctx(info)
-        c.require_owner_or_admin(self._m.id)
-        size = c.page_size(first)
-        repo, member_id = c.deps.reads.ledger, self._m.id
-        page = await _paged(lambda: repo.page(member_id, size, after))
-        return Connection.build(page, LedgerEntry.from_domain, lambda: repo.count(member_id))
+        listing = await reads(info).ledger(self._m.id, first, after)
+        return Connection.build(listing, LedgerEntry.from_domain)
 
     @strawberry.field
     async def conversations(
@@ -363,16 +320,8 @@ class Member:
         first: int | None = 20,
         after: str | None = None,
     ) -> Connection[Conversation] | None:
-        c = ctx(info)
-        c.require_owner_or_admin(self._m.id)
-        size = c.page_size(first)
-        repo, member_id = c.deps.reads.conversations, self._m.id
-        page = await _paged(lambda: repo.page_for(member_id, state, size, after))
-        for _, conversation in page.items:
-            c.loaders.conversation.prime(conversation.id, conversation)
-        return Connection.build(
-            page, Conversation.from_domain, lambda: repo.count_for(member_id, state)
-        )
+        listing = await reads(info).conversations(self._m.id, state, first, after)
+        return Connection.build(listing, Conversation.from_domain)
 
 
 @strawberry.type(description="What the InMail compose window needs before the viewer writes.")

@@ -1,0 +1,93 @@
+"""Who may read what (SPEC 8): rules over the caller, and the refusals they give.
+
+A member sees other members' public profile only; their own balance, lots, ledger,
+subscription, payment method and conversations are theirs alone; a conversation is visible
+to its two parties only; admins see everything. A refusal carries a code and its data, never
+client-facing text: the API words it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol, TypeVar
+
+from inmail.domain.credits import CreditLot
+from inmail.domain.model import Conversation
+
+
+class Caller(Protocol):
+    @property
+    def is_admin(self) -> bool: ...
+
+    @property
+    def member_id(self) -> str | None: ...
+
+
+C = TypeVar("C", bound=Caller)
+
+
+class Refusal(StrEnum):
+    SIGN_IN = "SIGN_IN"
+    MEMBERS_ONLY = "MEMBERS_ONLY"
+    ADMINS_ONLY = "ADMINS_ONLY"
+    OWNER_OR_ADMIN = "OWNER_OR_ADMIN"
+    PAGE_SIZE = "PAGE_SIZE"  # data: maximum
+    BAD_CURSOR = "BAD_CURSOR"  # data: reason
+    WATCHED_MEMBER_REQUIRED = "WATCHED_MEMBER_REQUIRED"
+    NO_SUCH_MEMBER = "NO_SUCH_MEMBER"  # data: member_id
+
+
+class ReadRefused(Exception):
+    """A read the service will not serve: not the caller's to see, or asked for wrongly."""
+
+    def __init__(self, refusal: Refusal, **data: object) -> None:
+        super().__init__(refusal.value, data)
+        self.refusal = refusal
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"ReadRefused({self.refusal.value!r}, {self.data!r})"
+
+
+def signed_in(caller: C | None) -> C:
+    if caller is None:
+        raise ReadRefused(Refusal.SIGN_IN)
+    return caller
+
+
+def acting_member(caller: Caller | None) -> str:
+    """The member a caller acts as: an admin's token names none."""
+    member_id = signed_in(caller).member_id
+    if member_id is None:
+        raise ReadRefused(Refusal.MEMBERS_ONLY)
+    return member_id
+
+
+def admin(caller: C | None) -> C:
+    if not signed_in(caller).is_admin:
+        raise ReadRefused(Refusal.ADMINS_ONLY)
+    assert caller is not None
+    return caller
+
+
+def owner_or_admin(caller: C | None, member_id: str) -> C:
+    """A member's private records are theirs alone, and every admin's."""
+    who = signed_in(caller)
+    if not who.is_admin and who.member_id != member_id:
+        raise ReadRefused(Refusal.OWNER_OR_ADMIN)
+    return who
+
+
+def sees_conversation(caller: Caller, conversation: Conversation) -> bool:
+    return caller.is_admin or (
+        caller.member_id is not None and conversation.has_party(caller.member_id)
+    )
+
+
+def sees_lot(caller: Caller, lot: CreditLot) -> bool:
+    return caller.is_admin or caller.member_id == lot.member_id
+
+
+def is_connection_of(caller: Caller | None, connections: frozenset[str]) -> bool:
+    """Whether the caller is one of these 1st-degree connections (an admin is no member)."""
+    return caller is not None and caller.member_id is not None and caller.member_id in connections

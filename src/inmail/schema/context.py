@@ -1,0 +1,84 @@
+"""What the schema's types may ask of a request's context: the caller's reads, nothing more.
+
+The types map records to the schema; who may see what is decided by the reads they call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from strawberry.types import Info
+
+from inmail.domain.conversations import ConversationState
+from inmail.domain.credits import CreditLot, LotStatus
+from inmail.domain.model import Conversation, LedgerEntry, Member
+from inmail.domain.plans import PlanTable
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Listing(Protocol[T_co]):
+    @property
+    def items(self) -> Sequence[tuple[str, T_co]]: ...
+
+    @property
+    def has_next(self) -> bool: ...
+
+    @property
+    def end_cursor(self) -> str | None: ...
+
+    async def total_count(self) -> int: ...
+
+
+class Reads(Protocol):
+    """The records the caller may see; a refusal is raised as the API's error."""
+
+    @property
+    def plans(self) -> PlanTable: ...
+
+    def now(self) -> datetime: ...
+
+    async def member(self, member_id: str) -> Member | None: ...
+
+    def is_connection(self, member: Member) -> bool: ...
+
+    def owned(self, member: Member) -> Member: ...
+
+    async def balance(self, member_id: str) -> int: ...
+
+    async def credit_lots(
+        self,
+        member_id: str | None,
+        statuses: Sequence[LotStatus] | None,
+        first: int | None,
+        after: str | None,
+    ) -> Listing[CreditLot]: ...
+
+    async def ledger(
+        self, member_id: str, first: int | None, after: str | None
+    ) -> Listing[LedgerEntry]: ...
+
+    async def conversations(
+        self, member_id: str, state: ConversationState | None, first: int | None, after: str | None
+    ) -> Listing[Conversation]: ...
+
+    async def conversation(self, conversation_id: str) -> Conversation | None: ...
+
+    async def lot(self, lot_id: str) -> CreditLot | None: ...
+
+
+class GraphContext(Protocol):
+    @property
+    def reads(self) -> Reads: ...
+
+
+if TYPE_CHECKING:
+    GraphInfo = Info[GraphContext, None]
+else:
+    GraphInfo = Info
+
+
+def reads(info: GraphInfo) -> Reads:
+    return info.context.reads

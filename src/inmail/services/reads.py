@@ -1,0 +1,276 @@
+"""Reads for one caller: every record the API shows passes here, and SPEC 8's rules with it.
+
+A `Reader` lives as long as a request (or, on a websocket, until the next event clears it):
+its DataLoaders batch every to-one lookup into one query per kind, so a query's round trips
+do not grow with the number of items it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
+
+from strawberry.dataloader import DataLoader
+
+from inmail.auth import Viewer
+from inmail.domain import access
+from inmail.domain.access import ReadRefused, Refusal
+from inmail.domain.conversations import ConversationState
+from inmail.domain.credits import CreditLot, LotStatus
+from inmail.domain.model import Conversation, LedgerEntry, Member
+from inmail.domain.plans import PlanTable
+from inmail.repositories.pages import BadCursor, Page
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+DEFAULT_PAGE_SIZE = 20
+
+
+class MemberReads(Protocol):
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Member]: ...
+
+
+class LotReads(Protocol):
+    async def get_many(self, ids: Iterable[str]) -> dict[str, CreditLot]: ...
+
+    async def balances(self, member_ids: Sequence[str], now: datetime) -> dict[str, int]: ...
+
+    async def page(
+        self, member_id: str, statuses: Sequence[LotStatus] | None, first: int, after: str | None
+    ) -> Page[CreditLot]: ...
+
+    async def count(self, member_id: str, statuses: Sequence[LotStatus] | None) -> int: ...
+
+
+class LedgerReads(Protocol):
+    async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]: ...
+
+    async def count(self, member_id: str) -> int: ...
+
+
+class ConversationReads(Protocol):
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]: ...
+
+    async def page_for(
+        self, member_id: str, state: ConversationState | None, first: int, after: str | None
+    ) -> Page[Conversation]: ...
+
+    async def count_for(self, member_id: str, state: ConversationState | None) -> int: ...
+
+
+class ReadStore(Protocol):
+    """What the reads need from storage: lookups by id, balances, pages and counts."""
+
+    @property
+    def members(self) -> MemberReads: ...
+
+    @property
+    def lots(self) -> LotReads: ...
+
+    @property
+    def ledger(self) -> LedgerReads: ...
+
+    @property
+    def conversations(self) -> ConversationReads: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[T_co]):
+    """One page of a list, with its cursors, and the size of the whole list on demand."""
+
+    items: Sequence[tuple[str, T_co]]  # (cursor, item)
+    has_next: bool
+    counter: Callable[[], Awaitable[int]]
+
+    @property
+    def end_cursor(self) -> str | None:
+        return self.items[-1][0] if self.items else None
+
+    async def total_count(self) -> int:
+        return await self.counter()
+
+
+def _keep_refusal(refused: ReadRefused) -> Exception:
+    return refused
+
+
+class Reader:
+    """The records one caller may see, read in batches.
+
+    `viewer` is asked on each check (a websocket's caller can lose its token mid-connection);
+    `refuse` turns a refusal into the exception the entrypoint's clients understand.
+    """
+
+    def __init__(
+        self,
+        viewer: Callable[[], Viewer | None],
+        store: ReadStore,
+        *,
+        clock: Callable[[], datetime],
+        plans: PlanTable,
+        max_page_size: int,
+        refuse: Callable[[ReadRefused], Exception] = _keep_refusal,
+    ) -> None:
+        self._viewer = viewer
+        self._store = store
+        self._clock = clock
+        self.plans = plans
+        self._max_page_size = max_page_size
+        self._refuse = refuse
+        self._members = DataLoader[str, Member | None](self._load_members)
+        self._lots = DataLoader[str, CreditLot | None](self._load_lots)
+        self._conversations = DataLoader[str, Conversation | None](self._load_conversations)
+        self._balances = DataLoader[str, int](self._load_balances)
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def clear(self) -> None:
+        """Forget what was read: after a write, or before a websocket's next event."""
+        for loader in (self._members, self._lots, self._conversations, self._balances):
+            loader.clear_all()
+
+    # Who is asking: the checks every entrypoint shares.
+
+    def signed_in(self) -> Viewer:
+        return self._checked(lambda: access.signed_in(self._viewer()))
+
+    def acting_member(self) -> str:
+        return self._checked(lambda: access.acting_member(self._viewer()))
+
+    def admin(self) -> Viewer:
+        return self._checked(lambda: access.admin(self._viewer()))
+
+    def owner_or_admin(self, member_id: str) -> Viewer:
+        return self._checked(lambda: access.owner_or_admin(self._viewer(), member_id))
+
+    # Members: a public profile for anyone signed in, the rest for its owner and admins.
+
+    async def viewer_member(self) -> Member | None:
+        """The caller's own record; an admin is no member."""
+        member_id = self.signed_in().member_id
+        return None if member_id is None else await self._members.load(member_id)
+
+    async def member(self, member_id: str) -> Member | None:
+        self.signed_in()
+        return await self._members.load(member_id)
+
+    def is_connection(self, member: Member) -> bool:
+        return access.is_connection_of(self._viewer(), member.connections)
+
+    def owned(self, member: Member) -> Member:
+        """The whole record (subscription, payment method), for its owner or an admin."""
+        self.owner_or_admin(member.id)
+        return member
+
+    async def balance(self, member_id: str) -> int:
+        self.owner_or_admin(member_id)
+        return await self._balances.load(member_id)
+
+    async def watched_member(self, member_id: str | None) -> str:
+        """Whose balance the caller may watch: their own, or any one member's for an admin."""
+        viewer = self.signed_in()
+        target = member_id if member_id is not None else viewer.member_id
+        if target is None:
+            raise self._refuse(ReadRefused(Refusal.WATCHED_MEMBER_REQUIRED))
+        self.owner_or_admin(target)
+        if await self._members.load(target) is None:
+            raise self._refuse(ReadRefused(Refusal.NO_SUCH_MEMBER, member_id=target))
+        return target
+
+    # Lists: private to their member.
+
+    async def credit_lots(
+        self,
+        member_id: str | None,
+        statuses: Sequence[LotStatus] | None,
+        first: int | None,
+        after: str | None,
+    ) -> Listing[CreditLot]:
+        """A member's lots; `member_id=None` is the caller's own."""
+        target = member_id if member_id is not None else self.signed_in().member_id
+        if target is None:
+            target = self.acting_member()
+        self.owner_or_admin(target)
+        size = self._page_size(first)
+        lots = self._store.lots
+        page = await self._page(lambda: lots.page(target, statuses, size, after))
+        return self._listing(page, lambda: lots.count(target, statuses))
+
+    async def ledger(
+        self, member_id: str, first: int | None, after: str | None
+    ) -> Listing[LedgerEntry]:
+        self.owner_or_admin(member_id)
+        size = self._page_size(first)
+        ledger = self._store.ledger
+        page = await self._page(lambda: ledger.page(member_id, size, after))
+        return self._listing(page, lambda: ledger.count(member_id))
+
+    async def conversations(
+        self, member_id: str, state: ConversationState | None, first: int | None, after: str | None
+    ) -> Listing[Conversation]:
+        self.owner_or_admin(member_id)
+        size = self._page_size(first)
+        conversations = self._store.conversations
+        page = await self._page(lambda: conversations.page_for(member_id, state, size, after))
+        for _, conversation in page.items:
+            self._conversations.prime(conversation.id, conversation)
+        return self._listing(page, lambda: conversations.count_for(member_id, state))
+
+    # Single records: another's is as if unknown.
+
+    async def conversation(self, conversation_id: str) -> Conversation | None:
+        """An InMail or thread, for its two parties and admins only."""
+        viewer = self.signed_in()
+        found = await self._conversations.load(conversation_id)
+        return found if found is not None and access.sees_conversation(viewer, found) else None
+
+    async def lot(self, lot_id: str) -> CreditLot | None:
+        viewer = self.signed_in()
+        found = await self._lots.load(lot_id)
+        return found if found is not None and access.sees_lot(viewer, found) else None
+
+    # Internals.
+
+    def _checked(self, rule: Callable[[], T]) -> T:
+        try:
+            return rule()
+        except ReadRefused as refused:
+            raise self._refuse(refused) from None
+
+    def _page_size(self, first: int | None) -> int:
+        maximum = self._max_page_size
+        if first is None:
+            return min(DEFAULT_PAGE_SIZE, maximum)
+        if not 0 <= first <= maximum:
+            raise self._refuse(ReadRefused(Refusal.PAGE_SIZE, maximum=maximum))
+        return first
+
+    async def _page(self, fetch: Callable[[], Awaitable[Page[T]]]) -> Page[T]:
+        try:
+            return await fetch()
+        except BadCursor as exc:
+            raise self._refuse(ReadRefused(Refusal.BAD_CURSOR, reason=str(exc))) from None
+
+    @staticmethod
+    def _listing(page: Page[T], count: Callable[[], Awaitable[int]]) -> Listing[T]:
+        return Listing(items=page.items, has_next=page.has_next, counter=count)
+
+    async def _load_members(self, ids: list[str]) -> list[Member | None]:
+        found = await self._store.members.get_many(ids)
+        return [found.get(i) for i in ids]
+
+    async def _load_lots(self, ids: list[str]) -> list[CreditLot | None]:
+        found = await self._store.lots.get_many(ids)
+        return [found.get(i) for i in ids]
+
+    async def _load_conversations(self, ids: list[str]) -> list[Conversation | None]:
+        found = await self._store.conversations.get_many(ids)
+        return [found.get(i) for i in ids]
+
+    async def _load_balances(self, ids: list[str]) -> list[int]:
+        found = await self._store.lots.balances(ids, self._clock())
+        return [found[i] for i in ids]

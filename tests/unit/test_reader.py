@@ -1,0 +1,336 @@
+"""The Reader applies SPEC 8 itself: what a caller may read, refused or hidden without GraphQL.
+
+Storage here is a few dicts that count their calls: the rules under test never reach
+MongoDB (tests/api/test_access.py and tests/reliability/test_access_table.py prove the same
+rules through the running service).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import inmail
+from inmail.auth import Role, Viewer
+from inmail.domain.access import ReadRefused, Refusal
+from inmail.domain.conversations import ConversationState
+from inmail.domain.credits import CreditLot, CreditSource, LotStatus
+from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
+from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
+from inmail.repositories.pages import BadCursor, Page
+from inmail.schema.errors import refused
+from inmail.services.reads import Reader
+
+NOON = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+
+
+def member(member_id: str, name: str, *connections: str) -> Member:
+    return Member(
+        id=member_id,
+        name=name,
+        headline=f"{name}, at work on the Analytical Engine",
+        plan=PlanType.PREMIUM_CAREER,
+        created_at=NOON,
+        connections=frozenset(connections),
+    )
+
+
+ADA = member("ada-lovelace", "Ada Lovelace", "charles-babbage")
+DAN = member("dan-dreyfus", "Dan Dreyfus")
+CHARLES = member("charles-babbage", "Charles Babbage", "ada-lovelace")
+ADA_LOT = CreditLot(
+    id="lot-ada-spring",
+    member_id=ADA.id,
+    source=CreditSource.MONTHLY_ALLOTMENT,
+    quantity=5,
+    remaining=4,
+    granted_at=NOON,
+    expires_at=NOON + timedelta(days=90),
+    status=LotStatus.ACTIVE,
+)
+ADA_TO_CHARLES = Conversation(
+    id="inmail-difference-engine",
+    kind=ConversationKind.INMAIL,
+    sender_id=ADA.id,
+    recipient_id=CHARLES.id,
+    subject="The Difference Engine",
+    state=ConversationState.AWAITING_RESPONSE,
+    sent_at=NOON,
+    messages=(Message("note-1", ADA.id, "May I see the engine's notes?", NOON),),
+)
+
+
+@dataclass
+class Calls:
+    made: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Members:
+    calls: Calls
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Member]:
+        self.calls.made.append("members.get_many")
+        known = {m.id: m for m in (ADA, DAN, CHARLES)}
+        return {i: known[i] for i in ids if i in known}
+
+
+@dataclass
+class Lots:
+    calls: Calls
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, CreditLot]:
+        self.calls.made.append("lots.get_many")
+        return {ADA_LOT.id: ADA_LOT} if ADA_LOT.id in ids else {}
+
+    async def balances(self, member_ids: Sequence[str], now: datetime) -> dict[str, int]:
+        self.calls.made.append("lots.balances")
+        return {i: 4 if i == ADA.id else 0 for i in member_ids}
+
+    async def page(
+        self, member_id: str, statuses: Sequence[LotStatus] | None, first: int, after: str | None
+    ) -> Page[CreditLot]:
+        self.calls.made.append("lots.page")
+        if after is not None:
+            raise BadCursor("the cursor is not valid")
+        mine = [("c1", ADA_LOT)] if member_id == ADA.id else []
+        return Page(mine[:first], has_next=False)
+
+    async def count(self, member_id: str, statuses: Sequence[LotStatus] | None) -> int:
+        return 1 if member_id == ADA.id else 0
+
+
+@dataclass
+class Ledger:
+    calls: Calls
+
+    async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
+        self.calls.made.append("ledger.page")
+        return Page([], has_next=False)
+
+    async def count(self, member_id: str) -> int:
+        return 0
+
+
+@dataclass
+class Conversations:
+    calls: Calls
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]:
+        self.calls.made.append("conversations.get_many")
+        return {ADA_TO_CHARLES.id: ADA_TO_CHARLES} if ADA_TO_CHARLES.id in ids else {}
+
+    async def page_for(
+        self, member_id: str, state: ConversationState | None, first: int, after: str | None
+    ) -> Page[Conversation]:
+        self.calls.made.append("conversations.page_for")
+        theirs = ADA_TO_CHARLES.has_party(member_id)
+        return Page([("c1", ADA_TO_CHARLES)] if theirs else [], has_next=False)
+
+    async def count_for(self, member_id: str, state: ConversationState | None) -> int:
+        return 1 if ADA_TO_CHARLES.has_party(member_id) else 0
+
+
+class Store:
+    def __init__(self) -> None:
+        self.calls = Calls()
+        self.members = Members(self.calls)
+        self.lots = Lots(self.calls)
+        self.ledger = Ledger(self.calls)
+        self.conversations = Conversations(self.calls)
+
+
+def reader_for(viewer: Viewer | None, store: Store | None = None) -> Reader:
+    return Reader(
+        lambda: viewer,
+        store or Store(),
+        clock=lambda: NOON,
+        plans=DEFAULT_PLAN_TABLE,
+        max_page_size=100,
+    )
+
+
+AS_ADA = Viewer(ADA.id, Role.MEMBER)
+AS_DAN = Viewer(DAN.id, Role.MEMBER)
+AS_ADMIN = Viewer("admin-grace", Role.ADMIN)
+
+
+async def refusal_from(call: Awaitable[object]) -> Refusal:
+    try:
+        await call
+    except ReadRefused as refusal:
+        return refusal.refusal
+    raise AssertionError("the read was served")
+
+
+async def test_another_member_sees_adas_public_profile_but_none_of_her_private_records() -> None:
+    dan = reader_for(AS_DAN)
+
+    profile = await dan.member(ADA.id)
+    assert profile is not None
+    assert profile.name == "Ada Lovelace"
+    with pytest.raises(ReadRefused) as caught:
+        dan.owned(ADA)
+    assert caught.value.refusal is Refusal.OWNER_OR_ADMIN
+    assert await refusal_from(dan.balance(ADA.id)) is Refusal.OWNER_OR_ADMIN
+    assert await refusal_from(dan.credit_lots(ADA.id, None, 20, None)) is Refusal.OWNER_OR_ADMIN
+    assert await refusal_from(dan.ledger(ADA.id, 20, None)) is Refusal.OWNER_OR_ADMIN
+    assert await refusal_from(dan.conversations(ADA.id, None, 20, None)) is Refusal.OWNER_OR_ADMIN
+    assert await refusal_from(dan.watched_member(ADA.id)) is Refusal.OWNER_OR_ADMIN
+
+
+async def test_an_inmail_and_a_lot_of_someone_else_read_as_unknown_not_as_refused() -> None:
+    dan = reader_for(AS_DAN)
+
+    assert await dan.conversation(ADA_TO_CHARLES.id) is None
+    assert await dan.lot(ADA_LOT.id) is None
+    assert await reader_for(AS_ADA).conversation(ADA_TO_CHARLES.id) == ADA_TO_CHARLES
+    assert await reader_for(Viewer(CHARLES.id, Role.MEMBER)).conversation(ADA_TO_CHARLES.id)
+    assert await reader_for(AS_ADA).lot(ADA_LOT.id) == ADA_LOT
+
+
+async def test_ada_and_an_admin_read_everything_of_hers() -> None:
+    for viewer in (AS_ADA, AS_ADMIN):
+        reader = reader_for(viewer)
+        assert reader.owned(ADA) is ADA
+        assert await reader.balance(ADA.id) == 4
+        lots = await reader.credit_lots(ADA.id, None, 20, None)
+        assert [lot for _, lot in lots.items] == [ADA_LOT]
+        assert await lots.total_count() == 1
+        conversations = await reader.conversations(ADA.id, None, 20, None)
+        assert [c for _, c in conversations.items] == [ADA_TO_CHARLES]
+        assert await reader.conversation(ADA_TO_CHARLES.id) == ADA_TO_CHARLES
+        assert await reader.watched_member(ADA.id) == ADA.id
+
+
+async def test_nothing_is_read_for_a_caller_without_a_token() -> None:
+    anonymous = reader_for(None)
+
+    assert await refusal_from(anonymous.member(ADA.id)) is Refusal.SIGN_IN
+    assert await refusal_from(anonymous.viewer_member()) is Refusal.SIGN_IN
+    assert await refusal_from(anonymous.conversation(ADA_TO_CHARLES.id)) is Refusal.SIGN_IN
+    assert await refusal_from(anonymous.balance(ADA.id)) is Refusal.SIGN_IN
+    assert anonymous.is_connection(CHARLES) is False
+
+
+async def test_an_admin_has_no_lots_of_their_own_and_must_name_whose_balance_to_watch() -> None:
+    admin = reader_for(AS_ADMIN)
+
+    assert await admin.viewer_member() is None
+    assert await refusal_from(admin.credit_lots(None, None, 20, None)) is Refusal.MEMBERS_ONLY
+    assert await refusal_from(admin.watched_member(None)) is Refusal.WATCHED_MEMBER_REQUIRED
+    assert await refusal_from(admin.watched_member("nobody")) is Refusal.NO_SUCH_MEMBER
+
+
+async def test_a_refused_read_sends_no_query_at_all() -> None:
+    store = Store()
+    dan = reader_for(AS_DAN, store)
+
+    for call in (
+        dan.balance(ADA.id),
+        dan.credit_lots(ADA.id, None, 20, None),
+        dan.ledger(ADA.id, 20, None),
+        dan.conversations(ADA.id, None, 20, None),
+    ):
+        assert await refusal_from(call) is Refusal.OWNER_OR_ADMIN
+    assert store.calls.made == []
+
+
+async def test_bad_page_sizes_and_cursors_are_refused_with_their_data() -> None:
+    ada = reader_for(AS_ADA)
+
+    with pytest.raises(ReadRefused) as too_many:
+        await ada.ledger(ADA.id, 101, None)
+    assert (too_many.value.refusal, too_many.value.data) == (Refusal.PAGE_SIZE, {"maximum": 100})
+    with pytest.raises(ReadRefused) as forged:
+        await ada.credit_lots(ADA.id, None, 20, "forged-cursor")
+    assert forged.value.refusal is Refusal.BAD_CURSOR
+
+
+async def test_loads_of_one_kind_in_the_same_tick_are_one_storage_call() -> None:
+    store = Store()
+    charles = reader_for(Viewer(CHARLES.id, Role.MEMBER), store)
+
+    found = await asyncio.gather(
+        charles.member(ADA.id), charles.member(DAN.id), charles.member(CHARLES.id)
+    )
+    assert [m.name if m else None for m in found] == [
+        "Ada Lovelace",
+        "Dan Dreyfus",
+        "Charles Babbage",
+    ]
+    assert charles.is_connection(ADA) is True
+    assert charles.is_connection(DAN) is False
+    assert store.calls.made == ["members.get_many"]
+
+
+async def test_a_listed_conversation_is_not_read_again_by_id() -> None:
+    store = Store()
+    ada = reader_for(AS_ADA, store)
+
+    await ada.conversations(ADA.id, None, 20, None)
+    assert await ada.conversation(ADA_TO_CHARLES.id) == ADA_TO_CHARLES
+    assert store.calls.made == ["conversations.page_for"]
+
+
+def test_every_refusal_is_worded_with_the_code_clients_already_know() -> None:
+    codes = {
+        Refusal.SIGN_IN: "UNAUTHENTICATED",
+        Refusal.MEMBERS_ONLY: "FORBIDDEN",
+        Refusal.ADMINS_ONLY: "FORBIDDEN",
+        Refusal.OWNER_OR_ADMIN: "FORBIDDEN",
+        Refusal.PAGE_SIZE: "BAD_USER_INPUT",
+        Refusal.BAD_CURSOR: "BAD_USER_INPUT",
+        Refusal.WATCHED_MEMBER_REQUIRED: "BAD_USER_INPUT",
+        Refusal.NO_SUCH_MEMBER: "BAD_USER_INPUT",
+    }
+    data = {"maximum": 100, "reason": "the cursor is not valid", "member_id": "nobody"}
+    assert set(codes) == set(Refusal)
+    for refusal, code in codes.items():
+        error = refused(ReadRefused(refusal, **data))
+        assert error.extensions == {"code": code}
+        assert error.message
+    assert refused(ReadRefused(Refusal.OWNER_OR_ADMIN)).message == (
+        "Only this member (or an admin) can see this."
+    )
+    assert refused(ReadRefused(Refusal.PAGE_SIZE, maximum=100)).message == (
+        "first must be between 0 and 100."
+    )
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_schema_reaches_neither_resolvers_nor_repositories_even_through_other_modules() -> None:
+    package = Path(inmail.__file__).parent
+    reached: set[str] = set()
+    todo = [f"inmail.schema.{p.stem}" for p in (package / "schema").glob("*.py")]
+    while todo:
+        module = todo.pop()
+        if module in reached:
+            continue
+        reached.add(module)
+        relative = Path(*module.split(".")[1:])
+        path = package / relative.with_suffix(".py")
+        if not path.exists():
+            path = package / relative / "__init__.py"
+        if path.exists():
+            todo.extend(m for m in _imports(path) if m.startswith("inmail."))
+    upward = sorted(m for m in reached if m.startswith(("inmail.resolvers", "inmail.repositories")))
+    assert upward == []
+    assert "inmail.schema.types" in reached
