@@ -24,7 +24,6 @@ from inmail.domain.model import (
     ConversationKind,
     LedgerEntry,
     Member,
-    Message,
     Subscription,
 )
 from inmail.domain.plans import PlanType
@@ -153,7 +152,6 @@ def _conversation(sender: str, recipient: str, i: int) -> Doc:
             subject="Hello",
             state=ConversationState.AWAITING_RESPONSE if awaiting else ConversationState.ACCEPTED,
             sent_at=sent,
-            messages=(Message(new_id(), sender, "Hello there", sent),),
             responded_at=None if awaiting else sent + timedelta(hours=1),
             reminder_due_at=sent + timedelta(hours=48),
         )

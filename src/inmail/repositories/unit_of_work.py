@@ -18,6 +18,7 @@ from inmail.repositories.conversations import ConversationReader, ConversationRe
 from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
 from inmail.repositories.ledger import LedgerReader, LedgerRepository
 from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
+from inmail.repositories.messages import MessageReader, MessageRepository
 from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session
 from inmail.repositories.records import (
     IdempotencyReader,
@@ -47,6 +48,7 @@ class Reads:
     idempotency: IdempotencyReader
     purchases: PurchaseReader
     notifications: NotificationReader
+    messages: MessageReader
 
     @classmethod
     def on(cls, mongo: Mongo) -> Reads:
@@ -58,6 +60,7 @@ class Reads:
             idempotency=IdempotencyReader(mongo, None),
             purchases=PurchaseReader(mongo, None),
             notifications=NotificationReader(mongo, None),
+            messages=MessageReader(mongo, None),
         )
 
 
@@ -73,6 +76,7 @@ class Transaction:
     idempotency: IdempotencyRepository
     purchases: PurchaseRepository
     notifications: NotificationRepository
+    messages: MessageRepository
 
     @classmethod
     def on(cls, mongo: Mongo, session: Session) -> Transaction:
@@ -84,6 +88,7 @@ class Transaction:
             idempotency=IdempotencyRepository(mongo, session),
             purchases=PurchaseRepository(mongo, session),
             notifications=NotificationRepository(mongo, session),
+            messages=MessageRepository(mongo, session),
         )
 
 

@@ -11,7 +11,7 @@ from strawberry.dataloader import DataLoader
 
 from inmail.auth import AuthError, Viewer
 from inmail.domain.credits import CreditLot
-from inmail.domain.model import Conversation, Member
+from inmail.domain.model import Conversation, Member, Message
 from inmail.schema.errors import bad_input, forbidden, unauthenticated
 
 if TYPE_CHECKING:
@@ -31,6 +31,10 @@ class Loaders:
         self.lot = DataLoader[str, CreditLot | None](self._lots)
         self.conversation = DataLoader[str, Conversation | None](self._conversations)
         self.balance = DataLoader[str, int](self._balances)
+        # The latest messages of each conversation: one aggregate for a page of conversations.
+        self.latest_messages = DataLoader[str, list[Message]](
+            self._latest_messages, max_batch_size=100
+        )
 
     async def _members(self, ids: list[str]) -> list[Member | None]:
         found = await self.deps.reads.members.get_many(ids)
@@ -44,6 +48,10 @@ class Loaders:
         found = await self.deps.reads.conversations.get_many(ids)
         return [found.get(i) for i in ids]
 
+    async def _latest_messages(self, ids: list[str]) -> list[list[Message]]:
+        found = await self.deps.reads.messages.latest_for_many(ids)
+        return [found[i] for i in ids]
+
     async def _balances(self, ids: list[str]) -> list[int]:
         found = await self.deps.reads.lots.balances(ids, self.deps.now())
         return [found[i] for i in ids]
@@ -51,6 +59,7 @@ class Loaders:
     def clear(self) -> None:
         for loader in (self.member, self.lot, self.conversation, self.balance):
             loader.clear_all()
+        self.latest_messages.clear_all()
 
 
 @dataclass

@@ -13,6 +13,7 @@ from inmail.domain import billing, credits, model, plans
 from inmail.repositories.pages import BadCursor, Page
 from inmail.schema.enums import (
     ConversationKind,
+    ConversationRole,
     ConversationState,
     CreditLotStatus,
     CreditSource,
@@ -285,9 +286,20 @@ class Conversation:
     async def recipient(self, info: GraphInfo) -> Member:
         return await Member.load(info, self._c.recipient_id)
 
-    @strawberry.field
-    def messages(self) -> list[Message]:
-        return [Message.from_domain(m) for m in self._c.messages]
+    @strawberry.field(description="The latest 100 messages, oldest first.")
+    async def messages(self, info: GraphInfo) -> list[Message]:
+        latest = await ctx(info).loaders.latest_messages.load(self._c.id)
+        return [Message.from_domain(m) for m in latest]
+
+    @strawberry.field(description="Every message, oldest first.")
+    async def message_connection(
+        self, info: GraphInfo, first: int | None = 20, after: str | None = None
+    ) -> Connection[Message]:
+        c = ctx(info)
+        size = c.page_size(first)
+        repo, conversation_id = c.deps.reads.messages, self._c.id
+        page = await _paged(lambda: repo.page(conversation_id, size, after))
+        return Connection.build(page, Message.from_domain, lambda: repo.count(conversation_id))
 
 
 @strawberry.type
@@ -360,6 +372,7 @@ class Member:
         self,
         info: GraphInfo,
         state: ConversationState | None = None,
+        role: ConversationRole | None = None,
         first: int | None = 20,
         after: str | None = None,
     ) -> Connection[Conversation] | None:
@@ -367,11 +380,11 @@ class Member:
         c.require_owner_or_admin(self._m.id)
         size = c.page_size(first)
         repo, member_id = c.deps.reads.conversations, self._m.id
-        page = await _paged(lambda: repo.page_for(member_id, state, size, after))
+        page = await _paged(lambda: repo.page_for(member_id, state, size, after, role))
         for _, conversation in page.items:
             c.loaders.conversation.prime(conversation.id, conversation)
         return Connection.build(
-            page, Conversation.from_domain, lambda: repo.count_for(member_id, state)
+            page, Conversation.from_domain, lambda: repo.count_for(member_id, state, role)
         )
 
 
