@@ -82,8 +82,8 @@ async def test_a_thread_of_five_thousand_messages_takes_each_further_one_and_pag
     for first in range(0, bulk, 500):
         docs = []
         for i in range(first, min(first + 500, bulk)):
-            author = (ada, grace)[i % 2].id
-            message = Message(new_id(), author, LONG_BODY, start + timedelta(milliseconds=i + 1))
+            writer = (ada, grace)[i % 2].id
+            message = Message(new_id(), writer, LONG_BODY, start + timedelta(milliseconds=i + 1))
             docs.append(message_to_doc(thread, message))
             order.append(message.id)
         await api.container.mongo.c.messages.insert_many(docs)
@@ -99,8 +99,8 @@ async def test_a_thread_of_five_thousand_messages_takes_each_further_one_and_pag
     (total,) = [doc["bytes"] async for doc in stored]
     assert total > 16 * 1024 * 1024
     for i in range(THROUGH_THE_API):
-        author = (grace, ada)[i % 2]
-        sent = await _say(api, author, LONG_BODY, thread)
+        sender = (grace, ada)[i % 2]
+        sent = await _say(api, sender, LONG_BODY, thread)
         assert sent["errors"] == [], sent["errors"]
         order.append(sent["message"]["id"])
         if i % 50 == 0:
