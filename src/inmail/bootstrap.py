@@ -122,7 +122,7 @@ def build_scheduler(
 def build_broker(deps: Deps, mongo: Mongo, events: FanOut) -> Broker:
     """Live updates from the ledger's change stream, or from this process where there is none."""
     changes = None if isinstance(mongo, InMemoryMongo) else (lambda: LedgerChanges(mongo))
-    return Broker(deps.reads.ledger, events, changes)
+    return Broker(deps.reads.ledger, events, changes, now=deps.now)
 
 
 def build_container(

@@ -140,6 +140,32 @@ async def test_a_member_sees_every_change_to_their_balance_in_order(
         assert await api.balance(ada) == 7
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_member_with_no_ledger_history_gets_a_first_update_at_once(
+    live: LiveServer, protocol: str
+) -> None:
+    api = live.api
+    basil = await api.create_member("Basil Hallward", "BASIC", card=None)
+    ledger = await api.gql("{ viewer { ledger { totalCount } } }", token=basil.token)
+    assert ledger["viewer"]["ledger"]["totalCount"] == 0
+    async with GraphQLSocket.open(live.url, basil.token, protocol) as ws:
+        op = await watch(ws)
+        assert await ws.update(op) == {
+            "memberId": basil.id,
+            "balance": 0,
+            "delta": 0,
+            "reason": "GRANT",
+            "at": "2026-01-15T09:00:00Z",
+        }
+        # Then the member's first real change, as for anyone.
+        changed = await api.gql(
+            "mutation { changePlan(input: {plan: PREMIUM_CAREER}) { errors { code } } }",
+            token=basil.token,
+        )
+        assert changed["changePlan"]["errors"] == []
+        assert short(await ws.update(op)) == ("GRANT", 5, 5)
+
+
 async def test_a_cancellation_is_one_forfeit_to_zero_and_a_plan_change_a_forfeit_then_a_grant(
     live: LiveServer,
 ) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from inmail.domain.conversations import ConversationState
+from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotStatus
 from inmail.domain.model import (
     Conversation,
@@ -32,6 +32,7 @@ from inmail.repositories.conversations import ConversationReader, conversation_t
 from inmail.repositories.credit_lots import CreditLotReader, lot_to_doc
 from inmail.repositories.ledger import LedgerReader, entry_to_doc
 from inmail.repositories.members import MemberReader, member_to_doc
+from inmail.repositories.messages import MessageReader, message_to_doc
 from inmail.repositories.mongo import Doc, Mongo, new_id
 from inmail.repositories.records import IdempotencyReader
 from inmail.repositories.unit_of_work import Reads
@@ -72,7 +73,9 @@ class World:
     ledger: LedgerReader
     conversations: ConversationReader
     idempotency: IdempotencyReader
+    messages: MessageReader
     member_ids: list[str]
+    conversation_ids: list[str]
 
 
 def _member(i: int) -> Member:
@@ -153,7 +156,6 @@ def _conversation(sender: str, recipient: str, i: int) -> Doc:
             subject="Hello",
             state=ConversationState.AWAITING_RESPONSE if awaiting else ConversationState.ACCEPTED,
             sent_at=sent,
-            messages=(Message(new_id(), sender, "Hello there", sent),),
             responded_at=None if awaiting else sent + timedelta(hours=1),
             reminder_due_at=sent + timedelta(hours=48),
         )
@@ -177,10 +179,22 @@ async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
         )
         await mongo.c.ledger.insert_many([doc for member_id in ids for doc in _entries(member_id)])
         # Six conversations sent by each member, to six different members.
-        await mongo.c.conversations.insert_many(
+        conversations = [
+            _conversation(ids[i % MEMBERS], ids[(i % MEMBERS + 1 + i // MEMBERS) % MEMBERS], i)
+            for i in range(6 * MEMBERS)
+        ]
+        # And a direct thread between each member and the next, started by the later one.
+        conversations += [_direct(ids[(i + 1) % MEMBERS], ids[i], i) for i in range(MEMBERS)]
+        await mongo.c.conversations.insert_many(conversations)
+        # Twenty messages in each conversation.
+        await mongo.c.messages.insert_many(
             [
-                _conversation(ids[i % MEMBERS], ids[(i % MEMBERS + 1 + i // MEMBERS) % MEMBERS], i)
-                for i in range(6 * MEMBERS)
+                message_to_doc(
+                    doc["_id"],
+                    Message(new_id(), doc["senderId"], f"Message {k}", NOW + timedelta(minutes=k)),
+                )
+                for doc in conversations
+                for k in range(20)
             ]
         )
         await mongo.c.idempotency.insert_many(
@@ -207,10 +221,27 @@ async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
             ledger=reads.ledger,
             conversations=reads.conversations,
             idempotency=reads.idempotency,
+            messages=reads.messages,
             member_ids=ids,
+            conversation_ids=[doc["_id"] for doc in conversations],
         )
     finally:
         await client.close()
+
+
+def _direct(starter: str, other: str, i: int) -> Doc:
+    sent = NOW - timedelta(hours=i, minutes=30)
+    return conversation_to_doc(
+        Conversation(
+            id=new_id(),
+            kind=ConversationKind.DIRECT,
+            sender_id=starter,
+            recipient_id=other,
+            subject="",
+            state=ConversationState.ACCEPTED,
+            sent_at=sent,
+        )
+    )
 
 
 def _winning_plans(explain: Any) -> list[Any]:
@@ -306,6 +337,40 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
         lambda w: w.conversations.count_for(_one(w), None),
         {"sender_newest", "recipient_newest"},
     ),
+    "sent box page (InMails sent, direct threads started)": (
+        lambda w: w.conversations.page_for(_one(w), None, 100, None, ConversationRole.SENT),
+        {"sender_newest", "direct_started_by_newest"},
+    ),
+    "sent box count": (
+        lambda w: w.conversations.count_for(_one(w), None, ConversationRole.SENT),
+        {"sender_newest", "direct_started_by_newest"},
+    ),
+    "inbox page (InMails received, direct threads started by the other)": (
+        lambda w: w.conversations.page_for(
+            _one(w), ConversationState.ACCEPTED, 100, None, ConversationRole.RECEIVED
+        ),
+        {"recipient_newest", "direct_started_with_newest"},
+    ),
+    "inbox count": (
+        lambda w: w.conversations.count_for(_one(w), None, ConversationRole.RECEIVED),
+        {"recipient_newest", "direct_started_with_newest"},
+    ),
+    "direct thread of a pair": (
+        lambda w: w.conversations.direct_between(w.member_ids[8], w.member_ids[7]),
+        {"one_direct_per_sender_pair"},
+    ),
+    "latest messages of a page of conversations (DataLoader batch)": (
+        lambda w: w.messages.latest_for_many(w.conversation_ids[:50]),
+        {"conversation_oldest"},
+    ),
+    "messages page (oldest first)": (
+        lambda w: w.messages.page(w.conversation_ids[3], 10, None),
+        {"conversation_oldest"},
+    ),
+    "messages count": (
+        lambda w: w.messages.count(w.conversation_ids[3]),
+        {"conversation_oldest"},
+    ),
     "ledger page": (lambda w: w.ledger.page(_one(w), 20, None), {"member_seq"}),
     "ledger page count": (lambda w: w.ledger.count(_one(w)), {"member_seq"}),
     "idempotency lookup": (lambda w: w.idempotency.find(_one(w), "key-3"), {"key_once"}),
@@ -346,6 +411,11 @@ async def test_the_next_pages_use_the_same_indexes_as_the_first(world: World) ->
     conversations = await world.conversations.page_for(member_id, None, 5, None)
     ledger = await world.ledger.page(member_id, 5, None)
     lots = await world.lots.page(member_id, None, 2, None)
+    inbox = await world.conversations.page_for(member_id, None, 2, None, ConversationRole.RECEIVED)
+    thread = world.conversation_ids[5]
+    messages = await world.messages.page(thread, 5, None)
+    assert inbox.end_cursor
+    assert messages.end_cursor
     assert conversations.end_cursor
     assert ledger.end_cursor
     assert lots.end_cursor
@@ -356,6 +426,13 @@ async def test_the_next_pages_use_the_same_indexes_as_the_first(world: World) ->
         ),
         (lambda: world.ledger.page(member_id, 5, ledger.end_cursor), {"member_seq"}),
         (lambda: world.lots.page(member_id, None, 2, lots.end_cursor), {"member_newest"}),
+        (
+            lambda: world.conversations.page_for(
+                member_id, None, 2, inbox.end_cursor, ConversationRole.RECEIVED
+            ),
+            {"recipient_newest", "direct_started_with_newest"},
+        ),
+        (lambda: world.messages.page(thread, 5, messages.end_cursor), {"conversation_oldest"}),
     ]
     for call, allowed in next_pages:
         for command, stages, indexes in await explain_sent(world, call):

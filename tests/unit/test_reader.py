@@ -19,7 +19,7 @@ import pytest
 import inmail
 from inmail.auth import Role, Viewer
 from inmail.domain.access import ReadRefused, Refusal
-from inmail.domain.conversations import ConversationState
+from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, CreditSource, LotStatus
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
@@ -62,8 +62,8 @@ ADA_TO_CHARLES = Conversation(
     subject="The Difference Engine",
     state=ConversationState.AWAITING_RESPONSE,
     sent_at=NOON,
-    messages=(Message("note-1", ADA.id, "May I see the engine's notes?", NOON),),
 )
+ADA_NOTE = Message("note-1", ADA.id, "May I see the engine's notes?", NOON)
 
 
 @dataclass
@@ -127,14 +127,40 @@ class Conversations:
         return {ADA_TO_CHARLES.id: ADA_TO_CHARLES} if ADA_TO_CHARLES.id in ids else {}
 
     async def page_for(
-        self, member_id: str, state: ConversationState | None, first: int, after: str | None
+        self,
+        member_id: str,
+        state: ConversationState | None,
+        first: int,
+        after: str | None,
+        role: ConversationRole | None = None,
     ) -> Page[Conversation]:
         self.calls.made.append("conversations.page_for")
         theirs = ADA_TO_CHARLES.has_party(member_id)
         return Page([("c1", ADA_TO_CHARLES)] if theirs else [], has_next=False)
 
-    async def count_for(self, member_id: str, state: ConversationState | None) -> int:
+    async def count_for(
+        self,
+        member_id: str,
+        state: ConversationState | None,
+        role: ConversationRole | None = None,
+    ) -> int:
         return 1 if ADA_TO_CHARLES.has_party(member_id) else 0
+
+
+@dataclass
+class Messages:
+    calls: Calls
+
+    async def latest_for_many(self, conversation_ids: Iterable[str]) -> dict[str, list[Message]]:
+        self.calls.made.append("messages.latest_for_many")
+        return {i: [ADA_NOTE] for i in conversation_ids if i == ADA_TO_CHARLES.id}
+
+    async def page(self, conversation_id: str, first: int, after: str | None) -> Page[Message]:
+        self.calls.made.append("messages.page")
+        return Page([("m1", ADA_NOTE)][:first], has_next=False)
+
+    async def count(self, conversation_id: str) -> int:
+        return 1
 
 
 class Store:
@@ -144,6 +170,7 @@ class Store:
         self.lots = Lots(self.calls)
         self.ledger = Ledger(self.calls)
         self.conversations = Conversations(self.calls)
+        self.messages = Messages(self.calls)
 
 
 def reader_for(viewer: Viewer | None, store: Store | None = None) -> Reader:

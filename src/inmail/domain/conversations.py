@@ -19,6 +19,13 @@ class ConversationState(StrEnum):
     DECLINED = "DECLINED"
 
 
+class ConversationRole(StrEnum):
+    """The viewer's side of a conversation: SENT if they started it, RECEIVED if the other did."""
+
+    SENT = "SENT"
+    RECEIVED = "RECEIVED"
+
+
 class InMailResponse(StrEnum):
     INTERESTED = "INTERESTED"
     MAYBE_LATER = "MAYBE_LATER"

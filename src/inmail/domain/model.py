@@ -119,6 +119,11 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Conversation:
+    """An InMail, or the direct thread of two connections; its messages are kept apart from it.
+
+    `sender_id` started it (sent the InMail, or wrote the thread's first message).
+    """
+
     id: str
     kind: ConversationKind
     sender_id: str
@@ -126,7 +131,6 @@ class Conversation:
     subject: str
     state: ConversationState
     sent_at: datetime
-    messages: tuple[Message, ...]
     responded_at: datetime | None = None
     response: InMailResponse | None = None
     credited_back: bool = False

@@ -1,4 +1,4 @@
-"""Conversations: an InMail (or a direct thread between connections) and its messages."""
+"""Conversations: an InMail, or a direct thread between connections (messages: messages.py)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from inmail.domain.conversations import ConversationState, InMailResponse
-from inmail.domain.model import Conversation, ConversationKind, Message
+from inmail.domain.conversations import ConversationRole, ConversationState, InMailResponse
+from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.mongo import Doc, Mongo, Session
 from inmail.repositories.pages import Page, keyset_page
 
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
-
-
-def _message_to_doc(message: Message) -> Doc:
-    return {
-        "id": message.id,
-        "authorId": message.author_id,
-        "body": message.body,
-        "sentAt": message.sent_at,
-    }
 
 
 def conversation_to_doc(c: Conversation) -> Doc:
@@ -33,7 +24,6 @@ def conversation_to_doc(c: Conversation) -> Doc:
         "subject": c.subject,
         "state": c.state.value,
         "sentAt": c.sent_at,
-        "messages": [_message_to_doc(m) for m in c.messages],
         "respondedAt": c.responded_at,
         "response": c.response.value if c.response else None,
         "creditedBack": c.credited_back,
@@ -41,7 +31,17 @@ def conversation_to_doc(c: Conversation) -> Doc:
         "reminderDueAt": c.reminder_due_at,
     }
     if c.kind is ConversationKind.DIRECT:
-        doc["pair"] = pair_key(c.sender_id, c.recipient_id)
+        # One direct thread per pair, enforced by the unique index {senderId, pairKey}: the
+        # shard key leads it (README, Sharding), so the thread is stored under the pair's
+        # smaller id. Who started it, and with whom, is kept beside.
+        low, high = sorted((c.sender_id, c.recipient_id))
+        doc.update(
+            senderId=low,
+            recipientId=high,
+            pairKey=pair_key(low, high),
+            startedBy=c.sender_id,
+            startedWith=c.recipient_id,
+        )
     return doc
 
 
@@ -49,21 +49,22 @@ def conversation_from_doc(doc: Doc) -> Conversation:
     return Conversation(
         id=doc["_id"],
         kind=ConversationKind(doc.get("kind", "INMAIL")),
-        sender_id=doc["senderId"],
-        recipient_id=doc["recipientId"],
+        sender_id=doc["startedBy"] if "startedBy" in doc else doc["senderId"],
+        recipient_id=doc["startedWith"] if "startedWith" in doc else doc["recipientId"],
         subject=doc["subject"],
         state=ConversationState(doc["state"]),
         sent_at=doc["sentAt"],
-        messages=tuple(
-            Message(id=m["id"], author_id=m["authorId"], body=m["body"], sent_at=m["sentAt"])
-            for m in doc.get("messages", ())
-        ),
         responded_at=doc.get("respondedAt"),
         response=InMailResponse(doc["response"]) if doc.get("response") else None,
         credited_back=doc.get("creditedBack", False),
         reminder_sent_at=doc.get("reminderSentAt"),
         reminder_due_at=doc.get("reminderDueAt"),
     )
+
+
+_WITHOUT_MESSAGES: Doc = {"messages": 0}
+"""Conversations stored before messages had their own collection may still embed them (until
+the start-up migration moves them): a conversation is never read with them."""
 
 
 def _to_milliseconds(value: Any) -> Any:
@@ -78,6 +79,7 @@ def _to_milliseconds(value: Any) -> Any:
 
 
 def pair_key(a: str, b: str) -> str:
+    """The pair of members, in either order: the smaller id, a colon, the larger."""
     return ":".join(sorted((a, b)))
 
 
@@ -90,13 +92,20 @@ class ConversationReader:
         self._c = mongo.c.conversations
 
     async def get(self, conversation_id: str) -> Conversation | None:
-        doc = await self._c.find_one({"_id": conversation_id}, session=self._session)
+        doc = await self._c.find_one(
+            {"_id": conversation_id}, _WITHOUT_MESSAGES, session=self._session
+        )
         return conversation_from_doc(doc) if doc else None
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]:
         wanted = list(dict.fromkeys(ids))
         docs = (
-            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
+            await self._mongo.find_all(
+                self._c,
+                {"_id": {"$in": wanted}},
+                projection=_WITHOUT_MESSAGES,
+                session=self._session,
+            )
             if wanted
             else []
         )
@@ -107,6 +116,7 @@ class ConversationReader:
         docs = await self._mongo.find_all(
             self._c,
             {"senderId": member_id, "kind": ConversationKind.INMAIL.value},
+            projection=_WITHOUT_MESSAGES,
             session=self._session,
         )
         return [conversation_from_doc(doc) for doc in docs]
@@ -125,26 +135,69 @@ class ConversationReader:
 
     async def direct_between(self, a: str, b: str) -> Conversation | None:
         doc = await self._c.find_one(
-            {"kind": ConversationKind.DIRECT.value, "pair": pair_key(a, b)}, session=self._session
+            {
+                "senderId": min(a, b),
+                "pairKey": pair_key(a, b),
+                "kind": ConversationKind.DIRECT.value,
+            },
+            _WITHOUT_MESSAGES,
+            session=self._session,
         )
         return conversation_from_doc(doc) if doc else None
 
-    def _query(self, member_id: str, state: ConversationState | None) -> Doc:
-        query: Doc = {"$or": [{"senderId": member_id}, {"recipientId": member_id}]}
+    def _query(
+        self,
+        member_id: str,
+        state: ConversationState | None,
+        role: ConversationRole | None = None,
+    ) -> Doc:
+        """The member's conversations; with a role, those they started (SENT) or did not.
+
+        An InMail is the sender's SENT and the recipient's RECEIVED. A direct thread is stored
+        under the pair's smaller id (see conversation_to_doc), so its roles are read from
+        `startedBy` / `startedWith`; each branch of the $or has an index of its own.
+        """
+        inmail: Doc = {"kind": {"$ne": ConversationKind.DIRECT.value}}
+        direct: Doc = {"kind": ConversationKind.DIRECT.value}
+        if role is ConversationRole.SENT:
+            branches = [{"senderId": member_id, **inmail}, {"startedBy": member_id, **direct}]
+        elif role is ConversationRole.RECEIVED:
+            branches = [{"recipientId": member_id, **inmail}, {"startedWith": member_id, **direct}]
+        else:
+            branches = [{"senderId": member_id}, {"recipientId": member_id}]
+        query: Doc = {"$or": branches}
         if state is not None:
             query["state"] = state.value
         return query
 
     async def page_for(
-        self, member_id: str, state: ConversationState | None, first: int, after: str | None
+        self,
+        member_id: str,
+        state: ConversationState | None,
+        first: int,
+        after: str | None,
+        role: ConversationRole | None = None,
     ) -> Page[Conversation]:
         page = await keyset_page(
-            self._mongo, self._c, self._query(member_id, state), NEWEST_FIRST, first, after
+            self._mongo,
+            self._c,
+            self._query(member_id, state, role),
+            NEWEST_FIRST,
+            first,
+            after,
+            projection=_WITHOUT_MESSAGES,
         )
         return Page([(c, conversation_from_doc(d)) for c, d in page.items], page.has_next)
 
-    async def count_for(self, member_id: str, state: ConversationState | None) -> int:
-        return await self._c.count_documents(self._query(member_id, state), session=self._session)
+    async def count_for(
+        self,
+        member_id: str,
+        state: ConversationState | None,
+        role: ConversationRole | None = None,
+    ) -> int:
+        return await self._c.count_documents(
+            self._query(member_id, state, role), session=self._session
+        )
 
     async def reminders_due_after(
         self, now: datetime, *, after: tuple[datetime, str] | None, limit: int
@@ -201,10 +254,10 @@ class ConversationRepository(ConversationReader):
         state: ConversationState,
         response: InMailResponse,
         at: datetime,
-        reply: Message | None,
         credited_back: bool,
     ) -> bool:
-        """Record the first response; False if one was already recorded."""
+        """Record the first response; False if one was already recorded (a written reply is
+        a message: the caller adds it)."""
         update: Doc = {
             "$set": {
                 "state": state.value,
@@ -213,19 +266,10 @@ class ConversationRepository(ConversationReader):
                 "creditedBack": credited_back,
             }
         }
-        if reply is not None:
-            update["$push"] = {"messages": _message_to_doc(reply)}
         result = await self._c.update_one(
             {"_id": conversation_id, "respondedAt": None}, update, session=self._session
         )
         return result.modified_count == 1
-
-    async def append_message(self, conversation_id: str, message: Message) -> None:
-        await self._c.update_one(
-            {"_id": conversation_id},
-            {"$push": {"messages": _message_to_doc(message)}},
-            session=self._session,
-        )
 
     async def mark_reminded(self, conversation_id: str, at: datetime) -> bool:
         result = await self._c.update_one(

@@ -3,9 +3,9 @@
 It is picked by the composition root when no mongod can run, and it is the only module that
 knows mongomock's gaps: no sessions (every transaction runs under one process-wide lock, which
 is only sound because this mode is single-process and keeps nothing), no working bulk updates,
-no index hints, no `$$NOW`, no change streams, and partial filters ignored (so a partial unique
-index would refuse documents it should not index at all; the lock and the service's own checks
-keep those rules here).
+no index hints, no `$$NOW`, no `$unionWith`, no change streams, and partial filters ignored (so
+a partial unique index would refuse documents it should not index at all; the lock and the
+service's own checks keep those rules here).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pymongo import IndexModel
 from pymongo.asynchronous.cursor import AsyncCursor
@@ -65,6 +65,20 @@ class InMemoryMongo(Mongo):
 
     def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:
         return cursor
+
+    async def latest_per_key(
+        self,
+        collection: Collection,
+        key: str,
+        values: Sequence[Any],
+        sort: Sequence[tuple[str, int]],
+        limit: int,
+        session: Session,
+    ) -> list[Doc]:
+        found: list[Doc] = []
+        for value in values:  # no $unionWith in mongomock
+            found += await self.find_all(collection, {key: value}, sort=sort, limit=limit)
+        return found
 
 
 class SoleProcessLease:

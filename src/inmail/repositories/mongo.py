@@ -65,9 +65,12 @@ class Collections:
     notifications: Collection
     leases: Collection
     rate_limits: Collection
+    messages: Collection
+    migrations: Collection
 
 
 _AWAITING = {"state": "AWAITING_RESPONSE"}
+_DIRECT = {"kind": "DIRECT"}
 
 INDEXES: Mapping[str, Sequence[IndexModel]] = {
     "members": [
@@ -112,11 +115,24 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             [("recipientId", ASCENDING), ("sentAt", DESCENDING), ("_id", DESCENDING)],
             name="recipient_newest",
         ),
+        # One direct thread per pair of members. It leads with the shard key (README,
+        # Sharding): a direct thread is stored under the pair's smaller id as its senderId.
         IndexModel(
-            [("pair", ASCENDING)],
+            [("senderId", ASCENDING), ("pairKey", ASCENDING)],
             unique=True,
-            partialFilterExpression={"kind": "DIRECT"},
-            name="one_direct_per_pair",
+            partialFilterExpression=_DIRECT,
+            name="one_direct_per_sender_pair",
+        ),
+        # The SENT and RECEIVED lists' direct threads, by who started them.
+        IndexModel(
+            [("startedBy", ASCENDING), ("sentAt", DESCENDING), ("_id", DESCENDING)],
+            partialFilterExpression=_DIRECT,
+            name="direct_started_by_newest",
+        ),
+        IndexModel(
+            [("startedWith", ASCENDING), ("sentAt", DESCENDING), ("_id", DESCENDING)],
+            partialFilterExpression=_DIRECT,
+            name="direct_started_with_newest",
         ),
         # The reminder job's keyset, (reminderDueAt, _id), so a pass never meets one twice.
         IndexModel(
@@ -153,6 +169,19 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
     "leases": [],
     # Send counters per member and minute (repositories/rate_limits.py), gone once stale.
     "rate_limits": [IndexModel([("deleteAfter", ASCENDING)], expireAfterSeconds=0, name="expired")],
+    # A thread's messages, one document each: the latest, a page and a count are index ranges.
+    "messages": [
+        IndexModel(
+            [("conversationId", ASCENDING), ("sentAt", ASCENDING), ("_id", ASCENDING)],
+            name="conversation_oldest",
+        ),
+    ],
+    "migrations": [],  # which start-up data migrations are complete (repositories/migrations.py)
+}
+
+OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
+    # {pair} alone: a unique index that does not lead with the shard key `senderId`.
+    "conversations": ["one_direct_per_pair"],
 }
 
 
@@ -184,10 +213,46 @@ class Mongo:
         return INDEXES[collection]
 
     async def create_indexes(self) -> None:
+        """Bring the database up to this version: obsolete indexes dropped, data migrated
+        (repositories/migrations.py, each step idempotent), then every index created."""
+        from inmail.repositories.migrations import migrate
+
+        for name, obsolete in OBSOLETE_INDEXES.items():
+            existing = await self.db[name].index_information()
+            for index in obsolete:
+                if index in existing:
+                    await self.db[name].drop_index(index)
+        await migrate(self)
         for name in INDEXES:
             models = self.index_models(name)
             if models:
                 await self.db[name].create_indexes(list(models))
+
+    async def latest_per_key(
+        self,
+        collection: Collection,
+        key: str,
+        values: Sequence[Any],
+        sort: Sequence[tuple[str, int]],
+        limit: int,
+        session: Session,
+    ) -> list[Doc]:
+        """The first `limit` documents in `sort` order for each value of `key`, one round trip.
+
+        One aggregate: a $match-$sort-$limit per value, chained with $unionWith, so each is an
+        index range of its own (never the whole of a large group).
+        """
+        if not values:
+            return []
+
+        def branch(value: Any) -> list[Doc]:
+            return [{"$match": {key: value}}, {"$sort": dict(sort)}, {"$limit": limit}]
+
+        pipeline = branch(values[0]) + [
+            {"$unionWith": {"coll": collection.name, "pipeline": branch(value)}}
+            for value in values[1:]
+        ]
+        return await self.aggregate(collection, pipeline, session)
 
     async def close(self) -> None:
         result = self.client.close()

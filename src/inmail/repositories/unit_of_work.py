@@ -18,6 +18,7 @@ from inmail.repositories.conversations import ConversationReader, ConversationRe
 from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
 from inmail.repositories.ledger import LedgerReader, LedgerRepository
 from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
+from inmail.repositories.messages import MessageReader, MessageRepository
 from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session
 from inmail.repositories.rate_limits import RateLimitReader, RateLimitRepository
 from inmail.repositories.records import (
@@ -49,6 +50,7 @@ class Reads:
     purchases: PurchaseReader
     notifications: NotificationReader
     rate_limits: RateLimitReader
+    messages: MessageReader
 
     @classmethod
     def on(cls, mongo: Mongo) -> Reads:
@@ -61,6 +63,7 @@ class Reads:
             purchases=PurchaseReader(mongo, None),
             notifications=NotificationReader(mongo, None),
             rate_limits=RateLimitReader(mongo, None),
+            messages=MessageReader(mongo, None),
         )
 
 
@@ -77,6 +80,7 @@ class Transaction:
     purchases: PurchaseRepository
     notifications: NotificationRepository
     rate_limits: RateLimitRepository
+    messages: MessageRepository
 
     @classmethod
     def on(cls, mongo: Mongo, session: Session) -> Transaction:
@@ -89,6 +93,7 @@ class Transaction:
             purchases=PurchaseRepository(mongo, session),
             notifications=NotificationRepository(mongo, session),
             rate_limits=RateLimitRepository(mongo, session),
+            messages=MessageRepository(mongo, session),
         )
 
 

@@ -62,6 +62,8 @@ LIST_CAPS: Mapping[str, Cap] = {
     "CreditLotConnection.nodes": PAGE,
     "LedgerEntryConnection.edges": PAGE,
     "LedgerEntryConnection.nodes": PAGE,
+    "MessageConnection.edges": PAGE,
+    "MessageConnection.nodes": PAGE,
     # A mutation fails for one reason: its payload's errors hold at most one.
     "AdvanceClockPayload.errors": 1,
     "CancelSubscriptionPayload.errors": 1,

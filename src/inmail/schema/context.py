@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from strawberry.types import Info
 
-from inmail.domain.conversations import ConversationState
+from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, LotStatus
-from inmail.domain.model import Conversation, LedgerEntry, Member
+from inmail.domain.model import Conversation, LedgerEntry, Member, Message
 from inmail.domain.plans import PlanTable
 
 T_co = TypeVar("T_co", covariant=True)
@@ -61,8 +61,19 @@ class Reads(Protocol):
     ) -> Listing[LedgerEntry]: ...
 
     async def conversations(
-        self, member_id: str, state: ConversationState | None, first: int | None, after: str | None
+        self,
+        member_id: str,
+        state: ConversationState | None,
+        first: int | None,
+        after: str | None,
+        role: ConversationRole | None = None,
     ) -> Listing[Conversation]: ...
+
+    async def latest_messages(self, conversation: Conversation) -> list[Message]: ...
+
+    async def messages(
+        self, conversation: Conversation, first: int | None, after: str | None
+    ) -> Listing[Message]: ...
 
     async def conversation(self, conversation_id: str) -> Conversation | None: ...
 

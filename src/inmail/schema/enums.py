@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from inmail.domain.conversations import ConversationState, InMailResponse
+from inmail.domain.conversations import ConversationRole, ConversationState, InMailResponse
 from inmail.domain.credits import CreditSource, LedgerKind, LotStatus
 from inmail.domain.errors import ErrorCode
 from inmail.domain.model import ConversationKind, SubscriptionStatus
@@ -22,6 +22,11 @@ strawberry.enum(
     description="INMAIL costs a credit; DIRECT is a free thread between 1st-degree connections.",
 )
 strawberry.enum(InMailResponse, name="InMailResponse")
+strawberry.enum(
+    ConversationRole,
+    name="ConversationRole",
+    description="SENT: conversations the member started; RECEIVED: those started with them.",
+)
 strawberry.enum(ErrorCode, name="ErrorCode")
 
 CreditLotStatus = LotStatus
@@ -29,6 +34,7 @@ LedgerEntryKind = LedgerKind
 
 __all__ = [
     "ConversationKind",
+    "ConversationRole",
     "ConversationState",
     "CreditLotStatus",
     "CreditSource",

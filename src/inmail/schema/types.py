@@ -12,6 +12,7 @@ from inmail.domain import billing, credits, model, plans
 from inmail.schema.context import GraphInfo, Listing, reads
 from inmail.schema.enums import (
     ConversationKind,
+    ConversationRole,
     ConversationState,
     CreditLotStatus,
     CreditSource,
@@ -252,9 +253,17 @@ class Conversation:
     async def recipient(self, info: GraphInfo) -> Member:
         return await Member.load(info, self._c.recipient_id)
 
-    @strawberry.field
-    def messages(self) -> list[Message]:
-        return [Message.from_domain(m) for m in self._c.messages]
+    @strawberry.field(description="The latest 100 messages, oldest first.")
+    async def messages(self, info: GraphInfo) -> list[Message]:
+        latest = await reads(info).latest_messages(self._c)
+        return [Message.from_domain(m) for m in latest]
+
+    @strawberry.field(description="Every message, oldest first.")
+    async def message_connection(
+        self, info: GraphInfo, first: int | None = 20, after: str | None = None
+    ) -> Connection[Message]:
+        listing = await reads(info).messages(self._c, first, after)
+        return Connection.build(listing, Message.from_domain)
 
 
 @strawberry.type
@@ -317,10 +326,11 @@ class Member:
         self,
         info: GraphInfo,
         state: ConversationState | None = None,
+        role: ConversationRole | None = None,
         first: int | None = 20,
         after: str | None = None,
     ) -> Connection[Conversation] | None:
-        listing = await reads(info).conversations(self._m.id, state, first, after)
+        listing = await reads(info).conversations(self._m.id, state, first, after, role)
         return Connection.build(listing, Conversation.from_domain)
 
 

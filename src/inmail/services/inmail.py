@@ -96,6 +96,7 @@ async def _send(
     await count_send(tx, deps.rate_limits, Action.INMAIL, draft.sender_id, now)
     entries = await account.save(tx)
     stored = await tx.conversations.insert(conversation)
+    await tx.messages.add(conversation.id, Message(new_id(), draft.sender_id, draft.body, now))
     outcome = KeyedOutcome(conversation.id, account.balance)
     await remember(tx.idempotency, request, outcome, now)
     return _Sent(outcome, entries, stored)
@@ -127,7 +128,6 @@ def _new_inmail(draft: _Draft, now: datetime, reminder_delay: timedelta) -> Conv
         subject=draft.subject,
         state=ConversationState.AWAITING_RESPONSE,
         sent_at=now,
-        messages=(Message(new_id(), draft.sender_id, draft.body, now),),
         reminder_due_at=reminder_due_at(now, reminder_delay),
     )
 
@@ -172,17 +172,17 @@ async def _respond(
     conversation = await _awaiting_my_response(tx, member_id, conversation_id)
     account = await _credit_back_account(tx, deps, conversation, now)
     credited = account is not None and _credit_back(account, deps, conversation, now)
-    reply = Message(new_id(), member_id, note, now) if note else None
     recorded = await tx.conversations.record_response(
         conversation.id,
         state=state_after(response),
         response=response,
         at=now,
-        reply=reply,
         credited_back=credited,
     )
     if not recorded:
         raise _already_responded()
+    if note:
+        await tx.messages.add(conversation.id, Message(new_id(), member_id, note, now))
     entries = await account.save(tx) if account is not None else []
     return _Responded(credited, entries)
 
@@ -280,19 +280,23 @@ async def _reply_in(
         raise DomainError(
             ErrorCode.AWAITING_RESPONSE, "This InMail has no response yet.", "conversationId"
         )
-    await tx.conversations.append_message(conversation.id, message)
+    await tx.messages.add(conversation.id, message)
     return conversation.id
 
 
 async def _message_connection(
     tx: Transaction, limits: RateLimits, member_id: str, recipient_id: str, message: Message
 ) -> str:
-    """Into the pair's direct thread, started by this message if there is none yet."""
+    """Into the pair's direct thread, started by this message if there is none yet.
+
+    Two first messages at once both find no thread; the unique index {senderId, pairKey} lets
+    one insert win, and the other's transaction is run again and finds the winner's thread.
+    """
     await count_send(tx, limits, Action.MESSAGE, member_id, message.sent_at)
     await _check_connected(tx, member_id, recipient_id)
     existing = await tx.conversations.direct_between(member_id, recipient_id)
     if existing is not None:
-        await tx.conversations.append_message(existing.id, message)
+        await tx.messages.add(existing.id, message)
         return existing.id
     thread = Conversation(
         id=new_id(),
@@ -302,9 +306,9 @@ async def _message_connection(
         subject="",
         state=ConversationState.ACCEPTED,
         sent_at=message.sent_at,
-        messages=(message,),
     )
     await tx.conversations.insert(thread)
+    await tx.messages.add(thread.id, message)
     return thread.id
 
 

@@ -19,8 +19,10 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from inmail import metrics
+from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.changes import ChangesLost, LedgerChanges
 from inmail.repositories.ledger import LedgerReader
@@ -142,9 +144,11 @@ class Broker:
         changes: Callable[[], LedgerChanges] | None,
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """`changes` opens a feed of the ledger's committed changes; None: this process only."""
         self._ledger = ledger
+        self._now = now
         self._events = events
         self._changes = changes
         self._queue_size = queue_size
@@ -201,7 +205,8 @@ class Broker:
         """A subscription to a member's balance, released when the block ends however it ends.
 
         It starts with the member's latest recorded change, so the subscriber knows the balance
-        at once; from there on it gets every change, in order, each once.
+        at once (a member with no change yet: balance 0, delta 0, now); from there on it gets
+        every change, in order, each once.
         """
         subscriber = Subscriber(member_id, self._queue_size)
         self._by_member.setdefault(member_id, set()).add(subscriber)
@@ -212,6 +217,8 @@ class Broker:
             latest = await self._latest(member_id)
             if latest is not None:
                 subscriber.start_from(latest)
+            elif not subscriber.pending:  # no history, and no first change arrived meanwhile
+                subscriber.start_from(self._nothing_yet(member_id))
             yield subscriber
         finally:
             subscriber.close()
@@ -221,6 +228,20 @@ class Broker:
                 if not subscribers:
                     del self._by_member[member_id]
             metrics.SUBSCRIBERS.dec()
+
+    def _nothing_yet(self, member_id: str) -> BalanceUpdate:
+        """The first update of a member with no ledger history: no credits, as of now.
+
+        Its seq is 0, before any entry's, so the member's first change still follows it.
+        """
+        return BalanceUpdate(
+            member_id=member_id,
+            balance=0,
+            delta=0,
+            reason=LedgerKind.GRANT,
+            at=self._now(),
+            seq=0,
+        )
 
     async def _latest(self, member_id: str) -> BalanceUpdate | None:
         page = await self._ledger.page(member_id, 1, None)

@@ -17,9 +17,9 @@ from strawberry.dataloader import DataLoader
 from inmail.auth import Viewer
 from inmail.domain import access
 from inmail.domain.access import ReadRefused, Refusal
-from inmail.domain.conversations import ConversationState
+from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, LotStatus
-from inmail.domain.model import Conversation, LedgerEntry, Member
+from inmail.domain.model import Conversation, LedgerEntry, Member, Message
 from inmail.domain.plans import PlanTable
 from inmail.repositories.pages import BadCursor, Page
 
@@ -55,10 +55,30 @@ class ConversationReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]: ...
 
     async def page_for(
-        self, member_id: str, state: ConversationState | None, first: int, after: str | None
+        self,
+        member_id: str,
+        state: ConversationState | None,
+        first: int,
+        after: str | None,
+        role: ConversationRole | None = None,
     ) -> Page[Conversation]: ...
 
-    async def count_for(self, member_id: str, state: ConversationState | None) -> int: ...
+    async def count_for(
+        self,
+        member_id: str,
+        state: ConversationState | None,
+        role: ConversationRole | None = None,
+    ) -> int: ...
+
+
+class MessageReads(Protocol):
+    async def latest_for_many(
+        self, conversation_ids: Iterable[str]
+    ) -> dict[str, list[Message]]: ...
+
+    async def page(self, conversation_id: str, first: int, after: str | None) -> Page[Message]: ...
+
+    async def count(self, conversation_id: str) -> int: ...
 
 
 class ReadStore(Protocol):
@@ -75,6 +95,9 @@ class ReadStore(Protocol):
 
     @property
     def conversations(self) -> ConversationReads: ...
+
+    @property
+    def messages(self) -> MessageReads: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +147,10 @@ class Reader:
         self._lots = DataLoader[str, CreditLot | None](self._load_lots)
         self._conversations = DataLoader[str, Conversation | None](self._load_conversations)
         self._balances = DataLoader[str, int](self._load_balances)
+        # The latest messages of each conversation: one query for a page of conversations.
+        self._latest_messages = DataLoader[str, list[Message]](
+            self._load_latest_messages, max_batch_size=100
+        )
 
     def now(self) -> datetime:
         return self._clock()
@@ -132,6 +159,7 @@ class Reader:
         """Forget what was read: after a write, or before a websocket's next event."""
         for loader in (self._members, self._lots, self._conversations, self._balances):
             loader.clear_all()
+        self._latest_messages.clear_all()
 
     # Who is asking: the checks every entrypoint shares.
 
@@ -210,15 +238,38 @@ class Reader:
         return self._listing(page, lambda: ledger.count(member_id))
 
     async def conversations(
-        self, member_id: str, state: ConversationState | None, first: int | None, after: str | None
+        self,
+        member_id: str,
+        state: ConversationState | None,
+        first: int | None,
+        after: str | None,
+        role: ConversationRole | None = None,
     ) -> Listing[Conversation]:
+        """A member's conversations; `role` keeps the ones they received (the inbox) or sent."""
         self.owner_or_admin(member_id)
         size = self._page_size(first)
         conversations = self._store.conversations
-        page = await self._page(lambda: conversations.page_for(member_id, state, size, after))
+        page = await self._page(lambda: conversations.page_for(member_id, state, size, after, role))
         for _, conversation in page.items:
             self._conversations.prime(conversation.id, conversation)
-        return self._listing(page, lambda: conversations.count_for(member_id, state))
+        return self._listing(page, lambda: conversations.count_for(member_id, state, role))
+
+    # A thread's messages, for its two parties and admins.
+
+    async def latest_messages(self, conversation: Conversation) -> list[Message]:
+        """The latest 100, oldest first."""
+        self._sees(conversation)
+        return await self._latest_messages.load(conversation.id)
+
+    async def messages(
+        self, conversation: Conversation, first: int | None, after: str | None
+    ) -> Listing[Message]:
+        """Every message, oldest first, a page at a time."""
+        self._sees(conversation)
+        size = self._page_size(first)
+        messages, conversation_id = self._store.messages, conversation.id
+        page = await self._page(lambda: messages.page(conversation_id, size, after))
+        return self._listing(page, lambda: messages.count(conversation_id))
 
     # Single records: another's is as if unknown.
 
@@ -240,6 +291,11 @@ class Reader:
             return rule()
         except ReadRefused as refused:
             raise self._refuse(refused) from None
+
+    def _sees(self, conversation: Conversation) -> None:
+        viewer = self.signed_in()
+        if not access.sees_conversation(viewer, conversation):
+            raise self._refuse(ReadRefused(Refusal.OWNER_OR_ADMIN))
 
     def _page_size(self, first: int | None) -> int:
         maximum = self._max_page_size
@@ -270,6 +326,10 @@ class Reader:
     async def _load_conversations(self, ids: list[str]) -> list[Conversation | None]:
         found = await self._store.conversations.get_many(ids)
         return [found.get(i) for i in ids]
+
+    async def _load_latest_messages(self, ids: list[str]) -> list[list[Message]]:
+        found = await self._store.messages.latest_for_many(ids)
+        return [found.get(i, []) for i in ids]
 
     async def _load_balances(self, ids: list[str]) -> list[int]:
         found = await self._store.lots.balances(ids, self._clock())

@@ -1,0 +1,247 @@
+"""Threads of any length, one direct thread per pair, and the inbox and sent box (SPEC 4).
+
+On the real mongod, through GraphQL. The long thread is mostly inserted directly (for speed),
+with hundreds of messages sent through the API past the point where an embedded thread used to
+hit MongoDB's 16 MB document limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import bson
+
+from inmail.domain.model import Message
+from inmail.repositories.messages import message_to_doc
+from inmail.repositories.mongo import new_id
+from support import Api, Person, send_message
+
+CLEF = "\U0001d11e"  # four bytes in UTF-8: 2,000 of them make an 8 KB message
+LONG_BODY = CLEF * 2000
+THREAD = 5000
+THROUGH_THE_API = 300
+PAGE = 100
+
+MESSAGES = """
+query($id: ID!) { conversation(id: $id) { id messages { id sentAt author { id } } } }
+"""
+MESSAGE_PAGE = """
+query($id: ID!, $first: Int, $after: String) { conversation(id: $id) {
+  messageConnection(first: $first, after: $after) {
+    totalCount pageInfo { hasNextPage endCursor } nodes { id body } } } }
+"""
+
+
+async def _connected(api: Api, *names: str) -> list[Person]:
+    people = [await api.create_member(name, "PREMIUM_CAREER") for name in names]
+    for other in people[1:]:
+        await api.connect(people[0], other)
+    return people
+
+
+SAY = """
+mutation($i: SendMessageInput!) { sendMessage(input: $i) {
+  conversation { id } message { id } errors { code message } } }
+"""
+
+
+async def _say(api: Api, author: Person, body: str, conversation_id: str) -> dict[str, Any]:
+    """A message into a thread, answered without the thread's messages."""
+    data = await api.gql(
+        SAY, {"i": {"conversationId": conversation_id, "body": body}}, author.token
+    )
+    result: dict[str, Any] = data["sendMessage"]
+    return result
+
+
+async def _message_page(
+    api: Api, reader: Person, conversation_id: str, first: int, after: str | None
+) -> dict[str, Any]:
+    data = await api.gql(
+        MESSAGE_PAGE, {"id": conversation_id, "first": first, "after": after}, reader.token
+    )
+    page: dict[str, Any] = data["conversation"]["messageConnection"]
+    return page
+
+
+async def test_a_thread_of_five_thousand_messages_takes_each_further_one_and_pages_in_order(
+    api: Api,
+) -> None:
+    ada, grace = await _connected(api, "Ada Lovelace", "Grace Hopper")
+    opened = await send_message(api, ada, LONG_BODY, recipient=grace)
+    assert opened["errors"] == []
+    thread = opened["conversation"]["id"]
+    order = [opened["message"]["id"]]
+
+    # The bulk of the thread, inserted directly: 8 KB each, one millisecond apart.
+    start = api.clock.now()
+    bulk = THREAD - 1 - THROUGH_THE_API
+    for first in range(0, bulk, 500):
+        docs = []
+        for i in range(first, min(first + 500, bulk)):
+            writer = (ada, grace)[i % 2].id
+            message = Message(new_id(), writer, LONG_BODY, start + timedelta(milliseconds=i + 1))
+            docs.append(message_to_doc(thread, message))
+            order.append(message.id)
+        await api.container.mongo.c.messages.insert_many(docs)
+    api.advance(minutes=1)
+
+    # Far past 16 MB of messages, every further one is accepted, from either side.
+    stored = await api.container.mongo.c.messages.aggregate(
+        [
+            {"$match": {"conversationId": thread}},
+            {"$group": {"_id": None, "bytes": {"$sum": {"$bsonSize": "$$ROOT"}}}},
+        ]
+    )
+    (total,) = [doc["bytes"] async for doc in stored]
+    assert total > 16 * 1024 * 1024
+    for i in range(THROUGH_THE_API):
+        sender = (grace, ada)[i % 2]
+        sent = await _say(api, sender, LONG_BODY, thread)
+        assert sent["errors"] == [], sent["errors"]
+        order.append(sent["message"]["id"])
+        if i % 100 == 99:  # each writer stays under the 60 messages a minute limit
+            api.advance(minutes=1)
+    assert len(order) == THREAD
+
+    # `messages`: exactly the latest 100, oldest first.
+    data = await api.gql(MESSAGES, {"id": thread}, grace.token)
+    assert [m["id"] for m in data["conversation"]["messages"]] == order[-100:]
+
+    # The conversation document itself stays small: its messages are not in it.
+    doc = await api.container.mongo.c.conversations.find_one({"_id": thread})
+    assert doc is not None
+    assert "messages" not in doc
+    assert len(bson.encode(doc)) < 1024
+
+    # messageConnection visits every message once, oldest first.
+    seen: list[str] = []
+    after: str | None = None
+    while True:
+        page = await _message_page(api, ada, thread, PAGE, after)
+        assert page["totalCount"] == THREAD
+        seen += [node["id"] for node in page["nodes"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert seen == order
+    assert len(set(seen)) == THREAD
+
+    # Reading one message of the thread answers with one message, not the thread.
+    response = await api.post(MESSAGE_PAGE, {"id": thread, "first": 1, "after": None}, ada.token)
+    one = json.loads(response.content)["data"]["conversation"]["messageConnection"]
+    assert [node["id"] for node in one["nodes"]] == order[:1]
+    assert len(response.content) < 64 * 1024, len(response.content)
+
+
+async def test_a_message_page_larger_than_the_maximum_is_refused(api: Api) -> None:
+    ada, grace = await _connected(api, "Ada Lovelace", "Grace Hopper")
+    opened = await send_message(api, ada, "Shall we pair on the compiler?", recipient=grace)
+    body = await api.raw(
+        MESSAGE_PAGE,
+        {"id": opened["conversation"]["id"], "first": 101, "after": None},
+        ada.token,
+    )
+    assert "first must be between 0 and 100" in json.dumps(body["errors"])
+    bad = await api.raw(
+        MESSAGE_PAGE,
+        {"id": opened["conversation"]["id"], "first": 5, "after": "not-a-cursor"},
+        ada.token,
+    )
+    assert "after" in json.dumps(bad["errors"])
+
+
+async def test_twenty_first_messages_at_once_between_two_connections_make_one_thread(
+    api: Api,
+) -> None:
+    ada, grace = await _connected(api, "Ada Lovelace", "Grace Hopper")
+    results = await asyncio.gather(
+        *(
+            send_message(api, author, f"Hello number {i}", recipient=other)
+            for i, (author, other) in enumerate([(ada, grace), (grace, ada)] * 10)
+        )
+    )
+    assert all(result["errors"] == [] for result in results), results
+    threads = {result["conversation"]["id"] for result in results}
+    assert len(threads) == 1
+    (thread,) = threads
+    assert await api.container.mongo.c.conversations.count_documents({"kind": "DIRECT"}) == 1
+    page = await _message_page(api, grace, thread, 100, None)
+    assert page["totalCount"] == 20
+    assert sorted(node["body"] for node in page["nodes"]) == sorted(
+        f"Hello number {i}" for i in range(20)
+    )
+
+
+ROLES = """
+query($role: ConversationRole, $state: ConversationState, $first: Int, $after: String) {
+  viewer { conversations(role: $role, state: $state, first: $first, after: $after) {
+    totalCount pageInfo { hasNextPage endCursor }
+    nodes { id kind state sender { id } recipient { id } } } } }
+"""
+
+
+async def _listed(
+    api: Api, viewer: Person, role: str | None, state: str | None = None
+) -> tuple[list[str], int]:
+    data = await api.gql(ROLES, {"role": role, "state": state, "first": 20}, viewer.token)
+    found = data["viewer"]["conversations"]
+    return [node["id"] for node in found["nodes"]], found["totalCount"]
+
+
+async def test_the_inbox_holds_what_others_started_and_the_sent_box_what_the_viewer_started(
+    api: Api,
+) -> None:
+    # Created in this order, so Ada has the smallest id: a thread Bob starts with her is
+    # stored under her id, and must still be her RECEIVED and his SENT.
+    ada, bob, carol = await _connected(api, "Ada Lovelace", "Bob Kahn", "Carol Shaw")
+    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    alan = await api.create_member("Alan Turing", "PREMIUM_CAREER")
+
+    to_grace = (await api.send(ada, grace))["conversation"]["id"]
+    api.advance(minutes=1)
+    from_alan = (await api.send(alan, ada))["conversation"]["id"]
+    api.advance(minutes=1)
+    from_bob = (await send_message(api, bob, "Lunch on Friday?", recipient=ada))["conversation"][
+        "id"
+    ]
+    api.advance(minutes=1)
+    to_carol = (await send_message(api, ada, "Your game was great.", recipient=carol))[
+        "conversation"
+    ]["id"]
+    api.advance(minutes=1)
+    assert (await api.respond(ada, from_alan, "NOT_INTERESTED"))["errors"] == []
+
+    # Newest first, as every conversation list.
+    assert await _listed(api, ada, "SENT") == ([to_carol, to_grace], 2)
+    assert await _listed(api, ada, "RECEIVED") == ([from_bob, from_alan], 2)
+    assert await _listed(api, ada, None) == ([to_carol, from_bob, from_alan, to_grace], 4)
+    assert await _listed(api, bob, "SENT") == ([from_bob], 1)
+    assert await _listed(api, bob, "RECEIVED") == ([], 0)
+    assert await _listed(api, carol, "RECEIVED") == ([to_carol], 1)
+    assert await _listed(api, grace, "RECEIVED") == ([to_grace], 1)
+    assert await _listed(api, grace, "SENT") == ([], 0)
+
+    # With a state: the inbox's InMails still awaiting an answer, and the declined one.
+    assert await _listed(api, ada, "RECEIVED", "AWAITING_RESPONSE") == ([], 0)
+    assert await _listed(api, ada, "RECEIVED", "DECLINED") == ([from_alan], 1)
+    assert await _listed(api, ada, "SENT", "AWAITING_RESPONSE") == ([to_grace], 1)
+
+    # Paging the inbox one at a time visits both, once.
+    first = await api.gql(ROLES, {"role": "RECEIVED", "first": 1}, ada.token)
+    page = first["viewer"]["conversations"]
+    assert page["pageInfo"]["hasNextPage"] is True
+    second = await api.gql(
+        ROLES, {"role": "RECEIVED", "first": 1, "after": page["pageInfo"]["endCursor"]}, ada.token
+    )
+    rest = second["viewer"]["conversations"]
+    assert [n["id"] for n in page["nodes"] + rest["nodes"]] == [from_bob, from_alan]
+    assert rest["pageInfo"]["hasNextPage"] is False
+
+    # The direct thread's sender is who wrote first, whatever id it is stored under.
+    bobs = next(n for n in page["nodes"] if n["id"] == from_bob)
+    assert bobs["kind"] == "DIRECT"
+    assert (bobs["sender"]["id"], bobs["recipient"]["id"]) == (bob.id, ada.id)
