@@ -206,6 +206,24 @@ SETTINGS: tuple[Setting, ...] = (
         "an integer 1-10000000",
         "most objects one operation may return (a connection's `first` multiplies what it holds)",
     ),
+    Setting(
+        "INMAIL_EXPIRY_NOTICE_DAYS",
+        "7",
+        "an integer 1-89",
+        "CREDITS_EXPIRING: how many days before a lot's expiresAt its member is told",
+    ),
+    Setting(
+        "INMAIL_WEBHOOK_URL",
+        None,
+        "an http:// or https:// URL",
+        "set: every notification is POSTed there, signed (see Webhooks); unset: none",
+    ),
+    Setting(
+        "INMAIL_WEBHOOK_SECRET",
+        None,
+        "a string of 32+ characters",
+        "the HMAC-SHA256 key of webhook signatures; required with INMAIL_WEBHOOK_URL",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -251,6 +269,9 @@ class Settings:
     metrics_port: int | None = 9464
     metrics_token: str | None = None
     max_query_cost: int = 50_000
+    expiry_notice_days: int = 7
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -315,7 +336,12 @@ class Settings:
             metrics_port=read.value("INMAIL_METRICS_PORT", _port_or_off),
             metrics_token=read.optional("INMAIL_METRICS_TOKEN", _secret),
             max_query_cost=read.value("INMAIL_MAX_QUERY_COST", _int_range(1, 10_000_000)),
+            expiry_notice_days=read.value("INMAIL_EXPIRY_NOTICE_DAYS", _int_range(1, 89)),
+            webhook_url=read.optional("INMAIL_WEBHOOK_URL", _webhook_url),
+            webhook_secret=read.optional("INMAIL_WEBHOOK_SECRET", _secret),
         )
+        if settings.webhook_url is not None and settings.webhook_secret is None:
+            raise SettingsError("INMAIL_WEBHOOK_SECRET: required when INMAIL_WEBHOOK_URL is set")
         if settings.is_production:
             if settings.jwt_secret is None:
                 raise SettingsError("INMAIL_JWT_SECRET: required when INMAIL_ENV=production")
@@ -460,3 +486,9 @@ def settings_table_markdown() -> str:
         default = f"`{s.default}`" if s.default is not None else "unset"
         rows.append(f"| `{s.name}` | {default} | {s.accepts} | {s.help} |")
     return "\n".join(rows)
+
+
+def _webhook_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")) or len(raw) > 2048:
+        raise ValueError("expected an http:// or https:// URL")
+    return raw

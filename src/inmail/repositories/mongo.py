@@ -64,6 +64,7 @@ class Collections:
     idempotency: Collection
     notifications: Collection
     leases: Collection
+    conversation_events: Collection
 
 
 _AWAITING = {"state": "AWAITING_RESPONSE"}
@@ -140,16 +141,27 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("memberId", ASCENDING), ("key", ASCENDING)], unique=True, name="key_once"),
     ],
     "notifications": [
+        # One notification per event (repositories/notifications.py).
         IndexModel(
-            [("kind", ASCENDING), ("conversationId", ASCENDING)],
-            unique=True,
-            partialFilterExpression={"conversationId": {"$type": "string"}},
-            name="one_per_conversation",
+            [("kind", ASCENDING), ("eventKey", ASCENDING)], unique=True, name="one_per_event"
         ),
-        IndexModel([("memberId", ASCENDING), ("at", DESCENDING)], name="member_newest"),
-        IndexModel([("deliveredAt", ASCENDING), ("at", ASCENDING)], name="undelivered"),
+        IndexModel(
+            [("memberId", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)],
+            name="member_newest_keyset",
+        ),
+        IndexModel(
+            [("memberId", ASCENDING), ("readAt", ASCENDING), ("at", DESCENDING)],
+            name="member_unread",
+        ),
+        IndexModel(
+            [("delivery.state", ASCENDING), ("delivery.dueAt", ASCENDING)], name="webhook_due"
+        ),
     ],
     "leases": [],
+    "conversation_events": [
+        IndexModel([("eventKey", ASCENDING)], unique=True, name="one_per_event"),
+        IndexModel([("conversationId", ASCENDING), ("_id", ASCENDING)], name="conversation_order"),
+    ],
 }
 
 

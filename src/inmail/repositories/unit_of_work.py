@@ -19,11 +19,10 @@ from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
 from inmail.repositories.ledger import LedgerReader, LedgerRepository
 from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
 from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session
+from inmail.repositories.notifications import NotificationReader, NotificationRepository
 from inmail.repositories.records import (
     IdempotencyReader,
     IdempotencyRepository,
-    NotificationReader,
-    NotificationRepository,
     PurchaseReader,
     PurchaseRepository,
 )

@@ -16,6 +16,7 @@ from inmail.schema.inputs import (
     ChangePlanInput,
     ConnectMembersInput,
     CreateMemberInput,
+    MarkNotificationsReadInput,
     PaymentMethodInput,
     PurchaseInMailCreditsInput,
     RespondToInMailInput,
@@ -28,6 +29,7 @@ from inmail.schema.payloads import (
     ChangePlanPayload,
     ConnectMembersPayload,
     CreateMemberPayload,
+    MarkNotificationsReadPayload,
     PurchaseInMailCreditsPayload,
     RespondToInMailPayload,
     SendInMailPayload,
@@ -45,6 +47,7 @@ from inmail.schema.types import (
 )
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
+from inmail.services import notifications as notification_service
 from inmail.services.purchases import purchase_credits
 
 P = TypeVar("P")
@@ -178,6 +181,32 @@ class Mutation:
             return CancelSubscriptionPayload(member=Member.from_domain(member))
 
         return await _attempt(lambda e: CancelSubscriptionPayload(errors=e), work)
+
+    @strawberry.mutation(
+        description=(
+            "Marks the viewer's notifications read: `ids` (ids that are not the viewer's own "
+            "change nothing) or `all`. Returns the unread count after."
+        )
+    )
+    async def mark_notifications_read(
+        self, info: GraphInfo, input: MarkNotificationsReadInput
+    ) -> MarkNotificationsReadPayload:
+        c = ctx(info)
+        member = c.require_member()
+
+        async def work() -> MarkNotificationsReadPayload:
+            ids = [str(i) for i in input.ids] if input.ids is not None else None
+            count = await notification_service.mark_read(c.deps, member, ids, input.all)
+            return MarkNotificationsReadPayload(unread_count=count)
+
+        async def refused(errors: list[UserError]) -> MarkNotificationsReadPayload:
+            count = await notification_service.unread_count(c.deps, member)
+            return MarkNotificationsReadPayload(unread_count=count, errors=errors)
+
+        try:
+            return await work()
+        except DomainError as error:
+            return await refused([UserError.from_domain(error)])
 
     @strawberry.mutation(description="Admin only.")
     async def create_member(self, info: GraphInfo, input: CreateMemberInput) -> CreateMemberPayload:

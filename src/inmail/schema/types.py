@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import strawberry
 from strawberry.types import Info
 
-from inmail.domain import billing, credits, model, plans
+from inmail.domain import billing, credits, model, notifications, plans
 from inmail.repositories.pages import BadCursor, Page
 from inmail.schema.enums import (
+    ConversationEventKind,
     ConversationKind,
     ConversationState,
     CreditLotStatus,
@@ -19,6 +20,7 @@ from inmail.schema.enums import (
     ErrorCode,
     InMailResponse,
     LedgerEntryKind,
+    NotificationKind,
     PlanType,
     SubscriptionStatus,
 )
@@ -374,6 +376,16 @@ class Member:
             page, Conversation.from_domain, lambda: repo.count_for(member_id, state)
         )
 
+    @strawberry.field(description="The member's notifications, newest first.")
+    async def notifications(
+        self,
+        info: GraphInfo,
+        unread_only: bool | None = False,
+        first: int | None = 20,
+        after: str | None = None,
+    ) -> Connection[Notification] | None:
+        return await notification_connection(info, self._m.id, bool(unread_only), first, after)
+
 
 @strawberry.type(description="What the InMail compose window needs before the viewer writes.")
 class ComposeInfo:
@@ -392,3 +404,67 @@ class BalanceUpdate:
     delta: int
     reason: LedgerEntryKind
     at: datetime
+
+
+@strawberry.type(description="A record of one event for one member (SPEC 5a).")
+class Notification:
+    id: strawberry.ID
+    kind: NotificationKind
+    at: datetime
+    read_at: datetime | None
+    _n: strawberry.Private[notifications.Notification]
+
+    @classmethod
+    def from_domain(cls, n: notifications.Notification) -> Notification:
+        return cls(id=strawberry.ID(n.id), kind=n.kind, at=n.at, read_at=n.read_at, _n=n)
+
+    @strawberry.field
+    async def conversation(self, info: GraphInfo) -> Conversation | None:
+        if self._n.conversation_id is None:
+            return None
+        found = await ctx(info).loaders.conversation.load(self._n.conversation_id)
+        return Conversation.from_domain(found) if found else None
+
+    @strawberry.field
+    async def lot(self, info: GraphInfo) -> CreditLot | None:
+        if self._n.lot_id is None:
+            return None
+        lot = await ctx(info).loaders.lot.load(self._n.lot_id)
+        return CreditLot.from_domain(lot) if lot else None
+
+
+async def notification_connection(
+    info: GraphInfo, member_id: str, unread_only: bool, first: int | None, after: str | None
+) -> Connection[Notification]:
+    c = ctx(info)
+    c.require_owner_or_admin(member_id)
+    size = c.page_size(first)
+    repo = c.deps.reads.notifications
+    page = await _paged(lambda: repo.page(member_id, unread_only, size, after))
+    return Connection.build(
+        page, Notification.from_domain, lambda: repo.count(member_id, unread_only)
+    )
+
+
+@strawberry.type(description="Something that happened in one of the viewer's conversations.")
+class ConversationEvent:
+    kind: ConversationEventKind
+    at: datetime
+    _e: strawberry.Private[notifications.ConversationEvent]
+
+    @classmethod
+    def for_member(
+        cls, event: notifications.ConversationEvent, member_id: str
+    ) -> ConversationEvent:
+        return cls(kind=event.kind_for(member_id), at=event.at, _e=event)
+
+    @strawberry.field
+    async def conversation(self, info: GraphInfo) -> Conversation:
+        found = await ctx(info).loaders.conversation.load(self._e.conversation_id)
+        if found is None:  # pragma: no cover - a conversation is never deleted
+            raise bad_input("The conversation no longer exists.")
+        return Conversation.from_domain(found)
+
+    @strawberry.field
+    def message(self) -> Message | None:
+        return Message.from_domain(self._e.message) if self._e.message is not None else None

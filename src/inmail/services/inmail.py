@@ -17,9 +17,10 @@ from inmail.domain.conversations import (
     state_after,
     within_credit_back_window,
 )
-from inmail.domain.credits import CreditSource, credit_back_grant_key
+from inmail.domain.credits import CreditSource, LedgerKind, credit_back_grant_key
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
+from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.domain.rules import inmail_refusal
 from inmail.repositories.mongo import new_id
 from inmail.services.base import Account, Deps
@@ -94,6 +95,10 @@ async def _send(
     account.wallet.spend(now, conversation.id)
     entries = await account.save(tx)
     stored = await tx.conversations.insert(conversation)
+    await tx.notifications.add(Notification.inmail_received(stored, now))
+    await tx.notifications.add_event(
+        ConversationEvent.of(ConversationChange.INMAIL, stored, now, stored.messages[0])
+    )
     outcome = KeyedOutcome(conversation.id, account.balance)
     await remember(tx.idempotency, request, outcome, now)
     return _Sent(outcome, entries, stored)
@@ -182,6 +187,15 @@ async def _respond(
     if not recorded:
         raise _already_responded()
     entries = await account.save(tx) if account is not None else []
+    await tx.notifications.add(Notification.response_received(conversation, now))
+    if credited and account is not None:
+        lot_id = next(
+            (e.lot_id for e in entries if e.kind is LedgerKind.CREDIT_BACK and e.lot_id), None
+        )
+        await tx.notifications.add(Notification.credited_back(conversation, lot_id, now))
+    await tx.notifications.add_event(
+        ConversationEvent.of(ConversationChange.RESPONDED, conversation, now, reply)
+    )
     return _Responded(credited, entries)
 
 
@@ -272,7 +286,14 @@ async def _reply_in(tx: Transaction, member_id: str, conversation_id: str, messa
             ErrorCode.AWAITING_RESPONSE, "This InMail has no response yet.", "conversationId"
         )
     await tx.conversations.append_message(conversation.id, message)
+    await _message_event(tx, conversation, message)
     return conversation.id
+
+
+async def _message_event(tx: Transaction, conversation: Conversation, message: Message) -> None:
+    await tx.notifications.add_event(
+        ConversationEvent.of(ConversationChange.MESSAGE, conversation, message.sent_at, message)
+    )
 
 
 async def _message_connection(
@@ -283,6 +304,7 @@ async def _message_connection(
     existing = await tx.conversations.direct_between(member_id, recipient_id)
     if existing is not None:
         await tx.conversations.append_message(existing.id, message)
+        await _message_event(tx, existing, message)
         return existing.id
     thread = Conversation(
         id=new_id(),
@@ -295,6 +317,7 @@ async def _message_connection(
         messages=(message,),
     )
     await tx.conversations.insert(thread)
+    await _message_event(tx, thread, message)
     return thread.id
 
 
