@@ -12,7 +12,7 @@ from inmail.auth import TokenService, development_secret
 from inmail.clock import Clock, ManualClock, SystemClock
 from inmail.domain.plans import PlanTable
 from inmail.observability import LedgerMetrics
-from inmail.repositories.changes import LedgerChanges
+from inmail.repositories.changes import InboxChanges, LedgerChanges
 from inmail.repositories.leases import LeaseRepository
 from inmail.repositories.memory import InMemoryMongo, SoleProcessLease
 from inmail.repositories.mongo import Mongo
@@ -22,7 +22,7 @@ from inmail.scheduler import DEFAULT_LEASE_TTL, DEFAULT_STOP_GRACE, Scheduler
 from inmail.services import scheduling
 from inmail.services.base import Deps, Limits, NullPublisher
 from inmail.services.events import BalancePublisher, FanOut
-from inmail.services.live import Broker
+from inmail.services.live import Broker, InboxBroker
 from inmail.services.payments import BuiltinGateway, PaymentGateway
 from inmail.services.rate_limits import RateLimits
 from inmail.settings import Settings
@@ -54,6 +54,7 @@ class Container:
     charges: ChargeRepository
     background: list[Background] = field(default_factory=list)
     scheduler: Scheduler | None = None
+    inbox: InboxBroker | None = None
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -125,6 +126,12 @@ def build_broker(deps: Deps, mongo: Mongo, events: FanOut) -> Broker:
     return Broker(deps.reads.ledger, events, changes, now=deps.now)
 
 
+def build_inbox(deps: Deps, mongo: Mongo) -> InboxBroker:
+    """Live notifications and conversation events: a change stream, or polling in memory."""
+    changes = None if isinstance(mongo, InMemoryMongo) else (lambda: InboxChanges(mongo))
+    return InboxBroker(deps.reads.notifications, changes)
+
+
 def build_container(
     settings: Settings,
     mongo: Mongo,
@@ -142,6 +149,7 @@ def build_container(
         limits=Limits(
             max_purchase_quantity=settings.max_purchase_quantity,
             reminder_delay=timedelta(hours=settings.reminder_delay_hours),
+            expiry_notice=timedelta(days=settings.expiry_notice_days),
         ),
         publisher=events,
         rate_limits=RateLimits(
@@ -163,6 +171,8 @@ def build_container(
         charges=charges,
         background=[live],
     )
+    container.inbox = build_inbox(deps, mongo)
+    container.background.append(container.inbox)
     if settings.scheduler_enabled:
         scheduler = build_scheduler(
             deps, mongo, interval=settings.scheduler_interval, batch_size=settings.scheduler_batch

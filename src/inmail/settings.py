@@ -428,6 +428,13 @@ class Settings:
         "most messages one member may send in a minute of the service's clock",
         _int_range(1, 100_000),
     )
+    expiry_notice_days: int = setting(
+        "INMAIL_EXPIRY_NOTICE_DAYS",
+        "7",
+        "days, an integer 1-89",
+        "how long before a lot with credits left expires its member is told (CREDITS_EXPIRING)",
+        _int_range(1, 89),
+    )
 
     @property
     def is_production(self) -> bool:
@@ -522,3 +529,9 @@ def settings_table_markdown() -> str:
         default = f"`{s.default}`" if s.default is not None else "unset"
         rows.append(f"| `{s.name}` | {default} | {s.accepts} | {s.help} |")
     return "\n".join(rows)
+
+
+def _webhook_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")) or len(raw) > 2048:
+        raise ValueError("expected an http:// or https:// URL")
+    return raw

@@ -96,8 +96,10 @@ async def test_an_unanswered_inmail_is_reminded_once_at_its_due_time(api: Api) -
     await advance(api, days=30)
     assert await reminder_sent_at(api, alan.token, conversation_id) == reminded
     notifications = await api.container.deps.reads.notifications.for_member(alan.id)
-    assert [(n.kind, n.conversation_id) for n in notifications] == [
-        ("INMAIL_REMINDER", conversation_id)
+    about_inmails = [(n.kind, n.conversation_id) for n in notifications if n.conversation_id]
+    assert about_inmails == [
+        ("INMAIL_RECEIVED", conversation_id),
+        ("REMINDER", conversation_id),
     ]
 
 
@@ -109,7 +111,8 @@ async def test_an_inmail_answered_in_time_is_never_reminded(api: Api) -> None:
     await api.respond(alan, sent["conversation"]["id"], "MAYBE_LATER")
     await advance(api, days=10)
     assert await reminder_sent_at(api, alan.token, sent["conversation"]["id"]) is None
-    assert await api.container.deps.reads.notifications.for_member(alan.id) == []
+    notes = await api.container.deps.reads.notifications.for_member(alan.id)
+    assert [n.kind for n in notes if n.conversation_id] == ["INMAIL_RECEIVED"]
 
 
 async def reminder_sent_at(api: Api, token: str, conversation_id: str) -> datetime | None:

@@ -175,7 +175,7 @@ async def test_catch_up_after_three_missed_months_grants_each_cycle_at_its_own_s
     assert await balance(deps, ada) == 10
     await assert_consistent(deps, ada)
     again = await scheduling.run_due_jobs(deps, at(4, 20))
-    assert [job.changed for job in again.jobs] == [0, 0, 0]
+    assert [job.changed for job in again.jobs] == [0, 0, 0, 0]
     assert await ledger(deps, ada) == entries
 
 
@@ -272,8 +272,8 @@ async def test_reminders_go_once_and_within_72_hours(api: Api) -> None:
         assert conversation.reminder_sent_at == reminded_at
         assert conversation.reminder_sent_at - sent_at[member_id] <= timedelta(hours=72)
         notes = await deps.reads.notifications.for_member(member_id)
-        assert [(n.kind, n.conversation_id, n.at) for n in notes] == [
-            ("INMAIL_REMINDER", conversation_id, reminded_at)
+        assert [(n.kind, n.conversation_id, n.at) for n in notes if n.kind == "REMINDER"] == [
+            ("REMINDER", conversation_id, reminded_at)
         ]
 
 

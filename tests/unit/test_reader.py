@@ -22,6 +22,7 @@ from inmail.domain.access import ReadRefused, Refusal
 from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, CreditSource, LotStatus
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
+from inmail.domain.notifications import Notification
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.repositories.pages import BadCursor, Page
 from inmail.schema.errors import refused
@@ -163,6 +164,20 @@ class Messages:
         return 1
 
 
+@dataclass
+class Notifications:
+    calls: Calls
+
+    async def page(
+        self, member_id: str, unread_only: bool, first: int, after: str | None
+    ) -> Page[Notification]:
+        self.calls.made.append("notifications.page")
+        return Page([], has_next=False)
+
+    async def count(self, member_id: str, unread_only: bool) -> int:
+        return 0
+
+
 class Store:
     def __init__(self) -> None:
         self.calls = Calls()
@@ -171,6 +186,7 @@ class Store:
         self.ledger = Ledger(self.calls)
         self.conversations = Conversations(self.calls)
         self.messages = Messages(self.calls)
+        self.notifications = Notifications(self.calls)
 
 
 def reader_for(viewer: Viewer | None, store: Store | None = None) -> Reader:

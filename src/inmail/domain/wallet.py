@@ -49,6 +49,7 @@ class Wallet:
         self._changed: set[str] = set()
         self._created: list[str] = []
         self.entries: list[LedgerEntry] = []
+        self.renewals: list[LedgerEntry] = []  # the GRANT entries of cycles renewed here
         self._running = sum(lot.remaining for lot in self._lots.values())
 
     @property
@@ -159,6 +160,7 @@ class Wallet:
                 policy.max_balance,
                 grant_key=cycle_grant_key(current.id, start),
             )
+            self.renewals.append(self.entries[-1])
             current = current.renewed(start)
         return current
 

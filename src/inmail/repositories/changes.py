@@ -256,3 +256,111 @@ class LedgerChanges:
         if stream is not None:
             with contextlib.suppress(PyMongoError):
                 await stream.close()
+
+
+# Inbox changes: new notifications and conversation events, from one change stream on the
+# database. Each insert is handed out on its own, in commit order; the resume token is kept
+# after each, so a dropped stream reopens right after the last change handed out.
+
+INBOX_COLLECTIONS: Final = ("notifications", "conversation_events")
+
+_INBOX_PIPELINE: Final[Sequence[Mapping[str, Any]]] = (
+    {
+        "$match": {
+            "operationType": "insert",
+            "ns.coll": {"$in": list(INBOX_COLLECTIONS)},
+        }
+    },
+    {"$project": {"operationType": 1, "fullDocument": 1, "ns": 1}},
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxChange:
+    collection: str
+    document: Doc
+
+
+class InboxChanges:
+    """An endless feed of inserts into the inbox collections; resumes by itself."""
+
+    def __init__(
+        self,
+        mongo: Mongo,
+        *,
+        max_await_ms: int = 1000,
+        retry_delay: float = 0.2,
+        max_retry_delay: float = 5.0,
+    ) -> None:
+        self._db = mongo.db
+        self._token: ResumeToken | None = None
+        self._max_await_ms = max_await_ms
+        self._retry_delay = retry_delay
+        self._max_retry_delay = max_retry_delay
+        self._delay = retry_delay
+        self._stream: AsyncChangeStream[Doc] | None = None
+        self._closed = False
+
+    async def open(self) -> None:
+        """Start watching now: every later commit is seen."""
+        await self._ensure_stream()
+
+    async def next(self) -> InboxChange:
+        """The next insert; waits for one. Raises ChangesLost when it could not resume."""
+        while True:
+            if self._closed:
+                raise RuntimeError("the inbox change feed is closed")
+            try:
+                stream = await self._ensure_stream()
+                change = await stream.try_next()
+                if change is None:
+                    if not stream.alive:
+                        raise _StreamEnded("the change stream was closed")
+                    self._token = stream.resume_token or self._token
+                    continue
+            except ChangesLost:
+                raise
+            except PyMongoError as exc:
+                log.warning("the inbox change stream dropped (%s); resuming", exc)
+                await self._drop_stream()
+                await asyncio.sleep(self._delay)
+                self._delay = min(self._delay * 2, self._max_retry_delay)
+                continue
+            self._delay = self._retry_delay
+            self._token = change["_id"]
+            document = change.get("fullDocument")
+            collection = (change.get("ns") or {}).get("coll")
+            if isinstance(document, dict) and collection in INBOX_COLLECTIONS:
+                return InboxChange(str(collection), document)
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._drop_stream()
+
+    async def _ensure_stream(self) -> AsyncChangeStream[Doc]:
+        if self._stream is not None:
+            return self._stream
+        try:
+            self._stream = await self._db.watch(
+                list(_INBOX_PIPELINE),
+                resume_after=self._token,
+                max_await_time_ms=self._max_await_ms,
+            )
+        except PyMongoError as exc:
+            if self._token is None or not _history_lost(exc):
+                raise
+            log.error("cannot resume the inbox change stream (%s); starting from now", exc)
+            self._token = None
+            self._stream = await self._db.watch(
+                list(_INBOX_PIPELINE), max_await_time_ms=self._max_await_ms
+            )
+            raise ChangesLost(str(exc)) from None
+        if self._token is None:
+            self._token = self._stream.resume_token
+        return self._stream
+
+    async def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(PyMongoError):
+                await stream.close()

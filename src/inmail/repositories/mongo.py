@@ -67,6 +67,7 @@ class Collections:
     rate_limits: Collection
     messages: Collection
     migrations: Collection
+    conversation_events: Collection
 
 
 _AWAITING = {"state": "AWAITING_RESPONSE"}
@@ -157,14 +158,21 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("memberId", ASCENDING), ("key", ASCENDING)], unique=True, name="key_once"),
     ],
     "notifications": [
+        # One notification per event (repositories/notifications.py).
         IndexModel(
-            [("kind", ASCENDING), ("conversationId", ASCENDING)],
-            unique=True,
-            partialFilterExpression={"conversationId": {"$type": "string"}},
-            name="one_per_conversation",
+            [("kind", ASCENDING), ("eventKey", ASCENDING)], unique=True, name="one_per_event"
         ),
-        IndexModel([("memberId", ASCENDING), ("at", DESCENDING)], name="member_newest"),
-        IndexModel([("deliveredAt", ASCENDING), ("at", ASCENDING)], name="undelivered"),
+        IndexModel(
+            [("memberId", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)],
+            name="member_newest_keyset",
+        ),
+        IndexModel(
+            [("memberId", ASCENDING), ("readAt", ASCENDING), ("at", DESCENDING)],
+            name="member_unread",
+        ),
+        IndexModel(
+            [("delivery.state", ASCENDING), ("delivery.dueAt", ASCENDING)], name="webhook_due"
+        ),
     ],
     "leases": [],
     # Send counters per member and minute (repositories/rate_limits.py), gone once stale.
@@ -177,11 +185,17 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         ),
     ],
     "migrations": [],  # which start-up data migrations are complete (repositories/migrations.py)
+    "conversation_events": [
+        IndexModel([("eventKey", ASCENDING)], unique=True, name="one_per_event"),
+        IndexModel([("conversationId", ASCENDING), ("_id", ASCENDING)], name="conversation_order"),
+    ],
 }
 
 OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
     # {pair} alone: a unique index that does not lead with the shard key `senderId`.
     "conversations": ["one_direct_per_pair"],
+    # Replaced by `one_per_event`, `member_newest_keyset` and `webhook_due`.
+    "notifications": ["one_per_conversation", "member_newest", "undelivered"],
 }
 
 

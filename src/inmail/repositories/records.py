@@ -1,4 +1,4 @@
-"""Idempotency records, purchases, charges of the built-in gateway, and notifications."""
+"""Idempotency records, purchases, and charges of the built-in gateway."""
 
 from __future__ import annotations
 
@@ -242,52 +242,4 @@ class ChargeRepository:
         await self._c.update_one(
             {"_id": charge_id, "status": ChargeStatus.SUCCEEDED},
             {"$set": {"status": ChargeStatus.REFUNDED, "refundedAt": at}},
-        )
-
-
-REMINDER: Final = "INMAIL_REMINDER"
-
-
-@dataclass(frozen=True, slots=True)
-class NotificationRecord:
-    kind: str
-    member_id: str
-    conversation_id: str | None
-    at: datetime
-    delivered_at: datetime | None
-
-
-class NotificationReader:
-    """Notifications for a mail or push system to deliver (an outbox)."""
-
-    def __init__(self, mongo: Mongo, session: Session) -> None:
-        self._session = session
-        self._c = mongo.c.notifications
-
-    async def for_member(self, member_id: str) -> list[NotificationRecord]:
-        cursor = self._c.find({"memberId": member_id}, session=self._session).sort("at", 1)
-        return [
-            NotificationRecord(
-                kind=doc["kind"],
-                member_id=doc["memberId"],
-                conversation_id=doc.get("conversationId"),
-                at=doc["at"],
-                delivered_at=doc.get("deliveredAt"),
-            )
-            async for doc in cursor
-        ]
-
-
-class NotificationRepository(NotificationReader):
-    async def add_reminder(self, member_id: str, conversation_id: str, at: datetime) -> None:
-        await self._c.insert_one(
-            {
-                "_id": new_id(),
-                "kind": REMINDER,
-                "memberId": member_id,
-                "conversationId": conversation_id,
-                "at": at,
-                "deliveredAt": None,
-            },
-            session=self._session,
         )

@@ -20,12 +20,11 @@ from inmail.repositories.ledger import LedgerReader, LedgerRepository
 from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
 from inmail.repositories.messages import MessageReader, MessageRepository
 from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session
+from inmail.repositories.notifications import NotificationReader, NotificationRepository
 from inmail.repositories.rate_limits import RateLimitReader, RateLimitRepository
 from inmail.repositories.records import (
     IdempotencyReader,
     IdempotencyRepository,
-    NotificationReader,
-    NotificationRepository,
     PurchaseReader,
     PurchaseRepository,
 )

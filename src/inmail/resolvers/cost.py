@@ -75,6 +75,10 @@ LIST_CAPS: Mapping[str, Cap] = {
     "SendInMailPayload.errors": 1,
     "SendMessagePayload.errors": 1,
     "UpdatePaymentMethodPayload.errors": 1,
+    # Notifications (SPEC 5a).
+    "NotificationConnection.edges": PAGE,
+    "NotificationConnection.nodes": PAGE,
+    "MarkNotificationsReadPayload.errors": 1,
 }
 
 

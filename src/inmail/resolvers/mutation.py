@@ -18,6 +18,7 @@ from inmail.schema.inputs import (
     ChangePlanInput,
     ConnectMembersInput,
     CreateMemberInput,
+    MarkNotificationsReadInput,
     PaymentMethodInput,
     PurchaseInMailCreditsInput,
     RespondToInMailInput,
@@ -30,6 +31,7 @@ from inmail.schema.payloads import (
     ChangePlanPayload,
     ConnectMembersPayload,
     CreateMemberPayload,
+    MarkNotificationsReadPayload,
     PurchaseInMailCreditsPayload,
     RespondToInMailPayload,
     SendInMailPayload,
@@ -39,6 +41,7 @@ from inmail.schema.payloads import (
 from inmail.schema.types import Conversation, CreditLot, Member, Message, PremiumSubscription
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
+from inmail.services import notifications as notification_service
 from inmail.services.purchases import purchase_credits
 
 P = TypeVar("P")
@@ -163,6 +166,32 @@ class Mutation:
         member = await member_service.cancel_subscription(c.deps, c.require_member())
         c.reads.clear()
         return CancelSubscriptionPayload(member=Member.from_domain(member))
+
+    @strawberry.mutation(
+        description=(
+            "Marks the viewer's notifications read: `ids` (ids that are not the viewer's own "
+            "change nothing) or `all`. Returns the unread count after."
+        )
+    )
+    async def mark_notifications_read(
+        self, info: ResolverInfo, input: MarkNotificationsReadInput
+    ) -> MarkNotificationsReadPayload:
+        c = ctx(info)
+        member = c.require_member()
+
+        async def work() -> MarkNotificationsReadPayload:
+            ids = [str(i) for i in input.ids] if input.ids is not None else None
+            count = await notification_service.mark_read(c.deps, member, ids, input.all)
+            return MarkNotificationsReadPayload(unread_count=count)
+
+        async def refused(errors: list[UserError]) -> MarkNotificationsReadPayload:
+            count = await notification_service.unread_count(c.deps, member)
+            return MarkNotificationsReadPayload(unread_count=count, errors=errors)
+
+        try:
+            return await work()
+        except DomainError as error:
+            return await refused([UserError.from_domain(error)])
 
     @strawberry.mutation(description="Admin only.")
     @errors_in(CreateMemberPayload)

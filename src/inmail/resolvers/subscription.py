@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import strawberry
+from graphql import GraphQLError
 
 from inmail.resolvers.context import Context, ResolverInfo, ctx
-from inmail.schema.types import BalanceUpdate
+from inmail.schema.types import BalanceUpdate, ConversationEvent, Notification
 from inmail.services import events
+from inmail.services.live import InboxBroker
 
 
 def balance_update(update: events.BalanceUpdate) -> BalanceUpdate:
@@ -47,3 +49,51 @@ class Subscription:
         # Checked before the stream starts, so a refusal is the operation's error.
         target = await c.reads.watched_member(str(member_id) if member_id is not None else None)
         return _updates(c, target)
+
+    @strawberry.subscription(description="Each new notification of the viewer, once.")
+    async def notification_received(self, info: ResolverInfo) -> AsyncIterator[Notification]:
+        c = ctx(info)
+        member = c.require_member()
+        return _notifications(c, member)
+
+    @strawberry.subscription(
+        description=(
+            "Each event in the viewer's conversations: new InMails, responses, messages, "
+            "reminders; in order per conversation, each once."
+        )
+    )
+    async def conversation_updated(self, info: ResolverInfo) -> AsyncIterator[ConversationEvent]:
+        c = ctx(info)
+        member = c.require_member()
+        return _conversation_events(c, member)
+
+
+def _inbox(c: Context) -> InboxBroker:
+    inbox = c.container.inbox
+    if inbox is None:  # pragma: no cover - every container has one
+        raise GraphQLError("Live notifications are not available.")
+    return inbox
+
+
+def _overflowed() -> GraphQLError:
+    return GraphQLError(
+        "The subscription fell too far behind and was closed: read the list and subscribe again."
+    )
+
+
+async def _notifications(c: Context, member_id: str) -> AsyncIterator[Notification]:
+    async with _inbox(c).notifications.subscribe(member_id) as updates:
+        async for notification in updates:
+            c.reads.clear()
+            yield Notification.from_domain(notification)
+        if updates.overflowed:
+            raise _overflowed()
+
+
+async def _conversation_events(c: Context, member_id: str) -> AsyncIterator[ConversationEvent]:
+    async with _inbox(c).conversations.subscribe(member_id) as updates:
+        async for event in updates:
+            c.reads.clear()
+            yield ConversationEvent.for_member(event, member_id)
+        if updates.overflowed:
+            raise _overflowed()

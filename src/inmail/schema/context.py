@@ -14,6 +14,7 @@ from strawberry.types import Info
 from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, LotStatus
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message
+from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable
 
 T_co = TypeVar("T_co", covariant=True)
@@ -74,6 +75,10 @@ class Reads(Protocol):
     async def messages(
         self, conversation: Conversation, first: int | None, after: str | None
     ) -> Listing[Message]: ...
+
+    async def notifications(
+        self, member_id: str, unread_only: bool, first: int | None, after: str | None
+    ) -> Listing[Notification]: ...
 
     async def conversation(self, conversation_id: str) -> Conversation | None: ...
 

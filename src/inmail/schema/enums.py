@@ -8,6 +8,7 @@ from inmail.domain.conversations import ConversationRole, ConversationState, InM
 from inmail.domain.credits import CreditSource, LedgerKind, LotStatus
 from inmail.domain.errors import ErrorCode
 from inmail.domain.model import ConversationKind, SubscriptionStatus
+from inmail.domain.notifications import ConversationEventKind, NotificationKind
 from inmail.domain.plans import PlanType
 
 strawberry.enum(PlanType, name="PlanType")
@@ -44,3 +45,8 @@ __all__ = [
     "PlanType",
     "SubscriptionStatus",
 ]
+
+# Notifications and live conversation events (SPEC 5a).
+strawberry.enum(NotificationKind, name="NotificationKind")
+strawberry.enum(ConversationEventKind, name="ConversationEventKind")
+__all__ += ["ConversationEventKind", "NotificationKind"]

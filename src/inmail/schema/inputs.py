@@ -81,3 +81,11 @@ class ConnectMembersInput:
 class AdvanceClockInput:
     days: int | None = None
     hours: int | None = None
+
+
+@strawberry.input
+class MarkNotificationsReadInput:
+    ids: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="These notifications of the viewer, or"
+    )
+    all: bool | None = strawberry.field(default=None, description="every unread one.")

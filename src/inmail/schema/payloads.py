@@ -72,3 +72,9 @@ class ConnectMembersPayload:
 class AdvanceClockPayload:
     now: datetime
     errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class MarkNotificationsReadPayload:
+    unread_count: int
+    errors: list[UserError] = strawberry.field(default_factory=list)

@@ -8,9 +8,10 @@ from typing import Generic, TypeVar
 
 import strawberry
 
-from inmail.domain import billing, credits, model, plans
+from inmail.domain import billing, credits, model, notifications, plans
 from inmail.schema.context import GraphInfo, Listing, reads
 from inmail.schema.enums import (
+    ConversationEventKind,
     ConversationKind,
     ConversationRole,
     ConversationState,
@@ -19,6 +20,7 @@ from inmail.schema.enums import (
     ErrorCode,
     InMailResponse,
     LedgerEntryKind,
+    NotificationKind,
     PlanType,
     SubscriptionStatus,
 )
@@ -333,6 +335,16 @@ class Member:
         listing = await reads(info).conversations(self._m.id, state, first, after, role)
         return Connection.build(listing, Conversation.from_domain)
 
+    @strawberry.field(description="The member's notifications, newest first.")
+    async def notifications(
+        self,
+        info: GraphInfo,
+        unread_only: bool | None = False,
+        first: int | None = 20,
+        after: str | None = None,
+    ) -> Connection[Notification] | None:
+        return await notification_connection(info, self._m.id, bool(unread_only), first, after)
+
 
 @strawberry.type(description="What the InMail compose window needs before the viewer writes.")
 class ComposeInfo:
@@ -351,3 +363,61 @@ class BalanceUpdate:
     delta: int
     reason: LedgerEntryKind
     at: datetime
+
+
+@strawberry.type(description="A record of one event for one member (SPEC 5a).")
+class Notification:
+    id: strawberry.ID
+    kind: NotificationKind
+    at: datetime
+    read_at: datetime | None
+    _n: strawberry.Private[notifications.Notification]
+
+    @classmethod
+    def from_domain(cls, n: notifications.Notification) -> Notification:
+        return cls(id=strawberry.ID(n.id), kind=n.kind, at=n.at, read_at=n.read_at, _n=n)
+
+    @strawberry.field
+    async def conversation(self, info: GraphInfo) -> Conversation | None:
+        if self._n.conversation_id is None:
+            return None
+        found = await reads(info).conversation(self._n.conversation_id)
+        return Conversation.from_domain(found) if found else None
+
+    @strawberry.field
+    async def lot(self, info: GraphInfo) -> CreditLot | None:
+        if self._n.lot_id is None:
+            return None
+        lot = await reads(info).lot(self._n.lot_id)
+        return CreditLot.from_domain(lot) if lot else None
+
+
+async def notification_connection(
+    info: GraphInfo, member_id: str, unread_only: bool, first: int | None, after: str | None
+) -> Connection[Notification]:
+    listing = await reads(info).notifications(member_id, unread_only, first, after)
+    return Connection.build(listing, Notification.from_domain)
+
+
+@strawberry.type(description="Something that happened in one of the viewer's conversations.")
+class ConversationEvent:
+    kind: ConversationEventKind
+    at: datetime
+    _e: strawberry.Private[notifications.ConversationEvent]
+
+    @classmethod
+    def for_member(
+        cls, event: notifications.ConversationEvent, member_id: str
+    ) -> ConversationEvent:
+        return cls(kind=event.kind_for(member_id), at=event.at, _e=event)
+
+    @strawberry.field
+    async def conversation(self, info: GraphInfo) -> Conversation:
+        found = await reads(info).conversation(self._e.conversation_id)
+        if found is None:  # pragma: no cover - a conversation is never deleted
+            raise bad_input("The conversation no longer exists.")
+        return Conversation.from_domain(found)
+
+    @strawberry.field
+    def message(self) -> Message | None:
+        return Message.from_domain(self._e.message) if self._e.message is not None else None

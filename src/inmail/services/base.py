@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from inmail.clock import Clock
 from inmail.domain.credits import CreditLot
 from inmail.domain.model import LedgerEntry, Member, Subscription
+from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable, PlanType
 from inmail.domain.wallet import Wallet
 from inmail.repositories.mongo import new_id
@@ -21,6 +22,7 @@ from inmail.services.unit_of_work import Reads, Transaction, UnitOfWork
 class Limits:
     max_purchase_quantity: int = 10
     reminder_delay: timedelta = timedelta(hours=48)
+    expiry_notice: timedelta = timedelta(days=7)
 
 
 class NullPublisher:
@@ -43,6 +45,15 @@ class Deps:
 
     def now(self) -> datetime:
         return self.clock.now()
+
+
+def renewal_notices(renewals: Iterable[LedgerEntry]) -> list[Notification]:
+    """RENEWED for each cycle's allotment, also one the cap clamped to nothing (SPEC 5a)."""
+    return [
+        Notification.renewed(entry.member_id, entry.grant_key, entry.lot_id, entry.at)
+        for entry in renewals
+        if entry.grant_key is not None
+    ]
 
 
 @dataclass
@@ -94,4 +105,5 @@ class Account:
         await tx.members.commit(self.member, self.updated(plan))
         await tx.lots.write(self.wallet.created_lots, self.wallet.updated_lots)
         await tx.ledger.append(self.wallet.entries)
+        await tx.notifications.add_all(renewal_notices(self.wallet.renewals))
         return list(self.wallet.entries)

@@ -17,9 +17,10 @@ from inmail.domain.conversations import (
     state_after,
     within_credit_back_window,
 )
-from inmail.domain.credits import CreditSource, credit_back_grant_key
+from inmail.domain.credits import CreditSource, LedgerKind, credit_back_grant_key
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
+from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.domain.rules import inmail_refusal
 from inmail.repositories.mongo import new_id
 from inmail.services.base import Account, Deps
@@ -96,7 +97,12 @@ async def _send(
     await count_send(tx, deps.rate_limits, Action.INMAIL, draft.sender_id, now)
     entries = await account.save(tx)
     stored = await tx.conversations.insert(conversation)
-    await tx.messages.add(conversation.id, Message(new_id(), draft.sender_id, draft.body, now))
+    first = Message(new_id(), draft.sender_id, draft.body, now)
+    await tx.messages.add(conversation.id, first)
+    await tx.notifications.add(Notification.inmail_received(stored, now))
+    await tx.notifications.add_event(
+        ConversationEvent.of(ConversationChange.INMAIL, stored, now, first)
+    )
     outcome = KeyedOutcome(conversation.id, account.balance)
     await remember(tx.idempotency, request, outcome, now)
     return _Sent(outcome, entries, stored)
@@ -181,9 +187,19 @@ async def _respond(
     )
     if not recorded:
         raise _already_responded()
-    if note:
-        await tx.messages.add(conversation.id, Message(new_id(), member_id, note, now))
+    reply = Message(new_id(), member_id, note, now) if note else None
+    if reply is not None:
+        await tx.messages.add(conversation.id, reply)
     entries = await account.save(tx) if account is not None else []
+    await tx.notifications.add(Notification.response_received(conversation, now))
+    if credited and account is not None:
+        lot_id = next(
+            (e.lot_id for e in entries if e.kind is LedgerKind.CREDIT_BACK and e.lot_id), None
+        )
+        await tx.notifications.add(Notification.credited_back(conversation, lot_id, now))
+    await tx.notifications.add_event(
+        ConversationEvent.of(ConversationChange.RESPONDED, conversation, now, reply)
+    )
     return _Responded(credited, entries)
 
 
@@ -281,7 +297,14 @@ async def _reply_in(
             ErrorCode.AWAITING_RESPONSE, "This InMail has no response yet.", "conversationId"
         )
     await tx.messages.add(conversation.id, message)
+    await _message_event(tx, conversation, message)
     return conversation.id
+
+
+async def _message_event(tx: Transaction, conversation: Conversation, message: Message) -> None:
+    await tx.notifications.add_event(
+        ConversationEvent.of(ConversationChange.MESSAGE, conversation, message.sent_at, message)
+    )
 
 
 async def _message_connection(
@@ -297,6 +320,7 @@ async def _message_connection(
     existing = await tx.conversations.direct_between(member_id, recipient_id)
     if existing is not None:
         await tx.messages.add(existing.id, message)
+        await _message_event(tx, existing, message)
         return existing.id
     thread = Conversation(
         id=new_id(),
@@ -309,6 +333,7 @@ async def _message_connection(
     )
     await tx.conversations.insert(thread)
     await tx.messages.add(thread.id, message)
+    await _message_event(tx, thread, message)
     return thread.id
 
 

@@ -20,17 +20,27 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from inmail import metrics
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
-from inmail.repositories.changes import ChangesLost, LedgerChanges
+from inmail.domain.notifications import ConversationEvent, Notification
+from inmail.repositories.changes import ChangesLost, InboxChange, InboxChanges, LedgerChanges
 from inmail.repositories.ledger import LedgerReader
+from inmail.repositories.mongo import new_id
+from inmail.repositories.notifications import (
+    NotificationReader,
+    event_from_doc,
+    notification_from_doc,
+)
 from inmail.services.events import BalanceUpdate, FanOut
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 16
+
+Item = TypeVar("Item")
 
 
 def merge(earlier: BalanceUpdate, later: BalanceUpdate) -> BalanceUpdate:
@@ -271,3 +281,198 @@ class Broker:
                 continue
             if latest is not None:
                 self.dispatch([latest])
+
+
+# The inbox: new notifications (notificationReceived) and conversation events
+# (conversationUpdated), from the change stream on their collections, in every process.
+
+INBOX_QUEUE_SIZE = 256
+_SEEN_IDS = 1024
+
+
+class InboxSubscriber(Generic[Item]):
+    """One subscription's items for one member: in commit order, each once.
+
+    Ids already handed out are remembered (the latest `_SEEN_IDS`), so an item seen twice (a
+    catch-up after a gap) is given once. A subscriber that stops reading while more than its
+    queue holds arrive is closed with `overflowed` set: the client reads the list and resubscribes.
+    """
+
+    def __init__(self, member_id: str, capacity: int = INBOX_QUEUE_SIZE) -> None:
+        self.member_id = member_id
+        self.capacity = capacity
+        self.overflowed = False
+        self._queue: deque[Item] = deque()
+        self._seen: deque[str] = deque(maxlen=_SEEN_IDS)
+        self._seen_set: set[str] = set()
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def offer(self, item_id: str, item: Item) -> None:
+        if self._closed or item_id in self._seen_set:
+            return
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(item_id)
+        self._seen_set.add(item_id)
+        if len(self._queue) >= self.capacity:
+            self.overflowed = True
+            self.close()
+            return
+        self._queue.append(item)
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    def __aiter__(self) -> InboxSubscriber[Item]:
+        return self
+
+    async def __anext__(self) -> Item:
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+
+class _Topic(Generic[Item]):
+    """The subscribers of one kind of item, by member."""
+
+    def __init__(self) -> None:
+        self.by_member: dict[str, set[InboxSubscriber[Item]]] = {}
+
+    def dispatch(self, member_id: str, item_id: str, item: Item) -> None:
+        for subscriber in self.by_member.get(member_id, ()):
+            subscriber.offer(item_id, item)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, member_id: str) -> AsyncIterator[InboxSubscriber[Item]]:
+        subscriber: InboxSubscriber[Item] = InboxSubscriber(member_id)
+        self.by_member.setdefault(member_id, set()).add(subscriber)
+        metrics.SUBSCRIBERS.inc()
+        try:
+            yield subscriber
+        finally:
+            subscriber.close()
+            subscribers = self.by_member.get(member_id)
+            if subscribers is not None:
+                subscribers.discard(subscriber)
+                if not subscribers:
+                    del self.by_member[member_id]
+            metrics.SUBSCRIBERS.dec()
+
+    def close_all(self) -> None:
+        for subscribers in list(self.by_member.values()):
+            for subscriber in list(subscribers):
+                subscriber.close()
+
+
+class InboxBroker:
+    """Routes new notifications and conversation events to their members' subscribers.
+
+    On a replica set the source is the change stream of the inbox collections, so what any
+    process commits reaches the subscribers of all of them. Without one (the in-memory
+    fallback, one process) it polls the two collections for documents newer than the last seen.
+    """
+
+    def __init__(
+        self,
+        reads: NotificationReader,
+        changes: Callable[[], InboxChanges] | None,
+        *,
+        poll_interval: float = 0.25,
+    ) -> None:
+        self._reads = reads
+        self._changes = changes
+        self._poll_interval = poll_interval
+        self.notifications: _Topic[Notification] = _Topic()
+        self.conversations: _Topic[ConversationEvent] = _Topic()
+        self._feed: InboxChanges | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._last_seen: datetime | None = None
+
+    async def start(self) -> None:
+        if self._changes is None:
+            self._pump = asyncio.create_task(self._poll(), name="inmail-inbox-poll")
+            return
+        feed = self._changes()
+        await feed.open()
+        self._feed = feed
+        self._pump = asyncio.create_task(self._run(feed), name="inmail-inbox-updates")
+
+    async def stop(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            await feed.close()
+        self.notifications.close_all()
+        self.conversations.close_all()
+
+    def dispatch(self, change: InboxChange) -> None:
+        if change.collection == "notifications":
+            notification = notification_from_doc(change.document)
+            if notification is not None:
+                self._last_seen = notification.at
+                self.notifications.dispatch(notification.member_id, notification.id, notification)
+        else:
+            event = event_from_doc(change.document)
+            if event is not None:
+                self._last_seen = event.at
+                for party in dict.fromkeys(event.parties):
+                    self.conversations.dispatch(party, event.id, event)
+
+    async def _run(self, feed: InboxChanges) -> None:
+        while True:
+            try:
+                change = await feed.next()
+            except ChangesLost as exc:
+                log.warning("inbox updates missed changes (%s); catching up", exc)
+                await self._catch_up()
+                continue
+            except Exception:
+                log.exception("inbox updates: reading the changes failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            self.dispatch(change)
+
+    async def _catch_up(self) -> None:
+        """After a gap, hand out what the subscribed members got since the last item seen
+        (the subscribers drop the ones they already had)."""
+        since = self._last_seen
+        if since is None:
+            return
+        members = list(self.notifications.by_member)
+        try:
+            for notification in await self._reads.since(members, since):
+                self.notifications.dispatch(notification.member_id, notification.id, notification)
+            parties = list(self.conversations.by_member)
+            for event in await self._reads.events_since(parties, since):
+                for party in dict.fromkeys(event.parties):
+                    self.conversations.dispatch(party, event.id, event)
+        except Exception:
+            log.exception("inbox updates: catching up failed")
+
+    async def _poll(self) -> None:
+        last = {"notifications": new_id(), "conversation_events": new_id()}
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            try:
+                for collection, documents in (
+                    ("notifications", await self._reads.newer_docs(last["notifications"])),
+                    (
+                        "conversation_events",
+                        await self._reads.newer_event_docs(last["conversation_events"]),
+                    ),
+                ):
+                    for document in documents:
+                        last[collection] = str(document["_id"])
+                        self.dispatch(InboxChange(collection, document))
+            except Exception:
+                log.exception("inbox updates: polling failed; retrying")

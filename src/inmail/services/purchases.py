@@ -8,6 +8,7 @@ from datetime import datetime
 from inmail.domain.credits import CreditLot, CreditSource, purchase_grant_key
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import LedgerEntry, Member, Purchase
+from inmail.domain.notifications import Notification
 from inmail.domain.rules import purchase_refusal
 from inmail.repositories.mongo import new_id
 from inmail.repositories.records import IdempotencyRecord, Refusal
@@ -115,6 +116,7 @@ async def _grant(
     await tx.purchases.insert(
         Purchase(purchase_id, member.id, quantity, charge.id, lot.id, now, request.key)
     )
+    await tx.notifications.add(Notification.purchase_completed(member.id, purchase_id, lot.id, now))
     outcome = KeyedOutcome(lot.id, account.balance)
     await remember(tx.idempotency, request, outcome, now)
     return _Granted(outcome, entries)

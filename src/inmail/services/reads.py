@@ -20,6 +20,7 @@ from inmail.domain.access import ReadRefused, Refusal
 from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, LotStatus
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message
+from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable
 from inmail.repositories.pages import BadCursor, Page
 
@@ -81,6 +82,14 @@ class MessageReads(Protocol):
     async def count(self, conversation_id: str) -> int: ...
 
 
+class NotificationReads(Protocol):
+    async def page(
+        self, member_id: str, unread_only: bool, first: int, after: str | None
+    ) -> Page[Notification]: ...
+
+    async def count(self, member_id: str, unread_only: bool) -> int: ...
+
+
 class ReadStore(Protocol):
     """What the reads need from storage: lookups by id, balances, pages and counts."""
 
@@ -98,6 +107,9 @@ class ReadStore(Protocol):
 
     @property
     def messages(self) -> MessageReads: ...
+
+    @property
+    def notifications(self) -> NotificationReads: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +265,16 @@ class Reader:
         for _, conversation in page.items:
             self._conversations.prime(conversation.id, conversation)
         return self._listing(page, lambda: conversations.count_for(member_id, state, role))
+
+    async def notifications(
+        self, member_id: str, unread_only: bool, first: int | None, after: str | None
+    ) -> Listing[Notification]:
+        """A member's notifications, newest first."""
+        self.owner_or_admin(member_id)
+        size = self._page_size(first)
+        notifications = self._store.notifications
+        page = await self._page(lambda: notifications.page(member_id, unread_only, size, after))
+        return self._listing(page, lambda: notifications.count(member_id, unread_only))
 
     # A thread's messages, for its two parties and admins.
 

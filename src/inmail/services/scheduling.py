@@ -20,10 +20,12 @@ from typing import Protocol
 from inmail.clock import ManualClock
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import LedgerEntry
+from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.metrics import SCHEDULER_PASS_SECONDS
 from inmail.repositories.conversations import DueReminder
 from inmail.repositories.mongo import DatabaseUnavailable
-from inmail.services.base import Account, Deps
+from inmail.repositories.notifications import ExpiringLot
+from inmail.services.base import Account, Deps, renewal_notices
 from inmail.services.unit_of_work import Transaction
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,7 @@ async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime
     )
     entries = [entry for a in accounts for entry in a.wallet.entries]
     await tx.ledger.append(entries)
+    await tx.notifications.add_all(renewal_notices(r for a in accounts for r in a.wallet.renewals))
     return _Settled(len(accounts), entries)
 
 
@@ -208,13 +211,61 @@ async def remind_due(
 async def _remind(tx: Transaction, reminder: DueReminder, now: datetime) -> bool:
     if not await tx.conversations.mark_reminded(reminder.conversation_id, now):
         return False  # answered, or reminded by someone else, since it was listed
-    await tx.notifications.add_reminder(reminder.recipient_id, reminder.conversation_id, now)
+    await tx.notifications.add(
+        Notification.reminder(reminder.recipient_id, reminder.conversation_id, now)
+    )
+    conversation = await tx.conversations.get(reminder.conversation_id)
+    if conversation is not None:
+        await tx.notifications.add_event(
+            ConversationEvent.of(ConversationChange.REMINDED, conversation, now)
+        )
+    return True
+
+
+# Credits about to expire: each lot's member is told once, `expiry_notice` before expiresAt.
+
+
+async def notify_expiring(
+    deps: Deps,
+    now: datetime,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = _go_on,
+) -> JobReport:
+    """CREDITS_EXPIRING for every lot with credits that expires within the notice, once."""
+    report = JobReport("expiry notices")
+    notice = deps.limits.expiry_notice
+    after: tuple[datetime, str] | None = None
+    while due := await deps.reads.notifications.expiring.due(
+        now, notice, after=after, limit=batch_size
+    ):
+        after = (due[-1].expires_at, due[-1].lot_id)
+        for lot in due:
+            try:
+                told = await deps.uow.run(_notify_expiring, lot, now)
+            except DatabaseUnavailable:
+                raise
+            except Exception:
+                log.exception("expiry notices: lot %s failed", lot.lot_id)
+                report.failed.append(lot.lot_id)
+                continue
+            report.changed += told
+        if not await checkpoint():
+            report.stopped = True
+            break
+    return report
+
+
+async def _notify_expiring(tx: Transaction, lot: ExpiringLot, now: datetime) -> bool:
+    if not await tx.notifications.expiring.mark_noticed(lot.lot_id, now):
+        return False  # spent, or told by another pass, since it was listed
+    await tx.notifications.add(Notification.credits_expiring(lot.member_id, lot.lot_id, now))
     return True
 
 
 # A pass: the three jobs, in the order that keeps each member's ledger in time order.
 
-_JOBS = (renew_due, expire_due, remind_due)
+_JOBS = (renew_due, expire_due, remind_due, notify_expiring)
 
 
 async def run_due_jobs(
@@ -243,6 +294,9 @@ async def oldest_due(deps: Deps, now: datetime) -> datetime | None:
             await deps.reads.members.next_renewal_at(),
             await deps.reads.lots.next_expiry_at(),
             await deps.reads.conversations.next_reminder_due_at(),
+            await deps.reads.notifications.expiring.first_due_at(
+                deps.limits.expiry_notice, expiring_after=now
+            ),
         )
         if t is not None and t <= now
     ]
@@ -257,6 +311,9 @@ async def next_due_after(deps: Deps, after: datetime) -> datetime | None:
             await deps.reads.members.next_renewal_at(after),
             await deps.reads.lots.next_expiry_at(after),
             await deps.reads.conversations.next_reminder_due_at(after),
+            await deps.reads.notifications.expiring.first_due_at(
+                deps.limits.expiry_notice, expiring_after=after + deps.limits.expiry_notice
+            ),
         )
         if t is not None
     ]

@@ -1,0 +1,371 @@
+"""Notifications (each with its webhook delivery state) and conversation events.
+
+A notification is written with an upsert on its event key, (kind, eventKey), unique: a
+transaction retried, or two schedulers reporting the same event, leave one record. Every
+notification is born PENDING for webhook delivery, in the same transaction, so the outbox is the
+notifications collection itself (services/webhooks.py drains it).
+
+Conversation events are append-only, unique per event key too; both feed the live subscriptions
+through their change streams (repositories/changes.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+
+from inmail.domain.model import Message
+from inmail.domain.notifications import (
+    ConversationChange,
+    ConversationEvent,
+    Notification,
+    NotificationKind,
+)
+from inmail.repositories.mongo import Doc, Mongo, Session, new_id
+from inmail.repositories.pages import Page, keyset_page
+
+# Before notifications were listed, the reminder was recorded under this kind.
+_LEGACY_KINDS: Final = {"INMAIL_REMINDER": NotificationKind.REMINDER}
+
+_NEWEST_FIRST: Final = (("at", DESCENDING), ("_id", DESCENDING))
+
+
+class Delivery:
+    PENDING: Final = "PENDING"
+    DELIVERED: Final = "DELIVERED"
+    FAILED: Final = "FAILED"  # gave up after the retry window
+
+
+def notification_from_doc(doc: Doc) -> Notification | None:
+    """The notification a document holds; None for a document of no known kind."""
+    raw = str(doc.get("kind"))
+    kind = _LEGACY_KINDS.get(raw)
+    if kind is None:
+        try:
+            kind = NotificationKind(raw)
+        except ValueError:
+            return None
+    return Notification(
+        kind=kind,
+        member_id=doc["memberId"],
+        at=doc["at"],
+        event_key=doc.get("eventKey") or doc.get("conversationId") or str(doc["_id"]),
+        conversation_id=doc.get("conversationId"),
+        lot_id=doc.get("lotId"),
+        purchase_id=doc.get("purchaseId"),
+        read_at=doc.get("readAt"),
+        id=str(doc["_id"]),
+    )
+
+
+def _message_doc(message: Message) -> Doc:
+    return {
+        "_id": message.id,
+        "authorId": message.author_id,
+        "body": message.body,
+        "sentAt": message.sent_at,
+    }
+
+
+def event_from_doc(doc: Doc) -> ConversationEvent | None:
+    try:
+        raw = doc.get("message")
+        message = (
+            Message(raw["_id"], raw["authorId"], raw["body"], raw["sentAt"])
+            if isinstance(raw, dict)
+            else None
+        )
+        return ConversationEvent(
+            change=ConversationChange(doc["change"]),
+            conversation_id=doc["conversationId"],
+            sender_id=doc["senderId"],
+            recipient_id=doc["recipientId"],
+            at=doc["at"],
+            message=message,
+            id=str(doc["_id"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    at: datetime
+    outcome: str  # "200", "500", "timeout", "refused: ...": what the receiver answered
+    delivered: bool
+
+
+class NotificationReader:
+    def __init__(self, mongo: Mongo, session: Session) -> None:
+        self._mongo = mongo
+        self._session = session
+        self._c = mongo.c.notifications
+        self._events = mongo.c.conversation_events
+        self.expiring = ExpiringLotReader(mongo, session)
+
+    @staticmethod
+    def _query(member_id: str, unread_only: bool) -> Doc:
+        query: Doc = {"memberId": member_id}
+        if unread_only:
+            query["readAt"] = None
+        return query
+
+    async def page(
+        self, member_id: str, unread_only: bool, first: int, after: str | None
+    ) -> Page[Notification]:
+        """The member's notifications, newest first."""
+        page = await keyset_page(
+            self._mongo, self._c, self._query(member_id, unread_only), _NEWEST_FIRST, first, after
+        )
+        items = [
+            (cursor, n)
+            for cursor, doc in page.items
+            if (n := notification_from_doc(doc)) is not None
+        ]
+        return Page(items=items, has_next=page.has_next)
+
+    async def count(self, member_id: str, unread_only: bool) -> int:
+        return await self._c.count_documents(
+            self._query(member_id, unread_only), session=self._session
+        )
+
+    async def for_member(self, member_id: str) -> list[Notification]:
+        """All of a member's notifications, oldest first (for tests and tools)."""
+        cursor = self._c.find({"memberId": member_id}, session=self._session).sort(
+            [("at", 1), ("_id", 1)]
+        )
+        return [n async for doc in cursor if (n := notification_from_doc(doc)) is not None]
+
+    async def since(self, member_ids: Sequence[str], at: datetime) -> list[Notification]:
+        """The notifications of these members written at or after `at` (a catch-up)."""
+        cursor = self._c.find(
+            {"memberId": {"$in": list(member_ids)}, "at": {"$gte": at}}, session=self._session
+        ).sort([("at", 1), ("_id", 1)])
+        return [n async for doc in cursor.limit(1000) if (n := notification_from_doc(doc))]
+
+    async def events_since(
+        self, member_ids: Sequence[str], at: datetime
+    ) -> list[ConversationEvent]:
+        """The conversation events of these members' conversations at or after `at`."""
+        members = list(member_ids)
+        cursor = self._events.find(
+            {
+                "$or": [{"senderId": {"$in": members}}, {"recipientId": {"$in": members}}],
+                "at": {"$gte": at},
+            },
+            session=self._session,
+        ).sort("_id", 1)
+        return [e async for doc in cursor.limit(1000) if (e := event_from_doc(doc)) is not None]
+
+    async def newer_docs(self, after_id: str) -> list[Doc]:
+        """Notification documents with an id after `after_id` (the in-memory fallback's feed)."""
+        cursor = self._c.find({"_id": {"$gt": after_id}}, session=self._session)
+        return [doc async for doc in cursor.sort("_id", 1).limit(1000)]
+
+    async def newer_event_docs(self, after_id: str) -> list[Doc]:
+        cursor = self._events.find({"_id": {"$gt": after_id}}, session=self._session)
+        return [doc async for doc in cursor.sort("_id", 1).limit(1000)]
+
+    async def events_of(self, conversation_id: str) -> list[ConversationEvent]:
+        cursor = self._events.find({"conversationId": conversation_id}, session=self._session)
+        return [e async for doc in cursor.sort("_id", 1) if (e := event_from_doc(doc)) is not None]
+
+
+class NotificationRepository(NotificationReader):
+    expiring: ExpiringLotMarker
+
+    def __init__(self, mongo: Mongo, session: Session) -> None:
+        super().__init__(mongo, session)
+        self.expiring = ExpiringLotMarker(mongo, session)
+
+    async def add(self, notification: Notification) -> bool:
+        """Record the notification unless its event was recorded already; True if it is new."""
+        doc: Doc = {
+            "_id": new_id(),
+            "memberId": notification.member_id,
+            "at": notification.at,
+            "readAt": None,
+            "delivery": {"state": Delivery.PENDING, "dueAt": notification.at, "attempts": 0},
+        }
+        for name, value in (
+            ("conversationId", notification.conversation_id),
+            ("lotId", notification.lot_id),
+            ("purchaseId", notification.purchase_id),
+        ):
+            if value is not None:
+                doc[name] = value
+        result = await self._c.update_one(
+            {"kind": notification.kind.value, "eventKey": notification.event_key},
+            {"$setOnInsert": doc},
+            upsert=True,
+            session=self._session,
+        )
+        return result.upserted_id is not None
+
+    async def add_all(self, notifications: Sequence[Notification]) -> None:
+        for notification in notifications:
+            await self.add(notification)
+
+    async def add_event(self, event: ConversationEvent) -> bool:
+        """Record a conversation event unless it was recorded already; True if it is new."""
+        doc: Doc = {
+            "_id": new_id(),
+            "change": event.change.value,
+            "conversationId": event.conversation_id,
+            "senderId": event.sender_id,
+            "recipientId": event.recipient_id,
+            "at": event.at,
+            "message": _message_doc(event.message) if event.message is not None else None,
+        }
+        result = await self._events.update_one(
+            {"eventKey": event.event_key},
+            {"$setOnInsert": doc},
+            upsert=True,
+            session=self._session,
+        )
+        return result.upserted_id is not None
+
+    async def mark_read(self, member_id: str, ids: Sequence[str] | None, at: datetime) -> int:
+        """Mark the member's unread notifications read: these ids (others' are left alone) or,
+        with None, all of them. How many changed."""
+        query: Doc = {"memberId": member_id, "readAt": None}
+        if ids is not None:
+            query["_id"] = {"$in": list(ids)}
+        result = await self._c.update_many(query, {"$set": {"readAt": at}}, session=self._session)
+        return result.modified_count
+
+
+class WebhookOutbox:
+    """The notifications waiting for webhook delivery, claimed one at a time under a lease.
+
+    A claim moves `delivery.dueAt` past the lease: while a process delivers, no other finds the
+    notification due; if it dies, the notification is due again when the lease runs out. Times
+    are the service clock's, so a manual clock drives retries too.
+    """
+
+    def __init__(self, mongo: Mongo) -> None:
+        self._c = mongo.c.notifications
+
+    async def claim(self, now: datetime, lease_until: datetime, owner: str) -> Doc | None:
+        doc: Any = await self._c.find_one_and_update(
+            {"delivery.state": Delivery.PENDING, "delivery.dueAt": {"$lte": now}},
+            {"$set": {"delivery.dueAt": lease_until, "delivery.owner": owner}},
+            sort=[("delivery.dueAt", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc if isinstance(doc, dict) else None
+
+    async def record(
+        self,
+        notification_id: str,
+        owner: str,
+        attempt: DeliveryAttempt,
+        *,
+        state: str,
+        next_due: datetime | None,
+    ) -> bool:
+        """Record an attempt by the claim's owner; False if the claim was lost meanwhile."""
+        update: Doc = {
+            "$set": {"delivery.state": state},
+            "$inc": {"delivery.attempts": 1},
+            "$push": {
+                "delivery.log": {
+                    "$each": [
+                        {"at": attempt.at, "outcome": attempt.outcome, "ok": attempt.delivered}
+                    ],
+                    "$slice": -50,
+                }
+            },
+            "$unset": {"delivery.owner": ""},
+        }
+        if next_due is not None:
+            update["$set"]["delivery.dueAt"] = next_due
+        result = await self._c.update_one({"_id": notification_id, "delivery.owner": owner}, update)
+        return result.modified_count == 1
+
+    async def next_due_at(self) -> datetime | None:
+        doc = await self._c.find_one(
+            {"delivery.state": Delivery.PENDING},
+            {"delivery.dueAt": 1},
+            sort=[("delivery.dueAt", ASCENDING)],
+        )
+        return doc["delivery"]["dueAt"] if doc else None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringLot:
+    lot_id: str
+    member_id: str
+    expires_at: datetime
+
+
+def _unnoticed(expires: Doc) -> Doc:
+    """ACTIVE lots with credits whose member was not yet told they expire (index expiry_due)."""
+    return {
+        "status": "ACTIVE",
+        "expiresAt": expires,
+        "remaining": {"$gt": 0},
+        "expiryNoticeAt": {"$exists": False},
+    }
+
+
+class ExpiringLotReader:
+    """The lots whose CREDITS_EXPIRING notice is due, read from the credit lots collection."""
+
+    def __init__(self, mongo: Mongo, session: Session) -> None:
+        self._session = session
+        self._lots = mongo.c.credit_lots
+
+    async def due(
+        self,
+        now: datetime,
+        notice: timedelta,
+        *,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[ExpiringLot]:
+        """Lots expiring within `notice` of `now` (not yet expired), in (expiresAt, _id) order."""
+        query = _unnoticed({"$gt": now, "$lte": now + notice})
+        if after is not None:
+            query = {
+                "$and": [
+                    query,
+                    {
+                        "$or": [
+                            {"expiresAt": {"$gt": after[0]}},
+                            {"expiresAt": after[0], "_id": {"$gt": after[1]}},
+                        ]
+                    },
+                ]
+            }
+        cursor = (
+            self._lots.find(query, {"memberId": 1, "expiresAt": 1}, session=self._session)
+            .sort([("expiresAt", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
+        return [ExpiringLot(doc["_id"], doc["memberId"], doc["expiresAt"]) async for doc in cursor]
+
+    async def first_due_at(self, notice: timedelta, *, expiring_after: datetime) -> datetime | None:
+        """When the first notice of a lot that expires after `expiring_after` falls due."""
+        doc = await self._lots.find_one(
+            _unnoticed({"$gt": expiring_after}),
+            {"expiresAt": 1},
+            sort=[("expiresAt", ASCENDING)],
+            session=self._session,
+        )
+        return doc["expiresAt"] - notice if doc else None
+
+
+class ExpiringLotMarker(ExpiringLotReader):
+    async def mark_noticed(self, lot_id: str, at: datetime) -> bool:
+        """Mark a lot's notice given, if it still has credits and was not marked; True if so."""
+        result = await self._lots.update_one(
+            {"_id": lot_id, **_unnoticed({"$gt": at})},
+            {"$set": {"expiryNoticeAt": at}},
+            session=self._session,
+        )
+        return result.modified_count == 1

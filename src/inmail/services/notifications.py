@@ -1,0 +1,52 @@
+"""A member's notifications: listed newest first, counted unread, marked read (SPEC 5a).
+
+Notifications are written by the use cases that cause them, in their own transactions (see
+domain/notifications.py for the kinds and their event keys); this module is what a member
+does with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.notifications import Notification
+from inmail.services.base import Deps
+from inmail.services.unit_of_work import Transaction
+
+MAX_IDS = 100
+
+__all__ = ["MAX_IDS", "Notification", "mark_read", "unread_count"]
+
+
+async def unread_count(deps: Deps, member_id: str) -> int:
+    return await deps.reads.notifications.count(member_id, unread_only=True)
+
+
+async def mark_read(
+    deps: Deps, member_id: str, ids: Sequence[str] | None, everything: bool | None
+) -> int:
+    """Mark these notifications of the member read, or all of them; the unread count after.
+
+    Ids that are not the member's own (another member's, or none at all) change nothing: a
+    member cannot learn whether someone else's notification exists.
+    """
+    if everything and ids is not None:
+        raise DomainError(ErrorCode.INVALID_INPUT, "Give either ids or all, not both.", "ids")
+    if not everything:
+        if ids is None:
+            raise DomainError(
+                ErrorCode.INVALID_INPUT, "Give the ids to mark read, or all: true.", "ids"
+            )
+        if len(ids) > MAX_IDS:
+            raise DomainError(
+                ErrorCode.INVALID_INPUT, f"Mark at most {MAX_IDS} ids at a time.", "ids"
+            )
+    chosen = None if everything else [str(i) for i in dict.fromkeys(ids or ())]
+    await deps.uow.run(_mark_read, member_id, chosen, deps.now())
+    return await unread_count(deps, member_id)
+
+
+async def _mark_read(tx: Transaction, member_id: str, ids: list[str] | None, at: datetime) -> int:
+    return await tx.notifications.mark_read(member_id, ids, at)
