@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable, plan_table_from_overrides
 
@@ -206,6 +207,30 @@ SETTINGS: tuple[Setting, ...] = (
         "an integer 1-10000000",
         "most objects one operation may return (a connection's `first` multiplies what it holds)",
     ),
+    Setting(
+        "INMAIL_WEBHOOK_URL",
+        None,
+        "an http:// or https:// URL",
+        "POST every notification there, signed (README, Webhooks); unset: no delivery",
+    ),
+    Setting(
+        "INMAIL_WEBHOOK_SECRET",
+        None,
+        "a string of 32+ characters",
+        "the HMAC-SHA256 key of webhook signatures; required with INMAIL_WEBHOOK_URL",
+    ),
+    Setting(
+        "INMAIL_WEBHOOK_TIMEOUT",
+        "10",
+        "seconds, a number 0.1-60",
+        "a webhook attempt not answered by then fails and is retried",
+    ),
+    Setting(
+        "INMAIL_WEBHOOK_POLL_INTERVAL",
+        "1",
+        "seconds, a number 0.01-60",
+        "how often each process looks for webhook deliveries that became due",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -251,6 +276,10 @@ class Settings:
     metrics_port: int | None = 9464
     metrics_token: str | None = None
     max_query_cost: int = 50_000
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_timeout: float = 10.0
+    webhook_poll_interval: float = 1.0
 
     @property
     def is_production(self) -> bool:
@@ -315,7 +344,15 @@ class Settings:
             metrics_port=read.value("INMAIL_METRICS_PORT", _port_or_off),
             metrics_token=read.optional("INMAIL_METRICS_TOKEN", _secret),
             max_query_cost=read.value("INMAIL_MAX_QUERY_COST", _int_range(1, 10_000_000)),
+            webhook_url=read.optional("INMAIL_WEBHOOK_URL", _webhook_url),
+            webhook_secret=read.optional("INMAIL_WEBHOOK_SECRET", _secret),
+            webhook_timeout=read.value("INMAIL_WEBHOOK_TIMEOUT", _float_range(0.1, 60)),
+            webhook_poll_interval=read.value(
+                "INMAIL_WEBHOOK_POLL_INTERVAL", _float_range(0.01, 60)
+            ),
         )
+        if settings.webhook_url is not None and settings.webhook_secret is None:
+            raise SettingsError("INMAIL_WEBHOOK_SECRET: required when INMAIL_WEBHOOK_URL is set")
         if settings.is_production:
             if settings.jwt_secret is None:
                 raise SettingsError("INMAIL_JWT_SECRET: required when INMAIL_ENV=production")
@@ -452,6 +489,13 @@ def _origins(raw: str) -> tuple[str, ...]:
     if not origins:
         raise ValueError("")
     return origins
+
+
+def _webhook_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(raw) > 2048:
+        raise ValueError("")
+    return raw
 
 
 def settings_table_markdown() -> str:

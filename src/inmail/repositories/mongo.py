@@ -64,6 +64,7 @@ class Collections:
     idempotency: Collection
     notifications: Collection
     leases: Collection
+    webhook_outbox: Collection
 
 
 _AWAITING = {"state": "AWAITING_RESPONSE"}
@@ -150,6 +151,16 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("deliveredAt", ASCENDING), ("at", ASCENDING)], name="undelivered"),
     ],
     "leases": [],
+    "webhook_outbox": [
+        # The delivery worker's claim: the earliest pending event that is due.
+        IndexModel(
+            [("status", ASCENDING), ("dueAt", ASCENDING)],
+            partialFilterExpression={"status": "PENDING"},
+            name="pending_due",
+        ),
+        # Every event is removed some time after it was written (repositories/outbox.py).
+        IndexModel([("purgeAt", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
 }
 
 

@@ -19,6 +19,7 @@ from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
 from inmail.repositories.ledger import LedgerReader, LedgerRepository
 from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
 from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session
+from inmail.repositories.outbox import OutboxRepository
 from inmail.repositories.records import (
     IdempotencyReader,
     IdempotencyRepository,
@@ -73,6 +74,7 @@ class Transaction:
     idempotency: IdempotencyRepository
     purchases: PurchaseRepository
     notifications: NotificationRepository
+    outbox: OutboxRepository
 
     @classmethod
     def on(cls, mongo: Mongo, session: Session) -> Transaction:
@@ -84,6 +86,7 @@ class Transaction:
             idempotency=IdempotencyRepository(mongo, session),
             purchases=PurchaseRepository(mongo, session),
             notifications=NotificationRepository(mongo, session),
+            outbox=OutboxRepository(mongo, session),
         )
 
 
