@@ -145,8 +145,6 @@ def test_the_readme_receiver_accepts_a_signed_event_once_and_refuses_forgeries(
     section = readme[readme.index("## Webhooks") :]
     start = section.index("```python\n") + len("```python\n")
     code = section[start : section.index("```\n", start)]
-        section.index("```python\n") + 10 : section.index("```\n", section.index("```python"))
-    ]
     namespace: dict[str, Any] = {}
     exec(compile(code, "README.md", "exec"), namespace)
     secret = namespace["SECRET"].decode()
