@@ -353,3 +353,29 @@ async def test_without_a_webhook_url_no_worker_is_started(mongo: Mongo) -> None:
     container = build_container(service_settings(), mongo)
     assert container.webhooks is None
     assert not any(isinstance(task, WebhookWorker) for task in container.background)
+
+
+async def test_the_workers_claim_walks_the_pending_due_index_not_the_collection(
+    mongo: Mongo,
+) -> None:
+    sent = events(60)
+    await enqueue(mongo, sent)
+    await mongo.c.webhook_outbox.update_many(
+        {"_id": {"$in": [e.id for e in sent[:50]]}}, {"$set": {"status": DELIVERED}}
+    )
+    plan = await mongo.db.command(
+        "explain",
+        {
+            "findAndModify": "webhook_outbox",
+            "query": {
+                "status": PENDING,
+                "dueAt": {"$lte": START},
+                "$expr": {"$lte": ["$leaseUntil", "$$NOW"]},
+            },
+            "sort": {"dueAt": 1},
+            "update": [{"$set": {"leaseOwner": "explain"}}],
+        },
+    )
+    winning = str(plan["queryPlanner"]["winningPlan"])
+    assert "pending_due" in winning
+    assert "COLLSCAN" not in winning

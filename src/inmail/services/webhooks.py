@@ -236,7 +236,12 @@ class WebhookWorker:
         if self._client is None:
             self._client = self._new_client()
         lanes = [self._lane() for _ in range(self.config.concurrency)]
-        return sum(await asyncio.gather(*lanes))
+        # Every lane ends before the pass does, even when one of them fails.
+        results = await asyncio.gather(*lanes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
 
     async def _lane(self) -> int:
         made = 0
