@@ -16,6 +16,7 @@ from inmail.repositories.changes import InboxChanges, LedgerChanges
 from inmail.repositories.leases import LeaseRepository
 from inmail.repositories.memory import InMemoryMongo, SoleProcessLease
 from inmail.repositories.mongo import Mongo
+from inmail.repositories.outbox import OutboxStore
 from inmail.repositories.records import ChargeRepository
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 from inmail.scheduler import DEFAULT_LEASE_TTL, DEFAULT_STOP_GRACE, Scheduler
@@ -25,6 +26,7 @@ from inmail.services.events import BalancePublisher, FanOut
 from inmail.services.live import Broker, InboxBroker
 from inmail.services.payments import BuiltinGateway, PaymentGateway
 from inmail.services.rate_limits import RateLimits
+from inmail.services.webhooks import WebhookConfig, WebhookWorker
 from inmail.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class Container:
     background: list[Background] = field(default_factory=list)
     scheduler: Scheduler | None = None
     inbox: InboxBroker | None = None
+    webhooks: WebhookWorker | None = None
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -132,6 +135,26 @@ def build_inbox(deps: Deps, mongo: Mongo) -> InboxBroker:
     return InboxBroker(deps.reads.notifications, changes)
 
 
+def build_webhooks(settings: Settings, mongo: Mongo, clock: Clock) -> WebhookWorker | None:
+    """The outbox's delivery worker, when INMAIL_WEBHOOK_URL is set (one in every process).
+
+    Events are enqueued whether or not a URL is set; without one they wait in the outbox (and
+    are removed after its retention) until a process with a URL delivers them.
+    """
+    if settings.webhook_url is None or settings.webhook_secret is None:
+        return None
+    if isinstance(mongo, InMemoryMongo):
+        log.warning("webhooks: not delivered on the in-memory database (no leases there)")
+        return None
+    config = WebhookConfig(
+        url=settings.webhook_url,
+        secret=settings.webhook_secret,
+        timeout=settings.webhook_timeout,
+        poll_interval=settings.webhook_poll_interval,
+    )
+    return WebhookWorker(OutboxStore(mongo), clock, config)
+
+
 def build_container(
     settings: Settings,
     mongo: Mongo,
@@ -179,4 +202,8 @@ def build_container(
         )
         container.background.append(scheduler)
         container.scheduler = scheduler
+    webhooks = build_webhooks(settings, mongo, clock)
+    if webhooks is not None:
+        container.background.append(webhooks)
+        container.webhooks = webhooks
     return container

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, overload
+from urllib.parse import urlsplit
 
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable, plan_table_from_overrides
 
@@ -91,6 +92,13 @@ def _port_or_off(raw: str) -> int | None:
     if raw.lower() == "off":
         return None
     return _int_range(1, 65535)(raw)
+
+
+def _webhook_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(raw) > 2048:
+        raise ValueError("")
+    return raw
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -435,6 +443,34 @@ class Settings:
         "how long before a lot with credits left expires its member is told (CREDITS_EXPIRING)",
         _int_range(1, 89),
     )
+    webhook_url: str | None = setting(
+        "INMAIL_WEBHOOK_URL",
+        None,
+        "an http:// or https:// URL",
+        "set: every notification is POSTed there, signed (see Webhooks); unset: none",
+        _webhook_url,
+    )
+    webhook_secret: str | None = setting(
+        "INMAIL_WEBHOOK_SECRET",
+        None,
+        "a string of 32+ characters",
+        "the HMAC-SHA256 key of webhook signatures; required with INMAIL_WEBHOOK_URL",
+        _secret,
+    )
+    webhook_timeout: float = setting(
+        "INMAIL_WEBHOOK_TIMEOUT",
+        "10",
+        "seconds, a number 0.1-60",
+        "a webhook attempt not answered by then fails and is retried",
+        _float_range(0.1, 60),
+    )
+    webhook_poll_interval: float = setting(
+        "INMAIL_WEBHOOK_POLL_INTERVAL",
+        "1",
+        "seconds, a number 0.01-60",
+        "how often each process looks for webhook deliveries that became due",
+        _float_range(0.01, 60),
+    )
 
     @property
     def is_production(self) -> bool:
@@ -471,6 +507,8 @@ class Settings:
                 raise SettingsError("INMAIL_JWT_SECRET: required when INMAIL_ENV=production")
             if settings.manual_clock:
                 raise SettingsError("INMAIL_CLOCK: manual is for demos and tests, not production")
+        if settings.webhook_url is not None and settings.webhook_secret is None:
+            raise SettingsError("INMAIL_WEBHOOK_SECRET: required when INMAIL_WEBHOOK_URL is set")
         return settings
 
     def with_changes(self, **changes: object) -> Settings:
@@ -529,9 +567,3 @@ def settings_table_markdown() -> str:
         default = f"`{s.default}`" if s.default is not None else "unset"
         rows.append(f"| `{s.name}` | {default} | {s.accepts} | {s.help} |")
     return "\n".join(rows)
-
-
-def _webhook_url(raw: str) -> str:
-    if not raw.startswith(("http://", "https://")) or len(raw) > 2048:
-        raise ValueError("expected an http:// or https:// URL")
-    return raw

@@ -68,6 +68,7 @@ class Collections:
     messages: Collection
     migrations: Collection
     conversation_events: Collection
+    webhook_outbox: Collection
 
 
 _AWAITING = {"state": "AWAITING_RESPONSE"}
@@ -170,9 +171,6 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             [("memberId", ASCENDING), ("readAt", ASCENDING), ("at", DESCENDING)],
             name="member_unread",
         ),
-        IndexModel(
-            [("delivery.state", ASCENDING), ("delivery.dueAt", ASCENDING)], name="webhook_due"
-        ),
     ],
     "leases": [],
     # Send counters per member and minute (repositories/rate_limits.py), gone once stale.
@@ -189,12 +187,22 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("eventKey", ASCENDING)], unique=True, name="one_per_event"),
         IndexModel([("conversationId", ASCENDING), ("_id", ASCENDING)], name="conversation_order"),
     ],
+    "webhook_outbox": [
+        # The delivery worker's claim: the earliest pending event that is due.
+        IndexModel(
+            [("status", ASCENDING), ("dueAt", ASCENDING)],
+            partialFilterExpression={"status": "PENDING"},
+            name="pending_due",
+        ),
+        # Every event is removed some time after it was written (repositories/outbox.py).
+        IndexModel([("purgeAt", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
 }
 
 OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
     # {pair} alone: a unique index that does not lead with the shard key `senderId`.
     "conversations": ["one_direct_per_pair"],
-    # Replaced by `one_per_event`, `member_newest_keyset` and `webhook_due`.
+    # Replaced by `one_per_event` and `member_newest_keyset` (webhooks: the outbox's own).
     "notifications": ["one_per_conversation", "member_newest", "undelivered"],
 }
 

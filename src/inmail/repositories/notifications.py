@@ -1,9 +1,9 @@
-"""Notifications (each with its webhook delivery state) and conversation events.
+"""Notifications and conversation events.
 
 A notification is written with an upsert on its event key, (kind, eventKey), unique: a
-transaction retried, or two schedulers reporting the same event, leave one record. Every
-notification is born PENDING for webhook delivery, in the same transaction, so the outbox is the
-notifications collection itself (services/webhooks.py drains it).
+transaction retried, or two schedulers reporting the same event, leave one record. A new
+notification is enqueued for webhook delivery in the same transaction (repositories/outbox.py;
+services/webhooks.py drains it).
 
 Conversation events are append-only, unique per event key too; both feed the live subscriptions
 through their change streams (repositories/changes.py).
@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
 
 from inmail.domain.model import Message
 from inmail.domain.notifications import (
@@ -26,18 +26,13 @@ from inmail.domain.notifications import (
     NotificationKind,
 )
 from inmail.repositories.mongo import Doc, Mongo, Session, new_id
+from inmail.repositories.outbox import OutboxEvent, OutboxRepository
 from inmail.repositories.pages import Page, keyset_page
 
 # Before notifications were listed, the reminder was recorded under this kind.
 _LEGACY_KINDS: Final = {"INMAIL_REMINDER": NotificationKind.REMINDER}
 
 _NEWEST_FIRST: Final = (("at", DESCENDING), ("_id", DESCENDING))
-
-
-class Delivery:
-    PENDING: Final = "PENDING"
-    DELIVERED: Final = "DELIVERED"
-    FAILED: Final = "FAILED"  # gave up after the retry window
 
 
 def notification_from_doc(doc: Doc) -> Notification | None:
@@ -90,13 +85,6 @@ def event_from_doc(doc: Doc) -> ConversationEvent | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryAttempt:
-    at: datetime
-    outcome: str  # "200", "500", "timeout", "refused: ...": what the receiver answered
-    delivered: bool
 
 
 class NotificationReader:
@@ -181,6 +169,7 @@ class NotificationRepository(NotificationReader):
     def __init__(self, mongo: Mongo, session: Session) -> None:
         super().__init__(mongo, session)
         self.expiring = ExpiringLotMarker(mongo, session)
+        self._outbox = OutboxRepository(mongo, session)
 
     async def add(self, notification: Notification) -> bool:
         """Record the notification unless its event was recorded already; True if it is new."""
@@ -189,7 +178,6 @@ class NotificationRepository(NotificationReader):
             "memberId": notification.member_id,
             "at": notification.at,
             "readAt": None,
-            "delivery": {"state": Delivery.PENDING, "dueAt": notification.at, "attempts": 0},
         }
         for name, value in (
             ("conversationId", notification.conversation_id),
@@ -204,7 +192,19 @@ class NotificationRepository(NotificationReader):
             upsert=True,
             session=self._session,
         )
-        return result.upserted_id is not None
+        if result.upserted_id is None:
+            return False
+        data = {k: v for k in ("conversationId", "lotId", "purchaseId") if (v := doc.get(k))}
+        await self._outbox.add(
+            OutboxEvent(
+                id=doc["_id"],
+                kind=notification.kind.value,
+                member_id=notification.member_id,
+                at=notification.at,
+                data=data,
+            )
+        )
+        return True
 
     async def add_all(self, notifications: Sequence[Notification]) -> None:
         for notification in notifications:
@@ -237,63 +237,6 @@ class NotificationRepository(NotificationReader):
             query["_id"] = {"$in": list(ids)}
         result = await self._c.update_many(query, {"$set": {"readAt": at}}, session=self._session)
         return result.modified_count
-
-
-class WebhookOutbox:
-    """The notifications waiting for webhook delivery, claimed one at a time under a lease.
-
-    A claim moves `delivery.dueAt` past the lease: while a process delivers, no other finds the
-    notification due; if it dies, the notification is due again when the lease runs out. Times
-    are the service clock's, so a manual clock drives retries too.
-    """
-
-    def __init__(self, mongo: Mongo) -> None:
-        self._c = mongo.c.notifications
-
-    async def claim(self, now: datetime, lease_until: datetime, owner: str) -> Doc | None:
-        doc: Any = await self._c.find_one_and_update(
-            {"delivery.state": Delivery.PENDING, "delivery.dueAt": {"$lte": now}},
-            {"$set": {"delivery.dueAt": lease_until, "delivery.owner": owner}},
-            sort=[("delivery.dueAt", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-        )
-        return doc if isinstance(doc, dict) else None
-
-    async def record(
-        self,
-        notification_id: str,
-        owner: str,
-        attempt: DeliveryAttempt,
-        *,
-        state: str,
-        next_due: datetime | None,
-    ) -> bool:
-        """Record an attempt by the claim's owner; False if the claim was lost meanwhile."""
-        update: Doc = {
-            "$set": {"delivery.state": state},
-            "$inc": {"delivery.attempts": 1},
-            "$push": {
-                "delivery.log": {
-                    "$each": [
-                        {"at": attempt.at, "outcome": attempt.outcome, "ok": attempt.delivered}
-                    ],
-                    "$slice": -50,
-                }
-            },
-            "$unset": {"delivery.owner": ""},
-        }
-        if next_due is not None:
-            update["$set"]["delivery.dueAt"] = next_due
-        result = await self._c.update_one({"_id": notification_id, "delivery.owner": owner}, update)
-        return result.modified_count == 1
-
-    async def next_due_at(self) -> datetime | None:
-        doc = await self._c.find_one(
-            {"delivery.state": Delivery.PENDING},
-            {"delivery.dueAt": 1},
-            sort=[("delivery.dueAt", ASCENDING)],
-        )
-        return doc["delivery"]["dueAt"] if doc else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from inmail.repositories.members import MemberReader, MemberRepository, StaleMem
 from inmail.repositories.messages import MessageReader, MessageRepository
 from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session
 from inmail.repositories.notifications import NotificationReader, NotificationRepository
+from inmail.repositories.outbox import OutboxRepository
 from inmail.repositories.rate_limits import RateLimitReader, RateLimitRepository
 from inmail.repositories.records import (
     IdempotencyReader,
@@ -80,6 +81,7 @@ class Transaction:
     notifications: NotificationRepository
     rate_limits: RateLimitRepository
     messages: MessageRepository
+    outbox: OutboxRepository
 
     @classmethod
     def on(cls, mongo: Mongo, session: Session) -> Transaction:
@@ -93,6 +95,7 @@ class Transaction:
             notifications=NotificationRepository(mongo, session),
             rate_limits=RateLimitRepository(mongo, session),
             messages=MessageRepository(mongo, session),
+            outbox=OutboxRepository(mongo, session),
         )
 
 

@@ -1,0 +1,198 @@
+"""The webhook outbox: one document per event to deliver, written in the event's transaction.
+
+A use case adds an `OutboxEvent` with `tx.outbox.add(event)` in the same transaction as the
+change it reports, so the event exists if and only if the change was committed; its `_id` is
+the event's id (the notification's), so a transaction that is run again cannot enqueue it twice.
+
+The delivery worker (services/webhooks.py) claims due events one at a time with a lease: one
+conditional update sets `leaseOwner`, a fresh `leaseToken` and `leaseUntil`. The lease is timed
+by the database's clock (`$$NOW`), real time even when the service runs a manual clock, because
+it stands for a request in flight; an event whose lease lapsed (its worker died) is claimed
+again. When it is due (`dueAt`) is on the service's clock, so a manual clock drives retries.
+
+A document: `{_id, kind, memberId, at, data, status: PENDING | DELIVERED | FAILED, dueAt,
+attemptCount, attempts: [the last ATTEMPTS_KEPT {at, statusCode, error, durationMs}],
+leaseOwner, leaseToken, leaseUntil, deliveredAt, failedAt, purgeAt}`. Every event is removed by
+a TTL index RETENTION after it was written (real time), delivered or not.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from pymongo import ReturnDocument
+
+from inmail.repositories.mongo import Doc, Mongo, Session
+
+PENDING: Final = "PENDING"
+DELIVERED: Final = "DELIVERED"
+FAILED: Final = "FAILED"
+
+ATTEMPTS_KEPT: Final = 20
+"""How many of an event's latest attempts its document keeps (`attemptCount` counts them all)."""
+
+RETENTION: Final = timedelta(days=30)
+"""How long an event is kept after it was written, whatever became of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One event for the webhook endpoint: what happened, to whom, when (service time)."""
+
+    id: str
+    kind: str
+    member_id: str
+    at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One delivery attempt: when (service time), the HTTP status or the error, how long."""
+
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    def to_doc(self) -> Doc:
+        return {
+            "at": self.at,
+            "statusCode": self.status_code,
+            "error": self.error,
+            "durationMs": self.duration_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An event this worker holds the lease of: deliver it, then `finish` with the token."""
+
+    event: OutboxEvent
+    token: str
+    attempt_count: int
+
+
+def _event_from_doc(doc: Doc) -> OutboxEvent:
+    return OutboxEvent(
+        id=doc["_id"],
+        kind=doc["kind"],
+        member_id=doc["memberId"],
+        at=doc["at"],
+        data=doc.get("data") or {},
+    )
+
+
+class OutboxRepository:
+    """The outbox as a transaction sees it: events are only ever added there."""
+
+    def __init__(self, mongo: Mongo, session: Session) -> None:
+        self._session = session
+        self._c = mongo.c.webhook_outbox
+
+    async def add(self, event: OutboxEvent) -> None:
+        """Enqueue `event` in this transaction; due at once (at `event.at`)."""
+        await self._c.insert_one(
+            {
+                "_id": event.id,
+                "kind": event.kind,
+                "memberId": event.member_id,
+                "at": event.at,
+                "data": dict(event.data),
+                "status": PENDING,
+                "dueAt": event.at,
+                "attemptCount": 0,
+                "attempts": [],
+                "leaseOwner": None,
+                "leaseToken": None,
+                "leaseUntil": None,
+                # Real time: the TTL monitor compares with the server's own clock.
+                "purgeAt": datetime.now(UTC) + RETENTION,
+            },
+            session=self._session,
+        )
+
+
+class OutboxStore:
+    """The delivery worker's side of the outbox: claim a due event, record how it went."""
+
+    def __init__(self, mongo: Mongo) -> None:
+        self._c = mongo.c.webhook_outbox
+
+    async def claim(self, owner: str, now: datetime, lease: timedelta) -> Claimed | None:
+        """Lease the earliest event due by `now` (service time) that nobody holds; None if none.
+
+        One atomic update on one document: of several workers only one gets a given event while
+        its lease (`lease`, database time) runs.
+        """
+        token = uuid.uuid4().hex
+        lease_ms = int(lease.total_seconds() * 1000)
+        doc = await self._c.find_one_and_update(
+            {
+                "status": PENDING,
+                "dueAt": {"$lte": now},
+                # Never leased, released (null) or lapsed: null and missing sort before dates.
+                "$expr": {"$lte": ["$leaseUntil", "$$NOW"]},
+            },
+            [
+                {
+                    "$set": {
+                        "leaseOwner": {"$literal": owner},
+                        "leaseToken": {"$literal": token},
+                        "leaseUntil": {"$add": ["$$NOW", lease_ms]},
+                    }
+                }
+            ],
+            sort=[("dueAt", 1)],
+            projection={"attempts": 0},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is None:
+            return None
+        return Claimed(_event_from_doc(doc), token, int(doc.get("attemptCount", 0)))
+
+    async def finish(
+        self, claimed: Claimed, attempt: Attempt, *, retry_at: datetime | None
+    ) -> bool:
+        """Record `attempt` and release the lease: delivered, due again at `retry_at`, or FAILED
+        (not delivered and no `retry_at`). False when the lease was lost meanwhile: the attempt
+        is recorded all the same, and a delivery still marks the event delivered."""
+        record: Doc = {
+            "$push": {"attempts": {"$each": [attempt.to_doc()], "$slice": -ATTEMPTS_KEPT}},
+            "$inc": {"attemptCount": 1},
+        }
+        if attempt.delivered:
+            outcome: Doc = {"status": DELIVERED, "deliveredAt": attempt.at}
+        elif retry_at is not None:
+            outcome = {"dueAt": retry_at}
+        else:
+            outcome = {"status": FAILED, "failedAt": attempt.at}
+        released = {"leaseOwner": None, "leaseToken": None, "leaseUntil": None}
+        result = await self._c.update_one(
+            {"_id": claimed.event.id, "leaseToken": claimed.token},
+            {**record, "$set": {**outcome, **released}},
+        )
+        if result.matched_count:
+            return True
+        # Another worker holds the event now; leave its lease and schedule alone.
+        await self._c.update_one({"_id": claimed.event.id}, record)
+        if attempt.delivered:
+            await self._c.update_one(
+                {"_id": claimed.event.id, "status": PENDING}, {"$set": outcome}
+            )
+        return False
+
+    async def get(self, event_id: str) -> Doc | None:
+        """The event's document as stored (for operators and tests)."""
+        return await self._c.find_one({"_id": event_id})
+
+    async def count(self, status: str) -> int:
+        return await self._c.count_documents({"status": status})

@@ -1,0 +1,319 @@
+"""Webhook delivery: every event of the outbox POSTed, signed, to INMAIL_WEBHOOK_URL.
+
+Each process runs a `WebhookWorker` when a URL is set. It claims due events from the outbox
+(repositories/outbox.py) with a lease, so that of several processes one sends a given event at a
+time, and sends each as JSON `{"id", "kind", "memberId", "at", "data"}` with the headers
+
+    InMail-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the secret>
+    InMail-Event-Id: <id>
+
+A 2xx answer delivers the event. Any other answer, a timeout or a connection that fails is an
+attempt to retry: after 10 s, 20 s, 40 s ... at most an hour apart (each shortened by up to a
+fifth at random, so that many failed events do not come back at once), until the event is a day
+old; an attempt made after that which fails too marks it FAILED. Every attempt is recorded on the
+event. Delivery is at least once: a receiver dedupes by the event id.
+
+Due times and backoff run on the service's clock (a manual clock and `advanceClock` drive them);
+the signature's `t` is real time, as the receiver's clock is, and so is the lease on an event in
+flight. The worker only ever runs in the background: a request enqueues an event in its own
+transaction and never waits for a delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import httpx
+
+from inmail.clock import Clock
+from inmail.repositories.outbox import Attempt, Claimed, OutboxEvent, OutboxStore
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER: Final = "InMail-Signature"
+EVENT_ID_HEADER: Final = "InMail-Event-Id"
+DEFAULT_TOLERANCE: Final = 300.0
+"""How far (seconds) a receiver should let a signature's timestamp be from its own clock."""
+
+
+# Signing
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The `InMail-Signature` header value for `body` sent at `timestamp` (unix seconds)."""
+    return f"t={timestamp},v1={_mac(secret, timestamp, body)}"
+
+
+def _mac(secret: str, timestamp: int | str, body: bytes) -> str:
+    signed = str(timestamp).encode() + b"." + body
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def verify_signature(
+    secret: str,
+    header: str,
+    body: bytes,
+    now: float,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> bool:
+    """Whether `header` (an `InMail-Signature` value) signs `body` with `secret`, made within
+    `tolerance` seconds of `now` (unix seconds). Any `v1=` entry may match (several are sent
+    while a secret is being replaced); the comparison takes constant time."""
+    timestamp: str | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep:
+            continue
+        if key == "t":
+            timestamp = value
+        elif key == "v1":
+            candidates.append(value)
+    if timestamp is None or not timestamp.isdigit() or len(timestamp) > 12 or not candidates:
+        return False
+    if abs(now - int(timestamp)) > tolerance:
+        return False
+    expected = _mac(secret, timestamp, body)
+    # Every candidate is compared, so the time taken does not tell which one matched.
+    matches = [hmac.compare_digest(expected, candidate) for candidate in candidates]
+    return any(matches)
+
+
+def payload(event: OutboxEvent) -> bytes:
+    """The JSON body for `event`: compact, times in ISO 8601 UTC."""
+    return json.dumps(
+        {
+            "id": event.id,
+            "kind": event.kind,
+            "memberId": event.member_id,
+            "at": _iso(event.at),
+            "data": dict(event.data),
+        },
+        separators=(",", ":"),
+        default=_json_default,
+    ).encode()
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return _iso(value if value.tzinfo else value.replace(tzinfo=UTC))
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+# Backoff
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """When a failed event is tried again: `first`, doubled each failure, at most `cap`, each
+    delay shortened by up to `jitter` (a fraction) at random; given up once the event is
+    `window` old."""
+
+    first: timedelta = timedelta(seconds=10)
+    cap: timedelta = timedelta(hours=1)
+    jitter: float = 0.2
+    window: timedelta = timedelta(hours=24)
+
+    def delay(self, failures: int, rand: Callable[[], float] = random.random) -> timedelta:
+        """The wait after the `failures`-th failed attempt in a row (1 for the first)."""
+        exponent = min(max(failures - 1, 0), 32)
+        full: timedelta = min(self.first * (2**exponent), self.cap)
+        shortened: timedelta = full * (1 - self.jitter * rand())
+        return shortened
+
+    def retry_at(
+        self,
+        event_at: datetime,
+        now: datetime,
+        failures: int,
+        rand: Callable[[], float] = random.random,
+    ) -> datetime | None:
+        """When to try again after a failed attempt at `now`; None once the window is over."""
+        if now - event_at >= self.window:
+            return None
+        return now + self.delay(failures, rand)
+
+
+# Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    url: str
+    secret: str
+    timeout: float = 10.0
+    poll_interval: float = 1.0
+    concurrency: int = 4
+    backoff: Backoff = Backoff()
+    lease: timedelta | None = None
+    """How long a claimed event is held (real time); default: 3 timeouts, at least a minute."""
+
+    @property
+    def lease_ttl(self) -> timedelta:
+        if self.lease is not None:
+            return self.lease
+        return max(timedelta(seconds=60), timedelta(seconds=3 * self.timeout))
+
+
+class WebhookWorker:
+    """Delivers the outbox in the background: started and stopped with the app."""
+
+    def __init__(
+        self,
+        outbox: OutboxStore,
+        clock: Clock,
+        config: WebhookConfig,
+        *,
+        owner: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.outbox = outbox
+        self.clock = clock
+        self.config = config
+        self.owner = owner or f"webhooks-{uuid.uuid4().hex}"
+        self._transport = transport
+        self._wall_clock = wall_clock
+        self._client: httpx.AsyncClient | None = None
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._stopping.clear()
+            self._client = self._new_client()
+            self._task = asyncio.create_task(self._loop(), name="inmail-webhooks")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping.set()
+            self._wake.set()
+            try:
+                # Deliveries in flight end within their timeout.
+                await asyncio.wait_for(asyncio.shield(task), self.config.timeout + 5)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def wake(self) -> None:
+        """Look for due events now rather than at the next poll (e.g. after a commit)."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.drain()
+            except Exception:
+                log.exception("webhooks: a delivery pass failed; trying again shortly")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
+            self._wake.clear()
+
+    async def drain(self) -> int:
+        """Attempt every event due now, `concurrency` at a time; how many attempts were made."""
+        if self._client is None:
+            self._client = self._new_client()
+        lanes = [self._lane() for _ in range(self.config.concurrency)]
+        # Every lane ends before the pass does, even when one of them fails.
+        results = await asyncio.gather(*lanes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(r for r in results if isinstance(r, int))
+
+    async def _lane(self) -> int:
+        made = 0
+        while not self._stopping.is_set():
+            claimed = await self.outbox.claim(self.owner, self.clock.now(), self.config.lease_ttl)
+            if claimed is None:
+                break
+            await self.deliver(claimed)
+            made += 1
+        return made
+
+    async def deliver(self, claimed: Claimed) -> Attempt:
+        """Send one claimed event, record the attempt and what comes next."""
+        attempt = await self._send(claimed.event)
+        failures = claimed.attempt_count + 1  # every earlier attempt failed, or it is not pending
+        retry_at = (
+            None
+            if attempt.delivered
+            else self.config.backoff.retry_at(claimed.event.at, attempt.at, failures)
+        )
+        held = await self.outbox.finish(claimed, attempt, retry_at=retry_at)
+        event = claimed.event
+        if attempt.delivered:
+            log.debug("webhooks: %s delivered", event.id)
+        elif retry_at is not None:
+            log.info(
+                "webhooks: %s not delivered (%s); again at %s",
+                event.id,
+                attempt.error or attempt.status_code,
+                retry_at.isoformat(),
+            )
+        else:
+            log.error("webhooks: %s FAILED after %d attempts", event.id, failures)
+        if not held:
+            log.warning("webhooks: the lease on %s lapsed during its delivery", event.id)
+        return attempt
+
+    async def _send(self, event: OutboxEvent) -> Attempt:
+        client = self._client or self._new_client()
+        body = payload(event)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "inmail-webhooks/1",
+            EVENT_ID_HEADER: event.id,
+            SIGNATURE_HEADER: sign(self.config.secret, body, int(self._wall_clock())),
+        }
+        at = self.clock.now()
+        started = time.monotonic()
+        status: int | None = None
+        error: str | None = None
+        try:
+            # One deadline for the whole exchange, however slowly the receiver trickles.
+            async with asyncio.timeout(self.config.timeout):
+                request = client.build_request(
+                    "POST", self.config.url, content=body, headers=headers
+                )
+                response = await client.send(request, stream=True)
+                status = response.status_code
+                await response.aclose()  # the answer's body is not read
+        except TimeoutError:
+            error = f"no answer within {self.config.timeout:g} s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        except OSError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:300]
+        duration_ms = int((time.monotonic() - started) * 1000)
+        return Attempt(at=at, status_code=status, error=error, duration_ms=duration_ms)
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=self.config.timeout,
+            follow_redirects=False,
+            transport=self._transport,
+            limits=httpx.Limits(max_connections=self.config.concurrency),
+        )

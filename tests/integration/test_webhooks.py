@@ -1,0 +1,381 @@
+"""Webhook delivery on the real mongod: a receiver started here that is down, fails, recovers.
+
+Events are enqueued the way a use case does it, `tx.outbox.add(...)` inside a transaction; the
+manual clock drives the backoff; the receiver (tests/webhook_receiver.py) records every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+
+import pytest
+
+from inmail.bootstrap import build_container
+from inmail.clock import ManualClock
+from inmail.repositories.mongo import DuplicateKeyError, Mongo
+from inmail.repositories.outbox import (
+    ATTEMPTS_KEPT,
+    DELIVERED,
+    FAILED,
+    PENDING,
+    OutboxEvent,
+    OutboxStore,
+)
+from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
+from inmail.services.webhooks import WebhookConfig, WebhookWorker, verify_signature
+from support import START, open_api
+from support import test_settings as service_settings
+from webhook_receiver import Receiver
+
+SECRET = "whsec-the-lighthouse-at-the-end-of-the-pier"
+KINDS = ["INMAIL_RECEIVED", "REMINDER", "RESPONSE_RECEIVED", "CREDITED_BACK", "RENEWED"]
+
+
+@pytest.fixture
+async def mongo(mongodb_uri: str, db_name: str) -> AsyncIterator[Mongo]:
+    client = Mongo.connect(mongodb_uri, db_name)
+    await client.create_indexes()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    made = Receiver()  # not listening yet: its port refuses connections
+    yield made
+    await made.stop()
+
+
+def events(count: int) -> list[OutboxEvent]:
+    return [
+        OutboxEvent(
+            id=f"evt-{n:04d}",
+            kind=KINDS[n % len(KINDS)],
+            member_id=f"member-{n % 7}",
+            at=START,
+            data={"conversationId": f"conv-{n}", "credits": n % 5},
+        )
+        for n in range(count)
+    ]
+
+
+async def enqueue(mongo: Mongo, batch: list[OutboxEvent]) -> None:
+    """As a use case does: each event added in the transaction of its change."""
+
+    async def step(tx: Transaction, chunk: list[OutboxEvent]) -> None:
+        for event in chunk:
+            await tx.outbox.add(event)
+
+    uow = MongoUnitOfWork(mongo)
+    for i in range(0, len(batch), 3):
+        await uow.run(step, batch[i : i + 3])
+
+
+def worker(mongo: Mongo, clock: ManualClock, url: str, owner: str | None = None) -> WebhookWorker:
+    config = WebhookConfig(url, SECRET, timeout=5.0, poll_interval=0.05)
+    return WebhookWorker(OutboxStore(mongo), clock, config, owner=owner)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 60.0) -> None:
+    """Wait until `check` holds; `within` (seconds) only bounds a failing test."""
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.05)
+
+
+async def test_every_event_arrives_signed_though_the_receiver_is_down_then_fails_for_an_hour(
+    mongo: Mongo, receiver: Receiver
+) -> None:
+    clock = ManualClock(START)
+    sent = events(25)
+    await enqueue(mongo, sent)
+    store = OutboxStore(mongo)
+    delivery = worker(mongo, clock, receiver.url)
+
+    # Down: every connection is refused, recorded, and retried 8-10 s later on the service clock.
+    assert await delivery.drain() == 25
+    assert await delivery.drain() == 0  # nothing is due again before the clock moves
+    for event in sent:
+        doc = await store.get(event.id)
+        assert doc is not None
+        assert doc["status"] == PENDING
+        assert doc["attemptCount"] == 1
+        assert doc["attempts"][0]["statusCode"] is None
+        assert "Connect" in doc["attempts"][0]["error"]
+        due = doc["dueAt"].astimezone(START.tzinfo)
+        assert START + timedelta(seconds=8) <= due <= START + timedelta(seconds=10)
+
+    # Up but failing: 500 for an hour of service time, the worker running in the background.
+    receiver.status = 500
+    await receiver.start()
+    await delivery.start()
+    try:
+        while clock.now() < START + timedelta(hours=1):
+            # To the next retry, and wait until the background worker has made every due one.
+            clock.set(await _next_due(mongo))
+            await eventually(lambda: _nothing_due(mongo, clock))
+        assert await _all_tried(store, sent, at_least=9)  # 10 s, 20 s, ... 1280 s, 2560 s
+        assert receiver.delivered_ids() == {}
+        assert {r.answered for r in receiver.requests} == {500}
+
+        # Recovered: the next retry of each event delivers it.
+        receiver.status = 200
+        clock.advance(timedelta(hours=1))
+        await eventually(lambda: _all_in(store, sent, DELIVERED))
+    finally:
+        await delivery.stop()
+
+    delivered = receiver.delivered_ids()
+    assert set(delivered) == {e.id for e in sent}, "an event was lost"
+    now = time.time()
+    for request in receiver.requests:
+        signature = request.headers["inmail-signature"]
+        assert verify_signature(SECRET, signature, request.body, now=now, tolerance=300)
+        assert request.headers["content-type"] == "application/json"
+    by_id = {e.id: e for e in sent}
+    for request in receiver.requests:
+        body = request.json
+        event = by_id[body["id"]]
+        assert body == {
+            "id": event.id,
+            "kind": event.kind,
+            "memberId": event.member_id,
+            "at": "2026-01-15T09:00:00Z",
+            "data": dict(event.data),
+        }
+        assert request.event_id == event.id
+    doc = await store.get(sent[0].id)
+    assert doc is not None
+    codes = [a["statusCode"] for a in doc["attempts"]]
+    assert codes[0] is None
+    assert codes[-1] == 200
+    assert 500 in codes
+    assert doc["attemptCount"] == len(doc["attempts"]) == len(codes)
+    assert all(a["durationMs"] >= 0 for a in doc["attempts"])
+    assert doc["leaseOwner"] is None
+    assert doc["leaseUntil"] is None
+
+
+async def _next_due(mongo: Mongo) -> datetime:
+    first = await mongo.c.webhook_outbox.find_one({"status": PENDING}, sort=[("dueAt", 1)])
+    assert first is not None
+    due: datetime = first["dueAt"]
+    return due
+
+
+async def _nothing_due(mongo: Mongo, clock: ManualClock) -> bool:
+    due = {
+        "status": PENDING,
+        "$or": [{"dueAt": {"$lte": clock.now()}}, {"leaseOwner": {"$ne": None}}],
+    }
+    return await mongo.c.webhook_outbox.count_documents(due) == 0
+
+
+async def _all_tried(store: OutboxStore, sent: list[OutboxEvent], *, at_least: int) -> bool:
+    for event in sent:
+        doc = await store.get(event.id)
+        if doc is None or doc["attemptCount"] < at_least:
+            return False
+    return True
+
+
+async def _all_in(store: OutboxStore, sent: list[OutboxEvent], status: str) -> bool:
+    for event in sent:
+        doc = await store.get(event.id)
+        if doc is None or doc["status"] != status:
+            return False
+    return True
+
+
+async def test_an_event_is_retried_for_a_day_and_then_marked_failed_with_its_attempts_kept(
+    mongo: Mongo, receiver: Receiver
+) -> None:
+    clock = ManualClock(START)
+    [event] = events(1)
+    await enqueue(mongo, [event])
+    receiver.status = 503
+    await receiver.start()
+    delivery = worker(mongo, clock, receiver.url)
+    store = OutboxStore(mongo)
+
+    attempts = 0
+    while (doc := await store.get(event.id)) is not None and doc["status"] == PENDING:
+        attempts += await delivery.drain()
+        clock.advance(timedelta(minutes=20))
+        assert attempts < 200
+    assert doc is not None
+    assert doc["status"] == FAILED
+    assert doc["attemptCount"] == attempts == len(receiver.requests)
+    assert attempts > ATTEMPTS_KEPT
+    kept = doc["attempts"]
+    assert len(kept) == ATTEMPTS_KEPT
+    assert all(a["statusCode"] == 503 for a in kept)
+    last = kept[-1]["at"].astimezone(START.tzinfo)
+    assert timedelta(hours=24) <= last - START < timedelta(hours=26)
+    assert doc["failedAt"] == kept[-1]["at"]
+    # A failed event is kept, not delivered again.
+    clock.advance(timedelta(days=2))
+    assert await delivery.drain() == 0
+
+
+async def test_an_event_enqueued_twice_by_a_rerun_transaction_is_delivered_once(
+    mongo: Mongo, receiver: Receiver
+) -> None:
+    [event] = events(1)
+    await enqueue(mongo, [event])
+    with pytest.raises(DuplicateKeyError):
+        await enqueue(mongo, [event])
+    store = OutboxStore(mongo)
+    assert await store.count(PENDING) == 1
+
+
+async def test_two_workers_on_separate_clients_never_have_one_event_in_flight_twice(
+    mongodb_uri: str, db_name: str, mongo: Mongo, receiver: Receiver
+) -> None:
+    clock = ManualClock(START)
+    sent = events(40)
+    await enqueue(mongo, sent)
+    receiver.delay = 0.05  # each request stays in flight a while
+    await receiver.start()
+    other = Mongo.connect(mongodb_uri, db_name)
+    try:
+        first = worker(mongo, clock, receiver.url, owner="first")
+        second = worker(other, clock, receiver.url)
+        made = await asyncio.gather(first.drain(), second.drain())
+    finally:
+        await other.close()
+    assert sum(made) == 40
+    assert all(n > 0 for n in made), f"one worker did everything: {made}"
+    assert receiver.delivered_ids() == {e.id: 1 for e in sent}
+    assert max(receiver.most_in_flight.values()) == 1
+    assert await OutboxStore(mongo).count(DELIVERED) == 40
+
+
+CHILD = r"""
+import asyncio, sys
+from datetime import datetime, timedelta
+
+from inmail.clock import ManualClock
+from inmail.repositories.mongo import DuplicateKeyError, Mongo
+from inmail.repositories.outbox import OutboxStore
+from inmail.services.webhooks import WebhookConfig, WebhookWorker
+
+
+async def main(uri, db, now, url, secret):
+    mongo = Mongo.connect(uri, db)
+    config = WebhookConfig(url, secret, timeout=60, lease=timedelta(seconds=3))
+    worker = WebhookWorker(OutboxStore(mongo), ManualClock(datetime.fromisoformat(now)), config,
+                           owner="doomed")
+    print("ready", flush=True)
+    await worker.drain()
+
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_by_another(
+    mongodb_uri: str, mongo: Mongo, receiver: Receiver
+) -> None:
+    clock = ManualClock(START)
+    [event] = events(1)
+    await enqueue(mongo, [event])
+    receiver.hang = True
+    await receiver.start()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CHILD,
+        mongodb_uri,
+        mongo.db.name,
+        START.isoformat(),
+        receiver.url,
+        SECRET,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.wait_for(receiver.arrived.wait(), 60)
+        held = await OutboxStore(mongo).get(event.id)
+        assert held is not None
+        assert held["leaseOwner"] == "doomed"
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+
+    receiver.hang = False
+    survivor = worker(mongo, clock, receiver.url, owner="survivor")
+
+    async def delivered() -> bool:
+        await survivor.drain()
+        doc = await OutboxStore(mongo).get(event.id)
+        return doc is not None and doc["status"] == DELIVERED
+
+    await eventually(delivered)  # once the dead worker's lease (3 s) has lapsed
+    assert [r.event_id for r in receiver.requests] == [event.id, event.id]
+    assert [r.answered for r in receiver.requests] == [None, 200]
+    doc = await OutboxStore(mongo).get(event.id)
+    assert doc is not None
+    # The killed attempt could not record itself; the one that delivered did.
+    assert doc["attemptCount"] == 1
+    assert doc["attempts"][0]["statusCode"] == 200
+    assert json.loads(receiver.requests[1].body)["id"] == event.id
+
+
+async def test_the_app_delivers_in_the_background_when_a_webhook_url_is_set(
+    mongodb_uri: str, db_name: str, receiver: Receiver
+) -> None:
+    await receiver.start()
+    settings = service_settings(
+        webhook_url=receiver.url, webhook_secret=SECRET, webhook_poll_interval=0.05
+    )
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        webhooks = api.container.webhooks
+        assert webhooks is not None
+        sent = events(3)
+        await enqueue(api.container.mongo, sent)
+        await eventually(
+            lambda: _all_in(OutboxStore(api.container.mongo), sent, DELIVERED), within=60
+        )
+    assert set(receiver.delivered_ids()) == {e.id for e in sent}
+
+
+async def test_without_a_webhook_url_no_worker_is_started(mongo: Mongo) -> None:
+    container = build_container(service_settings(), mongo)
+    assert container.webhooks is None
+    assert not any(isinstance(task, WebhookWorker) for task in container.background)
+
+
+async def test_the_workers_claim_walks_the_pending_due_index_not_the_collection(
+    mongo: Mongo,
+) -> None:
+    sent = events(60)
+    await enqueue(mongo, sent)
+    await mongo.c.webhook_outbox.update_many(
+        {"_id": {"$in": [e.id for e in sent[:50]]}}, {"$set": {"status": DELIVERED}}
+    )
+    plan = await mongo.db.command(
+        "explain",
+        {
+            "findAndModify": "webhook_outbox",
+            "query": {
+                "status": PENDING,
+                "dueAt": {"$lte": START},
+                "$expr": {"$lte": ["$leaseUntil", "$$NOW"]},
+            },
+            "sort": {"dueAt": 1},
+            "update": [{"$set": {"leaseOwner": "explain"}}],
+        },
+    )
+    winning = str(plan["queryPlanner"]["winningPlan"])
+    assert "pending_due" in winning
+    assert "COLLSCAN" not in winning
