@@ -73,7 +73,9 @@ def build_container(settings: Settings, mongo: Mongo, clock: Clock | None = None
         settings=settings,
         clock=clock,
         mongo=mongo,
-        tokens=TokenService(jwt_secret(settings)),
+        tokens=TokenService(
+            jwt_secret(settings), timedelta(hours=settings.token_max_lifetime_hours)
+        ),
         deps=deps,
         gateway=BuiltinGateway(deps.charges),
         events=events,

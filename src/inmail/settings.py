@@ -142,6 +142,18 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds, a number > 0",
         "keep-alive ping interval on websockets",
     ),
+    Setting(
+        "INMAIL_TOKEN_MAX_LIFETIME",
+        "24",
+        "hours, a number > 0 up to 8760",
+        "longest a bearer token may live (`exp` - `iat`); longer tokens are refused",
+    ),
+    Setting(
+        "INMAIL_WS_INIT_TIMEOUT",
+        "10",
+        "seconds, a number 1-300",
+        "a websocket that sends no connection_init within this time is closed (4408)",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -178,6 +190,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ("*",)
     ws_max_subscriptions: int = 20
     ws_keepalive: float = 15.0
+    token_max_lifetime_hours: float = 24.0
+    ws_init_timeout: float = 10.0
 
     @property
     def is_production(self) -> bool:
@@ -233,6 +247,10 @@ class Settings:
             allowed_origins=read.value("INMAIL_ALLOWED_ORIGINS", _origins),
             ws_max_subscriptions=read.value("INMAIL_WS_MAX_SUBSCRIPTIONS", _int_range(1, 1000)),
             ws_keepalive=read.value("INMAIL_WS_KEEPALIVE", _positive_float),
+            token_max_lifetime_hours=read.value(
+                "INMAIL_TOKEN_MAX_LIFETIME", _float_range_open(0, 8760)
+            ),
+            ws_init_timeout=read.value("INMAIL_WS_INIT_TIMEOUT", _float_range(1, 300)),
         )
         if settings.is_production:
             if settings.jwt_secret is None:
@@ -321,6 +339,18 @@ def _float_range(low: float, high: float) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         value = float(raw)
         if not low <= value <= high:
+            raise ValueError("")
+        return value
+
+    return parse
+
+
+def _float_range_open(low: float, high: float) -> Callable[[str], float]:
+    """Above `low` (excluded) and at most `high`."""
+
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not low < value <= high:
             raise ValueError("")
         return value
 

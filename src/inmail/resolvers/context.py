@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,7 @@ class Context:
     connection_params: dict[str, Any] | None = None
     loaders: Loaders = field(init=False)
     _viewer: Viewer | None = field(default=None, init=False)
+    _refusal: str | None = field(default=None, init=False)
     _resolved: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -71,21 +73,50 @@ class Context:
     def deps(self) -> Deps:
         return self.container.deps
 
-    def viewer(self) -> Viewer | None:
-        """The caller, or None when no credentials were sent; bad credentials are an error."""
-        if not self._resolved:
-            header = self.auth_header
-            if header is None and self.connection_params is not None:
-                raw = self.connection_params.get("Authorization") or self.connection_params.get(
-                    "authorization"
-                )
-                header = raw if isinstance(raw, str) else None
-            try:
-                self._viewer = self.container.tokens.viewer_from_header(header)
-            except AuthError as exc:
-                raise unauthenticated(f"Invalid credentials: {exc}.") from None
-            self._resolved = True
+    async def authenticate(self) -> None:
+        """Resolve the caller once, before any resolver: the token, and its member's record.
+
+        A member token whose member does not exist is refused like a bad token, here, so that
+        every field and mutation (and a websocket at connect time) says UNAUTHENTICATED alike.
+        The member is read through this request's loader: a resolver that reads it again costs
+        no round trip.
+        """
+        header = self.auth_header
+        if header is None and self.connection_params is not None:
+            raw = self.connection_params.get("Authorization") or self.connection_params.get(
+                "authorization"
+            )
+            header = raw if isinstance(raw, str) else None
+        try:
+            viewer = self.container.tokens.viewer_from_header(header)
+        except AuthError as exc:
+            viewer, self._refusal = None, f"Invalid credentials: {exc}."
+        member_id = None if viewer is None else viewer.member_id
+        if member_id is not None and await self.loaders.member.load(member_id) is None:
+            viewer, self._refusal = None, "Invalid credentials: the token's member does not exist."
+        self._viewer, self._resolved = viewer, True
+
+    def authenticated_viewer(self) -> Viewer | None:
+        """The caller once authenticated, whether or not the token has expired since."""
         return self._viewer
+
+    def viewer(self) -> Viewer | None:
+        """The caller, or None when no credentials were sent; bad credentials are an error.
+
+        On a websocket the token's `exp` ends the connection's authentication (no leeway).
+        """
+        if not self._resolved:
+            raise RuntimeError("the request's credentials were not checked (authenticate)")
+        if self._refusal is not None:
+            raise unauthenticated(self._refusal)
+        viewer = self._viewer
+        if (
+            viewer is not None
+            and isinstance(self.request, WebSocket)
+            and time.time() >= viewer.expires_at
+        ):
+            raise unauthenticated("Invalid credentials: the token has expired.")
+        return viewer
 
     def require_viewer(self) -> Viewer:
         viewer = self.viewer()
