@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from cross_web import HTTPException
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSchema
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -39,6 +39,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from inmail.bootstrap import Container
 from inmail.resolvers.context import Context
+from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,9 @@ class GraphQLApp(GraphQL[Context, None]):
             allowed_origins=settings.allowed_origins,
         )
         self.container = container
+        core = getattr(schema, "_schema", None)
+        if isinstance(core, GraphQLSchema):
+            refuse_unencodable_arguments(core)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every HTTP answer is JSON, including the transport's own 4xx; a client that
