@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
 
@@ -20,10 +21,14 @@ from graphql import GraphQLError, GraphQLSchema
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -49,6 +54,40 @@ INIT_TIMEOUT = 4408
 BAD_MESSAGE = 4400
 
 _HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+class _Undecodable:
+    """A websocket message that is not JSON at all (or nested too deep to read)."""
+
+
+def _decode(text: str) -> object:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
+
+
+class WebSocketMessages(ASGIWebSocketAdapter):
+    """Strawberry's adapter, handing every message to the protocol handler to judge.
+
+    A JSON value that is not an object, and on graphql-ws text that is not JSON, reach the
+    handler (which closes the socket with 4400) instead of being dropped or failing in it.
+    """
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                try:
+                    yield _decode(text)
+                except json.JSONDecodeError as exc:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from exc
+                    yield _Undecodable()
+        except KeyError as exc:
+            raise NonTextMessageReceived from exc
+        except WebSocketDisconnect:
+            pass
 
 
 def _is_operation_message(message: object) -> str | None:
@@ -248,6 +287,7 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
 
 
 class GraphQLApp(GraphQL[Context, None]):
+    websocket_adapter_class = WebSocketMessages
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
 
