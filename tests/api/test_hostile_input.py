@@ -10,90 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import graphql
 import jwt
 import pytest
-from graphql import (
-    GraphQLEnumType,
-    GraphQLInputObjectType,
-    GraphQLInputType,
-    GraphQLList,
-    GraphQLNonNull,
-    GraphQLObjectType,
-    GraphQLScalarType,
-)
 
-from inmail.resolvers.root import build_schema
+from schema_args import positions
 from support import TEST_SECRET, Api, graphql_error_codes
-from support import test_settings as service_settings
 
-SCHEMA = graphql.build_schema(build_schema(service_settings()).as_str())
 LONE_SURROGATE = "\ud800"
-TEXT_SCALARS = ("String", "ID")
-
-
-def _placeholder(kind: GraphQLInputType) -> Any:
-    """A well-formed value of an input type, so that only the planted argument is wrong."""
-    if isinstance(kind, GraphQLNonNull):
-        return _placeholder(kind.of_type)
-    if isinstance(kind, GraphQLList):
-        return [_placeholder(kind.of_type)]
-    if isinstance(kind, GraphQLEnumType):
-        return next(iter(kind.values))
-    if isinstance(kind, GraphQLInputObjectType):
-        return {name: _placeholder(f.type) for name, f in kind.fields.items()}
-    assert isinstance(kind, GraphQLScalarType)
-    return {"Int": 1, "Float": 1.0, "Boolean": True, "DateTime": "2026-01-15T09:00:00Z"}.get(
-        kind.name, "000000000000000000000000"
-    )
-
-
-def _text_positions(kind: GraphQLInputType, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
-    """Every place in an argument of this type where a String or an ID goes."""
-    while isinstance(kind, GraphQLNonNull | GraphQLList):
-        kind = kind.of_type
-    if isinstance(kind, GraphQLScalarType) and kind.name in TEXT_SCALARS:
-        yield path
-    elif isinstance(kind, GraphQLInputObjectType):
-        for name, field in kind.fields.items():
-            yield from _text_positions(field.type, (*path, name))
-
-
-def _plant(value: Any, path: tuple[str, ...]) -> Any:
-    if not path:
-        return [LONE_SURROGATE] if isinstance(value, list) else LONE_SURROGATE
-    if isinstance(value, list):
-        return [_plant(value[0], path)]
-    return {**value, path[0]: _plant(value[path[0]], path[1:])}
-
-
-def surrogate_cases() -> Iterator[Any]:
-    for root in (SCHEMA.query_type, SCHEMA.mutation_type):
-        assert root is not None
-        operation = "mutation" if root is SCHEMA.mutation_type else "query"
-        for field_name, field in root.fields.items():
-            for arg_name, arg in field.args.items():
-                for position in _text_positions(arg.type, ()):
-                    variables = {name: _placeholder(a.type) for name, a in field.args.items()}
-                    variables[arg_name] = _plant(variables[arg_name], position)
-                    declared = ", ".join(f"${n}: {a.type}" for n, a in field.args.items())
-                    passed = ", ".join(f"{n}: ${n}" for n in field.args)
-                    returned = graphql.get_named_type(field.type)
-                    is_payload = (
-                        isinstance(returned, GraphQLObjectType) and "errors" in returned.fields
-                    )
-                    selection = "{ errors { code field } }" if is_payload else ""
-                    if not is_payload and isinstance(returned, GraphQLObjectType):
-                        selection = "{ __typename }"
-                    document = f"{operation}({declared}) {{ {field_name}({passed}) {selection} }}"
-                    where = ".".join((field_name, arg_name, *position))
-                    yield pytest.param(operation, field_name, document, variables, id=where)
-
-
-SURROGATE_CASES = list(surrogate_cases())
+SURROGATE_CASES = [
+    pytest.param(p.operation, p.field, p.document(), p.variables(LONE_SURROGATE), id=p.name)
+    for p in positions(text_only=True)
+]
 
 
 def test_the_surrogate_cases_cover_the_fields_the_issue_names() -> None:
