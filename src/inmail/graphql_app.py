@@ -43,7 +43,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from inmail.bootstrap import Container
-from inmail.resolvers.context import Context
+from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
 
@@ -307,6 +307,7 @@ class GraphQLApp(GraphQL[Context, None]):
         core = getattr(schema, "_schema", None)
         if isinstance(core, GraphQLSchema):
             refuse_unencodable_arguments(core)
+            refuse_unknown_members_on_failure(core)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every HTTP answer is JSON, including the transport's own 4xx; a client that
@@ -355,6 +356,7 @@ class GraphQLApp(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> Any:
         """Refuse a connection without a good token: close 4403 on both subprotocols."""
         await context.authenticate()
+        await context.confirm_member()
         try:
             viewer = context.viewer()
             refusal = None if viewer is not None else "a token is required"

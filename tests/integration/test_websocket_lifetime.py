@@ -197,3 +197,26 @@ async def test_a_lone_surrogate_in_a_subscription_argument_is_a_client_error(
     errors = payload if isinstance(payload, list) else payload.get("errors", [payload])
     assert [e["extensions"]["code"] for e in errors] == ["BAD_USER_INPUT"]
     assert tracebacks(caplog) == []
+
+
+async def test_an_upload_the_client_abandons_logs_no_error(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = live.url.removeprefix("ws://").removesuffix("/graphql").split(":")
+    for _ in range(3):
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n" + b'{"query": "{ now }", "variables": {"a": "'
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        await writer.wait_closed()
+    answer = await live.api.client.get("/healthz")
+
+    assert answer.status_code == 200
+    assert tracebacks(caplog) == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    noted = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert len(noted) <= 3

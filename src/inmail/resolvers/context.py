@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import GraphQLSchema
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 from strawberry.dataloader import DataLoader
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from inmail.auth import AuthError, Viewer
 from inmail.domain.credits import CreditLot
 from inmail.domain.model import Conversation, Member
-from inmail.schema.errors import bad_input, forbidden, unauthenticated
+from inmail.schema.errors import ApiError, bad_input, forbidden, unauthenticated
 
 if TYPE_CHECKING:
     from inmail.bootstrap import Container
@@ -21,6 +27,7 @@ if TYPE_CHECKING:
 
 
 DEFAULT_PAGE_SIZE = 20
+UNKNOWN_MEMBER = "Invalid credentials: the token's member does not exist."
 
 
 class Loaders:
@@ -64,6 +71,7 @@ class Context:
     loaders: Loaders = field(init=False)
     _viewer: Viewer | None = field(default=None, init=False)
     _refusal: str | None = field(default=None, init=False)
+    _asked_for_member: bool = field(default=False, init=False)
     _resolved: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -74,13 +82,7 @@ class Context:
         return self.container.deps
 
     async def authenticate(self) -> None:
-        """Resolve the caller once, before any resolver: the token, and its member's record.
-
-        A member token whose member does not exist is refused like a bad token, here, so that
-        every field and mutation (and a websocket at connect time) says UNAUTHENTICATED alike.
-        The member is read through this request's loader: a resolver that reads it again costs
-        no round trip.
-        """
+        """Check the credentials once: the token here, the member's record in confirm_member."""
         header = self.auth_header
         if header is None and self.connection_params is not None:
             raw = self.connection_params.get("Authorization") or self.connection_params.get(
@@ -88,13 +90,30 @@ class Context:
             )
             header = raw if isinstance(raw, str) else None
         try:
-            viewer = self.container.tokens.viewer_from_header(header)
+            self._viewer = self.container.tokens.viewer_from_header(header)
         except AuthError as exc:
-            viewer, self._refusal = None, f"Invalid credentials: {exc}."
-        member_id = None if viewer is None else viewer.member_id
-        if member_id is not None and await self.loaders.member.load(member_id) is None:
-            viewer, self._refusal = None, "Invalid credentials: the token's member does not exist."
-        self._viewer, self._resolved = viewer, True
+            self._viewer, self._refusal = None, f"Invalid credentials: {exc}."
+        self._resolved = True
+
+    async def confirm_member(self) -> bool:
+        """Whether a member token's member exists; when not, the token is refused from now on.
+
+        The record is read through this request's member loader: when resolvers read the
+        member anyway (or read it already, in the same batch as what else they needed) the
+        check costs no round trip of its own.
+        """
+        member_id = None if self._viewer is None else self._viewer.member_id
+        if member_id is None:
+            return True
+        if await self.loaders.member.load(member_id) is not None:
+            return True
+        self._viewer, self._refusal = None, UNKNOWN_MEMBER
+        return False
+
+    @property
+    def asked_for_member(self) -> bool:
+        """Whether a resolver of this request acted on a member token's behalf."""
+        return self._asked_for_member
 
     def authenticated_viewer(self) -> Viewer | None:
         """The caller once authenticated, whether or not the token has expired since."""
@@ -116,6 +135,8 @@ class Context:
             and time.time() >= viewer.expires_at
         ):
             raise unauthenticated("Invalid credentials: the token has expired.")
+        if viewer is not None and viewer.member_id is not None:
+            self._asked_for_member = True
         return viewer
 
     def require_viewer(self) -> Viewer:
@@ -149,3 +170,78 @@ class Context:
         if not 0 <= first <= maximum:
             raise bad_input(f"first must be between 0 and {maximum}.")
         return first
+
+
+class MemberMustExist(SchemaExtension):
+    """A member token whose member does not exist is UNAUTHENTICATED, on every operation.
+
+    A mutation checks before it runs (it may write). A query checks after its resolvers, when
+    one of them acted for the member: the member's record is then in the loader already, or
+    was read in the same batch as the rest, and an answer built for a member who does not
+    exist is replaced by the refusal. Websockets check once, at connection_init.
+    """
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        if not isinstance(context, Context) or isinstance(context.request, WebSocket):
+            yield
+            return
+        if execution.operation_type is OperationType.MUTATION:
+            await context.confirm_member()
+            yield
+            return
+        yield
+        result = execution.result
+        if (
+            context.asked_for_member
+            and isinstance(result, GraphQLExecutionResult)
+            and not await context.confirm_member()
+        ):
+            result.data = None
+            result.errors = [unauthenticated(UNKNOWN_MEMBER)]
+
+
+def refuse_unknown_members_on_failure(schema: GraphQLSchema) -> None:
+    """A root query field that fails for a member token whose member does not exist (a
+    service's "your member record does not exist") fails as UNAUTHENTICATED, not as a bug.
+
+    Only the failure path looks: the member is then in the request's loader already.
+    """
+    query = schema.query_type
+    if query is None:
+        return
+    for root_field in query.fields.values():
+        resolve = root_field.resolve
+        if resolve is None or getattr(resolve, "_refuses_unknown_members", False):
+            continue
+        root_field.resolve = _refusing_unknown_members(resolve)
+
+
+def _refusing_unknown_members(resolve: Callable[..., Any]) -> Callable[..., Any]:
+    async def explain(context: Any, error: Exception) -> Any:
+        if isinstance(context, Context) and not await context.confirm_member():
+            raise unauthenticated(UNKNOWN_MEMBER) from None
+        raise error
+
+    async def awaited(context: Any, pending: Awaitable[Any]) -> Any:
+        try:
+            return await pending
+        except ApiError:
+            raise
+        except Exception as error:
+            return await explain(context, error)
+
+    def refusing(source: Any, info: Any, **kwargs: Any) -> Any:
+        try:
+            result = resolve(source, info, **kwargs)
+        except ApiError:
+            raise
+        except Exception as error:
+            return explain(info.context, error)
+        if inspect.isawaitable(result):
+            return awaited(info.context, result)
+        return result
+
+    refusing._refuses_unknown_members = True  # type: ignore[attr-defined]
+    return refusing

@@ -27,6 +27,7 @@ from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from inmail.observability import OperationMetrics
+from inmail.resolvers.context import MemberMustExist
 from inmail.resolvers.mutation import Mutation
 from inmail.resolvers.query import Query
 from inmail.resolvers.subscription import Subscription
@@ -105,6 +106,7 @@ def build_schema(
         functools.partial(ValidationCache, maxsize=256),
         functools.partial(MaskErrors, should_mask_error=is_unexpected),
         SubscriptionsOverWebsockets,
+        MemberMustExist,
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
