@@ -4,87 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.schema import BaseSchema
 
 from inmail import logs
 from inmail.bootstrap import Background, Container, build_container, in_memory_mongo
+from inmail.graphql_app import GraphQLApp
 from inmail.observability import metrics_endpoint
 from inmail.repositories.mongo import Mongo
-from inmail.resolvers.context import Context
 from inmail.resolvers.root import build_schema
-from inmail.schema.errors import ApiError
 from inmail.settings import Settings, settings_for_worker
 
 log = logging.getLogger(__name__)
-
-
-class GraphQLApp(GraphQL[Context, None]):
-    def __init__(self, schema: BaseSchema, container: Container) -> None:
-        settings = container.settings
-        super().__init__(
-            schema,
-            graphql_ide="graphiql" if settings.graphiql else None,
-            allow_queries_via_get=False,
-            keep_alive=True,
-            keep_alive_interval=settings.ws_keepalive,
-            max_subscriptions_per_connection=settings.ws_max_subscriptions,
-            allowed_origins=settings.allowed_origins,
-        )
-        self.container = container
-
-    def decode_json(self, data: str | bytes) -> object:
-        try:
-            decoded = json.loads(data)
-        except UnicodeDecodeError:
-            # Bytes that are no Unicode at all are as malformed as bad JSON: 400, not 500.
-            raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
-        if not isinstance(decoded, dict | list):
-            # Only an object is a request (a list, a batch, Strawberry refuses itself): 400.
-            raise json.JSONDecodeError("the body is not a JSON object", "", 0)
-        return decoded
-
-    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        header = request.headers.get("authorization")
-        return Context(
-            container=self.container, request=request, response=response, auth_header=header
-        )
-
-    async def on_ws_connect(self, context: Context) -> Any:
-        """Refuse a connection without a good token: close 4403 on both subprotocols."""
-        from strawberry.http.exceptions import WebSocketDisconnected
-        from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
-
-        try:
-            refusal = None if context.viewer() is not None else "a token is required"
-        except ApiError:
-            refusal = "invalid token"
-        if refusal is None:
-            return None
-        websocket = context.request
-        if (
-            isinstance(websocket, WebSocket)
-            and await self.pick_websocket_subprotocol(websocket) == GRAPHQL_WS_PROTOCOL
-        ):
-            # Strawberry would close the older protocol with 1011: send its connection_error,
-            # close with 4403 ourselves, and end the handler as if the client had gone.
-            await websocket.send_json({"type": "connection_error", "payload": {"message": refusal}})
-            await websocket.close(code=4403, reason="Forbidden")
-            raise WebSocketDisconnected
-        raise ConnectionRejectionError({"message": refusal})
 
 
 class RequestLimits:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -13,6 +15,11 @@ import jwt
 
 ALGORITHM = "HS256"
 DEV_SECRET_FILE = "jwt-secret"
+DEFAULT_MAX_LIFETIME = timedelta(hours=24)
+# Clocks of the machine that mints a token and of this one may disagree by this much.
+LEEWAY_SECONDS = 30.0
+# A token is a few hundred bytes; anything much longer is refused before it is decoded.
+MAX_TOKEN_BYTES = 4096
 
 
 class Role(StrEnum):
@@ -28,6 +35,8 @@ class AuthError(Exception):
 class Viewer:
     subject: str
     role: Role
+    expires_at: float = math.inf
+    """The token's `exp`, in seconds since the epoch: a websocket's authentication ends there."""
 
     @property
     def is_admin(self) -> bool:
@@ -39,32 +48,73 @@ class Viewer:
 
 
 class TokenService:
-    def __init__(self, secret: str) -> None:
+    """Mints and checks tokens against the real time (never a manual clock: tokens are real)."""
+
+    def __init__(self, secret: str, max_lifetime: timedelta = DEFAULT_MAX_LIFETIME) -> None:
         self._secret = secret
+        self.max_lifetime = max_lifetime
 
     def mint(self, subject: str, role: Role, ttl: timedelta = timedelta(hours=12)) -> str:
-        now = datetime.now(UTC)
-        claims = {"sub": subject, "role": role.value, "iat": now, "exp": now + ttl}
+        if ttl > self.max_lifetime:
+            raise ValueError(
+                f"a token lives at most {self.max_lifetime.total_seconds() / 3600:g} hours"
+            )
+        issued = int(time.time())
+        claims = {
+            "sub": subject,
+            "role": role.value,
+            "iat": issued,
+            "exp": issued + int(ttl.total_seconds()),
+        }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify(self, token: str) -> Viewer:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise AuthError(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
         try:
             claims = jwt.decode(
                 token,
                 self._secret,
                 algorithms=[ALGORITHM],
                 options={"require": ["sub", "exp"]},
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("the token is not valid yet") from None
         except jwt.PyJWTError:
             raise AuthError("the token is malformed or wrongly signed") from None
+        expires_at = self._check_lifetime(claims)
         subject, role = claims.get("sub"), claims.get("role", Role.MEMBER.value)
         if not isinstance(subject, str) or not subject or len(subject) > 64:
             raise AuthError("the token's subject is not a member id")
         if role not in (Role.MEMBER.value, Role.ADMIN.value):
             raise AuthError("the token's role is neither member nor admin")
-        return Viewer(subject=subject, role=Role(role))
+        return Viewer(subject=subject, role=Role(role), expires_at=expires_at)
+
+    def _check_lifetime(self, claims: dict[str, object]) -> float:
+        """`exp` (and `iat`, `nbf` when present) are numbers; the token lives at most so long."""
+        times: dict[str, float] = {}
+        for claim in ("exp", "iat", "nbf"):
+            value = claims.get(claim)
+            if value is None and claim != "exp":
+                continue
+            # PyJWT takes "exp": "1999999999" (a string of digits) as a number: refuse it.
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise AuthError(f"the token's {claim} is not a number")
+            if not math.isfinite(value):
+                raise AuthError(f"the token's {claim} is not a number")
+            times[claim] = float(value)
+        longest = self.max_lifetime.total_seconds()
+        issued = times.get("iat")
+        if issued is None:
+            lifetime = times["exp"] - time.time() - LEEWAY_SECONDS
+        else:
+            lifetime = times["exp"] - issued
+        if lifetime > longest:
+            raise AuthError(f"the token lives longer than the {longest / 3600:g} hours allowed")
+        return times["exp"]
 
     def viewer_from_header(self, header: str | None) -> Viewer | None:
         """None when no credentials were sent; AuthError when they were sent and are bad."""

@@ -186,7 +186,9 @@ def build_container(
         settings=settings,
         clock=clock,
         mongo=mongo,
-        tokens=TokenService(jwt_secret(settings)),
+        tokens=TokenService(
+            jwt_secret(settings), timedelta(hours=settings.token_max_lifetime_hours)
+        ),
         deps=deps,
         gateway=gateway(charges),
         events=events,

@@ -127,8 +127,16 @@ def cmd_token(args: argparse.Namespace) -> int:
     from inmail.bootstrap import jwt_secret
 
     settings = _settings()
-    tokens = TokenService(jwt_secret(settings))
+    longest = timedelta(hours=settings.token_max_lifetime_hours)
+    tokens = TokenService(jwt_secret(settings), longest)
     ttl = timedelta(hours=args.hours)
+    if not timedelta(0) < ttl <= longest:
+        print(
+            f"inmail token: --hours must be above 0 and at most "
+            f"{settings.token_max_lifetime_hours:g} (INMAIL_TOKEN_MAX_LIFETIME)",
+            file=sys.stderr,
+        )
+        return 2
     if args.admin:
         print(tokens.mint(args.member or "admin", Role.ADMIN, ttl))
     else:

@@ -63,6 +63,18 @@ def _float_range(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
+def _float_range_open(low: float, high: float) -> Callable[[str], float]:
+    """Above `low` (excluded) and at most `high`."""
+
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not low < value <= high:
+            raise ValueError("")
+        return value
+
+    return parse
+
+
 def _mongodb_uri(raw: str) -> str:
     if not raw.startswith(("mongodb://", "mongodb+srv://")):
         raise ValueError("")
@@ -470,6 +482,20 @@ class Settings:
         "seconds, a number 0.01-60",
         "how often each process looks for webhook deliveries that became due",
         _float_range(0.01, 60),
+    )
+    token_max_lifetime_hours: float = setting(
+        "INMAIL_TOKEN_MAX_LIFETIME",
+        "24",
+        "hours, a number > 0 up to 8760",
+        "longest a bearer token may live (`exp` - `iat`); longer tokens are refused",
+        _float_range_open(0, 8760),
+    )
+    ws_init_timeout: float = setting(
+        "INMAIL_WS_INIT_TIMEOUT",
+        "10",
+        "seconds, a number 1-300",
+        "a websocket that sends no connection_init within this time is closed (4408)",
+        _float_range(1, 300),
     )
 
     @property

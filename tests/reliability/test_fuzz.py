@@ -21,7 +21,7 @@ import logging
 import re
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ from inmail.auth import Role, TokenService
 from inmail.resolvers.root import build_schema
 from reliability.conftest import drop_database
 from reliability.servers import running
+from schema_args import Position, positions
 from support import GOOD_CARD, TEST_SECRET, Api
 from support import test_settings as service_settings
 
@@ -81,6 +82,7 @@ class Target:
     db: Any
     callers: dict[str, str | None]
     ids: list[str]
+    log: Callable[[], str]
 
 
 def post_json(client: httpx.Client, body: object, token: str | None = None) -> httpx.Response:
@@ -149,7 +151,7 @@ def target(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             httpx.Client(base_url=server.url, timeout=60) as client,
         ):
             callers, ids = seed(client)
-            yield Target(client, mongo[db_name], callers, ids)
+            yield Target(client, mongo[db_name], callers, ids, server.log)
     finally:
         mongo.close()
         drop_database(mongodb_uri, db_name)
@@ -350,6 +352,75 @@ def test_random_request_bodies_never_get_a_500(
     if query.startswith("mutation M") and operation in (None, "M"):
         field = "sendInMail"
     exchange(target, body, caller, field)
+
+
+# Values no code path expects, in every argument of every root field: lone surrogates, numbers
+# past any range, JSON nested thousands deep. Sent as raw JSON (an encoder that refuses
+# surrogates would never send them), to every caller.
+
+HOSTILE = (
+    st.sampled_from(["\ud800", "a\udfffb", "Hello \ud83d", "\udc00" * 3])
+    | st.sampled_from([2**80, -(2**80), 10**400, 1e308, -1e308, 2**31, 0.5])
+    | st.sampled_from([[], {}, [[["\ud800"]]], {"\ud800": "\ud800"}])
+)
+POSITIONS = positions()
+
+
+def deep_json(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def hostile_exchange(target: Target, body: str, caller: str) -> None:
+    before = snapshot(target.db)
+    token = target.callers[caller]
+    headers = {"content-type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    response = target.client.post("/graphql", content=body.encode("ascii"), headers=headers)
+    assert response.status_code < 500, response.text
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    assert_nothing_internal(response.text)
+    answer = response.json()
+    refusal = any(
+        (e.get("extensions") or {}).get("code") in ("BAD_USER_INPUT", "BAD_REQUEST")
+        or "got invalid value" in e["message"]
+        for e in answer.get("errors") or []
+    ) or any(isinstance(v, dict) and v.get("errors") for v in (answer.get("data") or {}).values())
+    if refusal:
+        assert snapshot(target.db) == before, f"a refused request changed the database: {answer}"
+
+
+@fuzz(200)
+@given(
+    position=st.sampled_from(POSITIONS),
+    value=HOSTILE,
+    caller=CALLERS,
+    deep=st.none() | st.integers(100, 6000),
+)
+def test_hostile_values_in_any_argument_get_a_json_client_error_and_log_no_traceback(
+    target: Target, position: Position, value: Any, caller: str, deep: int | None
+) -> None:
+    marker = "__DEEP__"
+    variables = position.variables(marker if deep else value)
+    body = json.dumps({"query": position.document(), "variables": variables})
+    if deep:
+        body = body.replace(json.dumps(marker), deep_json(deep))
+    event(f"{position.name}: {'deep' if deep else type(value).__name__}")
+    hostile_exchange(target, body, caller)
+
+
+def test_the_hostile_fuzz_left_no_traceback_in_the_server_log(target: Target) -> None:
+    for value in ("\ud800", 10**400, deep_json(5000)):
+        for position in POSITIONS:
+            marker = "__VALUE__"
+            body = json.dumps(
+                {"query": position.document(), "variables": position.variables(marker)}
+            )
+            raw = value if isinstance(value, str) and value.startswith("[") else json.dumps(value)
+            hostile_exchange(target, body.replace(json.dumps(marker), raw), "ada")
+    log = target.log()
+    assert "Traceback" not in log, log[-5000:]
+    assert "ERROR" not in log, log[-5000:]
 
 
 # The limits, one by one.

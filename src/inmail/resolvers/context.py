@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import GraphQLSchema
 from starlette.requests import Request
 from starlette.websockets import WebSocket
+from strawberry.extensions import SchemaExtension
 from strawberry.types import Info
+from strawberry.types.graphql import OperationType
 
 from inmail.auth import AuthError, Viewer
 from inmail.schema.context import GraphContext
-from inmail.schema.errors import refused, unauthenticated
+from inmail.schema.errors import ApiError, refused, unauthenticated
 from inmail.services.reads import Reader
 
 if TYPE_CHECKING:
@@ -20,6 +27,9 @@ if TYPE_CHECKING:
     from inmail.services.live import Broker
     from inmail.services.payments import PaymentGateway
     from inmail.settings import Settings
+
+
+UNKNOWN_MEMBER = "Invalid credentials: the token's member does not exist."
 
 
 @dataclass
@@ -31,6 +41,8 @@ class Context:
     connection_params: dict[str, Any] | None = None
     reads: Reader = field(init=False)
     _viewer: Viewer | None = field(default=None, init=False)
+    _refusal: str | None = field(default=None, init=False)
+    _asked_for_member: bool = field(default=False, init=False)
     _resolved: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
@@ -60,21 +72,63 @@ class Context:
     def settings(self) -> Settings:
         return self.container.settings
 
-    def viewer(self) -> Viewer | None:
-        """The caller, or None when no credentials were sent; bad credentials are an error."""
-        if not self._resolved:
-            header = self.auth_header
-            if header is None and self.connection_params is not None:
-                raw = self.connection_params.get("Authorization") or self.connection_params.get(
-                    "authorization"
-                )
-                header = raw if isinstance(raw, str) else None
-            try:
-                self._viewer = self.container.tokens.viewer_from_header(header)
-            except AuthError as exc:
-                raise unauthenticated(f"Invalid credentials: {exc}.") from None
-            self._resolved = True
+    async def authenticate(self) -> None:
+        """Check the credentials once: the token here, the member's record in confirm_member."""
+        header = self.auth_header
+        if header is None and self.connection_params is not None:
+            raw = self.connection_params.get("Authorization") or self.connection_params.get(
+                "authorization"
+            )
+            header = raw if isinstance(raw, str) else None
+        try:
+            self._viewer = self.container.tokens.viewer_from_header(header)
+        except AuthError as exc:
+            self._viewer, self._refusal = None, f"Invalid credentials: {exc}."
+        self._resolved = True
+
+    async def confirm_member(self) -> bool:
+        """Whether a member token's member exists; when not, the token is refused from now on.
+
+        The record is read through this request's member loader: when resolvers read the
+        member anyway (or read it already, in the same batch as what else they needed) the
+        check costs no round trip of its own.
+        """
+        member_id = None if self._viewer is None else self._viewer.member_id
+        if member_id is None:
+            return True
+        if await self.reads.load_member(member_id) is not None:
+            return True
+        self._viewer, self._refusal = None, UNKNOWN_MEMBER
+        return False
+
+    @property
+    def asked_for_member(self) -> bool:
+        """Whether a resolver of this request acted on a member token's behalf."""
+        return self._asked_for_member
+
+    def authenticated_viewer(self) -> Viewer | None:
+        """The caller once authenticated, whether or not the token has expired since."""
         return self._viewer
+
+    def viewer(self) -> Viewer | None:
+        """The caller, or None when no credentials were sent; bad credentials are an error.
+
+        On a websocket the token's `exp` ends the connection's authentication (no leeway).
+        """
+        if not self._resolved:
+            raise RuntimeError("the request's credentials were not checked (authenticate)")
+        if self._refusal is not None:
+            raise unauthenticated(self._refusal)
+        viewer = self._viewer
+        if (
+            viewer is not None
+            and isinstance(self.request, WebSocket)
+            and time.time() >= viewer.expires_at
+        ):
+            raise unauthenticated("Invalid credentials: the token has expired.")
+        if viewer is not None and viewer.member_id is not None:
+            self._asked_for_member = True
+        return viewer
 
     # The access checks of SPEC 8 live with the reads (services/reads.py, domain/access.py).
 
@@ -104,3 +158,78 @@ def ctx(info: ResolverInfo) -> Context:
 def _serves_the_schema(context: Context) -> GraphContext:
     """The schema's types see this context through `GraphContext` only."""
     return context
+
+
+class MemberMustExist(SchemaExtension):
+    """A member token whose member does not exist is UNAUTHENTICATED, on every operation.
+
+    A mutation checks before it runs (it may write). A query checks after its resolvers, when
+    one of them acted for the member: the member's record is then in the loader already, or
+    was read in the same batch as the rest, and an answer built for a member who does not
+    exist is replaced by the refusal. Websockets check once, at connection_init.
+    """
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        if not isinstance(context, Context) or isinstance(context.request, WebSocket):
+            yield
+            return
+        if execution.operation_type is OperationType.MUTATION:
+            await context.confirm_member()
+            yield
+            return
+        yield
+        result = execution.result
+        if (
+            context.asked_for_member
+            and isinstance(result, GraphQLExecutionResult)
+            and not await context.confirm_member()
+        ):
+            result.data = None
+            result.errors = [unauthenticated(UNKNOWN_MEMBER)]
+
+
+def refuse_unknown_members_on_failure(schema: GraphQLSchema) -> None:
+    """A root query field that fails for a member token whose member does not exist (a
+    service's "your member record does not exist") fails as UNAUTHENTICATED, not as a bug.
+
+    Only the failure path looks: the member is then in the request's loader already.
+    """
+    query = schema.query_type
+    if query is None:
+        return
+    for root_field in query.fields.values():
+        resolve = root_field.resolve
+        if resolve is None or getattr(resolve, "_refuses_unknown_members", False):
+            continue
+        root_field.resolve = _refusing_unknown_members(resolve)
+
+
+def _refusing_unknown_members(resolve: Callable[..., Any]) -> Callable[..., Any]:
+    async def explain(context: Any, error: Exception) -> Any:
+        if isinstance(context, Context) and not await context.confirm_member():
+            raise unauthenticated(UNKNOWN_MEMBER) from None
+        raise error
+
+    async def awaited(context: Any, pending: Awaitable[Any]) -> Any:
+        try:
+            return await pending
+        except ApiError:
+            raise
+        except Exception as error:
+            return await explain(context, error)
+
+    def refusing(source: Any, info: Any, **kwargs: Any) -> Any:
+        try:
+            result = resolve(source, info, **kwargs)
+        except ApiError:
+            raise
+        except Exception as error:
+            return explain(info.context, error)
+        if inspect.isawaitable(result):
+            return awaited(info.context, result)
+        return result
+
+    refusing._refuses_unknown_members = True  # type: ignore[attr-defined]
+    return refusing

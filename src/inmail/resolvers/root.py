@@ -26,6 +26,7 @@ from strawberry.types.graphql import OperationType
 
 from inmail.disclosure import HideSuggestions
 from inmail.observability import OperationLabels, OperationMetrics
+from inmail.resolvers.context import MemberMustExist
 from inmail.resolvers.cost import CostLimits, query_cost
 from inmail.resolvers.limits import document_limits_rule
 from inmail.resolvers.mutation import Mutation
@@ -106,6 +107,7 @@ def build_schema(
             CostLimits(maximum=settings.max_query_cost, max_page_size=settings.max_page_size)
         ),
         SubscriptionsOverWebsockets,
+        MemberMustExist,
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)

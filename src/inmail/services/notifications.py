@@ -43,9 +43,19 @@ async def mark_read(
             raise DomainError(
                 ErrorCode.INVALID_INPUT, f"Mark at most {MAX_IDS} ids at a time.", "ids"
             )
+        if not all(_encodable(i) for i in ids):
+            raise DomainError(ErrorCode.INVALID_INPUT, "ids must be valid Unicode text.", "ids")
     chosen = None if everything else [str(i) for i in dict.fromkeys(ids or ())]
     await deps.uow.run(_mark_read, member_id, chosen, deps.now())
     return await unread_count(deps, member_id)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _mark_read(tx: Transaction, member_id: str, ids: list[str] | None, at: datetime) -> int:

@@ -198,6 +198,10 @@ class Reader:
         self.signed_in()
         return await self._members.load(member_id)
 
+    async def load_member(self, member_id: str) -> Member | None:
+        """A member's record with no check of who asks: for authentication itself."""
+        return await self._members.load(member_id)
+
     def is_connection(self, member: Member) -> bool:
         return access.is_connection_of(self._viewer(), member.connections)
 

@@ -1,0 +1,377 @@
+"""/graphql: HTTP, GraphiQL and both websocket subprotocols, on Strawberry's ASGI view.
+
+What a hostile client can send is answered here before any resolver runs: a body that is not
+a JSON object, JSON nested too deep, a websocket message that is not a protocol message, a
+socket that never says connection_init, a socket whose token has expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator
+from datetime import timedelta
+from typing import Any
+
+from cross_web import HTTPException
+from graphql import GraphQLError, GraphQLSchema
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
+from strawberry.schema import BaseSchema
+from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import (
+    CompleteMessage,
+    ErrorMessage,
+    OperationMessage,
+)
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+
+from inmail.bootstrap import Container
+from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
+from inmail.resolvers.text_guard import refuse_unencodable_arguments
+from inmail.schema.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+TOKEN_EXPIRED = 4403
+INIT_TIMEOUT = 4408
+BAD_MESSAGE = 4400
+
+_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+class _Undecodable:
+    """A websocket message that is not JSON at all (or nested too deep to read)."""
+
+
+def _decode(text: str) -> object:
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
+
+
+class WebSocketMessages(ASGIWebSocketAdapter):
+    """Strawberry's adapter, handing every message to the protocol handler to judge.
+
+    A JSON value that is not an object, and on graphql-ws text that is not JSON, reach the
+    handler (which closes the socket with 4400) instead of being dropped or failing in it.
+    """
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                try:
+                    yield _decode(text)
+                except json.JSONDecodeError as exc:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from exc
+                    yield _Undecodable()
+        except KeyError as exc:
+            raise NonTextMessageReceived from exc
+        except WebSocketDisconnect:
+            pass
+
+
+def _is_operation_message(message: object) -> str | None:
+    """Why a websocket message is not one a protocol defines, or None when it is well formed."""
+    if not isinstance(message, dict):
+        return "A message must be a JSON object"
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        return "A message must have a string type"
+    if kind in ("subscribe", "start"):
+        payload = message.get("payload")
+        if not isinstance(message.get("id"), str) or not isinstance(payload, dict):
+            return f"A {kind} message needs a string id and an object payload"
+        if not isinstance(payload.get("query"), str):
+            return "The payload's query must be a string"
+        if not isinstance(payload.get("variables"), dict | None):
+            return "The payload's variables must be an object"
+        if not isinstance(payload.get("operationName"), str | None):
+            return "The payload's operationName must be a string"
+    if kind in ("complete", "stop") and not isinstance(message.get("id"), str):
+        return f"A {kind} message needs a string id"
+    return None
+
+
+class _TokenLifetime:
+    """A socket is authenticated until its token's `exp`: then it is closed with 4403.
+
+    Both protocol handlers mix this in. Nothing is sent for an operation once the token has
+    expired, even in the moment between `exp` and the close.
+    """
+
+    context: Context
+    websocket: Any
+    _expiry_task: asyncio.Task[None] | None = None
+    _closed_for_expiry = False
+
+    def _expires_at(self) -> float | None:
+        viewer = self.context.authenticated_viewer()
+        return None if viewer is None else viewer.expires_at
+
+    def _has_expired(self) -> bool:
+        expires_at = self._expires_at()
+        return expires_at is not None and time.time() >= expires_at
+
+    def _watch_expiry(self) -> None:
+        expires_at = self._expires_at()
+        if expires_at is not None and self._expiry_task is None:
+            self._expiry_task = asyncio.create_task(self._close_at(expires_at))
+
+    async def _close_at(self, expires_at: float) -> None:
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        await self._close_for_expiry()
+
+    async def _close_for_expiry(self) -> None:
+        if self._closed_for_expiry:
+            return
+        self._closed_for_expiry = True
+        await self._end_operations()
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code=TOKEN_EXPIRED, reason="Forbidden: the token expired")
+
+    async def _end_operations(self) -> None:
+        raise NotImplementedError
+
+    async def _stop_watching(self) -> None:
+        task, self._expiry_task = self._expiry_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, with the token's lifetime and strict message shapes."""
+
+    async def handle_message(self, message: Any) -> None:
+        problem = _is_operation_message(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        if self._has_expired():
+            await self._close_for_expiry()
+            return
+        await super().handle_message(message)
+        if self.connection_acknowledged:
+            self._watch_expiry()
+
+    async def send_message(self, message: Any) -> None:
+        if message.get("type") in ("next", "error") and self._has_expired():
+            return
+        await super().send_message(message)
+
+    async def _end_operations(self) -> None:
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+
+    async def shutdown(self) -> None:
+        await self._stop_watching()
+        await super().shutdown()
+
+
+class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
+    """graphql-ws: its connection_init timeout, any operation (not only subscriptions),
+    strict message shapes and the token's lifetime."""
+
+    _init_timeout_task: asyncio.Task[None] | None = None
+
+    async def handle(self) -> None:
+        self._init_timeout_task = asyncio.create_task(self._close_unless_initialised())
+        try:
+            await super().handle()
+        finally:
+            task, self._init_timeout_task = self._init_timeout_task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self._stop_watching()
+
+    async def _close_unless_initialised(self) -> None:
+        timeout: timedelta = self.view.connection_init_wait_timeout
+        await asyncio.sleep(timeout.total_seconds())
+        if not self.connection_acknowledged:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(
+                    code=INIT_TIMEOUT, reason="Connection initialisation timeout"
+                )
+
+    async def handle_message(self, message: Any) -> None:
+        problem = _is_operation_message(message)
+        if problem is not None:
+            with contextlib.suppress(WebSocketDisconnected):
+                await self.send_message(
+                    {"type": "connection_error", "payload": {"message": problem}}
+                )
+            await self.websocket.close(code=BAD_MESSAGE, reason=problem)
+            return
+        if self._has_expired():
+            await self._close_for_expiry()
+            return
+        await super().handle_message(message)
+        if self.connection_acknowledged:
+            self._watch_expiry()
+            if self._init_timeout_task is not None:
+                self._init_timeout_task.cancel()
+
+    async def send_message(self, message: OperationMessage) -> None:
+        if message["type"] in ("data", "error") and self._has_expired():
+            return
+        await super().send_message(message)
+
+    async def _end_operations(self) -> None:
+        await self.cleanup()
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        """Strawberry's, streaming any operation: a query or mutation yields one result."""
+        try:
+            result_source = await self.schema.stream(
+                query=query,
+                variable_values=variables,
+                operation_name=operation_name,
+                context_value=self.context,
+                root_value=self.root_value,
+            )
+            self.subscriptions[operation_id] = result_source
+            first = True
+            async for result in result_source:
+                if first and isinstance(result, PreExecutionError):
+                    assert result.errors
+                    error = result.errors[0].formatted
+                    await self.send_message(
+                        ErrorMessage(type="error", id=operation_id, payload=error)
+                    )
+                    return
+                if not isinstance(result, ExecutionResult):
+                    unsupported = GraphQLError(
+                        "Incremental delivery is not supported over graphql-ws"
+                    )
+                    await self.send_message(
+                        ErrorMessage(type="error", id=operation_id, payload=unsupported.formatted)
+                    )
+                    return
+                await self.send_data_message(result, operation_id)
+                first = False
+            await self.send_message(CompleteMessage(type="complete", id=operation_id))
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await self.send_message(CompleteMessage(type="complete", id=operation_id))
+        finally:
+            self.subscriptions.pop(operation_id, None)
+            self.tasks.pop(operation_id, None)
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    websocket_adapter_class = WebSocketMessages
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
+    def __init__(self, schema: BaseSchema, container: Container) -> None:
+        settings = container.settings
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if settings.graphiql else None,
+            allow_queries_via_get=False,
+            keep_alive=True,
+            keep_alive_interval=settings.ws_keepalive,
+            connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout),
+            max_subscriptions_per_connection=settings.ws_max_subscriptions,
+            allowed_origins=settings.allowed_origins,
+        )
+        self.container = container
+        core = getattr(schema, "_schema", None)
+        if isinstance(core, GraphQLSchema):
+            refuse_unencodable_arguments(core)
+            refuse_unknown_members_on_failure(core)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every HTTP answer is JSON, including the transport's own 4xx; a client that
+        leaves mid-request is noted, not a traceback."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        response: Response
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
+            response = JSONResponse(
+                {"errors": [{"message": exc.reason, "extensions": {"code": code}}]},
+                status_code=exc.status_code,
+            )
+        except ClientDisconnect:
+            log.info("the client went away before its request was read")
+            return
+        await response(scope, receive, send)
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            decoded = json.loads(data)
+        except UnicodeDecodeError:
+            # Bytes that are no Unicode at all are as malformed as bad JSON: 400, not 500.
+            raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
+        except RecursionError:
+            raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
+        if not isinstance(decoded, dict | list):
+            # Only an object is a request (a list, a batch, Strawberry refuses itself): 400.
+            raise json.JSONDecodeError("the body is not a JSON object", "", 0)
+        return decoded
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        header = request.headers.get("authorization")
+        context = Context(
+            container=self.container, request=request, response=response, auth_header=header
+        )
+        if not isinstance(request, WebSocket):
+            # A websocket's credentials arrive with connection_init: see on_ws_connect.
+            await context.authenticate()
+        return context
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """Refuse a connection without a good token: close 4403 on both subprotocols."""
+        await context.authenticate()
+        await context.confirm_member()
+        try:
+            viewer = context.viewer()
+            refusal = None if viewer is not None else "a token is required"
+        except ApiError:
+            refusal = "invalid token"
+        if refusal is None:
+            return None
+        websocket = context.request
+        if (
+            isinstance(websocket, WebSocket)
+            and await self.pick_websocket_subprotocol(websocket) == GRAPHQL_WS_PROTOCOL
+        ):
+            # Strawberry would close the older protocol with 1011: send its connection_error,
+            # close with 4403 ourselves, and end the handler as if the client had gone.
+            await websocket.send_json({"type": "connection_error", "payload": {"message": refusal}})
+            await websocket.close(code=4403, reason="Forbidden")
+            raise WebSocketDisconnected
+        raise ConnectionRejectionError({"message": refusal})

@@ -1,0 +1,207 @@
+"""Input no code path expected is a clear client error, never "Unexpected error." (SPEC 8).
+
+Lone UTF-16 surrogates in every string and id argument of every root field (the list is made
+from the schema, so a new field is covered the day it is added), JSON nested thousands deep,
+tokens that break the token rules, and tokens whose member does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from schema_args import positions
+from support import TEST_SECRET, Api, graphql_error_codes
+
+LONE_SURROGATE = "\ud800"
+SURROGATE_CASES = [
+    pytest.param(p.operation, p.field, p.document(), p.variables(LONE_SURROGATE), id=p.name)
+    for p in positions(text_only=True)
+]
+
+
+def test_the_surrogate_cases_cover_the_fields_the_issue_names() -> None:
+    covered = {case.values[1] for case in SURROGATE_CASES}
+    named = {"sendInMail", "purchaseInMailCredits", "createMember", "conversation", "compose"}
+    assert named <= covered
+    assert "creditLots" in covered
+
+
+@pytest.mark.parametrize(("operation", "field", "document", "variables"), SURROGATE_CASES)
+async def test_a_lone_surrogate_in_any_text_argument_is_a_client_error_and_logs_nothing(
+    api: Api,
+    caplog: pytest.LogCaptureFixture,
+    operation: str,
+    field: str,
+    document: str,
+    variables: dict[str, Any],
+) -> None:
+    ada = await api.create_member("Ada Lovelace")
+    caplog.clear()
+    refused_as_input = 0
+    for token in (ada.token, api.admin):
+        response = await api.client.post(
+            "/graphql",
+            content=json.dumps({"query": document, "variables": variables}),
+            headers={"Authorization": f"Bearer {token}", "content-type": "application/json"},
+        )
+
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert "Unexpected error." not in response.text
+        if operation == "mutation" and graphql_error_codes(body) == ["FORBIDDEN"]:
+            continue  # this role may not call it at all (markNotificationsRead for an admin)
+        if operation == "mutation":
+            assert body.get("errors") is None, body
+            errors = body["data"][field]["errors"]
+            assert [e["code"] for e in errors] == ["INVALID_INPUT"], body
+            assert errors[0]["field"] is not None
+            refused_as_input += 1
+        else:
+            assert graphql_error_codes(body) == ["BAD_USER_INPUT"], body
+            refused_as_input += 1
+    assert refused_as_input >= 1, "at least one role reaches the input check"
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+
+
+async def test_a_lone_surrogate_in_a_send_changes_nothing(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace")
+    grace = await api.create_member("Grace Hopper")
+    before = await api.balance(ada)
+
+    send = {"recipientId": grace.id, "subject": "Hello \ud83d there", "body": "Coffee?"}
+    response = await api.client.post(
+        "/graphql",
+        content=json.dumps(
+            {
+                "query": "mutation($i: SendInMailInput!) "
+                "{ sendInMail(input: $i) { errors { code field } } }",
+                "variables": {"i": {**send, "idempotencyKey": "coffee-1"}},
+            }
+        ),
+        headers={"Authorization": f"Bearer {ada.token}", "content-type": "application/json"},
+    )
+
+    errors = response.json()["data"]["sendInMail"]["errors"]
+    assert [(e["code"], e["field"]) for e in errors] == [("INVALID_INPUT", "subject")]
+    assert await api.balance(ada) == before
+    assert await api.container.mongo.c.conversations.count_documents({}) == 0
+
+
+async def test_json_nested_five_thousand_deep_is_a_400_with_a_json_body_and_a_request_id(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    body = '{"query": "{ now }", "variables": {"v": ' + deep + "}}"
+
+    response = await api.client.post(
+        "/graphql", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["x-request-id"]
+    assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+    assert [r for r in caplog.records if r.exc_info] == []
+
+
+async def test_a_body_that_is_not_json_gets_a_json_refusal(api: Api) -> None:
+    response = await api.client.post(
+        "/graphql", content=b"{ now", headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ viewer { id } }",
+        '{ compose(recipientId: "000000000000000000000001") { canSend } }',
+        "{ viewer { creditLots(first: 1) { totalCount } } }",
+    ],
+)
+async def test_a_token_whose_member_does_not_exist_is_unauthenticated_on_reads(
+    api: Api, query: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ghost = api.token("000000000000000000000000")
+
+    body = await api.raw(query, token=ghost)
+
+    assert graphql_error_codes(body) == ["UNAUTHENTICATED"]
+    assert "does not exist" in body["errors"][0]["message"]
+    assert [r for r in caplog.records if r.exc_info] == []
+
+
+async def test_a_token_whose_member_does_not_exist_cannot_send_or_buy(api: Api) -> None:
+    grace = await api.create_member("Grace Hopper")
+    ghost = api.token("000000000000000000000000")
+
+    sent = await api.raw(
+        "mutation($i: SendInMailInput!) { sendInMail(input: $i) { errors { code } } }",
+        {"i": {"recipientId": grace.id, "subject": "s", "body": "b", "idempotencyKey": "k1"}},
+        ghost,
+    )
+    bought = await api.raw(
+        "mutation($i: PurchaseInMailCreditsInput!) "
+        "{ purchaseInMailCredits(input: $i) { errors { code } } }",
+        {"i": {"quantity": 1, "idempotencyKey": "k2"}},
+        ghost,
+    )
+
+    assert graphql_error_codes(sent) == ["UNAUTHENTICATED"]
+    assert graphql_error_codes(bought) == ["UNAUTHENTICATED"]
+
+
+async def test_anonymous_fields_still_answer_a_request_with_a_bad_token(api: Api) -> None:
+    body = await api.raw("{ now }", token=api.token("000000000000000000000000"))
+
+    assert body["data"]["now"]
+    assert not body.get("errors")
+
+
+def _claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": "admin", "role": "admin", "iat": now, "exp": now + 3600}
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param(_claims(exp=str(int(time.time()) + 3600)), id="exp-as-a-string"),
+        pytest.param(_claims(exp=1e20), id="exp-1e20"),
+        pytest.param(_claims(exp=None), id="no-exp"),
+        pytest.param(_claims(exp=int(time.time()) + 25 * 3600), id="a-25-hour-lifetime"),
+        pytest.param(_claims(iat=None, exp=int(time.time()) + 25 * 3600), id="25-hours-no-iat"),
+        pytest.param(_claims(padding="x" * 200_000), id="a-200-KB-token"),
+    ],
+)
+async def test_tokens_that_break_the_token_rules_are_unauthenticated_over_http(
+    api: Api, claims: dict[str, Any]
+) -> None:
+    token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+
+    body = await api.raw("{ viewer { id } }", token=token)
+
+    assert graphql_error_codes(body) == ["UNAUTHENTICATED"]
+
+
+async def test_a_token_issued_a_second_in_the_future_is_accepted_over_http(api: Api) -> None:
+    now = int(time.time())
+    token = jwt.encode(
+        {"sub": "admin", "role": "admin", "iat": now + 1, "nbf": now + 1, "exp": now + 3600},
+        TEST_SECRET,
+        algorithm="HS256",
+    )
+
+    body = await api.raw('{ member(id: "000000000000000000000000") { id } }', token=token)
+
+    assert not body.get("errors"), body

@@ -1,0 +1,223 @@
+"""Websockets against the real server (uvicorn in this process), on both subprotocols.
+
+A socket is authenticated for as long as its token lives: at `exp` the server closes it with
+4403 and runs nothing more on it. A socket that never sends connection_init is closed (4408), a
+message that is no protocol message is a protocol error (4400), never a dropped connection and a
+traceback, and graphql-ws runs queries as well as subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from inmail.app import create_app
+from inmail.auth import Role
+from inmail.bootstrap import build_container
+from inmail.repositories.mongo import Mongo
+from inmail.settings import Settings
+from support import Api
+from support import test_settings as settings_for_tests
+from wsclient import (
+    BALANCE_CHANGED,
+    LEGACY_WS,
+    PROTOCOLS,
+    TRANSPORT_WS,
+    WAIT,
+    GraphQLSocket,
+    refusal_close_code,
+)
+
+
+@dataclass
+class LiveServer:
+    api: Api
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, mongo: Mongo) -> AsyncIterator[LiveServer]:
+    container = build_container(settings, mongo)
+    app = create_app(settings, container=container)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(200):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield LiveServer(Api(client, container), f"ws://127.0.0.1:{port}/graphql")
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.fixture
+async def live(mongodb_uri: str, db_name: str) -> AsyncIterator[LiveServer]:
+    settings = settings_for_tests(ws_init_timeout=1.0)
+    async with serve(settings, Mongo.connect(mongodb_uri, db_name)) as server:
+        yield server
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def messages_until_closed(ws: Any) -> list[dict[str, Any]]:
+    received: list[dict[str, Any]] = []
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            received.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT)))
+    return received
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_socket_is_closed_with_4403_when_its_token_expires_and_runs_nothing_after(
+    live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+    short_lived = live.api.container.tokens.mint(ada.id, Role.MEMBER, timedelta(seconds=3))
+    expires_at = live.api.container.tokens.verify(short_lived).expires_at
+
+    async with GraphQLSocket.open(live.url, short_lived, protocol) as ws:
+        subscription = await ws.subscribe(BALANCE_CHANGED, {"m": ada.id})
+        assert (await ws.update(subscription))["reason"] == "GRANT"
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        late_query = await ws.subscribe("{ viewer { id inmailBalance } }")
+        bought = await live.api.purchase(ada, 1)
+        after = await messages_until_closed(ws.ws)
+        closed_at = time.time()
+
+    assert ws.ws.close_code == 4403
+    assert closed_at >= expires_at
+    assert closed_at - expires_at < 5.0, "closed long after the token expired"
+    answered = [m for m in after if m.get("id") in (late_query, subscription)]
+    assert [m for m in answered if m["type"] in ("next", "data")] == []
+    assert bought["errors"] == [], "the balance changed after the token expired"
+    assert tracebacks(caplog) == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_socket_that_never_sends_connection_init_is_closed_with_4408(
+    live: LiveServer, protocol: str
+) -> None:
+    async with connect(live.url, subprotocols=[Subprotocol(protocol)]) as ws:
+        received = await messages_until_closed(ws)
+
+    assert ws.close_code == 4408
+    assert [m for m in received if m["type"] not in ("ka", "ping")] == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    "message",
+    [
+        [1, 2, 3],
+        "connection_init",
+        42,
+        "{not json",
+        {"type": "subscribe", "id": "1", "payload": [1]},
+        {"type": "start", "id": "1", "payload": {"query": 7}},
+    ],
+    ids=["array", "string", "number", "not-json", "payload-array", "query-number"],
+)
+async def test_a_message_that_is_no_protocol_message_is_a_protocol_error_not_a_traceback(
+    live: LiveServer,
+    protocol: str,
+    message: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+    async with connect(live.url, subprotocols=[Subprotocol(protocol)]) as ws:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {ada.token}"}}
+        await ws.send(json.dumps(init))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(message if message == "{not json" else json.dumps(message))
+        await messages_until_closed(ws)
+
+    assert ws.close_code == 4400
+    assert tracebacks(caplog) == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_queries_and_mutations_run_over_both_protocols(
+    live: LiveServer, protocol: str
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+
+    async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+        query = await ws.subscribe("{ viewer { id name } }")
+        answer = await ws.result(query)
+
+    assert answer["data"] == {"viewer": {"id": ada.id, "name": "Ada Lovelace"}}
+    assert "errors" not in answer
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_token_whose_member_does_not_exist_is_refused_at_connect(
+    live: LiveServer, protocol: str
+) -> None:
+    ghost = live.api.token("000000000000000000000000")
+
+    assert await refusal_close_code(live.url, ghost, protocol) == 4403
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_a_lone_surrogate_in_a_subscription_argument_is_a_client_error(
+    live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+
+    async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+        operation = await ws.subscribe(BALANCE_CHANGED, {"m": "\ud800"})
+        received = await ws.message()
+
+    assert received["id"] == operation
+    payload = received["payload"]
+    errors = payload if isinstance(payload, list) else payload.get("errors", [payload])
+    assert [e["extensions"]["code"] for e in errors] == ["BAD_USER_INPUT"]
+    assert tracebacks(caplog) == []
+
+
+async def test_an_upload_the_client_abandons_logs_no_error(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = live.url.removeprefix("ws://").removesuffix("/graphql").split(":")
+    for _ in range(3):
+        _reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000\r\n\r\n" + b'{"query": "{ now }", "variables": {"a": "'
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        await writer.wait_closed()
+    answer = await live.api.client.get("/healthz")
+
+    assert answer.status_code == 200
+    assert tracebacks(caplog) == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    noted = [r for r in caplog.records if "went away" in r.getMessage()]
+    assert len(noted) <= 3

@@ -1,0 +1,97 @@
+"""The token rules of SPEC section 8: numeric `exp`, a maximum lifetime, leeway, a size limit."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+
+from inmail.auth import AuthError, Role, TokenService
+from inmail.cli import main
+
+SECRET = "a-test-secret-that-is-long-enough-0123456789"
+
+
+def signed(**claims: Any) -> str:
+    return jwt.encode({"sub": "m1", "role": "member", **claims}, SECRET, algorithm="HS256")
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def test_an_exp_written_as_a_string_of_digits_is_refused() -> None:
+    with pytest.raises(AuthError, match="exp is not a number"):
+        TokenService(SECRET).verify(signed(iat=now(), exp=str(now() + 3600)))
+
+
+def test_an_exp_of_1e20_is_refused_as_too_long_a_lifetime() -> None:
+    with pytest.raises(AuthError, match="longer than the 24 hours"):
+        TokenService(SECRET).verify(signed(iat=now(), exp=1e20))
+
+
+def test_a_token_without_iat_lives_at_most_the_maximum_from_now() -> None:
+    tokens = TokenService(SECRET)
+
+    assert tokens.verify(signed(exp=now() + 23 * 3600)).member_id == "m1"
+    with pytest.raises(AuthError, match="longer than"):
+        tokens.verify(signed(exp=now() + 25 * 3600))
+
+
+def test_the_maximum_lifetime_is_configurable() -> None:
+    tokens = TokenService(SECRET, max_lifetime=timedelta(hours=1))
+
+    assert tokens.verify(signed(iat=now(), exp=now() + 3600)).subject == "m1"
+    with pytest.raises(AuthError, match="longer than the 1 hours"):
+        tokens.verify(signed(iat=now(), exp=now() + 3601))
+
+
+def test_thirty_seconds_of_clock_skew_are_tolerated_on_iat_nbf_and_exp() -> None:
+    tokens = TokenService(SECRET)
+
+    assert tokens.verify(signed(iat=now() + 1, nbf=now() + 1, exp=now() + 60)).subject == "m1"
+    assert tokens.verify(signed(iat=now() - 60, exp=now() - 10)).subject == "m1"
+    with pytest.raises(AuthError, match="not valid yet"):
+        tokens.verify(signed(iat=now() - 10, nbf=now() + 120, exp=now() + 600))
+    with pytest.raises(AuthError, match="expired"):
+        tokens.verify(signed(iat=now() - 600, exp=now() - 60))
+
+
+def test_a_token_over_4_kib_is_refused_before_it_is_decoded() -> None:
+    huge = signed(iat=now(), exp=now() + 3600, padding="x" * 200_000)
+
+    with pytest.raises(AuthError, match="longer than 4096 bytes"):
+        TokenService(SECRET).verify(huge)
+
+
+def test_a_minted_token_carries_its_expiry_for_websockets_to_end_at() -> None:
+    tokens = TokenService(SECRET)
+    before = time.time()
+
+    viewer = tokens.verify(tokens.mint("m1", Role.MEMBER, timedelta(hours=2)))
+
+    assert before + 7200 - 1 <= viewer.expires_at <= time.time() + 7200
+
+
+def test_minting_past_the_maximum_lifetime_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 24 hours"):
+        TokenService(SECRET).mint("m1", Role.MEMBER, timedelta(hours=25))
+
+
+def test_the_token_command_refuses_hours_past_the_maximum_lifetime(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("INMAIL_JWT_SECRET", SECRET)
+    monkeypatch.setenv("INMAIL_TOKEN_MAX_LIFETIME", "2")
+
+    refused = main(["token", "--member", "m1", "--hours", "3"])
+    minted = main(["token", "--member", "m1", "--hours", "2"])
+
+    out, err = capsys.readouterr()
+    assert refused == 2
+    assert "at most 2" in err
+    assert minted == 0
+    assert TokenService(SECRET).verify(out.strip()).subject == "m1"
