@@ -3,9 +3,12 @@
 `make bench` (`python -m benchmarks`) measures the service end to end against its floors, on its
 own mongod and server.
 
-Workloads: sendInMail over HTTP from many senders against the same service code called
-in-process; the compose window against `{ now }`; the member page's database round trips for 10
-and 100 conversations; a scheduler pass (`benchmarks.renewals`) against a raw insert_many.
+Workloads, each side by side with its floor (`benchmarks.floors`) in ABBA rounds: sendInMail over
+HTTP from many senders, the same service code called in-process, and the send floor (the same
+guarantees in one PyMongo transaction); the compose window against `{ now }` and against the
+compose floor (one aggregate), and `viewer { inmailBalance }`; the member page for 10 and 100
+conversations against graphql-core executing the same document over its data in memory; a
+scheduler pass (`benchmarks.renewals`) against the same writes as bare bulk writes.
 See BENCHMARKS.md for what the figures mean and the latest ones.
 """
 

@@ -25,6 +25,7 @@ class Measured:
     client_cpu: float | None = None  # this process, as load generator (HTTP only)
     peak_rss_mb: float | None = None
     round_throughputs: list[float] = field(default_factory=list)
+    round_cpu_per_op: list[float] = field(default_factory=list)  # the service's, each round
 
     def add(
         self,
@@ -44,6 +45,8 @@ class Measured:
         if peak_rss_mb is not None:
             self.peak_rss_mb = max(self.peak_rss_mb or 0.0, peak_rss_mb)
         self.round_throughputs.append(result.throughput)
+        if result.ops:
+            self.round_cpu_per_op.append(cpu["service"] / result.ops)
 
     @property
     def throughput(self) -> float:
@@ -132,7 +135,7 @@ def workload_table(rows: list[Measured]) -> str:
 
 def scheduler_table(rows: list[SchedulerRow]) -> str:
     lines = [
-        "| scheduler pass | pass | members/s | insert_many floor (lots/s) | pass / floor speed "
+        "| scheduler pass | pass | members/s | scheduler floor (members/s) | pass / floor speed "
         "| RSS before pass MB | peak RSS in pass MB | Python heap peak in pass MB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from benchmarks.load import Call, graphql_call
+from benchmarks import floors
+from benchmarks.load import Call, RawConnection, graphql_call
 from inmail.auth import Role, TokenService
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.conversations import InMailResponse
@@ -34,6 +36,7 @@ COMPOSE = (
     "{ canSend reason creditsLeft recipientIsConnection } viewer { inmailBalance } }"
 )
 NOW = "query Now { now }"
+BALANCE = "query Balance { viewer { inmailBalance } }"
 MEMBER_PAGE = """
 query MemberPage($n: Int!) {
   viewer {
@@ -172,13 +175,24 @@ def send_calls(world: World, plan: list[tuple[str, str, str]]) -> list[Call]:
     ]
 
 
-def send_floor_calls(
+def service_send_calls(
     deps: Deps, plan: list[tuple[str, str, str]]
 ) -> list[Callable[[], Awaitable[object]]]:
     return [
         functools.partial(inmail_service.send_inmail, deps, s, r, SUBJECT, BODY, key)
         for s, r, key in plan
     ]
+
+
+def floor_send_calls(
+    floor: floors.SendFloor, plan: list[tuple[str, str, str]]
+) -> list[Callable[[], Awaitable[object]]]:
+    async def send(sender: str, recipient: str, key: str) -> None:
+        sent = await floor.send(sender, recipient, SUBJECT, BODY, key, START)
+        if sent.replayed:
+            raise WorkloadError(f"send floor: key {key} was taken before")
+
+    return [functools.partial(send, s, r, key) for s, r, key in plan]
 
 
 def check_send(data: dict[str, Any]) -> None:
@@ -201,6 +215,33 @@ def check_compose(data: dict[str, Any]) -> None:
         raise WorkloadError(f"compose failed: {data}")
 
 
+def floor_compose_calls(
+    floor: floors.ComposeFloor, world: World, count: int, offset: int = 0
+) -> list[Callable[[], Awaitable[object]]]:
+    """The compose floor's reads for the same viewers and recipients as `compose_calls`."""
+    return [
+        functools.partial(
+            floor.compose,
+            world.senders[i % len(world.senders)],
+            world.recipients[(i * 13) % len(world.recipients)],
+            START,
+        )
+        for i in range(offset, offset + count)
+    ]
+
+
+def balance_calls(world: World, count: int, offset: int = 0) -> list[Call]:
+    return [
+        graphql_call(BALANCE, None, world.token(world.senders[i % len(world.senders)]))
+        for i in range(offset, offset + count)
+    ]
+
+
+def check_balance(data: dict[str, Any]) -> None:
+    if not isinstance(data["viewer"]["inmailBalance"], int):
+        raise WorkloadError(f"balance failed: {data}")
+
+
 def now_calls(world: World, count: int, offset: int = 0) -> list[Call]:
     # The same bearer header as the compose window sends, so both carry the same bytes' worth.
     return [
@@ -217,6 +258,21 @@ def check_now(data: dict[str, Any]) -> None:
 def page_calls(world: World, size: int, count: int) -> list[Call]:
     token = world.token(world.page_viewer)
     return [graphql_call(MEMBER_PAGE, {"n": size}, token) for _ in range(count)]
+
+
+async def fetch_page(url: str, world: World, size: int) -> dict[str, Any]:
+    """The member page's `data` as the API answers it, once."""
+    connection = RawConnection(url)
+    try:
+        status, body = await connection.post(page_calls(world, size, 1)[0])
+    finally:
+        await connection.close()
+    reply = json.loads(body)
+    if status != 200 or reply.get("errors"):
+        raise WorkloadError(f"member page: HTTP {status}: {body[:300]!r}")
+    data: dict[str, Any] = reply["data"]
+    page_check(size)(data)
+    return data
 
 
 def page_check(size: int) -> Callable[[dict[str, Any]], None]:
