@@ -283,15 +283,30 @@ async def subscription_of(api: Api, member: Person) -> dict[str, Any]:
     return viewer
 
 
+FRESH_KEY = "<a fresh key>"
+
+
 async def change_plan(
-    api: Api, member: Person, plan: str, monthly_allotment: int | None = None
+    api: Api,
+    member: Person,
+    plan: str,
+    monthly_allotment: int | None = None,
+    *,
+    key: str | None = FRESH_KEY,
+    by_admin: bool = False,
 ) -> dict[str, Any]:
+    """Change a member's plan as the member (under `key`; a fresh one unless given) or an admin."""
+    payload: dict[str, Any] = {"plan": plan, "monthlyAllotment": monthly_allotment}
+    if key is not None:
+        payload["idempotencyKey"] = new_key() if key == FRESH_KEY else key
+    if by_admin:
+        payload["memberId"] = member.id
     data = await api.gql(
         "mutation($i: ChangePlanInput!) { changePlan(input: $i) { member { id plan { type "
         "monthlyAllotment maxBalance } subscription { status billingDay currentPeriodStart "
         "nextRenewalAt } inmailBalance } errors { code message field } } }",
-        {"i": {"plan": plan, "monthlyAllotment": monthly_allotment}},
-        member.token,
+        {"i": payload},
+        api.admin if by_admin else member.token,
     )
     result: dict[str, Any] = data["changePlan"]
     return result

@@ -78,6 +78,7 @@ def build_deps(
     *,
     limits: Limits | None = None,
     publisher: BalancePublisher | None = None,
+    gateway: PaymentGateway | None = None,
 ) -> Deps:
     """What the use cases run on: a unit of work on `mongo`, the clock, the plans."""
     return Deps(
@@ -86,6 +87,7 @@ def build_deps(
         plans=plans,
         limits=limits or Limits(),
         publisher=publisher or NullPublisher(),
+        gateway=gateway,
     )
 
 
@@ -132,6 +134,8 @@ def build_container(
     clock = clock or make_clock(settings)
     events = FanOut()
     events.listeners.append(LedgerMetrics())
+    charges = ChargeRepository(mongo)
+    payments = gateway(charges)
     deps = build_deps(
         mongo,
         clock,
@@ -141,16 +145,16 @@ def build_container(
             reminder_delay=timedelta(hours=settings.reminder_delay_hours),
         ),
         publisher=events,
+        gateway=payments,
     )
     live = build_broker(deps, mongo, events)
-    charges = ChargeRepository(mongo)
     container = Container(
         settings=settings,
         clock=clock,
         mongo=mongo,
         tokens=TokenService(jwt_secret(settings)),
         deps=deps,
-        gateway=gateway(charges),
+        gateway=payments,
         events=events,
         live=live,
         charges=charges,

@@ -63,6 +63,7 @@ class Collections:
     charges: Collection
     idempotency: Collection
     notifications: Collection
+    payment_intents: Collection
     leases: Collection
 
 
@@ -150,6 +151,15 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("deliveredAt", ASCENDING), ("at", ASCENDING)], name="undelivered"),
     ],
     "leases": [],
+    "payment_intents": [
+        # A key names one paid request: a second request under it is refused before any charge.
+        IndexModel([("memberId", ASCENDING), ("key", ASCENDING)], unique=True, name="key_once"),
+        # Reconciliation's keyset over intents that may hold money not yet settled.
+        IndexModel(
+            [("status", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)],
+            name="open_by_age",
+        ),
+    ],
 }
 
 

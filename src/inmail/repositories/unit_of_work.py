@@ -16,6 +16,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
+from inmail.repositories.intents import PaymentIntentReader, PaymentIntentRepository
 from inmail.repositories.ledger import LedgerReader, LedgerRepository
 from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
 from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session
@@ -47,6 +48,7 @@ class Reads:
     idempotency: IdempotencyReader
     purchases: PurchaseReader
     notifications: NotificationReader
+    intents: PaymentIntentReader
 
     @classmethod
     def on(cls, mongo: Mongo) -> Reads:
@@ -58,6 +60,7 @@ class Reads:
             idempotency=IdempotencyReader(mongo, None),
             purchases=PurchaseReader(mongo, None),
             notifications=NotificationReader(mongo, None),
+            intents=PaymentIntentReader(mongo, None),
         )
 
 
@@ -73,6 +76,7 @@ class Transaction:
     idempotency: IdempotencyRepository
     purchases: PurchaseRepository
     notifications: NotificationRepository
+    intents: PaymentIntentRepository
 
     @classmethod
     def on(cls, mongo: Mongo, session: Session) -> Transaction:
@@ -84,6 +88,7 @@ class Transaction:
             idempotency=IdempotencyRepository(mongo, session),
             purchases=PurchaseRepository(mongo, session),
             notifications=NotificationRepository(mongo, session),
+            intents=PaymentIntentRepository(mongo, session),
         )
 
 

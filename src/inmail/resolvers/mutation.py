@@ -156,11 +156,20 @@ class Mutation:
     @strawberry.mutation
     async def change_plan(self, info: GraphInfo, input: ChangePlanInput) -> ChangePlanPayload:
         c = ctx(info)
-        member_id = c.require_member()
+        by_admin = input.member_id is not None
+        if by_admin:
+            c.require_admin()
+        member_id = str(input.member_id) if by_admin else c.require_member()
 
         async def work() -> ChangePlanPayload:
             member = await member_service.change_plan(
-                c.deps, member_id, input.plan, input.monthly_allotment
+                c.deps,
+                member_id,
+                input.plan,
+                input.monthly_allotment,
+                idempotency_key=input.idempotency_key,
+                by_admin=by_admin,
+                gateway=c.container.gateway,
             )
             c.loaders.clear()
             return ChangePlanPayload(member=Member.from_domain(member))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from enum import Enum
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import strawberry
 from strawberry.types import Info
 
 from inmail.domain import billing, credits, model, plans
+from inmail.domain import money as money_domain
 from inmail.repositories.pages import BadCursor, Page
 from inmail.schema.enums import (
     ConversationKind,
@@ -53,12 +55,26 @@ async def _paged(fetch: Callable[[], Awaitable[Page[R]]]) -> Page[R]:
 
 
 @strawberry.type
+class Money:
+    amount: int = strawberry.field(description="In the currency's minor unit (cents).")
+    currency: str = strawberry.field(description="ISO 4217, for example USD.")
+
+    @classmethod
+    def from_domain(cls, money: money_domain.Money) -> Money:
+        return cls(amount=money.amount, currency=money.currency)
+
+
+@strawberry.type
 class Plan:
     type: PlanType
     can_send_in_mail: bool = strawberry.field(name="canSendInMail")
     monthly_allotment: int
     max_balance: int
     can_purchase_credits: bool
+    monthly_price: Money
+    credit_price: Money | None = strawberry.field(
+        description="The price of one extra credit, for plans that can buy them."
+    )
 
     @classmethod
     def from_domain(cls, policy: plans.PlanPolicy) -> Plan:
@@ -68,7 +84,46 @@ class Plan:
             monthly_allotment=policy.monthly_allotment,
             max_balance=policy.max_balance,
             can_purchase_credits=policy.can_purchase,
+            monthly_price=Money.from_domain(policy.monthly_price),
+            credit_price=Money.from_domain(policy.credit_price)
+            if policy.can_purchase and policy.credit_price
+            else None,
         )
+
+
+@strawberry.enum
+class PurchaseStatus(Enum):
+    COMPLETED = "COMPLETED"
+    REFUNDED = "REFUNDED"
+
+
+@strawberry.type
+class Purchase:
+    id: strawberry.ID
+    quantity: int
+    amount: Money
+    status: PurchaseStatus
+    at: datetime
+    _lot_id: strawberry.Private[str | None]
+
+    @classmethod
+    def from_domain(cls, purchase: model.Purchase) -> Purchase:
+        return cls(
+            id=strawberry.ID(purchase.id),
+            quantity=purchase.quantity,
+            amount=Money.from_domain(purchase.amount),
+            status=PurchaseStatus(purchase.status),
+            at=purchase.at,
+            _lot_id=purchase.lot_id,
+        )
+
+    @strawberry.field(description="The lot it granted; none once refunded.")
+    async def lot(self, info: GraphInfo) -> CreditLot | None:
+        if self._lot_id is None:
+            return None
+        lots = await ctx(info).deps.reads.lots.get_many([self._lot_id])
+        found = lots.get(self._lot_id)
+        return CreditLot.from_domain(found) if found else None
 
 
 @strawberry.type
@@ -373,6 +428,17 @@ class Member:
         return Connection.build(
             page, Conversation.from_domain, lambda: repo.count_for(member_id, state)
         )
+
+    @strawberry.field(description="Credits bought, newest first.")
+    async def purchases(
+        self, info: GraphInfo, first: int | None = 20, after: str | None = None
+    ) -> Connection[Purchase] | None:
+        c = ctx(info)
+        c.require_owner_or_admin(self._m.id)
+        size = c.page_size(first)
+        repo, member_id = c.deps.reads.purchases, self._m.id
+        page = await _paged(lambda: repo.page(member_id, size, after))
+        return Connection.build(page, Purchase.from_domain, lambda: repo.count(member_id))
 
 
 @strawberry.type(description="What the InMail compose window needs before the viewer writes.")

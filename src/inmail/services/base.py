@@ -13,6 +13,7 @@ from inmail.domain.plans import PlanTable, PlanType
 from inmail.domain.wallet import Wallet
 from inmail.repositories.mongo import new_id
 from inmail.services.events import BalancePublisher
+from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Reads, Transaction, UnitOfWork
 
 
@@ -34,6 +35,7 @@ class Deps:
     plans: PlanTable
     limits: Limits = field(default_factory=Limits)
     publisher: BalancePublisher = field(default_factory=NullPublisher)
+    gateway: PaymentGateway | None = None  # for reconciling charges in scheduled passes
 
     @property
     def reads(self) -> Reads:
