@@ -346,5 +346,6 @@ async def _reconcile_one(
     except DomainError:
         report.refunded += 1
         return
-    report.completed += 1
-    await deps.publisher.publish(done.entries)
+    if done.entries:  # empty: a retry or another reconciler completed it first
+        report.completed += 1
+        await deps.publisher.publish(done.entries)
