@@ -7,11 +7,9 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from inmail.domain.money import Money
-from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
+from inmail.repositories.intents import IntentStatus
 from inmail.services.charges import reconcile_charges
-from inmail.services.idempotency import KeyedRequest
-from support import START, Api, Person, change_plan, charges_of, codes, lots_of, new_key
+from support import START, Api, Person, change_plan, charges_of, codes, lots_of, orphan_charge
 
 DECLINING_CARD = {"brand": "Visa", "last4": "0002", "expMonth": 12, "expYear": 2030}
 ADVANCE = "mutation($i: AdvanceClockInput!) { advanceClock(input: $i) { now errors { code } } }"
@@ -239,7 +237,8 @@ async def test_concurrent_same_key_purchases_of_different_quantities_grant_what_
         assert len(charges) == 1, charges
         charged = charges[0]["amount"] // 1000
         winners = [q for q, r in zip(quantities, results, strict=True) if r["errors"] == []]
-        assert winners and set(winners) == {charged}
+        assert winners
+        assert set(winners) == {charged}
         for q, result in zip(quantities, results, strict=True):
             if q != charged:
                 assert codes(result) == ["IDEMPOTENCY_KEY_REUSED"]
@@ -249,41 +248,6 @@ async def test_concurrent_same_key_purchases_of_different_quantities_grant_what_
 
 
 # A process that died between the charge and the grant: the state made in the database.
-
-
-async def orphan_charge(
-    api: Api, member: Person, quantity: int, *, status: str = IntentStatus.CHARGED
-) -> PaymentIntent:
-    """An intent for `quantity` credits, charged by the gateway, whose grant never ran."""
-    key = new_key()
-    request = KeyedRequest.of(member.id, key, IntentKind.PURCHASE, quantity=quantity)
-    now = api.clock.now()
-    charge = await api.container.charges.charge_once(
-        member.id,
-        "",  # replaced below by the intent's id, which the gateway keys its charge by
-        amount=Money(1000 * quantity, "USD"),
-        description=IntentKind.PURCHASE,
-        card_last4="4242",
-        at=now,
-    )
-    intent = PaymentIntent(
-        id=charge.id + "-intent",
-        member_id=member.id,
-        key=key,
-        kind=IntentKind.PURCHASE,
-        request_hash=request.fingerprint,
-        amount=Money(1000 * quantity, "USD"),
-        created_at=now,
-        status=status,
-        quantity=quantity,
-        charge_id=charge.id,
-    )
-    await api.container.mongo.c.charges.update_one(
-        {"_id": charge.id}, {"$set": {"idempotencyKey": intent.id}}
-    )
-    async with api.container.deps.uow.transaction() as tx:
-        await tx.intents.insert(intent)
-    return intent
 
 
 async def test_an_orphan_charge_is_completed_by_reconciliation_when_it_fits(api: Api) -> None:
@@ -353,13 +317,17 @@ async def test_a_retry_racing_two_reconcilers_settles_each_charge_exactly_once(a
     await asyncio.gather(
         reconcile_charges(deps, gateway, now),
         reconcile_charges(deps, gateway, now),
-        *(api.purchase(m, i.quantity or 0, key=i.key) for m, i in zip(members, intents)),
+        *(
+            api.purchase(m, i.quantity or 0, key=i.key)
+            for m, i in zip(members, intents, strict=True)
+        ),
     )
 
     expected = [IntentStatus.COMPLETED] * 2 + [IntentStatus.REFUNDED] * 2
     for member, intent, status in zip(members, intents, expected, strict=True):
         settled = await deps.reads.intents.get(intent.id)
-        assert settled is not None and settled.status == status
+        assert settled is not None
+        assert settled.status == status
         [charge] = [c for c in await charges_of(api, member) if c["_id"] == intent.charge_id]
         ours = [p for p in await purchases_of(api, member) if p["status"] == "REFUNDED"]
         if status == IntentStatus.COMPLETED:
@@ -390,4 +358,5 @@ async def test_an_orphan_is_left_to_its_request_for_two_minutes_and_settled_with
     assert (early.completed, early.refunded) == (0, 0)
     assert (late.completed, late.refunded) == (1, 0)
     settled = await deps.reads.intents.get(intent.id)
-    assert settled is not None and settled.status == IntentStatus.COMPLETED
+    assert settled is not None
+    assert settled.status == IntentStatus.COMPLETED

@@ -183,14 +183,13 @@ def test_the_default_prices_are_the_specs_in_cents_of_usd() -> None:
         plan.value: (policy.monthly_price, policy.credit_price)
         for plan, policy in DEFAULT_PLAN_TABLE.policies.items()
     }
-    usd = lambda cents: Money(cents, "USD")  # noqa: E731
     assert prices == {
-        "BASIC": (usd(0), None),
-        "PREMIUM_CAREER": (usd(2999), usd(1000)),
-        "PREMIUM_BUSINESS": (usd(5999), usd(1000)),
-        "SALES_NAVIGATOR": (usd(9999), None),
-        "RECRUITER_LITE": (usd(17000), None),
-        "LEGACY_PREMIUM": (usd(2999), usd(1000)),
+        "BASIC": (Money(0, "USD"), None),
+        "PREMIUM_CAREER": (Money(2999, "USD"), Money(1000, "USD")),
+        "PREMIUM_BUSINESS": (Money(5999, "USD"), Money(1000, "USD")),
+        "SALES_NAVIGATOR": (Money(9999, "USD"), None),
+        "RECRUITER_LITE": (Money(17000, "USD"), None),
+        "LEGACY_PREMIUM": (Money(2999, "USD"), Money(1000, "USD")),
     }
 
 
@@ -235,7 +234,7 @@ def test_a_malformed_price_is_refused_with_a_message_naming_it(
 
 
 def test_money_is_never_a_float_and_reads_as_its_currency() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="integer"):
         Money(29.99, "USD")  # type: ignore[arg-type]
     assert str(Money(17000, "USD")) == "USD 170.00"
     assert Money(1000, "USD").times(3) == Money(3000, "USD")
