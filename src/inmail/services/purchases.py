@@ -17,7 +17,7 @@ from inmail.domain.rules import purchase_refusal
 from inmail.repositories.intents import IntentKind, PaymentIntent
 from inmail.services import charges
 from inmail.services.base import Account, Deps
-from inmail.services.idempotency import KeyedOutcome, KeyedRequest, answer
+from inmail.services.idempotency import KeyedOutcome, KeyedRequest, answer, remember
 from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Transaction
 
@@ -104,7 +104,11 @@ async def grant_purchase(
             amount=intent.amount,
         )
     )
-    return charges.Fulfilled(KeyedOutcome(lot.id, account.balance), entries)
+    outcome = KeyedOutcome(lot.id, account.balance)
+    # Keys are one namespace across keyed requests: an InMail under this key is refused.
+    request = KeyedRequest(intent.member_id, intent.key, OPERATION, intent.request_hash)
+    await remember(tx.idempotency, request, outcome, now)
+    return charges.Fulfilled(outcome, entries)
 
 
 charges.FULFILMENTS[OPERATION] = grant_purchase
