@@ -14,7 +14,10 @@ import httpx
 from inmail.auth import Role
 from inmail.bootstrap import Container, build_container
 from inmail.clock import ManualClock
+from inmail.domain.money import Money
+from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.mongo import Mongo
+from inmail.services.idempotency import KeyedRequest
 from inmail.settings import Settings
 
 START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
@@ -283,15 +286,30 @@ async def subscription_of(api: Api, member: Person) -> dict[str, Any]:
     return viewer
 
 
+FRESH_KEY = "<a fresh key>"
+
+
 async def change_plan(
-    api: Api, member: Person, plan: str, monthly_allotment: int | None = None
+    api: Api,
+    member: Person,
+    plan: str,
+    monthly_allotment: int | None = None,
+    *,
+    key: str | None = FRESH_KEY,
+    by_admin: bool = False,
 ) -> dict[str, Any]:
+    """Change a member's plan as the member (under `key`; a fresh one unless given) or an admin."""
+    payload: dict[str, Any] = {"plan": plan, "monthlyAllotment": monthly_allotment}
+    if key is not None:
+        payload["idempotencyKey"] = new_key() if key == FRESH_KEY else key
+    if by_admin:
+        payload["memberId"] = member.id
     data = await api.gql(
         "mutation($i: ChangePlanInput!) { changePlan(input: $i) { member { id plan { type "
         "monthlyAllotment maxBalance } subscription { status billingDay currentPeriodStart "
         "nextRenewalAt } inmailBalance } errors { code message field } } }",
-        {"i": {"plan": plan, "monthlyAllotment": monthly_allotment}},
-        member.token,
+        {"i": payload},
+        api.admin if by_admin else member.token,
     )
     result: dict[str, Any] = data["changePlan"]
     return result
@@ -347,3 +365,44 @@ async def charges_of(api: Api, member: Person) -> list[dict[str, Any]]:
     """What the built-in payment gateway charged the member (its own book, not the API)."""
     cursor = api.container.mongo.c.charges.find({"memberId": member.id})
     return [doc async for doc in cursor]
+
+
+async def orphan_charge(
+    api: Api,
+    member: Person,
+    quantity: int,
+    *,
+    status: str = IntentStatus.CHARGED,
+    key: str | None = None,
+) -> PaymentIntent:
+    """An intent for `quantity` credits, charged by the gateway, whose grant never ran: what a
+    process that died between the charge and the grant leaves in the database."""
+    key = key or new_key()
+    request = KeyedRequest.of(member.id, key, IntentKind.PURCHASE, quantity=quantity)
+    now = api.clock.now()
+    charge = await api.container.charges.charge_once(
+        member.id,
+        "",  # replaced below by the intent's id, which the gateway keys its charge by
+        amount=Money(1000 * quantity, "USD"),
+        description=IntentKind.PURCHASE,
+        card_last4="4242",
+        at=now,
+    )
+    intent = PaymentIntent(
+        id=charge.id + "-intent",
+        member_id=member.id,
+        key=key,
+        kind=IntentKind.PURCHASE,
+        request_hash=request.fingerprint,
+        amount=Money(1000 * quantity, "USD"),
+        created_at=now,
+        status=status,
+        quantity=quantity,
+        charge_id=charge.id,
+    )
+    await api.container.mongo.c.charges.update_one(
+        {"_id": charge.id}, {"$set": {"idempotencyKey": intent.id}}
+    )
+    async with api.container.deps.uow.transaction() as tx:
+        await tx.intents.insert(intent)
+    return intent

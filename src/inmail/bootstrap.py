@@ -84,6 +84,7 @@ def build_deps(
     limits: Limits | None = None,
     publisher: BalancePublisher | None = None,
     rate_limits: RateLimits | None = None,
+    gateway: PaymentGateway | None = None,
 ) -> Deps:
     """What the use cases run on: a unit of work on `mongo`, the clock, the plans."""
     return Deps(
@@ -93,6 +94,7 @@ def build_deps(
         limits=limits or Limits(),
         publisher=publisher or NullPublisher(),
         rate_limits=rate_limits or RateLimits(),
+        gateway=gateway,
     )
 
 
@@ -165,6 +167,8 @@ def build_container(
     clock = clock or make_clock(settings)
     events = FanOut()
     events.listeners.append(LedgerMetrics())
+    charges = ChargeRepository(mongo)
+    payments = gateway(charges)
     deps = build_deps(
         mongo,
         clock,
@@ -179,9 +183,9 @@ def build_container(
             inmails_per_minute=settings.rate_limit_inmails_per_minute,
             messages_per_minute=settings.rate_limit_messages_per_minute,
         ),
+        gateway=payments,
     )
     live = build_broker(deps, mongo, events)
-    charges = ChargeRepository(mongo)
     container = Container(
         settings=settings,
         clock=clock,
@@ -190,7 +194,7 @@ def build_container(
             jwt_secret(settings), timedelta(hours=settings.token_max_lifetime_hours)
         ),
         deps=deps,
-        gateway=gateway(charges),
+        gateway=payments,
         events=events,
         live=live,
         charges=charges,

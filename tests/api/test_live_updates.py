@@ -157,10 +157,12 @@ async def test_a_member_with_no_ledger_history_gets_a_first_update_at_once(
             "reason": "GRANT",
             "at": "2026-01-15T09:00:00Z",
         }
-        # Then the member's first real change, as for anyone.
+        # Then the member's first real change, as for anyone (an admin's, so no card is needed).
         changed = await api.gql(
-            "mutation { changePlan(input: {plan: PREMIUM_CAREER}) { errors { code } } }",
-            token=basil.token,
+            "mutation($m: ID!) { changePlan(input: {plan: PREMIUM_CAREER, memberId: $m}) "
+            "{ errors { code } } }",
+            {"m": basil.id},
+            token=api.admin,
         )
         assert changed["changePlan"]["errors"] == []
         assert short(await ws.update(op)) == ("GRANT", 5, 5)
@@ -188,7 +190,8 @@ async def test_a_cancellation_is_one_forfeit_to_zero_and_a_plan_change_a_forfeit
         await api.purchase(grace, 3)
         assert short(await ws.update(grace_op)) == ("GRANT", 3, 8)
         changed = await api.gql(
-            "mutation { changePlan(input: {plan: PREMIUM_BUSINESS}) { errors { code } } }",
+            'mutation { changePlan(input: {plan: PREMIUM_BUSINESS, idempotencyKey: "grace-up"}) '
+            "{ errors { code } } }",
             token=grace.token,
         )
         assert changed["changePlan"]["errors"] == []

@@ -33,7 +33,12 @@ async def test_a_purchase_charges_the_card_once_and_grants_a_lot_for_90_days(api
     lot = next(lot for lot in await lots_of(api, ada) if lot["id"] == result["lot"]["id"])
     assert (lot["grantedAt"], lot["expiresAt"]) == ("2026-01-16T09:00:00Z", "2026-04-16T09:00:00Z")
     [charge] = await charges_of(api, ada)
-    assert (charge["quantity"], charge["cardLast4"], charge["status"]) == (3, "4242", "SUCCEEDED")
+    assert (charge["amount"], charge["currency"], charge["cardLast4"], charge["status"]) == (
+        3000,
+        "USD",
+        "4242",
+        "SUCCEEDED",
+    )
     grant = (await ledger_of(api, ada))[-1]
     assert (grant["kind"], grant["delta"], grant["balanceAfter"]) == ("GRANT", 3, 8)
     assert grant["lot"]["id"] == result["lot"]["id"]

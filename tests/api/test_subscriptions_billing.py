@@ -12,6 +12,7 @@ from support import (
     Person,
     cancel_subscription,
     change_plan,
+    charges_of,
     codes,
     ledger_of,
     lots_of,
@@ -63,13 +64,39 @@ async def test_the_plans_query_shows_the_policy_table_of_the_spec(api: Api) -> N
     assert table == SPEC_PLAN_TABLE
 
 
+async def test_the_plans_query_shows_each_plans_prices_in_cents(api: Api) -> None:
+    data = await api.gql(
+        "{ plans { type monthlyPrice { amount currency } creditPrice { amount currency } } }"
+    )
+
+    prices = {
+        p["type"]: (
+            p["monthlyPrice"]["amount"],
+            p["creditPrice"] and p["creditPrice"]["amount"],
+            p["monthlyPrice"]["currency"],
+        )
+        for p in data["plans"]
+    }
+    assert prices == {
+        "BASIC": (0, None, "USD"),
+        "PREMIUM_CAREER": (2999, 1000, "USD"),
+        "PREMIUM_BUSINESS": (5999, 1000, "USD"),
+        "SALES_NAVIGATOR": (9999, None, "USD"),
+        "RECRUITER_LITE": (17000, None, "USD"),
+        "LEGACY_PREMIUM": (2999, 1000, "USD"),
+    }
+
+
 async def test_an_operator_can_override_the_plan_table_in_configuration(
     mongodb_uri: str, db_name: str
 ) -> None:
     plans = plan_table_from_overrides(
         {
             "PREMIUM_CAREER": {"monthlyAllotment": 8, "maxBalance": 24},
-            "SALES_NAVIGATOR": {"canPurchaseCredits": True},
+            "SALES_NAVIGATOR": {
+                "canPurchaseCredits": True,
+                "creditPrice": {"amount": 1500, "currency": "USD"},
+            },
         }
     )
     async with open_api(mongodb_uri, db_name, settings_for_tests(plans=plans)) as api:
@@ -79,7 +106,9 @@ async def test_an_operator_can_override_the_plan_table_in_configuration(
         assert await api.balance(ada) == 8
         assert (await api.purchase(ada, 10))["errors"] == []
         assert codes(await api.purchase(ada, 7)) == ["CAP_EXCEEDED"]  # 18 + 7 > 24
-        assert (await api.purchase(sam, 1))["errors"] == []
+        assert (await api.purchase(sam, 2))["errors"] == []
+        [charge] = await charges_of(api, sam)
+        assert (charge["amount"], charge["currency"]) == (3000, "USD")
 
 
 @pytest.mark.parametrize(
@@ -376,10 +405,12 @@ async def test_changing_to_basic_is_a_cancellation(api: Api) -> None:
     ]
 
 
-async def test_changing_to_legacy_premium_takes_its_grandfathered_allotment(api: Api) -> None:
+async def test_an_admin_moves_a_member_to_legacy_premium_with_its_grandfathered_allotment(
+    api: Api,
+) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
 
-    result = await change_plan(api, ada, "LEGACY_PREMIUM", monthly_allotment=12)
+    result = await change_plan(api, ada, "LEGACY_PREMIUM", monthly_allotment=12, by_admin=True)
 
     assert result["errors"] == []
     assert result["member"]["plan"] == {

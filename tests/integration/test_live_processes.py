@@ -85,8 +85,9 @@ async def cancel(api: Api, member: Person) -> None:
 
 async def restart_on(api: Api, member: Person, plan: str) -> None:
     data = await api.gql(
-        "mutation($p: PlanType!) { changePlan(input: {plan: $p}) { errors { code } } }",
-        {"p": plan},
+        "mutation($p: PlanType!, $k: String) { changePlan(input: {plan: $p, idempotencyKey: $k}) "
+        "{ errors { code } } }",
+        {"p": plan, "k": f"restart-{member.id}-{plan}"},
         member.token,
     )
     assert data["changePlan"]["errors"] == []

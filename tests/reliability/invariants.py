@@ -29,6 +29,7 @@ COLLECTIONS = (
     "purchases",
     "charges",
     "idempotency",
+    "payment_intents",
 )
 
 
@@ -41,6 +42,7 @@ class Snapshot:
     purchases: list[Doc] = field(default_factory=list)
     charges: list[Doc] = field(default_factory=list)
     idempotency: list[Doc] = field(default_factory=list)
+    payment_intents: list[Doc] = field(default_factory=list)
 
 
 async def load(db: AsyncDatabase[Doc]) -> Snapshot:
@@ -191,18 +193,8 @@ def problems(snapshot: Snapshot, now: datetime) -> list[str]:
         f"{pair} has {n} InMails awaiting a response" for pair, n in awaiting.items() if n > 1
     ]
 
-    succeeded = {c["_id"]: c for c in snapshot.charges if c["status"] == "SUCCEEDED"}
-    charged = Counter(p["chargeId"] for p in snapshot.purchases)
-    for charge_id in succeeded:
-        if charged[charge_id] != 1:
-            found.append(f"charge {charge_id} has {charged[charge_id]} purchases")
-    for p in snapshot.purchases:
-        if p["chargeId"] not in succeeded:
-            found.append(f"purchase {p['_id']} has no successful charge")
-        lot = lots.get(p["lotId"])
-        if lot is None or lot["source"] != "PURCHASE" or lot["quantity"] != p["quantity"]:
-            found.append(f"purchase {p['_id']} has no matching PURCHASE lot")
-    purchase_lots = {p["lotId"] for p in snapshot.purchases}
+    found += money_problems(snapshot, lots)
+    purchase_lots = {p.get("lotId") for p in snapshot.purchases}
     for lot in snapshot.credit_lots:
         if lot["source"] == "PURCHASE" and lot["_id"] not in purchase_lots:
             found.append(f"PURCHASE lot {lot['_id']} has no purchase")
@@ -213,4 +205,46 @@ def problems(snapshot: Snapshot, now: datetime) -> list[str]:
             found.append(f"idempotency key {record['key']} points at a missing conversation")
         if "lotId" in result and result["lotId"] not in lots:
             found.append(f"idempotency key {record['key']} points at a missing lot")
+    return found
+
+
+def money_problems(snapshot: Snapshot, lots: dict[str, Doc]) -> list[str]:
+    """Money is never minted nor kept for nothing: every charge that stands bought exactly one
+    completed purchase or plan change; every refunded charge bought nothing; each purchase's
+    lot holds exactly the credits its charge paid for."""
+    found: list[str] = []
+    charges = {c["_id"]: c for c in snapshot.charges}
+    intents = {i["_id"]: i for i in snapshot.payment_intents}
+    completed = [p for p in snapshot.purchases if p.get("status", "COMPLETED") == "COMPLETED"]
+    bought = Counter(p["chargeId"] for p in completed)
+    bought.update(
+        i["chargeId"]
+        for i in intents.values()
+        if i["kind"] == "changePlan" and i["status"] == "COMPLETED"
+    )
+    for charge_id, charge in charges.items():
+        standing = charge["status"] == "SUCCEEDED"
+        if standing and bought[charge_id] != 1:
+            found.append(f"charge {charge_id} stands with {bought[charge_id]} purchases")
+        if not standing and bought[charge_id] != 0:
+            found.append(f"refunded charge {charge_id} bought {bought[charge_id]} purchases")
+    for p in snapshot.purchases:
+        found_charge = charges.get(p["chargeId"])
+        if found_charge is None:
+            found.append(f"purchase {p['_id']} has no charge")
+            continue
+        charge = found_charge
+        if p.get("status", "COMPLETED") == "REFUNDED":
+            if charge["status"] != "REFUNDED" or p.get("lotId") is not None:
+                found.append(f"refunded purchase {p['_id']} kept its charge or a lot")
+            continue
+        lot = lots.get(p["lotId"])
+        if lot is None or lot["source"] != "PURCHASE" or lot["quantity"] != p["quantity"]:
+            found.append(f"purchase {p['_id']} has no matching PURCHASE lot")
+        amount = p.get("amount") or {}
+        if "amount" in charge and amount.get("amount") != charge["amount"]:
+            found.append(f"purchase {p['_id']} grants other than its charge paid for")
+        intent = intents.get(p["_id"])
+        if intent is not None and intent["quantity"] != p["quantity"]:
+            found.append(f"purchase {p['_id']} grants other than its intent charged for")
     return found

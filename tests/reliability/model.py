@@ -189,6 +189,7 @@ class Model:
         self.sends: dict[tuple[int, str], tuple[int, int, int]] = {}  # recipient, conv, left
         self.purchases: dict[tuple[int, str], tuple[int, int]] = {}  # quantity, credits left
         self.charges: dict[int, int] = {}
+        self.plan_charges: dict[int, int] = {}  # paid plan changes, each charged once
 
     # Time.
 
@@ -383,8 +384,8 @@ class Model:
 
     def change_plan(self, member_index: int, plan: str, legacy: int | None) -> None:
         member = self.members[member_index]
-        if legacy is not None and plan != "LEGACY_PREMIUM":
-            raise Refused("INVALID_INPUT")
+        if legacy is not None or plan == "LEGACY_PREMIUM":  # SPEC 2: an admin's choice only
+            raise Refused("PLAN_NOT_AVAILABLE")
         if plan == "BASIC":  # SPEC 2: changing to BASIC is a cancellation
             if member.active:
                 self._forfeit_all(member)
@@ -400,6 +401,9 @@ class Model:
             and legacy in (None, current.legacy_allotment)
         ):
             return  # already on this plan
+        if member.card is None or card_expired(member.card, self.now):
+            raise Refused("PAYMENT_METHOD_EXPIRED")  # SPEC 2: paid before anything changes
+        self.plan_charges[member_index] = self.plan_charges.get(member_index, 0) + 1
         self._forfeit_all(member)
         if legacy is None and plan == "LEGACY_PREMIUM" and current is not None:
             legacy = current.legacy_allotment

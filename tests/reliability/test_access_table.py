@@ -113,6 +113,7 @@ ROWS: dict[str, Row] = {
     "Member.inmailBalance": _member_field("inmailBalance", PRIVATE),
     "Member.creditLots": _member_field("creditLots { totalCount nodes { remaining } }", PRIVATE),
     "Member.ledger": _member_field("ledger { totalCount nodes { delta } }", PRIVATE),
+    "Member.purchases": _member_field("purchases { totalCount nodes { quantity } }", PRIVATE),
     "Member.conversations": _member_field(
         "conversations { totalCount nodes { subject } }", PRIVATE
     ),
@@ -153,7 +154,7 @@ ROWS: dict[str, Row] = {
     ),
     "Mutation.changePlan": Row(
         "mutation($i: ChangePlanInput!) { changePlan(input: $i) { errors { code } } }",
-        lambda w: {"i": {"plan": "PREMIUM_BUSINESS"}},
+        lambda w: {"i": {"plan": "PREMIUM_BUSINESS", "idempotencyKey": "upgrade-1"}},
         SELF,
     ),
     "Mutation.cancelSubscription": Row(

@@ -22,9 +22,10 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from inmail.domain.errors import ErrorCode
+from inmail.domain.money import Money
 from inmail.processes import free_port
+from inmail.repositories.intents import IntentStatus, refusal_doc
 from inmail.repositories.records import Refusal
-from inmail.services.idempotency import KeyedRequest
 from inmail.services.payments import Charge, PaymentGateway
 from reliability.conftest import http_client
 from reliability.invariants import Snapshot, problems
@@ -38,7 +39,7 @@ from reliability.servers import (
     server_env,
     transaction_lifetime,
 )
-from support import START, Api, Person, charges_of, codes
+from support import START, Api, Person, charges_of, codes, orphan_charge
 
 pytestmark = pytest.mark.slow
 
@@ -222,6 +223,10 @@ def assert_every_keyed_request_took_effect_at_most_once(
     load: list[Request], snapshot: Snapshot
 ) -> None:
     records = {(r["memberId"], r["key"]): r for r in snapshot.idempotency}
+    for intent in snapshot.payment_intents:  # a purchase's record is its payment intent
+        if intent["status"] == "COMPLETED":
+            lot_id = intent["outcome"]["subjectId"]
+            records[(intent["memberId"], intent["key"])] = {"result": {"lotId": lot_id}}
     conversations = {c["_id"] for c in snapshot.conversations}
     purchases_by_key = Counter((p["memberId"], p["idempotencyKey"]) for p in snapshot.purchases)
     debits = Counter(e.get("conversationId") for e in snapshot.ledger if e["kind"] == "DEBIT")
@@ -366,20 +371,20 @@ async def test_a_purchase_charged_when_its_server_died_is_granted_once_when_retr
     api: Api,
 ) -> None:
     ivy = await api.create_member("Ivy Buyer", "PREMIUM_CAREER")
-    # The gateway charged the card for key "ivy-1", then the process died before the grant.
-    await api.container.charges.charge_once(
-        ivy.id, "ivy-1", quantity=3, card_last4="4242", at=START
-    )
+    # The gateway charged the card for 3 credits, then the process died before the grant.
+    intent = await orphan_charge(api, ivy, 3, status=IntentStatus.PENDING)
 
-    first = await api.purchase(ivy, 3, "ivy-1")
-    again = await api.purchase(ivy, 3, "ivy-1")
+    first = await api.purchase(ivy, 3, intent.key)
+    again = await api.purchase(ivy, 3, intent.key)
+    other = await api.purchase(ivy, 10, intent.key)
 
     assert first["errors"] == []
     assert again == first
+    assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
     assert first["creditsLeft"] == 8
     assert await api.balance(ivy) == 8
     charges = await charges_of(api, ivy)
-    assert [(c["idempotencyKey"], c["status"]) for c in charges] == [("ivy-1", "SUCCEEDED")]
+    assert [(c["idempotencyKey"], c["status"]) for c in charges] == [(intent.id, "SUCCEEDED")]
     snapshot = await load_snapshot(api.container.mongo.db)
     assert len(snapshot.purchases) == 1
     assert problems(snapshot, START) == []
@@ -397,9 +402,18 @@ class BalanceMovingGateway:
         self.meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
 
     async def charge(
-        self, member_id: str, idempotency_key: str, quantity: int, card: Any, at: Any
+        self,
+        member_id: str,
+        idempotency_key: str,
+        amount: Money,
+        card: Any,
+        at: Any,
+        *,
+        description: str,
     ) -> Charge:
-        charge = await self.inner.charge(member_id, idempotency_key, quantity, card, at)
+        charge = await self.inner.charge(
+            member_id, idempotency_key, amount, card, at, description=description
+        )
         meanwhile, self.meanwhile = self.meanwhile, None
         if meanwhile is not None:
             await meanwhile()
@@ -425,8 +439,8 @@ async def test_a_purchase_refunded_after_a_race_is_refused_when_the_race_is_over
 
     assert codes(refused) == ["CAP_EXCEEDED"]
     assert await api.balance(hal) == 15
-    statuses = {c["idempotencyKey"]: c["status"] for c in await charges_of(api, hal)}
-    assert statuses == {"hal-1": "REFUNDED", "hal-other": "SUCCEEDED"}
+    statuses = sorted((c["amount"], c["status"]) for c in await charges_of(api, hal))
+    assert statuses == [(10000, "REFUNDED"), (10000, "SUCCEEDED")]
     assert problems(await load_snapshot(api.container.mongo.db), START) == []
 
 
@@ -448,30 +462,31 @@ async def test_retrying_a_refunded_purchase_never_grants_credits_without_a_charg
     charges = await charges_of(api, hal)
     succeeded = [c for c in charges if c["status"] == "SUCCEEDED"]
     purchases = await api.container.mongo.c.purchases.count_documents({"memberId": hal.id})
-    # Either the retry replays the refusal, or it charges the card again: never free credits.
-    if retried["errors"]:
-        assert await api.balance(hal) == 5
-    assert len(succeeded) == purchases
+    # The retry replays the refusal: its charge was given back, and it charges nothing again.
+    assert codes(retried) == ["CAP_EXCEEDED"]
+    assert await api.balance(hal) == 5
+    assert len(charges) == 2
+    assert len(succeeded) == 1
+    assert purchases == 2  # one COMPLETED, one REFUNDED
     assert problems(await load_snapshot(api.container.mongo.db), START) == []
 
 
 async def test_a_purchase_killed_while_refunding_is_refunded_when_retried(api: Api) -> None:
     hal = await api.create_member("Hal Buyer", "PREMIUM_CAREER")
     assert (await api.purchase(hal, 10, "hal-fill"))["errors"] == []  # 15: at the cap
-    # What purchase_credits had written when the process died inside _refund: the charge of
-    # a purchase refused for the cap (the balance moved after its check), and the key held
-    # with that refusal, before the gateway's refund ran.
-    await api.container.charges.charge_once(
-        hal.id, "hal-1", quantity=10, card_last4="4242", at=START
-    )
-    request = KeyedRequest.of(hal.id, "hal-1", "purchaseInMailCredits", quantity=10)
+    # What purchase_credits had written when the process died refunding: the charge of a
+    # purchase refused for the cap, its intent moved to REFUNDING, before the gateway's refund.
+    intent = await orphan_charge(api, hal, 10, status=IntentStatus.REFUNDING, key="hal-1")
     refusal = Refusal(ErrorCode.CAP_EXCEEDED, "Over the cap.", "quantity")
-    async with api.container.deps.uow.transaction() as tx:
-        assert await tx.idempotency.hold(request.record(START, refusal=refusal))
+    await api.container.mongo.c.payment_intents.update_one(
+        {"_id": intent.id}, {"$set": {"refusal": refusal_doc(refusal)}}
+    )
 
     retried = await api.purchase(hal, 10, "hal-1")
 
     assert codes(retried) == ["CAP_EXCEEDED"]
-    statuses = {c["idempotencyKey"]: c["status"] for c in await charges_of(api, hal)}
-    assert statuses == {"hal-fill": "SUCCEEDED", "hal-1": "REFUNDED"}
+    statuses = sorted(
+        (c["idempotencyKey"] == intent.id, c["status"]) for c in await charges_of(api, hal)
+    )
+    assert statuses == [(False, "SUCCEEDED"), (True, "REFUNDED")]
     assert problems(await load_snapshot(api.container.mongo.db), START) == []

@@ -41,7 +41,7 @@ from inmail.clock import ManualClock
 from inmail.repositories.mongo import Mongo
 from reliability import model as spec
 from reliability.invariants import Snapshot, cap_of, load, problems, spendable
-from support import START, Api, Person
+from support import START, Api, Person, new_key
 from support import test_settings as service_settings
 
 pytestmark = pytest.mark.slow
@@ -327,7 +327,7 @@ class InMailMachine(RuleBasedStateMachine):
         legacy=st.none() | st.integers(1, 30),
     )
     def change_plan(self, member: int, plan: str, legacy: int | None) -> None:
-        variables = {"i": {"plan": plan, "monthlyAllotment": legacy}}
+        variables = {"i": {"plan": plan, "monthlyAllotment": legacy, "idempotencyKey": new_key()}}
         result = self.service.gql(CHANGE, variables, self.people[member].token)["changePlan"]
         expect(result, attempt(lambda: self.model.change_plan(member, plan, legacy))[1])
 
@@ -377,7 +377,12 @@ class InMailMachine(RuleBasedStateMachine):
         charged = {p.id: 0 for p in self.people}
         for charge in snapshot.charges:
             charged[charge["memberId"]] += charge["status"] == "SUCCEEDED"
-        assert charged == {p.id: model.charges.get(i, 0) for i, p in enumerate(self.people)}
+        # Every charge that stands paid for exactly one purchase or plan change of the model's
+        # (and `problems` holds each purchase's credits to what its charge paid for).
+        assert charged == {
+            p.id: model.charges.get(i, 0) + model.plan_charges.get(i, 0)
+            for i, p in enumerate(self.people)
+        }
 
         self.checks += 1
         if self.checks % API_VIEW_EVERY == 0:

@@ -163,7 +163,11 @@ async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_ever
         ]
         others: list[Any] = [
             fleet.gql(CANCEL, token=cleo.token),
-            fleet.gql(CHANGE_PLAN, {"i": {"plan": "PREMIUM_BUSINESS"}}, dan.token),
+            fleet.gql(
+                CHANGE_PLAN,
+                {"i": {"plan": "PREMIUM_BUSINESS", "idempotencyKey": "dan-upgrade"}},
+                dan.token,
+            ),
             scheduling.run_due_jobs(past.container.deps, START),
         ]
         results = await asyncio.gather(*sends, *others)

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.money import Money
 from inmail.domain.plans import (
     DEFAULT_PLAN_TABLE,
     PlanPolicy,
@@ -76,7 +77,14 @@ def test_an_operator_can_change_a_plans_allotment_and_cap_without_touching_the_o
 
 
 def test_an_operator_can_let_sales_navigator_members_buy_credits() -> None:
-    table = plan_table_from_overrides({"SALES_NAVIGATOR": {"canPurchaseCredits": True}})
+    table = plan_table_from_overrides(
+        {
+            "SALES_NAVIGATOR": {
+                "canPurchaseCredits": True,
+                "creditPrice": {"amount": 800, "currency": "USD"},
+            }
+        }
+    )
     assert table.policy(PlanType.SALES_NAVIGATOR).can_purchase is True
 
 
@@ -137,7 +145,9 @@ def test_a_table_missing_a_plan_is_refused() -> None:
 def test_a_table_cannot_be_changed_through_the_dict_it_was_built_from() -> None:
     policies = dict(DEFAULT_PLAN_TABLE.policies)
     table = PlanTable(policies=policies)
-    policies[PlanType.BASIC] = PlanPolicy(PlanType.BASIC, True, 100, 100, True)
+    policies[PlanType.BASIC] = PlanPolicy(
+        PlanType.BASIC, True, 100, 100, True, Money(100, "USD"), Money(1, "USD")
+    )
     assert table.policy(PlanType.BASIC).can_send_inmail is False
 
 
@@ -166,3 +176,65 @@ def test_a_domain_error_reads_as_its_message_and_carries_its_code() -> None:
 
 def test_every_error_code_value_is_its_name() -> None:
     assert all(code.value == code.name for code in ErrorCode)
+
+
+def test_the_default_prices_are_the_specs_in_cents_of_usd() -> None:
+    prices = {
+        plan.value: (policy.monthly_price, policy.credit_price)
+        for plan, policy in DEFAULT_PLAN_TABLE.policies.items()
+    }
+    assert prices == {
+        "BASIC": (Money(0, "USD"), None),
+        "PREMIUM_CAREER": (Money(2999, "USD"), Money(1000, "USD")),
+        "PREMIUM_BUSINESS": (Money(5999, "USD"), Money(1000, "USD")),
+        "SALES_NAVIGATOR": (Money(9999, "USD"), None),
+        "RECRUITER_LITE": (Money(17000, "USD"), None),
+        "LEGACY_PREMIUM": (Money(2999, "USD"), Money(1000, "USD")),
+    }
+
+
+def test_an_operator_can_reprice_a_plan_and_its_credits() -> None:
+    table = plan_table_from_overrides(
+        {
+            "PREMIUM_CAREER": {
+                "monthlyPrice": {"amount": 3499, "currency": "USD"},
+                "creditPrice": {"amount": 1250, "currency": "EUR"},
+            },
+            "SALES_NAVIGATOR": {
+                "canPurchaseCredits": True,
+                "creditPrice": {"amount": 900, "currency": "USD"},
+            },
+        }
+    )
+    career = table.policy(PlanType.PREMIUM_CAREER)
+    assert (career.monthly_price, career.credit_price) == (
+        Money(3499, "USD"),
+        Money(1250, "EUR"),
+    )
+    assert table.policy(PlanType.SALES_NAVIGATOR).credit_price == Money(900, "USD")
+    assert table.policy(PlanType.PREMIUM_BUSINESS).monthly_price == Money(5999, "USD")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"PREMIUM_CAREER": {"monthlyPrice": 29.99}}, "monthlyPrice"),
+        ({"PREMIUM_CAREER": {"monthlyPrice": {"amount": 29.99, "currency": "USD"}}}, "integer"),
+        ({"PREMIUM_CAREER": {"monthlyPrice": {"amount": -1, "currency": "USD"}}}, "0 to"),
+        ({"PREMIUM_CAREER": {"monthlyPrice": {"amount": 100, "currency": "usd"}}}, "ISO 4217"),
+        ({"PREMIUM_CAREER": {"creditPrice": None}}, "no creditPrice"),
+        ({"SALES_NAVIGATOR": {"canPurchaseCredits": True}}, "no creditPrice"),
+    ],
+)
+def test_a_malformed_price_is_refused_with_a_message_naming_it(
+    override: dict[str, dict[str, object]], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        plan_table_from_overrides(override)
+
+
+def test_money_is_never_a_float_and_reads_as_its_currency() -> None:
+    with pytest.raises(ValueError, match="integer"):
+        Money(29.99, "USD")  # type: ignore[arg-type]
+    assert str(Money(17000, "USD")) == "USD 170.00"
+    assert Money(1000, "USD").times(3) == Money(3000, "USD")

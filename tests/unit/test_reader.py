@@ -21,7 +21,14 @@ from inmail.auth import Role, Viewer
 from inmail.domain.access import ReadRefused, Refusal
 from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, CreditSource, LotStatus
-from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
+from inmail.domain.model import (
+    Conversation,
+    ConversationKind,
+    LedgerEntry,
+    Member,
+    Message,
+    Purchase,
+)
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.repositories.pages import BadCursor, Page
@@ -178,6 +185,18 @@ class Notifications:
         return 0
 
 
+@dataclass
+class Purchases:
+    calls: Calls
+
+    async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
+        self.calls.made.append("purchases.page")
+        return Page([], has_next=False)
+
+    async def count(self, member_id: str) -> int:
+        return 0
+
+
 class Store:
     def __init__(self) -> None:
         self.calls = Calls()
@@ -187,6 +206,7 @@ class Store:
         self.conversations = Conversations(self.calls)
         self.messages = Messages(self.calls)
         self.notifications = Notifications(self.calls)
+        self.purchases = Purchases(self.calls)
 
 
 def reader_for(viewer: Viewer | None, store: Store | None = None) -> Reader:

@@ -9,6 +9,7 @@ from enum import StrEnum
 from inmail.domain.billing import PaymentMethod, cycle_containing, next_cycle_after
 from inmail.domain.conversations import ConversationState, InMailResponse
 from inmail.domain.credits import LedgerKind
+from inmail.domain.money import Money
 from inmail.domain.plans import PlanPolicy, PlanTable, PlanType
 
 
@@ -159,10 +160,14 @@ class LedgerEntry:
 
 @dataclass(frozen=True, slots=True)
 class Purchase:
+    """Extra credits bought: COMPLETED (its lot granted) or REFUNDED (its charge given back)."""
+
     id: str
     member_id: str
     quantity: int
     charge_id: str
-    lot_id: str
+    lot_id: str | None
     at: datetime
     idempotency_key: str
+    amount: Money
+    status: str = "COMPLETED"

@@ -12,6 +12,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.money import Money
 
 LEGACY_ALLOTMENT_MIN = 1
 LEGACY_ALLOTMENT_MAX = 1000
@@ -33,6 +34,18 @@ class PlanPolicy:
     monthly_allotment: int
     max_balance: int
     can_purchase: bool
+    monthly_price: Money
+    credit_price: Money | None = None
+    """The price of one extra credit; None for a plan that cannot buy credits."""
+
+    def __post_init__(self) -> None:
+        if self.can_purchase and self.credit_price is None:
+            raise ValueError(f"{self.type.value} can buy credits but has no creditPrice")
+
+    @property
+    def is_paid(self) -> bool:
+        """A change to this plan is charged its monthly price (SPEC 2); BASIC is free."""
+        return self.type is not PlanType.BASIC
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +84,28 @@ class PlanTable:
         return [self.policy(plan) for plan in PlanType]
 
 
+def _usd(cents: int) -> Money:
+    return Money(cents, "USD")
+
+
 DEFAULT_PLAN_TABLE = PlanTable(
     policies={
-        PlanType.BASIC: PlanPolicy(PlanType.BASIC, False, 0, 0, False),
-        PlanType.PREMIUM_CAREER: PlanPolicy(PlanType.PREMIUM_CAREER, True, 5, 15, True),
-        PlanType.PREMIUM_BUSINESS: PlanPolicy(PlanType.PREMIUM_BUSINESS, True, 15, 45, True),
-        PlanType.SALES_NAVIGATOR: PlanPolicy(PlanType.SALES_NAVIGATOR, True, 20, 60, False),
-        PlanType.RECRUITER_LITE: PlanPolicy(PlanType.RECRUITER_LITE, True, 30, 90, False),
-        PlanType.LEGACY_PREMIUM: PlanPolicy(PlanType.LEGACY_PREMIUM, True, 10, 30, True),
+        PlanType.BASIC: PlanPolicy(PlanType.BASIC, False, 0, 0, False, _usd(0)),
+        PlanType.PREMIUM_CAREER: PlanPolicy(
+            PlanType.PREMIUM_CAREER, True, 5, 15, True, _usd(2999), _usd(1000)
+        ),
+        PlanType.PREMIUM_BUSINESS: PlanPolicy(
+            PlanType.PREMIUM_BUSINESS, True, 15, 45, True, _usd(5999), _usd(1000)
+        ),
+        PlanType.SALES_NAVIGATOR: PlanPolicy(
+            PlanType.SALES_NAVIGATOR, True, 20, 60, False, _usd(9999)
+        ),
+        PlanType.RECRUITER_LITE: PlanPolicy(
+            PlanType.RECRUITER_LITE, True, 30, 90, False, _usd(17000)
+        ),
+        PlanType.LEGACY_PREMIUM: PlanPolicy(
+            PlanType.LEGACY_PREMIUM, True, 10, 30, True, _usd(2999), _usd(1000)
+        ),
     },
     legacy_cap_multiplier=3,
 )
@@ -88,8 +115,15 @@ _ALLOTMENT_KEY = "monthlyAllotment"
 _MAX_BALANCE_KEY = "maxBalance"
 _CAN_PURCHASE_KEY = "canPurchaseCredits"
 _CAP_MULTIPLIER_KEY = "capMultiplier"
-_STANDARD_KEYS = frozenset({_CAN_SEND_KEY, _ALLOTMENT_KEY, _MAX_BALANCE_KEY, _CAN_PURCHASE_KEY})
-_LEGACY_KEYS = frozenset({_CAN_SEND_KEY, _ALLOTMENT_KEY, _CAN_PURCHASE_KEY, _CAP_MULTIPLIER_KEY})
+_MONTHLY_PRICE_KEY = "monthlyPrice"
+_CREDIT_PRICE_KEY = "creditPrice"
+_PRICE_KEYS = frozenset({_MONTHLY_PRICE_KEY, _CREDIT_PRICE_KEY})
+_STANDARD_KEYS = (
+    frozenset({_CAN_SEND_KEY, _ALLOTMENT_KEY, _MAX_BALANCE_KEY, _CAN_PURCHASE_KEY}) | _PRICE_KEYS
+)
+_LEGACY_KEYS = (
+    frozenset({_CAN_SEND_KEY, _ALLOTMENT_KEY, _CAN_PURCHASE_KEY, _CAP_MULTIPLIER_KEY}) | _PRICE_KEYS
+)
 
 
 def plan_table_from_overrides(
@@ -157,7 +191,35 @@ def _overridden(policy: PlanPolicy, settings: Mapping[str, object]) -> PlanPolic
         monthly_allotment=_setting_int(plan, settings, _ALLOTMENT_KEY, policy.monthly_allotment),
         max_balance=_setting_int(plan, settings, _MAX_BALANCE_KEY, policy.max_balance),
         can_purchase=_setting_bool(plan, settings, _CAN_PURCHASE_KEY, policy.can_purchase),
+        monthly_price=_setting_money(plan, settings, _MONTHLY_PRICE_KEY, policy.monthly_price),
+        credit_price=_setting_optional_money(
+            plan, settings, _CREDIT_PRICE_KEY, policy.credit_price
+        ),
     )
+
+
+def _setting_money(
+    plan: PlanType, settings: Mapping[str, object], key: str, default: Money
+) -> Money:
+    if key not in settings:
+        return default
+    value = settings[key]
+    try:
+        if not isinstance(value, Mapping):
+            raise ValueError(f'expected {{"amount": ..., "currency": ...}}, got {value!r}')
+        return Money.from_doc(value)
+    except ValueError as exc:
+        raise ValueError(f"plan override {plan.value}.{key}: {exc}") from None
+
+
+def _setting_optional_money(
+    plan: PlanType, settings: Mapping[str, object], key: str, default: Money | None
+) -> Money | None:
+    if key in settings and settings[key] is None:
+        return None
+    if default is None and key not in settings:
+        return None
+    return _setting_money(plan, settings, key, default or Money(0, "USD"))
 
 
 def _setting_bool(plan: PlanType, settings: Mapping[str, object], key: str, default: bool) -> bool:

@@ -63,6 +63,7 @@ class Collections:
     charges: Collection
     idempotency: Collection
     notifications: Collection
+    payment_intents: Collection
     leases: Collection
     rate_limits: Collection
     messages: Collection
@@ -196,6 +197,15 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         ),
         # Every event is removed some time after it was written (repositories/outbox.py).
         IndexModel([("purgeAt", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
+    "payment_intents": [
+        # A key names one paid request: a second request under it is refused before any charge.
+        IndexModel([("memberId", ASCENDING), ("key", ASCENDING)], unique=True, name="key_once"),
+        # Reconciliation's keyset over intents that may hold money not yet settled.
+        IndexModel(
+            [("status", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)],
+            name="open_by_age",
+        ),
     ],
 }
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from pymongo import ReturnDocument
-
 from inmail.domain.errors import ErrorCode
 from inmail.domain.model import Purchase
+from inmail.domain.money import Money
 from inmail.repositories.mongo import Doc, DuplicateKeyError, Mongo, Session, new_id
+from inmail.repositories.pages import Page, keyset_page
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,14 +130,52 @@ class IdempotencyRepository(IdempotencyReader):
         )
 
 
+_PURCHASES_NEWEST_FIRST: Final = (("at", -1), ("_id", -1))
+
+
+def _purchase_from_doc(doc: Doc) -> Purchase:
+    amount = doc.get("amount")
+    return Purchase(
+        id=doc["_id"],
+        member_id=doc["memberId"],
+        quantity=doc["quantity"],
+        charge_id=doc["chargeId"],
+        lot_id=doc.get("lotId"),
+        at=doc["at"],
+        idempotency_key=doc["idempotencyKey"],
+        # Purchases recorded before prices existed were charged the default USD 10.00 a credit.
+        amount=Money.from_doc(amount) if amount else Money(1000 * doc["quantity"], "USD"),
+        status=doc.get("status", "COMPLETED"),
+    )
+
+
 class PurchaseReader:
     def __init__(self, mongo: Mongo, session: Session) -> None:
+        self._mongo = mongo
         self._session = session
         self._c = mongo.c.purchases
 
     async def exists_for_charge(self, charge_id: str) -> bool:
         found = await self._c.find_one({"chargeId": charge_id}, {"_id": 1}, session=self._session)
         return found is not None
+
+    async def get(self, purchase_id: str) -> Purchase | None:
+        doc = await self._c.find_one({"_id": purchase_id}, session=self._session)
+        return _purchase_from_doc(doc) if doc else None
+
+    async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
+        """A member's purchases, newest first."""
+        page = await keyset_page(
+            self._mongo, self._c, {"memberId": member_id}, _PURCHASES_NEWEST_FIRST, first, after
+        )
+        return Page([(c, _purchase_from_doc(d)) for c, d in page.items], page.has_next)
+
+    async def count(self, member_id: str) -> int:
+        return await self._c.count_documents({"memberId": member_id}, session=self._session)
+
+    async def all_for(self, member_id: str) -> list[Purchase]:
+        cursor = self._c.find({"memberId": member_id}, session=self._session).sort("at", 1)
+        return [_purchase_from_doc(doc) async for doc in cursor]
 
 
 class PurchaseRepository(PurchaseReader):
@@ -151,6 +189,8 @@ class PurchaseRepository(PurchaseReader):
                 "lotId": purchase.lot_id,
                 "at": purchase.at,
                 "idempotencyKey": purchase.idempotency_key,
+                "amount": purchase.amount.to_doc(),
+                "status": purchase.status,
             },
             session=self._session,
         )
@@ -166,10 +206,12 @@ class ChargeRecord:
     id: str
     member_id: str
     idempotency_key: str
-    quantity: int
+    amount: Money
+    description: str
     card_last4: str
     at: datetime
     status: str
+    refunded_at: datetime | None = None
 
 
 def _charge_from_doc(doc: Doc) -> ChargeRecord:
@@ -177,15 +219,18 @@ def _charge_from_doc(doc: Doc) -> ChargeRecord:
         id=doc["_id"],
         member_id=doc["memberId"],
         idempotency_key=doc["idempotencyKey"],
-        quantity=doc["quantity"],
+        amount=Money(doc["amount"], doc["currency"]),
+        description=doc.get("description", ""),
         card_last4=doc["cardLast4"],
         at=doc["at"],
         status=doc["status"],
+        refunded_at=doc.get("refundedAt"),
     )
 
 
 class ChargeRepository:
-    """The built-in payment gateway's book of charges: one per (member, idempotency key).
+    """The built-in payment gateway's book of charges and refunds: one charge per (member,
+    idempotency key), which a retry under the key gets again.
 
     It stands for a payment provider, which no transaction of ours reaches: its writes are its
     own, each atomic on one document.
@@ -195,13 +240,22 @@ class ChargeRepository:
         self._c = mongo.c.charges
 
     async def charge_once(
-        self, member_id: str, key: str, *, quantity: int, card_last4: str, at: datetime
+        self,
+        member_id: str,
+        key: str,
+        *,
+        amount: Money,
+        description: str,
+        card_last4: str,
+        at: datetime,
     ) -> ChargeRecord:
         doc: Doc = {
             "_id": new_id(),
             "memberId": member_id,
             "idempotencyKey": key,
-            "quantity": quantity,
+            "amount": amount.amount,
+            "currency": amount.currency,
+            "description": description,
             "cardLast4": card_last4,
             "at": at,
             "status": ChargeStatus.SUCCEEDED,
@@ -209,36 +263,22 @@ class ChargeRepository:
         try:
             await self._c.insert_one(doc)
         except DuplicateKeyError:
-            # A purchase refused after its charge was refunded may be retried under its key once
-            # there is room: that is a new charge, not the refunded one again.
-            recharged = await self._c.find_one_and_update(
-                {"memberId": member_id, "idempotencyKey": key, "status": ChargeStatus.REFUNDED},
-                {
-                    "$set": {
-                        "status": ChargeStatus.SUCCEEDED,
-                        "quantity": quantity,
-                        "cardLast4": card_last4,
-                        "at": at,
-                    },
-                    "$unset": {"refundedAt": ""},
-                },
-                return_document=ReturnDocument.AFTER,
-            )
-            if recharged is not None:
-                return _charge_from_doc(recharged)
             existing = await self._c.find_one({"memberId": member_id, "idempotencyKey": key})
             if existing is None:  # pragma: no cover - the key's owner was just seen
                 raise
             return _charge_from_doc(existing)
         return _charge_from_doc(doc)
 
-    async def standing(self, member_id: str, key: str) -> ChargeRecord | None:
-        doc = await self._c.find_one(
-            {"memberId": member_id, "idempotencyKey": key, "status": ChargeStatus.SUCCEEDED}
-        )
+    async def under_key(self, member_id: str, key: str) -> ChargeRecord | None:
+        doc = await self._c.find_one({"memberId": member_id, "idempotencyKey": key})
+        return _charge_from_doc(doc) if doc else None
+
+    async def get(self, charge_id: str) -> ChargeRecord | None:
+        doc = await self._c.find_one({"_id": charge_id})
         return _charge_from_doc(doc) if doc else None
 
     async def refund(self, charge_id: str, at: datetime) -> None:
+        """Give a charge back, once: refunding a refunded charge changes nothing."""
         await self._c.update_one(
             {"_id": charge_id, "status": ChargeStatus.SUCCEEDED},
             {"$set": {"status": ChargeStatus.REFUNDED, "refundedAt": at}},

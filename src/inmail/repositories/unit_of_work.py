@@ -16,6 +16,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
+from inmail.repositories.intents import PaymentIntentReader, PaymentIntentRepository
 from inmail.repositories.ledger import LedgerReader, LedgerRepository
 from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
 from inmail.repositories.messages import MessageReader, MessageRepository
@@ -51,6 +52,7 @@ class Reads:
     notifications: NotificationReader
     rate_limits: RateLimitReader
     messages: MessageReader
+    intents: PaymentIntentReader
 
     @classmethod
     def on(cls, mongo: Mongo) -> Reads:
@@ -64,6 +66,7 @@ class Reads:
             notifications=NotificationReader(mongo, None),
             rate_limits=RateLimitReader(mongo, None),
             messages=MessageReader(mongo, None),
+            intents=PaymentIntentReader(mongo, None),
         )
 
 
@@ -82,6 +85,7 @@ class Transaction:
     rate_limits: RateLimitRepository
     messages: MessageRepository
     outbox: OutboxRepository
+    intents: PaymentIntentRepository
 
     @classmethod
     def on(cls, mongo: Mongo, session: Session) -> Transaction:
@@ -96,6 +100,7 @@ class Transaction:
             rate_limits=RateLimitRepository(mongo, session),
             messages=MessageRepository(mongo, session),
             outbox=OutboxRepository(mongo, session),
+            intents=PaymentIntentRepository(mongo, session),
         )
 
 

@@ -64,6 +64,8 @@ LIST_CAPS: Mapping[str, Cap] = {
     "LedgerEntryConnection.nodes": PAGE,
     "MessageConnection.edges": PAGE,
     "MessageConnection.nodes": PAGE,
+    "PurchaseConnection.edges": PAGE,
+    "PurchaseConnection.nodes": PAGE,
     # A mutation fails for one reason: its payload's errors hold at most one.
     "AdvanceClockPayload.errors": 1,
     "CancelSubscriptionPayload.errors": 1,

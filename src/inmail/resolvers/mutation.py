@@ -153,8 +153,18 @@ class Mutation:
     @errors_in(ChangePlanPayload)
     async def change_plan(self, info: ResolverInfo, input: ChangePlanInput) -> ChangePlanPayload:
         c = ctx(info)
+        by_admin = input.member_id is not None
+        if by_admin:
+            c.require_admin()
+        member_id = str(input.member_id) if by_admin else c.require_member()
         member = await member_service.change_plan(
-            c.deps, c.require_member(), input.plan, input.monthly_allotment
+            c.deps,
+            member_id,
+            input.plan,
+            input.monthly_allotment,
+            idempotency_key=input.idempotency_key,
+            by_admin=by_admin,
+            gateway=c.gateway,
         )
         c.reads.clear()
         return ChangePlanPayload(member=Member.from_domain(member))

@@ -13,7 +13,7 @@ from strawberry.types import Info
 
 from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, LotStatus
-from inmail.domain.model import Conversation, LedgerEntry, Member, Message
+from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable
 
@@ -79,6 +79,10 @@ class Reads(Protocol):
     async def notifications(
         self, member_id: str, unread_only: bool, first: int | None, after: str | None
     ) -> Listing[Notification]: ...
+
+    async def purchases(
+        self, member_id: str, first: int | None, after: str | None
+    ) -> Listing[Purchase]: ...
 
     async def conversation(self, conversation_id: str) -> Conversation | None: ...
 

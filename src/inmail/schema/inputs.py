@@ -53,7 +53,15 @@ class PaymentMethodInput:
 class ChangePlanInput:
     plan: PlanType
     monthly_allotment: int | None = strawberry.field(
-        default=None, description="For LEGACY_PREMIUM: the grandfathered monthly allotment."
+        default=None,
+        description="For LEGACY_PREMIUM (admin only): the grandfathered monthly allotment.",
+    )
+    member_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="Admin only: the member whose plan changes (a member changes their own).",
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="Required for a paid change: a retry never charges twice."
     )
 
 

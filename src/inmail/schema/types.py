@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from enum import Enum
 from typing import Generic, TypeVar
 
 import strawberry
 
 from inmail.domain import billing, credits, model, notifications, plans
+from inmail.domain import money as money_domain
 from inmail.schema.context import GraphInfo, Listing, reads
 from inmail.schema.enums import (
     ConversationEventKind,
@@ -39,12 +41,26 @@ class PageInfo:
 
 
 @strawberry.type
+class Money:
+    amount: int = strawberry.field(description="In the currency's minor unit (cents).")
+    currency: str = strawberry.field(description="ISO 4217, for example USD.")
+
+    @classmethod
+    def from_domain(cls, money: money_domain.Money) -> Money:
+        return cls(amount=money.amount, currency=money.currency)
+
+
+@strawberry.type
 class Plan:
     type: PlanType
     can_send_in_mail: bool = strawberry.field(name="canSendInMail")
     monthly_allotment: int
     max_balance: int
     can_purchase_credits: bool
+    monthly_price: Money
+    credit_price: Money | None = strawberry.field(
+        description="The price of one extra credit, for plans that can buy them."
+    )
 
     @classmethod
     def from_domain(cls, policy: plans.PlanPolicy) -> Plan:
@@ -54,7 +70,45 @@ class Plan:
             monthly_allotment=policy.monthly_allotment,
             max_balance=policy.max_balance,
             can_purchase_credits=policy.can_purchase,
+            monthly_price=Money.from_domain(policy.monthly_price),
+            credit_price=Money.from_domain(policy.credit_price)
+            if policy.can_purchase and policy.credit_price
+            else None,
         )
+
+
+@strawberry.enum
+class PurchaseStatus(Enum):
+    COMPLETED = "COMPLETED"
+    REFUNDED = "REFUNDED"
+
+
+@strawberry.type
+class Purchase:
+    id: strawberry.ID
+    quantity: int
+    amount: Money
+    status: PurchaseStatus
+    at: datetime
+    _lot_id: strawberry.Private[str | None]
+
+    @classmethod
+    def from_domain(cls, purchase: model.Purchase) -> Purchase:
+        return cls(
+            id=strawberry.ID(purchase.id),
+            quantity=purchase.quantity,
+            amount=Money.from_domain(purchase.amount),
+            status=PurchaseStatus(purchase.status),
+            at=purchase.at,
+            _lot_id=purchase.lot_id,
+        )
+
+    @strawberry.field(description="The lot it granted; none once refunded.")
+    async def lot(self, info: GraphInfo) -> CreditLot | None:
+        if self._lot_id is None:
+            return None
+        found = await reads(info).lot(self._lot_id)
+        return CreditLot.from_domain(found) if found else None
 
 
 @strawberry.type
@@ -344,6 +398,13 @@ class Member:
         after: str | None = None,
     ) -> Connection[Notification] | None:
         return await notification_connection(info, self._m.id, bool(unread_only), first, after)
+
+    @strawberry.field(description="Credits bought, newest first.")
+    async def purchases(
+        self, info: GraphInfo, first: int | None = 20, after: str | None = None
+    ) -> Connection[Purchase] | None:
+        listing = await reads(info).purchases(self._m.id, first, after)
+        return Connection.build(listing, Purchase.from_domain)
 
 
 @strawberry.type(description="What the InMail compose window needs before the viewer writes.")

@@ -14,6 +14,7 @@ from inmail.domain.plans import PlanTable, PlanType
 from inmail.domain.wallet import Wallet
 from inmail.repositories.mongo import new_id
 from inmail.services.events import BalancePublisher
+from inmail.services.payments import PaymentGateway
 from inmail.services.rate_limits import RateLimits
 from inmail.services.unit_of_work import Reads, Transaction, UnitOfWork
 
@@ -38,6 +39,7 @@ class Deps:
     limits: Limits = field(default_factory=Limits)
     publisher: BalancePublisher = field(default_factory=NullPublisher)
     rate_limits: RateLimits = field(default_factory=RateLimits)
+    gateway: PaymentGateway | None = None  # for reconciling charges in scheduled passes
 
     @property
     def reads(self) -> Reads:

@@ -8,10 +8,18 @@ from datetime import datetime
 from inmail.domain.billing import PaymentMethod, validate_anchor_day, validate_payment_method
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import LedgerEntry, Member, Subscription
+from inmail.domain.money import Money
 from inmail.domain.plans import PlanType, validate_legacy_allotment
+from inmail.repositories.intents import IntentKind, PaymentIntent
 from inmail.repositories.mongo import new_id
+from inmail.repositories.records import KeyedOutcome
+from inmail.services import charges
 from inmail.services.base import Account, Deps
+from inmail.services.idempotency import KeyedRequest, answer
+from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Reads, Transaction
+
+PLAN_CHANGE = IntentKind.PLAN_CHANGE
 
 NAME_MAX = 100
 HEADLINE_MAX = 220
@@ -134,17 +142,105 @@ async def _set_payment_method(tx: Transaction, member_id: str, card: PaymentMeth
 
 
 async def change_plan(
-    deps: Deps, member_id: str, plan: PlanType, monthly_allotment: int | None = None
+    deps: Deps,
+    member_id: str,
+    plan: PlanType,
+    monthly_allotment: int | None = None,
+    *,
+    idempotency_key: str | None = None,
+    by_admin: bool = False,
+    gateway: PaymentGateway | None = None,
 ) -> Member:
-    """A new plan restarts the billing cycle today; old credits are forfeited (SPEC 2)."""
+    """A new plan restarts the billing cycle today; old credits are forfeited (SPEC 2).
+
+    A member's change to a Premium plan is charged the plan's monthly price first, under the
+    request's idempotency key; an admin's change stands for the billing system and is not.
+    """
+    if not by_admin and (plan is PlanType.LEGACY_PREMIUM or monthly_allotment is not None):
+        field = "plan" if plan is PlanType.LEGACY_PREMIUM else "monthlyAllotment"
+        raise DomainError(
+            ErrorCode.PLAN_NOT_AVAILABLE,
+            "LEGACY_PREMIUM and its grandfathered terms are no longer offered.",
+            field,
+        )
     requested_allotment = _legacy_terms(plan, monthly_allotment)
     if plan is PlanType.BASIC:
         return await _cancel(deps, member_id, to_basic=True)
-    entries = await deps.uow.run(
-        _change_plan, deps, member_id, plan, requested_allotment, deps.now()
-    )
+    member = await _require_member(deps.reads, member_id)
+    policy = deps.plans.policy(plan, requested_allotment)
+    if by_admin or _already_on(member, plan, requested_allotment):
+        entries = await deps.uow.run(
+            _change_plan, deps, member_id, plan, requested_allotment, deps.now()
+        )
+    else:
+        assert gateway is not None, "a member's paid change needs the payment gateway"
+        if idempotency_key is None:
+            raise DomainError(
+                ErrorCode.INVALID_INPUT,
+                "A change to a paid plan needs an idempotencyKey.",
+                "idempotencyKey",
+            )
+        entries = await _paid_change(
+            deps, gateway, member, plan, policy.monthly_price, idempotency_key
+        )
     await deps.publisher.publish(entries)
     return await _require_member(deps.reads, member_id)
+
+
+def _already_on(member: Member, plan: PlanType, allotment: int | None) -> bool:
+    current = member.subscription
+    return (
+        current is not None
+        and current.is_active
+        and member.plan is plan
+        and allotment in (None, current.monthly_allotment)
+    )
+
+
+async def _paid_change(
+    deps: Deps,
+    gateway: PaymentGateway,
+    member: Member,
+    plan: PlanType,
+    price: Money,
+    key: str,
+) -> list[LedgerEntry]:
+    request = KeyedRequest.of(member.id, key, PLAN_CHANGE, plan=plan.value)
+    intent = await charges.existing_intent(deps, request)
+    if intent is None:
+        if (prior := await deps.reads.idempotency.find(member.id, request.key)) is not None:
+            answer(prior, request)  # the key was used for an InMail: refused
+        card = member.payment_method
+        if card is None or card.is_expired(deps.now()):
+            raise DomainError(
+                ErrorCode.PAYMENT_METHOD_EXPIRED,
+                "Add a valid payment method before changing to a paid plan.",
+                "paymentMethod",
+            )
+        fresh = charges.new_intent(request, price, deps.now(), plan=plan)
+        intent = await charges.open_intent(deps, fresh, request)
+    done = await charges.pay_and_fulfil(deps, gateway, intent, apply_paid_change)
+    return done.entries
+
+
+async def apply_paid_change(
+    tx: Transaction, deps: Deps, intent: PaymentIntent, now: datetime
+) -> charges.Fulfilled:
+    """What a plan change's charge paid for: the forfeit, the new cycle and its grant."""
+    assert intent.plan is not None
+    member = await _require_member(tx, intent.member_id)
+    if _already_on(member, intent.plan, None):
+        # Another change to this plan was applied since: this charge buys nothing, so it is
+        # refunded.
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, f"You are already on {intent.plan.value}.", "plan"
+        )
+    entries = await _change_plan(tx, deps, intent.member_id, intent.plan, None, now)
+    balance = entries[-1].balance_after if entries else 0
+    return charges.Fulfilled(KeyedOutcome(intent.member_id, balance), entries)
+
+
+charges.FULFILMENTS[PLAN_CHANGE] = apply_paid_change
 
 
 async def _change_plan(

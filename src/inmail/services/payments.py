@@ -1,19 +1,24 @@
-"""The payment gateway interface, and the built-in gateway that records charges."""
+"""The payment gateway interface, and the built-in gateway that records charges and refunds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from inmail.domain.billing import PaymentMethod
-from inmail.repositories.records import ChargeRepository
+from inmail.domain.money import Money
+from inmail.repositories.records import ChargeRecord, ChargeRepository, ChargeStatus
+
+DECLINED_LAST4: Final = "0002"
+"""The built-in gateway declines cards ending 0002, as the payment industry's test card does."""
 
 
 @dataclass(frozen=True, slots=True)
 class Charge:
     id: str
-    quantity: int
+    amount: Money
+    refunded: bool = False
 
 
 class PaymentDeclined(Exception):
@@ -25,20 +30,28 @@ class PaymentGateway(Protocol):
         self,
         member_id: str,
         idempotency_key: str,
-        quantity: int,
+        amount: Money,
         card: PaymentMethod,
         at: datetime,
+        *,
+        description: str,
     ) -> Charge:
         """Charge the card once per (member, key): a retry returns the first charge."""
 
-    async def refund(self, charge: Charge, at: datetime) -> None: ...
+    async def refund(self, charge: Charge, at: datetime) -> None:
+        """Give the charge back; refunding it again changes nothing."""
 
     async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
-        """The standing (not refunded) charge made under this key, if any."""
+        """The charge made under this key, if any (refunded or not)."""
+
+
+def _charge(record: ChargeRecord) -> Charge:
+    return Charge(record.id, record.amount, record.status == ChargeStatus.REFUNDED)
 
 
 class BuiltinGateway:
-    """Accepts any unexpired card and records the charge; a real provider plugs in instead."""
+    """Accepts any unexpired card but one ending 0002, and records the charge; a real provider
+    plugs in instead behind the same interface."""
 
     def __init__(self, charges: ChargeRepository) -> None:
         self._charges = charges
@@ -47,20 +60,29 @@ class BuiltinGateway:
         self,
         member_id: str,
         idempotency_key: str,
-        quantity: int,
+        amount: Money,
         card: PaymentMethod,
         at: datetime,
+        *,
+        description: str,
     ) -> Charge:
         if card.is_expired(at):
             raise PaymentDeclined("the card has expired")
+        if card.last4 == DECLINED_LAST4:
+            raise PaymentDeclined("the card was declined")
         record = await self._charges.charge_once(
-            member_id, idempotency_key, quantity=quantity, card_last4=card.last4, at=at
+            member_id,
+            idempotency_key,
+            amount=amount,
+            description=description,
+            card_last4=card.last4,
+            at=at,
         )
-        return Charge(id=record.id, quantity=record.quantity)
+        return _charge(record)
 
     async def refund(self, charge: Charge, at: datetime) -> None:
         await self._charges.refund(charge.id, at)
 
     async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
-        record = await self._charges.standing(member_id, idempotency_key)
-        return Charge(id=record.id, quantity=record.quantity) if record else None
+        record = await self._charges.under_key(member_id, idempotency_key)
+        return _charge(record) if record else None

@@ -19,7 +19,7 @@ from inmail.domain import access
 from inmail.domain.access import ReadRefused, Refusal
 from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, LotStatus
-from inmail.domain.model import Conversation, LedgerEntry, Member, Message
+from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable
 from inmail.repositories.pages import BadCursor, Page
@@ -90,6 +90,12 @@ class NotificationReads(Protocol):
     async def count(self, member_id: str, unread_only: bool) -> int: ...
 
 
+class PurchaseReads(Protocol):
+    async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]: ...
+
+    async def count(self, member_id: str) -> int: ...
+
+
 class ReadStore(Protocol):
     """What the reads need from storage: lookups by id, balances, pages and counts."""
 
@@ -110,6 +116,9 @@ class ReadStore(Protocol):
 
     @property
     def notifications(self) -> NotificationReads: ...
+
+    @property
+    def purchases(self) -> PurchaseReads: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +288,16 @@ class Reader:
         notifications = self._store.notifications
         page = await self._page(lambda: notifications.page(member_id, unread_only, size, after))
         return self._listing(page, lambda: notifications.count(member_id, unread_only))
+
+    async def purchases(
+        self, member_id: str, first: int | None, after: str | None
+    ) -> Listing[Purchase]:
+        """A member's purchases, newest first."""
+        self.owner_or_admin(member_id)
+        size = self._page_size(first)
+        purchases = self._store.purchases
+        page = await self._page(lambda: purchases.page(member_id, size, after))
+        return self._listing(page, lambda: purchases.count(member_id))
 
     # A thread's messages, for its two parties and admins.
 

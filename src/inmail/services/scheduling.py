@@ -263,9 +263,40 @@ async def _notify_expiring(tx: Transaction, lot: ExpiringLot, now: datetime) -> 
     return True
 
 
-# A pass: the three jobs, in the order that keeps each member's ledger in time order.
+# Charges: paid requests left open by a process that died are completed or refunded.
 
-_JOBS = (renew_due, expire_due, remind_due, notify_expiring)
+
+async def reconcile_due(
+    deps: Deps,
+    now: datetime,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    checkpoint: Checkpoint = _go_on,
+) -> JobReport:
+    """Complete or refund each charge that has no purchase or plan change RECONCILE_AFTER on."""
+    # Each kind of paid request registers what its charge buys when its module is imported.
+    from inmail.services import charges, members, purchases  # noqa: F401
+
+    report = JobReport("charges")
+    if deps.gateway is None:
+        return report
+    done = await charges.reconcile_charges(deps, deps.gateway, now, batch_size=batch_size)
+    report.changed = done.completed + done.refunded + done.lapsed
+    report.failed.extend(done.failed or [])
+    return report
+
+
+async def _next_reconciliation(deps: Deps, after: datetime | None) -> datetime | None:
+    from inmail.services.charges import RECONCILE_AFTER
+
+    since = None if after is None else after - RECONCILE_AFTER
+    oldest = await deps.reads.intents.oldest_open_created_at(since)
+    return None if oldest is None else oldest + RECONCILE_AFTER
+
+
+# A pass: the jobs, in the order that keeps each member's ledger in time order.
+
+_JOBS = (renew_due, expire_due, remind_due, notify_expiring, reconcile_due)
 
 
 async def run_due_jobs(
@@ -297,6 +328,7 @@ async def oldest_due(deps: Deps, now: datetime) -> datetime | None:
             await deps.reads.notifications.expiring.first_due_at(
                 deps.limits.expiry_notice, expiring_after=now
             ),
+            await _next_reconciliation(deps, None),
         )
         if t is not None and t <= now
     ]
@@ -314,6 +346,7 @@ async def next_due_after(deps: Deps, after: datetime) -> datetime | None:
             await deps.reads.notifications.expiring.first_due_at(
                 deps.limits.expiry_notice, expiring_after=after + deps.limits.expiry_notice
             ),
+            await _next_reconciliation(deps, after),
         )
         if t is not None
     ]

@@ -1,0 +1,198 @@
+"""Payment intents: every charge is made for one intent recorded in our database first.
+
+An intent fixes what a keyed paid request is (its fingerprint, quantity or plan, and amount)
+before the card is charged, under a unique (member, key) index, so another request under the same
+key is refused before any charge. Its status moves only by conditional updates:
+
+    PENDING -> CHARGED -> COMPLETED          (the grant or plan change, in one transaction)
+    PENDING -> DECLINED                      (the gateway refused: nothing was taken)
+    PENDING -> ABANDONED                     (no charge was ever made; found by reconciliation)
+    CHARGED | ABANDONED -> REFUNDING -> REFUNDED
+
+CHARGED -> COMPLETED and CHARGED -> REFUNDING exclude each other: that single transition decides
+whether a charge buys what it was for or is given back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from inmail.domain.errors import ErrorCode
+from inmail.domain.money import Money
+from inmail.domain.plans import PlanType
+from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.records import KeyedOutcome, Refusal
+
+
+class IntentStatus:
+    PENDING: Final = "PENDING"
+    CHARGED: Final = "CHARGED"
+    COMPLETED: Final = "COMPLETED"
+    DECLINED: Final = "DECLINED"
+    ABANDONED: Final = "ABANDONED"
+    REFUNDING: Final = "REFUNDING"
+    REFUNDED: Final = "REFUNDED"
+
+
+OPEN_STATUSES: Final = (IntentStatus.PENDING, IntentStatus.CHARGED, IntentStatus.REFUNDING)
+"""An intent in one of these may hold money that has not yet bought anything nor been returned."""
+
+
+class IntentKind:
+    PURCHASE: Final = "purchaseInMailCredits"
+    PLAN_CHANGE: Final = "changePlan"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentIntent:
+    id: str
+    member_id: str
+    key: str
+    kind: str
+    request_hash: str
+    amount: Money
+    created_at: datetime
+    status: str = IntentStatus.PENDING
+    quantity: int | None = None  # a purchase's credits
+    plan: PlanType | None = None  # a plan change's new plan
+    charge_id: str | None = None
+    outcome: KeyedOutcome | None = None
+    refusal: Refusal | None = None
+
+
+def _to_doc(intent: PaymentIntent) -> Doc:
+    doc: Doc = {
+        "_id": intent.id,
+        "memberId": intent.member_id,
+        "key": intent.key,
+        "kind": intent.kind,
+        "requestHash": intent.request_hash,
+        "amount": intent.amount.to_doc(),
+        "createdAt": intent.created_at,
+        "status": intent.status,
+        "quantity": intent.quantity,
+        "plan": intent.plan.value if intent.plan else None,
+        "chargeId": intent.charge_id,
+    }
+    return doc
+
+
+def _outcome_doc(outcome: KeyedOutcome) -> Doc:
+    return {"subjectId": outcome.subject_id, "creditsLeft": outcome.credits_left}
+
+
+def refusal_doc(refusal: Refusal) -> Doc:
+    return {"code": refusal.code.value, "message": refusal.message, "field": refusal.field}
+
+
+def _from_doc(doc: Doc) -> PaymentIntent:
+    outcome, refusal = doc.get("outcome"), doc.get("refusal")
+    return PaymentIntent(
+        id=doc["_id"],
+        member_id=doc["memberId"],
+        key=doc["key"],
+        kind=doc["kind"],
+        request_hash=doc["requestHash"],
+        amount=Money.from_doc(doc["amount"]),
+        created_at=doc["createdAt"],
+        status=doc["status"],
+        quantity=doc.get("quantity"),
+        plan=PlanType(doc["plan"]) if doc.get("plan") else None,
+        charge_id=doc.get("chargeId"),
+        outcome=(
+            KeyedOutcome(outcome.get("subjectId"), int(outcome["creditsLeft"])) if outcome else None
+        ),
+        refusal=(
+            Refusal(ErrorCode(refusal["code"]), refusal["message"], refusal.get("field"))
+            if refusal
+            else None
+        ),
+    )
+
+
+class PaymentIntentReader:
+    def __init__(self, mongo: Mongo, session: Session) -> None:
+        self._session = session
+        self._c = mongo.c.payment_intents
+
+    async def find(self, member_id: str, key: str) -> PaymentIntent | None:
+        doc = await self._c.find_one({"memberId": member_id, "key": key}, session=self._session)
+        return _from_doc(doc) if doc else None
+
+    async def get(self, intent_id: str) -> PaymentIntent | None:
+        doc = await self._c.find_one({"_id": intent_id}, session=self._session)
+        return _from_doc(doc) if doc else None
+
+    async def open_created_by(
+        self, before: datetime, *, after: tuple[datetime, str] | None, limit: int
+    ) -> list[PaymentIntent]:
+        """Open intents created at or before `before`, in (createdAt, _id) order, after a key."""
+        query: dict[str, Any] = {
+            "status": {"$in": list(OPEN_STATUSES)},
+            "createdAt": {"$lte": before},
+        }
+        if after is not None:
+            query = {
+                "$and": [
+                    query,
+                    {
+                        "$or": [
+                            {"createdAt": {"$gt": after[0]}},
+                            {"createdAt": after[0], "_id": {"$gt": after[1]}},
+                        ]
+                    },
+                ]
+            }
+        cursor = (
+            self._c.find(query, session=self._session)
+            .sort([("createdAt", 1), ("_id", 1)])
+            .limit(limit)
+        )
+        return [_from_doc(doc) async for doc in cursor]
+
+    async def oldest_open_created_at(self, after: datetime | None = None) -> datetime | None:
+        query: dict[str, Any] = {"status": {"$in": list(OPEN_STATUSES)}}
+        if after is not None:
+            query["createdAt"] = {"$gt": after}
+        doc = await self._c.find_one(
+            query, {"createdAt": 1}, sort=[("createdAt", 1)], session=self._session
+        )
+        return doc["createdAt"] if doc else None
+
+    async def all_for(self, member_id: str) -> list[PaymentIntent]:
+        cursor = self._c.find({"memberId": member_id}, session=self._session).sort("createdAt", 1)
+        return [_from_doc(doc) async for doc in cursor]
+
+
+class PaymentIntentRepository(PaymentIntentReader):
+    async def insert(self, intent: PaymentIntent) -> None:
+        await self._c.insert_one(_to_doc(intent), session=self._session)
+
+    async def move(
+        self,
+        intent_id: str,
+        from_statuses: Sequence[str],
+        to_status: str,
+        at: datetime,
+        *,
+        charge_id: str | None = None,
+        outcome: KeyedOutcome | None = None,
+        refusal: Refusal | None = None,
+    ) -> bool:
+        """Move the intent to `to_status` if it is in one of `from_statuses`; False if not."""
+        changes: Doc = {"status": to_status, f"at{to_status.title()}": at}
+        if charge_id is not None:
+            changes["chargeId"] = charge_id
+        if outcome is not None:
+            changes["outcome"] = _outcome_doc(outcome)
+        if refusal is not None:
+            changes["refusal"] = refusal_doc(refusal)
+        result = await self._c.update_one(
+            {"_id": intent_id, "status": {"$in": list(from_statuses)}},
+            {"$set": changes},
+            session=self._session,
+        )
+        return result.matched_count == 1

@@ -1,0 +1,351 @@
+"""Paid requests: an intent recorded first, then the charge, then what it buys or a refund.
+
+A paid request (buying credits, changing to a Premium plan) goes through `pay_and_fulfil`:
+
+1. `open_intent` records what is being bought and for how much under the request's key, before
+   any charge; another request under that key is refused here (IDEMPOTENCY_KEY_REUSED).
+2. The gateway charges the intent's amount, under the intent's id as its idempotency key, so a
+   retry, a concurrent twin or the reconciler never charges twice.
+3. One transaction does what the charge bought (the grant, the plan change) and marks the intent
+   COMPLETED; if it is refused (the cap was reached meanwhile), the intent goes to REFUNDING and
+   the charge is given back.
+
+`reconcile_charges` finishes intents left open by a process that died between those steps: it
+completes or refunds each, exactly once, whichever process runs it and however many do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Final
+
+from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.model import LedgerEntry, Purchase
+from inmail.domain.money import Money
+from inmail.domain.plans import PlanType
+from inmail.repositories.intents import IntentStatus, PaymentIntent
+from inmail.repositories.mongo import DatabaseUnavailable, new_id
+from inmail.repositories.records import KeyedOutcome, Refusal
+from inmail.services.base import Deps
+from inmail.services.idempotency import KeyedRequest, reused_key
+from inmail.services.payments import Charge, PaymentDeclined, PaymentGateway
+from inmail.services.unit_of_work import Transaction
+
+log = logging.getLogger(__name__)
+
+RECONCILE_AFTER: Final = timedelta(minutes=2)
+"""How old an open intent must be before reconciliation takes it over from its request."""
+
+LAPSED = Refusal(
+    ErrorCode.INVALID_INPUT,
+    "This request was never charged and has lapsed; send it again under a new idempotency key.",
+    "idempotencyKey",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fulfilled:
+    outcome: KeyedOutcome
+    entries: list[LedgerEntry]
+
+
+Fulfil = Callable[[Transaction, Deps, PaymentIntent, datetime], Awaitable[Fulfilled]]
+"""Does what a charge bought, inside the transaction that marks its intent COMPLETED; raises a
+DomainError when it can no longer be done (then the charge is refunded)."""
+
+
+def new_intent(
+    request: KeyedRequest,
+    amount: Money,
+    now: datetime,
+    *,
+    quantity: int | None = None,
+    plan: PlanType | None = None,
+) -> PaymentIntent:
+    return PaymentIntent(
+        id=new_id(),
+        member_id=request.member_id,
+        key=request.key,
+        kind=request.operation,
+        request_hash=request.fingerprint,
+        amount=amount,
+        created_at=now,
+        quantity=quantity,
+        plan=plan,
+    )
+
+
+async def existing_intent(deps: Deps, request: KeyedRequest) -> PaymentIntent | None:
+    """The intent already recorded under the request's key; raises if it was another request."""
+    intent = await deps.reads.intents.find(request.member_id, request.key)
+    if intent is not None and (
+        intent.kind != request.operation or intent.request_hash != request.fingerprint
+    ):
+        raise reused_key()
+    return intent
+
+
+async def open_intent(deps: Deps, intent: PaymentIntent, request: KeyedRequest) -> PaymentIntent:
+    """Record the intent, or return the one a concurrent twin recorded first under its key."""
+    opened = await deps.uow.run(_open, intent)
+    if opened.kind != request.operation or opened.request_hash != request.fingerprint:
+        raise reused_key()
+    return opened
+
+
+async def _open(tx: Transaction, intent: PaymentIntent) -> PaymentIntent:
+    existing = await tx.intents.find(intent.member_id, intent.key)
+    if existing is not None:
+        return existing
+    await tx.intents.insert(intent)  # the unique (member, key) index decides a race
+    return intent
+
+
+def _refused(refusal: Refusal | None) -> DomainError:
+    refusal = refusal or LAPSED
+    return DomainError(refusal.code, refusal.message, refusal.field)
+
+
+async def pay_and_fulfil(
+    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, fulfil: Fulfil
+) -> Fulfilled:
+    """Take an intent as far as it goes: charged once, then completed or refunded."""
+    now = deps.now()
+    if intent.status == IntentStatus.PENDING:
+        intent = await _charge(deps, gateway, intent, now)
+    if intent.status == IntentStatus.CHARGED:
+        return await _complete_or_refund(deps, gateway, intent, fulfil, now)
+    if intent.status == IntentStatus.COMPLETED and intent.outcome is not None:
+        return Fulfilled(intent.outcome, [])
+    if intent.status == IntentStatus.REFUNDING:
+        await _finish_refund(deps, gateway, intent, now)
+    raise _refused(intent.refusal)
+
+
+async def _charge(
+    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime
+) -> PaymentIntent:
+    member = await deps.reads.members.get(intent.member_id)
+    assert member is not None, "members are never deleted"
+    card = member.payment_method
+    if card is None or card.is_expired(now):
+        # Checked before the intent was opened; the card changed since. Nothing was taken.
+        raise DomainError(
+            ErrorCode.PAYMENT_METHOD_EXPIRED,
+            "The card on file has expired: update your payment method first.",
+            "paymentMethod",
+        )
+    try:
+        charge = await gateway.charge(
+            intent.member_id, intent.id, intent.amount, card, now, description=intent.kind
+        )
+    except PaymentDeclined as exc:
+        refusal = Refusal(
+            ErrorCode.PAYMENT_DECLINED, f"The payment was declined: {exc}.", "paymentMethod"
+        )
+        await deps.uow.run(
+            _move, intent.id, (IntentStatus.PENDING,), IntentStatus.DECLINED, now, refusal=refusal
+        )
+        raise _refused(refusal) from None
+    if await deps.uow.run(
+        _move, intent.id, (IntentStatus.PENDING,), IntentStatus.CHARGED, now, charge_id=charge.id
+    ):
+        return _with(intent, IntentStatus.CHARGED, charge.id)
+    current = await deps.reads.intents.get(intent.id)
+    assert current is not None, "intents are never deleted"
+    # Reconciliation may have given the intent up as never charged while this charge was under
+    # way: the charge goes back through the intent, so that a crash here is reconciled too.
+    if current.status == IntentStatus.ABANDONED and await deps.uow.run(
+        _move,
+        intent.id,
+        (IntentStatus.ABANDONED,),
+        IntentStatus.REFUNDING,
+        now,
+        charge_id=charge.id,
+    ):
+        current = _with(current, IntentStatus.REFUNDING, charge.id)
+    return current  # a twin or reconciliation recorded the charge first
+
+
+def _with(intent: PaymentIntent, status: str, charge_id: str) -> PaymentIntent:
+    return replace(intent, status=status, charge_id=charge_id)
+
+
+async def _move(
+    tx: Transaction,
+    intent_id: str,
+    from_statuses: tuple[str, ...],
+    to_status: str,
+    at: datetime,
+    *,
+    charge_id: str | None = None,
+    refusal: Refusal | None = None,
+) -> bool:
+    return await tx.intents.move(
+        intent_id, from_statuses, to_status, at, charge_id=charge_id, refusal=refusal
+    )
+
+
+async def _complete_or_refund(
+    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, fulfil: Fulfil, now: datetime
+) -> Fulfilled:
+    try:
+        return await deps.uow.run(_complete, deps, intent.id, fulfil, now)
+    except DomainError as exc:
+        refusal = Refusal(exc.code, exc.message, exc.field)
+        moved = await deps.uow.run(
+            _move, intent.id, (IntentStatus.CHARGED,), IntentStatus.REFUNDING, now, refusal=refusal
+        )
+        current = await deps.reads.intents.get(intent.id)
+        assert current is not None, "intents are never deleted"
+        if moved or current.status == IntentStatus.REFUNDING:
+            await _finish_refund(deps, gateway, current, now)
+            raise _refused(current.refusal) from None
+        if current.status == IntentStatus.COMPLETED and current.outcome is not None:
+            return Fulfilled(current.outcome, [])  # completed by a twin meanwhile
+        raise
+
+
+async def _complete(
+    tx: Transaction, deps: Deps, intent_id: str, fulfil: Fulfil, now: datetime
+) -> Fulfilled:
+    intent = await tx.intents.get(intent_id)
+    assert intent is not None, "intents are never deleted"
+    if intent.status == IntentStatus.COMPLETED and intent.outcome is not None:
+        return Fulfilled(intent.outcome, [])  # a twin or reconciliation completed it first
+    if intent.status != IntentStatus.CHARGED:
+        raise _refused(intent.refusal)
+    done = await fulfil(tx, deps, intent, now)
+    moved = await tx.intents.move(
+        intent.id, (IntentStatus.CHARGED,), IntentStatus.COMPLETED, now, outcome=done.outcome
+    )
+    assert moved, "the snapshot read the intent CHARGED; a concurrent move is a write conflict"
+    return done
+
+
+async def _finish_refund(
+    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime
+) -> None:
+    """Refund an intent in REFUNDING at the gateway (again is harmless), then record it."""
+    assert intent.charge_id is not None, "an intent is REFUNDING only once charged"
+    charge = await gateway.find(intent.member_id, intent.id)
+    if charge is not None:
+        await gateway.refund(charge, now)
+    else:  # pragma: no cover - a provider that lost its own charge
+        log.error("payment intent %s: the gateway has no charge to refund", intent.id)
+    await deps.uow.run(_refunded, intent.id, now)
+
+
+async def _refunded(tx: Transaction, intent_id: str, now: datetime) -> None:
+    intent = await tx.intents.get(intent_id)
+    assert intent is not None, "intents are never deleted"
+    if not await tx.intents.move(intent_id, (IntentStatus.REFUNDING,), IntentStatus.REFUNDED, now):
+        return  # recorded already
+    if intent.quantity is not None and intent.charge_id is not None:
+        await tx.purchases.insert(
+            Purchase(
+                id=intent.id,
+                member_id=intent.member_id,
+                quantity=intent.quantity,
+                charge_id=intent.charge_id,
+                lot_id=None,
+                at=now,
+                idempotency_key=intent.key,
+                amount=intent.amount,
+                status="REFUNDED",
+            )
+        )
+
+
+# Reconciliation: intents left open by a request that never came back.
+
+
+@dataclass
+class Reconciled:
+    completed: int = 0
+    refunded: int = 0
+    lapsed: int = 0
+    failed: list[str] | None = None
+
+
+FULFILMENTS: dict[str, Fulfil] = {}
+"""What each kind of intent buys (filled in by services/purchases.py and services/members.py)."""
+
+
+async def reconcile_charges(
+    deps: Deps,
+    gateway: PaymentGateway,
+    now: datetime,
+    *,
+    after: timedelta = RECONCILE_AFTER,
+    batch_size: int = 500,
+) -> Reconciled:
+    """Complete or refund every intent opened `after` ago or earlier and still open.
+
+    Safe on any number of processes at once: the charge is idempotent per intent, and each
+    intent leaves CHARGED by one conditional move, to COMPLETED or to REFUNDING, never both.
+    """
+    report = Reconciled(failed=[])
+    assert report.failed is not None
+    cursor: tuple[datetime, str] | None = None
+    while batch := await deps.reads.intents.open_created_by(
+        now - after, after=cursor, limit=batch_size
+    ):
+        cursor = (batch[-1].created_at, batch[-1].id)
+        for intent in batch:
+            try:
+                await _reconcile_one(deps, gateway, intent, now, report)
+            except DatabaseUnavailable:
+                raise
+            except Exception:
+                log.exception("reconciliation: payment intent %s failed", intent.id)
+                report.failed.append(intent.id)
+    return report
+
+
+async def _reconcile_one(
+    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime, report: Reconciled
+) -> None:
+    if intent.status == IntentStatus.PENDING:
+        charge: Charge | None = await gateway.find(intent.member_id, intent.id)
+        if charge is None:
+            if await deps.uow.run(
+                _move,
+                intent.id,
+                (IntentStatus.PENDING,),
+                IntentStatus.ABANDONED,
+                now,
+                refusal=LAPSED,
+            ):
+                report.lapsed += 1
+                return
+        else:
+            await deps.uow.run(
+                _move,
+                intent.id,
+                (IntentStatus.PENDING,),
+                IntentStatus.CHARGED,
+                now,
+                charge_id=charge.id,
+            )
+        found = await deps.reads.intents.get(intent.id)
+        assert found is not None, "intents are never deleted"
+        intent = found
+    if intent.status == IntentStatus.REFUNDING:
+        await _finish_refund(deps, gateway, intent, now)
+        report.refunded += 1
+        return
+    if intent.status != IntentStatus.CHARGED:
+        return
+    fulfil = FULFILMENTS[intent.kind]
+    try:
+        done = await _complete_or_refund(deps, gateway, intent, fulfil, now)
+    except DomainError:
+        report.refunded += 1
+        return
+    if done.entries:  # empty: a retry or another reconciler completed it first
+        report.completed += 1
+        await deps.publisher.publish(done.entries)

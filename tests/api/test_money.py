@@ -1,0 +1,362 @@
+"""Money that cannot be minted: paid plan changes, purchases bound to their charge, and the
+reconciliation of charges whose request never came back (SPEC 2 and 6), on the real mongod."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from inmail.repositories.intents import IntentStatus
+from inmail.services.charges import reconcile_charges
+from support import START, Api, Person, change_plan, charges_of, codes, lots_of, orphan_charge
+
+DECLINING_CARD = {"brand": "Visa", "last4": "0002", "expMonth": 12, "expYear": 2030}
+ADVANCE = "mutation($i: AdvanceClockInput!) { advanceClock(input: $i) { now errors { code } } }"
+PURCHASES = (
+    "{ viewer { purchases(first: 10) { totalCount nodes { quantity status "
+    "amount { amount currency } lot { quantity } } } } }"
+)
+
+
+async def advance_clock(api: Api, hours: int) -> None:
+    data = await api.gql(ADVANCE, {"i": {"hours": hours}}, api.admin)
+    assert data["advanceClock"]["errors"] == []
+
+
+async def purchases_of(api: Api, member: Person) -> list[dict[str, Any]]:
+    data = await api.gql(PURCHASES, token=member.token)
+    nodes: list[dict[str, Any]] = data["viewer"]["purchases"]["nodes"]
+    assert data["viewer"]["purchases"]["totalCount"] == len(nodes)
+    return nodes
+
+
+async def plan_of(api: Api, member: Person) -> str:
+    data = await api.gql("{ viewer { plan { type } } }", token=member.token)
+    plan: str = data["viewer"]["plan"]["type"]
+    return plan
+
+
+async def test_a_basic_member_without_a_card_flipping_plans_gets_nothing_for_free(
+    api: Api,
+) -> None:
+    farmer = await api.create_member("Frank Farmer", "BASIC", card=None)
+    readers = [await api.create_member(f"Reader {i}", "BASIC") for i in range(3)]
+
+    for plan in ["RECRUITER_LITE", "SALES_NAVIGATOR"] * 2:
+        result = await change_plan(api, farmer, plan)
+        assert codes(result) == ["PAYMENT_METHOD_EXPIRED"], plan
+
+    assert await plan_of(api, farmer) == "BASIC"
+    assert await api.balance(farmer) == 0
+    assert await lots_of(api, farmer) == []
+    assert await charges_of(api, farmer) == []
+    assert [codes(await api.send(farmer, r)) for r in readers] == [["UPGRADE_REQUIRED"]] * 3
+
+
+async def test_a_member_with_a_card_pays_the_monthly_price_of_every_paid_change(api: Api) -> None:
+    flipper = await api.create_member("Flora Flipper", "BASIC")
+    flips = ["RECRUITER_LITE", "SALES_NAVIGATOR", "RECRUITER_LITE", "SALES_NAVIGATOR"]
+
+    for plan in flips:
+        result = await change_plan(api, flipper, plan)
+        assert result["errors"] == [], plan
+
+    charges = await charges_of(api, flipper)
+    assert [(c["amount"], c["currency"], c["status"]) for c in charges] == [
+        (17000, "USD", "SUCCEEDED"),
+        (9999, "USD", "SUCCEEDED"),
+        (17000, "USD", "SUCCEEDED"),
+        (9999, "USD", "SUCCEEDED"),
+    ]
+    # Each change forfeited what the last one granted: what is held is one allotment.
+    assert await api.balance(flipper) == 20
+
+
+async def test_changing_to_basic_or_to_the_plan_already_held_charges_nothing(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    same = await change_plan(api, ada, "PREMIUM_CAREER", key=None)
+    basic = await change_plan(api, ada, "BASIC", key=None)
+
+    assert same["errors"] == basic["errors"] == []
+    assert basic["member"]["plan"]["type"] == "BASIC"
+    assert await charges_of(api, ada) == []
+
+
+async def test_a_paid_change_without_an_idempotency_key_is_invalid_input(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    result = await change_plan(api, ada, "PREMIUM_BUSINESS", key=None)
+
+    assert codes(result) == ["INVALID_INPUT"]
+    assert result["errors"][0]["field"] == "idempotencyKey"
+    assert await plan_of(api, ada) == "PREMIUM_CAREER"
+    assert await charges_of(api, ada) == []
+
+
+async def test_a_paid_change_retried_under_its_key_charges_and_grants_once(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    first = await change_plan(api, ada, "PREMIUM_BUSINESS", key="upgrade-1")
+    retry = await change_plan(api, ada, "PREMIUM_BUSINESS", key="upgrade-1")
+    other = await change_plan(api, ada, "RECRUITER_LITE", key="upgrade-1")
+
+    assert first["errors"] == retry["errors"] == []
+    assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert await plan_of(api, ada) == "PREMIUM_BUSINESS"
+    assert await api.balance(ada) == 15
+    assert [c["amount"] for c in await charges_of(api, ada)] == [5999]
+
+
+async def test_a_member_cannot_choose_legacy_premium_nor_set_an_allotment(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    legacy = await change_plan(api, ada, "LEGACY_PREMIUM", monthly_allotment=1000)
+    legacy_default = await change_plan(api, ada, "LEGACY_PREMIUM")
+    allotment = await change_plan(api, ada, "PREMIUM_BUSINESS", monthly_allotment=1000)
+
+    assert codes(legacy) == codes(legacy_default) == ["PLAN_NOT_AVAILABLE"]
+    assert codes(allotment) == ["PLAN_NOT_AVAILABLE"]
+    assert await plan_of(api, ada) == "PREMIUM_CAREER"
+    assert await api.balance(ada) == 5
+    assert await charges_of(api, ada) == []
+
+
+async def test_an_admin_puts_a_member_on_legacy_premium_without_a_charge(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "BASIC", card=None)
+
+    result = await change_plan(api, ada, "LEGACY_PREMIUM", monthly_allotment=12, by_admin=True)
+
+    assert result["errors"] == []
+    assert result["member"]["plan"] == {
+        "type": "LEGACY_PREMIUM",
+        "monthlyAllotment": 12,
+        "maxBalance": 36,
+    }
+    assert await api.balance(ada) == 12
+    assert await charges_of(api, ada) == []
+
+
+async def test_only_an_admin_may_name_the_member_whose_plan_changes(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    mallory = await api.create_member("Mallory", "PREMIUM_CAREER")
+
+    body = await api.raw(
+        "mutation($i: ChangePlanInput!) { changePlan(input: $i) { errors { code } } }",
+        {"i": {"plan": "BASIC", "memberId": ada.id}},
+        mallory.token,
+    )
+
+    assert body.get("errors"), body
+    assert await plan_of(api, ada) == "PREMIUM_CAREER"
+
+
+async def test_a_declined_card_changes_nothing_on_a_plan_change_or_a_purchase(api: Api) -> None:
+    dora = await api.create_member("Dora Declined", "PREMIUM_CAREER", card=DECLINING_CARD)
+
+    change = await change_plan(api, dora, "PREMIUM_BUSINESS", key="up")
+    retry = await change_plan(api, dora, "PREMIUM_BUSINESS", key="up")
+    purchase = await api.purchase(dora, 2)
+
+    assert codes(change) == codes(retry) == codes(purchase) == ["PAYMENT_DECLINED"]
+    assert await plan_of(api, dora) == "PREMIUM_CAREER"
+    assert await api.balance(dora) == 5
+    assert [lot["source"] for lot in await lots_of(api, dora)] == ["MONTHLY_ALLOTMENT"]
+    assert await charges_of(api, dora) == []
+    assert await purchases_of(api, dora) == []
+
+
+async def test_a_purchase_is_charged_its_quantity_times_the_credit_price(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+
+    await api.purchase(ada, 3)
+    api.advance(hours=1)
+    await api.purchase(ada, 7)
+
+    assert [c["amount"] for c in await charges_of(api, ada)] == [3000, 7000]
+    assert await purchases_of(api, ada) == [
+        {
+            "quantity": 7,
+            "status": "COMPLETED",
+            "amount": {"amount": 7000, "currency": "USD"},
+            "lot": {"quantity": 7},
+        },
+        {
+            "quantity": 3,
+            "status": "COMPLETED",
+            "amount": {"amount": 3000, "currency": "USD"},
+            "lot": {"quantity": 3},
+        },
+    ]
+
+
+async def test_another_member_cannot_list_a_members_purchases(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+    eve = await api.create_member("Eve Eavesdropper", "PREMIUM_BUSINESS")
+    await api.purchase(ada, 1)
+
+    body = await api.raw(
+        "query($id: ID!) { member(id: $id) { purchases { totalCount } } }",
+        {"id": ada.id},
+        eve.token,
+    )
+    admin = await api.gql(
+        "query($id: ID!) { member(id: $id) { purchases { totalCount } } }",
+        {"id": ada.id},
+        api.admin,
+    )
+
+    assert body.get("errors"), body
+    assert admin["member"]["purchases"]["totalCount"] == 1
+
+
+async def test_the_same_key_with_another_quantity_is_refused_before_any_charge(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+
+    first = await api.purchase(ada, 1, key="order-7")
+    second = await api.purchase(ada, 10, key="order-7")
+
+    assert first["errors"] == []
+    assert codes(second) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert [c["amount"] for c in await charges_of(api, ada)] == [1000]
+    assert await api.balance(ada) == 16
+
+
+async def test_concurrent_same_key_purchases_of_different_quantities_grant_what_was_charged(
+    api: Api,
+) -> None:
+    for round_no in range(4):
+        buyer = await api.create_member(f"Quinn Quantity {round_no}", "PREMIUM_BUSINESS")
+        key = f"race-{round_no}"
+        quantities = [1, 10, 3, 7, 1, 10]
+
+        results = await asyncio.gather(*(api.purchase(buyer, q, key=key) for q in quantities))
+
+        charges = await charges_of(api, buyer)
+        assert len(charges) == 1, charges
+        charged = charges[0]["amount"] // 1000
+        winners = [q for q, r in zip(quantities, results, strict=True) if r["errors"] == []]
+        assert winners
+        assert set(winners) == {charged}
+        for q, result in zip(quantities, results, strict=True):
+            if q != charged:
+                assert codes(result) == ["IDEMPOTENCY_KEY_REUSED"]
+        bought = [lot for lot in await lots_of(api, buyer) if lot["source"] == "PURCHASE"]
+        assert [lot["quantity"] for lot in bought] == [charged]
+        assert await api.balance(buyer) == 15 + charged
+
+
+# A process that died between the charge and the grant: the state made in the database.
+
+
+async def test_an_orphan_charge_is_completed_by_reconciliation_when_it_fits(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+    charged = await orphan_charge(api, ada, 4)
+    pending = await orphan_charge(api, ada, 2, status=IntentStatus.PENDING)
+
+    await advance_clock(api, hours=1)
+
+    purchases = await purchases_of(api, ada)
+    assert sorted((p["quantity"], p["status"]) for p in purchases) == [
+        (2, "COMPLETED"),
+        (4, "COMPLETED"),
+    ]
+    assert await api.balance(ada) == 15 + 4 + 2
+    assert [c["status"] for c in await charges_of(api, ada)] == ["SUCCEEDED", "SUCCEEDED"]
+    intents = await api.container.deps.reads.intents.all_for(ada.id)
+    assert {i.id: i.status for i in intents} == {
+        charged.id: IntentStatus.COMPLETED,
+        pending.id: IntentStatus.COMPLETED,
+    }
+
+
+async def test_an_orphan_charge_that_no_longer_fits_is_refunded_and_grants_nothing(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+    await orphan_charge(api, ada, 10)
+    for _ in range(3):  # the member filled up to the cap of 45 meanwhile
+        assert (await api.purchase(ada, 10))["errors"] == []
+
+    await advance_clock(api, hours=1)
+
+    statuses = [(p["quantity"], p["status"]) for p in await purchases_of(api, ada)]
+    assert sorted(statuses) == [(10, "COMPLETED")] * 3 + [(10, "REFUNDED")]
+    assert (
+        sorted(c["status"] for c in await charges_of(api, ada)) == ["REFUNDED"] + ["SUCCEEDED"] * 3
+    )
+    assert await api.balance(ada) == 45
+
+
+async def test_a_retry_after_reconciliation_gets_the_reconciled_purchase(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+    intent = await orphan_charge(api, ada, 3)
+    await advance_clock(api, hours=1)
+
+    retry = await api.purchase(ada, 3, key=intent.key)
+    other = await api.purchase(ada, 9, key=intent.key)
+
+    assert retry["errors"] == []
+    assert retry["lot"]["quantity"] == 3
+    assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert len(await charges_of(api, ada)) == 1
+    assert await api.balance(ada) == 18
+
+
+async def test_a_retry_racing_two_reconcilers_settles_each_charge_exactly_once(api: Api) -> None:
+    members = [await api.create_member(f"Rita Racer {i}", "PREMIUM_BUSINESS") for i in range(4)]
+    intents = [await orphan_charge(api, m, 5 + 5 * (i % 2)) for i, m in enumerate(members)]
+    for member in members[2:]:  # these two fill up to the cap: their charge no longer fits
+        for _ in range(3):
+            assert (await api.purchase(member, 10))["errors"] == []
+    api.advance(minutes=3)
+    deps, gateway = api.container.deps, api.container.gateway
+    now = api.clock.now()
+
+    await asyncio.gather(
+        reconcile_charges(deps, gateway, now),
+        reconcile_charges(deps, gateway, now),
+        *(
+            api.purchase(m, i.quantity or 0, key=i.key)
+            for m, i in zip(members, intents, strict=True)
+        ),
+    )
+
+    expected = [IntentStatus.COMPLETED] * 2 + [IntentStatus.REFUNDED] * 2
+    for member, intent, status in zip(members, intents, expected, strict=True):
+        settled = await deps.reads.intents.get(intent.id)
+        assert settled is not None
+        assert settled.status == status
+        [charge] = [c for c in await charges_of(api, member) if c["_id"] == intent.charge_id]
+        ours = [p for p in await purchases_of(api, member) if p["status"] == "REFUNDED"]
+        if status == IntentStatus.COMPLETED:
+            assert charge["status"] == "SUCCEEDED"
+            assert ours == []
+        else:
+            assert charge["status"] == "REFUNDED"
+            assert [p["quantity"] for p in ours] == [intent.quantity]
+        bought = [lot for lot in await lots_of(api, member) if lot["source"] == "PURCHASE"]
+        granted = sum(lot["quantity"] for lot in bought)
+        charged = sum(
+            c["amount"] for c in await charges_of(api, member) if c["status"] != "REFUNDED"
+        )
+        assert granted * 1000 == charged
+    assert [await api.balance(m) for m in members] == [20, 25, 45, 45]
+
+
+async def test_an_orphan_is_left_to_its_request_for_two_minutes_and_settled_within_ten(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+    intent = await orphan_charge(api, ada, 2)
+    deps, gateway = api.container.deps, api.container.gateway
+
+    early = await reconcile_charges(deps, gateway, START + timedelta(minutes=1))
+    late = await reconcile_charges(deps, gateway, api.clock.now() + timedelta(minutes=10))
+
+    assert (early.completed, early.refunded) == (0, 0)
+    assert (late.completed, late.refunded) == (1, 0)
+    settled = await deps.reads.intents.get(intent.id)
+    assert settled is not None
+    assert settled.status == IntentStatus.COMPLETED
