@@ -189,6 +189,9 @@ class Notifications:
 class Purchases:
     calls: Calls
 
+    async def get(self, purchase_id: str) -> Purchase | None:
+        return None
+
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
         self.calls.made.append("purchases.page")
         return Page([], has_next=False)

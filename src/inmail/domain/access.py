@@ -88,6 +88,11 @@ def sees_lot(caller: Caller, lot: CreditLot) -> bool:
     return caller.is_admin or caller.member_id == lot.member_id
 
 
+def owns(caller: Caller, member_id: str) -> bool:
+    """A record that belongs to one member: theirs and the admins' to see."""
+    return caller.is_admin or caller.member_id == member_id
+
+
 def is_connection_of(caller: Caller | None, connections: frozenset[str]) -> bool:
     """Whether the caller is one of these 1st-degree connections (an admin is no member)."""
     return caller is not None and caller.member_id is not None and caller.member_id in connections

@@ -88,6 +88,8 @@ class Reads(Protocol):
 
     async def lot(self, lot_id: str) -> CreditLot | None: ...
 
+    async def purchase(self, purchase_id: str) -> Purchase | None: ...
+
 
 class GraphContext(Protocol):
     @property

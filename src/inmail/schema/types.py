@@ -452,6 +452,13 @@ class Notification:
         lot = await reads(info).lot(self._n.lot_id)
         return CreditLot.from_domain(lot) if lot else None
 
+    @strawberry.field
+    async def purchase(self, info: GraphInfo) -> Purchase | None:
+        if self._n.purchase_id is None:
+            return None
+        found = await reads(info).purchase(self._n.purchase_id)
+        return Purchase.from_domain(found) if found else None
+
 
 async def notification_connection(
     info: GraphInfo, member_id: str, unread_only: bool, first: int | None, after: str | None

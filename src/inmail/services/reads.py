@@ -91,6 +91,8 @@ class NotificationReads(Protocol):
 
 
 class PurchaseReads(Protocol):
+    async def get(self, purchase_id: str) -> Purchase | None: ...
+
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]: ...
 
     async def count(self, member_id: str) -> int: ...
@@ -323,6 +325,11 @@ class Reader:
         viewer = self.signed_in()
         found = await self._conversations.load(conversation_id)
         return found if found is not None and access.sees_conversation(viewer, found) else None
+
+    async def purchase(self, purchase_id: str) -> Purchase | None:
+        viewer = self.signed_in()
+        found = await self._store.purchases.get(purchase_id)
+        return found if found is not None and access.owns(viewer, found.member_id) else None
 
     async def lot(self, lot_id: str) -> CreditLot | None:
         viewer = self.signed_in()
