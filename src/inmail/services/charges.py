@@ -25,6 +25,7 @@ from typing import Final
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.model import LedgerEntry, Purchase
 from inmail.domain.money import Money
+from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanType
 from inmail.repositories.intents import IntentStatus, PaymentIntent
 from inmail.repositories.mongo import DatabaseUnavailable, new_id
@@ -258,6 +259,7 @@ async def _refunded(tx: Transaction, intent_id: str, now: datetime) -> None:
                 status="REFUNDED",
             )
         )
+        await tx.notifications.add(Notification.purchase_refunded(intent.member_id, intent.id, now))
 
 
 # Reconciliation: intents left open by a request that never came back.

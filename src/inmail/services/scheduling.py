@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from inmail.clock import ManualClock
 from inmail.domain.errors import DomainError, ErrorCode
@@ -27,6 +27,8 @@ from inmail.repositories.mongo import DatabaseUnavailable
 from inmail.repositories.notifications import ExpiringLot
 from inmail.services.base import Account, Deps, renewal_notices
 from inmail.services.unit_of_work import Transaction
+
+D = TypeVar("D")
 
 log = logging.getLogger(__name__)
 
@@ -186,26 +188,20 @@ async def remind_due(
     checkpoint: Checkpoint = _go_on,
 ) -> JobReport:
     """Remind the recipient of every unanswered InMail whose reminder is due by `now`, once."""
-    report = JobReport("reminders")
-    after: tuple[datetime, str] | None = None
-    while due := await deps.reads.conversations.reminders_due_after(
-        now, after=after, limit=batch_size
-    ):
-        after = (due[-1].due_at, due[-1].conversation_id)
-        for reminder in due:
-            try:
-                sent = await deps.uow.run(_remind, reminder, now)
-            except DatabaseUnavailable:
-                raise
-            except Exception:
-                log.exception("reminders: conversation %s failed", reminder.conversation_id)
-                report.failed.append(reminder.conversation_id)
-                continue
-            report.changed += sent
-        if not await checkpoint():
-            report.stopped = True
-            break
-    return report
+
+    async def due(after: tuple[datetime, str] | None) -> list[DueReminder]:
+        return await deps.reads.conversations.reminders_due_after(
+            now, after=after, limit=batch_size
+        )
+
+    return await _each_due(
+        deps,
+        JobReport("reminders"),
+        due,
+        lambda r: (r.due_at, r.conversation_id),
+        lambda tx, r: _remind(tx, r, now),
+        checkpoint,
+    )
 
 
 async def _remind(tx: Transaction, reminder: DueReminder, now: datetime) -> bool:
@@ -233,23 +229,44 @@ async def notify_expiring(
     checkpoint: Checkpoint = _go_on,
 ) -> JobReport:
     """CREDITS_EXPIRING for every lot with credits that expires within the notice, once."""
-    report = JobReport("expiry notices")
     notice = deps.limits.expiry_notice
+
+    async def due(after: tuple[datetime, str] | None) -> list[ExpiringLot]:
+        return await deps.reads.notifications.expiring.due(
+            now, notice, after=after, limit=batch_size
+        )
+
+    return await _each_due(
+        deps,
+        JobReport("expiry notices"),
+        due,
+        lambda lot: (lot.expires_at, lot.lot_id),
+        lambda tx, lot: _notify_expiring(tx, lot, now),
+        checkpoint,
+    )
+
+
+async def _each_due(
+    deps: Deps,
+    report: JobReport,
+    due: Callable[[tuple[datetime, str] | None], Awaitable[list[D]]],
+    position: Callable[[D], tuple[datetime, str]],
+    step: Callable[[Transaction, D], Awaitable[bool]],
+    checkpoint: Checkpoint,
+) -> JobReport:
+    """Page through what is due, in order, one transaction an item: an item's failure is
+    reported and the rest go on; a database that is gone stops the job."""
     after: tuple[datetime, str] | None = None
-    while due := await deps.reads.notifications.expiring.due(
-        now, notice, after=after, limit=batch_size
-    ):
-        after = (due[-1].expires_at, due[-1].lot_id)
-        for lot in due:
+    while batch := await due(after):
+        after = position(batch[-1])
+        for item in batch:
             try:
-                told = await deps.uow.run(_notify_expiring, lot, now)
+                report.changed += await deps.uow.run(step, item)
             except DatabaseUnavailable:
                 raise
             except Exception:
-                log.exception("expiry notices: lot %s failed", lot.lot_id)
-                report.failed.append(lot.lot_id)
-                continue
-            report.changed += told
+                log.exception("%s: %s failed", report.job, position(item)[1])
+                report.failed.append(position(item)[1])
         if not await checkpoint():
             report.stopped = True
             break
