@@ -97,12 +97,17 @@ class Lots:
         self.calls.made.append("lots.get_many")
         return {ADA_LOT.id: ADA_LOT} if ADA_LOT.id in ids else {}
 
-    async def balances(self, member_ids: Sequence[str], now: datetime) -> dict[str, int]:
-        self.calls.made.append("lots.balances")
-        return {i: 4 if i == ADA.id else 0 for i in member_ids}
+    async def active_for_many(self, member_ids: Sequence[str]) -> dict[str, list[CreditLot]]:
+        self.calls.made.append("lots.active_for_many")
+        return {i: [ADA_LOT] if i == ADA.id else [] for i in member_ids}
 
     async def page(
-        self, member_id: str, statuses: Sequence[LotStatus] | None, first: int, after: str | None
+        self,
+        member_id: str,
+        statuses: Sequence[LotStatus] | None,
+        first: int,
+        after: str | None,
+        now: datetime | None = None,
     ) -> Page[CreditLot]:
         self.calls.made.append("lots.page")
         if after is not None:
@@ -110,7 +115,9 @@ class Lots:
         mine = [("c1", ADA_LOT)] if member_id == ADA.id else []
         return Page(mine[:first], has_next=False)
 
-    async def count(self, member_id: str, statuses: Sequence[LotStatus] | None) -> int:
+    async def count(
+        self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
+    ) -> int:
         return 1 if member_id == ADA.id else 0
 
 

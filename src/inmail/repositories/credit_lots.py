@@ -112,22 +112,35 @@ class CreditLotReader:
         statuses: Sequence[LotStatus] | None,
         first: int,
         after: str | None,
+        now: datetime | None = None,
     ) -> Page[CreditLot]:
-        query = self._query(member_id, statuses)
+        """A page of the member's lots; with `now`, a lot `LAPSED` by then counts as EXPIRED."""
+        query = self._query(member_id, statuses, now)
         page = await keyset_page(self._mongo, self._c, query, NEWEST_FIRST, first, after)
         return Page([(c, lot_from_doc(d)) for c, d in page.items], page.has_next)
 
-    async def count(self, member_id: str, statuses: Sequence[LotStatus] | None) -> int:
+    async def count(
+        self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
+    ) -> int:
         return await self._c.count_documents(
-            self._query(member_id, statuses), session=self._session
+            self._query(member_id, statuses, now), session=self._session
         )
 
     @staticmethod
-    def _query(member_id: str, statuses: Sequence[LotStatus] | None) -> Doc:
+    def _query(
+        member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
+    ) -> Doc:
         query: Doc = {"memberId": member_id}
-        if statuses:
-            query["status"] = {"$in": [s.value for s in statuses]}
-        return query
+        if not statuses:
+            return query
+        query["status"] = {"$in": [s.value for s in statuses]}
+        # A lapsed lot is still stored ACTIVE until the expiry job writes it, but reads EXPIRED.
+        if now is None or (LotStatus.ACTIVE in statuses) == (LotStatus.EXPIRED in statuses):
+            return query
+        lapsed = _at(LAPSED, now)
+        if LotStatus.ACTIVE in statuses:
+            return {**query, "$nor": [lapsed]}
+        return {"memberId": member_id, "$or": [{"status": query["status"]}, lapsed]}
 
     async def lapsed_member_ids(
         self, now: datetime, *, after_id: str | None, limit: int

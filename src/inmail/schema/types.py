@@ -351,9 +351,9 @@ class Member:
         return reads(info).is_connection(self._m)
 
     @strawberry.field(description="The fields below are visible to the member and to admins only.")
-    def subscription(self, info: GraphInfo) -> PremiumSubscription | None:
+    async def subscription(self, info: GraphInfo) -> PremiumSubscription | None:
         r = reads(info)
-        return PremiumSubscription.from_domain(r.owned(self._m), r.plans, r.now())
+        return PremiumSubscription.from_domain(await r.current(self._m), r.plans, r.now())
 
     @strawberry.field(description="Credits left now: what the InMail compose window shows.")
     async def inmail_balance(self, info: GraphInfo) -> int | None:

@@ -364,7 +364,8 @@ async def compose(
     """What the compose window needs: can the viewer InMail this member, and with what left.
 
     The API passes its request's DataLoaders, so that the viewer and the balance the same query
-    also asks for (`viewer { inmailBalance }`) are read once; the reads go out together.
+    also asks for (`viewer { inmailBalance }`) are read once; the reads go out together. Either
+    way the balance is the member's brought up to now, as `sendInMail` will find it.
     """
     now = deps.now()
 
@@ -377,16 +378,20 @@ async def compose(
         found = await deps.reads.members.get_many([viewer_id, recipient_id])
         return found.get(viewer_id), found.get(recipient_id)
 
-    async def credits() -> int:
-        if load_balance is not None:
-            return await load_balance(viewer_id)
-        return (await deps.reads.lots.balances([viewer_id], now))[viewer_id]
+    async def credits() -> int | None:
+        return None if load_balance is None else await load_balance(viewer_id)
 
-    (sender, recipient), balance, awaiting_any = await asyncio.gather(
+    (sender, recipient), loaded, awaiting_any = await asyncio.gather(
         members(), credits(), deps.reads.conversations.awaiting_between(viewer_id, recipient_id)
     )
     if sender is None:
         raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
+    # The balance sendInMail would see now: due cycles granted, lapsed lots expired.
+    balance = (
+        loaded
+        if loaded is not None
+        else (await Account.open(deps.reads, deps.plans, sender, now)).balance
+    )
     awaiting = recipient is not None and awaiting_any
     refusal = inmail_refusal(
         sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=balance

@@ -7,6 +7,7 @@ do not grow with the number of items it returns.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +23,9 @@ from inmail.domain.credits import CreditLot, LotStatus
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable
+from inmail.domain.wallet import Wallet
 from inmail.repositories.pages import BadCursor, Page
+from inmail.services.base import Account
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -37,13 +40,20 @@ class MemberReads(Protocol):
 class LotReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, CreditLot]: ...
 
-    async def balances(self, member_ids: Sequence[str], now: datetime) -> dict[str, int]: ...
+    async def active_for_many(self, member_ids: Sequence[str]) -> dict[str, list[CreditLot]]: ...
 
     async def page(
-        self, member_id: str, statuses: Sequence[LotStatus] | None, first: int, after: str | None
+        self,
+        member_id: str,
+        statuses: Sequence[LotStatus] | None,
+        first: int,
+        after: str | None,
+        now: datetime | None = None,
     ) -> Page[CreditLot]: ...
 
-    async def count(self, member_id: str, statuses: Sequence[LotStatus] | None) -> int: ...
+    async def count(
+        self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
+    ) -> int: ...
 
 
 class LedgerReads(Protocol):
@@ -169,7 +179,8 @@ class Reader:
         self._members = DataLoader[str, Member | None](self._load_members)
         self._lots = DataLoader[str, CreditLot | None](self._load_lots)
         self._conversations = DataLoader[str, Conversation | None](self._load_conversations)
-        self._balances = DataLoader[str, int](self._load_balances)
+        # Each member brought up to now in memory, as a write would (nothing is written).
+        self._accounts = DataLoader[str, Account | None](self._load_accounts)
         # The latest messages of each conversation: one query for a page of conversations.
         self._latest_messages = DataLoader[str, list[Message]](
             self._load_latest_messages, max_batch_size=100
@@ -180,7 +191,7 @@ class Reader:
 
     def clear(self) -> None:
         """Forget what was read: after a write, or before a websocket's next event."""
-        for loader in (self._members, self._lots, self._conversations, self._balances):
+        for loader in (self._members, self._lots, self._conversations, self._accounts):
             loader.clear_all()
         self._latest_messages.clear_all()
 
@@ -222,8 +233,17 @@ class Reader:
         return member
 
     async def balance(self, member_id: str) -> int:
+        """Credits spendable now: due cycles granted and lapsed lots expired, even unwritten."""
         self.owner_or_admin(member_id)
-        return await self._balances.load(member_id)
+        account = await self._accounts.load(member_id)
+        return account.balance if account is not None else 0
+
+    async def current(self, member: Member) -> Member:
+        """The whole record as of now (its subscription renewed through every started cycle),
+        for its owner or an admin."""
+        self.owner_or_admin(member.id)
+        account = await self._accounts.load(member.id)
+        return account.updated() if account is not None else member
 
     async def watched_member(self, member_id: str | None) -> str:
         """Whose balance the caller may watch: their own, or any one member's for an admin."""
@@ -252,8 +272,10 @@ class Reader:
         self.owner_or_admin(target)
         size = self._page_size(first)
         lots = self._store.lots
-        page = await self._page(lambda: lots.page(target, statuses, size, after))
-        return self._listing(page, lambda: lots.count(target, statuses))
+        now = self._clock()
+        page = await self._page(lambda: lots.page(target, statuses, size, after, now))
+        fresh = Page([(cursor, _lot_as_of(lot, now)) for cursor, lot in page.items], page.has_next)
+        return self._listing(fresh, lambda: lots.count(target, statuses, now))
 
     async def ledger(
         self, member_id: str, first: int | None, after: str | None
@@ -334,7 +356,9 @@ class Reader:
     async def lot(self, lot_id: str) -> CreditLot | None:
         viewer = self.signed_in()
         found = await self._lots.load(lot_id)
-        return found if found is not None and access.sees_lot(viewer, found) else None
+        if found is None or not access.sees_lot(viewer, found):
+            return None
+        return _lot_as_of(found, self._clock())
 
     # Internals.
 
@@ -383,6 +407,26 @@ class Reader:
         found = await self._store.messages.latest_for_many(ids)
         return [found.get(i, []) for i in ids]
 
-    async def _load_balances(self, ids: list[str]) -> list[int]:
-        found = await self._store.lots.balances(ids, self._clock())
-        return [found[i] for i in ids]
+    async def _load_accounts(self, ids: list[str]) -> list[Account | None]:
+        """The members and their ACTIVE lots (two queries, sent together, for any number of
+        members), brought up to now by the domain code the writes use."""
+        now = self._clock()
+        members, lots = await asyncio.gather(
+            self._members.load_many(ids), self._store.lots.active_for_many(ids)
+        )
+        return [
+            None if member is None else Account.brought_up_to(self.plans, member, lots[i], now)
+            for i, member in zip(ids, members, strict=True)
+        ]
+
+
+def _no_entry_id() -> str:
+    return ""
+
+
+def _lot_as_of(lot: CreditLot, now: datetime) -> CreditLot:
+    """The lot as the wallet leaves it at `now`: a lapsed one reads EXPIRED, nothing left."""
+    wallet = Wallet(lot.member_id, [lot], 0, _no_entry_id)
+    wallet.settle(now)
+    changed = wallet.updated_lots
+    return changed[0] if changed else lot

@@ -1,0 +1,138 @@
+"""Reads show the member as of now, before the scheduler or any write has recorded it (SPEC 3).
+
+The scheduler is off and the manual clock is set directly, so no job runs on the way: what a read
+shows past a cycle start or an expiry is the member brought up to now in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from support import Api, Person, lots_of, open_api, subscription_of
+from support import test_settings as settings_with
+
+JAN_31 = datetime(2026, 1, 31, tzinfo=UTC)
+FEB_28 = datetime(2026, 2, 28, tzinfo=UTC)
+MAR_31 = datetime(2026, 3, 31, tzinfo=UTC)
+MAY_1 = datetime(2026, 5, 1, tzinfo=UTC)
+
+COMPOSE = "query($r: ID!) { compose(recipientId: $r) { canSend reason creditsLeft } }"
+ADVANCE = (
+    "mutation($i: AdvanceClockInput!) "
+    "{ advanceClock(input: $i) { now errors { code message field } } }"
+)
+
+
+def parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@pytest.fixture
+async def api(mongodb_uri: str, db_name: str) -> AsyncIterator[Api]:
+    settings = settings_with(clock_start=JAN_31, scheduler_enabled=False)
+    async with open_api(mongodb_uri, db_name, settings) as service:
+        yield service
+
+
+async def compose(api: Api, sender: Person, recipient: Person) -> dict[str, Any]:
+    data = await api.gql(COMPOSE, {"r": recipient.id}, sender.token)
+    result: dict[str, Any] = data["compose"]
+    return result
+
+
+async def spend_everything(api: Api, sender: Person) -> None:
+    """Five InMails to five strangers: a Career member's first allotment, all spent."""
+    names = ["Alan Turing", "Edsger Dijkstra", "Barbara Liskov", "Donald Knuth", "Frances Allen"]
+    for name in names:
+        stranger = await api.create_member(name, "PREMIUM_CAREER")
+        sent = await api.send(sender, stranger, subject=f"Hello {name}")
+        assert sent["errors"] == [], sent["errors"]
+    assert await api.balance(sender) == 0
+
+
+async def test_a_career_member_with_nothing_left_reads_her_new_cycle_five_minutes_after_it_started(
+    api: Api,
+) -> None:
+    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    await spend_everything(api, grace)
+    linus = await api.create_member("Linus Torvalds", "PREMIUM_CAREER")
+
+    api.clock.set(FEB_28 + timedelta(minutes=5))  # no job runs: the cycle is not written yet
+
+    assert await api.balance(grace) == 5
+    subscription = (await subscription_of(api, grace))["subscription"]
+    assert parse(subscription["currentPeriodStart"]) == FEB_28
+    assert parse(subscription["nextRenewalAt"]) == MAR_31
+    assert await compose(api, grace, linus) == {"canSend": True, "reason": None, "creditsLeft": 5}
+
+    sent = await api.send(grace, linus, subject="Kernel hacking over coffee?")
+    assert sent["errors"] == []
+    assert sent["creditsLeft"] == 4
+    assert await api.balance(grace) == 4
+    assert await compose(api, grace, await api.create_member("Ken Thompson")) == {
+        "canSend": True,
+        "reason": None,
+        "creditsLeft": 4,
+    }
+
+
+async def test_a_member_reading_ten_with_a_cycle_due_reads_fifteen_and_the_cap_refusal_agrees(
+    api: Api,
+) -> None:
+    margaret = await api.create_member("Margaret Hamilton", "PREMIUM_CAREER")
+    body = await api.raw(ADVANCE, {"i": {"days": 28}}, api.admin)  # jobs run: February's grant
+    assert body["data"]["advanceClock"]["errors"] == []
+    assert await api.balance(margaret) == 10
+
+    api.clock.set(MAR_31 + timedelta(minutes=5))  # March's cycle started; nothing written
+
+    assert await api.balance(margaret) == 15
+    bought = await api.purchase(margaret, 5)
+    assert [e["code"] for e in bought["errors"]] == ["CAP_EXCEEDED"]
+    assert bought["lot"] is None
+    assert await api.balance(margaret) == 15
+    one_more = await api.purchase(margaret, 1)
+    assert [e["code"] for e in one_more["errors"]] == ["CAP_EXCEEDED"]
+
+
+async def test_a_lot_past_its_expiry_reads_expired_and_is_neither_listed_active_nor_counted(
+    api: Api,
+) -> None:
+    katherine = await api.create_member("Katherine Johnson", "PREMIUM_CAREER")
+    [first_lot] = await lots_of(api, katherine, "ACTIVE")
+    assert parse(first_lot["expiresAt"]) == MAY_1
+
+    api.clock.set(MAY_1 + timedelta(minutes=5))  # three cycles and one expiry, none written
+
+    # In time order: February +5 (10), March +5 (15), April clamped to 0 by the cap, then the
+    # January lot's 5 lapse on 1 May: 10. (Expiring first would have let April grant 5.)
+    assert await api.balance(katherine) == 10
+    assert await lots_of(api, katherine, "ACTIVE") == []
+    data = await api.gql(
+        "{ viewer { creditLots(status: [ACTIVE]) { totalCount nodes { id } } } }",
+        token=katherine.token,
+    )
+    assert data["viewer"]["creditLots"] == {"totalCount": 0, "nodes": []}
+    [expired] = await lots_of(api, katherine, "EXPIRED")
+    assert expired["id"] == first_lot["id"]
+    assert (expired["status"], expired["remaining"]) == ("EXPIRED", 0)
+    [every] = await lots_of(api, katherine)
+    assert every["status"] == "EXPIRED"
+    ledger = await api.gql(
+        "{ viewer { ledger { nodes { kind lot { id status remaining } } } } }",
+        token=katherine.token,
+    )
+    assert ledger["viewer"]["ledger"]["nodes"] == [
+        {"kind": "GRANT", "lot": {"id": first_lot["id"], "status": "EXPIRED", "remaining": 0}}
+    ]
+
+    bought = await api.purchase(katherine, 2)  # a write brings her up to now and agrees
+    assert bought["errors"] == []
+    assert bought["creditsLeft"] == 12
+    assert await api.balance(katherine) == 12
+    stored = await lots_of(api, katherine, "EXPIRED")
+    assert [lot["id"] for lot in stored] == [first_lot["id"]]
