@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable, plan_table_from_overrides
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 
 class SettingsError(ValueError):
@@ -43,36 +44,31 @@ def _positive_float(raw: str) -> float:
     return value
 
 
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not low <= value <= high:
+def _in_range(
+    convert: Callable[[str], N], low: N, high: N, *, low_excluded: bool = False
+) -> Callable[[str], N]:
+    """A number from `low` to `high` (both included, unless `low_excluded`)."""
+
+    def parse(raw: str) -> N:
+        value = convert(raw)
+        if not (low < value if low_excluded else low <= value) or not value <= high:
             raise ValueError("")
         return value
 
     return parse
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    return _in_range(int, low, high)
 
 
 def _float_range(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not low <= value <= high:
-            raise ValueError("")
-        return value
-
-    return parse
+    return _in_range(float, low, high)
 
 
 def _float_range_open(low: float, high: float) -> Callable[[str], float]:
     """Above `low` (excluded) and at most `high`."""
-
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not low < value <= high:
-            raise ValueError("")
-        return value
-
-    return parse
+    return _in_range(float, low, high, low_excluded=True)
 
 
 def _mongodb_uri(raw: str) -> str:
