@@ -723,7 +723,7 @@ async def test_an_unexpected_failure_is_masked_and_logged_with_the_request_id(
     async def broken(*args: object, **kwargs: object) -> dict[str, int]:
         raise RuntimeError("pymongo says: secret internals at /srv/inmail/repositories")
 
-    monkeypatch.setattr(api.container.deps.reads.lots, "balances", broken)
+    monkeypatch.setattr(api.container.deps.reads.lots, "active_for_many", broken)
     seen: list[str | None] = []
 
     class RequestIds(logging.Handler):
