@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from inmail import metrics
 from inmail.domain.credits import LedgerKind
@@ -190,13 +190,8 @@ class Broker:
 
     async def stop(self) -> None:
         pump, self._pump = self._pump, None
-        if pump is not None:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
         feed, self._feed = self._feed, None
-        if feed is not None:
-            await feed.close()
+        await _stop_feed(pump, feed)
         local, self._local = self._local, None
         if local is not None:
             self._events.listeners.remove(local)
@@ -405,13 +400,8 @@ class InboxBroker:
 
     async def stop(self) -> None:
         pump, self._pump = self._pump, None
-        if pump is not None:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
         feed, self._feed = self._feed, None
-        if feed is not None:
-            await feed.close()
+        await _stop_feed(pump, feed)
         self.notifications.close_all()
         self.conversations.close_all()
 
@@ -476,3 +466,17 @@ class InboxBroker:
                         self.dispatch(InboxChange(collection, document))
             except Exception:
                 log.exception("inbox updates: polling failed; retrying")
+
+
+async def _stop_feed(pump: asyncio.Task[None] | None, feed: _Closable | None) -> None:
+    """Stop a broker's pump task, then close the change stream it read."""
+    if pump is not None:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+    if feed is not None:
+        await feed.close()
+
+
+class _Closable(Protocol):
+    async def close(self) -> None: ...
