@@ -14,10 +14,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from pymongo import MongoClient
 
 from inmail.embedded_mongod import EmbeddedMongod, EmbeddedMongodError
 from support import Api, open_api
+
+# Property tests check what holds, never how fast: a shared, loaded machine must not turn a
+# slow example into a failure (Hypothesis' default deadline is 200 ms per example).
+settings.register_profile("inmail", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "inmail"))
 
 
 class _Server:
