@@ -21,7 +21,7 @@ from inmail.repositories.records import ChargeRepository
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 from inmail.scheduler import DEFAULT_LEASE_TTL, DEFAULT_STOP_GRACE, Scheduler
 from inmail.services import scheduling
-from inmail.services.base import Deps, Limits, NullPublisher
+from inmail.services.base import Deps, Limits, NullPublisher, unwritten_changes
 from inmail.services.events import BalancePublisher, FanOut
 from inmail.services.live import Broker, InboxBroker
 from inmail.services.payments import BuiltinGateway, PaymentGateway
@@ -128,7 +128,13 @@ def build_scheduler(
 def build_broker(deps: Deps, mongo: Mongo, events: FanOut) -> Broker:
     """Live updates from the ledger's change stream, or from this process where there is none."""
     changes = None if isinstance(mongo, InMemoryMongo) else (lambda: LedgerChanges(mongo))
-    return Broker(deps.reads.ledger, events, changes, now=deps.now)
+    return Broker(
+        deps.reads.ledger,
+        events,
+        changes,
+        now=deps.now,
+        unwritten=lambda member_id: unwritten_changes(deps, member_id),
+    )
 
 
 def build_inbox(deps: Deps, mongo: Mongo) -> InboxBroker:

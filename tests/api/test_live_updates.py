@@ -168,6 +168,48 @@ async def test_a_member_with_no_ledger_history_gets_a_first_update_at_once(
         assert short(await ws.update(op)) == ("GRANT", 5, 5)
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_the_first_update_is_the_balance_as_of_now_though_nothing_has_written_it_yet(
+    live: LiveServer, protocol: str
+) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    # February's cycle started at midnight; the scheduler is off, so nothing wrote it.
+    api.clock.set(datetime(2026, 2, 15, 9, 5, tzinfo=UTC))
+    assert await api.balance(ada) == 10
+    async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+        op = await watch(ws)
+        assert await ws.update(op) == {
+            "memberId": ada.id,
+            "balance": 10,
+            "delta": 5,
+            "reason": "GRANT",
+            "at": "2026-02-15T00:00:00Z",
+        }
+        # The send writes February's grant first, then the debit: the grant is not repeated.
+        sent = await api.send(ada, grace)
+        assert sent["errors"] == []
+        assert sent["creditsLeft"] == 9
+        assert short(await ws.update(op)) == ("DEBIT", -1, 9)
+
+
+async def test_an_admin_watching_two_members_on_one_socket_gets_both_balances_as_of_now(
+    live: LiveServer,
+) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    api.clock.set(datetime(2026, 4, 15, 9, 5, tzinfo=UTC))  # three cycles in; January's lots lapsed
+    expected = await api.balance(ada)
+    assert expected == await api.balance(grace) == 10
+    async with GraphQLSocket.open(live.url, api.admin) as ws:
+        ada_op = await watch(ws, ada)
+        grace_op = await watch(ws, grace)
+        assert (await ws.update(ada_op))["balance"] == expected
+        assert (await ws.update(grace_op))["balance"] == expected
+
+
 async def test_a_cancellation_is_one_forfeit_to_zero_and_a_plan_change_a_forfeit_then_a_grant(
     live: LiveServer,
 ) -> None:

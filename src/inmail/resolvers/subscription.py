@@ -37,9 +37,10 @@ class Subscription:
     @strawberry.subscription(
         description=(
             "Every change to the balance of the viewer (or, for an admin, of memberId). "
-            "The first update is the latest change already recorded (for a member with none "
-            "yet: balance 0, delta 0, reason GRANT, at now), so a client knows the balance at "
-            "once; then every change, in order, each once."
+            "The first update comes at once with the balance as of now: the latest change "
+            "recorded, brought up to now (credits that lapsed since read as an EXPIRE, a "
+            "cycle that started as a GRANT; a member with no change yet: balance 0, delta 0, "
+            "reason GRANT, at now). Then every change, in order, each once."
         )
     )
     async def balance_changed(

@@ -58,6 +58,17 @@ def renewal_notices(renewals: Iterable[LedgerEntry]) -> list[Notification]:
     ]
 
 
+async def unwritten_changes(deps: Deps, member_id: str) -> list[LedgerEntry]:
+    """What the member's next write would record first, as of now: lapsed lots expired and the
+    cycles that started granted (nothing is written). Their sequence numbers are the ones that
+    write will give them."""
+    member = await deps.reads.members.get(member_id)
+    if member is None:
+        return []
+    account = await Account.open(deps.reads, deps.plans, member, deps.now())
+    return list(account.wallet.entries)
+
+
 @dataclass
 class Account:
     """A member's credits opened for change inside one transaction."""

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
@@ -155,10 +155,14 @@ class Broker:
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        unwritten: Callable[[str], Awaitable[Sequence[LedgerEntry]]] | None = None,
     ) -> None:
-        """`changes` opens a feed of the ledger's committed changes; None: this process only."""
+        """`changes` opens a feed of the ledger's committed changes; None: this process only.
+        `unwritten` tells what a member's next write would record first as of now (lapsed lots,
+        started cycles), so the first update is the balance now, not as last written."""
         self._ledger = ledger
         self._now = now
+        self._unwritten = unwritten
         self._events = events
         self._changes = changes
         self._queue_size = queue_size
@@ -209,9 +213,10 @@ class Broker:
     async def subscribe(self, member_id: str) -> AsyncIterator[Subscriber]:
         """A subscription to a member's balance, released when the block ends however it ends.
 
-        It starts with the member's latest recorded change, so the subscriber knows the balance
-        at once (a member with no change yet: balance 0, delta 0, now); from there on it gets
-        every change, in order, each once.
+        It starts with the member's balance as of now: the latest recorded change, brought up to
+        now by what the next write would record first (credits that lapsed since, a cycle that
+        started), and for a member with no change yet balance 0, delta 0, now. From there on it
+        gets every change, in order, each once.
         """
         subscriber = Subscriber(member_id, self._queue_size)
         self._by_member.setdefault(member_id, set()).add(subscriber)
@@ -220,6 +225,9 @@ class Broker:
             # Registered first, read second: a change committed in between is not missed, and
             # the sequence numbers drop whichever copy comes second.
             latest = await self._latest(member_id)
+            projected = await self._projected(member_id)
+            if projected is not None:
+                latest = projected if latest is None or projected.seq > latest.seq else latest
             if latest is not None:
                 subscriber.start_from(latest)
             elif not subscriber.pending:  # no history, and no first change arrived meanwhile
@@ -247,6 +255,22 @@ class Broker:
             at=self._now(),
             seq=0,
         )
+
+    async def _projected(self, member_id: str) -> BalanceUpdate | None:
+        """The changes the member's next write will record first, as one update (None: none).
+
+        It carries the sequence number that write will give its last entry, so when the write
+        comes its updates up to there are repeats and dropped, and what follows is delivered.
+        """
+        if self._unwritten is None:
+            return None
+        updates = coalesce(await self._unwritten(member_id))
+        if not updates:
+            return None
+        first, *rest = updates
+        for update in rest:
+            first = merge(first, update)
+        return first
 
     async def _latest(self, member_id: str) -> BalanceUpdate | None:
         page = await self._ledger.page(member_id, 1, None)
