@@ -6,12 +6,14 @@ server instead (it must be a replica set: transactions and change streams need o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -33,6 +35,7 @@ class _Server:
         self.error: str | None = None
         self.mongod: EmbeddedMongod | None = None
         self.tmp: Path | None = None
+        self.incidents: list[str] = []
 
     def ensure(self) -> str:
         if self.uri is None and self.error is None:
@@ -65,6 +68,29 @@ class _Server:
                 "replica set."
             )
 
+    def revive(self) -> None:
+        """If the session's mongod has exited, say why (in the summary) and start it again on
+        the same port and data, so one lost process does not fail every test after it."""
+        mongod = self.mongod
+        if mongod is None or mongod.process is None or mongod.process.poll() is None:
+            return
+        code = mongod.process.returncode
+        log_tail = ""
+        with contextlib.suppress(OSError):
+            log_tail = "\n".join(
+                (mongod.data_dir / "mongod.log").read_text(errors="replace").splitlines()[-40:]
+            )
+        self.incidents.append(
+            f"the session's mongod exited with {code}; its log ended:\n{log_tail}"
+        )
+        port = mongod.port
+        mongod.stop()
+        self.mongod = EmbeddedMongod(mongod.data_dir, port=port, oplog_mb=64)
+        try:
+            self.uri = self.mongod.start()
+        except EmbeddedMongodError as exc:
+            self.incidents.append(f"restarting it failed: {exc}")
+
     def stop(self) -> None:
         if self.mongod is not None:
             self.mongod.stop()
@@ -83,6 +109,11 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"mongodb: {SERVER.version} ({where}, replica set)"
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for incident in SERVER.incidents:
+        terminalreporter.write_line(f"mongodb: {incident}", red=True)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     SERVER.stop()
 
@@ -94,6 +125,7 @@ def mongodb_uri() -> str:
 
 @pytest.fixture
 def db_name(mongodb_uri: str) -> Iterator[str]:
+    SERVER.revive()
     name = f"t_{uuid.uuid4().hex[:16]}"
     yield name
     client: MongoClient[dict[str, object]] = MongoClient(mongodb_uri)
