@@ -49,8 +49,19 @@
     return Object.assign({}, options, { headers: cleaned });
   }
 
+  // The fetcher picks the websocket for a subscription from options.documentAST, which
+  // GraphiQL parses a moment after each edit: read the document actually sent instead.
+  function withDocument(params, options) {
+    try {
+      var document = GraphiQL.GraphQL.parse(params.query);
+      return Object.assign({}, options, { documentAST: document });
+    } catch (syntaxError) {
+      return options;
+    }
+  }
+
   function inmailFetcher(params, options) {
-    return fetcher(params, withoutHint(options));
+    return fetcher(params, withoutHint(withDocument(params, options)));
   }
 
   var root = ReactDOM.createRoot(document.getElementById("graphiql"));
