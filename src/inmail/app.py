@@ -1,5 +1,5 @@
 """The Starlette application: lifespan, /graphql (HTTP, GraphiQL, websockets), health checks,
-the browser files under /static."""
+the browser files under /static and the reference web client at /app."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +33,25 @@ STATIC_DIR = Path(__file__).with_name("static")
 # The vendored graphql-ws client is ES modules: browsers run them only as JavaScript.
 mimetypes.add_type("text/javascript", ".mjs")
 
+# The web client at /app: its own scripts, its own styles, the API on this origin.
+WEB_CLIENT_HEADERS = {
+    "Content-Security-Policy": "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
 
 class StaticHeaders:
     """Static files served as what their names say (nosniff), and from this origin only."""
@@ -51,6 +70,11 @@ class StaticHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+async def web_client(request: Request) -> Response:
+    """The reference web client: static files that speak only the public API."""
+    return FileResponse(STATIC_DIR / "app" / "index.html", headers=WEB_CLIENT_HEADERS)
 
 
 class RequestLimits:
@@ -178,6 +202,9 @@ def create_app(
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", healthz),
+            # Harmless in production too: files only, and the client has no rights of its own.
+            Route("/app", web_client),
+            Route("/app/", web_client),
             Mount(STATIC_PREFIX, StaticHeaders(StaticFiles(directory=STATIC_DIR)), name="static"),
             Route("/readyz", readyz),
             # Metrics have their own listener (inmail.metrics_server); here only with a token.
