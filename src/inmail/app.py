@@ -1,21 +1,26 @@
-"""The Starlette application: lifespan, /graphql (HTTP, GraphiQL, websockets), health checks."""
+"""The Starlette application: lifespan, /graphql (HTTP, GraphiQL, websockets), health checks,
+the browser files under /static and the reference web client at /app."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import mimetypes
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inmail import logs
 from inmail.bootstrap import Background, Container, build_container, in_memory_mongo
+from inmail.graphiql import STATIC_PREFIX
 from inmail.graphql_app import GraphQLApp
 from inmail.observability import metrics_endpoint
 from inmail.repositories.mongo import Mongo
@@ -23,6 +28,53 @@ from inmail.resolvers.root import build_schema
 from inmail.settings import Settings, settings_for_worker
 
 log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+# The vendored graphql-ws client is ES modules: browsers run them only as JavaScript.
+mimetypes.add_type("text/javascript", ".mjs")
+
+# The web client at /app: its own scripts, its own styles, the API on this origin.
+WEB_CLIENT_HEADERS = {
+    "Content-Security-Policy": "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class StaticHeaders:
+    """Static files served as what their names say (nosniff), and from this origin only."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"cross-origin-resource-policy", b"same-origin"),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def web_client(request: Request) -> Response:
+    """The reference web client: static files that speak only the public API."""
+    return FileResponse(STATIC_DIR / "app" / "index.html", headers=WEB_CLIENT_HEADERS)
 
 
 class RequestLimits:
@@ -150,6 +202,10 @@ def create_app(
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", healthz),
+            # Harmless in production too: files only, and the client has no rights of its own.
+            Route("/app", web_client),
+            Route("/app/", web_client),
+            Mount(STATIC_PREFIX, StaticHeaders(StaticFiles(directory=STATIC_DIR)), name="static"),
             Route("/readyz", readyz),
             # Metrics have their own listener (inmail.metrics_server); here only with a token.
             *(

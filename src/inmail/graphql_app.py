@@ -43,6 +43,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from inmail.bootstrap import Container
+from inmail.graphiql import graphiql_page
 from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
@@ -308,6 +309,10 @@ class GraphQLApp(GraphQL[Context, None]):
         if isinstance(core, GraphQLSchema):
             refuse_unencodable_arguments(core)
             refuse_unknown_members_on_failure(core)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from the service's own files (inmail.graphiql), never from a CDN."""
+        return graphiql_page()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Every HTTP answer is JSON, including the transport's own 4xx; a client that

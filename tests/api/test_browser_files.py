@@ -1,0 +1,41 @@
+"""The browser files the service serves itself: GraphiQL's page and assets, the web client."""
+
+from __future__ import annotations
+
+import re
+
+from support import open_api
+from support import test_settings as settings_with
+
+
+async def test_graphiql_asks_only_this_origin_for_its_scripts_and_styles(
+    mongodb_uri: str, db_name: str
+) -> None:
+    async with open_api(mongodb_uri, db_name, settings_with(graphiql=True)) as api:
+        page = await api.client.get("/graphql", headers={"Accept": "text/html"})
+        assert page.status_code == 200
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert "/static/graphiql/graphiql.min.js" in sources
+        for source in sources:
+            assert source.startswith(("/static/", "data:")), source
+            if source.startswith("/static/"):
+                asset = await api.client.get(source)
+                assert asset.status_code == 200, source
+                assert asset.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_production_serves_the_web_client_but_not_graphiql(
+    mongodb_uri: str, db_name: str
+) -> None:
+    settings = settings_with(env="production", clock="system", clock_start=None, graphiql=False)
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        ide = await api.client.get("/graphql", headers={"Accept": "text/html"})
+        assert "graphiql" not in ide.text.lower()
+        client = await api.client.get("/app")
+        assert client.status_code == 200
+        assert "inmail token --member" in client.text
+        assert "connect-src 'self'" in client.headers["content-security-policy"]
+        module = await api.client.get("/static/graphql-ws/client.mjs")
+        assert module.headers["content-type"].startswith("text/javascript")
+        assert (await api.client.get("/static/../settings.py")).status_code == 404

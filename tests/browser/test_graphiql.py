@@ -1,0 +1,99 @@
+"""GraphiQL on GET /graphql runs on the service's own files: nothing is fetched from elsewhere."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+
+from browser.conftest import Browsers, RunningService, browser_log, wait
+
+pytestmark = pytest.mark.browser
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+NETWORK_SCHEMES = {"http", "https", "ws", "wss", "ftp"}
+
+
+def requested_urls(driver: WebDriver) -> list[str]:
+    """Every URL the page asked for, from Chromium's network events."""
+    urls = []
+    for entry in browser_log(driver, "performance"):
+        message: dict[str, Any] = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+        elif message.get("method") == "Network.webSocketCreated":
+            urls.append(message["params"]["url"])
+    return urls
+
+
+HEADERS = ".graphiql-editor-tool .graphiql-editor:not(.hidden)"
+QUERY = ".graphiql-query-editor"
+
+
+def set_editor(driver: WebDriver, container: str, value: str) -> None:
+    """Replace the text of one of GraphiQL's CodeMirror editors, as typing would."""
+    driver.execute_script(
+        "document.querySelector(arguments[0] + ' .CodeMirror').CodeMirror.setValue(arguments[1])",
+        container,
+        value,
+    )
+
+
+def result(driver: WebDriver) -> str:
+    found = driver.find_elements(By.CSS_SELECTOR, ".result-window .CodeMirror")
+    if not found:
+        return ""
+    value: str = driver.execute_script("return arguments[0].CodeMirror.getValue()", found[0])
+    return value
+
+
+def test_graphiql_loads_only_from_the_service_and_runs_a_query_and_a_subscription_with_a_token(
+    service: RunningService, browsers: Browsers
+) -> None:
+    ada = service.create_member("Ada Lovelace")
+    driver = browsers.open("graphiql")
+    driver.get(f"{service.url}/graphql")
+    wait(
+        driver,
+        "GraphiQL's run button",
+        lambda d: d.find_elements(By.CLASS_NAME, "graphiql-execute-button"),
+    )
+
+    sources = driver.execute_script(
+        "return [...document.querySelectorAll('script[src], link[href]')].map(e => e.src || e.href)"
+    )
+    assert sources, "the page loads its scripts and styles"
+    for source in sources:
+        assert source.startswith("data:") or source.startswith(service.url + "/"), source
+    headers = driver.execute_script(
+        "return document.querySelector(arguments[0] + ' .CodeMirror').CodeMirror.getValue()",
+        HEADERS,
+    )
+    assert "inmail token --member" in headers, "the Headers tab shows where a token comes from"
+
+    set_editor(driver, HEADERS, json.dumps({"Authorization": f"Bearer {ada.token}"}))
+    set_editor(driver, QUERY, "{ viewer { name inmailBalance } }")
+    driver.find_element(By.CLASS_NAME, "graphiql-execute-button").click()
+    wait(driver, "the query's answer", lambda d: "Ada Lovelace" in result(d))
+    assert json.loads(result(driver)) == {
+        "data": {"viewer": {"name": "Ada Lovelace", "inmailBalance": 5}},
+        "extensions": json.loads(result(driver))["extensions"],
+    }
+
+    set_editor(driver, QUERY, "subscription { balanceChanged { balance } }")
+    driver.find_element(By.CLASS_NAME, "graphiql-execute-button").click()
+    wait(driver, "the subscription's first update", lambda d: '"balance": 5' in result(d))
+
+    urls = requested_urls(driver)
+    assert any(url.endswith("/static/graphiql/graphiql.min.js") for url in urls)
+    assert any(url.startswith("ws://") for url in urls), "the subscription ran over a websocket"
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme in NETWORK_SCHEMES:  # not data:, nor the browser's own chrome:// pages
+            assert parts.hostname in LOOPBACK, f"a request left the machine: {url}"
+    console = browser_log(driver, "browser")
+    assert [e for e in console if "Content Security Policy" in e["message"]] == [], console
