@@ -54,6 +54,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from inmail.bootstrap import Container
 from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
+from inmail.resolvers.root import is_unexpected
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
 
@@ -123,6 +124,11 @@ class _Exchange:
         self.media_type = media_type
         self.request_error = False
         self.server_error = False
+
+
+def _is_failure(error: GraphQLError) -> bool:
+    """An unmasked failure of the service itself (not the client's: see is_unexpected)."""
+    return error.message != _MASKED_MESSAGE and is_unexpected(error)
 
 
 def _never_ran(result: ExecutionResult) -> bool:
@@ -464,7 +470,18 @@ class GraphQLApp(GraphQL[Context, None]):
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         """The response body; for a client accepting graphql-response+json, an operation that
-        never ran has no `data` entry (and its answer a 4xx status, see __call__)."""
+        never ran has no `data` entry, and its answer is a 400 (500 when the service failed;
+        see __call__).
+
+        A failure raised by an extension before execution escapes MaskErrors: it is masked
+        here (InMailSchema has logged it with the request id).
+        """
+        failed = [error for error in result.errors or [] if _is_failure(error)]
+        if failed:
+            result.errors = [
+                GraphQLError(_MASKED_MESSAGE, path=error.path) if error in failed else error
+                for error in result.errors or []
+            ]
         response = await super().process_result(request, result)
         exchange = request.scope.get(_EXCHANGE)
         if (

@@ -23,10 +23,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from strawberry.extensions import SchemaExtension
 
 from harness.servers import ServiceProcess, service_env
-from inmail.graphql_app import response_media_type
+from inmail.graphql_app import GraphQLApp, response_media_type
 from inmail.processes import free_port
+from inmail.resolvers.root import build_schema
 from support import TEST_SECRET, Api, graphql_error_codes, open_api
 from support import test_settings as service_settings
 
@@ -211,17 +213,31 @@ async def test_a_response_carries_the_negotiated_content_type(
 
 
 NEVER_RAN = {
-    "a document that does not parse": {"query": "{ now"},
-    "a document that does not validate": {"query": "{ nowAndForever }"},
-    "variables that do not coerce": {"query": COMPOSE, "variables": {"to": None}},
-    "too many aliases": {"query": "{ " + " ".join(f"a{i}: now" for i in range(40)) + " }"},
-    "a subscription over HTTP": {"query": "subscription { notifications { id } }"},
+    "a document that does not parse": ({"query": "{ now"}, None),
+    "a document that does not validate": ({"query": "{ nowAndForever }"}, None),
+    "variables that do not coerce": ({"query": COMPOSE, "variables": {"to": None}}, None),
+    "too many aliases": (
+        {"query": "{ " + " ".join(f"a{i}: now" for i in range(40)) + " }"},
+        "TOO_MANY_ALIASES",
+    ),
+    "a query over the cost limit": (
+        {
+            "query": "{ viewer { conversations(first: 100) { nodes { sender { "
+            "conversations(first: 100) { nodes { sender { conversations(first: 100) "
+            "{ nodes { id } } } } } } } } } }"
+        },
+        "QUERY_TOO_COSTLY",
+    ),
+    "a subscription over HTTP": (
+        {"query": "subscription { balanceChanged { __typename } }"},
+        "BAD_REQUEST",
+    ),
 }
 
 
-@pytest.mark.parametrize("body", NEVER_RAN.values(), ids=NEVER_RAN.keys())
+@pytest.mark.parametrize(("body", "code"), NEVER_RAN.values(), ids=NEVER_RAN.keys())
 async def test_a_request_that_never_ran_is_a_400_without_data_for_graphql_response_json(
-    api: Api, body: dict[str, Any]
+    api: Api, body: dict[str, Any], code: str | None
 ) -> None:
     response = await api.client.post("/graphql", json=body, headers=WANTS_GRAPHQL_RESPONSE)
 
@@ -231,12 +247,13 @@ async def test_a_request_that_never_ran_is_a_400_without_data_for_graphql_respon
     assert "data" not in answer
     assert answer["errors"]
     assert all(error["message"] for error in answer["errors"])
+    assert graphql_error_codes(answer) == [code], answer
     assert response.headers["x-request-id"]
 
 
-@pytest.mark.parametrize("body", NEVER_RAN.values(), ids=NEVER_RAN.keys())
+@pytest.mark.parametrize(("body", "code"), NEVER_RAN.values(), ids=NEVER_RAN.keys())
 async def test_a_request_that_never_ran_stays_a_200_with_null_data_for_application_json(
-    api: Api, body: dict[str, Any]
+    api: Api, body: dict[str, Any], code: str | None
 ) -> None:
     response = await api.client.post("/graphql", json=body, headers=LEGACY)
 
@@ -244,7 +261,7 @@ async def test_a_request_that_never_ran_stays_a_200_with_null_data_for_applicati
     assert media_type(response) == "application/json"
     answer = response.json()
     assert answer["data"] is None
-    assert answer["errors"]
+    assert graphql_error_codes(answer) == [code], answer
 
 
 async def test_a_field_error_keeps_200_and_its_data_for_graphql_response_json(api: Api) -> None:
@@ -470,3 +487,31 @@ async def test_an_operation_name_that_is_not_a_string_is_a_400(api: Api, name: o
     )
     assert response.status_code == 400
     assert "operationName" in response.json()["errors"][0]["message"]
+
+
+class _BrokenBeforeExecution(SchemaExtension):
+    """A failure of the service itself before any resolver runs (a bug, masked)."""
+
+    def on_execute(self) -> Iterator[None]:
+        raise RuntimeError("the ledger index vanished")
+        yield  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"), [(WANTS_GRAPHQL_RESPONSE, 500), (LEGACY, 200)], ids=["modern", "legacy"]
+)
+async def test_a_masked_failure_before_execution_is_a_500_not_the_clients_fault(
+    api: Api, headers: dict[str, str], status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = build_schema(api.container.settings)
+    schema.extensions = (*schema.extensions, _BrokenBeforeExecution)
+    app = GraphQLApp(schema, api.container)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await client.post("/graphql", json={"query": "{ now }"}, headers=headers)
+
+    assert response.status_code == status
+    assert media_type(response) == headers["Accept"]
+    assert response.json()["errors"][0]["message"] == "Unexpected error."
+    assert "ledger index" not in response.text
