@@ -3,6 +3,12 @@
 What a hostile client can send is answered here before any resolver runs: a body that is not
 a JSON object, JSON nested too deep, a websocket message that is not a protocol message, a
 socket that never says connection_init, a socket whose token has expired.
+
+HTTP follows the GraphQL over HTTP specification: a client whose Accept names
+`application/graphql-response+json` gets that media type, with 400 for a request that never
+ran (a document that does not parse or validate, variables that do not coerce) and no `data`
+entry; every other client gets `application/json` with 200 for those, as before. Queries are
+served over GET too; a mutation over GET is refused with 405 and `Allow: POST`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError, GraphQLSchema
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -24,12 +30,16 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import (
     NonJsonMessageReceived,
     NonTextMessageReceived,
     WebSocketDisconnected,
 )
+from strawberry.http.parse_content_type import parse_content_type
+from strawberry.http.types import QueryParams
 from strawberry.schema import BaseSchema
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -45,6 +55,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from inmail.bootstrap import Container
 from inmail.graphiql import graphiql_page
 from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
+from inmail.resolvers.root import is_unexpected
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
 
@@ -54,7 +65,80 @@ TOKEN_EXPIRED = 4403
 INIT_TIMEOUT = 4408
 BAD_MESSAGE = 4400
 
-_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+JSON = "application/json"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+_GRAPHQL_RESPONSE_UTF8 = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+# What MaskErrors puts in place of a failure nobody raised on purpose.
+_MASKED_MESSAGE = "Unexpected error."
+_EXCHANGE = "inmail.graphql_exchange"
+
+
+def _accepted_quality(accept: str, media_type: str) -> tuple[float, bool]:
+    """The quality Accept gives `media_type` (by its most specific matching range), and whether
+    a range names the type itself (not only `*/*` or `application/*`)."""
+    kind = media_type.split("/", 1)[0]
+    best: tuple[int, float] = (-1, 0.0)  # (specificity, quality)
+    for entry in accept.split(","):
+        media_range, *parameters = (part.strip().lower() for part in entry.split(";"))
+        specificity = {media_type: 2, f"{kind}/*": 1, "*/*": 0}.get(media_range)
+        if specificity is None or specificity < best[0]:
+            continue
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = min(max(float(value.strip()), 0.0), 1.0)
+                except ValueError:
+                    quality = 0.0
+        if specificity > best[0] or quality > best[1]:
+            best = (specificity, quality)
+    return best[1], best[0] == 2
+
+
+def response_media_type(accept: str | None) -> str:
+    """How /graphql answers a client sending this Accept header.
+
+    `application/graphql-response+json` when the client names it with a quality above zero and
+    at least that of `application/json`; otherwise `application/json`: for a missing Accept,
+    for `*/*`, and for an Accept naming neither (legacy clients keep working).
+    """
+    if not accept:
+        return JSON
+    wanted, named = _accepted_quality(accept, GRAPHQL_RESPONSE)
+    legacy, _ = _accepted_quality(accept, JSON)
+    return GRAPHQL_RESPONSE if named and wanted > 0 and wanted >= legacy else JSON
+
+
+class _Exchange:
+    """What one HTTP request to /graphql has settled so far: the media type of the answer and
+    whether the operation never ran (a request error), or failed before it could."""
+
+    def __init__(self, media_type: str) -> None:
+        self.media_type = media_type
+        self.request_error = False
+        self.server_error = False
+
+
+def _is_failure(error: GraphQLError) -> bool:
+    """An unmasked failure of the service itself (not the client's: see is_unexpected)."""
+    return error.message != _MASKED_MESSAGE and is_unexpected(error)
+
+
+def _never_ran(result: ExecutionResult) -> bool:
+    """No data at all, and no error belongs to a field: the document did not parse or validate,
+    the variables did not coerce, or the operation was refused before any resolver ran."""
+    if isinstance(result, PreExecutionError):
+        return True
+    errors = result.errors or []
+    return result.data is None and bool(errors) and all(error.path is None for error in errors)
 
 
 class _Undecodable:
@@ -297,7 +381,7 @@ class GraphQLApp(GraphQL[Context, None]):
         super().__init__(
             schema,
             graphql_ide="graphiql" if settings.graphiql else None,
-            allow_queries_via_get=False,
+            allow_queries_via_get=True,
             keep_alive=True,
             keep_alive_interval=settings.ws_keepalive,
             connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout),
@@ -315,25 +399,107 @@ class GraphQLApp(GraphQL[Context, None]):
         return graphiql_page()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Every HTTP answer is JSON, including the transport's own 4xx; a client that
-        leaves mid-request is noted, not a traceback."""
+        """Every HTTP answer is JSON (in the media type the client accepts), including the
+        transport's own 4xx; a client that leaves mid-request is noted, not a traceback."""
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
+        exchange = _Exchange(response_media_type(request.headers.get("accept")))
+        scope[_EXCHANGE] = exchange
         response: Response
         try:
             response = await self.run(request)
         except HTTPException as exc:
-            code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
-            response = JSONResponse(
-                {"errors": [{"message": exc.reason, "extensions": {"code": code}}]},
-                status_code=exc.status_code,
-            )
+            response = _refusal(exc, exchange.media_type)
         except ClientDisconnect:
             log.info("the client went away before its request was read")
             return
+        if exchange.media_type == GRAPHQL_RESPONSE and response.media_type == JSON:
+            response.headers["content-type"] = _GRAPHQL_RESPONSE_UTF8
+            if response.status_code == 200 and exchange.server_error:
+                response.status_code = 500
+            elif response.status_code == 200 and exchange.request_error:
+                response.status_code = 400
         await response(scope, receive, send)
+
+    def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
+        """A GET's parameters: `variables` and `extensions` are JSON objects in strings (an
+        empty one is as good as absent); the URL's length is bounded by the transport (431)."""
+        present = {name: value for name, value in params.items() if value != "" or name == "query"}
+        return super().parse_query_params(present)
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        """Strawberry's, with 415 for a POST body that is not JSON and 400 for an
+        operationName that is not a string."""
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            if content_type != JSON:
+                raise HTTPException(
+                    415, "A POST to /graphql must have Content-Type: application/json."
+                )
+        data = await super().parse_http_body(request)
+        for operation in data if isinstance(data, list) else [data]:
+            if not isinstance(operation.operation_name, str | None):
+                raise HTTPException(
+                    400, "The GraphQL operation's `operationName` must be a string or null."
+                )
+        return data
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Strawberry's, answering a mutation over GET with 405 (and `Allow: POST`)."""
+        try:
+            return await super().execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            )
+        except HTTPException as exc:
+            if request_adapter.method == "GET" and isinstance(
+                exc.__cause__, InvalidOperationTypeError
+            ):
+                raise HTTPException(
+                    405, "Only queries are served over GET: send a mutation with POST."
+                ) from exc.__cause__
+            raise
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        """The response body; for a client accepting graphql-response+json, an operation that
+        never ran has no `data` entry, and its answer is a 400 (500 when the service failed;
+        see __call__).
+
+        A failure raised by an extension before execution escapes MaskErrors: it is masked
+        here (InMailSchema has logged it with the request id).
+        """
+        failed = [error for error in result.errors or [] if _is_failure(error)]
+        if failed:
+            result.errors = [
+                GraphQLError(_MASKED_MESSAGE, path=error.path) if error in failed else error
+                for error in result.errors or []
+            ]
+        response = await super().process_result(request, result)
+        exchange = request.scope.get(_EXCHANGE)
+        if (
+            isinstance(exchange, _Exchange)
+            and exchange.media_type == GRAPHQL_RESPONSE
+            and _never_ran(result)
+        ):
+            response.pop("data", None)
+            exchange.request_error = True
+            exchange.server_error = any(
+                error.message == _MASKED_MESSAGE for error in result.errors or []
+            )
+        return response
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -380,3 +546,18 @@ class GraphQLApp(GraphQL[Context, None]):
             await websocket.close(code=4403, reason="Forbidden")
             raise WebSocketDisconnected
         raise ConnectionRejectionError({"message": refusal})
+
+
+def _refusal(exc: HTTPException, media_type: str) -> Response:
+    """A request refused before any operation ran, as a GraphQL response with one error."""
+    code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
+    headers = {}
+    if exc.status_code == 405:
+        mutation_over_get = isinstance(exc.__cause__, InvalidOperationTypeError)
+        headers["Allow"] = "POST" if mutation_over_get else "GET, POST"
+    return JSONResponse(
+        {"errors": [{"message": exc.reason, "extensions": {"code": code}}]},
+        status_code=exc.status_code,
+        headers=headers,
+        media_type=_GRAPHQL_RESPONSE_UTF8 if media_type == GRAPHQL_RESPONSE else JSON,
+    )

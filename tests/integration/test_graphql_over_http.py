@@ -1,0 +1,517 @@
+"""/graphql as the GraphQL over HTTP specification describes it (SPEC 9).
+
+A client accepting `application/graphql-response+json` gets it, with 400 and no `data` for a
+request that never ran; everyone else gets `application/json` with 200, as before. Queries
+work over GET; a mutation over GET is 405. The graphql-http audit (tests/http_audit) runs
+against `inmail serve` and must pass every audit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from strawberry.extensions import SchemaExtension
+
+from harness.servers import ServiceProcess, service_env
+from inmail.graphql_app import GraphQLApp, response_media_type
+from inmail.processes import free_port
+from inmail.resolvers.root import build_schema
+from support import TEST_SECRET, Api, graphql_error_codes, open_api
+from support import test_settings as service_settings
+
+AUDIT_DIR = Path(__file__).resolve().parent.parent / "http_audit"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+WANTS_GRAPHQL_RESPONSE = {"Accept": GRAPHQL_RESPONSE}
+LEGACY = {"Accept": "application/json"}
+COMPOSE = "query Compose($to: ID!) { compose(recipientId: $to) { canSend } }"
+
+
+def media_type(response: httpx.Response) -> str:
+    return response.headers["content-type"].split(";")[0].strip()
+
+
+# --- The graphql-http audit against `inmail serve` ---------------------------------------------
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(
+            f"`{name}` is not installed: the GraphQL over HTTP audit needs Node.js and npm "
+            "(Debian: apt-get install nodejs npm; .ci/run installs them)",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def audit_script() -> list[str]:
+    """`node audit.mjs`, with graphql-http installed from the lock file once per session."""
+    node, npm = _tool("node"), _tool("npm")
+    lock = AUDIT_DIR / "package-lock.json"
+    stamp = AUDIT_DIR / "node_modules" / ".installed-from-lock"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text() != digest:
+        installed = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=AUDIT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}\n{installed.stderr}"
+        stamp.write_text(digest)
+    return [node, str(AUDIT_DIR / "audit.mjs")]
+
+
+@pytest.fixture(scope="module")
+def served(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """`inmail serve` on the session mongod, in development (introspection on: the audit asks
+    for `__type`), stopped by its pid."""
+    folder = tmp_path_factory.mktemp("graphql_over_http")
+    env = service_env(
+        INMAIL_MONGODB_URI=mongodb_uri,
+        INMAIL_DB_NAME=f"t_{uuid.uuid4().hex[:16]}",
+        INMAIL_JWT_SECRET=TEST_SECRET,
+        INMAIL_SCHEDULER_ENABLED="false",
+        INMAIL_DATA_DIR=str(folder / "data"),
+        INMAIL_METRICS_PORT=str(free_port()),
+    )
+    server = ServiceProcess.serve(env, folder / "serve.log")
+    server.start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log(), server.log()
+
+
+def test_the_graphql_http_audit_passes_every_audit_against_inmail_serve(
+    served: ServiceProcess, audit_script: list[str]
+) -> None:
+    run = subprocess.run(
+        [*audit_script, f"{served.url}/graphql"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = run.stdout.splitlines()
+    results = [line for line in lines if line.split(" ", 1)[0] in ("ok", "notice", "warn", "error")]
+    failing = [line for line in results if not line.startswith("ok ")]
+    assert len(results) >= 60, f"the audit did not run:\n{run.stdout}\n{run.stderr}"
+    assert not [f for f in failing if f.startswith(("warn ", "error "))], "\n".join(failing)
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+    # The MAY items are the ones this endpoint chose (GET, 400 for bad parameters): held too.
+    assert failing == [], "\n".join(failing)
+
+
+def test_a_get_with_a_megabyte_query_is_refused_with_431_before_the_app_reads_it(
+    served: ServiceProcess,
+) -> None:
+    query = quote("{ " + "now " * 250_000 + "}")
+    request = f"GET /graphql?query={query} HTTP/1.1\r\nHost: inmail\r\n\r\n".encode()
+    answer = b""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+
+        def send() -> None:
+            with contextlib.suppress(OSError):  # closed while still sending: also a refusal
+                sock.sendall(request)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        sender.join(timeout=30)
+
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:300]
+    assert b'"HEADERS_TOO_LARGE"' in answer
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        after = client.get("/graphql", params={"query": "{ now }"}, headers=WANTS_GRAPHQL_RESPONSE)
+    assert after.status_code == 200, "the server keeps answering GETs of a normal size"
+    assert "now" in after.json()["data"]
+
+
+def test_a_served_get_answers_in_the_accepted_media_type(served: ServiceProcess) -> None:
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        modern = client.get("/graphql", params={"query": "{ now }"}, headers=WANTS_GRAPHQL_RESPONSE)
+        legacy = client.get("/graphql", params={"query": "{ nope }"}, headers=LEGACY)
+    assert (modern.status_code, media_type(modern)) == (200, GRAPHQL_RESPONSE)
+    assert (legacy.status_code, media_type(legacy)) == (200, "application/json")
+    assert legacy.json()["data"] is None
+
+
+# --- Accept negotiation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "application/json"),
+        ("", "application/json"),
+        ("*/*", "application/json"),
+        ("application/*", "application/json"),
+        ("application/json", "application/json"),
+        ("text/html", "application/json"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", "application/json"),
+        (GRAPHQL_RESPONSE, GRAPHQL_RESPONSE),
+        ("Application/GraphQL-Response+JSON; charset=utf-8", GRAPHQL_RESPONSE),
+        (f"{GRAPHQL_RESPONSE}, application/json;q=0.9", GRAPHQL_RESPONSE),
+        (f"application/json, {GRAPHQL_RESPONSE}", GRAPHQL_RESPONSE),
+        (f"application/json;q=1, {GRAPHQL_RESPONSE};q=0.5", "application/json"),
+        (f"{GRAPHQL_RESPONSE};q=0, */*", "application/json"),
+        (f"{GRAPHQL_RESPONSE};q=0.2, */*;q=0.1", GRAPHQL_RESPONSE),
+        (f"{GRAPHQL_RESPONSE};q=0.2, */*", "application/json"),
+        (f"{GRAPHQL_RESPONSE};q=banana", "application/json"),
+    ],
+)
+def test_the_answer_takes_the_media_type_the_accept_header_ranks_highest(
+    accept: str | None, expected: str
+) -> None:
+    assert response_media_type(accept) == expected
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "application/json"),
+        ("*/*", "application/json"),
+        (f"{GRAPHQL_RESPONSE}, application/json;q=0.9", GRAPHQL_RESPONSE),
+        (f"application/json, {GRAPHQL_RESPONSE};q=0.9", "application/json"),
+    ],
+)
+async def test_a_response_carries_the_negotiated_content_type(
+    api: Api, accept: str | None, expected: str
+) -> None:
+    request = api.client.build_request("POST", "/graphql", json={"query": "{ now }"})
+    if accept is None:
+        del request.headers["accept"]
+    else:
+        request.headers["accept"] = accept
+    response = await api.client.send(request)
+
+    assert response.status_code == 200
+    assert media_type(response) == expected
+    assert "now" in response.json()["data"]
+
+
+# --- Requests that never ran: 400 in graphql-response+json, 200 in application/json ------------
+
+
+NEVER_RAN = {
+    "a document that does not parse": ({"query": "{ now"}, None),
+    "a document that does not validate": ({"query": "{ nowAndForever }"}, None),
+    "variables that do not coerce": ({"query": COMPOSE, "variables": {"to": None}}, None),
+    "too many aliases": (
+        {"query": "{ " + " ".join(f"a{i}: now" for i in range(40)) + " }"},
+        "TOO_MANY_ALIASES",
+    ),
+    "a query over the cost limit": (
+        {
+            "query": "{ viewer { conversations(first: 100) { nodes { sender { "
+            "conversations(first: 100) { nodes { sender { conversations(first: 100) "
+            "{ nodes { id } } } } } } } } } }"
+        },
+        "QUERY_TOO_COSTLY",
+    ),
+    "a subscription over HTTP": (
+        {"query": "subscription { balanceChanged { __typename } }"},
+        "BAD_REQUEST",
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "code"), NEVER_RAN.values(), ids=NEVER_RAN.keys())
+async def test_a_request_that_never_ran_is_a_400_without_data_for_graphql_response_json(
+    api: Api, body: dict[str, Any], code: str | None
+) -> None:
+    response = await api.client.post("/graphql", json=body, headers=WANTS_GRAPHQL_RESPONSE)
+
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == f"{GRAPHQL_RESPONSE}; charset=utf-8"
+    answer = response.json()
+    assert "data" not in answer
+    assert answer["errors"]
+    assert all(error["message"] for error in answer["errors"])
+    assert graphql_error_codes(answer) == [code], answer
+    assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(("body", "code"), NEVER_RAN.values(), ids=NEVER_RAN.keys())
+async def test_a_request_that_never_ran_stays_a_200_with_null_data_for_application_json(
+    api: Api, body: dict[str, Any], code: str | None
+) -> None:
+    response = await api.client.post("/graphql", json=body, headers=LEGACY)
+
+    assert response.status_code == 200, response.text
+    assert media_type(response) == "application/json"
+    answer = response.json()
+    assert answer["data"] is None
+    assert graphql_error_codes(answer) == [code], answer
+
+
+async def test_a_field_error_keeps_200_and_its_data_for_graphql_response_json(api: Api) -> None:
+    response = await api.client.post(
+        "/graphql", json={"query": "{ now viewer { id } }"}, headers=WANTS_GRAPHQL_RESPONSE
+    )
+
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["data"]["viewer"] is None
+    assert answer["data"]["now"]
+    assert graphql_error_codes(answer) == ["UNAUTHENTICATED"]
+
+
+@pytest.mark.parametrize("headers", [WANTS_GRAPHQL_RESPONSE, LEGACY], ids=["modern", "legacy"])
+async def test_an_unknown_operation_name_is_a_400_naming_it(
+    api: Api, headers: dict[str, str]
+) -> None:
+    response = await api.client.post(
+        "/graphql",
+        json={
+            "query": "query Clock { now } query Plans { plans { type } }",
+            "operationName": "Tea",
+        },
+        headers=headers,
+    )
+
+    assert response.status_code == 400
+    assert 'Unknown operation named "Tea"' in response.json()["errors"][0]["message"]
+    assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+
+
+# --- GET ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [WANTS_GRAPHQL_RESPONSE, LEGACY], ids=["modern", "legacy"])
+async def test_a_query_over_get_runs_with_its_variables_as_a_json_string(
+    api: Api, headers: dict[str, str]
+) -> None:
+    ada = await api.create_member("Ada Lovelace")
+    grace = await api.create_member("Grace Hopper")
+
+    response = await api.client.get(
+        "/graphql",
+        params={
+            "query": COMPOSE,
+            "operationName": "Compose",
+            "variables": json.dumps({"to": grace.id}),
+            "extensions": json.dumps({"client": "inbox-widget"}),
+        },
+        headers={**headers, "Authorization": f"Bearer {ada.token}"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert media_type(response) == headers["Accept"]
+    answer = response.json()
+    assert answer.get("errors") is None, answer
+    assert isinstance(answer["data"]["compose"]["canSend"], bool)
+
+
+@pytest.mark.parametrize("headers", [WANTS_GRAPHQL_RESPONSE, LEGACY], ids=["modern", "legacy"])
+async def test_a_mutation_over_get_is_a_405_allowing_post_and_creates_nothing(
+    api: Api, headers: dict[str, str]
+) -> None:
+    members = await api.container.mongo.c.members.count_documents({})
+
+    response = await api.client.get(
+        "/graphql",
+        params={
+            "query": 'mutation { createMember(input: {name: "Mallory", plan: BASIC}) '
+            "{ member { id } } }"
+        },
+        headers={**headers, "Authorization": f"Bearer {api.admin}"},
+    )
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert media_type(response) == headers["Accept"]
+    assert graphql_error_codes(response.json()) == ["METHOD_NOT_ALLOWED"]
+    assert await api.container.mongo.c.members.count_documents({}) == members
+
+
+async def test_a_mutation_chosen_by_operation_name_over_get_is_a_405_too(api: Api) -> None:
+    response = await api.client.get(
+        "/graphql",
+        params={
+            "query": "query Clock { now } mutation Mark { markNotificationsRead { ok } }",
+            "operationName": "Mark",
+        },
+        headers=WANTS_GRAPHQL_RESPONSE,
+    )
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ({}, "No GraphQL query"),
+        ({"query": ""}, "No GraphQL query"),
+        ({"query": "{ now }", "variables": "[1, 2]"}, "`variables` must be an object"),
+        ({"query": "{ now }", "variables": "{not json"}, "Unable to parse"),
+        ({"query": "{ now }", "variables": '{"v": ' + "[" * 5000 + "]" * 5000 + "}"}, "parse"),
+        ({"query": "{ now }", "extensions": '"a string"'}, "Unable to parse"),
+    ],
+    ids=["no query", "empty query", "list variables", "broken json", "deep json", "string ext"],
+)
+async def test_a_get_that_is_no_graphql_request_is_a_400_with_a_graphql_body(
+    api: Api, params: dict[str, str], why: str
+) -> None:
+    response = await api.client.get("/graphql", params=params, headers=WANTS_GRAPHQL_RESPONSE)
+
+    assert response.status_code == 400, response.text
+    assert media_type(response) == GRAPHQL_RESPONSE
+    assert why in response.json()["errors"][0]["message"]
+    assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+    assert response.headers["x-request-id"]
+
+
+async def test_an_empty_variables_parameter_over_get_counts_as_none(api: Api) -> None:
+    response = await api.client.get(
+        "/graphql", params={"query": "{ now }", "variables": ""}, headers=WANTS_GRAPHQL_RESPONSE
+    )
+    assert response.status_code == 200, response.text
+    assert "now" in response.json()["data"]
+
+
+async def test_a_lone_surrogate_in_get_variables_is_refused_as_input_like_over_post(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace")
+    response = await api.client.get(
+        "/graphql",
+        params={"query": COMPOSE, "variables": '{"to": "\\ud800"}'},
+        headers={**WANTS_GRAPHQL_RESPONSE, "Authorization": f"Bearer {ada.token}"},
+    )
+    assert "Unexpected error." not in response.text
+    assert graphql_error_codes(response.json()) == ["BAD_USER_INPUT"]
+
+
+async def test_production_closes_introspection_over_get_as_over_post(
+    mongodb_uri: str, db_name: str
+) -> None:
+    settings = service_settings(introspection=False)
+    async with open_api(mongodb_uri, db_name, settings) as production:
+        response = await production.client.get(
+            "/graphql",
+            params={"query": "{ __schema { queryType { name } } }"},
+            headers=WANTS_GRAPHQL_RESPONSE,
+        )
+    assert response.status_code == 400
+    assert "data" not in response.json()
+    assert "introspection" in response.text.lower()
+
+
+async def test_a_browser_asking_for_the_page_still_gets_graphiql(api: Api) -> None:
+    response = await api.client.get("/graphql", headers={"Accept": "text/html"})
+    assert response.status_code == 200
+    assert media_type(response) == "text/html"
+
+
+async def test_a_browser_get_with_a_query_gets_the_json_answer(api: Api) -> None:
+    response = await api.client.get(
+        "/graphql", params={"query": "{ now }"}, headers={"Accept": "text/html"}
+    )
+    assert response.status_code == 200
+    assert media_type(response) == "application/json"
+    assert "now" in response.json()["data"]
+
+
+# --- POST bodies -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+async def test_a_post_that_is_not_json_is_a_415_with_a_graphql_body(
+    api: Api, content_type: str | None
+) -> None:
+    headers = dict(WANTS_GRAPHQL_RESPONSE)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = await api.client.post("/graphql", content=b'{"query": "{ now }"}', headers=headers)
+
+    assert response.status_code == 415
+    assert media_type(response) == GRAPHQL_RESPONSE
+    assert graphql_error_codes(response.json()) == ["UNSUPPORTED_MEDIA_TYPE"]
+
+
+async def test_a_json_post_with_a_charset_is_served(api: Api) -> None:
+    response = await api.client.post(
+        "/graphql",
+        content=b'{"query": "{ now }"}',
+        headers={**WANTS_GRAPHQL_RESPONSE, "Content-Type": "application/json; charset=utf-8"},
+    )
+    assert response.status_code == 200
+    assert "now" in response.json()["data"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'"a string"', b"42", b"null", b"[]", b'[{"query": "{ now }"}]', b"", b"{ now"],
+    ids=["string", "number", "null", "empty batch", "batch", "no body", "not json"],
+)
+@pytest.mark.parametrize("headers", [WANTS_GRAPHQL_RESPONSE, LEGACY], ids=["modern", "legacy"])
+async def test_a_body_that_is_not_one_request_object_is_a_400(
+    api: Api, content: bytes, headers: dict[str, str]
+) -> None:
+    response = await api.client.post(
+        "/graphql", content=content, headers={**headers, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert media_type(response) == headers["Accept"]
+    assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+    assert "data" not in response.json()
+
+
+@pytest.mark.parametrize("name", [{"obj": "ect"}, 0, False, ["Clock"]], ids=repr)
+async def test_an_operation_name_that_is_not_a_string_is_a_400(api: Api, name: object) -> None:
+    response = await api.client.post(
+        "/graphql", json={"query": "query Clock { now }", "operationName": name}
+    )
+    assert response.status_code == 400
+    assert "operationName" in response.json()["errors"][0]["message"]
+
+
+class _BrokenBeforeExecution(SchemaExtension):
+    """A failure of the service itself before any resolver runs (a bug, masked)."""
+
+    def on_execute(self) -> Iterator[None]:
+        raise RuntimeError("the ledger index vanished")
+        yield  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"), [(WANTS_GRAPHQL_RESPONSE, 500), (LEGACY, 200)], ids=["modern", "legacy"]
+)
+async def test_a_masked_failure_before_execution_is_a_500_not_the_clients_fault(
+    api: Api, headers: dict[str, str], status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    schema = build_schema(api.container.settings)
+    schema.extensions = (*schema.extensions, _BrokenBeforeExecution)
+    app = GraphQLApp(schema, api.container)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        response = await client.post("/graphql", json={"query": "{ now }"}, headers=headers)
+
+    assert response.status_code == status
+    assert media_type(response) == headers["Accept"]
+    assert response.json()["errors"][0]["message"] == "Unexpected error."
+    assert "ledger index" not in response.text
