@@ -23,7 +23,14 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.serve
 	$(BIN)/inmail serve
 
-test: $(VENV)/.dev
+# The GraphQL-over-HTTP audit's npm packages, as the lock file pins them (Node.js and npm from
+# Debian); the stamp records which lock file they came from.
+AUDIT := tests/http_audit
+$(AUDIT)/node_modules/.installed-from-lock: $(AUDIT)/package-lock.json
+	npm ci --prefix $(AUDIT) --no-audit --no-fund --loglevel=error
+	sha256sum $(AUDIT)/package-lock.json | cut -d' ' -f1 > $@
+
+test: $(VENV)/.dev $(AUDIT)/node_modules/.installed-from-lock
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev
