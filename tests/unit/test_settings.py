@@ -18,11 +18,14 @@ from inmail.settings import (
 )
 
 
-def test_an_empty_environment_gives_the_documented_defaults() -> None:
+def test_an_empty_environment_gives_the_documented_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     settings = Settings.from_env({})
     assert settings.env == "development"
     assert settings.mongodb_uri is None
-    assert settings.data_dir == Path(".inmail")
+    assert settings.data_dir == Path.home() / ".local" / "share" / "inmail"
     assert settings.scheduler_interval == 60.0
     assert settings.reminder_delay_hours == 48.0
     assert settings.max_body_bytes == 1_048_576
