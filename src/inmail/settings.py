@@ -188,7 +188,8 @@ class Settings:
         "development",
         "development | production",
         "production: GraphiQL, introspection and suggestions are off unless set; start-up is "
-        "refused without INMAIL_JWT_SECRET, with INMAIL_CLOCK=manual, or without a real MongoDB",
+        "refused without INMAIL_JWT_SECRET or with INMAIL_CLOCK=manual, and `inmail serve` "
+        "never falls back to the in-memory database",
         _choice("development", "production"),
     )
     mongodb_uri: str | None = setting(

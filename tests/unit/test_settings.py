@@ -125,3 +125,21 @@ def test_every_default_is_the_documented_value_read_as_the_setting_reads_it() ->
     assert defaults.scheduler_batch == 500
     assert defaults.allowed_origins == ("*",)
     assert defaults.plans.policy(PlanType.PREMIUM_CAREER).monthly_allotment == 5
+
+
+def test_the_help_of_inmail_env_says_what_production_does() -> None:
+    (env,) = [s for s in SETTINGS if s.name == "INMAIL_ENV"]
+    for claim in ("GraphiQL, introspection and suggestions are off unless set", "refused without"):
+        assert claim in env.help
+    secret = {"INMAIL_ENV": "production", "INMAIL_JWT_SECRET": "x" * 40}
+    closed = Settings.from_env(secret)
+    assert (closed.graphiql, closed.introspection, closed.suggestions) == (False, False, False)
+    opened = Settings.from_env(
+        secret
+        | {"INMAIL_GRAPHIQL": "true", "INMAIL_INTROSPECTION": "true", "INMAIL_SUGGESTIONS": "on"}
+    )
+    assert (opened.graphiql, opened.introspection, opened.suggestions) == (True, True, True)
+    with pytest.raises(SettingsError, match="INMAIL_JWT_SECRET"):
+        Settings.from_env({"INMAIL_ENV": "production"})
+    with pytest.raises(SettingsError, match="INMAIL_CLOCK"):
+        Settings.from_env(secret | {"INMAIL_CLOCK": "manual"})
