@@ -43,6 +43,11 @@ lint: $(VENV)/.dev
 
 check: lint test
 
+# The unit and API tiers only, on a real mongod too: the quick check while working.
+.PHONY: test-fast
+test-fast: $(VENV)/.dev
+	$(BIN)/python -m pytest tests/unit tests/api
+
 # A development tool outside the service package: starts its own mongod and server and prints
 # the table that BENCHMARKS.md records. BENCH_ARGS=--quick for a smoke run.
 bench: $(VENV)/.dev

@@ -126,15 +126,21 @@ class TokenService:
         return self.verify(token.strip())
 
 
+def existing_development_secret(data_dir: Path) -> str | None:
+    """The development secret kept in the data folder, if there is one (never creates it)."""
+    try:
+        existing = (data_dir / DEV_SECRET_FILE).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return existing if len(existing) >= 32 else None
+
+
 def development_secret(data_dir: Path) -> str:
     """A random secret kept in the data folder, so that `serve` and `token` agree."""
-    path = data_dir / DEV_SECRET_FILE
-    try:
-        existing = path.read_text().strip()
-    except FileNotFoundError:
-        existing = ""
-    if len(existing) >= 32:
+    existing = existing_development_secret(data_dir)
+    if existing is not None:
         return existing
+    path = data_dir / DEV_SECRET_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import re
 import shutil
 import signal
 import sys
@@ -66,9 +68,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"inmail: {exc}", file=sys.stderr)
             return 1
     if settings.jwt_secret is None:
-        from inmail.auth import development_secret
+        from inmail.auth import DEV_SECRET_FILE, development_secret
 
         variables["INMAIL_JWT_SECRET"] = development_secret(settings.data_dir)
+        print(
+            "inmail: tokens are signed with the development secret in "
+            f"{(settings.data_dir / DEV_SECRET_FILE).absolute()} (`inmail token` reads it)",
+            file=sys.stderr,
+        )
     hand_to_workers(variables)
     # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so that
     # the embedded mongod below is stopped by us, not left to the kernel.
@@ -122,13 +129,15 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+# A member id as the service makes them (an ObjectId's hex form).
+_MEMBER_ID = re.compile(r"[0-9a-f]{24}")
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from inmail.auth import Role, TokenService
-    from inmail.bootstrap import jwt_secret
 
     settings = _settings()
     longest = timedelta(hours=settings.token_max_lifetime_hours)
-    tokens = TokenService(jwt_secret(settings), longest)
     ttl = timedelta(hours=args.hours)
     if not timedelta(0) < ttl <= longest:
         print(
@@ -137,11 +146,106 @@ def cmd_token(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if not args.admin and not _MEMBER_ID.fullmatch(args.member):
+        print(
+            f"inmail token: {args.member!r} is not a member id (24 lowercase hex digits, "
+            "as createMember answers in member { id })",
+            file=sys.stderr,
+        )
+        return 2
+    secret = _signing_secret(settings)
+    if secret is None:
+        return 2
+    if not args.admin and not _member_known(settings, args.member):
+        return 2
+    tokens = TokenService(secret, longest)
     if args.admin:
-        print(tokens.mint(args.member or "admin", Role.ADMIN, ttl))
+        print(tokens.mint("admin", Role.ADMIN, ttl))
     else:
         print(tokens.mint(args.member, Role.MEMBER, ttl))
     return 0
+
+
+def _signing_secret(settings: Settings) -> str | None:
+    """The secret `inmail serve` signs with under these settings, said on stderr; never a new
+    one: a token signed with a secret the server does not hold would be refused."""
+    from inmail.auth import DEV_SECRET_FILE, existing_development_secret
+
+    if settings.jwt_secret is not None:
+        print("inmail token: signed with INMAIL_JWT_SECRET", file=sys.stderr)
+        return settings.jwt_secret
+    path = (settings.data_dir / DEV_SECRET_FILE).absolute()
+    secret = existing_development_secret(settings.data_dir)
+    if secret is None:
+        print(
+            f"inmail token: no secret to sign with: INMAIL_JWT_SECRET is unset and there is no "
+            f"development secret at {path}.\n"
+            "  `inmail serve` creates that file when it first starts with this data folder "
+            "(INMAIL_DATA_DIR); a token signed with any other secret would be refused.\n"
+            "  Start the server first, or give this command the INMAIL_DATA_DIR or "
+            "INMAIL_JWT_SECRET the server runs with.",
+            file=sys.stderr,
+        )
+        return None
+    print(f"inmail token: signed with the development secret in {path}", file=sys.stderr)
+    return secret
+
+
+def _member_known(settings: Settings, member_id: str) -> bool:
+    """False (said on stderr) when the database the server uses has no such member.
+
+    That is INMAIL_MONGODB_URI, else the embedded mongod while `inmail serve` runs it over the
+    data folder. Where neither can be reached the token is minted with a note: the server
+    refuses it if the member does not exist.
+    """
+    from inmail.embedded_mongod import EmbeddedMongod
+
+    folder = (settings.data_dir / "mongod").absolute()
+    uri, where = settings.mongodb_uri, "the database of INMAIL_MONGODB_URI"
+    if uri is None:
+        uri, where = EmbeddedMongod(folder).running_uri(), f"the embedded mongod over {folder}"
+    if uri is None:
+        print(
+            f"inmail token: member {member_id} not checked: INMAIL_MONGODB_URI is unset and no "
+            f"embedded mongod runs over {folder}; the server refuses the token if there is no "
+            "such member",
+            file=sys.stderr,
+        )
+        return True
+    try:
+        found = asyncio.run(_find_member(uri, settings.db_name, member_id))
+    except Exception as exc:
+        print(
+            f"inmail token: member {member_id} not checked: {where} did not answer "
+            f"({type(exc).__name__}); the server refuses the token if there is no such member",
+            file=sys.stderr,
+        )
+        return True
+    if not found:
+        print(
+            f"inmail token: no member {member_id} in {where} (database {settings.db_name!r}); "
+            "create the member first (createMember, as an admin) and use the id it answers",
+            file=sys.stderr,
+        )
+        return False
+    print(f"inmail token: member {member_id} found in {where}", file=sys.stderr)
+    return True
+
+
+async def _find_member(uri: str, db_name: str, member_id: str) -> bool:
+    from inmail.repositories.members import MemberReader
+    from inmail.repositories.mongo import Mongo
+
+    mongo = Mongo.connect(uri, db_name, app_name="inmail-token")
+    try:
+        member = await asyncio.wait_for(MemberReader(mongo, None).get(member_id), _LOOKUP_TIMEOUT)
+        return member is not None
+    finally:
+        await mongo.close()
+
+
+# How long `inmail token` waits for the database before minting without the member check.
+_LOOKUP_TIMEOUT = 10.0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -168,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a bearer token for development")
     who = token.add_mutually_exclusive_group(required=True)
-    who.add_argument("--member", help="the member id the token speaks for")
+    who.add_argument(
+        "--member", help="the member id the token speaks for (it must exist where checkable)"
+    )
     who.add_argument("--admin", action="store_true", help="an admin token")
     token.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12)")
     token.set_defaults(run=cmd_token)

@@ -148,6 +148,15 @@ class EmbeddedMongod:
             raise
         return self.uri
 
+    def running_uri(self) -> str | None:
+        """The URI of the mongod an inmail process runs over this data folder; None if none."""
+        port = _read_pid(self.data_dir / _PORT_FILE)
+        running = _read_pid(self.data_dir / "mongod.lock")
+        owner = _read_pid(self.data_dir / _OWNER_FILE)
+        if not (port and running and owner and pid_alive(running) and pid_alive(owner)):
+            return None
+        return f"mongodb://127.0.0.1:{port}/?replicaSet={REPLICA_SET}"
+
     def stop(self, timeout: float = 30.0) -> None:
         process, self.process = self.process, None
         if process is None:

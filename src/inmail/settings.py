@@ -71,6 +71,17 @@ def _float_range_open(low: float, high: float) -> Callable[[str], float]:
     return _in_range(float, low, high, low_excluded=True)
 
 
+def _folder(raw: str) -> Path:
+    """A folder path; `~` is the home folder and a leading `$XDG_DATA_HOME` the user's data
+    folder (~/.local/share when that variable is unset or not absolute)."""
+    if raw.startswith("$XDG_DATA_HOME"):
+        data_home = os.environ.get("XDG_DATA_HOME", "").strip()
+        if not os.path.isabs(data_home):
+            data_home = "~/.local/share"
+        raw = data_home + raw.removeprefix("$XDG_DATA_HOME")
+    return Path(raw).expanduser()
+
+
 def _mongodb_uri(raw: str) -> str:
     if not raw.startswith(("mongodb://", "mongodb+srv://")):
         raise ValueError("")
@@ -176,7 +187,9 @@ class Settings:
         "INMAIL_ENV",
         "development",
         "development | production",
-        "production refuses to start without INMAIL_JWT_SECRET and a manual clock",
+        "production: GraphiQL, introspection and suggestions are off unless set; start-up is "
+        "refused without INMAIL_JWT_SECRET or with INMAIL_CLOCK=manual, and `inmail serve` "
+        "never falls back to the in-memory database",
         _choice("development", "production"),
     )
     mongodb_uri: str | None = setting(
@@ -191,10 +204,11 @@ class Settings:
     )
     data_dir: Path = setting(
         "INMAIL_DATA_DIR",
-        ".inmail",
-        "a folder path",
-        "embedded mongod data and the development JWT secret",
-        Path,
+        "$XDG_DATA_HOME/inmail",
+        "a folder path (~ expands)",
+        "embedded mongod data and the development JWT secret; the default (~/.local/share/inmail "
+        "unless XDG_DATA_HOME is set) is the same whatever folder a command runs in",
+        _folder,
     )
     mongod_bin: Path | None = setting(
         "INMAIL_MONGOD_BIN",
@@ -583,9 +597,17 @@ def settings_for_worker(environ: Mapping[str, str]) -> Settings:
     return Settings.from_env(json.loads(handed))
 
 
+def table_cell(text: str) -> str:
+    """`text` as one cell of a Markdown (GFM) table row: a `|` would end the cell and a line
+    break the row, so pipes are escaped (also inside code spans, as GFM wants) and line breaks
+    become spaces."""
+    return " ".join(text.replace("|", "\\|").split())
+
+
 def settings_table_markdown() -> str:
     rows = ["| variable | default | accepts | what it does |", "|---|---|---|---|"]
     for s in SETTINGS:
         default = f"`{s.default}`" if s.default is not None else "unset"
-        rows.append(f"| `{s.name}` | {default} | {s.accepts} | {s.help} |")
+        cells = (f"`{s.name}`", default, s.accepts, s.help)
+        rows.append("| " + " | ".join(table_cell(c) for c in cells) + " |")
     return "\n".join(rows)

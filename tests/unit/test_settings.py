@@ -18,11 +18,14 @@ from inmail.settings import (
 )
 
 
-def test_an_empty_environment_gives_the_documented_defaults() -> None:
+def test_an_empty_environment_gives_the_documented_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     settings = Settings.from_env({})
     assert settings.env == "development"
     assert settings.mongodb_uri is None
-    assert settings.data_dir == Path(".inmail")
+    assert settings.data_dir == Path.home() / ".local" / "share" / "inmail"
     assert settings.scheduler_interval == 60.0
     assert settings.reminder_delay_hours == 48.0
     assert settings.max_body_bytes == 1_048_576
@@ -122,3 +125,21 @@ def test_every_default_is_the_documented_value_read_as_the_setting_reads_it() ->
     assert defaults.scheduler_batch == 500
     assert defaults.allowed_origins == ("*",)
     assert defaults.plans.policy(PlanType.PREMIUM_CAREER).monthly_allotment == 5
+
+
+def test_the_help_of_inmail_env_says_what_production_does() -> None:
+    (env,) = [s for s in SETTINGS if s.name == "INMAIL_ENV"]
+    for claim in ("GraphiQL, introspection and suggestions are off unless set", "refused without"):
+        assert claim in env.help
+    secret = {"INMAIL_ENV": "production", "INMAIL_JWT_SECRET": "x" * 40}
+    closed = Settings.from_env(secret)
+    assert (closed.graphiql, closed.introspection, closed.suggestions) == (False, False, False)
+    opened = Settings.from_env(
+        secret
+        | {"INMAIL_GRAPHIQL": "true", "INMAIL_INTROSPECTION": "true", "INMAIL_SUGGESTIONS": "on"}
+    )
+    assert (opened.graphiql, opened.introspection, opened.suggestions) == (True, True, True)
+    with pytest.raises(SettingsError, match="INMAIL_JWT_SECRET"):
+        Settings.from_env({"INMAIL_ENV": "production"})
+    with pytest.raises(SettingsError, match="INMAIL_CLOCK"):
+        Settings.from_env(secret | {"INMAIL_CLOCK": "manual"})

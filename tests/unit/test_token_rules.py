@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -82,16 +83,19 @@ def test_minting_past_the_maximum_lifetime_is_refused() -> None:
 
 
 def test_the_token_command_refuses_hours_past_the_maximum_lifetime(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.setenv("INMAIL_JWT_SECRET", SECRET)
     monkeypatch.setenv("INMAIL_TOKEN_MAX_LIFETIME", "2")
+    monkeypatch.setenv("INMAIL_DATA_DIR", str(tmp_path))  # no server's database to look in
+    monkeypatch.delenv("INMAIL_MONGODB_URI", raising=False)
+    m1 = "6650a1c2e4b0f1a2b3c4d5e6"
 
-    refused = main(["token", "--member", "m1", "--hours", "3"])
-    minted = main(["token", "--member", "m1", "--hours", "2"])
+    refused = main(["token", "--member", m1, "--hours", "3"])
+    minted = main(["token", "--member", m1, "--hours", "2"])
 
     out, err = capsys.readouterr()
     assert refused == 2
     assert "at most 2" in err
     assert minted == 0
-    assert TokenService(SECRET).verify(out.strip()).subject == "m1"
+    assert TokenService(SECRET).verify(out.strip()).subject == m1
