@@ -21,7 +21,7 @@ import httpx
 import pytest
 from pymongo import AsyncMongoClient
 
-from inmail.domain.errors import ErrorCode
+from inmail.domain.errors import ErrorCode, Reason
 from inmail.domain.money import Money
 from inmail.processes import free_port
 from inmail.repositories.intents import IntentStatus, refusal_doc
@@ -477,7 +477,9 @@ async def test_a_purchase_killed_while_refunding_is_refunded_when_retried(api: A
     # What purchase_credits had written when the process died refunding: the charge of a
     # purchase refused for the cap, its intent moved to REFUNDING, before the gateway's refund.
     intent = await orphan_charge(api, hal, 10, status=IntentStatus.REFUNDING, key="hal-1")
-    refusal = Refusal(ErrorCode.CAP_EXCEEDED, "Over the cap.", "quantity")
+    refusal = Refusal(
+        ErrorCode.CAP_EXCEEDED, Reason.OVER_CAP, "quantity", {"balance": 25, "cap": 15}
+    )
     await api.container.mongo.c.payment_intents.update_one(
         {"_id": intent.id}, {"$set": {"refusal": refusal_doc(refusal)}}
     )

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.money import Money
 from inmail.domain.plans import (
     DEFAULT_PLAN_TABLE,
@@ -164,14 +164,15 @@ def test_a_legacy_allotment_out_of_bounds_is_invalid_input_on_its_field(allotmen
     assert refused.value.field == "monthlyAllotment"
 
 
-def test_a_domain_error_reads_as_its_message_and_carries_its_code() -> None:
-    error = DomainError(ErrorCode.CAP_EXCEEDED, "That would exceed your cap.")
-    assert str(error) == "That would exceed your cap."
-    assert (error.code, error.message, error.field) == (
+def test_a_domain_error_carries_its_code_reason_field_and_data_and_no_words() -> None:
+    error = DomainError(ErrorCode.CAP_EXCEEDED, Reason.OVER_CAP, "quantity", balance=25, cap=15)
+    assert (error.code, error.reason, error.field, error.data) == (
         ErrorCode.CAP_EXCEEDED,
-        "That would exceed your cap.",
-        None,
+        Reason.OVER_CAP,
+        "quantity",
+        {"balance": 25, "cap": 15},
     )
+    assert str(error) == "CAP_EXCEEDED/OVER_CAP on quantity {'balance': 25, 'cap': 15}"
 
 
 def test_every_error_code_value_is_its_name() -> None:

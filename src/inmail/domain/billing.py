@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 
 ANCHOR_DAY_MIN = 1
 ANCHOR_DAY_MAX = 31
@@ -26,8 +26,10 @@ def validate_anchor_day(day: int) -> int:
     if isinstance(day, bool) or not ANCHOR_DAY_MIN <= day <= ANCHOR_DAY_MAX:
         raise DomainError(
             ErrorCode.INVALID_INPUT,
-            f"billingDay must be between {ANCHOR_DAY_MIN} and {ANCHOR_DAY_MAX}.",
-            field="billingDay",
+            Reason.BILLING_DAY_OUT_OF_RANGE,
+            "billingDay",
+            minimum=ANCHOR_DAY_MIN,
+            maximum=ANCHOR_DAY_MAX,
         )
     return day
 
@@ -78,19 +80,21 @@ class PaymentMethod:
 def validate_payment_method(brand: str, last4: str, exp_month: int, exp_year: int) -> PaymentMethod:
     brand = brand.strip()
     if not 1 <= len(brand) <= BRAND_MAX:
-        raise _invalid("brand", f"brand must be 1 to {BRAND_MAX} characters.")
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.BRAND_LENGTH, "brand", maximum=BRAND_MAX)
     last4 = last4.strip()
     if len(last4) != 4 or not set(last4) <= _ASCII_DIGITS:
-        raise _invalid("last4", "last4 must be exactly 4 digits.")
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.LAST4_NOT_FOUR_DIGITS, "last4")
     if isinstance(exp_month, bool) or not 1 <= exp_month <= 12:
-        raise _invalid("expMonth", "expMonth must be between 1 and 12.")
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.EXP_MONTH_OUT_OF_RANGE, "expMonth")
     if isinstance(exp_year, bool) or not EXP_YEAR_MIN <= exp_year <= EXP_YEAR_MAX:
-        raise _invalid("expYear", f"expYear must be between {EXP_YEAR_MIN} and {EXP_YEAR_MAX}.")
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            Reason.EXP_YEAR_OUT_OF_RANGE,
+            "expYear",
+            minimum=EXP_YEAR_MIN,
+            maximum=EXP_YEAR_MAX,
+        )
     return PaymentMethod(brand=brand, last4=last4, exp_month=exp_month, exp_year=exp_year)
-
-
-def _invalid(field: str, message: str) -> DomainError:
-    return DomainError(ErrorCode.INVALID_INPUT, message, field=field)
 
 
 def _require_anchor(anchor_day: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 
 CREDIT_BACK_WINDOW: timedelta = timedelta(days=90)
 SUBJECT_MAX = 200
@@ -69,11 +69,9 @@ def reminder_due_at(sent_at: datetime, delay: timedelta) -> datetime:
 def _clean_text(text: str, *, field: str, maximum: int) -> str:
     cleaned = text.strip()
     if not cleaned:
-        raise DomainError(ErrorCode.INVALID_INPUT, f"{field} must not be blank.", field=field)
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, field)
     if len(cleaned) > maximum:
         raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            f"{field} must be at most {maximum} characters (got {len(cleaned)}).",
-            field=field,
+            ErrorCode.INVALID_INPUT, Reason.TOO_LONG, field, maximum=maximum, length=len(cleaned)
         )
     return cleaned

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
 
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.money import Money
 
 LEGACY_ALLOTMENT_MIN = 1
@@ -158,8 +158,10 @@ def validate_legacy_allotment(value: int) -> int:
     if isinstance(value, bool) or not LEGACY_ALLOTMENT_MIN <= value <= LEGACY_ALLOTMENT_MAX:
         raise DomainError(
             ErrorCode.INVALID_INPUT,
-            f"monthlyAllotment must be between {LEGACY_ALLOTMENT_MIN} and {LEGACY_ALLOTMENT_MAX}.",
-            field="monthlyAllotment",
+            Reason.ALLOTMENT_OUT_OF_RANGE,
+            "monthlyAllotment",
+            minimum=LEGACY_ALLOTMENT_MIN,
+            maximum=LEGACY_ALLOTMENT_MAX,
         )
     return value
 

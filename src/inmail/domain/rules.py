@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import Member
 from inmail.domain.plans import PlanTable
 
@@ -23,28 +23,20 @@ def inmail_refusal(
     balance: int,
 ) -> DomainError | None:
     if recipient is None:
-        return DomainError(ErrorCode.NOT_FOUND, "No such member.", "recipientId")
+        return DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_MEMBER, "recipientId")
     if recipient.id == sender.id:
-        return DomainError(
-            ErrorCode.CANNOT_MESSAGE_SELF, "You cannot InMail yourself.", "recipientId"
-        )
+        return DomainError(ErrorCode.CANNOT_MESSAGE_SELF, Reason.INMAIL_TO_SELF, "recipientId")
     if sender.is_connected_to(recipient.id):
         return DomainError(
-            ErrorCode.RECIPIENT_IS_CONNECTION,
-            "This member is a 1st-degree connection: message them for free with sendMessage.",
-            "recipientId",
+            ErrorCode.RECIPIENT_IS_CONNECTION, Reason.RECIPIENT_IS_CONNECTION, "recipientId"
         )
     refusal = _premium_refusal(sender, plans, now, purchasing=False)
     if refusal:
         return refusal
     if awaiting_response:
-        return DomainError(
-            ErrorCode.AWAITING_RESPONSE,
-            "Your earlier InMail to this member has no response yet.",
-            "recipientId",
-        )
+        return DomainError(ErrorCode.AWAITING_RESPONSE, Reason.AWAITING_RESPONSE, "recipientId")
     if balance <= 0:
-        return DomainError(ErrorCode.INSUFFICIENT_CREDITS, "No InMail credits left.")
+        return DomainError(ErrorCode.INSUFFICIENT_CREDITS, Reason.NO_CREDITS_LEFT)
     return None
 
 
@@ -57,10 +49,7 @@ def purchase_refusal(
     cap = member.policy(plans).max_balance
     if balance + quantity > cap:
         return DomainError(
-            ErrorCode.CAP_EXCEEDED,
-            f"That would take your balance to {balance + quantity}; the most you can hold is "
-            f"{cap}.",
-            "quantity",
+            ErrorCode.CAP_EXCEEDED, Reason.OVER_CAP, "quantity", balance=balance + quantity, cap=cap
         )
     return None
 
@@ -71,24 +60,17 @@ def _premium_refusal(
     policy = member.policy(plans)
     if purchasing and not policy.can_purchase:
         return DomainError(
-            ErrorCode.PURCHASE_NOT_ALLOWED,
-            f"Extra InMail credits cannot be bought on the {member.plan.value} plan.",
+            ErrorCode.PURCHASE_NOT_ALLOWED, Reason.PLAN_CANNOT_BUY, plan=member.plan.value
         )
     if not purchasing and not policy.can_send_inmail:
-        return DomainError(ErrorCode.UPGRADE_REQUIRED, "Upgrade to Premium to send InMail.")
+        return DomainError(ErrorCode.UPGRADE_REQUIRED, Reason.UPGRADE_TO_SEND)
     if member.subscription is None or not member.subscription.is_active:
-        return DomainError(
-            ErrorCode.SUBSCRIPTION_INACTIVE, "Your Premium subscription is cancelled."
-        )
+        return DomainError(ErrorCode.SUBSCRIPTION_INACTIVE, Reason.SUBSCRIPTION_CANCELLED)
     card = member.payment_method
     if purchasing and card is None:
         return DomainError(
-            ErrorCode.PAYMENT_METHOD_EXPIRED, "Add a payment method first.", "paymentMethod"
+            ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.NO_PAYMENT_METHOD, "paymentMethod"
         )
     if card is not None and card.is_expired(now):
-        return DomainError(
-            ErrorCode.PAYMENT_METHOD_EXPIRED,
-            "The card on file has expired: update your payment method first.",
-            "paymentMethod",
-        )
+        return DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED, "paymentMethod")
     return None

@@ -23,7 +23,7 @@ from inmail.domain.credits import (
     expiry_for,
     pick_lot,
 )
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import RENEWAL_DUE, LedgerEntry, Subscription
 from inmail.domain.plans import PlanTable, PlanType
 
@@ -126,7 +126,7 @@ class Wallet:
         self.settle(at)
         lot = pick_lot(self.active_lots(), at)
         if lot is None:
-            raise DomainError(ErrorCode.INSUFFICIENT_CREDITS, "No InMail credits left.")
+            raise DomainError(ErrorCode.INSUFFICIENT_CREDITS, Reason.NO_CREDITS_LEFT)
         remaining = lot.remaining - 1
         spent = replace(
             lot, remaining=remaining, status=LotStatus.ACTIVE if remaining else LotStatus.DEPLETED

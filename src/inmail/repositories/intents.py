@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from inmail.domain.errors import ErrorCode
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanType
 from inmail.repositories.mongo import Doc, Mongo, Session
-from inmail.repositories.records import KeyedOutcome, Refusal
+from inmail.repositories.records import KeyedOutcome, Refusal, refusal_from_doc, refusal_to_doc
 
 
 class IntentStatus:
@@ -85,7 +84,7 @@ def _outcome_doc(outcome: KeyedOutcome) -> Doc:
 
 
 def refusal_doc(refusal: Refusal) -> Doc:
-    return {"code": refusal.code.value, "message": refusal.message, "field": refusal.field}
+    return refusal_to_doc(refusal)
 
 
 def _from_doc(doc: Doc) -> PaymentIntent:
@@ -105,11 +104,7 @@ def _from_doc(doc: Doc) -> PaymentIntent:
         outcome=(
             KeyedOutcome(outcome.get("subjectId"), int(outcome["creditsLeft"])) if outcome else None
         ),
-        refusal=(
-            Refusal(ErrorCode(refusal["code"]), refusal["message"], refusal.get("field"))
-            if refusal
-            else None
-        ),
+        refusal=refusal_from_doc(refusal) if refusal else None,
     )
 
 

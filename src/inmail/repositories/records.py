@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
-from inmail.domain.errors import ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, ErrorData, Reason
 from inmail.domain.model import Purchase
 from inmail.domain.money import Money
 from inmail.repositories.mongo import Doc, DuplicateKeyError, Mongo, Session, new_id
@@ -26,8 +28,32 @@ class Refusal:
     """A keyed request's refusal, given again to a retry while its side effects are undone."""
 
     code: ErrorCode
-    message: str
-    field: str | None
+    reason: Reason
+    field: str | None = None
+    data: Mapping[str, ErrorData] = dataclass_field(default_factory=dict)
+
+    @classmethod
+    def of(cls, error: DomainError) -> Refusal:
+        return cls(error.code, error.reason, error.field, dict(error.data))
+
+    def error(self) -> DomainError:
+        return DomainError(self.code, self.reason, self.field, **self.data)
+
+
+def refusal_to_doc(refusal: Refusal) -> Doc:
+    return {
+        "code": refusal.code.value,
+        "reason": refusal.reason.value,
+        "field": refusal.field,
+        "data": dict(refusal.data),
+    }
+
+
+def refusal_from_doc(doc: Mapping[str, Any]) -> Refusal:
+    code, field = ErrorCode(doc["code"]), doc.get("field")
+    if "reason" not in doc:  # recorded before refusals were stored as reasons: its own words
+        return Refusal(code, Reason.RECORDED, field, {"message": str(doc["message"])})
+    return Refusal(code, Reason(doc["reason"]), field, dict(doc.get("data") or {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +86,7 @@ def _record_to_doc(record: IdempotencyRecord) -> Doc:
             "creditsLeft": record.outcome.credits_left,
         }
     if record.refusal is not None:
-        refusal = record.refusal
-        doc["refusal"] = {
-            "code": refusal.code.value,
-            "message": refusal.message,
-            "field": refusal.field,
-        }
+        doc["refusal"] = refusal_to_doc(record.refusal)
     return doc
 
 
@@ -85,11 +106,7 @@ def _record_from_doc(doc: Doc) -> IdempotencyRecord:
             if result is not None
             else None
         ),
-        refusal=(
-            Refusal(ErrorCode(refusal["code"]), refusal["message"], refusal.get("field"))
-            if refusal is not None
-            else None
-        ),
+        refusal=refusal_from_doc(refusal) if refusal is not None else None,
     )
 
 

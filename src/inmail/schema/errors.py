@@ -11,7 +11,7 @@ import strawberry
 from graphql import GraphQLError
 
 from inmail.domain.access import ReadRefused, Refusal
-from inmail.domain.errors import DomainError, RateLimited
+from inmail.domain.errors import DomainError, RateLimited, Reason
 from inmail.schema.enums import ErrorCode
 
 
@@ -28,13 +28,114 @@ class UserError:
 
     @classmethod
     def from_domain(cls, error: DomainError) -> UserError:
-        retry_after = error.retry_after_seconds if isinstance(error, RateLimited) else None
         return cls(
             code=error.code,
-            message=error.message,
+            message=worded(error),
             field=error.field,
-            retry_after_seconds=retry_after,
+            retry_after_seconds=_retry_after(error),
         )
+
+
+def _retry_after(error: DomainError) -> int | None:
+    return error.retry_after_seconds if isinstance(error, RateLimited) else None
+
+
+_SENT = {"inmail": "InMails", "message": "messages"}
+
+_WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
+    Reason.BLANK: lambda e: f"{e.field} must not be blank.",
+    Reason.TOO_LONG: lambda e: (
+        f"{e.field} must be at most {e.data['maximum']} characters (got {e.data['length']})."
+    ),
+    Reason.NAME_LENGTH: lambda e: f"name must be 1 to {e.data['maximum']} characters.",
+    Reason.HEADLINE_TOO_LONG: lambda e: f"headline must be at most {e.data['maximum']} characters.",
+    Reason.BILLING_DAY_OUT_OF_RANGE: lambda e: (
+        f"billingDay must be between {e.data['minimum']} and {e.data['maximum']}."
+    ),
+    Reason.BRAND_LENGTH: lambda e: f"brand must be 1 to {e.data['maximum']} characters.",
+    Reason.LAST4_NOT_FOUR_DIGITS: lambda _: "last4 must be exactly 4 digits.",
+    Reason.EXP_MONTH_OUT_OF_RANGE: lambda _: "expMonth must be between 1 and 12.",
+    Reason.EXP_YEAR_OUT_OF_RANGE: lambda e: (
+        f"expYear must be between {e.data['minimum']} and {e.data['maximum']}."
+    ),
+    Reason.CARD_ALREADY_EXPIRED: lambda _: "That card has already expired.",
+    Reason.ALLOTMENT_OUT_OF_RANGE: lambda e: (
+        f"monthlyAllotment must be between {e.data['minimum']} and {e.data['maximum']}."
+    ),
+    Reason.ALLOTMENT_LEGACY_ONLY: lambda _: "monthlyAllotment applies to LEGACY_PREMIUM only.",
+    Reason.CONNECT_TO_SELF: lambda _: "A member cannot connect to themselves.",
+    Reason.QUANTITY_OUT_OF_RANGE: lambda e: f"quantity must be 1 to {e.data['maximum']}.",
+    Reason.KEY_LENGTH: lambda e: f"idempotencyKey must be 1 to {e.data['maximum']} characters.",
+    Reason.PAID_CHANGE_NEEDS_KEY: lambda _: "A change to a paid plan needs an idempotencyKey.",
+    Reason.ALREADY_ON_PLAN: lambda e: f"You are already on {e.data['plan']}.",
+    Reason.RECIPIENT_OR_CONVERSATION: lambda _: (
+        "Give either recipientId or conversationId, not both."
+    ),
+    Reason.IDS_OR_ALL: lambda _: "Give either ids or all, not both.",
+    Reason.IDS_OR_ALL_MISSING: lambda _: "Give the ids to mark read, or all: true.",
+    Reason.TOO_MANY_IDS: lambda e: f"Mark at most {e.data['maximum']} ids at a time.",
+    Reason.IDS_NOT_TEXT: lambda _: "ids must be valid Unicode text.",
+    Reason.NEGATIVE: lambda e: f"{e.field} must not be negative.",
+    Reason.ADVANCE_TOO_FAR: lambda e: (
+        f"The clock moves at most {e.data['maximum_days']} days at a time."
+    ),
+    Reason.ADVANCE_TOO_SHORT: lambda _: (
+        "Advance the clock by at least one hour (days and/or hours)."
+    ),
+    Reason.CLOCK_NOT_MANUAL: lambda _: (
+        "The clock is not manual: start the service with INMAIL_CLOCK=manual."
+    ),
+    Reason.REQUEST_LAPSED: lambda _: (
+        "This request was never charged and has lapsed; send it again under a new idempotency key."
+    ),
+    Reason.NO_SUCH_MEMBER: lambda _: "No such member.",
+    Reason.OWN_MEMBER_MISSING: lambda _: "Your member record does not exist.",
+    Reason.NO_SUCH_INMAIL: lambda _: "No such InMail.",
+    Reason.NO_SUCH_CONVERSATION: lambda _: "No such conversation.",
+    Reason.INMAIL_TO_SELF: lambda _: "You cannot InMail yourself.",
+    Reason.MESSAGE_TO_SELF: lambda _: "You cannot message yourself.",
+    Reason.RECIPIENT_IS_CONNECTION: lambda _: (
+        "This member is a 1st-degree connection: message them for free with sendMessage."
+    ),
+    Reason.NOT_CONNECTED: lambda _: "Only 1st-degree connections can be messaged for free.",
+    Reason.UPGRADE_TO_SEND: lambda _: "Upgrade to Premium to send InMail.",
+    Reason.AWAITING_RESPONSE: lambda _: "Your earlier InMail to this member has no response yet.",
+    Reason.INMAIL_NOT_ANSWERED: lambda _: "This InMail has no response yet.",
+    Reason.NO_CREDITS_LEFT: lambda _: "No InMail credits left.",
+    Reason.NOT_RECIPIENT: lambda _: "Only the recipient can respond.",
+    Reason.ALREADY_RESPONDED: lambda _: "This InMail already has a response.",
+    Reason.TOO_MANY_SENDS: lambda e: (
+        f"You can send at most {e.data['limit']} {_SENT[str(e.data['action'])]} a minute. "
+        f"Try again in {_retry_after(e)} s."
+    ),
+    Reason.SUBSCRIPTION_CANCELLED: lambda _: "Your Premium subscription is cancelled.",
+    Reason.NOTHING_TO_CANCEL: lambda _: "There is no active subscription to cancel.",
+    Reason.PLAN_CANNOT_BUY: lambda e: (
+        f"Extra InMail credits cannot be bought on the {e.data['plan']} plan."
+    ),
+    Reason.OVER_CAP: lambda e: (
+        f"That would take your balance to {e.data['balance']}; the most you can hold is "
+        f"{e.data['cap']}."
+    ),
+    Reason.NO_PAYMENT_METHOD: lambda _: "Add a payment method first.",
+    Reason.CARD_EXPIRED: lambda _: (
+        "The card on file has expired: update your payment method first."
+    ),
+    Reason.PAID_CHANGE_NEEDS_CARD: lambda _: (
+        "Add a valid payment method before changing to a paid plan."
+    ),
+    Reason.LEGACY_NOT_OFFERED: lambda _: (
+        "LEGACY_PREMIUM and its grandfathered terms are no longer offered."
+    ),
+    Reason.PAYMENT_DECLINED: lambda e: f"The payment was declined: {e.data['detail']}.",
+    Reason.KEY_REUSED: lambda _: "This idempotency key was used for a different request.",
+    Reason.RECORDED: lambda e: str(e.data["message"]),
+}
+
+
+def worded(error: DomainError) -> str:
+    """A refusal of the service, worded for the client."""
+    return _WORDING[error.reason](error)
 
 
 class ApiError(GraphQLError):

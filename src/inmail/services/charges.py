@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Purchase
 from inmail.domain.money import Money
 from inmail.domain.notifications import Notification
@@ -40,11 +40,7 @@ log = logging.getLogger(__name__)
 RECONCILE_AFTER: Final = timedelta(minutes=2)
 """How old an open intent must be before reconciliation takes it over from its request."""
 
-LAPSED = Refusal(
-    ErrorCode.INVALID_INPUT,
-    "This request was never charged and has lapsed; send it again under a new idempotency key.",
-    "idempotencyKey",
-)
+LAPSED = Refusal(ErrorCode.INVALID_INPUT, Reason.REQUEST_LAPSED, "idempotencyKey")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +103,7 @@ async def _open(tx: Transaction, intent: PaymentIntent) -> PaymentIntent:
 
 def _refused(refusal: Refusal | None) -> DomainError:
     refusal = refusal or LAPSED
-    return DomainError(refusal.code, refusal.message, refusal.field)
+    return refusal.error()
 
 
 async def pay_and_fulfil(
@@ -134,19 +130,16 @@ async def _charge(
     card = member.payment_method
     if card is None or card.is_expired(now):
         # Checked before the intent was opened; the card changed since. Nothing was taken.
-        raise DomainError(
-            ErrorCode.PAYMENT_METHOD_EXPIRED,
-            "The card on file has expired: update your payment method first.",
-            "paymentMethod",
-        )
+        raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED, "paymentMethod")
     try:
         charge = await gateway.charge(
             intent.member_id, intent.id, intent.amount, card, now, description=intent.kind
         )
     except PaymentDeclined as exc:
-        refusal = Refusal(
-            ErrorCode.PAYMENT_DECLINED, f"The payment was declined: {exc}.", "paymentMethod"
+        declined = DomainError(
+            ErrorCode.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, "paymentMethod", detail=str(exc)
         )
+        refusal = Refusal.of(declined)
         await deps.uow.run(
             _move, intent.id, (IntentStatus.PENDING,), IntentStatus.DECLINED, now, refusal=refusal
         )
@@ -196,7 +189,7 @@ async def _complete_or_refund(
     try:
         return await deps.uow.run(_complete, deps, intent.id, fulfil, now)
     except DomainError as exc:
-        refusal = Refusal(exc.code, exc.message, exc.field)
+        refusal = Refusal.of(exc)
         moved = await deps.uow.run(
             _move, intent.id, (IntentStatus.CHARGED,), IntentStatus.REFUNDING, now, refusal=refusal
         )

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.repositories.records import (
     IdempotencyReader,
     IdempotencyRecord,
@@ -31,8 +31,9 @@ def clean_idempotency_key(key: str) -> str:
     if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
         raise DomainError(
             ErrorCode.INVALID_INPUT,
-            f"idempotencyKey must be 1 to {IDEMPOTENCY_KEY_MAX} characters.",
+            Reason.KEY_LENGTH,
             "idempotencyKey",
+            maximum=IDEMPOTENCY_KEY_MAX,
         )
     return key
 
@@ -71,11 +72,7 @@ class KeyedRequest:
 
 
 def reused_key() -> DomainError:
-    return DomainError(
-        ErrorCode.IDEMPOTENCY_KEY_REUSED,
-        "This idempotency key was used for a different request.",
-        "idempotencyKey",
-    )
+    return DomainError(ErrorCode.IDEMPOTENCY_KEY_REUSED, Reason.KEY_REUSED, "idempotencyKey")
 
 
 async def replay(records: IdempotencyReader, request: KeyedRequest) -> KeyedOutcome | None:
@@ -93,7 +90,7 @@ def answer(prior: IdempotencyRecord, request: KeyedRequest) -> KeyedOutcome:
     if prior.request_hash != request.fingerprint:
         raise reused_key()
     if prior.refusal is not None:
-        raise DomainError(prior.refusal.code, prior.refusal.message, prior.refusal.field)
+        raise prior.refusal.error()
     assert prior.outcome is not None, "a record holds an outcome or a refusal"
     return prior.outcome
 

@@ -18,7 +18,7 @@ from inmail.domain.conversations import (
     within_credit_back_window,
 )
 from inmail.domain.credits import CreditSource, LedgerKind, credit_back_grant_key
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.domain.rules import inmail_refusal
@@ -112,7 +112,7 @@ async def _sender_may_inmail(tx: Transaction, deps: Deps, draft: _Draft, now: da
     """The sender, once every check that needs no credits passed (credits are the wallet's)."""
     found = await tx.members.get_many([draft.sender_id, draft.recipient_id])
     if draft.sender_id not in found:
-        raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
+        raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     sender, recipient = found[draft.sender_id], found.get(draft.recipient_id)
     awaiting = recipient is not None and await tx.conversations.awaiting_between(
         draft.sender_id, draft.recipient_id
@@ -204,9 +204,7 @@ async def _respond(
 
 
 def _already_responded() -> DomainError:
-    return DomainError(
-        ErrorCode.ALREADY_RESPONDED, "This InMail already has a response.", "conversationId"
-    )
+    return DomainError(ErrorCode.ALREADY_RESPONDED, Reason.ALREADY_RESPONDED, "conversationId")
 
 
 async def _awaiting_my_response(
@@ -218,11 +216,9 @@ async def _awaiting_my_response(
         or not conversation.has_party(member_id)
         or conversation.kind is not ConversationKind.INMAIL
     ):
-        raise DomainError(ErrorCode.NOT_FOUND, "No such InMail.", "conversationId")
+        raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_INMAIL, "conversationId")
     if conversation.recipient_id != member_id:
-        raise DomainError(
-            ErrorCode.NOT_RECIPIENT, "Only the recipient can respond.", "conversationId"
-        )
+        raise DomainError(ErrorCode.NOT_RECIPIENT, Reason.NOT_RECIPIENT, "conversationId")
     if conversation.responded_at is not None:
         raise _already_responded()
     return conversation
@@ -267,11 +263,7 @@ async def send_message(
     """Free messages: to a 1st-degree connection, or in an InMail that had its response."""
     text = clean_body(body)
     if (recipient_id is None) == (conversation_id is None):
-        raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            "Give either recipientId or conversationId, not both.",
-            "recipientId",
-        )
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.RECIPIENT_OR_CONVERSATION, "recipientId")
     message = Message(new_id(), member_id, text, deps.now())
     if conversation_id is not None:
         thread_id = await deps.uow.run(
@@ -291,11 +283,9 @@ async def _reply_in(
     await count_send(tx, limits, Action.MESSAGE, member_id, message.sent_at)
     conversation = await tx.conversations.get(conversation_id)
     if conversation is None or not conversation.has_party(member_id):
-        raise DomainError(ErrorCode.NOT_FOUND, "No such conversation.", "conversationId")
+        raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_CONVERSATION, "conversationId")
     if conversation.state is ConversationState.AWAITING_RESPONSE:
-        raise DomainError(
-            ErrorCode.AWAITING_RESPONSE, "This InMail has no response yet.", "conversationId"
-        )
+        raise DomainError(ErrorCode.AWAITING_RESPONSE, Reason.INMAIL_NOT_ANSWERED, "conversationId")
     await tx.messages.add(conversation.id, message)
     await _message_event(tx, conversation, message)
     return conversation.id
@@ -340,17 +330,11 @@ async def _message_connection(
 async def _check_connected(tx: Transaction, member_id: str, recipient_id: str) -> None:
     found = await tx.members.get_many([member_id, recipient_id])
     if recipient_id not in found:
-        raise DomainError(ErrorCode.NOT_FOUND, "No such member.", "recipientId")
+        raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_MEMBER, "recipientId")
     if recipient_id == member_id:
-        raise DomainError(
-            ErrorCode.CANNOT_MESSAGE_SELF, "You cannot message yourself.", "recipientId"
-        )
+        raise DomainError(ErrorCode.CANNOT_MESSAGE_SELF, Reason.MESSAGE_TO_SELF, "recipientId")
     if member_id not in found or not found[member_id].is_connected_to(recipient_id):
-        raise DomainError(
-            ErrorCode.NOT_CONNECTED,
-            "Only 1st-degree connections can be messaged for free.",
-            "recipientId",
-        )
+        raise DomainError(ErrorCode.NOT_CONNECTED, Reason.NOT_CONNECTED, "recipientId")
 
 
 async def compose(
@@ -385,7 +369,7 @@ async def compose(
         members(), credits(), deps.reads.conversations.awaiting_between(viewer_id, recipient_id)
     )
     if sender is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
+        raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     # The balance sendInMail would see now: due cycles granted, lapsed lots expired.
     balance = (
         loaded

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from inmail.domain.billing import PaymentMethod, validate_anchor_day, validate_payment_method
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanType, validate_legacy_allotment
@@ -38,9 +38,7 @@ class NewMember:
 def _clean_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= NAME_MAX:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT, f"name must be 1 to {NAME_MAX} characters.", "name"
-        )
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.NAME_LENGTH, "name", maximum=NAME_MAX)
     return name
 
 
@@ -50,9 +48,7 @@ def _clean_headline(headline: str | None) -> str | None:
     headline = headline.strip()
     if len(headline) > HEADLINE_MAX:
         raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            f"headline must be at most {HEADLINE_MAX} characters.",
-            "headline",
+            ErrorCode.INVALID_INPUT, Reason.HEADLINE_TOO_LONG, "headline", maximum=HEADLINE_MAX
         )
     return headline
 
@@ -61,11 +57,7 @@ def _legacy_terms(plan: PlanType, monthly_allotment: int | None) -> int | None:
     if monthly_allotment is None:
         return None
     if plan is not PlanType.LEGACY_PREMIUM:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            "monthlyAllotment applies to LEGACY_PREMIUM only.",
-            "monthlyAllotment",
-        )
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.ALLOTMENT_LEGACY_ONLY, "monthlyAllotment")
     return validate_legacy_allotment(monthly_allotment)
 
 
@@ -105,9 +97,7 @@ async def _open_account(tx: Transaction, deps: Deps, member: Member) -> list[Led
 
 async def connect_members(deps: Deps, member_id: str, other_id: str) -> None:
     if member_id == other_id:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT, "A member cannot connect to themselves.", "otherMemberId"
-        )
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CONNECT_TO_SELF, "otherMemberId")
     await deps.uow.run(_connect, member_id, other_id)
 
 
@@ -115,14 +105,14 @@ async def _connect(tx: Transaction, member_id: str, other_id: str) -> None:
     found = await tx.members.get_many([member_id, other_id])
     for field, wanted in (("memberId", member_id), ("otherMemberId", other_id)):
         if wanted not in found:
-            raise DomainError(ErrorCode.NOT_FOUND, "No such member.", field)
+            raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_MEMBER, field)
     await tx.members.connect(member_id, other_id)
 
 
 async def _require_member(members: Reads | Transaction, member_id: str) -> Member:
     member = await members.members.get(member_id)
     if member is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "No such member.")
+        raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_MEMBER)
     return member
 
 
@@ -131,7 +121,7 @@ async def update_payment_method(
 ) -> Member:
     card = validate_payment_method(brand, last4, exp_month, exp_year)
     if card.is_expired(deps.now()):
-        raise DomainError(ErrorCode.INVALID_INPUT, "That card has already expired.", "expYear")
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CARD_ALREADY_EXPIRED, "expYear")
     await deps.uow.run(_set_payment_method, member_id, card)
     return await _require_member(deps.reads, member_id)
 
@@ -158,11 +148,7 @@ async def change_plan(
     """
     if not by_admin and (plan is PlanType.LEGACY_PREMIUM or monthly_allotment is not None):
         field = "plan" if plan is PlanType.LEGACY_PREMIUM else "monthlyAllotment"
-        raise DomainError(
-            ErrorCode.PLAN_NOT_AVAILABLE,
-            "LEGACY_PREMIUM and its grandfathered terms are no longer offered.",
-            field,
-        )
+        raise DomainError(ErrorCode.PLAN_NOT_AVAILABLE, Reason.LEGACY_NOT_OFFERED, field)
     requested_allotment = _legacy_terms(plan, monthly_allotment)
     if plan is PlanType.BASIC:
         return await _cancel(deps, member_id, to_basic=True)
@@ -176,9 +162,7 @@ async def change_plan(
         assert gateway is not None, "a member's paid change needs the payment gateway"
         if idempotency_key is None:
             raise DomainError(
-                ErrorCode.INVALID_INPUT,
-                "A change to a paid plan needs an idempotencyKey.",
-                "idempotencyKey",
+                ErrorCode.INVALID_INPUT, Reason.PAID_CHANGE_NEEDS_KEY, "idempotencyKey"
             )
         entries = await _paid_change(
             deps, gateway, member, plan, policy.monthly_price, idempotency_key
@@ -213,9 +197,7 @@ async def _paid_change(
         card = member.payment_method
         if card is None or card.is_expired(deps.now()):
             raise DomainError(
-                ErrorCode.PAYMENT_METHOD_EXPIRED,
-                "Add a valid payment method before changing to a paid plan.",
-                "paymentMethod",
+                ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD, "paymentMethod"
             )
         fresh = charges.new_intent(request, price, deps.now(), plan=plan)
         intent = await charges.open_intent(deps, fresh, request)
@@ -233,7 +215,7 @@ async def apply_paid_change(
         # Another change to this plan was applied since: this charge buys nothing, so it is
         # refunded.
         raise DomainError(
-            ErrorCode.INVALID_INPUT, f"You are already on {intent.plan.value}.", "plan"
+            ErrorCode.INVALID_INPUT, Reason.ALREADY_ON_PLAN, "plan", plan=intent.plan.value
         )
     entries = await _change_plan(tx, deps, intent.member_id, intent.plan, None, now)
     balance = entries[-1].balance_after if entries else 0
@@ -289,9 +271,7 @@ async def _forfeit_and_stop(
     basic = PlanType.BASIC if to_basic else None
     if subscription is None or not subscription.is_active:
         if not to_basic:
-            raise DomainError(
-                ErrorCode.SUBSCRIPTION_INACTIVE, "There is no active subscription to cancel."
-            )
+            raise DomainError(ErrorCode.SUBSCRIPTION_INACTIVE, Reason.NOTHING_TO_CANCEL)
         if member.plan is not PlanType.BASIC:
             await tx.members.commit(member, replace(member, plan=PlanType.BASIC))
         return []

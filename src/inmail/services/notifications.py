@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.notifications import Notification
 from inmail.services.base import Deps
 from inmail.services.unit_of_work import Transaction
@@ -33,18 +33,14 @@ async def mark_read(
     member cannot learn whether someone else's notification exists.
     """
     if everything and ids is not None:
-        raise DomainError(ErrorCode.INVALID_INPUT, "Give either ids or all, not both.", "ids")
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.IDS_OR_ALL, "ids")
     if not everything:
         if ids is None:
-            raise DomainError(
-                ErrorCode.INVALID_INPUT, "Give the ids to mark read, or all: true.", "ids"
-            )
+            raise DomainError(ErrorCode.INVALID_INPUT, Reason.IDS_OR_ALL_MISSING, "ids")
         if len(ids) > MAX_IDS:
-            raise DomainError(
-                ErrorCode.INVALID_INPUT, f"Mark at most {MAX_IDS} ids at a time.", "ids"
-            )
+            raise DomainError(ErrorCode.INVALID_INPUT, Reason.TOO_MANY_IDS, "ids", maximum=MAX_IDS)
         if not all(_encodable(i) for i in ids):
-            raise DomainError(ErrorCode.INVALID_INPUT, "ids must be valid Unicode text.", "ids")
+            raise DomainError(ErrorCode.INVALID_INPUT, Reason.IDS_NOT_TEXT, "ids")
     chosen = None if everything else [str(i) for i in dict.fromkeys(ids or ())]
     await deps.uow.run(_mark_read, member_id, chosen, deps.now())
     return await unread_count(deps, member_id)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from inmail.domain.credits import CreditLot, CreditSource, purchase_grant_key
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import Member, Purchase
 from inmail.domain.notifications import Notification
 from inmail.domain.rules import purchase_refusal
@@ -36,7 +36,9 @@ async def purchase_credits(
 ) -> PurchaseResult:
     maximum = deps.limits.max_purchase_quantity
     if isinstance(quantity, bool) or not 1 <= quantity <= maximum:
-        raise DomainError(ErrorCode.INVALID_INPUT, f"quantity must be 1 to {maximum}.", "quantity")
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, Reason.QUANTITY_OUT_OF_RANGE, "quantity", maximum=maximum
+        )
     request = KeyedRequest.of(member_id, key, OPERATION, quantity=quantity)
     if (prior := await deps.reads.idempotency.find(member_id, request.key)) is not None:
         # Another keyed request (an InMail), or a purchase recorded before intents existed.
@@ -59,7 +61,7 @@ async def _member_may_buy(deps: Deps, member_id: str, quantity: int, now: dateti
     included), so that a purchase over the cap is refused before the card is charged."""
     member = await deps.reads.members.get(member_id)
     if member is None:
-        raise DomainError(ErrorCode.NOT_FOUND, "Your member record does not exist.")
+        raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     preview = await Account.open(deps.reads, deps.plans, member, now)
     refusal = purchase_refusal(
         member, plans=deps.plans, now=now, quantity=quantity, balance=preview.balance

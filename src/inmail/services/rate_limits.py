@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from inmail.domain.errors import RateLimited
+from inmail.domain.errors import RateLimited, Reason
 
 if TYPE_CHECKING:
     from inmail.services.unit_of_work import Transaction
@@ -70,9 +70,6 @@ def retry_after_seconds(now: datetime) -> int:
     return max(1, math.ceil(remaining.total_seconds()))
 
 
-_WHAT = {Action.INMAIL: "InMails", Action.MESSAGE: "messages"}
-
-
 async def count_send(
     tx: Transaction, limits: RateLimits, action: Action, member_id: str, now: datetime
 ) -> None:
@@ -83,8 +80,6 @@ async def count_send(
     limit = limits.limit(action)
     count = await tx.rate_limits.count_one(action.value, member_id, window_start(now))
     if count > limit:
-        wait = retry_after_seconds(now)
         raise RateLimited(
-            f"You can send at most {limit} {_WHAT[action]} a minute. Try again in {wait} s.",
-            wait,
+            Reason.TOO_MANY_SENDS, retry_after_seconds(now), limit=limit, action=action.value
         )

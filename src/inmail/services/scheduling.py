@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
 from inmail.clock import ManualClock
-from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.metrics import SCHEDULER_PASS_SECONDS
@@ -400,23 +400,23 @@ class Lease:
 # The manual clock (INMAIL_CLOCK=manual): move time and run every job at its own time.
 
 
-def _invalid(message: str, field_name: str | None = None) -> DomainError:
-    return DomainError(ErrorCode.INVALID_INPUT, message, field_name)
-
-
 def advance_by(days: int | None, hours: int | None) -> timedelta:
     days, hours = days or 0, hours or 0
     if days < 0:
-        raise _invalid("days must not be negative.", "days")
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.NEGATIVE, "days")
     if hours < 0:
-        raise _invalid("hours must not be negative.", "hours")
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.NEGATIVE, "hours")
     if days * 24 + hours > MAX_ADVANCE // timedelta(hours=1):  # before timedelta can overflow
-        raise _invalid(f"The clock moves at most {MAX_ADVANCE.days} days at a time.")
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_FAR, maximum_days=MAX_ADVANCE.days
+        )
     delta = timedelta(days=days, hours=hours)
     if delta <= timedelta(0):
-        raise _invalid("Advance the clock by at least one hour (days and/or hours).")
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_SHORT)
     if delta > MAX_ADVANCE:
-        raise _invalid(f"The clock moves at most {MAX_ADVANCE.days} days at a time.")
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_FAR, maximum_days=MAX_ADVANCE.days
+        )
     return delta
 
 
@@ -434,7 +434,7 @@ async def advance_clock(
     """
     clock = deps.clock
     if not isinstance(clock, ManualClock):
-        raise _invalid("The clock is not manual: start the service with INMAIL_CLOCK=manual.")
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CLOCK_NOT_MANUAL)
     delta = advance_by(days, hours)
     async with clock.advancing:
         target = clock.now() + delta
