@@ -405,18 +405,21 @@ class Reader:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return []
-        # Each load_many queues its batch at once: the seven queries run together.
-        asking_members = self._members.load_many(wanted)
-        asking_conversations = self._conversations.load_many(wanted)
-        asking_messages = self._messages.load_many(wanted)
-        asking_lots = self._lots.load_many(wanted)
-        asking_entries = self._entries.load_many(wanted)
-        asking_purchases = self._purchases.load_many(wanted)
-        asking_notifications = self._notifications.load_many(wanted)
-        members, conversations = await asking_members, await asking_conversations
-        messages, lots = await asking_messages, await asking_lots
-        entries, purchases = await asking_entries, await asking_purchases
-        notifications = await asking_notifications
+        # One batch per kind, sent together: seven queries, whatever the number of ids.
+        (
+            (members, conversations, messages, lots, entries, purchases),
+            notifications,
+        ) = await asyncio.gather(
+            asyncio.gather(
+                self._members.load_many(wanted),
+                self._conversations.load_many(wanted),
+                self._messages.load_many(wanted),
+                self._lots.load_many(wanted),
+                self._entries.load_many(wanted),
+                self._purchases.load_many(wanted),
+            ),
+            self._notifications.load_many(wanted),
+        )
         thread_ids = list(dict.fromkeys(placed[0] for placed in messages if placed is not None))
         loaded = await self._conversations.load_many(thread_ids)
         threads = dict(zip(thread_ids, loaded, strict=True))
