@@ -38,7 +38,8 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check src tests benchmarks harness
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/inmail schema | $(BIN)/python ../shared/tools/check_contract.py - || \
+	$(BIN)/inmail schema | \
+		$(BIN)/python ../shared/tools/check_contract.py --contract ../shared/API-next.graphql - || \
 		test ! -f ../shared/tools/check_contract.py
 
 check: lint test

@@ -36,6 +36,7 @@ from support import GOOD_CARD, Api, Person
 CALLERS = ("anonymous", "another", "owner", "admin")
 A, R = "allowed", "refused"
 NOTHING = "null: nothing to see"  # an admin has no viewer; another's InMail is as if unknown
+# (for `nodes`, a null in place of every id asked)
 ACCESS_CODES = {"UNAUTHENTICATED", "FORBIDDEN"}
 HIDDEN_CODES = {"NOT_FOUND", "NOT_RECIPIENT"}
 
@@ -102,6 +103,17 @@ ROWS: dict[str, Row] = {
         SELF,
     ),
     "Query.plans": Row("{ plans { type maxBalance } }", none, (A, A, A, A)),
+    # Any object by id: as its own fields show it (every kind: test_node_reads_every_kind_...)
+    "Query.node": Row(
+        "query($id: ID!) { node(id: $id) { id ... on Conversation { subject } } }",
+        lambda w: {"id": w.awaiting},
+        (R, NOTHING, A, A),
+    ),
+    "Query.nodes": Row(
+        "query($ids: [ID!]!) { nodes(ids: $ids) { id ... on Conversation { subject } } }",
+        lambda w: {"ids": [w.awaiting, w.answered]},
+        (R, NOTHING, A, A),
+    ),
     "Query.now": Row("{ now }", none, (A, A, A, A)),
     # Member: public profile fields, then what is the member's alone
     "Member.id": _member_field("id", PUBLIC),
@@ -257,7 +269,7 @@ def outcome(body: dict[str, Any]) -> str:
         assert codes <= ACCESS_CODES, f"not an access refusal: {errors}"
         return R
     [value] = body["data"].values()
-    if value is None:
+    if value is None or (isinstance(value, list) and value and all(v is None for v in value)):
         return NOTHING
     if isinstance(value, dict) and value.get("errors"):
         payload_codes = {error["code"] for error in value["errors"]}
@@ -301,6 +313,58 @@ async def test_access_row(api: Api, name: str) -> None:
         if caller in ("anonymous", "another"):
             assert await owners_records(api, owner_id) == before, f"{caller} changed the owner"
     assert tuple(seen[c] for c in CALLERS) == row.expected, seen
+
+
+# Every kind of object by id: one row per implementation of Node, read from the schema.
+
+NODE_ROWS: dict[str, tuple[str, str, str, str]] = {
+    "Member": PUBLIC,  # the public profile; its private fields stay the owner's (Member.* rows)
+    "Conversation": (R, NOTHING, A, A),
+    "Message": (R, NOTHING, A, A),
+    "CreditLot": (R, NOTHING, A, A),
+    "LedgerEntry": (R, NOTHING, A, A),
+    "Purchase": (R, NOTHING, A, A),
+    "Notification": (R, NOTHING, A, A),
+}
+
+
+async def adas_objects(api: Api, world: World) -> dict[str, str]:
+    """The id of one of Ada's objects of every kind, as her own fields give them."""
+    assert (await api.purchase(world.ada, 1))["errors"] == []
+    data = await api.gql(
+        "{ viewer { id creditLots { nodes { id } } ledger { nodes { id } } "
+        "purchases { nodes { id } } notifications { nodes { id } } "
+        "conversations { nodes { id messages { id } } } } }",
+        token=world.ada.token,
+    )
+    ada = data["viewer"]
+    sent = next(c for c in ada["conversations"]["nodes"] if c["id"] == world.awaiting)
+    return {
+        "Member": ada["id"],
+        "Conversation": sent["id"],
+        "Message": sent["messages"][0]["id"],
+        "CreditLot": ada["creditLots"]["nodes"][0]["id"],
+        "LedgerEntry": ada["ledger"]["nodes"][0]["id"],
+        "Purchase": ada["purchases"]["nodes"][0]["id"],
+        "Notification": ada["notifications"]["nodes"][0]["id"],
+    }
+
+
+async def test_node_reads_every_kind_of_object_as_its_own_fields_do(api: Api) -> None:
+    node = await api.gql('{ __type(name: "Node") { possibleTypes { name } } }', token=api.admin)
+    assert sorted(t["name"] for t in node["__type"]["possibleTypes"]) == sorted(NODE_ROWS)
+    world = await build_world(api)
+    ids = await adas_objects(api, world)
+    query = "query($id: ID!) { node(id: $id) { __typename id } }"
+
+    for kind, expected in NODE_ROWS.items():
+        seen = {}
+        for caller in CALLERS:
+            body = await api.raw(query, {"id": ids[kind]}, token_of(api, world, caller, "ada"))
+            seen[caller] = outcome(body)
+            if seen[caller] == A:
+                assert body["data"]["node"] == {"__typename": kind, "id": ids[kind]}
+        assert tuple(seen[c] for c in CALLERS) == expected, (kind, seen)
 
 
 # Beyond the table: the same rules seen from other angles.

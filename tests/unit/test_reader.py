@@ -20,7 +20,7 @@ import inmail
 from inmail.auth import Role, Viewer
 from inmail.domain.access import ReadRefused, Refusal
 from inmail.domain.conversations import ConversationRole, ConversationState
-from inmail.domain.credits import CreditLot, CreditSource, LotStatus
+from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotStatus
 from inmail.domain.model import (
     Conversation,
     ConversationKind,
@@ -72,6 +72,17 @@ ADA_TO_CHARLES = Conversation(
     sent_at=NOON,
 )
 ADA_NOTE = Message("note-1", ADA.id, "May I see the engine's notes?", NOON)
+ADA_DEBIT = LedgerEntry(
+    id="entry-ada-debit",
+    member_id=ADA.id,
+    seq=2,
+    at=NOON,
+    kind=LedgerKind.DEBIT,
+    delta=-1,
+    balance_after=4,
+    lot_id=ADA_LOT.id,
+    conversation_id=ADA_TO_CHARLES.id,
+)
 
 
 @dataclass
@@ -113,7 +124,7 @@ class Lots:
         if after is not None:
             raise BadCursor("the cursor is not valid")
         mine = [("c1", ADA_LOT)] if member_id == ADA.id else []
-        return Page(mine[:first], has_next=False)
+        return Page(mine[:first], has_next=False, has_previous=False)
 
     async def count(
         self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
@@ -125,9 +136,13 @@ class Lots:
 class Ledger:
     calls: Calls
 
+    async def get_many(self, ids: Iterable[str]) -> dict[str, LedgerEntry]:
+        self.calls.made.append("ledger.get_many")
+        return {ADA_DEBIT.id: ADA_DEBIT} if ADA_DEBIT.id in ids else {}
+
     async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
         self.calls.made.append("ledger.page")
-        return Page([], has_next=False)
+        return Page([], has_next=False, has_previous=False)
 
     async def count(self, member_id: str) -> int:
         return 0
@@ -151,7 +166,7 @@ class Conversations:
     ) -> Page[Conversation]:
         self.calls.made.append("conversations.page_for")
         theirs = ADA_TO_CHARLES.has_party(member_id)
-        return Page([("c1", ADA_TO_CHARLES)] if theirs else [], has_next=False)
+        return Page([("c1", ADA_TO_CHARLES)] if theirs else [], has_next=False, has_previous=False)
 
     async def count_for(
         self,
@@ -166,13 +181,17 @@ class Conversations:
 class Messages:
     calls: Calls
 
+    async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[str, Message]]:
+        self.calls.made.append("messages.get_many")
+        return {ADA_NOTE.id: (ADA_TO_CHARLES.id, ADA_NOTE)} if ADA_NOTE.id in ids else {}
+
     async def latest_for_many(self, conversation_ids: Iterable[str]) -> dict[str, list[Message]]:
         self.calls.made.append("messages.latest_for_many")
         return {i: [ADA_NOTE] for i in conversation_ids if i == ADA_TO_CHARLES.id}
 
     async def page(self, conversation_id: str, first: int, after: str | None) -> Page[Message]:
         self.calls.made.append("messages.page")
-        return Page([("m1", ADA_NOTE)][:first], has_next=False)
+        return Page([("m1", ADA_NOTE)][:first], has_next=False, has_previous=False)
 
     async def count(self, conversation_id: str) -> int:
         return 1
@@ -182,11 +201,15 @@ class Messages:
 class Notifications:
     calls: Calls
 
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Notification]:
+        self.calls.made.append("notifications.get_many")
+        return {}
+
     async def page(
         self, member_id: str, unread_only: bool, first: int, after: str | None
     ) -> Page[Notification]:
         self.calls.made.append("notifications.page")
-        return Page([], has_next=False)
+        return Page([], has_next=False, has_previous=False)
 
     async def count(self, member_id: str, unread_only: bool) -> int:
         return 0
@@ -196,12 +219,13 @@ class Notifications:
 class Purchases:
     calls: Calls
 
-    async def get(self, purchase_id: str) -> Purchase | None:
-        return None
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Purchase]:
+        self.calls.made.append("purchases.get_many")
+        return {}
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
         self.calls.made.append("purchases.page")
-        return Page([], has_next=False)
+        return Page([], has_next=False, has_previous=False)
 
     async def count(self, member_id: str) -> int:
         return 0
@@ -362,6 +386,7 @@ def test_every_refusal_is_worded_with_the_code_clients_already_know() -> None:
         Refusal.BAD_CURSOR: "BAD_USER_INPUT",
         Refusal.WATCHED_MEMBER_REQUIRED: "BAD_USER_INPUT",
         Refusal.NO_SUCH_MEMBER: "BAD_USER_INPUT",
+        Refusal.TOO_MANY_IDS: "BAD_USER_INPUT",
     }
     data = {"maximum": 100, "reason": "the cursor is not valid", "member_id": "nobody"}
     assert set(codes) == set(Refusal)
@@ -375,6 +400,45 @@ def test_every_refusal_is_worded_with_the_code_clients_already_know() -> None:
     assert refused(ReadRefused(Refusal.PAGE_SIZE, maximum=100)).message == (
         "first must be between 0 and 100."
     )
+
+
+async def test_any_record_by_id_reads_as_its_fields_do_and_anothers_as_if_unknown() -> None:
+    ids = [ADA_NOTE.id, "no-such-record", ADA_LOT.id, DAN.id, ADA_DEBIT.id, ADA_TO_CHARLES.id]
+
+    as_ada = await reader_for(AS_ADA).nodes(ids)
+    assert as_ada == [ADA_NOTE, None, ADA_LOT, DAN, ADA_DEBIT, ADA_TO_CHARLES]
+    as_charles = await reader_for(Viewer(CHARLES.id, Role.MEMBER)).nodes(ids)
+    assert as_charles == [ADA_NOTE, None, None, DAN, None, ADA_TO_CHARLES]
+    as_dan = await reader_for(AS_DAN).nodes(ids)
+    assert as_dan == [None, None, None, DAN, None, None]
+    assert await reader_for(AS_ADMIN).nodes(ids) == as_ada
+    assert await refusal_from(reader_for(None).nodes(ids)) is Refusal.SIGN_IN
+
+
+async def test_many_ids_are_one_storage_call_per_kind_and_too_many_are_refused_unread() -> None:
+    store = Store()
+    ada = reader_for(AS_ADA, store)
+
+    found = await ada.nodes([ADA_NOTE.id, *(f"unknown-{i}" for i in range(99))])
+    assert found[0] == ADA_NOTE
+    assert sorted(store.calls.made) == [
+        "conversations.get_many",  # the ids
+        "conversations.get_many",  # the note's conversation, to know who may read it
+        "ledger.get_many",
+        "lots.get_many",
+        "members.get_many",
+        "messages.get_many",
+        "notifications.get_many",
+        "purchases.get_many",
+    ]
+    store.calls.made.clear()
+    with pytest.raises(ReadRefused) as too_many:
+        await ada.nodes([ADA_NOTE.id] * 101)
+    assert (too_many.value.refusal, too_many.value.data) == (
+        Refusal.TOO_MANY_IDS,
+        {"maximum": 100},
+    )
+    assert store.calls.made == []
 
 
 def _imports(path: Path) -> set[str]:

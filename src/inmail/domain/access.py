@@ -9,10 +9,17 @@ client-facing text: the API words it.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeAlias, TypeVar
 
 from inmail.domain.credits import CreditLot
-from inmail.domain.model import Conversation
+from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
+from inmail.domain.notifications import Notification
+
+NodeRecord: TypeAlias = (
+    Member | Conversation | Message | CreditLot | LedgerEntry | Purchase | Notification
+)
+"""Every kind of record the API shows with an id (the schema's `Node`), each read by id under
+the rule of the fields that show it."""
 
 
 class Caller(Protocol):
@@ -35,6 +42,7 @@ class Refusal(StrEnum):
     BAD_CURSOR = "BAD_CURSOR"  # data: reason
     WATCHED_MEMBER_REQUIRED = "WATCHED_MEMBER_REQUIRED"
     NO_SUCH_MEMBER = "NO_SUCH_MEMBER"  # data: member_id
+    TOO_MANY_IDS = "TOO_MANY_IDS"  # data: maximum
 
 
 class ReadRefused(Exception):
@@ -91,6 +99,11 @@ def sees_lot(caller: Caller, lot: CreditLot) -> bool:
 def owns(caller: Caller, member_id: str) -> bool:
     """A record that belongs to one member: theirs and the admins' to see."""
     return caller.is_admin or caller.member_id == member_id
+
+
+def sees_message(caller: Caller, thread: Conversation | None) -> bool:
+    """A message is its conversation's: seen by whoever sees the conversation."""
+    return thread is not None and sees_conversation(caller, thread)
 
 
 def is_connection_of(caller: Caller | None, connections: frozenset[str]) -> bool:

@@ -187,7 +187,7 @@ class ConversationReader:
             after,
             projection=_WITHOUT_MESSAGES,
         )
-        return Page([(c, conversation_from_doc(d)) for c, d in page.items], page.has_next)
+        return page.map(conversation_from_doc)
 
     async def count_for(
         self,

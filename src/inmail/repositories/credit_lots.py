@@ -117,7 +117,7 @@ class CreditLotReader:
         """A page of the member's lots; with `now`, a lot `LAPSED` by then counts as EXPIRED."""
         query = self._query(member_id, statuses, now)
         page = await keyset_page(self._mongo, self._c, query, NEWEST_FIRST, first, after)
-        return Page([(c, lot_from_doc(d)) for c, d in page.items], page.has_next)
+        return page.map(lot_from_doc)
 
     async def count(
         self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
@@ -60,10 +60,19 @@ class LedgerReader:
         page = await keyset_page(
             self._mongo, self._c, {"memberId": member_id}, NEWEST_FIRST, first, after
         )
-        return Page([(c, entry_from_doc(d)) for c, d in page.items], page.has_next)
+        return page.map(entry_from_doc)
 
     async def count(self, member_id: str) -> int:
         return await self._c.count_documents({"memberId": member_id}, session=self._session)
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, LedgerEntry]:
+        wanted = list(dict.fromkeys(ids))
+        docs = (
+            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
+            if wanted
+            else []
+        )
+        return {doc["_id"]: entry_from_doc(doc) for doc in docs}
 
     async def all_for(self, member_id: str) -> list[LedgerEntry]:
         docs = await self._mongo.find_all(

@@ -63,12 +63,22 @@ class MessageReader:
             messages.reverse()
         return found
 
+    async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[str, Message]]:
+        """Messages by id, each with the id of its conversation: one round trip."""
+        wanted = list(dict.fromkeys(ids))
+        docs = (
+            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
+            if wanted
+            else []
+        )
+        return {doc["_id"]: (doc["conversationId"], message_from_doc(doc)) for doc in docs}
+
     async def page(self, conversation_id: str, first: int, after: str | None) -> Page[Message]:
         """Every message of a conversation, oldest first, `first` at a time."""
         page = await keyset_page(
             self._mongo, self._c, {"conversationId": conversation_id}, OLDEST_FIRST, first, after
         )
-        return Page([(c, message_from_doc(d)) for c, d in page.items], page.has_next)
+        return page.map(message_from_doc)
 
     async def count(self, conversation_id: str) -> int:
         return await self._c.count_documents(

@@ -11,7 +11,7 @@ through their change streams (repositories/changes.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -109,17 +109,21 @@ class NotificationReader:
         page = await keyset_page(
             self._mongo, self._c, self._query(member_id, unread_only), _NEWEST_FIRST, first, after
         )
-        items = [
-            (cursor, n)
-            for cursor, doc in page.items
-            if (n := notification_from_doc(doc)) is not None
-        ]
-        return Page(items=items, has_next=page.has_next)
+        return page.map(notification_from_doc)
 
     async def count(self, member_id: str, unread_only: bool) -> int:
         return await self._c.count_documents(
             self._query(member_id, unread_only), session=self._session
         )
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Notification]:
+        wanted = list(dict.fromkeys(ids))
+        docs = (
+            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
+            if wanted
+            else []
+        )
+        return {n.id: n for doc in docs if (n := notification_from_doc(doc)) is not None}
 
     async def for_member(self, member_id: str) -> list[Notification]:
         """All of a member's notifications, oldest first (for tests and tools)."""

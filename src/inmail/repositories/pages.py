@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -23,14 +24,27 @@ class BadCursor(ValueError):
     """The `after` cursor was not made by this service for this list."""
 
 
+U = TypeVar("U")
+
+
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[tuple[str, T]]  # (cursor, item)
     has_next: bool
+    has_previous: bool  # an `after` cursor was given and items precede this page
+
+    @property
+    def start_cursor(self) -> str | None:
+        return self.items[0][0] if self.items else None
 
     @property
     def end_cursor(self) -> str | None:
         return self.items[-1][0] if self.items else None
+
+    def map(self, convert: Callable[[T], U | None]) -> Page[U]:
+        """The same page of other items; an item converted to None is left out."""
+        items = [(cursor, new) for cursor, item in self.items if (new := convert(item)) is not None]
+        return Page(items, self.has_next, self.has_previous)
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -63,10 +77,21 @@ def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]]) -> list[Any]:
 
 def _after(sort: Sequence[tuple[str, int]], values: Sequence[Any]) -> Doc:
     """The documents strictly after `values` in the sort order (lexicographic keyset)."""
+    return _beyond(sort, values, forward=True)
+
+
+def _up_to(sort: Sequence[tuple[str, int]], values: Sequence[Any]) -> Doc:
+    """The documents at or before `values` in the sort order: those before a page after it."""
+    at = {name: value for (name, _), value in zip(sort, values, strict=True)}
+    return {"$or": [*_beyond(sort, values, forward=False)["$or"], at]}
+
+
+def _beyond(sort: Sequence[tuple[str, int]], values: Sequence[Any], *, forward: bool) -> Doc:
     clauses: list[Doc] = []
     for i, (name, direction) in enumerate(sort):
         clause: Doc = {sort[j][0]: values[j] for j in range(i)}
-        clause[name] = {"$lt" if direction < 0 else "$gt": values[i]}
+        greater = (direction > 0) == forward
+        clause[name] = {"$gt" if greater else "$lt": values[i]}
         clauses.append(clause)
     return {"$or": clauses}
 
@@ -80,13 +105,32 @@ async def keyset_page(
     after: str | None,
     projection: Mapping[str, Any] | None = None,
 ) -> Page[Doc]:
+    """The `first` documents after the cursor; whether more follow, and whether any precede.
+
+    Pagination is forward only (`first`/`after`): a page has previous items when an `after`
+    cursor was given and a document of the list sorts at or before it (Relay's rule for
+    forward pagination, asked with one indexed `limit 1` query beside the page's).
+    """
     full: Doc = dict(query)
+    before: Doc | None = None
     if after is not None:
-        full = {"$and": [dict(query), _after(sort, decode_cursor(after, sort))]}
-    docs = (
-        await mongo.find_all(collection, full, projection=projection, sort=sort, limit=first + 1)
-        if first > 0
-        else []
-    )
+        values = decode_cursor(after, sort)
+        full = {"$and": [dict(query), _after(sort, values)]}
+        before = {"$and": [dict(query), _up_to(sort, values)]}
+
+    async def fetch() -> list[Doc]:
+        if first <= 0:
+            return []
+        return await mongo.find_all(
+            collection, full, projection=projection, sort=sort, limit=first + 1
+        )
+
+    async def precedes() -> bool:
+        if before is None:
+            return False
+        found = await mongo.find_all(collection, before, projection={"_id": 1}, sort=sort, limit=1)
+        return bool(found)
+
+    docs, has_previous = await asyncio.gather(fetch(), precedes())
     items = [(encode_cursor([doc[name] for name, _ in sort]), doc) for doc in docs[:first]]
-    return Page(items=items, has_next=len(docs) > first)
+    return Page(items=items, has_next=len(docs) > first, has_previous=has_previous)

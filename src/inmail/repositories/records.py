@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
@@ -180,12 +180,21 @@ class PurchaseReader:
         doc = await self._c.find_one({"_id": purchase_id}, session=self._session)
         return _purchase_from_doc(doc) if doc else None
 
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Purchase]:
+        wanted = list(dict.fromkeys(ids))
+        docs = (
+            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
+            if wanted
+            else []
+        )
+        return {doc["_id"]: _purchase_from_doc(doc) for doc in docs}
+
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
         """A member's purchases, newest first."""
         page = await keyset_page(
             self._mongo, self._c, {"memberId": member_id}, _PURCHASES_NEWEST_FIRST, first, after
         )
-        return Page([(c, _purchase_from_doc(d)) for c, d in page.items], page.has_next)
+        return page.map(_purchase_from_doc)
 
     async def count(self, member_id: str) -> int:
         return await self._c.count_documents({"memberId": member_id}, session=self._session)

@@ -31,6 +31,7 @@ from graphql import (
     GraphQLUnionType,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     NullValueNode,
     SelectionSetNode,
     VariableNode,
@@ -43,7 +44,7 @@ from strawberry.extensions import SchemaExtension
 
 from inmail.domain.plans import PlanType
 from inmail.resolvers.limits import CEILING
-from inmail.services.reads import DEFAULT_PAGE_SIZE
+from inmail.services.reads import DEFAULT_PAGE_SIZE, MAX_NODE_IDS
 
 PAGE: Final = "page"
 """A connection's list: as long as the `first` of the field that returned the connection."""
@@ -55,6 +56,7 @@ Caps = dict[str, Cap]
 # every list field of the schema is here: a new one cannot be forgotten.
 LIST_CAPS: Mapping[str, Cap] = {
     "Query.plans": len(PlanType),
+    "Query.nodes": MAX_NODE_IDS,  # one object (or null) per id; more ids are refused
     "Conversation.messages": 100,  # the latest 100 (SPEC section 4)
     "ConversationConnection.edges": PAGE,
     "ConversationConnection.nodes": PAGE,
@@ -82,6 +84,11 @@ LIST_CAPS: Mapping[str, Cap] = {
     "NotificationConnection.nodes": PAGE,
     "MarkNotificationsReadPayload.errors": 1,
 }
+
+
+# Lists exactly as long as a list argument of their field: counted as that many when the
+# request says how many (a literal list or a variable), never more than their cap.
+LIST_LENGTHS: Mapping[str, str] = {"Query.nodes": "ids"}
 
 
 def introspection_caps(schema: GraphQLSchema, about: GraphQLNamedType | None = None) -> Caps:
@@ -220,7 +227,7 @@ class _Costing:
         elif where.caps is not self.model.caps:  # a type's own caps end at its own lists
             inner = _Where(where.page, self.model.caps)
         each = min(1 + self.of(node.selection_set, named, inner), CEILING)
-        return min(self._multiplier(definition.type, key, where) * each, CEILING)
+        return min(self._multiplier(definition.type, key, where, node) * each, CEILING)
 
     def _definition(self, name: str, parent: Any) -> GraphQLField | None:
         if name == "__schema" and parent is self.model.schema.query_type:
@@ -232,16 +239,35 @@ class _Costing:
             return found
         return None
 
-    def _multiplier(self, field_type: GraphQLOutputType, key: str, where: _Where) -> int:
+    def _multiplier(
+        self, field_type: GraphQLOutputType, key: str, where: _Where, node: FieldNode
+    ) -> int:
         multiplier = 1
         while True:
             if isinstance(field_type, GraphQLNonNull):
                 field_type = field_type.of_type
             elif isinstance(field_type, GraphQLList):
-                multiplier *= self._cap(key, where)
+                cap = self._cap(key, where)
+                argument = LIST_LENGTHS.get(key)
+                length = None if argument is None else self._length(node, argument)
+                multiplier *= cap if length is None else min(length, cap)
                 field_type = field_type.of_type
             else:
                 return min(multiplier, CEILING)
+
+    def _length(self, node: FieldNode, name: str) -> int | None:
+        """How many items a list argument holds, when the request says; None when not."""
+        for argument in node.arguments or ():
+            if argument.name.value != name:
+                continue
+            literal = argument.value
+            if isinstance(literal, VariableNode):
+                value = self.variables.get(literal.name.value)
+                return len(value) if isinstance(value, list) else None
+            if isinstance(literal, ListValueNode):
+                return len(literal.values)
+            return 1  # a single value stands for a list of one
+        return None
 
     def _cap(self, key: str, where: _Where) -> int:
         limits = self.model.limits

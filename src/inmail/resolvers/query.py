@@ -14,9 +14,12 @@ from inmail.schema.types import (
     Conversation,
     CreditLot,
     Member,
+    Node,
     Plan,
+    node_from_domain,
 )
 from inmail.services import inmail as inmail_service
+from inmail.services.reads import MAX_NODE_IDS
 
 
 @strawberry.type
@@ -30,6 +33,22 @@ class Query:
     async def member(self, info: ResolverInfo, id: strawberry.ID) -> Member | None:
         member = await ctx(info).reads.member(str(id))
         return Member.from_domain(member) if member else None
+
+    @strawberry.field(
+        description="Any object by its id, as its own fields show it: null for an unknown id "
+        "and for what the caller may not see alike."
+    )
+    async def node(self, info: ResolverInfo, id: strawberry.ID) -> Node | None:
+        found = await ctx(info).reads.node(str(id))
+        return node_from_domain(found) if found is not None else None
+
+    @strawberry.field(
+        description=f"Objects by id, in the order asked (at most {MAX_NODE_IDS} ids): null in "
+        "place of each unknown id or object the caller may not see."
+    )
+    async def nodes(self, info: ResolverInfo, ids: list[strawberry.ID]) -> list[Node | None]:
+        found = await ctx(info).reads.nodes([str(i) for i in ids])
+        return [node_from_domain(record) if record is not None else None for record in found]
 
     @strawberry.field
     async def conversation(self, info: ResolverInfo, id: strawberry.ID) -> Conversation | None:

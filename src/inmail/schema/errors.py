@@ -170,6 +170,9 @@ _REFUSALS: Mapping[Refusal, Callable[[ReadRefused], ApiError]] = {
     Refusal.NO_SUCH_MEMBER: lambda e: bad_input(
         f"memberId: no member with id {e.data['member_id']!r}."
     ),
+    Refusal.TOO_MANY_IDS: lambda e: bad_input(
+        f"ids: at most {e.data['maximum']} ids at a time; ask for the rest in another request."
+    ),
 }
 
 

@@ -11,6 +11,7 @@ import strawberry
 
 from inmail.domain import billing, credits, model, notifications, plans
 from inmail.domain import money as money_domain
+from inmail.domain.access import NodeRecord
 from inmail.schema.context import GraphInfo, Listing, reads
 from inmail.schema.enums import (
     ConversationEventKind,
@@ -34,9 +35,19 @@ N = TypeVar("N")
 R = TypeVar("R")
 
 
+@strawberry.interface(description="An object with a global id: fetch any of them with Query.node.")
+class Node:
+    id: strawberry.ID
+
+
 @strawberry.type
 class PageInfo:
     has_next_page: bool
+    has_previous_page: bool = strawberry.field(
+        description="Whether items precede this page: an `after` cursor was given and the "
+        "list holds items at or before it."
+    )
+    start_cursor: str | None
     end_cursor: str | None
 
 
@@ -84,7 +95,7 @@ class PurchaseStatus(Enum):
 
 
 @strawberry.type
-class Purchase:
+class Purchase(Node):
     id: strawberry.ID
     quantity: int
     amount: Money
@@ -162,7 +173,7 @@ class PremiumSubscription:
 
 
 @strawberry.type
-class CreditLot:
+class CreditLot(Node):
     id: strawberry.ID
     source: CreditSource
     quantity: int
@@ -208,13 +219,18 @@ class Connection(Generic[N]):
     def build(cls, listing: Listing[R], to_node: Callable[[R], N]) -> Connection[N]:
         return cls(
             edges=[Edge(cursor=cursor, node=to_node(item)) for cursor, item in listing.items],
-            page_info=PageInfo(has_next_page=listing.has_next, end_cursor=listing.end_cursor),
+            page_info=PageInfo(
+                has_next_page=listing.has_next,
+                has_previous_page=listing.has_previous,
+                start_cursor=listing.start_cursor,
+                end_cursor=listing.end_cursor,
+            ),
             _count=listing.total_count,
         )
 
 
 @strawberry.type
-class LedgerEntry:
+class LedgerEntry(Node):
     id: strawberry.ID
     at: datetime
     kind: LedgerEntryKind
@@ -253,7 +269,7 @@ class LedgerEntry:
 
 
 @strawberry.type
-class Message:
+class Message(Node):
     id: strawberry.ID
     body: str
     sent_at: datetime
@@ -274,7 +290,7 @@ class Message:
 
 
 @strawberry.type
-class Conversation:
+class Conversation(Node):
     id: strawberry.ID
     kind: ConversationKind
     subject: str
@@ -323,7 +339,7 @@ class Conversation:
 
 
 @strawberry.type
-class Member:
+class Member(Node):
     id: strawberry.ID
     name: str
     headline: str | None
@@ -427,7 +443,7 @@ class BalanceUpdate:
 
 
 @strawberry.type(description="A record of one event for one member (SPEC 5a).")
-class Notification:
+class Notification(Node):
     id: strawberry.ID
     kind: NotificationKind
     at: datetime
@@ -458,6 +474,25 @@ class Notification:
             return None
         found = await reads(info).purchase(self._n.purchase_id)
         return Purchase.from_domain(found) if found else None
+
+
+def node_from_domain(record: NodeRecord) -> Node:
+    """The schema's object for any record with an id (the answer of `node` and `nodes`)."""
+    match record:
+        case model.Member():
+            return Member.from_domain(record)
+        case model.Conversation():
+            return Conversation.from_domain(record)
+        case model.Message():
+            return Message.from_domain(record)
+        case credits.CreditLot():
+            return CreditLot.from_domain(record)
+        case model.LedgerEntry():
+            return LedgerEntry.from_domain(record)
+        case model.Purchase():
+            return Purchase.from_domain(record)
+        case notifications.Notification():
+            return Notification.from_domain(record)
 
 
 async def notification_connection(

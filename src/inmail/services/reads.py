@@ -8,16 +8,16 @@ do not grow with the number of items it returns.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from strawberry.dataloader import DataLoader
 
 from inmail.auth import Viewer
 from inmail.domain import access
-from inmail.domain.access import ReadRefused, Refusal
+from inmail.domain.access import NodeRecord, ReadRefused, Refusal
 from inmail.domain.conversations import ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, LotStatus
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
@@ -31,6 +31,8 @@ T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
 DEFAULT_PAGE_SIZE = 20
+MAX_NODE_IDS: Final = 100
+"""The most ids one `nodes(ids:)` asks for; more is refused before any read."""
 
 
 class MemberReads(Protocol):
@@ -57,6 +59,8 @@ class LotReads(Protocol):
 
 
 class LedgerReads(Protocol):
+    async def get_many(self, ids: Iterable[str]) -> dict[str, LedgerEntry]: ...
+
     async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]: ...
 
     async def count(self, member_id: str) -> int: ...
@@ -83,6 +87,8 @@ class ConversationReads(Protocol):
 
 
 class MessageReads(Protocol):
+    async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[str, Message]]: ...
+
     async def latest_for_many(
         self, conversation_ids: Iterable[str]
     ) -> dict[str, list[Message]]: ...
@@ -93,6 +99,8 @@ class MessageReads(Protocol):
 
 
 class NotificationReads(Protocol):
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Notification]: ...
+
     async def page(
         self, member_id: str, unread_only: bool, first: int, after: str | None
     ) -> Page[Notification]: ...
@@ -101,7 +109,7 @@ class NotificationReads(Protocol):
 
 
 class PurchaseReads(Protocol):
-    async def get(self, purchase_id: str) -> Purchase | None: ...
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Purchase]: ...
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]: ...
 
@@ -139,7 +147,12 @@ class Listing(Generic[T_co]):
 
     items: Sequence[tuple[str, T_co]]  # (cursor, item)
     has_next: bool
+    has_previous: bool
     counter: Callable[[], Awaitable[int]]
+
+    @property
+    def start_cursor(self) -> str | None:
+        return self.items[0][0] if self.items else None
 
     @property
     def end_cursor(self) -> str | None:
@@ -147,6 +160,10 @@ class Listing(Generic[T_co]):
 
     async def total_count(self) -> int:
         return await self.counter()
+
+
+class _ById(Protocol[T_co]):
+    async def get_many(self, ids: Iterable[str]) -> Mapping[str, T_co]: ...
 
 
 def _keep_refusal(refused: ReadRefused) -> Exception:
@@ -179,6 +196,11 @@ class Reader:
         self._members = DataLoader[str, Member | None](self._load_members)
         self._lots = DataLoader[str, CreditLot | None](self._load_lots)
         self._conversations = DataLoader[str, Conversation | None](self._load_conversations)
+        self._purchases = DataLoader[str, Purchase | None](self._by_id(store.purchases))
+        self._entries = DataLoader[str, LedgerEntry | None](self._by_id(store.ledger))
+        self._notifications = DataLoader[str, Notification | None](self._by_id(store.notifications))
+        # Each message with the id of its conversation, whose parties alone may read it.
+        self._messages = DataLoader[str, tuple[str, Message] | None](self._by_id(store.messages))
         # Each member brought up to now in memory, as a write would (nothing is written).
         self._accounts = DataLoader[str, Account | None](self._load_accounts)
         # The latest messages of each conversation: one query for a page of conversations.
@@ -194,6 +216,10 @@ class Reader:
         for loader in (self._members, self._lots, self._conversations, self._accounts):
             loader.clear_all()
         self._latest_messages.clear_all()
+        self._purchases.clear_all()
+        self._entries.clear_all()
+        self._notifications.clear_all()
+        self._messages.clear_all()
 
     # Who is asking: the checks every entrypoint shares.
 
@@ -274,7 +300,7 @@ class Reader:
         lots = self._store.lots
         now = self._clock()
         page = await self._page(lambda: lots.page(target, statuses, size, after, now))
-        fresh = Page([(cursor, _lot_as_of(lot, now)) for cursor, lot in page.items], page.has_next)
+        fresh = page.map(lambda lot: _lot_as_of(lot, now))
         return self._listing(fresh, lambda: lots.count(target, statuses, now))
 
     async def ledger(
@@ -350,7 +376,7 @@ class Reader:
 
     async def purchase(self, purchase_id: str) -> Purchase | None:
         viewer = self.signed_in()
-        found = await self._store.purchases.get(purchase_id)
+        found = await self._purchases.load(purchase_id)
         return found if found is not None and access.owns(viewer, found.member_id) else None
 
     async def lot(self, lot_id: str) -> CreditLot | None:
@@ -359,6 +385,64 @@ class Reader:
         if found is None or not access.sees_lot(viewer, found):
             return None
         return _lot_as_of(found, self._clock())
+
+    # Any record by its id (the schema's `node` and `nodes`), under the rules above.
+
+    async def node(self, node_id: str) -> NodeRecord | None:
+        [found] = await self.nodes([node_id])
+        return found
+
+    async def nodes(self, ids: Sequence[str]) -> list[NodeRecord | None]:
+        """The records these ids name, in order; None for an id that names nothing the caller
+        may see: an unknown id and another member's private record read alike.
+
+        Every id is an ObjectId the service made (`new_id`), unique across every collection,
+        so an id names one record of one kind; each kind is asked in one query for all the ids.
+        """
+        viewer = self.signed_in()
+        if len(ids) > MAX_NODE_IDS:
+            raise self._refuse(ReadRefused(Refusal.TOO_MANY_IDS, maximum=MAX_NODE_IDS))
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        # One batch per kind, sent together: seven queries, whatever the number of ids.
+        (
+            (members, conversations, messages, lots, entries, purchases),
+            notifications,
+        ) = await asyncio.gather(
+            asyncio.gather(
+                self._members.load_many(wanted),
+                self._conversations.load_many(wanted),
+                self._messages.load_many(wanted),
+                self._lots.load_many(wanted),
+                self._entries.load_many(wanted),
+                self._purchases.load_many(wanted),
+            ),
+            self._notifications.load_many(wanted),
+        )
+        thread_ids = list(dict.fromkeys(placed[0] for placed in messages if placed is not None))
+        loaded = await self._conversations.load_many(thread_ids)
+        threads = dict(zip(thread_ids, loaded, strict=True))
+        now = self._clock()
+
+        def visible(i: int) -> NodeRecord | None:
+            # A member's public profile is anyone's (signed in) to see; the rest, as their fields.
+            if (member := members[i]) is not None:
+                return member
+            if (conversation := conversations[i]) is not None:
+                return conversation if access.sees_conversation(viewer, conversation) else None
+            if (placed := messages[i]) is not None:
+                thread_id, message = placed
+                return message if access.sees_message(viewer, threads[thread_id]) else None
+            if (lot := lots[i]) is not None:
+                return _lot_as_of(lot, now) if access.sees_lot(viewer, lot) else None
+            for record in (entries[i], purchases[i], notifications[i]):
+                if record is not None:
+                    return record if access.owns(viewer, record.member_id) else None
+            return None
+
+        found = {node_id: visible(i) for i, node_id in enumerate(wanted)}
+        return [found[node_id] for node_id in ids]
 
     # Internals.
 
@@ -389,7 +473,9 @@ class Reader:
 
     @staticmethod
     def _listing(page: Page[T], count: Callable[[], Awaitable[int]]) -> Listing[T]:
-        return Listing(items=page.items, has_next=page.has_next, counter=count)
+        return Listing(
+            items=page.items, has_next=page.has_next, has_previous=page.has_previous, counter=count
+        )
 
     async def _load_members(self, ids: list[str]) -> list[Member | None]:
         found = await self._store.members.get_many(ids)
@@ -402,6 +488,14 @@ class Reader:
     async def _load_conversations(self, ids: list[str]) -> list[Conversation | None]:
         found = await self._store.conversations.get_many(ids)
         return [found.get(i) for i in ids]
+
+    @staticmethod
+    def _by_id(kind: _ById[T]) -> Callable[[list[str]], Awaitable[list[T | None]]]:
+        async def load(ids: list[str]) -> list[T | None]:
+            found = await kind.get_many(ids)
+            return [found.get(i) for i in ids]
+
+        return load
 
     async def _load_latest_messages(self, ids: list[str]) -> list[list[Message]]:
         found = await self._store.messages.latest_for_many(ids)
