@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 
 from inmail.auth import Role
-from inmail.bootstrap import Container, build_container
+from inmail.bootstrap import Container, GatewayFactory, build_container
 from inmail.clock import ManualClock
 from inmail.domain.money import Money
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.mongo import Mongo
 from inmail.services.idempotency import KeyedRequest
+from inmail.services.payments import BuiltinGateway
 from inmail.settings import Settings
 
 START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
@@ -207,13 +208,18 @@ def test_settings(**changes: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def open_api(
-    mongodb_uri: str, db_name: str, settings: Settings | None = None
+    mongodb_uri: str,
+    db_name: str,
+    settings: Settings | None = None,
+    *,
+    gateway: GatewayFactory = BuiltinGateway,
 ) -> AsyncIterator[Api]:
+    """The app in this process on `db_name`; `gateway` builds the payment gateway it uses."""
     from inmail.app import create_app
 
     settings = settings or test_settings()
     mongo = Mongo.connect(mongodb_uri, db_name)
-    container = build_container(settings, mongo)
+    container = build_container(settings, mongo, gateway=gateway)
     app = create_app(settings, container=container)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,8 @@ from inmail.domain.errors import ErrorCode, Reason
 from inmail.domain.money import Money
 from inmail.processes import free_port
 from inmail.repositories.intents import IntentStatus, refusal_doc
-from inmail.repositories.records import Refusal
-from inmail.services.payments import Charge, PaymentGateway
+from inmail.repositories.records import ChargeRepository, Refusal
+from inmail.services.payments import BuiltinGateway, Charge, PaymentGateway
 from reliability.conftest import http_client
 from reliability.invariants import Snapshot, problems
 from reliability.invariants import load as load_snapshot
@@ -39,7 +39,7 @@ from reliability.servers import (
     server_env,
     transaction_lifetime,
 )
-from support import START, Api, Person, charges_of, codes, orphan_charge
+from support import START, Api, Person, charges_of, codes, open_api, orphan_charge
 
 pytestmark = pytest.mark.slow
 
@@ -397,7 +397,9 @@ class BalanceMovingGateway:
     (here: run from inside the first charge, so that the race happens every time).
     """
 
-    def __init__(self, inner: PaymentGateway, meanwhile: Callable[[], Awaitable[object]]) -> None:
+    def __init__(
+        self, inner: PaymentGateway, meanwhile: Callable[[], Awaitable[object]] | None
+    ) -> None:
         self.inner = inner
         self.meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
 
@@ -426,14 +428,32 @@ class BalanceMovingGateway:
         await self.inner.refund(charge, at)
 
 
+@dataclass
+class RacedApi:
+    api: Api
+    gateway: BalanceMovingGateway
+
+
+@pytest.fixture
+async def raced(mongodb_uri: str, db_name: str) -> AsyncIterator[RacedApi]:
+    """The service with a gateway that lets another request in between charge and grant."""
+    made: list[BalanceMovingGateway] = []
+
+    def gateway(charges: ChargeRepository) -> PaymentGateway:
+        made.append(BalanceMovingGateway(BuiltinGateway(charges), None))
+        return made[-1]
+
+    async with open_api(mongodb_uri, db_name, gateway=gateway) as service:
+        yield RacedApi(service, made[0])
+
+
 async def test_a_purchase_refunded_after_a_race_is_refused_when_the_race_is_over(
-    api: Api,
+    raced: RacedApi,
 ) -> None:
     """The race itself is handled: the loser is refused with CAP_EXCEEDED and refunded."""
+    api = raced.api
     hal = await api.create_member("Hal Buyer", "PREMIUM_CAREER")  # 5 of a cap of 15
-    api.container.gateway = BalanceMovingGateway(
-        api.container.gateway, lambda: api.purchase(hal, 10, "hal-other")
-    )
+    raced.gateway.meanwhile = lambda: api.purchase(hal, 10, "hal-other")
 
     refused = await api.purchase(hal, 10, "hal-1")
 
@@ -445,12 +465,11 @@ async def test_a_purchase_refunded_after_a_race_is_refused_when_the_race_is_over
 
 
 async def test_retrying_a_refunded_purchase_never_grants_credits_without_a_charge(
-    api: Api,
+    raced: RacedApi,
 ) -> None:
+    api = raced.api
     hal = await api.create_member("Hal Buyer", "PREMIUM_CAREER")
-    api.container.gateway = BalanceMovingGateway(
-        api.container.gateway, lambda: api.purchase(hal, 10, "hal-other")
-    )
+    raced.gateway.meanwhile = lambda: api.purchase(hal, 10, "hal-other")
     assert codes(await api.purchase(hal, 10, "hal-1")) == ["CAP_EXCEEDED"]
     for i in range(10):  # room under the cap again
         recipient = await api.create_member(f"Reader {i}", "BASIC", card=None)
