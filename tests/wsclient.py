@@ -7,6 +7,7 @@ what the tests see is what any standard client sees, not what our own code think
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -44,6 +45,10 @@ class GraphQLSocket:
         self.ws = ws
         self.protocol = protocol
         self._ids = 0
+        # Messages of other operations that arrived while one was awaited, kept in order.
+        self._held: dict[str, collections.deque[dict[str, Any]]] = collections.defaultdict(
+            collections.deque
+        )
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -84,10 +89,16 @@ class GraphQLSocket:
         await self._send({"id": operation_id, "type": kind})
 
     async def result(self, operation_id: str, within: float = WAIT) -> dict[str, Any]:
-        """The next result of an operation: its `payload` ({"data": ...} or with "errors")."""
+        """The next result of an operation: its `payload` ({"data": ...} or with "errors").
+
+        Results of other operations that arrive meanwhile are kept for their own turn: on one
+        socket, the server may answer its operations in any order."""
         while True:
-            message = await self.message(within)
+            held = self._held[operation_id]
+            message = held.popleft() if held else await self.message(within)
             if message.get("id") != operation_id:
+                if message.get("id") is not None:
+                    self._held[str(message["id"])].append(message)
                 continue
             if message["type"] in ("next", "data"):
                 payload: dict[str, Any] = message["payload"]

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inmail import logs
 from inmail.bootstrap import Background, Container, build_container, in_memory_mongo
-from inmail.graphiql import STATIC_PREFIX
+from inmail.graphiql import STATIC_PREFIX, security_headers
 from inmail.graphql_app import GraphQLApp
 from inmail.observability import metrics_endpoint
 from inmail.repositories.mongo import Mongo
@@ -35,27 +35,15 @@ STATIC_DIR = Path(__file__).with_name("static")
 mimetypes.add_type("text/javascript", ".mjs")
 
 # The web client at /app: its own scripts, its own styles, the API on this origin.
-WEB_CLIENT_HEADERS = {
-    "Content-Security-Policy": "; ".join(
-        [
-            "default-src 'none'",
-            "script-src 'self'",
-            "style-src 'self'",
-            "img-src 'self' data:",
-            "connect-src 'self'",
-            "base-uri 'none'",
-            "form-action 'none'",
-            "frame-ancestors 'none'",
-        ]
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+WEB_CLIENT_HEADERS = security_headers()
+
+
+_STATIC_POLICY = WEB_CLIENT_HEADERS["Content-Security-Policy"].encode()
 
 
 class StaticHeaders:
-    """Static files served as what their names say (nosniff), and from this origin only."""
+    """Static files served as what their names say (nosniff), to this origin only, and under
+    the web client's policy (a page opened from /static runs as strictly as /app)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -67,6 +55,7 @@ class StaticHeaders:
                     *message.get("headers", []),
                     (b"x-content-type-options", b"nosniff"),
                     (b"cross-origin-resource-policy", b"same-origin"),
+                    (b"content-security-policy", _STATIC_POLICY),
                 ]
             await send(message)
 

@@ -11,28 +11,33 @@ from starlette.responses import HTMLResponse
 
 STATIC_PREFIX = "/static"
 
-# Only the service's own scripts run. GraphiQL sets style attributes and ships its fonts as
-# data: URIs; it talks to /graphql alone ('self' covers ws: and wss: of this origin).
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self' 'unsafe-inline'",
-        "font-src 'self' data:",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-    ]
-)
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+def security_headers(style_src: str = "'self'", font_src: str = "'none'") -> dict[str, str]:
+    """The headers of a page the service serves: only its own scripts run, it talks to this
+    origin alone ('self' covers ws: and wss: of this origin), and no other site may frame it."""
+    policy = "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            f"style-src {style_src}",
+            f"font-src {font_src}",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+
+
+# GraphiQL sets style attributes and ships its fonts as data: URIs.
+SECURITY_HEADERS = security_headers("'self' 'unsafe-inline'", "'self' data:")
 
 _PAGE = """<!doctype html>
 <html lang="en">

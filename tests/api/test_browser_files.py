@@ -39,3 +39,15 @@ async def test_production_serves_the_web_client_but_not_graphiql(
         module = await api.client.get("/static/graphql-ws/client.mjs")
         assert module.headers["content-type"].startswith("text/javascript")
         assert (await api.client.get("/static/../settings.py")).status_code == 404
+
+
+async def test_the_web_client_opened_from_the_static_folder_runs_under_the_same_policy(
+    mongodb_uri: str, db_name: str
+) -> None:
+    async with open_api(mongodb_uri, db_name) as api:
+        page = await api.client.get("/static/app/index.html")
+        assert page.status_code == 200
+        policy = page.headers["content-security-policy"]
+        assert policy == (await api.client.get("/app")).headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy
+        assert "script-src 'self'" in policy

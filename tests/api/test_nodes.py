@@ -520,3 +520,28 @@ async def test_a_threads_message_pages_say_where_they_start_and_what_precedes_th
         "startCursor": second["edges"][0]["cursor"],
         "endCursor": second["edges"][0]["cursor"],
     }
+
+
+async def test_has_previous_page_is_asked_of_the_database_only_when_selected(
+    mongodb_uri: str, db_name: str
+) -> None:
+    counter = FindCounter()
+    async with counted_api(mongodb_uri, db_name, counter) as api:
+        ada = (await build_ledger(api)).ada
+        query = (
+            "query($after: String) {{ viewer {{ ledger(first: 1, after: $after) "
+            "{{ edges {{ cursor }} pageInfo {{ endCursor {extra} }} }} }} }}"
+        )
+        first = await api.gql(query.format(extra=""), {"after": None}, ada.token)
+        after = first["viewer"]["ledger"]["pageInfo"]["endCursor"]
+
+        counter.listening = True
+        await api.gql(query.format(extra=""), {"after": after}, ada.token)
+        without, counter.reads = counter.reads, []
+        second = await api.gql(query.format(extra="hasPreviousPage"), {"after": after}, ada.token)
+        with_it = counter.reads
+        counter.listening = False
+
+    assert second["viewer"]["ledger"]["pageInfo"]["hasPreviousPage"] is True
+    assert without.count("ledger") == 1
+    assert with_it.count("ledger") == 2

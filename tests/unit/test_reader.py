@@ -124,7 +124,7 @@ class Lots:
         if after is not None:
             raise BadCursor("the cursor is not valid")
         mine = [("c1", ADA_LOT)] if member_id == ADA.id else []
-        return Page(mine[:first], has_next=False, has_previous=False)
+        return Page(mine[:first], has_next=False)
 
     async def count(
         self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
@@ -142,7 +142,7 @@ class Ledger:
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
         self.calls.made.append("ledger.page")
-        return Page([], has_next=False, has_previous=False)
+        return Page([], has_next=False)
 
     async def count(self, member_id: str) -> int:
         return 0
@@ -166,7 +166,7 @@ class Conversations:
     ) -> Page[Conversation]:
         self.calls.made.append("conversations.page_for")
         theirs = ADA_TO_CHARLES.has_party(member_id)
-        return Page([("c1", ADA_TO_CHARLES)] if theirs else [], has_next=False, has_previous=False)
+        return Page([("c1", ADA_TO_CHARLES)] if theirs else [], has_next=False)
 
     async def count_for(
         self,
@@ -191,7 +191,7 @@ class Messages:
 
     async def page(self, conversation_id: str, first: int, after: str | None) -> Page[Message]:
         self.calls.made.append("messages.page")
-        return Page([("m1", ADA_NOTE)][:first], has_next=False, has_previous=False)
+        return Page([("m1", ADA_NOTE)][:first], has_next=False)
 
     async def count(self, conversation_id: str) -> int:
         return 1
@@ -209,7 +209,7 @@ class Notifications:
         self, member_id: str, unread_only: bool, first: int, after: str | None
     ) -> Page[Notification]:
         self.calls.made.append("notifications.page")
-        return Page([], has_next=False, has_previous=False)
+        return Page([], has_next=False)
 
     async def count(self, member_id: str, unread_only: bool) -> int:
         return 0
@@ -225,7 +225,7 @@ class Purchases:
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
         self.calls.made.append("purchases.page")
-        return Page([], has_next=False, has_previous=False)
+        return Page([], has_next=False)
 
     async def count(self, member_id: str) -> int:
         return 0

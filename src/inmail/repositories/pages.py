@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -27,11 +26,16 @@ class BadCursor(ValueError):
 U = TypeVar("U")
 
 
+async def _nothing_precedes() -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[tuple[str, T]]  # (cursor, item)
     has_next: bool
-    has_previous: bool  # an `after` cursor was given and items precede this page
+    # Whether an `after` cursor was given and items precede this page: asked only when wanted.
+    previous: Callable[[], Awaitable[bool]] = field(default=_nothing_precedes, compare=False)
 
     @property
     def start_cursor(self) -> str | None:
@@ -44,7 +48,7 @@ class Page(Generic[T]):
     def map(self, convert: Callable[[T], U | None]) -> Page[U]:
         """The same page of other items; an item converted to None is left out."""
         items = [(cursor, new) for cursor, item in self.items if (new := convert(item)) is not None]
-        return Page(items, self.has_next, self.has_previous)
+        return Page(items, self.has_next, self.previous)
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -109,7 +113,7 @@ async def keyset_page(
 
     Pagination is forward only (`first`/`after`): a page has previous items when an `after`
     cursor was given and a document of the list sorts at or before it (Relay's rule for
-    forward pagination, asked with one indexed `limit 1` query beside the page's).
+    forward pagination, asked with one indexed `limit 1` query when a client selects it).
     """
     full: Doc = dict(query)
     before: Doc | None = None
@@ -131,6 +135,6 @@ async def keyset_page(
         found = await mongo.find_all(collection, before, projection={"_id": 1}, sort=sort, limit=1)
         return bool(found)
 
-    docs, has_previous = await asyncio.gather(fetch(), precedes())
+    docs = await fetch()
     items = [(encode_cursor([doc[name] for name, _ in sort]), doc) for doc in docs[:first]]
-    return Page(items=items, has_next=len(docs) > first, has_previous=has_previous)
+    return Page(items=items, has_next=len(docs) > first, previous=precedes)

@@ -43,12 +43,16 @@ class Node:
 @strawberry.type
 class PageInfo:
     has_next_page: bool
-    has_previous_page: bool = strawberry.field(
-        description="Whether items precede this page: an `after` cursor was given and the "
-        "list holds items at or before it."
-    )
     start_cursor: str | None
     end_cursor: str | None
+    _previous: strawberry.Private[Callable[[], Awaitable[bool]]]
+
+    @strawberry.field(
+        description="Whether items precede this page: an `after` cursor was given and the "
+        "list holds items at or before it (asked of the database only when selected)."
+    )
+    async def has_previous_page(self) -> bool:
+        return await self._previous()
 
 
 @strawberry.type
@@ -221,7 +225,7 @@ class Connection(Generic[N]):
             edges=[Edge(cursor=cursor, node=to_node(item)) for cursor, item in listing.items],
             page_info=PageInfo(
                 has_next_page=listing.has_next,
-                has_previous_page=listing.has_previous,
+                _previous=listing.has_previous,
                 start_cursor=listing.start_cursor,
                 end_cursor=listing.end_cursor,
             ),

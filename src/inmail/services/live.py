@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -224,8 +225,9 @@ class Broker:
         try:
             # Registered first, read second: a change committed in between is not missed, and
             # the sequence numbers drop whichever copy comes second.
-            latest = await self._latest(member_id)
-            projected = await self._projected(member_id)
+            latest, projected = await asyncio.gather(
+                self._latest(member_id), self._projected(member_id)
+            )
             if projected is not None:
                 latest = projected if latest is None or projected.seq > latest.seq else latest
             if latest is not None:
@@ -265,12 +267,7 @@ class Broker:
         if self._unwritten is None:
             return None
         updates = coalesce(await self._unwritten(member_id))
-        if not updates:
-            return None
-        first, *rest = updates
-        for update in rest:
-            first = merge(first, update)
-        return first
+        return functools.reduce(merge, updates) if updates else None
 
     async def _latest(self, member_id: str) -> BalanceUpdate | None:
         page = await self._ledger.page(member_id, 1, None)

@@ -147,7 +147,7 @@ class Listing(Generic[T_co]):
 
     items: Sequence[tuple[str, T_co]]  # (cursor, item)
     has_next: bool
-    has_previous: bool
+    previous: Callable[[], Awaitable[bool]]
     counter: Callable[[], Awaitable[int]]
 
     @property
@@ -157,6 +157,9 @@ class Listing(Generic[T_co]):
     @property
     def end_cursor(self) -> str | None:
         return self.items[-1][0] if self.items else None
+
+    async def has_previous(self) -> bool:
+        return await self.previous()
 
     async def total_count(self) -> int:
         return await self.counter()
@@ -474,7 +477,7 @@ class Reader:
     @staticmethod
     def _listing(page: Page[T], count: Callable[[], Awaitable[int]]) -> Listing[T]:
         return Listing(
-            items=page.items, has_next=page.has_next, has_previous=page.has_previous, counter=count
+            items=page.items, has_next=page.has_next, previous=page.previous, counter=count
         )
 
     async def _load_members(self, ids: list[str]) -> list[Member | None]:

@@ -17,13 +17,15 @@ export class Api {
   }
 
   // One operation; GraphQL errors (UNAUTHENTICATED, FORBIDDEN, ...) become an ApiError.
-  // A request that never got an answer is sent once more, as is: a send or a purchase
-  // carries the same idempotency key, so its retry cannot spend or charge twice.
+  // A request that never got an answer is sent once more, as is, when that is safe: a query,
+  // or a mutation whose idempotency key makes its retry answer the first result (a send or a
+  // purchase cannot spend or charge twice). Any other mutation is not repeated blindly.
   async request(query, variables = {}) {
     let response;
     try {
       response = await this.post(query, variables);
     } catch (networkError) {
+      if (!safeToRepeat(query, variables)) throw networkError;
       response = await this.post(query, variables);
     }
     let body;
@@ -61,11 +63,12 @@ export class Api {
       lazy: false,
       keepAlive: 10000,
       retryAttempts: 1000,
-      shouldRetry: () => true,
+      // 4403: the token was refused or has expired; reconnecting with it cannot succeed.
+      shouldRetry: (event) => !(event && event.code === TOKEN_REFUSED),
       on: {
         connecting: () => onState("connecting"),
         connected: () => onState("connected"),
-        closed: () => onState("closed"),
+        closed: (event) => onState(event && event.code === TOKEN_REFUSED ? "refused" : "closed"),
       },
     });
   }
@@ -89,6 +92,13 @@ export class Api {
     if (this.live) this.live.dispose();
     this.live = null;
   }
+}
+
+const TOKEN_REFUSED = 4403;
+
+function safeToRepeat(query, variables) {
+  const isMutation = /^\s*mutation\b/.test(query);
+  return !isMutation || Boolean(variables.input && variables.input.idempotencyKey);
 }
 
 function describe(error) {

@@ -58,8 +58,10 @@ function say(text) {
   $("status").textContent = text || "";
 }
 
+// The server words every refusal (with its figures: a cap, a wait); the table words only the
+// compose window's reason, which comes as a code alone.
 function reasonOf(code, message) {
-  return REASONS[code] || message || code || "";
+  return message || REASONS[code] || code || "";
 }
 
 function userErrors(errors) {
@@ -130,6 +132,11 @@ function showPrice(plan) {
 }
 
 function setLiveState(state) {
+  if (state === "refused") {
+    signOut();
+    say("Signed out: the token was refused or has expired. Sign in with a new one.");
+    return;
+  }
   $("live-status").dataset.state = state;
   $("live-status").textContent = state === "connected" ? "live" : state + "...";
 }
@@ -390,12 +397,19 @@ async function buy() {
     $("buy-result").textContent = "Enter a whole number of credits.";
     return;
   }
-  const data = await api.request(
-    `mutation Buy($input: PurchaseInMailCreditsInput!) {
-      purchaseInMailCredits(input: $input) { creditsLeft lot { quantity expiresAt } errors { code message } }
-    }`,
-    { input: { quantity, idempotencyKey: newKey() } }
-  );
+  // One purchase at a time: the button waits for the answer, so a double click buys once.
+  $("buy-credits").disabled = true;
+  let data;
+  try {
+    data = await api.request(
+      `mutation Buy($input: PurchaseInMailCreditsInput!) {
+        purchaseInMailCredits(input: $input) { creditsLeft lot { quantity expiresAt } errors { code message } }
+      }`,
+      { input: { quantity, idempotencyKey: newKey() } }
+    );
+  } finally {
+    if (viewer) $("buy-credits").disabled = !viewer.plan.canPurchaseCredits;
+  }
   const result = data.purchaseInMailCredits;
   $("buy-result").textContent = result.errors.length
     ? userErrors(result.errors)
