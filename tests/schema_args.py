@@ -14,6 +14,7 @@ from graphql import (
     GraphQLEnumType,
     GraphQLInputObjectType,
     GraphQLInputType,
+    GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -61,7 +62,7 @@ class Position:
         selection = ""
         if self.is_payload_mutation:
             selection = "{ errors { code field } }"
-        elif isinstance(returned, GraphQLObjectType):
+        elif isinstance(returned, GraphQLObjectType | GraphQLInterfaceType):
             selection = "{ __typename }"
         return f"{self.operation}({declared}) {{ {self.field}({passed}) {selection} }}"
 
