@@ -51,7 +51,7 @@ class _Server:
                 self.uri = external
             else:
                 self.tmp = Path(tempfile.mkdtemp(prefix="inmail-test-mongod-"))
-                self.mongod = EmbeddedMongod(self.tmp, oplog_mb=64)
+                self.mongod = EmbeddedMongod(self.tmp, oplog_mb=64, snapshot_history_seconds=5)
                 self.uri = self.mongod.start()
             client: MongoClient[dict[str, object]] = MongoClient(
                 self.uri, serverSelectionTimeoutMS=10_000
@@ -77,15 +77,16 @@ class _Server:
         code = mongod.process.returncode
         log_tail = ""
         with contextlib.suppress(OSError):
-            log_tail = "\n".join(
-                (mongod.data_dir / "mongod.log").read_text(errors="replace").splitlines()[-40:]
-            )
-        self.incidents.append(
-            f"the session's mongod exited with {code}; its log ended:\n{log_tail}"
-        )
+            lines = (mongod.data_dir / "mongod.log").read_text(errors="replace").splitlines()
+            # Its own words on why: the fatal and error lines, not the stack frames after them.
+            said = [ln for ln in lines[-5000:] if '"s":"F"' in ln or '"s":"E"' in ln]
+            log_tail = "\n".join((said or lines)[-12:])
+        self.incidents.append(f"the session's mongod exited ({code}); its log said:\n{log_tail}")
         port = mongod.port
         mongod.stop()
-        self.mongod = EmbeddedMongod(mongod.data_dir, port=port, oplog_mb=64)
+        self.mongod = EmbeddedMongod(
+            mongod.data_dir, port=port, oplog_mb=64, snapshot_history_seconds=5
+        )
         try:
             self.uri = self.mongod.start()
         except EmbeddedMongodError as exc:

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -77,7 +78,23 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    _raise_open_file_limit()
     os.setsid()
+
+
+def _raise_open_file_limit() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # WiredTiger keeps a file open for every collection and index: MongoDB asks for 64,000.
+    # Raise the soft limit as far as this process may (the hard limit; root may lift that too).
+    wanted = 64_000
+    with contextlib.suppress(Exception):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            with contextlib.suppress(Exception):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+                return
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        if soft == resource.RLIM_INFINITY or soft < ceiling:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
 
 
 @dataclass
@@ -88,6 +105,10 @@ class EmbeddedMongod:
     binary: Path | None = None
     port: int | None = None
     oplog_mb: int = 64
+    # How long mongod keeps history for snapshot reads (its default: 300 s). A dropped
+    # collection's files stay open and on disk that long, so a test run that creates and drops
+    # thousands of databases asks for a short window.
+    snapshot_history_seconds: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -125,6 +146,13 @@ class EmbeddedMongod:
             "--setParameter",
             "diagnosticDataCollectionEnabled=false",
             "--setParameter=transactionLifetimeLimitSeconds=10",  # see README: after a crash
+            *(
+                [
+                    f"--setParameter=minSnapshotHistoryWindowInSeconds={self.snapshot_history_seconds}"
+                ]
+                if self.snapshot_history_seconds is not None
+                else []
+            ),
             "--logpath",
             str(log_path),
             "--logappend",
