@@ -98,16 +98,8 @@ class ConversationReader:
         return conversation_from_doc(doc) if doc else None
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]:
-        wanted = list(dict.fromkeys(ids))
-        docs = (
-            await self._mongo.find_all(
-                self._c,
-                {"_id": {"$in": wanted}},
-                projection=_WITHOUT_MESSAGES,
-                session=self._session,
-            )
-            if wanted
-            else []
+        docs = await self._mongo.find_by_ids(
+            self._c, ids, self._session, projection=_WITHOUT_MESSAGES
         )
         return {doc["_id"]: conversation_from_doc(doc) for doc in docs}
 

@@ -85,12 +85,7 @@ class CreditLotReader:
         return [lot_from_doc(doc) for doc in docs]
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, CreditLot]:
-        wanted = list(dict.fromkeys(ids))
-        docs = (
-            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
-            if wanted
-            else []
-        )
+        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
         return {doc["_id"]: lot_from_doc(doc) for doc in docs}
 
     async def balances(self, member_ids: Sequence[str], now: datetime) -> dict[str, int]:

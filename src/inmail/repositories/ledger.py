@@ -66,12 +66,7 @@ class LedgerReader:
         return await self._c.count_documents({"memberId": member_id}, session=self._session)
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, LedgerEntry]:
-        wanted = list(dict.fromkeys(ids))
-        docs = (
-            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
-            if wanted
-            else []
-        )
+        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
         return {doc["_id"]: entry_from_doc(doc) for doc in docs}
 
     async def all_for(self, member_id: str) -> list[LedgerEntry]:

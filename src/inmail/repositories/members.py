@@ -105,10 +105,7 @@ class MemberReader:
         return member_from_doc(doc) if doc else None
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, Member]:
-        wanted = list(dict.fromkeys(ids))
-        if not wanted:
-            return {}
-        docs = await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
+        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
         return {doc["_id"]: member_from_doc(doc) for doc in docs}
 
     async def due_ids_for_renewal(

@@ -65,12 +65,7 @@ class MessageReader:
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[str, Message]]:
         """Messages by id, each with the id of its conversation: one round trip."""
-        wanted = list(dict.fromkeys(ids))
-        docs = (
-            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
-            if wanted
-            else []
-        )
+        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
         return {doc["_id"]: (doc["conversationId"], message_from_doc(doc)) for doc in docs}
 
     async def page(self, conversation_id: str, first: int, after: str | None) -> Page[Message]:

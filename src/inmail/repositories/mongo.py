@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -331,6 +331,22 @@ class Mongo:
         if limit:
             cursor = cursor.limit(limit)
         return [doc async for doc in cursor]
+
+    async def find_by_ids(
+        self,
+        collection: Collection,
+        ids: Iterable[str],
+        session: Session,
+        *,
+        projection: Mapping[str, Any] | None = None,
+    ) -> list[Doc]:
+        """The documents with these ids (repeats asked once), in one round trip; none asked for
+        no ids."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        query = {"_id": {"$in": wanted}}
+        return await self.find_all(collection, query, projection=projection, session=session)
 
     async def aggregate(
         self, collection: Collection, pipeline: Sequence[Mapping[str, Any]], session: Session

@@ -117,12 +117,7 @@ class NotificationReader:
         )
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, Notification]:
-        wanted = list(dict.fromkeys(ids))
-        docs = (
-            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
-            if wanted
-            else []
-        )
+        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
         return {n.id: n for doc in docs if (n := notification_from_doc(doc)) is not None}
 
     async def for_member(self, member_id: str) -> list[Notification]:

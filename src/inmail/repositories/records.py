@@ -181,12 +181,7 @@ class PurchaseReader:
         return _purchase_from_doc(doc) if doc else None
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, Purchase]:
-        wanted = list(dict.fromkeys(ids))
-        docs = (
-            await self._mongo.find_all(self._c, {"_id": {"$in": wanted}}, session=self._session)
-            if wanted
-            else []
-        )
+        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
         return {doc["_id"]: _purchase_from_doc(doc) for doc in docs}
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from strawberry.dataloader import DataLoader
 
@@ -196,9 +196,9 @@ class Reader:
         self.plans = plans
         self._max_page_size = max_page_size
         self._refuse = refuse
-        self._members = DataLoader[str, Member | None](self._load_members)
-        self._lots = DataLoader[str, CreditLot | None](self._load_lots)
-        self._conversations = DataLoader[str, Conversation | None](self._load_conversations)
+        self._members = DataLoader[str, Member | None](self._by_id(store.members))
+        self._lots = DataLoader[str, CreditLot | None](self._by_id(store.lots))
+        self._conversations = DataLoader[str, Conversation | None](self._by_id(store.conversations))
         self._purchases = DataLoader[str, Purchase | None](self._by_id(store.purchases))
         self._entries = DataLoader[str, LedgerEntry | None](self._by_id(store.ledger))
         self._notifications = DataLoader[str, Notification | None](self._by_id(store.notifications))
@@ -216,13 +216,19 @@ class Reader:
 
     def clear(self) -> None:
         """Forget what was read: after a write, or before a websocket's next event."""
-        for loader in (self._members, self._lots, self._conversations, self._accounts):
+        loaders: tuple[DataLoader[str, Any], ...] = (
+            self._members,
+            self._lots,
+            self._conversations,
+            self._accounts,
+            self._latest_messages,
+            self._purchases,
+            self._entries,
+            self._notifications,
+            self._messages,
+        )
+        for loader in loaders:
             loader.clear_all()
-        self._latest_messages.clear_all()
-        self._purchases.clear_all()
-        self._entries.clear_all()
-        self._notifications.clear_all()
-        self._messages.clear_all()
 
     # Who is asking: the checks every entrypoint shares.
 
@@ -479,18 +485,6 @@ class Reader:
         return Listing(
             items=page.items, has_next=page.has_next, previous=page.previous, counter=count
         )
-
-    async def _load_members(self, ids: list[str]) -> list[Member | None]:
-        found = await self._store.members.get_many(ids)
-        return [found.get(i) for i in ids]
-
-    async def _load_lots(self, ids: list[str]) -> list[CreditLot | None]:
-        found = await self._store.lots.get_many(ids)
-        return [found.get(i) for i in ids]
-
-    async def _load_conversations(self, ids: list[str]) -> list[Conversation | None]:
-        found = await self._store.conversations.get_many(ids)
-        return [found.get(i) for i in ids]
 
     @staticmethod
     def _by_id(kind: _ById[T]) -> Callable[[list[str]], Awaitable[list[T | None]]]:
