@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from pymongo import AsyncMongoClient
+from pymongo.monitoring import CommandListener
 
 from inmail.auth import Role
 from inmail.bootstrap import Container, GatewayFactory, build_container
@@ -213,12 +215,26 @@ async def open_api(
     settings: Settings | None = None,
     *,
     gateway: GatewayFactory = BuiltinGateway,
+    listeners: Sequence[CommandListener] = (),
 ) -> AsyncIterator[Api]:
-    """The app in this process on `db_name`; `gateway` builds the payment gateway it uses."""
+    """The app in this process on `db_name`; `gateway` builds the payment gateway it uses, and
+    `listeners` hear every command its MongoDB client sends."""
     from inmail.app import create_app
 
     settings = settings or test_settings()
-    mongo = Mongo.connect(mongodb_uri, db_name)
+    mongo = (
+        Mongo(
+            AsyncMongoClient(
+                mongodb_uri,
+                tz_aware=True,
+                serverSelectionTimeoutMS=10_000,
+                event_listeners=list(listeners),
+            ),
+            db_name,
+        )
+        if listeners
+        else Mongo.connect(mongodb_uri, db_name)
+    )
     container = build_container(settings, mongo, gateway=gateway)
     app = create_app(settings, container=container)
     async with app.router.lifespan_context(app):

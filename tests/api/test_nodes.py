@@ -4,15 +4,11 @@ showed by its id, under the rules of the fields that showed it; and every connec
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.monitoring import (
     CommandFailedEvent,
     CommandListener,
@@ -20,11 +16,7 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
-from inmail.app import create_app
-from inmail.bootstrap import build_container
-from inmail.repositories.mongo import Mongo
-from support import Api, Person, graphql_error_codes
-from support import test_settings as settings_for_tests
+from support import Api, Person, graphql_error_codes, open_api
 
 # What each kind of object shows, asked the same way through node() and through its own field.
 SHOWN = {
@@ -321,25 +313,11 @@ class FindCounter(CommandListener):
         pass
 
 
-@contextlib.asynccontextmanager
-async def counted_api(mongodb_uri: str, db_name: str, counter: FindCounter) -> AsyncIterator[Api]:
-    settings = settings_for_tests()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=[counter]
-    )
-    container = build_container(settings, Mongo(client, db_name))
-    app = create_app(settings, container=container)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield Api(http, container)
-
-
 async def test_nodes_reads_each_collection_once_however_many_ids_it_is_given(
     mongodb_uri: str, db_name: str
 ) -> None:
     counter = FindCounter()
-    async with counted_api(mongodb_uri, db_name, counter) as api:
+    async with open_api(mongodb_uri, db_name, listeners=[counter]) as api:
         ledger = await build_ledger(api)
         ids = [o["id"] for o in ledger.objects.values()]
         padded = ids + [f"{i:024x}" for i in range(100 - len(ids))]
@@ -526,7 +504,7 @@ async def test_has_previous_page_is_asked_of_the_database_only_when_selected(
     mongodb_uri: str, db_name: str
 ) -> None:
     counter = FindCounter()
-    async with counted_api(mongodb_uri, db_name, counter) as api:
+    async with open_api(mongodb_uri, db_name, listeners=[counter]) as api:
         ada = (await build_ledger(api)).ada
         query = (
             "query($after: String) {{ viewer {{ ledger(first: 1, after: $after) "

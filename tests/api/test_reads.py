@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-from pymongo import AsyncMongoClient
 from pymongo.monitoring import (
     CommandFailedEvent,
     CommandListener,
@@ -16,11 +12,15 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
-from inmail.app import create_app
-from inmail.bootstrap import build_container
-from inmail.repositories.mongo import Mongo
-from support import Api, Person, cancel_subscription, change_plan, graphql_error_codes, walk
-from support import test_settings as settings_for_tests
+from support import (
+    Api,
+    Person,
+    cancel_subscription,
+    change_plan,
+    graphql_error_codes,
+    open_api,
+    walk,
+)
 
 CARD_EXPIRING_JANUARY_2026 = {"brand": "Visa", "last4": "1111", "expMonth": 1, "expYear": 2026}
 
@@ -292,23 +292,6 @@ class CommandCounter(CommandListener):
         pass
 
 
-@contextlib.asynccontextmanager
-async def counted_api(
-    mongodb_uri: str, db_name: str, counter: CommandCounter
-) -> AsyncIterator[Api]:
-    """The service as `support.open_api` builds it, on a client that reports every command."""
-    settings = settings_for_tests()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, event_listeners=[counter]
-    )
-    container = build_container(settings, Mongo(client, db_name))
-    app = create_app(settings, container=container)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
-            yield Api(http, container)
-
-
 MEMBER_PAGE = """
 query($id: ID!) {
   member(id: $id) {
@@ -338,7 +321,7 @@ async def reads_for_a_member_page(
 ) -> tuple[list[str], int]:
     """(reads, conversations shown) for an admin's view of a member who received them."""
     counter = CommandCounter()
-    async with counted_api(mongodb_uri, db_name, counter) as api:
+    async with open_api(mongodb_uri, db_name, listeners=[counter]) as api:
         grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
         senders = await asyncio.gather(
             *(api.create_member(f"Sender {i}", "PREMIUM_CAREER") for i in range(conversations))
