@@ -9,7 +9,7 @@ import logging
 import mimetypes
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -212,29 +212,13 @@ def create_app(
     return app
 
 
-async def newest_recorded_time(mongo: Mongo, sample: int = 100) -> datetime | None:
-    """The latest service-clock time among the most recently written ledger entries and
-    conversations (ids are time-ordered ObjectIds, so this reads `sample` documents of each
-    through the `_id` index, whatever the size of the collections); None on an empty database."""
-    times: list[datetime] = []
-    for collection, field in ((mongo.c.ledger, "at"), (mongo.c.conversations, "sentAt")):
-        docs = await mongo.find_all(
-            collection, {}, projection={field: 1}, sort=[("_id", -1)], limit=sample
-        )
-        times += [doc[field] for doc in docs if isinstance(doc.get(field), datetime)]
-    if not times:
-        return None
-    # The in-memory fallback hands back naive datetimes; every stored time is UTC.
-    return max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
-
-
 async def warn_if_the_clock_is_behind_the_data(container: Container) -> None:
     """A manual clock that starts before what the database already holds would compute
     balances, renewals and expiries as if that had not happened yet: say so, once, at start."""
     if not container.clock.is_manual:
         return
     now = container.clock.now()
-    newest = await newest_recorded_time(container.mongo)
+    newest = await container.mongo.newest_recorded_time()
     if newest is None or now >= newest:
         return
     whole = newest.replace(microsecond=0)

@@ -29,6 +29,7 @@ from inmail.processes import free_port, pid_alive
 REPLICA_SET = "rs0"
 _OWNER_FILE = "inmail-owner.pid"
 _PORT_FILE = "mongod.port"
+_LOCK_FILE = "mongod.lock"  # mongod writes its pid there while it runs
 
 
 class EmbeddedMongodError(RuntimeError):
@@ -61,6 +62,10 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _uri(port: int | None) -> str:
+    return f"mongodb://127.0.0.1:{port}/?replicaSet={REPLICA_SET}"
 
 
 def _read_pid(path: Path) -> int | None:
@@ -113,7 +118,7 @@ class EmbeddedMongod:
 
     @property
     def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?replicaSet={REPLICA_SET}"
+        return _uri(self.port)
 
     @property
     def pid(self) -> int | None:
@@ -179,11 +184,11 @@ class EmbeddedMongod:
     def running_uri(self) -> str | None:
         """The URI of the mongod an inmail process runs over this data folder; None if none."""
         port = _read_pid(self.data_dir / _PORT_FILE)
-        running = _read_pid(self.data_dir / "mongod.lock")
+        running = _read_pid(self.data_dir / _LOCK_FILE)
         owner = _read_pid(self.data_dir / _OWNER_FILE)
         if not (port and running and owner and pid_alive(running) and pid_alive(owner)):
             return None
-        return f"mongodb://127.0.0.1:{port}/?replicaSet={REPLICA_SET}"
+        return _uri(port)
 
     def stop(self, timeout: float = 30.0) -> None:
         process, self.process = self.process, None
@@ -213,7 +218,7 @@ class EmbeddedMongod:
         return port if port and _port_is_free(port) else None
 
     def _check_not_in_use(self) -> None:
-        running = _read_pid(self.data_dir / "mongod.lock")
+        running = _read_pid(self.data_dir / _LOCK_FILE)
         if not running or not pid_alive(running):
             return  # absent or stale: mongod recovers a stale lock by itself
         owner = _read_pid(self.data_dir / _OWNER_FILE)

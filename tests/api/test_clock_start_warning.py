@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from inmail.app import newest_recorded_time
 from inmail.bootstrap import in_memory_mongo
 from support import START, open_api
 from support import test_settings as settings_with
@@ -87,9 +86,9 @@ async def test_the_system_clock_is_never_warned_about(
 
 async def test_the_newest_time_is_read_on_the_in_memory_fallback_too() -> None:
     mongo = in_memory_mongo("inmail_demo")
-    assert await newest_recorded_time(mongo) is None
+    assert await mongo.newest_recorded_time() is None
     await mongo.c.ledger.insert_one({"_id": "6650a1c2e4b0f1a2b3c4d5e6", "at": START})
     await mongo.c.conversations.insert_one(
         {"_id": "6650a1c2e4b0f1a2b3c4d5e7", "sentAt": START + timedelta(hours=2)}
     )
-    assert await newest_recorded_time(mongo) == START + timedelta(hours=2)
+    assert await mongo.newest_recorded_time() == START + timedelta(hours=2)

@@ -24,8 +24,8 @@ from pymongo import AsyncMongoClient
 from inmail.domain.errors import ErrorCode, Reason
 from inmail.domain.money import Money
 from inmail.processes import free_port
-from inmail.repositories.intents import IntentStatus, refusal_doc
-from inmail.repositories.records import ChargeRepository, Refusal
+from inmail.repositories.intents import IntentStatus
+from inmail.repositories.records import ChargeRepository, Refusal, refusal_to_doc
 from inmail.services.payments import BuiltinGateway, Charge, PaymentGateway
 from reliability.conftest import http_client
 from reliability.invariants import Snapshot, problems
@@ -500,7 +500,7 @@ async def test_a_purchase_killed_while_refunding_is_refunded_when_retried(api: A
         ErrorCode.CAP_EXCEEDED, Reason.OVER_CAP, "quantity", {"balance": 25, "cap": 15}
     )
     await api.container.mongo.c.payment_intents.update_one(
-        {"_id": intent.id}, {"$set": {"refusal": refusal_doc(refusal)}}
+        {"_id": intent.id}, {"$set": {"refusal": refusal_to_doc(refusal)}}
     )
 
     retried = await api.purchase(hal, 10, "hal-1")

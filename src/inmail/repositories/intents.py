@@ -83,10 +83,6 @@ def _outcome_doc(outcome: KeyedOutcome) -> Doc:
     return {"subjectId": outcome.subject_id, "creditsLeft": outcome.credits_left}
 
 
-def refusal_doc(refusal: Refusal) -> Doc:
-    return refusal_to_doc(refusal)
-
-
 def _from_doc(doc: Doc) -> PaymentIntent:
     outcome, refusal = doc.get("outcome"), doc.get("refusal")
     return PaymentIntent(
@@ -184,7 +180,7 @@ class PaymentIntentRepository(PaymentIntentReader):
         if outcome is not None:
             changes["outcome"] = _outcome_doc(outcome)
         if refusal is not None:
-            changes["refusal"] = refusal_doc(refusal)
+            changes["refusal"] = refusal_to_doc(refusal)
         result = await self._c.update_one(
             {"_id": intent_id, "status": {"$in": list(from_statuses)}},
             {"$set": changes},

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from bson import ObjectId
@@ -347,6 +348,22 @@ class Mongo:
             return []
         query = {"_id": {"$in": wanted}}
         return await self.find_all(collection, query, projection=projection, session=session)
+
+    async def newest_recorded_time(self, sample: int = 100) -> datetime | None:
+        """The latest service-clock time among the most recently written ledger entries and
+        conversations (ids are time-ordered ObjectIds, so this reads `sample` documents of each
+        through the `_id` index, whatever the size of the collections); None on an empty
+        database."""
+        times: list[datetime] = []
+        for collection, field in ((self.c.ledger, "at"), (self.c.conversations, "sentAt")):
+            docs = await self.find_all(
+                collection, {}, projection={field: 1}, sort=[("_id", -1)], limit=sample
+            )
+            times += [doc[field] for doc in docs if isinstance(doc.get(field), datetime)]
+        if not times:
+            return None
+        # The in-memory fallback hands back naive datetimes; every stored time is UTC.
+        return max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
 
     async def aggregate(
         self, collection: Collection, pipeline: Sequence[Mapping[str, Any]], session: Session
