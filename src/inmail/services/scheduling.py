@@ -29,6 +29,7 @@ from inmail.services.base import Account, Deps, renewal_notices
 from inmail.services.unit_of_work import Transaction
 
 D = TypeVar("D")
+P = TypeVar("P")
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,28 @@ async def _members_job(
 ) -> JobReport:
     """Bring every member `due_ids` names up to `now`, a batch at a time, in id order."""
     report = JobReport(name)
-    after: str | None = None
-    while ids := await due_ids(now, after_id=after, limit=batch_size):
-        after = ids[-1]
-        await _bring_up_to(deps, ids, now, report)
+    return await _in_batches(
+        report,
+        lambda after: due_ids(now, after_id=after, limit=batch_size),
+        lambda member_id: member_id,
+        lambda ids: _bring_up_to(deps, ids, now, report),
+        checkpoint,
+    )
+
+
+async def _in_batches(
+    report: JobReport,
+    due: Callable[[P | None], Awaitable[list[D]]],
+    position: Callable[[D], P],
+    process: Callable[[list[D]], Awaitable[None]],
+    checkpoint: Checkpoint,
+) -> JobReport:
+    """Process what is due a batch at a time, each batch listed after the last one's position,
+    until nothing is left or the checkpoint says stop."""
+    after: P | None = None
+    while batch := await due(after):
+        after = position(batch[-1])
+        await process(batch)
         if not await checkpoint():
             report.stopped = True
             break
@@ -188,16 +207,11 @@ async def remind_due(
     checkpoint: Checkpoint = _go_on,
 ) -> JobReport:
     """Remind the recipient of every unanswered InMail whose reminder is due by `now`, once."""
-
-    async def due(after: tuple[datetime, str] | None) -> list[DueReminder]:
-        return await deps.reads.conversations.reminders_due_after(
-            now, after=after, limit=batch_size
-        )
-
+    due = deps.reads.conversations.reminders_due_after
     return await _each_due(
         deps,
         JobReport("reminders"),
-        due,
+        lambda after: due(now, after=after, limit=batch_size),
         lambda r: (r.due_at, r.conversation_id),
         lambda tx, r: _remind(tx, r, now),
         checkpoint,
@@ -229,17 +243,11 @@ async def notify_expiring(
     checkpoint: Checkpoint = _go_on,
 ) -> JobReport:
     """CREDITS_EXPIRING for every lot with credits that expires within the notice, once."""
-    notice = deps.limits.expiry_notice
-
-    async def due(after: tuple[datetime, str] | None) -> list[ExpiringLot]:
-        return await deps.reads.notifications.expiring.due(
-            now, notice, after=after, limit=batch_size
-        )
-
+    due, notice = deps.reads.notifications.expiring.due, deps.limits.expiry_notice
     return await _each_due(
         deps,
         JobReport("expiry notices"),
-        due,
+        lambda after: due(now, notice, after=after, limit=batch_size),
         lambda lot: (lot.expires_at, lot.lot_id),
         lambda tx, lot: _notify_expiring(tx, lot, now),
         checkpoint,
@@ -256,9 +264,8 @@ async def _each_due(
 ) -> JobReport:
     """Page through what is due, in order, one transaction an item: an item's failure is
     reported and the rest go on; a database that is gone stops the job."""
-    after: tuple[datetime, str] | None = None
-    while batch := await due(after):
-        after = position(batch[-1])
+
+    async def one_at_a_time(batch: list[D]) -> None:
         for item in batch:
             try:
                 report.changed += await deps.uow.run(step, item)
@@ -267,10 +274,8 @@ async def _each_due(
             except Exception:
                 log.exception("%s: %s failed", report.job, position(item)[1])
                 report.failed.append(position(item)[1])
-        if not await checkpoint():
-            report.stopped = True
-            break
-    return report
+
+    return await _in_batches(report, due, position, one_at_a_time, checkpoint)
 
 
 async def _notify_expiring(tx: Transaction, lot: ExpiringLot, now: datetime) -> bool:
@@ -336,38 +341,31 @@ async def run_due_jobs(
 
 async def oldest_due(deps: Deps, now: datetime) -> datetime | None:
     """When the oldest item still waiting for a job became due (None: nothing waits)."""
-    earliest = [
-        t
-        for t in (
-            await deps.reads.members.next_renewal_at(),
-            await deps.reads.lots.next_expiry_at(),
-            await deps.reads.conversations.next_reminder_due_at(),
-            await deps.reads.notifications.expiring.first_due_at(
-                deps.limits.expiry_notice, expiring_after=now
-            ),
-            await _next_reconciliation(deps, None),
-        )
-        if t is not None and t <= now
-    ]
-    return min(earliest, default=None)
+    due = await _first_due_times(deps, None, expiring_after=now)
+    return min((t for t in due if t <= now), default=None)
 
 
 async def next_due_after(deps: Deps, after: datetime) -> datetime | None:
     """The next instant after `after` at which some job has work: one indexed query per job."""
-    upcoming = [
-        t
-        for t in (
-            await deps.reads.members.next_renewal_at(after),
-            await deps.reads.lots.next_expiry_at(after),
-            await deps.reads.conversations.next_reminder_due_at(after),
-            await deps.reads.notifications.expiring.first_due_at(
-                deps.limits.expiry_notice, expiring_after=after + deps.limits.expiry_notice
-            ),
-            await _next_reconciliation(deps, after),
-        )
-        if t is not None
-    ]
-    return min(upcoming, default=None)
+    notice = deps.limits.expiry_notice
+    return min(await _first_due_times(deps, after, expiring_after=after + notice), default=None)
+
+
+async def _first_due_times(
+    deps: Deps, after: datetime | None, *, expiring_after: datetime
+) -> list[datetime]:
+    """Each job's first due instant (after `after`, if given; expiry notices of the lots that
+    expire after `expiring_after`), for the jobs that have one."""
+    firsts = (
+        await deps.reads.members.next_renewal_at(after),
+        await deps.reads.lots.next_expiry_at(after),
+        await deps.reads.conversations.next_reminder_due_at(after),
+        await deps.reads.notifications.expiring.first_due_at(
+            deps.limits.expiry_notice, expiring_after=expiring_after
+        ),
+        await _next_reconciliation(deps, after),
+    )
+    return [t for t in firsts if t is not None]
 
 
 class LeaseStore(Protocol):
