@@ -18,10 +18,10 @@ import contextlib
 import functools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from inmail import metrics
 from inmail.domain.credits import LedgerKind
@@ -71,21 +71,45 @@ def coalesce(entries: Iterable[LedgerEntry]) -> list[BalanceUpdate]:
     return updates
 
 
-class Subscriber:
+class _Mailbox(Generic[Item]):
+    """A member's subscription queue: read in order, waiting while empty, ended by `close`."""
+
+    __slots__ = ("_closed", "_queue", "_ready", "member_id")
+
+    def __init__(self, member_id: str) -> None:
+        self.member_id = member_id
+        self._queue: deque[Item] = deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Item:
+        while not self._queue:
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+
+class Subscriber(_Mailbox[BalanceUpdate]):
     """One subscription's updates for one member: in ledger order, each once, bounded."""
 
-    __slots__ = ("_closed", "_queue", "_ready", "capacity", "last_seq", "member_id", "merged")
+    __slots__ = ("capacity", "last_seq", "merged")
 
     def __init__(self, member_id: str, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
         if capacity < 1:
             raise ValueError("a subscriber's queue holds at least one update")
-        self.member_id = member_id
+        super().__init__(member_id)
         self.capacity = capacity
         self.last_seq = 0
         self.merged = 0  # updates folded into others because this subscriber fell behind
-        self._queue: deque[BalanceUpdate] = deque()
-        self._ready = asyncio.Event()
-        self._closed = False
 
     def offer(self, update: BalanceUpdate) -> None:
         """Take an update without ever waiting; an update already seen is ignored."""
@@ -115,24 +139,9 @@ class Subscriber:
         self.last_seq = max(self.last_seq, latest.seq)
         self._ready.set()
 
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-
     @property
     def pending(self) -> int:
         return len(self._queue)
-
-    def __aiter__(self) -> Subscriber:
-        return self
-
-    async def __anext__(self) -> BalanceUpdate:
-        while not self._queue:
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        return self._queue.popleft()
 
 
 class _LocalSource:
@@ -200,9 +209,7 @@ class Broker:
         local, self._local = self._local, None
         if local is not None:
             self._events.listeners.remove(local)
-        for subscribers in list(self._by_member.values()):
-            for subscriber in list(subscribers):
-                subscriber.close()
+        _close_all(self._by_member)
 
     def dispatch(self, updates: Iterable[BalanceUpdate]) -> None:
         """Hand updates to their members' subscribers; never waits."""
@@ -219,10 +226,7 @@ class Broker:
         started), and for a member with no change yet balance 0, delta 0, now. From there on it
         gets every change, in order, each once.
         """
-        subscriber = Subscriber(member_id, self._queue_size)
-        self._by_member.setdefault(member_id, set()).add(subscriber)
-        metrics.SUBSCRIBERS.inc()
-        try:
+        with _registered(self._by_member, Subscriber(member_id, self._queue_size)) as subscriber:
             # Registered first, read second: a change committed in between is not missed, and
             # the sequence numbers drop whichever copy comes second.
             latest, projected = await asyncio.gather(
@@ -235,14 +239,6 @@ class Broker:
             elif not subscriber.pending:  # no history, and no first change arrived meanwhile
                 subscriber.start_from(self._nothing_yet(member_id))
             yield subscriber
-        finally:
-            subscriber.close()
-            subscribers = self._by_member.get(member_id)
-            if subscribers is not None:
-                subscribers.discard(subscriber)
-                if not subscribers:
-                    del self._by_member[member_id]
-            metrics.SUBSCRIBERS.dec()
 
     def _nothing_yet(self, member_id: str) -> BalanceUpdate:
         """The first update of a member with no ledger history: no credits, as of now.
@@ -274,18 +270,12 @@ class Broker:
         return BalanceUpdate.from_entry(page.items[0][1]) if page.items else None
 
     async def _run(self, feed: LedgerChanges) -> None:
-        while True:
-            try:
-                committed = await feed.next()
-            except ChangesLost as exc:
-                log.warning("live updates missed changes (%s); catching up from the ledger", exc)
-                await self._catch_up()
-                continue
-            except Exception:
-                log.exception("live updates: reading the ledger's changes failed; retrying")
-                await asyncio.sleep(1.0)
-                continue
-            self.dispatch(coalesce(committed.entries))
+        await _follow(
+            "live updates",
+            feed.next,
+            lambda committed: self.dispatch(coalesce(committed.entries)),
+            self._catch_up,
+        )
 
     async def _catch_up(self) -> None:
         """After a gap, give every subscriber its member's latest change (seq drops repeats)."""
@@ -306,7 +296,7 @@ INBOX_QUEUE_SIZE = 256
 _SEEN_IDS = 1024
 
 
-class InboxSubscriber(Generic[Item]):
+class InboxSubscriber(_Mailbox[Item]):
     """One subscription's items for one member: in commit order, each once.
 
     Ids already handed out are remembered (the latest `_SEEN_IDS`), so an item seen twice (a
@@ -315,14 +305,11 @@ class InboxSubscriber(Generic[Item]):
     """
 
     def __init__(self, member_id: str, capacity: int = INBOX_QUEUE_SIZE) -> None:
-        self.member_id = member_id
+        super().__init__(member_id)
         self.capacity = capacity
         self.overflowed = False
-        self._queue: deque[Item] = deque()
         self._seen: deque[str] = deque(maxlen=_SEEN_IDS)
         self._seen_set: set[str] = set()
-        self._ready = asyncio.Event()
-        self._closed = False
 
     def offer(self, item_id: str, item: Item) -> None:
         if self._closed or item_id in self._seen_set:
@@ -338,21 +325,6 @@ class InboxSubscriber(Generic[Item]):
         self._queue.append(item)
         self._ready.set()
 
-    def close(self) -> None:
-        self._closed = True
-        self._ready.set()
-
-    def __aiter__(self) -> InboxSubscriber[Item]:
-        return self
-
-    async def __anext__(self) -> Item:
-        while not self._queue:
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        return self._queue.popleft()
-
 
 class _Topic(Generic[Item]):
     """The subscribers of one kind of item, by member."""
@@ -366,24 +338,11 @@ class _Topic(Generic[Item]):
 
     @contextlib.asynccontextmanager
     async def subscribe(self, member_id: str) -> AsyncIterator[InboxSubscriber[Item]]:
-        subscriber: InboxSubscriber[Item] = InboxSubscriber(member_id)
-        self.by_member.setdefault(member_id, set()).add(subscriber)
-        metrics.SUBSCRIBERS.inc()
-        try:
+        with _registered(self.by_member, InboxSubscriber[Item](member_id)) as subscriber:
             yield subscriber
-        finally:
-            subscriber.close()
-            subscribers = self.by_member.get(member_id)
-            if subscribers is not None:
-                subscribers.discard(subscriber)
-                if not subscribers:
-                    del self.by_member[member_id]
-            metrics.SUBSCRIBERS.dec()
 
     def close_all(self) -> None:
-        for subscribers in list(self.by_member.values()):
-            for subscriber in list(subscribers):
-                subscriber.close()
+        _close_all(self.by_member)
 
 
 class InboxBroker:
@@ -440,18 +399,7 @@ class InboxBroker:
                     self.conversations.dispatch(party, event.id, event)
 
     async def _run(self, feed: InboxChanges) -> None:
-        while True:
-            try:
-                change = await feed.next()
-            except ChangesLost as exc:
-                log.warning("inbox updates missed changes (%s); catching up", exc)
-                await self._catch_up()
-                continue
-            except Exception:
-                log.exception("inbox updates: reading the changes failed; retrying")
-                await asyncio.sleep(1.0)
-                continue
-            self.dispatch(change)
+        await _follow("inbox updates", feed.next, self.dispatch, self._catch_up)
 
     async def _catch_up(self) -> None:
         """After a gap, hand out what the subscribed members got since the last item seen
@@ -487,6 +435,55 @@ class InboxBroker:
                         self.dispatch(InboxChange(collection, document))
             except Exception:
                 log.exception("inbox updates: polling failed; retrying")
+
+
+S = TypeVar("S", bound=_Mailbox[Any])
+
+
+@contextlib.contextmanager
+def _registered(by_member: dict[str, set[S]], subscriber: S) -> Iterator[S]:
+    """A subscriber counted among its member's for the block, closed and removed after it."""
+    member_id = subscriber.member_id
+    by_member.setdefault(member_id, set()).add(subscriber)
+    metrics.SUBSCRIBERS.inc()
+    try:
+        yield subscriber
+    finally:
+        subscriber.close()
+        subscribers = by_member.get(member_id)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del by_member[member_id]
+        metrics.SUBSCRIBERS.dec()
+
+
+def _close_all(by_member: dict[str, set[S]]) -> None:
+    for subscribers in list(by_member.values()):
+        for subscriber in list(subscribers):
+            subscriber.close()
+
+
+async def _follow(
+    what: str,
+    next_change: Callable[[], Awaitable[Item]],
+    dispatch: Callable[[Item], object],
+    catch_up: Callable[[], Awaitable[None]],
+) -> None:
+    """Hand out each change a feed reads, for ever: after a gap the broker catches up, and a
+    failed read is retried a second later."""
+    while True:
+        try:
+            change = await next_change()
+        except ChangesLost as exc:
+            log.warning("%s missed changes (%s); catching up", what, exc)
+            await catch_up()
+            continue
+        except Exception:
+            log.exception("%s: reading the changes failed; retrying", what)
+            await asyncio.sleep(1.0)
+            continue
+        dispatch(change)
 
 
 async def _stop_feed(pump: asyncio.Task[None] | None, feed: _Closable | None) -> None:
