@@ -234,14 +234,9 @@ async def _change_plan(
     now: datetime,
 ) -> list[LedgerEntry]:
     member = await _require_member(tx, member_id)
+    if _already_on(member, plan, requested_allotment):
+        return []  # nothing to restart
     current = member.subscription
-    if (
-        current is not None
-        and current.is_active
-        and member.plan is plan
-        and requested_allotment in (None, current.monthly_allotment)
-    ):
-        return []  # already on this plan: nothing to restart
     account = await Account.open(tx, deps.plans, member, now)
     account.wallet.forfeit_all(now)
     allotment = requested_allotment
