@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -206,6 +207,7 @@ class _TokenLifetime:
 
     context: Context
     websocket: Any
+    connection_acknowledged: bool
     _expiry_task: asyncio.Task[None] | None = None
     _closed_for_expiry = False
 
@@ -216,6 +218,16 @@ class _TokenLifetime:
     def _has_expired(self) -> bool:
         expires_at = self._expires_at()
         return expires_at is not None and time.time() >= expires_at
+
+    async def _handle_unless_expired(self, handle: Callable[[], Awaitable[None]]) -> None:
+        """Handle a message, or close the socket if the token has expired; from the
+        acknowledgement on, the socket is closed when the token expires."""
+        if self._has_expired():
+            await self._close_for_expiry()
+            return
+        await handle()
+        if self.connection_acknowledged:
+            self._watch_expiry()
 
     def _watch_expiry(self) -> None:
         expires_at = self._expires_at()
@@ -253,12 +265,7 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         if problem is not None:
             await self.handle_invalid_message(problem)
             return
-        if self._has_expired():
-            await self._close_for_expiry()
-            return
-        await super().handle_message(message)
-        if self.connection_acknowledged:
-            self._watch_expiry()
+        await self._handle_unless_expired(functools.partial(super().handle_message, message))
 
     async def send_message(self, message: Any) -> None:
         if message.get("type") in ("next", "error") and self._has_expired():
@@ -309,14 +316,9 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
                 )
             await self.websocket.close(code=BAD_MESSAGE, reason=problem)
             return
-        if self._has_expired():
-            await self._close_for_expiry()
-            return
-        await super().handle_message(message)
-        if self.connection_acknowledged:
-            self._watch_expiry()
-            if self._init_timeout_task is not None:
-                self._init_timeout_task.cancel()
+        await self._handle_unless_expired(functools.partial(super().handle_message, message))
+        if self.connection_acknowledged and self._init_timeout_task is not None:
+            self._init_timeout_task.cancel()
 
     async def send_message(self, message: OperationMessage) -> None:
         if message["type"] in ("data", "error") and self._has_expired():
