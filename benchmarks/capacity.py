@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,17 +30,21 @@ from benchmarks import workloads as w
 from benchmarks.commands import round_trips, snapshot, workload_commands
 from benchmarks.load import Call, LoadResult, graphql_call, run_http
 from benchmarks.processes import CpuMeter
-from benchmarks.runner import DB_NAME, _load, _machine, _own_mongod, _server_env
+from benchmarks.runner import (
+    DB_NAME,
+    _load,
+    _machine,
+    _own_mongod,
+    _seeding_deps,
+    _server_env,
+)
 from harness.servers import ServiceProcess, service_env
 from inmail.auth import Role, TokenService
-from inmail.bootstrap import build_deps
-from inmail.clock import ManualClock
-from inmail.domain.plans import DEFAULT_PLAN_TABLE, LEGACY_ALLOTMENT_MAX, PlanType
+from inmail.domain.plans import PlanType
 from inmail.repositories.mongo import Mongo, new_id
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
 from inmail.services.base import Deps
-from inmail.services.rate_limits import RateLimits
 
 RESPOND = (
     "mutation Respond($i: RespondToInMailInput!) { respondToInMail(input: $i) "
@@ -363,41 +365,29 @@ async def main(args: argparse.Namespace) -> None:
     levels = [1, 2, 4, 8, 16] if args.quick else [1, 2, 4, 8, 16, 32]
     per_op = 10 if args.quick else 30
     senders = 100
-    tmp = Path(tempfile.mkdtemp(prefix="inmail-capacity-"))
     started = time.perf_counter()
-    try:
-        with _own_mongod(tmp) as mongod:
-            mongo = Mongo.connect(mongod.uri, DB_NAME, app_name="inmail-capacity")
-            try:
-                print(f"capacity: {_machine()}; load average {_load()}", flush=True)
-                await mongo.create_indexes()
-                deps = build_deps(
-                    mongo,
-                    ManualClock(w.START),
-                    DEFAULT_PLAN_TABLE,
-                    rate_limits=RateLimits(inmails_per_minute=LEGACY_ALLOTMENT_MAX),
-                )
-                mixed_sends = 2 * len(levels) * ops * 3 // 20
-                answers = 2 * len(levels) * ops // 20
-                per_sender = (mixed_sends + answers) // senders + 2
-                world = await w.seed(
-                    deps,
-                    recipients=max(w.PAGE_CONVERSATIONS + 10, per_sender + per_op + 10),
-                    senders=senders,
-                    credits_per_sender=per_sender + 1,
-                )
-                pending = await seed_answers(deps, world, answers)
-                curves = {}
-                for workers in (1, 2):
-                    curves[workers] = await mixed(
-                        mongod.uri, tmp, world, pending, workers, ops, levels
-                    )
-                costs = await history_costs(mongod.uri, mongo, tmp, deps, world, per_op)
-                load = _load()
-            finally:
-                await mongo.close()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _own_mongod("inmail-capacity-") as (tmp, mongod):
+        mongo = Mongo.connect(mongod.uri, DB_NAME, app_name="inmail-capacity")
+        try:
+            print(f"capacity: {_machine()}; load average {_load()}", flush=True)
+            deps = await _seeding_deps(mongo)
+            mixed_sends = 2 * len(levels) * ops * 3 // 20
+            answers = 2 * len(levels) * ops // 20
+            per_sender = (mixed_sends + answers) // senders + 2
+            world = await w.seed(
+                deps,
+                recipients=max(w.PAGE_CONVERSATIONS + 10, per_sender + per_op + 10),
+                senders=senders,
+                credits_per_sender=per_sender + 1,
+            )
+            pending = await seed_answers(deps, world, answers)
+            curves = {}
+            for workers in (1, 2):
+                curves[workers] = await mixed(mongod.uri, tmp, world, pending, workers, ops, levels)
+            costs = await history_costs(mongod.uri, mongo, tmp, deps, world, per_op)
+            load = _load()
+        finally:
+            await mongo.close()
     print()
     print(
         "| workers | clients at the knee | requests/s there | p50 ms | p99 ms "
