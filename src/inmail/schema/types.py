@@ -35,6 +35,17 @@ N = TypeVar("N")
 R = TypeVar("R")
 
 
+async def _linked(
+    record_id: str | None, read: Callable[[str], Awaitable[R | None]], to_node: Callable[[R], N]
+) -> N | None:
+    """The object a record links to by id: none where it links to none, or to none that the
+    viewer may see."""
+    if record_id is None:
+        return None
+    found = await read(record_id)
+    return None if found is None else to_node(found)
+
+
 @strawberry.interface(description="An object with a global id: fetch any of them with Query.node.")
 class Node:
     id: strawberry.ID
@@ -120,10 +131,7 @@ class Purchase(Node):
 
     @strawberry.field(description="The lot it granted; none once refunded.")
     async def lot(self, info: GraphInfo) -> CreditLot | None:
-        if self._lot_id is None:
-            return None
-        found = await reads(info).lot(self._lot_id)
-        return CreditLot.from_domain(found) if found else None
+        return await _linked(self._lot_id, reads(info).lot, CreditLot.from_domain)
 
 
 @strawberry.type
@@ -259,17 +267,13 @@ class LedgerEntry(Node):
 
     @strawberry.field
     async def lot(self, info: GraphInfo) -> CreditLot | None:
-        if self._entry.lot_id is None:
-            return None
-        lot = await reads(info).lot(self._entry.lot_id)
-        return CreditLot.from_domain(lot) if lot else None
+        return await _linked(self._entry.lot_id, reads(info).lot, CreditLot.from_domain)
 
     @strawberry.field
     async def conversation(self, info: GraphInfo) -> Conversation | None:
-        if self._entry.conversation_id is None:
-            return None
-        found = await reads(info).conversation(self._entry.conversation_id)
-        return Conversation.from_domain(found) if found else None
+        return await _linked(
+            self._entry.conversation_id, reads(info).conversation, Conversation.from_domain
+        )
 
 
 @strawberry.type
@@ -460,24 +464,17 @@ class Notification(Node):
 
     @strawberry.field
     async def conversation(self, info: GraphInfo) -> Conversation | None:
-        if self._n.conversation_id is None:
-            return None
-        found = await reads(info).conversation(self._n.conversation_id)
-        return Conversation.from_domain(found) if found else None
+        return await _linked(
+            self._n.conversation_id, reads(info).conversation, Conversation.from_domain
+        )
 
     @strawberry.field
     async def lot(self, info: GraphInfo) -> CreditLot | None:
-        if self._n.lot_id is None:
-            return None
-        lot = await reads(info).lot(self._n.lot_id)
-        return CreditLot.from_domain(lot) if lot else None
+        return await _linked(self._n.lot_id, reads(info).lot, CreditLot.from_domain)
 
     @strawberry.field
     async def purchase(self, info: GraphInfo) -> Purchase | None:
-        if self._n.purchase_id is None:
-            return None
-        found = await reads(info).purchase(self._n.purchase_id)
-        return Purchase.from_domain(found) if found else None
+        return await _linked(self._n.purchase_id, reads(info).purchase, Purchase.from_domain)
 
 
 def node_from_domain(record: NodeRecord) -> Node:
