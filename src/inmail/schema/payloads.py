@@ -45,21 +45,26 @@ class UpdatePaymentMethodPayload:
 
 
 @strawberry.type
-class ChangePlanPayload:
+class _MemberPayload:
+    """The payload of a mutation whose result is the member it changed or made."""
+
     member: Member | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
-class CancelSubscriptionPayload:
-    member: Member | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+class ChangePlanPayload(_MemberPayload):
+    pass
 
 
 @strawberry.type
-class CreateMemberPayload:
-    member: Member | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
+class CancelSubscriptionPayload(_MemberPayload):
+    pass
+
+
+@strawberry.type
+class CreateMemberPayload(_MemberPayload):
+    pass
 
 
 @strawberry.type
