@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -10,7 +12,10 @@ from graphql import GraphQLError
 from inmail.resolvers.context import Context, ResolverInfo, ctx
 from inmail.schema.types import BalanceUpdate, ConversationEvent, Notification
 from inmail.services import events
-from inmail.services.live import InboxBroker
+from inmail.services.live import InboxBroker, InboxSubscriber
+
+Item = TypeVar("Item")
+Shown = TypeVar("Shown")
 
 
 def balance_update(update: events.BalanceUpdate) -> BalanceUpdate:
@@ -82,19 +87,29 @@ def _overflowed() -> GraphQLError:
     )
 
 
-async def _notifications(c: Context, member_id: str) -> AsyncIterator[Notification]:
-    async with _inbox(c).notifications.subscribe(member_id) as updates:
-        async for notification in updates:
-            c.reads.clear()
-            yield Notification.from_domain(notification)
-        if updates.overflowed:
-            raise _overflowed()
+def _notifications(c: Context, member_id: str) -> AsyncIterator[Notification]:
+    return _inbox_items(
+        c, lambda: _inbox(c).notifications.subscribe(member_id), Notification.from_domain
+    )
 
 
-async def _conversation_events(c: Context, member_id: str) -> AsyncIterator[ConversationEvent]:
-    async with _inbox(c).conversations.subscribe(member_id) as updates:
-        async for event in updates:
-            c.reads.clear()
-            yield ConversationEvent.for_member(event, member_id)
+def _conversation_events(c: Context, member_id: str) -> AsyncIterator[ConversationEvent]:
+    return _inbox_items(
+        c,
+        lambda: _inbox(c).conversations.subscribe(member_id),
+        lambda event: ConversationEvent.for_member(event, member_id),
+    )
+
+
+async def _inbox_items(
+    c: Context,
+    subscribe: Callable[[], AbstractAsyncContextManager[InboxSubscriber[Item]]],
+    show: Callable[[Item], Shown],
+) -> AsyncIterator[Shown]:
+    """A subscriber's items, each as the schema shows it; an error once it fell behind."""
+    async with subscribe() as updates:
+        async for item in updates:
+            c.reads.clear()  # nothing cached may outlive the event it was loaded for
+            yield show(item)
         if updates.overflowed:
             raise _overflowed()
