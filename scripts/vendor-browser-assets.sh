@@ -41,7 +41,7 @@ cp "$react_dom/LICENSE" "$out/LICENSE.react-dom"
 # A release's UMD file ends with a sourceMappingURL the service does not serve.
 sed -i '/^\/\/# sourceMappingURL=/d' "$out"/*.min.js
 
-ws="$static/graphql-ws"
+ws="$static/vendor/graphql-ws"
 mkdir -p "$ws"
 cp "$graphql_ws/lib/client.mjs" "$graphql_ws/lib/common.mjs" "$graphql_ws/lib/utils.mjs" "$ws/"
 cp "$graphql_ws/LICENSE.md" "$ws/LICENSE.md"
@@ -52,7 +52,7 @@ cp "$graphql_ws/LICENSE.md" "$ws/LICENSE.md"
     cat "$versions"
     echo
     echo "# files (bytes):"
-    (cd "$static" && find graphiql graphql-ws -type f \( -name '*.js' -o -name '*.mjs' -o -name '*.css' \) \
+    (cd "$static" && find graphiql vendor/graphql-ws -type f \( -name '*.js' -o -name '*.mjs' -o -name '*.css' \) \
         ! -name 'inmail-*' -printf '%p %s\n' | sort)
 } >"$static/VERSIONS"
 du -ch "$out"/*.min.* "$ws"/*.mjs | tail -1 | sed 's/total/bytes in all (vendored scripts and styles)/'

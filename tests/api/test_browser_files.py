@@ -36,7 +36,7 @@ async def test_production_serves_the_web_client_but_not_graphiql(
         assert client.status_code == 200
         assert "inmail token --member" in client.text
         assert "connect-src 'self'" in client.headers["content-security-policy"]
-        module = await api.client.get("/static/graphql-ws/client.mjs")
+        module = await api.client.get("/static/vendor/graphql-ws/client.mjs")
         assert module.headers["content-type"].startswith("text/javascript")
         assert (await api.client.get("/static/../settings.py")).status_code == 404
 

@@ -1,6 +1,6 @@
 // The public GraphQL API of this service: queries and mutations over HTTP POST, subscriptions
 // over graphql-transport-ws (the vendored graphql-ws client), both on /graphql.
-import { createClient } from "/static/graphql-ws/client.mjs";
+import { createClient } from "/static/vendor/graphql-ws/client.mjs";
 
 export class ApiError extends Error {
   constructor(message, code) {
