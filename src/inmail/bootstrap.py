@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from inmail.auth import TokenService, development_secret
+from inmail.auth import KnownMembers, TokenService, development_secret
 from inmail.clock import Clock, ManualClock, SystemClock
 from inmail.domain.plans import PlanTable
 from inmail.observability import LedgerMetrics
@@ -58,6 +58,7 @@ class Container:
     scheduler: Scheduler | None = None
     inbox: InboxBroker | None = None
     webhooks: WebhookWorker | None = None
+    known_members: KnownMembers = field(default_factory=KnownMembers)
 
 
 def make_clock(settings: Settings) -> Clock:

@@ -36,6 +36,7 @@ Session = AsyncClientSession | None
 Collection = AsyncCollection[Doc]
 
 _SNAPSHOT = ReadConcern("snapshot")
+_JOINED = "_joined"  # where find_joined's $lookup puts a document's joined documents
 _MAJORITY = WriteConcern("majority")
 
 __all__ = [
@@ -221,6 +222,10 @@ OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
 class Mongo:
     """One client and database for the process; opened by the app's lifespan."""
 
+    # Whether partial unique indexes refuse what they should: then a write may rely on one
+    # (a second awaiting InMail, say) instead of looking for the conflict first.
+    enforces_partial_indexes = True
+
     def __init__(self, client: Any, db_name: str) -> None:
         self.client = client
         self.db: AsyncDatabase[Doc] = client[db_name]
@@ -348,6 +353,32 @@ class Mongo:
             return []
         query = {"_id": {"$in": wanted}}
         return await self.find_all(collection, query, projection=projection, session=session)
+
+    async def find_joined(
+        self,
+        collection: Collection,
+        query: Mapping[str, Any],
+        joined: tuple[Collection, str, Mapping[str, Any]],
+        session: Session,
+    ) -> list[tuple[Doc, list[Doc]]]:
+        """Each document matching `query`, with the documents of `joined` = (collection, field,
+        query) whose `field` is its `_id` and that match that query, in one round trip (one
+        aggregate with a `$lookup`, which transactions allow; each lookup an index range)."""
+        other, field, other_query = joined
+        pipeline = [
+            {"$match": dict(query)},
+            {
+                "$lookup": {
+                    "from": other.name,
+                    "localField": "_id",
+                    "foreignField": field,
+                    "pipeline": [{"$match": dict(other_query)}],
+                    "as": _JOINED,
+                }
+            },
+        ]
+        docs = await self.aggregate(collection, pipeline, session)
+        return [(doc, doc.pop(_JOINED)) for doc in docs]
 
     async def newest_recorded_time(self, sample: int = 100) -> datetime | None:
         """The latest service-clock time among the most recently written ledger entries and

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
+from inmail.domain.errors import DomainError
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
 from inmail.repositories.intents import PaymentIntentReader, PaymentIntentRepository
@@ -86,9 +87,12 @@ class Transaction:
     messages: MessageRepository
     outbox: OutboxRepository
     intents: PaymentIntentRepository
+    # False on an optimistic attempt (`run_optimistically`): a step may then leave to unique
+    # indexes what it would otherwise look for first.
+    careful: bool = True
 
     @classmethod
-    def on(cls, mongo: Mongo, session: Session) -> Transaction:
+    def on(cls, mongo: Mongo, session: Session, *, careful: bool = True) -> Transaction:
         return cls(
             members=MemberRepository(mongo, session),
             lots=CreditLotRepository(mongo, session),
@@ -101,6 +105,7 @@ class Transaction:
             messages=MessageRepository(mongo, session),
             outbox=OutboxRepository(mongo, session),
             intents=PaymentIntentRepository(mongo, session),
+            careful=careful,
         )
 
 
@@ -141,3 +146,29 @@ class MongoUnitOfWork:
                     raise
                 log.debug("retrying a transaction after %s", type(exc).__name__)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run_optimistically(
+        self,
+        step: Callable[Concatenate[Transaction, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`run`, first as one optimistic attempt (`tx.careful` False) where the database
+        enforces the unique indexes a step may lean on.
+
+        The step may then skip its reads for conflicts that a unique index refuses anyway (a
+        reused idempotency key, a second awaiting InMail). Any failure of that attempt (a
+        refused insert, a race, or a refusal that a skipped read might have answered first:
+        the retry of a request that succeeded) rolls it back, and the step runs again
+        carefully under `run`, so every answer is the one a careful run gives.
+        """
+        if self._mongo.enforces_partial_indexes:
+
+            async def optimistic(session: Session) -> T:
+                return await step(Transaction.on(self._mongo, session, careful=False), *args, **kwargs)
+
+            try:
+                return await self._mongo.run_transaction(optimistic)
+            except (DuplicateKeyError, StaleMember, DomainError) as exc:
+                log.debug("an optimistic attempt gave way after %s", type(exc).__name__)
+        return await self.run(step, *args, **kwargs)
