@@ -146,7 +146,8 @@ async def test_a_retried_send_reads_the_first_answer_after_the_index_refuses_it(
     first = await api.send(ada, grace, key=key)
     retried = await during(commands, api.send(ada, grace, key=key))
     again = await api.send(ada, grace, key=key)
-    assert first["errors"] == [] and again == first
+    assert first["errors"] == []
+    assert again == first
     assert retried[-1] == "find"  # the first send's conversation, read back for the answer
     assert "abortTransaction" in retried  # the optimistic attempt, refused by an index
     assert retried.count("commitTransaction") == 1  # the careful rerun, which wrote nothing

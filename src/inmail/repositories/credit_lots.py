@@ -177,8 +177,7 @@ class CreditLotRepository(CreditLotReader):
     """Credit lots inside a transaction: every write here is part of it."""
 
     async def write(self, created: Sequence[CreditLot], updated: Sequence[CreditLot]) -> None:
-        if created:
-            await self._c.insert_many([lot_to_doc(lot) for lot in created], session=self._session)
+        await self._mongo.insert_all(self._c, [lot_to_doc(lot) for lot in created], self._session)
         await self._mongo.update_each(
             self._c,
             [

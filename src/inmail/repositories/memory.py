@@ -65,6 +65,16 @@ class InMemoryMongo(Mongo):
             matched += (await collection.update_one(query, update)).matched_count
         return matched
 
+    async def upsert_each(
+        self, collection: Collection, upserts: Sequence[tuple[Doc, Doc]], session: Session
+    ) -> list[int]:
+        inserted = []
+        for position, (query, update) in enumerate(upserts):
+            result = await collection.update_one(query, update, upsert=True)
+            if result.upserted_id is not None:
+                inserted.append(position)
+        return inserted
+
     def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:
         return cursor
 

@@ -165,7 +165,9 @@ class MongoUnitOfWork:
         if self._mongo.enforces_partial_indexes:
 
             async def optimistic(session: Session) -> T:
-                return await step(Transaction.on(self._mongo, session, careful=False), *args, **kwargs)
+                return await step(
+                    Transaction.on(self._mongo, session, careful=False), *args, **kwargs
+                )
 
             try:
                 return await self._mongo.run_transaction(optimistic)

@@ -109,9 +109,7 @@ async def _send(
     return _Sent(outcome, entries, stored)
 
 
-async def _sender_may_inmail(
-    tx: Transaction, deps: Deps, draft: _Draft, now: datetime
-) -> Account:
+async def _sender_may_inmail(tx: Transaction, deps: Deps, draft: _Draft, now: datetime) -> Account:
     """The sender's credits, opened for the send once every check that needs no credits passed
     (credits are the wallet's). Sender, recipient and the sender's live lots are one read."""
     found, lots = await tx.members.get_many_with_lots(
