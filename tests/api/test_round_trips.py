@@ -115,8 +115,7 @@ SEND_COMMANDS = [
     "insert",  # the ledger entry
     "insert",  # the conversation (a unique index refuses a second awaiting InMail)
     "insert",  # its first message
-    "update",  # the recipient's notification (once per event)
-    "insert",  # its webhook outbox entry
+    "update",  # the recipient's notification (once per event; no webhook URL, no outbox entry)
     "update",  # the conversation event (once per event)
     "insert",  # the idempotency record (a unique index refuses a reused key)
     "commitTransaction",

@@ -185,10 +185,11 @@ def _notification_doc(notification: Notification) -> Doc:
 class NotificationRepository(NotificationReader):
     expiring: ExpiringLotMarker
 
-    def __init__(self, mongo: Mongo, session: Session) -> None:
+    def __init__(self, mongo: Mongo, session: Session, *, webhooks: bool = True) -> None:
         super().__init__(mongo, session)
         self.expiring = ExpiringLotMarker(mongo, session)
-        self._outbox = OutboxRepository(mongo, session)
+        # New notifications are enqueued for webhooks only where webhooks are delivered.
+        self._outbox = OutboxRepository(mongo, session) if webhooks else None
 
     async def add(self, notification: Notification) -> bool:
         """Record the notification unless its event was recorded already; True if it is new."""
@@ -196,7 +197,8 @@ class NotificationRepository(NotificationReader):
 
     async def add_all(self, notifications: Sequence[Notification]) -> int:
         """Record each notification unless its event was recorded already, and enqueue the new
-        ones for webhooks: two round trips for any number. How many were new."""
+        ones for webhooks (where they are delivered): two round trips for any number, one
+        without webhooks. How many were new."""
         docs = [_notification_doc(notification) for notification in notifications]
         inserted = await self._mongo.upsert_each(
             self._c,
@@ -206,6 +208,8 @@ class NotificationRepository(NotificationReader):
             ],
             self._session,
         )
+        if self._outbox is None:
+            return len(inserted)
         await self._outbox.add_all(
             [
                 OutboxEvent(

@@ -92,7 +92,9 @@ class Transaction:
     careful: bool = True
 
     @classmethod
-    def on(cls, mongo: Mongo, session: Session, *, careful: bool = True) -> Transaction:
+    def on(
+        cls, mongo: Mongo, session: Session, *, careful: bool = True, webhooks: bool = True
+    ) -> Transaction:
         return cls(
             members=MemberRepository(mongo, session),
             lots=CreditLotRepository(mongo, session),
@@ -100,7 +102,7 @@ class Transaction:
             conversations=ConversationRepository(mongo, session),
             idempotency=IdempotencyRepository(mongo, session),
             purchases=PurchaseRepository(mongo, session),
-            notifications=NotificationRepository(mongo, session),
+            notifications=NotificationRepository(mongo, session, webhooks=webhooks),
             rate_limits=RateLimitRepository(mongo, session),
             messages=MessageRepository(mongo, session),
             outbox=OutboxRepository(mongo, session),
@@ -110,16 +112,23 @@ class Transaction:
 
 
 class MongoUnitOfWork:
-    def __init__(self, mongo: Mongo, *, retries: int = RETRIES) -> None:
+    """`webhooks`: whether new notifications are enqueued for webhook delivery (only where a
+    webhook URL is configured: nothing would deliver them otherwise)."""
+
+    def __init__(self, mongo: Mongo, *, retries: int = RETRIES, webhooks: bool = True) -> None:
         self._mongo = mongo
         self._retries = retries
+        self._webhooks = webhooks
         self.reads = Reads.on(mongo)
+
+    def _bound(self, session: Session, *, careful: bool = True) -> Transaction:
+        return Transaction.on(self._mongo, session, careful=careful, webhooks=self._webhooks)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """One attempt: committed when the block ends, rolled back if it raises; no retry."""
         async with self._mongo.session_transaction() as session:
-            yield Transaction.on(self._mongo, session)
+            yield self._bound(session)
 
     async def run(
         self,
@@ -136,7 +145,7 @@ class MongoUnitOfWork:
         """
 
         async def attempt(session: Session) -> T:
-            return await step(Transaction.on(self._mongo, session), *args, **kwargs)
+            return await step(self._bound(session), *args, **kwargs)
 
         for attempt_no in range(self._retries):
             try:
@@ -165,9 +174,7 @@ class MongoUnitOfWork:
         if self._mongo.enforces_partial_indexes:
 
             async def optimistic(session: Session) -> T:
-                return await step(
-                    Transaction.on(self._mongo, session, careful=False), *args, **kwargs
-                )
+                return await step(self._bound(session, careful=False), *args, **kwargs)
 
             try:
                 return await self._mongo.run_transaction(optimistic)
