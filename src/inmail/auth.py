@@ -6,6 +6,7 @@ import math
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -147,3 +148,29 @@ def development_secret(data_dir: Path) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(secret)
     return secret
+
+
+class KnownMembers:
+    """Ids of member tokens' members this process found in the database.
+
+    Members are never deleted, so once a token's member was found it need not be looked up
+    again on every request (a mutation would otherwise spend a round trip on it first). Bounded:
+    past `capacity` ids, the least recently seen is forgotten and looked up again when it
+    comes back.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def seen(self, member_id: str) -> bool:
+        if member_id not in self._ids:
+            return False
+        self._ids.move_to_end(member_id)
+        return True
+
+    def add(self, member_id: str) -> None:
+        self._ids[member_id] = None
+        self._ids.move_to_end(member_id)
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from inmail.auth import TokenService, development_secret
+from inmail.auth import KnownMembers, TokenService, development_secret
 from inmail.clock import Clock, ManualClock, SystemClock
 from inmail.domain.plans import PlanTable
 from inmail.observability import LedgerMetrics
@@ -58,6 +58,7 @@ class Container:
     scheduler: Scheduler | None = None
     inbox: InboxBroker | None = None
     webhooks: WebhookWorker | None = None
+    known_members: KnownMembers = field(default_factory=KnownMembers)
 
 
 def make_clock(settings: Settings) -> Clock:
@@ -85,10 +86,12 @@ def build_deps(
     publisher: BalancePublisher | None = None,
     rate_limits: RateLimits | None = None,
     gateway: PaymentGateway | None = None,
+    webhooks: bool = True,
 ) -> Deps:
-    """What the use cases run on: a unit of work on `mongo`, the clock, the plans."""
+    """What the use cases run on: a unit of work on `mongo`, the clock, the plans; `webhooks`
+    says whether new notifications are enqueued for webhook delivery."""
     return Deps(
-        uow=MongoUnitOfWork(mongo),
+        uow=MongoUnitOfWork(mongo, webhooks=webhooks),
         clock=clock,
         plans=plans,
         limits=limits or Limits(),
@@ -190,6 +193,7 @@ def build_container(
             messages_per_minute=settings.rate_limit_messages_per_minute,
         ),
         gateway=payments,
+        webhooks=settings.webhook_url is not None,
     )
     live = build_broker(deps, mongo, events)
     container = Container(

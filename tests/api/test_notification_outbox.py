@@ -1,10 +1,35 @@
-"""Every new notification is enqueued for webhook delivery in the transaction that wrote it."""
+"""Every new notification is enqueued for webhook delivery in the transaction that wrote it,
+where webhooks are delivered (INMAIL_WEBHOOK_URL is set); without them, nothing is enqueued."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
-from support import Api
+import pytest
+
+import support
+from support import Api, open_api
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: the worker's attempts fail, the events stay PENDING."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+async def api(mongodb_uri: str, db_name: str) -> AsyncIterator[Api]:
+    settings = support.test_settings(
+        webhook_url=f"http://127.0.0.1:{closed_port()}/inmail",
+        webhook_secret="whsec-test-outbox",
+        webhook_poll_interval=60,
+    )
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        yield api
 
 
 async def outbox_of(api: Api, member_id: str) -> list[dict[str, Any]]:
@@ -40,3 +65,15 @@ async def test_a_refused_send_enqueues_nothing(api: Api) -> None:
 
     assert [e["code"] for e in refused["errors"]] == ["UPGRADE_REQUIRED"]
     assert await outbox_of(api, grace.id) == []
+
+
+async def test_without_a_webhook_url_notifications_are_kept_but_nothing_is_enqueued(
+    mongodb_uri: str, db_name: str
+) -> None:
+    async with open_api(mongodb_uri, db_name) as api:
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+        grace = await api.create_member("Grace Hopper", "BASIC")
+        assert (await api.send(ada, grace))["errors"] == []
+        data = await api.gql("{ viewer { notifications { nodes { kind } } } }", token=grace.token)
+        assert data["viewer"]["notifications"]["nodes"] == [{"kind": "INMAIL_RECEIVED"}]
+        assert await api.container.mongo.c.webhook_outbox.count_documents({}) == 0

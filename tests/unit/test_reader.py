@@ -99,6 +99,14 @@ class Members:
         known = {m.id: m for m in (ADA, DAN, CHARLES)}
         return {i: known[i] for i in ids if i in known}
 
+    async def get_many_with_lots(
+        self, ids: Iterable[str], lots_of: Sequence[str]
+    ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]:
+        self.calls.made.append("members.get_many_with_lots")
+        known = {m.id: m for m in (ADA, DAN, CHARLES)}
+        lots = {i: [ADA_LOT] if i == ADA.id else [] for i in lots_of}
+        return {i: known[i] for i in ids if i in known}, lots
+
 
 @dataclass
 class Lots:

@@ -47,6 +47,11 @@ def _at(rule: LotRule, now: datetime) -> Doc:
     return _matching(rule, {"$lte": now} if rule.past_expiry else {"$gt": now})
 
 
+def active_of(member_ids: Iterable[str]) -> Doc:
+    """The query for these members' ACTIVE lots (the `member_spendable` index's prefix)."""
+    return {"memberId": {"$in": list(member_ids)}, "status": LotStatus.ACTIVE.value}
+
+
 class CreditLotReader:
     """Credit lots as read outside a transaction, or inside one (then from its snapshot)."""
 
@@ -68,11 +73,7 @@ class CreditLotReader:
         found: dict[str, list[CreditLot]] = {member_id: [] for member_id in member_ids}
         if not found:
             return found
-        docs = await self._mongo.find_all(
-            self._c,
-            {"memberId": {"$in": list(found)}, "status": LotStatus.ACTIVE.value},
-            session=self._session,
-        )
+        docs = await self._mongo.find_all(self._c, active_of(found), session=self._session)
         for doc in docs:
             found[doc["memberId"]].append(lot_from_doc(doc))
         return found
@@ -176,8 +177,7 @@ class CreditLotRepository(CreditLotReader):
     """Credit lots inside a transaction: every write here is part of it."""
 
     async def write(self, created: Sequence[CreditLot], updated: Sequence[CreditLot]) -> None:
-        if created:
-            await self._c.insert_many([lot_to_doc(lot) for lot in created], session=self._session)
+        await self._mongo.insert_all(self._c, [lot_to_doc(lot) for lot in created], self._session)
         await self._mongo.update_each(
             self._c,
             [

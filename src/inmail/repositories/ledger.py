@@ -80,5 +80,4 @@ class LedgerRepository(LedgerReader):
     """The ledger inside a transaction: entries are appended, never changed."""
 
     async def append(self, entries: Sequence[LedgerEntry]) -> None:
-        if entries:
-            await self._c.insert_many([entry_to_doc(e) for e in entries], session=self._session)
+        await self._mongo.insert_all(self._c, [entry_to_doc(e) for e in entries], self._session)

@@ -6,8 +6,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from inmail.domain.billing import PaymentMethod
+from inmail.domain.credits import CreditLot
 from inmail.domain.model import RENEWAL_DUE, Member, Subscription, SubscriptionStatus
 from inmail.domain.plans import PlanType
+from inmail.repositories.credit_lots import active_of, lot_from_doc
 from inmail.repositories.mongo import Doc, Mongo, Session
 
 
@@ -107,6 +109,25 @@ class MemberReader:
     async def get_many(self, ids: Iterable[str]) -> dict[str, Member]:
         docs = await self._mongo.find_by_ids(self._c, ids, self._session)
         return {doc["_id"]: member_from_doc(doc) for doc in docs}
+
+    async def get_many_with_lots(
+        self, ids: Iterable[str], lots_of: Sequence[str]
+    ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]:
+        """These members, and the ACTIVE lots of those named in `lots_of`, in one round trip
+        (a member's live lots are few: the cap bounds them)."""
+        found = await self._mongo.find_joined(
+            self._c,
+            {"_id": {"$in": list(dict.fromkeys(ids))}},
+            (self._mongo.c.credit_lots, "memberId", active_of(lots_of)),
+            self._session,
+        )
+        members = {doc["_id"]: member_from_doc(doc) for doc, _ in found}
+        lots: dict[str, list[CreditLot]] = {member_id: [] for member_id in lots_of} | {
+            doc["_id"]: [lot_from_doc(lot) for lot in joined]
+            for doc, joined in found
+            if doc["_id"] in lots_of
+        }
+        return members, lots
 
     async def due_ids_for_renewal(
         self, now: datetime, *, after_id: str | None, limit: int

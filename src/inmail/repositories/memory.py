@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 class InMemoryMongo(Mongo):
     """mongomock-motor in place of a server: the same collections, nothing kept."""
+
+    enforces_partial_indexes = False  # dropped below: the service looks for conflicts first
 
     def __init__(self, db_name: str) -> None:
         from mongomock_motor import AsyncMongoMockClient
@@ -63,8 +65,31 @@ class InMemoryMongo(Mongo):
             matched += (await collection.update_one(query, update)).matched_count
         return matched
 
+    async def upsert_each(
+        self, collection: Collection, upserts: Sequence[tuple[Doc, Doc]], session: Session
+    ) -> list[int]:
+        inserted = []
+        for position, (query, update) in enumerate(upserts):
+            result = await collection.update_one(query, update, upsert=True)
+            if result.upserted_id is not None:
+                inserted.append(position)
+        return inserted
+
     def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:
         return cursor
+
+    async def find_joined(
+        self,
+        collection: Collection,
+        query: Mapping[str, Any],
+        joined: tuple[Collection, str, Mapping[str, Any]],
+        session: Session,
+    ) -> list[tuple[Doc, list[Doc]]]:
+        other, field, other_query = joined  # $lookup's pipeline form is not in mongomock
+        docs = await self.find_all(collection, query)
+        ids = [doc["_id"] for doc in docs]
+        found = await self.find_all(other, {"$and": [{field: {"$in": ids}}, dict(other_query)]})
+        return [(doc, [o for o in found if o[field] == doc["_id"]]) for doc in docs]
 
     async def latest_per_key(
         self,

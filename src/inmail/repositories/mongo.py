@@ -12,7 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -23,8 +31,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.errors import ConnectionFailure as DatabaseUnavailable
-from pymongo.errors import DuplicateKeyError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -36,6 +44,8 @@ Session = AsyncClientSession | None
 Collection = AsyncCollection[Doc]
 
 _SNAPSHOT = ReadConcern("snapshot")
+_DUPLICATE_KEY = 11000
+_JOINED = "_joined"  # where find_joined's $lookup puts a document's joined documents
 _MAJORITY = WriteConcern("majority")
 
 __all__ = [
@@ -47,6 +57,20 @@ __all__ = [
     "Session",
     "new_id",
 ]
+
+
+@contextlib.contextmanager
+def _duplicates_as_one() -> Iterator[None]:
+    """A bulk write refused only by unique indexes raises DuplicateKeyError, as a single write
+    does: the unit of work reruns a transaction on that."""
+    try:
+        yield
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors") or []
+        if errors and all(error.get("code") == _DUPLICATE_KEY for error in errors):
+            first = errors[0]
+            raise DuplicateKeyError(first.get("errmsg", ""), _DUPLICATE_KEY, first) from exc
+        raise
 
 
 def new_id() -> str:
@@ -221,6 +245,10 @@ OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
 class Mongo:
     """One client and database for the process; opened by the app's lifespan."""
 
+    # Whether partial unique indexes refuse what they should: then a write may rely on one
+    # (a second awaiting InMail, say) instead of looking for the conflict first.
+    enforces_partial_indexes = True
+
     def __init__(self, client: Any, db_name: str) -> None:
         self.client = client
         self.db: AsyncDatabase[Doc] = client[db_name]
@@ -349,6 +377,32 @@ class Mongo:
         query = {"_id": {"$in": wanted}}
         return await self.find_all(collection, query, projection=projection, session=session)
 
+    async def find_joined(
+        self,
+        collection: Collection,
+        query: Mapping[str, Any],
+        joined: tuple[Collection, str, Mapping[str, Any]],
+        session: Session,
+    ) -> list[tuple[Doc, list[Doc]]]:
+        """Each document matching `query`, with the documents of `joined` = (collection, field,
+        query) whose `field` is its `_id` and that match that query, in one round trip (one
+        aggregate with a `$lookup`, which transactions allow; each lookup an index range)."""
+        other, field, other_query = joined
+        pipeline = [
+            {"$match": dict(query)},
+            {
+                "$lookup": {
+                    "from": other.name,
+                    "localField": "_id",
+                    "foreignField": field,
+                    "pipeline": [{"$match": dict(other_query)}],
+                    "as": _JOINED,
+                }
+            },
+        ]
+        docs = await self.aggregate(collection, pipeline, session)
+        return [(doc, doc.pop(_JOINED)) for doc in docs]
+
     async def newest_recorded_time(self, sample: int = 100) -> datetime | None:
         """The latest service-clock time among the most recently written ledger entries and
         conversations (ids are time-ordered ObjectIds, so this reads `sample` documents of each
@@ -380,8 +434,29 @@ class Mongo:
         if not updates:
             return 0
         ops = [UpdateOne(query, update) for query, update in updates]
-        result = await collection.bulk_write(ops, ordered=True, session=session)
+        with _duplicates_as_one():
+            result = await collection.bulk_write(ops, ordered=True, session=session)
         return result.matched_count
+
+    async def upsert_each(
+        self, collection: Collection, upserts: Sequence[tuple[Doc, Doc]], session: Session
+    ) -> list[int]:
+        """Apply (filter, update) upserts in order, in one round trip; the positions of those
+        that inserted a document."""
+        if not upserts:
+            return []
+        ops = [UpdateOne(query, update, upsert=True) for query, update in upserts]
+        with _duplicates_as_one():
+            result = await collection.bulk_write(ops, ordered=True, session=session)
+        return sorted(result.upserted_ids or {})
+
+    async def insert_all(
+        self, collection: Collection, docs: Sequence[Doc], session: Session
+    ) -> None:
+        """Insert `docs` in order, in one round trip (none for no documents)."""
+        if docs:
+            with _duplicates_as_one():
+                await collection.insert_many(list(docs), session=session)
 
     def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:
         """The cursor told to walk `index` (where the planner might pick a worse one)."""

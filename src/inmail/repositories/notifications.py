@@ -162,52 +162,67 @@ class NotificationReader:
         return [e async for doc in cursor.sort("_id", 1) if (e := event_from_doc(doc)) is not None]
 
 
+_REFERENCES = ("conversationId", "lotId", "purchaseId")
+
+
+def _notification_doc(notification: Notification) -> Doc:
+    doc: Doc = {
+        "_id": new_id(),
+        "memberId": notification.member_id,
+        "at": notification.at,
+        "readAt": None,
+    }
+    for name, value in zip(
+        _REFERENCES,
+        (notification.conversation_id, notification.lot_id, notification.purchase_id),
+        strict=True,
+    ):
+        if value is not None:
+            doc[name] = value
+    return doc
+
+
 class NotificationRepository(NotificationReader):
     expiring: ExpiringLotMarker
 
-    def __init__(self, mongo: Mongo, session: Session) -> None:
+    def __init__(self, mongo: Mongo, session: Session, *, webhooks: bool = True) -> None:
         super().__init__(mongo, session)
         self.expiring = ExpiringLotMarker(mongo, session)
-        self._outbox = OutboxRepository(mongo, session)
+        # New notifications are enqueued for webhooks only where webhooks are delivered.
+        self._outbox = OutboxRepository(mongo, session) if webhooks else None
 
     async def add(self, notification: Notification) -> bool:
         """Record the notification unless its event was recorded already; True if it is new."""
-        doc: Doc = {
-            "_id": new_id(),
-            "memberId": notification.member_id,
-            "at": notification.at,
-            "readAt": None,
-        }
-        for name, value in (
-            ("conversationId", notification.conversation_id),
-            ("lotId", notification.lot_id),
-            ("purchaseId", notification.purchase_id),
-        ):
-            if value is not None:
-                doc[name] = value
-        result = await self._c.update_one(
-            {"kind": notification.kind.value, "eventKey": notification.event_key},
-            {"$setOnInsert": doc},
-            upsert=True,
-            session=self._session,
-        )
-        if result.upserted_id is None:
-            return False
-        data = {k: v for k in ("conversationId", "lotId", "purchaseId") if (v := doc.get(k))}
-        await self._outbox.add(
-            OutboxEvent(
-                id=doc["_id"],
-                kind=notification.kind.value,
-                member_id=notification.member_id,
-                at=notification.at,
-                data=data,
-            )
-        )
-        return True
+        return await self.add_all([notification]) == 1
 
-    async def add_all(self, notifications: Sequence[Notification]) -> None:
-        for notification in notifications:
-            await self.add(notification)
+    async def add_all(self, notifications: Sequence[Notification]) -> int:
+        """Record each notification unless its event was recorded already, and enqueue the new
+        ones for webhooks (where they are delivered): two round trips for any number, one
+        without webhooks. How many were new."""
+        docs = [_notification_doc(notification) for notification in notifications]
+        inserted = await self._mongo.upsert_each(
+            self._c,
+            [
+                ({"kind": n.kind.value, "eventKey": n.event_key}, {"$setOnInsert": doc})
+                for n, doc in zip(notifications, docs, strict=True)
+            ],
+            self._session,
+        )
+        if self._outbox is None:
+            return len(inserted)
+        await self._outbox.add_all(
+            [
+                OutboxEvent(
+                    id=docs[i]["_id"],
+                    kind=notifications[i].kind.value,
+                    member_id=notifications[i].member_id,
+                    at=notifications[i].at,
+                    data={k: docs[i][k] for k in _REFERENCES if k in docs[i]},
+                )
+                for i in inserted
+            ]
+        )
+        return len(inserted)
 
     async def add_event(self, event: ConversationEvent) -> bool:
         """Record a conversation event unless it was recorded already; True if it is new."""

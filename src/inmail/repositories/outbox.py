@@ -19,7 +19,7 @@ a TTL index RETENTION after it was written (real time), delivered or not.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -95,29 +95,39 @@ class OutboxRepository:
     """The outbox as a transaction sees it: events are only ever added there."""
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
+        self._mongo = mongo
         self._session = session
         self._c = mongo.c.webhook_outbox
 
     async def add(self, event: OutboxEvent) -> None:
         """Enqueue `event` in this transaction; due at once (at `event.at`)."""
-        await self._c.insert_one(
-            {
-                "_id": event.id,
-                "kind": event.kind,
-                "memberId": event.member_id,
-                "at": event.at,
-                "data": dict(event.data),
-                "status": PENDING,
-                "dueAt": event.at,
-                "attemptCount": 0,
-                "attempts": [],
-                "leaseOwner": None,
-                "leaseToken": None,
-                "leaseUntil": None,
-                # Real time: the TTL monitor compares with the server's own clock.
-                "purgeAt": datetime.now(UTC) + RETENTION,
-            },
-            session=self._session,
+        await self.add_all([event])
+
+    async def add_all(self, events: Sequence[OutboxEvent]) -> None:
+        """Enqueue `events` in this transaction, in one round trip; each due at once."""
+        # Real time: the TTL monitor compares with the server's own clock.
+        purge_at = datetime.now(UTC) + RETENTION
+        await self._mongo.insert_all(
+            self._c,
+            [
+                {
+                    "_id": event.id,
+                    "kind": event.kind,
+                    "memberId": event.member_id,
+                    "at": event.at,
+                    "data": dict(event.data),
+                    "status": PENDING,
+                    "dueAt": event.at,
+                    "attemptCount": 0,
+                    "attempts": [],
+                    "leaseOwner": None,
+                    "leaseToken": None,
+                    "leaseUntil": None,
+                    "purgeAt": purge_at,
+                }
+                for event in events
+            ],
+            self._session,
         )
 
 

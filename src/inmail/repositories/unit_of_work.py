@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
+from inmail.domain.errors import DomainError
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
 from inmail.repositories.intents import PaymentIntentReader, PaymentIntentRepository
@@ -86,9 +87,14 @@ class Transaction:
     messages: MessageRepository
     outbox: OutboxRepository
     intents: PaymentIntentRepository
+    # False on an optimistic attempt (`run_optimistically`): a step may then leave to unique
+    # indexes what it would otherwise look for first.
+    careful: bool = True
 
     @classmethod
-    def on(cls, mongo: Mongo, session: Session) -> Transaction:
+    def on(
+        cls, mongo: Mongo, session: Session, *, careful: bool = True, webhooks: bool = True
+    ) -> Transaction:
         return cls(
             members=MemberRepository(mongo, session),
             lots=CreditLotRepository(mongo, session),
@@ -96,25 +102,33 @@ class Transaction:
             conversations=ConversationRepository(mongo, session),
             idempotency=IdempotencyRepository(mongo, session),
             purchases=PurchaseRepository(mongo, session),
-            notifications=NotificationRepository(mongo, session),
+            notifications=NotificationRepository(mongo, session, webhooks=webhooks),
             rate_limits=RateLimitRepository(mongo, session),
             messages=MessageRepository(mongo, session),
             outbox=OutboxRepository(mongo, session),
             intents=PaymentIntentRepository(mongo, session),
+            careful=careful,
         )
 
 
 class MongoUnitOfWork:
-    def __init__(self, mongo: Mongo, *, retries: int = RETRIES) -> None:
+    """`webhooks`: whether new notifications are enqueued for webhook delivery (only where a
+    webhook URL is configured: nothing would deliver them otherwise)."""
+
+    def __init__(self, mongo: Mongo, *, retries: int = RETRIES, webhooks: bool = True) -> None:
         self._mongo = mongo
         self._retries = retries
+        self._webhooks = webhooks
         self.reads = Reads.on(mongo)
+
+    def _bound(self, session: Session, *, careful: bool = True) -> Transaction:
+        return Transaction.on(self._mongo, session, careful=careful, webhooks=self._webhooks)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """One attempt: committed when the block ends, rolled back if it raises; no retry."""
         async with self._mongo.session_transaction() as session:
-            yield Transaction.on(self._mongo, session)
+            yield self._bound(session)
 
     async def run(
         self,
@@ -131,7 +145,7 @@ class MongoUnitOfWork:
         """
 
         async def attempt(session: Session) -> T:
-            return await step(Transaction.on(self._mongo, session), *args, **kwargs)
+            return await step(self._bound(session), *args, **kwargs)
 
         for attempt_no in range(self._retries):
             try:
@@ -141,3 +155,29 @@ class MongoUnitOfWork:
                     raise
                 log.debug("retrying a transaction after %s", type(exc).__name__)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run_optimistically(
+        self,
+        step: Callable[Concatenate[Transaction, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`run`, first as one optimistic attempt (`tx.careful` False) where the database
+        enforces the unique indexes a step may lean on.
+
+        The step may then skip its reads for conflicts that a unique index refuses anyway (a
+        reused idempotency key, a second awaiting InMail). Any failure of that attempt (a
+        refused insert, a race, or a refusal that a skipped read might have answered first:
+        the retry of a request that succeeded) rolls it back, and the step runs again
+        carefully under `run`, so every answer is the one a careful run gives.
+        """
+        if self._mongo.enforces_partial_indexes:
+
+            async def optimistic(session: Session) -> T:
+                return await step(self._bound(session, careful=False), *args, **kwargs)
+
+            try:
+                return await self._mongo.run_transaction(optimistic)
+            except (DuplicateKeyError, StaleMember, DomainError) as exc:
+                log.debug("an optimistic attempt gave way after %s", type(exc).__name__)
+        return await self.run(step, *args, **kwargs)

@@ -54,6 +54,7 @@ class Context:
             plans=deps.plans,
             max_page_size=self.container.settings.max_page_size,
             refuse=refused,
+            caller_id=lambda: None if self._viewer is None else self._viewer.member_id,
         )
 
     @property
@@ -91,12 +92,15 @@ class Context:
 
         The record is read through this request's member loader: when resolvers read the
         member anyway (or read it already, in the same batch as what else they needed) the
-        check costs no round trip of its own.
+        check costs no round trip of its own. Members are never deleted, so a member this
+        process found once is not looked up again (`KnownMembers`).
         """
         member_id = None if self._viewer is None else self._viewer.member_id
-        if member_id is None:
+        known = self.container.known_members
+        if member_id is None or known.seen(member_id):
             return True
         if await self.reads.load_member(member_id) is not None:
+            known.add(member_id)
             return True
         self._viewer, self._refusal = None, UNKNOWN_MEMBER
         return False

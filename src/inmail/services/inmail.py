@@ -77,7 +77,7 @@ async def send_inmail(
         subject=draft.subject,
         body=draft.body,
     )
-    sent = await deps.uow.run(_send, deps, draft, request, deps.now())
+    sent = await deps.uow.run_optimistically(_send, deps, draft, request, deps.now())
     await deps.publisher.publish(sent.entries)
     # A new InMail is answered with what was written, without reading it back; a retry under the
     # key is answered with the first send's conversation.
@@ -88,10 +88,11 @@ async def send_inmail(
 async def _send(
     tx: Transaction, deps: Deps, draft: _Draft, request: KeyedRequest, now: datetime
 ) -> _Sent:
-    if (prior := await replay(tx.idempotency, request)) is not None:
+    # An optimistic attempt leaves a reused key to the unique `key_once` index (the insert in
+    # `remember` fails, and the careful rerun answers from the first send).
+    if tx.careful and (prior := await replay(tx.idempotency, request)) is not None:
         return _Sent(prior, [], None)
-    sender = await _sender_may_inmail(tx, deps, draft, now)
-    account = await Account.open(tx, deps.plans, sender, now)
+    account = await _sender_may_inmail(tx, deps, draft, now)
     conversation = _new_inmail(draft, now, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
     await count_send(tx, deps.rate_limits, Action.INMAIL, draft.sender_id, now)
@@ -108,21 +109,28 @@ async def _send(
     return _Sent(outcome, entries, stored)
 
 
-async def _sender_may_inmail(tx: Transaction, deps: Deps, draft: _Draft, now: datetime) -> Member:
-    """The sender, once every check that needs no credits passed (credits are the wallet's)."""
-    found = await tx.members.get_many([draft.sender_id, draft.recipient_id])
+async def _sender_may_inmail(tx: Transaction, deps: Deps, draft: _Draft, now: datetime) -> Account:
+    """The sender's credits, opened for the send once every check that needs no credits passed
+    (credits are the wallet's). Sender, recipient and the sender's live lots are one read."""
+    found, lots = await tx.members.get_many_with_lots(
+        [draft.sender_id, draft.recipient_id], lots_of=[draft.sender_id]
+    )
     if draft.sender_id not in found:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     sender, recipient = found[draft.sender_id], found.get(draft.recipient_id)
-    awaiting = recipient is not None and await tx.conversations.awaiting_between(
-        draft.sender_id, draft.recipient_id
+    # An optimistic attempt leaves a second awaiting InMail to the `one_awaiting_per_pair`
+    # index, which refuses the conversation's insert.
+    awaiting = (
+        tx.careful
+        and recipient is not None
+        and await tx.conversations.awaiting_between(draft.sender_id, draft.recipient_id)
     )
     refusal = inmail_refusal(
         sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=1
     )
     if refusal:
         raise refusal
-    return sender
+    return Account.brought_up_to(deps.plans, sender, lots[draft.sender_id], now)
 
 
 def _new_inmail(draft: _Draft, now: datetime, reminder_delay: timedelta) -> Conversation:

@@ -38,6 +38,10 @@ MAX_NODE_IDS: Final = 100
 class MemberReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, Member]: ...
 
+    async def get_many_with_lots(
+        self, ids: Iterable[str], lots_of: Sequence[str]
+    ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]: ...
+
 
 class LotReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, CreditLot]: ...
@@ -177,7 +181,9 @@ class Reader:
     """The records one caller may see, read in batches.
 
     `viewer` is asked on each check (a websocket's caller can lose its token mid-connection);
-    `refuse` turns a refusal into the exception the entrypoint's clients understand.
+    `refuse` turns a refusal into the exception the entrypoint's clients understand;
+    `caller_id` names the member the credentials are for (checked or not): it decides only
+    what is read together, never what may be seen.
     """
 
     def __init__(
@@ -189,14 +195,18 @@ class Reader:
         plans: PlanTable,
         max_page_size: int,
         refuse: Callable[[ReadRefused], Exception] = _keep_refusal,
+        caller_id: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._viewer = viewer
+        self._caller_id = caller_id
         self._store = store
         self._clock = clock
         self.plans = plans
         self._max_page_size = max_page_size
         self._refuse = refuse
-        self._members = DataLoader[str, Member | None](self._by_id(store.members))
+        # The caller's own record comes with its live lots: the balance most screens show.
+        self._members = DataLoader[str, Member | None](self._load_members)
+        self._live_lots: dict[str, list[CreditLot]] = {}
         self._lots = DataLoader[str, CreditLot | None](self._by_id(store.lots))
         self._conversations = DataLoader[str, Conversation | None](self._by_id(store.conversations))
         self._purchases = DataLoader[str, Purchase | None](self._by_id(store.purchases))
@@ -229,6 +239,7 @@ class Reader:
         )
         for loader in loaders:
             loader.clear_all()
+        self._live_lots.clear()
 
     # Who is asking: the checks every entrypoint shares.
 
@@ -498,16 +509,35 @@ class Reader:
         found = await self._store.messages.latest_for_many(ids)
         return [found.get(i, []) for i in ids]
 
+    async def _load_members(self, ids: list[str]) -> list[Member | None]:
+        """Members by id, in one read; the caller's own record with its live lots (kept for
+        `_load_accounts`), so that the caller's balance costs no read of its own."""
+        own = self._caller_id()
+        if own is not None and own in ids and own not in self._live_lots:
+            found, lots = await self._store.members.get_many_with_lots(ids, [own])
+            self._live_lots.update(lots)
+        else:
+            found = await self._store.members.get_many(ids)
+        return [found.get(i) for i in ids]
+
     async def _load_accounts(self, ids: list[str]) -> list[Account | None]:
-        """The members and their ACTIVE lots (two queries, sent together, for any number of
-        members), brought up to now by the domain code the writes use."""
+        """The members and their ACTIVE lots (one read for the caller's own, two sent together
+        for any number of others), brought up to now by the domain code the writes use."""
         now = self._clock()
+        own = self._caller_id()
+        others = [i for i in ids if i != own and i not in self._live_lots]
         members, lots = await asyncio.gather(
-            self._members.load_many(ids), self._store.lots.active_for_many(ids)
+            self._members.load_many(ids), self._store.lots.active_for_many(others)
         )
+        self._live_lots.update(lots)
+        late = [m.id for m in members if m is not None and m.id not in self._live_lots]
+        if late:  # the caller's record was read before, without its lots
+            self._live_lots.update(await self._store.lots.active_for_many(late))
         return [
-            None if member is None else Account.brought_up_to(self.plans, member, lots[i], now)
-            for i, member in zip(ids, members, strict=True)
+            None
+            if member is None
+            else Account.brought_up_to(self.plans, member, self._live_lots[member.id], now)
+            for member in members
         ]
 
 

@@ -17,8 +17,9 @@ __all__ = ["Reads", "Transaction", "UnitOfWork"]
 class UnitOfWork(Protocol):
     """The storage a use case works through (repositories/unit_of_work.py on MongoDB).
 
-    `reads` are repositories with no write methods; every write goes through a `Transaction`,
-    from `run` (retried when it raced a concurrent change) or `transaction()` (one attempt).
+        `reads` are repositories with no write methods; every write goes through a `Transaction`,
+        from `run` (retried when it raced a concurrent change), `run_optimistically` (first without
+    the reads a unique index makes redundant) or `transaction()` (one attempt).
     """
 
     @property
@@ -27,6 +28,13 @@ class UnitOfWork(Protocol):
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
 
     async def run(
+        self,
+        step: Callable[Concatenate[Transaction, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T: ...
+
+    async def run_optimistically(
         self,
         step: Callable[Concatenate[Transaction, P], Awaitable[T]],
         *args: P.args,

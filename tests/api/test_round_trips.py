@@ -1,0 +1,155 @@
+"""Round trips to MongoDB of the hot operations, counted by the commands the driver sends.
+
+A round trip is a command: these counts do not depend on timing, so they are asserted exactly
+where the design fixes them. Their speed is measured in `make bench`, not here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
+
+from support import Api, Person, new_key, open_api
+
+# Sent by the driver on its own, or by the live feed's change stream (its getMore), not by the
+# request's work; the requests below read single batches.
+_BACKGROUND = {"hello", "isMaster", "ismaster", "ping", "endSessions", "killCursors", "getMore"}
+
+
+class Commands(CommandListener):
+    """Every command the service sends to MongoDB while it listens, by name."""
+
+    def __init__(self) -> None:
+        self.listening = False
+        self.sent: list[str] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if self.listening and event.command_name not in _BACKGROUND:
+            self.sent.append(event.command_name)
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+    def by_name(self) -> dict[str, int]:
+        return dict(Counter(self.sent))
+
+
+@pytest.fixture
+async def counted(mongodb_uri: str, db_name: str) -> AsyncIterator[tuple[Api, Commands]]:
+    commands = Commands()
+    async with open_api(mongodb_uri, db_name, listeners=[commands]) as api:
+        yield api, commands
+
+
+async def during(commands: Commands, work: object) -> list[str]:
+    commands.sent.clear()
+    commands.listening = True
+    try:
+        await work  # type: ignore[misc]
+    finally:
+        commands.listening = False
+    return list(commands.sent)
+
+
+async def signed_in(api: Api, name: str, plan: str) -> Person:
+    """A member who has used the service before (this process has met its token's member)."""
+    person = await api.create_member(name, plan)
+    assert (await api.gql("{ viewer { id } }", token=person.token))["viewer"]["id"] == person.id
+    return person
+
+
+COMPOSE_WINDOW = """
+query($to: ID!) {
+  compose(recipientId: $to) { canSend reason creditsLeft recipientIsConnection }
+  viewer { inmailBalance }
+}
+"""
+
+
+async def test_reading_ones_own_balance_is_one_round_trip(
+    counted: tuple[Api, Commands],
+) -> None:
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    sent = await during(commands, api.gql("{ viewer { inmailBalance } }", token=ada.token))
+    assert sent == ["aggregate"]
+
+
+async def test_the_compose_window_is_two_round_trips(counted: tuple[Api, Commands]) -> None:
+    """The two members with the viewer's live lots in one read, and the awaiting check."""
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    sent = await during(commands, api.gql(COMPOSE_WINDOW, {"to": grace.id}, ada.token))
+    assert sorted(sent) == ["aggregate", "find"]
+
+
+async def test_an_admin_reading_a_members_balance_sends_the_two_reads_together(
+    counted: tuple[Api, Commands],
+) -> None:
+    api, commands = counted
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    sent = await during(
+        commands,
+        api.gql("query($id: ID!) { member(id: $id) { inmailBalance } }", {"id": ada.id}, api.admin),
+    )
+    assert sent == ["find", "find"]
+
+
+SEND_COMMANDS = [
+    "aggregate",  # sender, recipient and the sender's live lots
+    "findAndModify",  # the sender's rate-limit counter
+    "update",  # the sender's ledger position
+    "update",  # the lot the credit came from
+    "insert",  # the ledger entry
+    "insert",  # the conversation (a unique index refuses a second awaiting InMail)
+    "insert",  # its first message
+    "update",  # the recipient's notification (once per event; no webhook URL, no outbox entry)
+    "update",  # the conversation event (once per event)
+    "insert",  # the idempotency record (a unique index refuses a reused key)
+    "commitTransaction",
+]
+
+
+async def test_a_send_reads_once_and_looks_for_no_conflict_first(
+    counted: tuple[Api, Commands],
+) -> None:
+    """Neither a reused key nor a second awaiting InMail is looked for before writing: unique
+    indexes refuse them, and only then does a careful rerun read (tests/api/test_sending.py
+    shows those answers)."""
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    sent = await during(commands, api.send(ada, grace, key=new_key()))
+    assert sent == SEND_COMMANDS
+
+
+async def test_a_retried_send_reads_the_first_answer_after_the_index_refuses_it(
+    counted: tuple[Api, Commands],
+) -> None:
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    key = new_key()
+    first = await api.send(ada, grace, key=key)
+    retried = await during(commands, api.send(ada, grace, key=key))
+    again = await api.send(ada, grace, key=key)
+    assert first["errors"] == []
+    assert again == first
+    assert retried[-1] == "find"  # the first send's conversation, read back for the answer
+    assert "abortTransaction" in retried  # the optimistic attempt, refused by an index
+    assert retried.count("commitTransaction") == 1  # the careful rerun, which wrote nothing
+    assert (await api.gql("{ viewer { inmailBalance } }", token=ada.token)) == {
+        "viewer": {"inmailBalance": first["creditsLeft"]}
+    }
