@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
+import socket
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import uvicorn
 from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandListener
 
@@ -20,6 +23,7 @@ from inmail.domain.money import Money
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.mongo import Mongo
 from inmail.services.idempotency import KeyedRequest
+from inmail.services.live import Broker
 from inmail.services.payments import BuiltinGateway
 from inmail.settings import Settings
 
@@ -241,6 +245,52 @@ async def open_api(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(client, container)
+
+
+SERVER_START_WAIT = 20.0  # generous: a wait for uvicorn to start, never a measure of speed
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """The app under a real uvicorn in this process: `api` talks to it over real HTTP."""
+
+    api: Api
+    url: str  # the GraphQL endpoint for websockets
+
+    @property
+    def broker(self) -> Broker:
+        return self.api.container.live
+
+
+@contextlib.asynccontextmanager
+async def serve_api(
+    settings: Settings, mongo: Mongo, **uvicorn_config: Any
+) -> AsyncIterator[LiveServer]:
+    """The app under uvicorn in this process, on a free loopback port, stopped on exit;
+    `uvicorn_config` is passed to uvicorn (say, its log level)."""
+    from inmail.app import create_app
+
+    container = build_container(settings, mongo)
+    app = create_app(settings, container=container)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **uvicorn_config))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(int(SERVER_START_WAIT / 0.02)):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.02)
+        if task.done():
+            task.result()  # uvicorn's own error, if it failed to start
+        assert server.started, "uvicorn did not start"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield LiveServer(Api(client, container), f"ws://127.0.0.1:{port}/graphql")
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
 
 
 # Helpers for the rule tests of SPEC sections 1-6 and 8 (tests/api/test_*.py).
