@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import socket
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import Message
 from typing import Any
 
 import httpx
@@ -291,6 +294,29 @@ async def serve_api(
         server.should_exit = True
         await task
         sock.close()
+
+
+def post_graphql(
+    url: str,
+    query: str,
+    token: str | None = None,
+    *,
+    request_id: str | None = None,
+    timeout: float = 30.0,
+) -> tuple[dict[str, Any], Message]:
+    """A query POSTed to a served app's `url`/graphql without an event loop (urllib, a new
+    connection each time): the response's JSON body and its headers."""
+    headers = {"Content-Type": "application/json"}
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"{url}/graphql", data=json.dumps({"query": query}).encode(), headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body: dict[str, Any] = json.loads(response.read())
+        return body, response.headers
 
 
 # Helpers for the rule tests of SPEC sections 1-6 and 8 (tests/api/test_*.py).

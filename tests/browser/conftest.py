@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from harness.servers import INMAIL, ServiceProcess, service_env
-from support import TEST_SECRET
+from support import TEST_SECRET, post_graphql
 
 # Selenium Manager stays offline: it must never look for, or fetch, a browser or a driver.
 os.environ["SE_OFFLINE"] = "true"
@@ -96,13 +95,7 @@ class RunningService:
         return out.stdout.strip()
 
     def post(self, query: str, token: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body: dict[str, Any] = json.loads(response.read())
+        body, _ = post_graphql(self.url, query, token)
         assert not body.get("errors"), body
         return body
 

@@ -17,6 +17,7 @@ from websockets.typing import Subprotocol
 
 from harness.servers import INMAIL, ServiceProcess, service_env
 from inmail.processes import free_port, pid_alive
+from support import post_graphql
 
 pytestmark = pytest.mark.slow
 
@@ -32,21 +33,9 @@ def _get(url: str) -> tuple[int, str, bytes]:
 def _post(
     port: int, query: str, request_id: str | None = None, token: str | None = None
 ) -> tuple[dict[str, Any], str]:
-    headers = {"Content-Type": "application/json"}
-    if request_id:
-        headers["X-Request-ID"] = request_id
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers=headers,
-        method="POST",
-    )
     # urllib opens a new connection per request: the kernel hands each to either worker.
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body: dict[str, Any] = json.loads(response.read())
-        return body, response.headers["x-request-id"]
+    body, headers = post_graphql(f"http://127.0.0.1:{port}", query, token, request_id=request_id)
+    return body, headers["x-request-id"]
 
 
 def _worker_pids(parent: int) -> set[int]:
