@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import itertools
@@ -52,46 +53,29 @@ class GraphQLFailure(AssertionError):
     pass
 
 
-class Api:
-    """A client of one running app, with its manual clock."""
+class GraphQLClient(abc.ABC):
+    """A client of the service through GraphQL; subclasses say where a request is posted and
+    how tokens are made."""
 
-    def __init__(self, client: httpx.AsyncClient, container: Container) -> None:
-        self.client = client
-        self.container = container
-
-    @property
-    def clock(self) -> ManualClock:
-        clock = self.container.clock
-        assert isinstance(clock, ManualClock)
-        return clock
-
-    def advance(self, **delta: float) -> datetime:
-        return self.clock.advance(timedelta(**delta))
-
-    def token(self, member_id: str | None = None, *, admin: bool = False) -> str:
-        tokens = self.container.tokens
-        if admin:
-            return tokens.mint(member_id or "admin", Role.ADMIN)
-        assert member_id is not None
-        return tokens.mint(member_id, Role.MEMBER)
-
-    @property
-    def admin(self) -> str:
-        return self.token(admin=True)
-
+    @abc.abstractmethod
     async def post(
         self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
-    ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return await self.client.post(
-            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
-        )
+    ) -> httpx.Response: ...
+
+    @abc.abstractmethod
+    def token(self, member_id: str) -> str:
+        """A member's token."""
+
+    @property
+    @abc.abstractmethod
+    def admin(self) -> str:
+        """An admin's token."""
 
     async def raw(
         self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
     ) -> dict[str, Any]:
         response = await self.post(query, variables, token)
-        assert response.status_code == 200, response.text
+        assert response.status_code == 200, f"{response.status_code}: {response.text}"
         body: dict[str, Any] = response.json()
         return body
 
@@ -132,7 +116,7 @@ class Api:
         )
         result = data["createMember"]
         assert result["errors"] == [], result["errors"]
-        member_id = result["member"]["id"]
+        member_id: str = result["member"]["id"]
         return Person(member_id, self.token(member_id))
 
     async def connect(self, a: Person, b: Person) -> None:
@@ -143,6 +127,47 @@ class Api:
             self.admin,
         )
         assert data["connectMembers"] == {"ok": True, "errors": []}
+
+    async def balance(self, member: Person) -> int:
+        data = await self.gql("{ viewer { inmailBalance } }", token=member.token)
+        value: int = data["viewer"]["inmailBalance"]
+        return value
+
+
+class Api(GraphQLClient):
+    """A client of one running app, with its manual clock."""
+
+    def __init__(self, client: httpx.AsyncClient, container: Container) -> None:
+        self.client = client
+        self.container = container
+
+    @property
+    def clock(self) -> ManualClock:
+        clock = self.container.clock
+        assert isinstance(clock, ManualClock)
+        return clock
+
+    def advance(self, **delta: float) -> datetime:
+        return self.clock.advance(timedelta(**delta))
+
+    def token(self, member_id: str | None = None, *, admin: bool = False) -> str:
+        tokens = self.container.tokens
+        if admin:
+            return tokens.mint(member_id or "admin", Role.ADMIN)
+        assert member_id is not None
+        return tokens.mint(member_id, Role.MEMBER)
+
+    @property
+    def admin(self) -> str:
+        return self.token(admin=True)
+
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return await self.client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
 
     async def send(
         self,
@@ -198,11 +223,6 @@ class Api:
         )
         result: dict[str, Any] = data["purchaseInMailCredits"]
         return result
-
-    async def balance(self, member: Person) -> int:
-        data = await self.gql("{ viewer { inmailBalance } }", token=member.token)
-        value: int = data["viewer"]["inmailBalance"]
-        return value
 
 
 def test_settings(**changes: Any) -> Settings:

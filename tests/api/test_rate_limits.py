@@ -341,7 +341,7 @@ async def test_a_burst_spread_over_two_processes_never_sends_more_than_the_limit
                         "idempotencyKey": f"burst-{i}",
                     }
                 }
-                data = await fleet.gql(SEND, variables, sender.token, server=i % 2)
+                data = await fleet.on(i % 2).gql(SEND, variables, sender.token)
                 return i % 2, outcome(data["sendInMail"])
 
             results = await asyncio.gather(*(one(i, r) for i, r in enumerate(people)))

@@ -73,8 +73,8 @@ class Request:
 
 async def fire(fleet: Fleet, request: Request, done: Callable[[], None]) -> None:
     try:
-        response = await fleet.post(
-            request.query, request.variables, request.member.token, server=request.server
+        response = await fleet.on(request.server).post(
+            request.query, request.variables, request.member.token
         )
     except httpx.TransportError:
         request.lost = True  # the server died with this request: the client cannot know more
@@ -86,7 +86,7 @@ async def fire(fleet: Fleet, request: Request, done: Callable[[], None]) -> None
 
 
 async def retry(fleet: Fleet, request: Request, server: int) -> dict[str, Any]:
-    body = await fleet.raw(request.query, request.variables, request.member.token, server=server)
+    body = await fleet.on(server).raw(request.query, request.variables, request.member.token)
     result = request.payload(body)
     request.retries.append(result)
     return result
