@@ -10,7 +10,7 @@ ledger entries, few of them due.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -83,15 +83,7 @@ def _member(i: int) -> Member:
     subscription = Subscription.start(new_id(), PlanType.PREMIUM_CAREER, started, started.day)
     # A few members are due for renewal now; most are not.
     due = NOW - timedelta(hours=1) if i % 20 == 0 else NOW + timedelta(days=1 + i % 25)
-    subscription = Subscription(
-        id=subscription.id,
-        plan=subscription.plan,
-        status=subscription.status,
-        billing_day=subscription.billing_day,
-        started_at=subscription.started_at,
-        period_start=subscription.period_start,
-        next_renewal_at=due,
-    )
+    subscription = replace(subscription, next_renewal_at=due)
     return Member(
         id=new_id(),
         name=f"Member {i}",
