@@ -9,17 +9,21 @@ import itertools
 import json
 import socket
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandListener
 
+from harness.servers import service_env
 from inmail.auth import Role
 from inmail.bootstrap import Container, GatewayFactory, build_container
 from inmail.clock import ManualClock
@@ -316,6 +320,22 @@ async def serve_api(
         sock.close()
 
 
+def session_service_env(
+    mongodb_uri: str, data_dir: Path, db_name: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of an `inmail serve` on the session's mongod: its own database (a fresh
+    one unless named), the tests' JWT secret, no scheduler, its files in `data_dir`; `extra`
+    settings on top."""
+    return service_env(
+        INMAIL_MONGODB_URI=mongodb_uri,
+        INMAIL_DB_NAME=db_name or f"t_{uuid.uuid4().hex[:16]}",
+        INMAIL_JWT_SECRET=TEST_SECRET,
+        INMAIL_SCHEDULER_ENABLED="false",
+        INMAIL_DATA_DIR=str(data_dir),
+        **extra,
+    )
+
+
 def post_graphql(
     url: str,
     query: str,
@@ -337,6 +357,15 @@ def post_graphql(
     with urllib.request.urlopen(request, timeout=timeout) as response:
         body: dict[str, Any] = json.loads(response.read())
         return body, response.headers
+
+
+def metric_sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample (by name and exact labels) in a /metrics page; 0 if absent."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return 0.0
 
 
 # Helpers for the rule tests of SPEC sections 1-6 and 8 (tests/api/test_*.py).

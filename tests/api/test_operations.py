@@ -17,7 +17,7 @@ from websockets.typing import Subprotocol
 import support
 from inmail import logs, observability
 from inmail.repositories.mongo import Mongo
-from support import Api, LiveServer, open_api, serve_api
+from support import Api, LiveServer, metric_sample, open_api, serve_api
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -40,14 +40,6 @@ async def metrics_text(api: Api) -> str:
     return response.text
 
 
-def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and found.labels == labels:
-                return float(found.value)
-    return 0.0
-
-
 class Counts:
     """Differences in metric samples between two scrapes of /metrics."""
 
@@ -61,7 +53,7 @@ class Counts:
 
     async def delta(self, name: str, **labels: str) -> float:
         after = await metrics_text(self.api)
-        return sample(after, name, **labels) - sample(self.before, name, **labels)
+        return metric_sample(after, name, **labels) - metric_sample(self.before, name, **labels)
 
 
 # --- /metrics ------------------------------------------------------------------------------------

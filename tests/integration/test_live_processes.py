@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.servers import ServiceProcess, service_env, start_all
+from harness.servers import ServiceProcess, start_all
 from inmail.bootstrap import build_container
 from inmail.repositories.mongo import Mongo
-from support import TEST_SECRET, Api, Person
+from support import Api, Person, session_service_env
 from support import test_settings as settings_for_tests
 from wsclient import (
     BALANCE_CHANGED,
@@ -37,14 +37,7 @@ def ws_url(server: ServiceProcess) -> str:
 
 
 def _environment(mongodb_uri: str, db_name: str, data_dir: Path) -> dict[str, str]:
-    return service_env(
-        INMAIL_MONGODB_URI=mongodb_uri,
-        INMAIL_DB_NAME=db_name,
-        INMAIL_JWT_SECRET=TEST_SECRET,
-        INMAIL_SCHEDULER_ENABLED="false",
-        INMAIL_DATA_DIR=str(data_dir),
-        INMAIL_LOG_LEVEL="WARNING",
-    )
+    return session_service_env(mongodb_uri, data_dir, db_name, INMAIL_LOG_LEVEL="WARNING")
 
 
 @pytest.fixture
