@@ -10,7 +10,7 @@ import json
 import socket
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
@@ -27,6 +28,7 @@ from harness.servers import service_env
 from inmail.auth import Role
 from inmail.bootstrap import Container, GatewayFactory, build_container
 from inmail.clock import ManualClock
+from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.money import Money
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.mongo import Mongo
@@ -366,6 +368,15 @@ def metric_sample(text: str, name: str, **labels: str) -> float:
             if found.name == name and found.labels == labels:
                 return float(found.value)
     return 0.0
+
+
+@contextlib.contextmanager
+def refused_as_invalid_input(field: str) -> Iterator[None]:
+    """The block must raise a DomainError: INVALID_INPUT, on `field`."""
+    with pytest.raises(DomainError) as refused:
+        yield
+    assert refused.value.code is ErrorCode.INVALID_INPUT
+    assert refused.value.field == field
 
 
 # Helpers for the rule tests of SPEC sections 1-6 and 8 (tests/api/test_*.py).
