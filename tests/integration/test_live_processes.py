@@ -26,14 +26,11 @@ from wsclient import (
     TRANSPORT_WS,
     GraphQLSocket,
     OperationError,
+    graphql_ws_url,
     refusal_close_code,
 )
 
 pytestmark = pytest.mark.slow
-
-
-def ws_url(server: ServiceProcess) -> str:
-    return server.url.replace("http://", "ws://") + "/graphql"
 
 
 def _environment(mongodb_uri: str, db_name: str, data_dir: Path) -> dict[str, str]:
@@ -99,9 +96,9 @@ async def test_a_subscriber_on_b_sees_exactly_the_balances_of_changes_made_throu
     grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
     linus = await api.create_member("Linus Torvalds", "BASIC", card=None)
     async with (
-        GraphQLSocket.open(ws_url(b), ada.token, TRANSPORT_WS) as on_b,
-        GraphQLSocket.open(ws_url(b), api.admin, LEGACY_WS) as admin_on_b,
-        GraphQLSocket.open(ws_url(a), ada.token, LEGACY_WS) as on_a,
+        GraphQLSocket.open(graphql_ws_url(b.url), ada.token, TRANSPORT_WS) as on_b,
+        GraphQLSocket.open(graphql_ws_url(b.url), api.admin, LEGACY_WS) as admin_on_b,
+        GraphQLSocket.open(graphql_ws_url(a.url), ada.token, LEGACY_WS) as on_a,
     ):
         watchers = [
             (on_b, await on_b.subscribe(BALANCE_CHANGED)),
@@ -140,8 +137,8 @@ async def test_process_b_refuses_connections_without_a_good_token_with_4403(
 ) -> None:
     b = servers[1]
     for protocol in PROTOCOLS:
-        assert await refusal_close_code(ws_url(b), None, protocol) == 4403
-        assert await refusal_close_code(ws_url(b), "not-a-jwt", protocol) == 4403
+        assert await refusal_close_code(graphql_ws_url(b.url), None, protocol) == 4403
+        assert await refusal_close_code(graphql_ws_url(b.url), "not-a-jwt", protocol) == 4403
 
 
 async def test_process_b_refuses_a_member_watching_someone_elses_balance(
@@ -150,7 +147,9 @@ async def test_process_b_refuses_a_member_watching_someone_elses_balance(
     ada = await api_a.create_member("Ada Lovelace")
     mallory = await api_a.create_member("Mallory Jones")
     for protocol in PROTOCOLS:
-        async with GraphQLSocket.open(ws_url(servers[1]), mallory.token, protocol) as ws:
+        async with GraphQLSocket.open(
+            graphql_ws_url(servers[1].url), mallory.token, protocol
+        ) as ws:
             op = await ws.subscribe(BALANCE_CHANGED, {"m": ada.id})
             with pytest.raises(OperationError) as refused:
                 await ws.result(op)
