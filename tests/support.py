@@ -10,7 +10,8 @@ import json
 import socket
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -390,6 +391,16 @@ def codes(payload: dict[str, Any]) -> list[str]:
     return [error["code"] for error in payload["errors"]]
 
 
+def outcome(payload: dict[str, Any]) -> str:
+    """ "OK", or the code of a mutation payload's first error."""
+    return codes(payload)[0] if payload["errors"] else "OK"
+
+
+def outcomes(payloads: Iterable[dict[str, Any]]) -> Counter[str]:
+    """How many of a burst's mutations succeeded, and how many were refused with each code."""
+    return Counter(outcome(payload) for payload in payloads)
+
+
 def graphql_error_codes(body: dict[str, Any]) -> list[str | None]:
     """The `extensions.code` of each top-level GraphQL error of a raw response."""
     return [(error.get("extensions") or {}).get("code") for error in body.get("errors") or []]
@@ -431,6 +442,11 @@ async def lots_of(api: Api, member: Person, *statuses: str) -> list[dict[str, An
     """The member's credit lots (newest grant first), optionally of some statuses only."""
     args = f"status: [{', '.join(statuses)}]" if statuses else ""
     return await walk(api, member.token, "creditLots", LOT_FIELDS, args=args)
+
+
+async def purchased_lots_of(api: Api, member: Person) -> list[dict[str, Any]]:
+    """The member's credit lots that purchases granted (newest first)."""
+    return [lot for lot in await lots_of(api, member) if lot["source"] == "PURCHASE"]
 
 
 async def subscription_of(api: Api, member: Person) -> dict[str, Any]:

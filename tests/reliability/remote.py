@@ -102,7 +102,3 @@ class Fleet(GraphQLClient):
         )
         result: dict[str, Any] = data["purchaseInMailCredits"]
         return result
-
-
-def error_codes(payload: dict[str, Any]) -> list[str]:
-    return [error["code"] for error in payload["errors"]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -14,8 +13,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from inmail.services import scheduling
 from reliability.invariants import load, problems
-from reliability.remote import CANCEL, CHANGE_PLAN, Fleet, error_codes, member_token
-from support import START, Person, open_api
+from reliability.remote import CANCEL, CHANGE_PLAN, Fleet, member_token
+from support import START, Person, codes, open_api, outcomes
 from support import test_settings as service_settings
 
 pytestmark = pytest.mark.slow
@@ -43,11 +42,6 @@ def db(fleet_mongo: AsyncMongoClient[Doc], fleet_db: str) -> AsyncDatabase[Doc]:
 
 async def assert_invariants(db: AsyncDatabase[Doc]) -> None:
     assert problems(await load(db), START) == []
-
-
-def outcomes(results: list[dict[str, Any]]) -> Counter[str]:
-    """How many of a burst's mutations succeeded, and how many were refused with each code."""
-    return Counter("OK" if not r["errors"] else error_codes(r)[0] for r in results)
 
 
 async def conversations_and_debits(db: AsyncDatabase[Doc], sender: Person) -> tuple[int, int]:
@@ -193,7 +187,7 @@ async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_ever
     def ok(rs: list[dict[str, Any]]) -> int:
         return sum(1 for r in rs if not r["errors"])
 
-    assert {c for r in cleo_sends for c in error_codes(r)} <= {
+    assert {c for r in cleo_sends for c in codes(r)} <= {
         "SUBSCRIPTION_INACTIVE",
         "INSUFFICIENT_CREDITS",
     }
@@ -202,7 +196,7 @@ async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_ever
     forfeited = [e async for e in db.ledger.find({"memberId": cleo.id, "kind": "FORFEIT"})]
     assert sum(e["delta"] for e in forfeited) == -(5 - ok(cleo_sends))
 
-    assert {c for r in dan_sends for c in error_codes(r)} <= {"INSUFFICIENT_CREDITS"}
+    assert {c for r in dan_sends for c in codes(r)} <= {"INSUFFICIENT_CREDITS"}
     # Dan's sends spend either Career credits (then forfeited) or the Business allotment.
     dan_debits = [e async for e in db.ledger.find({"memberId": dan.id, "kind": "DEBIT"})]
     assert len(dan_debits) == ok(dan_sends)
