@@ -24,14 +24,6 @@ WAIT = 20.0
 _ids = itertools.count(1)
 
 
-@pytest.fixture
-async def mongo(mongodb_uri: str, db_name: str) -> AsyncIterator[Mongo]:
-    mongo = Mongo.connect(mongodb_uri, db_name)
-    await mongo.create_indexes()
-    yield mongo
-    await mongo.close()
-
-
 class Ledgers:
     """Writes ledger entries the way the services do: one transaction per change."""
 
