@@ -449,6 +449,11 @@ async def purchased_lots_of(api: Api, member: Person) -> list[dict[str, Any]]:
     return [lot for lot in await lots_of(api, member) if lot["source"] == "PURCHASE"]
 
 
+async def charges_and_purchased_lots(api: Api, member: Person) -> tuple[int, int]:
+    """How many times the gateway charged the member, and how many lots purchases granted."""
+    return len(await charges_of(api, member)), len(await purchased_lots_of(api, member))
+
+
 async def subscription_of(api: Api, member: Person) -> dict[str, Any]:
     data = await api.gql(
         "{ viewer { plan { type monthlyAllotment maxBalance } subscription { status billingDay "

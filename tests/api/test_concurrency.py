@@ -6,7 +6,15 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from support import Api, Person, charges_of, ledger_of, outcomes, purchased_lots_of
+from support import (
+    Api,
+    Person,
+    charges_and_purchased_lots,
+    charges_of,
+    ledger_of,
+    outcomes,
+    purchased_lots_of,
+)
 
 
 async def members(api: Api, count: int, plan: str = "BASIC") -> list[Person]:
@@ -90,8 +98,7 @@ async def test_twenty_concurrent_purchases_with_one_key_charge_once_and_grant_on
     assert outcomes(results) == Counter({"OK": 20})
     assert len({result["lot"]["id"] for result in results}) == 1
     assert await api.balance(ada) == 8
-    assert len(await charges_of(api, ada)) == 1
-    assert len(await purchased_lots_of(api, ada)) == 1
+    assert await charges_and_purchased_lots(api, ada) == (1, 1)
 
 
 async def test_concurrent_purchases_never_pass_the_cap_nor_keep_a_charge_for_nothing(
