@@ -96,6 +96,17 @@ class GraphQLClient(abc.ABC):
         data: dict[str, Any] = body["data"]
         return data
 
+    async def payload(
+        self,
+        field: str,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """The value of one top-level `field` of a response that must have no GraphQL errors."""
+        result: dict[str, Any] = (await self.gql(query, variables, token))[field]
+        return result
+
     async def create_member(
         self,
         name: str = "Ada Lovelace",
@@ -115,13 +126,13 @@ class GraphQLClient(abc.ABC):
             payload["monthlyAllotment"] = monthly_allotment
         if headline is not None:
             payload["headline"] = headline
-        data = await self.gql(
+        result = await self.payload(
+            "createMember",
             "mutation($i: CreateMemberInput!) { createMember(input: $i) "
             "{ member { id } errors { code message field } } }",
             {"i": payload},
             self.admin,
         )
-        result = data["createMember"]
         assert result["errors"] == [], result["errors"]
         member_id: str = result["member"]["id"]
         return Person(member_id, self.token(member_id))
@@ -186,7 +197,8 @@ class Api(GraphQLClient):
         key: str | None = None,
     ) -> dict[str, Any]:
         recipient_id = recipient if isinstance(recipient, str) else recipient.id
-        data = await self.gql(
+        return await self.payload(
+            "sendInMail",
             "mutation($i: SendInMailInput!) { sendInMail(input: $i) { creditsLeft "
             "conversation { id state sentAt subject } errors { code message field } } }",
             {
@@ -199,8 +211,6 @@ class Api(GraphQLClient):
             },
             sender.token,
         )
-        result: dict[str, Any] = data["sendInMail"]
-        return result
 
     async def respond(
         self,
@@ -209,27 +219,25 @@ class Api(GraphQLClient):
         response: str = "INTERESTED",
         body: str | None = None,
     ) -> dict[str, Any]:
-        data = await self.gql(
+        return await self.payload(
+            "respondToInMail",
             "mutation($i: RespondToInMailInput!) { respondToInMail(input: $i) { creditedBack "
             "conversation { id state response respondedAt creditedBack } "
             "errors { code message field } } }",
             {"i": {"conversationId": conversation_id, "response": response, "body": body}},
             recipient.token,
         )
-        result: dict[str, Any] = data["respondToInMail"]
-        return result
 
     async def purchase(
         self, member: Person, quantity: int, key: str | None = None
     ) -> dict[str, Any]:
-        data = await self.gql(
+        return await self.payload(
+            "purchaseInMailCredits",
             "mutation($i: PurchaseInMailCreditsInput!) { purchaseInMailCredits(input: $i) "
             "{ creditsLeft lot { id source quantity remaining } errors { code message field } } }",
             {"i": {"quantity": quantity, "idempotencyKey": key or new_key()}},
             member.token,
         )
-        result: dict[str, Any] = data["purchaseInMailCredits"]
-        return result
 
 
 def test_settings(**changes: Any) -> Settings:
@@ -483,37 +491,34 @@ async def change_plan(
         payload["idempotencyKey"] = new_key() if key == FRESH_KEY else key
     if by_admin:
         payload["memberId"] = member.id
-    data = await api.gql(
+    return await api.payload(
+        "changePlan",
         "mutation($i: ChangePlanInput!) { changePlan(input: $i) { member { id plan { type "
         "monthlyAllotment maxBalance } subscription { status billingDay currentPeriodStart "
         "nextRenewalAt } inmailBalance } errors { code message field } } }",
         {"i": payload},
         api.admin if by_admin else member.token,
     )
-    result: dict[str, Any] = data["changePlan"]
-    return result
 
 
 async def cancel_subscription(api: Api, member: Person) -> dict[str, Any]:
-    data = await api.gql(
+    return await api.payload(
+        "cancelSubscription",
         "mutation { cancelSubscription { member { id subscription { status nextRenewalAt } "
         "inmailBalance } errors { code message field } } }",
         token=member.token,
     )
-    result: dict[str, Any] = data["cancelSubscription"]
-    return result
 
 
 async def update_card(api: Api, member: Person, card: dict[str, Any]) -> dict[str, Any]:
-    data = await api.gql(
+    return await api.payload(
+        "updatePaymentMethod",
         "mutation($i: PaymentMethodInput!) { updatePaymentMethod(input: $i) { subscription "
         "{ paymentMethod { brand last4 expMonth expYear isExpired } } "
         "errors { code message field } } }",
         {"i": card},
         member.token,
     )
-    result: dict[str, Any] = data["updatePaymentMethod"]
-    return result
 
 
 async def send_message(
@@ -524,7 +529,8 @@ async def send_message(
     recipient: Person | None = None,
     conversation_id: str | None = None,
 ) -> dict[str, Any]:
-    data = await api.gql(
+    return await api.payload(
+        "sendMessage",
         "mutation($i: SendMessageInput!) { sendMessage(input: $i) { conversation { id state "
         "messages { body author { id } } } message { id body } errors { code message field } } }",
         {
@@ -536,8 +542,6 @@ async def send_message(
         },
         author.token,
     )
-    result: dict[str, Any] = data["sendMessage"]
-    return result
 
 
 async def charges_of(api: Api, member: Person) -> list[dict[str, Any]]:

@@ -81,24 +81,24 @@ class Fleet(GraphQLClient):
         )
 
     async def send(self, sender: Person, recipient: Person, key: str) -> dict[str, Any]:
-        data = await self.gql(SEND, variables_send(recipient.id, key), sender.token)
-        result: dict[str, Any] = data["sendInMail"]
-        return result
+        return await self.payload(
+            "sendInMail", SEND, variables_send(recipient.id, key), sender.token
+        )
 
     async def respond(
         self, recipient: Person, conversation_id: str, response: str = "INTERESTED"
     ) -> dict[str, Any]:
-        data = await self.gql(
+        return await self.payload(
+            "respondToInMail",
             RESPOND,
             {"i": {"conversationId": conversation_id, "response": response}},
             recipient.token,
         )
-        result: dict[str, Any] = data["respondToInMail"]
-        return result
 
     async def purchase(self, member: Person, quantity: int, key: str) -> dict[str, Any]:
-        data = await self.gql(
-            PURCHASE, {"i": {"quantity": quantity, "idempotencyKey": key}}, member.token
+        return await self.payload(
+            "purchaseInMailCredits",
+            PURCHASE,
+            {"i": {"quantity": quantity, "idempotencyKey": key}},
+            member.token,
         )
-        result: dict[str, Any] = data["purchaseInMailCredits"]
-        return result
