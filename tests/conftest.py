@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, settings
 from pymongo import MongoClient
 
 from inmail.embedded_mongod import EmbeddedMongod, EmbeddedMongodError
+from inmail.repositories.mongo import Mongo
 from support import Api, open_api
 
 # Property tests check what holds, never how fast: a shared, loaded machine must not turn a
@@ -134,6 +135,17 @@ def db_name(mongodb_uri: str) -> Iterator[str]:
         client.drop_database(name)
     finally:
         client.close()
+
+
+@pytest.fixture
+async def mongo(mongodb_uri: str, db_name: str) -> AsyncIterator[Mongo]:
+    """The test's own database on the session mongod, with the service's indexes; closed after."""
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    await mongo.create_indexes()
+    try:
+        yield mongo
+    finally:
+        await mongo.close()
 
 
 @pytest.fixture

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import abc
+import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Sequence
+import json
+import socket
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 from pymongo.monitoring import CommandListener
 
+from harness.servers import service_env
 from inmail.auth import Role
 from inmail.bootstrap import Container, GatewayFactory, build_container
 from inmail.clock import ManualClock
+from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.money import Money
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.mongo import Mongo
 from inmail.services.idempotency import KeyedRequest
+from inmail.services.live import Broker
 from inmail.services.payments import BuiltinGateway
 from inmail.settings import Settings
 
@@ -45,7 +60,99 @@ class GraphQLFailure(AssertionError):
     pass
 
 
-class Api:
+class GraphQLClient(abc.ABC):
+    """A client of the service through GraphQL; subclasses say where a request is posted and
+    how tokens are made."""
+
+    @abc.abstractmethod
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> httpx.Response: ...
+
+    @abc.abstractmethod
+    def token(self, member_id: str) -> str:
+        """A member's token."""
+
+    @property
+    @abc.abstractmethod
+    def admin(self) -> str:
+        """An admin's token."""
+
+    async def raw(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> dict[str, Any]:
+        response = await self.post(query, variables, token)
+        assert response.status_code == 200, f"{response.status_code}: {response.text}"
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def gql(
+        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
+    ) -> dict[str, Any]:
+        """The `data` of a response that must have no GraphQL errors."""
+        body = await self.raw(query, variables, token)
+        if body.get("errors"):
+            raise GraphQLFailure(body["errors"])
+        data: dict[str, Any] = body["data"]
+        return data
+
+    async def payload(
+        self,
+        field: str,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        token: str | None = None,
+    ) -> dict[str, Any]:
+        """The value of one top-level `field` of a response that must have no GraphQL errors."""
+        result: dict[str, Any] = (await self.gql(query, variables, token))[field]
+        return result
+
+    async def create_member(
+        self,
+        name: str = "Ada Lovelace",
+        plan: str = "PREMIUM_CAREER",
+        *,
+        card: dict[str, Any] | None = GOOD_CARD,
+        billing_day: int | None = None,
+        monthly_allotment: int | None = None,
+        headline: str | None = None,
+    ) -> Person:
+        payload: dict[str, Any] = {"name": name, "plan": plan}
+        if card is not None:
+            payload["paymentMethod"] = card
+        if billing_day is not None:
+            payload["billingDay"] = billing_day
+        if monthly_allotment is not None:
+            payload["monthlyAllotment"] = monthly_allotment
+        if headline is not None:
+            payload["headline"] = headline
+        result = await self.payload(
+            "createMember",
+            "mutation($i: CreateMemberInput!) { createMember(input: $i) "
+            "{ member { id } errors { code message field } } }",
+            {"i": payload},
+            self.admin,
+        )
+        assert result["errors"] == [], result["errors"]
+        member_id: str = result["member"]["id"]
+        return Person(member_id, self.token(member_id))
+
+    async def connect(self, a: Person, b: Person) -> None:
+        data = await self.gql(
+            "mutation($i: ConnectMembersInput!) "
+            "{ connectMembers(input: $i) { ok errors { code } } }",
+            {"i": {"memberId": a.id, "otherMemberId": b.id}},
+            self.admin,
+        )
+        assert data["connectMembers"] == {"ok": True, "errors": []}
+
+    async def balance(self, member: Person) -> int:
+        data = await self.gql("{ viewer { inmailBalance } }", token=member.token)
+        value: int = data["viewer"]["inmailBalance"]
+        return value
+
+
+class Api(GraphQLClient):
     """A client of one running app, with its manual clock."""
 
     def __init__(self, client: httpx.AsyncClient, container: Container) -> None:
@@ -80,63 +187,6 @@ class Api:
             "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
         )
 
-    async def raw(
-        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
-    ) -> dict[str, Any]:
-        response = await self.post(query, variables, token)
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def gql(
-        self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
-    ) -> dict[str, Any]:
-        """The `data` of a response that must have no GraphQL errors."""
-        body = await self.raw(query, variables, token)
-        if body.get("errors"):
-            raise GraphQLFailure(body["errors"])
-        data: dict[str, Any] = body["data"]
-        return data
-
-    async def create_member(
-        self,
-        name: str = "Ada Lovelace",
-        plan: str = "PREMIUM_CAREER",
-        *,
-        card: dict[str, Any] | None = GOOD_CARD,
-        billing_day: int | None = None,
-        monthly_allotment: int | None = None,
-        headline: str | None = None,
-    ) -> Person:
-        payload: dict[str, Any] = {"name": name, "plan": plan}
-        if card is not None:
-            payload["paymentMethod"] = card
-        if billing_day is not None:
-            payload["billingDay"] = billing_day
-        if monthly_allotment is not None:
-            payload["monthlyAllotment"] = monthly_allotment
-        if headline is not None:
-            payload["headline"] = headline
-        data = await self.gql(
-            "mutation($i: CreateMemberInput!) { createMember(input: $i) "
-            "{ member { id } errors { code message field } } }",
-            {"i": payload},
-            self.admin,
-        )
-        result = data["createMember"]
-        assert result["errors"] == [], result["errors"]
-        member_id = result["member"]["id"]
-        return Person(member_id, self.token(member_id))
-
-    async def connect(self, a: Person, b: Person) -> None:
-        data = await self.gql(
-            "mutation($i: ConnectMembersInput!) "
-            "{ connectMembers(input: $i) { ok errors { code } } }",
-            {"i": {"memberId": a.id, "otherMemberId": b.id}},
-            self.admin,
-        )
-        assert data["connectMembers"] == {"ok": True, "errors": []}
-
     async def send(
         self,
         sender: Person,
@@ -147,7 +197,8 @@ class Api:
         key: str | None = None,
     ) -> dict[str, Any]:
         recipient_id = recipient if isinstance(recipient, str) else recipient.id
-        data = await self.gql(
+        return await self.payload(
+            "sendInMail",
             "mutation($i: SendInMailInput!) { sendInMail(input: $i) { creditsLeft "
             "conversation { id state sentAt subject } errors { code message field } } }",
             {
@@ -160,8 +211,6 @@ class Api:
             },
             sender.token,
         )
-        result: dict[str, Any] = data["sendInMail"]
-        return result
 
     async def respond(
         self,
@@ -170,32 +219,25 @@ class Api:
         response: str = "INTERESTED",
         body: str | None = None,
     ) -> dict[str, Any]:
-        data = await self.gql(
+        return await self.payload(
+            "respondToInMail",
             "mutation($i: RespondToInMailInput!) { respondToInMail(input: $i) { creditedBack "
             "conversation { id state response respondedAt creditedBack } "
             "errors { code message field } } }",
             {"i": {"conversationId": conversation_id, "response": response, "body": body}},
             recipient.token,
         )
-        result: dict[str, Any] = data["respondToInMail"]
-        return result
 
     async def purchase(
         self, member: Person, quantity: int, key: str | None = None
     ) -> dict[str, Any]:
-        data = await self.gql(
+        return await self.payload(
+            "purchaseInMailCredits",
             "mutation($i: PurchaseInMailCreditsInput!) { purchaseInMailCredits(input: $i) "
             "{ creditsLeft lot { id source quantity remaining } errors { code message field } } }",
             {"i": {"quantity": quantity, "idempotencyKey": key or new_key()}},
             member.token,
         )
-        result: dict[str, Any] = data["purchaseInMailCredits"]
-        return result
-
-    async def balance(self, member: Person) -> int:
-        data = await self.gql("{ viewer { inmailBalance } }", token=member.token)
-        value: int = data["viewer"]["inmailBalance"]
-        return value
 
 
 def test_settings(**changes: Any) -> Settings:
@@ -243,6 +285,109 @@ async def open_api(
             yield Api(client, container)
 
 
+SERVER_START_WAIT = 20.0  # generous: a wait for uvicorn to start, never a measure of speed
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """The app under a real uvicorn in this process: `api` talks to it over real HTTP."""
+
+    api: Api
+    url: str  # the GraphQL endpoint for websockets
+
+    @property
+    def broker(self) -> Broker:
+        return self.api.container.live
+
+
+@contextlib.asynccontextmanager
+async def serve_api(
+    settings: Settings, mongo: Mongo, **uvicorn_config: Any
+) -> AsyncIterator[LiveServer]:
+    """The app under uvicorn in this process, on a free loopback port, stopped on exit;
+    `uvicorn_config` is passed to uvicorn (say, its log level)."""
+    from inmail.app import create_app
+
+    container = build_container(settings, mongo)
+    app = create_app(settings, container=container)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", **uvicorn_config))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(int(SERVER_START_WAIT / 0.02)):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.02)
+        if task.done():
+            task.result()  # uvicorn's own error, if it failed to start
+        assert server.started, "uvicorn did not start"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            yield LiveServer(Api(client, container), f"ws://127.0.0.1:{port}/graphql")
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def session_service_env(
+    mongodb_uri: str, data_dir: Path, db_name: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of an `inmail serve` on the session's mongod: its own database (a fresh
+    one unless named), the tests' JWT secret, no scheduler, its files in `data_dir`; `extra`
+    settings on top."""
+    return service_env(
+        INMAIL_MONGODB_URI=mongodb_uri,
+        INMAIL_DB_NAME=db_name or f"t_{uuid.uuid4().hex[:16]}",
+        INMAIL_JWT_SECRET=TEST_SECRET,
+        INMAIL_SCHEDULER_ENABLED="false",
+        INMAIL_DATA_DIR=str(data_dir),
+        **extra,
+    )
+
+
+def post_graphql(
+    url: str,
+    query: str,
+    token: str | None = None,
+    *,
+    request_id: str | None = None,
+    timeout: float = 30.0,
+) -> tuple[dict[str, Any], Message]:
+    """A query POSTed to a served app's `url`/graphql without an event loop (urllib, a new
+    connection each time): the response's JSON body and its headers."""
+    headers = {"Content-Type": "application/json"}
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"{url}/graphql", data=json.dumps({"query": query}).encode(), headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body: dict[str, Any] = json.loads(response.read())
+        return body, response.headers
+
+
+def metric_sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample (by name and exact labels) in a /metrics page; 0 if absent."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return 0.0
+
+
+@contextlib.contextmanager
+def refused_as_invalid_input(field: str) -> Iterator[None]:
+    """The block must raise a DomainError: INVALID_INPUT, on `field`."""
+    with pytest.raises(DomainError) as refused:
+        yield
+    assert refused.value.code is ErrorCode.INVALID_INPUT
+    assert refused.value.field == field
+
+
 # Helpers for the rule tests of SPEC sections 1-6 and 8 (tests/api/test_*.py).
 
 LOT_FIELDS = "id source quantity remaining grantedAt expiresAt status"
@@ -252,6 +397,16 @@ LEDGER_FIELDS = "id at kind delta balanceAfter lot { id source status } conversa
 def codes(payload: dict[str, Any]) -> list[str]:
     """The stable codes of a mutation payload's `errors`."""
     return [error["code"] for error in payload["errors"]]
+
+
+def outcome(payload: dict[str, Any]) -> str:
+    """ "OK", or the code of a mutation payload's first error."""
+    return codes(payload)[0] if payload["errors"] else "OK"
+
+
+def outcomes(payloads: Iterable[dict[str, Any]]) -> Counter[str]:
+    """How many of a burst's mutations succeeded, and how many were refused with each code."""
+    return Counter(outcome(payload) for payload in payloads)
 
 
 def graphql_error_codes(body: dict[str, Any]) -> list[str | None]:
@@ -297,6 +452,16 @@ async def lots_of(api: Api, member: Person, *statuses: str) -> list[dict[str, An
     return await walk(api, member.token, "creditLots", LOT_FIELDS, args=args)
 
 
+async def purchased_lots_of(api: Api, member: Person) -> list[dict[str, Any]]:
+    """The member's credit lots that purchases granted (newest first)."""
+    return [lot for lot in await lots_of(api, member) if lot["source"] == "PURCHASE"]
+
+
+async def charges_and_purchased_lots(api: Api, member: Person) -> tuple[int, int]:
+    """How many times the gateway charged the member, and how many lots purchases granted."""
+    return len(await charges_of(api, member)), len(await purchased_lots_of(api, member))
+
+
 async def subscription_of(api: Api, member: Person) -> dict[str, Any]:
     data = await api.gql(
         "{ viewer { plan { type monthlyAllotment maxBalance } subscription { status billingDay "
@@ -326,37 +491,34 @@ async def change_plan(
         payload["idempotencyKey"] = new_key() if key == FRESH_KEY else key
     if by_admin:
         payload["memberId"] = member.id
-    data = await api.gql(
+    return await api.payload(
+        "changePlan",
         "mutation($i: ChangePlanInput!) { changePlan(input: $i) { member { id plan { type "
         "monthlyAllotment maxBalance } subscription { status billingDay currentPeriodStart "
         "nextRenewalAt } inmailBalance } errors { code message field } } }",
         {"i": payload},
         api.admin if by_admin else member.token,
     )
-    result: dict[str, Any] = data["changePlan"]
-    return result
 
 
 async def cancel_subscription(api: Api, member: Person) -> dict[str, Any]:
-    data = await api.gql(
+    return await api.payload(
+        "cancelSubscription",
         "mutation { cancelSubscription { member { id subscription { status nextRenewalAt } "
         "inmailBalance } errors { code message field } } }",
         token=member.token,
     )
-    result: dict[str, Any] = data["cancelSubscription"]
-    return result
 
 
 async def update_card(api: Api, member: Person, card: dict[str, Any]) -> dict[str, Any]:
-    data = await api.gql(
+    return await api.payload(
+        "updatePaymentMethod",
         "mutation($i: PaymentMethodInput!) { updatePaymentMethod(input: $i) { subscription "
         "{ paymentMethod { brand last4 expMonth expYear isExpired } } "
         "errors { code message field } } }",
         {"i": card},
         member.token,
     )
-    result: dict[str, Any] = data["updatePaymentMethod"]
-    return result
 
 
 async def send_message(
@@ -367,7 +529,8 @@ async def send_message(
     recipient: Person | None = None,
     conversation_id: str | None = None,
 ) -> dict[str, Any]:
-    data = await api.gql(
+    return await api.payload(
+        "sendMessage",
         "mutation($i: SendMessageInput!) { sendMessage(input: $i) { conversation { id state "
         "messages { body author { id } } } message { id body } errors { code message field } } }",
         {
@@ -379,8 +542,6 @@ async def send_message(
         },
         author.token,
     )
-    result: dict[str, Any] = data["sendMessage"]
-    return result
 
 
 async def charges_of(api: Api, member: Person) -> list[dict[str, Any]]:

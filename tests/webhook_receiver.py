@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from inmail.processes import free_port
 
 
 @dataclass
@@ -23,14 +24,6 @@ class Received:
     def json(self) -> dict[str, Any]:
         value: dict[str, Any] = json.loads(self.body)
         return value
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (so a connection there is refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -36,6 +36,11 @@ class OperationError(AssertionError):
         self.payload = payload
 
 
+def graphql_ws_url(http_url: str) -> str:
+    """The websocket GraphQL endpoint of the app served at `http_url`."""
+    return http_url.replace("http://", "ws://") + "/graphql"
+
+
 def init_payload(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 

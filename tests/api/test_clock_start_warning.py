@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,14 @@ from support import test_settings as settings_with
 WARNING_TEXT = "the manual clock starts at"
 
 
-def _clock_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+async def _clock_warnings_at_start(
+    mongodb_uri: str, db_name: str, caplog: pytest.LogCaptureFixture, **settings: Any
+) -> list[logging.LogRecord]:
+    """The clock's warnings as the app starts on the database with these settings."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        async with open_api(mongodb_uri, db_name, settings_with(**settings)):
+            pass
     return [
         r for r in caplog.records if r.levelno == logging.WARNING and WARNING_TEXT in r.getMessage()
     ]
@@ -35,11 +43,7 @@ async def test_a_clock_started_before_the_newest_ledger_entry_is_warned_about(
 ) -> None:
     newest = await _write_a_month_of_demo_data(mongodb_uri, db_name)
     assert newest == START + timedelta(days=30, hours=7, minutes=30)
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        async with open_api(mongodb_uri, db_name, settings_with(clock_start=START)):
-            pass
-    (warning,) = _clock_warnings(caplog)
+    (warning,) = await _clock_warnings_at_start(mongodb_uri, db_name, caplog, clock_start=START)
     message = warning.getMessage()
     assert START.isoformat() in message
     assert f"before data already written up to {newest.isoformat()}" in message
@@ -53,20 +57,13 @@ async def test_a_clock_started_at_or_after_the_newest_data_says_nothing(
 ) -> None:
     newest = await _write_a_month_of_demo_data(mongodb_uri, db_name)
     for start in (newest, newest + timedelta(days=1)):
-        caplog.clear()
-        with caplog.at_level(logging.WARNING):
-            async with open_api(mongodb_uri, db_name, settings_with(clock_start=start)):
-                pass
-        assert _clock_warnings(caplog) == []
+        assert await _clock_warnings_at_start(mongodb_uri, db_name, caplog, clock_start=start) == []
 
 
 async def test_a_fresh_database_gives_no_clock_warning(
     mongodb_uri: str, db_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING):
-        async with open_api(mongodb_uri, db_name, settings_with(clock_start=START)):
-            pass
-    assert _clock_warnings(caplog) == []
+    assert await _clock_warnings_at_start(mongodb_uri, db_name, caplog, clock_start=START) == []
 
 
 async def test_the_system_clock_is_never_warned_about(
@@ -77,11 +74,7 @@ async def test_the_system_clock_is_never_warned_about(
         mongodb_uri, db_name, settings_with(clock_start=datetime(2099, 1, 1, tzinfo=UTC))
     ) as api:
         await api.create_member("Ada Lovelace")
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        async with open_api(mongodb_uri, db_name, settings_with(clock="system")):
-            pass
-    assert _clock_warnings(caplog) == []
+    assert await _clock_warnings_at_start(mongodb_uri, db_name, caplog, clock="system") == []
 
 
 async def test_the_newest_time_is_read_on_the_in_memory_fallback_too() -> None:

@@ -6,17 +6,21 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from support import Api, Person, charges_of, codes, ledger_of, lots_of
+from support import (
+    Api,
+    Person,
+    charges_and_purchased_lots,
+    charges_of,
+    ledger_of,
+    outcomes,
+    purchased_lots_of,
+)
 
 
 async def members(api: Api, count: int, plan: str = "BASIC") -> list[Person]:
     return list(
         await asyncio.gather(*(api.create_member(f"Reader {i}", plan) for i in range(count)))
     )
-
-
-def outcomes(results: list[dict[str, Any]]) -> Counter[str]:
-    return Counter(codes(result)[0] if result["errors"] else "OK" for result in results)
 
 
 async def inmails_of(api: Api, member: Person) -> list[dict[str, Any]]:
@@ -36,7 +40,7 @@ async def test_fifty_concurrent_sends_against_five_credits_make_exactly_five_con
 
     results = await asyncio.gather(*(api.send(ada, reader) for reader in readers))
 
-    assert outcomes(list(results)) == Counter({"OK": 5, "INSUFFICIENT_CREDITS": 45})
+    assert outcomes(results) == Counter({"OK": 5, "INSUFFICIENT_CREDITS": 45})
     assert await api.balance(ada) == 0
     sent = await inmails_of(api, ada)
     assert len(sent) == 5
@@ -52,7 +56,7 @@ async def test_fifty_concurrent_sends_to_one_recipient_make_one_conversation(api
 
     results = await asyncio.gather(*(api.send(ada, grace) for _ in range(50)))
 
-    assert outcomes(list(results)) == Counter({"OK": 1, "AWAITING_RESPONSE": 49})
+    assert outcomes(results) == Counter({"OK": 1, "AWAITING_RESPONSE": 49})
     assert len(await inmails_of(api, ada)) == 1
     assert await api.balance(ada) == 4
 
@@ -63,7 +67,7 @@ async def test_fifty_concurrent_retries_of_one_send_make_one_conversation(api: A
 
     results = await asyncio.gather(*(api.send(ada, grace, key="once") for _ in range(50)))
 
-    assert outcomes(list(results)) == Counter({"OK": 50})
+    assert outcomes(results) == Counter({"OK": 50})
     assert len({result["conversation"]["id"] for result in results}) == 1
     assert {result["creditsLeft"] for result in results} == {4}
     assert await api.balance(ada) == 4
@@ -78,7 +82,7 @@ async def test_twenty_concurrent_responses_credit_back_once(api: Api) -> None:
         *(api.respond(grace, conversation_id, "INTERESTED") for _ in range(20))
     )
 
-    assert outcomes(list(results)) == Counter({"OK": 1, "ALREADY_RESPONDED": 19})
+    assert outcomes(results) == Counter({"OK": 1, "ALREADY_RESPONDED": 19})
     assert sum(result["creditedBack"] for result in results) == 1
     assert await api.balance(ada) == 5
     assert [e["kind"] for e in await ledger_of(api, ada)] == ["GRANT", "DEBIT", "CREDIT_BACK"]
@@ -91,11 +95,10 @@ async def test_twenty_concurrent_purchases_with_one_key_charge_once_and_grant_on
 
     results = await asyncio.gather(*(api.purchase(ada, 3, key="order-7") for _ in range(20)))
 
-    assert outcomes(list(results)) == Counter({"OK": 20})
+    assert outcomes(results) == Counter({"OK": 20})
     assert len({result["lot"]["id"] for result in results}) == 1
     assert await api.balance(ada) == 8
-    assert len(await charges_of(api, ada)) == 1
-    assert len([lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]) == 1
+    assert await charges_and_purchased_lots(api, ada) == (1, 1)
 
 
 async def test_concurrent_purchases_never_pass_the_cap_nor_keep_a_charge_for_nothing(
@@ -105,11 +108,11 @@ async def test_concurrent_purchases_never_pass_the_cap_nor_keep_a_charge_for_not
 
     results = await asyncio.gather(*(api.purchase(ada, 4) for _ in range(20)))
 
-    assert outcomes(list(results)) == Counter({"OK": 2, "CAP_EXCEEDED": 18})
+    assert outcomes(results) == Counter({"OK": 2, "CAP_EXCEEDED": 18})
     assert await api.balance(ada) == 13
     kept = [c for c in await charges_of(api, ada) if c["status"] == "SUCCEEDED"]
     assert len(kept) == 2
-    assert len([lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]) == 2
+    assert len(await purchased_lots_of(api, ada)) == 2
 
 
 async def test_same_key_purchases_racing_a_cap_filler_never_grant_without_a_charge(
@@ -122,10 +125,10 @@ async def test_same_key_purchases_racing_a_cap_filler_never_grant_without_a_char
         *(api.purchase(ada, 10, key="fast-order") for _ in range(5)),
     )
 
-    assert set(outcomes(list(results))) <= {"OK", "CAP_EXCEEDED"}
+    assert set(outcomes(results)) <= {"OK", "CAP_EXCEEDED"}
     assert await api.balance(ada) == 15
     kept = [c for c in await charges_of(api, ada) if c["status"] == "SUCCEEDED"]
-    purchased = [lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]
+    purchased = await purchased_lots_of(api, ada)
     assert len(kept) == len(purchased) == 1
 
 
@@ -145,7 +148,7 @@ async def test_concurrent_writes_after_a_cycle_start_grant_its_allotment_once(ap
         if e["kind"] == "GRANT" and e["at"].endswith("T00:00:00Z")
     ]
     assert [(e["at"], e["delta"]) for e in monthly] == [("2026-02-15T00:00:00Z", 5)]
-    ok = outcomes(list(results))["OK"]
+    ok = outcomes(results)["OK"]
     entries = await ledger_of(api, ada)
     assert sum(e["delta"] for e in entries) == await api.balance(ada)
     assert len(entries) == 2 + ok

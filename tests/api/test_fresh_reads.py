@@ -39,9 +39,7 @@ async def api(mongodb_uri: str, db_name: str) -> AsyncIterator[Api]:
 
 
 async def compose(api: Api, sender: Person, recipient: Person) -> dict[str, Any]:
-    data = await api.gql(COMPOSE, {"r": recipient.id}, sender.token)
-    result: dict[str, Any] = data["compose"]
-    return result
+    return await api.payload("compose", COMPOSE, {"r": recipient.id}, sender.token)
 
 
 async def spend_everything(api: Api, sender: Person) -> None:

@@ -9,30 +9,25 @@ arrives, not how fast.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from inmail.app import create_app
-from inmail.bootstrap import build_container, in_memory_mongo
+from inmail.bootstrap import in_memory_mongo
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.mongo import Mongo
 from inmail.services.events import BalanceUpdate
-from inmail.services.live import Broker, Subscriber, coalesce
+from inmail.services.live import Subscriber, coalesce
 from inmail.settings import Settings
-from support import Api, Person
+from support import LiveServer, Person, serve_api
 from support import test_settings as settings_for_tests
 from wsclient import (
     BALANCE_CHANGED,
@@ -48,34 +43,9 @@ from wsclient import (
 AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 
 
-@dataclass
-class LiveServer:
-    api: Api
-    url: str
-    broker: Broker
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings, mongo: Mongo) -> AsyncIterator[LiveServer]:
+def serve(settings: Settings, mongo: Mongo) -> AbstractAsyncContextManager[LiveServer]:
     """The app under uvicorn in this process, on a free loopback port."""
-    container = build_container(settings, mongo)
-    app = create_app(settings, container=container)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await eventually(lambda: server.started or task.done())
-        assert server.started, "uvicorn did not start"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            yield LiveServer(
-                Api(client, container), f"ws://127.0.0.1:{port}/graphql", container.live
-            )
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    return serve_api(settings, mongo, log_level="warning")
 
 
 @pytest.fixture

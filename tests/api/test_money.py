@@ -9,7 +9,17 @@ from typing import Any
 
 from inmail.repositories.intents import IntentStatus
 from inmail.services.charges import reconcile_charges
-from support import START, Api, Person, change_plan, charges_of, codes, lots_of, orphan_charge
+from support import (
+    START,
+    Api,
+    Person,
+    change_plan,
+    charges_of,
+    codes,
+    lots_of,
+    orphan_charge,
+    purchased_lots_of,
+)
 
 DECLINING_CARD = {"brand": "Visa", "last4": "0002", "expMonth": 12, "expYear": 2030}
 ADVANCE = "mutation($i: AdvanceClockInput!) { advanceClock(input: $i) { now errors { code } } }"
@@ -242,7 +252,7 @@ async def test_concurrent_same_key_purchases_of_different_quantities_grant_what_
         for q, result in zip(quantities, results, strict=True):
             if q != charged:
                 assert codes(result) == ["IDEMPOTENCY_KEY_REUSED"]
-        bought = [lot for lot in await lots_of(api, buyer) if lot["source"] == "PURCHASE"]
+        bought = await purchased_lots_of(api, buyer)
         assert [lot["quantity"] for lot in bought] == [charged]
         assert await api.balance(buyer) == 15 + charged
 
@@ -336,7 +346,7 @@ async def test_a_retry_racing_two_reconcilers_settles_each_charge_exactly_once(a
         else:
             assert charge["status"] == "REFUNDED"
             assert [p["quantity"] for p in ours] == [intent.quantity]
-        bought = [lot for lot in await lots_of(api, member) if lot["source"] == "PURCHASE"]
+        bought = await purchased_lots_of(api, member)
         granted = sum(lot["quantity"] for lot in bought)
         charged = sum(
             c["amount"] for c in await charges_of(api, member) if c["status"] != "REFUNDED"

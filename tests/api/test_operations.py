@@ -7,22 +7,17 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 import support
 from inmail import logs, observability
-from inmail.app import create_app
-from inmail.bootstrap import build_container
 from inmail.repositories.mongo import Mongo
-from support import Api, open_api
+from support import Api, LiveServer, metric_sample, open_api, serve_api
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -45,14 +40,6 @@ async def metrics_text(api: Api) -> str:
     return response.text
 
 
-def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and found.labels == labels:
-                return float(found.value)
-    return 0.0
-
-
 class Counts:
     """Differences in metric samples between two scrapes of /metrics."""
 
@@ -66,7 +53,7 @@ class Counts:
 
     async def delta(self, name: str, **labels: str) -> float:
         after = await metrics_text(self.api)
-        return sample(after, name, **labels) - sample(self.before, name, **labels)
+        return metric_sample(after, name, **labels) - metric_sample(self.before, name, **labels)
 
 
 # --- /metrics ------------------------------------------------------------------------------------
@@ -213,34 +200,12 @@ def json_log() -> Iterator[io.StringIO]:
             saved[name].disabled = disabled
 
 
-@dataclass
-class Served:
-    url: str
-    api: Api  # a client of the served app over real HTTP
-
-
 @pytest.fixture
-async def served(mongodb_uri: str, db_name: str) -> AsyncIterator[Served]:
+async def served(mongodb_uri: str, db_name: str) -> AsyncIterator[LiveServer]:
     """The app behind a real uvicorn on a loopback port, so uvicorn's own logs are written."""
     settings = support.test_settings(metrics_token=METRICS_TOKEN)
-    container = build_container(settings, Mongo.connect(mongodb_uri, db_name))
-    app = create_app(settings, container=container)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise AssertionError("uvicorn stopped before it started")
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=url) as client:
-            yield Served(url, Api(client, container))
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_api(settings, Mongo.connect(mongodb_uri, db_name), log_config=None) as server:
+        yield server
 
 
 def json_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
@@ -249,7 +214,7 @@ def json_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
 
 
 async def test_uvicorns_access_log_is_json_and_carries_the_request_id(
-    json_log: io.StringIO, served: Served
+    json_log: io.StringIO, served: LiveServer
 ) -> None:
     client = served.api.client
     chosen = await client.post(
@@ -270,13 +235,12 @@ async def test_uvicorns_access_log_is_json_and_carries_the_request_id(
 
 
 async def test_a_subscription_its_client_ends_counts_as_ok_and_is_not_timed(
-    served: Served,
+    served: LiveServer,
 ) -> None:
     ada = await served.api.create_member("Ada Lovelace", "PREMIUM_CAREER")
     counts = await Counts(served.api).start()
-    ws_url = served.url.replace("http://", "ws://") + "/graphql"
 
-    async with connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+    async with connect(served.url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
         init = {"Authorization": f"Bearer {ada.token}"}
         await ws.send(json.dumps({"type": "connection_init", "payload": init}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"

@@ -7,6 +7,7 @@ import pytest
 from support import (
     Api,
     cancel_subscription,
+    charges_and_purchased_lots,
     charges_of,
     codes,
     ledger_of,
@@ -111,8 +112,7 @@ async def test_a_purchase_over_the_cap_is_cap_exceeded_and_charges_nothing(api: 
     assert over["errors"][0]["field"] == "quantity"
     assert over["lot"] is None
     assert await api.balance(ada) == 11
-    assert len(await charges_of(api, ada)) == 1
-    assert len([lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]) == 1
+    assert await charges_and_purchased_lots(api, ada) == (1, 1)
 
 
 async def test_a_purchase_over_the_cap_once_a_due_renewal_is_counted_is_refused_before_any_charge(
@@ -188,8 +188,7 @@ async def test_a_purchase_retried_with_its_key_charges_once_and_grants_one_lot(a
     assert retry["lot"]["id"] == first["lot"]["id"]
     assert retry["creditsLeft"] == first["creditsLeft"] == 9
     assert await api.balance(ada) == 9
-    assert len(await charges_of(api, ada)) == 1
-    assert len([lot for lot in await lots_of(api, ada) if lot["source"] == "PURCHASE"]) == 1
+    assert await charges_and_purchased_lots(api, ada) == (1, 1)
 
 
 async def test_a_purchase_key_reused_for_another_quantity_is_refused(api: Api) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from benchmarks.workloads import MEMBER_PAGE
 from reliability.servers import running
 from support import Api, Person, graphql_error_codes
-from wsclient import TRANSPORT_WS, GraphQLSocket, OperationError
+from wsclient import TRANSPORT_WS, GraphQLSocket, OperationError, graphql_ws_url
 
 MAXIMUM = 50_000
 MILLION = (
@@ -178,18 +180,26 @@ async def test_aliases_are_counted_through_every_spread_of_a_fragment(api: Api) 
 # --- websockets ---------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def served_socket(
+    mongodb_uri: str, db_name: str, folder: Path, token: str
+) -> AsyncIterator[GraphQLSocket]:
+    """A graphql-transport-ws socket, with `token`, to one service process on the database."""
+    with running(1, mongodb_uri, db_name, folder) as (server,):
+        async with GraphQLSocket.open(graphql_ws_url(server.url), token, TRANSPORT_WS) as ws:
+            yield ws
+
+
 async def test_over_a_websocket_a_costly_query_is_an_error_of_that_operation(
     api: Api, tmp_path: Path, mongodb_uri: str, db_name: str
 ) -> None:
     ada = await a_member_with_threads(api, 1)
-    with running(1, mongodb_uri, db_name, tmp_path) as (server,):
-        url = server.url.replace("http", "ws") + "/graphql"
-        async with GraphQLSocket.open(url, ada.token, TRANSPORT_WS) as ws:
-            refused = await ws.subscribe(MILLION)
-            with pytest.raises(OperationError) as error:
-                await ws.result(refused)
-            answered = await ws.subscribe("{ viewer { name } }")
-            result = await ws.result(answered)
+    async with served_socket(mongodb_uri, db_name, tmp_path, ada.token) as ws:
+        refused = await ws.subscribe(MILLION)
+        with pytest.raises(OperationError) as error:
+            await ws.result(refused)
+        answered = await ws.subscribe("{ viewer { name } }")
+        result = await ws.result(answered)
 
     errors = error.value.payload
     assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
@@ -202,11 +212,9 @@ async def test_over_a_websocket_each_subscription_update_carries_its_cost(
     api: Api, tmp_path: Path, mongodb_uri: str, db_name: str
 ) -> None:
     ada = await a_member_with_threads(api, 0)
-    with running(1, mongodb_uri, db_name, tmp_path) as (server,):
-        url = server.url.replace("http", "ws") + "/graphql"
-        async with GraphQLSocket.open(url, ada.token, TRANSPORT_WS) as ws:
-            op = await ws.subscribe("subscription { balanceChanged { balance } }")
-            update = await ws.result(op)
+    async with served_socket(mongodb_uri, db_name, tmp_path, ada.token) as ws:
+        op = await ws.subscribe("subscription { balanceChanged { balance } }")
+        update = await ws.result(op)
 
     assert update["data"]["balanceChanged"]["balance"] >= 0
     assert update["extensions"]["cost"] == {"requestedQueryCost": 1, "maximumAvailable": MAXIMUM}

@@ -212,14 +212,13 @@ async def test_compose_says_the_viewer_can_send_and_with_how_many_credits(api: A
 
 
 async def compose(api: Api, viewer: Person, recipient_id: str) -> dict[str, Any]:
-    data = await api.gql(
+    return await api.payload(
+        "compose",
         "query($r: ID!) { compose(recipientId: $r) { canSend reason creditsLeft "
         "recipientIsConnection } }",
         {"r": recipient_id},
         viewer.token,
     )
-    result: dict[str, Any] = data["compose"]
-    return result
 
 
 async def test_compose_gives_the_same_reason_sending_would(api: Api) -> None:

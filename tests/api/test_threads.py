@@ -50,11 +50,9 @@ mutation($i: SendMessageInput!) { sendMessage(input: $i) {
 
 async def _say(api: Api, author: Person, body: str, conversation_id: str) -> dict[str, Any]:
     """A message into a thread, answered without the thread's messages."""
-    data = await api.gql(
-        SAY, {"i": {"conversationId": conversation_id, "body": body}}, author.token
+    return await api.payload(
+        "sendMessage", SAY, {"i": {"conversationId": conversation_id, "body": body}}, author.token
     )
-    result: dict[str, Any] = data["sendMessage"]
-    return result
 
 
 async def _message_page(

@@ -12,8 +12,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from harness.servers import INMAIL, ServiceProcess, service_env
-from support import TEST_SECRET
+from harness.servers import INMAIL, ServiceProcess
+from support import post_graphql, session_service_env
 
 # Selenium Manager stays offline: it must never look for, or fetch, a browser or a driver.
 os.environ["SE_OFFLINE"] = "true"
@@ -96,13 +94,7 @@ class RunningService:
         return out.stdout.strip()
 
     def post(self, query: str, token: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            f"{self.url}/graphql",
-            data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body: dict[str, Any] = json.loads(response.read())
+        body, _ = post_graphql(self.url, query, token)
         assert not body.get("errors"), body
         return body
 
@@ -120,14 +112,7 @@ class RunningService:
 
 @pytest.fixture
 def service(mongodb_uri: str, tmp_path: Path) -> Iterator[RunningService]:
-    env = service_env(
-        INMAIL_MONGODB_URI=mongodb_uri,
-        INMAIL_DB_NAME=f"t_{uuid.uuid4().hex[:16]}",
-        INMAIL_JWT_SECRET=TEST_SECRET,
-        INMAIL_SCHEDULER_ENABLED="false",
-        INMAIL_DATA_DIR=str(tmp_path / "data"),
-        INMAIL_METRICS_PORT="off",
-    )
+    env = session_service_env(mongodb_uri, tmp_path / "data", INMAIL_METRICS_PORT="off")
     process = ServiceProcess.serve(env, tmp_path / "serve.log", die_with_parent=True)
     process.start()
     try:

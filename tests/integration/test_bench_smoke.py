@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,9 +99,7 @@ def test_the_quick_benchmark_prints_a_row_for_every_workload_and_a_verdict_for_e
 
 
 @pytest.fixture
-async def floor_world(mongodb_uri: str, db_name: str) -> AsyncIterator[FloorWorld]:
-    mongo = Mongo.connect(mongodb_uri, db_name)
-    await mongo.create_indexes()
+async def floor_world(mongo: Mongo) -> FloorWorld:
     deps = build_deps(mongo, ManualClock(w.START), DEFAULT_PLAN_TABLE)
 
     async def create(name: str, plan: PlanType, allotment: int | None = None) -> str:
@@ -116,19 +113,16 @@ async def floor_world(mongodb_uri: str, db_name: str) -> AsyncIterator[FloorWorl
         )
         return (await member_service.create_member(deps, new)).id
 
-    try:
-        world = FloorWorld(
-            mongo=mongo,
-            deps=deps,
-            ada=await create("Ada Lovelace", PlanType.LEGACY_PREMIUM, 2),
-            charles=await create("Charles Babbage", PlanType.BASIC),
-            mary=await create("Mary Somerville", PlanType.BASIC),
-            grace=await create("Grace Hopper", PlanType.BASIC),
-        )
-        await floors.prepare(mongo.db)
-        yield world
-    finally:
-        await mongo.close()
+    world = FloorWorld(
+        mongo=mongo,
+        deps=deps,
+        ada=await create("Ada Lovelace", PlanType.LEGACY_PREMIUM, 2),
+        charles=await create("Charles Babbage", PlanType.BASIC),
+        mary=await create("Mary Somerville", PlanType.BASIC),
+        grace=await create("Grace Hopper", PlanType.BASIC),
+    )
+    await floors.prepare(mongo.db)
+    return world
 
 
 @dataclass

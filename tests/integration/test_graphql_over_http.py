@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,11 @@ import httpx
 import pytest
 from strawberry.extensions import SchemaExtension
 
-from harness.servers import ServiceProcess, service_env
+from harness.servers import ServiceProcess
 from inmail.graphql_app import GraphQLApp, response_media_type
 from inmail.processes import free_port
 from inmail.resolvers.root import build_schema
-from support import TEST_SECRET, Api, graphql_error_codes, open_api
+from support import Api, graphql_error_codes, open_api, session_service_env
 from support import test_settings as service_settings
 
 AUDIT_DIR = Path(__file__).resolve().parent.parent / "http_audit"
@@ -79,14 +78,7 @@ def served(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """`inmail serve` on the session mongod, in development (introspection on: the audit asks
     for `__type`), stopped by its pid."""
     folder = tmp_path_factory.mktemp("graphql_over_http")
-    env = service_env(
-        INMAIL_MONGODB_URI=mongodb_uri,
-        INMAIL_DB_NAME=f"t_{uuid.uuid4().hex[:16]}",
-        INMAIL_JWT_SECRET=TEST_SECRET,
-        INMAIL_SCHEDULER_ENABLED="false",
-        INMAIL_DATA_DIR=str(folder / "data"),
-        INMAIL_METRICS_PORT=str(free_port()),
-    )
+    env = session_service_env(mongodb_uri, folder / "data", INMAIL_METRICS_PORT=str(free_port()))
     server = ServiceProcess.serve(env, folder / "serve.log")
     server.start()
     try:

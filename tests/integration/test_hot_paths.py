@@ -57,31 +57,26 @@ async def test_a_repeated_query_is_validated_once_with_the_limits_still_applied(
 
 
 async def test_a_sent_inmail_is_answered_with_the_conversation_exactly_as_stored(
-    mongodb_uri: str, db_name: str
+    mongo: Mongo,
 ) -> None:
     # A clock with microseconds: BSON keeps milliseconds, and the answer must match a read.
-    mongo = Mongo.connect(mongodb_uri, db_name)
-    try:
-        await mongo.create_indexes()
-        clock = ManualClock(datetime(2026, 1, 15, 9, 0, 0, 123456, tzinfo=UTC))
-        deps = build_deps(mongo, clock, DEFAULT_PLAN_TABLE)
-        ada = await member_service.create_member(
-            deps, member_service.NewMember("Ada Lovelace", PlanType.SALES_NAVIGATOR)
-        )
-        grace = await member_service.create_member(
-            deps, member_service.NewMember("Grace Hopper", PlanType.BASIC)
-        )
-        sent = await inmail_service.send_inmail(
-            deps, ada.id, grace.id, "Compilers?", "May I ask about COBOL?", "key-1"
-        )
-        assert sent.conversation == await deps.reads.conversations.get(sent.conversation.id)
-        assert sent.conversation.sent_at.microsecond == 123000
-        again = await inmail_service.send_inmail(
-            deps, ada.id, grace.id, "Compilers?", "May I ask about COBOL?", "key-1"
-        )
-        assert again.conversation == sent.conversation
-    finally:
-        await mongo.close()
+    clock = ManualClock(datetime(2026, 1, 15, 9, 0, 0, 123456, tzinfo=UTC))
+    deps = build_deps(mongo, clock, DEFAULT_PLAN_TABLE)
+    ada = await member_service.create_member(
+        deps, member_service.NewMember("Ada Lovelace", PlanType.SALES_NAVIGATOR)
+    )
+    grace = await member_service.create_member(
+        deps, member_service.NewMember("Grace Hopper", PlanType.BASIC)
+    )
+    sent = await inmail_service.send_inmail(
+        deps, ada.id, grace.id, "Compilers?", "May I ask about COBOL?", "key-1"
+    )
+    assert sent.conversation == await deps.reads.conversations.get(sent.conversation.id)
+    assert sent.conversation.sent_at.microsecond == 123000
+    again = await inmail_service.send_inmail(
+        deps, ada.id, grace.id, "Compilers?", "May I ask about COBOL?", "key-1"
+    )
+    assert again.conversation == sent.conversation
 
 
 async def _premium(api: Api, name: str) -> Person:

@@ -4,6 +4,7 @@ across dropped streams and restarts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,14 +22,6 @@ from inmail.repositories.unit_of_work import MongoUnitOfWork
 AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 WAIT = 20.0
 _ids = itertools.count(1)
-
-
-@pytest.fixture
-async def mongo(mongodb_uri: str, db_name: str) -> AsyncIterator[Mongo]:
-    mongo = Mongo.connect(mongodb_uri, db_name)
-    await mongo.create_indexes()
-    yield mongo
-    await mongo.close()
 
 
 class Ledgers:
@@ -50,6 +43,17 @@ class Ledgers:
         return [(e.member_id, e.seq) for e in entries]
 
 
+@contextlib.asynccontextmanager
+async def opened_feed(mongo: Mongo, **options: Any) -> AsyncIterator[LedgerChanges]:
+    """A change feed on the ledger, open for the block and closed after it."""
+    feed = LedgerChanges(mongo, **options)
+    await feed.open()
+    try:
+        yield feed
+    finally:
+        await feed.close()
+
+
 async def next_batch(feed: LedgerChanges) -> list[tuple[str, int]]:
     committed = await asyncio.wait_for(feed.next(), WAIT)
     return [(e.member_id, e.seq) for e in committed.entries]
@@ -57,9 +61,7 @@ async def next_batch(feed: LedgerChanges) -> list[tuple[str, int]]:
 
 async def test_each_transaction_arrives_whole_in_commit_order(mongo: Mongo) -> None:
     ledgers = Ledgers(mongo)
-    feed = LedgerChanges(mongo)
-    await feed.open()
-    try:
+    async with opened_feed(mongo) as feed:
         written = [
             await ledgers.commit("ada", -3, -1, -2),
             await ledgers.commit("grace", 5),
@@ -67,8 +69,6 @@ async def test_each_transaction_arrives_whole_in_commit_order(mongo: Mongo) -> N
             await ledgers.commit("grace", -1, -1),
         ]
         assert [await next_batch(feed) for _ in written] == written
-    finally:
-        await feed.close()
 
 
 async def test_a_new_feed_resumes_right_after_the_last_batch_handed_out(mongo: Mongo) -> None:
@@ -84,16 +84,12 @@ async def test_a_new_feed_resumes_right_after_the_last_batch_handed_out(mongo: M
     await first.close()
     written_while_down = [await ledgers.commit("grace", 5), await ledgers.commit("ada", 2, -7)]
 
-    second = LedgerChanges(mongo, resume_after=token)
-    await second.open()
-    try:
+    async with opened_feed(mongo, resume_after=token) as second:
         assert await next_batch(second) == [("ada", 3)]
         for batch in written_while_down:
             assert await next_batch(second) == batch
         sentinel = await ledgers.commit("ada", 1)
         assert await next_batch(second) == sentinel  # and nothing came twice before it
-    finally:
-        await second.close()
 
 
 async def _change_stream_cursor_ids(mongo: Mongo) -> list[int]:
@@ -111,9 +107,7 @@ async def test_a_stream_killed_on_the_server_resumes_without_losing_or_repeating
     mongo: Mongo,
 ) -> None:
     ledgers = Ledgers(mongo)
-    feed = LedgerChanges(mongo, max_await_ms=200, retry_delay=0.01)
-    await feed.open()
-    try:
+    async with opened_feed(mongo, max_await_ms=200, retry_delay=0.01) as feed:
         before = await ledgers.commit("ada", 5)
         assert await next_batch(feed) == before
         cursors = await _change_stream_cursor_ids(mongo)
@@ -123,17 +117,13 @@ async def test_a_stream_killed_on_the_server_resumes_without_losing_or_repeating
         assert [await next_batch(feed) for _ in after] == after
         sentinel = await ledgers.commit("grace", 5)
         assert await next_batch(feed) == sentinel
-    finally:
-        await feed.close()
 
 
 async def test_a_dropped_connection_is_resumed_from_the_last_batch_handed_out(
     mongo: Mongo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ledgers = Ledgers(mongo)
-    feed = LedgerChanges(mongo, retry_delay=0.01)
-    await feed.open()
-    try:
+    async with opened_feed(mongo, retry_delay=0.01) as feed:
         one = await ledgers.commit("ada", 5)
         two = await ledgers.commit("ada", -1, -1)
         assert await next_batch(feed) == one
@@ -149,24 +139,18 @@ async def test_a_dropped_connection_is_resumed_from_the_last_batch_handed_out(
         assert await next_batch(feed) == two
         assert feed._stream is not stream  # it was reopened, at the token of batch one
         assert await next_batch(feed) == three
-    finally:
-        await feed.close()
 
 
 async def test_a_dropped_ledger_ends_the_stream_and_a_new_one_sees_the_next_inserts(
     mongo: Mongo,
 ) -> None:
     ledgers = Ledgers(mongo)
-    feed = LedgerChanges(mongo, max_await_ms=100)
-    await feed.open()
-    try:
+    async with opened_feed(mongo, max_await_ms=100) as feed:
         before = await ledgers.commit("ada", 5)
         await mongo.c.ledger.drop()
         assert await next_batch(feed) == before
         later = await ledgers.commit("grace", 5)
         assert await next_batch(feed) == later
-    finally:
-        await feed.close()
 
 
 async def test_a_feed_that_cannot_resume_starts_from_now_and_says_changes_were_lost(

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from harness.servers import ServiceProcess, service_env, start_all
+from harness.servers import ServiceProcess, start_all
 from inmail.bootstrap import build_container
 from inmail.repositories.mongo import Mongo
-from support import TEST_SECRET, Api, Person
+from support import Api, Person, session_service_env
 from support import test_settings as settings_for_tests
 from wsclient import (
     BALANCE_CHANGED,
@@ -26,25 +26,15 @@ from wsclient import (
     TRANSPORT_WS,
     GraphQLSocket,
     OperationError,
+    graphql_ws_url,
     refusal_close_code,
 )
 
 pytestmark = pytest.mark.slow
 
 
-def ws_url(server: ServiceProcess) -> str:
-    return server.url.replace("http://", "ws://") + "/graphql"
-
-
 def _environment(mongodb_uri: str, db_name: str, data_dir: Path) -> dict[str, str]:
-    return service_env(
-        INMAIL_MONGODB_URI=mongodb_uri,
-        INMAIL_DB_NAME=db_name,
-        INMAIL_JWT_SECRET=TEST_SECRET,
-        INMAIL_SCHEDULER_ENABLED="false",
-        INMAIL_DATA_DIR=str(data_dir),
-        INMAIL_LOG_LEVEL="WARNING",
-    )
+    return session_service_env(mongodb_uri, data_dir, db_name, INMAIL_LOG_LEVEL="WARNING")
 
 
 @pytest.fixture
@@ -106,9 +96,9 @@ async def test_a_subscriber_on_b_sees_exactly_the_balances_of_changes_made_throu
     grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
     linus = await api.create_member("Linus Torvalds", "BASIC", card=None)
     async with (
-        GraphQLSocket.open(ws_url(b), ada.token, TRANSPORT_WS) as on_b,
-        GraphQLSocket.open(ws_url(b), api.admin, LEGACY_WS) as admin_on_b,
-        GraphQLSocket.open(ws_url(a), ada.token, LEGACY_WS) as on_a,
+        GraphQLSocket.open(graphql_ws_url(b.url), ada.token, TRANSPORT_WS) as on_b,
+        GraphQLSocket.open(graphql_ws_url(b.url), api.admin, LEGACY_WS) as admin_on_b,
+        GraphQLSocket.open(graphql_ws_url(a.url), ada.token, LEGACY_WS) as on_a,
     ):
         watchers = [
             (on_b, await on_b.subscribe(BALANCE_CHANGED)),
@@ -147,8 +137,8 @@ async def test_process_b_refuses_connections_without_a_good_token_with_4403(
 ) -> None:
     b = servers[1]
     for protocol in PROTOCOLS:
-        assert await refusal_close_code(ws_url(b), None, protocol) == 4403
-        assert await refusal_close_code(ws_url(b), "not-a-jwt", protocol) == 4403
+        assert await refusal_close_code(graphql_ws_url(b.url), None, protocol) == 4403
+        assert await refusal_close_code(graphql_ws_url(b.url), "not-a-jwt", protocol) == 4403
 
 
 async def test_process_b_refuses_a_member_watching_someone_elses_balance(
@@ -157,7 +147,9 @@ async def test_process_b_refuses_a_member_watching_someone_elses_balance(
     ada = await api_a.create_member("Ada Lovelace")
     mallory = await api_a.create_member("Mallory Jones")
     for protocol in PROTOCOLS:
-        async with GraphQLSocket.open(ws_url(servers[1]), mallory.token, protocol) as ws:
+        async with GraphQLSocket.open(
+            graphql_ws_url(servers[1].url), mallory.token, protocol
+        ) as ws:
             op = await ws.subscribe(BALANCE_CHANGED, {"m": ada.id})
             with pytest.raises(OperationError) as refused:
                 await ws.result(op)

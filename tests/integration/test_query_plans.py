@@ -10,7 +10,7 @@ ledger entries, few of them due.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,13 +28,12 @@ from inmail.domain.model import (
     Subscription,
 )
 from inmail.domain.plans import PlanType
-from inmail.repositories.conversations import ConversationReader, conversation_to_doc
-from inmail.repositories.credit_lots import CreditLotReader, lot_to_doc
-from inmail.repositories.ledger import LedgerReader, entry_to_doc
-from inmail.repositories.members import MemberReader, member_to_doc
-from inmail.repositories.messages import MessageReader, message_to_doc
+from inmail.repositories.conversations import conversation_to_doc
+from inmail.repositories.credit_lots import lot_to_doc
+from inmail.repositories.ledger import entry_to_doc
+from inmail.repositories.members import member_to_doc
+from inmail.repositories.messages import message_to_doc
 from inmail.repositories.mongo import Doc, Mongo, new_id
-from inmail.repositories.records import IdempotencyReader
 from inmail.repositories.unit_of_work import Reads
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -68,12 +67,7 @@ class Recorder(monitoring.CommandListener):
 class World:
     mongo: Mongo
     recorder: Recorder
-    members: MemberReader
-    lots: CreditLotReader
-    ledger: LedgerReader
-    conversations: ConversationReader
-    idempotency: IdempotencyReader
-    messages: MessageReader
+    reads: Reads
     member_ids: list[str]
     conversation_ids: list[str]
 
@@ -83,15 +77,7 @@ def _member(i: int) -> Member:
     subscription = Subscription.start(new_id(), PlanType.PREMIUM_CAREER, started, started.day)
     # A few members are due for renewal now; most are not.
     due = NOW - timedelta(hours=1) if i % 20 == 0 else NOW + timedelta(days=1 + i % 25)
-    subscription = Subscription(
-        id=subscription.id,
-        plan=subscription.plan,
-        status=subscription.status,
-        billing_day=subscription.billing_day,
-        started_at=subscription.started_at,
-        period_start=subscription.period_start,
-        next_renewal_at=due,
-    )
+    subscription = replace(subscription, next_renewal_at=due)
     return Member(
         id=new_id(),
         name=f"Member {i}",
@@ -212,19 +198,7 @@ async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
                 for k in range(5)
             ]
         )
-        reads = Reads.on(mongo)
-        yield World(
-            mongo=mongo,
-            recorder=recorder,
-            members=reads.members,
-            lots=reads.lots,
-            ledger=reads.ledger,
-            conversations=reads.conversations,
-            idempotency=reads.idempotency,
-            messages=reads.messages,
-            member_ids=ids,
-            conversation_ids=[doc["_id"] for doc in conversations],
-        )
+        yield World(mongo, recorder, Reads.on(mongo), ids, [doc["_id"] for doc in conversations])
     finally:
         await client.close()
 
@@ -301,97 +275,97 @@ def _one(w: World) -> str:
 HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = {
     # name: (the repository call, the indexes it may use)
     "spendable lots of a member": (
-        lambda w: w.lots.active_for(_one(w)),
+        lambda w: w.reads.lots.active_for(_one(w)),
         {"member_spendable"},
     ),
     "spendable lots of a batch of members": (
-        lambda w: w.lots.active_for_many(w.member_ids[:50]),
+        lambda w: w.reads.lots.active_for_many(w.member_ids[:50]),
         {"member_spendable"},
     ),
     "balance aggregate": (
-        lambda w: w.lots.balances(w.member_ids[:3], NOW),
+        lambda w: w.reads.lots.balances(w.member_ids[:3], NOW),
         {"member_spendable"},
     ),
     "lapsed lots (the expiry job)": (
-        lambda w: w.lots.lapsed_member_ids(NOW, after_id=None, limit=50),
+        lambda w: w.reads.lots.lapsed_member_ids(NOW, after_id=None, limit=50),
         {"member_spendable"},
     ),
-    "earliest expiry": (lambda w: w.lots.next_expiry_at(NOW), {"expiry_due"}),
+    "earliest expiry": (lambda w: w.reads.lots.next_expiry_at(NOW), {"expiry_due"}),
     "credit lots page": (
-        lambda w: w.lots.page(_one(w), None, 20, None),
+        lambda w: w.reads.lots.page(_one(w), None, 20, None),
         {"member_newest"},
     ),
     "credit lots page count": (
-        lambda w: w.lots.count(_one(w), None),
+        lambda w: w.reads.lots.count(_one(w), None),
         {"member_newest", "member_spendable"},
     ),
     "awaiting conversation between two members": (
-        lambda w: w.conversations.awaiting_between(w.member_ids[1], w.member_ids[8]),
+        lambda w: w.reads.conversations.awaiting_between(w.member_ids[1], w.member_ids[8]),
         {"one_awaiting_per_pair", "sender_newest"},
     ),
     "conversations page (sender or recipient, newest first)": (
-        lambda w: w.conversations.page_for(_one(w), None, 100, None),
+        lambda w: w.reads.conversations.page_for(_one(w), None, 100, None),
         {"sender_newest", "recipient_newest"},
     ),
     "conversations page count": (
-        lambda w: w.conversations.count_for(_one(w), None),
+        lambda w: w.reads.conversations.count_for(_one(w), None),
         {"sender_newest", "recipient_newest"},
     ),
     "sent box page (InMails sent, direct threads started)": (
-        lambda w: w.conversations.page_for(_one(w), None, 100, None, ConversationRole.SENT),
+        lambda w: w.reads.conversations.page_for(_one(w), None, 100, None, ConversationRole.SENT),
         {"sender_newest", "direct_started_by_newest"},
     ),
     "sent box count": (
-        lambda w: w.conversations.count_for(_one(w), None, ConversationRole.SENT),
+        lambda w: w.reads.conversations.count_for(_one(w), None, ConversationRole.SENT),
         {"sender_newest", "direct_started_by_newest"},
     ),
     "inbox page (InMails received, direct threads started by the other)": (
-        lambda w: w.conversations.page_for(
+        lambda w: w.reads.conversations.page_for(
             _one(w), ConversationState.ACCEPTED, 100, None, ConversationRole.RECEIVED
         ),
         {"recipient_newest", "direct_started_with_newest"},
     ),
     "inbox count": (
-        lambda w: w.conversations.count_for(_one(w), None, ConversationRole.RECEIVED),
+        lambda w: w.reads.conversations.count_for(_one(w), None, ConversationRole.RECEIVED),
         {"recipient_newest", "direct_started_with_newest"},
     ),
     "direct thread of a pair": (
-        lambda w: w.conversations.direct_between(w.member_ids[8], w.member_ids[7]),
+        lambda w: w.reads.conversations.direct_between(w.member_ids[8], w.member_ids[7]),
         {"one_direct_per_sender_pair"},
     ),
     "latest messages of a page of conversations (DataLoader batch)": (
-        lambda w: w.messages.latest_for_many(w.conversation_ids[:50]),
+        lambda w: w.reads.messages.latest_for_many(w.conversation_ids[:50]),
         {"conversation_oldest"},
     ),
     "messages page (oldest first)": (
-        lambda w: w.messages.page(w.conversation_ids[3], 10, None),
+        lambda w: w.reads.messages.page(w.conversation_ids[3], 10, None),
         {"conversation_oldest"},
     ),
     "messages count": (
-        lambda w: w.messages.count(w.conversation_ids[3]),
+        lambda w: w.reads.messages.count(w.conversation_ids[3]),
         {"conversation_oldest"},
     ),
-    "ledger page": (lambda w: w.ledger.page(_one(w), 20, None), {"member_seq"}),
-    "ledger page count": (lambda w: w.ledger.count(_one(w)), {"member_seq"}),
-    "idempotency lookup": (lambda w: w.idempotency.find(_one(w), "key-3"), {"key_once"}),
+    "ledger page": (lambda w: w.reads.ledger.page(_one(w), 20, None), {"member_seq"}),
+    "ledger page count": (lambda w: w.reads.ledger.count(_one(w)), {"member_seq"}),
+    "idempotency lookup": (lambda w: w.reads.idempotency.find(_one(w), "key-3"), {"key_once"}),
     "members due for renewal": (
-        lambda w: w.members.due_ids_for_renewal(NOW, after_id=None, limit=500),
+        lambda w: w.reads.members.due_ids_for_renewal(NOW, after_id=None, limit=500),
         {"renewals_due"},
     ),
-    "earliest renewal": (lambda w: w.members.next_renewal_at(NOW), {"renewals_due"}),
+    "earliest renewal": (lambda w: w.reads.members.next_renewal_at(NOW), {"renewals_due"}),
     "reminders due": (
-        lambda w: w.conversations.reminders_due_after(NOW, after=None, limit=100),
+        lambda w: w.reads.conversations.reminders_due_after(NOW, after=None, limit=100),
         {"reminders_due_keyset"},
     ),
     "earliest reminder": (
-        lambda w: w.conversations.next_reminder_due_at(NOW - timedelta(days=30)),
+        lambda w: w.reads.conversations.next_reminder_due_at(NOW - timedelta(days=30)),
         {"reminders_due_keyset"},
     ),
     "members by id (DataLoader batch)": (
-        lambda w: w.members.get_many(w.member_ids[:100]),
+        lambda w: w.reads.members.get_many(w.member_ids[:100]),
         {"_id_"},
     ),
-    "member by id": (lambda w: w.members.get(_one(w)), {"_id_"}),
+    "member by id": (lambda w: w.reads.members.get(_one(w)), {"_id_"}),
 }
 
 
@@ -407,13 +381,13 @@ async def test_a_hot_query_is_served_by_an_index_and_never_scans_the_collection(
 
 
 async def test_the_next_pages_use_the_same_indexes_as_the_first(world: World) -> None:
-    member_id = _one(world)
-    conversations = await world.conversations.page_for(member_id, None, 5, None)
-    ledger = await world.ledger.page(member_id, 5, None)
-    lots = await world.lots.page(member_id, None, 2, None)
-    inbox = await world.conversations.page_for(member_id, None, 2, None, ConversationRole.RECEIVED)
+    reads, member_id = world.reads, _one(world)
+    conversations = await reads.conversations.page_for(member_id, None, 5, None)
+    ledger = await reads.ledger.page(member_id, 5, None)
+    lots = await reads.lots.page(member_id, None, 2, None)
+    inbox = await reads.conversations.page_for(member_id, None, 2, None, ConversationRole.RECEIVED)
     thread = world.conversation_ids[5]
-    messages = await world.messages.page(thread, 5, None)
+    messages = await reads.messages.page(thread, 5, None)
     assert inbox.end_cursor
     assert messages.end_cursor
     assert conversations.end_cursor
@@ -421,18 +395,21 @@ async def test_the_next_pages_use_the_same_indexes_as_the_first(world: World) ->
     assert lots.end_cursor
     next_pages: list[tuple[Callable[[], Awaitable[object]], set[str]]] = [
         (
-            lambda: world.conversations.page_for(member_id, None, 5, conversations.end_cursor),
+            lambda: reads.conversations.page_for(member_id, None, 5, conversations.end_cursor),
             {"sender_newest", "recipient_newest"},
         ),
-        (lambda: world.ledger.page(member_id, 5, ledger.end_cursor), {"member_seq"}),
-        (lambda: world.lots.page(member_id, None, 2, lots.end_cursor), {"member_newest"}),
+        (lambda: reads.ledger.page(member_id, 5, ledger.end_cursor), {"member_seq"}),
+        (lambda: reads.lots.page(member_id, None, 2, lots.end_cursor), {"member_newest"}),
         (
-            lambda: world.conversations.page_for(
+            lambda: reads.conversations.page_for(
                 member_id, None, 2, inbox.end_cursor, ConversationRole.RECEIVED
             ),
             {"recipient_newest", "direct_started_with_newest"},
         ),
-        (lambda: world.messages.page(thread, 5, messages.end_cursor), {"conversation_oldest"}),
+        (
+            lambda: reads.messages.page(thread, 5, messages.end_cursor),
+            {"conversation_oldest"},
+        ),
     ]
     for call, allowed in next_pages:
         for command, stages, indexes in await explain_sent(world, call):

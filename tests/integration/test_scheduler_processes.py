@@ -174,6 +174,15 @@ async def assert_each_cycle_granted_once(deps: Deps, members: list[str]) -> None
     assert sum([len(await deps.reads.lots.all_for(m)) for m in members]) == 3 * len(members)
 
 
+async def passes_at_once(
+    uri: str, db: str, *specs: tuple[str, int, int]
+) -> list[dict[str, list[int]] | None]:
+    """What each of the children reports after they all start a pass at the same moment."""
+    async with children(uri, db, *specs) as started:
+        await asyncio.gather(*(child.go() for child in started))
+        return [await child.result() for child in started]
+
+
 def renewed(report: dict[str, Any] | None) -> int:
     return 0 if report is None else int(report["renewals"][0])
 
@@ -183,9 +192,7 @@ async def test_two_scheduler_processes_at_once_grant_each_cycle_once(
 ) -> None:
     deps = api.container.deps
     members = await seed(deps, 60)
-    async with children(mongodb_uri, db_name, ("lease", 7, 0), ("lease", 7, 0)) as (a, b):
-        await asyncio.gather(a.go(), b.go())
-        reports = [await a.result(), await b.result()]
+    reports = await passes_at_once(mongodb_uri, db_name, ("lease", 7, 0), ("lease", 7, 0))
     assert sorted(r is None for r in reports) == [False, True]  # one held the lease
     assert sum(renewed(r) for r in reports) == len(members)
     await assert_each_cycle_granted_once(deps, members)
@@ -196,9 +203,7 @@ async def test_two_processes_without_the_lease_still_grant_each_cycle_once(
 ) -> None:
     deps = api.container.deps
     members = await seed(deps, 60)
-    async with children(mongodb_uri, db_name, ("no-lease", 7, 0), ("no-lease", 5, 0)) as (a, b):
-        await asyncio.gather(a.go(), b.go())
-        reports = [await a.result(), await b.result()]
+    reports = await passes_at_once(mongodb_uri, db_name, ("no-lease", 7, 0), ("no-lease", 5, 0))
     # Both worked; every member's renewal was committed by exactly one of them.
     assert sum(renewed(r) for r in reports) == len(members)
     assert all(r is not None and r["renewals"][1] == 0 for r in reports)

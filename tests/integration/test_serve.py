@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import pytest
 
 from harness.servers import INMAIL, ServiceProcess, service_env
 from inmail.processes import free_port, pid_alive
+from support import post_graphql
 
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -20,18 +19,18 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 def _post(port: int, query: str, token: str | None = None) -> dict[str, Any]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers=headers,
-        method="POST",
+    return post_graphql(f"http://127.0.0.1:{port}", query, token, timeout=10)[0]
+
+
+def _serve_until_it_exits(data_dir: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    """`inmail serve` on a free port, expected to stop by itself (within a minute)."""
+    return subprocess.run(
+        [*INMAIL, "serve"],
+        env=_env(data_dir, INMAIL_PORT=str(free_port()), **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        body: dict[str, Any] = json.loads(response.read())
-        return body
 
 
 class Server:
@@ -107,13 +106,7 @@ def test_a_second_serve_on_the_same_data_folder_is_refused_with_a_clear_message(
 ) -> None:
     first = Server(data_dir).start()
     try:
-        second = subprocess.run(
-            [*INMAIL, "serve"],
-            env=_env(data_dir, INMAIL_PORT=str(free_port())),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = _serve_until_it_exits(data_dir)
         assert second.returncode == 1
         assert "in use by another inmail process" in second.stderr
         assert "Traceback" not in second.stderr
@@ -134,27 +127,18 @@ def test_a_stale_lock_file_from_a_dead_process_does_not_stop_serve(data_dir: Pat
         server.stop()
 
 
-def test_a_mongod_that_cannot_start_gets_a_message_not_a_traceback(data_dir: Path) -> None:
-    result = subprocess.run(
-        [*INMAIL, "serve"],
-        env=_env(data_dir, INMAIL_PORT=str(free_port()), INMAIL_MONGOD_BIN="/bin/false"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert "embedded mongod exited during start-up" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_a_bad_setting_stops_start_up_naming_the_variable(data_dir: Path) -> None:
-    result = subprocess.run(
-        [*INMAIL, "serve"],
-        env=_env(data_dir, INMAIL_PORT=str(free_port()), INMAIL_SCHEDULER_INTERVAL="soon"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "INMAIL_SCHEDULER_INTERVAL='soon'" in result.stderr
+@pytest.mark.parametrize(
+    ("setting", "returncode", "message"),
+    [
+        ({"INMAIL_MONGOD_BIN": "/bin/false"}, 1, "embedded mongod exited during start-up"),
+        ({"INMAIL_SCHEDULER_INTERVAL": "soon"}, 2, "INMAIL_SCHEDULER_INTERVAL='soon'"),
+    ],
+    ids=["a-mongod-that-cannot-start", "a-bad-setting-naming-the-variable"],
+)
+def test_a_serve_that_cannot_start_stops_with_a_message_not_a_traceback(
+    data_dir: Path, setting: dict[str, str], returncode: int, message: str
+) -> None:
+    result = _serve_until_it_exits(data_dir, **setting)
+    assert result.returncode == returncode
+    assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -4,9 +4,7 @@ and it refuses a member the database does not hold."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import pytest
 
 from harness.servers import INMAIL, ServiceProcess, service_env
 from inmail.auth import DEV_SECRET_FILE
-from support import TEST_SECRET, Api, Person
+from support import TEST_SECRET, Api, Person, post_graphql
 
 NOBODY = "0123456789abcdef01234567"
 
@@ -37,15 +35,7 @@ def _token(
 
 
 def _post(port: int, query: str, token: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body: dict[str, Any] = json.loads(response.read())
-        return body
+    return post_graphql(f"http://127.0.0.1:{port}", query, token)[0]
 
 
 def test_tokens_minted_in_a_frontend_folder_are_accepted_by_the_server_started_elsewhere(

@@ -8,7 +8,6 @@ mongod and stops it by its pid. Time bounds are generous: they separate "answere
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -17,7 +16,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +26,7 @@ from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from inmail.processes import free_port
-from support import TEST_SECRET
+from support import session_service_env
 
 MIB = 1024 * 1024
 
@@ -78,13 +76,9 @@ class Served:
 @contextmanager
 def serve(mongodb_uri: str, tmp_path: Path, **settings: str) -> Iterator[Served]:
     port, metrics_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
-    env.update(
-        INMAIL_MONGODB_URI=mongodb_uri,
-        INMAIL_DB_NAME=f"t_{uuid.uuid4().hex[:16]}",
-        INMAIL_JWT_SECRET=TEST_SECRET,
-        INMAIL_SCHEDULER_ENABLED="false",
-        INMAIL_DATA_DIR=str(tmp_path / "data"),
+    env = session_service_env(
+        mongodb_uri,
+        tmp_path / "data",
         INMAIL_PORT=str(port),
         INMAIL_METRICS_PORT=str(metrics_port),
         INMAIL_LOG_LEVEL="INFO",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -17,13 +16,8 @@ JOINED = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-async def uow(mongodb_uri: str, db_name: str) -> AsyncIterator[MongoUnitOfWork]:
-    mongo = Mongo.connect(mongodb_uri, db_name)
-    await mongo.create_indexes()
-    try:
-        yield MongoUnitOfWork(mongo)
-    finally:
-        await mongo.close()
+def uow(mongo: Mongo) -> MongoUnitOfWork:
+    return MongoUnitOfWork(mongo)
 
 
 def ada() -> Member:

@@ -38,14 +38,6 @@ KINDS = ["INMAIL_RECEIVED", "REMINDER", "RESPONSE_RECEIVED", "CREDITED_BACK", "R
 
 
 @pytest.fixture
-async def mongo(mongodb_uri: str, db_name: str) -> AsyncIterator[Mongo]:
-    client = Mongo.connect(mongodb_uri, db_name)
-    await client.create_indexes()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     made = Receiver()  # not listening yet: its port refuses connections
     yield made

