@@ -115,10 +115,13 @@ class MemberReader:
     ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]:
         """These members, and the ACTIVE lots of those named in `lots_of`, in one round trip
         (a member's live lots are few: the cap bounds them)."""
+        wanted = list(dict.fromkeys(ids))
+        # Joined on memberId already: name the members only when not all of them are wanted.
+        of = None if set(lots_of) >= set(wanted) else lots_of
         found = await self._mongo.find_joined(
             self._c,
-            {"_id": {"$in": list(dict.fromkeys(ids))}},
-            (self._mongo.c.credit_lots, "memberId", active_of(lots_of)),
+            {"_id": {"$in": wanted}},
+            (self._mongo.c.credit_lots, "memberId", active_of(of)),
             self._session,
         )
         members = {doc["_id"]: member_from_doc(doc) for doc, _ in found}
