@@ -153,3 +153,17 @@ async def test_a_retried_send_reads_the_first_answer_after_the_index_refuses_it(
     assert (await api.gql("{ viewer { inmailBalance } }", token=ada.token)) == {
         "viewer": {"inmailBalance": first["creditsLeft"]}
     }
+
+
+async def test_a_response_reads_the_inmail_and_the_senders_wallet_in_two_reads(
+    counted: tuple[Api, Commands],
+) -> None:
+    """The InMail, then its sender with the sender's live lots (for the credit back) in one."""
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    grace = await signed_in(api, "Grace Hopper", "BASIC")
+    sent = await api.send(ada, grace)
+    responded = await during(commands, api.respond(grace, sent["conversation"]["id"]))
+    assert responded[:2] == ["find", "aggregate"]
+    before_commit = responded[: responded.index("commitTransaction")]
+    assert [n for n in before_commit if n in ("find", "aggregate")] == ["find", "aggregate"]

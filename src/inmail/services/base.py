@@ -62,11 +62,8 @@ async def unwritten_changes(deps: Deps, member_id: str) -> list[LedgerEntry]:
     """What the member's next write would record first, as of now: lapsed lots expired and the
     cycles that started granted (nothing is written). Their sequence numbers are the ones that
     write will give them."""
-    member = await deps.reads.members.get(member_id)
-    if member is None:
-        return []
-    account = await Account.open(deps.reads, deps.plans, member, deps.now())
-    return list(account.wallet.entries)
+    account = await Account.load(deps.reads, deps.plans, member_id, deps.now())
+    return [] if account is None else list(account.wallet.entries)
 
 
 @dataclass
@@ -83,6 +80,16 @@ class Account:
     ) -> Account:
         """Load the member's live lots and bring them up to `now`: due renewals, lapsed lots."""
         return cls.brought_up_to(plans, member, await tx.lots.active_for(member.id), now)
+
+    @classmethod
+    async def load(
+        cls, tx: Transaction | Reads, plans: PlanTable, member_id: str, now: datetime
+    ) -> Account | None:
+        """`open` for a member not read yet: the member and its live lots in one read; None
+        when there is no such member."""
+        found, lots = await tx.members.get_many_with_lots([member_id], lots_of=[member_id])
+        member = found.get(member_id)
+        return None if member is None else cls.brought_up_to(plans, member, lots[member_id], now)
 
     @classmethod
     def brought_up_to(

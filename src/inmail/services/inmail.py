@@ -236,15 +236,13 @@ async def _credit_back_account(
     tx: Transaction, deps: Deps, conversation: Conversation, now: datetime
 ) -> Account | None:
     """The sender's credits, if a response now earns them a credit back."""
-    sender = await tx.members.get(conversation.sender_id)
-    if (
-        sender is None
-        or not within_credit_back_window(conversation.sent_at, now)
-        or sender.subscription is None
-        or not sender.subscription.is_active
-    ):
+    if not within_credit_back_window(conversation.sent_at, now):
         return None
-    return await Account.open(tx, deps.plans, sender, now)
+    account = await Account.load(tx, deps.plans, conversation.sender_id, now)
+    sender = None if account is None else account.member
+    if sender is None or sender.subscription is None or not sender.subscription.is_active:
+        return None
+    return account
 
 
 def _credit_back(account: Account, deps: Deps, conversation: Conversation, now: datetime) -> bool:
