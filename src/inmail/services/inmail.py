@@ -154,6 +154,7 @@ async def _conversation(reads: Reads, conversation_id: str | None) -> Conversati
 
 @dataclass(frozen=True, slots=True)
 class _Responded:
+    conversation: Conversation  # as the response left it
     credited_back: bool
     entries: list[LedgerEntry]
 
@@ -171,7 +172,7 @@ async def respond(
         _respond, deps, member_id, conversation_id, response, note, deps.now()
     )
     await deps.publisher.publish(responded.entries)
-    return RespondResult(await _conversation(deps.reads, conversation_id), responded.credited_back)
+    return RespondResult(responded.conversation, responded.credited_back)
 
 
 async def _respond(
@@ -193,7 +194,7 @@ async def _respond(
         at=now,
         credited_back=credited,
     )
-    if not recorded:
+    if recorded is None:
         raise _already_responded()
     reply = Message(new_id(), member_id, note, now) if note else None
     if reply is not None:
@@ -208,7 +209,7 @@ async def _respond(
     await tx.notifications.add_event(
         ConversationEvent.of(ConversationChange.RESPONDED, conversation, now, reply)
     )
-    return _Responded(credited, entries)
+    return _Responded(recorded, credited, entries)
 
 
 def _already_responded() -> DomainError:
