@@ -109,8 +109,7 @@ async def test_an_admin_reading_a_members_balance_sends_the_two_reads_together(
 
 SEND_COMMANDS = [
     "aggregate",  # sender, recipient and the sender's live lots
-    "findAndModify",  # the sender's rate-limit counter
-    "update",  # the sender's ledger position
+    "update",  # the sender's ledger position and InMail count (the rate limit)
     "update",  # the lot the credit came from
     "insert",  # the ledger entry
     "insert",  # the conversation (a unique index refuses a second awaiting InMail)

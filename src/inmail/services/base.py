@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from inmail.clock import Clock
 from inmail.domain.credits import CreditLot
-from inmail.domain.model import LedgerEntry, Member, Subscription
+from inmail.domain.model import LedgerEntry, Member, SendWindow, Subscription
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable, PlanType
 from inmail.domain.wallet import Wallet
@@ -73,6 +73,7 @@ class Account:
     member: Member
     wallet: Wallet
     subscription: Subscription | None
+    inmail_window: SendWindow | None = None  # the InMails counted in this rate-limit window
 
     @classmethod
     async def open(
@@ -101,7 +102,12 @@ class Account:
         if subscription is not None:
             subscription = wallet.renew(subscription, plans, now)
         wallet.settle(now)
-        return cls(member=member, wallet=wallet, subscription=subscription)
+        return cls(
+            member=member,
+            wallet=wallet,
+            subscription=subscription,
+            inmail_window=member.inmail_window,
+        )
 
     @property
     def changed(self) -> bool:
@@ -118,6 +124,7 @@ class Account:
             ledger_seq=self.wallet.last_seq,
             subscription=self.subscription,
             plan=plan or self.member.plan,
+            inmail_window=self.inmail_window,
         )
 
     async def save(self, tx: Transaction, plan: PlanType | None = None) -> list[LedgerEntry]:

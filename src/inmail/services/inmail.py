@@ -25,7 +25,7 @@ from inmail.domain.rules import inmail_refusal
 from inmail.repositories.mongo import new_id
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedOutcome, KeyedRequest, remember, replay
-from inmail.services.rate_limits import Action, RateLimits, count_send
+from inmail.services.rate_limits import Action, RateLimits, count_inmail, count_send
 from inmail.services.unit_of_work import Reads, Transaction
 
 
@@ -95,7 +95,7 @@ async def _send(
     account = await _sender_may_inmail(tx, deps, draft, now)
     conversation = _new_inmail(draft, now, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
-    await count_send(tx, deps.rate_limits, Action.INMAIL, draft.sender_id, now)
+    account.inmail_window = count_inmail(deps.rate_limits, account.inmail_window, now)
     entries = await account.save(tx)
     stored = await tx.conversations.insert(conversation)
     first = Message(new_id(), draft.sender_id, draft.body, now)
