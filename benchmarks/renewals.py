@@ -158,6 +158,7 @@ async def seed(mongo: Mongo, count: int) -> float:
 
 FLOOR = {"members": "floor_renewal_members", "credit_lots": "floor_renewal_lots"}
 FLOOR["ledger"] = "floor_renewal_ledger"
+FLOOR["notifications"] = "floor_renewal_notifications"
 
 
 async def renewal_floor(mongo: Mongo, count: int, batch: int) -> float:
@@ -165,10 +166,13 @@ async def renewal_floor(mongo: Mongo, count: int, batch: int) -> float:
 
     On collections of its own (with the service's indexes), seeded like the pass's: per member a
     guarded update of the member (the ledger position, the subscription's new period), a new
-    lot and a ledger entry, as `bulk_write` / `insert_many` / `insert_many`, then the commit.
+    lot, a ledger entry and the member's RENEWED notification (SPEC 5a; its unique index keeps
+    it once per cycle), as `bulk_write` and three `insert_many`, then the commit.
     No reads, no domain code: the documents are plain dicts. Returns the seconds the writes took.
     """
-    members, lots, ledger = (mongo.db[FLOOR[name]] for name in ("members", "credit_lots", "ledger"))
+    members, lots, ledger, notices = (
+        mongo.db[FLOOR[name]] for name in ("members", "credit_lots", "ledger", "notifications")
+    )
     for name, target in FLOOR.items():
         await mongo.db[target].drop()
         await mongo.db[target].create_indexes(list(mongo.index_models(name)))
@@ -236,6 +240,21 @@ async def renewal_floor(mongo: Mongo, count: int, batch: int) -> float:
                 ],
                 session=s,
             )
+            await notices.insert_many(
+                [
+                    {
+                        "_id": new_id(),
+                        "memberId": member_id,
+                        "kind": "RENEWED",
+                        "eventKey": f"{member_id}:cycle:{member_id}:2026-02",
+                        "at": RENEWAL,
+                        "readAt": None,
+                        "lotId": lot_id,
+                    }
+                    for member_id, lot_id in zip(chunk, lot_ids, strict=True)
+                ],
+                session=s,
+            )
 
         async with mongo.client.start_session() as session:
             await session.with_transaction(
@@ -244,8 +263,12 @@ async def renewal_floor(mongo: Mongo, count: int, batch: int) -> float:
     elapsed = time.perf_counter() - started
     renewed = await members.count_documents({"ledgerSeq": 2})
     granted = await ledger.count_documents({"seq": 2, "kind": "GRANT"})
-    if (renewed, granted) != (count, count):
-        raise SystemExit(f"renewal floor: {renewed} members renewed, {granted} grants of {count}")
+    noticed = await notices.count_documents({"kind": "RENEWED"})
+    if (renewed, granted, noticed) != (count, count, count):
+        raise SystemExit(
+            f"renewal floor: of {count}, {renewed} members renewed, {granted} grants, "
+            f"{noticed} notices"
+        )
     for target in FLOOR.values():
         await mongo.db[target].drop()
     return elapsed

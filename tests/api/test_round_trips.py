@@ -109,8 +109,7 @@ async def test_an_admin_reading_a_members_balance_sends_the_two_reads_together(
 
 SEND_COMMANDS = [
     "aggregate",  # sender, recipient and the sender's live lots
-    "findAndModify",  # the sender's rate-limit counter
-    "update",  # the sender's ledger position
+    "update",  # the sender's ledger position and InMail count (the rate limit)
     "update",  # the lot the credit came from
     "insert",  # the ledger entry
     "insert",  # the conversation (a unique index refuses a second awaiting InMail)
@@ -153,3 +152,18 @@ async def test_a_retried_send_reads_the_first_answer_after_the_index_refuses_it(
     assert (await api.gql("{ viewer { inmailBalance } }", token=ada.token)) == {
         "viewer": {"inmailBalance": first["creditsLeft"]}
     }
+
+
+async def test_a_response_reads_the_inmail_and_the_senders_wallet_in_two_reads(
+    counted: tuple[Api, Commands],
+) -> None:
+    """The InMail, then its sender with the sender's live lots (for the credit back) in one."""
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    grace = await signed_in(api, "Grace Hopper", "BASIC")
+    sent = await api.send(ada, grace)
+    responded = await during(commands, api.respond(grace, sent["conversation"]["id"]))
+    assert responded[:2] == ["find", "aggregate"]
+    # The answer is the conversation as the response's write returned it: nothing read after.
+    assert responded[-1] == "commitTransaction"
+    assert [n for n in responded if n in ("find", "aggregate")] == ["find", "aggregate"]

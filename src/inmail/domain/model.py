@@ -91,6 +91,14 @@ RENEWAL_DUE = RenewalRule(SubscriptionStatus.ACTIVE)
 
 
 @dataclass(frozen=True, slots=True)
+class SendWindow:
+    """How many InMails a member sent in the rate-limit window that starts at `start`."""
+
+    start: datetime
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     id: str
     name: str
@@ -101,6 +109,7 @@ class Member:
     payment_method: PaymentMethod | None = None
     connections: frozenset[str] = field(default_factory=frozenset)
     ledger_seq: int = 0
+    inmail_window: SendWindow | None = None  # services/rate_limits.py
 
     def policy(self, plans: PlanTable) -> PlanPolicy:
         allotment = self.subscription.monthly_allotment if self.subscription else None

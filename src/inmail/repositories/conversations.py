@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pymongo import ReturnDocument
+
 from inmail.domain.conversations import ConversationRole, ConversationState, InMailResponse
 from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.mongo import Doc, Mongo, Session
@@ -247,9 +249,9 @@ class ConversationRepository(ConversationReader):
         response: InMailResponse,
         at: datetime,
         credited_back: bool,
-    ) -> bool:
-        """Record the first response; False if one was already recorded (a written reply is
-        a message: the caller adds it)."""
+    ) -> Conversation | None:
+        """Record the first response; the conversation as it now stands, or None if a response
+        was recorded already (a written reply is a message: the caller adds it)."""
         update: Doc = {
             "$set": {
                 "state": state.value,
@@ -258,10 +260,13 @@ class ConversationRepository(ConversationReader):
                 "creditedBack": credited_back,
             }
         }
-        result = await self._c.update_one(
-            {"_id": conversation_id, "respondedAt": None}, update, session=self._session
+        doc = await self._c.find_one_and_update(
+            {"_id": conversation_id, "respondedAt": None},
+            update,
+            return_document=ReturnDocument.AFTER,
+            session=self._session,
         )
-        return result.modified_count == 1
+        return None if doc is None else conversation_from_doc(doc)
 
     async def mark_reminded(self, conversation_id: str, at: datetime) -> bool:
         result = await self._c.update_one(

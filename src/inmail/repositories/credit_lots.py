@@ -47,9 +47,13 @@ def _at(rule: LotRule, now: datetime) -> Doc:
     return _matching(rule, {"$lte": now} if rule.past_expiry else {"$gt": now})
 
 
-def active_of(member_ids: Iterable[str]) -> Doc:
-    """The query for these members' ACTIVE lots (the `member_spendable` index's prefix)."""
-    return {"memberId": {"$in": list(member_ids)}, "status": LotStatus.ACTIVE.value}
+def active_of(member_ids: Iterable[str] | None) -> Doc:
+    """The query for these members' ACTIVE lots (the `member_spendable` index's prefix); for
+    None, of any member (for a join on memberId)."""
+    query: Doc = {"status": LotStatus.ACTIVE.value}
+    if member_ids is not None:
+        query["memberId"] = {"$in": list(member_ids)}
+    return query
 
 
 class CreditLotReader:

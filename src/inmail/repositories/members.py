@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.credits import CreditLot
-from inmail.domain.model import RENEWAL_DUE, Member, Subscription, SubscriptionStatus
+from inmail.domain.model import (
+    RENEWAL_DUE,
+    Member,
+    SendWindow,
+    Subscription,
+    SubscriptionStatus,
+)
 from inmail.domain.plans import PlanType
 from inmail.repositories.credit_lots import active_of, lot_from_doc
 from inmail.repositories.mongo import Doc, Mongo, Session
+
+
+def _changes(read: Member, updated: Member) -> Doc:
+    """What a commit writes: the ledger position, plan and subscription, and the InMail count of
+    the rate-limit window when a send counted one."""
+    changes: Doc = {
+        "ledgerSeq": updated.ledger_seq,
+        "plan": updated.plan.value,
+        "subscription": _subscription_to_doc(updated.subscription),
+    }
+    if updated.inmail_window != read.inmail_window:
+        changes["inmailWindow"] = _window_to_doc(updated.inmail_window)
+    return changes
 
 
 class StaleMember(RuntimeError):
@@ -66,6 +85,18 @@ def _subscription_from_doc(doc: Doc | None) -> Subscription | None:
     )
 
 
+def _window_to_doc(window: SendWindow | None) -> Doc | None:
+    return None if window is None else {"start": window.start, "count": window.count}
+
+
+def window_from_doc(doc: Doc | None) -> SendWindow | None:
+    if not doc:
+        return None
+    start: datetime = doc["start"]
+    # The in-memory fallback hands back naive datetimes; every stored time is UTC.
+    return SendWindow(start if start.tzinfo else start.replace(tzinfo=UTC), int(doc["count"]))
+
+
 def member_from_doc(doc: Doc) -> Member:
     return Member(
         id=doc["_id"],
@@ -77,6 +108,7 @@ def member_from_doc(doc: Doc) -> Member:
         payment_method=_card_from_doc(doc.get("paymentMethod")),
         connections=frozenset(doc.get("connections", ())),
         ledger_seq=doc.get("ledgerSeq", 0),
+        inmail_window=window_from_doc(doc.get("inmailWindow")),
     )
 
 
@@ -91,6 +123,7 @@ def member_to_doc(member: Member) -> Doc:
         "paymentMethod": _card_to_doc(member.payment_method),
         "connections": sorted(member.connections),
         "ledgerSeq": member.ledger_seq,
+        "inmailWindow": _window_to_doc(member.inmail_window),
     }
 
 
@@ -115,10 +148,13 @@ class MemberReader:
     ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]:
         """These members, and the ACTIVE lots of those named in `lots_of`, in one round trip
         (a member's live lots are few: the cap bounds them)."""
+        wanted = list(dict.fromkeys(ids))
+        # Joined on memberId already: name the members only when not all of them are wanted.
+        of = None if set(lots_of) >= set(wanted) else lots_of
         found = await self._mongo.find_joined(
             self._c,
-            {"_id": {"$in": list(dict.fromkeys(ids))}},
-            (self._mongo.c.credit_lots, "memberId", active_of(lots_of)),
+            {"_id": {"$in": wanted}},
+            (self._mongo.c.credit_lots, "memberId", active_of(of)),
             self._session,
         )
         members = {doc["_id"]: member_from_doc(doc) for doc, _ in found}
@@ -185,14 +221,7 @@ class MemberRepository(MemberReader):
         updates = [
             (
                 {"_id": read.id, "ledgerSeq": read.ledger_seq},
-                {
-                    "$set": {
-                        "ledgerSeq": updated.ledger_seq,
-                        "plan": updated.plan.value,
-                        "subscription": _subscription_to_doc(updated.subscription),
-                    },
-                    "$inc": {"rev": 1},
-                },
+                {"$set": _changes(read, updated), "$inc": {"rev": 1}},
             )
             for read, updated in commits
         ]

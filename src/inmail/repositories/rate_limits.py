@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo import ReturnDocument
 
+from inmail.repositories.members import window_from_doc
 from inmail.repositories.mongo import Mongo, Session
 
 # Windows are counted on the service's clock, which a manual clock may hold still or set in the
@@ -18,6 +19,7 @@ from inmail.repositories.mongo import Mongo, Session
 # of wall-clock time after its last count, whatever the service's clock says: on the system
 # clock a window is useless a minute after it ends, and nothing piles up.
 KEEP_FOR = timedelta(minutes=10)
+INMAIL = "inmail"  # counted on the member document, not here
 
 
 def counter_id(action: str, window_start: datetime, member_id: str) -> str:
@@ -29,9 +31,17 @@ class RateLimitReader:
     def __init__(self, mongo: Mongo, session: Session) -> None:
         self._session = session
         self._c = mongo.c.rate_limits
+        self._members = mongo.c.members
 
     async def counted(self, action: str, member_id: str, window_start: datetime) -> int:
-        """The member's count of `action` in the window, 0 when nothing was counted."""
+        """The member's count of `action` in the window, 0 when nothing was counted. InMails
+        are counted on the member document (services/rate_limits.py), messages here."""
+        if action == INMAIL:
+            member = await self._members.find_one(
+                {"_id": member_id}, {"inmailWindow": 1}, session=self._session
+            )
+            window = window_from_doc((member or {}).get("inmailWindow"))
+            return window.count if window is not None and window.start == window_start else 0
         doc = await self._c.find_one(
             {"_id": counter_id(action, window_start, member_id)},
             {"count": 1},

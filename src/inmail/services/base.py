@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from inmail.clock import Clock
 from inmail.domain.credits import CreditLot
-from inmail.domain.model import LedgerEntry, Member, Subscription
+from inmail.domain.model import LedgerEntry, Member, SendWindow, Subscription
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable, PlanType
 from inmail.domain.wallet import Wallet
@@ -62,11 +62,8 @@ async def unwritten_changes(deps: Deps, member_id: str) -> list[LedgerEntry]:
     """What the member's next write would record first, as of now: lapsed lots expired and the
     cycles that started granted (nothing is written). Their sequence numbers are the ones that
     write will give them."""
-    member = await deps.reads.members.get(member_id)
-    if member is None:
-        return []
-    account = await Account.open(deps.reads, deps.plans, member, deps.now())
-    return list(account.wallet.entries)
+    account = await Account.load(deps.reads, deps.plans, member_id, deps.now())
+    return [] if account is None else list(account.wallet.entries)
 
 
 @dataclass
@@ -76,6 +73,7 @@ class Account:
     member: Member
     wallet: Wallet
     subscription: Subscription | None
+    inmail_window: SendWindow | None = None  # the InMails counted in this rate-limit window
 
     @classmethod
     async def open(
@@ -83,6 +81,16 @@ class Account:
     ) -> Account:
         """Load the member's live lots and bring them up to `now`: due renewals, lapsed lots."""
         return cls.brought_up_to(plans, member, await tx.lots.active_for(member.id), now)
+
+    @classmethod
+    async def load(
+        cls, tx: Transaction | Reads, plans: PlanTable, member_id: str, now: datetime
+    ) -> Account | None:
+        """`open` for a member not read yet: the member and its live lots in one read; None
+        when there is no such member."""
+        found, lots = await tx.members.get_many_with_lots([member_id], lots_of=[member_id])
+        member = found.get(member_id)
+        return None if member is None else cls.brought_up_to(plans, member, lots[member_id], now)
 
     @classmethod
     def brought_up_to(
@@ -94,7 +102,12 @@ class Account:
         if subscription is not None:
             subscription = wallet.renew(subscription, plans, now)
         wallet.settle(now)
-        return cls(member=member, wallet=wallet, subscription=subscription)
+        return cls(
+            member=member,
+            wallet=wallet,
+            subscription=subscription,
+            inmail_window=member.inmail_window,
+        )
 
     @property
     def changed(self) -> bool:
@@ -111,6 +124,7 @@ class Account:
             ledger_seq=self.wallet.last_seq,
             subscription=self.subscription,
             plan=plan or self.member.plan,
+            inmail_window=self.inmail_window,
         )
 
     async def save(self, tx: Transaction, plan: PlanType | None = None) -> list[LedgerEntry]:

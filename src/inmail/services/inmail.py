@@ -25,7 +25,7 @@ from inmail.domain.rules import inmail_refusal
 from inmail.repositories.mongo import new_id
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedOutcome, KeyedRequest, remember, replay
-from inmail.services.rate_limits import Action, RateLimits, count_send
+from inmail.services.rate_limits import Action, RateLimits, count_inmail, count_send
 from inmail.services.unit_of_work import Reads, Transaction
 
 
@@ -95,7 +95,7 @@ async def _send(
     account = await _sender_may_inmail(tx, deps, draft, now)
     conversation = _new_inmail(draft, now, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
-    await count_send(tx, deps.rate_limits, Action.INMAIL, draft.sender_id, now)
+    account.inmail_window = count_inmail(deps.rate_limits, account.inmail_window, now)
     entries = await account.save(tx)
     stored = await tx.conversations.insert(conversation)
     first = Message(new_id(), draft.sender_id, draft.body, now)
@@ -154,6 +154,7 @@ async def _conversation(reads: Reads, conversation_id: str | None) -> Conversati
 
 @dataclass(frozen=True, slots=True)
 class _Responded:
+    conversation: Conversation  # as the response left it
     credited_back: bool
     entries: list[LedgerEntry]
 
@@ -171,7 +172,7 @@ async def respond(
         _respond, deps, member_id, conversation_id, response, note, deps.now()
     )
     await deps.publisher.publish(responded.entries)
-    return RespondResult(await _conversation(deps.reads, conversation_id), responded.credited_back)
+    return RespondResult(responded.conversation, responded.credited_back)
 
 
 async def _respond(
@@ -193,7 +194,7 @@ async def _respond(
         at=now,
         credited_back=credited,
     )
-    if not recorded:
+    if recorded is None:
         raise _already_responded()
     reply = Message(new_id(), member_id, note, now) if note else None
     if reply is not None:
@@ -208,7 +209,7 @@ async def _respond(
     await tx.notifications.add_event(
         ConversationEvent.of(ConversationChange.RESPONDED, conversation, now, reply)
     )
-    return _Responded(credited, entries)
+    return _Responded(recorded, credited, entries)
 
 
 def _already_responded() -> DomainError:
@@ -236,15 +237,13 @@ async def _credit_back_account(
     tx: Transaction, deps: Deps, conversation: Conversation, now: datetime
 ) -> Account | None:
     """The sender's credits, if a response now earns them a credit back."""
-    sender = await tx.members.get(conversation.sender_id)
-    if (
-        sender is None
-        or not within_credit_back_window(conversation.sent_at, now)
-        or sender.subscription is None
-        or not sender.subscription.is_active
-    ):
+    if not within_credit_back_window(conversation.sent_at, now):
         return None
-    return await Account.open(tx, deps.plans, sender, now)
+    account = await Account.load(tx, deps.plans, conversation.sender_id, now)
+    sender = None if account is None else account.member
+    if sender is None or sender.subscription is None or not sender.subscription.is_active:
+        return None
+    return account
 
 
 def _credit_back(account: Account, deps: Deps, conversation: Conversation, now: datetime) -> bool:

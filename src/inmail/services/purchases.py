@@ -59,10 +59,10 @@ async def purchase_credits(
 async def _member_may_buy(deps: Deps, member_id: str, quantity: int, now: datetime) -> Member:
     """Checked before any charge, on the balance as the grant will see it (due renewals
     included), so that a purchase over the cap is refused before the card is charged."""
-    member = await deps.reads.members.get(member_id)
-    if member is None:
+    preview = await Account.load(deps.reads, deps.plans, member_id, now)
+    if preview is None:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
-    preview = await Account.open(deps.reads, deps.plans, member, now)
+    member = preview.member
     refusal = purchase_refusal(
         member, plans=deps.plans, now=now, quantity=quantity, balance=preview.balance
     )
@@ -77,9 +77,9 @@ async def grant_purchase(
     """Grant what the charge paid for: the intent's quantity, never a request's."""
     assert intent.quantity is not None
     assert intent.charge_id is not None
-    member = await tx.members.get(intent.member_id)
-    assert member is not None, "members are never deleted"
-    account = await Account.open(tx, deps.plans, member, now)
+    account = await Account.load(tx, deps.plans, intent.member_id, now)
+    assert account is not None, "members are never deleted"
+    member = account.member
     refusal = purchase_refusal(
         member, plans=deps.plans, now=now, quantity=intent.quantity, balance=account.balance
     )

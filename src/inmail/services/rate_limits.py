@@ -12,13 +12,15 @@ for any reason, RATE_LIMITED included, takes its count back with everything else
 that happened are counted, and a refusal writes nothing at all. A retry under an idempotency key
 that already has its result is answered before the count, so it is never RATE_LIMITED.
 
-The counter is a hot document: concurrent sends of one member that both write it collide with a
-WriteConflict, and the driver runs the later transaction again (with backoff), so they take
-turns. An InMail counts after every check and just before its first write: the sends that get
-that far would collide anyway on the member document they debit, and a burst that is refused
-(no credits, awaiting a response) never touches the counter. A message counts first, because its
-checks and writes are interleaved; its refusals roll back but do take turns, which only slows
-that member's own burst.
+An InMail's count lives on the sender's member document (`inmailWindow`), which every send
+writes anyway (its ledger position, conditionally on the position it read): the count costs no
+round trip, and two concurrent sends of one member cannot both count from the same number, as
+one of them is rerun. It counts after every check, so a burst that is refused (no credits,
+awaiting a response) never touches it. A message's count is a counter document of its own, since
+a message writes no member: concurrent messages of one member that both write it collide with a
+WriteConflict and the driver runs the later transaction again (with backoff), so they take turns.
+A message counts first, because its checks and writes are interleaved; its refusals roll back but
+do take turns, which only slows that member's own burst.
 
 The in-memory fallback has no transactions: there a message refused after its count still
 counts.
@@ -33,6 +35,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from inmail.domain.errors import RateLimited, Reason
+from inmail.domain.model import SendWindow
 
 if TYPE_CHECKING:
     from inmail.services.unit_of_work import Transaction
@@ -68,6 +71,21 @@ def retry_after_seconds(now: datetime) -> int:
     """Whole seconds until the window that holds `now` ends; at least 1."""
     remaining = window_start(now) + WINDOW - now
     return max(1, math.ceil(remaining.total_seconds()))
+
+
+def count_inmail(limits: RateLimits, window: SendWindow | None, now: datetime) -> SendWindow:
+    """The sender's InMail window with one more send at `now`; RateLimited past the limit.
+
+    `window` is what the member document holds: a count in an earlier window counts nothing.
+    """
+    start = window_start(now)
+    count = (window.count if window is not None and window.start == start else 0) + 1
+    limit = limits.limit(Action.INMAIL)
+    if count > limit:
+        raise RateLimited(
+            Reason.TOO_MANY_SENDS, retry_after_seconds(now), limit=limit, action=Action.INMAIL.value
+        )
+    return SendWindow(start, count)
 
 
 async def count_send(

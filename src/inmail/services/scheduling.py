@@ -168,9 +168,9 @@ class _Settled:
 
 
 async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime) -> _Settled:
-    """One transaction: read the members and their ACTIVE lots, write what changed in bulk."""
-    members = await tx.members.get_many(ids)
-    lots = await tx.lots.active_for_many(list(members))
+    """One transaction: read the members and their ACTIVE lots (one read), write what changed
+    in bulk."""
+    members, lots = await tx.members.get_many_with_lots(ids, lots_of=ids)
     accounts = [
         account
         for member in members.values()
