@@ -149,8 +149,9 @@ class MemberReader:
         """These members, and the ACTIVE lots of those named in `lots_of`, in one round trip
         (a member's live lots are few: the cap bounds them)."""
         wanted = list(dict.fromkeys(ids))
+        with_lots = set(lots_of)
         # Joined on memberId already: name the members only when not all of them are wanted.
-        of = None if set(lots_of) >= set(wanted) else lots_of
+        of = None if with_lots >= set(wanted) else lots_of
         found = await self._mongo.find_joined(
             self._c,
             {"_id": {"$in": wanted}},
@@ -161,7 +162,7 @@ class MemberReader:
         lots: dict[str, list[CreditLot]] = {member_id: [] for member_id in lots_of} | {
             doc["_id"]: [lot_from_doc(lot) for lot in joined]
             for doc, joined in found
-            if doc["_id"] in lots_of
+            if doc["_id"] in with_lots
         }
         return members, lots
 
