@@ -281,7 +281,8 @@ async def run_size(uri: str, size: int, batch: int) -> dict[str, float]:
         await mongo.client.drop_database(db_name)
         await mongo.create_indexes()
         seeded = await seed(mongo, size)
-        deps = build_deps(mongo, ManualClock(RENEWAL), DEFAULT_PLAN_TABLE)
+        # No webhook URL, as by default: the pass writes no outbox events (nor does the floor).
+        deps = build_deps(mongo, ManualClock(RENEWAL), DEFAULT_PLAN_TABLE, webhooks=False)
 
         with PeakRss().watch() as memory:
             started = time.perf_counter()

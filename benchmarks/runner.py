@@ -497,14 +497,16 @@ def _own_mongod(prefix: str) -> Iterator[tuple[Path, EmbeddedMongod]]:
 
 
 async def _seeding_deps(mongo: Mongo) -> Deps:
-    """The benchmarks' deps: indexes made, the clock at the workloads' start, and a send rate
-    limit that a sender sending its whole allotment on a clock that stands still stays under."""
+    """The benchmarks' deps: indexes made, the clock at the workloads' start, a send rate limit
+    that a sender sending its whole allotment on a clock that stands still stays under, and no
+    webhooks, as the served app has no webhook URL (so both sides write the same)."""
     await mongo.create_indexes()
     return build_deps(
         mongo,
         ManualClock(w.START),
         DEFAULT_PLAN_TABLE,
         rate_limits=RateLimits(inmails_per_minute=LEGACY_ALLOTMENT_MAX),
+        webhooks=False,
     )
 
 

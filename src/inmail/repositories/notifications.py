@@ -208,21 +208,37 @@ class NotificationRepository(NotificationReader):
             ],
             self._session,
         )
+        await self._enqueue([(notifications[i], docs[i]) for i in inserted])
+        return len(inserted)
+
+    async def add_new(self, notifications: Sequence[Notification]) -> None:
+        """Record notifications whose events are new by construction, such as a renewal's,
+        whose grant this transaction writes under the unique `grant_once` index: plain inserts
+        (cheaper than `add_all`'s upserts), which the unique `one_per_event` index refuses should
+        one repeat (DuplicateKeyError: the unit of work reruns the transaction)."""
+        docs = [
+            _notification_doc(n) | {"kind": n.kind.value, "eventKey": n.event_key}
+            for n in notifications
+        ]
+        await self._mongo.insert_all(self._c, docs, self._session)
+        await self._enqueue(list(zip(notifications, docs, strict=True)))
+
+    async def _enqueue(self, written: Sequence[tuple[Notification, Doc]]) -> None:
+        """Enqueue new notifications for webhook delivery, where webhooks are delivered."""
         if self._outbox is None:
-            return len(inserted)
+            return
         await self._outbox.add_all(
             [
                 OutboxEvent(
-                    id=docs[i]["_id"],
-                    kind=notifications[i].kind.value,
-                    member_id=notifications[i].member_id,
-                    at=notifications[i].at,
-                    data={k: docs[i][k] for k in _REFERENCES if k in docs[i]},
+                    id=doc["_id"],
+                    kind=notification.kind.value,
+                    member_id=notification.member_id,
+                    at=notification.at,
+                    data={k: doc[k] for k in _REFERENCES if k in doc},
                 )
-                for i in inserted
+                for notification, doc in written
             ]
         )
-        return len(inserted)
 
     async def add_event(self, event: ConversationEvent) -> bool:
         """Record a conversation event unless it was recorded already; True if it is new."""

@@ -132,5 +132,5 @@ class Account:
         await tx.members.commit(self.member, self.updated(plan))
         await tx.lots.write(self.wallet.created_lots, self.wallet.updated_lots)
         await tx.ledger.append(self.wallet.entries)
-        await tx.notifications.add_all(renewal_notices(self.wallet.renewals))
+        await tx.notifications.add_new(renewal_notices(self.wallet.renewals))
         return list(self.wallet.entries)

@@ -168,9 +168,13 @@ class _Settled:
 
 
 async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime) -> _Settled:
-    """One transaction: read the members and their ACTIVE lots (one read), write what changed
-    in bulk."""
-    members, lots = await tx.members.get_many_with_lots(ids, lots_of=ids)
+    """One transaction: read the members and their ACTIVE lots, write what changed in bulk.
+
+    Two reads, each one index range for the whole batch: measured faster for a batch than one
+    aggregate whose `$lookup` runs a query per member (`get_many_with_lots`, which a use case on
+    one or two members is better served by)."""
+    members = await tx.members.get_many(ids)
+    lots = await tx.lots.active_for_many(list(members))
     accounts = [
         account
         for member in members.values()
@@ -185,7 +189,7 @@ async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime
     )
     entries = [entry for a in accounts for entry in a.wallet.entries]
     await tx.ledger.append(entries)
-    await tx.notifications.add_all(renewal_notices(r for a in accounts for r in a.wallet.renewals))
+    await tx.notifications.add_new(renewal_notices(r for a in accounts for r in a.wallet.renewals))
     return _Settled(len(accounts), entries)
 
 
