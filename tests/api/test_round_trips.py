@@ -112,11 +112,11 @@ SEND_COMMANDS = [
     "update",  # the sender's ledger position and InMail count (the rate limit)
     "update",  # the lot the credit came from
     "insert",  # the ledger entry
-    "insert",  # the conversation (a unique index refuses a second awaiting InMail)
+    "insert",  # the conversation, with the send's record under its key (unique indexes refuse
+    # a second awaiting InMail and a reused key)
     "insert",  # its first message
     "update",  # the recipient's notification (once per event; no webhook URL, no outbox entry)
     "update",  # the conversation event (once per event)
-    "insert",  # the idempotency record (a unique index refuses a reused key)
     "commitTransaction",
 ]
 

@@ -397,3 +397,55 @@ async def test_a_credit_is_spendable_one_second_before_its_90_days_and_not_at_90
     assert debit["lot"]["id"] != first_lot["id"]
     by_id = {lot["id"]: lot for lot in await lots_of(api, ada)}
     assert by_id[first_lot["id"]]["status"] == "EXPIRED"
+
+
+async def test_a_key_first_used_by_a_purchase_is_refused_for_a_send(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    assert (await api.purchase(ada, 2, key="k-bought"))["errors"] == []
+
+    as_a_send = await api.send(ada, grace, key="k-bought")
+
+    assert codes(as_a_send) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert as_a_send["conversation"] is None
+    assert await api.balance(ada) == 7
+    assert await conversations_of(api, ada) == []
+
+
+async def test_a_send_whose_record_was_kept_apart_from_its_conversation_is_still_answered(
+    api: Api,
+) -> None:
+    """Sends written before conversations carried their key left their record in
+    `idempotency`, as other keyed requests do: a retry of one gets its first answer."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    first = await api.send(ada, grace, key="k-old")
+    c = api.container.mongo.c
+    carried = await c.conversations.find_one_and_update(
+        {"_id": first["conversation"]["id"]}, {"$unset": {"sentUnder": ""}}
+    )
+    held = carried["sentUnder"]
+    await c.idempotency.insert_one(
+        {
+            "_id": "old-record",
+            "memberId": ada.id,
+            "key": "k-old",
+            "operation": "sendInMail",
+            "requestHash": held["requestHash"],
+            "at": held["at"],
+            "result": {"conversationId": carried["_id"], "creditsLeft": held["creditsLeft"]},
+        }
+    )
+
+    # Grace answers, so nothing but the key could stop a second InMail to her.
+    assert (await api.respond(grace, first["conversation"]["id"], "NOT_INTERESTED"))["errors"] == []
+
+    retry = await api.send(ada, grace, key="k-old")
+    other = await api.send(ada, grace, key="k-old", body="A different note.")
+
+    assert retry["errors"] == []
+    assert retry["conversation"]["id"] == first["conversation"]["id"]
+    assert retry["creditsLeft"] == first["creditsLeft"] == 4
+    assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert len(await conversations_of(api, ada)) == 1
+    assert [e["kind"] for e in await ledger_of(api, ada)].count("DEBIT") == 1

@@ -348,6 +348,10 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
     "ledger page": (lambda w: w.reads.ledger.page(_one(w), 20, None), {"member_seq"}),
     "ledger page count": (lambda w: w.reads.ledger.count(_one(w)), {"member_seq"}),
     "idempotency lookup": (lambda w: w.reads.idempotency.find(_one(w), "key-3"), {"key_once"}),
+    "lookup of a key no request used (then a send's, in its conversation)": (
+        lambda w: w.reads.idempotency.find(_one(w), "never-used"),
+        {"key_once", "send_key_once"},
+    ),
     "members due for renewal": (
         lambda w: w.reads.members.due_ids_for_renewal(NOW, after_id=None, limit=500),
         {"renewals_due"},

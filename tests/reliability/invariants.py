@@ -45,6 +45,17 @@ class Snapshot:
     payment_intents: list[Doc] = field(default_factory=list)
 
 
+def keyed_records(snapshot: Snapshot) -> dict[tuple[str, str], Doc]:
+    """Every record of a request under a key, by (member, key): those in `idempotency`, and a
+    send's, which its conversation carries (`sentUnder`), in the same form."""
+    records = {(r["memberId"], r["key"]): r for r in snapshot.idempotency}
+    for c in snapshot.conversations:
+        if (held := c.get("sentUnder")) is not None:
+            result = {"conversationId": c["_id"], "creditsLeft": held["creditsLeft"]}
+            records[(c["senderId"], held["key"])] = {"key": held["key"], "result": result}
+    return records
+
+
 async def load(db: AsyncDatabase[Doc]) -> Snapshot:
     snapshot = Snapshot()
     for name in COLLECTIONS:
@@ -199,7 +210,7 @@ def problems(snapshot: Snapshot, now: datetime) -> list[str]:
         if lot["source"] == "PURCHASE" and lot["_id"] not in purchase_lots:
             found.append(f"PURCHASE lot {lot['_id']} has no purchase")
 
-    for record in snapshot.idempotency:
+    for record in keyed_records(snapshot).values():
         result = record.get("result") or {}
         if "conversationId" in result and result["conversationId"] not in conversations:
             found.append(f"idempotency key {record['key']} points at a missing conversation")

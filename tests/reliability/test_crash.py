@@ -28,7 +28,7 @@ from inmail.repositories.intents import IntentStatus
 from inmail.repositories.records import ChargeRepository, Refusal, refusal_to_doc
 from inmail.services.payments import BuiltinGateway, Charge, PaymentGateway
 from reliability.conftest import http_client
-from reliability.invariants import Snapshot, problems
+from reliability.invariants import Snapshot, keyed_records, problems
 from reliability.invariants import load as load_snapshot
 from reliability.paused_app import PAUSE_DIR
 from reliability.remote import PURCHASE, RESPOND, SEND, Fleet, variables_send
@@ -222,7 +222,7 @@ def identity(result: dict[str, Any]) -> tuple[object, ...]:
 def assert_every_keyed_request_took_effect_at_most_once(
     load: list[Request], snapshot: Snapshot
 ) -> None:
-    records = {(r["memberId"], r["key"]): r for r in snapshot.idempotency}
+    records = keyed_records(snapshot)
     for intent in snapshot.payment_intents:  # a purchase's record is its payment intent
         if intent["status"] == "COMPLETED":
             lot_id = intent["outcome"]["subjectId"]

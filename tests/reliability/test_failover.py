@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reliability.invariants import Snapshot, load_sync, problems
+from reliability.invariants import Snapshot, keyed_records, load_sync, problems
 from reliability.remote import PURCHASE, SEND, Fleet, variables_send
 from reliability.replicaset import Member, ReplicaSet
 from reliability.servers import running
@@ -189,7 +189,7 @@ def credit_problems(burst: Burst) -> list[str]:
     """
     snapshot = burst.snapshot
     found = problems(snapshot, START)
-    records = {(r["memberId"], r["key"]): r for r in snapshot.idempotency}
+    records = keyed_records(snapshot)
     conversations = {c["_id"]: c for c in snapshot.conversations}
     lots = {lot["_id"]: lot for lot in snapshot.credit_lots}
     purchases_by_key = Counter((p["memberId"], p["idempotencyKey"]) for p in snapshot.purchases)

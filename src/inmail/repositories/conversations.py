@@ -13,6 +13,7 @@ from inmail.domain.conversations import ConversationRole, ConversationState, InM
 from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.mongo import Doc, Mongo, Session
 from inmail.repositories.pages import Page, keyset_page
+from inmail.repositories.records import SENT_UNDER, IdempotencyRecord, sent_under_to_doc
 
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
 
@@ -235,9 +236,14 @@ class ConversationReader:
 class ConversationRepository(ConversationReader):
     """Conversations inside a transaction: every write here is part of it."""
 
-    async def insert(self, conversation: Conversation) -> Conversation:
-        """Write a new conversation; returns it as reading it back would give it."""
+    async def insert(
+        self, conversation: Conversation, sent_under: IdempotencyRecord | None = None
+    ) -> Conversation:
+        """Write a new conversation, with the record of the send under its key if it has one;
+        returns it as reading it back would give it."""
         doc = conversation_to_doc(conversation)
+        if sent_under is not None:
+            doc[SENT_UNDER] = sent_under_to_doc(sent_under)
         await self._c.insert_one(doc, session=self._session)
         return conversation_from_doc(_to_milliseconds(doc))
 

@@ -16,7 +16,8 @@ from inmail.domain.model import (
 )
 from inmail.domain.plans import PlanType
 from inmail.repositories.credit_lots import active_of, lot_from_doc
-from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.mongo import Collection, Doc, Mongo, Session
+from inmail.repositories.records import IdempotencyRecord, record_from_doc
 
 
 def _changes(read: Member, updated: Member) -> Doc:
@@ -148,23 +149,44 @@ class MemberReader:
     ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]:
         """These members, and the ACTIVE lots of those named in `lots_of`, in one round trip
         (a member's live lots are few: the cap bounds them)."""
-        wanted = list(dict.fromkeys(ids))
+        members, lots, _ = await self._with_lots(list(dict.fromkeys(ids)), lots_of, None)
+        return members, lots
+
+    async def get_sender_and_recipient(
+        self, sender_id: str, recipient_id: str, key: str
+    ) -> tuple[dict[str, Member], list[CreditLot], IdempotencyRecord | None]:
+        """Both members, the sender's ACTIVE lots, and the record another operation kept under
+        the sender's idempotency key (a send carries its own in its conversation), in one round
+        trip."""
+        members, lots, records = await self._with_lots(
+            [sender_id, recipient_id],
+            [sender_id],
+            (self._mongo.c.idempotency, "memberId", {"memberId": sender_id, "key": key}),
+        )
+        found = records.get(sender_id)
+        return members, lots[sender_id], record_from_doc(found[0]) if found else None
+
+    async def _with_lots(
+        self,
+        wanted: list[str],
+        lots_of: Sequence[str],
+        also: tuple[Collection, str, Doc] | None,
+    ) -> tuple[dict[str, Member], dict[str, list[CreditLot]], dict[str, list[Doc]]]:
         with_lots = set(lots_of)
         # Joined on memberId already: name the members only when not all of them are wanted.
         of = None if with_lots >= set(wanted) else lots_of
+        joins = [(self._mongo.c.credit_lots, "memberId", active_of(of))]
         found = await self._mongo.find_joined(
-            self._c,
-            {"_id": {"$in": wanted}},
-            (self._mongo.c.credit_lots, "memberId", active_of(of)),
-            self._session,
+            self._c, {"_id": {"$in": wanted}}, [*joins, *([also] if also else [])], self._session
         )
         members = {doc["_id"]: member_from_doc(doc) for doc, _ in found}
         lots: dict[str, list[CreditLot]] = {member_id: [] for member_id in lots_of} | {
-            doc["_id"]: [lot_from_doc(lot) for lot in joined]
+            doc["_id"]: [lot_from_doc(lot) for lot in joined[0]]
             for doc, joined in found
             if doc["_id"] in with_lots
         }
-        return members, lots
+        others = {doc["_id"]: joined[1] for doc, joined in found if also is not None}
+        return members, lots, others
 
     async def due_ids_for_renewal(
         self, now: datetime, *, after_id: str | None, limit: int

@@ -82,14 +82,25 @@ class InMemoryMongo(Mongo):
         self,
         collection: Collection,
         query: Mapping[str, Any],
-        joined: tuple[Collection, str, Mapping[str, Any]],
+        joins: Sequence[tuple[Collection, str, Mapping[str, Any]]],
         session: Session,
-    ) -> list[tuple[Doc, list[Doc]]]:
-        other, field, other_query = joined  # $lookup's pipeline form is not in mongomock
-        docs = await self.find_all(collection, query)
+    ) -> list[tuple[Doc, list[list[Doc]]]]:
+        docs = await self.find_all(collection, query)  # $lookup's pipeline form is not in mongomock
         ids = [doc["_id"] for doc in docs]
-        found = await self.find_all(other, {"$and": [{field: {"$in": ids}}, dict(other_query)]})
-        return [(doc, [o for o in found if o[field] == doc["_id"]]) for doc in docs]
+        each: list[list[Doc]] = [
+            await self.find_all(other, {"$and": [{field: {"$in": ids}}, dict(other_query)]})
+            for other, field, other_query in joins
+        ]
+        return [
+            (
+                doc,
+                [
+                    [o for o in found if o[field] == doc["_id"]]
+                    for found, (_, field, _) in zip(each, joins, strict=True)
+                ],
+            )
+            for doc in docs
+        ]
 
     async def latest_per_key(
         self,

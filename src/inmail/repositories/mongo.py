@@ -135,6 +135,14 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             partialFilterExpression=_AWAITING,
             name="one_awaiting_per_pair",
         ),
+        # A send's key, kept by the conversation it created (repositories/records.py): a second
+        # send under the key is refused by the index, not looked for first.
+        IndexModel(
+            [("senderId", ASCENDING), ("sentUnder.key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"sentUnder.key": {"$exists": True}},
+            name="send_key_once",
+        ),
         IndexModel(
             [("senderId", ASCENDING), ("sentAt", DESCENDING), ("_id", DESCENDING)],
             name="sender_newest",
@@ -381,27 +389,28 @@ class Mongo:
         self,
         collection: Collection,
         query: Mapping[str, Any],
-        joined: tuple[Collection, str, Mapping[str, Any]],
+        joins: Sequence[tuple[Collection, str, Mapping[str, Any]]],
         session: Session,
-    ) -> list[tuple[Doc, list[Doc]]]:
-        """Each document matching `query`, with the documents of `joined` = (collection, field,
-        query) whose `field` is its `_id` and that match that query, in one round trip (one
-        aggregate with a `$lookup`, which transactions allow; each lookup an index range)."""
-        other, field, other_query = joined
-        pipeline = [
-            {"$match": dict(query)},
-            {
-                "$lookup": {
-                    "from": other.name,
-                    "localField": "_id",
-                    "foreignField": field,
-                    "pipeline": [{"$match": dict(other_query)}],
-                    "as": _JOINED,
+    ) -> list[tuple[Doc, list[list[Doc]]]]:
+        """Each document matching `query`, with, for each join (collection, field, query), the
+        documents of that collection whose `field` is its `_id` and that match that query, in
+        one round trip (one aggregate with a `$lookup` per join, which transactions allow; each
+        lookup an index range)."""
+        pipeline: list[Doc] = [{"$match": dict(query)}]
+        for n, (other, field, other_query) in enumerate(joins):
+            pipeline.append(
+                {
+                    "$lookup": {
+                        "from": other.name,
+                        "localField": "_id",
+                        "foreignField": field,
+                        "pipeline": [{"$match": dict(other_query)}],
+                        "as": f"{_JOINED}{n}",
+                    }
                 }
-            },
-        ]
+            )
         docs = await self.aggregate(collection, pipeline, session)
-        return [(doc, doc.pop(_JOINED)) for doc in docs]
+        return [(doc, [doc.pop(f"{_JOINED}{n}") for n in range(len(joins))]) for doc in docs]
 
     async def newest_recorded_time(self, sample: int = 100) -> datetime | None:
         """The latest service-clock time among the most recently written ledger entries and

@@ -90,7 +90,7 @@ def _record_to_doc(record: IdempotencyRecord) -> Doc:
     return doc
 
 
-def _record_from_doc(doc: Doc) -> IdempotencyRecord:
+def record_from_doc(doc: Doc) -> IdempotencyRecord:
     result, refusal = doc.get("result"), doc.get("refusal")
     operation = doc["operation"]
     return IdempotencyRecord(
@@ -110,16 +110,55 @@ def _record_from_doc(doc: Doc) -> IdempotencyRecord:
     )
 
 
+SEND: Final = "sendInMail"
+SENT_UNDER: Final = "sentUnder"
+"""The field of an InMail's conversation that holds the record of the send under its key: the
+conversation's own insert writes it, and the unique index `send_key_once` on (senderId,
+sentUnder.key) refuses a second send under the key. Sends written before it have their record
+in `idempotency`, like every other keyed operation."""
+
+
+def sent_under_to_doc(record: IdempotencyRecord) -> Doc:
+    assert record.operation == SEND
+    assert record.outcome is not None, "a send is recorded once it succeeded"
+    return {
+        "key": record.key,
+        "requestHash": record.request_hash,
+        "at": record.at,
+        "creditsLeft": record.outcome.credits_left,
+    }
+
+
+def _record_from_conversation(doc: Doc) -> IdempotencyRecord:
+    held = doc[SENT_UNDER]
+    return IdempotencyRecord(
+        member_id=doc["senderId"],
+        key=held["key"],
+        operation=SEND,
+        request_hash=held["requestHash"],
+        at=held["at"],
+        outcome=KeyedOutcome(doc["_id"], int(held["creditsLeft"])),
+    )
+
+
 class IdempotencyReader:
     """What a request with a client-chosen key did, so that a retry returns it again."""
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
         self._session = session
         self._c = mongo.c.idempotency
+        self._sends = mongo.c.conversations
 
     async def find(self, member_id: str, key: str) -> IdempotencyRecord | None:
         doc = await self._c.find_one({"memberId": member_id, "key": key}, session=self._session)
-        return _record_from_doc(doc) if doc else None
+        if doc is not None:
+            return record_from_doc(doc)
+        sent = await self._sends.find_one(
+            {"senderId": member_id, f"{SENT_UNDER}.key": key},
+            {"senderId": 1, SENT_UNDER: 1},
+            session=self._session,
+        )
+        return _record_from_conversation(sent) if sent is not None else None
 
 
 class IdempotencyRepository(IdempotencyReader):

@@ -22,9 +22,9 @@ from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.domain.rules import inmail_refusal
-from inmail.repositories.mongo import new_id
+from inmail.repositories.mongo import DuplicateKeyError, new_id
 from inmail.services.base import Account, Deps
-from inmail.services.idempotency import KeyedOutcome, KeyedRequest, remember, replay
+from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay
 from inmail.services.rate_limits import Action, RateLimits, count_inmail, count_send
 from inmail.services.unit_of_work import Reads, Transaction
 
@@ -88,33 +88,40 @@ async def send_inmail(
 async def _send(
     tx: Transaction, deps: Deps, draft: _Draft, request: KeyedRequest, now: datetime
 ) -> _Sent:
-    # An optimistic attempt leaves a reused key to the unique `key_once` index (the insert in
-    # `remember` fails, and the careful rerun answers from the first send).
+    # An optimistic attempt leaves a reused key to the unique `send_key_once` index (the
+    # conversation's insert fails, and the careful rerun answers from the first send).
     if tx.careful and (prior := await replay(tx.idempotency, request)) is not None:
         return _Sent(prior, [], None)
-    account = await _sender_may_inmail(tx, deps, draft, now)
+    account = await _sender_may_inmail(tx, deps, draft, request, now)
     conversation = _new_inmail(draft, now, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
     account.inmail_window = count_inmail(deps.rate_limits, account.inmail_window, now)
     entries = await account.save(tx)
-    stored = await tx.conversations.insert(conversation)
+    outcome = KeyedOutcome(conversation.id, account.balance)
+    # The conversation carries the send's record under its key: no write of its own.
+    stored = await tx.conversations.insert(conversation, request.record(now, outcome))
     first = Message(new_id(), draft.sender_id, draft.body, now)
     await tx.messages.add(conversation.id, first)
     await tx.notifications.add(Notification.inmail_received(stored, now))
     await tx.notifications.add_event(
         ConversationEvent.of(ConversationChange.INMAIL, stored, now, first)
     )
-    outcome = KeyedOutcome(conversation.id, account.balance)
-    await remember(tx.idempotency, request, outcome, now)
     return _Sent(outcome, entries, stored)
 
 
-async def _sender_may_inmail(tx: Transaction, deps: Deps, draft: _Draft, now: datetime) -> Account:
+async def _sender_may_inmail(
+    tx: Transaction, deps: Deps, draft: _Draft, request: KeyedRequest, now: datetime
+) -> Account:
     """The sender's credits, opened for the send once every check that needs no credits passed
-    (credits are the wallet's). Sender, recipient and the sender's live lots are one read."""
-    found, lots = await tx.members.get_many_with_lots(
-        [draft.sender_id, draft.recipient_id], lots_of=[draft.sender_id]
+    (credits are the wallet's). Sender, recipient, the sender's live lots and what another
+    operation did under the key are one read."""
+    found, lots, taken = await tx.members.get_sender_and_recipient(
+        draft.sender_id, draft.recipient_id, request.key
     )
+    if taken is not None:
+        # Only an optimistic attempt gets here (a careful one replayed the key first): the key
+        # is taken, and the careful rerun answers from its record.
+        raise DuplicateKeyError(f"idempotency key taken by {taken.operation}")
     if draft.sender_id not in found:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     sender, recipient = found[draft.sender_id], found.get(draft.recipient_id)
@@ -130,7 +137,7 @@ async def _sender_may_inmail(tx: Transaction, deps: Deps, draft: _Draft, now: da
     )
     if refusal:
         raise refusal
-    return Account.brought_up_to(deps.plans, sender, lots[draft.sender_id], now)
+    return Account.brought_up_to(deps.plans, sender, lots, now)
 
 
 def _new_inmail(draft: _Draft, now: datetime, reminder_delay: timedelta) -> Conversation:
