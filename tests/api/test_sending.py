@@ -424,6 +424,7 @@ async def test_a_send_whose_record_was_kept_apart_from_its_conversation_is_still
     carried = await c.conversations.find_one_and_update(
         {"_id": first["conversation"]["id"]}, {"$unset": {"sentUnder": ""}}
     )
+    assert carried is not None
     held = carried["sentUnder"]
     await c.idempotency.insert_one(
         {
