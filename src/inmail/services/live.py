@@ -372,7 +372,8 @@ class InboxBroker:
 
     async def start(self) -> None:
         if self._changes is None:
-            self._pump = asyncio.create_task(self._poll(), name="inmail-inbox-poll")
+            # Everything written from now on is newer than this id, the poll's starting point.
+            self._pump = asyncio.create_task(self._poll(new_id()), name="inmail-inbox-poll")
             return
         feed = self._changes()
         await feed.open()
@@ -420,8 +421,7 @@ class InboxBroker:
         except Exception:
             log.exception("inbox updates: catching up failed")
 
-    async def _poll(self) -> None:
-        last = new_id()
+    async def _poll(self, last: str) -> None:
         while True:
             await asyncio.sleep(self._poll_interval)
             try:
