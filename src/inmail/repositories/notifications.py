@@ -212,6 +212,19 @@ def _event_doc(event: ConversationEvent) -> Doc:
     }
 
 
+def notification_to_doc(notification: Notification) -> Doc:
+    """A notification's whole document, as an insert writes it."""
+    return _notification_doc(notification) | {
+        "kind": notification.kind.value,
+        "eventKey": notification.event_key,
+    }
+
+
+def event_to_doc(event: ConversationEvent) -> Doc:
+    """An event's whole document, as an insert writes it."""
+    return _event_doc(event) | {**_EVENTS, "eventKey": event.event_key}
+
+
 class NotificationRepository(NotificationReader):
     expiring: ExpiringLotMarker
 
@@ -257,10 +270,7 @@ class NotificationRepository(NotificationReader):
         whose grant this transaction writes under the unique `grant_once` index: plain inserts
         (cheaper than `add_all`'s upserts), which the unique `one_per_event` index refuses should
         one repeat (DuplicateKeyError: the unit of work reruns the transaction)."""
-        docs = [
-            _notification_doc(n) | {"kind": n.kind.value, "eventKey": n.event_key}
-            for n in notifications
-        ]
+        docs = [notification_to_doc(n) for n in notifications]
         await self._mongo.insert_all(self._c, docs, self._session)
         await self._enqueue(list(zip(notifications, docs, strict=True)))
 
