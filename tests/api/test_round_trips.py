@@ -17,6 +17,7 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
+from inmail.services import scheduling
 from support import Api, Person, new_key, open_api
 
 # Sent by the driver on its own, or by the live feed's change stream (its getMore), not by the
@@ -200,3 +201,16 @@ async def test_a_response_writes_its_notifications_and_its_event_in_one_command(
     assert commands.notification_updates == [
         ["RESPONSE_RECEIVED", "CREDITED_BACK", "CONVERSATION_EVENT"]
     ]
+
+
+async def test_a_reminder_writes_its_notification_and_its_event_in_one_command(
+    counted: tuple[Api, Commands],
+) -> None:
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    await api.send(ada, grace)
+    later = api.advance(days=4)
+    sent = await during(commands, scheduling.remind_due(api.container.deps, later))
+    assert sent.count("commitTransaction") == 1  # one reminder, one transaction
+    assert commands.notification_updates == [["REMINDER", "CONVERSATION_EVENT"]]
