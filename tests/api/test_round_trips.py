@@ -17,6 +17,7 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
+from inmail.services import scheduling
 from support import Api, Person, new_key, open_api
 
 # Sent by the driver on its own, or by the live feed's change stream (its getMore), not by the
@@ -30,10 +31,17 @@ class Commands(CommandListener):
     def __init__(self) -> None:
         self.listening = False
         self.sent: list[str] = []
+        # Each `update` command sent to `notifications`: the kind each of its upserts names.
+        self.notification_updates: list[list[str]] = []
 
     def started(self, event: CommandStartedEvent) -> None:
         if self.listening and event.command_name not in _BACKGROUND:
             self.sent.append(event.command_name)
+            command = event.command
+            if event.command_name == "update" and command.get("update") == "notifications":
+                self.notification_updates.append(
+                    [str(u["q"].get("kind")) for u in command.get("updates", [])]
+                )
 
     def succeeded(self, event: CommandSucceededEvent) -> None:
         pass
@@ -54,6 +62,7 @@ async def counted(mongodb_uri: str, db_name: str) -> AsyncIterator[tuple[Api, Co
 
 async def during(commands: Commands, work: object) -> list[str]:
     commands.sent.clear()
+    commands.notification_updates.clear()
     commands.listening = True
     try:
         await work  # type: ignore[misc]
@@ -115,8 +124,8 @@ SEND_COMMANDS = [
     "insert",  # the conversation, with the send's record under its key (unique indexes refuse
     # a second awaiting InMail and a reused key)
     "insert",  # its first message
-    "update",  # the recipient's notification (once per event; no webhook URL, no outbox entry)
-    "update",  # the conversation event (once per event)
+    "update",  # the recipient's notification and the conversation event, each once per event
+    # (one bulk write into `notifications`; no webhook URL, no outbox entry)
     "commitTransaction",
 ]
 
@@ -167,3 +176,41 @@ async def test_a_response_reads_the_inmail_and_the_senders_wallet_in_two_reads(
     # The answer is the conversation as the response's write returned it: nothing read after.
     assert responded[-1] == "commitTransaction"
     assert [n for n in responded if n in ("find", "aggregate")] == ["find", "aggregate"]
+
+
+async def test_a_send_writes_the_notification_and_the_conversation_event_in_one_command(
+    counted: tuple[Api, Commands],
+) -> None:
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    await during(commands, api.send(ada, grace, key=new_key()))
+    assert commands.notification_updates == [["INMAIL_RECEIVED", "CONVERSATION_EVENT"]]
+
+
+async def test_a_response_writes_its_notifications_and_its_event_in_one_command(
+    counted: tuple[Api, Commands],
+) -> None:
+    """The sender's RESPONSE_RECEIVED and CREDITED_BACK and the RESPONDED event: one command."""
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    grace = await signed_in(api, "Grace Hopper", "BASIC")
+    sent = await api.send(ada, grace)
+    reply = api.respond(grace, sent["conversation"]["id"], body="Happy to talk compilers.")
+    await during(commands, reply)
+    assert commands.notification_updates == [
+        ["RESPONSE_RECEIVED", "CREDITED_BACK", "CONVERSATION_EVENT"]
+    ]
+
+
+async def test_a_reminder_writes_its_notification_and_its_event_in_one_command(
+    counted: tuple[Api, Commands],
+) -> None:
+    api, commands = counted
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    await api.send(ada, grace)
+    later = api.advance(days=4)
+    sent = await during(commands, scheduling.remind_due(api.container.deps, later))
+    assert sent.count("commitTransaction") == 1  # one reminder, one transaction
+    assert commands.notification_updates == [["REMINDER", "CONVERSATION_EVENT"]]

@@ -27,13 +27,15 @@ from inmail.domain.model import (
     Message,
     Subscription,
 )
+from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.domain.plans import PlanType
-from inmail.repositories.conversations import conversation_to_doc
+from inmail.repositories.conversations import conversation_from_doc, conversation_to_doc
 from inmail.repositories.credit_lots import lot_to_doc
 from inmail.repositories.ledger import entry_to_doc
 from inmail.repositories.members import member_to_doc
 from inmail.repositories.messages import message_to_doc
 from inmail.repositories.mongo import Doc, Mongo, new_id
+from inmail.repositories.notifications import event_to_doc, notification_to_doc
 from inmail.repositories.unit_of_work import Reads
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -198,9 +200,31 @@ async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
                 for k in range(5)
             ]
         )
+        await _notifications_and_events(mongo, conversations)
         yield World(mongo, recorder, Reads.on(mongo), ids, [doc["_id"] for doc in conversations])
     finally:
         await client.close()
+
+
+async def _notifications_and_events(mongo: Mongo, conversations: list[Doc]) -> None:
+    """Each InMail's notification for its recipient (every other one read) and its event, and
+    a message event in each conversation, in the one collection that holds both."""
+    docs: list[Doc] = []
+    for doc in conversations:
+        conversation = conversation_from_doc(doc)
+        at = conversation.sent_at
+        if conversation.kind is ConversationKind.INMAIL:
+            docs.append(notification_to_doc(Notification.inmail_received(conversation, at)))
+        docs.append(event_to_doc(ConversationEvent.of(ConversationChange.INMAIL, conversation, at)))
+        when = at + timedelta(minutes=3)
+        note = Message(new_id(), conversation.sender_id, "Thanks for the note.", when)
+        change = ConversationEvent.of(ConversationChange.MESSAGE, conversation, when, note)
+        docs.append(event_to_doc(change))
+    await mongo.c.notifications.insert_many(docs)
+    await mongo.c.notifications.update_many(
+        {"memberId": {"$exists": True}, "at": {"$lt": NOW - timedelta(hours=300)}},
+        {"$set": {"readAt": NOW}},
+    )
 
 
 def _direct(starter: str, other: str, i: int) -> Doc:
@@ -370,6 +394,30 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
         {"_id_"},
     ),
     "member by id": (lambda w: w.reads.members.get(_one(w)), {"_id_"}),
+    "notifications page (newest first)": (
+        lambda w: w.reads.notifications.page(_one(w), False, 20, None),
+        {"member_newest_keyset"},
+    ),
+    "unread notifications page": (
+        lambda w: w.reads.notifications.page(_one(w), True, 20, None),
+        {"member_newest_keyset", "member_unread"},
+    ),
+    "unread notifications count": (
+        lambda w: w.reads.notifications.count(_one(w), True),
+        {"member_unread"},
+    ),
+    "notifications since (the inbox catch-up)": (
+        lambda w: w.reads.notifications.since(w.member_ids[:50], NOW - timedelta(hours=5)),
+        {"member_newest_keyset", "member_unread"},
+    ),
+    "conversation events of a conversation": (
+        lambda w: w.reads.notifications.events_of(w.conversation_ids[3]),
+        {"event_conversation_order"},
+    ),
+    "conversation events since (the inbox catch-up)": (
+        lambda w: w.reads.notifications.events_since(w.member_ids[:50], NOW - timedelta(hours=5)),
+        {"events_by_time"},
+    ),
 }
 
 

@@ -258,11 +258,12 @@ class LedgerChanges:
                 await stream.close()
 
 
-# Inbox changes: new notifications and conversation events, from one change stream on the
-# database. Each insert is handed out on its own, in commit order; the resume token is kept
-# after each, so a dropped stream reopens right after the last change handed out.
+# Inbox changes: new notifications and conversation events (both stored in `notifications`,
+# repositories/notifications.py), from one change stream on the database. Each insert is handed
+# out on its own, in commit order; the resume token is kept after each, so a dropped stream
+# reopens right after the last change handed out.
 
-INBOX_COLLECTIONS: Final = ("notifications", "conversation_events")
+INBOX_COLLECTIONS: Final = ("notifications",)
 
 _INBOX_PIPELINE: Final[Sequence[Mapping[str, Any]]] = (
     {

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 
 if TYPE_CHECKING:
     from inmail.repositories.mongo import Doc, Mongo
@@ -23,21 +24,76 @@ BATCH = 200
 THREADS = "threads-in-own-collection-v1"
 """Messages out of conversation documents; direct threads keyed by {senderId, pairKey}."""
 
+EVENTS = "conversation-events-in-notifications-v1"
+"""Conversation events moved from `conversation_events` into `notifications`."""
+
+OLD_EVENTS = "conversation_events"
+EVENT_KIND = "CONVERSATION_EVENT"  # repositories/notifications.py EVENT_KIND
+_DUPLICATE_KEY = 11000
+
 
 async def migrate(mongo: Mongo) -> None:
-    if await mongo.c.migrations.find_one({"_id": THREADS}) is not None:
-        return
-    direct = await _key_direct_threads(mongo)
-    moved = await _move_embedded_messages(mongo)
-    if direct or moved:
-        log.info(
-            "migrated %d direct threads to pair keys and %d messages to their own collection",
-            direct,
-            moved,
-        )
+    if not await _done(mongo, THREADS):
+        direct = await _key_direct_threads(mongo)
+        moved = await _move_embedded_messages(mongo)
+        if direct or moved:
+            log.info(
+                "migrated %d direct threads to pair keys and %d messages to their own collection",
+                direct,
+                moved,
+            )
+        await _record(mongo, THREADS)
+    if not await _done(mongo, EVENTS):
+        copied = await _move_conversation_events(mongo)
+        if copied:
+            log.info("moved %d conversation events into the notifications collection", copied)
+        await _record(mongo, EVENTS)
+
+
+async def _done(mongo: Mongo, name: str) -> bool:
+    return await mongo.c.migrations.find_one({"_id": name}) is not None
+
+
+async def _record(mongo: Mongo, name: str) -> None:
     await mongo.c.migrations.update_one(
-        {"_id": THREADS}, {"$setOnInsert": {"at": datetime.now(UTC)}}, upsert=True
+        {"_id": name}, {"$setOnInsert": {"at": datetime.now(UTC)}}, upsert=True
     )
+
+
+async def _move_conversation_events(mongo: Mongo) -> int:
+    """Every document of the old `conversation_events` collection into `notifications` under
+    the same id, marked with the event kind; then the old collection is dropped.
+
+    An insert refused by a unique index (the same id, or the same event under `one_per_event`)
+    finds the event there already: copied by a run cut short, or by another process starting
+    at the same time. Only once every event is in `notifications` is the old collection
+    dropped, so a run stopped at any point loses nothing and the next one finishes the move.
+    How many were copied by this run.
+    """
+    old = mongo.db[OLD_EVENTS]
+    copied = 0
+    after: str | None = None
+    while True:
+        query: Doc = {} if after is None else {"_id": {"$gt": after}}
+        docs = await mongo.find_all(old, query, sort=[("_id", 1)], limit=BATCH)
+        if not docs:
+            break
+        after = docs[-1]["_id"]
+        copied += await _insert_new(mongo, [doc | {"kind": EVENT_KIND} for doc in docs])
+    await old.drop()
+    return copied
+
+
+async def _insert_new(mongo: Mongo, docs: list[Doc]) -> int:
+    """Insert the documents a unique index does not refuse; how many were inserted."""
+    try:
+        result = await mongo.c.notifications.insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors") or []
+        if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+            raise
+        return int(exc.details.get("nInserted", 0))
+    return len(result.inserted_ids)
 
 
 async def _key_direct_threads(mongo: Mongo) -> int:

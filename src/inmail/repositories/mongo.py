@@ -93,12 +93,12 @@ class Collections:
     rate_limits: Collection
     messages: Collection
     migrations: Collection
-    conversation_events: Collection
     webhook_outbox: Collection
 
 
 _AWAITING = {"state": "AWAITING_RESPONSE"}
 _DIRECT = {"kind": "DIRECT"}
+_EVENT = {"kind": "CONVERSATION_EVENT"}  # repositories/notifications.py EVENT_KIND
 
 INDEXES: Mapping[str, Sequence[IndexModel]] = {
     "members": [
@@ -205,6 +205,14 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             [("memberId", ASCENDING), ("readAt", ASCENDING), ("at", DESCENDING)],
             name="member_unread",
         ),
+        # Conversation events, stored here beside the notifications they are written with.
+        IndexModel(
+            [("conversationId", ASCENDING), ("_id", ASCENDING)],
+            partialFilterExpression=_EVENT,
+            name="event_conversation_order",
+        ),
+        # The live feed's catch-up after a gap: the events since a time.
+        IndexModel([("at", ASCENDING)], partialFilterExpression=_EVENT, name="events_by_time"),
     ],
     "leases": [],
     # Send counters per member and minute (repositories/rate_limits.py), gone once stale.
@@ -217,10 +225,6 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         ),
     ],
     "migrations": [],  # which start-up data migrations are complete (repositories/migrations.py)
-    "conversation_events": [
-        IndexModel([("eventKey", ASCENDING)], unique=True, name="one_per_event"),
-        IndexModel([("conversationId", ASCENDING), ("_id", ASCENDING)], name="conversation_order"),
-    ],
     "webhook_outbox": [
         # The delivery worker's claim: the earliest pending event that is due.
         IndexModel(

@@ -1,12 +1,15 @@
-"""Notifications and conversation events.
+"""Notifications and conversation events, both in the `notifications` collection.
 
 A notification is written with an upsert on its event key, (kind, eventKey), unique: a
 transaction retried, or two schedulers reporting the same event, leave one record. A new
 notification is enqueued for webhook delivery in the same transaction (repositories/outbox.py;
 services/webhooks.py drains it).
 
-Conversation events are append-only, unique per event key too; both feed the live subscriptions
-through their change streams (repositories/changes.py).
+A conversation event is stored beside the notifications it goes with, so an operation writes
+both in one command (`record`). Its document has the kind `CONVERSATION_EVENT` (unique per event
+key under the same index) and no `memberId`, so no notification query, which always names the
+member, can match one; the readers of each kind also check the kind. Both feed the live
+subscriptions through the collection's change stream (repositories/changes.py).
 """
 
 from __future__ import annotations
@@ -34,9 +37,20 @@ _LEGACY_KINDS: Final = {"INMAIL_REMINDER": NotificationKind.REMINDER}
 
 _NEWEST_FIRST: Final = (("at", DESCENDING), ("_id", DESCENDING))
 
+EVENT_KIND: Final = "CONVERSATION_EVENT"
+"""The kind of a conversation event's document in `notifications` (no notification's kind)."""
+
+_EVENTS: Final[Doc] = {"kind": EVENT_KIND}
+
+
+def is_event_doc(doc: Doc) -> bool:
+    return doc.get("kind") == EVENT_KIND
+
 
 def notification_from_doc(doc: Doc) -> Notification | None:
-    """The notification a document holds; None for a document of no known kind."""
+    """The notification a document holds; None for a document of no known kind (an event)."""
+    if "memberId" not in doc or is_event_doc(doc):
+        return None
     raw = str(doc.get("kind"))
     kind = _LEGACY_KINDS.get(raw)
     if kind is None:
@@ -67,6 +81,9 @@ def _message_doc(message: Message) -> Doc:
 
 
 def event_from_doc(doc: Doc) -> ConversationEvent | None:
+    """The conversation event a document holds; None for any other document."""
+    if not is_event_doc(doc):
+        return None
     try:
         raw = doc.get("message")
         message = (
@@ -92,7 +109,6 @@ class NotificationReader:
         self._mongo = mongo
         self._session = session
         self._c = mongo.c.notifications
-        self._events = mongo.c.conversation_events
         self.expiring = ExpiringLotReader(mongo, session)
 
     @staticmethod
@@ -139,27 +155,28 @@ class NotificationReader:
     ) -> list[ConversationEvent]:
         """The conversation events of these members' conversations at or after `at`."""
         members = list(member_ids)
-        cursor = self._events.find(
+        cursor = self._c.find(
             {
-                "$or": [{"senderId": {"$in": members}}, {"recipientId": {"$in": members}}],
+                **_EVENTS,
                 "at": {"$gte": at},
+                "$or": [{"senderId": {"$in": members}}, {"recipientId": {"$in": members}}],
             },
             session=self._session,
-        ).sort("_id", 1)
+        ).sort([("at", 1), ("_id", 1)])
         return [e async for doc in cursor.limit(1000) if (e := event_from_doc(doc)) is not None]
 
     async def newer_docs(self, after_id: str) -> list[Doc]:
-        """Notification documents with an id after `after_id` (the in-memory fallback's feed)."""
+        """Notification and event documents with an id after `after_id`, in id order (the
+        in-memory fallback's feed)."""
         cursor = self._c.find({"_id": {"$gt": after_id}}, session=self._session)
         return [doc async for doc in cursor.sort("_id", 1).limit(1000)]
 
-    async def newer_event_docs(self, after_id: str) -> list[Doc]:
-        cursor = self._events.find({"_id": {"$gt": after_id}}, session=self._session)
-        return [doc async for doc in cursor.sort("_id", 1).limit(1000)]
-
     async def events_of(self, conversation_id: str) -> list[ConversationEvent]:
-        cursor = self._events.find({"conversationId": conversation_id}, session=self._session)
-        return [e async for doc in cursor.sort("_id", 1) if (e := event_from_doc(doc)) is not None]
+        """A conversation's events, oldest first."""
+        cursor = self._c.find(
+            {**_EVENTS, "conversationId": conversation_id}, session=self._session
+        ).sort("_id", 1)
+        return [e async for doc in cursor if (e := event_from_doc(doc)) is not None]
 
 
 _REFERENCES = ("conversationId", "lotId", "purchaseId")
@@ -182,6 +199,32 @@ def _notification_doc(notification: Notification) -> Doc:
     return doc
 
 
+def _event_doc(event: ConversationEvent) -> Doc:
+    """An event's document; `kind` and `eventKey` come from the upsert's filter."""
+    return {
+        "_id": new_id(),
+        "change": event.change.value,
+        "conversationId": event.conversation_id,
+        "senderId": event.sender_id,
+        "recipientId": event.recipient_id,
+        "at": event.at,
+        "message": _message_doc(event.message) if event.message is not None else None,
+    }
+
+
+def notification_to_doc(notification: Notification) -> Doc:
+    """A notification's whole document, as an insert writes it."""
+    return _notification_doc(notification) | {
+        "kind": notification.kind.value,
+        "eventKey": notification.event_key,
+    }
+
+
+def event_to_doc(event: ConversationEvent) -> Doc:
+    """An event's whole document, as an insert writes it."""
+    return _event_doc(event) | {**_EVENTS, "eventKey": event.event_key}
+
+
 class NotificationRepository(NotificationReader):
     expiring: ExpiringLotMarker
 
@@ -199,27 +242,35 @@ class NotificationRepository(NotificationReader):
         """Record each notification unless its event was recorded already, and enqueue the new
         ones for webhooks (where they are delivered): two round trips for any number, one
         without webhooks. How many were new."""
+        return await self.record(notifications)
+
+    async def record(
+        self, notifications: Sequence[Notification], event: ConversationEvent | None = None
+    ) -> int:
+        """Record the notifications and the conversation event of one operation, each unless
+        it was recorded already, in one command; then enqueue the new notifications for
+        webhooks (where they are delivered: one more round trip). How many notifications were
+        new."""
         docs = [_notification_doc(notification) for notification in notifications]
-        inserted = await self._mongo.upsert_each(
-            self._c,
-            [
-                ({"kind": n.kind.value, "eventKey": n.event_key}, {"$setOnInsert": doc})
-                for n, doc in zip(notifications, docs, strict=True)
-            ],
-            self._session,
-        )
-        await self._enqueue([(notifications[i], docs[i]) for i in inserted])
-        return len(inserted)
+        upserts: list[tuple[Doc, Doc]] = [
+            ({"kind": n.kind.value, "eventKey": n.event_key}, {"$setOnInsert": doc})
+            for n, doc in zip(notifications, docs, strict=True)
+        ]
+        if event is not None:
+            upserts.append(
+                ({**_EVENTS, "eventKey": event.event_key}, {"$setOnInsert": _event_doc(event)})
+            )
+        inserted = await self._mongo.upsert_each(self._c, upserts, self._session)
+        new = [(notifications[i], docs[i]) for i in inserted if i < len(notifications)]
+        await self._enqueue(new)
+        return len(new)
 
     async def add_new(self, notifications: Sequence[Notification]) -> None:
         """Record notifications whose events are new by construction, such as a renewal's,
         whose grant this transaction writes under the unique `grant_once` index: plain inserts
         (cheaper than `add_all`'s upserts), which the unique `one_per_event` index refuses should
         one repeat (DuplicateKeyError: the unit of work reruns the transaction)."""
-        docs = [
-            _notification_doc(n) | {"kind": n.kind.value, "eventKey": n.event_key}
-            for n in notifications
-        ]
+        docs = [notification_to_doc(n) for n in notifications]
         await self._mongo.insert_all(self._c, docs, self._session)
         await self._enqueue(list(zip(notifications, docs, strict=True)))
 
@@ -240,24 +291,10 @@ class NotificationRepository(NotificationReader):
             ]
         )
 
-    async def add_event(self, event: ConversationEvent) -> bool:
-        """Record a conversation event unless it was recorded already; True if it is new."""
-        doc: Doc = {
-            "_id": new_id(),
-            "change": event.change.value,
-            "conversationId": event.conversation_id,
-            "senderId": event.sender_id,
-            "recipientId": event.recipient_id,
-            "at": event.at,
-            "message": _message_doc(event.message) if event.message is not None else None,
-        }
-        result = await self._events.update_one(
-            {"eventKey": event.event_key},
-            {"$setOnInsert": doc},
-            upsert=True,
-            session=self._session,
-        )
-        return result.upserted_id is not None
+    async def add_event(self, event: ConversationEvent) -> None:
+        """Record a conversation event that comes with no notification, unless it was recorded
+        already."""
+        await self.record([], event)
 
     async def mark_read(self, member_id: str, ids: Sequence[str] | None, at: datetime) -> int:
         """Mark the member's unread notifications read: these ids (others' are left alone) or,

@@ -102,9 +102,9 @@ async def _send(
     stored = await tx.conversations.insert(conversation, request.record(now, outcome))
     first = Message(new_id(), draft.sender_id, draft.body, now)
     await tx.messages.add(conversation.id, first)
-    await tx.notifications.add(Notification.inmail_received(stored, now))
-    await tx.notifications.add_event(
-        ConversationEvent.of(ConversationChange.INMAIL, stored, now, first)
+    await tx.notifications.record(
+        [Notification.inmail_received(stored, now)],
+        ConversationEvent.of(ConversationChange.INMAIL, stored, now, first),
     )
     return _Sent(outcome, entries, stored)
 
@@ -207,14 +207,14 @@ async def _respond(
     if reply is not None:
         await tx.messages.add(conversation.id, reply)
     entries = await account.save(tx) if account is not None else []
-    await tx.notifications.add(Notification.response_received(conversation, now))
+    notices = [Notification.response_received(conversation, now)]
     if credited and account is not None:
         lot_id = next(
             (e.lot_id for e in entries if e.kind is LedgerKind.CREDIT_BACK and e.lot_id), None
         )
-        await tx.notifications.add(Notification.credited_back(conversation, lot_id, now))
-    await tx.notifications.add_event(
-        ConversationEvent.of(ConversationChange.RESPONDED, conversation, now, reply)
+        notices.append(Notification.credited_back(conversation, lot_id, now))
+    await tx.notifications.record(
+        notices, ConversationEvent.of(ConversationChange.RESPONDED, conversation, now, reply)
     )
     return _Responded(recorded, credited, entries)
 

@@ -290,7 +290,7 @@ class Broker:
 
 
 # The inbox: new notifications (notificationReceived) and conversation events
-# (conversationUpdated), from the change stream on their collections, in every process.
+# (conversationUpdated), from the change stream on their collection, in every process.
 
 INBOX_QUEUE_SIZE = 256
 _SEEN_IDS = 1024
@@ -348,9 +348,10 @@ class _Topic(Generic[Item]):
 class InboxBroker:
     """Routes new notifications and conversation events to their members' subscribers.
 
-    On a replica set the source is the change stream of the inbox collections, so what any
-    process commits reaches the subscribers of all of them. Without one (the in-memory
-    fallback, one process) it polls the two collections for documents newer than the last seen.
+    On a replica set the source is the change stream of the `notifications` collection, which
+    holds both, so what any process commits reaches the subscribers of all of them. Without one
+    (the in-memory fallback, one process) it polls that collection for documents newer than the
+    last seen.
     """
 
     def __init__(
@@ -371,7 +372,8 @@ class InboxBroker:
 
     async def start(self) -> None:
         if self._changes is None:
-            self._pump = asyncio.create_task(self._poll(), name="inmail-inbox-poll")
+            # Everything written from now on is newer than this id, the poll's starting point.
+            self._pump = asyncio.create_task(self._poll(new_id()), name="inmail-inbox-poll")
             return
         feed = self._changes()
         await feed.open()
@@ -386,17 +388,18 @@ class InboxBroker:
         self.conversations.close_all()
 
     def dispatch(self, change: InboxChange) -> None:
-        if change.collection == "notifications":
-            notification = notification_from_doc(change.document)
-            if notification is not None:
-                self._last_seen = notification.at
-                self.notifications.dispatch(notification.member_id, notification.id, notification)
-        else:
-            event = event_from_doc(change.document)
-            if event is not None:
-                self._last_seen = event.at
-                for party in dict.fromkeys(event.parties):
-                    self.conversations.dispatch(party, event.id, event)
+        """Hand a new document to its subscribers: a notification to its member's, a
+        conversation event to both parties' (each document is one or the other, by kind)."""
+        event = event_from_doc(change.document)
+        if event is not None:
+            self._last_seen = event.at
+            for party in dict.fromkeys(event.parties):
+                self.conversations.dispatch(party, event.id, event)
+            return
+        notification = notification_from_doc(change.document)
+        if notification is not None:
+            self._last_seen = notification.at
+            self.notifications.dispatch(notification.member_id, notification.id, notification)
 
     async def _run(self, feed: InboxChanges) -> None:
         await _follow("inbox updates", feed.next, self.dispatch, self._catch_up)
@@ -418,21 +421,13 @@ class InboxBroker:
         except Exception:
             log.exception("inbox updates: catching up failed")
 
-    async def _poll(self) -> None:
-        last = {"notifications": new_id(), "conversation_events": new_id()}
+    async def _poll(self, last: str) -> None:
         while True:
             await asyncio.sleep(self._poll_interval)
             try:
-                for collection, documents in (
-                    ("notifications", await self._reads.newer_docs(last["notifications"])),
-                    (
-                        "conversation_events",
-                        await self._reads.newer_event_docs(last["conversation_events"]),
-                    ),
-                ):
-                    for document in documents:
-                        last[collection] = str(document["_id"])
-                        self.dispatch(InboxChange(collection, document))
+                for document in await self._reads.newer_docs(last):
+                    last = str(document["_id"])
+                    self.dispatch(InboxChange("notifications", document))
             except Exception:
                 log.exception("inbox updates: polling failed; retrying")
 

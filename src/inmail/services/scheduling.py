@@ -225,14 +225,13 @@ async def remind_due(
 async def _remind(tx: Transaction, reminder: DueReminder, now: datetime) -> bool:
     if not await tx.conversations.mark_reminded(reminder.conversation_id, now):
         return False  # answered, or reminded by someone else, since it was listed
-    await tx.notifications.add(
-        Notification.reminder(reminder.recipient_id, reminder.conversation_id, now)
-    )
     conversation = await tx.conversations.get(reminder.conversation_id)
-    if conversation is not None:
-        await tx.notifications.add_event(
-            ConversationEvent.of(ConversationChange.REMINDED, conversation, now)
-        )
+    await tx.notifications.record(
+        [Notification.reminder(reminder.recipient_id, reminder.conversation_id, now)],
+        ConversationEvent.of(ConversationChange.REMINDED, conversation, now)
+        if conversation is not None
+        else None,
+    )
     return True
 
 

@@ -1,0 +1,264 @@
+"""Conversation events stored beside the notifications they are written with, on a real mongod.
+
+An operation's notifications and its event are one command into `notifications`; an event is
+never read as a notification nor a notification as an event; the live inbox feed (its change
+stream, its catch-up after a gap, and the in-memory fallback's polling) hands out both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo.errors import AutoReconnect
+
+from inmail.domain.model import Message
+from inmail.domain.notifications import (
+    ConversationChange,
+    ConversationEvent,
+    Notification,
+    NotificationKind,
+)
+from inmail.repositories.changes import ChangesLost, InboxChange, InboxChanges
+from inmail.repositories.memory import InMemoryMongo
+from inmail.repositories.mongo import Mongo, new_id
+from inmail.repositories.notifications import (
+    EVENT_KIND,
+    NotificationReader,
+    NotificationRepository,
+    event_from_doc,
+    notification_from_doc,
+)
+from inmail.repositories.unit_of_work import MongoUnitOfWork
+from inmail.services.live import InboxBroker, InboxSubscriber
+
+AT = datetime(2026, 2, 2, 10, 30, tzinfo=UTC)
+WAIT = 20.0
+ADA, GRACE, ALAN = "ada-lovelace", "grace-hopper", "alan-turing"
+
+
+def inmail(sender: str, recipient: str, at: datetime, body: str) -> tuple[Notification, Any]:
+    """A new InMail's notification for its recipient and its conversation event."""
+    conversation_id = new_id()
+    event = ConversationEvent(
+        ConversationChange.INMAIL,
+        conversation_id,
+        sender,
+        recipient,
+        at,
+        Message(new_id(), sender, body, at),
+    )
+    notification = Notification(
+        NotificationKind.INMAIL_RECEIVED, recipient, at, conversation_id, conversation_id
+    )
+    return notification, event
+
+
+async def record(mongo: Mongo, notification: Notification, event: ConversationEvent) -> int:
+    async with MongoUnitOfWork(mongo).transaction() as tx:
+        return await tx.notifications.record([notification], event)
+
+
+async def next_of(subscriber: InboxSubscriber[Any]) -> Any:
+    return await asyncio.wait_for(anext(subscriber), WAIT)
+
+
+async def test_an_event_is_recorded_once_and_never_read_as_a_notification(mongo: Mongo) -> None:
+    notification, event = inmail(ADA, GRACE, AT, "Shall we talk about the Engine?")
+    assert await record(mongo, notification, event) == 1
+    assert await record(mongo, notification, event) == 0  # the same event, reported again
+
+    reads = NotificationReader(mongo, None)
+    [stored] = await reads.for_member(GRACE)
+    assert (stored.kind, stored.conversation_id) == (
+        NotificationKind.INMAIL_RECEIVED,
+        event.conversation_id,
+    )
+    assert await reads.count(GRACE, unread_only=False) == 1
+    assert [n.id for _, n in (await reads.page(GRACE, False, 10, None)).items] == [stored.id]
+    assert [n.id for n in await reads.since([ADA, GRACE], AT - timedelta(days=1))] == [stored.id]
+    assert await reads.for_member(ADA) == []
+
+    [told] = await reads.events_of(event.conversation_id)
+    assert (told.change, told.sender_id, told.recipient_id) == (
+        ConversationChange.INMAIL,
+        ADA,
+        GRACE,
+    )
+    assert told.message is not None
+    assert told.message.body == "Shall we talk about the Engine?"
+    assert [e.id for e in await reads.events_since([ADA], AT)] == [told.id]
+    # By id, as `node` reads one: an event's id names no notification.
+    assert await reads.get_many([told.id, stored.id]) == {stored.id: stored}
+
+    docs = await mongo.find_all(mongo.c.notifications, {}, sort=[("_id", 1)])
+    assert len(docs) == 2
+    event_doc = next(d for d in docs if d["kind"] == EVENT_KIND)
+    notification_doc = next(d for d in docs if d["kind"] != EVENT_KIND)
+    assert "memberId" not in event_doc
+    assert notification_from_doc(event_doc) is None
+    assert event_from_doc(notification_doc) is None
+
+
+async def test_an_event_of_its_own_and_a_response_with_two_notifications_are_one_write_each(
+    mongo: Mongo,
+) -> None:
+    notification, sent = inmail(ADA, GRACE, AT, "Compilers?")
+    await record(mongo, notification, sent)
+    later = AT + timedelta(hours=1)
+    responded = ConversationEvent(
+        ConversationChange.RESPONDED, sent.conversation_id, ADA, GRACE, later
+    )
+    thanks = Message(new_id(), ADA, "Thank you!", later + timedelta(minutes=1))
+    message = ConversationEvent(
+        ConversationChange.MESSAGE, sent.conversation_id, ADA, GRACE, thanks.sent_at, thanks
+    )
+    notices = [
+        Notification(NotificationKind.RESPONSE_RECEIVED, ADA, later, sent.conversation_id),
+        Notification(NotificationKind.CREDITED_BACK, ADA, later, sent.conversation_id),
+    ]
+    async with MongoUnitOfWork(mongo).transaction() as tx:
+        assert await tx.notifications.record(notices, responded) == 2
+        await tx.notifications.add_event(message)
+        await tx.notifications.add_event(message)  # once per message however often told
+
+    reads = NotificationReader(mongo, None)
+    changes = [e.change for e in await reads.events_of(sent.conversation_id)]
+    assert changes == [
+        ConversationChange.INMAIL,
+        ConversationChange.RESPONDED,
+        ConversationChange.MESSAGE,
+    ]
+    kinds = {n.kind for n in await reads.for_member(ADA)}
+    assert kinds == {NotificationKind.RESPONSE_RECEIVED, NotificationKind.CREDITED_BACK}
+
+
+@contextlib.asynccontextmanager
+async def opened_inbox(mongo: Mongo, **options: Any) -> AsyncIterator[InboxChanges]:
+    feed = InboxChanges(mongo, **options)
+    await feed.open()
+    try:
+        yield feed
+    finally:
+        await feed.close()
+
+
+async def next_change(feed: InboxChanges) -> tuple[str, str]:
+    """The next change as (collection, what it holds: a notification's kind or the event's)."""
+    change = await asyncio.wait_for(feed.next(), WAIT)
+    event = event_from_doc(change.document)
+    if event is not None:
+        return change.collection, f"event {event.change}"
+    notification = notification_from_doc(change.document)
+    assert notification is not None
+    return change.collection, f"notification {notification.kind}"
+
+
+async def test_the_inbox_feed_hands_out_the_notification_and_the_event_of_one_write(
+    mongo: Mongo,
+) -> None:
+    async with opened_inbox(mongo) as feed:
+        await record(mongo, *inmail(ADA, GRACE, AT, "Hello from the Analytical Engine"))
+        assert await next_change(feed) == ("notifications", "notification INMAIL_RECEIVED")
+        assert await next_change(feed) == ("notifications", "event INMAIL")
+
+
+async def test_a_dropped_inbox_stream_resumes_after_the_last_change_handed_out(
+    mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with opened_inbox(mongo, retry_delay=0.01) as feed:
+        await record(mongo, *inmail(ADA, GRACE, AT, "One"))
+        assert await next_change(feed) == ("notifications", "notification INMAIL_RECEIVED")
+        stream: Any = feed._stream
+        real_try_next = stream.try_next
+
+        async def cut() -> None:
+            monkeypatch.setattr(stream, "try_next", real_try_next)
+            raise AutoReconnect("connection reset by peer")
+
+        monkeypatch.setattr(stream, "try_next", cut)
+        await record(mongo, *inmail(GRACE, ALAN, AT + timedelta(minutes=1), "Two"))
+        # The first write's event, then the second write's two: none lost, none twice.
+        assert await next_change(feed) == ("notifications", "event INMAIL")
+        assert feed._stream is not stream
+        assert await next_change(feed) == ("notifications", "notification INMAIL_RECEIVED")
+        assert await next_change(feed) == ("notifications", "event INMAIL")
+
+
+class GappyFeed:
+    """A feed that hands out the changes put into it, and says changes were lost on None."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[InboxChange | None] = asyncio.Queue()
+
+    async def open(self) -> None:
+        return None
+
+    async def next(self) -> InboxChange:
+        change = await self.queue.get()
+        if change is None:
+            raise ChangesLost("the oplog rolled over")
+        return change
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_after_a_gap_the_inbox_catches_up_on_notifications_and_events_from_the_database(
+    mongo: Mongo,
+) -> None:
+    feed = GappyFeed()
+    broker = InboxBroker(NotificationReader(mongo, None), lambda: feed)  # type: ignore[arg-type, return-value]
+    await broker.start()
+    try:
+        async with (
+            broker.notifications.subscribe(GRACE) as grace_notes,
+            broker.conversations.subscribe(GRACE) as grace_events,
+            broker.conversations.subscribe(ADA) as ada_events,
+        ):
+            first, first_event = inmail(ADA, GRACE, AT, "Before the gap")
+            await record(mongo, first, first_event)
+            [first_doc] = await mongo.find_all(mongo.c.notifications, {"memberId": GRACE})
+            await feed.queue.put(InboxChange("notifications", first_doc))
+            seen = await next_of(grace_notes)
+            assert seen.conversation_id == first.conversation_id
+            # Written while the stream was down: the feed never hands these out.
+            missed, missed_event = inmail(ADA, GRACE, AT + timedelta(minutes=5), "In the gap")
+            await record(mongo, missed, missed_event)
+            await feed.queue.put(None)
+
+            caught = await next_of(grace_notes)
+            assert caught.conversation_id == missed.conversation_id  # the first one not again
+            for subscriber in (grace_events, ada_events):
+                bodies = [(await next_of(subscriber)).message.body for _ in range(2)]
+                # Events at or after the last item seen: the first event (never handed out by
+                # the feed) and the missed one.
+                assert bodies == ["Before the gap", "In the gap"]
+    finally:
+        await broker.stop()
+
+
+async def test_the_in_memory_inbox_polls_one_collection_for_notifications_and_events() -> None:
+    mongo = InMemoryMongo("inbox_poll")
+    await mongo.create_indexes()
+    broker = InboxBroker(NotificationReader(mongo, None), None, poll_interval=0.01)
+    await broker.start()
+    try:
+        async with (
+            broker.notifications.subscribe(GRACE) as grace_notes,
+            broker.conversations.subscribe(ADA) as ada_events,
+        ):
+            notification, event = inmail(ADA, GRACE, AT, "Held in memory")
+            async with mongo.session_transaction() as session:
+                repository = NotificationRepository(mongo, session, webhooks=False)
+                assert await repository.record([notification], event) == 1
+            assert (await next_of(grace_notes)).conversation_id == notification.conversation_id
+            told = await next_of(ada_events)
+            assert (told.change, told.message.body) == (ConversationChange.INMAIL, "Held in memory")
+    finally:
+        await broker.stop()
+        await mongo.close()

@@ -1,0 +1,145 @@
+"""The start-up move of conversation events from their old collection into `notifications`.
+
+A database written by an earlier version keeps its events in `conversation_events`, unique per
+event key. Start-up (Mongo.create_indexes) copies each into `notifications` under the same id,
+marked with the event kind, then drops the old collection; a run cut short and run again, or
+two at once, copies each event once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from pymongo import ASCENDING, IndexModel
+
+from inmail.domain.notifications import ConversationChange, ConversationEvent
+from inmail.repositories.migrations import BATCH, EVENTS, migrate
+from inmail.repositories.mongo import Doc, Mongo, new_id
+from inmail.repositories.notifications import EVENT_KIND, NotificationReader
+from inmail.repositories.unit_of_work import MongoUnitOfWork
+
+AT = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
+ADA, GRACE = new_id(), new_id()
+
+
+def _old_event(change: str, conversation_id: str, at: datetime, body: str | None) -> Doc:
+    """An event as the earlier version wrote it into `conversation_events`."""
+    message = (
+        {"_id": new_id(), "authorId": ADA, "body": body, "sentAt": at} if body is not None else None
+    )
+    key = f"{change}:{message['_id'] if message and change == 'MESSAGE' else conversation_id}"
+    return {
+        "_id": new_id(),
+        "eventKey": key,
+        "change": change,
+        "conversationId": conversation_id,
+        "senderId": ADA,
+        "recipientId": GRACE,
+        "at": at,
+        "message": message,
+    }
+
+
+async def _old_database(mongo: Mongo) -> tuple[str, list[Doc]]:
+    """One InMail thread with its events and notification, and many other threads' events."""
+    thread = new_id()
+    events = [
+        _old_event("INMAIL", thread, AT, "Shall we build the Difference Engine?"),
+        _old_event("RESPONDED", thread, AT + timedelta(hours=2), None),
+        _old_event("MESSAGE", thread, AT + timedelta(hours=3), "Splendid."),
+    ]
+    # More than one batch of the migration's scan.
+    events += [
+        _old_event("INMAIL", new_id(), AT + timedelta(minutes=i), f"Note {i}")
+        for i in range(BATCH + 5)
+    ]
+    old = mongo.db["conversation_events"]
+    await old.create_indexes(
+        [IndexModel([("eventKey", ASCENDING)], unique=True, name="one_per_event")]
+    )
+    await old.insert_many(events)
+    await mongo.c.notifications.create_indexes(
+        [
+            IndexModel(
+                [("kind", ASCENDING), ("eventKey", ASCENDING)], unique=True, name="one_per_event"
+            )
+        ]
+    )
+    await mongo.c.notifications.insert_one(
+        {
+            "_id": new_id(),
+            "kind": "INMAIL_RECEIVED",
+            "eventKey": thread,
+            "memberId": GRACE,
+            "conversationId": thread,
+            "at": AT,
+            "readAt": None,
+        }
+    )
+    # A run cut short had copied the first event already.
+    await mongo.c.notifications.insert_one(events[0] | {"kind": EVENT_KIND})
+    return thread, events
+
+
+async def test_old_events_are_moved_into_notifications_once_however_often_start_up_runs(
+    mongodb_uri: str, db_name: str
+) -> None:
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    try:
+        thread, events = await _old_database(mongo)
+
+        # Two processes starting at once, each with its own client.
+        other = Mongo.connect(mongodb_uri, db_name)
+        try:
+            await asyncio.gather(migrate(mongo), migrate(other))
+        finally:
+            await other.close()
+        for _ in range(2):
+            await mongo.create_indexes()
+            # The marker is what skips the work; without it the migration runs again and
+            # changes nothing.
+            await mongo.c.migrations.delete_one({"_id": EVENTS})
+        await mongo.create_indexes()
+
+        assert "conversation_events" not in await mongo.db.list_collection_names()
+        assert await mongo.c.notifications.count_documents({"kind": EVENT_KIND}) == len(events)
+        assert await mongo.c.notifications.count_documents({}) == len(events) + 1
+        copied = await mongo.c.notifications.find_one({"_id": events[1]["_id"]})
+        assert copied == events[1] | {"kind": EVENT_KIND}
+        assert await mongo.c.migrations.find_one({"_id": EVENTS}) is not None
+
+        reads = NotificationReader(mongo, None)
+        told = await reads.events_of(thread)
+        assert [e.change for e in told] == [
+            ConversationChange.INMAIL,
+            ConversationChange.RESPONDED,
+            ConversationChange.MESSAGE,
+        ]
+        assert [e.message.body if e.message else None for e in told] == [
+            "Shall we build the Difference Engine?",
+            None,
+            "Splendid.",
+        ]
+        assert len(await reads.events_since([GRACE], AT)) == len(events)
+        # Members see their notifications, never the moved events.
+        assert [n.conversation_id for n in await reads.for_member(GRACE)] == [thread]
+        assert await reads.count(GRACE, unread_only=False) == 1
+        assert await reads.for_member(ADA) == []
+
+        # A moved event is still recorded once: told again, it is not written twice.
+        again = ConversationEvent(ConversationChange.RESPONDED, thread, ADA, GRACE, AT)
+        async with MongoUnitOfWork(mongo).transaction() as tx:
+            await tx.notifications.record([], again)
+        assert len(await reads.events_of(thread)) == 3
+    finally:
+        await mongo.close()
+
+
+async def test_a_new_database_records_the_move_and_has_no_old_events_collection(
+    mongo: Mongo,
+) -> None:
+    assert await mongo.c.migrations.find_one({"_id": EVENTS}) is not None
+    assert "conversation_events" not in await mongo.db.list_collection_names()
+    indexes = await mongo.c.notifications.index_information()
+    assert indexes["event_conversation_order"]["partialFilterExpression"] == {"kind": EVENT_KIND}
