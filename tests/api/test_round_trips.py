@@ -112,8 +112,8 @@ SEND_COMMANDS = [
     "update",  # the sender's ledger position and InMail count (the rate limit)
     "update",  # the lot the credit came from
     "insert",  # the ledger entry
-    "insert",  # the conversation (a unique index refuses a second awaiting InMail)
-    "insert",  # its first message
+    "insert",  # the conversation with its first message (a unique index refuses a second
+    # awaiting InMail)
     "update",  # the recipient's notification (once per event; no webhook URL, no outbox entry)
     "update",  # the conversation event (once per event)
     "insert",  # the idempotency record (a unique index refuses a reused key)

@@ -93,13 +93,12 @@ async def _send(
     if tx.careful and (prior := await replay(tx.idempotency, request)) is not None:
         return _Sent(prior, [], None)
     account = await _sender_may_inmail(tx, deps, draft, now)
-    conversation = _new_inmail(draft, now, deps.limits.reminder_delay)
+    first = Message(new_id(), draft.sender_id, draft.body, now)
+    conversation = _new_inmail(draft, first, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
     account.inmail_window = count_inmail(deps.rate_limits, account.inmail_window, now)
     entries = await account.save(tx)
-    stored = await tx.conversations.insert(conversation)
-    first = Message(new_id(), draft.sender_id, draft.body, now)
-    await tx.messages.add(conversation.id, first)
+    stored = await tx.conversations.insert(conversation)  # with its first message
     await tx.notifications.add(Notification.inmail_received(stored, now))
     await tx.notifications.add_event(
         ConversationEvent.of(ConversationChange.INMAIL, stored, now, first)
@@ -133,7 +132,8 @@ async def _sender_may_inmail(tx: Transaction, deps: Deps, draft: _Draft, now: da
     return Account.brought_up_to(deps.plans, sender, lots[draft.sender_id], now)
 
 
-def _new_inmail(draft: _Draft, now: datetime, reminder_delay: timedelta) -> Conversation:
+def _new_inmail(draft: _Draft, first: Message, reminder_delay: timedelta) -> Conversation:
+    """The InMail as sent: its first message is written with it, in the same insert."""
     return Conversation(
         id=new_id(),
         kind=ConversationKind.INMAIL,
@@ -141,8 +141,9 @@ def _new_inmail(draft: _Draft, now: datetime, reminder_delay: timedelta) -> Conv
         recipient_id=draft.recipient_id,
         subject=draft.subject,
         state=ConversationState.AWAITING_RESPONSE,
-        sent_at=now,
-        reminder_due_at=reminder_due_at(now, reminder_delay),
+        sent_at=first.sent_at,
+        reminder_due_at=reminder_due_at(first.sent_at, reminder_delay),
+        first_message=first,
     )
 
 
