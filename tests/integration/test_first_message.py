@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from inmail.domain.model import Conversation, ConversationKind, Message
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.messages import LATEST, MessageReader, MessageRepository, message_to_doc
 from inmail.repositories.mongo import Mongo, Session, new_id
-from inmail.repositories.pages import Page
+from inmail.repositories.pages import Page, encode_cursor
 
 SENT = datetime(2026, 3, 14, 9, 26, 53, 589000, tzinfo=UTC)
 LENGTHS = (1, 2, 100, 101, 250)
@@ -266,3 +266,43 @@ async def test_any_message_is_found_by_its_id_with_its_conversation_either_way(
             t.first.id: (t.conversation.id, t.first) for t in THREADS
         }
         assert await MessageReader(mongo, None).get_many([]) == {}
+
+
+def _cursors_around(first: Message) -> list[str]:
+    """Cursors a client may write by hand around the first message: a time with no zone (read as
+    UTC), another zone, finer than a millisecond, ids just before and after, far off."""
+    at, ident = first.sent_at, first.id
+    india = timezone(timedelta(hours=5, minutes=30))
+    return [
+        encode_cursor([at.replace(tzinfo=None), ident]),
+        encode_cursor([at.astimezone(india), ident]),
+        encode_cursor([at + timedelta(microseconds=700), ident]),
+        encode_cursor([at - timedelta(microseconds=1), ident]),
+        encode_cursor([at, ""]),
+        encode_cursor([at, ident + "0"]),
+        encode_cursor([at - timedelta(milliseconds=1), "zzzz"]),
+        encode_cursor([at + timedelta(seconds=1), ""]),
+        encode_cursor([datetime(1970, 1, 1, tzinfo=UTC), ident]),
+        encode_cursor([datetime(9999, 12, 31, tzinfo=UTC), ident]),
+    ]
+
+
+async def test_cursors_written_by_hand_around_the_first_message_answer_alike(
+    both: tuple[Mongo, Mongo],
+) -> None:
+    new, old = both
+    readers = [(MessageReader(mongo, None), await _conversations(mongo)) for mongo in (new, old)]
+    for thread in THREADS:
+        for cursor in _cursors_around(thread.first):
+            answers = []
+            for reader, conversations in readers:
+                conversation = conversations[thread.conversation.id]
+                answers.append(await _facts(await reader.page(conversation, 3, cursor)))
+            assert answers[0] == answers[1], (len(thread.messages), cursor)
+    # The first of them reads as UTC: the page after the first message.
+    reader, conversations = readers[0]
+    thread = THREADS[-1]
+    page = await reader.page(
+        conversations[thread.conversation.id], 3, _cursors_around(thread.first)[0]
+    )
+    assert [m for _, m in page.items] == thread.messages[1:3]
