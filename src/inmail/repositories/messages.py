@@ -54,10 +54,10 @@ def message_from_doc(doc: Doc) -> Message:
     )
 
 
-Position = tuple[datetime, str]
+_Position = tuple[datetime, str]
 
 
-def _position(sent_at: datetime, message_id: str) -> Position:
+def _position(sent_at: datetime, message_id: str) -> _Position:
     """Where a message sorts in its thread, (sentAt, _id), compared as the server compares
     them: a time as UTC to the millisecond (BSON keeps no more; a time without a zone is UTC),
     an id as its bytes."""
@@ -67,14 +67,12 @@ def _position(sent_at: datetime, message_id: str) -> Position:
     return utc.replace(microsecond=utc.microsecond // 1000 * 1000), message_id
 
 
-def _position_of(message: Message) -> Position:
+def _position_of(message: Message) -> _Position:
     return _position(message.sent_at, message.id)
 
 
-def _merged(first: Message | None, others: list[Message]) -> list[Message]:
+def _merged(first: Message, others: list[Message]) -> list[Message]:
     """A conversation's first message among others read from the collection, in thread order."""
-    if first is None:
-        return others
     return sorted([first, *others], key=_position_of)
 
 
