@@ -121,9 +121,8 @@ SEND_COMMANDS = [
     "update",  # the sender's ledger position and InMail count (the rate limit)
     "update",  # the lot the credit came from
     "insert",  # the ledger entry
-    "insert",  # the conversation, with the send's record under its key (unique indexes refuse
-    # a second awaiting InMail and a reused key)
-    "insert",  # its first message
+    "insert",  # the conversation, with its first message and the send's record under its key
+    # (unique indexes refuse a second awaiting InMail and a reused key)
     "update",  # the recipient's notification and the conversation event, each once per event
     # (one bulk write into `notifications`; no webhook URL, no outbox entry)
     "commitTransaction",

@@ -243,3 +243,55 @@ async def test_the_inbox_holds_what_others_started_and_the_sent_box_what_the_vie
     bobs = next(n for n in page["nodes"] if n["id"] == from_bob)
     assert bobs["kind"] == "DIRECT"
     assert (bobs["sender"]["id"], bobs["recipient"]["id"]) == (bob.id, ada.id)
+
+
+OPENING = """
+query($id: ID!) { node(id: $id) { __typename id ... on Message { body author { id } } } }
+"""
+
+
+async def test_an_inmail_thread_past_a_hundred_keeps_its_opening_in_its_pages_and_by_id(
+    api: Api,
+) -> None:
+    """The InMail's first message is kept with the conversation, the rest apart: the latest 100
+    leave it out once the thread is longer, the pages and the count still hold it first."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    sent = await api.send(ada, grace, body="Would you review my notes on the engine?")
+    assert sent["errors"] == []
+    thread = sent["conversation"]["id"]
+    api.advance(minutes=1)
+    assert (await api.respond(grace, thread, "INTERESTED"))["errors"] == []
+    page = await _message_page(api, grace, thread, 1, None)
+    (opening,) = page["nodes"]
+    assert opening["body"] == "Would you review my notes on the engine?"
+    order = [opening["id"]]
+    for i in range(101):
+        said = await _say(api, (grace, ada)[i % 2], f"Note {i}: the Bernoulli numbers", thread)
+        assert said["errors"] == [], said["errors"]
+        order.append(said["message"]["id"])
+        if i % 100 == 99:  # each writer stays under the 60 messages a minute limit
+            api.advance(minutes=1)
+
+    latest = await api.gql(MESSAGES, {"id": thread}, ada.token)
+    assert [m["id"] for m in latest["conversation"]["messages"]] == order[-100:]
+    for size in (1, 7, 100):
+        seen: list[str] = []
+        after: str | None = None
+        while True:
+            page = await _message_page(api, ada, thread, size, after)
+            assert page["totalCount"] == 102
+            seen += [node["id"] for node in page["nodes"]]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        assert seen == order, size
+    found = await api.gql(OPENING, {"id": opening["id"]}, grace.token)
+    assert found["node"] == {
+        "__typename": "Message",
+        "id": opening["id"],
+        "body": "Would you review my notes on the engine?",
+        "author": {"id": ada.id},
+    }
+    stranger = await api.create_member("Alan Turing", "BASIC")
+    assert (await api.gql(OPENING, {"id": opening["id"]}, stranger.token))["node"] is None

@@ -71,7 +71,12 @@ class World:
     recorder: Recorder
     reads: Reads
     member_ids: list[str]
-    conversation_ids: list[str]
+    conversations: list[Conversation]
+    message_ids: list[str]  # some kept apart, some the first message kept in an InMail
+
+    @property
+    def conversation_ids(self) -> list[str]:
+        return [c.id for c in self.conversations]
 
 
 def _member(i: int) -> Member:
@@ -135,6 +140,9 @@ def _entries(member_id: str) -> list[Doc]:
 def _conversation(sender: str, recipient: str, i: int) -> Doc:
     sent = NOW - timedelta(hours=i)
     awaiting = i % 3 == 0
+    # Half the InMails keep their first message with them, as a send writes them; the others
+    # were stored before, their first message kept apart with the rest.
+    first = Message(new_id(), sender, "Hello there", sent) if i % 2 == 0 else None
     return conversation_to_doc(
         Conversation(
             id=new_id(),
@@ -146,6 +154,7 @@ def _conversation(sender: str, recipient: str, i: int) -> Doc:
             sent_at=sent,
             responded_at=None if awaiting else sent + timedelta(hours=1),
             reminder_due_at=sent + timedelta(hours=48),
+            first_message=first,
         )
     )
 
@@ -175,16 +184,17 @@ async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
         conversations += [_direct(ids[(i + 1) % MEMBERS], ids[i], i) for i in range(MEMBERS)]
         await mongo.c.conversations.insert_many(conversations)
         # Twenty messages in each conversation.
-        await mongo.c.messages.insert_many(
-            [
-                message_to_doc(
-                    doc["_id"],
-                    Message(new_id(), doc["senderId"], f"Message {k}", NOW + timedelta(minutes=k)),
-                )
-                for doc in conversations
-                for k in range(20)
-            ]
-        )
+        messages = [
+            message_to_doc(
+                doc["_id"],
+                Message(new_id(), doc["senderId"], f"Message {k}", NOW + timedelta(minutes=k)),
+            )
+            for doc in conversations
+            for k in range(20)
+        ]
+        await mongo.c.messages.insert_many(messages)
+        firsts = [doc["first"]["_id"] for doc in conversations if "first" in doc]
+        message_ids = [m["_id"] for m in messages[::40][:50]] + firsts[:50]
         await mongo.c.idempotency.insert_many(
             [
                 {
@@ -201,7 +211,8 @@ async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
             ]
         )
         await _notifications_and_events(mongo, conversations)
-        yield World(mongo, recorder, Reads.on(mongo), ids, [doc["_id"] for doc in conversations])
+        threads = [conversation_from_doc(doc) for doc in conversations]
+        yield World(mongo, recorder, Reads.on(mongo), ids, threads, message_ids)
     finally:
         await client.close()
 
@@ -358,16 +369,24 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
         {"one_direct_per_sender_pair"},
     ),
     "latest messages of a page of conversations (DataLoader batch)": (
-        lambda w: w.reads.messages.latest_for_many(w.conversation_ids[:50]),
+        lambda w: w.reads.messages.latest_for_many(w.conversations[:50]),
         {"conversation_oldest"},
     ),
     "messages page (oldest first)": (
-        lambda w: w.reads.messages.page(w.conversation_ids[3], 10, None),
+        lambda w: w.reads.messages.page(w.conversations[3], 10, None),
+        {"conversation_oldest"},
+    ),
+    "messages page of an InMail that keeps its first message": (
+        lambda w: w.reads.messages.page(w.conversations[4], 10, None),
         {"conversation_oldest"},
     ),
     "messages count": (
-        lambda w: w.reads.messages.count(w.conversation_ids[3]),
+        lambda w: w.reads.messages.count(w.conversations[3]),
         {"conversation_oldest"},
+    ),
+    "messages by id, kept apart or first in their InMail (DataLoader batch)": (
+        lambda w: w.reads.messages.get_many(w.message_ids),
+        {"_id_", "first_message"},
     ),
     "ledger page": (lambda w: w.reads.ledger.page(_one(w), 20, None), {"member_seq"}),
     "ledger page count": (lambda w: w.reads.ledger.count(_one(w)), {"member_seq"}),
@@ -438,7 +457,8 @@ async def test_the_next_pages_use_the_same_indexes_as_the_first(world: World) ->
     ledger = await reads.ledger.page(member_id, 5, None)
     lots = await reads.lots.page(member_id, None, 2, None)
     inbox = await reads.conversations.page_for(member_id, None, 2, None, ConversationRole.RECEIVED)
-    thread = world.conversation_ids[5]
+    thread = world.conversations[4]
+    assert thread.first_message is not None
     messages = await reads.messages.page(thread, 5, None)
     assert inbox.end_cursor
     assert messages.end_cursor

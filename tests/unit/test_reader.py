@@ -193,15 +193,19 @@ class Messages:
         self.calls.made.append("messages.get_many")
         return {ADA_NOTE.id: (ADA_TO_CHARLES.id, ADA_NOTE)} if ADA_NOTE.id in ids else {}
 
-    async def latest_for_many(self, conversation_ids: Iterable[str]) -> dict[str, list[Message]]:
+    async def latest_for_many(
+        self, conversations: Iterable[Conversation]
+    ) -> dict[str, list[Message]]:
         self.calls.made.append("messages.latest_for_many")
-        return {i: [ADA_NOTE] for i in conversation_ids if i == ADA_TO_CHARLES.id}
+        return {c.id: [ADA_NOTE] for c in conversations if c.id == ADA_TO_CHARLES.id}
 
-    async def page(self, conversation_id: str, first: int, after: str | None) -> Page[Message]:
+    async def page(
+        self, conversation: Conversation, first: int, after: str | None
+    ) -> Page[Message]:
         self.calls.made.append("messages.page")
         return Page([("m1", ADA_NOTE)][:first], has_next=False)
 
-    async def count(self, conversation_id: str) -> int:
+    async def count(self, conversation: Conversation) -> int:
         return 1
 
 

@@ -132,6 +132,9 @@ class Conversation:
     """An InMail, or the direct thread of two connections; its messages are kept apart from it.
 
     `sender_id` started it (sent the InMail, or wrote the thread's first message).
+    `first_message` is the InMail's own message when it is kept with the conversation (one
+    write sends both); it is the oldest of the thread, and the thread's other messages, like
+    every message of a conversation stored before, are kept apart.
     """
 
     id: str
@@ -146,6 +149,7 @@ class Conversation:
     credited_back: bool = False
     reminder_sent_at: datetime | None = None
     reminder_due_at: datetime | None = None
+    first_message: Message | None = None
 
     def has_party(self, member_id: str) -> bool:
         return member_id in (self.sender_id, self.recipient_id)

@@ -11,6 +11,7 @@ from pymongo import ReturnDocument
 
 from inmail.domain.conversations import ConversationRole, ConversationState, InMailResponse
 from inmail.domain.model import Conversation, ConversationKind
+from inmail.repositories.messages import message_fields, message_from_doc
 from inmail.repositories.mongo import Doc, Mongo, Session
 from inmail.repositories.pages import Page, keyset_page
 from inmail.repositories.records import SENT_UNDER, IdempotencyRecord, sent_under_to_doc
@@ -33,6 +34,10 @@ def conversation_to_doc(c: Conversation) -> Doc:
         "reminderSentAt": c.reminder_sent_at,
         "reminderDueAt": c.reminder_due_at,
     }
+    if c.first_message is not None:
+        # The InMail's first message rides in the conversation's own insert: one write for
+        # both. Every later message is a document of the messages collection (messages.py).
+        doc["first"] = message_fields(c.first_message)
     if c.kind is ConversationKind.DIRECT:
         # One direct thread per pair, enforced by the unique index {senderId, pairKey}: the
         # shard key leads it (README, Sharding), so the thread is stored under the pair's
@@ -62,6 +67,7 @@ def conversation_from_doc(doc: Doc) -> Conversation:
         credited_back=doc.get("creditedBack", False),
         reminder_sent_at=doc.get("reminderSentAt"),
         reminder_due_at=doc.get("reminderDueAt"),
+        first_message=message_from_doc(doc["first"]) if "first" in doc else None,
     )
 
 

@@ -8,15 +8,24 @@ a conversation's range, a page of `messageConnection` the next `first` after a c
 count an index-only COUNT_SCAN. Buckets would save index entries but make every page straddle
 buckets, every append a read-modify-write of a shared document (a hot spot that concurrent
 writers retry on), and the exact "latest 100" a merge of two buckets.
+
+An InMail's first message is the exception: it is kept in the conversation document itself
+(field `first`, written by the conversation's own insert, so a send is one write less). It is
+the oldest message of its thread. Every read here takes the conversation as read, and places its
+first message, if it carries one, in the thread's order (sentAt, _id) as if it were one more
+document of the range: the answers are those of a thread kept wholly in this collection, which is
+what conversations stored before are (they carry no `first`, and are not rewritten).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
-from inmail.domain.model import Message
+from inmail.domain.model import Conversation, Message
 from inmail.repositories.mongo import Doc, Mongo, Session
-from inmail.repositories.pages import Page, keyset_page
+from inmail.repositories.pages import Page, decode_cursor, encode_cursor, keyset_page
 
 OLDEST_FIRST = (("sentAt", 1), ("_id", 1))
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
@@ -24,20 +33,51 @@ LATEST = 100
 """How many messages `Conversation.messages` shows: the latest 100 (SPEC section 4)."""
 
 
-def message_to_doc(conversation_id: str, message: Message) -> Doc:
+def message_fields(message: Message) -> Doc:
+    """A message as stored, wherever it is kept (its own document, or a conversation's first)."""
     return {
         "_id": message.id,
-        "conversationId": conversation_id,
         "authorId": message.author_id,
         "body": message.body,
         "sentAt": message.sent_at,
     }
 
 
+def message_to_doc(conversation_id: str, message: Message) -> Doc:
+    doc: Doc = {"_id": message.id, "conversationId": conversation_id}
+    return doc | message_fields(message)
+
+
 def message_from_doc(doc: Doc) -> Message:
     return Message(
         id=doc["_id"], author_id=doc["authorId"], body=doc["body"], sent_at=doc["sentAt"]
     )
+
+
+_Position = tuple[datetime, str]
+
+
+def _position(sent_at: datetime, message_id: str) -> _Position:
+    """Where a message sorts in its thread, (sentAt, _id), compared as the server compares
+    them: a time as UTC to the millisecond (BSON keeps no more; a time without a zone is UTC),
+    an id as its bytes."""
+    if sent_at.tzinfo is None:
+        sent_at = sent_at.replace(tzinfo=UTC)
+    utc = sent_at.astimezone(UTC)
+    return utc.replace(microsecond=utc.microsecond // 1000 * 1000), message_id
+
+
+def _position_of(message: Message) -> _Position:
+    return _position(message.sent_at, message.id)
+
+
+def _merged(first: Message, others: list[Message]) -> list[Message]:
+    """A conversation's first message among others read from the collection, in thread order."""
+    return sorted([first, *others], key=_position_of)
+
+
+async def _it_precedes() -> bool:
+    return True
 
 
 class MessageReader:
@@ -47,38 +87,104 @@ class MessageReader:
         self._mongo = mongo
         self._session = session
         self._c = mongo.c.messages
+        self._conversations = mongo.c.conversations
 
     async def latest_for_many(
-        self, conversation_ids: Iterable[str], limit: int = LATEST
+        self, conversations: Iterable[Conversation], limit: int = LATEST
     ) -> dict[str, list[Message]]:
-        """The latest `limit` messages of each conversation, oldest first; one round trip."""
-        wanted = list(dict.fromkeys(conversation_ids))
+        """The latest `limit` messages of each conversation, oldest first; one round trip.
+
+        A first message kept with its conversation is the oldest of its thread: it is shown
+        only when the thread has fewer than `limit` others.
+        """
+        wanted = {c.id: c for c in conversations}
         docs = await self._mongo.latest_per_key(
-            self._c, "conversationId", wanted, NEWEST_FIRST, limit, self._session
+            self._c, "conversationId", list(wanted), NEWEST_FIRST, limit, self._session
         )
         found: dict[str, list[Message]] = {conversation_id: [] for conversation_id in wanted}
         for doc in docs:
             found[doc["conversationId"]].append(message_from_doc(doc))
-        for messages in found.values():
+        for conversation_id, messages in found.items():
             messages.reverse()
+            first = wanted[conversation_id].first_message
+            if first is not None:
+                found[conversation_id] = _merged(first, messages)[-limit:]
         return found
 
     async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[str, Message]]:
-        """Messages by id, each with the id of its conversation: one round trip."""
-        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
-        return {doc["_id"]: (doc["conversationId"], message_from_doc(doc)) for doc in docs}
+        """Messages by id, each with the id of its conversation: the messages collection and
+        the conversations' first messages, asked together."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        firsts_query = {"first._id": {"$in": wanted}}
+        firsts_projection = {"first": 1}
+        if self._session is None:
+            docs, firsts = await asyncio.gather(
+                self._mongo.find_by_ids(self._c, wanted, None),
+                self._mongo.find_all(
+                    self._conversations, firsts_query, projection=firsts_projection
+                ),
+            )
+        else:  # one operation at a time in a transaction's session
+            docs = await self._mongo.find_by_ids(self._c, wanted, self._session)
+            firsts = await self._mongo.find_all(
+                self._conversations,
+                firsts_query,
+                projection=firsts_projection,
+                session=self._session,
+            )
+        found = {doc["_id"]: (doc["conversationId"], message_from_doc(doc)) for doc in docs}
+        for doc in firsts:
+            found[doc["first"]["_id"]] = (doc["_id"], message_from_doc(doc["first"]))
+        return found
 
-    async def page(self, conversation_id: str, first: int, after: str | None) -> Page[Message]:
-        """Every message of a conversation, oldest first, `first` at a time."""
-        page = await keyset_page(
-            self._mongo, self._c, {"conversationId": conversation_id}, OLDEST_FIRST, first, after
-        )
-        return page.map(message_from_doc)
+    async def page(
+        self, conversation: Conversation, first: int, after: str | None
+    ) -> Page[Message]:
+        """Every message of a conversation, oldest first, `first` at a time.
 
-    async def count(self, conversation_id: str) -> int:
-        return await self._c.count_documents(
-            {"conversationId": conversation_id}, session=self._session
+        The cursors are those of the collection's keyset (sentAt, _id), the first message
+        kept with the conversation included: a cursor at it continues in the collection.
+        """
+        page = (
+            await keyset_page(
+                self._mongo,
+                self._c,
+                {"conversationId": conversation.id},
+                OLDEST_FIRST,
+                first,
+                after,
+            )
+        ).map(message_from_doc)
+        opening = conversation.first_message
+        if opening is None:
+            return page
+        if after is not None:
+            sent_at, message_id = decode_cursor(after, OLDEST_FIRST)
+            if _position_of(opening) <= _position(sent_at, message_id):
+                return Page(page.items, page.has_next, _it_precedes)
+        if first <= 0:
+            return page
+        # The opening message and the collection's next `first` (of which there were more, or
+        # not): the page is the `first` earliest of them.
+        items = sorted(
+            [(_cursor_of(opening), opening), *page.items],
+            key=lambda item: _position_of(item[1]),
         )
+        has_next = page.has_next or len(items) > first
+        return Page(items[:first], has_next, page.previous)
+
+    async def count(self, conversation: Conversation) -> int:
+        kept_apart = await self._c.count_documents(
+            {"conversationId": conversation.id}, session=self._session
+        )
+        return kept_apart + (conversation.first_message is not None)
+
+
+def _cursor_of(message: Message) -> str:
+    """The message's cursor, as the keyset page makes it from a document of the collection."""
+    return encode_cursor([message.sent_at, message.id])
 
 
 class MessageRepository(MessageReader):

@@ -170,6 +170,12 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             partialFilterExpression=_DIRECT,
             name="direct_started_with_newest",
         ),
+        # An InMail's first message, kept in the conversation, found by its id (a node).
+        IndexModel(
+            [("first._id", ASCENDING)],
+            partialFilterExpression={"first._id": {"$exists": True}},
+            name="first_message",
+        ),
         # The reminder job's keyset, (reminderDueAt, _id), so a pass never meets one twice.
         IndexModel(
             [("reminderDueAt", ASCENDING), ("_id", ASCENDING)],

@@ -93,15 +93,15 @@ async def _send(
     if tx.careful and (prior := await replay(tx.idempotency, request)) is not None:
         return _Sent(prior, [], None)
     account = await _sender_may_inmail(tx, deps, draft, request, now)
-    conversation = _new_inmail(draft, now, deps.limits.reminder_delay)
+    first = Message(new_id(), draft.sender_id, draft.body, now)
+    conversation = _new_inmail(draft, first, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
     account.inmail_window = count_inmail(deps.rate_limits, account.inmail_window, now)
     entries = await account.save(tx)
     outcome = KeyedOutcome(conversation.id, account.balance)
-    # The conversation carries the send's record under its key: no write of its own.
+    # The conversation carries its first message and the send's record under its key: one
+    # insert writes all three.
     stored = await tx.conversations.insert(conversation, request.record(now, outcome))
-    first = Message(new_id(), draft.sender_id, draft.body, now)
-    await tx.messages.add(conversation.id, first)
     await tx.notifications.record(
         [Notification.inmail_received(stored, now)],
         ConversationEvent.of(ConversationChange.INMAIL, stored, now, first),
@@ -140,7 +140,8 @@ async def _sender_may_inmail(
     return Account.brought_up_to(deps.plans, sender, lots, now)
 
 
-def _new_inmail(draft: _Draft, now: datetime, reminder_delay: timedelta) -> Conversation:
+def _new_inmail(draft: _Draft, first: Message, reminder_delay: timedelta) -> Conversation:
+    """The InMail as sent: its first message is written with it, in the same insert."""
     return Conversation(
         id=new_id(),
         kind=ConversationKind.INMAIL,
@@ -148,8 +149,9 @@ def _new_inmail(draft: _Draft, now: datetime, reminder_delay: timedelta) -> Conv
         recipient_id=draft.recipient_id,
         subject=draft.subject,
         state=ConversationState.AWAITING_RESPONSE,
-        sent_at=now,
-        reminder_due_at=reminder_due_at(now, reminder_delay),
+        sent_at=first.sent_at,
+        reminder_due_at=reminder_due_at(first.sent_at, reminder_delay),
+        first_message=first,
     )
 
 

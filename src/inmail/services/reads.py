@@ -94,12 +94,14 @@ class MessageReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[str, Message]]: ...
 
     async def latest_for_many(
-        self, conversation_ids: Iterable[str]
+        self, conversations: Iterable[Conversation]
     ) -> dict[str, list[Message]]: ...
 
-    async def page(self, conversation_id: str, first: int, after: str | None) -> Page[Message]: ...
+    async def page(
+        self, conversation: Conversation, first: int, after: str | None
+    ) -> Page[Message]: ...
 
-    async def count(self, conversation_id: str) -> int: ...
+    async def count(self, conversation: Conversation) -> int: ...
 
 
 class NotificationReads(Protocol):
@@ -217,8 +219,9 @@ class Reader:
         # Each member brought up to now in memory, as a write would (nothing is written).
         self._accounts = DataLoader[str, Account | None](self._load_accounts)
         # The latest messages of each conversation: one query for a page of conversations.
-        self._latest_messages = DataLoader[str, list[Message]](
-            self._load_latest_messages, max_batch_size=100
+        # Each is asked with the conversation as read, which may carry its first message.
+        self._latest_messages = DataLoader[Conversation, list[Message]](
+            self._load_latest_messages, max_batch_size=100, cache_key_fn=_conversation_id
         )
 
     def now(self) -> datetime:
@@ -226,7 +229,7 @@ class Reader:
 
     def clear(self) -> None:
         """Forget what was read: after a write, or before a websocket's next event."""
-        loaders: tuple[DataLoader[str, Any], ...] = (
+        loaders: tuple[DataLoader[Any, Any], ...] = (
             self._members,
             self._lots,
             self._conversations,
@@ -374,7 +377,7 @@ class Reader:
     async def latest_messages(self, conversation: Conversation) -> list[Message]:
         """The latest 100, oldest first."""
         self._sees(conversation)
-        return await self._latest_messages.load(conversation.id)
+        return await self._latest_messages.load(conversation)
 
     async def messages(
         self, conversation: Conversation, first: int | None, after: str | None
@@ -382,9 +385,9 @@ class Reader:
         """Every message, oldest first, a page at a time."""
         self._sees(conversation)
         size = self._page_size(first)
-        messages, conversation_id = self._store.messages, conversation.id
-        page = await self._page(lambda: messages.page(conversation_id, size, after))
-        return self._listing(page, lambda: messages.count(conversation_id))
+        messages = self._store.messages
+        page = await self._page(lambda: messages.page(conversation, size, after))
+        return self._listing(page, lambda: messages.count(conversation))
 
     # Single records: another's is as if unknown.
 
@@ -505,9 +508,9 @@ class Reader:
 
         return load
 
-    async def _load_latest_messages(self, ids: list[str]) -> list[list[Message]]:
-        found = await self._store.messages.latest_for_many(ids)
-        return [found.get(i, []) for i in ids]
+    async def _load_latest_messages(self, conversations: list[Conversation]) -> list[list[Message]]:
+        found = await self._store.messages.latest_for_many(conversations)
+        return [found.get(c.id, []) for c in conversations]
 
     async def _load_members(self, ids: list[str]) -> list[Member | None]:
         """Members by id, in one read; the caller's own record with its live lots (kept for
@@ -539,6 +542,10 @@ class Reader:
             else Account.brought_up_to(self.plans, member, self._live_lots[member.id], now)
             for member in members
         ]
+
+
+def _conversation_id(conversation: Conversation) -> str:
+    return conversation.id
 
 
 def _no_entry_id() -> str:
