@@ -103,11 +103,10 @@ class Plan:
 
     @classmethod
     def from_domain(cls, policy: plans.PlanPolicy) -> Plan:
-        return cls(
-            type=policy.type,
+        return _mapped(
+            cls,
+            policy,
             can_send_in_mail=policy.can_send_inmail,
-            monthly_allotment=policy.monthly_allotment,
-            max_balance=policy.max_balance,
             can_purchase_credits=policy.can_purchase,
             monthly_price=Money.from_domain(policy.monthly_price),
             credit_price=Money.from_domain(policy.credit_price)
@@ -179,14 +178,12 @@ class PremiumSubscription:
         if sub is None:
             return None
         card = member.payment_method
-        return cls(
+        return _mapped(
+            cls,
+            sub,
             plan=Plan.from_domain(table.policy(sub.plan, sub.monthly_allotment)),
-            status=sub.status,
-            billing_day=sub.billing_day,
             current_period_start=sub.period_start,
-            next_renewal_at=sub.next_renewal_at,
             payment_method=PaymentMethod.from_domain(card, now) if card else None,
-            started_at=sub.started_at,
         )
 
 
