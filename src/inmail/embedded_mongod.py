@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,50 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     os.setsid()
 
 
+def mongod_command(
+    binary: Path,
+    port: int,
+    data_dir: Path,
+    replica_set: str,
+    *,
+    oplog_mb: int,
+    options: Sequence[str] = (),
+) -> list[str]:
+    """The command line of a replica-set member on loopback, logging into its data folder."""
+    return [
+        str(binary),
+        "--bind_ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dbpath",
+        str(data_dir),
+        "--replSet",
+        replica_set,
+        "--oplogSize",
+        str(oplog_mb),
+        "--wiredTigerEngineConfigString=log=(file_max=10MB,prealloc=false)",
+        "--setParameter",
+        "diagnosticDataCollectionEnabled=false",
+        "--setParameter=transactionLifetimeLimitSeconds=10",  # see README: after a crash
+        *options,
+        "--logpath",
+        str(data_dir / "mongod.log"),
+        "--logappend",
+    ]
+
+
+def spawn_mongod(command: Sequence[str], *, stderr: int) -> subprocess.Popen[bytes]:
+    """Start mongod in its own session; on Linux it dies with the process that started it."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+    )
+
+
 def _raise_open_file_limit() -> None:  # pragma: no cover - runs in the child between fork and exec
     # WiredTiger keeps a file open for every collection and index: MongoDB asks for 64,000.
     # Raise the soft limit as far as this process may (the hard limit; root may lift that too).
@@ -134,42 +179,19 @@ class EmbeddedMongod:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._check_not_in_use()
         self.port = self.port or self._remembered_port() or free_port()
-        log_path = self.data_dir / "mongod.log"
-        args = [
-            str(binary),
-            "--bind_ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dbpath",
-            str(self.data_dir),
-            "--replSet",
+        history = self.snapshot_history_seconds
+        command = mongod_command(
+            binary,
+            self.port,
+            self.data_dir,
             REPLICA_SET,
-            "--oplogSize",
-            str(self.oplog_mb),
-            "--wiredTigerEngineConfigString=log=(file_max=10MB,prealloc=false)",
-            "--setParameter",
-            "diagnosticDataCollectionEnabled=false",
-            "--setParameter=transactionLifetimeLimitSeconds=10",  # see README: after a crash
-            *(
-                [
-                    f"--setParameter=minSnapshotHistoryWindowInSeconds={self.snapshot_history_seconds}"
-                ]
-                if self.snapshot_history_seconds is not None
-                else []
-            ),
-            "--logpath",
-            str(log_path),
-            "--logappend",
-        ]
+            oplog_mb=self.oplog_mb,
+            options=[]
+            if history is None
+            else [f"--setParameter=minSnapshotHistoryWindowInSeconds={history}"],
+        )
         try:
-            self.process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
+            self.process = spawn_mongod(command, stderr=subprocess.PIPE)
         except OSError as exc:
             raise EmbeddedMongodError(f"cannot run {binary}: {exc}") from None
         (self.data_dir / _OWNER_FILE).write_text(str(os.getpid()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,20 +21,12 @@ from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable, PlanType
 
 Doc = dict[str, Any]
 LOT_LIFETIME = timedelta(days=90)
-COLLECTIONS = (
-    "members",
-    "credit_lots",
-    "ledger",
-    "conversations",
-    "purchases",
-    "charges",
-    "idempotency",
-    "payment_intents",
-)
 
 
 @dataclass
 class Snapshot:
+    """Every document of each collection the invariants read, under the collection's name."""
+
     members: list[Doc] = field(default_factory=list)
     credit_lots: list[Doc] = field(default_factory=list)
     ledger: list[Doc] = field(default_factory=list)
@@ -43,6 +35,9 @@ class Snapshot:
     charges: list[Doc] = field(default_factory=list)
     idempotency: list[Doc] = field(default_factory=list)
     payment_intents: list[Doc] = field(default_factory=list)
+
+
+COLLECTIONS = tuple(f.name for f in fields(Snapshot))
 
 
 def keyed_records(snapshot: Snapshot) -> dict[tuple[str, str], Doc]:

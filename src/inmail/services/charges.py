@@ -32,7 +32,7 @@ from inmail.repositories.mongo import DatabaseUnavailable, new_id
 from inmail.repositories.records import KeyedOutcome, Refusal
 from inmail.services.base import Deps
 from inmail.services.idempotency import KeyedRequest, reused_key
-from inmail.services.payments import Charge, PaymentDeclined, PaymentGateway
+from inmail.services.payments import Charge, ChargeRequest, PaymentDeclined, PaymentGateway
 from inmail.services.unit_of_work import Transaction
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,25 @@ def new_intent(
         created_at=now,
         quantity=quantity,
         plan=plan,
+    )
+
+
+def purchase_of(
+    intent: PaymentIntent, at: datetime, *, lot_id: str | None, status: str = "COMPLETED"
+) -> Purchase:
+    """The purchase a charged intent for credits ends in: its lot granted, or refunded."""
+    assert intent.quantity is not None, "a purchase's intent holds its quantity"
+    assert intent.charge_id is not None, "a purchase is recorded once charged"
+    return Purchase(
+        id=intent.id,
+        member_id=intent.member_id,
+        quantity=intent.quantity,
+        charge_id=intent.charge_id,
+        lot_id=lot_id,
+        at=at,
+        idempotency_key=intent.key,
+        amount=intent.amount,
+        status=status,
     )
 
 
@@ -133,7 +152,7 @@ async def _charge(
         raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED, "paymentMethod")
     try:
         charge = await gateway.charge(
-            intent.member_id, intent.id, intent.amount, card, now, description=intent.kind
+            ChargeRequest(intent.member_id, intent.id, intent.amount, card, now, intent.kind)
         )
     except PaymentDeclined as exc:
         declined = DomainError(
@@ -239,19 +258,7 @@ async def _refunded(tx: Transaction, intent_id: str, now: datetime) -> None:
     if not await tx.intents.move(intent_id, (IntentStatus.REFUNDING,), IntentStatus.REFUNDED, now):
         return  # recorded already
     if intent.quantity is not None and intent.charge_id is not None:
-        await tx.purchases.insert(
-            Purchase(
-                id=intent.id,
-                member_id=intent.member_id,
-                quantity=intent.quantity,
-                charge_id=intent.charge_id,
-                lot_id=None,
-                at=now,
-                idempotency_key=intent.key,
-                amount=intent.amount,
-                status="REFUNDED",
-            )
-        )
+        await tx.purchases.insert(purchase_of(intent, now, lot_id=None, status="REFUNDED"))
         await tx.notifications.add(Notification.purchase_refunded(intent.member_id, intent.id, now))
 
 

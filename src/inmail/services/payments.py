@@ -21,21 +21,24 @@ class Charge:
     refunded: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    """One charge asked of a gateway: at most one is taken per (member, key)."""
+
+    member_id: str
+    idempotency_key: str
+    amount: Money
+    card: PaymentMethod
+    at: datetime
+    description: str
+
+
 class PaymentDeclined(Exception):
     """The provider refused the charge; nothing was taken."""
 
 
 class PaymentGateway(Protocol):
-    async def charge(
-        self,
-        member_id: str,
-        idempotency_key: str,
-        amount: Money,
-        card: PaymentMethod,
-        at: datetime,
-        *,
-        description: str,
-    ) -> Charge:
+    async def charge(self, request: ChargeRequest) -> Charge:
         """Charge the card once per (member, key): a retry returns the first charge."""
 
     async def refund(self, charge: Charge, at: datetime) -> None:
@@ -56,27 +59,19 @@ class BuiltinGateway:
     def __init__(self, charges: ChargeRepository) -> None:
         self._charges = charges
 
-    async def charge(
-        self,
-        member_id: str,
-        idempotency_key: str,
-        amount: Money,
-        card: PaymentMethod,
-        at: datetime,
-        *,
-        description: str,
-    ) -> Charge:
-        if card.is_expired(at):
+    async def charge(self, request: ChargeRequest) -> Charge:
+        card = request.card
+        if card.is_expired(request.at):
             raise PaymentDeclined("the card has expired")
         if card.last4 == DECLINED_LAST4:
             raise PaymentDeclined("the card was declined")
         record = await self._charges.charge_once(
-            member_id,
-            idempotency_key,
-            amount=amount,
-            description=description,
+            request.member_id,
+            request.idempotency_key,
+            amount=request.amount,
+            description=request.description,
             card_last4=card.last4,
-            at=at,
+            at=request.at,
         )
         return _charge(record)
 

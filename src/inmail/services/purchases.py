@@ -12,7 +12,7 @@ from datetime import datetime
 
 from inmail.domain.credits import CreditLot, CreditSource, purchase_grant_key
 from inmail.domain.errors import DomainError, ErrorCode, Reason
-from inmail.domain.model import Member, Purchase
+from inmail.domain.model import Member
 from inmail.domain.notifications import Notification
 from inmail.domain.rules import purchase_refusal
 from inmail.repositories.intents import IntentKind, PaymentIntent
@@ -95,18 +95,7 @@ async def grant_purchase(
     )
     assert lot is not None, "a purchase within the cap is granted whole"
     entries = await account.save(tx)
-    await tx.purchases.insert(
-        Purchase(
-            id=intent.id,
-            member_id=member.id,
-            quantity=intent.quantity,
-            charge_id=intent.charge_id,
-            lot_id=lot.id,
-            at=now,
-            idempotency_key=intent.key,
-            amount=intent.amount,
-        )
-    )
+    await tx.purchases.insert(charges.purchase_of(intent, now, lot_id=lot.id))
     await tx.notifications.add(Notification.purchase_completed(member.id, intent.id, lot.id, now))
     outcome = KeyedOutcome(lot.id, account.balance)
     # Keys are one namespace across keyed requests: an InMail under this key is refused.

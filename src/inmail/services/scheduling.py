@@ -10,6 +10,7 @@ skipped while the others go on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -65,33 +66,70 @@ class PassReport:
         return next(job for job in self.jobs if job.job == name)
 
 
+class _Run:
+    """One run of one job: what it was called with, and the report it fills in."""
+
+    def __init__(
+        self, deps: Deps, now: datetime, batch_size: int, checkpoint: Checkpoint, name: str
+    ) -> None:
+        self.deps, self.now, self.batch_size, self.checkpoint = deps, now, batch_size, checkpoint
+        self.report = JobReport(name)
+
+
+class Job:
+    """A job of the scheduler: `await job(deps, now)` runs it until nothing is due at `now`."""
+
+    def __init__(self, name: str, body: Callable[[_Run], Awaitable[None]]) -> None:
+        self.name, self._body = name, body
+        functools.update_wrapper(self, body)
+
+    async def __call__(
+        self,
+        deps: Deps,
+        now: datetime,
+        *,
+        batch_size: int = DEFAULT_BATCH,
+        checkpoint: Checkpoint = _go_on,
+    ) -> JobReport:
+        run = _Run(deps, now, batch_size, checkpoint, self.name)
+        await self._body(run)
+        return run.report
+
+
+def _job(name: str) -> Callable[[Callable[[_Run], Awaitable[None]]], Job]:
+    return lambda body: Job(name, body)
+
+
+async def _in_batches(
+    run: _Run,
+    due: Callable[[P | None], Awaitable[list[D]]],
+    position: Callable[[D], P],
+    process: Callable[[list[D]], Awaitable[None]],
+) -> None:
+    """Process what is due a batch at a time, each batch listed after the last one's position,
+    until nothing is left or the checkpoint says stop."""
+    after: P | None = None
+    while batch := await due(after):
+        after = position(batch[-1])
+        await process(batch)
+        if not await run.checkpoint():
+            run.report.stopped = True
+            break
+
+
 # Renewals and expirations: members brought up to `now`, a batch at a time.
 
 
-async def renew_due(
-    deps: Deps,
-    now: datetime,
-    *,
-    batch_size: int = DEFAULT_BATCH,
-    checkpoint: Checkpoint = _go_on,
-) -> JobReport:
+@_job("renewals")
+async def renew_due(run: _Run) -> None:
     """Grant every billing cycle that started by `now` to each member it is due to."""
-    return await _members_job(
-        deps, "renewals", deps.reads.members.due_ids_for_renewal, now, batch_size, checkpoint
-    )
+    await _members_job(run, run.deps.reads.members.due_ids_for_renewal)
 
 
-async def expire_due(
-    deps: Deps,
-    now: datetime,
-    *,
-    batch_size: int = DEFAULT_BATCH,
-    checkpoint: Checkpoint = _go_on,
-) -> JobReport:
+@_job("expirations")
+async def expire_due(run: _Run) -> None:
     """Mark EXPIRED, with an EXPIRE entry at its own expiresAt, every lot that lapsed by `now`."""
-    return await _members_job(
-        deps, "expirations", deps.reads.lots.lapsed_member_ids, now, batch_size, checkpoint
-    )
+    await _members_job(run, run.deps.reads.lots.lapsed_member_ids)
 
 
 class _DueMemberIds(Protocol):
@@ -100,42 +138,14 @@ class _DueMemberIds(Protocol):
     ) -> Awaitable[list[str]]: ...
 
 
-async def _members_job(
-    deps: Deps,
-    name: str,
-    due_ids: _DueMemberIds,
-    now: datetime,
-    batch_size: int,
-    checkpoint: Checkpoint,
-) -> JobReport:
+async def _members_job(run: _Run, due_ids: _DueMemberIds) -> None:
     """Bring every member `due_ids` names up to `now`, a batch at a time, in id order."""
-    report = JobReport(name)
-    return await _in_batches(
-        report,
-        lambda after: due_ids(now, after_id=after, limit=batch_size),
+    await _in_batches(
+        run,
+        lambda after: due_ids(run.now, after_id=after, limit=run.batch_size),
         lambda member_id: member_id,
-        lambda ids: _bring_up_to(deps, ids, now, report),
-        checkpoint,
+        lambda ids: _bring_up_to(run.deps, ids, run.now, run.report),
     )
-
-
-async def _in_batches(
-    report: JobReport,
-    due: Callable[[P | None], Awaitable[list[D]]],
-    position: Callable[[D], P],
-    process: Callable[[list[D]], Awaitable[None]],
-    checkpoint: Checkpoint,
-) -> JobReport:
-    """Process what is due a batch at a time, each batch listed after the last one's position,
-    until nothing is left or the checkpoint says stop."""
-    after: P | None = None
-    while batch := await due(after):
-        after = position(batch[-1])
-        await process(batch)
-        if not await checkpoint():
-            report.stopped = True
-            break
-    return report
 
 
 async def _bring_up_to(deps: Deps, ids: Sequence[str], now: datetime, report: JobReport) -> None:
@@ -203,22 +213,15 @@ async def _publish(deps: Deps, entries: list[LedgerEntry]) -> None:
 # Reminders: one transaction per conversation, marked and written together.
 
 
-async def remind_due(
-    deps: Deps,
-    now: datetime,
-    *,
-    batch_size: int = DEFAULT_BATCH,
-    checkpoint: Checkpoint = _go_on,
-) -> JobReport:
+@_job("reminders")
+async def remind_due(run: _Run) -> None:
     """Remind the recipient of every unanswered InMail whose reminder is due by `now`, once."""
-    due = deps.reads.conversations.reminders_due_after
-    return await _each_due(
-        deps,
-        JobReport("reminders"),
-        lambda after: due(now, after=after, limit=batch_size),
+    due = run.deps.reads.conversations.reminders_due_after
+    await _each_due(
+        run,
+        lambda after: due(run.now, after=after, limit=run.batch_size),
         lambda r: (r.due_at, r.conversation_id),
-        lambda tx, r: _remind(tx, r, now),
-        checkpoint,
+        lambda tx, r: _remind(tx, r, run.now),
     )
 
 
@@ -238,47 +241,39 @@ async def _remind(tx: Transaction, reminder: DueReminder, now: datetime) -> bool
 # Credits about to expire: each lot's member is told once, `expiry_notice` before expiresAt.
 
 
-async def notify_expiring(
-    deps: Deps,
-    now: datetime,
-    *,
-    batch_size: int = DEFAULT_BATCH,
-    checkpoint: Checkpoint = _go_on,
-) -> JobReport:
+@_job("expiry notices")
+async def notify_expiring(run: _Run) -> None:
     """CREDITS_EXPIRING for every lot with credits that expires within the notice, once."""
-    due, notice = deps.reads.notifications.expiring.due, deps.limits.expiry_notice
-    return await _each_due(
-        deps,
-        JobReport("expiry notices"),
-        lambda after: due(now, notice, after=after, limit=batch_size),
+    due, notice = run.deps.reads.notifications.expiring.due, run.deps.limits.expiry_notice
+    await _each_due(
+        run,
+        lambda after: due(run.now, notice, after=after, limit=run.batch_size),
         lambda lot: (lot.expires_at, lot.lot_id),
-        lambda tx, lot: _notify_expiring(tx, lot, now),
-        checkpoint,
+        lambda tx, lot: _notify_expiring(tx, lot, run.now),
     )
 
 
 async def _each_due(
-    deps: Deps,
-    report: JobReport,
+    run: _Run,
     due: Callable[[tuple[datetime, str] | None], Awaitable[list[D]]],
     position: Callable[[D], tuple[datetime, str]],
     step: Callable[[Transaction, D], Awaitable[bool]],
-    checkpoint: Checkpoint,
-) -> JobReport:
+) -> None:
     """Page through what is due, in order, one transaction an item: an item's failure is
     reported and the rest go on; a database that is gone stops the job."""
+    report = run.report
 
     async def one_at_a_time(batch: list[D]) -> None:
         for item in batch:
             try:
-                report.changed += await deps.uow.run(step, item)
+                report.changed += await run.deps.uow.run(step, item)
             except DatabaseUnavailable:
                 raise
             except Exception:
                 log.exception("%s: %s failed", report.job, position(item)[1])
                 report.failed.append(position(item)[1])
 
-    return await _in_batches(report, due, position, one_at_a_time, checkpoint)
+    await _in_batches(run, due, position, one_at_a_time)
 
 
 async def _notify_expiring(tx: Transaction, lot: ExpiringLot, now: datetime) -> bool:
@@ -291,24 +286,18 @@ async def _notify_expiring(tx: Transaction, lot: ExpiringLot, now: datetime) -> 
 # Charges: paid requests left open by a process that died are completed or refunded.
 
 
-async def reconcile_due(
-    deps: Deps,
-    now: datetime,
-    *,
-    batch_size: int = DEFAULT_BATCH,
-    checkpoint: Checkpoint = _go_on,
-) -> JobReport:
+@_job("charges")
+async def reconcile_due(run: _Run) -> None:
     """Complete or refund each charge that has no purchase or plan change RECONCILE_AFTER on."""
     # Each kind of paid request registers what its charge buys when its module is imported.
     from inmail.services import charges, members, purchases  # noqa: F401
 
-    report = JobReport("charges")
+    deps = run.deps
     if deps.gateway is None:
-        return report
-    done = await charges.reconcile_charges(deps, deps.gateway, now, batch_size=batch_size)
-    report.changed = done.completed + done.refunded + done.lapsed
-    report.failed.extend(done.failed or [])
-    return report
+        return
+    done = await charges.reconcile_charges(deps, deps.gateway, run.now, batch_size=run.batch_size)
+    run.report.changed = done.completed + done.refunded + done.lapsed
+    run.report.failed.extend(done.failed or [])
 
 
 async def _next_reconciliation(deps: Deps, after: datetime | None) -> datetime | None:
