@@ -117,7 +117,7 @@ async def test_an_admin_reading_a_members_balance_sends_the_two_reads_together(
 
 
 SEND_COMMANDS = [
-    "aggregate",  # sender, recipient and the sender's live lots
+    "aggregate",  # sender, recipient, the sender's live lots, any other request under the key
     "update",  # the sender's ledger position and InMail count (the rate limit)
     "update",  # the lot the credit came from
     "insert",  # the ledger entry
