@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
 import strawberry
+from strawberry.types.nodes import SelectedField, Selection
 
 from inmail.domain import billing, credits, model, notifications, plans
 from inmail.domain import money as money_domain
@@ -37,15 +38,25 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
+_INIT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _init_fields(cls: type) -> tuple[str, ...]:
+    """The names a schema type is made with, listed once per type."""
+    names = _INIT_FIELDS.get(cls)
+    if names is None:
+        fields = dataclasses.fields(cls)
+        names = _INIT_FIELDS[cls] = tuple(f.name for f in fields if f.init)
+    return names
+
+
 def _mapped(cls: type[T], record: object, **values: Any) -> T:
     """An object of the schema type `cls` whose fields not given in `values` take the record's
     attributes of the same name (a field the record lacks is a mistake, and raises)."""
-    copied = {
-        field.name: getattr(record, field.name)
-        for field in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if field.init and field.name not in values
-    }
-    return cls(**copied, **values)
+    for name in _init_fields(cls):
+        if name not in values:
+            values[name] = getattr(record, name)
+    return cls(**values)
 
 
 async def _linked(
@@ -57,6 +68,16 @@ async def _linked(
         return None
     found = await read(record_id)
     return None if found is None else to_node(found)
+
+
+def _selected_names(selections: Sequence[Selection]) -> set[str]:
+    """The names of every field selected below these, fragments included."""
+    names: set[str] = set()
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            names.add(selection.name)
+        names |= _selected_names(selection.selections)
+    return names
 
 
 @strawberry.interface(description="An object with a global id: fetch any of them with Query.node.")
@@ -264,60 +285,6 @@ class LedgerEntry(Node):
 
 
 @strawberry.type
-class Message(Node):
-    id: strawberry.ID
-    body: str
-    sent_at: datetime
-    _author_id: strawberry.Private[str]
-
-    @classmethod
-    def from_domain(cls, message: model.Message) -> Message:
-        return _mapped(cls, message, _author_id=message.author_id)
-
-    @strawberry.field
-    async def author(self, info: GraphInfo) -> Member:
-        return await Member.load(info, self._author_id)
-
-
-@strawberry.type
-class Conversation(Node):
-    id: strawberry.ID
-    kind: ConversationKind
-    subject: str
-    state: ConversationState
-    sent_at: datetime
-    responded_at: datetime | None
-    response: InMailResponse | None
-    credited_back: bool
-    reminder_sent_at: datetime | None
-    _c: strawberry.Private[model.Conversation]
-
-    @classmethod
-    def from_domain(cls, c: model.Conversation) -> Conversation:
-        return _mapped(cls, c, _c=c)
-
-    @strawberry.field
-    async def sender(self, info: GraphInfo) -> Member:
-        return await Member.load(info, self._c.sender_id)
-
-    @strawberry.field
-    async def recipient(self, info: GraphInfo) -> Member:
-        return await Member.load(info, self._c.recipient_id)
-
-    @strawberry.field(description="The latest 100 messages, oldest first.")
-    async def messages(self, info: GraphInfo) -> list[Message]:
-        latest = await reads(info).latest_messages(self._c)
-        return [Message.from_domain(m) for m in latest]
-
-    @strawberry.field(description="Every message, oldest first.")
-    async def message_connection(
-        self, info: GraphInfo, first: int | None = 20, after: str | None = None
-    ) -> Connection[Message]:
-        listing = await reads(info).messages(self._c, first, after)
-        return Connection.build(listing, Message.from_domain)
-
-
-@strawberry.type
 class Member(Node):
     id: strawberry.ID
     name: str
@@ -335,12 +302,18 @@ class Member(Node):
             raise bad_input("A referenced member no longer exists.")
         return cls.from_domain(member)
 
+    @classmethod
+    def known_or_load(cls, info: GraphInfo, member_id: str) -> Member | Awaitable[Member]:
+        """The member at once if this request has read it already, else its read."""
+        known = reads(info).known_member(member_id)
+        return cls.from_domain(known) if known is not None else cls.load(info, member_id)
+
     @strawberry.field
     def plan(self, info: GraphInfo) -> Plan:
         return Plan.from_domain(self._m.policy(reads(info).plans))
 
     @strawberry.field(description="Whether this member is a 1st-degree connection of the viewer.")
-    async def is_connection(self, info: GraphInfo) -> bool:
+    def is_connection(self, info: GraphInfo) -> bool:
         return reads(info).is_connection(self._m)
 
     @strawberry.field(description="The fields below are visible to the member and to admins only.")
@@ -379,7 +352,13 @@ class Member(Node):
         first: int | None = 20,
         after: str | None = None,
     ) -> Connection[Conversation] | None:
-        listing = await reads(info).conversations(self._m.id, state, first, after, role)
+        r = reads(info)
+        listing = await r.conversations(self._m.id, state, first, after, role)
+        asked = _selected_names(info.selected_fields)
+        parties = not asked.isdisjoint(("sender", "recipient"))
+        if parties or "messages" in asked:
+            records = [c for _, c in listing.items]
+            await r.read_ahead(records, parties=parties, messages="messages" in asked)
         return Connection.build(listing, Conversation.from_domain)
 
     @strawberry.field(description="The member's notifications, newest first.")
@@ -398,6 +377,70 @@ class Member(Node):
     ) -> Connection[Purchase] | None:
         listing = await reads(info).purchases(self._m.id, first, after)
         return Connection.build(listing, Purchase.from_domain)
+
+
+@strawberry.type
+class Message(Node):
+    id: strawberry.ID
+    body: str
+    sent_at: datetime
+    _author_id: strawberry.Private[str]
+
+    @classmethod
+    def from_domain(cls, message: model.Message) -> Message:
+        return _mapped(cls, message, _author_id=message.author_id)
+
+    @strawberry.field(graphql_type=Member)
+    def author(self, info: GraphInfo) -> Member | Awaitable[Member]:
+        return Member.known_or_load(info, self._author_id)
+
+
+@strawberry.type
+class Conversation(Node):
+    id: strawberry.ID
+    kind: ConversationKind
+    subject: str
+    state: ConversationState
+    sent_at: datetime
+    responded_at: datetime | None
+    response: InMailResponse | None
+    credited_back: bool
+    reminder_sent_at: datetime | None
+    _c: strawberry.Private[model.Conversation]
+
+    @classmethod
+    def from_domain(cls, c: model.Conversation) -> Conversation:
+        return _mapped(cls, c, _c=c)
+
+    # Sender, recipient and messages answer at once when the page that listed the
+    # conversation read them ahead (`Member.conversations`), and wait for their read if not.
+
+    @strawberry.field(graphql_type=Member)
+    def sender(self, info: GraphInfo) -> Member | Awaitable[Member]:
+        return Member.known_or_load(info, self._c.sender_id)
+
+    @strawberry.field(graphql_type=Member)
+    def recipient(self, info: GraphInfo) -> Member | Awaitable[Member]:
+        return Member.known_or_load(info, self._c.recipient_id)
+
+    @strawberry.field(
+        description="The latest 100 messages, oldest first.", graphql_type=list[Message]
+    )
+    def messages(self, info: GraphInfo) -> list[Message] | Awaitable[list[Message]]:
+        known = reads(info).known_latest_messages(self._c)
+        if known is not None:
+            return [Message.from_domain(m) for m in known]
+        return self._latest_messages(info)
+
+    async def _latest_messages(self, info: GraphInfo) -> list[Message]:
+        return [Message.from_domain(m) for m in await reads(info).latest_messages(self._c)]
+
+    @strawberry.field(description="Every message, oldest first.")
+    async def message_connection(
+        self, info: GraphInfo, first: int | None = 20, after: str | None = None
+    ) -> Connection[Message]:
+        listing = await reads(info).messages(self._c, first, after)
+        return Connection.build(listing, Message.from_domain)
 
 
 @strawberry.type(description="What the InMail compose window needs before the viewer writes.")

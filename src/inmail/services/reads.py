@@ -28,6 +28,7 @@ from inmail.repositories.pages import BadCursor, Page
 from inmail.services.base import Account
 
 T = TypeVar("T")
+K = TypeVar("K")
 T_co = TypeVar("T_co", covariant=True)
 
 DEFAULT_PAGE_SIZE = 20
@@ -273,6 +274,11 @@ class Reader:
         """A member's record with no check of who asks: for authentication itself."""
         return await self._members.load(member_id)
 
+    def known_member(self, member_id: str) -> Member | None:
+        """A member already read for this caller, without waiting; None if not read yet."""
+        self.signed_in()
+        return _ready(self._members, member_id)
+
     def is_connection(self, member: Member) -> bool:
         return access.is_connection_of(self._viewer(), member.connections)
 
@@ -378,6 +384,27 @@ class Reader:
         """The latest 100, oldest first."""
         self._sees(conversation)
         return await self._latest_messages.load(conversation)
+
+    def known_latest_messages(self, conversation: Conversation) -> list[Message] | None:
+        """A thread's latest messages already read, without waiting; None if not read yet."""
+        self._sees(conversation)
+        return _ready(self._latest_messages, conversation)
+
+    async def read_ahead(
+        self, conversations: Sequence[Conversation], *, parties: bool, messages: bool
+    ) -> None:
+        """Read the parties and the latest messages of a page of conversations now, together,
+        so that the fields which show them answer at once: the same queries their fields
+        would send, sent before the fields are asked for."""
+        for conversation in conversations:
+            self._sees(conversation)
+        loads: list[Awaitable[object]] = []
+        if parties:
+            ids = {c.sender_id for c in conversations} | {c.recipient_id for c in conversations}
+            loads.append(self._members.load_many(sorted(ids)))
+        if messages:
+            loads.append(self._latest_messages.load_many(conversations))
+        await asyncio.gather(*loads)
 
     async def messages(
         self, conversation: Conversation, first: int | None, after: str | None
@@ -542,6 +569,15 @@ class Reader:
             else Account.brought_up_to(self.plans, member, self._live_lots[member.id], now)
             for member in members
         ]
+
+
+def _ready(loader: DataLoader[K, T], key: K) -> T | None:
+    """What a DataLoader holds for `key` once its read has finished; None before (or if the
+    read failed: the field that awaits it then reports the failure)."""
+    held = loader.cache_map.get(key)
+    if held is None or not held.done() or held.cancelled() or held.exception() is not None:
+        return None
+    return held.result()
 
 
 def _conversation_id(conversation: Conversation) -> str:
