@@ -208,20 +208,26 @@ class Reader:
         self._max_page_size = max_page_size
         self._refuse = refuse
         # The caller's own record comes with its live lots: the balance most screens show.
-        self._members = DataLoader[str, Member | None](self._load_members)
+        self._members: DataLoader[str, Member | None] = DataLoader(self._load_members)
         self._live_lots: dict[str, list[CreditLot]] = {}
-        self._lots = DataLoader[str, CreditLot | None](self._by_id(store.lots))
-        self._conversations = DataLoader[str, Conversation | None](self._by_id(store.conversations))
-        self._purchases = DataLoader[str, Purchase | None](self._by_id(store.purchases))
-        self._entries = DataLoader[str, LedgerEntry | None](self._by_id(store.ledger))
-        self._notifications = DataLoader[str, Notification | None](self._by_id(store.notifications))
+        self._lots: DataLoader[str, CreditLot | None] = DataLoader(self._by_id(store.lots))
+        self._conversations: DataLoader[str, Conversation | None] = DataLoader(
+            self._by_id(store.conversations)
+        )
+        self._purchases: DataLoader[str, Purchase | None] = DataLoader(self._by_id(store.purchases))
+        self._entries: DataLoader[str, LedgerEntry | None] = DataLoader(self._by_id(store.ledger))
+        self._notifications: DataLoader[str, Notification | None] = DataLoader(
+            self._by_id(store.notifications)
+        )
         # Each message with the id of its conversation, whose parties alone may read it.
-        self._messages = DataLoader[str, tuple[str, Message] | None](self._by_id(store.messages))
+        self._messages: DataLoader[str, tuple[str, Message] | None] = DataLoader(
+            self._by_id(store.messages)
+        )
         # Each member brought up to now in memory, as a write would (nothing is written).
-        self._accounts = DataLoader[str, Account | None](self._load_accounts)
+        self._accounts: DataLoader[str, Account | None] = DataLoader(self._load_accounts)
         # The latest messages of each conversation: one query for a page of conversations.
         # Each is asked with the conversation as read, which may carry its first message.
-        self._latest_messages = DataLoader[Conversation, list[Message]](
+        self._latest_messages: DataLoader[Conversation, list[Message]] = DataLoader(
             self._load_latest_messages, max_batch_size=100, cache_key_fn=_conversation_id
         )
 
