@@ -8,10 +8,11 @@ do not grow with the number of items it returns.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
 
 from strawberry.dataloader import DataLoader
 
@@ -207,27 +208,50 @@ class Reader:
         self.plans = plans
         self._max_page_size = max_page_size
         self._refuse = refuse
-        # The caller's own record comes with its live lots: the balance most screens show.
-        self._members: DataLoader[str, Member | None] = DataLoader(self._load_members)
         self._live_lots: dict[str, list[CreditLot]] = {}
-        self._lots: DataLoader[str, CreditLot | None] = DataLoader(self._by_id(store.lots))
-        self._conversations: DataLoader[str, Conversation | None] = DataLoader(
-            self._by_id(store.conversations)
-        )
-        self._purchases: DataLoader[str, Purchase | None] = DataLoader(self._by_id(store.purchases))
-        self._entries: DataLoader[str, LedgerEntry | None] = DataLoader(self._by_id(store.ledger))
-        self._notifications: DataLoader[str, Notification | None] = DataLoader(
-            self._by_id(store.notifications)
-        )
-        # Each message with the id of its conversation, whose parties alone may read it.
-        self._messages: DataLoader[str, tuple[str, Message] | None] = DataLoader(
-            self._by_id(store.messages)
-        )
-        # Each member brought up to now in memory, as a write would (nothing is written).
-        self._accounts: DataLoader[str, Account | None] = DataLoader(self._load_accounts)
-        # The latest messages of each conversation: one query for a page of conversations.
-        # Each is asked with the conversation as read, which may carry its first message.
-        self._latest_messages: DataLoader[Conversation, list[Message]] = DataLoader(
+
+    # The loaders, each made on its first use: a request reads few kinds of record.
+
+    @functools.cached_property
+    def _members(self) -> DataLoader[str, Member | None]:
+        """The caller's own record comes with its live lots: the balance most screens show."""
+        return DataLoader(self._load_members)
+
+    @functools.cached_property
+    def _lots(self) -> DataLoader[str, CreditLot | None]:
+        return DataLoader(self._by_id(self._store.lots))
+
+    @functools.cached_property
+    def _conversations(self) -> DataLoader[str, Conversation | None]:
+        return DataLoader(self._by_id(self._store.conversations))
+
+    @functools.cached_property
+    def _purchases(self) -> DataLoader[str, Purchase | None]:
+        return DataLoader(self._by_id(self._store.purchases))
+
+    @functools.cached_property
+    def _entries(self) -> DataLoader[str, LedgerEntry | None]:
+        return DataLoader(self._by_id(self._store.ledger))
+
+    @functools.cached_property
+    def _notifications(self) -> DataLoader[str, Notification | None]:
+        return DataLoader(self._by_id(self._store.notifications))
+
+    @functools.cached_property
+    def _messages(self) -> DataLoader[str, tuple[str, Message] | None]:
+        """Each message with the id of its conversation, whose parties alone may read it."""
+        return DataLoader(self._by_id(self._store.messages))
+
+    @functools.cached_property
+    def _accounts(self) -> DataLoader[str, Account | None]:
+        """Each member brought up to now in memory, as a write would (nothing is written)."""
+        return DataLoader(self._load_accounts)
+
+    @functools.cached_property
+    def _latest_messages(self) -> DataLoader[Conversation, list[Message]]:
+        """The latest messages of each conversation: one query for a page of conversations.
+        Each is asked with the conversation as read, which may carry its first message."""
+        return DataLoader(
             self._load_latest_messages, max_batch_size=100, cache_key_fn=_conversation_id
         )
 
@@ -236,19 +260,8 @@ class Reader:
 
     def clear(self) -> None:
         """Forget what was read: after a write, or before a websocket's next event."""
-        loaders: tuple[DataLoader[Any, Any], ...] = (
-            self._members,
-            self._lots,
-            self._conversations,
-            self._accounts,
-            self._latest_messages,
-            self._purchases,
-            self._entries,
-            self._notifications,
-            self._messages,
-        )
-        for loader in loaders:
-            loader.clear_all()
+        for loader in _LOADERS:
+            self.__dict__.pop(loader, None)
         self._live_lots.clear()
 
     # Who is asking: the checks every entrypoint shares.
@@ -584,6 +597,20 @@ def _ready(loader: DataLoader[K, T], key: K) -> T | None:
     if held is None or not held.done() or held.cancelled() or held.exception() is not None:
         return None
     return held.result()
+
+
+_LOADERS: Final = (
+    "_members",
+    "_lots",
+    "_conversations",
+    "_purchases",
+    "_entries",
+    "_notifications",
+    "_messages",
+    "_accounts",
+    "_latest_messages",
+)
+"""The names of the reader's loaders: forgetting them forgets what was read."""
 
 
 def _conversation_id(conversation: Conversation) -> str:
