@@ -575,10 +575,13 @@ class Reader:
         now = self._clock()
         own = self._caller_id()
         others = [i for i in ids if i != own and i not in self._live_lots]
-        members, lots = await asyncio.gather(
-            self._members.load_many(ids), self._store.lots.active_for_many(others)
-        )
-        self._live_lots.update(lots)
+        if others:
+            members, lots = await asyncio.gather(
+                self._members.load_many(ids), self._store.lots.active_for_many(others)
+            )
+            self._live_lots.update(lots)
+        else:  # the caller's own, whose lots come with its record
+            members = await self._members.load_many(ids)
         late = [m.id for m in members if m is not None and m.id not in self._live_lots]
         if late:  # the caller's record was read before, without its lots
             self._live_lots.update(await self._store.lots.active_for_many(late))
