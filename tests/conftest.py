@@ -22,6 +22,7 @@ from pymongo import MongoClient
 from inmail.embedded_mongod import EmbeddedMongod, EmbeddedMongodError
 from inmail.repositories.mongo import Mongo
 from support import Api, open_api
+from wsclient import PROTOCOLS
 
 # Property tests check what holds, never how fast: a shared, loaded machine must not turn a
 # slow example into a failure (Hypothesis' default deadline is 200 ms per example).
@@ -153,3 +154,9 @@ async def api(mongodb_uri: str, db_name: str) -> AsyncIterator[Api]:
     """The service in this process on a fresh database, with a manual clock."""
     async with open_api(mongodb_uri, db_name) as service:
         yield service
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest) -> str:
+    """Each websocket subprotocol the server speaks, in turn."""
+    return str(request.param)

@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import json
 import socket
+import subprocess
 import urllib.request
 import uuid
 from collections import Counter
@@ -16,14 +17,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
-from pymongo.monitoring import CommandListener
+from pymongo.errors import AutoReconnect
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+)
 
 from harness.servers import service_env
 from inmail.auth import Role
@@ -44,6 +51,40 @@ GOOD_CARD = {"brand": "Visa", "last4": "4242", "expMonth": 12, "expYear": 2030}
 
 MEMBER_FIELDS = "id name plan { type } subscription { status billingDay } inmailBalance"
 _keys = itertools.count(1)
+
+
+class Feed(Protocol):
+    """A change feed: opened before it is read, closed after."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+FeedT = TypeVar("FeedT", bound=Feed)
+
+
+@contextlib.asynccontextmanager
+async def opened(feed: FeedT) -> AsyncIterator[FeedT]:
+    """The feed, open for the block and closed after it."""
+    await feed.open()
+    try:
+        yield feed
+    finally:
+        await feed.close()
+
+
+def drop_stream_once(feed: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The feed's change stream, made to fail its next read once as a dropped connection."""
+    stream: Any = feed._stream
+    real_try_next = stream.try_next
+
+    async def cut() -> None:
+        monkeypatch.setattr(stream, "try_next", real_try_next)
+        raise AutoReconnect("connection reset by peer")
+
+    monkeypatch.setattr(stream, "try_next", cut)
+    return stream
 
 
 def new_key() -> str:
@@ -238,6 +279,49 @@ class Api(GraphQLClient):
             {"i": {"quantity": quantity, "idempotencyKey": key or new_key()}},
             member.token,
         )
+
+
+def run_to_end(
+    command: Sequence[str],
+    env: dict[str, str] | None = None,
+    *,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """A command run to its end, its output captured as text; its exit code is for the caller."""
+    return subprocess.run(
+        list(command),
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+class ReadLog(CommandListener):
+    """The reads (find, aggregate, count) the service sends to MongoDB while it listens: for
+    each, the command and the collection it reads."""
+
+    def __init__(self) -> None:
+        self.listening = False
+        self.reads: list[tuple[str, str]] = []
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if self.listening and event.command_name in ("find", "aggregate", "count"):
+            self.reads.append((event.command_name, str(event.command[event.command_name])))
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+    def collections_read(self) -> list[str]:
+        """The collections read since the last time this was asked, one entry a read."""
+        taken, self.reads = self.reads, []
+        return [collection for _, collection in taken]
 
 
 def test_settings(**changes: Any) -> Settings:
@@ -441,6 +525,19 @@ async def walk(
         after = connection["pageInfo"]["endCursor"]
 
 
+async def ada_and_grace(api: Api) -> tuple[Person, Person]:
+    """Ada Lovelace on Premium Career with her five InMail credits, and Grace Hopper on Basic."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    return ada, await api.create_member("Grace Hopper", "BASIC")
+
+
+async def send_and_retry(
+    api: Api, sender: Person, recipient: Person, key: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One InMail sent twice under one idempotency key: the first answer and the retry's."""
+    return await api.send(sender, recipient, key=key), await api.send(sender, recipient, key=key)
+
+
 async def ledger_of(api: Api, member: Person) -> list[dict[str, Any]]:
     """The member's whole ledger, oldest entry first."""
     return list(reversed(await walk(api, member.token, "ledger", LEDGER_FIELDS)))
@@ -499,6 +596,17 @@ async def change_plan(
         {"i": payload},
         api.admin if by_admin else member.token,
     )
+
+
+async def legacy_premium_by_an_admin(api: Api, member: Person) -> dict[str, Any]:
+    """An admin puts the member on LEGACY_PREMIUM at 12 credits a month (so a cap of 36): the
+    member as the answer gives it."""
+    result = await change_plan(api, member, "LEGACY_PREMIUM", monthly_allotment=12, by_admin=True)
+    assert result["errors"] == [], result["errors"]
+    plan = {"type": "LEGACY_PREMIUM", "monthlyAllotment": 12, "maxBalance": 36}
+    assert result["member"]["plan"] == plan, result["member"]["plan"]
+    member_now: dict[str, Any] = result["member"]
+    return member_now
 
 
 async def cancel_subscription(api: Api, member: Person) -> dict[str, Any]:

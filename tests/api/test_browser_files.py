@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from support import open_api
+from support import Api, open_api
 from support import test_settings as settings_with
 
 
@@ -42,12 +42,11 @@ async def test_production_serves_the_web_client_but_not_graphiql(
 
 
 async def test_the_web_client_opened_from_the_static_folder_runs_under_the_same_policy(
-    mongodb_uri: str, db_name: str
+    api: Api,
 ) -> None:
-    async with open_api(mongodb_uri, db_name) as api:
-        page = await api.client.get("/static/app/index.html")
-        assert page.status_code == 200
-        policy = page.headers["content-security-policy"]
-        assert policy == (await api.client.get("/app")).headers["content-security-policy"]
-        assert "frame-ancestors 'none'" in policy
-        assert "script-src 'self'" in policy
+    page = await api.client.get("/static/app/index.html")
+    assert page.status_code == 200
+    policy = page.headers["content-security-policy"]
+    assert policy == (await api.client.get("/app")).headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "script-src 'self'" in policy

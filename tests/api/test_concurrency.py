@@ -9,6 +9,7 @@ from typing import Any
 from support import (
     Api,
     Person,
+    ada_and_grace,
     charges_and_purchased_lots,
     charges_of,
     ledger_of,
@@ -51,8 +52,7 @@ async def test_fifty_concurrent_sends_against_five_credits_make_exactly_five_con
 
 
 async def test_fifty_concurrent_sends_to_one_recipient_make_one_conversation(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
 
     results = await asyncio.gather(*(api.send(ada, grace) for _ in range(50)))
 
@@ -62,8 +62,7 @@ async def test_fifty_concurrent_sends_to_one_recipient_make_one_conversation(api
 
 
 async def test_fifty_concurrent_retries_of_one_send_make_one_conversation(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
 
     results = await asyncio.gather(*(api.send(ada, grace, key="once") for _ in range(50)))
 
@@ -74,8 +73,7 @@ async def test_fifty_concurrent_retries_of_one_send_make_one_conversation(api: A
 
 
 async def test_twenty_concurrent_responses_credit_back_once(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     conversation_id = (await api.send(ada, grace))["conversation"]["id"]
 
     results = await asyncio.gather(

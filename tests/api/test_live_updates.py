@@ -27,7 +27,7 @@ from inmail.repositories.mongo import Mongo
 from inmail.services.events import BalanceUpdate
 from inmail.services.live import Subscriber, coalesce
 from inmail.settings import Settings
-from support import LiveServer, Person, serve_api
+from support import Api, LiveServer, Person, serve_api
 from support import test_settings as settings_for_tests
 from wsclient import (
     BALANCE_CHANGED,
@@ -67,6 +67,11 @@ def subscribers_gauge() -> float:
     return value or 0.0
 
 
+def granted(member: Person, balance: int, delta: int, at: str) -> dict[str, Any]:
+    """A GRANT update in full, as the client reads it."""
+    return {"memberId": member.id, "balance": balance, "delta": delta, "reason": "GRANT", "at": at}
+
+
 def short(update: dict[str, Any]) -> tuple[str, int, int]:
     return (update["reason"], update["delta"], update["balance"])
 
@@ -78,26 +83,24 @@ async def watch(
     return await socket_.subscribe(BALANCE_CHANGED, variables)
 
 
+async def premium_pair(api: Api) -> tuple[Person, Person]:
+    """Ada and Grace, both on Premium Career with January's five credits."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    return ada, await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+
+
 # --- balanceChanged over websockets ------------------------------------------------------
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_member_sees_every_change_to_their_balance_in_order(
     live: LiveServer, protocol: str
 ) -> None:
     api = live.api
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    ada, grace = await premium_pair(api)
     async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
         op = await watch(ws)
         first = await ws.update(op)
-        assert first == {
-            "memberId": ada.id,
-            "balance": 5,
-            "delta": 5,
-            "reason": "GRANT",
-            "at": "2026-01-15T09:00:00Z",
-        }
+        assert first == granted(ada, balance=5, delta=5, at="2026-01-15T09:00:00Z")
         sent = await api.send(ada, grace)
         assert sent["errors"] == []
         assert short(await ws.update(op)) == ("DEBIT", -1, 4)
@@ -110,7 +113,6 @@ async def test_a_member_sees_every_change_to_their_balance_in_order(
         assert await api.balance(ada) == 7
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_member_with_no_ledger_history_gets_a_first_update_at_once(
     live: LiveServer, protocol: str
 ) -> None:
@@ -120,13 +122,7 @@ async def test_a_member_with_no_ledger_history_gets_a_first_update_at_once(
     assert ledger["viewer"]["ledger"]["totalCount"] == 0
     async with GraphQLSocket.open(live.url, basil.token, protocol) as ws:
         op = await watch(ws)
-        assert await ws.update(op) == {
-            "memberId": basil.id,
-            "balance": 0,
-            "delta": 0,
-            "reason": "GRANT",
-            "at": "2026-01-15T09:00:00Z",
-        }
+        assert await ws.update(op) == granted(basil, balance=0, delta=0, at="2026-01-15T09:00:00Z")
         # Then the member's first real change, as for anyone (an admin's, so no card is needed).
         changed = await api.gql(
             "mutation($m: ID!) { changePlan(input: {plan: PREMIUM_CAREER, memberId: $m}) "
@@ -138,25 +134,17 @@ async def test_a_member_with_no_ledger_history_gets_a_first_update_at_once(
         assert short(await ws.update(op)) == ("GRANT", 5, 5)
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_the_first_update_is_the_balance_as_of_now_though_nothing_has_written_it_yet(
     live: LiveServer, protocol: str
 ) -> None:
     api = live.api
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    ada, grace = await premium_pair(api)
     # February's cycle started at midnight; the scheduler is off, so nothing wrote it.
     api.clock.set(datetime(2026, 2, 15, 9, 5, tzinfo=UTC))
     assert await api.balance(ada) == 10
     async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
         op = await watch(ws)
-        assert await ws.update(op) == {
-            "memberId": ada.id,
-            "balance": 10,
-            "delta": 5,
-            "reason": "GRANT",
-            "at": "2026-02-15T00:00:00Z",
-        }
+        assert await ws.update(op) == granted(ada, balance=10, delta=5, at="2026-02-15T00:00:00Z")
         # The send writes February's grant first, then the debit: the grant is not repeated.
         sent = await api.send(ada, grace)
         assert sent["errors"] == []
@@ -168,8 +156,7 @@ async def test_an_admin_watching_two_members_on_one_socket_gets_both_balances_as
     live: LiveServer,
 ) -> None:
     api = live.api
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    ada, grace = await premium_pair(api)
     api.clock.set(datetime(2026, 4, 15, 9, 5, tzinfo=UTC))  # three cycles in; January's lots lapsed
     expected = await api.balance(ada)
     assert expected == await api.balance(grace) == 10
@@ -184,8 +171,7 @@ async def test_a_cancellation_is_one_forfeit_to_zero_and_a_plan_change_a_forfeit
     live: LiveServer,
 ) -> None:
     api = live.api
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
+    ada, grace = await premium_pair(api)
     async with GraphQLSocket.open(live.url, api.admin) as ws:
         ada_op = await watch(ws, ada)
         grace_op = await watch(ws, grace)
@@ -264,7 +250,6 @@ async def test_an_admin_watches_any_member_but_must_name_one(live: LiveServer) -
         assert short(await ws.update(op)) == ("GRANT", 1, 6)
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("token", ["none", "garbage", "wrongly-signed"])
 async def test_a_connection_without_a_good_token_is_closed_with_4403(
     live: LiveServer, protocol: str, token: str

@@ -16,6 +16,7 @@ from support import (
     change_plan,
     charges_of,
     codes,
+    legacy_premium_by_an_admin,
     lots_of,
     orphan_charge,
     purchased_lots_of,
@@ -136,14 +137,8 @@ async def test_a_member_cannot_choose_legacy_premium_nor_set_an_allotment(api: A
 async def test_an_admin_puts_a_member_on_legacy_premium_without_a_charge(api: Api) -> None:
     ada = await api.create_member("Ada Lovelace", "BASIC", card=None)
 
-    result = await change_plan(api, ada, "LEGACY_PREMIUM", monthly_allotment=12, by_admin=True)
+    await legacy_premium_by_an_admin(api, ada)
 
-    assert result["errors"] == []
-    assert result["member"]["plan"] == {
-        "type": "LEGACY_PREMIUM",
-        "monthlyAllotment": 12,
-        "maxBalance": 36,
-    }
     assert await api.balance(ada) == 12
     assert await charges_of(api, ada) == []
 

@@ -9,14 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pymongo.monitoring import (
-    CommandFailedEvent,
-    CommandListener,
-    CommandStartedEvent,
-    CommandSucceededEvent,
-)
 
-from support import Api, Person, graphql_error_codes, open_api
+from support import Api, Person, ReadLog, graphql_error_codes, open_api
 
 # What each kind of object shows, asked the same way through node() and through its own field.
 SHOWN = {
@@ -295,28 +289,10 @@ async def test_nodes_of_deep_objects_are_refused_by_cost_before_anything_is_read
 # --- round trips ------------------------------------------------------------------------------
 
 
-class FindCounter(CommandListener):
-    """The collections the service reads while listening, one entry per find or aggregate."""
-
-    def __init__(self) -> None:
-        self.listening = False
-        self.reads: list[str] = []
-
-    def started(self, event: CommandStartedEvent) -> None:
-        if self.listening and event.command_name in ("find", "aggregate", "count"):
-            self.reads.append(str(event.command[event.command_name]))
-
-    def succeeded(self, event: CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: CommandFailedEvent) -> None:
-        pass
-
-
 async def test_nodes_reads_each_collection_a_fixed_number_of_times_however_many_ids_it_is_given(
     mongodb_uri: str, db_name: str
 ) -> None:
-    counter = FindCounter()
+    counter = ReadLog()
     async with open_api(mongodb_uri, db_name, listeners=[counter]) as api:
         ledger = await build_ledger(api)
         ids = [o["id"] for o in ledger.objects.values()]
@@ -324,14 +300,14 @@ async def test_nodes_reads_each_collection_a_fixed_number_of_times_however_many_
 
         counter.listening = True
         few = await api.gql(NODES, {"ids": ids}, api.admin)
-        few_reads, counter.reads = counter.reads, []
+        few_reads = counter.collections_read()
         many = await api.gql(NODES, {"ids": padded}, api.admin)
-        many_reads, counter.reads = counter.reads, []
+        many_reads = counter.collections_read()
         message_alone = await api.gql(NODES, {"ids": [ledger.objects["Message"]["id"]]}, api.admin)
-        message_reads, counter.reads = counter.reads, []
+        message_reads = counter.collections_read()
         with pytest.raises(AssertionError):
             await api.gql(NODES, {"ids": [*padded, UNKNOWN]}, api.admin)
-        refused_reads = counter.reads
+        refused_reads = counter.collections_read()
         counter.listening = False
 
     assert few["nodes"] == list(ledger.objects.values())
@@ -505,7 +481,7 @@ async def test_a_threads_message_pages_say_where_they_start_and_what_precedes_th
 async def test_has_previous_page_is_asked_of_the_database_only_when_selected(
     mongodb_uri: str, db_name: str
 ) -> None:
-    counter = FindCounter()
+    counter = ReadLog()
     async with open_api(mongodb_uri, db_name, listeners=[counter]) as api:
         ada = (await build_ledger(api)).ada
         query = (
@@ -517,9 +493,9 @@ async def test_has_previous_page_is_asked_of_the_database_only_when_selected(
 
         counter.listening = True
         await api.gql(query.format(extra=""), {"after": after}, ada.token)
-        without, counter.reads = counter.reads, []
+        without = counter.collections_read()
         second = await api.gql(query.format(extra="hasPreviousPage"), {"after": after}, ada.token)
-        with_it = counter.reads
+        with_it = counter.collections_read()
         counter.listening = False
 
     assert second["viewer"]["ledger"]["pageInfo"]["hasPreviousPage"] is True

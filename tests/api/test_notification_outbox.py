@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import support
-from support import Api, open_api
+from support import Api, ada_and_grace, open_api, send_and_retry
 
 
 def closed_port() -> int:
@@ -40,11 +40,9 @@ async def outbox_of(api: Api, member_id: str) -> list[dict[str, Any]]:
 async def test_an_inmail_enqueues_its_recipients_notification_once_even_when_the_send_is_retried(
     api: Api,
 ) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
 
-    first = await api.send(ada, grace, key="ada-compilers")
-    again = await api.send(ada, grace, key="ada-compilers")
+    first, again = await send_and_retry(api, ada, grace, key="ada-compilers")
 
     assert first["errors"] == []
     assert again["errors"] == []
@@ -71,8 +69,7 @@ async def test_without_a_webhook_url_notifications_are_kept_but_nothing_is_enque
     mongodb_uri: str, db_name: str
 ) -> None:
     async with open_api(mongodb_uri, db_name) as api:
-        ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-        grace = await api.create_member("Grace Hopper", "BASIC")
+        ada, grace = await ada_and_grace(api)
         assert (await api.send(ada, grace))["errors"] == []
         data = await api.gql("{ viewer { notifications { nodes { kind } } } }", token=grace.token)
         assert data["viewer"]["notifications"]["nodes"] == [{"kind": "INMAIL_RECEIVED"}]

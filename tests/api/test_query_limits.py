@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.workloads import MEMBER_PAGE
 from reliability.servers import running
-from support import Api, Person, graphql_error_codes
+from support import Api, Person, ada_and_grace, graphql_error_codes
 from wsclient import TRANSPORT_WS, GraphQLSocket, OperationError, graphql_ws_url
 
 MAXIMUM = 50_000
@@ -70,8 +70,7 @@ async def test_the_million_object_query_is_refused_before_any_resolver_runs(api:
 
 
 async def test_a_costly_mutation_is_refused_before_it_writes_anything(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     balance = await api.balance(ada)
     nested = "id"
     for party in ("sender", "recipient", "sender"):

@@ -46,6 +46,11 @@ async def readers(api: Api, count: int) -> list[Person]:
     )
 
 
+async def a_recruiter_and_readers(api: Api, count: int) -> tuple[Person, list[Person]]:
+    """Rosalind with credits to spare, and `count` members on Basic for her to InMail."""
+    return await a_recruiter(api), await readers(api, count)
+
+
 async def send(api: Api, sender: Person, recipient: Person, key: str) -> dict[str, Any]:
     variables = {
         "i": {
@@ -57,6 +62,12 @@ async def send(api: Api, sender: Person, recipient: Person, key: str) -> dict[st
     }
     result: dict[str, Any] = (await api.gql(SEND, variables, sender.token))["sendInMail"]
     return result
+
+
+async def inmail_each(api: Api, sender: Person, recipients: list[Person], keys: str) -> None:
+    """The sender InMails each recipient in turn (under keys `keys-0`, `keys-1`...): all sent."""
+    for i, recipient in enumerate(recipients):
+        assert (await send(api, sender, recipient, f"{keys}-{i}"))["errors"] == []
 
 
 async def sent_by(api: Api, member: Person) -> list[str]:
@@ -98,6 +109,13 @@ async def direct_thread(api: Api, author: Person, friend: Person) -> str:
     return conversation_id
 
 
+async def ada_and_charles_in_a_thread(api: Api) -> tuple[Person, Person, str]:
+    """Ada and Charles, both on Basic, connected; Ada has opened their thread (message 1)."""
+    ada = await api.create_member("Ada Lovelace", "BASIC")
+    charles = await api.create_member("Charles Babbage", "BASIC")
+    return ada, charles, await direct_thread(api, ada, charles)
+
+
 def aliased_messages(count: int) -> str:
     fields = " ".join(
         f'm{i}: sendMessage(input: {{conversationId: $c, body: "Note {i}"}}) {{ {MESSAGE_FIELDS} }}'
@@ -112,10 +130,8 @@ def aliased_messages(count: int) -> str:
 async def test_the_thirty_first_inmail_in_a_minute_is_rate_limited_and_writes_nothing(
     api: Api,
 ) -> None:
-    rosalind = await a_recruiter(api)
-    people = await readers(api, 31)
-    for i, reader in enumerate(people[:30]):
-        assert (await send(api, rosalind, reader, f"photo-{i}"))["errors"] == []
+    rosalind, people = await a_recruiter_and_readers(api, 31)
+    await inmail_each(api, rosalind, people[:30], "photo")
     api.advance(seconds=20)  # still the same minute: 09:00:20
     balance, ledger = await api.balance(rosalind), await ledger_of(api, rosalind)
     conversations = await sent_by(api, rosalind)
@@ -136,10 +152,8 @@ async def test_the_thirty_first_inmail_in_a_minute_is_rate_limited_and_writes_no
 async def test_advancing_the_clock_past_the_minute_lets_the_next_inmail_through(
     strict: Api,
 ) -> None:
-    rosalind = await a_recruiter(strict)
-    people = await readers(strict, 7)
-    for i, reader in enumerate(people[:5]):
-        assert (await send(strict, rosalind, reader, f"lab-{i}"))["errors"] == []
+    rosalind, people = await a_recruiter_and_readers(strict, 7)
+    await inmail_each(strict, rosalind, people[:5], "lab")
     strict.advance(seconds=59)
     late = await send(strict, rosalind, people[5], "lab-5")
     assert codes(late) == ["RATE_LIMITED"]
@@ -156,8 +170,7 @@ async def test_advancing_the_clock_past_the_minute_lets_the_next_inmail_through(
 
 
 async def test_refused_inmails_use_up_none_of_the_limit(strict: Api) -> None:
-    rosalind = await a_recruiter(strict)
-    people = await readers(strict, 6)
+    rosalind, people = await a_recruiter_and_readers(strict, 6)
     for i in range(8):  # eight refusals, more than the limit of five
         result = await send(strict, rosalind, rosalind, f"self-{i}")
         assert codes(result) == ["CANNOT_MESSAGE_SELF"]
@@ -172,11 +185,9 @@ async def test_refused_inmails_use_up_none_of_the_limit(strict: Api) -> None:
 async def test_a_retry_under_the_same_key_past_the_limit_returns_the_first_result(
     strict: Api,
 ) -> None:
-    rosalind = await a_recruiter(strict)
-    people = await readers(strict, 6)
+    rosalind, people = await a_recruiter_and_readers(strict, 6)
     first = await send(strict, rosalind, people[0], "first-letter")
-    for i, reader in enumerate(people[1:5]):
-        assert (await send(strict, rosalind, reader, f"letter-{i}"))["errors"] == []
+    await inmail_each(strict, rosalind, people[1:5], "letter")
     assert codes(await send(strict, rosalind, people[5], "one-too-many")) == ["RATE_LIMITED"]
 
     retry = await send(strict, rosalind, people[0], "first-letter")
@@ -190,8 +201,7 @@ async def test_a_retry_under_the_same_key_past_the_limit_returns_the_first_resul
 async def test_fifty_concurrent_inmails_of_one_member_send_no_more_than_the_limit(
     strict: Api,
 ) -> None:
-    rosalind = await a_recruiter(strict)
-    people = await readers(strict, 50)
+    rosalind, people = await a_recruiter_and_readers(strict, 50)
 
     results = await asyncio.gather(
         *(send(strict, rosalind, reader, f"burst-{i}") for i, reader in enumerate(people))
@@ -205,8 +215,7 @@ async def test_fifty_concurrent_inmails_of_one_member_send_no_more_than_the_limi
 
 
 async def test_concurrent_sends_that_lose_a_race_count_nothing(strict: Api) -> None:
-    rosalind = await a_recruiter(strict)
-    people = await readers(strict, 6)
+    rosalind, people = await a_recruiter_and_readers(strict, 6)
 
     # Twenty at once to one reader: one opens the conversation, the others roll back and are
     # refused with AWAITING_RESPONSE.
@@ -225,8 +234,7 @@ async def test_concurrent_sends_that_lose_a_race_count_nothing(strict: Api) -> N
 async def test_each_member_has_a_limit_of_their_own(strict: Api) -> None:
     rosalind, maurice = await a_recruiter(strict), await a_recruiter(strict)
     people = await readers(strict, 6)
-    for i, reader in enumerate(people[:5]):
-        assert (await send(strict, rosalind, reader, f"r-{i}"))["errors"] == []
+    await inmail_each(strict, rosalind, people[:5], "r")
     assert codes(await send(strict, rosalind, people[5], "r-5")) == ["RATE_LIMITED"]
 
     assert (await send(strict, maurice, people[5], "m-0"))["errors"] == []
@@ -238,9 +246,7 @@ async def test_each_member_has_a_limit_of_their_own(strict: Api) -> None:
 async def test_the_sixty_first_message_in_a_minute_is_rate_limited_even_in_aliases(
     api: Api,
 ) -> None:
-    ada = await api.create_member("Ada Lovelace", "BASIC")
-    charles = await api.create_member("Charles Babbage", "BASIC")
-    thread = await direct_thread(api, ada, charles)  # message 1 of the minute
+    ada, charles, thread = await ada_and_charles_in_a_thread(api)  # message 1 of the minute
     flood = aliased_messages(30)
 
     first = await api.gql(flood, {"c": thread}, ada.token)
@@ -267,9 +273,7 @@ async def test_the_sixty_first_message_in_a_minute_is_rate_limited_even_in_alias
 async def test_one_request_of_thirty_aliased_messages_is_held_to_the_messages_limit(
     strict: Api,
 ) -> None:
-    ada = await strict.create_member("Ada Lovelace", "BASIC")
-    charles = await strict.create_member("Charles Babbage", "BASIC")
-    thread = await direct_thread(strict, ada, charles)  # message 1 of 10
+    ada, _, thread = await ada_and_charles_in_a_thread(strict)  # message 1 of 10
 
     flood = await strict.gql(aliased_messages(30), {"c": thread}, ada.token)
 
@@ -281,9 +285,7 @@ async def test_one_request_of_thirty_aliased_messages_is_held_to_the_messages_li
 async def test_fifty_concurrent_messages_of_one_member_send_no_more_than_the_limit(
     strict: Api,
 ) -> None:
-    ada = await strict.create_member("Ada Lovelace", "BASIC")
-    charles = await strict.create_member("Charles Babbage", "BASIC")
-    thread = await direct_thread(strict, ada, charles)  # message 1 of 10
+    ada, _, thread = await ada_and_charles_in_a_thread(strict)  # message 1 of 10
     one = aliased_messages(1)
 
     results = await asyncio.gather(*(strict.gql(one, {"c": thread}, ada.token) for _ in range(50)))

@@ -5,16 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pymongo.monitoring import (
-    CommandFailedEvent,
-    CommandListener,
-    CommandStartedEvent,
-    CommandSucceededEvent,
-)
-
 from support import (
     Api,
     Person,
+    ReadLog,
+    ada_and_grace,
     cancel_subscription,
     change_plan,
     graphql_error_codes,
@@ -82,8 +77,7 @@ async def test_walking_the_ledger_meets_every_entry_once_in_order(api: Api) -> N
 async def test_the_ledgers_balance_after_and_sum_of_deltas_always_match_the_balance(
     api: Api,
 ) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     seen: list[int] = []
 
     async def check() -> None:
@@ -140,8 +134,7 @@ async def test_credit_lots_filter_by_status_and_page_through(api: Api) -> None:
 
 
 async def test_conversations_filter_by_state(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     answered = await api.send(ada, grace)
     await api.respond(grace, answered["conversation"]["id"], "NOT_INTERESTED")
     await inmails_to_many(api, ada, 2)
@@ -193,8 +186,7 @@ async def test_a_cursor_the_service_did_not_make_is_a_bad_user_input_error(api: 
 
 
 async def test_compose_says_the_viewer_can_send_and_with_how_many_credits(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
 
     data = await api.gql(
         "query($r: ID!) { compose(recipientId: $r) { canSend reason creditsLeft "
@@ -246,8 +238,7 @@ async def test_compose_gives_the_same_reason_sending_would(api: Api) -> None:
 
 
 async def test_compose_says_insufficient_credits_when_none_are_left(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     await inmails_to_many(api, ada, 5)
 
     shown = await compose(api, ada, grace.id)
@@ -263,32 +254,13 @@ async def test_compose_says_insufficient_credits_when_none_are_left(api: Api) ->
 async def test_compose_with_a_cancelled_subscription_says_subscription_inactive(
     api: Api,
 ) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     await cancel_subscription(api, ada)
 
     assert (await compose(api, ada, grace.id))["reason"] == "SUBSCRIPTION_INACTIVE"
 
 
 # --- round trips ------------------------------------------------------------------------------
-
-
-class CommandCounter(CommandListener):
-    """Counts the reads (find, aggregate) the service sends to MongoDB while it listens."""
-
-    def __init__(self) -> None:
-        self.listening = False
-        self.reads: list[str] = []
-
-    def started(self, event: CommandStartedEvent) -> None:
-        if self.listening and event.command_name in ("find", "aggregate", "count"):
-            self.reads.append(f"{event.command_name} {event.command[event.command_name]}")
-
-    def succeeded(self, event: CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: CommandFailedEvent) -> None:
-        pass
 
 
 MEMBER_PAGE = """
@@ -319,7 +291,7 @@ async def reads_for_a_member_page(
     mongodb_uri: str, db_name: str, conversations: int
 ) -> tuple[list[str], int]:
     """(reads, conversations shown) for an admin's view of a member who received them."""
-    counter = CommandCounter()
+    counter = ReadLog()
     async with open_api(mongodb_uri, db_name, listeners=[counter]) as api:
         grace = await api.create_member("Grace Hopper", "PREMIUM_CAREER")
         senders = await asyncio.gather(
@@ -334,7 +306,7 @@ async def reads_for_a_member_page(
         counter.listening = False
     shown = data["member"]["conversations"]["nodes"]
     assert all(c["sender"]["name"] and c["messages"][0]["author"]["name"] for c in shown)
-    return counter.reads, len(shown)
+    return [f"{command} {collection}" for command, collection in counter.reads], len(shown)
 
 
 async def test_a_member_pages_database_reads_do_not_grow_with_its_conversations(

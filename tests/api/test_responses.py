@@ -9,6 +9,7 @@ import pytest
 from support import (
     Api,
     Person,
+    ada_and_grace,
     cancel_subscription,
     codes,
     ledger_of,
@@ -18,8 +19,7 @@ from support import (
 
 
 async def an_inmail(api: Api) -> tuple[Person, Person, str]:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     sent = await api.send(ada, grace)
     assert sent["errors"] == []
     return ada, grace, sent["conversation"]["id"]
@@ -261,8 +261,7 @@ async def test_connections_message_each_other_for_free(api: Api) -> None:
 
 
 async def test_a_free_message_to_someone_not_connected_gets_not_connected(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
 
     result = await send_message(api, ada, "Hi!", recipient=grace)
 

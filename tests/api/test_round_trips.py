@@ -7,7 +7,7 @@ where the design fixes them. Their speed is measured in `make bench`, not here.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 from pymongo.monitoring import (
@@ -78,6 +78,27 @@ async def signed_in(api: Api, name: str, plan: str) -> Person:
     return person
 
 
+async def ada_and_grace(api: Api, *, grace_signed_in: bool = False) -> tuple[Person, Person]:
+    """Ada on Premium Career, signed in, and Grace on Basic, whom Ada may InMail."""
+    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
+    if grace_signed_in:
+        return ada, await signed_in(api, "Grace Hopper", "BASIC")
+    return ada, await api.create_member("Grace Hopper", "BASIC")
+
+
+async def an_inmail_grace_can_answer(api: Api) -> tuple[Person, str]:
+    """Ada InMails Grace, both signed in: Grace, and the conversation she may respond to."""
+    ada, grace = await ada_and_grace(api, grace_signed_in=True)
+    sent = await api.send(ada, grace)
+    return grace, sent["conversation"]["id"]
+
+
+async def notification_writes(commands: Commands, work: Awaitable[object]) -> list[list[str]]:
+    """The commands the work sends into `notifications`: for each, the kinds it upserts."""
+    await during(commands, work)
+    return commands.notification_updates
+
+
 COMPOSE_WINDOW = """
 query($to: ID!) {
   compose(recipientId: $to) { canSend reason creditsLeft recipientIsConnection }
@@ -98,8 +119,7 @@ async def test_reading_ones_own_balance_is_one_round_trip(
 async def test_the_compose_window_is_two_round_trips(counted: tuple[Api, Commands]) -> None:
     """The two members with the viewer's live lots in one read, and the awaiting check."""
     api, commands = counted
-    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     sent = await during(commands, api.gql(COMPOSE_WINDOW, {"to": grace.id}, ada.token))
     assert sorted(sent) == ["aggregate", "find"]
 
@@ -136,8 +156,7 @@ async def test_a_send_reads_once_and_looks_for_no_conflict_first(
     indexes refuse them, and only then does a careful rerun read (tests/api/test_sending.py
     shows those answers)."""
     api, commands = counted
-    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     sent = await during(commands, api.send(ada, grace, key=new_key()))
     assert sent == SEND_COMMANDS
 
@@ -146,8 +165,7 @@ async def test_a_retried_send_reads_the_first_answer_after_the_index_refuses_it(
     counted: tuple[Api, Commands],
 ) -> None:
     api, commands = counted
-    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     key = new_key()
     first = await api.send(ada, grace, key=key)
     retried = await during(commands, api.send(ada, grace, key=key))
@@ -167,10 +185,8 @@ async def test_a_response_reads_the_inmail_and_the_senders_wallet_in_two_reads(
 ) -> None:
     """The InMail, then its sender with the sender's live lots (for the credit back) in one."""
     api, commands = counted
-    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
-    grace = await signed_in(api, "Grace Hopper", "BASIC")
-    sent = await api.send(ada, grace)
-    responded = await during(commands, api.respond(grace, sent["conversation"]["id"]))
+    grace, conversation = await an_inmail_grace_can_answer(api)
+    responded = await during(commands, api.respond(grace, conversation))
     assert responded[:2] == ["find", "aggregate"]
     # The answer is the conversation as the response's write returned it: nothing read after.
     assert responded[-1] == "commitTransaction"
@@ -181,10 +197,9 @@ async def test_a_send_writes_the_notification_and_the_conversation_event_in_one_
     counted: tuple[Api, Commands],
 ) -> None:
     api, commands = counted
-    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
-    await during(commands, api.send(ada, grace, key=new_key()))
-    assert commands.notification_updates == [["INMAIL_RECEIVED", "CONVERSATION_EVENT"]]
+    ada, grace = await ada_and_grace(api)
+    written = await notification_writes(commands, api.send(ada, grace, key=new_key()))
+    assert written == [["INMAIL_RECEIVED", "CONVERSATION_EVENT"]]
 
 
 async def test_a_response_writes_its_notifications_and_its_event_in_one_command(
@@ -192,24 +207,20 @@ async def test_a_response_writes_its_notifications_and_its_event_in_one_command(
 ) -> None:
     """The sender's RESPONSE_RECEIVED and CREDITED_BACK and the RESPONDED event: one command."""
     api, commands = counted
-    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
-    grace = await signed_in(api, "Grace Hopper", "BASIC")
-    sent = await api.send(ada, grace)
-    reply = api.respond(grace, sent["conversation"]["id"], body="Happy to talk compilers.")
-    await during(commands, reply)
-    assert commands.notification_updates == [
-        ["RESPONSE_RECEIVED", "CREDITED_BACK", "CONVERSATION_EVENT"]
-    ]
+    grace, conversation = await an_inmail_grace_can_answer(api)
+    reply = api.respond(grace, conversation, body="Happy to talk compilers.")
+    written = await notification_writes(commands, reply)
+    assert written == [["RESPONSE_RECEIVED", "CREDITED_BACK", "CONVERSATION_EVENT"]]
 
 
 async def test_a_reminder_writes_its_notification_and_its_event_in_one_command(
     counted: tuple[Api, Commands],
 ) -> None:
     api, commands = counted
-    ada = await signed_in(api, "Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     await api.send(ada, grace)
     later = api.advance(days=4)
-    sent = await during(commands, scheduling.remind_due(api.container.deps, later))
-    assert sent.count("commitTransaction") == 1  # one reminder, one transaction
-    assert commands.notification_updates == [["REMINDER", "CONVERSATION_EVENT"]]
+    reminding = scheduling.remind_due(api.container.deps, later)
+    written = await notification_writes(commands, reminding)
+    assert commands.sent.count("commitTransaction") == 1  # one reminder, one transaction
+    assert written == [["REMINDER", "CONVERSATION_EVENT"]]

@@ -7,11 +7,13 @@ from typing import Any
 from support import (
     Api,
     Person,
+    ada_and_grace,
     cancel_subscription,
     change_plan,
     codes,
     ledger_of,
     lots_of,
+    send_and_retry,
     update_card,
 )
 
@@ -37,8 +39,7 @@ async def refused_without_a_trace(api: Api, sender: Person, result: dict[str, An
 
 
 async def test_a_successful_inmail_costs_one_credit_and_awaits_a_response(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
 
     result = await api.send(ada, grace, subject="  Compilers?  ", body="  Let us talk.  ")
 
@@ -109,8 +110,7 @@ async def test_an_unknown_recipient_is_not_found(api: Api) -> None:
 async def test_subject_and_body_outside_their_lengths_after_trimming_are_invalid_input(
     api: Api,
 ) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     cases = [
         ("", "Hello there.", "subject"),
         ("   \n\t ", "Hello there.", "subject"),
@@ -131,8 +131,7 @@ async def test_subject_and_body_outside_their_lengths_after_trimming_are_invalid
 
 
 async def test_subject_and_body_at_their_limits_after_trimming_are_accepted(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
 
     result = await api.send(
         ada, grace, subject="   " + "S" * 200 + "   ", body="\n" + "B" * 2000 + "\n"
@@ -145,8 +144,7 @@ async def test_subject_and_body_at_their_limits_after_trimming_are_accepted(api:
 
 
 async def test_a_cancelled_member_gets_subscription_inactive(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     assert (await cancel_subscription(api, ada))["errors"] == []
 
     result = await api.send(ada, grace)
@@ -156,8 +154,7 @@ async def test_a_cancelled_member_gets_subscription_inactive(api: Api) -> None:
 
 
 async def test_a_member_moved_to_basic_gets_upgrade_required(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     assert (await change_plan(api, ada, "BASIC"))["errors"] == []
 
     result = await api.send(ada, grace)
@@ -189,8 +186,7 @@ async def test_an_expired_card_blocks_sending_until_the_payment_method_is_update
 async def test_a_second_inmail_while_the_first_awaits_a_response_gets_awaiting_response(
     api: Api,
 ) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     first = await api.send(ada, grace)
 
     second = await api.send(ada, grace, subject="Following up", body="Did you see my note?")
@@ -211,8 +207,7 @@ async def test_an_inmail_in_the_other_direction_is_not_blocked_by_one_awaiting_a
 
 
 async def test_after_a_response_the_sender_may_inmail_that_recipient_again(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     first = await api.send(ada, grace)
     assert (await api.respond(grace, first["conversation"]["id"], "NOT_INTERESTED"))["errors"] == []
 
@@ -273,8 +268,7 @@ async def test_a_premium_member_without_a_card_on_file_may_still_send(api: Api) 
 
 
 async def test_awaiting_response_comes_before_insufficient_credits(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     others = [await api.create_member(f"Reader {i}", "BASIC") for i in range(4)]
     assert (await api.send(ada, grace))["errors"] == []
     for other in others:
@@ -286,11 +280,9 @@ async def test_awaiting_response_comes_before_insufficient_credits(api: Api) -> 
 async def test_a_retry_with_the_same_idempotency_key_returns_the_first_conversation(
     api: Api,
 ) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
 
-    first = await api.send(ada, grace, key="send-grace-1")
-    retry = await api.send(ada, grace, key="send-grace-1")
+    first, retry = await send_and_retry(api, ada, grace, key="send-grace-1")
 
     assert retry["errors"] == []
     assert retry["conversation"]["id"] == first["conversation"]["id"]
@@ -301,8 +293,7 @@ async def test_a_retry_with_the_same_idempotency_key_returns_the_first_conversat
 
 
 async def test_the_same_idempotency_key_with_a_different_request_is_refused(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     linus = await api.create_member("Linus Torvalds", "BASIC")
     await api.send(ada, grace, key="k-1")
 
@@ -400,8 +391,7 @@ async def test_a_credit_is_spendable_one_second_before_its_90_days_and_not_at_90
 
 
 async def test_a_key_first_used_by_a_purchase_is_refused_for_a_send(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     assert (await api.purchase(ada, 2, key="k-bought"))["errors"] == []
 
     as_a_send = await api.send(ada, grace, key="k-bought")
@@ -417,8 +407,7 @@ async def test_a_send_whose_record_was_kept_apart_from_its_conversation_is_still
 ) -> None:
     """Sends written before conversations carried their key left their record in
     `idempotency`, as other keyed requests do: a retry of one gets its first answer."""
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     first = await api.send(ada, grace, key="k-old")
     c = api.container.mongo.c
     carried = await c.conversations.find_one_and_update(

@@ -17,7 +17,7 @@ import bson
 from inmail.domain.model import Message
 from inmail.repositories.messages import message_to_doc
 from inmail.repositories.mongo import new_id
-from support import Api, Person, send_message
+from support import Api, Person, ada_and_grace, send_message
 
 CLEF = "\U0001d11e"  # four bytes in UTF-8: 2,000 of them make an 8 KB message
 LONG_BODY = CLEF * 2000
@@ -255,8 +255,7 @@ async def test_an_inmail_thread_past_a_hundred_keeps_its_opening_in_its_pages_an
 ) -> None:
     """The InMail's first message is kept with the conversation, the rest apart: the latest 100
     leave it out once the thread is longer, the pages and the count still hold it first."""
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     sent = await api.send(ada, grace, body="Would you review my notes on the engine?")
     assert sent["errors"] == []
     thread = sent["conversation"]["id"]

@@ -7,7 +7,6 @@ The timings are not judged.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from inmail.repositories.mongo import Mongo
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
 from inmail.services.base import Deps
+from support import run_to_end
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -64,14 +64,8 @@ PAIRED = (
 @pytest.mark.slow
 def test_the_quick_benchmark_prints_a_row_for_every_workload_and_a_verdict_for_every_goal() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick"],
-        cwd=CHECKOUT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    done = run_to_end(
+        [sys.executable, "-m", "benchmarks", "--quick"], env, cwd=CHECKOUT, timeout=180
     )
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     out = done.stdout

@@ -8,13 +8,10 @@ stream, its catch-up after a gap, and the in-memory fallback's polling) hands ou
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo.errors import AutoReconnect
 
 from inmail.domain.model import Message
 from inmail.domain.notifications import (
@@ -35,6 +32,7 @@ from inmail.repositories.notifications import (
 )
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 from inmail.services.live import InboxBroker, InboxSubscriber
+from support import drop_stream_once, opened
 
 AT = datetime(2026, 2, 2, 10, 30, tzinfo=UTC)
 WAIT = 20.0
@@ -137,16 +135,6 @@ async def test_an_event_of_its_own_and_a_response_with_two_notifications_are_one
     assert kinds == {NotificationKind.RESPONSE_RECEIVED, NotificationKind.CREDITED_BACK}
 
 
-@contextlib.asynccontextmanager
-async def opened_inbox(mongo: Mongo, **options: Any) -> AsyncIterator[InboxChanges]:
-    feed = InboxChanges(mongo, **options)
-    await feed.open()
-    try:
-        yield feed
-    finally:
-        await feed.close()
-
-
 async def next_change(feed: InboxChanges) -> tuple[str, str]:
     """The next change as (collection, what it holds: a notification's kind or the event's)."""
     change = await asyncio.wait_for(feed.next(), WAIT)
@@ -161,7 +149,7 @@ async def next_change(feed: InboxChanges) -> tuple[str, str]:
 async def test_the_inbox_feed_hands_out_the_notification_and_the_event_of_one_write(
     mongo: Mongo,
 ) -> None:
-    async with opened_inbox(mongo) as feed:
+    async with opened(InboxChanges(mongo)) as feed:
         await record(mongo, *inmail(ADA, GRACE, AT, "Hello from the Analytical Engine"))
         assert await next_change(feed) == ("notifications", "notification INMAIL_RECEIVED")
         assert await next_change(feed) == ("notifications", "event INMAIL")
@@ -170,17 +158,10 @@ async def test_the_inbox_feed_hands_out_the_notification_and_the_event_of_one_wr
 async def test_a_dropped_inbox_stream_resumes_after_the_last_change_handed_out(
     mongo: Mongo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with opened_inbox(mongo, retry_delay=0.01) as feed:
+    async with opened(InboxChanges(mongo, retry_delay=0.01)) as feed:
         await record(mongo, *inmail(ADA, GRACE, AT, "One"))
         assert await next_change(feed) == ("notifications", "notification INMAIL_RECEIVED")
-        stream: Any = feed._stream
-        real_try_next = stream.try_next
-
-        async def cut() -> None:
-            monkeypatch.setattr(stream, "try_next", real_try_next)
-            raise AutoReconnect("connection reset by peer")
-
-        monkeypatch.setattr(stream, "try_next", cut)
+        stream = drop_stream_once(feed, monkeypatch)
         await record(mongo, *inmail(GRACE, ALAN, AT + timedelta(minutes=1), "Two"))
         # The first write's event, then the second write's two: none lost, none twice.
         assert await next_change(feed) == ("notifications", "event INMAIL")

@@ -108,6 +108,13 @@ async def _conversations(mongo: Mongo) -> dict[str, Conversation]:
     return await ConversationReader(mongo, None).get_many(t.conversation.id for t in THREADS)
 
 
+async def _readers_both_ways(
+    both: tuple[Mongo, Mongo],
+) -> list[tuple[MessageReader, dict[str, Conversation]]]:
+    """For the new way's store, then the old's: its message reader and its conversations."""
+    return [(MessageReader(mongo, None), await _conversations(mongo)) for mongo in both]
+
+
 async def _pages(reader: MessageReader, conversation: Conversation, size: int) -> list[Any]:
     """Every page of the thread, `size` at a time from the start, with what each says of the
     pages around it; and the page after each cursor seen, two at a time."""
@@ -212,8 +219,7 @@ async def test_every_page_at_every_size_is_the_same_either_way(
 async def test_a_page_of_none_and_a_cursor_at_the_first_message_answer_alike(
     both: tuple[Mongo, Mongo],
 ) -> None:
-    new, old = both
-    readers = [(MessageReader(mongo, None), await _conversations(mongo)) for mongo in (new, old)]
+    readers = await _readers_both_ways(both)
     for thread in THREADS:
         answers: list[Any] = []
         for reader, conversations in readers:
@@ -290,8 +296,7 @@ def _cursors_around(first: Message) -> list[str]:
 async def test_cursors_written_by_hand_around_the_first_message_answer_alike(
     both: tuple[Mongo, Mongo],
 ) -> None:
-    new, old = both
-    readers = [(MessageReader(mongo, None), await _conversations(mongo)) for mongo in (new, old)]
+    readers = await _readers_both_ways(both)
     for thread in THREADS:
         for cursor in _cursors_around(thread.first):
             answers = []

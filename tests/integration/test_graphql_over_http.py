@@ -38,6 +38,24 @@ LEGACY = {"Accept": "application/json"}
 COMPOSE = "query Compose($to: ID!) { compose(recipientId: $to) { canSend } }"
 
 
+@pytest.fixture(params=[WANTS_GRAPHQL_RESPONSE, LEGACY], ids=["modern", "legacy"])
+def headers(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The Accept header of a client asking for graphql-response+json, then of one that does not."""
+    accept: dict[str, str] = request.param
+    return accept
+
+
+async def get_graphql(
+    api: Api,
+    params: dict[str, str],
+    accept: dict[str, str] = WANTS_GRAPHQL_RESPONSE,
+    token: str | None = None,
+) -> httpx.Response:
+    """A GET of /graphql with these query parameters, under this Accept header and token."""
+    bearer = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return await api.client.get("/graphql", params=params, headers={**accept, **bearer})
+
+
 def media_type(response: httpx.Response) -> str:
     return response.headers["content-type"].split(";")[0].strip()
 
@@ -224,10 +242,17 @@ NEVER_RAN = {
 }
 
 
-@pytest.mark.parametrize(("body", "code"), NEVER_RAN.values(), ids=NEVER_RAN.keys())
+@pytest.fixture(params=list(NEVER_RAN.values()), ids=list(NEVER_RAN))
+def never_ran(request: pytest.FixtureRequest) -> tuple[dict[str, Any], str | None]:
+    """A request that never runs, and the code its error carries, if any."""
+    request_and_code: tuple[dict[str, Any], str | None] = request.param
+    return request_and_code
+
+
 async def test_a_request_that_never_ran_is_a_400_without_data_for_graphql_response_json(
-    api: Api, body: dict[str, Any], code: str | None
+    api: Api, never_ran: tuple[dict[str, Any], str | None]
 ) -> None:
+    body, code = never_ran
     response = await api.client.post("/graphql", json=body, headers=WANTS_GRAPHQL_RESPONSE)
 
     assert response.status_code == 400, response.text
@@ -240,10 +265,10 @@ async def test_a_request_that_never_ran_is_a_400_without_data_for_graphql_respon
     assert response.headers["x-request-id"]
 
 
-@pytest.mark.parametrize(("body", "code"), NEVER_RAN.values(), ids=NEVER_RAN.keys())
 async def test_a_request_that_never_ran_stays_a_200_with_null_data_for_application_json(
-    api: Api, body: dict[str, Any], code: str | None
+    api: Api, never_ran: tuple[dict[str, Any], str | None]
 ) -> None:
+    body, code = never_ran
     response = await api.client.post("/graphql", json=body, headers=LEGACY)
 
     assert response.status_code == 200, response.text
@@ -265,7 +290,6 @@ async def test_a_field_error_keeps_200_and_its_data_for_graphql_response_json(ap
     assert graphql_error_codes(answer) == ["UNAUTHENTICATED"]
 
 
-@pytest.mark.parametrize("headers", [WANTS_GRAPHQL_RESPONSE, LEGACY], ids=["modern", "legacy"])
 async def test_an_unknown_operation_name_is_a_400_naming_it(
     api: Api, headers: dict[str, str]
 ) -> None:
@@ -286,23 +310,19 @@ async def test_an_unknown_operation_name_is_a_400_naming_it(
 # --- GET ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("headers", [WANTS_GRAPHQL_RESPONSE, LEGACY], ids=["modern", "legacy"])
 async def test_a_query_over_get_runs_with_its_variables_as_a_json_string(
     api: Api, headers: dict[str, str]
 ) -> None:
     ada = await api.create_member("Ada Lovelace")
     grace = await api.create_member("Grace Hopper")
 
-    response = await api.client.get(
-        "/graphql",
-        params={
-            "query": COMPOSE,
-            "operationName": "Compose",
-            "variables": json.dumps({"to": grace.id}),
-            "extensions": json.dumps({"client": "inbox-widget"}),
-        },
-        headers={**headers, "Authorization": f"Bearer {ada.token}"},
-    )
+    compose = {
+        "query": COMPOSE,
+        "operationName": "Compose",
+        "variables": json.dumps({"to": grace.id}),
+        "extensions": json.dumps({"client": "inbox-widget"}),
+    }
+    response = await get_graphql(api, compose, headers, token=ada.token)
 
     assert response.status_code == 200, response.text
     assert media_type(response) == headers["Accept"]
@@ -311,20 +331,13 @@ async def test_a_query_over_get_runs_with_its_variables_as_a_json_string(
     assert isinstance(answer["data"]["compose"]["canSend"], bool)
 
 
-@pytest.mark.parametrize("headers", [WANTS_GRAPHQL_RESPONSE, LEGACY], ids=["modern", "legacy"])
 async def test_a_mutation_over_get_is_a_405_allowing_post_and_creates_nothing(
     api: Api, headers: dict[str, str]
 ) -> None:
     members = await api.container.mongo.c.members.count_documents({})
 
-    response = await api.client.get(
-        "/graphql",
-        params={
-            "query": 'mutation { createMember(input: {name: "Mallory", plan: BASIC}) '
-            "{ member { id } } }"
-        },
-        headers={**headers, "Authorization": f"Bearer {api.admin}"},
-    )
+    create = 'mutation { createMember(input: {name: "Mallory", plan: BASIC}) { member { id } } }'
+    response = await get_graphql(api, {"query": create}, headers, token=api.admin)
 
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
@@ -334,14 +347,8 @@ async def test_a_mutation_over_get_is_a_405_allowing_post_and_creates_nothing(
 
 
 async def test_a_mutation_chosen_by_operation_name_over_get_is_a_405_too(api: Api) -> None:
-    response = await api.client.get(
-        "/graphql",
-        params={
-            "query": "query Clock { now } mutation Mark { markNotificationsRead { ok } }",
-            "operationName": "Mark",
-        },
-        headers=WANTS_GRAPHQL_RESPONSE,
-    )
+    document = "query Clock { now } mutation Mark { markNotificationsRead { ok } }"
+    response = await get_graphql(api, {"query": document, "operationName": "Mark"})
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
 
@@ -361,7 +368,7 @@ async def test_a_mutation_chosen_by_operation_name_over_get_is_a_405_too(api: Ap
 async def test_a_get_that_is_no_graphql_request_is_a_400_with_a_graphql_body(
     api: Api, params: dict[str, str], why: str
 ) -> None:
-    response = await api.client.get("/graphql", params=params, headers=WANTS_GRAPHQL_RESPONSE)
+    response = await get_graphql(api, params)
 
     assert response.status_code == 400, response.text
     assert media_type(response) == GRAPHQL_RESPONSE
@@ -371,9 +378,7 @@ async def test_a_get_that_is_no_graphql_request_is_a_400_with_a_graphql_body(
 
 
 async def test_an_empty_variables_parameter_over_get_counts_as_none(api: Api) -> None:
-    response = await api.client.get(
-        "/graphql", params={"query": "{ now }", "variables": ""}, headers=WANTS_GRAPHQL_RESPONSE
-    )
+    response = await get_graphql(api, {"query": "{ now }", "variables": ""})
     assert response.status_code == 200, response.text
     assert "now" in response.json()["data"]
 
@@ -382,10 +387,9 @@ async def test_a_lone_surrogate_in_get_variables_is_refused_as_input_like_over_p
     api: Api,
 ) -> None:
     ada = await api.create_member("Ada Lovelace")
-    response = await api.client.get(
-        "/graphql",
-        params={"query": COMPOSE, "variables": '{"to": "\\ud800"}'},
-        headers={**WANTS_GRAPHQL_RESPONSE, "Authorization": f"Bearer {ada.token}"},
+    lone_surrogate = '{"to": "\\ud800"}'
+    response = await get_graphql(
+        api, {"query": COMPOSE, "variables": lone_surrogate}, token=ada.token
     )
     assert "Unexpected error." not in response.text
     assert graphql_error_codes(response.json()) == ["BAD_USER_INPUT"]
@@ -455,7 +459,6 @@ async def test_a_json_post_with_a_charset_is_served(api: Api) -> None:
     [b'"a string"', b"42", b"null", b"[]", b'[{"query": "{ now }"}]', b"", b"{ now"],
     ids=["string", "number", "null", "empty batch", "batch", "no body", "not json"],
 )
-@pytest.mark.parametrize("headers", [WANTS_GRAPHQL_RESPONSE, LEGACY], ids=["modern", "legacy"])
 async def test_a_body_that_is_not_one_request_object_is_a_400(
     api: Api, content: bytes, headers: dict[str, str]
 ) -> None:

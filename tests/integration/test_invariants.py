@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from audit import audit_member
-from support import Api, Person, cancel_subscription, change_plan, new_key, update_card
+from support import (
+    Api,
+    Person,
+    ada_and_grace,
+    cancel_subscription,
+    change_plan,
+    new_key,
+    update_card,
+)
 
 PLANS = ["PREMIUM_CAREER", "PREMIUM_BUSINESS", "SALES_NAVIGATOR", "LEGACY_PREMIUM"]
 CARDS = [
@@ -161,8 +169,7 @@ async def test_the_audit_names_a_lot_that_does_not_match_its_ledger(api: Api) ->
 
 
 async def test_the_audit_names_an_inmail_without_its_debit(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    grace = await api.create_member("Grace Hopper", "BASIC")
+    ada, grace = await ada_and_grace(api)
     sent = await api.send(ada, grace)
     conversation_id = sent["conversation"]["id"]
 

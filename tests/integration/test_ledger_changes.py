@@ -4,20 +4,19 @@ across dropped streams and restarts."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pymongo.errors import AutoReconnect, OperationFailure
+from pymongo.errors import OperationFailure
 
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.changes import ChangesLost, LedgerChanges
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork
+from support import drop_stream_once, opened
 
 AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 WAIT = 20.0
@@ -43,15 +42,9 @@ class Ledgers:
         return [(e.member_id, e.seq) for e in entries]
 
 
-@contextlib.asynccontextmanager
-async def opened_feed(mongo: Mongo, **options: Any) -> AsyncIterator[LedgerChanges]:
-    """A change feed on the ledger, open for the block and closed after it."""
-    feed = LedgerChanges(mongo, **options)
-    await feed.open()
-    try:
-        yield feed
-    finally:
-        await feed.close()
+@pytest.fixture
+def ledgers(mongo: Mongo) -> Ledgers:
+    return Ledgers(mongo)
 
 
 async def next_batch(feed: LedgerChanges) -> list[tuple[str, int]]:
@@ -59,9 +52,10 @@ async def next_batch(feed: LedgerChanges) -> list[tuple[str, int]]:
     return [(e.member_id, e.seq) for e in committed.entries]
 
 
-async def test_each_transaction_arrives_whole_in_commit_order(mongo: Mongo) -> None:
-    ledgers = Ledgers(mongo)
-    async with opened_feed(mongo) as feed:
+async def test_each_transaction_arrives_whole_in_commit_order(
+    mongo: Mongo, ledgers: Ledgers
+) -> None:
+    async with opened(LedgerChanges(mongo)) as feed:
         written = [
             await ledgers.commit("ada", -3, -1, -2),
             await ledgers.commit("grace", 5),
@@ -71,8 +65,9 @@ async def test_each_transaction_arrives_whole_in_commit_order(mongo: Mongo) -> N
         assert [await next_batch(feed) for _ in written] == written
 
 
-async def test_a_new_feed_resumes_right_after_the_last_batch_handed_out(mongo: Mongo) -> None:
-    ledgers = Ledgers(mongo)
+async def test_a_new_feed_resumes_right_after_the_last_batch_handed_out(
+    mongo: Mongo, ledgers: Ledgers
+) -> None:
     first = LedgerChanges(mongo)
     await first.open()
     one = await ledgers.commit("ada", 5)
@@ -84,7 +79,7 @@ async def test_a_new_feed_resumes_right_after_the_last_batch_handed_out(mongo: M
     await first.close()
     written_while_down = [await ledgers.commit("grace", 5), await ledgers.commit("ada", 2, -7)]
 
-    async with opened_feed(mongo, resume_after=token) as second:
+    async with opened(LedgerChanges(mongo, resume_after=token)) as second:
         assert await next_batch(second) == [("ada", 3)]
         for batch in written_while_down:
             assert await next_batch(second) == batch
@@ -105,9 +100,9 @@ async def _change_stream_cursor_ids(mongo: Mongo) -> list[int]:
 
 async def test_a_stream_killed_on_the_server_resumes_without_losing_or_repeating(
     mongo: Mongo,
+    ledgers: Ledgers,
 ) -> None:
-    ledgers = Ledgers(mongo)
-    async with opened_feed(mongo, max_await_ms=200, retry_delay=0.01) as feed:
+    async with opened(LedgerChanges(mongo, max_await_ms=200, retry_delay=0.01)) as feed:
         before = await ledgers.commit("ada", 5)
         assert await next_batch(feed) == before
         cursors = await _change_stream_cursor_ids(mongo)
@@ -120,21 +115,13 @@ async def test_a_stream_killed_on_the_server_resumes_without_losing_or_repeating
 
 
 async def test_a_dropped_connection_is_resumed_from_the_last_batch_handed_out(
-    mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+    mongo: Mongo, ledgers: Ledgers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ledgers = Ledgers(mongo)
-    async with opened_feed(mongo, retry_delay=0.01) as feed:
+    async with opened(LedgerChanges(mongo, retry_delay=0.01)) as feed:
         one = await ledgers.commit("ada", 5)
         two = await ledgers.commit("ada", -1, -1)
         assert await next_batch(feed) == one
-        stream: Any = feed._stream
-        real_try_next = stream.try_next
-
-        async def cut() -> None:
-            monkeypatch.setattr(stream, "try_next", real_try_next)
-            raise AutoReconnect("connection reset by peer")
-
-        monkeypatch.setattr(stream, "try_next", cut)
+        stream = drop_stream_once(feed, monkeypatch)
         three = await ledgers.commit("grace", 5)
         assert await next_batch(feed) == two
         assert feed._stream is not stream  # it was reopened, at the token of batch one
@@ -143,9 +130,9 @@ async def test_a_dropped_connection_is_resumed_from_the_last_batch_handed_out(
 
 async def test_a_dropped_ledger_ends_the_stream_and_a_new_one_sees_the_next_inserts(
     mongo: Mongo,
+    ledgers: Ledgers,
 ) -> None:
-    ledgers = Ledgers(mongo)
-    async with opened_feed(mongo, max_await_ms=100) as feed:
+    async with opened(LedgerChanges(mongo, max_await_ms=100)) as feed:
         before = await ledgers.commit("ada", 5)
         await mongo.c.ledger.drop()
         assert await next_batch(feed) == before
@@ -154,13 +141,10 @@ async def test_a_dropped_ledger_ends_the_stream_and_a_new_one_sees_the_next_inse
 
 
 async def test_a_feed_that_cannot_resume_starts_from_now_and_says_changes_were_lost(
-    mongo: Mongo, monkeypatch: pytest.MonkeyPatch
+    mongo: Mongo, ledgers: Ledgers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ledgers = Ledgers(mongo)
-    first = LedgerChanges(mongo)
-    await first.open()
-    token = first.resume_token
-    await first.close()
+    async with opened(LedgerChanges(mongo)) as first:
+        token = first.resume_token
     await ledgers.commit("ada", 5)  # after the token: lost with the history
     collection: Any = mongo.c.ledger
     real_watch = collection.watch

@@ -137,25 +137,30 @@ def _entries(member_id: str) -> list[Doc]:
     ]
 
 
+def _stored(kind: ConversationKind, sender: str, recipient: str, **fields: Any) -> Doc:
+    """A new conversation between the two, as the repositories store it."""
+    conversation = Conversation(
+        id=new_id(), kind=kind, sender_id=sender, recipient_id=recipient, **fields
+    )
+    return conversation_to_doc(conversation)
+
+
 def _conversation(sender: str, recipient: str, i: int) -> Doc:
     sent = NOW - timedelta(hours=i)
     awaiting = i % 3 == 0
     # Half the InMails keep their first message with them, as a send writes them; the others
     # were stored before, their first message kept apart with the rest.
     first = Message(new_id(), sender, "Hello there", sent) if i % 2 == 0 else None
-    return conversation_to_doc(
-        Conversation(
-            id=new_id(),
-            kind=ConversationKind.INMAIL,
-            sender_id=sender,
-            recipient_id=recipient,
-            subject="Hello",
-            state=ConversationState.AWAITING_RESPONSE if awaiting else ConversationState.ACCEPTED,
-            sent_at=sent,
-            responded_at=None if awaiting else sent + timedelta(hours=1),
-            reminder_due_at=sent + timedelta(hours=48),
-            first_message=first,
-        )
+    return _stored(
+        ConversationKind.INMAIL,
+        sender,
+        recipient,
+        subject="Hello",
+        state=ConversationState.AWAITING_RESPONSE if awaiting else ConversationState.ACCEPTED,
+        sent_at=sent,
+        responded_at=None if awaiting else sent + timedelta(hours=1),
+        reminder_due_at=sent + timedelta(hours=48),
+        first_message=first,
     )
 
 
@@ -240,16 +245,13 @@ async def _notifications_and_events(mongo: Mongo, conversations: list[Doc]) -> N
 
 def _direct(starter: str, other: str, i: int) -> Doc:
     sent = NOW - timedelta(hours=i, minutes=30)
-    return conversation_to_doc(
-        Conversation(
-            id=new_id(),
-            kind=ConversationKind.DIRECT,
-            sender_id=starter,
-            recipient_id=other,
-            subject="",
-            state=ConversationState.ACCEPTED,
-            sent_at=sent,
-        )
+    return _stored(
+        ConversationKind.DIRECT,
+        starter,
+        other,
+        subject="",
+        state=ConversationState.ACCEPTED,
+        sent_at=sent,
     )
 
 

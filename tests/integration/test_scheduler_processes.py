@@ -187,27 +187,33 @@ def renewed(report: dict[str, Any] | None) -> int:
     return 0 if report is None else int(report["renewals"][0])
 
 
+async def each_cycle_granted_once_by_two_at_once(
+    api: Api, uri: str, db: str, *specs: tuple[str, int, int]
+) -> list[dict[str, list[int]] | None]:
+    """Sixty members renewed by two processes passing at once: each renewal committed by
+    exactly one of them, each cycle granted once. What each process reports."""
+    deps = api.container.deps
+    members = await seed(deps, 60)
+    reports = await passes_at_once(uri, db, *specs)
+    assert sum(renewed(r) for r in reports) == len(members)
+    await assert_each_cycle_granted_once(deps, members)
+    return reports
+
+
 async def test_two_scheduler_processes_at_once_grant_each_cycle_once(
     api: Api, mongodb_uri: str, db_name: str
 ) -> None:
-    deps = api.container.deps
-    members = await seed(deps, 60)
-    reports = await passes_at_once(mongodb_uri, db_name, ("lease", 7, 0), ("lease", 7, 0))
+    both = [("lease", 7, 0), ("lease", 7, 0)]
+    reports = await each_cycle_granted_once_by_two_at_once(api, mongodb_uri, db_name, *both)
     assert sorted(r is None for r in reports) == [False, True]  # one held the lease
-    assert sum(renewed(r) for r in reports) == len(members)
-    await assert_each_cycle_granted_once(deps, members)
 
 
 async def test_two_processes_without_the_lease_still_grant_each_cycle_once(
     api: Api, mongodb_uri: str, db_name: str
 ) -> None:
-    deps = api.container.deps
-    members = await seed(deps, 60)
-    reports = await passes_at_once(mongodb_uri, db_name, ("no-lease", 7, 0), ("no-lease", 5, 0))
-    # Both worked; every member's renewal was committed by exactly one of them.
-    assert sum(renewed(r) for r in reports) == len(members)
-    assert all(r is not None and r["renewals"][1] == 0 for r in reports)
-    await assert_each_cycle_granted_once(deps, members)
+    both = [("no-lease", 7, 0), ("no-lease", 5, 0)]
+    reports = await each_cycle_granted_once_by_two_at_once(api, mongodb_uri, db_name, *both)
+    assert all(r is not None and r["renewals"][1] == 0 for r in reports)  # both worked
 
 
 async def test_a_pass_killed_midway_is_completed_by_the_next_without_duplicates(

@@ -12,7 +12,7 @@ import pytest
 
 from harness.servers import INMAIL, ServiceProcess, service_env
 from inmail.auth import DEV_SECRET_FILE
-from support import TEST_SECRET, Api, Person, post_graphql
+from support import TEST_SECRET, Api, Person, post_graphql, run_to_end
 
 NOBODY = "0123456789abcdef01234567"
 
@@ -20,15 +20,7 @@ NOBODY = "0123456789abcdef01234567"
 def _token(
     env: dict[str, str], cwd: Path, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [*INMAIL, "token", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_to_end([*INMAIL, "token", *args], env, cwd=cwd, timeout=120)
     if check:
         assert done.returncode == 0, done.stderr
     return done

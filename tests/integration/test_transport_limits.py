@@ -240,7 +240,6 @@ def test_a_keep_alive_connection_serves_requests_then_times_out_quietly(server: 
         sock.close()
 
 
-@pytest.mark.parametrize("protocol", ["graphql-transport-ws", "graphql-ws"])
 def test_a_websocket_message_over_the_body_limit_closes_the_socket_with_1009(
     server: Served, protocol: str
 ) -> None:

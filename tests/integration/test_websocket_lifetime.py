@@ -28,9 +28,6 @@ from support import LiveServer, serve_api
 from support import test_settings as settings_for_tests
 from wsclient import (
     BALANCE_CHANGED,
-    LEGACY_WS,
-    PROTOCOLS,
-    TRANSPORT_WS,
     WAIT,
     GraphQLSocket,
     refusal_close_code,
@@ -56,7 +53,6 @@ async def messages_until_closed(ws: Any) -> list[dict[str, Any]]:
     return received
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_socket_is_closed_with_4403_when_its_token_expires_and_runs_nothing_after(
     live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -82,7 +78,6 @@ async def test_a_socket_is_closed_with_4403_when_its_token_expires_and_runs_noth
     assert tracebacks(caplog) == []
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_socket_that_never_sends_connection_init_is_closed_with_4408(
     live: LiveServer, protocol: str
 ) -> None:
@@ -93,7 +88,6 @@ async def test_a_socket_that_never_sends_connection_init_is_closed_with_4408(
     assert [m for m in received if m["type"] not in ("ka", "ping")] == []
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize(
     "message",
     [
@@ -124,7 +118,6 @@ async def test_a_message_that_is_no_protocol_message_is_a_protocol_error_not_a_t
     assert tracebacks(caplog) == []
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_queries_and_mutations_run_over_both_protocols(
     live: LiveServer, protocol: str
 ) -> None:
@@ -138,7 +131,6 @@ async def test_queries_and_mutations_run_over_both_protocols(
     assert "errors" not in answer
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_token_whose_member_does_not_exist_is_refused_at_connect(
     live: LiveServer, protocol: str
 ) -> None:
@@ -147,7 +139,6 @@ async def test_a_token_whose_member_does_not_exist_is_refused_at_connect(
     assert await refusal_close_code(live.url, ghost, protocol) == 4403
 
 
-@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
 async def test_a_lone_surrogate_in_a_subscription_argument_is_a_client_error(
     live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:

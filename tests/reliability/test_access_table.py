@@ -79,7 +79,12 @@ def _member_field(selection: str, expected: tuple[str, str, str, str]) -> Row:
     return Row(f"query($id: ID!) {{ member(id: $id) {{ {selection} }} }}", ada_id, expected)
 
 
+def awaiting_id(world: World) -> dict[str, Any]:
+    return {"id": world.awaiting}
+
+
 PUBLIC = (R, A, A, A)  # any signed-in caller
+PARTIES = (R, NOTHING, A, A)  # its parties and admins; to anyone else it is as if unknown
 PRIVATE = (R, R, A, A)  # the owner and admins only
 SELF = (R, A, A, R)  # a member acting on their own account; an admin has none
 ADMIN = (R, R, R, A)
@@ -90,8 +95,8 @@ ROWS: dict[str, Row] = {
     "Query.member": _member_field("id name headline plan { type } isConnection", PUBLIC),
     "Query.conversation": Row(
         "query($id: ID!) { conversation(id: $id) { id subject messages { body } } }",
-        lambda w: {"id": w.awaiting},
-        (R, NOTHING, A, A),
+        awaiting_id,
+        PARTIES,
     ),
     "Query.creditLots": Row(
         "query($id: ID) { creditLots(memberId: $id) { totalCount nodes { remaining } } }",
@@ -107,13 +112,13 @@ ROWS: dict[str, Row] = {
     # Any object by id: as its own fields show it (every kind: test_node_reads_every_kind_...)
     "Query.node": Row(
         "query($id: ID!) { node(id: $id) { id ... on Conversation { subject } } }",
-        lambda w: {"id": w.awaiting},
-        (R, NOTHING, A, A),
+        awaiting_id,
+        PARTIES,
     ),
     "Query.nodes": Row(
         "query($ids: [ID!]!) { nodes(ids: $ids) { id ... on Conversation { subject } } }",
         lambda w: {"ids": [w.awaiting, w.answered]},
-        (R, NOTHING, A, A),
+        PARTIES,
     ),
     "Query.now": Row("{ now }", none, (A, A, A, A)),
     # Member: public profile fields, then what is the member's alone

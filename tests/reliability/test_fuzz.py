@@ -256,13 +256,23 @@ def fuzz(examples: int) -> settings:
     )
 
 
+def draw_on_one_field(
+    data: st.DataObject,
+    target: Target,
+    operations: Callable[..., st.SearchStrategy[str]],
+    fields: list[str],
+) -> tuple[str, str]:
+    """One of the fields, and a generated operation on it alone (with the target's ids)."""
+    field = data.draw(st.sampled_from(fields), label="field")
+    return field, data.draw(operations(SDL, fields=[field], custom_scalars=scalars(target.ids)))
+
+
 @fuzz(250)
 @given(data=st.data(), caller=CALLERS)
 def test_generated_queries_answer_without_leaking_and_change_nothing(
     target: Target, data: st.DataObject, caller: str
 ) -> None:
-    field = data.draw(st.sampled_from(QUERY_FIELDS), label="field")
-    document = data.draw(queries(SDL, fields=[field], custom_scalars=scalars(target.ids)))
+    _, document = draw_on_one_field(data, target, queries, QUERY_FIELDS)
     exchange(target, {"query": document}, caller, None)
 
 
@@ -271,8 +281,7 @@ def test_generated_queries_answer_without_leaking_and_change_nothing(
 def test_generated_mutations_change_nothing_when_refused(
     target: Target, data: st.DataObject, caller: str
 ) -> None:
-    field = data.draw(st.sampled_from(MUTATION_FIELDS), label="field")
-    document = data.draw(mutations(SDL, fields=[field], custom_scalars=scalars(target.ids)))
+    field, document = draw_on_one_field(data, target, mutations, MUTATION_FIELDS)
     exchange(target, {"query": with_payload_errors(document)}, caller, field)
 
 

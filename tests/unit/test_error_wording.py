@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,221 +15,26 @@ from inmail.repositories.records import Refusal, refusal_from_doc, refusal_to_do
 from inmail.schema import errors as schema_errors
 from inmail.schema.errors import UserError, worded
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "inmail"
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[1] / "src" / "inmail"
 
 E = ErrorCode
 
+
+def _sample(reason: str, row: dict[str, Any]) -> tuple[DomainError, str]:
+    """One table of error_wording.toml: the error it describes, and its words."""
+    data = row.get("data", {})
+    if "retry_after" not in row:
+        error = DomainError(ErrorCode[row["code"]], Reason[reason], row.get("field"), **data)
+        return error, row["words"]
+    assert (row["code"], row.get("field")) == ("RATE_LIMITED", None), reason  # as RateLimited sets
+    return RateLimited(Reason[reason], row["retry_after"], **data), row["words"]
+
+
 # One error of every reason, with representative data, and the words clients have always read.
 SAMPLES: list[tuple[DomainError, str]] = [
-    (DomainError(E.INVALID_INPUT, Reason.BLANK, "subject"), "subject must not be blank."),
-    (
-        DomainError(E.INVALID_INPUT, Reason.TOO_LONG, "body", maximum=5000, length=5001),
-        "body must be at most 5000 characters (got 5001).",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.NAME_LENGTH, "name", maximum=100),
-        "name must be 1 to 100 characters.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.HEADLINE_TOO_LONG, "headline", maximum=220),
-        "headline must be at most 220 characters.",
-    ),
-    (
-        DomainError(
-            E.INVALID_INPUT, Reason.BILLING_DAY_OUT_OF_RANGE, "billingDay", minimum=1, maximum=31
-        ),
-        "billingDay must be between 1 and 31.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.BRAND_LENGTH, "brand", maximum=30),
-        "brand must be 1 to 30 characters.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.LAST4_NOT_FOUR_DIGITS, "last4"),
-        "last4 must be exactly 4 digits.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.EXP_MONTH_OUT_OF_RANGE, "expMonth"),
-        "expMonth must be between 1 and 12.",
-    ),
-    (
-        DomainError(
-            E.INVALID_INPUT, Reason.EXP_YEAR_OUT_OF_RANGE, "expYear", minimum=2000, maximum=2100
-        ),
-        "expYear must be between 2000 and 2100.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.CARD_ALREADY_EXPIRED, "expYear"),
-        "That card has already expired.",
-    ),
-    (
-        DomainError(
-            E.INVALID_INPUT,
-            Reason.ALLOTMENT_OUT_OF_RANGE,
-            "monthlyAllotment",
-            minimum=1,
-            maximum=1000,
-        ),
-        "monthlyAllotment must be between 1 and 1000.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.ALLOTMENT_LEGACY_ONLY, "monthlyAllotment"),
-        "monthlyAllotment applies to LEGACY_PREMIUM only.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.CONNECT_TO_SELF, "otherMemberId"),
-        "A member cannot connect to themselves.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.QUANTITY_OUT_OF_RANGE, "quantity", maximum=50),
-        "quantity must be 1 to 50.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.KEY_LENGTH, "idempotencyKey", maximum=100),
-        "idempotencyKey must be 1 to 100 characters.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.PAID_CHANGE_NEEDS_KEY, "idempotencyKey"),
-        "A change to a paid plan needs an idempotencyKey.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.ALREADY_ON_PLAN, "plan", plan="PREMIUM_BUSINESS"),
-        "You are already on PREMIUM_BUSINESS.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.RECIPIENT_OR_CONVERSATION, "recipientId"),
-        "Give either recipientId or conversationId, not both.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.IDS_OR_ALL, "ids"),
-        "Give either ids or all, not both.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.IDS_OR_ALL_MISSING, "ids"),
-        "Give the ids to mark read, or all: true.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.TOO_MANY_IDS, "ids", maximum=100),
-        "Mark at most 100 ids at a time.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.IDS_NOT_TEXT, "ids"),
-        "ids must be valid Unicode text.",
-    ),
-    (DomainError(E.INVALID_INPUT, Reason.NEGATIVE, "hours"), "hours must not be negative."),
-    (
-        DomainError(E.INVALID_INPUT, Reason.ADVANCE_TOO_FAR, maximum_days=400),
-        "The clock moves at most 400 days at a time.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.ADVANCE_TOO_SHORT),
-        "Advance the clock by at least one hour (days and/or hours).",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.CLOCK_NOT_MANUAL),
-        "The clock is not manual: start the service with INMAIL_CLOCK=manual.",
-    ),
-    (
-        DomainError(E.INVALID_INPUT, Reason.REQUEST_LAPSED, "idempotencyKey"),
-        "This request was never charged and has lapsed; send it again under a new idempotency key.",
-    ),
-    (DomainError(E.NOT_FOUND, Reason.NO_SUCH_MEMBER, "recipientId"), "No such member."),
-    (DomainError(E.NOT_FOUND, Reason.OWN_MEMBER_MISSING), "Your member record does not exist."),
-    (DomainError(E.NOT_FOUND, Reason.NO_SUCH_INMAIL, "conversationId"), "No such InMail."),
-    (
-        DomainError(E.NOT_FOUND, Reason.NO_SUCH_CONVERSATION, "conversationId"),
-        "No such conversation.",
-    ),
-    (
-        DomainError(E.CANNOT_MESSAGE_SELF, Reason.INMAIL_TO_SELF, "recipientId"),
-        "You cannot InMail yourself.",
-    ),
-    (
-        DomainError(E.CANNOT_MESSAGE_SELF, Reason.MESSAGE_TO_SELF, "recipientId"),
-        "You cannot message yourself.",
-    ),
-    (
-        DomainError(E.RECIPIENT_IS_CONNECTION, Reason.RECIPIENT_IS_CONNECTION, "recipientId"),
-        "This member is a 1st-degree connection: message them for free with sendMessage.",
-    ),
-    (
-        DomainError(E.NOT_CONNECTED, Reason.NOT_CONNECTED, "recipientId"),
-        "Only 1st-degree connections can be messaged for free.",
-    ),
-    (
-        DomainError(E.UPGRADE_REQUIRED, Reason.UPGRADE_TO_SEND),
-        "Upgrade to Premium to send InMail.",
-    ),
-    (
-        DomainError(E.AWAITING_RESPONSE, Reason.AWAITING_RESPONSE, "recipientId"),
-        "Your earlier InMail to this member has no response yet.",
-    ),
-    (
-        DomainError(E.AWAITING_RESPONSE, Reason.INMAIL_NOT_ANSWERED, "conversationId"),
-        "This InMail has no response yet.",
-    ),
-    (DomainError(E.INSUFFICIENT_CREDITS, Reason.NO_CREDITS_LEFT), "No InMail credits left."),
-    (
-        DomainError(E.NOT_RECIPIENT, Reason.NOT_RECIPIENT, "conversationId"),
-        "Only the recipient can respond.",
-    ),
-    (
-        DomainError(E.ALREADY_RESPONDED, Reason.ALREADY_RESPONDED, "conversationId"),
-        "This InMail already has a response.",
-    ),
-    (
-        RateLimited(Reason.TOO_MANY_SENDS, 12, limit=30, action="inmail"),
-        "You can send at most 30 InMails a minute. Try again in 12 s.",
-    ),
-    (
-        DomainError(E.SUBSCRIPTION_INACTIVE, Reason.SUBSCRIPTION_CANCELLED),
-        "Your Premium subscription is cancelled.",
-    ),
-    (
-        DomainError(E.SUBSCRIPTION_INACTIVE, Reason.NOTHING_TO_CANCEL),
-        "There is no active subscription to cancel.",
-    ),
-    (
-        DomainError(E.PURCHASE_NOT_ALLOWED, Reason.PLAN_CANNOT_BUY, plan="SALES_NAVIGATOR"),
-        "Extra InMail credits cannot be bought on the SALES_NAVIGATOR plan.",
-    ),
-    (
-        DomainError(E.CAP_EXCEEDED, Reason.OVER_CAP, "quantity", balance=25, cap=15),
-        "That would take your balance to 25; the most you can hold is 15.",
-    ),
-    (
-        DomainError(E.PAYMENT_METHOD_EXPIRED, Reason.NO_PAYMENT_METHOD, "paymentMethod"),
-        "Add a payment method first.",
-    ),
-    (
-        DomainError(E.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED, "paymentMethod"),
-        "The card on file has expired: update your payment method first.",
-    ),
-    (
-        DomainError(E.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD, "paymentMethod"),
-        "Add a valid payment method before changing to a paid plan.",
-    ),
-    (
-        DomainError(E.PLAN_NOT_AVAILABLE, Reason.LEGACY_NOT_OFFERED, "plan"),
-        "LEGACY_PREMIUM and its grandfathered terms are no longer offered.",
-    ),
-    (
-        DomainError(
-            E.PAYMENT_DECLINED,
-            Reason.PAYMENT_DECLINED,
-            "paymentMethod",
-            detail="the card was declined",
-        ),
-        "The payment was declined: the card was declined.",
-    ),
-    (
-        DomainError(E.IDEMPOTENCY_KEY_REUSED, Reason.KEY_REUSED, "idempotencyKey"),
-        "This idempotency key was used for a different request.",
-    ),
-    (
-        DomainError(E.CAP_EXCEEDED, Reason.RECORDED, "quantity", message="Over the cap."),
-        "Over the cap.",
-    ),
+    _sample(reason, row)
+    for reason, row in tomllib.loads((HERE / "error_wording.toml").read_text()).items()
 ]
 
 SAMPLE_DATA: Mapping[Reason, frozenset[str]] = {
