@@ -83,12 +83,14 @@ class _ResumableFeed:
 
     def __init__(
         self,
+        mongo: Mongo,
         *,
-        resume_after: ResumeToken | None,
-        max_await_ms: int,
-        retry_delay: float,
-        max_retry_delay: float,
+        resume_after: ResumeToken | None = None,
+        max_await_ms: int = 1000,
+        retry_delay: float = 0.2,
+        max_retry_delay: float = 5.0,
     ) -> None:
+        self._mongo = mongo
         self._token: ResumeToken | None = resume_after
         self._max_await_ms = max_await_ms
         self._retry_delay = retry_delay
@@ -164,26 +166,11 @@ class LedgerChanges(_ResumableFeed):
     """An endless feed of committed ledger entries, grouped by transaction; resumes by itself."""
 
     _name = "ledger"
-
-    def __init__(
-        self,
-        mongo: Mongo,
-        *,
-        resume_after: ResumeToken | None = None,
-        max_await_ms: int = 1000,
-        retry_delay: float = 0.2,
-        max_retry_delay: float = 5.0,
-    ) -> None:
-        super().__init__(
-            resume_after=resume_after,
-            max_await_ms=max_await_ms,
-            retry_delay=retry_delay,
-            max_retry_delay=max_retry_delay,
-        )
-        self._collection = mongo.c.ledger
-        self._pending: asyncio.Task[Doc | None] | None = None
-        self._held: Doc | None = None
-        self._after_invalidation = False
+    # A change read ahead (`_poll`), a change of the next transaction held back, and whether
+    # the last stream ended in an invalidation: none until the feed reads.
+    _pending: asyncio.Task[Doc | None] | None = None
+    _held: Doc | None = None
+    _after_invalidation = False
 
     @property
     def resume_token(self) -> ResumeToken | None:
@@ -210,7 +197,7 @@ class LedgerChanges(_ResumableFeed):
     async def _watch(self, token: ResumeToken | None) -> AsyncChangeStream[Doc]:
         # After an invalidation only startAfter can go on; resumeAfter would replay it.
         after_invalidation, self._after_invalidation = self._after_invalidation, False
-        stream: AsyncChangeStream[Doc] = await self._collection.watch(
+        stream: AsyncChangeStream[Doc] = await self._mongo.c.ledger.watch(
             list(_PIPELINE),
             resume_after=None if after_invalidation else token,
             start_after=token if after_invalidation else None,
@@ -330,22 +317,6 @@ class InboxChanges(_ResumableFeed):
 
     _name = "inbox"
 
-    def __init__(
-        self,
-        mongo: Mongo,
-        *,
-        max_await_ms: int = 1000,
-        retry_delay: float = 0.2,
-        max_retry_delay: float = 5.0,
-    ) -> None:
-        super().__init__(
-            resume_after=None,
-            max_await_ms=max_await_ms,
-            retry_delay=retry_delay,
-            max_retry_delay=max_retry_delay,
-        )
-        self._db = mongo.db
-
     async def next(self) -> InboxChange:
         """The next insert; waits for one. Raises ChangesLost when it could not resume."""
         while True:
@@ -367,7 +338,7 @@ class InboxChanges(_ResumableFeed):
                 return InboxChange(str(collection), document)
 
     async def _watch(self, token: ResumeToken | None) -> AsyncChangeStream[Doc]:
-        stream: AsyncChangeStream[Doc] = await self._db.watch(
+        stream: AsyncChangeStream[Doc] = await self._mongo.db.watch(
             list(_INBOX_PIPELINE), resume_after=token, max_await_time_ms=self._max_await_ms
         )
         return stream

@@ -21,7 +21,6 @@ from typing import Final
 
 from pymongo import ASCENDING, DESCENDING
 
-from inmail.domain.model import Message
 from inmail.domain.notifications import (
     ConversationChange,
     ConversationEvent,
@@ -29,6 +28,7 @@ from inmail.domain.notifications import (
     NotificationKind,
 )
 from inmail.repositories.collection import RecordReader
+from inmail.repositories.messages import message_fields, message_from_doc
 from inmail.repositories.mongo import Doc, Mongo, Session, new_id
 from inmail.repositories.outbox import OutboxEvent, OutboxRepository
 from inmail.repositories.pages import Page, after_key
@@ -72,26 +72,13 @@ def notification_from_doc(doc: Doc) -> Notification | None:
     )
 
 
-def _message_doc(message: Message) -> Doc:
-    return {
-        "_id": message.id,
-        "authorId": message.author_id,
-        "body": message.body,
-        "sentAt": message.sent_at,
-    }
-
-
 def event_from_doc(doc: Doc) -> ConversationEvent | None:
     """The conversation event a document holds; None for any other document."""
     if not is_event_doc(doc):
         return None
     try:
         raw = doc.get("message")
-        message = (
-            Message(raw["_id"], raw["authorId"], raw["body"], raw["sentAt"])
-            if isinstance(raw, dict)
-            else None
-        )
+        message = message_from_doc(raw) if isinstance(raw, dict) else None
         return ConversationEvent(
             change=ConversationChange(doc["change"]),
             conversation_id=doc["conversationId"],
@@ -198,7 +185,7 @@ def _event_doc(event: ConversationEvent) -> Doc:
         "senderId": event.sender_id,
         "recipientId": event.recipient_id,
         "at": event.at,
-        "message": _message_doc(event.message) if event.message is not None else None,
+        "message": message_fields(event.message) if event.message is not None else None,
     }
 
 
