@@ -22,6 +22,7 @@ from datetime import timedelta
 
 from inmail.metrics import SCHEDULER_LAG_SECONDS
 from inmail.services import scheduling
+from inmail.services.background import finish_within, repeat
 from inmail.services.base import Deps
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,14 @@ class Scheduler:
         self.passes = 0
         self._lease = scheduling.Lease(leases, LEASE_NAME, self.owner, lease_ttl)
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # set by stop, so that no interval is waited out
         self._lease_lost = False
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self._task is None:
             self._stopping.clear()
+            self._wake.clear()
             self._task = asyncio.create_task(self._loop(), name="inmail-scheduler")
 
     async def stop(self) -> None:
@@ -65,22 +68,17 @@ class Scheduler:
         if task is None:
             return
         self._stopping.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.stop_grace)
-        except TimeoutError:
-            log.warning("scheduler: the pass did not end in %.0f s; cancelling it", self.stop_grace)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._wake.set()
+        await finish_within(task, self.stop_grace, "scheduler")
 
     async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("scheduler: the pass failed; trying again next interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.interval)
+        await repeat(
+            self.run_once,
+            interval=self.interval,
+            stopping=self._stopping,
+            wake=self._wake,
+            what="scheduler",
+        )
 
     async def run_once(self) -> scheduling.PassReport | None:
         """One pass if this process gets the lease; None when another process holds it."""

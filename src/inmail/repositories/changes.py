@@ -75,8 +75,11 @@ def _history_lost(exc: PyMongoError) -> bool:
     return isinstance(exc, OperationFailure) and exc.code in _HISTORY_LOST_CODES
 
 
-class LedgerChanges:
-    """An endless feed of committed ledger entries, grouped by transaction; resumes by itself."""
+class _ResumableFeed:
+    """A change stream that reopens right after the last change handed out (`_token`) when it
+    drops, waiting longer after each failure in a row; `_watch` opens the stream itself."""
+
+    _name: str  # what the logs call the feed
 
     def __init__(
         self,
@@ -87,26 +90,92 @@ class LedgerChanges:
         retry_delay: float = 0.2,
         max_retry_delay: float = 5.0,
     ) -> None:
-        self._collection = mongo.c.ledger
+        self._mongo = mongo
         self._token: ResumeToken | None = resume_after
         self._max_await_ms = max_await_ms
         self._retry_delay = retry_delay
         self._max_retry_delay = max_retry_delay
         self._delay = retry_delay
         self._stream: AsyncChangeStream[Doc] | None = None
-        self._pending: asyncio.Task[Doc | None] | None = None
-        self._held: Doc | None = None
-        self._after_invalidation = False
         self._closed = False
+
+    async def open(self) -> None:
+        """Start watching now (or at the resume token): later commits are all seen."""
+        await self._ensure_stream()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._drop_stream()
+
+    async def _watch(self, token: ResumeToken | None) -> AsyncChangeStream[Doc]:
+        """A new stream, resuming after `token` (None: from now)."""
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the {self._name} change feed is closed")
+
+    async def _ensure_stream(self) -> AsyncChangeStream[Doc]:
+        if self._stream is not None:
+            return self._stream
+        try:
+            stream = await self._watch(self._token)
+        except PyMongoError as exc:
+            if self._token is None or not _history_lost(exc):
+                raise
+            log.error("cannot resume the %s change stream (%s); starting from now", self._name, exc)
+            self._token = None
+            self._started(await self._watch(None))
+            raise ChangesLost(str(exc)) from None
+        return self._started(stream)
+
+    def _started(self, stream: AsyncChangeStream[Doc]) -> AsyncChangeStream[Doc]:
+        self._stream = stream
+        if self._token is None:
+            # Resuming from here before the first change still sees that change.
+            self._token = stream.resume_token
+        return stream
+
+    def _waited_in_vain(self, stream: AsyncChangeStream[Doc]) -> None:
+        """A wait that found no change: the stream must still be open, and a reopen may start
+        after all the server has looked through."""
+        if not stream.alive:
+            raise _StreamEnded("the change stream was closed")
+        self._token = stream.resume_token or self._token
+
+    async def _recover(self, exc: PyMongoError) -> None:
+        log.warning(
+            "the %s change stream dropped (%s: %s); resuming in %.1fs",
+            self._name,
+            type(exc).__name__,
+            exc,
+            self._delay,
+        )
+        await self._drop_stream()
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, self._max_retry_delay)
+
+    async def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            with contextlib.suppress(PyMongoError):
+                await stream.close()
+
+
+class LedgerChanges(_ResumableFeed):
+    """An endless feed of committed ledger entries, grouped by transaction; resumes by itself."""
+
+    _name = "ledger"
+    # A change read ahead (`_poll`), a change of the next transaction held back, and whether
+    # the last stream ended in an invalidation: none until the feed reads.
+    _pending: asyncio.Task[Doc | None] | None = None
+    _held: Doc | None = None
+    _after_invalidation = False
 
     @property
     def resume_token(self) -> ResumeToken | None:
         """Where a new feed resumes to see exactly what follows the last batch handed out."""
         return self._token
-
-    async def open(self) -> None:
-        """Start watching now (or at the resume token): later commits are all seen."""
-        await self._ensure_stream()
 
     async def next(self) -> CommittedEntries:
         """The next committed transaction's entries; waits for one, riding out dropped streams.
@@ -114,8 +183,7 @@ class LedgerChanges:
         Raises ChangesLost when the stream could not resume and had to start afresh from now.
         """
         while True:
-            if self._closed:
-                raise RuntimeError("the ledger change feed is closed")
+            self._check_open()
             try:
                 stream = await self._ensure_stream()
                 batch = await self._next_transaction(stream)
@@ -126,38 +194,16 @@ class LedgerChanges:
                 self._delay = self._retry_delay
                 return batch
 
-    async def close(self) -> None:
-        self._closed = True
-        await self._drop_stream()
-
-    async def _ensure_stream(self) -> AsyncChangeStream[Doc]:
-        if self._stream is not None:
-            return self._stream
-        try:
-            await self._start(self._token)
-        except PyMongoError as exc:
-            if self._token is None or not _history_lost(exc):
-                raise
-            log.error("cannot resume the ledger change stream (%s); starting from now", exc)
-            self._token = None
-            await self._start(None)
-            raise ChangesLost(str(exc)) from None
-        assert self._stream is not None
-        return self._stream
-
-    async def _start(self, token: ResumeToken | None) -> None:
+    async def _watch(self, token: ResumeToken | None) -> AsyncChangeStream[Doc]:
         # After an invalidation only startAfter can go on; resumeAfter would replay it.
         after_invalidation, self._after_invalidation = self._after_invalidation, False
-        stream: AsyncChangeStream[Doc] = await self._collection.watch(
+        stream: AsyncChangeStream[Doc] = await self._mongo.c.ledger.watch(
             list(_PIPELINE),
             resume_after=None if after_invalidation else token,
             start_after=token if after_invalidation else None,
             max_await_time_ms=self._max_await_ms,
         )
-        self._stream = stream
-        if self._token is None:
-            # Resuming from here before the first change still sees that change.
-            self._token = stream.resume_token
+        return stream
 
     async def _next_transaction(self, stream: AsyncChangeStream[Doc]) -> CommittedEntries | None:
         """Read changes until one transaction's are complete; None when a wait found nothing.
@@ -178,9 +224,7 @@ class LedgerChanges:
             if isinstance(change, _NotReady) or change is None:
                 if group:
                     break
-                if not stream.alive:
-                    raise _StreamEnded("the change stream was closed")
-                self._token = stream.resume_token or self._token
+                self._waited_in_vain(stream)
                 return None
             if change.get("operationType") == "invalidate":
                 if group:
@@ -233,29 +277,15 @@ class LedgerChanges:
         pending, self._pending = self._pending, None
         return pending.result()
 
-    async def _recover(self, exc: PyMongoError) -> None:
-        log.warning(
-            "the ledger change stream dropped (%s: %s); resuming in %.1fs",
-            type(exc).__name__,
-            exc,
-            self._delay,
-        )
-        await self._drop_stream()
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, self._max_retry_delay)
-
     async def _drop_stream(self) -> None:
         """Forget the stream and whatever it read past the token: a reopen reads it again."""
         pending, self._pending = self._pending, None
-        stream, self._stream = self._stream, None
         self._held = None
         if pending is not None:
             pending.cancel()
             with contextlib.suppress(asyncio.CancelledError, PyMongoError):
                 await pending
-        if stream is not None:
-            with contextlib.suppress(PyMongoError):
-                await stream.close()
+        await super()._drop_stream()
 
 
 # Inbox changes: new notifications and conversation events (both stored in `notifications`,
@@ -282,50 +312,23 @@ class InboxChange:
     document: Doc
 
 
-class InboxChanges:
+class InboxChanges(_ResumableFeed):
     """An endless feed of inserts into the inbox collections; resumes by itself."""
 
-    def __init__(
-        self,
-        mongo: Mongo,
-        *,
-        max_await_ms: int = 1000,
-        retry_delay: float = 0.2,
-        max_retry_delay: float = 5.0,
-    ) -> None:
-        self._db = mongo.db
-        self._token: ResumeToken | None = None
-        self._max_await_ms = max_await_ms
-        self._retry_delay = retry_delay
-        self._max_retry_delay = max_retry_delay
-        self._delay = retry_delay
-        self._stream: AsyncChangeStream[Doc] | None = None
-        self._closed = False
-
-    async def open(self) -> None:
-        """Start watching now: every later commit is seen."""
-        await self._ensure_stream()
+    _name = "inbox"
 
     async def next(self) -> InboxChange:
         """The next insert; waits for one. Raises ChangesLost when it could not resume."""
         while True:
-            if self._closed:
-                raise RuntimeError("the inbox change feed is closed")
+            self._check_open()
             try:
                 stream = await self._ensure_stream()
                 change = await stream.try_next()
                 if change is None:
-                    if not stream.alive:
-                        raise _StreamEnded("the change stream was closed")
-                    self._token = stream.resume_token or self._token
+                    self._waited_in_vain(stream)
                     continue
-            except ChangesLost:
-                raise
             except PyMongoError as exc:
-                log.warning("the inbox change stream dropped (%s); resuming", exc)
-                await self._drop_stream()
-                await asyncio.sleep(self._delay)
-                self._delay = min(self._delay * 2, self._max_retry_delay)
+                await self._recover(exc)
                 continue
             self._delay = self._retry_delay
             self._token = change["_id"]
@@ -334,34 +337,8 @@ class InboxChanges:
             if isinstance(document, dict) and collection in INBOX_COLLECTIONS:
                 return InboxChange(str(collection), document)
 
-    async def close(self) -> None:
-        self._closed = True
-        await self._drop_stream()
-
-    async def _ensure_stream(self) -> AsyncChangeStream[Doc]:
-        if self._stream is not None:
-            return self._stream
-        try:
-            self._stream = await self._db.watch(
-                list(_INBOX_PIPELINE),
-                resume_after=self._token,
-                max_await_time_ms=self._max_await_ms,
-            )
-        except PyMongoError as exc:
-            if self._token is None or not _history_lost(exc):
-                raise
-            log.error("cannot resume the inbox change stream (%s); starting from now", exc)
-            self._token = None
-            self._stream = await self._db.watch(
-                list(_INBOX_PIPELINE), max_await_time_ms=self._max_await_ms
-            )
-            raise ChangesLost(str(exc)) from None
-        if self._token is None:
-            self._token = self._stream.resume_token
-        return self._stream
-
-    async def _drop_stream(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            with contextlib.suppress(PyMongoError):
-                await stream.close()
+    async def _watch(self, token: ResumeToken | None) -> AsyncChangeStream[Doc]:
+        stream: AsyncChangeStream[Doc] = await self._mongo.db.watch(
+            list(_INBOX_PIPELINE), resume_after=token, max_await_time_ms=self._max_await_ms
+        )
+        return stream

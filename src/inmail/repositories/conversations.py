@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,9 +10,10 @@ from pymongo import ReturnDocument
 
 from inmail.domain.conversations import ConversationRole, ConversationState, InMailResponse
 from inmail.domain.model import Conversation, ConversationKind
+from inmail.repositories.collection import RecordReader
 from inmail.repositories.messages import message_fields, message_from_doc
 from inmail.repositories.mongo import Doc, Mongo, Session
-from inmail.repositories.pages import Page, keyset_page
+from inmail.repositories.pages import Page, after_key, keyset_page
 from inmail.repositories.records import SENT_UNDER, IdempotencyRecord, sent_under_to_doc
 
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
@@ -92,25 +92,13 @@ def pair_key(a: str, b: str) -> str:
     return ":".join(sorted((a, b)))
 
 
-class ConversationReader:
+class ConversationReader(RecordReader[Conversation]):
     """Conversations as read outside a transaction, or inside one (then from its snapshot)."""
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        self._mongo = mongo
-        self._session = session
-        self._c = mongo.c.conversations
-
-    async def get(self, conversation_id: str) -> Conversation | None:
-        doc = await self._c.find_one(
-            {"_id": conversation_id}, _WITHOUT_MESSAGES, session=self._session
+        super().__init__(
+            mongo, session, mongo.c.conversations, conversation_from_doc, _WITHOUT_MESSAGES
         )
-        return conversation_from_doc(doc) if doc else None
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]:
-        docs = await self._mongo.find_by_ids(
-            self._c, ids, self._session, projection=_WITHOUT_MESSAGES
-        )
-        return {doc["_id"]: conversation_from_doc(doc) for doc in docs}
 
     async def inmails_sent_by(self, member_id: str) -> list[Conversation]:
         """Every InMail the member sent (for audits)."""
@@ -208,18 +196,12 @@ class ConversationReader:
         `after` is the (reminderDueAt, id) of the last one seen, so a conversation that failed
         is passed over rather than met again in the same pass.
         """
-        query: Doc = {**_REMINDER_PENDING, "reminderDueAt": {"$lte": now}}
-        if after is not None:
-            due_at, conversation_id = after
-            query["$or"] = [
-                {"reminderDueAt": {"$gt": due_at}},
-                {"reminderDueAt": due_at, "_id": {"$gt": conversation_id}},
-            ]
+        due = {**_REMINDER_PENDING, "reminderDueAt": {"$lte": now}}
         docs = await self._mongo.find_all(
             self._c,
-            query,
+            after_key(due, _REMINDER_ORDER, after),
             projection={"_id": 1, "recipientId": 1, "reminderDueAt": 1},
-            sort=[("reminderDueAt", 1), ("_id", 1)],
+            sort=_REMINDER_ORDER,
             limit=limit,
             session=self._session,
         )
@@ -297,6 +279,7 @@ _REMINDER_PENDING: Doc = {
     "state": ConversationState.AWAITING_RESPONSE.value,
     "reminderSentAt": None,
 }
+_REMINDER_ORDER = (("reminderDueAt", 1), ("_id", 1))  # index reminders_due_keyset
 
 
 @dataclass(frozen=True, slots=True)

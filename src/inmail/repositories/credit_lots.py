@@ -6,8 +6,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from inmail.domain.credits import LAPSED, SPENDABLE, CreditLot, CreditSource, LotRule, LotStatus
+from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, Mongo, Session
-from inmail.repositories.pages import Page, keyset_page
+from inmail.repositories.pages import Page
 
 NEWEST_FIRST = (("grantedAt", -1), ("_id", -1))
 
@@ -56,13 +57,11 @@ def active_of(member_ids: Iterable[str] | None) -> Doc:
     return query
 
 
-class CreditLotReader:
+class CreditLotReader(RecordReader[CreditLot]):
     """Credit lots as read outside a transaction, or inside one (then from its snapshot)."""
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        self._mongo = mongo
-        self._session = session
-        self._c = mongo.c.credit_lots
+        super().__init__(mongo, session, mongo.c.credit_lots, lot_from_doc)
 
     async def active_for(self, member_id: str) -> list[CreditLot]:
         docs = await self._mongo.find_all(
@@ -89,10 +88,6 @@ class CreditLotReader:
         )
         return [lot_from_doc(doc) for doc in docs]
 
-    async def get_many(self, ids: Iterable[str]) -> dict[str, CreditLot]:
-        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
-        return {doc["_id"]: lot_from_doc(doc) for doc in docs}
-
     async def balances(self, member_ids: Sequence[str], now: datetime) -> dict[str, int]:
         """Credits spendable now, by member: remaining over the lots `SPENDABLE` counts."""
         rows = await self._mongo.aggregate(
@@ -115,16 +110,12 @@ class CreditLotReader:
         now: datetime | None = None,
     ) -> Page[CreditLot]:
         """A page of the member's lots; with `now`, a lot `LAPSED` by then counts as EXPIRED."""
-        query = self._query(member_id, statuses, now)
-        page = await keyset_page(self._mongo, self._c, query, NEWEST_FIRST, first, after)
-        return page.map(lot_from_doc)
+        return await self._page(self._query(member_id, statuses, now), NEWEST_FIRST, first, after)
 
     async def count(
         self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
     ) -> int:
-        return await self._c.count_documents(
-            self._query(member_id, statuses, now), session=self._session
-        )
+        return await self._count(self._query(member_id, statuses, now))
 
     @staticmethod
     def _query(

@@ -22,7 +22,9 @@ from typing import Any, Final
 
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanType
+from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.pages import after_key
 from inmail.repositories.records import KeyedOutcome, Refusal, refusal_from_doc, refusal_to_doc
 
 
@@ -104,42 +106,25 @@ def _from_doc(doc: Doc) -> PaymentIntent:
     )
 
 
-class PaymentIntentReader:
+_OPEN_BY_AGE: Final = (("createdAt", 1), ("_id", 1))  # index open_by_age, after the status
+
+
+class PaymentIntentReader(RecordReader[PaymentIntent]):
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        self._session = session
-        self._c = mongo.c.payment_intents
+        super().__init__(mongo, session, mongo.c.payment_intents, _from_doc)
 
     async def find(self, member_id: str, key: str) -> PaymentIntent | None:
         doc = await self._c.find_one({"memberId": member_id, "key": key}, session=self._session)
-        return _from_doc(doc) if doc else None
-
-    async def get(self, intent_id: str) -> PaymentIntent | None:
-        doc = await self._c.find_one({"_id": intent_id}, session=self._session)
         return _from_doc(doc) if doc else None
 
     async def open_created_by(
         self, before: datetime, *, after: tuple[datetime, str] | None, limit: int
     ) -> list[PaymentIntent]:
         """Open intents created at or before `before`, in (createdAt, _id) order, after a key."""
-        query: dict[str, Any] = {
-            "status": {"$in": list(OPEN_STATUSES)},
-            "createdAt": {"$lte": before},
-        }
-        if after is not None:
-            query = {
-                "$and": [
-                    query,
-                    {
-                        "$or": [
-                            {"createdAt": {"$gt": after[0]}},
-                            {"createdAt": after[0], "_id": {"$gt": after[1]}},
-                        ]
-                    },
-                ]
-            }
+        open_by_then = {"status": {"$in": list(OPEN_STATUSES)}, "createdAt": {"$lte": before}}
         cursor = (
-            self._c.find(query, session=self._session)
-            .sort([("createdAt", 1), ("_id", 1)])
+            self._c.find(after_key(open_by_then, _OPEN_BY_AGE, after), session=self._session)
+            .sort(list(_OPEN_BY_AGE))
             .limit(limit)
         )
         return [_from_doc(doc) async for doc in cursor]

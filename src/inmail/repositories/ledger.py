@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
+from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, Mongo, Session
-from inmail.repositories.pages import Page, keyset_page
+from inmail.repositories.pages import Page
 
 NEWEST_FIRST = (("seq", -1),)
 
@@ -48,26 +49,17 @@ def entry_from_doc(doc: Doc) -> LedgerEntry:
     )
 
 
-class LedgerReader:
+class LedgerReader(RecordReader[LedgerEntry]):
     """The ledger as read outside a transaction, or inside one (then from its snapshot)."""
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        self._mongo = mongo
-        self._session = session
-        self._c = mongo.c.ledger
+        super().__init__(mongo, session, mongo.c.ledger, entry_from_doc)
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
-        page = await keyset_page(
-            self._mongo, self._c, {"memberId": member_id}, NEWEST_FIRST, first, after
-        )
-        return page.map(entry_from_doc)
+        return await self._page({"memberId": member_id}, NEWEST_FIRST, first, after)
 
     async def count(self, member_id: str) -> int:
-        return await self._c.count_documents({"memberId": member_id}, session=self._session)
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, LedgerEntry]:
-        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
-        return {doc["_id"]: entry_from_doc(doc) for doc in docs}
+        return await self._count({"memberId": member_id})
 
     async def all_for(self, member_id: str) -> list[LedgerEntry]:
         docs = await self._mongo.find_all(

@@ -15,6 +15,7 @@ from inmail.domain.model import (
     SubscriptionStatus,
 )
 from inmail.domain.plans import PlanType
+from inmail.repositories.collection import RecordReader
 from inmail.repositories.credit_lots import active_of, lot_from_doc
 from inmail.repositories.mongo import Collection, Doc, Mongo, Session
 from inmail.repositories.records import IdempotencyRecord, record_from_doc
@@ -128,21 +129,11 @@ def member_to_doc(member: Member) -> Doc:
     }
 
 
-class MemberReader:
+class MemberReader(RecordReader[Member]):
     """Members as read outside a transaction, or inside one (then from its snapshot)."""
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        self._mongo = mongo
-        self._session = session
-        self._c = mongo.c.members
-
-    async def get(self, member_id: str) -> Member | None:
-        doc = await self._c.find_one({"_id": member_id}, session=self._session)
-        return member_from_doc(doc) if doc else None
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, Member]:
-        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
-        return {doc["_id"]: member_from_doc(doc) for doc in docs}
+        super().__init__(mongo, session, mongo.c.members, member_from_doc)
 
     async def get_many_with_lots(
         self, ids: Iterable[str], lots_of: Sequence[str]

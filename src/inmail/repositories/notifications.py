@@ -14,23 +14,24 @@ subscriptions through the collection's change stream (repositories/changes.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
 from pymongo import ASCENDING, DESCENDING
 
-from inmail.domain.model import Message
 from inmail.domain.notifications import (
     ConversationChange,
     ConversationEvent,
     Notification,
     NotificationKind,
 )
+from inmail.repositories.collection import RecordReader
+from inmail.repositories.messages import message_fields, message_from_doc
 from inmail.repositories.mongo import Doc, Mongo, Session, new_id
 from inmail.repositories.outbox import OutboxEvent, OutboxRepository
-from inmail.repositories.pages import Page, keyset_page
+from inmail.repositories.pages import Page, after_key
 
 # Before notifications were listed, the reminder was recorded under this kind.
 _LEGACY_KINDS: Final = {"INMAIL_REMINDER": NotificationKind.REMINDER}
@@ -71,26 +72,13 @@ def notification_from_doc(doc: Doc) -> Notification | None:
     )
 
 
-def _message_doc(message: Message) -> Doc:
-    return {
-        "_id": message.id,
-        "authorId": message.author_id,
-        "body": message.body,
-        "sentAt": message.sent_at,
-    }
-
-
 def event_from_doc(doc: Doc) -> ConversationEvent | None:
     """The conversation event a document holds; None for any other document."""
     if not is_event_doc(doc):
         return None
     try:
         raw = doc.get("message")
-        message = (
-            Message(raw["_id"], raw["authorId"], raw["body"], raw["sentAt"])
-            if isinstance(raw, dict)
-            else None
-        )
+        message = message_from_doc(raw) if isinstance(raw, dict) else None
         return ConversationEvent(
             change=ConversationChange(doc["change"]),
             conversation_id=doc["conversationId"],
@@ -104,11 +92,9 @@ def event_from_doc(doc: Doc) -> ConversationEvent | None:
         return None
 
 
-class NotificationReader:
+class NotificationReader(RecordReader[Notification]):
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        self._mongo = mongo
-        self._session = session
-        self._c = mongo.c.notifications
+        super().__init__(mongo, session, mongo.c.notifications, notification_from_doc)
         self.expiring = ExpiringLotReader(mongo, session)
 
     @staticmethod
@@ -122,19 +108,10 @@ class NotificationReader:
         self, member_id: str, unread_only: bool, first: int, after: str | None
     ) -> Page[Notification]:
         """The member's notifications, newest first."""
-        page = await keyset_page(
-            self._mongo, self._c, self._query(member_id, unread_only), _NEWEST_FIRST, first, after
-        )
-        return page.map(notification_from_doc)
+        return await self._page(self._query(member_id, unread_only), _NEWEST_FIRST, first, after)
 
     async def count(self, member_id: str, unread_only: bool) -> int:
-        return await self._c.count_documents(
-            self._query(member_id, unread_only), session=self._session
-        )
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, Notification]:
-        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
-        return {n.id: n for doc in docs if (n := notification_from_doc(doc)) is not None}
+        return await self._count(self._query(member_id, unread_only))
 
     async def for_member(self, member_id: str) -> list[Notification]:
         """All of a member's notifications, oldest first (for tests and tools)."""
@@ -208,7 +185,7 @@ def _event_doc(event: ConversationEvent) -> Doc:
         "senderId": event.sender_id,
         "recipientId": event.recipient_id,
         "at": event.at,
-        "message": _message_doc(event.message) if event.message is not None else None,
+        "message": message_fields(event.message) if event.message is not None else None,
     }
 
 
@@ -323,6 +300,9 @@ def _unnoticed(expires: Doc) -> Doc:
     }
 
 
+_EXPIRY_ORDER: Final = (("expiresAt", ASCENDING), ("_id", ASCENDING))
+
+
 class ExpiringLotReader:
     """The lots whose CREDITS_EXPIRING notice is due, read from the credit lots collection."""
 
@@ -339,22 +319,10 @@ class ExpiringLotReader:
         limit: int,
     ) -> list[ExpiringLot]:
         """Lots expiring within `notice` of `now` (not yet expired), in (expiresAt, _id) order."""
-        query = _unnoticed({"$gt": now, "$lte": now + notice})
-        if after is not None:
-            query = {
-                "$and": [
-                    query,
-                    {
-                        "$or": [
-                            {"expiresAt": {"$gt": after[0]}},
-                            {"expiresAt": after[0], "_id": {"$gt": after[1]}},
-                        ]
-                    },
-                ]
-            }
+        query = after_key(_unnoticed({"$gt": now, "$lte": now + notice}), _EXPIRY_ORDER, after)
         cursor = (
             self._lots.find(query, {"memberId": 1, "expiresAt": 1}, session=self._session)
-            .sort([("expiresAt", ASCENDING), ("_id", ASCENDING)])
+            .sort(list(_EXPIRY_ORDER))
             .limit(limit)
         )
         return [ExpiringLot(doc["_id"], doc["memberId"], doc["expiresAt"]) async for doc in cursor]

@@ -84,6 +84,17 @@ def _after(sort: Sequence[tuple[str, int]], values: Sequence[Any]) -> Doc:
     return _beyond(sort, values, forward=True)
 
 
+def after_key(
+    query: Mapping[str, Any], sort: Sequence[tuple[str, int]], key: Sequence[Any] | None
+) -> Doc:
+    """`query` narrowed to the documents strictly after `key` (their values of the `sort`
+    fields) in that order; `query` itself for no key. A pass over a keyset resumes so, never
+    meeting a document twice."""
+    if key is None:
+        return dict(query)
+    return {"$and": [dict(query), _after(sort, key)]}
+
+
 def _up_to(sort: Sequence[tuple[str, int]], values: Sequence[Any]) -> Doc:
     """The documents at or before `values` in the sort order: those before a page after it."""
     at = {name: value for (name, _), value in zip(sort, values, strict=True)}
@@ -115,12 +126,9 @@ async def keyset_page(
     cursor was given and a document of the list sorts at or before it (Relay's rule for
     forward pagination, asked with one indexed `limit 1` query when a client selects it).
     """
-    full: Doc = dict(query)
-    before: Doc | None = None
-    if after is not None:
-        values = decode_cursor(after, sort)
-        full = {"$and": [dict(query), _after(sort, values)]}
-        before = {"$and": [dict(query), _up_to(sort, values)]}
+    values = decode_cursor(after, sort) if after is not None else None
+    full = after_key(query, sort, values)
+    before = {"$and": [dict(query), _up_to(sort, values)]} if values is not None else None
 
     async def fetch() -> list[Doc]:
         if first <= 0:

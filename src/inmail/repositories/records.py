@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
@@ -11,8 +11,9 @@ from typing import Any, Final
 from inmail.domain.errors import DomainError, ErrorCode, ErrorData, Reason
 from inmail.domain.model import Purchase
 from inmail.domain.money import Money
+from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, DuplicateKeyError, Mongo, Session, new_id
-from inmail.repositories.pages import Page, keyset_page
+from inmail.repositories.pages import Page
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +72,37 @@ class IdempotencyRecord:
 _SUBJECT_FIELD: Final = {"sendInMail": "conversationId", "purchaseInMailCredits": "lotId"}
 
 
+def _key_use_to_doc(record: IdempotencyRecord) -> Doc:
+    """The key, the fingerprint of the request made under it, and when: stored alike in an
+    idempotency record and under an InMail's `sentUnder`."""
+    return {"key": record.key, "requestHash": record.request_hash, "at": record.at}
+
+
+def _record_of(
+    member_id: str,
+    operation: str,
+    key_use: Mapping[str, Any],
+    outcome: KeyedOutcome | None,
+    refusal: Refusal | None = None,
+) -> IdempotencyRecord:
+    """The record of a key's use as `_key_use_to_doc` stored it."""
+    return IdempotencyRecord(
+        member_id=member_id,
+        key=key_use["key"],
+        operation=operation,
+        request_hash=key_use["requestHash"],
+        at=key_use["at"],
+        outcome=outcome,
+        refusal=refusal,
+    )
+
+
 def _record_to_doc(record: IdempotencyRecord) -> Doc:
     doc: Doc = {
         "_id": new_id(),
         "memberId": record.member_id,
-        "key": record.key,
         "operation": record.operation,
-        "requestHash": record.request_hash,
-        "at": record.at,
+        **_key_use_to_doc(record),
     }
     if record.outcome is not None:
         doc["result"] = {
@@ -93,20 +117,18 @@ def _record_to_doc(record: IdempotencyRecord) -> Doc:
 def record_from_doc(doc: Doc) -> IdempotencyRecord:
     result, refusal = doc.get("result"), doc.get("refusal")
     operation = doc["operation"]
-    return IdempotencyRecord(
-        member_id=doc["memberId"],
-        key=doc["key"],
-        operation=operation,
-        request_hash=doc["requestHash"],
-        at=doc["at"],
-        outcome=(
+    return _record_of(
+        doc["memberId"],
+        operation,
+        doc,
+        (
             KeyedOutcome(
                 result.get(_SUBJECT_FIELD.get(operation, "subjectId")), int(result["creditsLeft"])
             )
             if result is not None
             else None
         ),
-        refusal=refusal_from_doc(refusal) if refusal is not None else None,
+        refusal_from_doc(refusal) if refusal is not None else None,
     )
 
 
@@ -121,23 +143,13 @@ in `idempotency`, like every other keyed operation."""
 def sent_under_to_doc(record: IdempotencyRecord) -> Doc:
     assert record.operation == SEND
     assert record.outcome is not None, "a send is recorded once it succeeded"
-    return {
-        "key": record.key,
-        "requestHash": record.request_hash,
-        "at": record.at,
-        "creditsLeft": record.outcome.credits_left,
-    }
+    return {**_key_use_to_doc(record), "creditsLeft": record.outcome.credits_left}
 
 
 def _record_from_conversation(doc: Doc) -> IdempotencyRecord:
     held = doc[SENT_UNDER]
-    return IdempotencyRecord(
-        member_id=doc["senderId"],
-        key=held["key"],
-        operation=SEND,
-        request_hash=held["requestHash"],
-        at=held["at"],
-        outcome=KeyedOutcome(doc["_id"], int(held["creditsLeft"])),
+    return _record_of(
+        doc["senderId"], SEND, held, KeyedOutcome(doc["_id"], int(held["creditsLeft"]))
     )
 
 
@@ -205,33 +217,20 @@ def _purchase_from_doc(doc: Doc) -> Purchase:
     )
 
 
-class PurchaseReader:
+class PurchaseReader(RecordReader[Purchase]):
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        self._mongo = mongo
-        self._session = session
-        self._c = mongo.c.purchases
+        super().__init__(mongo, session, mongo.c.purchases, _purchase_from_doc)
 
     async def exists_for_charge(self, charge_id: str) -> bool:
         found = await self._c.find_one({"chargeId": charge_id}, {"_id": 1}, session=self._session)
         return found is not None
 
-    async def get(self, purchase_id: str) -> Purchase | None:
-        doc = await self._c.find_one({"_id": purchase_id}, session=self._session)
-        return _purchase_from_doc(doc) if doc else None
-
-    async def get_many(self, ids: Iterable[str]) -> dict[str, Purchase]:
-        docs = await self._mongo.find_by_ids(self._c, ids, self._session)
-        return {doc["_id"]: _purchase_from_doc(doc) for doc in docs}
-
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
         """A member's purchases, newest first."""
-        page = await keyset_page(
-            self._mongo, self._c, {"memberId": member_id}, _PURCHASES_NEWEST_FIRST, first, after
-        )
-        return page.map(_purchase_from_doc)
+        return await self._page({"memberId": member_id}, _PURCHASES_NEWEST_FIRST, first, after)
 
     async def count(self, member_id: str) -> int:
-        return await self._c.count_documents({"memberId": member_id}, session=self._session)
+        return await self._count({"memberId": member_id})
 
     async def all_for(self, member_id: str) -> list[Purchase]:
         cursor = self._c.find({"memberId": member_id}, session=self._session).sort("at", 1)

@@ -97,19 +97,19 @@ def purchase_of(
 async def existing_intent(deps: Deps, request: KeyedRequest) -> PaymentIntent | None:
     """The intent already recorded under the request's key; raises if it was another request."""
     intent = await deps.reads.intents.find(request.member_id, request.key)
-    if intent is not None and (
-        intent.kind != request.operation or intent.request_hash != request.fingerprint
-    ):
-        raise reused_key()
-    return intent
+    return _asked_by(intent, request) if intent is not None else None
 
 
 async def open_intent(deps: Deps, intent: PaymentIntent, request: KeyedRequest) -> PaymentIntent:
     """Record the intent, or return the one a concurrent twin recorded first under its key."""
-    opened = await deps.uow.run(_open, intent)
-    if opened.kind != request.operation or opened.request_hash != request.fingerprint:
+    return _asked_by(await deps.uow.run(_open, intent), request)
+
+
+def _asked_by(intent: PaymentIntent, request: KeyedRequest) -> PaymentIntent:
+    """The intent, if it was opened for this very request; a reused key is refused."""
+    if intent.kind != request.operation or intent.request_hash != request.fingerprint:
         raise reused_key()
-    return opened
+    return intent
 
 
 async def _open(tx: Transaction, intent: PaymentIntent) -> PaymentIntent:
@@ -167,8 +167,7 @@ async def _charge(
         _move, intent.id, (IntentStatus.PENDING,), IntentStatus.CHARGED, now, charge_id=charge.id
     ):
         return _with(intent, IntentStatus.CHARGED, charge.id)
-    current = await deps.reads.intents.get(intent.id)
-    assert current is not None, "intents are never deleted"
+    current = await _current(deps, intent.id)
     # Reconciliation may have given the intent up as never charged while this charge was under
     # way: the charge goes back through the intent, so that a crash here is reconciled too.
     if current.status == IntentStatus.ABANDONED and await deps.uow.run(
@@ -181,6 +180,13 @@ async def _charge(
     ):
         current = _with(current, IntentStatus.REFUNDING, charge.id)
     return current  # a twin or reconciliation recorded the charge first
+
+
+async def _current(deps: Deps, intent_id: str) -> PaymentIntent:
+    """The intent as it is recorded now (another request or reconciler may have moved it)."""
+    intent = await deps.reads.intents.get(intent_id)
+    assert intent is not None, "intents are never deleted"
+    return intent
 
 
 def _with(intent: PaymentIntent, status: str, charge_id: str) -> PaymentIntent:
@@ -212,8 +218,7 @@ async def _complete_or_refund(
         moved = await deps.uow.run(
             _move, intent.id, (IntentStatus.CHARGED,), IntentStatus.REFUNDING, now, refusal=refusal
         )
-        current = await deps.reads.intents.get(intent.id)
-        assert current is not None, "intents are never deleted"
+        current = await _current(deps, intent.id)
         if moved or current.status == IntentStatus.REFUNDING:
             await _finish_refund(deps, gateway, current, now)
             raise _refused(current.refusal) from None
@@ -333,9 +338,7 @@ async def _reconcile_one(
                 now,
                 charge_id=charge.id,
             )
-        found = await deps.reads.intents.get(intent.id)
-        assert found is not None, "intents are never deleted"
-        intent = found
+        intent = await _current(deps, intent.id)
     if intent.status == IntentStatus.REFUNDING:
         await _finish_refund(deps, gateway, intent, now)
         report.refunded += 1

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE = 16
 
 Item = TypeVar("Item")
+Item_co = TypeVar("Item_co", covariant=True)
 
 
 def merge(earlier: BalanceUpdate, later: BalanceUpdate) -> BalanceUpdate:
@@ -178,13 +179,12 @@ class Broker:
         self._queue_size = queue_size
         self._by_member: dict[str, set[Subscriber]] = {}
         self._local: _LocalSource | None = None
-        self._feed: LedgerChanges | None = None
-        self._pump: asyncio.Task[None] | None = None
+        self._pump = _Pump()
 
     @property
     def source(self) -> str:
         """Where updates come from: "change stream", "in-process" or "stopped"."""
-        if self._feed is not None:
+        if self._pump.feed is not None:
             return "change stream"
         return "in-process" if self._local is not None else "stopped"
 
@@ -197,15 +197,15 @@ class Broker:
             self._local = _LocalSource(self)
             self._events.listeners.append(self._local)
             return
-        feed = self._changes()
-        await feed.open()
-        self._feed = feed
-        self._pump = asyncio.create_task(self._run(feed), name="inmail-live-updates")
+        await self._pump.follow(
+            self._changes(),
+            "live updates",
+            lambda committed: self.dispatch(coalesce(committed.entries)),
+            self._catch_up,
+        )
 
     async def stop(self) -> None:
-        pump, self._pump = self._pump, None
-        feed, self._feed = self._feed, None
-        await _stop_feed(pump, feed)
+        await self._pump.stop()
         local, self._local = self._local, None
         if local is not None:
             self._events.listeners.remove(local)
@@ -268,14 +268,6 @@ class Broker:
     async def _latest(self, member_id: str) -> BalanceUpdate | None:
         page = await self._ledger.page(member_id, 1, None)
         return BalanceUpdate.from_entry(page.items[0][1]) if page.items else None
-
-    async def _run(self, feed: LedgerChanges) -> None:
-        await _follow(
-            "live updates",
-            feed.next,
-            lambda committed: self.dispatch(coalesce(committed.entries)),
-            self._catch_up,
-        )
 
     async def _catch_up(self) -> None:
         """After a gap, give every subscriber its member's latest change (seq drops repeats)."""
@@ -366,24 +358,18 @@ class InboxBroker:
         self._poll_interval = poll_interval
         self.notifications: _Topic[Notification] = _Topic()
         self.conversations: _Topic[ConversationEvent] = _Topic()
-        self._feed: InboxChanges | None = None
-        self._pump: asyncio.Task[None] | None = None
+        self._pump = _Pump()
         self._last_seen: datetime | None = None
 
     async def start(self) -> None:
         if self._changes is None:
             # Everything written from now on is newer than this id, the poll's starting point.
-            self._pump = asyncio.create_task(self._poll(new_id()), name="inmail-inbox-poll")
+            self._pump.task = asyncio.create_task(self._poll(new_id()), name="inmail-inbox-poll")
             return
-        feed = self._changes()
-        await feed.open()
-        self._feed = feed
-        self._pump = asyncio.create_task(self._run(feed), name="inmail-inbox-updates")
+        await self._pump.follow(self._changes(), "inbox updates", self.dispatch, self._catch_up)
 
     async def stop(self) -> None:
-        pump, self._pump = self._pump, None
-        feed, self._feed = self._feed, None
-        await _stop_feed(pump, feed)
+        await self._pump.stop()
         self.notifications.close_all()
         self.conversations.close_all()
 
@@ -400,9 +386,6 @@ class InboxBroker:
         if notification is not None:
             self._last_seen = notification.at
             self.notifications.dispatch(notification.member_id, notification.id, notification)
-
-    async def _run(self, feed: InboxChanges) -> None:
-        await _follow("inbox updates", feed.next, self.dispatch, self._catch_up)
 
     async def _catch_up(self) -> None:
         """After a gap, hand out what the subscribed members got since the last item seen
@@ -481,15 +464,43 @@ async def _follow(
         dispatch(change)
 
 
-async def _stop_feed(pump: asyncio.Task[None] | None, feed: _Closable | None) -> None:
-    """Stop a broker's pump task, then close the change stream it read."""
-    if pump is not None:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
-    if feed is not None:
-        await feed.close()
+class _Feed(Protocol[Item_co]):
+    async def open(self) -> None: ...
 
+    async def next(self) -> Item_co: ...
 
-class _Closable(Protocol):
     async def close(self) -> None: ...
+
+
+class _Pump:
+    """A broker's source: a change feed and the task that hands out what it reads, or a task
+    of its own (a poll) where there is no feed."""
+
+    def __init__(self) -> None:
+        self.feed: _Feed[object] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def follow(
+        self,
+        feed: _Feed[Item],
+        what: str,
+        dispatch: Callable[[Item], object],
+        catch_up: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Open the feed, then hand out each change it reads (`_follow`) in a task of its own."""
+        await feed.open()
+        self.feed = feed
+        self.task = asyncio.create_task(
+            _follow(what, feed.next, dispatch, catch_up), name=f"inmail-{what.replace(' ', '-')}"
+        )
+
+    async def stop(self) -> None:
+        """Stop the task, then close the change stream it read."""
+        task, self.task = self.task, None
+        feed, self.feed = self.feed, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if feed is not None:
+            await feed.close()

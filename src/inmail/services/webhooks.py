@@ -22,7 +22,6 @@ transaction and never waits for a delivery.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -39,6 +38,7 @@ import httpx
 
 from inmail.clock import Clock
 from inmail.repositories.outbox import Attempt, Claimed, OutboxEvent, OutboxStore
+from inmail.services.background import finish_within, repeat
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +206,8 @@ class WebhookWorker:
         if task is not None:
             self._stopping.set()
             self._wake.set()
-            try:
-                # Deliveries in flight end within their timeout.
-                await asyncio.wait_for(asyncio.shield(task), self.config.timeout + 5)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Deliveries in flight end within their timeout.
+            await finish_within(task, self.config.timeout + 5, "webhooks")
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -222,14 +217,13 @@ class WebhookWorker:
         self._wake.set()
 
     async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.drain()
-            except Exception:
-                log.exception("webhooks: a delivery pass failed; trying again shortly")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval)
-            self._wake.clear()
+        await repeat(
+            self.drain,
+            interval=self.config.poll_interval,
+            stopping=self._stopping,
+            wake=self._wake,
+            what="webhooks",
+        )
 
     async def drain(self) -> int:
         """Attempt every event due now, `concurrency` at a time; how many attempts were made."""
