@@ -39,6 +39,7 @@ from pymongo import MongoClient
 from inmail import logs
 from inmail.auth import Role, TokenService
 from inmail.resolvers.root import build_schema
+from inmail.services.base import Account
 from reliability.conftest import drop_database
 from reliability.servers import running
 from schema_args import Position, positions
@@ -732,13 +733,13 @@ def test_an_advance_too_large_for_a_date_is_invalid_input_not_an_unexpected_erro
 async def test_an_unexpected_failure_is_masked_and_logged_with_the_request_id(
     api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A failure nobody planned for (here: the database answering nonsense) shows nothing."""
+    """A failure nobody planned for (here: the balance's own computation) shows nothing."""
     ada = await api.create_member("Ada", "PREMIUM_CAREER")
 
-    async def broken(*args: object, **kwargs: object) -> dict[str, int]:
-        raise RuntimeError("pymongo says: secret internals at /srv/inmail/repositories")
+    def broken(*args: object, **kwargs: object) -> Account:
+        raise RuntimeError("wallet says: secret internals at /srv/inmail/services")
 
-    monkeypatch.setattr(api.container.deps.reads.lots, "active_for_many", broken)
+    monkeypatch.setattr(Account, "brought_up_to", broken)
     seen: list[str | None] = []
 
     class RequestIds(logging.Handler):
