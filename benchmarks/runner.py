@@ -103,9 +103,16 @@ class Sizes:
             )
 
     @property
+    def warmup_sends(self) -> int:
+        """Unmeasured sends per side before the rounds: at least one from every sender, so that
+        each sender's token and member are known to the server, as in a service running for a
+        while (a member's first request in a process looks the member up once)."""
+        return max(self.warmup, self.senders)
+
+    @property
     def total_sends(self) -> int:
         # Three sides take sends: HTTP, the service in-process and the send floor.
-        return 3 * self.warmup + 3 * self.rounds * self.sends + self.profile_sends
+        return 3 * self.warmup_sends + 3 * self.rounds * self.sends + self.profile_sends
 
     @property
     def sends_per_sender(self) -> int:
@@ -174,9 +181,10 @@ class Run:
         service = Measured("send_inmail() in-process (no HTTP)", "in-process", c)
         floor = Measured("send floor: PyMongo transaction", "in-process", c)
         send_floor = floors.SendFloor(self.mongo.client, self.mongo.db)
-        await self.http(w.send_calls(world, world.take_sends(s.warmup)), w.check_send, c)()
-        await run_calls(w.service_send_calls(deps, world.take_sends(s.warmup)), concurrency=c)
-        await run_calls(w.floor_send_calls(send_floor, world.take_sends(s.warmup)), concurrency=c)
+        warmup = s.warmup_sends
+        await self.http(w.send_calls(world, world.take_sends(warmup)), w.check_send, c)()
+        await run_calls(w.service_send_calls(deps, world.take_sends(warmup)), concurrency=c)
+        await run_calls(w.floor_send_calls(send_floor, world.take_sends(warmup)), concurrency=c)
 
         async def http_round() -> None:
             calls = w.send_calls(world, world.take_sends(s.sends))
