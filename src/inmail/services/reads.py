@@ -593,6 +593,13 @@ class Reader:
         ]
 
 
+_LOADERS: Final = tuple(
+    name for name, attr in vars(Reader).items() if isinstance(attr, functools.cached_property)
+)
+"""The names of the reader's loaders (its cached properties): forgetting them forgets what was
+read, and a loader added to the class is forgotten with the rest."""
+
+
 def _ready(loader: DataLoader[K, T], key: K) -> T | None:
     """What a DataLoader holds for `key` once its read has finished; None before (or if the
     read failed: the field that awaits it then reports the failure)."""
@@ -600,20 +607,6 @@ def _ready(loader: DataLoader[K, T], key: K) -> T | None:
     if held is None or not held.done() or held.cancelled() or held.exception() is not None:
         return None
     return held.result()
-
-
-_LOADERS: Final = (
-    "_members",
-    "_lots",
-    "_conversations",
-    "_purchases",
-    "_entries",
-    "_notifications",
-    "_messages",
-    "_accounts",
-    "_latest_messages",
-)
-"""The names of the reader's loaders: forgetting them forgets what was read."""
 
 
 def _conversation_id(conversation: Conversation) -> str:
