@@ -243,3 +243,42 @@ async def test_the_in_memory_inbox_polls_one_collection_for_notifications_and_ev
     finally:
         await broker.stop()
         await mongo.close()
+
+
+async def listening_within_wait(broker: InboxBroker, expected: bool) -> bool:
+    for _ in range(int(WAIT / 0.02)):
+        if broker.listening is expected:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("source", ["change stream", "poll"])
+async def test_the_inbox_reads_changes_only_while_someone_subscribes(
+    mongo: Mongo, source: str
+) -> None:
+    store: Mongo = mongo if source == "change stream" else InMemoryMongo("inbox_on_demand")
+    if isinstance(store, InMemoryMongo):
+        await store.create_indexes()
+    changes = None if isinstance(store, InMemoryMongo) else (lambda: InboxChanges(store))
+    broker = InboxBroker(NotificationReader(store, None), changes, poll_interval=0.01, linger=0.05)
+    await broker.start()
+    try:
+        await record(store, *inmail(ADA, GRACE, AT, "Before anyone listened"))
+        assert not broker.listening
+        for round_ in range(2):  # opened, closed when idle, and opened again
+            async with (
+                broker.notifications.subscribe(GRACE) as grace_notes,
+                broker.conversations.subscribe(ADA) as ada_events,
+            ):
+                assert broker.listening
+                body = f"Round {round_}"
+                written = inmail(ADA, GRACE, AT, body)
+                await record(store, *written)
+                assert (await next_of(grace_notes)).conversation_id == written[0].conversation_id
+                assert (await next_of(ada_events)).message.body == body  # nothing from before
+            assert await listening_within_wait(broker, False)
+    finally:
+        await broker.stop()
+        if store is not mongo:
+            await store.close()

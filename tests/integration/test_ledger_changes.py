@@ -1,9 +1,10 @@
 """The ledger's change feed on a real mongod: transactions whole, in order, each exactly once,
-across dropped streams and restarts."""
+across dropped streams and restarts; and the broker that opens it only while someone listens."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from datetime import UTC, datetime
 from typing import Any
@@ -14,8 +15,11 @@ from pymongo.errors import OperationFailure
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.changes import ChangesLost, LedgerChanges
+from inmail.repositories.ledger import LedgerReader
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork
+from inmail.services.events import FanOut
+from inmail.services.live import Broker, Subscriber
 from support import drop_stream_once, opened
 
 AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
@@ -163,3 +167,93 @@ async def test_a_feed_that_cannot_resume_starts_from_now_and_says_changes_were_l
         assert await next_batch(feed) == later
     finally:
         await feed.close()
+
+
+# --- the broker opens the feed only while someone subscribes ------------------------------
+
+
+def lingering_broker(mongo: Mongo) -> Broker:
+    return Broker(LedgerReader(mongo, None), FanOut(), lambda: LedgerChanges(mongo), linger=0.05)
+
+
+async def next_update(subscriber: Subscriber) -> tuple[int, int]:
+    update = await asyncio.wait_for(anext(subscriber), WAIT)
+    return (update.seq, update.delta)
+
+
+async def closed_within_wait(broker: Broker, mongo: Mongo) -> bool:
+    """Whether the broker closed its feed, and the server its cursor, within the wait (a
+    getMore cut short by the close still runs out its await on the server)."""
+    for _ in range(int(WAIT / 0.02)):
+        if not broker.listening and not await _change_stream_cursor_ids(mongo):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_the_broker_reads_the_ledger_only_while_someone_subscribes(
+    mongo: Mongo, ledgers: Ledgers
+) -> None:
+    broker = lingering_broker(mongo)
+    await broker.start()
+    try:
+        await ledgers.commit("ada", 5)
+        assert not broker.listening
+        assert await _change_stream_cursor_ids(mongo) == []
+
+        async with broker.subscribe("ada") as ada:
+            assert broker.listening
+            assert len(await _change_stream_cursor_ids(mongo)) == 1
+            assert await next_update(ada) == (1, 5)  # the latest, read once listening
+            await ledgers.commit("ada", -1)
+            assert await next_update(ada) == (2, -1)
+        assert await closed_within_wait(broker, mongo)
+
+        await ledgers.commit("ada", -1)  # while nobody listens: the next subscriber's first
+        async with broker.subscribe("ada") as again:
+            assert await next_update(again) == (3, -1)
+            await ledgers.commit("ada", 2)
+            assert await next_update(again) == (4, 2)
+    finally:
+        await broker.stop()
+    assert await closed_within_wait(broker, mongo)
+
+
+async def test_subscribers_arriving_together_share_one_feed_and_leaving_one_keeps_it(
+    mongo: Mongo, ledgers: Ledgers
+) -> None:
+    broker = lingering_broker(mongo)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            ada, grace = await asyncio.gather(
+                stack.enter_async_context(broker.subscribe("ada")),
+                stack.enter_async_context(broker.subscribe("grace")),
+            )
+            assert len(await _change_stream_cursor_ids(mongo)) == 1
+            async with broker.subscribe("ada") as brief:
+                assert await next_update(brief) == (0, 0)
+            await asyncio.sleep(0.2)  # past the linger: the others still subscribe
+            assert broker.listening
+            await ledgers.commit("ada", 5)
+            await ledgers.commit("grace", 3)
+            assert await next_update(ada) == (0, 0)
+            assert await next_update(ada) == (1, 5)
+            assert await next_update(grace) == (0, 0)
+            assert await next_update(grace) == (1, 3)
+        assert await closed_within_wait(broker, mongo)
+    finally:
+        await broker.stop()
+
+
+async def test_a_stopped_broker_refuses_new_subscribers_and_closes_its_feed(
+    mongo: Mongo,
+) -> None:
+    broker = lingering_broker(mongo)
+    async with broker.subscribe("ada"):
+        assert broker.listening
+        await broker.stop()
+        assert not broker.listening
+        with pytest.raises(RuntimeError):
+            async with broker.subscribe("grace"):
+                pass
+    assert await closed_within_wait(broker, mongo)

@@ -3,7 +3,8 @@
 On a replica set the ledger's change stream is the one source of updates, in every process, so
 a change made through any process reaches the subscribers of all of them exactly once. Where
 there is no change stream (the in-memory fallback: one process) the composition root gives the
-broker none, and it listens to the process's own FanOut instead.
+broker none, and it listens to the process's own FanOut instead. Either source is open only
+while someone subscribes (and a few seconds after): a process nobody watches reads no changes.
 
 Every subscriber has a small queue of its own. Handing it an update never waits: when the
 queue is full, its two oldest updates are merged into one (the later balance, the summed
@@ -40,6 +41,8 @@ from inmail.services.events import BalanceUpdate, FanOut
 log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 16
+# Seconds a broker's source stays open after its last subscriber left.
+DEFAULT_LINGER = 5.0
 
 Item = TypeVar("Item")
 Item_co = TypeVar("Item_co", covariant=True)
@@ -167,10 +170,12 @@ class Broker:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         unwritten: Callable[[str], Awaitable[Sequence[LedgerEntry]]] | None = None,
+        linger: float = DEFAULT_LINGER,
     ) -> None:
         """`changes` opens a feed of the ledger's committed changes; None: this process only.
         `unwritten` tells what a member's next write would record first as of now (lapsed lots,
-        started cycles), so the first update is the balance now, not as last written."""
+        started cycles), so the first update is the balance now, not as last written. The
+        source is open only while someone subscribes, and `linger` seconds after."""
         self._ledger = ledger
         self._now = now
         self._unwritten = unwritten
@@ -178,38 +183,44 @@ class Broker:
         self._changes = changes
         self._queue_size = queue_size
         self._by_member: dict[str, set[Subscriber]] = {}
-        self._local: _LocalSource | None = None
-        self._pump = _Pump()
+        self._pump = _Pump(self._open_source, linger=linger)
 
     @property
     def source(self) -> str:
-        """Where updates come from: "change stream", "in-process" or "stopped"."""
-        if self._pump.feed is not None:
-            return "change stream"
-        return "in-process" if self._local is not None else "stopped"
+        """Where updates come from: "change stream" or "in-process"."""
+        return "in-process" if self._changes is None else "change stream"
+
+    @property
+    def listening(self) -> bool:
+        """Whether the source is open now (it is while anyone subscribes)."""
+        return self._pump.open
 
     @property
     def subscriber_count(self) -> int:
         return sum(len(subs) for subs in self._by_member.values())
 
     async def start(self) -> None:
+        self._pump.start()
+
+    async def stop(self) -> None:
+        await self._pump.stop()
+        _close_all(self._by_member)
+
+    async def _open_source(self) -> Callable[[], Awaitable[None]]:
         if self._changes is None:
-            self._local = _LocalSource(self)
-            self._events.listeners.append(self._local)
-            return
-        await self._pump.follow(
+            local = _LocalSource(self)
+            self._events.listeners.append(local)
+
+            async def detach() -> None:
+                self._events.listeners.remove(local)
+
+            return detach
+        return await _follow_feed(
             self._changes(),
             "live updates",
             lambda committed: self.dispatch(coalesce(committed.entries)),
             self._catch_up,
         )
-
-    async def stop(self) -> None:
-        await self._pump.stop()
-        local, self._local = self._local, None
-        if local is not None:
-            self._events.listeners.remove(local)
-        _close_all(self._by_member)
 
     def dispatch(self, updates: Iterable[BalanceUpdate]) -> None:
         """Hand updates to their members' subscribers; never waits."""
@@ -226,19 +237,21 @@ class Broker:
         started), and for a member with no change yet balance 0, delta 0, now. From there on it
         gets every change, in order, each once.
         """
-        with _registered(self._by_member, Subscriber(member_id, self._queue_size)) as subscriber:
-            # Registered first, read second: a change committed in between is not missed, and
-            # the sequence numbers drop whichever copy comes second.
-            latest, projected = await asyncio.gather(
-                self._latest(member_id), self._projected(member_id)
-            )
-            if projected is not None:
-                latest = projected if latest is None or projected.seq > latest.seq else latest
-            if latest is not None:
-                subscriber.start_from(latest)
-            elif not subscriber.pending:  # no history, and no first change arrived meanwhile
-                subscriber.start_from(self._nothing_yet(member_id))
-            yield subscriber
+        async with self._pump.in_use():
+            subscriber = Subscriber(member_id, self._queue_size)
+            with _registered(self._by_member, subscriber):
+                # Listening first, registered second, read third: a change committed in between
+                # is not missed, and the sequence numbers drop whichever copy comes second.
+                latest, projected = await asyncio.gather(
+                    self._latest(member_id), self._projected(member_id)
+                )
+                if projected is not None:
+                    latest = projected if latest is None or projected.seq > latest.seq else latest
+                if latest is not None:
+                    subscriber.start_from(latest)
+                elif not subscriber.pending:  # no history, and no first change arrived meanwhile
+                    subscriber.start_from(self._nothing_yet(member_id))
+                yield subscriber
 
     def _nothing_yet(self, member_id: str) -> BalanceUpdate:
         """The first update of a member with no ledger history: no credits, as of now.
@@ -321,8 +334,9 @@ class InboxSubscriber(_Mailbox[Item]):
 class _Topic(Generic[Item]):
     """The subscribers of one kind of item, by member."""
 
-    def __init__(self) -> None:
+    def __init__(self, pump: _Pump) -> None:
         self.by_member: dict[str, set[InboxSubscriber[Item]]] = {}
+        self._pump = pump
 
     def dispatch(self, member_id: str, item_id: str, item: Item) -> None:
         for subscriber in self.by_member.get(member_id, ()):
@@ -330,8 +344,10 @@ class _Topic(Generic[Item]):
 
     @contextlib.asynccontextmanager
     async def subscribe(self, member_id: str) -> AsyncIterator[InboxSubscriber[Item]]:
-        with _registered(self.by_member, InboxSubscriber[Item](member_id)) as subscriber:
-            yield subscriber
+        """Items committed from now on (the source is open before the subscriber is counted)."""
+        async with self._pump.in_use():
+            with _registered(self.by_member, InboxSubscriber[Item](member_id)) as subscriber:
+                yield subscriber
 
     def close_all(self) -> None:
         _close_all(self.by_member)
@@ -352,26 +368,35 @@ class InboxBroker:
         changes: Callable[[], InboxChanges] | None,
         *,
         poll_interval: float = 0.25,
+        linger: float = DEFAULT_LINGER,
     ) -> None:
         self._reads = reads
         self._changes = changes
         self._poll_interval = poll_interval
-        self.notifications: _Topic[Notification] = _Topic()
-        self.conversations: _Topic[ConversationEvent] = _Topic()
-        self._pump = _Pump()
+        self._pump = _Pump(self._open_source, linger=linger)
+        self.notifications: _Topic[Notification] = _Topic(self._pump)
+        self.conversations: _Topic[ConversationEvent] = _Topic(self._pump)
         self._last_seen: datetime | None = None
 
+    @property
+    def listening(self) -> bool:
+        """Whether the source is open now (it is while anyone subscribes)."""
+        return self._pump.open
+
     async def start(self) -> None:
-        if self._changes is None:
-            # Everything written from now on is newer than this id, the poll's starting point.
-            self._pump.task = asyncio.create_task(self._poll(new_id()), name="inmail-inbox-poll")
-            return
-        await self._pump.follow(self._changes(), "inbox updates", self.dispatch, self._catch_up)
+        self._pump.start()
 
     async def stop(self) -> None:
         await self._pump.stop()
         self.notifications.close_all()
         self.conversations.close_all()
+
+    async def _open_source(self) -> Callable[[], Awaitable[None]]:
+        self._last_seen = None  # a catch-up goes back no further than this opening
+        if self._changes is None:
+            # Everything written from now on is newer than this id, the poll's starting point.
+            return _cancelling(asyncio.create_task(self._poll(new_id()), name="inmail-inbox-poll"))
+        return await _follow_feed(self._changes(), "inbox updates", self.dispatch, self._catch_up)
 
     def dispatch(self, change: InboxChange) -> None:
         """Hand a new document to its subscribers: a notification to its member's, a
@@ -472,35 +497,110 @@ class _Feed(Protocol[Item_co]):
     async def close(self) -> None: ...
 
 
+async def _follow_feed(
+    feed: _Feed[Item],
+    what: str,
+    dispatch: Callable[[Item], object],
+    catch_up: Callable[[], Awaitable[None]],
+) -> Callable[[], Awaitable[None]]:
+    """Open the feed, then hand out each change it reads (`_follow`) in a task of its own;
+    returns what stops the task and closes the feed."""
+    await feed.open()
+    task = asyncio.create_task(
+        _follow(what, feed.next, dispatch, catch_up), name=f"inmail-{what.replace(' ', '-')}"
+    )
+    stop_task = _cancelling(task)
+
+    async def stop() -> None:
+        await stop_task()
+        await feed.close()
+
+    return stop
+
+
+def _cancelling(task: asyncio.Task[None]) -> Callable[[], Awaitable[None]]:
+    async def cancel() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return cancel
+
+
 class _Pump:
-    """A broker's source: a change feed and the task that hands out what it reads, or a task
-    of its own (a poll) where there is no feed."""
+    """A broker's source, open only while someone subscribes.
 
-    def __init__(self) -> None:
-        self.feed: _Feed[object] | None = None
-        self.task: asyncio.Task[None] | None = None
+    `opener` opens it (a change feed and the task that hands out what it reads, or a poll, or a
+    listener on this process) and returns what closes it. The first subscriber opens it, and
+    the subscription starts once it is open; it closes `linger` seconds after the last
+    subscriber left, so a process nobody watches reads and decodes no changes, and a client
+    that subscribes again at once does not reopen it.
+    """
 
-    async def follow(
-        self,
-        feed: _Feed[Item],
-        what: str,
-        dispatch: Callable[[Item], object],
-        catch_up: Callable[[], Awaitable[None]],
+    def __init__(
+        self, opener: Callable[[], Awaitable[Callable[[], Awaitable[None]]]], *, linger: float
     ) -> None:
-        """Open the feed, then hand out each change it reads (`_follow`) in a task of its own."""
-        await feed.open()
-        self.feed = feed
-        self.task = asyncio.create_task(
-            _follow(what, feed.next, dispatch, catch_up), name=f"inmail-{what.replace(' ', '-')}"
-        )
+        self._opener = opener
+        self._linger = linger
+        self._close: Callable[[], Awaitable[None]] | None = None
+        self._lock = asyncio.Lock()
+        self._users = 0
+        self._last_left = 0.0
+        self._idle: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def open(self) -> bool:
+        return self._close is not None
+
+    def start(self) -> None:
+        self._stopped = False
+
+    @contextlib.asynccontextmanager
+    async def in_use(self) -> AsyncIterator[None]:
+        """The source, open for the block (opened first if it was not)."""
+        self._users += 1
+        try:
+            async with self._lock:
+                if self._stopped:
+                    raise RuntimeError("live updates have stopped")
+                if self._close is None:
+                    self._close = await self._opener()
+            yield
+        finally:
+            self._users -= 1
+            if self._users == 0:
+                self._last_left = asyncio.get_running_loop().time()
+                if self._close is not None and self._idle is None and not self._stopped:
+                    self._idle = asyncio.create_task(self._close_when_idle())
+
+    async def _close_when_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._stopped and self._users == 0:
+                wait = self._last_left + self._linger - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                async with self._lock:
+                    if self._users == 0 and not self._stopped:
+                        await self._shut()
+                return
+        finally:
+            self._idle = None
+
+    async def _shut(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            await close()
 
     async def stop(self) -> None:
-        """Stop the task, then close the change stream it read."""
-        task, self.task = self.task, None
-        feed, self.feed = self.feed, None
-        if task is not None:
-            task.cancel()
+        """Close the source, and open it no more."""
+        self._stopped = True
+        async with self._lock:
+            await self._shut()
+        idle = self._idle
+        if idle is not None:
+            idle.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if feed is not None:
-            await feed.close()
+                await idle
