@@ -116,6 +116,14 @@ class Members(Collection[Member]):
         lots = {i: [ADA_LOT] if i == ADA.id else [] for i in lots_of}
         return {i: self.known[i] for i in ids if i in self.known}, lots
 
+    async def get_many_with_own_lots_and_awaiting(
+        self, ids: Iterable[str], own: str, recipients: Sequence[str]
+    ) -> tuple[dict[str, Member], list[CreditLot], set[str]]:
+        self.called("get_many_with_own_lots_and_awaiting")
+        members, lots = await self.get_many_with_lots([*ids, own], [own])
+        self.calls.made.pop()
+        return members, lots[own], {r for r in recipients if _awaits(own, r)}
+
 
 class Lots(Collection[CreditLot]):
     async def active_for_many(self, member_ids: Sequence[str]) -> dict[str, list[CreditLot]]:
@@ -174,6 +182,15 @@ class Conversations(Collection[Conversation]):
     ) -> int:
         return 1 if ADA_TO_CHARLES.has_party(member_id) else 0
 
+    async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool:
+        self.called("awaiting_between")
+        return _awaits(sender_id, recipient_id)
+
+
+def _awaits(sender_id: str, recipient_id: str) -> bool:
+    """Whether the sender's InMail to the recipient awaits a response: only Ada's to Charles."""
+    return (sender_id, recipient_id) == (ADA_TO_CHARLES.sender_id, ADA_TO_CHARLES.recipient_id)
+
 
 class Messages(Collection[tuple[str, Message]]):
     async def latest_for_many(
@@ -217,13 +234,16 @@ class Store:
         self.purchases = MembersRecords[Purchase](calls, "purchases", {})
 
 
-def reader_for(viewer: Viewer | None, store: Store | None = None) -> Reader:
+def reader_for(
+    viewer: Viewer | None, store: Store | None = None, *, caller_id: str | None = None
+) -> Reader:
     return Reader(
         lambda: viewer,
         store or Store(),
         clock=lambda: NOON,
         plans=DEFAULT_PLAN_TABLE,
         max_page_size=100,
+        caller_id=lambda: caller_id,
     )
 
 
@@ -283,7 +303,9 @@ async def test_ada_and_an_admin_read_everything_of_hers() -> None:
 async def test_nothing_is_read_for_a_caller_without_a_token() -> None:
     anonymous = reader_for(None)
 
-    assert await refusal_from(anonymous.member(ADA.id)) is Refusal.SIGN_IN
+    with pytest.raises(ReadRefused) as caught:
+        anonymous.member(ADA.id)  # refused when asked, before any load is queued
+    assert caught.value.refusal is Refusal.SIGN_IN
     assert await refusal_from(anonymous.viewer_member()) is Refusal.SIGN_IN
     assert await refusal_from(anonymous.conversation(ADA_TO_CHARLES.id)) is Refusal.SIGN_IN
     assert await refusal_from(anonymous.balance(ADA.id)) is Refusal.SIGN_IN
@@ -445,3 +467,44 @@ def test_the_schema_reaches_neither_resolvers_nor_repositories_even_through_othe
     upward = sorted(m for m in reached if m.startswith(("inmail.resolvers", "inmail.repositories")))
     assert upward == []
     assert "inmail.schema.types" in reached
+
+
+async def test_asked_before_her_record_is_read_adas_awaiting_inmails_come_with_it() -> None:
+    store = Store()
+    ada = reader_for(AS_ADA, store, caller_id=ADA.id)
+    to_charles, to_dan = (
+        ada.awaiting_response(ADA.id, CHARLES.id),
+        ada.awaiting_response(ADA.id, DAN.id),
+    )
+    charles, balance = ada.member(CHARLES.id), ada.balance(ADA.id)
+    assert list(await asyncio.gather(to_charles, to_dan, charles, balance)) == [
+        True,
+        False,
+        CHARLES,
+        4,
+    ]
+    assert store.calls.made == ["members.get_many_with_own_lots_and_awaiting"]
+
+    store.calls.made.clear()  # her record is read now: a question of its own
+    assert await ada.awaiting_response(ADA.id, CHARLES.id) is True
+    assert store.calls.made == ["conversations.awaiting_between"]
+
+
+async def test_asked_after_her_record_was_read_the_answer_is_a_query_of_its_own() -> None:
+    store = Store()
+    ada = reader_for(AS_ADA, store, caller_id=ADA.id)
+    pending = ada.member(ADA.id)
+    while not store.calls.made:  # the read goes out before the question is asked
+        await asyncio.sleep(0)
+    found = await asyncio.gather(pending, ada.awaiting_response(ADA.id, CHARLES.id))
+    assert list(found) == [ADA, True]
+    assert store.calls.made == ["members.get_many_with_lots", "conversations.awaiting_between"]
+
+
+async def test_no_one_learns_what_awaits_another_members_answer() -> None:
+    store = Store()
+    dan = reader_for(AS_DAN, store, caller_id=DAN.id)
+    with pytest.raises(ReadRefused) as caught:
+        dan.awaiting_response(ADA.id, CHARLES.id)
+    assert caught.value.refusal is Refusal.OWNER_OR_ADMIN
+    assert store.calls.made == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,6 +52,19 @@ def conversation_to_doc(c: Conversation) -> Doc:
             startedWith=c.recipient_id,
         )
     return doc
+
+
+def awaiting_from(sender_id: str | None, recipient_ids: Sequence[str]) -> Doc:
+    """The sender's InMails to any of these recipients that await a response (None: a join on
+    the sender names it). At most one per pair: the `one_awaiting_per_pair` index, whose
+    partial filter this query repeats so that it can use it."""
+    query: Doc = {
+        "recipientId": {"$in": list(recipient_ids)},
+        "state": ConversationState.AWAITING_RESPONSE.value,
+    }
+    if sender_id is not None:
+        query["senderId"] = sender_id
+    return query
 
 
 def conversation_from_doc(doc: Doc) -> Conversation:
@@ -112,13 +126,7 @@ class ConversationReader(RecordReader[Conversation]):
 
     async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool:
         doc = await self._c.find_one(
-            {
-                "senderId": sender_id,
-                "recipientId": recipient_id,
-                "state": ConversationState.AWAITING_RESPONSE.value,
-            },
-            {"_id": 1},
-            session=self._session,
+            awaiting_from(sender_id, [recipient_id]), {"_id": 1}, session=self._session
         )
         return doc is not None
 

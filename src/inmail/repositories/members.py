@@ -16,6 +16,7 @@ from inmail.domain.model import (
 )
 from inmail.domain.plans import PlanType
 from inmail.repositories.collection import RecordReader
+from inmail.repositories.conversations import awaiting_from
 from inmail.repositories.credit_lots import active_of, lot_from_doc
 from inmail.repositories.mongo import Collection, Doc, Mongo, Session
 from inmail.repositories.records import IdempotencyRecord, record_from_doc
@@ -142,6 +143,18 @@ class MemberReader(RecordReader[Member]):
         (a member's live lots are few: the cap bounds them)."""
         members, lots, _ = await self._with_lots(list(dict.fromkeys(ids)), lots_of, None)
         return members, lots
+
+    async def get_many_with_own_lots_and_awaiting(
+        self, ids: Iterable[str], own: str, recipients: Sequence[str]
+    ) -> tuple[dict[str, Member], list[CreditLot], set[str]]:
+        """These members, `own`'s ACTIVE lots, and those of `recipients` to whom `own` sent an
+        InMail still awaiting a response, in one round trip (what a compose window asks)."""
+        members, lots, awaiting = await self._with_lots(
+            list(dict.fromkeys([*ids, own])),
+            [own],
+            (self._mongo.c.conversations, "senderId", awaiting_from(None, recipients)),
+        )
+        return members, lots[own], {doc["recipientId"] for doc in awaiting.get(own, [])}
 
     async def get_sender_and_recipient(
         self, sender_id: str, recipient_id: str, key: str

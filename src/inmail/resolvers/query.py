@@ -79,6 +79,7 @@ class Query:
             str(recipient_id),
             load_member=c.reads.member,
             load_balance=c.reads.balance,
+            load_awaiting=c.reads.awaiting_response,
         )
         return ComposeInfo(
             can_send=result.can_send,

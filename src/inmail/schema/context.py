@@ -5,7 +5,7 @@ The types map records to the schema; who may see what is decided by the reads th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -46,7 +46,7 @@ class Reads(Protocol):
 
     def now(self) -> datetime: ...
 
-    async def member(self, member_id: str) -> Member | None: ...
+    def member(self, member_id: str) -> Awaitable[Member | None]: ...
 
     def known_member(self, member_id: str) -> Member | None: ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -353,6 +353,11 @@ async def _check_connected(tx: Transaction, member_id: str, recipient_id: str) -
         raise DomainError(ErrorCode.NOT_CONNECTED, Reason.NOT_CONNECTED, "recipientId")
 
 
+async def _two_members(deps: Deps, first: str, second: str) -> Sequence[Member | None]:
+    found = await deps.reads.members.get_many([first, second])
+    return [found.get(first), found.get(second)]
+
+
 async def compose(
     deps: Deps,
     viewer_id: str,
@@ -360,29 +365,32 @@ async def compose(
     *,
     load_member: Callable[[str], Awaitable[Member | None]] | None = None,
     load_balance: Callable[[str], Awaitable[int]] | None = None,
+    load_awaiting: Callable[[str, str], Awaitable[bool]] | None = None,
 ) -> ComposeInfo:
     """What the compose window needs: can the viewer InMail this member, and with what left.
 
-    The API passes its request's DataLoaders, so that the viewer and the balance the same query
-    also asks for (`viewer { inmailBalance }`) are read once; the reads go out together. Either
-    way the balance is the member's brought up to now, as `sendInMail` will find it.
+    The API passes its request's reader, so that the viewer and the balance the same query
+    also asks for (`viewer { inmailBalance }`) are read once, and the awaiting check rides in
+    the same read (one round trip for the window). Either way the balance is the member's
+    brought up to now, as `sendInMail` will find it.
     """
     now = deps.now()
-
-    async def members() -> tuple[Member | None, Member | None]:
-        if load_member is not None:
-            sender, recipient = await asyncio.gather(
-                load_member(viewer_id), load_member(recipient_id)
-            )
-            return sender, recipient
-        found = await deps.reads.members.get_many([viewer_id, recipient_id])
-        return found.get(viewer_id), found.get(recipient_id)
+    # Asked before the members are: the reader answers it with the read their loads send.
+    awaiting_read = (load_awaiting or deps.reads.conversations.awaiting_between)(
+        viewer_id, recipient_id
+    )
+    if load_member is not None:
+        members_read: Awaitable[Sequence[Member | None]] = asyncio.gather(
+            load_member(viewer_id), load_member(recipient_id)
+        )
+    else:
+        members_read = _two_members(deps, viewer_id, recipient_id)
 
     async def credits() -> int | None:
         return None if load_balance is None else await load_balance(viewer_id)
 
     (sender, recipient), loaded, awaiting_any = await asyncio.gather(
-        members(), credits(), deps.reads.conversations.awaiting_between(viewer_id, recipient_id)
+        members_read, credits(), awaiting_read
     )
     if sender is None:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)

@@ -44,6 +44,10 @@ class MemberReads(Protocol):
         self, ids: Iterable[str], lots_of: Sequence[str]
     ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]: ...
 
+    async def get_many_with_own_lots_and_awaiting(
+        self, ids: Iterable[str], own: str, recipients: Sequence[str]
+    ) -> tuple[dict[str, Member], list[CreditLot], set[str]]: ...
+
 
 class LotReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, CreditLot]: ...
@@ -90,6 +94,8 @@ class ConversationReads(Protocol):
         state: ConversationState | None,
         role: ConversationRole | None = None,
     ) -> int: ...
+
+    async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool: ...
 
 
 class MessageReads(Protocol):
@@ -209,6 +215,9 @@ class Reader:
         self._max_page_size = max_page_size
         self._refuse = refuse
         self._live_lots: dict[str, list[CreditLot]] = {}
+        # Members the caller asked whether an InMail to them awaits a response, to be answered
+        # by the read of the caller's own record (`_load_members`).
+        self._asked_awaiting: dict[str, asyncio.Future[bool]] = {}
 
     # The loaders, each made on its first use: a request reads few kinds of record.
 
@@ -263,6 +272,7 @@ class Reader:
         for loader in _LOADERS:
             self.__dict__.pop(loader, None)
         self._live_lots.clear()
+        self._asked_awaiting.clear()
 
     # Who is asking: the checks every entrypoint shares.
 
@@ -285,9 +295,11 @@ class Reader:
         member_id = self.signed_in().member_id
         return None if member_id is None else await self._members.load(member_id)
 
-    async def member(self, member_id: str) -> Member | None:
+    def member(self, member_id: str) -> Awaitable[Member | None]:
+        """The member's record, as soon as asked: the load joins the batch about to be read
+        (a coroutine would join only when it first runs, after that read went out)."""
         self.signed_in()
-        return await self._members.load(member_id)
+        return self._members.load(member_id)
 
     async def load_member(self, member_id: str) -> Member | None:
         """A member's record with no check of who asks: for authentication itself."""
@@ -297,6 +309,32 @@ class Reader:
         """A member already read for this caller, without waiting; None if not read yet."""
         self.signed_in()
         return _ready(self._members, member_id)
+
+    def awaiting_response(self, sender_id: str, recipient_id: str) -> Awaitable[bool]:
+        """Whether the sender's InMail to the recipient awaits a response.
+
+        Asked about the caller's own InMails before the caller's record is read (the compose
+        window), it is answered by that same read: one round trip for both. Otherwise, or if
+        that read went out before the question, it is one query of its own (after that read,
+        in the one case).
+        """
+        self.owner_or_admin(sender_id)
+        if sender_id != self._caller_id() or sender_id in self._live_lots:
+            return self._store.conversations.awaiting_between(sender_id, recipient_id)
+        answer = self._asked_awaiting.get(recipient_id)
+        if answer is None:
+            answer = asyncio.get_running_loop().create_future()
+            self._asked_awaiting[recipient_id] = answer
+        return self._answered(sender_id, recipient_id, answer)
+
+    async def _answered(
+        self, sender_id: str, recipient_id: str, answer: asyncio.Future[bool]
+    ) -> bool:
+        await self._members.load(sender_id)
+        if answer.done():
+            return answer.result()
+        self._asked_awaiting.pop(recipient_id, None)
+        return await self._store.conversations.awaiting_between(sender_id, recipient_id)
 
     def is_connection(self, member: Member) -> bool:
         return access.is_connection_of(self._viewer(), member.connections)
@@ -563,8 +601,22 @@ class Reader:
         `_load_accounts`), so that the caller's balance costs no read of its own."""
         own = self._caller_id()
         if own is not None and own in ids and own not in self._live_lots:
-            found, lots = await self._store.members.get_many_with_lots(ids, [own])
-            self._live_lots.update(lots)
+            asked, self._asked_awaiting = self._asked_awaiting, {}
+            if asked:
+                (
+                    found,
+                    own_lots,
+                    awaiting,
+                ) = await self._store.members.get_many_with_own_lots_and_awaiting(
+                    ids, own, list(asked)
+                )
+                for recipient_id, answer in asked.items():
+                    if not answer.done():
+                        answer.set_result(recipient_id in awaiting)
+                self._live_lots[own] = own_lots
+            else:
+                found, lots = await self._store.members.get_many_with_lots(ids, [own])
+                self._live_lots.update(lots)
         else:
             found = await self._store.members.get_many(ids)
         return [found.get(i) for i in ids]
