@@ -1,12 +1,14 @@
-"""Plain fields read their object's attribute directly; fields with resolvers keep them."""
+"""Plain fields read their object's attribute directly; resolvers of their object alone are
+called directly; fields with arguments and the roots keep Strawberry's path."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import strawberry
 from graphql import GraphQLObjectType, GraphQLSchema
 
-from inmail.resolvers.root import build_schema
+from inmail.resolvers.root import build_schema, call_simple_resolvers_directly
 from inmail.settings import Settings
 
 
@@ -52,3 +54,64 @@ def test_fields_with_resolvers_or_arguments_keep_their_own() -> None:
     ):
         assert kept.resolve is not None
         assert kept.resolve.__code__ is not direct.__code__
+
+
+@strawberry.type
+class Author:
+    name: str
+
+    @strawberry.field
+    def greeting(self, info: strawberry.Info) -> str:
+        assert isinstance(info, strawberry.Info)
+        return f"{info.context['salutation']}, {self.name} ({info.field_name})"
+
+    @strawberry.field
+    async def later(self) -> str:
+        return self.name.upper()
+
+    @strawberry.field
+    def shout(self, times: int) -> str:
+        return self.name * times
+
+
+@strawberry.type
+class Root:
+    @strawberry.field
+    def author(self) -> Author:
+        return Author(name="Ada")
+
+
+async def test_a_resolver_of_its_object_alone_is_called_directly_with_strawberrys_info() -> None:
+    schema = strawberry.Schema(query=Root)
+    query = "{ author { greeting later shout(times: 2) } }"
+    context = {"salutation": "Dear"}
+    before = await schema.execute(query, context_value=context)
+    call_simple_resolvers_directly(schema)
+    fields = _object(schema._schema, "Author").fields
+    direct = {name for name, f in fields.items() if _is_direct(f.resolve)}
+    assert direct == {"greeting", "later"}
+    assert not _is_direct(_object(schema._schema, "Root").fields["author"].resolve)
+    after = await schema.execute(query, context_value=context)
+    assert after.errors is None
+    assert (
+        after.data
+        == before.data
+        == {"author": {"greeting": "Dear, Ada (greeting)", "later": "ADA", "shout": "AdaAda"}}
+    )
+
+
+def _is_direct(resolve: object) -> bool:
+    return getattr(resolve, "__qualname__", "").startswith("_direct_call")
+
+
+def test_the_apis_per_item_resolvers_are_direct_and_roots_and_arguments_are_not() -> None:
+    core = _core()
+    for type_name, field in (("Conversation", "sender"), ("Message", "author")):
+        assert _is_direct(_object(core, type_name).fields[field].resolve), (type_name, field)
+    for type_name, field in (
+        ("Member", "conversations"),
+        ("Member", "creditLots"),
+        ("Query", "viewer"),
+        ("Query", "compose"),
+    ):
+        assert not _is_direct(_object(core, type_name).fields[field].resolve), (type_name, field)
