@@ -124,7 +124,7 @@ async def _pages(reader: MessageReader, conversation: Conversation, size: int) -
     while True:
         page = await reader.page(conversation, size, after)
         seen.append(await _facts(page))
-        cursors += [cursor for cursor, _ in page.items]
+        cursors += [str(cursor) for cursor, _ in page.items]
         if not page.has_next or not page.items:
             break
         after = page.end_cursor
@@ -134,7 +134,11 @@ async def _pages(reader: MessageReader, conversation: Conversation, size: int) -
 
 
 async def _facts(page: Page[Message]) -> tuple[list[tuple[str, Message]], bool, bool]:
-    return page.items, page.has_next, await page.previous()
+    return (
+        [(str(cursor), item) for cursor, item in page.items],
+        page.has_next,
+        await page.previous(),
+    )
 
 
 def test_the_threads_include_each_length_asked_for_and_a_reply_in_the_inmails_instant() -> None:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from inmail.domain.model import Conversation, Message
 from inmail.repositories.mongo import Doc, Mongo, Session
-from inmail.repositories.pages import Page, decode_cursor, encode_cursor, keyset_page
+from inmail.repositories.pages import Cursor, Page, decode_cursor, keyset_page
 
 OLDEST_FIRST = (("sentAt", 1), ("_id", 1))
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
@@ -182,9 +182,9 @@ class MessageReader:
         return kept_apart + (conversation.first_message is not None)
 
 
-def _cursor_of(message: Message) -> str:
+def _cursor_of(message: Message) -> Cursor:
     """The message's cursor, as the keyset page makes it from a document of the collection."""
-    return encode_cursor([message.sent_at, message.id])
+    return Cursor([message.sent_at, message.id])
 
 
 class MessageRepository(MessageReader):

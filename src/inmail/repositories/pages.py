@@ -30,20 +30,51 @@ async def _nothing_precedes() -> bool:
     return False
 
 
+class Cursor:
+    """An item's place in its list, written as the opaque cursor text only when asked (`str`):
+    a page of 100 items is usually shown with one cursor, its `endCursor`."""
+
+    __slots__ = ("_text", "_values")
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        self._values = values
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = encode_cursor(self._values)
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"Cursor({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Cursor | str):
+            return str(self) == str(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+CursorText = str | Cursor
+"""A cursor as a page holds it: its text, or what its text is made of when asked."""
+
+
 @dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
-    items: list[tuple[str, T]]  # (cursor, item)
+    items: Sequence[tuple[CursorText, T]]  # (cursor, item)
     has_next: bool
     # Whether an `after` cursor was given and items precede this page: asked only when wanted.
     previous: Callable[[], Awaitable[bool]] = field(default=_nothing_precedes, compare=False)
 
     @property
     def start_cursor(self) -> str | None:
-        return self.items[0][0] if self.items else None
+        return str(self.items[0][0]) if self.items else None
 
     @property
     def end_cursor(self) -> str | None:
-        return self.items[-1][0] if self.items else None
+        return str(self.items[-1][0]) if self.items else None
 
     def map(self, convert: Callable[[T], U | None]) -> Page[U]:
         """The same page of other items; an item converted to None is left out."""
@@ -144,5 +175,7 @@ async def keyset_page(
         return bool(found)
 
     docs = await fetch()
-    items = [(encode_cursor([doc[name] for name, _ in sort]), doc) for doc in docs[:first]]
+    items: list[tuple[CursorText, Doc]] = [
+        (Cursor([doc[name] for name, _ in sort]), doc) for doc in docs[:first]
+    ]
     return Page(items=items, has_next=len(docs) > first, previous=precedes)

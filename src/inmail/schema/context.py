@@ -22,7 +22,7 @@ T_co = TypeVar("T_co", covariant=True)
 
 class Listing(Protocol[T_co]):
     @property
-    def items(self) -> Sequence[tuple[str, T_co]]: ...
+    def items(self) -> Sequence[tuple[object, T_co]]: ...  # (cursor: its text is `str` of it, item)
 
     @property
     def has_next(self) -> bool: ...

@@ -223,10 +223,16 @@ class CreditLot(Node):
         return _mapped(cls, lot)
 
 
+def _cursor_text(root: Edge[Any]) -> str:
+    """An edge's cursor, written out only for a client that asks for it."""
+    return str(root._cursor)
+
+
 @strawberry.type
 class Edge(Generic[N]):
-    cursor: str
+    cursor: str = strawberry.field(resolver=_cursor_text)
     node: N
+    _cursor: strawberry.Private[object]
 
 
 @strawberry.type
@@ -246,7 +252,7 @@ class Connection(Generic[N]):
     @classmethod
     def build(cls, listing: Listing[R], to_node: Callable[[R], N]) -> Connection[N]:
         return cls(
-            edges=[Edge(cursor=cursor, node=to_node(item)) for cursor, item in listing.items],
+            edges=[Edge(node=to_node(item), _cursor=cursor) for cursor, item in listing.items],
             page_info=PageInfo(
                 has_next_page=listing.has_next,
                 _previous=listing.has_previous,

@@ -1,0 +1,45 @@
+"""Cursors: opaque text that decodes to the sort values it was made of, written out only when a
+client asks for it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from inmail.repositories import pages
+from inmail.repositories.pages import BadCursor, Cursor, Page, decode_cursor, encode_cursor
+
+SORT = (("sentAt", -1), ("_id", -1))
+AT = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+
+
+def test_a_cursor_reads_as_its_text_and_decodes_to_its_values() -> None:
+    cursor = Cursor([AT, "m-1"])
+    text = str(cursor)
+    assert text == encode_cursor([AT, "m-1"])
+    assert cursor == text
+    assert text == cursor
+    assert hash(cursor) == hash(text)
+    assert decode_cursor(text, SORT) == [AT, "m-1"]
+    with pytest.raises(BadCursor):
+        decode_cursor(text, (("seq", 1),))
+
+
+def test_a_page_writes_out_only_the_cursors_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    written: list[list[object]] = []
+    real = pages.encode_cursor
+
+    def counting(values: list[object]) -> str:
+        written.append(list(values))
+        return real(values)
+
+    monkeypatch.setattr(pages, "encode_cursor", counting)
+    page = Page([(Cursor([AT, f"m-{n}"]), n) for n in range(100)], has_next=True)
+    assert written == []
+    end = page.end_cursor
+    assert end is not None
+    assert decode_cursor(end, SORT) == [AT, "m-99"]
+    assert page.end_cursor == end  # written once, then kept
+    assert written == [[AT, "m-99"]]
+    assert page.map(lambda n: n * 2).items[0][0] == str(Cursor([AT, "m-0"]))
