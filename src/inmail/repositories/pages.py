@@ -61,12 +61,11 @@ CursorText = str | Cursor
 """A cursor as a page holds it: its text, or what its text is made of when asked."""
 
 
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: Sequence[tuple[CursorText, T]]  # (cursor, item)
-    has_next: bool
-    # Whether an `after` cursor was given and items precede this page: asked only when wanted.
-    previous: Callable[[], Awaitable[bool]] = field(default=_nothing_precedes, compare=False)
+class Ends:
+    """The cursors of a list's first and last items, as text (None for an empty list)."""
+
+    __slots__ = ()
+    items: Sequence[tuple[CursorText, Any]]  # (cursor, item)
 
     @property
     def start_cursor(self) -> str | None:
@@ -75,6 +74,14 @@ class Page(Generic[T]):
     @property
     def end_cursor(self) -> str | None:
         return str(self.items[-1][0]) if self.items else None
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Ends, Generic[T]):
+    items: Sequence[tuple[CursorText, T]]  # (cursor, item)
+    has_next: bool
+    # Whether an `after` cursor was given and items precede this page: asked only when wanted.
+    previous: Callable[[], Awaitable[bool]] = field(default=_nothing_precedes, compare=False)
 
     def map(self, convert: Callable[[T], U | None]) -> Page[U]:
         """The same page of other items; an item converted to None is left out."""

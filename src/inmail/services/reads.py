@@ -25,7 +25,7 @@ from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purc
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable
 from inmail.domain.wallet import Wallet
-from inmail.repositories.pages import BadCursor, CursorText, Page
+from inmail.repositories.pages import BadCursor, CursorText, Ends, Page
 from inmail.services.base import Account
 
 T = TypeVar("T")
@@ -156,21 +156,13 @@ class ReadStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Listing(Generic[T_co]):
+class Listing(Ends, Generic[T_co]):
     """One page of a list, with its cursors, and the size of the whole list on demand."""
 
     items: Sequence[tuple[CursorText, T_co]]  # (cursor, item)
     has_next: bool
     previous: Callable[[], Awaitable[bool]]
     counter: Callable[[], Awaitable[int]]
-
-    @property
-    def start_cursor(self) -> str | None:
-        return str(self.items[0][0]) if self.items else None
-
-    @property
-    def end_cursor(self) -> str | None:
-        return str(self.items[-1][0]) if self.items else None
 
     async def has_previous(self) -> bool:
         return await self.previous()
