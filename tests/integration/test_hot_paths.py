@@ -92,9 +92,9 @@ async def test_the_compose_window_reads_each_thing_once(api: Api) -> None:
     )
     data = await api.gql(query, {"r": grace.id}, ada.token)
     assert data["compose"] == {"canSend": True, "creditsLeft": 30}
-    # The viewer (with the viewer's live lots, for the balance) and the recipient in one
-    # batch, and the awaiting check: two.
-    assert await _round_trips(api, lambda: api.gql(query, {"r": grace.id}, ada.token)) == 2
+    # The viewer (with the viewer's live lots, for the balance), the recipient and the
+    # awaiting check, in one batch: one.
+    assert await _round_trips(api, lambda: api.gql(query, {"r": grace.id}, ada.token)) == 1
 
 
 async def test_the_member_page_costs_the_same_round_trips_for_two_items_and_for_twelve(
