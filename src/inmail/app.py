@@ -161,10 +161,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await container.mongo.create_indexes()
-        await warn_if_the_clock_is_behind_the_data(container)
         started: list[Background] = []
         try:
+            await container.mongo.require_replica_set()
+            await container.mongo.create_indexes()
+            await warn_if_the_clock_is_behind_the_data(container)
             for task in container.background:
                 await task.start()
                 started.append(task)

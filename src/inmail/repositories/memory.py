@@ -38,6 +38,9 @@ class InMemoryMongo(Mongo):
     async def ping(self) -> None:
         return None
 
+    async def require_replica_set(self) -> None:
+        return None  # one process, no transactions: nothing to require
+
     async def server_version(self) -> str:
         return "in-memory (mongomock)"
 

@@ -260,6 +260,18 @@ OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
 }
 
 
+def standalone_refusal(hello: Mapping[str, Any]) -> str | None:
+    """What to tell an operator whose server (as its `hello` reply describes it) cannot run the
+    service; None for a replica set member or a mongos."""
+    if "setName" in hello or hello.get("msg") == "isdbgrid":
+        return None
+    return (
+        "MongoDB is running as a standalone server: transactions and change streams need a "
+        "replica set. Start mongod with --replSet and run rs.initiate() once (one node is "
+        "enough), or point INMAIL_MONGODB_URI at a replica set or mongos."
+    )
+
+
 class Mongo:
     """One client and database for the process; opened by the app's lifespan."""
 
@@ -283,6 +295,14 @@ class Mongo:
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
+
+    async def require_replica_set(self) -> None:
+        """Refuse a standalone server at start-up: transactions and change streams need a
+        replica set (one node is enough) or a sharded cluster's mongos."""
+        hello = await self.client.admin.command("hello")
+        refusal = standalone_refusal(hello)
+        if refusal is not None:
+            raise RuntimeError(refusal)
 
     async def server_version(self) -> str:
         info = await self.client.admin.command("buildInfo")
