@@ -282,3 +282,39 @@ async def test_the_inbox_reads_changes_only_while_someone_subscribes(
         await broker.stop()
         if store is not mongo:
             await store.close()
+
+
+class FailingOnce(GappyFeed):
+    """A feed whose first opening fails; it records each opening and closing."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__()
+        self.events = events
+
+    async def open(self) -> None:
+        self.events.append("open")
+        if self.events.count("open") == 1:
+            raise ConnectionError("the server went away")
+
+    async def close(self) -> None:
+        self.events.append("close")
+
+
+async def test_a_feed_that_fails_to_open_is_closed_and_the_next_subscriber_opens_it_again(
+    mongo: Mongo,
+) -> None:
+    events: list[str] = []
+    broker = InboxBroker(NotificationReader(mongo, None), lambda: FailingOnce(events), linger=0.05)  # type: ignore[arg-type, return-value]
+    await broker.start()
+    try:
+        with pytest.raises(ConnectionError):
+            async with broker.notifications.subscribe(GRACE):
+                pass
+        assert events == ["open", "close"]
+        assert not broker.listening
+        async with broker.notifications.subscribe(GRACE):
+            assert broker.listening
+        assert await listening_within_wait(broker, False)
+    finally:
+        await broker.stop()
+    assert events == ["open", "close", "open", "close"]

@@ -505,7 +505,11 @@ async def _follow_feed(
 ) -> Callable[[], Awaitable[None]]:
     """Open the feed, then hand out each change it reads (`_follow`) in a task of its own;
     returns what stops the task and closes the feed."""
-    await feed.open()
+    try:
+        await feed.open()
+    except BaseException:  # failed or cancelled: whatever it opened is closed
+        await feed.close()
+        raise
     task = asyncio.create_task(
         _follow(what, feed.next, dispatch, catch_up), name=f"inmail-{what.replace(' ', '-')}"
     )
