@@ -77,9 +77,7 @@ class Query:
             c.deps,
             viewer_id,
             str(recipient_id),
-            load_member=c.reads.member,
-            load_balance=c.reads.balance,
-            load_awaiting=c.reads.awaiting_response,
+            reads=c.reads,
         )
         return ComposeInfo(
             can_send=result.can_send,

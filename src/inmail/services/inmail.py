@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from inmail.domain.conversations import (
     ConversationState,
@@ -353,19 +354,18 @@ async def _check_connected(tx: Transaction, member_id: str, recipient_id: str) -
         raise DomainError(ErrorCode.NOT_CONNECTED, Reason.NOT_CONNECTED, "recipientId")
 
 
-async def _two_members(deps: Deps, first: str, second: str) -> Sequence[Member | None]:
-    found = await deps.reads.members.get_many([first, second])
-    return [found.get(first), found.get(second)]
+class ComposeReads(Protocol):
+    """The request's reads, which the compose window shares with the rest of its document."""
+
+    def member(self, member_id: str) -> Awaitable[Member | None]: ...
+
+    def balance(self, member_id: str) -> Awaitable[int]: ...
+
+    def awaiting_response(self, sender_id: str, recipient_id: str) -> Awaitable[bool]: ...
 
 
 async def compose(
-    deps: Deps,
-    viewer_id: str,
-    recipient_id: str,
-    *,
-    load_member: Callable[[str], Awaitable[Member | None]] | None = None,
-    load_balance: Callable[[str], Awaitable[int]] | None = None,
-    load_awaiting: Callable[[str, str], Awaitable[bool]] | None = None,
+    deps: Deps, viewer_id: str, recipient_id: str, *, reads: ComposeReads | None = None
 ) -> ComposeInfo:
     """What the compose window needs: can the viewer InMail this member, and with what left.
 
@@ -375,23 +375,19 @@ async def compose(
     brought up to now, as `sendInMail` will find it.
     """
     now = deps.now()
-    # Asked before the members are: the reader answers it with the read their loads send.
-    awaiting_read = (load_awaiting or deps.reads.conversations.awaiting_between)(
-        viewer_id, recipient_id
-    )
-    if load_member is not None:
-        members_read: Awaitable[Sequence[Member | None]] = asyncio.gather(
-            load_member(viewer_id), load_member(recipient_id)
+    if reads is None:
+        sender, recipient, loaded, awaiting_any = await _compose_reads(
+            deps, viewer_id, recipient_id
         )
     else:
-        members_read = _two_members(deps, viewer_id, recipient_id)
-
-    async def credits() -> int | None:
-        return None if load_balance is None else await load_balance(viewer_id)
-
-    (sender, recipient), loaded, awaiting_any = await asyncio.gather(
-        members_read, credits(), awaiting_read
-    )
+        # Asked before the members are: the reader answers it with the read their loads send.
+        awaiting_read = reads.awaiting_response(viewer_id, recipient_id)
+        sender, recipient, loaded, awaiting_any = await asyncio.gather(
+            reads.member(viewer_id),
+            reads.member(recipient_id),
+            reads.balance(viewer_id),
+            awaiting_read,
+        )
     if sender is None:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     # The balance sendInMail would see now: due cycles granted, lapsed lots expired.
@@ -410,3 +406,15 @@ async def compose(
         credits_left=balance,
         recipient_is_connection=recipient is not None and sender.is_connected_to(recipient.id),
     )
+
+
+async def _compose_reads(
+    deps: Deps, viewer_id: str, recipient_id: str
+) -> tuple[Member | None, Member | None, None, bool]:
+    """The compose window's reads without a request's reader: the two members and the awaiting
+    check, sent together (the balance is then computed from the viewer's lots)."""
+    found, awaiting = await asyncio.gather(
+        deps.reads.members.get_many([viewer_id, recipient_id]),
+        deps.reads.conversations.awaiting_between(viewer_id, recipient_id),
+    )
+    return found.get(viewer_id), found.get(recipient_id), None, awaiting
