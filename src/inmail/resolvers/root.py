@@ -12,6 +12,7 @@ import strawberry
 from graphql import (
     ASTValidationRule,
     GraphQLError,
+    GraphQLField,
     GraphQLObjectType,
     GraphQLSchema,
 )
@@ -155,13 +156,23 @@ def read_plain_fields_directly(schema: GraphQLSchema) -> None:
     A page of 100 conversations resolves some 1,500 such fields; what they answer is the same.
     A field whose Strawberry definition is not recognised keeps Strawberry's resolver.
     """
+    for _, graphql_field, definition in _strawberry_fields(schema):
+        if definition.is_basic_field:
+            graphql_field.resolve = _attribute_reader(definition.python_name)
+
+
+def _strawberry_fields(
+    schema: GraphQLSchema,
+) -> Iterator[tuple[GraphQLObjectType, GraphQLField, StrawberryField]]:
+    """Each field of the schema's own object types (introspection's left out), with the
+    Strawberry definition it was built from; a field without one is not listed."""
     for named in schema.type_map.values():
         if not isinstance(named, GraphQLObjectType) or named.name.startswith("__"):
             continue
         for graphql_field in named.fields.values():
             definition = graphql_field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
-            if isinstance(definition, StrawberryField) and definition.is_basic_field:
-                graphql_field.resolve = _attribute_reader(definition.python_name)
+            if isinstance(definition, StrawberryField):
+                yield named, graphql_field, definition
 
 
 def call_simple_resolvers_directly(schema: strawberry.Schema) -> None:
@@ -180,35 +191,28 @@ def call_simple_resolvers_directly(schema: strawberry.Schema) -> None:
     core = schema._schema
     roots = {core.query_type, core.mutation_type, core.subscription_type}
     info_class = schema.config.info_class
-    for named in core.type_map.values():
-        if not isinstance(named, GraphQLObjectType) or named in roots:
+    for named, graphql_field, definition in _strawberry_fields(core):
+        resolver = definition.base_resolver
+        if (
+            named in roots
+            or resolver is None
+            or definition.extensions
+            or definition.arguments
+            or graphql_field.args
+            or resolver.self_parameter is None
+            or resolver.root_parameter is not None
+            or resolver.parent_parameter is not None
+        ):
             continue
-        if named.name.startswith("__"):
+        func = resolver.wrapped_func
+        if not callable(func):  # a staticmethod or classmethod: Strawberry's path
             continue
-        for graphql_field in named.fields.values():
-            definition = graphql_field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
-            if not isinstance(definition, StrawberryField):
-                continue
-            resolver = definition.base_resolver
-            if (
-                resolver is None
-                or definition.extensions
-                or definition.arguments
-                or graphql_field.args
-                or resolver.self_parameter is None
-                or resolver.root_parameter is not None
-                or resolver.parent_parameter is not None
-            ):
-                continue
-            func = resolver.wrapped_func
-            if not callable(func):  # a staticmethod or classmethod: Strawberry's path
-                continue
-            info = resolver.info_parameter
-            graphql_field.resolve = _direct_call(
-                func,
-                None if info is None else info.name,
-                functools.partial(info_class, _field=definition),
-            )
+        info = resolver.info_parameter
+        graphql_field.resolve = _direct_call(
+            func,
+            None if info is None else info.name,
+            functools.partial(info_class, _field=definition),
+        )
 
 
 def _direct_call(
