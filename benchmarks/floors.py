@@ -241,18 +241,25 @@ class ComposeFloor:
         self.db = db
 
     async def compose(self, viewer_id: str, recipient_id: str, now: datetime) -> FloorCompose:
-        """One aggregate: both members, the viewer's balance, and whether an InMail awaits."""
+        """One aggregate on the viewer's record: the recipient's, the viewer's balance, and
+        whether an InMail awaits, each an uncorrelated `$lookup` that runs its query once."""
         pipeline: list[Doc] = [
-            {"$match": {"_id": {"$in": [viewer_id, recipient_id]}}},
+            {"$match": {"_id": viewer_id}},
             {"$project": _MEMBER_FIELDS},
             {
                 "$lookup": {
+                    "from": MEMBERS,
+                    "pipeline": [{"$match": {"_id": recipient_id}}, {"$project": _MEMBER_FIELDS}],
+                    "as": "recipient",
+                }
+            },
+            {
+                "$lookup": {
                     "from": LOTS,
-                    "localField": "_id",
-                    "foreignField": "memberId",
                     "pipeline": [
                         {
                             "$match": {
+                                "memberId": viewer_id,
                                 "status": "ACTIVE",
                                 "remaining": {"$gt": 0},
                                 "expiresAt": {"$gt": now},
@@ -266,10 +273,14 @@ class ComposeFloor:
             {
                 "$lookup": {
                     "from": CONVERSATIONS,
-                    "localField": "_id",
-                    "foreignField": "senderId",
                     "pipeline": [
-                        {"$match": {"recipientId": recipient_id, "state": AWAITING}},
+                        {
+                            "$match": {
+                                "senderId": viewer_id,
+                                "recipientId": recipient_id,
+                                "state": AWAITING,
+                            }
+                        },
                         {"$limit": 1},
                         {"$project": {"_id": 1}},
                     ],
@@ -278,10 +289,11 @@ class ComposeFloor:
             },
         ]
         cursor = await self.db[MEMBERS].aggregate(pipeline)
-        by_id = {d["_id"]: d for d in await cursor.to_list()}
-        viewer, recipient = by_id.get(viewer_id), by_id.get(recipient_id)
-        if viewer is None:
+        found = await cursor.to_list()
+        if not found:
             raise FloorRefused("NOT_FOUND")
+        viewer = found[0]
+        recipient = viewer["recipient"][0] if viewer["recipient"] else None
         balance = viewer["balance"][0]["n"] if viewer["balance"] else 0
         reason = may_inmail(viewer, recipient, viewer_id, now)
         if reason is None and viewer["awaiting"]:

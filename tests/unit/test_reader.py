@@ -110,19 +110,19 @@ class Collection(Generic[R]):
 
 class Members(Collection[Member]):
     async def get_many_with_lots(
-        self, ids: Iterable[str], lots_of: Sequence[str]
-    ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]:
+        self, ids: Iterable[str], own: str
+    ) -> tuple[dict[str, Member], list[CreditLot]]:
         self.called("get_many_with_lots")
-        lots = {i: [ADA_LOT] if i == ADA.id else [] for i in lots_of}
-        return {i: self.known[i] for i in ids if i in self.known}, lots
+        lots = [ADA_LOT] if own == ADA.id else []
+        return {i: self.known[i] for i in [*ids, own] if i in self.known}, lots
 
     async def get_many_with_own_lots_and_awaiting(
         self, ids: Iterable[str], own: str, recipients: Sequence[str]
     ) -> tuple[dict[str, Member], list[CreditLot], set[str]]:
         self.called("get_many_with_own_lots_and_awaiting")
-        members, lots = await self.get_many_with_lots([*ids, own], [own])
+        members, lots = await self.get_many_with_lots(ids, own)
         self.calls.made.pop()
-        return members, lots[own], {r for r in recipients if _awaits(own, r)}
+        return members, lots, {r for r in recipients if _awaits(own, r)}
 
 
 class Lots(Collection[CreditLot]):

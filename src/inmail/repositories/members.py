@@ -137,24 +137,23 @@ class MemberReader(RecordReader[Member]):
         super().__init__(mongo, session, mongo.c.members, member_from_doc)
 
     async def get_many_with_lots(
-        self, ids: Iterable[str], lots_of: Sequence[str]
-    ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]:
-        """These members, and the ACTIVE lots of those named in `lots_of`, in one round trip
-        (a member's live lots are few: the cap bounds them)."""
-        members, lots, _ = await self._with_lots(list(dict.fromkeys(ids)), lots_of, None)
+        self, ids: Iterable[str], own: str
+    ) -> tuple[dict[str, Member], list[CreditLot]]:
+        """These members and `own`, with `own`'s ACTIVE lots, in one round trip (a member's
+        live lots are few: the cap bounds them)."""
+        members, lots, _ = await self._with_own_lots(own, ids, None)
         return members, lots
 
     async def get_many_with_own_lots_and_awaiting(
         self, ids: Iterable[str], own: str, recipients: Sequence[str]
     ) -> tuple[dict[str, Member], list[CreditLot], set[str]]:
-        """These members, `own`'s ACTIVE lots, and those of `recipients` to whom `own` sent an
-        InMail still awaiting a response, in one round trip (what a compose window asks)."""
-        members, lots, awaiting = await self._with_lots(
-            list(dict.fromkeys([*ids, own])),
-            [own],
-            (self._mongo.c.conversations, "senderId", awaiting_from(None, recipients)),
+        """These members and `own`, `own`'s ACTIVE lots, and those of `recipients` to whom `own`
+        sent an InMail still awaiting a response, in one round trip (what a compose window
+        asks)."""
+        members, lots, awaiting = await self._with_own_lots(
+            own, ids, (self._mongo.c.conversations, awaiting_from(own, recipients))
         )
-        return members, lots[own], {doc["recipientId"] for doc in awaiting.get(own, [])}
+        return members, lots, {doc["recipientId"] for doc in awaiting}
 
     async def get_sender_and_recipient(
         self, sender_id: str, recipient_id: str, key: str
@@ -162,35 +161,21 @@ class MemberReader(RecordReader[Member]):
         """Both members, the sender's ACTIVE lots, and the record another operation kept under
         the sender's idempotency key (a send carries its own in its conversation), in one round
         trip."""
-        members, lots, records = await self._with_lots(
-            [sender_id, recipient_id],
-            [sender_id],
-            (self._mongo.c.idempotency, "memberId", {"memberId": sender_id, "key": key}),
+        members, lots, records = await self._with_own_lots(
+            sender_id,
+            [recipient_id],
+            (self._mongo.c.idempotency, {"memberId": sender_id, "key": key}),
         )
-        found = records.get(sender_id)
-        return members, lots[sender_id], record_from_doc(found[0]) if found else None
+        return members, lots, record_from_doc(records[0]) if records else None
 
-    async def _with_lots(
-        self,
-        wanted: list[str],
-        lots_of: Sequence[str],
-        also: tuple[Collection, str, Doc] | None,
-    ) -> tuple[dict[str, Member], dict[str, list[CreditLot]], dict[str, list[Doc]]]:
-        with_lots = set(lots_of)
-        # Joined on memberId already: name the members only when not all of them are wanted.
-        of = None if with_lots >= set(wanted) else lots_of
-        joins = [(self._mongo.c.credit_lots, "memberId", active_of(of))]
-        found = await self._mongo.find_joined(
-            self._c, {"_id": {"$in": wanted}}, [*joins, *([also] if also else [])], self._session
-        )
-        members = {doc["_id"]: member_from_doc(doc) for doc, _ in found}
-        lots: dict[str, list[CreditLot]] = {member_id: [] for member_id in lots_of} | {
-            doc["_id"]: [lot_from_doc(lot) for lot in joined[0]]
-            for doc, joined in found
-            if doc["_id"] in with_lots
-        }
-        others = {doc["_id"]: joined[1] for doc, joined in found if also is not None}
-        return members, lots, others
+    async def _with_own_lots(
+        self, own: str, ids: Iterable[str], also: tuple[Collection, Doc] | None
+    ) -> tuple[dict[str, Member], list[CreditLot], list[Doc]]:
+        others = [i for i in dict.fromkeys(ids) if i != own]
+        joins = [(self._mongo.c.credit_lots, active_of([own])), *([also] if also else [])]
+        docs, joined = await self._mongo.find_anchored(self._c, own, others, joins, self._session)
+        members = {doc["_id"]: member_from_doc(doc) for doc in docs}
+        return members, [lot_from_doc(lot) for lot in joined[0]], joined[1] if also else []
 
     async def due_ids_for_renewal(
         self, now: datetime, *, after_id: str | None, limit: int

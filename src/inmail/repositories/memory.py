@@ -81,29 +81,18 @@ class InMemoryMongo(Mongo):
     def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:
         return cursor
 
-    async def find_joined(
+    async def find_anchored(
         self,
         collection: Collection,
-        query: Mapping[str, Any],
-        joins: Sequence[tuple[Collection, str, Mapping[str, Any]]],
+        anchor: str,
+        others: Sequence[str],
+        joins: Sequence[tuple[Collection, Mapping[str, Any]]],
         session: Session,
-    ) -> list[tuple[Doc, list[list[Doc]]]]:
-        docs = await self.find_all(collection, query)  # $lookup's pipeline form is not in mongomock
-        ids = [doc["_id"] for doc in docs]
-        each: list[list[Doc]] = [
-            await self.find_all(other, {"$and": [{field: {"$in": ids}}, dict(other_query)]})
-            for other, field, other_query in joins
-        ]
-        return [
-            (
-                doc,
-                [
-                    [o for o in found if o[field] == doc["_id"]]
-                    for found, (_, field, _) in zip(each, joins, strict=True)
-                ],
-            )
-            for doc in docs
-        ]
+    ) -> tuple[list[Doc], list[list[Doc]]]:
+        found = await self.find_all(collection, {"_id": {"$in": [anchor, *others]}})
+        if not any(doc["_id"] == anchor for doc in found):
+            return found, [[] for _ in joins]
+        return found, [await self.find_all(other, dict(query)) for other, query in joins]
 
     async def latest_per_key(
         self,

@@ -45,7 +45,7 @@ Collection = AsyncCollection[Doc]
 
 _SNAPSHOT = ReadConcern("snapshot")
 _DUPLICATE_KEY = 11000
-_JOINED = "_joined"  # where find_joined's $lookup puts a document's joined documents
+_PART = "_part"  # where find_anchored's lookups put what they found
 _MAJORITY = WriteConcern("majority")
 
 __all__ = [
@@ -415,32 +415,44 @@ class Mongo:
         query = {"_id": {"$in": wanted}}
         return await self.find_all(collection, query, projection=projection, session=session)
 
-    async def find_joined(
+    async def find_anchored(
         self,
         collection: Collection,
-        query: Mapping[str, Any],
-        joins: Sequence[tuple[Collection, str, Mapping[str, Any]]],
+        anchor: str,
+        others: Sequence[str],
+        joins: Sequence[tuple[Collection, Mapping[str, Any]]],
         session: Session,
-    ) -> list[tuple[Doc, list[list[Doc]]]]:
-        """Each document matching `query`, with, for each join (collection, field, query), the
-        documents of that collection whose `field` is its `_id` and that match that query, in
-        one round trip (one aggregate with a `$lookup` per join, which transactions allow; each
-        lookup an index range)."""
-        pipeline: list[Doc] = [{"$match": dict(query)}]
-        for n, (other, field, other_query) in enumerate(joins):
+    ) -> tuple[list[Doc], list[list[Doc]]]:
+        """The documents of `collection` whose `_id` is `anchor` or one of `others`, and for each
+        join (collection, query) the documents matching that query, in one round trip: an
+        aggregate on the anchor's document with one uncorrelated `$lookup` per part.
+
+        Each part's query runs once. A `$lookup` joined on a field runs its query once per
+        document it joins; for two members and two joins, measured at 1.4x the database's CPU.
+        `$unionWith` would be cheaper still, but transactions refuse it.
+
+        When no document is the anchor, the aggregate brings nothing: `others` are then read by
+        a second query, and the joins are reported empty (each caller's joins are the anchor's
+        own documents: its lots, its records)."""
+        pipeline: list[Doc] = [{"$match": {"_id": anchor}}]
+        parts = [(collection, {"_id": {"$in": list(others)}})] if others else []
+        for n, (other, query) in enumerate([*parts, *joins]):
             pipeline.append(
                 {
                     "$lookup": {
                         "from": other.name,
-                        "localField": "_id",
-                        "foreignField": field,
-                        "pipeline": [{"$match": dict(other_query)}],
-                        "as": f"{_JOINED}{n}",
+                        "pipeline": [{"$match": dict(query)}],
+                        "as": f"{_PART}{n}",
                     }
                 }
             )
-        docs = await self.aggregate(collection, pipeline, session)
-        return [(doc, [doc.pop(f"{_JOINED}{n}") for n in range(len(joins))]) for doc in docs]
+        found = await self.aggregate(collection, pipeline, session)
+        if not found:
+            rest = await self.find_all(collection, parts[0][1], session=session) if parts else []
+            return rest, [[] for _ in joins]
+        (doc,) = found
+        each = [doc.pop(f"{_PART}{n}") for n in range(len(parts) + len(joins))]
+        return [doc, *(each[0] if parts else [])], each[len(parts) :]
 
     async def newest_recorded_time(self, sample: int = 100) -> datetime | None:
         """The latest service-clock time among the most recently written ledger entries and

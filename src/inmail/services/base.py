@@ -88,9 +88,9 @@ class Account:
     ) -> Account | None:
         """`open` for a member not read yet: the member and its live lots in one read; None
         when there is no such member."""
-        found, lots = await tx.members.get_many_with_lots([member_id], lots_of=[member_id])
+        found, lots = await tx.members.get_many_with_lots([], member_id)
         member = found.get(member_id)
-        return None if member is None else cls.brought_up_to(plans, member, lots[member_id], now)
+        return None if member is None else cls.brought_up_to(plans, member, lots, now)
 
     @classmethod
     def brought_up_to(

@@ -41,8 +41,8 @@ class MemberReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, Member]: ...
 
     async def get_many_with_lots(
-        self, ids: Iterable[str], lots_of: Sequence[str]
-    ) -> tuple[dict[str, Member], dict[str, list[CreditLot]]]: ...
+        self, ids: Iterable[str], own: str
+    ) -> tuple[dict[str, Member], list[CreditLot]]: ...
 
     async def get_many_with_own_lots_and_awaiting(
         self, ids: Iterable[str], own: str, recipients: Sequence[str]
@@ -607,8 +607,8 @@ class Reader:
                         answer.set_result(recipient_id in awaiting)
                 self._live_lots[own] = own_lots
             else:
-                found, lots = await self._store.members.get_many_with_lots(ids, [own])
-                self._live_lots.update(lots)
+                found, own_lots = await self._store.members.get_many_with_lots(ids, own)
+                self._live_lots[own] = own_lots
         else:
             found = await self._store.members.get_many(ids)
         return [found.get(i) for i in ids]

@@ -180,9 +180,8 @@ class _Settled:
 async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime) -> _Settled:
     """One transaction: read the members and their ACTIVE lots, write what changed in bulk.
 
-    Two reads, each one index range for the whole batch: measured faster for a batch than one
-    aggregate whose `$lookup` runs a query per member (`get_many_with_lots`, which a use case on
-    one or two members is better served by)."""
+    Two reads, each one index range for the whole batch (`get_many_with_lots` brings the lots of
+    one member only: a use case on one or two members)."""
     members = await tx.members.get_many(ids)
     lots = await tx.lots.active_for_many(list(members))
     accounts = [
