@@ -23,6 +23,7 @@ from inmail import logs
 from inmail.bootstrap import Background, Container, build_container, in_memory_mongo
 from inmail.graphiql import STATIC_PREFIX, security_headers
 from inmail.graphql_app import GraphQLApp
+from inmail.heap import tuned_gc
 from inmail.observability import metrics_endpoint
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.root import build_schema
@@ -148,8 +149,11 @@ def create_app(
     *,
     mongo: Mongo | None = None,
     container: Container | None = None,
+    serving: bool = False,
 ) -> Starlette:
-    """The app; `mongo` defaults to a client for settings.mongodb_uri, opened in the lifespan."""
+    """The app; `mongo` defaults to a client for settings.mongodb_uri, opened in the lifespan.
+    `serving`: the app is the process's only one (a worker of `inmail serve`), whose garbage
+    collector is tuned for serving once it has started (`heap.tuned_gc`)."""
     if container is None:
         if mongo is None:
             if settings.mongodb_uri is None:
@@ -169,7 +173,8 @@ def create_app(
             for task in container.background:
                 await task.start()
                 started.append(task)
-            yield
+            with tuned_gc() if serving else contextlib.nullcontext():
+                yield
         finally:
             for task in reversed(started):
                 try:
@@ -248,5 +253,5 @@ def app_from_env() -> Starlette:
             "IN-MEMORY DATABASE: no mongod could be started here, so NOTHING WILL PERSIST and "
             "transactions and cross-process updates are unavailable. Set INMAIL_MONGODB_URI."
         )
-        return create_app(settings, mongo=in_memory_mongo(settings.db_name))
-    return create_app(settings)
+        return create_app(settings, mongo=in_memory_mongo(settings.db_name), serving=True)
+    return create_app(settings, serving=True)
