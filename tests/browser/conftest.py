@@ -26,6 +26,7 @@ from support import post_graphql, session_service_env
 os.environ["SE_OFFLINE"] = "true"
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -180,5 +181,9 @@ def browser_log(driver: WebDriver, kind: str) -> list[dict[str, Any]]:
 
 
 def wait(driver: WebDriver, what: str, until: Callable[[WebDriver], Any]) -> Any:
-    """Wait up to WAIT_SECONDS for `until` to be truthy; the message says what was awaited."""
-    return WebDriverWait(driver, WAIT_SECONDS).until(until, message=f"waited for {what}")
+    """Wait up to WAIT_SECONDS for `until` to be truthy; the message says what was awaited. A
+    check that touched an element the page has since replaced is tried again."""
+    waiting = WebDriverWait(
+        driver, WAIT_SECONDS, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return waiting.until(until, message=f"waited for {what}")

@@ -35,6 +35,19 @@ def text(driver: WebDriver, element_id: str) -> str:
     return driver.find_element(By.ID, element_id).text
 
 
+def attributes(driver: WebDriver, selector: str, *names: str) -> list[tuple[str | None, ...]]:
+    """These attributes of every element the selector finds, in page order."""
+    return [
+        tuple(element.get_attribute(name) for name in names)
+        for element in driver.find_elements(By.CSS_SELECTOR, selector)
+    ]
+
+
+def click(driver: WebDriver, selector: str) -> bool:
+    driver.find_element(By.CSS_SELECTOR, selector).click()
+    return True
+
+
 def item(driver: WebDriver, box: str, conversation_id: str) -> WebElement | None:
     found = driver.find_elements(
         By.CSS_SELECTOR, f'#{box} [data-conversation-id="{conversation_id}"]'
@@ -66,25 +79,35 @@ def test_an_inmail_travels_from_compose_to_inbox_and_its_answer_returns_the_cred
     a.find_element(By.ID, "compose-send").click()
     wait(a, "the send's result", lambda d: text(d, "compose-result").startswith("Sent"))
     wait(a, "the balance after the debit, live", lambda d: text(d, "balance") == "4")
-    sent = wait(
+    # A list the page re-renders live is read inside a wait, which retries a read that found an
+    # element the page had just replaced.
+    ((conversation_id, state),) = wait(
         a,
         "the InMail in the sent box",
-        lambda d: d.find_elements(By.CSS_SELECTOR, "#sent [data-testid=sent-item]"),
+        lambda d: attributes(
+            d, "#sent [data-testid=sent-item]", "data-conversation-id", "data-state"
+        ),
     )
-    conversation_id = sent[0].get_attribute("data-conversation-id")
-    assert sent[0].get_attribute("data-state") == "AWAITING_RESPONSE"
+    assert state == "AWAITING_RESPONSE"
 
-    received = wait(b, "the InMail in Grace's inbox", lambda d: item(d, "inbox", conversation_id))
-    assert subject in received.text
-    assert "Could we talk about the A-0 System?" in received.text
+    received = wait(
+        b,
+        "the InMail in Grace's inbox",
+        lambda d: (found := item(d, "inbox", conversation_id)) is not None and found.text,
+    )
+    assert subject in received
+    assert "Could we talk about the A-0 System?" in received
     assert b.find_elements(By.CSS_SELECTOR, "#inbox img") == [], "a subject is text, not markup"
     wait(b, "the unread notification", lambda d: text(d, "unread-count") == "1")
-    kinds = [
-        n.get_attribute("data-kind") for n in b.find_elements(By.CSS_SELECTOR, "#notifications li")
-    ]
-    assert kinds == ["INMAIL_RECEIVED"]
+    assert attributes(b, "#notifications li", "data-kind") == [("INMAIL_RECEIVED",)]
 
-    received.find_element(By.CSS_SELECTOR, "[data-testid=respond-INTERESTED]").click()
+    wait(
+        b,
+        "a click on the response",
+        lambda d: click(
+            d, f'#inbox [data-conversation-id="{conversation_id}"] [data-testid=respond-INTERESTED]'
+        ),
+    )
     wait(
         b,
         "the accepted InMail in Grace's inbox",
@@ -103,10 +126,16 @@ def test_an_inmail_travels_from_compose_to_inbox_and_its_answer_returns_the_cred
         ),
     )
     wait(a, "the credit back, live", lambda d: text(d, "balance") == "5")
-    assert "INTERESTED" in item(a, "sent", conversation_id).text  # type: ignore[union-attr]
+    wait(
+        a,
+        "the response named in Ada's sent box",
+        lambda d: (
+            (found := item(d, "sent", conversation_id)) is not None and "INTERESTED" in found.text
+        ),
+    )
     wait(a, "Ada's notifications", lambda d: int(text(d, "unread-count")) == 2)
-    notices = a.find_elements(By.CSS_SELECTOR, "#notifications li")
-    assert {n.get_attribute("data-kind") for n in notices} == {"RESPONSE_RECEIVED", "CREDITED_BACK"}
+    kinds = set(attributes(a, "#notifications li", "data-kind"))
+    assert kinds == {("RESPONSE_RECEIVED",), ("CREDITED_BACK",)}
     for driver in (a, b):
         assert driver.execute_script("return window.loadedOnce") is True, "the page reloaded"
 
