@@ -3,12 +3,22 @@ called directly; fields with arguments and the roots keep Strawberry's path."""
 
 from __future__ import annotations
 
+import enum
+from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import strawberry
 from graphql import GraphQLObjectType, GraphQLSchema
+from strawberry.extensions import SchemaExtension
 
-from inmail.resolvers.root import build_schema, call_simple_resolvers_directly
+from inmail.resolvers.root import (
+    AttributeReader,
+    PlainLeavesExecutionContext,
+    build_schema,
+    call_simple_resolvers_directly,
+    read_plain_fields_directly,
+)
 from inmail.settings import Settings
 
 
@@ -44,8 +54,7 @@ def test_fields_with_resolvers_or_arguments_keep_their_own() -> None:
     core = _core()
     member = _object(core, "Member")
     conversation = _object(core, "Conversation")
-    direct = member.fields["name"].resolve
-    assert direct is not None
+    assert isinstance(member.fields["name"].resolve, AttributeReader)
     for kept in (
         conversation.fields["sender"],
         conversation.fields["messages"],
@@ -53,7 +62,7 @@ def test_fields_with_resolvers_or_arguments_keep_their_own() -> None:
         member.fields["conversations"],
     ):
         assert kept.resolve is not None
-        assert kept.resolve.__code__ is not direct.__code__
+        assert not isinstance(kept.resolve, AttributeReader)
 
 
 @strawberry.type
@@ -115,3 +124,89 @@ def test_the_apis_per_item_resolvers_are_direct_and_roots_and_arguments_are_not(
         ("Query", "compose"),
     ):
         assert not _is_direct(_object(core, type_name).fields[field].resolve), (type_name, field)
+
+
+@strawberry.enum
+class Mood(enum.Enum):
+    CALM = "calm"
+
+
+@strawberry.type
+class Card:
+    title: str
+    mood: Mood
+    at: datetime
+    note: str | None
+    count: int
+
+    @strawberry.field
+    def shown(self) -> str:
+        return self.title
+
+
+@strawberry.type
+class Deck:
+    @strawberry.field
+    def cards(self) -> list[Card | None]:
+        at = datetime(2026, 2, 15, 9, 5, tzinfo=UTC)
+        return [
+            Card(title="plain", mood=Mood.CALM, at=at, note=None, count=1),
+            # What graphql-core refuses: null for a non-null field, a value the type refuses.
+            Card(title=None, mood=Mood.CALM, at=at, note="n", count=2),  # type: ignore[arg-type]
+            Card(title="t", mood="sad", at=at, note="n", count=3),  # type: ignore[arg-type]
+            Card(title="t", mood=Mood.CALM, at=at, note="n", count="many"),  # type: ignore[arg-type]
+        ]
+
+
+DECK = "{ cards { title mood at note count shown __typename } }"
+
+
+def _deck_schemas(extensions: list[type[SchemaExtension]]) -> tuple[strawberry.Schema, ...]:
+    plain = strawberry.Schema(query=Deck, extensions=extensions)
+    short = strawberry.Schema(
+        query=Deck, extensions=extensions, execution_context_class=PlainLeavesExecutionContext
+    )
+    read_plain_fields_directly(short._schema)
+    return plain, short
+
+
+async def test_plain_leaves_answer_and_fail_exactly_as_graphql_core_does() -> None:
+    plain, short = _deck_schemas([])
+    expected, answered = await plain.execute(DECK), await short.execute(DECK)
+    assert answered.data == expected.data
+    assert answered.data is not None
+    assert answered.data["cards"][0] == {
+        "title": "plain",
+        "mood": "CALM",
+        "at": "2026-02-15T09:05:00+00:00",
+        "note": None,
+        "count": 1,
+        "shown": "plain",
+        "__typename": "Card",
+    }
+    assert answered.data["cards"][1:] == [None, None, None]
+    assert [(e.message, e.path) for e in answered.errors or []] == [
+        (e.message, e.path) for e in expected.errors or []
+    ]
+    assert {tuple(e.path or ()) for e in answered.errors or []} == {
+        ("cards", 1, "title"),
+        ("cards", 2, "mood"),
+        ("cards", 3, "count"),
+    }
+
+
+class CountsFields(SchemaExtension):
+    seen: ClassVar[list[str]] = []
+
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        CountsFields.seen.append(info.field_name)
+        return _next(root, info, *args, **kwargs)
+
+
+async def test_with_an_extension_that_resolves_fields_every_field_goes_through_it() -> None:
+    _, short = _deck_schemas([CountsFields])
+    CountsFields.seen.clear()
+    answered = await short.execute("{ cards { note at } }")
+    assert answered.data is not None
+    assert CountsFields.seen.count("note") == 4
+    assert CountsFields.seen.count("at") == 4

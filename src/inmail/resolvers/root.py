@@ -6,17 +6,24 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 import strawberry
 from graphql import (
     ASTValidationRule,
     GraphQLError,
     GraphQLField,
+    GraphQLLeafType,
     GraphQLObjectType,
     GraphQLSchema,
+    Undefined,
+    get_nullable_type,
+    is_leaf_type,
+    is_non_null_type,
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql.execution.collect_fields import FieldDetailsList
+from graphql.pyutils import AwaitableOrValue, Path
 from starlette.websockets import WebSocket
 from strawberry.extensions import (
     AddValidationRules,
@@ -27,6 +34,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import ExecutionContext
 from strawberry.types.field import StrawberryField
@@ -143,6 +151,7 @@ def build_schema(
         subscription=subscription,
         extensions=extensions,
         scalar_overrides=scalar_overrides,
+        execution_context_class=PlainLeavesExecutionContext,
     )
     read_plain_fields_directly(schema._schema)
     call_simple_resolvers_directly(schema)
@@ -158,7 +167,80 @@ def read_plain_fields_directly(schema: GraphQLSchema) -> None:
     """
     for _, graphql_field, definition in _strawberry_fields(schema):
         if definition.is_basic_field:
-            graphql_field.resolve = _attribute_reader(definition.python_name)
+            leaf = get_nullable_type(graphql_field.type)
+            graphql_field.resolve = AttributeReader(
+                definition.python_name,
+                leaf if is_leaf_type(leaf) else None,
+                is_non_null_type(graphql_field.type),
+            )
+
+
+class AttributeReader:
+    """The resolver of a field that shows an attribute of its object. For a scalar or enum
+    (`leaf`), `PlainLeavesExecutionContext` reads the attribute without calling it."""
+
+    __slots__ = ("leaf", "name", "non_null")
+
+    def __init__(self, name: str, leaf: GraphQLLeafType | None, non_null: bool) -> None:
+        self.name = name
+        self.leaf = leaf
+        self.non_null = non_null
+
+    def __call__(self, source: object, _info: object) -> Any:
+        return getattr(source, self.name)
+
+
+class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's execution, with a short way for a scalar or enum field that shows an
+    attribute of its object (an `AttributeReader`'s `leaf`): the attribute read and coerced as
+    graphql-core would, without the resolve info, resolver call and value completion that
+    graphql-core builds for every field.
+
+    Most of a member page's fields are such fields. Whatever is not plainly a value
+    (a missing attribute, null where the type forbids it, a value the type refuses, middleware)
+    takes graphql-core's path, which answers or reports it as it always has.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Strawberry hands every execution a middleware manager, empty unless an extension
+        # resolves fields; with middleware, every field goes through it.
+        manager = self.middleware_manager
+        self._plain_leaves = manager is None or not manager.middlewares
+
+    def execute_field(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        position_context: Any,
+    ) -> AwaitableOrValue[Any]:
+        field = parent_type.fields.get(field_details_list[0].node.name.value)
+        reader = None if field is None else field.resolve
+        if type(reader) is AttributeReader and reader.leaf is not None and self._plain_leaves:
+            value = _plain_value(reader, reader.leaf, source)
+            if value is not _NOT_PLAIN:
+                return value
+        return super().execute_field(
+            parent_type, source, field_details_list, path, position_context
+        )
+
+
+_NOT_PLAIN: Final = object()
+
+
+def _plain_value(reader: AttributeReader, leaf: GraphQLLeafType, source: object) -> object:
+    """The field's value as graphql-core would complete it, or `_NOT_PLAIN` when anything
+    about it is not plain (graphql-core's path then reports it)."""
+    try:
+        value = getattr(source, reader.name)
+        if value is None:
+            return _NOT_PLAIN if reader.non_null else None
+        coerced = leaf.coerce_output_value(value)
+    except Exception:
+        return _NOT_PLAIN
+    return _NOT_PLAIN if coerced is None or coerced is Undefined else coerced
 
 
 def _strawberry_fields(
@@ -229,10 +311,3 @@ def _direct_call(
         return func(source, **{info_name: make_info(_raw_info=info)})
 
     return call_with_info
-
-
-def _attribute_reader(name: str) -> Callable[..., Any]:
-    def read(source: object, _info: object) -> Any:
-        return getattr(source, name)
-
-    return read
