@@ -34,6 +34,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import ExecutionContext
@@ -44,6 +45,7 @@ from inmail.disclosure import HideSuggestions
 from inmail.observability import OperationLabels, OperationMetrics
 from inmail.resolvers.context import MemberMustExist
 from inmail.resolvers.cost import CostLimits, query_cost
+from inmail.resolvers.hooks import HookTable, PreparedHooksRunner
 from inmail.resolvers.limits import document_limits_rule
 from inmail.resolvers.mutation import Mutation
 from inmail.resolvers.query import Query
@@ -104,6 +106,15 @@ class _WithErrors(Protocol):
 
 
 class InMailSchema(strawberry.Schema):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hooks = HookTable()
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return PreparedHooksRunner(execution_context, extensions, self._hooks)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
