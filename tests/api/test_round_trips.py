@@ -32,16 +32,20 @@ class Commands(CommandListener):
     def __init__(self) -> None:
         self.listening = False
         self.sent: list[str] = []
-        # Each `update` command sent to `notifications`: the kind each of its upserts names.
-        self.notification_updates: list[list[str]] = []
+        # Each command that writes into `notifications`: the kind each upsert or insert names.
+        self.notification_writes: list[list[str]] = []
 
     def started(self, event: CommandStartedEvent) -> None:
         if self.listening and event.command_name not in _BACKGROUND:
             self.sent.append(event.command_name)
             command = event.command
             if event.command_name == "update" and command.get("update") == "notifications":
-                self.notification_updates.append(
+                self.notification_writes.append(
                     [str(u["q"].get("kind")) for u in command.get("updates", [])]
+                )
+            if event.command_name == "insert" and command.get("insert") == "notifications":
+                self.notification_writes.append(
+                    [str(d.get("kind")) for d in command.get("documents", [])]
                 )
 
     def succeeded(self, event: CommandSucceededEvent) -> None:
@@ -63,7 +67,7 @@ async def counted(mongodb_uri: str, db_name: str) -> AsyncIterator[tuple[Api, Co
 
 async def during(commands: Commands, work: object) -> list[str]:
     commands.sent.clear()
-    commands.notification_updates.clear()
+    commands.notification_writes.clear()
     commands.listening = True
     try:
         await work  # type: ignore[misc]
@@ -95,9 +99,9 @@ async def an_inmail_grace_can_answer(api: Api) -> tuple[Person, str]:
 
 
 async def notification_writes(commands: Commands, work: Awaitable[object]) -> list[list[str]]:
-    """The commands the work sends into `notifications`: for each, the kinds it upserts."""
+    """The commands the work sends into `notifications`: for each, the kinds it writes."""
     await during(commands, work)
-    return commands.notification_updates
+    return commands.notification_writes
 
 
 COMPOSE_WINDOW = """
@@ -165,8 +169,8 @@ SEND_COMMANDS = [
     "insert",  # the ledger entry
     "insert",  # the conversation, with its first message and the send's record under its key
     # (unique indexes refuse a second awaiting InMail and a reused key)
-    "update",  # the recipient's notification and the conversation event, each once per event
-    # (one bulk write into `notifications`; no webhook URL, no outbox entry)
+    "insert",  # the recipient's notification and the conversation event, new with the
+    # conversation (one insert into `notifications`; no webhook URL, no outbox entry)
     "commitTransaction",
 ]
 

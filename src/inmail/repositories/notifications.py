@@ -242,13 +242,17 @@ class NotificationRepository(NotificationReader):
         await self._enqueue(new)
         return len(new)
 
-    async def add_new(self, notifications: Sequence[Notification]) -> None:
-        """Record notifications whose events are new by construction, such as a renewal's,
-        whose grant this transaction writes under the unique `grant_once` index: plain inserts
-        (cheaper than `add_all`'s upserts), which the unique `one_per_event` index refuses should
+    async def add_new(
+        self, notifications: Sequence[Notification], event: ConversationEvent | None = None
+    ) -> None:
+        """Record notifications (and a conversation event) that are new by construction, such
+        as a renewal's, whose grant this transaction writes under the unique `grant_once` index,
+        or a send's, whose conversation this transaction inserts: plain inserts in one command
+        (cheaper than `record`'s upserts), which the unique `one_per_event` index refuses should
         one repeat (DuplicateKeyError: the unit of work reruns the transaction)."""
         docs = [notification_to_doc(n) for n in notifications]
-        await self._mongo.insert_all(self._c, docs, self._session)
+        events = [] if event is None else [event_to_doc(event)]
+        await self._mongo.insert_all(self._c, [*docs, *events], self._session)
         await self._enqueue(list(zip(notifications, docs, strict=True)))
 
     async def _enqueue(self, written: Sequence[tuple[Notification, Doc]]) -> None:

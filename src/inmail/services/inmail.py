@@ -103,7 +103,8 @@ async def _send(
     # The conversation carries its first message and the send's record under its key: one
     # insert writes all three.
     stored = await tx.conversations.insert(conversation, request.record(now, outcome))
-    await tx.notifications.record(
+    # The conversation is new in this transaction, and so are its notification and event.
+    await tx.notifications.add_new(
         [Notification.inmail_received(stored, now)],
         ConversationEvent.of(ConversationChange.INMAIL, stored, now, first),
     )
