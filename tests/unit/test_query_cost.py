@@ -14,7 +14,13 @@ from graphql import (
 )
 
 from benchmarks.workloads import MEMBER_PAGE
-from inmail.resolvers.cost import LIST_CAPS, CostLimits, CostModel
+from inmail.resolvers.cost import (
+    KNOWN_DOCUMENTS,
+    KNOWN_SHAPES,
+    LIST_CAPS,
+    CostLimits,
+    CostModel,
+)
 from inmail.resolvers.limits import DocumentShapes, QueryRefused, check_document
 from inmail.resolvers.root import build_schema
 from support import test_settings as settings_for_tests
@@ -200,3 +206,42 @@ def test_the_cost_of_a_named_operation_is_that_operation_s(model: CostModel) -> 
     assert model.cost(document, "Small") == 1
     assert model.cost(document, "Big") == 1 + 1 + 9
     assert model.cost(document, "Missing") == 0
+
+
+def test_a_remembered_cost_follows_the_variables_that_change_it(model: CostModel) -> None:
+    """One document, costed again and again: each answer is what a model that never saw it
+    computes."""
+    text = (
+        "query($n: Int, $ids: [ID!]!, $s: String) {"
+        " viewer { creditLots(first: $n) { nodes { id } } }"
+        " nodes(ids: $ids) { id } member(id: $s) { id } }"
+    )
+    query = parse(text)
+    asked: list[dict[str, object]] = [
+        {"n": 3, "ids": ["a"], "s": "x"},
+        {"n": 3, "ids": ["a"], "s": "y"},  # a variable the cost does not read
+        {"n": 100, "ids": ["a"]},
+        {"n": 3, "ids": ["a", "b", "c"]},
+        {"ids": []},
+        {"n": "three", "ids": "a"},
+        {"n": True, "ids": ["a"]},
+        {"n": 3, "ids": ["a"], "s": "x"},
+    ]
+    for variables in asked:
+        fresh = CostModel(model.schema, model.limits)
+        remembered = model.cost(query, None, variables, text=text)
+        assert remembered == fresh.cost(query, None, variables), variables
+    assert model.cost(query, None, {"n": 3, "ids": ["a"]}, text=text) != model.cost(
+        query, None, {"n": 4, "ids": ["a"]}, text=text
+    )
+
+
+def test_remembered_costs_are_bounded(model: CostModel) -> None:
+    for n in range(KNOWN_DOCUMENTS + 50):
+        text = f"{{ viewer {{ ledger(first: {n % 100}) {{ nodes {{ id }} }} }} }} # {n}"
+        assert model.cost(parse(text), text=text) == 1 + 1 + n % 100
+    text = "query($n: Int) { viewer { ledger(first: $n) { nodes { id } } } }"
+    for n in range(KNOWN_SHAPES + 50):
+        assert model.cost(parse(text), None, {"n": n % 100}, text=text) == 1 + 1 + n % 100
+    assert len(model._known) <= KNOWN_DOCUMENTS
+    assert all(len(known.costs) <= KNOWN_SHAPES for known in model._known.values())

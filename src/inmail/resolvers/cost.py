@@ -8,6 +8,7 @@ counts its cap times what each item costs; a connection's `edges` and `nodes` co
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -139,22 +140,72 @@ class CostModel:
         self.type_caps = {
             t.name: {**self.caps, **introspection_caps(schema, t)} for t in self.types
         }
+        self._known: dict[tuple[bytes, str | None], _Known] = {}
 
     def cost(
         self,
         document: DocumentNode,
         operation_name: str | None = None,
         variables: Mapping[str, Any] | None = None,
+        *,
+        text: str | None = None,
     ) -> int:
-        """The cost of the operation the request names (0 when none can be chosen)."""
+        """The cost of the operation the request names (0 when none can be chosen).
+
+        Given the document's `text`, the cost is remembered per text (by its BLAKE2 digest: the
+        text itself may be long) and operation, for the values of the variables the costing
+        read. Which those are depends on the document alone, and only a list's length or an
+        integer's value counts.
+        """
+        variables = variables or {}
+        if text is None:
+            return self._walk(_Costing(self, document, variables), document, operation_name)
+        key = (hashlib.blake2b(text.encode(), digest_size=16).digest(), operation_name)
+        known = self._known.get(key)
+        if known is not None:
+            cost = known.costs.get(tuple(_shape(variables.get(n)) for n in known.reads))
+            if cost is not None:
+                return cost
+        costing = _Costing(self, document, variables)
+        cost = self._walk(costing, document, operation_name)
+        if known is None:
+            if len(self._known) >= KNOWN_DOCUMENTS:
+                del self._known[next(iter(self._known))]  # the oldest
+            known = self._known[key] = _Known(tuple(sorted(costing.read)), {})
+        if len(known.costs) >= KNOWN_SHAPES:
+            known.costs.clear()
+        known.costs[tuple(_shape(variables.get(n)) for n in known.reads)] = cost
+        return cost
+
+    def _walk(self, costing: _Costing, document: DocumentNode, operation_name: str | None) -> int:
         operation = get_operation_ast(document, operation_name)
         if operation is None:
             return 0
         root = self.schema.get_root_type(operation.operation)
         if root is None:
             return 0
-        costing = _Costing(self, document, variables or {})
         return costing.of(operation.selection_set, root, _Where(None, self.caps))
+
+
+KNOWN_DOCUMENTS: Final = 256
+"""Document texts whose costs a model remembers (as many as the parser cache keeps)."""
+KNOWN_SHAPES: Final = 64
+"""Costs remembered per text, one per set of variable values that matter."""
+
+
+@dataclass(slots=True)
+class _Known:
+    reads: tuple[str, ...]  # the variables the document's costing reads
+    costs: dict[tuple[object, ...], int]
+
+
+def _shape(value: Any) -> object:
+    """What of a variable's value the costing reads: a list's length, an integer."""
+    if isinstance(value, list):
+        return ("list", len(value))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ("int", value)
+    return None if value is None else ("other",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +225,11 @@ class _Costing:
         }
         self.costed: dict[tuple[str, int | None, int], int] = {}
         self.costing: set[str] = set()
+        self.read: set[str] = set()  # the variables read
+
+    def _variable(self, name: str) -> Any:
+        self.read.add(name)
+        return self.variables.get(name)
 
     def of(self, selection_set: SelectionSetNode | None, parent: Any, where: _Where) -> int:
         if selection_set is None:
@@ -262,7 +318,7 @@ class _Costing:
                 continue
             literal = argument.value
             if isinstance(literal, VariableNode):
-                value = self.variables.get(literal.name.value)
+                value = self._variable(literal.name.value)
                 return len(value) if isinstance(value, list) else None
             if isinstance(literal, ListValueNode):
                 return len(literal.values)
@@ -285,7 +341,7 @@ class _Costing:
                 continue
             literal = argument.value
             if isinstance(literal, VariableNode):
-                value = self.variables.get(literal.name.value)
+                value = self._variable(literal.name.value)
             elif isinstance(literal, IntValueNode):
                 value = int(literal.value)
             elif isinstance(literal, NullValueNode):
@@ -331,7 +387,7 @@ class QueryCost(SchemaExtension):
                 0
                 if document is None
                 else self._model(context.schema._schema).cost(
-                    document, context.operation_name, context.variables
+                    document, context.operation_name, context.variables, text=context.query
                 )
             )
         return self._requested
