@@ -10,13 +10,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from strawberry.extensions.validation_cache import _get_validate_cache
+import pytest
+from graphql import GraphQLError, print_ast
+from strawberry.schema.schema import validate_document
 
 from benchmarks.commands import round_trips, snapshot, workload_commands
 from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.repositories.mongo import Mongo
+from inmail.resolvers import limits
 from inmail.resolvers.root import build_schema
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
@@ -39,14 +42,27 @@ async def _round_trips(api: Api, work: Callable[[], Awaitable[object]]) -> int:
     return round_trips(workload_commands(before, await snapshot(client)))
 
 
-async def test_a_repeated_query_is_validated_once_with_the_limits_still_applied() -> None:
+def _count_validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The documents validated from now on, as each was validated."""
+    validated: list[str] = []
+
+    def counting(schema: Any, document: Any, rules: Any) -> list[GraphQLError]:
+        validated.append(print_ast(document))
+        return validate_document(schema, document, rules)
+
+    monkeypatch.setattr(limits, "validate_document", counting)
+    return validated
+
+
+async def test_a_repeated_query_is_validated_once_with_the_limits_still_applied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    validated = _count_validations(monkeypatch)
     schema = build_schema(settings_for_tests())
-    cache: Any = _get_validate_cache(256)  # a functools.lru_cache wrapper
     document = "query RepeatedForTheCache { __typename }"
-    await schema.execute(document)
-    hits = cache.cache_info().hits
-    await schema.execute(document)
-    assert cache.cache_info().hits == hits + 1
+    for _ in range(2):
+        assert (await schema.execute(document)).errors is None
+    assert len(validated) == 1
     too_deep = (
         "{ viewer { " + "conversations { nodes { sender { " * 4 + "id" + " } } }" * 4 + " } }"
     )
@@ -54,6 +70,27 @@ async def test_a_repeated_query_is_validated_once_with_the_limits_still_applied(
         result = await schema.execute(too_deep)
         assert result.errors
         assert "exceeds maximum operation depth" in result.errors[0].message
+    assert len(validated) == 2
+    # The same document in other words (here, spacing) is another text: validated again.
+    assert (await schema.execute("query RepeatedForTheCache {  __typename }")).errors is None
+    assert len(validated) == 3
+
+
+async def test_validated_texts_are_bounded_least_recently_used_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    validated = _count_validations(monkeypatch)
+    schema = build_schema(settings_for_tests())
+    texts = [f"query Q{n} {{ __typename }}" for n in range(limits.VALIDATED_TEXTS + 1)]
+    await schema.execute(texts[0])
+    for text in texts[2:]:
+        await schema.execute(text)
+        await schema.execute(texts[0])  # used again and again: never the oldest
+    assert len(validated) == limits.VALIDATED_TEXTS
+    await schema.execute(texts[1])  # new: the oldest other text goes
+    await schema.execute(texts[0])
+    await schema.execute(texts[2])
+    assert len(validated) == limits.VALIDATED_TEXTS + 2  # texts[1], then texts[2] again
 
 
 async def test_a_sent_inmail_is_answered_with_the_conversation_exactly_as_stored(

@@ -32,7 +32,6 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -46,7 +45,7 @@ from inmail.observability import OperationLabels, OperationMetrics
 from inmail.resolvers.context import MemberMustExist
 from inmail.resolvers.cost import CostLimits, query_cost
 from inmail.resolvers.hooks import HookTable, PreparedHooksRunner
-from inmail.resolvers.limits import document_limits_rule
+from inmail.resolvers.limits import document_limits_rule, validated_texts
 from inmail.resolvers.mutation import Mutation
 from inmail.resolvers.query import Query
 from inmail.resolvers.subscription import Subscription
@@ -126,7 +125,7 @@ class InMailSchema(strawberry.Schema):
 def limit_rules(settings: Settings) -> list[type[ASTValidationRule]]:
     """The depth, alias and size limits, as one rule class made once per schema.
 
-    A rule class made per request would be a new ValidationCache key every time, so that the
+    A rule class made per request would be a new validation cache key every time, so that the
     cache never hit.
     """
     return [document_limits_rule(settings.max_query_depth, settings.max_aliases)]
@@ -143,7 +142,7 @@ def build_schema(
         functools.partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         functools.partial(AddValidationRules, limit_rules(settings)),
         functools.partial(ParserCache, maxsize=256),
-        functools.partial(ValidationCache, maxsize=256),
+        validated_texts(),
         functools.partial(MaskUnexpectedErrors, should_mask_error=is_unexpected),
         query_cost(
             CostLimits(maximum=settings.max_query_cost, max_page_size=settings.max_page_size)
