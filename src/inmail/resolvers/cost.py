@@ -8,7 +8,6 @@ counts its cap times what each item costs; a connection's `edges` and `nodes` co
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -44,7 +43,7 @@ from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 from strawberry.extensions import SchemaExtension
 
 from inmail.domain.plans import PlanType
-from inmail.resolvers.limits import CEILING
+from inmail.resolvers.limits import CEILING, text_digest
 from inmail.services.reads import DEFAULT_PAGE_SIZE, MAX_NODE_IDS
 
 PAGE: Final = "page"
@@ -160,7 +159,7 @@ class CostModel:
         variables = variables or {}
         if text is None:
             return self._walk(_Costing(self, document, variables), document, operation_name)
-        key = (hashlib.blake2b(text.encode(), digest_size=16).digest(), operation_name)
+        key = (text_digest(text), operation_name)
         known = self._known.get(key)
         if known is not None:
             cost = known.costs.get(tuple(_shape(variables.get(n)) for n in known.reads))
