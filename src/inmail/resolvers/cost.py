@@ -43,7 +43,7 @@ from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 from strawberry.extensions import SchemaExtension
 
 from inmail.domain.plans import PlanType
-from inmail.resolvers.limits import CEILING, text_digest
+from inmail.resolvers.limits import CEILING, Remembered, text_digest
 from inmail.services.reads import DEFAULT_PAGE_SIZE, MAX_NODE_IDS
 
 PAGE: Final = "page"
@@ -139,7 +139,7 @@ class CostModel:
         self.type_caps = {
             t.name: {**self.caps, **introspection_caps(schema, t)} for t in self.types
         }
-        self._known: dict[tuple[bytes, str | None], _Known] = {}
+        self._known: Remembered[tuple[bytes, str | None], _Known] = Remembered(KNOWN_DOCUMENTS)
 
     def cost(
         self,
@@ -162,18 +162,18 @@ class CostModel:
         key = (text_digest(text), operation_name)
         known = self._known.get(key)
         if known is not None:
-            cost = known.costs.get(tuple(_shape(variables.get(n)) for n in known.reads))
+            shapes = tuple(_shape(variables.get(n)) for n in known.reads)
+            cost = known.costs.get(shapes)
             if cost is not None:
                 return cost
         costing = _Costing(self, document, variables)
         cost = self._walk(costing, document, operation_name)
         if known is None:
-            if len(self._known) >= KNOWN_DOCUMENTS:
-                del self._known[next(iter(self._known))]  # the oldest
-            known = self._known[key] = _Known(tuple(sorted(costing.read)), {})
+            known = self._known.put(key, _Known(tuple(sorted(costing.read)), {}))
+            shapes = tuple(_shape(variables.get(n)) for n in known.reads)
         if len(known.costs) >= KNOWN_SHAPES:
             known.costs.clear()
-        known.costs[tuple(_shape(variables.get(n)) for n in known.reads)] = cost
+        known.costs[shapes] = cost
         return cost
 
     def _walk(self, costing: _Costing, document: DocumentNode, operation_name: str | None) -> int:

@@ -12,7 +12,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from graphql import (
     DocumentNode,
@@ -224,13 +224,40 @@ __all__ = [
 ]
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
 def text_digest(text: str) -> bytes:
     """What names a document's text in the caches of validation and cost, whatever its length
     (a 16-byte BLAKE2 digest, about a microsecond for a page's document)."""
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
-_Key = tuple[bytes, tuple[Any, ...]]  # the text's digest, the validation rules
+class Remembered(Generic[K, V]):
+    """At most `size` values by key, the least recently used going first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> V:
+        if key not in self._items and len(self._items) >= self._size:
+            self._items.popitem(last=False)
+        self._items[key] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def values(self) -> Iterator[V]:
+        return iter(self._items.values())
 
 
 class ValidatedTexts(SchemaExtension):
@@ -240,7 +267,9 @@ class ValidatedTexts(SchemaExtension):
     same document, so it validates the same. Pass it as a factory (`validated_texts`): the
     remembered results are the factory's, shared by its requests."""
 
-    def __init__(self, *, known: OrderedDict[_Key, list[GraphQLError]]) -> None:
+    def __init__(
+        self, *, known: Remembered[tuple[bytes, tuple[Any, ...]], list[GraphQLError]]
+    ) -> None:
         super().__init__()
         self._known = known
 
@@ -248,21 +277,12 @@ class ValidatedTexts(SchemaExtension):
         context = self.execution_context
         document, rules = context.graphql_document, tuple(context.validation_rules)
         assert document is not None, "Strawberry validates a parsed document"
-        if context.query is None:
-            context.pre_execution_errors = validate_document(
-                context.schema._schema, document, rules
-            )
-            yield
-            return
-        key = (text_digest(context.query), rules)
-        errors = self._known.get(key)
+        key = None if context.query is None else (text_digest(context.query), rules)
+        errors = None if key is None else self._known.get(key)
         if errors is None:
             errors = validate_document(context.schema._schema, document, rules)
-            if len(self._known) >= VALIDATED_TEXTS:
-                self._known.popitem(last=False)
-            self._known[key] = errors
-        else:
-            self._known.move_to_end(key)
+            if key is not None:
+                self._known.put(key, errors)
         context.pre_execution_errors = errors
         yield
 
@@ -274,4 +294,4 @@ goes first)."""
 
 def validated_texts() -> Callable[[], ValidatedTexts]:
     """A factory of `ValidatedTexts` extensions sharing what they remember."""
-    return functools.partial(ValidatedTexts, known=OrderedDict())
+    return functools.partial(ValidatedTexts, known=Remembered(VALIDATED_TEXTS))
