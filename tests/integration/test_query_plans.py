@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
-from inmail.domain.conversations import ConversationRole, ConversationState
-from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotStatus
+from inmail.domain.conversations import ConversationFilter, ConversationRole, ConversationState
+from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotFilter, LotStatus
 from inmail.domain.model import (
     Conversation,
     ConversationKind,
@@ -37,6 +37,15 @@ from inmail.repositories.messages import message_to_doc
 from inmail.repositories.mongo import Doc, Mongo, new_id
 from inmail.repositories.notifications import event_to_doc, notification_to_doc
 from inmail.repositories.unit_of_work import Reads
+
+
+def sent_by(member_id: str) -> ConversationFilter:
+    return ConversationFilter(member_id, role=ConversationRole.SENT)
+
+
+def received_by(member_id: str) -> ConversationFilter:
+    return ConversationFilter(member_id, role=ConversationRole.RECEIVED)
+
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MEMBERS = 120
@@ -329,11 +338,11 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
     ),
     "earliest expiry": (lambda w: w.reads.lots.next_expiry_at(NOW), {"expiry_due"}),
     "credit lots page": (
-        lambda w: w.reads.lots.page(_one(w), None, 20, None),
+        lambda w: w.reads.lots.page(LotFilter(_one(w)), 20, None),
         {"member_newest"},
     ),
     "credit lots page count": (
-        lambda w: w.reads.lots.count(_one(w), None),
+        lambda w: w.reads.lots.count(LotFilter(_one(w))),
         {"member_newest", "member_spendable"},
     ),
     "awaiting conversation between two members": (
@@ -341,29 +350,31 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
         {"one_awaiting_per_pair", "sender_newest"},
     ),
     "conversations page (sender or recipient, newest first)": (
-        lambda w: w.reads.conversations.page_for(_one(w), None, 100, None),
+        lambda w: w.reads.conversations.page(ConversationFilter(_one(w)), 100, None),
         {"sender_newest", "recipient_newest"},
     ),
     "conversations page count": (
-        lambda w: w.reads.conversations.count_for(_one(w), None),
+        lambda w: w.reads.conversations.count(ConversationFilter(_one(w))),
         {"sender_newest", "recipient_newest"},
     ),
     "sent box page (InMails sent, direct threads started)": (
-        lambda w: w.reads.conversations.page_for(_one(w), None, 100, None, ConversationRole.SENT),
+        lambda w: w.reads.conversations.page(sent_by(_one(w)), 100, None),
         {"sender_newest", "direct_started_by_newest"},
     ),
     "sent box count": (
-        lambda w: w.reads.conversations.count_for(_one(w), None, ConversationRole.SENT),
+        lambda w: w.reads.conversations.count(sent_by(_one(w))),
         {"sender_newest", "direct_started_by_newest"},
     ),
     "inbox page (InMails received, direct threads started by the other)": (
-        lambda w: w.reads.conversations.page_for(
-            _one(w), ConversationState.ACCEPTED, 100, None, ConversationRole.RECEIVED
+        lambda w: w.reads.conversations.page(
+            ConversationFilter(_one(w), ConversationState.ACCEPTED, ConversationRole.RECEIVED),
+            100,
+            None,
         ),
         {"recipient_newest", "direct_started_with_newest"},
     ),
     "inbox count": (
-        lambda w: w.reads.conversations.count_for(_one(w), None, ConversationRole.RECEIVED),
+        lambda w: w.reads.conversations.count(received_by(_one(w))),
         {"recipient_newest", "direct_started_with_newest"},
     ),
     "direct thread of a pair": (
@@ -455,10 +466,11 @@ async def test_a_hot_query_is_served_by_an_index_and_never_scans_the_collection(
 
 async def test_the_next_pages_use_the_same_indexes_as_the_first(world: World) -> None:
     reads, member_id = world.reads, _one(world)
-    conversations = await reads.conversations.page_for(member_id, None, 5, None)
+    all_theirs = ConversationFilter(member_id)
+    conversations = await reads.conversations.page(all_theirs, 5, None)
     ledger = await reads.ledger.page(member_id, 5, None)
-    lots = await reads.lots.page(member_id, None, 2, None)
-    inbox = await reads.conversations.page_for(member_id, None, 2, None, ConversationRole.RECEIVED)
+    lots = await reads.lots.page(LotFilter(member_id), 2, None)
+    inbox = await reads.conversations.page(received_by(member_id), 2, None)
     thread = world.conversations[4]
     assert thread.first_message is not None
     messages = await reads.messages.page(thread, 5, None)
@@ -469,15 +481,15 @@ async def test_the_next_pages_use_the_same_indexes_as_the_first(world: World) ->
     assert lots.end_cursor
     next_pages: list[tuple[Callable[[], Awaitable[object]], set[str]]] = [
         (
-            lambda: reads.conversations.page_for(member_id, None, 5, conversations.end_cursor),
+            lambda: reads.conversations.page(
+                ConversationFilter(member_id), 5, conversations.end_cursor
+            ),
             {"sender_newest", "recipient_newest"},
         ),
         (lambda: reads.ledger.page(member_id, 5, ledger.end_cursor), {"member_seq"}),
-        (lambda: reads.lots.page(member_id, None, 2, lots.end_cursor), {"member_newest"}),
+        (lambda: reads.lots.page(LotFilter(member_id), 2, lots.end_cursor), {"member_newest"}),
         (
-            lambda: reads.conversations.page_for(
-                member_id, None, 2, inbox.end_cursor, ConversationRole.RECEIVED
-            ),
+            lambda: reads.conversations.page(received_by(member_id), 2, inbox.end_cursor),
             {"recipient_newest", "direct_started_with_newest"},
         ),
         (

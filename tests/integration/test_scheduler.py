@@ -17,7 +17,7 @@ from pymongo.errors import NetworkTimeout
 
 from inmail.bootstrap import build_deps, build_scheduler
 from inmail.domain.billing import PaymentMethod
-from inmail.domain.credits import LedgerKind, LotStatus
+from inmail.domain.credits import LedgerKind, LotFilter, LotStatus
 from inmail.domain.model import LedgerEntry
 from inmail.domain.plans import PlanType
 from inmail.repositories.leases import LeaseRepository
@@ -199,7 +199,7 @@ async def test_lots_whose_90_days_passed_during_an_outage_are_recorded_expired(a
 
 
 async def lots_of(deps: Deps, member_id: str) -> list[Any]:
-    page = await deps.reads.lots.page(member_id, None, 100, None)
+    page = await deps.reads.lots.page(LotFilter(member_id), 100, None)
     return [lot for _, lot in page.items]
 
 

@@ -20,8 +20,8 @@ import pytest
 import inmail
 from inmail.auth import Role, Viewer
 from inmail.domain.access import ReadRefused, Refusal
-from inmail.domain.conversations import ConversationRole, ConversationState
-from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotStatus
+from inmail.domain.conversations import ConversationFilter, ConversationState
+from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotFilter, LotStatus
 from inmail.domain.model import (
     Conversation,
     ConversationKind,
@@ -130,24 +130,15 @@ class Lots(Collection[CreditLot]):
         self.called("active_for_many")
         return {i: [ADA_LOT] if i == ADA.id else [] for i in member_ids}
 
-    async def page(
-        self,
-        member_id: str,
-        statuses: Sequence[LotStatus] | None,
-        first: int,
-        after: str | None,
-        now: datetime | None = None,
-    ) -> Page[CreditLot]:
+    async def page(self, which: LotFilter, first: int, after: str | None) -> Page[CreditLot]:
         self.called("page")
         if after is not None:
             raise BadCursor("the cursor is not valid")
-        mine = [("c1", ADA_LOT)] if member_id == ADA.id else []
+        mine = [("c1", ADA_LOT)] if which.member_id == ADA.id else []
         return Page(mine[:first], has_next=False)
 
-    async def count(
-        self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
-    ) -> int:
-        return 1 if member_id == ADA.id else 0
+    async def count(self, which: LotFilter) -> int:
+        return 1 if which.member_id == ADA.id else 0
 
 
 class MembersRecords(Collection[R]):
@@ -162,25 +153,15 @@ class MembersRecords(Collection[R]):
 
 
 class Conversations(Collection[Conversation]):
-    async def page_for(
-        self,
-        member_id: str,
-        state: ConversationState | None,
-        first: int,
-        after: str | None,
-        role: ConversationRole | None = None,
+    async def page(
+        self, which: ConversationFilter, first: int, after: str | None
     ) -> Page[Conversation]:
-        self.called("page_for")
-        theirs = ADA_TO_CHARLES.has_party(member_id)
+        self.called("page")
+        theirs = ADA_TO_CHARLES.has_party(which.member_id)
         return Page([("c1", ADA_TO_CHARLES)] if theirs else [], has_next=False)
 
-    async def count_for(
-        self,
-        member_id: str,
-        state: ConversationState | None,
-        role: ConversationRole | None = None,
-    ) -> int:
-        return 1 if ADA_TO_CHARLES.has_party(member_id) else 0
+    async def count(self, which: ConversationFilter) -> int:
+        return 1 if ADA_TO_CHARLES.has_party(which.member_id) else 0
 
     async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool:
         self.called("awaiting_between")
@@ -272,7 +253,10 @@ async def test_another_member_sees_adas_public_profile_but_none_of_her_private_r
     assert await refusal_from(dan.balance(ADA.id)) is Refusal.OWNER_OR_ADMIN
     assert await refusal_from(dan.credit_lots(ADA.id, None, 20, None)) is Refusal.OWNER_OR_ADMIN
     assert await refusal_from(dan.ledger(ADA.id, 20, None)) is Refusal.OWNER_OR_ADMIN
-    assert await refusal_from(dan.conversations(ADA.id, None, 20, None)) is Refusal.OWNER_OR_ADMIN
+    assert (
+        await refusal_from(dan.conversations(ConversationFilter(ADA.id), 20, None))
+        is Refusal.OWNER_OR_ADMIN
+    )
     assert await refusal_from(dan.watched_member(ADA.id)) is Refusal.OWNER_OR_ADMIN
 
 
@@ -294,7 +278,7 @@ async def test_ada_and_an_admin_read_everything_of_hers() -> None:
         lots = await reader.credit_lots(ADA.id, None, 20, None)
         assert [lot for _, lot in lots.items] == [ADA_LOT]
         assert await lots.total_count() == 1
-        conversations = await reader.conversations(ADA.id, None, 20, None)
+        conversations = await reader.conversations(ConversationFilter(ADA.id), 20, None)
         assert [c for _, c in conversations.items] == [ADA_TO_CHARLES]
         assert await reader.conversation(ADA_TO_CHARLES.id) == ADA_TO_CHARLES
         assert await reader.watched_member(ADA.id) == ADA.id
@@ -329,7 +313,7 @@ async def test_a_refused_read_sends_no_query_at_all() -> None:
         dan.balance(ADA.id),
         dan.credit_lots(ADA.id, None, 20, None),
         dan.ledger(ADA.id, 20, None),
-        dan.conversations(ADA.id, None, 20, None),
+        dan.conversations(ConversationFilter(ADA.id), 20, None),
     ):
         assert await refusal_from(call) is Refusal.OWNER_OR_ADMIN
     assert store.calls.made == []
@@ -367,9 +351,9 @@ async def test_a_listed_conversation_is_not_read_again_by_id() -> None:
     store = Store()
     ada = reader_for(AS_ADA, store)
 
-    await ada.conversations(ADA.id, None, 20, None)
+    await ada.conversations(ConversationFilter(ADA.id), 20, None)
     assert await ada.conversation(ADA_TO_CHARLES.id) == ADA_TO_CHARLES
-    assert store.calls.made == ["conversations.page_for"]
+    assert store.calls.made == ["conversations.page"]
 
 
 def test_every_refusal_is_worded_with_the_code_clients_already_know() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -24,6 +25,16 @@ class ConversationRole(StrEnum):
 
     SENT = "SENT"
     RECEIVED = "RECEIVED"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFilter:
+    """Which of a member's conversations a listing shows (and its count counts): all of them,
+    or those in `state`, or those on one side (`role`)."""
+
+    member_id: str
+    state: ConversationState | None = None
+    role: ConversationRole | None = None
 
 
 class InMailResponse(StrEnum):

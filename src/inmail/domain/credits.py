@@ -32,6 +32,17 @@ class LedgerKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class LotFilter:
+    """Which of a member's lots a listing shows (and its count counts): those in one of
+    `statuses` (all of them when None), as of `now`: a lot LAPSED by then (past its expiry,
+    not yet written EXPIRED) counts as EXPIRED. Without `now`, as stored."""
+
+    member_id: str
+    statuses: tuple[LotStatus, ...] | None = None
+    now: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CreditLot:
     id: str
     member_id: str

@@ -9,7 +9,12 @@ from typing import Any
 
 from pymongo import ReturnDocument
 
-from inmail.domain.conversations import ConversationRole, ConversationState, InMailResponse
+from inmail.domain.conversations import (
+    ConversationFilter,
+    ConversationRole,
+    ConversationState,
+    InMailResponse,
+)
 from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.messages import message_fields, message_from_doc
@@ -142,59 +147,39 @@ class ConversationReader(RecordReader[Conversation]):
         )
         return conversation_from_doc(doc) if doc else None
 
-    def _query(
-        self,
-        member_id: str,
-        state: ConversationState | None,
-        role: ConversationRole | None = None,
-    ) -> Doc:
+    @staticmethod
+    def _query(which: ConversationFilter) -> Doc:
         """The member's conversations; with a role, those they started (SENT) or did not.
 
         An InMail is the sender's SENT and the recipient's RECEIVED. A direct thread is stored
         under the pair's smaller id (see conversation_to_doc), so its roles are read from
         `startedBy` / `startedWith`; each branch of the $or has an index of its own.
         """
+        member_id = which.member_id
         inmail: Doc = {"kind": {"$ne": ConversationKind.DIRECT.value}}
         direct: Doc = {"kind": ConversationKind.DIRECT.value}
-        if role is ConversationRole.SENT:
+        if which.role is ConversationRole.SENT:
             branches = [{"senderId": member_id, **inmail}, {"startedBy": member_id, **direct}]
-        elif role is ConversationRole.RECEIVED:
+        elif which.role is ConversationRole.RECEIVED:
             branches = [{"recipientId": member_id, **inmail}, {"startedWith": member_id, **direct}]
         else:
             branches = [{"senderId": member_id}, {"recipientId": member_id}]
         query: Doc = {"$or": branches}
-        if state is not None:
-            query["state"] = state.value
+        if which.state is not None:
+            query["state"] = which.state.value
         return query
 
-    async def page_for(
-        self,
-        member_id: str,
-        state: ConversationState | None,
-        first: int,
-        after: str | None,
-        role: ConversationRole | None = None,
+    async def page(
+        self, which: ConversationFilter, first: int, after: str | None
     ) -> Page[Conversation]:
+        query = self._query(which)
         page = await keyset_page(
-            self._mongo,
-            self._c,
-            self._query(member_id, state, role),
-            NEWEST_FIRST,
-            first,
-            after,
-            projection=_WITHOUT_MESSAGES,
+            self._mongo, self._c, query, NEWEST_FIRST, first, after, projection=_WITHOUT_MESSAGES
         )
         return page.map(conversation_from_doc)
 
-    async def count_for(
-        self,
-        member_id: str,
-        state: ConversationState | None,
-        role: ConversationRole | None = None,
-    ) -> int:
-        return await self._c.count_documents(
-            self._query(member_id, state, role), session=self._session
-        )
+    async def count(self, which: ConversationFilter) -> int:
+        return await self._c.count_documents(self._query(which), session=self._session)
 
     async def reminders_due_after(
         self, now: datetime, *, after: tuple[datetime, str] | None, limit: int

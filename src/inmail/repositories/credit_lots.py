@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from inmail.domain.credits import LAPSED, SPENDABLE, CreditLot, CreditSource, LotRule, LotStatus
+from inmail.domain.credits import (
+    LAPSED,
+    SPENDABLE,
+    CreditLot,
+    CreditSource,
+    LotFilter,
+    LotRule,
+    LotStatus,
+)
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, Mongo, Session
 from inmail.repositories.pages import Page
@@ -101,27 +109,16 @@ class CreditLotReader(RecordReader[CreditLot]):
         found = {row["_id"]: int(row["balance"]) for row in rows}
         return {member_id: found.get(member_id, 0) for member_id in member_ids}
 
-    async def page(
-        self,
-        member_id: str,
-        statuses: Sequence[LotStatus] | None,
-        first: int,
-        after: str | None,
-        now: datetime | None = None,
-    ) -> Page[CreditLot]:
-        """A page of the member's lots; with `now`, a lot `LAPSED` by then counts as EXPIRED."""
-        return await self._page(self._query(member_id, statuses, now), NEWEST_FIRST, first, after)
+    async def page(self, which: LotFilter, first: int, after: str | None) -> Page[CreditLot]:
+        return await self._page(self._query(which), NEWEST_FIRST, first, after)
 
-    async def count(
-        self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
-    ) -> int:
-        return await self._count(self._query(member_id, statuses, now))
+    async def count(self, which: LotFilter) -> int:
+        return await self._count(self._query(which))
 
     @staticmethod
-    def _query(
-        member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
-    ) -> Doc:
-        query: Doc = {"memberId": member_id}
+    def _query(which: LotFilter) -> Doc:
+        query: Doc = {"memberId": which.member_id}
+        statuses, now = which.statuses, which.now
         if not statuses:
             return query
         query["status"] = {"$in": [s.value for s in statuses]}
@@ -131,7 +128,7 @@ class CreditLotReader(RecordReader[CreditLot]):
         lapsed = _at(LAPSED, now)
         if LotStatus.ACTIVE in statuses:
             return {**query, "$nor": [lapsed]}
-        return {"memberId": member_id, "$or": [{"status": query["status"]}, lapsed]}
+        return {"memberId": which.member_id, "$or": [{"status": query["status"]}, lapsed]}
 
     async def lapsed_member_ids(
         self, now: datetime, *, after_id: str | None, limit: int

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from strawberry.types import Info
 
-from inmail.domain.conversations import ConversationRole, ConversationState
+from inmail.domain.conversations import ConversationFilter
 from inmail.domain.credits import CreditLot, LotStatus
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
 from inmail.domain.notifications import Notification
@@ -71,12 +71,7 @@ class Reads(Protocol):
     ) -> Listing[LedgerEntry]: ...
 
     async def conversations(
-        self,
-        member_id: str,
-        state: ConversationState | None,
-        first: int | None,
-        after: str | None,
-        role: ConversationRole | None = None,
+        self, which: ConversationFilter, first: int | None, after: str | None
     ) -> Listing[Conversation]: ...
 
     async def latest_messages(self, conversation: Conversation) -> list[Message]: ...

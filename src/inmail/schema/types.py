@@ -14,6 +14,7 @@ from strawberry.types.nodes import SelectedField, Selection
 from inmail.domain import billing, credits, model, notifications, plans
 from inmail.domain import money as money_domain
 from inmail.domain.access import NodeRecord
+from inmail.domain.conversations import ConversationFilter
 from inmail.schema.context import GraphInfo, Listing, reads
 from inmail.schema.enums import (
     ConversationEventKind,
@@ -359,7 +360,8 @@ class Member(Node):
         after: str | None = None,
     ) -> Connection[Conversation] | None:
         r = reads(info)
-        listing = await r.conversations(self._m.id, state, first, after, role)
+        which = ConversationFilter(self._m.id, state, role)
+        listing = await r.conversations(which, first, after)
         asked = _selected_names(info.selected_fields)
         parties = not asked.isdisjoint(("sender", "recipient"))
         if parties or "messages" in asked:

@@ -19,8 +19,8 @@ from strawberry.dataloader import DataLoader
 from inmail.auth import Viewer
 from inmail.domain import access
 from inmail.domain.access import NodeRecord, ReadRefused, Refusal
-from inmail.domain.conversations import ConversationRole, ConversationState
-from inmail.domain.credits import CreditLot, LotStatus
+from inmail.domain.conversations import ConversationFilter
+from inmail.domain.credits import CreditLot, LotFilter, LotStatus
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable
@@ -54,18 +54,9 @@ class LotReads(Protocol):
 
     async def active_for_many(self, member_ids: Sequence[str]) -> dict[str, list[CreditLot]]: ...
 
-    async def page(
-        self,
-        member_id: str,
-        statuses: Sequence[LotStatus] | None,
-        first: int,
-        after: str | None,
-        now: datetime | None = None,
-    ) -> Page[CreditLot]: ...
+    async def page(self, which: LotFilter, first: int, after: str | None) -> Page[CreditLot]: ...
 
-    async def count(
-        self, member_id: str, statuses: Sequence[LotStatus] | None, now: datetime | None = None
-    ) -> int: ...
+    async def count(self, which: LotFilter) -> int: ...
 
 
 class LedgerReads(Protocol):
@@ -79,21 +70,11 @@ class LedgerReads(Protocol):
 class ConversationReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, Conversation]: ...
 
-    async def page_for(
-        self,
-        member_id: str,
-        state: ConversationState | None,
-        first: int,
-        after: str | None,
-        role: ConversationRole | None = None,
+    async def page(
+        self, which: ConversationFilter, first: int, after: str | None
     ) -> Page[Conversation]: ...
 
-    async def count_for(
-        self,
-        member_id: str,
-        state: ConversationState | None,
-        role: ConversationRole | None = None,
-    ) -> int: ...
+    async def count(self, which: ConversationFilter) -> int: ...
 
     async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool: ...
 
@@ -377,9 +358,10 @@ class Reader:
         size = self._page_size(first)
         lots = self._store.lots
         now = self._clock()
-        page = await self._page(lambda: lots.page(target, statuses, size, after, now))
+        which = LotFilter(target, tuple(statuses) if statuses else None, now)
+        page = await self._page(lambda: lots.page(which, size, after))
         fresh = page.map(lambda lot: _lot_as_of(lot, now))
-        return self._listing(fresh, lambda: lots.count(target, statuses, now))
+        return self._listing(fresh, lambda: lots.count(which))
 
     async def ledger(
         self, member_id: str, first: int | None, after: str | None
@@ -391,21 +373,17 @@ class Reader:
         return self._listing(page, lambda: ledger.count(member_id))
 
     async def conversations(
-        self,
-        member_id: str,
-        state: ConversationState | None,
-        first: int | None,
-        after: str | None,
-        role: ConversationRole | None = None,
+        self, which: ConversationFilter, first: int | None, after: str | None
     ) -> Listing[Conversation]:
-        """A member's conversations; `role` keeps the ones they received (the inbox) or sent."""
-        self.owner_or_admin(member_id)
+        """A member's conversations: all, or those in a state, or the ones they received (the
+        inbox) or sent."""
+        self.owner_or_admin(which.member_id)
         size = self._page_size(first)
         conversations = self._store.conversations
-        page = await self._page(lambda: conversations.page_for(member_id, state, size, after, role))
+        page = await self._page(lambda: conversations.page(which, size, after))
         for _, conversation in page.items:
             self._conversations.prime(conversation.id, conversation)
-        return self._listing(page, lambda: conversations.count_for(member_id, state, role))
+        return self._listing(page, lambda: conversations.count(which))
 
     async def notifications(
         self, member_id: str, unread_only: bool, first: int | None, after: str | None
