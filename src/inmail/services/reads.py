@@ -156,6 +156,23 @@ class _ById(Protocol[T_co]):
     async def get_many(self, ids: Iterable[str]) -> Mapping[str, T_co]: ...
 
 
+def _loader_by_id(
+    kind: Callable[[ReadStore], _ById[T]],
+) -> functools.cached_property[DataLoader[str, T | None]]:
+    """A reader's DataLoader of one kind of record by id, made on its first use."""
+
+    def make(reader: Reader) -> DataLoader[str, T | None]:
+        records = kind(reader._store)
+
+        async def load(ids: list[str]) -> list[T | None]:
+            found = await records.get_many(ids)
+            return [found.get(i) for i in ids]
+
+        return DataLoader(load)
+
+    return functools.cached_property(make)
+
+
 def _keep_refusal(refused: ReadRefused) -> Exception:
     return refused
 
@@ -199,30 +216,13 @@ class Reader:
         """The caller's own record comes with its live lots: the balance most screens show."""
         return DataLoader(self._load_members)
 
-    @functools.cached_property
-    def _lots(self) -> DataLoader[str, CreditLot | None]:
-        return DataLoader(self._by_id(self._store.lots))
-
-    @functools.cached_property
-    def _conversations(self) -> DataLoader[str, Conversation | None]:
-        return DataLoader(self._by_id(self._store.conversations))
-
-    @functools.cached_property
-    def _purchases(self) -> DataLoader[str, Purchase | None]:
-        return DataLoader(self._by_id(self._store.purchases))
-
-    @functools.cached_property
-    def _entries(self) -> DataLoader[str, LedgerEntry | None]:
-        return DataLoader(self._by_id(self._store.ledger))
-
-    @functools.cached_property
-    def _notifications(self) -> DataLoader[str, Notification | None]:
-        return DataLoader(self._by_id(self._store.notifications))
-
-    @functools.cached_property
-    def _messages(self) -> DataLoader[str, tuple[str, Message] | None]:
-        """Each message with the id of its conversation, whose parties alone may read it."""
-        return DataLoader(self._by_id(self._store.messages))
+    _lots = _loader_by_id(lambda store: store.lots)
+    _conversations = _loader_by_id(lambda store: store.conversations)
+    _purchases = _loader_by_id(lambda store: store.purchases)
+    _entries = _loader_by_id(lambda store: store.ledger)
+    _notifications = _loader_by_id(lambda store: store.notifications)
+    # Each message with the id of its conversation, whose parties alone may read it.
+    _messages = _loader_by_id(lambda store: store.messages)
 
     @functools.cached_property
     def _accounts(self) -> DataLoader[str, Account | None]:
@@ -553,14 +553,6 @@ class Reader:
         return Listing(
             items=page.items, has_next=page.has_next, previous=page.previous, counter=count
         )
-
-    @staticmethod
-    def _by_id(kind: _ById[T]) -> Callable[[list[str]], Awaitable[list[T | None]]]:
-        async def load(ids: list[str]) -> list[T | None]:
-            found = await kind.get_many(ids)
-            return [found.get(i) for i in ids]
-
-        return load
 
     async def _load_latest_messages(self, conversations: list[Conversation]) -> list[list[Message]]:
         found = await self._store.messages.latest_for_many(conversations)
