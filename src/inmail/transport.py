@@ -1,9 +1,10 @@
 """HTTP connections as `inmail serve` accepts them: bounded headers, timely clients, a cap.
 
-uvicorn's h11 protocol, with what a server facing the internet directly needs:
+uvicorn's httptools protocol (llhttp, the parser of Node.js), with what a server facing the
+internet directly needs:
 
 - request line and headers over `INMAIL_MAX_HEADER_BYTES` get **431** and are read no further
-  (h11 refuses a buffer over its limit; uvicorn would answer 400);
+  (llhttp itself would keep reading them);
 - a connection whose request headers are not all in within `INMAIL_HEADER_TIMEOUT` of its
   opening (or of its first byte after a keep-alive pause) is closed;
 - a request whose body is not all in within `INMAIL_BODY_TIMEOUT` of its headers gets **408**
@@ -20,13 +21,13 @@ sends after the refusal is kept in memory.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 from typing import Any
 
-import h11
 from uvicorn import Config, Server
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
@@ -50,28 +51,11 @@ class ServerConfig(Config):
         max_connections: int,
         **options: Any,
     ) -> None:
+        self.max_header_bytes = max_header_bytes
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.max_connections = max_connections
-        super().__init__(
-            app,
-            http=LimitedH11Protocol,
-            h11_max_incomplete_event_size=max_header_bytes,
-            **options,
-        )
-
-
-class _Connection(h11.Connection):
-    """h11's connection, remembering the status h11 suggests for a request it refused."""
-
-    refused_with: int | None = None
-
-    def next_event(self) -> Any:
-        try:
-            return super().next_event()
-        except h11.RemoteProtocolError as exc:
-            self.refused_with = exc.error_status_hint
-            raise
+        super().__init__(app, http=LimitedHttpToolsProtocol, **options)
 
 
 def _answer(status: int, reason: str, message: str, code: str) -> bytes:
@@ -166,7 +150,23 @@ class CoalescingTransport(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
 
-class LimitedH11Protocol(H11Protocol):
+class _Phase(enum.Enum):
+    """Where a connection is in reading its current request."""
+
+    IDLE = enum.auto()  # between requests: nothing of the next one read yet
+    HEADERS = enum.auto()  # its request line or headers are being read
+    BODY = enum.auto()  # its headers are in, its body is being read
+    READ = enum.auto()  # all of it is in; its response is being made
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools (llhttp) protocol with the limits above.
+
+    llhttp keeps a request's headers in memory until they are all in, and sets no bound of its
+    own: the bytes read while a request's headers are incomplete are counted here, and past the
+    limit the request is refused before the next read (so at most one read's worth beyond it).
+    """
+
     def __init__(
         self,
         config: Config,
@@ -175,12 +175,12 @@ class LimitedH11Protocol(H11Protocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.max_header_bytes = config.h11_max_incomplete_event_size or 16 * 1024
+        self.max_header_bytes: int = getattr(config, "max_header_bytes", 64 * 1024)
         self.header_timeout: float = getattr(config, "header_timeout", 10.0)
         self.body_timeout: float = getattr(config, "body_timeout", 30.0)
         self.max_connections: int | None = getattr(config, "max_connections", None)
-        self._h11 = _Connection(h11.SERVER, self.max_header_bytes)
-        self.conn = self._h11
+        self._phase = _Phase.IDLE
+        self._header_bytes = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._lingering = False
@@ -212,19 +212,14 @@ class LimitedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # after a refusal nothing the client sends is kept
+        if self._phase in (_Phase.IDLE, _Phase.HEADERS):
+            self._header_bytes += len(data)
         super().data_received(data)
-        self._track_request_progress()
-
-    def handle_websocket_upgrade(self, event: h11.Request) -> None:
-        self._cancel_timers()  # the websocket protocol takes over the transport
-        super().handle_websocket_upgrade(event)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._track_request_progress()
-
-    def send_400_response(self, msg: str) -> None:
-        if self._h11.refused_with == 431:
+        if (
+            self._phase is _Phase.HEADERS
+            and self._header_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
             log.info("request refused: headers over %d bytes", self.max_header_bytes)
             self._refuse(
                 _answer(
@@ -235,7 +230,32 @@ class LimitedH11Protocol(H11Protocol):
                 )
             )
             return
-        super().send_400_response(msg)
+        self._track_request_progress()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._cancel_timers()  # the websocket protocol takes over the transport
+        super().handle_websocket_upgrade()
+
+    # --- the parser's progress -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._phase = _Phase.HEADERS
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._phase = _Phase.BODY
+        self._header_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._phase = _Phase.READ
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._phase is _Phase.READ:
+            self._phase = _Phase.IDLE
+        super().on_response_complete()
+        self._track_request_progress()
 
     # --- timeouts ------------------------------------------------------------------------------
 
@@ -243,8 +263,7 @@ class LimitedH11Protocol(H11Protocol):
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             self._cancel_timers()
             return
-        state = self.conn.their_state
-        if state is h11.IDLE:
+        if self._phase in (_Phase.IDLE, _Phase.HEADERS):
             # Waiting for a request's headers: bytes of one arrived (keep-alive's own timer
             # covers the silence before them).
             if self._header_timer is None and self.timeout_keep_alive_task is None:
@@ -254,7 +273,7 @@ class LimitedH11Protocol(H11Protocol):
             return
         self._cancel(self._header_timer)
         self._header_timer = None
-        if state is h11.SEND_BODY:
+        if self._phase is _Phase.BODY:
             if self._body_timer is None:
                 self._body_timer = self.loop.call_later(self.body_timeout, self._body_too_slow)
         else:
@@ -263,14 +282,14 @@ class LimitedH11Protocol(H11Protocol):
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or self._phase not in (_Phase.IDLE, _Phase.HEADERS):
             return
         log.info("connection closed: request headers not received within %ss", self.header_timeout)
         self.transport.close()
 
     def _body_too_slow(self) -> None:
         self._body_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+        if self.transport.is_closing() or self._phase is not _Phase.BODY:
             return
         log.info("request refused: body not received within %ss", self.body_timeout)
         cycle = self.cycle

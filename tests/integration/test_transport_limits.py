@@ -180,6 +180,39 @@ def test_a_header_just_under_the_limit_is_served(server: Served) -> None:
     assert (status, body) == (200, b"ok")
 
 
+def test_headers_trickled_in_small_pieces_are_counted_together_and_refused_past_the_limit(
+    server: Served,
+) -> None:
+    sock = server.connect()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: inmail\r\n")
+    refused_early = False
+    for n in range(80):  # 80 headers of 1 KiB each, one write apiece: 80 KiB in all
+        try:
+            sock.sendall(b"X-Piece-%d: " % n + b"p" * 1000 + b"\r\n")
+        except OSError:
+            refused_early = True  # the server closed after answering: also a refusal
+            break
+        time.sleep(0.002)
+    answer = read_response(sock)
+    sock.close()
+
+    assert answer.startswith(b"HTTP/1.1 431 "), (refused_early, answer[:200])
+
+
+def test_pipelined_requests_on_one_connection_are_each_answered_in_order(
+    server: Served,
+) -> None:
+    sock = server.connect()
+    one = b"GET /healthz HTTP/1.1\r\nHost: inmail\r\n\r\n"
+    last = b"GET /readyz HTTP/1.1\r\nHost: inmail\r\nConnection: close\r\n\r\n"
+    sock.sendall(one * 3 + last)
+    answer = read_response(sock)
+    sock.close()
+
+    assert answer.count(b"HTTP/1.1 200 ") == 4, answer
+    assert answer.index(b"ok") < answer.rindex(b"HTTP/1.1 200 ")
+
+
 def test_two_hundred_silent_connections_are_dropped_after_the_header_timeout(
     server: Served,
 ) -> None:
