@@ -489,3 +489,52 @@ async def test_no_one_learns_what_awaits_another_members_answer() -> None:
         dan.awaiting_response(ADA.id, CHARLES.id)
     assert caught.value.refusal is Refusal.OWNER_OR_ADMIN
     assert store.calls.made == []
+
+
+class Credentials:
+    """The caller a reader asks for, which the test can withdraw; counts how often it is asked."""
+
+    def __init__(self, viewer: Viewer | None) -> None:
+        self.viewer = viewer
+        self.asked = 0
+
+    def __call__(self) -> Viewer | None:
+        self.asked += 1
+        return self.viewer
+
+
+def reader_asking(credentials: Credentials, *, fixed: bool) -> Reader:
+    return Reader(
+        credentials,
+        Store(),
+        clock=lambda: NOON,
+        plans=DEFAULT_PLAN_TABLE,
+        max_page_size=100,
+        viewer_is_fixed=fixed,
+    )
+
+
+async def test_an_http_callers_sign_in_is_checked_once_and_afresh_once_withdrawn() -> None:
+    credentials = Credentials(AS_ADA)
+    reader = reader_asking(credentials, fixed=True)
+
+    for _ in range(5):
+        assert reader.signed_in() is AS_ADA
+        assert await reader.member(CHARLES.id) == CHARLES
+    assert credentials.asked == 1
+
+    credentials.viewer = None  # say, the token's member turned out not to exist
+    reader.caller_changed()
+    assert await refusal_from(reader.viewer_member()) is Refusal.SIGN_IN
+    assert await refusal_from(reader.viewer_member()) is Refusal.SIGN_IN
+    assert credentials.asked == 3  # a refusal is never remembered
+
+
+async def test_a_websockets_caller_is_asked_on_every_check() -> None:
+    credentials = Credentials(AS_ADA)
+    reader = reader_asking(credentials, fixed=False)
+
+    assert reader.signed_in() is AS_ADA
+    credentials.viewer = None  # the token expired mid-connection
+    assert await refusal_from(reader.viewer_member()) is Refusal.SIGN_IN
+    assert credentials.asked == 2
