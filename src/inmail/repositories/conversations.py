@@ -90,9 +90,10 @@ def conversation_from_doc(doc: Doc) -> Conversation:
     )
 
 
-_WITHOUT_MESSAGES: Doc = {"messages": 0}
-"""Conversations stored before messages had their own collection may still embed them (until
-the start-up migration moves them): a conversation is never read with them."""
+_AS_RECORD: Doc = {"messages": 0, SENT_UNDER: 0}
+"""What a conversation is read with: not the messages that conversations stored before messages
+had their own collection may still embed (until the start-up migration moves them), nor the
+idempotency record of the send that started it (read only when its key is used again)."""
 
 
 def _to_milliseconds(value: Any) -> Any:
@@ -116,7 +117,7 @@ class ConversationReader(RecordReader[Conversation]):
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
         super().__init__(
-            mongo, session, mongo.c.conversations, conversation_from_doc, _WITHOUT_MESSAGES
+            mongo, session, mongo.c.conversations, conversation_from_doc, _AS_RECORD
         )
 
     async def inmails_sent_by(self, member_id: str) -> list[Conversation]:
@@ -124,7 +125,7 @@ class ConversationReader(RecordReader[Conversation]):
         docs = await self._mongo.find_all(
             self._c,
             {"senderId": member_id, "kind": ConversationKind.INMAIL.value},
-            projection=_WITHOUT_MESSAGES,
+            projection=_AS_RECORD,
             session=self._session,
         )
         return [conversation_from_doc(doc) for doc in docs]
@@ -142,7 +143,7 @@ class ConversationReader(RecordReader[Conversation]):
                 "pairKey": pair_key(a, b),
                 "kind": ConversationKind.DIRECT.value,
             },
-            _WITHOUT_MESSAGES,
+            _AS_RECORD,
             session=self._session,
         )
         return conversation_from_doc(doc) if doc else None
@@ -174,7 +175,7 @@ class ConversationReader(RecordReader[Conversation]):
     ) -> Page[Conversation]:
         query = self._query(which)
         page = await keyset_page(
-            self._mongo, self._c, query, NEWEST_FIRST, first, after, projection=_WITHOUT_MESSAGES
+            self._mongo, self._c, query, NEWEST_FIRST, first, after, projection=_AS_RECORD
         )
         return page.map(conversation_from_doc)
 
