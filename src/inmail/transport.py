@@ -21,7 +21,6 @@ sends after the refusal is kept in memory.
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 from typing import Any
@@ -150,21 +149,20 @@ class CoalescingTransport(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
 
-class _Phase(enum.Enum):
-    """Where a connection is in reading its current request."""
-
-    IDLE = enum.auto()  # between requests: nothing of the next one read yet
-    HEADERS = enum.auto()  # its request line or headers are being read
-    BODY = enum.auto()  # its headers are in, its body is being read
-    READ = enum.auto()  # all of it is in; its response is being made
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: llhttp stops, and uvicorn asks for a 400 (sent as 431)."""
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools (llhttp) protocol with the limits above.
 
-    llhttp keeps a request's headers in memory until they are all in, and sets no bound of its
-    own: the bytes read while a request's headers are incomplete are counted here, and past the
-    limit the request is refused before the next read (so at most one read's worth beyond it).
+    A request's head is counted twice, since llhttp sets no bound of its own: exactly, from the
+    URL and headers its callbacks hand over (a head over the limit is refused however it was
+    split into reads), and by the bytes read while a head is incomplete (llhttp holds a header
+    in memory until it ends: a head that never ends is refused one read past the limit).
+
+    What the connection waits for comes from the parser's callbacks (a request's head, then its
+    body) and from uvicorn's own state (a response being made, requests queued behind it).
     """
 
     def __init__(
@@ -179,11 +177,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timeout: float = getattr(config, "header_timeout", 10.0)
         self.body_timeout: float = getattr(config, "body_timeout", 30.0)
         self.max_connections: int | None = getattr(config, "max_connections", None)
-        self._phase = _Phase.IDLE
-        self._header_bytes = 0
+        self._reading_head = False
+        self._reading_body = False
+        self._head_bytes = 0  # the current head's URL and headers, as the parser handed them
+        self._unparsed_head_bytes = 0  # bytes read since the last head or body ended
+        self._head_too_large = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
-        self._lingering = False
+        self._lingering = False  # refused: the answer is out, the input is discarded
+        self._draining = False  # refused behind a response: that response ends, then the socket
 
     # --- connection life -----------------------------------------------------------------------
 
@@ -210,25 +212,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
+        if self._lingering or self._draining:
             return  # after a refusal nothing the client sends is kept
-        if self._phase in (_Phase.IDLE, _Phase.HEADERS):
-            self._header_bytes += len(data)
+        if not self._reading_body:
+            self._unparsed_head_bytes += len(data)
         super().data_received(data)
-        if (
-            self._phase is _Phase.HEADERS
-            and self._header_bytes > self.max_header_bytes
-            and not self.transport.is_closing()
-        ):
-            log.info("request refused: headers over %d bytes", self.max_header_bytes)
-            self._refuse(
-                _answer(
-                    431,
-                    "Request Header Fields Too Large",
-                    f"Request line and headers over {self.max_header_bytes} bytes.",
-                    "HEADERS_TOO_LARGE",
-                )
-            )
+        if self._lingering or self._draining or self.transport.is_closing():
+            return
+        if self._reading_head and self._unparsed_head_bytes > self.max_header_bytes:
+            self._refuse_head()
             return
         self._track_request_progress()
 
@@ -236,26 +228,51 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_timers()  # the websocket protocol takes over the transport
         super().handle_websocket_upgrade()
 
+    def send_400_response(self, msg: str) -> None:
+        if self._head_too_large:
+            self._refuse_head()
+            return
+        super().send_400_response(msg)
+
     # --- the parser's progress -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._phase = _Phase.HEADERS
+        self._reading_head = True
+        self._head_bytes = 0
         super().on_message_begin()
 
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)  # "name: value\r\n"
+        super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
-        self._phase = _Phase.BODY
-        self._header_bytes = 0
+        self._reading_head, self._reading_body = False, True
+        self._unparsed_head_bytes = 0
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._phase = _Phase.READ
+        self._reading_body = False
+        self._unparsed_head_bytes = 0
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        if self._phase is _Phase.READ:
-            self._phase = _Phase.IDLE
         super().on_response_complete()
         self._track_request_progress()
+
+    def _count_head(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > self.max_header_bytes:
+            self._head_too_large = True
+            raise _HeadTooLarge
+
+    def _answering(self) -> bool:
+        """Whether the app is making a response, or requests wait their turn behind one."""
+        cycle = self.cycle
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     # --- timeouts ------------------------------------------------------------------------------
 
@@ -263,33 +280,38 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self.transport.get_protocol() is not self:
             self._cancel_timers()
             return
-        if self._phase in (_Phase.IDLE, _Phase.HEADERS):
-            # Waiting for a request's headers: bytes of one arrived (keep-alive's own timer
-            # covers the silence before them).
-            if self._header_timer is None and self.timeout_keep_alive_task is None:
-                self._header_timer = self.loop.call_later(
-                    self.header_timeout, self._headers_too_slow
-                )
+        if self.pipeline:
+            # Requests wait behind a response being made, and uvicorn stops reading meanwhile:
+            # nothing is expected of the client until that response is out.
+            self._cancel_timers()
             return
-        self._cancel(self._header_timer)
-        self._header_timer = None
-        if self._phase is _Phase.BODY:
+        if self._reading_body:
+            self._cancel(self._header_timer)
+            self._header_timer = None
             if self._body_timer is None:
                 self._body_timer = self.loop.call_later(self.body_timeout, self._body_too_slow)
-        else:
-            self._cancel(self._body_timer)
-            self._body_timer = None
+            return
+        self._cancel(self._body_timer)
+        self._body_timer = None
+        if self._answering():
+            self._cancel(self._header_timer)
+            self._header_timer = None
+            return
+        # Waiting for a request's head, or bytes of one arrived (keep-alive's own timer covers
+        # the silence before them).
+        if self._header_timer is None and self.timeout_keep_alive_task is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self._phase not in (_Phase.IDLE, _Phase.HEADERS):
+        if self.transport.is_closing() or self._reading_body or self._answering():
             return
         log.info("connection closed: request headers not received within %ss", self.header_timeout)
         self.transport.close()
 
     def _body_too_slow(self) -> None:
         self._body_timer = None
-        if self.transport.is_closing() or self._phase is not _Phase.BODY:
+        if self.transport.is_closing() or not self._reading_body or self.pipeline:
             return
         log.info("request refused: body not received within %ss", self.body_timeout)
         cycle = self.cycle
@@ -319,6 +341,26 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             timer.cancel()
 
     # --- refusing ------------------------------------------------------------------------------
+
+    def _refuse_head(self) -> None:
+        log.info("request refused: headers over %d bytes", self.max_header_bytes)
+        if self._answering():
+            # A response to an earlier request is being made: its bytes must not be cut into.
+            # It is let finish, with whatever waits behind it; nothing more is read, and the
+            # connection closes after the last of them.
+            self._cancel_timers()
+            self._draining = True
+            for cycle in (self.cycle, *(queued for queued, _ in self.pipeline)):
+                cycle.keep_alive = False
+            return
+        self._refuse(
+            _answer(
+                431,
+                "Request Header Fields Too Large",
+                f"Request line and headers over {self.max_header_bytes} bytes.",
+                "HEADERS_TOO_LARGE",
+            )
+        )
 
     def _refuse(self, answer: bytes) -> None:
         """Write the answer, stop sending, discard the rest of the input, close soon."""

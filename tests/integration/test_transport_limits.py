@@ -199,6 +199,37 @@ def test_headers_trickled_in_small_pieces_are_counted_together_and_refused_past_
     assert answer.startswith(b"HTTP/1.1 431 "), (refused_early, answer[:200])
 
 
+def test_a_whole_head_over_the_limit_in_one_write_is_refused_too(server: Served) -> None:
+    sock = server.connect()
+    head = b"GET /healthz HTTP/1.1\r\nHost: inmail\r\nX-Padding: " + b"p" * 70_000
+    sock.sendall(head + b"\r\n\r\n")
+    answer = read_response(sock)
+    sock.close()
+
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+
+
+def test_a_body_sent_after_its_request_was_answered_leaves_the_connection_on_a_timer(
+    server: Served,
+) -> None:
+    """The app may answer before it reads a body (here a 404); the body arriving after that
+    ends the request, and the connection then waits for the next one under the header timeout
+    (2 s here), instead of being held open with no timer at all."""
+    sock = server.connect()
+    sock.sendall(b"POST /no-such-path HTTP/1.1\r\nHost: inmail\r\nContent-Length: 10\r\n\r\n")
+    sock.settimeout(15)
+    first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 404 "), first[:200]
+    sock.sendall(b"0123456789")  # the body, after its answer
+    started = time.monotonic()
+    rest = read_response(sock, timeout=20)
+    waited = time.monotonic() - started
+    sock.close()
+
+    assert rest == b"", rest[:200]
+    assert waited < 15, f"the connection stayed open {waited:.1f} s after its request ended"
+
+
 def test_pipelined_requests_on_one_connection_are_each_answered_in_order(
     server: Served,
 ) -> None:
