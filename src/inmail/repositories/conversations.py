@@ -19,7 +19,7 @@ from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.messages import message_fields, message_from_doc
 from inmail.repositories.mongo import Doc, Mongo, Session
-from inmail.repositories.pages import Page, after_key, keyset_page
+from inmail.repositories.pages import Page, after_key
 from inmail.repositories.records import SENT_UNDER, IdempotencyRecord, sent_under_to_doc
 
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
@@ -116,9 +116,7 @@ class ConversationReader(RecordReader[Conversation]):
     """Conversations as read outside a transaction, or inside one (then from its snapshot)."""
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        super().__init__(
-            mongo, session, mongo.c.conversations, conversation_from_doc, _AS_RECORD
-        )
+        super().__init__(mongo, session, mongo.c.conversations, conversation_from_doc, _AS_RECORD)
 
     async def inmails_sent_by(self, member_id: str) -> list[Conversation]:
         """Every InMail the member sent (for audits)."""
@@ -173,14 +171,10 @@ class ConversationReader(RecordReader[Conversation]):
     async def page(
         self, which: ConversationFilter, first: int, after: str | None
     ) -> Page[Conversation]:
-        query = self._query(which)
-        page = await keyset_page(
-            self._mongo, self._c, query, NEWEST_FIRST, first, after, projection=_AS_RECORD
-        )
-        return page.map(conversation_from_doc)
+        return await self._page(self._query(which), NEWEST_FIRST, first, after)
 
     async def count(self, which: ConversationFilter) -> int:
-        return await self._c.count_documents(self._query(which), session=self._session)
+        return await self._count(self._query(which))
 
     async def reminders_due_after(
         self, now: datetime, *, after: tuple[datetime, str] | None, limit: int
