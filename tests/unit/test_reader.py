@@ -503,38 +503,18 @@ class Credentials:
         return self.viewer
 
 
-def reader_asking(credentials: Credentials, *, fixed: bool) -> Reader:
+def reader_asking(credentials: Credentials) -> Reader:
     return Reader(
-        credentials,
-        Store(),
-        clock=lambda: NOON,
-        plans=DEFAULT_PLAN_TABLE,
-        max_page_size=100,
-        viewer_is_fixed=fixed,
+        credentials, Store(), clock=lambda: NOON, plans=DEFAULT_PLAN_TABLE, max_page_size=100
     )
 
 
-async def test_an_http_callers_sign_in_is_checked_once_and_afresh_once_withdrawn() -> None:
+async def test_the_caller_is_asked_on_every_check_and_a_withdrawn_one_is_refused_at_once() -> None:
     credentials = Credentials(AS_ADA)
-    reader = reader_asking(credentials, fixed=True)
-
-    for _ in range(5):
-        assert reader.signed_in() is AS_ADA
-        assert await reader.member(CHARLES.id) == CHARLES
-    assert credentials.asked == 1
-
-    credentials.viewer = None  # say, the token's member turned out not to exist
-    reader.caller_changed()
-    assert await refusal_from(reader.viewer_member()) is Refusal.SIGN_IN
-    assert await refusal_from(reader.viewer_member()) is Refusal.SIGN_IN
-    assert credentials.asked == 3  # a refusal is never remembered
-
-
-async def test_a_websockets_caller_is_asked_on_every_check() -> None:
-    credentials = Credentials(AS_ADA)
-    reader = reader_asking(credentials, fixed=False)
+    reader = reader_asking(credentials)
 
     assert reader.signed_in() is AS_ADA
-    credentials.viewer = None  # the token expired mid-connection
+    assert await reader.member(CHARLES.id) == CHARLES
+    credentials.viewer = None  # a token that expired mid-connection, or a member that is gone
     assert await refusal_from(reader.viewer_member()) is Refusal.SIGN_IN
-    assert credentials.asked == 2
+    assert credentials.asked == 3

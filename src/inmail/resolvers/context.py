@@ -55,7 +55,6 @@ class Context:
             max_page_size=self.container.settings.max_page_size,
             refuse=refused,
             caller_id=lambda: None if self._viewer is None else self._viewer.member_id,
-            viewer_is_fixed=not isinstance(self.request, WebSocket),
         )
 
     @property
@@ -104,7 +103,6 @@ class Context:
             known.add(member_id)
             return True
         self._viewer, self._refusal = None, UNKNOWN_MEMBER
-        self.reads.caller_changed()
         return False
 
     @property

@@ -183,8 +183,7 @@ class Reader:
     `viewer` is asked on each check (a websocket's caller can lose its token mid-connection);
     `refuse` turns a refusal into the exception the entrypoint's clients understand;
     `caller_id` names the member the credentials are for (checked or not): it decides only
-    what is read together, never what may be seen; `viewer_is_fixed`: the caller cannot change
-    during the reader's life (an HTTP request), so it is checked once.
+    what is read together, never what may be seen.
     """
 
     def __init__(
@@ -197,13 +196,8 @@ class Reader:
         max_page_size: int,
         refuse: Callable[[ReadRefused], Exception] = _keep_refusal,
         caller_id: Callable[[], str | None] = lambda: None,
-        viewer_is_fixed: bool = False,
     ) -> None:
         self._viewer = viewer
-        # An HTTP request's caller cannot change while it runs (a websocket's can: its token
-        # expires), so there the first successful sign-in check answers the rest.
-        self._viewer_is_fixed = viewer_is_fixed
-        self._known_viewer: Viewer | None = None
         self._caller_id = caller_id
         self._store = store
         self._clock = clock
@@ -248,7 +242,6 @@ class Reader:
 
     def clear(self) -> None:
         """Forget what was read: after a write, or before a websocket's next event."""
-        self.caller_changed()
         for loader in _LOADERS:
             self.__dict__.pop(loader, None)
         self._live_lots.clear()
@@ -256,17 +249,12 @@ class Reader:
 
     # Who is asking: the checks every entrypoint shares.
 
-    def caller_changed(self) -> None:
-        """The caller's credentials were withdrawn (or may have changed): check them afresh."""
-        self._known_viewer = None
-
     def signed_in(self) -> Viewer:
-        viewer = self._known_viewer
-        if viewer is None:
-            viewer = self._checked(lambda: access.signed_in(self._viewer()))
-            if self._viewer_is_fixed:
-                self._known_viewer = viewer
-        return viewer
+        # Asked for every record a request shows: written out rather than through `_checked`.
+        try:
+            return access.signed_in(self._viewer())
+        except ReadRefused as refused:
+            raise self._refuse(refused) from None
 
     def acting_member(self) -> str:
         return self._checked(lambda: access.acting_member(self._viewer()))
