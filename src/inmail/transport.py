@@ -156,10 +156,16 @@ class _HeadTooLarge(Exception):
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools (llhttp) protocol with the limits above.
 
-    A request's head is counted twice, since llhttp sets no bound of its own: exactly, from the
-    URL and headers its callbacks hand over (a head over the limit is refused however it was
-    split into reads), and by the bytes read while a head is incomplete (llhttp holds a header
-    in memory until it ends: a head that never ends is refused one read past the limit).
+    A request's head (and a chunked body's trailers) is counted twice, since llhttp sets no
+    bound of its own: exactly, from the URL and headers its callbacks hand over (a head over
+    the limit is refused however it was split into reads), and by the bytes read that are not
+    body (llhttp holds a header in memory until it ends): one that never ends is refused at the
+    first read that finds the count over the limit, so at most one read more is held, and the
+    read timeouts end a request whose bytes stop coming.
+
+    A refusal is written only where it stands alone: when a response is being made on the
+    connection (other than to the request being read, not yet begun), the connection is closed
+    instead, so that no answer is cut into another.
 
     What the connection waits for comes from the parser's callbacks (a request's head, then its
     body) and from uvicorn's own state (a response being made, requests queued behind it).
@@ -179,13 +185,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.max_connections: int | None = getattr(config, "max_connections", None)
         self._reading_head = False
         self._reading_body = False
-        self._head_bytes = 0  # the current head's URL and headers, as the parser handed them
-        self._unparsed_head_bytes = 0  # bytes read since the last head or body ended
+        self._head_bytes = 0  # the current head's (or trailers') URL and headers, as handed over
+        self._unparsed_bytes = 0  # bytes read and not body since a head, chunk or message ended
         self._head_too_large = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._lingering = False  # refused: the answer is out, the input is discarded
-        self._draining = False  # refused behind a response: that response ends, then the socket
 
     # --- connection life -----------------------------------------------------------------------
 
@@ -212,14 +217,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering or self._draining:
+        if self._lingering:
             return  # after a refusal nothing the client sends is kept
-        if not self._reading_body:
-            self._unparsed_head_bytes += len(data)
+        self._unparsed_bytes += len(data)
         super().data_received(data)
-        if self._lingering or self._draining or self.transport.is_closing():
+        if self._lingering or self.transport.is_closing():
             return
-        if self._reading_head and self._unparsed_head_bytes > self.max_header_bytes:
+        if (self._reading_head or self._reading_body) and (
+            self._unparsed_bytes > self.max_header_bytes
+        ):
             self._refuse_head()
             return
         self._track_request_progress()
@@ -231,8 +237,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._head_too_large:
             self._refuse_head()
-            return
-        super().send_400_response(msg)
+        elif self._clear_for_refusal():
+            super().send_400_response(msg)
 
     # --- the parser's progress -----------------------------------------------------------------
 
@@ -251,12 +257,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading_head, self._reading_body = False, True
-        self._unparsed_head_bytes = 0
+        self._head_bytes = self._unparsed_bytes = 0
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._unparsed_bytes -= len(body)
+        super().on_body(body)
+
+    def on_chunk_header(self) -> None:
+        self._unparsed_bytes = 0
 
     def on_message_complete(self) -> None:
         self._reading_body = False
-        self._unparsed_head_bytes = 0
+        self._unparsed_bytes = 0
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -273,6 +286,27 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         """Whether the app is making a response, or requests wait their turn behind one."""
         cycle = self.cycle
         return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
+
+    def _clear_for_refusal(self) -> bool:
+        """Make way for a refusal; False if it would not stand alone, and the connection was
+        closed instead.
+
+        It stands alone when no response is being made, or when the only one is to the request
+        being read and has not begun (its app is then told the client is gone, and answers no
+        one).
+        """
+        cycle = self.cycle
+        reading_this = self._reading_body and cycle is not None and not self.pipeline
+        if reading_this and not cycle.response_started:
+            cycle.disconnected = True
+            cycle.message_event.set()
+            return True
+        if not self._answering():
+            return True
+        log.info("connection closed: a refusal would cut into a response being made")
+        self._cancel_timers()
+        self.transport.close()
+        return False
 
     # --- timeouts ------------------------------------------------------------------------------
 
@@ -314,11 +348,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or not self._reading_body or self.pipeline:
             return
         log.info("request refused: body not received within %ss", self.body_timeout)
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_started:
-            # The application is still reading: it learns the client is gone, and answers no one.
-            cycle.disconnected = True
-            cycle.message_event.set()
+        if self._clear_for_refusal():
             self._refuse(
                 _answer(
                     408,
@@ -327,8 +357,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                     "REQUEST_TIMEOUT",
                 )
             )
-        else:
-            self.transport.close()
 
     def _cancel_timers(self) -> None:
         self._cancel(self._header_timer)
@@ -344,14 +372,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse_head(self) -> None:
         log.info("request refused: headers over %d bytes", self.max_header_bytes)
-        if self._answering():
-            # A response to an earlier request is being made: its bytes must not be cut into.
-            # It is let finish, with whatever waits behind it; nothing more is read, and the
-            # connection closes after the last of them.
-            self._cancel_timers()
-            self._draining = True
-            for cycle in (self.cycle, *(queued for queued, _ in self.pipeline)):
-                cycle.keep_alive = False
+        if not self._clear_for_refusal():
             return
         self._refuse(
             _answer(

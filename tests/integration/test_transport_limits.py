@@ -209,6 +209,38 @@ def test_a_whole_head_over_the_limit_in_one_write_is_refused_too(server: Served)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
 
 
+@pytest.mark.parametrize("ended", [True, False], ids=["whole", "never-ending"])
+def test_trailers_over_the_limit_after_a_chunked_body_are_refused(
+    server: Served, ended: bool
+) -> None:
+    """Trailer headers are held in memory like a head's, until each ends: they are held to the
+    same limit, and the app waiting for the body hears the client is gone. A trailer that never
+    ends is refused at the first read that finds it over the limit, or, when its bytes came in
+    the same read as the chunk before it and nothing follows, by the body timeout (2 s here):
+    either way within one read of the limit in memory, and in bounded time."""
+    sock = server.connect()
+    sock.sendall(
+        b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Trailer: "
+    )
+    refused_early = False
+    try:
+        for _ in range(100):  # 100 KiB of one trailer's value, in 1 KiB writes
+            sock.sendall(b"t" * 1024)
+        if ended:
+            sock.sendall(b"\r\n\r\n")
+    except OSError:
+        refused_early = True  # the server closed after answering: also a refusal
+    started = time.monotonic()
+    answer = read_response(sock)
+    waited = time.monotonic() - started
+    sock.close()
+
+    refusals = (b"HTTP/1.1 431 ",) if ended else (b"HTTP/1.1 431 ", b"HTTP/1.1 408 ")
+    assert answer.startswith(refusals), (refused_early, answer[:200])
+    assert waited < 10, f"the refusal came after {waited:.1f} s"
+
+
 def test_a_body_sent_after_its_request_was_answered_leaves_the_connection_on_a_timer(
     server: Served,
 ) -> None:
