@@ -256,9 +256,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._reading_head, self._reading_body = False, True
         self._head_bytes = self._unparsed_bytes = 0
         super().on_headers_complete()
+        # Only now: a head uvicorn refuses (a bad URL) raises above, and the cycle at hand is
+        # then still an earlier request's, not this one's.
+        self._reading_head, self._reading_body = False, True
 
     def on_body(self, body: bytes) -> None:
         self._unparsed_bytes -= len(body)

@@ -262,6 +262,21 @@ def test_a_body_sent_after_its_request_was_answered_leaves_the_connection_on_a_t
     assert waited < 15, f"the connection stayed open {waited:.1f} s after its request ended"
 
 
+def test_a_bad_request_behind_one_not_yet_answered_never_takes_its_answer(server: Served) -> None:
+    """A request uvicorn refuses (a port over 65535) behind one still to be answered: a 400
+    written now would read as the first request's answer, so the connection is closed."""
+    sock = server.connect()
+    sock.sendall(
+        b"GET /healthz HTTP/1.1\r\nHost: inmail\r\n\r\n"
+        b"GET http://inmail:99999/ HTTP/1.1\r\nHost: inmail\r\n\r\n"
+    )
+    answer = read_response(sock)
+    sock.close()
+
+    assert not answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
 def test_pipelined_requests_on_one_connection_are_each_answered_in_order(
     server: Served,
 ) -> None:
