@@ -118,6 +118,13 @@ def _raised_reasons() -> list[tuple[str, Reason, frozenset[str]]]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
                 continue
+            if node.func.id == "whole_number_within":
+                # The range rule raises its reason with the range it was given.
+                (reason,) = [k.value for k in node.keywords if k.arg == "reason"]
+                where = f"{path.relative_to(SRC)}:{node.lineno}"
+                assert isinstance(reason, ast.Attribute), f"{where}: reason not named"
+                found.append((where, Reason[reason.attr], frozenset({"minimum", "maximum"})))
+                continue
             at = {"DomainError": 1, "RateLimited": 0, "Refusal": 1}.get(node.func.id)
             if at is None or len(node.args) <= at:
                 continue

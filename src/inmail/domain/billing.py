@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from inmail.domain.errors import DomainError, ErrorCode, Reason
+from inmail.domain.errors import DomainError, ErrorCode, Reason, whole_number_within
 
 ANCHOR_DAY_MIN = 1
 ANCHOR_DAY_MAX = 31
@@ -23,15 +23,13 @@ _ASCII_DIGITS = frozenset("0123456789")
 
 
 def validate_anchor_day(day: int) -> int:
-    if isinstance(day, bool) or not ANCHOR_DAY_MIN <= day <= ANCHOR_DAY_MAX:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            Reason.BILLING_DAY_OUT_OF_RANGE,
-            "billingDay",
-            minimum=ANCHOR_DAY_MIN,
-            maximum=ANCHOR_DAY_MAX,
-        )
-    return day
+    return whole_number_within(
+        day,
+        ANCHOR_DAY_MIN,
+        ANCHOR_DAY_MAX,
+        reason=Reason.BILLING_DAY_OUT_OF_RANGE,
+        field="billingDay",
+    )
 
 
 def cycle_start_in_month(year: int, month: int, anchor_day: int) -> datetime:
@@ -86,14 +84,9 @@ def validate_payment_method(brand: str, last4: str, exp_month: int, exp_year: in
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.LAST4_NOT_FOUR_DIGITS, "last4")
     if isinstance(exp_month, bool) or not 1 <= exp_month <= 12:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.EXP_MONTH_OUT_OF_RANGE, "expMonth")
-    if isinstance(exp_year, bool) or not EXP_YEAR_MIN <= exp_year <= EXP_YEAR_MAX:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            Reason.EXP_YEAR_OUT_OF_RANGE,
-            "expYear",
-            minimum=EXP_YEAR_MIN,
-            maximum=EXP_YEAR_MAX,
-        )
+    whole_number_within(
+        exp_year, EXP_YEAR_MIN, EXP_YEAR_MAX, reason=Reason.EXP_YEAR_OUT_OF_RANGE, field="expYear"
+    )
     return PaymentMethod(brand=brand, last4=last4, exp_month=exp_month, exp_year=exp_year)
 
 

@@ -124,3 +124,15 @@ class RateLimited(DomainError):
     def __init__(self, reason: Reason, retry_after_seconds: int, /, **data: ErrorData) -> None:
         super().__init__(ErrorCode.RATE_LIMITED, reason, None, **data)
         self.retry_after_seconds = retry_after_seconds
+
+
+def whole_number_within(
+    value: int, minimum: int, maximum: int, /, reason: Reason, field: str
+) -> int:
+    """`value` when it is a whole number from `minimum` to `maximum`; refused with the range else.
+
+    A bool is an int to Python but never a number to a client, so it is refused too.
+    """
+    if isinstance(value, bool) or not minimum <= value <= maximum:
+        raise DomainError(ErrorCode.INVALID_INPUT, reason, field, minimum=minimum, maximum=maximum)
+    return value

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
 
-from inmail.domain.errors import DomainError, ErrorCode, Reason
+from inmail.domain.errors import Reason, whole_number_within
 from inmail.domain.money import Money
 
 LEGACY_ALLOTMENT_MIN = 1
@@ -155,15 +155,13 @@ def plan_table_from_overrides(
 
 
 def validate_legacy_allotment(value: int) -> int:
-    if isinstance(value, bool) or not LEGACY_ALLOTMENT_MIN <= value <= LEGACY_ALLOTMENT_MAX:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            Reason.ALLOTMENT_OUT_OF_RANGE,
-            "monthlyAllotment",
-            minimum=LEGACY_ALLOTMENT_MIN,
-            maximum=LEGACY_ALLOTMENT_MAX,
-        )
-    return value
+    return whole_number_within(
+        value,
+        LEGACY_ALLOTMENT_MIN,
+        LEGACY_ALLOTMENT_MAX,
+        reason=Reason.ALLOTMENT_OUT_OF_RANGE,
+        field="monthlyAllotment",
+    )
 
 
 def _plan_named(name: str) -> PlanType:
