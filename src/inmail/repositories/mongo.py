@@ -100,6 +100,18 @@ _AWAITING = {"state": "AWAITING_RESPONSE"}
 _DIRECT = {"kind": "DIRECT"}
 _EVENT = {"kind": "CONVERSATION_EVENT"}  # repositories/notifications.py EVENT_KIND
 
+
+def _newest_first(
+    owner: str, time: str, name: str, *, partial: Mapping[str, Any] | None = None
+) -> IndexModel:
+    """The index of a keyset page (repositories/pages.py) of one owner's documents, newest
+    first, with the id breaking ties between documents of the same time."""
+    keys = [(owner, ASCENDING), (time, DESCENDING), ("_id", DESCENDING)]
+    if partial is None:
+        return IndexModel(keys, name=name)
+    return IndexModel(keys, partialFilterExpression=partial, name=name)
+
+
 INDEXES: Mapping[str, Sequence[IndexModel]] = {
     "members": [
         IndexModel(
@@ -112,10 +124,7 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             [("memberId", ASCENDING), ("status", ASCENDING), ("expiresAt", ASCENDING)],
             name="member_spendable",
         ),
-        IndexModel(
-            [("memberId", ASCENDING), ("grantedAt", DESCENDING), ("_id", DESCENDING)],
-            name="member_newest",
-        ),
+        _newest_first("memberId", "grantedAt", "member_newest"),
         IndexModel([("status", ASCENDING), ("expiresAt", ASCENDING)], name="expiry_due"),
     ],
     "ledger": [
@@ -143,14 +152,8 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             partialFilterExpression={"sentUnder.key": {"$exists": True}},
             name="send_key_once",
         ),
-        IndexModel(
-            [("senderId", ASCENDING), ("sentAt", DESCENDING), ("_id", DESCENDING)],
-            name="sender_newest",
-        ),
-        IndexModel(
-            [("recipientId", ASCENDING), ("sentAt", DESCENDING), ("_id", DESCENDING)],
-            name="recipient_newest",
-        ),
+        _newest_first("senderId", "sentAt", "sender_newest"),
+        _newest_first("recipientId", "sentAt", "recipient_newest"),
         # One direct thread per pair of members. It leads with the shard key (README,
         # Sharding): a direct thread is stored under the pair's smaller id as its senderId.
         IndexModel(
@@ -160,16 +163,8 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             name="one_direct_per_sender_pair",
         ),
         # The SENT and RECEIVED lists' direct threads, by who started them.
-        IndexModel(
-            [("startedBy", ASCENDING), ("sentAt", DESCENDING), ("_id", DESCENDING)],
-            partialFilterExpression=_DIRECT,
-            name="direct_started_by_newest",
-        ),
-        IndexModel(
-            [("startedWith", ASCENDING), ("sentAt", DESCENDING), ("_id", DESCENDING)],
-            partialFilterExpression=_DIRECT,
-            name="direct_started_with_newest",
-        ),
+        _newest_first("startedBy", "sentAt", "direct_started_by_newest", partial=_DIRECT),
+        _newest_first("startedWith", "sentAt", "direct_started_with_newest", partial=_DIRECT),
         # An InMail's first message, kept in the conversation, found by its id (a node).
         IndexModel(
             [("first._id", ASCENDING)],
@@ -203,10 +198,7 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel(
             [("kind", ASCENDING), ("eventKey", ASCENDING)], unique=True, name="one_per_event"
         ),
-        IndexModel(
-            [("memberId", ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)],
-            name="member_newest_keyset",
-        ),
+        _newest_first("memberId", "at", "member_newest_keyset"),
         IndexModel(
             [("memberId", ASCENDING), ("readAt", ASCENDING), ("at", DESCENDING)],
             name="member_unread",
