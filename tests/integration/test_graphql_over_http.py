@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -219,15 +220,26 @@ async def test_a_response_carries_the_negotiated_content_type(
 # --- Requests that never ran: 400 in graphql-response+json, 200 in application/json ------------
 
 
+@dataclass(frozen=True)
+class NeverRan:
+    """A request that never runs, and the code its error carries, if any."""
+
+    body: dict[str, Any]
+    code: str | None
+
+    async def post(self, api: Api, accept: dict[str, str]) -> httpx.Response:
+        return await api.client.post("/graphql", json=self.body, headers=accept)
+
+
 NEVER_RAN = {
-    "a document that does not parse": ({"query": "{ now"}, None),
-    "a document that does not validate": ({"query": "{ nowAndForever }"}, None),
-    "variables that do not coerce": ({"query": COMPOSE, "variables": {"to": None}}, None),
-    "too many aliases": (
+    "a document that does not parse": NeverRan({"query": "{ now"}, None),
+    "a document that does not validate": NeverRan({"query": "{ nowAndForever }"}, None),
+    "variables that do not coerce": NeverRan({"query": COMPOSE, "variables": {"to": None}}, None),
+    "too many aliases": NeverRan(
         {"query": "{ " + " ".join(f"a{i}: now" for i in range(40)) + " }"},
         "TOO_MANY_ALIASES",
     ),
-    "a query over the cost limit": (
+    "a query over the cost limit": NeverRan(
         {
             "query": "{ viewer { conversations(first: 100) { nodes { sender { "
             "conversations(first: 100) { nodes { sender { conversations(first: 100) "
@@ -235,7 +247,7 @@ NEVER_RAN = {
         },
         "QUERY_TOO_COSTLY",
     ),
-    "a subscription over HTTP": (
+    "a subscription over HTTP": NeverRan(
         {"query": "subscription { balanceChanged { __typename } }"},
         "BAD_REQUEST",
     ),
@@ -243,17 +255,15 @@ NEVER_RAN = {
 
 
 @pytest.fixture(params=list(NEVER_RAN.values()), ids=list(NEVER_RAN))
-def never_ran(request: pytest.FixtureRequest) -> tuple[dict[str, Any], str | None]:
-    """A request that never runs, and the code its error carries, if any."""
-    request_and_code: tuple[dict[str, Any], str | None] = request.param
-    return request_and_code
+def never_ran(request: pytest.FixtureRequest) -> NeverRan:
+    case: NeverRan = request.param
+    return case
 
 
 async def test_a_request_that_never_ran_is_a_400_without_data_for_graphql_response_json(
-    api: Api, never_ran: tuple[dict[str, Any], str | None]
+    api: Api, never_ran: NeverRan
 ) -> None:
-    body, code = never_ran
-    response = await api.client.post("/graphql", json=body, headers=WANTS_GRAPHQL_RESPONSE)
+    response = await never_ran.post(api, WANTS_GRAPHQL_RESPONSE)
 
     assert response.status_code == 400, response.text
     assert response.headers["content-type"] == f"{GRAPHQL_RESPONSE}; charset=utf-8"
@@ -261,21 +271,20 @@ async def test_a_request_that_never_ran_is_a_400_without_data_for_graphql_respon
     assert "data" not in answer
     assert answer["errors"]
     assert all(error["message"] for error in answer["errors"])
-    assert graphql_error_codes(answer) == [code], answer
+    assert graphql_error_codes(answer) == [never_ran.code], answer
     assert response.headers["x-request-id"]
 
 
 async def test_a_request_that_never_ran_stays_a_200_with_null_data_for_application_json(
-    api: Api, never_ran: tuple[dict[str, Any], str | None]
+    api: Api, never_ran: NeverRan
 ) -> None:
-    body, code = never_ran
-    response = await api.client.post("/graphql", json=body, headers=LEGACY)
+    response = await never_ran.post(api, LEGACY)
 
     assert response.status_code == 200, response.text
     assert media_type(response) == "application/json"
     answer = response.json()
     assert answer["data"] is None
-    assert graphql_error_codes(answer) == [code], answer
+    assert graphql_error_codes(answer) == [never_ran.code], answer
 
 
 async def test_a_field_error_keeps_200_and_its_data_for_graphql_response_json(api: Api) -> None:
