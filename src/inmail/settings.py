@@ -130,7 +130,8 @@ def _origins(raw: str) -> tuple[str, ...]:
 @dataclass(frozen=True, slots=True)
 class Setting:
     """One environment variable: its documented default (parsed, it is the field's default),
-    what it accepts, what it does, how it is read, and its value when unset with no default."""
+    what it accepts, what it does, how it is read, and its value when unset with no default
+    (False instead in production, for a switch `off_in_production`)."""
 
     name: str
     default: str | None
@@ -138,6 +139,7 @@ class Setting:
     help: str
     parse: Callable[[str], object] = str
     unset: object = None
+    off_in_production: bool = False
 
 
 @overload
@@ -166,6 +168,21 @@ def setting(
 
 
 _SETTING = "setting"
+
+
+def _development_switch(name: str, help: str) -> bool:
+    """A field of `Settings` that is on in development and off in production unless set either
+    way: for what helps a developer but tells a stranger about the service."""
+    spec = Setting(
+        name,
+        None,
+        "true | false",
+        f"{help}; unset: on in development, off in production",
+        _bool,
+        unset=True,
+        off_in_production=True,
+    )
+    return field(default=True, metadata={_SETTING: spec})
 
 
 def _choice(*options: str) -> Callable[[str], str]:
@@ -343,22 +360,8 @@ class Settings:
         "largest `first` of a connection",
         _int_range(1, 100),
     )
-    introspection: bool = setting(
-        "INMAIL_INTROSPECTION",
-        None,
-        "true | false",
-        "allow schema introspection; unset: on in development, off in production",
-        _bool,
-        unset=True,
-    )
-    graphiql: bool = setting(
-        "INMAIL_GRAPHIQL",
-        None,
-        "true | false",
-        "serve GraphiQL on GET /graphql; unset: on in development, off in production",
-        _bool,
-        unset=True,
-    )
+    introspection: bool = _development_switch("INMAIL_INTROSPECTION", "allow schema introspection")
+    graphiql: bool = _development_switch("INMAIL_GRAPHIQL", "serve GraphiQL on GET /graphql")
     allowed_origins: tuple[str, ...] = setting(
         "INMAIL_ALLOWED_ORIGINS",
         "*",
@@ -380,13 +383,8 @@ class Settings:
         "keep-alive ping interval on websockets",
         _positive_float,
     )
-    suggestions: bool = setting(
-        "INMAIL_SUGGESTIONS",
-        None,
-        "true | false",
-        '"Did you mean ...?" in GraphQL errors; unset: on in development, off in production',
-        _bool,
-        unset=True,
+    suggestions: bool = _development_switch(
+        "INMAIL_SUGGESTIONS", '"Did you mean ...?" in GraphQL errors'
     )
     max_header_bytes: int = setting(
         "INMAIL_MAX_HEADER_BYTES",
@@ -534,9 +532,10 @@ class Settings:
             )
         values: dict[str, Any] = {f.name: _read(environ, f.metadata[_SETTING]) for f in fields(cls)}
         if values["env"] == "production":
-            for name in _CLOSED_IN_PRODUCTION:
-                if not environ.get(_setting_of(name).name, "").strip():
-                    values[name] = False
+            for f in fields(cls):
+                spec: Setting = f.metadata[_SETTING]
+                if spec.off_in_production and not environ.get(spec.name, "").strip():
+                    values[f.name] = False
         settings = cls(**values)
         if settings.is_production:
             if settings.jwt_secret is None:
@@ -557,14 +556,6 @@ class Settings:
 SETTINGS: tuple[Setting, ...] = tuple(f.metadata[_SETTING] for f in fields(Settings))
 
 _BY_NAME = {s.name: s for s in SETTINGS}
-
-# Switches that are on in development and off in production unless set either way.
-_CLOSED_IN_PRODUCTION = ("introspection", "graphiql", "suggestions")
-
-
-def _setting_of(field_name: str) -> Setting:
-    spec: Setting = next(f.metadata[_SETTING] for f in fields(Settings) if f.name == field_name)
-    return spec
 
 
 def _read(environ: Mapping[str, str], spec: Setting) -> object:
