@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import strawberry
 from strawberry.types.nodes import SelectedField, Selection
@@ -37,6 +37,7 @@ __all__ = ["GraphInfo"]
 N = TypeVar("N")
 R = TypeVar("R")
 T = TypeVar("T")
+Rec = TypeVar("Rec")
 
 
 _INIT_FIELDS: dict[type, tuple[str, ...]] = {}
@@ -84,6 +85,18 @@ def _selected_names(selections: Sequence[Selection]) -> set[str]:
 @strawberry.interface(description="An object with a global id: fetch any of them with Query.node.")
 class Node:
     id: strawberry.ID
+
+
+@strawberry.type
+class _RecordNode(Node, Generic[Rec]):
+    """A node that keeps the whole domain record it was mapped from: its fields that read
+    further (links, lists) start from that record."""
+
+    _record: strawberry.Private[Rec]
+
+    @classmethod
+    def from_domain(cls, record: Rec) -> Self:
+        return _mapped(cls, record, _record=record)
 
 
 @strawberry.type
@@ -265,7 +278,7 @@ class Connection(Generic[N]):
 
 
 @strawberry.type
-class LedgerEntry(Node):
+class LedgerEntry(_RecordNode[model.LedgerEntry]):
     id: strawberry.ID
     at: datetime
     kind: LedgerEntryKind
@@ -274,33 +287,23 @@ class LedgerEntry(Node):
     requested: int | None = strawberry.field(
         description="For a grant: what it would have been before the cap clamped it."
     )
-    _entry: strawberry.Private[model.LedgerEntry]
-
-    @classmethod
-    def from_domain(cls, entry: model.LedgerEntry) -> LedgerEntry:
-        return _mapped(cls, entry, _entry=entry)
 
     @strawberry.field
     async def lot(self, info: GraphInfo) -> CreditLot | None:
-        return await _linked(self._entry.lot_id, reads(info).lot, CreditLot.from_domain)
+        return await _linked(self._record.lot_id, reads(info).lot, CreditLot.from_domain)
 
     @strawberry.field
     async def conversation(self, info: GraphInfo) -> Conversation | None:
         return await _linked(
-            self._entry.conversation_id, reads(info).conversation, Conversation.from_domain
+            self._record.conversation_id, reads(info).conversation, Conversation.from_domain
         )
 
 
 @strawberry.type
-class Member(Node):
+class Member(_RecordNode[model.Member]):
     id: strawberry.ID
     name: str
     headline: str | None
-    _m: strawberry.Private[model.Member]
-
-    @classmethod
-    def from_domain(cls, member: model.Member) -> Member:
-        return _mapped(cls, member, _m=member)
 
     @classmethod
     async def load(cls, info: GraphInfo, member_id: str) -> Member:
@@ -317,20 +320,20 @@ class Member(Node):
 
     @strawberry.field
     def plan(self, info: GraphInfo) -> Plan:
-        return Plan.from_domain(self._m.policy(reads(info).plans))
+        return Plan.from_domain(self._record.policy(reads(info).plans))
 
     @strawberry.field(description="Whether this member is a 1st-degree connection of the viewer.")
     def is_connection(self, info: GraphInfo) -> bool:
-        return reads(info).is_connection(self._m)
+        return reads(info).is_connection(self._record)
 
     @strawberry.field(description="The fields below are visible to the member and to admins only.")
     async def subscription(self, info: GraphInfo) -> PremiumSubscription | None:
         r = reads(info)
-        return PremiumSubscription.from_domain(await r.current(self._m), r.plans, r.now())
+        return PremiumSubscription.from_domain(await r.current(self._record), r.plans, r.now())
 
     @strawberry.field(description="Credits left now: what the InMail compose window shows.")
     async def inmail_balance(self, info: GraphInfo) -> int | None:
-        return await reads(info).balance(self._m.id)
+        return await reads(info).balance(self._record.id)
 
     @strawberry.field
     async def credit_lots(
@@ -340,14 +343,14 @@ class Member(Node):
         first: int | None = 20,
         after: str | None = None,
     ) -> Connection[CreditLot] | None:
-        listing = await reads(info).credit_lots(self._m.id, status, first, after)
+        listing = await reads(info).credit_lots(self._record.id, status, first, after)
         return Connection.build(listing, CreditLot.from_domain)
 
     @strawberry.field
     async def ledger(
         self, info: GraphInfo, first: int | None = 20, after: str | None = None
     ) -> Connection[LedgerEntry] | None:
-        listing = await reads(info).ledger(self._m.id, first, after)
+        listing = await reads(info).ledger(self._record.id, first, after)
         return Connection.build(listing, LedgerEntry.from_domain)
 
     @strawberry.field
@@ -360,7 +363,7 @@ class Member(Node):
         after: str | None = None,
     ) -> Connection[Conversation] | None:
         r = reads(info)
-        which = ConversationFilter(self._m.id, state, role)
+        which = ConversationFilter(self._record.id, state, role)
         listing = await r.conversations(which, first, after)
         asked = _selected_names(info.selected_fields)
         parties = not asked.isdisjoint(("sender", "recipient"))
@@ -377,13 +380,13 @@ class Member(Node):
         first: int | None = 20,
         after: str | None = None,
     ) -> Connection[Notification] | None:
-        return await notification_connection(info, self._m.id, bool(unread_only), first, after)
+        return await notification_connection(info, self._record.id, bool(unread_only), first, after)
 
     @strawberry.field(description="Credits bought, newest first.")
     async def purchases(
         self, info: GraphInfo, first: int | None = 20, after: str | None = None
     ) -> Connection[Purchase] | None:
-        listing = await reads(info).purchases(self._m.id, first, after)
+        listing = await reads(info).purchases(self._record.id, first, after)
         return Connection.build(listing, Purchase.from_domain)
 
 
@@ -404,7 +407,7 @@ class Message(Node):
 
 
 @strawberry.type
-class Conversation(Node):
+class Conversation(_RecordNode[model.Conversation]):
     id: strawberry.ID
     kind: ConversationKind
     subject: str
@@ -414,40 +417,35 @@ class Conversation(Node):
     response: InMailResponse | None
     credited_back: bool
     reminder_sent_at: datetime | None
-    _c: strawberry.Private[model.Conversation]
-
-    @classmethod
-    def from_domain(cls, c: model.Conversation) -> Conversation:
-        return _mapped(cls, c, _c=c)
 
     # Sender, recipient and messages answer at once when the page that listed the
     # conversation read them ahead (`Member.conversations`), and wait for their read if not.
 
     @strawberry.field(graphql_type=Member)
     def sender(self, info: GraphInfo) -> Member | Awaitable[Member]:
-        return Member.known_or_load(info, self._c.sender_id)
+        return Member.known_or_load(info, self._record.sender_id)
 
     @strawberry.field(graphql_type=Member)
     def recipient(self, info: GraphInfo) -> Member | Awaitable[Member]:
-        return Member.known_or_load(info, self._c.recipient_id)
+        return Member.known_or_load(info, self._record.recipient_id)
 
     @strawberry.field(
         description="The latest 100 messages, oldest first.", graphql_type=list[Message]
     )
     def messages(self, info: GraphInfo) -> list[Message] | Awaitable[list[Message]]:
-        known = reads(info).known_latest_messages(self._c)
+        known = reads(info).known_latest_messages(self._record)
         if known is not None:
             return [Message.from_domain(m) for m in known]
         return self._latest_messages(info)
 
     async def _latest_messages(self, info: GraphInfo) -> list[Message]:
-        return [Message.from_domain(m) for m in await reads(info).latest_messages(self._c)]
+        return [Message.from_domain(m) for m in await reads(info).latest_messages(self._record)]
 
     @strawberry.field(description="Every message, oldest first.")
     async def message_connection(
         self, info: GraphInfo, first: int | None = 20, after: str | None = None
     ) -> Connection[Message]:
-        listing = await reads(info).messages(self._c, first, after)
+        listing = await reads(info).messages(self._record, first, after)
         return Connection.build(listing, Message.from_domain)
 
 
@@ -471,30 +469,25 @@ class BalanceUpdate:
 
 
 @strawberry.type(description="A record of one event for one member (SPEC 5a).")
-class Notification(Node):
+class Notification(_RecordNode[notifications.Notification]):
     id: strawberry.ID
     kind: NotificationKind
     at: datetime
     read_at: datetime | None
-    _n: strawberry.Private[notifications.Notification]
-
-    @classmethod
-    def from_domain(cls, n: notifications.Notification) -> Notification:
-        return _mapped(cls, n, _n=n)
 
     @strawberry.field
     async def conversation(self, info: GraphInfo) -> Conversation | None:
         return await _linked(
-            self._n.conversation_id, reads(info).conversation, Conversation.from_domain
+            self._record.conversation_id, reads(info).conversation, Conversation.from_domain
         )
 
     @strawberry.field
     async def lot(self, info: GraphInfo) -> CreditLot | None:
-        return await _linked(self._n.lot_id, reads(info).lot, CreditLot.from_domain)
+        return await _linked(self._record.lot_id, reads(info).lot, CreditLot.from_domain)
 
     @strawberry.field
     async def purchase(self, info: GraphInfo) -> Purchase | None:
-        return await _linked(self._n.purchase_id, reads(info).purchase, Purchase.from_domain)
+        return await _linked(self._record.purchase_id, reads(info).purchase, Purchase.from_domain)
 
 
 def node_from_domain(record: NodeRecord) -> Node:
