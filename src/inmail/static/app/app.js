@@ -265,22 +265,35 @@ function stateOf(conversation) {
   return el("span", { class: "state", "data-field": "state", "data-state": conversation.state }, conversation.state + response);
 }
 
-async function loadInbox() {
-  const nodes = await conversations("RECEIVED");
-  $("inbox").replaceChildren(
-    ...nodes.map((c) =>
-      el(
-        "li",
-        { "data-testid": "inbox-item", "data-conversation-id": c.id, "data-state": c.state },
-        el("div", {}, el("strong", { "data-field": "subject" }, c.subject), " from ",
-          el("span", { "data-field": "sender" }, c.sender.name), " ", stateOf(c),
-          el("span", { class: "muted" }, " ", when(c.sentAt))),
-        messagesOf(c),
-        c.kind === "INMAIL" && c.state === "AWAITING_RESPONSE" ? responder(c) : null
-      )
-    )
+// A box lists the viewer's conversations in one role, each drawn by `item`.
+async function showBox(listId, role, item) {
+  const nodes = await conversations(role);
+  $(listId).replaceChildren(...nodes.map((c) => item(c)));
+  if (!nodes.length) $(listId).append(el("li", { class: "muted" }, "Nothing yet."));
+}
+
+// One conversation in a box: its subject, the other party (the inbox names the sender, the
+// sent box the recipient), its state, a note, its messages and what the viewer may do next.
+function conversationItem(c, { testid, party, note, actions }) {
+  return el(
+    "li",
+    { "data-testid": testid, "data-conversation-id": c.id, "data-state": c.state },
+    el("div", {}, el("strong", { "data-field": "subject" }, c.subject), party === "sender" ? " from " : " to ",
+      el("span", { "data-field": party }, c[party].name), " ", stateOf(c), note),
+    messagesOf(c),
+    actions
   );
-  if (!nodes.length) $("inbox").append(el("li", { class: "muted" }, "Nothing yet."));
+}
+
+async function loadInbox() {
+  await showBox("inbox", "RECEIVED", (c) =>
+    conversationItem(c, {
+      testid: "inbox-item",
+      party: "sender",
+      note: el("span", { class: "muted" }, " ", when(c.sentAt)),
+      actions: c.kind === "INMAIL" && c.state === "AWAITING_RESPONSE" ? responder(c) : null,
+    })
+  );
 }
 
 function responder(conversation) {
@@ -318,20 +331,13 @@ function responder(conversation) {
 }
 
 async function loadSent() {
-  const nodes = await conversations("SENT");
-  $("sent").replaceChildren(
-    ...nodes.map((c) =>
-      el(
-        "li",
-        { "data-testid": "sent-item", "data-conversation-id": c.id, "data-state": c.state },
-        el("div", {}, el("strong", { "data-field": "subject" }, c.subject), " to ",
-          el("span", { "data-field": "recipient" }, c.recipient.name), " ", stateOf(c),
-          c.creditedBack ? el("span", { "data-field": "credited-back" }, " credit returned") : null),
-        messagesOf(c)
-      )
-    )
+  await showBox("sent", "SENT", (c) =>
+    conversationItem(c, {
+      testid: "sent-item",
+      party: "recipient",
+      note: c.creditedBack ? el("span", { "data-field": "credited-back" }, " credit returned") : null,
+    })
   );
-  if (!nodes.length) $("sent").append(el("li", { class: "muted" }, "Nothing yet."));
 }
 
 // Notifications.
