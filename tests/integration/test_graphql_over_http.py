@@ -516,3 +516,16 @@ async def test_a_masked_failure_before_execution_is_a_500_not_the_clients_fault(
     assert media_type(response) == headers["Accept"]
     assert response.json()["errors"][0]["message"] == "Unexpected error."
     assert "ledger index" not in response.text
+
+
+async def test_a_reply_is_compact_json_in_utf8_and_a_lone_surrogate_in_it_is_escaped(
+    api: Api,
+) -> None:
+    app = GraphQLApp(build_schema(api.container.settings), api.container)
+    reply = {"data": {"viewer": {"name": "Ada Lövelace 漢字", "seen": [1, 2.5, None, True]}}}
+    encoded = app.encode_json(reply)
+    assert isinstance(encoded, str)  # websocket messages are sent as text frames
+    assert json.loads(encoded) == reply
+    assert encoded == json.dumps(reply, separators=(",", ":"), ensure_ascii=False)
+    echoed = {"errors": [{"message": "Variable '$to' got invalid value '\ud800'."}]}
+    assert json.loads(app.encode_json(echoed)) == echoed
