@@ -6,13 +6,23 @@ so a busy server ran a collection every few requests, and each one walked every 
 in flight. Once the app has started, `tuned_gc` moves everything alive (modules, the schema,
 the clients) out of the collector's sight with `gc.freeze()` and raises that threshold, so
 collections are rarer and walk only what requests left. BENCHMARKS.md has the figures.
+
+Better still is a request that leaves the collector nothing to find: what it made is freed by
+reference counting as it ends, unless its objects refer to each other in a cycle. A callback
+an object hands to something it owns (a context to its reader, a reader to its loaders, an
+execution to the helpers it gives resolvers) is therefore `weakly_bound`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 YOUNG_THRESHOLD = 10_000
 """Net allocations between two collections of the youngest generation (CPython's default: 700)."""
@@ -30,3 +40,24 @@ def tuned_gc() -> Iterator[None]:
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def weakly_bound(method: Callable[P, R]) -> Callable[P, R]:
+    """The bound `method`, holding its object weakly.
+
+    For a callback an object gives to something it owns: held strongly, the two would form a
+    reference cycle, and they and all they hold would wait for the collector instead of being
+    freed when the last outside reference goes. Called after its object is gone, it raises
+    ReferenceError.
+    """
+    ref = weakref.WeakMethod(method)
+    name = method.__qualname__
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        bound = ref()
+        if bound is None:
+            raise ReferenceError(f"{name}: its object is gone")
+        result: R = bound(*args, **kwargs)
+        return result
+
+    return call

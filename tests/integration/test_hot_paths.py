@@ -1,4 +1,5 @@
-"""The hot paths keep their measured wins: cached validation, loaders shared, no read-backs.
+"""The hot paths keep their measured wins: cached validation, loaders shared, no read-backs,
+nothing left for the garbage collector.
 
 Round trips are counted by mongod (`serverStatus` command counters, as `make bench` does),
 less drivers' monitoring and the live feed's getMore.
@@ -6,6 +7,7 @@ less drivers' monitoring and the live feed's getMore.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -161,3 +163,26 @@ async def test_connecting_two_members_writes_both_sides_in_one_round_trip(api: A
     for a, b in ((ada, grace), (grace, ada)):
         data = await api.gql(compose, {"r": b.id}, a.token)
         assert data["compose"]["recipientIsConnection"] is True
+
+
+async def test_a_request_leaves_nothing_of_its_own_for_the_garbage_collector(api: Api) -> None:
+    """What a request made (its context, reader, loaders, execution and the records they
+    read) is freed by reference counting as the request ends: none of it is in a cycle."""
+    ada = await _premium(api, "Ada Lovelace")
+    grace = await api.create_member("Grace Hopper", "BASIC", card=None)
+    linus = await api.create_member("Linus Torvalds", "BASIC", card=None)
+    assert (await api.send(ada, grace))["errors"] == []
+    await api.gql(PAGE, {"n": 5}, ada.token)  # every cache of the process filled first
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        assert (await api.send(ada, linus))["errors"] == []
+        data = await api.gql(PAGE, {"n": 5}, ada.token)
+        gc.collect()
+        left = {f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert data["viewer"]["conversations"]["totalCount"] == 2
+    ours = sorted(name for name in left if name.startswith(("inmail.", "graphql.", "strawberry.")))
+    assert ours == []

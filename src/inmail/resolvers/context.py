@@ -17,6 +17,7 @@ from strawberry.types import Info
 from strawberry.types.graphql import OperationType
 
 from inmail.auth import AuthError, Viewer
+from inmail.heap import weakly_bound
 from inmail.schema.context import GraphContext
 from inmail.schema.errors import ApiError, refused, unauthenticated
 from inmail.services.reads import Reader
@@ -47,15 +48,19 @@ class Context:
 
     def __post_init__(self) -> None:
         deps = self.container.deps
+        # The reader asks this context, which owns it, weakly: no cycle keeps either alive.
         self.reads = Reader(
-            self.viewer,
+            weakly_bound(self.viewer),
             deps.reads,
             clock=deps.now,
             plans=deps.plans,
             max_page_size=self.container.settings.max_page_size,
             refuse=refused,
-            caller_id=lambda: None if self._viewer is None else self._viewer.member_id,
+            caller_id=weakly_bound(self._caller_id),
         )
+
+    def _caller_id(self) -> str | None:
+        return None if self._viewer is None else self._viewer.member_id
 
     @property
     def deps(self) -> Deps:

@@ -15,6 +15,7 @@ from graphql import (
     GraphQLField,
     GraphQLLeafType,
     GraphQLObjectType,
+    GraphQLResolveInfoHelpers,
     GraphQLSchema,
     Undefined,
     get_nullable_type,
@@ -41,6 +42,7 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.graphql import OperationType
 
 from inmail.disclosure import HideSuggestions
+from inmail.heap import weakly_bound
 from inmail.observability import OperationLabels, OperationMetrics
 from inmail.resolvers.context import MemberMustExist
 from inmail.resolvers.cost import CostLimits, query_cost
@@ -217,6 +219,12 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # resolves fields; with middleware, every field goes through it.
         manager = self.middleware_manager
         self._plain_leaves = manager is None or not manager.middlewares
+        # graphql-core gives resolvers helpers bound to the execution, which holds them: a
+        # cycle that kept each request's execution, context, loaders and records alive until
+        # the garbage collector found them. Bound weakly, all of it goes when the request ends.
+        self.async_helpers = GraphQLResolveInfoHelpers(
+            gather=weakly_bound(self.gather_async_work), track=weakly_bound(self.track_async_work)
+        )
 
     def execute_field(
         self,

@@ -25,6 +25,7 @@ from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purc
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable
 from inmail.domain.wallet import Wallet
+from inmail.heap import weakly_bound
 from inmail.repositories.pages import BadCursor, CursorText, Ends, Page
 from inmail.services.base import Account
 
@@ -209,12 +210,14 @@ class Reader:
         # by the read of the caller's own record (`_load_members`).
         self._asked_awaiting: dict[str, asyncio.Future[bool]] = {}
 
-    # The loaders, each made on its first use: a request reads few kinds of record.
+    # The loaders, each made on its first use: a request reads few kinds of record. A loader
+    # that calls back into this reader holds it weakly: the reader owns it, and a cycle
+    # between them would keep a request's records alive until the garbage collector ran.
 
     @functools.cached_property
     def _members(self) -> DataLoader[str, Member | None]:
         """The caller's own record comes with its live lots: the balance most screens show."""
-        return DataLoader(self._load_members)
+        return DataLoader(weakly_bound(self._load_members))
 
     _lots = _loader_by_id(lambda store: store.lots)
     _conversations = _loader_by_id(lambda store: store.conversations)
@@ -227,14 +230,16 @@ class Reader:
     @functools.cached_property
     def _accounts(self) -> DataLoader[str, Account | None]:
         """Each member brought up to now in memory, as a write would (nothing is written)."""
-        return DataLoader(self._load_accounts)
+        return DataLoader(weakly_bound(self._load_accounts))
 
     @functools.cached_property
     def _latest_messages(self) -> DataLoader[Conversation, list[Message]]:
         """The latest messages of each conversation: one query for a page of conversations.
         Each is asked with the conversation as read, which may carry its first message."""
         return DataLoader(
-            self._load_latest_messages, max_batch_size=100, cache_key_fn=_conversation_id
+            weakly_bound(self._load_latest_messages),
+            max_batch_size=100,
+            cache_key_fn=_conversation_id,
         )
 
     def now(self) -> datetime:
