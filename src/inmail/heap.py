@@ -8,9 +8,10 @@ the clients) out of the collector's sight with `gc.freeze()` and raises that thr
 collections are rarer and walk only what requests left. BENCHMARKS.md has the figures.
 
 Better still is a request that leaves the collector nothing to find: what it made is freed by
-reference counting as it ends, unless its objects refer to each other in a cycle. A callback
-an object hands to something it owns (a context to its reader, a reader to its loaders, an
-execution to the helpers it gives resolvers) is therefore `weakly_bound`.
+reference counting as it ends, unless its objects refer to each other in a cycle. So a
+callback an object hands to something it owns (a reader to its loaders, an execution to the
+helpers it gives resolvers) is `weakly_bound`, and the state a context and its reader both
+ask (the request's credentials) is an object of its own that refers to neither.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from strawberry.types import Info
 from strawberry.types.graphql import OperationType
 
 from inmail.auth import AuthError, Viewer
-from inmail.heap import weakly_bound
 from inmail.schema.context import GraphContext
 from inmail.schema.errors import ApiError, refused, unauthenticated
 from inmail.services.reads import Reader
@@ -34,33 +33,63 @@ UNKNOWN_MEMBER = "Invalid credentials: the token's member does not exist."
 
 
 @dataclass
+class Credentials:
+    """Who is asking, as far as the request has checked. The context owns it and so does its
+    reader, which asks it on every check: apart from the context, so that neither the reader
+    nor its loaders hold the context that holds them (no cycle outlives the request)."""
+
+    websocket: bool
+    checked: Viewer | None = None
+    refusal: str | None = None
+    resolved: bool = False
+    asked_for_member: bool = False
+
+    def viewer(self) -> Viewer | None:
+        """The caller, or None when no credentials were sent; bad credentials are an error.
+
+        On a websocket the token's `exp` ends the connection's authentication (no leeway).
+        """
+        if not self.resolved:
+            raise RuntimeError("the request's credentials were not checked (authenticate)")
+        if self.refusal is not None:
+            raise unauthenticated(self.refusal)
+        viewer = self.checked
+        if viewer is not None and self.websocket and time.time() >= viewer.expires_at:
+            raise unauthenticated("Invalid credentials: the token has expired.")
+        if viewer is not None and viewer.member_id is not None:
+            self.asked_for_member = True
+        return viewer
+
+    def member_id(self) -> str | None:
+        """The member the credentials name, checked or not."""
+        return None if self.checked is None else self.checked.member_id
+
+    def refuse(self, refusal: str) -> None:
+        self.checked, self.refusal = None, refusal
+
+
+@dataclass
 class Context:
     container: Container
     request: Request | WebSocket
     response: Any = None
     auth_header: str | None = None
     connection_params: dict[str, Any] | None = None
+    credentials: Credentials = field(init=False)
     reads: Reader = field(init=False)
-    _viewer: Viewer | None = field(default=None, init=False)
-    _refusal: str | None = field(default=None, init=False)
-    _asked_for_member: bool = field(default=False, init=False)
-    _resolved: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         deps = self.container.deps
-        # The reader asks this context, which owns it, weakly: no cycle keeps either alive.
+        self.credentials = Credentials(websocket=isinstance(self.request, WebSocket))
         self.reads = Reader(
-            weakly_bound(self.viewer),
+            self.credentials.viewer,
             deps.reads,
             clock=deps.now,
             plans=deps.plans,
             max_page_size=self.container.settings.max_page_size,
             refuse=refused,
-            caller_id=weakly_bound(self._caller_id),
+            caller_id=self.credentials.member_id,
         )
-
-    def _caller_id(self) -> str | None:
-        return None if self._viewer is None else self._viewer.member_id
 
     @property
     def deps(self) -> Deps:
@@ -87,10 +116,10 @@ class Context:
             )
             header = raw if isinstance(raw, str) else None
         try:
-            self._viewer = self.container.tokens.viewer_from_header(header)
+            self.credentials.checked = self.container.tokens.viewer_from_header(header)
         except AuthError as exc:
-            self._viewer, self._refusal = None, f"Invalid credentials: {exc}."
-        self._resolved = True
+            self.credentials.refuse(f"Invalid credentials: {exc}.")
+        self.credentials.resolved = True
 
     async def confirm_member(self) -> bool:
         """Whether a member token's member exists; when not, the token is refused from now on.
@@ -100,44 +129,28 @@ class Context:
         check costs no round trip of its own. Members are never deleted, so a member this
         process found once is not looked up again (`KnownMembers`).
         """
-        member_id = None if self._viewer is None else self._viewer.member_id
+        member_id = self.credentials.member_id()
         known = self.container.known_members
         if member_id is None or known.seen(member_id):
             return True
         if await self.reads.load_member(member_id) is not None:
             known.add(member_id)
             return True
-        self._viewer, self._refusal = None, UNKNOWN_MEMBER
+        self.credentials.refuse(UNKNOWN_MEMBER)
         return False
 
     @property
     def asked_for_member(self) -> bool:
         """Whether a resolver of this request acted on a member token's behalf."""
-        return self._asked_for_member
+        return self.credentials.asked_for_member
 
     def authenticated_viewer(self) -> Viewer | None:
         """The caller once authenticated, whether or not the token has expired since."""
-        return self._viewer
+        return self.credentials.checked
 
     def viewer(self) -> Viewer | None:
-        """The caller, or None when no credentials were sent; bad credentials are an error.
-
-        On a websocket the token's `exp` ends the connection's authentication (no leeway).
-        """
-        if not self._resolved:
-            raise RuntimeError("the request's credentials were not checked (authenticate)")
-        if self._refusal is not None:
-            raise unauthenticated(self._refusal)
-        viewer = self._viewer
-        if (
-            viewer is not None
-            and isinstance(self.request, WebSocket)
-            and time.time() >= viewer.expires_at
-        ):
-            raise unauthenticated("Invalid credentials: the token has expired.")
-        if viewer is not None and viewer.member_id is not None:
-            self._asked_for_member = True
-        return viewer
+        """The caller, or None when no credentials were sent; bad credentials are an error."""
+        return self.credentials.viewer()
 
     # The access checks of SPEC 8 live with the reads (services/reads.py, domain/access.py).
 
