@@ -195,6 +195,36 @@ async def test_plain_leaves_answer_and_fail_exactly_as_graphql_core_does() -> No
     }
 
 
+ALL_LEAVES = "{ cards { title mood at n: note count again: count } }"
+
+
+async def test_an_object_of_plain_leaves_alone_answers_and_fails_as_graphql_core_does() -> None:
+    plain, short = _deck_schemas([])
+    expected, answered = await plain.execute(ALL_LEAVES), await short.execute(ALL_LEAVES)
+    assert answered.data == expected.data
+    assert answered.data is not None
+    assert expected.data is not None
+    first = answered.data["cards"][0]
+    assert first == {
+        "title": "plain",
+        "mood": "CALM",
+        "at": "2026-02-15T09:05:00+00:00",
+        "n": None,
+        "count": 1,
+        "again": 1,
+    }
+    assert list(first) == list(expected.data["cards"][0])  # in the order asked
+    assert answered.data["cards"][1:] == [None, None, None]
+    assert [(e.message, e.path) for e in answered.errors or []] == [
+        (e.message, e.path) for e in expected.errors or []
+    ]
+    assert {tuple(e.path or ()) for e in answered.errors or []} == {
+        ("cards", 1, "title"),
+        ("cards", 2, "mood"),
+        ("cards", 3, "count"),
+    }
+
+
 class CountsFields(SchemaExtension):
     seen: ClassVar[list[str]] = []
 

@@ -23,7 +23,7 @@ from graphql import (
     is_non_null_type,
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql.execution.collect_fields import FieldDetailsList
+from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import AwaitableOrValue, Path
 from starlette.websockets import WebSocket
 from strawberry.extensions import (
@@ -225,6 +225,58 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self.async_helpers = GraphQLResolveInfoHelpers(
             gather=weakly_bound(self.gather_async_work), track=weakly_bound(self.track_async_work)
         )
+        # Per selection of this execution: its fields when all are plain leaves, else None.
+        self._leaf_selections: dict[int, tuple[GroupedFieldSet, _PlainLeaves | None]] = {}
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: GroupedFieldSet,
+        position_context: Any,
+    ) -> AwaitableOrValue[dict[str, Any]]:
+        """An object whose selected fields are all plain leaves (a lot, a ledger entry, a
+        message's author) is answered in one pass over them, without a path, a call or an
+        awaitable check per field. Any field not plainly a value sends the whole object down
+        graphql-core's path, which reads each field again and reports what it must."""
+        leaves = self._plain_leaves_of(parent_type, grouped_field_set)
+        if leaves is not None:
+            results: dict[str, Any] = {}
+            for response_name, reader, leaf in leaves:
+                value = _plain_value(reader, leaf, source_value)
+                if value is _NOT_PLAIN:
+                    break
+                results[response_name] = value
+            else:
+                return results
+        return super().execute_fields(
+            parent_type, source_value, path, grouped_field_set, position_context
+        )
+
+    def _plain_leaves_of(
+        self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
+    ) -> _PlainLeaves | None:
+        """The selection's fields as (response name, reader, leaf type) when every one is a
+        plain leaf of `parent_type`; None when any is not. Worked out once per selection: the
+        objects of a list share theirs."""
+        known = self._leaf_selections.get(id(grouped_field_set))
+        if known is not None and known[0] is grouped_field_set:
+            return known[1]
+        leaves: _PlainLeaves | None = None
+        if self._plain_leaves:
+            found = []
+            for response_name, field_details_list in grouped_field_set.items():
+                field = parent_type.fields.get(field_details_list[0].node.name.value)
+                reader = None if field is None else field.resolve
+                if type(reader) is not AttributeReader or reader.leaf is None:
+                    break
+                found.append((response_name, reader, reader.leaf))
+            else:
+                leaves = tuple(found)
+        # The selection is kept with its answer, so that its id names it for the execution.
+        self._leaf_selections[id(grouped_field_set)] = (grouped_field_set, leaves)
+        return leaves
 
     def execute_field(
         self,
@@ -246,6 +298,8 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
 
 _NOT_PLAIN: Final = object()
+
+_PlainLeaves = tuple[tuple[str, AttributeReader, GraphQLLeafType], ...]
 
 
 def _plain_value(reader: AttributeReader, leaf: GraphQLLeafType, source: object) -> object:
