@@ -24,7 +24,7 @@ from graphql import (
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
-from graphql.pyutils import AwaitableOrValue, Path
+from graphql.pyutils import AwaitableOrValue, Path, gather_with_cancel
 from starlette.websockets import WebSocket
 from strawberry.extensions import (
     AddValidationRules,
@@ -225,8 +225,8 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self.async_helpers = GraphQLResolveInfoHelpers(
             gather=weakly_bound(self.gather_async_work), track=weakly_bound(self.track_async_work)
         )
-        # Per selection of this execution: its fields when all are plain leaves, else None.
-        self._leaf_selections: dict[int, tuple[GroupedFieldSet, _PlainLeaves | None]] = {}
+        # Per selection of this execution: how each of its fields is answered.
+        self._selections: dict[int, tuple[GroupedFieldSet, _Selection | None]] = {}
 
     def execute_fields(
         self,
@@ -236,47 +236,66 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         grouped_field_set: GroupedFieldSet,
         position_context: Any,
     ) -> AwaitableOrValue[dict[str, Any]]:
-        """An object whose selected fields are all plain leaves (a lot, a ledger entry, a
-        message's author) is answered in one pass over them, without a path, a call or an
-        awaitable check per field. Any field not plainly a value sends the whole object down
-        graphql-core's path, which reads each field again and reports what it must."""
-        leaves = self._plain_leaves_of(parent_type, grouped_field_set)
-        if leaves is not None:
-            results: dict[str, Any] = {}
-            for response_name, reader, leaf in leaves:
-                value = _plain_value(reader, leaf, source_value)
-                if value is _NOT_PLAIN:
-                    break
-                results[response_name] = value
-            else:
-                return results
-        return super().execute_fields(
-            parent_type, source_value, path, grouped_field_set, position_context
-        )
+        """graphql-core's, with each plain leaf (most of a lot's, a ledger entry's or a
+        conversation's fields) answered in place, without a path, a call or an awaitable check
+        of its own. A leaf that is not plainly a value, and every other field, is executed as
+        graphql-core does."""
+        selection = self._selection_of(parent_type, grouped_field_set)
+        if selection is None:
+            return super().execute_fields(
+                parent_type, source_value, path, grouped_field_set, position_context
+            )
+        results: dict[str, Any] = {}
+        is_awaitable = self.is_awaitable
+        awaitable_fields: list[str] = []
+        try:
+            for response_name, field_details_list, plain in selection:
+                if plain is not None:
+                    value = _plain_value(*plain, source_value)
+                    if value is not _NOT_PLAIN:
+                        results[response_name] = value
+                        continue
+                result = super().execute_field(
+                    parent_type,
+                    source_value,
+                    field_details_list,
+                    Path(path, response_name, parent_type.name),
+                    position_context,
+                )
+                if result is not Undefined:
+                    results[response_name] = result
+                    if is_awaitable(result):
+                        awaitable_fields.append(response_name)
+        except Exception:
+            if awaitable_fields:  # settled still, as they may fail too
+                self.settle_in_background([results[name] for name in awaitable_fields])
+            raise
+        if not awaitable_fields:
+            return results
+        return _awaited(results, awaitable_fields)
 
-    def _plain_leaves_of(
+    def _selection_of(
         self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
-    ) -> _PlainLeaves | None:
-        """The selection's fields as (response name, reader, leaf type) when every one is a
-        plain leaf of `parent_type`; None when any is not. Worked out once per selection: the
-        objects of a list share theirs."""
-        known = self._leaf_selections.get(id(grouped_field_set))
+    ) -> _Selection | None:
+        """The selection's fields, each with its reader and leaf type when it is a plain leaf
+        of `parent_type`; None when none is (or middleware must see every field). Worked out
+        once per selection: the objects of a list share theirs."""
+        known = self._selections.get(id(grouped_field_set))
         if known is not None and known[0] is grouped_field_set:
             return known[1]
-        leaves: _PlainLeaves | None = None
-        if self._plain_leaves:
-            found = []
-            for response_name, field_details_list in grouped_field_set.items():
-                field = parent_type.fields.get(field_details_list[0].node.name.value)
-                reader = None if field is None else field.resolve
-                if type(reader) is not AttributeReader or reader.leaf is None:
-                    break
-                found.append((response_name, reader, reader.leaf))
-            else:
-                leaves = tuple(found)
+        fields: list[tuple[str, FieldDetailsList, _PlainLeaf | None]] = []
+        for response_name, field_details_list in grouped_field_set.items():
+            field = parent_type.fields.get(field_details_list[0].node.name.value)
+            reader = None if field is None else field.resolve
+            plain = None
+            if type(reader) is AttributeReader and reader.leaf is not None:
+                plain = (reader, reader.leaf)
+            fields.append((response_name, field_details_list, plain))
+        any_plain = self._plain_leaves and any(plain is not None for *_, plain in fields)
+        selection = tuple(fields) if any_plain else None
         # The selection is kept with its answer, so that its id names it for the execution.
-        self._leaf_selections[id(grouped_field_set)] = (grouped_field_set, leaves)
-        return leaves
+        self._selections[id(grouped_field_set)] = (grouped_field_set, selection)
+        return selection
 
     def execute_field(
         self,
@@ -299,7 +318,19 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
 _NOT_PLAIN: Final = object()
 
-_PlainLeaves = tuple[tuple[str, AttributeReader, GraphQLLeafType], ...]
+_PlainLeaf = tuple[AttributeReader, GraphQLLeafType]
+_Selection = tuple[tuple[str, FieldDetailsList, _PlainLeaf | None], ...]
+
+
+async def _awaited(results: dict[str, Any], awaitable_fields: list[str]) -> dict[str, Any]:
+    """The object's results with its awaitable fields awaited (as graphql-core does)."""
+    if len(awaitable_fields) == 1:
+        name = awaitable_fields[0]
+        results[name] = await results[name]
+        return results
+    awaited = await gather_with_cancel(*(results[name] for name in awaitable_fields))
+    results.update(zip(awaitable_fields, awaited, strict=True))
+    return results
 
 
 def _plain_value(reader: AttributeReader, leaf: GraphQLLeafType, source: object) -> object:
