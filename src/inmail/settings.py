@@ -150,7 +150,14 @@ def setting(
 ) -> T | None: ...
 @overload
 def setting(
-    name: str, default: None, accepts: str, help: str, parse: Callable[[str], T], *, unset: T
+    name: str,
+    default: None,
+    accepts: str,
+    help: str,
+    parse: Callable[[str], T],
+    *,
+    unset: T,
+    off_in_production: bool = False,
 ) -> T: ...
 def setting(
     name: str,
@@ -160,9 +167,10 @@ def setting(
     parse: Callable[[str], T],
     *,
     unset: T | None = None,
+    off_in_production: bool = False,
 ) -> T | None:
     """A field of `Settings` read from the variable `name`; its default is `parse(default)`."""
-    spec = Setting(name, default, accepts, help, parse, unset)
+    spec = Setting(name, default, accepts, help, parse, unset, off_in_production)
     value = unset if default is None else parse(default)
     return field(default=value, metadata={_SETTING: spec})
 
@@ -173,7 +181,7 @@ _SETTING = "setting"
 def _development_switch(name: str, help: str) -> bool:
     """A field of `Settings` that is on in development and off in production unless set either
     way: for what helps a developer but tells a stranger about the service."""
-    spec = Setting(
+    return setting(
         name,
         None,
         "true | false",
@@ -182,7 +190,6 @@ def _development_switch(name: str, help: str) -> bool:
         unset=True,
         off_in_production=True,
     )
-    return field(default=True, metadata={_SETTING: spec})
 
 
 def _choice(*options: str) -> Callable[[str], str]:

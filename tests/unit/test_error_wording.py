@@ -111,6 +111,20 @@ def test_a_refusal_stored_with_its_words_by_an_older_service_is_given_those_word
     assert worded(error) == "That would take your balance to 30; the most you can hold is 15."
 
 
+def _range_rule_data() -> frozenset[str]:
+    """The names of the data `whole_number_within` raises its refusal with."""
+    tree = ast.parse((SRC / "domain" / "errors.py").read_text())
+    (rule,) = [
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "whole_number_within"
+    ]
+    (raised,) = [
+        n
+        for n in ast.walk(rule)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "DomainError"
+    ]
+    return frozenset(str(k.arg) for k in raised.keywords if k.arg is not None)
+
+
 def _raised_reasons() -> list[tuple[str, Reason, frozenset[str]]]:
     """Every error the service builds with a named reason: where, which, and its data's names."""
     found = []
@@ -119,11 +133,11 @@ def _raised_reasons() -> list[tuple[str, Reason, frozenset[str]]]:
             if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
                 continue
             if node.func.id == "whole_number_within":
-                # The range rule raises its reason with the range it was given.
+                # The range rule raises the reason it is given with the data it passes itself.
                 (reason,) = [k.value for k in node.keywords if k.arg == "reason"]
                 where = f"{path.relative_to(SRC)}:{node.lineno}"
                 assert isinstance(reason, ast.Attribute), f"{where}: reason not named"
-                found.append((where, Reason[reason.attr], frozenset({"minimum", "maximum"})))
+                found.append((where, Reason[reason.attr], _range_rule_data()))
                 continue
             at = {"DomainError": 1, "RateLimited": 0, "Refusal": 1}.get(node.func.id)
             if at is None or len(node.args) <= at:

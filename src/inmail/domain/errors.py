@@ -127,9 +127,10 @@ class RateLimited(DomainError):
 
 
 def whole_number_within(
-    value: int, minimum: int, maximum: int, /, reason: Reason, field: str
+    value: int, minimum: int, maximum: int, /, *, reason: Reason, field: str
 ) -> int:
-    """`value` when it is a whole number from `minimum` to `maximum`; refused with the range else.
+    """`value` when it is an int from `minimum` to `maximum` (GraphQL's `Int` has made it a
+    whole number); refused with `reason` on `field`, the range as its data, otherwise.
 
     A bool is an int to Python but never a number to a client, so it is refused too.
     """
