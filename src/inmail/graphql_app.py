@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -374,6 +374,13 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
             self.tasks.pop(operation_id, None)
 
 
+# orjson would encode a dataclass or a datetime the standard library refuses: one leaked into a
+# reply by mistake is refused by both instead, as before.
+_REFUSE_WHAT_JSON_DUMPS_REFUSES: Final = (
+    orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+)
+
+
 class GraphQLApp(GraphQL[Context, None]):
     websocket_adapter_class = WebSocketMessages
     graphql_transport_ws_handler_class = TransportWSHandler
@@ -403,7 +410,7 @@ class GraphQLApp(GraphQL[Context, None]):
         such as a lone surrogate a client sent and an error message repeats, is encoded by
         the standard library, escaped as before. A string, so websocket messages stay text."""
         try:
-            return orjson.dumps(data).decode()
+            return orjson.dumps(data, option=_REFUSE_WHAT_JSON_DUMPS_REFUSES).decode()
         except orjson.JSONEncodeError:
             return json.dumps(data, separators=(",", ":"))
 

@@ -44,7 +44,7 @@ def tuned_gc() -> Iterator[None]:
 
 
 def weakly_bound(method: Callable[P, R]) -> Callable[P, R]:
-    """The bound `method`, holding its object weakly.
+    """The bound `method` (a method of an object, nothing else), holding its object weakly.
 
     For a callback an object gives to something it owns: held strongly, the two would form a
     reference cycle, and they and all they hold would wait for the collector instead of being
@@ -58,7 +58,6 @@ def weakly_bound(method: Callable[P, R]) -> Callable[P, R]:
         bound = ref()
         if bound is None:
             raise ReferenceError(f"{name}: its object is gone")
-        result: R = bound(*args, **kwargs)
-        return result
+        return bound(*args, **kwargs)
 
     return call

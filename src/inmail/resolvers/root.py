@@ -11,6 +11,7 @@ from typing import Any, Final, Protocol, cast
 import strawberry
 from graphql import (
     ASTValidationRule,
+    Executor,
     GraphQLError,
     GraphQLField,
     GraphQLLeafType,
@@ -205,8 +206,8 @@ class AttributeReader:
 class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's execution, with a short way for a scalar or enum field that shows an
     attribute of its object (an `AttributeReader`'s `leaf`): the attribute read and coerced as
-    graphql-core would, without the resolve info, resolver call and value completion that
-    graphql-core builds for every field.
+    graphql-core would, in the loop over its object's fields, without the path, resolve info,
+    resolver call and value completion that graphql-core builds for every field.
 
     Most of a member page's fields are such fields. Whatever is not plainly a value
     (a missing attribute, null where the type forbids it, a value the type refuses, middleware)
@@ -226,7 +227,15 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
             gather=weakly_bound(self.gather_async_work), track=weakly_bound(self.track_async_work)
         )
         # Per selection of this execution: how each of its fields is answered.
-        self._selections: dict[int, tuple[GroupedFieldSet, _Selection | None]] = {}
+        self._selections: dict[int, tuple[GroupedFieldSet, GraphQLObjectType, _Selection]] = {}
+
+    def build_per_event_executor(self, payload: Any) -> Executor[Any]:
+        """Each event of a subscription collects its fields afresh: its selections are its own,
+        not added to the subscription's for as long as the socket lives."""
+        executor = super().build_per_event_executor(payload)
+        if isinstance(executor, PlainLeavesExecutionContext):
+            executor._selections = {}
+        return executor
 
     def execute_fields(
         self,
@@ -241,7 +250,7 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         of its own. A leaf that is not plainly a value, and every other field, is executed as
         graphql-core does."""
         selection = self._selection_of(parent_type, grouped_field_set)
-        if selection is None:
+        if not selection:
             return super().execute_fields(
                 parent_type, source_value, path, grouped_field_set, position_context
             )
@@ -276,13 +285,15 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     def _selection_of(
         self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
-    ) -> _Selection | None:
+    ) -> _Selection:
         """The selection's fields, each with its reader and leaf type when it is a plain leaf
-        of `parent_type`; None when none is (or middleware must see every field). Worked out
+        of `parent_type`; empty when none is (or middleware must see every field). Worked out
         once per selection: the objects of a list share theirs."""
+        if not self._plain_leaves:
+            return ()
         known = self._selections.get(id(grouped_field_set))
-        if known is not None and known[0] is grouped_field_set:
-            return known[1]
+        if known is not None and known[0] is grouped_field_set and known[1] is parent_type:
+            return known[2]
         fields: list[tuple[str, FieldDetailsList, _PlainLeaf | None]] = []
         for response_name, field_details_list in grouped_field_set.items():
             field = parent_type.fields.get(field_details_list[0].node.name.value)
@@ -291,29 +302,10 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if type(reader) is AttributeReader and reader.leaf is not None:
                 plain = (reader, reader.leaf)
             fields.append((response_name, field_details_list, plain))
-        any_plain = self._plain_leaves and any(plain is not None for *_, plain in fields)
-        selection = tuple(fields) if any_plain else None
+        selection = tuple(fields) if any(plain for *_, plain in fields) else ()
         # The selection is kept with its answer, so that its id names it for the execution.
-        self._selections[id(grouped_field_set)] = (grouped_field_set, selection)
+        self._selections[id(grouped_field_set)] = (grouped_field_set, parent_type, selection)
         return selection
-
-    def execute_field(
-        self,
-        parent_type: GraphQLObjectType,
-        source: Any,
-        field_details_list: FieldDetailsList,
-        path: Path,
-        position_context: Any,
-    ) -> AwaitableOrValue[Any]:
-        field = parent_type.fields.get(field_details_list[0].node.name.value)
-        reader = None if field is None else field.resolve
-        if type(reader) is AttributeReader and reader.leaf is not None and self._plain_leaves:
-            value = _plain_value(reader, reader.leaf, source)
-            if value is not _NOT_PLAIN:
-                return value
-        return super().execute_field(
-            parent_type, source, field_details_list, path, position_context
-        )
 
 
 _NOT_PLAIN: Final = object()
