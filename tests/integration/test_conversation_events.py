@@ -22,7 +22,7 @@ from inmail.domain.notifications import (
 )
 from inmail.repositories.changes import ChangesLost, InboxChange, InboxChanges
 from inmail.repositories.memory import InMemoryMongo
-from inmail.repositories.mongo import Mongo, new_id
+from inmail.repositories.mongo import NO_TRANSACTION, Mongo, new_id
 from inmail.repositories.notifications import (
     EVENT_KIND,
     NotificationReader,
@@ -93,7 +93,9 @@ async def test_an_event_is_recorded_once_and_never_read_as_a_notification(mongo:
     # By id, as `node` reads one: an event's id names no notification.
     assert await reads.get_many([told.id, stored.id]) == {stored.id: stored}
 
-    docs = await mongo.find_all(mongo.c.notifications, {}, sort=[("_id", 1)])
+    docs = await mongo.find_all(
+        mongo.c.notifications, {}, sort=[("_id", 1)], session=NO_TRANSACTION
+    )
     assert len(docs) == 2
     event_doc = next(d for d in docs if d["kind"] == EVENT_KIND)
     notification_doc = next(d for d in docs if d["kind"] != EVENT_KIND)
@@ -203,7 +205,9 @@ async def test_after_a_gap_the_inbox_catches_up_on_notifications_and_events_from
         ):
             first, first_event = inmail(ADA, GRACE, AT, "Before the gap")
             await record(mongo, first, first_event)
-            [first_doc] = await mongo.find_all(mongo.c.notifications, {"memberId": GRACE})
+            [first_doc] = await mongo.find_all(
+                mongo.c.notifications, {"memberId": GRACE}, session=NO_TRANSACTION
+            )
             await feed.queue.put(InboxChange("notifications", first_doc))
             seen = await next_of(grace_notes)
             assert seen.conversation_id == first.conversation_id

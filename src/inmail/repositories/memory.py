@@ -89,10 +89,14 @@ class InMemoryMongo(Mongo):
         joins: Sequence[tuple[Collection, Mapping[str, Any]]],
         session: Session,
     ) -> tuple[list[Doc], list[list[Doc]]]:
-        found = await self.find_all(collection, {"_id": {"$in": [anchor, *others]}})
+        found = await self.find_all(
+            collection, {"_id": {"$in": [anchor, *others]}}, session=session
+        )
         if not any(doc["_id"] == anchor for doc in found):
             return found, [[] for _ in joins]
-        return found, [await self.find_all(other, dict(query)) for other, query in joins]
+        return found, [
+            await self.find_all(other, dict(query), session=session) for other, query in joins
+        ]
 
     async def latest_per_key(
         self,
@@ -105,7 +109,9 @@ class InMemoryMongo(Mongo):
     ) -> list[Doc]:
         found: list[Doc] = []
         for value in values:  # no $unionWith in mongomock
-            found += await self.find_all(collection, {key: value}, sort=sort, limit=limit)
+            found += await self.find_all(
+                collection, {key: value}, sort=sort, limit=limit, session=session
+            )
         return found
 
 

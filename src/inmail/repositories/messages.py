@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from inmail.domain.model import Conversation, Message
-from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.mongo import NO_TRANSACTION, Doc, Mongo, Session
 from inmail.repositories.pages import Cursor, Page, decode_cursor, keyset_page
 
 OLDEST_FIRST = (("sentAt", 1), ("_id", 1))
@@ -121,9 +121,12 @@ class MessageReader:
         firsts_projection = {"first": 1}
         if self._session is None:
             docs, firsts = await asyncio.gather(
-                self._mongo.find_by_ids(self._c, wanted, None),
+                self._mongo.find_by_ids(self._c, wanted, NO_TRANSACTION),
                 self._mongo.find_all(
-                    self._conversations, firsts_query, projection=firsts_projection
+                    self._conversations,
+                    firsts_query,
+                    projection=firsts_projection,
+                    session=NO_TRANSACTION,
                 ),
             )
         else:  # one operation at a time in a transaction's session

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from inmail.repositories.mongo import NO_TRANSACTION
+
 if TYPE_CHECKING:
     from inmail.repositories.mongo import Doc, Mongo
 
@@ -75,7 +77,9 @@ async def _move_conversation_events(mongo: Mongo) -> int:
     after: str | None = None
     while True:
         query: Doc = {} if after is None else {"_id": {"$gt": after}}
-        docs = await mongo.find_all(old, query, sort=[("_id", 1)], limit=BATCH)
+        docs = await mongo.find_all(
+            old, query, sort=[("_id", 1)], limit=BATCH, session=NO_TRANSACTION
+        )
         if not docs:
             break
         after = docs[-1]["_id"]
@@ -106,6 +110,7 @@ async def _key_direct_threads(mongo: Mongo) -> int:
             {"kind": "DIRECT", "pairKey": {"$exists": False}},
             projection={"senderId": 1, "recipientId": 1},
             limit=BATCH,
+            session=NO_TRANSACTION,
         )
         if not docs:
             return done
@@ -138,7 +143,11 @@ async def _move_embedded_messages(mongo: Mongo) -> int:
     moved = 0
     while True:
         ids = await mongo.find_all(
-            conversations, {"messages": {"$exists": True}}, projection={"_id": 1}, limit=BATCH
+            conversations,
+            {"messages": {"$exists": True}},
+            projection={"_id": 1},
+            limit=BATCH,
+            session=NO_TRANSACTION,
         )
         if not ids:
             return moved

@@ -23,7 +23,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Doc = dict[str, Any]
 Session = AsyncClientSession | None
+NO_TRANSACTION: Final[Session] = None
+"""The session of a read made outside any transaction on purpose (a listing page, a start-up
+step): named where it is done, so that a read that forgot its transaction's session does not
+type-check."""
 Collection = AsyncCollection[Doc]
 
 _SNAPSHOT = ReadConcern("snapshot")
@@ -382,8 +386,10 @@ class Mongo:
         projection: Mapping[str, Any] | None = None,
         sort: Sequence[tuple[str, int]] | None = None,
         limit: int = 0,
-        session: Session = None,
+        session: Session,
     ) -> list[Doc]:
+        """Every matching document. `session` is always said: the transaction's, or
+        `NO_TRANSACTION` where a read is outside any transaction on purpose."""
         cursor = collection.find(query, projection, session=session)
         if sort:
             cursor = cursor.sort(list(sort))
@@ -454,7 +460,12 @@ class Mongo:
         times: list[datetime] = []
         for collection, field in ((self.c.ledger, "at"), (self.c.conversations, "sentAt")):
             docs = await self.find_all(
-                collection, {}, projection={field: 1}, sort=[("_id", -1)], limit=sample
+                collection,
+                {},
+                projection={field: 1},
+                sort=[("_id", -1)],
+                limit=sample,
+                session=NO_TRANSACTION,
             )
             times += [doc[field] for doc in docs if isinstance(doc.get(field), datetime)]
         if not times:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from inmail.repositories.mongo import Collection, Doc, Mongo
+from inmail.repositories.mongo import NO_TRANSACTION, Collection, Doc, Mongo
 
 T = TypeVar("T")
 
@@ -172,13 +172,25 @@ async def keyset_page(
         if first <= 0:
             return []
         return await mongo.find_all(
-            collection, full, projection=projection, sort=sort, limit=first + 1
+            collection,
+            full,
+            projection=projection,
+            sort=sort,
+            limit=first + 1,
+            session=NO_TRANSACTION,
         )
 
     async def precedes() -> bool:
         if before is None:
             return False
-        found = await mongo.find_all(collection, before, projection={"_id": 1}, sort=sort, limit=1)
+        found = await mongo.find_all(
+            collection,
+            before,
+            projection={"_id": 1},
+            sort=sort,
+            limit=1,
+            session=NO_TRANSACTION,
+        )
         return bool(found)
 
     docs = await fetch()
