@@ -149,8 +149,9 @@ def build_inbox(deps: Deps, mongo: Mongo) -> InboxBroker:
 def build_webhooks(settings: Settings, mongo: Mongo, clock: Clock) -> WebhookWorker | None:
     """The outbox's delivery worker, when INMAIL_WEBHOOK_URL is set (one in every process).
 
-    Events are enqueued whether or not a URL is set; without one they wait in the outbox (and
-    are removed after its retention) until a process with a URL delivers them.
+    Events are enqueued only where a URL is set (`build_deps(webhooks=...)`): every process of a
+    deployment should be given the same URL, or a process without one writes notifications
+    that no webhook will carry.
     """
     if settings.webhook_url is None or settings.webhook_secret is None:
         return None

@@ -217,6 +217,43 @@ async def test_an_event_is_retried_for_a_day_and_then_marked_failed_with_its_att
     assert await delivery.drain() == 0
 
 
+async def test_an_event_older_than_a_day_when_written_is_still_retried_for_a_day(
+    mongo: Mongo, receiver: Receiver
+) -> None:
+    # A billing cycle granted on catch-up carries its cycle's start, days before the write.
+    clock = ManualClock(START + timedelta(days=2))
+    [event] = events(1)
+    await enqueue(mongo, [event])
+    receiver.status = 503
+    await receiver.start()
+    delivery = worker(mongo, clock, receiver.url)
+    store = OutboxStore(mongo)
+
+    assert await delivery.drain() == 1
+    doc = await store.get(event.id)
+    assert doc is not None
+    assert doc["status"] == PENDING
+    assert doc["firstAttemptAt"].astimezone(START.tzinfo) == clock.now()
+    while (doc := await store.get(event.id)) is not None and doc["status"] == PENDING:
+        clock.advance(timedelta(minutes=20))
+        await delivery.drain()
+    assert doc is not None
+    assert doc["status"] == FAILED
+    first = doc["firstAttemptAt"].astimezone(START.tzinfo)
+    assert timedelta(hours=24) <= doc["failedAt"].astimezone(START.tzinfo) - first
+    # Once the receiver is back within that day, the event is delivered.
+    [late] = [e for e in events(2) if e.id != event.id]
+    await enqueue(mongo, [late])
+    assert await delivery.drain() == 1
+    clock.advance(timedelta(hours=23))
+    receiver.status = 200
+    while (doc := await store.get(late.id)) is not None and doc["status"] == PENDING:
+        clock.advance(timedelta(minutes=20))
+        await delivery.drain()
+    assert doc is not None
+    assert doc["status"] == DELIVERED
+
+
 async def test_an_event_enqueued_twice_by_a_rerun_transaction_is_delivered_once(
     mongo: Mongo, receiver: Receiver
 ) -> None:

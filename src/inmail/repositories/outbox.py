@@ -11,9 +11,9 @@ it stands for a request in flight; an event whose lease lapsed (its worker died)
 again. When it is due (`dueAt`) is on the service's clock, so a manual clock drives retries.
 
 A document: `{_id, kind, memberId, at, data, status: PENDING | DELIVERED | FAILED, dueAt,
-attemptCount, attempts: [the last ATTEMPTS_KEPT {at, statusCode, error, durationMs}],
-leaseOwner, leaseToken, leaseUntil, deliveredAt, failedAt, purgeAt}`. Every event is removed by
-a TTL index RETENTION after it was written (real time), delivered or not.
+attemptCount, firstAttemptAt, attempts: [the last ATTEMPTS_KEPT {at, statusCode, error,
+durationMs}], leaseOwner, leaseToken, leaseUntil, deliveredAt, failedAt, purgeAt}`. Every
+event is removed by a TTL index RETENTION after it was written (real time), delivered or not.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ class Claimed:
     event: OutboxEvent
     token: str
     attempt_count: int
+    first_attempt_at: datetime | None = None
+    """When its delivery was first tried (service time); None before its first attempt."""
 
 
 def _event_from_doc(doc: Doc) -> OutboxEvent:
@@ -167,7 +169,12 @@ class OutboxStore:
         )
         if doc is None:
             return None
-        return Claimed(_event_from_doc(doc), token, int(doc.get("attemptCount", 0)))
+        return Claimed(
+            _event_from_doc(doc),
+            token,
+            int(doc.get("attemptCount", 0)),
+            doc.get("firstAttemptAt"),
+        )
 
     async def finish(
         self, claimed: Claimed, attempt: Attempt, *, retry_at: datetime | None
@@ -178,6 +185,7 @@ class OutboxStore:
         record: Doc = {
             "$push": {"attempts": {"$each": [attempt.to_doc()], "$slice": -ATTEMPTS_KEPT}},
             "$inc": {"attemptCount": 1},
+            "$min": {"firstAttemptAt": attempt.at},
         }
         if attempt.delivered:
             outcome: Doc = {"status": DELIVERED, "deliveredAt": attempt.at}

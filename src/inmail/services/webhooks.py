@@ -122,8 +122,12 @@ def _json_default(value: object) -> object:
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """When a failed event is tried again: `first`, doubled each failure, at most `cap`, each
-    delay shortened by up to `jitter` (a fraction) at random; given up once the event is
-    `window` old."""
+    delay shortened by up to `jitter` (a fraction) at random; given up once `window` has passed
+    since its first attempt.
+
+    The window runs from the first attempt, not from the event's own time: an event may be
+    older than the window when it is written (a billing cycle granted on catch-up carries its
+    cycle's start), and it is owed the whole window of retries all the same."""
 
     first: timedelta = timedelta(seconds=10)
     cap: timedelta = timedelta(hours=1)
@@ -139,13 +143,13 @@ class Backoff:
 
     def retry_at(
         self,
-        event_at: datetime,
+        first_attempt_at: datetime,
         now: datetime,
         failures: int,
         rand: Callable[[], float] = random.random,
     ) -> datetime | None:
         """When to try again after a failed attempt at `now`; None once the window is over."""
-        if now - event_at >= self.window:
+        if now - first_attempt_at >= self.window:
             return None
         return now + self.delay(failures, rand)
 
@@ -254,7 +258,9 @@ class WebhookWorker:
         retry_at = (
             None
             if attempt.delivered
-            else self.config.backoff.retry_at(claimed.event.at, attempt.at, failures)
+            else self.config.backoff.retry_at(
+                claimed.first_attempt_at or attempt.at, attempt.at, failures
+            )
         )
         held = await self.outbox.finish(claimed, attempt, retry_at=retry_at)
         event = claimed.event
