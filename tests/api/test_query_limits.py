@@ -124,6 +124,31 @@ async def test_the_page_size_given_in_a_variable_sets_the_cost(api: Api) -> None
     assert graphql_error_codes(many) == ["QUERY_TOO_COSTLY"]
 
 
+async def test_a_page_size_left_to_the_variables_default_is_costed_at_that_default(
+    api: Api,
+) -> None:
+    ada = await a_member_with_threads(api, 2)
+    nested = (
+        "query($n: Int = 100) { viewer { conversations(first: $n) { nodes { sender { "
+        "conversations(first: $n) { nodes { sender { conversations(first: $n) "
+        "{ nodes { id } } } } } } } } } }"
+    )
+    threads = "query($n: Int = 1) { viewer { conversations(first: $n) { nodes { id } } } }"
+
+    # Asked first with the variable sent as null (the page size's own default, 20), then left
+    # out (its declared default, 100): the second is not taken for the first.
+    sent_null = await api.raw(nested, {"n": None}, ada.token)
+    left_out = await api.raw(nested, {}, ada.token)
+    one = await api.raw(threads, {}, ada.token)
+
+    assert sent_null.get("errors") is None
+    assert cost_of(sent_null)["requestedQueryCost"] == 1 + 1 + 20 * (2 + 1 + 20 * (2 + 1 + 20))
+    assert graphql_error_codes(left_out) == ["QUERY_TOO_COSTLY"], left_out
+    assert left_out.get("data") is None
+    assert len(one["data"]["viewer"]["conversations"]["nodes"]) == 1
+    assert cost_of(one)["requestedQueryCost"] == 1 + 1 + 1
+
+
 @pytest.mark.parametrize(
     ("query", "token_needed", "codes"),
     [

@@ -38,6 +38,7 @@ from graphql import (
     get_named_type,
     get_operation_ast,
     is_composite_type,
+    value_from_ast_untyped,
 )
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 from strawberry.extensions import SchemaExtension
@@ -156,7 +157,7 @@ class CostModel:
         read. Which those are depends on the document alone, and only a list's length or an
         integer's value counts.
         """
-        variables = variables or {}
+        variables = _with_defaults(document, operation_name, variables or {})
         if text is None:
             return self._walk(_Costing(self, document, variables), document, operation_name)
         key = (text_digest(text), operation_name)
@@ -184,6 +185,23 @@ class CostModel:
         if root is None:
             return 0
         return costing.of(operation.selection_set, root, _Where(None, self.caps))
+
+
+def _with_defaults(
+    document: DocumentNode, operation_name: str | None, variables: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """The variables the operation will run with: one the request leaves out takes the default
+    its definition declares (`query($n: Int = 100)`), as execution will give it. A value sent,
+    null included, is kept."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return variables
+    defaults = {
+        definition.variable.name.value: value_from_ast_untyped(definition.default_value)
+        for definition in operation.variable_definitions or ()
+        if definition.default_value is not None and definition.variable.name.value not in variables
+    }
+    return {**variables, **defaults} if defaults else variables
 
 
 KNOWN_DOCUMENTS: Final = 256
