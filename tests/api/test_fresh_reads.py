@@ -6,13 +6,14 @@ shows past a cycle start or an expiry is the member brought up to now in memory.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from support import Api, Person, lots_of, open_api, subscription_of
+from support import Api, Person, ledger_of, lots_of, open_api, subscription_of
 from support import test_settings as settings_with
 
 JAN_31 = datetime(2026, 1, 31, tzinfo=UTC)
@@ -97,7 +98,7 @@ async def test_a_member_reading_ten_with_a_cycle_due_reads_fifteen_and_the_cap_r
     assert [e["code"] for e in one_more["errors"]] == ["CAP_EXCEEDED"]
 
 
-async def test_a_lot_past_its_expiry_reads_expired_and_is_neither_listed_active_nor_counted(
+async def test_lists_show_started_cycles_granted_and_lapsed_lots_expired_as_the_balance_does(
     api: Api,
 ) -> None:
     katherine = await api.create_member("Katherine Johnson", "PREMIUM_CAREER")
@@ -109,24 +110,38 @@ async def test_a_lot_past_its_expiry_reads_expired_and_is_neither_listed_active_
     # In time order: February +5 (10), March +5 (15), April clamped to 0 by the cap, then the
     # January lot's 5 lapse on 1 May: 10. (Expiring first would have let April grant 5.)
     assert await api.balance(katherine) == 10
-    assert await lots_of(api, katherine, "ACTIVE") == []
+    active = await lots_of(api, katherine, "ACTIVE")
+    assert [(parse(lot["grantedAt"]), lot["remaining"]) for lot in active] == [
+        (MAR_31, 5),
+        (FEB_28, 5),
+    ]
     data = await api.gql(
-        "{ viewer { creditLots(status: [ACTIVE]) { totalCount nodes { id } } } }",
+        "{ viewer { inmailBalance creditLots(status: [ACTIVE]) { totalCount } } }",
         token=katherine.token,
     )
-    assert data["viewer"]["creditLots"] == {"totalCount": 0, "nodes": []}
+    assert data["viewer"] == {"inmailBalance": 10, "creditLots": {"totalCount": 2}}
     [expired] = await lots_of(api, katherine, "EXPIRED")
     assert expired["id"] == first_lot["id"]
     assert (expired["status"], expired["remaining"]) == ("EXPIRED", 0)
-    [every] = await lots_of(api, katherine)
-    assert every["status"] == "EXPIRED"
+    assert len(await lots_of(api, katherine)) == 3
     ledger = await api.gql(
-        "{ viewer { ledger { nodes { kind lot { id status remaining } } } } }",
-        token=katherine.token,
+        "{ viewer { ledger { nodes { kind delta balanceAfter at } } } }", token=katherine.token
     )
-    assert ledger["viewer"]["ledger"]["nodes"] == [
-        {"kind": "GRANT", "lot": {"id": first_lot["id"], "status": "EXPIRED", "remaining": 0}}
+    entries = [
+        (e["kind"], e["delta"], e["balanceAfter"], parse(e["at"]))
+        for e in reversed(ledger["viewer"]["ledger"]["nodes"])
     ]
+    assert entries == [
+        ("GRANT", 5, 5, JAN_31),
+        ("GRANT", 5, 10, FEB_28),
+        ("GRANT", 5, 15, MAR_31),
+        ("GRANT", 0, 15, datetime(2026, 4, 30, tzinfo=UTC)),
+        ("EXPIRE", -5, 10, MAY_1),
+    ]
+    assert sum(delta for _, delta, _, _ in entries) == 10  # the balance is the sum of deltas
+    # Written once: reading again, or sending, finds nothing more to write.
+    assert len(await lots_of(api, katherine)) == 3
+    assert await api.balance(katherine) == 10
 
     bought = await api.purchase(katherine, 2)  # a write brings her up to now and agrees
     assert bought["errors"] == []
@@ -134,3 +149,36 @@ async def test_a_lot_past_its_expiry_reads_expired_and_is_neither_listed_active_
     assert await api.balance(katherine) == 12
     stored = await lots_of(api, katherine, "EXPIRED")
     assert [lot["id"] for lot in stored] == [first_lot["id"]]
+
+
+async def test_concurrent_reads_of_the_lists_write_a_started_cycle_once(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    api.clock.set(FEB_28 + timedelta(minutes=5))  # February's cycle started; nothing written
+    query = (
+        "{ viewer { inmailBalance creditLots { totalCount } ledger { totalCount } "
+        "again: creditLots(status: [ACTIVE]) { totalCount } } }"
+    )
+
+    answers = await asyncio.gather(*(api.gql(query, token=ada.token) for _ in range(8)))
+
+    for data in answers:
+        assert data["viewer"] == {
+            "inmailBalance": 10,
+            "creditLots": {"totalCount": 2},
+            "ledger": {"totalCount": 2},
+            "again": {"totalCount": 2},
+        }
+    assert [e["delta"] for e in await ledger_of(api, ada)] == [5, 5]
+
+
+async def test_an_admin_reading_a_members_lots_sees_them_as_of_now(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    api.clock.set(FEB_28 + timedelta(minutes=5))
+
+    data = await api.gql(
+        "query($m: ID!) { creditLots(memberId: $m) { totalCount nodes { remaining } } }",
+        {"m": ada.id},
+        token=api.admin,
+    )
+
+    assert data["creditLots"] == {"totalCount": 2, "nodes": [{"remaining": 5}, {"remaining": 5}]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from strawberry.types.graphql import OperationType
 from inmail.auth import AuthError, Viewer
 from inmail.schema.context import GraphContext
 from inmail.schema.errors import ApiError, refused, unauthenticated
+from inmail.services.base import bring_up_to_date
 from inmail.services.reads import Reader
 
 if TYPE_CHECKING:
@@ -89,6 +91,7 @@ class Context:
             max_page_size=self.container.settings.max_page_size,
             refuse=refused,
             caller_id=self.credentials.member_id,
+            bring_up_to_date=functools.partial(bring_up_to_date, deps),
         )
 
     @property

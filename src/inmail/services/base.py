@@ -66,6 +66,24 @@ async def unwritten_changes(deps: Deps, member_id: str) -> list[LedgerEntry]:
     return [] if account is None else list(account.wallet.entries)
 
 
+async def bring_up_to_date(deps: Deps, member_id: str) -> None:
+    """Write what is already true of the member's credits as of now, as its next write would
+    first: the cycles that started granted, lapsed lots expired. Nothing when nothing is due
+    (or another request wrote it meanwhile)."""
+    entries = await deps.uow.run(_up_to_date, deps, member_id, deps.now())
+    if entries:
+        await deps.publisher.publish(entries)
+
+
+async def _up_to_date(
+    tx: Transaction, deps: Deps, member_id: str, now: datetime
+) -> list[LedgerEntry]:
+    account = await Account.load(tx, deps.plans, member_id, now)
+    if account is None or not account.changed:
+        return []
+    return await account.save(tx)
+
+
 @dataclass
 class Account:
     """A member's credits opened for change inside one transaction."""

@@ -197,6 +197,7 @@ class Reader:
         max_page_size: int,
         refuse: Callable[[ReadRefused], Exception] = _keep_refusal,
         caller_id: Callable[[], str | None] = lambda: None,
+        bring_up_to_date: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._viewer = viewer
         self._caller_id = caller_id
@@ -209,6 +210,10 @@ class Reader:
         # Members the caller asked whether an InMail to them awaits a response, to be answered
         # by the read of the caller's own record (`_load_members`).
         self._asked_awaiting: dict[str, asyncio.Future[bool]] = {}
+        # Writes what a member's stored lots and ledger lack as of now, before they are listed:
+        # once per member and request (`_as_of_now`).
+        self._bring_up_to_date = bring_up_to_date
+        self._brought_up: dict[str, asyncio.Task[None]] = {}
 
     # The loaders, each made on its first use: a request reads few kinds of record. A loader
     # that calls back into this reader holds it weakly: the reader owns it, and a cycle
@@ -365,6 +370,7 @@ class Reader:
             target = self.acting_member()
         self.owner_or_admin(target)
         size = self._page_size(first)
+        await self._as_of_now(target)
         lots = self._store.lots
         now = self._clock()
         which = LotFilter(target, tuple(statuses) if statuses else None, now)
@@ -377,9 +383,27 @@ class Reader:
     ) -> Listing[LedgerEntry]:
         self.owner_or_admin(member_id)
         size = self._page_size(first)
+        await self._as_of_now(member_id)
         ledger = self._store.ledger
         page = await self._page(lambda: ledger.page(member_id, size, after))
         return self._listing(page, lambda: ledger.count(member_id))
+
+    async def _as_of_now(self, member_id: str) -> None:
+        """The member's stored lots and ledger brought up to now before they are listed: the
+        cycles that started granted and lapsed lots expired are written first (SPEC 3: every
+        read shows the state as of now), as the member's next write or the scheduler would.
+        The balance needs no write (it is computed as of now), so this costs nothing more
+        when nothing is due: the member's account is read once per request anyway."""
+        if self._bring_up_to_date is None:
+            return
+        account = await self._accounts.load(member_id)
+        if account is None or not account.changed:
+            return
+        writing = self._brought_up.get(member_id)
+        if writing is None:
+            writing = asyncio.ensure_future(self._bring_up_to_date(member_id))
+            self._brought_up[member_id] = writing
+        await asyncio.shield(writing)
 
     async def conversations(
         self, which: ConversationFilter, first: int | None, after: str | None
