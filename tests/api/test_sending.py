@@ -10,13 +10,16 @@ from support import (
     ada_and_grace,
     cancel_subscription,
     change_plan,
+    charges_of,
     codes,
     ledger_of,
     lots_of,
     send_and_retry,
+    subscription_of,
     update_card,
 )
 
+DECLINING_CARD = {"brand": "Visa", "last4": "0002", "expMonth": 12, "expYear": 2030}
 CARD_EXPIRING_JANUARY_2026 = {"brand": "Visa", "last4": "1111", "expMonth": 1, "expYear": 2026}
 
 
@@ -400,6 +403,48 @@ async def test_a_key_first_used_by_a_purchase_is_refused_for_a_send(api: Api) ->
     assert as_a_send["conversation"] is None
     assert await api.balance(ada) == 7
     assert await conversations_of(api, ada) == []
+
+
+async def test_a_key_first_used_by_a_declined_purchase_is_refused_for_a_send(api: Api) -> None:
+    dora = await api.create_member("Dora Declined", "PREMIUM_CAREER", card=DECLINING_CARD)
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    assert codes(await api.purchase(dora, 2, key="k-declined")) == ["PAYMENT_DECLINED"]
+
+    as_a_send = await api.send(dora, grace, key="k-declined")
+    retried_purchase = await api.purchase(dora, 2, key="k-declined")
+
+    assert codes(as_a_send) == ["IDEMPOTENCY_KEY_REUSED"]
+    await refused_without_a_trace(api, dora, as_a_send)
+    assert await api.balance(dora) == 5
+    assert codes(retried_purchase) == ["PAYMENT_DECLINED"]
+
+
+async def test_a_key_first_used_by_a_plan_change_is_refused_for_a_send(api: Api) -> None:
+    ada, grace = await ada_and_grace(api)
+    assert (await change_plan(api, ada, "PREMIUM_BUSINESS", key="k-upgrade"))["errors"] == []
+
+    as_a_send = await api.send(ada, grace, key="k-upgrade")
+
+    assert codes(as_a_send) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert as_a_send["conversation"] is None
+    assert await api.balance(ada) == 15
+    assert await conversations_of(api, ada) == []
+    assert "DEBIT" not in [entry["kind"] for entry in await ledger_of(api, ada)]
+
+
+async def test_a_key_first_used_by_a_send_is_refused_for_a_plan_change_and_a_purchase(
+    api: Api,
+) -> None:
+    ada, grace = await ada_and_grace(api)
+    assert (await api.send(ada, grace, key="k-sent"))["errors"] == []
+
+    as_a_plan_change = await change_plan(api, ada, "PREMIUM_BUSINESS", key="k-sent")
+    as_a_purchase = await api.purchase(ada, 2, key="k-sent")
+
+    assert codes(as_a_plan_change) == codes(as_a_purchase) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert await charges_of(api, ada) == []
+    assert (await subscription_of(api, ada))["plan"]["type"] == "PREMIUM_CAREER"
+    assert await api.balance(ada) == 4
 
 
 async def test_a_send_whose_record_was_kept_apart_from_its_conversation_is_still_answered(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from inmail.domain.billing import PaymentMethod
@@ -33,6 +34,14 @@ def _changes(read: Member, updated: Member) -> Doc:
     if updated.inmail_window != read.inmail_window:
         changes["inmailWindow"] = _window_to_doc(updated.inmail_window)
     return changes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHolders:
+    """What other operations of a member hold under an idempotency key."""
+
+    record: IdempotencyRecord | None  # the record another keyed request kept
+    paid_for: str | None  # the kind of a paid request whose payment intent holds the key
 
 
 class StaleMember(RuntimeError):
@@ -141,7 +150,7 @@ class MemberReader(RecordReader[Member]):
     ) -> tuple[dict[str, Member], list[CreditLot]]:
         """These members and `own`, with `own`'s ACTIVE lots, in one round trip (a member's
         live lots are few: the cap bounds them)."""
-        members, lots, _ = await self._with_own_lots(own, ids, None)
+        members, lots, _ = await self._with_own_lots(own, ids)
         return members, lots
 
     async def get_many_with_own_lots_and_awaiting(
@@ -150,32 +159,43 @@ class MemberReader(RecordReader[Member]):
         """These members and `own`, `own`'s ACTIVE lots, and those of `recipients` to whom `own`
         sent an InMail still awaiting a response, in one round trip (what a compose window
         asks)."""
-        members, lots, awaiting = await self._with_own_lots(
+        members, lots, [awaiting] = await self._with_own_lots(
             own, ids, (self._mongo.c.conversations, awaiting_from(own, recipients))
         )
         return members, lots, {doc["recipientId"] for doc in awaiting}
 
     async def get_sender_and_recipient(
         self, sender_id: str, recipient_id: str, key: str
-    ) -> tuple[dict[str, Member], list[CreditLot], IdempotencyRecord | None]:
-        """Both members, the sender's ACTIVE lots, and the record another operation kept under
-        the sender's idempotency key (a send carries its own in its conversation), in one round
-        trip."""
-        members, lots, records = await self._with_own_lots(
+    ) -> tuple[dict[str, Member], list[CreditLot], KeyHolders]:
+        """Both members, the sender's ACTIVE lots, and what other operations hold under the
+        sender's idempotency key (a send carries its own record in its conversation), in one
+        round trip."""
+        under_key = {"memberId": sender_id, "key": key}
+        members, lots, [records, intents] = await self._with_own_lots(
             sender_id,
             [recipient_id],
-            (self._mongo.c.idempotency, {"memberId": sender_id, "key": key}),
+            (self._mongo.c.idempotency, under_key),
+            (self._mongo.c.payment_intents, under_key),
         )
-        return members, lots, record_from_doc(records[0]) if records else None
+        return (
+            members,
+            lots,
+            KeyHolders(
+                record_from_doc(records[0]) if records else None,
+                intents[0]["kind"] if intents else None,
+            ),
+        )
 
     async def _with_own_lots(
-        self, own: str, ids: Iterable[str], also: tuple[Collection, Doc] | None
-    ) -> tuple[dict[str, Member], list[CreditLot], list[Doc]]:
+        self, own: str, ids: Iterable[str], *also: tuple[Collection, Doc]
+    ) -> tuple[dict[str, Member], list[CreditLot], list[list[Doc]]]:
+        """The members, `own`'s ACTIVE lots, and the documents of each of `also`'s (collection,
+        query) parts, in one round trip."""
         others = [i for i in dict.fromkeys(ids) if i != own]
-        joins = [(self._mongo.c.credit_lots, active_of([own])), *([also] if also else [])]
+        joins = [(self._mongo.c.credit_lots, active_of([own])), *also]
         docs, joined = await self._mongo.find_anchored(self._c, own, others, joins, self._session)
         members = {doc["_id"]: member_from_doc(doc) for doc in docs}
-        return members, [lot_from_doc(lot) for lot in joined[0]], joined[1] if also else []
+        return members, [lot_from_doc(lot) for lot in joined[0]], joined[1:]
 
     async def due_ids_for_renewal(
         self, now: datetime, *, after_id: str | None, limit: int

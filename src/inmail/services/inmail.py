@@ -25,7 +25,7 @@ from inmail.domain.notifications import ConversationChange, ConversationEvent, N
 from inmail.domain.rules import inmail_refusal
 from inmail.repositories.mongo import DuplicateKeyError, new_id
 from inmail.services.base import Account, Deps
-from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay
+from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay, reused_key
 from inmail.services.rate_limits import Action, RateLimits, count_inmail, count_send
 from inmail.services.unit_of_work import Reads, Transaction
 
@@ -115,15 +115,19 @@ async def _sender_may_inmail(
     tx: Transaction, deps: Deps, draft: _Draft, request: KeyedRequest, now: datetime
 ) -> Account:
     """The sender's credits, opened for the send once every check that needs no credits passed
-    (credits are the wallet's). Sender, recipient, the sender's live lots and what another
-    operation did under the key are one read."""
-    found, lots, taken = await tx.members.get_sender_and_recipient(
+    (credits are the wallet's). Sender, recipient, the sender's live lots and what other
+    operations hold under the key are one read."""
+    found, lots, held = await tx.members.get_sender_and_recipient(
         draft.sender_id, draft.recipient_id, request.key
     )
-    if taken is not None:
+    if held.paid_for is not None:
+        # A purchase or a plan change took the key, whatever became of its charge. No index
+        # that the send's inserts meet refuses it, so both attempts look.
+        raise reused_key()
+    if held.record is not None:
         # Only an optimistic attempt gets here (a careful one replayed the key first): the key
         # is taken, and the careful rerun answers from its record.
-        raise DuplicateKeyError(f"idempotency key taken by {taken.operation}")
+        raise DuplicateKeyError(f"idempotency key taken by {held.record.operation}")
     if draft.sender_id not in found:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     sender, recipient = found[draft.sender_id], found.get(draft.recipient_id)

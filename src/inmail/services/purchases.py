@@ -98,7 +98,8 @@ async def grant_purchase(
     await tx.purchases.insert(charges.purchase_of(intent, now, lot_id=lot.id))
     await tx.notifications.add(Notification.purchase_completed(member.id, intent.id, lot.id, now))
     outcome = KeyedOutcome(lot.id, account.balance)
-    # Keys are one namespace across keyed requests: an InMail under this key is refused.
+    # Keys are one namespace across keyed requests. A send under this key is refused by the
+    # key's payment intent, whatever became of its charge; this record answers a retry.
     request = KeyedRequest(intent.member_id, intent.key, OPERATION, intent.request_hash)
     await remember(tx.idempotency, request, outcome, now)
     return charges.Fulfilled(outcome, entries)
