@@ -27,7 +27,7 @@ import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError, GraphQLSchema
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
@@ -431,7 +431,7 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             response = await self.run(request)
         except HTTPException as exc:
-            response = _refusal(exc, exchange.media_type)
+            response = _refusal(exc, exchange.media_type, self.encode_json)
         except ClientDisconnect:
             log.info("the client went away before its request was read")
             return
@@ -568,15 +568,18 @@ class GraphQLApp(GraphQL[Context, None]):
         raise ConnectionRejectionError({"message": refusal})
 
 
-def _refusal(exc: HTTPException, media_type: str) -> Response:
-    """A request refused before any operation ran, as a GraphQL response with one error."""
+def _refusal(exc: HTTPException, media_type: str, encode: Callable[[object], str]) -> Response:
+    """A request refused before any operation ran, as a GraphQL response with one error.
+
+    Encoded like every reply (`encode`, GraphQLApp.encode_json): the reason may repeat what the
+    client sent, such as an operation name holding a lone surrogate."""
     code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
     headers = {}
     if exc.status_code == 405:
         mutation_over_get = isinstance(exc.__cause__, InvalidOperationTypeError)
         headers["Allow"] = "POST" if mutation_over_get else "GET, POST"
-    return JSONResponse(
-        {"errors": [{"message": exc.reason, "extensions": {"code": code}}]},
+    return Response(
+        encode({"errors": [{"message": exc.reason, "extensions": {"code": code}}]}),
         status_code=exc.status_code,
         headers=headers,
         media_type=_GRAPHQL_RESPONSE_UTF8 if media_type == GRAPHQL_RESPONSE else JSON,

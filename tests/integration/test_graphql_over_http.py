@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -314,6 +315,23 @@ async def test_an_unknown_operation_name_is_a_400_naming_it(
     assert response.status_code == 400
     assert 'Unknown operation named "Tea"' in response.json()["errors"][0]["message"]
     assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+
+
+async def test_an_unknown_operation_name_holding_a_lone_surrogate_is_a_400_escaping_it(
+    api: Api, headers: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'{"query": "{ now }", "operationName": "\\ud800"}'
+    with caplog.at_level(logging.WARNING):
+        response = await api.client.post(
+            "/graphql", content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+
+    assert response.status_code == 400, response.text
+    assert media_type(response) == headers["Accept"]
+    assert response.json()["errors"][0]["message"] == 'Unknown operation named "\ud800".'
+    assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+    errors_logged = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors_logged == [], [record.getMessage() for record in errors_logged]
 
 
 # --- GET ---------------------------------------------------------------------------------------
