@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import logging
 import mimetypes
 import uuid
@@ -13,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -66,6 +68,18 @@ class StaticHeaders:
 async def web_client(request: Request) -> Response:
     """The reference web client: static files that speak only the public API."""
     return FileResponse(STATIC_DIR / "app" / "index.html", headers=WEB_CLIENT_HEADERS)
+
+
+async def json_refusal(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (a path nothing serves, a method a route does not take) as
+    JSON, like every other answer of the service."""
+    assert isinstance(exc, HTTPException)
+    code = http.HTTPStatus(exc.status_code).name
+    return JSONResponse(
+        {"errors": [{"message": exc.detail, "extensions": {"code": code}}]},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
 
 
 class RequestLimits:
@@ -196,7 +210,8 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            # Every method: GraphQLApp answers those it does not serve (405, in JSON).
+            Route("/graphql", graphql_app),
             WebSocketRoute("/graphql", graphql_app),
             Route("/healthz", healthz),
             # Harmless in production too: files only, and the client has no rights of its own.
@@ -212,6 +227,7 @@ def create_app(
             ),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: json_refusal},
     )
     app.state.container = container
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)

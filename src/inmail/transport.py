@@ -10,7 +10,9 @@ internet directly needs:
 - a request whose body is not all in within `INMAIL_BODY_TIMEOUT` of its headers gets **408**
   and is closed;
 - past `INMAIL_MAX_CONNECTIONS` open connections (HTTP and websocket) in the process, a new one
-  gets **503** at once, before it can hold anything.
+  gets **503** at once, before it can hold anything;
+- a request llhttp cannot parse (no request line, a bad length or chunk size, a control byte in
+  a header) gets **400**, in JSON like every refusal here.
 
 A refused connection is closed the way browsers and proxies expect (a "lingering close"): the
 answer is written, the sending side shut, and whatever the client still sends is discarded for
@@ -238,7 +240,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_too_large:
             self._refuse_head()
         elif self._clear_for_refusal():
-            super().send_400_response(msg)
+            self._refuse(_answer(400, "Bad Request", msg, "BAD_REQUEST"))
 
     # --- the parser's progress -----------------------------------------------------------------
 

@@ -334,6 +334,43 @@ async def test_an_unknown_operation_name_holding_a_lone_surrogate_is_a_400_escap
     assert errors_logged == [], [record.getMessage() for record in errors_logged]
 
 
+# --- Methods and paths -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_a_method_other_than_get_and_post_is_a_json_405_allowing_them(
+    api: Api, headers: dict[str, str], method: str
+) -> None:
+    response = await api.client.request(
+        method, "/graphql", content=b'{"query": "{ now }"}', headers=headers
+    )
+
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "GET, POST"
+    assert media_type(response) == headers["Accept"]
+    assert graphql_error_codes(response.json()) == ["METHOD_NOT_ALLOWED"]
+    assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+async def test_an_unknown_path_is_a_json_404(api: Api, method: str) -> None:
+    response = await api.client.request(method, "/nope", headers={"Accept": "text/html"})
+
+    assert response.status_code == 404
+    assert media_type(response) == "application/json"
+    assert graphql_error_codes(response.json()) == ["NOT_FOUND"]
+    assert response.headers["x-request-id"]
+
+
+async def test_a_method_another_route_does_not_serve_is_a_json_405(api: Api) -> None:
+    response = await api.client.post("/healthz")
+
+    assert response.status_code == 405
+    assert sorted(response.headers["allow"].split(", ")) == ["GET", "HEAD"]
+    assert media_type(response) == "application/json"
+    assert graphql_error_codes(response.json()) == ["METHOD_NOT_ALLOWED"]
+
+
 # --- GET ---------------------------------------------------------------------------------------
 
 

@@ -277,6 +277,31 @@ def test_a_bad_request_behind_one_not_yet_answered_never_takes_its_answer(server
     assert answer == b"" or answer.startswith(b"HTTP/1.1 200 "), answer[:200]
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Length: abc\r\n\r\n",
+        b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: inmail\r\nX-Bell: ding\x07dong\r\n\r\n",
+    ],
+    ids=["no request line", "a length that is no number", "a bad chunk size", "a control byte"],
+)
+def test_a_malformed_request_is_answered_400_in_json(server: Served, request_bytes: bytes) -> None:
+    sock = server.connect()
+    sock.sendall(request_bytes)
+    answer = read_response(sock)
+    sock.close()
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"\r\ncontent-type: application/json\r\n" in head + b"\r\n", head
+    errors = json.loads(body)["errors"]
+    assert [error["extensions"]["code"] for error in errors] == ["BAD_REQUEST"]
+    assert healthz_seconds(server) < 1.0
+
+
 def test_pipelined_requests_on_one_connection_are_each_answered_in_order(
     server: Served,
 ) -> None:
