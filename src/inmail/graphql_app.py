@@ -18,6 +18,7 @@ import contextlib
 import functools
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import timedelta
@@ -25,7 +26,7 @@ from typing import Any, Final
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
-from graphql import GraphQLError, GraphQLSchema
+from graphql import GraphQLError, GraphQLSchema, OperationDefinitionNode, parse
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -141,6 +142,25 @@ def _never_ran(result: ExecutionResult) -> bool:
         return True
     errors = result.errors or []
     return result.data is None and bool(errors) and all(error.path is None for error in errors)
+
+
+# Every operation but the shorthand `{ ... }` (which must stand alone) begins with one of these.
+_OPERATION_KEYWORD: Final = re.compile(r"\b(?:query|mutation|subscription)\b", re.ASCII)
+
+
+def _holds_several_operations(query: str, max_tokens: int) -> bool:
+    """Whether the document defines more than one operation. Only a text naming two operation
+    keywords is parsed, within the token limit; one that does not parse is left to Strawberry
+    to answer."""
+    keywords = _OPERATION_KEYWORD.finditer(query)
+    if next(keywords, None) is None or next(keywords, None) is None:
+        return False
+    try:
+        document = parse(query, no_location=True, max_tokens=max_tokens)
+    except (GraphQLError, RecursionError):
+        return False
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    return len(operations) > 1
 
 
 class _Undecodable:
@@ -477,7 +497,17 @@ class GraphQLApp(GraphQL[Context, None]):
         root_value: None,
         request_data: GraphQLRequestData,
     ) -> ExecutionResult:
-        """Strawberry's, answering a mutation over GET with 405 (and `Allow: POST`)."""
+        """Strawberry's, answering a mutation over GET with 405 (and `Allow: POST`), and a
+        document of several operations without an operationName with 400 before any runs
+        (Strawberry would run the first)."""
+        if (
+            request_data.operation_name is None
+            and isinstance(request_data.query, str)
+            and _holds_several_operations(request_data.query, self.container.settings.max_tokens)
+        ):
+            raise HTTPException(
+                400, "Must provide operation name if query contains multiple operations."
+            )
         try:
             return await super().execute_single(
                 request, request_adapter, sub_response, context, root_value, request_data

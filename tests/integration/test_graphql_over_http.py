@@ -334,6 +334,67 @@ async def test_an_unknown_operation_name_holding_a_lone_surrogate_is_a_400_escap
     assert errors_logged == [], [record.getMessage() for record in errors_logged]
 
 
+SEVERAL_OPERATIONS = {
+    "two queries": "query Clock { now } query Plans { plans { type } }",
+    "a mutation first": 'mutation Enrol { createMember(input: {name: "Mallory", plan: BASIC}) '
+    "{ member { id } } } query Clock { now }",
+}
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+@pytest.mark.parametrize(
+    "document", list(SEVERAL_OPERATIONS.values()), ids=list(SEVERAL_OPERATIONS)
+)
+async def test_several_operations_without_an_operation_name_are_a_400_and_none_runs(
+    api: Api, headers: dict[str, str], method: str, document: str
+) -> None:
+    members = await api.container.mongo.c.members.count_documents({})
+    bearer = {"Authorization": f"Bearer {api.admin}"}
+    if method == "POST":
+        response = await api.client.post(
+            "/graphql", json={"query": document}, headers={**headers, **bearer}
+        )
+    else:
+        response = await get_graphql(api, {"query": document}, headers, token=api.admin)
+
+    assert response.status_code == 400, response.text
+    assert media_type(response) == headers["Accept"]
+    answer = response.json()
+    assert "data" not in answer
+    assert answer["errors"][0]["message"] == (
+        "Must provide operation name if query contains multiple operations."
+    )
+    assert graphql_error_codes(answer) == ["BAD_REQUEST"]
+    assert await api.container.mongo.c.members.count_documents({}) == members
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "query Plans { plans { ...Priced } } fragment Priced on Plan { type }",
+        "# a query, and another query\nquery Clock { now }",
+        'query Clock { now } # mutation Enrol { createMember(input: {name: "query"}) }',
+    ],
+    ids=["with a fragment", "keywords in a comment", "an operation in a comment"],
+)
+async def test_one_operation_without_an_operation_name_still_runs(api: Api, document: str) -> None:
+    response = await api.client.post(
+        "/graphql", json={"query": document}, headers=WANTS_GRAPHQL_RESPONSE
+    )
+    assert response.status_code == 200, response.text
+    assert response.json().get("errors") is None, response.text
+
+
+async def test_several_operations_with_an_operation_name_run_the_one_named(api: Api) -> None:
+    response = await api.client.post(
+        "/graphql",
+        json={"query": SEVERAL_OPERATIONS["two queries"], "operationName": "Plans"},
+        headers=WANTS_GRAPHQL_RESPONSE,
+    )
+    assert response.status_code == 200, response.text
+    assert list(response.json()["data"]) == ["plans"]
+
+
 # --- Methods and paths -------------------------------------------------------------------------
 
 
