@@ -58,6 +58,8 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from inmail.bootstrap import Container
 from inmail.graphiql import graphiql_page
 from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
+from inmail.resolvers.cost import KNOWN_DOCUMENTS
+from inmail.resolvers.limits import Remembered, text_digest
 from inmail.resolvers.root import is_unexpected
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
@@ -148,13 +150,15 @@ def _never_ran(result: ExecutionResult) -> bool:
 _OPERATION_KEYWORD: Final = re.compile(r"\b(?:query|mutation|subscription)\b", re.ASCII)
 
 
-def _holds_several_operations(query: str, max_tokens: int) -> bool:
-    """Whether the document defines more than one operation. Only a text naming two operation
-    keywords is parsed, within the token limit; one that does not parse is left to Strawberry
-    to answer."""
+def _names_two_operation_keywords(query: str) -> bool:
+    """Whether the text could define more than one operation (a cheap first look)."""
     keywords = _OPERATION_KEYWORD.finditer(query)
-    if next(keywords, None) is None or next(keywords, None) is None:
-        return False
+    return next(keywords, None) is not None and next(keywords, None) is not None
+
+
+def _holds_several_operations(query: str, max_tokens: int) -> bool:
+    """Whether the document defines more than one operation, parsed within the token limit;
+    one that does not parse is left to Strawberry to answer."""
     try:
         document = parse(query, no_location=True, max_tokens=max_tokens)
     except (GraphQLError, RecursionError):
@@ -419,6 +423,9 @@ class GraphQLApp(GraphQL[Context, None]):
             allowed_origins=settings.allowed_origins,
         )
         self.container = container
+        # Whether a document text holds several operations, by its digest: a client sends the
+        # same few documents again and again (the member page's names a `subscription` field).
+        self._several_operations: Remembered[bytes, bool] = Remembered(KNOWN_DOCUMENTS)
         core = getattr(schema, "_schema", None)
         if isinstance(core, GraphQLSchema):
             refuse_unencodable_arguments(core)
@@ -488,6 +495,16 @@ class GraphQLApp(GraphQL[Context, None]):
                 )
         return data
 
+    def _holds_several_operations(self, query: str) -> bool:
+        if not _names_two_operation_keywords(query):
+            return False
+        key = text_digest(query)
+        known = self._several_operations.get(key)
+        if known is None:
+            max_tokens = self.container.settings.max_tokens
+            known = self._several_operations.put(key, _holds_several_operations(query, max_tokens))
+        return known
+
     async def execute_single(
         self,
         request: Request,
@@ -503,7 +520,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if (
             request_data.operation_name is None
             and isinstance(request_data.query, str)
-            and _holds_several_operations(request_data.query, self.container.settings.max_tokens)
+            and self._holds_several_operations(request_data.query)
         ):
             raise HTTPException(
                 400, "Must provide operation name if query contains multiple operations."
