@@ -82,6 +82,22 @@ async def json_refusal(request: Request, exc: Exception) -> Response:
     )
 
 
+async def json_failure(request: Request, exc: Exception) -> Response:
+    """A failure no handler expected, as JSON too (and nothing of it told): the server logs
+    its traceback, the client gets a 500 it can parse."""
+    return JSONResponse(
+        {
+            "errors": [
+                {
+                    "message": "Internal server error.",
+                    "extensions": {"code": http.HTTPStatus.INTERNAL_SERVER_ERROR.name},
+                }
+            ]
+        },
+        status_code=500,
+    )
+
+
 class RequestLimits:
     """Request ids on every request, 413 for a body over the configured size, and calm about
     bodies that never arrive (a client gone, or cut off by the body timeout of inmail.transport).
@@ -227,7 +243,7 @@ def create_app(
             ),
         ],
         lifespan=lifespan,
-        exception_handlers={HTTPException: json_refusal},
+        exception_handlers={HTTPException: json_refusal, Exception: json_failure},
     )
     app.state.container = container
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)

@@ -24,9 +24,13 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from strawberry.extensions import SchemaExtension
 
 from harness.servers import ServiceProcess
+from inmail.app import create_app
 from inmail.graphql_app import GraphQLApp, response_media_type
 from inmail.processes import free_port
 from inmail.resolvers.root import build_schema
@@ -421,6 +425,22 @@ async def test_an_unknown_path_is_a_json_404(api: Api, method: str) -> None:
     assert media_type(response) == "application/json"
     assert graphql_error_codes(response.json()) == ["NOT_FOUND"]
     assert response.headers["x-request-id"]
+
+
+async def test_a_failure_no_handler_expected_is_a_json_500_telling_nothing(api: Api) -> None:
+    async def fail(request: Request) -> Response:
+        raise RuntimeError("a secret detail")
+
+    app = create_app(api.container.settings, container=api.container)
+    app.router.routes.insert(0, Route("/fail", fail))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.get("/fail")
+
+    assert response.status_code == 500
+    assert media_type(response) == "application/json"
+    assert graphql_error_codes(response.json()) == ["INTERNAL_SERVER_ERROR"]
+    assert "secret" not in response.text
 
 
 async def test_a_method_another_route_does_not_serve_is_a_json_405(api: Api) -> None:
