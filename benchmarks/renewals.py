@@ -279,7 +279,7 @@ async def run_size(uri: str, size: int, batch: int) -> dict[str, float]:
     mongo = Mongo.connect(uri, db_name)
     try:
         await mongo.client.drop_database(db_name)
-        await mongo.create_indexes()
+        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
         seeded = await seed(mongo, size)
         # No webhook URL, as by default: the pass writes no outbox events (nor does the floor).
         deps = build_deps(mongo, ManualClock(RENEWAL), DEFAULT_PLAN_TABLE, webhooks=False)

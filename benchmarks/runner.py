@@ -508,7 +508,7 @@ async def _seeding_deps(mongo: Mongo) -> Deps:
     """The benchmarks' deps: indexes made, the clock at the workloads' start, a send rate limit
     that a sender sending its whole allotment on a clock that stands still stays under, and no
     webhooks, as the served app has no webhook URL (so both sides write the same)."""
-    await mongo.create_indexes()
+    await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
     return build_deps(
         mongo,
         ManualClock(w.START),

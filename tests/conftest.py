@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from pymongo import MongoClient
 
+from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.embedded_mongod import EmbeddedMongod, EmbeddedMongodError
 from inmail.repositories.mongo import Mongo
 from support import Api, open_api
@@ -142,7 +143,7 @@ def db_name(mongodb_uri: str) -> Iterator[str]:
 async def mongo(mongodb_uri: str, db_name: str) -> AsyncIterator[Mongo]:
     """The test's own database on the session mongod, with the service's indexes; closed after."""
     mongo = Mongo.connect(mongodb_uri, db_name)
-    await mongo.create_indexes()
+    await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
     try:
         yield mongo
     finally:

@@ -198,7 +198,7 @@ def create_app(
         started: list[Background] = []
         try:
             await container.mongo.require_replica_set()
-            await container.mongo.create_indexes()
+            await container.mongo.create_indexes(plans=container.deps.plans)
             await warn_if_the_clock_is_behind_the_data(container)
             for task in container.background:
                 await task.start()

@@ -179,6 +179,42 @@ async def test_legacy_premium_renewals_grant_its_own_allotment_clamped_at_its_ca
     assert await api.balance(old_timer) == 23
 
 
+async def test_legacy_premium_without_an_allotment_keeps_the_default_of_its_start(
+    mongodb_uri: str, db_name: str
+) -> None:
+    terms = {"type": "LEGACY_PREMIUM", "monthlyAllotment": 10, "maxBalance": 30}
+    async with open_api(mongodb_uri, db_name) as api:
+        old_timer = await api.create_member("Olive Oldtimer", "LEGACY_PREMIUM")
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+        moved = await change_plan(api, ada, "LEGACY_PREMIUM", by_admin=True)
+        assert moved["errors"] == []
+        assert moved["member"]["plan"] == terms
+
+    # The operator raises the default later: the members who started at 10 keep 10.
+    raised = plan_table_from_overrides({"LEGACY_PREMIUM": {"monthlyAllotment": 25}})
+    async with open_api(mongodb_uri, db_name, settings_for_tests(plans=raised)) as api:
+        for member in (old_timer, ada):
+            viewer = await subscription_of(api, member)
+            assert viewer["plan"] == terms
+            assert viewer["subscription"]["plan"] == terms
+        api.advance(days=60)  # 16 Mar: 15 Feb and 15 Mar are due
+
+        await spend(api, old_timer, 1)
+
+        assert grants(await ledger_of(api, old_timer)) == [
+            ("2026-01-15T09:00:00Z", 10),
+            ("2026-02-15T00:00:00Z", 10),
+            ("2026-03-15T00:00:00Z", 10),  # 30 = 3 x 10: at the cap, not over it
+        ]
+        assert await api.balance(old_timer) == 29
+        newcomer = await api.create_member("Nina Newcomer", "LEGACY_PREMIUM")
+        assert (await subscription_of(api, newcomer))["plan"] == {
+            "type": "LEGACY_PREMIUM",
+            "monthlyAllotment": 25,
+            "maxBalance": 75,
+        }
+
+
 async def test_a_monthly_allotment_is_for_legacy_premium_only(api: Api) -> None:
     for plan in ["PREMIUM_CAREER", "BASIC"]:
         data = await api.gql(

@@ -20,6 +20,7 @@ from inmail.domain.notifications import (
     Notification,
     NotificationKind,
 )
+from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.repositories.changes import ChangesLost, InboxChange, InboxChanges
 from inmail.repositories.memory import InMemoryMongo
 from inmail.repositories.mongo import NO_TRANSACTION, Mongo, new_id
@@ -229,7 +230,7 @@ async def test_after_a_gap_the_inbox_catches_up_on_notifications_and_events_from
 
 async def test_the_in_memory_inbox_polls_one_collection_for_notifications_and_events() -> None:
     mongo = InMemoryMongo("inbox_poll")
-    await mongo.create_indexes()
+    await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
     broker = InboxBroker(NotificationReader(mongo, None), None, poll_interval=0.01)
     await broker.start()
     try:
@@ -263,7 +264,7 @@ async def test_the_inbox_reads_changes_only_while_someone_subscribes(
 ) -> None:
     store: Mongo = mongo if source == "change stream" else InMemoryMongo("inbox_on_demand")
     if isinstance(store, InMemoryMongo):
-        await store.create_indexes()
+        await store.create_indexes(plans=DEFAULT_PLAN_TABLE)
     changes = None if isinstance(store, InMemoryMongo) else (lambda: InboxChanges(store))
     broker = InboxBroker(NotificationReader(store, None), changes, poll_interval=0.01, linger=0.05)
     await broker.start()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo import ASCENDING, IndexModel
 
 from inmail.domain.notifications import ConversationChange, ConversationEvent
+from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.repositories.migrations import BATCH, EVENTS, migrate
 from inmail.repositories.mongo import Doc, Mongo, new_id
 from inmail.repositories.notifications import EVENT_KIND, NotificationReader
@@ -92,15 +93,17 @@ async def test_old_events_are_moved_into_notifications_once_however_often_start_
         # Two processes starting at once, each with its own client.
         other = Mongo.connect(mongodb_uri, db_name)
         try:
-            await asyncio.gather(migrate(mongo), migrate(other))
+            await asyncio.gather(
+                migrate(mongo, DEFAULT_PLAN_TABLE), migrate(other, DEFAULT_PLAN_TABLE)
+            )
         finally:
             await other.close()
         for _ in range(2):
-            await mongo.create_indexes()
+            await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
             # The marker is what skips the work; without it the migration runs again and
             # changes nothing.
             await mongo.c.migrations.delete_one({"_id": EVENTS})
-        await mongo.create_indexes()
+        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
 
         assert "conversation_events" not in await mongo.db.list_collection_names()
         assert await mongo.c.notifications.count_documents({"kind": EVENT_KIND}) == len(events)

@@ -20,6 +20,7 @@ import pytest
 
 from inmail.domain.conversations import ConversationState
 from inmail.domain.model import Conversation, ConversationKind, Message
+from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.messages import LATEST, MessageReader, MessageRepository, message_to_doc
 from inmail.repositories.mongo import Mongo, Session, new_id
@@ -92,7 +93,7 @@ async def both(mongodb_uri: str, db_name: str, mongo: Mongo) -> AsyncIterator[tu
     """(new way, old way): the same threads, each database written one way."""
     old_name = f"{db_name}_old"
     old = Mongo.connect(mongodb_uri, old_name)
-    await old.create_indexes()
+    await old.create_indexes(plans=DEFAULT_PLAN_TABLE)
     try:
         for thread in THREADS:
             await _write_new_way(mongo, thread)

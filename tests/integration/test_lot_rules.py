@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inmail.domain.credits import LAPSED, CreditLot, CreditSource, LotStatus, balance
+from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 
@@ -55,7 +56,7 @@ async def database_answers(
 ) -> tuple[dict[str, int], set[str], datetime | None]:
     mongo = Mongo.connect(uri, db_name)
     try:
-        await mongo.create_indexes()
+        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
         await mongo.c.credit_lots.delete_many({})
         uow = MongoUnitOfWork(mongo)
         if written:

@@ -28,7 +28,7 @@ from inmail.domain.model import (
     Subscription,
 )
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
-from inmail.domain.plans import PlanType
+from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.repositories.conversations import conversation_from_doc, conversation_to_doc
 from inmail.repositories.credit_lots import lot_to_doc
 from inmail.repositories.ledger import entry_to_doc
@@ -181,7 +181,7 @@ async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
     )
     mongo = Mongo(client, db_name)
     try:
-        await mongo.create_indexes()
+        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
         members = [_member(i) for i in range(MEMBERS)]
         ids = [m.id for m in members]
         await mongo.c.members.insert_many([member_to_doc(m) for m in members])

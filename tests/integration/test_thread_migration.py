@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo import ASCENDING, IndexModel
 
+from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.repositories.migrations import THREADS
 from inmail.repositories.mongo import Doc, Mongo, new_id
 from support import open_api
@@ -84,11 +85,11 @@ async def test_an_old_database_is_migrated_at_start_up_once_however_often_it_run
         )
 
         for _ in range(2):
-            await mongo.create_indexes()
+            await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
             # The marker is what skips the scan; without it the migration runs again and
             # still changes nothing.
             await mongo.c.migrations.delete_one({"_id": THREADS})
-        await mongo.create_indexes()
+        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
 
         assert await mongo.c.conversations.count_documents({"messages": {"$exists": True}}) == 0
         assert await mongo.c.messages.count_documents({}) == 5

@@ -54,6 +54,19 @@ def test_a_legacy_subscription_without_grandfathered_terms_gets_the_default_allo
     assert (policy.monthly_allotment, policy.max_balance) == (10, 30)
 
 
+def test_a_legacy_subscription_starts_with_the_allotment_asked_else_todays_default() -> None:
+    raised = plan_table_from_overrides({"LEGACY_PREMIUM": {"monthlyAllotment": 25}})
+    assert DEFAULT_PLAN_TABLE.grandfathered_allotment(PlanType.LEGACY_PREMIUM, None) == 10
+    assert raised.grandfathered_allotment(PlanType.LEGACY_PREMIUM, None) == 25
+    assert raised.grandfathered_allotment(PlanType.LEGACY_PREMIUM, 7) == 7
+
+
+def test_a_subscription_to_another_plan_keeps_no_allotment_of_its_own() -> None:
+    for plan in PlanType:
+        if plan is not PlanType.LEGACY_PREMIUM:
+            assert DEFAULT_PLAN_TABLE.grandfathered_allotment(plan, None) is None, plan
+
+
 def test_an_allotment_override_is_ignored_for_plans_that_are_not_legacy() -> None:
     policy = DEFAULT_PLAN_TABLE.policy(PlanType.PREMIUM_CAREER, monthly_allotment=99)
     assert (policy.monthly_allotment, policy.max_balance) == (5, 15)

@@ -80,6 +80,17 @@ class PlanTable:
             max_balance=self.legacy_cap_multiplier * allotment,
         )
 
+    def grandfathered_allotment(self, plan: PlanType, monthly_allotment: int | None) -> int | None:
+        """The allotment a subscription to `plan` keeps from its start (SPEC 1).
+
+        LEGACY_PREMIUM's terms are fixed per subscription: the allotment asked for, else this
+        table's default at the start, written into the subscription so that a later change of
+        the default leaves it alone. Other plans keep none: they follow the table.
+        """
+        if plan is not PlanType.LEGACY_PREMIUM or monthly_allotment is not None:
+            return monthly_allotment
+        return self.policies[plan].monthly_allotment
+
     def all(self) -> list[PlanPolicy]:
         return [self.policy(plan) for plan in PlanType]
 

@@ -3,6 +3,8 @@
 They run before the indexes are created (Mongo.create_indexes). A migration that finds nothing
 left to do records that in `migrations`, so later start-ups skip its scan. Stop the processes of
 an older version before starting this one: an older process would keep writing the old shape.
+A step that writes a figure of the configuration takes it as an argument: the plan table is
+passed to Mongo.create_indexes by the app's start-up, as configured for this start-up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from inmail.domain.plans import PlanTable, PlanType
 from inmail.repositories.mongo import NO_TRANSACTION
 
 if TYPE_CHECKING:
@@ -29,12 +32,15 @@ THREADS = "threads-in-own-collection-v1"
 EVENTS = "conversation-events-in-notifications-v1"
 """Conversation events moved from `conversation_events` into `notifications`."""
 
+LEGACY_TERMS = "legacy-premium-allotment-in-subscription-v1"
+"""LEGACY_PREMIUM subscriptions stored without an allotment given the plan table's default."""
+
 OLD_EVENTS = "conversation_events"
 EVENT_KIND = "CONVERSATION_EVENT"  # repositories/notifications.py EVENT_KIND
 _DUPLICATE_KEY = 11000
 
 
-async def migrate(mongo: Mongo) -> None:
+async def migrate(mongo: Mongo, plans: PlanTable) -> None:
     if not await _done(mongo, THREADS):
         direct = await _key_direct_threads(mongo)
         moved = await _move_embedded_messages(mongo)
@@ -50,6 +56,16 @@ async def migrate(mongo: Mongo) -> None:
         if copied:
             log.info("moved %d conversation events into the notifications collection", copied)
         await _record(mongo, EVENTS)
+    if not await _done(mongo, LEGACY_TERMS):
+        allotment = plans.policy(PlanType.LEGACY_PREMIUM).monthly_allotment
+        fixed = await _write_legacy_allotments(mongo, allotment)
+        if fixed:
+            log.info(
+                "wrote the LEGACY_PREMIUM default allotment (%d) into %d subscriptions",
+                allotment,
+                fixed,
+            )
+        await _record(mongo, LEGACY_TERMS)
 
 
 async def _done(mongo: Mongo, name: str) -> bool:
@@ -60,6 +76,18 @@ async def _record(mongo: Mongo, name: str) -> None:
     await mongo.c.migrations.update_one(
         {"_id": name}, {"$setOnInsert": {"at": datetime.now(UTC)}}, upsert=True
     )
+
+
+async def _write_legacy_allotments(mongo: Mongo, allotment: int) -> int:
+    """Every LEGACY_PREMIUM subscription stored without an allotment (an earlier version left
+    it to follow the plan table's current default) keeps `allotment` from now on, as one that
+    starts today does. A subscription with an allotment is never touched, so a second run, or
+    one started with another default, changes nothing. How many were written."""
+    result = await mongo.c.members.update_many(
+        {"subscription.plan": PlanType.LEGACY_PREMIUM.value, "subscription.monthlyAllotment": None},
+        {"$set": {"subscription.monthlyAllotment": allotment}},
+    )
+    return result.modified_count
 
 
 async def _move_conversation_events(mongo: Mongo) -> int:

@@ -36,6 +36,8 @@ from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from inmail.domain.plans import PlanTable
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -307,9 +309,12 @@ class Mongo:
     def index_models(self, collection: str) -> Sequence[IndexModel]:
         return INDEXES[collection]
 
-    async def create_indexes(self) -> None:
+    async def create_indexes(self, *, plans: PlanTable) -> None:
         """Bring the database up to this version: obsolete indexes dropped, data migrated
-        (repositories/migrations.py, each step idempotent), then every index created."""
+        (repositories/migrations.py, each step idempotent), then every index created.
+
+        `plans` is the plan table configured for this start-up: a migration that writes a
+        figure from it (LEGACY_PREMIUM's default allotment) writes the one in force."""
         from inmail.repositories.migrations import migrate
 
         for name, obsolete in OBSOLETE_INDEXES.items():
@@ -317,7 +322,7 @@ class Mongo:
             for index in obsolete:
                 if index in existing:
                     await self.db[name].drop_index(index)
-        await migrate(self)
+        await migrate(self, plans)
         for name in INDEXES:
             models = self.index_models(name)
             if models:

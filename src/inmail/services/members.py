@@ -9,7 +9,7 @@ from inmail.domain.billing import PaymentMethod, validate_anchor_day, validate_p
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.money import Money
-from inmail.domain.plans import PlanType, validate_legacy_allotment
+from inmail.domain.plans import PlanTable, PlanType, validate_legacy_allotment
 from inmail.repositories.intents import IntentKind, PaymentIntent
 from inmail.repositories.mongo import new_id
 from inmail.repositories.records import KeyedOutcome
@@ -62,15 +62,17 @@ def _legacy_terms(plan: PlanType, monthly_allotment: int | None) -> int | None:
 
 
 async def create_member(deps: Deps, new: NewMember) -> Member:
-    member = _new_member(new, deps.now())
+    member = _new_member(new, deps.now(), deps.plans)
     entries = await deps.uow.run(_open_account, deps, member)
     await deps.publisher.publish(entries)
     return await _require_member(deps.reads, member.id)
 
 
-def _new_member(new: NewMember, now: datetime) -> Member:
+def _new_member(new: NewMember, now: datetime, plans: PlanTable) -> Member:
     name, headline = _clean_name(new.name), _clean_headline(new.headline)
-    allotment = _legacy_terms(new.plan, new.monthly_allotment)
+    allotment = plans.grandfathered_allotment(
+        new.plan, _legacy_terms(new.plan, new.monthly_allotment)
+    )
     billing_day = validate_anchor_day(new.billing_day) if new.billing_day is not None else now.day
     subscription = None
     if new.plan is not PlanType.BASIC:
@@ -242,6 +244,7 @@ async def _change_plan(
     allotment = requested_allotment
     if allotment is None and plan is PlanType.LEGACY_PREMIUM and current is not None:
         allotment = current.monthly_allotment
+    allotment = deps.plans.grandfathered_allotment(plan, allotment)
     account.subscription = Subscription.start(new_id(), plan, now, now.day, allotment)
     account.wallet.start_subscription(account.subscription, deps.plans)
     return await account.save(tx, plan)
