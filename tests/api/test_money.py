@@ -280,9 +280,9 @@ async def test_an_orphan_charge_that_no_longer_fits_is_refunded_and_grants_nothi
     api: Api,
 ) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
-    await orphan_charge(api, ada, 10)
-    for _ in range(3):  # the member filled up to the cap of 45 meanwhile
+    for _ in range(3):  # up to the cap of 45
         assert (await api.purchase(ada, 10))["errors"] == []
+    await orphan_charge(api, ada, 10)  # charged by a process that died, over the cap by now
 
     await advance_clock(api, hours=1)
 
@@ -291,6 +291,21 @@ async def test_an_orphan_charge_that_no_longer_fits_is_refunded_and_grants_nothi
     assert (
         sorted(c["status"] for c in await charges_of(api, ada)) == ["REFUNDED"] + ["SUCCEEDED"] * 3
     )
+    assert await api.balance(ada) == 45
+
+
+async def test_an_orphan_charge_holds_its_room_under_the_cap_until_it_is_granted(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")  # 15 of a cap of 45
+    await orphan_charge(api, ada, 10)  # paid for: its 10 credits are on order
+
+    bought = [await api.purchase(ada, 10) for _ in range(3)]
+    await advance_clock(api, hours=1)
+
+    assert [codes(b) for b in bought] == [[], [], ["CAP_EXCEEDED"]]
+    assert sorted(c["status"] for c in await charges_of(api, ada)) == ["SUCCEEDED"] * 3
+    assert sorted(p["status"] for p in await purchases_of(api, ada)) == ["COMPLETED"] * 3
     assert await api.balance(ada) == 45
 
 
@@ -311,10 +326,10 @@ async def test_a_retry_after_reconciliation_gets_the_reconciled_purchase(api: Ap
 
 async def test_a_retry_racing_two_reconcilers_settles_each_charge_exactly_once(api: Api) -> None:
     members = [await api.create_member(f"Rita Racer {i}", "PREMIUM_BUSINESS") for i in range(4)]
-    intents = [await orphan_charge(api, m, 5 + 5 * (i % 2)) for i, m in enumerate(members)]
-    for member in members[2:]:  # these two fill up to the cap: their charge no longer fits
+    for member in members[2:]:  # these two fill up to the cap: their charge will not fit
         for _ in range(3):
             assert (await api.purchase(member, 10))["errors"] == []
+    intents = [await orphan_charge(api, m, 5 + 5 * (i % 2)) for i, m in enumerate(members)]
     api.advance(minutes=3)
     deps, gateway = api.container.deps, api.container.gateway
     now = api.clock.now()

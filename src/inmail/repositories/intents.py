@@ -138,6 +138,18 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
         )
         return doc["createdAt"] if doc else None
 
+    async def credits_on_order(self, member_id: str) -> int:
+        """The credits the member's open purchases may still grant: recorded or charged,
+        neither granted nor refunded yet."""
+        on_order = {
+            "memberId": member_id,
+            "kind": IntentKind.PURCHASE,
+            "status": {"$in": [IntentStatus.PENDING, IntentStatus.CHARGED]},
+        }
+        cursor = self._c.find(on_order, {"quantity": 1}, session=self._session)
+        quantities = [int(doc.get("quantity") or 0) async for doc in cursor]
+        return sum(quantities)
+
     async def all_for(self, member_id: str) -> list[PaymentIntent]:
         cursor = self._c.find({"memberId": member_id}, session=self._session).sort("createdAt", 1)
         return [_from_doc(doc) async for doc in cursor]

@@ -100,9 +100,17 @@ async def existing_intent(deps: Deps, request: KeyedRequest) -> PaymentIntent | 
     return _asked_by(intent, request) if intent is not None else None
 
 
-async def open_intent(deps: Deps, intent: PaymentIntent, request: KeyedRequest) -> PaymentIntent:
-    """Record the intent, or return the one a concurrent twin recorded first under its key."""
-    return _asked_by(await deps.uow.run(_open, intent), request)
+Admit = Callable[[Transaction, PaymentIntent], Awaitable[None]]
+"""A last check of a new intent inside the transaction that records it; raises a DomainError
+to refuse it (before any charge)."""
+
+
+async def open_intent(
+    deps: Deps, intent: PaymentIntent, request: KeyedRequest, admit: Admit | None = None
+) -> PaymentIntent:
+    """Record the intent (once `admit` let it), or return the one a concurrent twin recorded
+    first under its key."""
+    return _asked_by(await deps.uow.run(_open, intent, admit), request)
 
 
 def _asked_by(intent: PaymentIntent, request: KeyedRequest) -> PaymentIntent:
@@ -112,10 +120,12 @@ def _asked_by(intent: PaymentIntent, request: KeyedRequest) -> PaymentIntent:
     return intent
 
 
-async def _open(tx: Transaction, intent: PaymentIntent) -> PaymentIntent:
+async def _open(tx: Transaction, intent: PaymentIntent, admit: Admit | None) -> PaymentIntent:
     existing = await tx.intents.find(intent.member_id, intent.key)
     if existing is not None:
         return existing
+    if admit is not None:
+        await admit(tx, intent)
     await tx.intents.insert(intent)  # the unique (member, key) index decides a race
     return intent
 

@@ -7,6 +7,7 @@ the first purchase, another quantity under it is refused before any charge.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,7 +51,9 @@ async def purchase_credits(
         price = member.policy(deps.plans).credit_price
         assert price is not None, "a plan that can buy has a credit price"
         fresh = charges.new_intent(request, price.times(quantity), now, quantity=quantity)
-        intent = await charges.open_intent(deps, fresh, request)
+        intent = await charges.open_intent(
+            deps, fresh, request, functools.partial(_fits_with_what_is_on_order, deps)
+        )
     done = await charges.pay_and_fulfil(deps, gateway, intent, grant_purchase)
     await deps.publisher.publish(done.entries)
     return await _result(deps, done.outcome)
@@ -69,6 +72,32 @@ async def _member_may_buy(deps: Deps, member_id: str, quantity: int, now: dateti
     if refusal:
         raise refusal
     return member
+
+
+async def _fits_with_what_is_on_order(deps: Deps, tx: Transaction, intent: PaymentIntent) -> None:
+    """The cap again, in the transaction that records the intent, counting what the member's
+    other open purchases may still grant: of concurrent purchases that would pass the cap
+    together, those recorded after the first that fills it are refused before any charge.
+
+    The member is written too (its `rev`), so that two purchases of one member record their
+    intents in turn, each seeing the other's: without it both could count the same credits
+    on order and both be charged."""
+    assert intent.quantity is not None
+    now = deps.now()
+    account = await Account.load(tx, deps.plans, intent.member_id, now)
+    if account is None:
+        raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
+    on_order = await tx.intents.credits_on_order(intent.member_id)
+    refusal = purchase_refusal(
+        account.member,
+        plans=deps.plans,
+        now=now,
+        quantity=intent.quantity,
+        balance=account.balance + on_order,
+    )
+    if refusal:
+        raise refusal
+    await tx.members.commit(account.member, account.member)
 
 
 async def grant_purchase(
