@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from inmail.services.rate_limits import Action, window_start
+from inmail.services.rate_limits import Action, in_the_minute_before
 from inmail.settings import Settings, SettingsError
 from reliability.remote import Fleet
 from reliability.servers import running
@@ -90,9 +90,9 @@ async def messages_in(api: Api, member: Person, conversation_id: str) -> int:
 
 
 async def counted(api: Api, action: Action, member: Person) -> int:
-    return await api.container.deps.reads.rate_limits.counted(
-        action.value, member.id, window_start(api.clock.now())
-    )
+    """How many of the member's sends of `action` fall in the minute before now."""
+    recent = await api.container.deps.reads.rate_limits.recent(action.value, member.id)
+    return len(in_the_minute_before(recent, api.clock.now()))
 
 
 async def direct_thread(api: Api, author: Person, friend: Person) -> str:
@@ -166,6 +166,30 @@ async def test_advancing_the_clock_past_the_minute_lets_the_next_inmail_through(
 
     assert (await send(strict, rosalind, people[5], "lab-5"))["errors"] == []
     assert (await send(strict, rosalind, people[6], "lab-6"))["errors"] == []
+    assert len(await sent_by(strict, rosalind)) == 7
+
+
+async def test_no_sixty_seconds_hold_more_inmails_than_the_limit_across_the_turn_of_a_minute(
+    strict: Api,
+) -> None:
+    rosalind, people = await a_recruiter_and_readers(strict, 9)
+    strict.advance(seconds=50)
+    await inmail_each(strict, rosalind, people[:2], "early")  # 2 at :50
+    strict.advance(seconds=9)
+    await inmail_each(strict, rosalind, people[2:5], "late")  # 3 at :59: the limit of 5
+
+    strict.advance(seconds=1)  # the clock's next minute, the same sixty seconds
+    turned = await send(strict, rosalind, people[5], "turn")
+    assert codes(turned) == ["RATE_LIMITED"]
+    assert turned["errors"][0]["retryAfterSeconds"] == 50  # the two of :50 leave at the next :50
+
+    strict.advance(seconds=50)
+    assert (await send(strict, rosalind, people[5], "turn"))["errors"] == []
+    assert (await send(strict, rosalind, people[6], "turn-2"))["errors"] == []
+    third = await send(strict, rosalind, people[7], "turn-3")
+    assert codes(third) == ["RATE_LIMITED"]
+    assert third["errors"][0]["retryAfterSeconds"] == 9  # the three of :59 leave at :59
+    assert await counted(strict, Action.INMAIL, rosalind) == 5
     assert len(await sent_by(strict, rosalind)) == 7
 
 
@@ -280,6 +304,23 @@ async def test_one_request_of_thirty_aliased_messages_is_held_to_the_messages_li
     assert [outcome(flood[f"m{i}"]) for i in range(30)] == ["OK"] * 9 + ["RATE_LIMITED"] * 21
     assert await messages_in(strict, ada, thread) == 10
     assert await counted(strict, Action.MESSAGE, ada) == 10
+
+
+async def test_no_sixty_seconds_hold_more_messages_than_the_limit(strict: Api) -> None:
+    ada, _, thread = await ada_and_charles_in_a_thread(strict)  # message 1 of 10, at :00
+    strict.advance(seconds=59)
+    nine = await strict.gql(aliased_messages(9), {"c": thread}, ada.token)  # at :59
+    assert [outcome(p) for p in nine.values()] == ["OK"] * 9
+
+    strict.advance(seconds=1)  # :00 of the clock's next minute
+    one = aliased_messages(1)
+    assert outcome((await strict.gql(one, {"c": thread}, ada.token))["m0"]) == "OK"  # 1 left
+    refused = (await strict.gql(one, {"c": thread}, ada.token))["m0"]
+    assert outcome(refused) == "RATE_LIMITED"
+    assert refused["errors"][0]["retryAfterSeconds"] == 59
+    strict.advance(seconds=59)
+    assert outcome((await strict.gql(one, {"c": thread}, ada.token))["m0"]) == "OK"
+    assert await messages_in(strict, ada, thread) == 12
 
 
 async def test_fifty_concurrent_messages_of_one_member_send_no_more_than_the_limit(

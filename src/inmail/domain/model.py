@@ -91,11 +91,11 @@ RENEWAL_DUE = RenewalRule(SubscriptionStatus.ACTIVE)
 
 
 @dataclass(frozen=True, slots=True)
-class SendWindow:
-    """How many InMails a member sent in the rate-limit window that starts at `start`."""
+class RecentSends:
+    """When a member made its latest sends of one kind, as many as its limit counts (oldest
+    first): enough to tell how many fall in any minute."""
 
-    start: datetime
-    count: int
+    times: tuple[datetime, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +109,7 @@ class Member:
     payment_method: PaymentMethod | None = None
     connections: frozenset[str] = field(default_factory=frozenset)
     ledger_seq: int = 0
-    inmail_window: SendWindow | None = None  # services/rate_limits.py
+    recent_inmails: RecentSends = RecentSends()  # services/rate_limits.py
 
     def policy(self, plans: PlanTable) -> PlanPolicy:
         allotment = self.subscription.monthly_allotment if self.subscription else None

@@ -11,7 +11,7 @@ from inmail.domain.credits import CreditLot
 from inmail.domain.model import (
     RENEWAL_DUE,
     Member,
-    SendWindow,
+    RecentSends,
     Subscription,
     SubscriptionStatus,
 )
@@ -24,15 +24,15 @@ from inmail.repositories.records import IdempotencyRecord, record_from_doc
 
 
 def _changes(read: Member, updated: Member) -> Doc:
-    """What a commit writes: the ledger position, plan and subscription, and the InMail count of
-    the rate-limit window when a send counted one."""
+    """What a commit writes: the ledger position, plan and subscription, and the latest InMails
+    the rate limit counts when a send added one."""
     changes: Doc = {
         "ledgerSeq": updated.ledger_seq,
         "plan": updated.plan.value,
         "subscription": _subscription_to_doc(updated.subscription),
     }
-    if updated.inmail_window != read.inmail_window:
-        changes["inmailWindow"] = _window_to_doc(updated.inmail_window)
+    if updated.recent_inmails != read.recent_inmails:
+        changes["inmailSends"] = list(updated.recent_inmails.times)
     return changes
 
 
@@ -97,16 +97,19 @@ def _subscription_from_doc(doc: Doc | None) -> Subscription | None:
     )
 
 
-def _window_to_doc(window: SendWindow | None) -> Doc | None:
-    return None if window is None else {"start": window.start, "count": window.count}
-
-
-def window_from_doc(doc: Doc | None) -> SendWindow | None:
-    if not doc:
-        return None
-    start: datetime = doc["start"]
+def sends_from_doc(times: list[datetime] | None) -> RecentSends:
     # The in-memory fallback hands back naive datetimes; every stored time is UTC.
-    return SendWindow(start if start.tzinfo else start.replace(tzinfo=UTC), int(doc["count"]))
+    return RecentSends(tuple(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times or ()))
+
+
+def _recent_inmails_from_doc(doc: Doc) -> RecentSends:
+    """`inmailSends`; a member stored before it has `inmailWindow` (a count in the minute that
+    starts at `start`), read as that many sends at its start."""
+    if "inmailSends" in doc:
+        return sends_from_doc(doc["inmailSends"])
+    window = doc.get("inmailWindow") or {}
+    start = window.get("start")
+    return sends_from_doc([start] * int(window.get("count", 0)) if start else None)
 
 
 def member_from_doc(doc: Doc) -> Member:
@@ -120,7 +123,7 @@ def member_from_doc(doc: Doc) -> Member:
         payment_method=_card_from_doc(doc.get("paymentMethod")),
         connections=frozenset(doc.get("connections", ())),
         ledger_seq=doc.get("ledgerSeq", 0),
-        inmail_window=window_from_doc(doc.get("inmailWindow")),
+        recent_inmails=_recent_inmails_from_doc(doc),
     )
 
 
@@ -135,7 +138,7 @@ def member_to_doc(member: Member) -> Doc:
         "paymentMethod": _card_to_doc(member.payment_method),
         "connections": sorted(member.connections),
         "ledgerSeq": member.ledger_seq,
-        "inmailWindow": _window_to_doc(member.inmail_window),
+        "inmailSends": list(member.recent_inmails.times),
     }
 
 

@@ -1,8 +1,10 @@
-"""Rate-limit counters: how many sends a member made in one window, shared by every process.
+"""Rate-limit logs: when a member made its latest sends of one kind, shared by every process.
 
-One document per (action, window, member), its `_id` made of the three, counted with an atomic
-`$inc` and upsert. The TTL index `rate_limits.expired` deletes a counter once its `deleteAfter`
-has passed.
+One document per (action, member) (`_id` "<action>:<member id>") holding the times of the
+member's latest sends, at most as many as the limit (`$push` with `$slice`), in one atomic
+update that hands back what it held before. InMails are logged on the member document instead
+(`inmailSends`). The TTL index `rate_limits.expired` deletes a log once its `deleteAfter` has
+passed.
 """
 
 from __future__ import annotations
@@ -11,20 +13,20 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo import ReturnDocument
 
-from inmail.repositories.members import window_from_doc
+from inmail.domain.model import RecentSends
+from inmail.repositories.members import member_from_doc, sends_from_doc
 from inmail.repositories.mongo import Mongo, Session
 
-# Windows are counted on the service's clock, which a manual clock may hold still or set in the
-# past; MongoDB's TTL monitor runs on the server's wall clock. So a counter is kept for this long
-# of wall-clock time after its last count, whatever the service's clock says: on the system
-# clock a window is useless a minute after it ends, and nothing piles up.
+# Sends are timed on the service's clock, which a manual clock may hold still or set in the
+# past; MongoDB's TTL monitor runs on the server's wall clock. So a log is kept for this long of
+# wall-clock time after its last send, whatever the service's clock says: on the system clock a
+# log is useless a minute after its last send, and nothing piles up.
 KEEP_FOR = timedelta(minutes=10)
-INMAIL = "inmail"  # counted on the member document, not here
+INMAIL = "inmail"  # logged on the member document, not here
 
 
-def counter_id(action: str, window_start: datetime, member_id: str) -> str:
-    # The member id comes last: the action and the epoch second hold no ":".
-    return f"{action}:{int(window_start.timestamp())}:{member_id}"
+def log_id(action: str, member_id: str) -> str:
+    return f"{action}:{member_id}"
 
 
 class RateLimitReader:
@@ -33,41 +35,31 @@ class RateLimitReader:
         self._c = mongo.c.rate_limits
         self._members = mongo.c.members
 
-    async def counted(self, action: str, member_id: str, window_start: datetime) -> int:
-        """The member's count of `action` in the window, 0 when nothing was counted. InMails
-        are counted on the member document (services/rate_limits.py), messages here."""
+    async def recent(self, action: str, member_id: str) -> RecentSends:
+        """The member's latest sends of `action` as logged (none when nothing was). InMails are
+        logged on the member document (services/rate_limits.py), messages here."""
         if action == INMAIL:
-            member = await self._members.find_one(
-                {"_id": member_id}, {"inmailWindow": 1}, session=self._session
-            )
-            window = window_from_doc((member or {}).get("inmailWindow"))
-            return window.count if window is not None and window.start == window_start else 0
+            member = await self._members.find_one({"_id": member_id}, session=self._session)
+            return RecentSends() if member is None else member_from_doc(member).recent_inmails
         doc = await self._c.find_one(
-            {"_id": counter_id(action, window_start, member_id)},
-            {"count": 1},
-            session=self._session,
+            {"_id": log_id(action, member_id)}, {"times": 1}, session=self._session
         )
-        return 0 if doc is None else int(doc["count"])
+        return sends_from_doc(None if doc is None else doc.get("times"))
 
 
 class RateLimitRepository(RateLimitReader):
-    async def count_one(self, action: str, member_id: str, window_start: datetime) -> int:
-        """Add one to the member's counter of `action` in the window; the count with this one."""
-        doc = await self._c.find_one_and_update(
-            {"_id": counter_id(action, window_start, member_id)},
+    async def log_one(self, action: str, member_id: str, at: datetime, keep: int) -> RecentSends:
+        """Log a send of `action` at `at`, keeping the latest `keep`; the sends logged before."""
+        before = await self._c.find_one_and_update(
+            {"_id": log_id(action, member_id)},
             {
-                "$inc": {"count": 1},
-                "$setOnInsert": {
-                    "action": action,
-                    "memberId": member_id,
-                    "windowStart": window_start,
-                },
+                "$push": {"times": {"$each": [at], "$slice": -keep}},
+                "$setOnInsert": {"action": action, "memberId": member_id},
                 "$max": {"deleteAfter": datetime.now(UTC) + KEEP_FOR},
             },
             upsert=True,
-            return_document=ReturnDocument.AFTER,
-            projection={"count": 1},
+            return_document=ReturnDocument.BEFORE,
+            projection={"times": 1},
             session=self._session,
         )
-        assert doc is not None  # an upsert always returns the document after
-        return int(doc["count"])
+        return sends_from_doc(None if before is None else before.get("times"))

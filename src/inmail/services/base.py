@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from inmail.clock import Clock
 from inmail.domain.credits import CreditLot
-from inmail.domain.model import LedgerEntry, Member, SendWindow, Subscription
+from inmail.domain.model import LedgerEntry, Member, RecentSends, Subscription
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable, PlanType
 from inmail.domain.wallet import Wallet
@@ -91,7 +91,7 @@ class Account:
     member: Member
     wallet: Wallet
     subscription: Subscription | None
-    inmail_window: SendWindow | None = None  # the InMails counted in this rate-limit window
+    recent_inmails: RecentSends = field(default_factory=RecentSends)  # what the limit counts
 
     @classmethod
     async def open(
@@ -124,7 +124,7 @@ class Account:
             member=member,
             wallet=wallet,
             subscription=subscription,
-            inmail_window=member.inmail_window,
+            recent_inmails=member.recent_inmails,
         )
 
     @property
@@ -142,7 +142,7 @@ class Account:
             ledger_seq=self.wallet.last_seq,
             subscription=self.subscription,
             plan=plan or self.member.plan,
-            inmail_window=self.inmail_window,
+            recent_inmails=self.recent_inmails,
         )
 
     async def save(self, tx: Transaction, plan: PlanType | None = None) -> list[LedgerEntry]:

@@ -97,7 +97,7 @@ async def _send(
     first = Message(new_id(), draft.sender_id, draft.body, now)
     conversation = _new_inmail(draft, first, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
-    account.inmail_window = count_inmail(deps.rate_limits, account.inmail_window, now)
+    account.recent_inmails = count_inmail(deps.rate_limits, account.recent_inmails, now)
     entries = await account.save(tx)
     outcome = KeyedOutcome(conversation.id, account.balance)
     # The conversation carries its first message and the send's record under its key: one

@@ -1,26 +1,26 @@
 """Abuse limits: how many InMails and messages one member may send a minute (SPEC 4).
 
-Fixed windows, one per minute of the service's clock, rather than a sliding one: a window is one
-counter that MongoDB increments atomically, so "at most N a minute" holds exactly under any
-concurrency and across processes, and `retryAfterSeconds` is exact (the window's end). A
-sliding log would count documents and insert one, which two transactions can both pass at N-1
-(snapshot isolation does not stop that write skew). The price of fixed windows is a burst of up
-to 2N across a window boundary, which is still a bound on abuse.
+A sliding minute: a send is refused when the member already made `limit` sends of its kind in
+the minute before it, whatever the clock's minute, so no 60 seconds ever hold more than
+`limit`. Each member's latest sends of a kind (as many as the limit) are one log, written by one
+atomic update, so the limit holds exactly under any concurrency and across processes: two
+sends that would both take the last place write the same document, and one of them runs again
+after the other. `retryAfterSeconds` is exact: when the oldest of those sends leaves the minute.
 
 The count is taken inside the send's own transaction, so a send that is refused or rolled back
-for any reason, RATE_LIMITED included, takes its count back with everything else: only sends
+for any reason, RATE_LIMITED included, takes its entry back with everything else: only sends
 that happened are counted, and a refusal writes nothing at all. A retry under an idempotency key
 that already has its result is answered before the count, so it is never RATE_LIMITED.
 
-An InMail's count lives on the sender's member document (`inmailWindow`), which every send
-writes anyway (its ledger position, conditionally on the position it read): the count costs no
-round trip, and two concurrent sends of one member cannot both count from the same number, as
-one of them is rerun. It counts after every check, so a burst that is refused (no credits,
-awaiting a response) never touches it. A message's count is a counter document of its own, since
-a message writes no member: concurrent messages of one member that both write it collide with a
-WriteConflict and the driver runs the later transaction again (with backoff), so they take turns.
-A message counts first, because its checks and writes are interleaved; its refusals roll back but
-do take turns, which only slows that member's own burst.
+An InMail's log lives on the sender's member document (`inmailSends`), which every send writes
+anyway (its ledger position, conditionally on the position it read): it costs no round trip,
+and two concurrent sends of one member cannot both count from the same log, as one of them is
+rerun. It counts after every check, so a burst that is refused (no credits, awaiting a
+response) never touches it. A message's log is a document of its own, since a message writes no
+member: concurrent messages of one member that both write it collide with a WriteConflict and
+the driver runs the later transaction again (with backoff), so they take turns. A message
+counts first, because its checks and writes are interleaved; its refusals roll back but do take
+turns, which only slows that member's own burst.
 
 The in-memory fallback has no transactions: there a message refused after its count still
 counts.
@@ -30,18 +30,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from inmail.domain.errors import RateLimited, Reason
-from inmail.domain.model import SendWindow
+from inmail.domain.model import RecentSends
 
 if TYPE_CHECKING:
     from inmail.services.unit_of_work import Transaction
 
 WINDOW = timedelta(minutes=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Action(StrEnum):
@@ -51,7 +50,7 @@ class Action(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RateLimits:
-    """Most sends of each kind one member may make in a minute of the service's clock."""
+    """Most sends of each kind one member may make in any minute of the service's clock."""
 
     inmails_per_minute: int = 30
     messages_per_minute: int = 60
@@ -62,30 +61,33 @@ class RateLimits:
         return self.messages_per_minute
 
 
-def window_start(now: datetime) -> datetime:
-    """The start of the window that holds `now`: windows are aligned on the epoch."""
-    return now - (now - _EPOCH) % WINDOW
+def in_the_minute_before(recent: RecentSends, now: datetime) -> list[datetime]:
+    """The logged sends within the minute up to `now`, oldest first. A send logged after `now`
+    (a manual clock set back) is not counted."""
+    since = now - WINDOW
+    return sorted(t for t in recent.times if since < t <= now)
 
 
-def retry_after_seconds(now: datetime) -> int:
-    """Whole seconds until the window that holds `now` ends; at least 1."""
-    remaining = window_start(now) + WINDOW - now
-    return max(1, math.ceil(remaining.total_seconds()))
+def _refused_unless_room(
+    limits: RateLimits, action: Action, recent: RecentSends, now: datetime
+) -> list[datetime]:
+    """The sends of the minute before `now`; RateLimited when they already reach the limit."""
+    limit = limits.limit(action)
+    inside = in_the_minute_before(recent, now)
+    if len(inside) >= limit:
+        # Room comes back when the oldest send that keeps the count at the limit leaves.
+        room_at = inside[-limit] + WINDOW
+        retry = max(1, math.ceil((room_at - now).total_seconds()))
+        raise RateLimited(Reason.TOO_MANY_SENDS, retry, limit=limit, action=action.value)
+    return inside
 
 
-def count_inmail(limits: RateLimits, window: SendWindow | None, now: datetime) -> SendWindow:
-    """The sender's InMail window with one more send at `now`; RateLimited past the limit.
+def count_inmail(limits: RateLimits, recent: RecentSends, now: datetime) -> RecentSends:
+    """The sender's latest InMails with one more at `now`; RateLimited past the limit.
 
-    `window` is what the member document holds: a count in an earlier window counts nothing.
-    """
-    start = window_start(now)
-    count = (window.count if window is not None and window.start == start else 0) + 1
-    limit = limits.limit(Action.INMAIL)
-    if count > limit:
-        raise RateLimited(
-            Reason.TOO_MANY_SENDS, retry_after_seconds(now), limit=limit, action=Action.INMAIL.value
-        )
-    return SendWindow(start, count)
+    `recent` is what the member document holds."""
+    inside = _refused_unless_room(limits, Action.INMAIL, recent, now)
+    return RecentSends(tuple([*inside, now][-limits.limit(Action.INMAIL) :]))
 
 
 async def count_send(
@@ -93,11 +95,7 @@ async def count_send(
 ) -> None:
     """Count one send of `member_id` at `now`, inside the send's transaction; RateLimited past it.
 
-    Raising aborts the transaction, which takes the count back with it.
+    Raising aborts the transaction, which takes the entry back with it.
     """
-    limit = limits.limit(action)
-    count = await tx.rate_limits.count_one(action.value, member_id, window_start(now))
-    if count > limit:
-        raise RateLimited(
-            Reason.TOO_MANY_SENDS, retry_after_seconds(now), limit=limit, action=action.value
-        )
+    before = await tx.rate_limits.log_one(action.value, member_id, now, limits.limit(action))
+    _refused_unless_room(limits, action, before, now)
