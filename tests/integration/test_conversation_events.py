@@ -79,7 +79,7 @@ async def test_an_event_is_recorded_once_and_never_read_as_a_notification(mongo:
     )
     assert await reads.count(GRACE, unread_only=False) == 1
     assert [n.id for _, n in (await reads.page(GRACE, False, 10, None)).items] == [stored.id]
-    assert [n.id for n in await reads.since([ADA, GRACE], AT - timedelta(days=1))] == [stored.id]
+    assert [n.id for n in await reads.since([ADA, GRACE], stored.id, timedelta(0))] == [stored.id]
     assert await reads.for_member(ADA) == []
 
     [told] = await reads.events_of(event.conversation_id)
@@ -90,7 +90,7 @@ async def test_an_event_is_recorded_once_and_never_read_as_a_notification(mongo:
     )
     assert told.message is not None
     assert told.message.body == "Shall we talk about the Engine?"
-    assert [e.id for e in await reads.events_since([ADA], AT)] == [told.id]
+    assert [e.id for e in await reads.events_since([ADA], told.id, timedelta(0))] == [told.id]
     # By id, as `node` reads one: an event's id names no notification.
     assert await reads.get_many([told.id, stored.id]) == {stored.id: stored}
 
@@ -224,6 +224,33 @@ async def test_after_a_gap_the_inbox_catches_up_on_notifications_and_events_from
                 # Events at or after the last item seen: the first event (never handed out by
                 # the feed) and the missed one.
                 assert bodies == ["Before the gap", "In the gap"]
+    finally:
+        await broker.stop()
+
+
+async def test_after_a_gap_the_catch_up_finds_what_was_written_whatever_its_time_says(
+    mongo: Mongo,
+) -> None:
+    feed = GappyFeed()
+    broker = InboxBroker(NotificationReader(mongo, None), lambda: feed)  # type: ignore[arg-type, return-value]
+    await broker.start()
+    try:
+        async with broker.notifications.subscribe(GRACE) as grace_notes:
+            seen, seen_event = inmail(ADA, GRACE, AT, "Before the gap")
+            await record(mongo, seen, seen_event)
+            [seen_doc] = await mongo.find_all(
+                mongo.c.notifications, {"memberId": GRACE}, session=NO_TRANSACTION
+            )
+            await feed.queue.put(InboxChange("notifications", seen_doc))
+            assert (await next_of(grace_notes)).conversation_id == seen.conversation_id
+            # Written in the gap, after the one seen, but dated a month before it (as a billing
+            # cycle caught up late is dated at the cycle's start).
+            late, late_event = inmail(ALAN, GRACE, AT - timedelta(days=30), "Dated earlier")
+            await record(mongo, late, late_event)
+            await feed.queue.put(None)
+
+            caught = await next_of(grace_notes)
+            assert caught.conversation_id == late.conversation_id
     finally:
         await broker.stop()
 

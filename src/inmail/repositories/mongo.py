@@ -22,7 +22,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from bson import ObjectId
@@ -82,6 +82,13 @@ def _duplicates_as_one() -> Iterator[None]:
 def new_id() -> str:
     """A new document id: an ObjectId's hex form, time-ordered and URL-safe."""
     return str(ObjectId())
+
+
+def written_before(document_id: str, margin: timedelta) -> str:
+    """The smallest id `new_id` could have made `margin` before `document_id` was made (its
+    ObjectId's time, whole seconds): ids from then on sort at or after it."""
+    made = ObjectId(document_id).generation_time
+    return str(ObjectId.from_datetime(made - margin))
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,8 +222,6 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             partialFilterExpression=_EVENT,
             name="event_conversation_order",
         ),
-        # The live feed's catch-up after a gap: the events since a time.
-        IndexModel([("at", ASCENDING)], partialFilterExpression=_EVENT, name="events_by_time"),
     ],
     "leases": [],
     # Send counters per member and minute (repositories/rate_limits.py), gone once stale.
@@ -253,8 +258,9 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
 OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
     # {pair} alone: a unique index that does not lead with the shard key `senderId`.
     "conversations": ["one_direct_per_pair"],
-    # Replaced by `one_per_event` and `member_newest_keyset` (webhooks: the outbox's own).
-    "notifications": ["one_per_conversation", "member_newest", "undelivered"],
+    # Replaced by `one_per_event` and `member_newest_keyset` (webhooks: the outbox's own);
+    # `events_by_time` by `_id` (the live feed's catch-up reads by when ids were made).
+    "notifications": ["one_per_conversation", "member_newest", "undelivered", "events_by_time"],
 }
 
 

@@ -29,7 +29,7 @@ from inmail.domain.notifications import (
 )
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.messages import message_fields, message_from_doc
-from inmail.repositories.mongo import Doc, Mongo, Session, new_id
+from inmail.repositories.mongo import Doc, Mongo, Session, new_id, written_before
 from inmail.repositories.outbox import OutboxEvent, OutboxRepository
 from inmail.repositories.pages import Page, after_key
 
@@ -42,6 +42,7 @@ EVENT_KIND: Final = "CONVERSATION_EVENT"
 """The kind of a conversation event's document in `notifications` (no notification's kind)."""
 
 _EVENTS: Final[Doc] = {"kind": EVENT_KIND}
+CATCH_UP_BATCH: Final = 1000
 
 
 def is_event_doc(doc: Doc) -> bool:
@@ -120,27 +121,45 @@ class NotificationReader(RecordReader[Notification]):
         )
         return [n async for doc in cursor if (n := notification_from_doc(doc)) is not None]
 
-    async def since(self, member_ids: Sequence[str], at: datetime) -> list[Notification]:
-        """The notifications of these members written at or after `at` (a catch-up)."""
-        cursor = self._c.find(
-            {"memberId": {"$in": list(member_ids)}, "at": {"$gte": at}}, session=self._session
-        ).sort([("at", 1), ("_id", 1)])
-        return [n async for doc in cursor.limit(1000) if (n := notification_from_doc(doc))]
+    async def since(
+        self, member_ids: Sequence[str], seen_id: str, margin: timedelta
+    ) -> list[Notification]:
+        """The notifications of these members written since `margin` before the document
+        `seen_id` was (a catch-up), in the order they were written."""
+        docs = await self._written_since({"memberId": {"$in": list(member_ids)}}, seen_id, margin)
+        return [n for doc in docs if (n := notification_from_doc(doc)) is not None]
 
     async def events_since(
-        self, member_ids: Sequence[str], at: datetime
+        self, member_ids: Sequence[str], seen_id: str, margin: timedelta
     ) -> list[ConversationEvent]:
-        """The conversation events of these members' conversations at or after `at`."""
+        """The conversation events of these members' conversations written since `margin`
+        before the document `seen_id` was (a catch-up)."""
         members = list(member_ids)
-        cursor = self._c.find(
-            {
-                **_EVENTS,
-                "at": {"$gte": at},
-                "$or": [{"senderId": {"$in": members}}, {"recipientId": {"$in": members}}],
-            },
-            session=self._session,
-        ).sort([("at", 1), ("_id", 1)])
-        return [e async for doc in cursor.limit(1000) if (e := event_from_doc(doc)) is not None]
+        parties = {"$or": [{"senderId": {"$in": members}}, {"recipientId": {"$in": members}}]}
+        docs = await self._written_since({**_EVENTS, **parties}, seen_id, margin)
+        return [e for doc in docs if (e := event_from_doc(doc)) is not None]
+
+    async def _written_since(self, query: Doc, seen_id: str, margin: timedelta) -> list[Doc]:
+        """Every document matching `query` whose id was made at most `margin` before
+        `seen_id`'s, a batch at a time.
+
+        By the time their ids were made, not by `at`: `at` is when the thing happened on the
+        service's clock (a renewal caught up late carries its cycle's start), not when it was
+        written. An id is made in the transaction that writes it, so one written after
+        `seen_id` has an id made at most a transaction's length before it; `margin` covers that,
+        and whoever hands the documents out drops the ones already handed out."""
+        after = written_before(seen_id, margin)
+        found: list[Doc] = []
+        while True:
+            cursor = self._c.find(
+                {**query, "_id": {"$gte": after} if not found else {"$gt": after}},
+                session=self._session,
+            ).sort("_id", 1)
+            batch = [doc async for doc in cursor.limit(CATCH_UP_BATCH)]
+            found += batch
+            if len(batch) < CATCH_UP_BATCH:
+                return found
+            after = str(batch[-1]["_id"])
 
     async def newer_docs(self, after_id: str) -> list[Doc]:
         """Notification and event documents with an id after `after_id`, in id order (the

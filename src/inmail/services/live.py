@@ -21,7 +21,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from inmail import metrics
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE = 16
 # Seconds a broker's source stays open after its last subscriber left.
 DEFAULT_LINGER = 5.0
+CATCH_UP_MARGIN = timedelta(minutes=2)
+"""How long before the last item handed out a catch-up looks back, by the time ids were made:
+longer than a write's transaction runs between making an id and committing it."""
 
 Item = TypeVar("Item")
 Item_co = TypeVar("Item_co", covariant=True)
@@ -376,7 +379,7 @@ class InboxBroker:
         self._pump = _Pump(self._open_source, linger=linger)
         self.notifications: _Topic[Notification] = _Topic(self._pump)
         self.conversations: _Topic[ConversationEvent] = _Topic(self._pump)
-        self._last_seen: datetime | None = None
+        self._last_seen: str | None = None  # the newest id handed out since the source opened
 
     @property
     def listening(self) -> bool:
@@ -402,28 +405,32 @@ class InboxBroker:
         """Hand a new document to its subscribers: a notification to its member's, a
         conversation event to both parties' (each document is one or the other, by kind)."""
         event = event_from_doc(change.document)
+        self._seen(str(change.document["_id"]))
         if event is not None:
-            self._last_seen = event.at
             for party in dict.fromkeys(event.parties):
                 self.conversations.dispatch(party, event.id, event)
             return
         notification = notification_from_doc(change.document)
         if notification is not None:
-            self._last_seen = notification.at
             self.notifications.dispatch(notification.member_id, notification.id, notification)
+
+    def _seen(self, document_id: str) -> None:
+        if self._last_seen is None or document_id > self._last_seen:
+            self._last_seen = document_id
 
     async def _catch_up(self) -> None:
         """After a gap, hand out what the subscribed members got since the last item seen
-        (the subscribers drop the ones they already had)."""
+        was written, less a transaction's length (`CATCH_UP_MARGIN`): by when it was written,
+        not by its `at` (the subscribers drop the ones they already had)."""
         since = self._last_seen
         if since is None:
             return
         members = list(self.notifications.by_member)
         try:
-            for notification in await self._reads.since(members, since):
+            for notification in await self._reads.since(members, since, CATCH_UP_MARGIN):
                 self.notifications.dispatch(notification.member_id, notification.id, notification)
             parties = list(self.conversations.by_member)
-            for event in await self._reads.events_since(parties, since):
+            for event in await self._reads.events_since(parties, since, CATCH_UP_MARGIN):
                 for party in dict.fromkeys(event.parties):
                     self.conversations.dispatch(party, event.id, event)
         except Exception:
