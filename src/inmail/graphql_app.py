@@ -2,7 +2,7 @@
 
 What a hostile client can send is answered here before any resolver runs: a body that is not
 a JSON object, JSON nested too deep, a websocket message that is not a protocol message, a
-socket that never says connection_init, a socket whose token has expired.
+socket that never says connection_init or says it twice, a socket whose token has expired.
 
 HTTP follows the GraphQL over HTTP specification: a client whose Accept names
 `application/graphql-response+json` gets that media type, with 400 for a request that never
@@ -50,6 +50,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     CompleteMessage,
+    ConnectionInitMessage,
     ErrorMessage,
     OperationMessage,
 )
@@ -69,6 +70,9 @@ log = logging.getLogger(__name__)
 TOKEN_EXPIRED = 4403
 INIT_TIMEOUT = 4408
 BAD_MESSAGE = 4400
+# graphql-transport-ws's close for a second connection_init (Strawberry's), on both protocols.
+TOO_MANY_INITIALISATIONS = 4429
+TOO_MANY_INITIALISATIONS_REASON = "Too many initialisation requests"
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -311,6 +315,7 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
     strict message shapes and the token's lifetime."""
 
     _init_timeout_task: asyncio.Task[None] | None = None
+    _connection_init_received = False
 
     async def handle(self) -> None:
         self._init_timeout_task = asyncio.create_task(self._close_unless_initialised())
@@ -344,6 +349,17 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
         await self._handle_unless_expired(functools.partial(super().handle_message, message))
         if self.connection_acknowledged and self._init_timeout_task is not None:
             self._init_timeout_task.cancel()
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        """Strawberry's, for the first connection_init only: another is refused as on
+        graphql-transport-ws (4429), never acknowledged again with one more keep-alive task."""
+        if self._connection_init_received:
+            await self.websocket.close(
+                code=TOO_MANY_INITIALISATIONS, reason=TOO_MANY_INITIALISATIONS_REASON
+            )
+            return
+        self._connection_init_received = True
+        await super().handle_connection_init(message)
 
     async def send_message(self, message: OperationMessage) -> None:
         if message["type"] in ("data", "error") and self._has_expired():

@@ -176,3 +176,35 @@ async def test_an_upload_the_client_abandons_logs_no_error(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     noted = [r for r in caplog.records if "went away" in r.getMessage()]
     assert len(noted) <= 3
+
+
+def keep_alive_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and "handle_keep_alive" in getattr(task.get_coro(), "__qualname__", "")
+    ]
+
+
+async def test_a_second_connection_init_closes_the_socket_with_4429_and_leaves_nothing_running(
+    live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+    running_before = keep_alive_tasks()
+    init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {ada.token}"}}
+
+    async with connect(live.url, subprotocols=[Subprotocol(protocol)]) as ws:
+        for _ in range(3):
+            await ws.send(json.dumps(init))
+        async with asyncio.timeout(WAIT):
+            received = await messages_until_closed(ws)
+    for _ in range(50):
+        if keep_alive_tasks() == running_before:
+            break
+        await asyncio.sleep(0.02)
+
+    assert ws.close_code == 4429
+    assert ws.close_reason == "Too many initialisation requests"
+    assert [m["type"] for m in received if m["type"] not in ("ka", "ping")] == ["connection_ack"]
+    assert keep_alive_tasks() == running_before
+    assert tracebacks(caplog) == []
