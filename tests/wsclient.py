@@ -81,11 +81,18 @@ class GraphQLSocket:
             elif message["type"] not in ("ka", "pong"):
                 return message
 
-    async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
+    async def subscribe(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        operation_name: str | None = None,
+    ) -> str:
         self._ids += 1
         operation_id = str(self._ids)
         kind = "subscribe" if self.protocol == TRANSPORT_WS else "start"
-        payload = {"query": query, "variables": variables or {}}
+        payload: dict[str, Any] = {"query": query, "variables": variables or {}}
+        if operation_name is not None:
+            payload["operationName"] = operation_name
         await self._send({"id": operation_id, "type": kind, "payload": payload})
         return operation_id
 

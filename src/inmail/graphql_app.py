@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.exceptions import (
     NonJsonMessageReceived,
@@ -42,10 +42,11 @@ from strawberry.http.exceptions import (
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.http.types import QueryParams
 from strawberry.schema import BaseSchema
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
@@ -227,6 +228,24 @@ def _is_operation_message(message: object) -> str | None:
     return None
 
 
+def _no_operation_to_run(error: GraphQLError) -> GraphQLError:
+    """A websocket operation whose document has no operation to run, in words a client can act
+    on (HTTP answers the same documents with a 400); any other error as it is."""
+    original = error.original_error
+    if isinstance(original, MissingQueryError):
+        message = "The query is empty: send a GraphQL document with an operation."
+    elif isinstance(original, CannotGetOperationTypeError):
+        message = (
+            original.as_http_error_reason()
+            if original.operation_name is not None
+            else "The document has no operation to run, or several and no operationName to "
+            "choose one."
+        )
+    else:
+        return error
+    return ApiError(message, "BAD_REQUEST")
+
+
 class _TokenLifetime:
     """A socket is authenticated until its token's `exp`: then it is closed with 4403.
 
@@ -304,6 +323,18 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
     async def _end_operations(self) -> None:
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
+
+    async def _handle_pre_execution_error(
+        self, operation: Operation[Context, None], result: PreExecutionError
+    ) -> None:
+        """Strawberry's, answering a document with no operation to run with an error message
+        (Strawberry would close the socket with 4400)."""
+        assert result.errors
+        first = _no_operation_to_run(result.errors[0])
+        if first is not result.errors[0]:
+            await operation.send_initial_errors([first])
+            return
+        await super()._handle_pre_execution_error(operation, result)
 
     async def shutdown(self) -> None:
         await self._stop_watching()
@@ -390,7 +421,7 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
             async for result in result_source:
                 if first and isinstance(result, PreExecutionError):
                     assert result.errors
-                    error = result.errors[0].formatted
+                    error = _no_operation_to_run(result.errors[0]).formatted
                     await self.send_message(
                         ErrorMessage(type="error", id=operation_id, payload=error)
                     )

@@ -30,6 +30,7 @@ from wsclient import (
     BALANCE_CHANGED,
     WAIT,
     GraphQLSocket,
+    OperationError,
     refusal_close_code,
 )
 
@@ -207,4 +208,41 @@ async def test_a_second_connection_init_closes_the_socket_with_4429_and_leaves_n
     assert ws.close_reason == "Too many initialisation requests"
     assert [m["type"] for m in received if m["type"] not in ("ka", "ping")] == ["connection_ack"]
     assert keep_alive_tasks() == running_before
+    assert tracebacks(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "operation_name", "message"),
+    [
+        ("query Now { now }", "nope", 'Unknown operation named "nope".'),
+        ("", None, "The query is empty: send a GraphQL document with an operation."),
+        (
+            "fragment F on Query { now }",
+            None,
+            "The document has no operation to run, or several and no operationName to choose one.",
+        ),
+    ],
+    ids=["unknown-operation-name", "empty-query", "no-operation"],
+)
+async def test_an_operation_the_document_does_not_hold_is_a_client_error(
+    live: LiveServer,
+    protocol: str,
+    query: str,
+    operation_name: str | None,
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+
+    async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+        refused = await ws.subscribe(query, operation_name=operation_name)
+        with pytest.raises(OperationError) as error:
+            await ws.result(refused)
+        still_served = await ws.subscribe("{ viewer { id } }")
+        answer = await ws.result(still_served)
+
+    payload = error.value.payload
+    errors = payload if isinstance(payload, list) else [payload]
+    assert [(e["message"], e["extensions"]["code"]) for e in errors] == [(message, "BAD_REQUEST")]
+    assert answer["data"] == {"viewer": {"id": ada.id}}
     assert tracebacks(caplog) == []

@@ -27,6 +27,7 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import AwaitableOrValue, Path, gather_with_cancel
 from starlette.websockets import WebSocket
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -36,6 +37,7 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 from strawberry.extensions.runner import SchemaExtensionsRunner
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import ExecutionContext
@@ -63,10 +65,14 @@ def is_unexpected(error: GraphQLError) -> bool:
     """A failure nobody raised on purpose: a bug, masked.
 
     Errors GraphQL itself reports (syntax, validation, a variable of the wrong type, whose
-    original error is the scalar's ValueError) are the client's to read; so are ApiErrors.
+    original error is the scalar's ValueError) are the client's to read; so are ApiErrors, and
+    a document with no operation to run (an empty query, no operation, an unknown
+    operationName), which a websocket operation reports as an error rather than raises.
     """
     original = error.original_error
-    if original is None or isinstance(original, ApiError | GraphQLError):
+    if original is None or isinstance(
+        original, ApiError | GraphQLError | MissingQueryError | CannotGetOperationTypeError
+    ):
         return False
     return error.path is not None or not isinstance(original, ValueError)
 
