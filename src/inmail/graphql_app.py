@@ -228,6 +228,21 @@ def _is_operation_message(message: object) -> str | None:
     return None
 
 
+MULTIPLE_OPERATIONS: Final = "Must provide operation name if query contains multiple operations."
+
+
+def _unnamed_of_several(view: object, message: Any, starts: str) -> bool:
+    """Whether `message` (a well-formed protocol message) starts an operation whose document
+    holds several and names none: refused as over HTTP, where Strawberry would run the first."""
+    if message.get("type") != starts or not isinstance(view, GraphQLApp):
+        return False
+    payload = message.get("payload")
+    if not isinstance(payload, dict) or payload.get("operationName") is not None:
+        return False
+    query = payload.get("query")
+    return isinstance(query, str) and view.holds_several_operations(query)
+
+
 def _no_operation_to_run(error: GraphQLError) -> GraphQLError:
     """A websocket operation whose document has no operation to run, in words a client can act
     on (HTTP answers the same documents with a 400); any other error as it is."""
@@ -313,6 +328,12 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         if problem is not None:
             await self.handle_invalid_message(problem)
             return
+        if self.connection_acknowledged and _unnamed_of_several(self.view, message, "subscribe"):
+            refusal = ApiError(MULTIPLE_OPERATIONS, "BAD_REQUEST")
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [refusal.formatted]}
+            )
+            return
         await self._handle_unless_expired(functools.partial(super().handle_message, message))
 
     async def send_message(self, message: Any) -> None:
@@ -376,6 +397,12 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
                     {"type": "connection_error", "payload": {"message": problem}}
                 )
             await self.websocket.close(code=BAD_MESSAGE, reason=problem)
+            return
+        if self.connection_acknowledged and _unnamed_of_several(self.view, message, "start"):
+            refusal = ApiError(MULTIPLE_OPERATIONS, "BAD_REQUEST")
+            await self.send_message(
+                ErrorMessage(type="error", id=message["id"], payload=refusal.formatted)
+            )
             return
         await self._handle_unless_expired(functools.partial(super().handle_message, message))
         if self.connection_acknowledged and self._init_timeout_task is not None:
@@ -542,7 +569,8 @@ class GraphQLApp(GraphQL[Context, None]):
                 )
         return data
 
-    def _holds_several_operations(self, query: str) -> bool:
+    def holds_several_operations(self, query: str) -> bool:
+        """Whether the document defines more than one operation (remembered by its text)."""
         if not _names_two_operation_keywords(query):
             return False
         key = text_digest(query)
@@ -567,11 +595,9 @@ class GraphQLApp(GraphQL[Context, None]):
         if (
             request_data.operation_name is None
             and isinstance(request_data.query, str)
-            and self._holds_several_operations(request_data.query)
+            and self.holds_several_operations(request_data.query)
         ):
-            raise HTTPException(
-                400, "Must provide operation name if query contains multiple operations."
-            )
+            raise HTTPException(400, MULTIPLE_OPERATIONS)
         try:
             return await super().execute_single(
                 request, request_adapter, sub_response, context, root_value, request_data

@@ -221,8 +221,13 @@ async def test_a_second_connection_init_closes_the_socket_with_4429_and_leaves_n
             None,
             "The document has no operation to run, or several and no operationName to choose one.",
         ),
+        (
+            "query A { now } query B { viewer { id } }",
+            None,
+            "Must provide operation name if query contains multiple operations.",
+        ),
     ],
-    ids=["unknown-operation-name", "empty-query", "no-operation"],
+    ids=["unknown-operation-name", "empty-query", "no-operation", "several-operations"],
 )
 async def test_an_operation_the_document_does_not_hold_is_a_client_error(
     live: LiveServer,
