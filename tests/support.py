@@ -38,7 +38,9 @@ from inmail.bootstrap import Container, GatewayFactory, build_container
 from inmail.clock import ManualClock
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.money import Money
+from inmail.domain.plans import PlanTable
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
+from inmail.repositories.migrations import migrate
 from inmail.repositories.mongo import Mongo
 from inmail.services.idempotency import KeyedRequest
 from inmail.services.live import Broker
@@ -322,6 +324,17 @@ class ReadLog(CommandListener):
         """The collections read since the last time this was asked, one entry a read."""
         taken, self.reads = self.reads, []
         return [collection for _, collection in taken]
+
+
+async def migrate_from_two_processes(
+    mongo: Mongo, mongodb_uri: str, db_name: str, plans: PlanTable
+) -> None:
+    """Start-up's migrations run by two processes at once, each with its own client."""
+    other = Mongo.connect(mongodb_uri, db_name)
+    try:
+        await asyncio.gather(migrate(mongo, plans), migrate(other, plans))
+    finally:
+        await other.close()
 
 
 def test_settings(**changes: Any) -> Settings:

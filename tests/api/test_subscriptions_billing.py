@@ -167,16 +167,23 @@ async def test_legacy_premium_renewals_grant_its_own_allotment_clamped_at_its_ca
     api: Api,
 ) -> None:
     old_timer = await api.create_member("Olive Oldtimer", "LEGACY_PREMIUM", monthly_allotment=8)
+
+    await three_allotments_up_to_the_cap(api, old_timer, 8)
+
+
+async def three_allotments_up_to_the_cap(api: Api, old_timer: Person, allotment: int) -> None:
+    """Two months on, a Legacy Premium member (cap: three allotments) that sends once has been
+    granted its allotment three times, at the cap and not over it."""
     api.advance(days=60)  # 16 Mar: 15 Feb and 15 Mar are due
 
     await spend(api, old_timer, 1)
 
     assert grants(await ledger_of(api, old_timer)) == [
-        ("2026-01-15T09:00:00Z", 8),
-        ("2026-02-15T00:00:00Z", 8),
-        ("2026-03-15T00:00:00Z", 8),  # 24 = 3 x 8: at the cap, not over it
+        ("2026-01-15T09:00:00Z", allotment),
+        ("2026-02-15T00:00:00Z", allotment),
+        ("2026-03-15T00:00:00Z", allotment),
     ]
-    assert await api.balance(old_timer) == 23
+    assert await api.balance(old_timer) == 3 * allotment - 1
 
 
 async def test_legacy_premium_without_an_allotment_keeps_the_default_of_its_start(
@@ -197,16 +204,7 @@ async def test_legacy_premium_without_an_allotment_keeps_the_default_of_its_star
             viewer = await subscription_of(api, member)
             assert viewer["plan"] == terms
             assert viewer["subscription"]["plan"] == terms
-        api.advance(days=60)  # 16 Mar: 15 Feb and 15 Mar are due
-
-        await spend(api, old_timer, 1)
-
-        assert grants(await ledger_of(api, old_timer)) == [
-            ("2026-01-15T09:00:00Z", 10),
-            ("2026-02-15T00:00:00Z", 10),
-            ("2026-03-15T00:00:00Z", 10),  # 30 = 3 x 10: at the cap, not over it
-        ]
-        assert await api.balance(old_timer) == 29
+        await three_allotments_up_to_the_cap(api, old_timer, 10)
         newcomer = await api.create_member("Nina Newcomer", "LEGACY_PREMIUM")
         assert (await subscription_of(api, newcomer))["plan"] == {
             "type": "LEGACY_PREMIUM",

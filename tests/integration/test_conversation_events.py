@@ -8,6 +8,8 @@ stream, its catch-up after a gap, and the in-memory fallback's polling) hands ou
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -192,67 +194,77 @@ class GappyFeed:
         return None
 
 
+@contextlib.asynccontextmanager
+async def gappy_broker(mongo: Mongo) -> AsyncIterator[tuple[InboxBroker, GappyFeed]]:
+    """An inbox broker whose feed hands out only what a test puts into it."""
+    feed = GappyFeed()
+    broker = InboxBroker(NotificationReader(mongo, None), lambda: feed)  # type: ignore[arg-type, return-value]
+    await broker.start()
+    try:
+        yield broker, feed
+    finally:
+        await broker.stop()
+
+
+async def handed_out_before_the_gap(
+    mongo: Mongo, feed: GappyFeed, grace_notes: InboxSubscriber[Notification]
+) -> Notification:
+    """Ada's InMail to Grace, written, and its notification handed out by the feed: the last
+    item seen before the gap."""
+    first, first_event = inmail(ADA, GRACE, AT, "Before the gap")
+    await record(mongo, first, first_event)
+    [first_doc] = await mongo.find_all(
+        mongo.c.notifications, {"memberId": GRACE}, session=NO_TRANSACTION
+    )
+    await feed.queue.put(InboxChange("notifications", first_doc))
+    seen: Notification = await next_of(grace_notes)
+    assert seen.conversation_id == first.conversation_id
+    return seen
+
+
+async def caught_up_after_the_gap(
+    mongo: Mongo,
+    feed: GappyFeed,
+    grace_notes: InboxSubscriber[Notification],
+    sender: str,
+    at: datetime,
+) -> None:
+    """An InMail to Grace written while the stream was down (the feed never hands it out), then
+    the gap: Grace's subscriber gets it from the catch-up, and not the one seen before again."""
+    missed, missed_event = inmail(sender, GRACE, at, "In the gap")
+    await record(mongo, missed, missed_event)
+    await feed.queue.put(None)
+
+    caught = await next_of(grace_notes)
+    assert caught.conversation_id == missed.conversation_id
+
+
+@pytest.mark.parametrize(
+    "written_at",
+    [
+        AT + timedelta(minutes=5),
+        # Written after the one seen, but dated a month before it (as a billing cycle caught
+        # up late is dated at the cycle's start): found by when it was written all the same.
+        AT - timedelta(days=30),
+    ],
+    ids=["dated-after-the-last-seen", "dated-before-the-last-seen"],
+)
 async def test_after_a_gap_the_inbox_catches_up_on_notifications_and_events_from_the_database(
-    mongo: Mongo,
+    mongo: Mongo, written_at: datetime
 ) -> None:
-    feed = GappyFeed()
-    broker = InboxBroker(NotificationReader(mongo, None), lambda: feed)  # type: ignore[arg-type, return-value]
-    await broker.start()
-    try:
-        async with (
-            broker.notifications.subscribe(GRACE) as grace_notes,
-            broker.conversations.subscribe(GRACE) as grace_events,
-            broker.conversations.subscribe(ADA) as ada_events,
-        ):
-            first, first_event = inmail(ADA, GRACE, AT, "Before the gap")
-            await record(mongo, first, first_event)
-            [first_doc] = await mongo.find_all(
-                mongo.c.notifications, {"memberId": GRACE}, session=NO_TRANSACTION
-            )
-            await feed.queue.put(InboxChange("notifications", first_doc))
-            seen = await next_of(grace_notes)
-            assert seen.conversation_id == first.conversation_id
-            # Written while the stream was down: the feed never hands these out.
-            missed, missed_event = inmail(ADA, GRACE, AT + timedelta(minutes=5), "In the gap")
-            await record(mongo, missed, missed_event)
-            await feed.queue.put(None)
-
-            caught = await next_of(grace_notes)
-            assert caught.conversation_id == missed.conversation_id  # the first one not again
-            for subscriber in (grace_events, ada_events):
-                bodies = [(await next_of(subscriber)).message.body for _ in range(2)]
-                # Events at or after the last item seen: the first event (never handed out by
-                # the feed) and the missed one.
-                assert bodies == ["Before the gap", "In the gap"]
-    finally:
-        await broker.stop()
-
-
-async def test_after_a_gap_the_catch_up_finds_what_was_written_whatever_its_time_says(
-    mongo: Mongo,
-) -> None:
-    feed = GappyFeed()
-    broker = InboxBroker(NotificationReader(mongo, None), lambda: feed)  # type: ignore[arg-type, return-value]
-    await broker.start()
-    try:
-        async with broker.notifications.subscribe(GRACE) as grace_notes:
-            seen, seen_event = inmail(ADA, GRACE, AT, "Before the gap")
-            await record(mongo, seen, seen_event)
-            [seen_doc] = await mongo.find_all(
-                mongo.c.notifications, {"memberId": GRACE}, session=NO_TRANSACTION
-            )
-            await feed.queue.put(InboxChange("notifications", seen_doc))
-            assert (await next_of(grace_notes)).conversation_id == seen.conversation_id
-            # Written in the gap, after the one seen, but dated a month before it (as a billing
-            # cycle caught up late is dated at the cycle's start).
-            late, late_event = inmail(ALAN, GRACE, AT - timedelta(days=30), "Dated earlier")
-            await record(mongo, late, late_event)
-            await feed.queue.put(None)
-
-            caught = await next_of(grace_notes)
-            assert caught.conversation_id == late.conversation_id
-    finally:
-        await broker.stop()
+    async with (
+        gappy_broker(mongo) as (broker, feed),
+        broker.notifications.subscribe(GRACE) as grace_notes,
+        broker.conversations.subscribe(GRACE) as grace_events,
+        broker.conversations.subscribe(ADA) as ada_events,
+    ):
+        await handed_out_before_the_gap(mongo, feed, grace_notes)
+        await caught_up_after_the_gap(mongo, feed, grace_notes, ADA, written_at)
+        for subscriber in (grace_events, ada_events):
+            bodies = [(await next_of(subscriber)).message.body for _ in range(2)]
+            # Events written since the last item seen: the first event (never handed out by
+            # the feed) and the missed one.
+            assert bodies == ["Before the gap", "In the gap"]
 
 
 async def test_the_in_memory_inbox_polls_one_collection_for_notifications_and_events() -> None:

@@ -8,17 +8,17 @@ two at once, copies each event once.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 from pymongo import ASCENDING, IndexModel
 
 from inmail.domain.notifications import ConversationChange, ConversationEvent
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
-from inmail.repositories.migrations import BATCH, EVENTS, migrate
+from inmail.repositories.migrations import BATCH, EVENTS
 from inmail.repositories.mongo import Doc, Mongo, new_id
 from inmail.repositories.notifications import EVENT_KIND, NotificationReader
 from inmail.repositories.unit_of_work import MongoUnitOfWork
+from support import migrate_from_two_processes
 
 AT = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
 FIRST_ID = "0" * 24  # sorts before every id: the catch-up reads from the start
@@ -91,14 +91,7 @@ async def test_old_events_are_moved_into_notifications_once_however_often_start_
     try:
         thread, events = await _old_database(mongo)
 
-        # Two processes starting at once, each with its own client.
-        other = Mongo.connect(mongodb_uri, db_name)
-        try:
-            await asyncio.gather(
-                migrate(mongo, DEFAULT_PLAN_TABLE), migrate(other, DEFAULT_PLAN_TABLE)
-            )
-        finally:
-            await other.close()
+        await migrate_from_two_processes(mongo, mongodb_uri, db_name, DEFAULT_PLAN_TABLE)
         for _ in range(2):
             await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
             # The marker is what skips the work; without it the migration runs again and

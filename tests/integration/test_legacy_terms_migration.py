@@ -8,14 +8,14 @@ another default, changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 from inmail.domain.model import Member, Subscription
 from inmail.domain.plans import PlanTable, PlanType, plan_table_from_overrides
 from inmail.repositories.members import MemberReader, member_to_doc
-from inmail.repositories.migrations import LEGACY_TERMS, migrate
+from inmail.repositories.migrations import LEGACY_TERMS
 from inmail.repositories.mongo import NO_TRANSACTION, Doc, Mongo, new_id
+from support import migrate_from_two_processes
 
 AT = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
 DEFAULT_OF_TWELVE = plan_table_from_overrides({"LEGACY_PREMIUM": {"monthlyAllotment": 12}})
@@ -72,14 +72,7 @@ async def test_legacy_subscriptions_without_an_allotment_keep_the_default_of_the
         )
         before = await _stored(mongo)
 
-        # Two processes starting at once, each with its own client.
-        other = Mongo.connect(mongodb_uri, db_name)
-        try:
-            await asyncio.gather(
-                migrate(mongo, DEFAULT_OF_TWELVE), migrate(other, DEFAULT_OF_TWELVE)
-            )
-        finally:
-            await other.close()
+        await migrate_from_two_processes(mongo, mongodb_uri, db_name, DEFAULT_OF_TWELVE)
         migrated = await _stored(mongo)
 
         for name in ("Olive Oldtimer", "Otto Oldest", "Gwen Gone"):

@@ -186,16 +186,22 @@ async def _all_in(store: OutboxStore, sent: list[OutboxEvent], status: str) -> b
     return True
 
 
-async def test_an_event_is_retried_for_a_day_and_then_marked_failed_with_its_attempts_kept(
-    mongo: Mongo, receiver: Receiver
-) -> None:
-    clock = ManualClock(START)
+async def one_event_to_a_failing_receiver(
+    mongo: Mongo, clock: ManualClock, receiver: Receiver
+) -> tuple[OutboxEvent, WebhookWorker, OutboxStore]:
+    """One event enqueued, a receiver answering 503, and a worker to deliver to it."""
     [event] = events(1)
     await enqueue(mongo, [event])
     receiver.status = 503
     await receiver.start()
-    delivery = worker(mongo, clock, receiver.url)
-    store = OutboxStore(mongo)
+    return event, worker(mongo, clock, receiver.url), OutboxStore(mongo)
+
+
+async def test_an_event_is_retried_for_a_day_and_then_marked_failed_with_its_attempts_kept(
+    mongo: Mongo, receiver: Receiver
+) -> None:
+    clock = ManualClock(START)
+    event, delivery, store = await one_event_to_a_failing_receiver(mongo, clock, receiver)
 
     attempts = 0
     while (doc := await store.get(event.id)) is not None and doc["status"] == PENDING:
@@ -222,12 +228,7 @@ async def test_an_event_older_than_a_day_when_written_is_still_retried_for_a_day
 ) -> None:
     # A billing cycle granted on catch-up carries its cycle's start, days before the write.
     clock = ManualClock(START + timedelta(days=2))
-    [event] = events(1)
-    await enqueue(mongo, [event])
-    receiver.status = 503
-    await receiver.start()
-    delivery = worker(mongo, clock, receiver.url)
-    store = OutboxStore(mongo)
+    event, delivery, store = await one_event_to_a_failing_receiver(mongo, clock, receiver)
 
     assert await delivery.drain() == 1
     doc = await store.get(event.id)
