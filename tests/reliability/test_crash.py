@@ -392,8 +392,9 @@ async def test_a_purchase_charged_when_its_server_died_is_granted_once_when_retr
 class BalanceMovingGateway:
     """The built-in gateway, slow enough that the member's balance moves while it charges.
 
-    A real provider takes a while; meanwhile another purchase of the same member is granted
-    (here: run from inside the first charge, so that the race happens every time).
+    A real provider takes a while; meanwhile the member's balance may move (another purchase,
+    a cycle that starts: here run from inside the first charge, so that the race happens every
+    time).
     """
 
     def __init__(
@@ -435,20 +436,65 @@ async def raced(mongodb_uri: str, db_name: str) -> AsyncIterator[RacedApi]:
         yield RacedApi(service, made[0])
 
 
+async def test_a_purchase_made_while_another_is_being_charged_is_refused_before_any_charge(
+    raced: RacedApi,
+) -> None:
+    """The race between two purchases is decided before any charge: the one recorded second
+    counts the first's credits as on order."""
+    api = raced.api
+    hal = await api.create_member("Hal Buyer", "PREMIUM_CAREER")  # 5 of a cap of 15
+    other: list[dict[str, Any]] = []
+
+    async def another_purchase() -> None:
+        other.append(await api.purchase(hal, 10, "hal-other"))
+
+    raced.gateway.meanwhile = another_purchase
+
+    bought = await api.purchase(hal, 10, "hal-1")
+
+    assert codes(bought) == []
+    assert [codes(o) for o in other] == [["CAP_EXCEEDED"]]
+    assert await api.balance(hal) == 15
+    statuses = [(c["amount"], c["status"]) for c in await charges_of(api, hal)]
+    assert statuses == [(10000, "SUCCEEDED")]
+    assert problems(await load_snapshot(api.container.mongo.db), START) == []
+
+
+async def a_purchase_refunded_because_credits_came_back_during_its_charge(
+    raced: RacedApi,
+) -> Person:
+    """Hal (Premium Business, cap 45) at 35 of it with two InMails awaiting, buys 10: it fits
+    when recorded, but both InMails are answered while the card is charged, and with the two
+    credits back the purchase no longer fits: refused with CAP_EXCEEDED and refunded."""
+    api = raced.api
+    hal = await api.create_member("Hal Buyer", "PREMIUM_BUSINESS")  # 15
+    for quantity in (10, 10, 2):
+        assert (await api.purchase(hal, quantity))["errors"] == []
+    readers = [await api.create_member(f"Reader {i}", "BASIC", card=None) for i in range(2)]
+    sent = [await api.send(hal, reader) for reader in readers]
+    assert await api.balance(hal) == 35
+
+    async def both_answer() -> None:
+        for reader, inmail in zip(readers, sent, strict=True):
+            answered = await api.respond(reader, inmail["conversation"]["id"])
+            assert answered["creditedBack"] is True
+
+    raced.gateway.meanwhile = both_answer
+    assert codes(await api.purchase(hal, 10, "hal-1")) == ["CAP_EXCEEDED"]
+    return hal
+
+
 async def test_a_purchase_refunded_after_a_race_is_refused_when_the_race_is_over(
     raced: RacedApi,
 ) -> None:
     """The race itself is handled: the loser is refused with CAP_EXCEEDED and refunded."""
     api = raced.api
-    hal = await api.create_member("Hal Buyer", "PREMIUM_CAREER")  # 5 of a cap of 15
-    raced.gateway.meanwhile = lambda: api.purchase(hal, 10, "hal-other")
 
-    refused = await api.purchase(hal, 10, "hal-1")
+    hal = await a_purchase_refunded_because_credits_came_back_during_its_charge(raced)
 
-    assert codes(refused) == ["CAP_EXCEEDED"]
-    assert await api.balance(hal) == 15
-    statuses = sorted((c["amount"], c["status"]) for c in await charges_of(api, hal))
-    assert statuses == [(10000, "REFUNDED"), (10000, "SUCCEEDED")]
+    assert await api.balance(hal) == 37
+    statuses = [c["status"] for c in await charges_of(api, hal)]
+    assert sorted(statuses) == ["REFUNDED"] + ["SUCCEEDED"] * 3
     assert problems(await load_snapshot(api.container.mongo.db), START) == []
 
 
@@ -456,25 +502,21 @@ async def test_retrying_a_refunded_purchase_never_grants_credits_without_a_charg
     raced: RacedApi,
 ) -> None:
     api = raced.api
-    hal = await api.create_member("Hal Buyer", "PREMIUM_CAREER")
-    raced.gateway.meanwhile = lambda: api.purchase(hal, 10, "hal-other")
-    assert codes(await api.purchase(hal, 10, "hal-1")) == ["CAP_EXCEEDED"]
-    for i in range(10):  # room under the cap again
-        recipient = await api.create_member(f"Reader {i}", "BASIC", card=None)
+    hal = await a_purchase_refunded_because_credits_came_back_during_its_charge(raced)
+    for i in range(2):  # room under the cap again
+        recipient = await api.create_member(f"Another reader {i}", "BASIC", card=None)
         assert (await api.send(hal, recipient))["errors"] == []
-    assert await api.balance(hal) == 5
+    assert await api.balance(hal) == 35
 
     retried = await api.purchase(hal, 10, "hal-1")
 
     charges = await charges_of(api, hal)
-    succeeded = [c for c in charges if c["status"] == "SUCCEEDED"]
     purchases = await api.container.mongo.c.purchases.count_documents({"memberId": hal.id})
     # The retry replays the refusal: its charge was given back, and it charges nothing again.
     assert codes(retried) == ["CAP_EXCEEDED"]
-    assert await api.balance(hal) == 5
-    assert len(charges) == 2
-    assert len(succeeded) == 1
-    assert purchases == 2  # one COMPLETED, one REFUNDED
+    assert await api.balance(hal) == 35
+    assert sorted(c["status"] for c in charges) == ["REFUNDED"] + ["SUCCEEDED"] * 3
+    assert purchases == 4  # three COMPLETED, one REFUNDED
     assert problems(await load_snapshot(api.container.mongo.db), START) == []
 
 
