@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.credits import CreditLot
@@ -97,19 +98,25 @@ def _subscription_from_doc(doc: Doc | None) -> Subscription | None:
     )
 
 
+_NO_SENDS: Final = RecentSends()
+
+
 def sends_from_doc(times: list[datetime] | None) -> RecentSends:
+    if not times:
+        return _NO_SENDS  # most members read: one object for all of them
     # The in-memory fallback hands back naive datetimes; every stored time is UTC.
-    return RecentSends(tuple(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times or ()))
+    return RecentSends(tuple(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times))
 
 
 def _recent_inmails_from_doc(doc: Doc) -> RecentSends:
     """`inmailSends`; a member stored before it has `inmailWindow` (a count in the minute that
     starts at `start`), read as that many sends at its start."""
-    if "inmailSends" in doc:
-        return sends_from_doc(doc["inmailSends"])
-    window = doc.get("inmailWindow") or {}
-    start = window.get("start")
-    return sends_from_doc([start] * int(window.get("count", 0)) if start else None)
+    times = doc.get("inmailSends")
+    if times is not None:
+        return sends_from_doc(times)
+    window = doc.get("inmailWindow")
+    start = window.get("start") if window else None
+    return sends_from_doc([start] * int(window.get("count", 0)) if start and window else None)
 
 
 def member_from_doc(doc: Doc) -> Member:

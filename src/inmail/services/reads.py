@@ -370,11 +370,12 @@ class Reader:
             target = self.acting_member()
         self.owner_or_admin(target)
         size = self._page_size(first)
-        await self._as_of_now(target)
         lots = self._store.lots
         now = self._clock()
         which = LotFilter(target, tuple(statuses) if statuses else None, now)
-        page = await self._page(lambda: lots.page(which, size, after))
+        page = await self._as_of_now(
+            target, lambda: self._page(lambda: lots.page(which, size, after))
+        )
         fresh = page.map(lambda lot: _lot_as_of(lot, now))
         return self._listing(fresh, lambda: lots.count(which))
 
@@ -383,27 +384,32 @@ class Reader:
     ) -> Listing[LedgerEntry]:
         self.owner_or_admin(member_id)
         size = self._page_size(first)
-        await self._as_of_now(member_id)
         ledger = self._store.ledger
-        page = await self._page(lambda: ledger.page(member_id, size, after))
+        page = await self._as_of_now(
+            member_id, lambda: self._page(lambda: ledger.page(member_id, size, after))
+        )
         return self._listing(page, lambda: ledger.count(member_id))
 
-    async def _as_of_now(self, member_id: str) -> None:
-        """The member's stored lots and ledger brought up to now before they are listed: the
-        cycles that started granted and lapsed lots expired are written first (SPEC 3: every
-        read shows the state as of now), as the member's next write or the scheduler would.
-        The balance needs no write (it is computed as of now), so this costs nothing more
-        when nothing is due: the member's account is read once per request anyway."""
+    async def _as_of_now(self, member_id: str, read: Callable[[], Awaitable[T]]) -> T:
+        """What `read` reads of the member's stored lots or ledger, as of now: the cycles that
+        started granted and lapsed lots expired (SPEC 3: every read shows the state as of now)
+        are written first, as the member's next write or the scheduler would write them.
+
+        The read goes out with the member's account (read once per request anyway): when
+        nothing is due, which is nearly always, it is the answer, and this costs nothing more.
+        Otherwise what is due is written (once per member and request) and the list read again.
+        """
         if self._bring_up_to_date is None:
-            return
-        account = await self._accounts.load(member_id)
+            return await read()
+        account, found = await asyncio.gather(self._accounts.load(member_id), read())
         if account is None or not account.changed:
-            return
+            return found
         writing = self._brought_up.get(member_id)
         if writing is None:
             writing = asyncio.ensure_future(self._bring_up_to_date(member_id))
             self._brought_up[member_id] = writing
         await asyncio.shield(writing)
+        return await read()
 
     async def conversations(
         self, which: ConversationFilter, first: int | None, after: str | None
