@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from inmail.domain.money import Money
+from inmail.repositories.intents import IntentKind, IntentStatus
+from inmail.services import charges
+from inmail.services.idempotency import KeyedRequest
 from support import (
     Api,
     cancel_subscription,
@@ -215,3 +219,31 @@ async def test_a_refused_purchase_does_not_use_up_its_key(api: Api) -> None:
     assert result["errors"] == []
     assert result["creditsLeft"] == 15
     assert len(await charges_of(api, ada)) == 2
+
+
+async def test_a_card_that_expires_before_the_charge_ends_the_purchase_and_holds_no_room(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=CARD_EXPIRING_JANUARY_2026)
+    # A purchase checked and recorded in January (its card good then), its charge not made yet.
+    request = KeyedRequest.of(ada.id, "slow-order", IntentKind.PURCHASE, quantity=10)
+    price = Money(1000 * 10, "USD")
+    recorded = charges.new_intent(request, price, api.clock.now(), quantity=10)
+    await charges.open_intent(api.container.deps, recorded, request)
+    api.advance(days=17)  # 2026-02-01T09:00Z: the card has expired
+
+    refused = await api.purchase(ada, 10, key="slow-order")
+
+    assert codes(refused) == ["PAYMENT_METHOD_EXPIRED"]
+    assert await charges_of(api, ada) == []
+    intent = await api.container.deps.reads.intents.get(recorded.id)
+    assert intent is not None
+    assert intent.status == IntentStatus.DECLINED
+    new_card = {"brand": "Mastercard", "last4": "5555", "expMonth": 2, "expYear": 2027}
+    assert (await update_card(api, ada, new_card))["errors"] == []
+    # Its 10 credits are not on order: a new purchase up to the cap is charged and granted.
+    assert (await api.purchase(ada, 10, key="new-order"))["errors"] == []
+    assert await api.balance(ada) == 15
+    # The first key answers as it did, and charges nothing.
+    assert codes(await api.purchase(ada, 10, key="slow-order")) == ["PAYMENT_METHOD_EXPIRED"]
+    assert [c["cardLast4"] for c in await charges_of(api, ada)] == ["5555"]

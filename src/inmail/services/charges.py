@@ -158,8 +158,17 @@ async def _charge(
     assert member is not None, "members are never deleted"
     card = member.payment_method
     if card is None or card.is_expired(now):
-        # Checked before the intent was opened; the card changed since. Nothing was taken.
-        raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED, "paymentMethod")
+        # Checked before the intent was opened; the card changed since. Nothing was taken: the
+        # intent ends as a decline does (a retry under its key answers the same; a new key,
+        # after the card is updated, buys), and holds no room under the cap meanwhile.
+        expired = DomainError(
+            ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED, "paymentMethod"
+        )
+        refusal = Refusal.of(expired)
+        await deps.uow.run(
+            _move, intent.id, (IntentStatus.PENDING,), IntentStatus.DECLINED, now, refusal=refusal
+        )
+        raise _refused(refusal)
     try:
         charge = await gateway.charge(
             ChargeRequest(intent.member_id, intent.id, intent.amount, card, now, intent.kind)
