@@ -231,7 +231,9 @@ V = TypeVar("V")
 def text_digest(text: str) -> bytes:
     """What names a document's text in the caches of validation and cost, whatever its length
     (a 16-byte BLAKE2 digest, about a microsecond for a page's document)."""
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+    # surrogatepass: a text a client sent may hold a lone surrogate, which the parser refuses
+    # in words of its own; a digest must not fail first.
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class Remembered(Generic[K, V]):
