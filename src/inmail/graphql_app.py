@@ -243,6 +243,13 @@ def _unnamed_of_several(view: object, message: Any, starts: str) -> bool:
     return isinstance(query, str) and view.holds_several_operations(query)
 
 
+def _reads_afresh(context: object) -> None:
+    """A websocket's operations share its context: each starts with nothing read, so that what
+    it shows is as of now (SPEC 3), not as of the socket's first query."""
+    if isinstance(context, Context):
+        context.reads.clear()
+
+
 def _no_operation_to_run(error: GraphQLError) -> GraphQLError:
     """A websocket operation whose document has no operation to run, in words a client can act
     on (HTTP answers the same documents with a 400); any other error as it is."""
@@ -328,12 +335,16 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         if problem is not None:
             await self.handle_invalid_message(problem)
             return
-        if self.connection_acknowledged and _unnamed_of_several(self.view, message, "subscribe"):
-            refusal = ApiError(MULTIPLE_OPERATIONS, "BAD_REQUEST")
-            await self.send_message(
-                {"id": message["id"], "type": "error", "payload": [refusal.formatted]}
-            )
-            return
+        starts = message.get("type") == "subscribe"
+        if starts and self.connection_acknowledged and message["id"] not in self.operations:
+            # (A reused id is Strawberry's to refuse first: 4409.)
+            _reads_afresh(self.context)
+            if _unnamed_of_several(self.view, message, "subscribe"):
+                refusal = ApiError(MULTIPLE_OPERATIONS, "BAD_REQUEST")
+                await self.send_message(
+                    {"id": message["id"], "type": "error", "payload": [refusal.formatted]}
+                )
+                return
         await self._handle_unless_expired(functools.partial(super().handle_message, message))
 
     async def send_message(self, message: Any) -> None:
@@ -398,12 +409,16 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
                 )
             await self.websocket.close(code=BAD_MESSAGE, reason=problem)
             return
-        if self.connection_acknowledged and _unnamed_of_several(self.view, message, "start"):
-            refusal = ApiError(MULTIPLE_OPERATIONS, "BAD_REQUEST")
-            await self.send_message(
-                ErrorMessage(type="error", id=message["id"], payload=refusal.formatted)
-            )
-            return
+        if message.get("type") == "start" and self.connection_acknowledged:
+            _reads_afresh(self.context)
+            if _unnamed_of_several(self.view, message, "start"):
+                if message["id"] in self.tasks:  # a reused id replaces its operation
+                    await self.cleanup_operation(message["id"])
+                refusal = ApiError(MULTIPLE_OPERATIONS, "BAD_REQUEST")
+                await self.send_message(
+                    ErrorMessage(type="error", id=message["id"], payload=refusal.formatted)
+                )
+                return
         await self._handle_unless_expired(functools.partial(super().handle_message, message))
         if self.connection_acknowledged and self._init_timeout_task is not None:
             self._init_timeout_task.cancel()

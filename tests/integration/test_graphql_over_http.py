@@ -338,6 +338,22 @@ async def test_an_unknown_operation_name_holding_a_lone_surrogate_is_a_400_escap
     assert errors_logged == [], [record.getMessage() for record in errors_logged]
 
 
+async def test_a_lone_surrogate_in_a_document_naming_two_operation_words_is_a_syntax_error(
+    api: Api, headers: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b'{"query": "query A { now } query B { now } # \\ud800"}'
+    with caplog.at_level(logging.WARNING):
+        response = await api.client.post(
+            "/graphql", content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+
+    assert response.status_code in (200, 400), response.text
+    assert media_type(response) == headers["Accept"]
+    assert "Invalid character" in response.json()["errors"][0]["message"]
+    errors_logged = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors_logged == [], [record.getMessage() for record in errors_logged]
+
+
 SEVERAL_OPERATIONS = {
     "two queries": "query Clock { now } query Plans { plans { type } }",
     "a mutation first": 'mutation Enrol { createMember(input: {name: "Mallory", plan: BASIC}) '

@@ -28,6 +28,7 @@ from support import LiveServer, serve_api
 from support import test_settings as settings_for_tests
 from wsclient import (
     BALANCE_CHANGED,
+    TRANSPORT_WS,
     WAIT,
     GraphQLSocket,
     OperationError,
@@ -250,4 +251,38 @@ async def test_an_operation_the_document_does_not_hold_is_a_client_error(
     errors = payload if isinstance(payload, list) else [payload]
     assert [(e["message"], e["extensions"]["code"]) for e in errors] == [(message, "BAD_REQUEST")]
     assert answer["data"] == {"viewer": {"id": ada.id}}
+    assert tracebacks(caplog) == []
+
+
+async def test_each_operation_on_a_socket_reads_as_of_now_not_as_of_the_first(
+    live: LiveServer, protocol: str
+) -> None:
+    api = live.api
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")  # 15 Jan: 5 credits
+    query = "{ viewer { inmailBalance ledger { totalCount } } }"
+
+    async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+        api.advance(days=31)  # 15 Feb's cycle started; nothing written yet
+        first = await ws.result(await ws.subscribe(query))
+        api.advance(days=28)  # and 15 Mar's
+        second = await ws.result(await ws.subscribe(query))
+
+    assert first["data"]["viewer"] == {"inmailBalance": 10, "ledger": {"totalCount": 2}}
+    assert second["data"]["viewer"] == {"inmailBalance": 15, "ledger": {"totalCount": 3}}
+
+
+async def test_a_reused_id_is_refused_before_the_shape_of_its_document(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+    several = {"query": "query A { now } query B { now }", "variables": {}}
+
+    async with GraphQLSocket.open(live.url, ada.token, TRANSPORT_WS) as ws:
+        running = await ws.subscribe(BALANCE_CHANGED, {"m": ada.id})
+        assert (await ws.update(running))["reason"] == "GRANT"
+        await ws.ws.send(json.dumps({"id": running, "type": "subscribe", "payload": several}))
+        after = await messages_until_closed(ws.ws)
+
+    assert ws.ws.close_code == 4409
+    assert [m for m in after if m.get("type") == "error"] == []
     assert tracebacks(caplog) == []

@@ -256,6 +256,7 @@ class Reader:
             self.__dict__.pop(loader, None)
         self._live_lots.clear()
         self._asked_awaiting.clear()
+        self._brought_up.clear()
 
     # Who is asking: the checks every entrypoint shares.
 
