@@ -14,6 +14,7 @@ subscriptions through the collection's change stream (repositories/changes.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,8 +42,10 @@ _NEWEST_FIRST: Final = (("at", DESCENDING), ("_id", DESCENDING))
 EVENT_KIND: Final = "CONVERSATION_EVENT"
 """The kind of a conversation event's document in `notifications` (no notification's kind)."""
 
+log = logging.getLogger(__name__)
 _EVENTS: Final[Doc] = {"kind": EVENT_KIND}
 CATCH_UP_BATCH: Final = 1000
+CATCH_UP_MOST: Final = 20 * CATCH_UP_BATCH
 
 
 def is_event_doc(doc: Doc) -> bool:
@@ -147,10 +150,12 @@ class NotificationReader(RecordReader[Notification]):
         service's clock (a renewal caught up late carries its cycle's start), not when it was
         written. An id is made in the transaction that writes it, so one written after
         `seen_id` has an id made at most a transaction's length before it; `margin` covers that,
-        and whoever hands the documents out drops the ones already handed out."""
+        and whoever hands the documents out drops the ones already handed out. At most
+        CATCH_UP_MOST documents: past them (a gap of hours on a busy service), a subscriber's
+        bounded queue could not hold what it missed anyway."""
         after = written_before(seen_id, margin)
         found: list[Doc] = []
-        while True:
+        while len(found) < CATCH_UP_MOST:
             cursor = self._c.find(
                 {**query, "_id": {"$gte": after} if not found else {"$gt": after}},
                 session=self._session,
@@ -160,6 +165,10 @@ class NotificationReader(RecordReader[Notification]):
             if len(batch) < CATCH_UP_BATCH:
                 return found
             after = str(batch[-1]["_id"])
+        log.warning(
+            "inbox catch-up: more than %d documents since the gap; the rest are left", CATCH_UP_MOST
+        )
+        return found
 
     async def newer_docs(self, after_id: str) -> list[Doc]:
         """Notification and event documents with an id after `after_id`, in id order (the
