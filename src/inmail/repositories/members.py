@@ -108,15 +108,19 @@ def sends_from_doc(times: list[datetime] | None) -> RecentSends:
     return RecentSends(tuple(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times))
 
 
-def _recent_inmails_from_doc(doc: Doc) -> RecentSends:
+INMAIL_LOG_FIELDS: Final = {"inmailSends": 1, "inmailWindow": 1}
+"""A member document's fields that `recent_inmails_from_doc` reads."""
+
+
+def recent_inmails_from_doc(doc: Doc) -> RecentSends:
     """`inmailSends`; a member stored before it has `inmailWindow` (a count in the minute that
     starts at `start`), read as that many sends at its start."""
     times = doc.get("inmailSends")
     if times is not None:
         return sends_from_doc(times)
-    window = doc.get("inmailWindow")
-    start = window.get("start") if window else None
-    return sends_from_doc([start] * int(window.get("count", 0)) if start and window else None)
+    window = doc.get("inmailWindow") or {}
+    start = window.get("start")
+    return sends_from_doc([start] * int(window.get("count", 0)) if start else None)
 
 
 def member_from_doc(doc: Doc) -> Member:
@@ -130,7 +134,7 @@ def member_from_doc(doc: Doc) -> Member:
         payment_method=_card_from_doc(doc.get("paymentMethod")),
         connections=frozenset(doc.get("connections", ())),
         ledger_seq=doc.get("ledgerSeq", 0),
-        recent_inmails=_recent_inmails_from_doc(doc),
+        recent_inmails=recent_inmails_from_doc(doc),
     )
 
 
@@ -257,6 +261,12 @@ class MemberRepository(MemberReader):
         one of them is retried: the ledger's order is the commit order.
         """
         await self.commit_many([(read, updated)])
+
+    async def take_turn(self, member: Member) -> None:
+        """Write nothing of the member but its revision, only if nobody else wrote it: two
+        transactions that both take a member's turn conflict, and one of them is retried, so
+        each sees what the other wrote beside the member."""
+        await self.commit(member, member)
 
     async def commit_many(self, commits: Sequence[tuple[Member, Member]]) -> None:
         """`commit` for many members in one round trip: (member as read, member as updated)."""

@@ -14,7 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pymongo import ReturnDocument
 
 from inmail.domain.model import RecentSends
-from inmail.repositories.members import member_from_doc, sends_from_doc
+from inmail.repositories.members import (
+    INMAIL_LOG_FIELDS,
+    recent_inmails_from_doc,
+    sends_from_doc,
+)
 from inmail.repositories.mongo import Mongo, Session
 
 # Sends are timed on the service's clock, which a manual clock may hold still or set in the
@@ -39,8 +43,10 @@ class RateLimitReader:
         """The member's latest sends of `action` as logged (none when nothing was). InMails are
         logged on the member document (services/rate_limits.py), messages here."""
         if action == INMAIL:
-            member = await self._members.find_one({"_id": member_id}, session=self._session)
-            return RecentSends() if member is None else member_from_doc(member).recent_inmails
+            member = await self._members.find_one(
+                {"_id": member_id}, INMAIL_LOG_FIELDS, session=self._session
+            )
+            return recent_inmails_from_doc(member or {})
         doc = await self._c.find_one(
             {"_id": log_id(action, member_id)}, {"times": 1}, session=self._session
         )

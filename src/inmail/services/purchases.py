@@ -97,7 +97,7 @@ async def _fits_with_what_is_on_order(deps: Deps, tx: Transaction, intent: Payme
     )
     if refusal:
         raise refusal
-    await tx.members.commit(account.member, account.member)
+    await tx.members.take_turn(account.member)
 
 
 async def grant_purchase(
