@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from inmail.services import charges
+from inmail.services import inmail as inmail_service
 from support import (
     Api,
     Person,
@@ -445,6 +449,65 @@ async def test_a_key_first_used_by_a_send_is_refused_for_a_plan_change_and_a_pur
     assert await charges_of(api, ada) == []
     assert (await subscription_of(api, ada))["plan"]["type"] == "PREMIUM_CAREER"
     assert await api.balance(ada) == 4
+
+
+@pytest.mark.parametrize("paid", ["purchase", "plan change"])
+async def test_a_send_landing_after_a_paid_request_looked_at_its_key_wins_it_before_any_charge(
+    api: Api, monkeypatch: pytest.MonkeyPatch, paid: str
+) -> None:
+    """The paid request found the key free, then a send under it committed before the payment
+    intent was recorded: the intent is refused in its own transaction, and nothing is charged."""
+    ada, grace = await ada_and_grace(api)
+    sends: list[dict[str, Any]] = []
+    open_intent = charges.open_intent
+
+    async def a_send_lands_first(*args: Any) -> Any:
+        sends.append(await api.send(ada, grace, key="k-raced"))
+        return await open_intent(*args)
+
+    monkeypatch.setattr(charges, "open_intent", a_send_lands_first)
+    if paid == "purchase":
+        refused = await api.purchase(ada, 2, key="k-raced")
+    else:
+        refused = await change_plan(api, ada, "PREMIUM_BUSINESS", key="k-raced")
+    monkeypatch.undo()
+
+    [sent] = sends
+    assert sent["errors"] == []
+    assert codes(refused) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert await charges_of(api, ada) == []
+    assert await api.container.mongo.c.payment_intents.count_documents({}) == 0
+    assert (await subscription_of(api, ada))["plan"]["type"] == "PREMIUM_CAREER"
+    assert await api.balance(ada) == 4
+    retried = await api.send(ada, grace, key="k-raced")
+    assert retried["conversation"]["id"] == sent["conversation"]["id"]
+
+
+async def test_a_paid_request_recorded_while_a_send_under_its_key_runs_has_the_send_refused(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The send read its key free; a plan change's intent under the key (its charge then
+    declined) was recorded before the send wrote: the send's transaction conflicts, and its
+    retry finds the key taken."""
+    dora = await api.create_member("Dora Declined", "PREMIUM_CAREER", card=DECLINING_CARD)
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    changes: list[dict[str, Any]] = []
+    may_inmail = inmail_service._sender_may_inmail
+
+    async def a_plan_change_lands_meanwhile(*args: Any) -> Any:
+        account = await may_inmail(*args)
+        if not changes:
+            changes.append(await change_plan(api, dora, "PREMIUM_BUSINESS", key="k-raced"))
+        return account
+
+    monkeypatch.setattr(inmail_service, "_sender_may_inmail", a_plan_change_lands_meanwhile)
+    refused = await api.send(dora, grace, key="k-raced")
+    monkeypatch.undo()
+
+    assert [codes(change) for change in changes] == [["PAYMENT_DECLINED"]]
+    assert codes(refused) == ["IDEMPOTENCY_KEY_REUSED"]
+    await refused_without_a_trace(api, dora, refused)
+    assert await api.balance(dora) == 5
 
 
 async def test_a_send_whose_record_was_kept_apart_from_its_conversation_is_still_answered(

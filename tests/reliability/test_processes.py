@@ -126,6 +126,40 @@ async def test_twenty_concurrent_purchases_with_one_key_charge_once_and_grant_on
     await assert_invariants(db)
 
 
+async def test_a_send_and_a_purchase_under_one_key_at_once_never_both_take_it(
+    fleet: Fleet, db: AsyncDatabase[Doc]
+) -> None:
+    """Keys are one namespace (SPEC 8): of a send and a purchase racing under one key, in
+    whichever processes, one takes it and the other is refused, and a retry of the one that
+    took it is answered as it was."""
+    buyers = await asyncio.gather(
+        *(fleet.create_member(f"Keen {i}", "PREMIUM_CAREER") for i in range(12))
+    )
+    [reader] = await basic_members(fleet, 1, "Reader")
+    keys = [key("both") for _ in buyers]
+
+    races = await asyncio.gather(
+        *(
+            asyncio.gather(fleet.send(buyer, reader, k), fleet.purchase(buyer, 2, k))
+            for buyer, k in zip(buyers, keys, strict=True)
+        )
+    )
+
+    for buyer, k, (sent, bought) in zip(buyers, keys, races, strict=True):
+        assert sorted([codes(sent), codes(bought)]) == [[], ["IDEMPOTENCY_KEY_REUSED"]]
+        charged = await db.charges.count_documents({"memberId": buyer.id})
+        if sent["errors"] == []:
+            retried = await fleet.send(buyer, reader, k)
+            assert retried["conversation"]["id"] == sent["conversation"]["id"]
+            assert (charged, await fleet.balance(buyer)) == (0, 4)
+        else:
+            retried = await fleet.purchase(buyer, 2, k)
+            assert retried["lot"]["id"] == bought["lot"]["id"]
+            assert (charged, await fleet.balance(buyer)) == (1, 7)
+        assert codes(retried) == []
+    await assert_invariants(db)
+
+
 async def test_concurrent_purchases_near_the_cap_never_exceed_it_nor_charge_the_losers(
     fleet: Fleet, db: AsyncDatabase[Doc]
 ) -> None:

@@ -262,11 +262,12 @@ class MemberRepository(MemberReader):
         """
         await self.commit_many([(read, updated)])
 
-    async def take_turn(self, member: Member) -> None:
-        """Write nothing of the member but its revision, only if nobody else wrote it: two
-        transactions that both take a member's turn conflict, and one of them is retried, so
-        each sees what the other wrote beside the member."""
-        await self.commit(member, member)
+    async def take_turn(self, member_id: str) -> None:
+        """Write nothing of the member but its revision. Any two transactions that write one
+        member conflict, and one of them is retried, so each sees what the other wrote beside
+        the member: a transaction takes the member's turn to be ordered with its sends, grants
+        and purchases."""
+        await self._c.update_one({"_id": member_id}, {"$inc": {"rev": 1}}, session=self._session)
 
     async def commit_many(self, commits: Sequence[tuple[Member, Member]]) -> None:
         """`commit` for many members in one round trip: (member as read, member as updated)."""

@@ -124,8 +124,15 @@ async def _open(tx: Transaction, intent: PaymentIntent, admit: Admit | None) -> 
     existing = await tx.intents.find(intent.member_id, intent.key)
     if existing is not None:
         return existing
+    if await tx.idempotency.find(intent.member_id, intent.key) is not None:
+        # An InMail took the key since the request looked (or, before intents, a request whose
+        # record has no intent): keys are one namespace, and nothing has been charged.
+        raise reused_key()
     if admit is not None:
         await admit(tx, intent)
+    # A send writes its sender too: of a send and an intent under one key, arriving together,
+    # one transaction conflicts with the other and is retried, and then sees the other's key.
+    await tx.members.take_turn(intent.member_id)
     await tx.intents.insert(intent)  # the unique (member, key) index decides a race
     return intent
 

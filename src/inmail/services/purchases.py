@@ -79,9 +79,9 @@ async def _fits_with_what_is_on_order(deps: Deps, tx: Transaction, intent: Payme
     other open purchases may still grant: of concurrent purchases that would pass the cap
     together, those recorded after the first that fills it are refused before any charge.
 
-    The member is written too (its `rev`), so that two purchases of one member record their
-    intents in turn, each seeing the other's: without it both could count the same credits
-    on order and both be charged."""
+    The transaction also takes the member's turn (`charges.open_intent`), so that two purchases
+    of one member record their intents in turn, each seeing the other's: without it both could
+    count the same credits on order and both be charged."""
     assert intent.quantity is not None
     now = deps.now()
     account = await Account.load(tx, deps.plans, intent.member_id, now)
@@ -97,7 +97,6 @@ async def _fits_with_what_is_on_order(deps: Deps, tx: Transaction, intent: Payme
     )
     if refusal:
         raise refusal
-    await tx.members.take_turn(account.member)
 
 
 async def grant_purchase(
