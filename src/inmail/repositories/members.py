@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -35,14 +34,6 @@ def _changes(read: Member, updated: Member) -> Doc:
     if updated.recent_inmails != read.recent_inmails:
         changes["inmailSends"] = list(updated.recent_inmails.times)
     return changes
-
-
-@dataclass(frozen=True, slots=True)
-class KeyHolders:
-    """What other operations of a member hold under an idempotency key."""
-
-    record: IdempotencyRecord | None  # the record another keyed request kept
-    paid_for: str | None  # the kind of a paid request whose payment intent holds the key
 
 
 class StaleMember(RuntimeError):
@@ -180,25 +171,15 @@ class MemberReader(RecordReader[Member]):
 
     async def get_sender_and_recipient(
         self, sender_id: str, recipient_id: str, key: str
-    ) -> tuple[dict[str, Member], list[CreditLot], KeyHolders]:
-        """Both members, the sender's ACTIVE lots, and what other operations hold under the
-        sender's idempotency key (a send carries its own record in its conversation), in one
-        round trip."""
+    ) -> tuple[dict[str, Member], list[CreditLot], IdempotencyRecord | None]:
+        """Both members, the sender's ACTIVE lots, and the record another keyed request (a
+        purchase, a plan change) keeps under the sender's idempotency key (a send carries its
+        own record in its conversation), in one round trip."""
         under_key = {"memberId": sender_id, "key": key}
-        members, lots, [records, intents] = await self._with_own_lots(
-            sender_id,
-            [recipient_id],
-            (self._mongo.c.idempotency, under_key),
-            (self._mongo.c.payment_intents, under_key),
+        members, lots, [records] = await self._with_own_lots(
+            sender_id, [recipient_id], (self._mongo.c.idempotency, under_key)
         )
-        return (
-            members,
-            lots,
-            KeyHolders(
-                record_from_doc(records[0]) if records else None,
-                intents[0]["kind"] if intents else None,
-            ),
-        )
+        return members, lots, record_from_doc(records[0]) if records else None
 
     async def _with_own_lots(
         self, own: str, ids: Iterable[str], *also: tuple[Collection, Doc]

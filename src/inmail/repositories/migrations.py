@@ -18,6 +18,7 @@ from pymongo.errors import BulkWriteError
 
 from inmail.domain.plans import PlanTable, PlanType
 from inmail.repositories.mongo import NO_TRANSACTION
+from inmail.repositories.records import intent_key_to_doc
 
 if TYPE_CHECKING:
     from inmail.repositories.mongo import Doc, Mongo
@@ -34,6 +35,9 @@ EVENTS = "conversation-events-in-notifications-v1"
 
 LEGACY_TERMS = "legacy-premium-allotment-in-subscription-v1"
 """LEGACY_PREMIUM subscriptions stored without an allotment given the plan table's default."""
+
+INTENT_KEYS = "payment-intent-keys-in-idempotency-v1"
+"""Each payment intent's key taken in `idempotency` too, where a send looks for it."""
 
 OLD_EVENTS = "conversation_events"
 EVENT_KIND = "CONVERSATION_EVENT"  # repositories/notifications.py EVENT_KIND
@@ -66,6 +70,11 @@ async def migrate(mongo: Mongo, plans: PlanTable) -> None:
                 fixed,
             )
         await _record(mongo, LEGACY_TERMS)
+    if not await _done(mongo, INTENT_KEYS):
+        taken = await _take_intent_keys(mongo)
+        if taken:
+            log.info("recorded the idempotency keys of %d payment intents", taken)
+        await _record(mongo, INTENT_KEYS)
 
 
 async def _done(mongo: Mongo, name: str) -> bool:
@@ -88,6 +97,44 @@ async def _write_legacy_allotments(mongo: Mongo, allotment: int) -> int:
         {"$set": {"subscription.monthlyAllotment": allotment}},
     )
     return result.modified_count
+
+
+async def _take_intent_keys(mongo: Mongo) -> int:
+    """Every payment intent's key recorded in `idempotency`, as an intent opened now records
+    it. A key with a record already (a completed purchase's, or one written by another process
+    starting at the same time) is left as it is, so a run cut short and run again, or two at
+    once, write each record once. How many were written by this run."""
+    taken = 0
+    after: str | None = None
+    while True:
+        query: Doc = {} if after is None else {"_id": {"$gt": after}}
+        intents = await mongo.find_all(
+            mongo.c.payment_intents, query, sort=[("_id", 1)], limit=BATCH, session=NO_TRANSACTION
+        )
+        if not intents:
+            return taken
+        after = intents[-1]["_id"]
+        records = [
+            intent_key_to_doc(
+                i["memberId"], i["key"], i["kind"], i["requestHash"], i["createdAt"], i["_id"]
+            )
+            for i in intents
+        ]
+        writes = [
+            UpdateOne(
+                {"memberId": r["memberId"], "key": r["key"]}, {"$setOnInsert": r}, upsert=True
+            )
+            for r in records
+        ]
+        try:
+            result = await mongo.c.idempotency.bulk_write(writes, ordered=False)
+        except BulkWriteError as exc:  # another process upserted the same key meanwhile
+            errors = exc.details.get("writeErrors") or []
+            if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+                raise
+            taken += int(exc.details.get("nUpserted", 0))
+        else:
+            taken += result.upserted_count
 
 
 async def _move_conversation_events(mongo: Mongo) -> int:

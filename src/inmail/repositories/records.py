@@ -66,6 +66,13 @@ class IdempotencyRecord:
     at: datetime
     outcome: KeyedOutcome | None = None
     refusal: Refusal | None = None
+    intent_id: str | None = None  # a paid request's payment intent, which answers until fulfilled
+
+    @property
+    def answered_by_intent(self) -> bool:
+        """A paid request's key, taken when its payment intent was recorded: until what the
+        charge buys is granted, the intent (charged, declined, refunded) has the answer."""
+        return self.outcome is None and self.refusal is None and self.intent_id is not None
 
 
 # Each operation's outcome names its record under its own field, as clients of old saw it.
@@ -94,6 +101,7 @@ def _record_of(
         at=key_use["at"],
         outcome=outcome,
         refusal=refusal,
+        intent_id=key_use.get("intentId"),
     )
 
 
@@ -104,14 +112,28 @@ def _record_to_doc(record: IdempotencyRecord) -> Doc:
         "operation": record.operation,
         **_key_use_to_doc(record),
     }
+    if record.intent_id is not None:
+        doc["intentId"] = record.intent_id
     if record.outcome is not None:
-        doc["result"] = {
-            _SUBJECT_FIELD.get(record.operation, "subjectId"): record.outcome.subject_id,
-            "creditsLeft": record.outcome.credits_left,
-        }
+        doc["result"] = _result_to_doc(record.operation, record.outcome)
     if record.refusal is not None:
         doc["refusal"] = refusal_to_doc(record.refusal)
     return doc
+
+
+def _result_to_doc(operation: str, outcome: KeyedOutcome) -> Doc:
+    return {
+        _SUBJECT_FIELD.get(operation, "subjectId"): outcome.subject_id,
+        "creditsLeft": outcome.credits_left,
+    }
+
+
+def intent_key_to_doc(
+    member_id: str, key: str, operation: str, request_hash: str, at: datetime, intent_id: str
+) -> Doc:
+    """The record that takes a key for a paid request, written with its payment intent."""
+    record = IdempotencyRecord(member_id, key, operation, request_hash, at, intent_id=intent_id)
+    return _record_to_doc(record)
 
 
 def record_from_doc(doc: Doc) -> IdempotencyRecord:
@@ -175,25 +197,19 @@ class IdempotencyReader:
 
 class IdempotencyRepository(IdempotencyReader):
     async def insert(self, record: IdempotencyRecord) -> None:
+        """Take the key (the unique `key_once` index refuses it if it is taken)."""
         await self._c.insert_one(_record_to_doc(record), session=self._session)
 
-    async def hold(self, record: IdempotencyRecord) -> bool:
-        """Take the key with a refusal while the request undoes its side effects; False if taken.
-
-        Until `release`, a retry under the key is given the refusal again instead of running.
-        """
+    async def fulfil(self, record: IdempotencyRecord) -> None:
+        """Write the outcome of a paid request into the record that took its key with its
+        intent (written whole if the intent predates such records)."""
+        assert record.outcome is not None
         doc = _record_to_doc(record)
-        result = await self._c.update_one(
+        result = doc.pop("result")
+        await self._c.update_one(
             {"memberId": record.member_id, "key": record.key},
-            {"$setOnInsert": doc},
+            {"$set": {"result": result}, "$setOnInsert": doc},
             upsert=True,
-            session=self._session,
-        )
-        return result.upserted_id is not None
-
-    async def release(self, member_id: str, key: str) -> None:
-        await self._c.delete_one(
-            {"memberId": member_id, "key": key, "refusal": {"$exists": True}},
             session=self._session,
         )
 

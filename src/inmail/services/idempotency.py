@@ -1,8 +1,10 @@
 """Requests under a client-chosen key: a retry gets the first answer, another request an error.
 
 Every keyed operation goes through here: `KeyedRequest.of` cleans the key and fingerprints the
-request, `replay` answers a retry from what the first run recorded, and `remember` records it
-in the same transaction as the work it describes.
+request, and `replay` answers a retry from what the first run recorded. A send records its key
+with its conversation; a paid request takes its key with its payment intent, and
+`remember_fulfilled` writes what the charge bought into that record, in the same transaction as
+the grant.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from inmail.repositories.records import (
 
 IDEMPOTENCY_KEY_MAX = 100
 
-__all__ = ["IDEMPOTENCY_KEY_MAX", "KeyedOutcome", "KeyedRequest", "answer", "remember", "replay"]
+__all__ = [
+    "IDEMPOTENCY_KEY_MAX",
+    "KeyedOutcome",
+    "KeyedRequest",
+    "answer",
+    "answer_unless_paying",
+    "remember_fulfilled",
+    "replay",
+]
 
 
 def clean_idempotency_key(key: str) -> str:
@@ -58,7 +68,12 @@ class KeyedRequest:
         )
 
     def record(
-        self, at: datetime, outcome: KeyedOutcome | None = None, refusal: Refusal | None = None
+        self,
+        at: datetime,
+        outcome: KeyedOutcome | None = None,
+        refusal: Refusal | None = None,
+        *,
+        intent_id: str | None = None,
     ) -> IdempotencyRecord:
         return IdempotencyRecord(
             member_id=self.member_id,
@@ -68,6 +83,7 @@ class KeyedRequest:
             at=at,
             outcome=outcome,
             refusal=refusal,
+            intent_id=intent_id,
         )
 
 
@@ -87,15 +103,26 @@ async def replay(records: IdempotencyReader, request: KeyedRequest) -> KeyedOutc
 
 def answer(prior: IdempotencyRecord, request: KeyedRequest) -> KeyedOutcome:
     """The answer a retry gets from the record of the first run under its key."""
+    outcome = answer_unless_paying(prior, request)
+    assert outcome is not None, "a record holds an outcome or a refusal, or waits on its intent"
+    return outcome
+
+
+def answer_unless_paying(prior: IdempotencyRecord, request: KeyedRequest) -> KeyedOutcome | None:
+    """`answer`, or None when the key is this very request's, paid for through a payment
+    intent and not yet fulfilled: then the intent has the answer."""
     if prior.request_hash != request.fingerprint:
         raise reused_key()
     if prior.refusal is not None:
         raise prior.refusal.error()
-    assert prior.outcome is not None, "a record holds an outcome or a refusal"
+    if prior.answered_by_intent:
+        return None
+    assert prior.outcome is not None, "a record holds an outcome or a refusal, or an intent"
     return prior.outcome
 
 
-async def remember(
+async def remember_fulfilled(
     records: IdempotencyRepository, request: KeyedRequest, outcome: KeyedOutcome, at: datetime
 ) -> None:
-    await records.insert(request.record(at, outcome))
+    """What a paid request bought, in the record its intent took the key with."""
+    await records.fulfil(request.record(at, outcome))

@@ -25,7 +25,7 @@ from inmail.domain.notifications import ConversationChange, ConversationEvent, N
 from inmail.domain.rules import inmail_refusal
 from inmail.repositories.mongo import DuplicateKeyError, new_id
 from inmail.services.base import Account, Deps
-from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay, reused_key
+from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay
 from inmail.services.rate_limits import Action, RateLimits, count_inmail, count_send
 from inmail.services.unit_of_work import Reads, Transaction
 
@@ -120,14 +120,11 @@ async def _sender_may_inmail(
     found, lots, held = await tx.members.get_sender_and_recipient(
         draft.sender_id, draft.recipient_id, request.key
     )
-    if held.paid_for is not None:
-        # A purchase or a plan change took the key, whatever became of its charge. No index
-        # that the send's inserts meet refuses it, so both attempts look.
-        raise reused_key()
-    if held.record is not None:
-        # Only an optimistic attempt gets here (a careful one replayed the key first): the key
-        # is taken, and the careful rerun answers from its record.
-        raise DuplicateKeyError(f"idempotency key taken by {held.record.operation}")
+    if held is not None:
+        # Another keyed request took the key (a purchase or a plan change, with its payment
+        # intent, whatever became of its charge). Only an optimistic attempt gets here (a
+        # careful one replayed the key first): the careful rerun answers from its record.
+        raise DuplicateKeyError(f"idempotency key taken by {held.operation}")
     if draft.sender_id not in found:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     sender, recipient = found[draft.sender_id], found.get(draft.recipient_id)

@@ -15,7 +15,7 @@ from inmail.repositories.mongo import new_id
 from inmail.repositories.records import KeyedOutcome
 from inmail.services import charges
 from inmail.services.base import Account, Deps
-from inmail.services.idempotency import KeyedRequest, answer
+from inmail.services.idempotency import KeyedRequest, answer_unless_paying
 from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Reads, Transaction
 
@@ -195,7 +195,7 @@ async def _paid_change(
     intent = await charges.existing_intent(deps, request)
     if intent is None:
         if (prior := await deps.reads.idempotency.find(member.id, request.key)) is not None:
-            answer(prior, request)  # the key was used for an InMail: refused
+            answer_unless_paying(prior, request)  # another request's key (an InMail): refused
         card = member.payment_method
         if card is None or card.is_expired(deps.now()):
             raise DomainError(

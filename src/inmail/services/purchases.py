@@ -19,7 +19,12 @@ from inmail.domain.rules import purchase_refusal
 from inmail.repositories.intents import IntentKind, PaymentIntent
 from inmail.services import charges
 from inmail.services.base import Account, Deps
-from inmail.services.idempotency import KeyedOutcome, KeyedRequest, answer, remember
+from inmail.services.idempotency import (
+    KeyedOutcome,
+    KeyedRequest,
+    answer_unless_paying,
+    remember_fulfilled,
+)
 from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Transaction
 
@@ -41,9 +46,9 @@ async def purchase_credits(
             ErrorCode.INVALID_INPUT, Reason.QUANTITY_OUT_OF_RANGE, "quantity", maximum=maximum
         )
     request = KeyedRequest.of(member_id, key, OPERATION, quantity=quantity)
-    if (prior := await deps.reads.idempotency.find(member_id, request.key)) is not None:
-        # Another keyed request (an InMail), or a purchase recorded before intents existed.
-        return await _result(deps, answer(prior, request))
+    prior = await deps.reads.idempotency.find(member_id, request.key)
+    if prior is not None and (outcome := answer_unless_paying(prior, request)) is not None:
+        return await _result(deps, outcome)  # this purchase, granted already
     intent = await charges.existing_intent(deps, request)
     if intent is None:
         now = deps.now()
@@ -126,10 +131,8 @@ async def grant_purchase(
     await tx.purchases.insert(charges.purchase_of(intent, now, lot_id=lot.id))
     await tx.notifications.add(Notification.purchase_completed(member.id, intent.id, lot.id, now))
     outcome = KeyedOutcome(lot.id, account.balance)
-    # Keys are one namespace across keyed requests. A send under this key is refused by the
-    # key's payment intent, whatever became of its charge; this record answers a retry.
     request = KeyedRequest(intent.member_id, intent.key, OPERATION, intent.request_hash)
-    await remember(tx.idempotency, request, outcome, now)
+    await remember_fulfilled(tx.idempotency, request, outcome, now)  # a retry's answer
     return charges.Fulfilled(outcome, entries)
 
 
