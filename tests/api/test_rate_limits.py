@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
+from inmail.clock import ManualClock
 from inmail.services.rate_limits import Action, in_the_minute_before
 from inmail.settings import Settings, SettingsError
 from reliability.remote import Fleet
 from reliability.servers import running
 from support import Api, Person, codes, ledger_of, open_api, outcome, outcomes
 from support import test_settings as settings_for_tests
+
+T = TypeVar("T")
 
 SEND = (
     "mutation($i: SendInMailInput!) { sendInMail(input: $i) { creditsLeft conversation { id } "
@@ -238,6 +242,45 @@ async def test_fifty_concurrent_inmails_of_one_member_send_no_more_than_the_limi
     assert await counted(strict, Action.INMAIL, rosalind) == 5
 
 
+async def while_the_clock_runs(api: Api, burst: Awaitable[list[T]]) -> list[T]:
+    """The burst, with the service's clock moving on as a system clock would meanwhile: a
+    transaction run again after a conflict sees sends logged later than its own start."""
+    clock = api.container.clock
+    assert isinstance(clock, ManualClock)
+    done = False
+
+    async def tick() -> None:
+        while not done:
+            clock.advance(timedelta(microseconds=300))
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(tick())
+    try:
+        return await burst
+    finally:
+        done = True
+        await ticking
+
+
+async def test_fifty_concurrent_inmails_of_one_member_send_no_more_than_the_limit_as_time_runs(
+    strict: Api,
+) -> None:
+    rosalind, people = await a_recruiter_and_readers(strict, 50)
+    started = strict.clock.now()
+
+    results = await while_the_clock_runs(
+        strict,
+        asyncio.gather(
+            *(send(strict, rosalind, reader, f"burst-{i}") for i, reader in enumerate(people))
+        ),
+    )
+
+    assert strict.clock.now() - started < timedelta(seconds=30)
+    assert outcomes(results) == Counter({"OK": 5, "RATE_LIMITED": 45})
+    assert len(await sent_by(strict, rosalind)) == 5
+    assert await counted(strict, Action.INMAIL, rosalind) == 5
+
+
 async def test_concurrent_sends_that_lose_a_race_count_nothing(strict: Api) -> None:
     rosalind, people = await a_recruiter_and_readers(strict, 6)
 
@@ -331,6 +374,23 @@ async def test_fifty_concurrent_messages_of_one_member_send_no_more_than_the_lim
 
     results = await asyncio.gather(*(strict.gql(one, {"c": thread}, ada.token) for _ in range(50)))
 
+    assert Counter(outcome(r["m0"]) for r in results) == Counter({"OK": 9, "RATE_LIMITED": 41})
+    assert await messages_in(strict, ada, thread) == 10
+    assert await counted(strict, Action.MESSAGE, ada) == 10
+
+
+async def test_fifty_concurrent_messages_of_one_member_send_no_more_than_the_limit_as_time_runs(
+    strict: Api,
+) -> None:
+    ada, _, thread = await ada_and_charles_in_a_thread(strict)  # message 1 of 10
+    one = aliased_messages(1)
+    started = strict.clock.now()
+
+    results = await while_the_clock_runs(
+        strict, asyncio.gather(*(strict.gql(one, {"c": thread}, ada.token) for _ in range(50)))
+    )
+
+    assert strict.clock.now() - started < timedelta(seconds=30)
     assert Counter(outcome(r["m0"]) for r in results) == Counter({"OK": 9, "RATE_LIMITED": 41})
     assert await messages_in(strict, ada, thread) == 10
     assert await counted(strict, Action.MESSAGE, ada) == 10

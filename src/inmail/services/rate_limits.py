@@ -62,10 +62,14 @@ class RateLimits:
 
 
 def in_the_minute_before(recent: RecentSends, now: datetime) -> list[datetime]:
-    """The logged sends within the minute up to `now`, oldest first. A send logged after `now`
-    (a manual clock set back) is not counted."""
-    since = now - WINDOW
-    return sorted(t for t in recent.times if since < t <= now)
+    """The logged sends of the minute before `now`, oldest first.
+
+    Sends logged at a time later than `now` count too: a concurrent send that started after
+    this one, or committed first while this one's transaction was run again (with the time it
+    started at), or that ran in a process whose clock is a little ahead. Only a send logged
+    more than a minute later than `now` (a manual clock set back) is left out."""
+    since, until = now - WINDOW, now + WINDOW
+    return sorted(t for t in recent.times if since < t <= until)
 
 
 def _refused_unless_room(
@@ -87,7 +91,7 @@ def count_inmail(limits: RateLimits, recent: RecentSends, now: datetime) -> Rece
 
     `recent` is what the member document holds."""
     inside = _refused_unless_room(limits, Action.INMAIL, recent, now)
-    return RecentSends(tuple([*inside, now][-limits.limit(Action.INMAIL) :]))
+    return RecentSends(tuple(sorted([*inside, now])[-limits.limit(Action.INMAIL) :]))
 
 
 async def count_send(
