@@ -96,6 +96,8 @@ class TokenService:
         """Every check of a token: size, signature, claims, lifetime."""
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthError(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
+        if not token.isascii():  # a JWT is base64url and dots; a websocket's may hold anything
+            raise AuthError("the token is malformed or wrongly signed")
         try:
             claims = jwt.decode(
                 token,

@@ -348,7 +348,7 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         await self._handle_unless_expired(functools.partial(super().handle_message, message))
 
     async def send_message(self, message: Any) -> None:
-        if message.get("type") in ("next", "error") and self._has_expired():
+        if self._has_expired():  # from the token's expiry on, nothing more is sent
             return
         await super().send_message(message)
 
@@ -435,7 +435,7 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
         await super().handle_connection_init(message)
 
     async def send_message(self, message: OperationMessage) -> None:
-        if message["type"] in ("data", "error") and self._has_expired():
+        if self._has_expired():  # from the token's expiry on, nothing more is sent
             return
         await super().send_message(message)
 

@@ -250,7 +250,9 @@ async def test_an_admin_watches_any_member_but_must_name_one(live: LiveServer) -
         assert short(await ws.update(op)) == ("GRANT", 1, 6)
 
 
-@pytest.mark.parametrize("token", ["none", "garbage", "wrongly-signed"])
+@pytest.mark.parametrize(
+    "token", ["none", "garbage", "wrongly-signed", "lone-surrogate", "signed-with-a-surrogate"]
+)
 async def test_a_connection_without_a_good_token_is_closed_with_4403(
     live: LiveServer, protocol: str, token: str
 ) -> None:
@@ -258,6 +260,8 @@ async def test_a_connection_without_a_good_token_is_closed_with_4403(
         "none": None,
         "garbage": "not-a-jwt",
         "wrongly-signed": live.api.token("someone") + "x",
+        "lone-surrogate": "\ud800",
+        "signed-with-a-surrogate": live.api.token("someone") + "\ud800",
     }[token]
     assert await refusal_close_code(live.url, bad, protocol) == 4403
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from typing import Any
+
+import pytest
 
 from support import (
     Api,
@@ -183,6 +187,57 @@ async def test_a_cursor_the_service_did_not_make_is_a_bad_user_input_error(api: 
         )
 
         assert graphql_error_codes(body) == ["BAD_USER_INPUT"] * 3, cursor
+
+
+def forged(*values: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        forged("0001-01-01T00:00:00+05:00", "x"),  # before year 1 once in UTC
+        forged("9999-12-31T23:00:00-05:00", "x"),  # after year 9999 once in UTC
+        forged("2026-01-15T00:00:00+00:00", "\ud800"),  # a lone surrogate
+    ],
+)
+async def test_a_forged_cursor_of_the_right_shape_is_a_bad_user_input_error_on_every_list(
+    api: Api, cursor: str
+) -> None:
+    ada, grace = await ada_and_grace(api)
+    sent = await api.send(ada, grace)
+    lists = [
+        "viewer { conversations(after: $c) { totalCount } }",
+        "viewer { creditLots(after: $c) { totalCount } }",
+        "viewer { notifications(after: $c) { totalCount } }",
+        "viewer { purchases(after: $c) { totalCount } }",
+        "creditLots(after: $c) { totalCount }",
+        "node(id: $id) { ... on Conversation { messageConnection(after: $c) { totalCount } } }",
+    ]
+
+    for field in lists:
+        variables = {"c": cursor, "id": sent["conversation"]["id"]} if "$id" in field else {}
+        declared = "$c: String, $id: ID!" if variables else "$c: String"
+        body = await api.raw(
+            f"query({declared}) {{ {field} }}", variables or {"c": cursor}, token=ada.token
+        )
+
+        assert graphql_error_codes(body) == ["BAD_USER_INPUT"], field
+
+
+@pytest.mark.parametrize("position", [2**63, -(2**63) - 1, 1e30])
+async def test_a_ledger_cursor_past_what_bson_holds_is_a_bad_user_input_error(
+    api: Api, position: float
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    body = await api.raw(
+        "query($c: String) { viewer { ledger(after: $c) { totalCount } } }",
+        {"c": forged(position)},
+        token=ada.token,
+    )
+
+    assert graphql_error_codes(body) == ["BAD_USER_INPUT"]
 
 
 async def test_compose_says_the_viewer_can_send_and_with_how_many_credits(api: Api) -> None:

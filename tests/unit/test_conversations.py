@@ -64,10 +64,23 @@ def test_a_subject_of_exactly_the_maximum_length_is_accepted() -> None:
     assert clean_subject("s" * SUBJECT_MAX) == "s" * SUBJECT_MAX
 
 
-@pytest.mark.parametrize("subject", ["", "   \t\n", "s" * (SUBJECT_MAX + 1)])
+SHOWS_NOTHING = [
+    "\u200b",  # a zero-width space
+    "\u0000",  # a control character
+    "\u202e\u2066",  # direction marks
+    " \u200b\u00a0\u3000\u2028 ",  # spaces of every kind
+]
+
+
+@pytest.mark.parametrize("subject", ["", "   \t\n", "s" * (SUBJECT_MAX + 1), *SHOWS_NOTHING])
 def test_a_blank_or_oversized_subject_is_invalid_input_on_the_subject(subject: str) -> None:
     with refused_as_invalid_input("subject"):
         clean_subject(subject)
+
+
+def test_text_that_shows_something_keeps_its_invisible_characters() -> None:
+    assert clean_subject("\u200bHi\u200b") == "\u200bHi\u200b"
+    assert clean_body("\u05e9\u05dc\u05d5\u05dd \u202e") == "\u05e9\u05dc\u05d5\u05dd \u202e"
 
 
 def test_padding_around_a_long_subject_does_not_count_towards_its_length() -> None:
@@ -81,7 +94,7 @@ def test_a_body_is_trimmed_and_may_be_as_long_as_the_maximum() -> None:
     assert clean_body("b" * BODY_MAX) == "b" * BODY_MAX
 
 
-@pytest.mark.parametrize("body", ["", "  ", "b" * (BODY_MAX + 1)])
+@pytest.mark.parametrize("body", ["", "  ", "b" * (BODY_MAX + 1), *SHOWS_NOTHING])
 def test_a_blank_or_oversized_body_is_refused_on_the_field_the_caller_names(body: str) -> None:
     with refused_as_invalid_input("message"):
         clean_body(body, field="message")
@@ -102,6 +115,7 @@ def test_a_written_reply_needs_a_body() -> None:
 def test_a_quick_reply_may_come_without_a_note(response: InMailResponse) -> None:
     assert clean_reply(response, None) is None
     assert clean_reply(response, "   ") is None
+    assert clean_reply(response, "\u200b\u202e") is None
     assert clean_reply(response, " Try me in spring. ") == "Try me in spring."
 
 

@@ -50,7 +50,18 @@ def test_a_replay_older_than_the_tolerance_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "header",
-    ["", "garbage", f"t={T}", "v1=abc", f"t=-{T},v1=abc", f"t={T}x,v1=abc", "t=,v1="],
+    [
+        "",
+        "garbage",
+        f"t={T}",
+        "v1=abc",
+        f"t=-{T},v1=abc",
+        f"t={T}x,v1=abc",
+        "t=,v1=",
+        "t=\u00b2,v1=00",  # a digit to str.isdigit(), not to int()
+        "t=\u2075\u2075,v1=00",
+        f"t={T},v1=\u00e9\u00e9",  # a signature no string comparison takes
+    ],
 )
 def test_a_malformed_header_is_refused_without_an_error(header: str) -> None:
     assert not verify_signature(SECRET, header, BODY, now=T)
@@ -159,3 +170,5 @@ def test_the_readme_receiver_accepts_a_signed_event_once_and_refuses_forgeries(
     stale = {"InMail-Signature": sign(secret, body, int(time.time()) - 600)}
     assert namespace["receive"](stale, body) == 400
     assert namespace["receive"]({}, body) == 400
+    for hostile in ("t=\u00b2,v1=00", f"t={int(time.time())},v1=\u00e9"):
+        assert namespace["receive"]({"InMail-Signature": hostile}, body) == 400

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Final
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 
@@ -66,7 +68,7 @@ def clean_reply(response: InMailResponse, body: str | None) -> str | None:
     if response is InMailResponse.REPLY:
         return clean_body(body if body is not None else "")
     # A quick reply is complete without words; a blank note is no note.
-    if body is None or not body.strip():
+    if body is None or not _shows_something(body.strip()):
         return None
     return clean_body(body)
 
@@ -77,9 +79,18 @@ def reminder_due_at(sent_at: datetime, delay: timedelta) -> datetime:
     return sent_at + delay
 
 
+_INVISIBLE: Final = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+"""Unicode categories that show nothing: controls, format characters (zero-width spaces,
+direction marks) and separators."""
+
+
+def _shows_something(text: str) -> bool:
+    return any(unicodedata.category(c) not in _INVISIBLE for c in text)
+
+
 def _clean_text(text: str, *, field: str, maximum: int) -> str:
     cleaned = text.strip()
-    if not cleaned:
+    if not _shows_something(cleaned):  # blank, or only characters that show nothing
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, field)
     if len(cleaned) > maximum:
         raise DomainError(

@@ -7,8 +7,8 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Final, Generic, TypeVar
 
 from inmail.repositories.mongo import NO_TRANSACTION, Collection, Doc, Mongo
 
@@ -101,20 +101,35 @@ def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]]) -> list[Any]:
         raise BadCursor("the cursor is not valid") from None
     if not isinstance(values, list) or len(values) != len(sort):
         raise BadCursor("the cursor is not valid")
-    decoded: list[Any] = []
-    for value, (name, _) in zip(values, sort, strict=True):
-        if name in _DATETIME_FIELDS:
-            try:
-                decoded.append(datetime.fromisoformat(value))
-            except (TypeError, ValueError):
-                raise BadCursor("the cursor is not valid") from None
-        elif isinstance(value, _FIELD_TYPES.get(name, str)) and not isinstance(value, bool):
-            decoded.append(value)
-        else:
-            # A value of another type would compare in another BSON type bracket: a silently
-            # empty or wrong page instead of an error.
-            raise BadCursor("the cursor is not valid")
-    return decoded
+    return [_cursor_value(value, name) for value, (name, _) in zip(values, sort, strict=True)]
+
+
+_BSON_INT64: Final = range(-(2**63), 2**63)
+
+
+def _cursor_value(value: Any, name: str) -> Any:
+    """One value of a cursor, as it is stored; BadCursor for any value this service could not
+    have written there (of another type, which would compare in another BSON type bracket and
+    give a silently empty or wrong page, or one that BSON cannot hold)."""
+    if name in _DATETIME_FIELDS:
+        try:
+            when = datetime.fromisoformat(value)
+            # A time with an offset, in UTC as stored (which may overflow); one without (from
+            # a client that hands back naive times, as the in-memory fallback's) is UTC already.
+            return when if when.tzinfo is None else when.astimezone(UTC)
+        except (TypeError, ValueError, OverflowError):
+            raise BadCursor("the cursor is not valid") from None
+    kind = _FIELD_TYPES.get(name, str)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise BadCursor("the cursor is not valid")
+    if isinstance(value, int) and value not in _BSON_INT64:
+        raise BadCursor("the cursor is not valid")
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate, from a JSON escape
+            raise BadCursor("the cursor is not valid") from None
+    return value
 
 
 def _after(sort: Sequence[tuple[str, int]], values: Sequence[Any]) -> Doc:

@@ -81,14 +81,23 @@ def verify_signature(
             timestamp = value
         elif key == "v1":
             candidates.append(value)
-    if timestamp is None or not timestamp.isdigit() or len(timestamp) > 12 or not candidates:
+    # ASCII digits only: str.isdigit() also takes digits such as "²", which int() refuses.
+    if timestamp is None or not _decimal(timestamp) or len(timestamp) > 12 or not candidates:
         return False
     if abs(now - int(timestamp)) > tolerance:
         return False
-    expected = _mac(secret, timestamp, body)
-    # Every candidate is compared, so the time taken does not tell which one matched.
-    matches = [hmac.compare_digest(expected, candidate) for candidate in candidates]
+    expected = _mac(secret, timestamp, body).encode()
+    # Every candidate is compared, so the time taken does not tell which one matched; as bytes,
+    # since a header may carry characters that a comparison of strings refuses.
+    matches = [
+        hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
+        for candidate in candidates
+    ]
     return any(matches)
+
+
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def payload(event: OutboxEvent) -> bytes:
