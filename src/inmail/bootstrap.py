@@ -64,7 +64,7 @@ class Container:
 def make_clock(settings: Settings) -> Clock:
     if settings.manual_clock:
         start = settings.clock_start or datetime.now(UTC).replace(microsecond=0)
-        return ManualClock(start)
+        return ManualClock(start, movable=settings.workers == 1)
     return SystemClock()
 
 

@@ -26,10 +26,13 @@ class ManualClock:
 
     is_manual = True
 
-    def __init__(self, start: datetime) -> None:
+    def __init__(self, start: datetime, *, movable: bool = True) -> None:
         if start.tzinfo is None:
             raise ValueError("a manual clock starts at an aware UTC datetime")
         self._now = start.astimezone(UTC)
+        # Each worker process keeps a manual clock of its own: with several, moving the one a
+        # request lands on would leave the others behind, so none of them moves.
+        self.movable = movable
         # Held while the clock is moved through the jobs due on the way, so that two advances
         # run one after the other (services/scheduling.py).
         self.advancing = asyncio.Lock()

@@ -252,7 +252,8 @@ class Settings:
         "INMAIL_CLOCK",
         "system",
         "system | manual",
-        "manual: time stands still until the admin mutation advanceClock moves it",
+        "manual: time stands still until the admin mutation advanceClock moves it (each worker "
+        "keeps its own, so only a single worker's moves)",
         _choice("system", "manual"),
     )
     clock_start: datetime | None = setting(

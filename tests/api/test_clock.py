@@ -175,3 +175,25 @@ async def test_without_a_manual_clock_advance_clock_is_refused_and_changes_nothi
         after = await api.gql("{ viewer { ledger(first: 10) { totalCount } } }", token=ada.token)
         assert after == before
         assert await api.balance(ada) == 5
+
+
+async def test_with_several_workers_a_manual_clock_stays_where_it_started(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """Each worker process keeps its own manual clock: moving the one a request lands on would
+    leave the others behind (reads and sends on two times at once), so none moves."""
+    async with open_api(mongodb_uri, db_name, settings_with(workers=2)) as api:
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+        started = api.clock.now()
+
+        result = await advance(api, days=40)
+
+        assert [(e["code"], e["message"]) for e in result["errors"]] == [
+            (
+                "INVALID_INPUT",
+                "Each worker keeps its own manual clock: to move it, run one worker "
+                "(INMAIL_WORKERS=1).",
+            )
+        ]
+        assert parse(result["now"]) == started == api.clock.now()
+        assert await api.balance(ada) == 5

@@ -60,6 +60,7 @@ class Reason(StrEnum):
     ADVANCE_TOO_FAR = "ADVANCE_TOO_FAR"  # data: maximum_days
     ADVANCE_TOO_SHORT = "ADVANCE_TOO_SHORT"
     CLOCK_NOT_MANUAL = "CLOCK_NOT_MANUAL"
+    CLOCK_IN_SEVERAL_WORKERS = "CLOCK_IN_SEVERAL_WORKERS"
     REQUEST_LAPSED = "REQUEST_LAPSED"
     # Records that are not there (or not the caller's).
     NO_SUCH_MEMBER = "NO_SUCH_MEMBER"

@@ -85,6 +85,9 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
     Reason.CLOCK_NOT_MANUAL: lambda _: (
         "The clock is not manual: start the service with INMAIL_CLOCK=manual."
     ),
+    Reason.CLOCK_IN_SEVERAL_WORKERS: lambda _: (
+        "Each worker keeps its own manual clock: to move it, run one worker (INMAIL_WORKERS=1)."
+    ),
     Reason.REQUEST_LAPSED: lambda _: (
         "This request was never charged and has lapsed; send it again under a new idempotency key."
     ),

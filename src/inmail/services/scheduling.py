@@ -424,6 +424,8 @@ async def advance_clock(
     clock = deps.clock
     if not isinstance(clock, ManualClock):
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.CLOCK_NOT_MANUAL)
+    if not clock.movable:
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CLOCK_IN_SEVERAL_WORKERS)
     delta = advance_by(days, hours)
     async with clock.advancing:
         target = clock.now() + delta
