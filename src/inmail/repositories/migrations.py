@@ -9,7 +9,9 @@ passed to Mongo.create_indexes by the app's start-up, as configured for this sta
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -45,36 +47,41 @@ _DUPLICATE_KEY = 11000
 
 
 async def migrate(mongo: Mongo, plans: PlanTable) -> None:
-    if not await _done(mongo, THREADS):
-        direct = await _key_direct_threads(mongo)
-        moved = await _move_embedded_messages(mongo)
-        if direct or moved:
-            log.info(
-                "migrated %d direct threads to pair keys and %d messages to their own collection",
-                direct,
-                moved,
-            )
-        await _record(mongo, THREADS)
-    if not await _done(mongo, EVENTS):
-        copied = await _move_conversation_events(mongo)
-        if copied:
-            log.info("moved %d conversation events into the notifications collection", copied)
-        await _record(mongo, EVENTS)
-    if not await _done(mongo, LEGACY_TERMS):
-        allotment = plans.policy(PlanType.LEGACY_PREMIUM).monthly_allotment
-        fixed = await _write_legacy_allotments(mongo, allotment)
-        if fixed:
-            log.info(
-                "wrote the LEGACY_PREMIUM default allotment (%d) into %d subscriptions",
-                allotment,
-                fixed,
-            )
-        await _record(mongo, LEGACY_TERMS)
-    if not await _done(mongo, INTENT_KEYS):
-        taken = await _take_intent_keys(mongo)
-        if taken:
-            log.info("recorded the idempotency keys of %d payment intents", taken)
-        await _record(mongo, INTENT_KEYS)
+    allotment = plans.policy(PlanType.LEGACY_PREMIUM).monthly_allotment
+    # Each step: its name in `migrations`, what it does (how many of each thing it wrote), and
+    # the log line that says so when it wrote anything.
+    steps: tuple[tuple[str, Callable[[], Awaitable[tuple[int, ...]]], str], ...] = (
+        (
+            THREADS,
+            functools.partial(_threads, mongo),
+            "migrated %d direct threads to pair keys and %d messages to their own collection",
+        ),
+        (
+            EVENTS,
+            functools.partial(_move_conversation_events, mongo),
+            "moved %d conversation events into the notifications collection",
+        ),
+        (
+            LEGACY_TERMS,
+            functools.partial(_write_legacy_allotments, mongo, allotment),
+            f"wrote the LEGACY_PREMIUM default allotment ({allotment}) into %d subscriptions",
+        ),
+        (
+            INTENT_KEYS,
+            functools.partial(_take_intent_keys, mongo),
+            "recorded the idempotency keys of %d payment intents",
+        ),
+    )
+    for name, step, said in steps:
+        if await _done(mongo, name):
+            continue
+        if any(written := await step()):
+            log.info(said, *written)
+        await _record(mongo, name)
+
+
+async def _threads(mongo: Mongo) -> tuple[int, int]:
+    return await _key_direct_threads(mongo), await _move_embedded_messages(mongo)
 
 
 async def _done(mongo: Mongo, name: str) -> bool:
@@ -87,7 +94,7 @@ async def _record(mongo: Mongo, name: str) -> None:
     )
 
 
-async def _write_legacy_allotments(mongo: Mongo, allotment: int) -> int:
+async def _write_legacy_allotments(mongo: Mongo, allotment: int) -> tuple[int]:
     """Every LEGACY_PREMIUM subscription stored without an allotment (an earlier version left
     it to follow the plan table's current default) keeps `allotment` from now on, as one that
     starts today does. A subscription with an allotment is never touched, so a second run, or
@@ -96,10 +103,10 @@ async def _write_legacy_allotments(mongo: Mongo, allotment: int) -> int:
         {"subscription.plan": PlanType.LEGACY_PREMIUM.value, "subscription.monthlyAllotment": None},
         {"$set": {"subscription.monthlyAllotment": allotment}},
     )
-    return result.modified_count
+    return (result.modified_count,)
 
 
-async def _take_intent_keys(mongo: Mongo) -> int:
+async def _take_intent_keys(mongo: Mongo) -> tuple[int]:
     """Every payment intent's key recorded in `idempotency`, as an intent opened now records
     it. A key with a record already (a completed purchase's, or one written by another process
     starting at the same time) is left as it is, so a run cut short and run again, or two at
@@ -112,7 +119,7 @@ async def _take_intent_keys(mongo: Mongo) -> int:
             mongo.c.payment_intents, query, sort=[("_id", 1)], limit=BATCH, session=NO_TRANSACTION
         )
         if not intents:
-            return taken
+            return (taken,)
         after = intents[-1]["_id"]
         records = [
             intent_key_to_doc(
@@ -137,7 +144,7 @@ async def _take_intent_keys(mongo: Mongo) -> int:
             taken += result.upserted_count
 
 
-async def _move_conversation_events(mongo: Mongo) -> int:
+async def _move_conversation_events(mongo: Mongo) -> tuple[int]:
     """Every document of the old `conversation_events` collection into `notifications` under
     the same id, marked with the event kind; then the old collection is dropped.
 
@@ -160,7 +167,7 @@ async def _move_conversation_events(mongo: Mongo) -> int:
         after = docs[-1]["_id"]
         copied += await _insert_new(mongo, [doc | {"kind": EVENT_KIND} for doc in docs])
     await old.drop()
-    return copied
+    return (copied,)
 
 
 async def _insert_new(mongo: Mongo, docs: list[Doc]) -> int:
