@@ -247,3 +247,29 @@ async def test_a_card_that_expires_before_the_charge_ends_the_purchase_and_holds
     # The first key answers as it did, and charges nothing.
     assert codes(await api.purchase(ada, 10, key="slow-order")) == ["PAYMENT_METHOD_EXPIRED"]
     assert [c["cardLast4"] for c in await charges_of(api, ada)] == ["5555"]
+
+
+async def test_a_purchase_grant_in_the_ledger_names_its_purchase(api: Api) -> None:
+    """SPEC 3: a ledger entry carries the conversation or purchase it belongs to."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    bought = await api.purchase(ada, 2)
+    assert bought["errors"] == []
+
+    data = await api.gql(
+        "{ viewer { purchases(first: 5) { nodes { id lot { id } } } "
+        "ledger(first: 5) { nodes { kind delta lot { id } "
+        "purchase { id quantity status } } } } }",
+        token=ada.token,
+    )
+
+    [purchase] = data["viewer"]["purchases"]["nodes"]
+    entries = data["viewer"]["ledger"]["nodes"]
+    assert [(e["kind"], e["delta"]) for e in entries] == [("GRANT", 2), ("GRANT", 5)]
+    bought_entry, allotment = entries
+    assert bought_entry["lot"]["id"] == purchase["lot"]["id"] == bought["lot"]["id"]
+    assert bought_entry["purchase"]["id"] == purchase["id"]
+    assert (bought_entry["purchase"]["quantity"], bought_entry["purchase"]["status"]) == (
+        2,
+        "COMPLETED",
+    )
+    assert allotment["purchase"] is None

@@ -298,6 +298,10 @@ class LedgerEntry(_RecordNode[model.LedgerEntry]):
             self._record.conversation_id, reads(info).conversation, Conversation.from_domain
         )
 
+    @strawberry.field(description="The purchase whose credits a grant added.")
+    async def purchase(self, info: GraphInfo) -> Purchase | None:
+        return await _linked(self._record.purchase_id, reads(info).purchase, Purchase.from_domain)
+
 
 @strawberry.type
 class Member(_RecordNode[model.Member]):
