@@ -8,11 +8,17 @@ missing ones, once, and leaves every existing record as it is.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from inmail.domain.money import Money
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
+from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntentRepository
 from inmail.repositories.migrations import INTENT_KEYS
 from inmail.repositories.mongo import NO_TRANSACTION, Doc
+from inmail.repositories.records import IdempotencyRepository, KeyedOutcome
+from inmail.services import charges
+from inmail.services.idempotency import KeyedRequest
 from support import (
     Api,
     ada_and_grace,
@@ -83,6 +89,40 @@ async def test_each_payment_intent_takes_its_key_in_idempotency_once(
     assert (await api.purchase(ada, 2, key="k-bought"))["lot"]["id"] == bought["lot"]["id"]
     assert codes(await api.purchase(dora, 2, key="k-declined")) == ["PAYMENT_DECLINED"]
     assert len(await charges_of(api, ada)) == 2
+
+
+async def test_a_key_an_inmail_holds_beside_an_intent_keeps_the_send_s_answer(
+    api: Api, mongodb_uri: str, db_name: str
+) -> None:
+    """Earlier versions let a send and a purchase racing under one key both take it. The
+    migration leaves such a key to the send: its retry is answered as before, and the intent
+    (declined here) still answers the purchase's."""
+    ada, grace = await ada_and_grace(api)
+    sent = await api.send(ada, grace, key="k-both")
+    request = KeyedRequest.of(ada.id, "k-both", IntentKind.PURCHASE, quantity=2)
+    intent = charges.new_intent(request, Money(2000, "USD"), api.clock.now(), quantity=2)
+    mongo = api.container.mongo
+    await PaymentIntentRepository(mongo, NO_TRANSACTION).insert(
+        replace(intent, status=IntentStatus.DECLINED)
+    )
+    await _as_an_earlier_version_left_them(api)
+
+    await migrate_from_two_processes(mongo, mongodb_uri, db_name, DEFAULT_PLAN_TABLE)
+
+    assert await _records(api) == {}
+    retried = await api.send(ada, grace, key="k-both")
+    assert codes(retried) == []
+    assert retried["conversation"]["id"] == sent["conversation"]["id"]
+
+    # A grant never writes over the record another request keeps under its key.
+    records = IdempotencyRepository(mongo, NO_TRANSACTION)
+    other = KeyedRequest.of(ada.id, "k-kept", "sendInMail", recipientId=grace.id)
+    await records.insert(other.record(api.clock.now(), KeyedOutcome("c-1", 4)))
+    bought = KeyedRequest.of(ada.id, "k-kept", IntentKind.PURCHASE, quantity=2)
+    await records.fulfil(bought.record(api.clock.now(), KeyedOutcome("lot-1", 6)))
+    kept = await records.find(ada.id, "k-kept")
+    assert kept is not None
+    assert (kept.operation, kept.outcome) == ("sendInMail", KeyedOutcome("c-1", 4))
 
 
 async def test_a_new_database_records_the_intent_keys_migration(api: Api) -> None:

@@ -20,7 +20,7 @@ from inmail.domain.conversations import (
     state_after,
     within_credit_back_window,
 )
-from inmail.domain.errors import DomainError
+from inmail.domain.errors import DomainError, Reason
 from support import refused_as_invalid_input
 
 SENT_AT = datetime(2025, 6, 2, 9, 30, tzinfo=UTC)
@@ -76,6 +76,18 @@ SHOWS_NOTHING = [
 def test_a_blank_or_oversized_subject_is_invalid_input_on_the_subject(subject: str) -> None:
     with refused_as_invalid_input("subject"):
         clean_subject(subject)
+
+
+def test_text_past_its_limit_is_too_long_before_it_is_read_for_something_to_show() -> None:
+    """The length is checked first: a megabyte of zero-width spaces is refused without reading
+    it character by character."""
+    for clean, maximum in ((clean_subject, SUBJECT_MAX), (clean_body, BODY_MAX)):
+        with pytest.raises(DomainError) as refused:
+            clean("\u200b" * (maximum + 1))
+        assert refused.value.reason is Reason.TOO_LONG
+    with pytest.raises(DomainError) as refused:
+        clean_reply(InMailResponse.INTERESTED, "\u200b" * (BODY_MAX + 1))
+    assert refused.value.reason is Reason.TOO_LONG
 
 
 def test_text_that_shows_something_keeps_its_invisible_characters() -> None:

@@ -68,9 +68,12 @@ def clean_reply(response: InMailResponse, body: str | None) -> str | None:
     if response is InMailResponse.REPLY:
         return clean_body(body if body is not None else "")
     # A quick reply is complete without words; a blank note is no note.
-    if body is None or not _shows_something(body.strip()):
+    if body is None:
         return None
-    return clean_body(body)
+    note = body.strip()
+    if len(note) <= BODY_MAX and not _shows_something(note):
+        return None
+    return clean_body(note)
 
 
 def reminder_due_at(sent_at: datetime, delay: timedelta) -> datetime:
@@ -90,10 +93,10 @@ def _shows_something(text: str) -> bool:
 
 def _clean_text(text: str, *, field: str, maximum: int) -> str:
     cleaned = text.strip()
-    if not _shows_something(cleaned):  # blank, or only characters that show nothing
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, field)
-    if len(cleaned) > maximum:
+    if len(cleaned) > maximum:  # first: the scan below then reads at most `maximum` characters
         raise DomainError(
             ErrorCode.INVALID_INPUT, Reason.TOO_LONG, field, maximum=maximum, length=len(cleaned)
         )
+    if not _shows_something(cleaned):  # blank, or only characters that show nothing
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, field)
     return cleaned

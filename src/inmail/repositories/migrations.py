@@ -20,7 +20,7 @@ from pymongo.errors import BulkWriteError
 
 from inmail.domain.plans import PlanTable, PlanType
 from inmail.repositories.mongo import NO_TRANSACTION
-from inmail.repositories.records import intent_key_to_doc
+from inmail.repositories.records import SENT_UNDER, intent_key_to_doc
 
 if TYPE_CHECKING:
     from inmail.repositories.mongo import Doc, Mongo
@@ -110,7 +110,9 @@ async def _take_intent_keys(mongo: Mongo) -> tuple[int]:
     """Every payment intent's key recorded in `idempotency`, as an intent opened now records
     it. A key with a record already (a completed purchase's, or one written by another process
     starting at the same time) is left as it is, so a run cut short and run again, or two at
-    once, write each record once. How many were written by this run."""
+    once, write each record once. So is a key an InMail holds too (earlier versions let a send
+    and a paid request racing under one key both take it): the send's retry keeps its answer,
+    and the intent still answers the paid request's. How many were written by this run."""
     taken = 0
     after: str | None = None
     while True:
@@ -121,12 +123,16 @@ async def _take_intent_keys(mongo: Mongo) -> tuple[int]:
         if not intents:
             return (taken,)
         after = intents[-1]["_id"]
+        sent = await _sent_under(mongo, [(i["memberId"], i["key"]) for i in intents])
         records = [
             intent_key_to_doc(
                 i["memberId"], i["key"], i["kind"], i["requestHash"], i["createdAt"], i["_id"]
             )
             for i in intents
+            if (i["memberId"], i["key"]) not in sent
         ]
+        if not records:
+            continue
         writes = [
             UpdateOne(
                 {"memberId": r["memberId"], "key": r["key"]}, {"$setOnInsert": r}, upsert=True
@@ -142,6 +148,18 @@ async def _take_intent_keys(mongo: Mongo) -> tuple[int]:
             taken += int(exc.details.get("nUpserted", 0))
         else:
             taken += result.upserted_count
+
+
+async def _sent_under(mongo: Mongo, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (member, key) pairs an InMail's conversation holds (index send_key_once)."""
+    either = [{"senderId": member, f"{SENT_UNDER}.key": key} for member, key in keys]
+    docs = await mongo.find_all(
+        mongo.c.conversations,
+        {"$or": either},
+        projection={"senderId": 1, f"{SENT_UNDER}.key": 1},
+        session=NO_TRANSACTION,
+    )
+    return {(doc["senderId"], doc[SENT_UNDER]["key"]) for doc in docs}
 
 
 async def _move_conversation_events(mongo: Mongo) -> tuple[int]:

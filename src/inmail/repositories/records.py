@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -14,6 +15,8 @@ from inmail.domain.money import Money
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, DuplicateKeyError, Mongo, Session, new_id
 from inmail.repositories.pages import Page
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +205,19 @@ class IdempotencyRepository(IdempotencyReader):
 
     async def fulfil(self, record: IdempotencyRecord) -> None:
         """Write the outcome of a paid request into the record that took its key with its
-        intent (written whole if the intent predates such records)."""
+        intent (written whole if there is none). A record another request keeps under the key
+        (which only earlier versions could leave beside an intent) is left as it is: the intent
+        still answers the paid request's retries."""
         assert record.outcome is not None
+        under_key = {"memberId": record.member_id, "key": record.key}
+        held = await self._c.find_one(under_key, {"requestHash": 1}, session=self._session)
+        if held is not None and held["requestHash"] != record.request_hash:
+            log.warning("member %s: key %r is another request's", record.member_id, record.key)
+            return
         doc = _record_to_doc(record)
         result = doc.pop("result")
         await self._c.update_one(
-            {"memberId": record.member_id, "key": record.key},
+            under_key,
             {"$set": {"result": result}, "$setOnInsert": doc},
             upsert=True,
             session=self._session,
