@@ -27,9 +27,10 @@ from inmail.graphiql import STATIC_PREFIX, security_headers
 from inmail.graphql_app import GraphQLApp
 from inmail.heap import tuned_gc
 from inmail.observability import metrics_endpoint
+from inmail.processes import end_with_parent
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.root import build_schema
-from inmail.settings import Settings, settings_for_worker
+from inmail.settings import Settings, handed_by_serve, settings_for_worker
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,9 @@ _STATIC_POLICY = WEB_CLIENT_HEADERS["Content-Security-Policy"].encode()
 
 class StaticHeaders:
     """Static files served as what their names say (nosniff), to this origin only, and under
-    the web client's policy (a page opened from /static runs as strictly as /app)."""
+    the web client's policy (a page opened from /static runs as strictly as /app). Their names
+    carry no version, so a browser asks again each time (`no-cache`: a 304 from the ETag when
+    nothing changed) and never runs old scripts after an upgrade."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -59,6 +62,7 @@ class StaticHeaders:
                     (b"x-content-type-options", b"nosniff"),
                     (b"cross-origin-resource-policy", b"same-origin"),
                     (b"content-security-policy", _STATIC_POLICY),
+                    (b"cache-control", b"no-cache"),
                 ]
             await send(message)
 
@@ -280,6 +284,8 @@ def app_from_env() -> Starlette:
 
     settings = settings_for_worker(os.environ)
     logs.configure_logging(settings.log_level, settings.log_format)
+    if settings.workers > 1 and handed_by_serve(os.environ):
+        end_with_parent()  # a worker of `inmail serve`: it ends with its supervisor
     if settings.mongodb_uri is None:
         log.warning(
             "IN-MEMORY DATABASE: no mongod could be started here, so NOTHING WILL PERSIST and "

@@ -34,11 +34,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The variables the workers are given: the environment's, the options', then what serve
     # resolves itself (the embedded mongod's URI, the development secret).
     variables = {k: v for k, v in os.environ.items() if k.startswith("INMAIL_")}
-    if args.host:
+    # An option given is used as given (0 too, which the settings then refuse by name).
+    if args.host is not None:
         variables["INMAIL_HOST"] = args.host
-    if args.port:
+    if args.port is not None:
         variables["INMAIL_PORT"] = str(args.port)
-    if args.workers:
+    if args.workers is not None:
         variables["INMAIL_WORKERS"] = str(args.workers)
     settings = _settings(variables)
     from inmail import logs
@@ -137,9 +138,8 @@ def cmd_token(args: argparse.Namespace) -> int:
     from inmail.auth import Role, TokenService
 
     settings = _settings()
-    longest = timedelta(hours=settings.token_max_lifetime_hours)
-    ttl = timedelta(hours=args.hours)
-    if not timedelta(0) < ttl <= longest:
+    hours: float = args.hours
+    if not 0 < hours <= settings.token_max_lifetime_hours:  # NaN fails this too
         print(
             f"inmail token: --hours must be above 0 and at most "
             f"{settings.token_max_lifetime_hours:g} (INMAIL_TOKEN_MAX_LIFETIME)",
@@ -158,6 +158,8 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 2
     if not args.admin and not _member_known(settings, args.member):
         return 2
+    longest = timedelta(hours=settings.token_max_lifetime_hours)
+    ttl = timedelta(hours=hours)
     tokens = TokenService(secret, longest)
     if args.admin:
         print(tokens.mint("admin", Role.ADMIN, ttl))

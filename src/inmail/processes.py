@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -28,3 +31,16 @@ def pid_alive(pid: int) -> bool:
         return not Path("/proc/self").exists()  # gone since the signal, or no /proc here
     except (OSError, IndexError):
         return True
+
+
+def end_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when its parent dies (a worker of a
+    supervisor that was killed would otherwise go on holding the port); SIGTERM at once if the
+    parent is gone already."""
+    parent = os.getppid()
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent or parent == 1:
+        os.kill(os.getpid(), signal.SIGTERM)

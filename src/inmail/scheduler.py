@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
 DEFAULT_LEASE_TTL = timedelta(seconds=30)
-DEFAULT_STOP_GRACE = 30.0
+DEFAULT_STOP_GRACE = 5.0
+"""How long a stop waits for the pass under way. Each batch is a transaction, so a pass cut short
+loses nothing (the next pass, in any process, does the rest); waiting longer would only hold a
+shutdown, as when MongoDB cannot be reached and a call waits out its server selection."""
 
 
 class Scheduler:

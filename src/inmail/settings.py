@@ -588,6 +588,11 @@ def hand_to_workers(variables: Mapping[str, str]) -> None:
     os.environ[_HANDED_TO_WORKERS] = json.dumps(dict(variables))
 
 
+def handed_by_serve(environ: Mapping[str, str]) -> bool:
+    """Whether this process was started by `inmail serve` (its worker), not by uvicorn alone."""
+    return _HANDED_TO_WORKERS in environ
+
+
 def settings_for_worker(environ: Mapping[str, str]) -> Settings:
     """What `inmail serve` handed over, else (uvicorn run directly) the INMAIL_* environment."""
     handed = environ.get(_HANDED_TO_WORKERS)

@@ -28,6 +28,7 @@ import logging
 from typing import Any
 
 from uvicorn import Config, Server
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
@@ -427,8 +428,10 @@ def run_server(settings: Settings) -> bool:
     server = Server(config=config)
     try:
         if config.workers > 1:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
-            return True
+            supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+            supervisor.run()
+            # A worker that failed to start stops them all: that is a failed start, not a stop.
+            return not any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
         server.run()
     except KeyboardInterrupt:
         pass

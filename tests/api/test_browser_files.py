@@ -23,6 +23,12 @@ async def test_graphiql_asks_only_this_origin_for_its_scripts_and_styles(
                 asset = await api.client.get(source)
                 assert asset.status_code == 200, source
                 assert asset.headers["x-content-type-options"] == "nosniff"
+                # Unversioned names: asked again each time, answered 304 when unchanged.
+                assert asset.headers["cache-control"] == "no-cache"
+                again = await api.client.get(
+                    source, headers={"If-None-Match": asset.headers["etag"]}
+                )
+                assert again.status_code == 304, source
 
 
 async def test_production_serves_the_web_client_but_not_graphiql(

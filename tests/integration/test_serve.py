@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import socket
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.servers import INMAIL, ServiceProcess, service_env
+from inmail.embedded_mongod import find_mongod_binary
 from inmail.processes import free_port, pid_alive
 from support import post_graphql
 
@@ -142,3 +148,185 @@ def test_a_serve_that_cannot_start_stops_with_a_message_not_a_traceback(
     assert result.returncode == returncode
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_stale_lock_naming_a_live_process_that_is_no_mongod_leaves_that_process_alone(
+    data_dir: Path,
+) -> None:
+    """After a crash the pid in mongod.lock may belong to anything by now (this very server,
+    after a container restart): it is stopped only if it is a mongod over this folder."""
+    (data_dir / "mongod").mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "120"])
+    try:
+        (data_dir / "mongod" / "mongod.lock").write_text(str(bystander.pid))
+        server = Server(data_dir).start()
+        try:
+            assert _post(server.port, "{ now }")["data"]["now"]
+            assert bystander.poll() is None, "serve signalled a process that was no mongod"
+        finally:
+            server.stop()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_two_serves_started_at_once_on_a_fresh_folder_leave_one_serving_and_owning_it(
+    data_dir: Path,
+) -> None:
+    ports = [free_port(), free_port()]
+    racing = [
+        subprocess.Popen(
+            [*INMAIL, "serve"],
+            env=_env(data_dir, INMAIL_PORT=str(port)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for port in ports
+    ]
+    try:
+        loser_at = None
+        for _ in range(600):
+            loser_at = next((i for i, p in enumerate(racing) if p.poll() is not None), None)
+            if loser_at is not None:
+                break
+            time.sleep(0.1)
+        assert loser_at is not None, "both serves kept running on one data folder"
+        loser, winner = racing[loser_at], racing[1 - loser_at]
+        assert loser.returncode == 1
+        assert loser.stderr is not None
+        assert "in use by another inmail process" in loser.stderr.read()
+        owner = (data_dir / "mongod" / "inmail-owner.pid").read_text().strip()
+        assert owner == str(winner.pid)
+        third = _serve_until_it_exits(data_dir)
+        assert third.returncode == 1
+        assert "in use by another inmail process" in third.stderr
+        assert winner.poll() is None
+    finally:
+        for process in racing:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(60)
+            if process.stderr:
+                process.stderr.close()
+
+
+def test_a_data_folder_that_cannot_be_made_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    result = _serve_until_it_exits(a_file / "data")
+    assert result.returncode == 1
+    assert "cannot use the data folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["token", "--admin", "--hours", "nan"],
+        ["token", "--admin", "--hours", "inf"],
+        ["token", "--admin", "--hours", "1e308"],
+        ["serve", "--port", "0"],
+        ["serve", "--workers", "0"],
+    ],
+)
+def test_an_option_out_of_range_is_a_message_and_exit_2(data_dir: Path, command: list[str]) -> None:
+    result = subprocess.run(
+        [*INMAIL, *command], env=_env(data_dir), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def standalone_mongod(tmp_path: Path) -> Iterator[str]:
+    """A mongod that is no replica set, which the service refuses at start-up."""
+    binary = find_mongod_binary()
+    if binary is None:
+        pytest.skip("no mongod binary here")
+    port = free_port()
+    (tmp_path / "solo").mkdir()
+    process = subprocess.Popen(
+        [
+            str(binary),
+            *("--dbpath", str(tmp_path / "solo")),
+            *("--port", str(port)),
+            *("--bind_ip", "127.0.0.1"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(300):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"mongodb://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def test_workers_that_fail_to_start_make_serve_exit_with_a_failure(
+    data_dir: Path, standalone_mongod: str
+) -> None:
+    result = _serve_until_it_exits(
+        data_dir,
+        INMAIL_WORKERS="2",
+        INMAIL_MONGODB_URI=standalone_mongod,
+        INMAIL_METRICS_PORT="off",
+    )
+    assert result.returncode == 3, result.stderr
+    assert "standalone" in result.stderr
+
+
+def test_workers_end_with_a_serve_that_is_killed(data_dir: Path) -> None:
+    port = free_port()
+    parent = subprocess.Popen(
+        [*INMAIL, "serve"],
+        env=_env(data_dir, INMAIL_PORT=str(port), INMAIL_WORKERS="2", INMAIL_METRICS_PORT="off"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    workers: list[int] = []
+    try:
+        for _ in range(600):
+            workers = _workers_of(parent.pid)
+            if len(workers) == 2 and _post_ok(port):
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2, "two workers never served"
+        parent.kill()
+        parent.wait()
+        for _ in range(300):
+            if not any(pid_alive(pid) for pid in workers):
+                break
+            time.sleep(0.1)
+        assert not any(pid_alive(pid) for pid in workers), "workers outlived their serve"
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def _workers_of(pid: int) -> list[int]:
+    """Its children that run Python (uvicorn's workers; mongod and the resource tracker aside)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"mongod" not in cmdline and b"resource_tracker" not in cmdline:
+                    found.append(int(child))
+    return found
+
+
+def _post_ok(port: int) -> bool:
+    try:
+        return bool(_post(port, "{ now }")["data"]["now"])
+    except Exception:
+        return False
