@@ -157,7 +157,7 @@ def existing_development_secret(data_dir: Path) -> str | None:
     """The development secret kept in the data folder, if there is one (never creates it)."""
     try:
         existing = (data_dir / DEV_SECRET_FILE).read_text().strip()
-    except (FileNotFoundError, NotADirectoryError):
+    except (OSError, UnicodeDecodeError):  # absent, or no file this user can read as text
         return None
     return existing if len(existing) >= 32 else None
 

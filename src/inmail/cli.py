@@ -71,7 +71,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.jwt_secret is None:
         from inmail.auth import DEV_SECRET_FILE, development_secret
 
-        variables["INMAIL_JWT_SECRET"] = development_secret(settings.data_dir)
+        try:
+            variables["INMAIL_JWT_SECRET"] = development_secret(settings.data_dir)
+        except OSError as exc:
+            print(
+                f"inmail: cannot keep the development secret in "
+                f"{(settings.data_dir / DEV_SECRET_FILE).absolute()}: {exc.strerror or exc}; "
+                "set INMAIL_JWT_SECRET, or INMAIL_DATA_DIR to a folder this user may write",
+                file=sys.stderr,
+            )
+            if embedded is not None:
+                embedded.stop()
+            return 1
         print(
             "inmail: tokens are signed with the development secret in "
             f"{(settings.data_dir / DEV_SECRET_FILE).absolute()} (`inmail token` reads it)",

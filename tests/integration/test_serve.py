@@ -330,3 +330,22 @@ def _post_ok(port: int) -> bool:
         return bool(_post(port, "{ now }")["data"]["now"])
     except Exception:
         return False
+
+
+def test_a_development_secret_that_cannot_be_kept_is_a_message_not_a_traceback(
+    data_dir: Path,
+) -> None:
+    (data_dir / "jwt-secret").mkdir(parents=True)  # a folder where the secret file would be
+
+    served = _serve_until_it_exits(data_dir)
+    token = subprocess.run(
+        [*INMAIL, "token", "--admin"], env=_env(data_dir), capture_output=True, text=True
+    )
+
+    assert served.returncode == 1
+    assert "cannot keep the development secret" in served.stderr
+    assert token.returncode == 2
+    assert "Traceback" not in served.stderr + token.stderr
+    lock = data_dir / "mongod" / "mongod.lock"
+    left = lock.read_text().strip() if lock.exists() else ""
+    assert not (left.isdigit() and pid_alive(int(left))), "serve left its mongod running"
