@@ -217,9 +217,19 @@ class EmbeddedMongod:
         absent, so of two processes starting at once one takes it); EmbeddedMongodError if a
         live inmail process holds it. An owner file left by a process that died is replaced."""
         path = self.data_dir / _OWNER_FILE
+        # Written aside, then linked in place: the owner file appears with its pid in it, so
+        # another process never reads it empty (and takes it for a dead owner's).
+        mine = path.with_name(f"{_OWNER_FILE}.{os.getpid()}")
+        mine.write_text(str(os.getpid()))
+        try:
+            self._link_claim(mine, path)
+        finally:
+            mine.unlink(missing_ok=True)
+
+    def _link_claim(self, mine: Path, path: Path) -> None:
         for _ in range(3):
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                os.link(mine, path)
             except FileExistsError:
                 owner = _read_pid(path)
                 if owner is not None and owner != os.getpid() and pid_alive(owner):
@@ -232,8 +242,6 @@ class EmbeddedMongod:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()  # left by a process that is gone (or by this one)
                 continue
-            with os.fdopen(fd, "w") as owner_file:
-                owner_file.write(str(os.getpid()))
             return
         raise EmbeddedMongodError(f"another process keeps taking {self.data_dir}; try again")
 

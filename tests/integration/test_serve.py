@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import MongoClient
 
 from harness.servers import INMAIL, ServiceProcess, service_env
 from inmail.embedded_mongod import find_mongod_binary
@@ -268,7 +269,7 @@ def standalone_mongod(tmp_path: Path) -> Iterator[str]:
         process.wait(60)
 
 
-def test_workers_that_fail_to_start_make_serve_exit_with_a_failure(
+def test_a_mongodb_that_is_no_replica_set_is_one_message_before_any_worker_starts(
     data_dir: Path, standalone_mongod: str
 ) -> None:
     result = _serve_until_it_exits(
@@ -277,8 +278,30 @@ def test_workers_that_fail_to_start_make_serve_exit_with_a_failure(
         INMAIL_MONGODB_URI=standalone_mongod,
         INMAIL_METRICS_PORT="off",
     )
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 1, result.stderr
     assert "standalone" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_workers_that_fail_to_start_make_serve_exit_with_a_failure(
+    data_dir: Path, mongodb_uri: str, db_name: str
+) -> None:
+    """Start-up fails in each worker (a start-up migration meets a payment intent it cannot
+    read), after the server was found fine: serve exits 3, not 0."""
+    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
+    try:
+        client[db_name].payment_intents.insert_one({"_id": "torn", "memberId": "m", "key": "k"})
+        result = _serve_until_it_exits(
+            data_dir,
+            INMAIL_WORKERS="2",
+            INMAIL_MONGODB_URI=mongodb_uri,
+            INMAIL_DB_NAME=db_name,
+            INMAIL_METRICS_PORT="off",
+        )
+    finally:
+        client.close()
+    assert result.returncode == 3, result.stderr
+    assert "failed to start" in result.stderr
 
 
 def test_workers_end_with_a_serve_that_is_killed(data_dir: Path) -> None:
