@@ -30,6 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         EmbeddedMongodError,
         find_mongod_binary,
     )
+    from inmail.repositories.mongo import mongodb_problem
 
     # The variables the workers are given: the environment's, the options', then what serve
     # resolves itself (the embedded mongod's URI, the development secret).
@@ -68,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except EmbeddedMongodError as exc:
             print(f"inmail: {exc}", file=sys.stderr)
             return 1
-    elif (problem := _mongodb_problem(settings.mongodb_uri)) is not None:
+    elif (problem := mongodb_problem(settings.mongodb_uri)) is not None:
         print(f"inmail: {problem}", file=sys.stderr)
         return 1
     if settings.jwt_secret is None:
@@ -180,28 +181,6 @@ def cmd_token(args: argparse.Namespace) -> int:
     else:
         print(tokens.mint(args.member, Role.MEMBER, ttl))
     return 0
-
-
-def _mongodb_problem(uri: str) -> str | None:
-    """Why the MongoDB at `uri` cannot serve (unreachable, or no replica set), in a line for an
-    operator; None if it can. Asked once before any worker starts, so that a wrong
-    INMAIL_MONGODB_URI is one clear message rather than a traceback from every worker."""
-    from pymongo import MongoClient
-    from pymongo.errors import PyMongoError
-    from pymongo.uri_parser import parse_uri
-
-    from inmail.repositories.mongo import standalone_refusal
-
-    hosts = ", ".join(f"{host}:{port}" for host, port in parse_uri(uri)["nodelist"])
-    client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=20_000)
-    try:
-        hello = client.admin.command("hello")
-    except PyMongoError as exc:
-        detail = str(exc).split(", Timeout:")[0][:300]
-        return f"cannot reach MongoDB at {hosts} (INMAIL_MONGODB_URI): {detail}"
-    finally:
-        client.close()
-    return standalone_refusal(hello)
 
 
 def _signing_secret(settings: Settings) -> str | None:

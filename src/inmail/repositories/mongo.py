@@ -31,7 +31,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
@@ -274,6 +274,25 @@ def standalone_refusal(hello: Mapping[str, Any]) -> str | None:
         "replica set. Start mongod with --replSet and run rs.initiate() once (one node is "
         "enough), or point INMAIL_MONGODB_URI at a replica set or mongos."
     )
+
+
+def mongodb_problem(uri: str) -> str | None:
+    """Why the MongoDB at `uri` cannot serve (unreachable, or no replica set), in a line for an
+    operator; None if it can. `inmail serve` asks once before any worker starts, so that a wrong
+    INMAIL_MONGODB_URI is one clear message rather than a traceback from every worker."""
+    from pymongo import MongoClient
+    from pymongo.uri_parser import parse_uri
+
+    hosts = ", ".join(f"{host}:{port}" for host, port in parse_uri(uri)["nodelist"])
+    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=20_000)
+    try:
+        hello = client.admin.command("hello")
+    except PyMongoError as exc:
+        detail = str(exc).split(", Timeout:")[0][:300]
+        return f"cannot reach MongoDB at {hosts} (INMAIL_MONGODB_URI): {detail}"
+    finally:
+        client.close()
+    return standalone_refusal(hello)
 
 
 class Mongo:
