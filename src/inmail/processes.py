@@ -36,11 +36,12 @@ def pid_alive(pid: int) -> bool:
 def end_with_parent() -> None:
     """Linux: have the kernel send this process SIGTERM when its parent dies (a worker of a
     supervisor that was killed would otherwise go on holding the port); SIGTERM at once if the
-    parent is gone already."""
+    parent died meanwhile. (A parent may be pid 1 itself: `inmail serve` as a container's
+    command.)"""
     parent = os.getppid()
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != parent or parent == 1:
+    if os.getppid() != parent:  # the parent died before the kernel was told
         os.kill(os.getpid(), signal.SIGTERM)
