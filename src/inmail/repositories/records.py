@@ -118,17 +118,13 @@ def _record_to_doc(record: IdempotencyRecord) -> Doc:
     if record.intent_id is not None:
         doc["intentId"] = record.intent_id
     if record.outcome is not None:
-        doc["result"] = _result_to_doc(record.operation, record.outcome)
+        doc["result"] = {
+            _SUBJECT_FIELD.get(record.operation, "subjectId"): record.outcome.subject_id,
+            "creditsLeft": record.outcome.credits_left,
+        }
     if record.refusal is not None:
         doc["refusal"] = refusal_to_doc(record.refusal)
     return doc
-
-
-def _result_to_doc(operation: str, outcome: KeyedOutcome) -> Doc:
-    return {
-        _SUBJECT_FIELD.get(operation, "subjectId"): outcome.subject_id,
-        "creditsLeft": outcome.credits_left,
-    }
 
 
 def intent_key_to_doc(

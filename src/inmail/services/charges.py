@@ -135,11 +135,11 @@ async def _open(tx: Transaction, intent: PaymentIntent, admit: Admit | None) -> 
     await tx.members.take_turn(intent.member_id)
     await tx.intents.insert(intent)  # the unique (member, key) index decides a race
     # The key's record, which a send under the key finds in the one read it makes anyway.
-    await tx.idempotency.insert(_asking(intent).record(intent.created_at, intent_id=intent.id))
+    await tx.idempotency.insert(request_of(intent).record(intent.created_at, intent_id=intent.id))
     return intent
 
 
-def _asking(intent: PaymentIntent) -> KeyedRequest:
+def request_of(intent: PaymentIntent) -> KeyedRequest:
     """The request an intent was opened for."""
     return KeyedRequest(intent.member_id, intent.key, intent.kind, intent.request_hash)
 

@@ -131,8 +131,7 @@ async def grant_purchase(
     await tx.purchases.insert(charges.purchase_of(intent, now, lot_id=lot.id))
     await tx.notifications.add(Notification.purchase_completed(member.id, intent.id, lot.id, now))
     outcome = KeyedOutcome(lot.id, account.balance)
-    request = KeyedRequest(intent.member_id, intent.key, OPERATION, intent.request_hash)
-    await remember_fulfilled(tx.idempotency, request, outcome, now)  # a retry's answer
+    await remember_fulfilled(tx.idempotency, charges.request_of(intent), outcome, now)
     return charges.Fulfilled(outcome, entries)
 
 
