@@ -25,6 +25,7 @@ from inmail.domain.errors import ErrorCode, Reason
 from inmail.processes import free_port
 from inmail.repositories.intents import IntentStatus
 from inmail.repositories.records import ChargeRepository, Refusal, refusal_to_doc
+from inmail.services.charges import reconcile_charges
 from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
 from reliability.conftest import http_client
 from reliability.invariants import Snapshot, keyed_records, problems
@@ -38,7 +39,19 @@ from reliability.servers import (
     server_env,
     transaction_lifetime,
 )
-from support import START, Api, Person, charges_of, codes, open_api, orphan_charge
+from support import (
+    START,
+    Api,
+    GraphQLFailure,
+    Person,
+    cancel_subscription,
+    change_plan,
+    charges_of,
+    codes,
+    open_api,
+    orphan_charge,
+    subscription_of,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -541,3 +554,63 @@ async def test_a_purchase_killed_while_refunding_is_refunded_when_retried(api: A
     )
     assert statuses == [(False, "SUCCEEDED"), (True, "REFUNDED")]
     assert problems(await load_snapshot(api.container.mongo.db), START) == []
+
+
+# A paid plan change is applied only on the terms it was asked for (SPEC 2): a change or a
+# cancellation that came after it, while its charge was in flight or its process lay dead, stands.
+
+
+async def test_a_cancellation_during_a_plan_changes_charge_stands_and_the_charge_is_refunded(
+    raced: RacedApi,
+) -> None:
+    api = raced.api
+    kit = await api.create_member("Kit Changer", "PREMIUM_CAREER")
+    cancelled: list[dict[str, Any]] = []
+
+    async def cancel() -> None:
+        cancelled.append(await cancel_subscription(api, kit))
+
+    raced.gateway.meanwhile = cancel
+    changed = await change_plan(api, kit, "PREMIUM_BUSINESS", key="kit-1")
+    retried = await change_plan(api, kit, "PREMIUM_BUSINESS", key="kit-1")
+
+    assert [codes(c) for c in cancelled] == [[]]
+    assert codes(changed) == codes(retried) == ["INVALID_INPUT"]
+    viewer = await subscription_of(api, kit)
+    assert viewer["subscription"]["status"] == "CANCELED"
+    assert viewer["plan"]["type"] == "PREMIUM_CAREER"
+    assert await api.balance(kit) == 0
+    assert [c["status"] for c in await charges_of(api, kit)] == ["REFUNDED"]
+    assert problems(await load_snapshot(api.container.mongo.db), START) == []
+
+
+async def test_an_orphaned_plan_change_does_not_undo_the_members_later_change(
+    raced: RacedApi,
+) -> None:
+    """The process that charged the change dies before applying it; the member then changes to
+    another plan; reconciliation finds the charge and refunds it, and the later plan stands."""
+    api = raced.api
+    kit = await api.create_member("Kit Changer", "PREMIUM_CAREER")
+
+    async def die() -> None:
+        raise ProcessDied
+
+    raced.gateway.meanwhile = die
+    with pytest.raises(GraphQLFailure):  # its client is told "Unexpected error."
+        await change_plan(api, kit, "PREMIUM_BUSINESS", key="kit-1")
+    later = await change_plan(api, kit, "SALES_NAVIGATOR", key="kit-2")
+    assert codes(later) == []
+    api.advance(hours=1)  # past the age at which reconciliation takes an intent
+    report = await reconcile_charges(api.container.deps, api.container.gateway, api.clock.now())
+    retried = await change_plan(api, kit, "PREMIUM_BUSINESS", key="kit-1")
+
+    assert report.refunded == 1
+    assert codes(retried) == ["INVALID_INPUT"]
+    assert (await subscription_of(api, kit))["plan"]["type"] == "SALES_NAVIGATOR"
+    statuses = sorted(c["status"] for c in await charges_of(api, kit))
+    assert statuses == ["REFUNDED", "SUCCEEDED"]
+    assert problems(await load_snapshot(api.container.mongo.db), START) == []
+
+
+class ProcessDied(Exception):
+    """What the test makes of a process dying right after a charge succeeded."""

@@ -118,6 +118,14 @@ class Member:
     def is_connected_to(self, other_id: str) -> bool:
         return other_id in self.connections
 
+    @property
+    def terms(self) -> str:
+        """Which subscription the member is on, and whether it runs: a paid plan change asked
+        for on these terms is applied only while they hold (SPEC 2: a later change or a
+        cancellation is not undone by an earlier request's charge)."""
+        subscription = self.subscription
+        return "none" if subscription is None else f"{subscription.id}:{subscription.status}"
+
 
 @dataclass(frozen=True, slots=True)
 class Message:

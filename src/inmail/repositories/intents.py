@@ -62,6 +62,9 @@ class PaymentIntent:
     charge_id: str | None = None
     outcome: KeyedOutcome | None = None
     refusal: Refusal | None = None
+    # A plan change's: the member's terms when it was asked for (`Member.terms`); None in
+    # intents recorded before they were kept.
+    terms: str | None = None
 
 
 def _to_doc(intent: PaymentIntent) -> Doc:
@@ -78,6 +81,8 @@ def _to_doc(intent: PaymentIntent) -> Doc:
         "plan": intent.plan.value if intent.plan else None,
         "chargeId": intent.charge_id,
     }
+    if intent.terms is not None:
+        doc["terms"] = intent.terms
     return doc
 
 
@@ -103,6 +108,7 @@ def _from_doc(doc: Doc) -> PaymentIntent:
             KeyedOutcome(outcome.get("subjectId"), int(outcome["creditsLeft"])) if outcome else None
         ),
         refusal=refusal_from_doc(refusal) if refusal else None,
+        terms=doc.get("terms"),
     )
 
 

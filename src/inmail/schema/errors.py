@@ -68,6 +68,10 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
     Reason.KEY_LENGTH: lambda e: f"idempotencyKey must be 1 to {e.data['maximum']} characters.",
     Reason.PAID_CHANGE_NEEDS_KEY: lambda _: "A change to a paid plan needs an idempotencyKey.",
     Reason.ALREADY_ON_PLAN: lambda e: f"You are already on {e.data['plan']}.",
+    Reason.SUBSCRIPTION_CHANGED: lambda _: (
+        "Your subscription changed after this plan change was asked for (another change or a "
+        "cancellation): it was not applied, and its charge is refunded."
+    ),
     Reason.RECIPIENT_OR_CONVERSATION: lambda _: (
         "Give either recipientId or conversationId, not both."
     ),

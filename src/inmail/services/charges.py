@@ -61,6 +61,7 @@ def new_intent(
     *,
     quantity: int | None = None,
     plan: PlanType | None = None,
+    terms: str | None = None,
 ) -> PaymentIntent:
     return PaymentIntent(
         id=new_id(),
@@ -72,6 +73,7 @@ def new_intent(
         created_at=now,
         quantity=quantity,
         plan=plan,
+        terms=terms,
     )
 
 

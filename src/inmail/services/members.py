@@ -201,7 +201,7 @@ async def _paid_change(
             raise DomainError(
                 ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD, "paymentMethod"
             )
-        fresh = charges.new_intent(request, price, deps.now(), plan=plan)
+        fresh = charges.new_intent(request, price, deps.now(), plan=plan, terms=member.terms)
         intent = await charges.open_intent(deps, fresh, request)
     done = await charges.pay_and_fulfil(deps, gateway, intent, apply_paid_change)
     return done.entries
@@ -213,6 +213,10 @@ async def apply_paid_change(
     """What a plan change's charge paid for: the forfeit, the new cycle and its grant."""
     assert intent.plan is not None
     member = await _require_member(tx, intent.member_id)
+    if intent.terms is not None and intent.terms != member.terms:
+        # The member changed plan or cancelled after asking (say, while a process that died
+        # held this change, charged, for reconciliation): the charge must not undo that.
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.SUBSCRIPTION_CHANGED, "plan")
     if _already_on(member, intent.plan, None):
         # Another change to this plan was applied since: this charge buys nothing, so it is
         # refunded.
