@@ -16,6 +16,7 @@ import jwt
 
 ALGORITHM = "HS256"
 DEV_SECRET_FILE = "jwt-secret"
+MIN_SECRET_LENGTH = 32  # characters of an HS256 secret, INMAIL_JWT_SECRET or the file
 DEFAULT_MAX_LIFETIME = timedelta(hours=24)
 # Clocks of the machine that mints a token and of this one may disagree by this much.
 LEEWAY_SECONDS = 30.0
@@ -153,26 +154,51 @@ class TokenService:
         return self.verify(token.strip())
 
 
+class UnusableSecret(ValueError):
+    """The data folder's development secret file is there but holds no usable secret."""
+
+
 def existing_development_secret(data_dir: Path) -> str | None:
-    """The development secret kept in the data folder, if there is one (never creates it)."""
+    """The development secret kept in the data folder; None if there is none yet (this never
+    creates it). A file there that cannot be read, is not text or holds under 32 characters is
+    UnusableSecret: it is never taken for absent, nor replaced, since someone put it there."""
+    path = data_dir / DEV_SECRET_FILE
     try:
-        existing = (data_dir / DEV_SECRET_FILE).read_text().strip()
-    except (OSError, UnicodeDecodeError):  # absent, or no file this user can read as text
+        existing = path.read_text().strip()
+    except FileNotFoundError:
         return None
-    return existing if len(existing) >= 32 else None
+    except UnicodeDecodeError:
+        raise UnusableSecret(f"{path.absolute()} is not text") from None
+    except OSError as exc:
+        raise UnusableSecret(f"cannot read {path.absolute()}: {exc.strerror or exc}") from None
+    if len(existing) < MIN_SECRET_LENGTH:
+        raise UnusableSecret(
+            f"{path.absolute()} holds {len(existing)} characters; a secret needs "
+            f"{MIN_SECRET_LENGTH} or more (remove the file to have a new one made)"
+        )
+    return existing
 
 
 def development_secret(data_dir: Path) -> str:
-    """A random secret kept in the data folder, so that `serve` and `token` agree."""
+    """A random secret kept in the data folder, so that `serve` and `token` agree. It is
+    written whole or not at all (a new file renamed into place), never over another's."""
     existing = existing_development_secret(data_dir)
     if existing is not None:
         return existing
-    path = data_dir / DEV_SECRET_FILE
     data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret)
+    draft = data_dir / f".{DEV_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret)
+        try:
+            # A link fails where the file exists: of two first starts, one secret is kept.
+            os.link(draft, data_dir / DEV_SECRET_FILE)
+        except FileExistsError:
+            return development_secret(data_dir)
+    finally:
+        draft.unlink(missing_ok=True)
     return secret
 
 

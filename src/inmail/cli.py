@@ -73,15 +73,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"inmail: {problem}", file=sys.stderr)
         return 1
     if settings.jwt_secret is None:
-        from inmail.auth import DEV_SECRET_FILE, development_secret
+        from inmail.auth import DEV_SECRET_FILE, UnusableSecret, development_secret
 
         try:
             variables["INMAIL_JWT_SECRET"] = development_secret(settings.data_dir)
-        except OSError as exc:
+        except (OSError, UnusableSecret) as exc:
+            reason = (
+                f"cannot use the development secret: {exc}"
+                if isinstance(exc, UnusableSecret)
+                else f"cannot keep the development secret in "
+                f"{(settings.data_dir / DEV_SECRET_FILE).absolute()}: {exc.strerror or exc}"
+            )
             print(
-                f"inmail: cannot keep the development secret in "
-                f"{(settings.data_dir / DEV_SECRET_FILE).absolute()}: {exc.strerror or exc}; "
-                "set INMAIL_JWT_SECRET, or INMAIL_DATA_DIR to a folder this user may write",
+                f"inmail: {reason}; set INMAIL_JWT_SECRET, or INMAIL_DATA_DIR to a folder this "
+                "user may write",
                 file=sys.stderr,
             )
             if embedded is not None:
@@ -186,13 +191,17 @@ def cmd_token(args: argparse.Namespace) -> int:
 def _signing_secret(settings: Settings) -> str | None:
     """The secret `inmail serve` signs with under these settings, said on stderr; never a new
     one: a token signed with a secret the server does not hold would be refused."""
-    from inmail.auth import DEV_SECRET_FILE, existing_development_secret
+    from inmail.auth import DEV_SECRET_FILE, UnusableSecret, existing_development_secret
 
     if settings.jwt_secret is not None:
         print("inmail token: signed with INMAIL_JWT_SECRET", file=sys.stderr)
         return settings.jwt_secret
     path = (settings.data_dir / DEV_SECRET_FILE).absolute()
-    secret = existing_development_secret(settings.data_dir)
+    try:
+        secret = existing_development_secret(settings.data_dir)
+    except UnusableSecret as exc:
+        print(f"inmail token: no secret to sign with: {exc}", file=sys.stderr)
+        return None
     if secret is None:
         print(
             f"inmail token: no secret to sign with: INMAIL_JWT_SECRET is unset and there is no "

@@ -366,9 +366,34 @@ def test_a_development_secret_that_cannot_be_kept_is_a_message_not_a_traceback(
     )
 
     assert served.returncode == 1
-    assert "cannot keep the development secret" in served.stderr
+    assert "the development secret" in served.stderr
+    assert "jwt-secret: Is a directory" in served.stderr
     assert token.returncode == 2
     assert "Traceback" not in served.stderr + token.stderr
+    _assert_no_mongod_left(data_dir)
+
+
+def _assert_no_mongod_left(data_dir: Path) -> None:
     lock = data_dir / "mongod" / "mongod.lock"
     left = lock.read_text().strip() if lock.exists() else ""
     assert not (left.isdigit() and pid_alive(int(left))), "serve left its mongod running"
+
+
+def test_a_development_secret_too_short_is_refused_and_kept_as_it_is(data_dir: Path) -> None:
+    """Someone put it there: it is neither taken for absent by `token` nor replaced by `serve`
+    (tokens signed with it would all stop working)."""
+    data_dir.mkdir(parents=True)
+    (data_dir / "jwt-secret").write_text("short-secret\n")
+
+    served = _serve_until_it_exits(data_dir)
+    token = subprocess.run(
+        [*INMAIL, "token", "--admin"], env=_env(data_dir), capture_output=True, text=True
+    )
+
+    assert served.returncode == 1
+    assert "holds 12 characters; a secret needs 32 or more" in served.stderr
+    assert token.returncode == 2
+    assert "holds 12 characters" in token.stderr
+    assert "Traceback" not in served.stderr + token.stderr
+    assert (data_dir / "jwt-secret").read_text() == "short-secret\n"
+    _assert_no_mongod_left(data_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -9,7 +10,14 @@ from pathlib import Path
 import jwt
 import pytest
 
-from inmail.auth import AuthError, Role, TokenService, development_secret
+from inmail.auth import (
+    AuthError,
+    Role,
+    TokenService,
+    UnusableSecret,
+    development_secret,
+    existing_development_secret,
+)
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 
@@ -70,3 +78,28 @@ def test_the_development_secret_is_made_once_and_kept(tmp_path: Path) -> None:
     assert len(first) >= 32
     assert development_secret(tmp_path) == first
     assert (tmp_path / "jwt-secret").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "holds 0 characters"),
+        (b"too-short\n", "holds 9 characters; a secret needs 32 or more"),
+        (b"\xff\xfe" * 20, "is not text"),
+    ],
+)
+def test_a_development_secret_file_holding_no_secret_is_refused_not_replaced(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    (tmp_path / "jwt-secret").write_bytes(content)
+    for read in (existing_development_secret, development_secret):
+        with pytest.raises(UnusableSecret, match=reason):
+            read(tmp_path)
+    assert (tmp_path / "jwt-secret").read_bytes() == content
+
+
+def test_first_starts_at_once_keep_one_development_secret(tmp_path: Path) -> None:
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        made = set(pool.map(lambda _: development_secret(tmp_path / "data"), range(32)))
+    assert made == {(tmp_path / "data" / "jwt-secret").read_text()}
+    assert [path.name for path in (tmp_path / "data").iterdir()] == ["jwt-secret"]
