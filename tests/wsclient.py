@@ -58,9 +58,20 @@ class GraphQLSocket:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, url: str, token: str | None, protocol: str = TRANSPORT_WS
+        cls,
+        url: str,
+        token: str | None,
+        protocol: str = TRANSPORT_WS,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> AsyncIterator[GraphQLSocket]:
-        async with connect(url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT) as ws:
+        """A socket past connection_init with `token`; `headers` go on the handshake."""
+        async with connect(
+            url,
+            subprotocols=[Subprotocol(protocol)],
+            open_timeout=WAIT,
+            additional_headers=headers,
+        ) as ws:
             assert ws.subprotocol == protocol
             socket = cls(ws, protocol)
             await socket._send({"type": "connection_init", "payload": init_payload(token)})

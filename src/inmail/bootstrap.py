@@ -87,11 +87,13 @@ def build_deps(
     rate_limits: RateLimits | None = None,
     gateway: PaymentGateway | None = None,
     webhooks: bool = True,
+    database_timeout: float | None = None,
 ) -> Deps:
     """What the use cases run on: a unit of work on `mongo`, the clock, the plans; `webhooks`
-    says whether new notifications are enqueued for webhook delivery."""
+    says whether new notifications are enqueued for webhook delivery, `database_timeout` how
+    long a request's database work may take in all (None: no bound)."""
     return Deps(
-        uow=MongoUnitOfWork(mongo, webhooks=webhooks),
+        uow=MongoUnitOfWork(mongo, webhooks=webhooks, timeout=database_timeout),
         clock=clock,
         plans=plans,
         limits=limits or Limits(),
@@ -192,8 +194,10 @@ def build_container(
         rate_limits=RateLimits(
             inmails_per_minute=settings.rate_limit_inmails_per_minute,
             messages_per_minute=settings.rate_limit_messages_per_minute,
+            forget_idle_logs=not clock.is_manual,
         ),
         gateway=payments,
+        database_timeout=settings.database_timeout,
         webhooks=settings.webhook_url is not None,
     )
     live = build_broker(deps, mongo, events)

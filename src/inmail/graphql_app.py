@@ -62,7 +62,7 @@ from inmail.graphiql import graphiql_page
 from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
 from inmail.resolvers.cost import KNOWN_DOCUMENTS
 from inmail.resolvers.limits import Remembered, text_digest
-from inmail.resolvers.root import is_unexpected
+from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
 
@@ -85,8 +85,6 @@ _HTTP_CODES = {
 JSON = "application/json"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 _GRAPHQL_RESPONSE_UTF8 = f"{GRAPHQL_RESPONSE}; charset=utf-8"
-# What MaskErrors puts in place of a failure nobody raised on purpose.
-_MASKED_MESSAGE = "Unexpected error."
 _EXCHANGE = "inmail.graphql_exchange"
 
 
@@ -129,17 +127,19 @@ def response_media_type(accept: str | None) -> str:
 
 class _Exchange:
     """What one HTTP request to /graphql has settled so far: the media type of the answer and
-    whether the operation never ran (a request error), or failed before it could."""
+    whether the operation never ran (a request error), or failed before it could (the
+    service's failure, or a database that did not answer: `unavailable`)."""
 
     def __init__(self, media_type: str) -> None:
         self.media_type = media_type
         self.request_error = False
         self.server_error = False
+        self.unavailable = False
 
 
 def _is_failure(error: GraphQLError) -> bool:
     """An unmasked failure of the service itself (not the client's: see is_unexpected)."""
-    return error.message != _MASKED_MESSAGE and is_unexpected(error)
+    return error.message != MASKED_MESSAGE and is_unexpected(error)
 
 
 def _never_ran(result: ExecutionResult) -> bool:
@@ -170,6 +170,18 @@ def _holds_several_operations(query: str, max_tokens: int) -> bool:
         return False
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     return len(operations) > 1
+
+
+MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 5.5: a control frame's 125 bytes, less the code
+
+
+def close_reason(text: str) -> str:
+    """`text` as a websocket close reason: cut, at a character, to the bytes a frame holds
+    (and what UTF-8 cannot carry, a lone surrogate, as "?")."""
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) > MAX_CLOSE_REASON_BYTES:
+        encoded = encoded[: MAX_CLOSE_REASON_BYTES - 3] + b"..."
+    return encoded.decode("utf-8", "ignore")
 
 
 class _Undecodable:
@@ -355,6 +367,14 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
     async def _end_operations(self) -> None:
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
+
+    @staticmethod
+    def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
+        """Strawberry's (a syntax error closes the socket, with it as the reason), cut to what a
+        close frame holds: a longer reason, say one repeating a long name from the document,
+        would fail the close itself."""
+        reason = BaseGraphQLTransportWSHandler._get_pre_execution_close_reason(error)
+        return None if reason is None else close_reason(reason)
 
     async def _handle_pre_execution_error(
         self, operation: Operation[Context, None], result: PreExecutionError
@@ -554,7 +574,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if exchange.media_type == GRAPHQL_RESPONSE and response.media_type == JSON:
             response.headers["content-type"] = _GRAPHQL_RESPONSE_UTF8
             if response.status_code == 200 and exchange.server_error:
-                response.status_code = 500
+                response.status_code = 503 if exchange.unavailable else 500
             elif response.status_code == 200 and exchange.request_error:
                 response.status_code = 400
         await response(scope, receive, send)
@@ -630,8 +650,8 @@ class GraphQLApp(GraphQL[Context, None]):
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         """The response body; for a client accepting graphql-response+json, an operation that
-        never ran has no `data` entry, and its answer is a 400 (500 when the service failed;
-        see __call__).
+        never ran has no `data` entry, and its answer is a 400 (500 when the service failed, 503
+        when the database did not answer; see __call__).
 
         A failure raised by an extension before execution escapes MaskErrors: it is masked
         here (InMailSchema has logged it with the request id).
@@ -639,8 +659,7 @@ class GraphQLApp(GraphQL[Context, None]):
         failed = [error for error in result.errors or [] if _is_failure(error)]
         if failed:
             result.errors = [
-                GraphQLError(_MASKED_MESSAGE, path=error.path) if error in failed else error
-                for error in result.errors or []
+                masked(error) if error in failed else error for error in result.errors or []
             ]
         response = await super().process_result(request, result)
         exchange = request.scope.get(_EXCHANGE)
@@ -651,9 +670,9 @@ class GraphQLApp(GraphQL[Context, None]):
         ):
             response.pop("data", None)
             exchange.request_error = True
-            exchange.server_error = any(
-                error.message == _MASKED_MESSAGE for error in result.errors or []
-            )
+            messages = {error.message for error in result.errors or []}
+            exchange.unavailable = UNANSWERED_MESSAGE in messages
+            exchange.server_error = exchange.unavailable or MASKED_MESSAGE in messages
         return response
 
     def decode_json(self, data: str | bytes) -> object:

@@ -226,6 +226,14 @@ class Settings:
     db_name: str = setting(
         "INMAIL_DB_NAME", "inmail", "a database name", "the MongoDB database to use", _db_name
     )
+    database_timeout: float = setting(
+        "INMAIL_DATABASE_TIMEOUT",
+        "30",
+        "seconds, a number 1-600",
+        "longest a query or mutation waits on MongoDB, all its reads, transactions and their "
+        "retries together; past it the operation answers SERVICE_UNAVAILABLE",
+        _float_range(1, 600),
+    )
     data_dir: Path = setting(
         "INMAIL_DATA_DIR",
         "$XDG_DATA_HOME/inmail",

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -463,6 +463,41 @@ async def test_a_burst_spread_over_two_processes_never_sends_more_than_the_limit
     assert {server for server, _ in results} == {0, 1}
     assert balance == 15 - 5
     assert conversations["viewer"]["conversations"]["totalCount"] == 5
+
+
+async def ttl_monitor_after(api: Api, wall_time: timedelta) -> int:
+    """Delete what MongoDB's TTL monitor would have deleted `wall_time` of real time from now."""
+    deleted = await api.container.mongo.c.rate_limits.delete_many(
+        {"deleteAfter": {"$lt": datetime.now(UTC) + wall_time}}
+    )
+    return deleted.deleted_count
+
+
+async def test_a_manual_clock_standing_still_keeps_its_message_window_however_long_it_stands(
+    strict: Api,
+) -> None:
+    """SPEC 7: rate-limit windows run on the service's clock. Wall-clock hours pass while a
+    manual clock stands still; the window stays shut until the service's clock moves on."""
+    ada, _, thread = await ada_and_charles_in_a_thread(strict)  # message 1 of 10
+    nine = await strict.gql(aliased_messages(9), {"c": thread}, ada.token)
+    assert [outcome(p) for p in nine.values()] == ["OK"] * 9
+
+    assert await ttl_monitor_after(strict, timedelta(hours=3)) == 0
+    one = aliased_messages(1)
+    assert outcome((await strict.gql(one, {"c": thread}, ada.token))["m0"]) == "RATE_LIMITED"
+    strict.advance(seconds=60)
+    assert outcome((await strict.gql(one, {"c": thread}, ada.token))["m0"]) == "OK"
+
+
+async def test_on_the_system_clock_an_idle_message_log_is_left_to_the_ttl_index(
+    mongodb_uri: str, db_name: str
+) -> None:
+    settings = settings_for_tests(clock="system", clock_start=None)
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        await ada_and_charles_in_a_thread(api)
+        assert await ttl_monitor_after(api, timedelta(minutes=1)) == 0  # still in use
+        assert await ttl_monitor_after(api, timedelta(minutes=11)) == 1  # idle: forgotten
+        assert await api.container.mongo.c.rate_limits.count_documents({}) == 0
 
 
 async def test_old_windows_are_deleted_by_a_ttl_index(api: Api) -> None:

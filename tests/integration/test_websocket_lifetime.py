@@ -212,6 +212,18 @@ async def test_a_second_connection_init_closes_the_socket_with_4429_and_leaves_n
     assert tracebacks(caplog) == []
 
 
+async def refused_then_served(
+    ws: GraphQLSocket, refused: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The errors the operation `refused` was answered with, and the answer to a query sent
+    after it on the same socket (which must still serve)."""
+    with pytest.raises(OperationError) as error:
+        await ws.result(refused)
+    answer = await ws.result(await ws.subscribe("{ viewer { id } }"))
+    payload = error.value.payload
+    return (payload if isinstance(payload, list) else [payload]), answer
+
+
 @pytest.mark.parametrize(
     ("query", "operation_name", "message"),
     [
@@ -242,16 +254,74 @@ async def test_an_operation_the_document_does_not_hold_is_a_client_error(
 
     async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
         refused = await ws.subscribe(query, operation_name=operation_name)
-        with pytest.raises(OperationError) as error:
-            await ws.result(refused)
-        still_served = await ws.subscribe("{ viewer { id } }")
-        answer = await ws.result(still_served)
+        errors, answer = await refused_then_served(ws, refused)
 
-    payload = error.value.payload
-    errors = payload if isinstance(payload, list) else [payload]
     assert [(e["message"], e["extensions"]["code"]) for e in errors] == [(message, "BAD_REQUEST")]
     assert answer["data"] == {"viewer": {"id": ada.id}}
     assert tracebacks(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("{", "Syntax Error: Expected Name, found <EOF>."),
+        ("subscription {", "Syntax Error: Expected Name, found <EOF>."),
+        ("}", "Syntax Error: Unexpected '}'."),
+        ("query Q " + "x" * 300, "Syntax Error: Expected '{', found Name 'x"),
+        ("{ " + "now " * 2100 + "}", "Syntax Error: Document contains more than 2000 tokens."),
+    ],
+    ids=["unclosed", "unclosed-subscription", "stray-brace", "long-name", "too-many-tokens"],
+)
+async def test_a_document_that_does_not_parse_is_refused_as_its_protocol_says(
+    live: LiveServer,
+    protocol: str,
+    query: str,
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """graphql-ws answers the operation with an error and serves on; graphql-transport-ws
+    closes the socket with 4400 and the syntax error as its reason (as its reference server
+    does), cut to what a close frame holds."""
+    ada = await live.api.create_member("Ada Lovelace")
+
+    async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+        refused = await ws.subscribe(query)
+        if protocol == TRANSPORT_WS:
+            async with asyncio.timeout(WAIT):
+                await messages_until_closed(ws.ws)
+            assert ws.ws.close_code == 4400
+            reason = ws.ws.close_reason or ""
+            assert len(reason.encode()) <= 123
+            assert reason.startswith(message[:60])
+        else:
+            errors, answer = await refused_then_served(ws, refused)
+            assert len(errors) == 1
+            assert errors[0]["message"].startswith(message)
+            assert answer["data"] == {"viewer": {"id": ada.id}}
+    assert tracebacks(caplog) == []
+
+
+async def test_the_token_of_connection_init_decides_whatever_the_handshake_header_says(
+    live: LiveServer, protocol: str
+) -> None:
+    """SPEC 8: a socket's token is the one connection_init carries. A handshake header may be
+    a proxy's Basic credentials, sent by the browser itself, or another member's token."""
+    ada = await live.api.create_member("Ada Lovelace")
+    grace = await live.api.create_member("Grace Hopper")
+    viewer = "{ viewer { id } }"
+
+    for header in (f"Bearer {ada.token}", "Basic dXNlcjpwYXNz"):
+        async with GraphQLSocket.open(
+            live.url, grace.token, protocol, headers={"Authorization": header}
+        ) as ws:
+            answer = await ws.result(await ws.subscribe(viewer))
+        assert answer["data"] == {"viewer": {"id": grace.id}}, header
+    # Without a token in connection_init, a bearer token on the handshake still counts.
+    async with GraphQLSocket.open(
+        live.url, None, protocol, headers={"Authorization": f"Bearer {ada.token}"}
+    ) as ws:
+        answer = await ws.result(await ws.subscribe(viewer))
+    assert answer["data"] == {"viewer": {"id": ada.id}}
 
 
 async def test_each_operation_on_a_socket_reads_as_of_now_not_as_of_the_first(

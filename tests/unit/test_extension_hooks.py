@@ -80,3 +80,33 @@ async def test_prepared_hooks_run_as_strawberrys_own(extensions: list[type[Log]]
     ours = await _run(Prepared(query=Query, extensions=extensions))
     assert ours == theirs
     assert theirs[1]  # something ran
+
+
+class Holds(Log):
+    """An execution hook holding something for the execution, released in its `finally`."""
+
+    def on_execute(self) -> Iterator[None]:
+        Log.lines.append("held")
+        try:
+            yield
+        finally:
+            Log.lines.append("released")
+
+
+class HoldsAwaiting(Log):
+    async def on_execute(self) -> AsyncIterator[None]:
+        Log.lines.append("held")
+        try:
+            yield
+        finally:
+            Log.lines.append("released")
+
+
+@pytest.mark.parametrize("holder", [Holds, HoldsAwaiting])
+async def test_a_hook_entered_before_one_that_fails_is_left_at_once(holder: type[Log]) -> None:
+    """Strawberry leaves it open until the collector closes it, perhaps in another context (a
+    context variable it set can then not be reset); here it is left before the answer."""
+    Log.lines.clear()
+    result = await Prepared(query=Query, extensions=[holder, Refuses]).execute("{ hello }")
+    assert [e.message for e in result.errors or []] == ["refused before execution"]
+    assert Log.lines == ["held", "refusing", "released"]

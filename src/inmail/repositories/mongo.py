@@ -26,12 +26,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne, timeout
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, ExecutionTimeout, PyMongoError
 from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
@@ -61,7 +61,9 @@ __all__ = [
     "DuplicateKeyError",
     "Mongo",
     "Session",
+    "deadline",
     "new_id",
+    "unanswered",
 ]
 
 
@@ -77,6 +79,19 @@ def _duplicates_as_one() -> Iterator[None]:
             first = errors[0]
             raise DuplicateKeyError(first.get("errmsg", ""), _DUPLICATE_KEY, first) from exc
         raise
+
+
+def deadline(seconds: float | None) -> contextlib.AbstractContextManager[None]:
+    """Every database operation under it, the driver's retries included, ends by `seconds`
+    from now (PyMongo's client-side operation timeout); an outer deadline that ends sooner
+    still holds. None: no deadline of its own."""
+    return timeout(seconds)
+
+
+def unanswered(exc: BaseException) -> bool:
+    """Whether `exc` says that the database was out of reach or did not answer by the deadline,
+    rather than that the request was wrong: the same request may succeed later."""
+    return isinstance(exc, DatabaseUnavailable | ExecutionTimeout)
 
 
 def new_id() -> str:

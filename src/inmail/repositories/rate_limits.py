@@ -4,7 +4,7 @@ One document per (action, member) (`_id` "<action>:<member id>") holding the tim
 member's latest sends, at most as many as the limit (`$push` with `$slice`), in one atomic
 update that hands back what it held before. InMails are logged on the member document instead
 (`inmailSends`). The TTL index `rate_limits.expired` deletes a log once its `deleteAfter` has
-passed.
+passed (on the system clock only).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from inmail.repositories.members import (
 )
 from inmail.repositories.mongo import Mongo, Session
 
-# Sends are timed on the service's clock, which a manual clock may hold still or set in the
-# past; MongoDB's TTL monitor runs on the server's wall clock. So a log is kept for this long of
-# wall-clock time after its last send, whatever the service's clock says: on the system clock a
-# log is useless a minute after its last send, and nothing piles up.
+# Sends are timed on the service's clock; MongoDB's TTL monitor runs on the server's wall
+# clock. On the system clock a log is useless a minute after its last send: it is kept this long
+# of wall-clock time after it, and nothing piles up. A manual clock may stand still for hours
+# while a window is open, so there logs are not forgotten (`forget_idle`).
 KEEP_FOR = timedelta(minutes=10)
 INMAIL = "inmail"  # logged on the member document, not here
 
@@ -54,15 +54,22 @@ class RateLimitReader:
 
 
 class RateLimitRepository(RateLimitReader):
-    async def log_one(self, action: str, member_id: str, at: datetime, keep: int) -> RecentSends:
-        """Log a send of `action` at `at`, keeping the latest `keep`; the sends logged before."""
+    async def log_one(
+        self, action: str, member_id: str, at: datetime, keep: int, *, forget_idle: bool
+    ) -> RecentSends:
+        """Log a send of `action` at `at`, keeping the latest `keep`; the sends logged before.
+        `forget_idle`: the log may be deleted once idle for KEEP_FOR of wall-clock time."""
+        update: dict[str, object] = {
+            "$push": {"times": {"$each": [at], "$slice": -keep}},
+            "$setOnInsert": {"action": action, "memberId": member_id},
+        }
+        if forget_idle:
+            update["$max"] = {"deleteAfter": datetime.now(UTC) + KEEP_FOR}
+        else:
+            update["$unset"] = {"deleteAfter": ""}
         before = await self._c.find_one_and_update(
             {"_id": log_id(action, member_id)},
-            {
-                "$push": {"times": {"$each": [at], "$slice": -keep}},
-                "$setOnInsert": {"action": action, "memberId": member_id},
-                "$max": {"deleteAfter": datetime.now(UTC) + KEEP_FOR},
-            },
+            update,
             upsert=True,
             return_document=ReturnDocument.BEFORE,
             projection={"times": 1},

@@ -21,7 +21,7 @@ from inmail.repositories.intents import PaymentIntentReader, PaymentIntentReposi
 from inmail.repositories.ledger import LedgerReader, LedgerRepository
 from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
 from inmail.repositories.messages import MessageReader, MessageRepository
-from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session
+from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session, deadline
 from inmail.repositories.notifications import NotificationReader, NotificationRepository
 from inmail.repositories.outbox import OutboxRepository
 from inmail.repositories.rate_limits import RateLimitReader, RateLimitRepository
@@ -113,13 +113,28 @@ class Transaction:
 
 class MongoUnitOfWork:
     """`webhooks`: whether new notifications are enqueued for webhook delivery (only where a
-    webhook URL is configured: nothing would deliver them otherwise)."""
+    webhook URL is configured: nothing would deliver them otherwise); `timeout`: the seconds
+    a request's database work may take in all (`deadline`), None for no bound."""
 
-    def __init__(self, mongo: Mongo, *, retries: int = RETRIES, webhooks: bool = True) -> None:
+    def __init__(
+        self,
+        mongo: Mongo,
+        *,
+        retries: int = RETRIES,
+        webhooks: bool = True,
+        timeout: float | None = None,
+    ) -> None:
         self._mongo = mongo
         self._retries = retries
         self._webhooks = webhooks
+        self._timeout = timeout
         self.reads = Reads.on(mongo)
+
+    def deadline(self) -> contextlib.AbstractContextManager[None]:
+        """Bounds the database work of what runs under it, reads, transactions and their
+        retries together, to the unit's timeout from now; past it that work raises an error
+        for which `unanswered` is true."""
+        return deadline(self._timeout)
 
     def _bound(self, session: Session, *, careful: bool = True) -> Transaction:
         return Transaction.on(self._mongo, session, careful=careful, webhooks=self._webhooks)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -111,13 +111,22 @@ class Context:
         return self.container.settings
 
     async def authenticate(self) -> None:
-        """Check the credentials once: the token here, the member's record in confirm_member."""
+        """Check the credentials once: the token here, the member's record in confirm_member.
+
+        Over HTTP the token is the Authorization header's. On a websocket it is the one
+        connection_init carried (SPEC 8), whatever the handshake's header says; only without
+        one there, a bearer token in the handshake's header counts. A browser may send a
+        proxy's Basic credentials on the handshake by itself: they are not the client's token.
+        """
         header = self.auth_header
-        if header is None and self.connection_params is not None:
-            raw = self.connection_params.get("Authorization") or self.connection_params.get(
-                "authorization"
-            )
-            header = raw if isinstance(raw, str) else None
+        if isinstance(self.request, WebSocket):
+            raw = (self.connection_params or {}).get("Authorization") or (
+                self.connection_params or {}
+            ).get("authorization")
+            if isinstance(raw, str):
+                header = raw
+            elif raw is not None or not _is_bearer(header):
+                header = None
         try:
             self.credentials.checked = self.container.tokens.viewer_from_header(header)
         except AuthError as exc:
@@ -183,6 +192,32 @@ def ctx(info: ResolverInfo) -> Context:
 def _serves_the_schema(context: Context) -> GraphContext:
     """The schema's types see this context through `GraphContext` only."""
     return context
+
+
+def _is_bearer(header: str | None) -> bool:
+    return header is not None and header.strip().lower().startswith("bearer ")
+
+
+class DatabaseDeadline(SchemaExtension):
+    """A query or mutation waits on the database INMAIL_DATABASE_TIMEOUT at most, all its reads,
+    transactions and retries together (a hung or unreachable primary would otherwise hold it for
+    minutes); past it the operation fails with SERVICE_UNAVAILABLE. A subscription is not
+    bounded: it lives as long as its socket.
+
+    Listed before MemberMustExist, whose reads it then bounds too; the loaders' batches run in
+    tasks made under it, which inherit the deadline.
+    """
+
+    def on_execute(self) -> Iterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        if execution.operation_type is OperationType.SUBSCRIPTION or not isinstance(
+            context, Context
+        ):
+            yield
+            return
+        with context.deps.uow.deadline():
+            yield
 
 
 class MemberMustExist(SchemaExtension):

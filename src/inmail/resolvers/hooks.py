@@ -85,10 +85,26 @@ class HookTable:
 
 class _Prepared(ExtensionContextManagerBase):
     """A stage's context manager given its hooks, instead of finding them (Strawberry's runs
-    them as ever)."""
+    them as ever), that also leaves the hooks already entered when a later one fails to enter:
+    Strawberry's would leave them open (a generator hook's `finally` then runs only when the
+    collector closes it, elsewhere)."""
 
     def __init__(self, hooks: list[WrappedHook]) -> None:
         self.hooks = hooks
+
+    def __enter__(self) -> None:
+        try:
+            super().__enter__()
+        except BaseException as exc:
+            self.exit_stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    async def __aenter__(self) -> None:
+        try:
+            await super().__aenter__()
+        except BaseException as exc:
+            await self.async_exit_stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
 
 
 class _Operation(_Prepared, OperationContextManager):

@@ -41,13 +41,14 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import ExecutionContext
+from strawberry.types.execution import PreExecutionError
 from strawberry.types.field import StrawberryField
 from strawberry.types.graphql import OperationType
 
 from inmail.disclosure import HideSuggestions
 from inmail.heap import weakly_bound
 from inmail.observability import OperationLabels, OperationMetrics
-from inmail.resolvers.context import MemberMustExist
+from inmail.resolvers.context import DatabaseDeadline, MemberMustExist
 from inmail.resolvers.cost import CostLimits, query_cost
 from inmail.resolvers.hooks import HookTable, PreparedHooksRunner
 from inmail.resolvers.limits import document_limits_rule, validated_texts
@@ -56,6 +57,7 @@ from inmail.resolvers.query import Query
 from inmail.resolvers.subscription import Subscription
 from inmail.schema.errors import ApiError
 from inmail.schema.scalars import DateTime
+from inmail.services.unit_of_work import unanswered
 from inmail.settings import Settings
 
 log = logging.getLogger("inmail.graphql")
@@ -98,10 +100,39 @@ class SubscriptionsOverWebsockets(SchemaExtension):
         yield
 
 
+MASKED_MESSAGE: Final = "Unexpected error."
+UNANSWERED_MESSAGE: Final = (
+    "The database did not answer in time: try again later (a retry under the same "
+    "idempotency key is granted at most once)."
+)
+UNANSWERED_CODE: Final = "SERVICE_UNAVAILABLE"
+
+
+def database_unanswered(error: GraphQLError) -> bool:
+    """The failure of a database out of reach or slower than the request's deadline."""
+    return error.original_error is not None and unanswered(error.original_error)
+
+
+def masked(error: GraphQLError) -> GraphQLError:
+    """What the client sees of a failure nobody raised on purpose: nothing of its detail; for a
+    database that did not answer, a code saying that the same request may succeed later."""
+    if database_unanswered(error):
+        return GraphQLError(
+            UNANSWERED_MESSAGE,
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": UNANSWERED_CODE},
+        )
+    return GraphQLError(MASKED_MESSAGE, nodes=error.nodes, path=error.path)
+
+
 class MaskUnexpectedErrors(MaskErrors):
     """Strawberry's MaskErrors, telling a result with errors by its `errors` attribute rather
     than by a runtime-checked Protocol (an `isinstance` that costs more than the rest of the
-    extension, on every operation)."""
+    extension, on every operation); a database that did not answer is said so (`masked`)."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        return masked(error)
 
     def _process_result(self, result: object) -> None:
         errors = getattr(result, "errors", None)
@@ -123,11 +154,35 @@ class InMailSchema(strawberry.Schema):
     ) -> SchemaExtensionsRunner:
         return PreparedHooksRunner(execution_context, extensions, self._hooks)
 
+    async def _prepare_operation_async(
+        self, context: ExecutionContext, extensions_runner: SchemaExtensionsRunner
+    ) -> PreExecutionError | None:
+        """Strawberry's, with a document refused by a parsing hook (ParserCache's syntax error,
+        MaxTokensLimiter's count) answered as one that failed to parse.
+
+        Those hooks raise before Strawberry's own `try` around parsing: over HTTP an outer
+        handler still made the error the answer, but over websockets it escaped the operation's
+        task (a logged traceback, and no error message to the client).
+        """
+        try:
+            return await super()._prepare_operation_async(context, extensions_runner)
+        except GraphQLError as error:
+            context.pre_execution_errors = [error]
+            return PreExecutionError(data=None, errors=[error])
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         for error in errors:
-            if is_unexpected(error):
+            if not is_unexpected(error):
+                continue
+            if database_unanswered(error):
+                log.warning(
+                    "the database did not answer in time, at %s: %s",
+                    error.path,
+                    error.original_error,
+                )
+            else:
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
 
 
@@ -157,6 +212,7 @@ def build_schema(
             CostLimits(maximum=settings.max_query_cost, max_page_size=settings.max_page_size)
         ),
         SubscriptionsOverWebsockets,
+        DatabaseDeadline,
         MemberMustExist,
     ]
     if not settings.introspection:

@@ -54,6 +54,10 @@ class RateLimits:
 
     inmails_per_minute: int = 30
     messages_per_minute: int = 60
+    # Whether a message log nobody added to for a while (of wall-clock time: MongoDB's TTL
+    # monitor) may be deleted. Not on a manual clock, which may stand still for hours of wall
+    # time while a window is open; there each member's one log per kind is kept.
+    forget_idle_logs: bool = True
 
     def limit(self, action: Action) -> int:
         if action is Action.INMAIL:
@@ -101,5 +105,7 @@ async def count_send(
 
     Raising aborts the transaction, which takes the entry back with it.
     """
-    before = await tx.rate_limits.log_one(action.value, member_id, now, limits.limit(action))
+    before = await tx.rate_limits.log_one(
+        action.value, member_id, now, limits.limit(action), forget_idle=limits.forget_idle_logs
+    )
     _refused_unless_room(limits, action, before, now)

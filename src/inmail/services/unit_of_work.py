@@ -6,24 +6,28 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
+from inmail.repositories.mongo import unanswered
 from inmail.repositories.unit_of_work import Reads, Transaction
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["Reads", "Transaction", "UnitOfWork"]
+__all__ = ["Reads", "Transaction", "UnitOfWork", "unanswered"]
 
 
 class UnitOfWork(Protocol):
     """The storage a use case works through (repositories/unit_of_work.py on MongoDB).
 
-        `reads` are repositories with no write methods; every write goes through a `Transaction`,
-        from `run` (retried when it raced a concurrent change), `run_optimistically` (first without
-    the reads a unique index makes redundant) or `transaction()` (one attempt).
+    `reads` are repositories with no write methods; every write goes through a `Transaction`,
+    from `run` (retried when it raced a concurrent change), `run_optimistically` (first without
+    the reads a unique index makes redundant) or `transaction()` (one attempt). `deadline()`
+    bounds all the database work of a request.
     """
 
     @property
     def reads(self) -> Reads: ...
+
+    def deadline(self) -> contextlib.AbstractContextManager[None]: ...
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
 

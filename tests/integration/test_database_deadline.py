@@ -1,0 +1,105 @@
+"""A database that stops answering holds no request past INMAIL_DATABASE_TIMEOUT.
+
+The mongod here is the test's own, stopped with SIGSTOP: a hung primary, whose sockets stay
+open and silent (unlike a crash, no error arrives). Without a deadline a read waits for the
+driver's monitor to give up on the server (some 50 s) and a transaction retries for two
+minutes, then answers "Unexpected error.". With one, each answers SERVICE_UNAVAILABLE, and a
+retry under the same idempotency key, once the database is back, is granted once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inmail.embedded_mongod import EmbeddedMongod
+from support import Api, Person, ada_and_grace, new_key, open_api
+from support import test_settings as settings_for_tests
+
+pytestmark = pytest.mark.slow
+
+BALANCE = "{ viewer { inmailBalance } }"
+SEND = (
+    "mutation($i: SendInMailInput!) { sendInMail(input: $i) { creditsLeft "
+    "conversation { id } errors { code } } }"
+)
+UNAVAILABLE = "SERVICE_UNAVAILABLE"
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+@pytest.fixture
+def mongod(tmp_path: Path) -> Iterator[EmbeddedMongod]:
+    server = EmbeddedMongod(tmp_path / "db", oplog_mb=64)
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(server.pid, signal.SIGCONT)  # type: ignore[arg-type]
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def hung(mongod: EmbeddedMongod) -> AsyncIterator[None]:
+    assert mongod.pid is not None
+    os.kill(mongod.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(mongod.pid, signal.SIGCONT)
+
+
+def send_input(recipient: Person, key: str) -> dict[str, Any]:
+    return {
+        "i": {"recipientId": recipient.id, "subject": "Hi", "body": "Hello", "idempotencyKey": key}
+    }
+
+
+async def post(api: Api, query: str, token: str, variables: dict[str, Any] | None = None) -> Any:
+    return await api.client.post(
+        "/graphql",
+        json={"query": query, "variables": variables or {}},
+        headers={"Authorization": f"Bearer {token}", "Accept": GRAPHQL_RESPONSE},
+    )
+
+
+async def test_a_hung_database_answers_unavailable_and_a_retry_is_granted_once(
+    mongod: EmbeddedMongod,
+) -> None:
+    settings = settings_for_tests(database_timeout=2.0)
+    async with open_api(mongod.uri, "inmail_deadline", settings) as api:
+        ada, grace = await ada_and_grace(api)
+        key = new_key()
+        async with hung(mongod):
+            read = await post(api, BALANCE, ada.token)
+            sent = await post(api, SEND, ada.token, send_input(grace, key))
+        for response in (read, sent):
+            body = response.json()
+            assert [error["extensions"]["code"] for error in body["errors"]] == [UNAVAILABLE]
+            assert "timed out" not in response.text  # nothing of the driver's detail
+            assert "127.0.0.1" not in response.text
+        # A mutation refused before any field ran (the member check) is a 503; a field that
+        # failed keeps the 200 of a response with data.
+        assert sent.status_code in (200, 503)
+        assert read.status_code in (200, 503)
+
+        # The database is back: the client retries under its key until it is answered. An
+        # attempt left open by the hang may hold the member's locks until the server aborts it.
+        refusals: list[str] = []
+        for _ in range(30):
+            body = await api.raw(SEND, send_input(grace, key), ada.token)
+            if not body.get("errors"):
+                break
+            refusals.extend(error["extensions"]["code"] for error in body["errors"])
+        assert set(refusals) <= {UNAVAILABLE}
+        answer = body["data"]["sendInMail"]
+        assert answer["errors"] == []
+        again = await api.payload("sendInMail", SEND, send_input(grace, key), ada.token)
+        assert again["conversation"]["id"] == answer["conversation"]["id"]
+        assert await api.balance(ada) == 4  # five credits, one InMail: charged once
