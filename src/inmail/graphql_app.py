@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.exceptions import (
     NonJsonMessageReceived,
     NonTextMessageReceived,
@@ -182,6 +183,20 @@ def close_reason(text: str) -> str:
     if len(encoded) > MAX_CLOSE_REASON_BYTES:
         encoded = encoded[: MAX_CLOSE_REASON_BYTES - 3] + b"..."
     return encoded.decode("utf-8", "ignore")
+
+
+class _JsonRequest:
+    """A POST's request, its Content-Type (found to be JSON, in any case) said in lower case."""
+
+    def __init__(self, inner: AsyncHTTPRequestAdapter) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @property
+    def content_type(self) -> str:
+        return JSON
 
 
 class _Undecodable:
@@ -550,6 +565,23 @@ class GraphQLApp(GraphQL[Context, None]):
         except orjson.JSONEncodeError:
             return json.dumps(data, separators=(",", ":"))
 
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        """GraphiQL for a browser: a GET without a query whose Accept names `text/html` above
+        zero and no lower than the JSON types. Not for `*/*` alone (curl's): that client gets
+        JSON. With GraphiQL off, such a GET is a request without a query (400), not a 404."""
+        if (
+            not self.graphql_ide
+            or request.method != "GET"
+            or request.query_params.get("query") is not None
+        ):
+            return False
+        accept = request.headers.get("accept", "")
+        html, named = _accepted_quality(accept, "text/html")
+        json_quality = max(
+            _accepted_quality(accept, JSON)[0], _accepted_quality(accept, GRAPHQL_RESPONSE)[0]
+        )
+        return named and html > 0 and html >= json_quality
+
     async def render_graphql_ide(self, request: Request) -> Response:
         """GraphiQL from the service's own files (inmail.graphiql), never from a CDN."""
         return graphiql_page()
@@ -571,6 +603,8 @@ class GraphQLApp(GraphQL[Context, None]):
         except ClientDisconnect:
             log.info("the client went away before its request was read")
             return
+        # The same URL answers HTML, JSON or graphql-response+json by Accept: caches must know.
+        response.headers["vary"] = ", ".join(filter(None, (response.headers.get("vary"), "Accept")))
         if exchange.media_type == GRAPHQL_RESPONSE and response.media_type == JSON:
             response.headers["content-type"] = _GRAPHQL_RESPONSE_UTF8
             if response.status_code == 200 and exchange.server_error:
@@ -581,8 +615,13 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
         """A GET's parameters: `variables` and `extensions` are JSON objects in strings (an
-        empty one is as good as absent); the URL's length is bounded by the transport (431)."""
-        present = {name: value for name, value in params.items() if value != "" or name == "query"}
+        empty one, or `null` as a POST body may say, is as good as absent); the URL's length is
+        bounded by the transport (431)."""
+        present = {
+            name: value
+            for name, value in params.items()
+            if value not in ("", "null") or name == "query"
+        }
         return super().parse_query_params(present)
 
     async def parse_http_body(
@@ -592,10 +631,12 @@ class GraphQLApp(GraphQL[Context, None]):
         operationName that is not a string."""
         if request.method == "POST":
             content_type, _ = parse_content_type(request.content_type or "")
-            if content_type != JSON:
+            if content_type.lower() != JSON:
                 raise HTTPException(
                     415, "A POST to /graphql must have Content-Type: application/json."
                 )
+            # A media type is case-insensitive (RFC 9110 8.3.1); Strawberry's check is not.
+            request = cast(AsyncHTTPRequestAdapter, _JsonRequest(request))
         data = await super().parse_http_body(request)
         for operation in data if isinstance(data, list) else [data]:
             if not isinstance(operation.operation_name, str | None):

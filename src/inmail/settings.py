@@ -382,7 +382,8 @@ class Settings:
         "INMAIL_ALLOWED_ORIGINS",
         "*",
         "* or comma-separated origins",
-        "browser origins allowed to open websockets and make cross-origin requests",
+        "browser origins allowed to open websockets; HTTP answers carry no CORS headers, so a "
+        "browser frontend calls /graphql from the API's own origin (or through a proxy)",
         _origins,
     )
     ws_max_subscriptions: int = setting(

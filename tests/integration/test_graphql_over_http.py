@@ -497,6 +497,18 @@ async def test_a_query_over_get_runs_with_its_variables_as_a_json_string(
     assert isinstance(answer["data"]["compose"]["canSend"], bool)
 
 
+@pytest.mark.parametrize("empty", ["", "null"])
+async def test_a_get_whose_variables_and_extensions_are_null_runs_as_without_them(
+    api: Api, headers: dict[str, str], empty: str
+) -> None:
+    """As a POST body may say `"variables": null`, a GET may say `variables=null`."""
+    params = {"query": "{ now }", "variables": empty, "extensions": empty}
+    response = await get_graphql(api, params, headers)
+
+    assert response.status_code == 200, response.text
+    assert "now" in response.json()["data"]
+
+
 async def test_a_mutation_over_get_is_a_405_allowing_post_and_creates_nothing(
     api: Api, headers: dict[str, str]
 ) -> None:
@@ -582,6 +594,35 @@ async def test_a_browser_asking_for_the_page_still_gets_graphiql(api: Api) -> No
     assert media_type(response) == "text/html"
 
 
+@pytest.mark.parametrize(
+    ("accept", "page"),
+    [
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", True),  # a browser
+        ("*/*", False),  # curl: JSON, as every API client gets
+        ("text/html;q=0.1, application/json", False),
+        ("application/json, text/html;q=0", False),
+        ("application/json;q=0.5, text/html", True),
+    ],
+)
+async def test_graphiql_is_served_only_where_accept_ranks_html_first(
+    api: Api, accept: str, page: bool
+) -> None:
+    response = await api.client.get("/graphql", headers={"Accept": accept})
+
+    assert media_type(response) == ("text/html" if page else "application/json")
+    assert response.status_code == (200 if page else 400)
+    assert "Accept" in response.headers["vary"]  # one URL, answers that differ by Accept
+
+
+async def test_with_graphiql_off_a_browser_get_without_a_query_is_a_400(
+    mongodb_uri: str, db_name: str
+) -> None:
+    async with open_api(mongodb_uri, db_name, service_settings(graphiql=False)) as api:
+        response = await api.client.get("/graphql", headers={"Accept": "text/html"})
+    assert response.status_code == 400
+    assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+
+
 async def test_a_browser_get_with_a_query_gets_the_json_answer(api: Api) -> None:
     response = await api.client.get(
         "/graphql", params={"query": "{ now }"}, headers={"Accept": "text/html"}
@@ -610,11 +651,18 @@ async def test_a_post_that_is_not_json_is_a_415_with_a_graphql_body(
     assert graphql_error_codes(response.json()) == ["UNSUPPORTED_MEDIA_TYPE"]
 
 
-async def test_a_json_post_with_a_charset_is_served(api: Api) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=utf-8", "Application/JSON", "APPLICATION/JSON; Charset=UTF-8"],
+)
+async def test_a_json_post_is_served_whatever_the_case_and_charset_of_its_type(
+    api: Api, content_type: str
+) -> None:
+    """A media type is case-insensitive (RFC 9110 8.3.1)."""
     response = await api.client.post(
         "/graphql",
         content=b'{"query": "{ now }"}',
-        headers={**WANTS_GRAPHQL_RESPONSE, "Content-Type": "application/json; charset=utf-8"},
+        headers={**WANTS_GRAPHQL_RESPONSE, "Content-Type": content_type},
     )
     assert response.status_code == 200
     assert "now" in response.json()["data"]
