@@ -81,7 +81,18 @@ class Scheduler:
             stopping=self._stopping,
             wake=self._wake,
             what="scheduler",
+            due_in=self._next_due_in,
         )
+
+    async def _next_due_in(self) -> float | None:
+        """Seconds until the next job falls due, on the system clock (a reminder is then sent
+        when it is due, not up to an interval later: SPEC 5's 72 hours hold whatever the
+        interval). None on a manual clock, which moves only with advanceClock."""
+        if self.deps.clock.is_manual:
+            return None
+        now = self.deps.now()
+        due = await scheduling.next_due_after(self.deps, now)
+        return None if due is None else (due - now).total_seconds()
 
     async def run_once(self) -> scheduling.PassReport | None:
         """One pass if this process gets the lease; None when another process holds it."""

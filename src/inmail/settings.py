@@ -282,7 +282,8 @@ class Settings:
         "INMAIL_SCHEDULER_INTERVAL",
         "60",
         "seconds, a number > 0",
-        "how often the scheduler makes a pass",
+        "longest between two scheduler passes; on the system clock a pass also comes when a "
+        "job falls due (a reminder, a renewal), at most one a second",
         _positive_float,
     )
     scheduler_batch: int = setting(
@@ -296,7 +297,8 @@ class Settings:
         "INMAIL_REMINDER_DELAY_HOURS",
         "48",
         "hours, a number 0-72",
-        "how long after sending an unanswered InMail its recipient is reminded",
+        "how long after sending an unanswered InMail its recipient is reminded; with "
+        "INMAIL_SCHEDULER_INTERVAL added, at most 72 hours",
         _float_range(0, 72),
     )
     plans: PlanTable = setting(
@@ -561,6 +563,12 @@ class Settings:
                 raise SettingsError("INMAIL_CLOCK: manual is for demos and tests, not production")
         if settings.webhook_url is not None and settings.webhook_secret is None:
             raise SettingsError("INMAIL_WEBHOOK_SECRET: required when INMAIL_WEBHOOK_URL is set")
+        if settings.reminder_delay_hours * 3600 + settings.scheduler_interval > 72 * 3600:
+            # A reminder comes with the first pass after it is due: at most an interval late.
+            raise SettingsError(
+                "INMAIL_REMINDER_DELAY_HOURS: with INMAIL_SCHEDULER_INTERVAL added, at most 72 "
+                "hours (a reminder goes no later than 72 hours after its InMail, SPEC 5)"
+            )
         return settings
 
     def with_changes(self, **changes: object) -> Settings:

@@ -28,6 +28,7 @@ from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
 from inmail.services import scheduling
 from inmail.services.base import Deps
+from inmail.settings import Settings, SettingsError
 from support import START, Api, open_api
 from support import test_settings as settings_with
 
@@ -541,3 +542,43 @@ async def test_a_database_outage_ends_the_pass_instead_of_retrying_member_by_mem
     with pytest.raises(NetworkTimeout):
         await scheduling.renew_due(deps, at(2, 15), batch_size=4)
     assert attempts == 1
+
+
+async def test_on_the_system_clock_a_pass_comes_when_a_reminder_falls_due(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """The pass at start-up finds nothing; the interval's next pass, 20 s after it, finds the
+    reminder due 25 s after sending and comes again when it falls due, rather than at the next
+    interval (some 15 s late)."""
+    settings = settings_with(
+        clock="system",
+        clock_start=None,
+        scheduler_enabled=True,
+        scheduler_interval=20.0,
+        reminder_delay_hours=25 / 3600,
+    )
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        deps = api.container.deps
+        ada = await new_member(deps, "Ada Lovelace")
+        alan = await new_member(deps, "Alan Turing")
+        sent = await inmail_service.send_inmail(deps, ada, alan, "Hi", "Coffee?", "k-1")
+        due = sent.conversation.sent_at + timedelta(seconds=25)
+        reminded_at = None
+        for _ in range(600):  # up to a minute
+            conversation = await deps.reads.conversations.get(sent.conversation.id)
+            assert conversation is not None
+            reminded_at = conversation.reminder_sent_at
+            if reminded_at is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert reminded_at is not None
+        assert due <= reminded_at < due + timedelta(seconds=10)
+
+
+def test_a_reminder_delay_that_the_interval_takes_past_72_hours_is_refused() -> None:
+    with pytest.raises(SettingsError, match="INMAIL_REMINDER_DELAY_HOURS"):
+        Settings.from_env({"INMAIL_REMINDER_DELAY_HOURS": "72"})
+    with pytest.raises(SettingsError, match="INMAIL_REMINDER_DELAY_HOURS"):
+        Settings.from_env({"INMAIL_SCHEDULER_INTERVAL": "90000"})
+    settings = Settings.from_env({"INMAIL_REMINDER_DELAY_HOURS": "71.9"})
+    assert settings.reminder_delay_hours == 71.9

@@ -9,6 +9,10 @@ from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
+# Passes asked for by `due_in` come at most this often: work falling due at many instants close
+# together (reminders of a burst of InMails) is done in one pass, not one pass each.
+SOONEST_PASS = 1.0
+
 
 async def repeat(
     run_pass: Callable[[], Awaitable[object]],
@@ -17,16 +21,30 @@ async def repeat(
     stopping: asyncio.Event,
     wake: asyncio.Event,
     what: str,
+    due_in: Callable[[], Awaitable[float | None]] | None = None,
 ) -> None:
     """Run a pass, then the next once `interval` seconds have gone by or `wake` is set, until
-    `stopping` is set; a pass that fails is logged and the next one runs as usual."""
+    `stopping` is set; a pass that fails is logged and the next one runs as usual.
+
+    `due_in`, asked after each pass: in how many seconds the next work falls due (None: none
+    known). The next pass then comes as soon as that, but never sooner than SOONEST_PASS.
+    """
     while not stopping.is_set():
         try:
             await run_pass()
         except Exception:
             log.exception("%s: a pass failed; trying again", what)
+        wait = interval
+        if due_in is not None:
+            try:
+                due = await due_in()
+            except Exception:
+                log.warning("%s: could not tell when work falls due", what, exc_info=True)
+                due = None
+            if due is not None:
+                wait = min(interval, max(due, SOONEST_PASS))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval)
+            await asyncio.wait_for(wake.wait(), wait)
         wake.clear()
 
 
