@@ -103,3 +103,21 @@ async def test_a_hung_database_answers_unavailable_and_a_retry_is_granted_once(
         again = await api.payload("sendInMail", SEND, send_input(grace, key), ada.token)
         assert again["conversation"]["id"] == answer["conversation"]["id"]
         assert await api.balance(ada) == 4  # five credits, one InMail: charged once
+
+
+async def test_advance_clock_alone_is_not_held_to_the_deadline(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """It runs every job of up to a year of a manual clock: with a deadline of a millisecond
+    every other operation that reads fails, and it still completes."""
+    async with open_api(mongodb_uri, db_name) as setup:
+        ada, _ = await ada_and_grace(setup)
+    settings = settings_for_tests(database_timeout=0.001)
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        read = await post(api, BALANCE, ada.token)
+        moved = await api.gql(
+            "mutation { advanceClock(input: {days: 31}) { now errors { code } } }",
+            token=api.admin,
+        )
+    assert [e["extensions"]["code"] for e in read.json()["errors"]] == [UNAVAILABLE]
+    assert moved["advanceClock"]["errors"] == []

@@ -7,6 +7,7 @@ manual clock drives the backoff; the receiver (tests/webhook_receiver.py) record
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import sys
@@ -377,6 +378,36 @@ async def test_the_app_delivers_in_the_background_when_a_webhook_url_is_set(
             lambda: _all_in(OutboxStore(api.container.mongo), sent, DELIVERED), within=60
         )
     assert set(receiver.delivered_ids()) == {e.id for e in sent}
+
+
+async def test_advance_clock_makes_every_retry_at_its_own_time_however_far_it_jumps(
+    mongodb_uri: str, db_name: str, receiver: Receiver
+) -> None:
+    """SPEC 7: advanceClock runs every job due before it returns, webhook retries and their
+    backoff included. One jump of 25 hours gives the attempts of a day, each at its time."""
+    receiver.status = 503
+    await receiver.start()
+    settings = service_settings(
+        webhook_url=receiver.url, webhook_secret=SECRET, webhook_poll_interval=60.0
+    )
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        [event] = events(1)
+        await enqueue(api.container.mongo, [event])
+        moved = await api.gql(
+            "mutation { advanceClock(input: {hours: 25}) { now errors { code } } }",
+            token=api.admin,
+        )
+        assert moved["advanceClock"]["errors"] == []
+        doc = await OutboxStore(api.container.mongo).get(event.id)
+
+    assert doc is not None
+    assert doc["status"] == FAILED
+    assert doc["attemptCount"] == len(receiver.requests) > 15  # 10 s, 20 s, ... an hour apart
+    times = [a["at"].astimezone(START.tzinfo) for a in doc["attempts"]]
+    assert times == sorted(times)
+    assert timedelta(hours=24) <= times[-1] - START < timedelta(hours=25)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert max(gaps) <= timedelta(hours=1)
 
 
 async def test_without_a_webhook_url_no_worker_is_started(mongo: Mongo) -> None:

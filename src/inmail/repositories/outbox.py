@@ -176,6 +176,15 @@ class OutboxStore:
             doc.get("firstAttemptAt"),
         )
 
+    async def next_due_after(self, after: datetime) -> datetime | None:
+        """When the earliest pending event due after `after` (service time) falls due."""
+        doc = await self._c.find_one(
+            {"status": PENDING, "dueAt": {"$gt": after}},
+            {"dueAt": 1},
+            sort=[("dueAt", 1)],
+        )
+        return None if doc is None else doc["dueAt"]
+
     async def finish(
         self, claimed: Claimed, attempt: Attempt, *, retry_at: datetime | None
     ) -> bool:

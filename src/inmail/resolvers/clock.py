@@ -19,6 +19,7 @@ async def advance_clock(info: ResolverInfo, input: AdvanceClockInput) -> Advance
             days=input.days,
             hours=input.hours,
             batch_size=c.settings.scheduler_batch,
+            deliveries=c.container.webhooks,
         )
     except DomainError as error:
         return AdvanceClockPayload(now=c.deps.now(), errors=[UserError.from_domain(error)])

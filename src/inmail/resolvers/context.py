@@ -7,14 +7,14 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import GraphQLSchema
+from graphql import FieldNode, GraphQLSchema, get_operation_ast
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 from strawberry.types.graphql import OperationType
 
 from inmail.auth import AuthError, Viewer
@@ -202,7 +202,8 @@ class DatabaseDeadline(SchemaExtension):
     """A query or mutation waits on the database INMAIL_DATABASE_TIMEOUT at most, all its reads,
     transactions and retries together (a hung or unreachable primary would otherwise hold it for
     minutes); past it the operation fails with SERVICE_UNAVAILABLE. A subscription is not
-    bounded: it lives as long as its socket.
+    bounded: it lives as long as its socket; nor is an admin's `advanceClock`, which runs every
+    job of up to a year of a manual clock (demos and tests only) and may rightly take longer.
 
     Listed before MemberMustExist, whose reads it then bounds too; the loaders' batches run in
     tasks made under it, which inherit the deadline.
@@ -211,13 +212,34 @@ class DatabaseDeadline(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
         context = execution.context
-        if execution.operation_type is OperationType.SUBSCRIPTION or not isinstance(
-            context, Context
+        if (
+            execution.operation_type is OperationType.SUBSCRIPTION
+            or not isinstance(context, Context)
+            or (
+                execution.operation_type is OperationType.MUTATION
+                and _UNBOUNDED_MUTATIONS & _root_fields(execution)
+            )
         ):
             yield
             return
         with context.deps.uow.deadline():
             yield
+
+
+_UNBOUNDED_MUTATIONS: Final = frozenset({"advanceClock"})
+
+
+def _root_fields(execution: ExecutionContext) -> frozenset[str]:
+    """The names of the fields the operation selects at its root (not through fragments)."""
+    document = execution.graphql_document
+    operation = None if document is None else get_operation_ast(document, execution.operation_name)
+    if operation is None:
+        return frozenset()
+    return frozenset(
+        selection.name.value
+        for selection in operation.selection_set.selections
+        if isinstance(selection, FieldNode)
+    )
 
 
 class MemberMustExist(SchemaExtension):

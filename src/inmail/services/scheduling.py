@@ -409,17 +409,29 @@ def advance_by(days: int | None, hours: int | None) -> timedelta:
     return delta
 
 
+class Deliveries(Protocol):
+    """Webhook deliveries, as `advance_clock` drives them (services/webhooks.py)."""
+
+    async def next_due_after(self, after: datetime) -> datetime | None: ...
+
+    async def drain(self) -> int: ...
+
+
 async def advance_clock(
     deps: Deps,
     *,
     days: int | None = None,
     hours: int | None = None,
     batch_size: int = DEFAULT_BATCH,
+    deliveries: Deliveries | None = None,
 ) -> datetime:
     """Move a manual clock forward, stopping at every instant a job has work, in time order.
 
     At each stop the clock reads that instant and the jobs run with it, so a grant, an expiry or
     a reminder is written at its own time, as a scheduler that never missed a beat would have.
+    With `deliveries` (webhooks configured) each webhook attempt due is a stop too, and the
+    events due at a stop are attempted there: retries keep their backoff however far the clock
+    jumps (SPEC 7).
     """
     clock = deps.clock
     if not isinstance(clock, ManualClock):
@@ -427,11 +439,19 @@ async def advance_clock(
     if not clock.movable:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.CLOCK_IN_SEVERAL_WORKERS)
     delta = advance_by(days, hours)
+
+    async def stop_here() -> None:
+        await run_due_jobs(deps, clock.now(), batch_size=batch_size)
+        if deliveries is not None:
+            await deliveries.drain()
+
     async with clock.advancing:
         target = clock.now() + delta
-        await run_due_jobs(deps, clock.now(), batch_size=batch_size)  # anything left behind
+        await stop_here()  # anything left behind
         while clock.now() < target:
-            upcoming = await next_due_after(deps, clock.now())
-            clock.set(target if upcoming is None else min(upcoming, target))
-            await run_due_jobs(deps, clock.now(), batch_size=batch_size)
+            upcoming = [await next_due_after(deps, clock.now())]
+            if deliveries is not None:
+                upcoming.append(await deliveries.next_due_after(clock.now()))
+            clock.set(min([*(t for t in upcoming if t is not None), target]))
+            await stop_here()
         return clock.now()

@@ -238,6 +238,10 @@ class WebhookWorker:
             what="webhooks",
         )
 
+    async def next_due_after(self, after: datetime) -> datetime | None:
+        """When the next delivery attempt after `after` (service time) falls due, if any."""
+        return await self.outbox.next_due_after(after)
+
     async def drain(self) -> int:
         """Attempt every event due now, `concurrency` at a time; how many attempts were made."""
         if self._client is None:
