@@ -352,6 +352,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer = None
         if self.transport.is_closing() or not self._reading_body or self.pipeline:
             return
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete:
+            # Answered already, without its body (a 413 by Content-Length, a 404): a second
+            # answer to the same request would be read as the next request's. Close instead.
+            log.info(
+                "connection closed: an answered request's body did not come within %ss",
+                self.body_timeout,
+            )
+            self._cancel_timers()
+            self.transport.close()
+            return
         log.info("request refused: body not received within %ss", self.body_timeout)
         if self._clear_for_refusal():
             self._refuse(

@@ -360,6 +360,22 @@ def test_a_body_that_never_arrives_is_answered_408_and_the_connection_closed(
     assert healthz_seconds(server) < 1.0
 
 
+def test_a_request_answered_before_its_body_never_gets_a_second_answer(server: Served) -> None:
+    """A body over the limit is refused by its Content-Length (413) before it is read; a client
+    that goes on sending it slowly gets the connection closed, never an unrequested 408."""
+    sock = server.connect()
+    try:
+        sock.sendall(
+            b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 2000000\r\n\r\n{"query": "'
+        )
+        answer = read_response(sock, timeout=30)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:400]
+
+
 def test_a_keep_alive_connection_serves_requests_then_times_out_quietly(server: Served) -> None:
     sock = server.connect()
     try:
