@@ -44,6 +44,7 @@ from strawberry.http.parse_content_type import parse_content_type
 from strawberry.http.types import QueryParams
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.schema.schema import StreamResult
 from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -233,6 +234,16 @@ class WebSocketMessages(ASGIWebSocketAdapter):
             pass
 
 
+async def _refusal_first(source: StreamResult) -> StreamResult:
+    """`source`, its first result a PreExecutionError when the operation never ran."""
+    first = True
+    async for result in source:
+        if first and isinstance(result, ExecutionResult) and _never_ran(result):
+            result = PreExecutionError(data=None, errors=result.errors)
+        first = False
+        yield result
+
+
 def _is_operation_message(message: object) -> str | None:
     """Why a websocket message is not one a protocol defines, or None when it is well formed."""
     if not isinstance(message, dict):
@@ -383,6 +394,14 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
 
+    async def _send_result_stream(
+        self, operation: Operation[Context, None], result_source: StreamResult
+    ) -> None:
+        """Strawberry's, with an operation refused before any resolver ran (by the cost limit,
+        which answers with errors and no data) answered with an `error` message, as one that
+        failed to validate is, rather than `next` and `complete`."""
+        await super()._send_result_stream(operation, _refusal_first(result_source))
+
     @staticmethod
     def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
         """Strawberry's (a syntax error closes the socket, with it as the reason), cut to what a
@@ -496,7 +515,7 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
             self.subscriptions[operation_id] = result_source
             first = True
             async for result in result_source:
-                if first and isinstance(result, PreExecutionError):
+                if first and isinstance(result, ExecutionResult) and _never_ran(result):
                     assert result.errors
                     error = _no_operation_to_run(result.errors[0]).formatted
                     await self.send_message(

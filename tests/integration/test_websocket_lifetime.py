@@ -324,6 +324,26 @@ async def test_the_token_of_connection_init_decides_whatever_the_handshake_heade
     assert answer["data"] == {"viewer": {"id": ada.id}}
 
 
+async def test_a_subscription_over_the_cost_limit_is_refused_with_an_error_message(
+    live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused before it runs, as a document that fails to validate is: an `error` message,
+    not a `next` with no data and a `complete`."""
+    ada = await live.api.create_member("Ada Lovelace")
+    costly = (
+        "subscription { conversationUpdated { conversation { recipient { conversations(first: "
+        "100) { nodes { recipient { conversations(first: 100) { nodes { id messageConnection("
+        "first: 100) { nodes { id } } } } } } } } } } }"
+    )
+
+    async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+        errors, answer = await refused_then_served(ws, await ws.subscribe(costly))
+
+    assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
+    assert answer["data"] == {"viewer": {"id": ada.id}}
+    assert tracebacks(caplog) == []
+
+
 async def test_each_operation_on_a_socket_reads_as_of_now_not_as_of_the_first(
     live: LiveServer, protocol: str
 ) -> None:
