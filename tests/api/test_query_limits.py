@@ -155,8 +155,9 @@ async def test_a_page_size_left_to_the_variables_default_is_costed_at_that_defau
         ("{ now }", False, []),
         ("{ viewer { id } }", True, []),
         ("{ viewer { id } }", False, ["UNAUTHENTICATED"]),
-        ("{ nowhere }", False, [None]),
-        ("{ now", False, [None]),
+        ("{ nowhere }", False, ["GRAPHQL_VALIDATION_FAILED"]),
+        ("{ now", False, ["GRAPHQL_PARSE_FAILED"]),
+        ("query($n: Int!) { now }", False, ["BAD_USER_INPUT"]),
         ("mutation { cancelSubscription { errors { code } } }", True, []),
     ],
 )

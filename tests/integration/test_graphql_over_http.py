@@ -237,9 +237,13 @@ class NeverRan:
 
 
 NEVER_RAN = {
-    "a document that does not parse": NeverRan({"query": "{ now"}, None),
-    "a document that does not validate": NeverRan({"query": "{ nowAndForever }"}, None),
-    "variables that do not coerce": NeverRan({"query": COMPOSE, "variables": {"to": None}}, None),
+    "a document that does not parse": NeverRan({"query": "{ now"}, "GRAPHQL_PARSE_FAILED"),
+    "a document that does not validate": NeverRan(
+        {"query": "{ nowAndForever }"}, "GRAPHQL_VALIDATION_FAILED"
+    ),
+    "variables that do not coerce": NeverRan(
+        {"query": COMPOSE, "variables": {"to": None}}, "BAD_USER_INPUT"
+    ),
     "too many aliases": NeverRan(
         {"query": "{ " + " ".join(f"a{i}: now" for i in range(40)) + " }"},
         "TOO_MANY_ALIASES",

@@ -18,6 +18,7 @@ from graphql import (
     GraphQLObjectType,
     GraphQLResolveInfoHelpers,
     GraphQLSchema,
+    GraphQLSyntaxError,
     Undefined,
     get_nullable_type,
     is_leaf_type,
@@ -133,6 +134,27 @@ class MaskUnexpectedErrors(MaskErrors):
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         return masked(error)
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        processed = super()._process_errors(errors)
+        for error in processed:
+            if not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": _code_of(error)}
+        return processed
+
+
+def _code_of(error: GraphQLError) -> str:
+    """The code of an error raised without one: GraphQL's own refusals (a syntax error, a
+    document that does not validate, variables that do not coerce), or a masked failure."""
+    if isinstance(error, GraphQLSyntaxError):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.message == MASKED_MESSAGE:
+        return "INTERNAL_SERVER_ERROR"
+    if error.path is None and error.message.startswith("Variable '$"):
+        return "BAD_USER_INPUT"
+    if error.path is None:
+        return "GRAPHQL_VALIDATION_FAILED"
+    return "INTERNAL_SERVER_ERROR"
 
     def _process_result(self, result: object) -> None:
         errors = getattr(result, "errors", None)
