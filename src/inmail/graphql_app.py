@@ -234,6 +234,24 @@ class WebSocketMessages(ASGIWebSocketAdapter):
             pass
 
 
+# Errors Strawberry's protocol handlers write themselves, without a code.
+_HANDLER_ERROR_CODES: Final = {"Subscription limit reached": "TOO_MANY_SUBSCRIPTIONS"}
+
+
+def _coded(message: Any) -> Any:
+    """An `error` message, each of its errors given a code where it has none (as every error
+    over HTTP has one)."""
+    if not isinstance(message, dict) or message.get("type") != "error":
+        return message
+    payload = message.get("payload")
+    errors = payload if isinstance(payload, list) else [payload]
+    for error in errors:
+        if isinstance(error, dict) and not (error.get("extensions") or {}).get("code"):
+            code = _HANDLER_ERROR_CODES.get(str(error.get("message")), "BAD_REQUEST")
+            error["extensions"] = {**(error.get("extensions") or {}), "code": code}
+    return message
+
+
 async def _refusal_first(source: StreamResult) -> StreamResult:
     """`source`, its first result a PreExecutionError when the operation never ran."""
     first = True
@@ -388,7 +406,7 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
     async def send_message(self, message: Any) -> None:
         if self._has_expired():  # from the token's expiry on, nothing more is sent
             return
-        await super().send_message(message)
+        await super().send_message(_coded(message))
 
     async def _end_operations(self) -> None:
         for operation_id in list(self.operations):
@@ -491,7 +509,7 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
     async def send_message(self, message: OperationMessage) -> None:
         if self._has_expired():  # from the token's expiry on, nothing more is sent
             return
-        await super().send_message(message)
+        await super().send_message(_coded(message))
 
     async def _end_operations(self) -> None:
         await self.cleanup()

@@ -308,7 +308,10 @@ async def test_the_subscriptions_per_connection_limit_comes_from_the_settings(
             third = await watch(ws)
             with pytest.raises(OperationError) as refused:
                 await ws.result(third)
-            assert "limit" in str(refused.value.payload)
+            payload = refused.value.payload
+            [error] = payload if isinstance(payload, list) else [payload]
+            assert error["message"] == "Subscription limit reached"
+            assert error["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
 
 
 async def test_websockets_from_an_origin_not_allowed_are_refused(
