@@ -279,6 +279,8 @@ def _is_operation_message(message: object) -> str | None:
             return "The payload's variables must be an object"
         if not isinstance(payload.get("operationName"), str | None):
             return "The payload's operationName must be a string"
+        if not isinstance(payload.get("extensions"), dict | None):
+            return "The payload's extensions must be an object"
     if kind in ("complete", "stop") and not isinstance(message.get("id"), str):
         return f"A {kind} message needs a string id"
     return None
