@@ -166,6 +166,10 @@ def existing_development_secret(data_dir: Path) -> str | None:
     try:
         existing = path.read_text().strip()
     except FileNotFoundError:
+        if path.is_symlink():
+            raise UnusableSecret(
+                f"{path.absolute()} is a link to a file that is not there"
+            ) from None
         return None
     except UnicodeDecodeError:
         raise UnusableSecret(f"{path.absolute()} is not text") from None
@@ -181,7 +185,7 @@ def existing_development_secret(data_dir: Path) -> str | None:
 
 def development_secret(data_dir: Path) -> str:
     """A random secret kept in the data folder, so that `serve` and `token` agree. It is
-    written whole or not at all (a new file renamed into place), never over another's."""
+    written whole or not at all (a new file linked into place), never over another's."""
     existing = existing_development_secret(data_dir)
     if existing is not None:
         return existing
@@ -192,14 +196,31 @@ def development_secret(data_dir: Path) -> str:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(secret)
-        try:
-            # A link fails where the file exists: of two first starts, one secret is kept.
-            os.link(draft, data_dir / DEV_SECRET_FILE)
-        except FileExistsError:
-            return development_secret(data_dir)
+        _put_in_place(draft, data_dir / DEV_SECRET_FILE)
+    except FileExistsError:
+        # Another first start kept its secret first: that one is everybody's.
+        kept = existing_development_secret(data_dir)
+        if kept is None:
+            raise UnusableSecret(f"{(data_dir / DEV_SECRET_FILE).absolute()} vanished") from None
+        return kept
     finally:
         draft.unlink(missing_ok=True)
     return secret
+
+
+def _put_in_place(draft: Path, path: Path) -> None:
+    """`draft` at `path`, whole, unless something is there already (FileExistsError): a hard
+    link where the file system makes them, else a copy created only where nothing is."""
+    try:
+        os.link(draft, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (EPERM, ENOTSUP, ...)
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(draft.read_text())
 
 
 class KnownMembers:

@@ -297,8 +297,7 @@ class Settings:
         "INMAIL_REMINDER_DELAY_HOURS",
         "48",
         "hours, a number 0-72",
-        "how long after sending an unanswered InMail its recipient is reminded; with "
-        "INMAIL_SCHEDULER_INTERVAL added, at most 72 hours",
+        "how long after sending an unanswered InMail its recipient is reminded",
         _float_range(0, 72),
     )
     plans: PlanTable = setting(
@@ -563,11 +562,14 @@ class Settings:
                 raise SettingsError("INMAIL_CLOCK: manual is for demos and tests, not production")
         if settings.webhook_url is not None and settings.webhook_secret is None:
             raise SettingsError("INMAIL_WEBHOOK_SECRET: required when INMAIL_WEBHOOK_URL is set")
-        if settings.reminder_delay_hours * 3600 + settings.scheduler_interval > 72 * 3600:
-            # A reminder comes with the first pass after it is due: at most an interval late.
+        delay = settings.reminder_delay_hours * 3600
+        if settings.scheduler_interval > delay and delay + settings.scheduler_interval > 72 * 3600:
+            # A pass wakes when a reminder it knows of falls due; one for an InMail sent after a
+            # pass, due before the next, waits for that next pass: up to an interval late.
             raise SettingsError(
-                "INMAIL_REMINDER_DELAY_HOURS: with INMAIL_SCHEDULER_INTERVAL added, at most 72 "
-                "hours (a reminder goes no later than 72 hours after its InMail, SPEC 5)"
+                "INMAIL_SCHEDULER_INTERVAL: longer than INMAIL_REMINDER_DELAY_HOURS, it may hold a "
+                "reminder past 72 hours after its InMail (SPEC 5); keep the two under 72 hours "
+                "together, or the interval under the delay"
             )
         return settings
 

@@ -103,3 +103,10 @@ def test_first_starts_at_once_keep_one_development_secret(tmp_path: Path) -> Non
         made = set(pool.map(lambda _: development_secret(tmp_path / "data"), range(32)))
     assert made == {(tmp_path / "data" / "jwt-secret").read_text()}
     assert [path.name for path in (tmp_path / "data").iterdir()] == ["jwt-secret"]
+
+
+def test_a_development_secret_that_is_a_link_to_nothing_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "jwt-secret").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UnusableSecret, match="a link to a file that is not there"):
+        development_secret(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jwt-secret"]  # no draft left

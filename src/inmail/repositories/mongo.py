@@ -31,7 +31,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, ExecutionTimeout, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
@@ -89,9 +89,10 @@ def deadline(seconds: float | None) -> contextlib.AbstractContextManager[None]:
 
 
 def unanswered(exc: BaseException) -> bool:
-    """Whether `exc` says that the database was out of reach or did not answer by the deadline,
-    rather than that the request was wrong: the same request may succeed later."""
-    return isinstance(exc, DatabaseUnavailable | ExecutionTimeout)
+    """Whether `exc` says that the database was out of reach or did not answer by the deadline
+    (a timed-out command, commit or write concern alike), rather than that the request was
+    wrong: the same request may succeed later."""
+    return isinstance(exc, DatabaseUnavailable) or (isinstance(exc, PyMongoError) and exc.timeout)
 
 
 def new_id() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Final, Protocol, cast
@@ -124,7 +125,12 @@ def masked(error: GraphQLError) -> GraphQLError:
             path=error.path,
             extensions={"code": UNANSWERED_CODE},
         )
-    return GraphQLError(MASKED_MESSAGE, nodes=error.nodes, path=error.path)
+    return GraphQLError(
+        MASKED_MESSAGE,
+        nodes=error.nodes,
+        path=error.path,
+        extensions={"code": "INTERNAL_SERVER_ERROR"},
+    )
 
 
 class MaskUnexpectedErrors(MaskErrors):
@@ -143,6 +149,14 @@ class MaskUnexpectedErrors(MaskErrors):
         return processed
 
 
+# graphql-core's words for variables whose values do not coerce (its validation rules speak of
+# variables too: "is never used", "is not defined", "used in position expecting").
+_VARIABLES_REFUSED: Final = re.compile(
+    r"Variable '\$\w+' (?:got invalid value|of required type .* was not provided"
+    r"|of non-null type .* must not be null)"
+)
+
+
 def _code_of(error: GraphQLError) -> str:
     """The code of an error raised without one: GraphQL's own refusals (a syntax error, a
     document that does not validate, variables that do not coerce), or a masked failure."""
@@ -150,7 +164,7 @@ def _code_of(error: GraphQLError) -> str:
         return "GRAPHQL_PARSE_FAILED"
     if error.message == MASKED_MESSAGE:
         return "INTERNAL_SERVER_ERROR"
-    if error.path is None and error.message.startswith("Variable '$"):
+    if error.path is None and _VARIABLES_REFUSED.match(error.message):
         return "BAD_USER_INPUT"
     if error.path is None:
         return "GRAPHQL_VALIDATION_FAILED"
