@@ -20,7 +20,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Final, cast
 
@@ -79,6 +79,7 @@ TOO_MANY_INITIALISATIONS_REASON = "Too many initialisation requests"
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
+    403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     415: "UNSUPPORTED_MEDIA_TYPE",
@@ -586,6 +587,7 @@ class GraphQLApp(GraphQL[Context, None]):
             allowed_origins=settings.allowed_origins,
         )
         self.container = container
+        self._origins = settings.allowed_origins
         # Whether a document text holds several operations, by its digest: a client sends the
         # same few documents again and again (the member page's names a `subscription` field).
         self._several_operations: Remembered[bytes, bool] = Remembered(KNOWN_DOCUMENTS)
@@ -635,15 +637,22 @@ class GraphQLApp(GraphQL[Context, None]):
         exchange = _Exchange(response_media_type(request.headers.get("accept")))
         scope[_EXCHANGE] = exchange
         response: Response
+        cors = cross_origin_headers(request.headers.get("origin"), self._origins)
         try:
-            response = await self.run(request)
+            if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+                response = _preflight(request, cors)
+            else:
+                response = await self.run(request)
         except HTTPException as exc:
             response = _refusal(exc, exchange.media_type, self.encode_json)
         except ClientDisconnect:
             log.info("the client went away before its request was read")
             return
-        # The same URL answers HTML, JSON or graphql-response+json by Accept: caches must know.
-        response.headers["vary"] = ", ".join(filter(None, (response.headers.get("vary"), "Accept")))
+        # The same URL answers HTML, JSON or graphql-response+json by Accept (and, with a list
+        # of origins, CORS headers by Origin): caches must know.
+        vary = "Accept" if "*" in self._origins else "Accept, Origin"
+        response.headers["vary"] = ", ".join(filter(None, (response.headers.get("vary"), vary)))
+        response.headers.update(cors or {})
         if exchange.media_type == GRAPHQL_RESPONSE and response.media_type == JSON:
             response.headers["content-type"] = _GRAPHQL_RESPONSE_UTF8
             if response.status_code == 200 and exchange.server_error:
@@ -800,6 +809,50 @@ class GraphQLApp(GraphQL[Context, None]):
             await websocket.close(code=4403, reason="Forbidden")
             raise WebSocketDisconnected
         raise ConnectionRejectionError({"message": refusal})
+
+
+# What a browser page on an allowed origin may send and read (bearer tokens, never cookies).
+_CORS_METHODS: Final = ("GET", "POST")
+_CORS_REQUEST_HEADERS: Final = "authorization, content-type, accept, x-request-id"
+_CORS_EXPOSED_HEADERS: Final = "x-request-id, retry-after"
+CORS_MAX_AGE: Final = 600  # seconds a browser may keep a preflight's answer
+
+
+def cross_origin_headers(origin: str | None, allowed: Sequence[str]) -> dict[str, str] | None:
+    """The CORS headers of an answer to a page on `origin`; None when there is no Origin or
+    INMAIL_ALLOWED_ORIGINS does not list it (the browser then keeps the answer from the page).
+    Credentials are never allowed: tokens travel in the Authorization header, not cookies."""
+    if origin is None:
+        return None
+    if "*" in allowed:
+        granted = "*"
+    elif origin.rstrip("/") in allowed:
+        granted = origin
+    else:
+        return None
+    return {
+        "access-control-allow-origin": granted,
+        "access-control-expose-headers": _CORS_EXPOSED_HEADERS,
+    }
+
+
+def _preflight(request: Request, cors: dict[str, str] | None) -> Response:
+    """A browser asking whether a page on its origin may send this request: yes (204) for an
+    allowed origin and GET or POST, else a 403 with no CORS headers (the browser then sends
+    nothing)."""
+    method = request.headers["access-control-request-method"].strip().upper()
+    if cors is None or method not in _CORS_METHODS:
+        raise HTTPException(
+            403, "This origin may not call the API from a browser page (INMAIL_ALLOWED_ORIGINS)."
+        )
+    return Response(
+        status_code=204,
+        headers={
+            "access-control-allow-methods": ", ".join(_CORS_METHODS),
+            "access-control-allow-headers": _CORS_REQUEST_HEADERS,
+            "access-control-max-age": str(CORS_MAX_AGE),
+        },
+    )
 
 
 def _refusal(exc: HTTPException, media_type: str, encode: Callable[[object], str]) -> Response:

@@ -383,8 +383,8 @@ class Settings:
         "INMAIL_ALLOWED_ORIGINS",
         "*",
         "* or comma-separated origins",
-        "browser origins allowed to open websockets; HTTP answers carry no CORS headers, so a "
-        "browser frontend calls /graphql from the API's own origin (or through a proxy)",
+        "browser origins whose pages may open websockets and call /graphql over HTTP (CORS, "
+        "without credentials: tokens travel in the Authorization header)",
         _origins,
     )
     ws_max_subscriptions: int = setting(

@@ -636,6 +636,70 @@ async def test_a_browser_get_with_a_query_gets_the_json_answer(api: Api) -> None
     assert "now" in response.json()["data"]
 
 
+# --- browser pages on other origins (CORS) ------------------------------------------------------
+
+APP = "https://app.example"
+
+
+async def preflight(api: Api, origin: str, method: str = "POST") -> httpx.Response:
+    return await api.client.options(
+        "/graphql",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+
+
+async def test_a_page_on_a_listed_origin_may_call_the_api_and_read_its_answers(
+    mongodb_uri: str, db_name: str
+) -> None:
+    settings = service_settings(allowed_origins=(APP,))
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        asked = await preflight(api, APP)
+        answered = await api.client.post(
+            "/graphql", json={"query": "{ now }"}, headers={"Origin": APP}
+        )
+        refused = await preflight(api, "https://evil.example")
+        unread = await api.client.post(
+            "/graphql", json={"query": "{ now }"}, headers={"Origin": "https://evil.example"}
+        )
+        put = await preflight(api, APP, "PUT")
+
+    assert asked.status_code == 204
+    assert asked.headers["access-control-allow-origin"] == APP
+    assert asked.headers["access-control-allow-methods"] == "GET, POST"
+    assert {"authorization", "content-type"} <= {
+        h.strip() for h in asked.headers["access-control-allow-headers"].split(",")
+    }
+    assert "access-control-allow-credentials" not in asked.headers  # tokens, never cookies
+    assert answered.status_code == 200
+    assert answered.headers["access-control-allow-origin"] == APP
+    assert "x-request-id" in answered.headers["access-control-expose-headers"]
+    assert "Origin" in answered.headers["vary"]
+    # Another origin: no CORS headers, so its page can read nothing (the answer itself is as
+    # any client's: a page cannot attach a token it does not have).
+    assert refused.status_code == 403
+    assert graphql_error_codes(refused.json()) == ["FORBIDDEN"]
+    assert "access-control-allow-origin" not in refused.headers
+    assert "access-control-allow-origin" not in unread.headers
+    assert put.status_code == 403
+
+
+async def test_with_every_origin_allowed_answers_say_so_to_any_page(api: Api) -> None:
+    asked = await preflight(api, "https://anywhere.example")
+    answered = await api.client.post(
+        "/graphql", json={"query": "{ now }"}, headers={"Origin": "https://anywhere.example"}
+    )
+    plain = await api.client.options("/graphql")  # not a preflight: a method not served
+
+    assert asked.status_code == 204
+    assert asked.headers["access-control-allow-origin"] == "*"
+    assert answered.headers["access-control-allow-origin"] == "*"
+    assert plain.status_code == 405
+
+
 # --- POST bodies -------------------------------------------------------------------------------
 
 
