@@ -448,6 +448,12 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         await super().shutdown()
 
 
+# What a graphql-ws client may send (graphql-transport-ws's handler refuses others itself).
+_LEGACY_CLIENT_MESSAGES: Final = frozenset(
+    {"connection_init", "connection_terminate", "start", "stop"}
+)
+
+
 class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
     """graphql-ws: its connection_init timeout, any operation (not only subscriptions),
     strict message shapes and the token's lifetime."""
@@ -477,6 +483,8 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
 
     async def handle_message(self, message: Any) -> None:
         problem = _is_operation_message(message)
+        if problem is None and message["type"] not in _LEGACY_CLIENT_MESSAGES:
+            problem = f"Unknown message type: {message['type']}"[:100]
         if problem is not None:
             with contextlib.suppress(WebSocketDisconnected):
                 await self.send_message(

@@ -100,8 +100,18 @@ async def test_a_socket_that_never_sends_connection_init_is_closed_with_4408(
         {"type": "subscribe", "id": "1", "payload": [1]},
         {"type": "start", "id": "1", "payload": {"query": 7}},
         {"type": "subscribe", "id": "1", "payload": {"query": "{ now }", "extensions": []}},
+        {"type": "no-such-type", "id": "1"},
     ],
-    ids=["array", "string", "number", "not-json", "payload-array", "query-number", "extensions"],
+    ids=[
+        "array",
+        "string",
+        "number",
+        "not-json",
+        "payload-array",
+        "query-number",
+        "extensions",
+        "unknown-type",
+    ],
 )
 async def test_a_message_that_is_no_protocol_message_is_a_protocol_error_not_a_traceback(
     live: LiveServer,
