@@ -463,6 +463,44 @@ async def test_changing_to_the_plan_already_held_restarts_nothing(api: Api) -> N
     assert [e["kind"] for e in await ledger_of(api, ada)] == ["GRANT", "DEBIT"]
 
 
+@pytest.mark.parametrize("meanwhile", ["cancel", "paid change"])
+async def test_a_change_to_the_plan_held_writes_nothing_whatever_lands_meanwhile(
+    api: Api, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    """SPEC 2: it changes nothing and charges nothing. A cancellation or a paid change that
+    lands between its look at the member and its answer stands: the request never starts the
+    plan again, unpaid."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    members = api.container.deps.reads.members
+    look = members.get
+    landed: list[dict[str, Any]] = []
+
+    async def look_then_let_the_other_land(member_id: str) -> Any:
+        seen = await look(member_id)
+        if not landed:
+            landed.append({})  # the other request, once, right after this look
+            if meanwhile == "cancel":
+                landed[0] = await cancel_subscription(api, ada)
+            else:
+                landed[0] = await change_plan(api, ada, "PREMIUM_BUSINESS", key="paid")
+        return seen
+
+    monkeypatch.setattr(members, "get", look_then_let_the_other_land)
+    same = await change_plan(api, ada, "PREMIUM_CAREER")
+    monkeypatch.undo()
+
+    assert codes(same) == codes(landed[0]) == []
+    viewer = await subscription_of(api, ada)
+    if meanwhile == "cancel":
+        assert viewer["subscription"]["status"] == "CANCELED"
+        assert await api.balance(ada) == 0
+    else:
+        assert viewer["plan"]["type"] == "PREMIUM_BUSINESS"
+        assert await api.balance(ada) == 15
+    kinds = [e["kind"] for e in await ledger_of(api, ada)]
+    assert kinds.count("GRANT") == (1 if meanwhile == "cancel" else 2)
+
+
 async def test_a_cancelled_member_who_picks_a_plan_subscribes_afresh(api: Api) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
     await cancel_subscription(api, ada)

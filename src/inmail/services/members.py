@@ -156,10 +156,15 @@ async def change_plan(
         return await _cancel(deps, member_id, to_basic=True)
     member = await _require_member(deps.reads, member_id)
     policy = deps.plans.policy(plan, requested_allotment)
-    if by_admin or _already_on(member, plan, requested_allotment):
+    if by_admin:
         entries = await deps.uow.run(
             _change_plan, deps, member_id, plan, requested_allotment, deps.now()
         )
+    elif _already_on(member, plan, requested_allotment):
+        # Changes nothing and charges nothing (SPEC 2). Nothing is written either: were the
+        # member to cancel or change plan meanwhile, a write here would start the plan again,
+        # unpaid.
+        entries = []
     else:
         assert gateway is not None, "a member's paid change needs the payment gateway"
         if idempotency_key is None:
