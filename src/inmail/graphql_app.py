@@ -415,6 +415,14 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
 
+    async def handle_task_exception(self, error: Exception) -> None:
+        """Strawberry logs every failed operation task with its traceback; a socket that went
+        away while an answer was being sent is the client's doing, worth one line."""
+        if isinstance(error, WebSocketDisconnected):
+            log.info("websocket gone while an operation's answer was sent")
+            return
+        await super().handle_task_exception(error)
+
     async def _send_result_stream(
         self, operation: Operation[Context, None], result_source: StreamResult
     ) -> None:
@@ -565,6 +573,8 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await self.send_message(CompleteMessage(type="complete", id=operation_id))
+        except WebSocketDisconnected:
+            log.info("websocket gone while an operation's answer was sent")
         finally:
             self.subscriptions.pop(operation_id, None)
             self.tasks.pop(operation_id, None)
