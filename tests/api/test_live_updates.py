@@ -390,6 +390,41 @@ async def test_a_subscriber_gets_each_update_once_in_ledger_order() -> None:
     assert [u.seq async for u in subscriber] == [1, 2, 3]
 
 
+async def test_a_merged_update_straddling_the_first_one_given_says_only_what_follows() -> None:
+    """The first update is a renewal not yet written (seq 8, +10 to 20). The next write records
+    it as entry 8 and a purchase as entry 9 (+1 to 21), both grants: one merged update, 8-9,
+    +11. The subscriber has said the renewal already: it gets +1 (it used to get +11)."""
+    subscriber = Subscriber("ada")
+    subscriber.start_from(update(8, 20, delta=10))
+    renewal, purchase = entry(8, LedgerKind.GRANT, 10, 20), entry(9, LedgerKind.GRANT, 1, 21)
+    [merged] = coalesce([renewal, purchase])
+    assert (merged.delta, merged.starts, merged.seq) == (11, 8, 9)
+    subscriber.offer(merged)
+    subscriber.close()
+    given = [(u.delta, u.balance) async for u in subscriber]
+    assert given == [(10, 20), (1, 21)]
+
+
+async def test_after_changes_went_unsaid_the_next_update_moves_by_all_of_them() -> None:
+    """A catch-up after a gap in the change stream gives the member's latest entry alone: its
+    delta covers the entries missed, so the deltas still add up to the balance."""
+    subscriber = Subscriber("ada")
+    subscriber.start_from(update(5, 10, delta=2))
+    subscriber.offer(BalanceUpdate("ada", 7, -1, LedgerKind.DEBIT, AT, 9))  # 6, 7, 8 unseen
+    subscriber.close()
+    given = [(u.delta, u.balance) async for u in subscriber]
+    assert given == [(2, 10), (-3, 7)]
+
+
+async def test_a_change_that_arrived_before_the_first_update_follows_it_exactly() -> None:
+    subscriber = Subscriber("ada")
+    subscriber.offer(BalanceUpdate("ada", 21, 11, LedgerKind.GRANT, AT, 9, first_seq=8))
+    subscriber.start_from(update(8, 20, delta=10))  # read after registering: the renewal
+    subscriber.close()
+    given = [(u.delta, u.balance) async for u in subscriber]
+    assert given == [(10, 20), (1, 21)]
+
+
 def test_one_transactions_entries_of_one_kind_make_one_update() -> None:
     forfeits = [
         entry(5, LedgerKind.FORFEIT, -3, 3),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -18,7 +18,21 @@ class BalanceUpdate:
     delta: int
     reason: LedgerKind
     at: datetime
-    seq: int
+    seq: int  # the sequence number of the last ledger entry it says
+    first_seq: int | None = None  # of the first, when it says several (None: `seq`'s alone)
+
+    @property
+    def starts(self) -> int:
+        return self.seq if self.first_seq is None else self.first_seq
+
+    def following(self, seq: int, balance: int) -> BalanceUpdate:
+        """This update as it reads after the change numbered `seq`, which left `balance`: what
+        it adds past there. Part of it may have been said already (a merged update straddling
+        a change given before it), or changes between may have gone unsaid (a catch-up after a
+        gap): either way its delta is what moved since `balance`."""
+        if self.starts == seq + 1:
+            return self
+        return replace(self, delta=self.balance - balance, first_seq=seq + 1)
 
     @classmethod
     def from_entry(cls, entry: LedgerEntry) -> BalanceUpdate:

@@ -53,7 +53,7 @@ Item_co = TypeVar("Item_co", covariant=True)
 
 def merge(earlier: BalanceUpdate, later: BalanceUpdate) -> BalanceUpdate:
     """One update that says what two consecutive ones said: where it ended, and how far it moved."""
-    return replace(later, delta=earlier.delta + later.delta)
+    return replace(later, delta=earlier.delta + later.delta, first_seq=earlier.starts)
 
 
 def coalesce(entries: Iterable[LedgerEntry]) -> list[BalanceUpdate]:
@@ -108,7 +108,7 @@ class _Mailbox(Generic[Item]):
 class Subscriber(_Mailbox[BalanceUpdate]):
     """One subscription's updates for one member: in ledger order, each once, bounded."""
 
-    __slots__ = ("capacity", "last_seq", "merged")
+    __slots__ = ("_started", "capacity", "last_balance", "last_seq", "merged")
 
     def __init__(self, member_id: str, capacity: int = DEFAULT_QUEUE_SIZE) -> None:
         if capacity < 1:
@@ -116,13 +116,19 @@ class Subscriber(_Mailbox[BalanceUpdate]):
         super().__init__(member_id)
         self.capacity = capacity
         self.last_seq = 0
+        self.last_balance = 0  # as of last_seq
+        self._started = False  # start_from has given the first update
         self.merged = 0  # updates folded into others because this subscriber fell behind
 
     def offer(self, update: BalanceUpdate) -> None:
-        """Take an update without ever waiting; an update already seen is ignored."""
+        """Take an update without ever waiting; an update already seen is ignored, and one
+        partly seen (or after changes unseen) says only what moved since the last one taken:
+        the deltas a subscriber gets add up to its balance."""
         if self._closed or update.seq <= self.last_seq:
             return
-        self.last_seq = update.seq
+        if self._started:
+            update = update.following(self.last_seq, self.last_balance)
+        self.last_seq, self.last_balance = update.seq, update.balance
         if len(self._queue) >= self.capacity:
             oldest = self._queue.popleft()
             if self._queue:
@@ -138,12 +144,16 @@ class Subscriber(_Mailbox[BalanceUpdate]):
         while self._queue and self._queue[0].seq < latest.seq:
             self._queue.popleft()
         if not self._queue or self._queue[0].seq > latest.seq:
+            if self._queue:  # a change that arrived meanwhile follows it
+                self._queue[0] = self._queue[0].following(latest.seq, latest.balance)
             self._queue.appendleft(latest)
             if len(self._queue) > self.capacity:
                 oldest = self._queue.popleft()
                 self._queue[0] = merge(oldest, self._queue[0])
                 self.merged += 1
-        self.last_seq = max(self.last_seq, latest.seq)
+        if latest.seq >= self.last_seq:
+            self.last_seq, self.last_balance = latest.seq, latest.balance
+        self._started = True
         self._ready.set()
 
     @property
