@@ -618,11 +618,30 @@ class GraphQLApp(GraphQL[Context, None]):
         """A reply as compact JSON, encoded by orjson: a member page of 100 conversations
         encodes about ten times faster than with the standard library. What orjson refuses,
         such as a lone surrogate a client sent and an error message repeats, is encoded by
-        the standard library, escaped as before. A string, so websocket messages stay text."""
-        try:
-            return orjson.dumps(data, option=_REFUSE_WHAT_JSON_DUMPS_REFUSES).decode()
-        except orjson.JSONEncodeError:
-            return json.dumps(data, separators=(",", ":"))
+        the standard library, escaped as before. A string, so websocket messages stay text.
+
+        An answer over INMAIL_MAX_RESPONSE_BYTES is replaced by a RESPONSE_TOO_LARGE error (a
+        websocket message keeps its type and id, its payload replaced): the cost limit counts
+        objects, not their text, and an answer waits in memory until its client has read it.
+        """
+        encoded = _encoded(data)
+        limit = self.container.settings.max_response_bytes
+        message = data if isinstance(data, dict) and "type" in data else None
+        if len(encoded) <= limit or (message is not None and message["type"] not in _RESULTS):
+            return encoded.decode()
+        log.warning("an answer of %d bytes was refused (the limit is %d)", len(encoded), limit)
+        refusal = {
+            "errors": [
+                {
+                    "message": f"The answer would be {len(encoded)} bytes, over the {limit} "
+                    "this service sends at once: ask for less (smaller pages, fewer aliases).",
+                    "extensions": {"code": "RESPONSE_TOO_LARGE"},
+                }
+            ]
+        }
+        if message is not None:  # a websocket operation's result
+            return _encoded({**message, "payload": refusal}).decode()
+        return _encoded(refusal).decode()
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
         """GraphiQL for a browser: a GET without a query whose Accept names `text/html` above
@@ -871,6 +890,17 @@ def _preflight(request: Request, cors: dict[str, str] | None) -> Response:
             "access-control-max-age": str(CORS_MAX_AGE),
         },
     )
+
+
+_RESULTS: Final = ("next", "data")  # the websocket messages that carry an operation's result
+
+
+def _encoded(data: object) -> bytes:
+    """Compact JSON: orjson's, or the standard library's for what orjson refuses."""
+    try:
+        return orjson.dumps(data, option=_REFUSE_WHAT_JSON_DUMPS_REFUSES)
+    except orjson.JSONEncodeError:
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def _refusal(exc: HTTPException, media_type: str, encode: Callable[[object], str]) -> Response:

@@ -349,6 +349,13 @@ class Settings:
         "larger request bodies get 413, larger websocket messages close the socket (1009)",
         _int_range(1024, 1 << 30),
     )
+    max_response_bytes: int = setting(
+        "INMAIL_MAX_RESPONSE_BYTES",
+        "33554432",
+        "bytes, an integer >= 65536",
+        "a larger answer (or websocket result) is replaced by a RESPONSE_TOO_LARGE error",
+        _int_range(65536, 1 << 31),
+    )
     max_query_depth: int = setting(
         "INMAIL_MAX_QUERY_DEPTH",
         "12",

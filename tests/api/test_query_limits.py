@@ -157,7 +157,8 @@ async def test_a_page_size_left_to_the_variables_default_is_costed_at_that_defau
         ("{ viewer { id } }", False, ["UNAUTHENTICATED"]),
         ("{ nowhere }", False, ["GRAPHQL_VALIDATION_FAILED"]),
         ("{ now", False, ["GRAPHQL_PARSE_FAILED"]),
-        ("query($n: Int!) { now }", False, ["BAD_USER_INPUT"]),
+        ("query($n: Int!) { now }", False, ["GRAPHQL_VALIDATION_FAILED"]),  # $n never used
+        ("query($t: ID!) { node(id: $t) { id } }", True, ["BAD_USER_INPUT"]),  # $t not sent
         ("mutation { cancelSubscription { errors { code } } }", True, []),
     ],
 )

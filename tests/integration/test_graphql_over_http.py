@@ -700,6 +700,35 @@ async def test_with_every_origin_allowed_answers_say_so_to_any_page(api: Api) ->
     assert plain.status_code == 405
 
 
+# --- answers too large to send ---------------------------------------------------------------
+
+PLANS_TEN_TIMES = (
+    "{ "
+    + " ".join(
+        f"p{i}: plans {{ type monthlyAllotment maxBalance canPurchaseCredits }}" for i in range(10)
+    )
+    + " }"
+)
+
+
+async def test_an_answer_over_the_response_limit_is_one_error_instead(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """The cost limit counts objects, not their text: a small document may ask for a huge
+    answer (one large thread named many times). Past INMAIL_MAX_RESPONSE_BYTES (2,000 bytes
+    here) it is replaced by one error; smaller answers are as ever."""
+    settings = service_settings(max_response_bytes=2000)
+    async with open_api(mongodb_uri, db_name, settings) as api:
+        big = await api.raw(PLANS_TEN_TIMES)
+        small = await api.raw("{ now plans { type } }")
+
+    assert graphql_error_codes(big) == ["RESPONSE_TOO_LARGE"]
+    assert "over the 2000" in big["errors"][0]["message"]
+    assert "data" not in big
+    assert small["data"]["now"]
+    assert len(small["data"]["plans"]) == 6
+
+
 # --- POST bodies -------------------------------------------------------------------------------
 
 

@@ -355,6 +355,23 @@ async def test_a_subscription_over_the_cost_limit_is_refused_with_an_error_messa
     assert tracebacks(caplog) == []
 
 
+async def test_a_result_over_the_response_limit_is_one_error_and_the_socket_serves_on(
+    mongodb_uri: str, db_name: str, protocol: str
+) -> None:
+    settings = settings_for_tests(max_response_bytes=2000)
+    plans = " ".join(
+        f"p{i}: plans {{ type monthlyAllotment maxBalance canPurchaseCredits }}" for i in range(10)
+    )
+    async with serve_api(settings, Mongo.connect(mongodb_uri, db_name)) as live:
+        ada = await live.api.create_member("Ada Lovelace")
+        async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+            big = await ws.result(await ws.subscribe("{ " + plans + " }"))
+            small = await ws.result(await ws.subscribe("{ viewer { id } }"))
+
+    assert [e["extensions"]["code"] for e in big["errors"]] == ["RESPONSE_TOO_LARGE"]
+    assert small["data"] == {"viewer": {"id": ada.id}}
+
+
 async def test_each_operation_on_a_socket_reads_as_of_now_not_as_of_the_first(
     live: LiveServer, protocol: str
 ) -> None:

@@ -152,8 +152,8 @@ class MaskUnexpectedErrors(MaskErrors):
 # graphql-core's words for variables whose values do not coerce (its validation rules speak of
 # variables too: "is never used", "is not defined", "used in position expecting").
 _VARIABLES_REFUSED: Final = re.compile(
-    r"Variable '\$\w+' (?:got invalid value|of required type .* was not provided"
-    r"|of non-null type .* must not be null)"
+    r"Variable '\$\w+' (?:has invalid value|got invalid value|of required type .* was not "
+    r"provided|of non-null type .* must not be null)|Variable values are nested too deeply"
 )
 
 
