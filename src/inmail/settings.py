@@ -429,7 +429,8 @@ class Settings:
         "INMAIL_BODY_TIMEOUT",
         "30",
         "seconds, a number > 0",
-        "a request whose body is not all in by then (from its headers) gets 408 and is closed",
+        "a request whose body is not all in by then (from its headers) gets 408 and is closed; "
+        "a connection whose client takes nothing of its answer for as long is closed",
         _positive_float,
     )
     max_connections: int = setting(

@@ -9,6 +9,8 @@ internet directly needs:
   opening (or of its first byte after a keep-alive pause) is closed;
 - a request whose body is not all in within `INMAIL_BODY_TIMEOUT` of its headers gets **408**
   and is closed;
+- a client that takes nothing of its answer for `INMAIL_BODY_TIMEOUT` (once the socket buffers
+  are full) is disconnected, and the rest of the answer dropped;
 - past `INMAIL_MAX_CONNECTIONS` open connections (HTTP and websocket) in the process, a new one
   gets **503** at once, before it can hold anything;
 - a request llhttp cannot parse (no request line, a bad length or chunk size, a control byte in
@@ -193,6 +195,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_too_large = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._unsent = 0  # bytes of the answer waiting on the client when last looked at
         self._lingering = False  # refused: the answer is out, the input is discarded
 
     # --- connection life -----------------------------------------------------------------------
@@ -377,7 +381,40 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _cancel_timers(self) -> None:
         self._cancel(self._header_timer)
         self._cancel(self._body_timer)
-        self._header_timer = self._body_timer = None
+        self._cancel(self._write_timer)
+        self._header_timer = self._body_timer = self._write_timer = None
+
+    # --- a client that does not take its answer ------------------------------------------------
+
+    def pause_writing(self) -> None:
+        """The answer waits on the client to read it: from now it must take some of it every
+        INMAIL_BODY_TIMEOUT, or the connection is closed. An answer a client never reads is
+        not kept in memory for as long as it likes; a slow reader still gets all of it."""
+        super().pause_writing()
+        if self._write_timer is None and not self.transport.is_closing():
+            self._watch_reader()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel(self._write_timer)
+        self._write_timer = None
+
+    def _watch_reader(self) -> None:
+        self._unsent = self.transport.get_write_buffer_size()
+        self._write_timer = self.loop.call_later(self.body_timeout, self._reader_too_slow)
+
+    def _reader_too_slow(self) -> None:
+        self._write_timer = None
+        if self.transport.is_closing():
+            return
+        if self.transport.get_write_buffer_size() < self._unsent:
+            self._watch_reader()  # it took some since: it may go on
+            return
+        log.info(
+            "connection closed: the client took nothing of its answer for %ss", self.body_timeout
+        )
+        self._cancel_timers()
+        self.transport.abort()  # what was not sent is dropped with the connection
 
     @staticmethod
     def _cancel(timer: asyncio.TimerHandle | None) -> None:

@@ -8,6 +8,7 @@ mongod and stops it by its pid. Time bounds are generous: they separate "answere
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -374,6 +375,53 @@ def test_a_request_answered_before_its_body_never_gets_a_second_answer(server: S
         sock.close()
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
     assert answer.count(b"HTTP/1.1 ") == 1, answer[:400]
+
+
+INTROSPECT = (
+    "__schema { types { name kind description fields { name description isDeprecated "
+    "args { name description type { name kind } } type { name kind ofType { name kind } } } "
+    "inputFields { name description type { name kind } } enumValues { name description } } }"
+)
+
+
+def test_a_client_that_takes_nothing_of_its_answer_is_dropped(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    """An answer of some 8 MB (limits raised so that one query asks for it) to a client that
+    reads none of it: once the socket buffers are full, the connection is closed after the
+    body timeout (2 s here), instead of the answer being held for as long as the client keeps
+    the connection open."""
+    query = "{ " + " ".join(f"a{i}: {INTROSPECT}" for i in range(140)) + " }"
+    body = json.dumps({"query": query}).encode()
+    with serve(
+        mongodb_uri,
+        tmp_path,
+        INMAIL_BODY_TIMEOUT="2",
+        INMAIL_MAX_ALIASES="1000",
+        INMAIL_MAX_TOKENS="100000",
+        INMAIL_MAX_QUERY_COST="1000000",
+    ) as served:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little unread
+        sock.connect(("127.0.0.1", served.port))
+        try:
+            sock.sendall(
+                b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(10)  # reading nothing, well past the body timeout
+            received = read_response(sock, timeout=20)
+        finally:
+            sock.close()
+        head, _, answer = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+        found = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+        assert found is not None, head[:300]
+        length = int(found.group(1))
+        assert length > 6_000_000, answer[:300]  # more than the socket buffers hold
+        assert len(answer) < length, "the answer was kept for a client that read none of it"
+        assert healthz_seconds(served) < 1.0
 
 
 def test_a_keep_alive_connection_serves_requests_then_times_out_quietly(server: Served) -> None:
