@@ -212,17 +212,45 @@ def _decode(text: str) -> object:
         raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
 
 
+# What one websocket may send: a burst, then a steady rate; past it its messages are read no
+# faster (TCP holds the rest back at the client), so one socket cannot take a whole core.
+WS_MESSAGE_BURST: Final = 100
+WS_MESSAGES_PER_SECOND: Final = 50.0
+
+
+class Pace:
+    """A token bucket: `burst` messages at once, then `rate` a second. `wait()` says how long
+    the next message must wait (0 when it may be read now), and counts it."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._rate, self._burst, self._clock = rate, float(burst), clock
+        self._tokens, self._at = float(burst), clock()
+
+    def wait(self) -> float:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        self._tokens -= 1
+        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+
 class WebSocketMessages(ASGIWebSocketAdapter):
-    """Strawberry's adapter, handing every message to the protocol handler to judge.
+    """Strawberry's adapter, handing every message to the protocol handler to judge, at most
+    at the pace of WS_MESSAGES_PER_SECOND after a burst of WS_MESSAGE_BURST.
 
     A JSON value that is not an object, and on graphql-ws text that is not JSON, reach the
     handler (which closes the socket with 4400) instead of being dropped or failing in it.
     """
 
     async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
+        pace = Pace(WS_MESSAGES_PER_SECOND, WS_MESSAGE_BURST)
         try:
             while self.ws.application_state != WebSocketState.DISCONNECTED:
                 text = await self.ws.receive_text()
+                if (wait := pace.wait()) > 0:
+                    await asyncio.sleep(wait)
                 try:
                     yield _decode(text)
                 except json.JSONDecodeError as exc:

@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from inmail.auth import Role
+from inmail.graphql_app import WS_MESSAGE_BURST, WS_MESSAGES_PER_SECOND
 from inmail.repositories.mongo import Mongo
 from support import LiveServer, serve_api
 from support import test_settings as settings_for_tests
@@ -370,6 +371,26 @@ async def test_a_result_over_the_response_limit_is_one_error_and_the_socket_serv
 
     assert [e["extensions"]["code"] for e in big["errors"]] == ["RESPONSE_TOO_LARGE"]
     assert small["data"] == {"viewer": {"id": ada.id}}
+
+
+async def test_a_socket_sending_as_fast_as_it_can_is_read_at_a_bounded_pace(
+    live: LiveServer,
+) -> None:
+    """300 pings at once: the first 100 are read at once, the rest at 50 a second, so the last
+    pong comes 4 s later at the soonest, however fast the server is (a lower bound: a slower
+    machine only adds to it)."""
+    ada = await live.api.create_member("Ada Lovelace")
+    async with GraphQLSocket.open(live.url, ada.token, TRANSPORT_WS) as ws:
+        started = time.monotonic()
+        for _ in range(300):
+            await ws.ws.send(json.dumps({"type": "ping"}))
+        pongs = 0
+        async with asyncio.timeout(60):
+            while pongs < 300:
+                if json.loads(await ws.ws.recv())["type"] == "pong":
+                    pongs += 1
+        took = time.monotonic() - started
+    assert took >= (300 - WS_MESSAGE_BURST) / WS_MESSAGES_PER_SECOND * 0.95
 
 
 async def test_each_operation_on_a_socket_reads_as_of_now_not_as_of_the_first(

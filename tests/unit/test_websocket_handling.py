@@ -1,5 +1,5 @@
-"""A websocket that goes away while an operation's answer is sent is one INFO line, not a
-logged traceback (SPEC 8): a thousand subscriptions closing at once logged a thousand."""
+"""Websocket handling: a socket gone mid-answer is one INFO line, not a logged traceback
+(SPEC 8), and a socket's messages are read at a bounded pace."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import pytest
 from strawberry.http.exceptions import WebSocketDisconnected
 
-from inmail.graphql_app import TransportWSHandler
+from inmail.graphql_app import Pace, TransportWSHandler
 
 
 def _handler() -> TransportWSHandler:
@@ -28,3 +28,15 @@ async def test_any_other_failure_of_an_operation_is_still_logged_with_its_traceb
     [record] = caplog.records
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
+
+
+def test_a_sockets_messages_are_read_in_a_burst_then_at_a_steady_pace() -> None:
+    now = [0.0]
+    pace = Pace(rate=50.0, burst=100, clock=lambda: now[0])
+    assert [pace.wait() for _ in range(100)] == [0.0] * 100  # the burst, at once
+    assert pace.wait() == pytest.approx(1 / 50)  # the next waits its turn
+    now[0] += 1.0  # a quiet second: 50 more may come at once (one is owed)
+    assert [pace.wait() for _ in range(49)] == [0.0] * 49
+    assert pace.wait() > 0
+    now[0] += 60.0  # a long pause refills the burst, no more
+    assert sum(pace.wait() == 0.0 for _ in range(150)) == 100
