@@ -182,3 +182,22 @@ async def test_an_admin_reading_a_members_lots_sees_them_as_of_now(api: Api) -> 
     )
 
     assert data["creditLots"] == {"totalCount": 2, "nodes": [{"remaining": 5}, {"remaining": 5}]}
+
+
+async def test_the_notifications_show_a_started_cycles_renewal_as_the_balance_does(
+    api: Api,
+) -> None:
+    """SPEC 3 (every read as of now) and 5a (RENEWED for an allotment granted): the balance
+    counts February's cycle before anything wrote it, and so does the list of notifications."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    api.clock.set(FEB_28 + timedelta(minutes=5))  # February's cycle started; nothing written
+    query = "{ viewer { inmailBalance notifications(first: 10) { totalCount nodes { kind at } } } }"
+
+    data = await api.gql(query, token=ada.token)
+    again = await api.gql(query, token=ada.token)
+
+    assert data["viewer"]["inmailBalance"] == 10
+    notes = data["viewer"]["notifications"]
+    assert [(n["kind"], parse(n["at"])) for n in notes["nodes"]] == [("RENEWED", FEB_28)]
+    assert notes["totalCount"] == 1
+    assert again == data  # written once

@@ -392,9 +392,10 @@ class Reader:
         return self._listing(page, lambda: ledger.count(member_id))
 
     async def _as_of_now(self, member_id: str, read: Callable[[], Awaitable[T]]) -> T:
-        """What `read` reads of the member's stored lots or ledger, as of now: the cycles that
-        started granted and lapsed lots expired (SPEC 3: every read shows the state as of now)
-        are written first, as the member's next write or the scheduler would write them.
+        """What `read` reads of the member's stored lots, ledger or notifications, as of now:
+        the cycles that started granted and lapsed lots expired (SPEC 3: every read shows the
+        state as of now) are written first, as the member's next write or the scheduler would
+        write them.
 
         The read goes out with the member's account (read once per request anyway): when
         nothing is due, which is nearly always, it is the answer, and this costs nothing more.
@@ -428,11 +429,15 @@ class Reader:
     async def notifications(
         self, member_id: str, unread_only: bool, first: int | None, after: str | None
     ) -> Listing[Notification]:
-        """A member's notifications, newest first."""
+        """A member's notifications, newest first, as of now (a cycle that started is granted,
+        and its RENEWED written, before they are read)."""
         self.owner_or_admin(member_id)
         size = self._page_size(first)
         notifications = self._store.notifications
-        page = await self._page(lambda: notifications.page(member_id, unread_only, size, after))
+        page = await self._as_of_now(
+            member_id,
+            lambda: self._page(lambda: notifications.page(member_id, unread_only, size, after)),
+        )
         return self._listing(page, lambda: notifications.count(member_id, unread_only))
 
     async def purchases(
