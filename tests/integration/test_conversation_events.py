@@ -267,6 +267,19 @@ async def test_after_a_gap_the_inbox_catches_up_on_notifications_and_events_from
             assert bodies == ["Before the gap", "In the gap"]
 
 
+async def test_after_a_gap_before_any_item_was_seen_the_inbox_still_catches_up(
+    mongo: Mongo,
+) -> None:
+    """The feed opened, handed out nothing, and lost its history: what was written since it
+    opened is found all the same (the catch-up used to go back to the last item seen, and with
+    none seen did nothing)."""
+    async with (
+        gappy_broker(mongo) as (broker, feed),
+        broker.notifications.subscribe(GRACE) as grace_notes,
+    ):
+        await caught_up_after_the_gap(mongo, feed, grace_notes, ADA, AT)
+
+
 async def test_the_in_memory_inbox_polls_one_collection_for_notifications_and_events() -> None:
     mongo = InMemoryMongo("inbox_poll")
     await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)

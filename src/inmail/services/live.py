@@ -389,7 +389,8 @@ class InboxBroker:
         self._pump = _Pump(self._open_source, linger=linger)
         self.notifications: _Topic[Notification] = _Topic(self._pump)
         self.conversations: _Topic[ConversationEvent] = _Topic(self._pump)
-        self._last_seen: str | None = None  # the newest id handed out since the source opened
+        # The newest id handed out since the source opened, or one made at its opening.
+        self._last_seen = new_id()
 
     @property
     def listening(self) -> bool:
@@ -405,7 +406,8 @@ class InboxBroker:
         self.conversations.close_all()
 
     async def _open_source(self) -> Callable[[], Awaitable[None]]:
-        self._last_seen = None  # a catch-up goes back no further than this opening
+        # A catch-up goes back to the last item seen, or to this opening if none was seen yet.
+        self._last_seen = new_id()
         if self._changes is None:
             # Everything written from now on is newer than this id, the poll's starting point.
             return _cancelling(asyncio.create_task(self._poll(new_id()), name="inmail-inbox-poll"))
@@ -425,7 +427,7 @@ class InboxBroker:
             self.notifications.dispatch(notification.member_id, notification.id, notification)
 
     def _seen(self, document_id: str) -> None:
-        if self._last_seen is None or document_id > self._last_seen:
+        if document_id > self._last_seen:
             self._last_seen = document_id
 
     async def _catch_up(self) -> None:
@@ -433,8 +435,6 @@ class InboxBroker:
         was written, less a transaction's length (`CATCH_UP_MARGIN`): by when it was written,
         not by its `at` (the subscribers drop the ones they already had)."""
         since = self._last_seen
-        if since is None:
-            return
         members = list(self.notifications.by_member)
         try:
             for notification in await self._reads.since(members, since, CATCH_UP_MARGIN):
