@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -102,14 +103,22 @@ async def json_failure(request: Request, exc: Exception) -> Response:
     )
 
 
+# Request bodies the process holds at once, in all, as a number of the largest allowed: each
+# body is bounded, and so is their sum (700 slow uploads of a megabyte each held 577 MB).
+BODIES_IN_FLIGHT: Final = 64
+
+
 class RequestLimits:
-    """Request ids on every request, 413 for a body over the configured size, and calm about
+    """Request ids on every request, 413 for a body over the configured size, 503 when the
+    bodies being received would pass BODIES_IN_FLIGHT times that size in all, and calm about
     bodies that never arrive (a client gone, or cut off by the body timeout of inmail.transport).
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_in_flight = BODIES_IN_FLIGHT * max_body_bytes
+        self.in_flight = 0  # bytes of the request bodies being received, counted as they come
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -133,15 +142,19 @@ class RequestLimits:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             await self._too_large(scope, receive, send)
             return
-        received = 0
+        received = 0  # of this body, all counted in self.in_flight until the request ends
 
         async def limited_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                size = len(message.get("body", b""))
+                if received + size > self.max_body_bytes:
                     raise _BodyTooLarge
+                if self.in_flight + size > self.max_in_flight:
+                    raise _TooManyBodies
+                received += size
+                self.in_flight += size
             return message
 
         async def send_with_id(message: Message) -> None:
@@ -154,10 +167,31 @@ class RequestLimits:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             await self._too_large(scope, receive, send)
+        except _TooManyBodies:
+            log.warning("a request body refused: %d bytes of bodies in flight", self.in_flight)
+            await self._busy(scope, receive, send)
         except ClientDisconnect:
             # The client went away (or was cut off for being too slow) before its body was in:
             # nobody is left to answer, and nothing went wrong on our side.
             log.info("request abandoned before its body arrived")
+        finally:
+            self.in_flight -= received
+
+    async def _busy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {
+                "errors": [
+                    {
+                        "message": "The server is receiving too many request bodies at once; "
+                        "try again shortly.",
+                        "extensions": {"code": "SERVICE_UNAVAILABLE"},
+                    }
+                ]
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+        await response(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse(
@@ -175,6 +209,10 @@ class RequestLimits:
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _TooManyBodies(Exception):
     pass
 
 

@@ -1,0 +1,75 @@
+"""The request bodies a process receives at once are bounded in all, not only one by one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from inmail.app import BODIES_IN_FLIGHT, RequestLimits
+
+LIMIT = 1024  # INMAIL_MAX_BODY_BYTES here
+
+
+async def reads_its_body(scope: Scope, receive: Receive, send: Send) -> None:
+    """An app that reads the whole body, then answers 200."""
+    while True:
+        message = await receive()
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def request(length: int) -> Scope:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/graphql",
+        "headers": [(b"content-length", str(length).encode())],
+    }
+
+
+class SlowUpload:
+    """A client that sends all but the last byte of its body, then waits to be let go."""
+
+    def __init__(self) -> None:
+        self.sent_first = False
+        self.go_on = asyncio.Event()
+        self.answer: list[Message] = []
+
+    async def receive(self) -> Message:
+        if not self.sent_first:
+            self.sent_first = True
+            return {"type": "http.request", "body": b"x" * (LIMIT - 1), "more_body": True}
+        await self.go_on.wait()
+        return {"type": "http.request", "body": b"x", "more_body": False}
+
+    async def send(self, message: Message) -> None:
+        self.answer.append(message)
+
+    def status(self) -> Any:
+        return self.answer[0]["status"] if self.answer else None
+
+
+async def test_past_the_bodies_in_flight_a_new_body_is_refused_with_503_until_some_end() -> None:
+    limits = RequestLimits(reads_its_body, max_body_bytes=LIMIT)
+    uploads = [SlowUpload() for _ in range(BODIES_IN_FLIGHT + 2)]
+    tasks = [asyncio.create_task(limits(request(LIMIT), u.receive, u.send)) for u in uploads]
+    for _ in range(100):
+        await asyncio.sleep(0)
+    refused = [u for u in uploads if u.status() == 503]
+    assert len(refused) == 2  # the first BODIES_IN_FLIGHT fill the budget; the rest wait no more
+    assert limits.in_flight == BODIES_IN_FLIGHT * (LIMIT - 1)
+
+    for upload in uploads:
+        upload.go_on.set()
+    await asyncio.gather(*tasks)
+    assert sorted(u.status() for u in uploads) == [200] * BODIES_IN_FLIGHT + [503, 503]
+    assert limits.in_flight == 0  # every body's bytes are given back when its request ends
+
+    later = SlowUpload()
+    later.go_on.set()
+    await limits(request(LIMIT), later.receive, later.send)
+    assert later.status() == 200
