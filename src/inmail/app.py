@@ -9,7 +9,7 @@ import http
 import logging
 import mimetypes
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Final
@@ -75,32 +75,29 @@ async def web_client(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "app" / "index.html", headers=WEB_CLIENT_HEADERS)
 
 
+def error_response(
+    status: int, message: str, code: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """A refusal or failure outside GraphQL, as the one error of a GraphQL-shaped answer."""
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": code}}]},
+        status_code=status,
+        headers=headers,
+    )
+
+
 async def json_refusal(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (a path nothing serves, a method a route does not take) as
     JSON, like every other answer of the service."""
     assert isinstance(exc, HTTPException)
     code = http.HTTPStatus(exc.status_code).name
-    return JSONResponse(
-        {"errors": [{"message": exc.detail, "extensions": {"code": code}}]},
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
+    return error_response(exc.status_code, exc.detail, code, exc.headers)
 
 
 async def json_failure(request: Request, exc: Exception) -> Response:
     """A failure no handler expected, as JSON too (and nothing of it told): the server logs
     its traceback, the client gets a 500 it can parse."""
-    return JSONResponse(
-        {
-            "errors": [
-                {
-                    "message": "Internal server error.",
-                    "extensions": {"code": http.HTTPStatus.INTERNAL_SERVER_ERROR.name},
-                }
-            ]
-        },
-        status_code=500,
-    )
+    return error_response(500, "Internal server error.", "INTERNAL_SERVER_ERROR")
 
 
 # Request bodies the process holds at once, in all, as a number of the largest allowed: each
@@ -178,34 +175,13 @@ class RequestLimits:
             self.in_flight -= received
 
     async def _busy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(
-            {
-                "errors": [
-                    {
-                        "message": "The server is receiving too many request bodies at once; "
-                        "try again shortly.",
-                        "extensions": {"code": "SERVICE_UNAVAILABLE"},
-                    }
-                ]
-            },
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
+        message = "The server is receiving too many request bodies at once; try again shortly."
+        response = error_response(503, message, "SERVICE_UNAVAILABLE", {"Retry-After": "1"})
         await response(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = JSONResponse(
-            {
-                "errors": [
-                    {
-                        "message": f"Request body over {self.max_body_bytes} bytes.",
-                        "extensions": {"code": "PAYLOAD_TOO_LARGE"},
-                    }
-                ]
-            },
-            status_code=413,
-        )
-        await response(scope, receive, send)
+        message = f"Request body over {self.max_body_bytes} bytes."
+        await error_response(413, message, "PAYLOAD_TOO_LARGE")(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
