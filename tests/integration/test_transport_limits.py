@@ -344,18 +344,28 @@ def test_a_connection_that_never_sends_a_byte_is_dropped_too(server: Served) -> 
         sock.close()
 
 
+def json_post_head(length: int) -> bytes:
+    """A JSON POST to /graphql up to its body, which it says is `length` bytes long."""
+    return (
+        b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {length}\r\n\r\n".encode()
+    )
+
+
+def answer_to_a_body_cut_short(server: Served, length: int, sent: bytes) -> bytes:
+    """What the server answers a JSON POST of a `length`-byte body of which only `sent` comes."""
+    sock = server.connect()
+    try:
+        sock.sendall(json_post_head(length) + sent)
+        return read_response(sock, timeout=30)
+    finally:
+        sock.close()
+
+
 def test_a_body_that_never_arrives_is_answered_408_and_the_connection_closed(
     server: Served,
 ) -> None:
-    sock = server.connect()
-    try:
-        sock.sendall(
-            b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
-            b'Content-Length: 1000\r\n\r\n{"query": "{ now'
-        )
-        answer = read_response(sock, timeout=30)
-    finally:
-        sock.close()
+    answer = answer_to_a_body_cut_short(server, 1000, b'{"query": "{ now')
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     assert b'"REQUEST_TIMEOUT"' in answer
     assert healthz_seconds(server) < 1.0
@@ -364,15 +374,7 @@ def test_a_body_that_never_arrives_is_answered_408_and_the_connection_closed(
 def test_a_request_answered_before_its_body_never_gets_a_second_answer(server: Served) -> None:
     """A body over the limit is refused by its Content-Length (413) before it is read; a client
     that goes on sending it slowly gets the connection closed, never an unrequested 408."""
-    sock = server.connect()
-    try:
-        sock.sendall(
-            b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
-            b'Content-Length: 2000000\r\n\r\n{"query": "'
-        )
-        answer = read_response(sock, timeout=30)
-    finally:
-        sock.close()
+    answer = answer_to_a_body_cut_short(server, 2_000_000, b'{"query": "')
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
     assert answer.count(b"HTTP/1.1 ") == 1, answer[:400]
 
@@ -405,11 +407,7 @@ def test_a_client_that_takes_nothing_of_its_answer_is_dropped(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little unread
         sock.connect(("127.0.0.1", served.port))
         try:
-            sock.sendall(
-                b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
+            sock.sendall(json_post_head(len(body)) + body)
             time.sleep(10)  # reading nothing, well past the body timeout
             received = read_response(sock, timeout=20)
         finally:
