@@ -406,11 +406,12 @@ class InboxBroker:
         self.conversations.close_all()
 
     async def _open_source(self) -> Callable[[], Awaitable[None]]:
-        # A catch-up goes back to the last item seen, or to this opening if none was seen yet.
+        # Everything written from now on is newer than this id: where a catch-up goes back to
+        # if no item was seen since, and the poll's starting point.
         self._last_seen = new_id()
         if self._changes is None:
-            # Everything written from now on is newer than this id, the poll's starting point.
-            return _cancelling(asyncio.create_task(self._poll(new_id()), name="inmail-inbox-poll"))
+            poll = self._poll(self._last_seen)
+            return _cancelling(asyncio.create_task(poll, name="inmail-inbox-poll"))
         return await _follow_feed(self._changes(), "inbox updates", self.dispatch, self._catch_up)
 
     def dispatch(self, change: InboxChange) -> None:
