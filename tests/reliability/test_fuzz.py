@@ -765,7 +765,9 @@ async def test_an_unexpected_failure_is_masked_and_logged_with_the_request_id(
     assert [(e["message"], e["path"]) for e in body["errors"]] == [
         ("Unexpected error.", ["viewer", "inmailBalance"])
     ]
-    assert set(body["errors"][0]) <= {"message", "locations", "path"}  # no extensions, no trace
+    # No trace: its code is the only extension.
+    assert set(body["errors"][0]) <= {"message", "locations", "path", "extensions"}
+    assert body["errors"][0]["extensions"] == {"code": "INTERNAL_SERVER_ERROR"}
     assert body["data"] == {"viewer": {"name": "Ada", "inmailBalance": None}}
     assert "secret internals" not in response.text
     assert "req-4711" in seen
