@@ -159,11 +159,10 @@ _VARIABLES_REFUSED: Final = re.compile(
 
 def _code_of(error: GraphQLError) -> str:
     """The code of an error raised without one: GraphQL's own refusals (a syntax error, a
-    document that does not validate, variables that do not coerce), or a masked failure."""
+    document that does not validate, variables that do not coerce), or a field that failed
+    outside the service's code (a masked failure has its code from `masked`)."""
     if isinstance(error, GraphQLSyntaxError):
         return "GRAPHQL_PARSE_FAILED"
-    if error.message == MASKED_MESSAGE:
-        return "INTERNAL_SERVER_ERROR"
     if error.path is None and _VARIABLES_REFUSED.match(error.message):
         return "BAD_USER_INPUT"
     if error.path is None:
