@@ -12,7 +12,7 @@ import subprocess
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -229,6 +229,12 @@ class Api(GraphQLClient):
         return await self.client.post(
             "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
         )
+
+    async def browse(
+        self, path: str = "/graphql", params: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """A GET of `path` as a browser asks for a page (Accept: text/html)."""
+        return await self.client.get(path, params=params, headers={"Accept": "text/html"})
 
     async def send(
         self,
@@ -485,6 +491,16 @@ def refused_as_invalid_input(field: str) -> Iterator[None]:
     assert refused.value.field == field
 
 
+def check_bounded(validate: Callable[[int], int], value: int, *, within: bool, field: str) -> None:
+    """A bounded number's validator: a value within bounds comes back as it is, one outside is
+    refused as INVALID_INPUT on `field`."""
+    if within:
+        assert validate(value) == value
+    else:
+        with refused_as_invalid_input(field):
+            validate(value)
+
+
 # Helpers for the rule tests of SPEC sections 1-6 and 8 (tests/api/test_*.py).
 
 LOT_FIELDS = "id source quantity remaining grantedAt expiresAt status"
@@ -547,8 +563,13 @@ async def ada_and_grace(api: Api) -> tuple[Person, Person]:
 async def send_and_retry(
     api: Api, sender: Person, recipient: Person, key: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One InMail sent twice under one idempotency key: the first answer and the retry's."""
-    return await api.send(sender, recipient, key=key), await api.send(sender, recipient, key=key)
+    """One InMail sent twice under one idempotency key: the first answer and the retry's, each
+    checked to carry no errors."""
+    first = await api.send(sender, recipient, key=key)
+    retry = await api.send(sender, recipient, key=key)
+    assert first["errors"] == []
+    assert retry["errors"] == []
+    return first, retry
 
 
 async def ledger_of(api: Api, member: Person) -> list[dict[str, Any]]:
@@ -567,9 +588,12 @@ async def purchased_lots_of(api: Api, member: Person) -> list[dict[str, Any]]:
     return [lot for lot in await lots_of(api, member) if lot["source"] == "PURCHASE"]
 
 
-async def charges_and_purchased_lots(api: Api, member: Person) -> tuple[int, int]:
-    """How many times the gateway charged the member, and how many lots purchases granted."""
-    return len(await charges_of(api, member)), len(await purchased_lots_of(api, member))
+async def assert_bought_once(api: Api, member: Person, *, balance: int) -> None:
+    """The member holds `balance` credits, the gateway charged them exactly once and purchases
+    granted exactly one lot."""
+    assert await api.balance(member) == balance
+    charged = len(await charges_of(api, member))
+    assert (charged, len(await purchased_lots_of(api, member))) == (1, 1)
 
 
 async def subscription_of(api: Api, member: Person) -> dict[str, Any]:

@@ -12,7 +12,7 @@ async def test_graphiql_asks_only_this_origin_for_its_scripts_and_styles(
     mongodb_uri: str, db_name: str
 ) -> None:
     async with open_api(mongodb_uri, db_name, settings_with(graphiql=True)) as api:
-        page = await api.client.get("/graphql", headers={"Accept": "text/html"})
+        page = await api.browse()
         assert page.status_code == 200
         assert "script-src 'self'" in page.headers["content-security-policy"]
         sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
@@ -36,7 +36,7 @@ async def test_production_serves_the_web_client_but_not_graphiql(
 ) -> None:
     settings = settings_with(env="production", clock="system", clock_start=None, graphiql=False)
     async with open_api(mongodb_uri, db_name, settings) as api:
-        ide = await api.client.get("/graphql", headers={"Accept": "text/html"})
+        ide = await api.browse()
         assert "graphiql" not in ide.text.lower()
         client = await api.client.get("/app")
         assert client.status_code == 200

@@ -10,7 +10,7 @@ from support import (
     Api,
     Person,
     ada_and_grace,
-    charges_and_purchased_lots,
+    assert_bought_once,
     charges_of,
     ledger_of,
     outcomes,
@@ -95,8 +95,7 @@ async def test_twenty_concurrent_purchases_with_one_key_charge_once_and_grant_on
 
     assert outcomes(results) == Counter({"OK": 20})
     assert len({result["lot"]["id"] for result in results}) == 1
-    assert await api.balance(ada) == 8
-    assert await charges_and_purchased_lots(api, ada) == (1, 1)
+    await assert_bought_once(api, ada, balance=8)
 
 
 async def test_concurrent_purchases_over_the_cap_are_refused_before_any_charge(

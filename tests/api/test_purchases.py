@@ -10,8 +10,8 @@ from inmail.services import charges
 from inmail.services.idempotency import KeyedRequest
 from support import (
     Api,
+    assert_bought_once,
     cancel_subscription,
-    charges_and_purchased_lots,
     charges_of,
     codes,
     ledger_of,
@@ -115,8 +115,7 @@ async def test_a_purchase_over_the_cap_is_cap_exceeded_and_charges_nothing(api: 
     assert codes(over) == ["CAP_EXCEEDED"]
     assert over["errors"][0]["field"] == "quantity"
     assert over["lot"] is None
-    assert await api.balance(ada) == 11
-    assert await charges_and_purchased_lots(api, ada) == (1, 1)
+    await assert_bought_once(api, ada, balance=11)
 
 
 async def test_a_purchase_over_the_cap_once_a_due_renewal_is_counted_is_refused_before_any_charge(
@@ -191,8 +190,7 @@ async def test_a_purchase_retried_with_its_key_charges_once_and_grants_one_lot(a
     assert first["errors"] == retry["errors"] == []
     assert retry["lot"]["id"] == first["lot"]["id"]
     assert retry["creditsLeft"] == first["creditsLeft"] == 9
-    assert await api.balance(ada) == 9
-    assert await charges_and_purchased_lots(api, ada) == (1, 1)
+    await assert_bought_once(api, ada, balance=9)
 
 
 async def test_a_purchase_key_reused_for_another_quantity_is_refused(api: Api) -> None:

@@ -593,7 +593,7 @@ async def test_production_closes_introspection_over_get_as_over_post(
 
 
 async def test_a_browser_asking_for_the_page_still_gets_graphiql(api: Api) -> None:
-    response = await api.client.get("/graphql", headers={"Accept": "text/html"})
+    response = await api.browse()
     assert response.status_code == 200
     assert media_type(response) == "text/html"
 
@@ -622,15 +622,13 @@ async def test_with_graphiql_off_a_browser_get_without_a_query_is_a_400(
     mongodb_uri: str, db_name: str
 ) -> None:
     async with open_api(mongodb_uri, db_name, service_settings(graphiql=False)) as api:
-        response = await api.client.get("/graphql", headers={"Accept": "text/html"})
+        response = await api.browse()
     assert response.status_code == 400
     assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
 
 
 async def test_a_browser_get_with_a_query_gets_the_json_answer(api: Api) -> None:
-    response = await api.client.get(
-        "/graphql", params={"query": "{ now }"}, headers={"Accept": "text/html"}
-    )
+    response = await api.browse(params={"query": "{ now }"})
     assert response.status_code == 200
     assert media_type(response) == "application/json"
     assert "now" in response.json()["data"]

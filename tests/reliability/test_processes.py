@@ -44,12 +44,16 @@ async def assert_invariants(db: AsyncDatabase[Doc]) -> None:
     assert problems(await load(db), START) == []
 
 
-async def conversations_and_debits(db: AsyncDatabase[Doc], sender: Person) -> tuple[int, int]:
-    """The conversations a sender opened and the debits on their ledger, as stored."""
-    return (
-        await db.conversations.count_documents({"senderId": sender.id}),
-        await db.ledger.count_documents({"memberId": sender.id, "kind": "DEBIT"}),
-    )
+async def assert_sends_settled(
+    fleet: Fleet, db: AsyncDatabase[Doc], sender: Person, *, balance: int, opened: int
+) -> None:
+    """After a burst of sends: the sender's balance, the `opened` conversations they opened and
+    as many debits on their ledger, as stored, and every invariant."""
+    assert await fleet.balance(sender) == balance
+    conversations = await db.conversations.count_documents({"senderId": sender.id})
+    debits = await db.ledger.count_documents({"memberId": sender.id, "kind": "DEBIT"})
+    assert (conversations, debits) == (opened, opened)
+    await assert_invariants(db)
 
 
 async def test_two_hundred_concurrent_sends_from_five_credits_spend_exactly_five(
@@ -63,9 +67,7 @@ async def test_two_hundred_concurrent_sends_from_five_credits_spend_exactly_five
 
     assert outcomes(results) == {"OK": 5, "INSUFFICIENT_CREDITS": 195}
     assert sorted(r["creditsLeft"] for r in results if not r["errors"]) == [0, 1, 2, 3, 4]
-    assert await fleet.balance(ada) == 0
-    assert await conversations_and_debits(db, ada) == (5, 5)
-    await assert_invariants(db)
+    await assert_sends_settled(fleet, db, ada, balance=0, opened=5)
 
 
 async def test_fifty_concurrent_sends_to_one_recipient_open_one_conversation(
@@ -77,9 +79,7 @@ async def test_fifty_concurrent_sends_to_one_recipient_open_one_conversation(
     results = await asyncio.gather(*(fleet.send(bea, carl, key("same")) for _ in range(50)))
 
     assert outcomes(results) == {"OK": 1, "AWAITING_RESPONSE": 49}
-    assert await fleet.balance(bea) == 14
-    assert await conversations_and_debits(db, bea) == (1, 1)
-    await assert_invariants(db)
+    await assert_sends_settled(fleet, db, bea, balance=14, opened=1)
 
 
 async def test_twenty_concurrent_responses_to_one_inmail_credit_back_once(

@@ -17,7 +17,7 @@ from inmail.domain.billing import (
     validate_anchor_day,
     validate_payment_method,
 )
-from support import refused_as_invalid_input
+from support import check_bounded, refused_as_invalid_input
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -92,15 +92,17 @@ def test_naive_moments_are_refused() -> None:
         cycle_containing(datetime(2025, 3, 15), 15)
 
 
-@pytest.mark.parametrize("day", [1, 15, 28, 29, 30, 31])
-def test_an_anchor_day_within_a_month_is_accepted(day: int) -> None:
-    assert validate_anchor_day(day) == day
-
-
-@pytest.mark.parametrize("day", [0, -1, 32])
-def test_an_anchor_day_outside_a_month_is_invalid_input_on_billing_day(day: int) -> None:
-    with refused_as_invalid_input("billingDay"):
-        validate_anchor_day(day)
+@pytest.mark.parametrize(
+    ("day", "within"),
+    [
+        *[(day, True) for day in (1, 15, 28, 29, 30, 31)],
+        *[(day, False) for day in (0, -1, 32)],
+    ],
+)
+def test_an_anchor_day_is_accepted_within_a_month_and_invalid_input_on_billing_day_outside(
+    day: int, within: bool
+) -> None:
+    check_bounded(validate_anchor_day, day, within=within, field="billingDay")
 
 
 anchors = st.integers(min_value=1, max_value=31)

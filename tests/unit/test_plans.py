@@ -16,7 +16,7 @@ from inmail.domain.plans import (
     plan_table_from_overrides,
     validate_legacy_allotment,
 )
-from support import refused_as_invalid_input
+from support import check_bounded
 
 
 def test_the_default_table_holds_the_published_figures_for_every_plan() -> None:
@@ -165,15 +165,14 @@ def test_a_table_cannot_be_changed_through_the_dict_it_was_built_from() -> None:
     assert table.policy(PlanType.BASIC).can_send_inmail is False
 
 
-@pytest.mark.parametrize("allotment", [1, 10, 1000])
-def test_a_legacy_allotment_within_bounds_is_accepted(allotment: int) -> None:
-    assert validate_legacy_allotment(allotment) == allotment
-
-
-@pytest.mark.parametrize("allotment", [0, -3, 1001])
-def test_a_legacy_allotment_out_of_bounds_is_invalid_input_on_its_field(allotment: int) -> None:
-    with refused_as_invalid_input("monthlyAllotment"):
-        validate_legacy_allotment(allotment)
+@pytest.mark.parametrize(
+    ("allotment", "within"),
+    [(1, True), (10, True), (1000, True), (0, False), (-3, False), (1001, False)],
+)
+def test_a_legacy_allotment_is_accepted_within_bounds_and_invalid_input_on_its_field_outside(
+    allotment: int, within: bool
+) -> None:
+    check_bounded(validate_legacy_allotment, allotment, within=within, field="monthlyAllotment")
 
 
 def test_a_domain_error_carries_its_code_reason_field_and_data_and_no_words() -> None:
