@@ -199,6 +199,9 @@ def forged(*values: object) -> str:
         forged("0001-01-01T00:00:00+05:00", "x"),  # before year 1 once in UTC
         forged("9999-12-31T23:00:00-05:00", "x"),  # after year 9999 once in UTC
         forged("2026-01-15T00:00:00+00:00", "\ud800"),  # a lone surrogate
+        # JSON nested deeper than the parser goes, and a cursor far longer than any made
+        base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode(),
+        forged("2026-01-15T00:00:00+00:00", "x" * 600),
     ],
 )
 async def test_a_forged_cursor_of_the_right_shape_is_a_bad_user_input_error_on_every_list(

@@ -94,10 +94,17 @@ def encode_cursor(values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode()
 
 
+MAX_CURSOR_LENGTH: Final = 512
+"""The longest cursor decoded: the API's own are under 120 characters."""
+
+
 def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]]) -> list[Any]:
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise BadCursor("the cursor is not valid")
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (binascii.Error, ValueError, UnicodeError):
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser goes (still within the length).
         raise BadCursor("the cursor is not valid") from None
     if not isinstance(values, list) or len(values) != len(sort):
         raise BadCursor("the cursor is not valid")

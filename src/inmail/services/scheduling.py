@@ -10,6 +10,7 @@ skipped while the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -416,6 +417,8 @@ class Deliveries(Protocol):
 
     async def drain(self) -> int: ...
 
+    def alone(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+
 
 async def advance_clock(
     deps: Deps,
@@ -445,7 +448,10 @@ async def advance_clock(
         if deliveries is not None:
             await deliveries.drain()
 
-    async with clock.advancing:
+    # Background deliveries wait while the clock walks: one in flight would otherwise record
+    # its retry at a time the walk has already passed, and the retry would never be made.
+    alone = deliveries.alone() if deliveries is not None else contextlib.nullcontext()
+    async with clock.advancing, alone:
         target = clock.now() + delta
         await stop_here()  # anything left behind
         while clock.now() < target:

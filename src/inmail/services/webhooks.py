@@ -29,7 +29,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -207,6 +208,8 @@ class WebhookWorker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Held by each background pass, and by `alone` for as long as its block runs.
+        self._passing = asyncio.Lock()
 
     async def start(self) -> None:
         if self._task is None:
@@ -231,12 +234,28 @@ class WebhookWorker:
 
     async def _loop(self) -> None:
         await repeat(
-            self.drain,
+            self._background_pass,
             interval=self.config.poll_interval,
             stopping=self._stopping,
             wake=self._wake,
             what="webhooks",
         )
+
+    async def _background_pass(self) -> int:
+        async with self._passing:
+            return await self.drain()
+
+    @asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        """While the block runs, this worker attempts only what the block's own `drain` calls
+        do: a background pass in flight ends first, and the next one waits for the block.
+
+        For a manual clock moved forward (`advance_clock`): an attempt in flight records when
+        its retry falls due from the time it began, and the clock must not pass that time
+        before the walk has seen it.
+        """
+        async with self._passing:
+            yield
 
     async def next_due_after(self, after: datetime) -> datetime | None:
         """When the next delivery attempt after `after` (service time) falls due, if any."""
