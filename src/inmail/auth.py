@@ -107,10 +107,16 @@ class TokenService:
                 options={"require": ["sub", "exp"]},
                 leeway=LEEWAY_SECONDS,
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("the token has expired") from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError("the token is not valid yet") from None
+        except (jwt.ExpiredSignatureError, jwt.ImmatureSignatureError) as exc:
+            # The signature holds. PyJWT reads a claim of `true` as 1: such a claim is said to
+            # be no number, not to have expired.
+            _times(self._claims_unchecked(token))
+            expired = isinstance(exc, jwt.ExpiredSignatureError)
+            raise AuthError(
+                "the token has expired" if expired else "the token is not valid yet"
+            ) from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"the token has no {exc.claim} claim") from None
         except jwt.PyJWTError:
             raise AuthError("the token is malformed or wrongly signed") from None
         expires_at = self._check_lifetime(claims)
@@ -121,19 +127,19 @@ class TokenService:
             raise AuthError("the token's role is neither member nor admin")
         return Viewer(subject=subject, role=Role(role), expires_at=expires_at)
 
+    def _claims_unchecked(self, token: str) -> dict[str, object]:
+        """The claims of a token whose signature holds, its times not checked."""
+        claims: dict[str, object] = jwt.decode(
+            token,
+            self._secret,
+            algorithms=[ALGORITHM],
+            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+        )
+        return claims
+
     def _check_lifetime(self, claims: dict[str, object]) -> float:
         """`exp` (and `iat`, `nbf` when present) are numbers; the token lives at most so long."""
-        times: dict[str, float] = {}
-        for claim in ("exp", "iat", "nbf"):
-            value = claims.get(claim)
-            if value is None and claim != "exp":
-                continue
-            # PyJWT takes "exp": "1999999999" (a string of digits) as a number: refuse it.
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise AuthError(f"the token's {claim} is not a number")
-            if not math.isfinite(value):
-                raise AuthError(f"the token's {claim} is not a number")
-            times[claim] = float(value)
+        times = _times(claims)
         longest = self.max_lifetime.total_seconds()
         issued = times.get("iat")
         if issued is None:
@@ -152,6 +158,22 @@ class TokenService:
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("the Authorization header must be 'Bearer <token>'")
         return self.verify(token.strip())
+
+
+def _times(claims: dict[str, object]) -> dict[str, float]:
+    """`exp`, and `iat` and `nbf` where present, each a finite number (AuthError otherwise)."""
+    times: dict[str, float] = {}
+    for claim in ("exp", "iat", "nbf"):
+        value = claims.get(claim)
+        if value is None and claim != "exp":
+            continue
+        # PyJWT takes "exp": "1999999999" (a string of digits) as a number: refuse it.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise AuthError(f"the token's {claim} is not a number")
+        if not math.isfinite(value):
+            raise AuthError(f"the token's {claim} is not a number")
+        times[claim] = float(value)
+    return times
 
 
 class UnusableSecret(ValueError):

@@ -67,9 +67,18 @@ def test_a_token_with_an_unknown_role_is_refused() -> None:
         TokenService(SECRET).verify(token)
 
 
-def test_a_token_without_expiry_is_refused() -> None:
-    token = jwt.encode({"sub": "m1", "role": "member"}, SECRET, "HS256")
-    with pytest.raises(AuthError):
+@pytest.mark.parametrize("claims", [{"sub": "m1"}, {"sub": "m1", "exp": None}])
+def test_a_token_without_expiry_is_refused_as_such(claims: dict[str, object]) -> None:
+    token = jwt.encode({**claims, "role": "member"}, SECRET, "HS256")
+    with pytest.raises(AuthError, match="no exp claim"):
+        TokenService(SECRET).verify(token)
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_a_time_claim_of_true_is_no_number_rather_than_a_time(claim: str) -> None:
+    claims: dict[str, object] = {"sub": "m1", "role": "member", "exp": time.time() + 3600}
+    token = jwt.encode({**claims, claim: True}, SECRET, "HS256")
+    with pytest.raises(AuthError, match=f"{claim} is not a number"):
         TokenService(SECRET).verify(token)
 
 

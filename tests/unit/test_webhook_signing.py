@@ -170,5 +170,11 @@ def test_the_readme_receiver_accepts_a_signed_event_once_and_refuses_forgeries(
     stale = {"InMail-Signature": sign(secret, body, int(time.time()) - 600)}
     assert namespace["receive"](stale, body) == 400
     assert namespace["receive"]({}, body) == 400
-    for hostile in ("t=\u00b2,v1=00", f"t={int(time.time())},v1=\u00e9"):
+    hostile_headers = (
+        "t=\u00b2,v1=00",
+        f"t={int(time.time())},v1=\u00e9",
+        "t=" + "9" * 5000 + ",v1=00",  # past int()'s limit on digits
+        "t=1" + "0" * 400 + ",v1=00",  # past what a float holds
+    )
+    for hostile in hostile_headers:
         assert namespace["receive"]({"InMail-Signature": hostile}, body) == 400

@@ -70,8 +70,9 @@ def verify_signature(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> bool:
     """Whether `header` (an `InMail-Signature` value) signs `body` with `secret`, made within
-    `tolerance` seconds of `now` (unix seconds). Any `v1=` entry may match (several are sent
-    while a secret is being replaced); the comparison takes constant time."""
+    `tolerance` seconds of `now` (unix seconds). Any `v1=` entry may match (the service sends
+    one; the format allows one per secret, as Stripe's does); the comparison takes constant
+    time."""
     timestamp: str | None = None
     candidates: list[str] = []
     for part in header.split(","):
