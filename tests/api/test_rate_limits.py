@@ -154,6 +154,28 @@ async def test_the_thirty_first_inmail_in_a_minute_is_rate_limited_and_writes_no
     assert await counted(api, Action.INMAIL, rosalind) == 30
 
 
+COMPOSE = "query($r: ID!) { compose(recipientId: $r) { canSend reason creditsLeft } }"
+
+
+async def test_the_compose_window_says_rate_limited_when_sendinmail_would(strict: Api) -> None:
+    rosalind, people = await a_recruiter_and_readers(strict, 6)
+    await inmail_each(strict, rosalind, people[:5], "window")
+    strict.advance(seconds=30)
+
+    window = (await strict.gql(COMPOSE, {"r": people[5].id}, rosalind.token))["compose"]
+    refused = await send(strict, rosalind, people[5], "window-5")
+    # Another refusal that sendInMail makes first is the one the window gives.
+    awaiting = (await strict.gql(COMPOSE, {"r": people[0].id}, rosalind.token))["compose"]
+
+    assert codes(refused) == ["RATE_LIMITED"]
+    assert window == {"canSend": False, "reason": "RATE_LIMITED", "creditsLeft": 55}
+    assert awaiting["reason"] == "AWAITING_RESPONSE"
+    strict.advance(seconds=31)
+    reopened = (await strict.gql(COMPOSE, {"r": people[5].id}, rosalind.token))["compose"]
+    assert reopened == {"canSend": True, "reason": None, "creditsLeft": 55}
+    assert (await send(strict, rosalind, people[5], "window-5b"))["errors"] == []
+
+
 async def test_advancing_the_clock_past_the_minute_lets_the_next_inmail_through(
     strict: Api,
 ) -> None:

@@ -26,7 +26,13 @@ from inmail.domain.rules import inmail_refusal
 from inmail.repositories.mongo import DuplicateKeyError, new_id
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay
-from inmail.services.rate_limits import Action, RateLimits, count_inmail, count_send
+from inmail.services.rate_limits import (
+    Action,
+    RateLimits,
+    at_the_limit,
+    count_inmail,
+    count_send,
+)
 from inmail.services.unit_of_work import Reads, Transaction
 
 
@@ -402,9 +408,13 @@ async def compose(
     refusal = inmail_refusal(
         sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=balance
     )
+    # sendInMail counts the rate limit last, once every other check has passed.
+    reason = refusal.code if refusal else None
+    if reason is None and at_the_limit(deps.rate_limits, Action.INMAIL, sender.recent_inmails, now):
+        reason = ErrorCode.RATE_LIMITED
     return ComposeInfo(
-        can_send=refusal is None,
-        reason=refusal.code if refusal else None,
+        can_send=reason is None,
+        reason=reason,
         credits_left=balance,
         recipient_is_connection=recipient is not None and sender.is_connected_to(recipient.id),
     )

@@ -90,6 +90,11 @@ def _refused_unless_room(
     return inside
 
 
+def at_the_limit(limits: RateLimits, action: Action, recent: RecentSends, now: datetime) -> bool:
+    """Whether one more `action` at `now` would be RATE_LIMITED (for a window that only asks)."""
+    return len(in_the_minute_before(recent, now)) >= limits.limit(action)
+
+
 def count_inmail(limits: RateLimits, recent: RecentSends, now: datetime) -> RecentSends:
     """The sender's latest InMails with one more at `now`; RateLimited past the limit.
 
