@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -175,6 +176,26 @@ async def test_a_page_of_exactly_100_is_allowed(api: Api) -> None:
     assert data["viewer"]["ledger"]["totalCount"] == 1
 
 
+async def test_a_page_of_none_says_whether_any_follow(api: Api) -> None:
+    """Relay's hasNextPage: more than `first` edges after the cursor, for `first: 0` too."""
+    ada, grace = await ada_and_grace(api)
+    await api.send(ada, grace)
+    lists = "ledger conversations creditLots notifications"
+    empty_lists = "purchases"
+    fields = " ".join(
+        f"{name}(first: 0) {{ totalCount edges {{ cursor }} pageInfo {{ hasNextPage }} }}"
+        for name in [*lists.split(), empty_lists]
+    )
+
+    viewer = (await api.gql(f"{{ viewer {{ {fields} }} }}", token=ada.token))["viewer"]
+
+    for name in lists.split():
+        assert viewer[name]["edges"] == [], name
+        assert viewer[name]["pageInfo"]["hasNextPage"] is (viewer[name]["totalCount"] > 0), name
+    assert viewer["ledger"]["pageInfo"]["hasNextPage"] is True
+    assert viewer[empty_lists]["pageInfo"]["hasNextPage"] is False
+
+
 async def test_a_cursor_the_service_did_not_make_is_a_bad_user_input_error(api: Api) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
 
@@ -189,42 +210,108 @@ async def test_a_cursor_the_service_did_not_make_is_a_bad_user_input_error(api: 
         assert graphql_error_codes(body) == ["BAD_USER_INPUT"] * 3, cursor
 
 
-def forged(*values: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+def forged(list_name: str, *values: object) -> str:
+    """A cursor written by hand for the list `list_name`, as the service writes its own."""
+    return base64.urlsafe_b64encode(json.dumps([list_name, *values]).encode()).decode()
+
+
+LISTS = [
+    ("conversations", "viewer { conversations(after: $c) { totalCount } }"),
+    ("credit_lots", "viewer { creditLots(after: $c) { totalCount } }"),
+    ("notifications", "viewer { notifications(after: $c) { totalCount } }"),
+    ("purchases", "viewer { purchases(after: $c) { totalCount } }"),
+    ("credit_lots", "creditLots(after: $c) { totalCount }"),
+    (
+        "messages",
+        "node(id: $id) { ... on Conversation { messageConnection(after: $c) { totalCount } } }",
+    ),
+]
+
+
+async def refusals_on_every_list(
+    api: Api, cursor_for: Callable[[str], str]
+) -> list[tuple[str, list[str | None]]]:
+    """Each list of LISTS asked for the page after `cursor_for(its list's name)`: the codes of
+    the errors, by list."""
+    ada, grace = await ada_and_grace(api)
+    sent = await api.send(ada, grace)
+    thread = sent["conversation"]["id"]
+    answers = []
+    for name, field in LISTS:
+        named = f"messages:{thread}" if name == "messages" else name
+        variables = {"c": cursor_for(named)}
+        declared = "$c: String"
+        if "$id" in field:
+            variables["id"] = thread
+            declared += ", $id: ID!"
+        body = await api.raw(f"query({declared}) {{ {field} }}", variables, token=ada.token)
+        answers.append((field, graphql_error_codes(body)))
+    return answers
 
 
 @pytest.mark.parametrize(
-    "cursor",
+    "values",
     [
-        forged("0001-01-01T00:00:00+05:00", "x"),  # before year 1 once in UTC
-        forged("9999-12-31T23:00:00-05:00", "x"),  # after year 9999 once in UTC
-        forged("2026-01-15T00:00:00+00:00", "\ud800"),  # a lone surrogate
-        # JSON nested deeper than the parser goes, and a cursor far longer than any made
-        base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode(),
-        forged("2026-01-15T00:00:00+00:00", "x" * 600),
+        ("0001-01-01T00:00:00+05:00", "x"),  # before year 1 once in UTC
+        ("9999-12-31T23:00:00-05:00", "x"),  # after year 9999 once in UTC
+        ("2026-01-15T00:00:00+00:00", "\ud800"),  # a lone surrogate
+        ("2026-01-15T00:00:00+00:00", "x" * 600),  # far longer than any cursor made
     ],
 )
 async def test_a_forged_cursor_of_the_right_shape_is_a_bad_user_input_error_on_every_list(
-    api: Api, cursor: str
+    api: Api, values: tuple[str, str]
 ) -> None:
+    answers = await refusals_on_every_list(api, lambda name: forged(name, *values))
+
+    assert answers == [(field, ["BAD_USER_INPUT"]) for _, field in LISTS]
+
+
+async def test_json_nested_deeper_than_the_parser_goes_is_a_bad_user_input_error(
+    api: Api,
+) -> None:
+    nested = base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode()
+
+    answers = await refusals_on_every_list(api, lambda _: nested)
+
+    assert answers == [(field, ["BAD_USER_INPUT"]) for _, field in LISTS]
+
+
+THREAD_PAGE = (
+    "u: node(id: $u) { ... on Conversation { messageConnection(after: $c) { totalCount } } }"
+)
+
+
+async def test_a_cursor_the_api_gave_for_another_list_is_a_bad_user_input_error(api: Api) -> None:
+    """Most lists' cursors are (time, id): one list's would read as a place in another."""
     ada, grace = await ada_and_grace(api)
-    sent = await api.send(ada, grace)
-    lists = [
-        "viewer { conversations(after: $c) { totalCount } }",
-        "viewer { creditLots(after: $c) { totalCount } }",
-        "viewer { notifications(after: $c) { totalCount } }",
-        "viewer { purchases(after: $c) { totalCount } }",
-        "creditLots(after: $c) { totalCount }",
-        "node(id: $id) { ... on Conversation { messageConnection(after: $c) { totalCount } } }",
+    mary = await api.create_member("Mary Somerville", "PREMIUM_CAREER")
+    threads = [(await api.send(ada, grace))["conversation"]["id"]]
+    threads.append((await api.send(mary, ada))["conversation"]["id"])
+    cursors = await api.gql(
+        "query($t: ID!, $u: ID!) { viewer { creditLots { edges { cursor } } "
+        "conversations { edges { cursor } } notifications { edges { cursor } } } "
+        "t: node(id: $t) { ... on Conversation { messageConnection { edges { cursor } } } } "
+        "u: node(id: $u) { ... on Conversation { messageConnection { edges { cursor } } } } }",
+        {"t": threads[0], "u": threads[1]},
+        token=ada.token,
+    )
+    lots, conversations, notifications = (
+        cursors["viewer"][name]["edges"][0]["cursor"]
+        for name in ("creditLots", "conversations", "notifications")
+    )
+    message = cursors["t"]["messageConnection"]["edges"][0]["cursor"]
+    misplaced = [
+        ("viewer { conversations(after: $c) { totalCount } }", lots),
+        ("viewer { notifications(after: $c) { totalCount } }", conversations),
+        ("viewer { purchases(after: $c) { totalCount } }", notifications),
+        ("viewer { creditLots(after: $c) { totalCount } }", message),
+        (THREAD_PAGE, message),
     ]
 
-    for field in lists:
-        variables = {"c": cursor, "id": sent["conversation"]["id"]} if "$id" in field else {}
-        declared = "$c: String, $id: ID!" if variables else "$c: String"
-        body = await api.raw(
-            f"query({declared}) {{ {field} }}", variables or {"c": cursor}, token=ada.token
-        )
-
+    for field, cursor in misplaced:
+        declared = "$c: String, $u: ID!" if "$u" in field else "$c: String"
+        variables = {"c": cursor, "u": threads[1]} if "$u" in field else {"c": cursor}
+        body = await api.raw(f"query({declared}) {{ {field} }}", variables, token=ada.token)
         assert graphql_error_codes(body) == ["BAD_USER_INPUT"], field
 
 
@@ -236,7 +323,7 @@ async def test_a_ledger_cursor_past_what_bson_holds_is_a_bad_user_input_error(
 
     body = await api.raw(
         "query($c: String) { viewer { ledger(after: $c) { totalCount } } }",
-        {"c": forged(position)},
+        {"c": forged("ledger", position)},
         token=ada.token,
     )
 

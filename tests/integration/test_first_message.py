@@ -241,8 +241,9 @@ async def test_a_page_of_none_and_a_cursor_at_the_first_message_answer_alike(
             )
         assert answers[0] == answers[1]
         empty, empty_after_first, after_first, _ = answers[0]
-        assert empty == ([], False, False)
-        assert empty_after_first == ([], False, True)
+        # A page of none says whether any follow (Relay: more than `first` edges after).
+        assert empty == ([], True, False)
+        assert empty_after_first == ([], len(thread.messages) > 1, True)
         assert [m for _, m in after_first[0]] == thread.messages[1:4]
 
 
@@ -279,22 +280,23 @@ async def test_any_message_is_found_by_its_id_with_its_conversation_either_way(
         assert await MessageReader(mongo, None).get_many([]) == {}
 
 
-def _cursors_around(first: Message) -> list[str]:
+def _cursors_around(first: Message, conversation_id: str) -> list[str]:
     """Cursors a client may write by hand around the first message: a time with no zone (read as
     UTC), another zone, finer than a millisecond, ids just before and after, far off."""
     at, ident = first.sent_at, first.id
+    thread = f"messages:{conversation_id}"  # the list a thread's cursors name
     india = timezone(timedelta(hours=5, minutes=30))
     return [
-        encode_cursor([at.replace(tzinfo=None), ident]),
-        encode_cursor([at.astimezone(india), ident]),
-        encode_cursor([at + timedelta(microseconds=700), ident]),
-        encode_cursor([at - timedelta(microseconds=1), ident]),
-        encode_cursor([at, ""]),
-        encode_cursor([at, ident + "0"]),
-        encode_cursor([at - timedelta(milliseconds=1), "zzzz"]),
-        encode_cursor([at + timedelta(seconds=1), ""]),
-        encode_cursor([datetime(1970, 1, 1, tzinfo=UTC), ident]),
-        encode_cursor([datetime(9999, 12, 31, tzinfo=UTC), ident]),
+        encode_cursor([at.replace(tzinfo=None), ident], thread),
+        encode_cursor([at.astimezone(india), ident], thread),
+        encode_cursor([at + timedelta(microseconds=700), ident], thread),
+        encode_cursor([at - timedelta(microseconds=1), ident], thread),
+        encode_cursor([at, ""], thread),
+        encode_cursor([at, ident + "0"], thread),
+        encode_cursor([at - timedelta(milliseconds=1), "zzzz"], thread),
+        encode_cursor([at + timedelta(seconds=1), ""], thread),
+        encode_cursor([datetime(1970, 1, 1, tzinfo=UTC), ident], thread),
+        encode_cursor([datetime(9999, 12, 31, tzinfo=UTC), ident], thread),
     ]
 
 
@@ -303,7 +305,7 @@ async def test_cursors_written_by_hand_around_the_first_message_answer_alike(
 ) -> None:
     readers = await _readers_both_ways(both)
     for thread in THREADS:
-        for cursor in _cursors_around(thread.first):
+        for cursor in _cursors_around(thread.first, thread.conversation.id):
             answers = []
             for reader, conversations in readers:
                 conversation = conversations[thread.conversation.id]
@@ -313,6 +315,8 @@ async def test_cursors_written_by_hand_around_the_first_message_answer_alike(
     reader, conversations = readers[0]
     thread = THREADS[-1]
     page = await reader.page(
-        conversations[thread.conversation.id], 3, _cursors_around(thread.first)[0]
+        conversations[thread.conversation.id],
+        3,
+        _cursors_around(thread.first, thread.conversation.id)[0],
     )
     assert [m for _, m in page.items] == thread.messages[1:3]

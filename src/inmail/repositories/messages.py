@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from inmail.domain.model import Conversation, Message
 from inmail.repositories.mongo import NO_TRANSACTION, Doc, Mongo, Session
-from inmail.repositories.pages import Cursor, Page, decode_cursor, keyset_page
+from inmail.repositories.pages import Cursor, Page, decode_cursor, keyset_page, list_name
 
 OLDEST_FIRST = (("sentAt", 1), ("_id", 1))
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
@@ -158,23 +158,23 @@ class MessageReader:
                 OLDEST_FIRST,
                 first,
                 after,
+                scope=conversation.id,
             )
         ).map(message_from_doc)
         opening = conversation.first_message
         if opening is None:
             return page
+        thread = list_name(self._c, conversation.id)
         if after is not None:
-            sent_at, message_id = decode_cursor(after, OLDEST_FIRST)
+            sent_at, message_id = decode_cursor(after, OLDEST_FIRST, thread)
             if _position_of(opening) <= _position(sent_at, message_id):
                 return Page(page.items, page.has_next, _it_precedes)
         if first <= 0:
-            return page
+            return Page([], True, page.previous)  # the opening message follows, at least
         # The opening message and the collection's next `first` (of which there were more, or
         # not): the page is the `first` earliest of them.
-        items = sorted(
-            [(_cursor_of(opening), opening), *page.items],
-            key=lambda item: _position_of(item[1]),
-        )
+        opened = (Cursor([opening.sent_at, opening.id], thread), opening)
+        items = sorted([opened, *page.items], key=lambda item: _position_of(item[1]))
         has_next = page.has_next or len(items) > first
         return Page(items[:first], has_next, page.previous)
 
@@ -183,11 +183,6 @@ class MessageReader:
             {"conversationId": conversation.id}, session=self._session
         )
         return kept_apart + (conversation.first_message is not None)
-
-
-def _cursor_of(message: Message) -> Cursor:
-    """The message's cursor, as the keyset page makes it from a document of the collection."""
-    return Cursor([message.sent_at, message.id])
 
 
 class MessageRepository(MessageReader):

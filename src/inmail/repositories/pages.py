@@ -23,6 +23,12 @@ class BadCursor(ValueError):
     """The `after` cursor was not made by this service for this list."""
 
 
+def list_name(collection: Collection, scope: str | None = None) -> str:
+    """The name a list's cursors carry: its collection's, and the scope within it (the
+    conversation of a thread's messages), so that a cursor of one list is refused by another."""
+    return collection.name if scope is None else f"{collection.name}:{scope}"
+
+
 U = TypeVar("U")
 
 
@@ -34,15 +40,16 @@ class Cursor:
     """An item's place in its list, written as the opaque cursor text only when asked (`str`):
     a page of 100 items is usually shown with one cursor, its `endCursor`."""
 
-    __slots__ = ("_text", "_values")
+    __slots__ = ("_list", "_text", "_values")
 
-    def __init__(self, values: Sequence[Any]) -> None:
+    def __init__(self, values: Sequence[Any], list_name: str) -> None:
         self._values = values
+        self._list = list_name
         self._text: str | None = None
 
     def __str__(self) -> str:
         if self._text is None:
-            self._text = encode_cursor(self._values)
+            self._text = encode_cursor(self._values, self._list)
         return self._text
 
     def __repr__(self) -> str:
@@ -89,8 +96,9 @@ class Page(Ends, Generic[T]):
         return Page(items, self.has_next, self.previous)
 
 
-def encode_cursor(values: Sequence[Any]) -> str:
-    plain = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+def encode_cursor(values: Sequence[Any], list_name: str) -> str:
+    """The cursor text: the list's name, then the item's sort values."""
+    plain = [list_name, *(v.isoformat() if isinstance(v, datetime) else v for v in values)]
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode()
 
 
@@ -98,7 +106,9 @@ MAX_CURSOR_LENGTH: Final = 512
 """The longest cursor decoded: the API's own are under 120 characters."""
 
 
-def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]]) -> list[Any]:
+def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]], list_name: str) -> list[Any]:
+    """The sort values of a cursor this service made for the list `list_name`; BadCursor for
+    any other text, a cursor of another list included."""
     if len(cursor) > MAX_CURSOR_LENGTH:
         raise BadCursor("the cursor is not valid")
     try:
@@ -106,8 +116,11 @@ def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]]) -> list[Any]:
     except (binascii.Error, ValueError, UnicodeError, RecursionError):
         # RecursionError: JSON nested deeper than the parser goes (still within the length).
         raise BadCursor("the cursor is not valid") from None
-    if not isinstance(values, list) or len(values) != len(sort):
+    if not isinstance(values, list) or len(values) != len(sort) + 1:
         raise BadCursor("the cursor is not valid")
+    named, *values = values
+    if named != list_name:
+        raise BadCursor("the cursor is of another list")
     return [_cursor_value(value, name) for value, (name, _) in zip(values, sort, strict=True)]
 
 
@@ -179,6 +192,8 @@ async def keyset_page(
     first: int,
     after: str | None,
     projection: Mapping[str, Any] | None = None,
+    *,
+    scope: str | None = None,
 ) -> Page[Doc]:
     """The `first` documents after the cursor; whether more follow, and whether any precede.
 
@@ -186,13 +201,13 @@ async def keyset_page(
     cursor was given and a document of the list sorts at or before it (Relay's rule for
     forward pagination, asked with one indexed `limit 1` query when a client selects it).
     """
-    values = decode_cursor(after, sort) if after is not None else None
+    named = list_name(collection, scope)
+    values = decode_cursor(after, sort, named) if after is not None else None
     full = after_key(query, sort, values)
     before = {"$and": [dict(query), _up_to(sort, values)]} if values is not None else None
 
     async def fetch() -> list[Doc]:
-        if first <= 0:
-            return []
+        # For `first: 0` too: the one document it reads says whether a next page holds any.
         return await mongo.find_all(
             collection,
             full,
@@ -217,6 +232,6 @@ async def keyset_page(
 
     docs = await fetch()
     items: list[tuple[CursorText, Doc]] = [
-        (Cursor([doc[name] for name, _ in sort]), doc) for doc in docs[:first]
+        (Cursor([doc[name] for name, _ in sort], named), doc) for doc in docs[:first]
     ]
     return Page(items=items, has_next=len(docs) > first, previous=precedes)
