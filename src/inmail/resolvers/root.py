@@ -148,6 +148,11 @@ class MaskUnexpectedErrors(MaskErrors):
                 error.extensions = {**(error.extensions or {}), "code": _code_of(error)}
         return processed
 
+    def _process_result(self, result: object) -> None:
+        errors = getattr(result, "errors", None)
+        if errors:
+            cast(_WithErrors, result).errors = self._process_errors(errors)
+
 
 # graphql-core's words for variables whose values do not coerce (its validation rules speak of
 # variables too: "is never used", "is not defined", "used in position expecting").
@@ -168,11 +173,6 @@ def _code_of(error: GraphQLError) -> str:
     if error.path is None:
         return "GRAPHQL_VALIDATION_FAILED"
     return "INTERNAL_SERVER_ERROR"
-
-    def _process_result(self, result: object) -> None:
-        errors = getattr(result, "errors", None)
-        if errors:
-            cast(_WithErrors, result).errors = self._process_errors(errors)
 
 
 class _WithErrors(Protocol):
