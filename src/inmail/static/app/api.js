@@ -23,10 +23,16 @@ export class Api {
   async request(query, variables = {}) {
     let response;
     try {
-      response = await this.post(query, variables);
+      try {
+        response = await this.post(query, variables);
+      } catch (networkError) {
+        if (!safeToRepeat(query, variables)) throw networkError;
+        response = await this.post(query, variables);
+      }
     } catch (networkError) {
-      if (!safeToRepeat(query, variables)) throw networkError;
-      response = await this.post(query, variables);
+      // No answer at all ("Failed to fetch"): the service could not be reached, and a mutation
+      // may or may not have happened. The caller words what to check.
+      throw new ApiError("Could not reach the service.", UNREACHABLE);
     }
     let body;
     try {
@@ -53,8 +59,11 @@ export class Api {
     });
   }
 
-  // A websocket that lives until close(); onState hears "connecting", "connected", "closed".
+  // A websocket that lives until close(); onState hears "connecting", "connected", "closed",
+  // "refused", and "reconnected" for every connection after the first (events sent while the
+  // socket was down are not replayed: the caller reloads what it shows).
   connect(onState) {
+    let connectedBefore = false;
     const url = new URL(this.endpoint);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     this.live = createClient({
@@ -62,12 +71,19 @@ export class Api {
       connectionParams: { Authorization: `Bearer ${this.token}` },
       lazy: false,
       keepAlive: 10000,
-      retryAttempts: 1000,
+      // Reconnect for as long as the page is open, never waiting more than RETRY_CAP_MS between
+      // attempts (graphql-ws doubles its wait without a cap by default): the client is live
+      // again within seconds of the service coming back.
+      retryAttempts: Infinity,
+      retryWait: (retries) => new Promise((resolve) => setTimeout(resolve, retryDelay(retries))),
       // 4403: the token was refused or has expired; reconnecting with it cannot succeed.
       shouldRetry: (event) => !(event && event.code === TOKEN_REFUSED),
       on: {
         connecting: () => onState("connecting"),
-        connected: () => onState("connected"),
+        connected: () => {
+          onState(connectedBefore ? "reconnected" : "connected");
+          connectedBefore = true;
+        },
         closed: (event) => onState(event && event.code === TOKEN_REFUSED ? "refused" : "closed"),
       },
     });
@@ -95,6 +111,15 @@ export class Api {
 }
 
 const TOKEN_REFUSED = 4403;
+export const UNREACHABLE = "UNREACHABLE";
+const RETRY_CAP_MS = 3000;
+
+// 300 ms, 600 ms, 1.2 s, ... capped at RETRY_CAP_MS, each scaled by a random 50-100% so that
+// many pages do not all come back at the same instant.
+export function retryDelay(retries) {
+  const base = Math.min(RETRY_CAP_MS, 300 * 2 ** Math.min(retries, 10));
+  return Math.round(base * (0.5 + Math.random() * 0.5));
+}
 
 function safeToRepeat(query, variables) {
   const isMutation = /^\s*mutation\b/.test(query);

@@ -1,6 +1,6 @@
 // The reference web client: sign in with a token, compose, inbox, sent box, notifications,
 // live balance, buying credits. Every piece of data reaches the page as textContent.
-import { Api, ApiError } from "/static/app/api.js";
+import { Api, ApiError, UNREACHABLE } from "/static/app/api.js";
 
 const TOKEN_KEY = "inmail.token";
 
@@ -81,6 +81,36 @@ let api = null;
 let viewer = null;
 let stopLive = [];
 
+// What an answer that could not be had means for each action: a send or a purchase under an
+// idempotency key may or may not have happened, and repeating it is safe only as the same
+// request, so the member is told what to check first.
+const UNREACHABLE_TEXT = {
+  send: "Could not reach the service: the InMail may or may not have been sent. Check your sent box before sending it again.",
+  buy: "Could not reach the service: the purchase may or may not have gone through. Check your balance before trying again.",
+  respond: "Could not reach the service: your response may or may not have been recorded. Check your inbox before trying again.",
+  read: "Could not reach the service: the notifications may not have been marked read.",
+  load: "Could not reach the service: what is shown may be out of date. It reloads once the service is back.",
+  signin: "Could not reach the service. Try again once it is back.",
+};
+
+function isUnreachable(error) {
+  return error instanceof ApiError && error.code === UNREACHABLE;
+}
+
+// Shows an outage message in `element` (the status line when none), marked so that it clears
+// once the live connection is back.
+function sayUnreachable(action, element = $("status")) {
+  element.textContent = UNREACHABLE_TEXT[action] || UNREACHABLE_TEXT.load;
+  element.dataset.unreachable = "1";
+}
+
+function clearUnreachable() {
+  for (const element of document.querySelectorAll("[data-unreachable]")) {
+    element.textContent = "";
+    delete element.dataset.unreachable;
+  }
+}
+
 async function signIn(token) {
   const candidate = new Api(token);
   const data = await candidate.request(`{
@@ -91,6 +121,7 @@ async function signIn(token) {
     }
   }`);
   if (!data.viewer) throw new ApiError("That token is not a member's (an admin has no inbox).");
+  resetMemberState();
   api = candidate;
   viewer = data.viewer;
   sessionStorage.setItem(TOKEN_KEY, token);
@@ -114,8 +145,32 @@ function signOut() {
   sessionStorage.removeItem(TOKEN_KEY);
   $("signed-in").hidden = true;
   $("signed-out").hidden = false;
-  for (const id of ["inbox", "sent", "notifications"]) $(id).replaceChildren();
+  resetMemberState();
   say("Signed out.");
+}
+
+// Everything the page shows or holds for one member, back to how a fresh page has it: the next
+// member to sign in (in this tab) sees nothing of the previous one's.
+function resetMemberState() {
+  composeTo = null;
+  for (const id of ["token-input", "compose-recipient", "compose-subject", "compose-body"]) $(id).value = "";
+  $("buy-quantity").value = "1";
+  $("compose-recipient-name").textContent = "nobody yet";
+  $("compose-credits").textContent = "?";
+  delete $("compose-credits").dataset.known;
+  $("compose-reason").textContent = "";
+  delete $("compose-reason").dataset.reason;
+  for (const id of ["compose-result", "buy-result", "buy-price", "viewer-name", "viewer-id", "viewer-plan"]) {
+    $(id).textContent = "";
+  }
+  $("compose-send").disabled = true;
+  $("balance").textContent = "?";
+  delete $("balance").dataset.balance;
+  $("live-status").dataset.state = "connecting";
+  $("live-status").textContent = "connecting...";
+  showUnread(0);
+  for (const id of Object.keys(LISTS)) resetList(id);
+  clearUnreachable();
 }
 
 function showBalance(balance) {
@@ -136,6 +191,12 @@ function setLiveState(state) {
     signOut();
     say("Signed out: the token was refused or has expired. Sign in with a new one.");
     return;
+  }
+  if (state === "reconnected") {
+    // Back after an outage: what happened meanwhile was not replayed, so load it all again.
+    state = "connected";
+    clearUnreachable();
+    reloadAll().catch(showError);
   }
   $("live-status").dataset.state = state;
   $("live-status").textContent = state === "connected" ? "live" : state + "...";
@@ -170,7 +231,20 @@ function goLive() {
   );
 }
 
+async function reloadAll() {
+  const mine = api;
+  const data = await api.request("{ viewer { inmailBalance } }");
+  if (api !== mine || !data.viewer) return;
+  showBalance(data.viewer.inmailBalance);
+  if ($("compose-credits").dataset.known) $("compose-credits").textContent = String(data.viewer.inmailBalance);
+  await Promise.all([loadInbox(), loadSent(), loadNotifications()]);
+}
+
 function showError(error) {
+  if (isUnreachable(error)) {
+    sayUnreachable(api ? "load" : "signin");
+    return;
+  }
   if (error instanceof ApiError && error.code === "UNAUTHENTICATED") {
     signOut();
     say(`Signed out: ${error.message}`);
@@ -187,6 +261,7 @@ async function lookUp(recipientId) {
   $("compose-send").disabled = true;
   $("compose-reason").textContent = "";
   $("compose-result").textContent = "";
+  const mine = api;
   const data = await api.request(
     `query Compose($id: ID!) {
       member(id: $id) { id name headline }
@@ -194,6 +269,7 @@ async function lookUp(recipientId) {
     }`,
     { id: recipientId }
   );
+  if (api !== mine) return; // signed out (or someone else signed in) meanwhile
   const compose = data.compose;
   $("compose-recipient-name").textContent = data.member ? data.member.name : "no such member";
   $("compose-credits").textContent = String(compose.creditsLeft);
@@ -216,6 +292,7 @@ async function send() {
     body: $("compose-body").value,
     idempotencyKey: newKey(),
   };
+  const mine = api;
   try {
     const data = await api.request(
       `mutation Send($input: SendInMailInput!) {
@@ -225,6 +302,7 @@ async function send() {
       }`,
       { input }
     );
+    if (api !== mine) return;
     const result = data.sendInMail;
     if (result.errors.length) {
       $("compose-result").textContent = userErrors(result.errors);
@@ -238,20 +316,85 @@ async function send() {
     composeTo = null;
     await loadSent();
   } catch (error) {
+    if (api !== mine) return;
     button.disabled = false;
+    if (isUnreachable(error)) {
+      sayUnreachable("send", $("compose-result"));
+      return;
+    }
     throw error;
   }
 }
 
-// Inbox and sent box.
-async function conversations(role) {
+// Paged lists (inbox, sent box, notifications): the newest PAGE first, "Show more" for the
+// next page after the last one shown (by its cursor). A live update loads the list again from
+// its start, as many items as it shows, so appended pages stay in place.
+const PAGE = 20;
+
+const listState = {};
+
+function resetList(id) {
+  const before = listState[id];
+  // A load still under way for the previous member finds its sequence number taken, and drops
+  // its answer.
+  listState[id] = { nodes: [], cursor: null, hasNext: false, total: 0, wanted: PAGE, seq: before ? before.seq + 1 : 0 };
+  $(id).replaceChildren();
+  showPaging(id);
+}
+
+async function loadList(id, more = false) {
+  if (!api) return;
+  const list = LISTS[id];
+  const state = listState[id];
+  const seq = ++state.seq;
+  const mine = api;
+  const nodes = more ? state.nodes.slice() : [];
+  let cursor = more ? state.cursor : null;
+  let hasNext = more ? state.hasNext : true;
+  let total = state.total;
+  let last = null;
+  const wanted = more ? state.nodes.length + PAGE : Math.max(PAGE, state.wanted);
+  state.wanted = wanted;
+  const seen = new Set(nodes.map((n) => n.id));
+  do {
+    last = await list.fetch(Math.min(PAGE, wanted - nodes.length), cursor);
+    if (api !== mine || state.seq !== seq) return; // signed out, or a newer load of this list
+    const connection = last.connection;
+    for (const node of connection.nodes) {
+      if (!seen.has(node.id)) nodes.push(node);
+      seen.add(node.id);
+    }
+    total = connection.totalCount;
+    hasNext = connection.pageInfo.hasNextPage;
+    cursor = connection.pageInfo.endCursor || cursor;
+  } while (hasNext && nodes.length < wanted);
+  Object.assign(state, { nodes, cursor, hasNext, total });
+  if (list.loaded) list.loaded(last);
+  $(id).replaceChildren(...nodes.map((node) => list.draw(node)));
+  if (!nodes.length) $(id).append(el("li", { class: "muted" }, "Nothing yet."));
+  showPaging(id);
+}
+
+function showPaging(id) {
+  const state = listState[id];
+  const shown = state.nodes.length;
+  $(`${id}-shown`).textContent = shown && state.total > shown ? `Showing ${shown} of ${state.total}.` : "";
+  $(`${id}-shown`).dataset.total = String(state.total);
+  $(`${id}-more`).hidden = !state.hasNext;
+}
+
+async function conversationsPage(role, first, after) {
   const data = await api.request(
-    `query Box($role: ConversationRole!) {
-      viewer { conversations(role: $role, first: 20) { totalCount nodes { ${CONVERSATION_FIELDS} } } }
+    `query Box($role: ConversationRole!, $first: Int!, $after: String) {
+      viewer {
+        conversations(role: $role, first: $first, after: $after) {
+          totalCount pageInfo { hasNextPage endCursor } nodes { ${CONVERSATION_FIELDS} }
+        }
+      }
     }`,
-    { role }
+    { role, first, after }
   );
-  return data.viewer.conversations.nodes;
+  return { connection: data.viewer.conversations };
 }
 
 function messagesOf(conversation) {
@@ -263,13 +406,6 @@ function messagesOf(conversation) {
 function stateOf(conversation) {
   const response = conversation.response ? ` (${conversation.response})` : "";
   return el("span", { class: "state", "data-field": "state", "data-state": conversation.state }, conversation.state + response);
-}
-
-// A box lists the viewer's conversations in one role, each drawn by `item`.
-async function showBox(listId, role, item) {
-  const nodes = await conversations(role);
-  $(listId).replaceChildren(...nodes.map((c) => item(c)));
-  if (!nodes.length) $(listId).append(el("li", { class: "muted" }, "Nothing yet."));
 }
 
 // One conversation in a box: its subject, the other party (the inbox names the sender, the
@@ -285,15 +421,17 @@ function conversationItem(c, { testid, party, note, actions }) {
   );
 }
 
-async function loadInbox() {
-  await showBox("inbox", "RECEIVED", (c) =>
-    conversationItem(c, {
-      testid: "inbox-item",
-      party: "sender",
-      note: el("span", { class: "muted" }, " ", when(c.sentAt)),
-      actions: c.kind === "INMAIL" && c.state === "AWAITING_RESPONSE" ? responder(c) : null,
-    })
-  );
+function inboxItem(c) {
+  return conversationItem(c, {
+    testid: "inbox-item",
+    party: "sender",
+    note: el("span", { class: "muted" }, " ", when(c.sentAt)),
+    actions: c.kind === "INMAIL" && c.state === "AWAITING_RESPONSE" ? responder(c) : null,
+  });
+}
+
+function loadInbox() {
+  return loadList("inbox");
 }
 
 function responder(conversation) {
@@ -315,7 +453,8 @@ function responder(conversation) {
       }
       await loadInbox();
     } catch (error) {
-      showError(error);
+      if (isUnreachable(error)) sayUnreachable("respond", result);
+      else showError(error);
     }
   };
   return el(
@@ -330,14 +469,16 @@ function responder(conversation) {
   );
 }
 
-async function loadSent() {
-  await showBox("sent", "SENT", (c) =>
-    conversationItem(c, {
-      testid: "sent-item",
-      party: "recipient",
-      note: c.creditedBack ? el("span", { "data-field": "credited-back" }, " credit returned") : null,
-    })
-  );
+function sentItem(c) {
+  return conversationItem(c, {
+    testid: "sent-item",
+    party: "recipient",
+    note: c.creditedBack ? el("span", { "data-field": "credited-back" }, " credit returned") : null,
+  });
+}
+
+function loadSent() {
+  return loadList("sent");
 }
 
 // Notifications.
@@ -352,31 +493,49 @@ const NOTIFICATION_TEXT = {
   PURCHASE_REFUNDED: "Purchase refunded",
 };
 
-async function loadNotifications() {
-  const data = await api.request(`{
-    viewer {
-      unread: notifications(unreadOnly: true, first: 1) { totalCount }
-      notifications(first: 20) {
-        nodes { id kind at readAt conversation { id subject } lot { expiresAt remaining } purchase { quantity } }
+export function credits(count) {
+  return `${count} ${count === 1 ? "credit" : "credits"}`;
+}
+
+async function notificationsPage(first, after) {
+  const data = await api.request(
+    `query Notifications($first: Int!, $after: String) {
+      viewer {
+        unread: notifications(unreadOnly: true, first: 1) { totalCount }
+        notifications(first: $first, after: $after) {
+          totalCount pageInfo { hasNextPage endCursor }
+          nodes { id kind at readAt conversation { id subject } lot { expiresAt remaining } purchase { quantity } }
+        }
       }
-    }
-  }`);
-  showUnread(data.viewer.unread.totalCount);
-  $("notifications").replaceChildren(
-    ...data.viewer.notifications.nodes.map((n) =>
-      el(
-        "li",
-        { "data-testid": "notification", "data-kind": n.kind, "data-notification-id": n.id, class: n.readAt ? "" : "unread" },
-        NOTIFICATION_TEXT[n.kind] || n.kind,
-        n.conversation ? `: ${n.conversation.subject}` : "",
-        n.purchase ? `: ${n.purchase.quantity} credits` : "",
-        n.lot && n.kind === "CREDITS_EXPIRING" ? `: ${n.lot.remaining} on ${when(n.lot.expiresAt)}` : "",
-        el("span", { class: "muted" }, " ", when(n.at)),
-        n.readAt ? null : el("button", { type: "button", "data-testid": "mark-read", onclick: () => markRead({ ids: [n.id] }) }, "Mark read")
-      )
-    )
+    }`,
+    { first, after }
+  );
+  return { connection: data.viewer.notifications, unread: data.viewer.unread.totalCount };
+}
+
+function notificationItem(n) {
+  return el(
+    "li",
+    { "data-testid": "notification", "data-kind": n.kind, "data-notification-id": n.id, class: n.readAt ? "" : "unread" },
+    NOTIFICATION_TEXT[n.kind] || n.kind,
+    n.conversation ? `: ${n.conversation.subject}` : "",
+    n.purchase ? `: ${credits(n.purchase.quantity)}` : "",
+    n.lot && n.kind === "CREDITS_EXPIRING" ? `: ${n.lot.remaining} on ${when(n.lot.expiresAt)}` : "",
+    el("span", { class: "muted" }, " ", when(n.at)),
+    n.readAt ? null : el("button", { type: "button", "data-testid": "mark-read", onclick: () => markRead({ ids: [n.id] }) }, "Mark read")
   );
 }
+
+function loadNotifications() {
+  return loadList("notifications");
+}
+
+const LISTS = {
+  inbox: { fetch: (first, after) => conversationsPage("RECEIVED", first, after), draw: inboxItem },
+  sent: { fetch: (first, after) => conversationsPage("SENT", first, after), draw: sentItem },
+  notifications: { fetch: notificationsPage, draw: notificationItem, loaded: (page) => showUnread(page.unread) },
+};
+for (const id of Object.keys(LISTS)) resetList(id);
 
 function showUnread(count) {
   $("unread-count").textContent = String(count);
@@ -392,7 +551,8 @@ async function markRead(input) {
     showUnread(data.markNotificationsRead.unreadCount);
     await loadNotifications();
   } catch (error) {
-    showError(error);
+    if (isUnreachable(error)) sayUnreachable("read");
+    else showError(error);
   }
 }
 
@@ -405,6 +565,8 @@ async function buy() {
   }
   // One purchase at a time: the button waits for the answer, so a double click buys once.
   $("buy-credits").disabled = true;
+  $("buy-result").textContent = "";
+  const mine = api;
   let data;
   try {
     data = await api.request(
@@ -413,13 +575,20 @@ async function buy() {
       }`,
       { input: { quantity, idempotencyKey: newKey() } }
     );
+  } catch (error) {
+    if (api !== mine) return;
+    if (!isUnreachable(error)) throw error;
+    sayUnreachable("buy", $("buy-result"));
+    return;
   } finally {
     if (viewer) $("buy-credits").disabled = !viewer.plan.canPurchaseCredits;
   }
+  if (api !== mine) return; // signed out meanwhile: the answer is not the next member's
   const result = data.purchaseInMailCredits;
+  const lot = result.lot;
   $("buy-result").textContent = result.errors.length
     ? userErrors(result.errors)
-    : `Bought ${result.lot.quantity}; they expire ${when(result.lot.expiresAt)}. Credits: ${result.creditsLeft}.`;
+    : `Bought ${credits(lot.quantity)}; ${lot.quantity === 1 ? "it expires" : "they expire"} ${when(lot.expiresAt)}. Credits: ${result.creditsLeft}.`;
 }
 
 function on(id, event, handler) {
@@ -436,6 +605,7 @@ on("compose-lookup-form", "submit", () => lookUp($("compose-recipient").value.tr
 on("compose-form", "submit", send);
 on("mark-all-read", "click", () => markRead({ all: true }));
 on("buy-form", "submit", buy);
+for (const id of Object.keys(LISTS)) on(`${id}-more`, "click", () => loadList(id, true));
 
 const saved = sessionStorage.getItem(TOKEN_KEY);
 if (saved) signIn(saved).catch((error) => { sessionStorage.removeItem(TOKEN_KEY); showError(error); });

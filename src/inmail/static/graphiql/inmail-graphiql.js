@@ -30,10 +30,33 @@
   var socket = new URL(endpoint.href);
   socket.protocol = endpoint.protocol === "https:" ? "wss:" : "ws:";
 
-  var fetcher = GraphiQL.createFetcher({
-    url: endpoint.href,
-    subscriptionUrl: socket.href,
-  });
+  // Close codes 4400-4499 are the service refusing the connection (4403: a missing, bad or
+  // expired token). graphql-ws would retry 4403 five times with growing waits (about 40 s of
+  // nothing on screen); the same token cannot succeed, so the error shows at once instead.
+  function retryable(event) {
+    return !(event && typeof event.code === "number" && event.code >= 4400 && event.code <= 4499);
+  }
+
+  // The vendored graphql-ws client (an ES module; GraphiQL's own copy retries 4403).
+  var websocketModule = null;
+  function loadWebsocketModule() {
+    if (!websocketModule) websocketModule = import("/static/vendor/graphql-ws/client.mjs");
+    return websocketModule;
+  }
+
+  // HTTP POST for queries and mutations; a subscription opens a websocket of its own (lazy: it
+  // connects on subscribing and closes when the subscription ends) that sends the Headers tab
+  // as its connection_init payload.
+  function fetcherFor(headers) {
+    return loadWebsocketModule().then(function (graphqlWs) {
+      var client = graphqlWs.createClient({
+        url: socket.href,
+        connectionParams: Object.assign({}, headers),
+        shouldRetry: retryable,
+      });
+      return GraphiQL.createFetcher({ url: endpoint.href, wsClient: client });
+    });
+  }
 
   // While the Headers tab still holds the hint, send no Authorization at all: public fields
   // answer, and nothing pretends to be a token.
@@ -61,7 +84,81 @@
   }
 
   function inmailFetcher(params, options) {
-    return fetcher(params, withoutHint(withDocument(params, options)));
+    var prepared = withoutHint(withDocument(params, options));
+    return fetcherFor(prepared && prepared.headers).then(function (fetcher) {
+      return fetcher(params, prepared);
+    });
+  }
+
+  // GraphiQL's storage, minus every header: GraphiQL 3.9's history records each run's Headers
+  // tab (the bearer token) in "graphiql:queries" even with shouldPersistHeaders: false, and a
+  // tab's state or the "headers" key could carry it too. This storage writes through to
+  // localStorage but never writes a header: the key "headers" is not stored at all, and every
+  // "headers" field is taken out of the JSON GraphiQL saves (history, favorites, tabs).
+  // Restoring an entry from history then leaves the Headers tab empty: paste the token again.
+  var PREFIX = "graphiql:";
+
+  function withoutHeaders(value) {
+    if (Array.isArray(value)) return value.map(withoutHeaders);
+    if (!value || typeof value !== "object") return value;
+    var cleaned = {};
+    Object.keys(value).forEach(function (name) {
+      if (name.toLowerCase() !== "headers") cleaned[name] = withoutHeaders(value[name]);
+    });
+    return cleaned;
+  }
+
+  // The value to store under key, or null for nothing at all.
+  function scrubbed(key, value) {
+    if (key === PREFIX + "headers") return null;
+    if (typeof value !== "string") return value;
+    var parsed;
+    try {
+      parsed = JSON.parse(value);
+    } catch (notJson) {
+      return value; // a query or variables text, a theme name: no headers in it
+    }
+    return parsed && typeof parsed === "object" ? JSON.stringify(withoutHeaders(parsed)) : value;
+  }
+
+  function ownKeys() {
+    var keys = [];
+    for (var i = 0; i < localStorage.length; i++) {
+      var key = localStorage.key(i);
+      if (key && key.indexOf(PREFIX) === 0) keys.push(key);
+    }
+    return keys;
+  }
+
+  var headerlessStorage = {
+    getItem: function (key) {
+      return localStorage.getItem(key);
+    },
+    setItem: function (key, value) {
+      var stored = scrubbed(key, value);
+      if (stored === null) localStorage.removeItem(key);
+      else localStorage.setItem(key, stored);
+    },
+    removeItem: function (key) {
+      localStorage.removeItem(key);
+    },
+    clear: function () {
+      ownKeys().forEach(function (key) {
+        localStorage.removeItem(key);
+      });
+    },
+    get length() {
+      return ownKeys().length;
+    },
+  };
+
+  // What an earlier version of this page left behind (a token in the history) goes now.
+  try {
+    ownKeys().forEach(function (key) {
+      headerlessStorage.setItem(key, localStorage.getItem(key));
+    });
+  } catch (storageError) {
+    // localStorage refused (disabled, or full): GraphiQL copes without it.
   }
 
   var root = ReactDOM.createRoot(document.getElementById("graphiql"));
@@ -72,6 +169,7 @@
       defaultHeaders: DEFAULT_HEADERS,
       headerEditorEnabled: true,
       shouldPersistHeaders: false,
+      storage: headerlessStorage,
       defaultEditorToolsVisibility: "headers",
     })
   );

@@ -1,0 +1,113 @@
+"""GraphiQL and the bearer token: never kept in the browser's storage, and a refused token is
+told at once."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from browser.conftest import Browsers, RunningService, wait
+from browser.test_graphiql import HEADERS, QUERY, result, set_editor
+
+pytestmark = pytest.mark.browser
+
+
+def open_graphiql(driver: WebDriver, service: RunningService) -> None:
+    driver.get(f"{service.url}/graphql")
+    wait(
+        driver,
+        "GraphiQL's run button",
+        lambda d: d.find_elements(By.CLASS_NAME, "graphiql-execute-button"),
+    )
+
+
+def run(driver: WebDriver, query: str) -> None:
+    set_editor(driver, QUERY, query)
+    driver.find_element(By.CLASS_NAME, "graphiql-execute-button").click()
+
+
+def stored(driver: WebDriver) -> dict[str, str]:
+    """Every key and value of localStorage and sessionStorage."""
+    values: dict[str, str] = driver.execute_script(
+        "const all = {};"
+        "for (const [name, store] of [['local', localStorage], ['session', sessionStorage]])"
+        "  for (let i = 0; i < store.length; i++)"
+        "    all[name + ':' + store.key(i)] = store.getItem(store.key(i));"
+        "return all;"
+    )
+    return values
+
+
+def test_graphiql_keeps_its_history_but_never_stores_the_token(
+    service: RunningService, browsers: Browsers
+) -> None:
+    ada = service.create_member("Ada Lovelace")
+    driver = browsers.open("graphiql")
+    open_graphiql(driver, service)
+    set_editor(driver, HEADERS, json.dumps({"Authorization": f"Bearer {ada.token}"}))
+    run(driver, "{ viewer { name inmailBalance } }")
+    wait(driver, "the query's answer", lambda d: "Ada Lovelace" in result(d))
+    run(driver, "{ viewer { id name } }")
+    wait(driver, "the second answer", lambda d: ada.id in result(d))
+    # The history is kept (so the test looks where the token used to be), and GraphiQL's
+    # tab state, written 500 ms after a change, has been saved since the last run.
+    wait(
+        driver,
+        "both runs in the stored history",
+        lambda d: "viewer { id name }" in (stored(d).get("local:graphiql:queries") or ""),
+    )
+    time.sleep(1.5)
+    assert "viewer { id name }" in stored(driver).get("local:graphiql:tabState", "")
+
+    everything = json.dumps(stored(driver))
+    assert ada.token not in everything, "the token was written to the browser's storage"
+    assert ada.token[-24:] not in everything
+    assert "Bearer" not in everything
+
+    # The history still restores the query itself.
+    history = json.loads(stored(driver)["local:graphiql:queries"])["queries"]
+    assert {"{ viewer { name inmailBalance } }", "{ viewer { id name } }"} <= {
+        item["query"] for item in history
+    }
+    assert all("headers" not in item for item in history)
+
+
+def test_graphiql_takes_a_token_an_earlier_version_stored_out_of_its_history(
+    service: RunningService, browsers: Browsers
+) -> None:
+    driver = browsers.open("graphiql")
+    open_graphiql(driver, service)
+    driver.execute_script(
+        "localStorage.setItem('graphiql:queries', JSON.stringify({queries: [{query: '{ now }',"
+        ' headers: \'{"Authorization": "Bearer left-behind-token"}\'}]}))'
+    )
+    open_graphiql(driver, service)
+    everything = json.dumps(stored(driver))
+    assert "left-behind-token" not in everything
+    assert "{ now }" in everything, "the history itself stays"
+
+
+@pytest.mark.parametrize(
+    "authorization", ["Bearer not-a-token", None], ids=["bad-token", "no-token"]
+)
+def test_a_subscription_with_a_refused_token_shows_its_error_at_once(
+    service: RunningService, browsers: Browsers, authorization: str | None
+) -> None:
+    driver = browsers.open("graphiql")
+    open_graphiql(driver, service)
+    headers = {"Authorization": authorization} if authorization else {}
+    set_editor(driver, HEADERS, json.dumps(headers))
+    run(driver, "subscription { balanceChanged { balance } }")
+    # graphql-ws's default retries of a 4403 would show nothing for about 40 s.
+    WebDriverWait(driver, 8).until(
+        lambda d: result(d).strip() != "",
+        message="waited 8 s for the refusal of the subscription",
+    )
+    answer = result(driver)
+    assert "error" in answer.lower(), answer
+    assert '"balance"' not in answer
