@@ -231,6 +231,17 @@ async def test_admin_mutations_refuse_unknown_ids_and_bad_input_and_change_nothi
     )
     long_name = await api.gql(create, {"i": {"name": "N" * 101, "plan": "BASIC"}}, api.admin)
     blank_name = await api.gql(create, {"i": {"name": "  ", "plan": "BASIC"}}, api.admin)
+    moved = [
+        await api.gql(
+            "mutation($i: ChangePlanInput!) { changePlan(input: $i) { errors { code field } } }",
+            {"i": {"plan": plan, "memberId": "nope"}},
+            api.admin,
+        )
+        for plan in ("PREMIUM_BUSINESS", "BASIC")
+    ]
+    lots = await api.raw(
+        "query($m: ID) { creditLots(memberId: $m) { totalCount } }", {"m": "nope"}, api.admin
+    )
 
     assert unknown["connectMembers"] == {
         "ok": False,
@@ -239,6 +250,9 @@ async def test_admin_mutations_refuse_unknown_ids_and_bad_input_and_change_nothi
     assert to_self["connectMembers"]["errors"][0]["code"] == "INVALID_INPUT"
     assert long_name["createMember"]["errors"] == [{"code": "INVALID_INPUT", "field": "name"}]
     assert blank_name["createMember"]["errors"] == [{"code": "INVALID_INPUT", "field": "name"}]
+    for answer in moved:
+        assert answer["changePlan"]["errors"] == [{"code": "NOT_FOUND", "field": "memberId"}]
+    assert graphql_error_codes(lots) == ["BAD_USER_INPUT"]  # not a member without lots
     assert await api.container.mongo.c.members.count_documents({}) == 2
     assert await api.container.mongo.c.members.count_documents({"connections": {"$ne": []}}) == 0
 

@@ -167,6 +167,7 @@ async def test_a_member_without_a_card_cannot_buy(api: Api) -> None:
     result = await api.purchase(ada, 1)
 
     assert codes(result) == ["PAYMENT_METHOD_EXPIRED"]
+    assert result["errors"][0]["field"] is None  # the card on file is no input of the purchase
     assert await charges_of(api, ada) == []
 
 

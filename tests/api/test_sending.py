@@ -182,6 +182,7 @@ async def test_an_expired_card_blocks_sending_until_the_payment_method_is_update
     refused = await api.send(ada, linus)
 
     assert codes(refused) == ["PAYMENT_METHOD_EXPIRED"]
+    assert refused["errors"][0]["field"] is None  # the card on file is no input of the send
     assert await api.balance(ada) == 4
     assert len(await conversations_of(api, ada)) == 1
     new_card = {"brand": "Visa", "last4": "4242", "expMonth": 12, "expYear": 2030}

@@ -294,3 +294,29 @@ async def test_an_inmail_thread_past_a_hundred_keeps_its_opening_in_its_pages_an
     }
     stranger = await api.create_member("Alan Turing", "BASIC")
     assert (await api.gql(OPENING, {"id": opening["id"]}, stranger.token))["node"] is None
+
+
+async def test_a_message_names_its_recipient_or_its_thread_and_is_told_which_it_lacks(
+    api: Api,
+) -> None:
+    ada, grace = await _connected(api, "Ada Lovelace", "Grace Hopper")
+    opened = await send_message(api, ada, "Tea at four?", recipient=grace)
+    thread = opened["conversation"]["id"]
+
+    neither = await api.payload("sendMessage", SAY, {"i": {"body": "Hello"}}, ada.token)
+    both = await api.payload(
+        "sendMessage",
+        SAY,
+        {"i": {"body": "Hello", "recipientId": grace.id, "conversationId": thread}},
+        ada.token,
+    )
+
+    assert [(e["code"], e["message"]) for e in neither["errors"]] == [
+        (
+            "INVALID_INPUT",
+            "Give recipientId (a new thread with a connection) or conversationId (a reply).",
+        )
+    ]
+    assert [(e["code"], e["message"]) for e in both["errors"]] == [
+        ("INVALID_INPUT", "Give either recipientId or conversationId, not both.")
+    ]

@@ -66,11 +66,10 @@ def _premium_refusal(
         return DomainError(ErrorCode.UPGRADE_REQUIRED, Reason.UPGRADE_TO_SEND)
     if member.subscription is None or not member.subscription.is_active:
         return DomainError(ErrorCode.SUBSCRIPTION_INACTIVE, Reason.SUBSCRIPTION_CANCELLED)
+    # The card on file is no input of the request: these errors name no field.
     card = member.payment_method
     if purchasing and card is None:
-        return DomainError(
-            ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.NO_PAYMENT_METHOD, "paymentMethod"
-        )
+        return DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.NO_PAYMENT_METHOD)
     if card is not None and card.is_expired(now):
-        return DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED, "paymentMethod")
+        return DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED)
     return None

@@ -75,6 +75,9 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
     Reason.RECIPIENT_OR_CONVERSATION: lambda _: (
         "Give either recipientId or conversationId, not both."
     ),
+    Reason.RECIPIENT_OR_CONVERSATION_MISSING: lambda _: (
+        "Give recipientId (a new thread with a connection) or conversationId (a reply)."
+    ),
     Reason.IDS_OR_ALL: lambda _: "Give either ids or all, not both.",
     Reason.IDS_OR_ALL_MISSING: lambda _: "Give the ids to mark read, or all: true.",
     Reason.TOO_MANY_IDS: lambda e: f"Mark at most {e.data['maximum']} ids at a time.",

@@ -114,7 +114,9 @@ class PageInfo:
         return await self._previous()
 
 
-@strawberry.type
+@strawberry.type(
+    description="An amount of money in the currency's minor unit (cents), never a float."
+)
 class Money:
     amount: int = strawberry.field(description="In the currency's minor unit (cents).")
     currency: str = strawberry.field(description="ISO 4217, for example USD.")
@@ -453,7 +455,9 @@ class Conversation(_RecordNode[model.Conversation]):
         return Connection.build(listing, Message.from_domain)
 
 
-@strawberry.type(description="What the InMail compose window needs before the viewer writes.")
+@strawberry.type(
+    description="What the InMail compose window needs before the viewer writes to a recipient."
+)
 class ComposeInfo:
     can_send: bool
     reason: ErrorCode | None = strawberry.field(

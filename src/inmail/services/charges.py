@@ -177,9 +177,7 @@ async def _charge(
         # Checked before the intent was opened; the card changed since. Nothing was taken: the
         # intent ends as a decline does (a retry under its key answers the same; a new key,
         # after the card is updated, buys), and holds no room under the cap meanwhile.
-        expired = DomainError(
-            ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED, "paymentMethod"
-        )
+        expired = DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED)
         refusal = Refusal.of(expired)
         await deps.uow.run(
             _move, intent.id, (IntentStatus.PENDING,), IntentStatus.DECLINED, now, refusal=refusal
@@ -191,7 +189,7 @@ async def _charge(
         )
     except PaymentDeclined as exc:
         declined = DomainError(
-            ErrorCode.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, "paymentMethod", detail=str(exc)
+            ErrorCode.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, None, detail=str(exc)
         )
         refusal = Refusal.of(declined)
         await deps.uow.run(

@@ -287,8 +287,12 @@ async def send_message(
 ) -> tuple[Conversation, Message]:
     """Free messages: to a 1st-degree connection, or in an InMail that had its response."""
     text = clean_body(body)
-    if (recipient_id is None) == (conversation_id is None):
+    if recipient_id is not None and conversation_id is not None:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.RECIPIENT_OR_CONVERSATION, "recipientId")
+    if recipient_id is None and conversation_id is None:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, Reason.RECIPIENT_OR_CONVERSATION_MISSING, "recipientId"
+        )
     message = Message(new_id(), member_id, text, deps.now())
     if conversation_id is not None:
         thread_id = await deps.uow.run(

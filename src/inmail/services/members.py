@@ -111,10 +111,13 @@ async def _connect(tx: Transaction, member_id: str, other_id: str) -> None:
     await tx.members.connect(member_id, other_id)
 
 
-async def _require_member(members: Reads | Transaction, member_id: str) -> Member:
+async def _require_member(
+    members: Reads | Transaction, member_id: str, field: str | None = None
+) -> Member:
+    """The member; NOT_FOUND (on `field`, the input that named them, if any) when there is none."""
     member = await members.members.get(member_id)
     if member is None:
-        raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_MEMBER)
+        raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_MEMBER, field)
     return member
 
 
@@ -152,9 +155,12 @@ async def change_plan(
         field = "plan" if plan is PlanType.LEGACY_PREMIUM else "monthlyAllotment"
         raise DomainError(ErrorCode.PLAN_NOT_AVAILABLE, Reason.LEGACY_NOT_OFFERED, field)
     requested_allotment = _legacy_terms(plan, monthly_allotment)
+    named = "memberId" if by_admin else None  # the input that names the member, if any
     if plan is PlanType.BASIC:
+        if by_admin:
+            await _require_member(deps.reads, member_id, named)
         return await _cancel(deps, member_id, to_basic=True)
-    member = await _require_member(deps.reads, member_id)
+    member = await _require_member(deps.reads, member_id, named)
     policy = deps.plans.policy(plan, requested_allotment)
     if by_admin:
         entries = await deps.uow.run(
@@ -203,9 +209,7 @@ async def _paid_change(
             answer_unless_paying(prior, request)  # another request's key (an InMail): refused
         card = member.payment_method
         if card is None or card.is_expired(deps.now()):
-            raise DomainError(
-                ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD, "paymentMethod"
-            )
+            raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD)
         fresh = charges.new_intent(request, price, deps.now(), plan=plan, terms=member.terms)
         intent = await charges.open_intent(deps, fresh, request)
     done = await charges.pay_and_fulfil(deps, gateway, intent, apply_paid_change)

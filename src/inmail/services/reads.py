@@ -371,6 +371,9 @@ class Reader:
             target = self.acting_member()
         self.owner_or_admin(target)
         size = self._page_size(first)
+        if member_id is not None and await self._members.load(target) is None:
+            # An admin's typo is said so, not answered as a member without lots.
+            raise self._refuse(ReadRefused(Refusal.NO_SUCH_MEMBER, member_id=target))
         lots = self._store.lots
         now = self._clock()
         which = LotFilter(target, tuple(statuses) if statuses else None, now)
