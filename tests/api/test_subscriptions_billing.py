@@ -629,3 +629,27 @@ async def test_renewals_still_happen_while_the_card_is_expired(api: Api) -> None
 
     assert await api.balance(ada) == 4 + 5 + 1
     assert ("2026-02-15T00:00:00Z", 5) in grants(await ledger_of(api, ada))
+
+
+async def test_a_basic_member_sees_the_card_it_stored_and_upgrades_with_it(api: Api) -> None:
+    """A Basic member has no subscription to show the card under: the payload shows the card."""
+    bob = await api.create_member("Bob Basic", "BASIC", card=None)
+    card = {"brand": "Visa", "last4": "4242", "expMonth": 12, "expYear": 2030}
+
+    stored = await api.payload(
+        "updatePaymentMethod",
+        "mutation($i: PaymentMethodInput!) { updatePaymentMethod(input: $i) { subscription "
+        "{ status } paymentMethod { brand last4 expMonth expYear isExpired } errors { code } } }",
+        {"i": card},
+        bob.token,
+    )
+    upgraded = await change_plan(api, bob, "PREMIUM_CAREER")
+
+    assert stored == {
+        "subscription": None,
+        "paymentMethod": {**card, "isExpired": False},
+        "errors": [],
+    }
+    assert upgraded["errors"] == []
+    [charge] = await charges_of(api, bob)
+    assert charge["cardLast4"] == "4242"

@@ -7,7 +7,14 @@ from datetime import datetime
 import strawberry
 
 from inmail.schema.errors import UserError
-from inmail.schema.types import Conversation, CreditLot, Member, Message, PremiumSubscription
+from inmail.schema.types import (
+    Conversation,
+    CreditLot,
+    Member,
+    Message,
+    PaymentMethod,
+    PremiumSubscription,
+)
 
 
 @strawberry.type
@@ -41,6 +48,11 @@ class PurchaseInMailCreditsPayload:
 @strawberry.type
 class UpdatePaymentMethodPayload:
     subscription: PremiumSubscription | None = None
+    payment_method: PaymentMethod | None = strawberry.field(
+        default=None,
+        description="The card now on file, with or without a subscription (a Basic member "
+        "keeps one for a later paid plan change).",
+    )
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
