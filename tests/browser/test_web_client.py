@@ -19,6 +19,13 @@ def sign_in(driver: WebDriver, service: RunningService, member: Member) -> None:
         "the client's script",
         lambda d: d.execute_script("return document.body.dataset.ready"),
     )
+    submit_token(driver, member)
+    # Set once per page load: still there at the end means the page was never reloaded.
+    driver.execute_script("window.loadedOnce = true")
+
+
+def submit_token(driver: WebDriver, member: Member) -> None:
+    """Sign in on the page as it is, and wait until the member's page is live."""
     driver.find_element(By.ID, "token-input").send_keys(member.token)
     driver.find_element(By.ID, "sign-in").click()
     wait(driver, f"{member.name} signed in", lambda d: text(d, "viewer-name") == member.name)
@@ -27,8 +34,6 @@ def sign_in(driver: WebDriver, service: RunningService, member: Member) -> None:
         "the live connection",
         lambda d: d.find_element(By.ID, "live-status").get_attribute("data-state") == "connected",
     )
-    # Set once per page load: still there at the end means the page was never reloaded.
-    driver.execute_script("window.loadedOnce = true")
 
 
 def text(driver: WebDriver, element_id: str) -> str:

@@ -12,23 +12,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from browser.conftest import Browsers, Member, RunningService, wait
-from browser.test_web_client import attributes, sign_in, text
+from browser.test_web_client import attributes, sign_in, submit_token, text
 from harness.servers import ServiceProcess
 from support import post_graphql
 
 pytestmark = pytest.mark.browser
-
-
-def sign_in_here(driver: WebDriver, member: Member) -> None:
-    """Sign in on the page as it is (no reload), as after a sign-out in the same tab."""
-    driver.find_element(By.ID, "token-input").send_keys(member.token)
-    driver.find_element(By.ID, "sign-in").click()
-    wait(driver, f"{member.name} signed in", lambda d: text(d, "viewer-name") == member.name)
-    wait(
-        driver,
-        "the live connection",
-        lambda d: d.find_element(By.ID, "live-status").get_attribute("data-state") == "connected",
-    )
 
 
 def value(driver: WebDriver, element_id: str) -> str:
@@ -75,7 +63,7 @@ def test_signing_out_leaves_nothing_of_the_member_for_the_next_one_in_the_same_t
     driver.find_element(By.ID, "sign-out").click()
     wait(driver, "the sign-in form", lambda d: d.find_element(By.ID, "token-input").is_displayed())
     assert value(driver, "token-input") == "", "Ada's token stays in the sign-in form"
-    sign_in_here(driver, margaret)
+    submit_token(driver, margaret)
 
     for field in ("compose-recipient", "compose-subject", "compose-body"):
         assert value(driver, field) == "", field

@@ -38,14 +38,7 @@ from inmail.schema.payloads import (
     SendMessagePayload,
     UpdatePaymentMethodPayload,
 )
-from inmail.schema.types import (
-    Conversation,
-    CreditLot,
-    Member,
-    Message,
-    PaymentMethod,
-    PremiumSubscription,
-)
+from inmail.schema.types import Conversation, CreditLot, Member, Message
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
 from inmail.services import notifications as notification_service
@@ -152,12 +145,7 @@ class Mutation:
         member = await member_service.update_payment_method(
             c.deps, c.require_member(), input.brand, input.last4, input.exp_month, input.exp_year
         )
-        now = c.deps.now()
-        card = member.payment_method
-        return UpdatePaymentMethodPayload(
-            subscription=PremiumSubscription.from_domain(member, c.deps.plans, now),
-            payment_method=PaymentMethod.from_domain(card, now) if card else None,
-        )
+        return UpdatePaymentMethodPayload.of(member, c.deps.plans, c.deps.now())
 
     @strawberry.mutation
     @errors_in(ChangePlanPayload)

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 
+from inmail.domain import model, plans
 from inmail.schema.errors import UserError
 from inmail.schema.types import (
     Conversation,
@@ -54,6 +55,16 @@ class UpdatePaymentMethodPayload:
         "keeps one for a later paid plan change).",
     )
     errors: list[UserError] = strawberry.field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls, member: model.Member, table: plans.PlanTable, now: datetime
+    ) -> UpdatePaymentMethodPayload:
+        card = member.payment_method
+        return cls(
+            subscription=PremiumSubscription.from_domain(member, table, now),
+            payment_method=PaymentMethod.from_domain(card, now) if card else None,
+        )
 
 
 @strawberry.type
