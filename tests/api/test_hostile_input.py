@@ -182,6 +182,11 @@ def _claims(**changes: Any) -> dict[str, Any]:
         pytest.param(_claims(exp=int(time.time()) + 25 * 3600), id="a-25-hour-lifetime"),
         pytest.param(_claims(iat=None, exp=int(time.time()) + 25 * 3600), id="25-hours-no-iat"),
         pytest.param(_claims(padding="x" * 200_000), id="a-200-KB-token"),
+        # Expired, or not valid yet, and breaking another of PyJWT's claim rules besides.
+        pytest.param(_claims(exp=int(time.time()) - 3600, aud="other"), id="expired-with-aud"),
+        pytest.param(_claims(exp=int(time.time()) - 3600, sub=5), id="expired-sub-a-number"),
+        pytest.param(_claims(exp=int(time.time()) - 3600, jti=7), id="expired-jti-a-number"),
+        pytest.param(_claims(nbf=int(time.time()) + 3600, aud="other"), id="future-with-aud"),
     ],
 )
 async def test_tokens_that_break_the_token_rules_are_unauthenticated_over_http(

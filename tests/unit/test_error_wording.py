@@ -93,11 +93,25 @@ def test_data_named_like_the_errors_own_parts_is_still_data() -> None:
 
 def test_a_stored_refusal_comes_back_with_its_reason_and_data() -> None:
     refusal = Refusal.of(
-        DomainError(E.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, "paymentMethod", detail="stolen")
+        DomainError(E.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, None, detail="stolen")
     )
     back = refusal_from_doc(refusal_to_doc(refusal))
     assert back == refusal
     assert worded(back.error()) == "The payment was declined: stolen."
+
+
+def test_a_refusal_stored_naming_the_card_on_file_as_its_field_comes_back_naming_none() -> None:
+    """The card on file is no input of any request: a refusal recorded when it was named as
+    one is answered as the same refusal made today."""
+    stored = refusal_to_doc(
+        Refusal.of(DomainError(E.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, None, detail="x"))
+    )
+    back = refusal_from_doc({**stored, "field": "paymentMethod"})
+    assert (back.code, back.reason, back.field) == (
+        E.PAYMENT_DECLINED,
+        Reason.PAYMENT_DECLINED,
+        None,
+    )
 
 
 def test_a_refusal_stored_with_its_words_by_an_older_service_is_given_those_words_again() -> None:

@@ -53,8 +53,15 @@ def refusal_to_doc(refusal: Refusal) -> Doc:
     }
 
 
+_NO_INPUT_FIELD: Final = frozenset({"paymentMethod"})
+"""Fields that refusals once named though no request has them as an input (the card on file):
+a refusal recorded with one is answered with none, as it would be refused today."""
+
+
 def refusal_from_doc(doc: Mapping[str, Any]) -> Refusal:
     code, field = ErrorCode(doc["code"]), doc.get("field")
+    if field in _NO_INPUT_FIELD:
+        field = None
     if "reason" not in doc:  # recorded before refusals were stored as reasons: its own words
         return Refusal(code, Reason.RECORDED, field, {"message": str(doc["message"])})
     return Refusal(code, Reason(doc["reason"]), field, dict(doc.get("data") or {}))

@@ -209,8 +209,10 @@ class WebhookWorker:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Held by each background pass, and by `alone` for as long as its block runs.
+        # Held by each background pass, and by `alone` for as long as its block runs; while
+        # `alone` waits for it, the background pass claims nothing more.
         self._passing = asyncio.Lock()
+        self._wanted_alone = 0
 
     async def start(self) -> None:
         if self._task is None:
@@ -244,7 +246,7 @@ class WebhookWorker:
 
     async def _background_pass(self) -> int:
         async with self._passing:
-            return await self.drain()
+            return await self._drain(background=True)
 
     @asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
@@ -255,8 +257,12 @@ class WebhookWorker:
         its retry falls due from the time it began, and the clock must not pass that time
         before the walk has seen it.
         """
-        async with self._passing:
-            yield
+        self._wanted_alone += 1
+        try:
+            async with self._passing:
+                yield
+        finally:
+            self._wanted_alone -= 1
 
     async def next_due_after(self, after: datetime) -> datetime | None:
         """When the next delivery attempt after `after` (service time) falls due, if any."""
@@ -264,9 +270,12 @@ class WebhookWorker:
 
     async def drain(self) -> int:
         """Attempt every event due now, `concurrency` at a time; how many attempts were made."""
+        return await self._drain(background=False)
+
+    async def _drain(self, *, background: bool) -> int:
         if self._client is None:
             self._client = self._new_client()
-        lanes = [self._lane() for _ in range(self.config.concurrency)]
+        lanes = [self._lane(background) for _ in range(self.config.concurrency)]
         # Every lane ends before the pass does, even when one of them fails.
         results = await asyncio.gather(*lanes, return_exceptions=True)
         for result in results:
@@ -274,9 +283,11 @@ class WebhookWorker:
                 raise result
         return sum(r for r in results if isinstance(r, int))
 
-    async def _lane(self) -> int:
+    async def _lane(self, background: bool) -> int:
+        """Claims and delivers due events until none is left, the worker stops, or (in the
+        background) `alone` waits: then the attempts in flight end and the pass does."""
         made = 0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not (background and self._wanted_alone):
             claimed = await self.outbox.claim(self.owner, self.clock.now(), self.config.lease_ttl)
             if claimed is None:
                 break
