@@ -337,7 +337,15 @@ function resetList(id) {
   const before = listState[id];
   // A load still under way for the previous member finds its sequence number taken, and drops
   // its answer.
-  listState[id] = { nodes: [], cursor: null, hasNext: false, total: 0, wanted: PAGE, seq: before ? before.seq + 1 : 0 };
+  listState[id] = {
+    nodes: [],
+    cursor: null,
+    hasNext: false,
+    total: 0,
+    wanted: PAGE,
+    reloading: false,
+    seq: before ? before.seq + 1 : 0,
+  };
   $(id).replaceChildren();
   showPaging(id);
 }
@@ -346,7 +354,14 @@ async function loadList(id, more = false) {
   if (!api) return;
   const list = LISTS[id];
   const state = listState[id];
+  if (more && state.reloading) {
+    // A load from the start is under way (a live update, a reconnect): "Show more" must not
+    // drop what it brings. It becomes that load, one page longer.
+    state.wanted = state.nodes.length + PAGE;
+    more = false;
+  }
   const seq = ++state.seq;
+  state.reloading = !more;
   const mine = api;
   const nodes = more ? state.nodes.slice() : [];
   let cursor = more ? state.cursor : null;
@@ -356,18 +371,22 @@ async function loadList(id, more = false) {
   const wanted = more ? state.nodes.length + PAGE : Math.max(PAGE, state.wanted);
   state.wanted = wanted;
   const seen = new Set(nodes.map((n) => n.id));
-  do {
-    last = await list.fetch(Math.min(PAGE, wanted - nodes.length), cursor);
-    if (api !== mine || state.seq !== seq) return; // signed out, or a newer load of this list
-    const connection = last.connection;
-    for (const node of connection.nodes) {
-      if (!seen.has(node.id)) nodes.push(node);
-      seen.add(node.id);
-    }
-    total = connection.totalCount;
-    hasNext = connection.pageInfo.hasNextPage;
-    cursor = connection.pageInfo.endCursor || cursor;
-  } while (hasNext && nodes.length < wanted);
+  try {
+    do {
+      last = await list.fetch(Math.min(PAGE, wanted - nodes.length), cursor);
+      if (api !== mine || state.seq !== seq) return; // signed out, or a newer load of this list
+      const connection = last.connection;
+      for (const node of connection.nodes) {
+        if (!seen.has(node.id)) nodes.push(node);
+        seen.add(node.id);
+      }
+      total = connection.totalCount;
+      hasNext = connection.pageInfo.hasNextPage;
+      cursor = connection.pageInfo.endCursor || cursor;
+    } while (hasNext && nodes.length < wanted);
+  } finally {
+    if (state.seq === seq) state.reloading = false; // this load is over, whatever its end
+  }
   Object.assign(state, { nodes, cursor, hasNext, total });
   if (list.loaded) list.loaded(last);
   $(id).replaceChildren(...nodes.map((node) => list.draw(node)));

@@ -93,32 +93,47 @@
   // GraphiQL's storage, minus every header: GraphiQL 3.9's history records each run's Headers
   // tab (the bearer token) in "graphiql:queries" even with shouldPersistHeaders: false, and a
   // tab's state or the "headers" key could carry it too. This storage writes through to
-  // localStorage but never writes a header: the key "headers" is not stored at all, and every
-  // "headers" field is taken out of the JSON GraphiQL saves (history, favorites, tabs).
-  // Restoring an entry from history then leaves the Headers tab empty: paste the token again.
+  // localStorage but never writes a header: the key "headers" is not stored at all, and in the
+  // operations GraphiQL saves (history, favorites, tabs) every "headers" value is null. The key
+  // itself stays: GraphiQL restores saved tabs only when each has one (a string or null).
+  // Restoring an entry then leaves the Headers tab empty: paste the token again.
   var PREFIX = "graphiql:";
+  var SAVED_OPERATIONS = [PREFIX + "queries", PREFIX + "favorites", PREFIX + "tabState"];
 
-  function withoutHeaders(value) {
-    if (Array.isArray(value)) return value.map(withoutHeaders);
+  // `value` with every "headers" value null; `found.any` tells whether there was one to clear.
+  function withoutHeaders(value, found) {
+    if (Array.isArray(value)) {
+      return value.map(function (item) {
+        return withoutHeaders(item, found);
+      });
+    }
     if (!value || typeof value !== "object") return value;
     var cleaned = {};
     Object.keys(value).forEach(function (name) {
-      if (name.toLowerCase() !== "headers") cleaned[name] = withoutHeaders(value[name]);
+      if (name.toLowerCase() === "headers") {
+        if (value[name] !== null) found.any = true;
+        cleaned[name] = null;
+      } else {
+        cleaned[name] = withoutHeaders(value[name], found);
+      }
     });
     return cleaned;
   }
 
-  // The value to store under key, or null for nothing at all.
+  // The value to store under key, or null for nothing at all. Only the saved operations are
+  // read, and rewritten only where they held headers: anything else is stored as given.
   function scrubbed(key, value) {
     if (key === PREFIX + "headers") return null;
-    if (typeof value !== "string") return value;
+    if (typeof value !== "string" || SAVED_OPERATIONS.indexOf(key) < 0) return value;
     var parsed;
     try {
       parsed = JSON.parse(value);
     } catch (notJson) {
-      return value; // a query or variables text, a theme name: no headers in it
+      return value;
     }
-    return parsed && typeof parsed === "object" ? JSON.stringify(withoutHeaders(parsed)) : value;
+    var found = { any: false };
+    var cleaned = withoutHeaders(parsed, found);
+    return found.any ? JSON.stringify(cleaned) : value;
   }
 
   function ownKeys() {
