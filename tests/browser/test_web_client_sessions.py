@@ -18,6 +18,8 @@ from support import post_graphql
 
 pytestmark = pytest.mark.browser
 
+TOKEN_KEY = "inmail.token"  # where the client keeps the token (app.js)
+
 
 def value(driver: WebDriver, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).get_attribute("value"))
@@ -247,3 +249,21 @@ def test_the_reconnect_backoff_is_capped_at_a_few_seconds_with_jitter(
         assert len(set(waits)) > 1, "no jitter"
     assert max(delays[0]) <= 300, "the first retry is quick"
     assert min(delays[-1]) >= 1000, "a long outage is not hammered"
+
+
+def test_a_reload_while_the_service_is_out_of_reach_keeps_the_tab_signed_in(
+    service: RunningService, browsers: Browsers
+) -> None:
+    ada = service.create_member("Ada Lovelace")
+    driver = browsers.open("ada")
+    sign_in(driver, service, ada)
+    # The page's own files load; its requests to the API fail as an outage's would.
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": [f"{service.url}/graphql"]})
+    driver.refresh()
+    wait(driver, "the outage said", lambda d: "signed in again" in text(d, "status"))
+    assert driver.execute_script(f"return sessionStorage.getItem({TOKEN_KEY!r})") == ada.token
+
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+
+    wait(driver, "Ada signed in again", lambda d: text(d, "viewer-name") == ada.name)

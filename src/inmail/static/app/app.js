@@ -91,6 +91,7 @@ const UNREACHABLE_TEXT = {
   read: "Could not reach the service: the notifications may not have been marked read.",
   load: "Could not reach the service: what is shown may be out of date. It reloads once the service is back.",
   signin: "Could not reach the service. Try again once it is back.",
+  resume: "Could not reach the service: you will be signed in again as soon as it is back.",
 };
 
 function isUnreachable(error) {
@@ -626,6 +627,22 @@ on("mark-all-read", "click", () => markRead({ all: true }));
 on("buy-form", "submit", buy);
 for (const id of Object.keys(LISTS)) on(`${id}-more`, "click", () => loadList(id, true));
 
+// The tab's saved token signs in again on a reload. The service being out of reach is no
+// reason to forget it: the page tries again, at most 3 s apart, until it answers.
+async function resume(token, attempt = 0) {
+  try {
+    await signIn(token);
+  } catch (error) {
+    if (isUnreachable(error) && !api) {
+      sayUnreachable("resume");
+      setTimeout(() => resume(token, attempt + 1), Math.min(3000, 300 * 2 ** attempt));
+      return;
+    }
+    if (!api) sessionStorage.removeItem(TOKEN_KEY);
+    showError(error);
+  }
+}
+
 const saved = sessionStorage.getItem(TOKEN_KEY);
-if (saved) signIn(saved).catch((error) => { sessionStorage.removeItem(TOKEN_KEY); showError(error); });
+if (saved) resume(saved);
 document.body.dataset.ready = "1";
