@@ -21,6 +21,14 @@ pytestmark = pytest.mark.browser
 TOKEN_KEY = "inmail.token"  # where the client keeps the token (app.js)
 
 
+def ada_signed_in(service: RunningService, browsers: Browsers) -> tuple[Member, WebDriver]:
+    """Ada, a new member, signed in on a page of her own."""
+    ada = service.create_member("Ada Lovelace")
+    driver = browsers.open("ada")
+    sign_in(driver, service, ada)
+    return ada, driver
+
+
 def value(driver: WebDriver, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).get_attribute("value"))
 
@@ -99,9 +107,7 @@ def test_signing_out_leaves_nothing_of_the_member_for_the_next_one_in_the_same_t
 def test_one_credit_is_one_credit_and_two_are_credits(
     service: RunningService, browsers: Browsers
 ) -> None:
-    ada = service.create_member("Ada Lovelace")
-    driver = browsers.open("ada")
-    sign_in(driver, service, ada)
+    _ada, driver = ada_signed_in(service, browsers)
     buy(driver, 1)
     wait(driver, "the purchase", lambda d: text(d, "buy-result") != "")
     assert text(driver, "buy-result").startswith("Bought 1 credit; it expires ")
@@ -166,10 +172,8 @@ def come_back(driver: WebDriver, service: RunningService) -> None:
 def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_it_missed(
     service: RunningService, browsers: Browsers
 ) -> None:
-    ada = service.create_member("Ada Lovelace")
     grace = service.create_member("Grace Hopper")
-    driver = browsers.open("ada")
-    sign_in(driver, service, ada)
+    ada, driver = ada_signed_in(service, browsers)
     wait(driver, "Ada's empty inbox", lambda d: text(d, "inbox") == "Nothing yet.")
     stop_until_disconnected(driver, service)
 
@@ -208,9 +212,7 @@ def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_
 def test_a_purchase_during_an_outage_says_to_check_the_balance_until_the_service_is_back(
     service: RunningService, browsers: Browsers
 ) -> None:
-    ada = service.create_member("Ada Lovelace")
-    driver = browsers.open("ada")
-    sign_in(driver, service, ada)
+    _ada, driver = ada_signed_in(service, browsers)
     stop_until_disconnected(driver, service)
     buy(driver, 1)
     wait(driver, "the purchase's failure", lambda d: text(d, "buy-result") != "")
@@ -254,9 +256,7 @@ def test_the_reconnect_backoff_is_capped_at_a_few_seconds_with_jitter(
 def test_a_reload_while_the_service_is_out_of_reach_keeps_the_tab_signed_in(
     service: RunningService, browsers: Browsers
 ) -> None:
-    ada = service.create_member("Ada Lovelace")
-    driver = browsers.open("ada")
-    sign_in(driver, service, ada)
+    ada, driver = ada_signed_in(service, browsers)
     # The page's own files load; its requests to the API fail as an outage's would.
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": [f"{service.url}/graphql"]})
