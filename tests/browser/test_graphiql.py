@@ -43,12 +43,27 @@ def set_editor(driver: WebDriver, container: str, value: str) -> None:
     )
 
 
+def editor_text(driver: WebDriver, container: str) -> str:
+    """The text of one of GraphiQL's CodeMirror editors; empty while there is none."""
+    text: str = driver.execute_script(
+        "const found = document.querySelector(arguments[0] + ' .CodeMirror');"
+        "return found ? found.CodeMirror.getValue() : '';",
+        container,
+    )
+    return text
+
+
 def result(driver: WebDriver) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, ".result-window .CodeMirror")
-    if not found:
-        return ""
-    value: str = driver.execute_script("return arguments[0].CodeMirror.getValue()", found[0])
-    return value
+    return editor_text(driver, ".result-window")
+
+
+def open_graphiql(driver: WebDriver, service: RunningService) -> None:
+    driver.get(f"{service.url}/graphql")
+    wait(
+        driver,
+        "GraphiQL's run button",
+        lambda d: d.find_elements(By.CLASS_NAME, "graphiql-execute-button"),
+    )
 
 
 def test_graphiql_loads_only_from_the_service_and_runs_a_query_and_a_subscription_with_a_token(
@@ -56,12 +71,7 @@ def test_graphiql_loads_only_from_the_service_and_runs_a_query_and_a_subscriptio
 ) -> None:
     ada = service.create_member("Ada Lovelace")
     driver = browsers.open("graphiql")
-    driver.get(f"{service.url}/graphql")
-    wait(
-        driver,
-        "GraphiQL's run button",
-        lambda d: d.find_elements(By.CLASS_NAME, "graphiql-execute-button"),
-    )
+    open_graphiql(driver, service)
 
     sources = driver.execute_script(
         "return [...document.querySelectorAll('script[src], link[href]')].map(e => e.src || e.href)"

@@ -12,18 +12,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from browser.conftest import Browsers, RunningService, wait
-from browser.test_graphiql import HEADERS, QUERY, result, set_editor
+from browser.test_graphiql import HEADERS, QUERY, editor_text, open_graphiql, result, set_editor
 
 pytestmark = pytest.mark.browser
-
-
-def open_graphiql(driver: WebDriver, service: RunningService) -> None:
-    driver.get(f"{service.url}/graphql")
-    wait(
-        driver,
-        "GraphiQL's run button",
-        lambda d: d.find_elements(By.CLASS_NAME, "graphiql-execute-button"),
-    )
 
 
 def run(driver: WebDriver, query: str) -> None:
@@ -104,15 +95,6 @@ def test_graphiql_restores_its_tabs_after_a_reload_without_their_token(
     )
     assert editor_text(driver, QUERY) == "{ plans { type } }"
     assert ada.token not in json.dumps(stored(driver))
-
-
-def editor_text(driver: WebDriver, container: str) -> str:
-    text: str = driver.execute_script(
-        "const found = document.querySelector(arguments[0] + ' .CodeMirror');"
-        "return found ? found.CodeMirror.getValue() : '';",
-        container,
-    )
-    return text
 
 
 def test_graphiql_takes_a_token_an_earlier_version_stored_out_of_its_history(
