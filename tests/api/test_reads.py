@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pymongo import MongoClient
+from pymongo.monitoring import CommandStartedEvent
 
 from support import (
     Api,
@@ -477,3 +479,46 @@ async def test_a_member_pages_database_reads_do_not_grow_with_its_conversations(
     # a batch between runs, but one lookup per item would add about 90 reads here.
     assert len(reads_10) <= 12, reads_10
     assert len(reads_100) <= 12, reads_100
+
+
+class _EntryAddedBeforeTheCount(ReadLog):
+    """Adds an entry to a member's ledger, through a client of its own, just as the service
+    starts to count that ledger: a write landing between a page's read and its count."""
+
+    def __init__(self, mongodb_uri: str, db_name: str) -> None:
+        super().__init__()
+        client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
+        self._ledger = client[db_name]["ledger"]
+        self.member_id: str | None = None
+        self.added = 0
+
+    def started(self, event: CommandStartedEvent) -> None:
+        command = event.command
+        counting = event.command_name == "aggregate" and command.get("aggregate") == "ledger"
+        if counting and self.member_id is not None and not self.added:
+            self.added += 1
+            entry = {"_id": "added-meanwhile", "memberId": self.member_id, "seq": 9}
+            self._ledger.insert_one(entry)
+
+    def close(self) -> None:
+        self._ledger.database.client.close()
+
+
+async def test_a_lists_total_count_is_of_the_same_moment_as_its_page(
+    mongodb_uri: str, db_name: str
+) -> None:
+    adding = _EntryAddedBeforeTheCount(mongodb_uri, db_name)
+    try:
+        async with open_api(mongodb_uri, db_name, listeners=[adding]) as api:
+            ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+            query = "{ viewer { ledger(first: 10) { totalCount nodes { kind } } } }"
+            adding.member_id = ada.id
+            ledger = (await api.gql(query, token=ada.token))["viewer"]["ledger"]
+            assert adding.added == 1, "the entry was not added between the page and its count"
+            # The page and its count read the same snapshot: the entry added in between is in
+            # neither. Read afresh, it is counted.
+            assert ledger == {"totalCount": 1, "nodes": [{"kind": "GRANT"}]}
+            fresh = "{ viewer { ledger(first: 0) { totalCount } } }"
+            assert (await api.gql(fresh, token=ada.token))["viewer"]["ledger"]["totalCount"] == 2
+    finally:
+        adding.close()

@@ -254,8 +254,11 @@ async def test_the_count_includes_the_first_message_either_way(
         counts = []
         for mongo in both:
             conversation = (await _conversations(mongo))[thread.conversation.id]
-            counts.append(await MessageReader(mongo, None).count(conversation))
-        assert counts == [len(thread.messages)] * 2
+            reader = MessageReader(mongo, None)
+            at_first = (await reader.page(conversation, 1, None)).end_cursor
+            for first, after in ((0, None), (2, None), (0, at_first), (2, at_first)):
+                counts.append(await (await reader.page(conversation, first, after)).count())
+        assert counts == [len(thread.messages)] * 8
 
 
 async def _by_id_in_a_transaction(mongo: Mongo, ids: list[str]) -> dict[str, tuple[str, Message]]:

@@ -470,6 +470,9 @@ async def test_two_schedulers_running_at_once_grant_once(
         other = build_deps(other_mongo, api.clock, deps.plans)
         first = build_scheduler(deps, api.container.mongo, interval=60)
         second = build_scheduler(other, other_mongo, interval=60)
+        # Connected first: a new client's first command waits for its connection, and the other
+        # pass could end (and give the lease back) before this one asked for it.
+        await other_mongo.ping()
         reports = await asyncio.gather(first.run_once(), second.run_once())
         assert sorted(r is None for r in reports) == [False, True]  # the lease let one work
         # Without the lease at all, both at once, with small batches that interleave:

@@ -14,6 +14,10 @@ SORT = (("sentAt", -1), ("_id", -1))
 AT = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 
 
+async def _never_counted() -> int:
+    raise AssertionError("the page was not meant to be counted")
+
+
 def test_a_cursor_reads_as_its_text_and_decodes_to_its_values() -> None:
     cursor = Cursor([AT, "m-1"], "messages")
     text = str(cursor)
@@ -43,7 +47,8 @@ def test_a_page_writes_out_only_the_cursors_asked_for(monkeypatch: pytest.Monkey
         return real(values, list_name)
 
     monkeypatch.setattr(pages, "encode_cursor", counting)
-    page = Page([(Cursor([AT, f"m-{n}"], "messages"), n) for n in range(100)], has_next=True)
+    items = [(Cursor([AT, f"m-{n}"], "messages"), n) for n in range(100)]
+    page = Page(items, has_next=True, count=_never_counted)
     assert written == []
     end = page.end_cursor
     assert end is not None

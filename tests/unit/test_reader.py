@@ -32,7 +32,7 @@ from inmail.domain.model import (
 )
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
-from inmail.repositories.pages import BadCursor, Page
+from inmail.repositories.pages import BadCursor, CursorText, Page
 from inmail.schema.errors import refused
 from inmail.services.reads import Reader
 
@@ -92,6 +92,15 @@ class Calls:
     made: list[str] = field(default_factory=list)
 
 
+def _listed(items: Sequence[tuple[CursorText, R]], *, total: int) -> Page[R]:
+    """One page of a list of `total` items."""
+
+    async def count() -> int:
+        return total
+
+    return Page(items, has_next=False, count=count)
+
+
 @dataclass
 class Collection(Generic[R]):
     """One collection of the store: the records it knows by id, its calls counted by name."""
@@ -135,10 +144,7 @@ class Lots(Collection[CreditLot]):
         if after is not None:
             raise BadCursor("the cursor is not valid")
         mine = [("c1", ADA_LOT)] if which.member_id == ADA.id else []
-        return Page(mine[:first], has_next=False)
-
-    async def count(self, which: LotFilter) -> int:
-        return 1 if which.member_id == ADA.id else 0
+        return _listed(mine[:first], total=len(mine))
 
 
 class MembersRecords(Collection[R]):
@@ -146,10 +152,7 @@ class MembersRecords(Collection[R]):
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[R]:
         self.called("page")
-        return Page([], has_next=False)
-
-    async def count(self, member_id: str) -> int:
-        return 0
+        return _listed([], total=0)
 
 
 class Conversations(Collection[Conversation]):
@@ -158,10 +161,7 @@ class Conversations(Collection[Conversation]):
     ) -> Page[Conversation]:
         self.called("page")
         theirs = ADA_TO_CHARLES.has_party(which.member_id)
-        return Page([("c1", ADA_TO_CHARLES)] if theirs else [], has_next=False)
-
-    async def count(self, which: ConversationFilter) -> int:
-        return 1 if ADA_TO_CHARLES.has_party(which.member_id) else 0
+        return _listed([("c1", ADA_TO_CHARLES)] if theirs else [], total=int(theirs))
 
     async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool:
         self.called("awaiting_between")
@@ -184,10 +184,7 @@ class Messages(Collection[tuple[str, Message]]):
         self, conversation: Conversation, first: int, after: str | None
     ) -> Page[Message]:
         self.called("page")
-        return Page([("m1", ADA_NOTE)][:first], has_next=False)
-
-    async def count(self, conversation: Conversation) -> int:
-        return 1
+        return _listed([("m1", ADA_NOTE)][:first], total=1)
 
 
 class Notifications(Collection[Notification]):
@@ -195,7 +192,7 @@ class Notifications(Collection[Notification]):
         self, member_id: str, unread_only: bool, first: int, after: str | None
     ) -> Page[Notification]:
         self.called("page")
-        return Page([], has_next=False)
+        return _listed([], total=0)
 
     async def count(self, member_id: str, unread_only: bool) -> int:
         return 0

@@ -173,9 +173,6 @@ class ConversationReader(RecordReader[Conversation]):
     ) -> Page[Conversation]:
         return await self._page(self._query(which), NEWEST_FIRST, first, after)
 
-    async def count(self, which: ConversationFilter) -> int:
-        return await self._count(self._query(which))
-
     async def reminders_due_after(
         self, now: datetime, *, after: tuple[datetime, str] | None, limit: int
     ) -> list[DueReminder]:

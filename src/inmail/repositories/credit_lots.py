@@ -112,9 +112,6 @@ class CreditLotReader(RecordReader[CreditLot]):
     async def page(self, which: LotFilter, first: int, after: str | None) -> Page[CreditLot]:
         return await self._page(self._query(which), NEWEST_FIRST, first, after)
 
-    async def count(self, which: LotFilter) -> int:
-        return await self._count(self._query(which))
-
     @staticmethod
     def _query(which: LotFilter) -> Doc:
         query: Doc = {"memberId": which.member_id}

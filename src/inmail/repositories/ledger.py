@@ -58,9 +58,6 @@ class LedgerReader(RecordReader[LedgerEntry]):
     async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
         return await self._page({"memberId": member_id}, NEWEST_FIRST, first, after)
 
-    async def count(self, member_id: str) -> int:
-        return await self._count({"memberId": member_id})
-
     async def all_for(self, member_id: str) -> list[LedgerEntry]:
         docs = await self._mongo.find_all(
             self._c, {"memberId": member_id}, sort=[("seq", 1)], session=self._session

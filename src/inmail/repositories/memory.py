@@ -3,7 +3,8 @@
 It is picked by the composition root when no mongod can run, and it is the only module that
 knows mongomock's gaps: no sessions (every transaction runs under one process-wide lock, which
 is only sound because this mode is single-process and keeps nothing), no working bulk updates,
-no index hints, no `$$NOW`, no `$unionWith`, no change streams, and partial filters ignored (so
+no index hints, no `$$NOW`, no `$unionWith`, no snapshot reads, no change streams, and partial
+filters ignored (so
 a partial unique index would refuse documents it should not index at all; the lock and the
 service's own checks keep those rules here).
 """
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 from pymongo import IndexModel
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from inmail.repositories.mongo import Collection, Doc, Mongo, Session
+from inmail.repositories.mongo import NO_TRANSACTION, Collection, Doc, Mongo, ReadPoint, Session
 
 T = TypeVar("T")
 
@@ -77,6 +78,21 @@ class InMemoryMongo(Mongo):
             if result.upserted_id is not None:
                 inserted.append(position)
         return inserted
+
+    async def read_page(
+        self,
+        collection: Collection,
+        query: Mapping[str, Any],
+        *,
+        projection: Mapping[str, Any] | None,
+        sort: Sequence[tuple[str, int]],
+        limit: int,
+    ) -> tuple[list[Doc], ReadPoint]:
+        # No snapshots: the list's count is read later, as it then stands.
+        found = await self.find_all(
+            collection, query, projection=projection, sort=sort, limit=limit, session=NO_TRANSACTION
+        )
+        return found, None
 
     def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:
         return cursor

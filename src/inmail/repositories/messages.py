@@ -164,25 +164,24 @@ class MessageReader:
         opening = conversation.first_message
         if opening is None:
             return page
+        kept_apart = page.count
+
+        async def count() -> int:
+            return await kept_apart() + 1
+
         thread = list_name(self._c, conversation.id)
         if after is not None:
             sent_at, message_id = decode_cursor(after, OLDEST_FIRST, thread)
             if _position_of(opening) <= _position(sent_at, message_id):
-                return Page(page.items, page.has_next, _it_precedes)
+                return Page(page.items, page.has_next, count, _it_precedes)
         if first <= 0:
-            return Page([], True, page.previous)  # the opening message follows, at least
+            return Page([], True, count, page.previous)  # the opening message follows, at least
         # The opening message and the collection's next `first` (of which there were more, or
         # not): the page is the `first` earliest of them.
         opened = (Cursor([opening.sent_at, opening.id], thread), opening)
         items = sorted([opened, *page.items], key=lambda item: _position_of(item[1]))
         has_next = page.has_next or len(items) > first
-        return Page(items[:first], has_next, page.previous)
-
-    async def count(self, conversation: Conversation) -> int:
-        kept_apart = await self._c.count_documents(
-            {"conversationId": conversation.id}, session=self._session
-        )
-        return kept_apart + (conversation.first_message is not None)
+        return Page(items[:first], has_next, count, page.previous)
 
 
 class MessageRepository(MessageReader):

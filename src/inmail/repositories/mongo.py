@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
-from bson import ObjectId
+from bson import ObjectId, Timestamp
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne, timeout
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
@@ -48,8 +48,14 @@ NO_TRANSACTION: Final[Session] = None
 step): named where it is done, so that a read that forgot its transaction's session does not
 type-check."""
 Collection = AsyncCollection[Doc]
+ReadPoint = Timestamp | None
+"""The cluster time of a snapshot a list's page was read at, so that the list's count and its
+`hasPreviousPage` are read at the same one; None where there is none (the in-memory fallback, or
+a server that could not serve the snapshot)."""
 
 _SNAPSHOT = ReadConcern("snapshot")
+# SnapshotTooOld, SnapshotUnavailable (a collection or index made after the snapshot's time).
+_SNAPSHOT_REFUSED: Final = frozenset({239, 246})
 _DUPLICATE_KEY = 11000
 _PART = "_part"  # where find_anchored's lookups put what they found
 _MAJORITY = WriteConcern("majority")
@@ -60,6 +66,7 @@ __all__ = [
     "Doc",
     "DuplicateKeyError",
     "Mongo",
+    "ReadPoint",
     "Session",
     "deadline",
     "new_id",
@@ -442,6 +449,100 @@ class Mongo:
         if limit:
             cursor = cursor.limit(limit)
         return [doc async for doc in cursor]
+
+    async def read_page(
+        self,
+        collection: Collection,
+        query: Mapping[str, Any],
+        *,
+        projection: Mapping[str, Any] | None,
+        sort: Sequence[tuple[str, int]],
+        limit: int,
+    ) -> tuple[list[Doc], ReadPoint]:
+        """The first `limit` (at least 1) matching documents in `sort` order, read outside any
+        transaction from one snapshot of majority-committed data, and that snapshot's time: the
+        list's other reads (`count_at`, `any_at`) are made at it, so that a page, its count and
+        whether anything precedes it agree while other requests write.
+
+        One batch: a page is at most the API's page size (100) plus one, far under 16 MB."""
+        command: Doc = {
+            "find": collection.name,
+            "filter": dict(query),
+            "sort": dict(sort),
+            "limit": limit,
+            "batchSize": limit,
+            "singleBatch": True,
+            "readConcern": {"level": "snapshot"},
+        }
+        if projection is not None:
+            command["projection"] = dict(projection)
+        try:
+            reply = await self.db.command(command, codec_options=self.db.codec_options)
+        except OperationFailure as exc:
+            if exc.code not in _SNAPSHOT_REFUSED:
+                raise
+            docs = await self.find_all(
+                collection,
+                query,
+                projection=projection,
+                sort=sort,
+                limit=limit,
+                session=NO_TRANSACTION,
+            )
+            return docs, None
+        cursor = reply["cursor"]
+        return list(cursor["firstBatch"]), cursor.get("atClusterTime")
+
+    async def count_at(
+        self, collection: Collection, query: Mapping[str, Any], at: ReadPoint
+    ) -> int:
+        """How many documents match, in the snapshot at `at` (now, for None)."""
+        if at is not None:
+            pipeline = [{"$match": dict(query)}, {"$group": {"_id": 1, "n": {"$sum": 1}}}]
+            found = await self._snapshot_read(
+                {"aggregate": collection.name, "pipeline": pipeline, "cursor": {}}, at
+            )
+            if found is not None:
+                return int(found[0]["n"]) if found else 0
+        return await collection.count_documents(query)
+
+    async def any_at(
+        self,
+        collection: Collection,
+        query: Mapping[str, Any],
+        sort: Sequence[tuple[str, int]],
+        at: ReadPoint,
+    ) -> bool:
+        """Whether any document matches, in the snapshot at `at` (now, for None); `sort` names
+        the index order to look in."""
+        if at is not None:
+            command: Doc = {
+                "find": collection.name,
+                "filter": dict(query),
+                "sort": dict(sort),
+                "projection": {"_id": 1},
+                "limit": 1,
+                "singleBatch": True,
+            }
+            found = await self._snapshot_read(command, at)
+            if found is not None:
+                return bool(found)
+        docs = await self.find_all(
+            collection, query, projection={"_id": 1}, sort=sort, limit=1, session=NO_TRANSACTION
+        )
+        return bool(docs)
+
+    async def _snapshot_read(self, command: Doc, at: Timestamp) -> list[Doc] | None:
+        """The first batch of a read command run at the snapshot `at`; None when the server no
+        longer holds it (older than its snapshot history, `minSnapshotHistoryWindowInSeconds`)."""
+        command = {**command, "readConcern": {"level": "snapshot", "atClusterTime": at}}
+        try:
+            reply = await self.db.command(command, codec_options=self.db.codec_options)
+        except OperationFailure as exc:
+            if exc.code not in _SNAPSHOT_REFUSED:
+                raise
+            return None
+        return list(reply["cursor"]["firstBatch"])
 
     async def find_by_ids(
         self,

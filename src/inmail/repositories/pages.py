@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 
-from inmail.repositories.mongo import NO_TRANSACTION, Collection, Doc, Mongo
+from inmail.repositories.mongo import Collection, Doc, Mongo
 
 T = TypeVar("T")
 
@@ -87,13 +87,15 @@ class Ends:
 class Page(Ends, Generic[T]):
     items: Sequence[tuple[CursorText, T]]  # (cursor, item)
     has_next: bool
+    # The size of the whole list, as of the same snapshot as the items: asked only when wanted.
+    count: Callable[[], Awaitable[int]] = field(compare=False)
     # Whether an `after` cursor was given and items precede this page: asked only when wanted.
     previous: Callable[[], Awaitable[bool]] = field(default=_nothing_precedes, compare=False)
 
     def map(self, convert: Callable[[T], U | None]) -> Page[U]:
         """The same page of other items; an item converted to None is left out."""
         items = [(cursor, new) for cursor, item in self.items if (new := convert(item)) is not None]
-        return Page(items, self.has_next, self.previous)
+        return Page(items, self.has_next, self.count, self.previous)
 
 
 def encode_cursor(values: Sequence[Any], list_name: str) -> str:
@@ -200,38 +202,28 @@ async def keyset_page(
     Pagination is forward only (`first`/`after`): a page has previous items when an `after`
     cursor was given and a document of the list sorts at or before it (Relay's rule for
     forward pagination, asked with one indexed `limit 1` query when a client selects it).
+
+    The page is read from one snapshot of the database, and the list's count and whether
+    anything precedes are read later from the same one: while other requests add to the list,
+    `totalCount` still agrees with the page's items and `hasNextPage`.
     """
     named = list_name(collection, scope)
     values = decode_cursor(after, sort, named) if after is not None else None
     full = after_key(query, sort, values)
     before = {"$and": [dict(query), _up_to(sort, values)]} if values is not None else None
 
-    async def fetch() -> list[Doc]:
-        # For `first: 0` too: the one document it reads says whether a next page holds any.
-        return await mongo.find_all(
-            collection,
-            full,
-            projection=projection,
-            sort=sort,
-            limit=first + 1,
-            session=NO_TRANSACTION,
-        )
+    # For `first: 0` too: the one document it reads says whether a next page holds any.
+    docs, at = await mongo.read_page(
+        collection, full, projection=projection, sort=sort, limit=first + 1
+    )
+
+    async def count() -> int:
+        return await mongo.count_at(collection, query, at)
 
     async def precedes() -> bool:
-        if before is None:
-            return False
-        found = await mongo.find_all(
-            collection,
-            before,
-            projection={"_id": 1},
-            sort=sort,
-            limit=1,
-            session=NO_TRANSACTION,
-        )
-        return bool(found)
+        return before is not None and await mongo.any_at(collection, before, sort, at)
 
-    docs = await fetch()
     items: list[tuple[CursorText, Doc]] = [
         (Cursor([doc[name] for name, _ in sort], named), doc) for doc in docs[:first]
     ]
-    return Page(items=items, has_next=len(docs) > first, previous=precedes)
+    return Page(items=items, has_next=len(docs) > first, count=count, previous=precedes)

@@ -258,9 +258,6 @@ class PurchaseReader(RecordReader[Purchase]):
         """A member's purchases, newest first."""
         return await self._page({"memberId": member_id}, _PURCHASES_NEWEST_FIRST, first, after)
 
-    async def count(self, member_id: str) -> int:
-        return await self._count({"memberId": member_id})
-
     async def all_for(self, member_id: str) -> list[Purchase]:
         cursor = self._c.find({"memberId": member_id}, session=self._session).sort("at", 1)
         return [_purchase_from_doc(doc) async for doc in cursor]

@@ -57,15 +57,11 @@ class LotReads(Protocol):
 
     async def page(self, which: LotFilter, first: int, after: str | None) -> Page[CreditLot]: ...
 
-    async def count(self, which: LotFilter) -> int: ...
-
 
 class LedgerReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, LedgerEntry]: ...
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]: ...
-
-    async def count(self, member_id: str) -> int: ...
 
 
 class ConversationReads(Protocol):
@@ -74,8 +70,6 @@ class ConversationReads(Protocol):
     async def page(
         self, which: ConversationFilter, first: int, after: str | None
     ) -> Page[Conversation]: ...
-
-    async def count(self, which: ConversationFilter) -> int: ...
 
     async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool: ...
 
@@ -90,8 +84,6 @@ class MessageReads(Protocol):
     async def page(
         self, conversation: Conversation, first: int, after: str | None
     ) -> Page[Message]: ...
-
-    async def count(self, conversation: Conversation) -> int: ...
 
 
 class NotificationReads(Protocol):
@@ -108,8 +100,6 @@ class PurchaseReads(Protocol):
     async def get_many(self, ids: Iterable[str]) -> dict[str, Purchase]: ...
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]: ...
-
-    async def count(self, member_id: str) -> int: ...
 
 
 class ReadStore(Protocol):
@@ -381,7 +371,7 @@ class Reader:
             target, lambda: self._page(lambda: lots.page(which, size, after))
         )
         fresh = page.map(lambda lot: _lot_as_of(lot, now))
-        return self._listing(fresh, lambda: lots.count(which))
+        return self._listing(fresh)
 
     async def ledger(
         self, member_id: str, first: int | None, after: str | None
@@ -392,7 +382,7 @@ class Reader:
         page = await self._as_of_now(
             member_id, lambda: self._page(lambda: ledger.page(member_id, size, after))
         )
-        return self._listing(page, lambda: ledger.count(member_id))
+        return self._listing(page)
 
     async def _as_of_now(self, member_id: str, read: Callable[[], Awaitable[T]]) -> T:
         """What `read` reads of the member's stored lots, ledger or notifications, as of now:
@@ -427,7 +417,7 @@ class Reader:
         page = await self._page(lambda: conversations.page(which, size, after))
         for _, conversation in page.items:
             self._conversations.prime(conversation.id, conversation)
-        return self._listing(page, lambda: conversations.count(which))
+        return self._listing(page)
 
     async def notifications(
         self, member_id: str, unread_only: bool, first: int | None, after: str | None
@@ -441,7 +431,7 @@ class Reader:
             member_id,
             lambda: self._page(lambda: notifications.page(member_id, unread_only, size, after)),
         )
-        return self._listing(page, lambda: notifications.count(member_id, unread_only))
+        return self._listing(page)
 
     async def purchases(
         self, member_id: str, first: int | None, after: str | None
@@ -451,7 +441,7 @@ class Reader:
         size = self._page_size(first)
         purchases = self._store.purchases
         page = await self._page(lambda: purchases.page(member_id, size, after))
-        return self._listing(page, lambda: purchases.count(member_id))
+        return self._listing(page)
 
     # A thread's messages, for its two parties and admins.
 
@@ -489,7 +479,7 @@ class Reader:
         size = self._page_size(first)
         messages = self._store.messages
         page = await self._page(lambda: messages.page(conversation, size, after))
-        return self._listing(page, lambda: messages.count(conversation))
+        return self._listing(page)
 
     # Single records: another's is as if unknown.
 
@@ -597,9 +587,9 @@ class Reader:
             raise self._refuse(ReadRefused(Refusal.BAD_CURSOR, reason=str(exc))) from None
 
     @staticmethod
-    def _listing(page: Page[T], count: Callable[[], Awaitable[int]]) -> Listing[T]:
+    def _listing(page: Page[T]) -> Listing[T]:
         return Listing(
-            items=page.items, has_next=page.has_next, previous=page.previous, counter=count
+            items=page.items, has_next=page.has_next, previous=page.previous, counter=page.count
         )
 
     async def _load_latest_messages(self, conversations: list[Conversation]) -> list[list[Message]]:
