@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from browser.conftest import Browsers, Member, RunningService, wait
-from browser.test_web_client import attributes, sign_in, submit_token, text
+from browser.test_web_client import attributes, item, sign_in, submit_token, text
 from harness.servers import ServiceProcess
 from support import post_graphql
 
@@ -102,6 +105,20 @@ def test_signing_out_leaves_nothing_of_the_member_for_the_next_one_in_the_same_t
     # And a send goes nowhere: there is no recipient until she looks one up.
     driver.execute_script("document.getElementById('compose-form').requestSubmit()")
     assert text(driver, "compose-result") == ""
+
+
+def send_inmail(url: str, sender: Member, recipient: Member, subject: str) -> str:
+    """The id of a new InMail from `sender` to `recipient`, sent through the API."""
+    key = json.dumps(str(uuid.uuid4()))
+    body, _ = post_graphql(
+        url,
+        f"mutation {{ sendInMail(input: {{recipientId: {json.dumps(recipient.id)}, "
+        f'subject: {json.dumps(subject)}, body: "Hello", idempotencyKey: {key}}}) '
+        "{ conversation { id } errors { code } } }",
+        sender.token,
+    )
+    assert body["data"]["sendInMail"]["errors"] == [], body
+    return str(body["data"]["sendInMail"]["conversation"]["id"])
 
 
 def test_one_credit_is_one_credit_and_two_are_credits(
@@ -209,23 +226,273 @@ def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_
     assert driver.execute_script("return window.loadedOnce") is True, "the page reloaded"
 
 
-def test_a_purchase_during_an_outage_says_to_check_the_balance_until_the_service_is_back(
+# The page's traffic, watched from inside the page: every HTTP request it makes (window.fetch),
+# every websocket message it sends or receives, in one timeline. A test can hold back the
+# subscriptions the page sends (as a slow network would: the server has not got them yet) or
+# the answers to its HTTP requests, and let them go when it chooses.
+WATCH_THE_WIRE = """
+const wire = (window.wire = {
+  log: [], held: [], answers: [], inFlight: 0, lastActivity: performance.now(),
+  holdSubscriptions: false, holdAnswers: false,
+});
+const note = (entry) => { wire.log.push(entry); wire.lastActivity = performance.now(); };
+const realFetch = window.fetch;
+window.fetch = async function (url, init) {
+  const body = init && typeof init.body === "string" ? init.body : "";
+  note({ what: "fetch", body });
+  wire.inFlight++;
+  try {
+    const response = await realFetch.call(window, url, init);
+    if (wire.holdAnswers) await new Promise((resolve) => wire.answers.push(resolve));
+    return response;
+  } finally {
+    wire.inFlight--;
+    wire.lastActivity = performance.now();
+  }
+};
+const realSend = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  let type = null;
+  try { type = JSON.parse(data).type; } catch (notJson) {}
+  if (type === "subscribe" && wire.holdSubscriptions) {
+    wire.held.push([this, data]);
+    wire.lastActivity = performance.now();
+    return;
+  }
+  note({ what: "send", type, data: String(data) });
+  return realSend.call(this, data);
+};
+const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
+Object.defineProperty(WebSocket.prototype, "onmessage", {
+  configurable: true,
+  get() { return onmessage.get.call(this); },
+  set(handler) {
+    onmessage.set.call(this, handler && function (event) {
+      let type = null;
+      try { type = JSON.parse(event.data).type; } catch (notJson) {}
+      note({ what: "receive", type, data: String(event.data) });
+      return handler.call(this, event);
+    });
+  },
+});
+wire.release = () => {
+  wire.holdSubscriptions = false;
+  wire.holdAnswers = false;
+  for (const [socket, data] of wire.held.splice(0)) {
+    note({ what: "send", type: "subscribe", data: String(data) });
+    realSend.call(socket, data);
+  }
+  for (const resolve of wire.answers.splice(0)) resolve();
+};
+"""
+
+
+def watch_the_wire(driver: WebDriver) -> None:
+    driver.execute_script(WATCH_THE_WIRE)
+
+
+def wire(driver: WebDriver, expression: str) -> Any:
+    return driver.execute_script(f"return window.wire.{expression}")
+
+
+def quiet(driver: WebDriver, seconds: float = 1.0) -> bool:
+    """No HTTP request of the page under way, and none started or ended for `seconds`."""
+    return bool(
+        driver.execute_script(
+            "return window.wire.inFlight === 0"
+            " && performance.now() - window.wire.lastActivity > arguments[0]",
+            seconds * 1000,
+        )
+    )
+
+
+def reconnect_with(driver: WebDriver, service: RunningService, **hold: bool) -> None:
+    """An outage; the service back, with the page's traffic held as `hold` says (keys of
+    `wire`: holdSubscriptions, holdAnswers), and watched from a fresh timeline."""
+    stop_until_disconnected(driver, service)
+    settings = ", ".join(f"{name}: {json.dumps(value)}" for name, value in hold.items())
+    driver.execute_script(f"Object.assign(window.wire, {{log: [], {settings}}})")
+    come_back(driver, service)
+
+
+def wire_step(entry: dict[str, str]) -> str | None:
+    """A timeline entry as "subscribe" (sent), "balance" (a balance update received), "fetch"
+    (an HTTP request made), or None for anything else."""
+    if entry["what"] == "send" and entry["type"] == "subscribe":
+        return "subscribe"
+    if entry["what"] == "receive" and "balanceChanged" in entry["data"]:
+        return "balance"
+    return "fetch" if entry["what"] == "fetch" else None
+
+
+def test_an_event_committed_before_the_subscriptions_are_live_again_shows_after_a_reconnect(
     service: RunningService, browsers: Browsers
 ) -> None:
-    _ada, driver = ada_signed_in(service, browsers)
+    """The race of a reconnect made wide: the page is connected again but the server has not
+    got its subscriptions yet (held back in the page) when a purchase commits. The page
+    subscribes first and loads what it shows second, so the purchase's notification shows."""
+    ada, driver = ada_signed_in(service, browsers)
+    wait(driver, "Ada's empty notifications", lambda d: text(d, "notifications") == "Nothing yet.")
+    watch_the_wire(driver)
+    reconnect_with(driver, service, holdSubscriptions=True)
+    wait(driver, "the three subscriptions, held", lambda d: wire(d, "held.length") == 3)
+    wait(driver, "the page at rest", quiet)  # whatever it loads before subscribing, it has
+
+    purchase(service.url, ada)  # a notification, and one credit more
+    driver.execute_script("window.wire.release()")
+    wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "1")
+    assert text(driver, "notifications").startswith("Purchase completed: 1 credit ")
+    wait(driver, "the balance", lambda d: text(d, "balance") == "6")
+    assert driver.execute_script("return window.loadedOnce") is True, "the page reloaded"
+
+    # The order on the wire: all three subscriptions, the balance as of now on the new
+    # connection, and only then any HTTP request.
+    steps = [step for entry in wire(driver, "log") if (step := wire_step(entry))]
+    first_fetch = steps.index("fetch")
+    assert steps[:first_fetch].count("subscribe") == 3, steps
+    assert "balance" in steps[:first_fetch], steps
+
+
+def test_a_slow_answer_after_a_reconnect_never_puts_back_an_older_balance(
+    service: RunningService, browsers: Browsers
+) -> None:
+    """Every HTTP answer after the reconnect is held back until a purchase has shown live: none
+    of them may put back the balance as it was before the purchase."""
+    ada, driver = ada_signed_in(service, browsers)
+    watch_the_wire(driver)
+    reconnect_with(driver, service, holdAnswers=True)
+    wait(
+        driver,
+        "the balance on the new connection",
+        lambda d: d.execute_script(
+            "return window.wire.log.some((e) => e.what === 'receive'"
+            " && e.data.includes('balanceChanged'))"
+        ),
+    )
+    purchase(service.url, ada)
+    wait(driver, "the purchase, live", lambda d: text(d, "balance") == "6")
+    driver.execute_script("window.wire.release()")
+    wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "the page at rest", quiet)
+    assert text(driver, "balance") == "6", "an answer read before the purchase was shown after it"
+
+
+def outage_time(element: WebElement) -> datetime:
+    """When the request an outage message is about was made, as the message says."""
+    shown = element.find_element(By.CSS_SELECTOR, "time[data-testid=unreachable-at]")
+    assert shown.text, "the time is shown"
+    return datetime.fromisoformat(str(shown.get_attribute("datetime")).replace("Z", "+00:00"))
+
+
+def test_a_purchase_during_an_outage_still_says_to_check_the_balance_once_the_service_is_back(
+    service: RunningService, browsers: Browsers
+) -> None:
+    ada, driver = ada_signed_in(service, browsers)
     stop_until_disconnected(driver, service)
+    before = datetime.now(UTC)
     buy(driver, 1)
     wait(driver, "the purchase's failure", lambda d: text(d, "buy-result") != "")
+    after = datetime.now(UTC)
     failure = text(driver, "buy-result").lower()
     assert "could not reach the service" in failure
     assert "may or may not" in failure
     assert "check your balance" in failure
     assert "failed to fetch" not in driver.find_element(By.ID, "signed-in").text.lower()
 
+    # Back and live (a purchase made elsewhere arrives live): the member who looks now still
+    # reads that the purchase may not have gone through, and when it was tried; the status line
+    # and the live status say nothing of the outage any more.
     come_back(driver, service)
-    wait(driver, "the outage message cleared", lambda d: text(d, "buy-result") == "")
+    purchase(service.url, ada, 2)
+    wait(driver, "a purchase made elsewhere, live", lambda d: text(d, "balance") == "7")
+    wait(driver, "the missed notification", lambda d: text(d, "unread-count") == "1")
+    result = driver.find_element(By.ID, "buy-result")
+    assert "check your balance" in result.text.lower(), "the outage message was cleared"
+    assert before - timedelta(seconds=1) <= outage_time(result) <= after + timedelta(seconds=1)
     assert text(driver, "status") == ""
-    assert text(driver, "balance") == "5"
+    assert text(driver, "live-status") == "live"
+
+    result.find_element(By.CSS_SELECTOR, "[data-testid=dismiss]").click()
+    wait(driver, "the message dismissed", lambda d: text(d, "buy-result") == "")
+
+    # The next purchase answers for itself: an unanswered one says so, an answered one replaces
+    # that message with its result.
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": [f"{service.url}/graphql"]})
+    buy(driver, 1)
+    wait(
+        driver,
+        "the purchase's failure",
+        lambda d: "check your balance" in text(d, "buy-result").lower(),
+    )
+    driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    buy(driver, 1)
+    wait(driver, "the next purchase", lambda d: text(d, "buy-result").startswith("Bought 1 "))
+    assert "could not reach" not in text(driver, "buy-result").lower()
+
+
+def test_a_response_a_send_and_a_mark_read_that_got_no_answer_stay_said_after_the_outage(
+    service: RunningService, browsers: Browsers
+) -> None:
+    grace = service.create_member("Grace Hopper")
+    margaret = service.create_member("Margaret Hamilton")
+    ada, driver = ada_signed_in(service, browsers)
+    grace_to_ada = send_inmail(service.url, grace, ada, "Compilers")
+    wait(driver, "Grace's InMail", lambda d: item(d, "inbox", grace_to_ada) is not None)
+    wait(driver, "its notification", lambda d: text(d, "unread-count") == "1")
+    driver.find_element(By.ID, "compose-recipient").send_keys(margaret.id)
+    driver.find_element(By.ID, "compose-lookup").click()
+    wait(driver, "the recipient", lambda d: text(d, "compose-recipient-name") == margaret.name)
+    driver.find_element(By.ID, "compose-subject").send_keys("Apollo")
+    driver.find_element(By.ID, "compose-body").send_keys("About the guidance computer")
+
+    stop_until_disconnected(driver, service)
+    graces = f'#inbox [data-conversation-id="{grace_to_ada}"]'
+    respond_result = f"{graces} [data-testid=respond-result]"
+    driver.find_element(By.CSS_SELECTOR, f"{graces} [data-testid=respond-INTERESTED]").click()
+    driver.find_element(By.ID, "compose-send").click()
+    driver.find_element(By.ID, "mark-all-read").click()
+    said = {
+        "respond": "may or may not have been recorded",
+        "send": "may or may not have been sent",
+        "read": "may not have been marked read",
+    }
+
+    def shown(d: WebDriver) -> dict[str, str]:
+        found = d.find_elements(By.CSS_SELECTOR, respond_result)
+        return {
+            "respond": found[0].text if found else "",
+            "send": text(d, "compose-result"),
+            "read": text(d, "notifications-result"),
+        }
+
+    wait(driver, "the three failures", lambda d: all(said[k] in v for k, v in shown(d).items()))
+
+    # Back, reloaded, and the inbox drawn anew by a live InMail: each message is still there.
+    come_back(driver, service)
+    margaret_to_ada = send_inmail(service.url, margaret, ada, "Guidance")
+    wait(driver, "Margaret's InMail, live", lambda d: item(d, "inbox", margaret_to_ada) is not None)
+    wait(driver, "the notifications reloaded", lambda d: text(d, "unread-count") == "2")
+    messages = shown(driver)
+    for action, words in said.items():
+        assert words in messages[action], (action, messages)
+        assert "tried at" in messages[action], (action, messages)
+    assert text(driver, "status") == ""
+    # Looking the recipient up again is no answer to the send.
+    driver.find_element(By.ID, "compose-recipient").clear()
+    driver.find_element(By.ID, "compose-recipient").send_keys(grace.id)
+    driver.find_element(By.ID, "compose-lookup").click()
+    wait(driver, "the lookup", lambda d: text(d, "compose-recipient-name") == grace.name)
+    assert said["send"] in text(driver, "compose-result")
+
+    # Dismissed, each is gone, and stays gone when the inbox is drawn again.
+    driver.find_element(By.CSS_SELECTOR, f"{respond_result} [data-testid=dismiss]").click()
+    driver.find_element(By.CSS_SELECTOR, "#compose-result [data-testid=dismiss]").click()
+    driver.find_element(By.CSS_SELECTOR, "#notifications-result [data-testid=dismiss]").click()
+    assert shown(driver) == {"respond": "", "send": "", "read": ""}
+    purchase(service.url, ada)
+    wait(driver, "a live notification", lambda d: text(d, "unread-count") == "3")
+    assert shown(driver) == {"respond": "", "send": "", "read": ""}
 
 
 def test_the_reconnect_backoff_is_capped_at_a_few_seconds_with_jitter(

@@ -21,6 +21,7 @@ export class Api {
   // or a mutation whose idempotency key makes its retry answer the first result (a send or a
   // purchase cannot spend or charge twice). Any other mutation is not repeated blindly.
   async request(query, variables = {}) {
+    const askedAt = new Date();
     let response;
     try {
       try {
@@ -31,8 +32,10 @@ export class Api {
       }
     } catch (networkError) {
       // No answer at all ("Failed to fetch"): the service could not be reached, and a mutation
-      // may or may not have happened. The caller words what to check.
-      throw new ApiError("Could not reach the service.", UNREACHABLE);
+      // may or may not have happened. The caller words what to check, and says when it asked.
+      const unreachable = new ApiError("Could not reach the service.", UNREACHABLE);
+      unreachable.at = askedAt;
+      throw unreachable;
     }
     let body;
     try {
@@ -61,7 +64,9 @@ export class Api {
 
   // A websocket that lives until close(); onState hears "connecting", "connected", "closed",
   // "refused", and "reconnected" for every connection after the first (events sent while the
-  // socket was down are not replayed: the caller reloads what it shows).
+  // socket was down are not replayed: the caller reloads what it shows, once its subscriptions
+  // are live again). Every subscription is sent again on each new connection, in the order
+  // they were made, right after "reconnected" is heard.
   connect(onState) {
     let connectedBefore = false;
     const url = new URL(this.endpoint);

@@ -80,6 +80,12 @@ function newKey() {
 let api = null;
 let viewer = null;
 let stopLive = [];
+// The Api whose connection came back and whose lists load again once its subscriptions are
+// live (null: none waiting).
+let reloadWhenLive = null;
+// The outage message of a response, by conversation id: the inbox is drawn anew on every live
+// update and after a reconnect, and the message outlives that.
+const respondNotes = new Map();
 
 // What an answer that could not be had means for each action: a send or a purchase under an
 // idempotency key may or may not have happened, and repeating it is safe only as the same
@@ -94,22 +100,50 @@ const UNREACHABLE_TEXT = {
   resume: "Could not reach the service: you will be signed in again as soon as it is back.",
 };
 
+// These say how things stand now (what is shown may be out of date; not signed in yet), so
+// they clear once the page is live and has loaded everything again. The others are about a
+// request that got no answer, whose outcome the service coming back does not tell: they stay,
+// with the time the request was made, until the member dismisses them or does the next action
+// of that kind.
+const UNTIL_BACK = new Set(["load", "signin", "resume"]);
+
 function isUnreachable(error) {
   return error instanceof ApiError && error.code === UNREACHABLE;
 }
 
-// Shows an outage message in `element` (the status line when none), marked so that it clears
-// once the live connection is back.
-function sayUnreachable(action, element = $("status")) {
-  element.textContent = UNREACHABLE_TEXT[action] || UNREACHABLE_TEXT.load;
-  element.dataset.unreachable = "1";
+// Shows an outage message in `element` (the status line when none). `at` is when the request
+// was made (the error's); `onDismiss` hears the member dismiss it.
+function sayUnreachable(action, element = $("status"), at = new Date(), onDismiss = null) {
+  const text = UNREACHABLE_TEXT[action] || UNREACHABLE_TEXT.load;
+  element.dataset.unreachable = action;
+  if (UNTIL_BACK.has(action)) {
+    element.textContent = text;
+    return;
+  }
+  const dismiss = () => {
+    clearNotice(element);
+    if (onDismiss) onDismiss();
+  };
+  element.replaceChildren(
+    text,
+    " (tried at ",
+    el("time", { datetime: at.toISOString(), "data-testid": "unreachable-at" }, at.toLocaleString()),
+    ") ",
+    el("button", { type: "button", "data-testid": "dismiss", onclick: dismiss }, "Dismiss")
+  );
 }
 
-function clearUnreachable() {
+function clearNotice(element) {
+  element.replaceChildren();
+  delete element.dataset.unreachable;
+}
+
+// Every outage message (`all`), or only those that the page being live and loaded again answers.
+function clearUnreachable(all = true) {
   for (const element of document.querySelectorAll("[data-unreachable]")) {
-    element.textContent = "";
-    delete element.dataset.unreachable;
+    if (all || UNTIL_BACK.has(element.dataset.unreachable)) clearNotice(element);
   }
+  if (all) respondNotes.clear();
 }
 
 async function signIn(token) {
@@ -140,6 +174,7 @@ async function signIn(token) {
 function signOut() {
   stopLive.forEach((stop) => stop());
   stopLive = [];
+  reloadWhenLive = null;
   if (api) api.close();
   api = null;
   viewer = null;
@@ -161,7 +196,7 @@ function resetMemberState() {
   delete $("compose-credits").dataset.known;
   $("compose-reason").textContent = "";
   delete $("compose-reason").dataset.reason;
-  for (const id of ["compose-result", "buy-result", "buy-price", "viewer-name", "viewer-id", "viewer-plan"]) {
+  for (const id of ["compose-result", "buy-result", "notifications-result", "buy-price", "viewer-name", "viewer-id", "viewer-plan"]) {
     $(id).textContent = "";
   }
   $("compose-send").disabled = true;
@@ -194,27 +229,33 @@ function setLiveState(state) {
     return;
   }
   if (state === "reconnected") {
-    // Back after an outage: what happened meanwhile was not replayed, so load it all again.
+    // Back after an outage: what happened meanwhile was not replayed, so it is all loaded again,
+    // but only once the subscriptions are live on the server again (see goLive): an event
+    // committed after a read made before that would otherwise show only with the next one.
     state = "connected";
-    clearUnreachable();
-    reloadAll().catch(showError);
+    reloadWhenLive = api;
   }
   $("live-status").dataset.state = state;
   $("live-status").textContent = state === "connected" ? "live" : state + "...";
 }
 
+// The subscriptions go out on every connection in the order made here, the balance last. The
+// server starts a subscription to the balance with the balance as of now, read once it is
+// registered, so the first balance update on a new connection says the server has that
+// subscription, and has received the ones sent before it (it reads a socket's messages in
+// order): only then are the lists loaded again after a reconnect, so an event committed after
+// that load's reads arrives live. The balance needs no reload: that
+// first update is the balance as of now, and no older answer over HTTP can come after it.
 function goLive() {
+  const owner = api;
   api.connect(setLiveState);
   const failed = (what) => (message) => say(`Live ${what}: ${message}`);
+  const live = () => {
+    if (reloadWhenLive !== owner) return;
+    reloadWhenLive = null;
+    reloadAll().catch(showError);
+  };
   stopLive.push(
-    api.subscribe(
-      "subscription { balanceChanged { balance delta reason at } }",
-      (data) => {
-        showBalance(data.balanceChanged.balance);
-        if ($("compose-credits").dataset.known) $("compose-credits").textContent = String(data.balanceChanged.balance);
-      },
-      failed("balance")
-    ),
     api.subscribe(
       "subscription { conversationUpdated { kind conversation { id sender { id } } } }",
       (data) => {
@@ -228,22 +269,31 @@ function goLive() {
       "subscription { notificationReceived { id kind } }",
       () => loadNotifications().catch(showError),
       failed("notifications")
+    ),
+    api.subscribe(
+      "subscription { balanceChanged { balance delta reason at } }",
+      (data) => {
+        showBalance(data.balanceChanged.balance);
+        if ($("compose-credits").dataset.known) $("compose-credits").textContent = String(data.balanceChanged.balance);
+        live();
+      },
+      (message) => {
+        failed("balance")(message);
+        live(); // no balance to wait for: load the lists all the same
+      }
     )
   );
 }
 
 async function reloadAll() {
   const mine = api;
-  const data = await api.request("{ viewer { inmailBalance } }");
-  if (api !== mine || !data.viewer) return;
-  showBalance(data.viewer.inmailBalance);
-  if ($("compose-credits").dataset.known) $("compose-credits").textContent = String(data.viewer.inmailBalance);
   await Promise.all([loadInbox(), loadSent(), loadNotifications()]);
+  if (api === mine) clearUnreachable(false); // what is shown is up to date again
 }
 
 function showError(error) {
   if (isUnreachable(error)) {
-    sayUnreachable(api ? "load" : "signin");
+    sayUnreachable(api ? "load" : "signin", $("status"), error.at);
     return;
   }
   if (error instanceof ApiError && error.code === "UNAUTHENTICATED") {
@@ -261,7 +311,8 @@ async function lookUp(recipientId) {
   composeTo = null;
   $("compose-send").disabled = true;
   $("compose-reason").textContent = "";
-  $("compose-result").textContent = "";
+  // A send that got no answer stays said: looking someone up is no answer to it.
+  if (!$("compose-result").dataset.unreachable) $("compose-result").textContent = "";
   const mine = api;
   const data = await api.request(
     `query Compose($id: ID!) {
@@ -287,6 +338,7 @@ async function send() {
   if (!composeTo) return;
   const button = $("compose-send");
   button.disabled = true;
+  clearNotice($("compose-result"));
   const input = {
     recipientId: composeTo,
     subject: $("compose-subject").value,
@@ -320,7 +372,7 @@ async function send() {
     if (api !== mine) return;
     button.disabled = false;
     if (isUnreachable(error)) {
-      sayUnreachable("send", $("compose-result"));
+      sayUnreachable("send", $("compose-result"), error.at);
       return;
     }
     throw error;
@@ -442,11 +494,13 @@ function conversationItem(c, { testid, party, note, actions }) {
 }
 
 function inboxItem(c) {
+  const awaiting = c.kind === "INMAIL" && c.state === "AWAITING_RESPONSE";
   return conversationItem(c, {
     testid: "inbox-item",
     party: "sender",
     note: el("span", { class: "muted" }, " ", when(c.sentAt)),
-    actions: c.kind === "INMAIL" && c.state === "AWAITING_RESPONSE" ? responder(c) : null,
+    // A response that got no answer stays said on its InMail, answered or not since.
+    actions: awaiting ? responder(c) : respondNotes.has(c.id) ? respondResult(c) : null,
   });
 }
 
@@ -454,10 +508,22 @@ function loadInbox() {
   return loadList("inbox");
 }
 
+// Where the result of a response to this InMail shows: its outage message, kept across the
+// inbox's redraws until dismissed or the next response to it, is drawn again here.
+function respondResult(conversation) {
+  const result = el("p", { "data-testid": "respond-result" });
+  const outage = respondNotes.get(conversation.id);
+  if (outage) sayUnreachable(outage.action, result, outage.at, () => respondNotes.delete(conversation.id));
+  return result;
+}
+
 function responder(conversation) {
   const note = el("textarea", { rows: 2, cols: 50, "data-testid": "reply-body", placeholder: "Write a reply" });
-  const result = el("p", { "data-testid": "respond-result" });
+  const result = respondResult(conversation);
   const respond = (response) => async () => {
+    respondNotes.delete(conversation.id);
+    clearNotice(result);
+    const mine = api;
     try {
       const body = note.value.trim() || null;
       const data = await api.request(
@@ -473,8 +539,14 @@ function responder(conversation) {
       }
       await loadInbox();
     } catch (error) {
-      if (isUnreachable(error)) sayUnreachable("respond", result);
-      else showError(error);
+      if (api !== mine) return;
+      if (isUnreachable(error)) {
+        respondNotes.set(conversation.id, { action: "respond", at: error.at });
+        // The inbox may have been drawn anew meanwhile: say it on the InMail as shown now.
+        const shown = document.querySelector(`#inbox [data-conversation-id="${CSS.escape(conversation.id)}"] [data-testid=respond-result]`);
+        const target = shown || result;
+        sayUnreachable("respond", target, error.at, () => respondNotes.delete(conversation.id));
+      } else showError(error);
     }
   };
   return el(
@@ -563,6 +635,8 @@ function showUnread(count) {
 }
 
 async function markRead(input) {
+  clearNotice($("notifications-result"));
+  const mine = api;
   try {
     const data = await api.request(
       `mutation Read($input: MarkNotificationsReadInput!) { markNotificationsRead(input: $input) { unreadCount errors { code message } } }`,
@@ -571,7 +645,8 @@ async function markRead(input) {
     showUnread(data.markNotificationsRead.unreadCount);
     await loadNotifications();
   } catch (error) {
-    if (isUnreachable(error)) sayUnreachable("read");
+    if (api !== mine) return;
+    if (isUnreachable(error)) sayUnreachable("read", $("notifications-result"), error.at);
     else showError(error);
   }
 }
@@ -580,12 +655,13 @@ async function markRead(input) {
 async function buy() {
   const quantity = Number.parseInt($("buy-quantity").value, 10);
   if (!Number.isInteger(quantity) || quantity < 1) {
+    clearNotice($("buy-result"));
     $("buy-result").textContent = "Enter a whole number of credits.";
     return;
   }
   // One purchase at a time: the button waits for the answer, so a double click buys once.
   $("buy-credits").disabled = true;
-  $("buy-result").textContent = "";
+  clearNotice($("buy-result"));
   const mine = api;
   let data;
   try {
@@ -598,7 +674,7 @@ async function buy() {
   } catch (error) {
     if (api !== mine) return;
     if (!isUnreachable(error)) throw error;
-    sayUnreachable("buy", $("buy-result"));
+    sayUnreachable("buy", $("buy-result"), error.at);
     return;
   } finally {
     if (viewer) $("buy-credits").disabled = !viewer.plan.canPurchaseCredits;
@@ -634,7 +710,7 @@ async function resume(token, attempt = 0) {
     await signIn(token);
   } catch (error) {
     if (isUnreachable(error) && !api) {
-      sayUnreachable("resume");
+      sayUnreachable("resume", $("status"), error.at);
       setTimeout(() => resume(token, attempt + 1), Math.min(3000, 300 * 2 ** attempt));
       return;
     }
