@@ -353,6 +353,34 @@ def test_an_event_committed_before_the_subscriptions_are_live_again_shows_after_
     assert "balance" in steps[:first_fetch], steps
 
 
+def test_an_event_committed_before_the_first_subscriptions_are_live_shows_after_sign_in(
+    service: RunningService, browsers: Browsers
+) -> None:
+    """The same race at sign-in: the page has loaded Ada's lists, but the server has not got
+    her subscriptions yet (held back in the page) when a purchase commits. Once they are live
+    the lists are loaded again, so the purchase's notification shows."""
+    ada = service.create_member("Ada Lovelace")
+    driver = browsers.open("ada")
+    driver.get(f"{service.url}/app")
+    wait(
+        driver,
+        "the client's script",
+        lambda d: d.execute_script("return document.body.dataset.ready"),
+    )
+    watch_the_wire(driver)
+    driver.execute_script("window.wire.holdSubscriptions = true")
+    submit_token(driver, ada)
+    wait(driver, "the three subscriptions, held", lambda d: wire(d, "held.length") == 3)
+    wait(driver, "Ada's empty notifications", lambda d: text(d, "notifications") == "Nothing yet.")
+    wait(driver, "the page at rest", quiet)
+
+    purchase(service.url, ada)
+    driver.execute_script("window.wire.release()")
+    wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "1")
+    assert text(driver, "notifications").startswith("Purchase completed: 1 credit ")
+    wait(driver, "the balance", lambda d: text(d, "balance") == "6")
+
+
 def test_a_slow_answer_after_a_reconnect_never_puts_back_an_older_balance(
     service: RunningService, browsers: Browsers
 ) -> None:

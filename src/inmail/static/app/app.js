@@ -80,8 +80,8 @@ function newKey() {
 let api = null;
 let viewer = null;
 let stopLive = [];
-// The Api whose connection came back and whose lists load again once its subscriptions are
-// live (null: none waiting).
+// The Api just signed in, or whose connection came back, whose lists load again once its
+// subscriptions are live (null: none waiting).
 let reloadWhenLive = null;
 // The outage message of a response, by conversation id: the inbox is drawn anew on every live
 // update and after a reconnect, and the message outlives that.
@@ -167,6 +167,10 @@ async function signIn(token) {
   $("viewer-plan").textContent = viewer.plan.type;
   showBalance(viewer.inmailBalance);
   showPrice(viewer.plan);
+  // The lists show at once, and are loaded once more when the subscriptions are live (see
+  // goLive): an event committed between this load and then would otherwise show only with
+  // the next one.
+  reloadWhenLive = api;
   goLive();
   await Promise.all([loadInbox(), loadSent(), loadNotifications()]);
 }
