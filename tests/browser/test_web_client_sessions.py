@@ -186,32 +186,37 @@ def come_back(driver: WebDriver, service: RunningService) -> None:
     )
 
 
-def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_it_missed(
-    service: RunningService, browsers: Browsers
-) -> None:
-    grace = service.create_member("Grace Hopper")
-    ada, driver = ada_signed_in(service, browsers)
-    wait(driver, "Ada's empty inbox", lambda d: text(d, "inbox") == "Nothing yet.")
+def inmail_while_down(
+    driver: WebDriver, service: RunningService, sender: Member, recipient: Member
+) -> str:
+    """An outage of the page's service, during which another process of the service (same
+    database) takes the sender's InMail: no event of it reaches the page. The conversation's id."""
     stop_until_disconnected(driver, service)
-
-    # Meanwhile, another process of the service (same database) takes Grace's InMail: no
-    # event of it reaches Ada's page, whose service is down.
     other = ServiceProcess.serve(service.env, service.process.log_path.with_name("other.log"))
     other.start()
     try:
         other.wait_ready()
         body, _ = post_graphql(
             other.url,
-            f"mutation {{ sendInMail(input: {{recipientId: {json.dumps(ada.id)}, "
+            f"mutation {{ sendInMail(input: {{recipientId: {json.dumps(recipient.id)}, "
             'subject: "While you were away", body: "Hello", idempotencyKey: "grace-1"}) '
             "{ conversation { id } errors { code } } }",
-            grace.token,
+            sender.token,
         )
         assert body["data"]["sendInMail"]["errors"] == [], body
-        conversation_id = body["data"]["sendInMail"]["conversation"]["id"]
+        conversation_id: str = body["data"]["sendInMail"]["conversation"]["id"]
+        return conversation_id
     finally:
         other.stop()
 
+
+def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_it_missed(
+    service: RunningService, browsers: Browsers
+) -> None:
+    grace = service.create_member("Grace Hopper")
+    ada, driver = ada_signed_in(service, browsers)
+    wait(driver, "Ada's empty inbox", lambda d: text(d, "inbox") == "Nothing yet.")
+    conversation_id = inmail_while_down(driver, service, grace, ada)
     come_back(driver, service)
     wait(
         driver,
@@ -379,6 +384,61 @@ def test_an_event_committed_before_the_first_subscriptions_are_live_shows_after_
     wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "1")
     assert text(driver, "notifications").startswith("Purchase completed: 1 credit ")
     wait(driver, "the balance", lambda d: text(d, "balance") == "6")
+
+
+# The server ending the balance's subscription with an `error` message (as graphql-ws does
+# when the subscription's stream raises), once `window.failBalance` is set: the page's client
+# then never sends that subscription again.
+END_THE_BALANCE_SUBSCRIPTION = """
+const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
+Object.defineProperty(WebSocket.prototype, "onmessage", {
+  configurable: true,
+  get() { return onmessage.get.call(this); },
+  set(handler) {
+    onmessage.set.call(this, handler && function (event) {
+      let message = null;
+      try { message = JSON.parse(event.data); } catch (notJson) {}
+      if (window.failBalance && message && message.type === "next"
+          && event.data.includes("balanceChanged")) {
+        window.failBalance = false;
+        const payload = [{ message: "the balance stream failed" }];
+        event = new MessageEvent("message", {
+          data: JSON.stringify({ id: message.id, type: "error", payload }),
+        });
+      }
+      return handler.call(this, event);
+    });
+  },
+});
+"""
+
+
+def test_after_the_balance_subscription_ended_a_reconnect_still_shows_what_was_missed(
+    service: RunningService, browsers: Browsers
+) -> None:
+    """No balance update can say the subscriptions are live again: the page reloads anyway."""
+    grace = service.create_member("Grace Hopper")
+    ada = service.create_member("Ada Lovelace")
+    driver = browsers.open("ada")
+    driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": END_THE_BALANCE_SUBSCRIPTION}
+    )
+    sign_in(driver, service, ada)
+    wait(driver, "Ada's empty inbox", lambda d: text(d, "inbox") == "Nothing yet.")
+    driver.execute_script("window.failBalance = true")
+    purchase(service.url, ada)
+    wait(driver, "the subscription's end", lambda d: "balance stream failed" in text(d, "status"))
+
+    conversation_id = inmail_while_down(driver, service, grace, ada)
+    come_back(driver, service)
+    wait(
+        driver,
+        "the missed InMail in the inbox",
+        lambda d: (
+            attributes(d, "#inbox [data-testid=inbox-item]", "data-conversation-id")
+            == [(conversation_id,)]
+        ),
+    )
 
 
 def test_a_slow_answer_after_a_reconnect_never_puts_back_an_older_balance(

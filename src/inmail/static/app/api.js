@@ -94,8 +94,10 @@ export class Api {
     });
   }
 
-  // Calls onData with each result's data until the returned function is called.
-  subscribe(query, onData, onError) {
+  // Calls onData with each result's data until the returned function is called. onEnd hears
+  // the server end the subscription (an error or a completion): it is then never sent again,
+  // not even on a new connection.
+  subscribe(query, onData, onError, onEnd = () => {}) {
     return this.live.subscribe(
       { query },
       {
@@ -103,8 +105,11 @@ export class Api {
           if (result.errors && result.errors.length) onError(result.errors[0].message);
           else onData(result.data);
         },
-        error: (error) => onError(describe(error)),
-        complete: () => {},
+        error: (error) => {
+          onError(describe(error));
+          onEnd();
+        },
+        complete: onEnd,
       }
     );
   }

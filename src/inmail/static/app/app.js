@@ -83,6 +83,11 @@ let stopLive = [];
 // The Api just signed in, or whose connection came back, whose lists load again once its
 // subscriptions are live (null: none waiting).
 let reloadWhenLive = null;
+// Whether the server ended the balance's subscription (it is then not sent again on a new
+// connection, and no first update can say that the subscriptions are live).
+let balanceEnded = false;
+// How long a reconnected page waits for the balance's first update before it reloads anyway.
+const LIVE_WAIT_MS = 5000;
 // The outage message of a response, by conversation id: the inbox is drawn anew on every live
 // update and after a reconnect, and the message outlives that.
 const respondNotes = new Map();
@@ -237,7 +242,10 @@ function setLiveState(state) {
     // but only once the subscriptions are live on the server again (see goLive): an event
     // committed after a read made before that would otherwise show only with the next one.
     state = "connected";
-    reloadWhenLive = api;
+    const owner = api;
+    reloadWhenLive = owner;
+    if (balanceEnded) reloadIfWaiting(owner);
+    else setTimeout(() => reloadIfWaiting(owner), LIVE_WAIT_MS);
   }
   $("live-status").dataset.state = state;
   $("live-status").textContent = state === "connected" ? "live" : state + "...";
@@ -252,13 +260,10 @@ function setLiveState(state) {
 // first update is the balance as of now, and no older answer over HTTP can come after it.
 function goLive() {
   const owner = api;
+  balanceEnded = false;
   api.connect(setLiveState);
   const failed = (what) => (message) => say(`Live ${what}: ${message}`);
-  const live = () => {
-    if (reloadWhenLive !== owner) return;
-    reloadWhenLive = null;
-    reloadAll().catch(showError);
-  };
+  const live = () => reloadIfWaiting(owner);
   stopLive.push(
     api.subscribe(
       "subscription { conversationUpdated { kind conversation { id sender { id } } } }",
@@ -284,9 +289,19 @@ function goLive() {
       (message) => {
         failed("balance")(message);
         live(); // no balance to wait for: load the lists all the same
+      },
+      () => {
+        if (api === owner) balanceEnded = true;
       }
     )
   );
+}
+
+// The lists loaded again, if `owner` still waits for that (see goLive).
+function reloadIfWaiting(owner) {
+  if (reloadWhenLive !== owner) return;
+  reloadWhenLive = null;
+  reloadAll().catch(showError);
 }
 
 async function reloadAll() {
