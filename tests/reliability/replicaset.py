@@ -78,6 +78,9 @@ class Member:
                 # A member stopped with SIGTERM waits this long for a secondary to catch up.
                 "--setParameter",
                 "shutdownTimeoutMillisForSignaledShutdown=2000",
+                # For failCommand, which makes a command fail as a step-down or an outage would.
+                "--setParameter",
+                "enableTestCommands=1",
             ],
         )
         self.process = spawn_mongod(command, stderr=subprocess.DEVNULL)

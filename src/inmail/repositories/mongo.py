@@ -56,6 +56,11 @@ a server that could not serve the snapshot)."""
 _SNAPSHOT = ReadConcern("snapshot")
 # SnapshotTooOld, SnapshotUnavailable (a collection or index made after the snapshot's time).
 _SNAPSHOT_REFUSED: Final = frozenset({239, 246})
+# The server's answers after which the driver tries its own reads once more (the retryable
+# reads specification): a host or socket lost, a primary stepping down or shutting down.
+_RETRYABLE_READ_CODES: Final = frozenset(
+    {6, 7, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436}
+)
 _DUPLICATE_KEY = 11000
 _PART = "_part"  # where find_anchored's lookups put what they found
 _MAJORITY = WriteConcern("majority")
@@ -100,6 +105,15 @@ def unanswered(exc: BaseException) -> bool:
     (a timed-out command, commit or write concern alike), rather than that the request was
     wrong: the same request may succeed later."""
     return isinstance(exc, DatabaseUnavailable) or (isinstance(exc, PyMongoError) and exc.timeout)
+
+
+def _retryable_read(exc: PyMongoError) -> bool:
+    """Whether a read that failed so is worth one more attempt: not after its deadline."""
+    if exc.timeout:
+        return False
+    if isinstance(exc, DatabaseUnavailable) or exc.has_error_label("RetryableError"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _RETRYABLE_READ_CODES
 
 
 def new_id() -> str:
@@ -477,7 +491,7 @@ class Mongo:
         if projection is not None:
             command["projection"] = dict(projection)
         try:
-            reply = await self.db.command(command, codec_options=self.db.codec_options)
+            reply = await self._read_command(command)
         except OperationFailure as exc:
             if exc.code not in _SNAPSHOT_REFUSED:
                 raise
@@ -537,12 +551,26 @@ class Mongo:
         longer holds it (older than its snapshot history, `minSnapshotHistoryWindowInSeconds`)."""
         command = {**command, "readConcern": {"level": "snapshot", "atClusterTime": at}}
         try:
-            reply = await self.db.command(command, codec_options=self.db.codec_options)
+            reply = await self._read_command(command)
         except OperationFailure as exc:
             if exc.code not in _SNAPSHOT_REFUSED:
                 raise
             return None
         return list(reply["cursor"]["firstBatch"])
+
+    async def _read_command(self, command: Doc) -> Doc:
+        """A read command's reply, the command tried once more after an error the driver would
+        retry one of its own reads after (a connection lost, a primary stepping down: the next
+        attempt selects the new primary). `db.command` itself never retries."""
+        try:
+            reply: Doc = await self.db.command(command, codec_options=self.db.codec_options)
+            return reply
+        except PyMongoError as exc:
+            if not _retryable_read(exc):
+                raise
+            log.info("a read met %r; trying it once more", exc)
+        reply = await self.db.command(command, codec_options=self.db.codec_options)
+        return reply
 
     async def find_by_ids(
         self,
