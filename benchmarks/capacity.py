@@ -45,6 +45,7 @@ from inmail.repositories.mongo import Mongo, new_id
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
 from inmail.services.base import Deps
+from inmail.settings import Settings
 
 RESPOND = (
     "mutation Respond($i: RespondToInMailInput!) { respondToInMail(input: $i) "
@@ -234,7 +235,7 @@ async def history_costs(
     uri: str, mongo: Mongo, tmp: Path, deps: Deps, world: w.World, per_op: int
 ) -> list[Cost]:
     tokens = world.tokens
-    minted = TokenService(w.SECRET)
+    minted = TokenService(w.SECRET, Settings().token_max_lifetime)
     members: dict[int, str] = {}
     for size in HISTORIES:
         new = member_service.NewMember(

@@ -58,6 +58,7 @@ from inmail.repositories.members import member_to_doc
 from inmail.repositories.mongo import Doc, Mongo, new_id
 from inmail.services import scheduling
 from inmail.services.base import Deps
+from inmail.settings import Settings
 
 SIGNED_UP = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 RENEWAL = datetime(2026, 2, 15, tzinfo=UTC)
@@ -282,7 +283,7 @@ async def run_size(uri: str, size: int, batch: int) -> dict[str, float]:
         await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
         seeded = await seed(mongo, size)
         # No webhook URL, as by default: the pass writes no outbox events (nor does the floor).
-        deps = build_deps(mongo, ManualClock(RENEWAL), DEFAULT_PLAN_TABLE, webhooks=False)
+        deps = build_deps(mongo, ManualClock(RENEWAL), Settings(), webhooks=False)
 
         with PeakRss().watch() as memory:
             started = time.perf_counter()
@@ -378,7 +379,7 @@ async def server_version(uri: str) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--batch", type=int, default=scheduling.DEFAULT_BATCH)
+    parser.add_argument("--batch", type=int, default=Settings().scheduler_batch)
     parser.add_argument("--uri", default=None, help="a replica set; default: embedded mongod")
     parser.add_argument("--oplog-mb", type=int, default=1024)
     return parser.parse_args()

@@ -45,7 +45,7 @@ from inmail.domain.plans import DEFAULT_PLAN_TABLE, LEGACY_ALLOTMENT_MAX
 from inmail.embedded_mongod import EmbeddedMongod
 from inmail.repositories.mongo import Mongo
 from inmail.services.base import Deps
-from inmail.services.rate_limits import RateLimits
+from inmail.settings import Settings
 
 DB_NAME = "inmail_bench"
 
@@ -512,8 +512,7 @@ async def _seeding_deps(mongo: Mongo) -> Deps:
     return build_deps(
         mongo,
         ManualClock(w.START),
-        DEFAULT_PLAN_TABLE,
-        rate_limits=RateLimits(inmails_per_minute=LEGACY_ALLOTMENT_MAX),
+        Settings(rate_limit_inmails_per_minute=LEGACY_ALLOTMENT_MAX),
         webhooks=False,
     )
 

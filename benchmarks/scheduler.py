@@ -17,6 +17,6 @@ async def renewal_pass(uri: str, size: int, batch: int) -> dict[str, float]:
 
 
 def default_batch() -> int:
-    from inmail.services.scheduling import DEFAULT_BATCH
+    from inmail.settings import Settings
 
-    return DEFAULT_BATCH
+    return Settings().scheduler_batch

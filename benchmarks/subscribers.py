@@ -47,6 +47,7 @@ from inmail.domain.credits import LedgerKind
 from inmail.embedded_mongod import EmbeddedMongod
 from inmail.services.events import BalanceUpdate
 from inmail.services.live import Subscriber
+from inmail.settings import Settings
 
 SECRET = "benchmark-secret-0123456789-0123456789-0123456789"
 CARD = {"brand": "Visa", "last4": "4242", "expMonth": 12, "expYear": 2099}
@@ -302,7 +303,7 @@ def broker_bytes_per_subscriber(count: int = 1000) -> float:
 
 async def run(args: argparse.Namespace, uri: str, mongod_pid: int | None) -> None:
     db_name = f"bench_{uuid.uuid4().hex[:8]}"
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, Settings().token_max_lifetime)
     admin = tokens.mint("admin", Role.ADMIN)
     deliveries, commits = Deliveries(), Commits()
     with service(uri, db_name) as process:

@@ -19,6 +19,7 @@ from inmail.domain.plans import PlanType
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
 from inmail.services.base import Deps
+from inmail.settings import Settings
 
 START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 SECRET = "inmail-bench-secret-0123456789-0123456789"
@@ -113,7 +114,7 @@ async def _gather_limited(jobs: list[Awaitable[Any]], limit: int) -> list[Any]:
 
 async def seed(deps: Deps, *, recipients: int, senders: int, credits_per_sender: int) -> World:
     """Members created with `createMember`'s service code, and the page viewer's history."""
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, Settings().token_max_lifetime)
 
     async def create(name: str, plan: PlanType, allotment: int | None = None) -> str:
         new = member_service.NewMember(

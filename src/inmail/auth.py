@@ -17,7 +17,6 @@ import jwt
 ALGORITHM = "HS256"
 DEV_SECRET_FILE = "jwt-secret"
 MIN_SECRET_LENGTH = 32  # characters of an HS256 secret, INMAIL_JWT_SECRET or the file
-DEFAULT_MAX_LIFETIME = timedelta(hours=24)
 # Clocks of the machine that mints a token and of this one may disagree by this much.
 LEEWAY_SECONDS = 30.0
 # A token is a few hundred bytes; anything much longer is refused before it is decoded.
@@ -55,7 +54,7 @@ class TokenService:
     def __init__(
         self,
         secret: str,
-        max_lifetime: timedelta = DEFAULT_MAX_LIFETIME,
+        max_lifetime: timedelta,
         *,
         remembered: int = 4096,
     ) -> None:

@@ -10,7 +10,6 @@ from typing import Protocol
 
 from inmail.auth import KnownMembers, TokenService, development_secret
 from inmail.clock import Clock, ManualClock, SystemClock
-from inmail.domain.plans import PlanTable
 from inmail.observability import LedgerMetrics
 from inmail.repositories.changes import InboxChanges, LedgerChanges
 from inmail.repositories.leases import LeaseRepository
@@ -77,28 +76,42 @@ def in_memory_mongo(db_name: str) -> Mongo:
     return InMemoryMongo(db_name)
 
 
+def limits(settings: Settings) -> Limits:
+    return Limits(
+        max_purchase_quantity=settings.max_purchase_quantity,
+        reminder_delay=timedelta(hours=settings.reminder_delay_hours),
+        expiry_notice=timedelta(days=settings.expiry_notice_days),
+    )
+
+
+def rate_limits(settings: Settings, clock: Clock) -> RateLimits:
+    return RateLimits(
+        inmails_per_minute=settings.rate_limit_inmails_per_minute,
+        messages_per_minute=settings.rate_limit_messages_per_minute,
+        forget_idle_logs=not clock.is_manual,
+    )
+
+
 def build_deps(
     mongo: Mongo,
     clock: Clock,
-    plans: PlanTable,
+    settings: Settings,
     *,
-    limits: Limits | None = None,
     publisher: BalancePublisher | None = None,
-    rate_limits: RateLimits | None = None,
     gateway: PaymentGateway | None = None,
     webhooks: bool = True,
     database_timeout: float | None = None,
 ) -> Deps:
-    """What the use cases run on: a unit of work on `mongo`, the clock, the plans; `webhooks`
-    says whether new notifications are enqueued for webhook delivery, `database_timeout` how
-    long a request's database work may take in all (None: no bound)."""
+    """What the use cases run on: a unit of work on `mongo`, the clock, and the plans and limits
+    of `settings`; `webhooks` says whether new notifications are enqueued for webhook delivery,
+    `database_timeout` how long a request's database work may take in all (None: no bound)."""
     return Deps(
         uow=MongoUnitOfWork(mongo, webhooks=webhooks, timeout=database_timeout),
         clock=clock,
-        plans=plans,
-        limits=limits or Limits(),
+        plans=settings.plans,
+        limits=limits(settings),
+        rate_limits=rate_limits(settings, clock),
         publisher=publisher or NullPublisher(),
-        rate_limits=rate_limits or RateLimits(),
         gateway=gateway,
     )
 
@@ -114,7 +127,7 @@ def build_scheduler(
     mongo: Mongo,
     *,
     interval: float,
-    batch_size: int | None = None,
+    batch_size: int,
     lease_ttl: timedelta | None = None,
     stop_grace: float | None = None,
     owner: str | None = None,
@@ -123,7 +136,7 @@ def build_scheduler(
         deps,
         lease_store(mongo),
         interval=interval,
-        batch_size=batch_size or scheduling.DEFAULT_BATCH,
+        batch_size=batch_size,
         lease_ttl=lease_ttl or DEFAULT_LEASE_TTL,
         stop_grace=DEFAULT_STOP_GRACE if stop_grace is None else stop_grace,
         owner=owner,
@@ -184,18 +197,8 @@ def build_container(
     deps = build_deps(
         mongo,
         clock,
-        settings.plans,
-        limits=Limits(
-            max_purchase_quantity=settings.max_purchase_quantity,
-            reminder_delay=timedelta(hours=settings.reminder_delay_hours),
-            expiry_notice=timedelta(days=settings.expiry_notice_days),
-        ),
+        settings,
         publisher=events,
-        rate_limits=RateLimits(
-            inmails_per_minute=settings.rate_limit_inmails_per_minute,
-            messages_per_minute=settings.rate_limit_messages_per_minute,
-            forget_idle_logs=not clock.is_manual,
-        ),
         gateway=payments,
         database_timeout=settings.database_timeout,
         webhooks=settings.webhook_url is not None,
@@ -205,9 +208,7 @@ def build_container(
         settings=settings,
         clock=clock,
         mongo=mongo,
-        tokens=TokenService(
-            jwt_secret(settings), timedelta(hours=settings.token_max_lifetime_hours)
-        ),
+        tokens=TokenService(jwt_secret(settings), settings.token_max_lifetime),
         deps=deps,
         gateway=payments,
         events=events,

@@ -42,7 +42,7 @@ class Scheduler:
         leases: scheduling.LeaseStore,
         *,
         interval: float,
-        batch_size: int = scheduling.DEFAULT_BATCH,
+        batch_size: int,
         lease_ttl: timedelta = DEFAULT_LEASE_TTL,
         stop_grace: float = DEFAULT_STOP_GRACE,
         owner: str | None = None,

@@ -6,15 +6,18 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import urlsplit
 
+from inmail.domain.conversations import MAX_REMINDER_DELAY
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable, plan_table_from_overrides
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
+
+_MAX_REMINDER_HOURS = MAX_REMINDER_DELAY / timedelta(hours=1)
 
 
 class SettingsError(ValueError):
@@ -296,9 +299,9 @@ class Settings:
     reminder_delay_hours: float = setting(
         "INMAIL_REMINDER_DELAY_HOURS",
         "48",
-        "hours, a number 0-72",
+        f"hours, a number 0-{_MAX_REMINDER_HOURS:g}",
         "how long after sending an unanswered InMail its recipient is reminded",
-        _float_range(0, 72),
+        _float_range(0, _MAX_REMINDER_HOURS),
     )
     plans: PlanTable = setting(
         "INMAIL_PLANS",
@@ -540,6 +543,10 @@ class Settings:
     def manual_clock(self) -> bool:
         return self.clock == "manual"
 
+    @property
+    def token_max_lifetime(self) -> timedelta:
+        return timedelta(hours=self.token_max_lifetime_hours)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read and validate every INMAIL_* variable; raise SettingsError naming the bad one."""
@@ -570,14 +577,14 @@ class Settings:
                 raise SettingsError("INMAIL_CLOCK: manual is for demos and tests, not production")
         if settings.webhook_url is not None and settings.webhook_secret is None:
             raise SettingsError("INMAIL_WEBHOOK_SECRET: required when INMAIL_WEBHOOK_URL is set")
-        delay = settings.reminder_delay_hours * 3600
-        if settings.scheduler_interval > delay and delay + settings.scheduler_interval > 72 * 3600:
+        delay, latest = settings.reminder_delay_hours * 3600, MAX_REMINDER_DELAY.total_seconds()
+        if settings.scheduler_interval > delay and delay + settings.scheduler_interval > latest:
             # A pass wakes when a reminder it knows of falls due; one for an InMail sent after a
             # pass, due before the next, waits for that next pass: up to an interval late.
             raise SettingsError(
                 "INMAIL_SCHEDULER_INTERVAL: longer than INMAIL_REMINDER_DELAY_HOURS, it may hold a "
-                "reminder past 72 hours after its InMail (SPEC 5); keep the two under 72 hours "
-                "together, or the interval under the delay"
+                f"reminder past {_MAX_REMINDER_HOURS:g} hours after its InMail (SPEC 5); keep the "
+                f"two under {_MAX_REMINDER_HOURS:g} hours together, or the interval under the delay"
             )
         return settings
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from inmail.repositories.intents import IntentStatus
 from inmail.services.charges import reconcile_charges
+from inmail.settings import Settings
 from support import (
     START,
     Api,
@@ -21,6 +22,8 @@ from support import (
     orphan_charge,
     purchased_lots_of,
 )
+
+BATCH = Settings().scheduler_batch  # the scheduler's batch, as the service runs it
 
 DECLINING_CARD = {"brand": "Visa", "last4": "0002", "expMonth": 12, "expYear": 2030}
 ADVANCE = "mutation($i: AdvanceClockInput!) { advanceClock(input: $i) { now errors { code } } }"
@@ -335,8 +338,8 @@ async def test_a_retry_racing_two_reconcilers_settles_each_charge_exactly_once(a
     now = api.clock.now()
 
     await asyncio.gather(
-        reconcile_charges(deps, gateway, now),
-        reconcile_charges(deps, gateway, now),
+        reconcile_charges(deps, gateway, now, batch_size=BATCH),
+        reconcile_charges(deps, gateway, now, batch_size=BATCH),
         *(
             api.purchase(m, i.quantity or 0, key=i.key)
             for m, i in zip(members, intents, strict=True)
@@ -372,8 +375,10 @@ async def test_an_orphan_is_left_to_its_request_for_two_minutes_and_settled_with
     intent = await orphan_charge(api, ada, 2)
     deps, gateway = api.container.deps, api.container.gateway
 
-    early = await reconcile_charges(deps, gateway, START + timedelta(minutes=1))
-    late = await reconcile_charges(deps, gateway, api.clock.now() + timedelta(minutes=10))
+    early = await reconcile_charges(deps, gateway, START + timedelta(minutes=1), batch_size=BATCH)
+    late = await reconcile_charges(
+        deps, gateway, api.clock.now() + timedelta(minutes=10), batch_size=BATCH
+    )
 
     assert (early.completed, early.refunded) == (0, 0)
     assert (late.completed, late.refunded) == (1, 0)

@@ -246,7 +246,9 @@ async def test_a_reminder_writes_its_notification_and_its_event_in_one_command(
     ada, grace = await ada_and_grace(api)
     await api.send(ada, grace)
     later = api.advance(days=4)
-    reminding = scheduling.remind_due(api.container.deps, later)
+    reminding = scheduling.remind_due(
+        api.container.deps, later, batch_size=api.container.settings.scheduler_batch
+    )
     written = await notification_writes(commands, reminding)
     assert commands.sent.count("commitTransaction") == 1  # one reminder, one transaction
     assert written == [["REMINDER", "CONVERSATION_EVENT"]]

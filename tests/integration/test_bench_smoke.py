@@ -17,11 +17,12 @@ from benchmarks import floors
 from benchmarks import workloads as w
 from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
-from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
+from inmail.domain.plans import PlanType
 from inmail.repositories.mongo import Mongo
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
 from inmail.services.base import Deps
+from inmail.settings import Settings
 from support import run_to_end
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -94,7 +95,7 @@ def test_the_quick_benchmark_prints_a_row_for_every_workload_and_a_verdict_for_e
 
 @pytest.fixture
 async def floor_world(mongo: Mongo) -> FloorWorld:
-    deps = build_deps(mongo, ManualClock(w.START), DEFAULT_PLAN_TABLE)
+    deps = build_deps(mongo, ManualClock(w.START), Settings())
 
     async def create(name: str, plan: PlanType, allotment: int | None = None) -> str:
         new = member_service.NewMember(

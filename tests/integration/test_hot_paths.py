@@ -19,7 +19,7 @@ from strawberry.schema.schema import validate_document
 from benchmarks.commands import round_trips, snapshot, workload_commands
 from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
-from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
+from inmail.domain.plans import PlanType
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers import limits
 from inmail.resolvers.root import build_schema
@@ -100,7 +100,7 @@ async def test_a_sent_inmail_is_answered_with_the_conversation_exactly_as_stored
 ) -> None:
     # A clock with microseconds: BSON keeps milliseconds, and the answer must match a read.
     clock = ManualClock(datetime(2026, 1, 15, 9, 0, 0, 123456, tzinfo=UTC))
-    deps = build_deps(mongo, clock, DEFAULT_PLAN_TABLE)
+    deps = build_deps(mongo, clock, settings_for_tests())
     ada = await member_service.create_member(
         deps, member_service.NewMember("Ada Lovelace", PlanType.SALES_NAVIGATOR)
     )

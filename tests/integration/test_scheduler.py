@@ -34,6 +34,7 @@ from support import test_settings as settings_with
 
 T = TypeVar("T")
 CARD = PaymentMethod("Visa", "4242", 12, 2030)
+BATCH = Settings().scheduler_batch
 
 
 def at(month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
@@ -102,11 +103,13 @@ async def test_renewal_happens_on_the_anchor_day_and_not_before(api: Api) -> Non
     deps = api.container.deps
     ada = await new_member(deps)  # 15 January, 09:00: the anchor is the 15th
 
-    report = await scheduling.renew_due(deps, await set_clock(api, at(2, 14, 23, 59, 59)))
+    report = await scheduling.renew_due(
+        deps, await set_clock(api, at(2, 14, 23, 59, 59)), batch_size=BATCH
+    )
     assert report.changed == 0
     assert await balance(deps, ada) == 5
 
-    report = await scheduling.renew_due(deps, await set_clock(api, at(2, 15)))
+    report = await scheduling.renew_due(deps, await set_clock(api, at(2, 15)), batch_size=BATCH)
     assert report.changed == 1
     assert await balance(deps, ada) == 10
     assert grants(await ledger(deps, ada)) == [(START, 5), (at(2, 15), 5)]
@@ -120,7 +123,7 @@ async def test_anchor_31_goes_through_february_and_back_to_the_31st(api: Api) ->
     deps = api.container.deps
     ada = await new_member(deps, billing_day=31)  # the current cycle began 31 December
     for when in (at(1, 31), at(2, 28), at(3, 28), at(3, 31), at(4, 30), at(5, 31)):
-        await scheduling.renew_due(deps, await set_clock(api, when))
+        await scheduling.renew_due(deps, await set_clock(api, when), batch_size=BATCH)
     assert [t for t, _ in grants(await ledger(deps, ada))] == [
         START,
         at(1, 31),
@@ -149,7 +152,7 @@ async def test_the_cap_of_each_plan_is_reached_after_months_of_no_spending(
     member = await new_member(deps, plan=plan, monthly_allotment=allotment)
     monthly = deps.plans.policy(plan, allotment).monthly_allotment
     # 15 April 00:00: the fourth allotment, nine hours before the first lot's 90 days end.
-    await scheduling.advance_clock(deps, days=89, hours=15)
+    await scheduling.advance_clock(deps, days=89, hours=15, batch_size=BATCH)
     assert api.clock.now() == at(4, 15)
     assert await balance(deps, member) == cap
     last = (await ledger(deps, member))[-1]
@@ -164,7 +167,7 @@ async def test_catch_up_after_three_missed_months_grants_each_cycle_at_its_own_s
     deps = api.container.deps
     ada = await new_member(deps)
     # The service was down from 15 January to 20 April: one pass catches up.
-    await scheduling.run_due_jobs(deps, await set_clock(api, at(4, 20)))
+    await scheduling.run_due_jobs(deps, await set_clock(api, at(4, 20)), batch_size=BATCH)
     entries = await ledger(deps, ada)
     assert [(e.at, e.kind, e.delta, e.balance_after) for e in entries] == [
         (START, LedgerKind.GRANT, 5, 5),
@@ -175,7 +178,7 @@ async def test_catch_up_after_three_missed_months_grants_each_cycle_at_its_own_s
     ]
     assert await balance(deps, ada) == 10
     await assert_consistent(deps, ada)
-    again = await scheduling.run_due_jobs(deps, at(4, 20))
+    again = await scheduling.run_due_jobs(deps, at(4, 20), batch_size=BATCH)
     assert [job.changed for job in again.jobs] == [0] * len(again.jobs)
     assert len(again.jobs) == 5  # renewals, expirations, reminders, expiry notices, charges
     assert await ledger(deps, ada) == entries
@@ -184,7 +187,7 @@ async def test_catch_up_after_three_missed_months_grants_each_cycle_at_its_own_s
 async def test_lots_whose_90_days_passed_during_an_outage_are_recorded_expired(api: Api) -> None:
     deps = api.container.deps
     ada = await new_member(deps)
-    await scheduling.renew_due(deps, await set_clock(api, at(6, 20)))
+    await scheduling.renew_due(deps, await set_clock(api, at(6, 20)), batch_size=BATCH)
     lots = {lot.granted_at: lot for lot in await lots_of(deps, ada)}
     assert {t: lot.status for t, lot in lots.items()} == {
         START: LotStatus.EXPIRED,
@@ -215,7 +218,7 @@ async def test_a_credit_is_spendable_one_second_before_90_days_and_not_at_90_day
     alan = await new_member(deps, "Alan Turing")
     grace = await new_member(deps, "Grace Hopper")
     first_lot = (await deps.reads.lots.active_for(ada))[0]
-    await scheduling.advance_clock(deps, days=89, hours=23)
+    await scheduling.advance_clock(deps, days=89, hours=23, batch_size=BATCH)
     api.clock.set(first_lot.expires_at - timedelta(seconds=1))
 
     sent = await inmail_service.send_inmail(deps, ada, alan, "Hello", "One second left.", "k-1")
@@ -228,7 +231,7 @@ async def test_a_credit_is_spendable_one_second_before_90_days_and_not_at_90_day
     await inmail_service.send_inmail(deps, ada, grace, "Hello", "Not from that lot.", "k-2")
     assert (await ledger(deps, ada))[-1].lot_id != first_lot.id
 
-    report = await scheduling.expire_due(deps, api.clock.now())
+    report = await scheduling.expire_due(deps, api.clock.now(), batch_size=BATCH)
     assert report.changed == 2  # Alan's and Grace's: Ada's own send settled hers
     entries = await ledger(deps, ada)
     expire = next(e for e in entries if e.kind is LedgerKind.EXPIRE)
@@ -238,7 +241,7 @@ async def test_a_credit_is_spendable_one_second_before_90_days_and_not_at_90_day
     )
     assert await balance(deps, ada) == 9
     await assert_consistent(deps, ada)
-    assert (await scheduling.expire_due(deps, api.clock.now())).changed == 0
+    assert (await scheduling.expire_due(deps, api.clock.now(), batch_size=BATCH)).changed == 0
 
 
 # Reminders
@@ -254,16 +257,21 @@ async def test_reminders_go_once_and_within_72_hours(api: Api) -> None:
     to_grace = await inmail_service.send_inmail(deps, ada, grace, "Hi", "Tea?", "k-2")
     sent_at = {alan: START, grace: START + timedelta(hours=20)}
 
-    assert (await scheduling.remind_due(deps, START + timedelta(hours=47, minutes=59))).changed == 0
+    assert (
+        await scheduling.remind_due(deps, START + timedelta(hours=47, minutes=59), batch_size=BATCH)
+    ).changed == 0
     # Passes at irregular times, twice at once, then again later: one reminder each.
     first_pass = START + timedelta(hours=48)
     second_pass = START + timedelta(hours=70)
     reports = await asyncio.gather(
-        scheduling.remind_due(deps, first_pass), scheduling.remind_due(deps, first_pass)
+        scheduling.remind_due(deps, first_pass, batch_size=BATCH),
+        scheduling.remind_due(deps, first_pass, batch_size=BATCH),
     )
     assert sorted(r.changed for r in reports) == [0, 1]
-    assert (await scheduling.remind_due(deps, second_pass)).changed == 1
-    assert (await scheduling.remind_due(deps, START + timedelta(days=9))).changed == 0
+    assert (await scheduling.remind_due(deps, second_pass, batch_size=BATCH)).changed == 1
+    assert (
+        await scheduling.remind_due(deps, START + timedelta(days=9), batch_size=BATCH)
+    ).changed == 0
 
     for member_id, conversation_id, reminded_at in (
         (alan, to_alan.conversation.id, first_pass),
@@ -285,7 +293,7 @@ async def test_the_reminder_delay_is_configurable(mongodb_uri: str, db_name: str
         ada = await new_member(deps, "Ada Lovelace")
         alan = await new_member(deps, "Alan Turing")
         sent = await inmail_service.send_inmail(deps, ada, alan, "Hi", "Coffee?", "k-1")
-        await scheduling.advance_clock(deps, days=3)
+        await scheduling.advance_clock(deps, days=3, batch_size=BATCH)
         conversation = await deps.reads.conversations.get(sent.conversation.id)
         assert conversation is not None
         assert conversation.reminder_sent_at == START + timedelta(hours=24)
@@ -467,9 +475,9 @@ async def test_two_schedulers_running_at_once_grant_once(
     api.clock.set(at(4, 20))
     other_mongo = Mongo.connect(mongodb_uri, db_name)
     try:
-        other = build_deps(other_mongo, api.clock, deps.plans)
-        first = build_scheduler(deps, api.container.mongo, interval=60)
-        second = build_scheduler(other, other_mongo, interval=60)
+        other = build_deps(other_mongo, api.clock, api.container.settings)
+        first = build_scheduler(deps, api.container.mongo, interval=60, batch_size=BATCH)
+        second = build_scheduler(other, other_mongo, interval=60, batch_size=BATCH)
         # Connected first: a new client's first command waits for its connection, and the other
         # pass could end (and give the lease back) before this one asked for it.
         await other_mongo.ping()
@@ -507,7 +515,9 @@ async def test_the_lease_runs_on_real_time_even_when_the_service_clock_is_manual
     assert await leases.acquire(LEASE_NAME, "second", timedelta(milliseconds=1))
     await asyncio.sleep(0.05)  # real time passes: that lease lapses
     assert await leases.acquire(LEASE_NAME, "third", timedelta(seconds=30))
-    scheduler = build_scheduler(api.container.deps, api.container.mongo, interval=60)
+    scheduler = build_scheduler(
+        api.container.deps, api.container.mongo, interval=60, batch_size=BATCH
+    )
     assert await scheduler.run_once() is None  # "third" holds it
 
 

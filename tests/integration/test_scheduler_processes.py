@@ -44,7 +44,7 @@ from inmail.settings import Settings
 async def main(uri, db, now, mode, batch, hang_at):
     mongo = Mongo.connect(uri, db)
     clock = ManualClock(datetime.fromisoformat(now))
-    deps = build_deps(mongo, clock, Settings().plans)
+    deps = build_deps(mongo, clock, Settings())
     if hang_at:
         real, calls = MemberRepository.commit_many, 0
 

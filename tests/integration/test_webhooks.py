@@ -301,7 +301,7 @@ from inmail.services.webhooks import WebhookConfig, WebhookWorker
 
 async def main(uri, db, now, url, secret):
     mongo = Mongo.connect(uri, db)
-    config = WebhookConfig(url, secret, timeout=60, lease=timedelta(seconds=3))
+    config = WebhookConfig(url, secret, timeout=60, poll_interval=1.0, lease=timedelta(seconds=3))
     worker = WebhookWorker(OutboxStore(mongo), ManualClock(datetime.fromisoformat(now)), config,
                            owner="doomed")
     print("ready", flush=True)

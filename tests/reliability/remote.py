@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from inmail.auth import Role, TokenService
-from support import TEST_SECRET, GraphQLClient, Person
+from support import TEST_SECRET, GraphQLClient, Person, test_settings
 
 SEND = (
     "mutation($i: SendInMailInput!) { sendInMail(input: $i) { creditsLeft "
@@ -29,7 +29,7 @@ CHANGE_PLAN = (
     "errors { code message } } }"
 )
 
-_tokens = TokenService(TEST_SECRET)
+_tokens = TokenService(TEST_SECRET, test_settings().token_max_lifetime)
 
 
 def member_token(member_id: str) -> str:

@@ -27,6 +27,7 @@ from inmail.repositories.intents import IntentStatus
 from inmail.repositories.records import ChargeRepository, Refusal, refusal_to_doc
 from inmail.services.charges import reconcile_charges
 from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
+from inmail.settings import Settings
 from reliability.conftest import http_client
 from reliability.invariants import Snapshot, keyed_records, problems
 from reliability.invariants import load as load_snapshot
@@ -52,6 +53,8 @@ from support import (
     orphan_charge,
     subscription_of,
 )
+
+BATCH = Settings().scheduler_batch  # the scheduler's batch, as the service runs it
 
 pytestmark = pytest.mark.slow
 
@@ -601,7 +604,10 @@ async def test_an_orphaned_plan_change_does_not_undo_the_members_later_change(
     later = await change_plan(api, kit, "SALES_NAVIGATOR", key="kit-2")
     assert codes(later) == []
     api.advance(hours=1)  # past the age at which reconciliation takes an intent
-    report = await reconcile_charges(api.container.deps, api.container.gateway, api.clock.now())
+    container = api.container
+    report = await reconcile_charges(
+        container.deps, container.gateway, api.clock.now(), batch_size=BATCH
+    )
     retried = await change_plan(api, kit, "PREMIUM_BUSINESS", key="kit-1")
 
     assert report.refunded == 1

@@ -72,7 +72,7 @@ INTERNALS = re.compile(
     r"\b(?!UserError\b)[A-Z][A-Za-z]*(?:Error|Exception)\b"
 )
 
-_tokens = TokenService(TEST_SECRET)
+_tokens = TokenService(TEST_SECRET, service_settings().token_max_lifetime)
 
 
 @dataclass

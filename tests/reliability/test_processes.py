@@ -207,7 +207,11 @@ async def test_sends_racing_a_cancellation_a_plan_change_and_an_expiry_keep_ever
                 {"i": {"plan": "PREMIUM_BUSINESS", "idempotencyKey": "dan-upgrade"}},
                 dan.token,
             ),
-            scheduling.run_due_jobs(past.container.deps, START),
+            scheduling.run_due_jobs(
+                past.container.deps,
+                START,
+                batch_size=past.container.settings.scheduler_batch,
+            ),
         ]
         results = await asyncio.gather(*sends, *others)
         cleo_sends, dan_sends, zoe_sends = results[:10], results[10:20], results[20:35]

@@ -18,26 +18,28 @@ from inmail.auth import (
     development_secret,
     existing_development_secret,
 )
+from inmail.settings import Settings
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
+MAX_LIFETIME = Settings().token_max_lifetime
 
 
 def test_a_minted_member_token_names_the_member() -> None:
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, MAX_LIFETIME)
     viewer = tokens.viewer_from_header("Bearer " + tokens.mint("m1", Role.MEMBER))
     assert viewer is not None
     assert (viewer.member_id, viewer.is_admin) == ("m1", False)
 
 
 def test_an_admin_token_is_an_admin_without_a_member_id() -> None:
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, MAX_LIFETIME)
     viewer = tokens.verify(tokens.mint("ops", Role.ADMIN))
     assert viewer.is_admin
     assert viewer.member_id is None
 
 
 def test_no_header_means_anonymous() -> None:
-    assert TokenService(SECRET).viewer_from_header(None) is None
+    assert TokenService(SECRET, MAX_LIFETIME).viewer_from_header(None) is None
 
 
 @pytest.mark.parametrize(
@@ -46,17 +48,19 @@ def test_no_header_means_anonymous() -> None:
 )
 def test_malformed_credentials_are_refused(header: str) -> None:
     with pytest.raises(AuthError):
-        TokenService(SECRET).viewer_from_header(header)
+        TokenService(SECRET, MAX_LIFETIME).viewer_from_header(header)
 
 
 def test_a_token_signed_with_another_secret_is_refused() -> None:
-    forged = TokenService("another-secret-that-is-long-enough-0123").mint("m1", Role.MEMBER)
+    forged = TokenService("another-secret-that-is-long-enough-0123", MAX_LIFETIME).mint(
+        "m1", Role.MEMBER
+    )
     with pytest.raises(AuthError, match="wrongly signed"):
-        TokenService(SECRET).verify(forged)
+        TokenService(SECRET, MAX_LIFETIME).verify(forged)
 
 
 def test_an_expired_token_is_refused() -> None:
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, MAX_LIFETIME)
     with pytest.raises(AuthError, match="expired"):
         tokens.verify(tokens.mint("m1", Role.MEMBER, ttl=timedelta(seconds=-60)))
 
@@ -64,14 +68,14 @@ def test_an_expired_token_is_refused() -> None:
 def test_a_token_with_an_unknown_role_is_refused() -> None:
     token = jwt.encode({"sub": "m1", "role": "root", "exp": time.time() + 3600}, SECRET, "HS256")
     with pytest.raises(AuthError, match="role"):
-        TokenService(SECRET).verify(token)
+        TokenService(SECRET, MAX_LIFETIME).verify(token)
 
 
 @pytest.mark.parametrize("claims", [{"sub": "m1"}, {"sub": "m1", "exp": None}])
 def test_a_token_without_expiry_is_refused_as_such(claims: dict[str, object]) -> None:
     token = jwt.encode({**claims, "role": "member"}, SECRET, "HS256")
     with pytest.raises(AuthError, match="no exp claim"):
-        TokenService(SECRET).verify(token)
+        TokenService(SECRET, MAX_LIFETIME).verify(token)
 
 
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
@@ -79,7 +83,7 @@ def test_a_time_claim_of_true_is_no_number_rather_than_a_time(claim: str) -> Non
     claims: dict[str, object] = {"sub": "m1", "role": "member", "exp": time.time() + 3600}
     token = jwt.encode({**claims, claim: True}, SECRET, "HS256")
     with pytest.raises(AuthError, match=f"{claim} is not a number"):
-        TokenService(SECRET).verify(token)
+        TokenService(SECRET, MAX_LIFETIME).verify(token)
 
 
 def test_the_development_secret_is_made_once_and_kept(tmp_path: Path) -> None:

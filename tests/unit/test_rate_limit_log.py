@@ -14,7 +14,7 @@ from inmail.repositories.members import member_from_doc
 from inmail.services.rate_limits import RateLimits, count_inmail
 
 NOON = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
-LIMITS = RateLimits(inmails_per_minute=3)
+LIMITS = RateLimits(inmails_per_minute=3, messages_per_minute=3)
 
 
 def test_the_limit_counts_the_sixty_seconds_before_a_send_not_the_clocks_minute() -> None:

@@ -9,8 +9,10 @@ import jwt
 import pytest
 
 from inmail.auth import LEEWAY_SECONDS, AuthError, Role, TokenService
+from inmail.settings import Settings
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+MAX_LIFETIME = Settings().token_max_lifetime
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_remembered_token_is_answered_without_checking_its_signature_again(
     decoded: list[str],
 ) -> None:
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, MAX_LIFETIME)
     token = tokens.mint("m-ada", Role.MEMBER)
     first = tokens.verify(token)
     assert tokens.verify(token) == first
@@ -38,7 +40,7 @@ def test_a_remembered_token_is_answered_without_checking_its_signature_again(
 
 
 def test_a_remembered_token_is_refused_once_it_expires() -> None:
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, MAX_LIFETIME)
     now = time.time()
     expires = int(now - LEEWAY_SECONDS) + 2  # valid, with the leeway, for one to two seconds
     token = jwt.encode({"sub": "m-ada", "iat": int(now), "exp": expires}, SECRET, "HS256")
@@ -49,8 +51,10 @@ def test_a_remembered_token_is_refused_once_it_expires() -> None:
 
 
 def test_a_token_refused_once_is_checked_and_refused_again(decoded: list[str]) -> None:
-    tokens = TokenService(SECRET)
-    forged = TokenService("another-secret-that-is-long-enough-0123").mint("m-eve", Role.ADMIN)
+    tokens = TokenService(SECRET, MAX_LIFETIME)
+    forged = TokenService("another-secret-that-is-long-enough-0123", MAX_LIFETIME).mint(
+        "m-eve", Role.ADMIN
+    )
     for _ in range(2):
         with pytest.raises(AuthError, match="wrongly signed"):
             tokens.verify(forged)
@@ -60,7 +64,7 @@ def test_a_token_refused_once_is_checked_and_refused_again(decoded: list[str]) -
 def test_memory_holds_at_most_so_many_tokens_and_forgets_the_least_recently_used(
     decoded: list[str],
 ) -> None:
-    tokens = TokenService(SECRET, remembered=2)
+    tokens = TokenService(SECRET, MAX_LIFETIME, remembered=2)
     ada, bo, cy = (tokens.mint(m, Role.MEMBER, ttl=timedelta(hours=1)) for m in ("ada", "bo", "cy"))
     for token in (ada, bo, ada, cy):  # bo is the least recently used when cy arrives
         tokens.verify(token)

@@ -12,8 +12,10 @@ import pytest
 
 from inmail.auth import AuthError, Role, TokenService
 from inmail.cli import main
+from inmail.settings import Settings
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
+MAX_LIFETIME = Settings().token_max_lifetime
 
 
 def signed(**claims: Any) -> str:
@@ -26,16 +28,16 @@ def now() -> int:
 
 def test_an_exp_written_as_a_string_of_digits_is_refused() -> None:
     with pytest.raises(AuthError, match="exp is not a number"):
-        TokenService(SECRET).verify(signed(iat=now(), exp=str(now() + 3600)))
+        TokenService(SECRET, MAX_LIFETIME).verify(signed(iat=now(), exp=str(now() + 3600)))
 
 
 def test_an_exp_of_1e20_is_refused_as_too_long_a_lifetime() -> None:
     with pytest.raises(AuthError, match="longer than the 24 hours"):
-        TokenService(SECRET).verify(signed(iat=now(), exp=1e20))
+        TokenService(SECRET, MAX_LIFETIME).verify(signed(iat=now(), exp=1e20))
 
 
 def test_a_token_without_iat_lives_at_most_the_maximum_from_now() -> None:
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, MAX_LIFETIME)
 
     assert tokens.verify(signed(exp=now() + 23 * 3600)).member_id == "m1"
     with pytest.raises(AuthError, match="longer than"):
@@ -51,7 +53,7 @@ def test_the_maximum_lifetime_is_configurable() -> None:
 
 
 def test_thirty_seconds_of_clock_skew_are_tolerated_on_iat_nbf_and_exp() -> None:
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, MAX_LIFETIME)
 
     assert tokens.verify(signed(iat=now() + 1, nbf=now() + 1, exp=now() + 60)).subject == "m1"
     assert tokens.verify(signed(iat=now() - 60, exp=now() - 10)).subject == "m1"
@@ -65,11 +67,11 @@ def test_a_token_over_4_kib_is_refused_before_it_is_decoded() -> None:
     huge = signed(iat=now(), exp=now() + 3600, padding="x" * 200_000)
 
     with pytest.raises(AuthError, match="longer than 4096 bytes"):
-        TokenService(SECRET).verify(huge)
+        TokenService(SECRET, MAX_LIFETIME).verify(huge)
 
 
 def test_a_minted_token_carries_its_expiry_for_websockets_to_end_at() -> None:
-    tokens = TokenService(SECRET)
+    tokens = TokenService(SECRET, MAX_LIFETIME)
     before = time.time()
 
     viewer = tokens.verify(tokens.mint("m1", Role.MEMBER, timedelta(hours=2)))
@@ -79,7 +81,7 @@ def test_a_minted_token_carries_its_expiry_for_websockets_to_end_at() -> None:
 
 def test_minting_past_the_maximum_lifetime_is_refused() -> None:
     with pytest.raises(ValueError, match="at most 24 hours"):
-        TokenService(SECRET).mint("m1", Role.MEMBER, timedelta(hours=25))
+        TokenService(SECRET, MAX_LIFETIME).mint("m1", Role.MEMBER, timedelta(hours=25))
 
 
 def test_the_token_command_refuses_hours_past_the_maximum_lifetime(
@@ -98,4 +100,4 @@ def test_the_token_command_refuses_hours_past_the_maximum_lifetime(
     assert refused == 2
     assert "at most 2" in err
     assert minted == 0
-    assert TokenService(SECRET).verify(out.strip()).subject == m1
+    assert TokenService(SECRET, MAX_LIFETIME).verify(out.strip()).subject == m1

@@ -12,6 +12,7 @@ from inmail.cli import main
 from inmail.settings import Settings
 
 SERVER_SECRET = "the-secret-the-server-signs-with-0123456789"
+MAX_LIFETIME = Settings().token_max_lifetime
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _verify(token: str, secret: str) -> tuple[str, Role]:
-    viewer = TokenService(secret).verify(token)
+    viewer = TokenService(secret, MAX_LIFETIME).verify(token)
     return viewer.subject, viewer.role
 
 

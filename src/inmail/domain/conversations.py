@@ -14,6 +14,8 @@ CREDIT_BACK_WINDOW: timedelta = timedelta(days=90)
 SUBJECT_MAX = 200
 BODY_MAX = 2000
 MAX_REMINDER_DELAY = timedelta(hours=72)
+"""Longest after an InMail its reminder may come (SPEC 5); INMAIL_REMINDER_DELAY_HOURS is bounded
+by it."""
 
 
 class ConversationState(StrEnum):

@@ -11,12 +11,10 @@ a message, a reminder); both parties see it, each under the kind that fits them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from inmail.domain.model import Conversation, Message
-
-DEFAULT_EXPIRY_NOTICE = timedelta(days=7)
 
 
 class NotificationKind(StrEnum):

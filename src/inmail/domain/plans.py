@@ -42,11 +42,6 @@ class PlanPolicy:
         if self.can_purchase and self.credit_price is None:
             raise ValueError(f"{self.type.value} can buy credits but has no creditPrice")
 
-    @property
-    def is_paid(self) -> bool:
-        """A change to this plan is charged its monthly price (SPEC 2); BASIC is free."""
-        return self.type is not PlanType.BASIC
-
 
 @dataclass(frozen=True, slots=True)
 class PlanTable:

@@ -21,9 +21,11 @@ from inmail.services.unit_of_work import Reads, Transaction, UnitOfWork
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_purchase_quantity: int = 10
-    reminder_delay: timedelta = timedelta(hours=48)
-    expiry_notice: timedelta = timedelta(days=7)
+    """The use cases' bounds, given by the composition root from the settings."""
+
+    max_purchase_quantity: int
+    reminder_delay: timedelta
+    expiry_notice: timedelta
 
 
 class NullPublisher:
@@ -36,9 +38,9 @@ class Deps:
     uow: UnitOfWork
     clock: Clock
     plans: PlanTable
-    limits: Limits = field(default_factory=Limits)
+    limits: Limits
+    rate_limits: RateLimits
     publisher: BalancePublisher = field(default_factory=NullPublisher)
-    rate_limits: RateLimits = field(default_factory=RateLimits)
     gateway: PaymentGateway | None = None  # for reconciling charges in scheduled passes
 
     @property

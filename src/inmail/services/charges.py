@@ -320,8 +320,8 @@ async def reconcile_charges(
     gateway: PaymentGateway,
     now: datetime,
     *,
+    batch_size: int,
     after: timedelta = RECONCILE_AFTER,
-    batch_size: int = 500,
 ) -> Reconciled:
     """Complete or refund every intent opened `after` ago or earlier and still open.
 

@@ -52,8 +52,8 @@ class Action(StrEnum):
 class RateLimits:
     """Most sends of each kind one member may make in any minute of the service's clock."""
 
-    inmails_per_minute: int = 30
-    messages_per_minute: int = 60
+    inmails_per_minute: int
+    messages_per_minute: int
     # Whether a message log nobody added to for a while (of wall-clock time: MongoDB's TTL
     # monitor) may be deleted. Not on a manual clock, which may stand still for hours of wall
     # time while a window is open; there each member's one log per kind is kept.

@@ -35,7 +35,6 @@ P = TypeVar("P")
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 500
 MAX_ADVANCE = timedelta(days=3660)
 
 Checkpoint = Callable[[], Awaitable[bool]]
@@ -78,7 +77,8 @@ class _Run:
 
 
 class Job:
-    """A job of the scheduler: `await job(deps, now)` runs it until nothing is due at `now`."""
+    """A job of the scheduler: `await job(deps, now, batch_size=n)` runs it until nothing is due
+    at `now`, `n` members or items a batch."""
 
     def __init__(self, name: str, body: Callable[[_Run], Awaitable[None]]) -> None:
         self.name, self._body = name, body
@@ -89,7 +89,7 @@ class Job:
         deps: Deps,
         now: datetime,
         *,
-        batch_size: int = DEFAULT_BATCH,
+        batch_size: int,
         checkpoint: Checkpoint = _go_on,
     ) -> JobReport:
         run = _Run(deps, now, batch_size, checkpoint, self.name)
@@ -317,7 +317,7 @@ async def run_due_jobs(
     deps: Deps,
     now: datetime,
     *,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int,
     checkpoint: Checkpoint = _go_on,
 ) -> PassReport:
     report = PassReport(now)
@@ -425,7 +425,7 @@ async def advance_clock(
     *,
     days: int | None = None,
     hours: int | None = None,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int,
     deliveries: Deliveries | None = None,
 ) -> datetime:
     """Move a manual clock forward, stopping at every instant a job has work, in time order.

@@ -172,8 +172,8 @@ class Backoff:
 class WebhookConfig:
     url: str
     secret: str
-    timeout: float = 10.0
-    poll_interval: float = 1.0
+    timeout: float
+    poll_interval: float
     concurrency: int = 4
     backoff: Backoff = Backoff()
     lease: timedelta | None = None
