@@ -123,6 +123,28 @@ async def test_a_paid_change_retried_under_its_key_charges_and_grants_once(api: 
     assert [c["amount"] for c in await charges_of(api, ada)] == [5999]
 
 
+async def test_a_change_to_the_plan_held_keeps_its_key_and_its_retry_never_charges(
+    api: Api,
+) -> None:
+    """A change to the plan the member is on changes and charges nothing, and says so again to
+    its retry, even once the member has moved to another plan (SPEC 4: a retry answers the
+    first result, it never acts)."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+
+    stay = await change_plan(api, ada, "PREMIUM_CAREER", key="stay-1")
+    upgrade = await change_plan(api, ada, "PREMIUM_BUSINESS", key="upgrade-1")
+    retry = await change_plan(api, ada, "PREMIUM_CAREER", key="stay-1")
+    other = await change_plan(api, ada, "RECRUITER_LITE", key="stay-1")
+
+    assert stay["errors"] == upgrade["errors"] == retry["errors"] == []
+    assert stay["member"]["plan"]["type"] == "PREMIUM_CAREER"
+    assert retry["member"]["plan"]["type"] == "PREMIUM_BUSINESS", "the retry changed nothing"
+    assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert await plan_of(api, ada) == "PREMIUM_BUSINESS"
+    assert await api.balance(ada) == 15
+    assert [c["amount"] for c in await charges_of(api, ada)] == [5999]
+
+
 async def test_a_member_cannot_choose_legacy_premium_nor_set_an_allotment(api: Api) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
 

@@ -167,9 +167,11 @@ async def change_plan(
             _change_plan, deps, member_id, plan, requested_allotment, deps.now()
         )
     elif _already_on(member, plan, requested_allotment):
-        # Changes nothing and charges nothing (SPEC 2). Nothing is written either: were the
-        # member to cancel or change plan meanwhile, a write here would start the plan again,
-        # unpaid.
+        # Changes nothing and charges nothing (SPEC 2). Nothing of the plan is written either:
+        # were the member to cancel or change plan meanwhile, a write here would start the plan
+        # again, unpaid. Only its key is kept, so that a retry answers the same.
+        if idempotency_key is not None:
+            await _keep_unchanged(deps, member, plan, idempotency_key)
         entries = []
     else:
         assert gateway is not None, "a member's paid change needs the payment gateway"
@@ -205,8 +207,11 @@ async def _paid_change(
     request = KeyedRequest.of(member.id, key, PLAN_CHANGE, plan=plan.value)
     intent = await charges.existing_intent(deps, request)
     if intent is None:
-        if (prior := await deps.reads.idempotency.find(member.id, request.key)) is not None:
-            answer_unless_paying(prior, request)  # another request's key (an InMail): refused
+        prior = await deps.reads.idempotency.find(member.id, request.key)
+        # Another request's key (an InMail) is refused; this change's, when it changed nothing
+        # (the member was on the plan then), answers so again, without a charge.
+        if prior is not None and answer_unless_paying(prior, request) is not None:
+            return []
         card = member.payment_method
         if card is None or card.is_expired(deps.now()):
             raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD)
@@ -214,6 +219,25 @@ async def _paid_change(
         intent = await charges.open_intent(deps, fresh, request)
     done = await charges.pay_and_fulfil(deps, gateway, intent, apply_paid_change)
     return done.entries
+
+
+async def _keep_unchanged(deps: Deps, member: Member, plan: PlanType, key: str) -> None:
+    """The key of a change to the plan the member is on, kept with its answer (nothing changed,
+    nothing charged): a retry under it answers the same, even after a later change of plan."""
+    request = KeyedRequest.of(member.id, key, PLAN_CHANGE, plan=plan.value)
+    balances = await deps.reads.lots.balances([member.id], deps.now())
+    outcome = KeyedOutcome(member.id, balances.get(member.id, 0))
+    await deps.uow.run(_take_key_unless_taken, request, outcome, deps.now())
+
+
+async def _take_key_unless_taken(
+    tx: Transaction, request: KeyedRequest, outcome: KeyedOutcome, now: datetime
+) -> None:
+    prior = await tx.idempotency.find(request.member_id, request.key)
+    if prior is None:
+        await tx.idempotency.insert(request.record(now, outcome))
+    else:
+        answer_unless_paying(prior, request)  # another request's key: refused
 
 
 async def apply_paid_change(
