@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -26,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
+from harness.servers import ServiceProcess
 from inmail.processes import free_port
 from support import session_service_env
 
@@ -33,9 +31,9 @@ MIB = 1024 * 1024
 
 
 class Served:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, metrics_port: int) -> None:
-        self.process = process
-        self.port = port
+    def __init__(self, server: ServiceProcess, metrics_port: int) -> None:
+        self.server = server
+        self.port = server.port
         self.metrics_port = metrics_port
 
     def connect(self) -> socket.socket:
@@ -68,7 +66,7 @@ class Served:
         return body
 
     def rss_bytes(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.server.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
@@ -76,42 +74,24 @@ class Served:
 
 @contextmanager
 def serve(mongodb_uri: str, tmp_path: Path, **settings: str) -> Iterator[Served]:
-    port, metrics_port = free_port(), free_port()
+    """`inmail serve` on the test mongod, with these settings; stopped by its pid afterwards,
+    when its log must hold no traceback."""
+    metrics_port = free_port()
     env = session_service_env(
         mongodb_uri,
         tmp_path / "data",
-        INMAIL_PORT=str(port),
         INMAIL_METRICS_PORT=str(metrics_port),
         INMAIL_LOG_LEVEL="INFO",
         **settings,
     )
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "inmail", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    served = Served(process, port, metrics_port)
+    server = ServiceProcess.serve(env, tmp_path / "serve.log")
+    server.start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if served.get("/readyz")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
-        yield served
+        server.wait_ready()
+        yield Served(server, metrics_port)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
-    text = (tmp_path / "serve.log").read_text(errors="replace")
+        server.stop()
+    text = server.log()
     assert "Traceback" not in text, text
 
 

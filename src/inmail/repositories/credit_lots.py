@@ -47,13 +47,14 @@ def lot_to_doc(lot: CreditLot) -> Doc:
     }
 
 
-def _matching(rule: LotRule, now: Doc) -> Doc:
-    """The database's form of a domain `LotRule`, with `now` as a condition on expiresAt."""
+def matching(rule: LotRule, now: Doc) -> Doc:
+    """The database's form of a domain `LotRule`, with `now` as a condition on expiresAt (a
+    window of expiry times, for a lot the rule counts now and that expires within it)."""
     return {"status": rule.status.value, "remaining": {"$gt": 0}, "expiresAt": now}
 
 
 def _at(rule: LotRule, now: datetime) -> Doc:
-    return _matching(rule, {"$lte": now} if rule.past_expiry else {"$gt": now})
+    return matching(rule, {"$lte": now} if rule.past_expiry else {"$gt": now})
 
 
 def active_of(member_ids: Iterable[str] | None) -> Doc:
@@ -153,7 +154,7 @@ class CreditLotReader(RecordReader[CreditLot]):
         when: Doc = {"$gt": after} if after is not None else {"$type": "date"}
         docs = await self._mongo.find_all(
             self._c,
-            _matching(LAPSED, when),
+            matching(LAPSED, when),
             projection={"_id": 0, "expiresAt": 1},
             sort=[("status", 1), ("expiresAt", 1)],
             limit=1,

@@ -22,6 +22,7 @@ from typing import Final
 
 from pymongo import ASCENDING, DESCENDING
 
+from inmail.domain.credits import SPENDABLE
 from inmail.domain.notifications import (
     ConversationChange,
     ConversationEvent,
@@ -29,6 +30,7 @@ from inmail.domain.notifications import (
     NotificationKind,
 )
 from inmail.repositories.collection import RecordReader
+from inmail.repositories.credit_lots import matching
 from inmail.repositories.messages import message_fields, message_from_doc
 from inmail.repositories.mongo import Doc, Mongo, Session, new_id, written_before
 from inmail.repositories.outbox import OutboxEvent, OutboxRepository
@@ -323,13 +325,9 @@ class ExpiringLot:
 
 
 def _unnoticed(expires: Doc) -> Doc:
-    """ACTIVE lots with credits whose member was not yet told they expire (index expiry_due)."""
-    return {
-        "status": "ACTIVE",
-        "expiresAt": expires,
-        "remaining": {"$gt": 0},
-        "expiryNoticeAt": {"$exists": False},
-    }
+    """Spendable lots expiring within `expires` (a window after now) whose member was not yet
+    told they expire (index expiry_due)."""
+    return {**matching(SPENDABLE, expires), "expiryNoticeAt": {"$exists": False}}
 
 
 _EXPIRY_ORDER: Final = (("expiresAt", ASCENDING), ("_id", ASCENDING))

@@ -250,10 +250,6 @@ class PurchaseReader(RecordReader[Purchase]):
     def __init__(self, mongo: Mongo, session: Session) -> None:
         super().__init__(mongo, session, mongo.c.purchases, _purchase_from_doc)
 
-    async def exists_for_charge(self, charge_id: str) -> bool:
-        found = await self._c.find_one({"chargeId": charge_id}, {"_id": 1}, session=self._session)
-        return found is not None
-
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
         """A member's purchases, newest first."""
         return await self._page({"memberId": member_id}, _PURCHASES_NEWEST_FIRST, first, after)

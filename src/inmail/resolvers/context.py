@@ -166,17 +166,11 @@ class Context:
 
     # The access checks of SPEC 8 live with the reads (services/reads.py, domain/access.py).
 
-    def require_viewer(self) -> Viewer:
-        return self.reads.signed_in()
-
     def require_member(self) -> str:
         return self.reads.acting_member()
 
     def require_admin(self) -> Viewer:
         return self.reads.admin()
-
-    def require_owner_or_admin(self, member_id: str) -> Viewer:
-        return self.reads.owner_or_admin(member_id)
 
 
 if TYPE_CHECKING:
