@@ -12,7 +12,7 @@ import subprocess
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import pytest
 import uvicorn
+from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
@@ -38,7 +39,7 @@ from inmail.bootstrap import Container, GatewayFactory, build_container
 from inmail.clock import ManualClock
 from inmail.domain.errors import DomainError, ErrorCode
 from inmail.domain.money import Money
-from inmail.domain.plans import PlanTable
+from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.migrations import migrate
 from inmail.repositories.mongo import Mongo
@@ -64,6 +65,7 @@ class Feed(Protocol):
 
 
 FeedT = TypeVar("FeedT", bound=Feed)
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -87,6 +89,30 @@ def drop_stream_once(feed: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setattr(stream, "try_next", cut)
     return stream
+
+
+AGAINST_THE_DATABASE = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+"""Hypothesis for a property checked against the real mongod: every example writes and reads
+the test's database (the fixture's, shared by the examples), slower than Hypothesis expects."""
+
+
+def answered_by_the_database(uri: str, db_name: str, read: Callable[[Mongo], Awaitable[T]]) -> T:
+    """What `read` answers on its own client of the test's database, the service's indexes
+    made, in an event loop of its own (Hypothesis runs each example synchronously)."""
+
+    async def run() -> T:
+        mongo = Mongo.connect(uri, db_name)
+        try:
+            await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
+            return await read(mongo)
+        finally:
+            await mongo.close()
+
+    return asyncio.run(run())
 
 
 def new_key() -> str:

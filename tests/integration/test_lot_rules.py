@@ -8,16 +8,16 @@ the real mongod and compares its answers with the domain's over the same lots.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from inmail.domain.credits import LAPSED, CreditLot, CreditSource, LotStatus, balance
-from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork
+from support import AGAINST_THE_DATABASE, answered_by_the_database
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MEMBERS = ("ada-lovelace", "grace-hopper", "alan-turing", "hedy-lamarr")
@@ -51,12 +51,12 @@ def lots(draw: st.DrawFn) -> list[CreditLot]:
     return found
 
 
-async def database_answers(
-    uri: str, db_name: str, written: list[CreditLot]
-) -> tuple[dict[str, int], set[str], datetime | None]:
-    mongo = Mongo.connect(uri, db_name)
-    try:
-        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
+def database_answers(
+    written: list[CreditLot],
+) -> Callable[[Mongo], Awaitable[tuple[dict[str, int], set[str], datetime | None]]]:
+    """The database's balances, lapsed members and next expiry, over exactly these lots."""
+
+    async def read(mongo: Mongo) -> tuple[dict[str, int], set[str], datetime | None]:
         await mongo.c.credit_lots.delete_many({})
         uow = MongoUnitOfWork(mongo)
         if written:
@@ -66,20 +66,17 @@ async def database_answers(
         balances = await lots.balances(list(MEMBERS), NOW)
         lapsed = set(await lots.lapsed_member_ids(NOW, after_id=None, limit=len(MEMBERS) + 1))
         return balances, lapsed, await lots.next_expiry_at(NOW)
-    finally:
-        await mongo.close()
+
+    return read
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@AGAINST_THE_DATABASE
 @given(written=lots())
 def test_the_database_counts_the_same_lots_spendable_and_lapsed_as_the_domain(
     mongodb_uri: str, db_name: str, written: list[CreditLot]
 ) -> None:
-    balances, lapsed, next_lapse = asyncio.run(database_answers(mongodb_uri, db_name, written))
+    answers = answered_by_the_database(mongodb_uri, db_name, database_answers(written))
+    balances, lapsed, next_lapse = answers
 
     by_member = {m: [lot for lot in written if lot.member_id == m] for m in MEMBERS}
     assert balances == {m: balance(by_member[m], NOW) for m in MEMBERS}

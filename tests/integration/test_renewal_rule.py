@@ -8,19 +8,21 @@ the instant asked about) to the real mongod and compares its answers with the do
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from inmail.domain.model import RENEWAL_DUE, Member, Subscription, SubscriptionStatus
-from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
+from inmail.domain.plans import PlanType
 from inmail.repositories.members import member_to_doc
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork
+from support import AGAINST_THE_DATABASE, answered_by_the_database
 
 NOW = datetime(2026, 3, 15, 0, 0, tzinfo=UTC)
+Due = tuple[list[str], datetime | None]  # (members due by NOW, the next renewal after it)
 
 # BSON keeps milliseconds: every instant is NOW plus or minus whole milliseconds, and the
 # boundaries (due exactly now, a millisecond either side) come up often.
@@ -64,32 +66,26 @@ def members(draw: st.DrawFn) -> list[Member]:
     return found
 
 
-async def database_answers(
-    uri: str, db_name: str, written: list[Member]
-) -> tuple[list[str], datetime | None]:
-    mongo = Mongo.connect(uri, db_name)
-    try:
-        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
+def members_due(written: list[Member]) -> Callable[[Mongo], Awaitable[Due]]:
+    """The database's members due and next renewal time, over exactly these members."""
+
+    async def read(mongo: Mongo) -> Due:
         await mongo.c.members.delete_many({})
         if written:
             await mongo.c.members.insert_many([member_to_doc(member) for member in written])
         reads = MongoUnitOfWork(mongo).reads.members
         due = await reads.due_ids_for_renewal(NOW, after_id=None, limit=len(written) + 1)
         return due, await reads.next_renewal_at(NOW)
-    finally:
-        await mongo.close()
+
+    return read
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@AGAINST_THE_DATABASE
 @given(written=members())
 def test_the_database_finds_the_same_members_due_for_renewal_as_the_domain(
     mongodb_uri: str, db_name: str, written: list[Member]
 ) -> None:
-    due, next_due = asyncio.run(database_answers(mongodb_uri, db_name, written))
+    due, next_due = answered_by_the_database(mongodb_uri, db_name, members_due(written))
 
     assert due == [m.id for m in written if RENEWAL_DUE.is_due(m.subscription, NOW)]
     later = NOW + timedelta(days=41)  # past every cycle drawn: whatever can come due has
