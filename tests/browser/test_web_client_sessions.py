@@ -210,13 +210,12 @@ def inmail_while_down(
         other.stop()
 
 
-def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_it_missed(
-    service: RunningService, browsers: Browsers
+def shows_the_inmail_missed_while_down(
+    driver: WebDriver, service: RunningService, sender: Member, recipient: Member
 ) -> None:
-    grace = service.create_member("Grace Hopper")
-    ada, driver = ada_signed_in(service, browsers)
-    wait(driver, "Ada's empty inbox", lambda d: text(d, "inbox") == "Nothing yet.")
-    conversation_id = inmail_while_down(driver, service, grace, ada)
+    """An InMail sent while the recipient's page is cut off from its service is in its inbox
+    once the service is back."""
+    conversation_id = inmail_while_down(driver, service, sender, recipient)
     come_back(driver, service)
     wait(
         driver,
@@ -226,6 +225,15 @@ def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_
             == [(conversation_id,)]
         ),
     )
+
+
+def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_it_missed(
+    service: RunningService, browsers: Browsers
+) -> None:
+    grace = service.create_member("Grace Hopper")
+    ada, driver = ada_signed_in(service, browsers)
+    wait(driver, "Ada's empty inbox", lambda d: text(d, "inbox") == "Nothing yet.")
+    shows_the_inmail_missed_while_down(driver, service, grace, ada)
     wait(driver, "the missed notification", lambda d: text(d, "unread-count") == "1")
     assert text(driver, "balance") == "5"
     assert driver.execute_script("return window.loadedOnce") is True, "the page reloaded"
@@ -429,16 +437,7 @@ def test_after_the_balance_subscription_ended_a_reconnect_still_shows_what_was_m
     purchase(service.url, ada)
     wait(driver, "the subscription's end", lambda d: "balance stream failed" in text(d, "status"))
 
-    conversation_id = inmail_while_down(driver, service, grace, ada)
-    come_back(driver, service)
-    wait(
-        driver,
-        "the missed InMail in the inbox",
-        lambda d: (
-            attributes(d, "#inbox [data-testid=inbox-item]", "data-conversation-id")
-            == [(conversation_id,)]
-        ),
-    )
+    shows_the_inmail_missed_while_down(driver, service, grace, ada)
 
 
 def test_a_slow_answer_after_a_reconnect_never_puts_back_an_older_balance(
