@@ -54,7 +54,10 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+// A message of the page's own in the status line, in place of any outage message there (which
+// would otherwise clear it once the service is back).
 function say(text) {
+  delete $("status").dataset.unreachable;
   $("status").textContent = text || "";
 }
 
