@@ -179,6 +179,11 @@ class LedgerEntry:
     requested: int | None = None  # for a grant: what it would have been before the cap
 
 
+class PurchaseStatus(StrEnum):
+    COMPLETED = "COMPLETED"  # its lot granted
+    REFUNDED = "REFUNDED"  # its charge given back
+
+
 @dataclass(frozen=True, slots=True)
 class Purchase:
     """Extra credits bought: COMPLETED (its lot granted) or REFUNDED (its charge given back)."""
@@ -191,4 +196,4 @@ class Purchase:
     at: datetime
     idempotency_key: str
     amount: Money
-    status: str = "COMPLETED"
+    status: PurchaseStatus = PurchaseStatus.COMPLETED

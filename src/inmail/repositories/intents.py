@@ -25,6 +25,7 @@ from inmail.domain.plans import PlanType
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, Mongo, Session
 from inmail.repositories.pages import after_key
+from inmail.repositories.records import IntentKind as IntentKind  # where it is imported from
 from inmail.repositories.records import KeyedOutcome, Refusal, refusal_from_doc, refusal_to_doc
 
 
@@ -40,11 +41,6 @@ class IntentStatus:
 
 OPEN_STATUSES: Final = (IntentStatus.PENDING, IntentStatus.CHARGED, IntentStatus.REFUNDING)
 """An intent in one of these may hold money that has not yet bought anything nor been returned."""
-
-
-class IntentKind:
-    PURCHASE: Final = "purchaseInMailCredits"
-    PLAN_CHANGE: Final = "changePlan"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from inmail.domain.errors import DomainError, ErrorCode, ErrorData, Reason
-from inmail.domain.model import Purchase
+from inmail.domain.model import Purchase, PurchaseStatus
 from inmail.domain.money import Money
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, DuplicateKeyError, Mongo, Session, new_id
@@ -86,7 +86,18 @@ class IdempotencyRecord:
 
 
 # Each operation's outcome names its record under its own field, as clients of old saw it.
-_SUBJECT_FIELD: Final = {"sendInMail": "conversationId", "purchaseInMailCredits": "lotId"}
+SEND: Final = "sendInMail"
+"""The operation name a send's key is recorded under (a paid request's: its `IntentKind`)."""
+
+
+class IntentKind:
+    """The operation names of the requests paid for through a payment intent."""
+
+    PURCHASE: Final = "purchaseInMailCredits"
+    PLAN_CHANGE: Final = "changePlan"
+
+
+_SUBJECT_FIELD: Final = {SEND: "conversationId", IntentKind.PURCHASE: "lotId"}
 
 
 def _key_use_to_doc(record: IdempotencyRecord) -> Doc:
@@ -160,7 +171,6 @@ def record_from_doc(doc: Doc) -> IdempotencyRecord:
     )
 
 
-SEND: Final = "sendInMail"
 SENT_UNDER: Final = "sentUnder"
 """The field of an InMail's conversation that holds the record of the send under its key: the
 conversation's own insert writes it, and the unique index `send_key_once` on (senderId,
@@ -242,7 +252,7 @@ def _purchase_from_doc(doc: Doc) -> Purchase:
         idempotency_key=doc["idempotencyKey"],
         # Purchases recorded before prices existed were charged the default USD 10.00 a credit.
         amount=Money.from_doc(amount) if amount else Money(1000 * doc["quantity"], "USD"),
-        status=doc.get("status", "COMPLETED"),
+        status=PurchaseStatus(doc.get("status", PurchaseStatus.COMPLETED)),
     )
 
 
@@ -271,7 +281,7 @@ class PurchaseRepository(PurchaseReader):
                 "at": purchase.at,
                 "idempotencyKey": purchase.idempotency_key,
                 "amount": purchase.amount.to_doc(),
-                "status": purchase.status,
+                "status": purchase.status.value,
             },
             session=self._session,
         )

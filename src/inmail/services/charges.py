@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason
-from inmail.domain.model import LedgerEntry, Purchase
+from inmail.domain.model import LedgerEntry, Purchase, PurchaseStatus
 from inmail.domain.money import Money
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanType
@@ -78,7 +78,11 @@ def new_intent(
 
 
 def purchase_of(
-    intent: PaymentIntent, at: datetime, *, lot_id: str | None, status: str = "COMPLETED"
+    intent: PaymentIntent,
+    at: datetime,
+    *,
+    lot_id: str | None,
+    status: PurchaseStatus = PurchaseStatus.COMPLETED,
 ) -> Purchase:
     """The purchase a charged intent for credits ends in: its lot granted, or refunded."""
     assert intent.quantity is not None, "a purchase's intent holds its quantity"
@@ -296,7 +300,9 @@ async def _refunded(tx: Transaction, intent_id: str, now: datetime) -> None:
     if not await tx.intents.move(intent_id, (IntentStatus.REFUNDING,), IntentStatus.REFUNDED, now):
         return  # recorded already
     if intent.quantity is not None and intent.charge_id is not None:
-        await tx.purchases.insert(purchase_of(intent, now, lot_id=None, status="REFUNDED"))
+        await tx.purchases.insert(
+            purchase_of(intent, now, lot_id=None, status=PurchaseStatus.REFUNDED)
+        )
         await tx.notifications.add(Notification.purchase_refunded(intent.member_id, intent.id, now))
 
 

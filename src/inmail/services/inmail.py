@@ -24,6 +24,7 @@ from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Mem
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.domain.rules import inmail_refusal
 from inmail.repositories.mongo import DuplicateKeyError, new_id
+from inmail.repositories.records import SEND
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay
 from inmail.services.rate_limits import (
@@ -79,7 +80,7 @@ async def send_inmail(
     request = KeyedRequest.of(
         sender_id,
         key,
-        "sendInMail",
+        SEND,
         recipientId=recipient_id,
         subject=draft.subject,
         body=draft.body,
