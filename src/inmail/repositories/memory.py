@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pymongo import IndexModel
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from inmail.repositories.mongo import NO_TRANSACTION, Collection, Doc, Mongo, ReadPoint, Session
+from inmail.repositories.mongo import Collection, Doc, Mongo, ReadPoint, Session
 
 T = TypeVar("T")
 
@@ -79,20 +79,8 @@ class InMemoryMongo(Mongo):
                 inserted.append(position)
         return inserted
 
-    async def read_page(
-        self,
-        collection: Collection,
-        query: Mapping[str, Any],
-        *,
-        projection: Mapping[str, Any] | None,
-        sort: Sequence[tuple[str, int]],
-        limit: int,
-    ) -> tuple[list[Doc], ReadPoint]:
-        # No snapshots: the list's count is read later, as it then stands.
-        found = await self.find_all(
-            collection, query, projection=projection, sort=sort, limit=limit, session=NO_TRANSACTION
-        )
-        return found, None
+    async def _page_at_a_snapshot(self, command: Doc) -> tuple[list[Doc], ReadPoint] | None:
+        return None  # no snapshots: a list's page and count are each read as they then stand
 
     def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:
         return cursor

@@ -490,20 +490,24 @@ class Mongo:
         }
         if projection is not None:
             command["projection"] = dict(projection)
+        found = await self._page_at_a_snapshot(command)
+        if found is not None:
+            return found
+        # No snapshot to be had: the page as it stands, and its list's other reads likewise.
+        docs = await self.find_all(
+            collection, query, projection=projection, sort=sort, limit=limit, session=NO_TRANSACTION
+        )
+        return docs, None
+
+    async def _page_at_a_snapshot(self, command: Doc) -> tuple[list[Doc], ReadPoint] | None:
+        """A page's find run at the latest snapshot, and that snapshot's time; None when the
+        server cannot serve one (a collection or index newer than it, a history window of 0)."""
         try:
             reply = await self._read_command(command)
         except OperationFailure as exc:
             if exc.code not in _SNAPSHOT_REFUSED:
                 raise
-            docs = await self.find_all(
-                collection,
-                query,
-                projection=projection,
-                sort=sort,
-                limit=limit,
-                session=NO_TRANSACTION,
-            )
-            return docs, None
+            return None
         cursor = reply["cursor"]
         return list(cursor["firstBatch"]), cursor.get("atClusterTime")
 
