@@ -239,11 +239,30 @@ def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_
     assert driver.execute_script("return window.loadedOnce") is True, "the page reloaded"
 
 
+def on_each_message(body: str) -> str:
+    """A page script that runs `body` on each websocket message the page's client receives
+    (`event`, which `body` may replace) before the client sees it."""
+    return f"""
+const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
+Object.defineProperty(WebSocket.prototype, "onmessage", {{
+  configurable: true,
+  get() {{ return onmessage.get.call(this); }},
+  set(handler) {{
+    onmessage.set.call(this, handler && function (event) {{
+{body}
+      return handler.call(this, event);
+    }});
+  }},
+}});
+"""
+
+
 # The page's traffic, watched from inside the page: every HTTP request it makes (window.fetch),
 # every websocket message it sends or receives, in one timeline. A test can hold back the
 # subscriptions the page sends (as a slow network would: the server has not got them yet) or
 # the answers to its HTTP requests, and let them go when it chooses.
-WATCH_THE_WIRE = """
+WATCH_THE_WIRE = (
+    """
 const wire = (window.wire = {
   log: [], held: [], answers: [], inFlight: 0, lastActivity: performance.now(),
   holdSubscriptions: false, holdAnswers: false,
@@ -275,20 +294,14 @@ WebSocket.prototype.send = function (data) {
   note({ what: "send", type, data: String(data) });
   return realSend.call(this, data);
 };
-const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
-Object.defineProperty(WebSocket.prototype, "onmessage", {
-  configurable: true,
-  get() { return onmessage.get.call(this); },
-  set(handler) {
-    onmessage.set.call(this, handler && function (event) {
+"""
+    + on_each_message(
+        """\
       let type = null;
       try { type = JSON.parse(event.data).type; } catch (notJson) {}
-      note({ what: "receive", type, data: String(event.data) });
-      return handler.call(this, event);
-    });
-  },
-});
-wire.release = () => {
+      note({ what: "receive", type, data: String(event.data) });"""
+    )
+    + """wire.release = () => {
   wire.holdSubscriptions = false;
   wire.holdAnswers = false;
   for (const [socket, data] of wire.held.splice(0)) {
@@ -298,6 +311,7 @@ wire.release = () => {
   for (const resolve of wire.answers.splice(0)) resolve();
 };
 """
+)
 
 
 def watch_the_wire(driver: WebDriver) -> None:
@@ -397,13 +411,8 @@ def test_an_event_committed_before_the_first_subscriptions_are_live_shows_after_
 # The server ending the balance's subscription with an `error` message (as graphql-ws does
 # when the subscription's stream raises), once `window.failBalance` is set: the page's client
 # then never sends that subscription again.
-END_THE_BALANCE_SUBSCRIPTION = """
-const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
-Object.defineProperty(WebSocket.prototype, "onmessage", {
-  configurable: true,
-  get() { return onmessage.get.call(this); },
-  set(handler) {
-    onmessage.set.call(this, handler && function (event) {
+END_THE_BALANCE_SUBSCRIPTION = on_each_message(
+    """\
       let message = null;
       try { message = JSON.parse(event.data); } catch (notJson) {}
       if (window.failBalance && message && message.type === "next"
@@ -413,12 +422,8 @@ Object.defineProperty(WebSocket.prototype, "onmessage", {
         event = new MessageEvent("message", {
           data: JSON.stringify({ id: message.id, type: "error", payload }),
         });
-      }
-      return handler.call(this, event);
-    });
-  },
-});
-"""
+      }"""
+)
 
 
 def test_after_the_balance_subscription_ended_a_reconnect_still_shows_what_was_missed(
