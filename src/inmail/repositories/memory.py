@@ -79,7 +79,7 @@ class InMemoryMongo(Mongo):
                 inserted.append(position)
         return inserted
 
-    async def _page_at_a_snapshot(self, command: Doc) -> tuple[list[Doc], ReadPoint] | None:
+    async def _snapshot_cursor(self, command: Doc, at: ReadPoint) -> Doc | None:
         return None  # no snapshots: a list's page and count are each read as they then stand
 
     def hinted(self, cursor: AsyncCursor[Doc], index: str) -> AsyncCursor[Doc]:

@@ -486,30 +486,17 @@ class Mongo:
             "limit": limit,
             "batchSize": limit,
             "singleBatch": True,
-            "readConcern": {"level": "snapshot"},
         }
         if projection is not None:
             command["projection"] = dict(projection)
-        found = await self._page_at_a_snapshot(command)
-        if found is not None:
-            return found
+        cursor = await self._snapshot_cursor(command, None)
+        if cursor is not None:
+            return list(cursor["firstBatch"]), cursor.get("atClusterTime")
         # No snapshot to be had: the page as it stands, and its list's other reads likewise.
         docs = await self.find_all(
             collection, query, projection=projection, sort=sort, limit=limit, session=NO_TRANSACTION
         )
         return docs, None
-
-    async def _page_at_a_snapshot(self, command: Doc) -> tuple[list[Doc], ReadPoint] | None:
-        """A page's find run at the latest snapshot, and that snapshot's time; None when the
-        server cannot serve one (a collection or index newer than it, a history window of 0)."""
-        try:
-            reply = await self._read_command(command)
-        except OperationFailure as exc:
-            if exc.code not in _SNAPSHOT_REFUSED:
-                raise
-            return None
-        cursor = reply["cursor"]
-        return list(cursor["firstBatch"]), cursor.get("atClusterTime")
 
     async def count_at(
         self, collection: Collection, query: Mapping[str, Any], at: ReadPoint
@@ -517,10 +504,11 @@ class Mongo:
         """How many documents match, in the snapshot at `at` (now, for None)."""
         if at is not None:
             pipeline = [{"$match": dict(query)}, {"$group": {"_id": 1, "n": {"$sum": 1}}}]
-            found = await self._snapshot_read(
+            cursor = await self._snapshot_cursor(
                 {"aggregate": collection.name, "pipeline": pipeline, "cursor": {}}, at
             )
-            if found is not None:
+            if cursor is not None:
+                found = cursor["firstBatch"]
                 return int(found[0]["n"]) if found else 0
         return await collection.count_documents(query)
 
@@ -542,25 +530,30 @@ class Mongo:
                 "limit": 1,
                 "singleBatch": True,
             }
-            found = await self._snapshot_read(command, at)
-            if found is not None:
-                return bool(found)
+            cursor = await self._snapshot_cursor(command, at)
+            if cursor is not None:
+                return bool(cursor["firstBatch"])
         docs = await self.find_all(
             collection, query, projection={"_id": 1}, sort=sort, limit=1, session=NO_TRANSACTION
         )
         return bool(docs)
 
-    async def _snapshot_read(self, command: Doc, at: Timestamp) -> list[Doc] | None:
-        """The first batch of a read command run at the snapshot `at`; None when the server no
-        longer holds it (older than its snapshot history, `minSnapshotHistoryWindowInSeconds`)."""
-        command = {**command, "readConcern": {"level": "snapshot", "atClusterTime": at}}
+    async def _snapshot_cursor(self, command: Doc, at: ReadPoint) -> Doc | None:
+        """The cursor (first batch, and the snapshot's `atClusterTime`) of a read command run at
+        the snapshot `at`, the latest for None; None when the server cannot serve that snapshot
+        (older than its history, `minSnapshotHistoryWindowInSeconds`, or older than a collection
+        or index it reads)."""
+        concern: Doc = {"level": "snapshot"}
+        if at is not None:
+            concern["atClusterTime"] = at
         try:
-            reply = await self._read_command(command)
+            reply = await self._read_command({**command, "readConcern": concern})
         except OperationFailure as exc:
             if exc.code not in _SNAPSHOT_REFUSED:
                 raise
             return None
-        return list(reply["cursor"]["firstBatch"])
+        cursor: Doc = reply["cursor"]
+        return cursor
 
     async def _read_command(self, command: Doc) -> Doc:
         """A read command's reply, the command tried once more after an error the driver would
