@@ -7,8 +7,11 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from inmail.repositories.intents import IntentStatus
-from inmail.services.charges import reconcile_charges
+from inmail.domain.money import Money
+from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
+from inmail.services.charges import RECHECK_AFTER, RECONCILE_AFTER, new_intent, reconcile_charges
+from inmail.services.idempotency import KeyedRequest
+from inmail.services.payments import ChargeRequest
 from inmail.settings import Settings
 from support import (
     START,
@@ -19,6 +22,7 @@ from support import (
     codes,
     legacy_premium_by_an_admin,
     lots_of,
+    new_key,
     orphan_charge,
     purchased_lots_of,
 )
@@ -407,3 +411,50 @@ async def test_an_orphan_is_left_to_its_request_for_two_minutes_and_settled_with
     settled = await deps.reads.intents.get(intent.id)
     assert settled is not None
     assert settled.status == IntentStatus.COMPLETED
+
+
+async def uncharged_intent(api: Api, member: Person, quantity: int) -> PaymentIntent:
+    """A purchase's intent recorded by a request that has not charged it (yet)."""
+    request = KeyedRequest.of(member.id, new_key(), IntentKind.PURCHASE, quantity=quantity)
+    amount = Money(1000 * quantity, "USD")
+    intent = new_intent(request, amount, api.clock.now(), quantity=quantity)
+    async with api.container.deps.uow.transaction() as tx:
+        await tx.intents.insert(intent)
+    return intent
+
+
+async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_at_the_recheck(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+    bob = await api.create_member("Bob Byron", "PREMIUM_BUSINESS")
+    stalled, idle = await uncharged_intent(api, ada, 3), await uncharged_intent(api, bob, 4)
+    deps, gateway = api.container.deps, api.container.gateway
+
+    await advance_clock(api, hours=1)  # both given up as never charged, two minutes on
+    given_up = await deps.reads.intents.get(stalled.id)
+    # Ada's request was under way all along: its charge lands now, and its process dies.
+    member = await deps.reads.members.get(ada.id)
+    assert member is not None
+    assert member.payment_method is not None
+    await gateway.charge(
+        ChargeRequest(
+            ada.id, stalled.id, stalled.amount, member.payment_method, api.clock.now(), "purchase"
+        )
+    )
+    await advance_clock(api, hours=1)  # the recheck, an hour after the intent was given up
+
+    assert given_up is not None
+    assert given_up.status == IntentStatus.ABANDONED
+    settled = {i.id: await deps.reads.intents.get(i.id) for i in (stalled, idle)}
+    assert {k: i.status for k, i in settled.items() if i} == {
+        stalled.id: IntentStatus.REFUNDED,
+        idle.id: IntentStatus.ABANDONED,
+    }
+    assert [c["status"] for c in await charges_of(api, ada)] == ["REFUNDED"]
+    assert await charges_of(api, bob) == []
+    assert [(p["quantity"], p["status"]) for p in await purchases_of(api, ada)] == [(3, "REFUNDED")]
+    assert [await api.balance(m) for m in (ada, bob)] == [15, 15]
+    # Given up two minutes on, looked at once more an hour later, and left alone from then on.
+    assert given_up.recheck_at == stalled.created_at + RECONCILE_AFTER + RECHECK_AFTER
+    assert await deps.reads.intents.next_recheck_at(None) is None

@@ -402,6 +402,18 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
         lambda w: w.reads.conversations.next_reminder_due_at(NOW - timedelta(days=30)),
         {"reminders_due_keyset"},
     ),
+    "open payment intents by age (reconciliation)": (
+        lambda w: w.reads.intents.open_created_by(NOW, after=None, limit=100),
+        {"open_by_age"},
+    ),
+    "payment intents given up, due for their recheck": (
+        lambda w: w.reads.intents.rechecks_due(NOW, after=(NOW, "x"), limit=100),
+        {"abandoned_recheck"},
+    ),
+    "earliest recheck of an intent given up": (
+        lambda w: w.reads.intents.next_recheck_at(NOW),
+        {"abandoned_recheck"},
+    ),
     "members by id (DataLoader batch)": (
         lambda w: w.reads.members.get_many(w.member_ids[:100]),
         {"_id_"},

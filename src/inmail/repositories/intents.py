@@ -9,6 +9,9 @@ key is refused before any charge. Its status moves only by conditional updates:
     PENDING -> ABANDONED                     (no charge was ever made; found by reconciliation)
     CHARGED | ABANDONED -> REFUNDING -> REFUNDED
 
+An intent given up (ABANDONED) keeps a `recheckAt`: reconciliation asks the gateway once more
+then, for a charge that a request still under way made after the intent was given up.
+
 CHARGED -> COMPLETED and CHARGED -> REFUNDING exclude each other: that single transition decides
 whether a charge buys what it was for or is given back.
 """
@@ -61,6 +64,7 @@ class PaymentIntent:
     # A plan change's: the member's terms when it was asked for (`Member.terms`); None in
     # intents recorded before they were kept.
     terms: str | None = None
+    recheck_at: datetime | None = None  # an ABANDONED intent's last look at the gateway
 
 
 def _to_doc(intent: PaymentIntent) -> Doc:
@@ -105,10 +109,13 @@ def _from_doc(doc: Doc) -> PaymentIntent:
         ),
         refusal=refusal_from_doc(refusal) if refusal else None,
         terms=doc.get("terms"),
+        recheck_at=doc.get("recheckAt"),
     )
 
 
 _OPEN_BY_AGE: Final = (("createdAt", 1), ("_id", 1))  # index open_by_age, after the status
+_BY_RECHECK: Final = (("recheckAt", 1), ("_id", 1))  # index abandoned_recheck
+_TO_RECHECK: Final = {"recheckAt": {"$exists": True}}  # its partial filter
 
 
 class PaymentIntentReader(RecordReader[PaymentIntent]):
@@ -130,6 +137,29 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
             .limit(limit)
         )
         return [_from_doc(doc) async for doc in cursor]
+
+    async def rechecks_due(
+        self, now: datetime, *, after: tuple[datetime, str] | None, limit: int
+    ) -> list[PaymentIntent]:
+        """Intents given up whose last look at the gateway is due by `now`, in (recheckAt, _id)
+        order, after a key."""
+        due = {**_TO_RECHECK, "recheckAt": {"$lte": now}}
+        cursor = (
+            self._c.find(after_key(due, _BY_RECHECK, after), session=self._session)
+            .sort(list(_BY_RECHECK))
+            .limit(limit)
+        )
+        return [_from_doc(doc) async for doc in cursor]
+
+    async def next_recheck_at(self, after: datetime | None) -> datetime | None:
+        """The first recheck due after `after` (the first of all for None)."""
+        query: dict[str, Any] = dict(_TO_RECHECK)
+        if after is not None:
+            query["recheckAt"] = {"$gt": after}
+        doc = await self._c.find_one(
+            query, {"recheckAt": 1}, sort=list(_BY_RECHECK), session=self._session
+        )
+        return doc["recheckAt"] if doc else None
 
     async def oldest_open_created_at(self, after: datetime | None = None) -> datetime | None:
         query: dict[str, Any] = {"status": {"$in": list(OPEN_STATUSES)}}
@@ -171,8 +201,10 @@ class PaymentIntentRepository(PaymentIntentReader):
         charge_id: str | None = None,
         outcome: KeyedOutcome | None = None,
         refusal: Refusal | None = None,
+        recheck_at: datetime | None = None,
     ) -> bool:
-        """Move the intent to `to_status` if it is in one of `from_statuses`; False if not."""
+        """Move the intent to `to_status` if it is in one of `from_statuses`; False if not. Its
+        recheck is set to `recheck_at`, or gone."""
         changes: Doc = {"status": to_status, f"at{to_status.title()}": at}
         if charge_id is not None:
             changes["chargeId"] = charge_id
@@ -180,9 +212,23 @@ class PaymentIntentRepository(PaymentIntentReader):
             changes["outcome"] = _outcome_doc(outcome)
         if refusal is not None:
             changes["refusal"] = refusal_to_doc(refusal)
+        update: Doc = {"$set": changes}
+        if recheck_at is not None:
+            changes["recheckAt"] = recheck_at
+        else:
+            update["$unset"] = {"recheckAt": ""}
         result = await self._c.update_one(
             {"_id": intent_id, "status": {"$in": list(from_statuses)}},
-            {"$set": changes},
+            update,
             session=self._session,
         )
         return result.matched_count == 1
+
+    async def rechecked(self, intent_id: str) -> bool:
+        """The last look at the gateway found no charge: the intent stays given up, for good."""
+        result = await self._c.update_one(
+            {"_id": intent_id, "status": IntentStatus.ABANDONED, **_TO_RECHECK},
+            {"$unset": {"recheckAt": ""}},
+            session=self._session,
+        )
+        return result.modified_count == 1

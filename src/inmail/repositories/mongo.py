@@ -289,6 +289,12 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             [("status", ASCENDING), ("createdAt", ASCENDING), ("_id", ASCENDING)],
             name="open_by_age",
         ),
+        # Reconciliation's second look at intents it gave up (repositories/intents.py).
+        IndexModel(
+            [("recheckAt", ASCENDING), ("_id", ASCENDING)],
+            partialFilterExpression={"recheckAt": {"$exists": True}},
+            name="abandoned_recheck",
+        ),
     ],
 }
 

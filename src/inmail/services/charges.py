@@ -11,13 +11,16 @@ A paid request (buying credits, changing to a Premium plan) goes through `pay_an
    the charge is given back.
 
 `reconcile_charges` finishes intents left open by a process that died between those steps: it
-completes or refunds each, exactly once, whichever process runs it and however many do.
+completes or refunds each, exactly once, whichever process runs it and however many do. An
+intent it gives up as never charged is looked up at the gateway once more RECHECK_AFTER later:
+a request whose charge was still under way, and whose process died before it could record it,
+leaves that charge to be refunded then.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
@@ -39,6 +42,9 @@ log = logging.getLogger(__name__)
 
 RECONCILE_AFTER: Final = timedelta(minutes=2)
 """How old an open intent must be before reconciliation takes it over from its request."""
+
+RECHECK_AFTER: Final = timedelta(hours=1)
+"""How long after giving an intent up as never charged reconciliation asks the gateway again."""
 
 LAPSED = Refusal(ErrorCode.INVALID_INPUT, Reason.REQUEST_LAPSED, "idempotencyKey")
 
@@ -207,16 +213,21 @@ async def _charge(
     current = await _current(deps, intent.id)
     # Reconciliation may have given the intent up as never charged while this charge was under
     # way: the charge goes back through the intent, so that a crash here is reconciled too.
-    if current.status == IntentStatus.ABANDONED and await deps.uow.run(
+    if current.status == IntentStatus.ABANDONED and await _to_refund(deps, intent.id, charge, now):
+        current = _with(current, IntentStatus.REFUNDING, charge.id)
+    return current  # a twin or reconciliation recorded the charge first
+
+
+async def _to_refund(deps: Deps, intent_id: str, charge: Charge, now: datetime) -> bool:
+    """Record a charge made for an intent given up, to be refunded; False if it moved on."""
+    return await deps.uow.run(
         _move,
-        intent.id,
+        intent_id,
         (IntentStatus.ABANDONED,),
         IntentStatus.REFUNDING,
         now,
         charge_id=charge.id,
-    ):
-        current = _with(current, IntentStatus.REFUNDING, charge.id)
-    return current  # a twin or reconciliation recorded the charge first
+    )
 
 
 async def _current(deps: Deps, intent_id: str) -> PaymentIntent:
@@ -239,9 +250,16 @@ async def _move(
     *,
     charge_id: str | None = None,
     refusal: Refusal | None = None,
+    recheck_at: datetime | None = None,
 ) -> bool:
     return await tx.intents.move(
-        intent_id, from_statuses, to_status, at, charge_id=charge_id, refusal=refusal
+        intent_id,
+        from_statuses,
+        to_status,
+        at,
+        charge_id=charge_id,
+        refusal=refusal,
+        recheck_at=recheck_at,
     )
 
 
@@ -329,54 +347,63 @@ async def reconcile_charges(
     batch_size: int,
     after: timedelta = RECONCILE_AFTER,
 ) -> Reconciled:
-    """Complete or refund every intent opened `after` ago or earlier and still open.
+    """Complete or refund every intent opened `after` ago or earlier and still open, then look
+    once more at the gateway for each intent given up whose recheck is due.
 
     Safe on any number of processes at once: the charge is idempotent per intent, and each
     intent leaves CHARGED by one conditional move, to COMPLETED or to REFUNDING, never both.
     """
     report = Reconciled(failed=[])
-    assert report.failed is not None
-    cursor: tuple[datetime, str] | None = None
-    while batch := await deps.reads.intents.open_created_by(
-        now - after, after=cursor, limit=batch_size
-    ):
-        cursor = (batch[-1].created_at, batch[-1].id)
-        for intent in batch:
-            try:
-                await _reconcile_one(deps, gateway, intent, now, report)
-            except DatabaseUnavailable:
-                raise
-            except Exception:
-                log.exception("reconciliation: payment intent %s failed", intent.id)
-                report.failed.append(intent.id)
+    intents = deps.reads.intents
+
+    def open_intents(key: _Key | None) -> Awaitable[list[PaymentIntent]]:
+        return intents.open_created_by(now - after, after=key, limit=batch_size)
+
+    def rechecks(key: _Key | None) -> Awaitable[list[PaymentIntent]]:
+        return intents.rechecks_due(now, after=key, limit=batch_size)
+
+    async for intent in _keyset(open_intents, lambda i: (i.created_at, i.id)):
+        await _settle(_reconcile_one(deps, gateway, intent, now, report), intent, report)
+    async for intent in _keyset(rechecks, lambda i: (i.recheck_at or now, i.id)):
+        await _settle(_recheck_one(deps, gateway, intent, now, report), intent, report)
     return report
+
+
+_Key = tuple[datetime, str]
+
+
+async def _keyset(
+    read: Callable[[_Key | None], Awaitable[list[PaymentIntent]]],
+    key_of: Callable[[PaymentIntent], _Key],
+) -> AsyncIterator[PaymentIntent]:
+    """Every intent `read` lists, batch after batch, each batch after the last one's key."""
+    key: _Key | None = None
+    while batch := await read(key):
+        key = key_of(batch[-1])
+        for intent in batch:
+            yield intent
+
+
+async def _settle(work: Awaitable[None], intent: PaymentIntent, report: Reconciled) -> None:
+    """One intent's reconciliation; its failure is logged and reported, and the pass goes on
+    (but not without the database)."""
+    assert report.failed is not None
+    try:
+        await work
+    except DatabaseUnavailable:
+        raise
+    except Exception:
+        log.exception("reconciliation: payment intent %s failed", intent.id)
+        report.failed.append(intent.id)
 
 
 async def _reconcile_one(
     deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime, report: Reconciled
 ) -> None:
     if intent.status == IntentStatus.PENDING:
-        charge: Charge | None = await gateway.find(intent.member_id, intent.id)
-        if charge is None:
-            if await deps.uow.run(
-                _move,
-                intent.id,
-                (IntentStatus.PENDING,),
-                IntentStatus.ABANDONED,
-                now,
-                refusal=LAPSED,
-            ):
-                report.lapsed += 1
-                return
-        else:
-            await deps.uow.run(
-                _move,
-                intent.id,
-                (IntentStatus.PENDING,),
-                IntentStatus.CHARGED,
-                now,
-                charge_id=charge.id,
-            )
+        if await _abandoned(deps, gateway, intent, now):
+            report.lapsed += 1
+            return
         intent = await _current(deps, intent.id)
     if intent.status == IntentStatus.REFUNDING:
         await _finish_refund(deps, gateway, intent, now)
@@ -393,3 +420,51 @@ async def _reconcile_one(
     if done.entries:  # empty: a retry or another reconciler completed it first
         report.completed += 1
         await deps.publisher.publish(done.entries)
+
+
+async def _abandoned(
+    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime
+) -> bool:
+    """Give up a PENDING intent the gateway has no charge for (True), or record the charge it
+    has as the intent's; False when the intent moved on meanwhile."""
+    charge: Charge | None = await gateway.find(intent.member_id, intent.id)
+    if charge is not None:
+        await deps.uow.run(
+            _move,
+            intent.id,
+            (IntentStatus.PENDING,),
+            IntentStatus.CHARGED,
+            now,
+            charge_id=charge.id,
+        )
+        return False
+    return await deps.uow.run(
+        _move,
+        intent.id,
+        (IntentStatus.PENDING,),
+        IntentStatus.ABANDONED,
+        now,
+        refusal=LAPSED,
+        recheck_at=now + RECHECK_AFTER,
+    )
+
+
+async def _recheck_one(
+    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime, report: Reconciled
+) -> None:
+    """The last look at the gateway for an intent given up: a charge found there was made by a
+    request that never came back to record it, and is refunded through the intent."""
+    charge = await gateway.find(intent.member_id, intent.id)
+    if charge is None:
+        await deps.uow.run(_rechecked, intent.id)
+        return
+    log.warning("payment intent %s was charged after it was given up: refunding", intent.id)
+    await _to_refund(deps, intent.id, charge, now)
+    current = await _current(deps, intent.id)
+    if current.status == IntentStatus.REFUNDING:  # else its request or another pass refunded it
+        await _finish_refund(deps, gateway, current, now)
+        report.refunded += 1
+
+
+async def _rechecked(tx: Transaction, intent_id: str) -> None:
+    await tx.intents.rechecked(intent_id)

@@ -305,7 +305,9 @@ async def _next_reconciliation(deps: Deps, after: datetime | None) -> datetime |
 
     since = None if after is None else after - RECONCILE_AFTER
     oldest = await deps.reads.intents.oldest_open_created_at(since)
-    return None if oldest is None else oldest + RECONCILE_AFTER
+    recheck = await deps.reads.intents.next_recheck_at(after)
+    due = [t for t in (oldest and oldest + RECONCILE_AFTER, recheck) if t is not None]
+    return min(due, default=None)
 
 
 # A pass: the jobs, in the order that keeps each member's ledger in time order.
