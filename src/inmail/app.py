@@ -23,12 +23,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inmail import logs
-from inmail.bootstrap import Background, Container, build_container, in_memory_mongo
+from inmail.bootstrap import Background, Container, build_container
 from inmail.graphiql import STATIC_PREFIX, security_headers
 from inmail.graphql_app import GraphQLApp
 from inmail.heap import tuned_gc
 from inmail.observability import metrics_endpoint
 from inmail.processes import end_with_parent
+from inmail.repositories.database import choose_database
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.root import build_schema
 from inmail.settings import Settings, handed_by_serve, settings_for_worker
@@ -300,10 +301,4 @@ def app_from_env() -> Starlette:
     logs.configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1 and handed_by_serve(os.environ):
         end_with_parent()  # a worker of `inmail serve`: it ends with its supervisor
-    if settings.mongodb_uri is None:
-        log.warning(
-            "IN-MEMORY DATABASE: no mongod could be started here, so NOTHING WILL PERSIST and "
-            "transactions and cross-process updates are unavailable. Set INMAIL_MONGODB_URI."
-        )
-        return create_app(settings, mongo=in_memory_mongo(settings.db_name), serving=True)
-    return create_app(settings, serving=True)
+    return create_app(settings, mongo=choose_database(settings).open(), serving=True)

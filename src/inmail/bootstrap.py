@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -11,15 +10,10 @@ from typing import Protocol
 from inmail.auth import KnownMembers, TokenService, development_secret
 from inmail.clock import Clock, ManualClock, SystemClock
 from inmail.observability import LedgerMetrics
-from inmail.repositories.changes import InboxChanges, LedgerChanges
-from inmail.repositories.leases import LeaseRepository
-from inmail.repositories.memory import InMemoryMongo, SoleProcessLease
 from inmail.repositories.mongo import Mongo
-from inmail.repositories.outbox import OutboxStore
 from inmail.repositories.records import ChargeRepository
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 from inmail.scheduler import DEFAULT_LEASE_TTL, DEFAULT_STOP_GRACE, Scheduler
-from inmail.services import scheduling
 from inmail.services.base import Deps, Limits, NullPublisher, unwritten_changes
 from inmail.services.events import BalancePublisher, FanOut
 from inmail.services.live import Broker, InboxBroker
@@ -27,8 +21,6 @@ from inmail.services.payments import BuiltinGateway, PaymentGateway
 from inmail.services.rate_limits import RateLimits
 from inmail.services.webhooks import WebhookConfig, WebhookWorker
 from inmail.settings import Settings
-
-log = logging.getLogger(__name__)
 
 GatewayFactory = Callable[[ChargeRepository], PaymentGateway]
 """Builds the payment gateway; given the built-in gateway's book of charges."""
@@ -71,11 +63,6 @@ def jwt_secret(settings: Settings) -> str:
     return settings.jwt_secret or development_secret(settings.data_dir)
 
 
-def in_memory_mongo(db_name: str) -> Mongo:
-    """The fallback where no mongod can run: one process, nothing kept."""
-    return InMemoryMongo(db_name)
-
-
 def limits(settings: Settings) -> Limits:
     return Limits(
         max_purchase_quantity=settings.max_purchase_quantity,
@@ -116,12 +103,6 @@ def build_deps(
     )
 
 
-def lease_store(mongo: Mongo) -> scheduling.LeaseStore:
-    if isinstance(mongo, InMemoryMongo):
-        return SoleProcessLease()
-    return LeaseRepository(mongo)
-
-
 def build_scheduler(
     deps: Deps,
     mongo: Mongo,
@@ -134,7 +115,7 @@ def build_scheduler(
 ) -> Scheduler:
     return Scheduler(
         deps,
-        lease_store(mongo),
+        mongo.lease_store(),
         interval=interval,
         batch_size=batch_size,
         lease_ttl=lease_ttl or DEFAULT_LEASE_TTL,
@@ -145,24 +126,24 @@ def build_scheduler(
 
 def build_broker(deps: Deps, mongo: Mongo, events: FanOut) -> Broker:
     """Live updates from the ledger's change stream, or from this process where there is none."""
-    changes = None if isinstance(mongo, InMemoryMongo) else (lambda: LedgerChanges(mongo))
     return Broker(
         deps.reads.ledger,
         events,
-        changes,
+        mongo.ledger_changes(),
         now=deps.now,
         unwritten=lambda member_id: unwritten_changes(deps, member_id),
     )
 
 
 def build_inbox(deps: Deps, mongo: Mongo) -> InboxBroker:
-    """Live notifications and conversation events: a change stream, or polling in memory."""
-    changes = None if isinstance(mongo, InMemoryMongo) else (lambda: InboxChanges(mongo))
-    return InboxBroker(deps.reads.notifications, changes)
+    """Live notifications and conversation events: a change stream, or polling where there is
+    none."""
+    return InboxBroker(deps.reads.notifications, mongo.inbox_changes())
 
 
 def build_webhooks(settings: Settings, mongo: Mongo, clock: Clock) -> WebhookWorker | None:
-    """The outbox's delivery worker, when INMAIL_WEBHOOK_URL is set (one in every process).
+    """The outbox's delivery worker, when INMAIL_WEBHOOK_URL is set and the database can lease
+    its events to a worker (one in every process).
 
     Events are enqueued only where a URL is set (`build_deps(webhooks=...)`): every process of a
     deployment should be given the same URL, or a process without one writes notifications
@@ -170,8 +151,8 @@ def build_webhooks(settings: Settings, mongo: Mongo, clock: Clock) -> WebhookWor
     """
     if settings.webhook_url is None or settings.webhook_secret is None:
         return None
-    if isinstance(mongo, InMemoryMongo):
-        log.warning("webhooks: not delivered on the in-memory database (no leases there)")
+    outbox = mongo.webhook_outbox()
+    if outbox is None:
         return None
     config = WebhookConfig(
         url=settings.webhook_url,
@@ -179,7 +160,7 @@ def build_webhooks(settings: Settings, mongo: Mongo, clock: Clock) -> WebhookWor
         timeout=settings.webhook_timeout,
         poll_interval=settings.webhook_poll_interval,
     )
-    return WebhookWorker(OutboxStore(mongo), clock, config)
+    return WebhookWorker(outbox, clock, config)
 
 
 def build_container(

@@ -25,11 +25,8 @@ def _settings(environ: Mapping[str, str] = os.environ) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from inmail.embedded_mongod import (
-        EmbeddedMongod,
-        EmbeddedMongodError,
-        find_mongod_binary,
-    )
+    from inmail.embedded_mongod import EmbeddedMongod, EmbeddedMongodError
+    from inmail.repositories.database import NoDatabase, choose_database
     from inmail.repositories.mongo import mongodb_problem
 
     # The variables the workers are given: the environment's, the options', then what serve
@@ -47,29 +44,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logs.configure_logging(settings.log_level, settings.log_format)
     embedded: EmbeddedMongod | None = None
-    if settings.mongodb_uri is None:
-        try:
-            binary = find_mongod_binary(settings.mongod_bin)
-            if binary is not None:
-                embedded = EmbeddedMongod(settings.data_dir / "mongod", binary=binary)
-                print(
-                    f"inmail: starting the embedded mongod (data in {embedded.data_dir})",
-                    file=sys.stderr,
-                )
-                variables["INMAIL_MONGODB_URI"] = embedded.start()
-                print(
-                    f"inmail: mongod {embedded.uri} (pid {embedded.pid}) is primary",
-                    file=sys.stderr,
-                )
-            elif settings.workers > 1 or settings.is_production:
-                # Without a mongod only the in-memory fallback is left: one process, keeps nothing.
-                who = "several workers need" if settings.workers > 1 else "production needs"
-                print(f"inmail: {who} a real MongoDB: set INMAIL_MONGODB_URI", file=sys.stderr)
-                return 2
-        except EmbeddedMongodError as exc:
-            print(f"inmail: {exc}", file=sys.stderr)
-            return 1
-    elif (problem := mongodb_problem(settings.mongodb_uri)) is not None:
+    try:
+        database = choose_database(settings, may_start_mongod=True)
+        embedded = database.mongod
+        if embedded is not None:
+            print(
+                f"inmail: starting the embedded mongod (data in {embedded.data_dir})",
+                file=sys.stderr,
+            )
+            variables["INMAIL_MONGODB_URI"] = embedded.start()
+            print(f"inmail: mongod {embedded.uri} (pid {embedded.pid}) is primary", file=sys.stderr)
+    except NoDatabase as exc:
+        print(f"inmail: {exc}", file=sys.stderr)
+        return 2
+    except EmbeddedMongodError as exc:
+        print(f"inmail: {exc}", file=sys.stderr)
+        return 1
+    if database.uri is not None and (problem := mongodb_problem(database.uri)) is not None:
         print(f"inmail: {problem}", file=sys.stderr)
         return 1
     if settings.jwt_secret is None:

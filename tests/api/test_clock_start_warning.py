@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from inmail.bootstrap import in_memory_mongo
+from inmail.repositories.memory import InMemoryMongo
 from support import START, open_api
 from support import test_settings as settings_with
 
@@ -78,7 +78,7 @@ async def test_the_system_clock_is_never_warned_about(
 
 
 async def test_the_newest_time_is_read_on_the_in_memory_fallback_too() -> None:
-    mongo = in_memory_mongo("inmail_demo")
+    mongo = InMemoryMongo("inmail_demo")
     assert await mongo.newest_recorded_time() is None
     await mongo.c.ledger.insert_one({"_id": "6650a1c2e4b0f1a2b3c4d5e6", "at": START})
     await mongo.c.conversations.insert_one(

@@ -20,9 +20,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from inmail.bootstrap import in_memory_mongo
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
+from inmail.repositories.memory import InMemoryMongo
 from inmail.repositories.mongo import Mongo
 from inmail.services.events import BalanceUpdate
 from inmail.services.live import Subscriber, coalesce
@@ -332,7 +332,7 @@ async def test_websockets_from_an_origin_not_allowed_are_refused(
 
 
 async def test_the_in_memory_fallback_delivers_updates_from_the_process_itself() -> None:
-    mongo = in_memory_mongo("inmail_live")
+    mongo = InMemoryMongo("inmail_live")
     async with serve(settings_for_tests(), mongo) as server:
         assert server.broker.source == "in-process"
         api = server.api

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from inmail.bootstrap import in_memory_mongo
+from inmail.repositories.memory import InMemoryMongo
 from inmail.repositories.mongo import Doc, Mongo, Session
 
 MEMBERS: list[Doc] = [{"_id": "ada"}, {"_id": "grace"}, {"_id": "alan"}]
@@ -19,7 +19,7 @@ RECORDS: list[Doc] = [{"_id": "r1", "memberId": "ada", "key": "k"}]
 
 @pytest.fixture(params=["mongod", "in-memory"])
 async def store(request: pytest.FixtureRequest, mongo: Mongo) -> Mongo:
-    chosen = mongo if request.param == "mongod" else in_memory_mongo("anchored")
+    chosen = mongo if request.param == "mongod" else InMemoryMongo("anchored")
     await chosen.c.members.insert_many([dict(d) for d in MEMBERS])
     await chosen.c.credit_lots.insert_many([dict(d) for d in LOTS])
     await chosen.c.idempotency.insert_many([dict(d) for d in RECORDS])

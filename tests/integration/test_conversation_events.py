@@ -315,10 +315,11 @@ async def test_the_inbox_reads_changes_only_while_someone_subscribes(
     mongo: Mongo, source: str
 ) -> None:
     store: Mongo = mongo if source == "change stream" else InMemoryMongo("inbox_on_demand")
-    if isinstance(store, InMemoryMongo):
+    if store is not mongo:
         await store.create_indexes(plans=DEFAULT_PLAN_TABLE)
-    changes = None if isinstance(store, InMemoryMongo) else (lambda: InboxChanges(store))
-    broker = InboxBroker(NotificationReader(store, None), changes, poll_interval=0.01, linger=0.05)
+    broker = InboxBroker(
+        NotificationReader(store, None), store.inbox_changes(), poll_interval=0.01, linger=0.05
+    )
     await broker.start()
     try:
         await record(store, *inmail(ADA, GRACE, AT, "Before anyone listened"))

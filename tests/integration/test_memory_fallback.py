@@ -7,12 +7,19 @@ that must hold under concurrency or crashes is tested on it.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import httpx
 import pytest
 
 from inmail.app import app_from_env
-from support import TEST_SECRET, Api
+from inmail.bootstrap import build_container
+from inmail.repositories.memory import InMemoryMongo
+from inmail.repositories.mongo import Mongo
+from support import START, TEST_SECRET, Api
+from support import test_settings as settings_with
+
+MINUTE = timedelta(minutes=1)
 
 
 @pytest.fixture(autouse=True)
@@ -47,3 +54,41 @@ async def test_without_a_database_the_service_runs_in_memory_and_warns(
             assert (await api.send(ada, alan))["errors"] == []
             assert (await api.purchase(ada, 2))["errors"] == []
             assert await api.balance(ada) == 5
+
+
+async def test_the_fallback_says_itself_what_it_lacks_one_process_and_no_webhooks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = settings_with(
+        webhook_url="https://hooks.example/inmail", webhook_secret="w" * 32, scheduler_enabled=True
+    )
+    mongo: Mongo = InMemoryMongo("what_it_lacks")
+    with caplog.at_level(logging.WARNING, logger="inmail"):
+        container = build_container(settings, mongo)
+    assert container.live.source == "in-process"
+    assert mongo.inbox_changes() is None  # the inbox polls
+    assert container.scheduler is not None
+    assert container.webhooks is None
+    assert "webhooks: not delivered on the in-memory database (no leases there)" in caplog.text
+    leases = mongo.lease_store()
+    assert await leases.acquire("scheduler", "this process", MINUTE)
+    assert await leases.acquire("scheduler", "any other", MINUTE)
+
+
+async def test_a_mongod_carries_changes_and_leases_across_processes(mongo: Mongo) -> None:
+    assert mongo.ledger_changes() is not None
+    assert mongo.inbox_changes() is not None
+    assert mongo.webhook_outbox() is not None
+    leases = mongo.lease_store()
+    assert await leases.acquire("scheduler", "one process", MINUTE)
+    assert not await leases.acquire("scheduler", "another", MINUTE)
+
+
+async def test_the_fallback_hands_back_times_with_their_zone_as_the_server_does() -> None:
+    mongo = InMemoryMongo("zoned_times")
+    await mongo.c.members.insert_one({"_id": "ada", "inmailSends": [START]})
+    found = await mongo.c.members.find_one({"_id": "ada"})
+    assert found is not None
+    (sent,) = found["inmailSends"]
+    assert sent.utcoffset() == timedelta(0)
+    assert sent == START

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gc
 
 from inmail.app import create_app
-from inmail.bootstrap import in_memory_mongo
 from inmail.heap import YOUNG_THRESHOLD, tuned_gc
+from inmail.repositories.memory import InMemoryMongo
 from support import test_settings as settings_for_tests
 
 
@@ -23,7 +23,7 @@ async def test_a_serving_app_tunes_the_collector_while_it_runs_and_no_other_app_
     default = gc.get_threshold()
     for serving, expected in ((False, default), (True, (YOUNG_THRESHOLD, *default[1:]))):
         settings = settings_for_tests()
-        app = create_app(settings, mongo=in_memory_mongo("heap"), serving=serving)
+        app = create_app(settings, mongo=InMemoryMongo("heap"), serving=serving)
         async with app.router.lifespan_context(app):
             assert gc.get_threshold() == expected
         assert gc.get_threshold() == default

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 from inmail.domain.billing import PaymentMethod
@@ -95,8 +95,7 @@ _NO_SENDS: Final = RecentSends()
 def sends_from_doc(times: list[datetime] | None) -> RecentSends:
     if not times:
         return _NO_SENDS  # most members read: one object for all of them
-    # The in-memory fallback hands back naive datetimes; every stored time is UTC.
-    return RecentSends(tuple(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times))
+    return RecentSends(tuple(times))
 
 
 INMAIL_LOG_FIELDS: Final = {"inmailSends": 1, "inmailWindow": 1}

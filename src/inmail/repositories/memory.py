@@ -3,16 +3,18 @@
 It is picked by the composition root when no mongod can run, and it is the only module that
 knows mongomock's gaps: no sessions (every transaction runs under one process-wide lock, which
 is only sound because this mode is single-process and keeps nothing), no working bulk updates,
-no index hints, no `$$NOW`, no `$unionWith`, no snapshot reads, no change streams, and partial
-filters ignored (so
-a partial unique index would refuse documents it should not index at all; the lock and the
-service's own checks keep those rules here).
+no index hints, no `$$NOW` (so no leases: the one process holds the scheduler's, and webhooks
+are not delivered), no `$unionWith`, no snapshot reads, no change streams (live updates come
+from the process itself, and the inbox polls), and partial filters ignored (so a partial
+unique index would refuse documents it should not index at all; the lock and the service's own
+checks keep those rules here). Times come back with their zone, as from the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -20,7 +22,10 @@ from typing import Any, TypeVar
 from pymongo import IndexModel
 from pymongo.asynchronous.cursor import AsyncCursor
 
+from inmail.repositories.leases import LeaseRepository
 from inmail.repositories.mongo import Collection, Doc, Mongo, ReadPoint, Session
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -44,6 +49,19 @@ class InMemoryMongo(Mongo):
 
     async def server_version(self) -> str:
         return "in-memory (mongomock)"
+
+    def ledger_changes(self) -> None:
+        return None
+
+    def inbox_changes(self) -> None:
+        return None
+
+    def lease_store(self) -> LeaseRepository:
+        return SoleProcessLease(self)
+
+    def webhook_outbox(self) -> None:
+        log.warning("webhooks: not delivered on the in-memory database (no leases there)")
+        return None
 
     def index_models(self, collection: str) -> Sequence[IndexModel]:
         return [
@@ -119,7 +137,7 @@ class InMemoryMongo(Mongo):
         return found
 
 
-class SoleProcessLease:
+class SoleProcessLease(LeaseRepository):
     """The scheduler's lease where there is one process only: always held by it."""
 
     async def acquire(self, name: str, owner: str, ttl: timedelta) -> bool:

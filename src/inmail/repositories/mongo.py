@@ -22,8 +22,8 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from bson import ObjectId, Timestamp
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne, timeout
@@ -37,6 +37,11 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from inmail.domain.plans import PlanTable
+
+if TYPE_CHECKING:
+    from inmail.repositories.changes import InboxChanges, LedgerChanges
+    from inmail.repositories.leases import LeaseRepository
+    from inmail.repositories.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +379,36 @@ class Mongo:
         info = await self.client.admin.command("buildInfo")
         return str(info.get("version", "unknown"))
 
+    # What processes share through the database: each one's commits reach the others' live
+    # subscribers through change streams, and a lease gives a job or an event to one of them.
+
+    def ledger_changes(self) -> Callable[[], LedgerChanges] | None:
+        """Opens a feed of the ledger's committed entries, whichever process wrote them; None
+        where there is none (live balances then come from this process's own commits)."""
+        from inmail.repositories.changes import LedgerChanges
+
+        return lambda: LedgerChanges(self)
+
+    def inbox_changes(self) -> Callable[[], InboxChanges] | None:
+        """Opens a feed of new notifications and conversation events; None where there is none
+        (the inbox then polls the collection)."""
+        from inmail.repositories.changes import InboxChanges
+
+        return lambda: InboxChanges(self)
+
+    def lease_store(self) -> LeaseRepository:
+        """Where the scheduler takes its lease."""
+        from inmail.repositories.leases import LeaseRepository
+
+        return LeaseRepository(self)
+
+    def webhook_outbox(self) -> OutboxStore | None:
+        """The outbox the webhook worker delivers from; None, said in the log, where its events
+        cannot be leased to a worker."""
+        from inmail.repositories.outbox import OutboxStore
+
+        return OutboxStore(self)
+
     def index_models(self, collection: str) -> Sequence[IndexModel]:
         return INDEXES[collection]
 
@@ -646,10 +681,7 @@ class Mongo:
                 session=NO_TRANSACTION,
             )
             times += [doc[field] for doc in docs if isinstance(doc.get(field), datetime)]
-        if not times:
-            return None
-        # The in-memory fallback hands back naive datetimes; every stored time is UTC.
-        return max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
+        return max(times, default=None)
 
     async def aggregate(
         self, collection: Collection, pipeline: Sequence[Mapping[str, Any]], session: Session

@@ -136,8 +136,8 @@ def _cursor_value(value: Any, name: str) -> Any:
     if name in _DATETIME_FIELDS:
         try:
             when = datetime.fromisoformat(value)
-            # A time with an offset, in UTC as stored (which may overflow); one without (from
-            # a client that hands back naive times, as the in-memory fallback's) is UTC already.
+            # A time with an offset, in UTC as stored (which may overflow); one without (a
+            # cursor written by hand) is UTC already, as the server reads it.
             return when if when.tzinfo is None else when.astimezone(UTC)
         except (TypeError, ValueError, OverflowError):
             raise BadCursor("the cursor is not valid") from None
