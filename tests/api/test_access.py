@@ -257,6 +257,73 @@ async def test_admin_mutations_refuse_unknown_ids_and_bad_input_and_change_nothi
     assert await api.container.mongo.c.members.count_documents({"connections": {"$ne": []}}) == 0
 
 
+# Each admin mutation with input it would refuse too: the caller is refused first.
+ADMIN_MUTATIONS_WITH_BAD_INPUT: dict[str, tuple[str, dict[str, Any]]] = {
+    "createMember": (
+        "mutation($i: CreateMemberInput!) { createMember(input: $i) { errors { code } } }",
+        {
+            "name": " ",
+            "plan": "LEGACY_PREMIUM",
+            "monthlyAllotment": -1,
+            "paymentMethod": {"brand": "", "last4": "42", "expMonth": 13, "expYear": 1999},
+        },
+    ),
+    "connectMembers": (
+        "mutation($i: ConnectMembersInput!) { connectMembers(input: $i) { ok } }",
+        {"memberId": "nope", "otherMemberId": "nope"},
+    ),
+    "changePlan": (
+        "mutation($i: ChangePlanInput!) { changePlan(input: $i) { errors { code } } }",
+        {"plan": "LEGACY_PREMIUM", "monthlyAllotment": -1, "memberId": "nope"},
+    ),
+    "advanceClock": (
+        "mutation($i: AdvanceClockInput!) { advanceClock(input: $i) { now } }",
+        {"days": -1, "hours": -1},
+    ),
+}
+
+
+def refusal_of(body: dict[str, Any]) -> list[tuple[str, str | None, list[str]]]:
+    return [
+        (error["message"], (error.get("extensions") or {}).get("code"), error.get("path"))
+        for error in body.get("errors") or []
+    ]
+
+
+@pytest.mark.parametrize("mutation", list(ADMIN_MUTATIONS_WITH_BAD_INPUT))
+async def test_an_admin_mutation_refuses_anyone_else_before_it_reads_its_input(
+    api: Api, mutation: str
+) -> None:
+    ada, _grace = await two_members(api)
+    query, bad_input = ADMIN_MUTATIONS_WITH_BAD_INPUT[mutation]
+
+    anonymous = await api.raw(query, {"i": bad_input})
+    by_a_member = await api.raw(query, {"i": bad_input}, ada.token)
+
+    assert refusal_of(anonymous) == [
+        ("Sign in: send 'Authorization: Bearer <token>'.", "UNAUTHENTICATED", [mutation])
+    ]
+    assert refusal_of(by_a_member) == [("Only admins may do this.", "FORBIDDEN", [mutation])]
+    assert anonymous["data"] is by_a_member["data"] is None
+    assert api.clock.now() == datetime(2026, 1, 15, 9, tzinfo=UTC)
+    assert await api.container.mongo.c.members.count_documents({}) == 2
+
+
+async def test_an_admin_changing_a_plan_must_name_the_member(api: Api) -> None:
+    query, bad_input = ADMIN_MUTATIONS_WITH_BAD_INPUT["changePlan"]
+    unnamed = {key: value for key, value in bad_input.items() if key != "memberId"}
+
+    by_an_admin = await api.raw(query, {"i": unnamed}, api.admin)
+    anonymous = await api.raw(query, {"i": unnamed})
+
+    assert refusal_of(by_an_admin) == [
+        ("This needs a member's token, not an admin's.", "FORBIDDEN", ["changePlan"])
+    ]
+    assert refusal_of(anonymous) == [
+        ("Sign in: send 'Authorization: Bearer <token>'.", "UNAUTHENTICATED", ["changePlan"])
+    ]
+
+
 async def test_an_admin_is_no_member_and_cannot_send_inmail(api: Api) -> None:
     _ada, grace = await two_members(api)
 

@@ -10,6 +10,7 @@ from typing import Any
 from inmail.domain.money import Money
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.services.charges import RECHECK_AFTER, RECONCILE_AFTER, new_intent, reconcile_charges
+from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.idempotency import KeyedRequest
 from inmail.services.payments import ChargeRequest
 from inmail.settings import Settings
@@ -364,8 +365,8 @@ async def test_a_retry_racing_two_reconcilers_settles_each_charge_exactly_once(a
     now = api.clock.now()
 
     await asyncio.gather(
-        reconcile_charges(deps, gateway, now, batch_size=BATCH),
-        reconcile_charges(deps, gateway, now, batch_size=BATCH),
+        reconcile_charges(deps, gateway, now, batch_size=BATCH, fulfilments=FULFILMENTS),
+        reconcile_charges(deps, gateway, now, batch_size=BATCH, fulfilments=FULFILMENTS),
         *(
             api.purchase(m, i.quantity or 0, key=i.key)
             for m, i in zip(members, intents, strict=True)
@@ -401,9 +402,15 @@ async def test_an_orphan_is_left_to_its_request_for_two_minutes_and_settled_with
     intent = await orphan_charge(api, ada, 2)
     deps, gateway = api.container.deps, api.container.gateway
 
-    early = await reconcile_charges(deps, gateway, START + timedelta(minutes=1), batch_size=BATCH)
+    early = await reconcile_charges(
+        deps, gateway, START + timedelta(minutes=1), batch_size=BATCH, fulfilments=FULFILMENTS
+    )
     late = await reconcile_charges(
-        deps, gateway, api.clock.now() + timedelta(minutes=10), batch_size=BATCH
+        deps,
+        gateway,
+        api.clock.now() + timedelta(minutes=10),
+        batch_size=BATCH,
+        fulfilments=FULFILMENTS,
     )
 
     assert (early.completed, early.refunded) == (0, 0)

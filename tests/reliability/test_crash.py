@@ -26,6 +26,7 @@ from inmail.processes import free_port
 from inmail.repositories.intents import IntentStatus
 from inmail.repositories.records import ChargeRepository, Refusal, refusal_to_doc
 from inmail.services.charges import reconcile_charges
+from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
 from inmail.settings import Settings
 from reliability.conftest import http_client
@@ -606,7 +607,11 @@ async def test_an_orphaned_plan_change_does_not_undo_the_members_later_change(
     api.advance(hours=1)  # past the age at which reconciliation takes an intent
     container = api.container
     report = await reconcile_charges(
-        container.deps, container.gateway, api.clock.now(), batch_size=BATCH
+        container.deps,
+        container.gateway,
+        api.clock.now(),
+        batch_size=BATCH,
+        fulfilments=FULFILMENTS,
     )
     retried = await change_plan(api, kit, "PREMIUM_BUSINESS", key="kit-1")
 

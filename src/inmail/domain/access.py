@@ -1,9 +1,10 @@
-"""Who may read what (SPEC 8): rules over the caller, and the refusals they give.
+"""Who may read and do what (SPEC 8): rules over the caller, and the refusals they give.
 
 A member sees other members' public profile only; their own balance, lots, ledger,
 subscription, payment method and conversations are theirs alone; a conversation is visible
-to its two parties only; admins see everything. A refusal carries a code and its data, never
-client-facing text: the API words it.
+to its two parties only; admins see everything. Admins alone create and connect members,
+change another member's plan and move a manual clock. A refusal carries a code and its data,
+never client-facing text: the API words it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Refusal(StrEnum):
 
 
 class ReadRefused(Exception):
-    """A read the service will not serve: not the caller's to see, or asked for wrongly."""
+    """A read or an action the service will not serve: not the caller's to see or do, or asked
+    for wrongly."""
 
     def __init__(self, refusal: Refusal, **data: object) -> None:
         super().__init__(refusal.value, data)
@@ -76,6 +78,14 @@ def admin(caller: C | None) -> C:
         raise ReadRefused(Refusal.ADMINS_ONLY)
     assert caller is not None
     return caller
+
+
+def acting_for(caller: Caller | None, member_id: str | None) -> str:
+    """The member an action is for: the caller's own, or the one an admin names."""
+    if member_id is None:
+        return acting_member(caller)
+    admin(caller)
+    return member_id
 
 
 def owner_or_admin(caller: C | None, member_id: str) -> C:

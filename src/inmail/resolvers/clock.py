@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from inmail.domain.access import ReadRefused
 from inmail.domain.errors import DomainError
 from inmail.resolvers.context import ResolverInfo, ctx
-from inmail.schema.errors import UserError
+from inmail.schema.errors import UserError, refused
 from inmail.schema.inputs import AdvanceClockInput
 from inmail.schema.payloads import AdvanceClockPayload
 from inmail.services import scheduling
@@ -12,15 +13,17 @@ from inmail.services import scheduling
 
 async def advance_clock(info: ResolverInfo, input: AdvanceClockInput) -> AdvanceClockPayload:
     c = ctx(info)
-    c.require_admin()
     try:
-        now = await scheduling.advance_clock(
+        now = await scheduling.advance_clock_as(
             c.deps,
+            c.viewer(),
             days=input.days,
             hours=input.hours,
             batch_size=c.settings.scheduler_batch,
             deliveries=c.container.webhooks,
         )
+    except ReadRefused as refusal:
+        raise refused(refusal) from None
     except DomainError as error:
         return AdvanceClockPayload(now=c.deps.now(), errors=[UserError.from_domain(error)])
     c.reads.clear()

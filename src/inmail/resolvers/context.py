@@ -164,13 +164,11 @@ class Context:
         """The caller, or None when no credentials were sent; bad credentials are an error."""
         return self.credentials.viewer()
 
-    # The access checks of SPEC 8 live with the reads (services/reads.py, domain/access.py).
+    # The access checks of SPEC 8 live with the reads (services/reads.py) and the services,
+    # by the rules of domain/access.py.
 
     def require_member(self) -> str:
         return self.reads.acting_member()
-
-    def require_admin(self) -> Viewer:
-        return self.reads.admin()
 
 
 if TYPE_CHECKING:

@@ -8,11 +8,12 @@ from typing import ParamSpec, Protocol, TypeVar
 
 import strawberry
 
-from inmail.domain.billing import validate_payment_method
+from inmail.domain.access import ReadRefused
+from inmail.domain.billing import PaymentMethod
 from inmail.domain.errors import DomainError
 from inmail.resolvers import clock as clock_resolvers
 from inmail.resolvers.context import ResolverInfo, ctx
-from inmail.schema.errors import UserError
+from inmail.schema.errors import UserError, refused
 from inmail.schema.inputs import (
     AdvanceClockInput,
     ChangePlanInput,
@@ -58,13 +59,16 @@ class Failed(Protocol[P_co]):
 def errors_in(
     payload: Failed[P],
 ) -> Callable[[Callable[Args, Awaitable[P]]], Callable[Args, Awaitable[P]]]:
-    """A domain error from the mutation comes back in the payload's `errors`, worded."""
+    """A domain error from the mutation comes back in the payload's `errors`, worded; a
+    refusal of the caller (domain/access.py) is a GraphQL error instead."""
 
     def decorate(mutation: Callable[Args, Awaitable[P]]) -> Callable[Args, Awaitable[P]]:
         @functools.wraps(mutation)
         async def attempt(*args: Args.args, **kwargs: Args.kwargs) -> P:
             try:
                 return await mutation(*args, **kwargs)
+            except ReadRefused as refusal:
+                raise refused(refusal) from None
             except DomainError as error:
                 return payload(errors=[UserError.from_domain(error)])
 
@@ -151,17 +155,13 @@ class Mutation:
     @errors_in(ChangePlanPayload)
     async def change_plan(self, info: ResolverInfo, input: ChangePlanInput) -> ChangePlanPayload:
         c = ctx(info)
-        by_admin = input.member_id is not None
-        if by_admin:
-            c.require_admin()
-        member_id = str(input.member_id) if by_admin else c.require_member()
         member = await member_service.change_plan(
             c.deps,
-            member_id,
+            c.viewer(),
             input.plan,
             input.monthly_allotment,
+            member_id=None if input.member_id is None else str(input.member_id),
             idempotency_key=input.idempotency_key,
-            by_admin=by_admin,
             gateway=c.gateway,
         )
         c.reads.clear()
@@ -207,21 +207,18 @@ class Mutation:
         self, info: ResolverInfo, input: CreateMemberInput
     ) -> CreateMemberPayload:
         c = ctx(info)
-        c.require_admin()
         card = input.payment_method
         new = member_service.NewMember(
             name=input.name,
             plan=input.plan,
             headline=input.headline,
             billing_day=input.billing_day,
-            payment_method=validate_payment_method(
-                card.brand, card.last4, card.exp_month, card.exp_year
-            )
+            payment_method=PaymentMethod(card.brand, card.last4, card.exp_month, card.exp_year)
             if card
             else None,
             monthly_allotment=input.monthly_allotment,
         )
-        member = await member_service.create_member(c.deps, new)
+        member = await member_service.create_member_as(c.deps, c.viewer(), new)
         return CreateMemberPayload(member=Member.from_domain(member))
 
     @strawberry.mutation(description="Admin only: makes two members 1st-degree connections.")
@@ -230,9 +227,8 @@ class Mutation:
         self, info: ResolverInfo, input: ConnectMembersInput
     ) -> ConnectMembersPayload:
         c = ctx(info)
-        c.require_admin()
         await member_service.connect_members(
-            c.deps, str(input.member_id), str(input.other_member_id)
+            c.deps, c.viewer(), str(input.member_id), str(input.other_member_id)
         )
         return ConnectMembersPayload(ok=True)
 

@@ -20,11 +20,12 @@ leaves that charge to be refunded then.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
+from inmail.domain.billing import PaymentMethod
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Purchase, PurchaseStatus
 from inmail.domain.money import Money
@@ -180,19 +181,9 @@ async def pay_and_fulfil(
 async def _charge(
     deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime
 ) -> PaymentIntent:
-    member = await deps.reads.members.get(intent.member_id)
-    assert member is not None, "members are never deleted"
-    card = member.payment_method
-    if card is None or card.is_expired(now):
-        # Checked before the intent was opened; the card changed since. Nothing was taken: the
-        # intent ends as a decline does (a retry under its key answers the same; a new key,
-        # after the card is updated, buys), and holds no room under the cap meanwhile.
-        expired = DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED)
-        refusal = Refusal.of(expired)
-        await deps.uow.run(
-            _move, intent.id, (IntentStatus.PENDING,), IntentStatus.DECLINED, now, refusal=refusal
-        )
-        raise _refused(refusal)
+    """Charge a PENDING intent's amount to the member's card and record the charge; an expired
+    card or a declined charge ends the intent DECLINED."""
+    card = await _card_to_charge(deps, intent, now)
     try:
         charge = await gateway.charge(
             ChargeRequest(intent.member_id, intent.id, intent.amount, card, now, intent.kind)
@@ -201,11 +192,40 @@ async def _charge(
         declined = DomainError(
             ErrorCode.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, None, detail=str(exc)
         )
-        refusal = Refusal.of(declined)
-        await deps.uow.run(
-            _move, intent.id, (IntentStatus.PENDING,), IntentStatus.DECLINED, now, refusal=refusal
-        )
-        raise _refused(refusal) from None
+        raise await _decline(deps, intent, declined, now) from None
+    return await _record_charge(deps, intent, charge, now)
+
+
+async def _card_to_charge(deps: Deps, intent: PaymentIntent, now: datetime) -> PaymentMethod:
+    """The member's card, unless it expired since the intent was opened."""
+    member = await deps.reads.members.get(intent.member_id)
+    assert member is not None, "members are never deleted"
+    card = member.payment_method
+    if card is None or card.is_expired(now):
+        # Checked before the intent was opened; the card changed since. Nothing was taken: the
+        # intent ends as a decline does (a retry under its key answers the same; a new key,
+        # after the card is updated, buys), and holds no room under the cap meanwhile.
+        expired = DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED)
+        raise await _decline(deps, intent, expired, now)
+    return card
+
+
+async def _decline(
+    deps: Deps, intent: PaymentIntent, error: DomainError, now: datetime
+) -> DomainError:
+    """End a PENDING intent DECLINED (nothing was charged) and return its refusal, to raise: the
+    request and any retry under its key are answered with it."""
+    refusal = Refusal.of(error)
+    await deps.uow.run(
+        _move, intent.id, (IntentStatus.PENDING,), IntentStatus.DECLINED, now, refusal=refusal
+    )
+    return _refused(refusal)
+
+
+async def _record_charge(
+    deps: Deps, intent: PaymentIntent, charge: Charge, now: datetime
+) -> PaymentIntent:
+    """The intent CHARGED with this charge; or as recorded now, if another moved it first."""
     if await deps.uow.run(
         _move, intent.id, (IntentStatus.PENDING,), IntentStatus.CHARGED, now, charge_id=charge.id
     ):
@@ -335,20 +355,18 @@ class Reconciled:
     failed: list[str] | None = None
 
 
-FULFILMENTS: dict[str, Fulfil] = {}
-"""What each kind of intent buys (filled in by services/purchases.py and services/members.py)."""
-
-
 async def reconcile_charges(
     deps: Deps,
     gateway: PaymentGateway,
     now: datetime,
     *,
     batch_size: int,
+    fulfilments: Mapping[str, Fulfil],
     after: timedelta = RECONCILE_AFTER,
 ) -> Reconciled:
     """Complete or refund every intent opened `after` ago or earlier and still open, then look
-    once more at the gateway for each intent given up whose recheck is due.
+    once more at the gateway for each intent given up whose recheck is due. `fulfilments`: what
+    each kind of intent buys (services/fulfilments.py).
 
     Safe on any number of processes at once: the charge is idempotent per intent, and each
     intent leaves CHARGED by one conditional move, to COMPLETED or to REFUNDING, never both.
@@ -363,7 +381,9 @@ async def reconcile_charges(
         return intents.rechecks_due(now, after=key, limit=batch_size)
 
     async for intent in _keyset(open_intents, lambda i: (i.created_at, i.id)):
-        await _settle(_reconcile_one(deps, gateway, intent, now, report), intent, report)
+        await _settle(
+            _reconcile_one(deps, gateway, fulfilments, intent, now, report), intent, report
+        )
     async for intent in _keyset(rechecks, lambda i: (i.recheck_at or now, i.id)):
         await _settle(_recheck_one(deps, gateway, intent, now, report), intent, report)
     return report
@@ -398,7 +418,12 @@ async def _settle(work: Awaitable[None], intent: PaymentIntent, report: Reconcil
 
 
 async def _reconcile_one(
-    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime, report: Reconciled
+    deps: Deps,
+    gateway: PaymentGateway,
+    fulfilments: Mapping[str, Fulfil],
+    intent: PaymentIntent,
+    now: datetime,
+    report: Reconciled,
 ) -> None:
     if intent.status == IntentStatus.PENDING:
         if await _abandoned(deps, gateway, intent, now):
@@ -411,7 +436,7 @@ async def _reconcile_one(
         return
     if intent.status != IntentStatus.CHARGED:
         return
-    fulfil = FULFILMENTS[intent.kind]
+    fulfil = fulfilments[intent.kind]
     try:
         done = await _complete_or_refund(deps, gateway, intent, fulfil, now)
     except DomainError:

@@ -215,20 +215,37 @@ async def _respond(
     )
     if recorded is None:
         raise _already_responded()
-    reply = Message(new_id(), member_id, note, now) if note else None
-    if reply is not None:
-        await tx.messages.add(conversation.id, reply)
+    reply = await _reply(tx, conversation.id, member_id, note, now)
     entries = await account.save(tx) if account is not None else []
+    await tx.notifications.record(
+        _response_notices(conversation, credited, entries, now),
+        ConversationEvent.of(ConversationChange.RESPONDED, conversation, now, reply),
+    )
+    return _Responded(recorded, credited, entries)
+
+
+async def _reply(
+    tx: Transaction, conversation_id: str, member_id: str, note: str | None, now: datetime
+) -> Message | None:
+    """The response's note, added to the thread as the recipient's message."""
+    if not note:
+        return None
+    reply = Message(new_id(), member_id, note, now)
+    await tx.messages.add(conversation_id, reply)
+    return reply
+
+
+def _response_notices(
+    conversation: Conversation, credited: bool, entries: list[LedgerEntry], now: datetime
+) -> list[Notification]:
+    """The sender's notices: the response, and the credit back it earned them."""
     notices = [Notification.response_received(conversation, now)]
-    if credited and account is not None:
+    if credited:
         lot_id = next(
             (e.lot_id for e in entries if e.kind is LedgerKind.CREDIT_BACK and e.lot_id), None
         )
         notices.append(Notification.credited_back(conversation, lot_id, now))
-    await tx.notifications.record(
-        notices, ConversationEvent.of(ConversationChange.RESPONDED, conversation, now, reply)
-    )
-    return _Responded(recorded, credited, entries)
+    return notices
 
 
 def _already_responded() -> DomainError:
@@ -377,6 +394,17 @@ class ComposeReads(Protocol):
     def awaiting_response(self, sender_id: str, recipient_id: str) -> Awaitable[bool]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """What the compose window reads: the two members, whether an InMail from the viewer to the
+    recipient awaits a response, and the viewer's balance when the reads computed it."""
+
+    sender: Member | None
+    recipient: Member | None
+    awaiting: bool
+    balance: int | None  # None: computed from the viewer's lots
+
+
 async def compose(
     deps: Deps, viewer_id: str, recipient_id: str, *, reads: ComposeReads | None = None
 ) -> ComposeInfo:
@@ -388,35 +416,17 @@ async def compose(
     brought up to now, as `sendInMail` will find it.
     """
     now = deps.now()
-    if reads is None:
-        sender, recipient, loaded, awaiting_any = await _compose_reads(
-            deps, viewer_id, recipient_id
-        )
-    else:
-        # Asked before the members are: the reader answers it with the read their loads send.
-        awaiting_read = reads.awaiting_response(viewer_id, recipient_id)
-        sender, recipient, loaded, awaiting_any = await asyncio.gather(
-            reads.member(viewer_id),
-            reads.member(recipient_id),
-            reads.balance(viewer_id),
-            awaiting_read,
-        )
+    window = await _read_window(deps, viewer_id, recipient_id, reads)
+    sender, recipient = window.sender, window.recipient
     if sender is None:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     # The balance sendInMail would see now: due cycles granted, lapsed lots expired.
     balance = (
-        loaded
-        if loaded is not None
+        window.balance
+        if window.balance is not None
         else (await Account.open(deps.reads, deps.plans, sender, now)).balance
     )
-    awaiting = recipient is not None and awaiting_any
-    refusal = inmail_refusal(
-        sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=balance
-    )
-    # sendInMail counts the rate limit last, once every other check has passed.
-    reason = refusal.code if refusal else None
-    if reason is None and at_the_limit(deps.rate_limits, Action.INMAIL, sender.recent_inmails, now):
-        reason = ErrorCode.RATE_LIMITED
+    reason = _refusal_code(deps, sender, recipient, window.awaiting, balance, now)
     return ComposeInfo(
         can_send=reason is None,
         reason=reason,
@@ -425,13 +435,42 @@ async def compose(
     )
 
 
-async def _compose_reads(
-    deps: Deps, viewer_id: str, recipient_id: str
-) -> tuple[Member | None, Member | None, None, bool]:
-    """The compose window's reads without a request's reader: the two members and the awaiting
-    check, sent together (the balance is then computed from the viewer's lots)."""
-    found, awaiting = await asyncio.gather(
-        deps.reads.members.get_many([viewer_id, recipient_id]),
-        deps.reads.conversations.awaiting_between(viewer_id, recipient_id),
+async def _read_window(
+    deps: Deps, viewer_id: str, recipient_id: str, reads: ComposeReads | None
+) -> _Window:
+    """The compose window's reads, sent together: through the request's reader when there is
+    one; otherwise the two members and the awaiting check (the balance is then computed from
+    the viewer's lots)."""
+    if reads is None:
+        found, awaiting = await asyncio.gather(
+            deps.reads.members.get_many([viewer_id, recipient_id]),
+            deps.reads.conversations.awaiting_between(viewer_id, recipient_id),
+        )
+        return _Window(found.get(viewer_id), found.get(recipient_id), awaiting, None)
+    # Asked before the members are: the reader answers it with the read their loads send.
+    awaiting_read = reads.awaiting_response(viewer_id, recipient_id)
+    sender, recipient, balance, awaiting = await asyncio.gather(
+        reads.member(viewer_id), reads.member(recipient_id), reads.balance(viewer_id), awaiting_read
     )
-    return found.get(viewer_id), found.get(recipient_id), None, awaiting
+    return _Window(sender, recipient, awaiting, balance)
+
+
+def _refusal_code(
+    deps: Deps,
+    sender: Member,
+    recipient: Member | None,
+    awaiting_any: bool,
+    balance: int,
+    now: datetime,
+) -> ErrorCode | None:
+    """Why sendInMail would refuse this InMail now; None if it would send it."""
+    awaiting = recipient is not None and awaiting_any
+    refusal = inmail_refusal(
+        sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=balance
+    )
+    if refusal:
+        return refusal.code
+    # sendInMail counts the rate limit last, once every other check has passed.
+    if at_the_limit(deps.rate_limits, Action.INMAIL, sender.recent_inmails, now):
+        return ErrorCode.RATE_LIMITED
+    return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from inmail.auth import Viewer
+from inmail.domain import access
 from inmail.domain.billing import PaymentMethod, validate_anchor_day, validate_payment_method
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Member, Subscription
@@ -27,6 +29,8 @@ HEADLINE_MAX = 220
 
 @dataclass(frozen=True, slots=True)
 class NewMember:
+    """A member as asked for: the service cleans and checks every field, the card first."""
+
     name: str
     plan: PlanType
     headline: str | None = None
@@ -61,7 +65,14 @@ def _legacy_terms(plan: PlanType, monthly_allotment: int | None) -> int | None:
     return validate_legacy_allotment(monthly_allotment)
 
 
+async def create_member_as(deps: Deps, viewer: Viewer | None, new: NewMember) -> Member:
+    """An admin's createMember (SPEC 8): the caller is checked before anything asked for."""
+    access.admin(viewer)
+    return await create_member(deps, new)
+
+
 async def create_member(deps: Deps, new: NewMember) -> Member:
+    """The member opened, with no caller to check (`create_member_as` checks a request's)."""
     member = _new_member(new, deps.now(), deps.plans)
     entries = await deps.uow.run(_open_account, deps, member)
     await deps.publisher.publish(entries)
@@ -69,6 +80,7 @@ async def create_member(deps: Deps, new: NewMember) -> Member:
 
 
 def _new_member(new: NewMember, now: datetime, plans: PlanTable) -> Member:
+    card = _checked_card(new.payment_method)
     name, headline = _clean_name(new.name), _clean_headline(new.headline)
     allotment = plans.grandfathered_allotment(
         new.plan, _legacy_terms(new.plan, new.monthly_allotment)
@@ -84,8 +96,14 @@ def _new_member(new: NewMember, now: datetime, plans: PlanTable) -> Member:
         plan=new.plan,
         created_at=now,
         subscription=subscription,
-        payment_method=new.payment_method,
+        payment_method=card,
     )
+
+
+def _checked_card(card: PaymentMethod | None) -> PaymentMethod | None:
+    if card is None:
+        return None
+    return validate_payment_method(card.brand, card.last4, card.exp_month, card.exp_year)
 
 
 async def _open_account(tx: Transaction, deps: Deps, member: Member) -> list[LedgerEntry]:
@@ -97,7 +115,9 @@ async def _open_account(tx: Transaction, deps: Deps, member: Member) -> list[Led
     return await account.save(tx)
 
 
-async def connect_members(deps: Deps, member_id: str, other_id: str) -> None:
+async def connect_members(deps: Deps, viewer: Viewer | None, member_id: str, other_id: str) -> None:
+    """Two members become 1st-degree connections: admins only (SPEC 8)."""
+    access.admin(viewer)
     if member_id == other_id:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.CONNECT_TO_SELF, "otherMemberId")
     await deps.uow.run(_connect, member_id, other_id)
@@ -138,52 +158,69 @@ async def _set_payment_method(tx: Transaction, member_id: str, card: PaymentMeth
 
 async def change_plan(
     deps: Deps,
-    member_id: str,
+    viewer: Viewer | None,
     plan: PlanType,
     monthly_allotment: int | None = None,
     *,
+    member_id: str | None = None,
     idempotency_key: str | None = None,
-    by_admin: bool = False,
     gateway: PaymentGateway | None = None,
 ) -> Member:
     """A new plan restarts the billing cycle today; old credits are forfeited (SPEC 2).
 
-    A member's change to a Premium plan is charged the plan's monthly price first, under the
-    request's idempotency key; an admin's change stands for the billing system and is not.
+    A member changes their own plan; an admin names the member (`member_id`). A member's change
+    to a Premium plan is charged the plan's monthly price first, under the request's idempotency
+    key; an admin's change stands for the billing system and is not.
     """
+    by_admin = member_id is not None
+    whose = access.acting_for(viewer, member_id)
+    allotment = _terms_offered(plan, monthly_allotment, by_admin=by_admin)
+    if plan is PlanType.BASIC:
+        return await _change_to_basic(deps, whose, by_admin=by_admin)
+    member = await _require_member(deps.reads, whose, "memberId" if by_admin else None)
+    if by_admin:
+        entries = await deps.uow.run(_change_plan, deps, whose, plan, allotment, deps.now())
+    else:
+        entries = await _own_change(deps, gateway, member, plan, idempotency_key)
+    await deps.publisher.publish(entries)
+    return await _require_member(deps.reads, whose)
+
+
+def _terms_offered(plan: PlanType, monthly_allotment: int | None, *, by_admin: bool) -> int | None:
+    """LEGACY_PREMIUM and its allotment are an admin's to give, never a member's to take."""
     if not by_admin and (plan is PlanType.LEGACY_PREMIUM or monthly_allotment is not None):
         field = "plan" if plan is PlanType.LEGACY_PREMIUM else "monthlyAllotment"
         raise DomainError(ErrorCode.PLAN_NOT_AVAILABLE, Reason.LEGACY_NOT_OFFERED, field)
-    requested_allotment = _legacy_terms(plan, monthly_allotment)
-    named = "memberId" if by_admin else None  # the input that names the member, if any
-    if plan is PlanType.BASIC:
-        if by_admin:
-            await _require_member(deps.reads, member_id, named)
-        return await _cancel(deps, member_id, to_basic=True)
-    member = await _require_member(deps.reads, member_id, named)
-    policy = deps.plans.policy(plan, requested_allotment)
+    return _legacy_terms(plan, monthly_allotment)
+
+
+async def _change_to_basic(deps: Deps, member_id: str, *, by_admin: bool) -> Member:
     if by_admin:
-        entries = await deps.uow.run(
-            _change_plan, deps, member_id, plan, requested_allotment, deps.now()
-        )
-    elif _already_on(member, plan, requested_allotment):
+        await _require_member(deps.reads, member_id, "memberId")
+    return await _cancel(deps, member_id, to_basic=True)
+
+
+async def _own_change(
+    deps: Deps,
+    gateway: PaymentGateway | None,
+    member: Member,
+    plan: PlanType,
+    key: str | None,
+) -> list[LedgerEntry]:
+    """A member's own change: to the plan they are on, nothing; to another, charged first,
+    under the request's key."""
+    if _already_on(member, plan, None):
         # Changes nothing and charges nothing (SPEC 2). Nothing of the plan is written either:
         # were the member to cancel or change plan meanwhile, a write here would start the plan
         # again, unpaid. Only its key is kept, so that a retry answers the same.
-        if idempotency_key is not None:
-            await _keep_unchanged(deps, member, plan, idempotency_key)
-        entries = []
-    else:
-        assert gateway is not None, "a member's paid change needs the payment gateway"
-        if idempotency_key is None:
-            raise DomainError(
-                ErrorCode.INVALID_INPUT, Reason.PAID_CHANGE_NEEDS_KEY, "idempotencyKey"
-            )
-        entries = await _paid_change(
-            deps, gateway, member, plan, policy.monthly_price, idempotency_key
-        )
-    await deps.publisher.publish(entries)
-    return await _require_member(deps.reads, member_id)
+        if key is not None:
+            await _keep_unchanged(deps, member, plan, key)
+        return []
+    assert gateway is not None, "a member's paid change needs the payment gateway"
+    if key is None:
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.PAID_CHANGE_NEEDS_KEY, "idempotencyKey")
+    price = deps.plans.policy(plan).monthly_price
+    return await _paid_change(deps, gateway, member, plan, price, key)
 
 
 def _already_on(member: Member, plan: PlanType, allotment: int | None) -> bool:
@@ -259,9 +296,6 @@ async def apply_paid_change(
     entries = await _change_plan(tx, deps, intent.member_id, intent.plan, None, now)
     balance = entries[-1].balance_after if entries else 0
     return charges.Fulfilled(KeyedOutcome(intent.member_id, balance), entries)
-
-
-charges.FULFILMENTS[PLAN_CHANGE] = apply_paid_change
 
 
 async def _change_plan(

@@ -135,9 +135,6 @@ async def grant_purchase(
     return charges.Fulfilled(outcome, entries)
 
 
-charges.FULFILMENTS[OPERATION] = grant_purchase
-
-
 async def _result(deps: Deps, outcome: KeyedOutcome) -> PurchaseResult:
     lot_id = outcome.subject_id
     lots = await deps.reads.lots.get_many([lot_id]) if lot_id else {}

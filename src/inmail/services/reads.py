@@ -260,9 +260,6 @@ class Reader:
     def acting_member(self) -> str:
         return self._checked(lambda: access.acting_member(self._viewer()))
 
-    def admin(self) -> Viewer:
-        return self._checked(lambda: access.admin(self._viewer()))
-
     def owner_or_admin(self, member_id: str) -> Viewer:
         return self._checked(lambda: access.owner_or_admin(self._viewer(), member_id))
 
@@ -520,44 +517,40 @@ class Reader:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return []
+        named = await self._named_by(wanted)
+        now = self._clock()
+        found = {node_id: named.seen_by(viewer, i, now) for i, node_id in enumerate(wanted)}
+        return [found[node_id] for node_id in ids]
+
+    async def _named_by(self, ids: list[str]) -> _Named:
+        """What each id names, whatever its kind, with the conversations of the messages."""
         # One batch per kind, sent together: seven queries, whatever the number of ids.
         (
             (members, conversations, messages, lots, entries, purchases),
             notifications,
         ) = await asyncio.gather(
             asyncio.gather(
-                self._members.load_many(wanted),
-                self._conversations.load_many(wanted),
-                self._messages.load_many(wanted),
-                self._lots.load_many(wanted),
-                self._entries.load_many(wanted),
-                self._purchases.load_many(wanted),
+                self._members.load_many(ids),
+                self._conversations.load_many(ids),
+                self._messages.load_many(ids),
+                self._lots.load_many(ids),
+                self._entries.load_many(ids),
+                self._purchases.load_many(ids),
             ),
-            self._notifications.load_many(wanted),
+            self._notifications.load_many(ids),
         )
+        threads = await self._threads_of(messages)
+        return _Named(
+            members, conversations, messages, lots, entries, purchases, notifications, threads
+        )
+
+    async def _threads_of(
+        self, messages: list[tuple[str, Message] | None]
+    ) -> dict[str, Conversation | None]:
+        """The conversation of each message found, by its id: its parties alone may read it."""
         thread_ids = list(dict.fromkeys(placed[0] for placed in messages if placed is not None))
         loaded = await self._conversations.load_many(thread_ids)
-        threads = dict(zip(thread_ids, loaded, strict=True))
-        now = self._clock()
-
-        def visible(i: int) -> NodeRecord | None:
-            # A member's public profile is anyone's (signed in) to see; the rest, as their fields.
-            if (member := members[i]) is not None:
-                return member
-            if (conversation := conversations[i]) is not None:
-                return conversation if access.sees_conversation(viewer, conversation) else None
-            if (placed := messages[i]) is not None:
-                thread_id, message = placed
-                return message if access.sees_message(viewer, threads[thread_id]) else None
-            if (lot := lots[i]) is not None:
-                return _lot_as_of(lot, now) if access.sees_lot(viewer, lot) else None
-            for record in (entries[i], purchases[i], notifications[i]):
-                if record is not None:
-                    return record if access.owns(viewer, record.member_id) else None
-            return None
-
-        found = {node_id: visible(i) for i, node_id in enumerate(wanted)}
-        return [found[node_id] for node_id in ids]
+        return dict(zip(thread_ids, loaded, strict=True))
 
     # Internals.
 
@@ -650,6 +643,38 @@ _LOADERS: Final = tuple(
 )
 """The names of the reader's loaders (its cached properties): forgetting them forgets what was
 read, and a loader added to the class is forgotten with the rest."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Named:
+    """What a list of ids names: for each kind of record, the one each id names, in the ids'
+    order (None where it names none of that kind), and the conversation of each message."""
+
+    members: list[Member | None]
+    conversations: list[Conversation | None]
+    messages: list[tuple[str, Message] | None]  # each with the id of its conversation
+    lots: list[CreditLot | None]
+    entries: list[LedgerEntry | None]
+    purchases: list[Purchase | None]
+    notifications: list[Notification | None]
+    threads: dict[str, Conversation | None]
+
+    def seen_by(self, viewer: Viewer, i: int, now: datetime) -> NodeRecord | None:
+        """The record the `i`th id names, if the viewer may see it."""
+        # A member's public profile is anyone's (signed in) to see; the rest, as their fields.
+        if (member := self.members[i]) is not None:
+            return member
+        if (conversation := self.conversations[i]) is not None:
+            return conversation if access.sees_conversation(viewer, conversation) else None
+        if (placed := self.messages[i]) is not None:
+            thread_id, message = placed
+            return message if access.sees_message(viewer, self.threads[thread_id]) else None
+        if (lot := self.lots[i]) is not None:
+            return _lot_as_of(lot, now) if access.sees_lot(viewer, lot) else None
+        for record in (self.entries[i], self.purchases[i], self.notifications[i]):
+            if record is not None:
+                return record if access.owns(viewer, record.member_id) else None
+        return None
 
 
 def _ready(loader: DataLoader[K, T], key: K) -> T | None:

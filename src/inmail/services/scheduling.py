@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from inmail.auth import Viewer
 from inmail.clock import ManualClock
+from inmail.domain import access
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
@@ -289,13 +291,15 @@ async def _notify_expiring(tx: Transaction, lot: ExpiringLot, now: datetime) -> 
 @_job("charges")
 async def reconcile_due(run: _Run) -> None:
     """Complete or refund each charge that has no purchase or plan change RECONCILE_AFTER on."""
-    # Each kind of paid request registers what its charge buys when its module is imported.
-    from inmail.services import charges, members, purchases  # noqa: F401
+    from inmail.services import charges
+    from inmail.services.fulfilments import FULFILMENTS
 
     deps = run.deps
     if deps.gateway is None:
         return
-    done = await charges.reconcile_charges(deps, deps.gateway, run.now, batch_size=run.batch_size)
+    done = await charges.reconcile_charges(
+        deps, deps.gateway, run.now, batch_size=run.batch_size, fulfilments=FULFILMENTS
+    )
     run.report.changed = done.completed + done.refunded + done.lapsed
     run.report.failed.extend(done.failed or [])
 
@@ -420,6 +424,22 @@ class Deliveries(Protocol):
     async def drain(self) -> int: ...
 
     def alone(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
+async def advance_clock_as(
+    deps: Deps,
+    viewer: Viewer | None,
+    *,
+    days: int | None = None,
+    hours: int | None = None,
+    batch_size: int,
+    deliveries: Deliveries | None = None,
+) -> datetime:
+    """An admin's advanceClock (SPEC 8): the caller is checked before the clock and the input."""
+    access.admin(viewer)
+    return await advance_clock(
+        deps, days=days, hours=hours, batch_size=batch_size, deliveries=deliveries
+    )
 
 
 async def advance_clock(
