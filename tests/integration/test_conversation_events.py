@@ -23,14 +23,16 @@ from inmail.domain.notifications import (
     NotificationKind,
 )
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
-from inmail.repositories.changes import ChangesLost, InboxChange, InboxChanges
+from inmail.repositories.changes import ChangesLost, InboxChanges
 from inmail.repositories.memory import InMemoryMongo
 from inmail.repositories.mongo import NO_TRANSACTION, Mongo, new_id
 from inmail.repositories.notifications import (
     EVENT_KIND,
+    InboxChange,
     NotificationReader,
     NotificationRepository,
     event_from_doc,
+    inbox_change,
     notification_from_doc,
 )
 from inmail.repositories.unit_of_work import MongoUnitOfWork
@@ -143,12 +145,10 @@ async def test_an_event_of_its_own_and_a_response_with_two_notifications_are_one
 async def next_change(feed: InboxChanges) -> tuple[str, str]:
     """The next change as (collection, what it holds: a notification's kind or the event's)."""
     change = await asyncio.wait_for(feed.next(), WAIT)
-    event = event_from_doc(change.document)
-    if event is not None:
-        return change.collection, f"event {event.change}"
-    notification = notification_from_doc(change.document)
-    assert notification is not None
-    return change.collection, f"notification {notification.kind}"
+    if isinstance(change.item, ConversationEvent):
+        return "notifications", f"event {change.item.change}"
+    assert isinstance(change.item, Notification)
+    return "notifications", f"notification {change.item.kind}"
 
 
 async def test_the_inbox_feed_hands_out_the_notification_and_the_event_of_one_write(
@@ -216,7 +216,7 @@ async def handed_out_before_the_gap(
     [first_doc] = await mongo.find_all(
         mongo.c.notifications, {"memberId": GRACE}, session=NO_TRANSACTION
     )
-    await feed.queue.put(InboxChange("notifications", first_doc))
+    await feed.queue.put(inbox_change(first_doc))
     seen: Notification = await next_of(grace_notes)
     assert seen.conversation_id == first.conversation_id
     return seen

@@ -22,6 +22,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.ledger import entry_from_doc
 from inmail.repositories.mongo import Doc, Mongo
+from inmail.repositories.notifications import InboxChange, inbox_change
 
 log = logging.getLogger(__name__)
 
@@ -306,12 +307,6 @@ _INBOX_PIPELINE: Final[Sequence[Mapping[str, Any]]] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class InboxChange:
-    collection: str
-    document: Doc
-
-
 class InboxChanges(_ResumableFeed):
     """An endless feed of inserts into the inbox collections; resumes by itself."""
 
@@ -335,7 +330,7 @@ class InboxChanges(_ResumableFeed):
             document = change.get("fullDocument")
             collection = (change.get("ns") or {}).get("coll")
             if isinstance(document, dict) and collection in INBOX_COLLECTIONS:
-                return InboxChange(str(collection), document)
+                return inbox_change(document)
 
     async def _watch(self, token: ResumeToken | None) -> AsyncChangeStream[Doc]:
         stream: AsyncChangeStream[Doc] = await self._mongo.db.watch(

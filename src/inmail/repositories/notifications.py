@@ -50,6 +50,23 @@ CATCH_UP_BATCH: Final = 1000
 CATCH_UP_MOST: Final = 20 * CATCH_UP_BATCH
 
 
+@dataclass(frozen=True, slots=True)
+class InboxChange:
+    """A document new in `notifications`: its id (ids grow with the time they were made) and
+    what it holds, a notification or a conversation event (None: neither kind known here)."""
+
+    id: str
+    item: Notification | ConversationEvent | None
+
+
+def inbox_change(doc: Doc) -> InboxChange:
+    """What a new document of `notifications` holds."""
+    item: Notification | ConversationEvent | None = event_from_doc(doc)
+    if item is None:
+        item = notification_from_doc(doc)
+    return InboxChange(str(doc["_id"]), item)
+
+
 def is_event_doc(doc: Doc) -> bool:
     return doc.get("kind") == EVENT_KIND
 
@@ -172,11 +189,11 @@ class NotificationReader(RecordReader[Notification]):
         )
         return found
 
-    async def newer_docs(self, after_id: str) -> list[Doc]:
-        """Notification and event documents with an id after `after_id`, in id order (the
-        in-memory fallback's feed)."""
+    async def newer(self, after_id: str) -> list[InboxChange]:
+        """The notifications and events written with an id after `after_id`, in id order (the
+        feed where there is no change stream)."""
         cursor = self._c.find({"_id": {"$gt": after_id}}, session=self._session)
-        return [doc async for doc in cursor.sort("_id", 1).limit(1000)]
+        return [inbox_change(doc) async for doc in cursor.sort("_id", 1).limit(1000)]
 
     async def events_of(self, conversation_id: str) -> list[ConversationEvent]:
         """A conversation's events, oldest first."""

@@ -28,14 +28,10 @@ from inmail import metrics
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationEvent, Notification
-from inmail.repositories.changes import ChangesLost, InboxChange, InboxChanges, LedgerChanges
+from inmail.repositories.changes import ChangesLost, InboxChanges, LedgerChanges
 from inmail.repositories.ledger import LedgerReader
 from inmail.repositories.mongo import new_id
-from inmail.repositories.notifications import (
-    NotificationReader,
-    event_from_doc,
-    notification_from_doc,
-)
+from inmail.repositories.notifications import InboxChange, NotificationReader
 from inmail.services.events import BalanceUpdate, FanOut
 
 log = logging.getLogger(__name__)
@@ -415,17 +411,15 @@ class InboxBroker:
         return await _follow_feed(self._changes(), "inbox updates", self.dispatch, self._catch_up)
 
     def dispatch(self, change: InboxChange) -> None:
-        """Hand a new document to its subscribers: a notification to its member's, a
-        conversation event to both parties' (each document is one or the other, by kind)."""
-        event = event_from_doc(change.document)
-        self._seen(str(change.document["_id"]))
-        if event is not None:
-            for party in dict.fromkeys(event.parties):
-                self.conversations.dispatch(party, event.id, event)
-            return
-        notification = notification_from_doc(change.document)
-        if notification is not None:
-            self.notifications.dispatch(notification.member_id, notification.id, notification)
+        """Hand a new item to its subscribers: a notification to its member's, a conversation
+        event to both parties'."""
+        self._seen(change.id)
+        item = change.item
+        if isinstance(item, ConversationEvent):
+            for party in dict.fromkeys(item.parties):
+                self.conversations.dispatch(party, item.id, item)
+        elif isinstance(item, Notification):
+            self.notifications.dispatch(item.member_id, item.id, item)
 
     def _seen(self, document_id: str) -> None:
         if document_id > self._last_seen:
@@ -451,9 +445,9 @@ class InboxBroker:
         while True:
             await asyncio.sleep(self._poll_interval)
             try:
-                for document in await self._reads.newer_docs(last):
-                    last = str(document["_id"])
-                    self.dispatch(InboxChange("notifications", document))
+                for change in await self._reads.newer(last):
+                    last = change.id
+                    self.dispatch(change)
             except Exception:
                 log.exception("inbox updates: polling failed; retrying")
 
