@@ -26,6 +26,7 @@ from typing import Any
 from bson import ObjectId
 from graphql import (
     DocumentNode,
+    ExecutionResult,
     GraphQLSchema,
     build_schema,
     execute,
@@ -329,9 +330,11 @@ class PageFloor:
         result = execute(
             self.schema, self.document, root_value=self.data, variable_values=self.variables
         )
-        if result.errors:  # type: ignore[union-attr]
-            raise ValueError(f"graphql-core: {result.errors}")  # type: ignore[union-attr]
-        return json.dumps({"data": result.data}).encode()  # type: ignore[union-attr]
+        if not isinstance(result, ExecutionResult):
+            raise TypeError("graphql-core: the page's document ran asynchronously")
+        if result.errors:
+            raise ValueError(f"graphql-core: {result.errors}")
+        return json.dumps({"data": result.data}).encode()
 
 
 def service_sdl() -> str:

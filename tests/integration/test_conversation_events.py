@@ -198,7 +198,7 @@ class GappyFeed:
 async def gappy_broker(mongo: Mongo) -> AsyncIterator[tuple[InboxBroker, GappyFeed]]:
     """An inbox broker whose feed hands out only what a test puts into it."""
     feed = GappyFeed()
-    broker = InboxBroker(NotificationReader(mongo, None), lambda: feed)  # type: ignore[arg-type, return-value]
+    broker = InboxBroker(NotificationReader(mongo, None), lambda: feed)
     await broker.start()
     try:
         yield broker, feed
@@ -362,7 +362,7 @@ async def test_a_feed_that_fails_to_open_is_closed_and_the_next_subscriber_opens
     mongo: Mongo,
 ) -> None:
     events: list[str] = []
-    broker = InboxBroker(NotificationReader(mongo, None), lambda: FailingOnce(events), linger=0.05)  # type: ignore[arg-type, return-value]
+    broker = InboxBroker(NotificationReader(mongo, None), lambda: FailingOnce(events), linger=0.05)
     await broker.start()
     try:
         with pytest.raises(ConnectionError):

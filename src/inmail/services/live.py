@@ -28,7 +28,7 @@ from inmail import metrics
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationEvent, Notification
-from inmail.repositories.changes import ChangesLost, InboxChanges, LedgerChanges
+from inmail.repositories.changes import ChangesLost, LedgerChanges
 from inmail.repositories.ledger import LedgerReader
 from inmail.repositories.mongo import new_id
 from inmail.repositories.notifications import InboxChange, NotificationReader
@@ -374,7 +374,7 @@ class InboxBroker:
     def __init__(
         self,
         reads: NotificationReader,
-        changes: Callable[[], InboxChanges] | None,
+        changes: Callable[[], Feed[InboxChange]] | None,
         *,
         poll_interval: float = 0.25,
         linger: float = DEFAULT_LINGER,
@@ -501,7 +501,9 @@ async def _follow(
         dispatch(change)
 
 
-class _Feed(Protocol[Item_co]):
+class Feed(Protocol[Item_co]):
+    """A change feed: opened, read item by item (each read waits for one), closed."""
+
     async def open(self) -> None: ...
 
     async def next(self) -> Item_co: ...
@@ -510,7 +512,7 @@ class _Feed(Protocol[Item_co]):
 
 
 async def _follow_feed(
-    feed: _Feed[Item],
+    feed: Feed[Item],
     what: str,
     dispatch: Callable[[Item], object],
     catch_up: Callable[[], Awaitable[None]],
