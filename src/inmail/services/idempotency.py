@@ -1,7 +1,8 @@
 """Requests under a client-chosen key: a retry gets the first answer, another request an error.
 
 Every keyed operation goes through here: `KeyedRequest.of` cleans the key and fingerprints the
-request, and `replay` answers a retry from what the first run recorded. A send records its key
+request, and `replay` (`replay_unless_paying` for a paid request) answers a retry from what the
+first run recorded. A send records its key
 with its conversation; a paid request takes its key with its payment intent, and
 `remember_fulfilled` writes what the charge bought into that record, in the same transaction as
 the grant.
@@ -33,6 +34,7 @@ __all__ = [
     "answer_unless_paying",
     "remember_fulfilled",
     "replay",
+    "replay_unless_paying",
 ]
 
 
@@ -99,6 +101,15 @@ async def replay(records: IdempotencyReader, request: KeyedRequest) -> KeyedOutc
     """
     prior = await records.find(request.member_id, request.key)
     return answer(prior, request) if prior is not None else None
+
+
+async def replay_unless_paying(
+    records: IdempotencyReader, request: KeyedRequest
+) -> KeyedOutcome | None:
+    """`replay` for a paid request: None also when the key is this very request's, paid for
+    through a payment intent and not yet fulfilled (then the intent has the answer)."""
+    prior = await records.find(request.member_id, request.key)
+    return answer_unless_paying(prior, request) if prior is not None else None
 
 
 def answer(prior: IdempotencyRecord, request: KeyedRequest) -> KeyedOutcome:

@@ -17,7 +17,7 @@ from inmail.repositories.mongo import new_id
 from inmail.repositories.records import KeyedOutcome
 from inmail.services import charges
 from inmail.services.base import Account, Deps
-from inmail.services.idempotency import KeyedRequest, answer_unless_paying
+from inmail.services.idempotency import KeyedRequest, answer_unless_paying, replay_unless_paying
 from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Reads, Transaction
 
@@ -244,10 +244,9 @@ async def _paid_change(
     request = KeyedRequest.of(member.id, key, PLAN_CHANGE, plan=plan.value)
     intent = await charges.existing_intent(deps, request)
     if intent is None:
-        prior = await deps.reads.idempotency.find(member.id, request.key)
         # Another request's key (an InMail) is refused; this change's, when it changed nothing
         # (the member was on the plan then), answers so again, without a charge.
-        if prior is not None and answer_unless_paying(prior, request) is not None:
+        if await replay_unless_paying(deps.reads.idempotency, request) is not None:
             return []
         card = member.payment_method
         if card is None or card.is_expired(deps.now()):

@@ -22,8 +22,8 @@ from inmail.services.base import Account, Deps
 from inmail.services.idempotency import (
     KeyedOutcome,
     KeyedRequest,
-    answer_unless_paying,
     remember_fulfilled,
+    replay_unless_paying,
 )
 from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Transaction
@@ -46,8 +46,7 @@ async def purchase_credits(
             ErrorCode.INVALID_INPUT, Reason.QUANTITY_OUT_OF_RANGE, "quantity", maximum=maximum
         )
     request = KeyedRequest.of(member_id, key, OPERATION, quantity=quantity)
-    prior = await deps.reads.idempotency.find(member_id, request.key)
-    if prior is not None and (outcome := answer_unless_paying(prior, request)) is not None:
+    if (outcome := await replay_unless_paying(deps.reads.idempotency, request)) is not None:
         return await _result(deps, outcome)  # this purchase, granted already
     intent = await charges.existing_intent(deps, request)
     if intent is None:
