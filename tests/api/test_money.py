@@ -9,7 +9,7 @@ from typing import Any
 
 from inmail.domain.money import Money
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
-from inmail.services.charges import RECHECK_AFTER, RECONCILE_AFTER, new_intent, reconcile_charges
+from inmail.services.charges import RECHECK_EVERY, new_intent, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.idempotency import KeyedRequest
 from inmail.services.payments import ChargeRequest
@@ -430,7 +430,7 @@ async def uncharged_intent(api: Api, member: Person, quantity: int) -> PaymentIn
     return intent
 
 
-async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_at_the_recheck(
+async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_within_minutes(
     api: Api,
 ) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
@@ -438,21 +438,26 @@ async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_at_
     stalled, idle = await uncharged_intent(api, ada, 3), await uncharged_intent(api, bob, 4)
     deps, gateway = api.container.deps, api.container.gateway
 
-    await advance_clock(api, hours=1)  # both given up as never charged, two minutes on
-    given_up = await deps.reads.intents.get(stalled.id)
+    async def reconcile_in(minutes: int) -> None:
+        api.advance(minutes=minutes)
+        await reconcile_charges(
+            deps, gateway, api.clock.now(), batch_size=BATCH, fulfilments=FULFILMENTS
+        )
+
+    await reconcile_in(3)  # both given up as never charged
+    given_up = await deps.reads.intents.get(idle.id)
     # Ada's request was under way all along: its charge lands now, and its process dies.
+    api.advance(minutes=1)
     member = await deps.reads.members.get(ada.id)
     assert member is not None
     assert member.payment_method is not None
-    await gateway.charge(
-        ChargeRequest(
-            ada.id, stalled.id, stalled.amount, member.payment_method, api.clock.now(), "purchase"
-        )
+    charge = ChargeRequest(
+        ada.id, stalled.id, stalled.amount, member.payment_method, api.clock.now(), "purchase"
     )
-    await advance_clock(api, hours=1)  # the recheck, an hour after the intent was given up
+    await gateway.charge(charge)
+    await reconcile_in(5)  # the next look at the gateway, within SPEC's 10 minutes
+    looked_again = await deps.reads.intents.get(idle.id)
 
-    assert given_up is not None
-    assert given_up.status == IntentStatus.ABANDONED
     settled = {i.id: await deps.reads.intents.get(i.id) for i in (stalled, idle)}
     assert {k: i.status for k, i in settled.items() if i} == {
         stalled.id: IntentStatus.REFUNDED,
@@ -462,6 +467,31 @@ async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_at_
     assert await charges_of(api, bob) == []
     assert [(p["quantity"], p["status"]) for p in await purchases_of(api, ada)] == [(3, "REFUNDED")]
     assert [await api.balance(m) for m in (ada, bob)] == [15, 15]
-    # Given up two minutes on, looked at once more an hour later, and left alone from then on.
-    assert given_up.recheck_at == stalled.created_at + RECONCILE_AFTER + RECHECK_AFTER
+    # Bob's intent is looked at every RECHECK_EVERY, then, past RECHECK_FOR, no more: the
+    # scheduler (advanceClock runs each pass at its time) has nothing left to wake for.
+    assert given_up is not None
+    assert looked_again is not None
+    assert given_up.recheck_at == START + timedelta(minutes=3) + RECHECK_EVERY
+    assert looked_again.recheck_at == START + timedelta(minutes=9) + RECHECK_EVERY
+    await advance_clock(api, hours=2)
     assert await deps.reads.intents.next_recheck_at(None) is None
+    assert await charges_of(api, bob) == []
+
+
+async def test_a_recheck_time_left_on_an_intent_no_longer_given_up_is_dropped(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+    intent = await orphan_charge(api, ada, 2)
+    await advance_clock(api, hours=1)  # completed by reconciliation
+    # What a process of an earlier version could leave behind.
+    await api.container.mongo.c.payment_intents.update_one(
+        {"_id": intent.id}, {"$set": {"recheckAt": api.clock.now()}}
+    )
+    intents = api.container.deps.reads.intents
+
+    await advance_clock(api, hours=1)
+
+    assert await intents.next_recheck_at(None) is None
+    completed = await intents.get(intent.id)
+    assert completed is not None
+    assert completed.status == IntentStatus.COMPLETED
+    assert await api.balance(ada) == 17

@@ -43,7 +43,7 @@ def test_without_a_mongod_one_development_process_falls_back_to_memory(
 ) -> None:
     database = choose_database(settings_with(), may_start_mongod=True)
     assert (database.uri, database.mongod) == (None, None)
-    with caplog.at_level(logging.WARNING, logger="inmail.bootstrap"):
+    with caplog.at_level(logging.WARNING, logger="inmail.repositories.database"):
         assert isinstance(database.open(), InMemoryMongo)
     assert "NOTHING WILL PERSIST" in caplog.text
 

@@ -33,9 +33,10 @@ class Database:
     their INMAIL_MONGODB_URI."""
 
     def open(self) -> Mongo:
-        """What a serving process runs on: a client for `uri`; without one, the in-memory
-        fallback, said loudly."""
-        if self.uri is None:
+        """What a serving process runs on: a client for `uri` (or the embedded mongod's, once
+        started); without either, the in-memory fallback, said loudly."""
+        uri = self.uri if self.mongod is None else self.mongod.uri
+        if uri is None:
             log.warning(
                 "IN-MEMORY DATABASE: no mongod could be started here, so NOTHING WILL PERSIST and "
                 "transactions and cross-process updates are unavailable. Set INMAIL_MONGODB_URI."
@@ -43,7 +44,7 @@ class Database:
             from inmail.repositories.memory import InMemoryMongo  # mongomock, only here
 
             return InMemoryMongo(self.name)
-        return Mongo.connect(self.uri, self.name)
+        return Mongo.connect(uri, self.name)
 
 
 def choose_database(settings: Settings, *, may_start_mongod: bool = False) -> Database:

@@ -9,8 +9,9 @@ key is refused before any charge. Its status moves only by conditional updates:
     PENDING -> ABANDONED                     (no charge was ever made; found by reconciliation)
     CHARGED | ABANDONED -> REFUNDING -> REFUNDED
 
-An intent given up (ABANDONED) keeps a `recheckAt`: reconciliation asks the gateway once more
-then, for a charge that a request still under way made after the intent was given up.
+An intent given up (ABANDONED) keeps a `recheckAt`: reconciliation asks the gateway again then,
+and again every few minutes for a while, for a charge that a request still under way made after
+the intent was given up.
 
 CHARGED -> COMPLETED and CHARGED -> REFUNDING exclude each other: that single transition decides
 whether a charge buys what it was for or is given back.
@@ -64,7 +65,8 @@ class PaymentIntent:
     # A plan change's: the member's terms when it was asked for (`Member.terms`); None in
     # intents recorded before they were kept.
     terms: str | None = None
-    recheck_at: datetime | None = None  # an ABANDONED intent's last look at the gateway
+    recheck_at: datetime | None = None  # an ABANDONED intent's next look at the gateway
+    abandoned_at: datetime | None = None
 
 
 def _to_doc(intent: PaymentIntent) -> Doc:
@@ -110,6 +112,7 @@ def _from_doc(doc: Doc) -> PaymentIntent:
         refusal=refusal_from_doc(refusal) if refusal else None,
         terms=doc.get("terms"),
         recheck_at=doc.get("recheckAt"),
+        abandoned_at=doc.get("atAbandoned"),
     )
 
 
@@ -224,11 +227,16 @@ class PaymentIntentRepository(PaymentIntentReader):
         )
         return result.matched_count == 1
 
-    async def rechecked(self, intent_id: str) -> bool:
-        """The last look at the gateway found no charge: the intent stays given up, for good."""
-        result = await self._c.update_one(
-            {"_id": intent_id, "status": IntentStatus.ABANDONED, **_TO_RECHECK},
-            {"$unset": {"recheckAt": ""}},
+    async def recheck_next(self, intent_id: str, at: datetime | None) -> None:
+        """The next look at the gateway for an intent given up, at `at` (if it is still given
+        up); None: no more (whatever its status)."""
+        if at is None:
+            await self._c.update_one(
+                {"_id": intent_id}, {"$unset": {"recheckAt": ""}}, session=self._session
+            )
+            return
+        await self._c.update_one(
+            {"_id": intent_id, "status": IntentStatus.ABANDONED},
+            {"$set": {"recheckAt": at}},
             session=self._session,
         )
-        return result.modified_count == 1

@@ -1,6 +1,6 @@
 """The in-memory fallback: mongomock behind the same `Mongo` interface, for one process only.
 
-It is picked by the composition root when no mongod can run, and it is the only module that
+It is picked by `repositories/database.py` when no mongod can run, and it is the only module that
 knows mongomock's gaps: no sessions (every transaction runs under one process-wide lock, which
 is only sound because this mode is single-process and keeps nothing), no working bulk updates,
 no index hints, no `$$NOW` (so no leases: the one process holds the scheduler's, and webhooks

@@ -12,9 +12,9 @@ A paid request (buying credits, changing to a Premium plan) goes through `pay_an
 
 `reconcile_charges` finishes intents left open by a process that died between those steps: it
 completes or refunds each, exactly once, whichever process runs it and however many do. An
-intent it gives up as never charged is looked up at the gateway once more RECHECK_AFTER later:
-a request whose charge was still under way, and whose process died before it could record it,
-leaves that charge to be refunded then.
+intent it gives up as never charged is looked up at the gateway again every RECHECK_EVERY for
+RECHECK_FOR: a request whose charge was still under way, and whose process died before it could
+record it, leaves that charge to be refunded at the next look.
 """
 
 from __future__ import annotations
@@ -44,8 +44,11 @@ log = logging.getLogger(__name__)
 RECONCILE_AFTER: Final = timedelta(minutes=2)
 """How old an open intent must be before reconciliation takes it over from its request."""
 
-RECHECK_AFTER: Final = timedelta(hours=1)
-"""How long after giving an intent up as never charged reconciliation asks the gateway again."""
+RECHECK_EVERY: Final = timedelta(minutes=5)
+"""How often reconciliation asks the gateway again about an intent it gave up as never charged:
+a charge landing meanwhile is refunded within SPEC's 10 minutes."""
+RECHECK_FOR: Final = timedelta(hours=1)
+"""For how long after giving an intent up reconciliation keeps asking."""
 
 LAPSED = Refusal(ErrorCode.INVALID_INPUT, Reason.REQUEST_LAPSED, "idempotencyKey")
 
@@ -470,18 +473,19 @@ async def _abandoned(
         IntentStatus.ABANDONED,
         now,
         refusal=LAPSED,
-        recheck_at=now + RECHECK_AFTER,
+        recheck_at=now + RECHECK_EVERY,
     )
 
 
 async def _recheck_one(
     deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime, report: Reconciled
 ) -> None:
-    """The last look at the gateway for an intent given up: a charge found there was made by a
-    request that never came back to record it, and is refunded through the intent."""
-    charge = await gateway.find(intent.member_id, intent.id)
+    """A look at the gateway for an intent given up: a charge found there was made by a request
+    that never came back to record it, and is refunded through the intent."""
+    given_up = intent.status == IntentStatus.ABANDONED
+    charge = await gateway.find(intent.member_id, intent.id) if given_up else None
     if charge is None:
-        await deps.uow.run(_rechecked, intent.id)
+        await deps.uow.run(_recheck_next, intent.id, _next_recheck(intent, now))
         return
     log.warning("payment intent %s was charged after it was given up: refunding", intent.id)
     await _to_refund(deps, intent.id, charge, now)
@@ -491,5 +495,14 @@ async def _recheck_one(
         report.refunded += 1
 
 
-async def _rechecked(tx: Transaction, intent_id: str) -> None:
-    await tx.intents.rechecked(intent_id)
+def _next_recheck(intent: PaymentIntent, now: datetime) -> datetime | None:
+    """When to look again at an intent given up; None once RECHECK_FOR has passed (or it is no
+    longer given up)."""
+    if intent.status != IntentStatus.ABANDONED or intent.abandoned_at is None:
+        return None
+    at = now + RECHECK_EVERY
+    return at if at <= intent.abandoned_at + RECHECK_FOR else None
+
+
+async def _recheck_next(tx: Transaction, intent_id: str, at: datetime | None) -> None:
+    await tx.intents.recheck_next(intent_id, at)
