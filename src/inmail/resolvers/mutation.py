@@ -186,20 +186,14 @@ class Mutation:
     ) -> MarkNotificationsReadPayload:
         c = ctx(info)
         member = c.require_member()
-
-        async def work() -> MarkNotificationsReadPayload:
-            ids = [str(i) for i in input.ids] if input.ids is not None else None
-            count = await notification_service.mark_read(c.deps, member, ids, input.all)
-            return MarkNotificationsReadPayload(unread_count=count)
-
-        async def refused(errors: list[UserError]) -> MarkNotificationsReadPayload:
-            count = await notification_service.unread_count(c.deps, member)
-            return MarkNotificationsReadPayload(unread_count=count, errors=errors)
-
+        ids = [str(i) for i in input.ids] if input.ids is not None else None
         try:
-            return await work()
-        except DomainError as error:
-            return await refused([UserError.from_domain(error)])
+            count = await notification_service.mark_read(c.deps, member, ids, input.all)
+        except DomainError as error:  # refused: the payload still carries the unread count
+            count = await notification_service.unread_count(c.deps, member)
+            errors = [UserError.from_domain(error)]
+            return MarkNotificationsReadPayload(unread_count=count, errors=errors)
+        return MarkNotificationsReadPayload(unread_count=count)
 
     @strawberry.mutation(description="Admin only.")
     @errors_in(CreateMemberPayload)
