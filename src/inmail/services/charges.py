@@ -368,7 +368,7 @@ async def reconcile_charges(
     after: timedelta = RECONCILE_AFTER,
 ) -> Reconciled:
     """Complete or refund every intent opened `after` ago or earlier and still open, then look
-    once more at the gateway for each intent given up whose recheck is due. `fulfilments`: what
+    again at the gateway for each intent given up whose recheck is due. `fulfilments`: what
     each kind of intent buys (services/fulfilments.py).
 
     Safe on any number of processes at once: the charge is idempotent per intent, and each
