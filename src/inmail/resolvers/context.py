@@ -7,7 +7,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import FieldNode, GraphQLSchema, get_operation_ast
@@ -24,14 +24,43 @@ from inmail.services.base import bring_up_to_date
 from inmail.services.reads import Reader
 
 if TYPE_CHECKING:
-    from inmail.bootstrap import Container
+    from inmail.auth import KnownMembers, TokenService
     from inmail.services.base import Deps
-    from inmail.services.live import Broker
+    from inmail.services.live import Broker, InboxBroker
     from inmail.services.payments import PaymentGateway
+    from inmail.services.scheduling import Deliveries
     from inmail.settings import Settings
 
 
 UNKNOWN_MEMBER = "Invalid credentials: the token's member does not exist."
+
+
+class Services(Protocol):
+    """What a request may use of the running service (the composition root's `Container`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def tokens(self) -> TokenService: ...
+
+    @property
+    def known_members(self) -> KnownMembers: ...
+
+    @property
+    def deps(self) -> Deps: ...
+
+    @property
+    def gateway(self) -> PaymentGateway: ...
+
+    @property
+    def live(self) -> Broker: ...
+
+    @property
+    def inbox(self) -> InboxBroker | None: ...
+
+    @property
+    def webhooks(self) -> Deliveries | None: ...
 
 
 @dataclass
@@ -72,7 +101,7 @@ class Credentials:
 
 @dataclass
 class Context:
-    container: Container
+    container: Services
     request: Request | WebSocket
     response: Any = None
     auth_header: str | None = None
