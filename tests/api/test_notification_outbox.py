@@ -3,28 +3,21 @@ where webhooks are delivered (INMAIL_WEBHOOK_URL is set); without them, nothing 
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 import support
+from inmail.processes import free_port
 from support import Api, ada_and_grace, open_api, send_and_retry
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on: the worker's attempts fail, the events stay PENDING."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture
 async def api(mongodb_uri: str, db_name: str) -> AsyncIterator[Api]:
+    # Nothing listens on the webhook's port: the worker's attempts fail, events stay PENDING.
     settings = support.test_settings(
-        webhook_url=f"http://127.0.0.1:{closed_port()}/inmail",
+        webhook_url=f"http://127.0.0.1:{free_port()}/inmail",
         webhook_secret="whsec-test-outbox",
         webhook_poll_interval=60,
     )

@@ -458,28 +458,44 @@ async def advance_clock(
     events due at a stop are attempted there: retries keep their backoff however far the clock
     jumps (SPEC 7).
     """
+    clock = _movable_clock(deps)
+    delta = advance_by(days, hours)
+    # Background deliveries wait while the clock walks: one in flight would otherwise record
+    # its retry at a time the walk has already passed, and the retry would never be made.
+    alone = deliveries.alone() if deliveries is not None else contextlib.nullcontext()
+    async with clock.advancing, alone:
+        await _walk(deps, clock, clock.now() + delta, batch_size, deliveries)
+        return clock.now()
+
+
+def _movable_clock(deps: Deps) -> ManualClock:
     clock = deps.clock
     if not isinstance(clock, ManualClock):
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.CLOCK_NOT_MANUAL)
     if not clock.movable:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.CLOCK_IN_SEVERAL_WORKERS)
-    delta = advance_by(days, hours)
+    return clock
+
+
+async def _walk(
+    deps: Deps,
+    clock: ManualClock,
+    target: datetime,
+    batch_size: int,
+    deliveries: Deliveries | None,
+) -> None:
+    """Set the clock to each instant a job (or a webhook attempt) is due up to `target`, and
+    run what is due there."""
 
     async def stop_here() -> None:
         await run_due_jobs(deps, clock.now(), batch_size=batch_size)
         if deliveries is not None:
             await deliveries.drain()
 
-    # Background deliveries wait while the clock walks: one in flight would otherwise record
-    # its retry at a time the walk has already passed, and the retry would never be made.
-    alone = deliveries.alone() if deliveries is not None else contextlib.nullcontext()
-    async with clock.advancing, alone:
-        target = clock.now() + delta
-        await stop_here()  # anything left behind
-        while clock.now() < target:
-            upcoming = [await next_due_after(deps, clock.now())]
-            if deliveries is not None:
-                upcoming.append(await deliveries.next_due_after(clock.now()))
-            clock.set(min([*(t for t in upcoming if t is not None), target]))
-            await stop_here()
-        return clock.now()
+    await stop_here()  # anything left behind
+    while clock.now() < target:
+        upcoming = [await next_due_after(deps, clock.now())]
+        if deliveries is not None:
+            upcoming.append(await deliveries.next_due_after(clock.now()))
+        clock.set(min([*(t for t in upcoming if t is not None), target]))
+        await stop_here()
