@@ -40,6 +40,15 @@ def inmail_refusal(
     return None
 
 
+def check_purchase_quantity(quantity: int, maximum: int) -> None:
+    """A purchase buys 1 to `maximum` credits (the operator's bound); checked before anything
+    is read."""
+    if isinstance(quantity, bool) or not 1 <= quantity <= maximum:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, Reason.QUANTITY_OUT_OF_RANGE, "quantity", maximum=maximum
+        )
+
+
 def purchase_refusal(
     member: Member, *, plans: PlanTable, now: datetime, quantity: int, balance: int
 ) -> DomainError | None:

@@ -15,7 +15,7 @@ from inmail.domain.credits import CreditLot, CreditSource, purchase_grant_key
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import Member
 from inmail.domain.notifications import Notification
-from inmail.domain.rules import purchase_refusal
+from inmail.domain.rules import check_purchase_quantity, purchase_refusal
 from inmail.repositories.intents import IntentKind, PaymentIntent
 from inmail.services import charges
 from inmail.services.base import Account, Deps
@@ -40,11 +40,7 @@ class PurchaseResult:
 async def purchase_credits(
     deps: Deps, gateway: PaymentGateway, member_id: str, quantity: int, key: str
 ) -> PurchaseResult:
-    maximum = deps.limits.max_purchase_quantity
-    if isinstance(quantity, bool) or not 1 <= quantity <= maximum:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT, Reason.QUANTITY_OUT_OF_RANGE, "quantity", maximum=maximum
-        )
+    check_purchase_quantity(quantity, deps.limits.max_purchase_quantity)
     request = KeyedRequest.of(member_id, key, OPERATION, quantity=quantity)
     if (outcome := await replay_unless_paying(deps.reads.idempotency, request)) is not None:
         return await _result(deps, outcome)  # this purchase, granted already
