@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from inmail.domain.billing import PaymentMethod
+from inmail.domain.billing import PaymentMethod, chargeable
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Purchase, PurchaseStatus
 from inmail.domain.money import Money
@@ -204,7 +204,7 @@ async def _card_to_charge(deps: Deps, intent: PaymentIntent, now: datetime) -> P
     member = await deps.reads.members.get(intent.member_id)
     assert member is not None, "members are never deleted"
     card = member.payment_method
-    if card is None or card.is_expired(now):
+    if not chargeable(card, now):
         # Checked before the intent was opened; the card changed since. Nothing was taken: the
         # intent ends as a decline does (a retry under its key answers the same; a new key,
         # after the card is updated, buys), and holds no room under the cap meanwhile.

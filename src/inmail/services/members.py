@@ -7,7 +7,12 @@ from datetime import datetime
 
 from inmail.auth import Viewer
 from inmail.domain import access
-from inmail.domain.billing import PaymentMethod, validate_anchor_day, validate_payment_method
+from inmail.domain.billing import (
+    PaymentMethod,
+    chargeable,
+    validate_anchor_day,
+    validate_payment_method,
+)
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.money import Money
@@ -248,8 +253,7 @@ async def _paid_change(
         # (the member was on the plan then), answers so again, without a charge.
         if await replay_unless_paying(deps.reads.idempotency, request) is not None:
             return []
-        card = member.payment_method
-        if card is None or card.is_expired(deps.now()):
+        if not chargeable(member.payment_method, deps.now()):
             raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD)
         fresh = charges.new_intent(request, price, deps.now(), plan=plan, terms=member.terms)
         intent = await charges.open_intent(deps, fresh, request)
