@@ -12,7 +12,14 @@ import subprocess
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -42,7 +49,7 @@ from inmail.domain.money import Money
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.migrations import migrate
-from inmail.repositories.mongo import Mongo
+from inmail.repositories.mongo import Collection, Doc, Mongo
 from inmail.services.idempotency import KeyedRequest
 from inmail.services.live import Broker
 from inmail.services.payments import BuiltinGateway
@@ -113,6 +120,13 @@ def answered_by_the_database(uri: str, db_name: str, read: Callable[[Mongo], Awa
             await mongo.close()
 
     return asyncio.run(run())
+
+
+async def holding_only(collection: Collection, docs: Sequence[Doc]) -> None:
+    """The collection emptied, then given exactly these documents: one example's data."""
+    await collection.delete_many({})
+    if docs:
+        await collection.insert_many(list(docs))
 
 
 def new_key() -> str:

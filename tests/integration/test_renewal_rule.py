@@ -19,7 +19,7 @@ from inmail.domain.plans import PlanType
 from inmail.repositories.members import member_to_doc
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork
-from support import AGAINST_THE_DATABASE, answered_by_the_database
+from support import AGAINST_THE_DATABASE, answered_by_the_database, holding_only
 
 NOW = datetime(2026, 3, 15, 0, 0, tzinfo=UTC)
 Due = tuple[list[str], datetime | None]  # (members due by NOW, the next renewal after it)
@@ -70,9 +70,7 @@ def members_due(written: list[Member]) -> Callable[[Mongo], Awaitable[Due]]:
     """The database's members due and next renewal time, over exactly these members."""
 
     async def read(mongo: Mongo) -> Due:
-        await mongo.c.members.delete_many({})
-        if written:
-            await mongo.c.members.insert_many([member_to_doc(member) for member in written])
+        await holding_only(mongo.c.members, [member_to_doc(member) for member in written])
         reads = MongoUnitOfWork(mongo).reads.members
         due = await reads.due_ids_for_renewal(NOW, after_id=None, limit=len(written) + 1)
         return due, await reads.next_renewal_at(NOW)

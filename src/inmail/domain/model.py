@@ -164,6 +164,29 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
+class ReminderRule:
+    """When an InMail's reminder is due (SPEC 5): still in this state, not reminded yet, and its
+    reminder time reached.
+
+    The scheduler's queries for reminders due (repositories/conversations.py) and the index
+    that serves them are derived from it.
+    """
+
+    state: ConversationState
+
+    def is_due(self, conversation: Conversation, now: datetime) -> bool:
+        return (
+            conversation.state is self.state
+            and conversation.reminder_sent_at is None
+            and conversation.reminder_due_at is not None
+            and conversation.reminder_due_at <= now
+        )
+
+
+REMINDER_DUE = ReminderRule(ConversationState.AWAITING_RESPONSE)
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerEntry:
     id: str
     member_id: str

@@ -18,7 +18,7 @@ from inmail.domain.conversations import (
 from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.messages import message_fields, message_from_doc
-from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.mongo import REMINDER_PENDING, Doc, Mongo, Session
 from inmail.repositories.pages import Page, after_key
 from inmail.repositories.records import SENT_UNDER, IdempotencyRecord, sent_under_to_doc
 
@@ -181,7 +181,7 @@ class ConversationReader(RecordReader[Conversation]):
         `after` is the (reminderDueAt, id) of the last one seen, so a conversation that failed
         is passed over rather than met again in the same pass.
         """
-        due = {**_REMINDER_PENDING, "reminderDueAt": {"$lte": now}}
+        due = {**REMINDER_PENDING, "reminderDueAt": {"$lte": now}}
         docs = await self._mongo.find_all(
             self._c,
             after_key(due, _REMINDER_ORDER, after),
@@ -197,7 +197,7 @@ class ConversationReader(RecordReader[Conversation]):
         when: Doc = {"$gt": after} if after is not None else {"$type": "date"}
         docs = await self._mongo.find_all(
             self._c,
-            {**_REMINDER_PENDING, "reminderDueAt": when},
+            {**REMINDER_PENDING, "reminderDueAt": when},
             projection={"_id": 0, "reminderDueAt": 1},
             sort=[("reminderDueAt", 1)],
             limit=1,
@@ -249,21 +249,13 @@ class ConversationRepository(ConversationReader):
 
     async def mark_reminded(self, conversation_id: str, at: datetime) -> bool:
         result = await self._c.update_one(
-            {
-                "_id": conversation_id,
-                "reminderSentAt": None,
-                "state": ConversationState.AWAITING_RESPONSE.value,
-            },
+            {"_id": conversation_id, **REMINDER_PENDING},
             {"$set": {"reminderSentAt": at}},
             session=self._session,
         )
         return result.modified_count == 1
 
 
-_REMINDER_PENDING: Doc = {
-    "state": ConversationState.AWAITING_RESPONSE.value,
-    "reminderSentAt": None,
-}
 _REMINDER_ORDER = (("reminderDueAt", 1), ("_id", 1))  # index reminders_due_keyset
 
 

@@ -36,6 +36,8 @@ from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from inmail.domain.conversations import ConversationState
+from inmail.domain.model import REMINDER_DUE, ConversationKind
 from inmail.domain.plans import PlanTable
 
 if TYPE_CHECKING:
@@ -151,8 +153,14 @@ class Collections:
     webhook_outbox: Collection
 
 
-_AWAITING = {"state": "AWAITING_RESPONSE"}
-_DIRECT = {"kind": "DIRECT"}
+_AWAITING = {"state": ConversationState.AWAITING_RESPONSE.value}
+_DIRECT = {"kind": ConversationKind.DIRECT.value}
+REMINDER_PENDING: Final[Mapping[str, Any]] = {
+    "state": REMINDER_DUE.state.value,
+    "reminderSentAt": None,
+}
+"""`REMINDER_DUE` but its time: what the scheduler's reminder queries match
+(repositories/conversations.py), and the partial filter of the index that serves them."""
 _EVENT = {"kind": "CONVERSATION_EVENT"}  # repositories/notifications.py EVENT_KIND
 
 
@@ -229,7 +237,7 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         # The reminder job's keyset, (reminderDueAt, _id), so a pass never meets one twice.
         IndexModel(
             [("reminderDueAt", ASCENDING), ("_id", ASCENDING)],
-            partialFilterExpression={"state": "AWAITING_RESPONSE", "reminderSentAt": None},
+            partialFilterExpression=REMINDER_PENDING,
             name="reminders_due_keyset",
         ),
     ],
