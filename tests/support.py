@@ -107,14 +107,24 @@ AGAINST_THE_DATABASE = settings(
 the test's database (the fixture's, shared by the examples), slower than Hypothesis expects."""
 
 
-def answered_by_the_database(uri: str, db_name: str, read: Callable[[Mongo], Awaitable[T]]) -> T:
+def answered_by_the_database(
+    uri: str,
+    db_name: str,
+    read: Callable[[Mongo], Awaitable[T]],
+    *,
+    holding: tuple[str, Sequence[Doc]] | None = None,
+) -> T:
     """What `read` answers on its own client of the test's database, the service's indexes
-    made, in an event loop of its own (Hypothesis runs each example synchronously)."""
+    made, in an event loop of its own (Hypothesis runs each example synchronously). `holding`:
+    a collection's name and the documents it holds, alone, before `read` (one example's data).
+    """
 
     async def run() -> T:
         mongo = Mongo.connect(uri, db_name)
         try:
             await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
+            if holding is not None:
+                await _holding_only(mongo.db[holding[0]], holding[1])
             return await read(mongo)
         finally:
             await mongo.close()
@@ -122,8 +132,7 @@ def answered_by_the_database(uri: str, db_name: str, read: Callable[[Mongo], Awa
     return asyncio.run(run())
 
 
-async def holding_only(collection: Collection, docs: Sequence[Doc]) -> None:
-    """The collection emptied, then given exactly these documents: one example's data."""
+async def _holding_only(collection: Collection, docs: Sequence[Doc]) -> None:
     await collection.delete_many({})
     if docs:
         await collection.insert_many(list(docs))

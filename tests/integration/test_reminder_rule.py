@@ -9,7 +9,6 @@ compares its answers with the domain's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -20,9 +19,10 @@ from inmail.domain.model import REMINDER_DUE, Conversation, ConversationKind
 from inmail.repositories.conversations import conversation_to_doc
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork
-from support import AGAINST_THE_DATABASE, answered_by_the_database, holding_only
+from support import AGAINST_THE_DATABASE, answered_by_the_database
 
 NOW = datetime(2026, 3, 15, 0, 0, tzinfo=UTC)
+MOST = 10  # InMails in one example
 Due = tuple[list[str], datetime | None]  # (InMails due a reminder by NOW, the next one after)
 
 # BSON keeps milliseconds: every instant is NOW plus or minus whole milliseconds, and the
@@ -36,7 +36,7 @@ instants = st.one_of(
 @st.composite
 def conversations(draw: st.DrawFn) -> list[Conversation]:
     found = []
-    for index in range(draw(st.integers(min_value=0, max_value=10))):
+    for index in range(draw(st.integers(min_value=0, max_value=MOST))):
         found.append(
             Conversation(
                 id=f"conversation-{index:02}",
@@ -53,16 +53,11 @@ def conversations(draw: st.DrawFn) -> list[Conversation]:
     return found
 
 
-def reminders_due(written: list[Conversation]) -> Callable[[Mongo], Awaitable[Due]]:
-    """The database's reminders due and next reminder time, over exactly these InMails."""
-
-    async def read(mongo: Mongo) -> Due:
-        await holding_only(mongo.c.conversations, [conversation_to_doc(c) for c in written])
-        reads = MongoUnitOfWork(mongo).reads.conversations
-        due = await reads.reminders_due_after(NOW, after=None, limit=len(written) + 1)
-        return [d.conversation_id for d in due], await reads.next_reminder_due_at(NOW)
-
-    return read
+async def reminders_due(mongo: Mongo) -> Due:
+    """The database's reminders due by NOW, and the next reminder time after it."""
+    reads = MongoUnitOfWork(mongo).reads.conversations
+    due = await reads.reminders_due_after(NOW, after=None, limit=MOST + 1)
+    return [d.conversation_id for d in due], await reads.next_reminder_due_at(NOW)
 
 
 def _due_order(conversation: Conversation) -> tuple[datetime, str]:
@@ -75,7 +70,10 @@ def _due_order(conversation: Conversation) -> tuple[datetime, str]:
 def test_the_database_finds_the_same_reminders_due_as_the_domain(
     mongodb_uri: str, db_name: str, written: list[Conversation]
 ) -> None:
-    due, next_due = answered_by_the_database(mongodb_uri, db_name, reminders_due(written))
+    docs = [conversation_to_doc(c) for c in written]
+    due, next_due = answered_by_the_database(
+        mongodb_uri, db_name, reminders_due, holding=("conversations", docs)
+    )
 
     expected = sorted((c for c in written if REMINDER_DUE.is_due(c, NOW)), key=_due_order)
     assert due == [c.id for c in expected]

@@ -8,7 +8,6 @@ the instant asked about) to the real mongod and compares its answers with the do
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -19,9 +18,10 @@ from inmail.domain.plans import PlanType
 from inmail.repositories.members import member_to_doc
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork
-from support import AGAINST_THE_DATABASE, answered_by_the_database, holding_only
+from support import AGAINST_THE_DATABASE, answered_by_the_database
 
 NOW = datetime(2026, 3, 15, 0, 0, tzinfo=UTC)
+MOST = 10  # members in one example
 Due = tuple[list[str], datetime | None]  # (members due by NOW, the next renewal after it)
 
 # BSON keeps milliseconds: every instant is NOW plus or minus whole milliseconds, and the
@@ -51,7 +51,7 @@ def subscriptions(draw: st.DrawFn, index: int) -> Subscription | None:
 @st.composite
 def members(draw: st.DrawFn) -> list[Member]:
     found = []
-    for index in range(draw(st.integers(min_value=0, max_value=10))):
+    for index in range(draw(st.integers(min_value=0, max_value=MOST))):
         subscription = draw(subscriptions(index))
         found.append(
             Member(
@@ -66,16 +66,11 @@ def members(draw: st.DrawFn) -> list[Member]:
     return found
 
 
-def members_due(written: list[Member]) -> Callable[[Mongo], Awaitable[Due]]:
-    """The database's members due and next renewal time, over exactly these members."""
-
-    async def read(mongo: Mongo) -> Due:
-        await holding_only(mongo.c.members, [member_to_doc(member) for member in written])
-        reads = MongoUnitOfWork(mongo).reads.members
-        due = await reads.due_ids_for_renewal(NOW, after_id=None, limit=len(written) + 1)
-        return due, await reads.next_renewal_at(NOW)
-
-    return read
+async def members_due(mongo: Mongo) -> Due:
+    """The database's members due by NOW, and the next renewal time after it."""
+    reads = MongoUnitOfWork(mongo).reads.members
+    due = await reads.due_ids_for_renewal(NOW, after_id=None, limit=MOST + 1)
+    return due, await reads.next_renewal_at(NOW)
 
 
 @AGAINST_THE_DATABASE
@@ -83,7 +78,10 @@ def members_due(written: list[Member]) -> Callable[[Mongo], Awaitable[Due]]:
 def test_the_database_finds_the_same_members_due_for_renewal_as_the_domain(
     mongodb_uri: str, db_name: str, written: list[Member]
 ) -> None:
-    due, next_due = answered_by_the_database(mongodb_uri, db_name, members_due(written))
+    docs = [member_to_doc(member) for member in written]
+    due, next_due = answered_by_the_database(
+        mongodb_uri, db_name, members_due, holding=("members", docs)
+    )
 
     assert due == [m.id for m in written if RENEWAL_DUE.is_due(m.subscription, NOW)]
     later = NOW + timedelta(days=41)  # past every cycle drawn: whatever can come due has
