@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from inmail.repositories.memory import InMemoryMongo
-from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.mongo import Doc, Mongo, Session, TransactionSession
 
 MEMBERS: list[Doc] = [{"_id": "ada"}, {"_id": "grace"}, {"_id": "alan"}]
 LOTS: list[Doc] = [
@@ -59,11 +59,13 @@ async def test_inside_a_transaction_it_reads_the_transaction_s_snapshot(mongo: M
     await mongo.c.members.insert_many([dict(d) for d in MEMBERS])
     await mongo.c.credit_lots.insert_many([dict(d) for d in LOTS])
 
-    async def read_after_a_write_of_its_own(session: Session) -> tuple[list[str], list[list[str]]]:
+    async def read_after_a_write_of_its_own(
+        session: TransactionSession,
+    ) -> tuple[list[str], list[list[str]]]:
         await mongo.c.credit_lots.insert_one(
-            {"_id": "l4", "memberId": "ada", "status": "ACTIVE"}, session=session
+            {"_id": "l4", "memberId": "ada", "status": "ACTIVE"}, session=session.driver
         )
-        return await _read(mongo, "ada", ["alan"], session)
+        return await _read(mongo, "ada", ["alan"], session.driver)
 
     found = await mongo.run_transaction(read_after_a_write_of_its_own)
     assert found == (["ada", "alan"], [["l1", "l4"], []])

@@ -23,7 +23,7 @@ from inmail.domain.model import Conversation, ConversationKind, Message
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.messages import LATEST, MessageReader, MessageRepository, message_to_doc
-from inmail.repositories.mongo import Mongo, Session, new_id
+from inmail.repositories.mongo import Mongo, TransactionSession, new_id
 from inmail.repositories.pages import Page, encode_cursor
 
 SENT = datetime(2026, 3, 14, 9, 26, 53, 589000, tzinfo=UTC)
@@ -73,7 +73,8 @@ THREADS = [_thread(n) for n in LENGTHS] + [_thread(3, same_instant_reply=True)]
 
 
 async def _write_new_way(mongo: Mongo, thread: Thread) -> None:
-    await ConversationRepository(mongo, None).insert(thread.conversation)
+    async with mongo.session_transaction() as session:
+        await ConversationRepository(mongo, session).insert(thread.conversation)
     replies = [message_to_doc(thread.conversation.id, m) for m in thread.messages[1:]]
     if replies:
         await mongo.c.messages.insert_many(replies)
@@ -81,9 +82,10 @@ async def _write_new_way(mongo: Mongo, thread: Thread) -> None:
 
 async def _write_old_way(mongo: Mongo, thread: Thread) -> None:
     """As conversations stored before were: every message, the first too, kept apart."""
-    await ConversationRepository(mongo, None).insert(
-        replace(thread.conversation, first_message=None)
-    )
+    async with mongo.session_transaction() as session:
+        await ConversationRepository(mongo, session).insert(
+            replace(thread.conversation, first_message=None)
+        )
     docs = [message_to_doc(thread.conversation.id, m) for m in thread.messages]
     await mongo.c.messages.insert_many(docs)
 
@@ -262,7 +264,7 @@ async def test_the_count_includes_the_first_message_either_way(
 
 
 async def _by_id_in_a_transaction(mongo: Mongo, ids: list[str]) -> dict[str, tuple[str, Message]]:
-    async def read(session: Session) -> dict[str, tuple[str, Message]]:
+    async def read(session: TransactionSession) -> dict[str, tuple[str, Message]]:
         return await MessageRepository(mongo, session).get_many(ids)
 
     return await mongo.run_transaction(read)

@@ -16,7 +16,7 @@ from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntentRepository
 from inmail.repositories.migrations import INTENT_KEYS
 from inmail.repositories.mongo import NO_TRANSACTION, Doc
-from inmail.repositories.records import IdempotencyRepository, KeyedOutcome
+from inmail.repositories.records import IdempotencyReader, IdempotencyRepository, KeyedOutcome
 from inmail.services import charges
 from inmail.services.idempotency import KeyedRequest
 from support import (
@@ -102,9 +102,10 @@ async def test_a_key_an_inmail_holds_beside_an_intent_keeps_the_send_s_answer(
     request = KeyedRequest.of(ada.id, "k-both", IntentKind.PURCHASE, quantity=2)
     intent = charges.new_intent(request, Money(2000, "USD"), api.clock.now(), quantity=2)
     mongo = api.container.mongo
-    await PaymentIntentRepository(mongo, NO_TRANSACTION).insert(
-        replace(intent, status=IntentStatus.DECLINED)
-    )
+    async with mongo.session_transaction() as session:
+        await PaymentIntentRepository(mongo, session).insert(
+            replace(intent, status=IntentStatus.DECLINED)
+        )
     await _as_an_earlier_version_left_them(api)
 
     await migrate_from_two_processes(mongo, mongodb_uri, db_name, DEFAULT_PLAN_TABLE)
@@ -115,12 +116,13 @@ async def test_a_key_an_inmail_holds_beside_an_intent_keeps_the_send_s_answer(
     assert retried["conversation"]["id"] == sent["conversation"]["id"]
 
     # A grant never writes over the record another request keeps under its key.
-    records = IdempotencyRepository(mongo, NO_TRANSACTION)
     other = KeyedRequest.of(ada.id, "k-kept", "sendInMail", recipientId=grace.id)
-    await records.insert(other.record(api.clock.now(), KeyedOutcome("c-1", 4)))
     bought = KeyedRequest.of(ada.id, "k-kept", IntentKind.PURCHASE, quantity=2)
-    await records.fulfil(bought.record(api.clock.now(), KeyedOutcome("lot-1", 6)))
-    kept = await records.find(ada.id, "k-kept")
+    async with mongo.session_transaction() as session:
+        records = IdempotencyRepository(mongo, session)
+        await records.insert(other.record(api.clock.now(), KeyedOutcome("c-1", 4)))
+        await records.fulfil(bought.record(api.clock.now(), KeyedOutcome("lot-1", 6)))
+    kept = await IdempotencyReader(mongo, NO_TRANSACTION).find(ada.id, "k-kept")
     assert kept is not None
     assert (kept.operation, kept.outcome) == ("sendInMail", KeyedOutcome("c-1", 4))
 

@@ -18,7 +18,7 @@ from inmail.domain.conversations import (
 from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.messages import message_fields, message_from_doc
-from inmail.repositories.mongo import REMINDER_PENDING, Doc, Mongo, Session
+from inmail.repositories.mongo import REMINDER_PENDING, Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import Page, after_key
 from inmail.repositories.records import SENT_UNDER, IdempotencyRecord, sent_under_to_doc
 
@@ -208,6 +208,9 @@ class ConversationReader(RecordReader[Conversation]):
 
 class ConversationRepository(ConversationReader):
     """Conversations inside a transaction: every write here is part of it."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
 
     async def insert(
         self, conversation: Conversation, sent_under: IdempotencyRecord | None = None

@@ -15,7 +15,7 @@ from inmail.domain.credits import (
     LotStatus,
 )
 from inmail.repositories.collection import RecordReader
-from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.mongo import Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import Page
 
 NEWEST_FIRST = (("grantedAt", -1), ("_id", -1))
@@ -165,6 +165,9 @@ class CreditLotReader(RecordReader[CreditLot]):
 
 class CreditLotRepository(CreditLotReader):
     """Credit lots inside a transaction: every write here is part of it."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
 
     async def write(self, created: Sequence[CreditLot], updated: Sequence[CreditLot]) -> None:
         await self._mongo.insert_all(self._c, [lot_to_doc(lot) for lot in created], self._session)

@@ -27,7 +27,7 @@ from typing import Any, Final
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanType
 from inmail.repositories.collection import RecordReader
-from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.mongo import Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import after_key
 from inmail.repositories.records import IntentKind as IntentKind  # where it is imported from
 from inmail.repositories.records import KeyedOutcome, Refusal, refusal_from_doc, refusal_to_doc
@@ -191,6 +191,11 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
 
 
 class PaymentIntentRepository(PaymentIntentReader):
+    """Payment intents inside a transaction: every write here is part of it."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
+
     async def insert(self, intent: PaymentIntent) -> None:
         await self._c.insert_one(_to_doc(intent), session=self._session)
 

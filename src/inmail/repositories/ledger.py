@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.collection import RecordReader
-from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.mongo import Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import Page
 
 NEWEST_FIRST = (("seq", -1),)
@@ -67,6 +67,9 @@ class LedgerReader(RecordReader[LedgerEntry]):
 
 class LedgerRepository(LedgerReader):
     """The ledger inside a transaction: entries are appended, never changed."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
 
     async def append(self, entries: Sequence[LedgerEntry]) -> None:
         await self._mongo.insert_all(self._c, [entry_to_doc(e) for e in entries], self._session)

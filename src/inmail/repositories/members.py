@@ -19,7 +19,7 @@ from inmail.domain.plans import PlanType
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.conversations import awaiting_from
 from inmail.repositories.credit_lots import active_of, lot_from_doc
-from inmail.repositories.mongo import Collection, Doc, Mongo, Session
+from inmail.repositories.mongo import Collection, Doc, Mongo, Session, TransactionSession
 from inmail.repositories.records import IdempotencyRecord, record_from_doc
 
 
@@ -229,6 +229,9 @@ def _renewal_due(when: Doc) -> Doc:
 
 class MemberRepository(MemberReader):
     """Members inside a transaction: every write here is part of it."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
 
     async def insert(self, member: Member) -> None:
         await self._c.insert_one(member_to_doc(member), session=self._session)

@@ -23,7 +23,15 @@ from pymongo import IndexModel
 from pymongo.asynchronous.cursor import AsyncCursor
 
 from inmail.repositories.leases import LeaseRepository
-from inmail.repositories.mongo import Collection, Doc, Mongo, ReadPoint, Session
+from inmail.repositories.mongo import (
+    NO_TRANSACTION,
+    Collection,
+    Doc,
+    Mongo,
+    ReadPoint,
+    Session,
+    TransactionSession,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +78,14 @@ class InMemoryMongo(Mongo):
             if "partialFilterExpression" not in m.document
         ]
 
-    async def run_transaction(self, callback: Callable[[Session], Awaitable[T]]) -> T:
+    async def run_transaction(self, callback: Callable[[TransactionSession], Awaitable[T]]) -> T:
         async with self._lock:
-            return await callback(None)
+            return await callback(TransactionSession(NO_TRANSACTION))
 
     @contextlib.asynccontextmanager
-    async def session_transaction(self) -> AsyncIterator[Session]:
+    async def session_transaction(self) -> AsyncIterator[TransactionSession]:
         async with self._lock:
-            yield None
+            yield TransactionSession(NO_TRANSACTION)
 
     async def update_each(
         self, collection: Collection, updates: Sequence[tuple[Doc, Doc]], session: Session

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from inmail.domain.model import Conversation, Message
-from inmail.repositories.mongo import NO_TRANSACTION, Doc, Mongo, Session
+from inmail.repositories.mongo import NO_TRANSACTION, Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import Cursor, Page, decode_cursor, keyset_page, list_name
 
 OLDEST_FIRST = (("sentAt", 1), ("_id", 1))
@@ -186,6 +186,9 @@ class MessageReader:
 
 class MessageRepository(MessageReader):
     """Messages inside a transaction: every write here is part of it."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
 
     async def add(self, conversation_id: str, message: Message) -> None:
         await self._c.insert_one(message_to_doc(conversation_id, message), session=self._session)

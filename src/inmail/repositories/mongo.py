@@ -54,6 +54,18 @@ NO_TRANSACTION: Final[Session] = None
 """The session of a read made outside any transaction on purpose (a listing page, a start-up
 step): named where it is done, so that a read that forgot its transaction's session does not
 type-check."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionSession:
+    """An open transaction, as only `Mongo.run_transaction` and `Mongo.session_transaction` hand
+    it out: what every repository that writes is built with, so that one built outside a
+    transaction does not type-check. `driver`: the session its reads and writes are sent with
+    (None on the in-memory fallback, which has no sessions)."""
+
+    driver: Session
+
+
 Collection = AsyncCollection[Doc]
 ReadPoint = Timestamp | None
 """The cluster time of a snapshot a list's page was read at, so that the list's count and its
@@ -80,6 +92,7 @@ __all__ = [
     "Mongo",
     "ReadPoint",
     "Session",
+    "TransactionSession",
     "deadline",
     "new_id",
     "unanswered",
@@ -153,6 +166,9 @@ class Collections:
     webhook_outbox: Collection
 
 
+OUTBOX_PENDING: Final = "PENDING"
+"""The status of a webhook event still to be delivered (repositories/outbox.py): the only one
+the delivery worker's claim index holds."""
 _AWAITING = {"state": ConversationState.AWAITING_RESPONSE.value}
 _DIRECT = {"kind": ConversationKind.DIRECT.value}
 REMINDER_PENDING: Final[Mapping[str, Any]] = {
@@ -288,7 +304,7 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         # The delivery worker's claim: the earliest pending event that is due.
         IndexModel(
             [("status", ASCENDING), ("dueAt", ASCENDING)],
-            partialFilterExpression={"status": "PENDING"},
+            partialFilterExpression={"status": OUTBOX_PENDING},
             name="pending_due",
         ),
         # Every event is removed some time after it was written (repositories/outbox.py).
@@ -470,12 +486,12 @@ class Mongo:
         if asyncio.iscoroutine(result):
             await result
 
-    async def run_transaction(self, callback: Callable[[Session], Awaitable[T]]) -> T:
+    async def run_transaction(self, callback: Callable[[TransactionSession], Awaitable[T]]) -> T:
         """Run callback in one transaction, again if the server says a rerun may succeed."""
         async with self.client.start_session() as session:
 
             async def run(s: AsyncClientSession) -> T:
-                return await callback(s)
+                return await callback(TransactionSession(s))
 
             result: T = await session.with_transaction(
                 run, read_concern=_SNAPSHOT, write_concern=_MAJORITY
@@ -483,12 +499,12 @@ class Mongo:
             return result
 
     @contextlib.asynccontextmanager
-    async def session_transaction(self) -> AsyncIterator[Session]:
+    async def session_transaction(self) -> AsyncIterator[TransactionSession]:
         """One attempt at a transaction: committed when the block ends, aborted if it raises."""
         async with self.client.start_session() as session:
             await session.start_transaction(read_concern=_SNAPSHOT, write_concern=_MAJORITY)
             try:
-                yield session
+                yield TransactionSession(session)
             except BaseException:
                 await session.abort_transaction()
                 raise

@@ -32,7 +32,14 @@ from inmail.domain.notifications import (
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.credit_lots import matching
 from inmail.repositories.messages import message_fields, message_from_doc
-from inmail.repositories.mongo import Doc, Mongo, Session, new_id, written_before
+from inmail.repositories.mongo import (
+    Doc,
+    Mongo,
+    Session,
+    TransactionSession,
+    new_id,
+    written_before,
+)
 from inmail.repositories.outbox import OutboxEvent, OutboxRepository
 from inmail.repositories.pages import Page, after_key
 
@@ -252,8 +259,8 @@ def event_to_doc(event: ConversationEvent) -> Doc:
 class NotificationRepository(NotificationReader):
     expiring: ExpiringLotMarker
 
-    def __init__(self, mongo: Mongo, session: Session, *, webhooks: bool = True) -> None:
-        super().__init__(mongo, session)
+    def __init__(self, mongo: Mongo, session: TransactionSession, *, webhooks: bool = True) -> None:
+        super().__init__(mongo, session.driver)
         self.expiring = ExpiringLotMarker(mongo, session)
         # New notifications are enqueued for webhooks only where webhooks are delivered.
         self._outbox = OutboxRepository(mongo, session) if webhooks else None
@@ -386,6 +393,11 @@ class ExpiringLotReader:
 
 
 class ExpiringLotMarker(ExpiringLotReader):
+    """Expiring lots' notices marked inside a transaction."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
+
     async def mark_noticed(self, lot_id: str, at: datetime) -> bool:
         """Mark a lot's notice given, if it still has credits and was not marked; True if so."""
         result = await self._lots.update_one(

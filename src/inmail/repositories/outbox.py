@@ -26,9 +26,9 @@ from typing import Any, Final
 
 from pymongo import ReturnDocument
 
-from inmail.repositories.mongo import Doc, Mongo, Session
+from inmail.repositories.mongo import OUTBOX_PENDING, Doc, Mongo, TransactionSession
 
-PENDING: Final = "PENDING"
+PENDING: Final = OUTBOX_PENDING
 DELIVERED: Final = "DELIVERED"
 FAILED: Final = "FAILED"
 
@@ -96,9 +96,9 @@ def _event_from_doc(doc: Doc) -> OutboxEvent:
 class OutboxRepository:
     """The outbox as a transaction sees it: events are only ever added there."""
 
-    def __init__(self, mongo: Mongo, session: Session) -> None:
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
         self._mongo = mongo
-        self._session = session
+        self._session = session.driver
         self._c = mongo.c.webhook_outbox
 
     async def add(self, event: OutboxEvent) -> None:

@@ -19,7 +19,7 @@ from inmail.repositories.members import (
     recent_inmails_from_doc,
     sends_from_doc,
 )
-from inmail.repositories.mongo import Mongo, Session
+from inmail.repositories.mongo import Mongo, Session, TransactionSession
 
 # Sends are timed on the service's clock; MongoDB's TTL monitor runs on the server's wall
 # clock. On the system clock a log is useless a minute after its last send: it is kept this long
@@ -54,6 +54,11 @@ class RateLimitReader:
 
 
 class RateLimitRepository(RateLimitReader):
+    """Send logs inside a transaction: every write here is part of it."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
+
     async def log_one(
         self, action: str, member_id: str, at: datetime, keep: int, *, forget_idle: bool
     ) -> RecentSends:

@@ -13,7 +13,14 @@ from inmail.domain.errors import DomainError, ErrorCode, ErrorData, Reason
 from inmail.domain.model import Purchase, PurchaseStatus
 from inmail.domain.money import Money
 from inmail.repositories.collection import RecordReader
-from inmail.repositories.mongo import Doc, DuplicateKeyError, Mongo, Session, new_id
+from inmail.repositories.mongo import (
+    Doc,
+    DuplicateKeyError,
+    Mongo,
+    Session,
+    TransactionSession,
+    new_id,
+)
 from inmail.repositories.pages import Page
 
 log = logging.getLogger(__name__)
@@ -212,6 +219,11 @@ class IdempotencyReader:
 
 
 class IdempotencyRepository(IdempotencyReader):
+    """Idempotency records inside a transaction: a key is taken here."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
+
     async def insert(self, record: IdempotencyRecord) -> None:
         """Take the key (the unique `key_once` index refuses it if it is taken)."""
         await self._c.insert_one(_record_to_doc(record), session=self._session)
@@ -270,6 +282,11 @@ class PurchaseReader(RecordReader[Purchase]):
 
 
 class PurchaseRepository(PurchaseReader):
+    """Purchases inside a transaction: every write here is part of it."""
+
+    def __init__(self, mongo: Mongo, session: TransactionSession) -> None:
+        super().__init__(mongo, session.driver)
+
     async def insert(self, purchase: Purchase) -> None:
         await self._c.insert_one(
             {

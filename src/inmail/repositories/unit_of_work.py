@@ -21,7 +21,13 @@ from inmail.repositories.intents import PaymentIntentReader, PaymentIntentReposi
 from inmail.repositories.ledger import LedgerReader, LedgerRepository
 from inmail.repositories.members import MemberReader, MemberRepository, StaleMember
 from inmail.repositories.messages import MessageReader, MessageRepository
-from inmail.repositories.mongo import DuplicateKeyError, Mongo, Session, deadline
+from inmail.repositories.mongo import (
+    NO_TRANSACTION,
+    DuplicateKeyError,
+    Mongo,
+    TransactionSession,
+    deadline,
+)
 from inmail.repositories.notifications import NotificationReader, NotificationRepository
 from inmail.repositories.outbox import OutboxRepository
 from inmail.repositories.rate_limits import RateLimitReader, RateLimitRepository
@@ -58,16 +64,16 @@ class Reads:
     @classmethod
     def on(cls, mongo: Mongo) -> Reads:
         return cls(
-            members=MemberReader(mongo, None),
-            lots=CreditLotReader(mongo, None),
-            ledger=LedgerReader(mongo, None),
-            conversations=ConversationReader(mongo, None),
-            idempotency=IdempotencyReader(mongo, None),
-            purchases=PurchaseReader(mongo, None),
-            notifications=NotificationReader(mongo, None),
-            rate_limits=RateLimitReader(mongo, None),
-            messages=MessageReader(mongo, None),
-            intents=PaymentIntentReader(mongo, None),
+            members=MemberReader(mongo, NO_TRANSACTION),
+            lots=CreditLotReader(mongo, NO_TRANSACTION),
+            ledger=LedgerReader(mongo, NO_TRANSACTION),
+            conversations=ConversationReader(mongo, NO_TRANSACTION),
+            idempotency=IdempotencyReader(mongo, NO_TRANSACTION),
+            purchases=PurchaseReader(mongo, NO_TRANSACTION),
+            notifications=NotificationReader(mongo, NO_TRANSACTION),
+            rate_limits=RateLimitReader(mongo, NO_TRANSACTION),
+            messages=MessageReader(mongo, NO_TRANSACTION),
+            intents=PaymentIntentReader(mongo, NO_TRANSACTION),
         )
 
 
@@ -93,7 +99,12 @@ class Transaction:
 
     @classmethod
     def on(
-        cls, mongo: Mongo, session: Session, *, careful: bool = True, webhooks: bool = True
+        cls,
+        mongo: Mongo,
+        session: TransactionSession,
+        *,
+        careful: bool = True,
+        webhooks: bool = True,
     ) -> Transaction:
         return cls(
             members=MemberRepository(mongo, session),
@@ -136,7 +147,7 @@ class MongoUnitOfWork:
         for which `unanswered` is true."""
         return deadline(self._timeout)
 
-    def _bound(self, session: Session, *, careful: bool = True) -> Transaction:
+    def _bound(self, session: TransactionSession, *, careful: bool = True) -> Transaction:
         return Transaction.on(self._mongo, session, careful=careful, webhooks=self._webhooks)
 
     @contextlib.asynccontextmanager
@@ -159,7 +170,7 @@ class MongoUnitOfWork:
         winner wrote.
         """
 
-        async def attempt(session: Session) -> T:
+        async def attempt(session: TransactionSession) -> T:
             return await step(self._bound(session), *args, **kwargs)
 
         for attempt_no in range(self._retries):
@@ -188,7 +199,7 @@ class MongoUnitOfWork:
         """
         if self._mongo.enforces_partial_indexes:
 
-            async def optimistic(session: Session) -> T:
+            async def optimistic(session: TransactionSession) -> T:
                 return await step(self._bound(session, careful=False), *args, **kwargs)
 
             try:
