@@ -32,7 +32,7 @@ from inmail.processes import end_with_parent
 from inmail.repositories.database import choose_database
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.root import build_schema
-from inmail.settings import Settings, handed_by_serve, settings_for_worker
+from inmail.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -292,13 +292,22 @@ async def warn_if_the_clock_is_behind_the_data(container: Container) -> None:
     )
 
 
+def worker_app(settings: Settings) -> Starlette:
+    """The app as each uvicorn worker of `inmail serve` builds it, from the settings serve
+    resolved and gave it (`transport.server_config`)."""
+    if settings.workers > 1:
+        end_with_parent()  # a worker of `inmail serve`'s supervisor: it ends with it
+    return _serving_app(settings)
+
+
 def app_from_env() -> Starlette:
-    """The app as uvicorn builds it in each worker: from the settings `inmail serve` hands over,
-    or from the INMAIL_* environment when uvicorn is run directly."""
+    """The app as `uvicorn inmail.app:app_from_env --factory` builds it: from the INMAIL_*
+    environment."""
     import os
 
-    settings = settings_for_worker(os.environ)
+    return _serving_app(Settings.from_env(os.environ))
+
+
+def _serving_app(settings: Settings) -> Starlette:
     logs.configure_logging(settings.log_level, settings.log_format)
-    if settings.workers > 1 and handed_by_serve(os.environ):
-        end_with_parent()  # a worker of `inmail serve`: it ends with its supervisor
     return create_app(settings, mongo=choose_database(settings).open(), serving=True)

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
-from inmail.settings import Settings, SettingsError, hand_to_workers, settings_table_markdown
+from inmail.settings import Settings, SettingsError, settings_table_markdown
 
 
 def _settings(environ: Mapping[str, str] = os.environ) -> Settings:
@@ -29,7 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from inmail.repositories.database import NoDatabase, choose_database
     from inmail.repositories.mongo import mongodb_problem
 
-    # The variables the workers are given: the environment's, the options', then what serve
+    # The settings the workers are given: the environment's, the options', then what serve
     # resolves itself (the embedded mongod's URI, the development secret).
     variables = {k: v for k, v in os.environ.items() if k.startswith("INMAIL_")}
     # An option given is used as given (0 too, which the settings then refuse by name).
@@ -52,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"inmail: starting the embedded mongod (data in {embedded.data_dir})",
                 file=sys.stderr,
             )
-            variables["INMAIL_MONGODB_URI"] = embedded.start()
+            settings = settings.with_changes(mongodb_uri=embedded.start())
             print(f"inmail: mongod {embedded.uri} (pid {embedded.pid}) is primary", file=sys.stderr)
     except NoDatabase as exc:
         print(f"inmail: {exc}", file=sys.stderr)
@@ -67,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from inmail.auth import DEV_SECRET_FILE, UnusableSecret, development_secret
 
         try:
-            variables["INMAIL_JWT_SECRET"] = development_secret(settings.data_dir)
+            secret = development_secret(settings.data_dir)
         except (OSError, UnusableSecret) as exc:
             reason = (
                 f"cannot use the development secret: {exc}"
@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{(settings.data_dir / DEV_SECRET_FILE).absolute()} (`inmail token` reads it)",
             file=sys.stderr,
         )
-    hand_to_workers(variables)
+        settings = settings.with_changes(jwt_secret=secret)
     # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so that
     # the embedded mongod below is stopped by us, not left to the kernel.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -554,10 +554,7 @@ class Settings:
         unknown = sorted(
             k
             for k in environ
-            if k.startswith("INMAIL_")
-            and not k.startswith("INMAIL_TEST_")
-            and k not in _BY_NAME
-            and k != _HANDED_TO_WORKERS
+            if k.startswith("INMAIL_") and not k.startswith("INMAIL_TEST_") and k not in _BY_NAME
         )
         if unknown:
             raise SettingsError(
@@ -611,28 +608,6 @@ def _read(environ: Mapping[str, str], spec: Setting) -> object:
         detail = f" ({exc})" if str(exc) else ""
         shown = raw if not spec.name.endswith(("_SECRET", "_TOKEN")) else "<hidden>"
         raise SettingsError(f"{spec.name}={shown!r}: accepts {spec.accepts}{detail}") from None
-
-
-# `inmail serve` hands its workers the variables it read and resolved, as one JSON object: uvicorn
-# imports each worker's app by name, so the environment is the only way in.
-_HANDED_TO_WORKERS = "INMAIL_SERVE_VARIABLES"
-
-
-def hand_to_workers(variables: Mapping[str, str]) -> None:
-    os.environ[_HANDED_TO_WORKERS] = json.dumps(dict(variables))
-
-
-def handed_by_serve(environ: Mapping[str, str]) -> bool:
-    """Whether this process was started by `inmail serve` (its worker), not by uvicorn alone."""
-    return _HANDED_TO_WORKERS in environ
-
-
-def settings_for_worker(environ: Mapping[str, str]) -> Settings:
-    """What `inmail serve` handed over, else (uvicorn run directly) the INMAIL_* environment."""
-    handed = environ.get(_HANDED_TO_WORKERS)
-    if handed is None:
-        return Settings.from_env(environ)
-    return Settings.from_env(json.loads(handed))
 
 
 def table_cell(text: str) -> str:

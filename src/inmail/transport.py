@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from functools import partial
 from typing import Any
 
 from uvicorn import Config, Server
@@ -451,9 +452,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def server_config(settings: Settings) -> ServerConfig:
-    """How `inmail serve` runs uvicorn: the service's app and every transport limit."""
+    """How `inmail serve` runs uvicorn: the service's app and every transport limit.
+
+    The app is a factory given the settings themselves: uvicorn pickles it with the configuration
+    into each worker it spawns, so a worker runs with exactly what serve resolved.
+    """
+    from inmail.app import worker_app
+
     return ServerConfig(
-        "inmail.app:app_from_env",
+        partial(worker_app, settings),
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
+import pickle
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
+from inmail.app import worker_app
 from inmail.domain.plans import PlanType
 from inmail.settings import (
     SETTINGS,
     Settings,
     SettingsError,
-    settings_for_worker,
     settings_table_markdown,
 )
+from inmail.transport import server_config
 
 
 def test_an_empty_environment_gives_the_documented_defaults(
@@ -106,17 +109,29 @@ def test_the_test_harness_variables_are_not_the_services_business() -> None:
     assert settings.mongodb_uri is None
 
 
-def test_a_worker_runs_with_the_settings_serve_handed_over_not_the_ambient_environment() -> None:
-    handed = {"INMAIL_PORT": "9100", "INMAIL_MONGODB_URI": "mongodb://db.internal:27017"}
-    environ = {"INMAIL_SERVE_VARIABLES": json.dumps(handed), "INMAIL_PORT": "8000"}
-    settings = settings_for_worker(environ)
-    assert settings.port == 9100
-    assert settings.mongodb_uri == "mongodb://db.internal:27017"
+def test_settings_reach_a_worker_pickled_unchanged() -> None:
+    settings = Settings.from_env(
+        {
+            "INMAIL_PLANS": '{"PREMIUM_CAREER": {"monthlyAllotment": 8, "maxBalance": 24}}',
+            "INMAIL_CLOCK": "manual",
+            "INMAIL_CLOCK_START": "2024-01-31T12:00:00Z",
+            "INMAIL_ALLOWED_ORIGINS": "https://a.example,https://b.example",
+            "INMAIL_WORKERS": "2",
+        }
+    ).with_changes(jwt_secret="s" * 32, mongodb_uri="mongodb://db.internal:27017")
+    copied: Settings = pickle.loads(pickle.dumps(settings))
+    assert copied == settings
+    assert copied.plans.policy(PlanType.PREMIUM_CAREER).monthly_allotment == 8
+    assert isinstance(copied.plans.policies, MappingProxyType)  # as read-only as the original
 
 
-def test_uvicorn_run_directly_reads_the_inmail_environment() -> None:
-    settings = settings_for_worker({"INMAIL_PORT": "8123"})
-    assert settings.port == 8123
+def test_serve_gives_each_worker_its_settings_not_the_environment() -> None:
+    settings = Settings.from_env({"INMAIL_WORKERS": "2"}).with_changes(jwt_secret="s" * 32)
+    config = server_config(settings)
+    # uvicorn pickles the configuration into each worker it spawns.
+    app = pickle.loads(pickle.dumps(config)).app
+    assert isinstance(app, partial)
+    assert (app.func, app.args) == (worker_app, (settings,))
 
 
 def test_every_default_is_the_documented_value_read_as_the_setting_reads_it() -> None:

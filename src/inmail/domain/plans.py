@@ -62,6 +62,11 @@ class PlanTable:
         # A caller's dict must not be able to change the table after it was checked.
         object.__setattr__(self, "policies", MappingProxyType(dict(self.policies)))
 
+    def __reduce__(self) -> tuple[type[PlanTable], tuple[dict[PlanType, PlanPolicy], int]]:
+        """Pickled as a plain dict (a read-only view cannot be), and checked again when read
+        back: `inmail serve` hands its settings, this table with them, to each worker so."""
+        return PlanTable, (dict(self.policies), self.legacy_cap_multiplier)
+
     def policy(self, plan: PlanType, monthly_allotment: int | None = None) -> PlanPolicy:
         base = self.policies[plan]
         if plan is not PlanType.LEGACY_PREMIUM:
