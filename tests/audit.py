@@ -9,18 +9,22 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime
 
-from inmail.domain.credits import CreditLot, LedgerKind, LotStatus, cycle_of_grant
+from inmail.bootstrap import Container
+from inmail.domain.credits import CreditLot, LedgerKind, LotStatus
 from inmail.domain.model import ConversationKind, LedgerEntry, Member
+from inmail.repositories.mongo import Mongo
 from inmail.services.base import Deps
+from stored import cycle_of_grant, inmails_sent_by, ledger_of, lots_of
 
 
-async def audit_member(deps: Deps, member_id: str) -> list[str]:
+async def audit_member(container: Container, member_id: str) -> list[str]:
+    deps, mongo = container.deps, container.mongo
     member = await deps.reads.members.get(member_id)
     if member is None:
         return [f"member {member_id} does not exist"]
     now = deps.now()
-    lots = await deps.reads.lots.all_for(member_id)
-    entries = await deps.reads.ledger.all_for(member_id)
+    lots = await lots_of(mongo, member_id)
+    entries = await ledger_of(mongo, member_id)
     reported = (await deps.reads.lots.balances([member_id], now))[member_id]
     problems = [
         *_ledger_chain(member, entries),
@@ -28,7 +32,7 @@ async def audit_member(deps: Deps, member_id: str) -> list[str]:
         *_lots(lots, entries),
         *_cap(deps, member, entries),
     ]
-    problems.extend(await _conversations(deps, member_id, entries))
+    problems.extend(await _conversations(mongo, member_id, entries))
     return problems
 
 
@@ -111,9 +115,9 @@ def _cap(deps: Deps, member: Member, entries: list[LedgerEntry]) -> list[str]:
     ]
 
 
-async def _conversations(deps: Deps, member_id: str, entries: list[LedgerEntry]) -> list[str]:
+async def _conversations(mongo: Mongo, member_id: str, entries: list[LedgerEntry]) -> list[str]:
     problems: list[str] = []
-    sent = {c.id: c for c in await deps.reads.conversations.inmails_sent_by(member_id)}
+    sent = {c.id: c for c in await inmails_sent_by(mongo, member_id)}
     debits = Counter(e.conversation_id for e in entries if e.kind is LedgerKind.DEBIT)
     credit_backs = Counter(e.conversation_id for e in entries if e.kind is LedgerKind.CREDIT_BACK)
     for conversation_id in debits:

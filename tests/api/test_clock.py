@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from inmail.clock import SystemClock
+from stored import notifications_of
 from support import Api, open_api
 from support import test_settings as settings_with
 
@@ -95,7 +96,7 @@ async def test_an_unanswered_inmail_is_reminded_once_at_its_due_time(api: Api) -
 
     await advance(api, days=30)
     assert await reminder_sent_at(api, alan.token, conversation_id) == reminded
-    notifications = await api.container.deps.reads.notifications.for_member(alan.id)
+    notifications = await notifications_of(api.container.mongo, alan.id)
     about_inmails = [(n.kind, n.conversation_id) for n in notifications if n.conversation_id]
     assert about_inmails == [
         ("INMAIL_RECEIVED", conversation_id),
@@ -111,7 +112,7 @@ async def test_an_inmail_answered_in_time_is_never_reminded(api: Api) -> None:
     await api.respond(alan, sent["conversation"]["id"], "MAYBE_LATER")
     await advance(api, days=10)
     assert await reminder_sent_at(api, alan.token, sent["conversation"]["id"]) is None
-    notes = await api.container.deps.reads.notifications.for_member(alan.id)
+    notes = await notifications_of(api.container.mongo, alan.id)
     assert [n.kind for n in notes if n.conversation_id] == ["INMAIL_RECEIVED"]
 
 

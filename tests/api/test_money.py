@@ -14,6 +14,7 @@ from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.idempotency import KeyedRequest
 from inmail.services.payments import ChargeRequest
 from inmail.settings import Settings
+from stored import intents_of
 from support import (
     START,
     Api,
@@ -299,7 +300,7 @@ async def test_an_orphan_charge_is_completed_by_reconciliation_when_it_fits(api:
     ]
     assert await api.balance(ada) == 15 + 4 + 2
     assert [c["status"] for c in await charges_of(api, ada)] == ["SUCCEEDED", "SUCCEEDED"]
-    intents = await api.container.deps.reads.intents.all_for(ada.id)
+    intents = await intents_of(api.container.mongo, ada.id)
     assert {i.id: i.status for i in intents} == {
         charged.id: IntentStatus.COMPLETED,
         pending.id: IntentStatus.COMPLETED,

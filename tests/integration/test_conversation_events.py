@@ -37,6 +37,7 @@ from inmail.repositories.notifications import (
 )
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 from inmail.services.live import InboxBroker, InboxSubscriber
+from stored import events_of, notifications_of
 from support import drop_stream_once, opened
 
 AT = datetime(2026, 2, 2, 10, 30, tzinfo=UTC)
@@ -76,7 +77,7 @@ async def test_an_event_is_recorded_once_and_never_read_as_a_notification(mongo:
     assert await record(mongo, notification, event) == 0  # the same event, reported again
 
     reads = NotificationReader(mongo, None)
-    [stored] = await reads.for_member(GRACE)
+    [stored] = await notifications_of(mongo, GRACE)
     assert (stored.kind, stored.conversation_id) == (
         NotificationKind.INMAIL_RECEIVED,
         event.conversation_id,
@@ -84,9 +85,9 @@ async def test_an_event_is_recorded_once_and_never_read_as_a_notification(mongo:
     assert await reads.count(GRACE, unread_only=False) == 1
     assert [n.id for _, n in (await reads.page(GRACE, False, 10, None)).items] == [stored.id]
     assert [n.id for n in await reads.since([ADA, GRACE], stored.id, timedelta(0))] == [stored.id]
-    assert await reads.for_member(ADA) == []
+    assert await notifications_of(mongo, ADA) == []
 
-    [told] = await reads.events_of(event.conversation_id)
+    [told] = await events_of(mongo, event.conversation_id)
     assert (told.change, told.sender_id, told.recipient_id) == (
         ConversationChange.INMAIL,
         ADA,
@@ -131,14 +132,13 @@ async def test_an_event_of_its_own_and_a_response_with_two_notifications_are_one
         await tx.notifications.add_event(message)
         await tx.notifications.add_event(message)  # once per message however often told
 
-    reads = NotificationReader(mongo, None)
-    changes = [e.change for e in await reads.events_of(sent.conversation_id)]
+    changes = [e.change for e in await events_of(mongo, sent.conversation_id)]
     assert changes == [
         ConversationChange.INMAIL,
         ConversationChange.RESPONDED,
         ConversationChange.MESSAGE,
     ]
-    kinds = {n.kind for n in await reads.for_member(ADA)}
+    kinds = {n.kind for n in await notifications_of(mongo, ADA)}
     assert kinds == {NotificationKind.RESPONSE_RECEIVED, NotificationKind.CREDITED_BACK}
 
 

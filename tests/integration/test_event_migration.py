@@ -18,6 +18,7 @@ from inmail.repositories.migrations import BATCH, EVENTS
 from inmail.repositories.mongo import Doc, Mongo, new_id
 from inmail.repositories.notifications import EVENT_KIND, NotificationReader
 from inmail.repositories.unit_of_work import MongoUnitOfWork
+from stored import events_of, notifications_of
 from support import migrate_from_two_processes
 
 AT = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
@@ -107,7 +108,7 @@ async def test_old_events_are_moved_into_notifications_once_however_often_start_
         assert await mongo.c.migrations.find_one({"_id": EVENTS}) is not None
 
         reads = NotificationReader(mongo, None)
-        told = await reads.events_of(thread)
+        told = await events_of(mongo, thread)
         assert [e.change for e in told] == [
             ConversationChange.INMAIL,
             ConversationChange.RESPONDED,
@@ -120,15 +121,15 @@ async def test_old_events_are_moved_into_notifications_once_however_often_start_
         ]
         assert len(await reads.events_since([GRACE], FIRST_ID, timedelta(0))) == len(events)
         # Members see their notifications, never the moved events.
-        assert [n.conversation_id for n in await reads.for_member(GRACE)] == [thread]
+        assert [n.conversation_id for n in await notifications_of(mongo, GRACE)] == [thread]
         assert await reads.count(GRACE, unread_only=False) == 1
-        assert await reads.for_member(ADA) == []
+        assert await notifications_of(mongo, ADA) == []
 
         # A moved event is still recorded once: told again, it is not written twice.
         again = ConversationEvent(ConversationChange.RESPONDED, thread, ADA, GRACE, AT)
         async with MongoUnitOfWork(mongo).transaction() as tx:
             await tx.notifications.record([], again)
-        assert len(await reads.events_of(thread)) == 3
+        assert len(await events_of(mongo, thread)) == 3
     finally:
         await mongo.close()
 
@@ -139,4 +140,24 @@ async def test_a_new_database_records_the_move_and_has_no_old_events_collection(
     assert await mongo.c.migrations.find_one({"_id": EVENTS}) is not None
     assert "conversation_events" not in await mongo.db.list_collection_names()
     indexes = await mongo.c.notifications.index_information()
-    assert indexes["event_conversation_order"]["partialFilterExpression"] == {"kind": EVENT_KIND}
+    assert "one_per_event" in indexes
+    assert "event_conversation_order" not in indexes  # no read of the service's needs it
+
+
+async def test_start_up_drops_the_index_no_read_of_the_service_s_used(mongo: Mongo) -> None:
+    """Earlier versions kept conversation events in order by conversation; nothing reads them
+    so, and an index costs every event's write."""
+    await mongo.c.notifications.create_indexes(
+        [
+            IndexModel(
+                [("conversationId", ASCENDING), ("_id", ASCENDING)],
+                partialFilterExpression={"kind": EVENT_KIND},
+                name="event_conversation_order",
+            )
+        ]
+    )
+    assert "event_conversation_order" in await mongo.c.notifications.index_information()
+
+    await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
+
+    assert "event_conversation_order" not in await mongo.c.notifications.index_information()

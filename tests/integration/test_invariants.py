@@ -46,8 +46,8 @@ class World:
 
 
 async def audit_everyone(world: World, step: str) -> None:
-    deps = world.api.container.deps
-    audits = await asyncio.gather(*(audit_member(deps, person.id) for person in world.people))
+    container = world.api.container
+    audits = await asyncio.gather(*(audit_member(container, person.id) for person in world.people))
     problems = [problem for audit in audits for problem in audit]
     assert problems == [], f"after {step}: {problems}"
 
@@ -157,13 +157,13 @@ async def test_every_invariant_of_credits_holds_after_every_step_of_a_random_wal
 
 async def test_the_audit_names_a_lot_that_does_not_match_its_ledger(api: Api) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
-    assert await audit_member(api.container.deps, ada.id) == []
+    assert await audit_member(api.container, ada.id) == []
 
     await api.container.mongo.c.credit_lots.update_one(
         {"memberId": ada.id}, {"$inc": {"remaining": -1}}
     )
 
-    problems = await audit_member(api.container.deps, ada.id)
+    problems = await audit_member(api.container, ada.id)
     assert any("ledger entries sum to 5" in problem for problem in problems), problems
     assert any("ledger sum 5" in problem for problem in problems), problems
 
@@ -177,7 +177,7 @@ async def test_the_audit_names_an_inmail_without_its_debit(api: Api) -> None:
         {"memberId": ada.id, "kind": "DEBIT"}, {"$set": {"conversationId": None}}
     )
 
-    problems = await audit_member(api.container.deps, ada.id)
+    problems = await audit_member(api.container, ada.id)
     assert f"InMail {conversation_id} has 0 DEBIT entries, not 1" in problems
 
 
@@ -190,4 +190,4 @@ async def test_the_audit_counts_a_lot_past_its_expiry_as_gone_before_any_job_run
     # Read as of now (SPEC 3): February's and March's cycles count (10, then the cap of 15);
     # April's grant comes before the January lot lapses that same instant, so it is clamped.
     assert await api.balance(ada) == 10
-    assert await audit_member(api.container.deps, ada.id) == []
+    assert await audit_member(api.container, ada.id) == []

@@ -435,10 +435,6 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
         lambda w: w.reads.notifications.since(w.member_ids[:50], w.member_ids[0], timedelta(0)),
         {"member_newest_keyset", "member_unread", "_id_"},
     ),
-    "conversation events of a conversation": (
-        lambda w: w.reads.notifications.events_of(w.conversation_ids[3]),
-        {"event_conversation_order"},
-    ),
     "conversation events since (the inbox catch-up)": (
         lambda w: w.reads.notifications.events_since(
             w.member_ids[:50], w.member_ids[0], timedelta(0)

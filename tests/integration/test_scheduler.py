@@ -29,6 +29,7 @@ from inmail.services import members as member_service
 from inmail.services import scheduling
 from inmail.services.base import Deps
 from inmail.settings import Settings, SettingsError
+from stored import lease_holder, notifications_of
 from support import START, Api, open_api
 from support import test_settings as settings_with
 
@@ -67,7 +68,8 @@ async def balance(deps: Deps, member_id: str) -> int:
 
 
 async def ledger(deps: Deps, member_id: str) -> list[LedgerEntry]:
-    return await deps.reads.ledger.all_for(member_id)
+    page = await deps.reads.ledger.page(member_id, 1000, None)  # newest first
+    return [entry for _, entry in reversed(page.items)]
 
 
 def grants(entries: Sequence[LedgerEntry]) -> list[tuple[datetime, int]]:
@@ -281,7 +283,7 @@ async def test_reminders_go_once_and_within_72_hours(api: Api) -> None:
         assert conversation is not None
         assert conversation.reminder_sent_at == reminded_at
         assert conversation.reminder_sent_at - sent_at[member_id] <= timedelta(hours=72)
-        notes = await deps.reads.notifications.for_member(member_id)
+        notes = await notifications_of(api.container.mongo, member_id)
         assert [(n.kind, n.conversation_id, n.at) for n in notes if n.kind == "REMINDER"] == [
             ("REMINDER", conversation_id, reminded_at)
         ]
@@ -426,7 +428,7 @@ async def test_stopping_the_scheduler_lets_the_batch_in_flight_finish_and_nothin
     assert len(renewed) == 10
     for member_id in members:
         await assert_consistent(deps, member_id)
-    lease = await LeaseRepository(api.container.mongo).holder(LEASE_NAME)
+    lease = await lease_holder(api.container.mongo, LEASE_NAME)
     assert lease is not None
     assert await LeaseRepository(api.container.mongo).acquire(
         LEASE_NAME, "next", timedelta(seconds=5)

@@ -23,8 +23,10 @@ from bson.binary import UUID_SUBTYPE, Binary
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.credits import LedgerKind
 from inmail.domain.plans import PlanType
+from inmail.repositories.mongo import Mongo
 from inmail.services import members as member_service
 from inmail.services.base import Deps
+from stored import ledger_of, lots_of
 from support import START, Api
 
 pytestmark = pytest.mark.slow
@@ -161,9 +163,9 @@ async def seed(deps: Deps, count: int) -> list[str]:
     return ids
 
 
-async def assert_each_cycle_granted_once(deps: Deps, members: list[str]) -> None:
+async def assert_each_cycle_granted_once(mongo: Mongo, deps: Deps, members: list[str]) -> None:
     for member_id in members:
-        entries = await deps.reads.ledger.all_for(member_id)
+        entries = await ledger_of(mongo, member_id)
         assert [(e.at, e.delta) for e in entries if e.kind is LedgerKind.GRANT] == EXPECTED_GRANTS
         assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
         assert [e.kind for e in entries].count(LedgerKind.EXPIRE) == 1
@@ -171,7 +173,7 @@ async def assert_each_cycle_granted_once(deps: Deps, members: list[str]) -> None
         member = await deps.reads.members.get(member_id)
         assert member is not None
         assert member.ledger_seq == len(entries)
-    assert sum([len(await deps.reads.lots.all_for(m)) for m in members]) == 3 * len(members)
+    assert sum([len(await lots_of(mongo, m)) for m in members]) == 3 * len(members)
 
 
 async def passes_at_once(
@@ -196,7 +198,7 @@ async def each_cycle_granted_once_by_two_at_once(
     members = await seed(deps, 60)
     reports = await passes_at_once(uri, db, *specs)
     assert sum(renewed(r) for r in reports) == len(members)
-    await assert_each_cycle_granted_once(deps, members)
+    await assert_each_cycle_granted_once(api.container.mongo, deps, members)
     return reports
 
 
@@ -233,15 +235,15 @@ async def test_a_pass_killed_midway_is_completed_by_the_next_without_duplicates(
         "killSessions", [{"id": Binary(bytes.fromhex(session_id), UUID_SUBTYPE)}]
     )
 
-    done = [m for m in members if len(await deps.reads.ledger.all_for(m)) > 1]
+    done = [m for m in members if len(await ledger_of(api.container.mongo, m)) > 1]
     assert len(done) == 20
     untouched = [m for m in members if m not in done]
     for member_id in untouched:
-        assert [e.at for e in await deps.reads.ledger.all_for(member_id)] == [START]
+        assert [e.at for e in await ledger_of(api.container.mongo, member_id)] == [START]
 
     # The next pass waits out the dead process's lease (2 s of real time), then finishes.
     async with children(mongodb_uri, db_name, ("lease-wait", 10, 0)) as (successor,):
         await successor.go()
         report = await successor.result()
     assert renewed(report) == 30
-    await assert_each_cycle_granted_once(deps, members)
+    await assert_each_cycle_granted_once(api.container.mongo, deps, members)

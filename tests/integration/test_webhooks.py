@@ -30,6 +30,7 @@ from inmail.repositories.outbox import (
 )
 from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
 from inmail.services.webhooks import WebhookConfig, WebhookWorker, verify_signature
+from stored import outbox_count, outbox_event
 from support import START, open_api
 from support import test_settings as service_settings
 from webhook_receiver import Receiver
@@ -89,14 +90,13 @@ async def test_every_event_arrives_signed_though_the_receiver_is_down_then_fails
     clock = ManualClock(START)
     sent = events(25)
     await enqueue(mongo, sent)
-    store = OutboxStore(mongo)
     delivery = worker(mongo, clock, receiver.url)
 
     # Down: every connection is refused, recorded, and retried 8-10 s later on the service clock.
     assert await delivery.drain() == 25
     assert await delivery.drain() == 0  # nothing is due again before the clock moves
     for event in sent:
-        doc = await store.get(event.id)
+        doc = await outbox_event(mongo, event.id)
         assert doc is not None
         assert doc["status"] == PENDING
         assert doc["attemptCount"] == 1
@@ -114,14 +114,14 @@ async def test_every_event_arrives_signed_though_the_receiver_is_down_then_fails
             # To the next retry, and wait until the background worker has made every due one.
             clock.set(await _next_due(mongo))
             await eventually(lambda: _nothing_due(mongo, clock))
-        assert await _all_tried(store, sent, at_least=9)  # 10 s, 20 s, ... 1280 s, 2560 s
+        assert await _all_tried(mongo, sent, at_least=9)  # 10 s, 20 s, ... 1280 s, 2560 s
         assert receiver.delivered_ids() == {}
         assert {r.answered for r in receiver.requests} == {500}
 
         # Recovered: the next retry of each event delivers it.
         receiver.status = 200
         clock.advance(timedelta(hours=1))
-        await eventually(lambda: _all_in(store, sent, DELIVERED))
+        await eventually(lambda: _all_in(mongo, sent, DELIVERED))
     finally:
         await delivery.stop()
 
@@ -144,7 +144,7 @@ async def test_every_event_arrives_signed_though_the_receiver_is_down_then_fails
             "data": dict(event.data),
         }
         assert request.event_id == event.id
-    doc = await store.get(sent[0].id)
+    doc = await outbox_event(mongo, sent[0].id)
     assert doc is not None
     codes = [a["statusCode"] for a in doc["attempts"]]
     assert codes[0] is None
@@ -171,17 +171,17 @@ async def _nothing_due(mongo: Mongo, clock: ManualClock) -> bool:
     return await mongo.c.webhook_outbox.count_documents(due) == 0
 
 
-async def _all_tried(store: OutboxStore, sent: list[OutboxEvent], *, at_least: int) -> bool:
+async def _all_tried(mongo: Mongo, sent: list[OutboxEvent], *, at_least: int) -> bool:
     for event in sent:
-        doc = await store.get(event.id)
+        doc = await outbox_event(mongo, event.id)
         if doc is None or doc["attemptCount"] < at_least:
             return False
     return True
 
 
-async def _all_in(store: OutboxStore, sent: list[OutboxEvent], status: str) -> bool:
+async def _all_in(mongo: Mongo, sent: list[OutboxEvent], status: str) -> bool:
     for event in sent:
-        doc = await store.get(event.id)
+        doc = await outbox_event(mongo, event.id)
         if doc is None or doc["status"] != status:
             return False
     return True
@@ -189,23 +189,23 @@ async def _all_in(store: OutboxStore, sent: list[OutboxEvent], status: str) -> b
 
 async def one_event_to_a_failing_receiver(
     mongo: Mongo, clock: ManualClock, receiver: Receiver
-) -> tuple[OutboxEvent, WebhookWorker, OutboxStore]:
+) -> tuple[OutboxEvent, WebhookWorker]:
     """One event enqueued, a receiver answering 503, and a worker to deliver to it."""
     [event] = events(1)
     await enqueue(mongo, [event])
     receiver.status = 503
     await receiver.start()
-    return event, worker(mongo, clock, receiver.url), OutboxStore(mongo)
+    return event, worker(mongo, clock, receiver.url)
 
 
 async def test_an_event_is_retried_for_a_day_and_then_marked_failed_with_its_attempts_kept(
     mongo: Mongo, receiver: Receiver
 ) -> None:
     clock = ManualClock(START)
-    event, delivery, store = await one_event_to_a_failing_receiver(mongo, clock, receiver)
+    event, delivery = await one_event_to_a_failing_receiver(mongo, clock, receiver)
 
     attempts = 0
-    while (doc := await store.get(event.id)) is not None and doc["status"] == PENDING:
+    while (doc := await outbox_event(mongo, event.id)) is not None and doc["status"] == PENDING:
         attempts += await delivery.drain()
         clock.advance(timedelta(minutes=20))
         assert attempts < 200
@@ -229,14 +229,14 @@ async def test_an_event_older_than_a_day_when_written_is_still_retried_for_a_day
 ) -> None:
     # A billing cycle granted on catch-up carries its cycle's start, days before the write.
     clock = ManualClock(START + timedelta(days=2))
-    event, delivery, store = await one_event_to_a_failing_receiver(mongo, clock, receiver)
+    event, delivery = await one_event_to_a_failing_receiver(mongo, clock, receiver)
 
     assert await delivery.drain() == 1
-    doc = await store.get(event.id)
+    doc = await outbox_event(mongo, event.id)
     assert doc is not None
     assert doc["status"] == PENDING
     assert doc["firstAttemptAt"].astimezone(START.tzinfo) == clock.now()
-    while (doc := await store.get(event.id)) is not None and doc["status"] == PENDING:
+    while (doc := await outbox_event(mongo, event.id)) is not None and doc["status"] == PENDING:
         clock.advance(timedelta(minutes=20))
         await delivery.drain()
     assert doc is not None
@@ -249,7 +249,7 @@ async def test_an_event_older_than_a_day_when_written_is_still_retried_for_a_day
     assert await delivery.drain() == 1
     clock.advance(timedelta(hours=23))
     receiver.status = 200
-    while (doc := await store.get(late.id)) is not None and doc["status"] == PENDING:
+    while (doc := await outbox_event(mongo, late.id)) is not None and doc["status"] == PENDING:
         clock.advance(timedelta(minutes=20))
         await delivery.drain()
     assert doc is not None
@@ -263,8 +263,7 @@ async def test_an_event_enqueued_twice_by_a_rerun_transaction_is_delivered_once(
     await enqueue(mongo, [event])
     with pytest.raises(DuplicateKeyError):
         await enqueue(mongo, [event])
-    store = OutboxStore(mongo)
-    assert await store.count(PENDING) == 1
+    assert await outbox_count(mongo, PENDING) == 1
 
 
 async def test_two_workers_on_separate_clients_never_have_one_event_in_flight_twice(
@@ -286,7 +285,7 @@ async def test_two_workers_on_separate_clients_never_have_one_event_in_flight_tw
     assert all(n > 0 for n in made), f"one worker did everything: {made}"
     assert receiver.delivered_ids() == {e.id: 1 for e in sent}
     assert max(receiver.most_in_flight.values()) == 1
-    assert await OutboxStore(mongo).count(DELIVERED) == 40
+    assert await outbox_count(mongo, DELIVERED) == 40
 
 
 CHILD = r"""
@@ -333,7 +332,7 @@ async def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_by_
     )
     try:
         await asyncio.wait_for(receiver.arrived.wait(), 60)
-        held = await OutboxStore(mongo).get(event.id)
+        held = await outbox_event(mongo, event.id)
         assert held is not None
         assert held["leaseOwner"] == "doomed"
         child.send_signal(signal.SIGKILL)
@@ -348,13 +347,13 @@ async def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_by_
 
     async def delivered() -> bool:
         await survivor.drain()
-        doc = await OutboxStore(mongo).get(event.id)
+        doc = await outbox_event(mongo, event.id)
         return doc is not None and doc["status"] == DELIVERED
 
     await eventually(delivered)  # once the dead worker's lease (3 s) has lapsed
     assert [r.event_id for r in receiver.requests] == [event.id, event.id]
     assert [r.answered for r in receiver.requests] == [None, 200]
-    doc = await OutboxStore(mongo).get(event.id)
+    doc = await outbox_event(mongo, event.id)
     assert doc is not None
     # The killed attempt could not record itself; the one that delivered did.
     assert doc["attemptCount"] == 1
@@ -374,9 +373,7 @@ async def test_the_app_delivers_in_the_background_when_a_webhook_url_is_set(
         assert webhooks is not None
         sent = events(3)
         await enqueue(api.container.mongo, sent)
-        await eventually(
-            lambda: _all_in(OutboxStore(api.container.mongo), sent, DELIVERED), within=60
-        )
+        await eventually(lambda: _all_in(api.container.mongo, sent, DELIVERED), within=60)
     assert set(receiver.delivered_ids()) == {e.id for e in sent}
 
 
@@ -409,7 +406,7 @@ async def test_advance_clock_makes_every_retry_at_its_own_time_however_far_it_ju
             token=api.admin,
         )
         assert moved["advanceClock"]["errors"] == []
-        doc = await OutboxStore(api.container.mongo).get(event.id)
+        doc = await outbox_event(api.container.mongo, event.id)
 
     assert doc is not None
     assert doc["status"] == FAILED

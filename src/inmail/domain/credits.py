@@ -118,15 +118,6 @@ def credit_back_grant_key(conversation_id: str) -> str:
     return f"{CREDIT_BACK_GRANT}:{conversation_id}"
 
 
-def cycle_of_grant(grant_key: str) -> str | None:
-    """The subscription whose cycle a grant key names, or None for any other grant."""
-    kind, _, rest = grant_key.partition(":")
-    if kind != CYCLE_GRANT:
-        return None
-    subscription_id, _, _ = rest.partition(":")
-    return subscription_id or None
-
-
 def expiry_for(granted_at: datetime) -> datetime:
     return granted_at + LOT_LIFETIME
 

@@ -118,16 +118,6 @@ class ConversationReader(RecordReader[Conversation]):
     def __init__(self, mongo: Mongo, session: Session) -> None:
         super().__init__(mongo, session, mongo.c.conversations, conversation_from_doc, _AS_RECORD)
 
-    async def inmails_sent_by(self, member_id: str) -> list[Conversation]:
-        """Every InMail the member sent (for audits)."""
-        docs = await self._mongo.find_all(
-            self._c,
-            {"senderId": member_id, "kind": ConversationKind.INMAIL.value},
-            projection=_AS_RECORD,
-            session=self._session,
-        )
-        return [conversation_from_doc(doc) for doc in docs]
-
     async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool:
         doc = await self._c.find_one(
             awaiting_from(sender_id, [recipient_id]), {"_id": 1}, session=self._session

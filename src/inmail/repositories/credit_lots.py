@@ -90,13 +90,6 @@ class CreditLotReader(RecordReader[CreditLot]):
             found[doc["memberId"]].append(lot_from_doc(doc))
         return found
 
-    async def all_for(self, member_id: str) -> list[CreditLot]:
-        """Every lot the member was ever granted, whatever its status (for audits)."""
-        docs = await self._mongo.find_all(
-            self._c, {"memberId": member_id}, sort=[("_id", 1)], session=self._session
-        )
-        return [lot_from_doc(doc) for doc in docs]
-
     async def balances(self, member_ids: Sequence[str], now: datetime) -> dict[str, int]:
         """Credits spendable now, by member: remaining over the lots `SPENDABLE` counts."""
         rows = await self._mongo.aggregate(

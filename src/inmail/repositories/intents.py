@@ -92,7 +92,7 @@ def _outcome_doc(outcome: KeyedOutcome) -> Doc:
     return {"subjectId": outcome.subject_id, "creditsLeft": outcome.credits_left}
 
 
-def _from_doc(doc: Doc) -> PaymentIntent:
+def intent_from_doc(doc: Doc) -> PaymentIntent:
     outcome, refusal = doc.get("outcome"), doc.get("refusal")
     return PaymentIntent(
         id=doc["_id"],
@@ -123,11 +123,11 @@ _TO_RECHECK: Final = {"recheckAt": {"$exists": True}}  # its partial filter
 
 class PaymentIntentReader(RecordReader[PaymentIntent]):
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        super().__init__(mongo, session, mongo.c.payment_intents, _from_doc)
+        super().__init__(mongo, session, mongo.c.payment_intents, intent_from_doc)
 
     async def find(self, member_id: str, key: str) -> PaymentIntent | None:
         doc = await self._c.find_one({"memberId": member_id, "key": key}, session=self._session)
-        return _from_doc(doc) if doc else None
+        return intent_from_doc(doc) if doc else None
 
     async def open_created_by(
         self, before: datetime, *, after: tuple[datetime, str] | None, limit: int
@@ -139,7 +139,7 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
             .sort(list(_OPEN_BY_AGE))
             .limit(limit)
         )
-        return [_from_doc(doc) async for doc in cursor]
+        return [intent_from_doc(doc) async for doc in cursor]
 
     async def rechecks_due(
         self, now: datetime, *, after: tuple[datetime, str] | None, limit: int
@@ -152,7 +152,7 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
             .sort(list(_BY_RECHECK))
             .limit(limit)
         )
-        return [_from_doc(doc) async for doc in cursor]
+        return [intent_from_doc(doc) async for doc in cursor]
 
     async def next_recheck_at(self, after: datetime | None) -> datetime | None:
         """The first recheck due after `after` (the first of all for None)."""
@@ -184,10 +184,6 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
         cursor = self._c.find(on_order, {"quantity": 1}, session=self._session)
         quantities = [int(doc.get("quantity") or 0) async for doc in cursor]
         return sum(quantities)
-
-    async def all_for(self, member_id: str) -> list[PaymentIntent]:
-        cursor = self._c.find({"memberId": member_id}, session=self._session).sort("createdAt", 1)
-        return [_from_doc(doc) async for doc in cursor]
 
 
 class PaymentIntentRepository(PaymentIntentReader):

@@ -51,6 +51,3 @@ class LeaseRepository:
 
     async def release(self, name: str, owner: str) -> None:
         await self._c.update_one({"_id": name, "owner": owner}, [{"$set": {"expiresAt": "$$NOW"}}])
-
-    async def holder(self, name: str) -> Doc | None:
-        return await self._c.find_one({"_id": name})

@@ -58,12 +58,6 @@ class LedgerReader(RecordReader[LedgerEntry]):
     async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
         return await self._page({"memberId": member_id}, NEWEST_FIRST, first, after)
 
-    async def all_for(self, member_id: str) -> list[LedgerEntry]:
-        docs = await self._mongo.find_all(
-            self._c, {"memberId": member_id}, sort=[("seq", 1)], session=self._session
-        )
-        return [entry_from_doc(doc) for doc in docs]
-
 
 class LedgerRepository(LedgerReader):
     """The ledger inside a transaction: entries are appended, never changed."""

@@ -177,7 +177,6 @@ REMINDER_PENDING: Final[Mapping[str, Any]] = {
 }
 """`REMINDER_DUE` but its time: what the scheduler's reminder queries match
 (repositories/conversations.py), and the partial filter of the index that serves them."""
-_EVENT = {"kind": "CONVERSATION_EVENT"}  # repositories/notifications.py EVENT_KIND
 
 
 def _newest_first(
@@ -282,12 +281,6 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             [("memberId", ASCENDING), ("readAt", ASCENDING), ("at", DESCENDING)],
             name="member_unread",
         ),
-        # Conversation events, stored here beside the notifications they are written with.
-        IndexModel(
-            [("conversationId", ASCENDING), ("_id", ASCENDING)],
-            partialFilterExpression=_EVENT,
-            name="event_conversation_order",
-        ),
     ],
     "leases": [],
     # Send counters per member and minute (repositories/rate_limits.py), gone once stale.
@@ -331,8 +324,15 @@ OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
     # {pair} alone: a unique index that does not lead with the shard key `senderId`.
     "conversations": ["one_direct_per_pair"],
     # Replaced by `one_per_event` and `member_newest_keyset` (webhooks: the outbox's own);
-    # `events_by_time` by `_id` (the live feed's catch-up reads by when ids were made).
-    "notifications": ["one_per_conversation", "member_newest", "undelivered", "events_by_time"],
+    # `events_by_time` by `_id` (the live feed's catch-up reads by when ids were made);
+    # `event_conversation_order` served no read of the service's.
+    "notifications": [
+        "one_per_conversation",
+        "member_newest",
+        "undelivered",
+        "events_by_time",
+        "event_conversation_order",
+    ],
 }
 
 

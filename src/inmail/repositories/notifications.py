@@ -143,13 +143,6 @@ class NotificationReader(RecordReader[Notification]):
     async def count(self, member_id: str, unread_only: bool) -> int:
         return await self._count(self._query(member_id, unread_only))
 
-    async def for_member(self, member_id: str) -> list[Notification]:
-        """All of a member's notifications, oldest first (for tests and tools)."""
-        cursor = self._c.find({"memberId": member_id}, session=self._session).sort(
-            [("at", 1), ("_id", 1)]
-        )
-        return [n async for doc in cursor if (n := notification_from_doc(doc)) is not None]
-
     async def since(
         self, member_ids: Sequence[str], seen_id: str, margin: timedelta
     ) -> list[Notification]:
@@ -201,13 +194,6 @@ class NotificationReader(RecordReader[Notification]):
         feed where there is no change stream)."""
         cursor = self._c.find({"_id": {"$gt": after_id}}, session=self._session)
         return [inbox_change(doc) async for doc in cursor.sort("_id", 1).limit(1000)]
-
-    async def events_of(self, conversation_id: str) -> list[ConversationEvent]:
-        """A conversation's events, oldest first."""
-        cursor = self._c.find(
-            {**_EVENTS, "conversationId": conversation_id}, session=self._session
-        ).sort("_id", 1)
-        return [e async for doc in cursor if (e := event_from_doc(doc)) is not None]
 
 
 _REFERENCES = ("conversationId", "lotId", "purchaseId")

@@ -216,10 +216,3 @@ class OutboxStore:
                 {"_id": claimed.event.id, "status": PENDING}, {"$set": outcome}
             )
         return False
-
-    async def get(self, event_id: str) -> Doc | None:
-        """The event's document as stored (for operators and tests)."""
-        return await self._c.find_one({"_id": event_id})
-
-    async def count(self, status: str) -> int:
-        return await self._c.count_documents({"status": status})

@@ -276,10 +276,6 @@ class PurchaseReader(RecordReader[Purchase]):
         """A member's purchases, newest first."""
         return await self._page({"memberId": member_id}, _PURCHASES_NEWEST_FIRST, first, after)
 
-    async def all_for(self, member_id: str) -> list[Purchase]:
-        cursor = self._c.find({"memberId": member_id}, session=self._session).sort("at", 1)
-        return [_purchase_from_doc(doc) async for doc in cursor]
-
 
 class PurchaseRepository(PurchaseReader):
     """Purchases inside a transaction: every write here is part of it."""

@@ -314,11 +314,6 @@ class Reader:
     def is_connection(self, member: Member) -> bool:
         return access.is_connection_of(self._viewer(), member.connections)
 
-    def owned(self, member: Member) -> Member:
-        """The whole record (subscription, payment method), for its owner or an admin."""
-        self.owner_or_admin(member.id)
-        return member
-
     async def balance(self, member_id: str) -> int:
         """Credits spendable now: due cycles granted and lapsed lots expired, even unwritten."""
         self.owner_or_admin(member_id)
