@@ -124,11 +124,10 @@ def build_scheduler(
     )
 
 
-def build_broker(deps: Deps, mongo: Mongo, events: FanOut) -> Broker:
-    """Live updates from the ledger's change stream, or from this process where there is none."""
+def build_broker(deps: Deps, mongo: Mongo) -> Broker:
+    """Live updates from the database's feed of committed ledger entries."""
     return Broker(
         deps.reads.ledger,
-        events,
         mongo.ledger_changes(),
         now=deps.now,
         unwritten=lambda member_id: unwritten_changes(deps, member_id),
@@ -136,8 +135,7 @@ def build_broker(deps: Deps, mongo: Mongo, events: FanOut) -> Broker:
 
 
 def build_inbox(deps: Deps, mongo: Mongo) -> InboxBroker:
-    """Live notifications and conversation events: a change stream, or polling where there is
-    none."""
+    """Live notifications and conversation events, from the database's feed of them."""
     return InboxBroker(deps.reads.notifications, mongo.inbox_changes())
 
 
@@ -184,7 +182,7 @@ def build_container(
         database_timeout=settings.database_timeout,
         webhooks=settings.webhook_url is not None,
     )
-    live = build_broker(deps, mongo, events)
+    live = build_broker(deps, mongo)
     container = Container(
         settings=settings,
         clock=clock,

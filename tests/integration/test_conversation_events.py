@@ -282,8 +282,9 @@ async def test_after_a_gap_before_any_item_was_seen_the_inbox_still_catches_up(
 
 async def test_the_in_memory_inbox_polls_one_collection_for_notifications_and_events() -> None:
     mongo = InMemoryMongo("inbox_poll")
+    mongo.poll_interval = 0.01
     await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
-    broker = InboxBroker(NotificationReader(mongo, None), None, poll_interval=0.01)
+    broker = InboxBroker(NotificationReader(mongo, None), mongo.inbox_changes())
     await broker.start()
     try:
         async with (
@@ -315,11 +316,10 @@ async def test_the_inbox_reads_changes_only_while_someone_subscribes(
     mongo: Mongo, source: str
 ) -> None:
     store: Mongo = mongo if source == "change stream" else InMemoryMongo("inbox_on_demand")
-    if store is not mongo:
+    if isinstance(store, InMemoryMongo):
+        store.poll_interval = 0.01
         await store.create_indexes(plans=DEFAULT_PLAN_TABLE)
-    broker = InboxBroker(
-        NotificationReader(store, None), store.inbox_changes(), poll_interval=0.01, linger=0.05
-    )
+    broker = InboxBroker(NotificationReader(store, None), store.inbox_changes(), linger=0.05)
     await broker.start()
     try:
         await record(store, *inmail(ADA, GRACE, AT, "Before anyone listened"))

@@ -18,7 +18,6 @@ from inmail.repositories.changes import ChangesLost, LedgerChanges
 from inmail.repositories.ledger import LedgerReader
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork
-from inmail.services.events import FanOut
 from inmail.services.live import Broker, Subscriber
 from support import drop_stream_once, opened
 
@@ -173,7 +172,7 @@ async def test_a_feed_that_cannot_resume_starts_from_now_and_says_changes_were_l
 
 
 def lingering_broker(mongo: Mongo) -> Broker:
-    return Broker(LedgerReader(mongo, None), FanOut(), lambda: LedgerChanges(mongo), linger=0.05)
+    return Broker(LedgerReader(mongo, None), lambda: LedgerChanges(mongo), linger=0.05)
 
 
 async def next_update(subscriber: Subscriber) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import OperationFailure, PyMongoError
@@ -39,6 +39,20 @@ _PIPELINE: Final[Sequence[Mapping[str, Any]]] = (
 # The server no longer has the history after the token (the oplog rolled over), or the token
 # cannot be used: resuming is impossible and the changes in between are gone.
 _HISTORY_LOST_CODES: Final = frozenset({260, 280, 286})
+
+
+Item_co = TypeVar("Item_co", covariant=True)
+
+
+class Feed(Protocol[Item_co]):
+    """A change feed: opened, read item by item (each read waits for one), closed. `Mongo`
+    opens one for the ledger (`ledger_changes`) and one for the inbox (`inbox_changes`)."""
+
+    async def open(self) -> None: ...
+
+    async def next(self) -> Item_co: ...
+
+    async def close(self) -> None: ...
 
 
 class ChangesLost(Exception):

@@ -4,8 +4,9 @@ It is picked by `repositories/database.py` when no mongod can run, and it is the
 knows mongomock's gaps: no sessions (every transaction runs under one process-wide lock, which
 is only sound because this mode is single-process and keeps nothing), no working bulk updates,
 no index hints, no `$$NOW` (so no leases: the one process holds the scheduler's, and webhooks
-are not delivered), no `$unionWith`, no snapshot reads, no change streams (live updates come
-from the process itself, and the inbox polls), and partial filters ignored (so a partial
+are not delivered), no `$unionWith`, no snapshot reads, no change streams (the ledger's feed
+hands out what each transaction of this process wrote as it ends, and the inbox's polls the
+collection), and partial filters ignored (so a partial
 unique index would refuse documents it should not index at all; the lock and the service's own
 checks keep those rules here). Times come back with their zone, as from the server.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -22,7 +24,9 @@ from typing import Any, TypeVar
 from pymongo import IndexModel
 from pymongo.asynchronous.cursor import AsyncCursor
 
+from inmail.repositories.changes import CommittedEntries, Feed
 from inmail.repositories.leases import LeaseRepository
+from inmail.repositories.ledger import entry_from_doc
 from inmail.repositories.mongo import (
     NO_TRANSACTION,
     Collection,
@@ -31,7 +35,9 @@ from inmail.repositories.mongo import (
     ReadPoint,
     Session,
     TransactionSession,
+    new_id,
 )
+from inmail.repositories.notifications import InboxChange, NotificationReader
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +48,16 @@ class InMemoryMongo(Mongo):
     """mongomock-motor in place of a server: the same collections, nothing kept."""
 
     enforces_partial_indexes = False  # dropped below: the service looks for conflicts first
+    poll_interval = 0.25
+    """Seconds between the inbox feed's reads of the collection."""
 
     def __init__(self, db_name: str) -> None:
         from mongomock_motor import AsyncMongoMockClient
 
         super().__init__(AsyncMongoMockClient(tz_aware=True), db_name)
         self._lock = asyncio.Lock()
+        self._ledger_feeds: set[_CommittedHere] = set()
+        self._ledger_written: list[Doc] = []  # by the transaction under way
 
     async def ping(self) -> None:
         return None
@@ -58,11 +68,12 @@ class InMemoryMongo(Mongo):
     async def server_version(self) -> str:
         return "in-memory (mongomock)"
 
-    def ledger_changes(self) -> None:
-        return None
+    def ledger_changes(self) -> Callable[[], Feed[CommittedEntries]]:
+        return lambda: _CommittedHere(self._ledger_feeds)
 
-    def inbox_changes(self) -> None:
-        return None
+    def inbox_changes(self) -> Callable[[], Feed[InboxChange]]:
+        reads = NotificationReader(self, NO_TRANSACTION)
+        return lambda: _PolledInbox(reads, self.poll_interval)
 
     def lease_store(self) -> LeaseRepository:
         return SoleProcessLease(self)
@@ -79,13 +90,31 @@ class InMemoryMongo(Mongo):
         ]
 
     async def run_transaction(self, callback: Callable[[TransactionSession], Awaitable[T]]) -> T:
-        async with self._lock:
-            return await callback(TransactionSession(NO_TRANSACTION))
+        async with self.session_transaction() as session:
+            return await callback(session)
 
     @contextlib.asynccontextmanager
     async def session_transaction(self) -> AsyncIterator[TransactionSession]:
         async with self._lock:
+            self._ledger_written = []
             yield TransactionSession(NO_TRANSACTION)
+            self._announce_ledger()
+
+    def _announce_ledger(self) -> None:
+        """Hand the ledger entries the transaction wrote to every open ledger feed, as one
+        transaction's (what the change stream would)."""
+        written, self._ledger_written = self._ledger_written, []
+        if written:
+            entries = [entry_from_doc(doc) for doc in written]
+            for feed in self._ledger_feeds:
+                feed.offer(CommittedEntries(entries, {}))
+
+    async def insert_all(
+        self, collection: Collection, docs: Sequence[Doc], session: Session
+    ) -> None:
+        await super().insert_all(collection, docs, session)
+        if collection.name == self.c.ledger.name:
+            self._ledger_written += docs
 
     async def update_each(
         self, collection: Collection, updates: Sequence[tuple[Doc, Doc]], session: Session
@@ -143,6 +172,54 @@ class InMemoryMongo(Mongo):
                 collection, {key: value}, sort=sort, limit=limit, session=session
             )
         return found
+
+
+class _CommittedHere:
+    """The ledger's feed without a change stream: each transaction's entries as it ends. All
+    the data is this one process's, so what its transactions write is all there is."""
+
+    def __init__(self, feeds: set[_CommittedHere]) -> None:
+        self._feeds = feeds
+        self._committed: asyncio.Queue[CommittedEntries] = asyncio.Queue()
+
+    def offer(self, committed: CommittedEntries) -> None:
+        self._committed.put_nowait(committed)
+
+    async def open(self) -> None:
+        self._feeds.add(self)
+
+    async def next(self) -> CommittedEntries:
+        return await self._committed.get()
+
+    async def close(self) -> None:
+        self._feeds.discard(self)
+
+
+class _PolledInbox:
+    """The inbox's feed without a change stream: the collection read every `interval` seconds
+    for documents with ids after the last one handed out. Transactions run one at a time here,
+    so ids are made in the order they are written, and none written after the feed opened is
+    passed over."""
+
+    def __init__(self, reads: NotificationReader, interval: float) -> None:
+        self._reads = reads
+        self._interval = interval
+        self._last = ""
+        self._found: deque[InboxChange] = deque()
+
+    async def open(self) -> None:
+        self._last = new_id()
+
+    async def next(self) -> InboxChange:
+        while not self._found:
+            await asyncio.sleep(self._interval)
+            self._found.extend(await self._reads.newer(self._last))
+            if self._found:
+                self._last = self._found[-1].id
+        return self._found.popleft()
+
+    async def close(self) -> None:
+        self._found.clear()
 
 
 class SoleProcessLease(LeaseRepository):

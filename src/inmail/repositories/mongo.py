@@ -41,8 +41,9 @@ from inmail.domain.model import REMINDER_DUE, ConversationKind
 from inmail.domain.plans import PlanTable
 
 if TYPE_CHECKING:
-    from inmail.repositories.changes import InboxChanges, LedgerChanges
+    from inmail.repositories.changes import CommittedEntries, Feed
     from inmail.repositories.leases import LeaseRepository
+    from inmail.repositories.notifications import InboxChange
     from inmail.repositories.outbox import OutboxStore
 
 log = logging.getLogger(__name__)
@@ -406,16 +407,16 @@ class Mongo:
     # What processes share through the database: each one's commits reach the others' live
     # subscribers through change streams, and a lease gives a job or an event to one of them.
 
-    def ledger_changes(self) -> Callable[[], LedgerChanges] | None:
-        """Opens a feed of the ledger's committed entries, whichever process wrote them; None
-        where there is none (live balances then come from this process's own commits)."""
+    def ledger_changes(self) -> Callable[[], Feed[CommittedEntries]]:
+        """Opens a feed of the ledger's committed entries, one transaction's at a time,
+        whichever process wrote them: the ledger's change stream."""
         from inmail.repositories.changes import LedgerChanges
 
         return lambda: LedgerChanges(self)
 
-    def inbox_changes(self) -> Callable[[], InboxChanges] | None:
-        """Opens a feed of new notifications and conversation events; None where there is none
-        (the inbox then polls the collection)."""
+    def inbox_changes(self) -> Callable[[], Feed[InboxChange]]:
+        """Opens a feed of new notifications and conversation events, whichever process wrote
+        them: the change stream of the `notifications` collection."""
         from inmail.repositories.changes import InboxChanges
 
         return lambda: InboxChanges(self)

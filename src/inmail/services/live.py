@@ -1,10 +1,10 @@
 """Live balance updates: the broker between committed ledger entries and subscribers.
 
-On a replica set the ledger's change stream is the one source of updates, in every process, so
-a change made through any process reaches the subscribers of all of them exactly once. Where
-there is no change stream (the in-memory fallback: one process) the composition root gives the
-broker none, and it listens to the process's own FanOut instead. Either source is open only
-while someone subscribes (and a few seconds after): a process nobody watches reads no changes.
+The broker follows the feed of committed ledger entries that the database gives
+(`Mongo.ledger_changes`): on a replica set the ledger's change stream, in every process, so a
+change made through any process reaches the subscribers of all of them exactly once. The feed
+is open only while someone subscribes (and a few seconds after): a process nobody watches reads
+no changes.
 
 Every subscriber has a small queue of its own. Handing it an update never waits: when the
 queue is full, its two oldest updates are merged into one (the later balance, the summed
@@ -22,17 +22,17 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from inmail import metrics
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationEvent, Notification
-from inmail.repositories.changes import ChangesLost, LedgerChanges
+from inmail.repositories.changes import ChangesLost, CommittedEntries, Feed
 from inmail.repositories.ledger import LedgerReader
 from inmail.repositories.mongo import new_id
 from inmail.repositories.notifications import InboxChange, NotificationReader
-from inmail.services.events import BalanceUpdate, FanOut
+from inmail.services.events import BalanceUpdate
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ CATCH_UP_MARGIN = timedelta(minutes=2)
 longer than a write's transaction runs between making an id and committing it."""
 
 Item = TypeVar("Item")
-Item_co = TypeVar("Item_co", covariant=True)
 
 
 def merge(earlier: BalanceUpdate, later: BalanceUpdate) -> BalanceUpdate:
@@ -157,47 +156,30 @@ class Subscriber(_Mailbox[BalanceUpdate]):
         return len(self._queue)
 
 
-class _LocalSource:
-    """The in-memory fallback's source: this process's own committed entries."""
-
-    def __init__(self, broker: Broker) -> None:
-        self._broker = broker
-
-    async def publish(self, entries: Sequence[LedgerEntry]) -> None:
-        self._broker.dispatch(coalesce(entries))
-
-
 class Broker:
     """Routes balance updates to the subscribers of each member; a Background of the app."""
 
     def __init__(
         self,
         ledger: LedgerReader,
-        events: FanOut,
-        changes: Callable[[], LedgerChanges] | None,
+        changes: Callable[[], Feed[CommittedEntries]],
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         unwritten: Callable[[str], Awaitable[Sequence[LedgerEntry]]] | None = None,
         linger: float = DEFAULT_LINGER,
     ) -> None:
-        """`changes` opens a feed of the ledger's committed changes; None: this process only.
-        `unwritten` tells what a member's next write would record first as of now (lapsed lots,
-        started cycles), so the first update is the balance now, not as last written. The
-        source is open only while someone subscribes, and `linger` seconds after."""
+        """`changes` opens a feed of the ledger's committed changes. `unwritten` tells what a
+        member's next write would record first as of now (lapsed lots, started cycles), so the
+        first update is the balance now, not as last written. The source is open only while
+        someone subscribes, and `linger` seconds after."""
         self._ledger = ledger
         self._now = now
         self._unwritten = unwritten
-        self._events = events
         self._changes = changes
         self._queue_size = queue_size
         self._by_member: dict[str, set[Subscriber]] = {}
         self._pump = _Pump(self._open_source, linger=linger)
-
-    @property
-    def source(self) -> str:
-        """Where updates come from: "change stream" or "in-process"."""
-        return "in-process" if self._changes is None else "change stream"
 
     @property
     def listening(self) -> bool:
@@ -216,14 +198,6 @@ class Broker:
         _close_all(self._by_member)
 
     async def _open_source(self) -> Callable[[], Awaitable[None]]:
-        if self._changes is None:
-            local = _LocalSource(self)
-            self._events.listeners.append(local)
-
-            async def detach() -> None:
-                self._events.listeners.remove(local)
-
-            return detach
         return await _follow_feed(
             self._changes(),
             "live updates",
@@ -365,23 +339,20 @@ class _Topic(Generic[Item]):
 class InboxBroker:
     """Routes new notifications and conversation events to their members' subscribers.
 
-    On a replica set the source is the change stream of the `notifications` collection, which
-    holds both, so what any process commits reaches the subscribers of all of them. Without one
-    (the in-memory fallback, one process) it polls that collection for documents newer than the
-    last seen.
+    Its source is the feed of the `notifications` collection, which holds both, that the
+    database gives (`Mongo.inbox_changes`): on a replica set its change stream, so what any
+    process commits reaches the subscribers of all of them.
     """
 
     def __init__(
         self,
         reads: NotificationReader,
-        changes: Callable[[], Feed[InboxChange]] | None,
+        changes: Callable[[], Feed[InboxChange]],
         *,
-        poll_interval: float = 0.25,
         linger: float = DEFAULT_LINGER,
     ) -> None:
         self._reads = reads
         self._changes = changes
-        self._poll_interval = poll_interval
         self._pump = _Pump(self._open_source, linger=linger)
         self.notifications: _Topic[Notification] = _Topic(self._pump)
         self.conversations: _Topic[ConversationEvent] = _Topic(self._pump)
@@ -403,11 +374,8 @@ class InboxBroker:
 
     async def _open_source(self) -> Callable[[], Awaitable[None]]:
         # Everything written from now on is newer than this id: where a catch-up goes back to
-        # if no item was seen since, and the poll's starting point.
+        # if no item was seen since.
         self._last_seen = new_id()
-        if self._changes is None:
-            poll = self._poll(self._last_seen)
-            return _cancelling(asyncio.create_task(poll, name="inmail-inbox-poll"))
         return await _follow_feed(self._changes(), "inbox updates", self.dispatch, self._catch_up)
 
     def dispatch(self, change: InboxChange) -> None:
@@ -440,16 +408,6 @@ class InboxBroker:
                     self.conversations.dispatch(party, event.id, event)
         except Exception:
             log.exception("inbox updates: catching up failed")
-
-    async def _poll(self, last: str) -> None:
-        while True:
-            await asyncio.sleep(self._poll_interval)
-            try:
-                for change in await self._reads.newer(last):
-                    last = change.id
-                    self.dispatch(change)
-            except Exception:
-                log.exception("inbox updates: polling failed; retrying")
 
 
 S = TypeVar("S", bound=_Mailbox[Any])
@@ -501,16 +459,6 @@ async def _follow(
         dispatch(change)
 
 
-class Feed(Protocol[Item_co]):
-    """A change feed: opened, read item by item (each read waits for one), closed."""
-
-    async def open(self) -> None: ...
-
-    async def next(self) -> Item_co: ...
-
-    async def close(self) -> None: ...
-
-
 async def _follow_feed(
     feed: Feed[Item],
     what: str,
@@ -548,8 +496,8 @@ def _cancelling(task: asyncio.Task[None]) -> Callable[[], Awaitable[None]]:
 class _Pump:
     """A broker's source, open only while someone subscribes.
 
-    `opener` opens it (a change feed and the task that hands out what it reads, or a poll, or a
-    listener on this process) and returns what closes it. The first subscriber opens it, and
+    `opener` opens it (a change feed and the task that hands out what it reads) and returns what
+    closes it. The first subscriber opens it, and
     the subscription starts once it is open; it closes `linger` seconds after the last
     subscriber left, so a process nobody watches reads and decodes no changes, and a client
     that subscribes again at once does not reopen it.
