@@ -34,18 +34,25 @@ async def repeat(
             await run_pass()
         except Exception:
             log.exception("%s: a pass failed; trying again", what)
-        wait = interval
-        if due_in is not None:
-            try:
-                due = await due_in()
-            except Exception:
-                log.warning("%s: could not tell when work falls due", what, exc_info=True)
-                due = None
-            if due is not None:
-                wait = min(interval, max(due, SOONEST_PASS))
+        wait = await _wait_for_next(interval, due_in, what)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), wait)
         wake.clear()
+
+
+async def _wait_for_next(
+    interval: float, due_in: Callable[[], Awaitable[float | None]] | None, what: str
+) -> float:
+    """How many seconds to wait for the next pass: `interval`, or less when `due_in` tells of
+    work falling due sooner (but never less than SOONEST_PASS)."""
+    if due_in is None:
+        return interval
+    try:
+        due = await due_in()
+    except Exception:
+        log.warning("%s: could not tell when work falls due", what, exc_info=True)
+        return interval
+    return interval if due is None else min(interval, max(due, SOONEST_PASS))
 
 
 async def finish_within(task: asyncio.Task[None], grace: float, what: str) -> None:

@@ -19,11 +19,12 @@ record it, leaves that charge to be refunded at the next look.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from inmail.domain.billing import PaymentMethod, chargeable
 from inmail.domain.errors import DomainError, ErrorCode, Reason
@@ -31,11 +32,11 @@ from inmail.domain.model import LedgerEntry, Purchase, PurchaseStatus
 from inmail.domain.money import Money
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanType
-from inmail.repositories.intents import IntentStatus, PaymentIntent
+from inmail.repositories.intents import IntentStatus, PaymentIntent, PaymentIntentReader
 from inmail.repositories.mongo import DatabaseUnavailable, new_id
 from inmail.repositories.records import KeyedOutcome, Refusal
 from inmail.services.base import Deps
-from inmail.services.idempotency import KeyedRequest, reused_key
+from inmail.services.idempotency import KeyedRequest, reused_key, take_key
 from inmail.services.payments import Charge, ChargeRequest, PaymentDeclined, PaymentGateway
 from inmail.services.unit_of_work import Transaction
 
@@ -140,19 +141,23 @@ async def _open(tx: Transaction, intent: PaymentIntent, admit: Admit | None) -> 
     existing = await tx.intents.find(intent.member_id, intent.key)
     if existing is not None:
         return existing
-    if await tx.idempotency.find(intent.member_id, intent.key) is not None:
-        # An InMail took the key since the request looked (or, before intents, a request whose
-        # record has no intent): keys are one namespace, and nothing has been charged.
-        raise reused_key()
+    # The key's record, which a send under the key finds in the one read it makes anyway, is
+    # written after the intent; a key held already is refused before `admit` is asked.
+    request = request_of(intent)
+    record = request.record(intent.created_at, intent_id=intent.id)
+    recorded = functools.partial(_record_intent, tx, intent, admit)
+    await take_key(tx.idempotency, request, record, once_free=recorded)
+    return intent
+
+
+async def _record_intent(tx: Transaction, intent: PaymentIntent, admit: Admit | None) -> None:
+    """Insert the intent once `admit` let it, in the member's turn."""
     if admit is not None:
         await admit(tx, intent)
     # A send writes its sender too: of a send and an intent under one key, arriving together,
     # one transaction conflicts with the other and is retried, and then sees the other's key.
     await tx.members.take_turn(intent.member_id)
     await tx.intents.insert(intent)  # the unique (member, key) index decides a race
-    # The key's record, which a send under the key finds in the one read it makes anyway.
-    await tx.idempotency.insert(request_of(intent).record(intent.created_at, intent_id=intent.id))
-    return intent
 
 
 def request_of(intent: PaymentIntent) -> KeyedRequest:
@@ -375,19 +380,11 @@ async def reconcile_charges(
     intent leaves CHARGED by one conditional move, to COMPLETED or to REFUNDING, never both.
     """
     report = Reconciled(failed=[])
-    intents = deps.reads.intents
-
-    def open_intents(key: _Key | None) -> Awaitable[list[PaymentIntent]]:
-        return intents.open_created_by(now - after, after=key, limit=batch_size)
-
-    def rechecks(key: _Key | None) -> Awaitable[list[PaymentIntent]]:
-        return intents.rechecks_due(now, after=key, limit=batch_size)
-
-    async for intent in _keyset(open_intents, lambda i: (i.created_at, i.id)):
+    async for intent in _open_intents(deps.reads.intents, now - after, batch_size):
         await _settle(
             _reconcile_one(deps, gateway, fulfilments, intent, now, report), intent, report
         )
-    async for intent in _keyset(rechecks, lambda i: (i.recheck_at or now, i.id)):
+    async for intent in _rechecks_due(deps.reads.intents, now, batch_size):
         await _settle(_recheck_one(deps, gateway, intent, now, report), intent, report)
     return report
 
@@ -395,13 +392,34 @@ async def reconcile_charges(
 _Key = tuple[datetime, str]
 
 
+class _ReadBatch(Protocol):
+    """Reads a batch of intents in key order, after a key (repositories/intents.py)."""
+
+    def __call__(self, *, after: _Key | None) -> Awaitable[list[PaymentIntent]]: ...
+
+
+def _open_intents(
+    intents: PaymentIntentReader, opened_by: datetime, batch_size: int
+) -> AsyncIterator[PaymentIntent]:
+    """Every intent opened by `opened_by` and still open, oldest first."""
+    batch = functools.partial(intents.open_created_by, opened_by, limit=batch_size)
+    return _keyset(batch, lambda i: (i.created_at, i.id))
+
+
+def _rechecks_due(
+    intents: PaymentIntentReader, now: datetime, batch_size: int
+) -> AsyncIterator[PaymentIntent]:
+    """Every intent given up whose look at the gateway again is due by `now`, soonest first."""
+    batch = functools.partial(intents.rechecks_due, now, limit=batch_size)
+    return _keyset(batch, lambda i: (i.recheck_at or now, i.id))
+
+
 async def _keyset(
-    read: Callable[[_Key | None], Awaitable[list[PaymentIntent]]],
-    key_of: Callable[[PaymentIntent], _Key],
+    read: _ReadBatch, key_of: Callable[[PaymentIntent], _Key]
 ) -> AsyncIterator[PaymentIntent]:
     """Every intent `read` lists, batch after batch, each batch after the last one's key."""
     key: _Key | None = None
-    while batch := await read(key):
+    while batch := await read(after=key):
         key = key_of(batch[-1])
         for intent in batch:
             yield intent

@@ -1,17 +1,25 @@
 """Requests under a client-chosen key: a retry gets the first answer, another request an error.
 
-Every keyed operation goes through here: `KeyedRequest.of` cleans the key and fingerprints the
-request, and `replay` (`replay_unless_paying` for a paid request) answers a retry from what the
-first run recorded. A send records its key
-with its conversation; a paid request takes its key with its payment intent, and
-`remember_fulfilled` writes what the charge bought into that record, in the same transaction as
-the grant.
+A key is looked up, then taken, or answered, or refused. Every keyed operation cleans its key
+and fingerprints its request with `KeyedRequest.of`; `answer` and `answer_unless_paying` say
+what a record under the key answers. Then:
+
+- a send (services/inmail.py) looks its key up with `replay`, in its transaction, and takes it
+  with its conversation, whose one insert carries the record (the unique `send_key_once` index
+  refuses a twin; an optimistic attempt skips the look-up and leaves a reused key to it);
+- a purchase and a paid plan change look their key up with `replay_unless_paying` before their
+  transaction, then take it with `take_key` with their payment intent (services/charges.py
+  `open_intent`); a purchase's grant writes what it bought into that record
+  (`remember_fulfilled`), and a plan change's intent goes on answering its retries;
+- a plan change under a key to the plan already held, which charges nothing, takes its key
+  with `take_key` and what it answered (services/members.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,6 +43,7 @@ __all__ = [
     "remember_fulfilled",
     "replay",
     "replay_unless_paying",
+    "take_key",
 ]
 
 
@@ -130,6 +139,35 @@ def answer_unless_paying(prior: IdempotencyRecord, request: KeyedRequest) -> Key
         return None
     assert prior.outcome is not None, "a record holds an outcome or a refusal, or an intent"
     return prior.outcome
+
+
+async def take_key(
+    records: IdempotencyRepository,
+    request: KeyedRequest,
+    record: IdempotencyRecord,
+    *,
+    once_free: Callable[[], Awaitable[None]] | None = None,
+) -> KeyedOutcome | None:
+    """Take the request's key with `record`, in the transaction `records` is bound to.
+
+    Free, the key is taken: `once_free` runs first (what the record follows in the transaction:
+    a payment intent, checked and inserted), then `record` is inserted; None. Held, the key
+    answers a retry of this very request as `answer_unless_paying` does (None: its payment
+    intent answers) and refuses another request, or any request when `record` is a payment
+    intent's.
+    """
+    prior = await records.find(request.member_id, request.key)
+    if prior is None:
+        if once_free is not None:
+            await once_free()
+        await records.insert(record)
+        return None
+    if record.intent_id is not None:
+        # A paid request's own key holds its intent, looked for first: the record is another
+        # request's (an InMail that took the key since the request looked or, before intents,
+        # a request whose record has no intent). Keys are one namespace; nothing was charged.
+        raise reused_key()
+    return answer_unless_paying(prior, request)
 
 
 async def remember_fulfilled(

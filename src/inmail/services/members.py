@@ -22,7 +22,7 @@ from inmail.repositories.mongo import new_id
 from inmail.repositories.records import KeyedOutcome
 from inmail.services import charges
 from inmail.services.base import Account, Deps
-from inmail.services.idempotency import KeyedRequest, answer_unless_paying, replay_unless_paying
+from inmail.services.idempotency import KeyedRequest, replay_unless_paying, take_key
 from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Reads, Transaction
 
@@ -273,11 +273,8 @@ async def _keep_unchanged(deps: Deps, member: Member, plan: PlanType, key: str) 
 async def _take_key_unless_taken(
     tx: Transaction, request: KeyedRequest, outcome: KeyedOutcome, now: datetime
 ) -> None:
-    prior = await tx.idempotency.find(request.member_id, request.key)
-    if prior is None:
-        await tx.idempotency.insert(request.record(now, outcome))
-    else:
-        answer_unless_paying(prior, request)  # another request's key: refused
+    # Held by this change already, the key answers the same; by another request, it is refused.
+    await take_key(tx.idempotency, request, request.record(now, outcome))
 
 
 async def apply_paid_change(

@@ -73,6 +73,17 @@ def verify_signature(
     `tolerance` seconds of `now` (unix seconds). Any `v1=` entry may match (the service sends
     one; the format allows one per secret, as Stripe's does); the comparison takes constant
     time."""
+    timestamp, candidates = _signature_parts(header)
+    # ASCII digits only: str.isdigit() also takes digits such as "²", which int() refuses.
+    if timestamp is None or not _decimal(timestamp) or len(timestamp) > 12 or not candidates:
+        return False
+    if abs(now - int(timestamp)) > tolerance:
+        return False
+    return _matches_any(_mac(secret, timestamp, body), candidates)
+
+
+def _signature_parts(header: str) -> tuple[str | None, list[str]]:
+    """An `InMail-Signature` value's timestamp (its last `t=`) and signatures (`v1=`)."""
     timestamp: str | None = None
     candidates: list[str] = []
     for part in header.split(","):
@@ -83,16 +94,16 @@ def verify_signature(
             timestamp = value
         elif key == "v1":
             candidates.append(value)
-    # ASCII digits only: str.isdigit() also takes digits such as "²", which int() refuses.
-    if timestamp is None or not _decimal(timestamp) or len(timestamp) > 12 or not candidates:
-        return False
-    if abs(now - int(timestamp)) > tolerance:
-        return False
-    expected = _mac(secret, timestamp, body).encode()
-    # Every candidate is compared, so the time taken does not tell which one matched; as bytes,
-    # since a header may carry characters that a comparison of strings refuses.
+    return timestamp, candidates
+
+
+def _matches_any(expected: str, candidates: list[str]) -> bool:
+    """Whether any candidate is the `expected` signature. Every candidate is compared, in
+    constant time, so the time taken does not tell which one matched; as bytes, since a header
+    may carry characters that a comparison of strings refuses."""
+    signature = expected.encode()
     matches = [
-        hmac.compare_digest(expected, candidate.encode("utf-8", "replace"))
+        hmac.compare_digest(signature, candidate.encode("utf-8", "replace"))
         for candidate in candidates
     ]
     return any(matches)
