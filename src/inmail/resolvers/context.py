@@ -304,35 +304,39 @@ def refuse_unknown_members_on_failure(schema: GraphQLSchema) -> None:
         return
     for root_field in query.fields.values():
         resolve = root_field.resolve
-        if resolve is None or getattr(resolve, "_refuses_unknown_members", False):
+        if resolve is None or isinstance(resolve, _RefusingUnknownMembers):
             continue
-        root_field.resolve = _refusing_unknown_members(resolve)
+        root_field.resolve = _RefusingUnknownMembers(resolve)
 
 
-def _refusing_unknown_members(resolve: Callable[..., Any]) -> Callable[..., Any]:
-    async def explain(context: Any, error: Exception) -> Any:
-        if isinstance(context, Context) and not await context.confirm_member():
-            raise unauthenticated(UNKNOWN_MEMBER) from None
-        raise error
+async def _explain(context: Any, error: Exception) -> Any:
+    if isinstance(context, Context) and not await context.confirm_member():
+        raise unauthenticated(UNKNOWN_MEMBER) from None
+    raise error
 
-    async def awaited(context: Any, pending: Awaitable[Any]) -> Any:
+
+async def _awaited(context: Any, pending: Awaitable[Any]) -> Any:
+    try:
+        return await pending
+    except ApiError:
+        raise
+    except Exception as error:
+        return await _explain(context, error)
+
+
+class _RefusingUnknownMembers:
+    """A root field's resolver whose failure, for a member who does not exist, is explained."""
+
+    def __init__(self, resolve: Callable[..., Any]) -> None:
+        self._resolve = resolve
+
+    def __call__(self, source: Any, info: Any, **kwargs: Any) -> Any:
         try:
-            return await pending
+            result = self._resolve(source, info, **kwargs)
         except ApiError:
             raise
         except Exception as error:
-            return await explain(context, error)
-
-    def refusing(source: Any, info: Any, **kwargs: Any) -> Any:
-        try:
-            result = resolve(source, info, **kwargs)
-        except ApiError:
-            raise
-        except Exception as error:
-            return explain(info.context, error)
+            return _explain(info.context, error)
         if inspect.isawaitable(result):
-            return awaited(info.context, result)
+            return _awaited(info.context, result)
         return result
-
-    refusing._refuses_unknown_members = True  # type: ignore[attr-defined]
-    return refusing
