@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Final
 
 from inmail.domain.errors import Reason, whole_number_within
 from inmail.domain.money import Money
@@ -99,14 +100,19 @@ def _usd(cents: int) -> Money:
     return Money(cents, "USD")
 
 
+DEFAULT_CREDIT_PRICE: Final = _usd(1000)
+"""What one extra credit costs on a plan that can buy them, unless the settings say otherwise
+(SPEC 1); purchases recorded before prices existed were charged it."""
+
+
 DEFAULT_PLAN_TABLE = PlanTable(
     policies={
         PlanType.BASIC: PlanPolicy(PlanType.BASIC, False, 0, 0, False, _usd(0)),
         PlanType.PREMIUM_CAREER: PlanPolicy(
-            PlanType.PREMIUM_CAREER, True, 5, 15, True, _usd(2999), _usd(1000)
+            PlanType.PREMIUM_CAREER, True, 5, 15, True, _usd(2999), DEFAULT_CREDIT_PRICE
         ),
         PlanType.PREMIUM_BUSINESS: PlanPolicy(
-            PlanType.PREMIUM_BUSINESS, True, 15, 45, True, _usd(5999), _usd(1000)
+            PlanType.PREMIUM_BUSINESS, True, 15, 45, True, _usd(5999), DEFAULT_CREDIT_PRICE
         ),
         PlanType.SALES_NAVIGATOR: PlanPolicy(
             PlanType.SALES_NAVIGATOR, True, 20, 60, False, _usd(9999)
@@ -115,7 +121,7 @@ DEFAULT_PLAN_TABLE = PlanTable(
             PlanType.RECRUITER_LITE, True, 30, 90, False, _usd(17000)
         ),
         PlanType.LEGACY_PREMIUM: PlanPolicy(
-            PlanType.LEGACY_PREMIUM, True, 10, 30, True, _usd(2999), _usd(1000)
+            PlanType.LEGACY_PREMIUM, True, 10, 30, True, _usd(2999), DEFAULT_CREDIT_PRICE
         ),
     },
     legacy_cap_multiplier=3,

@@ -22,6 +22,7 @@ from inmail.domain.credits import (
     cycle_grant_key,
     expiry_for,
     pick_lot,
+    spend_order_key,
 )
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import RENEWAL_DUE, LedgerEntry, Subscription
@@ -75,7 +76,7 @@ class Wallet:
         """Expire, in expiry order, every lot whose 90 days ended at or before `until`."""
         lapsed = sorted(
             (lot for lot in self.active_lots() if LAPSED.matches(lot, until)),
-            key=lambda lot: (lot.expires_at, lot.granted_at, lot.id),
+            key=spend_order_key,
         )
         for lot in lapsed:
             self._put(replace(lot, remaining=0, status=LotStatus.EXPIRED))
@@ -140,7 +141,7 @@ class Wallet:
         self.settle(at)
         holding = sorted(
             (lot for lot in self.active_lots() if lot.remaining > 0),
-            key=lambda lot: (lot.expires_at, lot.granted_at, lot.id),
+            key=spend_order_key,
         )
         for lot in holding:
             self._put(replace(lot, remaining=0, status=LotStatus.FORFEITED))

@@ -12,6 +12,7 @@ from typing import Any, Final
 from inmail.domain.errors import DomainError, ErrorCode, ErrorData, Reason
 from inmail.domain.model import Purchase, PurchaseStatus
 from inmail.domain.money import Money
+from inmail.domain.plans import DEFAULT_CREDIT_PRICE
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import (
     Doc,
@@ -262,8 +263,8 @@ def _purchase_from_doc(doc: Doc) -> Purchase:
         lot_id=doc.get("lotId"),
         at=doc["at"],
         idempotency_key=doc["idempotencyKey"],
-        # Purchases recorded before prices existed were charged the default USD 10.00 a credit.
-        amount=Money.from_doc(amount) if amount else Money(1000 * doc["quantity"], "USD"),
+        # Purchases recorded before prices existed were charged the default price.
+        amount=Money.from_doc(amount) if amount else DEFAULT_CREDIT_PRICE.times(doc["quantity"]),
         status=PurchaseStatus(doc.get("status", PurchaseStatus.COMPLETED)),
     )
 
