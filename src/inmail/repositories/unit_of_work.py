@@ -46,6 +46,12 @@ T = TypeVar("T")
 RETRIES = 8
 
 
+class Conflict(Exception):
+    """What a step raises when it finds what a unique index would refuse of its writes (a key
+    another request holds): the attempt is rolled back and the step runs again, carefully, as
+    after a refused insert."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reads:
     """Repositories for reads outside any transaction; none of them can write."""
@@ -165,9 +171,9 @@ class MongoUnitOfWork:
         """Run `step(tx, *args, **kwargs)` in one transaction, again if it raced a change.
 
         The server's transient errors and unknown commit results are retried by the driver; a
-        unique index that another request won (DuplicateKeyError) or a member that moved under
-        us (StaleMember) means the checks must be made afresh, and the rerun sees what the
-        winner wrote.
+        unique index that another request won (DuplicateKeyError, or a `Conflict` a step found
+        first) or a member that moved under us (StaleMember) means the checks must be made
+        afresh, and the rerun sees what the winner wrote.
         """
 
         async def attempt(session: TransactionSession) -> T:
@@ -176,7 +182,7 @@ class MongoUnitOfWork:
         for attempt_no in range(self._retries):
             try:
                 return await self._mongo.run_transaction(attempt)
-            except (DuplicateKeyError, StaleMember) as exc:
+            except (DuplicateKeyError, Conflict, StaleMember) as exc:
                 if attempt_no == self._retries - 1:
                     raise
                 log.debug("retrying a transaction after %s", type(exc).__name__)
@@ -204,6 +210,6 @@ class MongoUnitOfWork:
 
             try:
                 return await self._mongo.run_transaction(optimistic)
-            except (DuplicateKeyError, StaleMember, DomainError) as exc:
+            except (DuplicateKeyError, Conflict, StaleMember, DomainError) as exc:
                 log.debug("an optimistic attempt gave way after %s", type(exc).__name__)
         return await self.run(step, *args, **kwargs)

@@ -23,7 +23,7 @@ from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.domain.rules import inmail_refusal
-from inmail.repositories.mongo import DuplicateKeyError, new_id
+from inmail.repositories.mongo import new_id
 from inmail.repositories.records import SEND
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay
@@ -34,7 +34,7 @@ from inmail.services.rate_limits import (
     count_inmail,
     count_send,
 )
-from inmail.services.unit_of_work import Reads, Transaction
+from inmail.services.unit_of_work import Conflict, Reads, Transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ async def _sender_may_inmail(
         # Another keyed request took the key (a purchase or a plan change, with its payment
         # intent, whatever became of its charge). Only an optimistic attempt gets here (a
         # careful one replayed the key first): the careful rerun answers from its record.
-        raise DuplicateKeyError(f"idempotency key taken by {held.operation}")
+        raise Conflict(f"idempotency key taken by {held.operation}")
     if draft.sender_id not in found:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     sender, recipient = found[draft.sender_id], found.get(draft.recipient_id)

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from inmail.repositories.mongo import unanswered
-from inmail.repositories.unit_of_work import Reads, Transaction
+from inmail.repositories.unit_of_work import Conflict, Reads, Transaction
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["Reads", "Transaction", "UnitOfWork", "unanswered"]
+__all__ = ["Conflict", "Reads", "Transaction", "UnitOfWork", "unanswered"]
 
 
 class UnitOfWork(Protocol):
