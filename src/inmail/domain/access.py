@@ -10,11 +10,15 @@ never client-facing text: the API words it.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Protocol, TypeAlias, TypeVar
+from typing import Final, Protocol, TypeAlias, TypeVar
 
 from inmail.domain.credits import CreditLot
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
 from inmail.domain.notifications import Notification
+
+DEFAULT_PAGE_SIZE: Final = 20
+"""How many items a page of any list holds when the caller names no `first` (the API's
+`first: Int = 20`), never more than the largest page allowed."""
 
 NodeRecord: TypeAlias = (
     Member | Conversation | Message | CreditLot | LedgerEntry | Purchase | Notification

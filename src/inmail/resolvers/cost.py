@@ -43,9 +43,10 @@ from graphql import (
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 from strawberry.extensions import SchemaExtension
 
+from inmail.domain.access import DEFAULT_PAGE_SIZE
 from inmail.domain.plans import PlanType
 from inmail.resolvers.limits import CEILING, Remembered, text_digest
-from inmail.services.reads import DEFAULT_PAGE_SIZE, MAX_NODE_IDS
+from inmail.services.reads import MAX_NODE_IDS
 
 PAGE: Final = "page"
 """A connection's list: as long as the `first` of the field that returned the connection."""

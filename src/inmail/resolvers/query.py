@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 
+from inmail.domain.access import DEFAULT_PAGE_SIZE
 from inmail.resolvers.context import ResolverInfo, ctx
 from inmail.schema.enums import CreditLotStatus
 from inmail.schema.types import (
@@ -62,7 +63,7 @@ class Query:
         info: ResolverInfo,
         member_id: strawberry.ID | None = None,
         status: list[CreditLotStatus] | None = None,
-        first: int | None = 20,
+        first: int | None = DEFAULT_PAGE_SIZE,
         after: str | None = None,
     ) -> Connection[CreditLot]:
         target = str(member_id) if member_id is not None else None

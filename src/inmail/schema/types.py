@@ -13,7 +13,7 @@ from strawberry.types.nodes import SelectedField, Selection
 
 from inmail.domain import billing, credits, model, notifications, plans
 from inmail.domain import money as money_domain
-from inmail.domain.access import NodeRecord
+from inmail.domain.access import DEFAULT_PAGE_SIZE, NodeRecord
 from inmail.domain.conversations import ConversationFilter
 from inmail.schema.context import GraphInfo, Listing, reads
 from inmail.schema.enums import (
@@ -346,7 +346,7 @@ class Member(_RecordNode[model.Member]):
         self,
         info: GraphInfo,
         status: list[CreditLotStatus] | None = None,
-        first: int | None = 20,
+        first: int | None = DEFAULT_PAGE_SIZE,
         after: str | None = None,
     ) -> Connection[CreditLot] | None:
         listing = await reads(info).credit_lots(self._record.id, status, first, after)
@@ -354,7 +354,7 @@ class Member(_RecordNode[model.Member]):
 
     @strawberry.field
     async def ledger(
-        self, info: GraphInfo, first: int | None = 20, after: str | None = None
+        self, info: GraphInfo, first: int | None = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> Connection[LedgerEntry] | None:
         listing = await reads(info).ledger(self._record.id, first, after)
         return Connection.build(listing, LedgerEntry.from_domain)
@@ -365,7 +365,7 @@ class Member(_RecordNode[model.Member]):
         info: GraphInfo,
         state: ConversationState | None = None,
         role: ConversationRole | None = None,
-        first: int | None = 20,
+        first: int | None = DEFAULT_PAGE_SIZE,
         after: str | None = None,
     ) -> Connection[Conversation] | None:
         r = reads(info)
@@ -383,14 +383,14 @@ class Member(_RecordNode[model.Member]):
         self,
         info: GraphInfo,
         unread_only: bool | None = False,
-        first: int | None = 20,
+        first: int | None = DEFAULT_PAGE_SIZE,
         after: str | None = None,
     ) -> Connection[Notification] | None:
         return await notification_connection(info, self._record.id, bool(unread_only), first, after)
 
     @strawberry.field(description="Credits bought, newest first.")
     async def purchases(
-        self, info: GraphInfo, first: int | None = 20, after: str | None = None
+        self, info: GraphInfo, first: int | None = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> Connection[Purchase] | None:
         listing = await reads(info).purchases(self._record.id, first, after)
         return Connection.build(listing, Purchase.from_domain)
@@ -449,7 +449,7 @@ class Conversation(_RecordNode[model.Conversation]):
 
     @strawberry.field(description="Every message, oldest first.")
     async def message_connection(
-        self, info: GraphInfo, first: int | None = 20, after: str | None = None
+        self, info: GraphInfo, first: int | None = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> Connection[Message]:
         listing = await reads(info).messages(self._record, first, after)
         return Connection.build(listing, Message.from_domain)

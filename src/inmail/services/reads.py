@@ -18,7 +18,7 @@ from strawberry.dataloader import DataLoader
 
 from inmail.auth import Viewer
 from inmail.domain import access
-from inmail.domain.access import NodeRecord, ReadRefused, Refusal
+from inmail.domain.access import DEFAULT_PAGE_SIZE, NodeRecord, ReadRefused, Refusal
 from inmail.domain.conversations import ConversationFilter
 from inmail.domain.credits import CreditLot, LotFilter, LotStatus
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
@@ -33,7 +33,6 @@ T = TypeVar("T")
 K = TypeVar("K")
 T_co = TypeVar("T_co", covariant=True)
 
-DEFAULT_PAGE_SIZE = 20
 MAX_NODE_IDS: Final = 100
 """The most ids one `nodes(ids:)` asks for; more is refused before any read."""
 
