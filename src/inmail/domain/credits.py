@@ -1,4 +1,5 @@
-"""Credit lots and the balance: what is spendable now, which lot pays, how much a grant may add."""
+"""Credit lots and the balance: what is spendable now, which lot pays, how much a grant may add,
+when a lot's member is told it expires."""
 
 from __future__ import annotations
 
@@ -95,6 +96,45 @@ SPENDABLE = LotRule(LotStatus.ACTIVE, past_expiry=False)
 """Spendable now: ACTIVE, credits left, not yet expired (SPEC 3)."""
 LAPSED = LotRule(LotStatus.ACTIVE, past_expiry=True)
 """Lapsed: still ACTIVE with credits left, but past its expiry; the expiry job's work (SPEC 3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryNoticeRule:
+    """When a lot's CREDITS_EXPIRING notice is due (SPEC 5a): the lot is one `lots` counts
+    (spendable: ACTIVE, credits left, not yet expired), its member was not told yet, and it
+    expires within `lead` of now (the notice, configurable; from `lead` before its expiry).
+
+    The rule's one definition: the scheduler's queries for the lots due a notice, its next
+    notice time and the conditional mark that tells a lot's member once
+    (repositories/notifications.py) are translated from it. Whether a lot was noticed is kept
+    with the lot by the notifications' repository, so it is passed in.
+    """
+
+    lots: LotRule
+
+    def __post_init__(self) -> None:
+        if self.lots.past_expiry:
+            raise ValueError("a lot's expiry notice is given before it expires")
+
+    def awaits(self, lot: CreditLot, *, noticed: bool, now: datetime) -> bool:
+        """Its member may still be told: the lot counts now and was not noticed."""
+        return not noticed and self.lots.matches(lot, now)
+
+    def due_at(self, expires_at: datetime, lead: timedelta) -> datetime:
+        """When the notice of a lot expiring at `expires_at` falls due."""
+        return expires_at - lead
+
+    def latest_expiry_due(self, now: datetime, lead: timedelta) -> datetime:
+        """The latest expiry of a lot whose notice is due at `now`."""
+        return now + lead
+
+    def is_due(self, lot: CreditLot, *, noticed: bool, now: datetime, lead: timedelta) -> bool:
+        latest = self.latest_expiry_due(now, lead)
+        return self.awaits(lot, noticed=noticed, now=now) and lot.expires_at <= latest
+
+
+EXPIRY_NOTICE_DUE = ExpiryNoticeRule(SPENDABLE)
+"""A lot's CREDITS_EXPIRING notice is due (SPEC 5a)."""
 
 
 # A grant key names what a grant is for, so that the ledger's unique index writes it once.

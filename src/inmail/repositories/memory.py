@@ -89,6 +89,16 @@ class InMemoryMongo(Mongo):
             if "partialFilterExpression" not in m.document
         ]
 
+    async def close(self) -> None:
+        self.client.close()  # mongomock's client closes at once
+
+    async def aggregate(
+        self, collection: Collection, pipeline: Sequence[Mapping[str, Any]], session: Session
+    ) -> list[Doc]:
+        # mongomock's aggregate hands back its cursor at once, where PyMongo's is awaited.
+        cursor: Any = collection.aggregate(list(pipeline), session=session)
+        return [doc async for doc in cursor]
+
     async def run_transaction(self, callback: Callable[[TransactionSession], Awaitable[T]]) -> T:
         async with self.session_transaction() as session:
             return await callback(session)

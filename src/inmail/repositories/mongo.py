@@ -9,7 +9,6 @@ knows which one it runs on.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import (
@@ -483,9 +482,7 @@ class Mongo:
         return await self.aggregate(collection, pipeline, session)
 
     async def close(self) -> None:
-        result = self.client.close()
-        if asyncio.iscoroutine(result):
-            await result
+        await self.client.close()
 
     async def run_transaction(self, callback: Callable[[TransactionSession], Awaitable[T]]) -> T:
         """Run callback in one transaction, again if the server says a rerun may succeed."""
@@ -711,9 +708,7 @@ class Mongo:
     async def aggregate(
         self, collection: Collection, pipeline: Sequence[Mapping[str, Any]], session: Session
     ) -> list[Doc]:
-        cursor: Any = collection.aggregate(list(pipeline), session=session)
-        if asyncio.iscoroutine(cursor):  # PyMongo's async API awaits; mongomock does not
-            cursor = await cursor
+        cursor = await collection.aggregate(list(pipeline), session=session)
         return [doc async for doc in cursor]
 
     async def update_each(

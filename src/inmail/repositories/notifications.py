@@ -22,7 +22,7 @@ from typing import Final
 
 from pymongo import ASCENDING, DESCENDING
 
-from inmail.domain.credits import SPENDABLE
+from inmail.domain.credits import EXPIRY_NOTICE_DUE
 from inmail.domain.notifications import (
     ConversationChange,
     ConversationEvent,
@@ -334,10 +334,18 @@ class ExpiringLot:
     expires_at: datetime
 
 
-def _unnoticed(expires: Doc) -> Doc:
-    """Spendable lots expiring within `expires` (a window after now) whose member was not yet
-    told they expire (index expiry_due)."""
-    return {**matching(SPENDABLE, expires), "expiryNoticeAt": {"$exists": False}}
+_NOTICED: Final = "expiryNoticeAt"
+"""When a lot's member was told it expires; absent until then."""
+
+
+def _awaiting_notice(now: datetime, *, lead: timedelta | None = None) -> Doc:
+    """The database's form of `EXPIRY_NOTICE_DUE` at `now`: the lots that await a notice (its
+    `awaits`: counted by its lots rule, so not yet expired, and not noticed) or, given the
+    notice's `lead`, those due one (its `is_due`). Served by the index expiry_due."""
+    expiry: Doc = {"$gt": now}  # the rule's lots are never past their expiry
+    if lead is not None:
+        expiry["$lte"] = EXPIRY_NOTICE_DUE.latest_expiry_due(now, lead)
+    return {**matching(EXPIRY_NOTICE_DUE.lots, expiry), _NOTICED: {"$exists": False}}
 
 
 _EXPIRY_ORDER: Final = (("expiresAt", ASCENDING), ("_id", ASCENDING))
@@ -358,8 +366,9 @@ class ExpiringLotReader:
         after: tuple[datetime, str] | None,
         limit: int,
     ) -> list[ExpiringLot]:
-        """Lots expiring within `notice` of `now` (not yet expired), in (expiresAt, _id) order."""
-        query = after_key(_unnoticed({"$gt": now, "$lte": now + notice}), _EXPIRY_ORDER, after)
+        """The lots due a notice at `now` (`EXPIRY_NOTICE_DUE`, `notice` its lead), in
+        (expiresAt, _id) order."""
+        query = after_key(_awaiting_notice(now, lead=notice), _EXPIRY_ORDER, after)
         cursor = (
             self._lots.find(query, {"memberId": 1, "expiresAt": 1}, session=self._session)
             .sort(list(_EXPIRY_ORDER))
@@ -368,14 +377,14 @@ class ExpiringLotReader:
         return [ExpiringLot(doc["_id"], doc["memberId"], doc["expiresAt"]) async for doc in cursor]
 
     async def first_due_at(self, notice: timedelta, *, expiring_after: datetime) -> datetime | None:
-        """When the first notice of a lot that expires after `expiring_after` falls due."""
+        """When the first notice of a lot that awaits one at `expiring_after` falls due."""
         doc = await self._lots.find_one(
-            _unnoticed({"$gt": expiring_after}),
+            _awaiting_notice(expiring_after),
             {"expiresAt": 1},
             sort=[("expiresAt", ASCENDING)],
             session=self._session,
         )
-        return doc["expiresAt"] - notice if doc else None
+        return EXPIRY_NOTICE_DUE.due_at(doc["expiresAt"], notice) if doc else None
 
 
 class ExpiringLotMarker(ExpiringLotReader):
@@ -385,10 +394,11 @@ class ExpiringLotMarker(ExpiringLotReader):
         super().__init__(mongo, session.driver)
 
     async def mark_noticed(self, lot_id: str, at: datetime) -> bool:
-        """Mark a lot's notice given, if it still has credits and was not marked; True if so."""
+        """Mark a lot's notice given, if it still awaits one at `at` (`EXPIRY_NOTICE_DUE`:
+        spendable and not marked); True if so."""
         result = await self._lots.update_one(
-            {"_id": lot_id, **_unnoticed({"$gt": at})},
-            {"$set": {"expiryNoticeAt": at}},
+            {"_id": lot_id, **_awaiting_notice(at)},
+            {"$set": {_NOTICED: at}},
             session=self._session,
         )
         return result.modified_count == 1
