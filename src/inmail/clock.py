@@ -34,7 +34,7 @@ class ManualClock:
         # request lands on would leave the others behind, so none of them moves.
         self.movable = movable
         # Held while the clock is moved through the jobs due on the way, so that two advances
-        # run one after the other (services/scheduling.py).
+        # run one after the other (services/manual_clock.py).
         self.advancing = asyncio.Lock()
 
     def now(self) -> datetime:

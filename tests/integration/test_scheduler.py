@@ -25,8 +25,8 @@ from inmail.repositories.members import MemberRepository
 from inmail.repositories.mongo import Mongo
 from inmail.scheduler import LEASE_NAME
 from inmail.services import inmail as inmail_service
+from inmail.services import manual_clock, scheduling
 from inmail.services import members as member_service
-from inmail.services import scheduling
 from inmail.services.base import Deps
 from inmail.settings import Settings, SettingsError
 from stored import lease_holder, notifications_of
@@ -154,7 +154,7 @@ async def test_the_cap_of_each_plan_is_reached_after_months_of_no_spending(
     member = await new_member(deps, plan=plan, monthly_allotment=allotment)
     monthly = deps.plans.policy(plan, allotment).monthly_allotment
     # 15 April 00:00: the fourth allotment, nine hours before the first lot's 90 days end.
-    await scheduling.advance_clock(deps, days=89, hours=15, batch_size=BATCH)
+    await manual_clock.advance_clock(deps, days=89, hours=15, batch_size=BATCH)
     assert api.clock.now() == at(4, 15)
     assert await balance(deps, member) == cap
     last = (await ledger(deps, member))[-1]
@@ -220,7 +220,7 @@ async def test_a_credit_is_spendable_one_second_before_90_days_and_not_at_90_day
     alan = await new_member(deps, "Alan Turing")
     grace = await new_member(deps, "Grace Hopper")
     first_lot = (await deps.reads.lots.active_for(ada))[0]
-    await scheduling.advance_clock(deps, days=89, hours=23, batch_size=BATCH)
+    await manual_clock.advance_clock(deps, days=89, hours=23, batch_size=BATCH)
     api.clock.set(first_lot.expires_at - timedelta(seconds=1))
 
     sent = await inmail_service.send_inmail(deps, ada, alan, "Hello", "One second left.", "k-1")
@@ -295,7 +295,7 @@ async def test_the_reminder_delay_is_configurable(mongodb_uri: str, db_name: str
         ada = await new_member(deps, "Ada Lovelace")
         alan = await new_member(deps, "Alan Turing")
         sent = await inmail_service.send_inmail(deps, ada, alan, "Hi", "Coffee?", "k-1")
-        await scheduling.advance_clock(deps, days=3, batch_size=BATCH)
+        await manual_clock.advance_clock(deps, days=3, batch_size=BATCH)
         conversation = await deps.reads.conversations.get(sent.conversation.id)
         assert conversation is not None
         assert conversation.reminder_sent_at == START + timedelta(hours=24)

@@ -8,13 +8,13 @@ from inmail.resolvers.context import ResolverInfo, ctx
 from inmail.schema.errors import UserError, refused
 from inmail.schema.inputs import AdvanceClockInput
 from inmail.schema.payloads import AdvanceClockPayload
-from inmail.services import scheduling
+from inmail.services import manual_clock
 
 
 async def advance_clock(info: ResolverInfo, input: AdvanceClockInput) -> AdvanceClockPayload:
     c = ctx(info)
     try:
-        now = await scheduling.advance_clock_as(
+        now = await manual_clock.advance_clock_as(
             c.deps,
             c.viewer(),
             days=input.days,

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from inmail.auth import KnownMembers, TokenService
     from inmail.services.base import Deps
     from inmail.services.live import Broker, InboxBroker
+    from inmail.services.manual_clock import Deliveries
     from inmail.services.payments import PaymentGateway
-    from inmail.services.scheduling import Deliveries
     from inmail.settings import Settings
 
 

@@ -1,4 +1,9 @@
-"""The jobs that move credits through time: renewals, expirations, reminders, a manual clock.
+"""The scheduler's passes: the jobs that move credits through time, and when they are due.
+
+A pass (`run_due_jobs`) runs every job with one `now`: renewals, expirations, reminders, expiry
+notices and the reconciliation of charges, in that order. Each job is a plain function called as
+`job(deps, now, batch_size=n)` and answers a `JobReport`. `scheduler.py` runs passes on a timer
+under a `Lease`; `manual_clock.py` (advanceClock) runs one at every instant it stops at.
 
 Every job is safe to run twice, late, or in several processes at once: a member's changes are
 written in one transaction that re-reads the member and is optimistic on its ledger position, a
@@ -10,8 +15,6 @@ skipped while the others go on.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,10 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from inmail.auth import Viewer
-from inmail.clock import ManualClock
-from inmail.domain import access
-from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.metrics import SCHEDULER_PASS_SECONDS
@@ -30,14 +29,14 @@ from inmail.repositories.conversations import DueReminder
 from inmail.repositories.mongo import DatabaseUnavailable
 from inmail.repositories.notifications import ExpiringLot
 from inmail.services.base import Account, Deps, renewal_notices
+from inmail.services.charges import RECONCILE_AFTER, reconcile_charges
+from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.unit_of_work import Transaction
 
 D = TypeVar("D")
 P = TypeVar("P")
 
 log = logging.getLogger(__name__)
-
-MAX_ADVANCE = timedelta(days=3660)
 
 Checkpoint = Callable[[], Awaitable[bool]]
 """Asked between batches; False ends the pass there (every batch is all-or-nothing)."""
@@ -68,39 +67,15 @@ class PassReport:
         return next(job for job in self.jobs if job.job == name)
 
 
+@dataclass(frozen=True, slots=True)
 class _Run:
     """One run of one job: what it was called with, and the report it fills in."""
 
-    def __init__(
-        self, deps: Deps, now: datetime, batch_size: int, checkpoint: Checkpoint, name: str
-    ) -> None:
-        self.deps, self.now, self.batch_size, self.checkpoint = deps, now, batch_size, checkpoint
-        self.report = JobReport(name)
-
-
-class Job:
-    """A job of the scheduler: `await job(deps, now, batch_size=n)` runs it until nothing is due
-    at `now`, `n` members or items a batch."""
-
-    def __init__(self, name: str, body: Callable[[_Run], Awaitable[None]]) -> None:
-        self.name, self._body = name, body
-        functools.update_wrapper(self, body)
-
-    async def __call__(
-        self,
-        deps: Deps,
-        now: datetime,
-        *,
-        batch_size: int,
-        checkpoint: Checkpoint = _go_on,
-    ) -> JobReport:
-        run = _Run(deps, now, batch_size, checkpoint, self.name)
-        await self._body(run)
-        return run.report
-
-
-def _job(name: str) -> Callable[[Callable[[_Run], Awaitable[None]]], Job]:
-    return lambda body: Job(name, body)
+    deps: Deps
+    now: datetime
+    batch_size: int
+    checkpoint: Checkpoint
+    report: JobReport
 
 
 async def _in_batches(
@@ -123,16 +98,20 @@ async def _in_batches(
 # Renewals and expirations: members brought up to `now`, a batch at a time.
 
 
-@_job("renewals")
-async def renew_due(run: _Run) -> None:
+async def renew_due(
+    deps: Deps, now: datetime, *, batch_size: int, checkpoint: Checkpoint = _go_on
+) -> JobReport:
     """Grant every billing cycle that started by `now` to each member it is due to."""
-    await _members_job(run, run.deps.reads.members.due_ids_for_renewal)
+    run = _Run(deps, now, batch_size, checkpoint, JobReport("renewals"))
+    return await _members_job(run, deps.reads.members.due_ids_for_renewal)
 
 
-@_job("expirations")
-async def expire_due(run: _Run) -> None:
+async def expire_due(
+    deps: Deps, now: datetime, *, batch_size: int, checkpoint: Checkpoint = _go_on
+) -> JobReport:
     """Mark EXPIRED, with an EXPIRE entry at its own expiresAt, every lot that lapsed by `now`."""
-    await _members_job(run, run.deps.reads.lots.lapsed_member_ids)
+    run = _Run(deps, now, batch_size, checkpoint, JobReport("expirations"))
+    return await _members_job(run, deps.reads.lots.lapsed_member_ids)
 
 
 class _DueMemberIds(Protocol):
@@ -141,7 +120,7 @@ class _DueMemberIds(Protocol):
     ) -> Awaitable[list[str]]: ...
 
 
-async def _members_job(run: _Run, due_ids: _DueMemberIds) -> None:
+async def _members_job(run: _Run, due_ids: _DueMemberIds) -> JobReport:
     """Bring every member `due_ids` names up to `now`, a batch at a time, in id order."""
     await _in_batches(
         run,
@@ -149,6 +128,7 @@ async def _members_job(run: _Run, due_ids: _DueMemberIds) -> None:
         lambda member_id: member_id,
         lambda ids: _bring_up_to(run.deps, ids, run.now, run.report),
     )
+    return run.report
 
 
 async def _bring_up_to(deps: Deps, ids: Sequence[str], now: datetime, report: JobReport) -> None:
@@ -215,15 +195,17 @@ async def _publish(deps: Deps, entries: list[LedgerEntry]) -> None:
 # Reminders: one transaction per conversation, marked and written together.
 
 
-@_job("reminders")
-async def remind_due(run: _Run) -> None:
+async def remind_due(
+    deps: Deps, now: datetime, *, batch_size: int, checkpoint: Checkpoint = _go_on
+) -> JobReport:
     """Remind the recipient of every unanswered InMail whose reminder is due by `now`, once."""
-    due = run.deps.reads.conversations.reminders_due_after
-    await _each_due(
+    run = _Run(deps, now, batch_size, checkpoint, JobReport("reminders"))
+    due = deps.reads.conversations.reminders_due_after
+    return await _each_due(
         run,
-        lambda after: due(run.now, after=after, limit=run.batch_size),
+        lambda after: due(now, after=after, limit=batch_size),
         lambda r: (r.due_at, r.conversation_id),
-        lambda tx, r: _remind(tx, r, run.now),
+        lambda tx, r: _remind(tx, r, now),
     )
 
 
@@ -243,15 +225,17 @@ async def _remind(tx: Transaction, reminder: DueReminder, now: datetime) -> bool
 # Credits about to expire: each lot's member is told once, `expiry_notice` before expiresAt.
 
 
-@_job("expiry notices")
-async def notify_expiring(run: _Run) -> None:
+async def notify_expiring(
+    deps: Deps, now: datetime, *, batch_size: int, checkpoint: Checkpoint = _go_on
+) -> JobReport:
     """CREDITS_EXPIRING for every lot with credits that expires within the notice, once."""
-    due, notice = run.deps.reads.notifications.expiring.due, run.deps.limits.expiry_notice
-    await _each_due(
+    run = _Run(deps, now, batch_size, checkpoint, JobReport("expiry notices"))
+    due, notice = deps.reads.notifications.expiring.due, deps.limits.expiry_notice
+    return await _each_due(
         run,
-        lambda after: due(run.now, notice, after=after, limit=run.batch_size),
+        lambda after: due(now, notice, after=after, limit=batch_size),
         lambda lot: (lot.expires_at, lot.lot_id),
-        lambda tx, lot: _notify_expiring(tx, lot, run.now),
+        lambda tx, lot: _notify_expiring(tx, lot, now),
     )
 
 
@@ -260,7 +244,7 @@ async def _each_due(
     due: Callable[[tuple[datetime, str] | None], Awaitable[list[D]]],
     position: Callable[[D], tuple[datetime, str]],
     step: Callable[[Transaction, D], Awaitable[bool]],
-) -> None:
+) -> JobReport:
     """Page through what is due, in order, one transaction an item: an item's failure is
     reported and the rest go on; a database that is gone stops the job."""
     report = run.report
@@ -276,6 +260,7 @@ async def _each_due(
                 report.failed.append(position(item)[1])
 
     await _in_batches(run, due, position, one_at_a_time)
+    return report
 
 
 async def _notify_expiring(tx: Transaction, lot: ExpiringLot, now: datetime) -> bool:
@@ -288,25 +273,30 @@ async def _notify_expiring(tx: Transaction, lot: ExpiringLot, now: datetime) -> 
 # Charges: paid requests left open by a process that died are completed or refunded.
 
 
-@_job("charges")
-async def reconcile_due(run: _Run) -> None:
-    """Complete or refund each charge that has no purchase or plan change RECONCILE_AFTER on."""
-    from inmail.services import charges
-    from inmail.services.fulfilments import FULFILMENTS
+async def reconcile_due(
+    deps: Deps, now: datetime, *, batch_size: int, checkpoint: Checkpoint = _go_on
+) -> JobReport:
+    """Complete or refund each charge that has no purchase or plan change RECONCILE_AFTER on.
 
-    deps = run.deps
+    Only with a payment gateway: reconciling asks it what became of each charge and refunds
+    through it. `deps` built without one (`bootstrap.build_deps` without `gateway`, as tests and
+    benchmarks build them; the service always has one) skip the job, logged at debug: nothing is
+    read or written and the report says nothing was done. `reconcile_charges` goes through its
+    batches to the end: `checkpoint` is not asked.
+    """
+    report = JobReport("charges")
     if deps.gateway is None:
-        return
-    done = await charges.reconcile_charges(
-        deps, deps.gateway, run.now, batch_size=run.batch_size, fulfilments=FULFILMENTS
+        log.debug("charges: no payment gateway to ask; reconciliation skipped")
+        return report
+    done = await reconcile_charges(
+        deps, deps.gateway, now, batch_size=batch_size, fulfilments=FULFILMENTS
     )
-    run.report.changed = done.completed + done.refunded + done.lapsed
-    run.report.failed.extend(done.failed or [])
+    report.changed = done.completed + done.refunded + done.lapsed
+    report.failed.extend(done.failed or [])
+    return report
 
 
 async def _next_reconciliation(deps: Deps, after: datetime | None) -> datetime | None:
-    from inmail.services.charges import RECONCILE_AFTER
-
     since = None if after is None else after - RECONCILE_AFTER
     oldest = await deps.reads.intents.oldest_open_created_at(since)
     recheck = await deps.reads.intents.next_recheck_at(after)
@@ -391,111 +381,3 @@ class Lease:
 
     async def release(self) -> None:
         await self._leases.release(self.name, self.owner)
-
-
-# The manual clock (INMAIL_CLOCK=manual): move time and run every job at its own time.
-
-
-def advance_by(days: int | None, hours: int | None) -> timedelta:
-    days, hours = days or 0, hours or 0
-    if days < 0:
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.NEGATIVE, "days")
-    if hours < 0:
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.NEGATIVE, "hours")
-    if days * 24 + hours > MAX_ADVANCE // timedelta(hours=1):  # before timedelta can overflow
-        raise DomainError(
-            ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_FAR, maximum_days=MAX_ADVANCE.days
-        )
-    delta = timedelta(days=days, hours=hours)
-    if delta <= timedelta(0):
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_SHORT)
-    if delta > MAX_ADVANCE:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_FAR, maximum_days=MAX_ADVANCE.days
-        )
-    return delta
-
-
-class Deliveries(Protocol):
-    """Webhook deliveries, as `advance_clock` drives them (services/webhooks.py)."""
-
-    async def next_due_after(self, after: datetime) -> datetime | None: ...
-
-    async def drain(self) -> int: ...
-
-    def alone(self) -> contextlib.AbstractAsyncContextManager[None]: ...
-
-
-async def advance_clock_as(
-    deps: Deps,
-    viewer: Viewer | None,
-    *,
-    days: int | None = None,
-    hours: int | None = None,
-    batch_size: int,
-    deliveries: Deliveries | None = None,
-) -> datetime:
-    """An admin's advanceClock (SPEC 8): the caller is checked before the clock and the input."""
-    access.admin(viewer)
-    return await advance_clock(
-        deps, days=days, hours=hours, batch_size=batch_size, deliveries=deliveries
-    )
-
-
-async def advance_clock(
-    deps: Deps,
-    *,
-    days: int | None = None,
-    hours: int | None = None,
-    batch_size: int,
-    deliveries: Deliveries | None = None,
-) -> datetime:
-    """Move a manual clock forward, stopping at every instant a job has work, in time order.
-
-    At each stop the clock reads that instant and the jobs run with it, so a grant, an expiry or
-    a reminder is written at its own time, as a scheduler that never missed a beat would have.
-    With `deliveries` (webhooks configured) each webhook attempt due is a stop too, and the
-    events due at a stop are attempted there: retries keep their backoff however far the clock
-    jumps (SPEC 7).
-    """
-    clock = _movable_clock(deps)
-    delta = advance_by(days, hours)
-    # Background deliveries wait while the clock walks: one in flight would otherwise record
-    # its retry at a time the walk has already passed, and the retry would never be made.
-    alone = deliveries.alone() if deliveries is not None else contextlib.nullcontext()
-    async with clock.advancing, alone:
-        await _walk(deps, clock, clock.now() + delta, batch_size, deliveries)
-        return clock.now()
-
-
-def _movable_clock(deps: Deps) -> ManualClock:
-    clock = deps.clock
-    if not isinstance(clock, ManualClock):
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CLOCK_NOT_MANUAL)
-    if not clock.movable:
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CLOCK_IN_SEVERAL_WORKERS)
-    return clock
-
-
-async def _walk(
-    deps: Deps,
-    clock: ManualClock,
-    target: datetime,
-    batch_size: int,
-    deliveries: Deliveries | None,
-) -> None:
-    """Set the clock to each instant a job (or a webhook attempt) is due up to `target`, and
-    run what is due there."""
-
-    async def stop_here() -> None:
-        await run_due_jobs(deps, clock.now(), batch_size=batch_size)
-        if deliveries is not None:
-            await deliveries.drain()
-
-    await stop_here()  # anything left behind
-    while clock.now() < target:
-        upcoming = [await next_due_after(deps, clock.now())]
-        if deliveries is not None:
-            upcoming.append(await deliveries.next_due_after(clock.now()))
-        clock.set(min([*(t for t in upcoming if t is not None), target]))
-        await stop_here()
