@@ -1,16 +1,18 @@
 """Requests under a client-chosen key: a retry gets the first answer, another request an error.
 
 A key is looked up, then taken, or answered, or refused. Every keyed operation cleans its key
-and fingerprints its request with `KeyedRequest.of`; `answer` and `answer_unless_paying` say
-what a record under the key answers. Then:
+and fingerprints its request with `KeyedRequest.of`, looks it up with `replay` (what a record
+under the key answers: the first run's outcome or refusal, or another request's key refused)
+and takes it with the record of its own first run. Then:
 
-- a send (services/inmail.py) looks its key up with `replay`, in its transaction, and takes it
-  with its conversation, whose one insert carries the record (the unique `send_key_once` index
-  refuses a twin; an optimistic attempt skips the look-up and leaves a reused key to it);
-- a purchase and a paid plan change look their key up with `replay_unless_paying` before their
-  transaction, then take it with `take_key` with their payment intent (services/charges.py
-  `open_intent`); a purchase's grant writes what it bought into that record
-  (`remember_fulfilled`), and a plan change's intent goes on answering its retries;
+- a send (services/inmail.py) looks its key up in its transaction and takes it with its
+  conversation, whose one insert carries the record (the unique `send_key_once` index refuses
+  a twin; an optimistic attempt skips the look-up and leaves a reused key to it);
+- a purchase and a paid plan change look their key up before their transaction (None also
+  while their own payment intent has the answer), then take it with `take_key` with their
+  payment intent (services/charges.py `open_intent`); a purchase's grant writes what it bought
+  into that record (`remember_fulfilled`), and a plan change's intent goes on answering its
+  retries;
 - a plan change under a key to the plan already held, which charges nothing, takes its key
   with `take_key` and what it answered (services/members.py).
 """
@@ -38,11 +40,8 @@ __all__ = [
     "IDEMPOTENCY_KEY_MAX",
     "KeyedOutcome",
     "KeyedRequest",
-    "answer",
-    "answer_unless_paying",
     "remember_fulfilled",
     "replay",
-    "replay_unless_paying",
     "take_key",
 ]
 
@@ -103,34 +102,18 @@ def reused_key() -> DomainError:
 
 
 async def replay(records: IdempotencyReader, request: KeyedRequest) -> KeyedOutcome | None:
-    """What the first run under this key answered; None if this is the first run.
+    """What the first run under this key answered; None if this is the first run, or if the
+    key is this very paid request's and its payment intent has the answer (not yet fulfilled).
 
     Raises if the key was used for another request, or if the first run was refused and its
     side effects are still being undone (then it gets that refusal again).
     """
     prior = await records.find(request.member_id, request.key)
-    return answer(prior, request) if prior is not None else None
+    return _answer(prior, request) if prior is not None else None
 
 
-async def replay_unless_paying(
-    records: IdempotencyReader, request: KeyedRequest
-) -> KeyedOutcome | None:
-    """`replay` for a paid request: None also when the key is this very request's, paid for
-    through a payment intent and not yet fulfilled (then the intent has the answer)."""
-    prior = await records.find(request.member_id, request.key)
-    return answer_unless_paying(prior, request) if prior is not None else None
-
-
-def answer(prior: IdempotencyRecord, request: KeyedRequest) -> KeyedOutcome:
-    """The answer a retry gets from the record of the first run under its key."""
-    outcome = answer_unless_paying(prior, request)
-    assert outcome is not None, "a record holds an outcome or a refusal, or waits on its intent"
-    return outcome
-
-
-def answer_unless_paying(prior: IdempotencyRecord, request: KeyedRequest) -> KeyedOutcome | None:
-    """`answer`, or None when the key is this very request's, paid for through a payment
-    intent and not yet fulfilled: then the intent has the answer."""
+def _answer(prior: IdempotencyRecord, request: KeyedRequest) -> KeyedOutcome | None:
+    """The answer a retry gets from the record of the first run under its key (`replay`)."""
     if prior.request_hash != request.fingerprint:
         raise reused_key()
     if prior.refusal is not None:
@@ -152,7 +135,7 @@ async def take_key(
 
     Free, the key is taken: `once_free` runs first (what the record follows in the transaction:
     a payment intent, checked and inserted), then `record` is inserted; None. Held, the key
-    answers a retry of this very request as `answer_unless_paying` does (None: its payment
+    answers a retry of this very request as `replay` does (None: its payment
     intent answers) and refuses another request, or any request when `record` is a payment
     intent's.
     """
@@ -167,7 +150,7 @@ async def take_key(
         # request's (an InMail that took the key since the request looked or, before intents,
         # a request whose record has no intent). Keys are one namespace; nothing was charged.
         raise reused_key()
-    return answer_unless_paying(prior, request)
+    return _answer(prior, request)
 
 
 async def remember_fulfilled(

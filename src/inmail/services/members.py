@@ -22,7 +22,7 @@ from inmail.repositories.mongo import new_id
 from inmail.repositories.records import KeyedOutcome
 from inmail.services import charges
 from inmail.services.base import Account, Deps
-from inmail.services.idempotency import KeyedRequest, replay_unless_paying, take_key
+from inmail.services.idempotency import KeyedRequest, replay, take_key
 from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Reads, Transaction
 
@@ -251,7 +251,7 @@ async def _paid_change(
     if intent is None:
         # Another request's key (an InMail) is refused; this change's, when it changed nothing
         # (the member was on the plan then), answers so again, without a charge.
-        if await replay_unless_paying(deps.reads.idempotency, request) is not None:
+        if await replay(deps.reads.idempotency, request) is not None:
             return []
         if not chargeable(member.payment_method, deps.now()):
             raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD)

@@ -23,7 +23,7 @@ from inmail.services.idempotency import (
     KeyedOutcome,
     KeyedRequest,
     remember_fulfilled,
-    replay_unless_paying,
+    replay,
 )
 from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Transaction
@@ -42,7 +42,7 @@ async def purchase_credits(
 ) -> PurchaseResult:
     check_purchase_quantity(quantity, deps.limits.max_purchase_quantity)
     request = KeyedRequest.of(member_id, key, OPERATION, quantity=quantity)
-    if (outcome := await replay_unless_paying(deps.reads.idempotency, request)) is not None:
+    if (outcome := await replay(deps.reads.idempotency, request)) is not None:
         return await _result(deps, outcome)  # this purchase, granted already
     intent = await charges.existing_intent(deps, request)
     if intent is None:
