@@ -89,7 +89,8 @@ def build_deps(
     webhooks: bool = True,
     database_timeout: float | None = None,
 ) -> Deps:
-    """What the use cases run on: a unit of work on `mongo`, the clock, and the plans and limits
+    """What the use cases run on: a unit of work on `mongo`, the clock, the payment gateway (the
+    built-in one over `mongo`'s book of charges unless one is given), and the plans and limits
     of `settings`; `webhooks` says whether new notifications are enqueued for webhook delivery,
     `database_timeout` how long a request's database work may take in all (None: no bound)."""
     return Deps(
@@ -99,7 +100,7 @@ def build_deps(
         limits=limits(settings),
         rate_limits=rate_limits(settings, clock),
         publisher=publisher or NullPublisher(),
-        gateway=gateway,
+        gateway=gateway or BuiltinGateway(ChargeRepository(mongo)),
     )
 
 

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from inmail.services.base import Deps
     from inmail.services.live import Broker, InboxBroker
     from inmail.services.manual_clock import Deliveries
-    from inmail.services.payments import PaymentGateway
     from inmail.settings import Settings
 
 
@@ -49,9 +48,6 @@ class Services(Protocol):
 
     @property
     def deps(self) -> Deps: ...
-
-    @property
-    def gateway(self) -> PaymentGateway: ...
 
     @property
     def live(self) -> Broker: ...
@@ -126,10 +122,6 @@ class Context:
     @property
     def deps(self) -> Deps:
         return self.container.deps
-
-    @property
-    def gateway(self) -> PaymentGateway:
-        return self.container.gateway
 
     @property
     def live(self) -> Broker:

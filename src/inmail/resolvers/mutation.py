@@ -133,7 +133,7 @@ class Mutation:
     ) -> PurchaseInMailCreditsPayload:
         c = ctx(info)
         result = await purchase_credits(
-            c.deps, c.gateway, c.require_member(), input.quantity, input.idempotency_key
+            c.deps, c.require_member(), input.quantity, input.idempotency_key
         )
         return PurchaseInMailCreditsPayload(
             lot=CreditLot.from_domain(result.lot) if result.lot else None,
@@ -162,7 +162,6 @@ class Mutation:
             input.monthly_allotment,
             member_id=None if input.member_id is None else str(input.member_id),
             idempotency_key=input.idempotency_key,
-            gateway=c.gateway,
         )
         c.reads.clear()
         return ChangePlanPayload(member=Member.from_domain(member))

@@ -40,8 +40,8 @@ class Deps:
     plans: PlanTable
     limits: Limits
     rate_limits: RateLimits
+    gateway: PaymentGateway  # what paid requests charge, and reconciliation asks and refunds
     publisher: BalancePublisher = field(default_factory=NullPublisher)
-    gateway: PaymentGateway | None = None  # for reconciling charges in scheduled passes
 
     @property
     def reads(self) -> Reads:

@@ -23,7 +23,6 @@ from inmail.repositories.records import KeyedOutcome
 from inmail.services import charges
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedRequest, replay, take_key
-from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Reads, Transaction
 
 PLAN_CHANGE = IntentKind.PLAN_CHANGE
@@ -169,7 +168,6 @@ async def change_plan(
     *,
     member_id: str | None = None,
     idempotency_key: str | None = None,
-    gateway: PaymentGateway | None = None,
 ) -> Member:
     """A new plan restarts the billing cycle today; old credits are forfeited (SPEC 2).
 
@@ -186,7 +184,7 @@ async def change_plan(
     if by_admin:
         entries = await deps.uow.run(_change_plan, deps, whose, plan, allotment, deps.now())
     else:
-        entries = await _own_change(deps, gateway, member, plan, idempotency_key)
+        entries = await _own_change(deps, member, plan, idempotency_key)
     await deps.publisher.publish(entries)
     return await _require_member(deps.reads, whose)
 
@@ -207,7 +205,6 @@ async def _change_to_basic(deps: Deps, member_id: str, *, by_admin: bool) -> Mem
 
 async def _own_change(
     deps: Deps,
-    gateway: PaymentGateway | None,
     member: Member,
     plan: PlanType,
     key: str | None,
@@ -221,11 +218,10 @@ async def _own_change(
         if key is not None:
             await _keep_unchanged(deps, member, plan, key)
         return []
-    assert gateway is not None, "a member's paid change needs the payment gateway"
     if key is None:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.PAID_CHANGE_NEEDS_KEY, "idempotencyKey")
     price = deps.plans.policy(plan).monthly_price
-    return await _paid_change(deps, gateway, member, plan, price, key)
+    return await _paid_change(deps, member, plan, price, key)
 
 
 def _already_on(member: Member, plan: PlanType, allotment: int | None) -> bool:
@@ -240,7 +236,6 @@ def _already_on(member: Member, plan: PlanType, allotment: int | None) -> bool:
 
 async def _paid_change(
     deps: Deps,
-    gateway: PaymentGateway,
     member: Member,
     plan: PlanType,
     price: Money,
@@ -257,7 +252,7 @@ async def _paid_change(
             raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD)
         fresh = charges.new_intent(request, price, deps.now(), plan=plan, terms=member.terms)
         intent = await charges.open_intent(deps, fresh, request)
-    done = await charges.pay_and_fulfil(deps, gateway, intent, apply_paid_change)
+    done = await charges.pay_and_fulfil(deps, deps.gateway, intent, apply_paid_change)
     return done.entries
 
 

@@ -25,7 +25,6 @@ from inmail.services.idempotency import (
     remember_fulfilled,
     replay,
 )
-from inmail.services.payments import PaymentGateway
 from inmail.services.unit_of_work import Transaction
 
 OPERATION = IntentKind.PURCHASE
@@ -37,9 +36,7 @@ class PurchaseResult:
     credits_left: int
 
 
-async def purchase_credits(
-    deps: Deps, gateway: PaymentGateway, member_id: str, quantity: int, key: str
-) -> PurchaseResult:
+async def purchase_credits(deps: Deps, member_id: str, quantity: int, key: str) -> PurchaseResult:
     check_purchase_quantity(quantity, deps.limits.max_purchase_quantity)
     request = KeyedRequest.of(member_id, key, OPERATION, quantity=quantity)
     if (outcome := await replay(deps.reads.idempotency, request)) is not None:
@@ -54,7 +51,7 @@ async def purchase_credits(
         intent = await charges.open_intent(
             deps, fresh, request, functools.partial(_fits_with_what_is_on_order, deps)
         )
-    done = await charges.pay_and_fulfil(deps, gateway, intent, grant_purchase)
+    done = await charges.pay_and_fulfil(deps, deps.gateway, intent, grant_purchase)
     await deps.publisher.publish(done.entries)
     return await _result(deps, done.outcome)
 

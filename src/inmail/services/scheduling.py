@@ -276,18 +276,11 @@ async def _notify_expiring(tx: Transaction, lot: ExpiringLot, now: datetime) -> 
 async def reconcile_due(
     deps: Deps, now: datetime, *, batch_size: int, checkpoint: Checkpoint = _go_on
 ) -> JobReport:
-    """Complete or refund each charge that has no purchase or plan change RECONCILE_AFTER on.
-
-    Only with a payment gateway: reconciling asks it what became of each charge and refunds
-    through it. `deps` built without one (`bootstrap.build_deps` without `gateway`, as tests and
-    benchmarks build them; the service always has one) skip the job, logged at debug: nothing is
-    read or written and the report says nothing was done. `reconcile_charges` goes through its
-    batches to the end: `checkpoint` is not asked.
+    """Complete or refund each charge that has no purchase or plan change RECONCILE_AFTER on,
+    asking the payment gateway what became of it. `reconcile_charges` goes through its batches
+    to the end: `checkpoint` is not asked.
     """
     report = JobReport("charges")
-    if deps.gateway is None:
-        log.debug("charges: no payment gateway to ask; reconciliation skipped")
-        return report
     done = await reconcile_charges(
         deps, deps.gateway, now, batch_size=batch_size, fulfilments=FULFILMENTS
     )
