@@ -251,11 +251,12 @@ def _member_known(settings: Settings, member_id: str) -> bool:
 
 async def _find_member(uri: str, db_name: str, member_id: str) -> bool:
     from inmail.repositories.members import MemberReader
-    from inmail.repositories.mongo import Mongo
+    from inmail.repositories.mongo import NO_TRANSACTION, Mongo
 
     mongo = Mongo.connect(uri, db_name, app_name="inmail-token")
     try:
-        member = await asyncio.wait_for(MemberReader(mongo, None).get(member_id), _LOOKUP_TIMEOUT)
+        reader = MemberReader(mongo, NO_TRANSACTION)
+        member = await asyncio.wait_for(reader.get(member_id), _LOOKUP_TIMEOUT)
         return member is not None
     finally:
         await mongo.close()
