@@ -41,7 +41,6 @@ class Container:
     mongo: Mongo
     tokens: TokenService
     deps: Deps
-    gateway: PaymentGateway
     events: FanOut
     live: Broker
     charges: ChargeRepository
@@ -100,7 +99,7 @@ def build_deps(
         limits=limits(settings),
         rate_limits=rate_limits(settings, clock),
         publisher=publisher or NullPublisher(),
-        gateway=gateway or BuiltinGateway(ChargeRepository(mongo)),
+        gateway=BuiltinGateway(ChargeRepository(mongo)) if gateway is None else gateway,
     )
 
 
@@ -190,7 +189,6 @@ def build_container(
         mongo=mongo,
         tokens=TokenService(jwt_secret(settings), settings.token_max_lifetime),
         deps=deps,
-        gateway=payments,
         events=events,
         live=live,
         charges=charges,

@@ -362,12 +362,12 @@ async def test_a_retry_racing_two_reconcilers_settles_each_charge_exactly_once(a
             assert (await api.purchase(member, 10))["errors"] == []
     intents = [await orphan_charge(api, m, 5 + 5 * (i % 2)) for i, m in enumerate(members)]
     api.advance(minutes=3)
-    deps, gateway = api.container.deps, api.container.gateway
+    deps = api.container.deps
     now = api.clock.now()
 
     await asyncio.gather(
-        reconcile_charges(deps, gateway, now, batch_size=BATCH, fulfilments=FULFILMENTS),
-        reconcile_charges(deps, gateway, now, batch_size=BATCH, fulfilments=FULFILMENTS),
+        reconcile_charges(deps, now, batch_size=BATCH, fulfilments=FULFILMENTS),
+        reconcile_charges(deps, now, batch_size=BATCH, fulfilments=FULFILMENTS),
         *(
             api.purchase(m, i.quantity or 0, key=i.key)
             for m, i in zip(members, intents, strict=True)
@@ -401,14 +401,13 @@ async def test_an_orphan_is_left_to_its_request_for_two_minutes_and_settled_with
 ) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
     intent = await orphan_charge(api, ada, 2)
-    deps, gateway = api.container.deps, api.container.gateway
+    deps = api.container.deps
 
     early = await reconcile_charges(
-        deps, gateway, START + timedelta(minutes=1), batch_size=BATCH, fulfilments=FULFILMENTS
+        deps, START + timedelta(minutes=1), batch_size=BATCH, fulfilments=FULFILMENTS
     )
     late = await reconcile_charges(
         deps,
-        gateway,
         api.clock.now() + timedelta(minutes=10),
         batch_size=BATCH,
         fulfilments=FULFILMENTS,
@@ -437,13 +436,11 @@ async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_wit
     ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
     bob = await api.create_member("Bob Byron", "PREMIUM_BUSINESS")
     stalled, idle = await uncharged_intent(api, ada, 3), await uncharged_intent(api, bob, 4)
-    deps, gateway = api.container.deps, api.container.gateway
+    deps = api.container.deps
 
     async def reconcile_in(minutes: int) -> None:
         api.advance(minutes=minutes)
-        await reconcile_charges(
-            deps, gateway, api.clock.now(), batch_size=BATCH, fulfilments=FULFILMENTS
-        )
+        await reconcile_charges(deps, api.clock.now(), batch_size=BATCH, fulfilments=FULFILMENTS)
 
     await reconcile_in(3)  # both given up as never charged
     given_up = await deps.reads.intents.get(idle.id)
@@ -455,7 +452,7 @@ async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_wit
     charge = ChargeRequest(
         ada.id, stalled.id, stalled.amount, member.payment_method, api.clock.now(), "purchase"
     )
-    await gateway.charge(charge)
+    await deps.gateway.charge(charge)
     await reconcile_in(5)  # the next look at the gateway, within SPEC's 10 minutes
     looked_again = await deps.reads.intents.get(idle.id)
 

@@ -6,6 +6,7 @@ that must hold under concurrency or crashes is tested on it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
@@ -14,8 +15,11 @@ import pytest
 
 from inmail.app import app_from_env
 from inmail.bootstrap import build_container
+from inmail.domain.credits import LedgerKind
+from inmail.domain.model import LedgerEntry
 from inmail.repositories.memory import InMemoryMongo
-from inmail.repositories.mongo import Mongo
+from inmail.repositories.mongo import DuplicateKeyError, Mongo
+from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
 from support import START, TEST_SECRET, Api
 from support import test_settings as settings_with
 
@@ -90,3 +94,46 @@ async def test_the_fallback_hands_back_times_with_their_zone_as_the_server_does(
     (sent,) = found["inmailSends"]
     assert sent.utcoffset() == timedelta(0)
     assert sent == START
+
+
+def _entry(seq: int, attempt: int = 1) -> LedgerEntry:
+    return LedgerEntry(f"e-{seq}-{attempt}", "ada", seq, START, LedgerKind.GRANT, 5, 5 * seq)
+
+
+async def test_the_fallback_s_ledger_feed_hands_out_what_each_committed_transaction_wrote() -> None:
+    """One transaction's entries come out together, after it ends; a transaction that raised
+    hands out nothing, and one run again hands out its last attempt's entries once. (What a
+    failed attempt wrote stays written here: mongomock has no rollback.)"""
+    mongo = InMemoryMongo("ledger_feed")
+    uow = MongoUnitOfWork(mongo)
+    feed = mongo.ledger_changes()()
+    await feed.open()
+    attempts = 0
+
+    async def raced_once(tx: Transaction) -> None:
+        nonlocal attempts
+        attempts += 1
+        await tx.ledger.append([_entry(3, attempts)])  # each attempt makes its own ids
+        if attempts == 1:
+            raise DuplicateKeyError("another request won the first attempt")
+
+    async def refused(tx: Transaction) -> None:
+        await tx.ledger.append([_entry(9)])
+        raise ValueError("refused after writing")
+
+    try:
+        async with uow.transaction() as tx:
+            await tx.ledger.append([_entry(1), _entry(2)])
+        with pytest.raises(ValueError, match="refused after writing"):
+            await uow.run(refused)
+        await uow.run(raced_once)
+
+        first = await asyncio.wait_for(feed.next(), 1)
+        second = await asyncio.wait_for(feed.next(), 1)
+        assert [e.seq for e in first.entries] == [1, 2]
+        assert attempts == 2
+        assert [e.id for e in second.entries] == ["e-3-2"]  # the attempt that ended, once
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(feed.next(), 0.05)
+    finally:
+        await feed.close()

@@ -608,7 +608,6 @@ async def test_an_orphaned_plan_change_does_not_undo_the_members_later_change(
     container = api.container
     report = await reconcile_charges(
         container.deps,
-        container.gateway,
         api.clock.now(),
         batch_size=BATCH,
         fulfilments=FULFILMENTS,

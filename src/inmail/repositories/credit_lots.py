@@ -53,7 +53,8 @@ def matching(rule: LotRule, now: Doc) -> Doc:
     return {"status": rule.status.value, "remaining": {"$gt": 0}, "expiresAt": now}
 
 
-def _at(rule: LotRule, now: datetime) -> Doc:
+def matching_at(rule: LotRule, now: datetime) -> Doc:
+    """The database's form of a domain `LotRule` at the instant `now`."""
     return matching(rule, {"$lte": now} if rule.past_expiry else {"$gt": now})
 
 
@@ -95,7 +96,7 @@ class CreditLotReader(RecordReader[CreditLot]):
         rows = await self._mongo.aggregate(
             self._c,
             [
-                {"$match": {"memberId": {"$in": list(member_ids)}, **_at(SPENDABLE, now)}},
+                {"$match": {"memberId": {"$in": list(member_ids)}, **matching_at(SPENDABLE, now)}},
                 {"$group": {"_id": "$memberId", "balance": {"$sum": "$remaining"}}},
             ],
             self._session,
@@ -116,7 +117,7 @@ class CreditLotReader(RecordReader[CreditLot]):
         # A lapsed lot is still stored ACTIVE until the expiry job writes it, but reads EXPIRED.
         if now is None or (LotStatus.ACTIVE in statuses) == (LotStatus.EXPIRED in statuses):
             return query
-        lapsed = _at(LAPSED, now)
+        lapsed = matching_at(LAPSED, now)
         if LotStatus.ACTIVE in statuses:
             return {**query, "$nor": [lapsed]}
         return {"memberId": which.member_id, "$or": [{"status": query["status"]}, lapsed]}
@@ -129,7 +130,7 @@ class CreditLotReader(RecordReader[CreditLot]):
         Walks the (memberId, status, expiresAt) index in member order, so each batch reads about
         as many keys as it returns, however many lots have lapsed in all.
         """
-        query = _at(LAPSED, now)
+        query = matching_at(LAPSED, now)
         query["memberId"] = {"$gt": after_id} if after_id is not None else {"$type": "string"}
         cursor = self._c.find(query, {"_id": 0, "memberId": 1}, session=self._session)
         cursor = self._mongo.hinted(cursor.sort("memberId", 1), "member_spendable")

@@ -30,7 +30,7 @@ from inmail.domain.notifications import (
     NotificationKind,
 )
 from inmail.repositories.collection import RecordReader
-from inmail.repositories.credit_lots import matching
+from inmail.repositories.credit_lots import matching_at
 from inmail.repositories.messages import message_fields, message_from_doc
 from inmail.repositories.mongo import (
     Doc,
@@ -342,10 +342,11 @@ def _awaiting_notice(now: datetime, *, lead: timedelta | None = None) -> Doc:
     """The database's form of `EXPIRY_NOTICE_DUE` at `now`: the lots that await a notice (its
     `awaits`: counted by its lots rule, so not yet expired, and not noticed) or, given the
     notice's `lead`, those due one (its `is_due`). Served by the index expiry_due."""
-    expiry: Doc = {"$gt": now}  # the rule's lots are never past their expiry
+    query = matching_at(EXPIRY_NOTICE_DUE.lots, now)
     if lead is not None:
-        expiry["$lte"] = EXPIRY_NOTICE_DUE.latest_expiry_due(now, lead)
-    return {**matching(EXPIRY_NOTICE_DUE.lots, expiry), _NOTICED: {"$exists": False}}
+        latest = EXPIRY_NOTICE_DUE.latest_expiry_due(now, lead)
+        query["expiresAt"] = {**query["expiresAt"], "$lte": latest}
+    return {**query, _NOTICED: {"$exists": False}}
 
 
 _EXPIRY_ORDER: Final = (("expiresAt", ASCENDING), ("_id", ASCENDING))

@@ -170,11 +170,10 @@ def _refused(refusal: Refusal | None) -> DomainError:
     return refusal.error()
 
 
-async def pay_and_fulfil(
-    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, fulfil: Fulfil
-) -> Fulfilled:
-    """Take an intent as far as it goes: charged once, then completed or refunded."""
-    now = deps.now()
+async def pay_and_fulfil(deps: Deps, intent: PaymentIntent, fulfil: Fulfil) -> Fulfilled:
+    """Take an intent as far as it goes: charged once (through `deps.gateway`), then completed
+    or refunded."""
+    gateway, now = deps.gateway, deps.now()
     if intent.status == IntentStatus.PENDING:
         intent = await _charge(deps, gateway, intent, now)
     if intent.status == IntentStatus.CHARGED:
@@ -365,7 +364,6 @@ class Reconciled:
 
 async def reconcile_charges(
     deps: Deps,
-    gateway: PaymentGateway,
     now: datetime,
     *,
     batch_size: int,
@@ -373,13 +371,13 @@ async def reconcile_charges(
     after: timedelta = RECONCILE_AFTER,
 ) -> Reconciled:
     """Complete or refund every intent opened `after` ago or earlier and still open, then look
-    again at the gateway for each intent given up whose recheck is due. `fulfilments`: what
-    each kind of intent buys (services/fulfilments.py).
+    again at the gateway (`deps.gateway`) for each intent given up whose recheck is due.
+    `fulfilments`: what each kind of intent buys (services/fulfilments.py).
 
     Safe on any number of processes at once: the charge is idempotent per intent, and each
     intent leaves CHARGED by one conditional move, to COMPLETED or to REFUNDING, never both.
     """
-    report = Reconciled(failed=[])
+    report, gateway = Reconciled(failed=[]), deps.gateway
     async for intent in _open_intents(deps.reads.intents, now - after, batch_size):
         await _settle(
             _reconcile_one(deps, gateway, fulfilments, intent, now, report), intent, report

@@ -48,11 +48,13 @@ class BalanceUpdate:
 
 class BalancePublisher(Protocol):
     async def publish(self, entries: Sequence[LedgerEntry]) -> None:
-        """Tell this process's subscribers about committed entries (others learn by other means)."""
+        """Hand on entries this process committed (live subscribers learn of them from the
+        ledger's feed instead, whichever process wrote them)."""
 
 
 class FanOut:
-    """Hands committed entries to every listener in this process (live updates, metrics)."""
+    """Hands committed entries to every listener in this process (the ledger metrics; tests add
+    their own)."""
 
     def __init__(self) -> None:
         self.listeners: list[BalancePublisher] = []

@@ -252,7 +252,7 @@ async def _paid_change(
             raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD)
         fresh = charges.new_intent(request, price, deps.now(), plan=plan, terms=member.terms)
         intent = await charges.open_intent(deps, fresh, request)
-    done = await charges.pay_and_fulfil(deps, deps.gateway, intent, apply_paid_change)
+    done = await charges.pay_and_fulfil(deps, intent, apply_paid_change)
     return done.entries
 
 

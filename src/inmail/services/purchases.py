@@ -51,7 +51,7 @@ async def purchase_credits(deps: Deps, member_id: str, quantity: int, key: str) 
         intent = await charges.open_intent(
             deps, fresh, request, functools.partial(_fits_with_what_is_on_order, deps)
         )
-    done = await charges.pay_and_fulfil(deps, deps.gateway, intent, grant_purchase)
+    done = await charges.pay_and_fulfil(deps, intent, grant_purchase)
     await deps.publisher.publish(done.entries)
     return await _result(deps, done.outcome)
 

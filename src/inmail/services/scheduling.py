@@ -281,9 +281,7 @@ async def reconcile_due(
     to the end: `checkpoint` is not asked.
     """
     report = JobReport("charges")
-    done = await reconcile_charges(
-        deps, deps.gateway, now, batch_size=batch_size, fulfilments=FULFILMENTS
-    )
+    done = await reconcile_charges(deps, now, batch_size=batch_size, fulfilments=FULFILMENTS)
     report.changed = done.completed + done.refunded + done.lapsed
     report.failed.extend(done.failed or [])
     return report
