@@ -15,6 +15,7 @@ import pytest
 
 from benchmarks import floors
 from benchmarks import workloads as w
+from inmail.auth import Role, Viewer
 from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
 from inmail.domain.plans import PlanType
@@ -22,6 +23,7 @@ from inmail.repositories.mongo import Mongo
 from inmail.services import inmail as inmail_service
 from inmail.services import members as member_service
 from inmail.services.base import Deps
+from inmail.services.reads import Reader
 from inmail.settings import Settings
 from support import run_to_end
 
@@ -186,6 +188,19 @@ async def test_the_send_floor_refuses_a_second_awaiting_inmail_and_an_empty_wall
     assert await f.floor_count(floors.IDEMPOTENCY, {}) == 2
 
 
+def _reader_for(deps: Deps, member_id: str) -> Reader:
+    """The reads a request of this member's makes, as the API builds them."""
+    viewer = Viewer(member_id, Role.MEMBER)
+    return Reader(
+        lambda: viewer,
+        deps.reads,
+        clock=deps.now,
+        plans=deps.plans,
+        max_page_size=Settings().max_page_size,
+        caller_id=lambda: member_id,
+    )
+
+
 async def test_the_compose_floor_answers_what_the_services_compose_window_answers(
     floor_world: FloorWorld,
 ) -> None:
@@ -201,7 +216,8 @@ async def test_the_compose_floor_answers_what_the_services_compose_window_answer
         (f.charles, f.mary),  # Basic: must upgrade
     ]
     for viewer, recipient in pairs:
-        service = await inmail_service.compose(f.deps, viewer, recipient)
+        reads = _reader_for(f.deps, viewer)
+        service = await inmail_service.compose(f.deps, viewer, recipient, reads=reads)
         answer = await floor.compose(viewer, recipient, w.START)
         expected = (
             service.can_send,

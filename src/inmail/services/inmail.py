@@ -397,35 +397,31 @@ class ComposeReads(Protocol):
 @dataclass(frozen=True, slots=True)
 class _Window:
     """What the compose window reads: the two members, whether an InMail from the viewer to the
-    recipient awaits a response, and the viewer's balance when the reads computed it."""
+    recipient awaits a response, and the viewer's balance."""
 
     sender: Member | None
     recipient: Member | None
     awaiting: bool
-    balance: int | None  # None: computed from the viewer's lots
+    balance: int
 
 
 async def compose(
-    deps: Deps, viewer_id: str, recipient_id: str, *, reads: ComposeReads | None = None
+    deps: Deps, viewer_id: str, recipient_id: str, *, reads: ComposeReads
 ) -> ComposeInfo:
     """What the compose window needs: can the viewer InMail this member, and with what left.
 
-    The API passes its request's reader, so that the viewer and the balance the same query
-    also asks for (`viewer { inmailBalance }`) are read once, and the awaiting check rides in
-    the same read (one round trip for the window). Either way the balance is the member's
-    brought up to now, as `sendInMail` will find it.
+    `reads` is the request's reader, so that the viewer and the balance the same query also
+    asks for (`viewer { inmailBalance }`) are read once, and the awaiting check rides in the
+    same read (one round trip for the window). The balance is the member's brought up to now,
+    as `sendInMail` will find it.
     """
     now = deps.now()
-    window = await _read_window(deps, viewer_id, recipient_id, reads)
+    window = await _read_window(reads, viewer_id, recipient_id)
     sender, recipient = window.sender, window.recipient
     if sender is None:
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     # The balance sendInMail would see now: due cycles granted, lapsed lots expired.
-    balance = (
-        window.balance
-        if window.balance is not None
-        else (await Account.open(deps.reads, deps.plans, sender, now)).balance
-    )
+    balance = window.balance
     reason = _refusal_code(deps, sender, recipient, window.awaiting, balance, now)
     return ComposeInfo(
         can_send=reason is None,
@@ -435,18 +431,8 @@ async def compose(
     )
 
 
-async def _read_window(
-    deps: Deps, viewer_id: str, recipient_id: str, reads: ComposeReads | None
-) -> _Window:
-    """The compose window's reads, sent together: through the request's reader when there is
-    one; otherwise the two members and the awaiting check (the balance is then computed from
-    the viewer's lots)."""
-    if reads is None:
-        found, awaiting = await asyncio.gather(
-            deps.reads.members.get_many([viewer_id, recipient_id]),
-            deps.reads.conversations.awaiting_between(viewer_id, recipient_id),
-        )
-        return _Window(found.get(viewer_id), found.get(recipient_id), awaiting, None)
+async def _read_window(reads: ComposeReads, viewer_id: str, recipient_id: str) -> _Window:
+    """The compose window's reads, sent together through the request's reader."""
     # Asked before the members are: the reader answers it with the read their loads send.
     awaiting_read = reads.awaiting_response(viewer_id, recipient_id)
     sender, recipient, balance, awaiting = await asyncio.gather(
