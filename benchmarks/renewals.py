@@ -31,6 +31,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -293,7 +294,7 @@ async def run_size(uri: str, size: int, batch: int) -> dict[str, float]:
         await check(deps, mongo, RENEWAL, report, size)
 
         # The next cycle, renewed with tracemalloc on: the Python heap's peak during a pass.
-        deps.clock = ManualClock(NEXT_RENEWAL)
+        deps = replace(deps, clock=ManualClock(NEXT_RENEWAL))
         tracemalloc.start()
         report = await scheduling.renew_due(deps, NEXT_RENEWAL, batch_size=batch)
         heap_peak = tracemalloc.get_traced_memory()[1]

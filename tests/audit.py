@@ -7,14 +7,20 @@ hold, so a test sees all that is wrong at once. An empty list means all is well.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 
 from inmail.bootstrap import Container
-from inmail.domain.credits import CreditLot, LedgerKind, LotStatus
+from inmail.domain.credits import LAPSED, SPENDABLE, CreditLot, LedgerKind, LotRule, LotStatus
 from inmail.domain.model import ConversationKind, LedgerEntry, Member
 from inmail.repositories.mongo import Mongo
 from inmail.services.base import Deps
 from stored import cycle_of_grant, inmails_sent_by, ledger_of, lots_of
+
+
+def held(rule: LotRule, lots: Iterable[CreditLot], now: datetime) -> int:
+    """The credits in the lots `rule` counts at `now`: with SPENDABLE, the member's balance."""
+    return sum(lot.remaining for lot in lots if rule.matches(lot, now))
 
 
 async def audit_member(container: Container, member_id: str) -> list[str]:
@@ -59,8 +65,8 @@ def _balance(
     lots: list[CreditLot], entries: list[LedgerEntry], reported: int, now: datetime
 ) -> list[str]:
     problems: list[str] = []
-    spendable = sum(lot.remaining for lot in lots if lot.is_spendable(now))
-    lapsed = sum(lot.remaining for lot in lots if lot.has_lapsed(now))
+    spendable = held(SPENDABLE, lots, now)
+    lapsed = held(LAPSED, lots, now)
     ledger_sum = sum(entry.delta for entry in entries)
     if spendable != ledger_sum - lapsed:
         problems.append(

@@ -34,7 +34,7 @@ class Background(Protocol):
     async def stop(self) -> None: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class Container:
     settings: Settings
     clock: Clock
@@ -43,11 +43,12 @@ class Container:
     deps: Deps
     events: FanOut
     live: Broker
+    inbox: InboxBroker
     charges: ChargeRepository
-    background: list[Background] = field(default_factory=list)
-    scheduler: Scheduler | None = None
-    inbox: InboxBroker | None = None
-    webhooks: WebhookWorker | None = None
+    scheduler: Scheduler | None
+    webhooks: WebhookWorker | None
+    background: tuple[Background, ...]
+    """What the app starts with its lifespan and stops at its end, in that order."""
     known_members: KnownMembers = field(default_factory=KnownMembers)
 
 
@@ -183,7 +184,16 @@ def build_container(
         webhooks=settings.webhook_url is not None,
     )
     live = build_broker(deps, mongo)
-    container = Container(
+    inbox = build_inbox(deps, mongo)
+    scheduler = (
+        build_scheduler(
+            deps, mongo, interval=settings.scheduler_interval, batch_size=settings.scheduler_batch
+        )
+        if settings.scheduler_enabled
+        else None
+    )
+    webhooks = build_webhooks(settings, mongo, clock)
+    return Container(
         settings=settings,
         clock=clock,
         mongo=mongo,
@@ -191,19 +201,9 @@ def build_container(
         deps=deps,
         events=events,
         live=live,
+        inbox=inbox,
         charges=charges,
-        background=[live],
+        scheduler=scheduler,
+        webhooks=webhooks,
+        background=tuple(task for task in (live, inbox, scheduler, webhooks) if task is not None),
     )
-    container.inbox = build_inbox(deps, mongo)
-    container.background.append(container.inbox)
-    if settings.scheduler_enabled:
-        scheduler = build_scheduler(
-            deps, mongo, interval=settings.scheduler_interval, batch_size=settings.scheduler_batch
-        )
-        container.background.append(scheduler)
-        container.scheduler = scheduler
-    webhooks = build_webhooks(settings, mongo, clock)
-    if webhooks is not None:
-        container.background.append(webhooks)
-        container.webhooks = webhooks
-    return container

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -414,7 +415,7 @@ async def test_stopping_the_scheduler_lets_the_batch_in_flight_finish_and_nothin
     members = await create_members(deps, 30)
     api.clock.set(at(2, 15))
     gate = Gate()
-    deps.publisher = gate
+    deps = replace(deps, publisher=gate)
     scheduler = build_scheduler(deps, api.container.mongo, interval=3600, batch_size=10)
 
     await scheduler.start()
@@ -459,7 +460,7 @@ async def test_the_scheduler_started_with_the_app_renews_members_nobody_touches(
         deps = api.container.deps
         ada = await new_member(deps)
         recorder = Recorder()
-        deps.publisher = recorder
+        api.container.events.listeners.append(recorder)
         api.clock.set(at(2, 15))
         await asyncio.wait_for(recorder.renewed.wait(), timeout=30)
         assert grants(await ledger(deps, ada)) == [(START, 5), (at(2, 15), 5)]
@@ -528,7 +529,7 @@ async def test_a_pass_that_will_not_end_is_cancelled_after_the_grace_period(api:
     members = await create_members(deps, 12)
     api.clock.set(at(2, 15))
     gate = Gate()  # never opened: the pass hangs after its first batch
-    deps.publisher = gate
+    deps = replace(deps, publisher=gate)
     scheduler = build_scheduler(
         deps, api.container.mongo, interval=3600, batch_size=5, stop_grace=0.05
     )

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import os
 from collections.abc import Coroutine
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -90,6 +91,13 @@ MEMBER_VIEW = """
 """
 
 
+class RestartingClock(ManualClock):
+    """A manual clock that each example starts again at START (the service's only moves on)."""
+
+    def restart(self) -> None:
+        self._now = START
+
+
 class Service:
     """The app in this process, driven from Hypothesis's synchronous rules.
 
@@ -100,13 +108,15 @@ class Service:
     def __init__(self, mongodb_uri: str, db_name: str) -> None:
         self.runner = asyncio.Runner()
         self.stack = contextlib.AsyncExitStack()
+        self.clock = RestartingClock(START)
         self.api = self.run(self._open(mongodb_uri, db_name))
 
     async def _open(self, mongodb_uri: str, db_name: str) -> Api:
         settings = service_settings()
         mongo = Mongo.connect(mongodb_uri, db_name)
-        container = build_container(settings, mongo)
-        container.background.clear()  # no live-update broker: nothing here subscribes
+        # No background task (live updates, scheduler): nothing here subscribes, and the
+        # clock moves only by advanceClock.
+        container = replace(build_container(settings, mongo, self.clock), background=())
         app = create_app(settings, container=container)
         await self.stack.enter_async_context(app.router.lifespan_context(app))
         client = await self.stack.enter_async_context(
@@ -115,9 +125,8 @@ class Service:
         return Api(client, container)
 
     def fresh(self) -> None:
-        container = self.api.container
-        container.clock = container.deps.clock = ManualClock(START)
-        db = container.mongo.db
+        self.clock.restart()
+        db = self.api.container.mongo.db
 
         async def empty() -> None:
             for name in await db.list_collection_names():

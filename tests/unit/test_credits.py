@@ -7,12 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from audit import held
 from inmail.domain.credits import (
+    LAPSED,
     LOT_LIFETIME,
+    SPENDABLE,
     CreditLot,
     CreditSource,
     LotStatus,
-    balance,
     clamp_grant,
     expiry_for,
     pick_lot,
@@ -58,8 +60,8 @@ def test_a_credit_is_never_spent_after_it_expires() -> None:
 
 def test_a_lot_past_expiry_that_still_holds_credits_is_due_to_expire() -> None:
     lot = a_lot()
-    assert not lot.has_lapsed(lot.expires_at - timedelta(microseconds=1))
-    assert lot.has_lapsed(lot.expires_at)
+    assert not LAPSED.matches(lot, lot.expires_at - timedelta(microseconds=1))
+    assert LAPSED.matches(lot, lot.expires_at)
 
 
 @pytest.mark.parametrize("status", [LotStatus.DEPLETED, LotStatus.EXPIRED, LotStatus.FORFEITED])
@@ -68,13 +70,13 @@ def test_a_lot_that_is_no_longer_active_is_neither_spendable_nor_due_to_expire(
 ) -> None:
     lot = a_lot(status=status)
     assert not lot.is_spendable(JAN_1)
-    assert not lot.has_lapsed(lot.expires_at)
+    assert not LAPSED.matches(lot, lot.expires_at)
 
 
 def test_an_empty_lot_is_neither_spendable_nor_due_to_expire() -> None:
     lot = a_lot(remaining=0, quantity=5)
     assert not lot.is_spendable(JAN_1)
-    assert not lot.has_lapsed(lot.expires_at)
+    assert not LAPSED.matches(lot, lot.expires_at)
 
 
 def test_the_balance_counts_only_what_is_spendable_now_even_before_the_expiry_job_runs() -> None:
@@ -82,9 +84,9 @@ def test_the_balance_counts_only_what_is_spendable_now_even_before_the_expiry_jo
     new = a_lot("new", granted_at=JAN_1 + timedelta(days=30), remaining=4)
     forfeited = a_lot("gone", remaining=9, status=LotStatus.FORFEITED)
     lots = [old, new, forfeited]
-    assert balance(lots, JAN_1) == 7
-    assert balance(lots, old.expires_at) == 4
-    assert balance(lots, new.expires_at) == 0
+    assert held(SPENDABLE, lots, JAN_1) == 7
+    assert held(SPENDABLE, lots, old.expires_at) == 4
+    assert held(SPENDABLE, lots, new.expires_at) == 0
 
 
 def test_spending_takes_the_lot_that_expires_soonest() -> None:
@@ -191,7 +193,7 @@ def test_pick_lot_always_picks_the_spendable_lot_that_sorts_first(
 def test_the_balance_is_never_negative_and_is_zero_exactly_when_nothing_can_be_spent(
     lots: list[CreditLot], now: datetime
 ) -> None:
-    total = balance(lots, now)
+    total = held(SPENDABLE, lots, now)
     assert total >= 0
     assert (total == 0) == (pick_lot(lots, now) is None)
 
@@ -226,20 +228,20 @@ def test_any_sequence_of_grants_spends_and_waiting_keeps_the_balance_within_zero
     operations: list[tuple[str, int]], cap: int
 ) -> None:
     now = JAN_1
-    held: list[CreditLot] = []
+    lots: list[CreditLot] = []
     for step, (operation, amount) in enumerate(operations):
         if operation == "grant":
-            granted = clamp_grant(amount, balance(held, now), cap)
-            held.append(a_lot(f"lot-{step:03}", granted_at=now, remaining=granted))
+            granted = clamp_grant(amount, held(SPENDABLE, lots, now), cap)
+            lots.append(a_lot(f"lot-{step:03}", granted_at=now, remaining=granted))
         elif operation == "spend":
-            before = balance(held, now)
-            lot = pick_lot(held, now)
+            before = held(SPENDABLE, lots, now)
+            lot = pick_lot(lots, now)
             if lot is None:
                 assert before == 0
                 continue
             spent = replace(lot, remaining=lot.remaining - 1)
-            held = [spent if existing.id == lot.id else existing for existing in held]
-            assert balance(held, now) == before - 1
+            lots = [spent if existing.id == lot.id else existing for existing in lots]
+            assert held(SPENDABLE, lots, now) == before - 1
         else:
             now += timedelta(days=amount)
-        assert 0 <= balance(held, now) <= cap
+        assert 0 <= held(SPENDABLE, lots, now) <= cap

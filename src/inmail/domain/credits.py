@@ -68,9 +68,6 @@ class CreditLot:
     def is_spendable(self, now: datetime) -> bool:
         return SPENDABLE.matches(self, now)
 
-    def has_lapsed(self, now: datetime) -> bool:
-        return LAPSED.matches(self, now)
-
 
 @dataclass(frozen=True, slots=True)
 class LotRule:
@@ -164,10 +161,6 @@ def expiry_for(granted_at: datetime) -> datetime:
 
 def spend_order_key(lot: CreditLot) -> tuple[datetime, datetime, str]:
     return (lot.expires_at, lot.granted_at, lot.id)
-
-
-def balance(lots: Iterable[CreditLot], now: datetime) -> int:
-    return sum(lot.remaining for lot in lots if lot.is_spendable(now))
 
 
 def pick_lot(lots: Iterable[CreditLot], now: datetime) -> CreditLot | None:

@@ -33,7 +33,7 @@ class NullPublisher:
         return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Deps:
     uow: UnitOfWork
     clock: Clock
