@@ -195,6 +195,38 @@ def _development_switch(name: str, help: str) -> bool:
     )
 
 
+def _int_setting(
+    name: str,
+    default: str,
+    help: str,
+    low: int,
+    high: int,
+    *,
+    unit: str | None = None,
+    high_said: bool = True,
+) -> int:
+    """A field of `Settings` holding an integer from `low` to `high`, both included; what it
+    accepts is worded from the same bounds ("days, an integer 1-89"), or from `low` alone
+    ("an integer >= 1024") when `high` only guards against absurd values (not `high_said`)."""
+    bounds = f"{low}-{high}" if high_said else f">= {low}"
+    accepts = f"an integer {bounds}" if unit is None else f"{unit}, an integer {bounds}"
+    return setting(name, default, accepts, help, _int_range(low, high))
+
+
+def _float_setting(
+    name: str, default: str, help: str, low: float, high: float, *, unit: str
+) -> float:
+    """A field of `Settings` holding a number of `unit` from `low` to `high`, both included;
+    what it accepts is worded from the same bounds ("seconds, a number 0.1-60")."""
+    accepts = f"{unit}, a number {low:g}-{high:g}"
+    return setting(name, default, accepts, help, _float_range(low, high))
+
+
+def _seconds_setting(name: str, default: str, help: str) -> float:
+    """A field of `Settings` holding a duration in seconds, any number above 0."""
+    return setting(name, default, "seconds, a number > 0", help, _positive_float)
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         for option in options:
@@ -208,7 +240,9 @@ def _choice(*options: str) -> Callable[[str], str]:
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting of the service. A new one is one field here, at the end: its variable,
-    documented default, what it accepts, what it does and its parser (see `setting`)."""
+    documented default, what it accepts, what it does and its parser (see `setting`; for a
+    number, `_int_setting`, `_float_setting` and `_seconds_setting` word what it accepts from
+    the bounds its parser holds it to)."""
 
     env: str = setting(
         "INMAIL_ENV",
@@ -229,13 +263,14 @@ class Settings:
     db_name: str = setting(
         "INMAIL_DB_NAME", "inmail", "a database name", "the MongoDB database to use", _db_name
     )
-    database_timeout: float = setting(
+    database_timeout: float = _float_setting(
         "INMAIL_DATABASE_TIMEOUT",
         "30",
-        "seconds, a number 1-600",
         "longest a query or mutation waits on MongoDB, all its reads, transactions and their "
         "retries together; past it the operation answers SERVICE_UNAVAILABLE",
-        _float_range(1, 600),
+        1,
+        600,
+        unit="seconds",
     )
     data_dir: Path = setting(
         "INMAIL_DATA_DIR",
@@ -281,27 +316,22 @@ class Settings:
         "run renewals, expirations and reminders in this process",
         _bool,
     )
-    scheduler_interval: float = setting(
+    scheduler_interval: float = _seconds_setting(
         "INMAIL_SCHEDULER_INTERVAL",
         "60",
-        "seconds, a number > 0",
         "longest between two scheduler passes; on the system clock a pass also comes when a "
         "job falls due (a reminder, a renewal), at most one a second",
-        _positive_float,
     )
-    scheduler_batch: int = setting(
-        "INMAIL_SCHEDULER_BATCH",
-        "500",
-        "an integer 1-10000",
-        "members per batch in a scheduler pass",
-        _int_range(1, 10_000),
+    scheduler_batch: int = _int_setting(
+        "INMAIL_SCHEDULER_BATCH", "500", "members per batch in a scheduler pass", 1, 10_000
     )
-    reminder_delay_hours: float = setting(
+    reminder_delay_hours: float = _float_setting(
         "INMAIL_REMINDER_DELAY_HOURS",
         "48",
-        f"hours, a number 0-{_MAX_REMINDER_HOURS:g}",
         "how long after sending an unanswered InMail its recipient is reminded",
-        _float_range(0, _MAX_REMINDER_HOURS),
+        0,
+        _MAX_REMINDER_HOURS,
+        unit="hours",
     )
     plans: PlanTable = setting(
         "INMAIL_PLANS",
@@ -311,12 +341,8 @@ class Settings:
         _plans,
         unset=DEFAULT_PLAN_TABLE,
     )
-    max_purchase_quantity: int = setting(
-        "INMAIL_MAX_PURCHASE_QUANTITY",
-        "10",
-        "an integer 1-1000",
-        "most credits one purchase may buy",
-        _int_range(1, 1000),
+    max_purchase_quantity: int = _int_setting(
+        "INMAIL_MAX_PURCHASE_QUANTITY", "10", "most credits one purchase may buy", 1, 1000
     )
     host: str = setting(
         "INMAIL_HOST", "127.0.0.1", "an interface address", "where `inmail serve` listens", str
@@ -328,9 +354,7 @@ class Settings:
         "where `inmail serve` listens",
         _int_range(1, 65535),
     )
-    workers: int = setting(
-        "INMAIL_WORKERS", "1", "an integer 1-64", "uvicorn worker processes", _int_range(1, 64)
-    )
+    workers: int = _int_setting("INMAIL_WORKERS", "1", "uvicorn worker processes", 1, 64)
     log_level: str = setting(
         "INMAIL_LOG_LEVEL",
         "INFO",
@@ -345,47 +369,35 @@ class Settings:
         "json: one JSON object a line",
         _choice("text", "json"),
     )
-    max_body_bytes: int = setting(
+    max_body_bytes: int = _int_setting(
         "INMAIL_MAX_BODY_BYTES",
         "1048576",
-        "bytes, an integer >= 1024",
         "larger request bodies get 413, larger websocket messages close the socket (1009)",
-        _int_range(1024, 1 << 30),
+        1024,
+        1 << 30,
+        unit="bytes",
+        high_said=False,
     )
-    max_response_bytes: int = setting(
+    max_response_bytes: int = _int_setting(
         "INMAIL_MAX_RESPONSE_BYTES",
         "33554432",
-        "bytes, an integer >= 65536",
         "a larger answer (or websocket result) is replaced by a RESPONSE_TOO_LARGE error",
-        _int_range(65536, 1 << 31),
+        65536,
+        1 << 31,
+        unit="bytes",
+        high_said=False,
     )
-    max_query_depth: int = setting(
-        "INMAIL_MAX_QUERY_DEPTH",
-        "12",
-        "an integer 2-100",
-        "deepest selection allowed",
-        _int_range(2, 100),
+    max_query_depth: int = _int_setting(
+        "INMAIL_MAX_QUERY_DEPTH", "12", "deepest selection allowed", 2, 100
     )
-    max_aliases: int = setting(
-        "INMAIL_MAX_ALIASES",
-        "30",
-        "an integer 1-1000",
-        "most aliases in one operation",
-        _int_range(1, 1000),
+    max_aliases: int = _int_setting(
+        "INMAIL_MAX_ALIASES", "30", "most aliases in one operation", 1, 1000
     )
-    max_tokens: int = setting(
-        "INMAIL_MAX_TOKENS",
-        "2000",
-        "an integer 50-100000",
-        "most tokens in one document",
-        _int_range(50, 100_000),
+    max_tokens: int = _int_setting(
+        "INMAIL_MAX_TOKENS", "2000", "most tokens in one document", 50, 100_000
     )
-    max_page_size: int = setting(
-        "INMAIL_MAX_PAGE_SIZE",
-        "100",
-        "an integer 1-100",
-        "largest `first` of a connection",
-        _int_range(1, 100),
+    max_page_size: int = _int_setting(
+        "INMAIL_MAX_PAGE_SIZE", "100", "largest `first` of a connection", 1, 100
     )
     introspection: bool = _development_switch("INMAIL_INTROSPECTION", "allow schema introspection")
     graphiql: bool = _development_switch("INMAIL_GRAPHIQL", "serve GraphiQL on GET /graphql")
@@ -397,51 +409,40 @@ class Settings:
         "without credentials: tokens travel in the Authorization header)",
         _origins,
     )
-    ws_max_subscriptions: int = setting(
-        "INMAIL_WS_MAX_SUBSCRIPTIONS",
-        "20",
-        "an integer 1-1000",
-        "most live subscriptions on one websocket",
-        _int_range(1, 1000),
+    ws_max_subscriptions: int = _int_setting(
+        "INMAIL_WS_MAX_SUBSCRIPTIONS", "20", "most live subscriptions on one websocket", 1, 1000
     )
-    ws_keepalive: float = setting(
-        "INMAIL_WS_KEEPALIVE",
-        "15",
-        "seconds, a number > 0",
-        "keep-alive ping interval on websockets",
-        _positive_float,
+    ws_keepalive: float = _seconds_setting(
+        "INMAIL_WS_KEEPALIVE", "15", "keep-alive ping interval on websockets"
     )
     suggestions: bool = _development_switch(
         "INMAIL_SUGGESTIONS", '"Did you mean ...?" in GraphQL errors'
     )
-    max_header_bytes: int = setting(
+    max_header_bytes: int = _int_setting(
         "INMAIL_MAX_HEADER_BYTES",
         "65536",
-        "bytes, an integer 1024-1048576",
         "larger request lines and headers get 431 and are read no further",
-        _int_range(1024, 1 << 20),
+        1024,
+        1 << 20,
+        unit="bytes",
     )
-    header_timeout: float = setting(
+    header_timeout: float = _seconds_setting(
         "INMAIL_HEADER_TIMEOUT",
         "10",
-        "seconds, a number > 0",
         "a connection whose request headers are not all in by then is closed",
-        _positive_float,
     )
-    body_timeout: float = setting(
+    body_timeout: float = _seconds_setting(
         "INMAIL_BODY_TIMEOUT",
         "30",
-        "seconds, a number > 0",
         "a request whose body is not all in by then (from its headers) gets 408 and is closed; "
         "a connection whose client takes nothing of its answer for as long is closed",
-        _positive_float,
     )
-    max_connections: int = setting(
+    max_connections: int = _int_setting(
         "INMAIL_MAX_CONNECTIONS",
         "1000",
-        "an integer 1-100000",
         "open connections (HTTP and websocket) per process; past it new ones get 503",
-        _int_range(1, 100_000),
+        1,
+        100_000,
     )
     metrics_host: str = setting(
         "INMAIL_METRICS_HOST",
@@ -464,33 +465,34 @@ class Settings:
         "set: /metrics also on the API port, for `Authorization: Bearer <token>` only",
         _secret,
     )
-    max_query_cost: int = setting(
+    max_query_cost: int = _int_setting(
         "INMAIL_MAX_QUERY_COST",
         "50000",
-        "an integer 1-10000000",
         "most objects one operation may return (a connection's `first` multiplies what it holds)",
-        _int_range(1, 10_000_000),
+        1,
+        10_000_000,
     )
-    rate_limit_inmails_per_minute: int = setting(
+    rate_limit_inmails_per_minute: int = _int_setting(
         "INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE",
         "30",
-        "an integer 1-100000",
         "most InMails one member may send in a minute of the service's clock",
-        _int_range(1, 100_000),
+        1,
+        100_000,
     )
-    rate_limit_messages_per_minute: int = setting(
+    rate_limit_messages_per_minute: int = _int_setting(
         "INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE",
         "60",
-        "an integer 1-100000",
         "most messages one member may send in a minute of the service's clock",
-        _int_range(1, 100_000),
+        1,
+        100_000,
     )
-    expiry_notice_days: int = setting(
+    expiry_notice_days: int = _int_setting(
         "INMAIL_EXPIRY_NOTICE_DAYS",
         "7",
-        "days, an integer 1-89",
         "how long before a lot with credits left expires its member is told (CREDITS_EXPIRING)",
-        _int_range(1, 89),
+        1,
+        89,
+        unit="days",
     )
     webhook_url: str | None = setting(
         "INMAIL_WEBHOOK_URL",
@@ -506,19 +508,21 @@ class Settings:
         "the HMAC-SHA256 key of webhook signatures; required with INMAIL_WEBHOOK_URL",
         _secret,
     )
-    webhook_timeout: float = setting(
+    webhook_timeout: float = _float_setting(
         "INMAIL_WEBHOOK_TIMEOUT",
         "10",
-        "seconds, a number 0.1-60",
         "a webhook attempt not answered by then fails and is retried",
-        _float_range(0.1, 60),
+        0.1,
+        60,
+        unit="seconds",
     )
-    webhook_poll_interval: float = setting(
+    webhook_poll_interval: float = _float_setting(
         "INMAIL_WEBHOOK_POLL_INTERVAL",
         "1",
-        "seconds, a number 0.01-60",
         "how often each process looks for webhook deliveries that became due",
-        _float_range(0.01, 60),
+        0.01,
+        60,
+        unit="seconds",
     )
     token_max_lifetime_hours: float = setting(
         "INMAIL_TOKEN_MAX_LIFETIME",
@@ -527,12 +531,13 @@ class Settings:
         "longest a bearer token may live (`exp` - `iat`); longer tokens are refused",
         _float_range_open(0, 8760),
     )
-    ws_init_timeout: float = setting(
+    ws_init_timeout: float = _float_setting(
         "INMAIL_WS_INIT_TIMEOUT",
         "10",
-        "seconds, a number 1-300",
         "a websocket that sends no connection_init within this time is closed (4408)",
-        _float_range(1, 300),
+        1,
+        300,
+        unit="seconds",
     )
 
     @property

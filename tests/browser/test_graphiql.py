@@ -66,12 +66,29 @@ def open_graphiql(driver: WebDriver, service: RunningService) -> None:
     )
 
 
+def graphiql_window(service: RunningService, browsers: Browsers) -> WebDriver:
+    """A new browser window with the service's GraphiQL loaded."""
+    driver = browsers.open("graphiql")
+    open_graphiql(driver, service)
+    return driver
+
+
+def use_token(driver: WebDriver, token: str) -> None:
+    """Put the bearer token in GraphiQL's Headers tab, as a user pastes it."""
+    set_editor(driver, HEADERS, json.dumps({"Authorization": f"Bearer {token}"}))
+
+
+def run(driver: WebDriver, query: str) -> None:
+    """Put `query` in the query editor and run it."""
+    set_editor(driver, QUERY, query)
+    driver.find_element(By.CLASS_NAME, "graphiql-execute-button").click()
+
+
 def test_graphiql_loads_only_from_the_service_and_runs_a_query_and_a_subscription_with_a_token(
     service: RunningService, browsers: Browsers
 ) -> None:
     ada = service.create_member("Ada Lovelace")
-    driver = browsers.open("graphiql")
-    open_graphiql(driver, service)
+    driver = graphiql_window(service, browsers)
 
     sources = driver.execute_script(
         "return [...document.querySelectorAll('script[src], link[href]')].map(e => e.src || e.href)"
@@ -85,17 +102,15 @@ def test_graphiql_loads_only_from_the_service_and_runs_a_query_and_a_subscriptio
     )
     assert "inmail token --member" in headers, "the Headers tab shows where a token comes from"
 
-    set_editor(driver, HEADERS, json.dumps({"Authorization": f"Bearer {ada.token}"}))
-    set_editor(driver, QUERY, "{ viewer { name inmailBalance } }")
-    driver.find_element(By.CLASS_NAME, "graphiql-execute-button").click()
+    use_token(driver, ada.token)
+    run(driver, "{ viewer { name inmailBalance } }")
     wait(driver, "the query's answer", lambda d: "Ada Lovelace" in result(d))
     assert json.loads(result(driver)) == {
         "data": {"viewer": {"name": "Ada Lovelace", "inmailBalance": 5}},
         "extensions": json.loads(result(driver))["extensions"],
     }
 
-    set_editor(driver, QUERY, "subscription { balanceChanged { balance } }")
-    driver.find_element(By.CLASS_NAME, "graphiql-execute-button").click()
+    run(driver, "subscription { balanceChanged { balance } }")
     wait(driver, "the subscription's first update", lambda d: '"balance": 5' in result(d))
 
     urls = requested_urls(driver)

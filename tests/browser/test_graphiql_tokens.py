@@ -12,14 +12,19 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from browser.conftest import Browsers, RunningService, wait
-from browser.test_graphiql import HEADERS, QUERY, editor_text, open_graphiql, result, set_editor
+from browser.test_graphiql import (
+    HEADERS,
+    QUERY,
+    editor_text,
+    graphiql_window,
+    open_graphiql,
+    result,
+    run,
+    set_editor,
+    use_token,
+)
 
 pytestmark = pytest.mark.browser
-
-
-def run(driver: WebDriver, query: str) -> None:
-    set_editor(driver, QUERY, query)
-    driver.find_element(By.CLASS_NAME, "graphiql-execute-button").click()
 
 
 def stored(driver: WebDriver) -> dict[str, str]:
@@ -38,9 +43,8 @@ def test_graphiql_keeps_its_history_but_never_stores_the_token(
     service: RunningService, browsers: Browsers
 ) -> None:
     ada = service.create_member("Ada Lovelace")
-    driver = browsers.open("graphiql")
-    open_graphiql(driver, service)
-    set_editor(driver, HEADERS, json.dumps({"Authorization": f"Bearer {ada.token}"}))
+    driver = graphiql_window(service, browsers)
+    use_token(driver, ada.token)
     run(driver, "{ viewer { name inmailBalance } }")
     wait(driver, "the query's answer", lambda d: "Ada Lovelace" in result(d))
     run(driver, "{ viewer { id name } }")
@@ -74,9 +78,8 @@ def test_graphiql_restores_its_tabs_after_a_reload_without_their_token(
     """The saved tabs stay GraphiQL's to read: each keeps its "headers" key (null), without
     which GraphiQL drops them all for one default tab."""
     ada = service.create_member("Ada Lovelace")
-    driver = browsers.open("graphiql")
-    open_graphiql(driver, service)
-    set_editor(driver, HEADERS, json.dumps({"Authorization": f"Bearer {ada.token}"}))
+    driver = graphiql_window(service, browsers)
+    use_token(driver, ada.token)
     run(driver, "{ now }")
     driver.find_element(By.CLASS_NAME, "graphiql-tab-add").click()
     wait(driver, "a second tab", lambda d: len(d.find_elements(By.CLASS_NAME, "graphiql-tab")) == 2)
@@ -100,8 +103,7 @@ def test_graphiql_restores_its_tabs_after_a_reload_without_their_token(
 def test_graphiql_takes_a_token_an_earlier_version_stored_out_of_its_history(
     service: RunningService, browsers: Browsers
 ) -> None:
-    driver = browsers.open("graphiql")
-    open_graphiql(driver, service)
+    driver = graphiql_window(service, browsers)
     driver.execute_script(
         "localStorage.setItem('graphiql:queries', JSON.stringify({queries: [{query: '{ now }',"
         ' headers: \'{"Authorization": "Bearer left-behind-token"}\'}]}))'
@@ -118,8 +120,7 @@ def test_graphiql_takes_a_token_an_earlier_version_stored_out_of_its_history(
 def test_a_subscription_with_a_refused_token_shows_its_error_at_once(
     service: RunningService, browsers: Browsers, authorization: str | None
 ) -> None:
-    driver = browsers.open("graphiql")
-    open_graphiql(driver, service)
+    driver = graphiql_window(service, browsers)
     headers = {"Authorization": authorization} if authorization else {}
     set_editor(driver, HEADERS, json.dumps(headers))
     run(driver, "subscription { balanceChanged { balance } }")

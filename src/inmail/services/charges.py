@@ -24,7 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 from inmail.domain.billing import PaymentMethod, chargeable
 from inmail.domain.errors import DomainError, ErrorCode, Reason
@@ -32,7 +32,12 @@ from inmail.domain.model import LedgerEntry, Purchase, PurchaseStatus
 from inmail.domain.money import Money
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanType
-from inmail.repositories.intents import IntentStatus, PaymentIntent, PaymentIntentReader
+from inmail.repositories.intents import (
+    IntentStatus,
+    PaymentIntent,
+    PaymentIntentReader,
+    PaymentIntentRepository,
+)
 from inmail.repositories.mongo import DatabaseUnavailable, new_id
 from inmail.repositories.records import KeyedOutcome, Refusal
 from inmail.services.base import Deps
@@ -268,26 +273,23 @@ def _with(intent: PaymentIntent, status: str, charge_id: str) -> PaymentIntent:
     return replace(intent, status=status, charge_id=charge_id)
 
 
-async def _move(
-    tx: Transaction,
-    intent_id: str,
-    from_statuses: tuple[str, ...],
-    to_status: str,
-    at: datetime,
-    *,
-    charge_id: str | None = None,
-    refusal: Refusal | None = None,
-    recheck_at: datetime | None = None,
-) -> bool:
-    return await tx.intents.move(
-        intent_id,
-        from_statuses,
-        to_status,
-        at,
-        charge_id=charge_id,
-        refusal=refusal,
-        recheck_at=recheck_at,
-    )
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _on_intents(
+    write: Callable[Concatenate[PaymentIntentRepository, P], Awaitable[T]],
+) -> Callable[Concatenate[Transaction, P], Awaitable[T]]:
+    """A write of the intents repository as a step of `deps.uow.run`, in its transaction."""
+
+    async def step(tx: Transaction, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await write(tx.intents, *args, **kwargs)
+
+    return step
+
+
+_move = _on_intents(PaymentIntentRepository.move)
+_recheck_next = _on_intents(PaymentIntentRepository.recheck_next)
 
 
 async def _complete_or_refund(
@@ -518,7 +520,3 @@ def _next_recheck(intent: PaymentIntent, now: datetime) -> datetime | None:
         return None
     at = now + RECHECK_EVERY
     return at if at <= intent.abandoned_at + RECHECK_FOR else None
-
-
-async def _recheck_next(tx: Transaction, intent_id: str, at: datetime | None) -> None:
-    await tx.intents.recheck_next(intent_id, at)
