@@ -116,16 +116,9 @@ async def seed_answers(deps: Deps, world: w.World, count: int) -> Pending:
 
 def start_server(uri: str, tmp: Path, workers: int) -> ServiceProcess:
     env = _server_env(uri, tmp) | {"INMAIL_WORKERS": str(workers)}
-    server = ServiceProcess.serve(
+    return ServiceProcess.serve(
         service_env(**env), tmp / f"server-{workers}.log", die_with_parent=True
-    )
-    server.start()
-    try:
-        server.wait_ready()
-    except Exception:
-        server.stop()
-        raise
-    return server
+    ).start_ready()
 
 
 async def mixed(

@@ -38,7 +38,7 @@ from benchmarks.report import (
     scheduler_table,
     workload_table,
 )
-from harness.servers import ServiceNotReady, ServiceProcess, service_env
+from harness.servers import ServiceProcess, service_env
 from inmail.bootstrap import build_deps
 from inmail.clock import ManualClock
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, LEGACY_ALLOTMENT_MAX
@@ -600,13 +600,7 @@ async def _api_workloads(
     await floors.prepare(mongo.db)
     server = ServiceProcess.serve(
         service_env(**_server_env(mongod.uri, tmp)), tmp / "server.log", die_with_parent=True
-    )
-    server.start()
-    try:
-        server.wait_ready()
-    except ServiceNotReady:
-        server.stop()
-        raise
+    ).start_ready()
     assert mongod.pid is not None
     try:
         bench = Run(args, sizes, server, deps, mongo, mongod.pid, world)

@@ -145,13 +145,11 @@ def service(uri: str, db_name: str) -> Iterator[ServiceProcess]:
         INMAIL_LOG_LEVEL="WARNING",
         INMAIL_WS_KEEPALIVE="60",
     )
-    server = ServiceProcess.uvicorn(env, log_dir / "server.log", "--log-level", "warning")
     try:
-        server.start()
-        server.wait_ready()
-        yield server
+        server = ServiceProcess.uvicorn(env, log_dir / "server.log", "--log-level", "warning")
+        with server.running():
+            yield server
     finally:
-        server.stop()
         shutil.rmtree(log_dir, ignore_errors=True)
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from inmail.processes import free_port
@@ -126,6 +126,25 @@ class ServiceProcess:
                     return
             time.sleep(0.1)
         raise ServiceNotReady(f"the service was not ready within {timeout:.0f} s:\n{self.log()}")
+
+    def start_ready(self) -> ServiceProcess:
+        """Started and ready; stopped again, by its pid, when it does not get ready."""
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ServiceProcess]:
+        """Started and ready for the block, and stopped by its pid after it, however it ends."""
+        self.start_ready()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -40,7 +40,7 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
-from harness.servers import service_env
+from harness.servers import ServiceProcess, service_env
 from inmail.auth import Role
 from inmail.bootstrap import Container, GatewayFactory, build_container
 from inmail.clock import ManualClock
@@ -497,6 +497,15 @@ def session_service_env(
         INMAIL_DATA_DIR=str(data_dir),
         **extra,
     )
+
+
+@contextlib.contextmanager
+def serving(server: ServiceProcess) -> Iterator[ServiceProcess]:
+    """`server` started and ready for the block, stopped by its pid after it; then its log
+    must hold no traceback."""
+    with server.running():
+        yield server
+    assert "Traceback" not in server.log(), server.log()
 
 
 def post_graphql(

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from harness.servers import INMAIL, ServiceProcess
-from support import post_graphql, session_service_env
+from support import post_graphql, serving, session_service_env
 
 # Selenium Manager stays offline: it must never look for, or fetch, a browser or a driver.
 os.environ["SE_OFFLINE"] = "true"
@@ -115,13 +115,8 @@ class RunningService:
 def service(mongodb_uri: str, tmp_path: Path) -> Iterator[RunningService]:
     env = session_service_env(mongodb_uri, tmp_path / "data", INMAIL_METRICS_PORT="off")
     process = ServiceProcess.serve(env, tmp_path / "serve.log", die_with_parent=True)
-    process.start()
-    try:
-        process.wait_ready()
+    with serving(process):
         yield RunningService(process, env)
-    finally:
-        process.stop()
-    assert "Traceback" not in process.log(), process.log()
 
 
 class Browsers:

@@ -34,7 +34,7 @@ from inmail.app import create_app
 from inmail.graphql_app import GraphQLApp, response_media_type
 from inmail.processes import free_port
 from inmail.resolvers.root import build_schema
-from support import Api, graphql_error_codes, open_api, session_service_env
+from support import Api, graphql_error_codes, open_api, serving, session_service_env
 from support import test_settings as service_settings
 
 AUDIT_DIR = Path(__file__).resolve().parent.parent / "http_audit"
@@ -103,14 +103,8 @@ def served(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     for `__type`), stopped by its pid."""
     folder = tmp_path_factory.mktemp("graphql_over_http")
     env = session_service_env(mongodb_uri, folder / "data", INMAIL_METRICS_PORT=str(free_port()))
-    server = ServiceProcess.serve(env, folder / "serve.log")
-    server.start()
-    try:
-        server.wait_ready()
+    with serving(ServiceProcess.serve(env, folder / "serve.log")) as server:
         yield server
-    finally:
-        server.stop()
-    assert "Traceback" not in server.log(), server.log()
 
 
 def test_the_graphql_http_audit_passes_every_audit_against_inmail_serve(

@@ -25,7 +25,7 @@ from websockets.typing import Subprotocol
 
 from harness.servers import ServiceProcess
 from inmail.processes import free_port
-from support import session_service_env
+from support import serving, session_service_env
 
 MIB = 1024 * 1024
 
@@ -84,15 +84,8 @@ def serve(mongodb_uri: str, tmp_path: Path, **settings: str) -> Iterator[Served]
         INMAIL_LOG_LEVEL="INFO",
         **settings,
     )
-    server = ServiceProcess.serve(env, tmp_path / "serve.log")
-    server.start()
-    try:
-        server.wait_ready()
+    with serving(ServiceProcess.serve(env, tmp_path / "serve.log")) as server:
         yield Served(server, metrics_port)
-    finally:
-        server.stop()
-    text = server.log()
-    assert "Traceback" not in text, text
 
 
 def read_response(sock: socket.socket, timeout: float = 15) -> bytes:
