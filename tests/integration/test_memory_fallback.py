@@ -102,8 +102,7 @@ def _entry(seq: int, attempt: int = 1) -> LedgerEntry:
 
 async def test_the_fallback_s_ledger_feed_hands_out_what_each_committed_transaction_wrote() -> None:
     """One transaction's entries come out together, after it ends; a transaction that raised
-    hands out nothing, and one run again hands out its last attempt's entries once. (What a
-    failed attempt wrote stays written here: mongomock has no rollback.)"""
+    hands out nothing, and one run again hands out its last attempt's entries once."""
     mongo = InMemoryMongo("ledger_feed")
     uow = MongoUnitOfWork(mongo)
     feed = mongo.ledger_changes()()

@@ -2,34 +2,43 @@
 
 It is picked by `repositories/database.py` when no mongod can run, and it is the only module that
 knows mongomock's gaps: no sessions (every transaction runs under one process-wide lock, which
-is only sound because this mode is single-process and keeps nothing), no working bulk updates,
-no index hints, no `$$NOW` (so no leases: the one process holds the scheduler's, and webhooks
-are not delivered), no `$unionWith`, no snapshot reads, no change streams (the ledger's feed
-hands out what each transaction of this process wrote as it ends, and the inbox's polls the
-collection), and partial filters ignored (so a partial
-unique index would refuse documents it should not index at all; the lock and the service's own
-checks keep those rules here). Times come back with their zone, as from the server.
+is only sound because this mode is single-process and keeps nothing), no rollback (each
+transaction keeps what its writes change, as it stood, and puts it back if the transaction
+raises), no working bulk updates, no index hints, no `$$NOW` (so no leases: the one process
+holds the scheduler's, and webhooks are not delivered), no `$unionWith`, no snapshot reads, no
+change streams (the ledger's feed hands out what each transaction of this process wrote as it
+ends, and the inbox's polls the collection), and partial filters dropped by `create_indexes`
+(each partial unique index is made on its own, with its filter, which mongomock then enforces as
+the server does; a partial index that is not unique only serves reads, and is not made). Times
+come back with their zone, as from the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from bson import ObjectId
 from pymongo import IndexModel
 from pymongo.asynchronous.cursor import AsyncCursor
+from pymongo.results import UpdateResult
 
+from inmail.domain.plans import PlanTable
 from inmail.repositories.changes import CommittedEntries, Feed
 from inmail.repositories.leases import LeaseRepository
 from inmail.repositories.ledger import entry_from_doc
 from inmail.repositories.mongo import (
+    INDEXES,
     NO_TRANSACTION,
     Collection,
+    Collections,
     Doc,
     Mongo,
     ReadPoint,
@@ -47,7 +56,6 @@ T = TypeVar("T")
 class InMemoryMongo(Mongo):
     """mongomock-motor in place of a server: the same collections, nothing kept."""
 
-    enforces_partial_indexes = False  # dropped below: the service looks for conflicts first
     poll_interval = 0.25
     """Seconds between the inbox feed's reads of the collection."""
 
@@ -55,6 +63,9 @@ class InMemoryMongo(Mongo):
         from mongomock_motor import AsyncMongoMockClient
 
         super().__init__(AsyncMongoMockClient(tz_aware=True), db_name)
+        self.c = Collections(
+            **{name: cast(Collection, _Journaled(self.db[name])) for name in INDEXES}
+        )
         self._lock = asyncio.Lock()
         self._ledger_feeds: set[_CommittedHere] = set()
         self._ledger_written: list[Doc] = []  # by the transaction under way
@@ -83,11 +94,30 @@ class InMemoryMongo(Mongo):
         return None
 
     def index_models(self, collection: str) -> Sequence[IndexModel]:
+        # mongomock's create_indexes drops a partial filter: see create_indexes
         return [
             m
             for m in super().index_models(collection)
             if "partialFilterExpression" not in m.document
         ]
+
+    async def create_indexes(self, *, plans: PlanTable) -> None:
+        """`Mongo.create_indexes`, and each partial unique index made on its own, which keeps
+        its filter. One already made is left: mongomock checks the documents already there
+        against a new unique index as if it had no filter."""
+        await super().create_indexes(plans=plans)
+        for name in INDEXES:
+            made = await self.db[name].index_information()
+            for model in super().index_models(name):
+                index = model.document
+                partial = index.get("partialFilterExpression")
+                if index.get("unique") and partial is not None and index["name"] not in made:
+                    await self.db[name].create_index(
+                        list(index["key"].items()),
+                        unique=True,
+                        partialFilterExpression=partial,
+                        name=index["name"],
+                    )
 
     async def close(self) -> None:
         self.client.close()  # mongomock's client closes at once
@@ -107,7 +137,15 @@ class InMemoryMongo(Mongo):
     async def session_transaction(self) -> AsyncIterator[TransactionSession]:
         async with self._lock:
             self._ledger_written = []
-            yield TransactionSession(NO_TRANSACTION)
+            journal = _Journal()
+            underway = _UNDERWAY.set(journal)
+            try:
+                yield TransactionSession(NO_TRANSACTION)
+            except BaseException:
+                await journal.undo()
+                raise
+            finally:
+                _UNDERWAY.reset(underway)
             self._announce_ledger()
 
     def _announce_ledger(self) -> None:
@@ -182,6 +220,97 @@ class InMemoryMongo(Mongo):
                 collection, {key: value}, sort=sort, limit=limit, session=session
             )
         return found
+
+
+_WRITES = frozenset(
+    {
+        "insert_one",
+        "insert_many",
+        "update_one",
+        "update_many",
+        "replace_one",
+        "find_one_and_update",
+        "find_one_and_replace",
+        "find_one_and_delete",
+        "delete_one",
+        "delete_many",
+        "bulk_write",
+    }
+)
+
+
+class _Journal:
+    """What one transaction's writes changed, each document as it stood before (None: it was
+    not there), so that a transaction that raises leaves the data as it found them."""
+
+    def __init__(self) -> None:
+        self._before: dict[tuple[str, Any], tuple[Collection, Doc | None]] = {}
+
+    def _keep(self, collection: Collection, doc_id: Any, before: Doc | None) -> None:
+        self._before.setdefault((collection.name, doc_id), (collection, before))
+
+    async def write(
+        self, collection: Collection, method: str, target: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        """`collection.<method>(target, *args, **kwargs)`, what it may change kept first."""
+        new: list[Any] = []
+        if method in ("insert_one", "insert_many"):
+            docs = [target] if method == "insert_one" else list(target)  # read once
+            for doc in docs:
+                doc.setdefault("_id", ObjectId())  # as the driver does, but before the insert
+            new = [doc["_id"] for doc in docs]
+            target = docs[0] if method == "insert_one" else docs
+            query = {"_id": {"$in": new}}
+        else:
+            query = {} if method == "bulk_write" else target
+        for doc in await collection.find(query).to_list():
+            self._keep(collection, doc["_id"], doc)
+        for doc_id in new:
+            self._keep(collection, doc_id, None)  # those not there before
+        # An upsert's new document: update_one's result names it; the ids before and after
+        # tell the others'.
+        compared = method == "bulk_write" or (kwargs.get("upsert") and "find_one" in method)
+        before = await _ids(collection) if compared else set()
+        try:
+            result = await getattr(collection, method)(target, *args, **kwargs)
+        finally:
+            if compared:
+                for doc_id in await _ids(collection) - before:
+                    self._keep(collection, doc_id, None)
+        if isinstance(result, UpdateResult) and result.upserted_id is not None:
+            self._keep(collection, result.upserted_id, None)
+        return result
+
+    async def undo(self) -> None:
+        """Put every document kept back as it stood: all taken out first, so that none put back
+        meets another's unique key still changed."""
+        for (_, doc_id), (collection, _) in self._before.items():
+            await collection.delete_one({"_id": doc_id})
+        for collection, before in self._before.values():
+            if before is not None:
+                await collection.insert_one(before)
+
+
+async def _ids(collection: Collection) -> set[Any]:
+    return {doc["_id"] async for doc in collection.find({}, {"_id": 1})}
+
+
+_UNDERWAY: ContextVar[_Journal | None] = ContextVar("inmail_memory_transaction", default=None)
+"""The journal of the transaction the running code is in, if any: only its writes are undone
+(another task's write meanwhile, outside any transaction, stays)."""
+
+
+class _Journaled:
+    """One of the fallback's collections: inside a transaction its writes go by the journal."""
+
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        journal = _UNDERWAY.get()
+        if journal is None or name not in _WRITES:
+            return getattr(self._collection, name)
+        return functools.partial(journal.write, self._collection, name)
 
 
 class _CommittedHere:

@@ -370,10 +370,6 @@ def mongodb_problem(uri: str) -> str | None:
 class Mongo:
     """One client and database for the process; opened by the app's lifespan."""
 
-    # Whether partial unique indexes refuse what they should: then a write may rely on one
-    # (a second awaiting InMail, say) instead of looking for the conflict first.
-    enforces_partial_indexes = True
-
     def __init__(self, client: Any, db_name: str) -> None:
         self.client = client
         self.db: AsyncDatabase[Doc] = client[db_name]

@@ -194,8 +194,7 @@ class MongoUnitOfWork:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """`run`, first as one optimistic attempt (`tx.careful` False) where the database
-        enforces the unique indexes a step may lean on.
+        """`run`, first as one optimistic attempt (`tx.careful` False).
 
         The step may then skip its reads for conflicts that a unique index refuses anyway (a
         reused idempotency key, a second awaiting InMail). Any failure of that attempt (a
@@ -203,13 +202,12 @@ class MongoUnitOfWork:
         the retry of a request that succeeded) rolls it back, and the step runs again
         carefully under `run`, so every answer is the one a careful run gives.
         """
-        if self._mongo.enforces_partial_indexes:
 
-            async def optimistic(session: TransactionSession) -> T:
-                return await step(self._bound(session, careful=False), *args, **kwargs)
+        async def optimistic(session: TransactionSession) -> T:
+            return await step(self._bound(session, careful=False), *args, **kwargs)
 
-            try:
-                return await self._mongo.run_transaction(optimistic)
-            except (DuplicateKeyError, Conflict, StaleMember, DomainError) as exc:
-                log.debug("an optimistic attempt gave way after %s", type(exc).__name__)
+        try:
+            return await self._mongo.run_transaction(optimistic)
+        except (DuplicateKeyError, Conflict, StaleMember, DomainError) as exc:
+            log.debug("an optimistic attempt gave way after %s", type(exc).__name__)
         return await self.run(step, *args, **kwargs)
