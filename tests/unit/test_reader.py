@@ -32,6 +32,7 @@ from inmail.domain.model import (
 )
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
+from inmail.domain.profiles import PublicProfile
 from inmail.repositories.pages import BadCursor, CursorText, Page
 from inmail.schema.errors import refused
 from inmail.services.reads import Reader
@@ -286,7 +287,8 @@ async def test_nothing_is_read_for_a_caller_without_a_token() -> None:
     assert await refusal_from(anonymous.viewer_member()) is Refusal.SIGN_IN
     assert await refusal_from(anonymous.conversation(ADA_TO_CHARLES.id)) is Refusal.SIGN_IN
     assert await refusal_from(anonymous.balance(ADA.id)) is Refusal.SIGN_IN
-    assert anonymous.is_connection(CHARLES) is False
+    with pytest.raises(ReadRefused):
+        anonymous.profile(CHARLES.id)
 
 
 async def test_an_admin_has_no_lots_of_their_own_and_must_name_whose_balance_to_watch() -> None:
@@ -335,8 +337,11 @@ async def test_loads_of_one_kind_in_the_same_tick_are_one_storage_call() -> None
         "Dan Dreyfus",
         "Charles Babbage",
     ]
-    assert charles.is_connection(ADA) is True
-    assert charles.is_connection(DAN) is False
+    ada_shown, dan_shown = await asyncio.gather(charles.profile(ADA.id), charles.profile(DAN.id))
+    assert [ada_shown and ada_shown.is_connection, dan_shown and dan_shown.is_connection] == [
+        True,
+        False,
+    ]
     assert store.calls.made == ["members.get_many"]
 
 
@@ -378,21 +383,23 @@ def test_every_refusal_is_worded_with_the_code_clients_already_know() -> None:
 async def test_any_record_by_id_reads_as_its_fields_do_and_anothers_as_if_unknown() -> None:
     ids = [ADA_NOTE.id, "no-such-record", ADA_LOT.id, DAN.id, ADA_DEBIT.id, ADA_TO_CHARLES.id]
 
-    as_ada = await reader_for(AS_ADA).nodes(ids)
-    assert as_ada == [ADA_NOTE, None, ADA_LOT, DAN, ADA_DEBIT, ADA_TO_CHARLES]
-    as_charles = await reader_for(Viewer(CHARLES.id, Role.MEMBER)).nodes(ids)
-    assert as_charles == [ADA_NOTE, None, None, DAN, None, ADA_TO_CHARLES]
-    as_dan = await reader_for(AS_DAN).nodes(ids)
-    assert as_dan == [None, None, None, DAN, None, None]
-    assert await reader_for(AS_ADMIN).nodes(ids) == as_ada
-    assert await refusal_from(reader_for(None).nodes(ids)) is Refusal.SIGN_IN
+    dan = PublicProfile.of(DAN, is_connection=False)  # a member is shown as its profile
+
+    as_ada = await reader_for(AS_ADA).node_views(ids)
+    assert as_ada == [ADA_NOTE, None, ADA_LOT, dan, ADA_DEBIT, ADA_TO_CHARLES]
+    as_charles = await reader_for(Viewer(CHARLES.id, Role.MEMBER)).node_views(ids)
+    assert as_charles == [ADA_NOTE, None, None, dan, None, ADA_TO_CHARLES]
+    as_dan = await reader_for(AS_DAN).node_views(ids)
+    assert as_dan == [None, None, None, dan, None, None]
+    assert await reader_for(AS_ADMIN).node_views(ids) == as_ada
+    assert await refusal_from(reader_for(None).node_views(ids)) is Refusal.SIGN_IN
 
 
 async def test_many_ids_are_one_storage_call_per_kind_and_too_many_are_refused_unread() -> None:
     store = Store()
     ada = reader_for(AS_ADA, store)
 
-    found = await ada.nodes([ADA_NOTE.id, *(f"unknown-{i}" for i in range(99))])
+    found = await ada.node_views([ADA_NOTE.id, *(f"unknown-{i}" for i in range(99))])
     assert found[0] == ADA_NOTE
     assert sorted(store.calls.made) == [
         "conversations.get_many",  # the ids
@@ -406,7 +413,7 @@ async def test_many_ids_are_one_storage_call_per_kind_and_too_many_are_refused_u
     ]
     store.calls.made.clear()
     with pytest.raises(ReadRefused) as too_many:
-        await ada.nodes([ADA_NOTE.id] * 101)
+        await ada.node_views([ADA_NOTE.id] * 101)
     assert (too_many.value.refusal, too_many.value.data) == (
         Refusal.TOO_MANY_IDS,
         {"maximum": 100},

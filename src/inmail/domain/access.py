@@ -15,6 +15,7 @@ from typing import Final, Protocol, TypeAlias, TypeVar
 from inmail.domain.credits import CreditLot
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
 from inmail.domain.notifications import Notification
+from inmail.domain.profiles import PublicProfile
 
 DEFAULT_PAGE_SIZE: Final = 20
 """How many items a page of any list holds when the caller names no `first` (the API's
@@ -25,6 +26,13 @@ NodeRecord: TypeAlias = (
 )
 """Every kind of record the API shows with an id (the schema's `Node`), each read by id under
 the rule of the fields that show it."""
+
+NodeView: TypeAlias = (
+    PublicProfile | Conversation | Message | CreditLot | LedgerEntry | Purchase | Notification
+)
+"""What the API shows of each record with an id: a member as its public profile (the rest of
+the record is read by its id, under `owner_or_admin`), every other kind whole, to those who
+may see it."""
 
 
 class Caller(Protocol):
@@ -123,3 +131,20 @@ def sees_message(caller: Caller, thread: Conversation | None) -> bool:
 def is_connection_of(caller: Caller | None, connections: frozenset[str]) -> bool:
     """Whether the caller is one of these 1st-degree connections (an admin is no member)."""
     return caller is not None and caller.member_id is not None and caller.member_id in connections
+
+
+def profile_for(caller: Caller | None, member: Member) -> PublicProfile:
+    """What the caller is shown of a member, whoever it is: the public profile."""
+    return PublicProfile.of(member, is_connection=is_connection_of(caller, member.connections))
+
+
+def node_view(caller: Caller | None, record: NodeRecord) -> NodeView:
+    """What the caller is shown of a record it may see by its id: a member as its profile."""
+    return profile_for(caller, record) if isinstance(record, Member) else record
+
+
+def own_profile(member: Member) -> PublicProfile:
+    """The public profile of a record handed whole to its owner or an admin (a mutation's
+    result): neither is one of its connections, since no member is connected to itself and an
+    admin is no member."""
+    return PublicProfile.of(member, is_connection=False)

@@ -27,13 +27,13 @@ from inmail.services.reads import MAX_NODE_IDS
 class Query:
     @strawberry.field
     async def viewer(self, info: ResolverInfo) -> Member | None:
-        member = await ctx(info).reads.viewer_member()
-        return Member.from_domain(member) if member else None
+        profile = await ctx(info).reads.viewer_profile()
+        return Member.from_domain(profile) if profile else None
 
     @strawberry.field
     async def member(self, info: ResolverInfo, id: strawberry.ID) -> Member | None:
-        member = await ctx(info).reads.member(str(id))
-        return Member.from_domain(member) if member else None
+        profile = await ctx(info).reads.profile(str(id))
+        return Member.from_domain(profile) if profile else None
 
     @strawberry.field(
         description="Any object by its id, as its own fields show it: null for an unknown id "
@@ -48,7 +48,7 @@ class Query:
         "place of each unknown id or object the caller may not see."
     )
     async def nodes(self, info: ResolverInfo, ids: list[strawberry.ID]) -> list[Node | None]:
-        found = await ctx(info).reads.nodes([str(i) for i in ids])
+        found = await ctx(info).reads.node_views([str(i) for i in ids])
         return [node_from_domain(record) if record is not None else None for record in found]
 
     @strawberry.field

@@ -11,10 +11,11 @@ from typing import Any, Generic, Self, TypeVar
 import strawberry
 from strawberry.types.nodes import SelectedField, Selection
 
-from inmail.domain import billing, credits, model, notifications, plans
+from inmail.domain import access, billing, credits, model, notifications, plans
 from inmail.domain import money as money_domain
-from inmail.domain.access import DEFAULT_PAGE_SIZE, NodeRecord
+from inmail.domain.access import DEFAULT_PAGE_SIZE, NodeView
 from inmail.domain.conversations import ConversationFilter
+from inmail.domain.profiles import PublicProfile
 from inmail.schema.context import GraphInfo, Listing, reads
 from inmail.schema.enums import (
     ConversationEventKind,
@@ -306,40 +307,53 @@ class LedgerEntry(_RecordNode[model.LedgerEntry]):
 
 
 @strawberry.type
-class Member(_RecordNode[model.Member]):
+class Member(Node):
+    """A member as the viewer is shown it: its public profile (SPEC 8), whoever the viewer is.
+    Every other field reads by the member's id, and the reads refuse it to all but the member
+    and admins."""
+
     id: strawberry.ID
     name: str
     headline: str | None
+    _profile: strawberry.Private[PublicProfile]
+
+    @classmethod
+    def from_domain(cls, member: PublicProfile | model.Member) -> Member:
+        """The member from its profile (the reads'), or from a whole record a mutation hands
+        its owner or an admin, of which it keeps the profile alone."""
+        profile = access.own_profile(member) if isinstance(member, model.Member) else member
+        return _mapped(cls, profile, _profile=profile)
 
     @classmethod
     async def load(cls, info: GraphInfo, member_id: str) -> Member:
-        member = await reads(info).member(member_id)
-        if member is None:  # pragma: no cover - conversations only name existing members
+        profile = await reads(info).profile(member_id)
+        if profile is None:  # pragma: no cover - conversations only name existing members
             raise bad_input("A referenced member no longer exists.")
-        return cls.from_domain(member)
+        return cls.from_domain(profile)
 
     @classmethod
     def known_or_load(cls, info: GraphInfo, member_id: str) -> Member | Awaitable[Member]:
         """The member at once if this request has read it already, else its read."""
-        known = reads(info).known_member(member_id)
+        known = reads(info).known_profile(member_id)
         return cls.from_domain(known) if known is not None else cls.load(info, member_id)
 
     @strawberry.field
     def plan(self, info: GraphInfo) -> Plan:
-        return Plan.from_domain(self._record.policy(reads(info).plans))
+        return Plan.from_domain(self._profile.policy(reads(info).plans))
 
     @strawberry.field(description="Whether this member is a 1st-degree connection of the viewer.")
-    def is_connection(self, info: GraphInfo) -> bool:
-        return reads(info).is_connection(self._record)
+    def is_connection(self) -> bool:
+        return self._profile.is_connection
 
     @strawberry.field(description="The fields below are visible to the member and to admins only.")
     async def subscription(self, info: GraphInfo) -> PremiumSubscription | None:
         r = reads(info)
-        return PremiumSubscription.from_domain(await r.current(self._record), r.plans, r.now())
+        member = await r.current(self.id)
+        return None if member is None else PremiumSubscription.from_domain(member, r.plans, r.now())
 
     @strawberry.field(description="Credits left now: what the InMail compose window shows.")
     async def inmail_balance(self, info: GraphInfo) -> int | None:
-        return await reads(info).balance(self._record.id)
+        return await reads(info).balance(self.id)
 
     @strawberry.field
     async def credit_lots(
@@ -349,14 +363,14 @@ class Member(_RecordNode[model.Member]):
         first: int | None = DEFAULT_PAGE_SIZE,
         after: str | None = None,
     ) -> Connection[CreditLot] | None:
-        listing = await reads(info).credit_lots(self._record.id, status, first, after)
+        listing = await reads(info).credit_lots(self.id, status, first, after)
         return Connection.build(listing, CreditLot.from_domain)
 
     @strawberry.field
     async def ledger(
         self, info: GraphInfo, first: int | None = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> Connection[LedgerEntry] | None:
-        listing = await reads(info).ledger(self._record.id, first, after)
+        listing = await reads(info).ledger(self.id, first, after)
         return Connection.build(listing, LedgerEntry.from_domain)
 
     @strawberry.field
@@ -369,7 +383,7 @@ class Member(_RecordNode[model.Member]):
         after: str | None = None,
     ) -> Connection[Conversation] | None:
         r = reads(info)
-        which = ConversationFilter(self._record.id, state, role)
+        which = ConversationFilter(self.id, state, role)
         listing = await r.conversations(which, first, after)
         asked = _selected_names(info.selected_fields)
         parties = not asked.isdisjoint(("sender", "recipient"))
@@ -386,13 +400,13 @@ class Member(_RecordNode[model.Member]):
         first: int | None = DEFAULT_PAGE_SIZE,
         after: str | None = None,
     ) -> Connection[Notification] | None:
-        return await notification_connection(info, self._record.id, bool(unread_only), first, after)
+        return await notification_connection(info, self.id, bool(unread_only), first, after)
 
     @strawberry.field(description="Credits bought, newest first.")
     async def purchases(
         self, info: GraphInfo, first: int | None = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> Connection[Purchase] | None:
-        listing = await reads(info).purchases(self._record.id, first, after)
+        listing = await reads(info).purchases(self.id, first, after)
         return Connection.build(listing, Purchase.from_domain)
 
 
@@ -498,10 +512,10 @@ class Notification(_RecordNode[notifications.Notification]):
         return await _linked(self._record.purchase_id, reads(info).purchase, Purchase.from_domain)
 
 
-def node_from_domain(record: NodeRecord) -> Node:
+def node_from_domain(record: NodeView) -> Node:
     """The schema's object for any record with an id (the answer of `node` and `nodes`)."""
     match record:
-        case model.Member():
+        case PublicProfile():
             return Member.from_domain(record)
         case model.Conversation():
             return Conversation.from_domain(record)

@@ -18,12 +18,13 @@ from strawberry.dataloader import DataLoader
 
 from inmail.auth import Viewer
 from inmail.domain import access
-from inmail.domain.access import DEFAULT_PAGE_SIZE, NodeRecord, ReadRefused, Refusal
+from inmail.domain.access import DEFAULT_PAGE_SIZE, NodeRecord, NodeView, ReadRefused, Refusal
 from inmail.domain.conversations import ConversationFilter
 from inmail.domain.credits import CreditLot, LotFilter, LotStatus
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable
+from inmail.domain.profiles import PublicProfile
 from inmail.domain.wallet import Wallet
 from inmail.heap import weakly_bound
 from inmail.repositories.pages import BadCursor, CursorText, Ends, Page
@@ -262,7 +263,26 @@ class Reader:
     def owner_or_admin(self, member_id: str) -> Viewer:
         return self._checked(lambda: access.owner_or_admin(self._viewer(), member_id))
 
-    # Members: a public profile for anyone signed in, the rest for its owner and admins.
+    # Members: a public profile for anyone signed in, the rest for its owner and admins. The
+    # schema is handed profiles only; it asks for the rest by the member's id.
+
+    def profile(self, member_id: str) -> Awaitable[PublicProfile | None]:
+        """The member's public profile, as this caller is shown it; the load is asked at once,
+        to join the batch about to be read (as `member`)."""
+        viewer = self.signed_in()
+        return self._profile_once_read(viewer, self._members.load(member_id))
+
+    def known_profile(self, member_id: str) -> PublicProfile | None:
+        """The profile of a member already read for this caller, without waiting; None if not
+        read yet."""
+        viewer = self.signed_in()
+        known = _ready(self._members, member_id)
+        return None if known is None else access.profile_for(viewer, known)
+
+    async def viewer_profile(self) -> PublicProfile | None:
+        """The caller's own profile; an admin is no member."""
+        member = await self.viewer_member()
+        return None if member is None else access.profile_for(self._viewer(), member)
 
     async def viewer_member(self) -> Member | None:
         """The caller's own record; an admin is no member."""
@@ -270,19 +290,15 @@ class Reader:
         return None if member_id is None else await self._members.load(member_id)
 
     def member(self, member_id: str) -> Awaitable[Member | None]:
-        """The member's record, as soon as asked: the load joins the batch about to be read
-        (a coroutine would join only when it first runs, after that read went out)."""
+        """The member's whole record, for the services' own rules (the compose window's), never
+        to be shown: as soon as asked, the load joins the batch about to be read (a coroutine
+        would join only when it first runs, after that read went out)."""
         self.signed_in()
         return self._members.load(member_id)
 
     async def load_member(self, member_id: str) -> Member | None:
         """A member's record with no check of who asks: for authentication itself."""
         return await self._members.load(member_id)
-
-    def known_member(self, member_id: str) -> Member | None:
-        """A member already read for this caller, without waiting; None if not read yet."""
-        self.signed_in()
-        return _ready(self._members, member_id)
 
     def awaiting_response(self, sender_id: str, recipient_id: str) -> Awaitable[bool]:
         """Whether the sender's InMail to the recipient awaits a response.
@@ -310,21 +326,18 @@ class Reader:
         self._asked_awaiting.pop(recipient_id, None)
         return await self._store.conversations.awaiting_between(sender_id, recipient_id)
 
-    def is_connection(self, member: Member) -> bool:
-        return access.is_connection_of(self._viewer(), member.connections)
-
     async def balance(self, member_id: str) -> int:
         """Credits spendable now: due cycles granted and lapsed lots expired, even unwritten."""
         self.owner_or_admin(member_id)
         account = await self._accounts.load(member_id)
         return account.balance if account is not None else 0
 
-    async def current(self, member: Member) -> Member:
-        """The whole record as of now (its subscription renewed through every started cycle),
-        for its owner or an admin."""
-        self.owner_or_admin(member.id)
-        account = await self._accounts.load(member.id)
-        return account.updated() if account is not None else member
+    async def current(self, member_id: str) -> Member | None:
+        """The member's whole record as of now (its subscription renewed through every started
+        cycle), for its owner or an admin."""
+        self.owner_or_admin(member_id)
+        account = await self._accounts.load(member_id)
+        return account.updated() if account is not None else None
 
     async def watched_member(self, member_id: str | None) -> str:
         """Whose balance the caller may watch: their own, or any one member's for an admin."""
@@ -494,18 +507,24 @@ class Reader:
 
     # Any record by its id (the schema's `node` and `nodes`), under the rules above.
 
-    async def node(self, node_id: str) -> NodeRecord | None:
-        [found] = await self.nodes([node_id])
+    async def node(self, node_id: str) -> NodeView | None:
+        [found] = await self.node_views([node_id])
         return found
 
-    async def nodes(self, ids: Sequence[str]) -> list[NodeRecord | None]:
+    async def node_views(self, ids: Sequence[str]) -> list[NodeView | None]:
+        """What the caller is shown of the records these ids name (`nodes`): each member as
+        its public profile."""
+        viewer = self.signed_in()
+        found = await self._nodes(viewer, ids)
+        return [None if record is None else access.node_view(viewer, record) for record in found]
+
+    async def _nodes(self, viewer: Viewer, ids: Sequence[str]) -> list[NodeRecord | None]:
         """The records these ids name, in order; None for an id that names nothing the caller
         may see: an unknown id and another member's private record read alike.
 
         Every id is an ObjectId the service made (`new_id`), unique across every collection,
         so an id names one record of one kind; each kind is asked in one query for all the ids.
         """
-        viewer = self.signed_in()
         if len(ids) > MAX_NODE_IDS:
             raise self._refuse(ReadRefused(Refusal.TOO_MANY_IDS, maximum=MAX_NODE_IDS))
         wanted = list(dict.fromkeys(ids))
@@ -578,6 +597,13 @@ class Reader:
         return Listing(
             items=page.items, has_next=page.has_next, previous=page.previous, counter=page.count
         )
+
+    @staticmethod
+    async def _profile_once_read(
+        viewer: Viewer, loading: Awaitable[Member | None]
+    ) -> PublicProfile | None:
+        member = await loading
+        return None if member is None else access.profile_for(viewer, member)
 
     async def _load_latest_messages(self, conversations: list[Conversation]) -> list[list[Message]]:
         found = await self._store.messages.latest_for_many(conversations)

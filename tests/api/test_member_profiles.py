@@ -1,0 +1,66 @@
+"""What the schema's `Member` object holds: for a viewer who is not that member (and no admin),
+its public profile only (SPEC 8). A field written later against what the object holds can
+show nothing private: the private fields ask the reads by the member's id, which refuse."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from inmail.schema import types
+from support import Api, send_message
+
+# All a member's public profile shows (the plan's grandfathered allotment with its plan), and
+# whether the viewer is one of the member's connections.
+PUBLIC = {"id", "name", "headline", "plan", "monthly_allotment", "is_connection"}
+
+# Every way a query reaches another member: by id, by node, as a conversation's parties (read
+# ahead with a page of conversations, and read one by one), as a message's author.
+EVERY_PATH = """
+query($grace: ID!, $thread: ID!) {
+  member(id: $grace) { id name isConnection plan { type } }
+  node(id: $grace) { id }
+  nodes(ids: [$grace]) { id }
+  viewer { conversations { nodes { sender { id } recipient { id } } } }
+  conversation(id: $thread) { sender { name } messages { author { id headline } } }
+}
+"""
+
+
+def _held(member: types.Member) -> list[Any]:
+    """Everything a schema `Member` object keeps, its private attributes included."""
+    return list(vars(member).values())
+
+
+async def test_a_member_object_built_for_another_member_holds_only_their_public_profile(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", headline="Analyst")
+    grace = await api.create_member("Grace Hopper", "PREMIUM_BUSINESS", headline="Admiral")
+    await api.connect(ada, grace)
+    sent = await send_message(api, grace, "Shall we talk compilers?", recipient=ada)
+    assert sent["errors"] == []
+    built: list[types.Member] = []
+    make = types.Member.__init__
+
+    def recorded(member: types.Member, *args: Any, **kwargs: Any) -> None:
+        make(member, *args, **kwargs)
+        built.append(member)
+
+    monkeypatch.setattr(types.Member, "__init__", recorded)
+
+    data = await api.gql(
+        EVERY_PATH, {"grace": grace.id, "thread": sent["conversation"]["id"]}, ada.token
+    )
+
+    assert data["member"]["isConnection"] is True
+    assert data["conversation"]["messages"][0]["author"]["headline"] == "Admiral"
+    graces = [member for member in built if member.id == grace.id]
+    assert len(graces) == 6
+    for member in graces:
+        for value in _held(member):
+            if dataclasses.is_dataclass(value):
+                shown = {field.name for field in dataclasses.fields(value)}
+                assert shown <= PUBLIC, f"{type(value).__name__} holds {shown - PUBLIC}"
