@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import timedelta
+from itertools import accumulate
 from typing import Any, Final, cast
 
 import orjson
@@ -205,7 +206,35 @@ class _Undecodable:
     """A websocket message that is not JSON at all (or nested too deep to read)."""
 
 
-def _decode(text: str) -> object:
+MAX_JSON_DEPTH: Final = 64
+"""Deepest nesting of arrays and objects in a request body or websocket message: far more than
+any operation's variables need. It is checked before the JSON is parsed, so the refusal does not
+rest on the interpreter's recursion limit (which the process, or a library in it, may raise)."""
+
+# A JSON string (or an unterminated one, to the end: such text is no JSON anyway), matched in
+# one pass; the brackets inside strings are text, not nesting.
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def nested_deeper_than(text: str | bytes, limit: int) -> bool:
+    """Whether JSON text nests arrays and objects more than `limit` deep, read in linear time
+    without parsing it (for text that is no JSON, an answer of no consequence)."""
+    data = text.encode(errors="surrogatepass") if isinstance(text, str) else text
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", data))
+    # More openers in a row than `limit` is deeper, and found at C speed; else count them all.
+    if re.search(rb"[\[{]{%d}" % (limit + 1), brackets):
+        return True
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def load_json(text: str | bytes) -> object:
+    """`json.loads`, refusing text nested more than MAX_JSON_DEPTH deep as malformed."""
+    if nested_deeper_than(text, MAX_JSON_DEPTH):
+        raise json.JSONDecodeError(f"the JSON is nested more than {MAX_JSON_DEPTH} deep", "", 0)
     try:
         return json.loads(text)
     except RecursionError:
@@ -252,7 +281,7 @@ class WebSocketMessages(ASGIWebSocketAdapter):
                 if (wait := pace.wait()) > 0:
                     await asyncio.sleep(wait)
                 try:
-                    yield _decode(text)
+                    yield load_json(text)
                 except json.JSONDecodeError as exc:
                     if not ignore_parsing_errors:
                         raise NonJsonMessageReceived from exc
@@ -831,12 +860,10 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         try:
-            decoded = json.loads(data)
+            decoded = load_json(data)
         except UnicodeDecodeError:
             # Bytes that are no Unicode at all are as malformed as bad JSON: 400, not 500.
             raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
-        except RecursionError:
-            raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
         if not isinstance(decoded, dict | list):
             # Only an object is a request (a list, a batch, Strawberry refuses itself): 400.
             raise json.JSONDecodeError("the body is not a JSON object", "", 0)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from typing import Any
 
 import jwt
 import pytest
 
+from inmail.graphql_app import MAX_JSON_DEPTH
 from schema_args import positions
 from support import TEST_SECRET, Api, graphql_error_codes
 
@@ -108,6 +110,36 @@ async def test_json_nested_five_thousand_deep_is_a_400_with_a_json_body_and_a_re
     assert response.headers["x-request-id"]
     assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
     assert [r for r in caplog.records if r.exc_info] == []
+
+
+def _nested(depth: int) -> str:
+    """A request whose JSON nests `depth` deep: its object, `variables`, then lists."""
+    lists = depth - 2
+    return '{"query": "{ now }", "variables": {"v": ' + "[" * lists + "]" * lists + "}}"
+
+
+async def test_json_past_its_nesting_bound_is_refused_whatever_the_recursion_limit(
+    api: Api,
+) -> None:
+    """The bound is the service's own (MAX_JSON_DEPTH), not the interpreter's recursion limit,
+    which anything in the process may raise."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        answers = {
+            depth: await api.client.post(
+                "/graphql", content=_nested(depth), headers={"content-type": "application/json"}
+            )
+            for depth in (MAX_JSON_DEPTH, MAX_JSON_DEPTH + 1, 5000)
+        }
+    finally:
+        sys.setrecursionlimit(limit)
+
+    assert answers[MAX_JSON_DEPTH].status_code == 200, answers[MAX_JSON_DEPTH].text
+    assert "now" in answers[MAX_JSON_DEPTH].json()["data"]
+    for depth in (MAX_JSON_DEPTH + 1, 5000):
+        assert answers[depth].status_code == 400
+        assert graphql_error_codes(answers[depth].json()) == ["BAD_REQUEST"]
 
 
 async def test_a_body_that_is_not_json_gets_a_json_refusal(api: Api) -> None:

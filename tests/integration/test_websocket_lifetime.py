@@ -91,6 +91,16 @@ async def test_a_socket_that_never_sends_connection_init_is_closed_with_4408(
     assert [m for m in received if m["type"] not in ("ka", "ping")] == []
 
 
+# A subscribe message whose variables nest past MAX_JSON_DEPTH, sent as it is.
+TOO_DEEP = (
+    '{"type": "subscribe", "id": "1", "payload": {"query": "{ now }", "variables": {"v": '
+    + "[" * 100
+    + "]" * 100
+    + "}}}"
+)
+RAW = ("{not json", TOO_DEEP)
+
+
 @pytest.mark.parametrize(
     "message",
     [
@@ -98,6 +108,7 @@ async def test_a_socket_that_never_sends_connection_init_is_closed_with_4408(
         "connection_init",
         42,
         "{not json",
+        TOO_DEEP,
         {"type": "subscribe", "id": "1", "payload": [1]},
         {"type": "start", "id": "1", "payload": {"query": 7}},
         {"type": "subscribe", "id": "1", "payload": {"query": "{ now }", "extensions": []}},
@@ -108,6 +119,7 @@ async def test_a_socket_that_never_sends_connection_init_is_closed_with_4408(
         "string",
         "number",
         "not-json",
+        "too-deep",
         "payload-array",
         "query-number",
         "extensions",
@@ -125,7 +137,7 @@ async def test_a_message_that_is_no_protocol_message_is_a_protocol_error_not_a_t
         init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {ada.token}"}}
         await ws.send(json.dumps(init))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
-        await ws.send(message if message == "{not json" else json.dumps(message))
+        await ws.send(message if message in RAW else json.dumps(message))
         await messages_until_closed(ws)
 
     assert ws.close_code == 4400
