@@ -27,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+from starlette.types import ASGIApp
 from uvicorn import Config, Server
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -48,7 +50,7 @@ class ServerConfig(Config):
 
     def __init__(
         self,
-        app: Any,
+        app: ASGIApp | Callable[[], ASGIApp],
         *,
         max_header_bytes: int,
         header_timeout: float,
@@ -96,7 +98,7 @@ class CoalescingTransport(asyncio.Transport):
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
 
-    def writelines(self, list_of_data: Any) -> None:
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         for data in list_of_data:
             self.write(data)
 
@@ -151,7 +153,7 @@ class CoalescingTransport(asyncio.Transport):
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
+    def get_extra_info(self, name: str, default: object = None) -> Any:
         return self._transport.get_extra_info(name, default)
 
 
@@ -181,7 +183,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self,
         config: Config,
         server_state: ServerState,
-        app_state: dict[str, Any],
+        app_state: dict[str, object],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)

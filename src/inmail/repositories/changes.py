@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import OperationFailure, PyMongoError
@@ -26,12 +26,12 @@ from inmail.repositories.notifications import InboxChange, inbox_change
 
 log = logging.getLogger(__name__)
 
-ResumeToken = Mapping[str, Any]
+ResumeToken = Mapping[str, object]
 
 # Inserts (the ledger is append-only) and the invalidation that ends a stream, trimmed to what a
 # subscriber needs. `_id` is the resume token and must stay as it is; lsid and txnNumber say
 # which transaction wrote the entry.
-_PIPELINE: Final[Sequence[Mapping[str, Any]]] = (
+_PIPELINE: Final[Sequence[Mapping[str, object]]] = (
     {"$match": {"operationType": {"$in": ["insert", "invalidate"]}}},
     {"$project": {"operationType": 1, "fullDocument": 1, "lsid": 1, "txnNumber": 1}},
 )
@@ -79,7 +79,7 @@ class _NotReady:
 _NOT_READY: Final = _NotReady()
 
 
-def _transaction_of(change: Doc) -> tuple[Any, int] | None:
+def _transaction_of(change: Doc) -> tuple[object, int] | None:
     lsid, number = change.get("lsid"), change.get("txnNumber")
     if not isinstance(lsid, Mapping) or number is None:
         return None
@@ -227,7 +227,7 @@ class LedgerChanges(_ResumableFeed):
         another transaction or when no further change is already at hand.
         """
         group: list[Doc] = []
-        key: tuple[Any, int] | None = None
+        key: tuple[object, int] | None = None
         while True:
             change: Doc | _NotReady | None
             if self._held is not None:
@@ -310,7 +310,7 @@ class LedgerChanges(_ResumableFeed):
 
 INBOX_COLLECTIONS: Final = ("notifications",)
 
-_INBOX_PIPELINE: Final[Sequence[Mapping[str, Any]]] = (
+_INBOX_PIPELINE: Final[Sequence[Mapping[str, object]]] = (
     {
         "$match": {
             "operationType": "insert",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from inmail.repositories.mongo import Collection, Doc, Mongo, Session
 from inmail.repositories.pages import Page, keyset_page
@@ -23,7 +23,7 @@ class RecordReader(Generic[R]):
         session: Session,
         collection: Collection,
         record: Callable[[Doc], R | None],
-        projection: Mapping[str, Any] | None = None,
+        projection: Mapping[str, object] | None = None,
     ) -> None:
         self._mongo = mongo
         self._session = session
@@ -44,7 +44,7 @@ class RecordReader(Generic[R]):
 
     async def _page(
         self,
-        query: Mapping[str, Any],
+        query: Mapping[str, object],
         sort: Sequence[tuple[str, int]],
         first: int,
         after: str | None,
@@ -54,5 +54,5 @@ class RecordReader(Generic[R]):
         )
         return page.map(self._record)
 
-    async def _count(self, query: Mapping[str, Any]) -> int:
+    async def _count(self, query: Mapping[str, object]) -> int:
         return await self._c.count_documents(query, session=self._session)

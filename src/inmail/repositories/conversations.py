@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from pymongo import ReturnDocument
 
@@ -96,14 +95,18 @@ had their own collection may still embed (until the start-up migration moves the
 idempotency record of the send that started it (read only when its key is used again)."""
 
 
-def _to_milliseconds(value: Any) -> Any:
+def _to_milliseconds(doc: Doc) -> Doc:
     """A document as the server keeps it: BSON keeps times to the millisecond."""
+    return {key: _value_to_milliseconds(item) for key, item in doc.items()}
+
+
+def _value_to_milliseconds(value: object) -> object:
     if isinstance(value, datetime):
         return value.replace(microsecond=value.microsecond // 1000 * 1000)
     if isinstance(value, dict):
-        return {key: _to_milliseconds(item) for key, item in value.items()}
+        return {key: _value_to_milliseconds(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_to_milliseconds(item) for item in value]
+        return [_value_to_milliseconds(item) for item in value]
     return value
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanType
@@ -156,7 +156,7 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
 
     async def next_recheck_at(self, after: datetime | None) -> datetime | None:
         """The first recheck due after `after` (the first of all for None)."""
-        query: dict[str, Any] = dict(_TO_RECHECK)
+        query: dict[str, object] = dict(_TO_RECHECK)
         if after is not None:
             query["recheckAt"] = {"$gt": after}
         doc = await self._c.find_one(
@@ -165,7 +165,7 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
         return doc["recheckAt"] if doc else None
 
     async def oldest_open_created_at(self, after: datetime | None = None) -> datetime | None:
-        query: dict[str, Any] = {"status": {"$in": list(OPEN_STATUSES)}}
+        query: dict[str, object] = {"status": {"$in": list(OPEN_STATUSES)}}
         if after is not None:
             query["createdAt"] = {"$gt": after}
         doc = await self._c.find_one(

@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 _DATETIME_FIELDS = frozenset({"at", "grantedAt", "sentAt"})
-_FIELD_TYPES: dict[str, type] = {"seq": int}  # every other sort field is a string id
+_FIELD_TYPES: dict[str, type[int | str]] = {"seq": int}  # every other sort field is a string id
 
 
 class BadCursor(ValueError):
@@ -42,7 +42,7 @@ class Cursor:
 
     __slots__ = ("_list", "_text", "_values")
 
-    def __init__(self, values: Sequence[Any], list_name: str) -> None:
+    def __init__(self, values: Sequence[object], list_name: str) -> None:
         self._values = values
         self._list = list_name
         self._text: str | None = None
@@ -72,7 +72,7 @@ class Ends:
     """The cursors of a list's first and last items, as text (None for an empty list)."""
 
     __slots__ = ()
-    items: Sequence[tuple[CursorText, Any]]  # (cursor, item)
+    items: Sequence[tuple[CursorText, object]]  # (cursor, item)
 
     @property
     def start_cursor(self) -> str | None:
@@ -98,7 +98,7 @@ class Page(Ends, Generic[T]):
         return Page(items, self.has_next, self.count, self.previous)
 
 
-def encode_cursor(values: Sequence[Any], list_name: str) -> str:
+def encode_cursor(values: Sequence[object], list_name: str) -> str:
     """The cursor text: the list's name, then the item's sort values."""
     plain = [list_name, *(v.isoformat() if isinstance(v, datetime) else v for v in values)]
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode()
@@ -129,17 +129,19 @@ def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]], list_name: str) 
 _BSON_INT64: Final = range(-(2**63), 2**63)
 
 
-def _cursor_value(value: Any, name: str) -> Any:
+def _cursor_value(value: object, name: str) -> datetime | int | str:
     """One value of a cursor, as it is stored; BadCursor for any value this service could not
     have written there (of another type, which would compare in another BSON type bracket and
     give a silently empty or wrong page, or one that BSON cannot hold)."""
     if name in _DATETIME_FIELDS:
+        if not isinstance(value, str):  # a number, a list, null: no time
+            raise BadCursor("the cursor is not valid")
         try:
             when = datetime.fromisoformat(value)
             # A time with an offset, in UTC as stored (which may overflow); one without (a
             # cursor written by hand) is UTC already, as the server reads it.
             return when if when.tzinfo is None else when.astimezone(UTC)
-        except (TypeError, ValueError, OverflowError):
+        except (ValueError, OverflowError):
             raise BadCursor("the cursor is not valid") from None
     kind = _FIELD_TYPES.get(name, str)
     if not isinstance(value, kind) or isinstance(value, bool):
@@ -154,13 +156,13 @@ def _cursor_value(value: Any, name: str) -> Any:
     return value
 
 
-def _after(sort: Sequence[tuple[str, int]], values: Sequence[Any]) -> Doc:
+def _after(sort: Sequence[tuple[str, int]], values: Sequence[object]) -> Doc:
     """The documents strictly after `values` in the sort order (lexicographic keyset)."""
     return _beyond(sort, values, forward=True)
 
 
 def after_key(
-    query: Mapping[str, Any], sort: Sequence[tuple[str, int]], key: Sequence[Any] | None
+    query: Mapping[str, object], sort: Sequence[tuple[str, int]], key: Sequence[object] | None
 ) -> Doc:
     """`query` narrowed to the documents strictly after `key` (their values of the `sort`
     fields) in that order; `query` itself for no key. A pass over a keyset resumes so, never
@@ -170,13 +172,13 @@ def after_key(
     return {"$and": [dict(query), _after(sort, key)]}
 
 
-def _up_to(sort: Sequence[tuple[str, int]], values: Sequence[Any]) -> Doc:
+def _up_to(sort: Sequence[tuple[str, int]], values: Sequence[object]) -> Doc:
     """The documents at or before `values` in the sort order: those before a page after it."""
     at = {name: value for (name, _), value in zip(sort, values, strict=True)}
     return {"$or": [*_beyond(sort, values, forward=False)["$or"], at]}
 
 
-def _beyond(sort: Sequence[tuple[str, int]], values: Sequence[Any], *, forward: bool) -> Doc:
+def _beyond(sort: Sequence[tuple[str, int]], values: Sequence[object], *, forward: bool) -> Doc:
     clauses: list[Doc] = []
     for i, (name, direction) in enumerate(sort):
         clause: Doc = {sort[j][0]: values[j] for j in range(i)}
@@ -189,11 +191,11 @@ def _beyond(sort: Sequence[tuple[str, int]], values: Sequence[Any], *, forward: 
 async def keyset_page(
     mongo: Mongo,
     collection: Collection,
-    query: Mapping[str, Any],
+    query: Mapping[str, object],
     sort: Sequence[tuple[str, int]],
     first: int,
     after: str | None,
-    projection: Mapping[str, Any] | None = None,
+    projection: Mapping[str, object] | None = None,
     *,
     scope: str | None = None,
 ) -> Page[Doc]:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from inmail.domain.errors import DomainError, ErrorCode, ErrorData, Reason
 from inmail.domain.model import Purchase, PurchaseStatus
@@ -66,7 +66,7 @@ _NO_INPUT_FIELD: Final = frozenset({"paymentMethod"})
 a refusal recorded with one is answered with none, as it would be refused today."""
 
 
-def refusal_from_doc(doc: Mapping[str, Any]) -> Refusal:
+def refusal_from_doc(doc: Doc) -> Refusal:
     code, field = ErrorCode(doc["code"]), doc.get("field")
     if field in _NO_INPUT_FIELD:
         field = None
@@ -117,7 +117,7 @@ def _key_use_to_doc(record: IdempotencyRecord) -> Doc:
 def _record_of(
     member_id: str,
     operation: str,
-    key_use: Mapping[str, Any],
+    key_use: Doc,
     outcome: KeyedOutcome | None,
     refusal: Refusal | None = None,
 ) -> IdempotencyRecord:

@@ -7,11 +7,12 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeVar
 
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import FieldNode, GraphQLSchema, get_operation_ast
+from graphql import FieldNode, GraphQLResolveInfo, GraphQLSchema, get_operation_ast
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext, Info
@@ -99,9 +100,9 @@ class Credentials:
 class Context:
     container: Services
     request: Request | WebSocket
-    response: Any = None
+    response: Response | WebSocket | None = None
     auth_header: str | None = None
-    connection_params: dict[str, Any] | None = None
+    connection_params: dict[str, object] | None = None
     credentials: Credentials = field(init=False)
     reads: Reader = field(init=False)
 
@@ -301,13 +302,16 @@ def refuse_unknown_members_on_failure(schema: GraphQLSchema) -> None:
         root_field.resolve = _RefusingUnknownMembers(resolve)
 
 
-async def _explain(context: Any, error: Exception) -> Any:
+T = TypeVar("T")
+
+
+async def _explain(context: object, error: Exception) -> NoReturn:
     if isinstance(context, Context) and not await context.confirm_member():
         raise unauthenticated(UNKNOWN_MEMBER) from None
     raise error
 
 
-async def _awaited(context: Any, pending: Awaitable[Any]) -> Any:
+async def _awaited(context: object, pending: Awaitable[T]) -> T:
     try:
         return await pending
     except ApiError:
@@ -319,10 +323,12 @@ async def _awaited(context: Any, pending: Awaitable[Any]) -> Any:
 class _RefusingUnknownMembers:
     """A root field's resolver whose failure, for a member who does not exist, is explained."""
 
-    def __init__(self, resolve: Callable[..., Any]) -> None:
+    def __init__(self, resolve: Callable[..., object]) -> None:
         self._resolve = resolve
 
-    def __call__(self, source: Any, info: Any, **kwargs: Any) -> Any:
+    def __call__(
+        self, source: object, info: GraphQLResolveInfo[object], **kwargs: object
+    ) -> object:
         try:
             result = self._resolve(source, info, **kwargs)
         except ApiError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from graphql import (
     DocumentNode,
@@ -147,7 +147,7 @@ class CostModel:
         self,
         document: DocumentNode,
         operation_name: str | None = None,
-        variables: Mapping[str, Any] | None = None,
+        variables: Mapping[str, object] | None = None,
         *,
         text: str | None = None,
     ) -> int:
@@ -189,8 +189,8 @@ class CostModel:
 
 
 def _with_defaults(
-    document: DocumentNode, operation_name: str | None, variables: Mapping[str, Any]
-) -> Mapping[str, Any]:
+    document: DocumentNode, operation_name: str | None, variables: Mapping[str, object]
+) -> Mapping[str, object]:
     """The variables the operation will run with: one the request leaves out takes the default
     its definition declares (`query($n: Int = 100)`), as execution will give it. A value sent,
     null included, is kept."""
@@ -217,7 +217,7 @@ class _Known:
     costs: dict[tuple[object, ...], int]
 
 
-def _shape(value: Any) -> object:
+def _shape(value: object) -> object:
     """What of a variable's value the costing reads: a list's length, an integer."""
     if isinstance(value, list):
         return ("list", len(value))
@@ -234,7 +234,7 @@ class _Where:
 
 class _Costing:
     def __init__(
-        self, model: CostModel, document: DocumentNode, variables: Mapping[str, Any]
+        self, model: CostModel, document: DocumentNode, variables: Mapping[str, object]
     ) -> None:
         self.model = model
         self.variables = variables
@@ -245,11 +245,13 @@ class _Costing:
         self.costing: set[str] = set()
         self.read: set[str] = set()  # the variables read
 
-    def _variable(self, name: str) -> Any:
+    def _variable(self, name: str) -> object:
         self.read.add(name)
         return self.variables.get(name)
 
-    def of(self, selection_set: SelectionSetNode | None, parent: Any, where: _Where) -> int:
+    def of(
+        self, selection_set: SelectionSetNode | None, parent: GraphQLNamedType | None, where: _Where
+    ) -> int:
         if selection_set is None:
             return 0
         total = 0
@@ -280,13 +282,14 @@ class _Costing:
         self.costed[key] = cost
         return cost
 
-    def field(self, node: FieldNode, parent: Any, where: _Where) -> int:
+    def field(self, node: FieldNode, parent: GraphQLNamedType | None, where: _Where) -> int:
         definition = self._definition(node.name.value, parent)
         if definition is None:
             return 0
         named = get_named_type(definition.type)
         if not is_composite_type(named):
             return 0
+        assert parent is not None, "only a type defines fields"
         key = f"{parent.name}.{node.name.value}"
         if key == "__Schema.types":
             model = self.model
@@ -303,7 +306,7 @@ class _Costing:
         each = min(1 + self.of(node.selection_set, named, inner), CEILING)
         return min(self._multiplier(definition.type, key, where, node) * each, CEILING)
 
-    def _definition(self, name: str, parent: Any) -> GraphQLField | None:
+    def _definition(self, name: str, parent: GraphQLNamedType | None) -> GraphQLField | None:
         if name == "__schema" and parent is self.model.schema.query_type:
             return SchemaMetaFieldDef
         if name == "__type" and parent is self.model.schema.query_type:
@@ -353,7 +356,7 @@ class _Costing:
 
     def _first(self, node: FieldNode, definition: GraphQLField) -> int:
         limits = self.model.limits
-        value: Any = definition.args["first"].default_value
+        value: object = definition.args["first"].default_value
         for argument in node.arguments or ():
             if argument.name.value != "first":
                 continue
@@ -418,7 +421,7 @@ class QueryCost(SchemaExtension):
             raise QueryTooCostly(requested, maximum)
         yield
 
-    def get_results(self) -> dict[str, Any]:
+    def get_results(self) -> dict[str, dict[str, int]]:
         context = self.execution_context
         model = self._model(context.schema._schema)
         try:

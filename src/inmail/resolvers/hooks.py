@@ -15,7 +15,7 @@ import contextlib
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.context import (
@@ -29,7 +29,11 @@ from strawberry.extensions.context import (
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
 
-_Found = tuple[Callable[..., Any], bool] | None  # a factory taking the extension; is it async
+_Factory = Callable[
+    [SchemaExtension],
+    contextlib.AbstractContextManager[None] | contextlib.AbstractAsyncContextManager[None],
+]
+_Found = tuple[_Factory, bool] | None  # a factory taking the extension; is it async
 
 
 def _found(kind: type[SchemaExtension], stage: str) -> _Found:

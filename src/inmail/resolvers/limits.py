@@ -12,9 +12,10 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from graphql import (
+    ASTValidationRule,
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
@@ -207,7 +208,7 @@ def document_limits_rule(max_depth: int, max_aliases: int) -> type[ValidationRul
     """
 
     class DocumentLimits(ValidationRule):
-        def enter_document(self, node: DocumentNode, *_args: Any) -> None:
+        def enter_document(self, node: DocumentNode, *_args: object) -> None:
             check_document(node, max_depth=max_depth, max_aliases=max_aliases)
 
     return DocumentLimits
@@ -262,6 +263,10 @@ class Remembered(Generic[K, V]):
         return iter(self._items.values())
 
 
+_TextAndRules = tuple[bytes, tuple[type[ASTValidationRule], ...]]
+"""What a validation is remembered by: the digest of the document's text, and the rules."""
+
+
 class ValidatedTexts(SchemaExtension):
     """Strawberry's `ValidationCache`, keyed by the document's text instead of the parsed
     document: hashing a document walks every node (20 us for a send's, 100 us for the member
@@ -269,9 +274,7 @@ class ValidatedTexts(SchemaExtension):
     same document, so it validates the same. Pass it as a factory (`validated_texts`): the
     remembered results are the factory's, shared by its requests."""
 
-    def __init__(
-        self, *, known: Remembered[tuple[bytes, tuple[Any, ...]], list[GraphQLError]]
-    ) -> None:
+    def __init__(self, *, known: Remembered[_TextAndRules, list[GraphQLError]]) -> None:
         super().__init__()
         self._known = known
 

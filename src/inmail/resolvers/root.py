@@ -27,6 +27,7 @@ from graphql import (
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.execution.incremental.incremental_executor import DeliveryGroupMap
 from graphql.pyutils import AwaitableOrValue, Path, gather_with_cancel
 from starlette.websockets import WebSocket
 from strawberry.exceptions import MissingQueryError
@@ -46,6 +47,7 @@ from strawberry.types import ExecutionContext
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.field import StrawberryField
 from strawberry.types.graphql import OperationType
+from strawberry.types.scalar import ScalarDefinition
 
 from inmail.disclosure import HideSuggestions
 from inmail.heap import weakly_bound
@@ -254,7 +256,7 @@ def build_schema(
         extensions.append(DisableIntrospection)
     if not settings.suggestions:
         extensions.append(HideSuggestions)
-    scalar_overrides: dict[object, Any] = {datetime: DateTime}
+    scalar_overrides: dict[object, ScalarDefinition] = {datetime: DateTime}
     schema = InMailSchema(
         query=Query,
         mutation=mutation,
@@ -296,7 +298,7 @@ class AttributeReader:
         self.leaf = leaf
         self.non_null = non_null
 
-    def __call__(self, source: object, _info: object) -> Any:
+    def __call__(self, source: object, _info: object) -> object:
         return getattr(source, self.name)
 
 
@@ -326,7 +328,7 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # Per selection of this execution: how each of its fields is answered.
         self._selections: dict[int, tuple[GroupedFieldSet, GraphQLObjectType, _Selection]] = {}
 
-    def build_per_event_executor(self, payload: Any) -> Executor[Any]:
+    def build_per_event_executor(self, payload: object) -> Executor[DeliveryGroupMap]:
         """Each event of a subscription collects its fields afresh: its selections are its own,
         not added to the subscription's for as long as the socket lives."""
         executor = super().build_per_event_executor(payload)
@@ -337,10 +339,10 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def execute_fields(
         self,
         parent_type: GraphQLObjectType,
-        source_value: Any,
+        source_value: object,
         path: Path | None,
         grouped_field_set: GroupedFieldSet,
-        position_context: Any,
+        position_context: DeliveryGroupMap | None,
     ) -> AwaitableOrValue[dict[str, Any]]:
         """graphql-core's, with each plain leaf (most of a lot's, a ledger entry's or a
         conversation's fields) answered in place, without a path, a call or an awaitable check
@@ -490,16 +492,16 @@ def call_simple_resolvers_directly(schema: strawberry.Schema) -> None:
 
 
 def _direct_call(
-    func: Callable[..., Any], info_name: str | None, make_info: Callable[..., Any]
-) -> Callable[..., Any]:
+    func: Callable[..., object], info_name: str | None, make_info: Callable[..., object]
+) -> Callable[[object, object], object]:
     if info_name is None:
 
-        def call(source: object, _info: object) -> Any:
+        def call(source: object, _info: object) -> object:
             return func(source)
 
         return call
 
-    def call_with_info(source: object, info: object) -> Any:
+    def call_with_info(source: object, info: object) -> object:
         return func(source, **{info_name: make_info(_raw_info=info)})
 
     return call_with_info

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 from graphql import (
     GraphQLField,
@@ -58,8 +57,8 @@ def _payload_class(field: GraphQLField) -> type | None:
     return origin if isinstance(origin, type) else None
 
 
-def _guarded(resolve: Callable[..., Any], payload: type | None) -> Callable[..., Any]:
-    def guarded(source: Any, info: Any, **kwargs: Any) -> Any:
+def _guarded(resolve: Callable[..., object], payload: type | None) -> Callable[..., object]:
+    def guarded(source: object, info: object, **kwargs: object) -> object:
         path = first_unencodable(kwargs)
         if path is None:
             return resolve(source, info, **kwargs)

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Self, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from inmail import metrics
 from inmail.domain.credits import LedgerKind
@@ -410,7 +410,16 @@ class InboxBroker:
             log.exception("inbox updates: catching up failed")
 
 
-S = TypeVar("S", bound=_Mailbox[Any])
+class _Registrable(Protocol):
+    """What `_registered` uses of a subscriber (a `_Mailbox`)."""
+
+    @property
+    def member_id(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Registrable)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ time, and sends each as JSON `{"id", "kind", "memberId", "at", "data"}` with the
     InMail-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" under the secret>
     InMail-Event-Id: <id>
 
-A 2xx answer delivers the event. Any other answer, a timeout or a connection that fails is an
+A 2xx answer delivers the event. Every other answer, a timeout or a connection that fails is an
 attempt to retry: after 10 s, 20 s, 40 s ... at most an hour apart (each shortened by up to a
 fifth at random, so that many failed events do not come back at once), until the event is a day
 old; an attempt made after that which fails too marks it FAILED. Every attempt is recorded on the
@@ -70,9 +70,9 @@ def verify_signature(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> bool:
     """Whether `header` (an `InMail-Signature` value) signs `body` with `secret`, made within
-    `tolerance` seconds of `now` (unix seconds). Any `v1=` entry may match (the service sends
-    one; the format allows one per secret, as Stripe's does); the comparison takes constant
-    time."""
+    `tolerance` seconds of `now` (unix seconds). One `v1=` entry matching is enough (the service
+    sends one; the format allows one per secret, as Stripe's does); the comparison takes
+    constant time."""
     timestamp, candidates = _signature_parts(header)
     # ASCII digits only: str.isdigit() also takes digits such as "²", which int() refuses.
     if timestamp is None or not _decimal(timestamp) or len(timestamp) > 12 or not candidates:
