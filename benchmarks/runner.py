@@ -598,10 +598,10 @@ async def _api_workloads(
     )
     # The floors' own copy of what was seeded, taken before any workload writes.
     await floors.prepare(mongo.db)
+    assert mongod.pid is not None
     server = ServiceProcess.serve(
         service_env(**_server_env(mongod.uri, tmp)), tmp / "server.log", die_with_parent=True
     ).start_ready()
-    assert mongod.pid is not None
     try:
         bench = Run(args, sizes, server, deps, mongo, mongod.pid, world)
         print(f"bench: server pid {server.pid} at {server.url}", flush=True)

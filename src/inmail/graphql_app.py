@@ -211,28 +211,30 @@ MAX_JSON_DEPTH: Final = 64
 any operation's variables need. It is checked before the JSON is parsed, so the refusal does not
 rest on the interpreter's recursion limit (which the process, or a library in it, may raise)."""
 
-# A JSON string (or an unterminated one, to the end: such text is no JSON anyway), matched in
-# one pass; the brackets inside strings are text, not nesting.
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*+(?:"|\Z)', re.DOTALL)
-_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
-_STEP: Final = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+# A JSON string, matched from its opening quote in one pass: to its closing quote, or, where it
+# never closes (no JSON then), to the end, a last lone backslash included. So it matches at every
+# quote it starts from, and the text is read once, whatever it holds.
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP: Final = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
-def nested_deeper_than(text: str | bytes, limit: int) -> bool:
+def nested_deeper_than(text: str, limit: int) -> bool:
     """Whether JSON text nests arrays and objects more than `limit` deep, read in linear time
     without parsing it (for text that is no JSON, an answer of no consequence)."""
-    data = text.encode(errors="surrogatepass") if isinstance(text, str) else text
-    if data.count(b"[") + data.count(b"{") <= limit:
+    if text.count("[") + text.count("{") <= limit:
         return False
-    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", data))
-    # More openers in a row than `limit` is deeper, and found at C speed; else count them all.
-    if re.search(rb"[\[{]{%d}" % (limit + 1), brackets):
-        return True
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))  # the brackets outside strings
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
 
 
-def load_json(text: str | bytes) -> object:
-    """`json.loads`, refusing text nested more than MAX_JSON_DEPTH deep as malformed."""
+def load_json(data: str | bytes) -> object:
+    """`json.loads`, refusing text nested more than MAX_JSON_DEPTH deep as malformed. Bytes are
+    decoded first as `json.loads` decodes them (UTF-8, or UTF-16/32 by their first bytes), so
+    the bound is measured on the text that would be parsed."""
+    text = (
+        data if isinstance(data, str) else data.decode(json.detect_encoding(data), "surrogatepass")
+    )
     if nested_deeper_than(text, MAX_JSON_DEPTH):
         raise json.JSONDecodeError(f"the JSON is nested more than {MAX_JSON_DEPTH} deep", "", 0)
     try:

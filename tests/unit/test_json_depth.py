@@ -1,21 +1,24 @@
-"""The nesting bound on request JSON, read without parsing, agrees with the parsed nesting."""
+"""The nesting bound on request JSON, read without parsing, agrees with the parsed nesting, and
+with a plain reading of any text at all (strings that never close, stray backslashes)."""
 
 from __future__ import annotations
 
 import json
 
-from hypothesis import given
+import pytest
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from inmail.graphql_app import nested_deeper_than
+from inmail.graphql_app import MAX_JSON_DEPTH, load_json, nested_deeper_than
 
 # Strings full of what could mislead a reader of brackets: brackets, quotes and backslashes.
-tricky_text = st.text(st.sampled_from('[]{}"\\ a\u00e9\u2028'), max_size=8)
+tricky_text = st.text(st.sampled_from('[]{}"\\ a\u00e9\u2028\u225b\u5b5b'), max_size=8)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | tricky_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(tricky_text, inner, max_size=3),
     max_leaves=40,
 )
+limits = st.integers(min_value=0, max_value=8)
 
 
 def depth(value: object) -> int:
@@ -26,13 +29,42 @@ def depth(value: object) -> int:
     return 0
 
 
-@given(value=json_values, limit=st.integers(min_value=0, max_value=8), ascii_only=st.booleans())
-def test_the_bound_agrees_with_the_parsed_nesting_as_text_and_as_bytes(
+def read_depth(text: str) -> int:
+    """The deepest bracket outside strings, read one character at a time: a string runs from a
+    quote to the next unescaped quote, or to the end."""
+    deepest = level = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            level += 1
+            deepest = max(deepest, level)
+        elif char in "]}":
+            level -= 1
+    return deepest
+
+
+@given(value=json_values, limit=limits, ascii_only=st.booleans())
+def test_the_bound_agrees_with_the_parsed_nesting(
     value: object, limit: int, ascii_only: bool
 ) -> None:
     text = json.dumps(value, ensure_ascii=ascii_only)
     assert nested_deeper_than(text, limit) == (depth(value) > limit)
-    assert nested_deeper_than(text.encode(), limit) == (depth(value) > limit)
+
+
+@given(text=st.text(st.sampled_from('[]{}"\\ a'), max_size=60), limit=limits)
+@example(text='"[\\', limit=0)  # a string that never closes, ending in a lone backslash
+@example(text='["\\"[', limit=1)  # an escaped quote does not close its string
+def test_any_text_is_read_as_a_plain_reading_reads_it(text: str, limit: int) -> None:
+    assert nested_deeper_than(text, limit) == (read_depth(text) > limit)
 
 
 def test_nesting_reached_without_a_long_run_of_openers_is_counted() -> None:
@@ -42,3 +74,14 @@ def test_nesting_reached_without_a_long_run_of_openers_is_counted() -> None:
     assert depth(json.loads(zigzag)) == 71
     assert nested_deeper_than(zigzag, 70)
     assert not nested_deeper_than(zigzag, 71)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-le", "utf-32"])
+def test_bodies_are_measured_as_the_text_json_would_parse(encoding: str) -> None:
+    """Bytes are read in the encoding json.loads finds; in UTF-16 an escaped quote, or a
+    character whose bytes hold a quote or a bracket, is no quote or bracket."""
+    tricky = {"s": '\\"\u225b' + "\u5b5b" * 80, "v": [[[0]]]}
+    assert load_json(json.dumps(tricky, ensure_ascii=False).encode(encoding)) == tricky
+    too_deep = '{"s": "\\"", "v": ' + "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH + "}"
+    with pytest.raises(json.JSONDecodeError, match="nested more than"):
+        load_json(too_deep.encode(encoding))

@@ -263,13 +263,15 @@ class _Journal:
             query = {"_id": {"$in": new}}
         else:
             query = {} if method == "bulk_write" else target
-        for doc in await collection.find(query).to_list():
+        found = await collection.find(query).to_list()
+        for doc in found:
             self._keep(collection, doc["_id"], doc)
         for doc_id in new:
             self._keep(collection, doc_id, None)  # those not there before
-        # An upsert's new document: update_one's result names it; the ids before and after
-        # tell the others'.
-        compared = method == "bulk_write" or (kwargs.get("upsert") and "find_one" in method)
+        # An upsert's new document: update_one's result names it; for the others the ids before
+        # and after tell it (a find_one_and_* inserts only where its filter found nothing).
+        upserts = bool(kwargs.get("upsert")) and "find_one" in method and not found
+        compared = method == "bulk_write" or upserts
         before = await _ids(collection) if compared else set()
         try:
             result = await getattr(collection, method)(target, *args, **kwargs)
@@ -296,8 +298,10 @@ async def _ids(collection: Collection) -> set[Any]:
 
 
 _UNDERWAY: ContextVar[_Journal | None] = ContextVar("inmail_memory_transaction", default=None)
-"""The journal of the transaction the running code is in, if any: only its writes are undone
-(another task's write meanwhile, outside any transaction, stays)."""
+"""The journal of the transaction the running code is in, if any (a task started in it inherits
+it). The undo puts back whole documents as the transaction found them, which is sound because
+nothing writes, outside a transaction, a collection that transactions write (the book of charges,
+written outside them, is never written inside one) and every transaction holds the lock."""
 
 
 class _Journaled:
