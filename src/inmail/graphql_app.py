@@ -20,10 +20,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from itertools import accumulate
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -35,6 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.async_base_view import AsyncWebSocketAdapter
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.exceptions import (
     NonJsonMessageReceived,
@@ -51,6 +52,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import (
     CompleteMessage,
@@ -70,6 +72,8 @@ from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M")
 
 TOKEN_EXPIRED = 4403
 INIT_TIMEOUT = 4408
@@ -194,7 +198,7 @@ class _JsonRequest:
     def __init__(self, inner: AsyncHTTPRequestAdapter) -> None:
         self._inner = inner
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
     @property
@@ -298,7 +302,7 @@ class WebSocketMessages(ASGIWebSocketAdapter):
 _HANDLER_ERROR_CODES: Final = {"Subscription limit reached": "TOO_MANY_SUBSCRIPTIONS"}
 
 
-def _coded(message: Any) -> Any:
+def _coded(message: M) -> M:
     """An `error` message, each of its errors given a code where it has none (as every error
     over HTTP has one)."""
     if not isinstance(message, dict) or message.get("type") != "error":
@@ -349,7 +353,7 @@ def _is_operation_message(message: object) -> str | None:
 MULTIPLE_OPERATIONS: Final = "Must provide operation name if query contains multiple operations."
 
 
-def _unnamed_of_several(view: object, message: Any, starts: str) -> bool:
+def _unnamed_of_several(view: object, message: Mapping[str, object], starts: str) -> bool:
     """Whether `message` (a well-formed protocol message) starts an operation whose document
     holds several and names none: refused as over HTTP, where Strawberry would run the first."""
     if message.get("type") != starts or not isinstance(view, GraphQLApp):
@@ -394,7 +398,7 @@ class _TokenLifetime:
     """
 
     context: Context
-    websocket: Any
+    websocket: AsyncWebSocketAdapter
     connection_acknowledged: bool
     _expiry_task: asyncio.Task[None] | None = None
     _closed_for_expiry = False
@@ -465,7 +469,7 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
                 return
         await self._handle_unless_expired(functools.partial(super().handle_message, message))
 
-    async def send_message(self, message: Any) -> None:
+    async def send_message(self, message: Message) -> None:
         if self._has_expired():  # from the token's expiry on, nothing more is sent
             return
         await super().send_message(_coded(message))
@@ -757,7 +761,7 @@ class GraphQLApp(GraphQL[Context, None]):
                 response.status_code = 400
         await response(scope, receive, send)
 
-    def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
+    def parse_query_params(self, params: QueryParams) -> dict[str, object]:
         """A GET's parameters: `variables` and `extensions` are JSON objects in strings (an
         empty one, or `null` as a POST body may say, is as good as absent); the URL's length is
         bounded by the transport (431)."""
@@ -871,7 +875,9 @@ class GraphQLApp(GraphQL[Context, None]):
             raise json.JSONDecodeError("the body is not a JSON object", "", 0)
         return decoded
 
-    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
         header = request.headers.get("authorization")
         context = Context(
             container=self.container, request=request, response=response, auth_header=header
@@ -881,7 +887,7 @@ class GraphQLApp(GraphQL[Context, None]):
             await context.authenticate()
         return context
 
-    async def on_ws_connect(self, context: Context) -> Any:
+    async def on_ws_connect(self, context: Context) -> None:
         """Refuse a connection without a good token: close 4403 on both subprotocols."""
         await context.authenticate()
         await context.confirm_member()

@@ -62,7 +62,12 @@ class InMemoryMongo(Mongo):
     def __init__(self, db_name: str) -> None:
         from mongomock_motor import AsyncMongoMockClient
 
-        super().__init__(AsyncMongoMockClient(tz_aware=True), db_name)
+        mock: AsyncMongoMockClient[Doc] = AsyncMongoMockClient(tz_aware=True)
+        # Where mongomock enters: its client stands in for PyMongo's, as its collections do
+        # below, though its stub names it Motor's client, which PyMongo's type does not accept.
+        stand_in: Any = mock
+        super().__init__(stand_in, db_name)
+        self._mock = mock  # closed as Motor's client is, at once
         self.c = Collections(
             **{name: cast(Collection, _Journaled(self.db[name])) for name in INDEXES}
         )
@@ -120,10 +125,10 @@ class InMemoryMongo(Mongo):
                     )
 
     async def close(self) -> None:
-        self.client.close()  # mongomock's client closes at once
+        self._mock.close()  # mongomock's client closes at once
 
     async def aggregate(
-        self, collection: Collection, pipeline: Sequence[Mapping[str, Any]], session: Session
+        self, collection: Collection, pipeline: Sequence[Mapping[str, object]], session: Session
     ) -> list[Doc]:
         # mongomock's aggregate hands back its cursor at once, where PyMongo's is awaited.
         cursor: Any = collection.aggregate(list(pipeline), session=session)
@@ -193,7 +198,7 @@ class InMemoryMongo(Mongo):
         collection: Collection,
         anchor: str,
         others: Sequence[str],
-        joins: Sequence[tuple[Collection, Mapping[str, Any]]],
+        joins: Sequence[tuple[Collection, Mapping[str, object]]],
         session: Session,
     ) -> tuple[list[Doc], list[list[Doc]]]:
         found = await self.find_all(
@@ -209,7 +214,7 @@ class InMemoryMongo(Mongo):
         self,
         collection: Collection,
         key: str,
-        values: Sequence[Any],
+        values: Sequence[object],
         sort: Sequence[tuple[str, int]],
         limit: int,
         session: Session,
@@ -244,16 +249,16 @@ class _Journal:
     not there), so that a transaction that raises leaves the data as it found them."""
 
     def __init__(self) -> None:
-        self._before: dict[tuple[str, Any], tuple[Collection, Doc | None]] = {}
+        self._before: dict[tuple[str, object], tuple[Collection, Doc | None]] = {}
 
-    def _keep(self, collection: Collection, doc_id: Any, before: Doc | None) -> None:
+    def _keep(self, collection: Collection, doc_id: object, before: Doc | None) -> None:
         self._before.setdefault((collection.name, doc_id), (collection, before))
 
     async def write(
-        self, collection: Collection, method: str, target: Any, *args: Any, **kwargs: Any
-    ) -> Any:
+        self, collection: Collection, method: str, target: Any, *args: object, **kwargs: object
+    ) -> object:
         """`collection.<method>(target, *args, **kwargs)`, what it may change kept first."""
-        new: list[Any] = []
+        new: list[object] = []
         if method in ("insert_one", "insert_many"):
             docs = [target] if method == "insert_one" else list(target)  # read once
             for doc in docs:
@@ -293,7 +298,7 @@ class _Journal:
                 await collection.insert_one(before)
 
 
-async def _ids(collection: Collection) -> set[Any]:
+async def _ids(collection: Collection) -> set[object]:
     return {doc["_id"] async for doc in collection.find({}, {"_id": 1})}
 
 
@@ -310,7 +315,7 @@ class _Journaled:
     def __init__(self, collection: Collection) -> None:
         self._collection = collection
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         journal = _UNDERWAY.get()
         if journal is None or name not in _WRITES:
             return getattr(self._collection, name)

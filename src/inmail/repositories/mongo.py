@@ -171,7 +171,7 @@ OUTBOX_PENDING: Final = "PENDING"
 the delivery worker's claim index holds."""
 _AWAITING = {"state": ConversationState.AWAITING_RESPONSE.value}
 _DIRECT = {"kind": ConversationKind.DIRECT.value}
-REMINDER_PENDING: Final[Mapping[str, Any]] = {
+REMINDER_PENDING: Final[Mapping[str, object]] = {
     "state": REMINDER_DUE.state.value,
     "reminderSentAt": None,
 }
@@ -180,7 +180,7 @@ REMINDER_PENDING: Final[Mapping[str, Any]] = {
 
 
 def _newest_first(
-    owner: str, time: str, name: str, *, partial: Mapping[str, Any] | None = None
+    owner: str, time: str, name: str, *, partial: Mapping[str, object] | None = None
 ) -> IndexModel:
     """The index of a keyset page (repositories/pages.py) of one owner's documents, newest
     first, with the id breaking ties between documents of the same time."""
@@ -336,7 +336,7 @@ OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
 }
 
 
-def standalone_refusal(hello: Mapping[str, Any]) -> str | None:
+def standalone_refusal(hello: Mapping[str, object]) -> str | None:
     """What to tell an operator whose server (as its `hello` reply describes it) cannot run the
     service; None for a replica set member or a mongos."""
     if "setName" in hello or hello.get("msg") == "isdbgrid":
@@ -356,7 +356,7 @@ def mongodb_problem(uri: str) -> str | None:
     from pymongo.uri_parser import parse_uri
 
     hosts = ", ".join(f"{host}:{port}" for host, port in parse_uri(uri)["nodelist"])
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=20_000)
+    client: MongoClient[Doc] = MongoClient(uri, serverSelectionTimeoutMS=20_000)
     try:
         hello = client.admin.command("hello")
     except PyMongoError as exc:
@@ -370,7 +370,7 @@ def mongodb_problem(uri: str) -> str | None:
 class Mongo:
     """One client and database for the process; opened by the app's lifespan."""
 
-    def __init__(self, client: Any, db_name: str) -> None:
+    def __init__(self, client: AsyncMongoClient[Doc], db_name: str) -> None:
         self.client = client
         self.db: AsyncDatabase[Doc] = client[db_name]
         self.c = Collections(**{name: self.db[name] for name in INDEXES})
@@ -455,7 +455,7 @@ class Mongo:
         self,
         collection: Collection,
         key: str,
-        values: Sequence[Any],
+        values: Sequence[object],
         sort: Sequence[tuple[str, int]],
         limit: int,
         session: Session,
@@ -468,7 +468,7 @@ class Mongo:
         if not values:
             return []
 
-        def branch(value: Any) -> list[Doc]:
+        def branch(value: object) -> list[Doc]:
             return [{"$match": {key: value}}, {"$sort": dict(sort)}, {"$limit": limit}]
 
         pipeline = branch(values[0]) + [
@@ -507,9 +507,9 @@ class Mongo:
     async def find_all(
         self,
         collection: Collection,
-        query: Mapping[str, Any],
+        query: Mapping[str, object],
         *,
-        projection: Mapping[str, Any] | None = None,
+        projection: Mapping[str, object] | None = None,
         sort: Sequence[tuple[str, int]] | None = None,
         limit: int = 0,
         session: Session,
@@ -526,9 +526,9 @@ class Mongo:
     async def read_page(
         self,
         collection: Collection,
-        query: Mapping[str, Any],
+        query: Mapping[str, object],
         *,
-        projection: Mapping[str, Any] | None,
+        projection: Mapping[str, object] | None,
         sort: Sequence[tuple[str, int]],
         limit: int,
     ) -> tuple[list[Doc], ReadPoint]:
@@ -558,7 +558,7 @@ class Mongo:
         return docs, None
 
     async def count_at(
-        self, collection: Collection, query: Mapping[str, Any], at: ReadPoint
+        self, collection: Collection, query: Mapping[str, object], at: ReadPoint
     ) -> int:
         """How many documents match, in the snapshot at `at` (now, for None)."""
         if at is not None:
@@ -574,7 +574,7 @@ class Mongo:
     async def any_at(
         self,
         collection: Collection,
-        query: Mapping[str, Any],
+        query: Mapping[str, object],
         sort: Sequence[tuple[str, int]],
         at: ReadPoint,
     ) -> bool:
@@ -634,7 +634,7 @@ class Mongo:
         ids: Iterable[str],
         session: Session,
         *,
-        projection: Mapping[str, Any] | None = None,
+        projection: Mapping[str, object] | None = None,
     ) -> list[Doc]:
         """The documents with these ids (repeats asked once), in one round trip; none asked for
         no ids."""
@@ -649,7 +649,7 @@ class Mongo:
         collection: Collection,
         anchor: str,
         others: Sequence[str],
-        joins: Sequence[tuple[Collection, Mapping[str, Any]]],
+        joins: Sequence[tuple[Collection, Mapping[str, object]]],
         session: Session,
     ) -> tuple[list[Doc], list[list[Doc]]]:
         """The documents of `collection` whose `_id` is `anchor` or one of `others`, and for each
@@ -702,7 +702,7 @@ class Mongo:
         return max(times, default=None)
 
     async def aggregate(
-        self, collection: Collection, pipeline: Sequence[Mapping[str, Any]], session: Session
+        self, collection: Collection, pipeline: Sequence[Mapping[str, object]], session: Session
     ) -> list[Doc]:
         cursor = await collection.aggregate(list(pipeline), session=session)
         return [doc async for doc in cursor]

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any, Generic, Self, TypeVar
+from typing import Generic, Self, TypeVar
 
 import strawberry
 from strawberry.types.nodes import SelectedField, Selection
@@ -53,7 +53,7 @@ def _init_fields(cls: type) -> tuple[str, ...]:
     return names
 
 
-def _mapped(cls: type[T], record: object, **values: Any) -> T:
+def _mapped(cls: type[T], record: object, **values: object) -> T:
     """An object of the schema type `cls` whose fields not given in `values` take the record's
     attributes of the same name (a field the record lacks is a mistake, and raises)."""
     for name in _init_fields(cls):
@@ -240,7 +240,7 @@ class CreditLot(Node):
         return _mapped(cls, lot)
 
 
-def _cursor_text(root: Edge[Any]) -> str:
+def _cursor_text(root: Edge[object]) -> str:
     """An edge's cursor, written out only for a client that asks for it."""
     return str(root._cursor)
 
