@@ -8,18 +8,28 @@ cut from the message; the rest of the error stays as it was.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from strawberry.extensions import SchemaExtension
 
 # " Did you mean 'a', 'b', or 'c'?" and " Did you mean the enum value 'BASIC'?": schema names
 # never contain a question mark, so the guess ends at the first one.
-_SUGGESTION = re.compile(r" Did you mean [^?]*\?")
+_SUGGESTION = " Did you mean "
 
 
 def without_suggestions(message: str) -> str:
-    return _SUGGESTION.sub("", message)
+    """The message with every guess cut, read once from start to end: a message may echo a
+    client's text (a string literal of any length), so no occurrence is scanned again."""
+    kept: list[str] = []
+    start = 0
+    while (guess := message.find(_SUGGESTION, start)) != -1:
+        end = message.find("?", guess + len(_SUGGESTION))
+        if end == -1:  # no question mark after it: no later guess has one either
+            break
+        kept.append(message[start:guess])
+        start = end + 1
+    kept.append(message[start:])
+    return "".join(kept)
 
 
 class HideSuggestions(SchemaExtension):

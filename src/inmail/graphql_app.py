@@ -96,13 +96,20 @@ _GRAPHQL_RESPONSE_UTF8 = f"{GRAPHQL_RESPONSE}; charset=utf-8"
 _EXCHANGE = "inmail.graphql_exchange"
 
 
+MAX_ACCEPT_RANGES: Final = 32
+"""Media ranges of an Accept header that are read, and parameters of each (clients send a
+handful): the rest are left unread, so a header of 60 KB costs what a short one does."""
+
+
 def _accepted_quality(accept: str, media_type: str) -> tuple[float, bool]:
-    """The quality Accept gives `media_type` (by its most specific matching range), and whether
-    a range names the type itself (not only `*/*` or `application/*`)."""
+    """The quality Accept gives `media_type` (by its most specific matching range among the
+    first MAX_ACCEPT_RANGES), and whether a range names the type itself (not only `*/*` or
+    `application/*`)."""
     kind = media_type.split("/", 1)[0]
     best: tuple[int, float] = (-1, 0.0)  # (specificity, quality)
-    for entry in accept.split(","):
-        media_range, *parameters = (part.strip().lower() for part in entry.split(";"))
+    for entry in accept.split(",", MAX_ACCEPT_RANGES)[:MAX_ACCEPT_RANGES]:
+        parts = entry.split(";", MAX_ACCEPT_RANGES)[:MAX_ACCEPT_RANGES]
+        media_range, *parameters = (part.strip().lower() for part in parts)
         specificity = {media_type: 2, f"{kind}/*": 1, "*/*": 0}.get(media_range)
         if specificity is None or specificity < best[0]:
             continue
@@ -247,15 +254,18 @@ def load_json(data: str | bytes) -> object:
         raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
 
 
-# What one websocket may send: a burst, then a steady rate; past it its messages are read no
-# faster (TCP holds the rest back at the client), so one socket cannot take a whole core.
+# What one websocket may send: a burst, then a steady rate, of messages and of their bytes (a
+# message of a mebibyte costs a hundred milliseconds to read); past either its messages are read
+# no faster (TCP holds the rest back at the client), so one socket cannot take a whole core.
 WS_MESSAGE_BURST: Final = 100
 WS_MESSAGES_PER_SECOND: Final = 50.0
+WS_BYTES_BURST: Final = 1 << 20
+WS_BYTES_PER_SECOND: Final = 256 * 1024.0
 
 
 class Pace:
-    """A token bucket: `burst` messages at once, then `rate` a second. `wait()` says how long
-    the next message must wait (0 when it may be read now), and counts it."""
+    """A token bucket: `burst` at once, then `rate` a second. `wait(cost)` says how long what
+    comes next (one message, or its bytes) must wait (0 when it may be read now), and counts it."""
 
     def __init__(
         self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
@@ -263,28 +273,31 @@ class Pace:
         self._rate, self._burst, self._clock = rate, float(burst), clock
         self._tokens, self._at = float(burst), clock()
 
-    def wait(self) -> float:
+    def wait(self, cost: float = 1.0) -> float:
         now = self._clock()
         self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
         self._at = now
-        self._tokens -= 1
+        self._tokens -= cost
         return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
 
 
 class WebSocketMessages(ASGIWebSocketAdapter):
     """Strawberry's adapter, handing every message to the protocol handler to judge, at most
-    at the pace of WS_MESSAGES_PER_SECOND after a burst of WS_MESSAGE_BURST.
+    at the pace of WS_MESSAGES_PER_SECOND after a burst of WS_MESSAGE_BURST, and of
+    WS_BYTES_PER_SECOND after WS_BYTES_BURST.
 
     A JSON value that is not an object, and on graphql-ws text that is not JSON, reach the
     handler (which closes the socket with 4400) instead of being dropped or failing in it.
     """
 
     async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
-        pace = Pace(WS_MESSAGES_PER_SECOND, WS_MESSAGE_BURST)
+        messages = Pace(WS_MESSAGES_PER_SECOND, WS_MESSAGE_BURST)
+        volume = Pace(WS_BYTES_PER_SECOND, WS_BYTES_BURST)
         try:
             while self.ws.application_state != WebSocketState.DISCONNECTED:
                 text = await self.ws.receive_text()
-                if (wait := pace.wait()) > 0:
+                # Characters for bytes: the same for what clients send, and never more.
+                if (wait := max(messages.wait(), volume.wait(len(text)))) > 0:
                     await asyncio.sleep(wait)
                 try:
                     yield load_json(text)

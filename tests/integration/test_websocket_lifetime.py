@@ -23,7 +23,12 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from inmail.auth import Role
-from inmail.graphql_app import WS_MESSAGE_BURST, WS_MESSAGES_PER_SECOND
+from inmail.graphql_app import (
+    WS_BYTES_BURST,
+    WS_BYTES_PER_SECOND,
+    WS_MESSAGE_BURST,
+    WS_MESSAGES_PER_SECOND,
+)
 from inmail.repositories.mongo import Mongo
 from support import LiveServer, serve_api
 from support import test_settings as settings_for_tests
@@ -403,6 +408,28 @@ async def test_a_socket_sending_as_fast_as_it_can_is_read_at_a_bounded_pace(
                     pongs += 1
         took = time.monotonic() - started
     assert took >= (300 - WS_MESSAGE_BURST) / WS_MESSAGES_PER_SECOND * 0.95
+
+
+async def test_a_socket_sending_large_messages_is_read_at_a_bounded_pace_of_bytes(
+    live: LiveServer,
+) -> None:
+    """Three pings of 600 KB, few messages but many bytes: past the first mebibyte they are
+    read at 256 KiB a second, so the last pong comes about 3 s later at the soonest (a lower
+    bound: a slower machine only adds to it)."""
+    ada = await live.api.create_member("Ada Lovelace")
+    pings = [json.dumps({"type": "ping", "payload": {"pad": "x" * 600_000}}) for _ in range(3)]
+    async with GraphQLSocket.open(live.url, ada.token, TRANSPORT_WS) as ws:
+        started = time.monotonic()
+        for ping in pings:
+            await ws.ws.send(ping)
+        pongs = 0
+        async with asyncio.timeout(60):
+            while pongs < len(pings):
+                if json.loads(await ws.ws.recv())["type"] == "pong":
+                    pongs += 1
+        took = time.monotonic() - started
+    sent = sum(len(ping) for ping in pings)
+    assert took >= (sent - WS_BYTES_BURST) / WS_BYTES_PER_SECOND * 0.95
 
 
 async def test_each_operation_on_a_socket_reads_as_of_now_not_as_of_the_first(

@@ -8,7 +8,13 @@ import logging
 import pytest
 from strawberry.http.exceptions import WebSocketDisconnected
 
-from inmail.graphql_app import Pace, TransportWSHandler
+from inmail.graphql_app import (
+    GRAPHQL_RESPONSE,
+    MAX_ACCEPT_RANGES,
+    Pace,
+    TransportWSHandler,
+    response_media_type,
+)
 
 
 def _handler() -> TransportWSHandler:
@@ -28,6 +34,23 @@ async def test_any_other_failure_of_an_operation_is_still_logged_with_its_traceb
     [record] = caplog.records
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
+
+
+def test_a_sockets_bytes_are_counted_by_what_each_message_weighs() -> None:
+    now = [0.0]
+    volume = Pace(rate=1000.0, burst=3000, clock=lambda: now[0])
+    assert volume.wait(2000) == 0.0  # within the burst
+    assert volume.wait(2000) == pytest.approx(1.0)  # 1000 owed, at 1000 a second
+    now[0] += 1.0
+    assert volume.wait(0) == 0.0  # paid off
+
+
+def test_a_long_accept_header_is_read_no_further_than_its_first_ranges() -> None:
+    assert response_media_type(f"{GRAPHQL_RESPONSE}, {'x/y, ' * 10_000}") == GRAPHQL_RESPONSE
+    past_the_ranges_read = ", " * MAX_ACCEPT_RANGES + GRAPHQL_RESPONSE
+    assert response_media_type(past_the_ranges_read) == "application/json"
+    many_parameters = f"{GRAPHQL_RESPONSE};{'a=b;' * MAX_ACCEPT_RANGES};q=0"
+    assert response_media_type(many_parameters) == GRAPHQL_RESPONSE  # q=0 left unread
 
 
 def test_a_sockets_messages_are_read_in_a_burst_then_at_a_steady_pace() -> None:
