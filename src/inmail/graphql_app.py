@@ -176,11 +176,13 @@ def _names_two_operation_keywords(query: str) -> bool:
     return next(keywords, None) is not None and next(keywords, None) is not None
 
 
-def _holds_several_operations(query: str, max_tokens: int) -> bool:
-    """Whether the document defines more than one operation, parsed within the token limit;
-    one that does not parse is left to Strawberry to answer."""
+def _holds_several_operations(query: str, max_tokens: int, max_length: int) -> bool:
+    """Whether the document defines more than one operation, parsed within the token and
+    length limits; one that does not parse is left to Strawberry to answer."""
     try:
-        document = parse(query, no_location=True, max_tokens=max_tokens)
+        document = parse(
+            query, no_location=True, max_tokens=max_tokens, max_source_length=max_length
+        )
     except (GraphQLError, RecursionError):
         return False
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
@@ -813,8 +815,11 @@ class GraphQLApp(GraphQL[Context, None]):
         key = text_digest(query)
         known = self._several_operations.get(key)
         if known is None:
-            max_tokens = self.container.settings.max_tokens
-            known = self._several_operations.put(key, _holds_several_operations(query, max_tokens))
+            settings = self.container.settings
+            several = _holds_several_operations(
+                query, settings.max_tokens, settings.max_query_length
+            )
+            known = self._several_operations.put(key, several)
         return known
 
     async def execute_single(

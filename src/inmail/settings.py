@@ -539,6 +539,23 @@ class Settings:
         300,
         unit="seconds",
     )
+    max_query_length: int = _int_setting(
+        "INMAIL_MAX_QUERY_LENGTH",
+        "32768",
+        "longest GraphQL document, in Unicode code points (comments and blanks count); a longer "
+        "one is refused (GRAPHQL_PARSE_FAILED) before it is parsed",
+        1024,
+        1 << 20,
+        unit="characters",
+    )
+    max_query_lines: int = _int_setting(
+        "INMAIL_MAX_QUERY_LINES",
+        "2000",
+        "most lines in one GraphQL document (a line ends at `\\n`, `\\r` or `\\r\\n`); a "
+        "document with more is refused (GRAPHQL_PARSE_FAILED) before it is parsed",
+        10,
+        100_000,
+    )
 
     @property
     def is_production(self) -> bool:

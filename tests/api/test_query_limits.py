@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+from graphql import DocumentNode
+from strawberry.extensions.parser_cache import _get_parse_cache
+from websockets.exceptions import ConnectionClosed
 
 from benchmarks.workloads import MEMBER_PAGE
+from inmail.repositories.mongo import Mongo
+from inmail.resolvers.root import PARSED_DOCUMENTS
 from reliability.servers import running
-from support import Api, Person, ada_and_grace, graphql_error_codes
-from wsclient import TRANSPORT_WS, GraphQLSocket, OperationError, graphql_ws_url
+from support import Api, Person, ada_and_grace, graphql_error_codes, new_key, serve_api
+from support import test_settings as settings_for_tests
+from wsclient import TRANSPORT_WS, WAIT, GraphQLSocket, OperationError, graphql_ws_url
 
 MAXIMUM = 50_000
 MILLION = (
@@ -276,3 +283,137 @@ async def test_health_checks_keep_answering_within_a_second_while_bombs_arrive(
 
     assert all(graphql_error_codes(body) == ["QUERY_TOO_LARGE"] for body in bodies)
     assert max(waits) < 1  # the behaviour itself: the process never stalls
+
+
+# --- the document's text: its length and its lines, bounded before it is parsed ------------
+
+MAX_LENGTH = 32_768  # INMAIL_MAX_QUERY_LENGTH's default, in code points
+MAX_LINES = 2_000  # INMAIL_MAX_QUERY_LINES's default
+TOO_LONG = f"Syntax Error: Source contains more than {MAX_LENGTH} code points. Parsing aborted."
+TOO_MANY_LINES = f"Syntax Error: Document contains more than {MAX_LINES} lines. Parsing aborted."
+SEND = "mutation($i: SendInMailInput!) { sendInMail(input: $i) { creditsLeft errors { code } } }"
+
+
+def of_length(document: str, length: int) -> str:
+    """`document` and a comment after it, `length` code points in all: the comment's are two
+    bytes each in UTF-8, so a bound in bytes would refuse a document this one allows."""
+    return document + "\n#" + "é" * (length - len(document) - 2)
+
+
+def of_lines(document: str, lines: int) -> str:
+    """`document` (one line) after empty lines, `lines` lines in all, their breaks of the three
+    kinds GraphQL knows in turn (a lone `\\r` never just before a `\\n`: the two are one)."""
+    breaks = ("\n", "\r", "\r\n")
+    return "".join(breaks[i % 3] for i in range(lines - 1)) + document
+
+
+TEXT_BOUNDS = pytest.mark.parametrize(
+    ("padded", "bound", "message"),
+    [(of_length, MAX_LENGTH, TOO_LONG), (of_lines, MAX_LINES, TOO_MANY_LINES)],
+    ids=["length", "lines"],
+)
+
+
+@TEXT_BOUNDS
+async def test_a_document_past_a_bound_of_its_text_is_refused_and_runs_nothing(
+    api: Api, padded: Callable[[str, int], str], bound: int, message: str
+) -> None:
+    ada, grace = await ada_and_grace(api)
+    balance = await api.balance(ada)
+
+    def sending(key: str) -> dict[str, Any]:
+        return {
+            "i": {"recipientId": grace.id, "subject": "Hi", "body": "Hello", "idempotencyKey": key}
+        }
+
+    over = await api.raw(padded(SEND, bound + 1), sending(new_key()), ada.token)
+    balance_after_over = await api.balance(ada)
+    at = await api.raw(padded(SEND, bound), sending(new_key()), ada.token)
+
+    assert over.get("data") is None
+    assert [(e["message"], e["extensions"]["code"]) for e in over["errors"]] == [
+        (message, "GRAPHQL_PARSE_FAILED")
+    ]
+    assert balance_after_over == balance  # sendInMail never ran
+    assert at.get("errors") is None, at
+    assert at["data"]["sendInMail"] == {"creditsLeft": balance - 1, "errors": []}
+
+
+async def test_the_line_refusal_points_at_the_first_line_past_the_bound(api: Api) -> None:
+    body = await api.raw(of_lines("{ now }", MAX_LINES + 5))
+
+    assert body["errors"][0]["locations"] == [{"line": MAX_LINES + 1, "column": 1}]
+
+
+async def test_half_a_million_line_breaks_before_a_hundred_errors_are_refused_unvalidated(
+    api: Api,
+) -> None:
+    """Each of the 100 validation errors of 120 unknown fields would be located by a loop over
+    the 500,000 line breaks before it (seconds of CPU): the document is refused for its lines
+    before it is parsed, let alone validated."""
+    fields = " ".join(f"f{i}" for i in range(120))
+
+    body = await api.raw("\n" * 500_000 + f"{{ {fields} }}")
+
+    assert body.get("data") is None
+    assert [(e["message"], e["extensions"]["code"]) for e in body["errors"]] == [
+        (TOO_MANY_LINES, "GRAPHQL_PARSE_FAILED")
+    ]
+
+
+async def test_a_refused_document_is_not_kept_by_the_parser_cache(api: Api) -> None:
+    """The parse cache keeps the documents it parsed, whole: a refused one never reaches it.
+    The document at the bound, which is kept, shows that the count would see one that was."""
+    cache = cast("functools._lru_cache_wrapper[DocumentNode]", _get_parse_cache(PARSED_DOCUMENTS))
+    cache.cache_clear()
+
+    kept = await api.raw(of_length("{ now }", MAX_LENGTH))
+    refused = [
+        await api.raw(padded(f"{{ now }} # {i}", size))
+        for i in range(10)
+        for padded, size in ((of_length, 150_000), (of_lines, MAX_LINES + 1))
+    ]
+
+    assert kept.get("errors") is None, kept
+    assert all(graphql_error_codes(body) == ["GRAPHQL_PARSE_FAILED"] for body in refused)
+    assert cache.cache_info().currsize == 1
+
+
+async def _closed(socket: GraphQLSocket) -> None:
+    """Wait for the server to close the socket, reading whatever it sends until then."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(socket.ws.recv(), WAIT)
+
+
+@TEXT_BOUNDS
+async def test_over_a_websocket_a_document_past_a_bound_of_its_text_fails_to_parse(
+    mongodb_uri: str,
+    db_name: str,
+    protocol: str,
+    padded: Callable[[str, int], str],
+    bound: int,
+    message: str,
+) -> None:
+    """As any document that does not parse: graphql-transport-ws closes the socket with 4400
+    and the error as its reason; graphql-ws answers the operation with the error, and the
+    document at the bound is served."""
+    viewer = "{ viewer { name } }"
+    async with serve_api(settings_for_tests(), Mongo.connect(mongodb_uri, db_name)) as live:
+        ada = await live.api.create_member("Ada Lovelace")
+        async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+            refused = await ws.subscribe(padded(viewer, bound + 1))
+            if protocol == TRANSPORT_WS:
+                await _closed(ws)
+            else:
+                with pytest.raises(OperationError) as error:
+                    await ws.result(refused)
+                served = await ws.result(await ws.subscribe(padded(viewer, bound)))
+
+    if protocol == TRANSPORT_WS:
+        assert (ws.ws.close_code, ws.ws.close_reason) == (4400, message)
+    else:
+        payload = error.value.payload
+        errors = payload if isinstance(payload, list) else [payload]
+        assert [e["message"] for e in errors] == [message]
+        assert served["data"] == {"viewer": {"name": "Ada Lovelace"}}

@@ -374,6 +374,7 @@ def test_a_client_that_takes_nothing_of_its_answer_is_dropped(
         INMAIL_BODY_TIMEOUT="2",
         INMAIL_MAX_ALIASES="1000",
         INMAIL_MAX_TOKENS="100000",
+        INMAIL_MAX_QUERY_LENGTH="65536",
         INMAIL_MAX_QUERY_COST="1000000",
     ) as served:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

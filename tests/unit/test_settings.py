@@ -33,6 +33,8 @@ def test_an_empty_environment_gives_the_documented_defaults(
     assert settings.reminder_delay_hours == 48.0
     assert settings.max_body_bytes == 1_048_576
     assert settings.max_page_size == 100
+    assert settings.max_query_length == 32_768
+    assert settings.max_query_lines == 2_000
     assert settings.port == 8000
 
 
@@ -51,6 +53,10 @@ def test_an_empty_environment_gives_the_documented_defaults(
         ("INMAIL_PLANS", "not json"),
         ("INMAIL_JWT_SECRET", "short"),
         ("INMAIL_INTROSPECTION", "maybe"),
+        ("INMAIL_MAX_QUERY_LENGTH", "1023"),
+        ("INMAIL_MAX_QUERY_LENGTH", "1048577"),
+        ("INMAIL_MAX_QUERY_LINES", "9"),
+        ("INMAIL_MAX_QUERY_LINES", "many"),
     ],
 )
 def test_a_bad_value_is_refused_with_the_variable_named(name: str, value: str) -> None:

@@ -1,4 +1,5 @@
-"""Depth, alias and size limits of a document, measured with each fragment visited once.
+"""Depth, alias and size limits of a document, measured with each fragment visited once, and
+the bounds of its text (length and lines), checked before it is parsed.
 
 A fragment spread twice is measured once and its measure used twice: a document of a few
 hundred bytes whose fragments each spread the next twice would otherwise be expanded to
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar, cast
 
 from graphql import (
     ASTValidationRule,
@@ -21,9 +24,11 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLSyntaxError,
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    Source,
     ValidationRule,
 )
 from graphql.validation.validate import ValidationAbortedError
@@ -214,13 +219,72 @@ def document_limits_rule(max_depth: int, max_aliases: int) -> type[ValidationRul
     return DocumentLimits
 
 
+# A line break as graphql-core reads one (`graphql.language.location`).
+_LINE_BREAK: Final = re.compile(r"\r\n|[\n\r]")
+
+
+def line_count(text: str) -> int:
+    """The lines of `text` as graphql-core numbers them in an error's location: one more than
+    its line breaks (`\\r\\n`, or a `\\n` or `\\r` alone), counted at C speed whatever its
+    size."""
+    return text.count("\n") + text.count("\r") - text.count("\r\n") + 1
+
+
+def too_many_lines(text: str, max_lines: int) -> GraphQLSyntaxError:
+    """The refusal of `text`, which has more than `max_lines` lines, located at the start of
+    its first line past the bound (found by reading no further than that line)."""
+    breaks = itertools.islice(_LINE_BREAK.finditer(text), max_lines - 1, None)
+    past = next(breaks).end()
+    return GraphQLSyntaxError(
+        Source(text), past, f"Document contains more than {max_lines} lines. Parsing aborted."
+    )
+
+
+class DocumentTextLimits(SchemaExtension):
+    """The bounds of a document's text, held before anything parses it, over HTTP and
+    websockets alike: its length in code points and its lines.
+
+    The token limit bounds neither: one comment or string can be a megabyte, and a document
+    of half a million line breaks is a few tokens. Lexing a megabyte takes a tenth of a second
+    or more; each error graphql-core reports is located by a loop over every line break before
+    it (100 validation errors after 500,000 line breaks: seconds of CPU); and the parser's
+    cache would keep every such document whole.
+
+    The length is graphql-core's own `max_source_length`, given to whatever parses the document
+    (Strawberry's parse, or `ParserCache`'s) through the parse options. The lines are counted in
+    `on_parse`, so this extension must come before `ParserCache` in the schema's list: a
+    document over either bound fails to parse (GRAPHQL_PARSE_FAILED, a syntax error naming the
+    bound), is never cached, and no rule or field sees it.
+    """
+
+    def __init__(self, *, max_length: int, max_lines: int) -> None:
+        super().__init__()
+        self.max_length = max_length
+        self.max_lines = max_lines
+
+    def on_operation(self) -> Iterator[None]:
+        # Strawberry's `ParseOptions` names only `max_tokens`; graphql-core's `parse` takes this.
+        options = cast("dict[str, object]", self.execution_context.parse_options)
+        options["max_source_length"] = self.max_length
+        yield
+
+    def on_parse(self) -> Iterator[None]:
+        text = self.execution_context.query
+        if text is not None and line_count(text) > self.max_lines:
+            raise too_many_lines(text, self.max_lines)
+        yield
+
+
 __all__ = [
     "MAX_VALIDATION_WORK",
     "DocumentShapes",
+    "DocumentTextLimits",
     "QueryRefused",
     "Shape",
     "check_document",
     "document_limits_rule",
+    "line_count",
+    "too_many_lines",
     "validation_work",
 ]
 

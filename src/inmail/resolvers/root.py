@@ -55,10 +55,11 @@ from inmail.observability import OperationLabels, OperationMetrics
 from inmail.resolvers.context import DatabaseDeadline, MemberMustExist
 from inmail.resolvers.cost import CostLimits, query_cost
 from inmail.resolvers.hooks import HookTable, PreparedHooksRunner
-from inmail.resolvers.limits import document_limits_rule, validated_texts
+from inmail.resolvers.limits import DocumentTextLimits, document_limits_rule, validated_texts
 from inmail.resolvers.mutation import Mutation
 from inmail.resolvers.query import Query
 from inmail.resolvers.subscription import Subscription
+from inmail.resolvers.variables_guard import VariablesGuard
 from inmail.schema.errors import ApiError
 from inmail.schema.scalars import DateTime
 from inmail.services.unit_of_work import unanswered
@@ -195,7 +196,8 @@ class InMailSchema(strawberry.Schema):
         self, context: ExecutionContext, extensions_runner: SchemaExtensionsRunner
     ) -> PreExecutionError | None:
         """Strawberry's, with a document refused by a parsing hook (ParserCache's syntax error,
-        MaxTokensLimiter's count) answered as one that failed to parse.
+        MaxTokensLimiter's count, DocumentTextLimits' length and lines) answered as one that
+        failed to parse.
 
         Those hooks raise before Strawberry's own `try` around parsing: over HTTP an outer
         handler still made the error the answer, but over websockets it escaped the operation's
@@ -232,6 +234,11 @@ def limit_rules(settings: Settings) -> list[type[ASTValidationRule]]:
     return [document_limits_rule(settings.max_query_depth, settings.max_aliases)]
 
 
+PARSED_DOCUMENTS: Final = 256
+"""Document texts whose parse `ParserCache` remembers (Strawberry's cache, one per size, shared
+by every schema of the process); each is at most `INMAIL_MAX_QUERY_LENGTH` long."""
+
+
 def build_schema(
     settings: Settings,
     *,
@@ -240,9 +247,18 @@ def build_schema(
 ) -> strawberry.Schema:
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         functools.partial(OperationMetrics, labels=OperationLabels()),
+        # Before the document is parsed and its variables coerced: variables of more values
+        # than any operation takes are refused unread.
+        VariablesGuard,
         functools.partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
+        # Before ParserCache: a text over its length or lines is never parsed, nor cached.
+        functools.partial(
+            DocumentTextLimits,
+            max_length=settings.max_query_length,
+            max_lines=settings.max_query_lines,
+        ),
         functools.partial(AddValidationRules, limit_rules(settings)),
-        functools.partial(ParserCache, maxsize=256),
+        functools.partial(ParserCache, maxsize=PARSED_DOCUMENTS),
         validated_texts(),
         functools.partial(MaskUnexpectedErrors, should_mask_error=is_unexpected),
         query_cost(
