@@ -66,7 +66,7 @@ from inmail.bootstrap import Container
 from inmail.graphiql import graphiql_page
 from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
 from inmail.resolvers.cost import KNOWN_DOCUMENTS
-from inmail.resolvers.limits import Remembered, text_digest
+from inmail.resolvers.limits import Remembered, line_count, text_digest
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
@@ -95,6 +95,10 @@ GRAPHQL_RESPONSE = "application/graphql-response+json"
 _GRAPHQL_RESPONSE_UTF8 = f"{GRAPHQL_RESPONSE}; charset=utf-8"
 _EXCHANGE = "inmail.graphql_exchange"
 
+
+MAX_CONTENT_TYPE_LENGTH: Final = 256
+"""The longest Content-Type read: the email module's parser that reads it (Strawberry's and this
+view's) takes time in the square of its length (60 KB: two seconds), and a real one is short."""
 
 MAX_ACCEPT_RANGES: Final = 32
 """Media ranges of an Accept header that are read, and parameters of each (clients send a
@@ -298,8 +302,8 @@ class WebSocketMessages(ASGIWebSocketAdapter):
         try:
             while self.ws.application_state != WebSocketState.DISCONNECTED:
                 text = await self.ws.receive_text()
-                # Characters for bytes: the same for what clients send, and never more.
-                if (wait := max(messages.wait(), volume.wait(len(text)))) > 0:
+                size = len(text) if text.isascii() else len(text.encode(errors="surrogatepass"))
+                if (wait := max(messages.wait(), volume.wait(size))) > 0:
                     await asyncio.sleep(wait)
                 try:
                     yield load_json(text)
@@ -790,8 +794,12 @@ class GraphQLApp(GraphQL[Context, None]):
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
-        """Strawberry's, with 415 for a POST body that is not JSON and 400 for an
-        operationName that is not a string."""
+        """Strawberry's, with 415 for a POST body that is not JSON (or a Content-Type too long
+        to read) and 400 for an operationName that is not a string."""
+        if len(request.content_type or "") > MAX_CONTENT_TYPE_LENGTH:
+            raise HTTPException(
+                415, f"The Content-Type header is longer than {MAX_CONTENT_TYPE_LENGTH} characters."
+            )
         if request.method == "POST":
             content_type, _ = parse_content_type(request.content_type or "")
             if content_type.lower() != JSON:
@@ -810,12 +818,14 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def holds_several_operations(self, query: str) -> bool:
         """Whether the document defines more than one operation (remembered by its text)."""
-        if not _names_two_operation_keywords(query):
+        settings = self.container.settings
+        if not _names_two_operation_keywords(query) or (
+            line_count(query) > settings.max_query_lines  # refused unparsed by the schema
+        ):
             return False
         key = text_digest(query)
         known = self._several_operations.get(key)
         if known is None:
-            settings = self.container.settings
             several = _holds_several_operations(
                 query, settings.max_tokens, settings.max_query_length
             )

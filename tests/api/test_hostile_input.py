@@ -16,7 +16,7 @@ from typing import Any
 import jwt
 import pytest
 
-from inmail.graphql_app import MAX_JSON_DEPTH
+from inmail.graphql_app import MAX_CONTENT_TYPE_LENGTH, MAX_JSON_DEPTH
 from schema_args import positions
 from support import TEST_SECRET, Api, graphql_error_codes
 
@@ -140,6 +140,35 @@ async def test_json_past_its_nesting_bound_is_refused_whatever_the_recursion_lim
     for depth in (MAX_JSON_DEPTH + 1, 5000):
         assert answers[depth].status_code == 400
         assert graphql_error_codes(answers[depth].json()) == ["BAD_REQUEST"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_content_type_too_long_to_read_is_refused_unread(api: Api, method: str) -> None:
+    """Python's parser of the header takes time in the square of its length: past
+    MAX_CONTENT_TYPE_LENGTH it is not read at all."""
+    long_type = 'application/json;"' + ";" * 60_000
+    response = await api.client.request(
+        method,
+        "/graphql",
+        params={"query": "{ now }"} if method == "GET" else None,
+        content=None if method == "GET" else '{"query": "{ now }"}',
+        headers={"content-type": long_type},
+    )
+
+    assert response.status_code == 415
+    assert graphql_error_codes(response.json()) == ["UNSUPPORTED_MEDIA_TYPE"]
+    assert str(MAX_CONTENT_TYPE_LENGTH) in response.json()["errors"][0]["message"]
+
+
+async def test_several_operations_past_the_line_bound_are_refused_as_too_long_not_parsed(
+    api: Api,
+) -> None:
+    lines = api.container.settings.max_query_lines
+    query = "\n" * lines + "query a { now } query b { now }"
+    response = await api.client.post("/graphql", json={"query": query})
+
+    assert graphql_error_codes(response.json()) == ["GRAPHQL_PARSE_FAILED"]
+    assert f"more than {lines} lines" in response.json()["errors"][0]["message"]
 
 
 async def test_a_body_that_is_not_json_gets_a_json_refusal(api: Api) -> None:

@@ -410,14 +410,25 @@ async def test_a_socket_sending_as_fast_as_it_can_is_read_at_a_bounded_pace(
     assert took >= (300 - WS_MESSAGE_BURST) / WS_MESSAGES_PER_SECOND * 0.95
 
 
+def _ping(pad: str) -> str:
+    return json.dumps({"type": "ping", "payload": {"pad": pad}}, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    "pings",
+    [
+        [_ping("x" * 600_000)] * 3,  # few messages, many bytes
+        [_ping("\U0001f600" * 250_000)] * 2,  # 2 MB on the wire, though 500,000 characters
+    ],
+    ids=["ascii", "four-byte-characters"],
+)
 async def test_a_socket_sending_large_messages_is_read_at_a_bounded_pace_of_bytes(
-    live: LiveServer,
+    live: LiveServer, pings: list[str]
 ) -> None:
-    """Three pings of 600 KB, few messages but many bytes: past the first mebibyte they are
-    read at 256 KiB a second, so the last pong comes about 3 s later at the soonest (a lower
-    bound: a slower machine only adds to it)."""
+    """Past the first mebibyte, counted in UTF-8 bytes, a socket's messages are read at 256 KiB
+    a second, so the last pong comes that much later at the soonest (a lower bound: a slower
+    machine only adds to it)."""
     ada = await live.api.create_member("Ada Lovelace")
-    pings = [json.dumps({"type": "ping", "payload": {"pad": "x" * 600_000}}) for _ in range(3)]
     async with GraphQLSocket.open(live.url, ada.token, TRANSPORT_WS) as ws:
         started = time.monotonic()
         for ping in pings:
@@ -428,7 +439,7 @@ async def test_a_socket_sending_large_messages_is_read_at_a_bounded_pace_of_byte
                 if json.loads(await ws.ws.recv())["type"] == "pong":
                     pongs += 1
         took = time.monotonic() - started
-    sent = sum(len(ping) for ping in pings)
+    sent = sum(len(ping.encode()) for ping in pings)
     assert took >= (sent - WS_BYTES_BURST) / WS_BYTES_PER_SECOND * 0.95
 
 
