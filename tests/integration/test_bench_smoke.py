@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import floors
+from benchmarks import floors, hostile
 from benchmarks import workloads as w
 from inmail.auth import Role, Viewer
 from inmail.bootstrap import build_deps
@@ -62,6 +62,22 @@ PAIRED = (
     "compose window over HTTP: time per op / compose floor's",
     "member page of 100: server CPU per request / graphql-core's execution",
 )
+
+
+def test_the_hostile_input_benchmark_prints_a_timed_row_for_every_shape() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
+    done = run_to_end(
+        [sys.executable, "-m", "benchmarks.hostile", "--quick"], env, cwd=CHECKOUT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [
+        line for line in done.stdout.splitlines() if line.startswith("| ") and "ms |" not in line
+    ]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == [
+        what for what, _, _ in hostile.SHAPES
+    ]
+    for row in rows:
+        assert row.rstrip().endswith("x |"), row
 
 
 @pytest.mark.slow
