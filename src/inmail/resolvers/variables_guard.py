@@ -15,7 +15,7 @@ from typing import Final
 
 from strawberry.extensions import SchemaExtension
 
-from inmail.schema.errors import ApiError, bad_input
+from inmail.schema.errors import bad_input
 
 MAX_VARIABLE_VALUES: Final = 10_000
 """Values the variables of one operation may hold in all: every scalar, list and object counts
@@ -77,25 +77,17 @@ class VariablesGuard(SchemaExtension):
     """Refuses, with BAD_USER_INPUT, an operation whose variables pass `MAX_VARIABLE_VALUES` or
     hold a list longer than `MAX_LIST_VARIABLE`, before any other work on it.
 
-    The variables are measured when the operation starts (`on_operation`); the refusal is
-    raised from `on_parse`, before the document is parsed (when this extension comes before
-    ParserCache): a GraphQLError raised by a parsing hook is made the operation's answer by
-    `InMailSchema._prepare_operation_async`, over HTTP and websockets alike, where one raised
-    by an operation hook would escape a websocket operation's task instead of answering it.
+    The variables are measured, and refused, in `on_parse`, before the document is parsed
+    (this extension comes before ParserCache): a GraphQLError raised by a parsing hook is made
+    the operation's answer by `InMailSchema._prepare_operation_async`, over HTTP and websockets
+    alike, where one raised by an operation hook would escape a websocket operation's task
+    instead of answering it.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._refusal: ApiError | None = None
-
-    def on_operation(self) -> Iterator[None]:
-        reason = variables_refusal(self.execution_context.variables)
-        self._refusal = None if reason is None else bad_input(reason)
-        yield
-
     def on_parse(self) -> Iterator[None]:
-        if self._refusal is not None:
-            raise self._refusal
+        reason = variables_refusal(self.execution_context.variables)
+        if reason is not None:
+            raise bad_input(reason)
         yield
 
 
