@@ -151,6 +151,35 @@ async def test_a_change_to_the_plan_held_keeps_its_key_and_its_retry_never_charg
     assert [c["amount"] for c in await charges_of(api, ada)] == [5999]
 
 
+async def test_a_send_and_a_change_to_the_plan_held_racing_under_one_key_take_it_once(
+    api: Api,
+) -> None:
+    """SPEC 4: a key is one request's. A send keeps its key with its conversation and a change
+    that charges nothing keeps its own in the idempotency records; arriving together, one of
+    them takes the key and the other is refused, and a retry of each answers as the first run
+    did (the winner's result, the loser's refusal)."""
+    for round_no in range(6):
+        ada = await api.create_member(f"Ada Lovelace {round_no}", "PREMIUM_CAREER")
+        alan = await api.create_member(f"Alan Turing {round_no}", "BASIC")
+        key = f"shared-{round_no}"
+
+        sent, stayed = await asyncio.gather(
+            api.send(ada, alan, key=key), change_plan(api, ada, "PREMIUM_CAREER", key=key)
+        )
+        sent_again = await api.send(ada, alan, key=key)
+        stayed_again = await change_plan(api, ada, "PREMIUM_CAREER", key=key)
+
+        outcomes = [codes(sent), codes(stayed)]
+        assert sorted(outcomes) == [[], ["IDEMPOTENCY_KEY_REUSED"]], (sent, stayed)
+        assert [codes(sent_again), codes(stayed_again)] == outcomes
+        if codes(sent) == []:
+            assert sent_again["conversation"]["id"] == sent["conversation"]["id"]
+            assert await api.balance(ada) == 4
+        else:
+            assert await api.balance(ada) == 5, "no InMail went out"
+        assert await charges_of(api, ada) == []
+
+
 async def test_a_member_cannot_choose_legacy_premium_nor_set_an_allotment(api: Api) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
 

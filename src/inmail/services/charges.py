@@ -151,17 +151,14 @@ async def _open(tx: Transaction, intent: PaymentIntent, admit: Admit | None) -> 
     request = request_of(intent)
     record = request.record(intent.created_at, intent_id=intent.id)
     recorded = functools.partial(_record_intent, tx, intent, admit)
-    await take_key(tx.idempotency, request, record, once_free=recorded)
+    await take_key(tx, request, record, once_free=recorded)
     return intent
 
 
 async def _record_intent(tx: Transaction, intent: PaymentIntent, admit: Admit | None) -> None:
-    """Insert the intent once `admit` let it, in the member's turn."""
+    """Insert the intent once `admit` let it, in the member's turn (`take_key` took it)."""
     if admit is not None:
         await admit(tx, intent)
-    # A send writes its sender too: of a send and an intent under one key, arriving together,
-    # one transaction conflicts with the other and is retried, and then sees the other's key.
-    await tx.members.take_turn(intent.member_id)
     await tx.intents.insert(intent)  # the unique (member, key) index decides a race
 
 

@@ -15,6 +15,12 @@ and takes it with the record of its own first run. Then:
   retries;
 - a plan change under a key to the plan already held, which charges nothing, takes its key
   with `take_key` and what it answered (services/members.py).
+
+A send's record and the others' live in two collections, each with its own unique index, so
+neither index sees a twin in the other. A send writes its sender; `take_key` takes the member's
+turn (writes the member) before it takes a free key. Of any two requests under one key that
+arrive together, one transaction then conflicts with the other and is retried, and the retry
+finds the key taken.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from inmail.repositories.records import (
     KeyedOutcome,
     Refusal,
 )
+from inmail.services.unit_of_work import Transaction
 
 IDEMPOTENCY_KEY_MAX = 100
 
@@ -125,22 +132,24 @@ def _answer(prior: IdempotencyRecord, request: KeyedRequest) -> KeyedOutcome | N
 
 
 async def take_key(
-    records: IdempotencyRepository,
+    tx: Transaction,
     request: KeyedRequest,
     record: IdempotencyRecord,
     *,
     once_free: Callable[[], Awaitable[None]] | None = None,
 ) -> KeyedOutcome | None:
-    """Take the request's key with `record`, in the transaction `records` is bound to.
+    """Take the request's key with `record`, in the transaction `tx`.
 
-    Free, the key is taken: `once_free` runs first (what the record follows in the transaction:
-    a payment intent, checked and inserted), then `record` is inserted; None. Held, the key
-    answers a retry of this very request as `replay` does (None: its payment
-    intent answers) and refuses another request, or any request when `record` is a payment
-    intent's.
+    Free, the key is taken in the member's turn (see above): `once_free` runs first (what the
+    record follows in the transaction: a payment intent, checked and inserted), then `record`
+    is inserted; None. Held, the key answers a retry of this very request as `replay` does
+    (None: its payment intent answers) and refuses another request, or any request when
+    `record` is a payment intent's.
     """
+    records: IdempotencyRepository = tx.idempotency
     prior = await records.find(request.member_id, request.key)
     if prior is None:
+        await tx.members.take_turn(request.member_id)
         if once_free is not None:
             await once_free()
         await records.insert(record)

@@ -269,7 +269,7 @@ async def _take_key_unless_taken(
     tx: Transaction, request: KeyedRequest, outcome: KeyedOutcome, now: datetime
 ) -> None:
     # Held by this change already, the key answers the same; by another request, it is refused.
-    await take_key(tx.idempotency, request, request.record(now, outcome))
+    await take_key(tx, request, request.record(now, outcome))
 
 
 async def apply_paid_change(

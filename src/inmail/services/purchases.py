@@ -76,7 +76,7 @@ async def _fits_with_what_is_on_order(deps: Deps, tx: Transaction, intent: Payme
     other open purchases may still grant: of concurrent purchases that would pass the cap
     together, those recorded after the first that fills it are refused before any charge.
 
-    The transaction also takes the member's turn (`charges.open_intent`), so that two purchases
+    The transaction also takes the member's turn (`idempotency.take_key`), so that two purchases
     of one member record their intents in turn, each seeing the other's: without it both could
     count the same credits on order and both be charged."""
     assert intent.quantity is not None
