@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import floors, hostile
+from benchmarks import breakdown, floors, hostile
 from benchmarks import workloads as w
 from inmail.auth import Role, Viewer
 from inmail.bootstrap import build_deps
@@ -78,6 +78,39 @@ def test_the_hostile_input_benchmark_prints_a_timed_row_for_every_shape() -> Non
     ]
     for row in rows:
         assert row.rstrip().endswith("x |"), row
+
+
+def test_the_breakdown_prints_a_checked_cpu_figure_for_every_request() -> None:
+    """`python -m benchmarks.breakdown --quick` sends every document to the app, checks every
+    answer (a refused or failed one stops it with an error) and prints a row for each."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
+    done = run_to_end(
+        [sys.executable, "-m", "benchmarks.breakdown", "--quick"], env, cwd=CHECKOUT, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.endswith("x |")]
+    assert [row[0].removeprefix("| ") for row in rows] == [
+        "PyMongo find_one by _id (the driver alone)",
+        "{ now }",
+        "{ viewer { id } }",
+        "{ viewer { inmailBalance } }",
+        "compose(recipientId) alone",
+        "compose window (compose + viewer { inmailBalance })",
+        "sendInMail (ASGI, no HTTP)",
+        "send_inmail() in process",
+    ]
+    assert all(float(row[1]) > 0 for row in rows), rows
+    assert rows[1][3] == "1.00x |"
+
+
+def test_a_breakdown_row_whose_answer_carries_errors_stops_the_run() -> None:
+    """An answer with GraphQL errors is not counted as work done."""
+    check = breakdown.answered(breakdown.no_check)
+    check((200, b'{"data": {"now": "2026-01-15T09:00:00Z"}}'))
+    with pytest.raises(w.WorkloadError):
+        check((200, b'{"data": null, "errors": [{"message": "Invalid credentials."}]}'))
+    with pytest.raises(w.WorkloadError):
+        check((400, b'{"data": null}'))
 
 
 @pytest.mark.slow
