@@ -499,8 +499,10 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
 
     async def handle_task_exception(self, error: Exception) -> None:
         """Strawberry logs every failed operation task with its traceback; a socket that went
-        away while an answer was being sent is the client's doing, worth one line."""
-        if isinstance(error, WebSocketDisconnected):
+        away while an answer was being sent is the client's doing, worth one line. So is one
+        the server closed under it: uvicorn closes a socket whose client missed its keepalive
+        ping, and refuses, with this RuntimeError, what the operation sends after that."""
+        if isinstance(error, WebSocketDisconnected) or _sent_after_close(error):
             log.info("websocket gone while an operation's answer was sent")
             return
         await super().handle_task_exception(error)
@@ -667,6 +669,11 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
 _REFUSE_WHAT_JSON_DUMPS_REFUSES: Final = (
     orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 )
+
+
+def _sent_after_close(error: Exception) -> bool:
+    """Whether uvicorn refused a message because the socket was closed already."""
+    return isinstance(error, RuntimeError) and "after sending 'websocket.close'" in str(error)
 
 
 class GraphQLApp(GraphQL[Context, None]):

@@ -435,7 +435,8 @@ class Settings:
         "INMAIL_BODY_TIMEOUT",
         "30",
         "a request whose body is not all in by then (from its headers) gets 408 and is closed; "
-        "a connection whose client takes nothing of its answer for as long is closed",
+        "a connection (HTTP or websocket) whose client takes nothing of what it is sent for as "
+        "long is closed",
     )
     max_connections: int = _int_setting(
         "INMAIL_MAX_CONNECTIONS",

@@ -10,7 +10,8 @@ internet directly needs:
 - a request whose body is not all in within `INMAIL_BODY_TIMEOUT` of its headers gets **408**
   and is closed;
 - a client that takes nothing of its answer for `INMAIL_BODY_TIMEOUT` (once the socket buffers
-  are full) is disconnected, and the rest of the answer dropped;
+  are full) is disconnected, and the rest of the answer dropped; so is a websocket client that
+  takes nothing of what it is sent;
 - past `INMAIL_MAX_CONNECTIONS` open connections (HTTP and websocket) in the process, a new one
   gets **503** at once, before it can hold anything;
 - a request llhttp cannot parse (no request line, a bad length or chunk size, a control byte in
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp
 from uvicorn import Config, Server
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
@@ -62,7 +64,7 @@ class ServerConfig(Config):
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.max_connections = max_connections
-        super().__init__(app, http=LimitedHttpToolsProtocol, **options)
+        super().__init__(app, http=LimitedHttpToolsProtocol, ws=ReaderBoundWebSocket, **options)
 
 
 def _answer(status: int, reason: str, message: str, code: str) -> bytes:
@@ -451,6 +453,76 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             transport.write_eof()
         transport.resume_reading()
         self.loop.call_later(LINGER_SECONDS, transport.close)
+
+
+class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
+    """uvicorn's websocket protocol (websockets-sansio), with a client that stops reading
+    dropped as an HTTP one is: once what is sent to it passes the transport's high-water mark,
+    it must take some of it every INMAIL_BODY_TIMEOUT, or the connection is aborted and what was
+    not sent is dropped.
+
+    uvicorn alone would keep such a connection as long as the client likes: its keepalive
+    timeout queues a close frame behind the unsent bytes and closes the transport, which waits
+    for them to leave first. The connection would hold its slot under INMAIL_MAX_CONNECTIONS,
+    and megabytes of socket buffers, until the client read again. So after a keepalive timeout
+    with bytes still unsent, the same watch runs until the connection is gone.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, object],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.body_timeout: float = getattr(config, "body_timeout", 30.0)
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._unsent = 0  # bytes waiting on the client when last looked at
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._watch_reader()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_watching()
+
+    def keepalive_timeout(self) -> None:
+        super().keepalive_timeout()
+        if self.transport.get_write_buffer_size() > 0:
+            self._watch_reader()  # the close waits on the client taking what is before it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_watching()
+        super().connection_lost(exc)
+
+    def _watch_reader(self) -> None:
+        if self._write_timer is not None or self.disconnected:
+            return
+        self._unsent = self.transport.get_write_buffer_size()
+        self._write_timer = self.loop.call_later(self.body_timeout, self._reader_too_slow)
+
+    def _stop_watching(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _reader_too_slow(self) -> None:
+        self._write_timer = None
+        if self.disconnected:
+            return
+        unsent = self.transport.get_write_buffer_size()
+        if unsent == 0:
+            return  # all taken since
+        if unsent < self._unsent:
+            self._watch_reader()  # it took some since: it may go on
+            return
+        log.info(
+            "websocket closed: the client took nothing of what it was sent for %ss",
+            self.body_timeout,
+        )
+        self.transport.abort()  # what was not sent is dropped with the connection
 
 
 def server_config(settings: Settings) -> ServerConfig:

@@ -24,8 +24,10 @@ from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
 from harness.servers import ServiceProcess
+from inmail.auth import Role, TokenService
 from inmail.processes import free_port
-from support import serving, session_service_env
+from inmail.settings import Settings
+from support import TEST_SECRET, serving, session_service_env
 
 MIB = 1024 * 1024
 
@@ -358,6 +360,15 @@ INTROSPECT = (
     "inputFields { name description type { name kind } } enumValues { name description } } }"
 )
 
+# One query asking for some 8 MB (140 introspections), and the limits raised so that it may.
+LARGE_ANSWER = "{ " + " ".join(f"a{i}: {INTROSPECT}" for i in range(140)) + " }"
+LARGE_ANSWER_LIMITS = {
+    "INMAIL_MAX_ALIASES": "1000",
+    "INMAIL_MAX_TOKENS": "100000",
+    "INMAIL_MAX_QUERY_LENGTH": "65536",
+    "INMAIL_MAX_QUERY_COST": "1000000",
+}
+
 
 def test_a_client_that_takes_nothing_of_its_answer_is_dropped(
     mongodb_uri: str, tmp_path: Path
@@ -366,17 +377,8 @@ def test_a_client_that_takes_nothing_of_its_answer_is_dropped(
     reads none of it: once the socket buffers are full, the connection is closed after the
     body timeout (2 s here), instead of the answer being held for as long as the client keeps
     the connection open."""
-    query = "{ " + " ".join(f"a{i}: {INTROSPECT}" for i in range(140)) + " }"
-    body = json.dumps({"query": query}).encode()
-    with serve(
-        mongodb_uri,
-        tmp_path,
-        INMAIL_BODY_TIMEOUT="2",
-        INMAIL_MAX_ALIASES="1000",
-        INMAIL_MAX_TOKENS="100000",
-        INMAIL_MAX_QUERY_LENGTH="65536",
-        INMAIL_MAX_QUERY_COST="1000000",
-    ) as served:
+    body = json.dumps({"query": LARGE_ANSWER}).encode()
+    with serve(mongodb_uri, tmp_path, INMAIL_BODY_TIMEOUT="2", **LARGE_ANSWER_LIMITS) as served:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little unread
         sock.connect(("127.0.0.1", served.port))
@@ -394,6 +396,59 @@ def test_a_client_that_takes_nothing_of_its_answer_is_dropped(
         assert length > 6_000_000, answer[:300]  # more than the socket buffers hold
         assert len(answer) < length, "the answer was kept for a client that read none of it"
         assert healthz_seconds(served) < 1.0
+
+
+def masked_text_frame(text: str) -> bytes:
+    """A client's websocket text frame (RFC 6455: masked, here with a fixed key)."""
+    payload, key = text.encode(), b"\x01\x02\x03\x04"
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x81, 0x80 | size])
+    elif size < 1 << 16:
+        head = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def test_a_websocket_client_that_takes_nothing_of_what_it_is_sent_is_dropped(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    """A query of some 8 MB over graphql-transport-ws to a client that reads none of it: once
+    the socket buffers are full, the connection is aborted after the body timeout (2 s here).
+    Before, the answer waited in the server for as long as the client kept the socket open."""
+    with serve(mongodb_uri, tmp_path, INMAIL_BODY_TIMEOUT="2", **LARGE_ANSWER_LIMITS) as served:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little unread
+        sock.connect(("127.0.0.1", served.port))
+        try:
+            sock.sendall(
+                b"GET /graphql HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+            )
+            sock.settimeout(10)
+            opening = b""
+            admin = TokenService(TEST_SECRET, Settings().token_max_lifetime).mint("ops", Role.ADMIN)
+            init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {admin}"}}
+            for awaited, message in ((b"\r\n\r\n", init), (b"ack", None)):
+                while awaited not in opening:
+                    chunk = sock.recv(4096)
+                    assert chunk, opening
+                    opening += chunk
+                if message is not None:  # sent once the handshake is answered, as clients do
+                    sock.sendall(masked_text_frame(json.dumps(message)))
+            assert opening.startswith(b"HTTP/1.1 101 "), opening[:200]
+            subscribe = {"id": "1", "type": "subscribe", "payload": {"query": LARGE_ANSWER}}
+            sock.sendall(masked_text_frame(json.dumps(subscribe)))
+            time.sleep(10)  # reading nothing, well past the body timeout
+            received = read_response(sock, timeout=20)
+        finally:
+            sock.close()
+        assert len(received) > 100_000, "the answer was being sent"
+        assert b'"complete"' not in received, "it was kept for a client that read none of it"
+        assert healthz_seconds(served) < 1.0
+    assert "the client took nothing of what it was sent" in (tmp_path / "serve.log").read_text()
 
 
 def test_a_keep_alive_connection_serves_requests_then_times_out_quietly(server: Served) -> None:

@@ -27,6 +27,19 @@ async def test_a_socket_gone_mid_answer_is_one_info_line(caplog: pytest.LogCaptu
     assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.INFO, None)]
 
 
+async def test_a_send_the_server_refused_after_closing_the_socket_is_one_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """uvicorn closes a socket whose client missed its keepalive ping, then refuses what an
+    operation still sends with this error: the client's doing, not a bug."""
+    caplog.set_level(logging.INFO)
+    refused = RuntimeError(
+        "Unexpected ASGI message 'websocket.send', after sending 'websocket.close'."
+    )
+    await _handler().handle_task_exception(refused)
+    assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.INFO, None)]
+
+
 async def test_any_other_failure_of_an_operation_is_still_logged_with_its_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
