@@ -159,6 +159,45 @@ class CoalescingTransport(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
 
+class ReaderWatch:
+    """Whether a client takes what it is sent: once started (bytes wait for it), it must take
+    some of them every `timeout` seconds, or `give_up` is called. A slow reader may go on; the
+    watch ends when it is stopped or nothing is left unsent."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, timeout: float, give_up: Callable[[], None]
+    ) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._give_up = give_up
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.WriteTransport | None = None
+        self._unsent = 0  # bytes waiting on the client when last looked at
+
+    def start(self, transport: asyncio.WriteTransport) -> None:
+        if self._timer is not None:
+            return
+        self._transport = transport
+        self._unsent = transport.get_write_buffer_size()
+        self._timer = self._loop.call_later(self._timeout, self._look)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _look(self) -> None:
+        self._timer = None
+        assert self._transport is not None
+        unsent = self._transport.get_write_buffer_size()
+        if unsent == 0:
+            return  # all taken since
+        if unsent < self._unsent:
+            self.start(self._transport)  # it took some since: it may go on
+            return
+        self._give_up()
+
+
 class _HeadTooLarge(Exception):
     """Raised from a parser callback: llhttp stops, and uvicorn asks for a 400 (sent as 431)."""
 
@@ -200,8 +239,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_too_large = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
-        self._write_timer: asyncio.TimerHandle | None = None
-        self._unsent = 0  # bytes of the answer waiting on the client when last looked at
+        self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
         self._lingering = False  # refused: the answer is out, the input is discarded
 
     # --- connection life -----------------------------------------------------------------------
@@ -386,8 +424,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _cancel_timers(self) -> None:
         self._cancel(self._header_timer)
         self._cancel(self._body_timer)
-        self._cancel(self._write_timer)
-        self._header_timer = self._body_timer = self._write_timer = None
+        self._reader.stop()
+        self._header_timer = self._body_timer = None
 
     # --- a client that does not take its answer ------------------------------------------------
 
@@ -396,24 +434,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         INMAIL_BODY_TIMEOUT, or the connection is closed. An answer a client never reads is
         not kept in memory for as long as it likes; a slow reader still gets all of it."""
         super().pause_writing()
-        if self._write_timer is None and not self.transport.is_closing():
-            self._watch_reader()
+        if not self.transport.is_closing():
+            self._reader.start(self.transport)
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        self._cancel(self._write_timer)
-        self._write_timer = None
-
-    def _watch_reader(self) -> None:
-        self._unsent = self.transport.get_write_buffer_size()
-        self._write_timer = self.loop.call_later(self.body_timeout, self._reader_too_slow)
+        self._reader.stop()
 
     def _reader_too_slow(self) -> None:
-        self._write_timer = None
         if self.transport.is_closing():
-            return
-        if self.transport.get_write_buffer_size() < self._unsent:
-            self._watch_reader()  # it took some since: it may go on
             return
         log.info(
             "connection closed: the client took nothing of its answer for %ss", self.body_timeout
@@ -477,46 +506,28 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.body_timeout: float = getattr(config, "body_timeout", 30.0)
-        self._write_timer: asyncio.TimerHandle | None = None
-        self._unsent = 0  # bytes waiting on the client when last looked at
+        self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self._watch_reader()
+        if not self.disconnected:
+            self._reader.start(self.transport)
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        self._stop_watching()
+        self._reader.stop()
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
-        if self.transport.get_write_buffer_size() > 0:
-            self._watch_reader()  # the close waits on the client taking what is before it
+        if not self.disconnected and self.transport.get_write_buffer_size() > 0:
+            self._reader.start(self.transport)  # the close waits on the client taking these
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_watching()
+        self._reader.stop()
         super().connection_lost(exc)
 
-    def _watch_reader(self) -> None:
-        if self._write_timer is not None or self.disconnected:
-            return
-        self._unsent = self.transport.get_write_buffer_size()
-        self._write_timer = self.loop.call_later(self.body_timeout, self._reader_too_slow)
-
-    def _stop_watching(self) -> None:
-        if self._write_timer is not None:
-            self._write_timer.cancel()
-            self._write_timer = None
-
     def _reader_too_slow(self) -> None:
-        self._write_timer = None
         if self.disconnected:
-            return
-        unsent = self.transport.get_write_buffer_size()
-        if unsent == 0:
-            return  # all taken since
-        if unsent < self._unsent:
-            self._watch_reader()  # it took some since: it may go on
             return
         log.info(
             "websocket closed: the client took nothing of what it was sent for %ss",

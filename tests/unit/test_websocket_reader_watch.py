@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from inmail.transport import ReaderBoundWebSocket
+from inmail.transport import ReaderBoundWebSocket, ReaderWatch
 
 TIMEOUT = 0.05  # the body timeout here; each wait below is a timer later on the same loop
 
@@ -43,8 +43,7 @@ def watched(transport: BufferOnly) -> ReaderBoundWebSocket:
     protocol.transport = transport
     protocol.writable = asyncio.Event()
     protocol.disconnected = False
-    protocol._write_timer = None
-    protocol._unsent = 0
+    protocol._reader = ReaderWatch(protocol.loop, TIMEOUT, protocol._reader_too_slow)
     return protocol
 
 
