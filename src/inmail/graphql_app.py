@@ -245,6 +245,15 @@ def nested_deeper_than(text: str, limit: int) -> bool:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
 
 
+def _json_kind(value: object) -> str:
+    """What a decoded JSON value is, in JSON's words: "a string", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a string" if isinstance(value, str) else "a number"
+
+
 def load_json(data: str | bytes) -> object:
     """`json.loads`, refusing text nested more than MAX_JSON_DEPTH deep as malformed. Bytes are
     decoded first as `json.loads` decodes them (UTF-8, or UTF-16/32 by their first bytes), so
@@ -789,14 +798,34 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def parse_query_params(self, params: QueryParams) -> dict[str, object]:
         """A GET's parameters: `variables` and `extensions` are JSON objects in strings (an
-        empty one, or `null` as a POST body may say, is as good as absent); the URL's length is
-        bounded by the transport (431)."""
-        present = {
+        empty one, or `null` as a POST body may say, is as good as absent; what they hold is
+        judged with a POST body's); the URL's length is bounded by the transport (431)."""
+        present: dict[str, object] = {
             name: value
             for name, value in params.items()
             if value not in ("", "null") or name == "query"
         }
-        return super().parse_query_params(present)
+        for name in ("variables", "extensions"):
+            if isinstance(text := present.get(name), str):
+                try:
+                    present[name] = self.decode_json(text)
+                except json.JSONDecodeError as exc:
+                    raise HTTPException(
+                        400, f"Unable to parse the `{name}` parameter as JSON: {exc.msg}."
+                    ) from exc
+        return present
+
+    def parse_json(self, data: str | bytes) -> object:
+        """A POST's body: a JSON object (a list is a batch, which Strawberry refuses)."""
+        try:
+            body = self.decode_json(data)
+        except json.JSONDecodeError as exc:
+            raise HTTPException(400, f"Unable to parse request body as JSON: {exc.msg}.") from exc
+        if not isinstance(body, dict | list):
+            raise HTTPException(
+                400, f"The request body must be a JSON object, not {_json_kind(body)}."
+            )
+        return body
 
     async def parse_http_body(
         self, request: AsyncHTTPRequestAdapter
@@ -901,14 +930,10 @@ class GraphQLApp(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         try:
-            decoded = load_json(data)
+            return load_json(data)
         except UnicodeDecodeError:
             # Bytes that are no Unicode at all are as malformed as bad JSON: 400, not 500.
             raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
-        if not isinstance(decoded, dict | list):
-            # Only an object is a request (a list, a batch, Strawberry refuses itself): 400.
-            raise json.JSONDecodeError("the body is not a JSON object", "", 0)
-        return decoded
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -535,11 +535,23 @@ async def test_a_mutation_chosen_by_operation_name_over_get_is_a_405_too(api: Ap
         ({}, "No GraphQL query"),
         ({"query": ""}, "No GraphQL query"),
         ({"query": "{ now }", "variables": "[1, 2]"}, "`variables` must be an object"),
-        ({"query": "{ now }", "variables": "{not json"}, "Unable to parse"),
-        ({"query": "{ now }", "variables": '{"v": ' + "[" * 5000 + "]" * 5000 + "}"}, "parse"),
-        ({"query": "{ now }", "extensions": '"a string"'}, "Unable to parse"),
+        ({"query": "{ now }", "variables": "{not json"}, "parse the `variables` parameter"),
+        (
+            {"query": "{ now }", "variables": '{"v": ' + "[" * 5000 + "]" * 5000 + "}"},
+            "parse the `variables` parameter as JSON: the JSON is nested",
+        ),
+        ({"query": "{ now }", "extensions": '"a string"'}, "`extensions` must be an object"),
+        ({"query": "{ now }", "extensions": "{"}, "parse the `extensions` parameter"),
     ],
-    ids=["no query", "empty query", "list variables", "broken json", "deep json", "string ext"],
+    ids=[
+        "no query",
+        "empty query",
+        "list variables",
+        "broken json",
+        "deep json",
+        "string ext",
+        "broken ext",
+    ],
 )
 async def test_a_get_that_is_no_graphql_request_is_a_400_with_a_graphql_body(
     api: Api, params: dict[str, str], why: str
@@ -758,12 +770,34 @@ async def test_a_json_post_is_served_whatever_the_case_and_charset_of_its_type(
 
 
 @pytest.mark.parametrize(
-    "content",
-    [b'"a string"', b"42", b"null", b"[]", b'[{"query": "{ now }"}]', b"", b"{ now"],
-    ids=["string", "number", "null", "empty batch", "batch", "no body", "not json"],
+    ("content", "why"),
+    [
+        (b'"a string"', "must be a JSON object, not a string"),
+        (b"42", "must be a JSON object, not a number"),
+        (b"null", "must be a JSON object, not null"),
+        (b"true", "must be a JSON object, not a boolean"),
+        (b"[]", "Batching is not enabled"),
+        (b'[{"query": "{ now }"}]', "Batching is not enabled"),
+        (b"", "Unable to parse request body as JSON: Expecting value"),
+        (b"{ now", "Unable to parse request body as JSON: Expecting property name"),
+        (b"\xff\xfe\xfd", "Unable to parse request body as JSON: the body is not UTF-8 text"),
+        (b"[" * 65 + b"]" * 65, "Unable to parse request body as JSON: the JSON is nested"),
+    ],
+    ids=[
+        "string",
+        "number",
+        "null",
+        "boolean",
+        "empty batch",
+        "batch",
+        "no body",
+        "not json",
+        "not utf-8",
+        "too deep",
+    ],
 )
-async def test_a_body_that_is_not_one_request_object_is_a_400(
-    api: Api, content: bytes, headers: dict[str, str]
+async def test_a_body_that_is_not_one_request_object_is_a_400_saying_why(
+    api: Api, content: bytes, why: str, headers: dict[str, str]
 ) -> None:
     response = await api.client.post(
         "/graphql", content=content, headers={**headers, "Content-Type": "application/json"}
@@ -773,6 +807,7 @@ async def test_a_body_that_is_not_one_request_object_is_a_400(
     assert media_type(response) == headers["Accept"]
     assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
     assert "data" not in response.json()
+    assert why in response.json()["errors"][0]["message"]
 
 
 @pytest.mark.parametrize("name", [{"obj": "ect"}, 0, False, ["Clock"]], ids=repr)
