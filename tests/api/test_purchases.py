@@ -272,3 +272,36 @@ async def test_a_purchase_grant_in_the_ledger_names_its_purchase(api: Api) -> No
         "COMPLETED",
     )
     assert allotment["purchase"] is None
+
+
+LOT_ORIGINS = (
+    "{ viewer { ledger(first: 20) { nodes { kind delta lot { id purchase { id } } "
+    "purchase { id } } } } }"
+)
+
+
+async def test_the_entries_that_take_a_bought_lot_away_name_its_purchase_as_its_grant_did(
+    api: Api,
+) -> None:
+    """SPEC 3: an EXPIRE or FORFEIT of a bought lot belongs to its purchase, as its GRANT."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    bea = await api.create_member("Bea Buyer", "PREMIUM_CAREER")
+    expiring = await api.purchase(ada, 2, key="expires")
+    forfeited = await api.purchase(bea, 3, key="forfeits")
+    assert expiring["errors"] == forfeited["errors"] == []
+    assert (await cancel_subscription(api, bea))["errors"] == []
+    api.advance(days=91)
+
+    for member, bought, kind in ((ada, expiring, "EXPIRE"), (bea, forfeited, "FORFEIT")):
+        data = await api.gql(LOT_ORIGINS, token=member.token)
+        entries = [
+            e
+            for e in data["viewer"]["ledger"]["nodes"]
+            if e["lot"] and e["lot"]["id"] == bought["lot"]["id"]
+        ]
+        [purchase_id] = {e["purchase"]["id"] for e in entries}
+        assert [(e["kind"], e["delta"]) for e in entries] == [
+            (kind, -bought["lot"]["quantity"]),
+            ("GRANT", bought["lot"]["quantity"]),
+        ]
+        assert {e["lot"]["purchase"]["id"] for e in entries} == {purchase_id}

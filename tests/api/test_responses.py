@@ -71,6 +71,34 @@ async def test_each_kind_of_response_credits_the_sender_back_once_and_sets_its_s
     assert await api.balance(grace) == 0  # the recipient's own credits are untouched
 
 
+async def test_the_forfeit_of_a_credit_back_lot_names_the_conversation_that_earned_it(
+    api: Api,
+) -> None:
+    """SPEC 3: the entry that takes a lot away belongs to what the lot's grant belonged to."""
+    ada, grace, conversation_id = await an_inmail(api)
+    assert (await api.respond(grace, conversation_id, "INTERESTED"))["errors"] == []
+    assert (await cancel_subscription(api, ada))["errors"] == []
+
+    data = await api.gql(
+        "{ viewer { ledger(first: 10) { nodes { kind delta lot { source conversation { id } } "
+        "conversation { id } } } } }",
+        token=ada.token,
+    )
+
+    named = [
+        (e["kind"], e["delta"], e["conversation"])
+        for e in data["viewer"]["ledger"]["nodes"]
+        if e["lot"] and e["lot"]["source"] == "CREDIT_BACK"
+    ]
+    earned_by = {"id": conversation_id}
+    assert named == [("FORFEIT", -1, earned_by), ("CREDIT_BACK", 1, earned_by)]
+    lots = [e["lot"] for e in data["viewer"]["ledger"]["nodes"] if e["lot"]]
+    assert {lot["source"]: lot["conversation"] for lot in lots} == {
+        "CREDIT_BACK": earned_by,
+        "MONTHLY_ALLOTMENT": None,
+    }
+
+
 async def test_a_reply_keeps_its_body_as_a_message_in_the_conversation(api: Api) -> None:
     ada, grace, conversation_id = await an_inmail(api)
 

@@ -53,6 +53,10 @@ class CreditLot:
     granted_at: datetime
     expires_at: datetime
     status: LotStatus
+    # What the lot came from, which its later entries (EXPIRE, FORFEIT) name too: the
+    # conversation whose response earned a CREDIT_BACK, the purchase that bought a PURCHASE.
+    conversation_id: str | None = None
+    purchase_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.quantity < 0:

@@ -80,7 +80,7 @@ class Wallet:
         )
         for lot in lapsed:
             self._put(replace(lot, remaining=0, status=LotStatus.EXPIRED))
-            self._record(lot.expires_at, LedgerKind.EXPIRE, -lot.remaining, lot_id=lot.id)
+            self._record_of_lot(lot.expires_at, LedgerKind.EXPIRE, lot)
 
     def grant(
         self,
@@ -107,6 +107,8 @@ class Wallet:
                 granted_at=at,
                 expires_at=expiry_for(at),
                 status=LotStatus.ACTIVE,
+                conversation_id=conversation_id,
+                purchase_id=purchase_id,
             )
             self._put(lot)
             self._created.append(lot.id)
@@ -145,7 +147,7 @@ class Wallet:
         )
         for lot in holding:
             self._put(replace(lot, remaining=0, status=LotStatus.FORFEITED))
-            self._record(at, LedgerKind.FORFEIT, -lot.remaining, lot_id=lot.id)
+            self._record_of_lot(at, LedgerKind.FORFEIT, lot)
 
     def renew(self, subscription: Subscription, plans: PlanTable, until: datetime) -> Subscription:
         """Grant every cycle that started by `until`, each at its own start, in order."""
@@ -185,6 +187,17 @@ class Wallet:
         self._running += after - before
         self._lots[lot.id] = lot
         self._changed.add(lot.id)
+
+    def _record_of_lot(self, at: datetime, kind: LedgerKind, lot: CreditLot) -> None:
+        """Append the entry that takes what is left of `lot` away, naming what it came from."""
+        self._record(
+            at,
+            kind,
+            -lot.remaining,
+            lot_id=lot.id,
+            conversation_id=lot.conversation_id,
+            purchase_id=lot.purchase_id,
+        )
 
     def _record(
         self,

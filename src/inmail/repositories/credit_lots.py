@@ -31,6 +31,8 @@ def lot_from_doc(doc: Doc) -> CreditLot:
         granted_at=doc["grantedAt"],
         expires_at=doc["expiresAt"],
         status=LotStatus(doc["status"]),
+        conversation_id=doc.get("conversationId"),
+        purchase_id=doc.get("purchaseId"),
     )
 
 
@@ -44,6 +46,8 @@ def lot_to_doc(lot: CreditLot) -> Doc:
         "grantedAt": lot.granted_at,
         "expiresAt": lot.expires_at,
         "status": lot.status.value,
+        **({"conversationId": lot.conversation_id} if lot.conversation_id else {}),
+        **({"purchaseId": lot.purchase_id} if lot.purchase_id else {}),
     }
 
 

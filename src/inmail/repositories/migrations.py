@@ -41,6 +41,9 @@ LEGACY_TERMS = "legacy-premium-allotment-in-subscription-v1"
 INTENT_KEYS = "payment-intent-keys-in-idempotency-v1"
 """Each payment intent's key taken in `idempotency` too, where a send looks for it."""
 
+LOT_ORIGINS = "lot-origins-on-lots-v1"
+"""Each purchased or credited-back lot names its purchase or conversation, as its grant did."""
+
 OLD_EVENTS = "conversation_events"
 EVENT_KIND = "CONVERSATION_EVENT"  # repositories/notifications.py EVENT_KIND
 _DUPLICATE_KEY = 11000
@@ -70,6 +73,11 @@ async def migrate(mongo: Mongo, plans: PlanTable) -> None:
             INTENT_KEYS,
             functools.partial(_take_intent_keys, mongo),
             "recorded the idempotency keys of %d payment intents",
+        ),
+        (
+            LOT_ORIGINS,
+            functools.partial(_name_lot_origins, mongo),
+            "named the purchase or conversation of %d credit lots",
         ),
     )
     for name, step, said in steps:
@@ -148,6 +156,42 @@ async def _take_intent_keys(mongo: Mongo) -> tuple[int]:
             taken += int(exc.details.get("nUpserted", 0))
         else:
             taken += result.upserted_count
+
+
+async def _name_lot_origins(mongo: Mongo) -> tuple[int]:
+    """Every lot granted by a purchase or a credit-back, stored before lots named what they
+    came from: given its grant entry's `purchaseId` or `conversationId`, so that the EXPIRE or
+    FORFEIT entry that later takes it away names it too. A lot that names it already is left
+    as it is, so a second run, or two at once, write nothing twice. How many were written."""
+    named = 0
+    after: str | None = None
+    while True:
+        query: Doc = {
+            "lotId": {"$ne": None},
+            "$or": [{"purchaseId": {"$ne": None}}, {"conversationId": {"$ne": None}}],
+            "kind": {"$in": ["GRANT", "CREDIT_BACK"]},
+        }
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        grants = await mongo.find_all(
+            mongo.c.ledger,
+            query,
+            sort=[("_id", 1)],
+            limit=BATCH,
+            projection={"lotId": 1, "purchaseId": 1, "conversationId": 1},
+            session=NO_TRANSACTION,
+        )
+        if not grants:
+            return (named,)
+        after = grants[-1]["_id"]
+        writes = [
+            UpdateOne({"_id": grant["lotId"], field: {"$exists": False}}, {"$set": {field: value}})
+            for grant in grants
+            for field in ("purchaseId", "conversationId")
+            if (value := grant.get(field)) is not None
+        ]
+        result = await mongo.c.credit_lots.bulk_write(writes, ordered=False)
+        named += result.modified_count
 
 
 async def _sent_under(mongo: Mongo, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -226,7 +226,7 @@ class PremiumSubscription:
 
 
 @strawberry.type
-class CreditLot(Node):
+class CreditLot(_RecordNode[credits.CreditLot]):
     id: strawberry.ID
     source: CreditSource
     quantity: int
@@ -235,9 +235,17 @@ class CreditLot(Node):
     expires_at: datetime
     status: CreditLotStatus
 
-    @classmethod
-    def from_domain(cls, lot: credits.CreditLot) -> CreditLot:
-        return _mapped(cls, lot)
+    @strawberry.field(
+        description="For a CREDIT_BACK lot: the conversation whose response earned it."
+    )
+    async def conversation(self, info: GraphInfo) -> Conversation | None:
+        return await _linked(
+            self._record.conversation_id, reads(info).conversation, Conversation.from_domain
+        )
+
+    @strawberry.field(description="For a PURCHASE lot: the purchase that bought it.")
+    async def purchase(self, info: GraphInfo) -> Purchase | None:
+        return await _linked(self._record.purchase_id, reads(info).purchase, Purchase.from_domain)
 
 
 def _cursor_text(root: Edge[object]) -> str:
@@ -301,7 +309,9 @@ class LedgerEntry(_RecordNode[model.LedgerEntry]):
             self._record.conversation_id, reads(info).conversation, Conversation.from_domain
         )
 
-    @strawberry.field(description="The purchase whose credits a grant added.")
+    @strawberry.field(
+        description="The purchase whose credits a grant added, or an EXPIRE or FORFEIT took away."
+    )
     async def purchase(self, info: GraphInfo) -> Purchase | None:
         return await _linked(self._record.purchase_id, reads(info).purchase, Purchase.from_domain)
 
