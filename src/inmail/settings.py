@@ -469,7 +469,9 @@ class Settings:
     max_query_cost: int = _int_setting(
         "INMAIL_MAX_QUERY_COST",
         "50000",
-        "most objects one operation may return (a connection's `first` multiplies what it holds)",
+        "most an operation may cost, computed before it runs: each object it may return "
+        "counts 1 (a connection's `first` multiplies what it holds), each database read of "
+        "its own (a page, totalCount, hasPreviousPage) 30 more",
         1,
         10_000_000,
     )

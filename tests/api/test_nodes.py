@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from inmail.resolvers.cost import ROUND_TRIP as R
 from support import Api, Person, ReadLog, graphql_error_codes, open_api
 
 # What each kind of object shows, asked the same way through node() and through its own field.
@@ -263,9 +264,9 @@ async def test_the_cost_of_nodes_counts_the_ids_asked_for_up_to_the_cap(api: Api
     )
     assert cost_of(literal) == 2
     nested = await api.raw(ledger_page, {"ids": [ada.id, UNKNOWN]}, ada.token)
-    assert cost_of(nested) == 2 * (1 + 1 + 10)
+    assert cost_of(nested) == 2 * (1 + (1 + R) + 10)
     too_many = await api.raw(ledger_page, {"ids": [UNKNOWN] * 150}, ada.token)
-    assert cost_of(too_many) == 100 * (1 + 1 + 10)  # counted at the cap; refused all the same
+    assert cost_of(too_many) == 100 * (1 + (1 + R) + 10)  # counted at the cap; refused all the same
     assert graphql_error_codes(too_many) == ["BAD_USER_INPUT"]
 
 
@@ -279,11 +280,32 @@ async def test_nodes_of_deep_objects_are_refused_by_cost_before_anything_is_read
     )
 
     few = await api.raw(deep, {"ids": [ada.id, UNKNOWN]}, ada.token)
-    assert cost_of(few) == 2 * (1 + 1 + 100 * (1 + 100))
+    assert cost_of(few) == 2 * (1 + (1 + R) + 100 * (1 + 100))
     assert few["data"]["nodes"][0] == {"id": ada.id, "conversations": {"nodes": []}}
     many = await api.raw(deep, {"ids": [UNKNOWN] * 100}, ada.token)
-    assert cost_of(many) == 100 * (1 + 1 + 100 * (1 + 100))
+    assert cost_of(many) == 100 * (1 + (1 + R) + 100 * (1 + 100))
     assert graphql_error_codes(many) == ["QUERY_TOO_COSTLY"]
+
+
+async def test_empty_pages_aliased_under_repeated_ids_are_refused_as_the_reads_they_are(
+    api: Api,
+) -> None:
+    """Thirty aliased connections of no items under a hundred ids are 9,000 reads; each is
+    costed as one, so the request is refused before any of them is made."""
+    ada = await api.create_member()
+    fields = " ".join(
+        f"l{i}: ledger(first: 0) {{ totalCount pageInfo {{ hasPreviousPage }} }}" for i in range(30)
+    )
+    query = f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Member {{ {fields} }} }} }}"
+
+    flood = await api.raw(query, {"ids": [ada.id] * 100}, ada.token)
+    few = await api.raw(query, {"ids": [ada.id] * 2}, ada.token)
+
+    assert graphql_error_codes(flood) == ["QUERY_TOO_COSTLY"]
+    assert flood.get("data") is None
+    assert cost_of(flood) == 100 * (1 + 30 * (1 + 3 * R + 1))
+    assert few.get("errors") is None
+    assert [node["l29"]["totalCount"] for node in few["data"]["nodes"]] == [1, 1]
 
 
 # --- round trips ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from benchmarks.workloads import MEMBER_PAGE
 from inmail.repositories.mongo import Mongo
+from inmail.resolvers.cost import ROUND_TRIP as R
 from inmail.resolvers.root import PARSED_DOCUMENTS
 from reliability.servers import running
 from support import Api, Person, ada_and_grace, graphql_error_codes, new_key, serve_api
@@ -71,9 +72,9 @@ async def test_the_million_object_query_is_refused_before_any_resolver_runs(api:
     assert "data" not in body or body["data"] is None  # not even `viewer` was resolved
     assert graphql_error_codes(body) == ["QUERY_TOO_COSTLY"], body
     error = body["errors"][0]
-    assert error["extensions"]["requestedQueryCost"] == 1_030_302
+    assert error["extensions"]["requestedQueryCost"] == 1_333_332
     assert error["extensions"]["maximumAvailable"] == MAXIMUM
-    assert cost_of(body) == {"requestedQueryCost": 1_030_302, "maximumAvailable": MAXIMUM}
+    assert cost_of(body) == {"requestedQueryCost": 1_333_332, "maximumAvailable": MAXIMUM}
 
 
 async def test_a_costly_mutation_is_refused_before_it_writes_anything(api: Api) -> None:
@@ -104,7 +105,7 @@ async def test_the_member_page_of_a_hundred_conversations_is_answered_with_its_c
 
     assert body.get("errors") is None
     assert len(body["data"]["viewer"]["conversations"]["nodes"]) == 3
-    assert cost_of(body) == {"requestedQueryCost": 20_510, "maximumAvailable": MAXIMUM}
+    assert cost_of(body) == {"requestedQueryCost": 20_510 + 4 * R, "maximumAvailable": MAXIMUM}
 
 
 async def test_the_page_size_given_in_a_variable_sets_the_cost(api: Api) -> None:
@@ -124,10 +125,12 @@ async def test_the_page_size_given_in_a_variable_sets_the_cost(api: Api) -> None
     many = await api.raw(nested, {"n": 100}, ada.token)
 
     assert len(small["data"]["viewer"]["conversations"]["nodes"]) == 1
-    assert cost_of(small)["requestedQueryCost"] == 1 + 1 + 1 * 2
-    assert cost_of(default)["requestedQueryCost"] == 1 + 1 + 20 * 2
+    assert cost_of(small)["requestedQueryCost"] == 1 + (1 + R) + 1 * 2
+    assert cost_of(default)["requestedQueryCost"] == 1 + (1 + R) + 20 * 2
     assert few.get("errors") is None
-    assert cost_of(few)["requestedQueryCost"] == 1 + 1 + 3 * (2 + 1 + 3 * (2 + 1 + 3))
+    assert cost_of(few)["requestedQueryCost"] == 1 + (1 + R) + 3 * (
+        2 + (1 + R) + 3 * (2 + (1 + R) + 3)
+    )
     assert graphql_error_codes(many) == ["QUERY_TOO_COSTLY"]
 
 
@@ -149,11 +152,13 @@ async def test_a_page_size_left_to_the_variables_default_is_costed_at_that_defau
     one = await api.raw(threads, {}, ada.token)
 
     assert sent_null.get("errors") is None
-    assert cost_of(sent_null)["requestedQueryCost"] == 1 + 1 + 20 * (2 + 1 + 20 * (2 + 1 + 20))
+    assert cost_of(sent_null)["requestedQueryCost"] == 1 + (1 + R) + 20 * (
+        2 + (1 + R) + 20 * (2 + (1 + R) + 20)
+    )
     assert graphql_error_codes(left_out) == ["QUERY_TOO_COSTLY"], left_out
     assert left_out.get("data") is None
     assert len(one["data"]["viewer"]["conversations"]["nodes"]) == 1
-    assert cost_of(one)["requestedQueryCost"] == 1 + 1 + 1
+    assert cost_of(one)["requestedQueryCost"] == 1 + (1 + R) + 1
 
 
 @pytest.mark.parametrize(
@@ -236,7 +241,7 @@ async def test_over_a_websocket_a_costly_query_is_an_error_of_that_operation(
 
     errors = error.value.payload
     assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COSTLY"]
-    assert errors[0]["extensions"]["requestedQueryCost"] == 1_030_302
+    assert errors[0]["extensions"]["requestedQueryCost"] == 1_333_332
     assert result["data"] == {"viewer": {"name": "Ada Lovelace"}}
     assert result["extensions"]["cost"] == {"requestedQueryCost": 1, "maximumAvailable": MAXIMUM}
 

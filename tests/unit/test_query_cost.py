@@ -18,6 +18,7 @@ from inmail.resolvers.cost import (
     KNOWN_DOCUMENTS,
     KNOWN_SHAPES,
     LIST_CAPS,
+    ROUND_TRIP,
     CostLimits,
     CostModel,
 )
@@ -127,31 +128,57 @@ def test_every_list_field_of_the_schema_has_a_cap() -> None:
 
 
 def test_a_connection_multiplies_what_it_holds_by_its_first(model: CostModel) -> None:
-    # viewer + connection + 7 nodes, each with its sender
+    # viewer + connection (and its page's read) + 7 nodes, each with its sender
     assert (
         model.cost(parse("{ viewer { conversations(first: 7) { nodes { id sender { id } } } } }"))
-        == 1 + 1 + 7 * 2
+        == 1 + 1 + ROUND_TRIP + 7 * 2
     )
 
 
 def test_a_connection_without_first_counts_the_default_page(model: CostModel) -> None:
-    assert model.cost(parse("{ viewer { ledger { nodes { id } } } }")) == 1 + 1 + 20
-    assert model.cost(parse("{ viewer { ledger(first: null) { nodes { id } } } }")) == 22
+    assert model.cost(parse("{ viewer { ledger { nodes { id } } } }")) == 1 + 1 + ROUND_TRIP + 20
+    assert (
+        model.cost(parse("{ viewer { ledger(first: null) { nodes { id } } } }")) == 22 + ROUND_TRIP
+    )
 
 
 def test_a_page_over_the_maximum_counts_as_the_largest_page(model: CostModel) -> None:
     assert (
         model.cost(parse("{ viewer { ledger(first: 5000) { edges { node { id } } } } }"))
-        == 1 + 1 + 100 * 2
+        == 1 + 1 + ROUND_TRIP + 100 * 2
     )
 
 
 def test_the_page_size_of_a_variable_is_honoured(model: CostModel) -> None:
     query = parse("query($n: Int) { viewer { creditLots(first: $n) { nodes { id } } } }")
 
-    assert model.cost(query, None, {"n": 3}) == 5
-    assert model.cost(query, None, {"n": 100}) == 102
-    assert model.cost(query, None, {}) == 22
+    assert model.cost(query, None, {"n": 3}) == 5 + ROUND_TRIP
+    assert model.cost(query, None, {"n": 100}) == 102 + ROUND_TRIP
+    assert model.cost(query, None, {}) == 22 + ROUND_TRIP
+
+
+def test_a_count_and_a_look_back_are_round_trips_of_their_own(model: CostModel) -> None:
+    counted = "{ viewer { ledger(first: 0) { totalCount pageInfo { hasPreviousPage } } } }"
+    plain = "{ viewer { ledger(first: 0) { pageInfo { hasNextPage endCursor } } } }"
+
+    assert model.cost(parse(counted)) == 1 + (1 + ROUND_TRIP) + ROUND_TRIP + (1 + ROUND_TRIP)
+    assert model.cost(parse(plain)) == 1 + (1 + ROUND_TRIP) + 1
+
+
+def test_connections_aliased_under_many_ids_cost_their_reads_and_are_refused(
+    model: CostModel,
+) -> None:
+    """Empty pages cost few objects, but each alias under each id is three reads of its own."""
+    fields = " ".join(
+        f"l{i}: ledger(first: 0) {{ totalCount pageInfo {{ hasPreviousPage }} }}" for i in range(30)
+    )
+    query = parse(f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Member {{ {fields} }} }} }}")
+
+    cost = model.cost(query, None, {"ids": ["m1"] * 100})
+
+    assert cost == 100 * (1 + 30 * (1 + 3 * ROUND_TRIP + 1))
+    assert cost > model.limits.maximum
+    assert model.cost(query, None, {"ids": ["m1"] * 5}) < model.limits.maximum
 
 
 def test_messages_count_the_latest_hundred(model: CostModel) -> None:
@@ -169,15 +196,20 @@ def test_a_fragment_is_costed_with_the_page_of_each_connection_it_is_spread_in(
         "fragment Threads on ConversationConnection { nodes { id } }"
     )
 
-    assert model.cost(query) == 1 + (1 + 2) + (1 + 50)
+    assert model.cost(query) == 1 + (1 + ROUND_TRIP + 2) + (1 + ROUND_TRIP + 50)
 
 
 def test_the_member_page_fits_and_the_million_object_query_does_not(model: CostModel) -> None:
     page = model.cost(parse(MEMBER_PAGE), None, {"n": 100})
     million = model.cost(parse(MILLION))
 
-    assert page == 20_510
-    assert million == 1_030_302
+    assert page == 20_510 + 4 * ROUND_TRIP  # three connections and one totalCount
+    # A connection: itself, its read and 100 nodes; a node here: itself, its sender and the
+    # sender's connection.
+    innermost = 1 + ROUND_TRIP + 100 * 1
+    middle = 1 + ROUND_TRIP + 100 * (1 + 1 + innermost)
+    assert million == 1 + (1 + ROUND_TRIP + 100 * (1 + 1 + middle))
+    assert million == 1_333_332
     assert page < model.limits.maximum < million
 
 
@@ -204,7 +236,7 @@ def test_the_cost_of_a_named_operation_is_that_operation_s(model: CostModel) -> 
     )
 
     assert model.cost(document, "Small") == 1
-    assert model.cost(document, "Big") == 1 + 1 + 9
+    assert model.cost(document, "Big") == 1 + 1 + ROUND_TRIP + 9
     assert model.cost(document, "Missing") == 0
 
 
@@ -239,9 +271,11 @@ def test_a_remembered_cost_follows_the_variables_that_change_it(model: CostModel
 def test_remembered_costs_are_bounded(model: CostModel) -> None:
     for n in range(KNOWN_DOCUMENTS + 50):
         text = f"{{ viewer {{ ledger(first: {n % 100}) {{ nodes {{ id }} }} }} }} # {n}"
-        assert model.cost(parse(text), text=text) == 1 + 1 + n % 100
+        assert model.cost(parse(text), text=text) == 1 + 1 + ROUND_TRIP + n % 100
     text = "query($n: Int) { viewer { ledger(first: $n) { nodes { id } } } }"
     for n in range(KNOWN_SHAPES + 50):
-        assert model.cost(parse(text), None, {"n": n % 100}, text=text) == 1 + 1 + n % 100
+        assert (
+            model.cost(parse(text), None, {"n": n % 100}, text=text) == 1 + 1 + ROUND_TRIP + n % 100
+        )
     assert len(model._known) <= KNOWN_DOCUMENTS
     assert all(len(known.costs) <= KNOWN_SHAPES for known in model._known.values())

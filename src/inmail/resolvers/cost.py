@@ -1,8 +1,12 @@
-"""An operation's cost: the most objects it can return, computed before it runs.
+"""An operation's cost: the most objects it can return, computed before it runs, and the
+database round trips it asks for.
 
 Every object in the answer counts one (scalars are free: they come with their object). A list
 counts its cap times what each item costs; a connection's `edges` and `nodes` count its `first`
-(or the default page) times what each node costs. Fragments are costed once per page size.
+(or the default page) times what each node costs. A field that reads the database on its own,
+for each object it is asked of, counts ROUND_TRIP more (a connection's page, its `totalCount`,
+its `hasPreviousPage`): under a list each is a round trip per item, which DataLoaders cannot
+batch. Fragments are costed once per page size.
 """
 
 from __future__ import annotations
@@ -86,6 +90,23 @@ LIST_CAPS: Mapping[str, Cap] = {
     "NotificationConnection.nodes": PAGE,
     "MarkNotificationsReadPayload.errors": 1,
 }
+
+
+ROUND_TRIP: Final = 30
+"""What a field that makes a database round trip of its own costs: about the process's CPU for
+thirty objects (a read costs some 0.3 ms of it, an object some 10 us; `python -m
+benchmarks.breakdown` shows both). Without it, aliases of `totalCount` under `nodes(ids:)`
+would cost a few objects each while making thousands of reads."""
+
+
+def reads_on_its_own(parent: GraphQLNamedType, field: str, returns: GraphQLNamedType) -> bool:
+    """Whether a field makes its own database round trip for each object it is asked of: a
+    connection (its page), a connection's `totalCount`, and a page's `hasPreviousPage`."""
+    if parent.name.endswith("Connection"):
+        return field == "totalCount"
+    if parent.name == "PageInfo":
+        return field == "hasPreviousPage"
+    return returns.name.endswith("Connection")
 
 
 # Lists exactly as long as a list argument of their field: counted as that many when the
@@ -286,10 +307,11 @@ class _Costing:
         definition = self._definition(node.name.value, parent)
         if definition is None:
             return 0
-        named = get_named_type(definition.type)
-        if not is_composite_type(named):
-            return 0
         assert parent is not None, "only a type defines fields"
+        named = get_named_type(definition.type)
+        trip = ROUND_TRIP if reads_on_its_own(parent, node.name.value, named) else 0
+        if not is_composite_type(named):
+            return trip
         key = f"{parent.name}.{node.name.value}"
         if key == "__Schema.types":
             model = self.model
@@ -303,7 +325,7 @@ class _Costing:
             inner = _Where(self._first(node, definition), where.caps)
         elif where.caps is not self.model.caps:  # a type's own caps end at its own lists
             inner = _Where(where.page, self.model.caps)
-        each = min(1 + self.of(node.selection_set, named, inner), CEILING)
+        each = min(1 + trip + self.of(node.selection_set, named, inner), CEILING)
         return min(self._multiplier(definition.type, key, where, node) * each, CEILING)
 
     def _definition(self, name: str, parent: GraphQLNamedType | None) -> GraphQLField | None:
@@ -379,8 +401,9 @@ class _Costing:
 class QueryTooCostly(GraphQLError):
     def __init__(self, requested: int, maximum: int) -> None:
         super().__init__(
-            f"This operation could return up to {requested} objects, over the limit of "
-            f"{maximum}: ask for smaller pages (first) or fewer nested connections.",
+            f"This operation costs {requested}, over the limit of {maximum} (an object counts "
+            f"1, a connection, totalCount or hasPreviousPage {ROUND_TRIP} more for each object "
+            "it is asked of): ask for smaller pages (first) or fewer nested connections.",
             extensions={
                 "code": "QUERY_TOO_COSTLY",
                 "requestedQueryCost": requested,
