@@ -64,6 +64,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from inmail.bootstrap import Container
 from inmail.graphiql import graphiql_page
+from inmail.logs import Occasional
 from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
 from inmail.resolvers.cost import KNOWN_DOCUMENTS
 from inmail.resolvers.limits import Remembered, line_count, text_digest
@@ -81,6 +82,46 @@ BAD_MESSAGE = 4400
 # graphql-transport-ws's close for a second connection_init (Strawberry's), on both protocols.
 TOO_MANY_INITIALISATIONS = 4429
 TOO_MANY_INITIALISATIONS_REASON = "Too many initialisation requests"
+# A websocket over INMAIL_WS_MAX_PER_MEMBER: "Try Again Later" (RFC 6455's registry), once the
+# holder's other sockets have closed.
+TOO_MANY_SOCKETS = 1013
+
+
+class SocketHolders:
+    """How many websockets each holder of a token (a member, or an admin's subject) has open
+    in this process, at most `limit` each: one token cannot take every connection the process
+    serves (INMAIL_MAX_CONNECTIONS) and keep them for as long as it lives."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+        self._held: dict[object, str] = {}  # each socket counted, and whose it is
+
+    def take(self, socket: object, holder: str) -> bool:
+        """Count `socket` as `holder`'s (once), unless the holder has `limit` open already."""
+        if socket in self._held:
+            return True
+        count = self._open.get(holder, 0)
+        if count >= self.limit:
+            return False
+        self._open[holder] = count + 1
+        self._held[socket] = holder
+        return True
+
+    def release(self, socket: object) -> None:
+        """`socket` has ended: its holder's count goes down (if it was counted)."""
+        holder = self._held.pop(socket, None)
+        if holder is None:
+            return
+        left = self._open[holder] - 1
+        if left:
+            self._open[holder] = left
+        else:
+            del self._open[holder]
+
+    def open_for(self, holder: str) -> int:
+        return self._open.get(holder, 0)
+
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",
@@ -427,6 +468,7 @@ class _TokenLifetime:
 
     context: Context
     websocket: AsyncWebSocketAdapter
+    view: Any  # the GraphQLApp serving the socket (typed in the handlers' bases)
     connection_acknowledged: bool
     _expiry_task: asyncio.Task[None] | None = None
     _closed_for_expiry = False
@@ -469,7 +511,10 @@ class _TokenLifetime:
     async def _end_operations(self) -> None:
         raise NotImplementedError
 
-    async def _stop_watching(self) -> None:
+    async def _socket_ended(self) -> None:
+        """The socket is gone: its holder may open another in its place (at once, before
+        anything here can be interrupted), and its expiry is no longer watched."""
+        self.view.sockets.release(self.context.request)
         task, self._expiry_task = self._expiry_task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -545,7 +590,7 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         await super()._handle_pre_execution_error(operation, result)
 
     async def shutdown(self) -> None:
-        await self._stop_watching()
+        await self._socket_ended()
         await super().shutdown()
 
 
@@ -571,7 +616,7 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await self._stop_watching()
+            await self._socket_ended()
 
     async def _close_unless_initialised(self) -> None:
         timeout: timedelta = self.view.connection_init_wait_timeout
@@ -704,6 +749,10 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.container = container
         self._origins = settings.allowed_origins
+        self.sockets = SocketHolders(settings.ws_max_per_member)
+        self._sockets_refused = Occasional(
+            log, logging.INFO, "websocket refused: %d open for one token holder"
+        )
         # Whether a document text holds several operations, by its digest: a client sends the
         # same few documents again and again (the member page's names a `subscription` field).
         self._several_operations: Remembered[bytes, bool] = Remembered(KNOWN_DOCUMENTS)
@@ -948,7 +997,8 @@ class GraphQLApp(GraphQL[Context, None]):
         return context
 
     async def on_ws_connect(self, context: Context) -> None:
-        """Refuse a connection without a good token: close 4403 on both subprotocols."""
+        """Refuse a connection without a good token (close 4403 on both subprotocols), and one
+        over its holder's INMAIL_WS_MAX_PER_MEMBER open sockets (close 1013)."""
         await context.authenticate()
         await context.confirm_member()
         try:
@@ -956,19 +1006,38 @@ class GraphQLApp(GraphQL[Context, None]):
             refusal = None if viewer is not None else "a token is required"
         except ApiError:
             refusal = "invalid token"
-        if refusal is None:
-            return None
+        if refusal is not None:
+            await self._refuse_socket(context, refusal, 4403, "Forbidden")
+        assert viewer is not None
+        holder = f"{viewer.role.value}:{viewer.subject}"
+        if not self.sockets.take(context.request, holder):
+            self._sockets_refused.happened(self.sockets.limit)
+            await self._refuse_socket(
+                context,
+                f"too many websockets open for this member (at most {self.sockets.limit}): "
+                "close one, or share one socket between subscriptions",
+                TOO_MANY_SOCKETS,
+                "Too many websockets for this member",
+            )
+        return None
+
+    async def _refuse_socket(self, context: Context, message: str, code: int, reason: str) -> None:
+        """Send the protocol's refusal of connection_init with `message`, close the socket with
+        `code`, and end its handler as if the client had gone."""
         websocket = context.request
-        if (
-            isinstance(websocket, WebSocket)
-            and await self.pick_websocket_subprotocol(websocket) == GRAPHQL_WS_PROTOCOL
-        ):
-            # Strawberry would close the older protocol with 1011: send its connection_error,
-            # close with 4403 ourselves, and end the handler as if the client had gone.
-            await websocket.send_json({"type": "connection_error", "payload": {"message": refusal}})
-            await websocket.close(code=4403, reason="Forbidden")
-            raise WebSocketDisconnected
-        raise ConnectionRejectionError({"message": refusal})
+        assert isinstance(websocket, WebSocket)
+        legacy = await self.pick_websocket_subprotocol(websocket) == GRAPHQL_WS_PROTOCOL
+        if not legacy and code == 4403:
+            raise ConnectionRejectionError({"message": message})  # Strawberry closes with 4403
+        # graphql-ws has connection_error (Strawberry would close it with 1011);
+        # graphql-transport-ws has only the close.
+        with contextlib.suppress(Exception):
+            if legacy:
+                await websocket.send_json(
+                    {"type": "connection_error", "payload": {"message": message}}
+                )
+            await websocket.close(code=code, reason=reason)
+        raise WebSocketDisconnected
 
 
 # What a browser page on an allowed origin may send and read (bearer tokens, never cookies).

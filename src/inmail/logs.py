@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -14,6 +16,39 @@ class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get() or "-"
         return True
+
+
+class Occasional:
+    """A log line for something a flood repeats (a refused connection): the first at once, then
+    at most one every `every` seconds, saying how many happened since the last one logged."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int,
+        message: str,
+        every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._level = level
+        self._message = message
+        self._every = every
+        self._clock = clock
+        self._next = float("-inf")
+        self._unsaid = 0
+
+    def happened(self, *args: object) -> None:
+        """One more; logged with `args` (and how many since the last line) when it is time."""
+        self._unsaid += 1
+        now = self._clock()
+        if now < self._next:
+            return
+        self._logger.log(
+            self._level, self._message + " (%d since the last such line)", *args, self._unsaid
+        )
+        self._unsaid = 0
+        self._next = now + self._every
 
 
 class JsonFormatter(logging.Formatter):

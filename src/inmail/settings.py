@@ -412,6 +412,14 @@ class Settings:
     ws_max_subscriptions: int = _int_setting(
         "INMAIL_WS_MAX_SUBSCRIPTIONS", "20", "most live subscriptions on one websocket", 1, 1000
     )
+    ws_max_per_member: int = _int_setting(
+        "INMAIL_WS_MAX_PER_MEMBER",
+        "10",
+        "most websockets one member (or one admin) may hold open in one process; one more is "
+        "closed with 1013 at its connection_init",
+        1,
+        10000,
+    )
     ws_keepalive: float = _seconds_setting(
         "INMAIL_WS_KEEPALIVE", "15", "keep-alive ping interval on websockets"
     )

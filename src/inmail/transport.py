@@ -40,6 +40,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 
+from inmail.logs import Occasional
 from inmail.settings import Settings
 
 log = logging.getLogger("inmail.transport")
@@ -64,7 +65,13 @@ class ServerConfig(Config):
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.max_connections = max_connections
+        self.refused_connections = refused_connections_log()
         super().__init__(app, http=LimitedHttpToolsProtocol, ws=ReaderBoundWebSocket, **options)
+
+
+def refused_connections_log() -> Occasional:
+    """The line a refused connection logs: a flood of them says so every few seconds."""
+    return Occasional(log, logging.WARNING, "connection refused: %d connections open")
 
 
 def _answer(status: int, reason: str, message: str, code: str) -> bytes:
@@ -232,6 +239,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timeout: float = getattr(config, "header_timeout", 10.0)
         self.body_timeout: float = getattr(config, "body_timeout", 30.0)
         self.max_connections: int | None = getattr(config, "max_connections", None)
+        self._refusals: Occasional = (
+            getattr(config, "refused_connections", None) or refused_connections_log()
+        )
         self._reading_head = False
         self._reading_body = False
         self._head_bytes = 0  # the current head's (or trailers') URL and headers, as handed over
@@ -247,7 +257,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
         if self.max_connections is not None and len(self.connections) > self.max_connections:
-            log.warning("connection refused: %d connections open", len(self.connections) - 1)
+            self._refusals.happened(len(self.connections) - 1)
             self._refuse(
                 _answer(
                     503,

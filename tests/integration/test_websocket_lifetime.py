@@ -475,3 +475,45 @@ async def test_a_reused_id_is_refused_before_the_shape_of_its_document(
     assert ws.ws.close_code == 4409
     assert [m for m in after if m.get("type") == "error"] == []
     assert tracebacks(caplog) == []
+
+
+async def test_one_member_holds_at_most_its_share_of_websockets_and_a_closed_one_frees_its_slot(
+    mongodb_uri: str, db_name: str, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for_tests(ws_max_per_member=3)
+    async with serve_api(settings, Mongo.connect(mongodb_uri, db_name)) as live:
+        ada = await live.api.create_member("Ada Lovelace")
+        grace = await live.api.create_member("Grace Hopper")
+        async with contextlib.AsyncExitStack() as sockets:
+            held = [
+                await sockets.enter_async_context(GraphQLSocket.open(live.url, ada.token, protocol))
+                for _ in range(3)
+            ]
+            assert await refusal_close_code(live.url, ada.token, protocol) == 1013
+            # Another member is served, and so are Ada's open sockets.
+            async with GraphQLSocket.open(live.url, grace.token, protocol):
+                pass
+            answered = await held[0].result(await held[0].subscribe("{ viewer { name } }"))
+            assert answered["data"] == {"viewer": {"name": "Ada Lovelace"}}
+
+            await held[1].ws.close()
+            for _ in range(100):  # the server sees the close a moment later
+                if await _accepted(live.url, ada.token, protocol):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("a closed socket's slot was never freed")
+    assert tracebacks(caplog) == []
+
+
+async def _accepted(url: str, token: str, protocol: str) -> bool:
+    """Whether a socket with this token is acknowledged (it is then closed again)."""
+    async with connect(url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT) as ws:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        await ws.send(json.dumps(init))
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+                if message["type"] not in ("ka", "ping"):
+                    return bool(message["type"] == "connection_ack")
+        return False
