@@ -249,8 +249,8 @@ class Settings:
         "development",
         "development | production",
         "production: GraphiQL, introspection and suggestions are off unless set; start-up is "
-        "refused without INMAIL_JWT_SECRET or with INMAIL_CLOCK=manual, and `inmail serve` "
-        "never falls back to the in-memory database",
+        "refused without INMAIL_JWT_SECRET or with INMAIL_CLOCK=manual, the schema has no "
+        "advanceClock, and `inmail serve` never falls back to the in-memory database",
         _choice("development", "production"),
     )
     mongodb_uri: str | None = setting(

@@ -178,6 +178,21 @@ async def test_without_a_manual_clock_advance_clock_is_refused_and_changes_nothi
         assert await api.balance(ada) == 5
 
 
+async def test_in_production_advance_clock_does_not_exist(mongodb_uri: str, db_name: str) -> None:
+    """SPEC 7: in production there is no advanceClock to call, not even for an admin."""
+    production = settings_with(env="production", clock="system", introspection=False)
+    async with open_api(mongodb_uri, db_name, production) as api:
+        body = await api.raw(ADVANCE, {"i": {"days": 400}}, api.admin)
+        listed = await api.gql("{ now }", token=api.admin)
+
+    assert body.get("data") is None
+    assert [(e["message"], e["extensions"]["code"]) for e in body["errors"]] == [
+        ("Unknown type 'AdvanceClockInput'.", "GRAPHQL_VALIDATION_FAILED"),
+        ("Cannot query field 'advanceClock' on type 'Mutation'.", "GRAPHQL_VALIDATION_FAILED"),
+    ]
+    assert abs(parse(listed["now"]) - datetime.now(UTC)) < timedelta(hours=1)
+
+
 async def test_with_several_workers_a_manual_clock_stays_where_it_started(
     mongodb_uri: str, db_name: str
 ) -> None:

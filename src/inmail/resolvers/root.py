@@ -56,7 +56,7 @@ from inmail.resolvers.context import DatabaseDeadline, MemberMustExist
 from inmail.resolvers.cost import CostLimits, query_cost
 from inmail.resolvers.hooks import HookTable, PreparedHooksRunner
 from inmail.resolvers.limits import DocumentTextLimits, document_limits_rule, validated_texts
-from inmail.resolvers.mutation import Mutation
+from inmail.resolvers.mutation import Mutation, ProductionMutation
 from inmail.resolvers.query import Query
 from inmail.resolvers.subscription import Subscription
 from inmail.resolvers.variables_guard import VariablesGuard
@@ -242,9 +242,12 @@ by every schema of the process); each is at most `INMAIL_MAX_QUERY_LENGTH` long.
 def build_schema(
     settings: Settings,
     *,
-    mutation: type = Mutation,
+    mutation: type | None = None,
     subscription: type | None = Subscription,
 ) -> strawberry.Schema:
+    """The schema the settings call for: in production without advanceClock (SPEC 7)."""
+    if mutation is None:
+        mutation = ProductionMutation if settings.is_production else Mutation
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         functools.partial(OperationMetrics, labels=OperationLabels()),
         # Before the document is parsed and its variables coerced: variables of more values
