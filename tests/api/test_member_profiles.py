@@ -64,3 +64,27 @@ async def test_a_member_object_built_for_another_member_holds_only_their_public_
             if dataclasses.is_dataclass(value):
                 shown = {field.name for field in dataclasses.fields(value)}
                 assert shown <= PUBLIC, f"{type(value).__name__} holds {shown - PUBLIC}"
+
+
+async def test_a_legacy_members_grandfathered_terms_are_shown_to_them_and_admins_alone(
+    api: Api,
+) -> None:
+    """SPEC 1 and 8: the plan is public, a subscription's own terms are its member's."""
+    olive = await api.create_member("Olive Oldtimer", "LEGACY_PREMIUM", monthly_allotment=7)
+    ada = await api.create_member("Ada Lovelace")
+    query = (
+        "query($id: ID!) { member(id: $id) { plan { type monthlyAllotment maxBalance } } "
+        "node(id: $id) { ... on Member { plan { monthlyAllotment } } } }"
+    )
+
+    seen = {
+        who: await api.gql(query, {"id": olive.id}, token=token)
+        for who, token in (("olive", olive.token), ("admin", api.admin), ("ada", ada.token))
+    }
+
+    own = {"type": "LEGACY_PREMIUM", "monthlyAllotment": 7, "maxBalance": 21}
+    published = {"type": "LEGACY_PREMIUM", "monthlyAllotment": 10, "maxBalance": 30}
+    assert seen["olive"]["member"]["plan"] == seen["admin"]["member"]["plan"] == own
+    assert seen["ada"]["member"]["plan"] == published
+    assert seen["ada"]["node"]["plan"] == {"monthlyAllotment": 10}
+    assert seen["olive"]["node"]["plan"] == {"monthlyAllotment": 7}

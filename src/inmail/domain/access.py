@@ -134,8 +134,13 @@ def is_connection_of(caller: Caller | None, connections: frozenset[str]) -> bool
 
 
 def profile_for(caller: Caller | None, member: Member) -> PublicProfile:
-    """What the caller is shown of a member, whoever it is: the public profile."""
-    return PublicProfile.of(member, is_connection=is_connection_of(caller, member.connections))
+    """What the caller is shown of a member, whoever it is: the public profile. Its plan shows
+    a LEGACY_PREMIUM subscription's own grandfathered allotment to the member and admins
+    alone: to others, the plan's published terms (a subscription's terms are its member's)."""
+    profile = PublicProfile.of(member, is_connection=is_connection_of(caller, member.connections))
+    if caller is None or not owns(caller, member.id):
+        return profile.with_published_terms()
+    return profile
 
 
 def node_view(caller: Caller | None, record: NodeRecord) -> NodeView:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from inmail.domain.model import Member
 from inmail.domain.plans import PlanPolicy, PlanTable, PlanType
@@ -19,7 +19,8 @@ class PublicProfile:
     name: str
     headline: str | None
     plan: PlanType
-    monthly_allotment: int | None  # LEGACY_PREMIUM's grandfathered terms, which its plan shows
+    # LEGACY_PREMIUM's grandfathered terms, which its plan shows: to its member and admins only
+    monthly_allotment: int | None
     is_connection: bool
 
     @classmethod
@@ -36,3 +37,7 @@ class PublicProfile:
 
     def policy(self, plans: PlanTable) -> PlanPolicy:
         return plans.policy(self.plan, self.monthly_allotment)
+
+    def with_published_terms(self) -> PublicProfile:
+        """The profile whose plan shows the plan table's terms, not its subscription's own."""
+        return replace(self, monthly_allotment=None)
