@@ -271,3 +271,45 @@ async def test_a_token_issued_a_second_in_the_future_is_accepted_over_http(api: 
     body = await api.raw('{ member(id: "000000000000000000000000") { id } }', token=token)
 
     assert not body.get("errors"), body
+
+
+CREATE = (
+    "mutation($i: CreateMemberInput!) { createMember(input: $i) "
+    "{ member { name headline } errors { code field message } } }"
+)
+
+
+@pytest.mark.parametrize(
+    ("member", "field", "words"),
+    [
+        ({"name": "\u3164"}, "name", "name must not be blank."),
+        ({"name": "\u200b\u200b"}, "name", "name must not be blank."),
+        ({"name": "Ada\x00Lovelace"}, "name", "found U+0000"),
+        ({"name": "Ada", "headline": "Analyst\x1b[31m"}, "headline", "found U+001B"),
+    ],
+    ids=["hangul filler", "zero-width", "nul", "escape"],
+)
+async def test_a_name_or_headline_that_shows_nothing_or_holds_controls_creates_no_member(
+    api: Api, member: dict[str, str], field: str, words: str
+) -> None:
+    before = await api.container.mongo.c.members.count_documents({})
+
+    created = await api.payload(
+        "createMember", CREATE, {"i": {"plan": "BASIC", **member}}, api.admin
+    )
+
+    [error] = created["errors"]
+    assert (error["code"], error["field"]) == ("INVALID_INPUT", field)
+    assert words in error["message"]
+    assert created["member"] is None
+    assert await api.container.mongo.c.members.count_documents({}) == before
+
+
+async def test_a_headline_that_shows_nothing_is_no_headline(api: Api) -> None:
+    created = await api.payload(
+        "createMember",
+        CREATE,
+        {"i": {"plan": "BASIC", "name": "Ada", "headline": "\u200b "}},
+        api.admin,
+    )
+    assert created == {"member": {"name": "Ada", "headline": None}, "errors": []}

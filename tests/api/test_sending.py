@@ -137,6 +137,31 @@ async def test_subject_and_body_outside_their_lengths_after_trimming_are_invalid
     assert await api.balance(ada) == 5
 
 
+async def test_text_that_shows_nothing_or_holds_control_characters_is_refused_and_spends_nothing(
+    api: Api,
+) -> None:
+    ada, grace = await ada_and_grace(api)
+    cases = [
+        ("\u3164", "Hello there.", "subject", "subject must not be blank."),
+        ("\u2800", "Hello there.", "subject", "subject must not be blank."),
+        ("Hello", "\u0301\ufe0f", "body", "body must not be blank."),
+        ("a\x00b", "Hello there.", "subject", "found U+0000"),
+        ("Hi\nthere", "Hello there.", "subject", "found U+000A"),
+        ("Hello", "\x1b[2Jgone", "body", "found U+001B"),
+    ]
+
+    for subject, body, field, words in cases:
+        result = await api.send(ada, grace, subject=subject, body=body)
+
+        assert codes(result) == ["INVALID_INPUT"], (subject, body)
+        assert result["errors"][0]["field"] == field
+        assert words in result["errors"][0]["message"]
+        await refused_without_a_trace(api, ada, result)
+    assert await api.balance(ada) == 5
+    sent = await api.send(ada, grace, subject="Caf\u00e9 \u2615\ufe0f", body="Line one\n\tTwo")
+    assert sent["errors"] == []
+
+
 async def test_subject_and_body_at_their_limits_after_trimming_are_accepted(api: Api) -> None:
     ada, grace = await ada_and_grace(api)
 

@@ -69,6 +69,9 @@ SHOWS_NOTHING = [
     "\u0000",  # a control character
     "\u202e\u2066",  # direction marks
     " \u200b\u00a0\u3000\u2028 ",  # spaces of every kind
+    "\u3164",  # the Hangul filler, a letter drawn as nothing
+    "\u2800\uffa0",  # the blank Braille pattern, the halfwidth Hangul filler
+    "\u0301\ufe0f",  # an accent and a variation selector with no letter to sit on
 ]
 
 
@@ -93,6 +96,38 @@ def test_text_past_its_limit_is_too_long_before_it_is_read_for_something_to_show
 def test_text_that_shows_something_keeps_its_invisible_characters() -> None:
     assert clean_subject("\u200bHi\u200b") == "\u200bHi\u200b"
     assert clean_body("\u05e9\u05dc\u05d5\u05dd \u202e") == "\u05e9\u05dc\u05d5\u05dd \u202e"
+
+
+def test_letters_with_their_marks_show_something() -> None:
+    assert clean_subject("Cafe\u0301 \u2764\ufe0f") == "Cafe\u0301 \u2764\ufe0f"
+    assert clean_body("\ud55c\uae00") == "\ud55c\uae00"  # Hangul syllables are letters
+
+
+@pytest.mark.parametrize(
+    ("text", "codepoint"),
+    [
+        ("a\x00b", 0),
+        ("Hi\nthere", 0x0A),
+        ("tab\there", 0x09),
+        ("esc\x1b[31m", 0x1B),
+        ("x\x85y", 0x85),
+    ],
+)
+def test_a_subject_holding_a_control_character_is_refused_naming_it(
+    text: str, codepoint: int
+) -> None:
+    with pytest.raises(DomainError) as refused:
+        clean_subject(text)
+    assert (refused.value.field, refused.value.reason) == ("subject", Reason.CONTROL_CHARACTER)
+    assert refused.value.data == {"codepoint": codepoint}
+
+
+def test_a_body_may_break_lines_and_hold_tabs_but_no_other_control_character() -> None:
+    assert clean_body("Dear Grace,\r\n\tthank you.") == "Dear Grace,\r\n\tthank you."
+    for text in ("a\x00b", "bell\x07", "esc\x1b[2J", "\x7fdel"):
+        with pytest.raises(DomainError) as refused:
+            clean_body(text)
+        assert (refused.value.field, refused.value.reason) == ("body", Reason.CONTROL_CHARACTER)
 
 
 def test_padding_around_a_long_subject_does_not_count_towards_its_length() -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Final
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason
+from inmail.domain.text import refuse_control_characters, shows_something
 
 CREDIT_BACK_WINDOW: timedelta = timedelta(days=90)
 SUBJECT_MAX = 200
@@ -59,11 +58,12 @@ def within_credit_back_window(sent_at: datetime, responded_at: datetime) -> bool
 
 
 def clean_subject(subject: str) -> str:
-    return _clean_text(subject, field="subject", maximum=SUBJECT_MAX)
+    """A subject is one line: no control character at all, line breaks included."""
+    return _clean_text(subject, field="subject", maximum=SUBJECT_MAX, lines=False)
 
 
 def clean_body(body: str, field: str = "body") -> str:
-    return _clean_text(body, field=field, maximum=BODY_MAX)
+    return _clean_text(body, field=field, maximum=BODY_MAX, lines=True)
 
 
 def clean_reply(response: InMailResponse, body: str | None) -> str | None:
@@ -73,7 +73,7 @@ def clean_reply(response: InMailResponse, body: str | None) -> str | None:
     if body is None:
         return None
     note = body.strip()
-    if len(note) <= BODY_MAX and not _shows_something(note):
+    if len(note) <= BODY_MAX and not shows_something(note):
         return None
     return clean_body(note)
 
@@ -84,21 +84,13 @@ def reminder_due_at(sent_at: datetime, delay: timedelta) -> datetime:
     return sent_at + delay
 
 
-_INVISIBLE: Final = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
-"""Unicode categories that show nothing: controls, format characters (zero-width spaces,
-direction marks) and separators."""
-
-
-def _shows_something(text: str) -> bool:
-    return any(unicodedata.category(c) not in _INVISIBLE for c in text)
-
-
-def _clean_text(text: str, *, field: str, maximum: int) -> str:
+def _clean_text(text: str, *, field: str, maximum: int, lines: bool) -> str:
     cleaned = text.strip()
     if len(cleaned) > maximum:  # first: the scan below then reads at most `maximum` characters
         raise DomainError(
             ErrorCode.INVALID_INPUT, Reason.TOO_LONG, field, maximum=maximum, length=len(cleaned)
         )
-    if not _shows_something(cleaned):  # blank, or only characters that show nothing
+    refuse_control_characters(cleaned, field, lines=lines)
+    if not shows_something(cleaned):  # blank, or only characters that show nothing
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, field)
     return cleaned

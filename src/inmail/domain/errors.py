@@ -36,6 +36,7 @@ class Reason(StrEnum):
     # Input, on the error's field.
     BLANK = "BLANK"  # the field is blank
     TOO_LONG = "TOO_LONG"  # data: maximum, length
+    CONTROL_CHARACTER = "CONTROL_CHARACTER"  # data: codepoint (an int)
     NAME_LENGTH = "NAME_LENGTH"  # data: maximum
     HEADLINE_TOO_LONG = "HEADLINE_TOO_LONG"  # data: maximum
     BILLING_DAY_OUT_OF_RANGE = "BILLING_DAY_OUT_OF_RANGE"  # data: minimum, maximum

@@ -17,6 +17,7 @@ from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanTable, PlanType, validate_legacy_allotment
+from inmail.domain.text import refuse_control_characters, shows_something
 from inmail.repositories.intents import IntentKind, PaymentIntent
 from inmail.repositories.mongo import new_id
 from inmail.repositories.records import KeyedOutcome
@@ -47,18 +48,23 @@ def _clean_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= NAME_MAX:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.NAME_LENGTH, "name", maximum=NAME_MAX)
+    refuse_control_characters(name, "name")
+    if not shows_something(name):
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, "name")
     return name
 
 
 def _clean_headline(headline: str | None) -> str | None:
-    if headline is None or not headline.strip():
+    """A headline, or None for none: one that shows nothing is none."""
+    if headline is None:
         return None
     headline = headline.strip()
     if len(headline) > HEADLINE_MAX:
         raise DomainError(
             ErrorCode.INVALID_INPUT, Reason.HEADLINE_TOO_LONG, "headline", maximum=HEADLINE_MAX
         )
-    return headline
+    refuse_control_characters(headline, "headline")
+    return headline if shows_something(headline) else None
 
 
 def _legacy_terms(plan: PlanType, monthly_allotment: int | None) -> int | None:
