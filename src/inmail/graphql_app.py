@@ -82,6 +82,10 @@ BAD_MESSAGE = 4400
 # graphql-transport-ws's close for a second connection_init (Strawberry's), on both protocols.
 TOO_MANY_INITIALISATIONS = 4429
 TOO_MANY_INITIALISATIONS_REASON = "Too many initialisation requests"
+SEVERAL_AUTHORIZATIONS: Final = (
+    "Invalid credentials: the request has several Authorization headers; send one."
+)
+
 # A websocket over INMAIL_WS_MAX_PER_MEMBER: "Try Again Later" (RFC 6455's registry), once the
 # holder's other sockets have closed.
 TOO_MANY_SOCKETS = 1013
@@ -886,6 +890,12 @@ class GraphQLApp(GraphQL[Context, None]):
                 415, f"The Content-Type header is longer than {MAX_CONTENT_TYPE_LENGTH} characters."
             )
         if request.method == "POST":
+            coding = (request.headers.get("content-encoding") or "identity").strip().lower()
+            if coding != "identity":
+                # Not decompressed (no bomb to defuse), and not read as JSON either.
+                raise HTTPException(
+                    415, "A POST to /graphql must not be compressed (Content-Encoding: identity)."
+                )
             content_type, _ = parse_content_type(request.content_type or "")
             if content_type.lower() != JSON:
                 raise HTTPException(
@@ -987,13 +997,19 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
-        header = request.headers.get("authorization")
+        headers = request.headers.getlist("authorization")
         context = Context(
-            container=self.container, request=request, response=response, auth_header=header
+            container=self.container,
+            request=request,
+            response=response,
+            auth_header=headers[0] if headers else None,
         )
         if not isinstance(request, WebSocket):
             # A websocket's credentials arrive with connection_init: see on_ws_connect.
             await context.authenticate()
+            if len(headers) > 1:
+                # Which one counts would depend on who reads them (a proxy may take the last).
+                context.credentials.refuse(SEVERAL_AUTHORIZATIONS)
         return context
 
     async def on_ws_connect(self, context: Context) -> None:

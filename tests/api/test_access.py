@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 
@@ -364,6 +365,31 @@ async def test_a_bad_token_is_unauthenticated_and_never_a_server_error(api: Api)
         assert graphql_error_codes(body) == ["UNAUTHENTICATED"], credentials
         assert no_data(body), credentials
         assert "Traceback" not in response.text
+
+
+async def test_several_authorization_headers_are_refused_even_when_each_is_good(
+    api: Api,
+) -> None:
+    """Which of several headers counts would depend on who reads them: a proxy in front may
+    take the last, so none counts."""
+    ada, grace = await two_members(api)
+    headers = [("authorization", f"Bearer {ada.token}"), ("authorization", f"Bearer {grace.token}")]
+
+    response = await api.client.post(
+        "/graphql", json={"query": "{ now viewer { id } }"}, headers=httpx.Headers(headers)
+    )
+    same_twice = await api.client.post(
+        "/graphql",
+        json={"query": "{ viewer { id } }"},
+        headers=httpx.Headers([headers[0], headers[0]]),
+    )
+
+    for refused in (response, same_twice):
+        body = refused.json()
+        assert graphql_error_codes(body) == ["UNAUTHENTICATED"]
+        assert "several Authorization headers" in body["errors"][0]["message"]
+        assert body["data"]["viewer"] is None
+    assert response.json()["data"]["now"]
 
 
 async def test_a_good_token_signed_with_the_secret_is_accepted(api: Api) -> None:

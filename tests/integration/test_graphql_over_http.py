@@ -9,6 +9,7 @@ against `inmail serve` and must pass every audit.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -750,6 +751,29 @@ async def test_a_post_that_is_not_json_is_a_415_with_a_graphql_body(
     assert response.status_code == 415
     assert media_type(response) == GRAPHQL_RESPONSE
     assert graphql_error_codes(response.json()) == ["UNSUPPORTED_MEDIA_TYPE"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "GZIP"])
+async def test_a_compressed_post_is_a_415_read_no_further(api: Api, coding: str) -> None:
+    body = gzip.compress(b'{"query": "{ now }"}')
+    headers = {
+        **WANTS_GRAPHQL_RESPONSE,
+        "Content-Type": "application/json",
+        "Content-Encoding": coding,
+    }
+
+    response = await api.client.post("/graphql", content=body, headers=headers)
+    plain = await api.client.post(
+        "/graphql",
+        content=b'{"query": "{ now }"}',
+        headers={"Content-Type": "application/json", "Content-Encoding": "identity"},
+    )
+
+    assert response.status_code == 415
+    assert graphql_error_codes(response.json()) == ["UNSUPPORTED_MEDIA_TYPE"]
+    assert "must not be compressed" in response.json()["errors"][0]["message"]
+    assert plain.status_code == 200
+    assert plain.json()["data"]["now"]
 
 
 @pytest.mark.parametrize(
