@@ -240,7 +240,8 @@ async def refusals_on_every_list(
     thread = sent["conversation"]["id"]
     answers = []
     for name, field in LISTS:
-        named = f"messages:{thread}" if name == "messages" else name
+        # A thread's messages are the conversation's list; every other list is the member's.
+        named = f"messages:{thread}" if name == "messages" else f"{name}:{ada.id}"
         variables = {"c": cursor_for(named)}
         declared = "$c: String"
         if "$id" in field:
@@ -315,6 +316,34 @@ async def test_a_cursor_the_api_gave_for_another_list_is_a_bad_user_input_error(
         variables = {"c": cursor, "u": threads[1]} if "$u" in field else {"c": cursor}
         body = await api.raw(f"query({declared}) {{ {field} }}", variables, token=ada.token)
         assert graphql_error_codes(body) == ["BAD_USER_INPUT"], field
+
+
+async def test_a_cursor_of_another_members_list_of_the_same_kind_is_a_bad_user_input_error(
+    api: Api,
+) -> None:
+    ada, grace = await ada_and_grace(api)
+    mary = await api.create_member("Mary Somerville", "PREMIUM_CAREER")
+    assert (await api.send(ada, grace))["errors"] == []
+    to_ada = await api.send(mary, ada)
+    # Ada's response is one of Mary's notifications.
+    assert (await api.respond(ada, to_ada["conversation"]["id"], "INTERESTED"))["errors"] == []
+    lists = "conversations creditLots ledger notifications"
+    query = (
+        "{ viewer { " + " ".join(f"{n} {{ edges {{ cursor }} }}" for n in lists.split()) + " } }"
+    )
+    theirs = (await api.gql(query, token=mary.token))["viewer"]
+    mine = (await api.gql(query, token=ada.token))["viewer"]
+
+    for name in lists.split():
+        for owner, cursors in (("mary", theirs), ("ada", mine)):
+            cursor = cursors[name]["edges"][0]["cursor"]
+            body = await api.raw(
+                f"query($c: String) {{ viewer {{ {name}(after: $c) {{ totalCount }} }} }}",
+                {"c": cursor},
+                token=ada.token,
+            )
+            expected = ["BAD_USER_INPUT"] if owner == "mary" else []
+            assert graphql_error_codes(body) == expected, (name, owner)
 
 
 @pytest.mark.parametrize("position", [2**63, -(2**63) - 1, 1e30])

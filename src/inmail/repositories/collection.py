@@ -48,9 +48,20 @@ class RecordReader(Generic[R]):
         sort: Sequence[tuple[str, int]],
         first: int,
         after: str | None,
+        *,
+        owner: str,
     ) -> Page[R]:
+        """A page of one member's list (`owner`), whose cursors name it: a cursor of another
+        member's list is refused."""
         page = await keyset_page(
-            self._mongo, self._c, query, sort, first, after, projection=self._projection
+            self._mongo,
+            self._c,
+            query,
+            sort,
+            first,
+            after,
+            projection=self._projection,
+            scope=owner,
         )
         return page.map(self._record)
 

@@ -164,7 +164,9 @@ class ConversationReader(RecordReader[Conversation]):
     async def page(
         self, which: ConversationFilter, first: int, after: str | None
     ) -> Page[Conversation]:
-        return await self._page(self._query(which), NEWEST_FIRST, first, after)
+        return await self._page(
+            self._query(which), NEWEST_FIRST, first, after, owner=which.member_id
+        )
 
     async def reminders_due_after(
         self, now: datetime, *, after: tuple[datetime, str] | None, limit: int

@@ -109,7 +109,9 @@ class CreditLotReader(RecordReader[CreditLot]):
         return {member_id: found.get(member_id, 0) for member_id in member_ids}
 
     async def page(self, which: LotFilter, first: int, after: str | None) -> Page[CreditLot]:
-        return await self._page(self._query(which), NEWEST_FIRST, first, after)
+        return await self._page(
+            self._query(which), NEWEST_FIRST, first, after, owner=which.member_id
+        )
 
     @staticmethod
     def _query(which: LotFilter) -> Doc:

@@ -56,7 +56,9 @@ class LedgerReader(RecordReader[LedgerEntry]):
         super().__init__(mongo, session, mongo.c.ledger, entry_from_doc)
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[LedgerEntry]:
-        return await self._page({"memberId": member_id}, NEWEST_FIRST, first, after)
+        return await self._page(
+            {"memberId": member_id}, NEWEST_FIRST, first, after, owner=member_id
+        )
 
 
 class LedgerRepository(LedgerReader):

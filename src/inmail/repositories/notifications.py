@@ -138,7 +138,9 @@ class NotificationReader(RecordReader[Notification]):
         self, member_id: str, unread_only: bool, first: int, after: str | None
     ) -> Page[Notification]:
         """The member's notifications, newest first."""
-        return await self._page(self._query(member_id, unread_only), _NEWEST_FIRST, first, after)
+        return await self._page(
+            self._query(member_id, unread_only), _NEWEST_FIRST, first, after, owner=member_id
+        )
 
     async def count(self, member_id: str, unread_only: bool) -> int:
         return await self._count(self._query(member_id, unread_only))

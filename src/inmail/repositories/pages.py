@@ -24,8 +24,9 @@ class BadCursor(ValueError):
 
 
 def list_name(collection: Collection, scope: str | None = None) -> str:
-    """The name a list's cursors carry: its collection's, and the scope within it (the
-    conversation of a thread's messages), so that a cursor of one list is refused by another."""
+    """The name a list's cursors carry: its collection's, and the scope within it (the member
+    whose list it is, the conversation of a thread's messages), so that a cursor of one list is
+    refused by another."""
     return collection.name if scope is None else f"{collection.name}:{scope}"
 
 

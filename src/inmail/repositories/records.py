@@ -275,7 +275,9 @@ class PurchaseReader(RecordReader[Purchase]):
 
     async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
         """A member's purchases, newest first."""
-        return await self._page({"memberId": member_id}, _PURCHASES_NEWEST_FIRST, first, after)
+        return await self._page(
+            {"memberId": member_id}, _PURCHASES_NEWEST_FIRST, first, after, owner=member_id
+        )
 
 
 class PurchaseRepository(PurchaseReader):
