@@ -373,6 +373,32 @@ async def test_one_request_of_thirty_aliased_messages_is_held_to_the_messages_li
     assert await counted(strict, Action.MESSAGE, ada) == 10
 
 
+async def test_a_written_response_is_a_message_and_held_to_the_same_limit(strict: Api) -> None:
+    """A REPLY's body joins the thread as one of the recipient's messages: it counts, and past
+    the limit the response waits like any message (nothing recorded, no credit back yet)."""
+    ada, _, thread = await ada_and_charles_in_a_thread(strict)  # Ada's message 1 of 10
+    grace = await strict.create_member("Grace Hopper", "PREMIUM_CAREER")
+    first = (await strict.send(grace, ada))["conversation"]["id"]
+    quiet = await strict.create_member("Mary Quiet", "BASIC")
+    second = (await strict.send(grace, quiet))["conversation"]["id"]
+    assert (await strict.gql(aliased_messages(9), {"c": thread}, ada.token))["m8"]["errors"] == []
+
+    refused = await strict.respond(ada, first, "REPLY", "Happy to talk.")
+    quick = await strict.respond(quiet, second, "INTERESTED")
+
+    assert codes(refused) == ["RATE_LIMITED"]
+    assert "10 messages a minute" in refused["errors"][0]["message"]
+    assert quick["errors"] == []  # a response without words writes no message
+    assert await counted(strict, Action.MESSAGE, quiet) == 0
+    assert await messages_in(strict, ada, first) == 1  # the InMail alone
+    strict.advance(minutes=1)
+    answered = await strict.respond(ada, first, "REPLY", "Happy to talk.")
+    assert answered["errors"] == []
+    assert answered["creditedBack"] is True
+    assert await counted(strict, Action.MESSAGE, ada) == 1
+    assert await messages_in(strict, ada, first) == 2
+
+
 async def test_no_sixty_seconds_hold_more_messages_than_the_limit(strict: Api) -> None:
     ada, _, thread = await ada_and_charles_in_a_thread(strict)  # message 1 of 10, at :00
     strict.advance(seconds=59)

@@ -204,6 +204,8 @@ async def _respond(
     now: datetime,
 ) -> _Responded:
     conversation = await _awaiting_my_response(tx, member_id, conversation_id)
+    if note:  # a response with words is one of the member's messages (SPEC 4's limit)
+        await count_send(tx, deps.rate_limits, Action.MESSAGE, member_id, now)
     account = await _credit_back_account(tx, deps, conversation, now)
     credited = account is not None and _credit_back(account, deps, conversation, now)
     recorded = await tx.conversations.record_response(
