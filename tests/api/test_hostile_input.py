@@ -313,18 +313,3 @@ async def test_a_headline_that_shows_nothing_is_no_headline(api: Api) -> None:
         api.admin,
     )
     assert created == {"member": {"name": "Ada", "headline": None}, "errors": []}
-
-
-async def test_a_billing_day_for_a_basic_member_is_refused_not_dropped(api: Api) -> None:
-    before = await api.container.mongo.c.members.count_documents({})
-    basic = {"plan": "BASIC", "name": "Basil", "billingDay": 10}
-
-    refused = await api.payload("createMember", CREATE, {"i": basic}, api.admin)
-    premium = await api.payload(
-        "createMember", CREATE, {"i": {**basic, "plan": "PREMIUM_CAREER"}}, api.admin
-    )
-
-    assert [(e["code"], e["field"]) for e in refused["errors"]] == [("INVALID_INPUT", "billingDay")]
-    assert refused["member"] is None
-    assert premium["errors"] == []
-    assert await api.container.mongo.c.members.count_documents({}) == before + 1

@@ -66,9 +66,6 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
         f"monthlyAllotment must be between {e.data['minimum']} and {e.data['maximum']}."
     ),
     Reason.ALLOTMENT_LEGACY_ONLY: lambda _: "monthlyAllotment applies to LEGACY_PREMIUM only.",
-    Reason.BILLING_DAY_PREMIUM_ONLY: lambda _: (
-        "billingDay applies to Premium plans only: a Basic member has no billing cycle."
-    ),
     Reason.CONNECT_TO_SELF: lambda _: "A member cannot connect to themselves.",
     Reason.QUANTITY_OUT_OF_RANGE: lambda e: f"quantity must be 1 to {e.data['maximum']}.",
     Reason.KEY_LENGTH: lambda e: f"idempotencyKey must be 1 to {e.data['maximum']} characters.",

@@ -95,8 +95,6 @@ def _new_member(new: NewMember, now: datetime, plans: PlanTable) -> Member:
     allotment = plans.grandfathered_allotment(
         new.plan, _legacy_terms(new.plan, new.monthly_allotment)
     )
-    if new.plan is PlanType.BASIC and new.billing_day is not None:
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.BILLING_DAY_PREMIUM_ONLY, "billingDay")
     billing_day = validate_anchor_day(new.billing_day) if new.billing_day is not None else now.day
     subscription = None
     if new.plan is not PlanType.BASIC:
