@@ -415,8 +415,8 @@ class Settings:
     ws_max_per_member: int = _int_setting(
         "INMAIL_WS_MAX_PER_MEMBER",
         "10",
-        "most websockets one member (or one admin) may hold open in one process; one more is "
-        "closed with 1013 at its connection_init",
+        "most websockets one member may hold open in one process (admins are not held to it); "
+        "one more is closed with 1013 at its connection_init",
         1,
         10000,
     )

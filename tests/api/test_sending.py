@@ -146,7 +146,7 @@ async def test_text_that_shows_nothing_or_holds_control_characters_is_refused_an
         ("\u2800", "Hello there.", "subject", "subject must not be blank."),
         ("Hello", "\u0301\ufe0f", "body", "body must not be blank."),
         ("a\x00b", "Hello there.", "subject", "found U+0000"),
-        ("Hi\nthere", "Hello there.", "subject", "found U+000A"),
+        ("Hi\x07there", "Hello there.", "subject", "found U+0007"),
         ("Hello", "\x1b[2Jgone", "body", "found U+001B"),
     ]
 
@@ -158,8 +158,9 @@ async def test_text_that_shows_nothing_or_holds_control_characters_is_refused_an
         assert words in result["errors"][0]["message"]
         await refused_without_a_trace(api, ada, result)
     assert await api.balance(ada) == 5
-    sent = await api.send(ada, grace, subject="Caf\u00e9 \u2615\ufe0f", body="Line one\n\tTwo")
+    sent = await api.send(ada, grace, subject="Caf\u00e9\n\u2615\ufe0f", body="Line one\n\tTwo")
     assert sent["errors"] == []
+    assert sent["conversation"]["subject"] == "Caf\u00e9 \u2615\ufe0f"  # one line
 
 
 async def test_subject_and_body_at_their_limits_after_trimming_are_accepted(api: Api) -> None:

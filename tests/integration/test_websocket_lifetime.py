@@ -490,9 +490,13 @@ async def test_one_member_holds_at_most_its_share_of_websockets_and_a_closed_one
                 for _ in range(3)
             ]
             assert await refusal_close_code(live.url, ada.token, protocol) == 1013
-            # Another member is served, and so are Ada's open sockets.
+            # Another member is served, and so are Ada's open sockets, and an admin's any number.
             async with GraphQLSocket.open(live.url, grace.token, protocol):
                 pass
+            for _ in range(4):
+                await sockets.enter_async_context(
+                    GraphQLSocket.open(live.url, live.api.admin, protocol)
+                )
             answered = await held[0].result(await held[0].subscribe("{ viewer { name } }"))
             assert answered["data"] == {"viewer": {"name": "Ada Lovelace"}}
 

@@ -177,6 +177,8 @@ def test_a_valid_payment_method_is_returned_trimmed() -> None:
     [
         ("   ", "4242", 1, 2030, "brand"),
         ("V" * 31, "4242", 1, 2030, "brand"),
+        ("\u200b", "4242", 1, 2030, "brand"),  # shows nothing
+        ("Vi\x00sa", "4242", 1, 2030, "brand"),  # a control character
         ("Visa", "424", 1, 2030, "last4"),
         ("Visa", "42424", 1, 2030, "last4"),
         ("Visa", "42a2", 1, 2030, "last4"),

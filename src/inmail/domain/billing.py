@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TypeGuard
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason, whole_number_within
-from inmail.domain.text import refuse_control_characters
+from inmail.domain.text import shows_something, without_controls
 
 ANCHOR_DAY_MIN = 1
 ANCHOR_DAY_MAX = 31
@@ -86,7 +86,9 @@ def validate_payment_method(brand: str, last4: str, exp_month: int, exp_year: in
     brand = brand.strip()
     if not 1 <= len(brand) <= BRAND_MAX:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.BRAND_LENGTH, "brand", maximum=BRAND_MAX)
-    refuse_control_characters(brand, "brand")
+    brand = without_controls(brand, "brand")
+    if not shows_something(brand):
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, "brand")
     last4 = last4.strip()
     if len(last4) != 4 or not set(last4) <= _ASCII_DIGITS:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.LAST4_NOT_FOUR_DIGITS, "last4")

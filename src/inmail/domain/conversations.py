@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason
-from inmail.domain.text import refuse_control_characters, shows_something
+from inmail.domain.text import shows_something, without_controls
 
 CREDIT_BACK_WINDOW: timedelta = timedelta(days=90)
 SUBJECT_MAX = 200
@@ -58,7 +58,7 @@ def within_credit_back_window(sent_at: datetime, responded_at: datetime) -> bool
 
 
 def clean_subject(subject: str) -> str:
-    """A subject is one line: no control character at all, line breaks included."""
+    """A subject is one line: a line break or tab in it is a space."""
     return _clean_text(subject, field="subject", maximum=SUBJECT_MAX, lines=False)
 
 
@@ -90,7 +90,7 @@ def _clean_text(text: str, *, field: str, maximum: int, lines: bool) -> str:
         raise DomainError(
             ErrorCode.INVALID_INPUT, Reason.TOO_LONG, field, maximum=maximum, length=len(cleaned)
         )
-    refuse_control_characters(cleaned, field, lines=lines)
+    cleaned = without_controls(cleaned, field, lines=lines)
     if not shows_something(cleaned):  # blank, or only characters that show nothing
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, field)
     return cleaned

@@ -17,10 +17,12 @@ to sit on."""
 _BLANK_LETTERS: Final = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 """Letters and symbols drawn as nothing: the Hangul fillers and the blank Braille pattern."""
 
-_CONTROLS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-"""Control characters (Unicode category Cc), matched at C speed."""
-_CONTROLS_BUT_LINES: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-"""Control characters but line breaks and tabs, which a body may hold."""
+_NOT_SPACING: Final = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
+"""Control characters (Unicode category Cc) that space nothing out: a NUL, a bell, an escape.
+Matched at C speed."""
+_SPACING: Final = re.compile(r"[\t\n\r\x0b\x0c\x85]+")
+"""Control characters that break a line or space it out: tab, line feed, carriage return,
+vertical tab (a line break pasted from a word processor), form feed, next line."""
 
 
 def shows_something(text: str) -> bool:
@@ -28,10 +30,11 @@ def shows_something(text: str) -> bool:
     return any(c not in _BLANK_LETTERS and unicodedata.category(c) not in _INVISIBLE for c in text)
 
 
-def refuse_control_characters(text: str, field: str, *, lines: bool = False) -> None:
-    """Refuse text holding a control character (a NUL, an escape): none belongs in what a
-    member writes. With `lines`, line breaks and tabs are allowed (a body)."""
-    found = (_CONTROLS_BUT_LINES if lines else _CONTROLS).search(text)
+def without_controls(text: str, field: str, *, lines: bool = False) -> str:
+    """`text` as a member may write it: a control character that spaces nothing out (a NUL, an
+    escape) is refused; line breaks and tabs are kept where `lines` allows them (a body), and
+    elsewhere (a subject, a name) each run of them is one space."""
+    found = _NOT_SPACING.search(text)
     if found is not None:
         raise DomainError(
             ErrorCode.INVALID_INPUT,
@@ -39,3 +42,4 @@ def refuse_control_characters(text: str, field: str, *, lines: bool = False) -> 
             field,
             codepoint=ord(found.group()),
         )
+    return text if lines else _SPACING.sub(" ", text)

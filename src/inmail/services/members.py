@@ -17,7 +17,7 @@ from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanTable, PlanType, validate_legacy_allotment
-from inmail.domain.text import refuse_control_characters, shows_something
+from inmail.domain.text import shows_something, without_controls
 from inmail.repositories.intents import IntentKind, PaymentIntent
 from inmail.repositories.mongo import new_id
 from inmail.repositories.records import KeyedOutcome
@@ -48,7 +48,7 @@ def _clean_name(name: str) -> str:
     name = name.strip()
     if not 1 <= len(name) <= NAME_MAX:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.NAME_LENGTH, "name", maximum=NAME_MAX)
-    refuse_control_characters(name, "name")
+    name = without_controls(name, "name")
     if not shows_something(name):
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, "name")
     return name
@@ -63,7 +63,7 @@ def _clean_headline(headline: str | None) -> str | None:
         raise DomainError(
             ErrorCode.INVALID_INPUT, Reason.HEADLINE_TOO_LONG, "headline", maximum=HEADLINE_MAX
         )
-    refuse_control_characters(headline, "headline")
+    headline = without_controls(headline, "headline")
     return headline if shows_something(headline) else None
 
 
