@@ -142,9 +142,16 @@ def problems(snapshot: Snapshot, now: datetime) -> list[str]:
                 elif e["kind"] == "EXPIRE" and e["at"] != lot["expiresAt"]:
                     found.append(f"{mid}: EXPIRE {e['seq']} not written at the lot's expiry")
             if e.get("purchaseId"):
+                # A grant adds what was bought; an EXPIRE or FORFEIT of the bought lot names the
+                # purchase too, and takes away what was left of it.
                 p = purchases.get(e["purchaseId"])
-                if p is None or p["lotId"] != e.get("lotId") or p["quantity"] != e["delta"]:
+                quantity = p["quantity"] if p is not None and p["lotId"] == e.get("lotId") else None
+                if e["kind"] == "GRANT" and quantity != e["delta"]:
                     found.append(f"{mid}: grant {e['seq']} does not match its purchase")
+                elif e["kind"] != "GRANT" and (
+                    quantity is None or not -quantity <= e["delta"] <= 0
+                ):
+                    found.append(f"{mid}: {e['kind']} {e['seq']} does not match its purchase")
 
         total = sum(e["delta"] for e in entries)
         held = sum(lot["remaining"] for lot in member_lots if lot["status"] == "ACTIVE")
