@@ -166,6 +166,43 @@ def test_notifications_past_the_first_page_are_reached_with_show_more_and_stay_l
     assert text(driver, "unread-count") == "24"
 
 
+# Rewrites the `after` cursor of the next request that sends one into a cursor of no list (as a
+# cursor made before an upgrade reads to the service after it), once.
+STALE_NEXT_CURSOR = """
+const real = window.fetch;
+window.staleCursorSent = false;
+window.fetch = (url, init) => {
+  if (!window.staleCursorSent && init && /"after":"/.test(init.body)) {
+    window.staleCursorSent = true;
+    init = { ...init, body: init.body.replace(/"after":"[^"]*"/, '"after":"W10="') };
+  }
+  return real(url, init);
+};
+"""
+
+
+def test_show_more_with_a_cursor_the_service_no_longer_takes_loads_the_list_again(
+    service: RunningService, browsers: Browsers
+) -> None:
+    ada = service.create_member("Ada Lovelace", plan="PREMIUM_BUSINESS")
+    for _ in range(23):
+        purchase(service.url, ada)
+    driver = browsers.open("ada")
+    sign_in(driver, service, ada)
+
+    def shown(d: WebDriver) -> int:
+        return len(d.find_elements(By.CSS_SELECTOR, "#notifications [data-testid=notification]"))
+
+    wait(driver, "the first page", lambda d: shown(d) == 20)
+    driver.execute_script(STALE_NEXT_CURSOR)
+    driver.find_element(By.ID, "notifications-more").click()
+
+    wait(driver, "every notification, loaded again", lambda d: shown(d) == 23)
+    assert driver.execute_script("return window.staleCursorSent") is True
+    assert len(set(attributes(driver, "#notifications li", "data-notification-id"))) == 23
+    assert not driver.find_element(By.ID, "notifications-more").is_displayed()
+
+
 def stop_until_disconnected(driver: WebDriver, service: RunningService) -> None:
     service.process.stop()
     wait(

@@ -459,6 +459,14 @@ async function loadList(id, more = false) {
       hasNext = connection.pageInfo.hasNextPage;
       cursor = connection.pageInfo.endCursor || cursor;
     } while (hasNext && nodes.length < wanted);
+  } catch (error) {
+    if (more && staleCursor(error) && state.seq === seq) {
+      // A cursor the service no longer takes (one made before it was upgraded): the list is
+      // loaded again from its start, one page longer, as "Show more" asked.
+      state.wanted = state.nodes.length + PAGE;
+      return loadList(id);
+    }
+    throw error;
   } finally {
     if (state.seq === seq) state.reloading = false; // this load is over, whatever its end
   }
@@ -467,6 +475,10 @@ async function loadList(id, more = false) {
   $(id).replaceChildren(...nodes.map((node) => list.draw(node)));
   if (!nodes.length) $(id).append(el("li", { class: "muted" }, "Nothing yet."));
   showPaging(id);
+}
+
+function staleCursor(error) {
+  return error instanceof ApiError && error.code === "BAD_USER_INPUT" && /cursor/i.test(error.message);
 }
 
 function showPaging(id) {
