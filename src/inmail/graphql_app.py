@@ -123,9 +123,6 @@ class SocketHolders:
         else:
             del self._open[holder]
 
-    def open_for(self, holder: str) -> int:
-        return self._open.get(holder, 0)
-
 
 _HTTP_CODES = {
     400: "BAD_REQUEST",

@@ -137,19 +137,29 @@ def test_one_credit_is_one_credit_and_two_are_credits(
     assert text(driver, "notifications").startswith("Purchase completed: 2 credits ")
 
 
-def test_notifications_past_the_first_page_are_reached_with_show_more_and_stay_live(
+def notifications_shown(driver: WebDriver) -> int:
+    return len(driver.find_elements(By.CSS_SELECTOR, "#notifications [data-testid=notification]"))
+
+
+def ada_with_23_notifications(
     service: RunningService, browsers: Browsers
-) -> None:
+) -> tuple[Member, WebDriver]:
+    """Ada with 23 notifications (23 purchases), signed in, her first page of 20 shown."""
     ada = service.create_member("Ada Lovelace", plan="PREMIUM_BUSINESS")  # holds up to 45
     for _ in range(23):
         purchase(service.url, ada)
     driver = browsers.open("ada")
     sign_in(driver, service, ada)
+    wait(driver, "the first page", lambda d: notifications_shown(d) == 20)
+    return ada, driver
 
-    def shown(d: WebDriver) -> int:
-        return len(d.find_elements(By.CSS_SELECTOR, "#notifications [data-testid=notification]"))
 
-    wait(driver, "the first page", lambda d: shown(d) == 20)
+def test_notifications_past_the_first_page_are_reached_with_show_more_and_stay_live(
+    service: RunningService, browsers: Browsers
+) -> None:
+    ada, driver = ada_with_23_notifications(service, browsers)
+    shown = notifications_shown
+
     assert text(driver, "notifications-shown") == "Showing 20 of 23."
     assert text(driver, "unread-count") == "23"
     driver.find_element(By.ID, "notifications-more").click()
@@ -184,16 +194,9 @@ window.fetch = (url, init) => {
 def test_show_more_with_a_cursor_the_service_no_longer_takes_loads_the_list_again(
     service: RunningService, browsers: Browsers
 ) -> None:
-    ada = service.create_member("Ada Lovelace", plan="PREMIUM_BUSINESS")
-    for _ in range(23):
-        purchase(service.url, ada)
-    driver = browsers.open("ada")
-    sign_in(driver, service, ada)
+    _, driver = ada_with_23_notifications(service, browsers)
+    shown = notifications_shown
 
-    def shown(d: WebDriver) -> int:
-        return len(d.find_elements(By.CSS_SELECTOR, "#notifications [data-testid=notification]"))
-
-    wait(driver, "the first page", lambda d: shown(d) == 20)
     driver.execute_script(STALE_NEXT_CURSOR)
     driver.find_element(By.ID, "notifications-more").click()
 
