@@ -935,7 +935,13 @@ class GraphQLApp(GraphQL[Context, None]):
     ) -> ExecutionResult:
         """Strawberry's, answering a mutation over GET with 405 (and `Allow: POST`), and a
         document of several operations without an operationName with 400 before any runs
-        (Strawberry would run the first)."""
+        (Strawberry would run the first).
+
+        A query whose answer was withheld because its token's member does not exist
+        (`MemberMustExist`) runs once more, now under refused credentials: it is answered as
+        a query with any other bad token is, with an error on each field that needs the
+        member (a 200 with its `data`, not a request that never ran).
+        """
         if (
             request_data.operation_name is None
             and isinstance(request_data.query, str)
@@ -943,9 +949,15 @@ class GraphQLApp(GraphQL[Context, None]):
         ):
             raise HTTPException(400, MULTIPLE_OPERATIONS)
         try:
-            return await super().execute_single(
+            result = await super().execute_single(
                 request, request_adapter, sub_response, context, root_value, request_data
             )
+            if context.credentials.withheld:
+                context.credentials.withheld = False
+                result = await super().execute_single(
+                    request, request_adapter, sub_response, context, root_value, request_data
+                )
+            return result
         except HTTPException as exc:
             if request_adapter.method == "GET" and isinstance(
                 exc.__cause__, InvalidOperationTypeError

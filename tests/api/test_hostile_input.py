@@ -220,6 +220,54 @@ async def test_a_token_whose_member_does_not_exist_cannot_send_or_buy(api: Api) 
     assert graphql_error_codes(bought) == ["UNAUTHENTICATED"]
 
 
+@pytest.mark.parametrize(
+    "operation",
+    [
+        "{ now viewer { id } }",
+        "mutation { markNotificationsRead(input: { ids: [] }) { errors { code } } }",
+    ],
+    ids=["query", "mutation"],
+)
+async def test_a_token_whose_member_does_not_exist_is_answered_as_a_bad_signature_is(
+    api: Api, operation: str
+) -> None:
+    """Both are refused credentials: field errors in a 200, the same status, data and paths,
+    whether the refusal is found before the operation runs or after its resolvers."""
+    forged = jwt.encode(
+        {"sub": "000000000000000000000000", "role": "member", "exp": int(time.time()) + 3600},
+        "not-the-service-secret-" * 2,
+        algorithm="HS256",
+    )
+    answers = []
+    for token in (api.token("000000000000000000000000"), forged):
+        response = await api.client.post(
+            "/graphql",
+            json={"query": operation},
+            headers={
+                "Accept": "application/graphql-response+json",
+                "Authorization": f"Bearer {token}",
+            },
+        )
+        body = response.json()
+        answers.append(
+            (
+                response.status_code,
+                body.get("data"),
+                [(e["path"], e["extensions"]["code"]) for e in body["errors"]],
+            )
+        )
+
+    ghost, bad_signature = answers
+    assert ghost[0] == 200, ghost
+    assert [code for _, code in ghost[2]] == ["UNAUTHENTICATED"]
+    assert ghost[:1] + ghost[2:] == bad_signature[:1] + bad_signature[2:]
+    if operation.startswith("{"):
+        assert set(ghost[1]) == {"now", "viewer"}
+        assert ghost[1]["viewer"] is None
+        assert ghost[1]["now"]
+        assert bad_signature[1]["now"]
+
+
 async def test_anonymous_fields_still_answer_a_request_with_a_bad_token(api: Api) -> None:
     body = await api.raw("{ now }", token=api.token("000000000000000000000000"))
 

@@ -71,6 +71,8 @@ class Credentials:
     refusal: str | None = None
     resolved: bool = False
     asked_for_member: bool = False
+    # An answer was built for a member token whose member turned out not to exist, and withheld.
+    withheld: bool = False
 
     def viewer(self) -> Viewer | None:
         """The caller, or None when no credentials were sent; bad credentials are an error.
@@ -262,7 +264,9 @@ class MemberMustExist(SchemaExtension):
     A mutation checks before it runs (it may write). A query checks after its resolvers, when
     one of them acted for the member: the member's record is then in the loader already, or
     was read in the same batch as the rest, and an answer built for a member who does not
-    exist is replaced by the refusal. Websockets check once, at connection_init.
+    exist is withheld (`Credentials.withheld`); the HTTP view then runs the query once more
+    under the refused credentials, so that it is answered as any bad token's is: each field
+    that needs the member fails, the others answer. Websockets check once, at connection_init.
     """
 
     async def on_execute(self) -> AsyncIterator[None]:
@@ -284,6 +288,7 @@ class MemberMustExist(SchemaExtension):
         ):
             result.data = None
             result.errors = [unauthenticated(UNKNOWN_MEMBER)]
+            context.credentials.withheld = True
 
 
 def refuse_unknown_members_on_failure(schema: GraphQLSchema) -> None:
