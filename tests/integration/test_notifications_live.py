@@ -203,10 +203,17 @@ async def test_a_member_lists_counts_and_marks_read_only_their_own_notifications
     assert newest["id"] != oldest["id"]
 
     alans = (await notifications(api_a, alan))["nodes"]
-    # Another member's id changes nothing and reveals nothing.
-    marked = await api_a.gql(MARK_READ, {"i": {"ids": [alans[0]["id"], oldest["id"]]}}, ada.token)
-    assert marked["markNotificationsRead"] == {"unreadCount": 1, "errors": []}
+    # Another member's id is refused as an id that names nothing is, and nothing is marked.
+    for foreign in (alans[0]["id"], "000000000000000000000000"):
+        refused = await api_a.gql(MARK_READ, {"i": {"ids": [foreign, oldest["id"]]}}, ada.token)
+        assert refused["markNotificationsRead"] == {
+            "unreadCount": 2,
+            "errors": [{"code": "NOT_FOUND", "field": "ids"}],
+        }
     assert (await notifications(api_a, alan, unread=True))["totalCount"] == 1
+    assert (await notifications(api_a, ada, unread=True))["totalCount"] == 2
+    marked = await api_a.gql(MARK_READ, {"i": {"ids": [oldest["id"], oldest["id"]]}}, ada.token)
+    assert marked["markNotificationsRead"] == {"unreadCount": 1, "errors": []}
     unread = await notifications(api_a, ada, unread=True)
     assert [n["id"] for n in unread["nodes"]] == [newest["id"]]
 

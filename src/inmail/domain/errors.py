@@ -70,6 +70,7 @@ class Reason(StrEnum):
     OWN_MEMBER_MISSING = "OWN_MEMBER_MISSING"
     NO_SUCH_INMAIL = "NO_SUCH_INMAIL"
     NO_SUCH_CONVERSATION = "NO_SUCH_CONVERSATION"
+    NO_SUCH_NOTIFICATIONS = "NO_SUCH_NOTIFICATIONS"  # data: unknown (how many ids)
     # Sending, responding, messaging.
     INMAIL_TO_SELF = "INMAIL_TO_SELF"
     MESSAGE_TO_SELF = "MESSAGE_TO_SELF"

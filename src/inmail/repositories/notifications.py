@@ -319,6 +319,10 @@ class NotificationRepository(NotificationReader):
         already."""
         await self.record([], event)
 
+    async def count_own(self, member_id: str, ids: Sequence[str]) -> int:
+        """How many of these ids name notifications of the member, read or not."""
+        return await self._count({"memberId": member_id, "_id": {"$in": list(ids)}})
+
     async def mark_read(self, member_id: str, ids: Sequence[str] | None, at: datetime) -> int:
         """Mark the member's unread notifications read: these ids (others' are left alone) or,
         with None, all of them. How many changed."""

@@ -105,6 +105,9 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
     Reason.OWN_MEMBER_MISSING: lambda _: "Your member record does not exist.",
     Reason.NO_SUCH_INMAIL: lambda _: "No such InMail.",
     Reason.NO_SUCH_CONVERSATION: lambda _: "No such conversation.",
+    Reason.NO_SUCH_NOTIFICATIONS: lambda e: (
+        f"{e.data['unknown']} of the ids name no notification of yours; none was marked read."
+    ),
     Reason.INMAIL_TO_SELF: lambda _: "You cannot InMail yourself.",
     Reason.MESSAGE_TO_SELF: lambda _: "You cannot message yourself.",
     Reason.RECIPIENT_IS_CONNECTION: lambda _: (

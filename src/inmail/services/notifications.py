@@ -29,8 +29,9 @@ async def mark_read(
 ) -> int:
     """Mark these notifications of the member read, or all of them; the unread count after.
 
-    Ids that are not the member's own (another member's, or none at all) change nothing: a
-    member cannot learn whether someone else's notification exists.
+    Ids that are not the member's own are refused, and then nothing is marked: an id of
+    another member's notification is refused as one that names nothing, so a member cannot
+    learn whether someone else's notification exists.
     """
     if everything and ids is not None:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.IDS_OR_ALL, "ids")
@@ -55,4 +56,10 @@ def _encodable(text: str) -> bool:
 
 
 async def _mark_read(tx: Transaction, member_id: str, ids: list[str] | None, at: datetime) -> int:
+    if ids is not None:
+        unknown = len(ids) - await tx.notifications.count_own(member_id, ids)
+        if unknown:
+            raise DomainError(
+                ErrorCode.NOT_FOUND, Reason.NO_SUCH_NOTIFICATIONS, "ids", unknown=unknown
+            )
     return await tx.notifications.mark_read(member_id, ids, at)
