@@ -122,6 +122,26 @@ def test_retries_go_on_until_the_event_is_a_day_old_and_then_stop() -> None:
     assert 25 <= failures <= 45
 
 
+@pytest.mark.parametrize(
+    "backoff",
+    [Backoff(), Backoff(first=timedelta(seconds=1), cap=timedelta(minutes=5), jitter=0.5)],
+    ids=["default", "short"],
+)
+@pytest.mark.parametrize("shortening", [1.0, 0.5, 0.0])
+def test_no_schedule_makes_more_attempts_than_most_attempts(
+    backoff: Backoff, shortening: float
+) -> None:
+    """The outbox keeps `most_attempts()` attempts of an event: every one the schedule makes,
+    with the shortest delays (full jitter) reaching it exactly."""
+    at = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+    now, attempts = at, 1
+    while (retry := backoff.retry_at(at, now, attempts, rand=lambda: shortening)) is not None:
+        now, attempts = retry, attempts + 1
+    assert attempts <= backoff.most_attempts()
+    if shortening == 1.0:
+        assert attempts == backoff.most_attempts()
+
+
 def test_a_webhook_url_needs_a_secret_and_a_real_http_address() -> None:
     url = "https://hooks.example.com/inmail"
     with pytest.raises(SettingsError, match="INMAIL_WEBHOOK_SECRET"):

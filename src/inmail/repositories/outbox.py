@@ -11,8 +11,9 @@ it stands for a request in flight; an event whose lease lapsed (its worker died)
 again. When it is due (`dueAt`) is on the service's clock, so a manual clock drives retries.
 
 A document: `{_id, kind, memberId, at, data, status: PENDING | DELIVERED | FAILED, dueAt,
-attemptCount, firstAttemptAt, attempts: [the last ATTEMPTS_KEPT {at, statusCode, error,
-durationMs}], leaseOwner, leaseToken, leaseUntil, deliveredAt, failedAt, purgeAt}`. Every
+attemptCount, firstAttemptAt, attempts: [every attempt (at most the `keep` latest, which the
+retry schedule never exceeds): {at, statusCode, error, durationMs}], leaseOwner, leaseToken,
+leaseUntil, deliveredAt, failedAt, purgeAt}`. Every
 event is removed by a TTL index RETENTION after it was written (real time), delivered or not.
 """
 
@@ -31,9 +32,6 @@ from inmail.repositories.mongo import OUTBOX_PENDING, Doc, Mongo, TransactionSes
 PENDING: Final = OUTBOX_PENDING
 DELIVERED: Final = "DELIVERED"
 FAILED: Final = "FAILED"
-
-ATTEMPTS_KEPT: Final = 20
-"""How many of an event's latest attempts its document keeps (`attemptCount` counts them all)."""
 
 RETENTION: Final = timedelta(days=30)
 """How long an event is kept after it was written, whatever became of it."""
@@ -186,13 +184,17 @@ class OutboxStore:
         return None if doc is None else doc["dueAt"]
 
     async def finish(
-        self, claimed: Claimed, attempt: Attempt, *, retry_at: datetime | None
+        self, claimed: Claimed, attempt: Attempt, *, retry_at: datetime | None, keep: int
     ) -> bool:
         """Record `attempt` and release the lease: delivered, due again at `retry_at`, or FAILED
         (not delivered and no `retry_at`). False when the lease was lost meanwhile: the attempt
-        is recorded all the same, and a delivery still marks the event delivered."""
+        is recorded all the same, and a delivery still marks the event delivered.
+
+        The document keeps the `keep` latest attempts (`attemptCount` counts them all): given
+        the most the retry schedule can make, that is every one, and the document stays
+        bounded even so."""
         record: Doc = {
-            "$push": {"attempts": {"$each": [attempt.to_doc()], "$slice": -ATTEMPTS_KEPT}},
+            "$push": {"attempts": {"$each": [attempt.to_doc()], "$slice": -keep}},
             "$inc": {"attemptCount": 1},
             "$min": {"firstAttemptAt": attempt.at},
         }

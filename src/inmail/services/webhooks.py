@@ -163,6 +163,15 @@ class Backoff:
         shortened: timedelta = full * (1 - self.jitter * rand())
         return shortened
 
+    def most_attempts(self) -> int:
+        """The most attempts its schedule can make for one event: every delay at its shortest
+        (full jitter), and one more attempt after each that still falls within the window."""
+        attempts, elapsed = 1, timedelta(0)
+        while elapsed < self.window:
+            elapsed += self.delay(attempts, rand=lambda: 1.0)
+            attempts += 1
+        return attempts
+
     def retry_at(
         self,
         first_attempt_at: datetime,
@@ -317,7 +326,9 @@ class WebhookWorker:
                 claimed.first_attempt_at or attempt.at, attempt.at, failures
             )
         )
-        held = await self.outbox.finish(claimed, attempt, retry_at=retry_at)
+        held = await self.outbox.finish(
+            claimed, attempt, retry_at=retry_at, keep=self.config.backoff.most_attempts()
+        )
         event = claimed.event
         if attempt.delivered:
             log.debug("webhooks: %s delivered", event.id)
