@@ -151,6 +151,38 @@ async def test_a_change_to_the_plan_held_keeps_its_key_and_its_retry_never_charg
     assert [c["amount"] for c in await charges_of(api, ada)] == [5999]
 
 
+async def test_a_change_to_basic_under_a_key_takes_it_and_its_retry_changes_nothing(
+    api: Api,
+) -> None:
+    """Keys are one namespace: a change to BASIC under a key another request took is refused
+    and cancels nothing; under its own key, a retry answers as the first did without cancelling
+    the subscription started since."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    alan = await api.create_member("Alan Turing", "BASIC")
+    assert (await api.send(ada, alan, key="sent-1"))["errors"] == []
+
+    reused = await change_plan(api, ada, "BASIC", key="sent-1")
+    assert codes(reused) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert await plan_of(api, ada) == "PREMIUM_CAREER"
+    assert await api.balance(ada) == 4
+
+    cancelled = await change_plan(api, ada, "BASIC", key="basic-1")
+    assert cancelled["errors"] == []
+    assert await plan_of(api, ada) == "BASIC"
+    assert await api.balance(ada) == 0
+    assert (await change_plan(api, ada, "PREMIUM_CAREER", key="back-1"))["errors"] == []
+    retry = await change_plan(api, ada, "BASIC", key="basic-1")
+    other = await change_plan(api, ada, "PREMIUM_BUSINESS", key="basic-1")
+    resend = await api.send(ada, alan, key="basic-1")
+
+    assert retry["errors"] == []
+    assert retry["member"]["plan"]["type"] == "PREMIUM_CAREER", "the retry changed nothing"
+    assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
+    assert [e["code"] for e in resend["errors"]] == ["IDEMPOTENCY_KEY_REUSED"]
+    assert await plan_of(api, ada) == "PREMIUM_CAREER"
+    assert await api.balance(ada) == 5
+
+
 async def test_a_send_and_a_change_to_the_plan_held_racing_under_one_key_take_it_once(
     api: Api,
 ) -> None:

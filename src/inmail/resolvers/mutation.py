@@ -179,8 +179,9 @@ class ProductionMutation:
 
     @strawberry.mutation(
         description=(
-            "Marks the viewer's notifications read: `ids` (ids that are not the viewer's own "
-            "change nothing) or `all`. Returns the unread count after."
+            "Marks the viewer's notifications read: `ids` (an id that names no notification "
+            "of the viewer's is NOT_FOUND, and then none is marked) or `all`. Returns the "
+            "unread count after."
         )
     )
     async def mark_notifications_read(

@@ -61,7 +61,11 @@ class ChangePlanInput:
         description="Admin only: the member whose plan changes (a member changes their own).",
     )
     idempotency_key: str | None = strawberry.field(
-        default=None, description="Required for a paid change: a retry never charges twice."
+        default=None,
+        description=(
+            "Required for a paid change: a retry never charges twice. Optional for BASIC, "
+            "where a retry then cancels nothing again."
+        ),
     )
 
 

@@ -185,7 +185,7 @@ async def change_plan(
     whose = access.acting_for(viewer, member_id)
     allotment = _terms_offered(plan, monthly_allotment, by_admin=by_admin)
     if plan is PlanType.BASIC:
-        return await _change_to_basic(deps, whose, by_admin=by_admin)
+        return await _change_to_basic(deps, whose, by_admin=by_admin, key=idempotency_key)
     member = await _require_member(deps.reads, whose, "memberId" if by_admin else None)
     if by_admin:
         entries = await deps.uow.run(_change_plan, deps, whose, plan, allotment, deps.now())
@@ -203,10 +203,29 @@ def _terms_offered(plan: PlanType, monthly_allotment: int | None, *, by_admin: b
     return _legacy_terms(plan, monthly_allotment)
 
 
-async def _change_to_basic(deps: Deps, member_id: str, *, by_admin: bool) -> Member:
+async def _change_to_basic(
+    deps: Deps, member_id: str, *, by_admin: bool, key: str | None
+) -> Member:
     if by_admin:
         await _require_member(deps.reads, member_id, "memberId")
-    return await _cancel(deps, member_id, to_basic=True)
+    if key is None or by_admin:
+        return await _cancel(deps, member_id, to_basic=True)
+    # Under a key, the key is taken in the cancellation's transaction: one another request
+    # took is refused (keys are one namespace), and a retry changes nothing again (not even a
+    # subscription started since).
+    request = KeyedRequest.of(member_id, key, PLAN_CHANGE, plan=PlanType.BASIC.value)
+    entries = await deps.uow.run(_cancel_under_key, deps, request, deps.now())
+    await deps.publisher.publish(entries)
+    return await _require_member(deps.reads, member_id)
+
+
+async def _cancel_under_key(
+    tx: Transaction, deps: Deps, request: KeyedRequest, now: datetime
+) -> list[LedgerEntry]:
+    outcome = KeyedOutcome(request.member_id, 0)
+    if await take_key(tx, request, request.record(now, outcome)) is not None:
+        return []  # a retry of this very change: answered as it was, nothing done again
+    return await _forfeit_and_stop(tx, deps, request.member_id, True, now)
 
 
 async def _own_change(
