@@ -150,7 +150,10 @@ async def test_a_member_may_not_advance_the_clock(api: Api) -> None:
         ({"days": 0, "hours": 0}, None),
         ({"days": -1}, "days"),
         ({"days": 2, "hours": -1}, "hours"),
-        ({"days": 3661}, None),
+        ({"days": 3661}, "days"),
+        ({"days": 2_147_483_647}, "days"),
+        ({"hours": 2_147_483_647}, "hours"),
+        ({"days": 3660, "hours": 1}, "days"),
     ],
 )
 async def test_an_advance_that_is_not_forward_or_too_far_is_invalid_input(

@@ -618,6 +618,29 @@ async def test_an_invalid_or_expired_card_is_invalid_input_and_keeps_the_old_car
     assert (kept["last4"], kept["expYear"]) == ("4242", 2030)
 
 
+async def test_a_new_members_invalid_card_names_its_field_within_payment_method(
+    api: Api,
+) -> None:
+    good = {"brand": "Amex", "last4": "0005", "expMonth": 3, "expYear": 2031}
+    create = (
+        "mutation($i: CreateMemberInput!) { createMember(input: $i) "
+        "{ member { id } errors { code field } } }"
+    )
+    for card, field in [
+        ({**good, "last4": "42a2"}, "paymentMethod.last4"),
+        ({**good, "brand": " "}, "paymentMethod.brand"),
+        ({**good, "expMonth": 13}, "paymentMethod.expMonth"),
+    ]:
+        body = await api.raw(
+            create,
+            {"i": {"name": "Ada", "plan": "PREMIUM_CAREER", "paymentMethod": card}},
+            api.admin,
+        )
+        result = body["data"]["createMember"]
+        assert result["errors"] == [{"code": "INVALID_INPUT", "field": field}], card
+        assert result["member"] is None
+
+
 async def test_renewals_still_happen_while_the_card_is_expired(api: Api) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=CARD_EXPIRING_JANUARY_2026)
     grace = await api.create_member("Grace Hopper", "BASIC")

@@ -28,17 +28,16 @@ def advance_by(days: int | None, hours: int | None) -> timedelta:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.NEGATIVE, "days")
     if hours < 0:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.NEGATIVE, "hours")
-    if days * 24 + hours > MAX_ADVANCE // timedelta(hours=1):  # before timedelta can overflow
+    most_hours = MAX_ADVANCE // timedelta(hours=1)
+    if days * 24 + hours > most_hours:  # checked before timedelta can overflow
+        # The field at fault: hours when they alone go too far, else days.
+        field = "hours" if hours > most_hours else "days"
         raise DomainError(
-            ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_FAR, maximum_days=MAX_ADVANCE.days
+            ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_FAR, field, maximum_days=MAX_ADVANCE.days
         )
     delta = timedelta(days=days, hours=hours)
     if delta <= timedelta(0):
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_SHORT)
-    if delta > MAX_ADVANCE:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT, Reason.ADVANCE_TOO_FAR, maximum_days=MAX_ADVANCE.days
-        )
     return delta
 
 

@@ -111,9 +111,15 @@ def _new_member(new: NewMember, now: datetime, plans: PlanTable) -> Member:
 
 
 def _checked_card(card: PaymentMethod | None) -> PaymentMethod | None:
+    """A new member's card, checked; a fault names its field within the input's
+    `paymentMethod` (`paymentMethod.last4`)."""
     if card is None:
         return None
-    return validate_payment_method(card.brand, card.last4, card.exp_month, card.exp_year)
+    try:
+        return validate_payment_method(card.brand, card.last4, card.exp_month, card.exp_year)
+    except DomainError as fault:
+        field = "paymentMethod" if fault.field is None else f"paymentMethod.{fault.field}"
+        raise DomainError(fault.code, fault.reason, field, **fault.data) from None
 
 
 async def _open_account(tx: Transaction, deps: Deps, member: Member) -> list[LedgerEntry]:
