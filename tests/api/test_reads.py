@@ -138,6 +138,11 @@ async def test_credit_lots_filter_by_status_and_page_through(api: Api) -> None:
         token=ada.token,
     )
     assert data["creditLots"]["totalCount"] == 4
+    # An empty filter names no status: no lot is in none of them.
+    empty = await api.gql(
+        "{ creditLots(status: [], first: 5) { totalCount nodes { id } } }", token=ada.token
+    )
+    assert empty["creditLots"] == {"totalCount": 0, "nodes": []}
 
 
 async def test_conversations_filter_by_state(api: Api) -> None:

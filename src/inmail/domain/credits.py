@@ -35,8 +35,8 @@ class LedgerKind(StrEnum):
 @dataclass(frozen=True, slots=True)
 class LotFilter:
     """Which of a member's lots a listing shows (and its count counts): those in one of
-    `statuses` (all of them when None), as of `now`: a lot LAPSED by then (past its expiry,
-    not yet written EXPIRED) counts as EXPIRED. Without `now`, as stored."""
+    `statuses` (all of them when None; none when empty), as of `now`: a lot LAPSED by then
+    (past its expiry, not yet written EXPIRED) counts as EXPIRED. Without `now`, as stored."""
 
     member_id: str
     statuses: tuple[LotStatus, ...] | None = None

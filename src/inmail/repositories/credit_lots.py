@@ -117,7 +117,7 @@ class CreditLotReader(RecordReader[CreditLot]):
     def _query(which: LotFilter) -> Doc:
         query: Doc = {"memberId": which.member_id}
         statuses, now = which.statuses, which.now
-        if not statuses:
+        if statuses is None:
             return query
         query["status"] = {"$in": [s.value for s in statuses]}
         # A lapsed lot is still stored ACTIVE until the expiry job writes it, but reads EXPIRED.

@@ -370,7 +370,7 @@ class Reader:
             raise self._refuse(ReadRefused(Refusal.NO_SUCH_MEMBER, member_id=target))
         lots = self._store.lots
         now = self._clock()
-        which = LotFilter(target, tuple(statuses) if statuses else None, now)
+        which = LotFilter(target, None if statuses is None else tuple(statuses), now)
         page = await self._as_of_now(
             target, lambda: self._page(lambda: lots.page(which, size, after))
         )
