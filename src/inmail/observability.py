@@ -74,6 +74,10 @@ class OperationMetrics(SchemaExtension):
 
     def _record(self, seconds: float, failed: bool) -> None:
         context = self.execution_context
+        if getattr(context.context, "answer_withheld", False):
+            # Its answer was withheld and the request runs again (a token whose member does
+            # not exist, resolvers/context.py MemberMustExist): that run is the one counted.
+            return
         operation = self.labels.label(context.operation_name)
         outcome = "error" if failed or context.pre_execution_errors else "ok"
         REQUESTS.labels(operation, outcome).inc()

@@ -111,6 +111,20 @@ async def test_operations_are_counted_by_name_and_outcome_and_timed(api: Api) ->
     assert await counts.delta(latency, operation="PlansForTheDashboard") == 2
 
 
+async def test_a_query_with_a_token_whose_member_does_not_exist_counts_once(api: Api) -> None:
+    """Its answer is withheld and the query runs again under the refused credentials: one
+    request, one operation counted, as with any other bad token."""
+    counts = await Counts(api).start()
+
+    body = await api.raw("query Ghost { now viewer { id } }", token=api.token("0" * 24))
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAUTHENTICATED"]
+
+    requests = "inmail_graphql_requests_total"
+    assert await counts.delta(requests, operation="Ghost", outcome="ok") == 0
+    assert await counts.delta(requests, operation="Ghost", outcome="error") == 1
+    assert await counts.delta("inmail_graphql_request_seconds_count", operation="Ghost") == 1
+
+
 async def test_operation_names_a_client_makes_up_do_not_become_labels_without_bound(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:

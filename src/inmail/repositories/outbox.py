@@ -191,7 +191,7 @@ class OutboxStore:
         is recorded all the same, and a delivery still marks the event delivered.
 
         The document keeps the `keep` latest attempts (`attemptCount` counts them all): given
-        the most the retry schedule can make, that is every one, and the document stays
+        more than the retry schedule can make, that is every one, and the document stays
         bounded even so."""
         record: Doc = {
             "$push": {"attempts": {"$each": [attempt.to_doc()], "$slice": -keep}},

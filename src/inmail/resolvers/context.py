@@ -176,6 +176,12 @@ class Context:
         return False
 
     @property
+    def answer_withheld(self) -> bool:
+        """Whether this run's answer was withheld, to be answered by a run under refused
+        credentials (`MemberMustExist`); metrics count that run alone."""
+        return self.credentials.withheld
+
+    @property
     def asked_for_member(self) -> bool:
         """Whether a resolver of this request acted on a member token's behalf."""
         return self.credentials.asked_for_member

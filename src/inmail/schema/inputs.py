@@ -63,8 +63,9 @@ class ChangePlanInput:
     idempotency_key: str | None = strawberry.field(
         default=None,
         description=(
-            "Required for a paid change: a retry never charges twice. Optional for BASIC, "
-            "where a retry then cancels nothing again."
+            "Required for a member's paid change: a retry never charges twice. Optional for "
+            "a member's change to BASIC, where a retry then cancels nothing again. An admin's "
+            "change (memberId) is not charged and takes no key: it is ignored there."
         ),
     )
 

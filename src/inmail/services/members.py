@@ -230,7 +230,7 @@ async def _cancel_under_key(
 ) -> list[LedgerEntry]:
     outcome = KeyedOutcome(request.member_id, 0)
     if await take_key(tx, request, request.record(now, outcome)) is not None:
-        return []  # a retry of this very change: answered as it was, nothing done again
+        return []  # a retry of this very change: nothing is done again (the member as they are)
     return await _forfeit_and_stop(tx, deps, request.member_id, True, now)
 
 

@@ -326,8 +326,10 @@ class WebhookWorker:
                 claimed.first_attempt_at or attempt.at, attempt.at, failures
             )
         )
+        # Kept: every attempt, with room for the ones a lost lease repeats (another process
+        # claims an event whose lease lapsed mid-attempt, and both attempts are recorded).
         held = await self.outbox.finish(
-            claimed, attempt, retry_at=retry_at, keep=self.config.backoff.most_attempts()
+            claimed, attempt, retry_at=retry_at, keep=2 * self.config.backoff.most_attempts()
         )
         event = claimed.event
         if attempt.delivered:

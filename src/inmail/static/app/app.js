@@ -676,7 +676,9 @@ async function markRead(input) {
       `mutation Read($input: MarkNotificationsReadInput!) { markNotificationsRead(input: $input) { unreadCount errors { code message } } }`,
       { input }
     );
-    showUnread(data.markNotificationsRead.unreadCount);
+    const result = data.markNotificationsRead;
+    showUnread(result.unreadCount);
+    if (result.errors.length) $("notifications-result").textContent = userErrors(result.errors);
     await loadNotifications();
   } catch (error) {
     if (api !== mine) return;
