@@ -347,10 +347,36 @@ async def test_nodes_reads_each_collection_a_fixed_number_of_times_however_many_
     }
     assert Counter(few_reads) == expected
     assert Counter(many_reads) == expected
-    # The id names no conversation; the message's own conversation is then read, once.
+    # The id names no conversation; the message's own comes with it (joined to the message's
+    # read), so no read follows: someone else's message is answered as fast as an unknown id.
     assert message_alone["nodes"] == [ledger.objects["Message"]]
-    assert Counter(message_reads) == expected | {"conversations": 3}
+    assert Counter(message_reads) == expected
     assert refused_reads == []
+
+
+async def test_someone_elses_message_is_refused_with_the_reads_of_an_unknown_id(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """Whose a message is comes in the reads that find it: a stranger asking for it makes the
+    same reads, in the same round trips, as for an id that names nothing (no read follows that
+    would tell the two apart by time)."""
+    counter = ReadLog()
+    async with open_api(mongodb_uri, db_name, listeners=[counter]) as api:
+        ledger = await build_ledger(api)
+        message_id = ledger.objects["Message"]["id"]
+        query = "query($id: ID!) { node(id: $id) { id } }"
+        await api.gql(query, {"id": UNKNOWN}, ledger.dan.token)  # Dan's own record, read once
+
+        counter.listening = True
+        theirs = await api.gql(query, {"id": message_id}, ledger.dan.token)
+        their_reads = counter.reads[:]
+        counter.collections_read()
+        nothing = await api.gql(query, {"id": UNKNOWN}, ledger.dan.token)
+        nothing_reads = counter.reads[:]
+        counter.listening = False
+
+    assert theirs == nothing == {"node": None}
+    assert sorted(their_reads) == sorted(nothing_reads)
 
 
 # --- pageInfo ---------------------------------------------------------------------------------

@@ -263,11 +263,21 @@ async def test_the_count_includes_the_first_message_either_way(
         assert counts == [len(thread.messages)] * 8
 
 
+def _placed(found: dict[str, tuple[Conversation, Message]]) -> dict[str, tuple[str, Message]]:
+    """Each message found with its conversation's id, its conversation's parties checked (who
+    may read the message)."""
+    stored = {t.conversation.id: t.conversation for t in THREADS}
+    for conversation, _ in found.values():
+        parties = (conversation.sender_id, conversation.recipient_id)
+        assert parties == (stored[conversation.id].sender_id, stored[conversation.id].recipient_id)
+    return {i: (conversation.id, message) for i, (conversation, message) in found.items()}
+
+
 async def _by_id_in_a_transaction(mongo: Mongo, ids: list[str]) -> dict[str, tuple[str, Message]]:
-    async def read(session: TransactionSession) -> dict[str, tuple[str, Message]]:
+    async def read(session: TransactionSession) -> dict[str, tuple[Conversation, Message]]:
         return await MessageRepository(mongo, session).get_many(ids)
 
-    return await mongo.run_transaction(read)
+    return _placed(await mongo.run_transaction(read))
 
 
 async def test_any_message_is_found_by_its_id_with_its_conversation_either_way(
@@ -276,10 +286,10 @@ async def test_any_message_is_found_by_its_id_with_its_conversation_either_way(
     ids = [m.id for t in THREADS for m in t.messages] + [new_id()]
     expected = {m.id: (t.conversation.id, m) for t in THREADS for m in t.messages}
     for mongo in both:
-        assert await MessageReader(mongo, None).get_many(ids) == expected
+        assert _placed(await MessageReader(mongo, None).get_many(ids)) == expected
         assert await _by_id_in_a_transaction(mongo, ids) == expected
         firsts = [t.first.id for t in THREADS]
-        assert await MessageReader(mongo, None).get_many(firsts) == {
+        assert _placed(await MessageReader(mongo, None).get_many(firsts)) == {
             t.first.id: (t.conversation.id, t.first) for t in THREADS
         }
         assert await MessageReader(mongo, None).get_many([]) == {}

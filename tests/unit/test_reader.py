@@ -174,7 +174,7 @@ def _awaits(sender_id: str, recipient_id: str) -> bool:
     return (sender_id, recipient_id) == (ADA_TO_CHARLES.sender_id, ADA_TO_CHARLES.recipient_id)
 
 
-class Messages(Collection[tuple[str, Message]]):
+class Messages(Collection[tuple[Conversation, Message]]):
     async def latest_for_many(
         self, conversations: Iterable[Conversation]
     ) -> dict[str, list[Message]]:
@@ -208,7 +208,7 @@ class Store:
         self.conversations = Conversations(
             calls, "conversations", {ADA_TO_CHARLES.id: ADA_TO_CHARLES}
         )
-        self.messages = Messages(calls, "messages", {ADA_NOTE.id: (ADA_TO_CHARLES.id, ADA_NOTE)})
+        self.messages = Messages(calls, "messages", {ADA_NOTE.id: (ADA_TO_CHARLES, ADA_NOTE)})
         self.notifications = Notifications(calls, "notifications", {})
         self.purchases = MembersRecords[Purchase](calls, "purchases", {})
 
@@ -403,11 +403,10 @@ async def test_many_ids_are_one_storage_call_per_kind_and_too_many_are_refused_u
     assert found[0] == ADA_NOTE
     assert sorted(store.calls.made) == [
         "conversations.get_many",  # the ids
-        "conversations.get_many",  # the note's conversation, to know who may read it
         "ledger.get_many",
         "lots.get_many",
         "members.get_many",
-        "messages.get_many",
+        "messages.get_many",  # with the note's conversation, to know who may read it
         "notifications.get_many",
         "purchases.get_many",
     ]

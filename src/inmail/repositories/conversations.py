@@ -16,7 +16,7 @@ from inmail.domain.conversations import (
 )
 from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.collection import RecordReader
-from inmail.repositories.messages import message_fields, message_from_doc
+from inmail.repositories.message_docs import message_fields, message_from_doc
 from inmail.repositories.mongo import REMINDER_PENDING, Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import Page, after_key
 from inmail.repositories.records import SENT_UNDER, IdempotencyRecord, sent_under_to_doc
@@ -89,7 +89,7 @@ def conversation_from_doc(doc: Doc) -> Conversation:
     )
 
 
-_AS_RECORD: Doc = {"messages": 0, SENT_UNDER: 0}
+AS_RECORD: Doc = {"messages": 0, SENT_UNDER: 0}
 """What a conversation is read with: not the messages that conversations stored before messages
 had their own collection may still embed (until the start-up migration moves them), nor the
 idempotency record of the send that started it (read only when its key is used again)."""
@@ -119,7 +119,7 @@ class ConversationReader(RecordReader[Conversation]):
     """Conversations as read outside a transaction, or inside one (then from its snapshot)."""
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
-        super().__init__(mongo, session, mongo.c.conversations, conversation_from_doc, _AS_RECORD)
+        super().__init__(mongo, session, mongo.c.conversations, conversation_from_doc, AS_RECORD)
 
     async def awaiting_between(self, sender_id: str, recipient_id: str) -> bool:
         doc = await self._c.find_one(
@@ -134,7 +134,7 @@ class ConversationReader(RecordReader[Conversation]):
                 "pairKey": pair_key(a, b),
                 "kind": ConversationKind.DIRECT.value,
             },
-            _AS_RECORD,
+            AS_RECORD,
             session=self._session,
         )
         return conversation_from_doc(doc) if doc else None

@@ -24,8 +24,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from inmail.domain.model import Conversation, Message
+from inmail.repositories.conversations import AS_RECORD, conversation_from_doc
+from inmail.repositories.message_docs import message_fields, message_from_doc
 from inmail.repositories.mongo import NO_TRANSACTION, Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import Cursor, Page, decode_cursor, keyset_page, list_name
+
+_THREAD = "_thread"  # where a message read by id carries its conversation
 
 OLDEST_FIRST = (("sentAt", 1), ("_id", 1))
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
@@ -33,25 +37,9 @@ LATEST = 100
 """How many messages `Conversation.messages` shows: the latest 100 (SPEC section 4)."""
 
 
-def message_fields(message: Message) -> Doc:
-    """A message as stored, wherever it is kept (its own document, or a conversation's first)."""
-    return {
-        "_id": message.id,
-        "authorId": message.author_id,
-        "body": message.body,
-        "sentAt": message.sent_at,
-    }
-
-
 def message_to_doc(conversation_id: str, message: Message) -> Doc:
     doc: Doc = {"_id": message.id, "conversationId": conversation_id}
     return doc | message_fields(message)
-
-
-def message_from_doc(doc: Doc) -> Message:
-    return Message(
-        id=doc["_id"], author_id=doc["authorId"], body=doc["body"], sent_at=doc["sentAt"]
-    )
 
 
 _Position = tuple[datetime, str]
@@ -111,35 +99,51 @@ class MessageReader:
                 found[conversation_id] = _merged(first, messages)[-limit:]
         return found
 
-    async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[str, Message]]:
-        """Messages by id, each with the id of its conversation: the messages collection and
-        the conversations' first messages, asked together."""
+    async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[Conversation, Message]]:
+        """Messages by id, each with its conversation (whose parties alone may read it): the
+        messages collection joined to their conversations, and the conversations whose first
+        message is one of them, asked together.
+
+        The conversation comes in the same reads as its message, so whose a message is costs
+        no read of its own: an id of someone else's message is answered in the time an unknown
+        id is (a read that followed only for messages found would tell them apart)."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
+        joined: list[Doc] = [
+            {"$match": {"_id": {"$in": wanted}}},
+            {
+                "$lookup": {
+                    "from": self._conversations.name,
+                    "localField": "conversationId",
+                    "foreignField": "_id",
+                    "as": _THREAD,
+                }
+            },
+        ]
         firsts_query = {"first._id": {"$in": wanted}}
-        firsts_projection = {"first": 1}
         if self._session is None:
             docs, firsts = await asyncio.gather(
-                self._mongo.find_by_ids(self._c, wanted, NO_TRANSACTION),
+                self._mongo.aggregate(self._c, joined, NO_TRANSACTION),
                 self._mongo.find_all(
-                    self._conversations,
-                    firsts_query,
-                    projection=firsts_projection,
-                    session=NO_TRANSACTION,
+                    self._conversations, firsts_query, projection=AS_RECORD, session=NO_TRANSACTION
                 ),
             )
         else:  # one operation at a time in a transaction's session
-            docs = await self._mongo.find_by_ids(self._c, wanted, self._session)
+            docs = await self._mongo.aggregate(self._c, joined, self._session)
             firsts = await self._mongo.find_all(
-                self._conversations,
-                firsts_query,
-                projection=firsts_projection,
-                session=self._session,
+                self._conversations, firsts_query, projection=AS_RECORD, session=self._session
             )
-        found = {doc["_id"]: (doc["conversationId"], message_from_doc(doc)) for doc in docs}
+        found: dict[str, tuple[Conversation, Message]] = {}
+        for doc in docs:
+            threads = doc.pop(_THREAD)
+            if threads:
+                found[doc["_id"]] = (conversation_from_doc(threads[0]), message_from_doc(doc))
         for doc in firsts:
-            found[doc["first"]["_id"]] = (doc["_id"], message_from_doc(doc["first"]))
+            found[doc["first"]["_id"]] = (
+                conversation_from_doc(doc),
+                message_from_doc(doc["first"]),
+            )
         return found
 
     async def page(

@@ -31,7 +31,7 @@ from inmail.domain.notifications import (
 )
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.credit_lots import matching_at
-from inmail.repositories.messages import message_fields, message_from_doc
+from inmail.repositories.message_docs import message_fields, message_from_doc
 from inmail.repositories.mongo import (
     Doc,
     Mongo,

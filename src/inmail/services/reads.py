@@ -75,7 +75,7 @@ class ConversationReads(Protocol):
 
 
 class MessageReads(Protocol):
-    async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[str, Message]]: ...
+    async def get_many(self, ids: Iterable[str]) -> dict[str, tuple[Conversation, Message]]: ...
 
     async def latest_for_many(
         self, conversations: Iterable[Conversation]
@@ -219,7 +219,7 @@ class Reader:
     _purchases = _loader_by_id(lambda store: store.purchases)
     _entries = _loader_by_id(lambda store: store.ledger)
     _notifications = _loader_by_id(lambda store: store.notifications)
-    # Each message with the id of its conversation, whose parties alone may read it.
+    # Each message with its conversation, whose parties alone may read it.
     _messages = _loader_by_id(lambda store: store.messages)
 
     @functools.cached_property
@@ -537,7 +537,9 @@ class Reader:
 
     async def _named_by(self, ids: list[str]) -> _Named:
         """What each id names, whatever its kind, with the conversations of the messages."""
-        # One batch per kind, sent together: seven queries, whatever the number of ids.
+        # One batch per kind, sent together, whatever the number of ids; nothing is read after
+        # them (each message comes with its conversation), so what an id names and whose it is
+        # take the same time to answer.
         (
             (members, conversations, messages, lots, entries, purchases),
             notifications,
@@ -552,18 +554,7 @@ class Reader:
             ),
             self._notifications.load_many(ids),
         )
-        threads = await self._threads_of(messages)
-        return _Named(
-            members, conversations, messages, lots, entries, purchases, notifications, threads
-        )
-
-    async def _threads_of(
-        self, messages: list[tuple[str, Message] | None]
-    ) -> dict[str, Conversation | None]:
-        """The conversation of each message found, by its id: its parties alone may read it."""
-        thread_ids = list(dict.fromkeys(placed[0] for placed in messages if placed is not None))
-        loaded = await self._conversations.load_many(thread_ids)
-        return dict(zip(thread_ids, loaded, strict=True))
+        return _Named(members, conversations, messages, lots, entries, purchases, notifications)
 
     # Internals.
 
@@ -668,16 +659,15 @@ read, and a loader added to the class is forgotten with the rest."""
 @dataclass(frozen=True, slots=True)
 class _Named:
     """What a list of ids names: for each kind of record, the one each id names, in the ids'
-    order (None where it names none of that kind), and the conversation of each message."""
+    order (None where it names none of that kind); each message with its conversation."""
 
     members: list[Member | None]
     conversations: list[Conversation | None]
-    messages: list[tuple[str, Message] | None]  # each with the id of its conversation
+    messages: list[tuple[Conversation, Message] | None]  # each with its conversation
     lots: list[CreditLot | None]
     entries: list[LedgerEntry | None]
     purchases: list[Purchase | None]
     notifications: list[Notification | None]
-    threads: dict[str, Conversation | None]
 
     def seen_by(self, viewer: Viewer, i: int, now: datetime) -> NodeRecord | None:
         """The record the `i`th id names, if the viewer may see it."""
@@ -687,8 +677,8 @@ class _Named:
         if (conversation := self.conversations[i]) is not None:
             return conversation if access.sees_conversation(viewer, conversation) else None
         if (placed := self.messages[i]) is not None:
-            thread_id, message = placed
-            return message if access.sees_message(viewer, self.threads[thread_id]) else None
+            thread, message = placed
+            return message if access.sees_message(viewer, thread) else None
         if (lot := self.lots[i]) is not None:
             return _lot_as_of(lot, now) if access.sees_lot(viewer, lot) else None
         for record in (self.entries[i], self.purchases[i], self.notifications[i]):
