@@ -120,6 +120,8 @@ class MessageReader:
                     "as": _THREAD,
                 }
             },
+            # The conversation as a record is read (not what older ones may still embed).
+            {"$project": {f"{_THREAD}.{name}": 0 for name in AS_RECORD}},
         ]
         firsts_query = {"first._id": {"$in": wanted}}
         if self._session is None:
