@@ -18,6 +18,7 @@ from inmail.bootstrap import build_container
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.memory import InMemoryMongo
+from inmail.repositories.messages import MessageReader
 from inmail.repositories.mongo import DuplicateKeyError, Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
 from support import START, TEST_SECRET, Api
@@ -136,3 +137,28 @@ async def test_the_fallback_s_ledger_feed_hands_out_what_each_committed_transact
             await asyncio.wait_for(feed.next(), 0.05)
     finally:
         await feed.close()
+
+
+async def test_in_memory_a_message_is_found_by_id_with_its_conversation_after_any_read() -> None:
+    """mongomock writes into a projection it is given; the fallback gives it copies, so the
+    projection the conversations' reads share still leaves each conversation whole."""
+    memory = InMemoryMongo("messages-by-id")
+    at = START
+    first = {"_id": "first-1", "authorId": "ada", "body": "Hello", "sentAt": at}
+    thread = {"kind": "INMAIL", "senderId": "ada", "recipientId": "bob", "subject": "Hi"}
+    await memory.c.conversations.insert_many(
+        [
+            {"_id": "c-1", **thread, "state": "ACCEPTED", "sentAt": at},
+            {"_id": "c-2", **thread, "state": "ACCEPTED", "sentAt": at, "first": first},
+        ]
+    )
+    await memory.c.messages.insert_one(
+        {"_id": "reply-1", "conversationId": "c-1", "authorId": "bob", "body": "Yes", "sentAt": at}
+    )
+    reader = MessageReader(memory, None)
+
+    threads = {"reply-1": "c-1", "first-1": "c-2"}
+    for ids in (["reply-1"], ["first-1"], ["reply-1"], ["reply-1", "first-1"]):
+        found = await reader.get_many(ids)
+        placed = {i: conversation.id for i, (conversation, _) in found.items()}
+        assert placed == {i: threads[i] for i in ids}

@@ -131,8 +131,8 @@ def test_retries_go_on_until_the_event_is_a_day_old_and_then_stop() -> None:
 def test_no_schedule_makes_more_attempts_than_most_attempts(
     backoff: Backoff, shortening: float
 ) -> None:
-    """The outbox keeps `most_attempts()` attempts of an event: every one the schedule makes,
-    with the shortest delays (full jitter) reaching it exactly."""
+    """`most_attempts()` bounds the attempts the schedule makes for an event (the outbox keeps
+    twice that), the shortest delays (full jitter) reaching it exactly."""
     at = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
     now, attempts = at, 1
     while (retry := backoff.retry_at(at, now, attempts, rand=lambda: shortening)) is not None:

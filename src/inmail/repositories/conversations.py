@@ -89,7 +89,8 @@ def conversation_from_doc(doc: Doc) -> Conversation:
     )
 
 
-AS_RECORD: Doc = {"messages": 0, SENT_UNDER: 0}
+NOT_IN_RECORD: tuple[str, ...] = ("messages", SENT_UNDER)
+AS_RECORD: Doc = {name: 0 for name in NOT_IN_RECORD}
 """What a conversation is read with: not the messages that conversations stored before messages
 had their own collection may still embed (until the start-up migration moves them), nor the
 idempotency record of the send that started it (read only when its key is used again)."""

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from bson import ObjectId
 from pymongo import IndexModel
@@ -318,8 +318,27 @@ class _Journaled:
     def __getattr__(self, name: str) -> object:
         journal = _UNDERWAY.get()
         if journal is None or name not in _WRITES:
-            return getattr(self._collection, name)
+            found = getattr(self._collection, name)
+            return _copying_projection(found) if name in _PROJECTING else found
         return functools.partial(journal.write, self._collection, name)
+
+
+_PROJECTING: Final = frozenset({"find", "find_one"})
+
+
+def _copying_projection(read: Any) -> Callable[..., object]:
+    """A read given a copy of its projection: mongomock writes into the one it is given (it
+    sets `_id` there), and the repositories share theirs between reads and pipelines."""
+
+    def call(*args: object, **kwargs: object) -> object:
+        if len(args) > 1 and isinstance(args[1], Mapping):
+            args = (args[0], dict(args[1]), *args[2:])
+        projection = kwargs.get("projection")
+        if isinstance(projection, Mapping):
+            kwargs["projection"] = dict(projection)
+        return read(*args, **kwargs)
+
+    return call
 
 
 class _CommittedHere:

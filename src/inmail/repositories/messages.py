@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from inmail.domain.model import Conversation, Message
-from inmail.repositories.conversations import AS_RECORD, conversation_from_doc
+from inmail.repositories.conversations import AS_RECORD, NOT_IN_RECORD, conversation_from_doc
 from inmail.repositories.message_docs import message_fields, message_from_doc
 from inmail.repositories.mongo import NO_TRANSACTION, Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import Cursor, Page, decode_cursor, keyset_page, list_name
@@ -105,8 +105,12 @@ class MessageReader:
         message is one of them, asked together.
 
         The conversation comes in the same reads as its message, so whose a message is costs
-        no read of its own: an id of someone else's message is answered in the time an unknown
-        id is (a read that followed only for messages found would tell them apart)."""
+        no read of its own: an id of someone else's message makes the round trips an unknown
+        id makes (a read that followed only for messages found would tell them apart by a
+        round trip; what is left is the server's join of a message it finds).
+
+        In a transaction the conversations are read after the messages instead: a transaction
+        refuses a `$lookup` into a sharded collection (README, Sharding)."""
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
@@ -121,7 +125,7 @@ class MessageReader:
                 }
             },
             # The conversation as a record is read (not what older ones may still embed).
-            {"$project": {f"{_THREAD}.{name}": 0 for name in AS_RECORD}},
+            {"$project": {f"{_THREAD}.{name}": 0 for name in NOT_IN_RECORD}},
         ]
         firsts_query = {"first._id": {"$in": wanted}}
         if self._session is None:
@@ -132,10 +136,21 @@ class MessageReader:
                 ),
             )
         else:  # one operation at a time in a transaction's session
-            docs = await self._mongo.aggregate(self._c, joined, self._session)
+            docs = await self._mongo.find_by_ids(self._c, wanted, self._session)
             firsts = await self._mongo.find_all(
                 self._conversations, firsts_query, projection=AS_RECORD, session=self._session
             )
+            threads = await self._mongo.find_by_ids(
+                self._conversations,
+                [doc["conversationId"] for doc in docs],
+                self._session,
+                projection=AS_RECORD,
+            )
+            by_id = {thread["_id"]: thread for thread in threads}
+            for doc in docs:
+                doc[_THREAD] = (
+                    [by_id[doc["conversationId"]]] if doc["conversationId"] in by_id else []
+                )
         found: dict[str, tuple[Conversation, Message]] = {}
         for doc in docs:
             threads = doc.pop(_THREAD)

@@ -676,6 +676,7 @@ async function markRead(input) {
       `mutation Read($input: MarkNotificationsReadInput!) { markNotificationsRead(input: $input) { unreadCount errors { code message } } }`,
       { input }
     );
+    if (api !== mine) return;
     const result = data.markNotificationsRead;
     showUnread(result.unreadCount);
     if (result.errors.length) $("notifications-result").textContent = userErrors(result.errors);
