@@ -220,9 +220,7 @@ async def _change_to_basic(
     # took is refused (keys are one namespace), and a retry changes nothing again (not even a
     # subscription started since).
     request = KeyedRequest.of(member_id, key, PLAN_CHANGE, plan=PlanType.BASIC.value)
-    entries = await deps.uow.run(_cancel_under_key, deps, request, deps.now())
-    await deps.publisher.publish(entries)
-    return await _require_member(deps.reads, member_id)
+    return await _cancel(deps, member_id, to_basic=True, under=request)
 
 
 async def _cancel_under_key(
@@ -351,9 +349,15 @@ async def cancel_subscription(deps: Deps, member_id: str) -> Member:
     return await _cancel(deps, member_id, to_basic=False)
 
 
-async def _cancel(deps: Deps, member_id: str, *, to_basic: bool) -> Member:
-    """Cancelling zeroes the balance at once and stops renewals (SPEC 2)."""
-    entries = await deps.uow.run(_forfeit_and_stop, deps, member_id, to_basic, deps.now())
+async def _cancel(
+    deps: Deps, member_id: str, *, to_basic: bool, under: KeyedRequest | None = None
+) -> Member:
+    """Cancelling zeroes the balance at once and stops renewals (SPEC 2); `under` a request's
+    key, the key is taken in the same transaction (to BASIC only)."""
+    if under is None:
+        entries = await deps.uow.run(_forfeit_and_stop, deps, member_id, to_basic, deps.now())
+    else:
+        entries = await deps.uow.run(_cancel_under_key, deps, under, deps.now())
     await deps.publisher.publish(entries)
     return await _require_member(deps.reads, member_id)
 
