@@ -572,11 +572,11 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
 
     @staticmethod
     def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
-        """Strawberry's (a syntax error closes the socket, with it as the reason), cut to what a
-        close frame holds: a longer reason, say one repeating a long name from the document,
-        would fail the close itself."""
-        reason = BaseGraphQLTransportWSHandler._get_pre_execution_close_reason(error)
-        return None if reason is None else close_reason(reason)
+        """None: an operation refused before it ran, its document not parsing included, is
+        answered with an `error` message for its id, and the socket serves on. Strawberry
+        would close the socket with 4400, which graphql-ws clients take as fatal: one bad
+        document would end every other subscription on the socket, for good."""
+        return None
 
     async def _handle_pre_execution_error(
         self, operation: Operation[Context, None], result: PreExecutionError
@@ -1067,7 +1067,10 @@ class GraphQLApp(GraphQL[Context, None]):
 
 # What a browser page on an allowed origin may send and read (bearer tokens, never cookies).
 _CORS_METHODS: Final = ("GET", "POST")
-_CORS_REQUEST_HEADERS: Final = "authorization, content-type, accept, x-request-id"
+_CORS_REQUEST_HEADERS: Final = ("authorization", "content-type", "accept", "x-request-id")
+# A header name (RFC 9110 token); a preflight may name at most this many.
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")
+_CORS_MOST_REQUEST_HEADERS: Final = 50
 _CORS_EXPOSED_HEADERS: Final = "x-request-id, retry-after"
 CORS_MAX_AGE: Final = 600  # seconds a browser may keep a preflight's answer
 
@@ -1090,6 +1093,20 @@ def cross_origin_headers(origin: str | None, allowed: Sequence[str]) -> dict[str
     }
 
 
+def cors_request_headers(asked: str | None) -> str:
+    """The request headers a page on an allowed origin may send: the service's own and every
+    other header name its preflight asks for (tracing headers such as `traceparent` and
+    `sentry-trace`, a client's own such as `apollographql-client-name`), since no request
+    carries credentials a header could add to; names that are not header names, and names
+    past the first fifty, are not granted."""
+    granted = list(_CORS_REQUEST_HEADERS)
+    for name in (asked or "").lower().split(",")[:_CORS_MOST_REQUEST_HEADERS]:
+        name = name.strip()
+        if name not in granted and _HEADER_NAME.fullmatch(name):
+            granted.append(name)
+    return ", ".join(granted)
+
+
 def _preflight(request: Request, cors: dict[str, str] | None) -> Response:
     """A browser asking whether a page on its origin may send this request: yes (204) for an
     allowed origin and GET or POST, else a 403 with no CORS headers (the browser then sends
@@ -1099,12 +1116,14 @@ def _preflight(request: Request, cors: dict[str, str] | None) -> Response:
         raise HTTPException(
             403, "This origin may not call the API from a browser page (INMAIL_ALLOWED_ORIGINS)."
         )
+    asked = request.headers.get("access-control-request-headers")
     return Response(
         status_code=204,
         headers={
             "access-control-allow-methods": ", ".join(_CORS_METHODS),
-            "access-control-allow-headers": _CORS_REQUEST_HEADERS,
+            "access-control-allow-headers": cors_request_headers(asked),
             "access-control-max-age": str(CORS_MAX_AGE),
+            "vary": "Access-Control-Request-Method, Access-Control-Request-Headers",
         },
     )
 

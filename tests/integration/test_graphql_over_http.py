@@ -692,6 +692,27 @@ async def test_a_page_on_a_listed_origin_may_call_the_api_and_read_its_answers(
     assert put.status_code == 403
 
 
+async def test_a_preflight_grants_the_header_names_it_asks_for_and_only_those(api: Api) -> None:
+    asked = await api.client.options(
+        "/graphql",
+        headers={
+            "Origin": APP,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, traceparent,sentry-trace, "
+            "not a name, x:y, " + ", ".join(f"x-h{i}" for i in range(60)),
+        },
+    )
+
+    granted = [h.strip() for h in asked.headers["access-control-allow-headers"].split(",")]
+    assert asked.status_code == 204
+    assert {"authorization", "content-type", "traceparent", "sentry-trace", "x-h0"} <= set(granted)
+    assert "not a name" not in granted
+    assert "x:y" not in granted
+    assert "x-h59" not in granted  # a preflight names at most fifty
+    assert len(granted) == len(set(granted))
+    assert "Access-Control-Request-Headers" in asked.headers["vary"]
+
+
 async def test_with_every_origin_allowed_answers_say_so_to_any_page(api: Api) -> None:
     asked = await preflight(api, "https://anywhere.example")
     answered = await api.client.post(
