@@ -906,6 +906,13 @@ class GraphQLApp(GraphQL[Context, None]):
                 raise HTTPException(
                     400, "The GraphQL operation's `operationName` must be a string or null."
                 )
+            extensions = operation.extensions
+            if (
+                not operation.query
+                and isinstance(extensions, dict)
+                and "persistedQuery" in extensions
+            ):
+                raise persisted_queries_unsupported()
         return data
 
     def holds_several_operations(self, query: str) -> bool:
@@ -1139,12 +1146,30 @@ def _encoded(data: object) -> bytes:
         return json.dumps(data, separators=(",", ":")).encode()
 
 
+class CodedRefusal(HTTPException):
+    """A request refused before any operation ran, with a code of its own."""
+
+    def __init__(self, status_code: int, reason: str, code: str) -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+
+
+def persisted_queries_unsupported() -> CodedRefusal:
+    """A persisted query's hash without its document (Apollo's automatic persisted queries),
+    refused with the code and message that Apollo Client's link reads as "send the document
+    itself from now on"."""
+    return CodedRefusal(400, "PersistedQueryNotSupported", "PERSISTED_QUERY_NOT_SUPPORTED")
+
+
 def _refusal(exc: HTTPException, media_type: str, encode: Callable[[object], str]) -> Response:
     """A request refused before any operation ran, as a GraphQL response with one error.
 
     Encoded like every reply (`encode`, GraphQLApp.encode_json): the reason may repeat what the
     client sent, such as an operation name holding a lone surrogate."""
-    code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
+    if isinstance(exc, CodedRefusal):
+        code = exc.code
+    else:
+        code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
     headers = {}
     if exc.status_code == 405:
         mutation_over_get = isinstance(exc.__cause__, InvalidOperationTypeError)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -124,10 +126,46 @@ def _webhook_url(raw: str) -> str:
 
 
 def _origins(raw: str) -> tuple[str, ...]:
-    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
-    if not origins:
+    origins = tuple(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
+    if not origins or not all(o == "*" or _is_origin(o) for o in origins):
         raise ValueError("")
     return origins
+
+
+def _is_origin(text: str) -> bool:
+    """A browser origin as a page's Origin header names it: http(s)://host[:port], no more."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises for a port that is not one)
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and parts.hostname is not None
+        and _is_host(parts.hostname.strip("[]"))
+        and not (parts.path or parts.query or parts.fragment or parts.username)
+        and "@" not in parts.netloc
+    )
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _is_host(text: str) -> bool:
+    """An IP address, or a host name (RFC 1123: dot-separated labels of letters, digits and
+    inner hyphens, at most 253 characters)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        labels = text.removesuffix(".").split(".")
+        return len(text) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+    return True
+
+
+def _host(raw: str) -> str:
+    if not _is_host(raw):
+        raise ValueError("")
+    return raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +383,11 @@ class Settings:
         "INMAIL_MAX_PURCHASE_QUANTITY", "10", "most credits one purchase may buy", 1, 1000
     )
     host: str = setting(
-        "INMAIL_HOST", "127.0.0.1", "an interface address", "where `inmail serve` listens", str
+        "INMAIL_HOST",
+        "127.0.0.1",
+        "an interface address (an IP address or a host name)",
+        "where `inmail serve` listens",
+        _host,
     )
     port: int = setting(
         "INMAIL_PORT",
@@ -388,7 +430,12 @@ class Settings:
         high_said=False,
     )
     max_query_depth: int = _int_setting(
-        "INMAIL_MAX_QUERY_DEPTH", "12", "deepest selection allowed", 2, 100
+        "INMAIL_MAX_QUERY_DEPTH",
+        "12",
+        "deepest selection allowed, counted below the root fields (a root field's own fields "
+        "are depth 1)",
+        2,
+        100,
     )
     max_aliases: int = _int_setting(
         "INMAIL_MAX_ALIASES", "30", "most aliases in one operation", 1, 1000
@@ -404,7 +451,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = setting(
         "INMAIL_ALLOWED_ORIGINS",
         "*",
-        "* or comma-separated origins",
+        "* or comma-separated origins (http(s)://host[:port])",
         "browser origins whose pages may open websockets and call /graphql over HTTP (CORS, "
         "without credentials: tokens travel in the Authorization header)",
         _origins,
@@ -421,7 +468,10 @@ class Settings:
         10000,
     )
     ws_keepalive: float = _seconds_setting(
-        "INMAIL_WS_KEEPALIVE", "15", "keep-alive ping interval on websockets"
+        "INMAIL_WS_KEEPALIVE",
+        "15",
+        "keep-alive interval on websockets: a ping frame on every socket (one left unanswered "
+        "as long is closed), and graphql-ws's `ka` messages",
     )
     suggestions: bool = _development_switch(
         "INMAIL_SUGGESTIONS", '"Did you mean ...?" in GraphQL errors'
@@ -456,9 +506,9 @@ class Settings:
     metrics_host: str = setting(
         "INMAIL_METRICS_HOST",
         "127.0.0.1",
-        "an interface address",
+        "an interface address (an IP address or a host name)",
         "where `inmail serve` serves /metrics, apart from the API",
-        str,
+        _host,
     )
     metrics_port: int | None = setting(
         "INMAIL_METRICS_PORT",

@@ -565,6 +565,10 @@ def server_config(settings: Settings) -> ServerConfig:
         lifespan="on",
         # Websocket messages are bounded like request bodies (close code 1009 past it).
         ws_max_size=settings.max_body_bytes,
+        # A ping frame every INMAIL_WS_KEEPALIVE seconds on every socket, whatever its
+        # subprotocol (browsers answer by themselves); one unanswered for as long is closed.
+        ws_ping_interval=settings.ws_keepalive,
+        ws_ping_timeout=settings.ws_keepalive,
         max_header_bytes=settings.max_header_bytes,
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,

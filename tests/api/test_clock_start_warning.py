@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from inmail.repositories.memory import InMemoryMongo
+from inmail.services import scheduling
 from support import START, open_api
 from support import test_settings as settings_with
 
@@ -50,6 +51,23 @@ async def test_a_clock_started_before_the_newest_ledger_entry_is_warned_about(
     assert f"database {db_name!r}" in message
     assert "INMAIL_CLOCK_START=2026-02-14T16:30:00Z or later" in message
     assert "INMAIL_DATA_DIR" in message
+
+
+async def test_a_reminder_written_after_everything_else_counts_as_data_written(
+    mongodb_uri: str, db_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_api(mongodb_uri, db_name) as api:
+        ada = await api.create_member("Ada Lovelace")
+        grace = await api.create_member("Grace Hopper")
+        await api.send(ada, grace, subject="Compilers")
+        api.advance(hours=50)
+        await scheduling.remind_due(api.container.deps, api.clock.now(), batch_size=10)
+        reminded_at = api.clock.now()
+
+    (warning,) = await _clock_warnings_at_start(
+        mongodb_uri, db_name, caplog, clock_start=START + timedelta(hours=1)
+    )
+    assert f"before data already written up to {reminded_at.isoformat()}" in warning.getMessage()
 
 
 async def test_a_clock_started_at_or_after_the_newest_data_says_nothing(

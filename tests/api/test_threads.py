@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import bson
@@ -172,6 +172,58 @@ async def test_twenty_first_messages_at_once_between_two_connections_make_one_th
     assert sorted(node["body"] for node in page["nodes"]) == sorted(
         f"Hello number {i}" for i in range(20)
     )
+
+
+async def _follow(
+    api: Api, reader: Person, thread: str, cursor: str | None, until: asyncio.Event
+) -> list[str]:
+    """A client keeping up with a thread: it asks again and again for what came after the
+    last message it saw, and once more after `until` is set; the bodies in the order seen."""
+    seen: list[str] = []
+    while True:
+        last_round = until.is_set()
+        page = await _message_page(api, reader, thread, 20, cursor)
+        seen += [node["body"] for node in page["nodes"]]
+        cursor = page["pageInfo"]["endCursor"] or cursor
+        if last_round and not page["pageInfo"]["hasNextPage"]:
+            return seen
+        await asyncio.sleep(0)
+
+
+async def test_a_client_paging_forward_through_a_thread_sees_every_message_sent_meanwhile(
+    api: Api,
+) -> None:
+    """Forty messages at once from both parties, on a stopped clock, while a client follows
+    the thread from its last cursor: it sees each once, in the thread's own order. A message
+    committed after a later one it had already seen would be behind its cursor, for good."""
+    ada, grace = await _connected(api, "Ada Lovelace", "Grace Hopper")
+    opened = await send_message(api, ada, "Opening", recipient=grace)
+    thread = opened["conversation"]["id"]
+    start = await _message_page(api, grace, thread, 1, None)
+    done = asyncio.Event()
+
+    async def senders() -> list[dict[str, Any]]:
+        sent = await asyncio.gather(
+            *(
+                _say(api, author, f"Message {i}", thread)
+                for i, author in enumerate([ada, grace] * 20)
+            )
+        )
+        done.set()
+        return sent
+
+    sent, seen = await asyncio.gather(
+        senders(), _follow(api, grace, thread, start["pageInfo"]["endCursor"], done)
+    )
+
+    assert all(result["errors"] == [] for result in sent), sent
+    everything = await api.gql(MESSAGES, {"id": thread}, grace.token)
+    listed = everything["conversation"]["messages"]
+    times = [datetime.fromisoformat(message["sentAt"]) for message in listed]
+    assert times == sorted(set(times)), "two messages of one thread share a time"
+    bodies = await _message_page(api, grace, thread, 100, None)
+    assert seen == [node["body"] for node in bodies["nodes"]][1:]
+    assert sorted(seen) == sorted(f"Message {i}" for i in range(40))
 
 
 ROLES = """

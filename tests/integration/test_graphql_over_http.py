@@ -508,6 +508,32 @@ async def test_a_get_whose_variables_and_extensions_are_null_runs_as_without_the
     assert "now" in response.json()["data"]
 
 
+PERSISTED = {"persistedQuery": {"version": 1, "sha256Hash": "ecf4edb46db40b5132295c0291d62fb6"}}
+
+
+async def test_a_persisted_query_hash_alone_is_refused_as_apollo_reads_unsupported(
+    api: Api, headers: dict[str, str]
+) -> None:
+    """Apollo Client's persisted-query link sends a document's hash first, and sends the
+    document itself from then on once told this code: any other answer fails every request."""
+    posted = await api.client.post("/graphql", json={"extensions": PERSISTED}, headers=headers)
+    got = await get_graphql(api, {"extensions": json.dumps(PERSISTED)}, headers)
+    with_document = await api.client.post(
+        "/graphql", json={"query": "{ now }", "extensions": PERSISTED}, headers=headers
+    )
+
+    for refused in (posted, got):
+        assert refused.status_code == 400
+        assert refused.json()["errors"] == [
+            {
+                "message": "PersistedQueryNotSupported",
+                "extensions": {"code": "PERSISTED_QUERY_NOT_SUPPORTED"},
+            }
+        ]
+    assert with_document.status_code == 200
+    assert "now" in with_document.json()["data"]
+
+
 async def test_a_mutation_over_get_is_a_405_allowing_post_and_creates_nothing(
     api: Api, headers: dict[str, str]
 ) -> None:

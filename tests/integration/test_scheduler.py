@@ -18,6 +18,7 @@ from pymongo.errors import NetworkTimeout
 
 from inmail.bootstrap import build_deps, build_scheduler
 from inmail.domain.billing import PaymentMethod
+from inmail.domain.conversations import InMailResponse
 from inmail.domain.credits import LedgerKind, LotFilter, LotStatus
 from inmail.domain.model import LedgerEntry
 from inmail.domain.plans import PlanType
@@ -288,6 +289,33 @@ async def test_reminders_go_once_and_within_72_hours(api: Api) -> None:
         assert [(n.kind, n.conversation_id, n.at) for n in notes if n.kind == "REMINDER"] == [
             ("REMINDER", conversation_id, reminded_at)
         ]
+
+
+async def test_a_response_on_its_way_while_its_reminder_is_sent_is_recorded_after_it(
+    api: Api,
+) -> None:
+    """The response's time was taken (47 h after the InMail) before a pass that reminds at
+    48 h committed: what is stored says the reminder went first, then the response came, never
+    a reminder for an InMail already answered."""
+    deps = api.container.deps
+    ada = await new_member(deps, "Ada Lovelace")
+    alan = await new_member(deps, "Alan Turing")
+    sent = await inmail_service.send_inmail(deps, ada, alan, "Hi", "Coffee?", "k-1")
+    api.clock.advance(timedelta(hours=47))  # the responder's moment, before the pass's
+    reminded_at = START + timedelta(hours=48)
+    assert (await scheduling.remind_due(deps, reminded_at, batch_size=BATCH)).changed == 1
+
+    answer = await inmail_service.respond(
+        deps, alan, sent.conversation.id, InMailResponse.INTERESTED, "Gladly"
+    )
+
+    conversation = await deps.reads.conversations.get(sent.conversation.id)
+    assert conversation is not None
+    assert conversation.reminder_sent_at == reminded_at
+    assert conversation.responded_at == reminded_at
+    assert answer.credited_back
+    notes = await notifications_of(api.container.mongo, ada)
+    assert [n.at for n in notes if n.kind == "RESPONSE_RECEIVED"] == [reminded_at]
 
 
 async def test_the_reminder_delay_is_configurable(mongodb_uri: str, db_name: str) -> None:

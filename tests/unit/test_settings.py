@@ -57,11 +57,34 @@ def test_an_empty_environment_gives_the_documented_defaults(
         ("INMAIL_MAX_QUERY_LENGTH", "1048577"),
         ("INMAIL_MAX_QUERY_LINES", "9"),
         ("INMAIL_MAX_QUERY_LINES", "many"),
+        ("INMAIL_HOST", "not an ip"),
+        ("INMAIL_HOST", "-edge.example"),
+        ("INMAIL_METRICS_HOST", "zz zz"),
+        ("INMAIL_ALLOWED_ORIGINS", "not-an-origin"),
+        ("INMAIL_ALLOWED_ORIGINS", "https://app.example/path"),
+        ("INMAIL_ALLOWED_ORIGINS", "https://app.example,ftp://files.example"),
+        ("INMAIL_ALLOWED_ORIGINS", "https://app.example:99999"),
     ],
 )
 def test_a_bad_value_is_refused_with_the_variable_named(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_hosts_and_origins_take_what_operators_write() -> None:
+    settings = Settings.from_env(
+        {
+            "INMAIL_HOST": "::",
+            "INMAIL_METRICS_HOST": "metrics.internal",
+            "INMAIL_ALLOWED_ORIGINS": "https://App.Example/, http://127.0.0.1:3000,http://[::1]:8080",
+        }
+    )
+    assert (settings.host, settings.metrics_host) == ("::", "metrics.internal")
+    assert settings.allowed_origins == (
+        "https://app.example",  # as a browser's Origin header names it
+        "http://127.0.0.1:3000",
+        "http://[::1]:8080",
+    )
 
 
 def test_a_secret_is_never_echoed_in_the_error() -> None:
@@ -138,6 +161,11 @@ def test_serve_gives_each_worker_its_settings_not_the_environment() -> None:
     app = pickle.loads(pickle.dumps(config)).app
     assert isinstance(app, partial)
     assert (app.func, app.args) == (worker_app, (settings,))
+
+
+def test_the_websocket_keepalive_pings_every_socket_whatever_its_subprotocol() -> None:
+    config = server_config(Settings.from_env({"INMAIL_WS_KEEPALIVE": "7"}))
+    assert (config.ws_ping_interval, config.ws_ping_timeout) == (7, 7)
 
 
 def test_every_default_is_the_documented_value_read_as_the_setting_reads_it() -> None:

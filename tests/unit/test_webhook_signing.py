@@ -198,3 +198,9 @@ def test_the_readme_receiver_accepts_a_signed_event_once_and_refuses_forgeries(
     )
     for hostile in hostile_headers:
         assert namespace["receive"]({"InMail-Signature": hostile}, body) == 400
+    # Two timestamps, one of them signed: refused here as by the service's own check.
+    now = int(time.time())
+    signed = sign(secret, body, now)
+    for doubled in (f"t={now - 1000},{signed}", f"{signed},t={now - 1000}"):
+        assert namespace["receive"]({"InMail-Signature": doubled}, body) == 400
+        assert not verify_signature(secret, doubled, body, now=now)

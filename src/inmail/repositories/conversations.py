@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from pymongo import ReturnDocument
 
@@ -38,6 +38,9 @@ def conversation_to_doc(c: Conversation) -> Doc:
         "creditedBack": c.credited_back,
         "reminderSentAt": c.reminder_sent_at,
         "reminderDueAt": c.reminder_due_at,
+        # The time of the thread's latest message: its first (sent with it) until another is
+        # added (`ConversationRepository.take_message_time`).
+        "lastMessageAt": c.sent_at,
     }
     if c.first_message is not None:
         # The InMail's first message rides in the conversation's own insert: one write for
@@ -109,6 +112,13 @@ def _value_to_milliseconds(value: object) -> object:
     if isinstance(value, list):
         return [_value_to_milliseconds(item) for item in value]
     return value
+
+
+def utc_milliseconds(value: datetime) -> datetime:
+    """A time as the server compares it: UTC (a time without a zone is UTC), to the
+    millisecond."""
+    utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
 
 
 def pair_key(a: str, b: str) -> str:
@@ -245,6 +255,34 @@ class ConversationRepository(ConversationReader):
             session=self._session,
         )
         return None if doc is None else conversation_from_doc(doc)
+
+    async def take_message_time(self, conversation_id: str, now: datetime) -> datetime:
+        """The time a new message of the thread is stored with: `now`, or a millisecond after
+        the thread's latest message when `now` is not later (a stopped manual clock, two
+        messages in one millisecond). The thread keeps it as its latest (`lastMessageAt`).
+
+        Taking it writes the conversation, so two transactions adding to one thread conflict
+        and one runs again, after the other: a thread's messages commit in the order of their
+        (sentAt, _id), and a reader that pages forward from the last message it saw never
+        misses one committed after. A conversation stored before the field counts from its
+        start."""
+        at = utc_milliseconds(now)
+        before = await self._c.find_one_and_update(
+            {"_id": conversation_id},
+            {"$max": {"lastMessageAt": at}},
+            projection={"_id": 0, "lastMessageAt": 1, "sentAt": 1},
+            return_document=ReturnDocument.BEFORE,
+            session=self._session,
+        )
+        assert before is not None, "a message is added to a conversation the transaction read"
+        latest = utc_milliseconds(before.get("lastMessageAt") or before["sentAt"])
+        if at > latest:
+            return now
+        at = latest + timedelta(milliseconds=1)
+        await self._c.update_one(
+            {"_id": conversation_id}, {"$set": {"lastMessageAt": at}}, session=self._session
+        )
+        return at
 
     async def mark_reminded(self, conversation_id: str, at: datetime) -> bool:
         result = await self._c.update_one(

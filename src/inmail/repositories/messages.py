@@ -6,8 +6,12 @@ message (rather than buckets of many) because every read is a keyset range of th
 `conversation_oldest` {conversationId, sentAt, _id}: the latest 100 are the last 100 entries of
 a conversation's range, a page of `messageConnection` the next `first` after a cursor, and a
 count an index-only COUNT_SCAN. Buckets would save index entries but make every page straddle
-buckets, every append a read-modify-write of a shared document (a hot spot that concurrent
-writers retry on), and the exact "latest 100" a merge of two buckets.
+buckets, and the exact "latest 100" a merge of two buckets.
+
+An append does write one shared document: its conversation's `lastMessageAt`, which gives the
+message its time (`ConversationRepository.take_message_time`). Two appends to one thread at
+once conflict there and one runs again after the other, so a thread's messages commit in their
+(sentAt, _id) order and a client paging forward from the last message it saw misses none.
 
 An InMail's first message is the exception: it is kept in the conversation document itself
 (field `first`, written by the conversation's own insert, so a send is one write less). It is
@@ -21,10 +25,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from inmail.domain.model import Conversation, Message
-from inmail.repositories.conversations import AS_RECORD, NOT_IN_RECORD, conversation_from_doc
+from inmail.repositories.conversations import (
+    AS_RECORD,
+    NOT_IN_RECORD,
+    conversation_from_doc,
+    utc_milliseconds,
+)
 from inmail.repositories.message_docs import message_fields, message_from_doc
 from inmail.repositories.mongo import NO_TRANSACTION, Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import Cursor, Page, decode_cursor, keyset_page, list_name
@@ -49,10 +58,7 @@ def _position(sent_at: datetime, message_id: str) -> _Position:
     """Where a message sorts in its thread, (sentAt, _id), compared as the server compares
     them: a time as UTC to the millisecond (BSON keeps no more; a time without a zone is UTC),
     an id as its bytes."""
-    if sent_at.tzinfo is None:
-        sent_at = sent_at.replace(tzinfo=UTC)
-    utc = sent_at.astimezone(UTC)
-    return utc.replace(microsecond=utc.microsecond // 1000 * 1000), message_id
+    return utc_milliseconds(sent_at), message_id
 
 
 def _position_of(message: Message) -> _Position:

@@ -684,12 +684,18 @@ class Mongo:
         return [doc, *(each[0] if parts else [])], each[len(parts) :]
 
     async def newest_recorded_time(self, sample: int = 100) -> datetime | None:
-        """The latest service-clock time among the most recently written ledger entries and
-        conversations (ids are time-ordered ObjectIds, so this reads `sample` documents of each
-        through the `_id` index, whatever the size of the collections); None on an empty
+        """The latest service-clock time among the most recently written ledger entries,
+        conversations, messages and notifications (a reminder, a response: each is notified at
+        its time). Ids are time-ordered ObjectIds, so this reads `sample` documents of each
+        through the `_id` index, whatever the size of the collections; None on an empty
         database."""
         times: list[datetime] = []
-        for collection, field in ((self.c.ledger, "at"), (self.c.conversations, "sentAt")):
+        for collection, field in (
+            (self.c.ledger, "at"),
+            (self.c.conversations, "sentAt"),
+            (self.c.messages, "sentAt"),
+            (self.c.notifications, "at"),
+        ):
             docs = await self.find_all(
                 collection,
                 {},

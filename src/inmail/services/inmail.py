@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -204,6 +204,10 @@ async def _respond(
     now: datetime,
 ) -> _Responded:
     conversation = await _awaiting_my_response(tx, member_id, conversation_id)
+    if conversation.reminder_sent_at is not None and conversation.reminder_sent_at > now:
+        # The reminder committed first, while this response was on its way (its time taken
+        # before): the response is recorded after the reminder, as it happened.
+        now = conversation.reminder_sent_at
     if note:  # a response with words is one of the member's messages (SPEC 4's limit)
         await count_send(tx, deps.rate_limits, Action.MESSAGE, member_id, now)
     account = await _credit_back_account(tx, deps, conversation, now)
@@ -232,9 +236,16 @@ async def _reply(
     """The response's note, added to the thread as the recipient's message."""
     if not note:
         return None
-    reply = Message(new_id(), member_id, note, now)
-    await tx.messages.add(conversation_id, reply)
-    return reply
+    return await _add_message(tx, conversation_id, Message(new_id(), member_id, note, now))
+
+
+async def _add_message(tx: Transaction, conversation_id: str, message: Message) -> Message:
+    """Add `message` to the thread, at the time the thread gives it (`take_message_time`: its
+    own, or just after the thread's latest); the message as stored."""
+    at = await tx.conversations.take_message_time(conversation_id, message.sent_at)
+    stored = replace(message, sent_at=at)
+    await tx.messages.add(conversation_id, stored)
+    return stored
 
 
 def _response_notices(
@@ -315,12 +326,12 @@ async def send_message(
         )
     message = Message(new_id(), member_id, text, deps.now())
     if conversation_id is not None:
-        thread_id = await deps.uow.run(
+        thread_id, message = await deps.uow.run(
             _reply_in, deps.rate_limits, member_id, conversation_id, message
         )
     else:
         assert recipient_id is not None
-        thread_id = await deps.uow.run(
+        thread_id, message = await deps.uow.run(
             _message_connection, deps.rate_limits, member_id, recipient_id, message
         )
     return await _conversation(deps.reads, thread_id), message
@@ -328,16 +339,20 @@ async def send_message(
 
 async def _reply_in(
     tx: Transaction, limits: RateLimits, member_id: str, conversation_id: str, message: Message
-) -> str:
+) -> tuple[str, Message]:
     await count_send(tx, limits, Action.MESSAGE, member_id, message.sent_at)
     conversation = await tx.conversations.get(conversation_id)
     if conversation is None or not conversation.has_party(member_id):
         raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_CONVERSATION, "conversationId")
     if conversation.state is ConversationState.AWAITING_RESPONSE:
         raise DomainError(ErrorCode.AWAITING_RESPONSE, Reason.INMAIL_NOT_ANSWERED, "conversationId")
-    await tx.messages.add(conversation.id, message)
-    await _message_event(tx, conversation, message)
-    return conversation.id
+    return conversation.id, await _add_with_event(tx, conversation, message)
+
+
+async def _add_with_event(tx: Transaction, conversation: Conversation, message: Message) -> Message:
+    stored = await _add_message(tx, conversation.id, message)
+    await _message_event(tx, conversation, stored)
+    return stored
 
 
 async def _message_event(tx: Transaction, conversation: Conversation, message: Message) -> None:
@@ -348,7 +363,7 @@ async def _message_event(tx: Transaction, conversation: Conversation, message: M
 
 async def _message_connection(
     tx: Transaction, limits: RateLimits, member_id: str, recipient_id: str, message: Message
-) -> str:
+) -> tuple[str, Message]:
     """Into the pair's direct thread, started by this message if there is none yet.
 
     Two first messages at once both find no thread; the unique index {senderId, pairKey} lets
@@ -358,9 +373,7 @@ async def _message_connection(
     await _check_connected(tx, member_id, recipient_id)
     existing = await tx.conversations.direct_between(member_id, recipient_id)
     if existing is not None:
-        await tx.messages.add(existing.id, message)
-        await _message_event(tx, existing, message)
-        return existing.id
+        return existing.id, await _add_with_event(tx, existing, message)
     thread = Conversation(
         id=new_id(),
         kind=ConversationKind.DIRECT,
@@ -370,10 +383,10 @@ async def _message_connection(
         state=ConversationState.ACCEPTED,
         sent_at=message.sent_at,
     )
-    await tx.conversations.insert(thread)
+    await tx.conversations.insert(thread)  # its latest message: this one, at its start
     await tx.messages.add(thread.id, message)
     await _message_event(tx, thread, message)
-    return thread.id
+    return thread.id, message
 
 
 async def _check_connected(tx: Transaction, member_id: str, recipient_id: str) -> None:

@@ -83,18 +83,19 @@ def verify_signature(
 
 
 def _signature_parts(header: str) -> tuple[str | None, list[str]]:
-    """An `InMail-Signature` value's timestamp (its last `t=`) and signatures (`v1=`)."""
-    timestamp: str | None = None
+    """An `InMail-Signature` value's timestamp (`t=`) and signatures (`v1=`); no timestamp
+    when the header has none, or more than one (which one was signed is then a guess)."""
+    timestamps: list[str] = []
     candidates: list[str] = []
     for part in header.split(","):
         key, sep, value = part.strip().partition("=")
         if not sep:
             continue
         if key == "t":
-            timestamp = value
+            timestamps.append(value)
         elif key == "v1":
             candidates.append(value)
-    return timestamp, candidates
+    return (timestamps[0] if len(timestamps) == 1 else None), candidates
 
 
 def _matches_any(expected: str, candidates: list[str]) -> bool:
