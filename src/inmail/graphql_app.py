@@ -235,18 +235,6 @@ def _holds_several_operations(query: str, max_tokens: int, max_length: int) -> b
     return len(operations) > 1
 
 
-MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 5.5: a control frame's 125 bytes, less the code
-
-
-def close_reason(text: str) -> str:
-    """`text` as a websocket close reason: cut, at a character, to the bytes a frame holds
-    (and what UTF-8 cannot carry, a lone surrogate, as "?")."""
-    encoded = text.encode("utf-8", "replace")
-    if len(encoded) > MAX_CLOSE_REASON_BYTES:
-        encoded = encoded[: MAX_CLOSE_REASON_BYTES - 3] + b"..."
-    return encoded.decode("utf-8", "ignore")
-
-
 class _JsonRequest:
     """A POST's request, its Content-Type (found to be JSON, in any case) said in lower case."""
 

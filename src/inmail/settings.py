@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlsplit
 
 from inmail.domain.conversations import MAX_REMINDER_DELAY
@@ -126,10 +126,22 @@ def _webhook_url(raw: str) -> str:
 
 
 def _origins(raw: str) -> tuple[str, ...]:
-    origins = tuple(o.strip().rstrip("/").lower() for o in raw.split(",") if o.strip())
+    origins = tuple(_as_sent(o.strip()) for o in raw.split(",") if o.strip())
     if not origins or not all(o == "*" or _is_origin(o) for o in origins):
         raise ValueError("")
     return origins
+
+
+_DEFAULT_PORTS: Final = {"http": ":80", "https": ":443"}
+
+
+def _as_sent(origin: str) -> str:
+    """An origin as a browser's Origin header names it: lower case, without a trailing slash
+    or its scheme's default port."""
+    origin = origin.rstrip("/").lower()
+    scheme = origin.partition("://")[0]
+    port = _DEFAULT_PORTS.get(scheme)
+    return origin.removesuffix(port) if port else origin
 
 
 def _is_origin(text: str) -> bool:
@@ -148,12 +160,13 @@ def _is_origin(text: str) -> bool:
     )
 
 
-_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
 def _is_host(text: str) -> bool:
     """An IP address, or a host name (RFC 1123: dot-separated labels of letters, digits and
-    inner hyphens, at most 253 characters)."""
+    inner hyphens, at most 253 characters; underscores too, as container networks name
+    services)."""
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -471,7 +484,7 @@ class Settings:
         "INMAIL_WS_KEEPALIVE",
         "15",
         "keep-alive interval on websockets: a ping frame on every socket (one left unanswered "
-        "as long is closed), and graphql-ws's `ka` messages",
+        "20 s, or the interval if longer, is closed), and graphql-ws's `ka` messages",
     )
     suggestions: bool = _development_switch(
         "INMAIL_SUGGESTIONS", '"Did you mean ...?" in GraphQL errors'

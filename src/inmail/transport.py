@@ -546,6 +546,9 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
         self.transport.abort()  # what was not sent is dropped with the connection
 
 
+WS_PING_TIMEOUT_LEAST = 20.0  # seconds: uvicorn's own default
+
+
 def server_config(settings: Settings) -> ServerConfig:
     """How `inmail serve` runs uvicorn: the service's app and every transport limit.
 
@@ -566,9 +569,10 @@ def server_config(settings: Settings) -> ServerConfig:
         # Websocket messages are bounded like request bodies (close code 1009 past it).
         ws_max_size=settings.max_body_bytes,
         # A ping frame every INMAIL_WS_KEEPALIVE seconds on every socket, whatever its
-        # subprotocol (browsers answer by themselves); one unanswered for as long is closed.
+        # subprotocol (browsers answer by themselves); one unanswered for 20 s (or the
+        # interval, if longer) is closed, so a short interval does not drop slow links.
         ws_ping_interval=settings.ws_keepalive,
-        ws_ping_timeout=settings.ws_keepalive,
+        ws_ping_timeout=max(settings.ws_keepalive, WS_PING_TIMEOUT_LEAST),
         max_header_bytes=settings.max_header_bytes,
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,

@@ -226,6 +226,30 @@ async def test_a_client_paging_forward_through_a_thread_sees_every_message_sent_
     assert sorted(seen) == sorted(f"Message {i}" for i in range(40))
 
 
+async def test_a_thread_stored_before_it_kept_its_latest_time_adds_after_its_newest(
+    api: Api,
+) -> None:
+    """A thread whose conversation predates `lastMessageAt`, holding a message later than the
+    clock (a manual clock started again earlier, another host's clock): the next message
+    goes after that one, not after the thread's start."""
+    ada, grace = await _connected(api, "Ada Lovelace", "Grace Hopper")
+    opened = await send_message(api, ada, "Opening", recipient=grace)
+    thread = opened["conversation"]["id"]
+    conversations, messages = api.container.mongo.c.conversations, api.container.mongo.c.messages
+    await conversations.update_one({"_id": thread}, {"$unset": {"lastMessageAt": ""}})
+    later = Message(new_id(), grace.id, "From ahead", api.clock.now() + timedelta(days=1))
+    await messages.insert_one(message_to_doc(thread, later))
+
+    added = await _say(api, ada, "After it", thread)
+
+    assert added["errors"] == []
+    page = await _message_page(api, grace, thread, 10, None)
+    assert [node["body"] for node in page["nodes"]] == ["Opening", "From ahead", "After it"]
+    stored = await conversations.find_one({"_id": thread})
+    assert stored is not None
+    assert stored["lastMessageAt"] == later.sent_at + timedelta(milliseconds=1)
+
+
 ROLES = """
 query($role: ConversationRole, $state: ConversationState, $first: Int, $after: String) {
   viewer { conversations(role: $role, state: $state, first: $first, after: $after) {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -162,3 +162,29 @@ async def test_in_memory_a_message_is_found_by_id_with_its_conversation_after_an
         found = await reader.get_many(ids)
         placed = {i: conversation.id for i, (conversation, _) in found.items()}
         assert placed == {i: threads[i] for i in ids}
+
+
+async def test_in_memory_a_thread_gives_each_message_a_time_after_its_latest() -> None:
+    """On a stopped clock each message of a thread still gets its own time, after the last:
+    the fallback runs `take_message_time`'s $max and its read-back as mongod does."""
+    memory = InMemoryMongo("thread-times")
+    await memory.c.conversations.insert_one(
+        {"_id": "c-1", "kind": "DIRECT", "state": "ACCEPTED", "sentAt": START}
+    )
+    await memory.c.messages.insert_one(
+        {"_id": "m-1", "conversationId": "c-1", "authorId": "ada", "body": "Hi", "sentAt": START}
+    )
+    units = MongoUnitOfWork(memory)
+
+    times = [await units.run(_message_time, START) for _ in range(3)]
+    later = await units.run(_message_time, START + timedelta(hours=1))
+
+    assert times == [START + timedelta(milliseconds=ms) for ms in (1, 2, 3)]
+    assert later == START + timedelta(hours=1)
+    stored = await memory.c.conversations.find_one({"_id": "c-1"})
+    assert stored is not None
+    assert stored["lastMessageAt"] == later
+
+
+async def _message_time(tx: Transaction, now: datetime) -> datetime:
+    return await tx.conversations.take_message_time("c-1", now)

@@ -76,15 +76,19 @@ def test_hosts_and_origins_take_what_operators_write() -> None:
         {
             "INMAIL_HOST": "::",
             "INMAIL_METRICS_HOST": "metrics.internal",
-            "INMAIL_ALLOWED_ORIGINS": "https://App.Example/, http://127.0.0.1:3000,http://[::1]:8080",
+            "INMAIL_ALLOWED_ORIGINS": "https://App.Example/, http://127.0.0.1:3000,"
+            "http://[::1]:8080, https://b.example:443, http://c.example:80",
         }
     )
     assert (settings.host, settings.metrics_host) == ("::", "metrics.internal")
-    assert settings.allowed_origins == (
-        "https://app.example",  # as a browser's Origin header names it
+    assert settings.allowed_origins == (  # as a browser's Origin header names each
+        "https://app.example",
         "http://127.0.0.1:3000",
         "http://[::1]:8080",
+        "https://b.example",
+        "http://c.example",
     )
+    assert Settings.from_env({"INMAIL_HOST": "inmail_api"}).host == "inmail_api"  # a service
 
 
 def test_a_secret_is_never_echoed_in_the_error() -> None:
@@ -165,7 +169,9 @@ def test_serve_gives_each_worker_its_settings_not_the_environment() -> None:
 
 def test_the_websocket_keepalive_pings_every_socket_whatever_its_subprotocol() -> None:
     config = server_config(Settings.from_env({"INMAIL_WS_KEEPALIVE": "7"}))
-    assert (config.ws_ping_interval, config.ws_ping_timeout) == (7, 7)
+    assert (config.ws_ping_interval, config.ws_ping_timeout) == (7, 20)
+    config = server_config(Settings.from_env({"INMAIL_WS_KEEPALIVE": "45"}))
+    assert (config.ws_ping_interval, config.ws_ping_timeout) == (45, 45)
 
 
 def test_every_default_is_the_documented_value_read_as_the_setting_reads_it() -> None:

@@ -264,8 +264,8 @@ class ConversationRepository(ConversationReader):
         Taking it writes the conversation, so two transactions adding to one thread conflict
         and one runs again, after the other: a thread's messages commit in the order of their
         (sentAt, _id), and a reader that pages forward from the last message it saw never
-        misses one committed after. A conversation stored before the field counts from its
-        start."""
+        misses one committed after. A conversation stored before the field has its latest
+        message read once, from the thread's index."""
         at = utc_milliseconds(now)
         before = await self._c.find_one_and_update(
             {"_id": conversation_id},
@@ -275,14 +275,28 @@ class ConversationRepository(ConversationReader):
             session=self._session,
         )
         assert before is not None, "a message is added to a conversation the transaction read"
-        latest = utc_milliseconds(before.get("lastMessageAt") or before["sentAt"])
+        latest = utc_milliseconds(
+            before.get("lastMessageAt") or await self._latest_stored(conversation_id, before)
+        )
         if at > latest:
-            return now
+            return at
         at = latest + timedelta(milliseconds=1)
         await self._c.update_one(
             {"_id": conversation_id}, {"$set": {"lastMessageAt": at}}, session=self._session
         )
         return at
+
+    async def _latest_stored(self, conversation_id: str, conversation: Doc) -> datetime:
+        """The time of a thread's latest message, for a conversation stored before it kept it:
+        its newest in the messages collection, else its start (its first message's time)."""
+        newest = await self._mongo.c.messages.find_one(
+            {"conversationId": conversation_id},
+            projection={"_id": 0, "sentAt": 1},
+            sort=[("sentAt", -1), ("_id", -1)],
+            session=self._session,
+        )
+        started: datetime = conversation["sentAt"]
+        return max(started, newest["sentAt"]) if newest else started
 
     async def mark_reminded(self, conversation_id: str, at: datetime) -> bool:
         result = await self._c.update_one(
