@@ -15,8 +15,10 @@ import pytest
 
 from inmail.app import app_from_env
 from inmail.bootstrap import build_container
+from inmail.domain.conversations import ConversationState
 from inmail.domain.credits import LedgerKind
-from inmail.domain.model import LedgerEntry
+from inmail.domain.model import Conversation, ConversationKind, LedgerEntry
+from inmail.repositories.conversations import conversation_to_doc
 from inmail.repositories.memory import InMemoryMongo
 from inmail.repositories.messages import MessageReader
 from inmail.repositories.mongo import DuplicateKeyError, Mongo
@@ -168,12 +170,7 @@ async def test_in_memory_a_thread_gives_each_message_a_time_after_its_latest() -
     """On a stopped clock each message of a thread still gets its own time, after the last:
     the fallback runs `take_message_time`'s $max and its read-back as mongod does."""
     memory = InMemoryMongo("thread-times")
-    await memory.c.conversations.insert_one(
-        {"_id": "c-1", "kind": "DIRECT", "state": "ACCEPTED", "sentAt": START}
-    )
-    await memory.c.messages.insert_one(
-        {"_id": "m-1", "conversationId": "c-1", "authorId": "ada", "body": "Hi", "sentAt": START}
-    )
+    await memory.c.conversations.insert_one(conversation_to_doc(THREAD))
     units = MongoUnitOfWork(memory)
 
     times = [await units.run(_message_time, START) for _ in range(3)]
@@ -186,5 +183,16 @@ async def test_in_memory_a_thread_gives_each_message_a_time_after_its_latest() -
     assert stored["lastMessageAt"] == later
 
 
+THREAD = Conversation(
+    id="c-1",
+    kind=ConversationKind.DIRECT,
+    sender_id="bob",
+    recipient_id="ada",
+    subject="",
+    state=ConversationState.ACCEPTED,
+    sent_at=START,
+)
+
+
 async def _message_time(tx: Transaction, now: datetime) -> datetime:
-    return await tx.conversations.take_message_time("c-1", now)
+    return await tx.conversations.take_message_time(THREAD, now)

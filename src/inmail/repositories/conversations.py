@@ -61,6 +61,15 @@ def conversation_to_doc(c: Conversation) -> Doc:
     return doc
 
 
+def stored_at(c: Conversation) -> Doc:
+    """The filter that names the conversation's document with its shard key (`senderId`, as
+    stored): a single-document update or findAndModify on a sharded collection needs it
+    before MongoDB 7.1."""
+    if c.kind is ConversationKind.DIRECT:
+        return {"_id": c.id, "senderId": min(c.sender_id, c.recipient_id)}
+    return {"_id": c.id, "senderId": c.sender_id}
+
+
 def awaiting_from(sender_id: str | None, recipient_ids: Sequence[str]) -> Doc:
     """The sender's InMails to any of these recipients that await a response (None: a join on
     the sender names it). At most one per pair: the `one_awaiting_per_pair` index, whose
@@ -231,7 +240,7 @@ class ConversationRepository(ConversationReader):
 
     async def record_response(
         self,
-        conversation_id: str,
+        conversation: Conversation,
         *,
         state: ConversationState,
         response: InMailResponse,
@@ -249,14 +258,14 @@ class ConversationRepository(ConversationReader):
             }
         }
         doc = await self._c.find_one_and_update(
-            {"_id": conversation_id, "respondedAt": None},
+            {**stored_at(conversation), "respondedAt": None},
             update,
             return_document=ReturnDocument.AFTER,
             session=self._session,
         )
         return None if doc is None else conversation_from_doc(doc)
 
-    async def take_message_time(self, conversation_id: str, now: datetime) -> datetime:
+    async def take_message_time(self, conversation: Conversation, now: datetime) -> datetime:
         """The time a new message of the thread is stored with: `now`, or a millisecond after
         the thread's latest message when `now` is not later (a stopped manual clock, two
         messages in one millisecond). The thread keeps it as its latest (`lastMessageAt`).
@@ -268,7 +277,7 @@ class ConversationRepository(ConversationReader):
         message read once, from the thread's index."""
         at = utc_milliseconds(now)
         before = await self._c.find_one_and_update(
-            {"_id": conversation_id},
+            stored_at(conversation),
             {"$max": {"lastMessageAt": at}},
             projection={"_id": 0, "lastMessageAt": 1, "sentAt": 1},
             return_document=ReturnDocument.BEFORE,
@@ -276,13 +285,13 @@ class ConversationRepository(ConversationReader):
         )
         assert before is not None, "a message is added to a conversation the transaction read"
         latest = utc_milliseconds(
-            before.get("lastMessageAt") or await self._latest_stored(conversation_id, before)
+            before.get("lastMessageAt") or await self._latest_stored(conversation.id, before)
         )
         if at > latest:
             return at
         at = latest + timedelta(milliseconds=1)
         await self._c.update_one(
-            {"_id": conversation_id}, {"$set": {"lastMessageAt": at}}, session=self._session
+            stored_at(conversation), {"$set": {"lastMessageAt": at}}, session=self._session
         )
         return at
 

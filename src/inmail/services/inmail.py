@@ -213,7 +213,7 @@ async def _respond(
     account = await _credit_back_account(tx, deps, conversation, now)
     credited = account is not None and _credit_back(account, deps, conversation, now)
     recorded = await tx.conversations.record_response(
-        conversation.id,
+        conversation,
         state=state_after(response),
         response=response,
         at=now,
@@ -221,7 +221,7 @@ async def _respond(
     )
     if recorded is None:
         raise _already_responded()
-    reply = await _reply(tx, conversation.id, member_id, note, now)
+    reply = await _reply(tx, conversation, member_id, note, now)
     entries = await account.save(tx) if account is not None else []
     await tx.notifications.record(
         _response_notices(conversation, credited, entries, now),
@@ -231,20 +231,20 @@ async def _respond(
 
 
 async def _reply(
-    tx: Transaction, conversation_id: str, member_id: str, note: str | None, now: datetime
+    tx: Transaction, conversation: Conversation, member_id: str, note: str | None, now: datetime
 ) -> Message | None:
     """The response's note, added to the thread as the recipient's message."""
     if not note:
         return None
-    return await _add_message(tx, conversation_id, Message(new_id(), member_id, note, now))
+    return await _add_message(tx, conversation, Message(new_id(), member_id, note, now))
 
 
-async def _add_message(tx: Transaction, conversation_id: str, message: Message) -> Message:
+async def _add_message(tx: Transaction, conversation: Conversation, message: Message) -> Message:
     """Add `message` to the thread, at the time the thread gives it (`take_message_time`: its
     own, or just after the thread's latest); the message as stored."""
-    at = await tx.conversations.take_message_time(conversation_id, message.sent_at)
+    at = await tx.conversations.take_message_time(conversation, message.sent_at)
     stored = replace(message, sent_at=at)
-    await tx.messages.add(conversation_id, stored)
+    await tx.messages.add(conversation.id, stored)
     return stored
 
 
@@ -350,7 +350,7 @@ async def _reply_in(
 
 
 async def _add_with_event(tx: Transaction, conversation: Conversation, message: Message) -> Message:
-    stored = await _add_message(tx, conversation.id, message)
+    stored = await _add_message(tx, conversation, message)
     await _message_event(tx, conversation, stored)
     return stored
 
