@@ -32,6 +32,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnected as StarletteWebSocketDisconnected
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
@@ -354,6 +355,18 @@ class WebSocketMessages(ASGIWebSocketAdapter):
             raise NonTextMessageReceived from exc
         except WebSocketDisconnect:
             pass
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        """Strawberry's, with a send after the socket was closed (by the server: its init
+        timeout, a keepalive missed, a refusal) raised as the socket gone, which the handlers
+        take in their stride, rather than Starlette's or uvicorn's RuntimeError, which they
+        would log with its traceback: a client can have answers queued at any close."""
+        try:
+            await super().send_json(message)
+        except RuntimeError as exc:
+            if isinstance(exc, StarletteWebSocketDisconnected) or _sent_after_close(exc):
+                raise WebSocketDisconnected from exc
+            raise
 
 
 # Errors Strawberry's protocol handlers write themselves, without a code.

@@ -568,6 +568,10 @@ def server_config(settings: Settings) -> ServerConfig:
         lifespan="on",
         # Websocket messages are bounded like request bodies (close code 1009 past it).
         ws_max_size=settings.max_body_bytes,
+        # No permessage-deflate: a compressed message is small on the wire and large once
+        # inflated, and one read of the socket inflates every message it holds, so the pace
+        # that holds a socket's reading back (by what it costs unpacked) would come too late.
+        ws_per_message_deflate=False,
         # A ping frame every INMAIL_WS_KEEPALIVE seconds on every socket, whatever its
         # subprotocol (browsers answer by themselves); one unanswered for 20 s (or the
         # interval, if longer) is closed, so a short interval does not drop slow links.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 from browser.conftest import Browsers, Member, RunningService, wait
+from support import post_graphql
 
 pytestmark = pytest.mark.browser
 
@@ -175,3 +178,86 @@ def test_the_compose_window_says_why_sending_is_refused_and_buying_credits_updat
     wait(buyer, "the purchase", lambda d: text(d, "buy-result").startswith("Bought 3"))
     wait(buyer, "the bought credits, live", lambda d: text(d, "balance") == "8")
     wait(buyer, "the purchase notification", lambda d: text(d, "unread-count") == "1")
+
+
+def send_over_the_api(service: RunningService, sender: Member, recipient: Member) -> str:
+    """An InMail sent by `sender` over the API, as another device of theirs would; its id."""
+    fields = {
+        "recipientId": recipient.id,
+        "subject": f"From {sender.name}",
+        "body": "Could we talk?",
+        "idempotencyKey": f"{sender.id}-{recipient.id}",
+    }
+    given = ", ".join(f"{name}: {json.dumps(value)}" for name, value in fields.items())
+    body, _ = post_graphql(
+        service.url,
+        f"mutation {{ sendInMail(input: {{{given}}}) "
+        "{ conversation { id } errors { code } } }",
+        sender.token,
+    )
+    payload = body["data"]["sendInMail"]
+    assert payload["errors"] == [], payload
+    conversation_id: str = payload["conversation"]["id"]
+    return conversation_id
+
+
+def test_editing_the_recipient_after_a_look_up_forgets_who_was_looked_up(
+    service: RunningService, browsers: Browsers
+) -> None:
+    """The InMail goes to the member whose id the field holds: after an edit, the one looked
+    up before is forgotten, and nothing can be sent until the new id is looked up."""
+    ada = service.create_member("Ada Lovelace")
+    grace = service.create_member("Grace Hopper")
+    zed = service.create_member("Zed Shaw")
+    a = browsers.open("ada")
+    sign_in(a, service, ada)
+    field = a.find_element(By.ID, "compose-recipient")
+    field.send_keys(grace.id)
+    a.find_element(By.ID, "compose-lookup").click()
+    wait(a, "Grace looked up", lambda d: d.find_element(By.ID, "compose-send").is_enabled())
+
+    field.clear()
+    field.send_keys(zed.id)
+    a.find_element(By.ID, "compose-subject").send_keys("For Zed only")
+    a.find_element(By.ID, "compose-body").send_keys("Private")
+    a.execute_script("document.getElementById('compose-form').requestSubmit()")
+
+    assert not a.find_element(By.ID, "compose-send").is_enabled()
+    assert text(a, "compose-recipient-name") == "nobody yet"
+    a.find_element(By.ID, "compose-lookup").click()
+    wait(a, "Zed looked up", lambda d: text(d, "compose-recipient-name") == zed.name)
+    a.find_element(By.ID, "compose-send").click()
+    wait(a, "the send's result", lambda d: text(d, "compose-result").startswith("Sent"))
+    sent = wait(
+        a,
+        "the InMail in the sent box",
+        lambda d: [
+            e.text for e in d.find_elements(By.CSS_SELECTOR, "#sent [data-testid=sent-item]")
+        ],
+    )
+    assert len(sent) == 1
+    assert zed.name in sent[0]
+    assert text(a, "balance") == "4"  # one send, to Zed
+
+
+def test_a_reply_being_written_survives_a_live_update_of_the_inbox(
+    service: RunningService, browsers: Browsers
+) -> None:
+    pat = service.create_member("Pat Crowley")
+    alan = service.create_member("Alan Turing")
+    grace = service.create_member("Grace Hopper")
+    first = send_over_the_api(service, pat, grace)
+    g = browsers.open("grace")
+    sign_in(g, service, grace)
+    box = f'#inbox [data-conversation-id="{first}"] [data-testid=reply-body]'
+    wait(g, "a click in the reply box", lambda d: click(d, box))
+    g.switch_to.active_element.send_keys("Half a thought")
+
+    second = send_over_the_api(service, alan, grace)
+    wait(g, "the new InMail, live", lambda d: item(d, "inbox", second) is not None)
+
+    kept = wait(g, "the reply box drawn anew", lambda d: d.find_element(By.CSS_SELECTOR, box))
+    assert kept.get_attribute("value") == "Half a thought"
+    assert g.switch_to.active_element == kept
+    g.switch_to.active_element.send_keys(", finished")
+    assert kept.get_attribute("value") == "Half a thought, finished"

@@ -411,6 +411,30 @@ def masked_text_frame(text: str) -> bytes:
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
+def test_a_websocket_handshake_offering_compression_is_answered_without_it(
+    server: Served,
+) -> None:
+    """A compressed message inflates far past its size on the wire, and a read of the socket
+    inflates all it holds: the service never agrees to permessage-deflate."""
+    sock = server.connect()
+    sock.sendall(
+        b"GET /graphql HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    sock.settimeout(10)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    sock.close()
+
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"sec-websocket-extensions" not in head.lower(), head
+
+
 def test_a_websocket_client_that_takes_nothing_of_what_it_is_sent_is_dropped(
     mongodb_uri: str, tmp_path: Path
 ) -> None:

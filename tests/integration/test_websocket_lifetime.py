@@ -96,6 +96,35 @@ async def test_a_socket_that_never_sends_connection_init_is_closed_with_4408(
     assert [m for m in received if m["type"] not in ("ka", "ping")] == []
 
 
+async def test_pings_queued_past_the_init_timeout_close_the_socket_without_a_traceback(
+    live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stranger's socket with no connection_init and a backlog of pings (paced, so most are
+    still waiting when the init timeout closes the socket): the pongs due after the close are
+    dropped with the socket, not logged as an application error."""
+    async with connect(live.url, subprotocols=[Subprotocol(TRANSPORT_WS)]) as ws:
+        await asyncio.gather(*(ws.send('{"type": "ping"}') for _ in range(2000)))
+        received = await messages_until_closed(ws)
+
+    assert ws.close_code == 4408
+    assert {m["type"] for m in received} <= {"pong"}
+    await asyncio.sleep(0.5)  # what the server does with the rest of its backlog
+    assert tracebacks(caplog) == []
+
+
+async def test_a_client_that_leaves_with_operations_queued_leaves_no_traceback(
+    live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+    async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
+        for _ in range(40):
+            await ws.subscribe("{ now }")
+            await ws.subscribe("{ not closed")
+    await asyncio.sleep(1.0)  # what the server does with what it was sent
+
+    assert tracebacks(caplog) == []
+
+
 # A subscribe message whose variables nest past MAX_JSON_DEPTH, sent as it is.
 TOO_DEEP = (
     '{"type": "subscribe", "id": "1", "payload": {"query": "{ now }", "variables": {"v": '

@@ -201,6 +201,8 @@ function signOut() {
 // member to sign in (in this tab) sees nothing of the previous one's.
 function resetMemberState() {
   composeTo = null;
+  lookedUp = null;
+  replyDrafts.clear();
   for (const id of ["token-input", "compose-recipient", "compose-subject", "compose-body"]) $(id).value = "";
   $("buy-quantity").value = "1";
   $("compose-recipient-name").textContent = "nobody yet";
@@ -287,6 +289,8 @@ function goLive() {
       (data) => {
         showBalance(data.balanceChanged.balance);
         if ($("compose-credits").dataset.known) $("compose-credits").textContent = String(data.balanceChanged.balance);
+        // Whether the viewer may send can change with the balance: asked again.
+        if (lookedUp && lookedUp === $("compose-recipient").value.trim()) lookUp(lookedUp).catch(showError);
         live();
       },
       (message) => {
@@ -326,11 +330,24 @@ function showError(error) {
   say(error instanceof Error ? error.message : String(error));
 }
 
-// Compose: who, whether the viewer may send, then send with a fresh key per attempt.
+// Compose: who, whether the viewer may send, then send with a fresh key per attempt. The send
+// goes to the member looked up, and only while the field still holds that member's id: editing
+// it forgets the look-up (the button is off until the new id is looked up).
 let composeTo = null;
+let lookedUp = null; // the id last looked up, to look up again when the balance changes
+
+function forgetLookUp() {
+  composeTo = null;
+  lookedUp = null;
+  $("compose-send").disabled = true;
+  $("compose-recipient-name").textContent = "nobody yet";
+  $("compose-reason").textContent = "";
+  delete $("compose-reason").dataset.reason;
+}
 
 async function lookUp(recipientId) {
   composeTo = null;
+  lookedUp = recipientId;
   $("compose-send").disabled = true;
   $("compose-reason").textContent = "";
   // A send that got no answer stays said: looking someone up is no answer to it.
@@ -344,6 +361,7 @@ async function lookUp(recipientId) {
     { id: recipientId }
   );
   if (api !== mine) return; // signed out (or someone else signed in) meanwhile
+  if ($("compose-recipient").value.trim() !== recipientId) return; // edited meanwhile
   const compose = data.compose;
   $("compose-recipient-name").textContent = data.member ? data.member.name : "no such member";
   $("compose-credits").textContent = String(compose.creditsLeft);
@@ -357,7 +375,7 @@ async function lookUp(recipientId) {
 }
 
 async function send() {
-  if (!composeTo) return;
+  if (!composeTo || $("compose-recipient").value.trim() !== composeTo) return;
   const button = $("compose-send");
   button.disabled = true;
   clearNotice($("compose-result"));
@@ -389,6 +407,7 @@ async function send() {
     $("compose-subject").value = "";
     $("compose-body").value = "";
     composeTo = null;
+    lookedUp = null;
     await loadSent();
   } catch (error) {
     if (api !== mine) return;
@@ -472,9 +491,27 @@ async function loadList(id, more = false) {
   }
   Object.assign(state, { nodes, cursor, hasNext, total });
   if (list.loaded) list.loaded(last);
+  const focus = focusWithin(id);
   $(id).replaceChildren(...nodes.map((node) => list.draw(node)));
+  if (focus) focus();
   if (!nodes.length) $(id).append(el("li", { class: "muted" }, "Nothing yet."));
   showPaging(id);
+}
+
+// The control of a list item that has the focus, as a function that gives it back to the same
+// control of the item drawn anew (caret and selection included); null when none has it.
+function focusWithin(id) {
+  const active = document.activeElement;
+  const item = active && $(id).contains(active) ? active.closest("[data-conversation-id]") : null;
+  if (!item || !active.dataset.testid) return null;
+  const { selectionStart, selectionEnd } = active;
+  const selector = `[data-conversation-id="${CSS.escape(item.dataset.conversationId)}"] [data-testid="${active.dataset.testid}"]`;
+  return () => {
+    const again = $(id).querySelector(selector);
+    if (!again) return;
+    again.focus();
+    if (typeof selectionStart === "number" && again.setSelectionRange) again.setSelectionRange(selectionStart, selectionEnd);
+  };
 }
 
 function staleCursor(error) {
@@ -545,14 +582,23 @@ function loadInbox() {
 // Where the result of a response to this InMail shows: its outage message, kept across the
 // inbox's redraws until dismissed or the next response to it, is drawn again here.
 function respondResult(conversation) {
-  const result = el("p", { "data-testid": "respond-result" });
+  const result = el("p", { "data-testid": "respond-result", "aria-live": "polite" });
   const outage = respondNotes.get(conversation.id);
   if (outage) sayUnreachable(outage.action, result, outage.at, () => respondNotes.delete(conversation.id));
   return result;
 }
 
+// What the viewer has written in each reply box, by conversation: a live update draws the inbox
+// anew, and must not lose it.
+const replyDrafts = new Map();
+
 function responder(conversation) {
-  const note = el("textarea", { rows: 2, cols: 50, "data-testid": "reply-body", placeholder: "Write a reply" });
+  const note = el("textarea", {
+    rows: 2, cols: 50, "data-testid": "reply-body", placeholder: "Write a reply",
+    "aria-label": `Reply to "${conversation.subject}" from ${conversation.sender.name}`,
+  });
+  note.value = replyDrafts.get(conversation.id) || "";
+  note.addEventListener("input", () => replyDrafts.set(conversation.id, note.value));
   const result = respondResult(conversation);
   const respond = (response) => async () => {
     respondNotes.delete(conversation.id);
@@ -571,6 +617,7 @@ function responder(conversation) {
         result.textContent = userErrors(payload.errors);
         return;
       }
+      replyDrafts.delete(conversation.id);
       await loadInbox();
     } catch (error) {
       if (api !== mine) return;
@@ -587,10 +634,16 @@ function responder(conversation) {
     "div",
     { class: "respond" },
     RESPONSES.map(([value, label]) =>
-      el("button", { type: "button", "data-action": value, "data-testid": `respond-${value}`, onclick: respond(value) }, label)
+      el("button", {
+        type: "button", "data-action": value, "data-testid": `respond-${value}`, onclick: respond(value),
+        "aria-label": `${label}: "${conversation.subject}"`,
+      }, label)
     ),
     el("div", {}, note,
-      el("button", { type: "button", "data-action": "REPLY", "data-testid": "respond-REPLY", onclick: respond("REPLY") }, "Reply")),
+      el("button", {
+        type: "button", "data-action": "REPLY", "data-testid": "respond-REPLY", onclick: respond("REPLY"),
+        "aria-label": `Reply: "${conversation.subject}"`,
+      }, "Reply")),
     result
   );
 }
@@ -648,7 +701,10 @@ function notificationItem(n) {
     n.purchase ? `: ${credits(n.purchase.quantity)}` : "",
     n.lot && n.kind === "CREDITS_EXPIRING" ? `: ${n.lot.remaining} on ${when(n.lot.expiresAt)}` : "",
     el("span", { class: "muted" }, " ", when(n.at)),
-    n.readAt ? null : el("button", { type: "button", "data-testid": "mark-read", onclick: () => markRead({ ids: [n.id] }) }, "Mark read")
+    n.readAt ? null : el("button", {
+      type: "button", "data-testid": "mark-read", onclick: () => markRead({ ids: [n.id] }),
+      "aria-label": `Mark read: ${NOTIFICATION_TEXT[n.kind] || n.kind}, ${when(n.at)}`,
+    }, "Mark read")
   );
 }
 
@@ -735,6 +791,9 @@ function on(id, event, handler) {
 on("sign-in-form", "submit", () => signIn($("token-input").value.trim().replace(/^Bearer\s+/i, "")));
 on("sign-out", "click", signOut);
 on("compose-lookup-form", "submit", () => lookUp($("compose-recipient").value.trim()));
+$("compose-recipient").addEventListener("input", () => {
+  if ($("compose-recipient").value.trim() !== lookedUp) forgetLookUp();
+});
 on("compose-form", "submit", send);
 on("mark-all-read", "click", () => markRead({ all: true }));
 on("buy-form", "submit", buy);
