@@ -261,3 +261,47 @@ def test_a_reply_being_written_survives_a_live_update_of_the_inbox(
     assert g.switch_to.active_element == kept
     g.switch_to.active_element.send_keys(", finished")
     assert kept.get_attribute("value") == "Half a thought, finished"
+
+
+def test_connections_message_each_other_free_from_compose_and_in_their_thread(
+    service: RunningService, browsers: Browsers
+) -> None:
+    ada = service.create_member("Ada Lovelace")
+    alan = service.create_member("Alan Turing", plan="BASIC")  # a connection needs no plan
+    service.post(
+        f'mutation {{ connectMembers(input: {{memberId: "{ada.id}", otherMemberId: "{alan.id}"}})'
+        " { ok } }",
+        service.token("--admin"),
+    )
+    a, b = browsers.open("ada"), browsers.open("alan")
+    sign_in(a, service, ada)
+    sign_in(b, service, alan)
+
+    a.find_element(By.ID, "compose-recipient").send_keys(alan.id)
+    a.find_element(By.ID, "compose-lookup").click()
+    wait(a, "Alan looked up", lambda d: text(d, "compose-recipient-name") == alan.name)
+    reason = a.find_element(By.ID, "compose-reason").get_attribute("data-reason")
+    assert reason == "RECIPIENT_IS_CONNECTION"
+    assert text(a, "compose-send") == "Send message (free)"
+    assert not a.find_element(By.ID, "compose-subject").is_enabled()  # messages have none
+    a.find_element(By.ID, "compose-body").send_keys("Lunch?")
+    a.find_element(By.ID, "compose-send").click()
+    wait(a, "the message's result", lambda d: text(d, "compose-result") == "Message sent (free).")
+
+    thread = wait(
+        b,
+        "the thread in Alan's inbox, live",
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#inbox [data-kind="DIRECT"]'),
+    )[0].get_attribute("data-conversation-id")
+    box = f'#inbox [data-conversation-id="{thread}"]'
+    assert "Lunch?" in wait(b, "Ada's message", lambda d: item(d, "inbox", thread)).text
+    wait(b, "a click in the thread's box", lambda d: click(d, f"{box} [data-testid=message-body]"))
+    b.switch_to.active_element.send_keys("Yes, at noon")
+    b.find_element(By.CSS_SELECTOR, f"{box} [data-testid=message-send]").click()
+
+    wait(
+        a,
+        "Alan's answer in Ada's sent box, live",
+        lambda d: (found := item(d, "sent", thread)) is not None and "Yes, at noon" in found.text,
+    )
+    assert text(a, "balance") == "5"  # free

@@ -1,5 +1,5 @@
-// The reference web client: sign in with a token, compose, inbox, sent box, notifications,
-// live balance, buying credits. Every piece of data reaches the page as textContent.
+// The reference web client: sign in with a token, compose (an InMail, or a free message to a
+// connection), inbox, sent box, threads, notifications, live balance, buying credits. Every piece of data reaches the page as textContent.
 import { Api, ApiError, UNREACHABLE } from "/static/app/api.js";
 
 const TOKEN_KEY = "inmail.token";
@@ -8,7 +8,7 @@ const REASONS = {
   INVALID_INPUT: "Something in the request is not valid.",
   NOT_FOUND: "There is no member with that id.",
   CANNOT_MESSAGE_SELF: "You cannot send an InMail to yourself.",
-  RECIPIENT_IS_CONNECTION: "You are connected: send a free message instead of an InMail.",
+  RECIPIENT_IS_CONNECTION: "You are connected: your message goes free, in your thread with them (no subject).",
   NOT_CONNECTED: "You can only message your connections.",
   UPGRADE_REQUIRED: "Your plan cannot send InMail: upgrade to a Premium plan.",
   SUBSCRIPTION_INACTIVE: "Your subscription is cancelled.",
@@ -202,6 +202,7 @@ function signOut() {
 function resetMemberState() {
   composeTo = null;
   lookedUp = null;
+  showComposeKind(false);
   replyDrafts.clear();
   for (const id of ["token-input", "compose-recipient", "compose-subject", "compose-body"]) $(id).value = "";
   $("buy-quantity").value = "1";
@@ -334,11 +335,19 @@ function showError(error) {
 // goes to the member looked up, and only while the field still holds that member's id: editing
 // it forgets the look-up (the button is off until the new id is looked up).
 let composeTo = null;
+let composeFree = false; // the member looked up is a connection: a free message, no InMail
 let lookedUp = null; // the id last looked up, to look up again when the balance changes
+
+function showComposeKind(free) {
+  composeFree = free;
+  $("compose-send").textContent = free ? "Send message (free)" : "Send InMail";
+  $("compose-subject").disabled = free;
+}
 
 function forgetLookUp() {
   composeTo = null;
   lookedUp = null;
+  showComposeKind(false);
   $("compose-send").disabled = true;
   $("compose-recipient-name").textContent = "nobody yet";
   $("compose-reason").textContent = "";
@@ -368,7 +377,8 @@ async function lookUp(recipientId) {
   $("compose-credits").dataset.known = "1";
   $("compose-reason").textContent = compose.canSend ? "" : reasonOf(compose.reason);
   $("compose-reason").dataset.reason = compose.reason || "";
-  if (compose.canSend) {
+  showComposeKind(compose.reason === "RECIPIENT_IS_CONNECTION");
+  if (compose.canSend || composeFree) {
     composeTo = recipientId;
     $("compose-send").disabled = false;
   }
@@ -376,6 +386,7 @@ async function lookUp(recipientId) {
 
 async function send() {
   if (!composeTo || $("compose-recipient").value.trim() !== composeTo) return;
+  if (composeFree) return sendFree();
   const button = $("compose-send");
   button.disabled = true;
   clearNotice($("compose-result"));
@@ -418,6 +429,43 @@ async function send() {
     }
     throw error;
   }
+}
+
+// A free message to a connection, into the pair's one thread (started by it if there is none).
+async function sendFree() {
+  const button = $("compose-send");
+  button.disabled = true;
+  clearNotice($("compose-result"));
+  const mine = api;
+  try {
+    const payload = await sendMessage({ recipientId: composeTo, body: $("compose-body").value });
+    if (api !== mine) return;
+    button.disabled = false;
+    if (payload.errors.length) {
+      $("compose-result").textContent = userErrors(payload.errors);
+      return;
+    }
+    $("compose-result").textContent = "Message sent (free).";
+    $("compose-body").value = "";
+  } catch (error) {
+    if (api !== mine) return;
+    button.disabled = false;
+    if (isUnreachable(error)) {
+      sayUnreachable("send", $("compose-result"), error.at);
+      return;
+    }
+    throw error;
+  }
+}
+
+async function sendMessage(input) {
+  const data = await api.request(
+    `mutation Message($input: SendMessageInput!) {
+      sendMessage(input: $input) { conversation { id } message { id } errors { code message } }
+    }`,
+    { input }
+  );
+  return data.sendMessage;
 }
 
 // Paged lists (inbox, sent box, notifications): the newest PAGE first, "Show more" for the
@@ -554,14 +602,51 @@ function stateOf(conversation) {
 // One conversation in a box: its subject, the other party (the inbox names the sender, the
 // sent box the recipient), its state, a note, its messages and what the viewer may do next.
 function conversationItem(c, { testid, party, note, actions }) {
+  const heading = c.kind === "DIRECT"
+    ? el("div", {}, el("strong", { "data-field": "subject" }, "Messages"), " with ",
+      el("span", { "data-field": party }, c[party].name), note)
+    : el("div", {}, el("strong", { "data-field": "subject" }, c.subject), party === "sender" ? " from " : " to ",
+      el("span", { "data-field": party }, c[party].name), " ", stateOf(c), note);
   return el(
     "li",
-    { "data-testid": testid, "data-conversation-id": c.id, "data-state": c.state },
-    el("div", {}, el("strong", { "data-field": "subject" }, c.subject), party === "sender" ? " from " : " to ",
-      el("span", { "data-field": party }, c[party].name), " ", stateOf(c), note),
+    { "data-testid": testid, "data-conversation-id": c.id, "data-state": c.state, "data-kind": c.kind },
+    heading,
     messagesOf(c),
-    actions
+    actions || (c.state === "AWAITING_RESPONSE" ? null : messenger(c, c[party].name))
   );
+}
+
+// A message into a thread that may take one (a direct thread, an InMail that had its response).
+function messenger(conversation, other) {
+  const key = `message:${conversation.id}`;
+  const box = el("textarea", {
+    rows: 2, cols: 50, "data-testid": "message-body", placeholder: "Write a message",
+    "aria-label": `Message to ${other}`,
+  });
+  box.value = replyDrafts.get(key) || "";
+  box.addEventListener("input", () => replyDrafts.set(key, box.value));
+  const result = el("p", { "data-testid": "message-result", "aria-live": "polite" });
+  const post = async () => {
+    clearNotice(result);
+    const mine = api;
+    try {
+      const payload = await sendMessage({ conversationId: conversation.id, body: box.value });
+      if (api !== mine) return;
+      if (payload.errors.length) {
+        result.textContent = userErrors(payload.errors);
+        return;
+      }
+      replyDrafts.delete(key);
+      box.value = "";
+    } catch (error) {
+      if (api !== mine) return;
+      if (isUnreachable(error)) sayUnreachable("send", result, error.at);
+      else showError(error);
+    }
+  };
+  return el("div", { class: "respond" }, box,
+    el("button", { type: "button", "data-testid": "message-send", onclick: post, "aria-label": `Send message to ${other}` }, "Send message"),
+    result);
 }
 
 function inboxItem(c) {
