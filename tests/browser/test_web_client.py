@@ -305,3 +305,24 @@ def test_connections_message_each_other_free_from_compose_and_in_their_thread(
         lambda d: (found := item(d, "sent", thread)) is not None and "Yes, at noon" in found.text,
     )
     assert text(a, "balance") == "5"  # free
+
+
+def test_a_cancelled_subscription_shows_at_once_and_buys_nothing(
+    service: RunningService, browsers: Browsers
+) -> None:
+    ada = service.create_member("Ada Lovelace")
+    a = browsers.open("ada")
+    sign_in(a, service, ada)
+    assert a.find_element(By.ID, "buy-credits").is_enabled()
+
+    service.post("mutation { cancelSubscription { errors { code } } }", ada.token)  # elsewhere
+
+    wait(a, "the balance forfeited, live", lambda d: text(d, "balance") == "0")
+    wait(
+        a,
+        "the cancelled subscription",
+        lambda d: d.find_element(By.ID, "viewer-plan").get_attribute("data-status") == "CANCELED",
+    )
+    assert "cancelled" in text(a, "viewer-plan")
+    assert not a.find_element(By.ID, "buy-credits").is_enabled()
+    assert "cancelled" in text(a, "buy-price").lower()

@@ -157,11 +157,7 @@ function clearUnreachable(all = true) {
 async function signIn(token) {
   const candidate = new Api(token);
   const data = await candidate.request(`{
-    viewer {
-      id name
-      plan { type canSendInMail canPurchaseCredits creditPrice { amount currency } }
-      inmailBalance
-    }
+    viewer { id name ${PLAN_FIELDS} inmailBalance }
   }`);
   if (!data.viewer) throw new ApiError("That token is not a member's (an admin has no inbox).");
   resetMemberState();
@@ -172,9 +168,8 @@ async function signIn(token) {
   $("signed-in").hidden = false;
   $("viewer-name").textContent = viewer.name;
   $("viewer-id").textContent = viewer.id;
-  $("viewer-plan").textContent = viewer.plan.type;
+  showPlan(viewer);
   showBalance(viewer.inmailBalance);
-  showPrice(viewer.plan);
   // The lists show at once, and are loaded once more when the subscriptions are live (see
   // goLive): an event committed between this load and then would otherwise show only with
   // the next one.
@@ -229,12 +224,36 @@ function showBalance(balance) {
   $("balance").dataset.balance = String(balance);
 }
 
-function showPrice(plan) {
+const PLAN_FIELDS = `
+  plan { type canSendInMail canPurchaseCredits creditPrice { amount currency } }
+  subscription { status }
+`;
+
+// The plan, and whether its subscription is cancelled (a cancelled one buys nothing).
+function showPlan(member) {
+  const cancelled = member.subscription && member.subscription.status === "CANCELED";
+  $("viewer-plan").textContent = member.plan.type + (cancelled ? " (subscription cancelled)" : "");
+  $("viewer-plan").dataset.status = member.subscription ? member.subscription.status : "NONE";
+  showPrice(member.plan, cancelled);
+}
+
+// Cancelling, changing plan and a new subscription each show as a balance change (credits
+// forfeited or granted): the plan is read again then.
+async function refreshPlan() {
+  const mine = api;
+  const data = await api.request(`{ viewer { ${PLAN_FIELDS} } }`);
+  if (api !== mine || !data.viewer) return;
+  Object.assign(viewer, data.viewer);
+  showPlan(viewer);
+}
+
+function showPrice(plan, cancelled = false) {
   const price = plan.creditPrice;
-  $("buy-price").textContent = plan.canPurchaseCredits && price
+  const canBuy = plan.canPurchaseCredits && !cancelled;
+  $("buy-price").textContent = canBuy && price
     ? `One credit costs ${(price.amount / 100).toFixed(2)} ${price.currency}.`
-    : REASONS.PURCHASE_NOT_ALLOWED;
-  $("buy-credits").disabled = !plan.canPurchaseCredits;
+    : cancelled ? REASONS.SUBSCRIPTION_INACTIVE : REASONS.PURCHASE_NOT_ALLOWED;
+  $("buy-credits").disabled = !canBuy;
 }
 
 function setLiveState(state) {
@@ -289,6 +308,9 @@ function goLive() {
       "subscription { balanceChanged { balance delta reason at } }",
       (data) => {
         showBalance(data.balanceChanged.balance);
+        if (["FORFEIT", "GRANT"].includes(data.balanceChanged.reason) && data.balanceChanged.delta !== 0) {
+          refreshPlan().catch(showError);
+        }
         if ($("compose-credits").dataset.known) $("compose-credits").textContent = String(data.balanceChanged.balance);
         // Whether the viewer may send can change with the balance: asked again.
         if (lookedUp && lookedUp === $("compose-recipient").value.trim()) lookUp(lookedUp).catch(showError);
@@ -855,7 +877,7 @@ async function buy() {
     sayUnreachable("buy", $("buy-result"), error.at);
     return;
   } finally {
-    if (viewer) $("buy-credits").disabled = !viewer.plan.canPurchaseCredits;
+    if (viewer) showPlan(viewer);
   }
   if (api !== mine) return; // signed out meanwhile: the answer is not the next member's
   const result = data.purchaseInMailCredits;
