@@ -14,7 +14,7 @@ from pymongo import ASCENDING, IndexModel
 
 from inmail.domain.notifications import ConversationChange, ConversationEvent
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
-from inmail.repositories.migrations import BATCH, EVENTS
+from inmail.repositories.migrations import BATCH, EVENT_KEYS, EVENTS
 from inmail.repositories.mongo import Doc, Mongo, new_id
 from inmail.repositories.notifications import EVENT_KIND, NotificationReader
 from inmail.repositories.unit_of_work import MongoUnitOfWork
@@ -161,3 +161,40 @@ async def test_start_up_drops_the_index_no_read_of_the_service_s_used(mongo: Mon
     await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
 
     assert "event_conversation_order" not in await mongo.c.notifications.index_information()
+
+
+async def test_reminders_stored_without_an_event_key_get_one_and_the_indexes_build(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """Early versions wrote each reminder as {kind: INMAIL_REMINDER, conversationId}, with no
+    event key: two of them were one null key to the unique index {kind, eventKey}, and start-up
+    failed building it."""
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    try:
+        threads = [new_id() for _ in range(3)]
+        await mongo.c.notifications.insert_many(
+            [
+                {
+                    "_id": new_id(),
+                    "kind": "INMAIL_REMINDER",
+                    "memberId": GRACE,
+                    "conversationId": thread,
+                    "at": AT + timedelta(hours=i),
+                    "readAt": None,
+                }
+                for i, thread in enumerate(threads)
+            ]
+        )
+
+        await migrate_from_two_processes(mongo, mongodb_uri, db_name, DEFAULT_PLAN_TABLE)
+        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
+
+        keys = {doc["eventKey"] async for doc in mongo.c.notifications.find({})}
+        assert keys == set(threads)
+        told = await notifications_of(mongo, GRACE)
+        assert sorted((n.kind, n.conversation_id) for n in told) == sorted(
+            ("REMINDER", thread) for thread in threads
+        )
+        assert await mongo.c.migrations.find_one({"_id": EVENT_KEYS}) is not None
+    finally:
+        await mongo.close()

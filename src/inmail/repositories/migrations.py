@@ -44,6 +44,9 @@ INTENT_KEYS = "payment-intent-keys-in-idempotency-v1"
 LOT_ORIGINS = "lot-origins-on-lots-v1"
 """Each purchased or credited-back lot names its purchase or conversation, as its grant did."""
 
+EVENT_KEYS = "notification-event-keys-v1"
+"""Notifications stored without an event key (early reminders) given the one read for them."""
+
 OLD_EVENTS = "conversation_events"
 EVENT_KIND = "CONVERSATION_EVENT"  # repositories/notifications.py EVENT_KIND
 _DUPLICATE_KEY = 11000
@@ -54,6 +57,11 @@ async def migrate(mongo: Mongo, plans: PlanTable) -> None:
     # Each step: its name in `migrations`, what it does (how many of each thing it wrote), and
     # the log line that says so when it wrote anything.
     steps: tuple[tuple[str, Callable[[], Awaitable[tuple[int, ...]]], str], ...] = (
+        (
+            EVENT_KEYS,
+            functools.partial(_key_notifications, mongo),
+            "gave %d notifications stored without one their event key",
+        ),
         (
             THREADS,
             functools.partial(_threads, mongo),
@@ -100,6 +108,34 @@ async def _record(mongo: Mongo, name: str) -> None:
     await mongo.c.migrations.update_one(
         {"_id": name}, {"$setOnInsert": {"at": datetime.now(UTC)}}, upsert=True
     )
+
+
+async def _key_notifications(mongo: Mongo) -> tuple[int]:
+    """Every notification stored without an `eventKey` given the key it is read with (its
+    conversation's id, else its own id; `notification_from_doc`). Early versions wrote their
+    reminders so (kind INMAIL_REMINDER, one per conversation), and the unique index
+    {kind, eventKey} would take all of them for one event with a null key and refuse to be
+    built. A notification with a key is never touched, so a second run, or two at once, write
+    each key once. How many were written by this run."""
+    written = 0
+    unkeyed: Doc = {"eventKey": None}  # missing, or null
+    while docs := await mongo.find_all(
+        mongo.c.notifications,
+        unkeyed,
+        projection={"conversationId": 1},
+        sort=[("_id", 1)],
+        limit=BATCH,
+        session=NO_TRANSACTION,
+    ):
+        updates = [
+            UpdateOne(
+                {"_id": doc["_id"], **unkeyed},
+                {"$set": {"eventKey": doc.get("conversationId") or str(doc["_id"])}},
+            )
+            for doc in docs
+        ]
+        written += (await mongo.c.notifications.bulk_write(updates, ordered=False)).modified_count
+    return (written,)
 
 
 async def _write_legacy_allotments(mongo: Mongo, allotment: int) -> tuple[int]:
