@@ -155,14 +155,29 @@ class RequestLimits:
                 self.in_flight += size
             return message
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
         try:
             await self.app(scope, limited_receive, send_with_id)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            # Cut off by the server's shutdown, its drain over (uvicorn cancels what still
+            # runs): answered as a service that is going away, in JSON with the request's id,
+            # rather than as uvicorn's plain-text 500 and a logged traceback. What the request
+            # had begun in the database was rolled back as the cancellation unwound it.
+            log.warning("a request still running at the end of the shutdown's drain was cut off")
+            if (task := asyncio.current_task()) is not None:
+                task.uncancel()  # the cancellation is answered here, and ends with the request
+            await self._stopping(scope, receive, send_with_id)
         except _BodyTooLarge:
             await self._too_large(scope, receive, send)
         except _TooManyBodies:
@@ -174,6 +189,11 @@ class RequestLimits:
             log.info("request abandoned before its body arrived")
         finally:
             self.in_flight -= received
+
+    async def _stopping(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = "The service is shutting down and could not finish this request; try again."
+        response = error_response(503, message, "SERVICE_UNAVAILABLE", {"Retry-After": "1"})
+        await response(scope, receive, send)
 
     async def _busy(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = "The server is receiving too many request bodies at once; try again shortly."

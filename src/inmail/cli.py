@@ -269,7 +269,9 @@ _LOOKUP_TIMEOUT = 10.0
 def cmd_schema(args: argparse.Namespace) -> int:
     from inmail.resolvers.root import build_schema
 
-    print(build_schema(Settings()).as_str())
+    # The schema of the environment asked for: production's has no advanceClock (SPEC 7).
+    production = args.production or os.environ.get("INMAIL_ENV", "").strip() == "production"
+    print(build_schema(Settings(env="production") if production else Settings()).as_str())
     return 0
 
 
@@ -297,7 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--hours", type=float, default=12.0, help="lifetime (default 12)")
     token.set_defaults(run=cmd_token)
 
-    schema = sub.add_parser("schema", help="print the GraphQL schema (SDL)")
+    schema = sub.add_parser(
+        "schema", help="print the GraphQL schema (SDL), as INMAIL_ENV's environment serves it"
+    )
+    schema.add_argument(
+        "--production",
+        action="store_true",
+        help="production's (no advanceClock), whatever INMAIL_ENV",
+    )
     schema.set_defaults(run=cmd_schema)
 
     table = sub.add_parser("settings", help="print the settings table (Markdown)")

@@ -234,10 +234,11 @@ class EmbeddedMongod:
                 owner = _read_pid(path)
                 if owner is not None and owner != os.getpid() and pid_alive(owner):
                     running = _read_pid(self.data_dir / _LOCK_FILE)
+                    its_mongod = f", its mongod pid {running}" if running else ""
                     raise EmbeddedMongodError(
                         f"the data folder {self.data_dir} is in use by another inmail process "
-                        f"(pid {owner}, its mongod pid {running}); stop it first, or set "
-                        "INMAIL_DATA_DIR to another folder"
+                        f"(pid {owner}{its_mongod}); stop it first, or set INMAIL_DATA_DIR to "
+                        "another folder"
                     ) from None
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()  # left by a process that is gone (or by this one)

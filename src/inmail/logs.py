@@ -77,6 +77,10 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The driver's DEBUG logs (pymongo.command and its siblings) hold whole commands and
+    # replies: members' names, cards, subjects and message bodies. They stay at INFO or above
+    # whatever INMAIL_LOG_LEVEL is, so a service's logs never carry a member's private data.
+    logging.getLogger("pymongo").setLevel(max(logging.INFO, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

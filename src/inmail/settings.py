@@ -22,6 +22,10 @@ N = TypeVar("N", int, float)
 _MAX_REMINDER_HOURS = MAX_REMINDER_DELAY / timedelta(hours=1)
 
 
+PUBLISHED_EXAMPLE_SECRET: Final = "INSECURE-EXAMPLE-replace-with-openssl-rand-hex-32"
+"""INMAIL_JWT_SECRET as .env.example has it: enough for a demo, refused in production."""
+
+
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with; the message names the variable."""
 
@@ -414,7 +418,8 @@ class Settings:
         "INMAIL_LOG_LEVEL",
         "INFO",
         "DEBUG | INFO | WARNING | ERROR",
-        "log verbosity",
+        "log verbosity (the MongoDB driver's own lines stay at INFO or above: at DEBUG they "
+        "would carry members' data)",
         _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     )
     log_format: str = setting(
@@ -666,6 +671,11 @@ class Settings:
         if settings.is_production:
             if settings.jwt_secret is None:
                 raise SettingsError("INMAIL_JWT_SECRET: required when INMAIL_ENV=production")
+            if settings.jwt_secret == PUBLISHED_EXAMPLE_SECRET:
+                raise SettingsError(
+                    "INMAIL_JWT_SECRET: the example value of .env.example is public (anyone "
+                    "could sign an admin's token with it); make your own: openssl rand -hex 32"
+                )
             if settings.manual_clock:
                 raise SettingsError("INMAIL_CLOCK: manual is for demos and tests, not production")
         if settings.webhook_url is not None and settings.webhook_secret is None:

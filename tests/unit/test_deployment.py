@@ -19,7 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from inmail.settings import SETTINGS, Settings
+from inmail.settings import SETTINGS, Settings, SettingsError
+from inmail.transport import server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_NAMES = {s.name for s in SETTINGS}
@@ -130,11 +131,20 @@ def container_environment(service: dict[str, Any]) -> dict[str, str]:
     """What the container sees: the image's ENV, then the env files, then `environment`."""
     env = dict(final_stage().env)
     for name in service_env_files(service):
-        # .env is the operator's copy of .env.example, which stands in for it here.
+        # .env is the operator's copy of .env.example, which stands in for it here, with
+        # their own secret in place of the published one (as the README has them do).
         assert name == ".env", f"env_file {name}: the documented file is .env"
-        env.update(env_example())
+        env.update(operators_env())
     env.update(service_environment(service))
     return env
+
+
+OPERATORS_SECRET = "3f1c" * 16  # what `openssl rand -hex 32` makes
+
+
+def operators_env() -> dict[str, str]:
+    """.env as the README has the operator make it: .env.example, its secret their own."""
+    return {**env_example(), "INMAIL_JWT_SECRET": OPERATORS_SECRET}
 
 
 def inmail_variables(env: dict[str, str]) -> dict[str, str]:
@@ -196,9 +206,18 @@ def test_the_api_containers_environment_passes_settings_validation(service_name:
     assert settings.mongodb_uri is not None
 
 
+def test_the_published_example_secret_is_refused_in_production_and_fine_in_a_demo() -> None:
+    published = env_example()["INMAIL_JWT_SECRET"]
+    image = inmail_variables(final_stage().env)
+    with pytest.raises(SettingsError, match="INMAIL_JWT_SECRET: the example value"):
+        Settings.from_env({**image, "INMAIL_JWT_SECRET": published})
+    assert Settings.from_env({"INMAIL_JWT_SECRET": published}).jwt_secret == published
+
+
 def test_each_commented_example_in_env_example_is_a_valid_value() -> None:
     base = inmail_variables(container_environment(api_services()["api"]))
     examples = inmail_variables(env_example(with_commented_examples=True))
+    examples.pop("INMAIL_JWT_SECRET")  # the published one: to be replaced (test above)
     for name, value in examples.items():
         Settings.from_env({**base, name: value})
 
@@ -253,6 +272,14 @@ def test_the_port_agrees_everywhere() -> None:
     for host, port in upstream:
         assert host in api_services(), f"upstream {host} is not an API service"
         assert port == image_port
+
+
+def test_the_proxy_lets_an_idle_upstream_connection_go_before_the_api_closes_it() -> None:
+    """A connection nginx reuses just as the API closes it for idleness fails the request in
+    flight, and nginx does not retry a POST: its idle limit must be the shorter."""
+    (upstream,) = re.findall(r"upstream\s+\w+\s*\{(.*?)\}", nginx_conf(), re.S)
+    (timeout,) = re.findall(r"^\s*keepalive_timeout\s+(\d+)s;", upstream, re.M)
+    assert int(timeout) < server_config(Settings()).timeout_keep_alive
 
 
 def test_the_proxy_serves_the_nginx_conf_and_proxies_websockets_on_graphql() -> None:
@@ -400,9 +427,29 @@ def test_serve_in_production_without_a_database_uri_or_a_mongod_refuses_to_start
         monkeypatch.delenv(name)
     for name, value in inmail_variables(final_stage().env).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("INMAIL_JWT_SECRET", env_example()["INMAIL_JWT_SECRET"])
+    monkeypatch.setenv("INMAIL_JWT_SECRET", OPERATORS_SECRET)
     monkeypatch.setattr(embedded, "find_mongod_binary", lambda explicit=None: None)  # the image
     monkeypatch.setattr(logs, "configure_logging", lambda level, fmt: None)
 
     assert cli.main(["serve"]) == 2
     assert "production needs a real MongoDB: set INMAIL_MONGODB_URI" in capsys.readouterr().err
+
+
+def test_inmail_schema_prints_what_the_environment_serves(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The contract check reads `inmail schema`: production's has no advanceClock (SPEC 7)."""
+    from inmail import cli
+
+    monkeypatch.delenv("INMAIL_ENV", raising=False)
+    assert cli.main(["schema"]) == 0
+    development = capsys.readouterr().out
+    assert cli.main(["schema", "--production"]) == 0
+    production = capsys.readouterr().out
+    monkeypatch.setenv("INMAIL_ENV", "production")
+    assert cli.main(["schema"]) == 0
+
+    assert "advanceClock" in development
+    assert "advanceClock" not in production
+    assert capsys.readouterr().out == production
+    assert "sendInMail" in production  # the rest is served

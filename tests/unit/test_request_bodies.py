@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
@@ -73,3 +74,27 @@ async def test_past_the_bodies_in_flight_a_new_body_is_refused_with_503_until_so
     later.go_on.set()
     await limits(request(LIMIT), later.receive, later.send)
     assert later.status() == 200
+
+
+async def test_a_request_cut_off_by_the_shutdown_is_answered_503_in_json_with_its_id() -> None:
+    """uvicorn cancels what still runs when the shutdown's drain is over: the client gets a JSON
+    answer it can act on (and its request id), not a plain-text 500 and a logged traceback."""
+    running = asyncio.Event()
+
+    async def never_ends(scope: Scope, receive: Receive, send: Send) -> None:
+        running.set()
+        await asyncio.Event().wait()
+
+    client = SlowUpload()
+    scope = {**request(0), "headers": [(b"x-request-id", b"cut-off-1")]}
+    task = asyncio.create_task(RequestLimits(never_ends, LIMIT)(scope, client.receive, client.send))
+    await running.wait()
+    task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+    await task  # ends, answered: the cancellation does not escape to the server
+
+    start, body = client.answer
+    headers = dict(start["headers"])
+    assert start["status"] == 503
+    assert headers[b"x-request-id"] == b"cut-off-1"
+    assert headers[b"content-type"].startswith(b"application/json")
+    assert json.loads(body["body"])["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
