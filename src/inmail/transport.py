@@ -74,6 +74,11 @@ def refused_connections_log() -> Occasional:
     return Occasional(log, logging.WARNING, "connection refused: %d connections open")
 
 
+def _codings(values: list[bytes]) -> list[bytes]:
+    """The transfer codings Transfer-Encoding headers name, in order (RFC 9112 6.1)."""
+    return [c.strip().lower() for value in values for c in value.split(b",") if c.strip()]
+
+
 def _answer(status: int, reason: str, message: str, code: str) -> bytes:
     body = json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]}).encode()
     head = (
@@ -209,6 +214,10 @@ class _HeadTooLarge(Exception):
     """Raised from a parser callback: llhttp stops, and uvicorn asks for a 400 (sent as 431)."""
 
 
+class _UnknownCoding(Exception):
+    """Raised from a parser callback: a Transfer-Encoding other than `chunked` (sent as 501)."""
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools (llhttp) protocol with the limits above.
 
@@ -247,6 +256,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # the current head's (or trailers') URL and headers, as handed over
         self._unparsed_bytes = 0  # bytes read and not body since a head, chunk or message ended
         self._head_too_large = False
+        self._codings: list[bytes] = []  # the current head's Transfer-Encoding values
+        self._unknown_coding = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
@@ -297,6 +308,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._head_too_large:
             self._refuse_head()
+        elif self._unknown_coding:
+            if self._clear_for_refusal():
+                message = "A request body's Transfer-Encoding may only be chunked."
+                self._refuse(_answer(501, "Not Implemented", message, "BAD_REQUEST"))
         elif self._clear_for_refusal():
             self._refuse(_answer(400, "Bad Request", msg, "BAD_REQUEST"))
 
@@ -305,6 +320,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._reading_head = True
         self._head_bytes = 0
+        self._codings = []
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -313,9 +329,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_head(len(name) + len(value) + 4)  # "name: value\r\n"
+        if name.lower() == b"transfer-encoding":
+            self._codings.append(value)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._codings and _codings(self._codings) != [b"chunked"]:
+            # llhttp reads `gzip, chunked` as chunked and hands the body on still coded: a
+            # proxy in front may read it otherwise (a request smuggled past it). RFC 9112
+            # 6.1: a coding the server does not understand is a 501.
+            self._unknown_coding = True
+            raise _UnknownCoding
         self._head_bytes = self._unparsed_bytes = 0
         super().on_headers_complete()
         # Only now: a head uvicorn refuses (a bad URL) raises above, and the cycle at hand is

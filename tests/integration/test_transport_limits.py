@@ -292,6 +292,49 @@ def test_pipelined_requests_on_one_connection_are_each_answered_in_order(
     assert answer.index(b"ok") < answer.rindex(b"HTTP/1.1 200 ")
 
 
+@pytest.mark.parametrize("coding", [b"gzip, chunked", b"deflate,chunked", b"identity"])
+def test_a_transfer_coding_other_than_chunked_is_refused_501_in_json(
+    server: Served, coding: bytes
+) -> None:
+    """llhttp would read `gzip, chunked` as chunked and hand the body on still gzipped; a proxy
+    in front reading it otherwise is how a request is smuggled past it."""
+    sock = server.connect()
+    body = b'{"query": "{ now }"}'
+    sock.sendall(
+        b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: "
+        + coding
+        + b"\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    answer = read_response(sock)
+    sock.close()
+
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501 "), answer
+    assert b"content-type: application/json" in head.lower()
+    assert "chunked" in json.loads(payload)["errors"][0]["message"]
+
+
+def test_a_chunked_body_is_read_as_ever(server: Served) -> None:
+    sock = server.connect()
+    body = b'{"query": "{ now }"}'
+    sock.sendall(
+        b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: Chunked\r\nConnection: close\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\n\r\n"
+    )
+    answer = read_response(sock)
+    sock.close()
+
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b'"now"' in answer
+
+
 def test_two_hundred_silent_connections_are_dropped_after_the_header_timeout(
     server: Served,
 ) -> None:
