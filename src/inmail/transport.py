@@ -39,6 +39,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
+from websockets.datastructures import Headers
+from websockets.http11 import Response as HandshakeResponse
+from websockets.server import ServerProtocol
+from websockets.typing import StatusLike
 
 from inmail.logs import Occasional
 from inmail.settings import Settings
@@ -518,6 +522,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.loop.call_later(LINGER_SECONDS, transport.close)
 
 
+class JsonRefusals(ServerProtocol):
+    """websockets' handshake, its refusals (a bad Sec-WebSocket-Version, a missing key, a
+    handshake the app refused) answered in JSON like every other answer, not in plain text."""
+
+    def reject(self, status: StatusLike, text: str) -> HandshakeResponse:
+        plain = super().reject(status, text)
+        code = plain.reason_phrase.upper().replace(" ", "_").replace("-", "_")
+        message = text.strip() or f"The websocket was refused: {plain.reason_phrase}."
+        body = json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
+        headers = Headers(
+            (name, value)
+            for name, value in plain.headers.raw_items()
+            if name.lower() not in ("content-type", "content-length")
+        )
+        headers["Content-Type"] = "application/json"
+        headers["Content-Length"] = str(len(body.encode()))
+        return HandshakeResponse(plain.status_code, plain.reason_phrase, headers, body.encode())
+
+
 class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
     """uvicorn's websocket protocol (websockets-sansio), with a client that stops reading
     dropped as an HTTP one is: once what is sent to it passes the transport's high-water mark,
@@ -539,6 +562,10 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        assert not config.ws_per_message_deflate, "compression is never agreed to (server_config)"
+        self.conn = JsonRefusals(
+            max_size=config.ws_max_size, logger=logging.getLogger("uvicorn.error")
+        )
         self.body_timeout: float = getattr(config, "body_timeout", 30.0)
         self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
 

@@ -478,6 +478,35 @@ def test_a_websocket_handshake_offering_compression_is_answered_without_it(
     assert b"sec-websocket-extensions" not in head.lower(), head
 
 
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (b"Sec-WebSocket-Version: 99\r\n", 400),
+        (b"", 400),  # no Sec-WebSocket-Key
+    ],
+    ids=["unknown-version", "no-key"],
+)
+def test_a_websocket_handshake_refused_is_answered_in_json(
+    server: Served, header: bytes, status: int
+) -> None:
+    key = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" if header else b""
+    version = header or b"Sec-WebSocket-Version: 13\r\n"
+    sock = server.connect()
+    sock.sendall(
+        b"GET /graphql HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\n" + key + version + b"\r\n"
+    )
+    answer = read_response(sock)
+    sock.close()
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()), answer
+    assert b"content-type: application/json" in head.lower()
+    (error,) = json.loads(body)["errors"]
+    assert error["message"].startswith("Failed to open a WebSocket connection")
+    assert error["extensions"]["code"]
+
+
 def test_a_websocket_client_that_takes_nothing_of_what_it_is_sent_is_dropped(
     mongodb_uri: str, tmp_path: Path
 ) -> None:
