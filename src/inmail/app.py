@@ -168,15 +168,16 @@ class RequestLimits:
         try:
             await self.app(scope, limited_receive, send_with_id)
         except asyncio.CancelledError:
-            if started:
-                raise
+            task = asyncio.current_task()
+            if started or task is None or task.cancelling() != 1:
+                raise  # not the one cancel of the request's task that the shutdown makes
             # Cut off by the server's shutdown, its drain over (uvicorn cancels what still
             # runs): answered as a service that is going away, in JSON with the request's id,
-            # rather than as uvicorn's plain-text 500 and a logged traceback. What the request
-            # had begun in the database was rolled back as the cancellation unwound it.
+            # rather than as uvicorn's plain-text 500 and a logged traceback. A transaction cut
+            # off before its commit was sent is rolled back; one cut off while its commit was
+            # on its way may have been applied: the answer says so, and asks for no retry.
             log.warning("a request still running at the end of the shutdown's drain was cut off")
-            if (task := asyncio.current_task()) is not None:
-                task.uncancel()  # the cancellation is answered here, and ends with the request
+            task.uncancel()  # the cancellation is answered here, and ends with the request
             await self._stopping(scope, receive, send_with_id)
         except _BodyTooLarge:
             await self._too_large(scope, receive, send)
@@ -191,9 +192,12 @@ class RequestLimits:
             self.in_flight -= received
 
     async def _stopping(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = "The service is shutting down and could not finish this request; try again."
-        response = error_response(503, message, "SERVICE_UNAVAILABLE", {"Retry-After": "1"})
-        await response(scope, receive, send)
+        message = (
+            "The service shut down while this request ran: it may or may not have taken "
+            "effect. Read before sending it again, or send it again under the same "
+            "idempotency key."
+        )
+        await error_response(503, message, "SERVICE_UNAVAILABLE")(scope, receive, send)
 
     async def _busy(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = "The server is receiving too many request bodies at once; try again shortly."

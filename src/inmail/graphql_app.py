@@ -364,7 +364,8 @@ class WebSocketMessages(ASGIWebSocketAdapter):
         try:
             await super().send_json(message)
         except RuntimeError as exc:
-            if isinstance(exc, StarletteWebSocketDisconnected) or _sent_after_close(exc):
+            gone = self.ws.application_state == WebSocketState.DISCONNECTED
+            if (gone and isinstance(exc, StarletteWebSocketDisconnected)) or _sent_after_close(exc):
                 raise WebSocketDisconnected from exc
             raise
 

@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, Final
 
 from starlette.types import ASGIApp
 from uvicorn import Config, Server
@@ -70,6 +70,11 @@ class ServerConfig(Config):
         self.body_timeout = body_timeout
         self.max_connections = max_connections
         self.refused_connections = refused_connections_log()
+        # No permessage-deflate, whoever builds the configuration: a compressed message is small
+        # on the wire and large once inflated, and one read of the socket inflates every message
+        # it holds, so the pace that holds a socket's reading back (by what it costs unpacked)
+        # would come too late.
+        options["ws_per_message_deflate"] = False
         super().__init__(app, http=LimitedHttpToolsProtocol, ws=ReaderBoundWebSocket, **options)
 
 
@@ -315,7 +320,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elif self._unknown_coding:
             if self._clear_for_refusal():
                 message = "A request body's Transfer-Encoding may only be chunked."
-                self._refuse(_answer(501, "Not Implemented", message, "BAD_REQUEST"))
+                self._refuse(_answer(501, "Not Implemented", message, "NOT_IMPLEMENTED"))
         elif self._clear_for_refusal():
             self._refuse(_answer(400, "Bad Request", msg, "BAD_REQUEST"))
 
@@ -325,6 +330,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes = 0
         self._codings = []
+        self._unknown_coding = False
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -522,13 +528,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.loop.call_later(LINGER_SECONDS, transport.close)
 
 
+# The codes of a refused handshake, as the HTTP layer's refusals have them (a 426 "Upgrade
+# Required" is no UPGRADE_REQUIRED: that code is the API's, for a plan that cannot send).
+_REFUSAL_CODES: Final = {403: "FORBIDDEN", 405: "METHOD_NOT_ALLOWED", 500: "INTERNAL_SERVER_ERROR"}
+
+
 class JsonRefusals(ServerProtocol):
     """websockets' handshake, its refusals (a bad Sec-WebSocket-Version, a missing key, a
     handshake the app refused) answered in JSON like every other answer, not in plain text."""
 
     def reject(self, status: StatusLike, text: str) -> HandshakeResponse:
         plain = super().reject(status, text)
-        code = plain.reason_phrase.upper().replace(" ", "_").replace("-", "_")
+        code = _REFUSAL_CODES.get(plain.status_code, "BAD_REQUEST")
         message = text.strip() or f"The websocket was refused: {plain.reason_phrase}."
         body = json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]})
         headers = Headers(
@@ -562,10 +573,7 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        assert not config.ws_per_message_deflate, "compression is never agreed to (server_config)"
-        self.conn = JsonRefusals(
-            max_size=config.ws_max_size, logger=logging.getLogger("uvicorn.error")
-        )
+        self.conn.__class__ = JsonRefusals  # uvicorn's handshake as it set it up, JSON refusals
         self.body_timeout: float = getattr(config, "body_timeout", 30.0)
         self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
 
@@ -619,10 +627,6 @@ def server_config(settings: Settings) -> ServerConfig:
         lifespan="on",
         # Websocket messages are bounded like request bodies (close code 1009 past it).
         ws_max_size=settings.max_body_bytes,
-        # No permessage-deflate: a compressed message is small on the wire and large once
-        # inflated, and one read of the socket inflates every message it holds, so the pace
-        # that holds a socket's reading back (by what it costs unpacked) would come too late.
-        ws_per_message_deflate=False,
         # A ping frame every INMAIL_WS_KEEPALIVE seconds on every socket, whatever its
         # subprotocol (browsers answer by themselves); one unanswered for 20 s (or the
         # interval, if longer) is closed, so a short interval does not drop slow links.

@@ -507,6 +507,26 @@ def test_a_websocket_handshake_refused_is_answered_in_json(
     assert error["extensions"]["code"]
 
 
+def test_a_websocket_from_an_origin_not_allowed_is_refused_403_in_json(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    with serve(mongodb_uri, tmp_path, INMAIL_ALLOWED_ORIGINS="https://app.example") as served:
+        sock = served.connect()
+        sock.sendall(
+            b"GET /graphql HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n"
+            b"Origin: https://evil.example\r\n\r\n"
+        )
+        answer = read_response(sock)
+        sock.close()
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 403 "), answer
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
 def test_a_websocket_client_that_takes_nothing_of_what_it_is_sent_is_dropped(
     mongodb_uri: str, tmp_path: Path
 ) -> None:

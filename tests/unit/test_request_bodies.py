@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from inmail.app import BODIES_IN_FLIGHT, RequestLimits
@@ -97,4 +98,23 @@ async def test_a_request_cut_off_by_the_shutdown_is_answered_503_in_json_with_it
     assert start["status"] == 503
     assert headers[b"x-request-id"] == b"cut-off-1"
     assert headers[b"content-type"].startswith(b"application/json")
-    assert json.loads(body["body"])["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    (error,) = json.loads(body["body"])["errors"]
+    assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert "may or may not have taken effect" in error["message"]  # no blind retry
+    assert b"retry-after" not in headers
+
+
+async def test_a_cancellation_that_is_not_the_requests_own_is_not_taken_for_the_shutdown() -> None:
+    """A CancelledError that did not come from cancelling the request's task (a future some
+    other code cancelled) goes on up: it is a fault to see, not a shutdown to answer."""
+
+    async def awaits_a_cancelled_future(scope: Scope, receive: Receive, send: Send) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    client = SlowUpload()
+    limits = RequestLimits(awaits_a_cancelled_future, LIMIT)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(limits(request(0), client.receive, client.send))
+    assert client.answer == []

@@ -115,26 +115,29 @@ async def _key_notifications(mongo: Mongo) -> tuple[int]:
     conversation's id, else its own id; `notification_from_doc`). Early versions wrote their
     reminders so (kind INMAIL_REMINDER, one per conversation), and the unique index
     {kind, eventKey} would take all of them for one event with a null key and refuse to be
-    built. A notification with a key is never touched, so a second run, or two at once, write
-    each key once. How many were written by this run."""
+    built. A notification with a key is never touched, nor a conversation event (they have
+    always had theirs), so a second run, or two at once, write each key once. One pass in `_id`
+    order, a batch at a time. How many were written by this run."""
     written = 0
-    unkeyed: Doc = {"eventKey": None}  # missing, or null
+    unkeyed: Doc = {"eventKey": None, "kind": {"$ne": EVENT_KIND}}  # missing, or null
+    after: object = None
     while docs := await mongo.find_all(
         mongo.c.notifications,
-        unkeyed,
+        unkeyed if after is None else {**unkeyed, "_id": {"$gt": after}},
         projection={"conversationId": 1},
         sort=[("_id", 1)],
         limit=BATCH,
         session=NO_TRANSACTION,
     ):
         updates = [
-            UpdateOne(
+            (
                 {"_id": doc["_id"], **unkeyed},
                 {"$set": {"eventKey": doc.get("conversationId") or str(doc["_id"])}},
             )
             for doc in docs
         ]
-        written += (await mongo.c.notifications.bulk_write(updates, ordered=False)).modified_count
+        written += await mongo.update_each(mongo.c.notifications, updates, NO_TRANSACTION)
+        after = docs[-1]["_id"]
     return (written,)
 
 

@@ -83,7 +83,6 @@ _RETRYABLE_READ_CODES: Final = frozenset(
 _DUPLICATE_KEY = 11000
 _PART = "_part"  # where find_anchored's lookups put what they found
 _MAJORITY = WriteConcern("majority")
-CLOSE_WAIT: Final = 2.0  # seconds closing the client may wait for a server (Mongo.close)
 
 __all__ = [
     "Collection",
@@ -479,11 +478,7 @@ class Mongo:
         return await self.aggregate(collection, pipeline, session)
 
     async def close(self) -> None:
-        """Close the client. Closing ends the client's server sessions, a command that waits
-        for a server like any other: with the database down, 20 s of server selection at every
-        shutdown. CLOSE_WAIT bounds it (the server lets the sessions lapse by itself)."""
-        with deadline(CLOSE_WAIT):
-            await self.client.close()
+        await self.client.close()
 
     async def run_transaction(self, callback: Callable[[TransactionSession], Awaitable[T]]) -> T:
         """Run callback in one transaction, again if the server says a rerun may succeed."""

@@ -376,7 +376,10 @@ function forgetLookUp() {
   delete $("compose-reason").dataset.reason;
 }
 
+let lookUps = 0; // the latest look-up's number: an older one's answer is not shown
+
 async function lookUp(recipientId) {
+  const asked = ++lookUps;
   composeTo = null;
   lookedUp = recipientId;
   $("compose-send").disabled = true;
@@ -393,6 +396,7 @@ async function lookUp(recipientId) {
   );
   if (api !== mine) return; // signed out (or someone else signed in) meanwhile
   if ($("compose-recipient").value.trim() !== recipientId) return; // edited meanwhile
+  if (asked !== lookUps) return; // a later look-up's answer is the one to show
   const compose = data.compose;
   $("compose-recipient-name").textContent = data.member ? data.member.name : "no such member";
   $("compose-credits").textContent = String(compose.creditsLeft);
@@ -459,10 +463,11 @@ async function sendFree() {
   button.disabled = true;
   clearNotice($("compose-result"));
   const mine = api;
+  const to = composeTo;
   try {
-    const payload = await sendMessage({ recipientId: composeTo, body: $("compose-body").value });
+    const payload = await sendMessage({ recipientId: to, body: $("compose-body").value });
     if (api !== mine) return;
-    button.disabled = false;
+    button.disabled = composeTo !== to;
     if (payload.errors.length) {
       $("compose-result").textContent = userErrors(payload.errors);
       return;
@@ -471,7 +476,7 @@ async function sendFree() {
     $("compose-body").value = "";
   } catch (error) {
     if (api !== mine) return;
-    button.disabled = false;
+    button.disabled = composeTo !== to;
     if (isUnreachable(error)) {
       sayUnreachable("send", $("compose-result"), error.at);
       return;
@@ -648,26 +653,41 @@ function messenger(conversation, other) {
   box.value = replyDrafts.get(key) || "";
   box.addEventListener("input", () => replyDrafts.set(key, box.value));
   const result = el("p", { "data-testid": "message-result", "aria-live": "polite" });
+  // The inbox may be drawn anew while a message is on its way: what comes back is said on the
+  // thread's box as shown then.
+  const shown = (testid) =>
+    document.querySelector(`[data-conversation-id="${CSS.escape(conversation.id)}"] [data-testid="${testid}"]`);
   const post = async () => {
-    clearNotice(result);
+    if (sending.has(key)) return; // one at a time: a double click sends once
+    sending.add(key);
+    const button = shown("message-send");
+    if (button) button.disabled = true;
+    clearNotice(shown("message-result") || result);
     const mine = api;
     try {
       const payload = await sendMessage({ conversationId: conversation.id, body: box.value });
       if (api !== mine) return;
       if (payload.errors.length) {
-        result.textContent = userErrors(payload.errors);
+        (shown("message-result") || result).textContent = userErrors(payload.errors);
         return;
       }
       replyDrafts.delete(key);
-      box.value = "";
+      for (const written of [box, shown("message-body")]) if (written) written.value = "";
     } catch (error) {
       if (api !== mine) return;
-      if (isUnreachable(error)) sayUnreachable("send", result, error.at);
+      if (isUnreachable(error)) sayUnreachable("send", shown("message-result") || result, error.at);
       else showError(error);
+    } finally {
+      sending.delete(key);
+      const again = shown("message-send");
+      if (again) again.disabled = false;
     }
   };
   return el("div", { class: "respond" }, box,
-    el("button", { type: "button", "data-testid": "message-send", onclick: post, "aria-label": `Send message to ${other}` }, "Send message"),
+    el("button", {
+      type: "button", "data-testid": "message-send", onclick: post, "aria-label": `Send message to ${other}`,
+      disabled: sending.has(key),
+    }, "Send message"),
     result);
 }
 
@@ -698,6 +718,7 @@ function respondResult(conversation) {
 // What the viewer has written in each reply box, by conversation: a live update draws the inbox
 // anew, and must not lose it.
 const replyDrafts = new Map();
+const sending = new Set(); // the message boxes whose message is on its way
 
 function responder(conversation) {
   const note = el("textarea", {
@@ -881,6 +902,9 @@ async function buy() {
   }
   if (api !== mine) return; // signed out meanwhile: the answer is not the next member's
   const result = data.purchaseInMailCredits;
+  if (result.errors.some((e) => e.code === "SUBSCRIPTION_INACTIVE" || e.code === "UPGRADE_REQUIRED")) {
+    refreshPlan().catch(showError); // the plan changed elsewhere, with nothing to forfeit
+  }
   const lot = result.lot;
   $("buy-result").textContent = result.errors.length
     ? userErrors(result.errors)
