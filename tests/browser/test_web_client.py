@@ -10,7 +10,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 from browser.conftest import Browsers, Member, RunningService, wait
-from support import post_graphql
 
 pytestmark = pytest.mark.browser
 
@@ -189,13 +188,11 @@ def send_over_the_api(service: RunningService, sender: Member, recipient: Member
         "idempotencyKey": f"{sender.id}-{recipient.id}",
     }
     given = ", ".join(f"{name}: {json.dumps(value)}" for name, value in fields.items())
-    body, _ = post_graphql(
-        service.url,
+    mutation = (
         f"mutation {{ sendInMail(input: {{{given}}}) "
-        "{ conversation { id } errors { code } } }",
-        sender.token,
+        "{ conversation { id } errors { code } } }"
     )
-    payload = body["data"]["sendInMail"]
+    payload = service.post(mutation, sender.token)["data"]["sendInMail"]
     assert payload["errors"] == [], payload
     conversation_id: str = payload["conversation"]["id"]
     return conversation_id
