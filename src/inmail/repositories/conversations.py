@@ -50,7 +50,7 @@ def conversation_to_doc(c: Conversation) -> Doc:
         # One direct thread per pair, enforced by the unique index {senderId, pairKey}: the
         # shard key leads it (README, Sharding), so the thread is stored under the pair's
         # smaller id. Who started it, and with whom, is kept beside.
-        low, high = sorted((c.sender_id, c.recipient_id))
+        low, high = stored_pair(c)
         doc.update(
             senderId=low,
             recipientId=high,
@@ -61,13 +61,20 @@ def conversation_to_doc(c: Conversation) -> Doc:
     return doc
 
 
+def stored_pair(c: Conversation) -> tuple[str, str]:
+    """(senderId, recipientId) as the conversation is stored: an InMail's own; a direct
+    thread's two members in order, the smaller id first (see conversation_to_doc)."""
+    if c.kind is ConversationKind.DIRECT:
+        low, high = sorted((c.sender_id, c.recipient_id))
+        return low, high
+    return c.sender_id, c.recipient_id
+
+
 def stored_at(c: Conversation) -> Doc:
     """The filter that names the conversation's document with its shard key (`senderId`, as
     stored): a single-document update or findAndModify on a sharded collection needs it
     before MongoDB 7.1."""
-    if c.kind is ConversationKind.DIRECT:
-        return {"_id": c.id, "senderId": min(c.sender_id, c.recipient_id)}
-    return {"_id": c.id, "senderId": c.sender_id}
+    return {"_id": c.id, "senderId": stored_pair(c)[0]}
 
 
 def awaiting_from(sender_id: str | None, recipient_ids: Sequence[str]) -> Doc:
