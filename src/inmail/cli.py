@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
@@ -105,6 +106,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"inmail: metrics at http://{settings.metrics_host}:{metrics.port}/metrics",
                 file=sys.stderr,
             )
+    # A mongod of our own that exits while we serve is started again (on the same port).
+    stopping = threading.Event()
+    keeper = None
+    if embedded is not None:
+        keeper = threading.Thread(
+            target=embedded.keep_running, args=(stopping,), name="embedded-mongod", daemon=True
+        )
+        keeper.start()
     try:
         if settings.graphiql:
             print(
@@ -115,6 +124,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         started = run_server(settings)
     finally:
+        stopping.set()
+        if keeper is not None:
+            keeper.join()  # a start under way ends first (within its timeout)
         if metrics is not None:
             metrics.stop()
         if embedded is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import platform
 import resource
@@ -17,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,11 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from inmail.processes import free_port, pid_alive
 
+log = logging.getLogger(__name__)
+
 REPLICA_SET = "rs0"
+# Waits between starts of a mongod that exited while the service ran, the last repeated.
+RESTART_BACKOFF: tuple[float, ...] = (0.0, 1.0, 2.0, 5.0, 10.0, 30.0)
 _OWNER_FILE = "inmail-owner.pid"
 _PORT_FILE = "mongod.port"
 _LOCK_FILE = "mongod.lock"  # mongod writes its pid there while it runs
@@ -211,6 +217,56 @@ class EmbeddedMongod:
             raise EmbeddedMongodError(f"cannot run {binary}: {exc}") from None
         (self.data_dir / _PORT_FILE).write_text(str(self.port))
         self._become_primary(timeout)
+
+    def keep_running(
+        self,
+        stopping: threading.Event,
+        *,
+        every: float = 0.5,
+        timeout: float = 60.0,
+        backoff: Sequence[float] = RESTART_BACKOFF,
+    ) -> None:
+        """Start mongod again, on its port and data folder, whenever it exits while the service
+        runs (killed, out of memory, a crash): the service's database clients find it again
+        by themselves, and what it had committed is on disk. Looks every `every` seconds until
+        `stopping` is set; a start that fails is tried again after the next wait of `backoff`.
+
+        Runs in a thread of the process that started mongod, which `stop` must not race: set
+        `stopping` and join the thread first."""
+        binary = self.binary or find_mongod_binary()
+        failures = 0
+        while not stopping.wait(every):
+            process = self.process
+            if binary is None or process is None or process.poll() is None:
+                continue
+            if failures == 0:
+                log.error(
+                    "the embedded mongod (pid %d) exited with status %s; starting it again "
+                    "(log %s)",
+                    process.pid,
+                    process.returncode,
+                    self.data_dir / "mongod.log",
+                )
+            if process.stderr:
+                process.stderr.close()
+            if stopping.wait(backoff[min(failures, len(backoff) - 1)]):
+                return
+            try:
+                self._start_claimed(binary, timeout)
+            except (EmbeddedMongodError, OSError) as exc:
+                failures += 1
+                self._end_process()
+                log.error("%s; trying again", exc)
+                continue
+            failures = 0
+            log.warning("the embedded mongod is running again (pid %s)", self.pid)
+
+    def _end_process(self) -> None:
+        """Kill a mongod that failed to start (it may still run), keeping the data folder."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
     def _claim(self) -> None:
         """Take the data folder for this process (its pid in the owner file, created only if

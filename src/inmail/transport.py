@@ -88,7 +88,9 @@ def _codings(values: list[bytes]) -> list[bytes]:
     return [c.strip().lower() for value in values for c in value.split(b",") if c.strip()]
 
 
-def _answer(status: int, reason: str, message: str, code: str) -> bytes:
+def _answer(status: int, reason: str, message: str, code: str, *, to_head: bool = False) -> bytes:
+    """A refusal as the HTTP layer writes it: JSON, closing the connection. To a HEAD request
+    the head alone (RFC 9110 9.3.2), with the length the body would have had."""
     body = json.dumps({"errors": [{"message": message, "extensions": {"code": code}}]}).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
@@ -96,7 +98,7 @@ def _answer(status: int, reason: str, message: str, code: str) -> bytes:
         f"content-length: {len(body)}\r\n"
         "connection: close\r\n\r\n"
     )
-    return head.encode("ascii") + body
+    return head.encode("ascii") + (b"" if to_head else body)
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -320,9 +322,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elif self._unknown_coding:
             if self._clear_for_refusal():
                 message = "A request body's Transfer-Encoding may only be chunked."
-                self._refuse(_answer(501, "Not Implemented", message, "NOT_IMPLEMENTED"))
+                answer = _answer(
+                    501, "Not Implemented", message, "NOT_IMPLEMENTED", to_head=self._to_head()
+                )
+                self._refuse(answer)
         elif self._clear_for_refusal():
-            self._refuse(_answer(400, "Bad Request", msg, "BAD_REQUEST"))
+            self._refuse(_answer(400, "Bad Request", msg, "BAD_REQUEST", to_head=self._to_head()))
 
     # --- the parser's progress -----------------------------------------------------------------
 
@@ -511,8 +516,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 "Request Header Fields Too Large",
                 f"Request line and headers over {self.max_header_bytes} bytes.",
                 "HEADERS_TOO_LARGE",
+                to_head=self._to_head(),
             )
         )
+
+    def _to_head(self) -> bool:
+        """Whether the request being refused is a HEAD (llhttp knows once it read the method;
+        before that it names another)."""
+        return bool(self.parser.get_method() == b"HEAD")
 
     def _refuse(self, answer: bytes) -> None:
         """Write the answer, stop sending, discard the rest of the input, close soon."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 from pymongo import MongoClient
 
 from harness.servers import INMAIL, ServiceProcess, service_env
-from inmail.embedded_mongod import find_mongod_binary
+from inmail.embedded_mongod import EmbeddedMongod, find_mongod_binary
 from inmail.processes import free_port, pid_alive
 from support import post_graphql
 
@@ -65,6 +67,22 @@ class Server:
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         return self.process.stop(sig, timeout=60)
 
+    def create_member(self, name: str, plan: str) -> str:
+        created = _post(
+            self.port,
+            f'mutation {{ createMember(input: {{name: "{name}", plan: {plan}}}) '
+            "{ member { id } errors { code } } }",
+            self.token("--admin"),
+        )["data"]["createMember"]
+        assert created["errors"] == [], created
+        member_id: str = created["member"]["id"]
+        return member_id
+
+    def member(self, member_id: str) -> dict[str, Any]:
+        query = f'{{ member(id: "{member_id}") {{ name inmailBalance }} }}'
+        member: dict[str, Any] = _post(self.port, query, self.token("--admin"))["data"]["member"]
+        return member
+
     def mongod_pid(self) -> int | None:
         lock = self.data_dir / "mongod" / "mongod.lock"
         text = lock.read_text().strip() if lock.exists() else ""
@@ -83,13 +101,7 @@ def test_serve_answers_graphql_on_the_embedded_mongod_and_keeps_data_across_rest
     try:
         data = _post(server.port, "{ plans { type monthlyAllotment maxBalance } now }")["data"]
         assert {"type": "PREMIUM_CAREER", "monthlyAllotment": 5, "maxBalance": 15} in data["plans"]
-        created = _post(
-            server.port,
-            'mutation { createMember(input: {name: "Grace Hopper", plan: PREMIUM_BUSINESS}) '
-            "{ member { id } errors { code } } }",
-            server.token("--admin"),
-        )["data"]["createMember"]
-        member_id = created["member"]["id"]
+        member_id = server.create_member("Grace Hopper", "PREMIUM_BUSINESS")
         mongod = server.mongod_pid()
         assert mongod is not None
     finally:
@@ -98,14 +110,63 @@ def test_serve_answers_graphql_on_the_embedded_mongod_and_keeps_data_across_rest
 
     again = Server(data_dir).start()
     try:
-        member = _post(
-            again.port,
-            f'{{ member(id: "{member_id}") {{ name inmailBalance }} }}',
-            again.token("--admin"),
-        )["data"]["member"]
-        assert member == {"name": "Grace Hopper", "inmailBalance": 15}
+        assert again.member(member_id) == {"name": "Grace Hopper", "inmailBalance": 15}
     finally:
         again.stop(signal.SIGINT)
+
+
+def test_an_embedded_mongod_that_dies_is_started_again_with_its_data(data_dir: Path) -> None:
+    """Killed (the kernel's OOM killer, an operator's mistake), the mongod `serve` started comes
+    back on its port over its folder; the service finds it again, and nothing it had committed
+    is lost. Stopping serve then stops the new one."""
+    server = Server(data_dir).start()
+    try:
+        member_id = server.create_member("Ada Lovelace", "PREMIUM_CAREER")
+        first = server.mongod_pid()
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while not (not pid_alive(first) and server.mongod_pid() not in (None, first)):
+            assert time.monotonic() < deadline, "no mongod started again"
+            time.sleep(0.2)
+        second = server.mongod_pid()
+        server.process.wait_ready(timeout=60)
+        assert server.member(member_id) == {"name": "Ada Lovelace", "inmailBalance": 5}
+        assert "exited with status -9; starting it again" in server.process.log()
+    finally:
+        assert server.stop() == 0
+    assert second is not None
+    assert not pid_alive(second), "stopping serve stops the mongod it started again"
+
+
+def test_a_mongod_that_keeps_failing_to_start_again_is_tried_with_waits_until_serve_stops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The restart loop on its own: a binary that exits at once (a full disk, a broken
+    install) is tried again after each wait, never gives the data folder up, and stops
+    trying once serve stops."""
+    mongod = EmbeddedMongod(tmp_path / "mongod", binary=Path("/bin/false"), port=free_port())
+    mongod.data_dir.mkdir()
+    mongod.process = subprocess.Popen(["true"], stderr=subprocess.PIPE)  # one that exited
+    mongod.process.wait()
+    stopping = threading.Event()
+    keeper = threading.Thread(
+        target=mongod.keep_running,
+        args=(stopping,),
+        kwargs={"every": 0.01, "timeout": 5, "backoff": (0.0, 0.05)},
+    )
+    with caplog.at_level(logging.WARNING, logger="inmail.embedded_mongod"):
+        keeper.start()
+        deadline = time.monotonic() + 30
+        while caplog.text.count("trying again") < 3:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        stopping.set()
+        keeper.join(timeout=10)
+    assert not keeper.is_alive()
+    assert caplog.text.count("exited with status 0; starting it again") == 1
+    assert "exited during start-up" in caplog.text
+    assert mongod.process is None or mongod.process.poll() is not None
 
 
 def test_a_second_serve_on_the_same_data_folder_is_refused_with_a_clear_message(

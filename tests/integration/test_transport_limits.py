@@ -318,6 +318,29 @@ def test_a_transfer_coding_other_than_chunked_is_refused_501_in_json(
     assert "chunked" in json.loads(payload)["errors"][0]["message"]
 
 
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [(b"Transfer-Encoding: gzip", b"501"), (b"X-Big: " + b"x" * 70_000, b"431")],
+    ids=["unknown-coding", "head-too-large"],
+)
+def test_a_refused_head_request_is_answered_with_the_head_alone(
+    server: Served, header: bytes, status: bytes
+) -> None:
+    """RFC 9110 9.3.2: the answer to a HEAD has no body; its length is the one a GET's would
+    have. A body here would be read as the start of the next response."""
+    sock = server.connect()
+    sock.sendall(b"HEAD /graphql HTTP/1.1\r\nHost: inmail\r\n" + header + b"\r\n\r\n")
+    answer = read_response(sock)
+    sock.close()
+
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 " + status + b" "), answer
+    assert payload == b"", answer
+    length = re.search(rb"content-length: (\d+)", head.lower())
+    assert length is not None, head
+    assert int(length[1]) > 0, head
+
+
 def test_a_chunked_body_is_read_as_ever(server: Served) -> None:
     sock = server.connect()
     body = b'{"query": "{ now }"}'
