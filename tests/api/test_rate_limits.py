@@ -154,7 +154,9 @@ async def test_the_thirty_first_inmail_in_a_minute_is_rate_limited_and_writes_no
     assert await counted(api, Action.INMAIL, rosalind) == 30
 
 
-COMPOSE = "query($r: ID!) { compose(recipientId: $r) { canSend reason creditsLeft } }"
+COMPOSE = (
+    "query($r: ID!) { compose(recipientId: $r) { canSend reason creditsLeft retryAfterSeconds } }"
+)
 
 
 async def test_the_compose_window_says_rate_limited_when_sendinmail_would(strict: Api) -> None:
@@ -168,11 +170,25 @@ async def test_the_compose_window_says_rate_limited_when_sendinmail_would(strict
     awaiting = (await strict.gql(COMPOSE, {"r": people[0].id}, rosalind.token))["compose"]
 
     assert codes(refused) == ["RATE_LIMITED"]
-    assert window == {"canSend": False, "reason": "RATE_LIMITED", "creditsLeft": 55}
+    # The window says when, as the refused send does.
+    retry = refused["errors"][0]["retryAfterSeconds"]
+    assert retry == 30
+    assert window == {
+        "canSend": False,
+        "reason": "RATE_LIMITED",
+        "creditsLeft": 55,
+        "retryAfterSeconds": retry,
+    }
     assert awaiting["reason"] == "AWAITING_RESPONSE"
+    assert awaiting["retryAfterSeconds"] is None
     strict.advance(seconds=31)
     reopened = (await strict.gql(COMPOSE, {"r": people[5].id}, rosalind.token))["compose"]
-    assert reopened == {"canSend": True, "reason": None, "creditsLeft": 55}
+    assert reopened == {
+        "canSend": True,
+        "reason": None,
+        "creditsLeft": 55,
+        "retryAfterSeconds": None,
+    }
     assert (await send(strict, rosalind, people[5], "window-5b"))["errors"] == []
 
 

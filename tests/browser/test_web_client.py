@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -10,6 +13,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 from browser.conftest import Browsers, Member, RunningService, wait
+from harness.servers import ServiceProcess
+from support import serving, session_service_env
 
 pytestmark = pytest.mark.browser
 
@@ -177,6 +182,42 @@ def test_the_compose_window_says_why_sending_is_refused_and_buying_credits_updat
     wait(buyer, "the purchase", lambda d: text(d, "buy-result").startswith("Bought 3"))
     wait(buyer, "the bought credits, live", lambda d: text(d, "balance") == "8")
     wait(buyer, "the purchase notification", lambda d: text(d, "unread-count") == "1")
+
+
+@pytest.fixture
+def limited_service(mongodb_uri: str, tmp_path: Path) -> Iterator[RunningService]:
+    """The service with room for two InMails a minute."""
+    env = session_service_env(
+        mongodb_uri,
+        tmp_path / "data",
+        INMAIL_METRICS_PORT="off",
+        INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE="2",
+    )
+    process = ServiceProcess.serve(env, tmp_path / "serve.log", die_with_parent=True)
+    with serving(process):
+        yield RunningService(process, env)
+
+
+def test_a_rate_limited_compose_window_says_when_sending_is_possible_again(
+    limited_service: RunningService, browsers: Browsers
+) -> None:
+    service = limited_service
+    ada = service.create_member("Ada Lovelace")
+    readers = [service.create_member(f"Reader {n}", plan="BASIC") for n in range(3)]
+    for reader in readers[:2]:
+        send_over_the_api(service, ada, reader)
+    browser = browsers.open("ada")
+    sign_in(browser, service, ada)
+    browser.find_element(By.ID, "compose-recipient").send_keys(readers[2].id)
+    browser.find_element(By.ID, "compose-lookup").click()
+    wait(browser, "the refusal", lambda d: text(d, "compose-reason") != "")
+
+    reason = browser.find_element(By.ID, "compose-reason")
+    assert reason.get_attribute("data-reason") == "RATE_LIMITED"
+    wait_for = re.search(r"send again in (\d+) s", reason.text)
+    assert wait_for is not None, reason.text
+    assert 1 <= int(wait_for[1]) <= 60
+    assert not browser.find_element(By.ID, "compose-send").is_enabled()
 
 
 def send_over_the_api(service: RunningService, sender: Member, recipient: Member) -> str:

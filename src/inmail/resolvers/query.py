@@ -85,6 +85,7 @@ class Query:
             reason=result.reason,
             credits_left=result.credits_left,
             recipient_is_connection=result.recipient_is_connection,
+            retry_after_seconds=result.retry_after_seconds,
         )
 
     @strawberry.field

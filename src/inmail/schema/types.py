@@ -489,6 +489,11 @@ class ComposeInfo:
     )
     credits_left: int
     recipient_is_connection: bool
+    retry_after_seconds: int | None = strawberry.field(
+        default=None,
+        description="With reason RATE_LIMITED: the seconds until sendInMail would take this "
+        "InMail, the `retryAfterSeconds` a send now would be refused with; null otherwise.",
+    )
 
 
 @strawberry.type

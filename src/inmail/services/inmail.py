@@ -30,9 +30,9 @@ from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay
 from inmail.services.rate_limits import (
     Action,
     RateLimits,
-    at_the_limit,
     count_inmail,
     count_send,
+    retry_after,
 )
 from inmail.services.unit_of_work import Conflict, Reads, Transaction
 
@@ -55,6 +55,7 @@ class ComposeInfo:
     reason: ErrorCode | None
     credits_left: int
     recipient_is_connection: bool
+    retry_after_seconds: int | None = None  # with RATE_LIMITED: when a send would be taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +444,9 @@ async def compose(
         reason=reason,
         credits_left=balance,
         recipient_is_connection=recipient is not None and sender.is_connected_to(recipient.id),
+        retry_after_seconds=retry_after(deps.rate_limits, Action.INMAIL, sender.recent_inmails, now)
+        if reason is ErrorCode.RATE_LIMITED
+        else None,
     )
 
 
@@ -472,6 +476,6 @@ def _refusal_code(
     if refusal:
         return refusal.code
     # sendInMail counts the rate limit last, once every other check has passed.
-    if at_the_limit(deps.rate_limits, Action.INMAIL, sender.recent_inmails, now):
+    if retry_after(deps.rate_limits, Action.INMAIL, sender.recent_inmails, now) is not None:
         return ErrorCode.RATE_LIMITED
     return None

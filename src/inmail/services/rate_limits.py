@@ -80,19 +80,30 @@ def _refused_unless_room(
     limits: RateLimits, action: Action, recent: RecentSends, now: datetime
 ) -> list[datetime]:
     """The sends of the minute before `now`; RateLimited when they already reach the limit."""
-    limit = limits.limit(action)
     inside = in_the_minute_before(recent, now)
-    if len(inside) >= limit:
-        # Room comes back when the oldest send that keeps the count at the limit leaves.
-        room_at = inside[-limit] + WINDOW
-        retry = max(1, math.ceil((room_at - now).total_seconds()))
+    retry = _seconds_until_room(limits.limit(action), inside, now)
+    if retry is not None:
+        limit = limits.limit(action)
         raise RateLimited(Reason.TOO_MANY_SENDS, retry, limit=limit, action=action.value)
     return inside
 
 
-def at_the_limit(limits: RateLimits, action: Action, recent: RecentSends, now: datetime) -> bool:
-    """Whether one more `action` at `now` would be RATE_LIMITED (for a window that only asks)."""
-    return len(in_the_minute_before(recent, now)) >= limits.limit(action)
+def _seconds_until_room(limit: int, inside: list[datetime], now: datetime) -> int | None:
+    """None when the sends of the minute before `now` leave room for one more; else the whole
+    seconds (at least 1) until they do: when the oldest send that keeps the count at the limit
+    leaves the minute."""
+    if len(inside) < limit:
+        return None
+    room_at = inside[-limit] + WINDOW
+    return max(1, math.ceil((room_at - now).total_seconds()))
+
+
+def retry_after(
+    limits: RateLimits, action: Action, recent: RecentSends, now: datetime
+) -> int | None:
+    """For a window that only asks: None when one more `action` at `now` would be allowed,
+    else the `retryAfterSeconds` a send now would be refused with."""
+    return _seconds_until_room(limits.limit(action), in_the_minute_before(recent, now), now)
 
 
 def count_inmail(limits: RateLimits, recent: RecentSends, now: datetime) -> RecentSends:

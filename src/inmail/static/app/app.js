@@ -390,7 +390,7 @@ async function lookUp(recipientId) {
   const data = await api.request(
     `query Compose($id: ID!) {
       member(id: $id) { id name headline }
-      compose(recipientId: $id) { canSend reason creditsLeft recipientIsConnection }
+      compose(recipientId: $id) { canSend reason creditsLeft recipientIsConnection retryAfterSeconds }
     }`,
     { id: recipientId }
   );
@@ -401,12 +401,23 @@ async function lookUp(recipientId) {
   $("compose-recipient-name").textContent = data.member ? data.member.name : "no such member";
   $("compose-credits").textContent = String(compose.creditsLeft);
   $("compose-credits").dataset.known = "1";
-  $("compose-reason").textContent = compose.canSend ? "" : reasonOf(compose.reason);
+  const wait = compose.reason === "RATE_LIMITED" ? compose.retryAfterSeconds : null;
+  $("compose-reason").textContent = compose.canSend ? ""
+    : wait ? `You have sent as many InMails as a minute allows: you can send again in ${wait} s.`
+    : reasonOf(compose.reason);
   $("compose-reason").dataset.reason = compose.reason || "";
   showComposeKind(compose.reason === "RECIPIENT_IS_CONNECTION");
   if (compose.canSend || composeFree) {
     composeTo = recipientId;
     $("compose-send").disabled = false;
+  }
+  if (wait) {
+    // Asked again once the wait is over, if this is still the look-up shown.
+    setTimeout(() => {
+      if (asked === lookUps && api === mine && $("compose-recipient").value.trim() === recipientId) {
+        lookUp(recipientId).catch(showError);
+      }
+    }, wait * 1000);
   }
 }
 
