@@ -186,12 +186,13 @@ def test_the_compose_window_says_why_sending_is_refused_and_buying_credits_updat
 
 @pytest.fixture
 def limited_service(mongodb_uri: str, tmp_path: Path) -> Iterator[RunningService]:
-    """The service with room for two InMails a minute."""
+    """The service with room for two InMails a minute, and a thousand messages."""
     env = session_service_env(
         mongodb_uri,
         tmp_path / "data",
         INMAIL_METRICS_PORT="off",
         INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE="2",
+        INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE="1000",
     )
     process = ServiceProcess.serve(env, tmp_path / "serve.log", die_with_parent=True)
     with serving(process):
@@ -218,6 +219,56 @@ def test_a_rate_limited_compose_window_says_when_sending_is_possible_again(
     assert wait_for is not None, reason.text
     assert 1 <= int(wait_for[1]) <= 60
     assert not browser.find_element(By.ID, "compose-send").is_enabled()
+
+
+def test_a_thread_longer_than_its_latest_messages_shows_the_earlier_ones_when_asked(
+    limited_service: RunningService, browsers: Browsers
+) -> None:
+    service = limited_service
+    ada = service.create_member("Ada Lovelace")
+    alan = service.create_member("Alan Turing", plan="BASIC")
+    service.post(
+        f'mutation {{ connectMembers(input: {{memberId: "{ada.id}", otherMemberId: "{alan.id}"}})'
+        " { ok } }",
+        service.token("--admin"),
+    )
+
+    def message(n: int) -> None:
+        payload = service.post(
+            f'mutation {{ sendMessage(input: {{recipientId: "{alan.id}", body: "Note {n}"}}) '
+            "{ errors { code } } }",
+            ada.token,
+        )["data"]["sendMessage"]
+        assert payload["errors"] == [], payload
+
+    for n in range(105):
+        message(n)
+    browser = browsers.open("alan")
+    sign_in(browser, service, alan)
+    thread = wait(
+        browser,
+        "the thread in Alan's inbox",
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#inbox [data-kind="DIRECT"]'),
+    )[0].get_attribute("data-conversation-id")
+    box = f'#inbox [data-conversation-id="{thread}"]'
+
+    def notes(d: WebDriver) -> list[str]:
+        return [p.text for p in d.find_elements(By.CSS_SELECTOR, f"{box} [data-testid=message]")]
+
+    shown = wait(browser, "the latest messages", notes)
+    assert shown == [f"Ada Lovelace: Note {n}" for n in range(5, 105)]
+    wait(
+        browser,
+        "a click on the earlier messages",
+        lambda d: click(d, f"{box} [data-testid=earlier-messages]"),
+    )
+    wait(browser, "the whole thread", lambda d: len(notes(d)) == 105)
+    assert notes(browser) == [f"Ada Lovelace: Note {n}" for n in range(105)]
+    assert browser.find_elements(By.CSS_SELECTOR, f"{box} [data-testid=earlier-messages]") == []
+
+    message(105)  # a live update draws the thread again: it stays whole, and grows
+    wait(browser, "the new message, live", lambda d: len(notes(d)) == 106)
+    assert notes(browser) == [f"Ada Lovelace: Note {n}" for n in range(106)]
 
 
 def send_over_the_api(service: RunningService, sender: Member, recipient: Member) -> str:

@@ -199,6 +199,8 @@ function resetMemberState() {
   lookedUp = null;
   showComposeKind(false);
   replyDrafts.clear();
+  wholeThreads.clear();
+  readingThreads.clear();
   for (const id of ["token-input", "compose-recipient", "compose-subject", "compose-body"]) $(id).value = "";
   $("buy-quantity").value = "1";
   $("compose-recipient-name").textContent = "nobody yet";
@@ -577,11 +579,21 @@ async function loadList(id, more = false) {
   }
   Object.assign(state, { nodes, cursor, hasNext, total });
   if (list.loaded) list.loaded(last);
+  drawList(id);
+}
+
+// A list drawn again from what it holds (no read), the focus and caret kept where they were.
+function drawList(id) {
+  const nodes = listState[id].nodes;
   const focus = focusWithin(id);
-  $(id).replaceChildren(...nodes.map((node) => list.draw(node)));
+  $(id).replaceChildren(...nodes.map((node) => LISTS[id].draw(node)));
   if (focus) focus();
   if (!nodes.length) $(id).append(el("li", { class: "muted" }, "Nothing yet."));
   showPaging(id);
+}
+
+function redrawConversations() {
+  for (const id of ["inbox", "sent"]) drawList(id);
 }
 
 // The control of a list item that has the focus, as a function that gives it back to the same
@@ -626,10 +638,67 @@ async function conversationsPage(role, first, after) {
   return { connection: data.viewer.conversations };
 }
 
+// A conversation comes with its latest messages (`messages`, the latest LATEST_MESSAGES); a
+// thread that may hold more offers its earlier ones, read once asked for, oldest first, from
+// `messageConnection`. Read, a thread is kept whole here: later redraws add what is new.
+const LATEST_MESSAGES = 100;
+const wholeThreads = new Map(); // conversation id -> every message from its first
+const readingThreads = new Set(); // conversation ids whose earlier messages are on their way
+
 function messagesOf(conversation) {
-  return conversation.messages.map((m) =>
+  let shown = conversation.messages;
+  const whole = wholeThreads.get(conversation.id);
+  if (whole) {
+    const have = new Set(whole.map((m) => m.id));
+    for (const m of conversation.messages) if (!have.has(m.id)) whole.push(m);
+    shown = whole;
+  }
+  const drawn = shown.map((m) =>
     el("p", { class: "message", "data-testid": "message" }, `${m.author.name}: `, m.body)
   );
+  if (!whole && conversation.messages.length >= LATEST_MESSAGES) {
+    drawn.unshift(el("button", {
+      type: "button", "data-testid": "earlier-messages", disabled: readingThreads.has(conversation.id),
+      onclick: () => readWholeThread(conversation).catch(showError),
+    }, "Show earlier messages"));
+  }
+  return drawn;
+}
+
+async function readWholeThread(conversation) {
+  const id = conversation.id;
+  if (readingThreads.has(id) || !conversation.messages.length) return;
+  readingThreads.add(id);
+  redrawConversations();
+  const mine = api;
+  const oldestShown = conversation.messages[0].id;
+  const earlier = [];
+  let after = null;
+  try {
+    for (;;) {
+      const data = await api.request(
+        `query Earlier($id: ID!, $after: String) {
+          node(id: $id) { ... on Conversation {
+            messageConnection(first: ${LATEST_MESSAGES}, after: $after) {
+              pageInfo { hasNextPage endCursor } nodes { id body sentAt author { id name } }
+            }
+          } }
+        }`,
+        { id, after }
+      );
+      if (api !== mine) return;
+      const page = data.node && data.node.messageConnection;
+      if (!page) return;
+      const met = page.nodes.findIndex((m) => m.id === oldestShown);
+      earlier.push(...(met < 0 ? page.nodes : page.nodes.slice(0, met)));
+      if (met >= 0 || !page.pageInfo.hasNextPage) break;
+      after = page.pageInfo.endCursor;
+    }
+    wholeThreads.set(id, [...earlier, ...conversation.messages]);
+  } finally {
+    readingThreads.delete(id);
+    if (api === mine) redrawConversations();
+  }
 }
 
 function stateOf(conversation) {
