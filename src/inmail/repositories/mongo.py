@@ -180,11 +180,17 @@ REMINDER_PENDING: Final[Mapping[str, object]] = {
 
 
 def _newest_first(
-    owner: str, time: str, name: str, *, partial: Mapping[str, object] | None = None
+    owner: str | tuple[str, ...],
+    time: str,
+    name: str,
+    *,
+    partial: Mapping[str, object] | None = None,
 ) -> IndexModel:
     """The index of a keyset page (repositories/pages.py) of one owner's documents, newest
-    first, with the id breaking ties between documents of the same time."""
-    keys = [(owner, ASCENDING), (time, DESCENDING), ("_id", DESCENDING)]
+    first, with the id breaking ties between documents of the same time. `owner` may be
+    several fields, each matched by equality (the owner, then a status)."""
+    owners = (owner,) if isinstance(owner, str) else owner
+    keys = [*((field, ASCENDING) for field in owners), (time, DESCENDING), ("_id", DESCENDING)]
     if partial is None:
         return IndexModel(keys, name=name)
     return IndexModel(keys, partialFilterExpression=partial, name=name)
@@ -203,6 +209,9 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             name="member_spendable",
         ),
         _newest_first("memberId", "grantedAt", "member_newest"),
+        # `creditLots(status:)`: the expired and forfeited lots a long history piles up never
+        # stand between a member and the few in the status asked for.
+        _newest_first(("memberId", "status"), "grantedAt", "member_status_newest"),
         IndexModel([("status", ASCENDING), ("expiresAt", ASCENDING)], name="expiry_due"),
     ],
     "ledger": [
@@ -232,6 +241,10 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         ),
         _newest_first("senderId", "sentAt", "sender_newest"),
         _newest_first("recipientId", "sentAt", "recipient_newest"),
+        # The same lists in one state (`conversations(state:)`): a member's answered InMails
+        # never stand between them and the few awaiting a response.
+        _newest_first(("senderId", "state"), "sentAt", "sender_state_newest"),
+        _newest_first(("recipientId", "state"), "sentAt", "recipient_state_newest"),
         # One direct thread per pair of members. It leads with the shard key (README,
         # Sharding): a direct thread is stored under the pair's smaller id as its senderId.
         IndexModel(
@@ -257,7 +270,7 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         ),
     ],
     "purchases": [
-        IndexModel([("memberId", ASCENDING), ("at", DESCENDING)], name="member_newest"),
+        _newest_first("memberId", "at", "member_newest_keyset"),
         # A charge buys at most one purchase.
         IndexModel([("chargeId", ASCENDING)], unique=True, name="one_per_charge"),
     ],
@@ -277,10 +290,8 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
             [("kind", ASCENDING), ("eventKey", ASCENDING)], unique=True, name="one_per_event"
         ),
         _newest_first("memberId", "at", "member_newest_keyset"),
-        IndexModel(
-            [("memberId", ASCENDING), ("readAt", ASCENDING), ("at", DESCENDING)],
-            name="member_unread",
-        ),
+        # `notifications(unreadOnly: true)`, in the list's order (ties on `at` by id).
+        _newest_first(("memberId", "readAt"), "at", "member_unread_keyset"),
     ],
     "leases": [],
     # Send counters per member and minute (repositories/rate_limits.py), gone once stale.
@@ -329,10 +340,13 @@ OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
     "notifications": [
         "one_per_conversation",
         "member_newest",
+        "member_unread",  # by `member_unread_keyset`, with the id that breaks ties
         "undelivered",
         "events_by_time",
         "event_conversation_order",
     ],
+    # {memberId, at} without the id: a page of purchases was sorted in memory.
+    "purchases": ["member_newest"],
 }
 
 

@@ -170,7 +170,20 @@ def after_key(
     meeting a document twice."""
     if key is None:
         return dict(query)
-    return {"$and": [dict(query), _after(sort, key)]}
+    return _narrowed(query, _after(sort, key))
+
+
+def _narrowed(query: Mapping[str, object], condition: Doc) -> Doc:
+    """`query` and `condition` together, the condition inside each branch of the query's
+    top-level `$or`. MongoDB plans each branch on an index of its own (a member's conversations:
+    those they sent, those they received) and bounds that index's scan by the conditions inside
+    the branch only: beside the `$or`, a keyset would be checked on every document each branch
+    meets, and a page deep in a long list would read every item before it."""
+    branches = query.get("$or")
+    if not isinstance(branches, list):
+        return {"$and": [dict(query), condition]}
+    rest = [{name: value} for name, value in query.items() if name != "$or"]
+    return {"$or": [{"$and": [branch, *rest, condition]} for branch in branches]}
 
 
 def _up_to(sort: Sequence[tuple[str, int]], values: Sequence[object]) -> Doc:
@@ -213,7 +226,7 @@ async def keyset_page(
     named = list_name(collection, scope)
     values = decode_cursor(after, sort, named) if after is not None else None
     full = after_key(query, sort, values)
-    before = {"$and": [dict(query), _up_to(sort, values)]} if values is not None else None
+    before = _narrowed(query, _up_to(sort, values)) if values is not None else None
 
     # For `first: 0` too: the one document it reads says whether a next page holds any.
     docs, at = await mongo.read_page(
