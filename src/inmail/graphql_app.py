@@ -298,6 +298,10 @@ def load_json(data: str | bytes) -> object:
         return json.loads(text)
     except RecursionError:
         raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        raise json.JSONDecodeError("a number in the JSON has too many digits", "", 0) from None
 
 
 # What one websocket may send: a burst, then a steady rate, of messages and of their bytes (a

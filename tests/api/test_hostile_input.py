@@ -361,3 +361,61 @@ async def test_a_headline_that_shows_nothing_is_no_headline(api: Api) -> None:
         api.admin,
     )
     assert created == {"member": {"name": "Ada", "headline": None}, "errors": []}
+
+
+HUGE = "9" * 5000  # past the 4,300 digits Python converts to an int
+
+
+@pytest.mark.parametrize(
+    ("method", "request_parts"),
+    [
+        ("POST", {"content": '{"query": "{ now }", "variables": {"n": ' + HUGE + "}}"}),
+        ("POST", {"content": '{"query": "{ now }", "extensions": {"n": ' + HUGE + "}}"}),
+        ("GET", {"params": {"query": "{ now }", "variables": '{"n": ' + HUGE + "}"}}),
+        ("GET", {"params": {"query": "{ now }", "extensions": '{"n": ' + HUGE + "}"}}),
+    ],
+    ids=["post-variables", "post-extensions", "get-variables", "get-extensions"],
+)
+async def test_a_json_number_of_thousands_of_digits_is_a_bad_request_and_logs_nothing(
+    api: Api, caplog: pytest.LogCaptureFixture, method: str, request_parts: dict[str, Any]
+) -> None:
+    caplog.clear()
+    response = await api.client.request(
+        method,
+        "/graphql",
+        headers={"content-type": "application/json", "accept": "application/json"},
+        **request_parts,
+    )
+
+    assert response.status_code == 400, response.text
+    assert "digits" in response.json()["errors"][0]["message"]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        f"{{ creditLots(first: {HUGE}) {{ totalCount }} }}",
+        f"{{ creditLots(first: -{HUGE}) {{ totalCount }} }}",
+        f'mutation {{ purchaseInMailCredits(input: {{quantity: {HUGE}, idempotencyKey: "k"}}) '
+        "{ errors { code } } }",
+    ],
+    ids=["page-size", "negative-page-size", "quantity"],
+)
+async def test_an_int_literal_of_thousands_of_digits_is_a_validation_error_naming_no_internals(
+    api: Api, caplog: pytest.LogCaptureFixture, document: str
+) -> None:
+    ada = await api.create_member("Ada Lovelace")
+    caplog.clear()
+    response = await api.client.post(
+        "/graphql",
+        json={"query": document},
+        headers={"Authorization": f"Bearer {ada.token}", "accept": "application/json"},
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert graphql_error_codes(body) == ["GRAPHQL_VALIDATION_FAILED"], body
+    assert "at most 20 digits" in body["errors"][0]["message"]
+    assert "set_int_max_str_digits" not in response.text
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []

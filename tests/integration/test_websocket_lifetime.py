@@ -132,7 +132,13 @@ TOO_DEEP = (
     + "]" * 100
     + "}}}"
 )
-RAW = ("{not json", TOO_DEEP)
+# A subscribe message holding a number past the 4,300 digits Python converts.
+HUGE_NUMBER = (
+    '{"type": "subscribe", "id": "1", "payload": {"query": "{ now }", "variables": {"v": '
+    + "9" * 5000
+    + "}}}"
+)
+RAW = ("{not json", TOO_DEEP, HUGE_NUMBER)
 
 
 @pytest.mark.parametrize(
@@ -143,6 +149,7 @@ RAW = ("{not json", TOO_DEEP)
         42,
         "{not json",
         TOO_DEEP,
+        HUGE_NUMBER,
         {"type": "subscribe", "id": "1", "payload": [1]},
         {"type": "start", "id": "1", "payload": {"query": 7}},
         {"type": "subscribe", "id": "1", "payload": {"query": "{ now }", "extensions": []}},
@@ -154,6 +161,7 @@ RAW = ("{not json", TOO_DEEP)
         "number",
         "not-json",
         "too-deep",
+        "huge-number",
         "payload-array",
         "query-number",
         "extensions",

@@ -49,7 +49,7 @@ from strawberry.extensions import SchemaExtension
 
 from inmail.domain.access import DEFAULT_PAGE_SIZE
 from inmail.domain.plans import PlanType
-from inmail.resolvers.limits import CEILING, Remembered, text_digest
+from inmail.resolvers.limits import CEILING, MAX_INT_DIGITS, Remembered, text_digest
 from inmail.services.reads import MAX_NODE_IDS
 
 PAGE: Final = "page"
@@ -385,7 +385,7 @@ class _Costing:
             literal = argument.value
             if isinstance(literal, VariableNode):
                 value = self._variable(literal.name.value)
-            elif isinstance(literal, IntValueNode):
+            elif isinstance(literal, IntValueNode) and len(literal.value) <= MAX_INT_DIGITS:
                 value = int(literal.value)
             elif isinstance(literal, NullValueNode):
                 value = None

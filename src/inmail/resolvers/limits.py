@@ -26,10 +26,13 @@ from graphql import (
     GraphQLError,
     GraphQLSyntaxError,
     InlineFragmentNode,
+    IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     Source,
     ValidationRule,
+    Visitor,
+    visit,
 )
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
@@ -204,6 +207,23 @@ def check_document(
         )
 
 
+MAX_INT_DIGITS: Final = 20
+"""The most digits an Int literal of a document may have (a 32-bit Int has ten)."""
+
+
+class _LongIntLiterals(Visitor):
+    """Python converts no integer of more than 4,300 digits (its error would name its own
+    internals), and no Int of the schema has more than ten: a longer literal is refused before
+    any rule, or the cost, reads it."""
+
+    def enter_int_value(self, node: IntValueNode, *_args: object) -> None:
+        if len(node.value.lstrip("-")) > MAX_INT_DIGITS:
+            raise QueryRefused(
+                f"An Int literal may have at most {MAX_INT_DIGITS} digits.",
+                "GRAPHQL_VALIDATION_FAILED",
+            )
+
+
 def document_limits_rule(max_depth: int, max_aliases: int) -> type[ValidationRule]:
     """A validation rule that checks the limits when the document is entered.
 
@@ -215,6 +235,7 @@ def document_limits_rule(max_depth: int, max_aliases: int) -> type[ValidationRul
     class DocumentLimits(ValidationRule):
         def enter_document(self, node: DocumentNode, *_args: object) -> None:
             check_document(node, max_depth=max_depth, max_aliases=max_aliases)
+            visit(node, _LongIntLiterals())
 
     return DocumentLimits
 
