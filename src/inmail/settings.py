@@ -485,6 +485,15 @@ class Settings:
         1,
         10000,
     )
+    ws_max_cost_per_member: int = _int_setting(
+        "INMAIL_WS_MAX_COST_PER_MEMBER",
+        "10000",
+        "most one member's live subscriptions and websocket operations in flight may cost "
+        "together in one process (admins are not held to it); each subscription's selection "
+        "runs again for every event it receives. One more is refused (QUERY_TOO_COSTLY)",
+        1,
+        100_000_000,
+    )
     ws_keepalive: float = _seconds_setting(
         "INMAIL_WS_KEEPALIVE",
         "15",

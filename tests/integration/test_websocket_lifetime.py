@@ -558,3 +558,55 @@ async def _accepted(url: str, token: str, protocol: str) -> bool:
                 if message["type"] not in ("ka", "ping"):
                     return bool(message["type"] == "connection_ack")
         return False
+
+
+async def test_a_members_subscriptions_together_are_held_to_a_cost_and_an_ended_one_frees_its_share(
+    mongodb_uri: str, db_name: str, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every event runs each subscription's selection again: one member's subscriptions, on
+    all their sockets together, may cost at most INMAIL_WS_MAX_COST_PER_MEMBER, so that no event
+    runs more than that. One more is refused with an error; a subscription completed, or a
+    socket closed, gives its share back."""
+    budget = 10
+    settings = settings_for_tests(ws_max_cost_per_member=budget)
+    async with serve_api(settings, Mongo.connect(mongodb_uri, db_name)) as live:
+        ada = await live.api.create_member("Ada Lovelace")
+        grace = await live.api.create_member("Grace Hopper")
+
+        async def first_update(ws: GraphQLSocket) -> str | dict[str, Any]:
+            """A subscription's id once its first update came, or the error refusing it."""
+            operation = await ws.subscribe(BALANCE_CHANGED)
+            try:
+                await ws.update(operation)
+            except OperationError as refused:
+                payload = refused.payload
+                error: dict[str, Any] = payload[0] if isinstance(payload, list) else payload
+                return error
+            return operation
+
+        async with (
+            GraphQLSocket.open(live.url, ada.token, protocol) as one,
+            GraphQLSocket.open(live.url, ada.token, protocol) as two,
+            GraphQLSocket.open(live.url, grace.token, protocol) as graces,
+        ):
+            taken: list[str] = []
+            while isinstance(answer := await first_update(one if len(taken) % 2 else two), str):
+                taken.append(answer)
+                assert len(taken) <= budget, "never refused"
+            extensions = answer["extensions"]
+            cost = extensions["requestedQueryCost"]
+            assert extensions["code"] == "QUERY_TOO_COSTLY"
+            assert len(taken) == budget // cost
+            assert extensions["heldQueryCost"] == len(taken) * cost
+            assert extensions["maximumHeld"] == budget
+            # Another member's share is theirs.
+            assert isinstance(await first_update(graces), str)
+
+            await two.stop(taken[0])  # the first went on socket two
+            assert isinstance(await first_update(one), str)
+            assert isinstance(await first_update(one), dict)
+        async with GraphQLSocket.open(live.url, ada.token, protocol) as three:
+            # The sockets closed: everything they held is given back.
+            again = [await first_update(three) for _ in range(budget // cost)]
+            assert all(isinstance(answer, str) for answer in again), again
+    assert tracebacks(caplog) == []

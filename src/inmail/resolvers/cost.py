@@ -49,6 +49,7 @@ from strawberry.extensions import SchemaExtension
 
 from inmail.domain.access import DEFAULT_PAGE_SIZE
 from inmail.domain.plans import PlanType
+from inmail.resolvers.context import Context
 from inmail.resolvers.limits import CEILING, MAX_INT_DIGITS, Remembered, text_digest
 from inmail.services.reads import MAX_NODE_IDS
 
@@ -412,16 +413,70 @@ class QueryTooCostly(GraphQLError):
         )
 
 
+class HeldTooCostly(GraphQLError):
+    def __init__(self, requested: int, held: int, maximum: int) -> None:
+        super().__init__(
+            f"This operation costs {requested}; with what your live subscriptions and operations "
+            f"in flight on websockets cost ({held}) it would pass the {maximum} one member may "
+            "hold at once: end some subscriptions (complete), or ask for less in each.",
+            extensions={
+                "code": "QUERY_TOO_COSTLY",
+                "requestedQueryCost": requested,
+                "heldQueryCost": held,
+                "maximumHeld": maximum,
+            },
+        )
+
+
+class CostHolders:
+    """What each member's websocket operations cost together in this process, at most `limit`
+    each: their live subscriptions, and their queries and mutations in flight.
+
+    A subscription's selection runs again for every event it receives, so without a bound one
+    event (a message a member may send sixty times a minute) would run every subscription a
+    member's sockets hold, each up to the maximum cost: hundreds of the costliest queries for
+    one request. Held to `limit`, an event costs what one operation may cost."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: dict[str, int] = {}
+
+    def held_by(self, holder: str) -> int:
+        return self._held.get(holder, 0)
+
+    def take(self, holder: str, cost: int) -> bool:
+        """Count `cost` as `holder`'s, unless it would take them past the limit."""
+        held = self._held.get(holder, 0)
+        if held + cost > self.limit:
+            return False
+        self._held[holder] = held + cost
+        return True
+
+    def release(self, holder: str, cost: int) -> None:
+        left = self._held.get(holder, 0) - cost
+        if left > 0:
+            self._held[holder] = left
+        else:
+            self._held.pop(holder, None)
+
+
 class QueryCost(SchemaExtension):
     """Refuses an operation over the maximum cost before any resolver runs; reports the cost.
+
+    On a websocket a member's operations are held to `holders` besides: a subscription holds
+    its cost for as long as it lives, a query or mutation while it runs.
 
     Every response carries `extensions.cost`: the requested cost and the maximum. Pass it to
     the schema as a factory (see `query_cost`), never as an instance.
     """
 
-    def __init__(self, *, model: Callable[[GraphQLSchema], CostModel]) -> None:
+    def __init__(
+        self, *, model: Callable[[GraphQLSchema], CostModel], holders: CostHolders | None = None
+    ) -> None:
         self._model = model
+        self._holders = holders
         self._requested: int | None = None
+        self._held: tuple[str, int] | None = None
 
     def _cost(self) -> int:
         if self._requested is None:
@@ -442,7 +497,31 @@ class QueryCost(SchemaExtension):
         if requested > maximum:
             # Raised, not set as the result: subscriptions ignore a result set here.
             raise QueryTooCostly(requested, maximum)
+        self._hold(requested)
         yield
+
+    def on_operation(self) -> Iterator[None]:
+        # The operation ends here however it ends: a subscription completed or its socket gone.
+        try:
+            yield
+        finally:
+            if self._held is not None and self._holders is not None:
+                self._holders.release(*self._held)
+                self._held = None
+
+    def _hold(self, requested: int) -> None:
+        context = self.execution_context.context
+        if self._holders is None or not isinstance(context, Context):
+            return
+        viewer = context.credentials.checked
+        if not context.credentials.websocket or viewer is None or viewer.is_admin:
+            return
+        holder = viewer.member_id
+        if holder is None:
+            return
+        if not self._holders.take(holder, requested):
+            raise HeldTooCostly(requested, self._holders.held_by(holder), self._holders.limit)
+        self._held = (holder, requested)
 
     def get_results(self) -> dict[str, dict[str, int]]:
         context = self.execution_context
@@ -454,8 +533,8 @@ class QueryCost(SchemaExtension):
         return {"cost": {"requestedQueryCost": requested, "maximumAvailable": model.limits.maximum}}
 
 
-def query_cost(limits: CostLimits) -> Callable[[], QueryCost]:
-    """A factory of QueryCost extensions sharing one CostModel per schema."""
+def query_cost(limits: CostLimits, holders: CostHolders | None = None) -> Callable[[], QueryCost]:
+    """A factory of QueryCost extensions sharing one CostModel per schema, and `holders`."""
 
     made: list[CostModel] = []
 
@@ -464,4 +543,4 @@ def query_cost(limits: CostLimits) -> Callable[[], QueryCost]:
             made[:] = [CostModel(schema, limits)]
         return made[0]
 
-    return functools.partial(QueryCost, model=model)
+    return functools.partial(QueryCost, model=model, holders=holders)

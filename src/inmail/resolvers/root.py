@@ -53,7 +53,7 @@ from inmail.disclosure import HideSuggestions
 from inmail.heap import weakly_bound
 from inmail.observability import OperationLabels, OperationMetrics
 from inmail.resolvers.context import DatabaseDeadline, MemberMustExist
-from inmail.resolvers.cost import CostLimits, query_cost
+from inmail.resolvers.cost import CostHolders, CostLimits, query_cost
 from inmail.resolvers.hooks import HookTable, PreparedHooksRunner
 from inmail.resolvers.limits import DocumentTextLimits, document_limits_rule, validated_texts
 from inmail.resolvers.mutation import Mutation, ProductionMutation
@@ -265,7 +265,8 @@ def build_schema(
         validated_texts(),
         functools.partial(MaskUnexpectedErrors, should_mask_error=is_unexpected),
         query_cost(
-            CostLimits(maximum=settings.max_query_cost, max_page_size=settings.max_page_size)
+            CostLimits(maximum=settings.max_query_cost, max_page_size=settings.max_page_size),
+            CostHolders(settings.ws_max_cost_per_member),
         ),
         SubscriptionsOverWebsockets,
         DatabaseDeadline,
