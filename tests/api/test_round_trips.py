@@ -252,3 +252,30 @@ async def test_a_reminder_writes_its_notification_and_its_event_in_one_command(
     written = await notification_writes(commands, reminding)
     assert commands.sent.count("commitTransaction") == 1  # one reminder, one transaction
     assert written == [["REMINDER", "CONVERSATION_EVENT"]]
+
+
+async def test_a_page_asked_for_again_in_one_request_is_read_and_counted_once(
+    counted: tuple[Api, Commands],
+) -> None:
+    """A list's count reads its whole range (a thread's messages, all of them): a document
+    naming the same thread three hundred times, through `nodes` and aliases, sends what naming
+    it once sends: its page and its count are read once, however many times it asks."""
+    api, commands = counted
+    grace, thread = await an_inmail_grace_can_answer(api)
+    page = "... on Conversation { messageConnection(first: 5) { totalCount nodes { id } } }"
+
+    def naming_it(aliases: int, times: int) -> str:
+        ids = ", ".join(f'"{thread}"' for _ in range(times))
+        fields = " ".join(f"a{n}: nodes(ids: [{ids}]) {{ {page} }}" for n in range(aliases))
+        return "{ " + fields + " }"
+
+    once = await during(commands, api.gql(naming_it(1, 1), token=grace.token))
+    data = await api.gql(naming_it(3, 100), token=grace.token)
+    often = await during(commands, api.gql(naming_it(3, 100), token=grace.token))
+
+    answers = [node["messageConnection"] for n in range(3) for node in data[f"a{n}"]]
+    assert len(answers) == 300
+    assert all(answer == answers[0] for answer in answers)
+    assert answers[0]["totalCount"] == 1
+    assert Counter(often) == Counter(once), (once, often)
+    assert "aggregate" in once  # the count

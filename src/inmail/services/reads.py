@@ -12,7 +12,7 @@ import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar, cast
 
 from strawberry.dataloader import DataLoader
 
@@ -204,6 +204,8 @@ class Reader:
         # once per member and request (`_as_of_now`).
         self._bring_up_to_date = bring_up_to_date
         self._brought_up: dict[str, asyncio.Task[None]] = {}
+        # Each page of a list read once per request (see `_listed`), by what names it.
+        self._listings: dict[tuple[object, ...], asyncio.Future[Listing[object]]] = {}
 
     # The loaders, each made on its first use: a request reads few kinds of record. A loader
     # that calls back into this reader holds it weakly: the reader owns it, and a cycle
@@ -247,6 +249,7 @@ class Reader:
         self._live_lots.clear()
         self._asked_awaiting.clear()
         self._brought_up.clear()
+        self._listings.clear()
 
     # Who is asking: the checks every entrypoint shares.
 
@@ -368,14 +371,17 @@ class Reader:
         if member_id is not None and await self._members.load(target) is None:
             # An admin's typo is said so, not answered as a member without lots.
             raise self._refuse(ReadRefused(Refusal.NO_SUCH_MEMBER, member_id=target))
-        lots = self._store.lots
-        now = self._clock()
-        which = LotFilter(target, None if statuses is None else tuple(statuses), now)
-        page = await self._as_of_now(
-            target, lambda: self._page(lambda: lots.page(which, size, after))
-        )
-        fresh = page.map(lambda lot: _lot_as_of(lot, now))
-        return self._listing(fresh)
+        asked = None if statuses is None else tuple(statuses)
+
+        async def listed() -> Listing[CreditLot]:
+            lots, now = self._store.lots, self._clock()
+            which = LotFilter(target, asked, now)
+            page = await self._as_of_now(
+                target, lambda: self._page(lambda: lots.page(which, size, after))
+            )
+            return self._listing(page.map(lambda lot: _lot_as_of(lot, now)))
+
+        return await self._listed(("lots", target, asked, size, after), listed)
 
     async def ledger(
         self, member_id: str, first: int | None, after: str | None
@@ -383,10 +389,15 @@ class Reader:
         self.owner_or_admin(member_id)
         size = self._page_size(first)
         ledger = self._store.ledger
-        page = await self._as_of_now(
-            member_id, lambda: self._page(lambda: ledger.page(member_id, size, after))
-        )
-        return self._listing(page)
+
+        async def listed() -> Listing[LedgerEntry]:
+            return self._listing(
+                await self._as_of_now(
+                    member_id, lambda: self._page(lambda: ledger.page(member_id, size, after))
+                )
+            )
+
+        return await self._listed(("ledger", member_id, size, after), listed)
 
     async def _as_of_now(self, member_id: str, read: Callable[[], Awaitable[T]]) -> T:
         """What `read` reads of the member's stored lots, ledger or notifications, as of now:
@@ -418,10 +429,14 @@ class Reader:
         self.owner_or_admin(which.member_id)
         size = self._page_size(first)
         conversations = self._store.conversations
-        page = await self._page(lambda: conversations.page(which, size, after))
-        for _, conversation in page.items:
-            self._conversations.prime(conversation.id, conversation)
-        return self._listing(page)
+
+        async def listed() -> Listing[Conversation]:
+            page = await self._page(lambda: conversations.page(which, size, after))
+            for _, conversation in page.items:
+                self._conversations.prime(conversation.id, conversation)
+            return self._listing(page)
+
+        return await self._listed(("conversations", which, size, after), listed)
 
     async def notifications(
         self, member_id: str, unread_only: bool, first: int | None, after: str | None
@@ -431,11 +446,18 @@ class Reader:
         self.owner_or_admin(member_id)
         size = self._page_size(first)
         notifications = self._store.notifications
-        page = await self._as_of_now(
-            member_id,
-            lambda: self._page(lambda: notifications.page(member_id, unread_only, size, after)),
-        )
-        return self._listing(page)
+
+        async def listed() -> Listing[Notification]:
+            return self._listing(
+                await self._as_of_now(
+                    member_id,
+                    lambda: self._page(
+                        lambda: notifications.page(member_id, unread_only, size, after)
+                    ),
+                )
+            )
+
+        return await self._listed(("notifications", member_id, unread_only, size, after), listed)
 
     async def purchases(
         self, member_id: str, first: int | None, after: str | None
@@ -444,8 +466,11 @@ class Reader:
         self.owner_or_admin(member_id)
         size = self._page_size(first)
         purchases = self._store.purchases
-        page = await self._page(lambda: purchases.page(member_id, size, after))
-        return self._listing(page)
+
+        async def listed() -> Listing[Purchase]:
+            return self._listing(await self._page(lambda: purchases.page(member_id, size, after)))
+
+        return await self._listed(("purchases", member_id, size, after), listed)
 
     # A thread's messages, for its two parties and admins.
 
@@ -482,8 +507,11 @@ class Reader:
         self._sees(conversation)
         size = self._page_size(first)
         messages = self._store.messages
-        page = await self._page(lambda: messages.page(conversation, size, after))
-        return self._listing(page)
+
+        async def listed() -> Listing[Message]:
+            return self._listing(await self._page(lambda: messages.page(conversation, size, after)))
+
+        return await self._listed(("messages", conversation.id, size, after), listed)
 
     # Single records: another's is as if unknown.
 
@@ -583,10 +611,30 @@ class Reader:
         except BadCursor as exc:
             raise self._refuse(ReadRefused(Refusal.BAD_CURSOR, reason=str(exc))) from None
 
+    async def _listed(
+        self, key: tuple[object, ...], read: Callable[[], Awaitable[Listing[T]]]
+    ) -> Listing[T]:
+        """The page `key` names, read once per request: asked again (an id repeated in `nodes`,
+        an alias), it is the same page, and its count and whether anything precedes it are
+        read once too. A list's count reads its whole range: a document asking for the same
+        long thread's count a thousand times would otherwise read it a thousand times."""
+        found = self._listings.get(key)
+        if found is None:
+
+            async def reading() -> Listing[object]:
+                return await read()
+
+            found = self._listings[key] = asyncio.ensure_future(reading())
+        # Under its key, the page `read` returns: a Listing[T].
+        return cast("Listing[T]", await asyncio.shield(found))
+
     @staticmethod
     def _listing(page: Page[T]) -> Listing[T]:
         return Listing(
-            items=page.items, has_next=page.has_next, previous=page.previous, counter=page.count
+            items=page.items,
+            has_next=page.has_next,
+            previous=_once(page.previous),
+            counter=_once(page.count),
         )
 
     @staticmethod
@@ -647,6 +695,19 @@ class Reader:
             else Account.brought_up_to(self.plans, member, self._live_lots[member.id], now)
             for member in members
         ]
+
+
+def _once(read: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """`read`, run on the first call only: every call answers what that one read."""
+    started: asyncio.Future[T] | None = None
+
+    async def once() -> T:
+        nonlocal started
+        if started is None:
+            started = asyncio.ensure_future(read())
+        return await asyncio.shield(started)
+
+    return once
 
 
 _LOADERS: Final = tuple(
