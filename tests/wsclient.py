@@ -63,7 +63,7 @@ class GraphQLSocket:
         token: str | None,
         protocol: str = TRANSPORT_WS,
         *,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
     ) -> AsyncIterator[GraphQLSocket]:
         """A socket past connection_init with `token`; `headers` go on the handshake."""
         async with connect(
@@ -138,9 +138,14 @@ class GraphQLSocket:
         return update
 
 
-async def refusal_close_code(url: str, token: str | None, protocol: str) -> int | None:
-    """The close code the server ends a connection with after its connection_init."""
-    async with connect(url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT) as ws:
+async def refusal_close_code(
+    url: str, token: str | None, protocol: str, headers: list[tuple[str, str]] | None = None
+) -> int | None:
+    """The close code the server ends a connection with after its connection_init; `headers`
+    go on the handshake."""
+    async with connect(
+        url, subprotocols=[Subprotocol(protocol)], open_timeout=WAIT, additional_headers=headers
+    ) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": init_payload(token)}))
         with contextlib.suppress(ConnectionClosed):
             while True:

@@ -8,6 +8,7 @@ import contextlib
 import http
 import logging
 import mimetypes
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
@@ -106,6 +107,16 @@ async def json_failure(request: Request, exc: Exception) -> Response:
 BODIES_IN_FLIGHT: Final = 64
 
 
+_REQUEST_ID: Final = re.compile(rb"[!-~]+")
+
+
+def _request_id(given: bytes) -> str:
+    """The request's id: the client's `X-Request-Id` (its first 64 characters) when it is
+    visible ASCII, echoed and logged exactly as sent; else one of our own."""
+    given = given[:64]
+    return given.decode("ascii") if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 class RequestLimits:
     """Request ids on every request, 413 for a body over the configured size, 503 when the
     bodies being received would pass BODIES_IN_FLIGHT times that size in all, and calm about
@@ -123,7 +134,7 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        rid = _request_id(headers.get(b"x-request-id", b""))
         token = logs.request_id.set(rid)
         try:
             if scope["type"] == "http":
@@ -288,6 +299,9 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: json_refusal, Exception: json_failure},
     )
+    # `/graphql/` is no route of ours: a 404 in JSON, not a redirect whose Location would be
+    # built from the client's own Host header (and whose body is empty).
+    app.router.redirect_slashes = False
     app.state.container = container
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     return app

@@ -66,7 +66,11 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from inmail.bootstrap import Container
 from inmail.graphiql import graphiql_page
 from inmail.logs import Occasional
-from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
+from inmail.resolvers.context import (
+    SEVERAL_AUTHORIZATIONS,
+    Context,
+    refuse_unknown_members_on_failure,
+)
 from inmail.resolvers.cost import KNOWN_DOCUMENTS
 from inmail.resolvers.limits import Remembered, line_count, text_digest
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
@@ -83,9 +87,6 @@ BAD_MESSAGE = 4400
 # graphql-transport-ws's close for a second connection_init (Strawberry's), on both protocols.
 TOO_MANY_INITIALISATIONS = 4429
 TOO_MANY_INITIALISATIONS_REASON = "Too many initialisation requests"
-SEVERAL_AUTHORIZATIONS: Final = (
-    "Invalid credentials: the request has several Authorization headers; send one."
-)
 
 # A websocket over INMAIL_WS_MAX_PER_MEMBER: "Try Again Later" (RFC 6455's registry), once the
 # holder's other sockets have closed.
@@ -423,6 +424,8 @@ def _is_operation_message(message: object) -> str | None:
             return "The payload's extensions must be an object"
     if kind in ("complete", "stop") and not isinstance(message.get("id"), str):
         return f"A {kind} message needs a string id"
+    if kind == "connection_init" and not isinstance(message.get("payload"), dict | None):
+        return "The connection_init payload must be an object"
     return None
 
 
@@ -1025,6 +1028,7 @@ class GraphQLApp(GraphQL[Context, None]):
             request=request,
             response=response,
             auth_header=headers[0] if headers else None,
+            several_auth_headers=len(headers) > 1,
         )
         if not isinstance(request, WebSocket):
             # A websocket's credentials arrive with connection_init: see on_ws_connect.

@@ -176,10 +176,15 @@ async def test_every_response_carries_a_request_id_and_keeps_the_clients(api: Ap
     mine = await api.client.get("/healthz", headers={"X-Request-ID": "trace-7f3a"})
     theirs = await api.client.get("/healthz")
     long = await api.client.get("/healthz", headers={"X-Request-ID": "x" * 500})
+    # Bytes past ASCII would come back changed (read as Latin-1, sent as UTF-8): not echoed.
+    odd = await api.client.get("/healthz", headers=[(b"X-Request-ID", b"abc\xff\xfe")])
+    spaced = await api.client.get("/healthz", headers={"X-Request-ID": "a b"})
 
     assert mine.headers["x-request-id"] == "trace-7f3a"
     assert len(theirs.headers["x-request-id"]) == 32
     assert long.headers["x-request-id"] == "x" * 64
+    for made in (odd, spaced):
+        assert len(made.headers["x-request-id"]) == 32, made.headers
 
 
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")

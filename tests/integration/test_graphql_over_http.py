@@ -438,8 +438,13 @@ async def test_a_method_other_than_get_and_post_is_a_json_405_allowing_them(
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
-async def test_an_unknown_path_is_a_json_404(api: Api, method: str) -> None:
-    response = await api.client.request(method, "/nope", headers={"Accept": "text/html"})
+@pytest.mark.parametrize("path", ["/nope", "/graphql/", "/static"])
+async def test_an_unknown_path_is_a_json_404(api: Api, method: str, path: str) -> None:
+    """A path with a slash too many is no route either: not a redirect, whose Location would
+    be built from the client's own Host header."""
+    response = await api.client.request(
+        method, path, headers={"Accept": "text/html", "Host": "evil.example"}
+    )
 
     assert response.status_code == 404
     assert media_type(response) == "application/json"

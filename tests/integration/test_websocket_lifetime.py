@@ -390,6 +390,34 @@ async def test_the_token_of_connection_init_decides_whatever_the_handshake_heade
     assert answer["data"] == {"viewer": {"id": ada.id}}
 
 
+@pytest.mark.parametrize("payload", [[1], "Bearer x", 7], ids=["list", "string", "number"])
+async def test_a_connection_init_payload_that_is_no_object_is_a_protocol_error(
+    live: LiveServer, protocol: str, payload: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with connect(live.url, subprotocols=[Subprotocol(protocol)]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        received = await messages_until_closed(ws)
+
+    assert ws.close_code == 4400
+    assert "connection_ack" not in [m.get("type") for m in received]
+    assert tracebacks(caplog) == []
+
+
+async def test_several_authorization_headers_on_a_handshake_count_for_no_one(
+    live: LiveServer, protocol: str
+) -> None:
+    """Which of two headers counts would depend on who reads them (a proxy may take the last):
+    as over HTTP, none does. A token in connection_init still decides."""
+    ada = await live.api.create_member("Ada Lovelace")
+    grace = await live.api.create_member("Grace Hopper")
+    both = [("Authorization", f"Bearer {ada.token}"), ("Authorization", f"Bearer {grace.token}")]
+
+    assert await refusal_close_code(live.url, None, protocol, headers=both) == 4403
+    async with GraphQLSocket.open(live.url, grace.token, protocol, headers=both) as ws:
+        answer = await ws.result(await ws.subscribe("{ viewer { id } }"))
+    assert answer["data"] == {"viewer": {"id": grace.id}}
+
+
 async def test_a_subscription_over_the_cost_limit_is_refused_with_an_error_message(
     live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:

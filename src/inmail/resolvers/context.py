@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 
 UNKNOWN_MEMBER = "Invalid credentials: the token's member does not exist."
+SEVERAL_AUTHORIZATIONS: Final = (
+    "Invalid credentials: the request has several Authorization headers; send one."
+)
 
 
 class Services(Protocol):
@@ -104,6 +107,8 @@ class Context:
     request: Request | WebSocket
     response: Response | WebSocket | None = None
     auth_header: str | None = None
+    # More than one Authorization header came: none of them counts.
+    several_auth_headers: bool = False
     connection_params: dict[str, object] | None = None
     credentials: Credentials = field(init=False)
     reads: Reader = field(init=False)
@@ -149,6 +154,11 @@ class Context:
             ).get("authorization")
             if isinstance(raw, str):
                 header = raw
+            elif self.several_auth_headers:
+                # Which one counts would depend on who reads them, as over HTTP.
+                self.credentials.refuse(SEVERAL_AUTHORIZATIONS)
+                self.credentials.resolved = True
+                return
             elif raw is not None or not _is_bearer(header):
                 header = None
         try:
