@@ -264,9 +264,13 @@ class EmbeddedMongod:
     def _end_process(self) -> None:
         """Kill a mongod that failed to start (it may still run), keeping the data folder."""
         process = self.process
-        if process is not None and process.poll() is None:
+        if process is None:
+            return
+        if process.poll() is None:
             process.kill()
             process.wait()
+        if process.stderr:
+            process.stderr.close()
 
     def _claim(self) -> None:
         """Take the data folder for this process (its pid in the owner file, created only if

@@ -9,6 +9,7 @@ ledger entries, few of them due.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -174,15 +175,24 @@ def _conversation(sender: str, recipient: str, i: int) -> Doc:
     )
 
 
-@pytest.fixture
-async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
+@contextlib.asynccontextmanager
+async def recorded(mongodb_uri: str, db_name: str) -> AsyncIterator[tuple[Mongo, Recorder]]:
+    """A database with the service's indexes, and the query commands sent to it recorded."""
     recorder = Recorder()
     client: AsyncMongoClient[Doc] = AsyncMongoClient(
         mongodb_uri, tz_aware=True, event_listeners=[recorder]
     )
-    mongo = Mongo(client, db_name)
     try:
+        mongo = Mongo(client, db_name)
         await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
+        yield mongo, recorder
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
+    async with recorded(mongodb_uri, db_name) as (mongo, recorder):
         members = [_member(i) for i in range(MEMBERS)]
         ids = [m.id for m in members]
         await mongo.c.members.insert_many([member_to_doc(m) for m in members])
@@ -228,8 +238,6 @@ async def world(mongodb_uri: str, db_name: str) -> AsyncIterator[World]:
         await _notifications_and_events(mongo, conversations)
         threads = [conversation_from_doc(doc) for doc in conversations]
         yield World(mongo, recorder, Reads.on(mongo), ids, threads, message_ids)
-    finally:
-        await client.close()
 
 
 async def _notifications_and_events(mongo: Mongo, conversations: list[Doc]) -> None:
@@ -552,15 +560,9 @@ class History:
 @pytest.fixture
 async def history(mongodb_uri: str, db_name: str) -> AsyncIterator[History]:
     """One member with a long history of each list a member can pile up (answered InMails both
-    ways, spent and lapsed lots, read notifications, purchases), a few recent items in the
-    states a filter asks for at its far end (the oldest), and other members' items around it."""
-    recorder = Recorder()
-    client: AsyncMongoClient[Doc] = AsyncMongoClient(
-        mongodb_uri, tz_aware=True, event_listeners=[recorder]
-    )
-    mongo = Mongo(client, db_name)
-    try:
-        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
+    ways, spent and forfeited lots, read notifications, purchases), with the few items a
+    filter asks for at the list's far end (the oldest)."""
+    async with recorded(mongodb_uri, db_name) as (mongo, recorder):
         me, others = new_id(), [new_id() for _ in range(LONG)]
         oldest = NOW - timedelta(days=400)
 
@@ -620,8 +622,6 @@ async def history(mongodb_uri: str, db_name: str) -> AsyncIterator[History]:
             ]
         )
         yield History(mongo, recorder, Reads.on(mongo), me)
-    finally:
-        await client.close()
 
 
 async def _walked(

@@ -157,16 +157,20 @@ def test_a_mongod_that_keeps_failing_to_start_again_is_tried_with_waits_until_se
     )
     with caplog.at_level(logging.WARNING, logger="inmail.embedded_mongod"):
         keeper.start()
-        deadline = time.monotonic() + 30
-        while caplog.text.count("trying again") < 3:
-            assert time.monotonic() < deadline, caplog.text
-            time.sleep(0.05)
-        stopping.set()
-        keeper.join(timeout=10)
+        try:
+            deadline = time.monotonic() + 30
+            while caplog.text.count("trying again") < 3:
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.05)
+        finally:
+            stopping.set()
+            keeper.join(timeout=10)
+            last = mongod.process
+            mongod.stop()  # what serve does once the keeper has stopped
     assert not keeper.is_alive()
     assert caplog.text.count("exited with status 0; starting it again") == 1
     assert "exited during start-up" in caplog.text
-    assert mongod.process is None or mongod.process.poll() is not None
+    assert last is None or last.poll() is not None
 
 
 def test_a_second_serve_on_the_same_data_folder_is_refused_with_a_clear_message(
