@@ -84,8 +84,9 @@ def _read_pid(path: Path) -> int | None:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # Linux: the kernel sends SIGTERM to mongod if the process that started it dies, so a killed
-    # server or test run leaves no orphan database behind.
+    # Linux: the kernel sends SIGTERM to mongod if the thread that started it ends (the main
+    # thread: when the process dies; `keep_running`'s: when serve stops), so a killed server or
+    # test run leaves no orphan database behind.
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
@@ -253,7 +254,10 @@ class EmbeddedMongod:
                 return
             try:
                 self._start_claimed(binary, timeout)
-            except (EmbeddedMongodError, OSError) as exc:
+            except Exception as exc:
+                # Whatever failed (a driver error while it elects itself too), the thread must
+                # outlive it: a mongod it started gets SIGTERM when the thread that started it
+                # ends (PR_SET_PDEATHSIG is per thread), and nothing would start one again.
                 failures += 1
                 self._end_process()
                 log.error("%s; trying again", exc)

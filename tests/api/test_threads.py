@@ -396,3 +396,24 @@ async def test_a_message_names_its_recipient_or_its_thread_and_is_told_which_it_
     assert [(e["code"], e["message"]) for e in both["errors"]] == [
         ("INVALID_INPUT", "Give either recipientId or conversationId, not both.")
     ]
+
+
+async def test_what_a_mutation_wrote_is_read_by_the_payloads_and_mutations_after_it(
+    api: Api,
+) -> None:
+    """Mutations run one after another, each payload read after its write: the second
+    message's payload shows both messages, though the first's read the same page before it."""
+    ada, alan = await _connected(api, "Ada Lovelace", "Alan Turing")
+    page = "conversation { messageConnection(first: 10) { totalCount nodes { body } } }"
+    document = (
+        "mutation($to: ID!) { "
+        f'a: sendMessage(input: {{recipientId: $to, body: "one"}}) {{ {page} errors {{ code }} }} '
+        f'b: sendMessage(input: {{recipientId: $to, body: "two"}}) {{ {page} errors {{ code }} }} '
+        "}"
+    )
+
+    data = await api.gql(document, {"to": alan.id}, token=ada.token)
+
+    first, second = (data[name]["conversation"]["messageConnection"] for name in ("a", "b"))
+    assert first == {"totalCount": 1, "nodes": [{"body": "one"}]}
+    assert second == {"totalCount": 2, "nodes": [{"body": "one"}, {"body": "two"}]}

@@ -186,11 +186,13 @@ def test_the_compose_window_says_why_sending_is_refused_and_buying_credits_updat
 
 @pytest.fixture
 def limited_service(mongodb_uri: str, tmp_path: Path) -> Iterator[RunningService]:
-    """The service with room for two InMails a minute, and a thousand messages."""
+    """The service with room for two InMails a minute, and a thousand messages, on a clock
+    that stands still: a minute never passes while a test runs, however slow the machine."""
     env = session_service_env(
         mongodb_uri,
         tmp_path / "data",
         INMAIL_METRICS_PORT="off",
+        INMAIL_CLOCK="manual",
         INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE="2",
         INMAIL_RATE_LIMIT_MESSAGES_PER_MINUTE="1000",
     )

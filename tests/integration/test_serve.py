@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from pymongo import MongoClient
+from pymongo.errors import ServerSelectionTimeoutError
 
 from harness.servers import INMAIL, ServiceProcess, service_env
 from inmail.embedded_mongod import EmbeddedMongod, find_mongod_binary
@@ -171,6 +172,43 @@ def test_a_mongod_that_keeps_failing_to_start_again_is_tried_with_waits_until_se
     assert caplog.text.count("exited with status 0; starting it again") == 1
     assert "exited during start-up" in caplog.text
     assert last is None or last.poll() is not None
+
+
+def test_a_driver_error_while_mongod_starts_again_does_not_end_the_restart_loop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mongod killed again while it elects itself makes the driver raise its own errors
+    (no OSError): the loop takes them as any failed start, and goes on."""
+    mongod = EmbeddedMongod(tmp_path / "mongod", binary=Path("/bin/true"), port=free_port())
+    mongod.process = subprocess.Popen(["true"], stderr=subprocess.PIPE)  # one that exited
+    mongod.process.wait()
+    starts: list[int] = []
+
+    def elected_never(binary: Path, timeout: float) -> None:
+        starts.append(1)
+        raise ServerSelectionTimeoutError("127.0.0.1: connection refused")
+
+    monkeypatch.setattr(mongod, "_start_claimed", elected_never)
+    stopping = threading.Event()
+    keeper = threading.Thread(
+        target=mongod.keep_running,
+        args=(stopping,),
+        kwargs={"every": 0.01, "backoff": (0.0, 0.02)},
+    )
+    with caplog.at_level(logging.WARNING, logger="inmail.embedded_mongod"):
+        keeper.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(starts) < 3:
+                assert keeper.is_alive(), "the loop ended on the driver's error"
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.02)
+        finally:
+            stopping.set()
+            keeper.join(timeout=10)
+            mongod.stop()
+    assert not keeper.is_alive()
+    assert "connection refused; trying again" in caplog.text
 
 
 def test_a_second_serve_on_the_same_data_folder_is_refused_with_a_clear_message(

@@ -35,7 +35,7 @@ from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.domain.profiles import PublicProfile
 from inmail.repositories.pages import BadCursor, CursorText, Page
 from inmail.schema.errors import refused
-from inmail.services.reads import Reader
+from inmail.services.reads import Reader, _Shared
 
 NOON = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 R = TypeVar("R")
@@ -517,3 +517,38 @@ async def test_the_caller_is_asked_on_every_check_and_a_withdrawn_one_is_refused
     credentials.viewer = None  # a token that expired mid-connection, or a member that is gone
     assert await refusal_from(reader.viewer_member()) is Refusal.SIGN_IN
     assert credentials.asked == 3
+
+
+# --- one read shared by a request's callers -----------------------------------------------------
+
+
+async def test_a_shared_read_runs_once_and_ends_when_every_caller_waiting_on_it_has_gone() -> None:
+    """A page asked for twice is read once; when every operation waiting on it is cancelled
+    (a websocket `complete`), the read is cancelled too, and the next caller reads afresh."""
+    started, cancelled = 0, 0
+    release = asyncio.Event()
+
+    async def read() -> int:
+        nonlocal started, cancelled
+        started += 1
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+        return started
+
+    shared = _Shared(read)
+    one, two = asyncio.ensure_future(shared.get()), asyncio.ensure_future(shared.get())
+    await asyncio.sleep(0)
+    one.cancel()
+    await asyncio.sleep(0)
+    assert (started, cancelled) == (1, 0), "another caller still waits on it"
+    two.cancel()
+    await asyncio.gather(one, two, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert (started, cancelled) == (1, 1), "nobody waits on it: it ends"
+
+    release.set()
+    assert list(await asyncio.gather(shared.get(), shared.get())) == [2, 2]
+    assert await shared.get() == 2  # kept once read

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import ParamSpec, Protocol, TypeVar
+from typing import ParamSpec, Protocol, TypeVar, cast
 
 import strawberry
 
@@ -60,17 +60,24 @@ def errors_in(
     payload: Failed[P],
 ) -> Callable[[Callable[Args, Awaitable[P]]], Callable[Args, Awaitable[P]]]:
     """A domain error from the mutation comes back in the payload's `errors`, worded; a
-    refusal of the caller (domain/access.py) is a GraphQL error instead."""
+    refusal of the caller (domain/access.py) is a GraphQL error instead.
+
+    What the request read before the mutation is forgotten once it has written: its payload,
+    and the mutations and fields after it, read what it wrote."""
 
     def decorate(mutation: Callable[Args, Awaitable[P]]) -> Callable[Args, Awaitable[P]]:
         @functools.wraps(mutation)
         async def attempt(*args: Args.args, **kwargs: Args.kwargs) -> P:
             try:
-                return await mutation(*args, **kwargs)
+                done = await mutation(*args, **kwargs)
             except ReadRefused as refusal:
                 raise refused(refusal) from None
             except DomainError as error:
                 return payload(errors=[UserError.from_domain(error)])
+            info = kwargs.get("info")
+            if info is not None:
+                ctx(cast("ResolverInfo", info)).reads.clear()
+            return done
 
         return attempt
 

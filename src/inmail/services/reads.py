@@ -205,7 +205,7 @@ class Reader:
         self._bring_up_to_date = bring_up_to_date
         self._brought_up: dict[str, asyncio.Task[None]] = {}
         # Each page of a list read once per request (see `_listed`), by what names it.
-        self._listings: dict[tuple[object, ...], asyncio.Future[Listing[object]]] = {}
+        self._listings: dict[tuple[object, ...], _Shared[Listing[object]]] = {}
 
     # The loaders, each made on its first use: a request reads few kinds of record. A loader
     # that calls back into this reader holds it weakly: the reader owns it, and a cycle
@@ -618,15 +618,15 @@ class Reader:
         an alias), it is the same page, and its count and whether anything precedes it are
         read once too. A list's count reads its whole range: a document asking for the same
         long thread's count a thousand times would otherwise read it a thousand times."""
-        found = self._listings.get(key)
-        if found is None:
+        shared = self._listings.get(key)
+        if shared is None:
 
             async def reading() -> Listing[object]:
                 return await read()
 
-            found = self._listings[key] = asyncio.ensure_future(reading())
+            shared = self._listings[key] = _Shared(reading)
         # Under its key, the page `read` returns: a Listing[T].
-        return cast("Listing[T]", await asyncio.shield(found))
+        return cast("Listing[T]", await shared.get())
 
     @staticmethod
     def _listing(page: Page[T]) -> Listing[T]:
@@ -697,17 +697,34 @@ class Reader:
         ]
 
 
+class _Shared(Generic[T]):
+    """One read, shared by every caller that asks for it while it runs or after: started by
+    the first, its answer kept. When every caller waiting on it has been cancelled (their
+    operation ended: a websocket `complete`, a closed socket) the read is cancelled too, and
+    the next caller starts it again: an abandoned read never runs on alone."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+        self._read = read
+        self._task: asyncio.Future[T] | None = None
+        self._waiting = 0
+
+    async def get(self) -> T:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._read())
+        task = self._task
+        self._waiting += 1
+        try:
+            return await asyncio.shield(task)
+        finally:
+            self._waiting -= 1
+            if self._waiting == 0 and not task.done():
+                task.cancel()
+                self._task = None
+
+
 def _once(read: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
-    """`read`, run on the first call only: every call answers what that one read."""
-    started: asyncio.Future[T] | None = None
-
-    async def once() -> T:
-        nonlocal started
-        if started is None:
-            started = asyncio.ensure_future(read())
-        return await asyncio.shield(started)
-
-    return once
+    """`read`, run once for every call (see `_Shared`)."""
+    return _Shared(read).get
 
 
 _LOADERS: Final = tuple(
