@@ -110,6 +110,15 @@ class RunningService:
         member_id = created["member"]["id"]
         return Member(member_id, name, self.token("--member", member_id))
 
+    def connect(self, a: Member, b: Member) -> None:
+        """Make the two 1st-degree connections, as an admin does."""
+        connected = self.post(
+            f'mutation {{ connectMembers(input: {{memberId: "{a.id}", otherMemberId: "{b.id}"}})'
+            " { ok errors { code } } }",
+            self.token("--admin"),
+        )["data"]["connectMembers"]
+        assert connected == {"ok": True, "errors": []}, connected
+
 
 @pytest.fixture
 def service(mongodb_uri: str, tmp_path: Path) -> Iterator[RunningService]:

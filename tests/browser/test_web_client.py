@@ -229,11 +229,7 @@ def test_a_thread_longer_than_its_latest_messages_shows_the_earlier_ones_when_as
     service = limited_service
     ada = service.create_member("Ada Lovelace")
     alan = service.create_member("Alan Turing", plan="BASIC")
-    service.post(
-        f'mutation {{ connectMembers(input: {{memberId: "{ada.id}", otherMemberId: "{alan.id}"}})'
-        " { ok } }",
-        service.token("--admin"),
-    )
+    service.connect(ada, alan)
 
     def message(n: int) -> None:
         payload = service.post(
@@ -359,11 +355,7 @@ def test_connections_message_each_other_free_from_compose_and_in_their_thread(
 ) -> None:
     ada = service.create_member("Ada Lovelace")
     alan = service.create_member("Alan Turing", plan="BASIC")  # a connection needs no plan
-    service.post(
-        f'mutation {{ connectMembers(input: {{memberId: "{ada.id}", otherMemberId: "{alan.id}"}})'
-        " { ok } }",
-        service.token("--admin"),
-    )
+    service.connect(ada, alan)
     a, b = browsers.open("ada"), browsers.open("alan")
     sign_in(a, service, ada)
     sign_in(b, service, alan)

@@ -704,12 +704,13 @@ class _Shared(Generic[T]):
     the next caller starts it again: an abandoned read never runs on alone."""
 
     def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
-        self._read = read
+        self._read: Callable[[], Awaitable[T]] | None = read
         self._task: asyncio.Future[T] | None = None
         self._waiting = 0
 
     async def get(self) -> T:
         if self._task is None:
+            assert self._read is not None, "a read that ended is never started again"
             self._task = asyncio.ensure_future(self._read())
         task = self._task
         self._waiting += 1
@@ -717,7 +718,12 @@ class _Shared(Generic[T]):
             return await asyncio.shield(task)
         finally:
             self._waiting -= 1
-            if self._waiting == 0 and not task.done():
+            if task.done():
+                # Answered (or failed): kept as it is, and the read let go of. It may close
+                # over the reader that holds this: kept, they would be a cycle that outlives
+                # the request until the garbage collector runs.
+                self._read = None
+            elif self._waiting == 0:
                 task.cancel()
                 self._task = None
 
