@@ -438,15 +438,13 @@ async def compose(
         raise DomainError(ErrorCode.NOT_FOUND, Reason.OWN_MEMBER_MISSING)
     # The balance sendInMail would see now: due cycles granted, lapsed lots expired.
     balance = window.balance
-    reason = _refusal_code(deps, sender, recipient, window.awaiting, balance, now)
+    reason, wait = _refusal(deps, sender, recipient, window.awaiting, balance, now)
     return ComposeInfo(
         can_send=reason is None,
         reason=reason,
         credits_left=balance,
         recipient_is_connection=recipient is not None and sender.is_connected_to(recipient.id),
-        retry_after_seconds=retry_after(deps.rate_limits, Action.INMAIL, sender.recent_inmails, now)
-        if reason is ErrorCode.RATE_LIMITED
-        else None,
+        retry_after_seconds=wait,
     )
 
 
@@ -460,22 +458,22 @@ async def _read_window(reads: ComposeReads, viewer_id: str, recipient_id: str) -
     return _Window(sender, recipient, awaiting, balance)
 
 
-def _refusal_code(
+def _refusal(
     deps: Deps,
     sender: Member,
     recipient: Member | None,
     awaiting_any: bool,
     balance: int,
     now: datetime,
-) -> ErrorCode | None:
-    """Why sendInMail would refuse this InMail now; None if it would send it."""
+) -> tuple[ErrorCode | None, int | None]:
+    """Why sendInMail would refuse this InMail now (None if it would send it), and with
+    RATE_LIMITED the seconds until it would not."""
     awaiting = recipient is not None and awaiting_any
     refusal = inmail_refusal(
         sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=balance
     )
     if refusal:
-        return refusal.code
+        return refusal.code, None
     # sendInMail counts the rate limit last, once every other check has passed.
-    if retry_after(deps.rate_limits, Action.INMAIL, sender.recent_inmails, now) is not None:
-        return ErrorCode.RATE_LIMITED
-    return None
+    wait = retry_after(deps.rate_limits, Action.INMAIL, sender.recent_inmails, now)
+    return (None if wait is None else ErrorCode.RATE_LIMITED), wait
