@@ -9,6 +9,7 @@ retry under the same idempotency key, once the database is back, is granted once
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from inmail.embedded_mongod import EmbeddedMongod
+from inmail.repositories.mongo import CLOSE_WITHIN, Mongo
 from support import Api, Person, ada_and_grace, new_key, open_api
 from support import test_settings as settings_for_tests
 
@@ -126,3 +128,14 @@ async def test_advance_clock_alone_is_not_held_to_the_deadline(
         )
     assert [e["extensions"]["code"] for e in read.json()["errors"]] == [UNAVAILABLE]
     assert moved["advanceClock"]["errors"] == []
+
+
+async def test_a_process_closes_its_client_soon_when_its_database_hangs(
+    mongod: EmbeddedMongod,
+) -> None:
+    """Stopping a process closes its client, which ends its sessions on the server: with the
+    database hung, that took 30 s here. It is bounded by `CLOSE_WITHIN` (5 s)."""
+    mongo = Mongo.connect(mongod.uri, "inmail_close")
+    await mongo.db.command("ping")  # a session used, to be ended at close
+    async with hung(mongod):
+        await asyncio.wait_for(mongo.close(), timeout=CLOSE_WITHIN + 15)

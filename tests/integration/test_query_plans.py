@@ -51,6 +51,7 @@ def received_by(member_id: str) -> ConversationFilter:
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MEMBERS = 120
+NOTICE = timedelta(days=7)  # CREDITS_EXPIRING's lead (SPEC 5a)
 EXPLAINED = ("find", "aggregate", "count", "distinct")
 # Fields of a command that belong to its session or transport, not to the query.
 NOT_QUERY = frozenset(
@@ -351,6 +352,14 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
         {"member_spendable"},
     ),
     "earliest expiry": (lambda w: w.reads.lots.next_expiry_at(NOW), {"expiry_due"}),
+    "lots due an expiry notice": (
+        lambda w: w.reads.notifications.expiring.due(NOW, NOTICE, after=None, limit=100),
+        {"expiry_notice_due"},
+    ),
+    "earliest expiry notice": (
+        lambda w: w.reads.notifications.expiring.first_due_at(NOTICE, expiring_after=NOW),
+        {"expiry_notice_due"},
+    ),
     "credit lots page": (
         lambda w: w.reads.lots.page(LotFilter(_one(w)), 20, None),
         {"member_newest"},
@@ -719,3 +728,46 @@ async def test_a_page_of_a_long_history_reads_about_what_it_returns(
         assert "SORT" not in stats["stages"], (name, query, stats["stages"])
         assert stats["totalKeysExamined"] <= 3 * returned + 4, (name, query, stats)
         assert stats["totalDocsExamined"] <= 3 * returned + 4, (name, query, stats)
+
+
+async def test_an_expiry_notice_pass_reads_just_the_lots_it_tells_about(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """Every live lot expiring within the notice's lead is noticed once, and stays there until
+    it expires: a pass (and the scheduler's look for the next due notice) may not read those
+    again. Of LONG lots noticed and 3 not, the pass's read and the next-due read examine about
+    what they return."""
+    async with recorded(mongodb_uri, db_name) as (mongo, recorder):
+        member_id = new_id()
+
+        def lot(i: int) -> Doc:
+            doc = lot_to_doc(
+                CreditLot(
+                    id=new_id(),
+                    member_id=member_id,
+                    source=CreditSource.PURCHASE,
+                    quantity=1,
+                    remaining=1,
+                    granted_at=NOW - timedelta(days=85),
+                    expires_at=NOW + timedelta(days=5, minutes=i),
+                    status=LotStatus.ACTIVE,
+                )
+            )
+            # The 3 latest to expire await their notice; every other was told.
+            return doc if i >= LONG else {**doc, "expiryNoticeAt": NOW - timedelta(days=1)}
+
+        await mongo.c.credit_lots.insert_many([lot(i) for i in range(LONG + 3)])
+        reads = Reads.on(mongo).notifications.expiring
+        recorder.commands.clear()
+        due = await reads.due(NOW, NOTICE, after=None, limit=100)
+        first = await reads.first_due_at(NOTICE, expiring_after=NOW)
+        assert len(due) == 3
+        assert first == due[0].expires_at - NOTICE
+        sent = [c for c in recorder.commands if next(iter(c)) == "find"]
+        assert len(sent) == 2
+        for command in sent:
+            query = {k: v for k, v in command.items() if k not in NOT_QUERY}
+            explain = await mongo.db.command({"explain": query, "verbosity": "executionStats"})
+            stats = explain["executionStats"]
+            assert stats["totalKeysExamined"] <= stats["nReturned"] + 4, (query, stats)
+            assert stats["totalDocsExamined"] <= stats["nReturned"] + 4, (query, stats)

@@ -179,6 +179,9 @@ def test_a_valid_payment_method_is_returned_trimmed() -> None:
         ("V" * 31, "4242", 1, 2030, "brand"),
         ("\u200b", "4242", 1, 2030, "brand"),  # shows nothing
         ("Vi\x00sa", "4242", 1, 2030, "brand"),  # a control character
+        ("Visa \u202e2424", "4242", 1, 2030, "brand"),  # shows what follows reversed
+        ("\u2067Visa\u2069", "4242", 1, 2030, "brand"),  # an isolate
+        ("Visa\u200f", "4242", 1, 2030, "brand"),  # a direction mark
         ("Visa", "424", 1, 2030, "last4"),
         ("Visa", "42424", 1, 2030, "last4"),
         ("Visa", "42a2", 1, 2030, "last4"),

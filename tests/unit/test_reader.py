@@ -485,7 +485,7 @@ async def test_no_one_learns_what_awaits_another_members_answer() -> None:
     store = Store()
     dan = reader_for(AS_DAN, store, caller_id=DAN.id)
     with pytest.raises(ReadRefused) as caught:
-        dan.awaiting_response(ADA.id, CHARLES.id)
+        dan.awaiting_response(ADA.id, CHARLES.id).close()
     assert caught.value.refusal is Refusal.OWNER_OR_ADMIN
     assert store.calls.made == []
 

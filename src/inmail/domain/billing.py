@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import TypeGuard
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason, whole_number_within
-from inmail.domain.text import shows_something, without_controls
+from inmail.domain.text import shows_something, without_controls, without_direction_controls
 
 ANCHOR_DAY_MIN = 1
 ANCHOR_DAY_MAX = 31
@@ -86,7 +86,7 @@ def validate_payment_method(brand: str, last4: str, exp_month: int, exp_year: in
     brand = brand.strip()
     if not 1 <= len(brand) <= BRAND_MAX:
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.BRAND_LENGTH, "brand", maximum=BRAND_MAX)
-    brand = without_controls(brand, "brand")
+    brand = without_direction_controls(without_controls(brand, "brand"), "brand")
     if not shows_something(brand):
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, "brand")
     last4 = last4.strip()

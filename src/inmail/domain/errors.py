@@ -37,6 +37,7 @@ class Reason(StrEnum):
     BLANK = "BLANK"  # the field is blank
     TOO_LONG = "TOO_LONG"  # data: maximum, length
     CONTROL_CHARACTER = "CONTROL_CHARACTER"  # data: codepoint (an int)
+    DIRECTION_CONTROL = "DIRECTION_CONTROL"  # data: codepoint (an int)
     NAME_LENGTH = "NAME_LENGTH"  # data: maximum
     HEADLINE_TOO_LONG = "HEADLINE_TOO_LONG"  # data: maximum
     BILLING_DAY_OUT_OF_RANGE = "BILLING_DAY_OUT_OF_RANGE"  # data: minimum, maximum

@@ -20,6 +20,9 @@ _BLANK_LETTERS: Final = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 _NOT_SPACING: Final = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f]")
 """Control characters (Unicode category Cc) that space nothing out: a NUL, a bell, an escape.
 Matched at C speed."""
+_DIRECTION_CONTROLS: Final = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""The characters that set the direction of the text around them: the marks, embeddings,
+overrides and isolates (`RIGHT-TO-LEFT OVERRIDE` shows what follows it reversed)."""
 _SPACING: Final = re.compile(r"[\t\n\r\x0b\x0c\x85]+")
 """Control characters that break a line or space it out: tab, line feed, carriage return,
 vertical tab (a line break pasted from a word processor), form feed, next line."""
@@ -36,10 +39,17 @@ def without_controls(text: str, field: str, *, lines: bool = False) -> str:
     elsewhere (a subject, a name) each run of them is one space."""
     found = _NOT_SPACING.search(text)
     if found is not None:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            Reason.CONTROL_CHARACTER,
-            field,
-            codepoint=ord(found.group()),
-        )
+        code = ord(found.group())
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CONTROL_CHARACTER, field, codepoint=code)
     return text if lines else _SPACING.sub(" ", text)
+
+
+def without_direction_controls(text: str, field: str) -> str:
+    """`text`, refused if it holds a character that sets the direction of the text: for a short
+    label shown beside other text (a card's brand beside its last four digits), which such a
+    character could show in another order. Right-to-left letters need none of them."""
+    found = _DIRECTION_CONTROLS.search(text)
+    if found is not None:
+        code = ord(found.group())
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.DIRECTION_CONTROL, field, codepoint=code)
+    return text

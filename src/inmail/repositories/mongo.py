@@ -36,6 +36,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from inmail.domain.conversations import ConversationState
+from inmail.domain.credits import LotStatus
 from inmail.domain.model import REMINDER_DUE, ConversationKind
 from inmail.domain.plans import PlanTable
 
@@ -73,6 +74,10 @@ ReadPoint = Timestamp | None
 a server that could not serve the snapshot)."""
 
 _SNAPSHOT = ReadConcern("snapshot")
+CLOSE_WITHIN: Final = 5.0
+"""Seconds a closing client waits to end its sessions on the server (a courtesy: the server
+drops an idle session after 30 minutes). Unbounded, a process whose database is gone waits out
+server selection (20 s) as it stops, and one whose database hangs waits for ever."""
 # SnapshotTooOld, SnapshotUnavailable (a collection or index made after the snapshot's time).
 _SNAPSHOT_REFUSED: Final = frozenset({239, 246})
 # The server's answers after which the driver tries its own reads once more (the retryable
@@ -213,6 +218,14 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         # stand between a member and the few in the status asked for.
         _newest_first(("memberId", "status"), "grantedAt", "member_status_newest"),
         IndexModel([("status", ASCENDING), ("expiresAt", ASCENDING)], name="expiry_due"),
+        # CREDITS_EXPIRING notices: the live lots not yet noticed (null, the field absent), by
+        # expiry. A lot noticed leaves that range, so a pass reads just the lots it tells about;
+        # on `expiry_due` it read again every lot noticed within the notice's lead.
+        IndexModel(
+            [("expiryNoticeAt", ASCENDING), ("expiresAt", ASCENDING), ("_id", ASCENDING)],
+            partialFilterExpression={"status": LotStatus.ACTIVE.value},
+            name="expiry_notice_due",
+        ),
     ],
     "ledger": [
         IndexModel([("memberId", ASCENDING), ("seq", DESCENDING)], unique=True, name="member_seq"),
@@ -492,7 +505,9 @@ class Mongo:
         return await self.aggregate(collection, pipeline, session)
 
     async def close(self) -> None:
-        await self.client.close()
+        """Close the client, giving the server `CLOSE_WITHIN` seconds to end its sessions."""
+        with timeout(CLOSE_WITHIN):
+            await self.client.close()
 
     async def run_transaction(self, callback: Callable[[TransactionSession], Awaitable[T]]) -> T:
         """Run callback in one transaction, again if the server says a rerun may succeed."""
@@ -689,7 +704,7 @@ class Mongo:
                     }
                 }
             )
-        found = await self.aggregate(collection, pipeline, session)
+        found = await self._aggregate_one_batch(collection, pipeline, session)
         if not found:
             rest = await self.find_all(collection, parts[0][1], session=session) if parts else []
             return rest, [[] for _ in joins]
@@ -720,6 +735,25 @@ class Mongo:
             )
             times += [doc[field] for doc in docs if isinstance(doc.get(field), datetime)]
         return max(times, default=None)
+
+    async def _aggregate_one_batch(
+        self, collection: Collection, pipeline: list[Doc], session: Session
+    ) -> list[Doc]:
+        """An aggregate whose answer fits its first batch (a few documents), as one command:
+        no cursor to open, iterate and close, which the driver's `aggregate` costs a request
+        in CPU. Outside a transaction, tried once more after an error the driver would retry."""
+        command: Doc = {"aggregate": collection.name, "pipeline": pipeline, "cursor": {}}
+        if session is NO_TRANSACTION:
+            reply = await self._read_command(command)
+        else:
+            reply = await self.db.command(
+                command, session=session, codec_options=self.db.codec_options
+            )
+        cursor: Doc = reply["cursor"]
+        if cursor["id"] != 0:  # never for a match on _id; said loudly rather than cut short
+            raise RuntimeError(f"an aggregate on {collection.name} did not fit its first batch")
+        batch: list[Doc] = cursor["firstBatch"]
+        return batch
 
     async def aggregate(
         self, collection: Collection, pipeline: Sequence[Mapping[str, object]], session: Session

@@ -347,21 +347,24 @@ _NOTICED: Final = "expiryNoticeAt"
 def _awaiting_notice(now: datetime, *, lead: timedelta | None = None) -> Doc:
     """The database's form of `EXPIRY_NOTICE_DUE` at `now`: the lots that await a notice (its
     `awaits`: counted by its lots rule, so not yet expired, and not noticed) or, given the
-    notice's `lead`, those due one (its `is_due`). Served by the index expiry_due."""
+    notice's `lead`, those due one (its `is_due`). Not noticed is `null`, which matches the
+    field absent and is an equality on the index expiry_notice_due (`$exists: false` is not)."""
     query = matching_at(EXPIRY_NOTICE_DUE.lots, now)
     if lead is not None:
         latest = EXPIRY_NOTICE_DUE.latest_expiry_due(now, lead)
         query["expiresAt"] = {**query["expiresAt"], "$lte": latest}
-    return {**query, _NOTICED: {"$exists": False}}
+    return {**query, _NOTICED: None}
 
 
 _EXPIRY_ORDER: Final = (("expiresAt", ASCENDING), ("_id", ASCENDING))
+_NOTICE_INDEX: Final = "expiry_notice_due"
 
 
 class ExpiringLotReader:
     """The lots whose CREDITS_EXPIRING notice is due, read from the credit lots collection."""
 
     def __init__(self, mongo: Mongo, session: Session) -> None:
+        self._mongo = mongo
         self._session = session
         self._lots = mongo.c.credit_lots
 
@@ -376,22 +379,17 @@ class ExpiringLotReader:
         """The lots due a notice at `now` (`EXPIRY_NOTICE_DUE`, `notice` its lead), in
         (expiresAt, _id) order."""
         query = after_key(_awaiting_notice(now, lead=notice), _EXPIRY_ORDER, after)
-        cursor = (
-            self._lots.find(query, {"memberId": 1, "expiresAt": 1}, session=self._session)
-            .sort(list(_EXPIRY_ORDER))
-            .limit(limit)
-        )
+        cursor = self._lots.find(query, {"memberId": 1, "expiresAt": 1}, session=self._session)
+        cursor = self._mongo.hinted(cursor.sort(list(_EXPIRY_ORDER)).limit(limit), _NOTICE_INDEX)
         return [ExpiringLot(doc["_id"], doc["memberId"], doc["expiresAt"]) async for doc in cursor]
 
     async def first_due_at(self, notice: timedelta, *, expiring_after: datetime) -> datetime | None:
         """When the first notice of a lot that awaits one at `expiring_after` falls due."""
-        doc = await self._lots.find_one(
-            _awaiting_notice(expiring_after),
-            {"expiresAt": 1},
-            sort=[("expiresAt", ASCENDING)],
-            session=self._session,
-        )
-        return EXPIRY_NOTICE_DUE.due_at(doc["expiresAt"], notice) if doc else None
+        query = _awaiting_notice(expiring_after)
+        cursor = self._lots.find(query, {"expiresAt": 1}, session=self._session)
+        cursor = self._mongo.hinted(cursor.sort(list(_EXPIRY_ORDER)).limit(1), _NOTICE_INDEX)
+        docs = await cursor.to_list()
+        return EXPIRY_NOTICE_DUE.due_at(docs[0]["expiresAt"], notice) if docs else None
 
 
 class ExpiringLotMarker(ExpiringLotReader):

@@ -50,6 +50,10 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
     Reason.CONTROL_CHARACTER: lambda e: (
         f"{e.field} must not hold control characters (found U+{e.data['codepoint']:04X})."
     ),
+    Reason.DIRECTION_CONTROL: lambda e: (
+        f"{e.field} must not hold characters that change the direction of the text "
+        f"(found U+{e.data['codepoint']:04X})."
+    ),
     Reason.NAME_LENGTH: lambda e: f"name must be 1 to {e.data['maximum']} characters.",
     Reason.HEADLINE_TOO_LONG: lambda e: f"headline must be at most {e.data['maximum']} characters.",
     Reason.BILLING_DAY_OUT_OF_RANGE: lambda e: (

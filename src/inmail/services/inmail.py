@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
+from contextlib import closing
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -407,7 +408,9 @@ class ComposeReads(Protocol):
 
     def balance(self, member_id: str) -> Awaitable[int]: ...
 
-    def awaiting_response(self, sender_id: str, recipient_id: str) -> Awaitable[bool]: ...
+    def awaiting_response(
+        self, sender_id: str, recipient_id: str
+    ) -> Coroutine[object, object, bool]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,13 +452,17 @@ async def compose(
 
 
 async def _read_window(reads: ComposeReads, viewer_id: str, recipient_id: str) -> _Window:
-    """The compose window's reads, sent together through the request's reader."""
-    # Asked before the members are: the reader answers it with the read their loads send.
-    awaiting_read = reads.awaiting_response(viewer_id, recipient_id)
-    sender, recipient, balance, awaiting = await asyncio.gather(
-        reads.member(viewer_id), reads.member(recipient_id), reads.balance(viewer_id), awaiting_read
-    )
-    return _Window(sender, recipient, awaiting, balance)
+    """The compose window's reads, one round trip through the request's reader.
+
+    The awaiting check is asked before the members are, so that the read of the viewer's
+    record answers it; the balance is asked once that read is in, and is worked out from the
+    record and live lots it brought. Each is awaited in turn: they all end with that one read,
+    and a task each (what `gather` makes of a coroutine) costs more than the waiting."""
+    with closing(reads.awaiting_response(viewer_id, recipient_id)) as awaiting_read:
+        members = reads.member(viewer_id), reads.member(recipient_id)
+        sender, recipient = await asyncio.gather(*members)
+        awaiting = await awaiting_read
+    return _Window(sender, recipient, awaiting, await reads.balance(viewer_id))
 
 
 def _refusal(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Generic, Protocol, TypeVar, cast
@@ -303,7 +303,9 @@ class Reader:
         """A member's record with no check of who asks: for authentication itself."""
         return await self._members.load(member_id)
 
-    def awaiting_response(self, sender_id: str, recipient_id: str) -> Awaitable[bool]:
+    def awaiting_response(
+        self, sender_id: str, recipient_id: str
+    ) -> Coroutine[object, object, bool]:
         """Whether the sender's InMail to the recipient awaits a response.
 
         Asked about the caller's own InMails before the caller's record is read (the compose
@@ -332,14 +334,14 @@ class Reader:
     async def balance(self, member_id: str) -> int:
         """Credits spendable now: due cycles granted and lapsed lots expired, even unwritten."""
         self.owner_or_admin(member_id)
-        account = await self._accounts.load(member_id)
+        account = await self._account(member_id)
         return account.balance if account is not None else 0
 
     async def current(self, member_id: str) -> Member | None:
         """The member's whole record as of now (its subscription renewed through every started
         cycle), for its owner or an admin."""
         self.owner_or_admin(member_id)
-        account = await self._accounts.load(member_id)
+        account = await self._account(member_id)
         return account.updated() if account is not None else None
 
     async def watched_member(self, member_id: str | None) -> str:
@@ -411,7 +413,7 @@ class Reader:
         """
         if self._bring_up_to_date is None:
             return await read()
-        account, found = await asyncio.gather(self._accounts.load(member_id), read())
+        account, found = await asyncio.gather(self._account(member_id), read())
         if account is None or not account.changed:
             return found
         writing = self._brought_up.get(member_id)
@@ -672,6 +674,18 @@ class Reader:
         else:
             found = await self._store.members.get_many(ids)
         return [found.get(i) for i in ids]
+
+    def _account(self, member_id: str) -> Awaitable[Account | None]:
+        """The member brought up to now, once per request. When the request already holds the
+        member's record and live lots (the caller's own come together), it is worked out at
+        once, as `_load_accounts` would: no batch to wait for."""
+        accounts = self._accounts
+        if accounts.cache_map.get(member_id) is None:
+            member, lots = _ready(self._members, member_id), self._live_lots.get(member_id)
+            if member is not None and lots is not None:
+                now = self._clock()
+                accounts.prime(member_id, Account.brought_up_to(self.plans, member, lots, now))
+        return accounts.load(member_id)
 
     async def _load_accounts(self, ids: list[str]) -> list[Account | None]:
         """The members and their ACTIVE lots (one read for the caller's own, two sent together
