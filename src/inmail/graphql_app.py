@@ -287,22 +287,39 @@ def _json_kind(value: object) -> str:
 
 
 def load_json(data: str | bytes) -> object:
-    """`json.loads`, refusing text nested more than MAX_JSON_DEPTH deep as malformed. Bytes are
-    decoded first as `json.loads` decodes them (UTF-8, or UTF-16/32 by their first bytes), so
-    the bound is measured on the text that would be parsed."""
+    """`json.loads`, refusing text nested more than MAX_JSON_DEPTH deep, and an object that
+    names a key twice, as malformed. Bytes are decoded first as `json.loads` decodes them (UTF-8,
+    or UTF-16/32 by their first bytes), so the bound is measured on the text that would be
+    parsed."""
     text = (
         data if isinstance(data, str) else data.decode(json.detect_encoding(data), "surrogatepass")
     )
     if nested_deeper_than(text, MAX_JSON_DEPTH):
         raise json.JSONDecodeError(f"the JSON is nested more than {MAX_JSON_DEPTH} deep", "", 0)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_keys_once)
     except RecursionError:
         raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
     except json.JSONDecodeError:
         raise
     except ValueError:  # an integer of more digits than Python converts (4,300)
         raise json.JSONDecodeError("a number in the JSON has too many digits", "", 0) from None
+
+
+def _keys_once(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object whose keys are each named once. Parsers differ on a repeated key (most keep
+    the last, some the first): a request that a proxy in front reads one way and the service
+    another is refused rather than guessed at."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:  # the first repeated, in one pass
+            if key in seen:
+                break
+            seen.add(key)
+        name = json.dumps(key[:40])
+        raise json.JSONDecodeError(f"an object in the JSON names the key {name} twice", "", 0)
+    return found
 
 
 # What one websocket may send: a burst, then a steady rate, of messages and of their bytes (a

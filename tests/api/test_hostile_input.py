@@ -393,6 +393,32 @@ async def test_a_json_number_of_thousands_of_digits_is_a_bad_request_and_logs_no
 
 
 @pytest.mark.parametrize(
+    ("method", "request_parts", "key"),
+    [
+        # A proxy that keeps the first "query" would see `{ now }`; the service, the second.
+        ("POST", {"content": '{"query": "{ now }", "query": "{ plans { type } }"}'}, "query"),
+        ("POST", {"content": '{"query": "{ now }", "variables": {"n": 1, "n": 2}}'}, "n"),
+        ("GET", {"params": {"query": "{ now }", "variables": '{"a": {"b": 1, "b": 2}}'}}, "b"),
+    ],
+    ids=["post-query", "post-variables", "get-variables-nested"],
+)
+async def test_a_json_object_naming_a_key_twice_is_a_bad_request(
+    api: Api, caplog: pytest.LogCaptureFixture, method: str, request_parts: dict[str, Any], key: str
+) -> None:
+    caplog.clear()
+    response = await api.client.request(
+        method,
+        "/graphql",
+        headers={"content-type": "application/json", "accept": "application/json"},
+        **request_parts,
+    )
+
+    assert response.status_code == 400, response.text
+    assert f'names the key "{key}" twice' in response.json()["errors"][0]["message"]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+
+
+@pytest.mark.parametrize(
     "document",
     [
         f"{{ creditLots(first: {HUGE}) {{ totalCount }} }}",

@@ -138,7 +138,9 @@ HUGE_NUMBER = (
     + "9" * 5000
     + "}}}"
 )
-RAW = ("{not json", TOO_DEEP, HUGE_NUMBER)
+# A subscribe message naming its type twice: a reader that keeps the first sees no subscribe.
+TYPE_TWICE = '{"type": "ping", "type": "subscribe", "id": "1", "payload": {"query": "{ now }"}}'
+RAW = ("{not json", TOO_DEEP, HUGE_NUMBER, TYPE_TWICE)
 
 
 @pytest.mark.parametrize(
@@ -150,6 +152,7 @@ RAW = ("{not json", TOO_DEEP, HUGE_NUMBER)
         "{not json",
         TOO_DEEP,
         HUGE_NUMBER,
+        TYPE_TWICE,
         {"type": "subscribe", "id": "1", "payload": [1]},
         {"type": "start", "id": "1", "payload": {"query": 7}},
         {"type": "subscribe", "id": "1", "payload": {"query": "{ now }", "extensions": []}},
@@ -162,6 +165,7 @@ RAW = ("{not json", TOO_DEEP, HUGE_NUMBER)
         "not-json",
         "too-deep",
         "huge-number",
+        "type-twice",
         "payload-array",
         "query-number",
         "extensions",
