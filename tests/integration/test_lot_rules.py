@@ -65,7 +65,8 @@ def database_answers(
                 await tx.lots.write(written, [])
         lots = uow.reads.lots
         balances = await lots.balances(list(MEMBERS), NOW)
-        lapsed = set(await lots.lapsed_member_ids(NOW, after_id=None, limit=len(MEMBERS) + 1))
+        walked = await lots.lapsed_members(NOW, after=None, limit=len(MEMBERS) + 1)
+        lapsed = {member.member_id for member in walked}
         return balances, lapsed, await lots.next_expiry_at(NOW)
 
     return read

@@ -348,10 +348,10 @@ HOT_QUERIES: dict[str, tuple[Callable[[World], Awaitable[object]], set[str]]] = 
         {"member_spendable"},
     ),
     "lapsed lots (the expiry job)": (
-        lambda w: w.reads.lots.lapsed_member_ids(NOW, after_id=None, limit=50),
-        {"member_spendable"},
+        lambda w: w.reads.lots.lapsed_members(NOW, after=None, limit=50),
+        {"lapsed_keyset"},
     ),
-    "earliest expiry": (lambda w: w.reads.lots.next_expiry_at(NOW), {"expiry_due"}),
+    "earliest expiry": (lambda w: w.reads.lots.next_expiry_at(NOW), {"lapsed_keyset"}),
     "lots due an expiry notice": (
         lambda w: w.reads.notifications.expiring.due(NOW, NOTICE, after=None, limit=100),
         {"expiry_notice_due"},
@@ -645,15 +645,38 @@ async def _walked(
     while page.has_next:
         page = await next_page(page.end_cursor)
         items += len(page.items)
-    reads = [c for c in h.recorder.commands if next(iter(c)) == "find"]
     stats = []
-    for command in reads:
-        query = {k: v for k, v in command.items() if k not in NOT_QUERY}
-        explain = await h.mongo.db.command({"explain": query, "verbosity": "executionStats"})
+    for query, explain in await _finds_explained(h.mongo, h.recorder):
         stages: set[str] = set()
         _plan_facts(_winning_plans(explain), stages, set())
         stats.append((str(query.get("filter")), {**explain["executionStats"], "stages": stages}))
     return items, stats
+
+
+async def _finds_explained(mongo: Mongo, recorder: Recorder) -> list[tuple[Doc, Any]]:
+    """Each find recorded, explained as it was sent, with its execution: (query, explain)."""
+    explained = []
+    for command in recorder.commands:
+        if next(iter(command)) == "find":
+            query = {k: v for k, v in command.items() if k not in NOT_QUERY}
+            explain = await mongo.db.command({"explain": query, "verbosity": "executionStats"})
+            explained.append((query, explain))
+    return explained
+
+
+def _live_lot(member_id: str, expires_at: datetime, **fields: object) -> Doc:
+    """An ACTIVE lot of one credit, granted 90 days before it expires, as stored."""
+    lot = CreditLot(
+        id=new_id(),
+        member_id=member_id,
+        source=CreditSource.PURCHASE,
+        quantity=1,
+        remaining=1,
+        granted_at=expires_at - timedelta(days=90),
+        expires_at=expires_at,
+        status=LotStatus.ACTIVE,
+    )
+    return {**lot_to_doc(lot), **fields}
 
 
 LONG_LISTS: dict[str, tuple[int, Callable[[History], tuple[Any, Any]]]] = {
@@ -739,35 +762,59 @@ async def test_an_expiry_notice_pass_reads_just_the_lots_it_tells_about(
     what they return."""
     async with recorded(mongodb_uri, db_name) as (mongo, recorder):
         member_id = new_id()
-
-        def lot(i: int) -> Doc:
-            doc = lot_to_doc(
-                CreditLot(
-                    id=new_id(),
-                    member_id=member_id,
-                    source=CreditSource.PURCHASE,
-                    quantity=1,
-                    remaining=1,
-                    granted_at=NOW - timedelta(days=85),
-                    expires_at=NOW + timedelta(days=5, minutes=i),
-                    status=LotStatus.ACTIVE,
+        told = {"expiryNoticeAt": NOW - timedelta(days=1)}
+        # The 3 latest to expire await their notice; every other was told.
+        await mongo.c.credit_lots.insert_many(
+            [
+                _live_lot(
+                    member_id, NOW + timedelta(days=5, minutes=i), **({} if i >= LONG else told)
                 )
-            )
-            # The 3 latest to expire await their notice; every other was told.
-            return doc if i >= LONG else {**doc, "expiryNoticeAt": NOW - timedelta(days=1)}
-
-        await mongo.c.credit_lots.insert_many([lot(i) for i in range(LONG + 3)])
+                for i in range(LONG + 3)
+            ]
+        )
         reads = Reads.on(mongo).notifications.expiring
         recorder.commands.clear()
         due = await reads.due(NOW, NOTICE, after=None, limit=100)
         first = await reads.first_due_at(NOTICE, expiring_after=NOW)
         assert len(due) == 3
         assert first == due[0].expires_at - NOTICE
-        sent = [c for c in recorder.commands if next(iter(c)) == "find"]
+        sent = await _finds_explained(mongo, recorder)
         assert len(sent) == 2
-        for command in sent:
-            query = {k: v for k, v in command.items() if k not in NOT_QUERY}
-            explain = await mongo.db.command({"explain": query, "verbosity": "executionStats"})
+        for query, explain in sent:
             stats = explain["executionStats"]
             assert stats["totalKeysExamined"] <= stats["nReturned"] + 4, (query, stats)
             assert stats["totalDocsExamined"] <= stats["nReturned"] + 4, (query, stats)
+
+
+async def test_an_expiry_pass_reads_the_lapsed_lots_not_every_members(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """Of LONG members holding a live lot, 3 hold lots that lapsed (2 each): the expiry job's
+    walk, in batches of 2 members (each batch's lots then expired, as the job does), reads about
+    the lapsed lots, not a key of every member, and finds each of the 3 members once."""
+    async with recorded(mongodb_uri, db_name) as (mongo, recorder):
+        members = sorted(new_id() for _ in range(LONG))
+        lapsed = [members[5], members[700], members[1400]]
+        docs = [_live_lot(member_id, NOW + timedelta(days=30)) for member_id in members]
+        docs += [_live_lot(m, NOW - timedelta(hours=h)) for h in (1, 2) for m in lapsed]
+        await mongo.c.credit_lots.insert_many(docs)
+        lots = Reads.on(mongo).lots
+        walked: list[Any] = []
+        found: list[str] = []
+        recorder.commands.clear()
+        while batch := await lots.lapsed_members(
+            NOW, after=walked[-1] if walked else None, limit=2
+        ):
+            walked.append(batch[-1].walked)
+            found += [member.member_id for member in batch]
+            await mongo.c.credit_lots.update_many(
+                {"memberId": {"$in": found}, "expiresAt": {"$lte": NOW}},
+                {"$set": {"status": LotStatus.EXPIRED.value}},
+            )
+        assert sorted(found) == sorted(lapsed)
+        sent = await _finds_explained(mongo, recorder)
+        assert len(sent) == 3
+        for query, explain in sent:
+            stats = explain["executionStats"]
+            assert stats["totalKeysExamined"] <= 6 + 2, (query, stats)
+            assert stats["totalDocsExamined"] <= 6 + 1, (query, stats)

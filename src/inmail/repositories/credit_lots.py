@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 from inmail.domain.credits import (
     LAPSED,
@@ -16,9 +18,22 @@ from inmail.domain.credits import (
 )
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, Mongo, Session, TransactionSession
-from inmail.repositories.pages import Page
+from inmail.repositories.pages import Page, after_key
 
 NEWEST_FIRST = (("grantedAt", -1), ("_id", -1))
+_LAPSED_ORDER: Final = (("expiresAt", 1), ("_id", 1))
+
+LapsedKey = tuple[datetime, str]
+"""A lapsed lot's place in the expiry job's walk: (expiresAt, _id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LapsedMember:
+    """A member holding lapsed lots, and where the walk that found it stands: the last lot its
+    batch read (the next batch reads after it)."""
+
+    member_id: str
+    walked: LapsedKey
 
 
 def lot_from_doc(doc: Doc) -> CreditLot:
@@ -128,26 +143,30 @@ class CreditLotReader(RecordReader[CreditLot]):
             return {**query, "$nor": [lapsed]}
         return {"memberId": which.member_id, "$or": [{"status": query["status"]}, lapsed]}
 
-    async def lapsed_member_ids(
-        self, now: datetime, *, after_id: str | None, limit: int
-    ) -> list[str]:
-        """Up to `limit` members holding lots `LAPSED` by `now`, in id order after `after_id`.
+    async def lapsed_members(
+        self, now: datetime, *, after: LapsedKey | None, limit: int
+    ) -> list[LapsedMember]:
+        """Up to `limit` members holding lots `LAPSED` by `now`, as their lots lapsed (each
+        member once), walking those lots in (expiresAt, _id) order after `after`.
 
-        Walks the (memberId, status, expiresAt) index in member order, so each batch reads about
-        as many keys as it returns, however many lots have lapsed in all.
+        Walks the index lapsed_keyset, which holds the lapsed lots together: a batch reads the
+        lots of the members it returns, and one more.
         """
-        query = matching_at(LAPSED, now)
-        query["memberId"] = {"$gt": after_id} if after_id is not None else {"$type": "string"}
-        cursor = self._c.find(query, {"_id": 0, "memberId": 1}, session=self._session)
-        cursor = self._mongo.hinted(cursor.sort("memberId", 1), "member_spendable")
-        ids: list[str] = []
+        query = after_key(matching_at(LAPSED, now), _LAPSED_ORDER, after)
+        cursor = self._c.find(query, {"memberId": 1, "expiresAt": 1}, session=self._session)
+        cursor = self._mongo.hinted(cursor.sort(list(_LAPSED_ORDER)), "lapsed_keyset")
+        members: dict[str, None] = {}
+        walked: LapsedKey | None = None
         async for doc in cursor.batch_size(max(limit, 2)):
-            if not ids or ids[-1] != doc["memberId"]:
-                if len(ids) == limit:
+            if doc["memberId"] not in members:
+                if len(members) == limit:
                     break
-                ids.append(doc["memberId"])
+                members[doc["memberId"]] = None
+            walked = (doc["expiresAt"], doc["_id"])
         await cursor.close()
-        return ids
+        if walked is None:
+            return []
+        return [LapsedMember(member_id, walked) for member_id in members]
 
     async def next_expiry_at(self, after: datetime | None = None) -> datetime | None:
         """The earliest instant a lot becomes `LAPSED` (strictly after `after`, if given)."""

@@ -217,10 +217,16 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         # `creditLots(status:)`: the expired and forfeited lots a long history piles up never
         # stand between a member and the few in the status asked for.
         _newest_first(("memberId", "status"), "grantedAt", "member_status_newest"),
-        IndexModel([("status", ASCENDING), ("expiresAt", ASCENDING)], name="expiry_due"),
+        # The expiry job walks the lapsed lots themselves in (expiresAt, _id) order: a lot
+        # expired leaves the range, so a pass reads what it expires, however many members hold
+        # lots. (By member, on `member_spendable`, it stepped through every member's keys.)
+        IndexModel(
+            [("status", ASCENDING), ("expiresAt", ASCENDING), ("_id", ASCENDING)],
+            name="lapsed_keyset",
+        ),
         # CREDITS_EXPIRING notices: the live lots not yet noticed (null, the field absent), by
         # expiry. A lot noticed leaves that range, so a pass reads just the lots it tells about;
-        # on `expiry_due` it read again every lot noticed within the notice's lead.
+        # by status and expiry alone it read again every lot noticed within the notice's lead.
         IndexModel(
             [("expiryNoticeAt", ASCENDING), ("expiresAt", ASCENDING), ("_id", ASCENDING)],
             partialFilterExpression={"status": LotStatus.ACTIVE.value},
@@ -345,6 +351,8 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
 }
 
 OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
+    # {status, expiresAt}: `lapsed_keyset` is it with the id that breaks ties.
+    "credit_lots": ["expiry_due"],
     # {pair} alone: a unique index that does not lead with the shard key `senderId`.
     "conversations": ["one_direct_per_pair"],
     # Replaced by `one_per_event` and `member_newest_keyset` (webhooks: the outbox's own);

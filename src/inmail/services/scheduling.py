@@ -109,9 +109,16 @@ async def renew_due(
 async def expire_due(
     deps: Deps, now: datetime, *, batch_size: int, checkpoint: Checkpoint = _go_on
 ) -> JobReport:
-    """Mark EXPIRED, with an EXPIRE entry at its own expiresAt, every lot that lapsed by `now`."""
+    """Mark EXPIRED, with an EXPIRE entry at its own expiresAt, every lot that lapsed by `now`:
+    the members holding them brought up to `now`, a batch at a time, as their lots lapsed."""
     run = _Run(deps, now, batch_size, checkpoint, JobReport("expirations"))
-    return await _members_job(run, deps.reads.lots.lapsed_member_ids)
+    await _in_batches(
+        run,
+        lambda after: deps.reads.lots.lapsed_members(now, after=after, limit=batch_size),
+        lambda lapsed: lapsed.walked,
+        lambda batch: _bring_up_to(deps, [lapsed.member_id for lapsed in batch], now, run.report),
+    )
+    return run.report
 
 
 class _DueMemberIds(Protocol):
