@@ -297,7 +297,7 @@ def load_json(data: str | bytes) -> object:
     if nested_deeper_than(text, MAX_JSON_DEPTH):
         raise json.JSONDecodeError(f"the JSON is nested more than {MAX_JSON_DEPTH} deep", "", 0)
     try:
-        return json.loads(text, object_pairs_hook=_keys_once)
+        return _DECODER.decode(text)
     except RecursionError:
         raise json.JSONDecodeError("the JSON is nested too deeply", "", 0) from None
     except json.JSONDecodeError:
@@ -320,6 +320,10 @@ def _keys_once(pairs: list[tuple[str, object]]) -> dict[str, object]:
         name = json.dumps(key[:40])
         raise json.JSONDecodeError(f"an object in the JSON names the key {name} twice", "", 0)
     return found
+
+
+# One decoder for every request: `json.loads` given a hook builds a new one each call.
+_DECODER: Final = json.JSONDecoder(object_pairs_hook=_keys_once)
 
 
 # What one websocket may send: a burst, then a steady rate, of messages and of their bytes (a
