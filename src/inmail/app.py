@@ -41,6 +41,8 @@ STATIC_DIR = Path(__file__).with_name("static")
 # The vendored graphql-ws client is ES modules: browsers run them only as JavaScript.
 mimetypes.add_type("text/javascript", ".mjs")
 
+_NOSNIFF: Final = (b"x-content-type-options", b"nosniff")
+
 # The web client at /app: its own scripts, its own styles, the API on this origin.
 WEB_CLIENT_HEADERS = security_headers()
 
@@ -65,6 +67,7 @@ class StaticHeaders:
                     (b"x-content-type-options", b"nosniff"),
                     (b"cross-origin-resource-policy", b"same-origin"),
                     (b"content-security-policy", _STATIC_POLICY),
+                    (b"referrer-policy", b"no-referrer"),
                     (b"cache-control", b"no-cache"),
                 ]
             await send(message)
@@ -172,8 +175,10 @@ class RequestLimits:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                headers = message.get("headers", [])
+                message["headers"] = [*headers, (b"x-request-id", rid.encode())]
+                if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+                    message["headers"].append(_NOSNIFF)  # every answer is what it says it is
             await send(message)
 
         try:

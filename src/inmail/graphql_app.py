@@ -28,6 +28,7 @@ from typing import Any, Final, TypeVar, cast
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError, GraphQLSchema, OperationDefinitionNode, parse
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -321,6 +322,9 @@ def _keys_once(pairs: list[tuple[str, object]]) -> dict[str, object]:
         raise json.JSONDecodeError(f"an object in the JSON names the key {name} twice", "", 0)
     return found
 
+
+# What a GET names of the request (GraphQL over HTTP); other parameters are left alone.
+_GET_PARAMETERS: Final = ("query", "variables", "operationName", "extensions")
 
 # One decoder for every request: `json.loads` given a hook builds a new one each call.
 _DECODER: Final = json.JSONDecoder(object_pairs_hook=_keys_once)
@@ -868,6 +872,9 @@ class GraphQLApp(GraphQL[Context, None]):
         vary = "Accept" if "*" in self._origins else "Accept, Origin"
         response.headers["vary"] = ", ".join(filter(None, (response.headers.get("vary"), vary)))
         response.headers.update(cors or {})
+        # An answer holds what one caller may see (a member's balance, their inbox): no cache
+        # keeps it, a GET's included.
+        response.headers.setdefault("cache-control", "no-store")
         if exchange.media_type == GRAPHQL_RESPONSE and response.media_type == JSON:
             response.headers["content-type"] = _GRAPHQL_RESPONSE_UTF8
             if response.status_code == 200 and exchange.server_error:
@@ -879,7 +886,12 @@ class GraphQLApp(GraphQL[Context, None]):
     def parse_query_params(self, params: QueryParams) -> dict[str, object]:
         """A GET's parameters: `variables` and `extensions` are JSON objects in strings (an
         empty one, or `null` as a POST body may say, is as good as absent; what they hold is
-        judged with a POST body's); the URL's length is bounded by the transport (431)."""
+        judged with a POST body's); the URL's length is bounded by the transport (431). A
+        parameter of the request named twice is refused, as a JSON key named twice is."""
+        if isinstance(params, ImmutableMultiDict):  # Starlette's: every value of a repeated name
+            for name in _GET_PARAMETERS:
+                if len(params.getlist(name)) > 1:
+                    raise HTTPException(400, f"The `{name}` parameter is given more than once.")
         present: dict[str, object] = {
             name: value
             for name, value in params.items()

@@ -56,3 +56,21 @@ async def test_the_web_client_opened_from_the_static_folder_runs_under_the_same_
     assert policy == (await api.client.get("/app")).headers["content-security-policy"]
     assert "frame-ancestors 'none'" in policy
     assert "script-src 'self'" in policy
+
+
+async def test_every_answer_says_what_it_is_and_no_graphql_answer_is_kept_by_a_cache(
+    api: Api,
+) -> None:
+    for path in ("/graphql?query={now}", "/healthz", "/no-such-path", "/static/app/app.js"):
+        answer = await api.client.get(path, headers={"accept": "application/json"})
+        assert answer.headers.get_list("x-content-type-options") == ["nosniff"], path
+    for answer in (
+        await api.client.get("/graphql", params={"query": "{ now }"}),
+        await api.client.post("/graphql", json={"query": "{ now }"}),
+        await api.client.post(
+            "/graphql", content=b"{", headers={"content-type": "application/json"}
+        ),
+    ):
+        assert answer.headers["cache-control"] == "no-store", answer.request
+    page = await api.client.get("/static/app/index.html")
+    assert page.headers["referrer-policy"] == "no-referrer"

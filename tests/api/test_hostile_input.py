@@ -400,6 +400,25 @@ async def test_a_json_object_naming_a_key_twice_is_a_bad_request(
     assert f'names the key "{key}" twice' in message
 
 
+@pytest.mark.parametrize("name", ["query", "variables", "operationName"])
+async def test_a_get_naming_a_request_parameter_twice_is_a_bad_request(
+    api: Api, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """As with a JSON key named twice: a proxy that reads the first and the service the last
+    would not check the same request."""
+    twice = {
+        "query": [("query", "{ now }"), ("query", "{ plans { type } }")],
+        "variables": [("query", "{ now }"), ("variables", "{}"), ("variables", '{"a": 1}')],
+        "operationName": [
+            ("query", "query A { now }"),
+            ("operationName", "A"),
+            ("operationName", "A"),
+        ],
+    }[name]
+    message = await _refused_json(api, caplog, "GET", {"params": twice})
+    assert message == f"The `{name}` parameter is given more than once."
+
+
 async def _refused_json(
     api: Api, caplog: pytest.LogCaptureFixture, method: str, request_parts: dict[str, Any]
 ) -> str:

@@ -269,11 +269,13 @@ def test_a_thread_longer_than_its_latest_messages_shows_the_earlier_ones_when_as
     assert notes(browser) == [f"Ada Lovelace: Note {n}" for n in range(106)]
 
 
-def send_over_the_api(service: RunningService, sender: Member, recipient: Member) -> str:
+def send_over_the_api(
+    service: RunningService, sender: Member, recipient: Member, subject: str | None = None
+) -> str:
     """An InMail sent by `sender` over the API, as another device of theirs would; its id."""
     fields = {
         "recipientId": recipient.id,
-        "subject": f"From {sender.name}",
+        "subject": subject or f"From {sender.name}",
         "body": "Could we talk?",
         "idempotencyKey": f"{sender.id}-{recipient.id}",
     }
@@ -286,6 +288,37 @@ def send_over_the_api(service: RunningService, sender: Member, recipient: Member
     assert payload["errors"] == [], payload
     conversation_id: str = payload["conversation"]["id"]
     return conversation_id
+
+
+def test_text_a_member_wrote_reorders_itself_alone_never_what_stands_beside_it(
+    service: RunningService, browsers: Browsers
+) -> None:
+    """A right-to-left override never closed (U+202E) in a subject would draw the rest of the
+    line reversed: the sender before the subject, "fdp.exe" as "exe.pdf". Each piece of text a
+    member wrote is set apart, so the sender's name is still drawn after the subject."""
+    mallory = service.create_member("Mallory \u202eevil")
+    grace = service.create_member("Grace Hopper")
+    conversation = send_over_the_api(service, mallory, grace, "Invoice \u202efdp.exe")
+    browser = browsers.open("grace")
+    sign_in(browser, service, grace)
+    # Where the subject ends and the sender's name starts on screen, read in one go (the inbox
+    # may be drawn again between two reads).
+    edges = wait(
+        browser, "the InMail in the inbox", lambda d: d.execute_script(EDGES, conversation)
+    )
+    subject_right, sender_left = edges
+    assert sender_left >= subject_right, edges
+
+
+EDGES = """
+const entry = document.querySelector(`#inbox [data-conversation-id="${arguments[0]}"]`);
+if (!entry) return null;
+const rects = (field) => [...entry.querySelector(`[data-field=${field}]`).getClientRects()];
+return [
+  Math.max(...rects("subject").map((r) => r.right)),
+  Math.min(...rects("sender").map((r) => r.left)),
+];
+"""
 
 
 def test_editing_the_recipient_after_a_look_up_forgets_who_was_looked_up(

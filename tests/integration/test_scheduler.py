@@ -19,12 +19,13 @@ from pymongo.errors import NetworkTimeout
 from inmail.bootstrap import build_deps, build_scheduler
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.conversations import InMailResponse
-from inmail.domain.credits import LedgerKind, LotFilter, LotStatus
+from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotFilter, LotStatus
 from inmail.domain.model import LedgerEntry
 from inmail.domain.plans import PlanType
+from inmail.repositories.credit_lots import lot_to_doc
 from inmail.repositories.leases import LeaseRepository
 from inmail.repositories.members import MemberRepository
-from inmail.repositories.mongo import Mongo
+from inmail.repositories.mongo import Mongo, new_id
 from inmail.scheduler import LEASE_NAME
 from inmail.services import inmail as inmail_service
 from inmail.services import manual_clock, scheduling
@@ -391,6 +392,35 @@ async def test_one_failing_member_is_logged_and_skipped_and_the_others_are_renew
     again = await scheduling.run_due_jobs(deps, now, batch_size=4)
     assert again.job("renewals").failed == [broken]
     assert again.job("renewals").changed == 0
+
+
+async def test_a_member_failing_expiry_is_tried_once_a_pass_however_many_lots_it_holds(
+    api: Api,
+) -> None:
+    """The expiry job walks lapsed lots: a failing member's other lapsed lots, further along,
+    would bring it back batch after batch. It is tried (and reported) once a pass."""
+    deps = api.container.deps
+    members = await create_members(deps, 6)  # each a cycle's lot, lapsing at START + 90 days
+    broken = members[3]
+    await api.container.mongo.c.members.update_one(
+        {"_id": broken}, {"$set": {"subscription.billingDay": 0}}
+    )
+    lapse = START + timedelta(days=90)
+    await api.container.mongo.c.credit_lots.insert_many(
+        [  # one lapsing before every other member's lot, one after
+            lot_to_doc(
+                CreditLot(
+                    new_id(), broken, CreditSource.PURCHASE, 1, 1, START, when, LotStatus.ACTIVE
+                )
+            )
+            for when in (lapse - timedelta(hours=1), lapse + timedelta(hours=1))
+        ]
+    )
+
+    report = await scheduling.expire_due(deps, lapse + timedelta(hours=2), batch_size=2)
+
+    assert report.failed == [broken]
+    assert report.changed == 5
 
 
 async def test_a_pass_told_to_stop_ends_between_batches_and_the_next_pass_finishes(

@@ -7,6 +7,7 @@ direct threads by {senderId, pairKey}, and does so once however often it runs.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from pymongo import ASCENDING, IndexModel
@@ -127,3 +128,33 @@ async def test_an_old_database_is_migrated_at_start_up_once_however_often_it_run
             ("Coffee?", grace_id),
             ("Yes", ada_id),
         ]
+
+
+async def test_processes_starting_together_on_an_old_database_all_start(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """On the first start of a new version every process (every worker) finds the obsolete
+    indexes and drops them: the ones that find an index already dropped by another start too.
+    The replaced index `expiry_due` goes once `lapsed_keyset`, which serves its reads, is there."""
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    try:
+        await mongo.c.credit_lots.create_index(
+            [("status", ASCENDING), ("expiresAt", ASCENDING)], name="expiry_due"
+        )
+        await mongo.c.conversations.create_index(
+            [("pair", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"kind": "DIRECT"},
+            name="one_direct_per_pair",
+        )
+        starts = [Mongo.connect(mongodb_uri, db_name) for _ in range(4)]
+        try:
+            await asyncio.gather(*(s.create_indexes(plans=DEFAULT_PLAN_TABLE) for s in starts))
+        finally:
+            await asyncio.gather(*(s.close() for s in starts))
+        lots = await mongo.c.credit_lots.index_information()
+        assert "expiry_due" not in lots
+        assert lots["lapsed_keyset"]["key"] == [("status", 1), ("expiresAt", 1), ("_id", 1)]
+        assert "one_direct_per_pair" not in await mongo.c.conversations.index_information()
+    finally:
+        await mongo.close()

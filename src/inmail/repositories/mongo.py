@@ -74,6 +74,7 @@ ReadPoint = Timestamp | None
 a server that could not serve the snapshot)."""
 
 _SNAPSHOT = ReadConcern("snapshot")
+_INDEX_NOT_FOUND: Final = 27
 CLOSE_WITHIN: Final = 5.0
 """Seconds a closing client waits to end its sessions on the server (a courtesy: the server
 drops an idle session after 30 minutes). Unbounded, a process whose database is gone waits out
@@ -468,23 +469,35 @@ class Mongo:
         return INDEXES[collection]
 
     async def create_indexes(self, *, plans: PlanTable) -> None:
-        """Bring the database up to this version: obsolete indexes dropped, data migrated
-        (repositories/migrations.py, each step idempotent), then every index created.
+        """Bring the database up to this version: obsolete unique indexes dropped (an old rule
+        must not refuse what a migration writes), data migrated (repositories/migrations.py,
+        each step idempotent), every index created, then the other obsolete indexes dropped
+        (once what replaces them is built, so that no read goes without an index meanwhile).
 
         `plans` is the plan table configured for this start-up: a migration that writes a
         figure from it (LEGACY_PREMIUM's default allotment) writes the one in force."""
         from inmail.repositories.migrations import migrate
 
-        for name, obsolete in OBSOLETE_INDEXES.items():
-            existing = await self.db[name].index_information()
-            for index in obsolete:
-                if index in existing:
-                    await self.db[name].drop_index(index)
+        await self._drop_obsolete(unique=True)
         await migrate(self, plans)
         for name in INDEXES:
             models = self.index_models(name)
             if models:
                 await self.db[name].create_indexes(list(models))
+        await self._drop_obsolete(unique=False)
+
+    async def _drop_obsolete(self, *, unique: bool) -> None:
+        """Drop the obsolete indexes still there, the unique ones or the others. Processes that
+        start together race to drop them: one that finds an index already gone goes on."""
+        for name, obsolete in OBSOLETE_INDEXES.items():
+            existing = await self.db[name].index_information()
+            for index in obsolete:
+                if index in existing and bool(existing[index].get("unique")) == unique:
+                    try:
+                        await self.db[name].drop_index(index)
+                    except OperationFailure as exc:
+                        if exc.code != _INDEX_NOT_FOUND:
+                            raise
 
     async def latest_per_key(
         self,

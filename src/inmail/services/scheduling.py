@@ -26,6 +26,7 @@ from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.metrics import SCHEDULER_PASS_SECONDS
 from inmail.repositories.conversations import DueReminder
+from inmail.repositories.credit_lots import LapsedMember
 from inmail.repositories.mongo import DatabaseUnavailable
 from inmail.repositories.notifications import ExpiringLot
 from inmail.services.base import Account, Deps, renewal_notices
@@ -116,9 +117,19 @@ async def expire_due(
         run,
         lambda after: deps.reads.lots.lapsed_members(now, after=after, limit=batch_size),
         lambda lapsed: lapsed.walked,
-        lambda batch: _bring_up_to(deps, [lapsed.member_id for lapsed in batch], now, run.report),
+        lambda batch: _expire_batch(run, batch),
     )
     return run.report
+
+
+async def _expire_batch(run: _Run, batch: Sequence[LapsedMember]) -> None:
+    """Bring a batch's members up to now, but for those that failed earlier in this pass: the
+    walk meets a member again at each of its lapsed lots further along (a member brought up to
+    now has none left), and one that failed is tried again on the next pass, not in this one."""
+    failed = set(run.report.failed)
+    ids = [lapsed.member_id for lapsed in batch if lapsed.member_id not in failed]
+    if ids:
+        await _bring_up_to(run.deps, ids, run.now, run.report)
 
 
 class _DueMemberIds(Protocol):

@@ -54,6 +54,13 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+// Text a member wrote (a name, a subject, a body), set apart from what is around it: its own
+// direction characters (a right-to-left override, an unclosed isolate) reorder it alone, never
+// the sender, state or date beside it. <bdi> takes its direction from its own letters.
+function theirs(text) {
+  return el("bdi", {}, text);
+}
+
 // A message of the page's own in the status line, in place of any outage message there (which
 // would otherwise clear it once the service is back).
 function say(text) {
@@ -452,7 +459,9 @@ async function send() {
       button.disabled = false;
       return;
     }
-    $("compose-result").textContent = `Sent "${result.conversation.subject}". Credits left: ${result.creditsLeft}.`;
+    $("compose-result").replaceChildren(
+      'Sent "', theirs(result.conversation.subject), `". Credits left: ${result.creditsLeft}.`
+    );
     $("compose-credits").textContent = String(result.creditsLeft);
     $("compose-subject").value = "";
     $("compose-body").value = "";
@@ -654,7 +663,7 @@ function messagesOf(conversation) {
     shown = whole;
   }
   const drawn = shown.map((m) =>
-    el("p", { class: "message", "data-testid": "message" }, `${m.author.name}: `, m.body)
+    el("p", { class: "message", "data-testid": "message" }, theirs(m.author.name), ": ", theirs(m.body))
   );
   if (!whole && conversation.messages.length >= LATEST_MESSAGES) {
     drawn.unshift(el("button", {
@@ -905,7 +914,7 @@ function notificationItem(n) {
     "li",
     { "data-testid": "notification", "data-kind": n.kind, "data-notification-id": n.id, class: n.readAt ? "" : "unread" },
     NOTIFICATION_TEXT[n.kind] || n.kind,
-    n.conversation ? `: ${n.conversation.subject}` : "",
+    n.conversation ? [": ", theirs(n.conversation.subject)] : "",
     n.purchase ? `: ${credits(n.purchase.quantity)}` : "",
     n.lot && n.kind === "CREDITS_EXPIRING" ? `: ${n.lot.remaining} on ${when(n.lot.expiresAt)}` : "",
     el("span", { class: "muted" }, " ", when(n.at)),
