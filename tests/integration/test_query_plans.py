@@ -666,16 +666,9 @@ async def _finds_explained(mongo: Mongo, recorder: Recorder) -> list[tuple[Doc, 
 
 def _live_lot(member_id: str, expires_at: datetime, **fields: object) -> Doc:
     """An ACTIVE lot of one credit, granted 90 days before it expires, as stored."""
-    lot = CreditLot(
-        id=new_id(),
-        member_id=member_id,
-        source=CreditSource.PURCHASE,
-        quantity=1,
-        remaining=1,
-        granted_at=expires_at - timedelta(days=90),
-        expires_at=expires_at,
-        status=LotStatus.ACTIVE,
-    )
+    granted_at = expires_at - timedelta(days=90)
+    source, status = CreditSource.PURCHASE, LotStatus.ACTIVE
+    lot = CreditLot(new_id(), member_id, source, 1, 1, granted_at, expires_at, status)
     return {**lot_to_doc(lot), **fields}
 
 
