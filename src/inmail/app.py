@@ -51,7 +51,7 @@ _STATIC_POLICY = WEB_CLIENT_HEADERS["Content-Security-Policy"].encode()
 
 
 class StaticHeaders:
-    """Static files served as what their names say (nosniff), to this origin only, and under
+    """Static files served to this origin only (as what their names say: see RequestLimits), under
     the web client's policy (a page opened from /static runs as strictly as /app). Their names
     carry no version, so a browser asks again each time (`no-cache`: a 304 from the ETag when
     nothing changed) and never runs old scripts after an upgrade."""
@@ -64,7 +64,6 @@ class StaticHeaders:
             if message["type"] == "http.response.start":
                 message["headers"] = [
                     *message.get("headers", []),
-                    (b"x-content-type-options", b"nosniff"),
                     (b"cross-origin-resource-policy", b"same-origin"),
                     (b"content-security-policy", _STATIC_POLICY),
                     (b"referrer-policy", b"no-referrer"),
@@ -175,10 +174,9 @@ class RequestLimits:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = message.get("headers", [])
-                message["headers"] = [*headers, (b"x-request-id", rid.encode())]
-                if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
-                    message["headers"].append(_NOSNIFF)  # every answer is what it says it is
+                # Every answer is what its type says (nosniff): set here alone, for all of them.
+                stamp = [(b"x-request-id", rid.encode()), _NOSNIFF]
+                message["headers"] = [*message.get("headers", []), *stamp]
             await send(message)
 
         try:

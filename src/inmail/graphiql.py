@@ -30,7 +30,6 @@ def security_headers(style_src: str = "'self'", font_src: str = "'none'") -> dic
     )
     return {
         "Content-Security-Policy": policy,
-        "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-store",
     }

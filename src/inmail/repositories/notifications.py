@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.cursor import AsyncCursor
 
 from inmail.domain.credits import EXPIRY_NOTICE_DUE
 from inmail.domain.notifications import (
@@ -379,17 +380,21 @@ class ExpiringLotReader:
         """The lots due a notice at `now` (`EXPIRY_NOTICE_DUE`, `notice` its lead), in
         (expiresAt, _id) order."""
         query = after_key(_awaiting_notice(now, lead=notice), _EXPIRY_ORDER, after)
-        cursor = self._lots.find(query, {"memberId": 1, "expiresAt": 1}, session=self._session)
-        cursor = self._mongo.hinted(cursor.sort(list(_EXPIRY_ORDER)).limit(limit), _NOTICE_INDEX)
+        cursor = self._soonest_first(query, {"memberId": 1, "expiresAt": 1}, limit)
         return [ExpiringLot(doc["_id"], doc["memberId"], doc["expiresAt"]) async for doc in cursor]
 
     async def first_due_at(self, notice: timedelta, *, expiring_after: datetime) -> datetime | None:
         """When the first notice of a lot that awaits one at `expiring_after` falls due."""
-        query = _awaiting_notice(expiring_after)
-        cursor = self._lots.find(query, {"expiresAt": 1}, session=self._session)
-        cursor = self._mongo.hinted(cursor.sort(list(_EXPIRY_ORDER)).limit(1), _NOTICE_INDEX)
-        docs = await cursor.to_list()
+        docs = await self._soonest_first(
+            _awaiting_notice(expiring_after), {"expiresAt": 1}, 1
+        ).to_list()
         return EXPIRY_NOTICE_DUE.due_at(docs[0]["expiresAt"], notice) if docs else None
+
+    def _soonest_first(self, query: Doc, fields: Doc, limit: int) -> AsyncCursor[Doc]:
+        """The first `limit` lots `query` finds (`fields` of them), soonest to expire first,
+        read along the index expiry_notice_due."""
+        cursor = self._lots.find(query, fields, session=self._session)
+        return self._mongo.hinted(cursor.sort(list(_EXPIRY_ORDER)).limit(limit), _NOTICE_INDEX)
 
 
 class ExpiringLotMarker(ExpiringLotReader):
