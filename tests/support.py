@@ -31,7 +31,6 @@ import pytest
 import uvicorn
 from hypothesis import HealthCheck, settings
 from prometheus_client.parser import text_string_to_metric_families
-from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 from pymongo.monitoring import (
     CommandFailedEvent,
@@ -416,19 +415,7 @@ async def open_api(
     from inmail.app import create_app
 
     settings = settings or test_settings()
-    mongo = (
-        Mongo(
-            AsyncMongoClient(
-                mongodb_uri,
-                tz_aware=True,
-                serverSelectionTimeoutMS=10_000,
-                event_listeners=list(listeners),
-            ),
-            db_name,
-        )
-        if listeners
-        else Mongo.connect(mongodb_uri, db_name)
-    )
+    mongo = Mongo.connect(mongodb_uri, db_name, listeners=listeners)
     container = build_container(settings, mongo, gateway=gateway)
     app = create_app(settings, container=container)
     async with app.router.lifespan_context(app):

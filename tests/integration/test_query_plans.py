@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import monitoring
 
 from inmail.domain.conversations import ConversationFilter, ConversationRole, ConversationState
 from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotFilter, LotStatus
@@ -180,15 +180,12 @@ def _conversation(sender: str, recipient: str, i: int) -> Doc:
 async def recorded(mongodb_uri: str, db_name: str) -> AsyncIterator[tuple[Mongo, Recorder]]:
     """A database with the service's indexes, and the query commands sent to it recorded."""
     recorder = Recorder()
-    client: AsyncMongoClient[Doc] = AsyncMongoClient(
-        mongodb_uri, tz_aware=True, event_listeners=[recorder]
-    )
+    mongo = Mongo.connect(mongodb_uri, db_name, listeners=[recorder])
     try:
-        mongo = Mongo(client, db_name)
         await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
         yield mongo, recorder
     finally:
-        await client.close()
+        await mongo.close()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.errors import ConnectionFailure as DatabaseUnavailable
+from pymongo.monitoring import CommandListener
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
@@ -412,11 +413,27 @@ class Mongo:
         self.c = Collections(**{name: self.db[name] for name in INDEXES})
 
     @classmethod
-    def connect(cls, uri: str, db_name: str, *, app_name: str = "inmail") -> Mongo:
+    def connect(
+        cls,
+        uri: str,
+        db_name: str,
+        *,
+        app_name: str = "inmail",
+        listeners: Sequence[CommandListener] = (),
+    ) -> Mongo:
+        """A client on `uri` (`listeners` hear every command it sends). Reads go to the primary
+        whatever the URI asks (`readPreference` there is overridden): a secondary may lag, and
+        every read must show the writes committed before it (SPEC 3). A `readConcernLevel`
+        in the URI holds for every read outside a transaction."""
         # An election after a primary dies takes about 11 s (electionTimeoutMillis is 10 s): a
         # request waits it out and answers late rather than failing.
         client: AsyncMongoClient[Doc] = AsyncMongoClient(
-            uri, tz_aware=True, appname=app_name, serverSelectionTimeoutMS=20_000
+            uri,
+            tz_aware=True,
+            appname=app_name,
+            serverSelectionTimeoutMS=20_000,
+            readPreference="primary",
+            event_listeners=list(listeners),
         )
         return cls(client, db_name)
 
@@ -667,7 +684,10 @@ class Mongo:
     async def _read_command(self, command: Doc) -> Doc:
         """A read command's reply, the command tried once more after an error the driver would
         retry one of its own reads after (a connection lost, a primary stepping down: the next
-        attempt selects the new primary). `db.command` itself never retries."""
+        attempt selects the new primary). `db.command` itself never retries, nor adds the
+        client's read concern: a command without one of its own is given it here."""
+        if "readConcern" not in command and self.db.read_concern.document:
+            command = {**command, "readConcern": self.db.read_concern.document}
         try:
             reply: Doc = await self.db.command(command, codec_options=self.db.codec_options)
             return reply
