@@ -142,7 +142,7 @@ class RequestLimits:
             if scope["type"] == "http":
                 await self._http(scope, receive, send, headers, rid)
             else:
-                await self.app(scope, receive, send)
+                await self.app(scope, receive, _handshake_with_id(scope, receive, send, rid))
         finally:
             logs.request_id.reset(token)
 
@@ -221,6 +221,30 @@ class RequestLimits:
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"Request body over {self.max_body_bytes} bytes."
         await error_response(413, message, "PAYLOAD_TOO_LARGE")(scope, receive, send)
+
+
+def _handshake_with_id(scope: Scope, receive: Receive, send: Send, rid: str) -> Send:
+    """A websocket's `send`, whose handshake answer carries the request's id: the 101 that
+    accepts the socket, and a refusal before it. The app's refusal (a close before the accept)
+    is answered as the service's JSON 403 where the server takes an answer of the app's own
+    (ASGI's denial response); elsewhere the server answers it by itself."""
+    stamp = [(b"x-request-id", rid.encode()), _NOSNIFF]
+    denial = "websocket.http.response" in (scope.get("extensions") or {})
+    answered = False
+
+    async def send_with_id(message: Message) -> None:
+        nonlocal answered
+        kind = message["type"]
+        if not answered and kind in ("websocket.accept", "websocket.http.response.start"):
+            answered = True
+            message = {**message, "headers": [*message.get("headers", []), *stamp]}
+        elif not answered and kind == "websocket.close" and denial:
+            reason = message.get("reason") or "The websocket was refused: Forbidden."
+            await error_response(403, reason, "FORBIDDEN")(scope, receive, send_with_id)
+            return
+        await send(message)
+
+    return send_with_id
 
 
 class _BodyTooLarge(Exception):

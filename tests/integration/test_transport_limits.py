@@ -487,7 +487,8 @@ def test_a_websocket_handshake_offering_compression_is_answered_without_it(
         b"GET /graphql HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n"
-        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        b"X-Request-Id: accepted-7\r\n\r\n"
     )
     sock.settimeout(10)
     head = b""
@@ -499,6 +500,7 @@ def test_a_websocket_handshake_offering_compression_is_answered_without_it(
 
     assert head.startswith(b"HTTP/1.1 101"), head
     assert b"sec-websocket-extensions" not in head.lower(), head
+    assert b"\r\nx-request-id: accepted-7\r\n" in head.lower(), head
 
 
 @pytest.mark.parametrize(
@@ -539,7 +541,7 @@ def test_a_websocket_from_an_origin_not_allowed_is_refused_403_in_json(
             b"GET /graphql HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
             b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n"
-            b"Origin: https://evil.example\r\n\r\n"
+            b"Origin: https://evil.example\r\nX-Request-Id: refused-7\r\n\r\n"
         )
         answer = read_response(sock)
         sock.close()
@@ -547,6 +549,8 @@ def test_a_websocket_from_an_origin_not_allowed_is_refused_403_in_json(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 403 "), answer
     assert b"content-type: application/json" in head.lower()
+    assert b"\r\nx-request-id: refused-7\r\n" in head.lower(), head
+    assert b"\r\nx-content-type-options: nosniff\r\n" in head.lower(), head
     assert json.loads(body)["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
