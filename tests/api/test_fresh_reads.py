@@ -198,6 +198,11 @@ async def test_the_notifications_show_a_started_cycles_renewal_as_the_balance_do
 
     assert data["viewer"]["inmailBalance"] == 10
     notes = data["viewer"]["notifications"]
-    assert [(n["kind"], parse(n["at"])) for n in notes["nodes"]] == [("RENEWED", FEB_28)]
-    assert notes["totalCount"] == 1
+    joined = parse(notes["nodes"][-1]["at"])  # the first allotment, on joining
+    assert [(n["kind"], parse(n["at"])) for n in notes["nodes"]] == [
+        ("RENEWED", FEB_28),
+        ("RENEWED", joined),
+    ]
+    assert joined < FEB_28 - timedelta(days=27)
+    assert notes["totalCount"] == 2
     assert again == data  # written once

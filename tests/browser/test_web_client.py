@@ -90,7 +90,7 @@ def test_an_inmail_travels_from_compose_to_inbox_and_its_answer_returns_the_cred
     sign_in(a, service, ada)
     sign_in(b, service, grace)
     assert text(a, "balance") == "5"
-    assert text(b, "unread-count") == "0"
+    assert text(b, "unread-count") == "1"  # her first allotment, on joining
 
     a.find_element(By.ID, "compose-recipient").send_keys(grace.id)
     a.find_element(By.ID, "compose-lookup").click()
@@ -124,8 +124,8 @@ def test_an_inmail_travels_from_compose_to_inbox_and_its_answer_returns_the_cred
     assert subject in received
     assert "Could we talk about the A-0 System?" in received
     assert b.find_elements(By.CSS_SELECTOR, "#inbox img") == [], "a subject is text, not markup"
-    wait(b, "the unread notification", lambda d: text(d, "unread-count") == "1")
-    assert attributes(b, "#notifications li", "data-kind") == [("INMAIL_RECEIVED",)]
+    wait(b, "the unread notification", lambda d: text(d, "unread-count") == "2")
+    assert attributes(b, "#notifications li", "data-kind") == [("INMAIL_RECEIVED",), ("RENEWED",)]
 
     wait(
         b,
@@ -159,9 +159,9 @@ def test_an_inmail_travels_from_compose_to_inbox_and_its_answer_returns_the_cred
             (found := item(d, "sent", conversation_id)) is not None and "INTERESTED" in found.text
         ),
     )
-    wait(a, "Ada's notifications", lambda d: int(text(d, "unread-count")) == 2)
+    wait(a, "Ada's notifications", lambda d: int(text(d, "unread-count")) == 3)
     kinds = set(attributes(a, "#notifications li", "data-kind"))
-    assert kinds == {("RESPONSE_RECEIVED",), ("CREDITED_BACK",)}
+    assert kinds == {("RESPONSE_RECEIVED",), ("CREDITED_BACK",), ("RENEWED",)}
     for driver in (a, b):
         assert driver.execute_script("return window.loadedOnce") is True, "the page reloaded"
 
@@ -195,7 +195,7 @@ def test_the_compose_window_says_why_sending_is_refused_and_buying_credits_updat
     buyer.find_element(By.ID, "buy-credits").click()
     wait(buyer, "the purchase", lambda d: text(d, "buy-result").startswith("Bought 3"))
     wait(buyer, "the bought credits, live", lambda d: text(d, "balance") == "8")
-    wait(buyer, "the purchase notification", lambda d: text(d, "unread-count") == "1")
+    wait(buyer, "the purchase notification", lambda d: text(d, "unread-count") == "2")
 
 
 @pytest.fixture

@@ -32,6 +32,11 @@ def ada_signed_in(service: RunningService, browsers: Browsers) -> tuple[Member, 
     return ada, driver
 
 
+def only_her_first_allotment(driver: WebDriver) -> bool:
+    """Whether the notifications shown are just the one of a new member's first allotment."""
+    return attributes(driver, "#notifications li", "data-kind") == [("RENEWED",)]
+
+
 def value(driver: WebDriver, element_id: str) -> str:
     return str(driver.find_element(By.ID, element_id).get_attribute("value"))
 
@@ -71,7 +76,7 @@ def test_signing_out_leaves_nothing_of_the_member_for_the_next_one_in_the_same_t
     driver.find_element(By.ID, "compose-body").send_keys("Ada's private draft")
     buy(driver, 1)
     wait(driver, "the purchase", lambda d: text(d, "buy-result").startswith("Bought 1"))
-    wait(driver, "Ada's notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "Ada's notification", lambda d: text(d, "unread-count") == "2")
 
     driver.find_element(By.ID, "sign-out").click()
     wait(driver, "the sign-in form", lambda d: d.find_element(By.ID, "token-input").is_displayed())
@@ -88,10 +93,11 @@ def test_signing_out_leaves_nothing_of_the_member_for_the_next_one_in_the_same_t
     assert not driver.find_element(By.ID, "compose-send").is_enabled(), "Ada's recipient is kept"
     wait(
         driver,
-        "Margaret's empty notifications",
-        lambda d: text(d, "notifications") == "Nothing yet.",
+        "Margaret's own notifications",
+        only_her_first_allotment,
     )
-    assert text(driver, "unread-count") == "0"
+    assert "Purchase" not in text(driver, "notifications"), "Ada's purchase is not shown"
+    assert text(driver, "unread-count") == "1"
     assert "Ada" not in driver.find_element(By.ID, "signed-in").text
 
     # Margaret's own balance moves live; the compose window, which looked nobody up for her,
@@ -100,7 +106,7 @@ def test_signing_out_leaves_nothing_of_the_member_for_the_next_one_in_the_same_t
     wait(driver, "Margaret's purchase", lambda d: text(d, "buy-result").startswith("Bought 2"))
     wait(driver, "the bought credits, live", lambda d: text(d, "balance") == "7")
     assert text(driver, "compose-credits") == "?"
-    wait(driver, "Margaret's notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "Margaret's notification", lambda d: text(d, "unread-count") == "2")
     assert "Ada" not in driver.find_element(By.ID, "signed-in").text
     # And a send goes nowhere: there is no recipient until she looks one up.
     driver.execute_script("document.getElementById('compose-form').requestSubmit()")
@@ -128,12 +134,12 @@ def test_one_credit_is_one_credit_and_two_are_credits(
     buy(driver, 1)
     wait(driver, "the purchase", lambda d: text(d, "buy-result") != "")
     assert text(driver, "buy-result").startswith("Bought 1 credit; it expires ")
-    wait(driver, "the notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "the notification", lambda d: text(d, "unread-count") == "2")
     assert text(driver, "notifications").startswith("Purchase completed: 1 credit ")
     buy(driver, 2)
     wait(driver, "the second purchase", lambda d: text(d, "buy-result").startswith("Bought 2 "))
     assert text(driver, "buy-result").startswith("Bought 2 credits; they expire ")
-    wait(driver, "the second notification", lambda d: text(d, "unread-count") == "2")
+    wait(driver, "the second notification", lambda d: text(d, "unread-count") == "3")
     assert text(driver, "notifications").startswith("Purchase completed: 2 credits ")
 
 
@@ -144,9 +150,10 @@ def notifications_shown(driver: WebDriver) -> int:
 def ada_with_23_notifications(
     service: RunningService, browsers: Browsers
 ) -> tuple[Member, WebDriver]:
-    """Ada with 23 notifications (23 purchases), signed in, her first page of 20 shown."""
+    """Ada with 23 notifications (her first allotment, and 22 purchases), signed in, her first
+    page of 20 shown."""
     ada = service.create_member("Ada Lovelace", plan="PREMIUM_BUSINESS")  # holds up to 45
-    for _ in range(23):
+    for _ in range(22):
         purchase(service.url, ada)
     driver = browsers.open("ada")
     sign_in(driver, service, ada)
@@ -274,7 +281,7 @@ def test_after_an_outage_the_client_is_live_again_within_seconds_and_shows_what_
     ada, driver = ada_signed_in(service, browsers)
     wait(driver, "Ada's empty inbox", lambda d: text(d, "inbox") == "Nothing yet.")
     shows_the_inmail_missed_while_down(driver, service, grace, ada)
-    wait(driver, "the missed notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "the missed notification", lambda d: text(d, "unread-count") == "2")
     assert text(driver, "balance") == "5"
     assert driver.execute_script("return window.loadedOnce") is True, "the page reloaded"
 
@@ -399,7 +406,7 @@ def test_an_event_committed_before_the_subscriptions_are_live_again_shows_after_
     got its subscriptions yet (held back in the page) when a purchase commits. The page
     subscribes first and loads what it shows second, so the purchase's notification shows."""
     ada, driver = ada_signed_in(service, browsers)
-    wait(driver, "Ada's empty notifications", lambda d: text(d, "notifications") == "Nothing yet.")
+    wait(driver, "Ada's first allotment alone", only_her_first_allotment)
     watch_the_wire(driver)
     reconnect_with(driver, service, holdSubscriptions=True)
     wait(driver, "the three subscriptions, held", lambda d: wire(d, "held.length") == 3)
@@ -407,7 +414,7 @@ def test_an_event_committed_before_the_subscriptions_are_live_again_shows_after_
 
     purchase(service.url, ada)  # a notification, and one credit more
     driver.execute_script("window.wire.release()")
-    wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "2")
     assert text(driver, "notifications").startswith("Purchase completed: 1 credit ")
     wait(driver, "the balance", lambda d: text(d, "balance") == "6")
     assert driver.execute_script("return window.loadedOnce") is True, "the page reloaded"
@@ -438,12 +445,12 @@ def test_an_event_committed_before_the_first_subscriptions_are_live_shows_after_
     driver.execute_script("window.wire.holdSubscriptions = true")
     submit_token(driver, ada)
     wait(driver, "the three subscriptions, held", lambda d: wire(d, "held.length") == 3)
-    wait(driver, "Ada's empty notifications", lambda d: text(d, "notifications") == "Nothing yet.")
+    wait(driver, "Ada's first allotment alone", only_her_first_allotment)
     wait(driver, "the page at rest", quiet)
 
     purchase(service.url, ada)
     driver.execute_script("window.wire.release()")
-    wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "2")
     assert text(driver, "notifications").startswith("Purchase completed: 1 credit ")
     wait(driver, "the balance", lambda d: text(d, "balance") == "6")
 
@@ -504,7 +511,7 @@ def test_a_slow_answer_after_a_reconnect_never_puts_back_an_older_balance(
     purchase(service.url, ada)
     wait(driver, "the purchase, live", lambda d: text(d, "balance") == "6")
     driver.execute_script("window.wire.release()")
-    wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "the purchase's notification", lambda d: text(d, "unread-count") == "2")
     wait(driver, "the page at rest", quiet)
     assert text(driver, "balance") == "6", "an answer read before the purchase was shown after it"
 
@@ -537,7 +544,7 @@ def test_a_purchase_during_an_outage_still_says_to_check_the_balance_once_the_se
     come_back(driver, service)
     purchase(service.url, ada, 2)
     wait(driver, "a purchase made elsewhere, live", lambda d: text(d, "balance") == "7")
-    wait(driver, "the missed notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "the missed notification", lambda d: text(d, "unread-count") == "2")
     result = driver.find_element(By.ID, "buy-result")
     assert "check your balance" in result.text.lower(), "the outage message was cleared"
     assert before - timedelta(seconds=1) <= outage_time(result) <= after + timedelta(seconds=1)
@@ -571,7 +578,7 @@ def test_a_response_a_send_and_a_mark_read_that_got_no_answer_stay_said_after_th
     ada, driver = ada_signed_in(service, browsers)
     grace_to_ada = send_inmail(service.url, grace, ada, "Compilers")
     wait(driver, "Grace's InMail", lambda d: item(d, "inbox", grace_to_ada) is not None)
-    wait(driver, "its notification", lambda d: text(d, "unread-count") == "1")
+    wait(driver, "its notification", lambda d: text(d, "unread-count") == "2")
     driver.find_element(By.ID, "compose-recipient").send_keys(margaret.id)
     driver.find_element(By.ID, "compose-lookup").click()
     wait(driver, "the recipient", lambda d: text(d, "compose-recipient-name") == margaret.name)
@@ -604,7 +611,7 @@ def test_a_response_a_send_and_a_mark_read_that_got_no_answer_stay_said_after_th
     come_back(driver, service)
     margaret_to_ada = send_inmail(service.url, margaret, ada, "Guidance")
     wait(driver, "Margaret's InMail, live", lambda d: item(d, "inbox", margaret_to_ada) is not None)
-    wait(driver, "the notifications reloaded", lambda d: text(d, "unread-count") == "2")
+    wait(driver, "the notifications reloaded", lambda d: text(d, "unread-count") == "3")
     messages = shown(driver)
     for action, words in said.items():
         assert words in messages[action], (action, messages)
@@ -623,7 +630,7 @@ def test_a_response_a_send_and_a_mark_read_that_got_no_answer_stay_said_after_th
     driver.find_element(By.CSS_SELECTOR, "#notifications-result [data-testid=dismiss]").click()
     assert shown(driver) == {"respond": "", "send": "", "read": ""}
     purchase(service.url, ada)
-    wait(driver, "a live notification", lambda d: text(d, "unread-count") == "3")
+    wait(driver, "a live notification", lambda d: text(d, "unread-count") == "4")
     assert shown(driver) == {"respond": "", "send": "", "read": ""}
 
 

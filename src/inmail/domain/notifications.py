@@ -89,7 +89,8 @@ class Notification:
     def renewed(
         cls, member_id: str, grant_key: str, lot_id: str | None, at: datetime
     ) -> Notification:
-        """A cycle's allotment granted; `lot_id` is None when the cap clamped it to nothing."""
+        """An allotment granted (a cycle's, or a new subscription's first); `lot_id` is None
+        when the cap clamped it to nothing."""
         return cls(
             NotificationKind.RENEWED, member_id, at, f"{member_id}:{grant_key}", lot_id=lot_id
         )

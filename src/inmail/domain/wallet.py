@@ -50,7 +50,9 @@ class Wallet:
         self._changed: set[str] = set()
         self._created: list[str] = []
         self.entries: list[LedgerEntry] = []
-        self.renewals: list[LedgerEntry] = []  # the GRANT entries of cycles renewed here
+        # The GRANT entries of the allotments granted here (a cycle's start, a subscription's
+        # first): each is reported to its member as RENEWED (SPEC 5a).
+        self.allotments: list[LedgerEntry] = []
         self._running = sum(lot.remaining for lot in self._lots.values())
 
     @property
@@ -163,7 +165,7 @@ class Wallet:
                 policy.max_balance,
                 grant_key=cycle_grant_key(current.id, start),
             )
-            self.renewals.append(self.entries[-1])
+            self.allotments.append(self.entries[-1])
             current = current.renewed(start)
         return current
 
@@ -179,6 +181,7 @@ class Wallet:
             policy.max_balance,
             grant_key=cycle_grant_key(subscription.id, subscription.period_start),
         )
+        self.allotments.append(self.entries[-1])
 
     def _put(self, lot: CreditLot) -> None:
         previous = self._lots.get(lot.id)

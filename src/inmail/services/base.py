@@ -51,11 +51,12 @@ class Deps:
         return self.clock.now()
 
 
-def renewal_notices(renewals: Iterable[LedgerEntry]) -> list[Notification]:
-    """RENEWED for each cycle's allotment, also one the cap clamped to nothing (SPEC 5a)."""
+def allotment_notices(allotments: Iterable[LedgerEntry]) -> list[Notification]:
+    """RENEWED for each allotment granted (a cycle's, a new subscription's first), also one the
+    cap clamped to nothing (SPEC 5a)."""
     return [
         Notification.renewed(entry.member_id, entry.grant_key, entry.lot_id, entry.at)
-        for entry in renewals
+        for entry in allotments
         if entry.grant_key is not None
     ]
 
@@ -152,5 +153,5 @@ class Account:
         await tx.members.commit(self.member, self.updated(plan))
         await tx.lots.write(self.wallet.created_lots, self.wallet.updated_lots)
         await tx.ledger.append(self.wallet.entries)
-        await tx.notifications.add_new(renewal_notices(self.wallet.renewals))
+        await tx.notifications.add_new(allotment_notices(self.wallet.allotments))
         return list(self.wallet.entries)

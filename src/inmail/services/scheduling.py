@@ -29,7 +29,7 @@ from inmail.repositories.conversations import DueReminder
 from inmail.repositories.credit_lots import LapsedMember
 from inmail.repositories.mongo import DatabaseUnavailable
 from inmail.repositories.notifications import ExpiringLot
-from inmail.services.base import Account, Deps, renewal_notices
+from inmail.services.base import Account, Deps, allotment_notices
 from inmail.services.charges import RECONCILE_AFTER, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.unit_of_work import Transaction
@@ -199,7 +199,9 @@ async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime
     )
     entries = [entry for a in accounts for entry in a.wallet.entries]
     await tx.ledger.append(entries)
-    await tx.notifications.add_new(renewal_notices(r for a in accounts for r in a.wallet.renewals))
+    await tx.notifications.add_new(
+        allotment_notices(r for a in accounts for r in a.wallet.allotments)
+    )
     return _Settled(len(accounts), entries)
 
 
