@@ -108,13 +108,25 @@ class CoalescingTransport(asyncio.Transport):
 
     Whatever is pending leaves before the transport closes, shuts its sending side or is handed
     to another protocol (a websocket), so the order of bytes never changes.
+
+    A close waits for the client to take what is still unsent, for as long as the client likes:
+    one that takes nothing of it for `reader_timeout` seconds is cut off instead, and those
+    bytes are dropped. Whoever closes (a keep-alive timeout, `Connection: close`, a shutdown, a
+    refusal, a websocket's end), the answer is not held for a client that never reads it.
     """
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+        reader_timeout: float,
+    ) -> None:
         super().__init__()
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self._closing_watch = ReaderWatch(loop, reader_timeout, self._never_taken)
+        self._reader_timeout = reader_timeout
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -145,10 +157,20 @@ class CoalescingTransport(asyncio.Transport):
     def close(self) -> None:
         self.flush()
         self._transport.close()
+        if self._transport.get_write_buffer_size() > 0:
+            self._closing_watch.start(self._transport)
 
     def abort(self) -> None:
         self._pending.clear()
+        self._closing_watch.stop()
         self._transport.abort()
+
+    def _never_taken(self) -> None:
+        log.info(
+            "connection closed: the client took nothing of what was left to send for %ss",
+            self._reader_timeout,
+        )
+        self._transport.abort()  # what was not sent is dropped with the connection
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
@@ -277,7 +299,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # --- connection life -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingTransport(transport, self.loop))
+        super().connection_made(CoalescingTransport(transport, self.loop, self.body_timeout))
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             self._refusals.happened(len(self.connections) - 1)
             self._refuse(
@@ -491,8 +513,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reader.stop()
 
     def _reader_too_slow(self) -> None:
-        if self.transport.is_closing():
-            return
+        # Closing or not: a close waits on the client taking what is left, so it ends nothing.
         log.info(
             "connection closed: the client took nothing of its answer for %ss", self.body_timeout
         )

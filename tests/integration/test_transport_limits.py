@@ -436,20 +436,33 @@ LARGE_ANSWER_LIMITS = {
 }
 
 
+@pytest.mark.parametrize(
+    ("body_timeout", "connection"),
+    [
+        ("2", b""),  # the watch gives up before the connection's keep-alive ends
+        ("6", b""),  # keep-alive (5 s) closes the connection first: the close waits on the client
+        ("2", b"Connection: close\r\n"),  # closed as soon as the answer is written
+    ],
+    ids=["open", "closed-by-keep-alive", "connection-close"],
+)
 def test_a_client_that_takes_nothing_of_its_answer_is_dropped(
-    mongodb_uri: str, tmp_path: Path
+    mongodb_uri: str, tmp_path: Path, body_timeout: str, connection: bytes
 ) -> None:
     """An answer of some 8 MB (limits raised so that one query asks for it) to a client that
-    reads none of it: once the socket buffers are full, the connection is closed after the
-    body timeout (2 s here), instead of the answer being held for as long as the client keeps
-    the connection open."""
+    reads none of it: once the socket buffers are full, the connection is cut off after the
+    body timeout, instead of the answer being held for as long as the client keeps the
+    connection open. A connection the server has closed meanwhile (its keep-alive over, or the
+    client's `Connection: close`) holds the unsent answer until the client takes it: it is cut
+    off all the same."""
     body = json.dumps({"query": LARGE_ANSWER}).encode()
-    with serve(mongodb_uri, tmp_path, INMAIL_BODY_TIMEOUT="2", **LARGE_ANSWER_LIMITS) as served:
+    limits = {"INMAIL_BODY_TIMEOUT": body_timeout, **LARGE_ANSWER_LIMITS}
+    with serve(mongodb_uri, tmp_path, **limits) as served:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little unread
         sock.connect(("127.0.0.1", served.port))
+        head = json_post_head(len(body))
         try:
-            sock.sendall(json_post_head(len(body)) + body)
+            sock.sendall(head[:-2] + connection + b"\r\n" + body)
             time.sleep(10)  # reading nothing, well past the body timeout
             received = read_response(sock, timeout=20)
         finally:
