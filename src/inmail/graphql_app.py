@@ -31,6 +31,7 @@ from graphql import GraphQLError, GraphQLSchema, OperationDefinitionNode, parse
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Message as AsgiMessage
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from starlette.websockets import WebSocketDisconnected as StarletteWebSocketDisconnected
@@ -72,7 +73,7 @@ from inmail.resolvers.context import (
     Context,
     refuse_unknown_members_on_failure,
 )
-from inmail.resolvers.cost import KNOWN_DOCUMENTS
+from inmail.resolvers.cost import KNOWN_DOCUMENTS, CostHolders
 from inmail.resolvers.limits import Remembered, line_count, text_digest
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
@@ -199,6 +200,23 @@ class _Exchange:
         self.request_error = False
         self.server_error = False
         self.unavailable = False
+        self.context: Context | None = None  # once the operation has one
+
+    def holder(self) -> str | None:
+        """Whose answer this is, for the answer budget: the member's id, "" for a caller with
+        no good token (all such callers share one budget), None for an admin (not held)."""
+        viewer = None if self.context is None else self.context.credentials.checked
+        if viewer is None:
+            return ""
+        return None if viewer.is_admin else viewer.member_id or ""
+
+
+# An answer this large is held in the process while its client reads it: counted against its
+# holder's budget of answers in flight (ANSWERS_IN_FLIGHT answers of the largest size), and
+# handed to the connection a piece at a time, each once the client has taken the one before.
+# A smaller one goes to the connection whole: its buffer holds this much before it waits.
+HELD_ANSWER_BYTES: Final = 64 * 1024
+ANSWERS_IN_FLIGHT: Final = 2
 
 
 def _is_failure(error: GraphQLError) -> bool:
@@ -785,6 +803,11 @@ class GraphQLApp(GraphQL[Context, None]):
         self.container = container
         self._origins = settings.allowed_origins
         self.sockets = SocketHolders(settings.ws_max_per_member)
+        # The bytes of each member's large answers not yet taken by their clients.
+        self.answers = CostHolders(ANSWERS_IN_FLIGHT * settings.max_response_bytes)
+        self._answers_refused = Occasional(
+            log, logging.INFO, "an answer refused: its holder has %d bytes of answers unread"
+        )
         self._sockets_refused = Occasional(
             log, logging.INFO, "websocket refused: %d open for one member"
         )
@@ -881,7 +904,43 @@ class GraphQLApp(GraphQL[Context, None]):
                 response.status_code = 503 if exchange.unavailable else 500
             elif response.status_code == 200 and exchange.request_error:
                 response.status_code = 400
-        await response(scope, receive, send)
+        await self._answer(response, exchange, scope, receive, send)
+
+    async def _answer(
+        self, response: Response, exchange: _Exchange, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Send `response`, holding a large one against its holder's answers in flight until
+        the client has taken nearly all of it. A client that stops reading holds its answers in
+        this process (until the body timeout cuts it off): past ANSWERS_IN_FLIGHT of the
+        largest size, one holder's next large answer is refused, 503, rather than held too.
+        Never after a mutation, whose answer is the only word of what it did: it is sent, in
+        pieces, and not counted."""
+        size = len(response.body)
+        holder = exchange.holder()
+        if size <= HELD_ANSWER_BYTES or holder is None:
+            await response(scope, receive, send)
+            return
+        if exchange.context is not None and exchange.context.wrote:
+            await response(scope, receive, _in_pieces(send))  # never refused, nor counted
+            return
+        if not self.answers.take(holder, size):
+            self._answers_refused.happened(self.answers.held_by(holder))
+            busy = {
+                "message": "Your earlier answers are still being sent: read them (or close "
+                "their connections), then ask again.",
+                "extensions": {"code": "SERVICE_UNAVAILABLE"},
+            }
+            await Response(
+                self.encode_json({"errors": [busy]}),
+                status_code=503,
+                headers={"Retry-After": "1", "Cache-Control": "no-store"},
+                media_type=response.media_type,
+            )(scope, receive, send)
+            return
+        try:
+            await response(scope, receive, _in_pieces(send))
+        finally:
+            self.answers.release(holder, size)
 
     def parse_query_params(self, params: QueryParams) -> dict[str, object]:
         """A GET's parameters: `variables` and `extensions` are JSON objects in strings (an
@@ -1064,6 +1123,9 @@ class GraphQLApp(GraphQL[Context, None]):
             several_auth_headers=len(headers) > 1,
         )
         if not isinstance(request, WebSocket):
+            exchange = request.scope.get(_EXCHANGE)
+            if isinstance(exchange, _Exchange):
+                exchange.context = context
             # A websocket's credentials arrive with connection_init: see on_ws_connect.
             await context.authenticate()
             if len(headers) > 1:
@@ -1202,6 +1264,28 @@ def persisted_queries_unsupported() -> CodedRefusal:
     refused with the code and message that Apollo Client's link reads as "send the document
     itself from now on"."""
     return CodedRefusal(400, "PersistedQueryNotSupported", "PERSISTED_QUERY_NOT_SUPPORTED")
+
+
+def _in_pieces(send: Send) -> Send:
+    """`send`, with a body over HELD_ANSWER_BYTES handed over a piece at a time: each after the
+    connection has let its client take the ones before (the server waits while the connection's
+    buffer is full), so the answer's end is sent only once the client has read nearly all of it,
+    and none of it is copied into the connection's buffer at once."""
+
+    async def paced(message: AsgiMessage) -> None:
+        body = message.get("body", b"")
+        if message["type"] != "http.response.body" or len(body) <= HELD_ANSWER_BYTES:
+            await send(message)
+            return
+        more = message.get("more_body", False)
+        for start in range(0, len(body), HELD_ANSWER_BYTES):
+            piece = body[start : start + HELD_ANSWER_BYTES]
+            last = start + HELD_ANSWER_BYTES >= len(body)
+            await send({"type": "http.response.body", "body": piece, "more_body": more or not last})
+            if not last:
+                await asyncio.sleep(0)  # the connection writes the piece: its buffer may fill
+
+    return paced
 
 
 def _refusal(exc: HTTPException, media_type: str, encode: Callable[[object], str]) -> Response:

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from websockets.typing import Subprotocol
 
 from harness.servers import ServiceProcess
 from inmail.auth import Role, TokenService
+from inmail.graphql_app import ANSWERS_IN_FLIGHT, HELD_ANSWER_BYTES
 from inmail.processes import free_port
 from inmail.settings import Settings
 from support import TEST_SECRET, serving, session_service_env
@@ -475,6 +477,61 @@ def test_a_client_that_takes_nothing_of_its_answer_is_dropped(
         assert length > 6_000_000, answer[:300]  # more than the socket buffers hold
         assert len(answer) < length, "the answer was kept for a client that read none of it"
         assert healthz_seconds(served) < 1.0
+
+
+def stalled_request(served: Served, request: bytes) -> socket.socket:
+    """A connection that sends `request` and reads nothing of its answer (once the answer has
+    begun to come)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # takes little unread
+    sock.connect(("127.0.0.1", served.port))
+    sock.sendall(request)
+    sock.settimeout(30)
+    assert sock.recv(16, socket.MSG_PEEK).startswith(b"HTTP/1.1 200"), "the answer is sent"
+    return sock
+
+
+def test_a_callers_unread_answers_are_held_to_a_budget_past_which_the_next_is_refused(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    """Answers a client does not read wait in the server until the body timeout: each caller
+    (here, callers without a token, who share one budget) holds at most twice the largest
+    answer's size of them. Past it, the next large answer is a 503 to ask again, not one more
+    held; small answers and an admin's are not held to it, and once the unread answers' clients
+    let go, the same request is answered again."""
+    body = json.dumps({"query": LARGE_ANSWER}).encode()
+    request = json_post_head(len(body)) + body
+    max_response = 12_000_000
+    limits = {"INMAIL_MAX_RESPONSE_BYTES": str(max_response), **LARGE_ANSWER_LIMITS}
+    with serve(mongodb_uri, tmp_path, **limits) as served:
+        size = len(json.dumps(served.post(LARGE_ANSWER), separators=(",", ":")))
+        assert 4 * HELD_ANSWER_BYTES < size <= max_response
+        fit = (ANSWERS_IN_FLIGHT * max_response) // size  # how many unread answers are held
+        stalled = [stalled_request(served, request) for _ in range(fit)]
+        try:
+            refused = served.post(LARGE_ANSWER)
+            assert refused["errors"] == [
+                {
+                    "message": "Your earlier answers are still being sent: read them (or close "
+                    "their connections), then ask again.",
+                    "extensions": {"code": "SERVICE_UNAVAILABLE"},
+                }
+            ], str(refused)[:300]
+            assert served.post("{ now }").get("data"), "a small answer is not held"
+            admin = TokenService(TEST_SECRET, Settings().token_max_lifetime).mint("ops", Role.ADMIN)
+            status, answer = served.get(
+                "/graphql?query=" + urllib.parse.quote(LARGE_ANSWER),
+                headers={"Authorization": f"Bearer {admin}", "Accept": "application/json"},
+            )
+            assert status == 200, "an admin is not held to it"
+            assert len(answer) > size // 2
+        finally:
+            for sock in stalled:
+                sock.close()
+        deadline = time.monotonic() + 20
+        while "errors" in (again := served.post(LARGE_ANSWER)) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the server sees the closed connections, and lets their share go
+        assert "errors" not in again, str(again)[:300]
 
 
 def masked_text_frame(text: str) -> bytes:

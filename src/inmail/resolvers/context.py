@@ -110,6 +110,9 @@ class Context:
     # More than one Authorization header came: none of them counts.
     several_auth_headers: bool = False
     connection_params: dict[str, object] | None = None
+    # A mutation field began: the request may have changed something, so its answer is sent
+    # whatever it costs to hold (see GraphQLApp's answer budget).
+    wrote: bool = False
     credentials: Credentials = field(init=False)
     reads: Reader = field(init=False)
 
