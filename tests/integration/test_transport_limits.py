@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -56,15 +57,19 @@ class Served:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def post(self, query: str) -> dict[str, object]:
+    def post(self, query: str, token: str | None = None) -> dict[str, Any]:
+        """The JSON answer to `query`, whatever its status."""
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(
             f"http://127.0.0.1:{self.port}/graphql",
             data=json.dumps({"query": query}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers=headers,
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
-                body: dict[str, object] = json.loads(response.read())
+                body: dict[str, Any] = json.loads(response.read())
         except urllib.error.HTTPError as exc:
             body = json.loads(exc.read())
         return body
@@ -532,6 +537,71 @@ def test_a_callers_unread_answers_are_held_to_a_budget_past_which_the_next_is_re
         while "errors" in (again := served.post(LARGE_ANSWER)) and time.monotonic() < deadline:
             time.sleep(0.2)  # the server sees the closed connections, and lets their share go
         assert "errors" not in again, str(again)[:300]
+
+
+def test_a_mutations_answer_is_sent_past_its_callers_budget_where_a_querys_is_refused(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    """A mutation's answer is the only word of what it did: a member over the budget of unread
+    answers still gets it whole, however large, where the same member's query is refused."""
+    max_response = 12_000_000
+    limits = {"INMAIL_MAX_RESPONSE_BYTES": str(max_response), **LARGE_ANSWER_LIMITS}
+    tokens = TokenService(TEST_SECRET, Settings().token_max_lifetime)
+    admin = tokens.mint("ops", Role.ADMIN)
+    with serve(mongodb_uri, tmp_path, **limits) as served:
+        ids = [
+            served.post(
+                f'mutation {{ createMember(input: {{name: "{name}", plan: BASIC}}) '
+                "{ member { id } } }",
+                admin,
+            )["data"]["createMember"]["member"]["id"]
+            for name in ("Ada", "Grace")
+        ]
+        connected = served.post(
+            f'mutation {{ connectMembers(input: {{memberId: "{ids[0]}", '
+            f'otherMemberId: "{ids[1]}"}}) {{ ok }} }}',
+            admin,
+        )
+        assert connected["data"]["connectMembers"]["ok"] is True
+        ada = tokens.mint(ids[0], Role.MEMBER)
+
+        def send_message(selection: str) -> dict[str, Any]:
+            return served.post(
+                f'mutation {{ sendMessage(input: {{recipientId: "{ids[1]}", '
+                f'body: "{"x" * 2000}"}}) {{ {selection} }} }}',
+                ada,
+            )
+
+        for _ in range(39):  # a thread of 39 long messages
+            assert send_message("errors { code }")["data"]["sendMessage"]["errors"] == []
+        body = json.dumps({"query": LARGE_ANSWER}).encode()
+        size = len(json.dumps(served.post(LARGE_ANSWER), separators=(",", ":")))
+        # The thread read in more aliases than fit in what is left of Ada's budget once it holds
+        # as many unread large answers as fit (less than one more of them).
+        messages = "id " + " ".join(
+            f"m{i}: messages {{ body }}" for i in range(size // (39 * 2000) + 2)
+        )
+        token = f"Authorization: Bearer {ada}\r\n\r\n".encode()
+        request = json_post_head(len(body))[:-2] + token + body
+        stalled = [
+            stalled_request(served, request)
+            for _ in range((ANSWERS_IN_FLIGHT * max_response) // size)
+        ]
+        try:
+            refused = served.post(LARGE_ANSWER, ada)
+            sent = send_message(f"conversation {{ {messages} }}")
+            conversation = sent["data"]["sendMessage"]["conversation"]
+            node = f'node(id: "{conversation["id"]}")'
+            read_again = served.post(
+                f"{{ {node} {{ ... on Conversation {{ {messages} }} }} }}", ada
+            )
+        finally:
+            for sock in stalled:
+                sock.close()
+        assert [e["extensions"]["code"] for e in refused["errors"]] == ["SERVICE_UNAVAILABLE"]
+        assert size < len(json.dumps(sent)) <= max_response
+        assert {len(thread) for key, thread in conversation.items() if key != "id"} == {40}
+        assert [e["extensions"]["code"] for e in read_again["errors"]] == ["SERVICE_UNAVAILABLE"]
 
 
 def masked_text_frame(text: str) -> bytes:

@@ -110,8 +110,8 @@ class Context:
     # More than one Authorization header came: none of them counts.
     several_auth_headers: bool = False
     connection_params: dict[str, object] | None = None
-    # A mutation field began: the request may have changed something, so its answer is sent
-    # whatever it costs to hold (see GraphQLApp's answer budget).
+    # The operation is a mutation (MutationsMarked): it may have changed something, so its
+    # answer is sent whatever holding it costs (GraphQLApp._answer).
     wrote: bool = False
     credentials: Credentials = field(init=False)
     reads: Reader = field(init=False)
@@ -231,6 +231,17 @@ def _serves_the_schema(context: Context) -> GraphContext:
 
 def _is_bearer(header: str | None) -> bool:
     return header is not None and header.strip().lower().startswith("bearer ")
+
+
+class MutationsMarked(SchemaExtension):
+    """Tells the request's context, before the operation runs, that it is a mutation."""
+
+    def on_execute(self) -> Iterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        if execution.operation_type is OperationType.MUTATION and isinstance(context, Context):
+            context.wrote = True
+        yield
 
 
 class DatabaseDeadline(SchemaExtension):

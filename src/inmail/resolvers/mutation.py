@@ -68,15 +68,13 @@ def errors_in(
     def decorate(mutation: Callable[Args, Awaitable[P]]) -> Callable[Args, Awaitable[P]]:
         @functools.wraps(mutation)
         async def attempt(*args: Args.args, **kwargs: Args.kwargs) -> P:
-            info = kwargs.get("info")
-            if info is not None:
-                ctx(cast("ResolverInfo", info)).wrote = True
             try:
                 done = await mutation(*args, **kwargs)
             except ReadRefused as refusal:
                 raise refused(refusal) from None
             except DomainError as error:
                 return payload(errors=[UserError.from_domain(error)])
+            info = kwargs.get("info")
             if info is not None:
                 ctx(cast("ResolverInfo", info)).reads.clear()
             return done

@@ -52,7 +52,7 @@ from strawberry.types.scalar import ScalarDefinition
 from inmail.disclosure import HideSuggestions
 from inmail.heap import weakly_bound
 from inmail.observability import OperationLabels, OperationMetrics
-from inmail.resolvers.context import DatabaseDeadline, MemberMustExist
+from inmail.resolvers.context import DatabaseDeadline, MemberMustExist, MutationsMarked
 from inmail.resolvers.cost import CostHolders, CostLimits, query_cost
 from inmail.resolvers.hooks import HookTable, PreparedHooksRunner
 from inmail.resolvers.limits import DocumentTextLimits, document_limits_rule, validated_texts
@@ -269,6 +269,7 @@ def build_schema(
             CostHolders(settings.ws_max_cost_per_member),
         ),
         SubscriptionsOverWebsockets,
+        MutationsMarked,
         DatabaseDeadline,
         MemberMustExist,
     ]
