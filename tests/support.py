@@ -38,6 +38,7 @@ from pymongo.monitoring import (
     CommandStartedEvent,
     CommandSucceededEvent,
 )
+from starlette.applications import Starlette
 
 from harness.servers import ServiceProcess, service_env
 from inmail.auth import Role
@@ -246,9 +247,12 @@ class GraphQLClient(abc.ABC):
 class Api(GraphQLClient):
     """A client of one running app, with its manual clock."""
 
-    def __init__(self, client: httpx.AsyncClient, container: Container) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, container: Container, app: Starlette | None = None
+    ) -> None:
         self.client = client
         self.container = container
+        self.app = app  # the app the client speaks to, where the test made it
 
     @property
     def clock(self) -> ManualClock:
@@ -421,7 +425,7 @@ async def open_api(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Api(client, container)
+            yield Api(client, container, app)
 
 
 SERVER_START_WAIT = 20.0  # generous: a wait for uvicorn to start, never a measure of speed

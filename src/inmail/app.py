@@ -153,10 +153,11 @@ class RequestLimits:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             await self._too_large(scope, receive, send)
             return
-        received = 0  # of this body, all counted in self.in_flight until the request ends
+        received = 0  # of this body
+        counted = 0  # of `received`, in self.in_flight: until the answer begins (or the end)
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, counted
             message = await receive()
             if message["type"] == "http.request":
                 size = len(message.get("body", b""))
@@ -165,15 +166,20 @@ class RequestLimits:
                 if self.in_flight + size > self.max_in_flight:
                     raise _TooManyBodies
                 received += size
+                counted += size
                 self.in_flight += size
             return message
 
         started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, counted
             if message["type"] == "http.response.start":
                 started = True
+                # The body is in: it no longer counts among those being received, however long
+                # the answer takes its client to read.
+                self.in_flight -= counted
+                counted = 0
                 # Every answer is what its type says (nosniff): set here alone, for all of them.
                 stamp = [(b"x-request-id", rid.encode()), _NOSNIFF]
                 message["headers"] = [*message.get("headers", []), *stamp]
@@ -203,7 +209,7 @@ class RequestLimits:
             # nobody is left to answer, and nothing went wrong on our side.
             log.info("request abandoned before its body arrived")
         finally:
-            self.in_flight -= received
+            self.in_flight -= counted
 
     async def _stopping(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = (

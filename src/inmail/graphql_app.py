@@ -214,9 +214,15 @@ class _Exchange:
 # An answer this large is held in the process while its client reads it: counted against its
 # holder's budget of answers in flight (ANSWERS_IN_FLIGHT answers of the largest size), and
 # handed to the connection a piece at a time, each once the client has taken the one before.
-# A smaller one goes to the connection whole: its buffer holds this much before it waits.
+# A smaller one goes to the connection whole: its buffer holds this much before it waits. A
+# holder with less than one largest answer left of the budget is refused before a request runs.
 HELD_ANSWER_BYTES: Final = 64 * 1024
 ANSWERS_IN_FLIGHT: Final = 2
+_ANSWERS_UNREAD: Final = {
+    "message": "Your earlier answers are still being sent: read them (or close their "
+    "connections), then ask again.",
+    "extensions": {"code": "SERVICE_UNAVAILABLE"},
+}
 
 
 def _is_failure(error: GraphQLError) -> bool:
@@ -805,6 +811,7 @@ class GraphQLApp(GraphQL[Context, None]):
         self.sockets = SocketHolders(settings.ws_max_per_member)
         # The bytes of each member's large answers not yet taken by their clients.
         self.answers = CostHolders(ANSWERS_IN_FLIGHT * settings.max_response_bytes)
+        self._max_response = settings.max_response_bytes
         self._answers_refused = Occasional(
             log, logging.INFO, "an answer refused: its holder has %d bytes of answers unread"
         )
@@ -912,30 +919,27 @@ class GraphQLApp(GraphQL[Context, None]):
         """Send `response`, holding a large one against its holder's answers in flight until
         the client has taken nearly all of it. A client that stops reading holds its answers in
         this process (until the body timeout cuts it off): past ANSWERS_IN_FLIGHT of the
-        largest size, one holder's next large answer is refused, 503, rather than held too.
-        Never after a mutation, whose answer is the only word of what it did: it is sent, in
-        pieces, and not counted."""
+        largest size, one holder's next large answer is refused, 503, rather than held too, and
+        so is their next request before it runs (`get_context`). Never a mutation's answer, the
+        only word of what it did: it is sent, and counted all the same."""
         size = len(response.body)
         holder = exchange.holder()
         if size <= HELD_ANSWER_BYTES or holder is None:
             await response(scope, receive, send)
             return
         if exchange.context is not None and exchange.context.wrote:
-            await response(scope, receive, _in_pieces(send))  # never refused, nor counted
-            return
-        if not self.answers.take(holder, size):
+            self.answers.add(holder, size)
+        elif not self.answers.take(holder, size):
             self._answers_refused.happened(self.answers.held_by(holder))
-            busy = {
-                "message": "Your earlier answers are still being sent: read them (or close "
-                "their connections), then ask again.",
-                "extensions": {"code": "SERVICE_UNAVAILABLE"},
-            }
-            await Response(
-                self.encode_json({"errors": [busy]}),
+            busy = Response(
+                self.encode_json({"errors": [_ANSWERS_UNREAD]}),
                 status_code=503,
-                headers={"Retry-After": "1", "Cache-Control": "no-store"},
-                media_type=response.media_type,
-            )(scope, receive, send)
+                headers={
+                    **{k: v for k, v in response.headers.items() if k != "content-length"},
+                    "retry-after": "1",
+                },
+            )
+            await busy(scope, receive, send)
             return
         try:
             await response(scope, receive, _in_pieces(send))
@@ -1123,11 +1127,19 @@ class GraphQLApp(GraphQL[Context, None]):
             several_auth_headers=len(headers) > 1,
         )
         if not isinstance(request, WebSocket):
+            # A websocket's credentials arrive with connection_init: see on_ws_connect.
+            await context.authenticate()
             exchange = request.scope.get(_EXCHANGE)
             if isinstance(exchange, _Exchange):
                 exchange.context = context
-            # A websocket's credentials arrive with connection_init: see on_ws_connect.
-            await context.authenticate()
+                # Less than one largest answer left of the caller's budget: their next
+                # request is refused before it runs, not after (see _answer).
+                holder = exchange.holder()
+                if holder is not None and self.answers.held_by(holder) > self._max_response:
+                    self._answers_refused.happened(self.answers.held_by(holder))
+                    raise CodedRefusal(
+                        503, str(_ANSWERS_UNREAD["message"]), "SERVICE_UNAVAILABLE", retry=True
+                    )
             if len(headers) > 1:
                 # Which one counts would depend on who reads them (a proxy may take the last).
                 context.credentials.refuse(SEVERAL_AUTHORIZATIONS)
@@ -1254,9 +1266,10 @@ def _encoded(data: object) -> bytes:
 class CodedRefusal(HTTPException):
     """A request refused before any operation ran, with a code of its own."""
 
-    def __init__(self, status_code: int, reason: str, code: str) -> None:
+    def __init__(self, status_code: int, reason: str, code: str, *, retry: bool = False) -> None:
         super().__init__(status_code, reason)
         self.code = code
+        self.headers = {"Retry-After": "1"} if retry else {}
 
 
 def persisted_queries_unsupported() -> CodedRefusal:
@@ -1297,7 +1310,7 @@ def _refusal(exc: HTTPException, media_type: str, encode: Callable[[object], str
         code = exc.code
     else:
         code = _HTTP_CODES.get(exc.status_code, "BAD_REQUEST")
-    headers = {}
+    headers = dict(exc.headers) if isinstance(exc, CodedRefusal) else {}
     if exc.status_code == 405:
         mutation_over_get = isinstance(exc.__cause__, InvalidOperationTypeError)
         headers["Allow"] = "POST" if mutation_over_get else "GET, POST"

@@ -77,6 +77,31 @@ async def test_past_the_bodies_in_flight_a_new_body_is_refused_with_503_until_so
     assert later.status() == 200
 
 
+async def test_a_body_no_longer_counts_once_its_answer_begins_however_long_that_takes() -> None:
+    """An answer its client reads slowly (or not at all) keeps its request running, but not its
+    body among those being received: such requests do not refuse everyone else's bodies."""
+    answer_waits = asyncio.Event()
+
+    async def slow_answer(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await answer_waits.wait()  # the client takes nothing
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    limits = RequestLimits(slow_answer, max_body_bytes=LIMIT)
+    uploads = [SlowUpload() for _ in range(BODIES_IN_FLIGHT + 2)]
+    for upload in uploads:
+        upload.go_on.set()
+    tasks = [asyncio.create_task(limits(request(LIMIT), u.receive, u.send)) for u in uploads]
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert [u.status() for u in uploads] == [200] * len(uploads)
+    assert limits.in_flight == 0
+    answer_waits.set()
+    await asyncio.gather(*tasks)
+    assert limits.in_flight == 0
+
+
 async def test_a_request_cut_off_by_the_shutdown_is_answered_503_in_json_with_its_id() -> None:
     """uvicorn cancels what still runs when the shutdown's drain is over: the client gets a JSON
     answer it can act on (and its request id), not a plain-text 500 and a logged traceback."""
