@@ -484,6 +484,31 @@ def test_a_client_that_takes_nothing_of_its_answer_is_dropped(
         assert healthz_seconds(served) < 1.0
 
 
+def test_a_client_that_reads_its_answer_slowly_is_not_cut_off(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    """A slow reader is a reader: one that takes some of its answer every body timeout (here at
+    most 32 KiB every half second, against a 2 s timeout) is not cut off."""
+    body = json.dumps({"query": LARGE_ANSWER}).encode()
+    limits = {"INMAIL_BODY_TIMEOUT": "2", **LARGE_ANSWER_LIMITS}
+    with serve(mongodb_uri, tmp_path, **limits) as served:
+        sock = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+        try:
+            sock.sendall(json_post_head(len(body)) + body)
+            received = 0
+            reading_until = time.monotonic() + 10  # five body timeouts
+            while time.monotonic() < reading_until:
+                chunk = sock.recv(32 * 1024)
+                assert chunk, f"cut off after {received} bytes, though it read all along"
+                received += len(chunk)
+                time.sleep(0.5)
+        except ConnectionResetError as exc:
+            raise AssertionError(f"cut off after {received} bytes") from exc
+        finally:
+            sock.close()
+        assert received > 64 * 1024
+
+
 def stalled_request(served: Served, request: bytes) -> tuple[socket.socket, bytes]:
     """A connection that sends `request` and reads nothing of its answer, once the answer's
     status line has come: the connection, and that line."""
