@@ -200,7 +200,9 @@ class _Exchange:
         self.request_error = False
         self.server_error = False
         self.unavailable = False
-        self.context: Context | None = None  # once the operation has one
+        # The operation's context, while it runs (it holds the request, whose scope holds
+        # this: `answered` lets it go, so that nothing of the request is left in a cycle).
+        self.context: Context | None = None
 
     def holder(self) -> str | None:
         """Whose answer this is, for the answer budget: the member's id, "" for a caller with
@@ -209,6 +211,12 @@ class _Exchange:
         if viewer is None:
             return ""
         return None if viewer.is_admin else viewer.member_id or ""
+
+    def answered(self) -> tuple[str | None, bool]:
+        """Once the operation has run: whose answer it is, and whether it was a mutation."""
+        holder, wrote = self.holder(), self.context is not None and self.context.wrote
+        self.context = None
+        return holder, wrote
 
 
 # An answer this large is held in the process while its client reads it: counted against its
@@ -897,6 +905,8 @@ class GraphQLApp(GraphQL[Context, None]):
         except ClientDisconnect:
             log.info("the client went away before its request was read")
             return
+        finally:
+            holder, wrote = exchange.answered()
         # The same URL answers HTML, JSON or graphql-response+json by Accept (and, with a list
         # of origins, CORS headers by Origin): caches must know.
         vary = "Accept" if "*" in self._origins else "Accept, Origin"
@@ -911,10 +921,16 @@ class GraphQLApp(GraphQL[Context, None]):
                 response.status_code = 503 if exchange.unavailable else 500
             elif response.status_code == 200 and exchange.request_error:
                 response.status_code = 400
-        await self._answer(response, exchange, scope, receive, send)
+        await self._answer(response, holder, wrote, scope, receive, send)
 
     async def _answer(
-        self, response: Response, exchange: _Exchange, scope: Scope, receive: Receive, send: Send
+        self,
+        response: Response,
+        holder: str | None,
+        wrote: bool,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         """Send `response`, holding a large one against its holder's answers in flight until
         the client has taken nearly all of it. A client that stops reading holds its answers in
@@ -923,11 +939,10 @@ class GraphQLApp(GraphQL[Context, None]):
         so is their next request before it runs (`get_context`). Never a mutation's answer, the
         only word of what it did: it is sent, and counted all the same."""
         size = len(response.body)
-        holder = exchange.holder()
         if size <= HELD_ANSWER_BYTES or holder is None:
             await response(scope, receive, send)
             return
-        if exchange.context is not None and exchange.context.wrote:
+        if wrote:
             self.answers.add(holder, size)
         elif not self.answers.take(holder, size):
             self._answers_refused.happened(self.answers.held_by(holder))
