@@ -226,6 +226,17 @@ class _Exchange:
 # holder with less than one largest answer left of the budget is refused before a request runs.
 HELD_ANSWER_BYTES: Final = 64 * 1024
 ANSWERS_IN_FLIGHT: Final = 2
+
+
+def _withheld(size: int) -> dict[str, object]:
+    return {
+        "message": f"The mutation was applied, but its answer ({size} bytes) is not sent while "
+        "your earlier answers are still unread: read them (or close their connections), then "
+        "read what it changed.",
+        "extensions": {"code": "RESPONSE_TOO_LARGE", "applied": True},
+    }
+
+
 _ANSWERS_UNREAD: Final = {
     "message": "Your earlier answers are still being sent: read them (or close their "
     "connections), then ask again.",
@@ -936,25 +947,29 @@ class GraphQLApp(GraphQL[Context, None]):
         the client has taken nearly all of it. A client that stops reading holds its answers in
         this process (until the body timeout cuts it off): past ANSWERS_IN_FLIGHT of the
         largest size, one holder's next large answer is refused, 503, rather than held too, and
-        so is their next request before it runs (`get_context`). Never a mutation's answer, the
-        only word of what it did: it is sent, and counted all the same."""
+        so is their next request before it runs (`get_context`). A mutation that ran past it
+        (mutations sent side by side) is answered with an error that says it ran, and what to
+        do: its answer is not held either."""
         size = len(response.body)
         if size <= HELD_ANSWER_BYTES or holder is None:
             await response(scope, receive, send)
             return
-        if wrote:
-            self.answers.add(holder, size)
-        elif not self.answers.take(holder, size):
+        if not self.answers.take(holder, size):
             self._answers_refused.happened(self.answers.held_by(holder))
-            busy = Response(
-                self.encode_json({"errors": [_ANSWERS_UNREAD]}),
-                status_code=503,
-                headers={
-                    **{k: v for k, v in response.headers.items() if k != "content-length"},
-                    "retry-after": "1",
-                },
-            )
-            await busy(scope, receive, send)
+            headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+            if wrote:  # it ran: said so, in place of an answer that is not held
+                refusal = Response(
+                    self.encode_json({"errors": [_withheld(size)]}),
+                    status_code=response.status_code,
+                    headers=headers,
+                )
+            else:
+                refusal = Response(
+                    self.encode_json({"errors": [_ANSWERS_UNREAD]}),
+                    status_code=503,
+                    headers={**headers, "retry-after": "1"},
+                )
+            await refusal(scope, receive, send)
             return
         try:
             await response(scope, receive, _in_pieces(send))

@@ -452,10 +452,6 @@ class CostHolders:
         self._held[holder] = held + cost
         return True
 
-    def add(self, holder: str, cost: int) -> None:
-        """Count `cost` as `holder`'s whatever they hold already."""
-        self._held[holder] = self._held.get(holder, 0) + cost
-
     def release(self, holder: str, cost: int) -> None:
         left = self._held.get(holder, 0) - cost
         if left > 0:
