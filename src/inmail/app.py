@@ -180,9 +180,7 @@ class RequestLimits:
                 # the answer takes its client to read.
                 self.in_flight -= counted
                 counted = 0
-                # Every answer is what its type says (nosniff): set here alone, for all of them.
-                stamp = [(b"x-request-id", rid.encode()), _NOSNIFF]
-                message["headers"] = [*message.get("headers", []), *stamp]
+                message["headers"] = [*message.get("headers", []), *_stamp(rid)]
             await send(message)
 
         try:
@@ -229,12 +227,17 @@ class RequestLimits:
         await error_response(413, message, "PAYLOAD_TOO_LARGE")(scope, receive, send)
 
 
+def _stamp(rid: str) -> list[tuple[bytes, bytes]]:
+    """The headers every answer carries, set here alone: its request id, and nosniff (every
+    answer is what its type says)."""
+    return [(b"x-request-id", rid.encode()), _NOSNIFF]
+
+
 def _handshake_with_id(scope: Scope, receive: Receive, send: Send, rid: str) -> Send:
     """A websocket's `send`, whose handshake answer carries the request's id: the 101 that
     accepts the socket, and a refusal before it. The app's refusal (a close before the accept)
     is answered as the service's JSON 403 where the server takes an answer of the app's own
     (ASGI's denial response); elsewhere the server answers it by itself."""
-    stamp = [(b"x-request-id", rid.encode()), _NOSNIFF]
     denial = "websocket.http.response" in (scope.get("extensions") or {})
     answered = False
 
@@ -243,7 +246,7 @@ def _handshake_with_id(scope: Scope, receive: Receive, send: Send, rid: str) -> 
         kind = message["type"]
         if not answered and kind in ("websocket.accept", "websocket.http.response.start"):
             answered = True
-            message = {**message, "headers": [*message.get("headers", []), *stamp]}
+            message = {**message, "headers": [*message.get("headers", []), *_stamp(rid)]}
         elif not answered and kind == "websocket.close" and denial:
             reason = message.get("reason") or "The websocket was refused: Forbidden."
             await error_response(403, reason, "FORBIDDEN")(scope, receive, send_with_id)
