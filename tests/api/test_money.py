@@ -129,6 +129,30 @@ async def test_a_paid_change_retried_under_its_key_charges_and_grants_once(api: 
     assert [c["amount"] for c in await charges_of(api, ada)] == [5999]
 
 
+async def test_paid_changes_asked_for_together_under_their_own_keys_charge_the_card_once(
+    api: Api,
+) -> None:
+    """A double click, two tabs: changes sent together, each under a key of its own. One is
+    charged and applied; the others are refused before any charge, rather than each charged
+    and all but one refunded, and say that nothing was charged for them."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    prices = {"PREMIUM_BUSINESS": 5999, "RECRUITER_LITE": 17000, "SALES_NAVIGATOR": 9999}
+    allotments = {"PREMIUM_BUSINESS": 15, "RECRUITER_LITE": 30, "SALES_NAVIGATOR": 20}
+
+    results = await asyncio.gather(*(change_plan(api, ada, plan) for plan in [*prices] * 4))
+
+    applied = [r["member"]["plan"]["type"] for r in results if r["errors"] == []]
+    refused = [error for r in results for error in r["errors"]]
+    assert len(applied) == 1, results
+    assert len(refused) == len(results) - 1
+    assert {(e["code"], e["field"]) for e in refused} == {("INVALID_INPUT", "plan")}
+    assert all("nothing was charged for it" in e["message"] for e in refused), refused
+    charges = await charges_of(api, ada)
+    assert [(c["amount"], c["status"]) for c in charges] == [(prices[applied[0]], "SUCCEEDED")]
+    assert await plan_of(api, ada) == applied[0]
+    assert await api.balance(ada) == allotments[applied[0]]
+
+
 async def test_a_change_to_the_plan_held_keeps_its_key_and_its_retry_never_charges(
     api: Api,
 ) -> None:

@@ -173,6 +173,17 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
         )
         return doc["createdAt"] if doc else None
 
+    async def change_under_way(self, member_id: str, since: datetime) -> bool:
+        """Whether a change of the member's plan recorded after `since` may still be charged
+        or applied (recorded or charged, neither applied nor refunded yet)."""
+        under_way = {
+            "memberId": member_id,
+            "kind": IntentKind.PLAN_CHANGE,
+            "status": {"$in": [IntentStatus.PENDING, IntentStatus.CHARGED]},
+            "createdAt": {"$gt": since},
+        }
+        return await self._c.find_one(under_way, {"_id": 1}, session=self._session) is not None
+
     async def credits_on_order(self, member_id: str) -> int:
         """The credits the member's open purchases may still grant: recorded or charged,
         neither granted nor refunded yet."""

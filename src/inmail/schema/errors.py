@@ -79,6 +79,11 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
         "Your subscription changed after this plan change was asked for (another change or a "
         "cancellation): it was not applied, and its charge is refunded."
     ),
+    Reason.CHANGED_MEANWHILE: lambda _: (
+        "Your plan changed, or another change of it is under way, since this change was asked "
+        "for: it was not applied, and nothing was charged for it. Read your plan, then ask "
+        "again if you still want this change."
+    ),
     Reason.RECIPIENT_OR_CONVERSATION: lambda _: (
         "Give either recipientId or conversationId, not both."
     ),

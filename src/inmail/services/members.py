@@ -280,9 +280,23 @@ async def _paid_change(
         if not chargeable(member.payment_method, deps.now()):
             raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD)
         fresh = charges.new_intent(request, price, deps.now(), plan=plan, terms=member.terms)
-        intent = await charges.open_intent(deps, fresh, request)
+        intent = await charges.open_intent(deps, fresh, request, _nothing_changed_meanwhile)
     done = await charges.pay_and_fulfil(deps, intent, apply_paid_change)
     return done.entries
+
+
+async def _nothing_changed_meanwhile(tx: Transaction, intent: PaymentIntent) -> None:
+    """A paid change is refused before any charge when the member's subscription changed since
+    the request read it, or while another change, recorded moments ago under another key, may
+    still be charged or applied: of changes asked for together (a double click, two tabs), one
+    is charged, not each, to have all but one refunded when applied. Checked in the transaction
+    that records the intent, in the member's turn (`idempotency.take_key`), so that changes
+    recorded together see each other. A change left open longer than RECONCILE_AFTER is
+    reconciliation's (its process died): it holds up no new change."""
+    member = await _require_member(tx, intent.member_id)
+    since = intent.created_at - charges.RECONCILE_AFTER
+    if intent.terms != member.terms or await tx.intents.change_under_way(member.id, since):
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CHANGED_MEANWHILE, "plan")
 
 
 async def _keep_unchanged(deps: Deps, member: Member, plan: PlanType, key: str) -> None:
