@@ -101,6 +101,10 @@ async def json_refusal(request: Request, exc: Exception) -> Response:
 async def json_failure(request: Request, exc: Exception) -> Response:
     """A failure no handler expected, as JSON too (and nothing of it told): the server logs
     its traceback, the client gets a 500 it can parse."""
+    return json_failure_response()
+
+
+def json_failure_response() -> Response:
     return error_response(500, "Internal server error.", "INTERNAL_SERVER_ERROR")
 
 
@@ -206,6 +210,13 @@ class RequestLimits:
             # The client went away (or was cut off for being too slow) before its body was in:
             # nobody is left to answer, and nothing went wrong on our side.
             log.info("request abandoned before its body arrived")
+        except Exception:
+            if started:
+                raise  # the answer has begun: the server cuts the connection, and logs it
+            # A failure nothing expected: logged here, under the request's id, and answered with
+            # that id (Starlette's own 500 would go out around this stamp, and be logged again).
+            log.exception("the request failed")
+            await json_failure_response()(scope, receive, send_with_id)
         finally:
             self.in_flight -= counted
 

@@ -159,7 +159,8 @@ class TokenService:
 
 
 def _times(claims: dict[str, object]) -> dict[str, float]:
-    """`exp`, and `iat` and `nbf` where present, each a finite number (AuthError otherwise)."""
+    """`exp`, and `iat` and `nbf` where present, each a finite number that a float holds
+    (AuthError otherwise: an integer past any float is refused, not left to overflow)."""
     times: dict[str, float] = {}
     for claim in ("exp", "iat", "nbf"):
         value = claims.get(claim)
@@ -168,9 +169,13 @@ def _times(claims: dict[str, object]) -> dict[str, float]:
         # PyJWT takes "exp": "1999999999" (a string of digits) as a number: refuse it.
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise AuthError(f"the token's {claim} is not a number")
-        if not math.isfinite(value):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise AuthError(f"the token's {claim} is out of range") from None
+        if not math.isfinite(seconds):
             raise AuthError(f"the token's {claim} is not a number")
-        times[claim] = float(value)
+        times[claim] = seconds
     return times
 
 

@@ -348,6 +348,8 @@ async def test_a_bad_token_is_unauthenticated_and_never_a_server_error(api: Api)
         "alg-none": f"Bearer {jwt.encode(claims_for(ada.id), None, algorithm='none')}",
         "no-sub": f"Bearer {signed(claims_for(ada.id, sub=None))}",
         "no-exp": f"Bearer {signed({'sub': ada.id, 'role': 'member'})}",
+        "exp-past-any-float": f"Bearer {signed({'sub': ada.id, 'role': 'member', 'exp': 10**400})}",
+        "nbf-past-any-float": f"Bearer {signed({**claims_for(ada.id), 'nbf': -(10**400)})}",
         "unknown-role": f"Bearer {signed(claims_for(ada.id, role='superuser'))}",
         "basic-scheme": "Basic YWRhOmxvdmVsYWNl",
         "bearer-without-token": "Bearer ",

@@ -86,6 +86,17 @@ def test_a_time_claim_of_true_is_no_number_rather_than_a_time(claim: str) -> Non
         TokenService(SECRET, MAX_LIFETIME).verify(token)
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [10**400, -(10**400)])
+def test_a_time_claim_past_any_float_is_refused_as_out_of_range(claim: str, value: int) -> None:
+    """Signed with the secret, a time no float holds is a refusal like any other, not an
+    overflow in the checks (a 500 over HTTP, a dropped websocket)."""
+    claims: dict[str, object] = {"sub": "m1", "role": "member", "exp": time.time() + 3600}
+    token = jwt.encode({**claims, claim: value}, SECRET, "HS256")
+    with pytest.raises(AuthError, match=f"{claim} is out of range"):
+        TokenService(SECRET, MAX_LIFETIME).verify(token)
+
+
 def test_the_development_secret_is_made_once_and_kept(tmp_path: Path) -> None:
     first = development_secret(tmp_path)
     assert len(first) >= 32
