@@ -471,6 +471,11 @@ async def _refusal_first(source: StreamResult) -> StreamResult:
         yield result
 
 
+# An operation's id is echoed in every message about it (each event of a subscription): clients
+# use a counter or a UUID, and a longer one only multiplies what each event costs to send.
+MAX_OPERATION_ID: Final = 128
+
+
 def _is_operation_message(message: object) -> str | None:
     """Why a websocket message is not one a protocol defines, or None when it is well formed."""
     if not isinstance(message, dict):
@@ -478,6 +483,8 @@ def _is_operation_message(message: object) -> str | None:
     kind = message.get("type")
     if not isinstance(kind, str):
         return "A message must have a string type"
+    if isinstance(ident := message.get("id"), str) and len(ident) > MAX_OPERATION_ID:
+        return f"An operation id must be at most {MAX_OPERATION_ID} characters"
     if kind in ("subscribe", "start"):
         payload = message.get("payload")
         if not isinstance(message.get("id"), str) or not isinstance(payload, dict):

@@ -157,6 +157,8 @@ RAW = ("{not json", TOO_DEEP, HUGE_NUMBER, TYPE_TWICE)
         {"type": "start", "id": "1", "payload": {"query": 7}},
         {"type": "subscribe", "id": "1", "payload": {"query": "{ now }", "extensions": []}},
         {"type": "no-such-type", "id": "1"},
+        {"type": "subscribe", "id": "i" * 129, "payload": {"query": "{ now }"}},
+        {"type": "start", "id": "i" * 129, "payload": {"query": "{ now }"}},
     ],
     ids=[
         "array",
@@ -170,6 +172,8 @@ RAW = ("{not json", TOO_DEEP, HUGE_NUMBER, TYPE_TWICE)
         "query-number",
         "extensions",
         "unknown-type",
+        "subscribe-id-too-long",
+        "start-id-too-long",
     ],
 )
 async def test_a_message_that_is_no_protocol_message_is_a_protocol_error_not_a_traceback(
