@@ -38,9 +38,12 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff format --check src tests benchmarks harness
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/inmail schema | \
-		$(BIN)/python ../shared/tools/check_contract.py --contract ../shared/API-next.graphql - || \
-		test ! -f ../shared/tools/check_contract.py
+	@if [ -f ../shared/tools/check_contract.py ]; then \
+		$(BIN)/inmail schema | \
+		$(BIN)/python ../shared/tools/check_contract.py --contract ../shared/API-next.graphql -; \
+	else \
+		echo "lint: contract check skipped: no ../shared/tools/check_contract.py beside this checkout"; \
+	fi
 
 check: lint test
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from inmail.settings import Settings, SettingsError, settings_table_markdown
+
+log = logging.getLogger("inmail.serve")
 
 
 def _settings(environ: Mapping[str, str] = os.environ) -> Settings:
@@ -49,20 +52,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         database = choose_database(settings, may_start_mongod=True)
         embedded = database.mongod
         if embedded is not None:
-            print(
-                f"inmail: starting the embedded mongod (data in {embedded.data_dir})",
-                file=sys.stderr,
-            )
+            log.info("starting the embedded mongod (data in %s)", embedded.data_dir)
             settings = settings.with_changes(mongodb_uri=embedded.start())
-            print(f"inmail: mongod {embedded.uri} (pid {embedded.pid}) is primary", file=sys.stderr)
+            log.info("mongod %s (pid %s) is primary", embedded.uri, embedded.pid)
     except NoDatabase as exc:
-        print(f"inmail: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     except EmbeddedMongodError as exc:
-        print(f"inmail: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 1
     if database.uri is not None and (problem := mongodb_problem(database.uri)) is not None:
-        print(f"inmail: {problem}", file=sys.stderr)
+        log.error("%s", problem)
         return 1
     if settings.jwt_secret is None:
         from inmail.auth import DEV_SECRET_FILE, UnusableSecret, development_secret
@@ -76,18 +76,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 else f"cannot keep the development secret in "
                 f"{(settings.data_dir / DEV_SECRET_FILE).absolute()}: {exc.strerror or exc}"
             )
-            print(
-                f"inmail: {reason}; set INMAIL_JWT_SECRET, or INMAIL_DATA_DIR to a folder this "
-                "user may write",
-                file=sys.stderr,
+            log.error(
+                "%s; set INMAIL_JWT_SECRET, or INMAIL_DATA_DIR to a folder this user may write",
+                reason,
             )
             if embedded is not None:
                 embedded.stop()
             return 1
-        print(
-            "inmail: tokens are signed with the development secret in "
-            f"{(settings.data_dir / DEV_SECRET_FILE).absolute()} (`inmail token` reads it)",
-            file=sys.stderr,
+        log.info(
+            "tokens are signed with the development secret in %s (`inmail token` reads it)",
+            (settings.data_dir / DEV_SECRET_FILE).absolute(),
         )
         settings = settings.with_changes(jwt_secret=secret)
     # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so that
@@ -102,10 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings.metrics_host, settings.metrics_port, settings.metrics_token
         )
         if metrics.start():
-            print(
-                f"inmail: metrics at http://{settings.metrics_host}:{metrics.port}/metrics",
-                file=sys.stderr,
-            )
+            log.info("metrics at http://%s:%s/metrics", settings.metrics_host, metrics.port)
     # A mongod of our own that exits while we serve is started again (on the same port).
     stopping = threading.Event()
     keeper = None
@@ -116,10 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keeper.start()
     try:
         if settings.graphiql:
-            print(
-                f"inmail: GraphiQL at http://{settings.host}:{settings.port}/graphql",
-                file=sys.stderr,
-            )
+            log.info("GraphiQL at http://%s:%s/graphql", settings.host, settings.port)
         from inmail.transport import run_server
 
         started = run_server(settings)
@@ -130,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if metrics is not None:
             metrics.stop()
         if embedded is not None:
-            print("inmail: stopping the embedded mongod", file=sys.stderr)
+            log.info("stopping the embedded mongod")
             embedded.stop()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -152,9 +152,12 @@ def test_metrics_add_up_across_workers_whichever_one_answers(served: Served) -> 
     assert served.stop() == 0
 
 
-def test_every_worker_writes_json_logs_whose_access_lines_carry_the_request_id(
+def test_every_line_is_json_and_the_workers_access_lines_carry_the_request_id(
     served: Served,
 ) -> None:
+    """Under INMAIL_LOG_FORMAT=json every line serve writes is one JSON object: the workers'
+    (their access lines with the request's id) and serve's own (the embedded mongod's start
+    and stop, where GraphiQL is)."""
     chosen = [f"probe-{n}" for n in range(6)]
     for request_id in chosen:
         _, echoed = _post(served.port, "{ now }", request_id)
@@ -162,15 +165,16 @@ def test_every_worker_writes_json_logs_whose_access_lines_carry_the_request_id(
     _, generated = _post(served.port, "{ now }")
 
     assert served.stop() == 0
-    records = []
-    for line in served.log().splitlines():
-        if line.startswith("{"):
-            records.append(json.loads(line))
+    records = [json.loads(line) for line in served.log().splitlines() if line.strip()]
     access = {r["request_id"]: r for r in records if r["logger"] == "uvicorn.access"}
     for request_id in [*chosen, generated]:
         assert '"POST /graphql HTTP/1.1" 200' in access[request_id]["message"]
     started = [r for r in records if r["message"].startswith("Started server process")]
     assert len(started) == 2, "each worker logs through the JSON handler"
+    own = [r["message"] for r in records if r["logger"] == "inmail.serve"]
+    assert any(m.startswith("starting the embedded mongod") for m in own), own
+    assert any(m.startswith("GraphiQL at http://") for m in own), own
+    assert own[-1] == "stopping the embedded mongod"
 
 
 BUY_ONE = (

@@ -418,7 +418,7 @@ def test_the_build_context_holds_the_package_and_no_secrets(path: str, excluded:
 
 
 def test_serve_in_production_without_a_database_uri_or_a_mongod_refuses_to_start(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     from inmail import cli, logs
     from inmail import embedded_mongod as embedded
@@ -432,7 +432,7 @@ def test_serve_in_production_without_a_database_uri_or_a_mongod_refuses_to_start
     monkeypatch.setattr(logs, "configure_logging", lambda level, fmt: None)
 
     assert cli.main(["serve"]) == 2
-    assert "production needs a real MongoDB: set INMAIL_MONGODB_URI" in capsys.readouterr().err
+    assert "production needs a real MongoDB: set INMAIL_MONGODB_URI" in caplog.text
 
 
 def test_inmail_schema_prints_what_the_environment_serves(
