@@ -99,8 +99,8 @@ async def json_refusal(request: Request, exc: Exception) -> Response:
 
 
 async def json_failure(request: Request, exc: Exception) -> Response:
-    """A failure no handler expected, as JSON too (and nothing of it told): the server logs
-    its traceback, the client gets a 500 it can parse."""
+    """A failure no handler expected, as JSON too (and nothing of it told): what RequestLimits,
+    which answers most of them itself, lets through."""
     return json_failure_response()
 
 

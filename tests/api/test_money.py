@@ -27,6 +27,7 @@ from support import (
     new_key,
     orphan_charge,
     purchased_lots_of,
+    update_card,
 )
 
 BATCH = Settings().scheduler_batch  # the scheduler's batch, as the service runs it
@@ -286,6 +287,21 @@ async def test_a_declined_card_changes_nothing_on_a_plan_change_or_a_purchase(ap
     assert [lot["source"] for lot in await lots_of(api, dora)] == ["MONTHLY_ALLOTMENT"]
     assert await charges_of(api, dora) == []
     assert await purchases_of(api, dora) == []
+
+
+async def test_a_declined_change_holds_up_no_change_asked_for_after_it(api: Api) -> None:
+    dora = await api.create_member("Dora Declined", "PREMIUM_CAREER", card=DECLINING_CARD)
+    declined = await change_plan(api, dora, "PREMIUM_BUSINESS", key="up")
+    assert codes(declined) == ["PAYMENT_DECLINED"]
+
+    assert (await update_card(api, dora, {**DECLINING_CARD, "last4": "4242"}))["errors"] == []
+    upgraded = await change_plan(api, dora, "PREMIUM_BUSINESS", key="up-again")
+
+    assert upgraded["errors"] == []
+    assert await plan_of(api, dora) == "PREMIUM_BUSINESS"
+    assert [(c["amount"], c["status"]) for c in await charges_of(api, dora)] == [
+        (5999, "SUCCEEDED")
+    ]
 
 
 async def test_a_purchase_is_charged_its_quantity_times_the_credit_price(api: Api) -> None:

@@ -194,6 +194,25 @@ async def test_a_message_that_is_no_protocol_message_is_a_protocol_error_not_a_t
     assert tracebacks(caplog) == []
 
 
+async def test_an_operation_id_of_128_characters_is_answered_under_it(
+    live: LiveServer, protocol: str
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+    ident = "i" * 128
+    starts = "subscribe" if protocol == "graphql-transport-ws" else "start"
+    async with connect(live.url, subprotocols=[Subprotocol(protocol)]) as ws:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {ada.token}"}}
+        await ws.send(json.dumps(init))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"type": starts, "id": ident, "payload": {"query": "{ now }"}}))
+        answer = json.loads(await ws.recv())
+        while answer["type"] == "ka":  # graphql-ws's keep-alive
+            answer = json.loads(await ws.recv())
+
+    assert answer["id"] == ident
+    assert answer["payload"]["data"]["now"]
+
+
 async def test_queries_and_mutations_run_over_both_protocols(
     live: LiveServer, protocol: str
 ) -> None:

@@ -25,7 +25,7 @@ from inmail.domain.errors import ErrorCode, Reason
 from inmail.processes import free_port
 from inmail.repositories.intents import IntentStatus
 from inmail.repositories.records import ChargeRepository, Refusal, refusal_to_doc
-from inmail.services.charges import reconcile_charges
+from inmail.services.charges import Reconciled, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
 from inmail.settings import Settings
@@ -588,13 +588,15 @@ async def test_a_cancellation_during_a_plan_changes_charge_stands_and_the_charge
     assert problems(await load_snapshot(api.container.mongo.db), START) == []
 
 
+@pytest.mark.parametrize("reconciled", ["after", "while-charging"])
 async def test_an_orphaned_plan_change_does_not_undo_the_members_later_change(
-    raced: RacedApi,
+    raced: RacedApi, reconciled: str
 ) -> None:
     """The process that charged the change dies before applying it. Another change asked for
     at once is refused before any charge (the first may still be under way: a retry under its
     key finishes it); once reconciliation's time has come, the member changes to another plan,
-    reconciliation finds the charge and refunds it, and the later plan stands."""
+    reconciliation finds the charge and refunds it, and the later plan stands: whether
+    reconciliation runs after the later change or while it is being charged."""
     api = raced.api
     kit = await api.create_member("Kit Changer", "PREMIUM_CAREER")
 
@@ -607,15 +609,22 @@ async def test_an_orphaned_plan_change_does_not_undo_the_members_later_change(
     at_once = await change_plan(api, kit, "SALES_NAVIGATOR", key="kit-2")
     assert codes(at_once) == ["INVALID_INPUT"]
     api.advance(hours=1)  # past the age at which reconciliation takes an intent
+    reports: list[Reconciled] = []
+
+    async def reconcile() -> None:
+        container = api.container
+        reports.append(
+            await reconcile_charges(
+                container.deps, api.clock.now(), batch_size=BATCH, fulfilments=FULFILMENTS
+            )
+        )
+
+    raced.gateway.meanwhile = reconcile if reconciled == "while-charging" else None
     later = await change_plan(api, kit, "SALES_NAVIGATOR", key="kit-3")
     assert codes(later) == []
-    container = api.container
-    report = await reconcile_charges(
-        container.deps,
-        api.clock.now(),
-        batch_size=BATCH,
-        fulfilments=FULFILMENTS,
-    )
+    if reconciled == "after":
+        await reconcile()
+    [report] = reports
     retried = await change_plan(api, kit, "PREMIUM_BUSINESS", key="kit-1")
 
     assert report.refunded == 1

@@ -184,6 +184,17 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
         }
         return await self._c.find_one(under_way, {"_id": 1}, session=self._session) is not None
 
+    async def change_asked_after(self, intent: PaymentIntent) -> bool:
+        """Whether the member asked for a change of plan after `intent` was recorded that is
+        still being charged or applied, or was applied."""
+        later = {
+            "memberId": intent.member_id,
+            "kind": IntentKind.PLAN_CHANGE,
+            "status": {"$in": [IntentStatus.PENDING, IntentStatus.CHARGED, IntentStatus.COMPLETED]},
+            "createdAt": {"$gt": intent.created_at},
+        }
+        return await self._c.find_one(later, {"_id": 1}, session=self._session) is not None
+
     async def credits_on_order(self, member_id: str) -> int:
         """The credits the member's open purchases may still grant: recorded or charged,
         neither granted nor refunded yet."""

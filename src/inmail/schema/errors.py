@@ -82,7 +82,8 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
     Reason.CHANGED_MEANWHILE: lambda _: (
         "Your plan changed, or another change of it is under way, since this change was asked "
         "for: it was not applied, and nothing was charged for it. Read your plan, then ask "
-        "again if you still want this change."
+        "again if you still want this change (a change still under way holds up another for "
+        "two minutes at most)."
     ),
     Reason.RECIPIENT_OR_CONVERSATION: lambda _: (
         "Give either recipientId or conversationId, not both."

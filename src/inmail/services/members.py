@@ -325,6 +325,10 @@ async def apply_paid_change(
         # The member changed plan or cancelled after asking (say, while a process that died
         # held this change, charged, for reconciliation): the charge must not undo that.
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.SUBSCRIPTION_CHANGED, "plan")
+    if await tx.intents.change_asked_after(intent):
+        # A change asked for since, not yet applied: a change left by a process that died, and
+        # completed by reconciliation, must not be applied over the member's newer request.
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.SUBSCRIPTION_CHANGED, "plan")
     if _already_on(member, intent.plan, None):
         # Another change to this plan was applied since: this charge buys nothing, so it is
         # refunded.
