@@ -37,7 +37,13 @@ class Viewer:
     subject: str
     role: Role
     expires_at: float = math.inf
-    """The token's `exp`, in seconds since the epoch: a websocket's authentication ends there."""
+    """The token's `exp`, in seconds since the epoch."""
+
+    @property
+    def usable_until(self) -> float:
+        """When the token is refused: its `exp`, and the clock skew allowed. A websocket's
+        authentication ends there, as an HTTP request's would."""
+        return self.expires_at + LEEWAY_SECONDS
 
     @property
     def is_admin(self) -> bool:
@@ -83,7 +89,7 @@ class TokenService:
 
     def verify(self, token: str) -> Viewer:
         known = self._verified.get(token)
-        if known is not None and time.time() - LEEWAY_SECONDS < known.expires_at:
+        if known is not None and time.time() < known.usable_until:
             self._verified.move_to_end(token)
             return known
         viewer = self._check(token)

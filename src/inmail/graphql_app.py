@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from starlette.websockets import WebSocketDisconnected as StarletteWebSocketDisconnected
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.async_base_view import AsyncWebSocketAdapter
 from strawberry.http.base import BaseRequestProtocol
@@ -545,7 +545,8 @@ def _no_operation_to_run(error: GraphQLError) -> GraphQLError:
 
 
 class _TokenLifetime:
-    """A socket is authenticated until its token's `exp`: then it is closed with 4403.
+    """A socket is authenticated while its token is, as HTTP takes it: until `exp` and the clock
+    skew allowed have passed (Viewer.usable_until). Then it is closed with 4403.
 
     Both protocol handlers mix this in. Nothing is sent for an operation once the token has
     expired, even in the moment between `exp` and the close.
@@ -560,7 +561,7 @@ class _TokenLifetime:
 
     def _expires_at(self) -> float | None:
         viewer = self.context.authenticated_viewer()
-        return None if viewer is None else viewer.expires_at
+        return None if viewer is None else viewer.usable_until
 
     def _has_expired(self) -> bool:
         expires_at = self._expires_at()
@@ -1190,10 +1191,10 @@ class GraphQLApp(GraphQL[Context, None]):
         try:
             viewer = context.viewer()
             refusal = None if viewer is not None else "a token is required"
-        except ApiError:
-            refusal = "invalid token"
+        except ApiError as exc:
+            refusal = exc.message  # which check failed, in the words an HTTP request gets
         if refusal is not None:
-            await self._refuse_socket(context, refusal, 4403, "Forbidden")
+            await self._refuse_socket(context, refusal, 4403, f"Forbidden: {refusal}")
         assert viewer is not None
         # An admin (the operators' own tools, one socket per member watched) is not held to it.
         if not viewer.is_admin and not self.sockets.take(context.request, viewer.subject):
@@ -1213,17 +1214,20 @@ class GraphQLApp(GraphQL[Context, None]):
         websocket = context.request
         assert isinstance(websocket, WebSocket)
         legacy = await self.pick_websocket_subprotocol(websocket) == GRAPHQL_WS_PROTOCOL
-        if not legacy and code == 4403:
-            raise ConnectionRejectionError({"message": message})  # Strawberry closes with 4403
         # graphql-ws has connection_error (Strawberry would close it with 1011);
-        # graphql-transport-ws has only the close.
+        # graphql-transport-ws has only the close, whose reason says why (at most 123 bytes).
         with contextlib.suppress(Exception):
             if legacy:
                 await websocket.send_json(
                     {"type": "connection_error", "payload": {"message": message}}
                 )
-            await websocket.close(code=code, reason=reason)
+            await websocket.close(code=code, reason=_close_reason(reason))
         raise WebSocketDisconnected
+
+
+def _close_reason(reason: str) -> str:
+    """`reason` cut to what a websocket close frame holds (123 bytes of UTF-8)."""
+    return reason.encode(errors="replace")[:123].decode(errors="ignore")
 
 
 # What a browser page on an allowed origin may send and read (bearer tokens, never cookies).

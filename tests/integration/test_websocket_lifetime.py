@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from inmail import auth
 from inmail.auth import Role
 from inmail.graphql_app import (
     WS_BYTES_BURST,
@@ -38,6 +39,7 @@ from wsclient import (
     WAIT,
     GraphQLSocket,
     OperationError,
+    init_payload,
     refusal_close_code,
 )
 
@@ -62,11 +64,16 @@ async def messages_until_closed(ws: Any) -> list[dict[str, Any]]:
 
 
 async def test_a_socket_is_closed_with_4403_when_its_token_expires_and_runs_nothing_after(
-    live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
+    live: LiveServer,
+    protocol: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Expired as HTTP takes it: past `exp` and the clock skew allowed (here 1 s)."""
+    monkeypatch.setattr(auth, "LEEWAY_SECONDS", 1.0)
     ada = await live.api.create_member("Ada Lovelace")
     short_lived = live.api.container.tokens.mint(ada.id, Role.MEMBER, timedelta(seconds=3))
-    expires_at = live.api.container.tokens.verify(short_lived).expires_at
+    expires_at = live.api.container.tokens.verify(short_lived).expires_at + 1.0
 
     async with GraphQLSocket.open(live.url, short_lived, protocol) as ws:
         subscription = await ws.subscribe(BALANCE_CHANGED, {"m": ada.id})
@@ -84,6 +91,48 @@ async def test_a_socket_is_closed_with_4403_when_its_token_expires_and_runs_noth
     assert [m for m in after if m.get("id") in (late_query, subscription)] == []
     assert bought["errors"] == [], "the balance changed after the token expired"
     assert tracebacks(caplog) == []
+
+
+async def test_a_token_past_exp_but_within_the_clock_skew_allowed_is_taken_as_over_http(
+    live: LiveServer, protocol: str
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+    late = live.api.container.tokens.mint(ada.id, Role.MEMBER, timedelta(seconds=-5))
+    over_http = await live.api.client.post(
+        "/graphql", json={"query": "{ viewer { id } }"}, headers={"Authorization": f"Bearer {late}"}
+    )
+    assert over_http.json()["data"]["viewer"] == {"id": ada.id}
+
+    async with GraphQLSocket.open(live.url, late, protocol) as ws:
+        answer = await ws.result(await ws.subscribe("{ viewer { id } }"))
+
+    assert answer["data"] == {"viewer": {"id": ada.id}}
+
+
+@pytest.mark.parametrize(
+    ("token", "words"),
+    [("expired", "expired"), ("garbage", "Invalid"), ("none", "a token is required")],
+)
+async def test_a_refused_connection_says_which_check_failed(
+    live: LiveServer, protocol: str, token: str, words: str
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+    bad = {
+        "expired": live.api.container.tokens.mint(ada.id, Role.MEMBER, timedelta(minutes=-5)),
+        "garbage": "not-a-jwt",
+        "none": None,
+    }[token]
+    async with connect(live.url, subprotocols=[Subprotocol(protocol)]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": init_payload(bad)}))
+        received = await messages_until_closed(ws)
+
+    assert ws.close_code == 4403
+    assert ws.close_reason is not None
+    assert ws.close_reason.startswith("Forbidden: ")
+    assert words in ws.close_reason
+    if protocol == "graphql-ws":  # its connection_error says it too
+        [error] = [m for m in received if m["type"] == "connection_error"]
+        assert words in error["payload"]["message"]
 
 
 async def test_a_socket_that_never_sends_connection_init_is_closed_with_4408(
