@@ -375,7 +375,7 @@ class Settings:
         "INMAIL_SCHEDULER_INTERVAL",
         "60",
         "longest between two scheduler passes; on the system clock a pass also comes when a "
-        "job falls due (a reminder, a renewal), at most one a second",
+        "job known at the end of the last falls due (a reminder, a renewal), at most one a second",
     )
     scheduler_batch: int = _int_setting(
         "INMAIL_SCHEDULER_BATCH", "500", "members per batch in a scheduler pass", 1, 10_000
