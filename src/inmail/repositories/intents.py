@@ -44,6 +44,7 @@ class IntentStatus:
 
 
 OPEN_STATUSES: Final = (IntentStatus.PENDING, IntentStatus.CHARGED, IntentStatus.REFUNDING)
+UNDER_WAY: Final = (IntentStatus.PENDING, IntentStatus.CHARGED)  # may still be charged or applied
 """An intent in one of these may hold money that has not yet bought anything nor been returned."""
 
 
@@ -173,27 +174,18 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
         )
         return doc["createdAt"] if doc else None
 
-    async def change_under_way(self, member_id: str, since: datetime) -> bool:
-        """Whether a change of the member's plan recorded after `since` may still be charged
-        or applied (recorded or charged, neither applied nor refunded yet)."""
-        under_way = {
+    async def plan_change_since(
+        self, member_id: str, after: datetime, statuses: Sequence[str]
+    ) -> bool:
+        """Whether a change of the member's plan recorded after `after` is in one of `statuses`
+        (UNDER_WAY: it may still be charged or applied)."""
+        since = {
             "memberId": member_id,
             "kind": IntentKind.PLAN_CHANGE,
-            "status": {"$in": [IntentStatus.PENDING, IntentStatus.CHARGED]},
-            "createdAt": {"$gt": since},
+            "status": {"$in": list(statuses)},
+            "createdAt": {"$gt": after},
         }
-        return await self._c.find_one(under_way, {"_id": 1}, session=self._session) is not None
-
-    async def change_asked_after(self, intent: PaymentIntent) -> bool:
-        """Whether the member asked for a change of plan after `intent` was recorded that is
-        still being charged or applied, or was applied."""
-        later = {
-            "memberId": intent.member_id,
-            "kind": IntentKind.PLAN_CHANGE,
-            "status": {"$in": [IntentStatus.PENDING, IntentStatus.CHARGED, IntentStatus.COMPLETED]},
-            "createdAt": {"$gt": intent.created_at},
-        }
-        return await self._c.find_one(later, {"_id": 1}, session=self._session) is not None
+        return await self._c.find_one(since, {"_id": 1}, session=self._session) is not None
 
     async def credits_on_order(self, member_id: str) -> int:
         """The credits the member's open purchases may still grant: recorded or charged,
@@ -201,7 +193,7 @@ class PaymentIntentReader(RecordReader[PaymentIntent]):
         on_order = {
             "memberId": member_id,
             "kind": IntentKind.PURCHASE,
-            "status": {"$in": [IntentStatus.PENDING, IntentStatus.CHARGED]},
+            "status": {"$in": list(UNDER_WAY)},
         }
         cursor = self._c.find(on_order, {"quantity": 1}, session=self._session)
         quantities = [int(doc.get("quantity") or 0) async for doc in cursor]

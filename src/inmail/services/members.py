@@ -18,7 +18,7 @@ from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanTable, PlanType, validate_legacy_allotment
 from inmail.domain.text import shows_something, without_controls
-from inmail.repositories.intents import IntentKind, PaymentIntent
+from inmail.repositories.intents import UNDER_WAY, IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.mongo import new_id
 from inmail.repositories.records import KeyedOutcome
 from inmail.services import charges
@@ -295,7 +295,9 @@ async def _nothing_changed_meanwhile(tx: Transaction, intent: PaymentIntent) -> 
     reconciliation's (its process died): it holds up no new change."""
     member = await _require_member(tx, intent.member_id)
     since = intent.created_at - charges.RECONCILE_AFTER
-    if intent.terms != member.terms or await tx.intents.change_under_way(member.id, since):
+    if intent.terms != member.terms or await tx.intents.plan_change_since(
+        member.id, since, UNDER_WAY
+    ):
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.CHANGED_MEANWHILE, "plan")
 
 
@@ -325,7 +327,9 @@ async def apply_paid_change(
         # The member changed plan or cancelled after asking (say, while a process that died
         # held this change, charged, for reconciliation): the charge must not undo that.
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.SUBSCRIPTION_CHANGED, "plan")
-    if await tx.intents.change_asked_after(intent):
+    if await tx.intents.plan_change_since(
+        intent.member_id, intent.created_at, (*UNDER_WAY, IntentStatus.COMPLETED)
+    ):
         # A change asked for since, not yet applied: a change left by a process that died, and
         # completed by reconciliation, must not be applied over the member's newer request.
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.SUBSCRIPTION_CHANGED, "plan")
