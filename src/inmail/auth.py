@@ -41,8 +41,8 @@ class Viewer:
 
     @property
     def usable_until(self) -> float:
-        """When the token is refused: its `exp`, and the clock skew allowed. A websocket's
-        authentication ends there, as an HTTP request's would."""
+        """When an HTTP request's token is refused: its `exp`, and the clock skew allowed (a
+        websocket's authentication ends at `exp` itself)."""
         return self.expires_at + LEEWAY_SECONDS
 
     @property

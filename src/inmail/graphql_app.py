@@ -545,8 +545,9 @@ def _no_operation_to_run(error: GraphQLError) -> GraphQLError:
 
 
 class _TokenLifetime:
-    """A socket is authenticated while its token is, as HTTP takes it: until `exp` and the clock
-    skew allowed have passed (Viewer.usable_until). Then it is closed with 4403.
+    """A socket is authenticated until its token's `exp` (SPEC 8; HTTP's clock skew is not
+    added): then it is closed with 4403, and a token already past `exp` is refused at
+    connection_init.
 
     Both protocol handlers mix this in. Nothing is sent for an operation once the token has
     expired, even in the moment between `exp` and the close.
@@ -561,7 +562,7 @@ class _TokenLifetime:
 
     def _expires_at(self) -> float | None:
         viewer = self.context.authenticated_viewer()
-        return None if viewer is None else viewer.usable_until
+        return None if viewer is None else viewer.expires_at
 
     def _has_expired(self) -> bool:
         expires_at = self._expires_at()

@@ -22,7 +22,6 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from inmail import auth
 from inmail.auth import Role
 from inmail.graphql_app import (
     WS_BYTES_BURST,
@@ -64,16 +63,12 @@ async def messages_until_closed(ws: Any) -> list[dict[str, Any]]:
 
 
 async def test_a_socket_is_closed_with_4403_when_its_token_expires_and_runs_nothing_after(
-    live: LiveServer,
-    protocol: str,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    live: LiveServer, protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Expired as HTTP takes it: past `exp` and the clock skew allowed (here 1 s)."""
-    monkeypatch.setattr(auth, "LEEWAY_SECONDS", 1.0)
+    """At `exp` itself (SPEC 8), not `exp` and the clock skew an HTTP request is allowed."""
     ada = await live.api.create_member("Ada Lovelace")
     short_lived = live.api.container.tokens.mint(ada.id, Role.MEMBER, timedelta(seconds=3))
-    expires_at = live.api.container.tokens.verify(short_lived).expires_at + 1.0
+    expires_at = live.api.container.tokens.verify(short_lived).expires_at
 
     async with GraphQLSocket.open(live.url, short_lived, protocol) as ws:
         subscription = await ws.subscribe(BALANCE_CHANGED, {"m": ada.id})
@@ -93,7 +88,7 @@ async def test_a_socket_is_closed_with_4403_when_its_token_expires_and_runs_noth
     assert tracebacks(caplog) == []
 
 
-async def test_a_token_past_exp_but_within_the_clock_skew_allowed_is_taken_as_over_http(
+async def test_a_token_http_takes_within_the_clock_skew_is_refused_on_a_socket_past_its_exp(
     live: LiveServer, protocol: str
 ) -> None:
     ada = await live.api.create_member("Ada Lovelace")
@@ -103,10 +98,13 @@ async def test_a_token_past_exp_but_within_the_clock_skew_allowed_is_taken_as_ov
     )
     assert over_http.json()["data"]["viewer"] == {"id": ada.id}
 
-    async with GraphQLSocket.open(live.url, late, protocol) as ws:
-        answer = await ws.result(await ws.subscribe("{ viewer { id } }"))
+    async with connect(live.url, subprotocols=[Subprotocol(protocol)]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": init_payload(late)}))
+        received = await messages_until_closed(ws)
 
-    assert answer["data"] == {"viewer": {"id": ada.id}}
+    assert ws.close_code == 4403
+    assert ws.close_reason == "Forbidden: Invalid credentials: the token has expired."
+    assert [m for m in received if m["type"] == "connection_ack"] == []
 
 
 @pytest.mark.parametrize(

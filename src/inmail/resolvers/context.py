@@ -80,16 +80,15 @@ class Credentials:
     def viewer(self) -> Viewer | None:
         """The caller, or None when no credentials were sent; bad credentials are an error.
 
-        On a websocket the token's `exp` ends the connection's authentication, with the clock
-        skew an HTTP request is allowed (auth.LEEWAY_SECONDS): what one transport takes, the
-        other does.
+        On a websocket the token's `exp` ends the connection's authentication (SPEC 8: no
+        operation runs on it after), without the clock skew an HTTP request is allowed.
         """
         if not self.resolved:
             raise RuntimeError("the request's credentials were not checked (authenticate)")
         if self.refusal is not None:
             raise unauthenticated(self.refusal)
         viewer = self.checked
-        if viewer is not None and self.websocket and time.time() >= viewer.usable_until:
+        if viewer is not None and self.websocket and time.time() >= viewer.expires_at:
             raise unauthenticated("Invalid credentials: the token has expired.")
         if viewer is not None and viewer.member_id is not None:
             self.asked_for_member = True
