@@ -521,6 +521,35 @@ async def test_an_orphan_is_left_to_its_request_for_two_minutes_and_settled_with
     assert settled.status == IntentStatus.COMPLETED
 
 
+async def test_reconciliation_stops_where_its_pass_is_told_to_and_the_next_goes_on(
+    api: Api,
+) -> None:
+    members = [await api.create_member(f"Member {i}", "PREMIUM_BUSINESS") for i in range(3)]
+    intents = [await orphan_charge(api, member, 2) for member in members]
+    deps = api.container.deps
+    api.advance(minutes=10)
+    later = api.clock.now()
+    asked = 0
+
+    async def one_more() -> bool:  # a scheduler that loses its lease after the first intent
+        nonlocal asked
+        asked += 1
+        return asked == 1
+
+    stopped = await reconcile_charges(
+        deps, later, batch_size=BATCH, fulfilments=FULFILMENTS, go_on=one_more
+    )
+    left = [await deps.reads.intents.get(i.id) for i in intents]
+    rest = await reconcile_charges(deps, later, batch_size=BATCH, fulfilments=FULFILMENTS)
+
+    assert (stopped.completed, asked) == (1, 2)
+    assert sorted(str(i.status) for i in left if i is not None) == sorted(
+        [IntentStatus.COMPLETED, IntentStatus.CHARGED, IntentStatus.CHARGED]
+    )
+    assert rest.completed == 2
+    assert [await api.balance(m) for m in members] == [17, 17, 17]
+
+
 async def uncharged_intent(api: Api, member: Person, quantity: int) -> PaymentIntent:
     """A purchase's intent recorded by a request that has not charged it (yet)."""
     request = KeyedRequest.of(member.id, new_key(), IntentKind.PURCHASE, quantity=quantity)

@@ -368,20 +368,27 @@ async def reconcile_charges(
     batch_size: int,
     fulfilments: Mapping[str, Fulfil],
     after: timedelta = RECONCILE_AFTER,
+    go_on: Callable[[], Awaitable[bool]] | None = None,
 ) -> Reconciled:
     """Complete or refund every intent opened `after` ago or earlier and still open, then look
     again at the gateway (`deps.gateway`) for each intent given up whose recheck is due.
-    `fulfilments`: what each kind of intent buys (services/fulfilments.py).
+    `fulfilments`: what each kind of intent buys (services/fulfilments.py). `go_on`, asked
+    before each intent, ends the work there when it answers False (a scheduler stopping or
+    without its lease); what is left waits for the next pass.
 
     Safe on any number of processes at once: the charge is idempotent per intent, and each
     intent leaves CHARGED by one conditional move, to COMPLETED or to REFUNDING, never both.
     """
     report, gateway = Reconciled(failed=[]), deps.gateway
     async for intent in _open_intents(deps.reads.intents, now - after, batch_size):
+        if go_on is not None and not await go_on():
+            return report
         await _settle(
             _reconcile_one(deps, gateway, fulfilments, intent, now, report), intent, report
         )
     async for intent in _rechecks_due(deps.reads.intents, now, batch_size):
+        if go_on is not None and not await go_on():
+            return report
         await _settle(_recheck_one(deps, gateway, intent, now, report), intent, report)
     return report
 

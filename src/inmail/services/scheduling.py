@@ -297,11 +297,11 @@ async def reconcile_due(
     deps: Deps, now: datetime, *, batch_size: int, checkpoint: Checkpoint = _go_on
 ) -> JobReport:
     """Complete or refund each charge that has no purchase or plan change RECONCILE_AFTER on,
-    asking the payment gateway what became of it. `reconcile_charges` goes through its batches
-    to the end: `checkpoint` is not asked.
-    """
+    asking the payment gateway what became of it; `checkpoint` is asked before each intent."""
     report = JobReport("charges")
-    done = await reconcile_charges(deps, now, batch_size=batch_size, fulfilments=FULFILMENTS)
+    done = await reconcile_charges(
+        deps, now, batch_size=batch_size, fulfilments=FULFILMENTS, go_on=checkpoint
+    )
     report.changed = done.completed + done.refunded + done.lapsed
     report.failed.extend(done.failed or [])
     return report
