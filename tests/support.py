@@ -749,7 +749,7 @@ async def orphan_charge(
     member: Person,
     quantity: int,
     *,
-    status: str = IntentStatus.CHARGED,
+    status: IntentStatus = IntentStatus.CHARGED,
     key: str | None = None,
 ) -> PaymentIntent:
     """An intent for `quantity` credits, charged by the gateway, whose grant never ran: what a

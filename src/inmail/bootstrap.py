@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from inmail.auth import KnownMembers, TokenService, development_secret
+from inmail.auth import KnownMembers, TokenService, Viewer, development_secret
 from inmail.clock import Clock, ManualClock, SystemClock
+from inmail.domain.access import ReadRefused
 from inmail.observability import LedgerMetrics
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.records import ChargeRepository
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 from inmail.scheduler import DEFAULT_LEASE_TTL, DEFAULT_STOP_GRACE, Scheduler
-from inmail.services.base import Deps, Limits, NullPublisher, unwritten_changes
+from inmail.services.base import Deps, Limits, NullPublisher, bring_up_to_date, unwritten_changes
 from inmail.services.events import BalancePublisher, FanOut
 from inmail.services.live import Broker, InboxBroker
 from inmail.services.payments import BuiltinGateway, PaymentGateway
 from inmail.services.rate_limits import RateLimits
+from inmail.services.reads import Reader
 from inmail.services.webhooks import WebhookConfig, WebhookWorker
 from inmail.settings import Settings
 
@@ -50,6 +54,29 @@ class Container:
     background: tuple[Background, ...]
     """What the app starts with its lifespan and stops at its end, in that order."""
     known_members: KnownMembers = field(default_factory=KnownMembers)
+
+    def reader(
+        self,
+        viewer: Callable[[], Viewer | None],
+        caller_id: Callable[[], str | None],
+        refuse: Callable[[ReadRefused], Exception],
+    ) -> Reader:
+        """A request's reads, as `viewer` may see them (`refuse` words a refusal for the API)."""
+        deps = self.deps
+        return Reader(
+            viewer,
+            deps.reads,
+            clock=deps.now,
+            plans=deps.plans,
+            max_page_size=self.settings.max_page_size,
+            refuse=refuse,
+            caller_id=caller_id,
+            bring_up_to_date=functools.partial(bring_up_to_date, deps),
+        )
+
+    def deadline(self) -> AbstractContextManager[None]:
+        """Bounds the database work of what runs inside it by INMAIL_DATABASE_TIMEOUT."""
+        return self.deps.uow.deadline()
 
 
 def make_clock(settings: Settings) -> Clock:

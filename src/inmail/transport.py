@@ -78,6 +78,14 @@ class ServerConfig(Config):
         super().__init__(app, http=LimitedHttpToolsProtocol, ws=ReaderBoundWebSocket, **options)
 
 
+def limits_of(config: Config) -> ServerConfig:
+    """The limits a connection enforces, from the configuration uvicorn hands its protocol:
+    always a ServerConfig, which names them (the defaults are the settings')."""
+    if not isinstance(config, ServerConfig):
+        raise TypeError("the service's protocols run under ServerConfig")
+    return config
+
+
 def refused_connections_log() -> Occasional:
     """The line a refused connection logs: a flood of them says so every few seconds."""
     return Occasional(log, logging.WARNING, "connection refused: %d connections open")
@@ -277,13 +285,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.max_header_bytes: int = getattr(config, "max_header_bytes", 64 * 1024)
-        self.header_timeout: float = getattr(config, "header_timeout", 10.0)
-        self.body_timeout: float = getattr(config, "body_timeout", 30.0)
-        self.max_connections: int | None = getattr(config, "max_connections", None)
-        self._refusals: Occasional = (
-            getattr(config, "refused_connections", None) or refused_connections_log()
-        )
+        limits = limits_of(config)
+        self.max_header_bytes = limits.max_header_bytes
+        self.header_timeout = limits.header_timeout
+        self.body_timeout = limits.body_timeout
+        self.max_connections = limits.max_connections
+        self._refusals = limits.refused_connections
         self._reading_head = False
         self._reading_body = False
         self._head_bytes = 0  # the current head's (or trailers') URL and headers, as handed over
@@ -300,7 +307,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop, self.body_timeout))
-        if self.max_connections is not None and len(self.connections) > self.max_connections:
+        if len(self.connections) > self.max_connections:
             self._refusals.happened(len(self.connections) - 1)
             self._refuse(
                 _answer(
@@ -606,7 +613,7 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.conn.__class__ = JsonRefusals  # uvicorn's handshake as it set it up, JSON refusals
-        self.body_timeout: float = getattr(config, "body_timeout", 30.0)
+        self.body_timeout = limits_of(config).body_timeout
         self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
 
     def pause_writing(self) -> None:

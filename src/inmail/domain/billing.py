@@ -11,7 +11,6 @@ import calendar
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeGuard
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason, whole_number_within
 from inmail.domain.text import shows_something, without_controls, without_direction_controls
@@ -75,11 +74,6 @@ class PaymentMethod:
         # A card is good through the last instant of its expiry month.
         first_invalid_instant = datetime(*_next_month(self.exp_year, self.exp_month), 1, tzinfo=UTC)
         return now >= first_invalid_instant
-
-
-def chargeable(card: PaymentMethod | None, now: datetime) -> TypeGuard[PaymentMethod]:
-    """A card on file that has not expired: what a paid request needs."""
-    return card is not None and not card.is_expired(now)
 
 
 def validate_payment_method(brand: str, last4: str, exp_month: int, exp_year: int) -> PaymentMethod:

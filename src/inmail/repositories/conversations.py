@@ -17,7 +17,14 @@ from inmail.domain.conversations import (
 from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.message_docs import message_fields, message_from_doc
-from inmail.repositories.mongo import REMINDER_PENDING, Doc, Mongo, Session, TransactionSession
+from inmail.repositories.mongo import (
+    AWAITING,
+    REMINDER_PENDING,
+    Doc,
+    Mongo,
+    Session,
+    TransactionSession,
+)
 from inmail.repositories.pages import Page, after_key
 from inmail.repositories.records import SENT_UNDER, IdempotencyRecord, sent_under_to_doc
 
@@ -80,11 +87,8 @@ def stored_at(c: Conversation) -> Doc:
 def awaiting_from(sender_id: str | None, recipient_ids: Sequence[str]) -> Doc:
     """The sender's InMails to any of these recipients that await a response (None: a join on
     the sender names it). At most one per pair: the `one_awaiting_per_pair` index, whose
-    partial filter this query repeats so that it can use it."""
-    query: Doc = {
-        "recipientId": {"$in": list(recipient_ids)},
-        "state": ConversationState.AWAITING_RESPONSE.value,
-    }
+    partial filter (`AWAITING`) this query holds so that it can use it."""
+    query: Doc = {"recipientId": {"$in": list(recipient_ids)}, **AWAITING}
     if sender_id is not None:
         query["senderId"] = sender_id
     return query

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Final
 
 from inmail.domain.money import Money
@@ -33,14 +34,14 @@ from inmail.repositories.records import IntentKind as IntentKind  # where it is 
 from inmail.repositories.records import KeyedOutcome, Refusal, refusal_from_doc, refusal_to_doc
 
 
-class IntentStatus:
-    PENDING: Final = "PENDING"
-    CHARGED: Final = "CHARGED"
-    COMPLETED: Final = "COMPLETED"
-    DECLINED: Final = "DECLINED"
-    ABANDONED: Final = "ABANDONED"
-    REFUNDING: Final = "REFUNDING"
-    REFUNDED: Final = "REFUNDED"
+class IntentStatus(StrEnum):
+    PENDING = "PENDING"
+    CHARGED = "CHARGED"
+    COMPLETED = "COMPLETED"
+    DECLINED = "DECLINED"
+    ABANDONED = "ABANDONED"
+    REFUNDING = "REFUNDING"
+    REFUNDED = "REFUNDED"
 
 
 OPEN_STATUSES: Final = (IntentStatus.PENDING, IntentStatus.CHARGED, IntentStatus.REFUNDING)
@@ -53,11 +54,11 @@ class PaymentIntent:
     id: str
     member_id: str
     key: str
-    kind: str
+    kind: IntentKind
     request_hash: str
     amount: Money
     created_at: datetime
-    status: str = IntentStatus.PENDING
+    status: IntentStatus = IntentStatus.PENDING
     quantity: int | None = None  # a purchase's credits
     plan: PlanType | None = None  # a plan change's new plan
     charge_id: str | None = None
@@ -99,11 +100,11 @@ def intent_from_doc(doc: Doc) -> PaymentIntent:
         id=doc["_id"],
         member_id=doc["memberId"],
         key=doc["key"],
-        kind=doc["kind"],
+        kind=IntentKind(doc["kind"]),
         request_hash=doc["requestHash"],
         amount=Money.from_doc(doc["amount"]),
         created_at=doc["createdAt"],
-        status=doc["status"],
+        status=IntentStatus(doc["status"]),
         quantity=doc.get("quantity"),
         plan=PlanType(doc["plan"]) if doc.get("plan") else None,
         charge_id=doc.get("chargeId"),

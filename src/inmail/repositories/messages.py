@@ -199,6 +199,8 @@ class MessageReader:
         thread = list_name(self._c, conversation.id)
         if after is not None:
             sent_at, message_id = decode_cursor(after, OLDEST_FIRST, thread)
+            assert isinstance(sent_at, datetime), "OLDEST_FIRST's first field is a time"
+            assert isinstance(message_id, str), "and its second an id"
             if _position_of(opening) <= _position(sent_at, message_id):
                 return Page(page.items, page.has_next, count, _it_precedes)
         if first <= 0:

@@ -176,7 +176,9 @@ class Collections:
 OUTBOX_PENDING: Final = "PENDING"
 """The status of a webhook event still to be delivered (repositories/outbox.py): the only one
 the delivery worker's claim index holds."""
-_AWAITING = {"state": ConversationState.AWAITING_RESPONSE.value}
+AWAITING: Final[Mapping[str, object]] = {"state": ConversationState.AWAITING_RESPONSE.value}
+"""An InMail that awaits its response: the partial filter of the `one_awaiting_per_pair` index
+(at most one per sender and recipient, SPEC 4); a query that repeats it can use the index."""
 _DIRECT = {"kind": ConversationKind.DIRECT.value}
 REMINDER_PENDING: Final[Mapping[str, object]] = {
     "state": REMINDER_DUE.state.value,
@@ -249,7 +251,7 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel(
             [("senderId", ASCENDING), ("recipientId", ASCENDING)],
             unique=True,
-            partialFilterExpression=_AWAITING,
+            partialFilterExpression=AWAITING,
             name="one_awaiting_per_pair",
         ),
         # A send's key, kept by the conversation it created (repositories/records.py): a second

@@ -8,7 +8,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from inmail.repositories.mongo import Collection, Doc, Mongo
 
@@ -105,11 +105,16 @@ def encode_cursor(values: Sequence[object], list_name: str) -> str:
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode()
 
 
+CursorValue = datetime | int | str
+"""A sort value a cursor holds, as it is stored."""
+
 MAX_CURSOR_LENGTH: Final = 512
 """The longest cursor decoded: the API's own are under 120 characters."""
 
 
-def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]], list_name: str) -> list[Any]:
+def decode_cursor(
+    cursor: str, sort: Sequence[tuple[str, int]], list_name: str
+) -> list[CursorValue]:
     """The sort values of a cursor this service made for the list `list_name`; BadCursor for
     any other text, a cursor of another list included."""
     if len(cursor) > MAX_CURSOR_LENGTH:
@@ -130,7 +135,7 @@ def decode_cursor(cursor: str, sort: Sequence[tuple[str, int]], list_name: str) 
 _BSON_INT64: Final = range(-(2**63), 2**63)
 
 
-def _cursor_value(value: object, name: str) -> datetime | int | str:
+def _cursor_value(value: object, name: str) -> CursorValue:
     """One value of a cursor, as it is stored; BadCursor for any value this service could not
     have written there (of another type, which would compare in another BSON type bracket and
     give a silently empty or wrong page, or one that BSON cannot hold)."""

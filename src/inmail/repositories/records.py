@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime
+from enum import StrEnum
 from typing import Final
 
 from inmail.domain.errors import DomainError, ErrorCode, ErrorData, Reason
@@ -98,11 +99,11 @@ SEND: Final = "sendInMail"
 """The operation name a send's key is recorded under (a paid request's: its `IntentKind`)."""
 
 
-class IntentKind:
+class IntentKind(StrEnum):
     """The operation names of the requests paid for through a payment intent."""
 
-    PURCHASE: Final = "purchaseInMailCredits"
-    PLAN_CHANGE: Final = "changePlan"
+    PURCHASE = "purchaseInMailCredits"
+    PLAN_CHANGE = "changePlan"
 
 
 _SUBJECT_FIELD: Final = {SEND: "conversationId", IntentKind.PURCHASE: "lotId"}
@@ -303,9 +304,9 @@ class PurchaseRepository(PurchaseReader):
         )
 
 
-class ChargeStatus:
-    SUCCEEDED: Final = "SUCCEEDED"
-    REFUNDED: Final = "REFUNDED"
+class ChargeStatus(StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    REFUNDED = "REFUNDED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +318,7 @@ class ChargeRecord:
     description: str
     card_last4: str
     at: datetime
-    status: str
+    status: ChargeStatus
     refunded_at: datetime | None = None
 
 
@@ -330,7 +331,7 @@ def _charge_from_doc(doc: Doc) -> ChargeRecord:
         description=doc.get("description", ""),
         card_last4=doc["cardLast4"],
         at=doc["at"],
-        status=doc["status"],
+        status=ChargeStatus(doc["status"]),
         refunded_at=doc.get("refundedAt"),
     )
 

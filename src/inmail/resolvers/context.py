@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeVar
 
@@ -19,9 +19,9 @@ from strawberry.types import ExecutionContext, Info
 from strawberry.types.graphql import OperationType
 
 from inmail.auth import AuthError, Viewer
+from inmail.domain.access import ReadRefused
 from inmail.schema.context import GraphContext
 from inmail.schema.errors import ApiError, refused, unauthenticated
-from inmail.services.base import bring_up_to_date
 from inmail.services.reads import Reader
 
 if TYPE_CHECKING:
@@ -56,8 +56,17 @@ class Services(Protocol):
     @property
     def live(self) -> Broker: ...
 
+    def reader(
+        self,
+        viewer: Callable[[], Viewer | None],
+        caller_id: Callable[[], str | None],
+        refuse: Callable[[ReadRefused], Exception],
+    ) -> Reader: ...
+
+    def deadline(self) -> AbstractContextManager[None]: ...
+
     @property
-    def inbox(self) -> InboxBroker | None: ...
+    def inbox(self) -> InboxBroker: ...
 
     @property
     def webhooks(self) -> Deliveries | None: ...
@@ -118,17 +127,9 @@ class Context:
     reads: Reader = field(init=False)
 
     def __post_init__(self) -> None:
-        deps = self.container.deps
         self.credentials = Credentials(websocket=isinstance(self.request, WebSocket))
-        self.reads = Reader(
-            self.credentials.viewer,
-            deps.reads,
-            clock=deps.now,
-            plans=deps.plans,
-            max_page_size=self.container.settings.max_page_size,
-            refuse=refused,
-            caller_id=self.credentials.member_id,
-            bring_up_to_date=functools.partial(bring_up_to_date, deps),
+        self.reads = self.container.reader(
+            self.credentials.viewer, self.credentials.member_id, refused
         )
 
     @property
@@ -269,7 +270,7 @@ class DatabaseDeadline(SchemaExtension):
         ):
             yield
             return
-        with context.deps.uow.deadline():
+        with context.container.deadline():
             yield
 
 

@@ -173,7 +173,6 @@ class ProductionMutation:
             member_id=None if input.member_id is None else str(input.member_id),
             idempotency_key=input.idempotency_key,
         )
-        c.reads.clear()
         return ChangePlanPayload(member=Member.from_domain(member))
 
     @strawberry.mutation
@@ -181,7 +180,6 @@ class ProductionMutation:
     async def cancel_subscription(self, info: ResolverInfo) -> CancelSubscriptionPayload:
         c = ctx(info)
         member = await member_service.cancel_subscription(c.deps, c.require_member())
-        c.reads.clear()
         return CancelSubscriptionPayload(member=Member.from_domain(member))
 
     @strawberry.mutation(

@@ -80,13 +80,7 @@ class Query:
             str(recipient_id),
             reads=c.reads,
         )
-        return ComposeInfo(
-            can_send=result.can_send,
-            reason=result.reason,
-            credits_left=result.credits_left,
-            recipient_is_connection=result.recipient_is_connection,
-            retry_after_seconds=result.retry_after_seconds,
-        )
+        return ComposeInfo.from_domain(result)
 
     @strawberry.field
     def plans(self, info: ResolverInfo) -> list[Plan]:

@@ -12,7 +12,7 @@ from graphql import GraphQLError
 from inmail.resolvers.context import Context, ResolverInfo, ctx
 from inmail.schema.types import BalanceUpdate, ConversationEvent, Notification
 from inmail.services import events
-from inmail.services.live import InboxBroker, InboxSubscriber
+from inmail.services.live import InboxSubscriber
 
 Item = TypeVar("Item")
 Shown = TypeVar("Shown")
@@ -74,13 +74,6 @@ class Subscription:
         return _conversation_events(c, member)
 
 
-def _inbox(c: Context) -> InboxBroker:
-    inbox = c.container.inbox
-    if inbox is None:  # pragma: no cover - every container has one
-        raise GraphQLError("Live notifications are not available.")
-    return inbox
-
-
 def _overflowed() -> GraphQLError:
     return GraphQLError(
         "The subscription fell too far behind and was closed: read the list and subscribe again."
@@ -89,14 +82,14 @@ def _overflowed() -> GraphQLError:
 
 def _notifications(c: Context, member_id: str) -> AsyncIterator[Notification]:
     return _inbox_items(
-        c, lambda: _inbox(c).notifications.subscribe(member_id), Notification.from_domain
+        c, lambda: c.container.inbox.notifications.subscribe(member_id), Notification.from_domain
     )
 
 
 def _conversation_events(c: Context, member_id: str) -> AsyncIterator[ConversationEvent]:
     return _inbox_items(
         c,
-        lambda: _inbox(c).conversations.subscribe(member_id),
+        lambda: c.container.inbox.conversations.subscribe(member_id),
         lambda event: ConversationEvent.for_member(event, member_id),
     )
 

@@ -11,7 +11,7 @@ from typing import Generic, Self, TypeVar
 import strawberry
 from strawberry.types.nodes import SelectedField, Selection
 
-from inmail.domain import access, billing, credits, model, notifications, plans
+from inmail.domain import access, billing, credits, model, notifications, plans, rules
 from inmail.domain import money as money_domain
 from inmail.domain.access import DEFAULT_PAGE_SIZE, NodeView
 from inmail.domain.conversations import ConversationFilter
@@ -494,6 +494,10 @@ class ComposeInfo:
         description="With reason RATE_LIMITED: the seconds until sendInMail would take this "
         "InMail, the `retryAfterSeconds` a send now would be refused with; null otherwise.",
     )
+
+    @classmethod
+    def from_domain(cls, window: rules.ComposeInfo) -> ComposeInfo:
+        return _mapped(cls, window)
 
 
 @strawberry.type

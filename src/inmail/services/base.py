@@ -12,11 +12,10 @@ from inmail.domain.model import LedgerEntry, Member, RecentSends, Subscription
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanTable, PlanType
 from inmail.domain.wallet import Wallet
-from inmail.repositories.mongo import new_id
 from inmail.services.events import BalancePublisher
 from inmail.services.payments import PaymentGateway
 from inmail.services.rate_limits import RateLimits
-from inmail.services.unit_of_work import Reads, Transaction, UnitOfWork
+from inmail.services.unit_of_work import Reads, Transaction, UnitOfWork, new_id
 
 
 @dataclass(frozen=True, slots=True)

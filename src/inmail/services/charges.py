@@ -26,24 +26,25 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Concatenate, Final, ParamSpec, Protocol, TypeVar
 
-from inmail.domain.billing import PaymentMethod, chargeable
+from inmail.domain.billing import PaymentMethod
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Purchase, PurchaseStatus
 from inmail.domain.money import Money
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanType
+from inmail.domain.rules import card_refusal
 from inmail.repositories.intents import (
+    IntentKind,
     IntentStatus,
     PaymentIntent,
     PaymentIntentReader,
     PaymentIntentRepository,
 )
-from inmail.repositories.mongo import DatabaseUnavailable, new_id
 from inmail.repositories.records import KeyedOutcome, Refusal
 from inmail.services.base import Deps
 from inmail.services.idempotency import KeyedRequest, reused_key, take_key
 from inmail.services.payments import Charge, ChargeRequest, PaymentDeclined, PaymentGateway
-from inmail.services.unit_of_work import Transaction
+from inmail.services.unit_of_work import DatabaseUnavailable, Transaction, new_id
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def new_intent(
         id=new_id(),
         member_id=request.member_id,
         key=request.key,
-        kind=request.operation,
+        kind=IntentKind(request.operation),
         request_hash=request.fingerprint,
         amount=amount,
         created_at=now,
@@ -210,12 +211,13 @@ async def _card_to_charge(deps: Deps, intent: PaymentIntent, now: datetime) -> P
     member = await deps.reads.members.get(intent.member_id)
     assert member is not None, "members are never deleted"
     card = member.payment_method
-    if not chargeable(card, now):
+    refusal = card_refusal(card, now, required=True)
+    if refusal is not None:
         # Checked before the intent was opened; the card changed since. Nothing was taken: the
         # intent ends as a decline does (a retry under its key answers the same; a new key,
         # after the card is updated, buys), and holds no room under the cap meanwhile.
-        expired = DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.CARD_EXPIRED)
-        raise await _decline(deps, intent, expired, now)
+        raise await _decline(deps, intent, refusal, now)
+    assert card is not None, "a missing card is refused"
     return card
 
 
@@ -266,7 +268,7 @@ async def _current(deps: Deps, intent_id: str) -> PaymentIntent:
     return intent
 
 
-def _with(intent: PaymentIntent, status: str, charge_id: str) -> PaymentIntent:
+def _with(intent: PaymentIntent, status: IntentStatus, charge_id: str) -> PaymentIntent:
     return replace(intent, status=status, charge_id=charge_id)
 
 

@@ -23,8 +23,15 @@ from inmail.domain.credits import CreditSource, LedgerKind, credit_back_grant_ke
 from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
-from inmail.domain.rules import inmail_refusal
-from inmail.repositories.mongo import new_id
+from inmail.domain.rules import (
+    ComposeInfo,
+    already_responded,
+    earns_credit_back,
+    inmail_refusal,
+    message_refusal,
+    reply_refusal,
+    response_refusal,
+)
 from inmail.repositories.records import SEND
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay
@@ -35,7 +42,7 @@ from inmail.services.rate_limits import (
     count_send,
     retry_after,
 )
-from inmail.services.unit_of_work import Conflict, Reads, Transaction
+from inmail.services.unit_of_work import Conflict, Reads, Transaction, new_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,15 +55,6 @@ class SendResult:
 class RespondResult:
     conversation: Conversation
     credited_back: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ComposeInfo:
-    can_send: bool
-    reason: ErrorCode | None
-    credits_left: int
-    recipient_is_connection: bool
-    retry_after_seconds: int | None = None  # with RATE_LIMITED: when a send would be taken
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +220,7 @@ async def _respond(
         credited_back=credited,
     )
     if recorded is None:
-        raise _already_responded()
+        raise already_responded()
     reply = await _reply(tx, conversation, member_id, note, now)
     entries = await account.save(tx) if account is not None else []
     await tx.notifications.record(
@@ -263,24 +261,14 @@ def _response_notices(
     return notices
 
 
-def _already_responded() -> DomainError:
-    return DomainError(ErrorCode.ALREADY_RESPONDED, Reason.ALREADY_RESPONDED, "conversationId")
-
-
 async def _awaiting_my_response(
     tx: Transaction, member_id: str, conversation_id: str
 ) -> Conversation:
     conversation = await tx.conversations.get(conversation_id)
-    if (
-        conversation is None
-        or not conversation.has_party(member_id)
-        or conversation.kind is not ConversationKind.INMAIL
-    ):
-        raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_INMAIL, "conversationId")
-    if conversation.recipient_id != member_id:
-        raise DomainError(ErrorCode.NOT_RECIPIENT, Reason.NOT_RECIPIENT, "conversationId")
-    if conversation.responded_at is not None:
-        raise _already_responded()
+    refusal = response_refusal(member_id, conversation)
+    if refusal is not None:
+        raise refusal
+    assert conversation is not None
     return conversation
 
 
@@ -289,12 +277,10 @@ async def _credit_back_account(
 ) -> Account | None:
     """The sender's credits, if a response now earns them a credit back."""
     if not within_credit_back_window(conversation.sent_at, now):
-        return None
+        return None  # nothing to read
     account = await Account.load(tx, deps.plans, conversation.sender_id, now)
     sender = None if account is None else account.member
-    if sender is None or sender.subscription is None or not sender.subscription.is_active:
-        return None
-    return account
+    return account if earns_credit_back(conversation, sender, now) else None
 
 
 def _credit_back(account: Account, deps: Deps, conversation: Conversation, now: datetime) -> bool:
@@ -344,10 +330,10 @@ async def _reply_in(
 ) -> tuple[str, Message]:
     await count_send(tx, limits, Action.MESSAGE, member_id, message.sent_at)
     conversation = await tx.conversations.get(conversation_id)
-    if conversation is None or not conversation.has_party(member_id):
-        raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_CONVERSATION, "conversationId")
-    if conversation.state is ConversationState.AWAITING_RESPONSE:
-        raise DomainError(ErrorCode.AWAITING_RESPONSE, Reason.INMAIL_NOT_ANSWERED, "conversationId")
+    refusal = reply_refusal(member_id, conversation)
+    if refusal is not None:
+        raise refusal
+    assert conversation is not None
     return conversation.id, await _add_with_event(tx, conversation, message)
 
 
@@ -393,12 +379,9 @@ async def _message_connection(
 
 async def _check_connected(tx: Transaction, member_id: str, recipient_id: str) -> None:
     found = await tx.members.get_many([member_id, recipient_id])
-    if recipient_id not in found:
-        raise DomainError(ErrorCode.NOT_FOUND, Reason.NO_SUCH_MEMBER, "recipientId")
-    if recipient_id == member_id:
-        raise DomainError(ErrorCode.CANNOT_MESSAGE_SELF, Reason.MESSAGE_TO_SELF, "recipientId")
-    if member_id not in found or not found[member_id].is_connected_to(recipient_id):
-        raise DomainError(ErrorCode.NOT_CONNECTED, Reason.NOT_CONNECTED, "recipientId")
+    refusal = message_refusal(member_id, found.get(member_id), found.get(recipient_id))
+    if refusal is not None:
+        raise refusal
 
 
 class ComposeReads(Protocol):

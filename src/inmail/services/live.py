@@ -30,9 +30,9 @@ from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationEvent, Notification
 from inmail.repositories.changes import ChangesLost, CommittedEntries, Feed
 from inmail.repositories.ledger import LedgerReader
-from inmail.repositories.mongo import new_id
 from inmail.repositories.notifications import InboxChange, NotificationReader
 from inmail.services.events import BalanceUpdate
+from inmail.services.unit_of_work import new_id
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from inmail.auth import Viewer
 from inmail.domain import access
 from inmail.domain.billing import (
     PaymentMethod,
-    chargeable,
     validate_anchor_day,
     validate_payment_method,
 )
@@ -17,14 +16,14 @@ from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanTable, PlanType, validate_legacy_allotment
+from inmail.domain.rules import card_refusal
 from inmail.domain.text import shows_something, without_controls
 from inmail.repositories.intents import UNDER_WAY, IntentKind, IntentStatus, PaymentIntent
-from inmail.repositories.mongo import new_id
 from inmail.repositories.records import KeyedOutcome
 from inmail.services import charges
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedRequest, replay, take_key
-from inmail.services.unit_of_work import Reads, Transaction
+from inmail.services.unit_of_work import Reads, Transaction, new_id
 
 PLAN_CHANGE = IntentKind.PLAN_CHANGE
 
@@ -277,8 +276,9 @@ async def _paid_change(
         # (the member was on the plan then), answers so again, without a charge.
         if await replay(deps.reads.idempotency, request) is not None:
             return []
-        if not chargeable(member.payment_method, deps.now()):
-            raise DomainError(ErrorCode.PAYMENT_METHOD_EXPIRED, Reason.PAID_CHANGE_NEEDS_CARD)
+        refusal = card_refusal(member.payment_method, deps.now(), required=True, plan_change=True)
+        if refusal is not None:
+            raise refusal
         fresh = charges.new_intent(request, price, deps.now(), plan=plan, terms=member.terms)
         intent = await charges.open_intent(deps, fresh, request, _nothing_changed_meanwhile)
     done = await charges.pay_and_fulfil(deps, intent, apply_paid_change)

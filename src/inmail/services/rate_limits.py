@@ -22,8 +22,8 @@ the driver runs the later transaction again (with backoff), so they take turns. 
 counts first, because its checks and writes are interleaved; its refusals roll back but do take
 turns, which only slows that member's own burst.
 
-The in-memory fallback has no transactions: there a message refused after its count still
-counts.
+The in-memory fallback runs transactions one at a time and puts back what one that raised had
+written, its count included (repositories/memory.py).
 """
 
 from __future__ import annotations

@@ -27,12 +27,11 @@ from inmail.domain.notifications import ConversationChange, ConversationEvent, N
 from inmail.metrics import SCHEDULER_PASS_SECONDS
 from inmail.repositories.conversations import DueReminder
 from inmail.repositories.credit_lots import LapsedMember
-from inmail.repositories.mongo import DatabaseUnavailable
 from inmail.repositories.notifications import ExpiringLot
 from inmail.services.base import Account, Deps, allotment_notices
 from inmail.services.charges import RECONCILE_AFTER, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
-from inmail.services.unit_of_work import Transaction
+from inmail.services.unit_of_work import DatabaseUnavailable, Transaction
 
 D = TypeVar("D")
 P = TypeVar("P")

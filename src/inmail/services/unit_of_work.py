@@ -6,13 +6,21 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
-from inmail.repositories.mongo import unanswered
+from inmail.repositories.mongo import DatabaseUnavailable, new_id, unanswered
 from inmail.repositories.unit_of_work import Conflict, Reads, Transaction
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-__all__ = ["Conflict", "Reads", "Transaction", "UnitOfWork", "unanswered"]
+__all__ = [
+    "Conflict",
+    "DatabaseUnavailable",
+    "Reads",
+    "Transaction",
+    "UnitOfWork",
+    "new_id",
+    "unanswered",
+]
 
 
 class UnitOfWork(Protocol):
