@@ -13,6 +13,7 @@ from inmail.services.charges import RECHECK_EVERY, new_intent, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.idempotency import KeyedRequest
 from inmail.services.payments import ChargeRequest
+from inmail.services.scheduling import reconcile_due
 from inmail.settings import Settings
 from stored import intents_of
 from support import (
@@ -540,9 +541,16 @@ async def test_reconciliation_stops_where_its_pass_is_told_to_and_the_next_goes_
         deps, later, batch_size=BATCH, fulfilments=FULFILMENTS, go_on=one_more
     )
     left = [await deps.reads.intents.get(i.id) for i in intents]
+
+    async def stop() -> bool:
+        return False
+
+    job = await reconcile_due(deps, later, batch_size=BATCH, checkpoint=stop)
     rest = await reconcile_charges(deps, later, batch_size=BATCH, fulfilments=FULFILMENTS)
 
-    assert (stopped.completed, asked) == (1, 2)
+    assert (stopped.completed, stopped.stopped, asked) == (1, True, 2)
+    assert (job.changed, job.stopped) == (0, True), "the scheduler's report says it stopped"
+    assert not rest.stopped
     assert sorted(str(i.status) for i in left if i is not None) == sorted(
         [IntentStatus.COMPLETED, IntentStatus.CHARGED, IntentStatus.CHARGED]
     )

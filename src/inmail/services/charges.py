@@ -361,6 +361,7 @@ class Reconciled:
     refunded: int = 0
     lapsed: int = 0
     failed: list[str] | None = None
+    stopped: bool = False  # `go_on` ended the work before the last intent
 
 
 async def reconcile_charges(
@@ -384,12 +385,14 @@ async def reconcile_charges(
     report, gateway = Reconciled(failed=[]), deps.gateway
     async for intent in _open_intents(deps.reads.intents, now - after, batch_size):
         if go_on is not None and not await go_on():
+            report.stopped = True
             return report
         await _settle(
             _reconcile_one(deps, gateway, fulfilments, intent, now, report), intent, report
         )
     async for intent in _rechecks_due(deps.reads.intents, now, batch_size):
         if go_on is not None and not await go_on():
+            report.stopped = True
             return report
         await _settle(_recheck_one(deps, gateway, intent, now, report), intent, report)
     return report

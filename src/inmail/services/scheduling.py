@@ -303,6 +303,7 @@ async def reconcile_due(
     )
     report.changed = done.completed + done.refunded + done.lapsed
     report.failed.extend(done.failed or [])
+    report.stopped = done.stopped
     return report
 
 
