@@ -445,13 +445,18 @@ class LiveServer:
 
 @contextlib.asynccontextmanager
 async def serve_api(
-    settings: Settings, mongo: Mongo, **uvicorn_config: Any
+    settings: Settings,
+    mongo: Mongo,
+    *,
+    gateway: GatewayFactory = BuiltinGateway,
+    **uvicorn_config: Any,
 ) -> AsyncIterator[LiveServer]:
     """The app under uvicorn in this process, on a free loopback port, stopped on exit;
-    `uvicorn_config` is passed to uvicorn (say, its log level)."""
+    `gateway` builds its payment gateway; `uvicorn_config` is passed to uvicorn (say, its log
+    level)."""
     from inmail.app import create_app
 
-    container = build_container(settings, mongo)
+    container = build_container(settings, mongo, gateway=gateway)
     app = create_app(settings, container=container)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))

@@ -74,9 +74,10 @@ class Container:
             bring_up_to_date=functools.partial(bring_up_to_date, deps),
         )
 
-    def deadline(self) -> AbstractContextManager[None]:
-        """Bounds the database work of what runs inside it by INMAIL_DATABASE_TIMEOUT."""
-        return self.deps.uow.deadline()
+    def deadline(self, ends_by: float | None = None) -> AbstractContextManager[None]:
+        """Bounds the database work of what runs inside it by INMAIL_DATABASE_TIMEOUT, and by
+        `ends_by` (unix seconds) if that comes sooner."""
+        return self.deps.uow.deadline(ends_by)
 
 
 def make_clock(settings: Settings) -> Clock:

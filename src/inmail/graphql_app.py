@@ -591,9 +591,16 @@ class _TokenLifetime:
         if self._closed_for_expiry:
             return
         self._closed_for_expiry = True
-        await self._end_operations()
+        # Every operation is stopped at once, and the socket closed, before any is waited for
+        # (graphql-ws's cleanup waits for each in turn, while the others would run on). What
+        # one still writes is bounded by the token's exp anyway (DatabaseDeadline).
+        self._cancel_operations()
         with contextlib.suppress(Exception):
             await self.websocket.close(code=TOKEN_EXPIRED, reason="Forbidden: the token expired")
+        await self._end_operations()
+
+    def _cancel_operations(self) -> None:
+        raise NotImplementedError
 
     async def _end_operations(self) -> None:
         raise NotImplementedError
@@ -633,6 +640,11 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         if self._has_expired():  # from the token's expiry on, nothing more is sent
             return
         await super().send_message(_coded(message))
+
+    def _cancel_operations(self) -> None:
+        for operation in list(self.operations.values()):
+            if operation.task is not None:
+                operation.task.cancel()
 
     async def _end_operations(self) -> None:
         for operation_id in list(self.operations):
@@ -754,6 +766,10 @@ class LegacyWSHandler(_TokenLifetime, BaseGraphQLWSHandler[Context, None]):
         if self._has_expired():  # from the token's expiry on, nothing more is sent
             return
         await super().send_message(_coded(message))
+
+    def _cancel_operations(self) -> None:
+        for task in list(self.tasks.values()):
+            task.cancel()
 
     async def _end_operations(self) -> None:
         await self.cleanup()

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,7 +29,12 @@ from inmail.graphql_app import (
     WS_MESSAGE_BURST,
     WS_MESSAGES_PER_SECOND,
 )
+from inmail.repositories.intents import IntentStatus
 from inmail.repositories.mongo import Mongo
+from inmail.repositories.records import ChargeRepository
+from inmail.services.charges import reconcile_charges
+from inmail.services.fulfilments import FULFILMENTS
+from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
 from support import LiveServer, serve_api
 from support import test_settings as settings_for_tests
 from wsclient import (
@@ -86,6 +91,74 @@ async def test_a_socket_is_closed_with_4403_when_its_token_expires_and_runs_noth
     assert [m for m in after if m.get("id") in (late_query, subscription)] == []
     assert bought["errors"] == [], "the balance changed after the token expired"
     assert tracebacks(caplog) == []
+
+
+class LateGateway:
+    """The built-in gateway, whose answer comes only at `answer_at` (unix seconds), and which
+    does not stop when cancelled: an operation that runs on past its socket's token's exp
+    however slowly the close comes."""
+
+    def __init__(self, inner: PaymentGateway) -> None:
+        self.inner = inner
+        self.answer_at = 0.0
+        self.answered = asyncio.Event()
+
+    async def charge(self, request: ChargeRequest) -> Charge:
+        charge = await self.inner.charge(request)
+        while (left := self.answer_at - time.time()) > 0:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(left)
+        self.answered.set()
+        return charge
+
+    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
+        return await self.inner.find(member_id, idempotency_key)
+
+    async def refund(self, charge: Charge, at: datetime) -> None:
+        await self.inner.refund(charge, at)
+
+
+async def test_what_an_operation_would_write_after_its_sockets_token_expired_is_not_written(
+    mongodb_uri: str, db_name: str, protocol: str
+) -> None:
+    """A purchase sent before exp, whose charge answers after it: the socket is closed at exp
+    without waiting for it, and the grant, which would commit after exp, does not (its
+    database work ends at exp). The charge is the reconciler's, as any whose request ended
+    before its grant."""
+    made: list[LateGateway] = []
+
+    def late(charges: ChargeRepository) -> PaymentGateway:
+        made.append(LateGateway(BuiltinGateway(charges)))
+        return made[-1]
+
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    async with serve_api(settings_for_tests(), mongo, gateway=late) as live:
+        ada = await live.api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+        token = live.api.container.tokens.mint(ada.id, Role.MEMBER, timedelta(seconds=3))
+        expires_at = live.api.container.tokens.verify(token).expires_at
+        made[0].answer_at = expires_at + 6.0  # past the close's generous bound below
+        async with GraphQLSocket.open(live.url, token, protocol) as ws:
+            await ws.subscribe(
+                'mutation { purchaseInMailCredits(input: {quantity: 2, idempotencyKey: "k"}) '
+                "{ creditsLeft } }"
+            )
+            received = await messages_until_closed(ws.ws)
+            closed_at = time.time()
+        await asyncio.wait_for(made[0].answered.wait(), WAIT)
+        await asyncio.sleep(1.0)  # what the operation still does after its charge answered
+        intents = [i async for i in mongo.c.payment_intents.find({"memberId": ada.id})]
+        balance = await live.api.balance(ada)
+        deps = live.api.container.deps
+        later = deps.now() + timedelta(minutes=10)
+        settled = await reconcile_charges(deps, later, batch_size=10, fulfilments=FULFILMENTS)
+
+    assert ws.ws.close_code == 4403
+    assert closed_at - expires_at < 5.0, "the close waited for the operation to end"
+    assert [m for m in received if m.get("type") in ("next", "data")] == []
+    # Charged at the gateway, but neither recorded as charged nor granted by the operation.
+    assert [i["status"] for i in intents] == [IntentStatus.PENDING]
+    assert balance == 5, "credits granted after the token expired"
+    assert (settled.completed, settled.refunded) == (1, 0)
 
 
 async def test_a_token_http_takes_within_the_clock_skew_is_refused_on_a_socket_past_its_exp(

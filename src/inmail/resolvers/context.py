@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
@@ -63,7 +64,7 @@ class Services(Protocol):
         refuse: Callable[[ReadRefused], Exception],
     ) -> Reader: ...
 
-    def deadline(self) -> AbstractContextManager[None]: ...
+    def deadline(self, ends_by: float | None = None) -> AbstractContextManager[None]: ...
 
     @property
     def inbox(self) -> InboxBroker: ...
@@ -102,6 +103,14 @@ class Credentials:
         if viewer is not None and viewer.member_id is not None:
             self.asked_for_member = True
         return viewer
+
+    def ends_at(self) -> float | None:
+        """When the connection's authentication ends: a websocket's token's `exp` (unix
+        seconds); None over HTTP, where a request is checked once."""
+        viewer = self.checked
+        if not self.websocket or viewer is None or math.isinf(viewer.expires_at):
+            return None
+        return viewer.expires_at
 
     def member_id(self) -> str | None:
         """The member the credentials name, checked or not."""
@@ -270,7 +279,9 @@ class DatabaseDeadline(SchemaExtension):
         ):
             yield
             return
-        with context.container.deadline():
+        # On a websocket, nothing an operation writes is written after its token's exp: its
+        # database work ends there, whether or not the close has stopped it yet.
+        with context.container.deadline(context.credentials.ends_at()):
             yield
 
 
