@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -12,17 +13,25 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from typing import TypeVar
 
 from inmail.settings import Settings, SettingsError, settings_table_markdown
+
+T = TypeVar("T")
 
 log = logging.getLogger("inmail.serve")
 
 
 def _settings(environ: Mapping[str, str] = os.environ) -> Settings:
+    return _configured(functools.partial(Settings.from_env, environ))
+
+
+def _configured(read: Callable[[], T]) -> T:
+    """What `read` reads of the settings; a bad setting ends the command, named, with exit 2."""
     try:
-        return Settings.from_env(environ)
+        return read()
     except SettingsError as exc:
         print(f"inmail: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -274,7 +283,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from inmail.resolvers.root import build_schema
 
     # The schema of the environment asked for: production's has no advanceClock (SPEC 7).
-    production = args.production or os.environ.get("INMAIL_ENV", "").strip() == "production"
+    env = _configured(functools.partial(Settings.one_from_env, os.environ, "env"))
+    production = args.production or env == "production"
     print(build_schema(Settings(env="production") if production else Settings()).as_str())
     return 0
 

@@ -658,6 +658,13 @@ class Settings:
         return timedelta(hours=self.token_max_lifetime_hours)
 
     @classmethod
+    def one_from_env(cls, environ: Mapping[str, str], name: str) -> object:
+        """One setting (by its field name) read and validated as `from_env` reads it, whatever
+        the others hold; SettingsError naming it when it is bad."""
+        [spec] = [f.metadata[_SETTING] for f in fields(cls) if f.name == name]
+        return _read(environ, spec)
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read and validate every INMAIL_* variable; raise SettingsError naming the bad one."""
         # INMAIL_TEST_* belong to the test harness, not to the service.

@@ -453,3 +453,18 @@ def test_inmail_schema_prints_what_the_environment_serves(
     assert "advanceClock" not in production
     assert capsys.readouterr().out == production
     assert "sendInMail" in production  # the rest is served
+
+
+def test_inmail_schema_names_a_bad_inmail_env_rather_than_guess(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inmail import cli
+
+    monkeypatch.setenv("INMAIL_ENV", "prod")
+    with pytest.raises(SystemExit) as ended:
+        cli.main(["schema"])
+
+    assert ended.value.code == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert "INMAIL_ENV='prod'" in printed.err
