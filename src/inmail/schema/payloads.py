@@ -1,4 +1,5 @@
-"""Mutation payloads: the result, or `errors` with stable codes, never both."""
+"""Mutation payloads: the result, or `errors` with stable codes, never both; and, on those of
+a member's own mutations, the `viewer` as the mutation left them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import datetime
 import strawberry
 
 from inmail.domain import model, plans
+from inmail.schema.context import GraphInfo, reads
 from inmail.schema.errors import UserError
 from inmail.schema.types import (
     Conversation,
@@ -19,35 +21,46 @@ from inmail.schema.types import (
 
 
 @strawberry.type
-class SendInMailPayload:
+class _ViewerAfter:
+    @strawberry.field(
+        description="The viewer as the mutation left them (their balance, lots, conversations), "
+        "read after it, whether it succeeded or not: a client updates its cache from it."
+    )
+    async def viewer(self, info: GraphInfo) -> Member | None:
+        profile = await reads(info).viewer_profile()
+        return None if profile is None else Member.from_domain(profile)
+
+
+@strawberry.type
+class SendInMailPayload(_ViewerAfter):
     conversation: Conversation | None = None
     credits_left: int | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
-class RespondToInMailPayload:
+class RespondToInMailPayload(_ViewerAfter):
     conversation: Conversation | None = None
     credited_back: bool = False
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
-class SendMessagePayload:
+class SendMessagePayload(_ViewerAfter):
     conversation: Conversation | None = None
     message: Message | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
-class PurchaseInMailCreditsPayload:
+class PurchaseInMailCreditsPayload(_ViewerAfter):
     lot: CreditLot | None = None
     credits_left: int | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
 @strawberry.type
-class UpdatePaymentMethodPayload:
+class UpdatePaymentMethodPayload(_ViewerAfter):
     subscription: PremiumSubscription | None = None
     payment_method: PaymentMethod | None = strawberry.field(
         default=None,
@@ -103,6 +116,6 @@ class AdvanceClockPayload:
 
 
 @strawberry.type
-class MarkNotificationsReadPayload:
+class MarkNotificationsReadPayload(_ViewerAfter):
     unread_count: int
     errors: list[UserError] = strawberry.field(default_factory=list)
