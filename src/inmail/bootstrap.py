@@ -75,8 +75,8 @@ class Container:
         )
 
     def deadline(self, ends_by: float | None = None) -> AbstractContextManager[None]:
-        """Bounds the database work of what runs inside it by INMAIL_DATABASE_TIMEOUT, and by
-        `ends_by` (unix seconds) if that comes sooner."""
+        """Bounds the database work of what runs inside it by INMAIL_DATABASE_TIMEOUT; with
+        `ends_by` (unix seconds), no transaction begun inside it commits from then on."""
         return self.deps.uow.deadline(ends_by)
 
 

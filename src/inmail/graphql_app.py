@@ -70,6 +70,7 @@ from inmail.graphiql import graphiql_page
 from inmail.logs import Occasional
 from inmail.resolvers.context import (
     SEVERAL_AUTHORIZATIONS,
+    TOKEN_EXPIRED_MESSAGE,
     Context,
     refuse_unknown_members_on_failure,
 )
@@ -596,7 +597,9 @@ class _TokenLifetime:
         # one still writes is bounded by the token's exp anyway (DatabaseDeadline).
         self._cancel_operations()
         with contextlib.suppress(Exception):
-            await self.websocket.close(code=TOKEN_EXPIRED, reason="Forbidden: the token expired")
+            await self.websocket.close(
+                code=TOKEN_EXPIRED, reason=f"Forbidden: {TOKEN_EXPIRED_MESSAGE}"
+            )
         await self._end_operations()
 
     def _cancel_operations(self) -> None:
@@ -618,6 +621,11 @@ class _TokenLifetime:
 
 class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws, with the token's lifetime and strict message shapes."""
+
+    def forget_id(self, id: str) -> None:
+        """Strawberry's, for an operation that ends after it was cleaned up (one still running
+        when the socket closed at its token's expiry): its id is gone already, not an error."""
+        self.operations.pop(id, None)
 
     async def handle_message(self, message: Any) -> None:
         problem = _is_operation_message(message)

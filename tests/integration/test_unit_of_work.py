@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from inmail.domain.model import Member
 from inmail.domain.plans import PlanType
 from inmail.repositories.members import StaleMember
-from inmail.repositories.mongo import Mongo
+from inmail.repositories.mongo import Mongo, WriteWindowClosed
 from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
 
 JOINED = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
@@ -76,3 +78,38 @@ async def test_a_step_that_keeps_racing_gives_up_after_the_last_retry(
     with pytest.raises(StaleMember):
         await uow.run(always_stale)
     assert attempts == 8
+
+
+@pytest.mark.parametrize("entry", ["run", "transaction"])
+async def test_a_transaction_still_running_when_its_writes_must_end_is_rolled_back_not_left_open(
+    uow: MongoUnitOfWork, mongo: Mongo, entry: str
+) -> None:
+    """A websocket's operation may write until its token's exp: a transaction that wrote before
+    then but would commit after is rolled back at once, and none is left open on the server
+    (where it would hold what it wrote until its lifetime ends)."""
+
+    async def write_then_dawdle(tx: Transaction) -> None:
+        await tx.members.insert(ada())
+        await asyncio.sleep(0.3)  # exp passes meanwhile
+
+    async def once() -> None:
+        if entry == "run":
+            await uow.run(write_then_dawdle)
+        else:
+            async with uow.transaction() as tx:
+                await write_then_dawdle(tx)
+
+    with uow.deadline(ends_by=time.time() + 0.1), pytest.raises(WriteWindowClosed):
+        await once()
+    cursor = await mongo.client.admin.aggregate(
+        [
+            {"$currentOp": {"allUsers": True, "idleSessions": True}},
+            {"$match": {"transaction": {"$exists": True}}},
+        ]
+    )
+
+    assert [op async for op in cursor] == []
+    assert await uow.reads.members.get("ada-lovelace") is None
+    async with uow.transaction() as tx:  # the member's next write is not held up
+        await tx.members.insert(ada())
+    assert await uow.reads.members.get("ada-lovelace") is not None

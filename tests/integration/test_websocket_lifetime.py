@@ -55,6 +55,17 @@ async def live(mongodb_uri: str, db_name: str) -> AsyncIterator[LiveServer]:
         yield server
 
 
+async def open_transactions(mongo: Mongo) -> list[dict[str, Any]]:
+    """The transactions open on the server, idle ones included."""
+    cursor = await mongo.client.admin.aggregate(
+        [
+            {"$currentOp": {"allUsers": True, "idleSessions": True}},
+            {"$match": {"transaction": {"$exists": True}}},
+        ]
+    )
+    return [op async for op in cursor]
+
+
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
@@ -85,6 +96,7 @@ async def test_a_socket_is_closed_with_4403_when_its_token_expires_and_runs_noth
         closed_at = time.time()
 
     assert ws.ws.close_code == 4403
+    assert ws.ws.close_reason == "Forbidden: Invalid credentials: the token has expired."
     assert closed_at >= expires_at
     assert closed_at - expires_at < 5.0, "closed long after the token expired"
     # Not even the end of an operation ("complete") is sent once the token has expired.
@@ -119,12 +131,12 @@ class LateGateway:
 
 
 async def test_what_an_operation_would_write_after_its_sockets_token_expired_is_not_written(
-    mongodb_uri: str, db_name: str, protocol: str
+    mongodb_uri: str, db_name: str, protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A purchase sent before exp, whose charge answers after it: the socket is closed at exp
     without waiting for it, and the grant, which would commit after exp, does not (its
-    database work ends at exp). The charge is the reconciler's, as any whose request ended
-    before its grant."""
+    transactions commit only before exp: later ones are rolled back, none left open on the
+    server). The charge is the reconciler's, as any whose request ended before its grant."""
     made: list[LateGateway] = []
 
     def late(charges: ChargeRepository) -> PaymentGateway:
@@ -148,6 +160,7 @@ async def test_what_an_operation_would_write_after_its_sockets_token_expired_is_
         await asyncio.sleep(1.0)  # what the operation still does after its charge answered
         intents = [i async for i in mongo.c.payment_intents.find({"memberId": ada.id})]
         balance = await live.api.balance(ada)
+        left_open = await open_transactions(mongo)
         deps = live.api.container.deps
         later = deps.now() + timedelta(minutes=10)
         settled = await reconcile_charges(deps, later, batch_size=10, fulfilments=FULFILMENTS)
@@ -158,6 +171,8 @@ async def test_what_an_operation_would_write_after_its_sockets_token_expired_is_
     # Charged at the gateway, but neither recorded as charged nor granted by the operation.
     assert [i["status"] for i in intents] == [IntentStatus.PENDING]
     assert balance == 5, "credits granted after the token expired"
+    assert left_open == [], "a transaction cut at exp holds its documents until its lifetime ends"
+    assert tracebacks(caplog) == []
     assert (settled.completed, settled.refunded) == (1, 0)
 
 

@@ -45,6 +45,7 @@ from inmail.repositories.mongo import (
     Session,
     TransactionSession,
     new_id,
+    refuse_late_commit,
 )
 from inmail.repositories.notifications import InboxChange, NotificationReader
 
@@ -146,6 +147,7 @@ class InMemoryMongo(Mongo):
             underway = _UNDERWAY.set(journal)
             try:
                 yield TransactionSession(NO_TRANSACTION)
+                refuse_late_commit()
             except BaseException:
                 await journal.undo()
                 raise

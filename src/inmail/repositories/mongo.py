@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -20,6 +21,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -100,9 +102,12 @@ __all__ = [
     "ReadPoint",
     "Session",
     "TransactionSession",
+    "WriteWindowClosed",
     "deadline",
     "new_id",
+    "refuse_late_commit",
     "unanswered",
+    "writes_until",
 ]
 
 
@@ -118,6 +123,35 @@ def _duplicates_as_one() -> Iterator[None]:
             first = errors[0]
             raise DuplicateKeyError(first.get("errmsg", ""), _DUPLICATE_KEY, first) from exc
         raise
+
+
+class WriteWindowClosed(Exception):
+    """A transaction that would have committed after the time its operation may write until
+    (a websocket's token's `exp`): rolled back instead, so that nothing of it is written."""
+
+
+_WRITES_UNTIL: ContextVar[float | None] = ContextVar("inmail_writes_until", default=None)
+
+
+@contextlib.contextmanager
+def writes_until(ends_by: float | None) -> Iterator[None]:
+    """Every transaction begun under it commits before `ends_by` (unix seconds), or is rolled
+    back with WriteWindowClosed; None: no such bound. The database is not hurried to it (a
+    deadline would cut a transaction mid-way, and leave it open on the server until its
+    lifetime ends, holding the documents it wrote): the check comes before the commit."""
+    token = _WRITES_UNTIL.set(ends_by)
+    try:
+        yield
+    finally:
+        _WRITES_UNTIL.reset(token)
+
+
+def refuse_late_commit() -> None:
+    """Raise WriteWindowClosed if the running operation may no longer write (`writes_until`);
+    inside a transaction, before its commit, so that the transaction is rolled back."""
+    ends_by = _WRITES_UNTIL.get()
+    if ends_by is not None and time.time() >= ends_by:
+        raise WriteWindowClosed("the operation may no longer write: its token has expired")
 
 
 def deadline(seconds: float | None) -> contextlib.AbstractContextManager[None]:
@@ -554,7 +588,9 @@ class Mongo:
         async with self.client.start_session() as session:
 
             async def run(s: AsyncClientSession) -> T:
-                return await callback(TransactionSession(s))
+                done = await callback(TransactionSession(s))
+                refuse_late_commit()  # raised here, the driver aborts the transaction
+                return done
 
             result: T = await session.with_transaction(
                 run, read_concern=_SNAPSHOT, write_concern=_MAJORITY
@@ -568,6 +604,7 @@ class Mongo:
             await session.start_transaction(read_concern=_SNAPSHOT, write_concern=_MAJORITY)
             try:
                 yield TransactionSession(session)
+                refuse_late_commit()
             except BaseException:
                 await session.abort_transaction()
                 raise

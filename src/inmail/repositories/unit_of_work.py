@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -28,6 +27,7 @@ from inmail.repositories.mongo import (
     Mongo,
     TransactionSession,
     deadline,
+    writes_until,
 )
 from inmail.repositories.notifications import NotificationReader, NotificationRepository
 from inmail.repositories.outbox import OutboxRepository
@@ -45,7 +45,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 RETRIES = 8
-_LEAST_DEADLINE = 0.001  # seconds: a deadline already past still ends the work at once
 
 
 class Conflict(Exception):
@@ -149,16 +148,14 @@ class MongoUnitOfWork:
         self._timeout = timeout
         self.reads = Reads.on(mongo)
 
-    def deadline(self, ends_by: float | None = None) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def deadline(self, ends_by: float | None = None) -> Iterator[None]:
         """Bounds the database work of what runs under it, reads, transactions and their
-        retries together, to the unit's timeout from now, or to `ends_by` (unix seconds) if
-        that comes sooner; past it that work raises an error for which `unanswered` is true."""
-        seconds = self._timeout
-        if ends_by is not None:
-            # Never 0, which the driver reads as no deadline at all.
-            left = max(ends_by - time.time(), _LEAST_DEADLINE)
-            seconds = left if seconds is None else min(seconds, left)
-        return deadline(seconds)
+        retries together, to the unit's timeout from now; past it that work raises an error
+        for which `unanswered` is true. With `ends_by` (unix seconds), no transaction begun
+        under it commits from then on (WriteWindowClosed, rolled back)."""
+        with deadline(self._timeout), writes_until(ends_by):
+            yield
 
     def _bound(self, session: TransactionSession, *, careful: bool = True) -> Transaction:
         return Transaction.on(self._mongo, session, careful=careful, webhooks=self._webhooks)

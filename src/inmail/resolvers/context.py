@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 
 UNKNOWN_MEMBER = "Invalid credentials: the token's member does not exist."
+TOKEN_EXPIRED_MESSAGE: Final = "Invalid credentials: the token has expired."
 SEVERAL_AUTHORIZATIONS: Final = (
     "Invalid credentials: the request has several Authorization headers; send one."
 )
@@ -99,7 +100,7 @@ class Credentials:
             raise unauthenticated(self.refusal)
         viewer = self.checked
         if viewer is not None and self.websocket and time.time() >= viewer.expires_at:
-            raise unauthenticated("Invalid credentials: the token has expired.")
+            raise unauthenticated(TOKEN_EXPIRED_MESSAGE)
         if viewer is not None and viewer.member_id is not None:
             self.asked_for_member = True
         return viewer
@@ -258,7 +259,9 @@ class MutationsMarked(SchemaExtension):
 class DatabaseDeadline(SchemaExtension):
     """A query or mutation waits on the database INMAIL_DATABASE_TIMEOUT at most, all its reads,
     transactions and retries together (a hung or unreachable primary would otherwise hold it for
-    minutes); past it the operation fails with SERVICE_UNAVAILABLE. A subscription is not
+    minutes); past it the operation fails with SERVICE_UNAVAILABLE. On a websocket no
+    transaction of the operation commits from its token's `exp` on (rolled back: UNAUTHENTICATED,
+    though the socket is closing and nothing more is sent). A subscription is not
     bounded: it lives as long as its socket; nor is an admin's `advanceClock`, which runs every
     job of up to a year of a manual clock (demos and tests only) and may rightly take longer.
 
@@ -279,8 +282,8 @@ class DatabaseDeadline(SchemaExtension):
         ):
             yield
             return
-        # On a websocket, nothing an operation writes is written after its token's exp: its
-        # database work ends there, whether or not the close has stopped it yet.
+        # On a websocket, nothing an operation writes is written after its token's exp: no
+        # transaction of it commits from then on, whether or not the close has stopped it yet.
         with context.container.deadline(context.credentials.ends_at()):
             yield
 

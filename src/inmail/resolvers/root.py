@@ -62,7 +62,7 @@ from inmail.resolvers.subscription import Subscription
 from inmail.resolvers.variables_guard import VariablesGuard
 from inmail.schema.errors import ApiError
 from inmail.schema.scalars import DateTime
-from inmail.services.unit_of_work import unanswered
+from inmail.services.unit_of_work import WriteWindowClosed, unanswered
 from inmail.settings import Settings
 
 log = logging.getLogger("inmail.graphql")
@@ -113,6 +113,17 @@ UNANSWERED_MESSAGE: Final = (
 UNANSWERED_CODE: Final = "SERVICE_UNAVAILABLE"
 
 
+LATE_MESSAGE: Final = (
+    "The token expired before the operation could write: nothing of it was written. Sign in "
+    "again and retry (under the same idempotency key, a write is still made at most once)."
+)
+
+
+def too_late_to_write(error: GraphQLError) -> bool:
+    """An operation on a websocket whose token expired before it could commit (rolled back)."""
+    return isinstance(error.original_error, WriteWindowClosed)
+
+
 def database_unanswered(error: GraphQLError) -> bool:
     """The failure of a database out of reach or slower than the request's deadline."""
     return error.original_error is not None and unanswered(error.original_error)
@@ -121,6 +132,10 @@ def database_unanswered(error: GraphQLError) -> bool:
 def masked(error: GraphQLError) -> GraphQLError:
     """What the client sees of a failure nobody raised on purpose: nothing of its detail; for a
     database that did not answer, a code saying that the same request may succeed later."""
+    if too_late_to_write(error):
+        return GraphQLError(
+            LATE_MESSAGE, nodes=error.nodes, path=error.path, extensions={"code": "UNAUTHENTICATED"}
+        )
     if database_unanswered(error):
         return GraphQLError(
             UNANSWERED_MESSAGE,
@@ -215,7 +230,9 @@ class InMailSchema(strawberry.Schema):
         for error in errors:
             if not is_unexpected(error):
                 continue
-            if database_unanswered(error):
+            if too_late_to_write(error):
+                log.info("a write came after its token's expiry, at %s: rolled back", error.path)
+            elif database_unanswered(error):
                 log.warning(
                     "the database did not answer in time, at %s: %s",
                     error.path,

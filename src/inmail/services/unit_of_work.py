@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
-from inmail.repositories.mongo import DatabaseUnavailable, new_id, unanswered
+from inmail.repositories.mongo import DatabaseUnavailable, WriteWindowClosed, new_id, unanswered
 from inmail.repositories.unit_of_work import Conflict, Reads, Transaction
 
 P = ParamSpec("P")
@@ -18,6 +18,7 @@ __all__ = [
     "Reads",
     "Transaction",
     "UnitOfWork",
+    "WriteWindowClosed",
     "new_id",
     "unanswered",
 ]
