@@ -74,10 +74,13 @@ class Container:
             bring_up_to_date=functools.partial(bring_up_to_date, deps),
         )
 
-    def deadline(self, ends_by: float | None = None) -> AbstractContextManager[None]:
-        """Bounds the database work of what runs inside it by INMAIL_DATABASE_TIMEOUT; with
-        `ends_by` (unix seconds), no transaction begun inside it commits from then on."""
-        return self.deps.uow.deadline(ends_by)
+    def deadline(
+        self, ends_by: float | None = None, *, timed: bool = True
+    ) -> AbstractContextManager[None]:
+        """Bounds the database work of what runs inside it by INMAIL_DATABASE_TIMEOUT (unless
+        not `timed`); with `ends_by` (unix seconds), no transaction begun inside it commits
+        from then on."""
+        return self.deps.uow.deadline(ends_by, timed=timed)
 
 
 def make_clock(settings: Settings) -> Clock:

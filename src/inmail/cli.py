@@ -283,8 +283,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from inmail.resolvers.root import build_schema
 
     # The schema of the environment asked for: production's has no advanceClock (SPEC 7).
-    env = _configured(functools.partial(Settings.one_from_env, os.environ, "env"))
-    production = args.production or env == "production"
+    production = args.production or (
+        _configured(functools.partial(Settings.one_from_env, os.environ, "env")) == "production"
+    )
     print(build_schema(Settings(env="production") if production else Settings()).as_str())
     return 0
 

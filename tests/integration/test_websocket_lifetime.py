@@ -130,8 +130,20 @@ class LateGateway:
         await self.inner.refund(charge, at)
 
 
+BUY = 'purchaseInMailCredits(input: {quantity: 2, idempotencyKey: "k"}) { creditsLeft }'
+
+
+@pytest.mark.parametrize(
+    "document",
+    [f"mutation {{ {BUY} }}", f"mutation {{ {BUY} advanceClock(input: {{hours: 1}}) {{ now }} }}"],
+    ids=["alone", "beside advanceClock"],
+)
 async def test_what_an_operation_would_write_after_its_sockets_token_expired_is_not_written(
-    mongodb_uri: str, db_name: str, protocol: str, caplog: pytest.LogCaptureFixture
+    mongodb_uri: str,
+    db_name: str,
+    protocol: str,
+    document: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A purchase sent before exp, whose charge answers after it: the socket is closed at exp
     without waiting for it, and the grant, which would commit after exp, does not (its
@@ -150,10 +162,7 @@ async def test_what_an_operation_would_write_after_its_sockets_token_expired_is_
         expires_at = live.api.container.tokens.verify(token).expires_at
         made[0].answer_at = expires_at + 6.0  # past the close's generous bound below
         async with GraphQLSocket.open(live.url, token, protocol) as ws:
-            await ws.subscribe(
-                'mutation { purchaseInMailCredits(input: {quantity: 2, idempotencyKey: "k"}) '
-                "{ creditsLeft } }"
-            )
+            await ws.subscribe(document)
             received = await messages_until_closed(ws.ws)
             closed_at = time.time()
         await asyncio.wait_for(made[0].answered.wait(), WAIT)

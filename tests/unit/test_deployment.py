@@ -468,3 +468,5 @@ def test_inmail_schema_names_a_bad_inmail_env_rather_than_guess(
     printed = capsys.readouterr()
     assert printed.out == ""
     assert "INMAIL_ENV='prod'" in printed.err
+    assert cli.main(["schema", "--production"]) == 0  # whatever INMAIL_ENV says
+    assert "advanceClock" not in capsys.readouterr().out

@@ -149,12 +149,12 @@ class MongoUnitOfWork:
         self.reads = Reads.on(mongo)
 
     @contextlib.contextmanager
-    def deadline(self, ends_by: float | None = None) -> Iterator[None]:
+    def deadline(self, ends_by: float | None = None, *, timed: bool = True) -> Iterator[None]:
         """Bounds the database work of what runs under it, reads, transactions and their
-        retries together, to the unit's timeout from now; past it that work raises an error
-        for which `unanswered` is true. With `ends_by` (unix seconds), no transaction begun
-        under it commits from then on (WriteWindowClosed, rolled back)."""
-        with deadline(self._timeout), writes_until(ends_by):
+        retries together, to the unit's timeout from now (unless not `timed`); past it that
+        work raises an error for which `unanswered` is true. With `ends_by` (unix seconds), no
+        transaction begun under it commits from then on (WriteWindowClosed, rolled back)."""
+        with deadline(self._timeout if timed else None), writes_until(ends_by):
             yield
 
     def _bound(self, session: TransactionSession, *, careful: bool = True) -> Transaction:

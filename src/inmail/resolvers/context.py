@@ -65,7 +65,9 @@ class Services(Protocol):
         refuse: Callable[[ReadRefused], Exception],
     ) -> Reader: ...
 
-    def deadline(self, ends_by: float | None = None) -> AbstractContextManager[None]: ...
+    def deadline(
+        self, ends_by: float | None = None, *, timed: bool = True
+    ) -> AbstractContextManager[None]: ...
 
     @property
     def inbox(self) -> InboxBroker: ...
@@ -262,8 +264,10 @@ class DatabaseDeadline(SchemaExtension):
     minutes); past it the operation fails with SERVICE_UNAVAILABLE. On a websocket no
     transaction of the operation commits from its token's `exp` on (rolled back: UNAUTHENTICATED,
     though the socket is closing and nothing more is sent). A subscription is not
-    bounded: it lives as long as its socket; nor is an admin's `advanceClock`, which runs every
-    job of up to a year of a manual clock (demos and tests only) and may rightly take longer.
+    bounded: it lives as long as its socket; nor is a document of an admin's `advanceClock`
+    alone, which runs every job of up to a year of a manual clock (demos and tests only) and
+    may rightly take longer (a mutation beside it is bounded; and over a websocket, its
+    transactions too commit only before the token's `exp`).
 
     Listed before MemberMustExist, whose reads it then bounds too; the loaders' batches run in
     tasks made under it, which inherit the deadline.
@@ -272,19 +276,22 @@ class DatabaseDeadline(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
         context = execution.context
-        if (
-            execution.operation_type is OperationType.SUBSCRIPTION
-            or not isinstance(context, Context)
-            or (
-                execution.operation_type is OperationType.MUTATION
-                and _UNBOUNDED_MUTATIONS & _root_fields(execution)
-            )
+        if execution.operation_type is OperationType.SUBSCRIPTION or not isinstance(
+            context, Context
         ):
             yield
             return
+        roots = _root_fields(execution)
+        # Only a document of advanceClock alone goes without the timeout: a mutation beside it
+        # is bounded as any other.
+        timed = not (
+            execution.operation_type is OperationType.MUTATION
+            and roots
+            and roots <= _UNBOUNDED_MUTATIONS
+        )
         # On a websocket, nothing an operation writes is written after its token's exp: no
         # transaction of it commits from then on, whether or not the close has stopped it yet.
-        with context.container.deadline(context.credentials.ends_at()):
+        with context.container.deadline(context.credentials.ends_at(), timed=timed):
             yield
 
 
