@@ -562,8 +562,7 @@ class _TokenLifetime:
     _closed_for_expiry = False
 
     def _expires_at(self) -> float | None:
-        viewer = self.context.authenticated_viewer()
-        return None if viewer is None else viewer.expires_at
+        return self.context.credentials.ends_at()
 
     def _has_expired(self) -> bool:
         expires_at = self._expires_at()
@@ -593,8 +592,8 @@ class _TokenLifetime:
             return
         self._closed_for_expiry = True
         # Every operation is stopped at once, and the socket closed, before any is waited for
-        # (graphql-ws's cleanup waits for each in turn, while the others would run on). What
-        # one still writes is bounded by the token's exp anyway (DatabaseDeadline).
+        # (graphql-ws's cleanup waits for each in turn, while the others would run on). One the
+        # cancel reaches late commits nothing anyway (DatabaseDeadline: no commit after exp).
         self._cancel_operations()
         with contextlib.suppress(Exception):
             await self.websocket.close(

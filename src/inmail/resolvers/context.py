@@ -213,10 +213,6 @@ class Context:
         """Whether a resolver of this request acted on a member token's behalf."""
         return self.credentials.asked_for_member
 
-    def authenticated_viewer(self) -> Viewer | None:
-        """The caller once authenticated, whether or not the token has expired since."""
-        return self.credentials.checked
-
     def viewer(self) -> Viewer | None:
         """The caller, or None when no credentials were sent; bad credentials are an error."""
         return self.credentials.viewer()

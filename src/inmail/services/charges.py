@@ -383,16 +383,19 @@ async def reconcile_charges(
     intent leaves CHARGED by one conditional move, to COMPLETED or to REFUNDING, never both.
     """
     report, gateway = Reconciled(failed=[]), deps.gateway
+
+    async def told_to_stop() -> bool:
+        report.stopped = go_on is not None and not await go_on()
+        return report.stopped
+
     async for intent in _open_intents(deps.reads.intents, now - after, batch_size):
-        if go_on is not None and not await go_on():
-            report.stopped = True
+        if await told_to_stop():
             return report
         await _settle(
             _reconcile_one(deps, gateway, fulfilments, intent, now, report), intent, report
         )
     async for intent in _rechecks_due(deps.reads.intents, now, batch_size):
-        if go_on is not None and not await go_on():
-            report.stopped = True
+        if await told_to_stop():
             return report
         await _settle(_recheck_one(deps, gateway, intent, now, report), intent, report)
     return report
