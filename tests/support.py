@@ -788,3 +788,14 @@ async def orphan_charge(
     async with api.container.deps.uow.transaction() as tx:
         await tx.intents.insert(intent)
     return intent
+
+
+async def open_transactions(mongo: Mongo) -> list[dict[str, Any]]:
+    """The transactions open on the server, idle ones included."""
+    cursor = await mongo.client.admin.aggregate(
+        [
+            {"$currentOp": {"allUsers": True, "idleSessions": True}},
+            {"$match": {"transaction": {"$exists": True}}},
+        ]
+    )
+    return [op async for op in cursor]

@@ -13,6 +13,7 @@ from inmail.domain.plans import PlanType
 from inmail.repositories.members import StaleMember
 from inmail.repositories.mongo import Mongo, WriteWindowClosed
 from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
+from support import open_transactions
 
 JOINED = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
 
@@ -101,14 +102,9 @@ async def test_a_transaction_still_running_when_its_writes_must_end_is_rolled_ba
 
     with uow.deadline(ends_by=time.time() + 0.1), pytest.raises(WriteWindowClosed):
         await once()
-    cursor = await mongo.client.admin.aggregate(
-        [
-            {"$currentOp": {"allUsers": True, "idleSessions": True}},
-            {"$match": {"transaction": {"$exists": True}}},
-        ]
-    )
+    left_open = await open_transactions(mongo)
 
-    assert [op async for op in cursor] == []
+    assert left_open == []
     assert await uow.reads.members.get("ada-lovelace") is None
     async with uow.transaction() as tx:  # the member's next write is not held up
         await tx.members.insert(ada())

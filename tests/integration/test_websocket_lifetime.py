@@ -35,7 +35,7 @@ from inmail.repositories.records import ChargeRepository
 from inmail.services.charges import reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
-from support import LiveServer, serve_api
+from support import LiveServer, open_transactions, serve_api
 from support import test_settings as settings_for_tests
 from wsclient import (
     BALANCE_CHANGED,
@@ -53,17 +53,6 @@ async def live(mongodb_uri: str, db_name: str) -> AsyncIterator[LiveServer]:
     settings = settings_for_tests(ws_init_timeout=1.0)
     async with serve_api(settings, Mongo.connect(mongodb_uri, db_name), log_level="info") as server:
         yield server
-
-
-async def open_transactions(mongo: Mongo) -> list[dict[str, Any]]:
-    """The transactions open on the server, idle ones included."""
-    cursor = await mongo.client.admin.aggregate(
-        [
-            {"$currentOp": {"allUsers": True, "idleSessions": True}},
-            {"$match": {"transaction": {"$exists": True}}},
-        ]
-    )
-    return [op async for op in cursor]
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:

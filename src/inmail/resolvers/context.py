@@ -277,12 +277,11 @@ class DatabaseDeadline(SchemaExtension):
         ):
             yield
             return
-        roots = _root_fields(execution)
         # Only a document of advanceClock alone goes without the timeout: a mutation beside it
-        # is bounded as any other.
+        # is bounded as any other. (Only a mutation's root fields are looked at.)
         timed = not (
             execution.operation_type is OperationType.MUTATION
-            and roots
+            and (roots := _root_fields(execution))
             and roots <= _UNBOUNDED_MUTATIONS
         )
         # On a websocket, nothing an operation writes is written after its token's exp: no
