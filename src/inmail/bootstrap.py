@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import ParamSpec, Protocol, TypeVar
 
 from inmail.auth import KnownMembers, TokenService, Viewer, development_secret
 from inmail.clock import Clock, ManualClock, SystemClock
@@ -17,7 +17,14 @@ from inmail.repositories.mongo import Mongo
 from inmail.repositories.records import ChargeRepository
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 from inmail.scheduler import DEFAULT_LEASE_TTL, DEFAULT_STOP_GRACE, Scheduler
-from inmail.services.base import Deps, Limits, NullPublisher, bring_up_to_date, unwritten_changes
+from inmail.services.base import (
+    Deps,
+    Limits,
+    NullPublisher,
+    UseCase,
+    bring_up_to_date,
+    unwritten_changes,
+)
 from inmail.services.events import BalancePublisher, FanOut
 from inmail.services.live import Broker, InboxBroker
 from inmail.services.payments import BuiltinGateway, PaymentGateway
@@ -36,6 +43,10 @@ class Background(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,10 @@ class Container:
             caller_id=caller_id,
             bring_up_to_date=functools.partial(bring_up_to_date, deps),
         )
+
+    def run(self, use_case: UseCase[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """A use case on the service's dependencies: what a request calls, never holding them."""
+        return use_case(self.deps, *args, **kwargs)
 
     def deadline(
         self, ends_by: float | None = None, *, timed: bool = True

@@ -14,8 +14,8 @@ from inmail.services import manual_clock
 async def advance_clock(info: ResolverInfo, input: AdvanceClockInput) -> AdvanceClockPayload:
     c = ctx(info)
     try:
-        now = await manual_clock.advance_clock_as(
-            c.deps,
+        now = await c.run(
+            manual_clock.advance_clock_as,
             c.viewer(),
             days=input.days,
             hours=input.hours,
@@ -25,6 +25,6 @@ async def advance_clock(info: ResolverInfo, input: AdvanceClockInput) -> Advance
     except ReadRefused as refusal:
         raise refused(refusal) from None
     except DomainError as error:
-        return AdvanceClockPayload(now=c.deps.now(), errors=[UserError.from_domain(error)])
+        return AdvanceClockPayload(now=c.reads.now(), errors=[UserError.from_domain(error)])
     c.reads.clear()
     return AdvanceClockPayload(now=now)

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, NoReturn, ParamSpec, Protocol, TypeVar
 
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import FieldNode, GraphQLResolveInfo, GraphQLSchema, get_operation_ast
@@ -27,7 +27,7 @@ from inmail.services.reads import Reader
 
 if TYPE_CHECKING:
     from inmail.auth import KnownMembers, TokenService
-    from inmail.services.base import Deps
+    from inmail.services.base import UseCase
     from inmail.services.live import Broker, InboxBroker
     from inmail.services.manual_clock import Deliveries
     from inmail.settings import Settings
@@ -38,6 +38,10 @@ TOKEN_EXPIRED_MESSAGE: Final = "Invalid credentials: the token has expired."
 SEVERAL_AUTHORIZATIONS: Final = (
     "Invalid credentials: the request has several Authorization headers; send one."
 )
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Services(Protocol):
@@ -52,8 +56,9 @@ class Services(Protocol):
     @property
     def known_members(self) -> KnownMembers: ...
 
-    @property
-    def deps(self) -> Deps: ...
+    def run(
+        self, use_case: UseCase[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Awaitable[R]: ...
 
     @property
     def live(self) -> Broker: ...
@@ -144,9 +149,10 @@ class Context:
             self.credentials.viewer, self.credentials.member_id, refused
         )
 
-    @property
-    def deps(self) -> Deps:
-        return self.container.deps
+    def run(self, use_case: UseCase[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """`use_case(deps, *args, **kwargs)` on the service's dependencies: a resolver calls a
+        use case through this, and never holds the repositories itself."""
+        return self.container.run(use_case, *args, **kwargs)
 
     @property
     def live(self) -> Broker:

@@ -93,8 +93,8 @@ class ProductionMutation:
     @errors_in(SendInMailPayload)
     async def send_in_mail(self, info: ResolverInfo, input: SendInMailInput) -> SendInMailPayload:
         c = ctx(info)
-        result = await inmail_service.send_inmail(
-            c.deps,
+        result = await c.run(
+            inmail_service.send_inmail,
             c.require_member(),
             str(input.recipient_id),
             input.subject,
@@ -112,8 +112,12 @@ class ProductionMutation:
         self, info: ResolverInfo, input: RespondToInMailInput
     ) -> RespondToInMailPayload:
         c = ctx(info)
-        result = await inmail_service.respond(
-            c.deps, c.require_member(), str(input.conversation_id), input.response, input.body
+        result = await c.run(
+            inmail_service.respond,
+            c.require_member(),
+            str(input.conversation_id),
+            input.response,
+            input.body,
         )
         return RespondToInMailPayload(
             conversation=Conversation.from_domain(result.conversation),
@@ -124,8 +128,8 @@ class ProductionMutation:
     @errors_in(SendMessagePayload)
     async def send_message(self, info: ResolverInfo, input: SendMessageInput) -> SendMessagePayload:
         c = ctx(info)
-        conversation, message = await inmail_service.send_message(
-            c.deps,
+        conversation, message = await c.run(
+            inmail_service.send_message,
             c.require_member(),
             input.body,
             recipient_id=str(input.recipient_id) if input.recipient_id else None,
@@ -142,8 +146,8 @@ class ProductionMutation:
         self, info: ResolverInfo, input: PurchaseInMailCreditsInput
     ) -> PurchaseInMailCreditsPayload:
         c = ctx(info)
-        result = await purchase_credits(
-            c.deps, c.require_member(), input.quantity, input.idempotency_key
+        result = await c.run(
+            purchase_credits, c.require_member(), input.quantity, input.idempotency_key
         )
         return PurchaseInMailCreditsPayload(
             lot=CreditLot.from_domain(result.lot) if result.lot else None,
@@ -156,17 +160,22 @@ class ProductionMutation:
         self, info: ResolverInfo, input: PaymentMethodInput
     ) -> UpdatePaymentMethodPayload:
         c = ctx(info)
-        member = await member_service.update_payment_method(
-            c.deps, c.require_member(), input.brand, input.last4, input.exp_month, input.exp_year
+        member = await c.run(
+            member_service.update_payment_method,
+            c.require_member(),
+            input.brand,
+            input.last4,
+            input.exp_month,
+            input.exp_year,
         )
-        return UpdatePaymentMethodPayload.of(member, c.deps.plans, c.deps.now())
+        return UpdatePaymentMethodPayload.of(member, c.reads.plans, c.reads.now())
 
     @strawberry.mutation
     @errors_in(ChangePlanPayload)
     async def change_plan(self, info: ResolverInfo, input: ChangePlanInput) -> ChangePlanPayload:
         c = ctx(info)
-        member = await member_service.change_plan(
-            c.deps,
+        member = await c.run(
+            member_service.change_plan,
             c.viewer(),
             input.plan,
             input.monthly_allotment,
@@ -179,7 +188,7 @@ class ProductionMutation:
     @errors_in(CancelSubscriptionPayload)
     async def cancel_subscription(self, info: ResolverInfo) -> CancelSubscriptionPayload:
         c = ctx(info)
-        member = await member_service.cancel_subscription(c.deps, c.require_member())
+        member = await c.run(member_service.cancel_subscription, c.require_member())
         return CancelSubscriptionPayload(member=Member.from_domain(member))
 
     @strawberry.mutation(
@@ -196,9 +205,9 @@ class ProductionMutation:
         member = c.require_member()
         ids = [str(i) for i in input.ids] if input.ids is not None else None
         try:
-            count = await notification_service.mark_read(c.deps, member, ids, input.all)
+            count = await c.run(notification_service.mark_read, member, ids, input.all)
         except DomainError as error:  # refused: the payload still carries the unread count
-            count = await notification_service.unread_count(c.deps, member)
+            count = await c.run(notification_service.unread_count, member)
             errors = [UserError.from_domain(error)]
             return MarkNotificationsReadPayload(unread_count=count, errors=errors)
         return MarkNotificationsReadPayload(unread_count=count)
@@ -220,7 +229,7 @@ class ProductionMutation:
             else None,
             monthly_allotment=input.monthly_allotment,
         )
-        member = await member_service.create_member_as(c.deps, c.viewer(), new)
+        member = await c.run(member_service.create_member_as, c.viewer(), new)
         return CreateMemberPayload(member=Member.from_domain(member))
 
     @strawberry.mutation(description="Admin only: makes two members 1st-degree connections.")
@@ -229,8 +238,11 @@ class ProductionMutation:
         self, info: ResolverInfo, input: ConnectMembersInput
     ) -> ConnectMembersPayload:
         c = ctx(info)
-        await member_service.connect_members(
-            c.deps, c.viewer(), str(input.member_id), str(input.other_member_id)
+        await c.run(
+            member_service.connect_members,
+            c.viewer(),
+            str(input.member_id),
+            str(input.other_member_id),
         )
         return ConnectMembersPayload(ok=True)
 

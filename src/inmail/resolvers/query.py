@@ -74,8 +74,8 @@ class Query:
     async def compose(self, info: ResolverInfo, recipient_id: strawberry.ID) -> ComposeInfo:
         c = ctx(info)
         viewer_id = c.require_member()
-        result = await inmail_service.compose(
-            c.deps,
+        result = await c.run(
+            inmail_service.compose,
             viewer_id,
             str(recipient_id),
             reads=c.reads,

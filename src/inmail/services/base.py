@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Concatenate, ParamSpec, TypeAlias, TypeVar
 
 from inmail.clock import Clock
 from inmail.domain.credits import CreditLot
@@ -48,6 +49,12 @@ class Deps:
 
     def now(self) -> datetime:
         return self.clock.now()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+UseCase: TypeAlias = Callable[Concatenate[Deps, P], Awaitable[R]]
+"""A use case: an async function of the service's dependencies first, then its own arguments."""
 
 
 def allotment_notices(allotments: Iterable[LedgerEntry]) -> list[Notification]:
