@@ -499,7 +499,7 @@ async def test_a_burst_spread_over_two_processes_never_sends_more_than_the_limit
         2, mongodb_uri, db_name, tmp_path, INMAIL_RATE_LIMIT_INMAILS_PER_MINUTE="5"
     ) as servers:
         async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as client:
-            fleet = Fleet(client, [server.url for server in servers])
+            fleet = Fleet(client, [server.url for server in servers], retries=2)
             sender = await fleet.create_member("Rosalind Franklin", "PREMIUM_BUSINESS")
             people = await asyncio.gather(
                 *(fleet.create_member(f"Reader {i}", "BASIC", card=None) for i in range(40))
