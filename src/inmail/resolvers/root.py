@@ -55,7 +55,12 @@ from inmail.observability import OperationLabels, OperationMetrics
 from inmail.resolvers.context import DatabaseDeadline, MemberMustExist, MutationsMarked
 from inmail.resolvers.cost import CostHolders, CostLimits, query_cost
 from inmail.resolvers.hooks import HookTable, PreparedHooksRunner
-from inmail.resolvers.limits import DocumentTextLimits, document_limits_rule, validated_texts
+from inmail.resolvers.limits import (
+    DocumentTextLimits,
+    document_limits_rule,
+    quote_literals_briefly,
+    validated_texts,
+)
 from inmail.resolvers.mutation import Mutation, ProductionMutation
 from inmail.resolvers.query import Query
 from inmail.resolvers.subscription import Subscription
@@ -265,6 +270,7 @@ def build_schema(
     """The schema the settings call for: in production without advanceClock (SPEC 7)."""
     if mutation is None:
         mutation = ProductionMutation if settings.is_production else Mutation
+    quote_literals_briefly()
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         functools.partial(OperationMetrics, labels=OperationLabels()),
         # Before the document is parsed and its variables coerced: variables of more values

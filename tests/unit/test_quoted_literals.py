@@ -1,0 +1,61 @@
+"""Error messages quote a large value literal by its start only, in every module of graphql-core
+that quotes one."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import graphql
+from graphql import parse
+from graphql.language import FieldNode, ObjectValueNode, OperationDefinitionNode
+
+from inmail.resolvers.limits import (
+    QUOTED_LITERAL,
+    QUOTING_MODULES,
+    quote_briefly,
+    quote_literals_briefly,
+)
+
+
+def test_every_module_of_graphql_core_that_quotes_a_literal_quotes_it_briefly() -> None:
+    """A graphql-core upgrade that quotes literals in a module of its own fails here."""
+    for module in pkgutil.walk_packages(graphql.__path__, "graphql."):
+        importlib.import_module(module.name)
+    quote_literals_briefly()
+
+    quoting = {
+        name
+        for name, module in list(sys.modules.items())
+        if name.startswith("graphql.")
+        and name != "graphql.language.printer"  # where it is defined
+        and not hasattr(module, "__path__")  # a package's own names are re-exports
+        and "print_for_error" in vars(module)
+    }
+
+    assert quoting == set(QUOTING_MODULES)
+    assert all(vars(sys.modules[name])["print_for_error"] is quote_briefly for name in quoting)
+
+
+def argument_value(document: str) -> ObjectValueNode:
+    operation = parse(document).definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    field = operation.selection_set.selections[0]
+    assert isinstance(field, FieldNode) and field.arguments
+    value = field.arguments[0].value
+    assert isinstance(value, ObjectValueNode)
+    return value
+
+
+def test_a_short_literal_is_quoted_as_graphql_core_prints_it() -> None:
+    assert quote_briefly(argument_value("{ f(a: {x: 1,   y: [2, 3]}) }")) == "{ x: 1, y: [2, 3] }"
+
+
+def test_a_long_literal_is_quoted_by_its_first_characters_as_written() -> None:
+    items = " ".join(str(i) for i in range(1000))
+    document = f"{{ f(a: {{x: [{items}]}}) }}"
+
+    quote = quote_briefly(argument_value(document))
+
+    assert quote == document[document.index("{x") :][:QUOTED_LITERAL] + "…"
