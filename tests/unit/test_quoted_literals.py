@@ -42,7 +42,8 @@ def argument_value(document: str) -> ObjectValueNode:
     operation = parse(document).definitions[0]
     assert isinstance(operation, OperationDefinitionNode)
     field = operation.selection_set.selections[0]
-    assert isinstance(field, FieldNode) and field.arguments
+    assert isinstance(field, FieldNode)
+    assert field.arguments
     value = field.arguments[0].value
     assert isinstance(value, ObjectValueNode)
     return value
