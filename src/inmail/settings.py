@@ -485,6 +485,15 @@ class Settings:
         1,
         10000,
     )
+    ws_max_subscriptions_per_member: int = _int_setting(
+        "INMAIL_WS_MAX_SUBSCRIPTIONS_PER_MEMBER",
+        "40",
+        "most live subscriptions one member may hold on all their websockets together in one "
+        "process (admins are not held to it); each runs again for every event it receives. "
+        "One more is refused (TOO_MANY_SUBSCRIPTIONS)",
+        1,
+        100_000,
+    )
     ws_max_cost_per_member: int = _int_setting(
         "INMAIL_WS_MAX_COST_PER_MEMBER",
         "10000",

@@ -35,7 +35,8 @@ from inmail.repositories.records import ChargeRepository
 from inmail.services.charges import reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
-from support import LiveServer, open_transactions, serve_api
+from inmail.settings import Settings
+from support import LiveServer, Person, open_transactions, serve_api
 from support import test_settings as settings_for_tests
 from wsclient import (
     BALANCE_CHANGED,
@@ -748,6 +749,53 @@ async def _accepted(url: str, token: str, protocol: str) -> bool:
         return False
 
 
+async def first_update(ws: GraphQLSocket) -> str | dict[str, Any]:
+    """A balance subscription's id once its first update came, or the error refusing it."""
+    operation = await ws.subscribe(BALANCE_CHANGED)
+    try:
+        await ws.update(operation)
+    except OperationError as refused:
+        payload = refused.payload
+        error: dict[str, Any] = payload[0] if isinstance(payload, list) else payload
+        return error
+    return operation
+
+
+async def accepted_soon(ws: GraphQLSocket) -> bool:
+    """Whether a subscription is taken on `ws` within a few seconds of asking again."""
+    deadline = time.monotonic() + WAIT
+    while isinstance(await first_update(ws), dict):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def ada_and_grace_live(
+    settings: Settings, mongodb_uri: str, db_name: str
+) -> AsyncIterator[tuple[LiveServer, Person, Person]]:
+    async with serve_api(settings, Mongo.connect(mongodb_uri, db_name)) as live:
+        yield (
+            live,
+            await live.api.create_member("Ada Lovelace"),
+            await live.api.create_member("Grace Hopper"),
+        )
+
+
+@contextlib.asynccontextmanager
+async def two_sockets_and_one(
+    live: LiveServer, two_of: Person, one_of: Person, protocol: str
+) -> AsyncIterator[tuple[GraphQLSocket, GraphQLSocket, GraphQLSocket]]:
+    """Two sockets of `two_of`'s and one of `one_of`'s."""
+    async with (
+        GraphQLSocket.open(live.url, two_of.token, protocol) as one,
+        GraphQLSocket.open(live.url, two_of.token, protocol) as two,
+        GraphQLSocket.open(live.url, one_of.token, protocol) as third,
+    ):
+        yield one, two, third
+
+
 async def test_a_members_subscriptions_together_are_held_to_a_cost_and_an_ended_one_frees_its_share(
     mongodb_uri: str, db_name: str, protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -757,35 +805,8 @@ async def test_a_members_subscriptions_together_are_held_to_a_cost_and_an_ended_
     socket closed, gives its share back."""
     budget = 10
     settings = settings_for_tests(ws_max_cost_per_member=budget)
-    async with serve_api(settings, Mongo.connect(mongodb_uri, db_name)) as live:
-        ada = await live.api.create_member("Ada Lovelace")
-        grace = await live.api.create_member("Grace Hopper")
-
-        async def accepted_soon(ws: GraphQLSocket) -> bool:
-            """Whether a subscription is taken on `ws` within a few seconds of asking again."""
-            deadline = time.monotonic() + WAIT
-            while isinstance(await first_update(ws), dict):
-                if time.monotonic() > deadline:
-                    return False
-                await asyncio.sleep(0.05)
-            return True
-
-        async def first_update(ws: GraphQLSocket) -> str | dict[str, Any]:
-            """A subscription's id once its first update came, or the error refusing it."""
-            operation = await ws.subscribe(BALANCE_CHANGED)
-            try:
-                await ws.update(operation)
-            except OperationError as refused:
-                payload = refused.payload
-                error: dict[str, Any] = payload[0] if isinstance(payload, list) else payload
-                return error
-            return operation
-
-        async with (
-            GraphQLSocket.open(live.url, ada.token, protocol) as one,
-            GraphQLSocket.open(live.url, ada.token, protocol) as two,
-            GraphQLSocket.open(live.url, grace.token, protocol) as graces,
-        ):
+    async with ada_and_grace_live(settings, mongodb_uri, db_name) as (live, ada, grace):
+        async with two_sockets_and_one(live, ada, grace, protocol) as (one, two, graces):
             taken: list[str] = []
             while isinstance(answer := await first_update(one if len(taken) % 2 else two), str):
                 taken.append(answer)
@@ -808,4 +829,36 @@ async def test_a_members_subscriptions_together_are_held_to_a_cost_and_an_ended_
             # The sockets closed: everything they held is given back.
             again = [await accepted_soon(three) for _ in range(budget // cost)]
             assert all(again), again
+    assert tracebacks(caplog) == []
+
+
+async def test_a_member_holds_so_many_live_subscriptions_at_most_however_little_each_costs(
+    mongodb_uri: str, db_name: str, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every event runs each of a member's subscriptions again, and each run costs more than
+    its selection shows (its execution, its reads): 200 cheap ones (10 sockets of 20) made
+    each event another member caused cost 65 ms of CPU. A member's live subscriptions on all
+    their sockets together are at most INMAIL_WS_MAX_SUBSCRIPTIONS_PER_MEMBER; one more is
+    refused with an error, and a completed one frees its place."""
+    settings = settings_for_tests(ws_max_subscriptions_per_member=3)
+    async with (
+        ada_and_grace_live(settings, mongodb_uri, db_name) as (live, ada, grace),
+        two_sockets_and_one(live, ada, grace, protocol) as (one, two, graces),
+    ):
+        taken = [await first_update(one), await first_update(two), await first_update(one)]
+        refused = await first_update(two)
+        theirs = await first_update(graces)
+
+        await one.stop(str(taken[0]))
+        freed = await accepted_soon(two)
+
+    assert all(isinstance(operation, str) for operation in taken), taken
+    assert isinstance(refused, dict)
+    assert refused["extensions"] == {
+        "code": "TOO_MANY_SUBSCRIPTIONS",
+        "heldSubscriptions": 3,
+        "maximumSubscriptions": 3,
+    }
+    assert isinstance(theirs, str)  # another member's places are theirs
+    assert freed
     assert tracebacks(caplog) == []

@@ -46,6 +46,7 @@ from graphql import (
 )
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from inmail.domain.access import DEFAULT_PAGE_SIZE
 from inmail.domain.plans import PlanType
@@ -428,6 +429,19 @@ class HeldTooCostly(GraphQLError):
         )
 
 
+class TooManySubscriptions(GraphQLError):
+    def __init__(self, held: int, maximum: int) -> None:
+        super().__init__(
+            f"You hold {held} live subscriptions on websockets, the most one member may: end "
+            "some (complete) before you subscribe again.",
+            extensions={
+                "code": "TOO_MANY_SUBSCRIPTIONS",
+                "heldSubscriptions": held,
+                "maximumSubscriptions": maximum,
+            },
+        )
+
+
 class CostHolders:
     """What each member's websocket operations cost together in this process, at most `limit`
     each: their live subscriptions, and their queries and mutations in flight.
@@ -471,12 +485,21 @@ class QueryCost(SchemaExtension):
     """
 
     def __init__(
-        self, *, model: Callable[[GraphQLSchema], CostModel], holders: CostHolders | None = None
+        self,
+        *,
+        model: Callable[[GraphQLSchema], CostModel],
+        holders: CostHolders | None = None,
+        subscriptions: CostHolders | None = None,
     ) -> None:
         self._model = model
         self._holders = holders
+        # Each member's live subscriptions, counted (one unit each): however little each costs,
+        # every event runs them all, and each run has a cost of its own that no selection shows
+        # (its execution, its reads).
+        self._subscriptions = subscriptions
         self._requested: int | None = None
         self._held: tuple[str, int] | None = None
+        self._subscribed: str | None = None
 
     def _cost(self) -> int:
         if self._requested is None:
@@ -508,6 +531,9 @@ class QueryCost(SchemaExtension):
             if self._held is not None and self._holders is not None:
                 self._holders.release(*self._held)
                 self._held = None
+            if self._subscribed is not None and self._subscriptions is not None:
+                self._subscriptions.release(self._subscribed, 1)
+                self._subscribed = None
 
     def _hold(self, requested: int) -> None:
         context = self.execution_context.context
@@ -519,6 +545,14 @@ class QueryCost(SchemaExtension):
         holder = viewer.member_id
         if holder is None:
             return
+        counted = self._subscriptions
+        if (
+            counted is not None
+            and self.execution_context.operation_type is OperationType.SUBSCRIPTION
+        ):
+            if not counted.take(holder, 1):
+                raise TooManySubscriptions(counted.held_by(holder), counted.limit)
+            self._subscribed = holder
         if not self._holders.take(holder, requested):
             raise HeldTooCostly(requested, self._holders.held_by(holder), self._holders.limit)
         self._held = (holder, requested)
@@ -533,8 +567,13 @@ class QueryCost(SchemaExtension):
         return {"cost": {"requestedQueryCost": requested, "maximumAvailable": model.limits.maximum}}
 
 
-def query_cost(limits: CostLimits, holders: CostHolders | None = None) -> Callable[[], QueryCost]:
-    """A factory of QueryCost extensions sharing one CostModel per schema, and `holders`."""
+def query_cost(
+    limits: CostLimits,
+    holders: CostHolders | None = None,
+    subscriptions: CostHolders | None = None,
+) -> Callable[[], QueryCost]:
+    """A factory of QueryCost extensions sharing one CostModel per schema, `holders` and
+    `subscriptions`."""
 
     made: list[CostModel] = []
 
@@ -543,4 +582,4 @@ def query_cost(limits: CostLimits, holders: CostHolders | None = None) -> Callab
             made[:] = [CostModel(schema, limits)]
         return made[0]
 
-    return functools.partial(QueryCost, model=model, holders=holders)
+    return functools.partial(QueryCost, model=model, holders=holders, subscriptions=subscriptions)

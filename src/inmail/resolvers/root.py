@@ -290,6 +290,7 @@ def build_schema(
         query_cost(
             CostLimits(maximum=settings.max_query_cost, max_page_size=settings.max_page_size),
             CostHolders(settings.ws_max_cost_per_member),
+            CostHolders(settings.ws_max_subscriptions_per_member),
         ),
         SubscriptionsOverWebsockets,
         MutationsMarked,
