@@ -76,7 +76,8 @@ class Subscription:
 
 def _overflowed() -> GraphQLError:
     return GraphQLError(
-        "The subscription fell too far behind and was closed: read the list and subscribe again."
+        "The subscription fell too far behind and was closed: read the list and subscribe again.",
+        extensions={"code": "FELL_BEHIND"},
     )
 
 
