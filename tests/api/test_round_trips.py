@@ -18,8 +18,11 @@ from pymongo.monitoring import (
     CommandSucceededEvent,
 )
 
+from inmail.repositories.mongo import Mongo
 from inmail.services import scheduling
-from support import Api, Person, new_key, open_api
+from support import Api, Person, new_key, open_api, serve_api
+from support import test_settings as settings_for_tests
+from wsclient import TRANSPORT_WS, GraphQLSocket
 
 # Sent by the driver on its own, or by the live feed's change stream (its getMore), not by the
 # request's work; the requests below read single batches.
@@ -279,3 +282,56 @@ async def test_a_page_asked_for_again_in_one_request_is_read_and_counted_once(
     assert answers[0]["totalCount"] == 1
     assert Counter(often) == Counter(once), (once, often)
     assert "aggregate" in once  # the count
+
+
+class ReadsOf(CommandListener):
+    """The `find` commands sent to one collection while it listens."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+        self.listening = False
+        self.finds = 0
+
+    def started(self, event: CommandStartedEvent) -> None:
+        if self.listening and event.command.get("find") == self.collection:
+            self.finds += 1
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+
+async def test_the_subscriptions_of_one_socket_read_an_events_conversation_once(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """A socket's subscriptions are handed the same event: the first reads its conversation,
+    the others show what it read, instead of each reading it again. The next event is read
+    afresh."""
+    reads = ReadsOf("conversations")
+    mongo = Mongo.connect(mongodb_uri, db_name, listeners=[reads])
+    document = "subscription { conversationUpdated { kind conversation { subject state } } }"
+    async with serve_api(settings_for_tests(), mongo) as live:
+        ada = await live.api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+        grace = await live.api.create_member("Grace Hopper", "BASIC")
+        async with GraphQLSocket.open(live.url, grace.token, TRANSPORT_WS) as ws:
+            operations = [await ws.subscribe(document) for _ in range(3)]
+            reads.listening = True
+            sent = await live.api.send(ada, grace, subject="Engines")
+            received = [await ws.result(operation) for operation in operations]
+            finds_for_one_event = reads.finds
+            responded = await live.api.respond(grace, sent["conversation"]["id"])
+            answered = [await ws.result(operation) for operation in operations]
+
+    assert responded["errors"] == [], responded
+    assert [update["data"]["conversationUpdated"] for update in received] == [
+        {
+            "kind": "INMAIL_RECEIVED",
+            "conversation": {"subject": "Engines", "state": "AWAITING_RESPONSE"},
+        }
+    ] * 3
+    assert [update["data"]["conversationUpdated"] for update in answered] == [
+        {"kind": "RESPONDED", "conversation": {"subject": "Engines", "state": "ACCEPTED"}}
+    ] * 3
+    assert finds_for_one_event == 1

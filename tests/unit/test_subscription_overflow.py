@@ -30,10 +30,11 @@ class FellBehind:
 
 
 class Reads:
-    cleared = 0
+    def __init__(self) -> None:
+        self.fresh_for_events: list[object] = []
 
-    def clear(self) -> None:
-        self.cleared += 1
+    def fresh_for(self, event: object) -> None:
+        self.fresh_for_events.append(event)
 
 
 class FakeContext:
@@ -58,6 +59,6 @@ async def test_a_subscriber_closed_for_falling_behind_ends_with_a_fell_behind_er
         await read_all()
 
     assert shown == ["A", "B"]
-    assert context.reads.cleared == 2
+    assert context.reads.fresh_for_events == ["a", "b"]
     assert ended.value.extensions == {"code": "FELL_BEHIND"}
     assert "read the list and subscribe again" in ended.value.message

@@ -33,7 +33,7 @@ async def _updates(c: Context, member_id: str) -> AsyncIterator[BalanceUpdate]:
         async for update in updates:
             # The websocket's context lives as long as the connection: nothing cached may
             # outlive the event it was loaded for.
-            c.reads.clear()
+            c.reads.fresh_for(update)
             yield balance_update(update)
 
 
@@ -103,7 +103,7 @@ async def _inbox_items(
     """A subscriber's items, each as the schema shows it; an error once it fell behind."""
     async with subscribe() as updates:
         async for item in updates:
-            c.reads.clear()  # nothing cached may outlive the event it was loaded for
+            c.reads.fresh_for(item)  # nothing cached may outlive the event it was loaded for
             yield show(item)
         if updates.overflowed:
             raise _overflowed()

@@ -206,6 +206,9 @@ class Reader:
         self._brought_up: dict[str, asyncio.Task[None]] = {}
         # Each page of a list read once per request (see `_listed`), by what names it.
         self._listings: dict[tuple[object, ...], _Shared[Listing[object]]] = {}
+        # The live event the reads were last forgotten for (`fresh_for`), held so that its
+        # identity is never another's.
+        self._fresh_for: object = None
 
     # The loaders, each made on its first use: a request reads few kinds of record. A loader
     # that calls back into this reader holds it weakly: the reader owns it, and a cycle
@@ -241,6 +244,15 @@ class Reader:
 
     def now(self) -> datetime:
         return self._clock()
+
+    def fresh_for(self, event: object) -> None:
+        """Forget what was read, before a websocket subscription shows `event`, unless it was
+        forgotten for this very event already: a socket's subscriptions are handed the same
+        event, and each would otherwise read the same records again, one after the other.
+        What they read was read after the event came, as before."""
+        if event is not self._fresh_for:
+            self.clear()
+            self._fresh_for = event
 
     def clear(self) -> None:
         """Forget what was read: after a write, or before a websocket's next event."""
