@@ -35,6 +35,8 @@ class Commands(CommandListener):
     def __init__(self) -> None:
         self.listening = False
         self.sent: list[str] = []
+        # The collection each `find` reads.
+        self.found_in: list[str] = []
         # Each command that writes into `notifications`: the kind each upsert or insert names.
         self.notification_writes: list[list[str]] = []
 
@@ -42,6 +44,8 @@ class Commands(CommandListener):
         if self.listening and event.command_name not in _BACKGROUND:
             self.sent.append(event.command_name)
             command = event.command
+            if event.command_name == "find":
+                self.found_in.append(str(command["find"]))
             if event.command_name == "update" and command.get("update") == "notifications":
                 self.notification_writes.append(
                     [str(u["q"].get("kind")) for u in command.get("updates", [])]
@@ -70,6 +74,7 @@ async def counted(mongodb_uri: str, db_name: str) -> AsyncIterator[tuple[Api, Co
 
 async def during(commands: Commands, work: object) -> list[str]:
     commands.sent.clear()
+    commands.found_in.clear()
     commands.notification_writes.clear()
     commands.listening = True
     try:
@@ -284,43 +289,24 @@ async def test_a_page_asked_for_again_in_one_request_is_read_and_counted_once(
     assert "aggregate" in once  # the count
 
 
-class ReadsOf(CommandListener):
-    """The `find` commands sent to one collection while it listens."""
-
-    def __init__(self, collection: str) -> None:
-        self.collection = collection
-        self.listening = False
-        self.finds = 0
-
-    def started(self, event: CommandStartedEvent) -> None:
-        if self.listening and event.command.get("find") == self.collection:
-            self.finds += 1
-
-    def succeeded(self, event: CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: CommandFailedEvent) -> None:
-        pass
-
-
 async def test_the_subscriptions_of_one_socket_read_an_events_conversation_once(
     mongodb_uri: str, db_name: str
 ) -> None:
     """A socket's subscriptions are handed the same event: the first reads its conversation,
     the others show what it read, instead of each reading it again. The next event is read
     afresh."""
-    reads = ReadsOf("conversations")
-    mongo = Mongo.connect(mongodb_uri, db_name, listeners=[reads])
+    commands = Commands()
+    mongo = Mongo.connect(mongodb_uri, db_name, listeners=[commands])
     document = "subscription { conversationUpdated { kind conversation { subject state } } }"
     async with serve_api(settings_for_tests(), mongo) as live:
         ada = await live.api.create_member("Ada Lovelace", "PREMIUM_CAREER")
         grace = await live.api.create_member("Grace Hopper", "BASIC")
         async with GraphQLSocket.open(live.url, grace.token, TRANSPORT_WS) as ws:
             operations = [await ws.subscribe(document) for _ in range(3)]
-            reads.listening = True
+            commands.listening = True
             sent = await live.api.send(ada, grace, subject="Engines")
             received = [await ws.result(operation) for operation in operations]
-            finds_for_one_event = reads.finds
+            finds_for_one_event = commands.found_in.count("conversations")
             responded = await live.api.respond(grace, sent["conversation"]["id"])
             answered = [await ws.result(operation) for operation in operations]
 

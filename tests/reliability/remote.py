@@ -90,8 +90,8 @@ class Fleet(GraphQLClient):
         self, query: str, variables: dict[str, Any] | None = None, token: str | None = None
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        attempts = 1 + (self.retries if repeatable(query, variables) else 0)
-        for attempt in range(attempts):
+        retries = self.retries if repeatable(query, variables) else 0
+        while True:
             try:
                 return await self.client.post(
                     f"{self.urls[next(self._next)]}/graphql",
@@ -99,9 +99,9 @@ class Fleet(GraphQLClient):
                     headers=headers,
                 )
             except (httpx.ReadError, httpx.RemoteProtocolError):
-                if attempt + 1 == attempts:
+                if retries == 0:
                     raise
-        raise AssertionError("unreachable")
+                retries -= 1
 
     async def send(self, sender: Person, recipient: Person, key: str) -> dict[str, Any]:
         return await self.payload(
