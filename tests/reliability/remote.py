@@ -57,7 +57,10 @@ def repeatable(query: str, variables: dict[str, Any] | None) -> bool:
     if not query.lstrip().startswith("mutation"):
         return True
     given = (variables or {}).get("i")
-    return isinstance(given, dict) and "idempotencyKey" in given
+    if not isinstance(given, dict) or "memberId" in given:  # an admin's change takes no key
+        return False
+    key = given.get("idempotencyKey")
+    return isinstance(key, str) and key != ""
 
 
 class Fleet(GraphQLClient):

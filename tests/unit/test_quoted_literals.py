@@ -53,6 +53,19 @@ def test_a_short_literal_is_quoted_as_graphql_core_prints_it() -> None:
     assert quote_briefly(argument_value("{ f(a: {x: 1,   y: [2, 3]}) }")) == "{ x: 1, y: [2, 3] }"
 
 
+def test_a_quote_never_ends_in_half_a_surrogate_pair() -> None:
+    """A text sent as CESU-8 holds each emoji as two surrogates, which the lexer takes: a cut
+    between them would leave half a character, which strict JSON readers refuse."""
+    pair = "\ud83d\ude00"
+    for offset in range(2):
+        document = "{ f(a: {" + "x" * (1 + offset) + ': "' + pair * 60 + '"}) }'
+        quote = quote_briefly(argument_value(document))
+        assert quote.endswith("…")
+        body = quote[:-1]
+        assert body.count("\ud83d") == body.count("\ude00")
+        assert len(body) in (QUOTED_LITERAL - 1, QUOTED_LITERAL)
+
+
 def test_a_long_literal_is_quoted_by_its_first_characters_as_written() -> None:
     items = " ".join(str(i) for i in range(1000))
     document = f"{{ f(a: {{x: [{items}]}}) }}"

@@ -260,11 +260,14 @@ QUOTING_MODULES: Final = (
 def quote_briefly(node: Node) -> str:
     """A value literal as an error message quotes it: as graphql-core prints it when its text
     is short, else its first QUOTED_LITERAL characters as written, taken from the source
-    (constant work, however large the literal)."""
+    (constant work, however large the literal), never ending in half a surrogate pair."""
     loc = node.loc
     if loc is None or loc.end - loc.start <= QUOTED_LITERAL:
         return print_for_error(node)
-    return loc.source.body[loc.start : loc.start + QUOTED_LITERAL] + "…"
+    quoted = loc.source.body[loc.start : loc.start + QUOTED_LITERAL]
+    if "\ud800" <= quoted[-1] <= "\udbff":  # a text sent as CESU-8 keeps its pairs apart
+        quoted = quoted[:-1]
+    return quoted + "…"
 
 
 def quote_literals_briefly() -> None:
