@@ -437,10 +437,19 @@ class LiveServer:
 
     api: Api
     url: str  # the GraphQL endpoint for websockets
+    server: uvicorn.Server
 
     @property
     def broker(self) -> Broker:
         return self.api.container.live
+
+    async def settled(self, within: float = 30.0) -> None:
+        """Wait until the app has done with everything it was given: no request or socket of
+        it still running (uvicorn keeps their tasks until they end)."""
+        deadline = asyncio.get_running_loop().time() + within  # a bound, not a measure
+        while self.server.server_state.tasks:
+            assert asyncio.get_running_loop().time() < deadline, "the app is still at work"
+            await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager
@@ -472,7 +481,7 @@ async def serve_api(
             task.result()  # uvicorn's own error, if it failed to start
         assert server.started, "uvicorn did not start"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            yield LiveServer(Api(client, container), f"ws://127.0.0.1:{port}/graphql")
+            yield LiveServer(Api(client, container), f"ws://127.0.0.1:{port}/graphql", server)
     finally:
         server.should_exit = True
         await task

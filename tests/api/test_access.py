@@ -530,6 +530,7 @@ async def test_errors_never_carry_stack_traces_or_internals(api: Api) -> None:
     ]
 
     for body in responses:
+        assert body["errors"], body
         for error in body["errors"]:
             assert set(error.get("extensions") or {}) <= {"code"}
             assert "Traceback" not in str(error)

@@ -52,16 +52,14 @@ async def a_member_with_threads(api: Api, threads: int) -> Person:
     return ada
 
 
-async def test_a_forty_level_fragment_bomb_is_refused_within_seconds(api: Api) -> None:
-    started = time.monotonic()
-    body = await api.raw(bomb(40))
-    elapsed = time.monotonic() - started
+async def test_a_forty_level_fragment_bomb_is_refused_as_too_large_to_validate(api: Api) -> None:
+    # A bound, not a speed: expanding the bomb used to take more than ten minutes.
+    body = await asyncio.wait_for(api.raw(bomb(40)), timeout=60)
 
     assert body.get("data") is None
     assert graphql_error_codes(body) == ["QUERY_TOO_LARGE"]
     assert "too large to validate" in body["errors"][0]["message"]
     assert cost_of(body)["maximumAvailable"] == MAXIMUM
-    assert elapsed < 5  # generous: expanding it used to take more than ten minutes
 
 
 async def test_the_million_object_query_is_refused_before_any_resolver_runs(api: Api) -> None:
@@ -162,20 +160,20 @@ async def test_a_page_size_left_to_the_variables_default_is_costed_at_that_defau
 
 
 @pytest.mark.parametrize(
-    ("query", "token_needed", "codes"),
+    ("query", "token_needed", "codes", "requested"),
     [
-        ("{ now }", False, []),
-        ("{ viewer { id } }", True, []),
-        ("{ viewer { id } }", False, ["UNAUTHENTICATED"]),
-        ("{ nowhere }", False, ["GRAPHQL_VALIDATION_FAILED"]),
-        ("{ now", False, ["GRAPHQL_PARSE_FAILED"]),
-        ("query($n: Int!) { now }", False, ["GRAPHQL_VALIDATION_FAILED"]),  # $n never used
-        ("query($t: ID!) { node(id: $t) { id } }", True, ["BAD_USER_INPUT"]),  # $t not sent
-        ("mutation { cancelSubscription { errors { code } } }", True, []),
+        ("{ now }", False, [], 0),  # a scalar of the root costs nothing
+        ("{ viewer { id } }", True, [], 1),
+        ("{ viewer { id } }", False, ["UNAUTHENTICATED"], 1),
+        ("{ nowhere }", False, ["GRAPHQL_VALIDATION_FAILED"], 0),  # never measured
+        ("{ now", False, ["GRAPHQL_PARSE_FAILED"], 0),
+        ("query($n: Int!) { now }", False, ["GRAPHQL_VALIDATION_FAILED"], 0),  # $n never used
+        ("query($t: ID!) { node(id: $t) { id } }", True, ["BAD_USER_INPUT"], 1),  # $t not sent
+        ("mutation { cancelSubscription { errors { code } } }", True, [], 2),
     ],
 )
 async def test_every_response_carries_its_cost(
-    api: Api, query: str, token_needed: bool, codes: list[str | None]
+    api: Api, query: str, token_needed: bool, codes: list[str | None], requested: int
 ) -> None:
     ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
 
@@ -184,7 +182,7 @@ async def test_every_response_carries_its_cost(
     assert graphql_error_codes(body) == codes
     cost = cost_of(body)
     assert cost["maximumAvailable"] == MAXIMUM
-    assert cost["requestedQueryCost"] >= 0
+    assert cost["requestedQueryCost"] == requested
 
 
 async def test_depth_is_still_limited_through_fragments(api: Api) -> None:
@@ -254,14 +252,14 @@ async def test_over_a_websocket_each_subscription_update_carries_its_cost(
         op = await ws.subscribe("subscription { balanceChanged { balance } }")
         update = await ws.result(op)
 
-    assert update["data"]["balanceChanged"]["balance"] >= 0
+    assert update["data"]["balanceChanged"]["balance"] == 5  # the plan's first allotment
     assert update["extensions"]["cost"] == {"requestedQueryCost": 1, "maximumAvailable": MAXIMUM}
 
 
 # --- a real server process ----------------------------------------------------------------
 
 
-async def test_health_checks_keep_answering_within_a_second_while_bombs_arrive(
+async def test_health_checks_keep_answering_while_bombs_arrive(
     tmp_path: Path, mongodb_uri: str, db_name: str
 ) -> None:
     with running(1, mongodb_uri, db_name, tmp_path) as (server,):
@@ -287,7 +285,8 @@ async def test_health_checks_keep_answering_within_a_second_while_bombs_arrive(
             bodies, waits = await asyncio.gather(send_bombs(), check_health())
 
     assert all(graphql_error_codes(body) == ["QUERY_TOO_LARGE"] for body in bodies)
-    assert max(waits) < 1  # the behaviour itself: the process never stalls
+    # The process never stalls: a bound, not a speed (expanding one bomb held it for minutes).
+    assert max(waits) < 10
 
 
 # --- the document's text: its length and its lines, bounded before it is parsed ------------

@@ -176,17 +176,21 @@ async def test_twenty_first_messages_at_once_between_two_connections_make_one_th
 
 async def _follow(
     api: Api, reader: Person, thread: str, cursor: str | None, until: asyncio.Event
-) -> list[str]:
+) -> tuple[list[str], int]:
     """A client keeping up with a thread: it asks again and again for what came after the
-    last message it saw, and once more after `until` is set; the bodies in the order seen."""
+    last message it saw, and once more after `until` is set. The bodies in the order seen, and
+    how many of them it saw before `until` was set."""
     seen: list[str] = []
+    seen_before = 0
     while True:
         last_round = until.is_set()
         page = await _message_page(api, reader, thread, 20, cursor)
         seen += [node["body"] for node in page["nodes"]]
+        if not until.is_set():
+            seen_before = len(seen)
         cursor = page["pageInfo"]["endCursor"] or cursor
         if last_round and not page["pageInfo"]["hasNextPage"]:
-            return seen
+            return seen, seen_before
         await asyncio.sleep(0)
 
 
@@ -212,7 +216,7 @@ async def test_a_client_paging_forward_through_a_thread_sees_every_message_sent_
         done.set()
         return sent
 
-    sent, seen = await asyncio.gather(
+    sent, (seen, seen_while_sending) = await asyncio.gather(
         senders(), _follow(api, grace, thread, start["pageInfo"]["endCursor"], done)
     )
 
@@ -224,6 +228,7 @@ async def test_a_client_paging_forward_through_a_thread_sees_every_message_sent_
     bodies = await _message_page(api, grace, thread, 100, None)
     assert seen == [node["body"] for node in bodies["nodes"]][1:]
     assert sorted(seen) == sorted(f"Message {i}" for i in range(40))
+    assert seen_while_sending > 0, "the client read nothing while the messages were being sent"
 
 
 async def test_a_thread_stored_before_it_kept_its_latest_time_adds_after_its_newest(

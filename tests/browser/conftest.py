@@ -160,8 +160,20 @@ class Browsers:
                 (folder / f"{name}-error.txt").write_text(repr(exc))
 
     def close(self) -> None:
+        """Quit every window, each whatever became of the others; a failure to quit one stops
+        its chromedriver by its pid all the same, and is raised once all are closed."""
+        failures: list[Exception] = []
         for driver in self.drivers.values():
-            driver.quit()
+            try:
+                driver.quit()
+            except Exception as exc:
+                failures.append(exc)
+                process = driver.service.process
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait(30)
+        if failures:
+            raise failures[0]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +41,16 @@ class World:
     awaiting: list[tuple[str, Person]] = field(default_factory=list)  # (conversation, recipient)
     answered: list[tuple[str, Person]] = field(default_factory=list)
     keys: list[tuple[Person, str, int]] = field(default_factory=list)  # purchases made
+    outcomes: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
 
     def someone(self) -> Person:
         return self.rng.choice(self.people)
+
+    def outcome(self, move: str, result: dict[str, Any]) -> str:
+        """What `move` answered, counted: OK or its error codes."""
+        said = ",".join(error["code"] for error in result["errors"]) or "OK"
+        self.outcomes[move][said] += 1
+        return said
 
 
 async def audit_everyone(world: World, step: str) -> None:
@@ -57,7 +65,7 @@ async def send(world: World) -> str:
     result = await world.api.send(sender, recipient)
     if not result["errors"]:
         world.awaiting.append((result["conversation"]["id"], recipient))
-    return f"send -> {[e['code'] for e in result['errors']] or 'OK'}"
+    return f"send -> {world.outcome('send', result)}"
 
 
 async def respond(world: World) -> str:
@@ -70,7 +78,7 @@ async def respond(world: World) -> str:
     if not result["errors"] and (conversation_id, recipient) in world.awaiting:
         world.awaiting.remove((conversation_id, recipient))
         world.answered.append((conversation_id, recipient))
-    return f"respond {kind} -> {[e['code'] for e in result['errors']] or 'OK'}"
+    return f"respond {kind} -> {world.outcome('respond', result)}"
 
 
 async def purchase(world: World) -> str:
@@ -82,7 +90,7 @@ async def purchase(world: World) -> str:
     result = await world.api.purchase(member, quantity, key=key)
     if not result["errors"]:
         world.keys.append((member, key, quantity))
-    return f"purchase {quantity} -> {[e['code'] for e in result['errors']] or 'OK'}"
+    return f"purchase {quantity} -> {world.outcome('purchase', result)}"
 
 
 async def advance(world: World) -> str:
@@ -96,17 +104,17 @@ async def plan_change(world: World) -> str:
     plan = "BASIC" if world.rng.random() < 0.15 else world.rng.choice(PLANS)
     allotment = world.rng.randint(1, 12) if plan == "LEGACY_PREMIUM" else None
     result = await change_plan(world.api, member, plan, allotment)
-    return f"changePlan {plan} -> {[e['code'] for e in result['errors']] or 'OK'}"
+    return f"changePlan {plan} -> {world.outcome('changePlan', result)}"
 
 
 async def cancel(world: World) -> str:
     result = await cancel_subscription(world.api, world.someone())
-    return f"cancel -> {[e['code'] for e in result['errors']] or 'OK'}"
+    return f"cancel -> {world.outcome('cancel', result)}"
 
 
 async def new_card(world: World) -> str:
     result = await update_card(world.api, world.someone(), CARDS[0])
-    return f"updatePaymentMethod -> {[e['code'] for e in result['errors']] or 'OK'}"
+    return f"updatePaymentMethod -> {world.outcome('updatePaymentMethod', result)}"
 
 
 async def burst(world: World) -> str:
@@ -116,6 +124,38 @@ async def burst(world: World) -> str:
     done = await asyncio.gather(*(move(world) for move in chosen))
     return "burst: " + "; ".join(done)
 
+
+# What each move may answer in a walk: OK, or a refusal its rules give (an unexpected code, an
+# internal error above all, fails the walk).
+MAY_ANSWER: dict[str, set[str]] = {
+    "send": {
+        "OK",
+        "CANNOT_MESSAGE_SELF",
+        "RECIPIENT_IS_CONNECTION",
+        "UPGRADE_REQUIRED",
+        "SUBSCRIPTION_INACTIVE",
+        "PAYMENT_METHOD_EXPIRED",
+        "AWAITING_RESPONSE",
+        "INSUFFICIENT_CREDITS",
+        "RATE_LIMITED",
+    },
+    "respond": {"OK", "ALREADY_RESPONDED"},
+    "purchase": {
+        "OK",
+        "INVALID_INPUT",  # a quantity of 0 or 11
+        "PURCHASE_NOT_ALLOWED",
+        "SUBSCRIPTION_INACTIVE",
+        "PAYMENT_METHOD_EXPIRED",
+        "CAP_EXCEEDED",
+        "IDEMPOTENCY_KEY_REUSED",
+    },
+    "changePlan": {"OK", "PLAN_NOT_AVAILABLE", "PAYMENT_METHOD_EXPIRED", "INVALID_INPUT"},
+    "cancel": {"OK", "SUBSCRIPTION_INACTIVE"},
+    "updatePaymentMethod": {"OK"},
+}
+# The walk moved credits every way: sends spent them, responses earned them back, purchases
+# bought them.
+MUST_SUCCEED = ("send", "respond", "purchase")
 
 MOVES: list[tuple[Any, int]] = [
     (send, 30),
@@ -153,6 +193,12 @@ async def test_every_invariant_of_credits_holds_after_every_step_of_a_random_wal
         move = world.rng.choices(moves, weights)[0]
         what = await move(world)
         await audit_everyone(world, f"step {step}: {what}")
+
+    answered = {move: set(",".join(seen).split(",")) for move, seen in world.outcomes.items()}
+    assert {move: codes - MAY_ANSWER[move] for move, codes in answered.items()} == {
+        move: set() for move in answered
+    }, world.outcomes
+    assert [move for move in MUST_SUCCEED if world.outcomes[move]["OK"] == 0] == [], world.outcomes
 
 
 async def test_the_audit_names_a_lot_that_does_not_match_its_ledger(api: Api) -> None:

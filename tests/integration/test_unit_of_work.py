@@ -89,9 +89,13 @@ async def test_a_transaction_still_running_when_its_writes_must_end_is_rolled_ba
     then but would commit after is rolled back at once, and none is left open on the server
     (where it would hold what it wrote until its lifetime ends)."""
 
+    exp = time.time() + 1.0
+    wrote_at: list[float] = []
+
     async def write_then_dawdle(tx: Transaction) -> None:
         await tx.members.insert(ada())
-        await asyncio.sleep(0.3)  # exp passes meanwhile
+        wrote_at.append(time.time())
+        await asyncio.sleep(1.5)  # exp passes meanwhile
 
     async def once() -> None:
         if entry == "run":
@@ -100,10 +104,12 @@ async def test_a_transaction_still_running_when_its_writes_must_end_is_rolled_ba
             async with uow.transaction() as tx:
                 await write_then_dawdle(tx)
 
-    with uow.deadline(ends_by=time.time() + 0.1), pytest.raises(WriteWindowClosed):
+    with uow.deadline(ends_by=exp), pytest.raises(WriteWindowClosed):
         await once()
     left_open = await open_transactions(mongo)
 
+    [written] = wrote_at
+    assert written < exp, "the write was to come before exp"
     assert left_open == []
     assert await uow.reads.members.get("ada-lovelace") is None
     async with uow.transaction() as tx:  # the member's next write is not held up

@@ -242,7 +242,7 @@ async def test_pings_queued_past_the_init_timeout_close_the_socket_without_a_tra
 
     assert ws.close_code == 4408
     assert {m["type"] for m in received} <= {"pong"}
-    await asyncio.sleep(0.5)  # what the server does with the rest of its backlog
+    await live.settled()  # the server has done with the rest of its backlog
     assert tracebacks(caplog) == []
 
 
@@ -254,7 +254,7 @@ async def test_a_client_that_leaves_with_operations_queued_leaves_no_traceback(
         for _ in range(40):
             await ws.subscribe("{ now }")
             await ws.subscribe("{ not closed")
-    await asyncio.sleep(1.0)  # what the server does with what it was sent
+    await live.settled()  # the server has done with what it was sent
 
     assert tracebacks(caplog) == []
 
@@ -398,13 +398,14 @@ async def test_an_upload_the_client_abandons_logs_no_error(
         await asyncio.sleep(0.2)
         writer.close()
         await writer.wait_closed()
+    await live.settled()  # each upload's request has ended
     answer = await live.api.client.get("/healthz")
 
     assert answer.status_code == 200
     assert tracebacks(caplog) == []
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     noted = [r for r in caplog.records if "went away" in r.getMessage()]
-    assert len(noted) <= 3
+    assert len(noted) <= 3  # at most a note an upload, never more
 
 
 def keep_alive_tasks() -> list[asyncio.Task[Any]]:

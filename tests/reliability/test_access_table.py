@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -444,13 +445,21 @@ def live_server(mongodb_uri: str, tmp_path_factory: pytest.TempPathFactory) -> I
         drop_database(mongodb_uri, db_name)
 
 
+# How long a refusal may take to come before the subscription is taken as live and an event
+# is caused for it (a refusal that comes later still counts as one).
+REFUSAL_AWAITED = 1.0
+
+
 async def subscription_outcome(
     server: Server,
     token: str | None,
     document: str,
     variables: dict[str, Any],
-    quiet_after: float | None = None,
+    provoke: Callable[[], Awaitable[None]] | None = None,
 ) -> str:
+    """R when the subscription is refused; A when it delivers an update. A subscription that
+    answers only on an event gets one from `provoke` once no refusal came at once; without
+    `provoke` the update (or refusal) must come by itself."""
     async with connect(graphql_ws_url(server.url), subprotocols=[WS], open_timeout=WAIT) as ws:
         payload = {"Authorization": f"Bearer {token}"} if token else {}
         await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
@@ -471,11 +480,14 @@ async def subscription_outcome(
         )
         while True:
             try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), quiet_after or WAIT))
+                wait = REFUSAL_AWAITED if provoke is not None else WAIT
+                message = json.loads(await asyncio.wait_for(ws.recv(), wait))
             except TimeoutError:
-                if quiet_after is None:
+                if provoke is None:
                     raise
-                return A  # subscribed, and nothing has happened yet: no refusal came
+                await provoke()  # no refusal came at once: an event must now come through
+                provoke = None
+                continue
 
             if message["type"] in ("ping", "pong", "ka"):
                 continue
@@ -485,44 +497,91 @@ async def subscription_outcome(
                 return R
             if message["type"] == "next":
                 assert not message["payload"].get("errors"), message
-                assert message["payload"]["data"]["balanceChanged"]["memberId"] == variables["id"]
+                [(field, update)] = message["payload"]["data"].items()
+                wanted = EXPECTED_UPDATES[field](variables)
+                assert {key: update.get(key) for key in wanted} == wanted, message
                 with contextlib.suppress(ConnectionClosed):
                     await ws.send(json.dumps({"id": "1", "type": "complete"}))
                 return A
             raise AssertionError(f"unexpected message {message}")
 
 
-async def create_remote(server: Server, name: str, plan: str) -> Person:
+# What each subscription's first update shows: a balance at once; a notification or a
+# conversation change once `inmail_to` sends the subscriber an InMail.
+EXPECTED_UPDATES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "balanceChanged": lambda v: {"memberId": v["id"], "balance": 5},
+    "notificationReceived": lambda _: {"kind": "INMAIL_RECEIVED"},
+    "conversationUpdated": lambda _: {"kind": "INMAIL_RECEIVED"},
+}
+
+
+async def post(server: Server, token: str, query: str, variables: dict[str, Any]) -> Any:
+    """One mutation's payload: the value of its one root field."""
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         response = await client.post(
             "/graphql",
-            json={
-                "query": "mutation($i: CreateMemberInput!) "
-                "{ createMember(input: $i) { member { id } errors { code } } }",
-                "variables": {"i": {"name": name, "plan": plan, "paymentMethod": GOOD_CARD}},
-            },
-            headers={"Authorization": f"Bearer {admin_token()}"},
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
         )
-    member_id: str = response.json()["data"]["createMember"]["member"]["id"]
+    [payload] = response.json()["data"].values()
+    return payload
+
+
+async def create_remote(server: Server, name: str, plan: str) -> Person:
+    created = await post(
+        server,
+        admin_token(),
+        "mutation($i: CreateMemberInput!) "
+        "{ createMember(input: $i) { member { id } errors { code } } }",
+        {"i": {"name": name, "plan": plan, "paymentMethod": GOOD_CARD}},
+    )
+    member_id: str = created["member"]["id"]
     return Person(member_id, member_token(member_id))
+
+
+async def inmail_to(server: Server, recipient: Person) -> None:
+    """A new Premium member sends `recipient` an InMail."""
+    sender = await create_remote(server, "Sam Sender", "PREMIUM_CAREER")
+    key = uuid.uuid4().hex
+    sent = await post(
+        server,
+        sender.token,
+        "mutation($i: SendInMailInput!) { sendInMail(input: $i) { errors { code } } }",
+        {
+            "i": {
+                "recipientId": recipient.id,
+                "subject": "Hi",
+                "body": "A word",
+                "idempotencyKey": key,
+            }
+        },
+    )
+    assert sent["errors"] == [], sent
 
 
 async def test_subscription_rows(live_server: Server) -> None:
     ada = await create_remote(live_server, "Ada Lovelace", "PREMIUM_CAREER")
     dan = await create_remote(live_server, "Dan Stranger", "PREMIUM_CAREER")
+    members = {"another": dan, "owner": ada}
     tokens = {"anonymous": None, "another": dan.token, "owner": ada.token, "admin": admin_token()}
-    for name, row in ROWS.items():
-        if not name.startswith("Subscription."):
-            continue
-        seen = {
-            caller: await subscription_outcome(
+    rows = {name: row for name, row in ROWS.items() if name.startswith("Subscription.")}
+    assert set(rows) == {f"Subscription.{field}" for field in EXPECTED_UPDATES}
+    for name, row in rows.items():
+        seen = {}
+        for caller in CALLERS:
+            member = members.get(caller)
+            # balanceChanged answers at once; the others on an event, here an InMail to the
+            # caller (an anonymous caller or an admin has no inbox: a refusal must come).
+            provoke = (
+                None
+                if name == "Subscription.balanceChanged" or member is None
+                else functools.partial(inmail_to, live_server, member)
+            )
+            seen[caller] = await subscription_outcome(
                 live_server,
                 tokens[caller],
                 row.document,
                 row.variables_for_subscription(ada.id),
-                # Only balanceChanged answers at once; the others wait for an event.
-                quiet_after=None if name == "Subscription.balanceChanged" else 3.0,
+                provoke,
             )
-            for caller in CALLERS
-        }
         assert tuple(seen[c] for c in CALLERS) == row.expected, (name, seen)

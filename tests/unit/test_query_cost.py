@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from graphql import (
     GraphQLList,
@@ -46,14 +44,12 @@ def model() -> CostModel:
 
 
 def test_a_fragment_bomb_is_measured_by_arithmetic_not_by_expanding_it() -> None:
-    document = parse(bomb(40))
-    started = time.perf_counter()
-    shape = DocumentShapes(document).fragment("F0")
-    elapsed = time.perf_counter() - started
+    shape = DocumentShapes(parse(bomb(40))).fragment("F0")
 
-    assert shape.size == 2**41 - 1  # every `now` the expanded operation would hold
+    # Every `now` the expanded operation would hold: 2**41 - 1 fields, which no expansion
+    # could count in the life of the test run.
+    assert shape.size == 2**41 - 1
     assert shape.depth == 0
-    assert elapsed < 1  # generous: expanding it would take days
 
 
 def test_a_fragment_bomb_is_refused_as_too_large_to_validate() -> None:
