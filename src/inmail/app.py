@@ -31,7 +31,7 @@ from inmail.heap import tuned_gc
 from inmail.observability import metrics_endpoint
 from inmail.processes import end_with_parent
 from inmail.repositories.database import choose_database
-from inmail.repositories.mongo import Mongo
+from inmail.repositories.mongo import Mongo, unanswered
 from inmail.resolvers.root import build_schema
 from inmail.settings import Settings
 
@@ -281,10 +281,12 @@ def create_app(
     mongo: Mongo | None = None,
     container: Container | None = None,
     serving: bool = False,
+    patient: bool = False,
 ) -> Starlette:
     """The app; `mongo` defaults to a client for settings.mongodb_uri, opened in the lifespan.
     `serving`: the app is the process's only one (a worker of `inmail serve`), whose garbage
-    collector is tuned for serving once it has started (`heap.tuned_gc`)."""
+    collector is tuned for serving once it has started (`heap.tuned_gc`). `patient`: its
+    start-up waits for a database out of reach instead of failing (`start_on_the_database`)."""
     if container is None:
         if mongo is None:
             if settings.mongodb_uri is None:
@@ -298,9 +300,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         started: list[Background] = []
         try:
-            await container.mongo.require_replica_set()
-            await container.mongo.create_indexes(plans=container.deps.plans)
-            await warn_if_the_clock_is_behind_the_data(container)
+            await start_on_the_database(container, patient=patient)
             for task in container.background:
                 await task.start()
                 started.append(task)
@@ -354,6 +354,33 @@ def create_app(
     return app
 
 
+START_RETRY_MOST = 30.0  # seconds between two attempts of a patient start-up, at most
+
+
+async def start_on_the_database(container: Container, *, patient: bool) -> None:
+    """What start-up does on the database: refuse a standalone server, create the indexes and
+    migrate, warn of a manual clock behind the data. Each step may run again.
+
+    A database out of reach fails start-up, unless `patient`: a worker of several, which `serve`
+    started once the database answered, and which replaces one that died. uvicorn stops every
+    worker when a replacement fails to start, so one that died during an outage would take the
+    healthy ones with it. A patient worker tries again, and again, until the database answers;
+    any other failure (a standalone server, a migration that cannot be done) fails it at once."""
+    wait = 1.0
+    while True:
+        try:
+            await container.mongo.require_replica_set()
+            await container.mongo.create_indexes(plans=container.deps.plans)
+            await warn_if_the_clock_is_behind_the_data(container)
+            return
+        except Exception as exc:
+            if not (patient and unanswered(exc)):
+                raise
+            log.warning("start-up waits for MongoDB (%s); trying again in %.0f s", exc, wait)
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, START_RETRY_MOST)
+
+
 async def warn_if_the_clock_is_behind_the_data(container: Container) -> None:
     """A manual clock that starts before what the database already holds would compute
     balances, renewals and expiries as if that had not happened yet: say so, once, at start."""
@@ -380,9 +407,10 @@ async def warn_if_the_clock_is_behind_the_data(container: Container) -> None:
 def worker_app(settings: Settings) -> Starlette:
     """The app as each uvicorn worker of `inmail serve` builds it, from the settings serve
     resolved and gave it (`transport.server_config`)."""
-    if settings.workers > 1:
+    several = settings.workers > 1
+    if several:
         end_with_parent()  # a worker of `inmail serve`'s supervisor: it ends with it
-    return _serving_app(settings)
+    return _serving_app(settings, patient=several)
 
 
 def app_from_env() -> Starlette:
@@ -393,6 +421,7 @@ def app_from_env() -> Starlette:
     return _serving_app(Settings.from_env(os.environ))
 
 
-def _serving_app(settings: Settings) -> Starlette:
+def _serving_app(settings: Settings, *, patient: bool = False) -> Starlette:
     logs.configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings, mongo=choose_database(settings).open(), serving=True)
+    database = choose_database(settings).open()
+    return create_app(settings, mongo=database, serving=True, patient=patient)

@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import re
+import resource
 import shutil
 import signal
 import sys
@@ -97,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             (settings.data_dir / DEV_SECRET_FILE).absolute(),
         )
         settings = settings.with_changes(jwt_secret=secret)
+    _warn_if_files_run_short(settings.max_connections)
     # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so that
     # the embedded mongod below is stopped by us, not left to the kernel.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -136,6 +138,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0 if started else 3
+
+
+FILES_BESIDES_CONNECTIONS = 100  # what a worker keeps open besides its clients' sockets
+
+
+def _warn_if_files_run_short(max_connections: int) -> None:
+    """Past the open-file limit a new connection is dropped before uvicorn sees it (no 503):
+    say so at start when the limit is below INMAIL_MAX_CONNECTIONS and what a worker keeps."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + FILES_BESIDES_CONNECTIONS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "the open-file limit (%d) is below INMAIL_MAX_CONNECTIONS (%d) plus the %d files a "
+            "worker keeps besides: past it, new connections are dropped without an answer. "
+            "Raise it (ulimit -n %d) or lower INMAIL_MAX_CONNECTIONS.",
+            soft,
+            max_connections,
+            FILES_BESIDES_CONNECTIONS,
+            wanted,
+        )
 
 
 def _prometheus_multiprocess_dir(workers: int) -> str | None:

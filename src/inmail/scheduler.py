@@ -22,14 +22,14 @@ from datetime import timedelta
 
 from inmail.metrics import SCHEDULER_LAG_SECONDS
 from inmail.services import scheduling
-from inmail.services.background import finish_within, repeat
+from inmail.services.background import STOP_GRACE, finish_within, repeat
 from inmail.services.base import Deps
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
 DEFAULT_LEASE_TTL = timedelta(seconds=30)
-DEFAULT_STOP_GRACE = 5.0
+DEFAULT_STOP_GRACE = STOP_GRACE
 """How long a stop waits for the pass under way. Each batch is a transaction, so a pass cut short
 loses nothing (the next pass, in any process, does the rest); waiting longer would only hold a
 shutdown, as when MongoDB cannot be reached and a call waits out its server selection."""

@@ -126,7 +126,14 @@ def _webhook_url(raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(raw) > 2048:
         raise ValueError("")
+    parts.port  # noqa: B018 - raises ValueError for a port out of range
     return raw
+
+
+def _same_interface(one: str, other: str) -> bool:
+    """Whether two listen addresses may take the same port of one interface: the same, or
+    either every interface."""
+    return one == other or {one, other} & {"0.0.0.0", "::", ""} != set()
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -703,6 +710,13 @@ class Settings:
                 )
             if settings.manual_clock:
                 raise SettingsError("INMAIL_CLOCK: manual is for demos and tests, not production")
+        if settings.metrics_port == settings.port and _same_interface(
+            settings.metrics_host, settings.host
+        ):
+            raise SettingsError(
+                f"INMAIL_METRICS_PORT: {settings.port} is the API's port (INMAIL_PORT) on the same "
+                "interface; give metrics a port of their own, or off"
+            )
         if settings.webhook_url is not None and settings.webhook_secret is None:
             raise SettingsError("INMAIL_WEBHOOK_SECRET: required when INMAIL_WEBHOOK_URL is set")
         delay, latest = settings.reminder_delay_hours * 3600, MAX_REMINDER_DELAY.total_seconds()
@@ -737,8 +751,20 @@ def _read(environ: Mapping[str, str], spec: Setting) -> object:
         return spec.parse(raw)
     except (ValueError, TypeError) as exc:
         detail = f" ({exc})" if str(exc) else ""
-        shown = raw if not spec.name.endswith(("_SECRET", "_TOKEN")) else "<hidden>"
-        raise SettingsError(f"{spec.name}={shown!r}: accepts {spec.accepts}{detail}") from None
+        raise SettingsError(
+            f"{spec.name}={_shown(spec, raw)!r}: accepts {spec.accepts}{detail}"
+        ) from None
+
+
+def _shown(spec: Setting, raw: str) -> str:
+    """A refused value as an error may quote it: a secret not at all, a URL's password not."""
+    if spec.name.endswith(("_SECRET", "_TOKEN")):
+        return "<hidden>"
+    return _URL_PASSWORD.sub(r"\1:<hidden>@", raw)
+
+
+# The password of a URL's user information (scheme://user:password@host), as RFC 3986 reads it.
+_URL_PASSWORD = re.compile(r"(//[^/?#@:]*):[^/?#@]*@")
 
 
 def table_cell(text: str) -> str:

@@ -386,6 +386,26 @@ def test_a_mongodb_that_is_no_replica_set_is_one_message_before_any_worker_start
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        ("mongodb://admin:Hunter2Secret@127.0.0.1:99999/?replicaSet=rs0", "Port must be"),
+        ("mongodb://127.0.0.1:27017/?replicaSet=rs0&tls=maybe", "tls must be"),
+        ("mongodb://", "at least one hostname"),
+    ],
+    ids=["a port out of range", "an option's value", "no host"],
+)
+def test_a_mongodb_uri_the_driver_cannot_read_is_one_message_naming_the_variable(
+    data_dir: Path, uri: str, said: str
+) -> None:
+    result = _serve_until_it_exits(data_dir, INMAIL_MONGODB_URI=uri, INMAIL_METRICS_PORT="off")
+    assert result.returncode == 1, result.stderr
+    assert "INMAIL_MONGODB_URI cannot be used" in result.stderr
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Hunter2Secret" not in result.stderr
+
+
 def test_workers_that_fail_to_start_make_serve_exit_with_a_failure(
     data_dir: Path, mongodb_uri: str, db_name: str
 ) -> None:
@@ -418,14 +438,8 @@ def test_workers_end_with_a_serve_that_is_killed(data_dir: Path) -> None:
     workers: list[int] = []
     mongod: int | None = None
     try:
-        served = False
-        for _ in range(600):
-            workers = _workers_of(parent.pid)
-            served = len(workers) == 2 and _post_ok(port)
-            if served:
-                break
-            time.sleep(0.1)
-        assert served, f"two workers never served ({len(workers)} started)"
+        workers = _two_workers_serving(parent.pid, port)
+        assert len(workers) == 2, "two workers never served"
         mongod = _embedded_mongod(data_dir)
         assert mongod is not None, "serve started no mongod of its own"
         parent.kill()
@@ -444,6 +458,79 @@ def test_workers_end_with_a_serve_that_is_killed(data_dir: Path) -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_while_the_database_is_out_of_reach_is_replaced_once_it_is_back(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """uvicorn stops every worker when a replacement fails to start: a worker that died while
+    MongoDB hung would take the healthy one with it, and the service would stay down after the
+    database came back. The replacement waits for the database instead."""
+    mongod = EmbeddedMongod(tmp_path / "db", oplog_mb=64)
+    mongod.start()
+    assert mongod.pid is not None
+    port = free_port()
+    env = _env(
+        data_dir,
+        INMAIL_PORT=str(port),
+        INMAIL_WORKERS="2",
+        INMAIL_METRICS_PORT="off",
+        INMAIL_MONGODB_URI=mongod.uri,
+    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log_file:
+        parent = subprocess.Popen([*INMAIL, "serve"], env=env, stdout=log_file, stderr=log_file)
+    workers: list[int] = []
+    try:
+        workers = _two_workers_serving(parent.pid, port)
+        assert len(workers) == 2, log_path.read_text()[-3000:]
+
+        os.kill(mongod.pid, signal.SIGSTOP)
+        try:
+            os.kill(workers[0], signal.SIGKILL)
+            # Past the 20 s a start-up's first contact waits for the server: a replacement
+            # that gave up would have stopped the service by now.
+            time.sleep(28)
+            assert parent.poll() is None, log_path.read_text()[-3000:]
+        finally:
+            os.kill(mongod.pid, signal.SIGCONT)
+
+        replaced = False
+        for _ in range(600):
+            now_serving = _workers_of(parent.pid)
+            replaced = len(now_serving) == 2 and workers[0] not in now_serving
+            if replaced and all(_post_ok(port) for _ in range(10)):
+                break
+            time.sleep(0.1)
+        assert replaced, log_path.read_text()[-3000:]
+        assert all(_post_ok(port) for _ in range(10))
+        assert "start-up waits for MongoDB" in log_path.read_text()
+        assert parent.poll() is None
+    finally:
+        if parent.poll() is None:
+            parent.send_signal(signal.SIGTERM)
+            try:
+                parent.wait(60)
+            except subprocess.TimeoutExpired:
+                parent.kill()
+                parent.wait()
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        mongod.stop()
+
+
+def _two_workers_serving(pid: int, port: int) -> list[int]:
+    """The workers of serve `pid` once two of them run and the port answers (within a minute);
+    none if that never came."""
+    workers: list[int] = []
+    for _ in range(600):
+        workers = _workers_of(pid)
+        if len(workers) == 2 and _post_ok(port):
+            return workers
+        time.sleep(0.1)
+    return []
 
 
 def _workers_of(pid: int) -> list[int]:

@@ -311,6 +311,22 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
+async def delivered_once_the_lease_lapses(
+    mongo: Mongo, clock: ManualClock, receiver: Receiver, event: OutboxEvent
+) -> None:
+    """The receiver answers again, and another worker delivers `event` once the lease of the
+    one that held it (3 s) has lapsed."""
+    receiver.hang = False
+    survivor = worker(mongo, clock, receiver.url, owner="survivor")
+
+    async def delivered() -> bool:
+        await survivor.drain()
+        doc = await outbox_event(mongo, event.id)
+        return doc is not None and doc["status"] == DELIVERED
+
+    await eventually(delivered)
+
+
 async def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_by_another(
     mongodb_uri: str, mongo: Mongo, receiver: Receiver
 ) -> None:
@@ -342,15 +358,7 @@ async def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_by_
             child.kill()
             await child.wait()
 
-    receiver.hang = False
-    survivor = worker(mongo, clock, receiver.url, owner="survivor")
-
-    async def delivered() -> bool:
-        await survivor.drain()
-        doc = await outbox_event(mongo, event.id)
-        return doc is not None and doc["status"] == DELIVERED
-
-    await eventually(delivered)  # once the dead worker's lease (3 s) has lapsed
+    await delivered_once_the_lease_lapses(mongo, clock, receiver, event)
     assert [r.event_id for r in receiver.requests] == [event.id, event.id]
     assert [r.answered for r in receiver.requests] == [None, 200]
     doc = await outbox_event(mongo, event.id)
@@ -359,6 +367,35 @@ async def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_by_
     assert doc["attemptCount"] == 1
     assert doc["attempts"][0]["statusCode"] == 200
     assert json.loads(receiver.requests[1].body)["id"] == event.id
+
+
+async def test_a_stopping_worker_cuts_a_hanging_delivery_short_and_another_sends_it_again(
+    mongo: Mongo, receiver: Receiver
+) -> None:
+    """A shutdown is not held for a receiver's whole timeout: the delivery in flight is cut
+    short after the stop's grace, and the event, still leased, goes out again once the lease
+    lapses."""
+    clock = ManualClock(START)
+    [event] = events(1)
+    await enqueue(mongo, [event])
+    receiver.hang = True
+    await receiver.start()
+    config = WebhookConfig(
+        receiver.url, SECRET, timeout=600, poll_interval=0.05, lease=timedelta(seconds=3)
+    )
+    stopping = WebhookWorker(OutboxStore(mongo), clock, config, owner="stopping", stop_grace=0.5)
+    await stopping.start()
+    await asyncio.wait_for(receiver.arrived.wait(), 60)
+
+    # A bound, not a speed: without the grace the stop waits out the delivery's 600 s.
+    await asyncio.wait_for(stopping.stop(), 60)
+
+    held = await outbox_event(mongo, event.id)
+    assert held is not None
+    assert (held["status"], held["leaseOwner"], held["attemptCount"]) == (PENDING, "stopping", 0)
+    await delivered_once_the_lease_lapses(mongo, clock, receiver, event)
+    assert [r.event_id for r in receiver.requests] == [event.id, event.id]
+    assert [r.answered for r in receiver.requests] == [None, 200]
 
 
 async def test_the_app_delivers_in_the_background_when_a_webhook_url_is_set(

@@ -3,13 +3,14 @@ starts over the data folder, else the in-memory fallback, for one process outsid
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
 import pytest
 
 from inmail import embedded_mongod
-from inmail.repositories.database import NoDatabase, choose_database
+from inmail.repositories.database import IN_MEMORY_PACKAGE, NoDatabase, choose_database
 from inmail.repositories.memory import InMemoryMongo
 from support import test_settings as settings_with
 
@@ -69,3 +70,17 @@ def test_a_worker_starts_no_mongod_of_its_own(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(embedded_mongod, "find_mongod_binary", never)
     assert choose_database(settings_with()).mongod is None
+
+
+@pytest.mark.usefixtures("no_mongod_here")
+def test_without_a_mongod_or_the_memory_extra_serve_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *rest: None if name == IN_MEMORY_PACKAGE else found(name, *rest),
+    )
+    with pytest.raises(NoDatabase, match="no in-memory fallback installed: set INMAIL_MONGODB_URI"):
+        choose_database(settings_with(), may_start_mongod=True)

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,11 +100,22 @@ def api_services() -> dict[str, dict[str, Any]]:
     return {name: s for name, s in services().items() if "build" in s}
 
 
-def service_environment(service: dict[str, Any]) -> dict[str, str]:
+def service_environment(
+    service: dict[str, Any], dotenv: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A service's `environment`, each `${NAME:-default}` as Compose reads it with the project's
+    .env (`dotenv`; none given: the defaults)."""
     env = service.get("environment") or {}
-    if isinstance(env, list):
-        return dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    pairs = [item.split("=", 1) for item in env] if isinstance(env, list) else env.items()
+    return {str(k): interpolated(str(v), dotenv or {}) for k, v in pairs}
+
+
+def interpolated(value: str, dotenv: Mapping[str, str]) -> str:
+    found = re.fullmatch(r"\$\{([A-Z_][A-Z0-9_]*):-([^}]*)\}", value)
+    if found is None:
+        assert "$" not in value, f"{value}: only ${{NAME:-default}} is read here"
+        return value
+    return dotenv.get(found[1]) or found[2]
 
 
 def service_env_files(service: dict[str, Any]) -> list[str]:
@@ -135,7 +147,7 @@ def container_environment(service: dict[str, Any]) -> dict[str, str]:
         # their own secret in place of the published one (as the README has them do).
         assert name == ".env", f"env_file {name}: the documented file is .env"
         env.update(operators_env())
-    env.update(service_environment(service))
+    env.update(service_environment(service, operators_env()))
     return env
 
 
@@ -229,6 +241,15 @@ def test_the_jwt_secret_comes_from_the_env_file_not_from_the_compose_file_or_the
     for name, service in api_services().items():
         assert service_env_files(service) == [".env"], name
         assert "INMAIL_JWT_SECRET" not in service_environment(service), name
+
+
+def test_an_operators_mongodb_uri_in_env_takes_the_place_of_the_compose_files() -> None:
+    own = "mongodb://inmail:pw@db1.internal,db2.internal/?replicaSet=prod&tls=true"
+    for name, service in api_services().items():
+        assert service_environment(service, {"INMAIL_MONGODB_URI": own}) == {
+            **service_environment(service),
+            "INMAIL_MONGODB_URI": own,
+        }, name
 
 
 def test_the_api_points_at_the_compose_replica_set() -> None:

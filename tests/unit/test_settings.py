@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from datetime import UTC, datetime
 from functools import partial
@@ -198,3 +199,71 @@ def test_the_help_of_inmail_env_says_what_production_does() -> None:
         Settings.from_env({"INMAIL_ENV": "production"})
     with pytest.raises(SettingsError, match="INMAIL_CLOCK"):
         Settings.from_env(secret | {"INMAIL_CLOCK": "manual"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        (
+            "INMAIL_MONGODB_URI",
+            "mongdb://admin:S3cret@db:27017/",
+            "'mongdb://admin:<hidden>@db:27017/'",
+        ),
+        ("INMAIL_WEBHOOK_SECRET", "short", "'<hidden>'"),
+        ("INMAIL_PORT", "eighty", "'eighty'"),
+    ],
+)
+def test_a_refused_value_is_quoted_without_its_secret(name: str, value: str, shown: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({name: value})
+    assert str(refused.value).startswith(f"{name}={shown}: accepts")
+    assert "S3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "refusal"),
+    [
+        ({"INMAIL_METRICS_PORT": "8000"}, "INMAIL_METRICS_PORT: 8000 is the API's port"),
+        (
+            {"INMAIL_HOST": "0.0.0.0", "INMAIL_PORT": "9464"},  # the metrics' default port
+            "INMAIL_METRICS_PORT: 9464 is the API's port",
+        ),
+        (
+            {
+                "INMAIL_WEBHOOK_URL": "http://127.0.0.1:99999/hook",
+                "INMAIL_WEBHOOK_SECRET": "s" * 40,
+            },
+            "INMAIL_WEBHOOK_URL='http://127.0.0.1:99999/hook': accepts",
+        ),
+    ],
+)
+def test_a_value_that_could_only_fail_later_is_refused_at_start(
+    env: dict[str, str], refusal: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    assert str(refused.value).startswith(refusal)
+
+
+def test_metrics_may_share_the_apis_port_number_on_another_interface() -> None:
+    settings = Settings.from_env({"INMAIL_METRICS_PORT": "8000", "INMAIL_METRICS_HOST": "10.0.0.5"})
+    assert (settings.metrics_port, settings.port) == (8000, 8000)
+
+
+def test_serve_warns_when_the_open_file_limit_is_below_the_connections_it_allows(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import resource
+
+    from inmail import cli
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (128, 4096))
+    with caplog.at_level(logging.WARNING, logger="inmail.serve"):
+        cli._warn_if_files_run_short(1000)
+    assert "the open-file limit (128) is below INMAIL_MAX_CONNECTIONS (1000)" in caplog.text
+    assert "ulimit -n 1100" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (65536, 65536))
+    with caplog.at_level(logging.WARNING, logger="inmail.serve"):
+        cli._warn_if_files_run_short(1000)
+    assert caplog.text == ""

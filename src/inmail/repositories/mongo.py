@@ -426,10 +426,15 @@ def mongodb_problem(uri: str) -> str | None:
     operator; None if it can. `inmail serve` asks once before any worker starts, so that a wrong
     INMAIL_MONGODB_URI is one clear message rather than a traceback from every worker."""
     from pymongo import MongoClient
+    from pymongo.errors import ConfigurationError
     from pymongo.uri_parser import parse_uri
 
-    hosts = ", ".join(f"{host}:{port}" for host, port in parse_uri(uri)["nodelist"])
-    client: MongoClient[Doc] = MongoClient(uri, serverSelectionTimeoutMS=20_000)
+    try:
+        # A port out of range, an unknown option value, a mongodb+srv:// name with no record.
+        hosts = ", ".join(f"{host}:{port}" for host, port in parse_uri(uri)["nodelist"])
+        client: MongoClient[Doc] = MongoClient(uri, serverSelectionTimeoutMS=20_000)
+    except (ConfigurationError, ValueError) as exc:
+        return f"INMAIL_MONGODB_URI cannot be used: {str(exc)[:300]}"
     try:
         hello = client.admin.command("hello")
     except PyMongoError as exc:

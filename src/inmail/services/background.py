@@ -55,6 +55,12 @@ async def _wait_for_next(
     return interval if due is None else min(interval, max(due, SOONEST_PASS))
 
 
+STOP_GRACE = 5.0
+"""How long a stopping background task waits for the pass under way before cancelling it. What a
+pass cuts short is done again (a batch is a transaction; a webhook delivery's lease lapses and
+the event is sent again), so waiting longer would only hold a shutdown."""
+
+
 async def finish_within(task: asyncio.Task[None], grace: float, what: str) -> None:
     """Let the pass under way end within `grace` seconds; cancel it after that."""
     try:

@@ -39,7 +39,7 @@ import httpx
 
 from inmail.clock import Clock
 from inmail.repositories.outbox import Attempt, Claimed, OutboxEvent, OutboxStore
-from inmail.services.background import finish_within, repeat
+from inmail.services.background import STOP_GRACE, finish_within, repeat
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,7 @@ class WebhookWorker:
         owner: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         wall_clock: Callable[[], float] = time.time,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.outbox = outbox
         self.clock = clock
@@ -226,6 +227,7 @@ class WebhookWorker:
         self.owner = owner or f"webhooks-{uuid.uuid4().hex}"
         self._transport = transport
         self._wall_clock = wall_clock
+        self._stop_grace = stop_grace
         self._client: httpx.AsyncClient | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -246,8 +248,9 @@ class WebhookWorker:
         if task is not None:
             self._stopping.set()
             self._wake.set()
-            # Deliveries in flight end within their timeout.
-            await finish_within(task, self.config.timeout + 5, "webhooks")
+            # Deliveries in flight get a moment to end, not their whole timeout: one cut short
+            # keeps its lease until the lease lapses, and is then sent again (at least once).
+            await finish_within(task, self._stop_grace, "webhooks")
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
