@@ -84,3 +84,21 @@ def configure_logging(level: str, fmt: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _WithoutQueryString) for f in access.filters):
+        access.addFilter(_WithoutQueryString())
+
+
+class _WithoutQueryString(logging.Filter):
+    """uvicorn's access line without the request's query string: a GET to /graphql carries its
+    document and variables there (ids, names searched for), which logs keep no more than they
+    keep a POST's body."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        # uvicorn's access record: (client, method, path with its query, HTTP version, status)
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path, mark, _ = args[2].partition("?")
+            if mark:
+                record.args = (args[0], args[1], f"{path}?…", *args[3:])
+        return True

@@ -42,3 +42,33 @@ def test_a_quieter_level_quiets_the_driver_too() -> None:
 
     assert not logging.getLogger("pymongo.topology").isEnabledFor(logging.INFO)
     assert logging.getLogger("pymongo.topology").isEnabledFor(logging.WARNING)
+
+
+class Kept(logging.Handler):
+    """Keeps each record's message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.usefixtures("restored")
+def test_an_access_line_keeps_the_path_but_not_the_query_string() -> None:
+    logs.configure_logging("INFO", "text")
+    handler = Kept()
+    logging.getLogger().addHandler(handler)
+    access = logging.getLogger("uvicorn.access")
+    line = '%s - "%s %s HTTP/%s" %d'  # as uvicorn logs each request
+
+    access.info(
+        line, "127.0.0.1:5000", "GET", "/graphql?query=%7Bviewer%7D&variables=x", "1.1", 200
+    )
+    access.info(line, "127.0.0.1:5000", "POST", "/graphql", "1.1", 200)
+
+    assert handler.lines == [
+        '127.0.0.1:5000 - "GET /graphql?… HTTP/1.1" 200',
+        '127.0.0.1:5000 - "POST /graphql HTTP/1.1" 200',
+    ]
