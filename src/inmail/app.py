@@ -10,7 +10,7 @@ import logging
 import mimetypes
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Final
@@ -29,7 +29,7 @@ from inmail.graphiql import STATIC_PREFIX, security_headers
 from inmail.graphql_app import GraphQLApp
 from inmail.heap import tuned_gc
 from inmail.observability import metrics_endpoint
-from inmail.processes import end_with_parent
+from inmail.processes import end_with_parent, noting_stop_signals
 from inmail.repositories.database import choose_database
 from inmail.repositories.mongo import Mongo, unanswered
 from inmail.resolvers.root import build_schema
@@ -300,10 +300,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         started: list[Background] = []
         try:
-            await start_on_the_database(container, patient=patient)
-            for task in container.background:
-                await task.start()
-                started.append(task)
+            if await start_on_the_database(container, patient=patient):
+                for task in container.background:
+                    await task.start()
+                    started.append(task)
             with tuned_gc() if serving else contextlib.nullcontext():
                 yield
         finally:
@@ -357,7 +357,7 @@ def create_app(
 START_RETRY_MOST = 30.0  # seconds between two attempts of a patient start-up, at most
 
 
-async def start_on_the_database(container: Container, *, patient: bool) -> None:
+async def start_on_the_database(container: Container, *, patient: bool) -> bool:
     """What start-up does on the database: refuse a standalone server, create the indexes and
     migrate, warn of a manual clock behind the data. Each step may run again.
 
@@ -365,20 +365,48 @@ async def start_on_the_database(container: Container, *, patient: bool) -> None:
     started once the database answered, and which replaces one that died. uvicorn stops every
     worker when a replacement fails to start, so one that died during an outage would take the
     healthy ones with it. A patient worker tries again, and again, until the database answers;
-    any other failure (a standalone server, a migration that cannot be done) fails it at once."""
-    wait = 1.0
-    while True:
-        try:
-            await container.mongo.require_replica_set()
-            await container.mongo.create_indexes(plans=container.deps.plans)
-            await warn_if_the_clock_is_behind_the_data(container)
-            return
-        except Exception as exc:
-            if not (patient and unanswered(exc)):
-                raise
-            log.warning("start-up waits for MongoDB (%s); trying again in %.0f s", exc, wait)
-        await asyncio.sleep(wait)
-        wait = min(wait * 2, START_RETRY_MOST)
+    any other failure (a standalone server, a migration that cannot be done) fails it at once.
+    Asked to stop meanwhile (SIGTERM, SIGINT), it gives up at once: False, nothing started."""
+    if not patient:
+        await _database_steps(container)
+        return True
+    with noting_stop_signals() as stopping:
+        wait = 1.0
+        while True:
+            try:
+                if not await _unless(stopping, _database_steps(container)):
+                    break
+                return True
+            except Exception as exc:
+                if not unanswered(exc):
+                    raise
+                log.warning("start-up waits for MongoDB (%s); trying again in %.0f s", exc, wait)
+            if not await _unless(stopping, asyncio.sleep(wait)):
+                break
+            wait = min(wait * 2, START_RETRY_MOST)
+    log.info("asked to stop while waiting for MongoDB: start-up given up")
+    return False
+
+
+async def _database_steps(container: Container) -> None:
+    await container.mongo.require_replica_set()
+    await container.mongo.create_indexes(plans=container.deps.plans)
+    await warn_if_the_clock_is_behind_the_data(container)
+
+
+async def _unless(stopping: asyncio.Event, step: Coroutine[object, object, None]) -> bool:
+    """Run `step` unless `stopping` is set first (then cancel it): whether it ran to its end."""
+    running = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not running.done():
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        return False
+    running.result()  # its failure, if it failed
+    return True
 
 
 async def warn_if_the_clock_is_behind_the_data(container: Container) -> None:

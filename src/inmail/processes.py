@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import signal
 import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 
 
 def free_port() -> int:
@@ -45,3 +49,37 @@ def end_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the kernel was told
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def noting_stop_signals() -> Iterator[asyncio.Event]:
+    """An event set when SIGTERM or SIGINT comes while the block runs, on the running loop; the
+    handlers in place (uvicorn's, which start its shutdown) still run, and are put back after.
+    Outside the main thread, where no handler can be set, the event is never set."""
+    stop = asyncio.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[int, _Handler] = {}
+
+    def noted(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(stop.set)
+        handler = previous[sig]
+        if callable(handler):
+            handler(sig, frame)
+        elif handler == signal.SIG_DFL:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    for wanted in (signal.SIGTERM, signal.SIGINT):
+        previous[wanted] = signal.signal(wanted, noted)
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# What signal.signal takes and gives back: a function, SIG_DFL or SIG_IGN, or None.
+_Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None

@@ -460,13 +460,12 @@ def test_workers_end_with_a_serve_that_is_killed(data_dir: Path) -> None:
             parent.wait()
 
 
-@pytest.mark.slow
-def test_a_worker_that_dies_while_the_database_is_out_of_reach_is_replaced_once_it_is_back(
+@contextlib.contextmanager
+def _two_workers_on_a_mongod_of_their_own(
     tmp_path: Path, data_dir: Path
-) -> None:
-    """uvicorn stops every worker when a replacement fails to start: a worker that died while
-    MongoDB hung would take the healthy one with it, and the service would stay down after the
-    database came back. The replacement waits for the database instead."""
+) -> Iterator[tuple[subprocess.Popen[bytes], int, list[int], EmbeddedMongod, Path]]:
+    """`inmail serve` with two workers serving, on a mongod of the test's own: the serve, its
+    port, its workers, the mongod and the serve's log. All stopped by their pids after."""
     mongod = EmbeddedMongod(tmp_path / "db", oplog_mb=64)
     mongod.start()
     assert mongod.pid is not None
@@ -485,7 +484,40 @@ def test_a_worker_that_dies_while_the_database_is_out_of_reach_is_replaced_once_
     try:
         workers = _two_workers_serving(parent.pid, port)
         assert len(workers) == 2, log_path.read_text()[-3000:]
+        yield parent, port, workers, mongod, log_path
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(mongod.pid, signal.SIGCONT)
+        if parent.poll() is None:
+            parent.send_signal(signal.SIGTERM)
+            try:
+                parent.wait(60)
+            except subprocess.TimeoutExpired:
+                parent.kill()
+                parent.wait()
+        for pid in [*workers, *_workers_of(parent.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        mongod.stop()
 
+
+def _until_logged(log_path: Path, words: str, within: float = 60) -> None:
+    deadline = time.monotonic() + within  # a bound, not a measure
+    while words not in log_path.read_text():
+        assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_while_the_database_is_out_of_reach_is_replaced_once_it_is_back(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """uvicorn stops every worker when a replacement fails to start: a worker that died while
+    MongoDB hung would take the healthy one with it, and the service would stay down after the
+    database came back. The replacement waits for the database instead."""
+    with _two_workers_on_a_mongod_of_their_own(tmp_path, data_dir) as served:
+        parent, port, workers, mongod, log_path = served
+        assert mongod.pid is not None
         os.kill(mongod.pid, signal.SIGSTOP)
         try:
             os.kill(workers[0], signal.SIGKILL)
@@ -507,18 +539,28 @@ def test_a_worker_that_dies_while_the_database_is_out_of_reach_is_replaced_once_
         assert all(_post_ok(port) for _ in range(10))
         assert "start-up waits for MongoDB" in log_path.read_text()
         assert parent.poll() is None
-    finally:
-        if parent.poll() is None:
-            parent.send_signal(signal.SIGTERM)
-            try:
-                parent.wait(60)
-            except subprocess.TimeoutExpired:
-                parent.kill()
-                parent.wait()
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        mongod.stop()
+
+
+@pytest.mark.slow
+def test_a_serve_stopped_while_a_replacement_waits_for_the_database_stops(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """A worker waiting for MongoDB at start-up gives up when asked to stop: the serve stops
+    while the database is still out of reach, instead of waiting for it to come back."""
+    with _two_workers_on_a_mongod_of_their_own(tmp_path, data_dir) as served:
+        parent, _port, workers, mongod, log_path = served
+        assert mongod.pid is not None
+        os.kill(mongod.pid, signal.SIGSTOP)
+        os.kill(workers[0], signal.SIGKILL)
+        _until_logged(log_path, "start-up waits for MongoDB")
+
+        parent.send_signal(signal.SIGTERM)
+        # A bound, not a speed: the healthy worker's drain and its driver's 20 s of server
+        # selection; a replacement that kept waiting would hold the serve until MongoDB came back.
+        parent.wait(90)
+
+        assert "asked to stop while waiting for MongoDB" in log_path.read_text()
+        assert not any(pid_alive(pid) for pid in _workers_of(parent.pid))
 
 
 def _two_workers_serving(pid: int, port: int) -> list[int]:
