@@ -29,7 +29,7 @@ from inmail.graphiql import STATIC_PREFIX, security_headers
 from inmail.graphql_app import GraphQLApp
 from inmail.heap import tuned_gc
 from inmail.observability import metrics_endpoint
-from inmail.processes import end_with_parent, noting_stop_signals
+from inmail.processes import StopAsked, end_with_parent, note_stop_signals
 from inmail.repositories.database import choose_database
 from inmail.repositories.mongo import Mongo, unanswered
 from inmail.resolvers.root import build_schema
@@ -281,12 +281,13 @@ def create_app(
     mongo: Mongo | None = None,
     container: Container | None = None,
     serving: bool = False,
-    patient: bool = False,
+    patient: StopAsked | None = None,
 ) -> Starlette:
     """The app; `mongo` defaults to a client for settings.mongodb_uri, opened in the lifespan.
     `serving`: the app is the process's only one (a worker of `inmail serve`), whose garbage
     collector is tuned for serving once it has started (`heap.tuned_gc`). `patient`: its
-    start-up waits for a database out of reach instead of failing (`start_on_the_database`)."""
+    start-up waits for a database out of reach instead of failing, until a stop is asked
+    (`start_on_the_database`)."""
     if container is None:
         if mongo is None:
             if settings.mongodb_uri is None:
@@ -357,7 +358,7 @@ def create_app(
 START_RETRY_MOST = 30.0  # seconds between two attempts of a patient start-up, at most
 
 
-async def start_on_the_database(container: Container, *, patient: bool) -> bool:
+async def start_on_the_database(container: Container, *, patient: StopAsked | None) -> bool:
     """What start-up does on the database: refuse a standalone server, create the indexes and
     migrate, warn of a manual clock behind the data. Each step may run again.
 
@@ -366,24 +367,23 @@ async def start_on_the_database(container: Container, *, patient: bool) -> bool:
     worker when a replacement fails to start, so one that died during an outage would take the
     healthy ones with it. A patient worker tries again, and again, until the database answers;
     any other failure (a standalone server, a migration that cannot be done) fails it at once.
-    Asked to stop meanwhile (SIGTERM, SIGINT), it gives up at once: False, nothing started."""
-    if not patient:
+    Asked to stop meanwhile (`patient.asked`), it gives up at once: False, nothing started."""
+    if patient is None:
         await _database_steps(container)
         return True
-    with noting_stop_signals() as stopping:
-        wait = 1.0
-        while True:
-            try:
-                if not await _unless(stopping, _database_steps(container)):
-                    break
-                return True
-            except Exception as exc:
-                if not unanswered(exc):
-                    raise
-                log.warning("start-up waits for MongoDB (%s); trying again in %.0f s", exc, wait)
-            if not await _unless(stopping, asyncio.sleep(wait)):
+    wait = 1.0
+    while True:
+        try:
+            if not await _unless(patient, _database_steps(container)):
                 break
-            wait = min(wait * 2, START_RETRY_MOST)
+            return True
+        except Exception as exc:
+            if not unanswered(exc):
+                raise
+            log.warning("start-up waits for MongoDB (%s); trying again in %.0f s", exc, wait)
+        if not await _unless(patient, asyncio.sleep(wait)):
+            break
+        wait = min(wait * 2, START_RETRY_MOST)
     log.info("asked to stop while waiting for MongoDB: start-up given up")
     return False
 
@@ -394,12 +394,11 @@ async def _database_steps(container: Container) -> None:
     await warn_if_the_clock_is_behind_the_data(container)
 
 
-async def _unless(stopping: asyncio.Event, step: Coroutine[object, object, None]) -> bool:
-    """Run `step` unless `stopping` is set first (then cancel it): whether it ran to its end."""
+async def _unless(stop: StopAsked, step: Coroutine[object, object, None]) -> bool:
+    """Run `step` unless a stop is asked first (then cancel it): whether it ran to its end."""
     running = asyncio.ensure_future(step)
-    stopped = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
+    while not running.done() and not stop.asked:
+        await asyncio.wait({running}, timeout=STOP_LOOKED_FOR)
     if not running.done():
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -407,6 +406,9 @@ async def _unless(stopping: asyncio.Event, step: Coroutine[object, object, None]
         return False
     running.result()  # its failure, if it failed
     return True
+
+
+STOP_LOOKED_FOR = 0.2  # seconds between two looks at whether a stop was asked
 
 
 async def warn_if_the_clock_is_behind_the_data(container: Container) -> None:
@@ -435,10 +437,11 @@ async def warn_if_the_clock_is_behind_the_data(container: Container) -> None:
 def worker_app(settings: Settings) -> Starlette:
     """The app as each uvicorn worker of `inmail serve` builds it, from the settings serve
     resolved and gave it (`transport.server_config`)."""
-    several = settings.workers > 1
-    if several:
-        end_with_parent()  # a worker of `inmail serve`'s supervisor: it ends with it
-    return _serving_app(settings, patient=several)
+    if settings.workers == 1:
+        return _serving_app(settings)
+    end_with_parent()  # a worker of `inmail serve`'s supervisor: it ends with it
+    # Built while uvicorn's server loads it, with the server's signal handlers in place.
+    return _serving_app(settings, patient=note_stop_signals())
 
 
 def app_from_env() -> Starlette:
@@ -449,7 +452,7 @@ def app_from_env() -> Starlette:
     return _serving_app(Settings.from_env(os.environ))
 
 
-def _serving_app(settings: Settings, *, patient: bool = False) -> Starlette:
+def _serving_app(settings: Settings, *, patient: StopAsked | None = None) -> Starlette:
     logs.configure_logging(settings.log_level, settings.log_format)
     database = choose_database(settings).open()
     return create_app(settings, mongo=database, serving=True, patient=patient)

@@ -140,7 +140,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if started else 3
 
 
-FILES_BESIDES_CONNECTIONS = 100  # what a worker keeps open besides its clients' sockets
+# What a worker keeps open besides its clients' sockets: its MongoDB pool (100 at most), the
+# driver's monitors, change streams, webhook connections, logs.
+FILES_BESIDES_CONNECTIONS = 200
 
 
 def _warn_if_files_run_short(max_connections: int) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -51,20 +51,25 @@ def end_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-@contextlib.contextmanager
-def noting_stop_signals() -> Iterator[asyncio.Event]:
-    """An event set when SIGTERM or SIGINT comes while the block runs, on the running loop; the
-    handlers in place (uvicorn's, which start its shutdown) still run, and are put back after.
-    Outside the main thread, where no handler can be set, the event is never set."""
-    stop = asyncio.Event()
+@dataclass
+class StopAsked:
+    """Whether SIGTERM or SIGINT has come (`note_stop_signals`); read it, never wait on it."""
+
+    asked: bool = False
+
+
+def note_stop_signals() -> StopAsked:
+    """From now on, note SIGTERM and SIGINT as they come, the handlers in place (uvicorn's, which
+    start its shutdown) still running after. One that uvicorn's handler already took (a signal
+    while the worker was still loading) counts as come. Outside the main thread, where no
+    handler can be set, nothing is ever noted."""
+    noted = StopAsked()
     if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    loop = asyncio.get_running_loop()
+        return noted
     previous: dict[int, _Handler] = {}
 
-    def noted(sig: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(stop.set)
+    def note(sig: int, frame: FrameType | None) -> None:
+        noted.asked = True
         handler = previous[sig]
         if callable(handler):
             handler(sig, frame)
@@ -73,12 +78,11 @@ def noting_stop_signals() -> Iterator[asyncio.Event]:
             signal.raise_signal(sig)
 
     for wanted in (signal.SIGTERM, signal.SIGINT):
-        previous[wanted] = signal.signal(wanted, noted)
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        previous[wanted] = signal.signal(wanted, note)
+        # uvicorn's handler is its server's bound method, which records that it should exit.
+        if getattr(getattr(previous[wanted], "__self__", None), "should_exit", False):
+            noted.asked = True
+    return noted
 
 
 # What signal.signal takes and gives back: a function, SIG_DFL or SIG_IGN, or None.

@@ -126,14 +126,22 @@ def _webhook_url(raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(raw) > 2048:
         raise ValueError("")
-    parts.port  # noqa: B018 - raises ValueError for a port out of range
+    try:
+        port = parts.port  # urllib's complaint may quote part of a password: not passed on
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError("its port, if given, must be 1-65535")
     return raw
 
 
 def _same_interface(one: str, other: str) -> bool:
-    """Whether two listen addresses may take the same port of one interface: the same, or
-    either every interface."""
-    return one == other or {one, other} & {"0.0.0.0", "::", ""} != set()
+    """Whether two listen addresses would take the same port of one interface: the same address,
+    `::` (every interface of both families) with any, or `0.0.0.0` with any but an IPv6 one."""
+    pair = {one, other}
+    if one == other or "::" in pair:
+        return True
+    return "0.0.0.0" in pair and not any(":" in address for address in pair)
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -750,21 +758,22 @@ def _read(environ: Mapping[str, str], spec: Setting) -> object:
     try:
         return spec.parse(raw)
     except (ValueError, TypeError) as exc:
-        detail = f" ({exc})" if str(exc) else ""
+        detail = f" ({_shown(spec, str(exc))})" if str(exc) else ""
         raise SettingsError(
             f"{spec.name}={_shown(spec, raw)!r}: accepts {spec.accepts}{detail}"
         ) from None
 
 
 def _shown(spec: Setting, raw: str) -> str:
-    """A refused value as an error may quote it: a secret not at all, a URL's password not."""
+    """A refused value as an error may quote it: a secret not at all, a URL's user not."""
     if spec.name.endswith(("_SECRET", "_TOKEN")):
         return "<hidden>"
-    return _URL_PASSWORD.sub(r"\1:<hidden>@", raw)
+    return _URL_USER.sub("//<hidden>@", raw)
 
 
-# The password of a URL's user information (scheme://user:password@host), as RFC 3986 reads it.
-_URL_PASSWORD = re.compile(r"(//[^/?#@:]*):[^/?#@]*@")
+# A URL's user information (scheme://user:password@host), up to its last @: a password may hold
+# an unencoded @, / or ? that a reader of URLs would take for the end of it.
+_URL_USER = re.compile(r"//\S*@")
 
 
 def table_cell(text: str) -> str:

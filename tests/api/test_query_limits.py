@@ -53,8 +53,10 @@ async def a_member_with_threads(api: Api, threads: int) -> Person:
 
 
 async def test_a_forty_level_fragment_bomb_is_refused_as_too_large_to_validate(api: Api) -> None:
+    started = time.monotonic()
+    body = await api.raw(bomb(40))
     # A bound, not a speed: expanding the bomb used to take more than ten minutes.
-    body = await asyncio.wait_for(api.raw(bomb(40)), timeout=60)
+    assert time.monotonic() - started < 60
 
     assert body.get("data") is None
     assert graphql_error_codes(body) == ["QUERY_TOO_LARGE"]

@@ -392,8 +392,9 @@ def test_a_mongodb_that_is_no_replica_set_is_one_message_before_any_worker_start
         ("mongodb://admin:Hunter2Secret@127.0.0.1:99999/?replicaSet=rs0", "Port must be"),
         ("mongodb://127.0.0.1:27017/?replicaSet=rs0&tls=maybe", "tls must be"),
         ("mongodb://", "at least one hostname"),
+        ("mongodb://127.0.0.1:27017/?tls=true&tlsCAFile=/nonexistent/ca.pem", "not readable"),
     ],
-    ids=["a port out of range", "an option's value", "no host"],
+    ids=["a port out of range", "an option's value", "no host", "a TLS file missing"],
 )
 def test_a_mongodb_uri_the_driver_cannot_read_is_one_message_naming_the_variable(
     data_dir: Path, uri: str, said: str
@@ -521,9 +522,10 @@ def test_a_worker_that_dies_while_the_database_is_out_of_reach_is_replaced_once_
         os.kill(mongod.pid, signal.SIGSTOP)
         try:
             os.kill(workers[0], signal.SIGKILL)
-            # Past the 20 s a start-up's first contact waits for the server: a replacement
-            # that gave up would have stopped the service by now.
-            time.sleep(28)
+            # The replacement's first contact waited out its 20 s for the server, and failed:
+            # one that gave up then would stop the service within seconds.
+            _until_logged(log_path, "start-up waits for MongoDB")
+            time.sleep(10)
             assert parent.poll() is None, log_path.read_text()[-3000:]
         finally:
             os.kill(mongod.pid, signal.SIGCONT)

@@ -207,7 +207,17 @@ def test_the_help_of_inmail_env_says_what_production_does() -> None:
         (
             "INMAIL_MONGODB_URI",
             "mongdb://admin:S3cret@db:27017/",
-            "'mongdb://admin:<hidden>@db:27017/'",
+            "'mongdb://<hidden>@db:27017/'",
+        ),
+        (  # a password with an unencoded @, and a port out of range
+            "INMAIL_WEBHOOK_URL",
+            "http://u:S3cret@more@hook.example:99999/",
+            "'http://<hidden>@hook.example:99999/'",
+        ),
+        (  # a password with an unencoded /, which urllib reads as a port
+            "INMAIL_WEBHOOK_URL",
+            "http://hook:S3cret/x@example.com/",
+            "'http://<hidden>@example.com/'",
         ),
         ("INMAIL_WEBHOOK_SECRET", "short", "'<hidden>'"),
         ("INMAIL_PORT", "eighty", "'eighty'"),
@@ -235,6 +245,14 @@ def test_a_refused_value_is_quoted_without_its_secret(name: str, value: str, sho
             },
             "INMAIL_WEBHOOK_URL='http://127.0.0.1:99999/hook': accepts",
         ),
+        (
+            {"INMAIL_WEBHOOK_URL": "http://127.0.0.1:0/hook", "INMAIL_WEBHOOK_SECRET": "s" * 40},
+            "INMAIL_WEBHOOK_URL='http://127.0.0.1:0/hook': accepts",
+        ),
+        (
+            {"INMAIL_HOST": "::", "INMAIL_METRICS_HOST": "127.0.0.1", "INMAIL_PORT": "9464"},
+            "INMAIL_METRICS_PORT: 9464 is the API's port",
+        ),
     ],
 )
 def test_a_value_that_could_only_fail_later_is_refused_at_start(
@@ -245,8 +263,15 @@ def test_a_value_that_could_only_fail_later_is_refused_at_start(
     assert str(refused.value).startswith(refusal)
 
 
-def test_metrics_may_share_the_apis_port_number_on_another_interface() -> None:
-    settings = Settings.from_env({"INMAIL_METRICS_PORT": "8000", "INMAIL_METRICS_HOST": "10.0.0.5"})
+@pytest.mark.parametrize(
+    ("api", "metrics"), [("127.0.0.1", "10.0.0.5"), ("::1", "0.0.0.0"), ("0.0.0.0", "::1")]
+)
+def test_metrics_may_share_the_apis_port_number_on_another_interface(
+    api: str, metrics: str
+) -> None:
+    settings = Settings.from_env(
+        {"INMAIL_HOST": api, "INMAIL_METRICS_HOST": metrics, "INMAIL_METRICS_PORT": "8000"}
+    )
     assert (settings.metrics_port, settings.port) == (8000, 8000)
 
 
@@ -261,7 +286,7 @@ def test_serve_warns_when_the_open_file_limit_is_below_the_connections_it_allows
     with caplog.at_level(logging.WARNING, logger="inmail.serve"):
         cli._warn_if_files_run_short(1000)
     assert "the open-file limit (128) is below INMAIL_MAX_CONNECTIONS (1000)" in caplog.text
-    assert "ulimit -n 1100" in caplog.text
+    assert "ulimit -n 1200" in caplog.text
     caplog.clear()
     monkeypatch.setattr(resource, "getrlimit", lambda which: (65536, 65536))
     with caplog.at_level(logging.WARNING, logger="inmail.serve"):

@@ -433,7 +433,7 @@ def mongodb_problem(uri: str) -> str | None:
         # A port out of range, an unknown option value, a mongodb+srv:// name with no record.
         hosts = ", ".join(f"{host}:{port}" for host, port in parse_uri(uri)["nodelist"])
         client: MongoClient[Doc] = MongoClient(uri, serverSelectionTimeoutMS=20_000)
-    except (ConfigurationError, ValueError) as exc:
+    except (ConfigurationError, ValueError, OSError) as exc:  # OSError: a TLS file unreadable
         return f"INMAIL_MONGODB_URI cannot be used: {str(exc)[:300]}"
     try:
         hello = client.admin.command("hello")
