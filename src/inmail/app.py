@@ -454,5 +454,6 @@ def app_from_env() -> Starlette:
 
 def _serving_app(settings: Settings, *, patient: StopAsked | None = None) -> Starlette:
     logs.configure_logging(settings.log_level, settings.log_format)
-    database = choose_database(settings).open()
-    return create_app(settings, mongo=database, serving=True, patient=patient)
+    return create_app(
+        settings, mongo=choose_database(settings).open(), serving=True, patient=patient
+    )

@@ -16,7 +16,8 @@ from inmail.observability import LedgerMetrics
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.records import ChargeRepository
 from inmail.repositories.unit_of_work import MongoUnitOfWork
-from inmail.scheduler import DEFAULT_LEASE_TTL, DEFAULT_STOP_GRACE, Scheduler
+from inmail.scheduler import DEFAULT_LEASE_TTL, Scheduler
+from inmail.services.background import STOP_GRACE
 from inmail.services.base import (
     Deps,
     Limits,
@@ -166,7 +167,7 @@ def build_scheduler(
         interval=interval,
         batch_size=batch_size,
         lease_ttl=lease_ttl or DEFAULT_LEASE_TTL,
-        stop_grace=DEFAULT_STOP_GRACE if stop_grace is None else stop_grace,
+        stop_grace=STOP_GRACE if stop_grace is None else stop_grace,
         owner=owner,
     )
 

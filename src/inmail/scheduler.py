@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
 DEFAULT_LEASE_TTL = timedelta(seconds=30)
-DEFAULT_STOP_GRACE = STOP_GRACE
-"""How long a stop waits for the pass under way. Each batch is a transaction, so a pass cut short
-loses nothing (the next pass, in any process, does the rest); waiting longer would only hold a
-shutdown, as when MongoDB cannot be reached and a call waits out its server selection."""
 
 
 class Scheduler:
@@ -44,7 +40,7 @@ class Scheduler:
         interval: float,
         batch_size: int,
         lease_ttl: timedelta = DEFAULT_LEASE_TTL,
-        stop_grace: float = DEFAULT_STOP_GRACE,
+        stop_grace: float = STOP_GRACE,
         owner: str | None = None,
     ) -> None:
         self.deps = deps

@@ -57,8 +57,10 @@ async def _wait_for_next(
 
 STOP_GRACE = 5.0
 """How long a stopping background task waits for the pass under way before cancelling it. What a
-pass cuts short is done again (a batch is a transaction; a webhook delivery's lease lapses and
-the event is sent again), so waiting longer would only hold a shutdown."""
+pass cuts short is done again (a scheduler batch is a transaction, which the next pass in any
+process does; a webhook delivery's lease lapses and the event is sent again), so waiting longer
+would only hold a shutdown, as when MongoDB cannot be reached and a call waits out its server
+selection."""
 
 
 async def finish_within(task: asyncio.Task[None], grace: float, what: str) -> None:
