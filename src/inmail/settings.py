@@ -137,11 +137,23 @@ def _webhook_url(raw: str) -> str:
 
 def _same_interface(one: str, other: str) -> bool:
     """Whether two listen addresses would take the same port of one interface: the same address,
-    `::` (every interface of both families) with any, or `0.0.0.0` with any but an IPv6 one."""
-    pair = {one, other}
-    if one == other or "::" in pair:
+    IPv6's every-interface address (which takes IPv4's too) with any, or IPv4's with any but an
+    IPv6 one. Host names are compared as written."""
+    if one == other:
         return True
-    return "0.0.0.0" in pair and not any(":" in address for address in pair)
+    a, b = _ip(one), _ip(other)
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    return any(x.is_unspecified and (x.version == 6 or y.version == 4) for x, y in ((a, b), (b, a)))
+
+
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address)
+    except ValueError:
+        return None  # a host name
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -772,8 +784,9 @@ def _shown(spec: Setting, raw: str) -> str:
 
 
 # A URL's user information (scheme://user:password@host), up to its last @: a password may hold
-# an unencoded @, / or ? that a reader of URLs would take for the end of it.
-_URL_USER = re.compile(r"//\S*@")
+# an unencoded @, /, ? or space that a reader of URLs would take for the end of it. (A query
+# holding an @ is hidden with it: more than needed, never less.)
+_URL_USER = re.compile(r"//[^\n]*@")
 
 
 def table_cell(text: str) -> str:

@@ -555,6 +555,8 @@ def test_a_serve_stopped_while_a_replacement_waits_for_the_database_stops(
         os.kill(mongod.pid, signal.SIGSTOP)
         os.kill(workers[0], signal.SIGKILL)
         _until_logged(log_path, "start-up waits for MongoDB")
+        running = _workers_of(parent.pid)  # the healthy worker and the replacement
+        assert len(running) == 2, running
 
         parent.send_signal(signal.SIGTERM)
         # A bound, not a speed: the healthy worker's drain and its driver's 20 s of server
@@ -562,7 +564,7 @@ def test_a_serve_stopped_while_a_replacement_waits_for_the_database_stops(
         parent.wait(90)
 
         assert "asked to stop while waiting for MongoDB" in log_path.read_text()
-        assert not any(pid_alive(pid) for pid in _workers_of(parent.pid))
+        assert not any(pid_alive(pid) for pid in running)
 
 
 def _two_workers_serving(pid: int, port: int) -> list[int]:

@@ -214,6 +214,11 @@ def test_the_help_of_inmail_env_says_what_production_does() -> None:
             "http://u:S3cret@more@hook.example:99999/",
             "'http://<hidden>@hook.example:99999/'",
         ),
+        (  # a password with a space
+            "INMAIL_MONGODB_URI",
+            "mongdb://u:S3cret word@db:27017/",
+            "'mongdb://<hidden>@db:27017/'",
+        ),
         (  # a password with an unencoded /, which urllib reads as a port
             "INMAIL_WEBHOOK_URL",
             "http://hook:S3cret/x@example.com/",
@@ -253,6 +258,10 @@ def test_a_refused_value_is_quoted_without_its_secret(name: str, value: str, sho
             {"INMAIL_HOST": "::", "INMAIL_METRICS_HOST": "127.0.0.1", "INMAIL_PORT": "9464"},
             "INMAIL_METRICS_PORT: 9464 is the API's port",
         ),
+        (  # IPv6's every-interface address written out
+            {"INMAIL_HOST": "0:0:0:0:0:0:0:0", "INMAIL_PORT": "9464"},
+            "INMAIL_METRICS_PORT: 9464 is the API's port",
+        ),
     ],
 )
 def test_a_value_that_could_only_fail_later_is_refused_at_start(
@@ -264,7 +273,8 @@ def test_a_value_that_could_only_fail_later_is_refused_at_start(
 
 
 @pytest.mark.parametrize(
-    ("api", "metrics"), [("127.0.0.1", "10.0.0.5"), ("::1", "0.0.0.0"), ("0.0.0.0", "::1")]
+    ("api", "metrics"),
+    [("127.0.0.1", "10.0.0.5"), ("::1", "0.0.0.0"), ("0.0.0.0", "::1"), ("::1", "10.0.0.5")],
 )
 def test_metrics_may_share_the_apis_port_number_on_another_interface(
     api: str, metrics: str
