@@ -139,14 +139,12 @@ def _same_interface(one: str, other: str) -> bool:
     """Whether two listen addresses would take the same port of one interface: the same address,
     IPv6's every-interface address (which takes IPv4's too) with any, or IPv4's with any but an
     IPv6 one. Host names are compared as written."""
-    if one == other:
-        return True
     a, b = _ip(one), _ip(other)
     if a is None or b is None:
-        return False
-    if a == b:
-        return True
-    return any(x.is_unspecified and (x.version == 6 or y.version == 4) for x, y in ((a, b), (b, a)))
+        return one == other
+    return a == b or any(
+        x.is_unspecified and (x.version == 6 or y.version == 4) for x, y in ((a, b), (b, a))
+    )
 
 
 def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
