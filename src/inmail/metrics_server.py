@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -93,6 +94,16 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # a scrape every few seconds is not worth a log line
 
 
+def _server_for(host: str, port: int) -> type[ThreadingHTTPServer]:
+    """The HTTP server class for `host`'s address family: `http.server` listens on IPv4 alone,
+    so an IPv6 address (`::`, `::1`) or a name that resolves only to one needs its own class.
+    `::` takes IPv4 connections too where the system allows it, as uvicorn's own socket does."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    if family == socket.AF_INET:
+        return ThreadingHTTPServer
+    return type("MetricsServer", (ThreadingHTTPServer,), {"address_family": family})
+
+
 class MetricsListener:
     """/metrics on its own address, served from a thread of the process that runs the server."""
 
@@ -110,7 +121,7 @@ class MetricsListener:
         """
         handler = type("MetricsHandler", (_Handler,), {"token": self.token})
         try:
-            server = ThreadingHTTPServer((self.host, self.port), handler)
+            server = _server_for(self.host, self.port)((self.host, self.port), handler)
         except OSError as exc:
             log.error(
                 "metrics are not served: cannot listen on %s:%d (%s); set INMAIL_METRICS_PORT",
