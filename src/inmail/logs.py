@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -65,6 +66,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class _WorkerDeathsAsWarnings(logging.Filter):
+    """uvicorn's supervisor logs a worker that died (before it starts another) at INFO, beside
+    its routine lines; an operator's alerts look for WARNING. The record is raised to WARNING,
+    and so also logged when INMAIL_LOG_LEVEL is WARNING (the logger lets INFO through to this
+    filter, which then drops what is below the level asked for)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and _WORKER_DIED.fullmatch(record.getMessage()):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return record.levelno >= self.level
+
+
+_WORKER_DIED = re.compile(r"Child process \[\d+\] died")
+
+
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
@@ -87,6 +107,12 @@ def configure_logging(level: str, fmt: str) -> None:
     access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _WithoutQueryString) for f in access.filters):
         access.addFilter(_WithoutQueryString())
+    supervisor = logging.getLogger("uvicorn.error")
+    supervisor.filters[:] = [
+        f for f in supervisor.filters if not isinstance(f, _WorkerDeathsAsWarnings)
+    ]
+    supervisor.addFilter(_WorkerDeathsAsWarnings(root.level))
+    supervisor.setLevel(min(logging.INFO, root.level))
 
 
 class _WithoutQueryString(logging.Filter):

@@ -525,6 +525,10 @@ def test_a_worker_that_dies_while_the_database_is_out_of_reach_is_replaced_once_
             # The replacement's first contact waited out its 20 s for the server, and failed:
             # one that gave up then would stop the service within seconds.
             _until_logged(log_path, "start-up waits for MongoDB")
+            died = f"Child process [{workers[0]}] died"
+            told = [line for line in log_path.read_text().splitlines() if died in line]
+            assert len(told) == 1, told
+            assert "WARNING" in told[0], told
             time.sleep(10)
             assert parent.poll() is None, log_path.read_text()[-3000:]
         finally:

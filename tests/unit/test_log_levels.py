@@ -16,12 +16,16 @@ NAMES = ("", "pymongo", "uvicorn", "uvicorn.error", "uvicorn.access")
 def restored() -> Iterator[None]:
     """The logging configuration as it was before the test configured it."""
     loggers = {name: logging.getLogger(name) for name in NAMES}
-    saved = {name: (lg.handlers[:], lg.level, lg.propagate) for name, lg in loggers.items()}
+    saved = {
+        name: (lg.handlers[:], lg.filters[:], lg.level, lg.propagate)
+        for name, lg in loggers.items()
+    }
     try:
         yield
     finally:
-        for name, (handlers, level, propagate) in saved.items():
+        for name, (handlers, filters, level, propagate) in saved.items():
             loggers[name].handlers[:] = handlers
+            loggers[name].filters[:] = filters
             loggers[name].setLevel(level)
             loggers[name].propagate = propagate
 
@@ -71,4 +75,31 @@ def test_an_access_line_keeps_the_path_but_not_the_query_string() -> None:
     assert handler.lines == [
         '127.0.0.1:5000 - "GET /graphql?… HTTP/1.1" 200',
         '127.0.0.1:5000 - "POST /graphql HTTP/1.1" 200',
+    ]
+
+
+class KeptLevels(Kept):
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+@pytest.mark.parametrize("level", ["INFO", "WARNING"])
+@pytest.mark.usefixtures("restored")
+def test_a_worker_that_died_is_a_warning_and_the_supervisors_routine_stays_info(
+    level: str,
+) -> None:
+    logs.configure_logging(level, "text")
+    handler = KeptLevels()
+    logging.getLogger().addHandler(handler)
+    supervisor = logging.getLogger("uvicorn.error")  # as uvicorn's Multiprocess logs
+
+    supervisor.info("Child process [4242] died")
+    supervisor.info("Waiting for child process [4243]")
+    supervisor.warning("Child process [4244] died")
+
+    routine = ["INFO Waiting for child process [4243]"] if level == "INFO" else []
+    assert handler.lines == [
+        "WARNING Child process [4242] died",
+        *routine,
+        "WARNING Child process [4244] died",
     ]
