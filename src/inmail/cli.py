@@ -71,7 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except EmbeddedMongodError as exc:
         log.error("%s", exc)
         return 1
-    if database.uri is not None and (problem := mongodb_problem(database.uri)) is not None:
+    problem = None if database.uri is None else mongodb_problem(database.uri, settings.db_name)
+    if problem is not None:
         log.error("%s", problem)
         return 1
     if settings.jwt_secret is None:

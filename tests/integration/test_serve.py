@@ -407,6 +407,35 @@ def test_a_mongodb_uri_the_driver_cannot_read_is_one_message_naming_the_variable
     assert "Hunter2Secret" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        ("w=banana", "write concern is refused by MongoDB: No write concern mode named 'banana'"),
+        ("w=7", "write concern is refused by MongoDB: Not enough data-bearing nodes"),
+        ("w=0", "asks for unacknowledged writes (w=0)"),
+    ],
+    ids=["an unknown write concern mode", "more nodes than the set has", "unacknowledged"],
+)
+def test_a_write_concern_no_write_could_meet_is_one_message_before_any_worker_starts(
+    data_dir: Path, mongodb_uri: str, db_name: str, option: str, said: str
+) -> None:
+    """The service's transactions ask for majority themselves, but its other writes take the
+    URI's write concern: one they could never meet, or one that would not tell a lost write,
+    is refused before a worker starts, not met at the first write (in every worker)."""
+    uri = f"{mongodb_uri}{'&' if '?' in mongodb_uri else '?'}{option}"
+    result = _serve_until_it_exits(
+        data_dir, INMAIL_MONGODB_URI=uri, INMAIL_DB_NAME=db_name, INMAIL_METRICS_PORT="off"
+    )
+    assert result.returncode == 1, result.stderr
+    assert said in result.stderr
+    assert "Traceback" not in result.stderr
+    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
+    try:
+        assert db_name not in client.list_database_names(), "the check writes nothing"
+    finally:
+        client.close()
+
+
 def test_workers_that_fail_to_start_make_serve_exit_with_a_failure(
     data_dir: Path, mongodb_uri: str, db_name: str
 ) -> None:

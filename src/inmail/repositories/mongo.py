@@ -32,7 +32,13 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+)
 from pymongo.errors import ConnectionFailure as DatabaseUnavailable
 from pymongo.monitoring import CommandListener
 from pymongo.read_concern import ReadConcern
@@ -44,6 +50,8 @@ from inmail.domain.model import REMINDER_DUE, ConversationKind
 from inmail.domain.plans import PlanTable
 
 if TYPE_CHECKING:
+    from pymongo import MongoClient
+
     from inmail.repositories.changes import CommittedEntries, Feed
     from inmail.repositories.leases import LeaseRepository
     from inmail.repositories.notifications import InboxChange
@@ -421,10 +429,11 @@ def standalone_refusal(hello: Mapping[str, object]) -> str | None:
     )
 
 
-def mongodb_problem(uri: str) -> str | None:
-    """Why the MongoDB at `uri` cannot serve (unreachable, or no replica set), in a line for an
-    operator; None if it can. `inmail serve` asks once before any worker starts, so that a wrong
-    INMAIL_MONGODB_URI is one clear message rather than a traceback from every worker."""
+def mongodb_problem(uri: str, db_name: str) -> str | None:
+    """Why the MongoDB at `uri` cannot serve database `db_name` (unreachable, no replica set, a
+    write concern it refuses), in a line for an operator; None if it can. `inmail serve` asks
+    once before any worker starts, so that a wrong INMAIL_MONGODB_URI is one clear message
+    rather than a traceback from every worker."""
     from pymongo import MongoClient
     from pymongo.errors import ConfigurationError
     from pymongo.uri_parser import parse_uri
@@ -437,12 +446,42 @@ def mongodb_problem(uri: str) -> str | None:
         return f"INMAIL_MONGODB_URI cannot be used: {str(exc)[:300]}"
     try:
         hello = client.admin.command("hello")
+        return standalone_refusal(hello) or _write_concern_refusal(client, db_name)
     except PyMongoError as exc:
         detail = str(exc).split(", Timeout:")[0][:300]
         return f"cannot reach MongoDB at {hosts} (INMAIL_MONGODB_URI): {detail}"
     finally:
         client.close()
-    return standalone_refusal(hello)
+
+
+# The server's codes for a write concern no write could meet: a `w` mode the replica set's
+# configuration does not name, or more nodes than the set has.
+_WRITE_CONCERN_REFUSED = {79, 100}  # UnknownReplWriteConcern, UnsatisfiableWriteConcern
+
+
+def _write_concern_refusal(client: MongoClient[Doc], db_name: str) -> str | None:
+    """Why the URI's write concern cannot serve (the service's transactions ask for majority
+    themselves, but its other writes take the URI's): unacknowledged writes, which could be
+    lost unseen, or a concern the server refuses. None if neither."""
+    if not client.write_concern.acknowledged:
+        return (
+            "INMAIL_MONGODB_URI asks for unacknowledged writes (w=0), which could be lost "
+            "unseen: remove w=0 (or give w=1 or w=majority)"
+        )
+    try:
+        # A write that writes nothing (nor creates the collection) is held to the write
+        # concern like any other; bounded, since a concern that waits for a node that is down
+        # would wait for ever (and is no reason to refuse to start).
+        with timeout(20):
+            client[db_name]["migrations"].delete_one({"_id": "write concern check"})
+    except WriteConcernError as exc:
+        if exc.code not in _WRITE_CONCERN_REFUSED:
+            return None
+        detail = str(exc).split(", full error:")[0][:300]
+        return f"INMAIL_MONGODB_URI's write concern is refused by MongoDB: {detail}"
+    except PyMongoError:
+        return None  # a timeout: whether writes can be made is the workers' to find
+    return None
 
 
 class Mongo:
