@@ -7,6 +7,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -255,26 +256,43 @@ def _put_in_place(draft: Path, path: Path) -> None:
 
 
 class KnownMembers:
-    """Ids of member tokens' members this process found in the database.
+    """Ids of member tokens' members this process found in the database lately.
 
-    Members are never deleted, so once a token's member was found it need not be looked up
-    again on every request (a mutation would otherwise spend a round trip on it first). Bounded:
-    past `capacity` ids, the least recently seen is forgotten and looked up again when it
-    comes back.
+    The API deletes no member, so a token's member found once need not be looked up again on
+    every request (a mutation would otherwise spend a round trip on it first). A record erased
+    from the database by other means is still noticed: an id is trusted for `ttl` seconds
+    after it was found, and forgotten at once when a request finds its record missing.
+    Bounded: past `capacity` ids, the least recently seen is forgotten and looked up again
+    when it comes back.
     """
 
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
+    def __init__(
+        self,
+        capacity: int = 10_000,
+        ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ids: OrderedDict[str, float] = OrderedDict()  # id -> trusted until
         self._capacity = capacity
+        self._ttl = ttl
+        self._clock = clock
 
     def seen(self, member_id: str) -> bool:
-        if member_id not in self._ids:
+        until = self._ids.get(member_id)
+        if until is None:
+            return False
+        if self._clock() >= until:
+            del self._ids[member_id]
             return False
         self._ids.move_to_end(member_id)
         return True
 
     def add(self, member_id: str) -> None:
-        self._ids[member_id] = None
+        self._ids[member_id] = self._clock() + self._ttl
         self._ids.move_to_end(member_id)
         if len(self._ids) > self._capacity:
             self._ids.popitem(last=False)
+
+    def forget(self, member_id: str) -> None:
+        """The member's record was found missing: look it up again next time."""
+        self._ids.pop(member_id, None)

@@ -220,6 +220,37 @@ async def test_a_token_whose_member_does_not_exist_cannot_send_or_buy(api: Api) 
     assert graphql_error_codes(bought) == ["UNAUTHENTICATED"]
 
 
+async def test_a_member_erased_from_the_database_after_the_process_met_them_is_unknown(
+    api: Api,
+) -> None:
+    """The API deletes no member, but an operator may erase one in the database: their token,
+    seen before (and so not looked up on every request), is refused as soon as a request
+    finds the record missing, on reads and writes alike, and from then on."""
+    ada = await api.create_member("Ada Lovelace")
+    grace = await api.create_member("Grace Hopper")
+    assert (await api.gql("{ viewer { id } }", token=ada.token))["viewer"] == {"id": ada.id}
+    assert (await api.gql("{ viewer { id } }", token=grace.token))["viewer"] == {"id": grace.id}
+    erased = await api.container.mongo.c.members.delete_many({"_id": {"$in": [ada.id, grace.id]}})
+    assert erased.deleted_count == 2
+
+    read = await api.raw("{ now viewer { id } }", token=ada.token)
+    sent = await api.raw(
+        "mutation($i: SendInMailInput!) { sendInMail(input: $i) { errors { code } } }",
+        {"i": {"recipientId": ada.id, "subject": "s", "body": "b", "idempotencyKey": "k1"}},
+        grace.token,
+    )
+    # Neither reads the member's record: refused because the two requests above found it gone.
+    marked = "mutation { markNotificationsRead(input: { ids: [] }) { errors { code } } }"
+    after_read = await api.raw(marked, token=ada.token)
+    after_send = await api.raw(marked, token=grace.token)
+
+    for body in (read, sent, after_read, after_send):
+        assert graphql_error_codes(body) == ["UNAUTHENTICATED"], body
+        assert "does not exist" in body["errors"][0]["message"]
+    assert read["data"] == {"now": read["data"]["now"], "viewer": None}
+    assert await api.container.mongo.c.conversations.count_documents({}) == 0
+
+
 @pytest.mark.parametrize(
     "operation",
     [

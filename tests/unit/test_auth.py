@@ -12,6 +12,7 @@ import pytest
 
 from inmail.auth import (
     AuthError,
+    KnownMembers,
     Role,
     TokenService,
     UnusableSecret,
@@ -134,3 +135,26 @@ def test_a_development_secret_that_is_a_link_to_nothing_is_refused(tmp_path: Pat
     with pytest.raises(UnusableSecret, match="a link to a file that is not there"):
         development_secret(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jwt-secret"]  # no draft left
+
+
+def test_a_known_member_is_trusted_for_its_ttl_then_looked_up_again() -> None:
+    now = [100.0]
+    known = KnownMembers(capacity=2, ttl=60.0, clock=lambda: now[0])
+    known.add("ada")
+    now[0] += 59.9
+    assert known.seen("ada")
+    now[0] += 0.1
+    assert not known.seen("ada"), "trusted for 60 s after it was found, not longer"
+    known.add("ada")
+    assert known.seen("ada"), "found again, trusted again"
+
+
+def test_a_known_member_found_missing_is_forgotten_and_the_least_recent_makes_room() -> None:
+    known = KnownMembers(capacity=2, ttl=60.0, clock=lambda: 0.0)
+    for member_id in ("ada", "grace", "alan"):
+        known.add(member_id)
+    assert not known.seen("ada"), "past the capacity, the least recently seen goes"
+    assert known.seen("grace")
+    known.forget("grace")
+    assert not known.seen("grace")
+    assert known.seen("alan")

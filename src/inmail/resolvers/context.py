@@ -195,18 +195,32 @@ class Context:
 
         The record is read through this request's member loader: when resolvers read the
         member anyway (or read it already, in the same batch as what else they needed) the
-        check costs no round trip of its own. Members are never deleted, so a member this
-        process found once is not looked up again (`KnownMembers`).
+        check costs no round trip of its own. The API deletes no member, so a member this
+        process found lately is not looked up again (`KnownMembers`), unless this request's
+        reads found its record missing.
         """
         member_id = self.credentials.member_id()
         known = self.container.known_members
-        if member_id is None or known.seen(member_id):
+        if member_id is None:
+            return True
+        if self.reads.found_missing(member_id):
+            known.forget(member_id)
+        elif known.seen(member_id):
             return True
         if await self.reads.load_member(member_id) is not None:
             known.add(member_id)
             return True
         self.credentials.refuse(UNKNOWN_MEMBER)
         return False
+
+    def own_record_missing(self) -> ApiError:
+        """A use case found the caller's own record missing (erased since this process last
+        found it): the token is refused from now on, as any whose member does not exist."""
+        member_id = self.credentials.member_id()
+        if member_id is not None:
+            self.container.known_members.forget(member_id)
+        self.credentials.refuse(UNKNOWN_MEMBER)
+        return unauthenticated(UNKNOWN_MEMBER)
 
     @property
     def answer_withheld(self) -> bool:

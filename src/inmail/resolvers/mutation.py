@@ -10,7 +10,7 @@ import strawberry
 
 from inmail.domain.access import ReadRefused
 from inmail.domain.billing import PaymentMethod
-from inmail.domain.errors import DomainError
+from inmail.domain.errors import DomainError, Reason
 from inmail.resolvers import clock as clock_resolvers
 from inmail.resolvers.context import ResolverInfo, ctx
 from inmail.schema.errors import UserError, refused
@@ -68,13 +68,15 @@ def errors_in(
     def decorate(mutation: Callable[Args, Awaitable[P]]) -> Callable[Args, Awaitable[P]]:
         @functools.wraps(mutation)
         async def attempt(*args: Args.args, **kwargs: Args.kwargs) -> P:
+            info = kwargs.get("info")
             try:
                 done = await mutation(*args, **kwargs)
             except ReadRefused as refusal:
                 raise refused(refusal) from None
             except DomainError as error:
+                if error.reason is Reason.OWN_MEMBER_MISSING and info is not None:
+                    raise ctx(cast("ResolverInfo", info)).own_record_missing() from None
                 return payload(errors=[UserError.from_domain(error)])
-            info = kwargs.get("info")
             if info is not None:
                 ctx(cast("ResolverInfo", info)).reads.clear()
             return done

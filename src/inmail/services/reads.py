@@ -315,6 +315,18 @@ class Reader:
         """A member's record with no check of who asks: for authentication itself."""
         return await self._members.load(member_id)
 
+    def found_missing(self, member_id: str) -> bool:
+        """Whether this request's reads looked for the member's record and found none (for
+        authentication: a record erased since this process last found it)."""
+        held = self._members.cache_map.get(member_id)
+        return (
+            held is not None
+            and held.done()
+            and not held.cancelled()
+            and held.exception() is None
+            and held.result() is None
+        )
+
     def awaiting_response(
         self, sender_id: str, recipient_id: str
     ) -> Coroutine[object, object, bool]:
