@@ -10,7 +10,7 @@ import asyncio
 import collections
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -64,8 +64,10 @@ class GraphQLSocket:
         protocol: str = TRANSPORT_WS,
         *,
         headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        payload: Mapping[str, object] | None = None,
     ) -> AsyncIterator[GraphQLSocket]:
-        """A socket past connection_init with `token`; `headers` go on the handshake."""
+        """A socket past connection_init with `token` (or with `payload` as it is);
+        `headers` go on the handshake."""
         async with connect(
             url,
             subprotocols=[Subprotocol(protocol)],
@@ -74,7 +76,8 @@ class GraphQLSocket:
         ) as ws:
             assert ws.subprotocol == protocol
             socket = cls(ws, protocol)
-            await socket._send({"type": "connection_init", "payload": init_payload(token)})
+            init = init_payload(token) if payload is None else payload
+            await socket._send({"type": "connection_init", "payload": init})
             ack = await socket.message()
             assert ack["type"] == "connection_ack", ack
             yield socket

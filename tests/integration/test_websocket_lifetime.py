@@ -552,6 +552,28 @@ async def test_the_token_of_connection_init_decides_whatever_the_handshake_heade
     assert answer["data"] == {"viewer": {"id": ada.id}}
 
 
+async def test_the_payloads_authorization_key_counts_however_cased_and_only_once(
+    live: LiveServer, protocol: str
+) -> None:
+    """Header names are read without regard to case, and so is the payload's key. Two such
+    keys are refused, as two headers are: which one counts would depend on who reads them."""
+    ada = await live.api.create_member("Ada Lovelace")
+    grace = await live.api.create_member("Grace Hopper")
+    shouted = {"AUTHORIZATION": f"Bearer {ada.token}"}
+    async with GraphQLSocket.open(live.url, None, protocol, payload=shouted) as ws:
+        answer = await ws.result(await ws.subscribe("{ viewer { id } }"))
+    assert answer["data"] == {"viewer": {"id": ada.id}}
+
+    both = {"Authorization": f"Bearer {ada.token}", "authorization": f"Bearer {grace.token}"}
+    async with connect(live.url, subprotocols=[Subprotocol(protocol)]) as raw:
+        await raw.send(json.dumps({"type": "connection_init", "payload": both}))
+        received = await messages_until_closed(raw)
+    assert "connection_ack" not in [m.get("type") for m in received]
+    assert raw.close_code == 4403
+    assert raw.close_reason is not None
+    assert "several Authorization keys" in raw.close_reason
+
+
 @pytest.mark.parametrize("payload", [[1], "Bearer x", 7], ids=["list", "string", "number"])
 async def test_a_connection_init_payload_that_is_no_object_is_a_protocol_error(
     live: LiveServer, protocol: str, payload: object, caplog: pytest.LogCaptureFixture

@@ -38,6 +38,9 @@ TOKEN_EXPIRED_MESSAGE: Final = "Invalid credentials: the token has expired."
 SEVERAL_AUTHORIZATIONS: Final = (
     "Invalid credentials: the request has several Authorization headers; send one."
 )
+SEVERAL_SOCKET_TOKENS: Final = (
+    "Invalid credentials: connection_init's payload has several Authorization keys; send one."
+)
 
 
 P = ParamSpec("P")
@@ -166,22 +169,29 @@ class Context:
         """Check the credentials once: the token here, the member's record in confirm_member.
 
         Over HTTP the token is the Authorization header's. On a websocket it is the one
-        connection_init carried (SPEC 8), whatever the handshake's header says; only without
-        one there, a bearer token in the handshake's header counts. A browser may send a
-        proxy's Basic credentials on the handshake by itself: they are not the client's token.
+        connection_init carried (SPEC 8), under `Authorization` however cased, whatever the
+        handshake's header says; only without one there, a bearer token in the handshake's
+        header counts. A browser may send a proxy's Basic credentials on the handshake by
+        itself: they are not the client's token. Several keys in the payload, or several
+        headers on the handshake when the payload has none, are refused, as several headers
+        are over HTTP: which one counts would depend on who reads them.
         """
         header = self.auth_header
         if isinstance(self.request, WebSocket):
-            raw = (self.connection_params or {}).get("Authorization") or (
-                self.connection_params or {}
-            ).get("authorization")
-            if isinstance(raw, str):
-                header = raw
-            elif self.several_auth_headers:
-                # Which one counts would depend on who reads them, as over HTTP.
-                self.credentials.refuse(SEVERAL_AUTHORIZATIONS)
+            given = [
+                value
+                for key, value in (self.connection_params or {}).items()
+                if key.lower() == "authorization"
+            ]
+            raw = given[0] if len(given) == 1 else None
+            if len(given) > 1 or (not given and self.several_auth_headers):
+                self.credentials.refuse(
+                    SEVERAL_SOCKET_TOKENS if len(given) > 1 else SEVERAL_AUTHORIZATIONS
+                )
                 self.credentials.resolved = True
                 return
+            if isinstance(raw, str):
+                header = raw
             elif raw is not None or not _is_bearer(header):
                 header = None
         try:
