@@ -331,14 +331,9 @@ def _json_kind(value: object) -> str:
     return "a string" if isinstance(value, str) else "a number"
 
 
-def load_json(data: str | bytes) -> object:
+def load_json(text: str) -> object:
     """`json.loads`, refusing text nested more than MAX_JSON_DEPTH deep, and an object that
-    names a key twice, as malformed. Bytes are decoded first as `json.loads` decodes them (UTF-8,
-    or UTF-16/32 by their first bytes), so the bound is measured on the text that would be
-    parsed."""
-    text = (
-        data if isinstance(data, str) else data.decode(json.detect_encoding(data), "surrogatepass")
-    )
+    names a key twice, as malformed."""
     if nested_deeper_than(text, MAX_JSON_DEPTH):
         raise json.JSONDecodeError(f"the JSON is nested more than {MAX_JSON_DEPTH} deep", "", 0)
     try:
@@ -366,6 +361,9 @@ def _keys_once(pairs: list[tuple[str, object]]) -> dict[str, object]:
         raise json.JSONDecodeError(f"an object in the JSON names the key {name} twice", "", 0)
     return found
 
+
+# How a Content-Type may name UTF-8, the one charset a POST's body is read in.
+_UTF_8: Final = frozenset({"utf-8", "utf8", '"utf-8"'})
 
 # What a GET names of the request (GraphQL over HTTP); other parameters are left alone.
 _GET_PARAMETERS: Final = ("query", "variables", "operationName", "extensions")
@@ -1060,10 +1058,17 @@ class GraphQLApp(GraphQL[Context, None]):
                 raise HTTPException(
                     415, "A POST to /graphql must not be compressed (Content-Encoding: identity)."
                 )
-            content_type, _ = parse_content_type(request.content_type or "")
+            content_type, parameters = parse_content_type(request.content_type or "")
             if content_type.lower() != JSON:
                 raise HTTPException(
                     415, "A POST to /graphql must have Content-Type: application/json."
+                )
+            charsets = [v for k, v in parameters.items() if k.lower() == "charset"]
+            if any(charset.strip().lower() not in _UTF_8 for charset in charsets):
+                # JSON between systems is UTF-8 (RFC 8259 8.1): a body read in another
+                # charset here could be read otherwise by a proxy in front.
+                raise HTTPException(
+                    415, "A POST to /graphql is read as UTF-8: give charset=utf-8, or none."
                 )
             # A media type is case-insensitive (RFC 9110 8.3.1); Strawberry's check is not.
             request = cast(AsyncHTTPRequestAdapter, _JsonRequest(request))
@@ -1171,11 +1176,16 @@ class GraphQLApp(GraphQL[Context, None]):
         return response
 
     def decode_json(self, data: str | bytes) -> object:
-        try:
-            return load_json(data)
-        except UnicodeDecodeError:
-            # Bytes that are no Unicode at all are as malformed as bad JSON: 400, not 500.
-            raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
+        if isinstance(data, bytes):
+            try:
+                # UTF-8 alone (RFC 8259 8.1), not json.loads's guess at UTF-16 or UTF-32 from
+                # the first bytes: a proxy in front that reads the body as UTF-8 reads what
+                # the service reads.
+                data = data.decode("utf-8")
+            except UnicodeDecodeError:
+                # As malformed as bad JSON: 400, not 500.
+                raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
+        return load_json(data)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

@@ -180,6 +180,43 @@ async def test_a_body_that_is_not_json_gets_a_json_refusal(api: Api) -> None:
     assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-8-sig"])
+async def test_a_body_in_another_encoding_than_utf8_is_refused_not_guessed_at(
+    api: Api, encoding: str
+) -> None:
+    """JSON between systems is UTF-8 (RFC 8259 8.1). Read as UTF-16 here, a body could say one
+    thing to a proxy in front that reads it as UTF-8 and another to the service."""
+    body = json.dumps({"query": "{ now }"}).encode(encoding)
+    response = await api.client.post(
+        "/graphql", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+
+
+@pytest.mark.parametrize(
+    ("charset", "status"),
+    [
+        *[("utf-8", 200), ("UTF-8", 200), ('"utf-8"', 200), ("utf8", 200)],
+        *[("latin-1", 415), ("utf-16", 415), ("", 415)],
+    ],
+)
+async def test_a_charset_other_than_utf8_is_an_unsupported_media_type(
+    api: Api, charset: str, status: int
+) -> None:
+    response = await api.client.post(
+        "/graphql",
+        content=b'{"query": "{ now }"}',
+        headers={"content-type": f"application/json; charset={charset}"},
+    )
+
+    assert response.status_code == status, response.text
+    if status == 415:
+        assert graphql_error_codes(response.json()) == ["UNSUPPORTED_MEDIA_TYPE"]
+        assert "read as UTF-8" in response.json()["errors"][0]["message"]
+
+
 @pytest.mark.parametrize(
     "query",
     [
