@@ -458,13 +458,29 @@ async def test_wrong_types_get_a_clear_error_and_change_nothing(api: Api) -> Non
     assert await charges_of(api, ada) == []
 
 
-async def test_an_idempotency_key_over_100_characters_is_invalid_input(api: Api) -> None:
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("k" * 101, "must be 1 to 100 characters, not counting spaces at either end"),
+        ("   ", "must be 1 to 100 characters, not counting spaces at either end"),
+        ("key\x00one", "must not hold control characters (found U+0000)"),
+        ("key\tone", "must not hold control characters (found U+0009)"),
+        ("key\u0085one", "must not hold control characters (found U+0085)"),
+    ],
+    ids=["over 100", "blank", "a NUL", "a tab", "a next line"],
+)
+async def test_an_idempotency_key_too_long_blank_or_with_a_control_character_is_invalid_input(
+    api: Api, key: str, words: str
+) -> None:
+    """A key is a token nobody reads: a control character in it is refused, not turned into
+    a space (which would make `key\tone` and `key one` one key)."""
     ada, grace = await two_members(api)
 
-    result = await api.send(ada, grace, key="k" * 101)
+    result = await api.send(ada, grace, key=key)
 
     assert [e["code"] for e in result["errors"]] == ["INVALID_INPUT"]
     assert result["errors"][0]["field"] == "idempotencyKey"
+    assert words in result["errors"][0]["message"]
     assert await api.balance(ada) == 5
 
 

@@ -23,6 +23,8 @@ Matched at C speed."""
 _DIRECTION_CONTROLS: Final = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 """The characters that set the direction of the text around them: the marks, embeddings,
 overrides and isolates (`RIGHT-TO-LEFT OVERRIDE` shows what follows it reversed)."""
+_CONTROLS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""Every control character (Unicode category Cc)."""
 _SPACING: Final = re.compile(r"[\t\n\r\x0b\x0c\x85]+")
 """Control characters that break a line or space it out: tab, line feed, carriage return,
 vertical tab (a line break pasted from a word processor), form feed, next line."""
@@ -42,6 +44,17 @@ def without_controls(text: str, field: str, *, lines: bool = False) -> str:
         code = ord(found.group())
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.CONTROL_CHARACTER, field, codepoint=code)
     return text if lines else _SPACING.sub(" ", text)
+
+
+def without_any_controls(text: str, field: str) -> str:
+    """`text` refused if it holds any control character, tab and line break included: for a
+    token nobody reads (an idempotency key), where turning one into a space would make two
+    keys one."""
+    found = _CONTROLS.search(text)
+    if found is not None:
+        code = ord(found.group())
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CONTROL_CHARACTER, field, codepoint=code)
+    return text
 
 
 def without_direction_controls(text: str, field: str) -> str:

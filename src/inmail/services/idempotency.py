@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason
+from inmail.domain.text import without_any_controls
 from inmail.repositories.records import (
     IdempotencyReader,
     IdempotencyRecord,
@@ -54,6 +55,8 @@ __all__ = [
 
 
 def clean_idempotency_key(key: str) -> str:
+    """The key as it is kept: without spaces at either end, 1 to IDEMPOTENCY_KEY_MAX characters
+    long, and no control character in it."""
     key = key.strip()
     if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
         raise DomainError(
@@ -62,7 +65,7 @@ def clean_idempotency_key(key: str) -> str:
             "idempotencyKey",
             maximum=IDEMPOTENCY_KEY_MAX,
         )
-    return key
+    return without_any_controls(key, "idempotencyKey")
 
 
 def request_hash(operation: str, **fields: object) -> str:
