@@ -131,6 +131,25 @@ async def test_a_paid_change_retried_under_its_key_charges_and_grants_once(api: 
     assert [c["amount"] for c in await charges_of(api, ada)] == [5999]
 
 
+async def test_a_paid_change_retried_after_a_later_change_succeeds_showing_the_member_now(
+    api: Api,
+) -> None:
+    """A retry answers as the first did, a success, and charges and changes nothing more; its
+    `member` is the one object of that id, as it is now (a client's normalized cache would
+    take an older picture of it for the present)."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    first = await change_plan(api, ada, "PREMIUM_BUSINESS", key="upgrade-1")
+    later = await change_plan(api, ada, "PREMIUM_CAREER", key="back-1")
+
+    retry = await change_plan(api, ada, "PREMIUM_BUSINESS", key="upgrade-1")
+
+    assert first["errors"] == later["errors"] == retry["errors"] == []
+    assert first["member"]["plan"]["type"] == "PREMIUM_BUSINESS"
+    assert retry["member"]["plan"]["type"] == "PREMIUM_CAREER"
+    assert await plan_of(api, ada) == "PREMIUM_CAREER"
+    assert [c["amount"] for c in await charges_of(api, ada)] == [5999, 2999]
+
+
 async def test_paid_changes_asked_for_together_under_their_own_keys_charge_the_card_once(
     api: Api,
 ) -> None:
