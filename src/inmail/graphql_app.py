@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
+from email.message import Message as HeaderFields
 from itertools import accumulate
 from typing import Any, Final, TypeVar, cast
 
@@ -363,7 +364,16 @@ def _keys_once(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 
 # How a Content-Type may name UTF-8, the one charset a POST's body is read in.
-_UTF_8: Final = frozenset({"utf-8", "utf8", '"utf-8"'})
+_UTF_8: Final = frozenset({"utf-8", "utf8"})
+
+
+def _charsets(content_type: str) -> list[str]:
+    """Every `charset` parameter of a Content-Type, each as given (unquoted), in order."""
+    header = HeaderFields()
+    header["content-type"] = content_type
+    parameters = header.get_params(failobj=[])[1:]  # after the media type itself
+    return [value for name, value in parameters if name.lower() == "charset"]
+
 
 # What a GET names of the request (GraphQL over HTTP); other parameters are left alone.
 _GET_PARAMETERS: Final = ("query", "variables", "operationName", "extensions")
@@ -1058,17 +1068,18 @@ class GraphQLApp(GraphQL[Context, None]):
                 raise HTTPException(
                     415, "A POST to /graphql must not be compressed (Content-Encoding: identity)."
                 )
-            content_type, parameters = parse_content_type(request.content_type or "")
+            content_type, _ = parse_content_type(request.content_type or "")
             if content_type.lower() != JSON:
                 raise HTTPException(
                     415, "A POST to /graphql must have Content-Type: application/json."
                 )
-            charsets = [v for k, v in parameters.items() if k.lower() == "charset"]
-            if any(charset.strip().lower() not in _UTF_8 for charset in charsets):
+            charsets = _charsets(request.content_type or "")
+            if len(charsets) > 1 or any(c.strip().lower() not in _UTF_8 for c in charsets):
                 # JSON between systems is UTF-8 (RFC 8259 8.1): a body read in another
-                # charset here could be read otherwise by a proxy in front.
+                # charset here could be read otherwise by a proxy in front, and so could one
+                # that names two (which counts would depend on who reads them).
                 raise HTTPException(
-                    415, "A POST to /graphql is read as UTF-8: give charset=utf-8, or none."
+                    415, "A POST to /graphql is read as UTF-8: give charset=utf-8 once, or none."
                 )
             # A media type is case-insensitive (RFC 9110 8.3.1); Strawberry's check is not.
             request = cast(AsyncHTTPRequestAdapter, _JsonRequest(request))
@@ -1185,6 +1196,8 @@ class GraphQLApp(GraphQL[Context, None]):
             except UnicodeDecodeError:
                 # As malformed as bad JSON: 400, not 500.
                 raise json.JSONDecodeError("the body is not UTF-8 text", "", 0) from None
+        if data.startswith("\ufeff"):
+            raise json.JSONDecodeError("the body starts with a byte order mark; send none", "", 0)
         return load_json(data)
 
     async def get_context(

@@ -66,6 +66,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+_WORKER_DIED = re.compile(r"Child process \[\d+\] died")
+
+
 class _WorkerDeathsAsWarnings(logging.Filter):
     """uvicorn's supervisor logs a worker that died (before it starts another) at INFO, beside
     its routine lines; an operator's alerts look for WARNING. The record is raised to WARNING,
@@ -80,9 +83,6 @@ class _WorkerDeathsAsWarnings(logging.Filter):
         if record.levelno == logging.INFO and _WORKER_DIED.fullmatch(record.getMessage()):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return record.levelno >= self.level
-
-
-_WORKER_DIED = re.compile(r"Child process \[\d+\] died")
 
 
 def configure_logging(level: str, fmt: str) -> None:

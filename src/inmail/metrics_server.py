@@ -94,14 +94,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # a scrape every few seconds is not worth a log line
 
 
-def _server_for(host: str, port: int) -> type[ThreadingHTTPServer]:
-    """The HTTP server class for `host`'s address family: `http.server` listens on IPv4 alone,
-    so an IPv6 address (`::`, `::1`) or a name that resolves only to one needs its own class.
-    `::` takes IPv4 connections too where the system allows it, as uvicorn's own socket does."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-    if family == socket.AF_INET:
+def _server_for(host: str) -> type[ThreadingHTTPServer]:
+    """The HTTP server class for `host`: `http.server` listens on IPv4 alone, so an IPv6
+    address (`::`, `::1`) needs a class of its own. The family is told as uvicorn tells it for
+    the API's host (an address with a colon is IPv6), so a name such as `localhost` listens on
+    IPv4 whichever address the resolver lists first. `::` takes IPv4 connections too where the
+    system allows it, as uvicorn's own socket does."""
+    if ":" not in host:
         return ThreadingHTTPServer
-    return type("MetricsServer", (ThreadingHTTPServer,), {"address_family": family})
+    return type("MetricsServer", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
 
 
 class MetricsListener:
@@ -121,7 +122,7 @@ class MetricsListener:
         """
         handler = type("MetricsHandler", (_Handler,), {"token": self.token})
         try:
-            server = _server_for(self.host, self.port)((self.host, self.port), handler)
+            server = _server_for(self.host)((self.host, self.port), handler)
         except OSError as exc:
             log.error(
                 "metrics are not served: cannot listen on %s:%d (%s); set INMAIL_METRICS_PORT",

@@ -461,8 +461,8 @@ async def test_wrong_types_get_a_clear_error_and_change_nothing(api: Api) -> Non
 @pytest.mark.parametrize(
     ("key", "words"),
     [
-        ("k" * 101, "must be 1 to 100 characters, not counting spaces at either end"),
-        ("   ", "must be 1 to 100 characters, not counting spaces at either end"),
+        ("k" * 101, "must be 1 to 100 characters, not counting white space at either end"),
+        ("   ", "must be 1 to 100 characters, not counting white space at either end"),
         ("key\x00one", "must not hold control characters (found U+0000)"),
         ("key\tone", "must not hold control characters (found U+0009)"),
         ("key\u0085one", "must not hold control characters (found U+0085)"),

@@ -193,6 +193,12 @@ async def test_a_body_in_another_encoding_than_utf8_is_refused_not_guessed_at(
 
     assert response.status_code == 400
     assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
+    # UTF-16-LE without a byte order mark is valid UTF-8 (NULs between the letters), which
+    # then does not parse as JSON; the others are no UTF-8 at all, or start with the mark.
+    said = {"utf-8-sig": "byte order mark", "utf-16-le": "Unable to parse"}.get(
+        encoding, "not UTF-8"
+    )
+    assert said in response.json()["errors"][0]["message"]
 
 
 @pytest.mark.parametrize(
@@ -200,6 +206,7 @@ async def test_a_body_in_another_encoding_than_utf8_is_refused_not_guessed_at(
     [
         *[("utf-8", 200), ("UTF-8", 200), ('"utf-8"', 200), ("utf8", 200)],
         *[("latin-1", 415), ("utf-16", 415), ("", 415)],
+        *[("latin-1; charset=utf-8", 415), ("utf-8; charset=utf-8", 415)],
     ],
 )
 async def test_a_charset_other_than_utf8_is_an_unsupported_media_type(
@@ -286,6 +293,43 @@ async def test_a_member_erased_from_the_database_after_the_process_met_them_is_u
         assert "does not exist" in body["errors"][0]["message"]
     assert read["data"] == {"now": read["data"]["now"], "viewer": None}
     assert await api.container.mongo.c.conversations.count_documents({}) == 0
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        "mutation { cancelSubscription { errors { code } } }",
+        "mutation { changePlan(input: { plan: BASIC }) { errors { code } } }",
+        'mutation { updatePaymentMethod(input: { brand: "Visa", last4: "4242", '
+        "expMonth: 12, expYear: 2030 }) { errors { code } } }",
+    ],
+    ids=["cancel", "change plan", "card"],
+)
+async def test_a_mutation_on_the_erased_members_own_record_refuses_their_token(
+    api: Api, mutation: str
+) -> None:
+    """As a send or a purchase does; an admin acting on an erased member is told it is not
+    found, and keeps their credentials."""
+    ada = await api.create_member("Ada Lovelace")
+    assert (await api.gql("{ viewer { id } }", token=ada.token))["viewer"] == {"id": ada.id}
+    await api.container.mongo.c.members.delete_one({"_id": ada.id})
+
+    acted = await api.raw(mutation, token=ada.token)
+    marked = await api.raw(
+        "mutation { markNotificationsRead(input: { ids: [] }) { errors { code } } }",
+        token=ada.token,
+    )
+    by_admin = await api.raw(
+        "mutation($m: ID!) { changePlan(input: { memberId: $m, plan: BASIC }) "
+        "{ errors { code field } } }",
+        {"m": ada.id},
+        api.admin,
+    )
+
+    assert graphql_error_codes(acted) == ["UNAUTHENTICATED"], acted
+    assert graphql_error_codes(marked) == ["UNAUTHENTICATED"], marked
+    assert by_admin["data"]["changePlan"]["errors"] == [{"code": "NOT_FOUND", "field": "memberId"}]
+    assert (await api.raw("{ now }", token=api.admin)).get("errors") is None
 
 
 @pytest.mark.parametrize(

@@ -573,6 +573,25 @@ async def test_the_payloads_authorization_key_counts_however_cased_and_only_once
     assert raw.close_reason is not None
     assert "several Authorization keys" in raw.close_reason
 
+    # An empty or null key is no token: the handshake's bearer header counts, and two
+    # handshake headers are refused, as without the key.
+    bearer = {"Authorization": f"Bearer {ada.token}"}
+    async with GraphQLSocket.open(
+        live.url, None, protocol, payload={"authorization": ""}, headers=bearer
+    ) as ws:
+        answer = await ws.result(await ws.subscribe("{ viewer { id } }"))
+    assert answer["data"] == {"viewer": {"id": ada.id}}
+    two = [("Authorization", f"Bearer {ada.token}"), ("Authorization", f"Bearer {grace.token}")]
+    async with connect(
+        live.url, subprotocols=[Subprotocol(protocol)], additional_headers=two
+    ) as raw:
+        await raw.send(json.dumps({"type": "connection_init", "payload": {"Authorization": None}}))
+        received = await messages_until_closed(raw)
+    assert "connection_ack" not in [m.get("type") for m in received]
+    assert raw.close_code == 4403
+    assert raw.close_reason is not None
+    assert "several Authorization headers" in raw.close_reason
+
 
 @pytest.mark.parametrize("payload", [[1], "Bearer x", 7], ids=["list", "string", "number"])
 async def test_a_connection_init_payload_that_is_no_object_is_a_protocol_error(

@@ -33,7 +33,10 @@ def _ipv6_loopback() -> bool:
     return True
 
 
-@pytest.mark.parametrize(("host", "url_host"), [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])
+@pytest.mark.parametrize(
+    ("host", "url_host"),
+    [("127.0.0.1", "127.0.0.1"), ("localhost", "127.0.0.1"), ("::1", "[::1]")],
+)
 def test_the_listener_serves_metrics_on_an_ipv4_or_ipv6_address(
     listeners: list[MetricsListener], host: str, url_host: str
 ) -> None:

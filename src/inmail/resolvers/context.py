@@ -178,10 +178,10 @@ class Context:
         """
         header = self.auth_header
         if isinstance(self.request, WebSocket):
-            given = [
+            given = [  # an empty or null key is no token, as no key is
                 value
                 for key, value in (self.connection_params or {}).items()
-                if key.lower() == "authorization"
+                if key.lower() == "authorization" and value not in (None, "")
             ]
             raw = given[0] if len(given) == 1 else None
             if len(given) > 1 or (not given and self.several_auth_headers):
@@ -223,12 +223,14 @@ class Context:
         self.credentials.refuse(UNKNOWN_MEMBER)
         return False
 
-    def own_record_missing(self) -> ApiError:
-        """A use case found the caller's own record missing (erased since this process last
-        found it): the token is refused from now on, as any whose member does not exist."""
+    def own_record_missing(self) -> ApiError | None:
+        """For a member's token, when a use case found that member's own record missing
+        (erased since this process last found it): the token is refused from now on, as any
+        whose member does not exist, and this is the error to raise. None for an admin's."""
         member_id = self.credentials.member_id()
-        if member_id is not None:
-            self.container.known_members.forget(member_id)
+        if member_id is None:
+            return None
+        self.container.known_members.forget(member_id)
         self.credentials.refuse(UNKNOWN_MEMBER)
         return unauthenticated(UNKNOWN_MEMBER)
 

@@ -74,8 +74,10 @@ def errors_in(
             except ReadRefused as refusal:
                 raise refused(refusal) from None
             except DomainError as error:
-                if error.reason is Reason.OWN_MEMBER_MISSING and info is not None:
-                    raise ctx(cast("ResolverInfo", info)).own_record_missing() from None
+                if info is not None and _names_the_callers_record(error):
+                    missing = ctx(cast("ResolverInfo", info)).own_record_missing()
+                    if missing is not None:
+                        raise missing from None
                 return payload(errors=[UserError.from_domain(error)])
             if info is not None:
                 ctx(cast("ResolverInfo", info)).reads.clear()
@@ -84,6 +86,14 @@ def errors_in(
         return attempt
 
     return decorate
+
+
+def _names_the_callers_record(error: DomainError) -> bool:
+    """Whether `error` says the member a mutation acts on has no record, that member named by
+    no input: for a member's token, the caller (a member acts on no one else)."""
+    return error.reason is Reason.OWN_MEMBER_MISSING or (
+        error.reason is Reason.NO_SUCH_MEMBER and error.field is None
+    )
 
 
 @strawberry.type(name="Mutation")

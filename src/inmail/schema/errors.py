@@ -74,7 +74,7 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
     Reason.QUANTITY_OUT_OF_RANGE: lambda e: f"quantity must be 1 to {e.data['maximum']}.",
     Reason.KEY_LENGTH: lambda e: (
         f"idempotencyKey must be 1 to {e.data['maximum']} characters, "
-        "not counting spaces at either end."
+        "not counting white space at either end."
     ),
     Reason.PAID_CHANGE_NEEDS_KEY: lambda _: "A change to a paid plan needs an idempotencyKey.",
     Reason.ALREADY_ON_PLAN: lambda e: f"You are already on {e.data['plan']}.",
