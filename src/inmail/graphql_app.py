@@ -46,7 +46,6 @@ from strawberry.http.exceptions import (
     NonTextMessageReceived,
     WebSocketDisconnected,
 )
-from strawberry.http.parse_content_type import parse_content_type
 from strawberry.http.types import QueryParams
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -367,12 +366,13 @@ def _keys_once(pairs: list[tuple[str, object]]) -> dict[str, object]:
 _UTF_8: Final = frozenset({"utf-8", "utf8"})
 
 
-def _charsets(content_type: str) -> list[str]:
-    """Every `charset` parameter of a Content-Type, each as given (unquoted), in order."""
+def _media_type_and_charsets(content_type: str) -> tuple[str, list[str]]:
+    """A Content-Type's media type, and every `charset` parameter it names, each as given
+    (unquoted), in order: a parameter named twice is kept twice, not the last one alone."""
     header = HeaderFields()
     header["content-type"] = content_type
-    parameters = header.get_params(failobj=[])[1:]  # after the media type itself
-    return [value for name, value in parameters if name.lower() == "charset"]
+    media_type, *parameters = header.get_params(failobj=[("", "")])
+    return media_type[0], [value for name, value in parameters if name.lower() == "charset"]
 
 
 # What a GET names of the request (GraphQL over HTTP); other parameters are left alone.
@@ -1068,12 +1068,11 @@ class GraphQLApp(GraphQL[Context, None]):
                 raise HTTPException(
                     415, "A POST to /graphql must not be compressed (Content-Encoding: identity)."
                 )
-            content_type, _ = parse_content_type(request.content_type or "")
+            content_type, charsets = _media_type_and_charsets(request.content_type or "")
             if content_type.lower() != JSON:
                 raise HTTPException(
                     415, "A POST to /graphql must have Content-Type: application/json."
                 )
-            charsets = _charsets(request.content_type or "")
             if len(charsets) > 1 or any(c.strip().lower() not in _UTF_8 for c in charsets):
                 # JSON between systems is UTF-8 (RFC 8259 8.1): a body read in another
                 # charset here could be read otherwise by a proxy in front, and so could one

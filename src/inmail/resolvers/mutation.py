@@ -60,7 +60,8 @@ def errors_in(
     payload: Failed[P],
 ) -> Callable[[Callable[Args, Awaitable[P]]], Callable[Args, Awaitable[P]]]:
     """A domain error from the mutation comes back in the payload's `errors`, worded; a
-    refusal of the caller (domain/access.py) is a GraphQL error instead.
+    refusal of the caller (domain/access.py) is a GraphQL error instead, and so is a member's
+    own record found missing (`Context.own_record_missing`: the token is refused).
 
     What the request read before the mutation is forgotten once it has written: its payload,
     and the mutations and fields after it, read what it wrote."""
