@@ -214,13 +214,14 @@ class Context:
         if member_id is None:
             return True
         if self.reads.found_missing(member_id):
-            known.forget(member_id)
-        elif known.seen(member_id):
+            self._refuse_unknown(member_id)
+            return False
+        if known.seen(member_id):
             return True
         if await self.reads.load_member(member_id) is not None:
             known.add(member_id)
             return True
-        self.credentials.refuse(UNKNOWN_MEMBER)
+        self._refuse_unknown(member_id)
         return False
 
     def own_record_missing(self) -> ApiError | None:
@@ -230,9 +231,13 @@ class Context:
         member_id = self.credentials.member_id()
         if member_id is None:
             return None
+        self._refuse_unknown(member_id)
+        return unauthenticated(UNKNOWN_MEMBER)
+
+    def _refuse_unknown(self, member_id: str) -> None:
+        """The token's member has no record: forgotten as found, the token refused from now."""
         self.container.known_members.forget(member_id)
         self.credentials.refuse(UNKNOWN_MEMBER)
-        return unauthenticated(UNKNOWN_MEMBER)
 
     @property
     def answer_withheld(self) -> bool:

@@ -318,14 +318,8 @@ class Reader:
     def found_missing(self, member_id: str) -> bool:
         """Whether this request's reads looked for the member's record and found none (for
         authentication: a record erased since this process last found it)."""
-        held = self._members.cache_map.get(member_id)
-        return (
-            held is not None
-            and held.done()
-            and not held.cancelled()
-            and held.exception() is None
-            and held.result() is None
-        )
+        read = _finished(self._members, member_id)
+        return read is not None and read.result() is None
 
     def awaiting_response(
         self, sender_id: str, recipient_id: str
@@ -809,13 +803,20 @@ class _Named:
         return None
 
 
-def _ready(loader: DataLoader[K, T], key: K) -> T | None:
-    """What a DataLoader holds for `key` once its read has finished; None before (or if the
-    read failed: the field that awaits it then reports the failure)."""
+def _finished(loader: DataLoader[K, T], key: K) -> asyncio.Future[T] | None:
+    """A DataLoader's read of `key` once it has finished well; None before (or if the read
+    failed: the field that awaits it then reports the failure)."""
     held = loader.cache_map.get(key)
     if held is None or not held.done() or held.cancelled() or held.exception() is not None:
         return None
-    return held.result()
+    return held
+
+
+def _ready(loader: DataLoader[K, T], key: K) -> T | None:
+    """What a DataLoader holds for `key` once its read has finished; None before, or if it
+    failed (`_finished`)."""
+    read = _finished(loader, key)
+    return None if read is None else read.result()
 
 
 def _conversation_id(conversation: Conversation) -> str:
