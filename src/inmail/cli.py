@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -39,106 +40,127 @@ def _configured(read: Callable[[], T]) -> T:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from inmail.embedded_mongod import EmbeddedMongod, EmbeddedMongodError
-    from inmail.repositories.database import NoDatabase, choose_database
-    from inmail.repositories.mongo import mongodb_problem
-
-    # The settings the workers are given: the environment's, the options', then what serve
-    # resolves itself (the embedded mongod's URI, the development secret).
-    variables = {k: v for k, v in os.environ.items() if k.startswith("INMAIL_")}
-    # An option given is used as given (0 too, which the settings then refuse by name).
-    if args.host is not None:
-        variables["INMAIL_HOST"] = args.host
-    if args.port is not None:
-        variables["INMAIL_PORT"] = str(args.port)
-    if args.workers is not None:
-        variables["INMAIL_WORKERS"] = str(args.workers)
-    settings = _settings(variables)
+    """Serve until stopped: the database (the embedded mongod when no URI is set), the signing
+    secret, the metrics listener, then the workers. Whatever was started is stopped on the way
+    out, in the reverse order, however the serve ends."""
+    settings = _settings(_serve_variables(args))
     from inmail import logs
 
     logs.configure_logging(settings.log_level, settings.log_format)
-    embedded: EmbeddedMongod | None = None
-    try:
-        database = choose_database(settings, may_start_mongod=True)
-        embedded = database.mongod
-        if embedded is not None:
-            log.info("starting the embedded mongod (data in %s)", embedded.data_dir)
-            settings = settings.with_changes(mongodb_uri=embedded.start())
-            log.info("mongod %s (pid %s) is primary", embedded.uri, embedded.pid)
-    except NoDatabase as exc:
-        log.error("%s", exc)
-        return 2
-    except EmbeddedMongodError as exc:
-        log.error("%s", exc)
-        return 1
-    problem = None if database.uri is None else mongodb_problem(database.uri, settings.db_name)
-    if problem is not None:
-        log.error("%s", problem)
-        return 1
-    if settings.jwt_secret is None:
-        from inmail.auth import DEV_SECRET_FILE, UnusableSecret, development_secret
-
+    with contextlib.ExitStack() as started:
         try:
-            secret = development_secret(settings.data_dir)
-        except (OSError, UnusableSecret) as exc:
-            reason = (
-                f"cannot use the development secret: {exc}"
-                if isinstance(exc, UnusableSecret)
-                else f"cannot keep the development secret in "
-                f"{(settings.data_dir / DEV_SECRET_FILE).absolute()}: {exc.strerror or exc}"
-            )
-            log.error(
-                "%s; set INMAIL_JWT_SECRET, or INMAIL_DATA_DIR to a folder this user may write",
-                reason,
-            )
-            if embedded is not None:
-                embedded.stop()
-            return 1
-        log.info(
-            "tokens are signed with the development secret in %s (`inmail token` reads it)",
-            (settings.data_dir / DEV_SECRET_FILE).absolute(),
-        )
-        settings = settings.with_changes(jwt_secret=secret)
-    _warn_if_files_run_short(settings.max_connections)
-    # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so that
-    # the embedded mongod below is stopped by us, not left to the kernel.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    metrics_dir = _prometheus_multiprocess_dir(settings.workers)
-    from inmail.metrics_server import MetricsListener
-
-    metrics = None
-    if settings.metrics_port is not None:
-        metrics = MetricsListener(
-            settings.metrics_host, settings.metrics_port, settings.metrics_token
-        )
-        if metrics.start():
-            log.info("metrics at http://%s:%s/metrics", settings.metrics_host, metrics.port)
-    # A mongod of our own that exits while we serve is started again (on the same port).
-    stopping = threading.Event()
-    keeper = None
-    if embedded is not None:
-        keeper = threading.Thread(
-            target=embedded.keep_running, args=(stopping,), name="embedded-mongod", daemon=True
-        )
-        keeper.start()
-    try:
+            settings = _with_database(settings, started)
+            settings = _with_signing_secret(settings)
+        except _CannotServe as exc:
+            log.error("%s", exc)
+            return exc.status
+        _warn_if_files_run_short(settings.max_connections)
+        # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so
+        # that what was started here is stopped by us, not left to the kernel.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        _prometheus_multiprocess_dir(settings.workers, started)
+        _metrics_listener(settings, started)
         if settings.graphiql:
             log.info("GraphiQL at http://%s:%s/graphql", settings.host, settings.port)
         from inmail.transport import run_server
 
-        started = run_server(settings)
-    finally:
-        stopping.set()
-        if keeper is not None:
-            keeper.join()  # a start under way ends first (within its timeout)
-        if metrics is not None:
-            metrics.stop()
-        if embedded is not None:
-            log.info("stopping the embedded mongod")
-            embedded.stop()
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0 if started else 3
+        return 0 if run_server(settings) else 3
+
+
+def _serve_variables(args: argparse.Namespace) -> dict[str, str]:
+    """The settings the workers are given: the environment's, then the options'. An option
+    given is used as given (0 too, which the settings then refuse by name)."""
+    variables = {k: v for k, v in os.environ.items() if k.startswith("INMAIL_")}
+    for option, name in (("host", "HOST"), ("port", "PORT"), ("workers", "WORKERS")):
+        value = getattr(args, option)
+        if value is not None:
+            variables[f"INMAIL_{name}"] = str(value)
+    return variables
+
+
+class _CannotServe(Exception):
+    """A reason to exit before serving, said in one line, and the exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _with_database(settings: Settings, started: contextlib.ExitStack) -> Settings:
+    """The settings with the database to serve on: INMAIL_MONGODB_URI, checked before any
+    worker starts, or the embedded mongod, started here (and kept running while the serve
+    lasts: one that exits is started again, on the same port)."""
+    from inmail.embedded_mongod import EmbeddedMongodError
+    from inmail.repositories.database import NoDatabase, choose_database
+    from inmail.repositories.mongo import mongodb_problem
+
+    try:
+        database = choose_database(settings, may_start_mongod=True)
+    except NoDatabase as exc:
+        raise _CannotServe(str(exc), status=2) from None
+    except EmbeddedMongodError as exc:  # INMAIL_MONGOD_BIN names no executable file
+        raise _CannotServe(str(exc)) from None
+    embedded = database.mongod
+    if embedded is None:
+        problem = None if database.uri is None else mongodb_problem(database.uri, settings.db_name)
+        if problem is not None:
+            raise _CannotServe(problem)
+        return settings
+    log.info("starting the embedded mongod (data in %s)", embedded.data_dir)
+    try:
+        uri = embedded.start()
+    except EmbeddedMongodError as exc:
+        raise _CannotServe(str(exc)) from None
+
+    @started.callback
+    def stop() -> None:
+        log.info("stopping the embedded mongod")
+        embedded.stop()
+
+    log.info("mongod %s (pid %s) is primary", embedded.uri, embedded.pid)
+    stopping = threading.Event()
+    keeper = threading.Thread(
+        target=embedded.keep_running, args=(stopping,), name="embedded-mongod", daemon=True
+    )
+    keeper.start()
+    started.callback(keeper.join)  # a start under way ends first (within its timeout)
+    started.callback(stopping.set)
+    return settings.with_changes(mongodb_uri=uri)
+
+
+def _with_signing_secret(settings: Settings) -> Settings:
+    """The settings with a secret to sign tokens with: INMAIL_JWT_SECRET, or the development
+    secret kept in the data folder (made on the first start)."""
+    if settings.jwt_secret is not None:
+        return settings
+    from inmail.auth import DEV_SECRET_FILE, UnusableSecret, development_secret
+
+    where = (settings.data_dir / DEV_SECRET_FILE).absolute()
+    try:
+        secret = development_secret(settings.data_dir)
+    except (OSError, UnusableSecret) as exc:
+        reason = (
+            f"cannot use the development secret: {exc}"
+            if isinstance(exc, UnusableSecret)
+            else f"cannot keep the development secret in {where}: {exc.strerror or exc}"
+        )
+        raise _CannotServe(
+            f"{reason}; set INMAIL_JWT_SECRET, or INMAIL_DATA_DIR to a folder this user may write"
+        ) from None
+    log.info("tokens are signed with the development secret in %s (`inmail token` reads it)", where)
+    return settings.with_changes(jwt_secret=secret)
+
+
+def _metrics_listener(settings: Settings, started: contextlib.ExitStack) -> None:
+    """The /metrics listener on its own port, when one is set, stopped when the serve ends."""
+    if settings.metrics_port is None:
+        return
+    from inmail.metrics_server import MetricsListener
+
+    metrics = MetricsListener(settings.metrics_host, settings.metrics_port, settings.metrics_token)
+    started.callback(metrics.stop)
+    if metrics.start():
+        log.info("metrics at http://%s:%s/metrics", settings.metrics_host, metrics.port)
 
 
 # What a worker keeps open besides its clients' sockets: its MongoDB pool (100 at most), the
@@ -163,16 +185,17 @@ def _warn_if_files_run_short(max_connections: int) -> None:
         )
 
 
-def _prometheus_multiprocess_dir(workers: int) -> str | None:
-    """With several workers, a fresh folder where each writes its metrics (read by /metrics).
+def _prometheus_multiprocess_dir(workers: int, started: contextlib.ExitStack) -> None:
+    """With several workers, a fresh folder where each writes its metrics (read by /metrics),
+    removed when the serve ends.
 
     The workers inherit it from the environment. One set by the operator is used as it is.
     """
     if workers < 2 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        return None
+        return
     path = tempfile.mkdtemp(prefix="inmail-metrics-")
+    started.callback(shutil.rmtree, path, ignore_errors=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    return path
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

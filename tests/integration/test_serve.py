@@ -241,9 +241,10 @@ def test_a_stale_lock_file_from_a_dead_process_does_not_stop_serve(data_dir: Pat
     ("setting", "returncode", "message"),
     [
         ({"INMAIL_MONGOD_BIN": "/bin/false"}, 1, "embedded mongod exited during start-up"),
+        ({"INMAIL_MONGOD_BIN": "/no/such/mongod"}, 1, "/no/such/mongod: not an executable"),
         ({"INMAIL_SCHEDULER_INTERVAL": "soon"}, 2, "INMAIL_SCHEDULER_INTERVAL='soon'"),
     ],
-    ids=["a-mongod-that-cannot-start", "a-bad-setting-naming-the-variable"],
+    ids=["a-mongod-that-cannot-start", "no-mongod-there", "a-bad-setting-naming-the-variable"],
 )
 def test_a_serve_that_cannot_start_stops_with_a_message_not_a_traceback(
     data_dir: Path, setting: dict[str, str], returncode: int, message: str
