@@ -153,12 +153,12 @@ def test_a_table_missing_a_plan_is_refused() -> None:
         if plan is not PlanType.RECRUITER_LITE
     }
     with pytest.raises(ValueError, match="RECRUITER_LITE"):
-        PlanTable(policies=policies)
+        PlanTable(policies, DEFAULT_PLAN_TABLE.legacy_cap_multiplier)
 
 
 def test_a_table_cannot_be_changed_through_the_dict_it_was_built_from() -> None:
     policies = dict(DEFAULT_PLAN_TABLE.policies)
-    table = PlanTable(policies=policies)
+    table = PlanTable(policies, DEFAULT_PLAN_TABLE.legacy_cap_multiplier)
     policies[PlanType.BASIC] = PlanPolicy(
         PlanType.BASIC, True, 100, 100, True, Money(100, "USD"), Money(1, "USD")
     )

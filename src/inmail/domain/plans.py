@@ -47,7 +47,9 @@ class PlanPolicy:
 @dataclass(frozen=True, slots=True)
 class PlanTable:
     policies: Mapping[PlanType, PlanPolicy]
-    legacy_cap_multiplier: int = 3
+    legacy_cap_multiplier: int
+    """A LEGACY_PREMIUM subscription's cap is this many times its own allotment (SPEC 1):
+    the table's legacy policy is given the cap of its default allotment here."""
 
     def __post_init__(self) -> None:
         missing = [plan.value for plan in PlanType if plan not in self.policies]
@@ -60,8 +62,12 @@ class PlanTable:
                 )
         if self.legacy_cap_multiplier < 1:
             raise ValueError("legacy_cap_multiplier must be at least 1")
-        # A caller's dict must not be able to change the table after it was checked.
-        object.__setattr__(self, "policies", MappingProxyType(dict(self.policies)))
+        policies = dict(self.policies)  # a caller's dict cannot change the table after this
+        legacy = policies[PlanType.LEGACY_PREMIUM]
+        policies[PlanType.LEGACY_PREMIUM] = replace(
+            legacy, max_balance=self.legacy_cap_multiplier * legacy.monthly_allotment
+        )
+        object.__setattr__(self, "policies", MappingProxyType(policies))
 
     def __reduce__(self) -> tuple[type[PlanTable], tuple[dict[PlanType, PlanPolicy], int]]:
         """Pickled as a plain dict (a read-only view cannot be), and checked again when read
@@ -120,8 +126,9 @@ DEFAULT_PLAN_TABLE = PlanTable(
         PlanType.RECRUITER_LITE: PlanPolicy(
             PlanType.RECRUITER_LITE, True, 30, 90, False, _usd(17000)
         ),
+        # Its cap (max_balance, 0 here) is set by the table: legacy_cap_multiplier x allotment.
         PlanType.LEGACY_PREMIUM: PlanPolicy(
-            PlanType.LEGACY_PREMIUM, True, 10, 30, True, _usd(2999), DEFAULT_CREDIT_PRICE
+            PlanType.LEGACY_PREMIUM, True, 10, 0, True, _usd(2999), DEFAULT_CREDIT_PRICE
         ),
     },
     legacy_cap_multiplier=3,
@@ -160,9 +167,7 @@ def plan_table_from_overrides(
             plan, settings, _CAP_MULTIPLIER_KEY, cap_multiplier, minimum=1
         )
         policy = _overridden(policies[plan], settings)
-        if plan is PlanType.LEGACY_PREMIUM:
-            policy = replace(policy, max_balance=cap_multiplier * policy.monthly_allotment)
-        elif policy.max_balance < policy.monthly_allotment:
+        if plan is not PlanType.LEGACY_PREMIUM and policy.max_balance < policy.monthly_allotment:
             raise ValueError(
                 f"plan override for {plan.value}: maxBalance ({policy.max_balance}) must not be "
                 f"below monthlyAllotment ({policy.monthly_allotment})"

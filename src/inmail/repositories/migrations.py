@@ -19,6 +19,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from inmail.domain.plans import PlanTable, PlanType
+from inmail.repositories.conversations import pair_key
 from inmail.repositories.mongo import NO_TRANSACTION
 from inmail.repositories.records import SENT_UNDER, intent_key_to_doc
 
@@ -306,7 +307,7 @@ async def _key_direct_threads(mongo: Mongo) -> int:
                     "$set": {
                         "senderId": low,
                         "recipientId": high,
-                        "pairKey": f"{low}:{high}",
+                        "pairKey": pair_key(low, high),
                         "startedBy": starter,
                         "startedWith": other,
                     },

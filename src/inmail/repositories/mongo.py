@@ -45,7 +45,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from inmail.domain.conversations import ConversationState
-from inmail.domain.credits import LotStatus
+from inmail.domain.credits import EXPIRY_NOTICE_DUE
 from inmail.domain.model import REMINDER_DUE, ConversationKind
 from inmail.domain.plans import PlanTable
 
@@ -275,7 +275,7 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         # by status and expiry alone it read again every lot noticed within the notice's lead.
         IndexModel(
             [("expiryNoticeAt", ASCENDING), ("expiresAt", ASCENDING), ("_id", ASCENDING)],
-            partialFilterExpression={"status": LotStatus.ACTIVE.value},
+            partialFilterExpression={"status": EXPIRY_NOTICE_DUE.lots.status.value},
             name="expiry_notice_due",
         ),
     ],

@@ -7,7 +7,7 @@ import strawberry
 from inmail.domain.conversations import ConversationRole, ConversationState, InMailResponse
 from inmail.domain.credits import CreditSource, LedgerKind, LotStatus
 from inmail.domain.errors import ErrorCode
-from inmail.domain.model import ConversationKind, SubscriptionStatus
+from inmail.domain.model import ConversationKind, PurchaseStatus, SubscriptionStatus
 from inmail.domain.notifications import ConversationEventKind, NotificationKind
 from inmail.domain.plans import PlanType
 
@@ -29,6 +29,7 @@ strawberry.enum(
     description="SENT: conversations the member started; RECEIVED: those started with them.",
 )
 strawberry.enum(ErrorCode, name="ErrorCode")
+strawberry.enum(PurchaseStatus, name="PurchaseStatus")
 
 CreditLotStatus = LotStatus
 LedgerEntryKind = LedgerKind
@@ -43,6 +44,7 @@ __all__ = [
     "InMailResponse",
     "LedgerEntryKind",
     "PlanType",
+    "PurchaseStatus",
     "SubscriptionStatus",
 ]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from enum import Enum
 from typing import Generic, Self, TypeVar
 
 import strawberry
@@ -29,6 +28,7 @@ from inmail.schema.enums import (
     LedgerEntryKind,
     NotificationKind,
     PlanType,
+    PurchaseStatus,
     SubscriptionStatus,
 )
 from inmail.schema.errors import bad_input
@@ -153,12 +153,6 @@ class Plan:
         )
 
 
-@strawberry.enum
-class PurchaseStatus(Enum):
-    COMPLETED = "COMPLETED"
-    REFUNDED = "REFUNDED"
-
-
 @strawberry.type
 class Purchase(Node):
     id: strawberry.ID
@@ -174,7 +168,6 @@ class Purchase(Node):
             cls,
             purchase,
             amount=Money.from_domain(purchase.amount),
-            status=PurchaseStatus(purchase.status),
             _lot_id=purchase.lot_id,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Concatenate, ParamSpec, TypeAlias, TypeVar
@@ -155,9 +155,23 @@ class Account:
         )
 
     async def save(self, tx: Transaction, plan: PlanType | None = None) -> list[LedgerEntry]:
-        """Write the member first (the point where concurrent changes collide), then the rest."""
-        await tx.members.commit(self.member, self.updated(plan))
-        await tx.lots.write(self.wallet.created_lots, self.wallet.updated_lots)
-        await tx.ledger.append(self.wallet.entries)
-        await tx.notifications.add_new(allotment_notices(self.wallet.allotments))
-        return list(self.wallet.entries)
+        """Write what this account changed (and `plan`, a plan change): `save_all` of one."""
+        return await save_all(tx, [(self, self.updated(plan))])
+
+
+async def save_all(tx: Transaction, changes: Sequence[tuple[Account, Member]]) -> list[LedgerEntry]:
+    """Write what each account changed, its member as updated beside it, together: the members
+    first (the point where concurrent changes collide), then their lots, ledger entries and
+    allotment notices. The entries written, in order."""
+    await tx.members.commit_many([(account.member, updated) for account, updated in changes])
+    wallets = [account.wallet for account, _ in changes]
+    await tx.lots.write(
+        [lot for wallet in wallets for lot in wallet.created_lots],
+        [lot for wallet in wallets for lot in wallet.updated_lots],
+    )
+    entries = [entry for wallet in wallets for entry in wallet.entries]
+    await tx.ledger.append(entries)
+    await tx.notifications.add_new(
+        allotment_notices(entry for wallet in wallets for entry in wallet.allotments)
+    )
+    return entries

@@ -28,7 +28,7 @@ from inmail.metrics import SCHEDULER_PASS_SECONDS
 from inmail.repositories.conversations import DueReminder
 from inmail.repositories.credit_lots import LapsedMember
 from inmail.repositories.notifications import ExpiringLot
-from inmail.services.base import Account, Deps, allotment_notices
+from inmail.services.base import Account, Deps, save_all
 from inmail.services.charges import RECONCILE_AFTER, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.unit_of_work import DatabaseUnavailable, Transaction
@@ -191,16 +191,7 @@ async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime
     ]
     if not accounts:
         return _Settled(0, [])
-    await tx.members.commit_many([(a.member, a.updated()) for a in accounts])
-    await tx.lots.write(
-        [lot for a in accounts for lot in a.wallet.created_lots],
-        [lot for a in accounts for lot in a.wallet.updated_lots],
-    )
-    entries = [entry for a in accounts for entry in a.wallet.entries]
-    await tx.ledger.append(entries)
-    await tx.notifications.add_new(
-        allotment_notices(r for a in accounts for r in a.wallet.allotments)
-    )
+    entries = await save_all(tx, [(account, account.updated()) for account in accounts])
     return _Settled(len(accounts), entries)
 
 
