@@ -15,7 +15,10 @@ internet directly needs:
 - past `INMAIL_MAX_CONNECTIONS` open connections (HTTP and websocket) in the process, a new one
   gets **503** at once, before it can hold anything;
 - a request llhttp cannot parse (no request line, a bad length or chunk size, a control byte in
-  a header) gets **400**, in JSON like every refusal here.
+  a header) gets **400**, in JSON like every refusal here;
+- requests pipelined behind one being answered (HTTP/1.1 lets a client send them without
+  waiting) are read no further while any wait their turn, and past `MAX_PIPELINED` waiting the
+  rest of the input is not read: those waiting are answered, and the connection then closed.
 
 A refused connection is closed the way browsers and proxies expect (a "lingering close"): the
 answer is written, the sending side shut, and whatever the client still sends is discarded for
@@ -35,6 +38,7 @@ from typing import Any, Final
 from starlette.types import ASGIApp
 from uvicorn import Config, Server
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
@@ -50,6 +54,10 @@ from inmail.settings import Settings
 log = logging.getLogger("inmail.transport")
 
 LINGER_SECONDS = 2.0
+MAX_PIPELINED = 32
+"""Requests a connection may have waiting behind the one being answered (HTTP/1.1 pipelining);
+each holds its parsed head and body. Browsers do not pipeline; a client that sends more before
+reading its answers has the connection closed once those waiting are answered."""
 
 
 class ServerConfig(Config):
@@ -259,6 +267,28 @@ class _UnknownCoding(Exception):
     """Raised from a parser callback: a Transfer-Encoding other than `chunked` (sent as 501)."""
 
 
+class _TooManyPipelined(Exception):
+    """Raised from a parser callback: a request past `MAX_PIPELINED` waiting; llhttp stops."""
+
+
+class _QueueFirstFlow(FlowControl):
+    """uvicorn's flow control, but reading on only once no request waits its turn.
+
+    uvicorn stops reading when a pipelined request is queued, then reads on whenever an answer
+    ends or an app asks for its body: each time one read more (up to 64 KiB, hundreds of small
+    requests) is parsed and queued, so a client that writes requests without end and reads
+    nothing makes the queue grow without end. Here reading waits until every queued request
+    has started (its body is read then, when its app asks for it)."""
+
+    def __init__(self, transport: asyncio.Transport, waiting: Callable[[], bool]) -> None:
+        super().__init__(transport)
+        self._waiting = waiting
+
+    def resume_reading(self) -> None:
+        if not self._waiting():
+            super().resume_reading()
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools (llhttp) protocol with the limits above.
 
@@ -302,11 +332,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
         self._lingering = False  # refused: the answer is out, the input is discarded
+        self._read_no_more = False  # too many pipelined: those waiting answered, then closed
 
     # --- connection life -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop, self.body_timeout))
+        self.flow = _QueueFirstFlow(self.transport, self._requests_wait)
         if len(self.connections) > self.max_connections:
             self._refusals.happened(len(self.connections) - 1)
             self._refuse(
@@ -328,8 +360,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return  # after a refusal nothing the client sends is kept
+        if self._lingering or self._read_no_more:
+            return  # after a refusal, or past the pipelined requests' bound, nothing is kept
         self._unparsed_bytes += len(data)
         super().data_received(data)
         if self._lingering or self.transport.is_closing():
@@ -346,7 +378,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().handle_websocket_upgrade()
 
     def send_400_response(self, msg: str) -> None:
-        if self._head_too_large:
+        if self._read_no_more:
+            self._answer_those_waiting_then_close()
+        elif self._head_too_large:
             self._refuse_head()
         elif self._unknown_coding:
             if self._clear_for_refusal():
@@ -378,6 +412,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINED:
+            self._read_no_more = True
+            raise _TooManyPipelined
         if self._codings and _codings(self._codings) != [b"chunked"]:
             # llhttp reads `gzip, chunked` as chunked and hands the body on still coded: a
             # proxy in front may read it otherwise (a request smuggled past it). RFC 9112
@@ -411,6 +448,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes > self.max_header_bytes:
             self._head_too_large = True
             raise _HeadTooLarge
+
+    def _requests_wait(self) -> bool:
+        """Whether requests wait their turn behind the one being answered, or no more are read."""
+        return bool(self.pipeline) or self._read_no_more
+
+    def _answer_those_waiting_then_close(self) -> None:
+        """Past `MAX_PIPELINED` waiting: nothing more is read (what llhttp had not parsed yet is
+        dropped, a request's head cut short with it); the requests waiting are answered in turn,
+        the last of them with `Connection: close`, and the connection closed after it."""
+        log.info("connection to close: over %d pipelined requests waiting", MAX_PIPELINED)
+        self._reading_head = self._reading_body = False
+        self.flow.pause_reading()
+        self.cycle.keep_alive = False  # the last request queued: its answer ends the connection
 
     def _answering(self) -> bool:
         """Whether the app is making a response, or requests wait their turn behind one."""

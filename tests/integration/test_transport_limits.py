@@ -30,6 +30,7 @@ from inmail.auth import Role, TokenService
 from inmail.graphql_app import HELD_ANSWER_BYTES
 from inmail.processes import free_port
 from inmail.settings import Settings
+from inmail.transport import MAX_PIPELINED
 from support import TEST_SECRET, serving, session_service_env
 
 MIB = 1024 * 1024
@@ -308,6 +309,54 @@ def test_pipelined_requests_on_one_connection_are_each_answered_in_order(
 
     assert answer.count(b"HTTP/1.1 200 ") == 4, answer
     assert answer.index(b"ok") < answer.rindex(b"HTTP/1.1 200 ")
+
+
+def test_past_the_pipelined_bound_those_waiting_are_answered_then_the_connection_closes(
+    server: Served,
+) -> None:
+    """One write of many more pipelined requests than may wait: the first ones are each
+    answered, the last of those with `Connection: close`, and the rest are never read."""
+    sock = server.connect()
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: inmail\r\n\r\n" * 10 * MAX_PIPELINED)
+    answer = read_response(sock)
+    sock.close()
+
+    answers = answer.split(b"HTTP/1.1 ")[1:]
+    assert MAX_PIPELINED < len(answers) < 10 * MAX_PIPELINED, answer[-300:]
+    assert all(one.startswith(b"200 ") for one in answers)
+    assert b"\r\nconnection: close\r\n" in answers[-1].lower()
+    assert not any(b"connection: close" in one.lower() for one in answers[:-1])
+    still_serves(server)
+
+
+def test_a_client_pipelining_without_end_and_reading_nothing_holds_little_memory(
+    server: Served,
+) -> None:
+    """Requests written without pause on one connection, no answer read: the server reads no
+    more once some wait their turn (the client's writes then block), instead of queueing
+    every request the client can write."""
+    body = b'{"query": "{ plans { type monthlyAllotment } }"}'
+    one = (
+        b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    rss_before = server.rss_bytes()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.settimeout(1.0)
+    written, started = 0, time.monotonic()
+    try:
+        while time.monotonic() - started < 4:
+            sock.sendall(one * 100)
+            written += 100
+    except (TimeoutError, ConnectionError):
+        pass  # the server stopped reading (or closed): the socket buffers are full
+    grown = server.rss_bytes() - rss_before
+    sock.close()
+
+    assert grown < 64 * MIB, f"{grown / MIB:.0f} MiB more after {written} pipelined requests"
+    still_serves(server)
 
 
 @pytest.mark.parametrize("coding", [b"gzip, chunked", b"deflate,chunked", b"identity"])
