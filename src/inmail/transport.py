@@ -652,6 +652,12 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
     for them to leave first. The connection would hold its slot under INMAIL_MAX_CONNECTIONS,
     and megabytes of socket buffers, until the client read again. So after a keepalive timeout
     with bytes still unsent, the same watch runs until the connection is gone.
+
+    Nor is such a client read while it takes nothing: each ping frame it sends is answered by a
+    pong (RFC 6455 asks for one), which would wait in memory behind the rest, a flood of pings
+    growing the process by megabytes a second. A ping met while what was sent waits stops the
+    reading, until the client takes some of it (uvicorn already reads a text message only once
+    the app took the one before).
     """
 
     def __init__(
@@ -665,6 +671,7 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
         self.conn.__class__ = JsonRefusals  # uvicorn's handshake as it set it up, JSON refusals
         self.body_timeout = limits_of(config).body_timeout
         self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
+        self._paused_for_pongs = False
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -674,6 +681,16 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
     def resume_writing(self) -> None:
         super().resume_writing()
         self._reader.stop()
+        if self._paused_for_pongs:
+            self._paused_for_pongs = False
+            if not self.read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()  # unless uvicorn holds it for the app
+
+    def handle_ping(self) -> None:
+        super().handle_ping()
+        if not self.writable.is_set() and not self.transport.is_closing():
+            self._paused_for_pongs = True
+            self.transport.pause_reading()
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()

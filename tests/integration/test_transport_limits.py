@@ -681,15 +681,58 @@ def test_a_mutation_past_its_callers_budget_is_refused_before_it_runs(
 
 def masked_text_frame(text: str) -> bytes:
     """A client's websocket text frame (RFC 6455: masked, here with a fixed key)."""
-    payload, key = text.encode(), b"\x01\x02\x03\x04"
+    return masked_frame(text.encode(), opcode=0x1)
+
+
+def masked_frame(payload: bytes, opcode: int) -> bytes:
+    """A client's websocket frame, final, of this opcode (0x1 text, 0x9 ping)."""
+    key = b"\x01\x02\x03\x04"
     size = len(payload)
     if size < 126:
-        head = bytes([0x81, 0x80 | size])
+        head = bytes([0x80 | opcode, 0x80 | size])
     elif size < 1 << 16:
-        head = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
+        head = bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
     else:
-        head = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
+        head = bytes([0x80 | opcode, 0x80 | 127]) + size.to_bytes(8, "big")
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def test_a_websocket_client_pinging_without_end_and_reading_nothing_holds_little_memory(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    """Ping frames written without pause, no pong read: once the pongs wait on the client, the
+    server reads no more of it (its writes then block), instead of queueing a pong for each.
+    (The client is cut off only after INMAIL_BODY_TIMEOUT of taking nothing: 10 s here.)"""
+    with serve(mongodb_uri, tmp_path, INMAIL_BODY_TIMEOUT="10") as server:
+        _flood_pings(server)
+
+
+def _flood_pings(server: Served) -> None:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.settimeout(10)
+    sock.sendall(
+        b"GET /graphql HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+    )
+    assert sock.recv(12) == b"HTTP/1.1 101"
+    pings = masked_frame(b"x" * 100, opcode=0x9) * 500
+    rss_before = server.rss_bytes()
+    sock.settimeout(1.0)
+    written, started = 0, time.monotonic()
+    try:
+        while time.monotonic() - started < 4:
+            sock.sendall(pings)
+            written += 500
+    except (TimeoutError, ConnectionError):
+        pass  # the server stopped reading: the socket buffers are full
+    grown = server.rss_bytes() - rss_before
+    sock.close()
+
+    assert grown < 32 * MIB, f"{grown / MIB:.0f} MiB more after {written} pings"
+    still_serves(server)
 
 
 def test_a_websocket_handshake_offering_compression_is_answered_without_it(
