@@ -18,13 +18,14 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from email.message import Message as HeaderFields
 from itertools import accumulate
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
@@ -378,8 +379,24 @@ def _media_type_and_charsets(content_type: str) -> tuple[str, list[str]]:
 # What a GET names of the request (GraphQL over HTTP); other parameters are left alone.
 _GET_PARAMETERS: Final = ("query", "variables", "operationName", "extensions")
 
+def _no_constant(name: str) -> NoReturn:
+    """Python's reader takes NaN, Infinity and -Infinity; RFC 8259 has no such numbers."""
+    raise json.JSONDecodeError(f"{name} is no JSON number", "", 0)
+
+
+def _finite(text: str) -> float:
+    """A JSON number with a fraction or exponent, refused where a double cannot hold it (1e999
+    would be read as infinity)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise json.JSONDecodeError(f"the number {text[:40]} is too large", "", 0)
+    return value
+
+
 # One decoder for every request: `json.loads` given a hook builds a new one each call.
-_DECODER: Final = json.JSONDecoder(object_pairs_hook=_keys_once)
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_keys_once, parse_constant=_no_constant, parse_float=_finite
+)
 
 
 # What one websocket may send: a burst, then a steady rate, of messages and of their bytes (a

@@ -512,6 +512,29 @@ async def test_a_json_object_naming_a_key_twice_is_a_bad_request(
     assert f'names the key "{key}" twice' in message
 
 
+@pytest.mark.parametrize(
+    ("method", "request_parts", "said"),
+    [
+        ("POST", {"content": '{"query": "{ now }", "variables": {"x": NaN}}'}, "NaN is no"),
+        ("POST", {"content": '{"query": "{ now }", "variables": {"x": -Infinity}}'}, "Infinity"),
+        ("POST", {"content": '{"query": "{ now }", "variables": {"x": 1e999999}}'}, "too large"),
+        ("GET", {"params": {"query": "{ now }", "variables": '{"x": Infinity}'}}, "Infinity"),
+    ],
+    ids=["nan", "minus-infinity", "past-a-double", "get-infinity"],
+)
+async def test_a_number_json_does_not_have_is_a_bad_request(
+    api: Api,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    request_parts: dict[str, Any],
+    said: str,
+) -> None:
+    """RFC 8259 has no NaN nor infinities: Python's reader takes them (and reads 1e999999 as
+    infinity), and a Float variable would then carry one into the service."""
+    message = await _refused_json(api, caplog, method, request_parts)
+    assert said in message
+
+
 @pytest.mark.parametrize("name", ["query", "variables", "operationName"])
 async def test_a_get_naming_a_request_parameter_twice_is_a_bad_request(
     api: Api, caplog: pytest.LogCaptureFixture, name: str
