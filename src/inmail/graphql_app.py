@@ -379,6 +379,7 @@ def _media_type_and_charsets(content_type: str) -> tuple[str, list[str]]:
 # What a GET names of the request (GraphQL over HTTP); other parameters are left alone.
 _GET_PARAMETERS: Final = ("query", "variables", "operationName", "extensions")
 
+
 def _no_constant(name: str) -> NoReturn:
     """Python's reader takes NaN, Infinity and -Infinity; RFC 8259 has no such numbers."""
     raise json.JSONDecodeError(f"{name} is no JSON number", "", 0)
