@@ -23,7 +23,9 @@ from inmail.metrics import CREDITS, INMAILS_SENT, REQUEST_SECONDS, REQUESTS
 from inmail.metrics_server import CONTENT_TYPE, exposition, token_matches
 
 # Operation names come from clients: cap how many distinct ones become label values, so that
-# a client inventing names cannot grow the metrics without bound.
+# a client inventing names cannot grow the metrics without bound. A name becomes one only from
+# a signed-in caller's operation that validated: strangers, and documents that do not validate,
+# cannot take the slots of the names a frontend will send.
 MAX_OPERATION_NAMES = 200
 _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
 
@@ -34,14 +36,15 @@ class OperationLabels:
     def __init__(self) -> None:
         self._seen: set[str] = set()
 
-    def label(self, name: object) -> str:
-        """The label value for an operation name: itself, `anonymous`, or `other` past the cap."""
+    def label(self, name: object, *, may_take: bool = True) -> str:
+        """The label value for an operation name: itself, `anonymous`, or `other`: past the
+        cap, or for a name not seen yet when this operation `may_take` no new one."""
         if not name or not isinstance(name, str):
             return "anonymous"
         if not _NAME.fullmatch(name):
             return "other"
         if name not in self._seen:
-            if len(self._seen) >= MAX_OPERATION_NAMES:
+            if not may_take or len(self._seen) >= MAX_OPERATION_NAMES:
                 return "other"
             self._seen.add(name)
         return name
@@ -78,8 +81,10 @@ class OperationMetrics(SchemaExtension):
             # Its answer was withheld and the request runs again (a token whose member does
             # not exist, resolvers/context.py MemberMustExist): that run is the one counted.
             return
-        operation = self.labels.label(context.operation_name)
-        outcome = "error" if failed or context.pre_execution_errors else "ok"
+        validated = not failed and not context.pre_execution_errors
+        may_take = validated and getattr(context.context, "caller_known", False)
+        operation = self.labels.label(context.operation_name, may_take=may_take)
+        outcome = "ok" if validated else "error"
         REQUESTS.labels(operation, outcome).inc()
         if not self._is_subscription():
             REQUEST_SECONDS.labels(operation).observe(seconds)

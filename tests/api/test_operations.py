@@ -97,18 +97,18 @@ async def test_metrics_answer_in_the_prometheus_text_format(api: Api) -> None:
 async def test_operations_are_counted_by_name_and_outcome_and_timed(api: Api) -> None:
     counts = await Counts(api).start()
 
-    await api.gql("query PlansForTheDashboard { plans { type } }")
-    await api.gql("query PlansForTheDashboard { plans { type } }")
+    await api.gql("query PlansForTheDashboard { plans { type } }", token=api.admin)
+    await api.gql("query PlansForTheDashboard { plans { type } }")  # a name taken: anyone's
     await api.gql("{ now }")
-    rejected = await api.raw("query AskingForNonsense { noSuchField }")
+    rejected = await api.raw("query PlansForTheDashboard { noSuchField }")
     assert rejected["errors"]
 
     requests = "inmail_graphql_requests_total"
     assert await counts.delta(requests, operation="PlansForTheDashboard", outcome="ok") == 2
+    assert await counts.delta(requests, operation="PlansForTheDashboard", outcome="error") == 1
     assert await counts.delta(requests, operation="anonymous", outcome="ok") == 1
-    assert await counts.delta(requests, operation="AskingForNonsense", outcome="error") == 1
     latency = "inmail_graphql_request_seconds_count"
-    assert await counts.delta(latency, operation="PlansForTheDashboard") == 2
+    assert await counts.delta(latency, operation="PlansForTheDashboard") == 3
 
 
 async def test_a_query_with_a_token_whose_member_does_not_exist_counts_once(api: Api) -> None:
@@ -119,10 +119,13 @@ async def test_a_query_with_a_token_whose_member_does_not_exist_counts_once(api:
     body = await api.raw("query Ghost { now viewer { id } }", token=api.token("0" * 24))
     assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAUTHENTICATED"]
 
+    # A refused token names no new operation: counted under `other`, once.
     requests = "inmail_graphql_requests_total"
     assert await counts.delta(requests, operation="Ghost", outcome="ok") == 0
-    assert await counts.delta(requests, operation="Ghost", outcome="error") == 1
-    assert await counts.delta("inmail_graphql_request_seconds_count", operation="Ghost") == 1
+    assert await counts.delta(requests, operation="Ghost", outcome="error") == 0
+    assert await counts.delta(requests, operation="other", outcome="error") == 1
+    assert await counts.delta(requests, operation="other", outcome="ok") == 0
+    assert await counts.delta("inmail_graphql_request_seconds_count", operation="other") == 1
 
 
 async def test_operation_names_a_client_makes_up_do_not_become_labels_without_bound(
@@ -131,8 +134,11 @@ async def test_operation_names_a_client_makes_up_do_not_become_labels_without_bo
     monkeypatch.setattr(observability, "MAX_OPERATION_NAMES", 2)
     counts = await Counts(api).start()
 
+    # A stranger's names, and a document that does not validate, take no slot.
+    await api.gql("query Stranger { now }")
+    await api.raw("query Invalid { noSuchField }", token=api.admin)
     for name in ("First", "Second", "Third", "Fourth"):
-        await api.gql(f"query {name} {{ now }}")
+        await api.gql(f"query {name} {{ now }}", token=api.admin)
     hostile = await api.client.post(
         "/graphql", json={"query": "{ now }", "operationName": "drop table; --"}
     )
@@ -141,9 +147,11 @@ async def test_operation_names_a_client_makes_up_do_not_become_labels_without_bo
     requests = "inmail_graphql_requests_total"
     assert await counts.delta(requests, operation="First", outcome="ok") == 1
     assert await counts.delta(requests, operation="Second", outcome="ok") == 1
-    assert await counts.delta(requests, operation="Third", outcome="ok") == 0
-    assert await counts.delta(requests, operation="other", outcome="ok") == 2
-    assert await counts.delta(requests, operation="other", outcome="error") == 1
+    for unlabelled in ("Stranger", "Invalid", "Third", "Fourth"):
+        assert await counts.delta(requests, operation=unlabelled, outcome="ok") == 0
+        assert await counts.delta(requests, operation=unlabelled, outcome="error") == 0
+    assert await counts.delta(requests, operation="other", outcome="ok") == 3
+    assert await counts.delta(requests, operation="other", outcome="error") == 2
 
 
 async def test_inmails_sent_and_credits_moved_are_counted_from_the_ledger(api: Api) -> None:

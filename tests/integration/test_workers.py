@@ -130,8 +130,9 @@ def test_two_workers_serve_the_api_on_the_embedded_mongod_and_stop_with_it(
 
 
 def test_metrics_add_up_across_workers_whichever_one_answers(served: Served) -> None:
+    admin = served.token("--admin")  # a signed-in caller's operation names become labels
     for _ in range(10):
-        body, _ = _post(served.port, "query WorkersProbe { now }")
+        body, _ = _post(served.port, "query WorkersProbe { now }", token=admin)
         assert body.get("errors") is None
 
     # One metrics listener for the server, in the process that runs the workers, adds them up.

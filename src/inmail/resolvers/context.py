@@ -240,6 +240,15 @@ class Context:
         self.credentials.refuse(UNKNOWN_MEMBER)
 
     @property
+    def caller_known(self) -> bool:
+        """Whether the request came with credentials that were checked and hold (a member's or
+        an admin's token): metrics let only such callers name new operations."""
+        credentials = self.credentials
+        return (
+            credentials.resolved and credentials.refusal is None and credentials.checked is not None
+        )
+
+    @property
     def answer_withheld(self) -> bool:
         """Whether this run's answer was withheld, to be answered by a run under refused
         credentials (`MemberMustExist`); metrics count that run alone."""
