@@ -76,7 +76,7 @@ from inmail.resolvers.context import (
     refuse_unknown_members_on_failure,
 )
 from inmail.resolvers.cost import KNOWN_DOCUMENTS, CostHolders
-from inmail.resolvers.limits import Remembered, line_count, text_digest
+from inmail.resolvers.limits import QUOTED_LITERAL, Remembered, line_count, text_digest
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
@@ -553,6 +553,13 @@ def _reads_afresh(context: object) -> None:
         context.reads.clear()
 
 
+def unknown_operation(name: str) -> str:
+    """The refusal of an operationName the document does not hold, quoting at most
+    QUOTED_LITERAL characters of it: the name is the client's, as long as its body."""
+    quoted = name if len(name) <= QUOTED_LITERAL else name[:QUOTED_LITERAL] + "…"
+    return f'Unknown operation named "{quoted}".'
+
+
 def _no_operation_to_run(error: GraphQLError) -> GraphQLError:
     """A websocket operation whose document has no operation to run, in words a client can act
     on (HTTP answers the same documents with a 400); any other error as it is."""
@@ -561,7 +568,7 @@ def _no_operation_to_run(error: GraphQLError) -> GraphQLError:
         message = "The query is empty: send a GraphQL document with an operation."
     elif isinstance(original, CannotGetOperationTypeError):
         message = (
-            original.as_http_error_reason()
+            unknown_operation(original.operation_name)
             if original.operation_name is not None
             else "The document has no operation to run, or several and no operationName to "
             "choose one."
@@ -1166,12 +1173,13 @@ class GraphQLApp(GraphQL[Context, None]):
                 )
             return result
         except HTTPException as exc:
-            if request_adapter.method == "GET" and isinstance(
-                exc.__cause__, InvalidOperationTypeError
-            ):
+            cause = exc.__cause__
+            if request_adapter.method == "GET" and isinstance(cause, InvalidOperationTypeError):
                 raise HTTPException(
                     405, "Only queries are served over GET: send a mutation with POST."
-                ) from exc.__cause__
+                ) from cause
+            if isinstance(cause, CannotGetOperationTypeError) and cause.operation_name:
+                raise HTTPException(400, unknown_operation(cause.operation_name)) from cause
             raise
 
     async def process_result(

@@ -320,6 +320,20 @@ async def test_an_unknown_operation_name_is_a_400_naming_it(
     assert graphql_error_codes(response.json()) == ["BAD_REQUEST"]
 
 
+async def test_an_unknown_operation_name_is_quoted_briefly_however_long(
+    api: Api, headers: dict[str, str]
+) -> None:
+    """The name is the client's, as long as its body: the refusal is not as large again."""
+    response = await api.client.post(
+        "/graphql", json={"query": "{ now }", "operationName": "N" * 500_000}, headers=headers
+    )
+
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert error["message"] == f'Unknown operation named "{"N" * 100}…".'
+    assert len(response.content) < 1_000
+
+
 async def answer_without_logging_an_error(
     api: Api, body: bytes, headers: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> httpx.Response:

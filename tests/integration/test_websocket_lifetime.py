@@ -456,6 +456,7 @@ async def refused_then_served(
     ("query", "operation_name", "message"),
     [
         ("query Now { now }", "nope", 'Unknown operation named "nope".'),
+        ("query Now { now }", "N" * 100_000, f'Unknown operation named "{"N" * 100}…".'),
         ("", None, "The query is empty: send a GraphQL document with an operation."),
         (
             "fragment F on Query { now }",
@@ -468,7 +469,13 @@ async def refused_then_served(
             "Must provide operation name if query contains multiple operations.",
         ),
     ],
-    ids=["unknown-operation-name", "empty-query", "no-operation", "several-operations"],
+    ids=[
+        "unknown-operation-name",
+        "a-long-one-quoted-briefly",
+        "empty-query",
+        "no-operation",
+        "several-operations",
+    ],
 )
 async def test_an_operation_the_document_does_not_hold_is_a_client_error(
     live: LiveServer,
