@@ -45,6 +45,8 @@ from strawberry.schema.schema import validate_document
 # Every measure saturates here: the numbers stay small however a document multiplies.
 CEILING = 1 << 53
 
+M = TypeVar("M")  # what a selection set is measured as
+
 # The work of validating a document (see `validation_work`) allowed before any rule runs. A
 # page of the web client is a few hundred units; the introspection query of GraphiQL a few
 # thousand. A unit is about 2 microseconds of graphql-core's time at the most (measured on
@@ -113,6 +115,8 @@ class DocumentShapes:
         self._sets: dict[int, Shape] = {}  # by id(): the document outlives this object
         self._named_sets: dict[int, dict[str, Named]] = {}
         self._named_fragments: dict[str, dict[str, Named]] = {}
+        self._spread_sets: dict[int, int] = {}
+        self._spread_fragments: dict[str, int] = {}
 
     def of(self, selection_set: SelectionSetNode | None) -> Shape:
         if selection_set is None:
@@ -145,26 +149,40 @@ class DocumentShapes:
         )
 
     def fragment(self, name: str) -> Shape:
-        known = self._measured.get(name)
-        if known is not None:
-            return known
+        return self._of_fragment(name, self._measured, self.of, Shape())
+
+    def _of_fragment(
+        self,
+        name: str,
+        known: dict[str, M],
+        measure: Callable[[SelectionSetNode], M],
+        nothing: M,
+    ) -> M:
+        """`measure` of the fragment's selection set, worked out once; `nothing` for a fragment
+        not defined, or met again while it is being measured (a cycle)."""
+        if name in known:
+            return known[name]
         definition = self.fragments.get(name)
         if definition is None or name in self._measuring:
-            return Shape()
+            return nothing
         self._measuring.add(name)
-        shape = self.of(definition.selection_set)
-        self._measuring.discard(name)
-        self._measured[name] = shape
-        return shape
+        try:
+            measured = known[name] = measure(definition.selection_set)
+        finally:
+            self._measuring.discard(name)
+        return measured
 
     # Fields by response name, for the rule that checks they can be merged.
     #
     # That rule compares the fields of one response name in a set pairwise, and for each pair
     # their sub-selections: the fields of one name in the one against those of that name in the
-    # other, and so on down. `overlap` bounds what comparing a sub-selection with itself costs
-    # (pairs of fields compared at every level); two sub-selections A and B cost at most the
-    # square root of overlap(A) x overlap(B) (Cauchy-Schwarz, level by level), so the pairs of
-    # a set cost at most `pair_work`. Both are worked out in one pass over each set.
+    # other, and so on down; and each fragment either spreads against the other's fields and
+    # against each of its fragments (s1 x s2 + s1 + s2 comparisons for s1 and s2 spreads, each
+    # made even for a fragment empty, undefined or in a cycle). `overlap` bounds what comparing
+    # a sub-selection with itself costs (comparisons at every level, the spreads counted as one
+    # more term, (s + 1) squared); two sub-selections A and B cost at most the square root of
+    # overlap(A) x overlap(B) (Cauchy-Schwarz, level by level), so the pairs of a set cost at
+    # most `pair_work`. Both are worked out in one pass over each set.
 
     def named(self, selection_set: SelectionSetNode | None) -> dict[str, Named]:
         """The set's fields by response name, fragments expanded."""
@@ -194,21 +212,32 @@ class DocumentShapes:
         return named
 
     def _named_fragment(self, name: str) -> dict[str, Named]:
-        known = self._named_fragments.get(name)
-        if known is not None:
-            return known
-        definition = self.fragments.get(name)
-        if definition is None or name in self._measuring:
-            return {}
-        self._measuring.add(name)
-        named = self.named(definition.selection_set)
-        self._measuring.discard(name)
-        self._named_fragments[name] = named
-        return named
+        return self._of_fragment(name, self._named_fragments, self.named, {})
+
+    def spreads(self, selection_set: SelectionSetNode | None) -> int:
+        """The fragments the set spreads (inline fragments looked into), each counted with
+        those it spreads in turn: every one is compared, whether it is defined or not."""
+        if selection_set is None:
+            return 0
+        known = self._spread_sets.get(id(selection_set))
+        if known is None:
+            known = 0
+            for selection in selection_set.selections:
+                if isinstance(selection, FragmentSpreadNode):
+                    known = _add(known, 1 + self._fragment_spreads(selection.name.value))
+                elif isinstance(selection, InlineFragmentNode):
+                    known = _add(known, self.spreads(selection.selection_set))
+            self._spread_sets[id(selection_set)] = known
+        return known
+
+    def _fragment_spreads(self, name: str) -> int:
+        return self._of_fragment(name, self._spread_fragments, self.spreads, 0)
 
     def overlap(self, selection_set: SelectionSetNode | None) -> float:
-        """Pairs of fields compared, at every level, when the set is compared with itself."""
-        total = 0.0
+        """Comparisons made, at every level, when the set is compared with itself."""
+        if selection_set is None:
+            return 0.0
+        total = float(self.spreads(selection_set) + 1) ** 2
         for fields in self.named(selection_set).values():
             total += float(fields.count) ** 2 + fields.roots**2
         return min(total, CEILING)
@@ -227,8 +256,9 @@ def validation_work(document: DocumentNode, shapes: DocumentShapes) -> int:
     """The work of validating a document, in fields compared or visited.
 
     Checking that the fields of a selection set can be merged compares them pairwise, with the
-    fragments it spreads expanded (the fragments themselves too): the square of its width; and
-    for the pairs of one response name, their sub-selections (`DocumentShapes.pair_work`).
+    fragments it spreads expanded, and the fragments themselves too: the square of its width and
+    spreads; and for the pairs of one response name, their sub-selections
+    (`DocumentShapes.pair_work`).
     Every other rule visits each field of each operation with its fragments expanded: its size.
     """
     work = 0
@@ -240,7 +270,8 @@ def validation_work(document: DocumentNode, shapes: DocumentShapes) -> int:
             stack.append(definition.selection_set)
     while stack:
         selection_set = stack.pop()
-        width = shapes.of(selection_set).width
+        # Its fields and the fragments it spreads, pairwise.
+        width = _add(shapes.of(selection_set).width, shapes.spreads(selection_set))
         work = _add(work, min(width * width, CEILING))
         work = _add(work, shapes.pair_work(selection_set))
         for selection in selection_set.selections:
