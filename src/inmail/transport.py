@@ -141,6 +141,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport = transport
         self._loop = loop
         self._pending: list[bytes] = []
+        self.bytes_written = 0  # handed to this transport, sent or not
         self._closing_watch = ReaderWatch(loop, reader_timeout, self._never_taken)
         self._reader_timeout = reader_timeout
 
@@ -150,6 +151,7 @@ class CoalescingTransport(asyncio.Transport):
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(bytes(data))
+        self.bytes_written += len(data)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         for data in list_of_data:
@@ -233,13 +235,13 @@ class ReaderWatch:
         self._give_up = give_up
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.WriteTransport | None = None
-        self._unsent = 0  # bytes waiting on the client when last looked at
+        self._taken = 0  # what the client had taken when last looked at (see `_taken_by`)
 
     def start(self, transport: asyncio.WriteTransport) -> None:
         if self._timer is not None:
             return
         self._transport = transport
-        self._unsent = transport.get_write_buffer_size()
+        self._taken = _taken_by(transport)
         self._timer = self._loop.call_later(self._timeout, self._look)
 
     def stop(self) -> None:
@@ -250,13 +252,22 @@ class ReaderWatch:
     def _look(self) -> None:
         self._timer = None
         assert self._transport is not None
-        unsent = self._transport.get_write_buffer_size()
-        if unsent == 0:
+        if self._transport.get_write_buffer_size() == 0:
             return  # all taken since
-        if unsent < self._unsent:
+        if _taken_by(self._transport) > self._taken:
             self.start(self._transport)  # it took some since: it may go on
             return
         self._give_up()
+
+
+def _taken_by(transport: asyncio.WriteTransport) -> int:
+    """A measure of what the client has taken, that grows as it takes: the bytes sent, where
+    the transport counts what it was given (a `CoalescingTransport`: more may be written while
+    earlier bytes wait, pongs to a flood of pings); else less and less left unsent (a transport
+    that is closing, given nothing more)."""
+    written = getattr(transport, "bytes_written", None)
+    unsent = transport.get_write_buffer_size()
+    return -unsent if written is None else written - unsent
 
 
 class _HeadTooLarge(Exception):

@@ -44,6 +44,7 @@ def watched(transport: BufferOnly) -> ReaderBoundWebSocket:
     protocol.writable = asyncio.Event()
     protocol.disconnected = False
     protocol._reader = ReaderWatch(protocol.loop, TIMEOUT, protocol._reader_too_slow)
+    protocol._paused_for_pongs = False
     return protocol
 
 
@@ -66,6 +67,31 @@ async def test_a_client_that_takes_some_in_every_period_is_kept() -> None:
     transport.unsent = 3_000_000
     await asyncio.sleep(2 * TIMEOUT)
     assert not transport.aborted
+
+
+class CountingBuffer(BufferOnly):
+    """A transport that also counts what it was given, as `CoalescingTransport` does."""
+
+    def __init__(self, unsent: int) -> None:
+        super().__init__(unsent)
+        self.bytes_written = unsent
+
+
+async def test_a_client_taking_some_while_more_is_queued_behind_is_kept() -> None:
+    """Pongs to pings read before the reading stopped, queued once the watch began: more waits
+    than when it began, and the client still took some in every period."""
+    transport = CountingBuffer(unsent=100_000)
+    protocol = watched(transport)
+    protocol.pause_writing()
+    for _ in range(4):
+        transport.bytes_written += 50_000  # queued after the watch began
+        transport.unsent += 50_000 - 1000  # and the client took 1000
+        await asyncio.sleep(TIMEOUT)
+    assert not transport.aborted
+    transport.bytes_written += 50_000  # queued, and nothing taken
+    transport.unsent += 50_000
+    await asyncio.sleep(2 * TIMEOUT)
+    assert transport.aborted
 
 
 async def test_a_keepalive_timeout_with_bytes_unsent_is_watched_until_the_client_takes_them(
