@@ -15,6 +15,7 @@ from graphql import (
     Executor,
     GraphQLError,
     GraphQLField,
+    GraphQLInputObjectType,
     GraphQLLeafType,
     GraphQLObjectType,
     GraphQLResolveInfoHelpers,
@@ -202,10 +203,30 @@ class _WithErrors(Protocol):
     errors: list[GraphQLError] | None
 
 
+LOGGED_TRACEBACKS: Final = 3
+"""Unexpected errors of one operation logged with their traceback; the rest are counted in one
+line. A bug met on every item of a list would otherwise log a traceback per item: thousands
+of lines for one request."""
+
+
+def _is_one_of(type_: object, _info: object) -> bool | None:
+    """`__Type.isOneOf` as the specification has it: whether an input object takes exactly one
+    of its fields, and null for every other kind. Strawberry's read the type's extensions, which
+    a list or non-null wrapper does not have: it failed on each one (thousands of errors, each
+    logged, for one introspection query)."""
+    if not isinstance(type_, GraphQLInputObjectType):
+        return None
+    definition = type_.extensions.get("strawberry-definition")
+    return bool(getattr(definition, "is_one_of", False))
+
+
 class InMailSchema(strawberry.Schema):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._hooks = HookTable()
+        introspected = self._schema.type_map["__Type"]
+        assert isinstance(introspected, GraphQLObjectType)
+        introspected.fields["isOneOf"].resolve = _is_one_of
 
     def create_extensions_runner(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
@@ -232,6 +253,7 @@ class InMailSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
+        logged = 0
         for error in errors:
             if not is_unexpected(error):
                 continue
@@ -243,8 +265,18 @@ class InMailSchema(strawberry.Schema):
                     error.path,
                     error.original_error,
                 )
-            else:
+            elif logged < LOGGED_TRACEBACKS:
+                logged += 1
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
+            else:
+                logged += 1
+        if logged > LOGGED_TRACEBACKS:
+            log.error(
+                "%d more unexpected errors in the same operation (tracebacks of the first %d "
+                "above)",
+                logged - LOGGED_TRACEBACKS,
+                LOGGED_TRACEBACKS,
+            )
 
 
 def limit_rules(settings: Settings) -> list[type[ASTValidationRule]]:
