@@ -50,7 +50,7 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.graphql import OperationType
 from strawberry.types.scalar import ScalarDefinition
 
-from inmail.disclosure import HideSuggestions
+from inmail.disclosure import HideSuggestions, guess_within_budget_everywhere
 from inmail.heap import weakly_bound
 from inmail.observability import OperationLabels, OperationMetrics
 from inmail.resolvers.context import DatabaseDeadline, MemberMustExist, MutationsMarked
@@ -303,6 +303,7 @@ def build_schema(
     if mutation is None:
         mutation = ProductionMutation if settings.is_production else Mutation
     quote_literals_briefly()
+    guess_within_budget_everywhere()
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         functools.partial(OperationMetrics, labels=OperationLabels()),
         # Before the document is parsed and its variables coerced: variables of more values
