@@ -5,10 +5,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import importlib
 import itertools
 import json
+import pkgutil
 import socket
 import subprocess
+import sys
 import urllib.request
 import uuid
 from collections import Counter
@@ -26,6 +29,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import graphql
 import httpx
 import pytest
 import uvicorn
@@ -808,3 +812,18 @@ async def open_transactions(mongo: Mongo) -> list[dict[str, Any]]:
         ]
     )
     return [op async for op in cursor]
+
+
+def graphql_core_modules_naming(name: str, defined_in: str) -> set[str]:
+    """Every module of graphql-core (each imported here) holding `name` among its own globals:
+    those that look it up, besides `defined_in`, and packages, whose names are re-exports."""
+    for module in pkgutil.walk_packages(graphql.__path__, "graphql."):
+        importlib.import_module(module.name)
+    return {
+        module_name
+        for module_name, module in list(sys.modules.items())
+        if module_name.startswith("graphql.")
+        and module_name != defined_in
+        and not hasattr(module, "__path__")
+        and name in vars(module)
+    }

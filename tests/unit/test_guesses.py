@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import importlib
-import pkgutil
 import sys
 
-import graphql
 import pytest
 
 from inmail import disclosure
@@ -20,6 +17,7 @@ from inmail.disclosure import (
     guess_within_budget_everywhere,
 )
 from inmail.resolvers.root import build_schema
+from support import graphql_core_modules_naming
 from support import test_settings as settings_for_tests
 
 # Type names one letter off the schema's: each is an unknown type with a guess to offer.
@@ -29,18 +27,8 @@ UNKNOWN_TYPES = "{ " + " ".join(f"... on Member{c} {{ now }}" for c in LETTERS) 
 
 def test_every_module_of_graphql_core_that_guesses_guesses_within_the_budget() -> None:
     """A graphql-core upgrade that guesses in a module of its own fails here."""
-    for module in pkgutil.walk_packages(graphql.__path__, "graphql."):
-        importlib.import_module(module.name)
+    guessing = graphql_core_modules_naming("suggestion_list", "graphql.pyutils.suggestion_list")
     guess_within_budget_everywhere()
-
-    guessing = {
-        name
-        for name, module in list(sys.modules.items())
-        if name.startswith("graphql.")
-        and name != "graphql.pyutils.suggestion_list"  # where it is defined
-        and not hasattr(module, "__path__")  # a package's own names are re-exports
-        and "suggestion_list" in vars(module)
-    }
 
     assert guessing == set(GUESSING_MODULES)
     assert all(

@@ -3,11 +3,8 @@ that quotes one."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import sys
 
-import graphql
 from graphql import parse
 from graphql.language import FieldNode, ObjectValueNode, OperationDefinitionNode
 
@@ -17,22 +14,13 @@ from inmail.resolvers.limits import (
     quote_briefly,
     quote_literals_briefly,
 )
+from support import graphql_core_modules_naming
 
 
 def test_every_module_of_graphql_core_that_quotes_a_literal_quotes_it_briefly() -> None:
     """A graphql-core upgrade that quotes literals in a module of its own fails here."""
-    for module in pkgutil.walk_packages(graphql.__path__, "graphql."):
-        importlib.import_module(module.name)
+    quoting = graphql_core_modules_naming("print_for_error", "graphql.language.printer")
     quote_literals_briefly()
-
-    quoting = {
-        name
-        for name, module in list(sys.modules.items())
-        if name.startswith("graphql.")
-        and name != "graphql.language.printer"  # where it is defined
-        and not hasattr(module, "__path__")  # a package's own names are re-exports
-        and "print_for_error" in vars(module)
-    }
 
     assert quoting == set(QUOTING_MODULES)
     assert all(vars(sys.modules[name])["print_for_error"] is quote_briefly for name in quoting)
