@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from graphql import (
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
+    Visitor,
     get_introspection_query,
     parse,
+    visit,
 )
 
 from benchmarks.workloads import MEMBER_PAGE
+from inmail.resolvers import cost
 from inmail.resolvers.cost import (
     KNOWN_DOCUMENTS,
     KNOWN_SHAPES,
@@ -224,6 +229,45 @@ def test_introspection_nested_through_types_is_costed_as_what_it_could_return(
     nested = f"{{ __schema {{ types {{ {nested} }} }} }}"
 
     assert model.cost(parse(nested)) > model.limits.maximum
+
+
+def test_a_selection_below_the_schemas_types_is_costed_once_not_once_per_type(
+    model: CostModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each type under `__schema { types }` is costed with its own caps, which end at its own
+    lists: below them the same selection was walked again for each of the schema's types (a
+    2,000-token tree took 100 ms to cost, before it was refused)."""
+
+    def tree(level: int) -> str:
+        names = "name " * 5
+        if level <= 0:
+            return names
+        fields = f"fields {{ {names} type {{ {tree(level - 2)} }} }}"
+        return f"{names} ofType {{ {tree(level - 1)} }} {fields}"
+
+    document = parse(f"{{ __schema {{ types {{ {tree(6)} }} }} }}")
+    walked = 0
+    walk = cost._Costing._of
+
+    def counted(self: Any, *args: Any) -> int:
+        nonlocal walked
+        walked += 1
+        return walk(self, *args)
+
+    monkeypatch.setattr(cost._Costing, "_of", counted)
+    total = model.cost(document)
+
+    sets = 0
+
+    class Sets(Visitor):
+        def enter_selection_set(self, *_: object) -> None:
+            nonlocal sets
+            sets += 1
+
+    visit(document, Sets())
+    assert total > model.limits.maximum
+    assert sets > 50
+    assert walked <= len(model.types) + sets  # the types' own sets, then each set once
 
 
 def test_the_cost_of_a_named_operation_is_that_operation_s(model: CostModel) -> None:

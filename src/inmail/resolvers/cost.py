@@ -265,6 +265,10 @@ class _Costing:
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
         self.costed: dict[tuple[str, int | None, int], int] = {}
+        # Selection sets already costed, by (set, parent type, page, caps): under `__schema {
+        # types }` each of the schema's types is costed with its own caps, and below its own
+        # lists they are the same again, so each selection below is costed once, not per type.
+        self.costed_sets: dict[tuple[int, str | None, int | None, int], int] = {}
         self.costing: set[str] = set()
         self.read: set[str] = set()  # the variables read
 
@@ -277,6 +281,20 @@ class _Costing:
     ) -> int:
         if selection_set is None:
             return 0
+        key = (
+            id(selection_set),
+            None if parent is None else parent.name,
+            where.page,
+            id(where.caps),
+        )
+        known = self.costed_sets.get(key)
+        if known is None:
+            known = self.costed_sets[key] = self._of(selection_set, parent, where)
+        return known
+
+    def _of(
+        self, selection_set: SelectionSetNode, parent: GraphQLNamedType | None, where: _Where
+    ) -> int:
         total = 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
