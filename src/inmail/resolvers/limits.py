@@ -15,8 +15,8 @@ import itertools
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar, cast
 
 from graphql import (
@@ -44,8 +44,6 @@ from strawberry.schema.schema import validate_document
 
 # Every measure saturates here: the numbers stay small however a document multiplies.
 CEILING = 1 << 53
-
-M = TypeVar("M")  # what a selection set is measured as
 
 # The work of validating a document (see `validation_work`) allowed before any rule runs. A
 # page of the web client is a few hundred units; the introspection query of GraphiQL a few
@@ -99,46 +97,102 @@ class Named:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """What a selection set holds, its fragments expanded: its `Shape`, its fields by response
+    name, and the fragments it spreads (each counted with those it spreads in turn)."""
+
+    shape: Shape = Shape()
+    named: Mapping[str, Named] = field(default_factory=dict)
+    spreads: int = 0
+
+    @property
+    def overlap(self) -> float:
+        """Comparisons made, at every level, when the set is compared with itself (see
+        `DocumentShapes.pair_work`)."""
+        total = float(self.spreads + 1) ** 2
+        for fields in self.named.values():
+            total += float(fields.count) ** 2 + fields.roots**2
+        return min(total, CEILING)
+
+
 class DocumentShapes:
-    """Shapes of a document's selection sets; each fragment is measured once.
+    """Measures of a document's selection sets, in one pass over each; each fragment is
+    measured once.
 
     A fragment spread inside itself (a cycle, which graphql-core's NoFragmentCycles rule
-    reports) and a fragment that is not defined (reported by KnownFragmentNames) add nothing.
+    reports) and a fragment that is not defined (reported by KnownFragmentNames) add nothing
+    but the spread itself (which the rule that fields can be merged still compares).
+
+    That rule compares the fields of one response name in a set pairwise, and for each pair
+    their sub-selections: the fields of one name in the one against those of that name in the
+    other, and so on down; and each fragment either spreads against the other's fields and
+    against each of its fragments (s1 x s2 + s1 + s2 comparisons for s1 and s2 spreads, each
+    made even for a fragment empty, undefined or in a cycle). A set's `overlap` bounds what
+    comparing it with itself costs (comparisons at every level, the spreads counted as one more
+    term, (s + 1) squared); two sub-selections A and B cost at most the square root of
+    overlap(A) x overlap(B) (Cauchy-Schwarz, level by level), so the pairs of a set cost at most
+    `pair_work`.
     """
 
     def __init__(self, document: DocumentNode) -> None:
         self.fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
-        self._measured: dict[str, Shape] = {}
+        self._fragments: dict[str, Measure] = {}
         self._measuring: set[str] = set()
-        self._sets: dict[int, Shape] = {}  # by id(): the document outlives this object
-        self._named_sets: dict[int, dict[str, Named]] = {}
-        self._named_fragments: dict[str, dict[str, Named]] = {}
-        self._spread_sets: dict[int, int] = {}
-        self._spread_fragments: dict[str, int] = {}
+        self._sets: dict[int, Measure] = {}  # by id(): the document outlives this object
 
     def of(self, selection_set: SelectionSetNode | None) -> Shape:
+        return self.measure(selection_set).shape
+
+    def fragment(self, name: str) -> Shape:
+        return self._fragment(name).shape
+
+    def spreads(self, selection_set: SelectionSetNode | None) -> int:
+        return self.measure(selection_set).spreads
+
+    def pair_work(self, selection_set: SelectionSetNode) -> int:
+        """What comparing the sub-selections of the set's pairs of fields of one name costs at
+        most, in units of work."""
+        total = 0.0
+        for fields in self.measure(selection_set).named.values():
+            if fields.count > 1:
+                total += (fields.roots**2 - fields.overlaps) / 2
+        return int(min(SUBSELECTION_PAIR_WORK * total, CEILING))
+
+    def measure(self, selection_set: SelectionSetNode | None) -> Measure:
         if selection_set is None:
-            return Shape()
+            return Measure()
         known = self._sets.get(id(selection_set))
         if known is None:
             known = self._sets[id(selection_set)] = self._measure(selection_set)
         return known
 
-    def _measure(self, selection_set: SelectionSetNode) -> Shape:
-        shape = Shape()
+    def _measure(self, selection_set: SelectionSetNode) -> Measure:
+        shape, named, spreads = Shape(), dict[str, Named](), 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                shape = shape.plus(self._field(selection))
-            elif isinstance(selection, FragmentSpreadNode):
-                shape = shape.plus(self.fragment(selection.name.value))
+                below = self.measure(selection.selection_set)
+                shape = shape.plus(self._field(selection, below.shape))
+                overlap = 0.0 if selection.selection_set is None else below.overlap
+                key = (selection.alias or selection.name).value
+                named[key] = named.get(key, Named()).plus(Named(1, math.sqrt(overlap), overlap))
+                continue
+            if isinstance(selection, FragmentSpreadNode):
+                part = self._fragment(selection.name.value)
+                spreads = _add(spreads, 1)
             elif isinstance(selection, InlineFragmentNode):
-                shape = shape.plus(self.of(selection.selection_set))
-        return shape
+                part = self.measure(selection.selection_set)
+            else:
+                continue
+            shape, spreads = shape.plus(part.shape), _add(spreads, part.spreads)
+            for key, fields in part.named.items():
+                named[key] = named[key].plus(fields) if key in named else fields
+        return Measure(shape, named, spreads)
 
-    def _field(self, field: FieldNode) -> Shape:
-        below = self.of(field.selection_set)
+    @staticmethod
+    def _field(field: FieldNode, below: Shape) -> Shape:
         # Introspection is served from the schema itself; its depth is not the service's.
         nested = field.selection_set is not None and not field.name.value.startswith("__")
         return Shape(
@@ -148,108 +202,21 @@ class DocumentShapes:
             size=_add(below.size, 1),
         )
 
-    def fragment(self, name: str) -> Shape:
-        return self._of_fragment(name, self._measured, self.of, Shape())
-
-    def _of_fragment(
-        self,
-        name: str,
-        known: dict[str, M],
-        measure: Callable[[SelectionSetNode], M],
-        nothing: M,
-    ) -> M:
-        """`measure` of the fragment's selection set, worked out once; `nothing` for a fragment
-        not defined, or met again while it is being measured (a cycle)."""
-        if name in known:
-            return known[name]
+    def _fragment(self, name: str) -> Measure:
+        """The fragment's measure, worked out once; nothing for a fragment not defined, or met
+        again while it is being measured (a cycle)."""
+        known = self._fragments.get(name)
+        if known is not None:
+            return known
         definition = self.fragments.get(name)
         if definition is None or name in self._measuring:
-            return nothing
+            return Measure()
         self._measuring.add(name)
         try:
-            measured = known[name] = measure(definition.selection_set)
+            known = self._fragments[name] = self.measure(definition.selection_set)
         finally:
             self._measuring.discard(name)
-        return measured
-
-    # Fields by response name, for the rule that checks they can be merged.
-    #
-    # That rule compares the fields of one response name in a set pairwise, and for each pair
-    # their sub-selections: the fields of one name in the one against those of that name in the
-    # other, and so on down; and each fragment either spreads against the other's fields and
-    # against each of its fragments (s1 x s2 + s1 + s2 comparisons for s1 and s2 spreads, each
-    # made even for a fragment empty, undefined or in a cycle). `overlap` bounds what comparing
-    # a sub-selection with itself costs (comparisons at every level, the spreads counted as one
-    # more term, (s + 1) squared); two sub-selections A and B cost at most the square root of
-    # overlap(A) x overlap(B) (Cauchy-Schwarz, level by level), so the pairs of a set cost at
-    # most `pair_work`. Both are worked out in one pass over each set.
-
-    def named(self, selection_set: SelectionSetNode | None) -> dict[str, Named]:
-        """The set's fields by response name, fragments expanded."""
-        if selection_set is None:
-            return {}
-        known = self._named_sets.get(id(selection_set))
-        if known is None:
-            known = self._named_sets[id(selection_set)] = self._name(selection_set)
         return known
-
-    def _name(self, selection_set: SelectionSetNode) -> dict[str, Named]:
-        named: dict[str, Named] = {}
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                overlap = self.overlap(selection.selection_set)
-                key = (selection.alias or selection.name).value
-                named[key] = named.get(key, Named()).plus(Named(1, math.sqrt(overlap), overlap))
-                continue
-            if isinstance(selection, FragmentSpreadNode):
-                more = self._named_fragment(selection.name.value)
-            elif isinstance(selection, InlineFragmentNode):
-                more = self.named(selection.selection_set)
-            else:
-                continue
-            for key, fields in more.items():
-                named[key] = named[key].plus(fields) if key in named else fields
-        return named
-
-    def _named_fragment(self, name: str) -> dict[str, Named]:
-        return self._of_fragment(name, self._named_fragments, self.named, {})
-
-    def spreads(self, selection_set: SelectionSetNode | None) -> int:
-        """The fragments the set spreads (inline fragments looked into), each counted with
-        those it spreads in turn: every one is compared, whether it is defined or not."""
-        if selection_set is None:
-            return 0
-        known = self._spread_sets.get(id(selection_set))
-        if known is None:
-            known = 0
-            for selection in selection_set.selections:
-                if isinstance(selection, FragmentSpreadNode):
-                    known = _add(known, 1 + self._fragment_spreads(selection.name.value))
-                elif isinstance(selection, InlineFragmentNode):
-                    known = _add(known, self.spreads(selection.selection_set))
-            self._spread_sets[id(selection_set)] = known
-        return known
-
-    def _fragment_spreads(self, name: str) -> int:
-        return self._of_fragment(name, self._spread_fragments, self.spreads, 0)
-
-    def overlap(self, selection_set: SelectionSetNode | None) -> float:
-        """Comparisons made, at every level, when the set is compared with itself."""
-        if selection_set is None:
-            return 0.0
-        total = float(self.spreads(selection_set) + 1) ** 2
-        for fields in self.named(selection_set).values():
-            total += float(fields.count) ** 2 + fields.roots**2
-        return min(total, CEILING)
-
-    def pair_work(self, selection_set: SelectionSetNode) -> int:
-        """What comparing the sub-selections of the set's pairs of fields of one name costs at
-        most, in units of work."""
-        total = 0.0
-        for fields in self.named(selection_set).values():
-            if fields.count > 1:
-                total += (fields.roots**2 - fields.overlaps) / 2
-        return int(min(SUBSELECTION_PAIR_WORK * total, CEILING))
 
 
 def validation_work(document: DocumentNode, shapes: DocumentShapes) -> int:

@@ -253,7 +253,7 @@ class InMailSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        logged = 0
+        unexpected = 0
         for error in errors:
             if not is_unexpected(error):
                 continue
@@ -265,16 +265,15 @@ class InMailSchema(strawberry.Schema):
                     error.path,
                     error.original_error,
                 )
-            elif logged < LOGGED_TRACEBACKS:
-                logged += 1
-                log.error("unexpected error in %s", error.path, exc_info=error.original_error)
             else:
-                logged += 1
-        if logged > LOGGED_TRACEBACKS:
+                unexpected += 1
+                if unexpected <= LOGGED_TRACEBACKS:
+                    log.error("unexpected error in %s", error.path, exc_info=error.original_error)
+        if unexpected > LOGGED_TRACEBACKS:
             log.error(
                 "%d more unexpected errors in the same operation (tracebacks of the first %d "
                 "above)",
-                logged - LOGGED_TRACEBACKS,
+                unexpected - LOGGED_TRACEBACKS,
                 LOGGED_TRACEBACKS,
             )
 
