@@ -264,10 +264,10 @@ class _Costing:
         self.fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
-        self.costed: dict[tuple[str, int | None, int], int] = {}
-        # Selection sets already costed, by (set, parent type, page, caps): under `__schema {
-        # types }` each of the schema's types is costed with its own caps, and below its own
-        # lists they are the same again, so each selection below is costed once, not per type.
+        # Selection sets already costed, by (set, parent type, page, caps): a fragment spread
+        # again is costed once; and under `__schema { types }` each of the schema's types is
+        # costed with its own caps, which end at its own lists, so each selection below them is
+        # costed once, not once per type.
         self.costed_sets: dict[tuple[int, str | None, int | None, int], int] = {}
         self.costing: set[str] = set()
         self.read: set[str] = set()  # the variables read
@@ -309,10 +309,8 @@ class _Costing:
         return total
 
     def fragment(self, name: str, where: _Where) -> int:
-        key = (name, where.page, id(where.caps))
-        known = self.costed.get(key)
-        if known is not None:
-            return known
+        """The fragment's cost where it is spread (its selection set is costed once per place
+        alike, by `of`); 0 for one not defined, or spread inside itself."""
         definition = self.fragments.get(name)
         if definition is None or name in self.costing:
             return 0
@@ -320,7 +318,6 @@ class _Costing:
         on = self.model.schema.get_type(definition.type_condition.name.value)
         cost = self.of(definition.selection_set, on, where)
         self.costing.discard(name)
-        self.costed[key] = cost
         return cost
 
     def field(self, node: FieldNode, parent: GraphQLNamedType | None, where: _Where) -> int:
