@@ -76,7 +76,7 @@ from inmail.resolvers.context import (
     refuse_unknown_members_on_failure,
 )
 from inmail.resolvers.cost import KNOWN_DOCUMENTS, CostHolders
-from inmail.resolvers.limits import QUOTED_LITERAL, Remembered, line_count, text_digest
+from inmail.resolvers.limits import Remembered, briefly, line_count, text_digest
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
@@ -567,10 +567,9 @@ def _reads_afresh(context: object) -> None:
 
 
 def unknown_operation(name: str) -> str:
-    """The refusal of an operationName the document does not hold, quoting at most
-    QUOTED_LITERAL characters of it: the name is the client's, as long as its body."""
-    quoted = name if len(name) <= QUOTED_LITERAL else name[:QUOTED_LITERAL] + "…"
-    return f'Unknown operation named "{quoted}".'
+    """The refusal of an operationName the document does not hold, quoting it `briefly`: the
+    name is the client's, as long as its body."""
+    return f'Unknown operation named "{briefly(name)}".'
 
 
 def _no_operation_to_run(error: GraphQLError) -> GraphQLError:

@@ -36,7 +36,7 @@ class OperationLabels:
     def __init__(self) -> None:
         self._seen: set[str] = set()
 
-    def label(self, name: object, *, may_take: bool = True) -> str:
+    def label(self, name: object, *, may_take: bool) -> str:
         """The label value for an operation name: itself, `anonymous`, or `other`: past the
         cap, or for a name not seen yet when this operation `may_take` no new one."""
         if not name or not isinstance(name, str):

@@ -356,7 +356,15 @@ def quote_briefly(node: Node) -> str:
     loc = node.loc
     if loc is None or loc.end - loc.start <= QUOTED_LITERAL:
         return print_for_error(node)
-    quoted = loc.source.body[loc.start : loc.start + QUOTED_LITERAL]
+    return briefly(loc.source.body[loc.start : loc.start + QUOTED_LITERAL + 1])
+
+
+def briefly(text: str) -> str:
+    """A client's text as an error message quotes it: whole when it is short, else its first
+    QUOTED_LITERAL characters and an ellipsis, never ending in half a surrogate pair."""
+    if len(text) <= QUOTED_LITERAL:
+        return text
+    quoted = text[:QUOTED_LITERAL]
     if "\ud800" <= quoted[-1] <= "\udbff":  # a text sent as CESU-8 keeps its pairs apart
         quoted = quoted[:-1]
     return quoted + "…"
@@ -434,6 +442,7 @@ __all__ = [
     "DocumentTextLimits",
     "QueryRefused",
     "Shape",
+    "briefly",
     "check_document",
     "document_limits_rule",
     "line_count",
