@@ -59,6 +59,13 @@ async def plan_of(api: Api, member: Person) -> str:
     return plan
 
 
+async def assert_on_premium_business_charged_once(api: Api, member: Person) -> None:
+    """The member on Premium Business with its 15 credits, charged its price once."""
+    assert await plan_of(api, member) == "PREMIUM_BUSINESS"
+    assert await api.balance(member) == 15
+    assert [c["amount"] for c in await charges_of(api, member)] == [5999]
+
+
 async def test_a_basic_member_without_a_card_flipping_plans_gets_nothing_for_free(
     api: Api,
 ) -> None:
@@ -126,9 +133,7 @@ async def test_a_paid_change_retried_under_its_key_charges_and_grants_once(api: 
 
     assert first["errors"] == retry["errors"] == []
     assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
-    assert await plan_of(api, ada) == "PREMIUM_BUSINESS"
-    assert await api.balance(ada) == 15
-    assert [c["amount"] for c in await charges_of(api, ada)] == [5999]
+    await assert_on_premium_business_charged_once(api, ada)
 
 
 async def test_a_paid_change_retried_after_a_later_change_succeeds_showing_the_member_now(
@@ -191,9 +196,7 @@ async def test_a_change_to_the_plan_held_keeps_its_key_and_its_retry_never_charg
     assert stay["member"]["plan"]["type"] == "PREMIUM_CAREER"
     assert retry["member"]["plan"]["type"] == "PREMIUM_BUSINESS", "the retry changed nothing"
     assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
-    assert await plan_of(api, ada) == "PREMIUM_BUSINESS"
-    assert await api.balance(ada) == 15
-    assert [c["amount"] for c in await charges_of(api, ada)] == [5999]
+    await assert_on_premium_business_charged_once(api, ada)
 
 
 async def test_a_change_to_basic_under_a_key_takes_it_and_its_retry_changes_nothing(
