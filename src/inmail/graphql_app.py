@@ -76,7 +76,8 @@ from inmail.resolvers.context import (
     refuse_unknown_members_on_failure,
 )
 from inmail.resolvers.cost import KNOWN_DOCUMENTS, CostHolders
-from inmail.resolvers.limits import Remembered, briefly, line_count, text_digest
+from inmail.resolvers.limits import Remembered, line_count, text_digest
+from inmail.resolvers.quoting import briefly
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError

@@ -18,7 +18,7 @@ from strawberry.extensions.parser_cache import _get_parse_cache
 from benchmarks.workloads import MEMBER_PAGE
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.cost import ROUND_TRIP as R
-from inmail.resolvers.limits import QUOTED_LITERAL
+from inmail.resolvers.quoting import QUOTED_LITERAL
 from inmail.resolvers.root import PARSED_DOCUMENTS
 from reliability.servers import running
 from support import Api, Person, ada_and_grace, graphql_error_codes, new_key, serve_api
@@ -407,6 +407,55 @@ async def test_errors_about_a_short_literal_quote_it_whole_as_graphql_core_print
         "Expected value of type 'CreateMemberInput' not to include unknown field 'k0', found: "
         "{ k0: 1, name: 2, plan: BASIC }.",
     ]
+
+
+# A variable found wrong by its type, in each kind of input: the value is quoted as the JSON it
+# came in, as graphql-js quotes it (graphql-core wrote `True`, `None`, `{'$ne': None}`).
+WRONG_VARIABLES = [
+    ("Int", "viewer { conversations(first: $v) { totalCount } }", True,
+     "Int cannot represent non-integer value: true"),
+    ("Int", "viewer { conversations(first: $v) { totalCount } }", {"$ne": None},
+     'Int cannot represent non-integer value: {"$ne": null}'),
+    ("Int", "viewer { conversations(first: $v) { totalCount } }", "12",
+     'Int cannot represent non-integer value: "12"'),
+    ("ID!", "member(id: $v) { id }", [1, "a", None, False, 1.5, {"a": [2]}],
+     'ID cannot represent value: [1, "a", null, false, 1.5, {"a": [...]}]'),
+    ("Boolean", "viewer { notifications(unreadOnly: $v) { totalCount } }", 1,
+     "Boolean cannot represent a non boolean value: 1"),
+    ("ConversationState", "viewer { conversations(state: $v) { totalCount } }", 7,
+     "Enum 'ConversationState' cannot represent non-string value: 7."),
+    ("ConversationState", "viewer { conversations(state: $v) { totalCount } }", "OPEN",
+     "Value \"OPEN\" does not exist in 'ConversationState' enum."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "selection", "value", "words"), WRONG_VARIABLES)
+async def test_a_wrong_variable_is_quoted_as_the_json_it_came_in(
+    api: Api, kind: str, selection: str, value: Any, words: str
+) -> None:
+    body = await api.raw(f"query($v: {kind}) {{ {selection} }}", {"v": value}, api.admin)
+
+    assert body.get("data") is None
+    [error] = body["errors"]
+    assert error["message"] == f"Variable '$v' has invalid value: {words}"
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_an_unknown_enum_name_in_a_variable_is_quoted_by_its_start(api: Api) -> None:
+    """graphql-core wrote the unknown name into its message whole: a 200 KB name answered
+    200 KB."""
+    response = await api.post(
+        "query($v: ConversationState) { viewer { conversations(state: $v) { totalCount } } }",
+        {"v": "Q" * 200_000},
+        api.admin,
+    )
+
+    [error] = response.json()["errors"]
+    assert error["message"] == (
+        "Variable '$v' has invalid value: "
+        f"Value \"{'Q' * QUOTED_LITERAL}\"… does not exist in 'ConversationState' enum."
+    )
+    assert len(response.content) < 1_000
 
 
 async def test_a_refused_document_is_not_kept_by_the_parser_cache(api: Api) -> None:

@@ -403,7 +403,9 @@ def hostile_exchange(target: Target, body: str, caller: str) -> bool:
     assert_nothing_internal(response.text)
     answer = response.json()
     refusal = any(
-        (e.get("extensions") or {}).get("code") in ("BAD_USER_INPUT", "BAD_REQUEST")
+        # A caller without a valid token is refused as such before their input is read.
+        (e.get("extensions") or {}).get("code")
+        in ("BAD_USER_INPUT", "BAD_REQUEST", "UNAUTHENTICATED")
         or "got invalid value" in e["message"]
         for e in answer.get("errors") or []
     ) or any(isinstance(v, dict) and v.get("errors") for v in (answer.get("data") or {}).values())

@@ -8,11 +8,12 @@ import sys
 from graphql import parse
 from graphql.language import FieldNode, ObjectValueNode, OperationDefinitionNode
 
-from inmail.resolvers.limits import (
+from inmail.resolvers.quoting import (
     QUOTED_LITERAL,
     QUOTING_MODULES,
     quote_briefly,
-    quote_literals_briefly,
+    quote_client_values_briefly,
+    quote_value,
 )
 from support import graphql_core_modules_naming
 
@@ -20,10 +21,12 @@ from support import graphql_core_modules_naming
 def test_every_module_of_graphql_core_that_quotes_a_literal_quotes_it_briefly() -> None:
     """A graphql-core upgrade that quotes literals in a module of its own fails here."""
     quoting = graphql_core_modules_naming("print_for_error", "graphql.language.printer")
-    quote_literals_briefly()
+    quote_client_values_briefly()
 
     assert quoting == set(QUOTING_MODULES)
     assert all(vars(sys.modules[name])["print_for_error"] is quote_briefly for name in quoting)
+    # The same modules quote a variable's value, found wrong by its type.
+    assert all(vars(sys.modules[name])["inspect"] is quote_value for name in quoting)
 
 
 def argument_value(document: str) -> ObjectValueNode:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import itertools
 import math
 import re
@@ -29,7 +28,6 @@ from graphql import (
     GraphQLSyntaxError,
     InlineFragmentNode,
     IntValueNode,
-    Node,
     OperationDefinitionNode,
     SelectionSetNode,
     Source,
@@ -37,7 +35,6 @@ from graphql import (
     Visitor,
     visit,
 )
-from graphql.language.printer import print_for_error
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
@@ -335,49 +332,6 @@ def document_limits_rule(max_depth: int, max_aliases: int) -> type[ValidationRul
     return DocumentLimits
 
 
-QUOTED_LITERAL: Final = 100
-"""The most characters of a value literal an error message quotes."""
-
-# graphql-core quotes a value literal whole in each error about it: every unknown field of an
-# input object quotes the whole object again. A 4 KB document of 100 unknown fields around a
-# list of 1,680 items took 0.4 s of CPU to validate and answered 1.3 MB of errors, which the
-# validation cache then kept (256 such documents: 330 MB).
-QUOTING_MODULES: Final = (
-    "graphql.utilities.validate_input_value",
-    "graphql.type.scalars",
-    "graphql.type.definition",
-)
-
-
-def quote_briefly(node: Node) -> str:
-    """A value literal as an error message quotes it: as graphql-core prints it when its text
-    is short, else its first QUOTED_LITERAL characters as written, taken from the source
-    (constant work, however large the literal), never ending in half a surrogate pair."""
-    loc = node.loc
-    if loc is None or loc.end - loc.start <= QUOTED_LITERAL:
-        return print_for_error(node)
-    return briefly(loc.source.body[loc.start : loc.start + QUOTED_LITERAL + 1])
-
-
-def briefly(text: str) -> str:
-    """A client's text as an error message quotes it: whole when it is short, else its first
-    QUOTED_LITERAL characters and an ellipsis, never ending in half a surrogate pair."""
-    if len(text) <= QUOTED_LITERAL:
-        return text
-    quoted = text[:QUOTED_LITERAL]
-    if "\ud800" <= quoted[-1] <= "\udbff":  # a text sent as CESU-8 keeps its pairs apart
-        quoted = quoted[:-1]
-    return quoted + "…"
-
-
-def quote_literals_briefly() -> None:
-    """Make graphql-core's error messages quote value literals with `quote_briefly`, in every
-    module of it that quotes one (a test checks that no other does). Idempotent."""
-    for name in QUOTING_MODULES:
-        # Each module imported the name for itself: it is replaced where it is looked up.
-        vars(importlib.import_module(name))["print_for_error"] = quote_briefly
-
-
 # A line break as graphql-core reads one (`graphql.language.location`).
 _LINE_BREAK: Final = re.compile(r"\r\n|[\n\r]")
 
@@ -436,18 +390,13 @@ class DocumentTextLimits(SchemaExtension):
 
 __all__ = [
     "MAX_VALIDATION_WORK",
-    "QUOTED_LITERAL",
-    "QUOTING_MODULES",
     "DocumentShapes",
     "DocumentTextLimits",
     "QueryRefused",
     "Shape",
-    "briefly",
     "check_document",
     "document_limits_rule",
     "line_count",
-    "quote_briefly",
-    "quote_literals_briefly",
     "too_many_lines",
     "validation_work",
 ]

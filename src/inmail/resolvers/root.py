@@ -59,11 +59,11 @@ from inmail.resolvers.hooks import HookTable, PreparedHooksRunner
 from inmail.resolvers.limits import (
     DocumentTextLimits,
     document_limits_rule,
-    quote_literals_briefly,
     validated_texts,
 )
 from inmail.resolvers.mutation import Mutation, ProductionMutation
 from inmail.resolvers.query import Query
+from inmail.resolvers.quoting import quote_client_values_briefly, quote_enum_names_briefly
 from inmail.resolvers.subscription import Subscription
 from inmail.resolvers.variables_guard import VariablesGuard
 from inmail.schema.errors import ApiError
@@ -227,6 +227,7 @@ class InMailSchema(strawberry.Schema):
         introspected = self._schema.type_map["__Type"]
         assert isinstance(introspected, GraphQLObjectType)
         introspected.fields["isOneOf"].resolve = _is_one_of
+        quote_enum_names_briefly(self._schema)
 
     def create_extensions_runner(
         self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
@@ -301,7 +302,7 @@ def build_schema(
     """The schema the settings call for: in production without advanceClock (SPEC 7)."""
     if mutation is None:
         mutation = ProductionMutation if settings.is_production else Mutation
-    quote_literals_briefly()
+    quote_client_values_briefly()
     guess_within_budget_everywhere()
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         functools.partial(OperationMetrics, labels=OperationLabels()),
