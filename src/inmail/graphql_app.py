@@ -69,6 +69,7 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from inmail.bootstrap import Container
 from inmail.graphiql import graphiql_page
 from inmail.logs import Occasional
+from inmail.pace import Pace
 from inmail.resolvers.context import (
     SEVERAL_AUTHORIZATIONS,
     TOKEN_EXPIRED_MESSAGE,
@@ -77,10 +78,10 @@ from inmail.resolvers.context import (
 )
 from inmail.resolvers.cost import KNOWN_DOCUMENTS, CostHolders
 from inmail.resolvers.limits import Remembered, line_count, text_digest
-from inmail.resolvers.quoting import briefly
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import ApiError
+from inmail.schema.quoting import briefly
 
 log = logging.getLogger(__name__)
 
@@ -423,24 +424,6 @@ WS_BYTES_BURST: Final = 1 << 20
 WS_BYTES_PER_SECOND: Final = 256 * 1024.0
 
 
-class Pace:
-    """A token bucket: `burst` at once, then `rate` a second. `wait(cost)` says how long what
-    comes next (one message, or its bytes) must wait (0 when it may be read now), and counts it."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._rate, self._burst, self._clock = rate, float(burst), clock
-        self._tokens, self._at = float(burst), clock()
-
-    def wait(self, cost: float = 1.0) -> float:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        self._tokens -= cost
-        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
-
-
 class WebSocketMessages(ASGIWebSocketAdapter):
     """Strawberry's adapter, handing every message to the protocol handler to judge, at most
     at the pace of WS_MESSAGES_PER_SECOND after a burst of WS_MESSAGE_BURST, and of
@@ -677,6 +660,9 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         if problem is not None:
             await self.handle_invalid_message(problem)
             return
+        if message.get("type") == "connection_init" and message.get("payload", {}) is None:
+            # The protocol allows a null payload; Strawberry refuses all but an object.
+            message = {key: value for key, value in message.items() if key != "payload"}
         starts = message.get("type") == "subscribe"
         if starts and self.connection_acknowledged and message["id"] not in self.operations:
             # (A reused id is Strawberry's to refuse first: 4409.)
@@ -977,7 +963,7 @@ class GraphQLApp(GraphQL[Context, None]):
         """Every HTTP answer is JSON (in the media type the client accepts), including the
         transport's own 4xx; a client that leaves mid-request is noted, not a traceback."""
         if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, _close_reasons_cut(send))
             return
         request = Request(scope=scope, receive=receive)
         exchange = _Exchange(response_media_type(request.headers.get("accept")))
@@ -1306,13 +1292,30 @@ class GraphQLApp(GraphQL[Context, None]):
                 await websocket.send_json(
                     {"type": "connection_error", "payload": {"message": message}}
                 )
-            await websocket.close(code=code, reason=_close_reason(reason))
+            await websocket.close(code=code, reason=reason)
         raise WebSocketDisconnected
 
 
-def _close_reason(reason: str) -> str:
-    """`reason` cut to what a websocket close frame holds (123 bytes of UTF-8)."""
-    return reason.encode(errors="replace")[:123].decode(errors="ignore")
+CLOSE_REASON_BYTES: Final = 123
+"""The most bytes of UTF-8 a websocket close frame's reason holds (RFC 6455 5.5)."""
+
+
+def _close_reasons_cut(send: Send) -> Send:
+    """`send`, with every websocket close's reason cut to CLOSE_REASON_BYTES. Strawberry's
+    closes quote a client's text (a message type it does not know, an operation id used
+    twice): a longer reason failed in the transport, which logged a traceback and dropped the
+    socket (1006) instead of closing it with the protocol's code."""
+
+    async def cut(message: AsgiMessage) -> None:
+        reason = message.get("reason")
+        if message["type"] == "websocket.close" and reason:
+            encoded = reason.encode(errors="replace")  # a lone surrogate becomes "?"
+            if len(encoded) > CLOSE_REASON_BYTES:
+                cut_short = encoded[:CLOSE_REASON_BYTES].decode(errors="ignore")
+                message = {**message, "reason": cut_short}
+        await send(message)
+
+    return cut
 
 
 # What a browser page on an allowed origin may send and read (bearer tokens, never cookies).

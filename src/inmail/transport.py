@@ -16,6 +16,9 @@ internet directly needs:
   gets **503** at once, before it can hold anything;
 - a request llhttp cannot parse (no request line, a bad length or chunk size, a control byte in
   a header) gets **400**, in JSON like every refusal here;
+- a websocket client may send a burst of `WS_FRAME_BURST` frames, then `WS_FRAMES_PER_SECOND`
+  (each frame counted, a ping or an empty piece of a message too); past them the socket is
+  closed with 1008;
 - requests pipelined behind one being answered (HTTP/1.1 lets a client send them without
   waiting) are read no further while any wait their turn, and past `MAX_PIPELINED` waiting the
   rest of the input is not read: those waiting are answered, and the connection then closed.
@@ -33,7 +36,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from starlette.types import ASGIApp
 from uvicorn import Config, Server
@@ -44,11 +47,14 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from uvicorn.server import ServerState
 from uvicorn.supervisors import Multiprocess
 from websockets.datastructures import Headers
+from websockets.exceptions import ProtocolError
+from websockets.frames import CloseCode, Frame
 from websockets.http11 import Response as HandshakeResponse
 from websockets.server import ServerProtocol
 from websockets.typing import StatusLike
 
 from inmail.logs import Occasional
+from inmail.pace import Pace
 from inmail.settings import Settings
 
 log = logging.getLogger("inmail.transport")
@@ -633,9 +639,40 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 _REFUSAL_CODES: Final = {403: "FORBIDDEN", 405: "METHOD_NOT_ALLOWED", 500: "INTERNAL_SERVER_ERROR"}
 
 
+WS_FRAME_BURST: Final = 4_000
+WS_FRAMES_PER_SECOND: Final = 1_000.0
+"""Frames one websocket may send: a burst, then a steady rate. The pace of messages
+(`graphql_app`) holds back what the app reads; this holds back what the parser reads, every
+frame counted: pings and the pieces of a message, however small, cost the process to parse
+(about 3 µs each) and were counted nowhere. One anonymous socket sending empty pieces of one
+message took a whole core and held `{ now }` up for 11 s. A client's message is one frame, or a
+few for a large one."""
+
+
+class _TooManyFrames(ProtocolError):
+    """Raised from the parser: a frame past the pace; the socket is closed with 1008."""
+
+
 class JsonRefusals(ServerProtocol):
-    """websockets' handshake, its refusals (a bad Sec-WebSocket-Version, a missing key, a
-    handshake the app refused) answered in JSON like every other answer, not in plain text."""
+    """websockets' protocol: its handshake's refusals (a bad Sec-WebSocket-Version, a missing
+    key, a handshake the app refused) answered in JSON like every other answer, not in plain
+    text, and the frames a client sends held to `frames`, a pace: past it the socket fails
+    with 1008 (policy violation), and nothing more it sends is parsed."""
+
+    frames: Pace
+    over_pace = False
+
+    def recv_frame(self, frame: Frame) -> None:
+        if self.frames.wait() > 0:
+            self.over_pace = True
+            raise _TooManyFrames(
+                f"More than {WS_FRAME_BURST} frames at once, or {WS_FRAMES_PER_SECOND:g} a second"
+            )
+        super().recv_frame(frame)
+
+    def fail(self, code: CloseCode | int, reason: str = "") -> None:
+        # The parser fails every ProtocolError with 1002: this one is a policy's.
+        super().fail(CloseCode.POLICY_VIOLATION if self.over_pace else code, reason)
 
     def reject(self, status: StatusLike, text: str) -> HandshakeResponse:
         plain = super().reject(status, text)
@@ -680,6 +717,7 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self.conn.__class__ = JsonRefusals  # uvicorn's handshake as it set it up, JSON refusals
+        cast(JsonRefusals, self.conn).frames = Pace(WS_FRAMES_PER_SECOND, WS_FRAME_BURST)
         self.body_timeout = limits_of(config).body_timeout
         self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
         self._paused_for_pongs = False

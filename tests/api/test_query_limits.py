@@ -18,8 +18,8 @@ from strawberry.extensions.parser_cache import _get_parse_cache
 from benchmarks.workloads import MEMBER_PAGE
 from inmail.repositories.mongo import Mongo
 from inmail.resolvers.cost import ROUND_TRIP as R
-from inmail.resolvers.quoting import QUOTED_LITERAL
 from inmail.resolvers.root import PARSED_DOCUMENTS
+from inmail.schema.quoting import QUOTED_LITERAL
 from reliability.servers import running
 from support import Api, Person, ada_and_grace, graphql_error_codes, new_key, serve_api
 from support import test_settings as settings_for_tests
@@ -455,6 +455,21 @@ async def test_an_unknown_enum_name_in_a_variable_is_quoted_by_its_start(api: Ap
         "Variable '$v' has invalid value: "
         f"Value \"{'Q' * QUOTED_LITERAL}\"… does not exist in 'ConversationState' enum."
     )
+    assert len(response.content) < 1_000
+
+
+async def test_an_unknown_member_id_is_quoted_by_its_start(api: Api) -> None:
+    """An admin's unknown memberId is named in the refusal: briefly, as JSON quotes it (a
+    900 KB id was answered whole)."""
+    response = await api.post(
+        "query($m: ID!) { creditLots(memberId: $m) { totalCount } }",
+        {"m": "7" * 200_000},
+        api.admin,
+    )
+
+    [error] = response.json()["errors"]
+    assert error["message"] == f'memberId: no member with id "{"7" * QUOTED_LITERAL}"….'
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert len(response.content) < 1_000
 
 

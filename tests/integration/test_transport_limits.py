@@ -7,6 +7,7 @@ mongod and stops it by its pid. Time bounds are generous: they separate "answere
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -22,7 +23,8 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
+from websockets.frames import Close
+from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from harness.servers import ServiceProcess
@@ -30,7 +32,7 @@ from inmail.auth import Role, TokenService
 from inmail.graphql_app import HELD_ANSWER_BYTES
 from inmail.processes import free_port
 from inmail.settings import Settings
-from inmail.transport import MAX_PIPELINED
+from inmail.transport import MAX_PIPELINED, WS_FRAME_BURST
 from support import TEST_SECRET, serving, session_service_env
 
 MIB = 1024 * 1024
@@ -684,16 +686,17 @@ def masked_text_frame(text: str) -> bytes:
     return masked_frame(text.encode(), opcode=0x1)
 
 
-def masked_frame(payload: bytes, opcode: int) -> bytes:
-    """A client's websocket frame, final, of this opcode (0x1 text, 0x9 ping)."""
+def masked_frame(payload: bytes, opcode: int, *, final: bool = True) -> bytes:
+    """A client's websocket frame of this opcode (0x0 continuation, 0x1 text, 0x9 ping)."""
     key = b"\x01\x02\x03\x04"
     size = len(payload)
+    fin = 0x80 if final else 0
     if size < 126:
-        head = bytes([0x80 | opcode, 0x80 | size])
+        head = bytes([fin | opcode, 0x80 | size])
     elif size < 1 << 16:
-        head = bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
+        head = bytes([fin | opcode, 0x80 | 126]) + size.to_bytes(2, "big")
     else:
-        head = bytes([0x80 | opcode, 0x80 | 127]) + size.to_bytes(8, "big")
+        head = bytes([fin | opcode, 0x80 | 127]) + size.to_bytes(8, "big")
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
@@ -733,6 +736,109 @@ def _flood_pings(server: Served) -> None:
 
     assert grown < 32 * MIB, f"{grown / MIB:.0f} MiB more after {written} pings"
     still_serves(server)
+
+
+WEBSOCKET_HANDSHAKE = (
+    b"GET /graphql HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+)
+
+
+def websocket_opened(server: Served) -> socket.socket:
+    """A graphql-transport-ws socket past its handshake (the server says nothing until init)."""
+    sock = server.connect()
+    sock.sendall(WEBSOCKET_HANDSHAKE)
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        chunk = sock.recv(1)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def server_frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """The frames the server sends (opcode, payload), until it closes."""
+    data = b""
+    while True:
+        while len(data) < 2 or len(data) < 2 + (data[1] & 0x7F):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        size = data[1] & 0x7F
+        assert size < 126, "the server's frames here are small"
+        yield data[0] & 0x0F, data[2 : 2 + size]
+        data = data[2 + size :]
+
+
+def closed_with(sock: socket.socket) -> tuple[int, bytes]:
+    """The code and reason of the server's close frame."""
+    for opcode, payload in server_frames(sock):
+        if opcode == 0x8:
+            return int.from_bytes(payload[:2], "big"), payload[2:]
+    raise AssertionError("the connection ended without a close frame")
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        # One message's first piece, then empty pieces of it without end: each under any size.
+        masked_frame(b"{", 0x1, final=False) + masked_frame(b"", 0x0, final=False) * 20_000,
+        masked_frame(b"", 0x9) * 20_000,  # pings, whose pongs a client may well read
+    ],
+    ids=["empty-pieces", "pings"],
+)
+def test_a_websocket_client_sending_frames_past_the_pace_is_closed(
+    server: Served, frames: bytes
+) -> None:
+    """Every frame is parsed, at about 3 µs each, and the pace of messages counts none that does
+    not end a message: one anonymous socket sending empty pieces took a whole core and held
+    other requests up for seconds. Past WS_FRAME_BURST frames the socket is closed (1008) and
+    nothing more it sends is parsed."""
+    sock = websocket_opened(server)
+    with contextlib.suppress(ConnectionError):
+        sock.sendall(frames)  # 120 KB: the server stops reading part way
+
+    code, reason = closed_with(sock)
+    sock.close()
+
+    assert code == 1008
+    assert b"frames" in reason
+    assert len(frames) // 6 > WS_FRAME_BURST
+    still_serves(server)
+
+
+def close_of(ws: ClientConnection) -> Close:
+    """The server's close of `ws`, whatever it sent before."""
+    with pytest.raises(ConnectionClosed) as closed:
+        _read_on(ws)
+    assert closed.value.rcvd is not None, closed.value
+    return closed.value.rcvd
+
+
+def _read_on(ws: ClientConnection) -> None:
+    while True:
+        ws.recv(timeout=10)
+
+
+def test_a_close_quoting_a_long_client_text_is_cut_to_what_a_close_frame_holds(
+    mongodb_uri: str, tmp_path: Path
+) -> None:
+    """Strawberry's closes quote a client's text: an unknown message type (4400), an operation
+    id used twice (4409). Over 123 bytes, the close failed in the transport: a traceback was
+    logged and the socket dropped (1006). `serve` checks the log holds no traceback."""
+    with serve(mongodb_uri, tmp_path) as served:
+        url = f"ws://127.0.0.1:{served.port}/graphql"
+        for message in ({"type": "x" * 5000}, {"type": "\U0001f600" * 200}):
+            with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+                ws.send(json.dumps(message))
+                close = close_of(ws)
+            assert close.code == 4400
+            reason = close.reason
+            assert reason.startswith("Unknown message type"), reason
+            assert 100 < len(reason.encode()) <= 123
 
 
 def test_a_websocket_handshake_offering_compression_is_answered_without_it(

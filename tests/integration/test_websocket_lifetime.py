@@ -600,6 +600,23 @@ async def test_the_payloads_authorization_key_counts_however_cased_and_only_once
     assert "several Authorization headers" in raw.close_reason
 
 
+async def test_a_null_connection_init_payload_is_one_without_a_token(
+    live: LiveServer, protocol: str
+) -> None:
+    """Both protocols let connection_init's payload be null (graphql-transport-ws: "payload?:
+    Record<string, unknown> | null"): the handshake's bearer header then counts, as for a
+    payload without a token."""
+    ada = await live.api.create_member("Ada Lovelace")
+    bearer = [("Authorization", f"Bearer {ada.token}")]
+    async with connect(
+        live.url, subprotocols=[Subprotocol(protocol)], additional_headers=bearer
+    ) as raw:
+        await raw.send(json.dumps({"type": "connection_init", "payload": None}))
+        answer = json.loads(await asyncio.wait_for(raw.recv(), timeout=10))
+
+    assert answer["type"] == "connection_ack"
+
+
 @pytest.mark.parametrize("payload", [[1], "Bearer x", 7], ids=["list", "string", "number"])
 async def test_a_connection_init_payload_that_is_no_object_is_a_protocol_error(
     live: LiveServer, protocol: str, payload: object, caplog: pytest.LogCaptureFixture

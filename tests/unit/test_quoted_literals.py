@@ -8,7 +8,7 @@ import sys
 from graphql import parse
 from graphql.language import FieldNode, ObjectValueNode, OperationDefinitionNode
 
-from inmail.resolvers.quoting import (
+from inmail.schema.quoting import (
     QUOTED_LITERAL,
     QUOTING_MODULES,
     quote_briefly,

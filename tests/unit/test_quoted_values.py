@@ -10,7 +10,7 @@ from graphql import Undefined
 from hypothesis import given
 from hypothesis import strategies as st
 
-from inmail.resolvers.quoting import QUOTED_ITEMS, QUOTED_LITERAL, quote_value
+from inmail.schema.quoting import QUOTED_ITEMS, QUOTED_LITERAL, quote_value
 
 leaves = (
     st.none()

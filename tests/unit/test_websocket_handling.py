@@ -11,10 +11,10 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from inmail.graphql_app import (
     GRAPHQL_RESPONSE,
     MAX_ACCEPT_RANGES,
-    Pace,
     TransportWSHandler,
     response_media_type,
 )
+from inmail.pace import Pace
 
 
 def _handler() -> TransportWSHandler:

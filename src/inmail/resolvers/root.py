@@ -63,10 +63,10 @@ from inmail.resolvers.limits import (
 )
 from inmail.resolvers.mutation import Mutation, ProductionMutation
 from inmail.resolvers.query import Query
-from inmail.resolvers.quoting import quote_client_values_briefly, quote_enum_names_briefly
 from inmail.resolvers.subscription import Subscription
 from inmail.resolvers.variables_guard import VariablesGuard
 from inmail.schema.errors import ApiError
+from inmail.schema.quoting import quote_client_values_briefly, quote_enum_names_briefly
 from inmail.schema.scalars import DateTime
 from inmail.services.unit_of_work import WriteWindowClosed, unanswered
 from inmail.settings import Settings

@@ -13,6 +13,7 @@ from graphql import GraphQLError
 from inmail.domain.access import ReadRefused, Refusal
 from inmail.domain.errors import DomainError, RateLimited, Reason
 from inmail.schema.enums import ErrorCode
+from inmail.schema.quoting import quote_value
 
 
 @strawberry.type
@@ -197,7 +198,7 @@ _REFUSALS: Mapping[Refusal, Callable[[ReadRefused], ApiError]] = {
         "memberId is required: an admin watches one member at a time."
     ),
     Refusal.NO_SUCH_MEMBER: lambda e: bad_input(
-        f"memberId: no member with id {e.data['member_id']!r}."
+        f"memberId: no member with id {quote_value(e.data['member_id'])}."
     ),
     Refusal.TOO_MANY_IDS: lambda e: bad_input(
         f"ids: at most {e.data['maximum']} ids at a time; ask for the rest in another request."
