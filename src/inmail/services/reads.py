@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Final, Generic, Protocol, TypeVar, cast
 
@@ -206,6 +206,7 @@ class Reader:
         self._brought_up: dict[str, asyncio.Task[None]] = {}
         # Each page of a list read once per request (see `_listed`), by what names it.
         self._listings: dict[tuple[object, ...], _Shared[Listing[object]]] = {}
+        self._counters: dict[tuple[object, ...], Callable[[], Awaitable[int]]] = {}
         # The live event the reads were last forgotten for (`fresh_for`), held so that its
         # identity is never another's.
         self._fresh_for: object = None
@@ -262,6 +263,7 @@ class Reader:
         self._asked_awaiting.clear()
         self._brought_up.clear()
         self._listings.clear()
+        self._counters.clear()
 
     # Who is asking: the checks every entrypoint shares.
 
@@ -401,7 +403,7 @@ class Reader:
             )
             return self._listing(page.map(lambda lot: _lot_as_of(lot, now)))
 
-        return await self._listed(("lots", target, asked, size, after), listed)
+        return await self._listed(("lots", target, asked), size, after, listed)
 
     async def ledger(
         self, member_id: str, first: int | None, after: str | None
@@ -417,7 +419,7 @@ class Reader:
                 )
             )
 
-        return await self._listed(("ledger", member_id, size, after), listed)
+        return await self._listed(("ledger", member_id), size, after, listed)
 
     async def _as_of_now(self, member_id: str, read: Callable[[], Awaitable[T]]) -> T:
         """What `read` reads of the member's stored lots, ledger or notifications, as of now:
@@ -456,7 +458,7 @@ class Reader:
                 self._conversations.prime(conversation.id, conversation)
             return self._listing(page)
 
-        return await self._listed(("conversations", which, size, after), listed)
+        return await self._listed(("conversations", which), size, after, listed)
 
     async def notifications(
         self, member_id: str, unread_only: bool, first: int | None, after: str | None
@@ -477,7 +479,7 @@ class Reader:
                 )
             )
 
-        return await self._listed(("notifications", member_id, unread_only, size, after), listed)
+        return await self._listed(("notifications", member_id, unread_only), size, after, listed)
 
     async def purchases(
         self, member_id: str, first: int | None, after: str | None
@@ -490,7 +492,7 @@ class Reader:
         async def listed() -> Listing[Purchase]:
             return self._listing(await self._page(lambda: purchases.page(member_id, size, after)))
 
-        return await self._listed(("purchases", member_id, size, after), listed)
+        return await self._listed(("purchases", member_id), size, after, listed)
 
     # A thread's messages, for its two parties and admins.
 
@@ -531,7 +533,7 @@ class Reader:
         async def listed() -> Listing[Message]:
             return self._listing(await self._page(lambda: messages.page(conversation, size, after)))
 
-        return await self._listed(("messages", conversation.id, size, after), listed)
+        return await self._listed(("messages", conversation.id), size, after, listed)
 
     # Single records: another's is as if unknown.
 
@@ -632,12 +634,19 @@ class Reader:
             raise self._refuse(ReadRefused(Refusal.BAD_CURSOR, reason=str(exc))) from None
 
     async def _listed(
-        self, key: tuple[object, ...], read: Callable[[], Awaitable[Listing[T]]]
+        self,
+        which: tuple[object, ...],
+        size: int,
+        after: str | None,
+        read: Callable[[], Awaitable[Listing[T]]],
     ) -> Listing[T]:
-        """The page `key` names, read once per request: asked again (an id repeated in `nodes`,
-        an alias), it is the same page, and its count and whether anything precedes it are
-        read once too. A list's count reads its whole range: a document asking for the same
-        long thread's count a thousand times would otherwise read it a thousand times."""
+        """The page of the list `which` names, of `size` after `after`, read once per request:
+        asked again (an id repeated in `nodes`, an alias), it is the same page, and whether
+        anything precedes it is read once too. The list's count is read once per request,
+        whatever page of it is asked (another size, another cursor): a count reads the list's
+        whole range, and a document asking for the count of one long list a thousand times,
+        each time by another page of it, would otherwise read it a thousand times."""
+        key = (*which, size, after)
         shared = self._listings.get(key)
         if shared is None:
 
@@ -646,7 +655,9 @@ class Reader:
 
             shared = self._listings[key] = _Shared(reading)
         # Under its key, the page `read` returns: a Listing[T].
-        return cast("Listing[T]", await shared.get())
+        listing = cast("Listing[T]", await shared.get())
+        counter = self._counters.setdefault(which, listing.counter)
+        return listing if counter is listing.counter else replace(listing, counter=counter)
 
     @staticmethod
     def _listing(page: Page[T]) -> Listing[T]:
