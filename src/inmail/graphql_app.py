@@ -76,7 +76,7 @@ from inmail.resolvers.context import (
     Context,
     refuse_unknown_members_on_failure,
 )
-from inmail.resolvers.cost import KNOWN_DOCUMENTS, CostHolders
+from inmail.resolvers.cost import IN_FLIGHT_CODE, KNOWN_DOCUMENTS, CostHolders
 from inmail.resolvers.limits import Remembered, line_count, text_digest
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
@@ -1206,7 +1206,11 @@ class GraphQLApp(GraphQL[Context, None]):
             response.pop("data", None)
             exchange.request_error = True
             messages = {error.message for error in result.errors or []}
-            exchange.unavailable = UNANSWERED_MESSAGE in messages
+            # A database that did not answer, or a member's requests in flight over their cost.
+            exchange.unavailable = UNANSWERED_MESSAGE in messages or any(
+                (error.extensions or {}).get("code") == IN_FLIGHT_CODE
+                for error in result.errors or []
+            )
             exchange.server_error = exchange.unavailable or MASKED_MESSAGE in messages
         return response
 

@@ -519,6 +519,15 @@ class Settings:
         1,
         100_000,
     )
+    max_cost_in_flight_per_member: int = _int_setting(
+        "INMAIL_MAX_COST_IN_FLIGHT_PER_MEMBER",
+        "200000",
+        "most one member's queries and mutations in flight over HTTP may cost together in one "
+        "process (admins are not held to it); one more is refused at once "
+        "(SERVICE_UNAVAILABLE: try again a second later)",
+        1,
+        100_000_000,
+    )
     ws_max_cost_per_member: int = _int_setting(
         "INMAIL_WS_MAX_COST_PER_MEMBER",
         "10000",

@@ -429,17 +429,39 @@ class QueryTooCostly(GraphQLError):
         )
 
 
+def _over_held(requested: int, held: int, maximum: int, code: str) -> dict[str, object]:
+    """The extensions of an operation refused for what its member holds already."""
+    return {
+        "code": code,
+        "requestedQueryCost": requested,
+        "heldQueryCost": held,
+        "maximumHeld": maximum,
+    }
+
+
 class HeldTooCostly(GraphQLError):
     def __init__(self, requested: int, held: int, maximum: int) -> None:
         super().__init__(
             f"This operation costs {requested}; with what your live subscriptions and operations "
             f"in flight on websockets cost ({held}) it would pass the {maximum} one member may "
             "hold at once: end some subscriptions (complete), or ask for less in each.",
+            extensions=_over_held(requested, held, maximum, "QUERY_TOO_COSTLY"),
+        )
+
+
+IN_FLIGHT_CODE: Final = "SERVICE_UNAVAILABLE"
+"""The code of a request refused for what its member's requests in flight cost: try again."""
+
+
+class InFlightTooCostly(GraphQLError):
+    def __init__(self, requested: int, held: int, maximum: int) -> None:
+        super().__init__(
+            f"This operation costs {requested}; with what your requests in flight cost ({held}) "
+            f"it would pass the {maximum} one member may have in flight at once: wait for their "
+            "answers, then ask again.",
             extensions={
-                "code": "QUERY_TOO_COSTLY",
-                "requestedQueryCost": requested,
-                "heldQueryCost": held,
-                "maximumHeld": maximum,
+                **_over_held(requested, held, maximum, IN_FLIGHT_CODE),
+                "retryAfterSeconds": 1,
             },
         )
 
@@ -492,8 +514,11 @@ class CostHolders:
 class QueryCost(SchemaExtension):
     """Refuses an operation over the maximum cost before any resolver runs; reports the cost.
 
-    On a websocket a member's operations are held to `holders` besides: a subscription holds
-    its cost for as long as it lives, a query or mutation while it runs.
+    A member's operations are held to what they cost together besides: on websockets to
+    `holders` (a subscription holds its cost for as long as it lives, a query or mutation while
+    it runs), over HTTP to `in_flight` (a query or mutation while it runs). One token sending
+    the costliest requests side by side would otherwise take a process's database and CPU
+    from every other member: 50 at once held others' reads up for 16 s.
 
     Every response carries `extensions.cost`: the requested cost and the maximum. Pass it to
     the schema as a factory (see `query_cost`), never as an instance.
@@ -505,15 +530,17 @@ class QueryCost(SchemaExtension):
         model: Callable[[GraphQLSchema], CostModel],
         holders: CostHolders | None = None,
         subscriptions: CostHolders | None = None,
+        in_flight: CostHolders | None = None,
     ) -> None:
         self._model = model
         self._holders = holders
+        self._in_flight = in_flight
         # Each member's live subscriptions, counted (one unit each): however little each costs,
         # every event runs them all, and each run has a cost of its own that no selection shows
         # (its execution, its reads).
         self._subscriptions = subscriptions
         self._requested: int | None = None
-        self._held: tuple[str, int] | None = None
+        self._held: tuple[CostHolders, str, int] | None = None
         self._subscribed: str | None = None
 
     def _cost(self) -> int:
@@ -543,8 +570,9 @@ class QueryCost(SchemaExtension):
         try:
             yield
         finally:
-            if self._held is not None and self._holders is not None:
-                self._holders.release(*self._held)
+            if self._held is not None:
+                holders, holder, cost = self._held
+                holders.release(holder, cost)
                 self._held = None
             if self._subscribed is not None and self._subscriptions is not None:
                 self._subscriptions.release(self._subscribed, 1)
@@ -552,13 +580,20 @@ class QueryCost(SchemaExtension):
 
     def _hold(self, requested: int) -> None:
         context = self.execution_context.context
-        if self._holders is None or not isinstance(context, Context):
+        if not isinstance(context, Context):
             return
         viewer = context.credentials.checked
-        if not context.credentials.websocket or viewer is None or viewer.is_admin:
+        if viewer is None or viewer.is_admin or viewer.member_id is None:
             return
         holder = viewer.member_id
-        if holder is None:
+        if not context.credentials.websocket:
+            if self._in_flight is not None:
+                if not self._in_flight.take(holder, requested):
+                    held = self._in_flight.held_by(holder)
+                    raise InFlightTooCostly(requested, held, self._in_flight.limit)
+                self._held = (self._in_flight, holder, requested)
+            return
+        if self._holders is None:
             return
         counted = self._subscriptions
         if (
@@ -570,7 +605,7 @@ class QueryCost(SchemaExtension):
             self._subscribed = holder
         if not self._holders.take(holder, requested):
             raise HeldTooCostly(requested, self._holders.held_by(holder), self._holders.limit)
-        self._held = (holder, requested)
+        self._held = (self._holders, holder, requested)
 
     def get_results(self) -> dict[str, dict[str, int]]:
         context = self.execution_context
@@ -586,9 +621,10 @@ def query_cost(
     limits: CostLimits,
     holders: CostHolders | None = None,
     subscriptions: CostHolders | None = None,
+    in_flight: CostHolders | None = None,
 ) -> Callable[[], QueryCost]:
-    """A factory of QueryCost extensions sharing one CostModel per schema, `holders` and
-    `subscriptions`."""
+    """A factory of QueryCost extensions sharing one CostModel per schema, `holders`,
+    `subscriptions` and `in_flight`."""
 
     made: list[CostModel] = []
 
@@ -597,4 +633,10 @@ def query_cost(
             made[:] = [CostModel(schema, limits)]
         return made[0]
 
-    return functools.partial(QueryCost, model=model, holders=holders, subscriptions=subscriptions)
+    return functools.partial(
+        QueryCost,
+        model=model,
+        holders=holders,
+        subscriptions=subscriptions,
+        in_flight=in_flight,
+    )

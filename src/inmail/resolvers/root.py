@@ -324,6 +324,7 @@ def build_schema(
             CostLimits(maximum=settings.max_query_cost, max_page_size=settings.max_page_size),
             CostHolders(settings.ws_max_cost_per_member),
             CostHolders(settings.ws_max_subscriptions_per_member),
+            CostHolders(settings.max_cost_in_flight_per_member),
         ),
         SubscriptionsOverWebsockets,
         MutationsMarked,

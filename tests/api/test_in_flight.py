@@ -1,0 +1,88 @@
+"""What one member's requests in flight over HTTP may cost together, in one process: past it
+the next is refused before it runs, and try again (SECURITY.md, "Cost in flight per member")."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from inmail.repositories.records import ChargeRepository
+from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
+from support import open_api
+from support import test_settings as settings_for_tests
+
+BUDGET = 94
+# Cost 92 (60 conversations, their page's read, the viewer): alone it fits the budget, beside
+# a purchase in flight (cost 3) it does not.
+READ = "{ viewer { conversations(first: 60) { nodes { id } } } }"
+ADMINS_READ = "query($m: ID!) { member(id: $m) { conversations(first: 60) { nodes { id } } } }"
+WAIT = 30.0  # a bound on waiting for the app, never a measure of speed
+
+
+class HeldGateway:
+    """The built-in gateway, whose charges wait until `release` is set."""
+
+    def __init__(self, inner: BuiltinGateway) -> None:
+        self.inner = inner
+        self.charging = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def charge(self, request: ChargeRequest) -> Charge:
+        self.charging.set()
+        await self.release.wait()
+        return await self.inner.charge(request)
+
+    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
+        return await self.inner.find(member_id, idempotency_key)
+
+    async def refund(self, charge: Charge, at: datetime) -> None:
+        await self.inner.refund(charge, at)
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [e["extensions"]["code"] for e in body.get("errors") or []]
+
+
+async def test_a_members_requests_in_flight_are_held_to_a_cost_together(
+    mongodb_uri: str, db_name: str
+) -> None:
+    made: list[HeldGateway] = []
+
+    def held(charges: ChargeRepository) -> PaymentGateway:
+        made.append(HeldGateway(BuiltinGateway(charges)))
+        return made[-1]
+
+    settings = settings_for_tests().with_changes(max_cost_in_flight_per_member=BUDGET)
+    async with open_api(mongodb_uri, db_name, settings, gateway=held) as api:
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+        grace = await api.create_member("Grace Hopper", "BASIC")
+        alone = await api.raw(READ, token=ada.token)
+        buying = asyncio.create_task(api.purchase(ada, 1))
+        await asyncio.wait_for(made[0].charging.wait(), WAIT)
+        refused = await api.raw(READ, token=ada.token)
+        theirs = await api.raw(READ, token=grace.token)
+        admins = await api.raw(
+            READ.replace("viewer", "member(id: $m)").replace("{ ", "query($m: ID!) { ", 1),
+            {"m": ada.id},
+            api.admin,
+        )
+        made[0].release.set()
+        bought = await asyncio.wait_for(buying, WAIT)
+        after = await api.raw(READ, token=ada.token)
+
+    cost = alone["extensions"]["cost"]["requestedQueryCost"]
+    assert codes(alone) == []
+    assert cost <= BUDGET
+    assert refused.get("data") is None
+    [error] = refused["errors"]
+    extensions = error["extensions"]
+    assert extensions["code"] == "SERVICE_UNAVAILABLE"
+    assert extensions["requestedQueryCost"] == cost
+    assert 0 < extensions["heldQueryCost"] <= BUDGET < extensions["heldQueryCost"] + cost
+    assert extensions["maximumHeld"] == BUDGET
+    assert extensions["retryAfterSeconds"] == 1
+    assert codes(theirs) == []  # another member's share is theirs
+    assert codes(admins) == []  # admins are not held to it
+    assert bought["errors"] == []
+    assert codes(after) == []  # the purchase gave its share back
