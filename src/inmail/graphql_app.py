@@ -1305,18 +1305,21 @@ CLOSE_REASON_BYTES: Final = 123
 
 
 def _close_reasons_cut(send: Send) -> Send:
-    """`send`, with every websocket close's reason cut to CLOSE_REASON_BYTES. Strawberry's
-    closes quote a client's text (a message type it does not know, an operation id used
-    twice): a longer reason failed in the transport, which logged a traceback and dropped the
-    socket (1006) instead of closing it with the protocol's code."""
+    """`send`, with every websocket close's reason made one a close frame holds: UTF-8, cut to
+    CLOSE_REASON_BYTES. Strawberry's closes quote a client's text (a message type it does not
+    know, an operation id used twice): a longer reason, or one holding a lone surrogate, failed
+    in the transport, which logged a traceback and dropped the socket (1006) instead of
+    closing it with the protocol's code."""
 
     async def cut(message: AsgiMessage) -> None:
         reason = message.get("reason")
         if message["type"] == "websocket.close" and reason:
-            encoded = reason.encode(errors="replace")  # a lone surrogate becomes "?"
-            if len(encoded) > CLOSE_REASON_BYTES:
-                cut_short = encoded[:CLOSE_REASON_BYTES].decode(errors="ignore")
-                message = {**message, "reason": cut_short}
+            # A lone surrogate (a client's text may hold one) becomes "?", as UTF-8 has none;
+            # the cut never falls inside a character.
+            encoded = reason.encode(errors="replace")[:CLOSE_REASON_BYTES]
+            fitting = encoded.decode(errors="ignore")
+            if fitting != reason:
+                message = {**message, "reason": fitting}
         await send(message)
 
     return cut

@@ -523,8 +523,8 @@ class Settings:
         "INMAIL_MAX_COST_IN_FLIGHT_PER_MEMBER",
         "200000",
         "most one member's queries and mutations in flight over HTTP may cost together in one "
-        "process (admins are not held to it); one more is refused at once "
-        "(SERVICE_UNAVAILABLE: try again a second later)",
+        "process (admins are not held to it; one alone always runs); one more is refused at "
+        "once (SERVICE_UNAVAILABLE: try again a second later)",
         1,
         100_000_000,
     )

@@ -58,6 +58,7 @@ async def test_a_members_requests_in_flight_are_held_to_a_cost_together(
         ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
         grace = await api.create_member("Grace Hopper", "BASIC")
         alone = await api.raw(READ, token=ada.token)
+        over = await api.raw(READ.replace("60", "80"), token=ada.token)
         buying = asyncio.create_task(api.purchase(ada, 1))
         await asyncio.wait_for(made[0].charging.wait(), WAIT)
         refused = await api.raw(READ, token=ada.token)
@@ -73,6 +74,8 @@ async def test_a_members_requests_in_flight_are_held_to_a_cost_together(
 
     cost = alone["extensions"]["cost"]["requestedQueryCost"]
     assert codes(alone) == []
+    assert codes(over) == []  # one request alone always runs, whatever it costs
+    assert over["extensions"]["cost"]["requestedQueryCost"] > BUDGET
     assert cost <= BUDGET
     assert refused.get("data") is None
     [error] = refused["errors"]

@@ -458,6 +458,22 @@ async def test_an_unknown_enum_name_in_a_variable_is_quoted_by_its_start(api: Ap
     assert len(response.content) < 1_000
 
 
+async def test_an_unknown_field_of_a_variable_named_at_length_is_refused_unquoted(
+    api: Api,
+) -> None:
+    """graphql-core names an unknown field of an input whole: a field name of 200 KB in a
+    variable was answered 200 KB, to a caller without a token too."""
+    response = await api.post(
+        "mutation($v: CreateMemberInput!) { createMember(input: $v) { member { id } } }",
+        {"v": {"name": "Ada", "plan": "BASIC", "Z" * 200_000: 1}},
+    )
+
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "field name over" in error["message"]
+    assert len(response.content) < 1_000
+
+
 async def test_an_unknown_member_id_is_quoted_by_its_start(api: Api) -> None:
     """An admin's unknown memberId is named in the refusal: briefly, as JSON quotes it (a
     900 KB id was answered whole)."""

@@ -495,10 +495,11 @@ class CostHolders:
     def held_by(self, holder: str) -> int:
         return self._held.get(holder, 0)
 
-    def take(self, holder: str, cost: int) -> bool:
-        """Count `cost` as `holder`'s, unless it would take them past the limit."""
+    def take(self, holder: str, cost: int, *, one_always: bool = False) -> bool:
+        """Count `cost` as `holder`'s, unless it would take them past the limit (with
+        `one_always`, only when they hold something already: one alone is always taken)."""
         held = self._held.get(holder, 0)
-        if held + cost > self.limit:
+        if held + cost > self.limit and not (one_always and held == 0):
             return False
         self._held[holder] = held + cost
         return True
@@ -588,7 +589,8 @@ class QueryCost(SchemaExtension):
         holder = viewer.member_id
         if not context.credentials.websocket:
             if self._in_flight is not None:
-                if not self._in_flight.take(holder, requested):
+                # One request alone always runs (the cost limit bounds it), whatever the budget.
+                if not self._in_flight.take(holder, requested, one_always=True):
                     held = self._in_flight.held_by(holder)
                     raise InFlightTooCostly(requested, held, self._in_flight.limit)
                 self._held = (self._in_flight, holder, requested)

@@ -26,6 +26,11 @@ MAX_LIST_VARIABLE: Final = 1_000
 """Items one list in the variables may hold, at any depth: ten times the longest list any
 argument of the schema accepts (`nodes(ids:)`, 100)."""
 
+MAX_FIELD_NAME: Final = 100
+"""Characters a field name of an object in the variables may hold: no input field of the schema
+is a tenth as long. graphql-core names an unknown field whole in its error ("not to include
+unknown field ..."): a name of 200 KB was answered 200 KB."""
+
 _END: Final = object()
 
 
@@ -37,13 +42,22 @@ def _list_too_long(maximum: int) -> str:
     return f"A list in the variables holds more than {maximum} values."
 
 
+def _name_too_long(maximum: int) -> str:
+    return (
+        f"An object in the variables has a field name over {maximum} characters: no input "
+        "of the schema has one."
+    )
+
+
 def variables_refusal(
     variables: object,
     *,
     max_values: int = MAX_VARIABLE_VALUES,
     max_list: int = MAX_LIST_VARIABLE,
+    max_name: int = MAX_FIELD_NAME,
 ) -> str | None:
-    """Why `variables` (the operation's, as JSON decoded them) hold too much, or None.
+    """Why `variables` (the operation's, as JSON decoded them) hold too much, or a field name
+    longer than any input's, or None.
 
     The walk keeps its own stack (the interpreter's recursion limit plays no part) and stops at
     the first bound passed: it looks at no more than `max_values + 1` values, and a list's
@@ -65,6 +79,10 @@ def variables_refusal(
         if values > max_values:
             return _too_many_values(max_values)
         if isinstance(value, dict):
+            if len(value) > max_values:
+                return _too_many_values(max_values)
+            if any(len(name) > max_name for name in value):
+                return _name_too_long(max_name)
             stack.append(iter(value.values()))
         elif isinstance(value, list | tuple):
             if len(value) > max_list:
@@ -74,8 +92,9 @@ def variables_refusal(
 
 
 class VariablesGuard(SchemaExtension):
-    """Refuses, with BAD_USER_INPUT, an operation whose variables pass `MAX_VARIABLE_VALUES` or
-    hold a list longer than `MAX_LIST_VARIABLE`, before any other work on it.
+    """Refuses, with BAD_USER_INPUT, an operation whose variables pass `MAX_VARIABLE_VALUES`,
+    hold a list longer than `MAX_LIST_VARIABLE` or a field name longer than `MAX_FIELD_NAME`,
+    before any other work on it.
 
     The variables are measured, and refused, in `on_parse`, before the document is parsed
     (this extension comes before ParserCache): a GraphQLError raised by a parsing hook is made
@@ -91,4 +110,10 @@ class VariablesGuard(SchemaExtension):
         yield
 
 
-__all__ = ["MAX_LIST_VARIABLE", "MAX_VARIABLE_VALUES", "VariablesGuard", "variables_refusal"]
+__all__ = [
+    "MAX_FIELD_NAME",
+    "MAX_LIST_VARIABLE",
+    "MAX_VARIABLE_VALUES",
+    "VariablesGuard",
+    "variables_refusal",
+]
