@@ -204,6 +204,7 @@ class _Exchange:
         self.request_error = False
         self.server_error = False
         self.unavailable = False
+        self.retry_after: str | None = None  # seconds, when the refusal says when to try again
         # The operation's context, while it runs (it holds the request, whose scope holds
         # this: `answered` lets it go, so that nothing of the request is left in a cycle).
         self.context: Context | None = None
@@ -994,6 +995,8 @@ class GraphQLApp(GraphQL[Context, None]):
             response.headers["content-type"] = _GRAPHQL_RESPONSE_UTF8
             if response.status_code == 200 and exchange.server_error:
                 response.status_code = 503 if exchange.unavailable else 500
+                if exchange.retry_after is not None:
+                    response.headers["retry-after"] = exchange.retry_after
             elif response.status_code == 200 and exchange.request_error:
                 response.status_code = 400
         await self._answer(response, holder, wrote, scope, receive, send)
@@ -1206,11 +1209,17 @@ class GraphQLApp(GraphQL[Context, None]):
             response.pop("data", None)
             exchange.request_error = True
             messages = {error.message for error in result.errors or []}
-            # A database that did not answer, or a member's requests in flight over their cost.
-            exchange.unavailable = UNANSWERED_MESSAGE in messages or any(
-                (error.extensions or {}).get("code") == IN_FLIGHT_CODE
+            in_flight = [
+                error
                 for error in result.errors or []
-            )
+                if (error.extensions or {}).get("code") == IN_FLIGHT_CODE
+                and "retryAfterSeconds" in (error.extensions or {})
+            ]
+            # A database that did not answer, or a member's requests in flight over their cost
+            # (then try again after so many seconds).
+            exchange.unavailable = UNANSWERED_MESSAGE in messages or bool(in_flight)
+            if in_flight:
+                exchange.retry_after = str((in_flight[0].extensions or {})["retryAfterSeconds"])
             exchange.server_error = exchange.unavailable or MASKED_MESSAGE in messages
         return response
 

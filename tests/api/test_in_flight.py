@@ -62,6 +62,14 @@ async def test_a_members_requests_in_flight_are_held_to_a_cost_together(
         buying = asyncio.create_task(api.purchase(ada, 1))
         await asyncio.wait_for(made[0].charging.wait(), WAIT)
         refused = await api.raw(READ, token=ada.token)
+        as_graphql_response = await api.client.post(
+            "/graphql",
+            json={"query": READ},
+            headers={
+                "Authorization": f"Bearer {ada.token}",
+                "Accept": "application/graphql-response+json",
+            },
+        )
         theirs = await api.raw(READ, token=grace.token)
         admins = await api.raw(
             READ.replace("viewer", "member(id: $m)").replace("{ ", "query($m: ID!) { ", 1),
@@ -85,6 +93,10 @@ async def test_a_members_requests_in_flight_are_held_to_a_cost_together(
     assert 0 < extensions["heldQueryCost"] <= BUDGET < extensions["heldQueryCost"] + cost
     assert extensions["maximumHeld"] == BUDGET
     assert extensions["retryAfterSeconds"] == 1
+    # Under graphql-response+json the refusal is a 503, which says when to try again.
+    assert as_graphql_response.status_code == 503
+    assert as_graphql_response.headers["retry-after"] == "1"
+    assert as_graphql_response.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert codes(theirs) == []  # another member's share is theirs
     assert codes(admins) == []  # admins are not held to it
     assert bought["errors"] == []

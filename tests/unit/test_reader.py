@@ -552,3 +552,52 @@ async def test_a_shared_read_runs_once_and_ends_when_every_caller_waiting_on_it_
     release.set()
     assert list(await asyncio.gather(shared.get(), shared.get())) == [2, 2]
     assert await shared.get() == 2  # kept once read
+
+
+class GrowingPurchases:
+    """A member's purchases whose number grows with each write: a page's count is as of its own
+    snapshot. A page read waits on `gate` when one is set."""
+
+    def __init__(self) -> None:
+        self.total = 3
+        self.gate: asyncio.Event | None = None
+        self.reading = asyncio.Event()
+
+    async def page(self, member_id: str, first: int, after: str | None) -> Page[Purchase]:
+        at = self.total
+        self.reading.set()
+        if self.gate is not None:
+            await self.gate.wait()
+
+        async def count() -> int:
+            return at
+
+        return Page([], has_next=False, count=count)
+
+
+async def test_a_lists_count_is_shared_by_its_pages_and_forgotten_with_what_was_read() -> None:
+    """Pages of one list in one request (another size, another cursor) share its count, read
+    once. A read still under way when the reader is cleared (another operation of the same
+    socket starts) keeps its count to itself: the next read of another page counts afresh."""
+    store = Store()
+    purchases = GrowingPurchases()
+    store.purchases = purchases  # type: ignore[assignment]
+    reader = reader_for(AS_ADA, store, caller_id=ADA.id)
+
+    first = await reader.purchases(ADA.id, 10, None)
+    purchases.total = 4
+    second = await reader.purchases(ADA.id, 20, None)
+    assert (await first.total_count(), await second.total_count()) == (3, 3)
+
+    reader.clear()
+    purchases.gate, purchases.reading = asyncio.Event(), asyncio.Event()
+    straddling = asyncio.create_task(reader.purchases(ADA.id, 10, None))
+    await purchases.reading.wait()
+    purchases.total = 5
+    reader.clear()
+    purchases.gate.set()
+    old = await straddling
+    purchases.gate = None
+    fresh = await reader.purchases(ADA.id, 5, None)
+
+    assert (await old.total_count(), await fresh.total_count()) == (4, 5)

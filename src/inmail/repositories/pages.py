@@ -226,7 +226,8 @@ async def keyset_page(
 
     The page is read from one snapshot of the database, and the list's count and whether
     anything precedes are read later from the same one: while other requests add to the list,
-    `totalCount` still agrees with the page's items and `hasNextPage`.
+    `totalCount` still agrees with the page's items and `hasNextPage` (the read service shares
+    the first page's count with the request's other pages of the list).
     """
     named = list_name(collection, scope)
     values = decode_cursor(after, sort, named) if after is not None else None

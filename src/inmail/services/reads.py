@@ -262,8 +262,10 @@ class Reader:
         self._live_lots.clear()
         self._asked_awaiting.clear()
         self._brought_up.clear()
-        self._listings.clear()
-        self._counters.clear()
+        # New maps, not emptied ones: a read still under way when the reader is cleared (another
+        # operation of the same socket) keeps what it read in the old ones, never in these.
+        self._listings = {}
+        self._counters = {}
 
     # Who is asking: the checks every entrypoint shares.
 
@@ -403,7 +405,9 @@ class Reader:
             )
             return self._listing(page.map(lambda lot: _lot_as_of(lot, now)))
 
-        return await self._listed(("lots", target, asked), size, after, listed)
+        # Statuses in any order, or named twice, are one list.
+        the_list = ("lots", target, None if asked is None else frozenset(asked))
+        return await self._listed(the_list, size, after, listed)
 
     async def ledger(
         self, member_id: str, first: int | None, after: str | None
@@ -645,18 +649,21 @@ class Reader:
         anything precedes it is read once too. The list's count is read once per request,
         whatever page of it is asked (another size, another cursor): a count reads the list's
         whole range, and a document asking for the count of one long list a thousand times,
-        each time by another page of it, would otherwise read it a thousand times."""
+        each time by another page of it, would otherwise read it a thousand times. The count is
+        read at the snapshot of the first page of the list read: a write landing between two
+        pages' reads can leave the other page's items one off it."""
         key = (*which, size, after)
-        shared = self._listings.get(key)
+        listings, counters = self._listings, self._counters  # as they are now (see `clear`)
+        shared = listings.get(key)
         if shared is None:
 
             async def reading() -> Listing[object]:
                 return await read()
 
-            shared = self._listings[key] = _Shared(reading)
+            shared = listings[key] = _Shared(reading)
         # Under its key, the page `read` returns: a Listing[T].
         listing = cast("Listing[T]", await shared.get())
-        counter = self._counters.setdefault(which, listing.counter)
+        counter = counters.setdefault(which, listing.counter)
         return listing if counter is listing.counter else replace(listing, counter=counter)
 
     @staticmethod
