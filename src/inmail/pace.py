@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 class Pace:
     """A token bucket: `burst` at once, then `rate` a second. `wait(cost)` says how long what
-    comes next (one message, or its bytes) must wait (0 when it may be read now), and counts it."""
+    comes next (a message, its bytes, a frame) must wait (0 when it may be read now), and counts
+    it."""
 
     def __init__(
         self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic

@@ -480,8 +480,9 @@ class TooManySubscriptions(GraphQLError):
 
 
 class CostHolders:
-    """What each member's websocket operations cost together in this process, at most `limit`
-    each: their live subscriptions, and their queries and mutations in flight.
+    """What each member's operations of one kind cost together in this process, at most `limit`
+    each: on websockets their live subscriptions and their queries and mutations in flight
+    (or the number of their subscriptions), over HTTP their queries and mutations in flight.
 
     A subscription's selection runs again for every event it receives, so without a bound one
     event (a message a member may send sixty times a minute) would run every subscription a
