@@ -76,7 +76,7 @@ from inmail.resolvers.context import (
     Context,
     refuse_unknown_members_on_failure,
 )
-from inmail.resolvers.cost import IN_FLIGHT_CODE, KNOWN_DOCUMENTS, CostHolders
+from inmail.resolvers.cost import KNOWN_DOCUMENTS, CostHolders
 from inmail.resolvers.limits import Remembered, line_count, text_digest
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
@@ -1209,17 +1209,18 @@ class GraphQLApp(GraphQL[Context, None]):
             response.pop("data", None)
             exchange.request_error = True
             messages = {error.message for error in result.errors or []}
-            in_flight = [
-                error
-                for error in result.errors or []
-                if (error.extensions or {}).get("code") == IN_FLIGHT_CODE
-                and "retryAfterSeconds" in (error.extensions or {})
-            ]
-            # A database that did not answer, or a member's requests in flight over their cost
-            # (then try again after so many seconds).
-            exchange.unavailable = UNANSWERED_MESSAGE in messages or bool(in_flight)
-            if in_flight:
-                exchange.retry_after = str((in_flight[0].extensions or {})["retryAfterSeconds"])
+            # A database that did not answer, or a refusal that says when to try again (a
+            # member's requests in flight over their cost).
+            retry = next(
+                (
+                    extensions["retryAfterSeconds"]
+                    for error in result.errors or []
+                    if "retryAfterSeconds" in (extensions := error.extensions or {})
+                ),
+                None,
+            )
+            exchange.unavailable = UNANSWERED_MESSAGE in messages or retry is not None
+            exchange.retry_after = None if retry is None else str(retry)
             exchange.server_error = exchange.unavailable or MASKED_MESSAGE in messages
         return response
 
