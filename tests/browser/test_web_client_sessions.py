@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from browser.conftest import Browsers, Member, RunningService, wait
 from browser.test_web_client import attributes, item, sign_in, submit_token, text
 from harness.servers import ServiceProcess
-from support import post_graphql
+from support import post_graphql, serving
 
 pytestmark = pytest.mark.browser
 
@@ -673,3 +674,48 @@ def test_a_reload_while_the_service_is_out_of_reach_keeps_the_tab_signed_in(
     driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
 
     wait(driver, "Ada signed in again", lambda d: text(d, "viewer-name") == ada.name)
+
+
+# Counts the answers of the page's requests that say the operation never ran and when to try
+# it again (`retryAfterSeconds`), without touching what the page reads of them.
+COUNT_REFUSALS = """
+const real = window.fetch;
+window.refusedBeforeRunning = 0;
+window.fetch = async (url, init) => {
+  const response = await real(url, init);
+  const body = await response.clone().json().catch(() => null);
+  if (body && body.data == null && body.errors
+      && body.errors.some((e) => e.extensions && e.extensions.retryAfterSeconds)) {
+    window.refusedBeforeRunning += 1;
+  }
+  return response;
+};
+"""
+
+
+def test_loads_refused_before_running_are_sent_again_when_the_service_says(
+    service: RunningService, browsers: Browsers, tmp_path: Path
+) -> None:
+    """A process of the service that lets one member have only one request in flight at a time
+    refuses the page's overlapping loads at sign-in before running them, saying when to try
+    again: the page sends each again then, and shows the member's whole page, with no error."""
+    ada = service.create_member("Ada Lovelace")
+    for _ in range(2):
+        purchase(service.url, ada)
+    one_at_a_time = ServiceProcess.serve(
+        {**service.env, "INMAIL_MAX_COST_IN_FLIGHT_PER_MEMBER": "1"}, tmp_path / "one.log"
+    )
+    with serving(one_at_a_time):
+        driver = browsers.open("ada")
+        driver.get(f"{one_at_a_time.url}/app")
+        wait(
+            driver,
+            "the client's script",
+            lambda d: d.execute_script("return document.body.dataset.ready"),
+        )
+        driver.execute_script(COUNT_REFUSALS)
+        submit_token(driver, ada)
+        wait(driver, "Ada's three notifications", lambda d: notifications_shown(d) == 3)
+        assert driver.execute_script("return window.refusedBeforeRunning") > 0
+        assert text(driver, "status") == ""
+        assert text(driver, "balance") == "7"

@@ -20,7 +20,19 @@ export class Api {
   // A request that never got an answer is sent once more, as is, when that is safe: a query,
   // or a mutation whose idempotency key makes its retry answer the first result (a send or a
   // purchase cannot spend or charge twice). Any other mutation is not repeated blindly.
+  // An operation the service refused before running it, saying when to try again (its
+  // `retryAfterSeconds`: this member's requests in flight were already at their bound), is
+  // sent again then, a few times at most: it never ran, so repeating it is safe.
   async request(query, variables = {}) {
+    for (let refusals = 0; ; refusals++) {
+      const body = await this.answer(query, variables);
+      const wait = retryAfterSeconds(body);
+      if (wait === null || refusals >= NEVER_RAN_RETRIES) return dataOf(body);
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000 * (1 + Math.random() / 2)));
+    }
+  }
+
+  async answer(query, variables) {
     const askedAt = new Date();
     let response;
     try {
@@ -37,17 +49,11 @@ export class Api {
       unreachable.at = askedAt;
       throw unreachable;
     }
-    let body;
     try {
-      body = await response.json();
+      return await response.json();
     } catch (notJson) {
       throw new ApiError(`The server answered ${response.status}.`, "BAD_RESPONSE");
     }
-    if (body.errors && body.errors.length) {
-      const first = body.errors[0];
-      throw new ApiError(first.message, first.extensions && first.extensions.code);
-    }
-    return body.data;
   }
 
   post(query, variables) {
@@ -129,6 +135,26 @@ const RETRY_CAP_MS = 3000;
 export function retryDelay(retries) {
   const base = Math.min(RETRY_CAP_MS, 300 * 2 ** Math.min(retries, 10));
   return Math.round(base * (0.5 + Math.random() * 0.5));
+}
+
+const NEVER_RAN_RETRIES = 3;
+const RETRY_AFTER_CAP_S = 10;
+
+function dataOf(body) {
+  if (body.errors && body.errors.length) {
+    const first = body.errors[0];
+    throw new ApiError(first.message, first.extensions && first.extensions.code);
+  }
+  return body.data;
+}
+
+// The seconds after which to send again an operation that never ran (an answer with errors and
+// no data, its first error saying when), or null.
+function retryAfterSeconds(body) {
+  if (!body || body.data != null || !body.errors || !body.errors.length) return null;
+  const seconds = body.errors[0].extensions && body.errors[0].extensions.retryAfterSeconds;
+  if (typeof seconds !== "number" || !(seconds > 0)) return null;
+  return Math.min(seconds, RETRY_AFTER_CAP_S);
 }
 
 function safeToRepeat(query, variables) {
