@@ -31,6 +31,37 @@ def test_an_exp_written_as_a_string_of_digits_is_refused() -> None:
         TokenService(SECRET, MAX_LIFETIME).verify(signed(iat=now(), exp=str(now() + 3600)))
 
 
+@pytest.mark.parametrize(
+    ("claims", "named"),
+    [
+        ({"exp": "soon"}, "the token's exp is not a number"),
+        ({"exp": [1]}, "the token's exp is not a number"),
+        ({"nbf": "soon"}, "the token's nbf is not a number"),
+        ({"iat": {"at": 1}}, "the token's iat is not a number"),
+        ({"sub": 42}, "the token's subject is not a member id"),
+    ],
+)
+def test_a_signed_claim_of_the_wrong_type_is_named(claims: dict[str, Any], named: str) -> None:
+    token = signed(**{"iat": now(), "exp": now() + 3600, **claims})
+    with pytest.raises(AuthError) as refused:
+        TokenService(SECRET, MAX_LIFETIME).verify(token)
+    assert str(refused.value) == named
+
+
+def test_a_wrongly_signed_token_with_a_bad_claim_is_refused_by_its_signature() -> None:
+    token = jwt.encode({"sub": "m1", "exp": "soon"}, "another-secret-" * 3, algorithm="HS256")
+    with pytest.raises(AuthError) as refused:
+        TokenService(SECRET, MAX_LIFETIME).verify(token)
+    assert str(refused.value) == "the token is malformed or wrongly signed"
+
+
+def test_a_signed_token_that_pyjwt_refuses_on_another_rule_stays_refused() -> None:
+    """An audience, which the service never gives, makes PyJWT refuse the token: naming the
+    claims is only ever said in refusing, never a way past a check."""
+    with pytest.raises(AuthError, match="malformed"):
+        TokenService(SECRET, MAX_LIFETIME).verify(signed(iat=now(), exp=now() + 3600, aud="x"))
+
+
 def test_an_exp_of_1e20_is_refused_as_too_long_a_lifetime() -> None:
     with pytest.raises(AuthError, match="longer than the 24 hours"):
         TokenService(SECRET, MAX_LIFETIME).verify(signed(iat=now(), exp=1e20))
