@@ -56,7 +56,7 @@ from inmail.repositories.migrations import migrate
 from inmail.repositories.mongo import Collection, Doc, Mongo
 from inmail.services.idempotency import KeyedRequest
 from inmail.services.live import Broker
-from inmail.services.payments import BuiltinGateway
+from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest
 from inmail.settings import Settings
 
 START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
@@ -760,6 +760,26 @@ async def charges_of(api: Api, member: Person) -> list[dict[str, Any]]:
     """What the built-in payment gateway charged the member (its own book, not the API)."""
     cursor = api.container.mongo.c.charges.find({"memberId": member.id})
     return [doc async for doc in cursor]
+
+
+class HeldGateway:
+    """The built-in gateway, whose charges wait until `release` is set."""
+
+    def __init__(self, inner: BuiltinGateway) -> None:
+        self.inner = inner
+        self.charging = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def charge(self, request: ChargeRequest) -> Charge:
+        self.charging.set()
+        await self.release.wait()
+        return await self.inner.charge(request)
+
+    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
+        return await self.inner.find(member_id, idempotency_key)
+
+    async def refund(self, charge: Charge, at: datetime) -> None:
+        await self.inner.refund(charge, at)
 
 
 async def orphan_charge(

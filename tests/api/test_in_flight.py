@@ -4,12 +4,11 @@ the next is refused before it runs, and try again (SECURITY.md, "Cost in flight 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 from inmail.repositories.records import ChargeRepository
-from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
-from support import open_api
+from inmail.services.payments import BuiltinGateway, PaymentGateway
+from support import HeldGateway, open_api
 from support import test_settings as settings_for_tests
 
 BUDGET = 94
@@ -18,26 +17,6 @@ BUDGET = 94
 READ = "{ viewer { conversations(first: 60) { nodes { id } } } }"
 ADMINS_READ = "query($m: ID!) { member(id: $m) { conversations(first: 60) { nodes { id } } } }"
 WAIT = 30.0  # a bound on waiting for the app, never a measure of speed
-
-
-class HeldGateway:
-    """The built-in gateway, whose charges wait until `release` is set."""
-
-    def __init__(self, inner: BuiltinGateway) -> None:
-        self.inner = inner
-        self.charging = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def charge(self, request: ChargeRequest) -> Charge:
-        self.charging.set()
-        await self.release.wait()
-        return await self.inner.charge(request)
-
-    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
-        return await self.inner.find(member_id, idempotency_key)
-
-    async def refund(self, charge: Charge, at: datetime) -> None:
-        await self.inner.refund(charge, at)
 
 
 def codes(body: dict[str, Any]) -> list[str]:

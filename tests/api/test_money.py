@@ -9,28 +9,33 @@ from typing import Any
 
 from inmail.domain.money import Money
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
+from inmail.repositories.records import ChargeRepository
 from inmail.services.charges import RECHECK_EVERY, new_intent, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.idempotency import KeyedRequest
-from inmail.services.payments import ChargeRequest
+from inmail.services.payments import BuiltinGateway, ChargeRequest, PaymentGateway
 from inmail.services.scheduling import reconcile_due
 from inmail.settings import Settings
 from stored import intents_of
 from support import (
     START,
     Api,
+    HeldGateway,
     Person,
+    cancel_subscription,
     change_plan,
     charges_of,
     codes,
     legacy_premium_by_an_admin,
     lots_of,
     new_key,
+    open_api,
     orphan_charge,
     purchased_lots_of,
     update_card,
 )
 
+WAIT = 30.0  # a bound on waiting for the app, never a measure of speed
 BATCH = Settings().scheduler_batch  # the scheduler's batch, as the service runs it
 
 DECLINING_CARD = {"brand": "Visa", "last4": "0002", "expMonth": 12, "expYear": 2030}
@@ -269,6 +274,9 @@ async def test_a_member_cannot_choose_legacy_premium_nor_set_an_allotment(api: A
 
     assert codes(legacy) == codes(legacy_default) == ["PLAN_NOT_AVAILABLE"]
     assert codes(allotment) == ["PLAN_NOT_AVAILABLE"]
+    [refused] = allotment["errors"]
+    assert refused["field"] == "monthlyAllotment"
+    assert "LEGACY" not in refused["message"]  # a plan she never asked for
     assert await plan_of(api, ada) == "PREMIUM_CAREER"
     assert await api.balance(ada) == 5
     assert await charges_of(api, ada) == []
@@ -437,9 +445,10 @@ async def test_an_orphan_charge_that_no_longer_fits_is_refunded_and_grants_nothi
     ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
     for _ in range(3):  # up to the cap of 45
         assert (await api.purchase(ada, 10))["errors"] == []
-    await orphan_charge(api, ada, 10)  # charged by a process that died, over the cap by now
+    orphan = await orphan_charge(api, ada, 10)  # charged by a process that died, over the cap
 
     await advance_clock(api, hours=1)
+    retry = await api.purchase(ada, 10, key=orphan.key)
 
     statuses = [(p["quantity"], p["status"]) for p in await purchases_of(api, ada)]
     assert sorted(statuses) == [(10, "COMPLETED")] * 3 + [(10, "REFUNDED")]
@@ -447,6 +456,15 @@ async def test_an_orphan_charge_that_no_longer_fits_is_refunded_and_grants_nothi
         sorted(c["status"] for c in await charges_of(api, ada)) == ["REFUNDED"] + ["SUCCEEDED"] * 3
     )
     assert await api.balance(ada) == 45
+    # Its request, sent again, hears that it was charged and that the charge is refunded.
+    assert retry["errors"] == [
+        {
+            "code": "CAP_EXCEEDED",
+            "field": "quantity",
+            "message": "That would take your balance to 55; the most you can hold is 45. Your "
+            "card was charged for this request, and that charge is refunded.",
+        }
+    ]
 
 
 async def test_an_orphan_charge_holds_its_room_under_the_cap_until_it_is_granted(
@@ -625,6 +643,15 @@ async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_wit
     assert await charges_of(api, bob) == []
     assert [(p["quantity"], p["status"]) for p in await purchases_of(api, ada)] == [(3, "REFUNDED")]
     assert [await api.balance(m) for m in (ada, bob)] == [15, 15]
+    retries = [
+        await api.purchase(ada, 3, key=stalled.key),
+        await api.purchase(bob, 4, key=idle.key),
+    ]
+    assert [r["errors"][0]["message"] for r in retries] == [
+        "This request lapsed before its charge was recorded, and that charge is refunded; send "
+        "it again under a new idempotency key.",
+        "This request was never charged and has lapsed; send it again under a new idempotency key.",
+    ]
     # Bob's intent is looked at every RECHECK_EVERY, then, past RECHECK_FOR, no more: the
     # scheduler (advanceClock runs each pass at its time) has nothing left to wake for.
     assert given_up is not None
@@ -653,3 +680,39 @@ async def test_a_recheck_time_left_on_an_intent_no_longer_given_up_is_dropped(ap
     assert completed is not None
     assert completed.status == IntentStatus.COMPLETED
     assert await api.balance(ada) == 17
+
+
+async def test_a_purchase_refused_after_its_charge_says_the_charge_is_refunded(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """A purchase whose charge is under way when its member cancels is refused once charged
+    (the subscription ended): it is refunded, and the answer, and any retry under its key,
+    say so."""
+    made: list[HeldGateway] = []
+
+    def held(charges: ChargeRepository) -> PaymentGateway:
+        made.append(HeldGateway(BuiltinGateway(charges)))
+        return made[-1]
+
+    async with open_api(mongodb_uri, db_name, gateway=held) as api:
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+        key = new_key()
+        buying = asyncio.create_task(api.purchase(ada, 2, key=key))
+        await asyncio.wait_for(made[0].charging.wait(), WAIT)
+        cancelled = await cancel_subscription(api, ada)
+        made[0].release.set()
+        bought = await asyncio.wait_for(buying, WAIT)
+        retry = await api.purchase(ada, 2, key=key)
+        charges = await charges_of(api, ada)
+        balance = await api.balance(ada)
+
+    assert cancelled["errors"] == []
+    refused = {
+        "code": "SUBSCRIPTION_INACTIVE",
+        "field": None,
+        "message": "Your Premium subscription is cancelled. Your card was charged for this "
+        "request, and that charge is refunded.",
+    }
+    assert bought["errors"] == retry["errors"] == [refused]
+    assert [(c["amount"], c["status"]) for c in charges] == [(2000, "REFUNDED")]
+    assert balance == 0

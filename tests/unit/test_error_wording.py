@@ -208,3 +208,16 @@ def test_the_domain_and_the_services_build_no_error_with_words_in_it() -> None:
                     if words:
                         worded_here.append(f"{layer}/{path.name}:{node.lineno}")
     assert worded_here == []
+
+
+def test_a_refusal_after_the_charge_says_once_that_the_charge_is_refunded() -> None:
+    over_cap = DomainError(E.CAP_EXCEEDED, Reason.OVER_CAP, "quantity", balance=50, cap=45)
+    refunded = DomainError(
+        E.CAP_EXCEEDED, Reason.OVER_CAP, "quantity", balance=50, cap=45, refunded=1
+    )
+    changed = DomainError(E.INVALID_INPUT, Reason.SUBSCRIPTION_CHANGED, "plan", refunded=1)
+    assert worded(refunded) == (
+        f"{worded(over_cap)} Your card was charged for this request, and that charge is refunded."
+    )
+    # Its own words say what became of the charge: they are not said twice.
+    assert worded(changed).count("refunded") == 1

@@ -94,6 +94,7 @@ class Reason(StrEnum):
     CARD_EXPIRED = "CARD_EXPIRED"
     PAID_CHANGE_NEEDS_CARD = "PAID_CHANGE_NEEDS_CARD"
     LEGACY_NOT_OFFERED = "LEGACY_NOT_OFFERED"
+    ALLOTMENT_NOT_OFFERED = "ALLOTMENT_NOT_OFFERED"
     PAYMENT_DECLINED = "PAYMENT_DECLINED"  # data: detail (the gateway's reason)
     KEY_REUSED = "KEY_REUSED"
     # A refusal recorded by an older version of the service, with its words: data: message.

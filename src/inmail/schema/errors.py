@@ -6,6 +6,7 @@ The service's errors carry codes and data; every word a client reads about them 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Final
 
 import strawberry
 from graphql import GraphQLError
@@ -112,8 +113,12 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
     Reason.CLOCK_IN_SEVERAL_WORKERS: lambda _: (
         "Each worker keeps its own manual clock: to move it, run one worker (INMAIL_WORKERS=1)."
     ),
-    Reason.REQUEST_LAPSED: lambda _: (
-        "This request was never charged and has lapsed; send it again under a new idempotency key."
+    Reason.REQUEST_LAPSED: lambda e: (
+        "This request lapsed before its charge was recorded, and that charge is refunded; send it "
+        "again under a new idempotency key."
+        if e.data.get("refunded")
+        else "This request was never charged and has lapsed; send it again under a new "
+        "idempotency key."
     ),
     Reason.NO_SUCH_MEMBER: lambda _: "No such member.",
     Reason.OWN_MEMBER_MISSING: lambda _: "Your member record does not exist.",
@@ -157,15 +162,27 @@ _WORDING: Mapping[Reason, Callable[[DomainError], str]] = {
     Reason.LEGACY_NOT_OFFERED: lambda _: (
         "LEGACY_PREMIUM and its grandfathered terms are no longer offered."
     ),
+    Reason.ALLOTMENT_NOT_OFFERED: lambda _: (
+        "A plan comes with its own monthly allotment: monthlyAllotment is not yours to set."
+    ),
     Reason.PAYMENT_DECLINED: lambda e: f"The payment was declined: {e.data['detail']}.",
     Reason.KEY_REUSED: lambda _: "This idempotency key was used for a different request.",
     Reason.RECORDED: lambda e: str(e.data["message"]),
 }
 
 
+_SAY_REFUNDED: Final = frozenset({Reason.REQUEST_LAPSED, Reason.SUBSCRIPTION_CHANGED})
+"""Refusals whose own words say what became of the request's charge."""
+
+
 def worded(error: DomainError) -> str:
-    """A refusal of the service, worded for the client."""
-    return _WORDING[error.reason](error)
+    """A refusal of the service, worded for the client; a request refused after its charge
+    (`data["refunded"]`: the cap was reached, or the subscription ended, meanwhile) says that
+    the charge is refunded."""
+    words = _WORDING[error.reason](error)
+    if error.data.get("refunded") and error.reason not in _SAY_REFUNDED:
+        words += " Your card was charged for this request, and that charge is refunded."
+    return words
 
 
 class ApiError(GraphQLError):

@@ -59,6 +59,9 @@ RECHECK_FOR: Final = timedelta(hours=1)
 
 LAPSED = Refusal(ErrorCode.INVALID_INPUT, Reason.REQUEST_LAPSED, "idempotencyKey")
 
+_CHARGED_BACK: Final = (IntentStatus.REFUNDING, IntentStatus.REFUNDED)
+"""An intent in one of these was charged, and its charge is refunded."""
+
 
 @dataclass(frozen=True, slots=True)
 class Fulfilled:
@@ -168,9 +171,13 @@ def request_of(intent: PaymentIntent) -> KeyedRequest:
     return KeyedRequest(intent.member_id, intent.key, intent.kind, intent.request_hash)
 
 
-def _refused(refusal: Refusal | None) -> DomainError:
-    refusal = refusal or LAPSED
-    return refusal.error()
+def _refused(refusal: Refusal | None, *, refunded: bool = False) -> DomainError:
+    """The refusal to answer; `refunded`: the request was charged, and the charge is (being)
+    refunded, which the answer then says."""
+    error = (refusal or LAPSED).error()
+    if refunded:
+        error.data["refunded"] = 1
+    return error
 
 
 async def pay_and_fulfil(deps: Deps, intent: PaymentIntent, fulfil: Fulfil) -> Fulfilled:
@@ -185,7 +192,7 @@ async def pay_and_fulfil(deps: Deps, intent: PaymentIntent, fulfil: Fulfil) -> F
         return Fulfilled(intent.outcome, [])
     if intent.status == IntentStatus.REFUNDING:
         await _finish_refund(deps, gateway, intent, now)
-    raise _refused(intent.refusal)
+    raise _refused(intent.refusal, refunded=intent.status in _CHARGED_BACK)
 
 
 async def _charge(
@@ -304,9 +311,11 @@ async def _complete_or_refund(
         current = await _current(deps, intent.id)
         if moved or current.status == IntentStatus.REFUNDING:
             await _finish_refund(deps, gateway, current, now)
-            raise _refused(current.refusal) from None
+            raise _refused(current.refusal, refunded=True) from None
         if current.status == IntentStatus.COMPLETED and current.outcome is not None:
             return Fulfilled(current.outcome, [])  # completed by a twin meanwhile
+        if current.status == IntentStatus.REFUNDED:  # refunded by a twin meanwhile
+            raise _refused(current.refusal, refunded=True) from None
         raise
 
 

@@ -202,9 +202,12 @@ async def change_plan(
 
 def _terms_offered(plan: PlanType, monthly_allotment: int | None, *, by_admin: bool) -> int | None:
     """LEGACY_PREMIUM and its allotment are an admin's to give, never a member's to take."""
-    if not by_admin and (plan is PlanType.LEGACY_PREMIUM or monthly_allotment is not None):
-        field = "plan" if plan is PlanType.LEGACY_PREMIUM else "monthlyAllotment"
-        raise DomainError(ErrorCode.PLAN_NOT_AVAILABLE, Reason.LEGACY_NOT_OFFERED, field)
+    if not by_admin and plan is PlanType.LEGACY_PREMIUM:
+        raise DomainError(ErrorCode.PLAN_NOT_AVAILABLE, Reason.LEGACY_NOT_OFFERED, "plan")
+    if not by_admin and monthly_allotment is not None:
+        raise DomainError(
+            ErrorCode.PLAN_NOT_AVAILABLE, Reason.ALLOTMENT_NOT_OFFERED, "monthlyAllotment"
+        )
     return _legacy_terms(plan, monthly_allotment)
 
 
