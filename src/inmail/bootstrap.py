@@ -191,9 +191,9 @@ def build_webhooks(settings: Settings, mongo: Mongo, clock: Clock) -> WebhookWor
     """The outbox's delivery worker, when INMAIL_WEBHOOK_URL is set and the database can lease
     its events to a worker (one in every process).
 
-    Events are enqueued only where a URL is set (`build_deps(webhooks=...)`): every process of a
-    deployment should be given the same URL, or a process without one writes notifications
-    that no webhook will carry.
+    Events are enqueued only where such a worker is built (`build_deps(webhooks=...)`): every
+    process of a deployment should be given the same URL, or a process without one writes
+    notifications that no webhook will carry.
     """
     if settings.webhook_url is None or settings.webhook_secret is None:
         return None
@@ -221,6 +221,7 @@ def build_container(
     events.listeners.append(LedgerMetrics())
     charges = ChargeRepository(mongo)
     payments = gateway(charges)
+    webhooks = build_webhooks(settings, mongo, clock)
     deps = build_deps(
         mongo,
         clock,
@@ -228,7 +229,7 @@ def build_container(
         publisher=events,
         gateway=payments,
         database_timeout=settings.database_timeout,
-        webhooks=settings.webhook_url is not None,
+        webhooks=webhooks is not None,  # nothing would deliver what is enqueued otherwise
     )
     live = build_broker(deps, mongo)
     inbox = build_inbox(deps, mongo)
@@ -239,7 +240,6 @@ def build_container(
         if settings.scheduler_enabled
         else None
     )
-    webhooks = build_webhooks(settings, mongo, clock)
     return Container(
         settings=settings,
         clock=clock,

@@ -18,11 +18,13 @@ from inmail.bootstrap import build_container
 from inmail.domain.conversations import ConversationState
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry
+from inmail.domain.plans import PlanType
 from inmail.repositories.conversations import conversation_to_doc
 from inmail.repositories.memory import InMemoryMongo
 from inmail.repositories.messages import MessageReader
 from inmail.repositories.mongo import DuplicateKeyError, Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
+from inmail.services.members import NewMember, create_member
 from support import START, TEST_SECRET, Api
 from support import test_settings as settings_with
 
@@ -75,6 +77,11 @@ async def test_the_fallback_says_itself_what_it_lacks_one_process_and_no_webhook
     assert container.scheduler is not None
     assert container.webhooks is None
     assert "webhooks: not delivered on the in-memory database (no leases there)" in caplog.text
+    # Nor enqueued, to wait for a delivery that never comes: a new member's first allotment is
+    # a notification, and no outbox event.
+    await create_member(container.deps, NewMember("Ada Lovelace", PlanType.PREMIUM_CAREER))
+    assert await mongo.c.notifications.count_documents({}) == 1
+    assert await mongo.c.webhook_outbox.count_documents({}) == 0
     leases = mongo.lease_store()
     assert await leases.acquire("scheduler", "this process", MINUTE)
     assert await leases.acquire("scheduler", "any other", MINUTE)
