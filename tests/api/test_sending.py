@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from inmail.domain.model import LedgerEntry
 from inmail.services import charges
 from inmail.services import inmail as inmail_service
 from support import (
@@ -579,3 +581,22 @@ async def test_a_send_whose_record_was_kept_apart_from_its_conversation_is_still
     assert codes(other) == ["IDEMPOTENCY_KEY_REUSED"]
     assert len(await conversations_of(api, ada)) == 1
     assert [e["kind"] for e in await ledger_of(api, ada)].count("DEBIT") == 1
+
+
+class FailingListener:
+    async def publish(self, entries: Sequence[LedgerEntry]) -> None:
+        raise RuntimeError("a listener that fails")
+
+
+async def test_a_listener_failing_after_the_commit_leaves_the_send_answered_as_done(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    ada = await api.create_member("Ada Lovelace")
+    grace = await api.create_member("Grace Hopper")
+    api.container.events.listeners.insert(0, FailingListener())
+
+    sent = await api.send(ada, grace)
+
+    assert sent["errors"] == []
+    assert await api.balance(ada) == 4
+    assert "a listener of committed ledger entries failed" in caplog.text

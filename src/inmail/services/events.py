@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -9,6 +10,8 @@ from typing import Protocol
 
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,10 @@ class BalancePublisher(Protocol):
 
 class FanOut:
     """Hands committed entries to every listener in this process (the ledger metrics; tests add
-    their own)."""
+    their own).
+
+    What was handed on is committed already: a listener that fails is logged, and neither
+    stops the others nor turns the request that committed them into an error."""
 
     def __init__(self) -> None:
         self.listeners: list[BalancePublisher] = []
@@ -62,4 +68,7 @@ class FanOut:
     async def publish(self, entries: Sequence[LedgerEntry]) -> None:
         if entries:
             for listener in self.listeners:
-                await listener.publish(entries)
+                try:
+                    await listener.publish(entries)
+                except Exception:
+                    log.exception("a listener of committed ledger entries failed")
