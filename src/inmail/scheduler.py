@@ -1,4 +1,6 @@
-"""The background scheduler: renewals, expirations and reminders every INMAIL_SCHEDULER_INTERVAL.
+"""The background scheduler: renewals, expirations, reminders, expiry notices and the
+reconciliation of charges, every INMAIL_SCHEDULER_INTERVAL, or sooner when a job falls due
+before that (on the system clock).
 
 It runs inside the API process, started and stopped by the app's lifespan. Each pass takes a
 lease in MongoDB first, so that of several processes on one database one works at a time; the

@@ -172,7 +172,9 @@ async def test_a_feed_that_cannot_resume_starts_from_now_and_says_changes_were_l
 
 
 def lingering_broker(mongo: Mongo) -> Broker:
-    return Broker(LedgerReader(mongo, None), lambda: LedgerChanges(mongo), linger=0.05)
+    return Broker(
+        LedgerReader(mongo, None), lambda: LedgerChanges(mongo), now=lambda: AT, linger=0.05
+    )
 
 
 async def next_update(subscriber: Subscriber) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Webhook delivery on the real mongod: a receiver started here that is down, fails, recovers.
 
-Events are enqueued the way a use case does it, `tx.outbox.add(...)` inside a transaction; the
+Events are enqueued as a notification's are, `tx.outbox.add(...)` inside a transaction; the
 manual clock drives the backoff; the receiver (tests/webhook_receiver.py) records every request.
 """
 

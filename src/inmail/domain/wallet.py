@@ -169,6 +169,17 @@ class Wallet:
             current = current.renewed(start)
         return current
 
+    def restart(
+        self, plan: PlanType, allotment: int | None, plans: PlanTable, now: datetime
+    ) -> Subscription:
+        """A change of plan (SPEC 2): credits do not transfer (every lot is forfeited), the new
+        plan's cycle starts today, on today's day of the month, and its allotment is granted at
+        once. The new subscription."""
+        self.forfeit_all(now)
+        subscription = Subscription.start(self._new_id(), plan, now, now.day, allotment)
+        self.start_subscription(subscription, plans)
+        return subscription
+
     def start_subscription(self, subscription: Subscription, plans: PlanTable) -> None:
         """A new subscription's first allotment, granted at once (SPEC 2)."""
         policy = plans.policy(subscription.plan, subscription.monthly_allotment)

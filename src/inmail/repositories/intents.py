@@ -114,8 +114,20 @@ def intent_from_doc(doc: Doc) -> PaymentIntent:
         refusal=refusal_from_doc(refusal) if refusal else None,
         terms=doc.get("terms"),
         recheck_at=doc.get("recheckAt"),
-        abandoned_at=doc.get("atAbandoned"),
+        abandoned_at=doc.get(_REACHED_AT[IntentStatus.ABANDONED]),
     )
+
+
+_REACHED_AT: Final = {
+    IntentStatus.PENDING: "atPending",
+    IntentStatus.CHARGED: "atCharged",
+    IntentStatus.COMPLETED: "atCompleted",
+    IntentStatus.DECLINED: "atDeclined",
+    IntentStatus.ABANDONED: "atAbandoned",
+    IntentStatus.REFUNDING: "atRefunding",
+    IntentStatus.REFUNDED: "atRefunded",
+}
+"""The field that records when an intent last reached each status."""
 
 
 _OPEN_BY_AGE: Final = (("createdAt", 1), ("_id", 1))  # index open_by_age, after the status
@@ -213,8 +225,8 @@ class PaymentIntentRepository(PaymentIntentReader):
     async def move(
         self,
         intent_id: str,
-        from_statuses: Sequence[str],
-        to_status: str,
+        from_statuses: Sequence[IntentStatus],
+        to_status: IntentStatus,
         at: datetime,
         *,
         charge_id: str | None = None,
@@ -224,7 +236,7 @@ class PaymentIntentRepository(PaymentIntentReader):
     ) -> bool:
         """Move the intent to `to_status` if it is in one of `from_statuses`; False if not. Its
         recheck is set to `recheck_at`, or gone."""
-        changes: Doc = {"status": to_status, f"at{to_status.title()}": at}
+        changes: Doc = {"status": to_status.value, _REACHED_AT[to_status]: at}
         if charge_id is not None:
             changes["chargeId"] = charge_id
         if outcome is not None:

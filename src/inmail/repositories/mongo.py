@@ -556,8 +556,8 @@ class Mongo:
         return LeaseRepository(self)
 
     def webhook_outbox(self) -> OutboxStore | None:
-        """The outbox the webhook worker delivers from; None, said in the log, where its events
-        cannot be leased to a worker."""
+        """The outbox the webhook worker delivers from (on MongoDB, always one; the in-memory
+        fallback, whose events cannot be leased to a worker, has none)."""
         from inmail.repositories.outbox import OutboxStore
 
         return OutboxStore(self)

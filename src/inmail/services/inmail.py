@@ -121,9 +121,9 @@ async def _send(
 async def _sender_may_inmail(
     tx: Transaction, deps: Deps, draft: _Draft, request: KeyedRequest, now: datetime
 ) -> Account:
-    """The sender's credits, opened for the send once every check that needs no credits passed
-    (credits are the wallet's). Sender, recipient, the sender's live lots and what other
-    operations hold under the key are one read."""
+    """The sender's credits, opened for the send once every check of SPEC 4 passed, the balance
+    as of `now` (due renewals granted, lapsed lots expired) the last of them. Sender, recipient,
+    the sender's live lots and what other operations hold under the key are one read."""
     found, lots, held = await tx.members.get_sender_and_recipient(
         draft.sender_id, draft.recipient_id, request.key
     )
@@ -142,12 +142,18 @@ async def _sender_may_inmail(
         and recipient is not None
         and await tx.conversations.awaiting_between(draft.sender_id, draft.recipient_id)
     )
+    account = Account.brought_up_to(deps.plans, sender, lots, now)
     refusal = inmail_refusal(
-        sender, recipient, plans=deps.plans, now=now, awaiting_response=awaiting, balance=1
+        sender,
+        recipient,
+        plans=deps.plans,
+        now=now,
+        awaiting_response=awaiting,
+        balance=account.balance,
     )
     if refusal:
         raise refusal
-    return Account.brought_up_to(deps.plans, sender, lots, now)
+    return account
 
 
 def _new_inmail(draft: _Draft, first: Message, reminder_delay: timedelta) -> Conversation:

@@ -21,7 +21,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Generic, Protocol, Self, TypeVar
 
 from inmail import metrics
@@ -164,8 +164,8 @@ class Broker:
         ledger: LedgerReader,
         changes: Callable[[], Feed[CommittedEntries]],
         *,
+        now: Callable[[], datetime],
         queue_size: int = DEFAULT_QUEUE_SIZE,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         unwritten: Callable[[str], Awaitable[Sequence[LedgerEntry]]] | None = None,
         linger: float = DEFAULT_LINGER,
     ) -> None:

@@ -360,13 +360,11 @@ async def _change_plan(
         return []  # nothing to restart
     current = member.subscription
     account = await Account.open(tx, deps.plans, member, now)
-    account.wallet.forfeit_all(now)
     allotment = requested_allotment
     if allotment is None and plan is PlanType.LEGACY_PREMIUM and current is not None:
         allotment = current.monthly_allotment
     allotment = deps.plans.grandfathered_allotment(plan, allotment)
-    account.subscription = Subscription.start(new_id(), plan, now, now.day, allotment)
-    account.wallet.start_subscription(account.subscription, deps.plans)
+    account.subscription = account.wallet.restart(plan, allotment, deps.plans, now)
     return await account.save(tx, plan)
 
 

@@ -2,7 +2,8 @@
 
 A pass (`run_due_jobs`) runs every job with one `now`: renewals, expirations, reminders, expiry
 notices and the reconciliation of charges, in that order. Each job is a plain function called as
-`job(deps, now, batch_size=n)` and answers a `JobReport`. `scheduler.py` runs passes on a timer
+`job(deps, now, batch_size=n, checkpoint=...)` (the checkpoint, asked between batches, may end
+the pass early) and answers a `JobReport`. `scheduler.py` runs passes on a timer
 under a `Lease`; `manual_clock.py` (advanceClock) runs one at every instant it stops at.
 
 Every job is safe to run twice, late, or in several processes at once: a member's changes are
@@ -223,11 +224,10 @@ async def _remind(tx: Transaction, reminder: DueReminder, now: datetime) -> bool
     if not await tx.conversations.mark_reminded(reminder.conversation_id, now):
         return False  # answered, or reminded by someone else, since it was listed
     conversation = await tx.conversations.get(reminder.conversation_id)
+    assert conversation is not None, "the transaction has just marked it"
     await tx.notifications.record(
         [Notification.reminder(reminder.recipient_id, reminder.conversation_id, now)],
-        ConversationEvent.of(ConversationChange.REMINDED, conversation, now)
-        if conversation is not None
-        else None,
+        ConversationEvent.of(ConversationChange.REMINDED, conversation, now),
     )
     return True
 
