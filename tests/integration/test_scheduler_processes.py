@@ -48,9 +48,9 @@ async def main(uri, db, now, mode, batch, hang_at):
     clock = ManualClock(datetime.fromisoformat(now))
     deps = build_deps(mongo, clock, Settings())
     if hang_at:
-        real, calls = MemberRepository.commit_many, 0
+        real, calls = MemberRepository.write_each_unless_moved, 0
 
-        async def commit_many(self, commits):
+        async def write_each_unless_moved(self, commits):
             nonlocal calls
             calls += 1
             if calls == hang_at:  # inside a batch's transaction, before it writes anything
@@ -58,7 +58,7 @@ async def main(uri, db, now, mode, batch, hang_at):
                 await asyncio.Event().wait()
             await real(self, commits)
 
-        MemberRepository.commit_many = commit_many
+        MemberRepository.write_each_unless_moved = write_each_unless_moved
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     if mode == "no-lease":

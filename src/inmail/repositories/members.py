@@ -236,14 +236,14 @@ class MemberRepository(MemberReader):
     async def insert(self, member: Member) -> None:
         await self._c.insert_one(member_to_doc(member), session=self._session)
 
-    async def commit(self, read: Member, updated: Member) -> None:
+    async def write_unless_moved(self, read: Member, updated: Member) -> None:
         """Write a member's new ledger position, plan and subscription, only if nobody else did.
 
         `read` is the member as this transaction read it, `updated` as it is to be. Every change
         to a member's credits passes here first, so two transactions on one member conflict and
         one of them is retried: the ledger's order is the commit order.
         """
-        await self.commit_many([(read, updated)])
+        await self.write_each_unless_moved([(read, updated)])
 
     async def take_turn(self, member_id: str) -> None:
         """Write nothing of the member but its revision. Any two transactions that write one
@@ -252,8 +252,9 @@ class MemberRepository(MemberReader):
         and purchases."""
         await self._c.update_one({"_id": member_id}, {"$inc": {"rev": 1}}, session=self._session)
 
-    async def commit_many(self, commits: Sequence[tuple[Member, Member]]) -> None:
-        """`commit` for many members in one round trip: (member as read, member as updated)."""
+    async def write_each_unless_moved(self, commits: Sequence[tuple[Member, Member]]) -> None:
+        """`write_unless_moved` for many members in one round trip: (member as read, member as
+        updated)."""
         updates = [
             (
                 {"_id": read.id, "ledgerSeq": read.ledger_seq},

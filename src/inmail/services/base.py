@@ -163,7 +163,9 @@ async def save_all(tx: Transaction, changes: Sequence[tuple[Account, Member]]) -
     """Write what each account changed, its member as updated beside it, together: the members
     first (the point where concurrent changes collide), then their lots, ledger entries and
     allotment notices. The entries written, in order."""
-    await tx.members.commit_many([(account.member, updated) for account, updated in changes])
+    await tx.members.write_each_unless_moved(
+        [(account.member, updated) for account, updated in changes]
+    )
     wallets = [account.wallet for account, _ in changes]
     await tx.lots.write(
         [lot for wallet in wallets for lot in wallet.created_lots],

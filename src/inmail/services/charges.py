@@ -400,13 +400,13 @@ async def reconcile_charges(
     async for intent in _open_intents(deps.reads.intents, now - after, batch_size):
         if await told_to_stop():
             return report
-        await _settle(
+        await _reconcile_or_log(
             _reconcile_one(deps, gateway, fulfilments, intent, now, report), intent, report
         )
     async for intent in _rechecks_due(deps.reads.intents, now, batch_size):
         if await told_to_stop():
             return report
-        await _settle(_recheck_one(deps, gateway, intent, now, report), intent, report)
+        await _reconcile_or_log(_recheck_one(deps, gateway, intent, now, report), intent, report)
     return report
 
 
@@ -446,7 +446,9 @@ async def _keyset(
             yield intent
 
 
-async def _settle(work: Awaitable[None], intent: PaymentIntent, report: Reconciled) -> None:
+async def _reconcile_or_log(
+    work: Awaitable[None], intent: PaymentIntent, report: Reconciled
+) -> None:
     """One intent's reconciliation; its failure is logged and reported, and the pass goes on
     (but not without the database)."""
     assert report.failed is not None

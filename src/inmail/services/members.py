@@ -395,7 +395,7 @@ async def _forfeit_and_stop(
         if not to_basic:
             raise DomainError(ErrorCode.SUBSCRIPTION_INACTIVE, Reason.NOTHING_TO_CANCEL)
         if member.plan is not PlanType.BASIC:
-            await tx.members.commit(member, replace(member, plan=PlanType.BASIC))
+            await tx.members.write_unless_moved(member, replace(member, plan=PlanType.BASIC))
         return []
     account = await Account.open(tx, deps.plans, member, now)
     account.wallet.forfeit_all(now)

@@ -151,7 +151,7 @@ async def _members_job(run: _Run, due_ids: _DueMemberIds) -> JobReport:
 
 async def _bring_up_to(deps: Deps, ids: Sequence[str], now: datetime, report: JobReport) -> None:
     try:
-        settled = await deps.uow.run(_settle, deps, ids, now)
+        written = await deps.uow.run(_write_batch, deps, ids, now)
     except DatabaseUnavailable:
         raise  # no member's fault: the pass ends here and the next one starts over
     except Exception:
@@ -168,17 +168,19 @@ async def _bring_up_to(deps: Deps, ids: Sequence[str], now: datetime, report: Jo
         for member_id in ids:
             await _bring_up_to(deps, [member_id], now, report)
         return
-    report.changed += settled.members
-    await _publish(deps, settled.entries)
+    report.changed += written.members
+    await _publish(deps, written.entries)
 
 
 @dataclass(frozen=True, slots=True)
-class _Settled:
+class _BatchWritten:
     members: int
     entries: list[LedgerEntry]
 
 
-async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime) -> _Settled:
+async def _write_batch(
+    tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime
+) -> _BatchWritten:
     """One transaction: read the members and their ACTIVE lots, write what changed in bulk.
 
     Two reads, each one index range for the whole batch (`get_many_with_lots` brings the lots of
@@ -191,9 +193,9 @@ async def _settle(tx: Transaction, deps: Deps, ids: Sequence[str], now: datetime
         if (account := Account.brought_up_to(deps.plans, member, lots[member.id], now)).changed
     ]
     if not accounts:
-        return _Settled(0, [])
+        return _BatchWritten(0, [])
     entries = await save_all(tx, [(account, account.updated()) for account in accounts])
-    return _Settled(len(accounts), entries)
+    return _BatchWritten(len(accounts), entries)
 
 
 async def _publish(deps: Deps, entries: list[LedgerEntry]) -> None:
