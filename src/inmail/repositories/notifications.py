@@ -256,13 +256,7 @@ class NotificationRepository(NotificationReader):
 
     async def add(self, notification: Notification) -> bool:
         """Record the notification unless its event was recorded already; True if it is new."""
-        return await self.add_all([notification]) == 1
-
-    async def add_all(self, notifications: Sequence[Notification]) -> int:
-        """Record each notification unless its event was recorded already, and enqueue the new
-        ones for webhooks (where they are delivered): two round trips for any number, one
-        without webhooks. How many were new."""
-        return await self.record(notifications)
+        return await self.record([notification]) == 1
 
     async def record(
         self, notifications: Sequence[Notification], event: ConversationEvent | None = None

@@ -69,19 +69,19 @@ def errors_in(
     def decorate(mutation: Callable[Args, Awaitable[P]]) -> Callable[Args, Awaitable[P]]:
         @functools.wraps(mutation)
         async def attempt(*args: Args.args, **kwargs: Args.kwargs) -> P:
-            info = kwargs.get("info")
+            # Strawberry hands every resolver its `info` by that name: each mutation takes it.
+            info = cast("ResolverInfo", kwargs["info"])
             try:
                 done = await mutation(*args, **kwargs)
             except ReadRefused as refusal:
                 raise refused(refusal) from None
             except DomainError as error:
-                if info is not None and _names_the_callers_record(error):
-                    missing = ctx(cast("ResolverInfo", info)).own_record_missing()
+                if _names_the_callers_record(error):
+                    missing = ctx(info).own_record_missing()
                     if missing is not None:
                         raise missing from None
                 return payload(errors=[UserError.from_domain(error)])
-            if info is not None:
-                ctx(cast("ResolverInfo", info)).reads.clear()
+            ctx(info).reads.clear()
             return done
 
         return attempt

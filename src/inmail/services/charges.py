@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Concatenate, Final, ParamSpec, Protocol, TypeVar
 
@@ -369,7 +369,7 @@ class Reconciled:
     completed: int = 0
     refunded: int = 0
     lapsed: int = 0
-    failed: list[str] | None = None
+    failed: list[str] = field(default_factory=list)  # the intents whose reconciliation failed
     stopped: bool = False  # `go_on` ended the work before the last intent
 
 
@@ -391,7 +391,7 @@ async def reconcile_charges(
     Safe on any number of processes at once: the charge is idempotent per intent, and each
     intent leaves CHARGED by one conditional move, to COMPLETED or to REFUNDING, never both.
     """
-    report, gateway = Reconciled(failed=[]), deps.gateway
+    report, gateway = Reconciled(), deps.gateway
 
     async def told_to_stop() -> bool:
         report.stopped = go_on is not None and not await go_on()
@@ -451,7 +451,6 @@ async def _reconcile_or_log(
 ) -> None:
     """One intent's reconciliation; its failure is logged and reported, and the pass goes on
     (but not without the database)."""
-    assert report.failed is not None
     try:
         await work
     except DatabaseUnavailable:

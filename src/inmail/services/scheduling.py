@@ -295,7 +295,7 @@ async def reconcile_due(
         deps, now, batch_size=batch_size, fulfilments=FULFILMENTS, go_on=checkpoint
     )
     report.changed = done.completed + done.refunded + done.lapsed
-    report.failed.extend(done.failed or [])
+    report.failed.extend(done.failed)
     report.stopped = done.stopped
     return report
 
