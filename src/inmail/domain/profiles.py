@@ -1,11 +1,18 @@
-"""A member's public profile: what anyone signed in may see of a member (SPEC 8)."""
+"""A member's public profile: what anyone signed in may see of a member (SPEC 8), and its name
+and headline as written, cleaned and bounded before anything is stored."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Final
 
+from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import Member
 from inmail.domain.plans import PlanPolicy, PlanTable, PlanType
+from inmail.domain.text import shows_something, without_controls
+
+NAME_MAX: Final = 100
+HEADLINE_MAX: Final = 220
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +48,28 @@ class PublicProfile:
     def with_published_terms(self) -> PublicProfile:
         """The profile whose plan shows the plan table's terms, not its subscription's own."""
         return replace(self, monthly_allotment=None)
+
+
+def clean_name(name: str) -> str:
+    """The name without spaces at either end: 1 to NAME_MAX characters, no control
+    characters, and something that shows."""
+    name = name.strip()
+    if not 1 <= len(name) <= NAME_MAX:
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.NAME_LENGTH, "name", maximum=NAME_MAX)
+    name = without_controls(name, "name")
+    if not shows_something(name):
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, "name")
+    return name
+
+
+def clean_headline(headline: str | None) -> str | None:
+    """A headline, or None for none: one that shows nothing is none."""
+    if headline is None:
+        return None
+    headline = headline.strip()
+    if len(headline) > HEADLINE_MAX:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, Reason.HEADLINE_TOO_LONG, "headline", maximum=HEADLINE_MAX
+        )
+    headline = without_controls(headline, "headline")
+    return headline if shows_something(headline) else None

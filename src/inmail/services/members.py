@@ -16,8 +16,8 @@ from inmail.domain.errors import DomainError, ErrorCode, Reason
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanTable, PlanType, validate_legacy_allotment
+from inmail.domain.profiles import clean_headline, clean_name
 from inmail.domain.rules import card_refusal
-from inmail.domain.text import shows_something, without_controls
 from inmail.repositories.intents import UNDER_WAY, IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.records import KeyedOutcome
 from inmail.services import charges
@@ -26,9 +26,6 @@ from inmail.services.idempotency import KeyedRequest, replay, take_key
 from inmail.services.unit_of_work import Reads, Transaction, new_id
 
 PLAN_CHANGE = IntentKind.PLAN_CHANGE
-
-NAME_MAX = 100
-HEADLINE_MAX = 220
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,29 +38,6 @@ class NewMember:
     billing_day: int | None = None
     payment_method: PaymentMethod | None = None
     monthly_allotment: int | None = None
-
-
-def _clean_name(name: str) -> str:
-    name = name.strip()
-    if not 1 <= len(name) <= NAME_MAX:
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.NAME_LENGTH, "name", maximum=NAME_MAX)
-    name = without_controls(name, "name")
-    if not shows_something(name):
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, "name")
-    return name
-
-
-def _clean_headline(headline: str | None) -> str | None:
-    """A headline, or None for none: one that shows nothing is none."""
-    if headline is None:
-        return None
-    headline = headline.strip()
-    if len(headline) > HEADLINE_MAX:
-        raise DomainError(
-            ErrorCode.INVALID_INPUT, Reason.HEADLINE_TOO_LONG, "headline", maximum=HEADLINE_MAX
-        )
-    headline = without_controls(headline, "headline")
-    return headline if shows_something(headline) else None
 
 
 def _legacy_terms(plan: PlanType, monthly_allotment: int | None) -> int | None:
@@ -90,7 +64,7 @@ async def create_member(deps: Deps, new: NewMember) -> Member:
 
 def _new_member(new: NewMember, now: datetime, plans: PlanTable) -> Member:
     card = _checked_card(new.payment_method)
-    name, headline = _clean_name(new.name), _clean_headline(new.headline)
+    name, headline = clean_name(new.name), clean_headline(new.headline)
     allotment = plans.grandfathered_allotment(
         new.plan, _legacy_terms(new.plan, new.monthly_allotment)
     )
