@@ -43,7 +43,7 @@ from strawberry.extensions import (
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.schema.schema_converter import CustomGraphQLEnumType, GraphQLCoreConverter
 from strawberry.types import ExecutionContext
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.field import StrawberryField
@@ -366,16 +366,45 @@ def read_plain_fields_directly(schema: GraphQLSchema) -> None:
             )
 
 
+def output_coercion(leaf: GraphQLLeafType) -> Callable[[Any], Any]:
+    """The leaf type's `coerce_output_value`; for an enum of Strawberry's, the same answers with
+    each member's name looked up at once (Strawberry's compares the member's value with each of
+    the enum's values in turn, on every value shown). Anything but a member it names takes the
+    type's own path, which answers or refuses it as before."""
+    coerce = leaf.coerce_output_value
+    if not isinstance(leaf, CustomGraphQLEnumType):
+        return coerce
+    wrapped: type[Any] = leaf.wrapped_cls
+    names: dict[object, str] = {}
+    for member in wrapped:
+        for name, value in leaf.values.items():
+            if member.value == value.value:  # Strawberry's test, and its first match
+                names[member] = name
+                break
+
+    def coerce_member(output_value: Any) -> Any:
+        # An enum with members has no subclasses: `type(...) is` is Strawberry's isinstance.
+        if type(output_value) is wrapped:
+            name = names.get(output_value)
+            if name is not None:
+                return name
+        return coerce(output_value)
+
+    return coerce_member
+
+
 class AttributeReader:
     """The resolver of a field that shows an attribute of its object. For a scalar or enum
     (`leaf`), `PlainLeavesExecutionContext` reads the attribute without calling it."""
 
-    __slots__ = ("leaf", "name", "non_null")
+    __slots__ = ("coerce", "leaf", "name", "non_null")
 
     def __init__(self, name: str, leaf: GraphQLLeafType | None, non_null: bool) -> None:
         self.name = name
         self.leaf = leaf
         self.non_null = non_null
+        # How the leaf's values are coerced for output (`output_coercion`).
+        self.coerce = None if leaf is None else output_coercion(leaf)
 
     def __call__(self, source: object, _info: object) -> object:
         return getattr(source, self.name)
@@ -477,8 +506,8 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
             field = parent_type.fields.get(field_details_list[0].node.name.value)
             reader = None if field is None else field.resolve
             plain = None
-            if type(reader) is AttributeReader and reader.leaf is not None:
-                plain = (reader, reader.leaf)
+            if type(reader) is AttributeReader and reader.coerce is not None:
+                plain = (reader, reader.coerce)
             fields.append((response_name, field_details_list, plain))
         selection = tuple(fields) if any(plain for *_, plain in fields) else ()
         # The selection is kept with its answer, so that its id names it for the execution.
@@ -488,7 +517,7 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
 _NOT_PLAIN: Final = object()
 
-_PlainLeaf = tuple[AttributeReader, GraphQLLeafType]
+_PlainLeaf = tuple[AttributeReader, Callable[[Any], Any]]
 _Selection = tuple[tuple[str, FieldDetailsList, _PlainLeaf | None], ...]
 
 
@@ -503,14 +532,14 @@ async def _awaited(results: dict[str, Any], awaitable_fields: list[str]) -> dict
     return results
 
 
-def _plain_value(reader: AttributeReader, leaf: GraphQLLeafType, source: object) -> object:
+def _plain_value(reader: AttributeReader, coerce: Callable[[Any], Any], source: object) -> object:
     """The field's value as graphql-core would complete it, or `_NOT_PLAIN` when anything
     about it is not plain (graphql-core's path then reports it)."""
     try:
         value = getattr(source, reader.name)
         if value is None:
             return _NOT_PLAIN if reader.non_null else None
-        coerced = leaf.coerce_output_value(value)
+        coerced = coerce(value)
     except Exception:
         return _NOT_PLAIN
     return _NOT_PLAIN if coerced is None or coerced is Undefined else coerced
