@@ -207,6 +207,9 @@ class Reader:
         # Each page of a list read once per request (see `_listed`), by what names it.
         self._listings: dict[tuple[object, ...], _Shared[Listing[object]]] = {}
         self._counters: dict[tuple[object, ...], Callable[[], Awaitable[int]]] = {}
+        # Each member's profile as last shown, with the viewer and record it was worked out for
+        # (`_shown_profile`).
+        self._profiles: dict[str, tuple[Viewer, Member, PublicProfile]] = {}
         # The live event the reads were last forgotten for (`fresh_for`), held so that its
         # identity is never another's.
         self._fresh_for: object = None
@@ -262,6 +265,7 @@ class Reader:
         self._live_lots.clear()
         self._asked_awaiting.clear()
         self._brought_up.clear()
+        self._profiles.clear()
         # New maps, not emptied ones: a read still under way when the reader is cleared (another
         # operation of the same socket) keeps what it read in the old ones, never in these.
         self._listings = {}
@@ -296,7 +300,7 @@ class Reader:
         read yet."""
         viewer = self.signed_in()
         known = _ready(self._members, member_id)
-        return None if known is None else access.profile_for(viewer, known)
+        return None if known is None else self._shown_profile(viewer, known)
 
     async def viewer_profile(self) -> PublicProfile | None:
         """The caller's own profile; an admin is no member."""
@@ -675,12 +679,22 @@ class Reader:
             counter=_once(page.count),
         )
 
-    @staticmethod
     async def _profile_once_read(
-        viewer: Viewer, loading: Awaitable[Member | None]
+        self, viewer: Viewer, loading: Awaitable[Member | None]
     ) -> PublicProfile | None:
         member = await loading
-        return None if member is None else access.profile_for(viewer, member)
+        return None if member is None else self._shown_profile(viewer, member)
+
+    def _shown_profile(self, viewer: Viewer, member: Member) -> PublicProfile:
+        """What the viewer is shown of the member (`access.profile_for`), worked out once for
+        each record and viewer: a page of conversations names the same few members (the
+        caller, their correspondents) as sender, recipient and author many times over."""
+        held = self._profiles.get(member.id)
+        if held is not None and held[0] is viewer and held[1] is member:
+            return held[2]
+        profile = access.profile_for(viewer, member)
+        self._profiles[member.id] = (viewer, member, profile)
+        return profile
 
     async def _load_latest_messages(self, conversations: list[Conversation]) -> list[list[Message]]:
         found = await self._store.messages.latest_for_many(conversations)
