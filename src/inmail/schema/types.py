@@ -309,6 +309,12 @@ class LedgerEntry(_RecordNode[model.LedgerEntry]):
         return await _linked(self._record.purchase_id, reads(info).purchase, Purchase.from_domain)
 
 
+def _member_plan(self: Member, info: GraphInfo) -> Plan:
+    """Member.plan: a resolver of its own, so that the fields keep their order in the schema
+    (`isConnection` after it) while `isConnection` is a plain field."""
+    return Plan.from_domain(self._profile.policy(reads(info).plans))
+
+
 @strawberry.type
 class Member(Node):
     """A member as the viewer is shown it: its public profile (SPEC 8), whoever the viewer is.
@@ -340,13 +346,11 @@ class Member(Node):
         known = reads(info).known_profile(member_id)
         return cls.from_domain(known) if known is not None else cls.load(info, member_id)
 
-    @strawberry.field
-    def plan(self, info: GraphInfo) -> Plan:
-        return Plan.from_domain(self._profile.policy(reads(info).plans))
-
-    @strawberry.field(description="Whether this member is a 1st-degree connection of the viewer.")
-    def is_connection(self) -> bool:
-        return self._profile.is_connection
+    plan: Plan = strawberry.field(resolver=_member_plan)
+    # The profile's own: a plain field, read without a resolver call.
+    is_connection: bool = strawberry.field(
+        description="Whether this member is a 1st-degree connection of the viewer."
+    )
 
     @strawberry.field(description="The fields below are visible to the member and to admins only.")
     async def subscription(self, info: GraphInfo) -> PremiumSubscription | None:
