@@ -378,7 +378,7 @@ async def reconcile_charges(
     now: datetime,
     *,
     batch_size: int,
-    fulfilments: Mapping[str, Fulfil],
+    fulfilments: Mapping[IntentKind, Fulfil],
     after: timedelta = RECONCILE_AFTER,
     go_on: Callable[[], Awaitable[bool]] | None = None,
 ) -> Reconciled:
@@ -463,7 +463,7 @@ async def _reconcile_or_log(
 async def _reconcile_one(
     deps: Deps,
     gateway: PaymentGateway,
-    fulfilments: Mapping[str, Fulfil],
+    fulfilments: Mapping[IntentKind, Fulfil],
     intent: PaymentIntent,
     now: datetime,
     report: Reconciled,

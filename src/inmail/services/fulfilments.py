@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from inmail.repositories.intents import IntentKind
 from inmail.services import members, purchases
 from inmail.services.charges import Fulfil
 
-FULFILMENTS: Final[Mapping[str, Fulfil]] = {
-    purchases.OPERATION: purchases.grant_purchase,
-    members.PLAN_CHANGE: members.apply_paid_change,
+FULFILMENTS: Final[Mapping[IntentKind, Fulfil]] = {
+    IntentKind.PURCHASE: purchases.grant_purchase,
+    IntentKind.PLAN_CHANGE: members.apply_paid_change,
 }
