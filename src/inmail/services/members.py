@@ -25,8 +25,6 @@ from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedRequest, replay, take_key
 from inmail.services.unit_of_work import Reads, Transaction, new_id
 
-PLAN_CHANGE = IntentKind.PLAN_CHANGE
-
 
 @dataclass(frozen=True, slots=True)
 class NewMember:
@@ -195,7 +193,7 @@ async def _change_to_basic(
     # Under a key, the key is taken in the cancellation's transaction: one another request
     # took is refused (keys are one namespace), and a retry changes nothing again (not even a
     # subscription started since).
-    request = KeyedRequest.of(member_id, key, PLAN_CHANGE, plan=PlanType.BASIC.value)
+    request = KeyedRequest.of(member_id, key, IntentKind.PLAN_CHANGE, plan=PlanType.BASIC.value)
     return await _cancel(deps, member_id, to_basic=True, under=request)
 
 
@@ -246,7 +244,7 @@ async def _paid_change(
     price: Money,
     key: str,
 ) -> list[LedgerEntry]:
-    request = KeyedRequest.of(member.id, key, PLAN_CHANGE, plan=plan.value)
+    request = KeyedRequest.of(member.id, key, IntentKind.PLAN_CHANGE, plan=plan.value)
     intent = await charges.existing_intent(deps, request)
     if intent is None:
         # Another request's key (an InMail) is refused; this change's, when it changed nothing
@@ -281,7 +279,7 @@ async def _nothing_changed_meanwhile(tx: Transaction, intent: PaymentIntent) -> 
 async def _keep_unchanged(deps: Deps, member: Member, plan: PlanType, key: str) -> None:
     """The key of a change to the plan the member is on, kept with its answer (nothing changed,
     nothing charged): a retry under it answers the same, even after a later change of plan."""
-    request = KeyedRequest.of(member.id, key, PLAN_CHANGE, plan=plan.value)
+    request = KeyedRequest.of(member.id, key, IntentKind.PLAN_CHANGE, plan=plan.value)
     balances = await deps.reads.lots.balances([member.id], deps.now())
     outcome = KeyedOutcome(member.id, balances.get(member.id, 0))
     await deps.uow.run(_take_key_unless_taken, request, outcome, deps.now())

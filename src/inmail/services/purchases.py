@@ -27,8 +27,6 @@ from inmail.services.idempotency import (
 )
 from inmail.services.unit_of_work import Transaction
 
-OPERATION = IntentKind.PURCHASE
-
 
 @dataclass(frozen=True, slots=True)
 class PurchaseResult:
@@ -38,7 +36,7 @@ class PurchaseResult:
 
 async def purchase_credits(deps: Deps, member_id: str, quantity: int, key: str) -> PurchaseResult:
     check_purchase_quantity(quantity, deps.limits.max_purchase_quantity)
-    request = KeyedRequest.of(member_id, key, OPERATION, quantity=quantity)
+    request = KeyedRequest.of(member_id, key, IntentKind.PURCHASE, quantity=quantity)
     if (outcome := await replay(deps.reads.idempotency, request)) is not None:
         return await _result(deps, outcome)  # this purchase, granted already
     intent = await charges.existing_intent(deps, request)
