@@ -4,16 +4,20 @@ reconciliation of charges whose request never came back (SPEC 2 and 6), on the r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from inmail.domain.money import Money
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.records import ChargeRepository
+from inmail.services import charges as charges_service
 from inmail.services.charges import RECHECK_EVERY, new_intent, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.idempotency import KeyedRequest
-from inmail.services.payments import BuiltinGateway, ChargeRequest, PaymentGateway
+from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
 from inmail.services.scheduling import reconcile_due
 from inmail.settings import Settings
 from stored import intents_of
@@ -62,6 +66,29 @@ async def plan_of(api: Api, member: Person) -> str:
     data = await api.gql("{ viewer { plan { type } } }", token=member.token)
     plan: str = data["viewer"]["plan"]["type"]
     return plan
+
+
+G = TypeVar("G", bound=HeldGateway)
+
+
+def held_gateways(kind: type[G]) -> tuple[list[G], Callable[[ChargeRepository], PaymentGateway]]:
+    """A gateway factory for `open_api` whose gateways hold their charges (`HeldGateway`), and
+    the list of those it made."""
+    made: list[G] = []
+
+    def factory(charges: ChargeRepository) -> PaymentGateway:
+        made.append(kind(BuiltinGateway(charges)))
+        return made[-1]
+
+    return made, factory
+
+
+async def reconcile_in(api: Api, minutes: int) -> None:
+    """Reconciliation's pass `minutes` from now, as the scheduler runs it then."""
+    api.advance(minutes=minutes)
+    await reconcile_charges(
+        api.container.deps, api.clock.now(), batch_size=BATCH, fulfilments=FULFILMENTS
+    )
 
 
 async def assert_on_premium_business_charged_once(api: Api, member: Person) -> None:
@@ -313,6 +340,10 @@ async def test_a_declined_card_changes_nothing_on_a_plan_change_or_a_purchase(ap
     purchase = await api.purchase(dora, 2)
 
     assert codes(change) == codes(retry) == codes(purchase) == ["PAYMENT_DECLINED"]
+    # Nothing was charged: no answer says a charge is refunded.
+    assert not any(
+        "refunded" in e["message"] for p in (change, retry, purchase) for e in p["errors"]
+    )
     assert await plan_of(api, dora) == "PREMIUM_CAREER"
     assert await api.balance(dora) == 5
     assert [lot["source"] for lot in await lots_of(api, dora)] == ["MONTHLY_ALLOTMENT"]
@@ -616,11 +647,7 @@ async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_wit
     stalled, idle = await uncharged_intent(api, ada, 3), await uncharged_intent(api, bob, 4)
     deps = api.container.deps
 
-    async def reconcile_in(minutes: int) -> None:
-        api.advance(minutes=minutes)
-        await reconcile_charges(deps, api.clock.now(), batch_size=BATCH, fulfilments=FULFILMENTS)
-
-    await reconcile_in(3)  # both given up as never charged
+    await reconcile_in(api, 3)  # both given up as never charged
     given_up = await deps.reads.intents.get(idle.id)
     # Ada's request was under way all along: its charge lands now, and its process dies.
     api.advance(minutes=1)
@@ -631,7 +658,7 @@ async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_wit
         ada.id, stalled.id, stalled.amount, member.payment_method, api.clock.now(), "purchase"
     )
     await deps.gateway.charge(charge)
-    await reconcile_in(5)  # the next look at the gateway, within SPEC's 10 minutes
+    await reconcile_in(api, 5)  # the next look at the gateway, within SPEC's 10 minutes
     looked_again = await deps.reads.intents.get(idle.id)
 
     settled = {i.id: await deps.reads.intents.get(i.id) for i in (stalled, idle)}
@@ -688,11 +715,7 @@ async def test_a_purchase_refused_after_its_charge_says_the_charge_is_refunded(
     """A purchase whose charge is under way when its member cancels is refused once charged
     (the subscription ended): it is refunded, and the answer, and any retry under its key,
     say so."""
-    made: list[HeldGateway] = []
-
-    def held(charges: ChargeRepository) -> PaymentGateway:
-        made.append(HeldGateway(BuiltinGateway(charges)))
-        return made[-1]
+    made, held = held_gateways(HeldGateway)
 
     async with open_api(mongodb_uri, db_name, gateway=held) as api:
         ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
@@ -716,3 +739,113 @@ async def test_a_purchase_refused_after_its_charge_says_the_charge_is_refunded(
     assert bought["errors"] == retry["errors"] == [refused]
     assert [(c["amount"], c["status"]) for c in charges] == [(2000, "REFUNDED")]
     assert balance == 0
+
+
+async def test_a_plan_change_refused_after_its_charge_says_the_charge_is_refunded_once(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """A paid change whose charge is under way when its member cancels is not applied once
+    charged (the subscription it was asked on is gone): its charge is refunded, and the answer
+    says so, once."""
+    made, held = held_gateways(HeldGateway)
+
+    async with open_api(mongodb_uri, db_name, gateway=held) as api:
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+        changing = asyncio.create_task(change_plan(api, ada, "PREMIUM_BUSINESS", key="up"))
+        await asyncio.wait_for(made[0].charging.wait(), WAIT)
+        cancelled = await cancel_subscription(api, ada)
+        made[0].release.set()
+        changed = await asyncio.wait_for(changing, WAIT)
+        charges = await charges_of(api, ada)
+        plan = await plan_of(api, ada)
+
+    assert cancelled["errors"] == []
+    assert changed["errors"] == [
+        {
+            "code": "INVALID_INPUT",
+            "field": "plan",
+            "message": "Your subscription changed after this plan change was asked for (another "
+            "change or a cancellation): it was not applied, and its charge is refunded.",
+        }
+    ]
+    assert [(c["amount"], c["status"]) for c in charges] == [(5999, "REFUNDED")]
+    assert plan == "PREMIUM_CAREER"  # cancelled, not changed
+
+
+class LateGateway(HeldGateway):
+    """Charges once `release` is set (then sets `charged`), and answers the request only once
+    `answer` is set."""
+
+    def __init__(self, inner: BuiltinGateway) -> None:
+        super().__init__(inner)
+        self.charged = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def charge(self, request: ChargeRequest) -> Charge:
+        charge = await super().charge(request)
+        self.charged.set()
+        await self.answer.wait()
+        return charge
+
+
+async def test_a_charge_reconciliation_refunded_before_its_request_came_back_is_said_refunded(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """A purchase whose charge is so slow that reconciliation gives it up as never charged,
+    then finds the charge and refunds it, all before the request records it: the request is
+    answered that its charge is refunded (not that it was never charged), and so is a retry."""
+    made, late = held_gateways(LateGateway)
+
+    async with open_api(mongodb_uri, db_name, gateway=late) as api:
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+        buying = asyncio.create_task(api.purchase(ada, 3, key="slow"))
+        await asyncio.wait_for(made[0].charging.wait(), WAIT)
+        await reconcile_in(api, 3)  # given up: the gateway has no charge yet
+        made[0].release.set()  # the charge lands
+        await asyncio.wait_for(made[0].charged.wait(), WAIT)
+        await reconcile_in(api, 5)  # found at the next look, and refunded
+        made[0].answer.set()
+        bought = await asyncio.wait_for(buying, WAIT)
+        retry = await api.purchase(ada, 3, key="slow")
+        charges = await charges_of(api, ada)
+        balance = await api.balance(ada)
+
+    said = "This request lapsed before its charge was recorded, and that charge is refunded; send "
+    assert [e["message"] for e in bought["errors"]] == [
+        said + "it again under a new idempotency key."
+    ]
+    assert retry["errors"] == bought["errors"]
+    assert [(c["amount"], c["status"]) for c in charges] == [(3000, "REFUNDED")]
+    assert balance == 15
+
+
+async def test_a_request_whose_charge_reconciliation_refunds_as_it_records_it_is_said_refunded(
+    mongodb_uri: str, db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race inside the request's recording of a late charge: it finds its intent given up,
+    and reconciliation finds the charge and refunds it just before the request would. The
+    request reads the intent again, and says that its charge is refunded."""
+    made, held = held_gateways(HeldGateway)
+    real_to_refund = charges_service._to_refund
+    raced: list[bool] = []
+
+    async with open_api(mongodb_uri, db_name, gateway=held) as api:
+
+        async def reconciliation_first(*args: Any) -> bool:
+            if not raced:  # the request's own call: reconciliation gets there first
+                raced.append(True)
+                await reconcile_in(api, 5)
+            return await real_to_refund(*args)
+
+        monkeypatch.setattr(charges_service, "_to_refund", reconciliation_first)
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+        buying = asyncio.create_task(api.purchase(ada, 3, key="slow"))
+        await asyncio.wait_for(made[0].charging.wait(), WAIT)
+        await reconcile_in(api, 3)  # given up: the gateway has no charge yet
+        made[0].release.set()
+        bought = await asyncio.wait_for(buying, WAIT)
+        charges = await charges_of(api, ada)
+
+    assert raced == [True]
+    assert "that charge is refunded" in bought["errors"][0]["message"]
+    assert [(c["amount"], c["status"]) for c in charges] == [(3000, "REFUNDED")]

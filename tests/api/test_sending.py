@@ -588,15 +588,26 @@ class FailingListener:
         raise RuntimeError("a listener that fails")
 
 
+class RecordingListener:
+    def __init__(self) -> None:
+        self.entries: list[LedgerEntry] = []
+
+    async def publish(self, entries: Sequence[LedgerEntry]) -> None:
+        self.entries.extend(entries)
+
+
 async def test_a_listener_failing_after_the_commit_leaves_the_send_answered_as_done(
     api: Api, caplog: pytest.LogCaptureFixture
 ) -> None:
     ada = await api.create_member("Ada Lovelace")
     grace = await api.create_member("Grace Hopper")
-    api.container.events.listeners.insert(0, FailingListener())
+    after = RecordingListener()
+    api.container.events.listeners[:0] = [FailingListener(), after]
 
     sent = await api.send(ada, grace)
 
     assert sent["errors"] == []
     assert await api.balance(ada) == 4
     assert "a listener of committed ledger entries failed" in caplog.text
+    # The listeners after it still hear the send's entry.
+    assert [(e.member_id, e.delta, e.balance_after) for e in after.entries] == [(ada.id, -1, 4)]

@@ -251,8 +251,10 @@ async def _record_charge(
     current = await _current(deps, intent.id)
     # Reconciliation may have given the intent up as never charged while this charge was under
     # way: the charge goes back through the intent, so that a crash here is reconciled too.
-    if current.status == IntentStatus.ABANDONED and await _to_refund(deps, intent.id, charge, now):
-        current = _with(current, IntentStatus.REFUNDING, charge.id)
+    if current.status == IntentStatus.ABANDONED:
+        if await _to_refund(deps, intent.id, charge, now):
+            return _with(current, IntentStatus.REFUNDING, charge.id)
+        current = await _current(deps, intent.id)  # reconciliation found the charge first
     return current  # a twin or reconciliation recorded the charge first
 
 
