@@ -54,9 +54,10 @@ from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.migrations import migrate
 from inmail.repositories.mongo import Collection, Doc, Mongo
+from inmail.repositories.records import ChargeRepository
 from inmail.services.idempotency import KeyedRequest
 from inmail.services.live import Broker
-from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest
+from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
 from inmail.settings import Settings
 
 START = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
@@ -780,6 +781,21 @@ class HeldGateway:
 
     async def refund(self, charge: Charge, at: datetime) -> None:
         await self.inner.refund(charge, at)
+
+
+G = TypeVar("G", bound=HeldGateway)
+
+
+def held_gateways(kind: type[G]) -> tuple[list[G], Callable[[ChargeRepository], PaymentGateway]]:
+    """A gateway factory for `open_api` whose gateways hold their charges (`HeldGateway`), and
+    the list of those it made."""
+    made: list[G] = []
+
+    def factory(charges: ChargeRepository) -> PaymentGateway:
+        made.append(kind(BuiltinGateway(charges)))
+        return made[-1]
+
+    return made, factory
 
 
 async def orphan_charge(

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from inmail.repositories.records import ChargeRepository
-from inmail.services.payments import BuiltinGateway, PaymentGateway
-from support import HeldGateway, open_api
+from support import HeldGateway, held_gateways, open_api
 from support import test_settings as settings_for_tests
 
 BUDGET = 94
@@ -26,12 +24,7 @@ def codes(body: dict[str, Any]) -> list[str]:
 async def test_a_members_requests_in_flight_are_held_to_a_cost_together(
     mongodb_uri: str, db_name: str
 ) -> None:
-    made: list[HeldGateway] = []
-
-    def held(charges: ChargeRepository) -> PaymentGateway:
-        made.append(HeldGateway(BuiltinGateway(charges)))
-        return made[-1]
-
+    made, held = held_gateways(HeldGateway)
     settings = settings_for_tests().with_changes(max_cost_in_flight_per_member=BUDGET)
     async with open_api(mongodb_uri, db_name, settings, gateway=held) as api:
         ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")

@@ -4,20 +4,18 @@ reconciliation of charges whose request never came back (SPEC 2 and 6), on the r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from inmail.domain.money import Money
 from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
-from inmail.repositories.records import ChargeRepository
 from inmail.services import charges as charges_service
 from inmail.services.charges import RECHECK_EVERY, new_intent, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.idempotency import KeyedRequest
-from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
+from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest
 from inmail.services.scheduling import reconcile_due
 from inmail.settings import Settings
 from stored import intents_of
@@ -30,6 +28,7 @@ from support import (
     change_plan,
     charges_of,
     codes,
+    held_gateways,
     legacy_premium_by_an_admin,
     lots_of,
     new_key,
@@ -66,21 +65,6 @@ async def plan_of(api: Api, member: Person) -> str:
     data = await api.gql("{ viewer { plan { type } } }", token=member.token)
     plan: str = data["viewer"]["plan"]["type"]
     return plan
-
-
-G = TypeVar("G", bound=HeldGateway)
-
-
-def held_gateways(kind: type[G]) -> tuple[list[G], Callable[[ChargeRepository], PaymentGateway]]:
-    """A gateway factory for `open_api` whose gateways hold their charges (`HeldGateway`), and
-    the list of those it made."""
-    made: list[G] = []
-
-    def factory(charges: ChargeRepository) -> PaymentGateway:
-        made.append(kind(BuiltinGateway(charges)))
-        return made[-1]
-
-    return made, factory
 
 
 async def reconcile_in(api: Api, minutes: int) -> None:
