@@ -397,13 +397,12 @@ class AttributeReader:
     """The resolver of a field that shows an attribute of its object. For a scalar or enum
     (`leaf`), `PlainLeavesExecutionContext` reads the attribute without calling it."""
 
-    __slots__ = ("coerce", "leaf", "name", "non_null")
+    __slots__ = ("coerce", "name", "non_null")
 
     def __init__(self, name: str, leaf: GraphQLLeafType | None, non_null: bool) -> None:
         self.name = name
-        self.leaf = leaf
         self.non_null = non_null
-        # How the leaf's values are coerced for output (`output_coercion`).
+        # How the leaf's values are coerced for output (`output_coercion`); None: no leaf.
         self.coerce = None if leaf is None else output_coercion(leaf)
 
     def __call__(self, source: object, _info: object) -> object:
@@ -467,7 +466,7 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         try:
             for response_name, field_details_list, plain in selection:
                 if plain is not None:
-                    value = _plain_value(*plain, source_value)
+                    value = _plain_value(plain, source_value)
                     if value is not _NOT_PLAIN:
                         results[response_name] = value
                         continue
@@ -493,7 +492,7 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def _selection_of(
         self, parent_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
     ) -> _Selection:
-        """The selection's fields, each with its reader and leaf type when it is a plain leaf
+        """The selection's fields, each with its reader when it is a plain leaf
         of `parent_type`; empty when none is (or middleware must see every field). Worked out
         once per selection: the objects of a list share theirs."""
         if not self._plain_leaves:
@@ -501,13 +500,13 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         known = self._selections.get(id(grouped_field_set))
         if known is not None and known[0] is grouped_field_set and known[1] is parent_type:
             return known[2]
-        fields: list[tuple[str, FieldDetailsList, _PlainLeaf | None]] = []
+        fields: list[tuple[str, FieldDetailsList, AttributeReader | None]] = []
         for response_name, field_details_list in grouped_field_set.items():
             field = parent_type.fields.get(field_details_list[0].node.name.value)
             reader = None if field is None else field.resolve
             plain = None
             if type(reader) is AttributeReader and reader.coerce is not None:
-                plain = (reader, reader.coerce)
+                plain = reader
             fields.append((response_name, field_details_list, plain))
         selection = tuple(fields) if any(plain for *_, plain in fields) else ()
         # The selection is kept with its answer, so that its id names it for the execution.
@@ -517,8 +516,7 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
 _NOT_PLAIN: Final = object()
 
-_PlainLeaf = tuple[AttributeReader, Callable[[Any], Any]]
-_Selection = tuple[tuple[str, FieldDetailsList, _PlainLeaf | None], ...]
+_Selection = tuple[tuple[str, FieldDetailsList, AttributeReader | None], ...]
 
 
 async def _awaited(results: dict[str, Any], awaitable_fields: list[str]) -> dict[str, Any]:
@@ -532,14 +530,15 @@ async def _awaited(results: dict[str, Any], awaitable_fields: list[str]) -> dict
     return results
 
 
-def _plain_value(reader: AttributeReader, coerce: Callable[[Any], Any], source: object) -> object:
+def _plain_value(reader: AttributeReader, source: object) -> object:
     """The field's value as graphql-core would complete it, or `_NOT_PLAIN` when anything
     about it is not plain (graphql-core's path then reports it)."""
     try:
         value = getattr(source, reader.name)
         if value is None:
             return _NOT_PLAIN if reader.non_null else None
-        coerced = coerce(value)
+        assert reader.coerce is not None, "a plain leaf's reader coerces"
+        coerced = reader.coerce(value)
     except Exception:
         return _NOT_PLAIN
     return _NOT_PLAIN if coerced is None or coerced is Undefined else coerced
