@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 
 from inmail.disclosure import without_suggestions
-from inmail.graphql_app import MAX_JSON_DEPTH, nested_deeper_than, response_media_type
+from inmail.endpoint.json_text import MAX_JSON_DEPTH, nested_deeper_than
+from inmail.endpoint.media_types import response_media_type
 from inmail.resolvers.limits import line_count
 from inmail.resolvers.variables_guard import variables_refusal
 

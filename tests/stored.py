@@ -11,11 +11,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from inmail.domain.credits import CYCLE_GRANT, CreditLot
+from inmail.domain.intents import PaymentIntent
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry
 from inmail.domain.notifications import ConversationEvent, Notification
 from inmail.repositories.conversations import conversation_from_doc
 from inmail.repositories.credit_lots import lot_from_doc
-from inmail.repositories.intents import PaymentIntent, intent_from_doc
+from inmail.repositories.intents import intent_from_doc
 from inmail.repositories.ledger import entry_from_doc
 from inmail.repositories.mongo import NO_TRANSACTION, Collection, Doc, Mongo
 from inmail.repositories.notifications import EVENT_KIND, event_from_doc, notification_from_doc

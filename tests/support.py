@@ -45,13 +45,13 @@ from pymongo.monitoring import (
 from starlette.applications import Starlette
 
 from harness.servers import ServiceProcess, service_env
-from inmail.auth import Role
+from inmail.auth import AuthError, Role, TokenFault
 from inmail.bootstrap import Container, GatewayFactory, build_container
 from inmail.clock import ManualClock
 from inmail.domain.errors import DomainError, ErrorCode
+from inmail.domain.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.domain.money import Money
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable
-from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.repositories.migrations import migrate
 from inmail.repositories.mongo import Collection, Doc, Mongo
 from inmail.repositories.records import ChargeRepository
@@ -557,6 +557,15 @@ def refused_as_invalid_input(field: str) -> Iterator[None]:
         yield
     assert refused.value.code is ErrorCode.INVALID_INPUT
     assert refused.value.field == field
+
+
+@contextlib.contextmanager
+def token_refused(fault: TokenFault, **data: object) -> Iterator[None]:
+    """The block must raise an AuthError for `fault`, with `data` among what it carries."""
+    with pytest.raises(AuthError) as refused:
+        yield
+    assert refused.value.fault is fault
+    assert {name: refused.value.data.get(name) for name in data} == data
 
 
 def check_bounded(validate: Callable[[int], int], value: int, *, within: bool, field: str) -> None:

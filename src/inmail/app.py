@@ -25,8 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inmail import logs
 from inmail.bootstrap import Background, Container, build_container
+from inmail.endpoint.view import GraphQLApp
 from inmail.graphiql import STATIC_PREFIX, security_headers
-from inmail.graphql_app import GraphQLApp
 from inmail.heap import tuned_gc
 from inmail.observability import metrics_endpoint
 from inmail.processes import StopAsked, end_with_parent, note_stop_signals

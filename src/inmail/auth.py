@@ -29,8 +29,30 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
+class TokenFault(StrEnum):
+    """Which check a token, or the header carrying it, failed (`schema/errors.py` words each)."""
+
+    NOT_BEARER = "NOT_BEARER"
+    TOO_LONG = "TOO_LONG"  # data: limit (bytes)
+    MALFORMED = "MALFORMED"  # or wrongly signed: a forger learns nothing of which
+    EXPIRED = "EXPIRED"
+    NOT_YET_VALID = "NOT_YET_VALID"
+    MISSING_CLAIM = "MISSING_CLAIM"  # data: claim
+    CLAIM_NOT_A_NUMBER = "CLAIM_NOT_A_NUMBER"  # data: claim
+    CLAIM_OUT_OF_RANGE = "CLAIM_OUT_OF_RANGE"  # data: claim
+    LIVES_TOO_LONG = "LIVES_TOO_LONG"  # data: hours (the longest allowed)
+    SUBJECT_NOT_MEMBER_ID = "SUBJECT_NOT_MEMBER_ID"
+    UNKNOWN_ROLE = "UNKNOWN_ROLE"
+
+
 class AuthError(Exception):
-    """The request's credentials are missing, malformed, wrongly signed or expired."""
+    """The request's credentials are malformed, wrongly signed or expired: which check failed,
+    and what the words for it need."""
+
+    def __init__(self, fault: TokenFault, **data: str | float) -> None:
+        super().__init__(fault.value, data)
+        self.fault = fault
+        self.data = data
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +124,9 @@ class TokenService:
     def _check(self, token: str) -> Viewer:
         """Every check of a token: size, signature, claims, lifetime."""
         if len(token) > MAX_TOKEN_BYTES:
-            raise AuthError(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
+            raise AuthError(TokenFault.TOO_LONG, limit=MAX_TOKEN_BYTES)
         if not token.isascii():  # a JWT is base64url and dots; a websocket's may hold anything
-            raise AuthError("the token is malformed or wrongly signed")
+            raise AuthError(TokenFault.MALFORMED)
         try:
             claims = jwt.decode(
                 token,
@@ -118,20 +140,18 @@ class TokenService:
             # be no number, not to have expired.
             _times(self._claims_unchecked(token))
             expired = isinstance(exc, jwt.ExpiredSignatureError)
-            raise AuthError(
-                "the token has expired" if expired else "the token is not valid yet"
-            ) from None
+            raise AuthError(TokenFault.EXPIRED if expired else TokenFault.NOT_YET_VALID) from None
         except jwt.MissingRequiredClaimError as exc:
-            raise AuthError(f"the token has no {exc.claim} claim") from None
+            raise AuthError(TokenFault.MISSING_CLAIM, claim=exc.claim) from None
         except jwt.InvalidSignatureError:
-            raise AuthError("the token is malformed or wrongly signed") from None
+            raise AuthError(TokenFault.MALFORMED) from None
         except jwt.PyJWTError:
             self._refuse_a_signed_claim(token)
-            raise AuthError("the token is malformed or wrongly signed") from None
+            raise AuthError(TokenFault.MALFORMED) from None
         expires_at = self._check_lifetime(claims)
         subject, role = _member_id(claims.get("sub")), claims.get("role", Role.MEMBER.value)
         if role not in (Role.MEMBER.value, Role.ADMIN.value):
-            raise AuthError("the token's role is neither member nor admin")
+            raise AuthError(TokenFault.UNKNOWN_ROLE)
         return Viewer(subject=subject, role=Role(role), expires_at=expires_at)
 
     def _refuse_a_signed_claim(self, token: str) -> None:
@@ -177,7 +197,7 @@ class TokenService:
         else:
             lifetime = times["exp"] - issued
         if lifetime > longest:
-            raise AuthError(f"the token lives longer than the {longest / 3600:g} hours allowed")
+            raise AuthError(TokenFault.LIVES_TOO_LONG, hours=longest / 3600)
         return times["exp"]
 
     def viewer_from_header(self, header: str | None) -> Viewer | None:
@@ -186,14 +206,14 @@ class TokenService:
             return None
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError("the Authorization header must be 'Bearer <token>'")
+            raise AuthError(TokenFault.NOT_BEARER)
         return self.verify(token.strip())
 
 
 def _member_id(subject: object) -> str:
     """The `sub` claim, a member id (AuthError otherwise)."""
     if not isinstance(subject, str) or not subject or len(subject) > 64:
-        raise AuthError("the token's subject is not a member id")
+        raise AuthError(TokenFault.SUBJECT_NOT_MEMBER_ID)
     return subject
 
 
@@ -207,13 +227,13 @@ def _times(claims: dict[str, object]) -> dict[str, float]:
             continue
         # PyJWT takes "exp": "1999999999" (a string of digits) as a number: refuse it.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise AuthError(f"the token's {claim} is not a number")
+            raise AuthError(TokenFault.CLAIM_NOT_A_NUMBER, claim=claim)
         try:
             seconds = float(value)
         except OverflowError:
-            raise AuthError(f"the token's {claim} is out of range") from None
+            raise AuthError(TokenFault.CLAIM_OUT_OF_RANGE, claim=claim) from None
         if not math.isfinite(seconds):
-            raise AuthError(f"the token's {claim} is not a number")
+            raise AuthError(TokenFault.CLAIM_NOT_A_NUMBER, claim=claim)
         times[claim] = seconds
     return times
 

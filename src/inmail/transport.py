@@ -642,12 +642,12 @@ _REFUSAL_CODES: Final = {403: "FORBIDDEN", 405: "METHOD_NOT_ALLOWED", 500: "INTE
 WS_FRAME_BURST: Final = 16_000
 WS_FRAMES_PER_SECOND: Final = 4_000.0
 """Frames one websocket may send: a burst, then a steady rate. The pace of messages
-(`graphql_app`) holds back what the app reads; this holds back what the parser reads, every
-frame counted: pings and the pieces of a message, however small, cost the process to parse
-(about 3 µs each) and were counted nowhere. One anonymous socket sending empty pieces of one
-message took a whole core and held `{ now }` up for 11 s. A client's message is one frame, or a
-few for a large one; the burst lets through three messages of the largest size (1 MiB) sent in
-pieces of 256 bytes, and the rate costs a core about a hundredth of its time."""
+(`endpoint/websockets.py`) holds back what the app reads; this holds back what the parser reads,
+every frame counted: pings and the pieces of a message, however small, cost the process to parse
+(about 3 µs each) and were counted nowhere. One anonymous socket sending empty pieces of one message
+took a whole core and held `{ now }` up for 11 s. A client's message is one frame, or a few for a
+large one; the burst lets through three messages of the largest size (1 MiB) sent in pieces of 256
+bytes, and the rate costs a core about a hundredth of its time."""
 
 
 class _TooManyFrames(ProtocolError):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from inmail.graphql_app import HELD_ANSWER_BYTES, GraphQLApp
+from inmail.endpoint.answers import HELD_ANSWER_BYTES
+from inmail.endpoint.view import GraphQLApp
 from inmail.resolvers.cost import CostHolders
 from support import Api, Person, send_message
 

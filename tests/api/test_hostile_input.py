@@ -16,7 +16,8 @@ from typing import Any
 import jwt
 import pytest
 
-from inmail.graphql_app import MAX_CONTENT_TYPE_LENGTH, MAX_JSON_DEPTH
+from inmail.endpoint.json_text import MAX_JSON_DEPTH
+from inmail.endpoint.media_types import MAX_CONTENT_TYPE_LENGTH
 from schema_args import positions
 from support import TEST_SECRET, Api, graphql_error_codes
 

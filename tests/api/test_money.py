@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from inmail.domain.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.domain.money import Money
-from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.services import charges as charges_service
 from inmail.services.charges import RECHECK_EVERY, new_intent, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from inmail.domain.intents import IntentKind, IntentStatus
 from inmail.domain.money import Money
-from inmail.repositories.intents import IntentKind, IntentStatus
 from inmail.services import charges
 from inmail.services.idempotency import KeyedRequest
 from support import (

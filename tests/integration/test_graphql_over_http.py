@@ -32,7 +32,8 @@ from strawberry.extensions import SchemaExtension
 
 from harness.servers import ServiceProcess
 from inmail.app import create_app
-from inmail.graphql_app import GraphQLApp, response_media_type
+from inmail.endpoint.media_types import response_media_type
+from inmail.endpoint.view import GraphQLApp
 from inmail.processes import free_port
 from inmail.resolvers.root import build_schema
 from support import Api, graphql_error_codes, open_api, serving, session_service_env

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from inmail.domain.intents import IntentKind, IntentStatus
+from inmail.domain.keyed import KeyedOutcome
 from inmail.domain.money import Money
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
-from inmail.repositories.intents import IntentKind, IntentStatus, PaymentIntentRepository
+from inmail.repositories.intents import PaymentIntentRepository
 from inmail.repositories.migrations import INTENT_KEYS
 from inmail.repositories.mongo import NO_TRANSACTION, Doc
-from inmail.repositories.records import IdempotencyReader, IdempotencyRepository, KeyedOutcome
+from inmail.repositories.records import IdempotencyReader, IdempotencyRepository
 from inmail.services import charges
 from inmail.services.idempotency import KeyedRequest
 from support import (

@@ -29,7 +29,7 @@ from websockets.typing import Subprotocol
 
 from harness.servers import ServiceProcess
 from inmail.auth import Role, TokenService
-from inmail.graphql_app import HELD_ANSWER_BYTES
+from inmail.endpoint.answers import HELD_ANSWER_BYTES
 from inmail.processes import free_port
 from inmail.settings import Settings
 from inmail.transport import MAX_PIPELINED

@@ -23,13 +23,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from inmail.auth import Role
-from inmail.graphql_app import (
+from inmail.domain.intents import IntentStatus
+from inmail.endpoint.websockets import (
     WS_BYTES_BURST,
     WS_BYTES_PER_SECOND,
     WS_MESSAGE_BURST,
     WS_MESSAGES_PER_SECOND,
 )
-from inmail.repositories.intents import IntentStatus
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.records import ChargeRepository
 from inmail.services.charges import reconcile_charges

@@ -22,9 +22,10 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from inmail.domain.errors import ErrorCode, Reason
+from inmail.domain.intents import IntentStatus
+from inmail.domain.keyed import KeyedRefusal
 from inmail.processes import free_port
-from inmail.repositories.intents import IntentStatus
-from inmail.repositories.records import ChargeRepository, Refusal, refusal_to_doc
+from inmail.repositories.records import ChargeRepository, refusal_to_doc
 from inmail.services.charges import Reconciled, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentGateway
@@ -543,7 +544,7 @@ async def test_a_purchase_killed_while_refunding_is_refunded_when_retried(api: A
     # What purchase_credits had written when the process died refunding: the charge of a
     # purchase refused for the cap, its intent moved to REFUNDING, before the gateway's refund.
     intent = await orphan_charge(api, hal, 10, status=IntentStatus.REFUNDING, key="hal-1")
-    refusal = Refusal(
+    refusal = KeyedRefusal(
         ErrorCode.CAP_EXCEEDED, Reason.OVER_CAP, "quantity", {"balance": 25, "cap": 15}
     )
     await api.container.mongo.c.payment_intents.update_one(

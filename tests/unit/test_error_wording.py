@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
+from inmail.auth import AuthError, TokenFault
 from inmail.domain.errors import DomainError, ErrorCode, RateLimited, Reason
-from inmail.repositories.records import Refusal, refusal_from_doc, refusal_to_doc
+from inmail.domain.keyed import KeyedRefusal
+from inmail.repositories.records import refusal_from_doc, refusal_to_doc
 from inmail.schema import errors as schema_errors
-from inmail.schema.errors import UserError, worded
+from inmail.schema.errors import UserError, credentials_refused, worded
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src" / "inmail"
@@ -92,7 +94,7 @@ def test_data_named_like_the_errors_own_parts_is_still_data() -> None:
 
 
 def test_a_stored_refusal_comes_back_with_its_reason_and_data() -> None:
-    refusal = Refusal.of(
+    refusal = KeyedRefusal.of(
         DomainError(E.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, None, detail="stolen")
     )
     back = refusal_from_doc(refusal_to_doc(refusal))
@@ -104,7 +106,7 @@ def test_a_refusal_stored_naming_the_card_on_file_as_its_field_comes_back_naming
     """The card on file is no input of any request: a refusal recorded when it was named as
     one is answered as the same refusal made today."""
     stored = refusal_to_doc(
-        Refusal.of(DomainError(E.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, None, detail="x"))
+        KeyedRefusal.of(DomainError(E.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, None, detail="x"))
     )
     back = refusal_from_doc({**stored, "field": "paymentMethod"})
     assert (back.code, back.reason, back.field) == (
@@ -153,7 +155,7 @@ def _raised_reasons() -> list[tuple[str, Reason, frozenset[str]]]:
                 assert isinstance(reason, ast.Attribute), f"{where}: reason not named"
                 found.append((where, Reason[reason.attr], _range_rule_data()))
                 continue
-            at = {"DomainError": 1, "RateLimited": 0, "Refusal": 1}.get(node.func.id)
+            at = {"DomainError": 1, "RateLimited": 0, "KeyedRefusal": 1}.get(node.func.id)
             if at is None or len(node.args) <= at:
                 continue
             reason = node.args[at]
@@ -164,7 +166,7 @@ def _raised_reasons() -> list[tuple[str, Reason, frozenset[str]]]:
             ):
                 continue
             names = {k.arg for k in node.keywords if k.arg is not None}
-            if node.func.id == "Refusal" and len(node.args) > 3:
+            if node.func.id == "KeyedRefusal" and len(node.args) > 3:
                 data = node.args[3]
                 assert isinstance(data, ast.Dict), f"{path}:{node.lineno}: data not a literal"
                 names = {str(k.value) for k in data.keys if isinstance(k, ast.Constant)}
@@ -196,7 +198,7 @@ def test_the_domain_and_the_services_build_no_error_with_words_in_it() -> None:
                 if not (
                     isinstance(node, ast.Call)
                     and isinstance(node.func, ast.Name)
-                    and node.func.id in ("DomainError", "RateLimited", "Refusal")
+                    and node.func.id in ("DomainError", "RateLimited", "KeyedRefusal")
                 ):
                     continue
                 for arg in ast.walk(node):
@@ -221,3 +223,59 @@ def test_a_refusal_after_the_charge_says_once_that_the_charge_is_refunded() -> N
     )
     # Its own words say what became of the charge: they are not said twice.
     assert worded(changed).count("refunded") == 1
+
+
+# Every check a token can fail, with the words a client has always read for it.
+TOKEN_SAMPLES: list[tuple[AuthError, str]] = [
+    (AuthError(TokenFault.NOT_BEARER), "the Authorization header must be 'Bearer <token>'"),
+    (AuthError(TokenFault.TOO_LONG, limit=4096), "the token is longer than 4096 bytes"),
+    (AuthError(TokenFault.MALFORMED), "the token is malformed or wrongly signed"),
+    (AuthError(TokenFault.EXPIRED), "the token has expired"),
+    (AuthError(TokenFault.NOT_YET_VALID), "the token is not valid yet"),
+    (AuthError(TokenFault.MISSING_CLAIM, claim="exp"), "the token has no exp claim"),
+    (AuthError(TokenFault.CLAIM_NOT_A_NUMBER, claim="nbf"), "the token's nbf is not a number"),
+    (AuthError(TokenFault.CLAIM_OUT_OF_RANGE, claim="iat"), "the token's iat is out of range"),
+    (
+        AuthError(TokenFault.LIVES_TOO_LONG, hours=24.0),
+        "the token lives longer than the 24 hours allowed",
+    ),
+    (
+        AuthError(TokenFault.LIVES_TOO_LONG, hours=0.5),
+        "the token lives longer than the 0.5 hours allowed",
+    ),
+    (AuthError(TokenFault.SUBJECT_NOT_MEMBER_ID), "the token's subject is not a member id"),
+    (AuthError(TokenFault.UNKNOWN_ROLE), "the token's role is neither member nor admin"),
+]
+
+
+def test_every_token_fault_has_a_sample_here() -> None:
+    assert {error.fault for error, _ in TOKEN_SAMPLES} == set(TokenFault)
+
+
+@pytest.mark.parametrize(
+    ("error", "words"), TOKEN_SAMPLES, ids=[words for _, words in TOKEN_SAMPLES]
+)
+def test_each_token_refusal_names_its_check_as_clients_have_always_read_it(
+    error: AuthError, words: str
+) -> None:
+    assert credentials_refused(error) == f"Invalid credentials: {words}."
+
+
+def test_the_token_checks_build_no_refusal_with_words_in_it() -> None:
+    path = SRC / "auth.py"
+    refusals = [
+        node
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "AuthError"
+    ]
+    assert len(refusals) >= 10
+    worded_here = [
+        node.lineno
+        for node in refusals
+        for arg in ast.walk(node)
+        if isinstance(arg, ast.JoinedStr)
+        or (isinstance(arg, ast.Constant) and isinstance(arg.value, str))
+    ]
+    assert worded_here == []

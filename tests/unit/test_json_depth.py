@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from inmail.graphql_app import MAX_JSON_DEPTH, load_json, nested_deeper_than
+from inmail.endpoint.json_text import MAX_JSON_DEPTH, load_json, nested_deeper_than
 
 # Strings full of what could mislead a reader of brackets: brackets, quotes and backslashes.
 tricky_text = st.text(st.sampled_from('[]{}"\\ a\u00e9\u2028\u225b\u5b5b'), max_size=8)

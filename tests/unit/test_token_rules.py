@@ -10,9 +10,10 @@ from typing import Any
 import jwt
 import pytest
 
-from inmail.auth import AuthError, Role, TokenService
+from inmail.auth import Role, TokenFault, TokenService
 from inmail.cli import main
 from inmail.settings import Settings
+from support import token_refused
 
 SECRET = "a-test-secret-that-is-long-enough-0123456789"
 MAX_LIFETIME = Settings().token_max_lifetime
@@ -27,43 +28,43 @@ def now() -> int:
 
 
 def test_an_exp_written_as_a_string_of_digits_is_refused() -> None:
-    with pytest.raises(AuthError, match="exp is not a number"):
+    with token_refused(TokenFault.CLAIM_NOT_A_NUMBER, claim="exp"):
         TokenService(SECRET, MAX_LIFETIME).verify(signed(iat=now(), exp=str(now() + 3600)))
 
 
 @pytest.mark.parametrize(
-    ("claims", "named"),
+    ("claims", "fault", "named"),
     [
-        ({"exp": "soon"}, "the token's exp is not a number"),
-        ({"exp": [1]}, "the token's exp is not a number"),
-        ({"nbf": "soon"}, "the token's nbf is not a number"),
-        ({"iat": {"at": 1}}, "the token's iat is not a number"),
-        ({"sub": 42}, "the token's subject is not a member id"),
+        ({"exp": "soon"}, TokenFault.CLAIM_NOT_A_NUMBER, {"claim": "exp"}),
+        ({"exp": [1]}, TokenFault.CLAIM_NOT_A_NUMBER, {"claim": "exp"}),
+        ({"nbf": "soon"}, TokenFault.CLAIM_NOT_A_NUMBER, {"claim": "nbf"}),
+        ({"iat": {"at": 1}}, TokenFault.CLAIM_NOT_A_NUMBER, {"claim": "iat"}),
+        ({"sub": 42}, TokenFault.SUBJECT_NOT_MEMBER_ID, {}),
     ],
 )
-def test_a_signed_claim_of_the_wrong_type_is_named(claims: dict[str, Any], named: str) -> None:
+def test_a_signed_claim_of_the_wrong_type_is_named(
+    claims: dict[str, Any], fault: TokenFault, named: dict[str, object]
+) -> None:
     token = signed(**{"iat": now(), "exp": now() + 3600, **claims})
-    with pytest.raises(AuthError) as refused:
+    with token_refused(fault, **named):
         TokenService(SECRET, MAX_LIFETIME).verify(token)
-    assert str(refused.value) == named
 
 
 def test_a_wrongly_signed_token_with_a_bad_claim_is_refused_by_its_signature() -> None:
     token = jwt.encode({"sub": "m1", "exp": "soon"}, "another-secret-" * 3, algorithm="HS256")
-    with pytest.raises(AuthError) as refused:
+    with token_refused(TokenFault.MALFORMED):
         TokenService(SECRET, MAX_LIFETIME).verify(token)
-    assert str(refused.value) == "the token is malformed or wrongly signed"
 
 
 def test_a_signed_token_that_pyjwt_refuses_on_another_rule_stays_refused() -> None:
     """An audience, which the service never gives, makes PyJWT refuse the token: naming the
     claims is only ever said in refusing, never a way past a check."""
-    with pytest.raises(AuthError, match="malformed"):
+    with token_refused(TokenFault.MALFORMED):
         TokenService(SECRET, MAX_LIFETIME).verify(signed(iat=now(), exp=now() + 3600, aud="x"))
 
 
 def test_an_exp_of_1e20_is_refused_as_too_long_a_lifetime() -> None:
-    with pytest.raises(AuthError, match="longer than the 24 hours"):
+    with token_refused(TokenFault.LIVES_TOO_LONG, hours=24):
         TokenService(SECRET, MAX_LIFETIME).verify(signed(iat=now(), exp=1e20))
 
 
@@ -71,7 +72,7 @@ def test_a_token_without_iat_lives_at_most_the_maximum_from_now() -> None:
     tokens = TokenService(SECRET, MAX_LIFETIME)
 
     assert tokens.verify(signed(exp=now() + 23 * 3600)).member_id == "m1"
-    with pytest.raises(AuthError, match="longer than"):
+    with token_refused(TokenFault.LIVES_TOO_LONG):
         tokens.verify(signed(exp=now() + 25 * 3600))
 
 
@@ -79,7 +80,7 @@ def test_the_maximum_lifetime_is_configurable() -> None:
     tokens = TokenService(SECRET, max_lifetime=timedelta(hours=1))
 
     assert tokens.verify(signed(iat=now(), exp=now() + 3600)).subject == "m1"
-    with pytest.raises(AuthError, match="longer than the 1 hours"):
+    with token_refused(TokenFault.LIVES_TOO_LONG, hours=1):
         tokens.verify(signed(iat=now(), exp=now() + 3601))
 
 
@@ -88,16 +89,16 @@ def test_thirty_seconds_of_clock_skew_are_tolerated_on_iat_nbf_and_exp() -> None
 
     assert tokens.verify(signed(iat=now() + 1, nbf=now() + 1, exp=now() + 60)).subject == "m1"
     assert tokens.verify(signed(iat=now() - 60, exp=now() - 10)).subject == "m1"
-    with pytest.raises(AuthError, match="not valid yet"):
+    with token_refused(TokenFault.NOT_YET_VALID):
         tokens.verify(signed(iat=now() - 10, nbf=now() + 120, exp=now() + 600))
-    with pytest.raises(AuthError, match="expired"):
+    with token_refused(TokenFault.EXPIRED):
         tokens.verify(signed(iat=now() - 600, exp=now() - 60))
 
 
 def test_a_token_over_4_kib_is_refused_before_it_is_decoded() -> None:
     huge = signed(iat=now(), exp=now() + 3600, padding="x" * 200_000)
 
-    with pytest.raises(AuthError, match="longer than 4096 bytes"):
+    with token_refused(TokenFault.TOO_LONG, limit=4096):
         TokenService(SECRET, MAX_LIFETIME).verify(huge)
 
 

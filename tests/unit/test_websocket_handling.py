@@ -8,12 +8,8 @@ import logging
 import pytest
 from strawberry.http.exceptions import WebSocketDisconnected
 
-from inmail.graphql_app import (
-    GRAPHQL_RESPONSE,
-    MAX_ACCEPT_RANGES,
-    TransportWSHandler,
-    response_media_type,
-)
+from inmail.endpoint.media_types import GRAPHQL_RESPONSE, MAX_ACCEPT_RANGES, response_media_type
+from inmail.endpoint.websockets import TransportWSHandler
 from inmail.pace import Pace
 
 

@@ -14,6 +14,7 @@ from inmail.domain.conversations import (
     ConversationState,
     InMailResponse,
 )
+from inmail.domain.keyed import IdempotencyRecord
 from inmail.domain.model import Conversation, ConversationKind
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.message_docs import message_fields, message_from_doc
@@ -26,7 +27,7 @@ from inmail.repositories.mongo import (
     TransactionSession,
 )
 from inmail.repositories.pages import Page, after_key
-from inmail.repositories.records import SENT_UNDER, IdempotencyRecord, sent_under_to_doc
+from inmail.repositories.records import SENT_UNDER, sent_under_to_doc
 
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
 

@@ -1,74 +1,35 @@
-"""Payment intents: every charge is made for one intent recorded in our database first.
+"""Payment intents in our database, recorded before the card is charged (`domain/intents.py`
+says what an intent is, and how its status moves).
 
-An intent fixes what a keyed paid request is (its fingerprint, quantity or plan, and amount)
-before the card is charged, under a unique (member, key) index, so another request under the same
-key is refused before any charge. Its status moves only by conditional updates:
-
-    PENDING -> CHARGED -> COMPLETED          (the grant or plan change, in one transaction)
-    PENDING -> DECLINED                      (the gateway refused: nothing was taken)
-    PENDING -> ABANDONED                     (no charge was ever made; found by reconciliation)
-    CHARGED | ABANDONED -> REFUNDING -> REFUNDED
+An intent is stored under a unique (member, key) index, so another request under the same key is
+refused before any charge. Its status moves only by conditional updates, each from the statuses
+it may move from.
 
 An intent given up (ABANDONED) keeps a `recheckAt`: reconciliation asks the gateway again then,
 and again every few minutes for a while, for a charge that a request still under way made after
 the intent was given up.
-
-CHARGED -> COMPLETED and CHARGED -> REFUNDING exclude each other: that single transition decides
-whether a charge buys what it was for or is given back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Final
 
+from inmail.domain.intents import (
+    OPEN_STATUSES,
+    UNDER_WAY,
+    IntentKind,
+    IntentStatus,
+    PaymentIntent,
+)
+from inmail.domain.keyed import KeyedOutcome, KeyedRefusal
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanType
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, Mongo, Session, TransactionSession
 from inmail.repositories.pages import after_key
-from inmail.repositories.records import IntentKind as IntentKind  # where it is imported from
-from inmail.repositories.records import KeyedOutcome, Refusal, refusal_from_doc, refusal_to_doc
-
-
-class IntentStatus(StrEnum):
-    PENDING = "PENDING"
-    CHARGED = "CHARGED"
-    COMPLETED = "COMPLETED"
-    DECLINED = "DECLINED"
-    ABANDONED = "ABANDONED"
-    REFUNDING = "REFUNDING"
-    REFUNDED = "REFUNDED"
-
-
-OPEN_STATUSES: Final = (IntentStatus.PENDING, IntentStatus.CHARGED, IntentStatus.REFUNDING)
-UNDER_WAY: Final = (IntentStatus.PENDING, IntentStatus.CHARGED)  # may still be charged or applied
-"""An intent in one of these may hold money that has not yet bought anything nor been returned."""
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentIntent:
-    id: str
-    member_id: str
-    key: str
-    kind: IntentKind
-    request_hash: str
-    amount: Money
-    created_at: datetime
-    status: IntentStatus = IntentStatus.PENDING
-    quantity: int | None = None  # a purchase's credits
-    plan: PlanType | None = None  # a plan change's new plan
-    charge_id: str | None = None
-    outcome: KeyedOutcome | None = None
-    refusal: Refusal | None = None
-    # A plan change's: the member's terms when it was asked for (`Member.terms`); None in
-    # intents recorded before they were kept.
-    terms: str | None = None
-    recheck_at: datetime | None = None  # an ABANDONED intent's next look at the gateway
-    abandoned_at: datetime | None = None
+from inmail.repositories.records import refusal_from_doc, refusal_to_doc
 
 
 def _to_doc(intent: PaymentIntent) -> Doc:
@@ -231,7 +192,7 @@ class PaymentIntentRepository(PaymentIntentReader):
         *,
         charge_id: str | None = None,
         outcome: KeyedOutcome | None = None,
-        refusal: Refusal | None = None,
+        refusal: KeyedRefusal | None = None,
         recheck_at: datetime | None = None,
     ) -> bool:
         """Move the intent to `to_status` if it is in one of `from_statuses`; False if not. Its

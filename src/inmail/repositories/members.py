@@ -8,6 +8,7 @@ from typing import Final
 
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.credits import CreditLot
+from inmail.domain.keyed import IdempotencyRecord
 from inmail.domain.model import (
     RENEWAL_DUE,
     Member,
@@ -20,7 +21,7 @@ from inmail.repositories.collection import RecordReader
 from inmail.repositories.conversations import awaiting_from
 from inmail.repositories.credit_lots import active_of, lot_from_doc
 from inmail.repositories.mongo import Collection, Doc, Mongo, Session, TransactionSession
-from inmail.repositories.records import IdempotencyRecord, record_from_doc
+from inmail.repositories.records import record_from_doc
 
 
 def _changes(read: Member, updated: Member) -> Doc:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from inmail.domain.errors import DomainError, ErrorCode, ErrorData, Reason
+from inmail.domain.errors import ErrorCode, Reason
+from inmail.domain.intents import IntentKind
+from inmail.domain.keyed import SEND, IdempotencyRecord, KeyedOutcome, KeyedRefusal
 from inmail.domain.model import Purchase, PurchaseStatus
 from inmail.domain.money import Money
 from inmail.domain.plans import DEFAULT_CREDIT_PRICE
@@ -28,32 +28,7 @@ from inmail.repositories.pages import Page
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class KeyedOutcome:
-    """What a keyed request did: the record it made (an InMail, a lot) and the credits left."""
-
-    subject_id: str | None
-    credits_left: int
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A keyed request's refusal, given again to a retry while its side effects are undone."""
-
-    code: ErrorCode
-    reason: Reason
-    field: str | None = None
-    data: Mapping[str, ErrorData] = dataclass_field(default_factory=dict)
-
-    @classmethod
-    def of(cls, error: DomainError) -> Refusal:
-        return cls(error.code, error.reason, error.field, dict(error.data))
-
-    def error(self) -> DomainError:
-        return DomainError(self.code, self.reason, self.field, **self.data)
-
-
-def refusal_to_doc(refusal: Refusal) -> Doc:
+def refusal_to_doc(refusal: KeyedRefusal) -> Doc:
     return {
         "code": refusal.code.value,
         "reason": refusal.reason.value,
@@ -67,45 +42,16 @@ _NO_INPUT_FIELD: Final = frozenset({"paymentMethod"})
 a refusal recorded with one is answered with none, as it would be refused today."""
 
 
-def refusal_from_doc(doc: Doc) -> Refusal:
+def refusal_from_doc(doc: Doc) -> KeyedRefusal:
     code, field = ErrorCode(doc["code"]), doc.get("field")
     if field in _NO_INPUT_FIELD:
         field = None
     if "reason" not in doc:  # recorded before refusals were stored as reasons: its own words
-        return Refusal(code, Reason.RECORDED, field, {"message": str(doc["message"])})
-    return Refusal(code, Reason(doc["reason"]), field, dict(doc.get("data") or {}))
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyRecord:
-    member_id: str
-    key: str
-    operation: str
-    request_hash: str
-    at: datetime
-    outcome: KeyedOutcome | None = None
-    refusal: Refusal | None = None
-    intent_id: str | None = None  # a paid request's payment intent, which answers until fulfilled
-
-    @property
-    def answered_by_intent(self) -> bool:
-        """A paid request's key, taken when its payment intent was recorded: until what the
-        charge buys is granted, the intent (charged, declined, refunded) has the answer."""
-        return self.outcome is None and self.refusal is None and self.intent_id is not None
+        return KeyedRefusal(code, Reason.RECORDED, field, {"message": str(doc["message"])})
+    return KeyedRefusal(code, Reason(doc["reason"]), field, dict(doc.get("data") or {}))
 
 
 # Each operation's outcome names its record under its own field, as clients of old saw it.
-SEND: Final = "sendInMail"
-"""The operation name a send's key is recorded under (a paid request's: its `IntentKind`)."""
-
-
-class IntentKind(StrEnum):
-    """The operation names of the requests paid for through a payment intent."""
-
-    PURCHASE = "purchaseInMailCredits"
-    PLAN_CHANGE = "changePlan"
-
-
 _SUBJECT_FIELD: Final = {SEND: "conversationId", IntentKind.PURCHASE: "lotId"}
 
 
@@ -120,7 +66,7 @@ def _record_of(
     operation: str,
     key_use: Doc,
     outcome: KeyedOutcome | None,
-    refusal: Refusal | None = None,
+    refusal: KeyedRefusal | None = None,
 ) -> IdempotencyRecord:
     """The record of a key's use as `_key_use_to_doc` stored it."""
     return IdempotencyRecord(

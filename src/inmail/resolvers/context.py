@@ -22,7 +22,16 @@ from strawberry.types.graphql import OperationType
 from inmail.auth import AuthError, Viewer
 from inmail.domain.access import ReadRefused
 from inmail.schema.context import GraphContext
-from inmail.schema.errors import ApiError, refused, unauthenticated
+from inmail.schema.errors import (
+    SEVERAL_AUTHORIZATIONS,
+    SEVERAL_SOCKET_TOKENS,
+    TOKEN_EXPIRED_MESSAGE,
+    UNKNOWN_MEMBER,
+    ApiError,
+    credentials_refused,
+    refused,
+    unauthenticated,
+)
 from inmail.services.reads import Reader
 
 if TYPE_CHECKING:
@@ -31,16 +40,6 @@ if TYPE_CHECKING:
     from inmail.services.live import Broker, InboxBroker
     from inmail.services.manual_clock import Deliveries
     from inmail.settings import Settings
-
-
-UNKNOWN_MEMBER = "Invalid credentials: the token's member does not exist."
-TOKEN_EXPIRED_MESSAGE: Final = "Invalid credentials: the token has expired."
-SEVERAL_AUTHORIZATIONS: Final = (
-    "Invalid credentials: the request has several Authorization headers; send one."
-)
-SEVERAL_SOCKET_TOKENS: Final = (
-    "Invalid credentials: connection_init's payload has several Authorization keys; send one."
-)
 
 
 P = ParamSpec("P")
@@ -197,7 +196,7 @@ class Context:
         try:
             self.credentials.checked = self.container.tokens.viewer_from_header(header)
         except AuthError as exc:
-            self.credentials.refuse(f"Invalid credentials: {exc}.")
+            self.credentials.refuse(credentials_refused(exc))
         self.credentials.resolved = True
 
     async def confirm_member(self) -> bool:

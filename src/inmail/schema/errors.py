@@ -11,6 +11,7 @@ from typing import Final
 import strawberry
 from graphql import GraphQLError
 
+from inmail.auth import AuthError, TokenFault
 from inmail.domain.access import ReadRefused, Refusal
 from inmail.domain.errors import DomainError, RateLimited, Reason
 from inmail.schema.enums import ErrorCode
@@ -190,6 +191,38 @@ class ApiError(GraphQLError):
 
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message, extensions={"code": code})
+
+
+_TOKEN_WORDING: Final[Mapping[TokenFault, Callable[[Mapping[str, str | float]], str]]] = {
+    TokenFault.NOT_BEARER: lambda _: "the Authorization header must be 'Bearer <token>'",
+    TokenFault.TOO_LONG: lambda d: f"the token is longer than {d['limit']} bytes",
+    TokenFault.MALFORMED: lambda _: "the token is malformed or wrongly signed",
+    TokenFault.EXPIRED: lambda _: "the token has expired",
+    TokenFault.NOT_YET_VALID: lambda _: "the token is not valid yet",
+    TokenFault.MISSING_CLAIM: lambda d: f"the token has no {d['claim']} claim",
+    TokenFault.CLAIM_NOT_A_NUMBER: lambda d: f"the token's {d['claim']} is not a number",
+    TokenFault.CLAIM_OUT_OF_RANGE: lambda d: f"the token's {d['claim']} is out of range",
+    TokenFault.LIVES_TOO_LONG: lambda d: (
+        f"the token lives longer than the {d['hours']:g} hours allowed"
+    ),
+    TokenFault.SUBJECT_NOT_MEMBER_ID: lambda _: "the token's subject is not a member id",
+    TokenFault.UNKNOWN_ROLE: lambda _: "the token's role is neither member nor admin",
+}
+
+
+def credentials_refused(error: AuthError) -> str:
+    """Why a request's token is refused, naming the check it failed."""
+    return f"Invalid credentials: {_TOKEN_WORDING[error.fault](error.data)}."
+
+
+UNKNOWN_MEMBER: Final = "Invalid credentials: the token's member does not exist."
+TOKEN_EXPIRED_MESSAGE: Final = credentials_refused(AuthError(TokenFault.EXPIRED))
+SEVERAL_AUTHORIZATIONS: Final = (
+    "Invalid credentials: the request has several Authorization headers; send one."
+)
+SEVERAL_SOCKET_TOKENS: Final = (
+    "Invalid credentials: connection_init's payload has several Authorization keys; send one."
+)
 
 
 def unauthenticated(message: str = "Sign in: send 'Authorization: Bearer <token>'.") -> ApiError:

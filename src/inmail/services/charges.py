@@ -28,19 +28,14 @@ from typing import Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.errors import DomainError, ErrorCode, Reason
+from inmail.domain.intents import IntentKind, IntentStatus, PaymentIntent
+from inmail.domain.keyed import KeyedOutcome, KeyedRefusal
 from inmail.domain.model import LedgerEntry, Purchase, PurchaseStatus
 from inmail.domain.money import Money
 from inmail.domain.notifications import Notification
 from inmail.domain.plans import PlanType
 from inmail.domain.rules import card_refusal
-from inmail.repositories.intents import (
-    IntentKind,
-    IntentStatus,
-    PaymentIntent,
-    PaymentIntentReader,
-    PaymentIntentRepository,
-)
-from inmail.repositories.records import KeyedOutcome, Refusal
+from inmail.repositories.intents import PaymentIntentReader, PaymentIntentRepository
 from inmail.services.base import Deps
 from inmail.services.idempotency import KeyedRequest, reused_key, take_key
 from inmail.services.payments import Charge, ChargeRequest, PaymentDeclined, PaymentGateway
@@ -57,7 +52,7 @@ a charge landing meanwhile is refunded within SPEC's 10 minutes."""
 RECHECK_FOR: Final = timedelta(hours=1)
 """For how long after giving an intent up reconciliation keeps asking."""
 
-LAPSED = Refusal(ErrorCode.INVALID_INPUT, Reason.REQUEST_LAPSED, "idempotencyKey")
+LAPSED = KeyedRefusal(ErrorCode.INVALID_INPUT, Reason.REQUEST_LAPSED, "idempotencyKey")
 
 _CHARGED_BACK: Final = (IntentStatus.REFUNDING, IntentStatus.REFUNDED)
 """An intent in one of these was charged, and its charge is refunded."""
@@ -171,7 +166,7 @@ def request_of(intent: PaymentIntent) -> KeyedRequest:
     return KeyedRequest(intent.member_id, intent.key, intent.kind, intent.request_hash)
 
 
-def _refused(refusal: Refusal | None, *, refunded: bool = False) -> DomainError:
+def _refused(refusal: KeyedRefusal | None, *, refunded: bool = False) -> DomainError:
     """The refusal to answer; `refunded`: the request was charged, and the charge is (being)
     refunded, which the answer then says."""
     error = (refusal or LAPSED).error()
@@ -233,7 +228,7 @@ async def _decline(
 ) -> DomainError:
     """End a PENDING intent DECLINED (nothing was charged) and return its refusal, to raise: the
     request and any retry under its key are answered with it."""
-    refusal = Refusal.of(error)
+    refusal = KeyedRefusal.of(error)
     await deps.uow.run(
         _move, intent.id, (IntentStatus.PENDING,), IntentStatus.DECLINED, now, refusal=refusal
     )
@@ -306,7 +301,7 @@ async def _complete_or_refund(
     try:
         return await deps.uow.run(_complete, deps, intent.id, fulfil, now)
     except DomainError as exc:
-        refusal = Refusal.of(exc)
+        refusal = KeyedRefusal.of(exc)
         moved = await deps.uow.run(
             _move, intent.id, (IntentStatus.CHARGED,), IntentStatus.REFUNDING, now, refusal=refusal
         )

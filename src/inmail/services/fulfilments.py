@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from inmail.repositories.intents import IntentKind
+from inmail.domain.intents import IntentKind
 from inmail.services import members, purchases
 from inmail.services.charges import Fulfil
 

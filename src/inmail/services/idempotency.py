@@ -32,14 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason
+from inmail.domain.keyed import IdempotencyRecord, KeyedOutcome, KeyedRefusal
 from inmail.domain.text import without_any_controls
-from inmail.repositories.records import (
-    IdempotencyReader,
-    IdempotencyRecord,
-    IdempotencyRepository,
-    KeyedOutcome,
-    Refusal,
-)
+from inmail.repositories.records import IdempotencyReader, IdempotencyRepository
 from inmail.services.unit_of_work import Transaction
 
 IDEMPOTENCY_KEY_MAX = 100
@@ -91,7 +86,7 @@ class KeyedRequest:
         self,
         at: datetime,
         outcome: KeyedOutcome | None = None,
-        refusal: Refusal | None = None,
+        refusal: KeyedRefusal | None = None,
         *,
         intent_id: str | None = None,
     ) -> IdempotencyRecord:

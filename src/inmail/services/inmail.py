@@ -21,6 +21,7 @@ from inmail.domain.conversations import (
 )
 from inmail.domain.credits import CreditSource, LedgerKind, credit_back_grant_key
 from inmail.domain.errors import DomainError, ErrorCode, Reason
+from inmail.domain.keyed import SEND
 from inmail.domain.model import Conversation, ConversationKind, LedgerEntry, Member, Message
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.domain.rules import (
@@ -32,7 +33,6 @@ from inmail.domain.rules import (
     reply_refusal,
     response_refusal,
 )
-from inmail.repositories.records import SEND
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedOutcome, KeyedRequest, replay
 from inmail.services.rate_limits import (

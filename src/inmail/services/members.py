@@ -13,13 +13,13 @@ from inmail.domain.billing import (
     validate_payment_method,
 )
 from inmail.domain.errors import DomainError, ErrorCode, Reason
+from inmail.domain.intents import UNDER_WAY, IntentKind, IntentStatus, PaymentIntent
+from inmail.domain.keyed import KeyedOutcome
 from inmail.domain.model import LedgerEntry, Member, Subscription
 from inmail.domain.money import Money
 from inmail.domain.plans import PlanTable, PlanType, validate_legacy_allotment
 from inmail.domain.profiles import clean_headline, clean_name
 from inmail.domain.rules import card_refusal
-from inmail.repositories.intents import UNDER_WAY, IntentKind, IntentStatus, PaymentIntent
-from inmail.repositories.records import KeyedOutcome
 from inmail.services import charges
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import KeyedRequest, replay, take_key

@@ -13,10 +13,10 @@ from datetime import datetime
 
 from inmail.domain.credits import CreditLot, CreditSource, purchase_grant_key
 from inmail.domain.errors import DomainError, ErrorCode, Reason
+from inmail.domain.intents import IntentKind, PaymentIntent
 from inmail.domain.model import Member
 from inmail.domain.notifications import Notification
 from inmail.domain.rules import check_purchase_quantity, purchase_refusal
-from inmail.repositories.intents import IntentKind, PaymentIntent
 from inmail.services import charges
 from inmail.services.base import Account, Deps
 from inmail.services.idempotency import (
