@@ -1,8 +1,8 @@
 """A member's credits during one change: every movement becomes a ledger entry, in time order.
 
 The wallet keeps the running balance equal to the sum of deltas it wrote: before each event at
-time t it first expires every lot that lapsed by t (`settle`), so an entry's balanceAfter is the
-balance at its own time, however late the change is written.
+time t it first expires every lot that lapsed by t (`expire_lapsed`), so an entry's balanceAfter
+is the balance at its own time, however late the change is written.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Wallet:
     def active_lots(self) -> Iterator[CreditLot]:
         return (lot for lot in self._lots.values() if lot.status is LotStatus.ACTIVE)
 
-    def settle(self, until: datetime) -> None:
+    def expire_lapsed(self, until: datetime) -> None:
         """Expire, in expiry order, every lot whose 90 days ended at or before `until`."""
         lapsed = sorted(
             (lot for lot in self.active_lots() if LAPSED.matches(lot, until)),
@@ -96,7 +96,7 @@ class Wallet:
         purchase_id: str | None = None,
     ) -> CreditLot | None:
         """Add a lot clamped to the cap; a grant clamped to nothing still leaves its entry."""
-        self.settle(at)
+        self.expire_lapsed(at)
         granted = clamp_grant(quantity, self._running, cap)
         lot: CreditLot | None = None
         if granted > 0:
@@ -128,7 +128,7 @@ class Wallet:
 
     def spend(self, at: datetime, conversation_id: str) -> CreditLot:
         """Take one credit from the lot that expires soonest."""
-        self.settle(at)
+        self.expire_lapsed(at)
         lot = pick_lot(self.active_lots(), at)
         if lot is None:
             raise DomainError(ErrorCode.INSUFFICIENT_CREDITS, Reason.NO_CREDITS_LEFT)
@@ -142,7 +142,7 @@ class Wallet:
 
     def forfeit_all(self, at: datetime) -> None:
         """Zero the balance at once: every lot still holding credits is forfeited."""
-        self.settle(at)
+        self.expire_lapsed(at)
         holding = sorted(
             (lot for lot in self.active_lots() if lot.remaining > 0),
             key=spend_order_key,

@@ -128,7 +128,7 @@ class Account:
         subscription = member.subscription
         if subscription is not None:
             subscription = wallet.renew(subscription, plans, now)
-        wallet.settle(now)
+        wallet.expire_lapsed(now)
         return cls(
             member=member,
             wallet=wallet,

@@ -862,6 +862,6 @@ def _no_entry_id() -> str:
 def _lot_as_of(lot: CreditLot, now: datetime) -> CreditLot:
     """The lot as the wallet leaves it at `now`: a lapsed one reads EXPIRED, nothing left."""
     wallet = Wallet(lot.member_id, [lot], 0, _no_entry_id)
-    wallet.settle(now)
+    wallet.expire_lapsed(now)
     changed = wallet.updated_lots
     return changed[0] if changed else lot
