@@ -46,7 +46,7 @@ async def test_past_the_budget_a_querys_answer_is_refused_and_a_mutations_says_i
 ) -> None:
     ada, _, conversation_id = await thread_of_40(api)
     app = graphql_app(api)
-    app.answers = CostHolders(2 * HELD_ANSWER_BYTES)  # less than one answer here
+    app.answers.held = CostHolders(2 * HELD_ANSWER_BYTES)  # less than one answer here
     query = f'{{ node(id: "{conversation_id}") {{ ... on Conversation {{ {THREAD} }} }} }}'
     mutation = (
         "mutation($i: SendMessageInput!) { sendMessage(input: $i) "
@@ -70,7 +70,7 @@ async def test_past_the_budget_a_querys_answer_is_refused_and_a_mutations_says_i
         token=ada.token,
     )
     assert thread["node"]["messages"][-1] == {"body": "One more."}  # it was
-    assert app.answers.held_by(ada.id) == 0  # nothing held
+    assert app.answers.held.held_by(ada.id) == 0  # nothing held
 
 
 async def test_within_the_budget_a_large_answer_is_sent_whole_and_given_back(api: Api) -> None:
@@ -83,4 +83,4 @@ async def test_within_the_budget_a_large_answer_is_sent_whole_and_given_back(api
     assert answered.status_code == 200
     assert len(answered.content) == int(answered.headers["content-length"])
     assert [len(answered.json()["data"]["node"][f"m{i}"]) for i in range(2)] == [40, 40]
-    assert app.answers.held_by(ada.id) == 0
+    assert app.answers.held.held_by(ada.id) == 0

@@ -40,13 +40,7 @@ from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from strawberry.types.execution import ExecutionResult
 
 from inmail.bootstrap import Container
-from inmail.endpoint.answers import (
-    ANSWERS_IN_FLIGHT,
-    ANSWERS_UNREAD,
-    HELD_ANSWER_BYTES,
-    in_pieces,
-    withheld_answer,
-)
+from inmail.endpoint.answers import AnswerBudget
 from inmail.endpoint.cors import cross_origin_headers, preflight
 from inmail.endpoint.documents import (
     MULTIPLE_OPERATIONS,
@@ -67,7 +61,7 @@ from inmail.endpoint.media_types import (
     media_type_and_charsets,
     response_media_type,
 )
-from inmail.endpoint.refusals import CodedRefusal, persisted_queries_unsupported, refusal_response
+from inmail.endpoint.refusals import persisted_queries_unsupported, refusal_response
 from inmail.endpoint.websockets import (
     TOO_MANY_SOCKETS,
     LegacyWSHandler,
@@ -79,7 +73,7 @@ from inmail.endpoint.websockets import (
 from inmail.graphiql import graphiql_page
 from inmail.logs import Occasional
 from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
-from inmail.resolvers.cost import KNOWN_DOCUMENTS, CostHolders
+from inmail.resolvers.cost import KNOWN_DOCUMENTS
 from inmail.resolvers.limits import Remembered, line_count, text_digest
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
@@ -156,12 +150,7 @@ class GraphQLApp(GraphQL[Context, None]):
         self.container = container
         self._origins = settings.allowed_origins
         self.sockets = SocketHolders(settings.ws_max_per_member)
-        # The bytes of each member's large answers not yet taken by their clients.
-        self.answers = CostHolders(ANSWERS_IN_FLIGHT * settings.max_response_bytes)
-        self._max_response = settings.max_response_bytes
-        self._answers_refused = Occasional(
-            log, logging.INFO, "an answer refused: its holder has %d bytes of answers unread"
-        )
+        self.answers = AnswerBudget(settings.max_response_bytes, self.encode_json)
         self._sockets_refused = Occasional(
             log, logging.INFO, "websocket refused: %d open for one member"
         )
@@ -262,49 +251,7 @@ class GraphQLApp(GraphQL[Context, None]):
                     response.headers["retry-after"] = exchange.retry_after
             elif response.status_code == 200 and exchange.request_error:
                 response.status_code = 400
-        await self._answer(response, holder, wrote, scope, receive, send)
-
-    async def _answer(
-        self,
-        response: Response,
-        holder: str | None,
-        wrote: bool,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        """Send `response`, holding a large one against its holder's answers in flight until
-        the client has taken nearly all of it. A client that stops reading holds its answers in
-        this process (until the body timeout cuts it off): past ANSWERS_IN_FLIGHT of the
-        largest size, one holder's next large answer is refused, 503, rather than held too, and
-        so is their next request before it runs (`get_context`). A mutation that ran past it
-        (mutations sent side by side) is answered with an error that says it ran, and what to
-        do: its answer is not held either."""
-        size = len(response.body)
-        if size <= HELD_ANSWER_BYTES or holder is None:
-            await response(scope, receive, send)
-            return
-        if not self.answers.take(holder, size):
-            self._answers_refused.happened(self.answers.held_by(holder))
-            headers = {k: v for k, v in response.headers.items() if k != "content-length"}
-            if wrote:  # it ran: said so, in place of an answer that is not held
-                refusal = Response(
-                    self.encode_json({"errors": [withheld_answer(size)]}),
-                    status_code=response.status_code,
-                    headers=headers,
-                )
-            else:
-                refusal = Response(
-                    self.encode_json({"errors": [ANSWERS_UNREAD]}),
-                    status_code=503,
-                    headers={**headers, "retry-after": "1"},
-                )
-            await refusal(scope, receive, send)
-            return
-        try:
-            await response(scope, receive, in_pieces(send))
-        finally:
-            self.answers.release(holder, size)
+        await self.answers.send(response, holder, wrote, scope, receive, send)
 
     def parse_query_params(self, params: QueryParams) -> dict[str, object]:
         """A GET's parameters: `variables` and `extensions` are JSON objects in strings (an
@@ -507,14 +454,7 @@ class GraphQLApp(GraphQL[Context, None]):
             exchange = request.scope.get(_EXCHANGE)
             if isinstance(exchange, _Exchange):
                 exchange.context = context
-                # Less than one largest answer left of the caller's budget: their next
-                # request is refused before it runs, not after (see _answer).
-                holder = exchange.holder()
-                if holder is not None and self.answers.held_by(holder) > self._max_response:
-                    self._answers_refused.happened(self.answers.held_by(holder))
-                    raise CodedRefusal(
-                        503, str(ANSWERS_UNREAD["message"]), "SERVICE_UNAVAILABLE", retry=True
-                    )
+                self.answers.refuse_before_running(exchange.holder())
             if len(headers) > 1:
                 # Which one counts would depend on who reads them (a proxy may take the last).
                 context.credentials.refuse(SEVERAL_AUTHORIZATIONS)

@@ -139,8 +139,8 @@ class Context:
     # More than one Authorization header came: none of them counts.
     several_auth_headers: bool = False
     connection_params: dict[str, object] | None = None
-    # The operation is a mutation (MutationsMarked): it may have changed something, so its
-    # answer is sent whatever holding it costs (GraphQLApp._answer).
+    # The operation is a mutation (MutationsMarked): it may have changed something, so an
+    # answer refused for its caller's unread answers says it was applied (AnswerBudget.send).
     wrote: bool = False
     credentials: Credentials = field(init=False)
     reads: Reader = field(init=False)
