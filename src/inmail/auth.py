@@ -50,9 +50,19 @@ class AuthError(Exception):
     and what the words for it need."""
 
     def __init__(self, fault: TokenFault, **data: str | float) -> None:
-        super().__init__(fault.value, data)
+        super().__init__(fault, data)
         self.fault = fault
         self.data = data
+
+    def __str__(self) -> str:
+        return f"{self.fault.value} {self.data}" if self.data else self.fault.value
+
+    def __reduce__(self) -> tuple[object, ...]:  # copied or pickled whole, data included
+        return (_auth_error, (self.fault, self.data))
+
+
+def _auth_error(fault: TokenFault, data: dict[str, str | float]) -> AuthError:
+    return AuthError(fault, **data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import pickle
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -46,12 +47,26 @@ def test_no_header_means_anonymous() -> None:
 
 
 @pytest.mark.parametrize(
-    "header",
-    ["Bearer", "Basic abc", "Bearer not-a-jwt", "Token x.y.z"],
+    ("header", "fault"),
+    [
+        ("Bearer", TokenFault.NOT_BEARER),
+        ("Basic abc", TokenFault.NOT_BEARER),
+        ("Token x.y.z", TokenFault.NOT_BEARER),
+        ("Bearer not-a-jwt", TokenFault.MALFORMED),
+    ],
 )
-def test_malformed_credentials_are_refused(header: str) -> None:
-    with pytest.raises(AuthError):
+def test_malformed_credentials_are_refused(header: str, fault: TokenFault) -> None:
+    with token_refused(fault):
         TokenService(SECRET, MAX_LIFETIME).viewer_from_header(header)
+
+
+def test_a_refusal_carries_its_check_and_data_through_a_copy_and_names_both() -> None:
+    refusal = AuthError(TokenFault.LIVES_TOO_LONG, hours=24.0)
+    copied = pickle.loads(pickle.dumps(refusal))
+
+    assert (copied.fault, copied.data) == (TokenFault.LIVES_TOO_LONG, {"hours": 24.0})
+    assert str(copied) == "LIVES_TOO_LONG {'hours': 24.0}"
+    assert str(AuthError(TokenFault.EXPIRED)) == "EXPIRED"
 
 
 def test_a_token_signed_with_another_secret_is_refused() -> None:

@@ -21,6 +21,7 @@ async def test_a_socket_gone_mid_answer_is_one_info_line(caplog: pytest.LogCaptu
     caplog.set_level(logging.INFO)
     await _handler().handle_task_exception(WebSocketDisconnected())
     assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.INFO, None)]
+    assert caplog.records[0].name == "inmail.graphql_app"  # the name log filters know
 
 
 async def test_a_send_the_server_refused_after_closing_the_socket_is_one_info_line(

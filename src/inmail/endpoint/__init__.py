@@ -8,3 +8,9 @@ Content-Type), `documents.py` (several operations, one that never ran), `answers
 answers held while their client reads them), `refusals.py` (a request refused before it ran)
 and `cors.py` (browser pages on other origins).
 """
+
+from typing import Final
+
+LOGGER: Final = "inmail.graphql_app"
+"""The logger of every module here: the name /graphql's log lines have always carried (a log
+filter or alert keyed on it keeps matching)."""

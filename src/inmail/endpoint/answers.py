@@ -13,11 +13,12 @@ from starlette.responses import Response
 from starlette.types import Message as AsgiMessage
 from starlette.types import Receive, Scope, Send
 
+from inmail.endpoint import LOGGER
 from inmail.endpoint.refusals import CodedRefusal
 from inmail.logs import Occasional
 from inmail.resolvers.cost import CostHolders
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOGGER)
 
 # An answer this large is held in the process while its client reads it: counted against its
 # holder's budget of answers in flight (ANSWERS_IN_FLIGHT answers of the largest size), and

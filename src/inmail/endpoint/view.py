@@ -30,9 +30,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
-from strawberry.http.exceptions import (
-    WebSocketDisconnected,
-)
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.types import QueryParams
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -40,6 +38,7 @@ from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from strawberry.types.execution import ExecutionResult
 
 from inmail.bootstrap import Container
+from inmail.endpoint import LOGGER
 from inmail.endpoint.answers import AnswerBudget
 from inmail.endpoint.cors import cross_origin_headers, preflight
 from inmail.endpoint.documents import (
@@ -79,7 +78,7 @@ from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpec
 from inmail.resolvers.text_guard import refuse_unencodable_arguments
 from inmail.schema.errors import SEVERAL_AUTHORIZATIONS, ApiError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOGGER)
 
 
 _EXCHANGE = "inmail.graphql_exchange"
@@ -335,7 +334,8 @@ class GraphQLApp(GraphQL[Context, None]):
         return data
 
     def holds_several_operations(self, query: str) -> bool:
-        """Whether the document defines more than one operation (remembered by its text)."""
+        """Whether the document defines more than one operation: `defines_several_operations`
+        (a parse), remembered by the text's digest, after a cheap look that most texts end at."""
         settings = self.container.settings
         if not names_two_operation_keywords(query) or (
             line_count(query) > settings.max_query_lines  # refused unparsed by the schema

@@ -44,13 +44,14 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
 )
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
+from inmail.endpoint import LOGGER
 from inmail.endpoint.documents import MULTIPLE_OPERATIONS, never_ran, no_operation_to_run
 from inmail.endpoint.json_text import Undecodable, load_json
 from inmail.pace import Pace
 from inmail.resolvers.context import Context
 from inmail.schema.errors import TOKEN_EXPIRED_MESSAGE, ApiError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(LOGGER)
 
 M = TypeVar("M")
 
