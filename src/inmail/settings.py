@@ -521,7 +521,7 @@ class Settings:
     )
     max_cost_in_flight_per_member: int = _int_setting(
         "INMAIL_MAX_COST_IN_FLIGHT_PER_MEMBER",
-        "500000",
+        "100000",
         "most one member's queries and mutations in flight over HTTP may cost together in one "
         "process (admins are not held to it; one alone always runs); one more is refused at "
         "once (SERVICE_UNAVAILABLE: try again a second later)",

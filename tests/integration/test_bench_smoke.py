@@ -107,6 +107,29 @@ def test_the_breakdown_prints_a_checked_cpu_figure_for_every_request() -> None:
         assert lowest - 0.005 <= ratio <= highest + 0.005, row
 
 
+def test_the_crowding_benchmark_refuses_the_flood_past_the_budget_and_answers_the_probe() -> None:
+    """`python -m benchmarks.crowding --quick`: every budget's row, with the member's reads
+    answered (one alone always runs), the ones past 100,000 refused, and `{ now }` answered."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INMAIL_")}
+    done = run_to_end(
+        [sys.executable, "-m", "benchmarks.crowding", "--quick"], env, cwd=CHECKOUT, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {
+        cells[0]: [float(cell.replace(",", "")) for cell in cells[1:]]
+        for line in done.stdout.splitlines()
+        if line.startswith("| ") and line[2].isdigit()
+        for cells in [line.strip("| ").split(" | ")]
+    }
+    assert set(rows) == {"500,000", "200,000", "100,000"}, done.stdout
+    for window, answered, _refused, probes, *latencies in rows.values():
+        assert window > 0
+        assert answered >= 1
+        assert probes >= 1
+        assert 0 < latencies[0] <= latencies[1] <= latencies[2]
+    assert rows["100,000"][2] > 0  # 12 reads of 40,200 at once: at most two fit
+
+
 def test_a_breakdown_row_whose_answer_carries_errors_stops_the_run() -> None:
     """An answer with GraphQL errors is not counted as work done."""
     check = breakdown.answered(breakdown.no_check)
