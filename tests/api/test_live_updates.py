@@ -152,6 +152,24 @@ async def test_the_first_update_is_the_balance_as_of_now_though_nothing_has_writ
         assert short(await ws.update(op)) == ("DEBIT", -1, 9)
 
 
+async def test_the_first_update_says_the_same_whether_or_not_the_catch_up_was_written(
+    live: LiveServer,
+) -> None:
+    """Three months in: February's and March's grants, January's lot lapsed, April's grant,
+    none written for Ada; Grace's written by a read. Both first updates name the latest change
+    alone (it used to be Ada's whole catch-up under the last one's reason: +5 as an EXPIRE)."""
+    api = live.api
+    ada, grace = await premium_pair(api)
+    api.clock.set(datetime(2026, 4, 15, 9, 5, tzinfo=UTC))
+    written = await api.gql("{ viewer { ledger { totalCount } } }", token=grace.token)
+    assert written["viewer"]["ledger"]["totalCount"] > 1  # Grace's catch-up is recorded
+    async with GraphQLSocket.open(live.url, api.admin) as ws:
+        unwritten_first = await ws.update(await watch(ws, ada))
+        written_first = await ws.update(await watch(ws, grace))
+    assert {**unwritten_first, "memberId": None} == {**written_first, "memberId": None}
+    assert unwritten_first["balance"] == await api.balance(ada)
+
+
 async def test_an_admin_watching_two_members_on_one_socket_gets_both_balances_as_of_now(
     live: LiveServer,
 ) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -251,15 +250,17 @@ class Broker:
         )
 
     async def _projected(self, member_id: str) -> BalanceUpdate | None:
-        """The changes the member's next write will record first, as one update (None: none).
+        """The last of the changes the member's next write will record first (None: none), as
+        the latest recorded change reads once that write is done: whether or not anything has
+        written them yet, a first update says the same (SPEC 3).
 
-        It carries the sequence number that write will give its last entry, so when the write
+        It carries the sequence number that write will give that entry, so when the write
         comes its updates up to there are repeats and dropped, and what follows is delivered.
         """
         if self._unwritten is None:
             return None
-        updates = coalesce(await self._unwritten(member_id))
-        return functools.reduce(merge, updates) if updates else None
+        unwritten = await self._unwritten(member_id)
+        return BalanceUpdate.from_entry(unwritten[-1]) if unwritten else None
 
     async def _latest(self, member_id: str) -> BalanceUpdate | None:
         page = await self._ledger.page(member_id, 1, None)
