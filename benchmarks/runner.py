@@ -272,7 +272,9 @@ class Run:
         )
         try:
             await asyncio.sleep(1.0)  # py-spy attaches
-            await self.http(calls, check, self.sizes.concurrency)()
+            # The page's clients are one member's, held to the cost a member may have in flight.
+            clients = self.sizes.page_concurrency if workload == "page" else self.sizes.concurrency
+            await self.http(calls, check, clients)()
         finally:
             spy.send_signal(signal.SIGINT)
             try:

@@ -3,7 +3,6 @@ called directly; fields with arguments and the roots keep Strawberry's path."""
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -14,7 +13,6 @@ import strawberry
 from graphql import GraphQLObjectType, GraphQLSchema
 from strawberry.extensions import SchemaExtension
 
-from inmail.resolvers import root
 from inmail.resolvers.root import (
     AttributeReader,
     PlainLeavesExecutionContext,
@@ -222,58 +220,3 @@ async def test_with_an_extension_that_resolves_fields_every_field_goes_through_i
     assert answered.data is not None
     assert CountsFields.seen.count("note") == 4
     assert CountsFields.seen.count("at") == 4
-
-
-@strawberry.type
-class Shelf:
-    @strawberry.field
-    def rows(self) -> list[list[Card]]:
-        at = datetime(2026, 2, 15, 9, 5, tzinfo=UTC)
-        card = Card(title="t", mood=Mood.CALM, at=at, note=None, count=1)
-        return [[card] * 25 for _ in range(20)]
-
-
-async def _turns_taken_by_others(schema: strawberry.Schema, document: str) -> tuple[Any, int]:
-    """The execution's result, and how many turns another task had while it ran (it awaits
-    nothing of its own: every value is in memory)."""
-    turns = 0
-    running = True
-
-    async def other() -> None:
-        nonlocal turns
-        while running:
-            turns += 1
-            await asyncio.sleep(0)
-
-    other_task = asyncio.create_task(other())
-    await asyncio.sleep(0)  # the other task is running
-    started = turns
-    try:
-        result = await schema.execute(document)
-    finally:
-        running = False
-        await other_task
-    return result, turns - started
-
-
-async def test_a_long_execution_lets_other_requests_run_and_answers_the_same(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Completing 500 objects from memory with no pause held the process; past the slice, the
-    next objects wait for the event loop's next turn (a slice of 0: one object a turn)."""
-    schema = strawberry.Schema(query=Shelf, execution_context_class=PlainLeavesExecutionContext)
-    read_plain_fields_directly(schema._schema)
-    document = "{ rows { title mood count } }"
-
-    monkeypatch.setattr(root, "EXECUTION_SLICE", 1e9)
-    whole, turns_without_pauses = await _turns_taken_by_others(schema, document)
-    monkeypatch.setattr(root, "EXECUTION_SLICE", 0.0)
-    sliced, turns_with_pauses = await _turns_taken_by_others(schema, document)
-
-    assert whole.errors is None
-    assert sliced.errors is None
-    assert sliced.data == whole.data
-    assert len(whole.data["rows"]) == 20
-    assert len(whole.data["rows"][0]) == 25
-    assert turns_without_pauses <= 1
-    assert turns_with_pauses >= 20

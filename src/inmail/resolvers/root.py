@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Final, Protocol, cast
@@ -412,18 +409,6 @@ class AttributeReader:
         return getattr(source, self.name)
 
 
-EXECUTION_SLICE: Final = 0.02
-"""Seconds an execution completes objects in one turn of the event loop, before the process's
-other requests run.
-
-An answer built from values already in memory (a thread the request's loaders hold, named 100
-times over in `nodes`) was completed without a pause: a costly one, within the cost limit, held
-every other request of its process for as long as it took (half a second and more). Past this
-long in one turn, its next objects wait for a later turn, the first of them always going on
-then. A turn ends whenever the execution awaits (a database read): the time waiting is not
-counted. A member page of 100 conversations takes less than this in its longest turn."""
-
-
 class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's execution, with a short way for a scalar or enum field that shows an
     attribute of its object (an `AttributeReader`'s `leaf`): the attribute read and coerced as
@@ -449,14 +434,6 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         )
         # Per selection of this execution: how each of its fields is answered.
         self._selections: dict[int, tuple[GroupedFieldSet, GraphQLObjectType, _Selection]] = {}
-        # The execution's time in this turn of the event loop (see EXECUTION_SLICE): when it
-        # began, whether an object was completed in it, and whether the loop has turned since
-        # (a callback scheduled when it began has run) or will be seen to.
-        self._slice_started = time.perf_counter()
-        self._slice_taken = False
-        self._turned = False
-        self._turn_watched = False
-        self._watch_for_a_turn()
 
     def build_per_event_executor(self, payload: object) -> Executor[DeliveryGroupMap]:
         """Each event of a subscription collects its fields afresh: its selections are its own,
@@ -477,66 +454,7 @@ class PlainLeavesExecutionContext(StrawberryGraphQLCoreExecutionContext):
         """graphql-core's, with each plain leaf (most of a lot's, a ledger entry's or a
         conversation's fields) answered in place, without a path, a call or an awaitable check
         of its own. A leaf that is not plainly a value, and every other field, is executed as
-        graphql-core does. Past EXECUTION_SLICE of running, the object's fields wait a turn
-        of the event loop first."""
-        if self._time_in_this_turn() > EXECUTION_SLICE:
-            return self._in_a_later_slice(
-                functools.partial(
-                    self._execute_fields_now,
-                    parent_type,
-                    source_value,
-                    path,
-                    grouped_field_set,
-                    position_context,
-                )
-            )
-        return self._execute_fields_now(
-            parent_type, source_value, path, grouped_field_set, position_context
-        )
-
-    def _watch_for_a_turn(self) -> None:
-        """Be told when the event loop next turns (other callbacks run): the execution has let
-        others run since, and its next slice begins."""
-        if not self._turn_watched:
-            with contextlib.suppress(RuntimeError):  # no loop running: never sliced
-                asyncio.get_running_loop().call_soon(self._loop_turned)
-                self._turn_watched = True
-
-    def _loop_turned(self) -> None:
-        self._turn_watched = False
-        self._turned = True
-
-    def _time_in_this_turn(self) -> float:
-        """Seconds the execution has run in this turn of the event loop; a slice begins with
-        the first object it completes after the loop turned."""
-        now = time.perf_counter()
-        if self._turned:
-            self._turned = False
-            self._slice_started, self._slice_taken = now, False
-            self._watch_for_a_turn()
-        return now - self._slice_started
-
-    async def _in_a_later_slice(
-        self, execute: Callable[[], AwaitableOrValue[dict[str, Any]]]
-    ) -> dict[str, Any]:
-        """The object's fields, in a slice of its own execution that has time left (the first
-        object of a slice always goes on), once the event loop has run what else was ready."""
-        while True:
-            await asyncio.sleep(0)
-            if self._time_in_this_turn() <= EXECUTION_SLICE or not self._slice_taken:
-                break
-        self._slice_taken = True
-        result = execute()
-        return result if isinstance(result, dict) else await result
-
-    def _execute_fields_now(
-        self,
-        parent_type: GraphQLObjectType,
-        source_value: object,
-        path: Path | None,
-        grouped_field_set: GroupedFieldSet,
-        position_context: DeliveryGroupMap | None,
-    ) -> AwaitableOrValue[dict[str, Any]]:
+        graphql-core does."""
         selection = self._selection_of(parent_type, grouped_field_set)
         if not selection:
             return super().execute_fields(
