@@ -35,10 +35,11 @@ from benchmarks.runner import (
     _load,
     _machine,
     _own_mongod,
+    _quick_args,
     _seeding_deps,
-    _server_env,
+    _served,
 )
-from harness.servers import ServiceProcess, service_env
+from harness.servers import ServiceProcess
 from inmail.auth import Role, TokenService
 from inmail.domain.plans import PlanType
 from inmail.repositories.mongo import Mongo, new_id
@@ -114,17 +115,10 @@ async def seed_answers(deps: Deps, world: w.World, count: int) -> Pending:
     return Pending(answers)
 
 
-def start_server(uri: str, tmp: Path, workers: int) -> ServiceProcess:
-    env = _server_env(uri, tmp) | {"INMAIL_WORKERS": str(workers)}
-    return ServiceProcess.serve(
-        service_env(**env), tmp / f"server-{workers}.log", die_with_parent=True
-    ).start_ready()
-
-
 async def mixed(
     uri: str, tmp: Path, world: w.World, pending: Pending, workers: int, ops: int, levels: list[int]
 ) -> list[tuple[int, LoadResult]]:
-    server = start_server(uri, tmp, workers)
+    server = _served(uri, tmp, f"server-{workers}", INMAIL_WORKERS=str(workers))
     try:
         url = f"{server.url}/graphql"
         await run_http(url, w.compose_calls(world, 50), concurrency=4, check=w.check_compose)
@@ -243,7 +237,7 @@ async def history_costs(
         await add_history(mongo, member_id, size, world.recipients)
         tokens[member_id] = minted.mint(member_id, Role.MEMBER, timedelta(hours=12))
         members[size] = member_id
-    server = start_server(uri, tmp, 1)
+    server = _served(uri, tmp, "server-1", INMAIL_WORKERS="1")
     costs: list[Cost] = []
     try:
         url = f"{server.url}/graphql"
@@ -406,14 +400,8 @@ async def main(args: argparse.Namespace) -> None:
     print(f"\nload average at the end {load}; wall time {time.perf_counter() - started:.0f} s")
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    return parser.parse_args()
-
-
 if __name__ == "__main__":
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main(parse_args()))
+        runner.run(main(_quick_args(__doc__)))

@@ -21,13 +21,11 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 
 from benchmarks import workloads as w
-from benchmarks.runner import _load, _machine, _own_mongod, _seeding_deps, _server_env
-from harness.servers import ServiceProcess, service_env
+from benchmarks.runner import _load, _machine, _own_mongod, _quick_args, _seeding_deps, _served
 from inmail.auth import Role, TokenService, Viewer
 from inmail.domain.plans import PlanType
 from inmail.repositories.mongo import Mongo
@@ -118,13 +116,6 @@ async def crowd(url: str, token: str, thread: str, seconds: float, budget: int) 
     return window
 
 
-def start_server(uri: str, tmp: Path, budget: int) -> ServiceProcess:
-    env = _server_env(uri, tmp) | {"INMAIL_MAX_COST_IN_FLIGHT_PER_MEMBER": str(budget)}
-    return ServiceProcess.serve(
-        service_env(**env), tmp / f"server-{budget}.log", die_with_parent=True
-    ).start_ready()
-
-
 async def main(args: argparse.Namespace) -> None:
     seconds, rounds = (4.0, 1) if args.quick else (12.0, 2)
     started = time.perf_counter()
@@ -139,7 +130,12 @@ async def main(args: argparse.Namespace) -> None:
         token = TokenService(w.SECRET, Settings().token_max_lifetime).mint(member, Role.MEMBER)
         order = [b for r in range(rounds) for b in (BUDGETS if r % 2 == 0 else BUDGETS[::-1])]
         for budget in order:
-            server = start_server(mongod.uri, tmp, budget)
+            server = _served(
+                mongod.uri,
+                tmp,
+                f"server-{budget}",
+                INMAIL_MAX_COST_IN_FLIGHT_PER_MEMBER=str(budget),
+            )
             try:
                 url = f"{server.url}/graphql"
                 results.append(await crowd(url, token, thread, seconds, budget))
@@ -160,11 +156,5 @@ async def main(args: argparse.Namespace) -> None:
     print(f"\nload average at the end {_load()}; wall time {time.perf_counter() - started:.0f} s")
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    return parser.parse_args()
-
-
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    asyncio.run(main(_quick_args(__doc__)))

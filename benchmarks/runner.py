@@ -237,16 +237,19 @@ class Run:
             )
         )
 
-    def _profiled_calls(self, workload: str) -> tuple[list[Call], Check]:
+    def _profiled_calls(self, workload: str) -> tuple[list[Call], Check, int]:
+        """The workload's calls, their check, and how many clients send them (the member
+        page's are one member's, held to the cost a member may have in flight)."""
         s, world = self.sizes, self.world
         if workload == "send":
-            return w.send_calls(world, world.take_sends(s.sends)), w.check_send
+            return w.send_calls(world, world.take_sends(s.sends)), w.check_send, s.concurrency
         if workload == "compose":
-            return w.compose_calls(world, s.reads), w.check_compose
+            return w.compose_calls(world, s.reads), w.check_compose, s.concurrency
         if workload == "now":
-            return w.now_calls(world, s.reads), w.check_now
+            return w.now_calls(world, s.reads), w.check_now, s.concurrency
         size = w.PAGE_CONVERSATIONS
-        return w.page_calls(world, size, s.page_requests), w.page_check(size)
+        page = w.page_calls(world, size, s.page_requests)
+        return page, w.page_check(size), s.page_concurrency
 
     async def profile(self, workload: str, output: Path) -> None:
         """An extra, unmeasured phase of one workload over HTTP with py-spy sampling the server."""
@@ -254,7 +257,7 @@ class Run:
         if py_spy is None:
             self.results.notes.append("--profile: py-spy is not installed; no profile taken")
             return
-        calls, check = self._profiled_calls(workload)
+        calls, check, clients = self._profiled_calls(workload)
         spy = await asyncio.create_subprocess_exec(
             py_spy,
             "record",
@@ -272,8 +275,6 @@ class Run:
         )
         try:
             await asyncio.sleep(1.0)  # py-spy attaches
-            # The page's clients are one member's, held to the cost a member may have in flight.
-            clients = self.sizes.page_concurrency if workload == "page" else self.sizes.concurrency
             await self.http(calls, check, clients)()
         finally:
             spy.send_signal(signal.SIGINT)
@@ -517,6 +518,21 @@ async def _seeding_deps(mongo: Mongo) -> Deps:
         Settings(rate_limit_inmails_per_minute=LEGACY_ALLOTMENT_MAX),
         webhooks=False,
     )
+
+
+def _served(uri: str, tmp: Path, log_name: str, **settings: str) -> ServiceProcess:
+    """`inmail serve` on the benchmarks' settings and `settings` (INMAIL_* names), ready."""
+    env = _server_env(uri, tmp) | settings
+    return ServiceProcess.serve(
+        service_env(**env), tmp / f"{log_name}.log", die_with_parent=True
+    ).start_ready()
+
+
+def _quick_args(doc: str | None) -> argparse.Namespace:
+    """A one-table benchmark's arguments: `--quick` for small counts."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--quick", action="store_true")
+    return parser.parse_args()
 
 
 def _server_env(uri: str, tmp: Path) -> dict[str, str]:
