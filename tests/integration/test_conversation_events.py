@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from inmail.domain.feeds import ChangesLost, InboxChange
 from inmail.domain.model import Message
 from inmail.domain.notifications import (
     ConversationChange,
@@ -23,12 +24,11 @@ from inmail.domain.notifications import (
     NotificationKind,
 )
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
-from inmail.repositories.changes import ChangesLost, InboxChanges
+from inmail.repositories.changes import InboxChanges
 from inmail.repositories.memory import InMemoryMongo
 from inmail.repositories.mongo import NO_TRANSACTION, Mongo, new_id
 from inmail.repositories.notifications import (
     EVENT_KIND,
-    InboxChange,
     NotificationReader,
     NotificationRepository,
     event_from_doc,

@@ -20,11 +20,11 @@ import pytest
 
 from inmail.domain.conversations import ConversationState
 from inmail.domain.model import Conversation, ConversationKind, Message
+from inmail.domain.pages import Page, encode_cursor
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.messages import LATEST, MessageReader, MessageRepository, message_to_doc
 from inmail.repositories.mongo import Mongo, TransactionSession, new_id
-from inmail.repositories.pages import Page, encode_cursor
 
 SENT = datetime(2026, 3, 14, 9, 26, 53, 589000, tzinfo=UTC)
 LENGTHS = (1, 2, 100, 101, 250)

@@ -13,8 +13,9 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from inmail.domain.credits import LedgerKind
+from inmail.domain.feeds import ChangesLost
 from inmail.domain.model import LedgerEntry
-from inmail.repositories.changes import ChangesLost, LedgerChanges
+from inmail.repositories.changes import LedgerChanges
 from inmail.repositories.ledger import LedgerReader
 from inmail.repositories.mongo import Mongo
 from inmail.repositories.unit_of_work import MongoUnitOfWork

@@ -29,6 +29,7 @@ from inmail.domain.model import (
     Subscription,
 )
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
+from inmail.domain.pages import Page
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.repositories.conversations import conversation_from_doc, conversation_to_doc
 from inmail.repositories.credit_lots import lot_to_doc
@@ -37,7 +38,6 @@ from inmail.repositories.members import member_to_doc
 from inmail.repositories.messages import message_to_doc
 from inmail.repositories.mongo import Doc, Mongo, new_id
 from inmail.repositories.notifications import event_to_doc, notification_to_doc
-from inmail.repositories.pages import Page
 from inmail.repositories.unit_of_work import Reads
 
 

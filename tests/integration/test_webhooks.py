@@ -19,14 +19,9 @@ import pytest
 
 from inmail.bootstrap import build_container
 from inmail.clock import ManualClock
+from inmail.domain.outbox import OutboxEvent
 from inmail.repositories.mongo import DuplicateKeyError, Mongo
-from inmail.repositories.outbox import (
-    DELIVERED,
-    FAILED,
-    PENDING,
-    OutboxEvent,
-    OutboxStore,
-)
+from inmail.repositories.outbox import DELIVERED, FAILED, PENDING, OutboxStore
 from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
 from inmail.services.webhooks import Backoff, WebhookConfig, WebhookWorker, verify_signature
 from stored import outbox_count, outbox_event

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from inmail.repositories import pages
-from inmail.repositories.pages import BadCursor, Cursor, Page, decode_cursor, encode_cursor
+from inmail.domain import pages
+from inmail.domain.pages import BadCursor, Cursor, Page, encode_cursor
+from inmail.repositories.pages import decode_cursor
 
 SORT = (("sentAt", -1), ("_id", -1))
 AT = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)

@@ -31,9 +31,9 @@ from inmail.domain.model import (
     Purchase,
 )
 from inmail.domain.notifications import Notification
+from inmail.domain.pages import BadCursor, CursorText, Page
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.domain.profiles import PublicProfile
-from inmail.repositories.pages import BadCursor, CursorText, Page
 from inmail.schema.errors import refused
 from inmail.services.reads import Reader, _Shared
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from inmail.repositories.outbox import OutboxEvent
+from inmail.domain.outbox import OutboxEvent
 from inmail.services.webhooks import Backoff, payload, sign, verify_signature
 from inmail.settings import Settings, SettingsError
 

@@ -11,8 +11,10 @@ import calendar
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from inmail.domain.errors import DomainError, ErrorCode, Reason, whole_number_within
+from inmail.domain.money import Money
 from inmail.domain.text import shows_something, without_controls, without_direction_controls
 
 ANCHOR_DAY_MIN = 1
@@ -114,3 +116,23 @@ def _next_month(year: int, month: int) -> tuple[int, int]:
 
 def _previous_month(year: int, month: int) -> tuple[int, int]:
     return (year - 1, 12) if month == 1 else (year, month - 1)
+
+
+class ChargeStatus(StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    REFUNDED = "REFUNDED"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRecord:
+    """A card charge as the payment gateway made it, and whether it was refunded."""
+
+    id: str
+    member_id: str
+    idempotency_key: str
+    amount: Money
+    description: str
+    card_last4: str
+    at: datetime
+    status: ChargeStatus
+    refunded_at: datetime | None = None

@@ -94,3 +94,12 @@ def _clean_text(text: str, *, field: str, maximum: int, lines: bool) -> str:
     if not shows_something(cleaned):  # blank, or only characters that show nothing
         raise DomainError(ErrorCode.INVALID_INPUT, Reason.BLANK, field)
     return cleaned
+
+
+@dataclass(frozen=True, slots=True)
+class DueReminder:
+    """An InMail whose recipient is due a reminder (SPEC 5)."""
+
+    conversation_id: str
+    recipient_id: str
+    due_at: datetime

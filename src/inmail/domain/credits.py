@@ -175,3 +175,25 @@ def clamp_grant(quantity: int, current_balance: int, cap: int) -> int:
     if quantity < 0:
         raise ValueError(f"a grant cannot be negative ({quantity})")
     return max(0, min(quantity, cap - current_balance))
+
+
+LapsedKey = tuple[datetime, str]
+"""A lapsed lot's place in the expiry job's walk: (expiresAt, _id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LapsedMember:
+    """A member holding lapsed lots, and where the walk that found it stands: the last lot its
+    batch read (the next batch reads after it)."""
+
+    member_id: str
+    walked: LapsedKey
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiringLot:
+    """A live lot whose member is due a CREDITS_EXPIRING notice."""
+
+    lot_id: str
+    member_id: str
+    expires_at: datetime

@@ -13,20 +13,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Final
 
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import OperationFailure, PyMongoError
 
+from inmail.domain.feeds import ChangesLost, CommittedEntries, InboxChange, ResumeToken
 from inmail.domain.model import LedgerEntry
 from inmail.repositories.ledger import entry_from_doc
 from inmail.repositories.mongo import Doc, Mongo
-from inmail.repositories.notifications import InboxChange, inbox_change
+from inmail.repositories.notifications import inbox_change
 
 log = logging.getLogger(__name__)
-
-ResumeToken = Mapping[str, object]
 
 # Inserts (the ledger is append-only) and the invalidation that ends a stream, trimmed to what a
 # subscriber needs. `_id` is the resume token and must stay as it is; lsid and txnNumber say
@@ -39,33 +37,6 @@ _PIPELINE: Final[Sequence[Mapping[str, object]]] = (
 # The server no longer has the history after the token (the oplog rolled over), or the token
 # cannot be used: resuming is impossible and the changes in between are gone.
 _HISTORY_LOST_CODES: Final = frozenset({260, 280, 286})
-
-
-Item_co = TypeVar("Item_co", covariant=True)
-
-
-class Feed(Protocol[Item_co]):
-    """A change feed: opened, read item by item (each read waits for one), closed. `Mongo`
-    opens one for the ledger (`ledger_changes`) and one for the inbox (`inbox_changes`)."""
-
-    async def open(self) -> None: ...
-
-    async def next(self) -> Item_co: ...
-
-    async def close(self) -> None: ...
-
-
-class ChangesLost(Exception):
-    """The stream could not resume where it stopped; it goes on from now, and some changes were
-    never seen. Whoever relies on the feed must catch up from the ledger itself."""
-
-
-@dataclass(frozen=True, slots=True)
-class CommittedEntries:
-    """The entries one transaction wrote, in ledger order, and where to resume after them."""
-
-    entries: list[LedgerEntry]
-    resume_token: ResumeToken
 
 
 class _StreamEnded(PyMongoError):

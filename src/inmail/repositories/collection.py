@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
+from inmail.domain.pages import Page
 from inmail.repositories.mongo import Collection, Doc, Mongo, Session
-from inmail.repositories.pages import Page, keyset_page
+from inmail.repositories.pages import keyset_page
 
 R = TypeVar("R")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pymongo import ReturnDocument
@@ -12,10 +11,12 @@ from inmail.domain.conversations import (
     ConversationFilter,
     ConversationRole,
     ConversationState,
+    DueReminder,
     InMailResponse,
 )
 from inmail.domain.keyed import IdempotencyRecord
 from inmail.domain.model import Conversation, ConversationKind
+from inmail.domain.pages import Page
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.message_docs import message_fields, message_from_doc
 from inmail.repositories.mongo import (
@@ -26,7 +27,7 @@ from inmail.repositories.mongo import (
     Session,
     TransactionSession,
 )
-from inmail.repositories.pages import Page, after_key
+from inmail.repositories.pages import after_key
 from inmail.repositories.records import SENT_UNDER, sent_under_to_doc
 
 NEWEST_FIRST = (("sentAt", -1), ("_id", -1))
@@ -329,10 +330,3 @@ class ConversationRepository(ConversationReader):
 
 
 _REMINDER_ORDER = (("reminderDueAt", 1), ("_id", 1))  # index reminders_due_keyset
-
-
-@dataclass(frozen=True, slots=True)
-class DueReminder:
-    conversation_id: str
-    recipient_id: str
-    due_at: datetime

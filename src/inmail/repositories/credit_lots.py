@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
@@ -12,28 +11,19 @@ from inmail.domain.credits import (
     SPENDABLE,
     CreditLot,
     CreditSource,
+    LapsedKey,
+    LapsedMember,
     LotFilter,
     LotRule,
     LotStatus,
 )
+from inmail.domain.pages import Page
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, Mongo, Session, TransactionSession
-from inmail.repositories.pages import Page, after_key
+from inmail.repositories.pages import after_key
 
 NEWEST_FIRST = (("grantedAt", -1), ("_id", -1))
 _LAPSED_ORDER: Final = (("expiresAt", 1), ("_id", 1))
-
-LapsedKey = tuple[datetime, str]
-"""A lapsed lot's place in the expiry job's walk: (expiresAt, _id)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LapsedMember:
-    """A member holding lapsed lots, and where the walk that found it stands: the last lot its
-    batch read (the next batch reads after it)."""
-
-    member_id: str
-    walked: LapsedKey
 
 
 def lot_from_doc(doc: Doc) -> CreditLot:

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from inmail.domain.credits import LedgerKind
 from inmail.domain.model import LedgerEntry
+from inmail.domain.pages import Page
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import Doc, Mongo, Session, TransactionSession
-from inmail.repositories.pages import Page
 
 NEWEST_FIRST = (("seq", -1),)
 

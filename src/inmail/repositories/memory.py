@@ -30,8 +30,8 @@ from pymongo import IndexModel
 from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.results import UpdateResult
 
+from inmail.domain.feeds import CommittedEntries, Feed, InboxChange
 from inmail.domain.plans import PlanTable
-from inmail.repositories.changes import CommittedEntries, Feed
 from inmail.repositories.leases import LeaseRepository
 from inmail.repositories.ledger import entry_from_doc
 from inmail.repositories.mongo import (
@@ -47,7 +47,7 @@ from inmail.repositories.mongo import (
     new_id,
     refuse_late_commit,
 )
-from inmail.repositories.notifications import InboxChange, NotificationReader
+from inmail.repositories.notifications import NotificationReader
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from inmail.domain.model import Conversation, Message
+from inmail.domain.pages import Cursor, Page
 from inmail.repositories.conversations import (
     AS_RECORD,
     NOT_IN_RECORD,
@@ -36,7 +37,7 @@ from inmail.repositories.conversations import (
 )
 from inmail.repositories.message_docs import message_fields, message_from_doc
 from inmail.repositories.mongo import NO_TRANSACTION, Doc, Mongo, Session, TransactionSession
-from inmail.repositories.pages import Cursor, Page, decode_cursor, keyset_page, list_name
+from inmail.repositories.pages import decode_cursor, keyset_page, list_name
 
 _THREAD = "_thread"  # where a message read by id carries its conversation
 

@@ -52,9 +52,8 @@ from inmail.domain.plans import PlanTable
 if TYPE_CHECKING:
     from pymongo import MongoClient
 
-    from inmail.repositories.changes import CommittedEntries, Feed
+    from inmail.domain.feeds import CommittedEntries, Feed, InboxChange
     from inmail.repositories.leases import LeaseRepository
-    from inmail.repositories.notifications import InboxChange
     from inmail.repositories.outbox import OutboxStore
 
 log = logging.getLogger(__name__)

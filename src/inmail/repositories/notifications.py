@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from inmail.domain.credits import EXPIRY_NOTICE_DUE
+from inmail.domain.credits import EXPIRY_NOTICE_DUE, ExpiringLot
+from inmail.domain.feeds import InboxChange
 from inmail.domain.notifications import (
     ConversationChange,
     ConversationEvent,
     Notification,
     NotificationKind,
 )
+from inmail.domain.outbox import OutboxEvent
+from inmail.domain.pages import Page
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.credit_lots import matching_at
 from inmail.repositories.message_docs import message_fields, message_from_doc
@@ -41,8 +43,8 @@ from inmail.repositories.mongo import (
     new_id,
     written_before,
 )
-from inmail.repositories.outbox import OutboxEvent, OutboxRepository
-from inmail.repositories.pages import Page, after_key
+from inmail.repositories.outbox import OutboxRepository
+from inmail.repositories.pages import after_key
 
 # Before notifications were listed, the reminder was recorded under this kind.
 _LEGACY_KINDS: Final = {"INMAIL_REMINDER": NotificationKind.REMINDER}
@@ -56,15 +58,6 @@ log = logging.getLogger(__name__)
 _EVENTS: Final[Doc] = {"kind": EVENT_KIND}
 CATCH_UP_BATCH: Final = 1000
 CATCH_UP_MOST: Final = 20 * CATCH_UP_BATCH
-
-
-@dataclass(frozen=True, slots=True)
-class InboxChange:
-    """A document new in `notifications`: its id (ids grow with the time they were made) and
-    what it holds, a notification or a conversation event (None: neither kind known here)."""
-
-    id: str
-    item: Notification | ConversationEvent | None
 
 
 def inbox_change(doc: Doc) -> InboxChange:
@@ -326,13 +319,6 @@ class NotificationRepository(NotificationReader):
             query["_id"] = {"$in": list(ids)}
         result = await self._c.update_many(query, {"$set": {"readAt": at}}, session=self._session)
         return result.modified_count
-
-
-@dataclass(frozen=True, slots=True)
-class ExpiringLot:
-    lot_id: str
-    member_id: str
-    expires_at: datetime
 
 
 _NOTICED: Final = "expiryNoticeAt"

@@ -20,13 +20,13 @@ event is removed by a TTL index RETENTION after it was written (real time), deli
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from pymongo import ReturnDocument
 
+from inmail.domain.outbox import Attempt, Claimed, OutboxEvent
 from inmail.repositories.mongo import OUTBOX_PENDING, Doc, Mongo, TransactionSession
 
 PENDING: Final = OUTBOX_PENDING
@@ -37,48 +37,13 @@ RETENTION: Final = timedelta(days=30)
 """How long an event is kept after it was written, whatever became of it."""
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    """One event for the webhook endpoint: what happened, to whom, when (service time)."""
-
-    id: str
-    kind: str
-    member_id: str
-    at: datetime
-    data: Mapping[str, object] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One delivery attempt: when (service time), the HTTP status or the error, how long."""
-
-    at: datetime
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-
-    @property
-    def delivered(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-    def to_doc(self) -> Doc:
-        return {
-            "at": self.at,
-            "statusCode": self.status_code,
-            "error": self.error,
-            "durationMs": self.duration_ms,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """An event this worker holds the lease of: deliver it, then `finish` with the token."""
-
-    event: OutboxEvent
-    token: str
-    attempt_count: int
-    first_attempt_at: datetime | None = None
-    """When its delivery was first tried (service time); None before its first attempt."""
+def _attempt_to_doc(attempt: Attempt) -> Doc:
+    return {
+        "at": attempt.at,
+        "statusCode": attempt.status_code,
+        "error": attempt.error,
+        "durationMs": attempt.duration_ms,
+    }
 
 
 def _event_from_doc(doc: Doc) -> OutboxEvent:
@@ -194,7 +159,7 @@ class OutboxStore:
         more than the retry schedule can make, that is every one, and the document stays
         bounded even so."""
         record: Doc = {
-            "$push": {"attempts": {"$each": [attempt.to_doc()], "$slice": -keep}},
+            "$push": {"attempts": {"$each": [_attempt_to_doc(attempt)], "$slice": -keep}},
             "$inc": {"attemptCount": 1},
             "$min": {"firstAttemptAt": attempt.at},
         }

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Final
 
+from inmail.domain.billing import ChargeRecord, ChargeStatus
 from inmail.domain.errors import ErrorCode, Reason
 from inmail.domain.intents import IntentKind
 from inmail.domain.keyed import SEND, IdempotencyRecord, KeyedOutcome, KeyedRefusal
 from inmail.domain.model import Purchase, PurchaseStatus
 from inmail.domain.money import Money
+from inmail.domain.pages import Page
 from inmail.domain.plans import DEFAULT_CREDIT_PRICE
 from inmail.repositories.collection import RecordReader
 from inmail.repositories.mongo import (
@@ -23,7 +23,6 @@ from inmail.repositories.mongo import (
     TransactionSession,
     new_id,
 )
-from inmail.repositories.pages import Page
 
 log = logging.getLogger(__name__)
 
@@ -248,24 +247,6 @@ class PurchaseRepository(PurchaseReader):
             },
             session=self._session,
         )
-
-
-class ChargeStatus(StrEnum):
-    SUCCEEDED = "SUCCEEDED"
-    REFUNDED = "REFUNDED"
-
-
-@dataclass(frozen=True, slots=True)
-class ChargeRecord:
-    id: str
-    member_id: str
-    idempotency_key: str
-    amount: Money
-    description: str
-    card_last4: str
-    at: datetime
-    status: ChargeStatus
-    refunded_at: datetime | None = None
 
 
 def _charge_from_doc(doc: Doc) -> ChargeRecord:

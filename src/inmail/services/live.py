@@ -25,11 +25,11 @@ from typing import Generic, Protocol, Self, TypeVar
 
 from inmail import metrics
 from inmail.domain.credits import LedgerKind
+from inmail.domain.feeds import ChangesLost, CommittedEntries, Feed, InboxChange
 from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationEvent, Notification
-from inmail.repositories.changes import ChangesLost, CommittedEntries, Feed
 from inmail.repositories.ledger import LedgerReader
-from inmail.repositories.notifications import InboxChange, NotificationReader
+from inmail.repositories.notifications import NotificationReader
 from inmail.services.events import BalanceUpdate
 from inmail.services.unit_of_work import new_id
 

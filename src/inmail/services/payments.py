@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Protocol
 
-from inmail.domain.billing import PaymentMethod
+from inmail.domain.billing import ChargeRecord, ChargeStatus, PaymentMethod
 from inmail.domain.money import Money
-from inmail.repositories.records import ChargeRecord, ChargeRepository, ChargeStatus
+from inmail.repositories.records import ChargeRepository
 
 DECLINED_LAST4: Final = "0002"
 """The built-in gateway declines cards ending 0002, as the payment industry's test card does."""

@@ -23,11 +23,11 @@ from inmail.domain.conversations import ConversationFilter
 from inmail.domain.credits import CreditLot, LotFilter, LotStatus
 from inmail.domain.model import Conversation, LedgerEntry, Member, Message, Purchase
 from inmail.domain.notifications import Notification
+from inmail.domain.pages import BadCursor, CursorText, Ends, Page
 from inmail.domain.plans import PlanTable
 from inmail.domain.profiles import PublicProfile
 from inmail.domain.wallet import Wallet
 from inmail.heap import weakly_bound
-from inmail.repositories.pages import BadCursor, CursorText, Ends, Page
 from inmail.services.base import Account
 
 T = TypeVar("T")

@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
+from inmail.domain.conversations import DueReminder
+from inmail.domain.credits import ExpiringLot, LapsedMember
 from inmail.domain.model import LedgerEntry
 from inmail.domain.notifications import ConversationChange, ConversationEvent, Notification
 from inmail.metrics import SCHEDULER_PASS_SECONDS
-from inmail.repositories.conversations import DueReminder
-from inmail.repositories.credit_lots import LapsedMember
-from inmail.repositories.notifications import ExpiringLot
 from inmail.services.base import Account, Deps, save_all
 from inmail.services.charges import RECONCILE_AFTER, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS

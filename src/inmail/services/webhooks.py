@@ -38,7 +38,8 @@ from typing import Final
 import httpx
 
 from inmail.clock import Clock
-from inmail.repositories.outbox import Attempt, Claimed, OutboxEvent, OutboxStore
+from inmail.domain.outbox import Attempt, Claimed, OutboxEvent
+from inmail.repositories.outbox import OutboxStore
 from inmail.services.background import STOP_GRACE, finish_within, repeat
 
 log = logging.getLogger(__name__)
