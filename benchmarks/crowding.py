@@ -5,7 +5,7 @@
 
 One member sends, for the whole window, the same read from 12 connections at once, each again as
 soon as it is answered or refused: `nodes` of one 100-message thread, 100 times over, in two
-aliases (its cost 40,200, under INMAIL_MAX_QUERY_COST's 50,000; about 0.9 MB answered). Beside
+aliases (its cost 40,200, under INMAIL_MAX_QUERY_COST's 50,000; 7.2 MB answered). Beside
 it, another client asks `{ now }` every 20 ms, one at a time. For each value of
 INMAIL_MAX_COST_IN_FLIGHT_PER_MEMBER (a server of its own on one mongod, the budgets in ABBA
 order), it prints the member's reads answered and refused, and `{ now }`'s latency: what one

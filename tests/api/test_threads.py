@@ -13,10 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import bson
+import pytest
 
 from inmail.domain.model import Message
 from inmail.repositories.messages import message_to_doc
 from inmail.repositories.mongo import new_id
+from inmail.schema import types
 from support import Api, Person, ada_and_grace, send_message
 
 CLEF = "\U0001d11e"  # four bytes in UTF-8: 2,000 of them make an 8 KB message
@@ -422,3 +424,66 @@ async def test_what_a_mutation_wrote_is_read_by_the_payloads_and_mutations_after
     first, second = (data[name]["conversation"]["messageConnection"] for name in ("a", "b"))
     assert first == {"totalCount": 1, "nodes": [{"body": "one"}]}
     assert second == {"totalCount": 2, "nodes": [{"body": "one"}, {"body": "two"}]}
+
+
+AUTHORS = """
+query($ids: [ID!]!) { nodes(ids: $ids) { ... on Conversation {
+  messages { body author { id name } }
+  messageConnection(first: 10) { nodes { body author { id name } } } } } }
+"""
+
+
+async def test_a_threads_authors_are_read_with_its_messages_not_one_by_one_after_them(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada, grace = await _connected(api, "Ada Lovelace", "Grace Hopper")
+    first = await send_message(api, ada, "Hello Grace", recipient=grace)
+    thread = first["conversation"]["id"]
+    await send_message(api, grace, "Hello Ada", conversation_id=thread)
+    await send_message(api, ada, "How are you?", conversation_id=thread)
+    # A message's author answers at once when the thread's parties were read with its messages;
+    # one not read yet is read through `Member.load`, an awaitable for each message.
+    loaded: list[str] = []
+    real_load = vars(types.Member)["load"].__func__
+
+    async def counted(cls: type[types.Member], info: Any, member_id: str) -> types.Member:
+        loaded.append(member_id)
+        member: types.Member = await real_load(cls, info, member_id)
+        return member
+
+    monkeypatch.setattr(types.Member, "load", classmethod(counted))
+    data = await api.gql(AUTHORS, {"ids": [thread, thread]}, grace.token)
+    said = [("Ada Lovelace", "Hello Grace"), ("Grace Hopper", "Hello Ada")]
+    said.append(("Ada Lovelace", "How are you?"))
+    for node in data["nodes"]:
+        for listed in (node["messages"], node["messageConnection"]["nodes"]):
+            assert [(m["author"]["name"], m["body"]) for m in listed] == said
+            assert {m["author"]["id"] for m in listed} == {ada.id, grace.id}
+    assert loaded == []
+
+
+async def test_a_page_of_conversations_reads_its_messages_authors_with_the_page(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ada, grace, alan = await _connected(api, "Ada Lovelace", "Grace Hopper", "Alan Turing")
+    for other in (grace, alan):
+        sent = await send_message(api, ada, f"Hello {other.id}", recipient=other)
+        await send_message(api, other, "Hello Ada", conversation_id=sent["conversation"]["id"])
+    loaded: list[str] = []
+    real_load = vars(types.Member)["load"].__func__
+
+    async def counted(cls: type[types.Member], info: Any, member_id: str) -> types.Member:
+        loaded.append(member_id)
+        member: types.Member = await real_load(cls, info, member_id)
+        return member
+
+    monkeypatch.setattr(types.Member, "load", classmethod(counted))
+    data = await api.gql(
+        "{ viewer { conversations(first: 10) { nodes { messages { body author { id } } } } } }",
+        token=ada.token,
+    )
+    threads = data["viewer"]["conversations"]["nodes"]
+    assert sorted([m["author"]["id"] for m in t["messages"]] for t in threads) == sorted(
+        [[ada.id, other.id] for other in (grace, alan)]
+    )
+    assert loaded == []

@@ -76,7 +76,9 @@ class Reads(Protocol):
         self, which: ConversationFilter, first: int | None, after: str | None
     ) -> Listing[Conversation]: ...
 
-    async def latest_messages(self, conversation: Conversation) -> list[Message]: ...
+    async def latest_messages(
+        self, conversation: Conversation, *, authors: bool = False
+    ) -> list[Message]: ...
 
     def known_latest_messages(self, conversation: Conversation) -> list[Message] | None: ...
 
@@ -85,7 +87,12 @@ class Reads(Protocol):
     ) -> None: ...
 
     async def messages(
-        self, conversation: Conversation, first: int | None, after: str | None
+        self,
+        conversation: Conversation,
+        first: int | None,
+        after: str | None,
+        *,
+        authors: bool = False,
     ) -> Listing[Message]: ...
 
     async def notifications(

@@ -393,7 +393,8 @@ class Member(Node):
         which = ConversationFilter(self.id, state, role)
         listing = await r.conversations(which, first, after)
         asked = _selected_names(info.selected_fields)
-        parties = not asked.isdisjoint(("sender", "recipient"))
+        # A message's author is one of its conversation's parties.
+        parties = not asked.isdisjoint(("sender", "recipient", "author"))
         if parties or "messages" in asked:
             records = [c for _, c in listing.items]
             await r.read_ahead(records, parties=parties, messages="messages" in asked)
@@ -466,13 +467,16 @@ class Conversation(_RecordNode[model.Conversation]):
         return self._latest_messages(info)
 
     async def _latest_messages(self, info: GraphInfo) -> list[Message]:
-        return [Message.from_domain(m) for m in await reads(info).latest_messages(self._record)]
+        authors = "author" in _selected_names(info.selected_fields)
+        found = await reads(info).latest_messages(self._record, authors=authors)
+        return [Message.from_domain(m) for m in found]
 
     @strawberry.field(description="Every message, oldest first.")
     async def message_connection(
         self, info: GraphInfo, first: int | None = DEFAULT_PAGE_SIZE, after: str | None = None
     ) -> Connection[Message]:
-        listing = await reads(info).messages(self._record, first, after)
+        authors = "author" in _selected_names(info.selected_fields)
+        listing = await reads(info).messages(self._record, first, after, authors=authors)
         return Connection.build(listing, Message.from_domain)
 
 

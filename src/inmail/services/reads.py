@@ -504,10 +504,17 @@ class Reader:
 
     # A thread's messages, for its two parties and admins.
 
-    async def latest_messages(self, conversation: Conversation) -> list[Message]:
-        """The latest 100, oldest first."""
+    async def latest_messages(
+        self, conversation: Conversation, *, authors: bool = False
+    ) -> list[Message]:
+        """The latest 100, oldest first; with `authors`, read with the thread's two parties
+        (who wrote them), so that each message's author answers at once."""
         self._sees(conversation)
-        return await self._latest_messages.load(conversation)
+        read = self._latest_messages.load(conversation)
+        if not authors:
+            return await read
+        found, _ = await asyncio.gather(read, self._parties(conversation))
+        return found
 
     def known_latest_messages(self, conversation: Conversation) -> list[Message] | None:
         """A thread's latest messages already read, without waiting; None if not read yet."""
@@ -531,9 +538,15 @@ class Reader:
         await asyncio.gather(*loads)
 
     async def messages(
-        self, conversation: Conversation, first: int | None, after: str | None
+        self,
+        conversation: Conversation,
+        first: int | None,
+        after: str | None,
+        *,
+        authors: bool = False,
     ) -> Listing[Message]:
-        """Every message, oldest first, a page at a time."""
+        """Every message, oldest first, a page at a time; with `authors`, read with the thread's
+        parties (as `latest_messages`)."""
         self._sees(conversation)
         size = self._page_size(first)
         messages = self._store.messages
@@ -541,7 +554,18 @@ class Reader:
         async def listed() -> Listing[Message]:
             return self._listing(await self._page(lambda: messages.page(conversation, size, after)))
 
-        return await self._listed(("messages", conversation.id), size, after, listed)
+        if not authors:
+            return await self._listed(("messages", conversation.id), size, after, listed)
+        found, _ = await asyncio.gather(
+            self._listed(("messages", conversation.id), size, after, listed),
+            self._parties(conversation),
+        )
+        return found
+
+    def _parties(self, conversation: Conversation) -> Awaitable[list[Member | None]]:
+        """The conversation's sender and recipient, read (once per request) with what the
+        request reads next."""
+        return self._members.load_many([conversation.sender_id, conversation.recipient_id])
 
     # Single records: another's is as if unknown.
 
