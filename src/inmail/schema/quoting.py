@@ -63,7 +63,7 @@ def quote_briefly(node: Node) -> str:
     return briefly(loc.source.body[loc.start : loc.start + QUOTED_LITERAL + 1])
 
 
-def quote_value(value: Any) -> str:
+def quote_value(value: object) -> str:
     """A variable's value as an error message quotes it: as JSON, the notation it came in, with
     QUOTED_ITEMS items of a list or object, QUOTED_LEVELS levels and QUOTED_LITERAL characters
     of a string at the most (`...` and `…` where it was cut). A value JSON cannot hold (one the
@@ -71,7 +71,7 @@ def quote_value(value: Any) -> str:
     return _quoted(value, QUOTED_LEVELS)
 
 
-def _quoted(value: Any, levels: int) -> str:
+def _quoted(value: object, levels: int) -> str:
     if value is None:
         return "null"
     if value is True or value is False:
