@@ -19,7 +19,7 @@ from inmail.domain.model import Message
 from inmail.repositories.messages import message_to_doc
 from inmail.repositories.mongo import new_id
 from inmail.schema import types
-from support import Api, Person, ada_and_grace, send_message
+from support import Api, Person, ReadLog, ada_and_grace, open_api, send_message
 
 CLEF = "\U0001d11e"  # four bytes in UTF-8: 2,000 of them make an 8 KB message
 LONG_BODY = CLEF * 2000
@@ -487,3 +487,32 @@ async def test_a_page_of_conversations_reads_its_messages_authors_with_the_page(
         [[ada.id, other.id] for other in (grace, alan)]
     )
     assert loaded == []
+
+
+async def test_a_threads_authors_are_read_once_and_only_when_a_message_is_shown(
+    mongodb_uri: str, db_name: str
+) -> None:
+    log = ReadLog()
+    async with open_api(mongodb_uri, db_name, listeners=[log]) as api:
+        ada, grace = await _connected(api, "Ada Lovelace", "Grace Hopper")
+        thread = (await send_message(api, ada, "Hello Grace", recipient=grace))["conversation"]
+        await send_message(api, grace, "Hello Ada", conversation_id=thread["id"])
+        asked = {
+            "none shown": "messageConnection(first: 0) { totalCount nodes { author { id } } }",
+            "a page": "messageConnection(first: 5) { nodes { author { id } } }",
+            "the latest": "messages { author { id } }",
+        }
+        members_read: dict[str, int] = {}
+        for name, field in asked.items():
+            log.collections_read()
+            log.listening = True
+            data = await api.gql(
+                f"query($id: ID!) {{ conversation(id: $id) {{ {field} }} }}",
+                {"id": thread["id"]},
+                grace.token,
+            )
+            log.listening = False
+            members_read[name] = log.collections_read().count("members")
+            assert data["conversation"] is not None
+    # Both authors in one read, after the messages that name them; none when no message shows.
+    assert members_read == {"none shown": 0, "a page": 1, "the latest": 1}
