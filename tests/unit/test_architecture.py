@@ -1,9 +1,11 @@
 """ARCHITECTURE.md's table of where each SPEC rule lives names one home per rule, and only files
-that exist."""
+that exist; the domain imports nothing but the standard library and itself."""
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,3 +37,30 @@ def test_every_file_the_table_names_exists() -> None:
     named = {path for row in rule_rows() for cell in row[1:] for path in PATH.findall(cell)}
     assert "services/charges.py" in named
     assert [path for path in sorted(named) if not exists(path)] == []
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at any depth of it (under TYPE_CHECKING, in a function)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+    return names
+
+
+def test_the_domain_imports_the_standard_library_and_itself_alone() -> None:
+    """The import contracts name the packages the domain may not import; this names the only
+    ones it may, so that a new dependency cannot slip in under a name no contract lists."""
+    files = sorted((PACKAGE / "domain").glob("*.py"))
+    assert len(files) >= 15
+    foreign = {
+        f"{path.name}: {name}"
+        for path in files
+        for name in imported_modules(path)
+        if name.split(".")[0] not in sys.stdlib_module_names
+        and name != "inmail.domain"
+        and not name.startswith("inmail.domain.")
+    }
+    assert foreign == set()
