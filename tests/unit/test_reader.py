@@ -601,3 +601,31 @@ async def test_a_lists_count_is_shared_by_its_pages_and_forgotten_with_what_was_
     fresh = await reader.purchases(ADA.id, 5, None)
 
     assert (await old.total_count(), await fresh.total_count()) == (4, 5)
+
+
+async def test_an_operation_cancelled_while_a_record_is_read_leaves_the_read_to_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A socket's operations share its reader: one ended (a websocket `complete`) while a
+    record it shares with another is read must not end that read for the other."""
+    store = Store()
+    release = asyncio.Event()
+    real_get_many = store.members.get_many
+
+    async def slow_get_many(ids: Iterable[str]) -> dict[str, Member]:
+        await release.wait()
+        return await real_get_many(ids)
+
+    monkeypatch.setattr(store.members, "get_many", slow_get_many)
+    reader = reader_for(AS_ADMIN, store)
+    ended = asyncio.ensure_future(reader.member(CHARLES.id))
+    staying = asyncio.ensure_future(reader.member(CHARLES.id))
+    await asyncio.sleep(0.01)  # both wait on the one read of Charles
+    ended.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    assert await staying == CHARLES
+    with pytest.raises(asyncio.CancelledError):
+        await ended
+    # The next operation reads Charles as well, without reading him again.
+    assert await reader.member(CHARLES.id) == CHARLES

@@ -143,6 +143,20 @@ class Listing(Ends, Generic[T_co]):
         return await self.counter()
 
 
+class _SharedLoader(DataLoader[K, T]):
+    """A DataLoader whose reads its callers share safely: a websocket's operations share its
+    reader, and an operation ended while it waits on a record (a `complete`, a closed socket)
+    would cancel the loader's one future of that record, and with it every other operation
+    waiting on the same read. Each waits here behind a shield of its own: the read goes on for
+    the others, and the record is kept for whoever asks next."""
+
+    def load(self, key: K) -> Awaitable[T]:
+        future = super().load(key)
+        if not isinstance(future, asyncio.Future) or future.done():
+            return future
+        return asyncio.shield(future)
+
+
 class _ById(Protocol[T_co]):
     async def get_many(self, ids: Iterable[str]) -> Mapping[str, T_co]: ...
 
@@ -159,7 +173,7 @@ def _loader_by_id(
             found = await records.get_many(ids)
             return [found.get(i) for i in ids]
 
-        return DataLoader(load)
+        return _SharedLoader(load)
 
     return functools.cached_property(make)
 
@@ -221,7 +235,7 @@ class Reader:
     @functools.cached_property
     def _members(self) -> DataLoader[str, Member | None]:
         """The caller's own record comes with its live lots: the balance most screens show."""
-        return DataLoader(weakly_bound(self._load_members))
+        return _SharedLoader(weakly_bound(self._load_members))
 
     _lots = _loader_by_id(lambda store: store.lots)
     _conversations = _loader_by_id(lambda store: store.conversations)
@@ -234,13 +248,13 @@ class Reader:
     @functools.cached_property
     def _accounts(self) -> DataLoader[str, Account | None]:
         """Each member brought up to now in memory, as a write would (nothing is written)."""
-        return DataLoader(weakly_bound(self._load_accounts))
+        return _SharedLoader(weakly_bound(self._load_accounts))
 
     @functools.cached_property
     def _latest_messages(self) -> DataLoader[Conversation, list[Message]]:
         """The latest messages of each conversation: one query for a page of conversations.
         Each is asked with the conversation as read, which may carry its first message."""
-        return DataLoader(
+        return _SharedLoader(
             weakly_bound(self._load_latest_messages),
             max_batch_size=100,
             cache_key_fn=_conversation_id,
