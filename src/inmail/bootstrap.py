@@ -141,7 +141,12 @@ def build_deps(
     of `settings`; `webhooks` says whether new notifications are enqueued for webhook delivery,
     `database_timeout` how long a request's database work may take in all (None: no bound)."""
     return Deps(
-        uow=MongoUnitOfWork(mongo, webhooks=webhooks, timeout=database_timeout),
+        uow=MongoUnitOfWork(
+            mongo,
+            webhooks=webhooks,
+            timeout=database_timeout,
+            expiry_notice=timedelta(days=settings.expiry_notice_days),
+        ),
         clock=clock,
         plans=settings.plans,
         limits=limits(settings),

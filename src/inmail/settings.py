@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlsplit
 
 from inmail.domain.conversations import MAX_REMINDER_DELAY
+from inmail.domain.credits import DEFAULT_EXPIRY_NOTICE
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable, plan_table_from_overrides
 
 T = TypeVar("T")
@@ -619,7 +620,7 @@ class Settings:
     )
     expiry_notice_days: int = _int_setting(
         "INMAIL_EXPIRY_NOTICE_DAYS",
-        "7",
+        str(DEFAULT_EXPIRY_NOTICE.days),
         "how long before a lot with credits left expires its member is told (CREDITS_EXPIRING)",
         1,
         89,

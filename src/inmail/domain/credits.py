@@ -134,6 +134,9 @@ class ExpiryNoticeRule:
         return self.awaits(lot, noticed=noticed, now=now) and lot.expires_at <= latest
 
 
+DEFAULT_EXPIRY_NOTICE = timedelta(days=7)
+"""How long before its expiry a lot's notice is due, unless configured otherwise."""
+
 EXPIRY_NOTICE_DUE = ExpiryNoticeRule(SPENDABLE)
 """A lot's CREDITS_EXPIRING notice is due (SPEC 5a)."""
 

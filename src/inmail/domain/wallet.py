@@ -53,6 +53,9 @@ class Wallet:
         # The GRANT entries of the allotments granted here (a cycle's start, a subscription's
         # first): each is reported to its member as RENEWED (SPEC 5a).
         self.allotments: list[LedgerEntry] = []
+        # The lots expired here with credits left, as they were: each was due a CREDITS_EXPIRING
+        # notice before it expired (SPEC 5a), which no process may have been running to give.
+        self.lapsed: list[CreditLot] = []
         self._running = sum(lot.remaining for lot in self._lots.values())
 
     @property
@@ -81,6 +84,7 @@ class Wallet:
             key=spend_order_key,
         )
         for lot in lapsed:
+            self.lapsed.append(lot)
             self._put(replace(lot, remaining=0, status=LotStatus.EXPIRED))
             self._record_of_lot(lot.expires_at, LedgerKind.EXPIRE, lot)
 

@@ -22,7 +22,7 @@ from typing import Final
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.cursor import AsyncCursor
 
-from inmail.domain.credits import EXPIRY_NOTICE_DUE, ExpiringLot
+from inmail.domain.credits import DEFAULT_EXPIRY_NOTICE, EXPIRY_NOTICE_DUE, CreditLot, ExpiringLot
 from inmail.domain.feeds import InboxChange
 from inmail.domain.notifications import (
     ConversationChange,
@@ -241,8 +241,16 @@ def event_to_doc(event: ConversationEvent) -> Doc:
 class NotificationRepository(NotificationReader):
     expiring: ExpiringLotMarker
 
-    def __init__(self, mongo: Mongo, session: TransactionSession, *, webhooks: bool = True) -> None:
+    def __init__(
+        self,
+        mongo: Mongo,
+        session: TransactionSession,
+        *,
+        webhooks: bool = True,
+        expiry_notice: timedelta = DEFAULT_EXPIRY_NOTICE,
+    ) -> None:
         super().__init__(mongo, session.driver)
+        self._expiry_notice = expiry_notice
         self.expiring = ExpiringLotMarker(mongo, session)
         # New notifications are enqueued for webhooks only where webhooks are delivered.
         self._outbox = OutboxRepository(mongo, session) if webhooks else None
@@ -271,6 +279,25 @@ class NotificationRepository(NotificationReader):
         new = [(notifications[i], docs[i]) for i in inserted if i < len(notifications)]
         await self._enqueue(new)
         return len(new)
+
+    async def give_missed_expiry_notices(self, lapsed: Sequence[CreditLot]) -> int:
+        """CREDITS_EXPIRING for lots that expired with credits left, unless their notice was
+        given (SPEC 5a: once per lot that still has credits): no process ran while a notice was
+        due, the service was down or its scheduler off. Each is dated when it fell due, as the
+        scheduler would have given it. How many were given here."""
+        if not lapsed:
+            return 0
+        lead = self._expiry_notice
+        return await self.record(
+            [
+                Notification.credits_expiring(
+                    lot.member_id,
+                    lot.id,
+                    max(lot.granted_at, EXPIRY_NOTICE_DUE.due_at(lot.expires_at, lead)),
+                )
+                for lot in lapsed
+            ]
+        )
 
     async def add_new(
         self, notifications: Sequence[Notification], event: ConversationEvent | None = None

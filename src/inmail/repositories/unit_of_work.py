@@ -12,8 +12,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Concatenate, ParamSpec, TypeVar
 
+from inmail.domain.credits import DEFAULT_EXPIRY_NOTICE
 from inmail.domain.errors import DomainError
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
@@ -112,6 +114,7 @@ class Transaction:
         *,
         careful: bool = True,
         webhooks: bool = True,
+        expiry_notice: timedelta = DEFAULT_EXPIRY_NOTICE,
     ) -> Transaction:
         return cls(
             members=MemberRepository(mongo, session),
@@ -120,7 +123,9 @@ class Transaction:
             conversations=ConversationRepository(mongo, session),
             idempotency=IdempotencyRepository(mongo, session),
             purchases=PurchaseRepository(mongo, session),
-            notifications=NotificationRepository(mongo, session, webhooks=webhooks),
+            notifications=NotificationRepository(
+                mongo, session, webhooks=webhooks, expiry_notice=expiry_notice
+            ),
             rate_limits=RateLimitRepository(mongo, session),
             messages=MessageRepository(mongo, session),
             outbox=OutboxRepository(mongo, session),
@@ -132,7 +137,8 @@ class Transaction:
 class MongoUnitOfWork:
     """`webhooks`: whether new notifications are enqueued for webhook delivery (only where a
     webhook URL is configured: nothing would deliver them otherwise); `timeout`: the seconds
-    a request's database work may take in all (`deadline`), None for no bound."""
+    a request's database work may take in all (`deadline`), None for no bound;
+    `expiry_notice`: how long before its expiry a lot's CREDITS_EXPIRING notice is due."""
 
     def __init__(
         self,
@@ -141,10 +147,12 @@ class MongoUnitOfWork:
         retries: int = RETRIES,
         webhooks: bool = True,
         timeout: float | None = None,
+        expiry_notice: timedelta = DEFAULT_EXPIRY_NOTICE,
     ) -> None:
         self._mongo = mongo
         self._retries = retries
         self._webhooks = webhooks
+        self._expiry_notice = expiry_notice
         self._timeout = timeout
         self.reads = Reads.on(mongo)
 
@@ -158,7 +166,13 @@ class MongoUnitOfWork:
             yield
 
     def _bound(self, session: TransactionSession, *, careful: bool = True) -> Transaction:
-        return Transaction.on(self._mongo, session, careful=careful, webhooks=self._webhooks)
+        return Transaction.on(
+            self._mongo,
+            session,
+            careful=careful,
+            webhooks=self._webhooks,
+            expiry_notice=self._expiry_notice,
+        )
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

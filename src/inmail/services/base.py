@@ -162,7 +162,8 @@ class Account:
 async def save_all(tx: Transaction, changes: Sequence[tuple[Account, Member]]) -> list[LedgerEntry]:
     """Write what each account changed, its member as updated beside it, together: the members
     first (the point where concurrent changes collide), then their lots, ledger entries and
-    allotment notices. The entries written, in order."""
+    allotment notices, and the expiry notices of lots that lapsed before anyone gave them. The
+    entries written, in order."""
     await tx.members.write_each_unless_moved(
         [(account.member, updated) for account, updated in changes]
     )
@@ -175,5 +176,8 @@ async def save_all(tx: Transaction, changes: Sequence[tuple[Account, Member]]) -
     await tx.ledger.append(entries)
     await tx.notifications.add_new(
         allotment_notices(entry for wallet in wallets for entry in wallet.allotments)
+    )
+    await tx.notifications.give_missed_expiry_notices(
+        [lot for wallet in wallets for lot in wallet.lapsed]
     )
     return entries
