@@ -140,16 +140,14 @@ def build_deps(
     built-in one over `mongo`'s book of charges unless one is given), and the plans and limits
     of `settings`; `webhooks` says whether new notifications are enqueued for webhook delivery,
     `database_timeout` how long a request's database work may take in all (None: no bound)."""
+    bounds = limits(settings)
     return Deps(
         uow=MongoUnitOfWork(
-            mongo,
-            webhooks=webhooks,
-            timeout=database_timeout,
-            expiry_notice=timedelta(days=settings.expiry_notice_days),
+            mongo, webhooks=webhooks, timeout=database_timeout, expiry_notice=bounds.expiry_notice
         ),
         clock=clock,
         plans=settings.plans,
-        limits=limits(settings),
+        limits=bounds,
         rate_limits=rate_limits(settings, clock),
         publisher=publisher or NullPublisher(),
         gateway=BuiltinGateway(ChargeRepository(mongo)) if gateway is None else gateway,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import gc
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -629,3 +630,34 @@ async def test_an_operation_cancelled_while_a_record_is_read_leaves_the_read_to_
         await ended
     # The next operation reads Charles as well, without reading him again.
     assert await reader.member(CHARLES.id) == CHARLES
+    assert store.calls.made.count("members.get_many") == 1
+
+
+async def test_a_read_every_operation_left_that_fails_leaves_no_error_unretrieved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its error is taken: the event loop would otherwise log it as never retrieved."""
+    store = Store()
+    release = asyncio.Event()
+
+    async def failing_get_many(ids: Iterable[str]) -> dict[str, Member]:
+        await release.wait()
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(store.members, "get_many", failing_get_many)
+    unretrieved: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context))
+    reader = reader_for(AS_ADMIN, store)
+    left = [asyncio.ensure_future(reader.member(CHARLES.id)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    for operation in left:
+        operation.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
+    release.set()
+    await asyncio.sleep(0.01)
+    del reader, left
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert unretrieved == []

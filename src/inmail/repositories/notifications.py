@@ -283,8 +283,9 @@ class NotificationRepository(NotificationReader):
     async def give_missed_expiry_notices(self, lapsed: Sequence[CreditLot]) -> int:
         """CREDITS_EXPIRING for lots that expired with credits left, unless their notice was
         given (SPEC 5a: once per lot that still has credits): no process ran while a notice was
-        due, the service was down or its scheduler off. Each is dated when it fell due, as the
-        scheduler would have given it. How many were given here."""
+        due, the service was down or its scheduler off. Each is dated when it fell due (the
+        scheduler dates a notice it gives when it gives it: on time, when it fell due). How many
+        were given here."""
         if not lapsed:
             return 0
         lead = self._expiry_notice
@@ -293,7 +294,7 @@ class NotificationRepository(NotificationReader):
                 Notification.credits_expiring(
                     lot.member_id,
                     lot.id,
-                    max(lot.granted_at, EXPIRY_NOTICE_DUE.due_at(lot.expires_at, lead)),
+                    EXPIRY_NOTICE_DUE.due_at(lot.expires_at, lead),
                 )
                 for lot in lapsed
             ]

@@ -148,13 +148,22 @@ class _SharedLoader(DataLoader[K, T]):
     reader, and an operation ended while it waits on a record (a `complete`, a closed socket)
     would cancel the loader's one future of that record, and with it every other operation
     waiting on the same read. Each waits here behind a shield of its own: the read goes on for
-    the others, and the record is kept for whoever asks next."""
+    the others, and the record is kept for whoever asks next. A read all its callers left still
+    runs to its end (one bounded query, under the request's deadline); should it fail then, its
+    error is taken (`_taken`), not left for the event loop to log as never retrieved."""
 
     def load(self, key: K) -> Awaitable[T]:
-        future = super().load(key)
-        if not isinstance(future, asyncio.Future) or future.done():
+        future = cast("asyncio.Future[T]", super().load(key))  # Strawberry's is a Future
+        if future.done():
             return future
+        future.add_done_callback(_taken)
         return asyncio.shield(future)
+
+
+def _taken(read: asyncio.Future[T]) -> None:
+    """Take a finished read's error, if any: every caller that still waits gets it anyway."""
+    if not read.cancelled():
+        read.exception()
 
 
 class _ById(Protocol[T_co]):
