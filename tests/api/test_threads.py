@@ -426,6 +426,22 @@ async def test_what_a_mutation_wrote_is_read_by_the_payloads_and_mutations_after
     assert second == {"totalCount": 2, "nodes": [{"body": "one"}, {"body": "two"}]}
 
 
+@pytest.fixture
+def loaded_one_by_one(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The members read through `Member.load`, one awaitable each: what a field asks for a member
+    the request has not read yet (an author read with the messages answers at once instead)."""
+    loaded: list[str] = []
+    real_load = vars(types.Member)["load"].__func__
+
+    async def counted(cls: type[types.Member], info: Any, member_id: str) -> types.Member:
+        loaded.append(member_id)
+        member: types.Member = await real_load(cls, info, member_id)
+        return member
+
+    monkeypatch.setattr(types.Member, "load", classmethod(counted))
+    return loaded
+
+
 AUTHORS = """
 query($ids: [ID!]!) { nodes(ids: $ids) { ... on Conversation {
   messages { body author { id name } }
@@ -434,24 +450,13 @@ query($ids: [ID!]!) { nodes(ids: $ids) { ... on Conversation {
 
 
 async def test_a_threads_authors_are_read_with_its_messages_not_one_by_one_after_them(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Api, loaded_one_by_one: list[str]
 ) -> None:
     ada, grace = await _connected(api, "Ada Lovelace", "Grace Hopper")
     first = await send_message(api, ada, "Hello Grace", recipient=grace)
     thread = first["conversation"]["id"]
     await send_message(api, grace, "Hello Ada", conversation_id=thread)
     await send_message(api, ada, "How are you?", conversation_id=thread)
-    # A message's author answers at once when the thread's parties were read with its messages;
-    # one not read yet is read through `Member.load`, an awaitable for each message.
-    loaded: list[str] = []
-    real_load = vars(types.Member)["load"].__func__
-
-    async def counted(cls: type[types.Member], info: Any, member_id: str) -> types.Member:
-        loaded.append(member_id)
-        member: types.Member = await real_load(cls, info, member_id)
-        return member
-
-    monkeypatch.setattr(types.Member, "load", classmethod(counted))
     data = await api.gql(AUTHORS, {"ids": [thread, thread]}, grace.token)
     said = [("Ada Lovelace", "Hello Grace"), ("Grace Hopper", "Hello Ada")]
     said.append(("Ada Lovelace", "How are you?"))
@@ -459,25 +464,16 @@ async def test_a_threads_authors_are_read_with_its_messages_not_one_by_one_after
         for listed in (node["messages"], node["messageConnection"]["nodes"]):
             assert [(m["author"]["name"], m["body"]) for m in listed] == said
             assert {m["author"]["id"] for m in listed} == {ada.id, grace.id}
-    assert loaded == []
+    assert loaded_one_by_one == []
 
 
 async def test_a_page_of_conversations_reads_its_messages_authors_with_the_page(
-    api: Api, monkeypatch: pytest.MonkeyPatch
+    api: Api, loaded_one_by_one: list[str]
 ) -> None:
     ada, grace, alan = await _connected(api, "Ada Lovelace", "Grace Hopper", "Alan Turing")
     for other in (grace, alan):
         sent = await send_message(api, ada, f"Hello {other.id}", recipient=other)
         await send_message(api, other, "Hello Ada", conversation_id=sent["conversation"]["id"])
-    loaded: list[str] = []
-    real_load = vars(types.Member)["load"].__func__
-
-    async def counted(cls: type[types.Member], info: Any, member_id: str) -> types.Member:
-        loaded.append(member_id)
-        member: types.Member = await real_load(cls, info, member_id)
-        return member
-
-    monkeypatch.setattr(types.Member, "load", classmethod(counted))
     data = await api.gql(
         "{ viewer { conversations(first: 10) { nodes { messages { body author { id } } } } } }",
         token=ada.token,
@@ -486,7 +482,7 @@ async def test_a_page_of_conversations_reads_its_messages_authors_with_the_page(
     assert sorted([m["author"]["id"] for m in t["messages"]] for t in threads) == sorted(
         [[ada.id, other.id] for other in (grace, alan)]
     )
-    assert loaded == []
+    assert loaded_one_by_one == []
 
 
 async def test_a_threads_authors_are_read_once_and_only_when_a_message_is_shown(
