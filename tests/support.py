@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import ast
 import asyncio
 import contextlib
 import importlib
@@ -872,3 +873,22 @@ def graphql_core_modules_naming(name: str, defined_in: str) -> set[str]:
         and not hasattr(module, "__path__")
         and name in vars(module)
     }
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The modules a source file imports, at any depth of it (under TYPE_CHECKING, in a
+    function), and each name a `from` import takes (it may be a submodule): `from a import b`
+    gives `a` and `a.b`. Relative imports are left out."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def api_time(value: str) -> datetime:
+    """A DateTime the API answered (ISO 8601, `Z` for UTC)."""
+    return datetime.fromisoformat(value)

@@ -10,7 +10,7 @@ import pytest
 
 from inmail.clock import SystemClock
 from stored import notifications_of
-from support import Api, open_api
+from support import Api, api_time, open_api
 from support import test_settings as settings_with
 
 ADVANCE = (
@@ -18,10 +18,6 @@ ADVANCE = (
     "{ advanceClock(input: $i) { now errors { code message field } } }"
 )
 JAN_31 = datetime(2026, 1, 31, tzinfo=UTC)
-
-
-def parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 async def advance(api: Api, **by: int) -> dict[str, Any]:
@@ -35,7 +31,7 @@ async def advance_to(api: Api, when: datetime) -> None:
     delta = when - api.clock.now()
     result = await advance(api, days=delta.days, hours=delta.seconds // 3600)
     assert result["errors"] == []
-    assert parse(result["now"]) == when
+    assert api_time(result["now"]) == when
 
 
 @pytest.fixture
@@ -67,7 +63,7 @@ async def test_a_career_member_who_spends_nothing_fills_to_the_cap_and_loses_old
         token=grace.token,
     )
     entries = list(reversed(ledger["viewer"]["ledger"]["nodes"]))
-    assert [(parse(e["at"]), e["kind"], e["delta"]) for e in entries] == [
+    assert [(api_time(e["at"]), e["kind"], e["delta"]) for e in entries] == [
         (JAN_31, "GRANT", 5),
         (datetime(2026, 2, 28, tzinfo=UTC), "GRANT", 5),
         (datetime(2026, 3, 31, tzinfo=UTC), "GRANT", 5),
@@ -84,7 +80,7 @@ async def test_an_unanswered_inmail_is_reminded_once_at_its_due_time(api: Api) -
     alan = await api.create_member("Alan Turing", "PREMIUM_BUSINESS")
     sent = await api.send(ada, alan)
     conversation_id = sent["conversation"]["id"]
-    sent_at = parse(sent["conversation"]["sentAt"])
+    sent_at = api_time(sent["conversation"]["sentAt"])
 
     await advance(api, days=1)
     assert await reminder_sent_at(api, alan.token, conversation_id) is None
@@ -123,7 +119,7 @@ async def reminder_sent_at(api: Api, token: str, conversation_id: str) -> dateti
         token,
     )
     value = data["conversation"]["reminderSentAt"]
-    return parse(value) if value else None
+    return api_time(value) if value else None
 
 
 async def test_advance_clock_answers_the_new_now(api: Api) -> None:
@@ -162,7 +158,7 @@ async def test_an_advance_that_is_not_forward_or_too_far_is_invalid_input(
     ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
     result = await advance(api, **by)
     assert [(e["code"], e["field"]) for e in result["errors"]] == [("INVALID_INPUT", field)]
-    assert parse(result["now"]) == datetime(2026, 1, 15, 9, tzinfo=UTC) == api.clock.now()
+    assert api_time(result["now"]) == datetime(2026, 1, 15, 9, tzinfo=UTC) == api.clock.now()
     assert await api.balance(ada) == 5
 
 
@@ -175,7 +171,7 @@ async def test_without_a_manual_clock_advance_clock_is_refused_and_changes_nothi
         before = await api.gql("{ viewer { ledger(first: 10) { totalCount } } }", token=ada.token)
         result = await advance(api, days=400)
         assert [e["code"] for e in result["errors"]] == ["INVALID_INPUT"]
-        assert abs(parse(result["now"]) - datetime.now(UTC)) < timedelta(hours=1)
+        assert abs(api_time(result["now"]) - datetime.now(UTC)) < timedelta(hours=1)
         after = await api.gql("{ viewer { ledger(first: 10) { totalCount } } }", token=ada.token)
         assert after == before
         assert await api.balance(ada) == 5
@@ -193,7 +189,7 @@ async def test_in_production_advance_clock_does_not_exist(mongodb_uri: str, db_n
         ("Unknown type 'AdvanceClockInput'.", "GRAPHQL_VALIDATION_FAILED"),
         ("Cannot query field 'advanceClock' on type 'Mutation'.", "GRAPHQL_VALIDATION_FAILED"),
     ]
-    assert abs(parse(listed["now"]) - datetime.now(UTC)) < timedelta(hours=1)
+    assert abs(api_time(listed["now"]) - datetime.now(UTC)) < timedelta(hours=1)
 
 
 async def test_with_several_workers_a_manual_clock_stays_where_it_started(
@@ -214,5 +210,5 @@ async def test_with_several_workers_a_manual_clock_stays_where_it_started(
                 "(INMAIL_WORKERS=1).",
             )
         ]
-        assert parse(result["now"]) == started == api.clock.now()
+        assert api_time(result["now"]) == started == api.clock.now()
         assert await api.balance(ada) == 5

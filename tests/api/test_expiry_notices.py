@@ -4,19 +4,15 @@ service down, the scheduler off) is told of when it is expired, dated when it fe
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from inmail.services import scheduling
-from support import Api, Person
+from support import Api, Person, api_time
 
 NOTICES = (
     "{ viewer { notifications(first: 100) { nodes { kind at lot { id expiresAt remaining } } } } }"
 )
-
-
-def parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 async def expiry_notices(api: Api, member: Person) -> list[dict[str, Any]]:
@@ -38,10 +34,10 @@ async def test_a_lot_that_lapsed_unnoticed_is_told_of_once_dated_when_its_notice
 
     assert len(told) == 1
     [notice] = told
-    expired_at = parse(notice["lot"]["expiresAt"])
+    expired_at = api_time(notice["lot"]["expiresAt"])
     assert expired_at == joined + timedelta(days=90)
     assert notice["lot"]["remaining"] == 0  # expired since
-    assert parse(notice["at"]) == expired_at - timedelta(days=7)
+    assert api_time(notice["at"]) == expired_at - timedelta(days=7)
     # February's lot expires in mid-May: not due yet, and not told of early.
     api.advance(days=30)
     later = await expiry_notices(api, ada)
@@ -60,7 +56,7 @@ async def test_a_lot_told_of_in_time_is_not_told_of_again_when_it_lapses(api: Ap
     assert [(n["lot"]["id"], n["at"]) for n in await expiry_notices(api, ada)] == [
         (n["lot"]["id"], n["at"]) for n in given
     ]
-    assert parse(given[0]["at"]) == api.clock.now() - timedelta(days=10)
+    assert api_time(given[0]["at"]) == api.clock.now() - timedelta(days=10)
 
 
 async def test_a_lot_spent_before_it_lapsed_is_not_told_of(api: Api) -> None:

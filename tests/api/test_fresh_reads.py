@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from support import Api, Person, ledger_of, lots_of, open_api, subscription_of
+from support import Api, Person, api_time, ledger_of, lots_of, open_api, subscription_of
 from support import test_settings as settings_with
 
 JAN_31 = datetime(2026, 1, 31, tzinfo=UTC)
@@ -26,10 +26,6 @@ ADVANCE = (
     "mutation($i: AdvanceClockInput!) "
     "{ advanceClock(input: $i) { now errors { code message field } } }"
 )
-
-
-def parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @pytest.fixture
@@ -64,8 +60,8 @@ async def test_a_career_member_with_nothing_left_reads_her_new_cycle_five_minute
 
     assert await api.balance(grace) == 5
     subscription = (await subscription_of(api, grace))["subscription"]
-    assert parse(subscription["currentPeriodStart"]) == FEB_28
-    assert parse(subscription["nextRenewalAt"]) == MAR_31
+    assert api_time(subscription["currentPeriodStart"]) == FEB_28
+    assert api_time(subscription["nextRenewalAt"]) == MAR_31
     assert await compose(api, grace, linus) == {"canSend": True, "reason": None, "creditsLeft": 5}
 
     sent = await api.send(grace, linus, subject="Kernel hacking over coffee?")
@@ -103,7 +99,7 @@ async def test_lists_show_started_cycles_granted_and_lapsed_lots_expired_as_the_
 ) -> None:
     katherine = await api.create_member("Katherine Johnson", "PREMIUM_CAREER")
     [first_lot] = await lots_of(api, katherine, "ACTIVE")
-    assert parse(first_lot["expiresAt"]) == MAY_1
+    assert api_time(first_lot["expiresAt"]) == MAY_1
 
     api.clock.set(MAY_1 + timedelta(minutes=5))  # three cycles and one expiry, none written
 
@@ -111,7 +107,7 @@ async def test_lists_show_started_cycles_granted_and_lapsed_lots_expired_as_the_
     # January lot's 5 lapse on 1 May: 10. (Expiring first would have let April grant 5.)
     assert await api.balance(katherine) == 10
     active = await lots_of(api, katherine, "ACTIVE")
-    assert [(parse(lot["grantedAt"]), lot["remaining"]) for lot in active] == [
+    assert [(api_time(lot["grantedAt"]), lot["remaining"]) for lot in active] == [
         (MAR_31, 5),
         (FEB_28, 5),
     ]
@@ -128,7 +124,7 @@ async def test_lists_show_started_cycles_granted_and_lapsed_lots_expired_as_the_
         "{ viewer { ledger { nodes { kind delta balanceAfter at } } } }", token=katherine.token
     )
     entries = [
-        (e["kind"], e["delta"], e["balanceAfter"], parse(e["at"]))
+        (e["kind"], e["delta"], e["balanceAfter"], api_time(e["at"]))
         for e in reversed(ledger["viewer"]["ledger"]["nodes"])
     ]
     assert entries == [
@@ -198,8 +194,8 @@ async def test_the_notifications_show_a_started_cycles_renewal_as_the_balance_do
 
     assert data["viewer"]["inmailBalance"] == 10
     notes = data["viewer"]["notifications"]
-    joined = parse(notes["nodes"][-1]["at"])  # the first allotment, on joining
-    assert [(n["kind"], parse(n["at"])) for n in notes["nodes"]] == [
+    joined = api_time(notes["nodes"][-1]["at"])  # the first allotment, on joining
+    assert [(n["kind"], api_time(n["at"])) for n in notes["nodes"]] == [
         ("RENEWED", FEB_28),
         ("RENEWED", joined),
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from inmail.bootstrap import build_container
 from inmail.repositories.mongo import Mongo
 from reliability.servers import Server, running
-from support import Api, Person
+from support import Api, Person, api_time
 from support import test_settings as settings_for_tests
 from wsclient import GraphQLSocket
 
@@ -40,10 +40,6 @@ MARK_READ = """
 mutation($i: MarkNotificationsReadInput!) { markNotificationsRead(input: $i) {
   unreadCount errors { code field } } }
 """
-
-
-def parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 @pytest.fixture
@@ -204,7 +200,7 @@ async def test_a_member_lists_counts_and_marks_read_only_their_own_notifications
     (joined,) = last["nodes"]
     assert joined["kind"] == "RENEWED"
     newest, oldest = page_one["nodes"][0], page_two["nodes"][0]
-    assert parse(newest["at"]) >= parse(oldest["at"])
+    assert api_time(newest["at"]) >= api_time(oldest["at"])
     assert newest["id"] != oldest["id"]
 
     alans = (await notifications(api_a, alan))["nodes"]
@@ -274,7 +270,7 @@ async def test_renewals_and_expiring_lots_are_told_once_each_on_the_service_cloc
     assert len(renewed) + len(expiring) == len(listed)
     # February, March, April (clamped: no lot), May; June's cycle has not started.
     assert [n["lot"]["quantity"] if n["lot"] else 0 for n in renewed] == [5, 5, 0, 5]
-    assert [parse(n["at"]).date().isoformat() for n in renewed] == [
+    assert [api_time(n["at"]).date().isoformat() for n in renewed] == [
         "2026-02-15",
         "2026-03-15",
         "2026-04-15",
@@ -283,4 +279,4 @@ async def test_renewals_and_expiring_lots_are_told_once_each_on_the_service_cloc
     # Each lot that still had credits, once, exactly seven days before it expired.
     assert len({n["lot"]["id"] for n in expiring}) == len(expiring) == 2
     for note in expiring:
-        assert parse(note["at"]) == parse(note["lot"]["expiresAt"]) - timedelta(days=7)
+        assert api_time(note["at"]) == api_time(note["lot"]["expiresAt"]) - timedelta(days=7)

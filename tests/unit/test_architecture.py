@@ -3,10 +3,11 @@ that exist; the domain imports nothing but the standard library and itself."""
 
 from __future__ import annotations
 
-import ast
 import re
 import sys
 from pathlib import Path
+
+from support import imported_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "inmail"
@@ -37,17 +38,6 @@ def test_every_file_the_table_names_exists() -> None:
     named = {path for row in rule_rows() for cell in row[1:] for path in PATH.findall(cell)}
     assert "services/charges.py" in named
     assert [path for path in sorted(named) if not exists(path)] == []
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module a file imports, at any depth of it (under TYPE_CHECKING, in a function)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            names.add("." * node.level + (node.module or ""))
-    return names
 
 
 def test_the_domain_imports_the_standard_library_and_itself_alone() -> None:

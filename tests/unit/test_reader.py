@@ -7,7 +7,6 @@ rules through the running service).
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import gc
 from collections.abc import Awaitable, Iterable, Sequence
@@ -37,6 +36,7 @@ from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanType
 from inmail.domain.profiles import PublicProfile
 from inmail.schema.errors import refused
 from inmail.services.reads import Reader, _Shared
+from support import imported_modules
 
 NOON = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
 R = TypeVar("R")
@@ -421,18 +421,6 @@ async def test_many_ids_are_one_storage_call_per_kind_and_too_many_are_refused_u
     assert store.calls.made == []
 
 
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
 def test_the_schema_reaches_neither_resolvers_nor_repositories_even_through_other_modules() -> None:
     package = Path(inmail.__file__).parent
     reached: set[str] = set()
@@ -447,7 +435,7 @@ def test_the_schema_reaches_neither_resolvers_nor_repositories_even_through_othe
         if not path.exists():
             path = package / relative / "__init__.py"
         if path.exists():
-            todo.extend(m for m in _imports(path) if m.startswith("inmail."))
+            todo.extend(m for m in imported_modules(path) if m.startswith("inmail."))
     upward = sorted(m for m in reached if m.startswith(("inmail.resolvers", "inmail.repositories")))
     assert upward == []
     assert "inmail.schema.types" in reached
