@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from inmail.clock import ManualClock
 from inmail.domain.model import LedgerEntry
 from inmail.services import charges
 from inmail.services import inmail as inmail_service
+from inmail.services.base import bring_up_to_date
 from support import (
     Api,
     Person,
     ada_and_grace,
+    api_time,
     cancel_subscription,
     change_plan,
     charges_of,
@@ -429,6 +436,62 @@ async def test_a_credit_is_spendable_one_second_before_its_90_days_and_not_at_90
     assert debit["lot"]["id"] != first_lot["id"]
     by_id = {lot["id"]: lot for lot in await lots_of(api, ada)}
     assert by_id[first_lot["id"]]["status"] == "EXPIRED"
+
+
+async def test_a_send_asked_before_the_senders_latest_change_is_dated_after_it(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")  # first lot: 5, until 15 Apr
+    [first_lot] = await lots_of(api, ada)
+    grace = await api.create_member("Grace Hopper", "BASIC")
+    expiry = api.advance(days=90)
+    await bring_up_to_date(api.container.deps, ada.id)  # the first lot expires, at its time
+    # A time taken before that change committed: a transaction's, run again after the change
+    # won the race, or a process's whose clock is behind the others'.
+    an_hour_late = replace(api.container.deps, clock=ManualClock(expiry - timedelta(hours=1)))
+
+    sent = await inmail_service.send_inmail(an_hour_late, ada.id, grace.id, "Hi", "Hello", "k1")
+
+    assert sent.conversation.sent_at == expiry
+    entries = await ledger_of(api, ada)
+    times = [api_time(entry["at"]) for entry in entries]
+    assert times == sorted(times)
+    expire, debit = entries[-2], entries[-1]
+    assert (expire["kind"], expire["lot"]["id"]) == ("EXPIRE", first_lot["id"])
+    assert (debit["kind"], api_time(debit["at"])) == ("DEBIT", expiry)
+    assert debit["lot"]["id"] != first_lot["id"]
+    assert debit["balanceAfter"] == expire["balanceAfter"] - 1 == await api.balance(ada)
+
+
+class RunningClock:
+    """The service's clock from `start` on, running as the wall clock does."""
+
+    is_manual = False
+
+    def __init__(self, start: datetime) -> None:
+        self._start, self._started = start, time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=time.monotonic() - self._started)
+
+
+async def test_concurrent_sends_of_one_member_on_a_running_clock_are_dated_in_ledger_order(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "LEGACY_PREMIUM", monthly_allotment=30)
+    readers = [await api.create_member(f"Reader {i}", "BASIC") for i in range(24)]
+    running = replace(api.container.deps, clock=RunningClock(api.clock.now()))
+
+    await asyncio.gather(
+        *(
+            inmail_service.send_inmail(running, ada.id, reader.id, "Hi", "Hello", f"key-{i}")
+            for i, reader in enumerate(readers)
+        )
+    )
+
+    entries = await ledger_of(api, ada)
+    assert [entry["kind"] for entry in entries] == ["GRANT"] + ["DEBIT"] * 24
+    times = [api_time(entry["at"]) for entry in entries]
+    assert times == sorted(times)
+    assert [entry["balanceAfter"] for entry in entries] == list(range(30, 5, -1))
 
 
 async def test_a_key_first_used_by_a_purchase_is_refused_for_a_send(api: Api) -> None:

@@ -110,6 +110,9 @@ class Member:
     connections: frozenset[str] = field(default_factory=frozenset)
     ledger_seq: int = 0
     recent_inmails: RecentSends = RecentSends()  # services/rate_limits.py
+    # When its latest ledger entry is dated (None before its first, and for a member last
+    # written before this was kept): a later change of its credits is never dated before it.
+    ledger_at: datetime | None = None
 
     def policy(self, plans: PlanTable) -> PlanPolicy:
         allotment = self.subscription.monthly_allotment if self.subscription else None

@@ -29,6 +29,7 @@ def _changes(read: Member, updated: Member) -> Doc:
     the rate limit counts when a send added one."""
     changes: Doc = {
         "ledgerSeq": updated.ledger_seq,
+        "ledgerAt": updated.ledger_at,
         "plan": updated.plan.value,
         "subscription": _subscription_to_doc(updated.subscription),
     }
@@ -126,6 +127,7 @@ def member_from_doc(doc: Doc) -> Member:
         connections=frozenset(doc.get("connections", ())),
         ledger_seq=doc.get("ledgerSeq", 0),
         recent_inmails=recent_inmails_from_doc(doc),
+        ledger_at=doc.get("ledgerAt"),
     )
 
 
@@ -140,6 +142,7 @@ def member_to_doc(member: Member) -> Doc:
         "paymentMethod": _card_to_doc(member.payment_method),
         "connections": sorted(member.connections),
         "ledgerSeq": member.ledger_seq,
+        "ledgerAt": member.ledger_at,
         "inmailSends": list(member.recent_inmails.times),
     }
 

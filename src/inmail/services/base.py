@@ -95,11 +95,16 @@ async def _up_to_date(
 
 @dataclass
 class Account:
-    """A member's credits opened for change inside one transaction."""
+    """A member's credits opened for change inside one transaction, as of `now`: the time asked
+    for, or the member's latest ledger entry's when that is later. A change of its credits is
+    dated `now`, so that the ledger stays in time order whatever time the change was asked at:
+    a transaction run again after another change of the member committed (its time taken
+    before), or a process whose clock is a little behind another's."""
 
     member: Member
     wallet: Wallet
     subscription: Subscription | None
+    now: datetime
     recent_inmails: RecentSends = field(default_factory=RecentSends)  # what the limit counts
 
     @classmethod
@@ -124,6 +129,8 @@ class Account:
         cls, plans: PlanTable, member: Member, active_lots: Iterable[CreditLot], now: datetime
     ) -> Account:
         """`open` for a member whose ACTIVE lots were already read (a batch reads many at once)."""
+        if member.ledger_at is not None and member.ledger_at > now:
+            now = member.ledger_at
         wallet = Wallet(member.id, active_lots, member.ledger_seq, new_id)
         subscription = member.subscription
         if subscription is not None:
@@ -133,6 +140,7 @@ class Account:
             member=member,
             wallet=wallet,
             subscription=subscription,
+            now=now,
             recent_inmails=member.recent_inmails,
         )
 
@@ -145,10 +153,13 @@ class Account:
         return self.wallet.running_balance
 
     def updated(self, plan: PlanType | None = None) -> Member:
-        """The member as this change leaves it: new ledger position, subscription, plan."""
+        """The member as this change leaves it: new ledger position and time, subscription,
+        plan."""
+        entries = self.wallet.entries
         return replace(
             self.member,
             ledger_seq=self.wallet.last_seq,
+            ledger_at=max((entry.at for entry in entries), default=self.member.ledger_at),
             subscription=self.subscription,
             plan=plan or self.member.plan,
             recent_inmails=self.recent_inmails,

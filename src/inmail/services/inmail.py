@@ -101,6 +101,7 @@ async def _send(
     if tx.careful and (prior := await replay(tx.idempotency, request)) is not None:
         return _Sent(prior, [], None)
     account = await _sender_may_inmail(tx, deps, draft, request, now)
+    now = account.now  # not before the sender's latest change, should it have come since
     first = Message(new_id(), draft.sender_id, draft.body, now)
     conversation = _new_inmail(draft, first, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
@@ -147,7 +148,7 @@ async def _sender_may_inmail(
         sender,
         recipient,
         plans=deps.plans,
-        now=now,
+        now=account.now,
         awaiting_response=awaiting,
         balance=account.balance,
     )
@@ -217,7 +218,7 @@ async def _respond(
     if note:  # a response with words is one of the member's messages (SPEC 4's limit)
         await count_send(tx, deps.rate_limits, Action.MESSAGE, member_id, now)
     account = await _credit_back_account(tx, deps, conversation, now)
-    credited = account is not None and _credit_back(account, deps, conversation, now)
+    credited = account is not None and _credit_back(account, deps, conversation)
     recorded = await tx.conversations.record_response(
         conversation,
         state=state_after(response),
@@ -289,12 +290,12 @@ async def _credit_back_account(
     return account if earns_credit_back(conversation, sender, now) else None
 
 
-def _credit_back(account: Account, deps: Deps, conversation: Conversation, now: datetime) -> bool:
+def _credit_back(account: Account, deps: Deps, conversation: Conversation) -> bool:
     """One credit back, within the cap: False when the sender's balance is already at it."""
     lot = account.wallet.grant(
         CreditSource.CREDIT_BACK,
         1,
-        now,
+        account.now,
         account.member.policy(deps.plans).max_balance,
         grant_key=credit_back_grant_key(conversation.id),
         conversation_id=conversation.id,

@@ -336,7 +336,7 @@ async def _change_plan(
     if allotment is None and plan is PlanType.LEGACY_PREMIUM and current is not None:
         allotment = current.monthly_allotment
     allotment = deps.plans.grandfathered_allotment(plan, allotment)
-    account.subscription = account.wallet.restart(plan, allotment, deps.plans, now)
+    account.subscription = account.wallet.restart(plan, allotment, deps.plans, account.now)
     return await account.save(tx, plan)
 
 
@@ -370,6 +370,6 @@ async def _forfeit_and_stop(
             await tx.members.write_unless_moved(member, replace(member, plan=PlanType.BASIC))
         return []
     account = await Account.open(tx, deps.plans, member, now)
-    account.wallet.forfeit_all(now)
+    account.wallet.forfeit_all(account.now)
     account.subscription = (account.subscription or subscription).canceled()
     return await account.save(tx, basic)

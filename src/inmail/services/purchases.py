@@ -111,7 +111,7 @@ async def grant_purchase(
     lot = account.wallet.grant(
         CreditSource.PURCHASE,
         intent.quantity,
-        now,
+        account.now,
         member.policy(deps.plans).max_balance,
         grant_key=purchase_grant_key(intent.charge_id),
         purchase_id=intent.id,
