@@ -267,6 +267,22 @@ def _handshake_with_id(scope: Scope, receive: Receive, send: Send, rid: str) -> 
     return send_with_id
 
 
+def _websockets_not_found(not_found: ASGIApp) -> ASGIApp:
+    """The router's answer to a path no route serves, which for a websocket is a 404 in JSON
+    where the server takes the app's own answer to a handshake (Starlette's closes it, which
+    would read as a 403)."""
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and "websocket.http.response" in (
+            scope.get("extensions") or {}
+        ):
+            await error_response(404, "Not Found", "NOT_FOUND")(scope, receive, send)
+            return
+        await not_found(scope, receive, send)
+
+    return answer
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -350,6 +366,7 @@ def create_app(
     # `/graphql/` is no route of ours: a 404 in JSON, not a redirect whose Location would be
     # built from the client's own Host header (and whose body is empty).
     app.router.redirect_slashes = False
+    app.router.default = _websockets_not_found(app.router.default)
     app.state.container = container
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     return app

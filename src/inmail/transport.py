@@ -19,6 +19,9 @@ internet directly needs:
 - a websocket client may send a burst of `WS_FRAME_BURST` frames, then `WS_FRAMES_PER_SECOND`
   (each frame counted, a ping or an empty piece of a message too); past them the socket is
   closed with 1008;
+- a request offering an upgrade to anything but a websocket (`h2c`, which `curl --http2` offers
+  on plain http) is served as an ordinary one, its body included: RFC 9110 7.8 lets a server
+  ignore the offer (llhttp would take the body for the new protocol's bytes);
 - requests pipelined behind one being answered (HTTP/1.1 lets a client send them without
   waiting) are read no further while any wait their turn, and past `MAX_PIPELINED` waiting the
   rest of the input is not read: those waiting are answered, and the connection then closed.
@@ -38,6 +41,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Final, cast
 
+import httptools
 from starlette.types import ASGIApp
 from uvicorn import Config, Server
 from uvicorn.config import STARTUP_FAILURE
@@ -350,6 +354,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
         self._lingering = False  # refused: the answer is out, the input is discarded
         self._read_no_more = False  # too many pipelined: those waiting answered, then closed
+        # The bytes of body still to come of a request whose upgrade offer was ignored, which
+        # llhttp does not read (None when none is being read).
+        self._body_left: int | None = None
 
     # --- connection life -----------------------------------------------------------------------
 
@@ -380,7 +387,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._lingering or self._read_no_more:
             return  # after a refusal, or past the pipelined requests' bound, nothing is kept
         self._unparsed_bytes += len(data)
-        super().data_received(data)
+        if self._body_left is None:
+            self._parse(data)
+        else:
+            self._read_body_past_upgrade(data)
         if self._lingering or self.transport.is_closing():
             return
         if (self._reading_head or self._reading_body) and (
@@ -389,6 +399,50 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_head()
             return
         self._track_request_progress()
+
+    def _parse(self, data: bytes) -> None:
+        """uvicorn's `data_received`, but for an upgrade offer it does not take up."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._ignore_upgrade(data[upgrade.args[0] :])
+
+    def _ignore_upgrade(self, rest: bytes) -> None:
+        """Serve a request whose upgrade offer is not taken up as an ordinary request.
+
+        llhttp ended the request with its head and stopped at what follows (`rest`), as the new
+        protocol's; it parses nothing more once it has. The body, as long as Content-Length
+        says, is read here, and a new parser takes what follows it.
+        """
+        self.parser = httptools.HttpRequestParser(self)
+        lengths = [value for name, value in self.headers if name == b"content-length"]
+        if self._codings or len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+            if self._clear_for_refusal():
+                message = "A request offering an upgrade must give its body's length, once."
+                self._refuse(_answer(400, "Bad Request", message, "BAD_REQUEST"))
+            return
+        self._body_left = int(lengths[0]) if lengths else 0
+        self._read_body_past_upgrade(rest)
+
+    def _read_body_past_upgrade(self, data: bytes) -> None:
+        assert self._body_left is not None
+        body, rest = data[: self._body_left], data[self._body_left :]
+        self._body_left -= len(body)
+        if body:
+            self.on_body(body)
+        if self._body_left == 0:
+            self._body_left = None
+            self.on_message_complete()
+            if rest:
+                self._parse(rest)
 
     def handle_websocket_upgrade(self) -> None:
         self._cancel_timers()  # the websocket protocol takes over the transport
@@ -452,6 +506,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._unparsed_bytes = 0
 
     def on_message_complete(self) -> None:
+        if self.parser.should_upgrade() and not self._should_upgrade():
+            return  # the end of an upgrade offer's head only: its body is read on (_parse)
         self._reading_body = False
         self._unparsed_bytes = 0
         super().on_message_complete()

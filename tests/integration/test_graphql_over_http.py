@@ -256,6 +256,13 @@ NEVER_RAN = {
         {"query": "subscription { balanceChanged { __typename } }"},
         "BAD_REQUEST",
     ),
+    "a document of fragments alone": NeverRan(
+        {"query": "fragment Clock on Query { now }"}, "GRAPHQL_VALIDATION_FAILED"
+    ),
+    "a document of types alone": NeverRan(
+        {"query": "type Clock { now: String } extend type Query { clock: Clock }"},
+        "GRAPHQL_VALIDATION_FAILED",
+    ),
 }
 
 
@@ -818,6 +825,30 @@ async def test_a_post_that_is_not_json_is_a_415_with_a_graphql_body(
     assert response.status_code == 415
     assert media_type(response) == GRAPHQL_RESPONSE
     assert graphql_error_codes(response.json()) == ["UNSUPPORTED_MEDIA_TYPE"]
+
+
+@pytest.mark.parametrize("second", ["text/plain", "application/json"])
+async def test_a_post_giving_its_content_type_twice_is_a_400_and_does_not_run(
+    api: Api, second: str
+) -> None:
+    members = await api.container.mongo.c.members.count_documents({})
+    body = json.dumps(
+        {
+            "query": 'mutation { createMember(input: {name: "Mallory", plan: BASIC}) '
+            "{ member { id } } }"
+        }
+    )
+    headers = [
+        *WANTS_GRAPHQL_RESPONSE.items(),
+        ("Authorization", f"Bearer {api.admin}"),
+        ("Content-Type", "application/json"),
+        ("Content-Type", second),
+    ]
+    response = await api.client.post("/graphql", content=body.encode(), headers=headers)
+
+    assert response.status_code == 400, response.text
+    assert "one Content-Type header" in response.json()["errors"][0]["message"]
+    assert await api.container.mongo.c.members.count_documents({}) == members
 
 
 @pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "GZIP"])

@@ -410,21 +410,74 @@ def test_a_refused_head_request_is_answered_with_the_head_alone(
     assert int(length[1]) > 0, head
 
 
+def answer_to(served: Served, request: bytes) -> bytes:
+    """All the server answers `request`, sent on a connection of its own, until it closes."""
+    sock = served.connect()
+    sock.sendall(request)
+    answer = read_response(sock)
+    sock.close()
+    return answer
+
+
+JSON_POST_HEAD = b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
+
+
 def test_a_chunked_body_is_read_as_ever(server: Served) -> None:
-    sock = server.connect()
     body = b'{"query": "{ now }"}'
-    sock.sendall(
-        b"POST /graphql HTTP/1.1\r\nHost: inmail\r\nContent-Type: application/json\r\n"
-        b"Transfer-Encoding: Chunked\r\nConnection: close\r\n\r\n"
+    answer = answer_to(
+        server,
+        JSON_POST_HEAD
+        + b"Transfer-Encoding: Chunked\r\nConnection: close\r\n\r\n"
         + f"{len(body):x}\r\n".encode()
         + body
-        + b"\r\n0\r\n\r\n"
+        + b"\r\n0\r\n\r\n",
     )
+
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b'"now"' in answer
+
+
+H2C_OFFER = (
+    b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+)
+
+
+def post_offering_h2c(body: bytes) -> bytes:
+    """A POST of `body` offering an upgrade to HTTP/2 over plain http, as `curl --http2` does."""
+    return JSON_POST_HEAD + H2C_OFFER + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def test_an_offer_to_upgrade_to_http2_is_ignored_and_the_request_served_with_its_body(
+    server: Served,
+) -> None:
+    sock = server.connect()
+    request = post_offering_h2c(b'{"query": "{ now }"}')
+    head_end = request.index(b"\r\n\r\n") + 4
+    sock.sendall(request[: head_end + 5])  # the body comes in two reads
+    time.sleep(0.2)
+    sock.sendall(request[head_end + 5 :])
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: inmail\r\nConnection: close\r\n\r\n")
     answer = read_response(sock)
     sock.close()
 
     assert answer.startswith(b"HTTP/1.1 200 "), answer
-    assert b'"now"' in answer
+    assert b'{"data":{"now":' in answer
+    assert b"101 Switching" not in answer
+    # Behind it on the same connection, a request is read and answered as ever.
+    assert answer.count(b"HTTP/1.1 200 ") == answer.count(b"HTTP/1.1 ") == 2
+    assert answer.endswith(b"ok")
+
+
+def test_an_upgrade_offer_whose_body_has_no_length_is_refused_400_in_json(server: Served) -> None:
+    answer = answer_to(
+        server,
+        JSON_POST_HEAD + H2C_OFFER + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert b"must give its body's length" in answer
+    still_serves(server)
 
 
 def test_two_hundred_silent_connections_are_dropped_after_the_header_timeout(
@@ -921,22 +974,45 @@ def test_a_websocket_handshake_refused_is_answered_in_json(
     assert error["extensions"]["code"]
 
 
+def handshake_answer(
+    served: Served, path: bytes = b"/graphql", more_headers: bytes = b""
+) -> tuple[bytes, bytes]:
+    """The head and the body of the answer to a websocket handshake to `path`."""
+    sock = served.connect()
+    sock.sendall(
+        b"GET " + path + b" HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n" + more_headers + b"\r\n"
+    )
+    answer = read_response(sock)
+    sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize("path", [b"/nope", b"/graphql/", b"/healthz"])
+def test_a_websocket_handshake_to_a_path_served_no_websocket_is_a_404_in_json(
+    server: Served, path: bytes
+) -> None:
+    head, body = handshake_answer(server, path)
+
+    assert head.startswith(b"HTTP/1.1 404 "), head
+    assert b"x-request-id: " in head.lower()
+    (error,) = json.loads(body)["errors"]
+    assert error["extensions"]["code"] == "NOT_FOUND"
+
+
 def test_a_websocket_from_an_origin_not_allowed_is_refused_403_in_json(
     mongodb_uri: str, tmp_path: Path
 ) -> None:
     with serve(mongodb_uri, tmp_path, INMAIL_ALLOWED_ORIGINS="https://app.example") as served:
-        sock = served.connect()
-        sock.sendall(
-            b"GET /graphql HTTP/1.1\r\nHost: inmail\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n"
-            b"Origin: https://evil.example\r\nX-Request-Id: refused-7\r\n\r\n"
+        head, body = handshake_answer(
+            served,
+            more_headers=b"Sec-WebSocket-Protocol: graphql-transport-ws\r\n"
+            b"Origin: https://evil.example\r\nX-Request-Id: refused-7\r\n",
         )
-        answer = read_response(sock)
-        sock.close()
 
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 403 "), answer
+    assert head.startswith(b"HTTP/1.1 403 "), head
     assert b"content-type: application/json" in head.lower()
     assert b"\r\nx-request-id: refused-7\r\n" in head.lower(), head
     assert b"\r\nx-content-type-options: nosniff\r\n" in head.lower(), head

@@ -293,6 +293,8 @@ RAW = ("{not json", TOO_DEEP, HUGE_NUMBER, TYPE_TWICE)
         {"type": "no-such-type", "id": "1"},
         {"type": "subscribe", "id": "i" * 129, "payload": {"query": "{ now }"}},
         {"type": "start", "id": "i" * 129, "payload": {"query": "{ now }"}},
+        {"type": "subscribe", "id": "op-\ud800", "payload": {"query": "{ now }"}},
+        {"type": "start", "id": "\udfff", "payload": {"query": "{ now }"}},
     ],
     ids=[
         "array",
@@ -308,6 +310,8 @@ RAW = ("{not json", TOO_DEEP, HUGE_NUMBER, TYPE_TWICE)
         "unknown-type",
         "subscribe-id-too-long",
         "start-id-too-long",
+        "subscribe-id-lone-surrogate",
+        "start-id-lone-surrogate",
     ],
 )
 async def test_a_message_that_is_no_protocol_message_is_a_protocol_error_not_a_traceback(

@@ -57,6 +57,19 @@ def unknown_operation(name: str) -> str:
     return f'Unknown operation named "{briefly(name)}".'
 
 
+NO_OPERATION: Final = (
+    "The document has no operation to run: it defines only fragments or types. Send a query, "
+    "mutation or subscription."
+)
+
+
+def without_operation() -> ExecutionResult:
+    """The answer to a document that defines no operation (only fragments, or type system
+    definitions), which no operationName can pick: a validation error, as GraphQL's rules make
+    it (an unused fragment, a definition that is not executable), answered as one."""
+    return ExecutionResult(data=None, errors=[ApiError(NO_OPERATION, "GRAPHQL_VALIDATION_FAILED")])
+
+
 def no_operation_to_run(error: GraphQLError) -> GraphQLError:
     """A websocket operation whose document has no operation to run, in words a client can act
     on (HTTP answers the same documents with a 400); any other error as it is."""

@@ -22,7 +22,7 @@ from typing import Final, cast
 
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError, GraphQLSchema
-from starlette.datastructures import ImmutableMultiDict
+from starlette.datastructures import Headers, ImmutableMultiDict
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -47,6 +47,7 @@ from inmail.endpoint.documents import (
     names_two_operation_keywords,
     never_ran,
     unknown_operation,
+    without_operation,
 )
 from inmail.endpoint.json_text import compact_json, json_kind, load_request_json
 from inmail.endpoint.media_types import (
@@ -292,12 +293,16 @@ class GraphQLApp(GraphQL[Context, None]):
         self, request: AsyncHTTPRequestAdapter
     ) -> GraphQLRequestData | list[GraphQLRequestData]:
         """Strawberry's, with 415 for a POST body that is not JSON (or a Content-Type too long
-        to read) and 400 for an operationName that is not a string."""
+        to read) and 400 for an operationName that is not a string, or a Content-Type given
+        twice: which counts would depend on who reads it (a proxy in front may take the other)."""
         if len(request.content_type or "") > MAX_CONTENT_TYPE_LENGTH:
             raise HTTPException(
                 415, f"The Content-Type header is longer than {MAX_CONTENT_TYPE_LENGTH} characters."
             )
         if request.method == "POST":
+            headers = request.headers
+            if isinstance(headers, Headers) and len(headers.getlist("content-type")) > 1:
+                raise HTTPException(400, "A POST to /graphql must have one Content-Type header.")
             coding = (request.headers.get("content-encoding") or "identity").strip().lower()
             if coding != "identity":
                 # Not decompressed (no bomb to defuse), and not read as JSON either.
@@ -390,8 +395,11 @@ class GraphQLApp(GraphQL[Context, None]):
                 raise HTTPException(
                     405, "Only queries are served over GET: send a mutation with POST."
                 ) from cause
-            if isinstance(cause, CannotGetOperationTypeError) and cause.operation_name:
-                raise HTTPException(400, unknown_operation(cause.operation_name)) from cause
+            if isinstance(cause, CannotGetOperationTypeError):
+                if cause.operation_name:
+                    raise HTTPException(400, unknown_operation(cause.operation_name)) from cause
+                # Without a name Strawberry takes the first operation: there is none.
+                return without_operation()
             raise
 
     async def process_result(

@@ -49,6 +49,7 @@ from inmail.endpoint.documents import MULTIPLE_OPERATIONS, never_ran, no_operati
 from inmail.endpoint.json_text import Undecodable, load_json
 from inmail.pace import Pace
 from inmail.resolvers.context import Context
+from inmail.resolvers.text_guard import first_unencodable
 from inmail.schema.errors import TOKEN_EXPIRED_MESSAGE, ApiError
 
 log = logging.getLogger(LOGGER)
@@ -192,8 +193,12 @@ def _is_operation_message(message: object) -> str | None:
     kind = message.get("type")
     if not isinstance(kind, str):
         return "A message must have a string type"
-    if isinstance(ident := message.get("id"), str) and len(ident) > MAX_OPERATION_ID:
-        return f"An operation id must be at most {MAX_OPERATION_ID} characters"
+    if isinstance(ident := message.get("id"), str):
+        if len(ident) > MAX_OPERATION_ID:
+            return f"An operation id must be at most {MAX_OPERATION_ID} characters"
+        if first_unencodable(ident) is not None:
+            # It would be echoed in every message about the operation, as no JSON text is.
+            return "An operation id must be text (it holds a lone UTF-16 surrogate)"
     if kind in ("subscribe", "start"):
         payload = message.get("payload")
         if not isinstance(message.get("id"), str) or not isinstance(payload, dict):
