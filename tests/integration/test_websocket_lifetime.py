@@ -332,6 +332,30 @@ async def test_a_message_that_is_no_protocol_message_is_a_protocol_error_not_a_t
     assert tracebacks(caplog) == []
 
 
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("{not json", "A message must be JSON: Expecting property name"),
+        (TYPE_TWICE, 'A message must be JSON: an object in the JSON names the key "type" twice'),
+        (TOO_DEEP, "A message must be JSON: the JSON is nested more than 64 deep"),
+    ],
+    ids=["not-json", "type-twice", "too-deep"],
+)
+async def test_a_graphql_ws_message_that_is_no_json_is_refused_saying_why(
+    live: LiveServer, message: str, reason: str
+) -> None:
+    ada = await live.api.create_member("Ada Lovelace")
+    async with connect(live.url, subprotocols=[Subprotocol("graphql-ws")]) as ws:
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {ada.token}"}}
+        await ws.send(json.dumps(init))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(message)
+        await messages_until_closed(ws)
+
+    assert ws.close_code == 4400
+    assert (ws.close_reason or "").startswith(reason), ws.close_reason
+
+
 async def test_an_operation_id_of_128_characters_is_answered_under_it(
     live: LiveServer, protocol: str
 ) -> None:

@@ -7,14 +7,18 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Final, NoReturn
 
 import orjson
 
 
+@dataclass(frozen=True, slots=True)
 class Undecodable:
-    """A websocket message that is not JSON at all (or nested too deep to read)."""
+    """A websocket message that is not JSON at all (or nested too deep to read), and why."""
+
+    reason: str
 
 
 MAX_JSON_DEPTH: Final = 64

@@ -133,7 +133,7 @@ class WebSocketMessages(ASGIWebSocketAdapter):
                 except json.JSONDecodeError as exc:
                     if not ignore_parsing_errors:
                         raise NonJsonMessageReceived from exc
-                    yield Undecodable()
+                    yield Undecodable(exc.msg)
         except KeyError as exc:
             raise NonTextMessageReceived from exc
         except WebSocketDisconnect:
@@ -188,6 +188,8 @@ MAX_OPERATION_ID: Final = 128
 
 def _is_operation_message(message: object) -> str | None:
     """Why a websocket message is not one a protocol defines, or None when it is well formed."""
+    if isinstance(message, Undecodable):
+        return f"A message must be JSON: {message.reason}"
     if not isinstance(message, dict):
         return "A message must be a JSON object"
     kind = message.get("type")

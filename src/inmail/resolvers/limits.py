@@ -268,9 +268,9 @@ def check_document(
         ) from None
     if work > max_work:
         raise QueryRefused(
-            f"The document is too large to validate: with its fragments expanded it would take "
-            f"more than the {max_work} units of work allowed. Spread fewer fragments, or "
-            "spread each one fewer times.",
+            f"The document is too large to validate: comparing the fields of each selection "
+            f"with one another (fragments expanded) would take more than the {max_work} units "
+            "of work allowed. Select fewer fields side by side, or spread fewer fragments.",
             "QUERY_TOO_LARGE",
             work=work,
             maximum=max_work,
