@@ -310,6 +310,14 @@ class _QueueFirstFlow(FlowControl):
             super().resume_reading()
 
 
+def _request_parser(protocol: HttpToolsProtocol) -> httptools.HttpRequestParser:
+    """A parser as uvicorn makes one (it answers the first of requests pipelined after a
+    `Connection: close`, and reads no further)."""
+    parser = httptools.HttpRequestParser(protocol)
+    parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    return parser
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools (llhttp) protocol with the limits above.
 
@@ -357,6 +365,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # The bytes of body still to come of a request whose upgrade offer was ignored, which
         # llhttp does not read (None when none is being read).
         self._body_left: int | None = None
+        self._body_parsed = False  # whether llhttp handed over body bytes of this request
 
     # --- connection life -----------------------------------------------------------------------
 
@@ -390,6 +399,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_left is None:
             self._parse(data)
         else:
+            self._unset_keepalive_if_required()
             self._read_body_past_upgrade(data)
         if self._lingering or self.transport.is_closing():
             return
@@ -420,9 +430,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
         llhttp ended the request with its head and stopped at what follows (`rest`), as the new
         protocol's; it parses nothing more once it has. The body, as long as Content-Length
-        says, is read here, and a new parser takes what follows it.
+        says, is read here, and a new parser takes what follows it. (Should llhttp read the body
+        itself, as its issues ask, it has ended the request: a new parser takes the rest.)
         """
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = _request_parser(self)
+        if not self._reading_body:
+            if rest:
+                self._parse(rest)
+            return
         lengths = [value for name, value in self.headers if name == b"content-length"]
         if self._codings or len(lengths) > 1 or not all(v.isdigit() for v in lengths):
             if self._clear_for_refusal():
@@ -466,6 +481,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     # --- the parser's progress -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._body_parsed = False
         self._reading_head = True
         self._head_bytes = 0
         self._codings = []
@@ -500,14 +516,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self._unparsed_bytes -= len(body)
+        self._body_parsed = True
         super().on_body(body)
 
     def on_chunk_header(self) -> None:
         self._unparsed_bytes = 0
 
     def on_message_complete(self) -> None:
-        if self.parser.should_upgrade() and not self._should_upgrade():
+        if self.parser.should_upgrade() and not self._should_upgrade() and not self._body_parsed:
             return  # the end of an upgrade offer's head only: its body is read on (_parse)
+        self._body_parsed = False
         self._reading_body = False
         self._unparsed_bytes = 0
         super().on_message_complete()
