@@ -15,7 +15,7 @@ from inmail.clock import ManualClock
 from inmail.domain.model import LedgerEntry
 from inmail.services import charges
 from inmail.services import inmail as inmail_service
-from inmail.services.base import bring_up_to_date
+from inmail.services.base import CLOCK_SKEW, bring_up_to_date
 from support import (
     Api,
     Person,
@@ -438,17 +438,38 @@ async def test_a_credit_is_spendable_one_second_before_its_90_days_and_not_at_90
     assert by_id[first_lot["id"]]["status"] == "EXPIRED"
 
 
-async def test_a_send_asked_before_the_senders_latest_change_is_dated_after_it(api: Api) -> None:
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")  # first lot: 5, until 15 Apr
+class ReadOnceBefore:
+    """A clock first read before a change committed (by a send, whose transaction then runs
+    again after that change), and read after it from then on."""
+
+    is_manual = True
+
+    def __init__(self, before: datetime, after: datetime) -> None:
+        self._readings, self._after = iter([before]), after
+
+    def now(self) -> datetime:
+        return next(self._readings, self._after)
+
+
+async def lapsed_at_its_time(api: Api) -> tuple[Person, Person, dict[str, Any], datetime]:
+    """Ada, whose first lot (5 credits) lapsed 90 days on and was written expired at its time,
+    her latest ledger entry; Grace, whom she may write to; that lot; and when it expired."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
     [first_lot] = await lots_of(api, ada)
     grace = await api.create_member("Grace Hopper", "BASIC")
     expiry = api.advance(days=90)
-    await bring_up_to_date(api.container.deps, ada.id)  # the first lot expires, at its time
-    # A time taken before that change committed: a transaction's, run again after the change
-    # won the race, or a process's whose clock is behind the others'.
-    an_hour_late = replace(api.container.deps, clock=ManualClock(expiry - timedelta(hours=1)))
+    await bring_up_to_date(api.container.deps, ada.id)
+    return ada, grace, first_lot, expiry
 
-    sent = await inmail_service.send_inmail(an_hour_late, ada.id, grace.id, "Hi", "Hello", "k1")
+
+async def test_a_send_asked_before_a_change_of_the_sender_committed_is_dated_after_it(
+    api: Api,
+) -> None:
+    ada, grace, first_lot, expiry = await lapsed_at_its_time(api)
+    asked_before = ReadOnceBefore(expiry - timedelta(hours=1), expiry)
+    deps = replace(api.container.deps, clock=asked_before)
+
+    sent = await inmail_service.send_inmail(deps, ada.id, grace.id, "Hi", "Hello", "k1")
 
     assert sent.conversation.sent_at == expiry
     entries = await ledger_of(api, ada)
@@ -457,8 +478,22 @@ async def test_a_send_asked_before_the_senders_latest_change_is_dated_after_it(a
     expire, debit = entries[-2], entries[-1]
     assert (expire["kind"], expire["lot"]["id"]) == ("EXPIRE", first_lot["id"])
     assert (debit["kind"], api_time(debit["at"])) == ("DEBIT", expiry)
-    assert debit["lot"]["id"] != first_lot["id"]
     assert debit["balanceAfter"] == expire["balanceAfter"] - 1 == await api.balance(ada)
+
+
+@pytest.mark.parametrize("behind", [timedelta(milliseconds=300), timedelta(hours=1)], ids=str)
+async def test_a_send_in_a_process_behind_is_dated_after_the_latest_entry_within_the_skew(
+    api: Api, behind: timedelta
+) -> None:
+    """A member's latest entry written by a process whose clock runs ahead dates a send after
+    it, within CLOCK_SKEW; further ahead (a clock set wrong), it does not hold the member's sends
+    in the future: the send is dated at most CLOCK_SKEW past its own process's clock."""
+    ada, grace, _, expiry = await lapsed_at_its_time(api)
+    deps = replace(api.container.deps, clock=ManualClock(expiry - behind))
+
+    sent = await inmail_service.send_inmail(deps, ada.id, grace.id, "Hi", "Hello", "k1")
+
+    assert sent.conversation.sent_at == min(expiry, expiry - behind + CLOCK_SKEW)
 
 
 class RunningClock:

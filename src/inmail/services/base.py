@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Concatenate, ParamSpec, TypeAlias, TypeVar
+from typing import Concatenate, Final, ParamSpec, TypeAlias, TypeVar
 
 from inmail.clock import Clock
 from inmail.domain.credits import CreditLot
@@ -93,13 +93,29 @@ async def _up_to_date(
     return await account.save(tx)
 
 
+CLOCK_SKEW: Final = timedelta(seconds=1)
+"""How far ahead of this process's clock another process's may run with the ledger still kept in
+time order: a member's latest entry dated up to this far ahead dates the next change after it.
+One dated further ahead (a clock set wrong, a manual clock restarted behind the data) does not
+hold the member's changes, and their rate limit's minute, in the future."""
+
+
+def change_time(asked: datetime, clock_now: datetime, ledger_at: datetime | None) -> datetime:
+    """When a change of a member's credits is dated: not before the time it was asked at, nor the
+    clock's reading as its transaction opens the member's credits (run again after another change
+    of the member committed, it took its time before that change), nor the member's latest entry,
+    unless that is more than CLOCK_SKEW ahead of the clock."""
+    at = max(asked, clock_now)
+    if ledger_at is not None:
+        at = max(at, min(ledger_at, clock_now + CLOCK_SKEW))
+    return at
+
+
 @dataclass
 class Account:
-    """A member's credits opened for change inside one transaction, as of `now`: the time asked
-    for, or the member's latest ledger entry's when that is later. A change of its credits is
-    dated `now`, so that the ledger stays in time order whatever time the change was asked at:
-    a transaction run again after another change of the member committed (its time taken
-    before), or a process whose clock is a little behind another's."""
+    """A member's credits opened inside one transaction, as of `now`. Opened for a change (given
+    the clock's reading, `latest`), `now` is the change's time (`change_time`), at which it is
+    dated, so that the ledger stays in time order whatever time the change was asked at."""
 
     member: Member
     wallet: Wallet
@@ -109,28 +125,49 @@ class Account:
 
     @classmethod
     async def open(
-        cls, tx: Transaction | Reads, plans: PlanTable, member: Member, now: datetime
+        cls,
+        tx: Transaction | Reads,
+        plans: PlanTable,
+        member: Member,
+        now: datetime,
+        *,
+        latest: datetime | None = None,
     ) -> Account:
         """Load the member's live lots and bring them up to `now`: due renewals, lapsed lots."""
-        return cls.brought_up_to(plans, member, await tx.lots.active_for(member.id), now)
+        lots = await tx.lots.active_for(member.id)
+        return cls.brought_up_to(plans, member, lots, now, latest=latest)
 
     @classmethod
     async def load(
-        cls, tx: Transaction | Reads, plans: PlanTable, member_id: str, now: datetime
+        cls,
+        tx: Transaction | Reads,
+        plans: PlanTable,
+        member_id: str,
+        now: datetime,
+        *,
+        latest: datetime | None = None,
     ) -> Account | None:
         """`open` for a member not read yet: the member and its live lots in one read; None
         when there is no such member."""
         found, lots = await tx.members.get_many_with_lots([], member_id)
         member = found.get(member_id)
-        return None if member is None else cls.brought_up_to(plans, member, lots, now)
+        if member is None:
+            return None
+        return cls.brought_up_to(plans, member, lots, now, latest=latest)
 
     @classmethod
     def brought_up_to(
-        cls, plans: PlanTable, member: Member, active_lots: Iterable[CreditLot], now: datetime
+        cls,
+        plans: PlanTable,
+        member: Member,
+        active_lots: Iterable[CreditLot],
+        now: datetime,
+        *,
+        latest: datetime | None = None,
     ) -> Account:
         """`open` for a member whose ACTIVE lots were already read (a batch reads many at once)."""
-        if member.ledger_at is not None and member.ledger_at > now:
-            now = member.ledger_at
+        if latest is not None:
+            now = change_time(now, latest, member.ledger_at)
         wallet = Wallet(member.id, active_lots, member.ledger_seq, new_id)
         subscription = member.subscription
         if subscription is not None:
@@ -159,7 +196,11 @@ class Account:
         return replace(
             self.member,
             ledger_seq=self.wallet.last_seq,
-            ledger_at=max((entry.at for entry in entries), default=self.member.ledger_at),
+            ledger_at=max(
+                [entry.at for entry in entries]
+                + ([] if self.member.ledger_at is None else [self.member.ledger_at]),
+                default=None,
+            ),
             subscription=self.subscription,
             plan=plan or self.member.plan,
             recent_inmails=self.recent_inmails,

@@ -143,7 +143,7 @@ async def _sender_may_inmail(
         and recipient is not None
         and await tx.conversations.awaiting_between(draft.sender_id, draft.recipient_id)
     )
-    account = Account.brought_up_to(deps.plans, sender, lots, now)
+    account = Account.brought_up_to(deps.plans, sender, lots, now, latest=deps.now())
     refusal = inmail_refusal(
         sender,
         recipient,
@@ -285,7 +285,7 @@ async def _credit_back_account(
     """The sender's credits, if a response now earns them a credit back."""
     if not within_credit_back_window(conversation.sent_at, now):
         return None  # nothing to read
-    account = await Account.load(tx, deps.plans, conversation.sender_id, now)
+    account = await Account.load(tx, deps.plans, conversation.sender_id, now, latest=deps.now())
     sender = None if account is None else account.member
     return account if earns_credit_back(conversation, sender, now) else None
 

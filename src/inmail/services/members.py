@@ -331,7 +331,7 @@ async def _change_plan(
     if _already_on(member, plan, requested_allotment):
         return []  # nothing to restart
     current = member.subscription
-    account = await Account.open(tx, deps.plans, member, now)
+    account = await Account.open(tx, deps.plans, member, now, latest=deps.now())
     allotment = requested_allotment
     if allotment is None and plan is PlanType.LEGACY_PREMIUM and current is not None:
         allotment = current.monthly_allotment
@@ -369,7 +369,7 @@ async def _forfeit_and_stop(
         if member.plan is not PlanType.BASIC:
             await tx.members.write_unless_moved(member, replace(member, plan=PlanType.BASIC))
         return []
-    account = await Account.open(tx, deps.plans, member, now)
+    account = await Account.open(tx, deps.plans, member, now, latest=deps.now())
     account.wallet.forfeit_all(account.now)
     account.subscription = (account.subscription or subscription).canceled()
     return await account.save(tx, basic)

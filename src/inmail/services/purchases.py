@@ -100,8 +100,9 @@ async def grant_purchase(
     """Grant what the charge paid for: the intent's quantity, never a request's."""
     assert intent.quantity is not None
     assert intent.charge_id is not None
-    account = await Account.load(tx, deps.plans, intent.member_id, now)
+    account = await Account.load(tx, deps.plans, intent.member_id, now, latest=deps.now())
     assert account is not None, "members are never deleted"
+    now = account.now  # the purchase is recorded when its lot is granted
     member = account.member
     refusal = purchase_refusal(
         member, plans=deps.plans, now=now, quantity=intent.quantity, balance=account.balance
@@ -111,7 +112,7 @@ async def grant_purchase(
     lot = account.wallet.grant(
         CreditSource.PURCHASE,
         intent.quantity,
-        account.now,
+        now,
         member.policy(deps.plans).max_balance,
         grant_key=purchase_grant_key(intent.charge_id),
         purchase_id=intent.id,
