@@ -22,6 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from inmail import logs
 from inmail.bootstrap import Background, Container, build_container
@@ -267,18 +268,17 @@ def _handshake_with_id(scope: Scope, receive: Receive, send: Send, rid: str) -> 
     return send_with_id
 
 
-def _websockets_not_found(not_found: ASGIApp) -> ASGIApp:
-    """The router's answer to a path no route serves, which for a websocket is a 404 in JSON
-    where the server takes the app's own answer to a handshake (Starlette's closes it, which
-    would read as a 403)."""
+def _serving_no_websocket(app: ASGIApp) -> ASGIApp:
+    """`app`, which serves no websocket: a handshake is a 404 in JSON where the server takes the
+    app's own answer to one (a close would read as a 403), and closed elsewhere."""
 
     async def answer(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and "websocket.http.response" in (
-            scope.get("extensions") or {}
-        ):
+        if scope["type"] != "websocket":
+            await app(scope, receive, send)
+        elif "websocket.http.response" in (scope.get("extensions") or {}):
             await error_response(404, "Not Found", "NOT_FOUND")(scope, receive, send)
-            return
-        await not_found(scope, receive, send)
+        else:
+            await WebSocketClose()(scope, receive, send)
 
     return answer
 
@@ -351,7 +351,11 @@ def create_app(
             # Harmless in production too: files only, and the client has no rights of its own.
             Route("/app", web_client),
             Route("/app/", web_client),
-            Mount(STATIC_PREFIX, StaticHeaders(StaticFiles(directory=STATIC_DIR)), name="static"),
+            Mount(
+                STATIC_PREFIX,
+                _serving_no_websocket(StaticHeaders(StaticFiles(directory=STATIC_DIR))),
+                name="static",
+            ),
             Route("/readyz", readyz),
             # Metrics have their own listener (inmail.metrics_server); here only with a token.
             *(
@@ -366,7 +370,7 @@ def create_app(
     # `/graphql/` is no route of ours: a 404 in JSON, not a redirect whose Location would be
     # built from the client's own Host header (and whose body is empty).
     app.router.redirect_slashes = False
-    app.router.default = _websockets_not_found(app.router.default)
+    app.router.default = _serving_no_websocket(app.router.default)
     app.state.container = container
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     return app

@@ -990,7 +990,7 @@ def handshake_answer(
     return head, body
 
 
-@pytest.mark.parametrize("path", [b"/nope", b"/graphql/", b"/healthz"])
+@pytest.mark.parametrize("path", [b"/nope", b"/graphql/", b"/healthz", b"/static/app/api.js"])
 def test_a_websocket_handshake_to_a_path_served_no_websocket_is_a_404_in_json(
     server: Served, path: bytes
 ) -> None:
