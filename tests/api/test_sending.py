@@ -466,18 +466,20 @@ async def test_a_send_asked_before_a_change_of_the_sender_committed_is_dated_aft
     api: Api,
 ) -> None:
     ada, grace, first_lot, expiry = await lapsed_at_its_time(api)
-    asked_before = ReadOnceBefore(expiry - timedelta(hours=1), expiry)
+    opened_at = expiry + timedelta(minutes=5)
+    asked_before = ReadOnceBefore(expiry - timedelta(hours=1), opened_at)
     deps = replace(api.container.deps, clock=asked_before)
 
     sent = await inmail_service.send_inmail(deps, ada.id, grace.id, "Hi", "Hello", "k1")
 
-    assert sent.conversation.sent_at == expiry
+    assert sent.conversation.sent_at == opened_at
     entries = await ledger_of(api, ada)
     times = [api_time(entry["at"]) for entry in entries]
     assert times == sorted(times)
     expire, debit = entries[-2], entries[-1]
     assert (expire["kind"], expire["lot"]["id"]) == ("EXPIRE", first_lot["id"])
-    assert (debit["kind"], api_time(debit["at"])) == ("DEBIT", expiry)
+    assert (debit["kind"], api_time(debit["at"])) == ("DEBIT", opened_at)
+    assert debit["lot"]["id"] != first_lot["id"]
     assert debit["balanceAfter"] == expire["balanceAfter"] - 1 == await api.balance(ada)
 
 
@@ -487,13 +489,28 @@ async def test_a_send_in_a_process_behind_is_dated_after_the_latest_entry_within
 ) -> None:
     """A member's latest entry written by a process whose clock runs ahead dates a send after
     it, within CLOCK_SKEW; further ahead (a clock set wrong), it does not hold the member's sends
-    in the future: the send is dated at most CLOCK_SKEW past its own process's clock."""
+    in the future: the send is dated by its own process's clock."""
     ada, grace, _, expiry = await lapsed_at_its_time(api)
     deps = replace(api.container.deps, clock=ManualClock(expiry - behind))
 
     sent = await inmail_service.send_inmail(deps, ada.id, grace.id, "Hi", "Hello", "k1")
 
-    assert sent.conversation.sent_at == min(expiry, expiry - behind + CLOCK_SKEW)
+    assert sent.conversation.sent_at == (expiry if behind <= CLOCK_SKEW else expiry - behind)
+
+
+async def test_a_response_is_never_dated_before_the_inmail_it_answers(api: Api) -> None:
+    """An InMail sent in a process whose clock runs a little ahead, answered at once in one whose
+    clock does not."""
+    ada, grace = await ada_and_grace(api)
+    ahead = ManualClock(api.clock.now() + timedelta(milliseconds=400))
+    sent = await inmail_service.send_inmail(
+        replace(api.container.deps, clock=ahead), ada.id, grace.id, "Hi", "Hello", "k1"
+    )
+
+    answered = await api.respond(grace, sent.conversation.id)
+
+    assert answered["errors"] == []
+    assert api_time(answered["conversation"]["respondedAt"]) == sent.conversation.sent_at
 
 
 class RunningClock:

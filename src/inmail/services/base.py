@@ -96,18 +96,18 @@ async def _up_to_date(
 CLOCK_SKEW: Final = timedelta(seconds=1)
 """How far ahead of this process's clock another process's may run with the ledger still kept in
 time order: a member's latest entry dated up to this far ahead dates the next change after it.
-One dated further ahead (a clock set wrong, a manual clock restarted behind the data) does not
-hold the member's changes, and their rate limit's minute, in the future."""
+One dated further ahead (a clock set wrong, a manual clock restarted behind the data) is not
+followed: the member's changes, and their rate limit's minute, are not held in the future."""
 
 
 def change_time(asked: datetime, clock_now: datetime, ledger_at: datetime | None) -> datetime:
     """When a change of a member's credits is dated: not before the time it was asked at, nor the
     clock's reading as its transaction opens the member's credits (run again after another change
-    of the member committed, it took its time before that change), nor the member's latest entry,
-    unless that is more than CLOCK_SKEW ahead of the clock."""
+    of the member committed, it took its time before that change), nor the member's latest entry
+    when that is at most CLOCK_SKEW ahead of the clock."""
     at = max(asked, clock_now)
-    if ledger_at is not None:
-        at = max(at, min(ledger_at, clock_now + CLOCK_SKEW))
+    if ledger_at is not None and ledger_at <= clock_now + CLOCK_SKEW:
+        at = max(at, ledger_at)
     return at
 
 

@@ -211,10 +211,10 @@ async def _respond(
     now: datetime,
 ) -> _Responded:
     conversation = await _awaiting_my_response(tx, member_id, conversation_id)
-    if conversation.reminder_sent_at is not None and conversation.reminder_sent_at > now:
-        # The reminder committed first, while this response was on its way (its time taken
-        # before): the response is recorded after the reminder, as it happened.
-        now = conversation.reminder_sent_at
+    # The InMail, or its reminder, committed first while this response was on its way (its time
+    # taken before, or in a process whose clock is a little behind): the response is recorded
+    # after them, as it happened.
+    now = max(now, conversation.sent_at, conversation.reminder_sent_at or now)
     if note:  # a response with words is one of the member's messages (SPEC 4's limit)
         await count_send(tx, deps.rate_limits, Action.MESSAGE, member_id, now)
     account = await _credit_back_account(tx, deps, conversation, now)
