@@ -111,7 +111,8 @@ class Member:
     ledger_seq: int = 0
     recent_inmails: RecentSends = RecentSends()  # services/rate_limits.py
     # When its latest ledger entry is dated (None before its first, and for a member last
-    # written before this was kept): a later change of its credits is never dated before it.
+    # written before this was kept): a later change of its credits is dated after it, unless it
+    # is far ahead of the clock (services/base.py, `change_time`).
     ledger_at: datetime | None = None
 
     def policy(self, plans: PlanTable) -> PlanPolicy:

@@ -101,7 +101,7 @@ async def _send(
     if tx.careful and (prior := await replay(tx.idempotency, request)) is not None:
         return _Sent(prior, [], None)
     account = await _sender_may_inmail(tx, deps, draft, request, now)
-    now = account.now  # not before the sender's latest change, should it have come since
+    now = account.now  # the send's time (change_time): after any change that beat it
     first = Message(new_id(), draft.sender_id, draft.body, now)
     conversation = _new_inmail(draft, first, deps.limits.reminder_delay)
     account.wallet.spend(now, conversation.id)
