@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
 DEFAULT_LEASE_TTL = timedelta(seconds=30)
+RELEASE_WITHIN = 2.0
+"""Seconds a pass's end waits to give its lease back: past them the lease lapses by itself (a
+database gone with the process that stops, say, would hold the stop for the driver's whole
+server-selection timeout)."""
 
 
 class Scheduler:
@@ -134,7 +138,7 @@ class Scheduler:
 
     async def _release(self) -> None:
         try:
-            await self._lease.release()
+            await asyncio.wait_for(self._lease.release(), RELEASE_WITHIN)
         except Exception:  # it lapses by itself after lease_ttl
             log.warning("scheduler: could not release the lease", exc_info=True)
 

@@ -26,7 +26,7 @@ from inmail.repositories.credit_lots import lot_to_doc
 from inmail.repositories.leases import LeaseRepository
 from inmail.repositories.members import MemberRepository
 from inmail.repositories.mongo import Mongo, new_id
-from inmail.scheduler import LEASE_NAME
+from inmail.scheduler import LEASE_NAME, RELEASE_WITHIN, Scheduler
 from inmail.services import inmail as inmail_service
 from inmail.services import manual_clock, scheduling
 from inmail.services import members as member_service
@@ -597,6 +597,36 @@ async def test_a_pass_that_will_not_end_is_cancelled_after_the_grace_period(api:
     assert len([m for m in members if len(grants(await ledger(deps, m))) == 2]) == 5
     for member_id in members:
         await assert_consistent(deps, member_id)
+
+
+class NeverReleased(LeaseRepository):
+    """Leases on the test's mongod that are never given back: the release waits as on a
+    database that is gone (the driver would wait out its server-selection timeout)."""
+
+    async def release(self, name: str, owner: str) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_stop_waits_no_longer_than_its_grace_and_a_moment_to_give_the_lease_back(
+    api: Api,
+) -> None:
+    deps = api.container.deps
+    await create_members(deps, 12)
+    api.clock.set(at(2, 15))
+    gate = Gate()  # never opened: the pass hangs after its first batch
+    deps = replace(deps, publisher=gate)
+    leases = NeverReleased(api.container.mongo)
+    scheduler = Scheduler(deps, leases, interval=3600, batch_size=5, stop_grace=0.05)
+    await scheduler.start()
+    await gate.reached.wait()
+
+    stopping = asyncio.create_task(scheduler.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=RELEASE_WITHIN + 30)
+    stopping.cancel()  # a stop held for ever (the test fails) is not left behind
+
+    assert done == {stopping}, "the stop waited on the lease's release"
+    # Not given back: it lapses by itself.
+    assert await lease_holder(api.container.mongo, LEASE_NAME) is not None
 
 
 async def test_a_database_outage_ends_the_pass_instead_of_retrying_member_by_member(
