@@ -14,6 +14,7 @@ from inmail.clock import Clock, ManualClock, SystemClock
 from inmail.domain.access import ReadRefused
 from inmail.observability import LedgerMetrics
 from inmail.repositories.mongo import Mongo
+from inmail.repositories.notifications import NoticeOptions
 from inmail.repositories.records import ChargeRepository
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 from inmail.scheduler import DEFAULT_LEASE_TTL, Scheduler
@@ -143,7 +144,9 @@ def build_deps(
     bounds = limits(settings)
     return Deps(
         uow=MongoUnitOfWork(
-            mongo, webhooks=webhooks, timeout=database_timeout, expiry_notice=bounds.expiry_notice
+            mongo,
+            notices=NoticeOptions(webhooks=webhooks, expiry_notice=bounds.expiry_notice),
+            timeout=database_timeout,
         ),
         clock=clock,
         plans=settings.plans,

@@ -29,6 +29,7 @@ from inmail.repositories.memory import InMemoryMongo
 from inmail.repositories.mongo import NO_TRANSACTION, Mongo, new_id
 from inmail.repositories.notifications import (
     EVENT_KIND,
+    NoticeOptions,
     NotificationReader,
     NotificationRepository,
     event_from_doc,
@@ -293,7 +294,7 @@ async def test_the_in_memory_inbox_polls_one_collection_for_notifications_and_ev
         ):
             notification, event = inmail(ADA, GRACE, AT, "Held in memory")
             async with mongo.session_transaction() as session:
-                repository = NotificationRepository(mongo, session, webhooks=False)
+                repository = NotificationRepository(mongo, session, NoticeOptions(webhooks=False))
                 assert await repository.record([notification], event) == 1
             assert (await next_of(grace_notes)).conversation_id == notification.conversation_id
             told = await next_of(ada_events)

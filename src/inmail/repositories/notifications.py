@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -238,22 +239,29 @@ def event_to_doc(event: ConversationEvent) -> Doc:
     return _event_doc(event) | {**_EVENTS, "eventKey": event.event_key}
 
 
+@dataclass(frozen=True, slots=True)
+class NoticeOptions:
+    """How notifications are written: whether new ones are enqueued for webhook delivery (only
+    where a webhook URL is configured: nothing would deliver them otherwise), and how long before
+    its expiry a lot's CREDITS_EXPIRING notice is due."""
+
+    webhooks: bool = True
+    expiry_notice: timedelta = DEFAULT_EXPIRY_NOTICE
+
+
+DEFAULT_NOTICES: Final = NoticeOptions()
+
+
 class NotificationRepository(NotificationReader):
     expiring: ExpiringLotMarker
 
     def __init__(
-        self,
-        mongo: Mongo,
-        session: TransactionSession,
-        *,
-        webhooks: bool = True,
-        expiry_notice: timedelta = DEFAULT_EXPIRY_NOTICE,
+        self, mongo: Mongo, session: TransactionSession, options: NoticeOptions = DEFAULT_NOTICES
     ) -> None:
         super().__init__(mongo, session.driver)
-        self._expiry_notice = expiry_notice
+        self._expiry_notice = options.expiry_notice
         self.expiring = ExpiringLotMarker(mongo, session)
-        # New notifications are enqueued for webhooks only where webhooks are delivered.
-        self._outbox = OutboxRepository(mongo, session) if webhooks else None
+        self._outbox = OutboxRepository(mongo, session) if options.webhooks else None
 
     async def add(self, notification: Notification) -> bool:
         """Record the notification unless its event was recorded already; True if it is new."""

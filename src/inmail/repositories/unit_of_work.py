@@ -12,10 +12,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Concatenate, ParamSpec, TypeVar
 
-from inmail.domain.credits import DEFAULT_EXPIRY_NOTICE
 from inmail.domain.errors import DomainError
 from inmail.repositories.conversations import ConversationReader, ConversationRepository
 from inmail.repositories.credit_lots import CreditLotReader, CreditLotRepository
@@ -31,7 +29,12 @@ from inmail.repositories.mongo import (
     deadline,
     writes_until,
 )
-from inmail.repositories.notifications import NotificationReader, NotificationRepository
+from inmail.repositories.notifications import (
+    DEFAULT_NOTICES,
+    NoticeOptions,
+    NotificationReader,
+    NotificationRepository,
+)
 from inmail.repositories.outbox import OutboxRepository
 from inmail.repositories.rate_limits import RateLimitReader, RateLimitRepository
 from inmail.repositories.records import (
@@ -113,8 +116,7 @@ class Transaction:
         session: TransactionSession,
         *,
         careful: bool = True,
-        webhooks: bool = True,
-        expiry_notice: timedelta = DEFAULT_EXPIRY_NOTICE,
+        notices: NoticeOptions = DEFAULT_NOTICES,
     ) -> Transaction:
         return cls(
             members=MemberRepository(mongo, session),
@@ -123,9 +125,7 @@ class Transaction:
             conversations=ConversationRepository(mongo, session),
             idempotency=IdempotencyRepository(mongo, session),
             purchases=PurchaseRepository(mongo, session),
-            notifications=NotificationRepository(
-                mongo, session, webhooks=webhooks, expiry_notice=expiry_notice
-            ),
+            notifications=NotificationRepository(mongo, session, notices),
             rate_limits=RateLimitRepository(mongo, session),
             messages=MessageRepository(mongo, session),
             outbox=OutboxRepository(mongo, session),
@@ -135,24 +135,20 @@ class Transaction:
 
 
 class MongoUnitOfWork:
-    """`webhooks`: whether new notifications are enqueued for webhook delivery (only where a
-    webhook URL is configured: nothing would deliver them otherwise); `timeout`: the seconds
-    a request's database work may take in all (`deadline`), None for no bound;
-    `expiry_notice`: how long before its expiry a lot's CREDITS_EXPIRING notice is due."""
+    """`notices`: how its transactions write notifications; `timeout`: the seconds a request's
+    database work may take in all (`deadline`), None for no bound."""
 
     def __init__(
         self,
         mongo: Mongo,
         *,
         retries: int = RETRIES,
-        webhooks: bool = True,
+        notices: NoticeOptions = DEFAULT_NOTICES,
         timeout: float | None = None,
-        expiry_notice: timedelta = DEFAULT_EXPIRY_NOTICE,
     ) -> None:
         self._mongo = mongo
         self._retries = retries
-        self._webhooks = webhooks
-        self._expiry_notice = expiry_notice
+        self._notices = notices
         self._timeout = timeout
         self.reads = Reads.on(mongo)
 
@@ -166,13 +162,7 @@ class MongoUnitOfWork:
             yield
 
     def _bound(self, session: TransactionSession, *, careful: bool = True) -> Transaction:
-        return Transaction.on(
-            self._mongo,
-            session,
-            careful=careful,
-            webhooks=self._webhooks,
-            expiry_notice=self._expiry_notice,
-        )
+        return Transaction.on(self._mongo, session, careful=careful, notices=self._notices)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

@@ -192,15 +192,13 @@ class Account:
     def updated(self, plan: PlanType | None = None) -> Member:
         """The member as this change leaves it: new ledger position and time, subscription,
         plan."""
-        entries = self.wallet.entries
+        times = [entry.at for entry in self.wallet.entries]
+        if self.member.ledger_at is not None:
+            times.append(self.member.ledger_at)
         return replace(
             self.member,
             ledger_seq=self.wallet.last_seq,
-            ledger_at=max(
-                [entry.at for entry in entries]
-                + ([] if self.member.ledger_at is None else [self.member.ledger_at]),
-                default=None,
-            ),
+            ledger_at=max(times, default=None),
             subscription=self.subscription,
             plan=plan or self.member.plan,
             recent_inmails=self.recent_inmails,
