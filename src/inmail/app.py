@@ -34,6 +34,7 @@ from inmail.processes import StopAsked, end_with_parent, note_stop_signals
 from inmail.repositories.database import choose_database
 from inmail.repositories.mongo import Mongo, unanswered
 from inmail.resolvers.root import build_schema
+from inmail.services.background import stop_together
 from inmail.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -324,11 +325,7 @@ def create_app(
             with tuned_gc() if serving else contextlib.nullcontext():
                 yield
         finally:
-            for task in reversed(started):
-                try:
-                    await task.stop()
-                except Exception:
-                    log.exception("stopping %s failed", type(task).__name__)
+            await stop_together([(type(task).__name__, task.stop) for task in started])
             await container.mongo.close()
 
     async def healthz(request: Request) -> Response:

@@ -593,8 +593,9 @@ def test_a_serve_stopped_while_a_replacement_waits_for_the_database_stops(
         assert len(running) == 2, running
 
         parent.send_signal(signal.SIGTERM)
-        # A bound, not a speed: the healthy worker's drain and its driver's 20 s of server
-        # selection; a replacement that kept waiting would hold the serve until MongoDB came back.
+        # A bound, not a speed: the healthy worker's drain, its background tasks' stop and its
+        # client's close; a replacement that kept waiting would hold the serve until MongoDB came
+        # back.
         parent.wait(90)
 
         assert "asked to stop while waiting for MongoDB" in log_path.read_text()

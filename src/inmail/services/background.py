@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +72,44 @@ async def finish_within(task: asyncio.Task[None], grace: float, what: str) -> No
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+STOP_ALL_WITHIN = 8.0
+"""How long a stopping app waits for all its background tasks, stopped together: a pass's grace
+(STOP_GRACE), then what the cancelled pass does on its way out (a scheduler gives its lease back
+within 2 s), and a second to spare. Stopped one after another, the tasks' graces would add up
+while the database is out of reach (and a change feed being opened holds its stop for the whole
+of the driver's server selection)."""
+
+CANCELLED_WITHIN = 1.0
+"""How long a stop cut short by STOP_ALL_WITHIN is given to end once cancelled."""
+
+
+async def stop_together(
+    stops: Sequence[tuple[str, Callable[[], Awaitable[None]]]], within: float = STOP_ALL_WITHIN
+) -> None:
+    """Stop every named task at once and wait at most `within` seconds for them all. A stop
+    that fails is logged; one still running then is cancelled, and left to the process's end if
+    it does not end within CANCELLED_WITHIN either."""
+    running = {
+        asyncio.create_task(_awaited(stop), name=f"stopping {name}"): name for name, stop in stops
+    }
+    if not running:
+        return
+    done, late = await asyncio.wait(running, timeout=within)
+    for task in done:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("stopping %s failed", running[task], exc_info=error)
+    if late:
+        log.warning(
+            "%s did not stop in %.0f s; cancelling",
+            ", ".join(sorted(running[task] for task in late)),
+            within,
+        )
+        for task in late:
+            task.cancel()
+        await asyncio.wait(late, timeout=CANCELLED_WITHIN)
+
+
+async def _awaited(stop: Callable[[], Awaitable[None]]) -> None:
+    await stop()
