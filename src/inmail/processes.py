@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,18 +39,52 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def end_with_parent() -> None:
-    """Linux: have the kernel send this process SIGTERM when its parent dies (a worker of a
-    supervisor that was killed would otherwise go on holding the port); SIGTERM at once if the
-    parent died meanwhile. (A parent may be pid 1 itself: `inmail serve` as a container's
+ORPHAN_ENDS_WITHIN = 25.0
+"""Seconds a worker whose supervisor died is given to shut down before it ends regardless: more
+than its shutdown takes (10 s of drain, 8 s of background tasks, 5 s to close the client), and
+nobody is left to kill it if something in that shutdown waits on for ever."""
+
+PARENT_LOOKED_FOR = 1.0  # seconds between two looks at whether the parent is still there
+
+
+def end_with_parent(parent: int | None = None, within: float = ORPHAN_ENDS_WITHIN) -> None:
+    """Have this process end with its parent (a worker of a supervisor that was killed would
+    otherwise go on holding the port): Linux's kernel sends it SIGTERM when the parent dies, and a
+    watching thread sends it too (where the kernel cannot), then ends the process `within`
+    seconds later if its shutdown has not. A parent that died before this was called (while
+    the worker was still loading) counts as dead now, hence `parent`, the pid it was started
+    by: by default the one multiprocessing names (uvicorn's workers are its processes), else
+    the current parent. (A parent may be pid 1 itself: `inmail serve` as a container's
     command.)"""
-    parent = os.getppid()
+    if parent is None:
+        started_by = multiprocessing.parent_process()
+        parent = started_by.pid if started_by is not None else None
+    if parent is None:
+        parent = os.getppid()
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before the kernel was told
-        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(
+        target=_end_after, args=(parent, within), name="inmail-parent-watch", daemon=True
+    ).start()
+
+
+def _end_after(parent: int, within: float) -> None:
+    """Once `parent` is no longer this process's parent: SIGTERM, then, `within` seconds later,
+    the end of the process, said on stderr (written directly: logging's locks may be held by
+    whatever the shutdown is stuck in)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_LOOKED_FOR)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(within)
+    with contextlib.suppress(OSError):
+        os.write(
+            2,
+            f"worker {os.getpid()}: its supervisor is gone and its shutdown did not end in "
+            f"{within:.0f} s; ending it\n".encode(),
+        )
+    os._exit(1)
 
 
 @dataclass

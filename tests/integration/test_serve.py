@@ -20,7 +20,7 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from harness.servers import INMAIL, ServiceProcess, service_env
 from inmail.embedded_mongod import EmbeddedMongod, find_mongod_binary
-from inmail.processes import free_port, pid_alive
+from inmail.processes import ORPHAN_ENDS_WITHIN, free_port, pid_alive
 from support import post_graphql
 
 
@@ -458,29 +458,41 @@ def test_workers_that_fail_to_start_make_serve_exit_with_a_failure(
     assert "failed to start" in result.stderr
 
 
-def test_workers_end_with_a_serve_that_is_killed(data_dir: Path) -> None:
+@pytest.mark.parametrize("when", ["serving", "loading"])
+def test_workers_end_with_a_serve_that_is_killed(data_dir: Path, tmp_path: Path, when: str) -> None:
+    """Killed once both workers serve, or while they still load (before either could ask the
+    kernel to be told of its parent's end): each ends by itself, ended regardless after
+    ORPHAN_ENDS_WITHIN if its shutdown is stuck."""
     port = free_port()
-    parent = subprocess.Popen(
-        [*INMAIL, "serve"],
-        env=_env(data_dir, INMAIL_PORT=str(port), INMAIL_WORKERS="2", INMAIL_METRICS_PORT="off"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log_file:
+        parent = subprocess.Popen(
+            [*INMAIL, "serve"],
+            env=_env(
+                data_dir, INMAIL_PORT=str(port), INMAIL_WORKERS="2", INMAIL_METRICS_PORT="off"
+            ),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     workers: list[int] = []
     mongod: int | None = None
     try:
-        workers = _two_workers_serving(parent.pid, port)
-        assert len(workers) == 2, "two workers never served"
+        if when == "serving":
+            workers = _two_workers_serving(parent.pid, port)
+        else:
+            workers = _two_workers_started(parent.pid)
+        assert len(workers) == 2, f"two workers never {when}"
         mongod = _embedded_mongod(data_dir)
         assert mongod is not None, "serve started no mongod of its own"
         parent.kill()
         parent.wait()
         left = [*workers, mongod]
-        for _ in range(300):
-            if not any(pid_alive(pid) for pid in left):
-                break
+        deadline = time.monotonic() + ORPHAN_ENDS_WITHIN + 30  # a bound, not a speed
+        while any(pid_alive(pid) for pid in left) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(pid_alive(pid) for pid in workers), "workers outlived their serve"
+        assert not any(pid_alive(pid) for pid in workers), (
+            f"workers outlived their serve; its log ends:\n{log_path.read_text()[-4000:]}"
+        )
         assert not pid_alive(mongod), "the embedded mongod outlived its serve"
     finally:
         for pid in [*workers, *([mongod] if mongod else [])]:
@@ -611,6 +623,18 @@ def _two_workers_serving(pid: int, port: int) -> list[int]:
         if len(workers) == 2 and _post_ok(port):
             return workers
         time.sleep(0.1)
+    return []
+
+
+def _two_workers_started(pid: int) -> list[int]:
+    """The workers of serve `pid` as soon as two of them run (within a minute), loading or not;
+    none if that never came."""
+    workers: list[int] = []
+    for _ in range(3000):
+        workers = _workers_of(pid)
+        if len(workers) == 2:
+            return workers
+        time.sleep(0.02)
     return []
 
 
