@@ -58,9 +58,7 @@ def end_with_parent(parent: int | None = None, within: float = ORPHAN_ENDS_WITHI
     command.)"""
     if parent is None:
         started_by = multiprocessing.parent_process()
-        parent = started_by.pid if started_by is not None else None
-    if parent is None:
-        parent = os.getppid()
+        parent = (started_by.pid if started_by is not None else None) or os.getppid()
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1

@@ -477,10 +477,7 @@ def test_workers_end_with_a_serve_that_is_killed(data_dir: Path, tmp_path: Path,
     workers: list[int] = []
     mongod: int | None = None
     try:
-        if when == "serving":
-            workers = _two_workers_serving(parent.pid, port)
-        else:
-            workers = _two_workers_started(parent.pid)
+        workers = _two_workers(parent.pid, port if when == "serving" else None)
         assert len(workers) == 2, f"two workers never {when}"
         mongod = _embedded_mongod(data_dir)
         assert mongod is not None, "serve started no mongod of its own"
@@ -525,7 +522,7 @@ def _two_workers_on_a_mongod_of_their_own(
         parent = subprocess.Popen([*INMAIL, "serve"], env=env, stdout=log_file, stderr=log_file)
     workers: list[int] = []
     try:
-        workers = _two_workers_serving(parent.pid, port)
+        workers = _two_workers(parent.pid, port)
         assert len(workers) == 2, log_path.read_text()[-3000:]
         yield parent, port, workers, mongod, log_path
     finally:
@@ -614,25 +611,13 @@ def test_a_serve_stopped_while_a_replacement_waits_for_the_database_stops(
         assert not any(pid_alive(pid) for pid in running)
 
 
-def _two_workers_serving(pid: int, port: int) -> list[int]:
-    """The workers of serve `pid` once two of them run and the port answers (within a minute);
-    none if that never came."""
-    workers: list[int] = []
-    for _ in range(600):
+def _two_workers(pid: int, answering: int | None = None) -> list[int]:
+    """The workers of serve `pid` as soon as two of them run (loading or not), and, given a port
+    `answering`, it answers a POST (within a minute); none if that never came."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         workers = _workers_of(pid)
-        if len(workers) == 2 and _post_ok(port):
-            return workers
-        time.sleep(0.1)
-    return []
-
-
-def _two_workers_started(pid: int) -> list[int]:
-    """The workers of serve `pid` as soon as two of them run (within a minute), loading or not;
-    none if that never came."""
-    workers: list[int] = []
-    for _ in range(3000):
-        workers = _workers_of(pid)
-        if len(workers) == 2:
+        if len(workers) == 2 and (answering is None or _post_ok(answering)):
             return workers
         time.sleep(0.02)
     return []
