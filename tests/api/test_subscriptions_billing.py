@@ -618,6 +618,23 @@ async def test_an_invalid_or_expired_card_is_invalid_input_and_keeps_the_old_car
     assert (kept["last4"], kept["expYear"]) == ("4242", 2030)
 
 
+async def test_a_card_expired_earlier_this_year_is_refused_for_its_month(api: Api) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    api.advance(days=60)  # mid-March 2026: February's cards have expired, March's have not
+    cases = [
+        ({"brand": "Visa", "last4": "1111", "expMonth": 2, "expYear": 2026}, "expMonth"),
+        ({"brand": "Visa", "last4": "1111", "expMonth": 12, "expYear": 2025}, "expYear"),
+    ]
+
+    for card, field in cases:
+        result = await update_card(api, ada, card)
+
+        assert [(e["code"], e["field"]) for e in result["errors"]] == [("INVALID_INPUT", field)]
+        assert result["subscription"] is None
+    march = {"brand": "Visa", "last4": "3333", "expMonth": 3, "expYear": 2026}
+    assert (await update_card(api, ada, march))["errors"] == []
+
+
 async def test_a_new_members_invalid_card_names_its_field_within_payment_method(
     api: Api,
 ) -> None:

@@ -132,8 +132,11 @@ async def update_payment_method(
     deps: Deps, member_id: str, brand: str, last4: str, exp_month: int, exp_year: int
 ) -> Member:
     card = validate_payment_method(brand, last4, exp_month, exp_year)
-    if card.is_expired(deps.now()):
-        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CARD_ALREADY_EXPIRED, "expYear")
+    now = deps.now()
+    if card.is_expired(now):
+        # This year's card is refused for its month; an earlier year's, for its year.
+        field = "expMonth" if exp_year == now.year else "expYear"
+        raise DomainError(ErrorCode.INVALID_INPUT, Reason.CARD_ALREADY_EXPIRED, field)
     await deps.uow.run(_set_payment_method, member_id, card)
     return await _require_member(deps.reads, member_id)
 
