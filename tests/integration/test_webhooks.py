@@ -19,9 +19,9 @@ import pytest
 
 from inmail.bootstrap import build_container
 from inmail.clock import ManualClock
-from inmail.domain.outbox import OutboxEvent
+from inmail.domain.outbox import Attempt, Claimed, OutboxEvent
 from inmail.repositories.mongo import DuplicateKeyError, Mongo
-from inmail.repositories.outbox import DELIVERED, FAILED, PENDING, OutboxStore
+from inmail.repositories.outbox import CUT_SHORT, DELIVERED, FAILED, PENDING, OutboxStore
 from inmail.repositories.unit_of_work import MongoUnitOfWork, Transaction
 from inmail.services.webhooks import Backoff, WebhookConfig, WebhookWorker, verify_signature
 from stored import outbox_count, outbox_event
@@ -63,6 +63,22 @@ async def enqueue(mongo: Mongo, batch: list[OutboxEvent]) -> None:
     uow = MongoUnitOfWork(mongo)
     for i in range(0, len(batch), 3):
         await uow.run(step, batch[i : i + 3])
+
+
+async def attempts_of(mongo: Mongo, event_id: str) -> list[tuple[int | None, str | None]]:
+    """The event's recorded attempts as (status, error), each checked against its count; an
+    attempt cut short is begun at START, with no duration."""
+    doc = await outbox_event(mongo, event_id)
+    assert doc is not None
+    attempts = doc["attempts"]
+    assert doc["attemptCount"] == len(attempts)
+    assert doc["firstAttemptAt"] == START
+    for attempt in attempts:
+        assert "token" not in attempt or attempt["error"] == CUT_SHORT
+        assert (attempt["durationMs"] is None) == (attempt["error"] == CUT_SHORT)
+    cut_short = [a["at"] for a in attempts if a["error"] == CUT_SHORT]
+    assert all(at == START for at in cut_short)
+    return [(a["statusCode"], a["error"]) for a in attempts]
 
 
 def worker(mongo: Mongo, clock: ManualClock, url: str, owner: str | None = None) -> WebhookWorker:
@@ -356,11 +372,8 @@ async def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_by_
     await delivered_once_the_lease_lapses(mongo, clock, receiver, event)
     assert [r.event_id for r in receiver.requests] == [event.id, event.id]
     assert [r.answered for r in receiver.requests] == [None, 200]
-    doc = await outbox_event(mongo, event.id)
-    assert doc is not None
-    # The killed attempt could not record itself; the one that delivered did.
-    assert doc["attemptCount"] == 1
-    assert doc["attempts"][0]["statusCode"] == 200
+    # The killed attempt could not record itself: the claim that took its lapsed lease did.
+    assert await attempts_of(mongo, event.id) == [(None, CUT_SHORT), (200, None)]
     assert json.loads(receiver.requests[1].body)["id"] == event.id
 
 
@@ -391,6 +404,38 @@ async def test_a_stopping_worker_cuts_a_hanging_delivery_short_and_another_sends
     await delivered_once_the_lease_lapses(mongo, clock, receiver, event)
     assert [r.event_id for r in receiver.requests] == [event.id, event.id]
     assert [r.answered for r in receiver.requests] == [None, 200]
+    assert await attempts_of(mongo, event.id) == [(None, CUT_SHORT), (200, None)]
+
+
+async def test_an_attempt_finished_after_its_lease_was_taken_over_replaces_its_cut_short_entry(
+    mongo: Mongo,
+) -> None:
+    [event] = events(1)
+    await enqueue(mongo, [event])
+    store = OutboxStore(mongo)
+    slow = await store.claim("slow", START, timedelta(milliseconds=100), keep=10)
+    assert slow is not None
+
+    taken: list[Claimed] = []
+
+    async def taken_over() -> bool:  # once the slow one's lease lapses (database time)
+        claimed = await store.claim("fast", START, timedelta(minutes=1), keep=10)
+        taken.extend([] if claimed is None else [claimed])
+        return bool(taken)
+
+    await eventually(taken_over)
+    [fast] = taken
+    assert (fast.attempt_count, fast.first_attempt_at) == (1, START)
+    assert await attempts_of(mongo, event.id) == [(None, CUT_SHORT)]
+
+    assert await store.finish(fast, Attempt(START, 200, None, 12), retry_at=None, keep=10)
+    late = Attempt(START, 503, None, 950)
+    assert not await store.finish(slow, late, retry_at=START + timedelta(minutes=1), keep=10)
+
+    assert await attempts_of(mongo, event.id) == [(503, None), (200, None)]
+    doc = await outbox_event(mongo, event.id)
+    assert doc is not None
+    assert (doc["status"], doc["attemptCount"], doc["leaseToken"]) == (DELIVERED, 2, None)
 
 
 async def test_the_app_delivers_in_the_background_when_a_webhook_url_is_set(

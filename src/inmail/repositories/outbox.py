@@ -13,8 +13,13 @@ again. When it is due (`dueAt`) is on the service's clock, so a manual clock dri
 A document: `{_id, kind, memberId, at, data, status: PENDING | DELIVERED | FAILED, dueAt,
 attemptCount, firstAttemptAt, attempts: [every attempt (at most the `keep` latest, which the
 retry schedule never exceeds): {at, statusCode, error, durationMs}], leaseOwner, leaseToken,
-leaseUntil, deliveredAt, failedAt, purgeAt}`. Every
+leaseUntil, leaseTakenAt, deliveredAt, failedAt, purgeAt}`. Every
 event is removed by a TTL index RETENTION after it was written (real time), delivered or not.
+
+An attempt whose worker never finished it (killed, or stopped mid-request) cannot record itself:
+the claim that takes its lapsed lease records it, as begun at `leaseTakenAt` with no status and
+no duration (`CUT_SHORT`), under its lease's token; should that worker finish it after all, what
+it saw takes that entry's place.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ PENDING: Final = OUTBOX_PENDING
 DELIVERED: Final = "DELIVERED"
 FAILED: Final = "FAILED"
 
+CUT_SHORT: Final = "not finished: its worker stopped before an answer came (the lease lapsed)"
+
 RETENTION: Final = timedelta(days=30)
 """How long an event is kept after it was written, whatever became of it."""
 
@@ -44,6 +51,24 @@ def _attempt_to_doc(attempt: Attempt) -> Doc:
         "error": attempt.error,
         "durationMs": attempt.duration_ms,
     }
+
+
+def _if(condition: Doc, then: object, field: str) -> Doc:
+    """An update pipeline's value for `field`: `then` where `condition` holds, else the field as
+    it is (still missing if it was)."""
+    return {"$cond": [condition, then, f"${field}"]}
+
+
+def _cut_short_appended(began: object, keep: int) -> Doc:
+    """`attempts` with the lapsed lease's attempt added (begun at `began`), the `keep` latest."""
+    entry = {
+        "at": began,
+        "statusCode": None,
+        "error": CUT_SHORT,
+        "durationMs": None,
+        "token": "$leaseToken",
+    }
+    return {"$slice": [{"$concatArrays": [{"$ifNull": ["$attempts", []]}, [entry]]}, -keep]}
 
 
 def _event_from_doc(doc: Doc) -> OutboxEvent:
@@ -102,14 +127,17 @@ class OutboxStore:
     def __init__(self, mongo: Mongo) -> None:
         self._c = mongo.c.webhook_outbox
 
-    async def claim(self, owner: str, now: datetime, lease: timedelta) -> Claimed | None:
+    async def claim(self, owner: str, now: datetime, lease: timedelta, keep: int) -> Claimed | None:
         """Lease the earliest event due by `now` (service time) that nobody holds; None if none.
 
         One atomic update on one document: of several workers only one gets a given event while
-        its lease (`lease`, database time) runs.
+        its lease (`lease`, database time) runs. A lapsed lease that was never released is an
+        attempt cut short, recorded here (`keep` as in `finish`) and counted with the others.
         """
         token = uuid.uuid4().hex
         lease_ms = int(lease.total_seconds() * 1000)
+        cut_short = {"$ne": [{"$ifNull": ["$leaseToken", None]}, None]}
+        began = {"$ifNull": ["$leaseTakenAt", {"$literal": now}]}
         doc = await self._c.find_one_and_update(
             {
                 "status": PENDING,
@@ -120,11 +148,27 @@ class OutboxStore:
             [
                 {
                     "$set": {
+                        "attempts": _if(cut_short, _cut_short_appended(began, keep), "attempts"),
+                        "attemptCount": _if(
+                            cut_short,
+                            {"$add": [{"$ifNull": ["$attemptCount", 0]}, 1]},
+                            "attemptCount",
+                        ),
+                        "firstAttemptAt": _if(
+                            cut_short,
+                            {"$min": [{"$ifNull": ["$firstAttemptAt", began]}, began]},
+                            "firstAttemptAt",
+                        ),
+                    }
+                },
+                {
+                    "$set": {
                         "leaseOwner": {"$literal": owner},
                         "leaseToken": {"$literal": token},
                         "leaseUntil": {"$add": ["$$NOW", lease_ms]},
+                        "leaseTakenAt": {"$literal": now},
                     }
-                }
+                },
             ],
             sort=[("dueAt", 1)],
             projection={"attempts": 0},
@@ -169,15 +213,26 @@ class OutboxStore:
             outcome = {"dueAt": retry_at}
         else:
             outcome = {"status": FAILED, "failedAt": attempt.at}
-        released = {"leaseOwner": None, "leaseToken": None, "leaseUntil": None}
+        released = {
+            "leaseOwner": None,
+            "leaseToken": None,
+            "leaseUntil": None,
+            "leaseTakenAt": None,
+        }
         result = await self._c.update_one(
             {"_id": claimed.event.id, "leaseToken": claimed.token},
             {**record, "$set": {**outcome, **released}},
         )
         if result.matched_count:
             return True
-        # Another worker holds the event now; leave its lease and schedule alone.
-        await self._c.update_one({"_id": claimed.event.id}, record)
+        # Another worker holds the event now; leave its lease and schedule alone. Its claim
+        # recorded this attempt as cut short: what it saw takes that entry's place.
+        seen = await self._c.update_one(
+            {"_id": claimed.event.id, "attempts.token": claimed.token},
+            {"$set": {"attempts.$": _attempt_to_doc(attempt)}},
+        )
+        if not seen.matched_count:  # no such entry (older than the `keep` latest)
+            await self._c.update_one({"_id": claimed.event.id}, record)
         if attempt.delivered:
             await self._c.update_one(
                 {"_id": claimed.event.id, "status": PENDING}, {"$set": outcome}

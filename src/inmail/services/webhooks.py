@@ -226,6 +226,9 @@ class WebhookWorker:
         self.clock = clock
         self.config = config
         self.owner = owner or f"webhooks-{uuid.uuid4().hex}"
+        # Attempts kept per event: every one the schedule makes, with room for those a lapsed
+        # lease adds (an attempt cut short, and the one that takes the event over).
+        self._kept = 2 * config.backoff.most_attempts()
         self._transport = transport
         self._wall_clock = wall_clock
         self._stop_grace = stop_grace
@@ -313,7 +316,9 @@ class WebhookWorker:
         background) `alone` waits: then the attempts in flight end and the pass does."""
         made = 0
         while not self._stopping.is_set() and not (background and self._wanted_alone):
-            claimed = await self.outbox.claim(self.owner, self.clock.now(), self.config.lease_ttl)
+            claimed = await self.outbox.claim(
+                self.owner, self.clock.now(), self.config.lease_ttl, self._kept
+            )
             if claimed is None:
                 break
             await self.deliver(claimed)
@@ -331,11 +336,7 @@ class WebhookWorker:
                 claimed.first_attempt_at or attempt.at, attempt.at, failures
             )
         )
-        # Kept: every attempt, with room for the ones a lost lease repeats (another process
-        # claims an event whose lease lapsed mid-attempt, and both attempts are recorded).
-        held = await self.outbox.finish(
-            claimed, attempt, retry_at=retry_at, keep=2 * self.config.backoff.most_attempts()
-        )
+        held = await self.outbox.finish(claimed, attempt, retry_at=retry_at, keep=self._kept)
         event = claimed.event
         if attempt.delivered:
             log.debug("webhooks: %s delivered", event.id)
