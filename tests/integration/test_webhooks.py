@@ -65,20 +65,42 @@ async def enqueue(mongo: Mongo, batch: list[OutboxEvent]) -> None:
         await uow.run(step, batch[i : i + 3])
 
 
-async def attempts_of(mongo: Mongo, event_id: str) -> list[tuple[int | None, str | None]]:
-    """The event's recorded attempts as (status, error), each checked against its count; an
-    attempt cut short is begun at START, with no duration."""
+Recorded = tuple[int | None, str | None, datetime]  # an attempt's status, error, start
+
+
+async def attempts_of(mongo: Mongo, event_id: str) -> list[Recorded]:
+    """The event's attempts as recorded, each counted; only one cut short has no duration."""
     doc = await outbox_event(mongo, event_id)
     assert doc is not None
     attempts = doc["attempts"]
     assert doc["attemptCount"] == len(attempts)
-    assert doc["firstAttemptAt"] == START
+    assert doc["firstAttemptAt"] == min(a["at"] for a in attempts)
     for attempt in attempts:
         assert "token" not in attempt or attempt["error"] == CUT_SHORT
         assert (attempt["durationMs"] is None) == (attempt["error"] == CUT_SHORT)
-    cut_short = [a["at"] for a in attempts if a["error"] == CUT_SHORT]
-    assert all(at == START for at in cut_short)
-    return [(a["statusCode"], a["error"]) for a in attempts]
+    return [(a["statusCode"], a["error"], a["at"]) for a in attempts]
+
+
+MINUTE = timedelta(minutes=1)
+
+
+async def one_enqueued(mongo: Mongo) -> tuple[OutboxStore, OutboxEvent]:
+    [event] = events(1)
+    await enqueue(mongo, [event])
+    return OutboxStore(mongo), event
+
+
+async def taken_over(store: OutboxStore, now: datetime, keep: int = 10) -> Claimed:
+    """A claim at `now` (service time) once the lease held on the event lapses (database time)."""
+    taken: list[Claimed] = []
+
+    async def claimed() -> bool:
+        got = await store.claim("next", now, timedelta(milliseconds=100), keep)
+        taken.extend([] if got is None else [got])
+        return bool(taken)
+
+    await eventually(claimed)
+    return taken[0]
 
 
 def worker(mongo: Mongo, clock: ManualClock, url: str, owner: str | None = None) -> WebhookWorker:
@@ -373,7 +395,7 @@ async def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_by_
     assert [r.event_id for r in receiver.requests] == [event.id, event.id]
     assert [r.answered for r in receiver.requests] == [None, 200]
     # The killed attempt could not record itself: the claim that took its lapsed lease did.
-    assert await attempts_of(mongo, event.id) == [(None, CUT_SHORT), (200, None)]
+    assert await attempts_of(mongo, event.id) == [(None, CUT_SHORT, START), (200, None, START)]
     assert json.loads(receiver.requests[1].body)["id"] == event.id
 
 
@@ -404,38 +426,63 @@ async def test_a_stopping_worker_cuts_a_hanging_delivery_short_and_another_sends
     await delivered_once_the_lease_lapses(mongo, clock, receiver, event)
     assert [r.event_id for r in receiver.requests] == [event.id, event.id]
     assert [r.answered for r in receiver.requests] == [None, 200]
-    assert await attempts_of(mongo, event.id) == [(None, CUT_SHORT), (200, None)]
+    assert await attempts_of(mongo, event.id) == [(None, CUT_SHORT, START), (200, None, START)]
+
+
+async def test_an_attempt_cut_short_is_dated_when_its_lease_was_taken_and_counted_as_tried(
+    mongo: Mongo,
+) -> None:
+    store, event = await one_enqueued(mongo)
+    first = await taken_over(store, START)
+    assert await store.finish(first, Attempt(START, 503, None, 40), retry_at=START, keep=10)
+    await taken_over(store, START + MINUTE)  # its worker dies: nothing recorded
+
+    third = await taken_over(store, START + 2 * MINUTE)
+
+    assert await attempts_of(mongo, event.id) == [
+        (503, None, START),
+        (None, CUT_SHORT, START + MINUTE),
+    ]
+    assert (third.attempt_count, third.first_attempt_at) == (2, START)
 
 
 async def test_an_attempt_finished_after_its_lease_was_taken_over_replaces_its_cut_short_entry(
     mongo: Mongo,
 ) -> None:
-    [event] = events(1)
-    await enqueue(mongo, [event])
-    store = OutboxStore(mongo)
-    slow = await store.claim("slow", START, timedelta(milliseconds=100), keep=10)
-    assert slow is not None
-
-    taken: list[Claimed] = []
-
-    async def taken_over() -> bool:  # once the slow one's lease lapses (database time)
-        claimed = await store.claim("fast", START, timedelta(minutes=1), keep=10)
-        taken.extend([] if claimed is None else [claimed])
-        return bool(taken)
-
-    await eventually(taken_over)
-    [fast] = taken
+    store, event = await one_enqueued(mongo)
+    slow = await taken_over(store, START)
+    fast = await taken_over(store, START + MINUTE)
     assert (fast.attempt_count, fast.first_attempt_at) == (1, START)
-    assert await attempts_of(mongo, event.id) == [(None, CUT_SHORT)]
 
-    assert await store.finish(fast, Attempt(START, 200, None, 12), retry_at=None, keep=10)
-    late = Attempt(START, 503, None, 950)
-    assert not await store.finish(slow, late, retry_at=START + timedelta(minutes=1), keep=10)
+    late = Attempt(START, 200, None, 950)
+    assert not await store.finish(slow, late, retry_at=None, keep=10)
+    # The one that took over fails, past its last retry: the event stays delivered.
+    assert await store.finish(fast, Attempt(START + MINUTE, 503, None, 12), retry_at=None, keep=10)
 
-    assert await attempts_of(mongo, event.id) == [(503, None), (200, None)]
+    assert await attempts_of(mongo, event.id) == [(200, None, START), (503, None, START + MINUTE)]
     doc = await outbox_event(mongo, event.id)
     assert doc is not None
-    assert (doc["status"], doc["attemptCount"], doc["leaseToken"]) == (DELIVERED, 2, None)
+    assert (doc["status"], doc["deliveredAt"], doc["leaseToken"]) == (DELIVERED, START, None)
+    assert "failedAt" not in doc
+
+
+async def test_only_the_latest_attempts_are_kept_and_a_late_one_whose_entry_went_comes_last(
+    mongo: Mongo,
+) -> None:
+    store, event = await one_enqueued(mongo)
+    slow = await taken_over(store, START, keep=2)
+    for n in range(1, 4):  # each lease lapses in turn: three attempts cut short
+        latest = await taken_over(store, START + n * MINUTE, keep=2)
+
+    late = Attempt(START, 503, None, 900)
+    assert not await store.finish(slow, late, retry_at=START, keep=2)
+
+    doc = await outbox_event(mongo, event.id)
+    assert doc is not None
+    kept = [(a["statusCode"], a["at"]) for a in doc["attempts"]]
+    assert kept == [(None, START + 2 * MINUTE), (503, START)]
+    assert (doc["attemptCount"], doc["firstAttemptAt"]) == (3, START)
+    assert doc["leaseToken"] == latest.token
 
 
 async def test_the_app_delivers_in_the_background_when_a_webhook_url_is_set(

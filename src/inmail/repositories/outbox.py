@@ -12,14 +12,15 @@ again. When it is due (`dueAt`) is on the service's clock, so a manual clock dri
 
 A document: `{_id, kind, memberId, at, data, status: PENDING | DELIVERED | FAILED, dueAt,
 attemptCount, firstAttemptAt, attempts: [every attempt (at most the `keep` latest, which the
-retry schedule never exceeds): {at, statusCode, error, durationMs}], leaseOwner, leaseToken,
-leaseUntil, leaseTakenAt, deliveredAt, failedAt, purgeAt}`. Every
+retry schedule never exceeds): {at, statusCode, error, durationMs}, and `token` on one cut
+short], leaseOwner, leaseToken, leaseUntil, leaseTakenAt, deliveredAt, failedAt, purgeAt}`. Every
 event is removed by a TTL index RETENTION after it was written (real time), delivered or not.
 
-An attempt whose worker never finished it (killed, or stopped mid-request) cannot record itself:
-the claim that takes its lapsed lease records it, as begun at `leaseTakenAt` with no status and
-no duration (`CUT_SHORT`), under its lease's token; should that worker finish it after all, what
-it saw takes that entry's place.
+An attempt whose worker never recorded it (killed, stopped mid-request, or cut off from the
+database) is recorded by the claim that takes its lapsed lease: begun at `leaseTakenAt` (a lease
+taken before that field was kept: at the takeover), no status, no duration, error `CUT_SHORT`,
+under its lease's token, counted with the others. Should that worker finish it after all, what
+it saw takes that entry's place, and a delivery it made stands.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ PENDING: Final = OUTBOX_PENDING
 DELIVERED: Final = "DELIVERED"
 FAILED: Final = "FAILED"
 
-CUT_SHORT: Final = "not finished: its worker stopped before an answer came (the lease lapsed)"
+CUT_SHORT: Final = (
+    "no outcome recorded: the lease lapsed before its worker recorded one (it stopped, or could "
+    "not write)"
+)
 
 RETENTION: Final = timedelta(days=30)
 """How long an event is kept after it was written, whatever became of it."""
@@ -196,14 +200,18 @@ class OutboxStore:
         self, claimed: Claimed, attempt: Attempt, *, retry_at: datetime | None, keep: int
     ) -> bool:
         """Record `attempt` and release the lease: delivered, due again at `retry_at`, or FAILED
-        (not delivered and no `retry_at`). False when the lease was lost meanwhile: the attempt
-        is recorded all the same, and a delivery still marks the event delivered.
+        (not delivered and no `retry_at`); an event a worker whose lease had lapsed delivered
+        meanwhile stays delivered. False when the lease was lost meanwhile: the attempt is
+        recorded all the same (in its cut-short entry's place), and a delivery still marks the
+        event delivered.
 
         The document keeps the `keep` latest attempts (`attemptCount` counts them all): given
         more than the retry schedule can make, that is every one, and the document stays
         bounded even so."""
+        entry = _attempt_to_doc(attempt)
+        pushed: Doc = {"attempts": {"$each": [entry], "$slice": -keep}}
         record: Doc = {
-            "$push": {"attempts": {"$each": [_attempt_to_doc(attempt)], "$slice": -keep}},
+            "$push": pushed,
             "$inc": {"attemptCount": 1},
             "$min": {"firstAttemptAt": attempt.at},
         }
@@ -219,20 +227,24 @@ class OutboxStore:
             "leaseUntil": None,
             "leaseTakenAt": None,
         }
+        held = {"_id": claimed.event.id, "leaseToken": claimed.token}
         result = await self._c.update_one(
-            {"_id": claimed.event.id, "leaseToken": claimed.token},
-            {**record, "$set": {**outcome, **released}},
+            {**held, "status": PENDING}, {**record, "$set": {**outcome, **released}}
         )
         if result.matched_count:
             return True
+        result = await self._c.update_one(held, {**record, "$set": released})  # delivered by now
+        if result.matched_count:
+            return True
         # Another worker holds the event now; leave its lease and schedule alone. Its claim
-        # recorded this attempt as cut short: what it saw takes that entry's place.
+        # recorded and counted this attempt as cut short: what it saw takes that entry's place,
+        # or, the entry being older than the `keep` latest, comes after them.
         seen = await self._c.update_one(
             {"_id": claimed.event.id, "attempts.token": claimed.token},
-            {"$set": {"attempts.$": _attempt_to_doc(attempt)}},
+            {"$set": {"attempts.$": entry}},
         )
-        if not seen.matched_count:  # no such entry (older than the `keep` latest)
-            await self._c.update_one({"_id": claimed.event.id}, record)
+        if not seen.matched_count:
+            await self._c.update_one({"_id": claimed.event.id}, {"$push": pushed})
         if attempt.delivered:
             await self._c.update_one(
                 {"_id": claimed.event.id, "status": PENDING}, {"$set": outcome}
