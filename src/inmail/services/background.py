@@ -76,10 +76,10 @@ async def finish_within(task: asyncio.Task[None], grace: float, what: str) -> No
 
 STOP_ALL_WITHIN = 8.0
 """How long a stopping app waits for all its background tasks, stopped together: a pass's grace
-(STOP_GRACE), then what the cancelled pass does on its way out (a scheduler gives its lease back
-within 2 s), and a second to spare. Stopped one after another, the tasks' graces would add up
-while the database is out of reach (and a change feed being opened holds its stop for the whole
-of the driver's server selection)."""
+(STOP_GRACE), then what the cancelled pass does on its way out (a scheduler gives its lease back,
+a webhook delivery its event, each within 2 s), and a second to spare. Stopped one after
+another, the tasks' graces would add up while the database is out of reach (and a change feed
+being opened holds its stop for the whole of the driver's server selection)."""
 
 CANCELLED_WITHIN = 1.0
 """How long a stop cut short by STOP_ALL_WITHIN is given to end once cancelled."""

@@ -49,6 +49,11 @@ EVENT_ID_HEADER: Final = "InMail-Event-Id"
 DEFAULT_TOLERANCE: Final = 300.0
 """How far (seconds) a receiver should let a signature's timestamp be from its own clock."""
 
+STOPPED: Final = "cut short: the process delivering it was stopping"
+GIVE_BACK_WITHIN: Final = 2.0
+"""Seconds a delivery cut short by a stop waits to record itself and give its event back: past
+them (a database out of reach) the event's lease lapses by itself, and it is sent again then."""
+
 
 # Signing
 
@@ -253,7 +258,8 @@ class WebhookWorker:
             self._stopping.set()
             self._wake.set()
             # Deliveries in flight get a moment to end, not their whole timeout: one cut short
-            # keeps its lease until the lease lapses, and is then sent again (at least once).
+            # is recorded and due again at once (or, the database out of reach, sent again once
+            # its lease lapses): at least once either way.
             await finish_within(task, self._stop_grace, "webhooks")
         client, self._client = self._client, None
         if client is not None:
@@ -326,8 +332,15 @@ class WebhookWorker:
         return made
 
     async def deliver(self, claimed: Claimed) -> Attempt:
-        """Send one claimed event, record the attempt and what comes next."""
-        attempt = await self._send(claimed.event)
+        """Send one claimed event, record the attempt and what comes next. An attempt cut short
+        (the worker stopping, after its grace) is recorded and the event is due again at once,
+        for this process's successor or another process, rather than when its lease lapses."""
+        at, started = self.clock.now(), time.monotonic()
+        try:
+            attempt = await self._send(claimed.event, at, started)
+        except asyncio.CancelledError:
+            await self._give_back(claimed, Attempt(at, None, STOPPED, _ms_since(started)))
+            raise
         failures = claimed.attempt_count + 1  # every earlier attempt failed, or it is not pending
         retry_at = (
             None
@@ -353,7 +366,20 @@ class WebhookWorker:
             log.warning("webhooks: the lease on %s lapsed during its delivery", event.id)
         return attempt
 
-    async def _send(self, event: OutboxEvent) -> Attempt:
+    async def _give_back(self, claimed: Claimed, attempt: Attempt) -> None:
+        try:
+            async with asyncio.timeout(GIVE_BACK_WITHIN):
+                await self.outbox.finish(claimed, attempt, retry_at=attempt.at, keep=self._kept)
+        except Exception as exc:  # its lease lapses, and the claim that follows records it
+            log.warning(
+                "webhooks: could not give %s back (%s); it is sent again once its lease lapses",
+                claimed.event.id,
+                f"no answer within {GIVE_BACK_WITHIN:g} s"
+                if isinstance(exc, TimeoutError)
+                else exc,
+            )
+
+    async def _send(self, event: OutboxEvent, at: datetime, started: float) -> Attempt:
         client = self._client or self._new_client()
         body = payload(event)
         headers = {
@@ -362,8 +388,6 @@ class WebhookWorker:
             EVENT_ID_HEADER: event.id,
             SIGNATURE_HEADER: sign(self.config.secret, body, int(self._wall_clock())),
         }
-        at = self.clock.now()
-        started = time.monotonic()
         status: int | None = None
         error: str | None = None
         try:
@@ -381,8 +405,7 @@ class WebhookWorker:
             error = f"{type(exc).__name__}: {exc}"[:300]
         except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
-        duration_ms = int((time.monotonic() - started) * 1000)
-        return Attempt(at=at, status_code=status, error=error, duration_ms=duration_ms)
+        return Attempt(at=at, status_code=status, error=error, duration_ms=_ms_since(started))
 
     def _new_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -391,3 +414,8 @@ class WebhookWorker:
             transport=self._transport,
             limits=httpx.Limits(max_connections=self.config.concurrency),
         )
+
+
+def _ms_since(started: float) -> int:
+    """Milliseconds since `started` (a `time.monotonic()` reading)."""
+    return int((time.monotonic() - started) * 1000)
