@@ -193,15 +193,19 @@ class RequestLimits:
             await self.app(scope, limited_receive, send_with_id)
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if started or task is None or task.cancelling() != 1:
-                raise  # not the one cancel of the request's task that the shutdown makes
+            if started or task is None or task.cancelling() == 0:
+                raise  # the answer has begun, or the request's task was not cancelled
             # Cut off by the server's shutdown, its drain over (uvicorn cancels what still
             # runs): answered as a service that is going away, in JSON with the request's id,
             # rather than as uvicorn's plain-text 500 and a logged traceback. A transaction cut
             # off before its commit was sent is rolled back; one cut off while its commit was
             # on its way may have been applied: the answer says so, and asks for no retry.
+            # That cancel may have been taken by a rollback waiting on a database that no longer
+            # answers (the driver aborts a transaction before it lets a cancellation go on):
+            # then the process's end cancels the request once more, and it is answered then.
             log.warning("a request still running at the end of the shutdown's drain was cut off")
-            task.uncancel()  # the cancellation is answered here, and ends with the request
+            while task.uncancel():  # the cancellation is answered here, and ends with the request
+                pass
             await self._stopping(scope, receive, send_with_id)
         except _BodyTooLarge:
             await self._too_large(scope, receive, send)

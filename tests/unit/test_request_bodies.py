@@ -129,6 +129,36 @@ async def test_a_request_cut_off_by_the_shutdown_is_answered_503_in_json_with_it
     assert b"retry-after" not in headers
 
 
+async def test_a_request_whose_rollback_took_the_shutdowns_cancel_is_answered_at_the_next() -> None:
+    """The driver aborts a transaction before a cancellation goes on; with the database not
+    answering, the abort takes uvicorn's cancel and waits. The process's end cancels what still
+    runs once more: the request is answered then, as one the shutdown cut off."""
+    waiting = asyncio.Event()
+
+    async def rollback_takes_the_cancel(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            waiting.set()
+            await asyncio.Event().wait()  # the abort, on a database that does not answer
+            raise
+
+    client = SlowUpload()
+    limits = RequestLimits(rollback_takes_the_cancel, LIMIT)
+    task = asyncio.create_task(limits(request(0), client.receive, client.send))
+    await asyncio.sleep(0)
+    task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+    await waiting.wait()
+    assert client.answer == []
+    task.cancel()  # asyncio.run's end: every task still running is cancelled
+    await task
+
+    start, body = client.answer
+    assert start["status"] == 503
+    assert json.loads(body["body"])["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert task.cancelling() == 0
+
+
 async def test_a_cancellation_that_is_not_the_requests_own_is_not_taken_for_the_shutdown() -> None:
     """A CancelledError that did not come from cancelling the request's task (a future some
     other code cancelled) goes on up: it is a fault to see, not a shutdown to answer."""
