@@ -113,8 +113,9 @@ class SubscriptionsOverWebsockets(SchemaExtension):
 
 MASKED_MESSAGE: Final = "Unexpected error."
 UNANSWERED_MESSAGE: Final = (
-    "The database did not answer in time: try again later (a retry under the same "
-    "idempotency key is granted at most once)."
+    "The database did not answer in time: try again later. A write may or may not have taken "
+    "effect: read before sending it again, or send it again under the same idempotency key "
+    "(which never acts twice)."
 )
 UNANSWERED_CODE: Final = "SERVICE_UNAVAILABLE"
 
