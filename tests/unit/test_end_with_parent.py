@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from inmail.processes import pid_alive
 
 BOUND = 60.0  # seconds: a bound on a process's end, not a speed
@@ -81,19 +83,19 @@ def ended_within_bound(pid: int) -> bool:
     return True
 
 
-def test_a_worker_is_asked_to_stop_when_its_supervisor_dies(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "shutdown",
+    [
+        "on SIGTERM",
+        # The kernel tells only of a parent that dies after it was asked to: a worker whose
+        # supervisor was killed while it was still loading would have gone on serving.
+        "after its parent died",
+    ],
+    ids=["serving", "still loading"],
+)
+def test_a_worker_is_asked_to_stop_when_its_supervisor_dies(tmp_path: Path, shutdown: str) -> None:
     """It stops on SIGTERM, long before the end it would otherwise be given."""
-    child, stderr = orphaned_child(tmp_path, within=600, shutdown="on SIGTERM")
-    assert ended_within_bound(child)
-    assert stderr.read_text() == ""
-
-
-def test_a_worker_that_was_still_loading_when_its_supervisor_died_stops_once_loaded(
-    tmp_path: Path,
-) -> None:
-    """The kernel tells only of a parent that dies after it was asked to: a worker whose
-    supervisor was killed while it was still loading would have gone on serving."""
-    child, stderr = orphaned_child(tmp_path, within=600, shutdown="after its parent died")
+    child, stderr = orphaned_child(tmp_path, within=600, shutdown=shutdown)
     assert ended_within_bound(child)
     assert stderr.read_text() == ""
 
