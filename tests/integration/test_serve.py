@@ -611,6 +611,39 @@ def test_a_serve_stopped_while_a_replacement_waits_for_the_database_stops(
         assert not any(pid_alive(pid) for pid in running)
 
 
+@pytest.mark.slow
+def test_a_stopping_serve_of_two_workers_refuses_new_connections_while_one_still_drains(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Once asked to stop, the serve no longer takes connections, as one worker does: a client
+    is refused at once (and goes to another instance), instead of waiting unanswered in the
+    listening socket's queue until the last worker has drained its requests."""
+    with _two_workers_on_a_mongod_of_their_own(tmp_path, data_dir) as served:
+        parent, port, _workers, _mongod, log_path = served
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
+            # A request whose body is still coming: its worker drains it for seconds.
+            held.sendall(
+                b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            time.sleep(0.5)
+            parent.send_signal(signal.SIGTERM)
+            refused = False
+            deadline = time.monotonic() + 8  # a bound, not a measure: the drain lasts 10 s
+            while not refused and time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    time.sleep(0.1)
+                except ConnectionRefusedError:
+                    refused = True
+            assert refused, log_path.read_text()[-3000:]
+            assert parent.poll() is None, "the serve had ended: this proves nothing"
+            held.settimeout(30)
+            answer = held.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 "), answer
+        assert parent.wait(60) == 0, log_path.read_text()[-3000:]
+
+
 def _two_workers(pid: int, answering: int | None = None) -> list[int]:
     """The workers of serve `pid` as soon as two of them run (loading or not), and, given a port
     `answering`, it answers a POST (within a minute); none if that never came."""
