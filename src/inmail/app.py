@@ -125,15 +125,55 @@ def _request_id(given: bytes) -> str:
     return given.decode("ascii") if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
+LEFT_TO_THE_DRAINS_CANCEL: Final = 1.0
+"""Seconds a request cut off by the end of the shutdown's drain is given to end on that cancel
+(a rollback on a database that answers is quick) before it is cancelled once more."""
+
+CUT_OFF_WITHIN: Final = 1.0
+"""Seconds a request cancelled once more is given to answer (its 503 is written at once)."""
+
+
+class RunningRequests:
+    """The HTTP requests the app is answering (`RequestLimits` notes each while it runs).
+
+    uvicorn cancels the requests still running when the shutdown's drain is over, and goes on
+    with the app's shutdown without waiting for them. The driver aborts a transaction before it
+    lets a cancellation go on, and on a database that no longer answers that abort takes the
+    cancel and waits. A single process cancels such a request again at its very end, and it is
+    answered then; a worker of several ends on its signal, and its client would get no answer.
+    `cut_off`, in the app's shutdown, cancels them again first: every request gets its answer.
+    """
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[object]] = set()
+
+    async def cut_off(
+        self, grace: float = LEFT_TO_THE_DRAINS_CANCEL, within: float = CUT_OFF_WITHIN
+    ) -> None:
+        """Those still running `grace` seconds from now, cancelled once more, and awaited for
+        at most `within` seconds; at once when none runs."""
+        running = {task for task in self.tasks if not task.done()}
+        if running:
+            _, running = await asyncio.wait(running, timeout=grace)
+        if running:
+            log.warning("%d request(s) still running at the shutdown: cut off", len(running))
+            for task in running:
+                task.cancel()
+            await asyncio.wait(running, timeout=within)
+
+
 class RequestLimits:
     """Request ids on every request, 413 for a body over the configured size, 503 when the
     bodies being received would pass BODIES_IN_FLIGHT times that size in all, and calm about
     bodies that never arrive (a client gone, or cut off by the body timeout of inmail.transport).
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, running: RunningRequests | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.running = RunningRequests() if running is None else running
         self.max_in_flight = BODIES_IN_FLIGHT * max_body_bytes
         self.in_flight = 0  # bytes of the request bodies being received, counted as they come
 
@@ -177,6 +217,9 @@ class RequestLimits:
             return message
 
         started = False
+        task = asyncio.current_task()
+        if task is not None:
+            self.running.tasks.add(task)
 
         async def send_with_id(message: Message) -> None:
             nonlocal started, counted
@@ -192,7 +235,6 @@ class RequestLimits:
         try:
             await self.app(scope, limited_receive, send_with_id)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
             if started or task is None or task.cancelling() == 0:
                 raise  # the answer has begun, or the request's task was not cancelled
             # Cut off by the server's shutdown, its drain over (uvicorn cancels what still
@@ -202,7 +244,8 @@ class RequestLimits:
             # on its way may have been applied: the answer says so, and asks for no retry.
             # That cancel may have been taken by a rollback waiting on a database that no longer
             # answers (the driver aborts a transaction before it lets a cancellation go on):
-            # then the process's end cancels the request once more, and it is answered then.
+            # then the app's shutdown cancels the request once more (`RunningRequests`), and it
+            # is answered then.
             log.warning("a request still running at the end of the shutdown's drain was cut off")
             while task.uncancel():  # the cancellation is answered here, and ends with the request
                 pass
@@ -225,6 +268,8 @@ class RequestLimits:
             await json_failure_response()(scope, receive, send_with_id)
         finally:
             self.in_flight -= counted
+            if task is not None:
+                self.running.tasks.discard(task)
 
     async def _stopping(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = (
@@ -317,6 +362,7 @@ def create_app(
         container = build_container(settings, mongo)
     schema = build_schema(settings)
     graphql_app = GraphQLApp(schema, container)
+    requests = RunningRequests()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -329,7 +375,12 @@ def create_app(
             with tuned_gc() if serving else contextlib.nullcontext():
                 yield
         finally:
-            await stop_together([(type(task).__name__, task.stop) for task in started])
+            await stop_together(
+                [
+                    ("requests cut off by the shutdown", requests.cut_off),
+                    *((type(task).__name__, task.stop) for task in started),
+                ]
+            )
             await container.mongo.close()
 
     async def healthz(request: Request) -> Response:
@@ -373,7 +424,7 @@ def create_app(
     app.router.redirect_slashes = False
     app.router.default = _serving_no_websocket(app.router.default)
     app.state.container = container
-    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, running=requests)
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -10,6 +11,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -642,6 +645,90 @@ def test_a_stopping_serve_of_two_workers_refuses_new_connections_while_one_still
             answer = held.recv(4096)
         assert answer.startswith(b"HTTP/1.1 "), answer
         assert parent.wait(60) == 0, log_path.read_text()[-3000:]
+
+
+@pytest.mark.slow
+def test_sends_a_stopping_worker_cuts_off_on_a_database_that_stopped_answering_get_a_503(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """A worker of several ends on its signal, without the last cancel a single process makes:
+    sends whose rollback took the drain's cancel, on a mongod that no longer answers, are cut
+    off again by the app's shutdown, and every client gets its answer: 503 in JSON, may or may
+    not have taken effect. None is left without an answer when its worker ends."""
+    with _two_workers_on_a_mongod_of_their_own(tmp_path, data_dir) as served:
+        parent, port, _workers, mongod, log_path = served
+        assert mongod.pid is not None
+        admin = _token(data_dir, "--admin")
+        sender = _created(port, admin, "RECRUITER_LITE")
+        recipients = [_created(port, admin, "BASIC") for _ in range(8)]
+        token = _token(data_dir, "--member", sender)
+        for _ in range(20):  # both workers know the sender: a send goes straight to its transaction
+            assert _post(port, "{ viewer { id } }", token)["data"]["viewer"]["id"]
+
+        os.kill(mongod.pid, signal.SIGSTOP)
+        answers: list[tuple[int, dict[str, Any]] | BaseException] = []
+
+        def send(recipient: str) -> None:
+            query = (
+                f'mutation {{ sendInMail(input: {{recipientId: "{recipient}", subject: "Hello", '
+                f'body: "A role", idempotencyKey: "{recipient}"}}) {{ errors {{ code }} }} }}'
+            )
+            try:
+                answers.append(_answer_of(port, query, token))
+            except Exception as exc:
+                answers.append(exc)
+
+        sends = [threading.Thread(target=send, args=(r,)) for r in recipients]
+        for thread in sends:
+            thread.start()
+        time.sleep(1)
+        parent.send_signal(signal.SIGTERM)
+        for thread in sends:
+            thread.join(90)
+
+        assert len(answers) == len(recipients), log_path.read_text()[-3000:]
+        for answer in answers:
+            assert not isinstance(answer, BaseException), (answer, log_path.read_text()[-3000:])
+            status, body = answer
+            assert status == 503, body
+            (error,) = body["errors"]
+            assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+            assert "may or may not have taken effect" in error["message"]
+        assert "still running at the shutdown: cut off" in log_path.read_text()
+
+
+def _token(data_dir: Path, *args: str) -> str:
+    return subprocess.run(
+        [*INMAIL, "token", *args], env=_env(data_dir), capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _created(port: int, admin: str, plan: str) -> str:
+    paid = ', paymentMethod: {brand: "Visa", last4: "4242", expMonth: 12, expYear: 2030}'
+    created = _post(
+        port,
+        f'mutation {{ createMember(input: {{name: "A member", plan: {plan}'
+        f"{paid if plan != 'BASIC' else ''}}}) {{ member {{ id }} errors {{ code }} }} }}",
+        admin,
+    )["data"]["createMember"]
+    assert created["errors"] == [], created
+    member_id: str = created["member"]["id"]
+    return member_id
+
+
+def _answer_of(port: int, query: str, token: str) -> tuple[int, dict[str, Any]]:
+    """A POST's status and JSON body, whatever the status (within 90 s)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=90) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
 
 
 def _two_workers(pid: int, answering: int | None = None) -> list[int]:

@@ -7,9 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inmail.app import BODIES_IN_FLIGHT, RequestLimits
+from inmail.app import BODIES_IN_FLIGHT, RequestLimits, RunningRequests
 
 LIMIT = 1024  # INMAIL_MAX_BODY_BYTES here
 
@@ -129,11 +129,10 @@ async def test_a_request_cut_off_by_the_shutdown_is_answered_503_in_json_with_it
     assert b"retry-after" not in headers
 
 
-async def test_a_request_whose_rollback_took_the_shutdowns_cancel_is_answered_at_the_next() -> None:
-    """The driver aborts a transaction before a cancellation goes on; with the database not
-    answering, the abort takes uvicorn's cancel and waits. The process's end cancels what still
-    runs once more: the request is answered then, as one the shutdown cut off."""
-    waiting = asyncio.Event()
+def rollback_that_waits(waiting: asyncio.Event) -> ASGIApp:
+    """A request whose transaction's abort takes the cancel and waits (`waiting` is set then):
+    the driver aborts a transaction before a cancellation goes on, and the database does not
+    answer."""
 
     async def rollback_takes_the_cancel(scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -143,6 +142,16 @@ async def test_a_request_whose_rollback_took_the_shutdowns_cancel_is_answered_at
             await asyncio.Event().wait()  # the abort, on a database that does not answer
             raise
 
+    return rollback_takes_the_cancel
+
+
+async def test_a_request_whose_rollback_took_the_shutdowns_cancel_is_answered_at_the_next() -> None:
+    """The driver aborts a transaction before a cancellation goes on; with the database not
+    answering, the abort takes uvicorn's cancel and waits. The process's end cancels what still
+    runs once more: the request is answered then, as one the shutdown cut off."""
+    waiting = asyncio.Event()
+
+    rollback_takes_the_cancel = rollback_that_waits(waiting)
     client = SlowUpload()
     limits = RequestLimits(rollback_takes_the_cancel, LIMIT)
     task = asyncio.create_task(limits(request(0), client.receive, client.send))
@@ -157,6 +166,47 @@ async def test_a_request_whose_rollback_took_the_shutdowns_cancel_is_answered_at
     assert start["status"] == 503
     assert json.loads(body["body"])["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert task.cancelling() == 0
+
+
+async def test_the_shutdown_cuts_off_again_a_request_that_took_the_drains_cancel() -> None:
+    """A worker of several ends on its signal, without the process's last cancel: the app's
+    shutdown cancels once more a request still waiting on its rollback, and it is answered 503.
+    One that ends on the drain's cancel within the grace (a rollback that answers) is left to."""
+    waiting = asyncio.Event()
+    rolled_back = asyncio.Event()
+
+    rollback_takes_the_cancel = rollback_that_waits(waiting)
+
+    async def rollback_answers(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # the abort, answered
+            rolled_back.set()
+            raise
+
+    running = RunningRequests()
+    stuck, quick = SlowUpload(), SlowUpload()
+    tasks = [
+        asyncio.create_task(RequestLimits(app, LIMIT, running)(request(0), c.receive, c.send))
+        for app, c in ((rollback_takes_the_cancel, stuck), (rollback_answers, quick))
+    ]
+    await asyncio.sleep(0)
+    assert running.tasks == set(tasks)
+    for task in tasks:
+        task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+    await waiting.wait()
+
+    await running.cut_off(grace=0.5, within=5)
+
+    assert all(task.done() for task in tasks)
+    assert rolled_back.is_set()  # its rollback was not cut short
+    for client in (stuck, quick):
+        start, body = client.answer
+        assert start["status"] == 503
+        assert json.loads(body["body"])["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    assert running.tasks == set()
+    await running.cut_off()  # none left: at once
 
 
 async def test_a_cancellation_that_is_not_the_requests_own_is_not_taken_for_the_shutdown() -> None:
