@@ -221,8 +221,14 @@ class TokenService:
 
 
 def _member_id(subject: object) -> str:
-    """The `sub` claim, a member id (AuthError otherwise)."""
-    if not isinstance(subject, str) or not subject or len(subject) > 64:
+    """The `sub` claim, a member id (AuthError otherwise): printable text of 1-64 characters
+    (no control character, no lone UTF-16 surrogate, which no database query could carry)."""
+    if (
+        not isinstance(subject, str)
+        or not subject
+        or len(subject) > 64
+        or not subject.isprintable()
+    ):
         raise AuthError(TokenFault.SUBJECT_NOT_MEMBER_ID)
     return subject
 

@@ -245,6 +245,28 @@ async def test_a_token_whose_member_does_not_exist_is_unauthenticated_on_reads(
     assert [r for r in caplog.records if r.exc_info] == []
 
 
+@pytest.mark.parametrize("subject", ["\ud800", "m1\x00", "\u202e"])
+async def test_a_token_whose_subject_is_no_text_a_query_can_carry_is_unauthenticated(
+    api: Api, subject: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A signed token whose `sub` holds a lone surrogate (which no database query can carry)
+    or a control character is refused by its subject, on reads and mutations alike, with
+    nothing logged as a failure."""
+    token = api.token(subject)
+
+    read = await api.raw("{ viewer { id } }", token=token)
+    bought = await api.raw(
+        'mutation { purchaseInMailCredits(input: {quantity: 1, idempotencyKey: "k"}) '
+        "{ errors { code } } }",
+        token=token,
+    )
+
+    for body in (read, bought):
+        assert graphql_error_codes(body) == ["UNAUTHENTICATED"], body
+        assert "the token's subject is not a member id" in body["errors"][0]["message"]
+    assert [r for r in caplog.records if r.exc_info] == []
+
+
 async def test_a_token_whose_member_does_not_exist_cannot_send_or_buy(api: Api) -> None:
     grace = await api.create_member("Grace Hopper")
     ghost = api.token("000000000000000000000000")

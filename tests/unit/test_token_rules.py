@@ -40,6 +40,8 @@ def test_an_exp_written_as_a_string_of_digits_is_refused() -> None:
         ({"nbf": "soon"}, TokenFault.CLAIM_NOT_A_NUMBER, {"claim": "nbf"}),
         ({"iat": {"at": 1}}, TokenFault.CLAIM_NOT_A_NUMBER, {"claim": "iat"}),
         ({"sub": 42}, TokenFault.SUBJECT_NOT_MEMBER_ID, {}),
+        ({"sub": "\ud800"}, TokenFault.SUBJECT_NOT_MEMBER_ID, {}),  # a lone surrogate
+        ({"sub": "m1\n"}, TokenFault.SUBJECT_NOT_MEMBER_ID, {}),
     ],
 )
 def test_a_signed_claim_of_the_wrong_type_is_named(
