@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
+from typing import Final
 
 import jwt
 
@@ -43,6 +44,7 @@ class TokenFault(StrEnum):
     LIVES_TOO_LONG = "LIVES_TOO_LONG"  # data: hours (the longest allowed)
     SUBJECT_NOT_MEMBER_ID = "SUBJECT_NOT_MEMBER_ID"
     UNKNOWN_ROLE = "UNKNOWN_ROLE"
+    CLAIM_NOT_ACCEPTED = "CLAIM_NOT_ACCEPTED"  # data: claim (an audience, a jti of no string)
 
 
 class AuthError(Exception):
@@ -155,8 +157,8 @@ class TokenService:
             raise AuthError(TokenFault.MISSING_CLAIM, claim=exc.claim) from None
         except jwt.InvalidSignatureError:
             raise AuthError(TokenFault.MALFORMED) from None
-        except jwt.PyJWTError:
-            self._refuse_a_signed_claim(token)
+        except jwt.PyJWTError as refused:
+            self._refuse_a_signed_claim(token, refused)
             raise AuthError(TokenFault.MALFORMED) from None
         expires_at = self._check_lifetime(claims)
         subject, role = _member_id(claims.get("sub")), claims.get("role", Role.MEMBER.value)
@@ -164,10 +166,10 @@ class TokenService:
             raise AuthError(TokenFault.UNKNOWN_ROLE)
         return Viewer(subject=subject, role=Role(role), expires_at=expires_at)
 
-    def _refuse_a_signed_claim(self, token: str) -> None:
-        """For a token PyJWT refused: when its signature holds, the claim at fault is named (an
-        `exp` of "soon", a `sub` that is no string) instead of "malformed"; the token is refused
-        either way."""
+    def _refuse_a_signed_claim(self, token: str, refused: jwt.PyJWTError) -> None:
+        """For a token PyJWT `refused`: when its signature holds, the claim at fault is named (an
+        `exp` of "soon", a `sub` that is no string, an audience, which the service never gives)
+        instead of "malformed"; the token is refused either way."""
         try:
             claims: dict[str, object] = jwt.decode(
                 token,
@@ -187,6 +189,9 @@ class TokenService:
             return
         _times(claims)
         _member_id(claims.get("sub"))
+        for error, claim in _CLAIM_ERRORS:
+            if isinstance(refused, error):
+                raise AuthError(TokenFault.CLAIM_NOT_ACCEPTED, claim=claim) from None
 
     @staticmethod
     def _claims_unchecked(token: str) -> dict[str, object]:
@@ -218,6 +223,13 @@ class TokenService:
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError(TokenFault.NOT_BEARER)
         return self.verify(token.strip())
+
+
+_CLAIM_ERRORS: Final = (
+    (jwt.InvalidAudienceError, "aud"),
+    (jwt.exceptions.InvalidJTIError, "jti"),
+)
+"""PyJWT's refusals of a claim the service does not check itself, and the claim each names."""
 
 
 def _member_id(subject: object) -> str:

@@ -245,6 +245,10 @@ TOKEN_SAMPLES: list[tuple[AuthError, str]] = [
     ),
     (AuthError(TokenFault.SUBJECT_NOT_MEMBER_ID), "the token's subject is not a member id"),
     (AuthError(TokenFault.UNKNOWN_ROLE), "the token's role is neither member nor admin"),
+    (
+        AuthError(TokenFault.CLAIM_NOT_ACCEPTED, claim="aud"),
+        "the token's aud claim is not accepted here",
+    ),
 ]
 
 

@@ -58,11 +58,22 @@ def test_a_wrongly_signed_token_with_a_bad_claim_is_refused_by_its_signature() -
         TokenService(SECRET, MAX_LIFETIME).verify(token)
 
 
-def test_a_signed_token_that_pyjwt_refuses_on_another_rule_stays_refused() -> None:
-    """An audience, which the service never gives, makes PyJWT refuse the token: naming the
-    claims is only ever said in refusing, never a way past a check."""
+@pytest.mark.parametrize(("claim", "value"), [("aud", "x"), ("jti", 5)])
+def test_a_signed_token_that_pyjwt_refuses_on_another_rule_is_refused_naming_the_claim(
+    claim: str, value: object
+) -> None:
+    """An audience, which the service never gives, or a jti that is no string, makes PyJWT
+    refuse the token: the refusal names the claim (naming it is only ever said in refusing,
+    never a way past a check)."""
+    token = signed(iat=now(), exp=now() + 3600, **{claim: value})
+    with token_refused(TokenFault.CLAIM_NOT_ACCEPTED, claim=claim):
+        TokenService(SECRET, MAX_LIFETIME).verify(token)
+
+
+def test_a_wrongly_signed_token_with_an_audience_is_refused_by_its_signature() -> None:
+    token = jwt.encode({"sub": "m1", "exp": now() + 60, "aud": "x"}, "another-" * 6, "HS256")
     with token_refused(TokenFault.MALFORMED):
-        TokenService(SECRET, MAX_LIFETIME).verify(signed(iat=now(), exp=now() + 3600, aud="x"))
+        TokenService(SECRET, MAX_LIFETIME).verify(token)
 
 
 def test_an_exp_of_1e20_is_refused_as_too_long_a_lifetime() -> None:

@@ -207,6 +207,7 @@ _TOKEN_WORDING: Final[Mapping[TokenFault, Callable[[Mapping[str, str | float]], 
     ),
     TokenFault.SUBJECT_NOT_MEMBER_ID: lambda _: "the token's subject is not a member id",
     TokenFault.UNKNOWN_ROLE: lambda _: "the token's role is neither member nor admin",
+    TokenFault.CLAIM_NOT_ACCEPTED: lambda d: f"the token's {d['claim']} claim is not accepted here",
 }
 
 
