@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -12,11 +13,13 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from inmail.settings import Settings, SettingsError, settings_table_markdown
@@ -47,8 +50,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from inmail import logs
 
     logs.configure_logging(settings.log_level, settings.log_format)
+    _warn_of_older_data(settings)
     with contextlib.ExitStack() as started:
         try:
+            _check_listening(settings.host, settings.port)
             settings = _with_database(settings, started)
             settings = _with_signing_secret(settings)
         except _CannotServe as exc:
@@ -65,6 +70,46 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from inmail.transport import run_server
 
         return 0 if run_server(settings) else 3
+
+
+def _check_listening(host: str, port: int) -> None:
+    """That the serve can listen where it is told to, before anything starts: a port in use is
+    one line naming it, not a database started, a GraphiQL address announced that is another
+    process's, and uvicorn's error after. (A process may still take it in the meantime.)"""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        in_use = exc.errno == errno.EADDRINUSE
+        reason = "another process listens there" if in_use else (exc.strerror or str(exc))
+        raise _CannotServe(
+            f"cannot listen on {host}:{port}: {reason}; choose another with INMAIL_PORT "
+            "(or --port) and INMAIL_HOST"
+        ) from None
+
+
+OLDER_DATA_DIR = ".inmail"
+"""Where versions before `$XDG_DATA_HOME/inmail` kept the embedded mongod's data."""
+
+
+def _warn_of_older_data(settings: Settings) -> None:
+    """An older version's data in this folder, while the serve keeps its own elsewhere: said
+    at start, or its members would seem lost."""
+    older = Path(OLDER_DATA_DIR)
+    if "INMAIL_DATA_DIR" in os.environ or not (older / "mongod").is_dir():
+        return
+    if older.resolve() != settings.data_dir.resolve():
+        log.warning(
+            "found data of an older version in ./%s; this serve keeps its data in %s. To go "
+            "on with the older data, set INMAIL_DATA_DIR=%s",
+            OLDER_DATA_DIR,
+            settings.data_dir,
+            OLDER_DATA_DIR,
+        )
 
 
 def _serve_variables(args: argparse.Namespace) -> dict[str, str]:
@@ -138,14 +183,16 @@ def _with_signing_secret(settings: Settings) -> Settings:
     where = (settings.data_dir / DEV_SECRET_FILE).absolute()
     try:
         secret = development_secret(settings.data_dir)
-    except (OSError, UnusableSecret) as exc:
-        reason = (
-            f"cannot use the development secret: {exc}"
-            if isinstance(exc, UnusableSecret)
-            else f"cannot keep the development secret in {where}: {exc.strerror or exc}"
-        )
+    except UnusableSecret as exc:
         raise _CannotServe(
-            f"{reason}; set INMAIL_JWT_SECRET, or INMAIL_DATA_DIR to a folder this user may write"
+            f"cannot use the development secret: {exc}; set INMAIL_JWT_SECRET, or mend or "
+            "remove that file (a new secret is then made, and tokens signed with the old one "
+            "are refused)"
+        ) from None
+    except OSError as exc:
+        raise _CannotServe(
+            f"cannot keep the development secret in {where}: {exc.strerror or exc}; set "
+            "INMAIL_JWT_SECRET, or INMAIL_DATA_DIR to a folder this user may write"
         ) from None
     log.info("tokens are signed with the development secret in %s (`inmail token` reads it)", where)
     return settings.with_changes(jwt_secret=secret)

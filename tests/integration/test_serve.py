@@ -258,6 +258,42 @@ def test_a_serve_that_cannot_start_stops_with_a_message_not_a_traceback(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("beside_older_data", [False, True])
+def test_a_port_in_use_is_one_line_naming_it_before_anything_starts(
+    tmp_path: Path, beside_older_data: bool
+) -> None:
+    """Another process listens on the port: one line naming the port and the settings that
+    move it, exit 1, before a database is started or a GraphiQL address announced. Started
+    beside an older version's data folder (./.inmail), with its own data elsewhere, the serve
+    first says where that data is and how to keep using it."""
+    here, data_home = tmp_path / "checkout", tmp_path / "data-home"
+    here.mkdir()
+    if beside_older_data:
+        (here / ".inmail" / "mongod").mkdir(parents=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*INMAIL, "serve"],
+            cwd=here,
+            env=service_env(XDG_DATA_HOME=str(data_home), INMAIL_PORT=str(port)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: another process listens there" in result.stderr
+    assert "INMAIL_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "GraphiQL at" not in result.stderr
+    assert not (data_home / "inmail" / "mongod").exists(), "a mongod was started"
+    older = "found data of an older version in ./.inmail; this serve keeps its data in "
+    assert (older in result.stderr) is beside_older_data, result.stderr
+    if beside_older_data:
+        assert "set INMAIL_DATA_DIR=.inmail" in result.stderr
+
+
 def test_a_stale_lock_naming_a_live_process_that_is_no_mongod_leaves_that_process_alone(
     data_dir: Path,
 ) -> None:
@@ -804,6 +840,7 @@ def test_a_development_secret_too_short_is_refused_and_kept_as_it_is(data_dir: P
 
     assert served.returncode == 1
     assert "holds 12 characters; a secret needs 32 or more" in served.stderr
+    assert "mend or remove that file" in served.stderr
     assert token.returncode == 2
     assert "holds 12 characters" in token.stderr
     assert "Traceback" not in served.stderr + token.stderr
