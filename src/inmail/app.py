@@ -139,9 +139,11 @@ class RunningRequests:
     uvicorn cancels the requests still running when the shutdown's drain is over, and goes on
     with the app's shutdown without waiting for them. The driver aborts a transaction before it
     lets a cancellation go on, and on a database that no longer answers that abort takes the
-    cancel and waits. A single process cancels such a request again at its very end, and it is
-    answered then; a worker of several ends on its signal, and its client would get no answer.
-    `cut_off`, in the app's shutdown, cancels them again first: every request gets its answer.
+    cancel and waits: until the MongoDB client is closed under it (the request then fails, and
+    is answered "Unexpected error." with a logged traceback), or until the process ends (a
+    worker of several ends on its signal, and its client gets no answer at all). `cut_off`, in
+    the app's shutdown, before the client is closed, cancels them once more: each is answered
+    as one the shutdown cut off (503, may or may not have taken effect).
     """
 
     def __init__(self) -> None:

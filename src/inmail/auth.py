@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -232,14 +233,19 @@ _CLAIM_ERRORS: Final = (
 """PyJWT's refusals of a claim the service does not check itself, and the claim each names."""
 
 
+_NOT_IN_A_SUBJECT: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""A control character, or a lone UTF-16 surrogate (which no database query can carry)."""
+
+
 def _member_id(subject: object) -> str:
-    """The `sub` claim, a member id (AuthError otherwise): printable text of 1-64 characters
-    (no control character, no lone UTF-16 surrogate, which no database query could carry)."""
+    """The `sub` claim, a member id (AuthError otherwise): text of 1-64 characters, none of
+    them a control character or a lone surrogate (format characters, such as a zero-width
+    joiner, are text: an admin's subject may hold them)."""
     if (
         not isinstance(subject, str)
         or not subject
         or len(subject) > 64
-        or not subject.isprintable()
+        or _NOT_IN_A_SUBJECT.search(subject)
     ):
         raise AuthError(TokenFault.SUBJECT_NOT_MEMBER_ID)
     return subject

@@ -245,7 +245,7 @@ async def test_a_token_whose_member_does_not_exist_is_unauthenticated_on_reads(
     assert [r for r in caplog.records if r.exc_info] == []
 
 
-@pytest.mark.parametrize("subject", ["\ud800", "m1\x00", "\u202e"])
+@pytest.mark.parametrize("subject", ["\ud800", "m1\x00", "\x9b"])
 async def test_a_token_whose_subject_is_no_text_a_query_can_carry_is_unauthenticated(
     api: Api, subject: str, caplog: pytest.LogCaptureFixture
 ) -> None:

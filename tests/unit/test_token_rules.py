@@ -52,6 +52,14 @@ def test_a_signed_claim_of_the_wrong_type_is_named(
         TokenService(SECRET, MAX_LIFETIME).verify(token)
 
 
+@pytest.mark.parametrize("subject", ["ops\u200dteam", "José", "運営", "a\u00a0b", "\U0001fae8"])
+def test_an_admins_subject_may_be_any_text_without_control_characters(subject: str) -> None:
+    token = jwt.encode(
+        {"sub": subject, "role": "admin", "iat": now(), "exp": now() + 60}, SECRET, "HS256"
+    )
+    assert TokenService(SECRET, MAX_LIFETIME).verify(token).is_admin
+
+
 def test_a_wrongly_signed_token_with_a_bad_claim_is_refused_by_its_signature() -> None:
     token = jwt.encode({"sub": "m1", "exp": "soon"}, "another-secret-" * 3, algorithm="HS256")
     with token_refused(TokenFault.MALFORMED):
