@@ -38,6 +38,10 @@ def parse_datetime(raw: str) -> datetime:
     return value.astimezone(UTC)
 
 
+BOOLEAN: Final = "true | false (or yes | no, on | off, 1 | 0)"
+"""What a switch accepts, in any case."""
+
+
 def _bool(raw: str) -> bool:
     lowered = raw.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -268,7 +272,7 @@ def _development_switch(name: str, help: str) -> bool:
     return setting(
         name,
         None,
-        "true | false",
+        BOOLEAN,
         f"{help}; unset: on in development, off in production",
         _bool,
         unset=True,
@@ -393,7 +397,7 @@ class Settings:
     scheduler_enabled: bool = setting(
         "INMAIL_SCHEDULER_ENABLED",
         "true",
-        "true | false",
+        BOOLEAN,
         "run renewals, expirations and reminders in this process",
         _bool,
     )

@@ -37,7 +37,12 @@ async def test_production_serves_the_web_client_but_not_graphiql(
     settings = settings_with(env="production", clock="system", clock_start=None, graphiql=False)
     async with open_api(mongodb_uri, db_name, settings) as api:
         ide = await api.browse()
-        assert "graphiql" not in ide.text.lower()
+        assert ide.status_code == 400
+        # No page, and the answer says why, for whoever opened the endpoint in a browser.
+        assert "<html" not in ide.text.lower()
+        assert (
+            "GraphiQL is off on this server: INMAIL_GRAPHIQL" in ide.json()["errors"][0]["message"]
+        )
         client = await api.client.get("/app")
         assert client.status_code == 200
         assert "inmail token --member" in client.text

@@ -28,6 +28,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.http.exceptions import WebSocketDisconnected
@@ -394,6 +395,14 @@ class GraphQLApp(GraphQL[Context, None]):
             if request_adapter.method == "GET" and isinstance(cause, InvalidOperationTypeError):
                 raise HTTPException(
                     405, "Only queries are served over GET: send a mutation with POST."
+                ) from cause
+            browsing = request_adapter.method == "GET" and self.graphql_ide is None
+            if browsing and isinstance(cause, MissingQueryError):
+                # Most often a browser opening the endpoint: say why no GraphiQL answered.
+                raise HTTPException(
+                    400,
+                    "No GraphQL query found in the request. (GraphiQL is off on this server: "
+                    "INMAIL_GRAPHIQL.)",
                 ) from cause
             if isinstance(cause, CannotGetOperationTypeError):
                 if cause.operation_name:
