@@ -7,11 +7,14 @@ import importlib.util
 import logging
 from pathlib import Path
 
+import pymongo
 import pytest
+from pymongo.errors import ServerSelectionTimeoutError
 
 from inmail import embedded_mongod
 from inmail.repositories.database import IN_MEMORY_PACKAGE, NoDatabase, choose_database
 from inmail.repositories.memory import InMemoryMongo
+from inmail.repositories.mongo import mongodb_problem
 from support import test_settings as settings_with
 
 ATLAS = "mongodb://db.example:27017/?replicaSet=rs0"
@@ -84,3 +87,31 @@ def test_without_a_mongod_or_the_memory_extra_serve_says_what_to_install(
     )
     with pytest.raises(NoDatabase, match="no in-memory fallback installed: set INMAIL_MONGODB_URI"):
         choose_database(settings_with(), may_start_mongod=True)
+
+
+def test_a_server_answering_in_another_protocol_is_said_to_be_no_mongodb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """INMAIL_MONGODB_URI naming an HTTP server's port: the driver reads its answer as a reply
+    of the wrong id; the operator is told that what answers there is no MongoDB."""
+
+    class AnswersHttp:
+        def __init__(self, uri: str, **options: object) -> None:
+            self.admin = self
+
+        def command(self, name: str) -> None:
+            raise ServerSelectionTimeoutError(
+                "127.0.0.1:8000: Got response id 1414012997 but expected 1656478042, "
+                "Timeout: 20.0s, Topology Description: <TopologyDescription ...>"
+            )
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(pymongo, "MongoClient", AnswersHttp)
+    problem = mongodb_problem("mongodb://127.0.0.1:8000/", "inmail")
+    assert problem == (
+        "cannot reach MongoDB at 127.0.0.1:8000 (INMAIL_MONGODB_URI): what answers there is not "
+        "a MongoDB server (the driver read: 127.0.0.1:8000: Got response id 1414012997 but "
+        "expected 1656478042)"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import (
     AsyncIterator,
@@ -428,6 +429,10 @@ def standalone_refusal(hello: Mapping[str, object]) -> str | None:
     )
 
 
+_NOT_MONGODB: Final = re.compile(r"Got response id \d+ but expected|larger than server max")
+"""How the driver says that the server it reached answers in another protocol."""
+
+
 def mongodb_problem(uri: str, db_name: str) -> str | None:
     """Why the MongoDB at `uri` cannot serve database `db_name` (unreachable, no replica set, a
     write concern it refuses), in a line for an operator; None if it can. `inmail serve` asks
@@ -448,6 +453,8 @@ def mongodb_problem(uri: str, db_name: str) -> str | None:
         return standalone_refusal(hello) or _write_concern_refusal(client, db_name)
     except PyMongoError as exc:
         detail = str(exc).split(", Timeout:")[0][:300]
+        if _NOT_MONGODB.search(detail):  # an answer, but no MongoDB's (an HTTP server's, say)
+            detail = f"what answers there is not a MongoDB server (the driver read: {detail})"
         return f"cannot reach MongoDB at {hosts} (INMAIL_MONGODB_URI): {detail}"
     finally:
         client.close()
