@@ -272,11 +272,13 @@ def cmd_token(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    secret = _signing_secret(settings)
-    if secret is None:
+    signing = _signing_secret(settings)
+    if signing is None:
         return 2
     if not args.admin and not _member_known(settings, args.member):
         return 2
+    secret, signed_with = signing
+    print(f"inmail token: signed with {signed_with}", file=sys.stderr)
     longest = timedelta(hours=settings.token_max_lifetime_hours)
     ttl = timedelta(hours=hours)
     tokens = TokenService(secret, longest)
@@ -287,14 +289,14 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _signing_secret(settings: Settings) -> str | None:
-    """The secret `inmail serve` signs with under these settings, said on stderr; never a new
-    one: a token signed with a secret the server does not hold would be refused."""
+def _signing_secret(settings: Settings) -> tuple[str, str] | None:
+    """The secret `inmail serve` signs with under these settings, and where it is kept; never a
+    new one: a token signed with a secret the server does not hold would be refused. None when
+    there is none (said on stderr)."""
     from inmail.auth import DEV_SECRET_FILE, UnusableSecret, existing_development_secret
 
     if settings.jwt_secret is not None:
-        print("inmail token: signed with INMAIL_JWT_SECRET", file=sys.stderr)
-        return settings.jwt_secret
+        return settings.jwt_secret, "INMAIL_JWT_SECRET"
     path = (settings.data_dir / DEV_SECRET_FILE).absolute()
     try:
         secret = existing_development_secret(settings.data_dir)
@@ -312,8 +314,7 @@ def _signing_secret(settings: Settings) -> str | None:
             file=sys.stderr,
         )
         return None
-    print(f"inmail token: signed with the development secret in {path}", file=sys.stderr)
-    return secret
+    return secret, f"the development secret in {path}"
 
 
 def _member_known(settings: Settings, member_id: str) -> bool:

@@ -103,6 +103,7 @@ async def test_a_token_for_a_member_the_database_does_not_hold_is_refused(
     assert done.stdout == ""
     assert f"no member {NOBODY} in the database of INMAIL_MONGODB_URI" in done.stderr
     assert repr(db_name) in done.stderr
+    assert "signed with" not in done.stderr  # nothing was signed
 
 
 async def test_an_admin_token_needs_no_member_and_is_accepted(
