@@ -1134,8 +1134,10 @@ def test_production_serves_no_graphiql_no_introspection_no_suggestions_and_no_pu
 ) -> None:
     with serve(mongodb_uri, tmp_path, INMAIL_ENV="production") as served:
         status, page = served.get("/graphql", headers={"Accept": "text/html"})
-        assert b"graphiql" not in page.lower(), "GraphiQL is served in production"
-        assert status != 200
+        assert b"<html" not in page.lower(), "GraphiQL is served in production"
+        assert b"graphiql.min.js" not in page, "GraphiQL is served in production"
+        assert status == 400
+        assert "GraphiQL is off on this server" in json.loads(page)["errors"][0]["message"]
 
         schema = served.post("{ __schema { queryType { name } } }")
         assert schema.get("data") is None
