@@ -13,7 +13,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -76,16 +75,12 @@ def _check_listening(host: str, port: int) -> None:
     """That the serve can listen where it is told to, before anything starts: a port in use is
     one line naming it, not a database started, a GraphiQL address announced that is another
     process's, and uvicorn's error after. (A process may still take it in the meantime.)"""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            probe.bind(address)
-    except OSError as exc:
-        in_use = exc.errno == errno.EADDRINUSE
-        reason = "another process listens there" if in_use else (exc.strerror or str(exc))
+    from inmail.processes import bind_problem
+
+    problem = bind_problem(host, port)
+    if problem is not None:
+        in_use = problem.errno == errno.EADDRINUSE
+        reason = "another process listens there" if in_use else (problem.strerror or str(problem))
         raise _CannotServe(
             f"cannot listen on {host}:{port}: {reason}; choose another with INMAIL_PORT "
             "(or --port) and INMAIL_HOST"

@@ -15,7 +15,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
-from inmail.processes import free_port, pid_alive
+from inmail.processes import bind_problem, free_port, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +59,6 @@ def find_mongod_binary(explicit: Path | None = None) -> Path | None:
                 return candidate
     found = shutil.which("mongod")
     return Path(found) if found else None
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _uri(port: int | None) -> str:
@@ -350,7 +340,7 @@ class EmbeddedMongod:
 
     def _remembered_port(self) -> int | None:
         port = _read_pid(self.data_dir / _PORT_FILE)
-        return port if port and _port_is_free(port) else None
+        return port if port and bind_problem("127.0.0.1", port) is None else None
 
     def _check_not_in_use(self) -> None:
         """Stop an orphan mongod over this folder, left by a server that was killed (this

@@ -24,6 +24,22 @@ def free_port() -> int:
         return port
 
 
+def bind_problem(host: str, port: int) -> OSError | None:
+    """Why a server could not listen on `host`:`port` right now (in use, no such address), or
+    None if it could: a bind as a server makes it (SO_REUSEADDR, so that connections of a
+    process gone and still closing do not count), released at once."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        return exc
+    return None
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -59,14 +59,7 @@ class Server:
         return self
 
     def token(self, *args: str) -> str:
-        out = subprocess.run(
-            [*INMAIL, "token", *args],
-            env=_env(self.data_dir),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip()
+        return _token(self.data_dir, *args)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         return self.process.stop(sig, timeout=60)
