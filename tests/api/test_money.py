@@ -4,18 +4,20 @@ reconciliation of charges whose request never came back (SPEC 2 and 6), on the r
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
+from inmail.domain.billing import PaymentMethod
 from inmail.domain.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.domain.money import Money
 from inmail.services import charges as charges_service
 from inmail.services.charges import RECHECK_EVERY, new_intent, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.idempotency import KeyedRequest
-from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest
+from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentDeclined
 from inmail.services.scheduling import reconcile_due
 from inmail.settings import Settings
 from stored import intents_of
@@ -42,6 +44,9 @@ WAIT = 30.0  # a bound on waiting for the app, never a measure of speed
 BATCH = Settings().scheduler_batch  # the scheduler's batch, as the service runs it
 
 DECLINING_CARD = {"brand": "Visa", "last4": "0002", "expMonth": 12, "expYear": 2030}
+CARD_TO_JANUARY = {"brand": "Visa", "last4": "4242", "expMonth": 1, "expYear": 2026}
+INTO_FEBRUARY = 17  # days from START: a card valid through January 2026 has expired
+REFUNDED_SAID = "Your card was charged for this request, and that charge is refunded."
 ADVANCE = "mutation($i: AdvanceClockInput!) { advanceClock(input: $i) { now errors { code } } }"
 PURCHASES = (
     "{ viewer { purchases(first: 10) { totalCount nodes { quantity status "
@@ -672,6 +677,114 @@ async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_wit
     await advance_clock(api, hours=2)
     assert await deps.reads.intents.next_recheck_at(None) is None
     assert await charges_of(api, bob) == []
+
+
+@pytest.mark.parametrize("refused_now", ["declined", "expired"])
+async def test_a_retry_of_a_charge_whose_answer_was_lost_completes_it_whatever_the_card_says_now(
+    api: Api, refused_now: str
+) -> None:
+    """The gateway took the charge, its answer never came back, and the card changed or expired
+    before the client sent the request again under its key: the retry finds that charge and
+    buys what it paid for, instead of declining the intent and leaving the money taken."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS", card=CARD_TO_JANUARY)
+    lost = await orphan_charge(api, ada, 2, status=IntentStatus.PENDING)
+    if refused_now == "declined":
+        assert (await update_card(api, ada, DECLINING_CARD))["errors"] == []
+    else:
+        api.advance(days=INTO_FEBRUARY)
+
+    retry = await api.purchase(ada, 2, key=lost.key)
+
+    assert retry["errors"] == []
+    assert retry["creditsLeft"] == 17
+    assert [(c["amount"], c["status"]) for c in await charges_of(api, ada)] == [(2000, "SUCCEEDED")]
+    assert [i.status for i in await intents_of(api.container.mongo, ada.id)] == [
+        IntentStatus.COMPLETED
+    ]
+
+
+async def test_the_built_in_gateway_answers_a_retry_under_a_charged_key_with_that_charge(
+    api: Api,
+) -> None:
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS", card=CARD_TO_JANUARY)
+    member = await api.container.deps.reads.members.get(ada.id)
+    assert member is not None
+    assert member.payment_method is not None
+    card, gateway, now = member.payment_method, api.container.deps.gateway, api.clock.now()
+    declining = replace(card, last4="0002")
+    in_february = now + timedelta(days=INTO_FEBRUARY)
+
+    def asked(key: str, card: PaymentMethod, at: datetime) -> ChargeRequest:
+        return ChargeRequest(ada.id, key, Money(1000, "USD"), card, at, "purchase")
+
+    first = await gateway.charge(asked("paid", card, now))
+
+    assert await gateway.charge(asked("paid", declining, now)) == first
+    assert await gateway.charge(asked("paid", card, in_february)) == first
+    with pytest.raises(PaymentDeclined, match="declined"):
+        await gateway.charge(asked("unpaid", declining, now))
+    with pytest.raises(PaymentDeclined, match="expired"):
+        await gateway.charge(asked("unpaid", card, in_february))
+    assert [c["amount"] for c in await charges_of(api, ada)] == [1000]
+
+
+async def test_a_charge_landing_after_a_twin_declined_its_intent_is_refunded_by_its_request(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """Two attempts under one key: the first is at the gateway when the card expires, and the
+    second is declined before the first's charge lands. That charge is given back, and the first
+    attempt's answer is the decline, saying so."""
+    made, held = held_gateways(HeldGateway)
+
+    async with open_api(mongodb_uri, db_name, gateway=held) as api:
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS", card=CARD_TO_JANUARY)
+        buying = asyncio.create_task(api.purchase(ada, 3, key="twin"))
+        await asyncio.wait_for(made[0].charging.wait(), WAIT)
+        api.advance(days=INTO_FEBRUARY)
+        twin = await api.purchase(ada, 3, key="twin")
+        made[0].release.set()  # asked in January, the first attempt's charge goes through
+        bought = await asyncio.wait_for(buying, WAIT)
+        charges = await charges_of(api, ada)
+        intents = await intents_of(api.container.mongo, ada.id)
+        balance = await api.balance(ada)
+
+    assert codes(twin) == codes(bought) == ["PAYMENT_METHOD_EXPIRED"]
+    assert bought["errors"][0]["message"].endswith(REFUNDED_SAID)
+    assert [(c["amount"], c["status"]) for c in charges] == [(3000, "REFUNDED")]
+    assert [i.status for i in intents] == [IntentStatus.REFUNDED]
+    assert balance == 15
+
+
+async def test_a_charge_landing_after_its_retry_was_declined_is_refunded_by_reconciliation(
+    api: Api,
+) -> None:
+    """A request is at the gateway when its card expires; a retry under its key is declined;
+    then the first request's charge lands and its process dies. Reconciliation looks at a
+    declined intent again, as at one it gave up, finds the charge and refunds it."""
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS", card=CARD_TO_JANUARY)
+    stalled = await uncharged_intent(api, ada, 3)
+    asked_at = api.clock.now()
+    member = await api.container.deps.reads.members.get(ada.id)
+    assert member is not None
+    assert member.payment_method is not None
+    api.advance(days=INTO_FEBRUARY)
+    declined = await api.purchase(ada, 3, key=stalled.key)
+    charge = ChargeRequest(
+        ada.id, stalled.id, stalled.amount, member.payment_method, asked_at, "purchase"
+    )
+    await api.container.deps.gateway.charge(charge)  # the first request's, which never returns
+
+    await reconcile_in(api, 5)  # the declined intent's next look at the gateway
+
+    assert codes(declined) == ["PAYMENT_METHOD_EXPIRED"]
+    assert [(c["amount"], c["status"]) for c in await charges_of(api, ada)] == [(3000, "REFUNDED")]
+    refunded = await api.container.deps.reads.intents.get(stalled.id)
+    assert refunded is not None
+    assert refunded.status == IntentStatus.REFUNDED
+    assert await api.balance(ada) == 15
+    retry = await api.purchase(ada, 3, key=stalled.key)
+    assert codes(retry) == ["PAYMENT_METHOD_EXPIRED"]
+    assert retry["errors"][0]["message"].endswith(REFUNDED_SAID)
 
 
 async def test_a_recheck_time_left_on_an_intent_no_longer_given_up_is_dropped(api: Api) -> None:

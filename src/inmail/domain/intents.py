@@ -4,12 +4,14 @@ An intent fixes what a keyed paid request is (its fingerprint, quantity or plan,
 before the card is charged. Its status moves only forward:
 
     PENDING -> CHARGED -> COMPLETED          (the grant or plan change, in one transaction)
-    PENDING -> DECLINED                      (the gateway refused: nothing was taken)
+    PENDING -> DECLINED                      (refused, and the gateway had no charge for it)
     PENDING -> ABANDONED                     (no charge was ever made; found by reconciliation)
-    CHARGED | ABANDONED -> REFUNDING -> REFUNDED
+    CHARGED | DECLINED | ABANDONED -> REFUNDING -> REFUNDED
 
 CHARGED -> COMPLETED and CHARGED -> REFUNDING exclude each other: that single transition decides
-whether a charge buys what it was for or is given back.
+whether a charge buys what it was for or is given back. DECLINED and ABANDONED are given up as
+never charged: a charge found under the intent afterwards (made by an attempt still under way, or
+by one whose answer was lost) is refunded.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class IntentStatus(StrEnum):
 OPEN_STATUSES: Final = (IntentStatus.PENDING, IntentStatus.CHARGED, IntentStatus.REFUNDING)
 UNDER_WAY: Final = (IntentStatus.PENDING, IntentStatus.CHARGED)  # may still be charged or applied
 """An intent in one of these may hold money that has not yet bought anything nor been returned."""
+GIVEN_UP: Final = (IntentStatus.DECLINED, IntentStatus.ABANDONED)
+"""Ended as never charged; a charge found at the gateway under one of these later is refunded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,5 +68,5 @@ class PaymentIntent:
     # A plan change's: the member's terms when it was asked for (`Member.terms`); None in
     # intents recorded before they were kept.
     terms: str | None = None
-    recheck_at: datetime | None = None  # an ABANDONED intent's next look at the gateway
-    abandoned_at: datetime | None = None
+    recheck_at: datetime | None = None  # a given-up intent's next look at the gateway
+    given_up_at: datetime | None = None  # when it was declined or abandoned

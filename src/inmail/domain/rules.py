@@ -65,9 +65,17 @@ def check_purchase_quantity(quantity: int, maximum: int) -> None:
 
 
 def purchase_refusal(
-    member: Member, *, plans: PlanTable, now: datetime, quantity: int, balance: int
+    member: Member,
+    *,
+    plans: PlanTable,
+    now: datetime,
+    quantity: int,
+    balance: int,
+    charged: bool = False,
 ) -> DomainError | None:
-    refusal = _premium_refusal(member, plans, now, purchasing=True)
+    """`charged`: asked of a purchase paid for already, which the card's state since cannot
+    undo (the plan, the subscription and the cap still refuse it, and its charge is refunded)."""
+    refusal = _premium_refusal(member, plans, now, purchasing=True, card=not charged)
     if refusal:
         return refusal
     cap = member.policy(plans).max_balance
@@ -79,7 +87,7 @@ def purchase_refusal(
 
 
 def _premium_refusal(
-    member: Member, plans: PlanTable, now: datetime, *, purchasing: bool
+    member: Member, plans: PlanTable, now: datetime, *, purchasing: bool, card: bool = True
 ) -> DomainError | None:
     policy = member.policy(plans)
     if purchasing and not policy.can_purchase:
@@ -90,7 +98,7 @@ def _premium_refusal(
         return DomainError(ErrorCode.UPGRADE_REQUIRED, Reason.UPGRADE_TO_SEND)
     if member.subscription is None or not member.subscription.is_active:
         return DomainError(ErrorCode.SUBSCRIPTION_INACTIVE, Reason.SUBSCRIPTION_CANCELLED)
-    return card_refusal(member.payment_method, now, required=purchasing)
+    return card_refusal(member.payment_method, now, required=purchasing) if card else None
 
 
 def card_refusal(

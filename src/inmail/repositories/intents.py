@@ -5,9 +5,9 @@ An intent is stored under a unique (member, key) index, so another request under
 refused before any charge. Its status moves only by conditional updates, each from the statuses
 it may move from.
 
-An intent given up (ABANDONED) keeps a `recheckAt`: reconciliation asks the gateway again then,
-and again every few minutes for a while, for a charge that a request still under way made after
-the intent was given up.
+An intent given up as never charged (DECLINED, ABANDONED) keeps a `recheckAt`: reconciliation asks
+the gateway again then, and again every few minutes for a while, for a charge that an attempt
+still under way made after the intent was given up.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Final
 
 from inmail.domain.intents import (
+    GIVEN_UP,
     OPEN_STATUSES,
     UNDER_WAY,
     IntentKind,
@@ -57,6 +58,7 @@ def _outcome_doc(outcome: KeyedOutcome) -> Doc:
 
 def intent_from_doc(doc: Doc) -> PaymentIntent:
     outcome, refusal = doc.get("outcome"), doc.get("refusal")
+    status = IntentStatus(doc["status"])
     return PaymentIntent(
         id=doc["_id"],
         member_id=doc["memberId"],
@@ -65,7 +67,7 @@ def intent_from_doc(doc: Doc) -> PaymentIntent:
         request_hash=doc["requestHash"],
         amount=Money.from_doc(doc["amount"]),
         created_at=doc["createdAt"],
-        status=IntentStatus(doc["status"]),
+        status=status,
         quantity=doc.get("quantity"),
         plan=PlanType(doc["plan"]) if doc.get("plan") else None,
         charge_id=doc.get("chargeId"),
@@ -75,7 +77,7 @@ def intent_from_doc(doc: Doc) -> PaymentIntent:
         refusal=refusal_from_doc(refusal) if refusal else None,
         terms=doc.get("terms"),
         recheck_at=doc.get("recheckAt"),
-        abandoned_at=doc.get(_REACHED_AT[IntentStatus.ABANDONED]),
+        given_up_at=doc.get(_REACHED_AT[status]) if status in GIVEN_UP else None,
     )
 
 
@@ -225,7 +227,7 @@ class PaymentIntentRepository(PaymentIntentReader):
             )
             return
         await self._c.update_one(
-            {"_id": intent_id, "status": IntentStatus.ABANDONED},
+            {"_id": intent_id, "status": {"$in": list(GIVEN_UP)}},
             {"$set": {"recheckAt": at}},
             session=self._session,
         )

@@ -5,7 +5,9 @@ A paid request (buying credits, changing to a Premium plan) goes through `pay_an
 1. `open_intent` records what is being bought and for how much under the request's key, before
    any charge; another request under that key is refused here (IDEMPOTENCY_KEY_REUSED).
 2. The gateway charges the intent's amount, under the intent's id as its idempotency key, so a
-   retry, a concurrent twin or the reconciler never charges twice.
+   retry, a concurrent twin or the reconciler never charges twice. A refusal (the card expired
+   meanwhile, a decline) ends the intent DECLINED only once the gateway says it holds no charge
+   under it: a retry after an attempt whose charge went through, its answer lost, completes it.
 3. One transaction does what the charge bought (the grant, the plan change) and marks the intent
    COMPLETED; if it is refused (the cap was reached meanwhile), the intent goes to REFUNDING and
    the charge is given back.
@@ -13,8 +15,8 @@ A paid request (buying credits, changing to a Premium plan) goes through `pay_an
 `reconcile_charges` finishes intents left open by a process that died between those steps: it
 completes or refunds each, exactly once, whichever process runs it and however many do. An
 intent it gives up as never charged is looked up at the gateway again every RECHECK_EVERY for
-RECHECK_FOR: a request whose charge was still under way, and whose process died before it could
-record it, leaves that charge to be refunded at the next look.
+RECHECK_FOR, and so is one a request declined: a request whose charge was still under way, and
+whose process died before it could record it, leaves that charge to be refunded at the next look.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.errors import DomainError, ErrorCode, Reason
-from inmail.domain.intents import IntentKind, IntentStatus, PaymentIntent
+from inmail.domain.intents import GIVEN_UP, IntentKind, IntentStatus, PaymentIntent
 from inmail.domain.keyed import KeyedOutcome, KeyedRefusal
 from inmail.domain.model import LedgerEntry, Purchase, PurchaseStatus
 from inmail.domain.money import Money
@@ -194,8 +196,10 @@ async def _charge(
     deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, now: datetime
 ) -> PaymentIntent:
     """Charge a PENDING intent's amount to the member's card and record the charge; an expired
-    card or a declined charge ends the intent DECLINED."""
+    card or a declined charge ends the intent DECLINED, unless it was charged already."""
     card = await _card_to_charge(deps, intent, now)
+    if isinstance(card, DomainError):
+        return await _decline(deps, gateway, intent, card, now)
     try:
         charge = await gateway.charge(
             ChargeRequest(intent.member_id, intent.id, intent.amount, card, now, intent.kind)
@@ -204,35 +208,58 @@ async def _charge(
         declined = DomainError(
             ErrorCode.PAYMENT_DECLINED, Reason.PAYMENT_DECLINED, None, detail=str(exc)
         )
-        raise await _decline(deps, intent, declined, now) from None
+        return await _decline(deps, gateway, intent, declined, now)
     return await _record_charge(deps, intent, charge, now)
 
 
-async def _card_to_charge(deps: Deps, intent: PaymentIntent, now: datetime) -> PaymentMethod:
-    """The member's card, unless it expired since the intent was opened."""
+async def _card_to_charge(
+    deps: Deps, intent: PaymentIntent, now: datetime
+) -> PaymentMethod | DomainError:
+    """The member's card, or the refusal of it if it expired since the intent was opened."""
     member = await deps.reads.members.get(intent.member_id)
     assert member is not None, "members are never deleted"
     card = member.payment_method
     refusal = card_refusal(card, now, required=True)
     if refusal is not None:
-        # Checked before the intent was opened; the card changed since. Nothing was taken: the
-        # intent ends as a decline does (a retry under its key answers the same; a new key,
-        # after the card is updated, buys), and holds no room under the cap meanwhile.
-        raise await _decline(deps, intent, refusal, now)
+        # Checked before the intent was opened; the card changed since. The intent ends as a
+        # decline does (a retry under its key answers the same; a new key, after the card is
+        # updated, buys), and holds no room under the cap meanwhile.
+        return refusal
     assert card is not None, "a missing card is refused"
     return card
 
 
 async def _decline(
-    deps: Deps, intent: PaymentIntent, error: DomainError, now: datetime
-) -> DomainError:
-    """End a PENDING intent DECLINED (nothing was charged) and return its refusal, to raise: the
-    request and any retry under its key are answered with it."""
+    deps: Deps, gateway: PaymentGateway, intent: PaymentIntent, error: DomainError, now: datetime
+) -> PaymentIntent:
+    """End a PENDING intent DECLINED and raise its refusal, which the request and any retry under
+    its key are answered with. Unless the gateway holds a charge under the intent already (an
+    earlier attempt's, whose answer was lost, or a concurrent twin's): that charge is recorded
+    instead, and the intent goes on. A charge landing after the decline is refunded: by the
+    attempt that made it (`_record_charge`), or by reconciliation, which looks again (`recheck`)."""
+    charge = await gateway.find(intent.member_id, intent.id)
+    if charge is not None:
+        return await _record_charge(deps, intent, charge, now)
     refusal = KeyedRefusal.of(error)
-    await deps.uow.run(
-        _move, intent.id, (IntentStatus.PENDING,), IntentStatus.DECLINED, now, refusal=refusal
+    if await _give_up(deps, intent.id, IntentStatus.DECLINED, refusal, now):
+        raise _refused(refusal)
+    return await _current(deps, intent.id)  # a twin or reconciliation moved it first
+
+
+async def _give_up(
+    deps: Deps, intent_id: str, status: IntentStatus, refusal: KeyedRefusal, now: datetime
+) -> bool:
+    """End a PENDING intent in `status` (one of GIVEN_UP) with its refusal, to be looked up at
+    the gateway again in RECHECK_EVERY; False if it moved on meanwhile."""
+    return await deps.uow.run(
+        _move,
+        intent_id,
+        (IntentStatus.PENDING,),
+        status,
+        now,
+        refusal=refusal,
+        recheck_at=now + RECHECK_EVERY,
     )
-    return _refused(refusal)
 
 
 async def _record_charge(
@@ -244,9 +271,10 @@ async def _record_charge(
     ):
         return _with(intent, IntentStatus.CHARGED, charge.id)
     current = await _current(deps, intent.id)
-    # Reconciliation may have given the intent up as never charged while this charge was under
-    # way: the charge goes back through the intent, so that a crash here is reconciled too.
-    if current.status == IntentStatus.ABANDONED:
+    # A twin or reconciliation may have given the intent up as never charged while this charge
+    # was under way: the charge goes back through the intent, so that a crash here is reconciled
+    # too.
+    if current.status in GIVEN_UP:
         if await _to_refund(deps, intent.id, charge, now):
             return _with(current, IntentStatus.REFUNDING, charge.id)
         current = await _current(deps, intent.id)  # reconciliation found the charge first
@@ -258,7 +286,7 @@ async def _to_refund(deps: Deps, intent_id: str, charge: Charge, now: datetime) 
     return await deps.uow.run(
         _move,
         intent_id,
-        (IntentStatus.ABANDONED,),
+        GIVEN_UP,
         IntentStatus.REFUNDING,
         now,
         charge_id=charge.id,
@@ -503,15 +531,7 @@ async def _abandoned(
             charge_id=charge.id,
         )
         return False
-    return await deps.uow.run(
-        _move,
-        intent.id,
-        (IntentStatus.PENDING,),
-        IntentStatus.ABANDONED,
-        now,
-        refusal=LAPSED,
-        recheck_at=now + RECHECK_EVERY,
-    )
+    return await _give_up(deps, intent.id, IntentStatus.ABANDONED, LAPSED, now)
 
 
 async def _recheck_one(
@@ -519,7 +539,7 @@ async def _recheck_one(
 ) -> None:
     """A look at the gateway for an intent given up: a charge found there was made by a request
     that never came back to record it, and is refunded through the intent."""
-    given_up = intent.status == IntentStatus.ABANDONED
+    given_up = intent.status in GIVEN_UP
     charge = await gateway.find(intent.member_id, intent.id) if given_up else None
     if charge is None:
         await deps.uow.run(_recheck_next, intent.id, _next_recheck(intent, now))
@@ -535,7 +555,7 @@ async def _recheck_one(
 def _next_recheck(intent: PaymentIntent, now: datetime) -> datetime | None:
     """When to look again at an intent given up; None once RECHECK_FOR has passed (or it is no
     longer given up)."""
-    if intent.status != IntentStatus.ABANDONED or intent.abandoned_at is None:
+    if intent.status not in GIVEN_UP or intent.given_up_at is None:
         return None
     at = now + RECHECK_EVERY
-    return at if at <= intent.abandoned_at + RECHECK_FOR else None
+    return at if at <= intent.given_up_at + RECHECK_FOR else None

@@ -48,6 +48,14 @@ class PaymentGateway(Protocol):
         """The charge made under this key, if any (refunded or not)."""
 
 
+def _why_declined(card: PaymentMethod, at: datetime) -> str | None:
+    if card.is_expired(at):
+        return "the card has expired"
+    if card.last4 == DECLINED_LAST4:
+        return "the card was declined"
+    return None
+
+
 def _charge(record: ChargeRecord) -> Charge:
     return Charge(record.id, record.amount, record.status == ChargeStatus.REFUNDED)
 
@@ -61,10 +69,13 @@ class BuiltinGateway:
 
     async def charge(self, request: ChargeRequest) -> Charge:
         card = request.card
-        if card.is_expired(request.at):
-            raise PaymentDeclined("the card has expired")
-        if card.last4 == DECLINED_LAST4:
-            raise PaymentDeclined("the card was declined")
+        declined = _why_declined(card, request.at)
+        if declined is not None:
+            # A retry under a key already charged gets that charge, whatever the card is now.
+            first = await self.find(request.member_id, request.idempotency_key)
+            if first is None:
+                raise PaymentDeclined(declined)
+            return first
         record = await self._charges.charge_once(
             request.member_id,
             request.idempotency_key,

@@ -105,7 +105,12 @@ async def grant_purchase(
     now = account.now  # the purchase is recorded when its lot is granted
     member = account.member
     refusal = purchase_refusal(
-        member, plans=deps.plans, now=now, quantity=intent.quantity, balance=account.balance
+        member,
+        plans=deps.plans,
+        now=now,
+        quantity=intent.quantity,
+        balance=account.balance,
+        charged=True,
     )
     if refusal:
         raise refusal
