@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from pymongo.errors import OperationFailure
+from pymongo.errors import AutoReconnect, OperationFailure
 
 from inmail.domain.credits import LedgerKind
 from inmail.domain.feeds import ChangesLost
@@ -167,6 +167,35 @@ async def test_a_feed_that_cannot_resume_starts_from_now_and_says_changes_were_l
         assert await next_batch(feed) == later
     finally:
         await feed.close()
+
+
+async def test_changes_lost_are_said_though_the_stream_from_now_fails_to_open_at_first(
+    mongo: Mongo, ledgers: Ledgers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history is gone (the resume is refused), and the first stream from now fails too (a
+    primary stepping down): the feed says changes were lost once a stream opens, so that its
+    readers catch up, rather than going on as if nothing had been missed."""
+    collection: Any = mongo.c.ledger
+    real_watch = collection.watch
+    fresh: list[object] = []
+
+    async def watch(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("resume_after") is not None:
+            raise OperationFailure("resume point no longer in the oplog", code=286)
+        fresh.append(kwargs)
+        if len(fresh) == 2:  # the stream from now, once the resume was refused
+            raise AutoReconnect("not primary")
+        return await real_watch(*args, **kwargs)
+
+    monkeypatch.setattr(collection, "watch", watch)
+    async with opened(LedgerChanges(mongo, retry_delay=0.01)) as feed:
+        drop_stream_once(feed, monkeypatch)
+        await ledgers.commit("ada", 5)  # lost with the history
+        with pytest.raises(ChangesLost):
+            await next_batch(feed)
+        later = await ledgers.commit("grace", 5)
+        assert await next_batch(feed) == later
+    assert len(fresh) == 3
 
 
 # --- the broker opens the feed only while someone subscribes ------------------------------

@@ -84,6 +84,9 @@ class _ResumableFeed:
         self._delay = retry_delay
         self._stream: AsyncChangeStream[Doc] | None = None
         self._closed = False
+        # Why the last resume failed with the history gone: said (ChangesLost) once a stream
+        # from now is open, however many attempts that takes.
+        self._lost: str | None = None
 
     async def open(self) -> None:
         """Start watching now (or at the resume token): later commits are all seen."""
@@ -110,10 +113,13 @@ class _ResumableFeed:
             if self._token is None or not _history_lost(exc):
                 raise
             log.error("cannot resume the %s change stream (%s); starting from now", self._name, exc)
-            self._token = None
-            self._started(await self._watch(None))
-            raise ChangesLost(str(exc)) from None
-        return self._started(stream)
+            self._token, self._lost = None, str(exc)
+            stream = await self._watch(None)  # if this fails too, the next attempt says it
+        self._started(stream)
+        if self._lost is not None:
+            lost, self._lost = self._lost, None
+            raise ChangesLost(lost)
+        return stream
 
     def _started(self, stream: AsyncChangeStream[Doc]) -> AsyncChangeStream[Doc]:
         self._stream = stream
