@@ -13,17 +13,25 @@ import pytest
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.intents import IntentKind, IntentStatus, PaymentIntent
 from inmail.domain.money import Money
+from inmail.repositories.records import ChargeRepository
 from inmail.services import charges as charges_service
 from inmail.services.charges import RECHECK_EVERY, new_intent, reconcile_charges
 from inmail.services.fulfilments import FULFILMENTS
 from inmail.services.idempotency import KeyedRequest
-from inmail.services.payments import BuiltinGateway, Charge, ChargeRequest, PaymentDeclined
+from inmail.services.payments import (
+    DECLINED_LAST4,
+    BuiltinGateway,
+    Charge,
+    ChargeRequest,
+    PaymentDeclined,
+)
 from inmail.services.scheduling import reconcile_due
 from inmail.settings import Settings
 from stored import intents_of
 from support import (
     START,
     Api,
+    GraphQLFailure,
     HeldGateway,
     Person,
     cancel_subscription,
@@ -679,28 +687,71 @@ async def test_a_charge_that_lands_after_its_intent_was_given_up_is_refunded_wit
     assert await charges_of(api, bob) == []
 
 
-@pytest.mark.parametrize("refused_now", ["declined", "expired"])
-async def test_a_retry_of_a_charge_whose_answer_was_lost_completes_it_whatever_the_card_says_now(
-    api: Api, refused_now: str
-) -> None:
-    """The gateway took the charge, its answer never came back, and the card changed or expired
-    before the client sent the request again under its key: the retry finds that charge and
-    buys what it paid for, instead of declining the intent and leaving the money taken."""
-    ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS", card=CARD_TO_JANUARY)
-    lost = await orphan_charge(api, ada, 2, status=IntentStatus.PENDING)
-    if refused_now == "declined":
-        assert (await update_card(api, ada, DECLINING_CARD))["errors"] == []
-    else:
-        api.advance(days=INTO_FEBRUARY)
+class FirstAnswerLost:
+    """A provider whose first charge goes through but whose answer never comes back, and which
+    declines a card refused now whatever the key (it replays no earlier answer)."""
 
-    retry = await api.purchase(ada, 2, key=lost.key)
+    def __init__(self, charges: ChargeRepository) -> None:
+        self.inner = BuiltinGateway(charges)
+        self.answered = False
+
+    async def charge(self, request: ChargeRequest) -> Charge:
+        if request.card.last4 == DECLINED_LAST4 or request.card.is_expired(request.at):
+            raise PaymentDeclined("declined by the provider")
+        charge = await self.inner.charge(request)
+        if not self.answered:
+            self.answered = True
+            raise TimeoutError("the provider's answer was lost")
+        return charge
+
+    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
+        return await self.inner.find(member_id, idempotency_key)
+
+    async def refund(self, charge: Charge, at: datetime) -> None:
+        await self.inner.refund(charge, at)
+
+
+@pytest.mark.parametrize(
+    ("paying_for", "refused_now"),
+    [
+        ("credits", "declined"),
+        ("credits", "expired"),
+        ("a plan", "declined"),
+        ("a plan", "expired"),
+    ],
+)
+async def test_a_retry_of_a_charge_whose_answer_was_lost_completes_it_whatever_the_card_says_now(
+    mongodb_uri: str, db_name: str, paying_for: str, refused_now: str
+) -> None:
+    """The provider took the charge, its answer never came back, and the card changed or expired
+    before the client sent the request again under its key: the retry finds that charge and
+    gets what it paid for, instead of declining the intent and leaving the money taken."""
+    async with open_api(mongodb_uri, db_name, gateway=FirstAnswerLost) as api:
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER", card=CARD_TO_JANUARY)
+
+        async def pay() -> dict[str, Any]:
+            if paying_for == "credits":
+                return await api.purchase(ada, 2, key="lost")
+            return await change_plan(api, ada, "PREMIUM_BUSINESS", key="lost")
+
+        with pytest.raises(GraphQLFailure, match="INTERNAL_SERVER_ERROR"):
+            await pay()
+        if refused_now == "declined":
+            assert (await update_card(api, ada, DECLINING_CARD))["errors"] == []
+        else:
+            api.advance(days=INTO_FEBRUARY)
+        retry = await pay()
+        charges = [(c["amount"], c["status"]) for c in await charges_of(api, ada)]
+        intents = [i.status for i in await intents_of(api.container.mongo, ada.id)]
+        plan = await plan_of(api, ada)
+        balance = await api.balance(ada)
 
     assert retry["errors"] == []
-    assert retry["creditsLeft"] == 17
-    assert [(c["amount"], c["status"]) for c in await charges_of(api, ada)] == [(2000, "SUCCEEDED")]
-    assert [i.status for i in await intents_of(api.container.mongo, ada.id)] == [
-        IntentStatus.COMPLETED
-    ]
+    assert intents == [IntentStatus.COMPLETED]
+    if paying_for == "credits":
+        assert (charges, plan, balance) == ([(2000, "SUCCEEDED")], "PREMIUM_CAREER", 7)
+    else:
+        assert (charges, plan, balance) == ([(5999, "SUCCEEDED")], "PREMIUM_BUSINESS", 15)
 
 
 async def test_the_built_in_gateway_answers_a_retry_under_a_charged_key_with_that_charge(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from inmail.domain.intents import IntentStatus
 from inmail.domain.plans import PlanTable, PlanType
 from inmail.repositories.conversations import pair_key
 from inmail.repositories.mongo import NO_TRANSACTION
@@ -47,6 +48,10 @@ LOT_ORIGINS = "lot-origins-on-lots-v1"
 
 EVENT_KEYS = "notification-event-keys-v1"
 """Notifications stored without an event key (early reminders) given the one read for them."""
+
+DECLINED_RECHECK = "declined-intents-looked-at-again-v1"
+"""Payment intents declined by earlier versions looked up at the gateway once more: a retry
+could decline an intent whose earlier attempt had been charged, and nothing looked again."""
 
 OLD_EVENTS = "conversation_events"
 EVENT_KIND = "CONVERSATION_EVENT"  # repositories/notifications.py EVENT_KIND
@@ -87,6 +92,11 @@ async def migrate(mongo: Mongo, plans: PlanTable) -> None:
             LOT_ORIGINS,
             functools.partial(_name_lot_origins, mongo),
             "named the purchase or conversation of %d credit lots",
+        ),
+        (
+            DECLINED_RECHECK,
+            functools.partial(_recheck_declined_intents, mongo),
+            "gave %d declined payment intents a look at the gateway, for a charge to refund",
         ),
     )
     for name, step, said in steps:
@@ -356,3 +366,34 @@ async def _move_embedded_messages(mongo: Mongo) -> int:
                 )
             await conversations.update_one({"_id": doc["_id"]}, {"$unset": {"messages": ""}})
             moved += len(docs)
+
+
+async def _recheck_declined_intents(mongo: Mongo) -> tuple[int]:
+    """Every DECLINED payment intent without a `recheckAt` given one, due at once (when it was
+    declined): reconciliation then asks the gateway once for a charge made under it, refunds
+    one it finds, and drops the recheck (its hour is long past). Earlier versions declined an
+    intent without asking, though an earlier attempt under its key may have been charged, and
+    never looked again. An intent with a `recheckAt` is left alone, so two runs at once give
+    each one look; a run after that pass gives the intents it found nothing for one more look,
+    which changes nothing. How many were given one by this run."""
+    written = 0
+    unlooked: Doc = {"status": IntentStatus.DECLINED.value, "recheckAt": {"$exists": False}}
+    after: object = None
+    while docs := await mongo.find_all(
+        mongo.c.payment_intents,
+        unlooked if after is None else {**unlooked, "_id": {"$gt": after}},
+        projection={"atDeclined": 1, "createdAt": 1},
+        sort=[("_id", 1)],
+        limit=BATCH,
+        session=NO_TRANSACTION,
+    ):
+        updates = [
+            (
+                {"_id": doc["_id"], **unlooked},
+                {"$set": {"recheckAt": doc.get("atDeclined") or doc["createdAt"]}},
+            )
+            for doc in docs
+        ]
+        written += await mongo.update_each(mongo.c.payment_intents, updates, NO_TRANSACTION)
+        after = docs[-1]["_id"]
+    return (written,)
