@@ -781,7 +781,7 @@ def _read(environ: Mapping[str, str], spec: Setting) -> object:
         return spec.unset
     try:
         return spec.parse(raw)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:  # JSON nested past Python's stack
         detail = f" ({_shown(spec, str(exc))})" if str(exc) else ""
         raise SettingsError(
             f"{spec.name}={_shown(spec, raw)!r}: accepts {spec.accepts}{detail}"

@@ -134,6 +134,14 @@ def test_no_overrides_give_a_table_equal_to_the_defaults() -> None:
         ({"PREMIUM_CAREER": {"capMultiplier": 2}}, ["PREMIUM_CAREER", "capMultiplier"]),
         ({"LEGACY_PREMIUM": {"capMultiplier": 0}}, ["LEGACY_PREMIUM", "capMultiplier"]),
         ({"LEGACY_PREMIUM": {"maxBalance": 50}}, ["LEGACY_PREMIUM", "maxBalance"]),
+        ({"PREMIUM_CAREER": {"maxBalance": 10**20}}, ["PREMIUM_CAREER", "maxBalance"]),
+        (
+            {"PREMIUM_CAREER": {"monthlyAllotment": 1_000_001, "maxBalance": 1_000_001}},
+            ["PREMIUM_CAREER", "monthlyAllotment"],
+        ),
+        ({"LEGACY_PREMIUM": {"capMultiplier": 1001}}, ["LEGACY_PREMIUM", "capMultiplier"]),
+        ({"LEGACY_PREMIUM": {"monthlyAllotment": 0}}, ["LEGACY_PREMIUM", "monthlyAllotment"]),
+        ({"LEGACY_PREMIUM": {"monthlyAllotment": 1001}}, ["LEGACY_PREMIUM", "monthlyAllotment"]),
         ({"BASIC": "off"}, ["BASIC"]),
     ],
 )
@@ -144,6 +152,22 @@ def test_a_bad_override_is_refused_with_a_message_naming_the_plan_and_key(
         plan_table_from_overrides(overrides)
     for name in names:
         assert name in str(refused.value)
+
+
+def test_the_largest_table_an_operator_may_set_answers_in_graphql_s_32_bit_int() -> None:
+    table = plan_table_from_overrides(
+        {
+            "PREMIUM_BUSINESS": {"monthlyAllotment": 1_000_000, "maxBalance": 1_000_000},
+            "LEGACY_PREMIUM": {"monthlyAllotment": 1000, "capMultiplier": 1000},
+        }
+    )
+    largest = max(
+        figure
+        for plan in PlanType
+        for policy in (table.policy(plan), table.policy(plan, monthly_allotment=1000))
+        for figure in (policy.monthly_allotment, policy.max_balance)
+    )
+    assert largest == 1_000_000 < 2**31
 
 
 def test_a_table_missing_a_plan_is_refused() -> None:

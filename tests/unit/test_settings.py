@@ -52,6 +52,8 @@ def test_an_empty_environment_gives_the_documented_defaults(
         ("INMAIL_REMINDER_DELAY_HOURS", "73"),
         ("INMAIL_PLANS", '{"PREMIUM_CAREER": {"monthlyAllotment": -1}}'),
         ("INMAIL_PLANS", "not json"),
+        ("INMAIL_PLANS", "[" * 100_000),
+        ("INMAIL_PLANS", '{"LEGACY_PREMIUM": {"capMultiplier": 1000000000}}'),
         ("INMAIL_JWT_SECRET", "short"),
         ("INMAIL_INTROSPECTION", "maybe"),
         ("INMAIL_MAX_QUERY_LENGTH", "1023"),

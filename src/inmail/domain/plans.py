@@ -17,6 +17,11 @@ from inmail.domain.money import Money
 
 LEGACY_ALLOTMENT_MIN = 1
 LEGACY_ALLOTMENT_MAX = 1000
+PLAN_COUNT_MAX = 1_000_000
+"""The most credits an operator's plan table may give in a month or let a balance hold: every
+balance, cap and count the API answers with fits GraphQL's 32-bit Int."""
+CAP_MULTIPLIER_MAX = 1000
+"""The largest legacy cap multiplier: with the largest legacy allotment, a cap of a million."""
 
 
 class PlanType(StrEnum):
@@ -164,7 +169,12 @@ def plan_table_from_overrides(
             raise ValueError(f"plan override for {plan.value} must be a mapping of settings")
         _reject_unknown_keys(plan, settings)
         cap_multiplier = _setting_int(
-            plan, settings, _CAP_MULTIPLIER_KEY, cap_multiplier, minimum=1
+            plan,
+            settings,
+            _CAP_MULTIPLIER_KEY,
+            cap_multiplier,
+            minimum=1,
+            maximum=CAP_MULTIPLIER_MAX,
         )
         policy = _overridden(policies[plan], settings)
         if plan is not PlanType.LEGACY_PREMIUM and policy.max_balance < policy.monthly_allotment:
@@ -207,10 +217,18 @@ def _reject_unknown_keys(plan: PlanType, settings: Mapping[str, object]) -> None
 
 def _overridden(policy: PlanPolicy, settings: Mapping[str, object]) -> PlanPolicy:
     plan = policy.type
+    # LEGACY_PREMIUM's default allotment is one an admin could have given: held to their range.
+    allotment_range = (
+        (LEGACY_ALLOTMENT_MIN, LEGACY_ALLOTMENT_MAX)
+        if plan is PlanType.LEGACY_PREMIUM
+        else (0, PLAN_COUNT_MAX)
+    )
     return PlanPolicy(
         type=plan,
         can_send_inmail=_setting_bool(plan, settings, _CAN_SEND_KEY, policy.can_send_inmail),
-        monthly_allotment=_setting_int(plan, settings, _ALLOTMENT_KEY, policy.monthly_allotment),
+        monthly_allotment=_setting_int(
+            plan, settings, _ALLOTMENT_KEY, policy.monthly_allotment, *allotment_range
+        ),
         max_balance=_setting_int(plan, settings, _MAX_BALANCE_KEY, policy.max_balance),
         can_purchase=_setting_bool(plan, settings, _CAN_PURCHASE_KEY, policy.can_purchase),
         monthly_price=_setting_money(plan, settings, _MONTHLY_PRICE_KEY, policy.monthly_price),
@@ -254,7 +272,12 @@ def _setting_bool(plan: PlanType, settings: Mapping[str, object], key: str, defa
 
 
 def _setting_int(
-    plan: PlanType, settings: Mapping[str, object], key: str, default: int, *, minimum: int = 0
+    plan: PlanType,
+    settings: Mapping[str, object],
+    key: str,
+    default: int,
+    minimum: int = 0,
+    maximum: int = PLAN_COUNT_MAX,
 ) -> int:
     if key not in settings:
         return default
@@ -262,8 +285,8 @@ def _setting_int(
     # bool is a subclass of int, yet `"maxBalance": true` is a configuration mistake.
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"plan override {plan.value}.{key} must be an integer, got {value!r}")
-    if value < minimum:
+    if not minimum <= value <= maximum:
         raise ValueError(
-            f"plan override {plan.value}.{key} must be at least {minimum}, got {value}"
+            f"plan override {plan.value}.{key} must be between {minimum} and {maximum}, got {value}"
         )
     return value
