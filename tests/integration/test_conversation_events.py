@@ -281,6 +281,76 @@ async def test_after_a_gap_before_any_item_was_seen_the_inbox_still_catches_up(
         await caught_up_after_the_gap(mongo, feed, grace_notes, ADA, AT)
 
 
+class HeldOpen(GappyFeed):
+    """A feed whose opening waits until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opening = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def open(self) -> None:
+        self.opening.set()
+        await self.release.wait()
+
+
+async def test_a_member_s_inbox_is_settled_once_the_subscriptions_asked_for_are_live(
+    mongo: Mongo,
+) -> None:
+    """A subscriber is counted as it asks, and the member's inbox is `settled` only once the
+    source is open for it: the balance subscription's first update, after which clients read
+    their lists, waits for that, so nothing is written between the lists and the live feed."""
+    feed = HeldOpen()
+    broker = InboxBroker(NotificationReader(mongo, None), lambda: feed)
+    await broker.start()
+    got: list[Notification] = []
+
+    async def grace_subscribes() -> None:
+        async with broker.notifications.subscribe(GRACE) as grace_notes:
+            got.append(await next_of(grace_notes))
+
+    subscribing = asyncio.create_task(grace_subscribes())
+    try:
+        await asyncio.wait_for(feed.opening.wait(), WAIT)
+        await asyncio.wait_for(broker.settled(ALAN), WAIT)  # no subscription to wait for
+        settling = asyncio.create_task(broker.settled(GRACE))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        waited = not settling.done()
+        feed.release.set()
+        await asyncio.wait_for(settling, WAIT)
+        note, note_event = inmail(ADA, GRACE, AT, "Once Grace was settled")
+        await record(mongo, note, note_event)
+        [doc] = await mongo.find_all(
+            mongo.c.notifications, {"memberId": GRACE}, session=NO_TRANSACTION
+        )
+        await feed.queue.put(inbox_change(doc))
+        await asyncio.wait_for(subscribing, WAIT)
+    finally:
+        feed.release.set()
+        subscribing.cancel()
+        await broker.stop()
+
+    assert waited
+    assert [n.conversation_id for n in got] == [note.conversation_id]
+
+
+async def test_an_inbox_subscription_whose_source_fails_to_open_holds_nothing_up(
+    mongo: Mongo,
+) -> None:
+    events: list[str] = []
+    broker = InboxBroker(NotificationReader(mongo, None), lambda: FailingOnce(events))
+    await broker.start()
+    try:
+        with pytest.raises(ConnectionError):
+            async with broker.notifications.subscribe(GRACE):
+                pass
+        await asyncio.wait_for(broker.settled(GRACE), WAIT)
+        assert GRACE not in broker.notifications.by_member
+    finally:
+        await broker.stop()
+
+
 async def test_the_in_memory_inbox_polls_one_collection_for_notifications_and_events() -> None:
     mongo = InMemoryMongo("inbox_poll")
     mongo.poll_interval = 0.01

@@ -30,6 +30,9 @@ def balance_update(update: events.BalanceUpdate) -> BalanceUpdate:
 
 async def _updates(c: Context, member_id: str) -> AsyncIterator[BalanceUpdate]:
     async with c.live.subscribe(member_id) as updates:
+        # Clients take the first update as the sign that their subscriptions are live, and read
+        # their lists then: it waits for the member's inbox subscriptions asked for before it.
+        await c.container.inbox.settled(member_id)
         async for update in updates:
             # The websocket's context lives as long as the connection: nothing cached may
             # outlive the event it was loaded for.

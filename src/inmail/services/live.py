@@ -282,6 +282,8 @@ class Broker:
 # (conversationUpdated), from the change stream on their collection, in every process.
 
 INBOX_QUEUE_SIZE = 256
+SETTLE_TIMEOUT = 10.0
+"""The longest a balance subscription's first update waits for its member's inbox ones."""
 _SEEN_IDS = 1024
 
 
@@ -299,6 +301,12 @@ class InboxSubscriber(_Mailbox[Item]):
         self.overflowed = False
         self._seen: deque[str] = deque(maxlen=_SEEN_IDS)
         self._seen_set: set[str] = set()
+        # Set once the source is open for it (or it ended): from then on it misses nothing.
+        self.settled = asyncio.Event()
+
+    def close(self) -> None:
+        super().close()
+        self.settled.set()
 
     def offer(self, item_id: str, item: Item) -> None:
         if self._closed or item_id in self._seen_set:
@@ -328,10 +336,17 @@ class _Topic(Generic[Item]):
 
     @contextlib.asynccontextmanager
     async def subscribe(self, member_id: str) -> AsyncIterator[InboxSubscriber[Item]]:
-        """Items committed from now on (the source is open before the subscriber is counted)."""
-        async with self._pump.in_use():
-            with _registered(self.by_member, InboxSubscriber[Item](member_id)) as subscriber:
+        """Items committed once the source is open. The subscriber is counted at once, and
+        `settled` once the source is open: the member's balance subscription waits for that
+        before its first update (`InboxBroker.settled`)."""
+        with _registered(self.by_member, InboxSubscriber[Item](member_id)) as subscriber:
+            async with self._pump.in_use():
+                subscriber.settled.set()
                 yield subscriber
+
+    async def settled(self, member_id: str) -> None:
+        for subscriber in list(self.by_member.get(member_id, ())):
+            await subscriber.settled.wait()
 
     def close_all(self) -> None:
         _close_all(self.by_member)
@@ -364,6 +379,16 @@ class InboxBroker:
     def listening(self) -> bool:
         """Whether the source is open now (it is while anyone subscribes)."""
         return self._pump.open
+
+    async def settled(self, member_id: str) -> None:
+        """Once the member's subscriptions asked for so far (on this process) are live, or
+        SETTLE_TIMEOUT has passed. A client reads its lists once its balance subscription
+        answers: that first answer waits for this, so that nothing committed after the lists
+        are read falls between them and the inbox subscriptions it asked for before."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                await self.notifications.settled(member_id)
+                await self.conversations.settled(member_id)
 
     async def start(self) -> None:
         self._pump.start()
