@@ -789,10 +789,17 @@ def _read(environ: Mapping[str, str], spec: Setting) -> object:
 
 
 def _shown(spec: Setting, raw: str) -> str:
-    """A refused value as an error may quote it: a secret not at all, a URL's user not."""
+    """A refused value as an error may quote it: a secret not at all, a URL's user not, a long
+    one cut short."""
     if spec.name.endswith(("_SECRET", "_TOKEN")):
         return "<hidden>"
-    return _URL_USER.sub("//<hidden>@", raw)
+    shown = _URL_USER.sub("//<hidden>@", raw)
+    if len(shown) > _SHOWN_MOST:
+        return f"{shown[:_SHOWN_MOST]}... ({len(shown)} characters)"
+    return shown
+
+
+_SHOWN_MOST = 200
 
 
 # A URL's user information (scheme://user:password@host), up to its last @: a password may hold

@@ -37,6 +37,7 @@ from inmail.repositories.notifications import (
     notification_from_doc,
 )
 from inmail.repositories.unit_of_work import MongoUnitOfWork
+from inmail.services import live
 from inmail.services.live import InboxBroker, InboxSubscriber
 from stored import events_of, notifications_of
 from support import drop_stream_once, opened
@@ -335,17 +336,35 @@ async def test_a_member_s_inbox_is_settled_once_the_subscriptions_asked_for_are_
     assert [n.conversation_id for n in got] == [note.conversation_id]
 
 
+class FailsToOpen(HeldOpen):
+    """A feed whose opening fails once `release` is set."""
+
+    async def open(self) -> None:
+        await super().open()
+        raise ConnectionError("the server went away")
+
+
 async def test_an_inbox_subscription_whose_source_fails_to_open_holds_nothing_up(
-    mongo: Mongo,
+    mongo: Mongo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events: list[str] = []
-    broker = InboxBroker(NotificationReader(mongo, None), lambda: FailingOnce(events))
+    """A balance subscription waiting for it answers once it failed, not at the wait's bound."""
+    monkeypatch.setattr(live, "SETTLE_TIMEOUT", 10 * WAIT)
+    feed = FailsToOpen()
+    broker = InboxBroker(NotificationReader(mongo, None), lambda: feed)
     await broker.start()
+
+    async def grace_subscribes() -> None:
+        async with broker.notifications.subscribe(GRACE):
+            pass
+
+    subscribing = asyncio.create_task(grace_subscribes())
     try:
+        await asyncio.wait_for(feed.opening.wait(), WAIT)
+        settling = asyncio.create_task(broker.settled(GRACE))
+        feed.release.set()
         with pytest.raises(ConnectionError):
-            async with broker.notifications.subscribe(GRACE):
-                pass
-        await asyncio.wait_for(broker.settled(GRACE), WAIT)
+            await asyncio.wait_for(subscribing, WAIT)
+        await asyncio.wait_for(settling, WAIT)
         assert GRACE not in broker.notifications.by_member
     finally:
         await broker.stop()

@@ -142,6 +142,14 @@ def test_no_overrides_give_a_table_equal_to_the_defaults() -> None:
         ({"LEGACY_PREMIUM": {"capMultiplier": 1001}}, ["LEGACY_PREMIUM", "capMultiplier"]),
         ({"LEGACY_PREMIUM": {"monthlyAllotment": 0}}, ["LEGACY_PREMIUM", "monthlyAllotment"]),
         ({"LEGACY_PREMIUM": {"monthlyAllotment": 1001}}, ["LEGACY_PREMIUM", "monthlyAllotment"]),
+        (
+            {"PREMIUM_CAREER": {"monthlyPrice": {"amount": 1_000_001, "currency": "USD"}}},
+            ["PREMIUM_CAREER", "monthlyPrice"],
+        ),
+        (
+            {"PREMIUM_CAREER": {"creditPrice": {"amount": 10**12, "currency": "USD"}}},
+            ["PREMIUM_CAREER", "creditPrice"],
+        ),
         ({"BASIC": "off"}, ["BASIC"]),
     ],
 )
@@ -157,7 +165,11 @@ def test_a_bad_override_is_refused_with_a_message_naming_the_plan_and_key(
 def test_the_largest_table_an_operator_may_set_answers_in_graphql_s_32_bit_int() -> None:
     table = plan_table_from_overrides(
         {
-            "PREMIUM_BUSINESS": {"monthlyAllotment": 1_000_000, "maxBalance": 1_000_000},
+            "PREMIUM_BUSINESS": {
+                "monthlyAllotment": 1_000_000,
+                "maxBalance": 1_000_000,
+                "creditPrice": {"amount": 1_000_000, "currency": "USD"},
+            },
             "LEGACY_PREMIUM": {"monthlyAllotment": 1000, "capMultiplier": 1000},
         }
     )
@@ -168,6 +180,10 @@ def test_the_largest_table_an_operator_may_set_answers_in_graphql_s_32_bit_int()
         for figure in (policy.monthly_allotment, policy.max_balance)
     )
     assert largest == 1_000_000 < 2**31
+    credit_price = table.policy(PlanType.PREMIUM_BUSINESS).credit_price
+    assert credit_price is not None
+    most_credits_one_purchase_buys = 1000  # INMAIL_MAX_PURCHASE_QUANTITY's upper bound
+    assert most_credits_one_purchase_buys * credit_price.amount < 2**31
 
 
 def test_a_table_missing_a_plan_is_refused() -> None:

@@ -304,3 +304,11 @@ def test_serve_warns_when_the_open_file_limit_is_below_the_connections_it_allows
     with caplog.at_level(logging.WARNING, logger="inmail.serve"):
         cli._warn_if_files_run_short(1000)
     assert caplog.text == ""
+
+
+def test_a_long_refused_value_is_quoted_cut_short() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"INMAIL_PLANS": "[" * 100_000})
+    message = str(refused.value)
+    assert "(100000 characters)" in message
+    assert len(message) < 1000

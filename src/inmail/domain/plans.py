@@ -22,6 +22,9 @@ PLAN_COUNT_MAX = 1_000_000
 balance, cap and count the API answers with fits GraphQL's 32-bit Int."""
 CAP_MULTIPLIER_MAX = 1000
 """The largest legacy cap multiplier: with the largest legacy allotment, a cap of a million."""
+PLAN_PRICE_MAX = 1_000_000
+"""The highest price in minor units (10,000.00 in a currency of cents): a purchase of the most
+credits one may buy (INMAIL_MAX_PURCHASE_QUANTITY, 1,000 at most) still fits the 32-bit Int."""
 
 
 class PlanType(StrEnum):
@@ -247,7 +250,12 @@ def _setting_money(
     try:
         if not isinstance(value, Mapping):
             raise ValueError(f'expected {{"amount": ..., "currency": ...}}, got {value!r}')
-        return Money.from_doc(value)
+        money = Money.from_doc(value)
+        if money.amount > PLAN_PRICE_MAX:
+            raise ValueError(
+                f"an amount of at most {PLAN_PRICE_MAX} minor units, got {money.amount}"
+            )
+        return money
     except ValueError as exc:
         raise ValueError(f"plan override {plan.value}.{key}: {exc}") from None
 
