@@ -17,7 +17,7 @@ from inmail.repositories.mongo import Mongo
 from inmail.repositories.notifications import NoticeOptions
 from inmail.repositories.records import ChargeRepository
 from inmail.repositories.unit_of_work import MongoUnitOfWork
-from inmail.scheduler import DEFAULT_LEASE_TTL, Scheduler
+from inmail.scheduler import DEFAULT_LEASE_TTL, PASS_STALL_LIMIT, Scheduler
 from inmail.services.background import STOP_GRACE
 from inmail.services.base import (
     Deps,
@@ -165,6 +165,7 @@ def build_scheduler(
     batch_size: int,
     lease_ttl: timedelta | None = None,
     stop_grace: float | None = None,
+    stall_limit: float = PASS_STALL_LIMIT,
     owner: str | None = None,
 ) -> Scheduler:
     return Scheduler(
@@ -174,6 +175,7 @@ def build_scheduler(
         batch_size=batch_size,
         lease_ttl=lease_ttl or DEFAULT_LEASE_TTL,
         stop_grace=STOP_GRACE if stop_grace is None else stop_grace,
+        stall_limit=stall_limit,
         owner=owner,
     )
 

@@ -12,6 +12,11 @@ and remind once.
 Stopping asks the pass in flight to end after its current batch (a batch is one transaction,
 all or nothing) and waits for it; only past a grace period is it cancelled, which aborts the
 batch's open transaction and so still leaves nothing half-done.
+
+A pass that reaches no checkpoint (after each batch, before each charge it reconciles) for
+PASS_STALL_LIMIT is cut off the same way, and its lease given back: its heartbeat would
+otherwise keep the lease, and with it every job of every process, for as long as a call that
+never returns (a payment provider that hangs, a half-open connection) held the pass.
 """
 
 from __future__ import annotations
@@ -31,10 +36,17 @@ log = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
 DEFAULT_LEASE_TTL = timedelta(seconds=30)
+PASS_STALL_LIMIT = 120.0
+"""Seconds a pass may go without reaching a checkpoint before it is cut off (a batch of
+renewals or reminders takes well under this)."""
 RELEASE_WITHIN = 2.0
 """Seconds a pass's end waits to give its lease back: past them the lease lapses by itself (a
 database gone with the process that stops, say, would hold the stop for the driver's whole
 server-selection timeout)."""
+
+
+class PassStalled(Exception):
+    """A pass made no progress for its stall limit, and was cut off."""
 
 
 class Scheduler:
@@ -47,6 +59,7 @@ class Scheduler:
         batch_size: int,
         lease_ttl: timedelta = DEFAULT_LEASE_TTL,
         stop_grace: float = STOP_GRACE,
+        stall_limit: float = PASS_STALL_LIMIT,
         owner: str | None = None,
     ) -> None:
         self.deps = deps
@@ -54,6 +67,7 @@ class Scheduler:
         self.batch_size = batch_size
         self.lease_ttl = lease_ttl
         self.stop_grace = stop_grace
+        self.stall_limit = stall_limit
         self.owner = owner or f"scheduler-{uuid.uuid4().hex}"
         self.passes = 0
         self._lease = scheduling.Lease(leases, LEASE_NAME, self.owner, lease_ttl)
@@ -61,6 +75,7 @@ class Scheduler:
         self._wake = asyncio.Event()  # set by stop, so that no interval is waited out
         self._lease_lost = False
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Timeout | None = None  # the pass's, pushed on at each checkpoint
 
     async def start(self) -> None:
         if self._task is None:
@@ -103,14 +118,20 @@ class Scheduler:
             return None
         self._lease_lost = False
         heartbeat = asyncio.create_task(self._keep_lease())
+        self._watchdog = watchdog = asyncio.timeout(None)
         try:
-            now = self.deps.now()
-            oldest = await scheduling.oldest_due(self.deps, now)
-            SCHEDULER_LAG_SECONDS.set((now - oldest).total_seconds() if oldest else 0.0)
-            report = await scheduling.run_due_jobs(
-                self.deps, now, batch_size=self.batch_size, checkpoint=self._may_go_on
-            )
+            async with watchdog:
+                self._progressed()
+                report = await self._pass()
+        except TimeoutError:
+            if not watchdog.expired():
+                raise
+            raise PassStalled(
+                f"the pass reached no checkpoint for {self.stall_limit:g} s: cut off, and its "
+                "lease given back"
+            ) from None
         finally:
+            self._watchdog = None
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -119,7 +140,20 @@ class Scheduler:
         self._log(report)
         return report
 
+    async def _pass(self) -> scheduling.PassReport:
+        now = self.deps.now()
+        oldest = await scheduling.oldest_due(self.deps, now)
+        SCHEDULER_LAG_SECONDS.set((now - oldest).total_seconds() if oldest else 0.0)
+        return await scheduling.run_due_jobs(
+            self.deps, now, batch_size=self.batch_size, checkpoint=self._may_go_on
+        )
+
+    def _progressed(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.reschedule(asyncio.get_running_loop().time() + self.stall_limit)
+
     async def _may_go_on(self) -> bool:
+        self._progressed()
         return not self._stopping.is_set() and not self._lease_lost
 
     async def _keep_lease(self) -> None:

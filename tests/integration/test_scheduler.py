@@ -20,20 +20,22 @@ from inmail.bootstrap import build_deps, build_scheduler
 from inmail.domain.billing import PaymentMethod
 from inmail.domain.conversations import InMailResponse
 from inmail.domain.credits import CreditLot, CreditSource, LedgerKind, LotFilter, LotStatus
+from inmail.domain.intents import IntentStatus
 from inmail.domain.model import LedgerEntry
 from inmail.domain.plans import PlanType
 from inmail.repositories.credit_lots import lot_to_doc
 from inmail.repositories.leases import LeaseRepository
 from inmail.repositories.members import MemberRepository
 from inmail.repositories.mongo import Mongo, new_id
-from inmail.scheduler import LEASE_NAME, RELEASE_WITHIN, Scheduler
+from inmail.scheduler import LEASE_NAME, RELEASE_WITHIN, PassStalled, Scheduler
 from inmail.services import inmail as inmail_service
 from inmail.services import manual_clock, scheduling
 from inmail.services import members as member_service
 from inmail.services.base import Deps
+from inmail.services.payments import Charge, ChargeRequest, PaymentGateway
 from inmail.settings import Settings, SettingsError
 from stored import lease_holder, notifications_of
-from support import START, Api, open_api
+from support import START, Api, open_api, orphan_charge
 from support import test_settings as settings_with
 
 T = TypeVar("T")
@@ -562,6 +564,63 @@ async def test_two_schedulers_running_at_once_grant_once(
             (at(6, 15), 5),
         ]
         await assert_consistent(deps, member_id)
+
+
+class HangingGateway:
+    """A payment provider that stops answering: its lookups never return."""
+
+    def __init__(self, inner: PaymentGateway) -> None:
+        self.inner = inner
+        self.reached = asyncio.Event()
+
+    async def charge(self, request: ChargeRequest) -> Charge:
+        return await self.inner.charge(request)
+
+    async def refund(self, charge: Charge, at: datetime) -> None:
+        await self.inner.refund(charge, at)
+
+    async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
+        self.reached.set()
+        await asyncio.Event().wait()
+        return None
+
+
+async def test_a_pass_that_stops_making_progress_is_cut_off_and_gives_its_lease_back(
+    api: Api,
+) -> None:
+    """Its heartbeat kept the lease while a call hung, and with it every job of every process:
+    now the pass is cut off once it reaches no checkpoint for its stall limit, and another
+    process's pass runs (here: a renewal that fell due meanwhile)."""
+    deps = api.container.deps
+    ada = await api.create_member("Ada Lovelace", "PREMIUM_CAREER")
+    await orphan_charge(api, ada, 1, status=IntentStatus.PENDING)
+    api.clock.advance(timedelta(minutes=10))  # its reconciliation is due
+    hanging = HangingGateway(deps.gateway)
+    ttl = timedelta(seconds=0.6)
+    stuck = build_scheduler(
+        replace(deps, gateway=hanging),
+        api.container.mongo,
+        interval=60,
+        batch_size=50,
+        lease_ttl=ttl,
+        stall_limit=1.5,
+    )
+    other = build_scheduler(deps, api.container.mongo, interval=60, batch_size=50, lease_ttl=ttl)
+
+    cut_off = asyncio.create_task(stuck.run_once())
+    await asyncio.wait_for(hanging.reached.wait(), 30)
+    api.clock.set(at(2, 16))  # a month on: Ada's renewal is due
+    with pytest.raises(PassStalled):
+        await asyncio.wait_for(cut_off, 30)
+    given_back = await lease_holder(api.container.mongo, LEASE_NAME)
+    report = await other.run_once()
+
+    assert given_back is not None
+    assert given_back["owner"] == stuck.owner
+    assert given_back["expiresAt"] <= datetime.now(UTC)  # released, not left to lapse
+    assert report is not None
+    # The first cycle's grant, the renewal, and the orphan charge's credit, reconciled.
+    assert [g[1] for g in grants(await ledger(deps, ada.id))] == [5, 5, 1]
 
 
 async def test_the_lease_runs_on_real_time_even_when_the_service_clock_is_manual(
