@@ -773,17 +773,13 @@ async def charges_of(api: Api, member: Person) -> list[dict[str, Any]]:
     return [doc async for doc in cursor]
 
 
-class HeldGateway:
-    """The built-in gateway, whose charges wait until `release` is set."""
+class PassThroughGateway:
+    """Another gateway's every answer, for a test's gateway to change one of them."""
 
-    def __init__(self, inner: BuiltinGateway) -> None:
+    def __init__(self, inner: PaymentGateway) -> None:
         self.inner = inner
-        self.charging = asyncio.Event()
-        self.release = asyncio.Event()
 
     async def charge(self, request: ChargeRequest) -> Charge:
-        self.charging.set()
-        await self.release.wait()
         return await self.inner.charge(request)
 
     async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
@@ -791,6 +787,20 @@ class HeldGateway:
 
     async def refund(self, charge: Charge, at: datetime) -> None:
         await self.inner.refund(charge, at)
+
+
+class HeldGateway(PassThroughGateway):
+    """The built-in gateway, whose charges wait until `release` is set."""
+
+    def __init__(self, inner: BuiltinGateway) -> None:
+        super().__init__(inner)
+        self.charging = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def charge(self, request: ChargeRequest) -> Charge:
+        self.charging.set()
+        await self.release.wait()
+        return await super().charge(request)
 
 
 G = TypeVar("G", bound=HeldGateway)

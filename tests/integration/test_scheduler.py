@@ -32,10 +32,10 @@ from inmail.services import inmail as inmail_service
 from inmail.services import manual_clock, scheduling
 from inmail.services import members as member_service
 from inmail.services.base import Deps
-from inmail.services.payments import Charge, ChargeRequest, PaymentGateway
+from inmail.services.payments import Charge, PaymentGateway
 from inmail.settings import Settings, SettingsError
 from stored import lease_holder, notifications_of
-from support import START, Api, open_api, orphan_charge
+from support import START, Api, PassThroughGateway, open_api, orphan_charge
 from support import test_settings as settings_with
 
 T = TypeVar("T")
@@ -566,18 +566,12 @@ async def test_two_schedulers_running_at_once_grant_once(
         await assert_consistent(deps, member_id)
 
 
-class HangingGateway:
+class HangingGateway(PassThroughGateway):
     """A payment provider that stops answering: its lookups never return."""
 
     def __init__(self, inner: PaymentGateway) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.reached = asyncio.Event()
-
-    async def charge(self, request: ChargeRequest) -> Charge:
-        return await self.inner.charge(request)
-
-    async def refund(self, charge: Charge, at: datetime) -> None:
-        await self.inner.refund(charge, at)
 
     async def find(self, member_id: str, idempotency_key: str) -> Charge | None:
         self.reached.set()

@@ -25,7 +25,7 @@ from inmail.repositories.mongo import NO_TRANSACTION
 from inmail.repositories.records import SENT_UNDER, intent_key_to_doc
 
 if TYPE_CHECKING:
-    from inmail.repositories.mongo import Doc, Mongo
+    from inmail.repositories.mongo import Collection, Doc, Mongo
 
 log = logging.getLogger(__name__)
 
@@ -129,27 +129,44 @@ async def _key_notifications(mongo: Mongo) -> tuple[int]:
     built. A notification with a key is never touched, nor a conversation event (they have
     always had theirs), so a second run, or two at once, write each key once. One pass in `_id`
     order, a batch at a time. How many were written by this run."""
-    written = 0
     unkeyed: Doc = {"eventKey": None, "kind": {"$ne": EVENT_KIND}}  # missing, or null
+    written = await _set_each(
+        mongo,
+        mongo.c.notifications,
+        unkeyed,
+        "eventKey",
+        lambda doc: doc.get("conversationId") or str(doc["_id"]),
+        projection={"conversationId": 1},
+    )
+    return (written,)
+
+
+async def _set_each(
+    mongo: Mongo,
+    collection: Collection,
+    query: Doc,
+    field: str,
+    value: Callable[[Doc], object],
+    *,
+    projection: Doc,
+) -> int:
+    """`field` set on every document matching `query` to `value` of it (its `projection`), a
+    batch at a time in `_id` order; each update matches `query` again, so a document another
+    run set meanwhile is left as it is. How many this run set."""
+    written = 0
     after: object = None
     while docs := await mongo.find_all(
-        mongo.c.notifications,
-        unkeyed if after is None else {**unkeyed, "_id": {"$gt": after}},
-        projection={"conversationId": 1},
+        collection,
+        query if after is None else {**query, "_id": {"$gt": after}},
+        projection=projection,
         sort=[("_id", 1)],
         limit=BATCH,
         session=NO_TRANSACTION,
     ):
-        updates = [
-            (
-                {"_id": doc["_id"], **unkeyed},
-                {"$set": {"eventKey": doc.get("conversationId") or str(doc["_id"])}},
-            )
-            for doc in docs
-        ]
-        written += await mongo.update_each(mongo.c.notifications, updates, NO_TRANSACTION)
+        updates = [({"_id": doc["_id"], **query}, {"$set": {field: value(doc)}}) for doc in docs]
+        written += await mongo.update_each(collection, updates, NO_TRANSACTION)
         after = docs[-1]["_id"]
-    return (written,)
+    return written
 
 
 async def _write_legacy_allotments(mongo: Mongo, allotment: int) -> tuple[int]:
@@ -376,24 +393,13 @@ async def _recheck_declined_intents(mongo: Mongo) -> tuple[int]:
     never looked again. An intent with a `recheckAt` is left alone, so two runs at once give
     each one look; a run after that pass gives the intents it found nothing for one more look,
     which changes nothing. How many were given one by this run."""
-    written = 0
     unlooked: Doc = {"status": IntentStatus.DECLINED.value, "recheckAt": {"$exists": False}}
-    after: object = None
-    while docs := await mongo.find_all(
+    written = await _set_each(
+        mongo,
         mongo.c.payment_intents,
-        unlooked if after is None else {**unlooked, "_id": {"$gt": after}},
+        unlooked,
+        "recheckAt",
+        lambda doc: doc.get("atDeclined") or doc["createdAt"],
         projection={"atDeclined": 1, "createdAt": 1},
-        sort=[("_id", 1)],
-        limit=BATCH,
-        session=NO_TRANSACTION,
-    ):
-        updates = [
-            (
-                {"_id": doc["_id"], **unlooked},
-                {"$set": {"recheckAt": doc.get("atDeclined") or doc["createdAt"]}},
-            )
-            for doc in docs
-        ]
-        written += await mongo.update_each(mongo.c.payment_intents, updates, NO_TRANSACTION)
-        after = docs[-1]["_id"]
+    )
     return (written,)
