@@ -44,6 +44,7 @@ def test_an_empty_environment_gives_the_documented_defaults(
     [
         ("INMAIL_SCHEDULER_INTERVAL", "soon"),
         ("INMAIL_SCHEDULER_INTERVAL", "-1"),
+        ("INMAIL_SCHEDULER_INTERVAL", "301"),
         ("INMAIL_PORT", "70000"),
         ("INMAIL_CLOCK", "sundial"),
         ("INMAIL_CLOCK_START", "yesterday"),
