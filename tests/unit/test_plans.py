@@ -151,6 +151,14 @@ def test_no_overrides_give_a_table_equal_to_the_defaults() -> None:
             ["PREMIUM_CAREER", "creditPrice"],
         ),
         ({"BASIC": "off"}, ["BASIC"]),
+        (
+            {"PREMIUM_CAREER": {"creditPrice": {"amount": 0, "currency": "USD"}}},
+            ["PREMIUM_CAREER", "creditPrice"],
+        ),
+        (
+            {"SALES_NAVIGATOR": {"monthlyPrice": {"amount": 0, "currency": "USD"}}},
+            ["SALES_NAVIGATOR", "monthlyPrice"],
+        ),
     ],
 )
 def test_a_bad_override_is_refused_with_a_message_naming_the_plan_and_key(
@@ -290,3 +298,17 @@ def test_money_is_never_a_float_and_reads_as_its_currency() -> None:
         Money(29.99, "USD")  # type: ignore[arg-type]
     assert str(Money(17000, "USD")) == "USD 170.00"
     assert Money(1000, "USD").times(3) == Money(3000, "USD")
+
+
+def test_a_price_of_nothing_is_basic_s_alone() -> None:
+    """A charge of nothing would grant a plan or credits for nothing: a paid plan's price is at
+    least one minor unit, while BASIC, never charged for, stays at 0."""
+    free = {"amount": 0, "currency": "USD"}
+    table = plan_table_from_overrides({"BASIC": {"monthlyPrice": free}})
+    assert table.policy(PlanType.BASIC).monthly_price == Money(0, "USD")
+    cheapest = {"amount": 1, "currency": "USD"}
+    table = plan_table_from_overrides(
+        {"PREMIUM_CAREER": {"monthlyPrice": cheapest, "creditPrice": cheapest}}
+    )
+    assert table.policy(PlanType.PREMIUM_CAREER).credit_price == Money(1, "USD")
+    assert table.policy(PlanType.PREMIUM_CAREER).monthly_price == Money(1, "USD")

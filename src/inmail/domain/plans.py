@@ -234,7 +234,16 @@ def _overridden(policy: PlanPolicy, settings: Mapping[str, object]) -> PlanPolic
         ),
         max_balance=_setting_int(plan, settings, _MAX_BALANCE_KEY, policy.max_balance),
         can_purchase=_setting_bool(plan, settings, _CAN_PURCHASE_KEY, policy.can_purchase),
-        monthly_price=_setting_money(plan, settings, _MONTHLY_PRICE_KEY, policy.monthly_price),
+        # What is charged is at least one minor unit: a charge of nothing would grant a plan
+        # or credits for nothing, and providers refuse one. BASIC, the free plan, is never
+        # charged for.
+        monthly_price=_setting_money(
+            plan,
+            settings,
+            _MONTHLY_PRICE_KEY,
+            policy.monthly_price,
+            minimum=0 if plan is PlanType.BASIC else 1,
+        ),
         credit_price=_setting_optional_money(
             plan, settings, _CREDIT_PRICE_KEY, policy.credit_price
         ),
@@ -242,7 +251,7 @@ def _overridden(policy: PlanPolicy, settings: Mapping[str, object]) -> PlanPolic
 
 
 def _setting_money(
-    plan: PlanType, settings: Mapping[str, object], key: str, default: Money
+    plan: PlanType, settings: Mapping[str, object], key: str, default: Money, *, minimum: int = 1
 ) -> Money:
     if key not in settings:
         return default
@@ -251,9 +260,9 @@ def _setting_money(
         if not isinstance(value, Mapping):
             raise ValueError(f'expected {{"amount": ..., "currency": ...}}, got {value!r}')
         money = Money.from_doc(value)
-        if money.amount > PLAN_PRICE_MAX:
+        if not minimum <= money.amount <= PLAN_PRICE_MAX:
             raise ValueError(
-                f"an amount of at most {PLAN_PRICE_MAX} minor units, got {money.amount}"
+                f"an amount of {minimum} to {PLAN_PRICE_MAX} minor units, got {money.amount}"
             )
         return money
     except ValueError as exc:
