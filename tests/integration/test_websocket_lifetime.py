@@ -608,6 +608,20 @@ async def test_the_payloads_authorization_key_counts_however_cased_and_only_once
     assert raw.close_reason is not None
     assert "several Authorization keys" in raw.close_reason
 
+    # A key that is not text is a mistake, not a missing token, whatever the handshake says.
+    bearer = {"Authorization": f"Bearer {ada.token}"}
+    for wrong in (42, [f"Bearer {ada.token}"], {"Bearer": ada.token}):
+        async with connect(
+            live.url, subprotocols=[Subprotocol(protocol)], additional_headers=bearer
+        ) as raw:
+            init = {"type": "connection_init", "payload": {"Authorization": wrong}}
+            await raw.send(json.dumps(init))
+            received = await messages_until_closed(raw)
+        assert "connection_ack" not in [m.get("type") for m in received]
+        assert raw.close_code == 4403
+        assert raw.close_reason is not None
+        assert "must be the text 'Bearer <token>'" in raw.close_reason, wrong
+
     # An empty or null key is no token: the handshake's bearer header counts, and two
     # handshake headers are refused, as without the key.
     bearer = {"Authorization": f"Bearer {ada.token}"}

@@ -25,6 +25,7 @@ from inmail.schema.context import GraphContext
 from inmail.schema.errors import (
     SEVERAL_AUTHORIZATIONS,
     SEVERAL_SOCKET_TOKENS,
+    SOCKET_TOKEN_NOT_TEXT,
     TOKEN_EXPIRED_MESSAGE,
     UNKNOWN_MEMBER,
     ApiError,
@@ -183,15 +184,20 @@ class Context:
                 if key.lower() == "authorization" and value not in (None, "")
             ]
             raw = given[0] if len(given) == 1 else None
-            if len(given) > 1 or (not given and self.several_auth_headers):
-                self.credentials.refuse(
-                    SEVERAL_SOCKET_TOKENS if len(given) > 1 else SEVERAL_AUTHORIZATIONS
-                )
+            refusal = None
+            if len(given) > 1:
+                refusal = SEVERAL_SOCKET_TOKENS
+            elif not given and self.several_auth_headers:
+                refusal = SEVERAL_AUTHORIZATIONS
+            elif raw is not None and not isinstance(raw, str):
+                refusal = SOCKET_TOKEN_NOT_TEXT  # a number, a list: a mistake, not no token
+            if refusal is not None:
+                self.credentials.refuse(refusal)
                 self.credentials.resolved = True
                 return
             if isinstance(raw, str):
                 header = raw
-            elif raw is not None or not _is_bearer(header):
+            elif not _is_bearer(header):
                 header = None
         try:
             self.credentials.checked = self.container.tokens.viewer_from_header(header)

@@ -224,6 +224,9 @@ SEVERAL_AUTHORIZATIONS: Final = (
 SEVERAL_SOCKET_TOKENS: Final = (
     "Invalid credentials: connection_init's payload has several Authorization keys; send one."
 )
+SOCKET_TOKEN_NOT_TEXT: Final = (
+    "Invalid credentials: connection_init's Authorization must be the text 'Bearer <token>'."
+)
 
 
 def unauthenticated(message: str = "Sign in: send 'Authorization: Bearer <token>'.") -> ApiError:
