@@ -8,14 +8,19 @@ two at once, copies each event once.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
 from pymongo import ASCENDING, IndexModel
+from pymongo.errors import OperationFailure
 
 from inmail.domain.notifications import ConversationChange, ConversationEvent
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
-from inmail.repositories.migrations import BATCH, EVENT_KEYS, EVENTS
-from inmail.repositories.mongo import Doc, Mongo, new_id
+from inmail.repositories.migrations import BATCH, EVENT_KEYS, EVENTS, migrate
+from inmail.repositories.mongo import Collection, Doc, Mongo, new_id
 from inmail.repositories.notifications import EVENT_KIND, NotificationReader
 from inmail.repositories.unit_of_work import MongoUnitOfWork
 from stored import events_of, notifications_of
@@ -130,6 +135,72 @@ async def test_old_events_are_moved_into_notifications_once_however_often_start_
         async with MongoUnitOfWork(mongo).transaction() as tx:
             await tx.notifications.record([], again)
         assert len(await events_of(mongo, thread)) == 3
+    finally:
+        await mongo.close()
+
+
+OldEventsRead = Callable[
+    [Collection, Mapping[str, object], Mapping[str, Any]], Awaitable[list[Doc]]
+]
+
+
+def _reading_old_events(mongo: Mongo, monkeypatch: pytest.MonkeyPatch, read: OldEventsRead) -> None:
+    """`mongo`'s reads of `conversation_events` made by `read`; its other reads as they are."""
+    read_whole = mongo.find_all
+
+    async def find_all(collection: Collection, query: Mapping[str, object], **kw: Any) -> list[Doc]:
+        if collection.name != "conversation_events":
+            return await read_whole(collection, query, **kw)
+        return await read(collection, query, kw)
+
+    monkeypatch.setattr(mongo, "find_all", find_all)
+
+
+async def test_a_start_up_reading_events_another_finished_moving_and_dropped_starts_too(
+    mongodb_uri: str, db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers start together: one finishes the move and drops the old collection while
+    another is between a batch's first reply and the rest of it (its `getMore` then finds the
+    cursor killed). The second start-up carries on: every event was moved by the first."""
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    other = Mongo.connect(mongodb_uri, db_name)
+    try:
+        _, events = await _old_database(mongo)
+
+        async def dropped_mid_batch(
+            collection: Collection, query: Mapping[str, object], kw: Mapping[str, Any]
+        ) -> list[Doc]:
+            cursor = collection.find(query, kw.get("projection")).sort([("_id", 1)])
+            docs = [await anext(cursor.limit(kw["limit"]))]  # the first reply only, so far
+            await migrate(other, DEFAULT_PLAN_TABLE)  # another worker moves every event
+            assert "conversation_events" not in await mongo.db.list_collection_names()
+            return docs + [doc async for doc in cursor]
+
+        _reading_old_events(mongo, monkeypatch, dropped_mid_batch)
+        await migrate(mongo, DEFAULT_PLAN_TABLE)
+        monkeypatch.undo()
+
+        assert await mongo.c.notifications.count_documents({"kind": EVENT_KIND}) == len(events)
+        assert await mongo.c.migrations.find_one({"_id": EVENTS}) is not None
+    finally:
+        await asyncio.gather(mongo.close(), other.close())
+
+
+async def test_a_read_refused_while_the_old_collection_stays_is_not_taken_for_a_finished_move(
+    mongodb_uri: str, db_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    try:
+        await _old_database(mongo)
+
+        async def killed(*_: object) -> list[Doc]:
+            raise OperationFailure("cursor killed", code=175)
+
+        _reading_old_events(mongo, monkeypatch, killed)
+        with pytest.raises(OperationFailure):
+            await migrate(mongo, DEFAULT_PLAN_TABLE)
+        assert await mongo.c.migrations.find_one({"_id": EVENTS}) is None
+        assert "conversation_events" in await mongo.db.list_collection_names()
     finally:
         await mongo.close()
 

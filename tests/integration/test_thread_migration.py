@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pymongo import ASCENDING, IndexModel
 
 from inmail.domain.plans import DEFAULT_PLAN_TABLE
-from inmail.repositories.migrations import THREADS
+from inmail.repositories.migrations import BATCH, THREADS
 from inmail.repositories.mongo import Doc, Mongo, new_id
-from support import open_api
+from support import migrate_from_two_processes, open_api
 
 AT = datetime(2026, 1, 10, 9, 0, tzinfo=UTC)
 
@@ -130,6 +130,37 @@ async def test_an_old_database_is_migrated_at_start_up_once_however_often_it_run
         ]
 
 
+async def test_threads_of_many_batches_are_migrated_in_one_pass(
+    mongodb_uri: str, db_name: str
+) -> None:
+    """Each step reads in `_id` order from where its last batch ended (a read from the start
+    again each batch would scan what it migrated already, its cost growing with the square of
+    the threads), and still misses none; two processes at once move each message once."""
+    mongo = Mongo.connect(mongodb_uri, db_name)
+    try:
+        count = 2 * BATCH + 3
+        threads = [
+            _legacy("DIRECT", b, a, [(b, f"Note {i}")])
+            for i in range(count)
+            for a, b in [sorted((new_id(), new_id()))]
+        ]
+        await mongo.c.conversations.insert_many(threads)
+
+        await migrate_from_two_processes(mongo, mongodb_uri, db_name, DEFAULT_PLAN_TABLE)
+        await mongo.create_indexes(plans=DEFAULT_PLAN_TABLE)
+
+        unkeyed = {"kind": "DIRECT", "pairKey": {"$exists": False}}
+        assert await mongo.c.conversations.count_documents(unkeyed) == 0
+        assert await mongo.c.conversations.count_documents({"messages": {"$exists": True}}) == 0
+        assert await mongo.c.messages.count_documents({}) == count
+        keyed = await mongo.c.conversations.find_one({"_id": threads[-1]["_id"]})
+        assert keyed is not None
+        assert keyed["startedBy"] == threads[-1]["senderId"]
+        assert keyed["senderId"] == threads[-1]["recipientId"]  # the smaller id
+    finally:
+        await mongo.close()
+
+
 async def test_processes_starting_together_on_an_old_database_all_start(
     mongodb_uri: str, db_name: str
 ) -> None:
@@ -147,6 +178,15 @@ async def test_processes_starting_together_on_an_old_database_all_start(
             partialFilterExpression={"kind": "DIRECT"},
             name="one_direct_per_pair",
         )
+        # Indexes of early versions that no read uses now.
+        await mongo.c.conversations.create_index(
+            [("reminderDueAt", ASCENDING)],
+            partialFilterExpression={"state": "AWAITING_RESPONSE", "reminderSentAt": None},
+            name="reminders_due",
+        )
+        await mongo.c.notifications.create_index(
+            [("delivery.state", ASCENDING), ("delivery.dueAt", ASCENDING)], name="webhook_due"
+        )
         starts = [Mongo.connect(mongodb_uri, db_name) for _ in range(4)]
         try:
             await asyncio.gather(*(s.create_indexes(plans=DEFAULT_PLAN_TABLE) for s in starts))
@@ -155,6 +195,10 @@ async def test_processes_starting_together_on_an_old_database_all_start(
         lots = await mongo.c.credit_lots.index_information()
         assert "expiry_due" not in lots
         assert lots["lapsed_keyset"]["key"] == [("status", 1), ("expiresAt", 1), ("_id", 1)]
-        assert "one_direct_per_pair" not in await mongo.c.conversations.index_information()
+        conversations = await mongo.c.conversations.index_information()
+        assert "one_direct_per_pair" not in conversations
+        assert "reminders_due" not in conversations
+        assert "reminders_due_keyset" in conversations
+        assert "webhook_due" not in await mongo.c.notifications.index_information()
     finally:
         await mongo.close()

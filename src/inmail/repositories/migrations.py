@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
-from inmail.domain.intents import IntentStatus
+from inmail.domain.intents import GIVEN_UP
 from inmail.domain.plans import PlanTable, PlanType
 from inmail.repositories.conversations import pair_key
 from inmail.repositories.mongo import NO_TRANSACTION
@@ -49,13 +49,18 @@ LOT_ORIGINS = "lot-origins-on-lots-v1"
 EVENT_KEYS = "notification-event-keys-v1"
 """Notifications stored without an event key (early reminders) given the one read for them."""
 
-DECLINED_RECHECK = "declined-intents-looked-at-again-v1"
-"""Payment intents declined by earlier versions looked up at the gateway once more: a retry
-could decline an intent whose earlier attempt had been charged, and nothing looked again."""
+GIVEN_UP_RECHECK = "given-up-intents-looked-at-again-v2"
+"""Payment intents declined or abandoned by earlier versions looked up at the gateway once more:
+a retry could decline an intent whose earlier attempt had been charged, reconciliation could
+abandon one whose charge landed after it, and nothing looked again. (v1 looked at declined
+intents only.)"""
 
 OLD_EVENTS = "conversation_events"
 EVENT_KIND = "CONVERSATION_EVENT"  # repositories/notifications.py EVENT_KIND
 _DUPLICATE_KEY = 11000
+_COLLECTION_GONE = frozenset({26, 43, 175})
+"""NamespaceNotFound, CursorNotFound, QueryPlanKilled: what a read of a collection another
+process drops meanwhile gets."""
 
 
 async def migrate(mongo: Mongo, plans: PlanTable) -> None:
@@ -94,9 +99,10 @@ async def migrate(mongo: Mongo, plans: PlanTable) -> None:
             "named the purchase or conversation of %d credit lots",
         ),
         (
-            DECLINED_RECHECK,
-            functools.partial(_recheck_declined_intents, mongo),
-            "gave %d declined payment intents a look at the gateway, for a charge to refund",
+            GIVEN_UP_RECHECK,
+            functools.partial(_recheck_given_up_intents, mongo),
+            "gave %d declined or abandoned payment intents a look at the gateway, for a charge "
+            "to refund",
         ),
     )
     for name, step, said in steps:
@@ -281,22 +287,32 @@ async def _move_conversation_events(mongo: Mongo) -> tuple[int]:
     finds the event there already: copied by a run cut short, or by another process starting
     at the same time. Only once every event is in `notifications` is the old collection
     dropped, so a run stopped at any point loses nothing and the next one finishes the move.
-    How many were copied by this run.
+    How many were copied by this run: where another process finished the move and dropped
+    the collection while this one read it, what this one copied until then.
     """
     old = mongo.db[OLD_EVENTS]
     copied = 0
     after: str | None = None
     while True:
         query: Doc = {} if after is None else {"_id": {"$gt": after}}
-        docs = await mongo.find_all(
-            old, query, sort=[("_id", 1)], limit=BATCH, session=NO_TRANSACTION
-        )
+        try:
+            docs = await mongo.find_all(
+                old, query, sort=[("_id", 1)], limit=BATCH, session=NO_TRANSACTION
+            )
+        except OperationFailure as exc:
+            if exc.code in _COLLECTION_GONE and OLD_EVENTS not in await _collections(mongo):
+                return (copied,)
+            raise
         if not docs:
             break
         after = docs[-1]["_id"]
         copied += await _insert_new(mongo, [doc | {"kind": EVENT_KIND} for doc in docs])
     await old.drop()
     return (copied,)
+
+
+async def _collections(mongo: Mongo) -> list[str]:
+    return await mongo.db.list_collection_names()
 
 
 async def _insert_new(mongo: Mongo, docs: list[Doc]) -> int:
@@ -312,94 +328,128 @@ async def _insert_new(mongo: Mongo, docs: list[Doc]) -> int:
 
 
 async def _key_direct_threads(mongo: Mongo) -> int:
-    """Direct threads stored under who started them: stored under the pair's smaller id."""
+    """Direct threads stored under who started them: stored under the pair's smaller id. One
+    pass in `_id` order, a batch written in one round trip; each update matches an unkeyed
+    thread only, so one another process keyed meanwhile is left as it is. How many this run
+    keyed."""
     conversations = mongo.c.conversations
+    unkeyed: Doc = {"kind": "DIRECT", "pairKey": {"$exists": False}}
     done = 0
-    while True:
-        docs = await mongo.find_all(
-            conversations,
-            {"kind": "DIRECT", "pairKey": {"$exists": False}},
-            projection={"senderId": 1, "recipientId": 1},
-            limit=BATCH,
-            session=NO_TRANSACTION,
+    after: object = None
+    while docs := await mongo.find_all(
+        conversations,
+        unkeyed if after is None else {**unkeyed, "_id": {"$gt": after}},
+        projection={"senderId": 1, "recipientId": 1},
+        sort=[("_id", 1)],
+        limit=BATCH,
+        session=NO_TRANSACTION,
+    ):
+        done += await mongo.update_each(
+            conversations, [_keyed(doc, unkeyed) for doc in docs], NO_TRANSACTION
         )
-        if not docs:
-            return done
-        for doc in docs:
-            starter, other = doc["senderId"], doc["recipientId"]
-            low, high = sorted((starter, other))
-            await conversations.update_one(
-                {"_id": doc["_id"], "pairKey": {"$exists": False}},
-                {
-                    "$set": {
-                        "senderId": low,
-                        "recipientId": high,
-                        "pairKey": pair_key(low, high),
-                        "startedBy": starter,
-                        "startedWith": other,
-                    },
-                    "$unset": {"pair": ""},
-                },
-            )
-            done += 1
+        after = docs[-1]["_id"]
+    return done
+
+
+def _keyed(doc: Doc, unkeyed: Doc) -> tuple[Doc, Doc]:
+    starter, other = doc["senderId"], doc["recipientId"]
+    low, high = sorted((starter, other))
+    keys = {
+        "senderId": low,
+        "recipientId": high,
+        "pairKey": pair_key(low, high),
+        "startedBy": starter,
+        "startedWith": other,
+    }
+    return {"_id": doc["_id"], **unkeyed}, {"$set": keys, "$unset": {"pair": ""}}
 
 
 async def _move_embedded_messages(mongo: Mongo) -> int:
     """Each conversation's embedded `messages` into the messages collection, then unset.
 
-    One conversation at a time (a legacy document can be near 16 MB). A message is inserted
-    only if absent ($setOnInsert by its id), so a run cut short and run again moves each once.
-    """
+    A batch of conversations at a time, in `_id` order: the server copies their messages
+    (`$unwind` into `$merge`, so no legacy document, which can be near 16 MB, comes to this
+    process), keeping one already there by its id, then the arrays are unset. A run cut short
+    and run again, or two at once, moves each message once. How many messages this run found
+    to move."""
     conversations = mongo.c.conversations
+    embedding: Doc = {"messages": {"$exists": True}}
     moved = 0
-    while True:
-        ids = await mongo.find_all(
+    after: object = None
+    while ids := [
+        doc["_id"]
+        for doc in await mongo.find_all(
             conversations,
-            {"messages": {"$exists": True}},
+            embedding if after is None else {**embedding, "_id": {"$gt": after}},
             projection={"_id": 1},
+            sort=[("_id", 1)],
             limit=BATCH,
             session=NO_TRANSACTION,
         )
-        if not ids:
-            return moved
-        for ref in ids:
-            doc = await conversations.find_one({"_id": ref["_id"]}, {"messages": 1})
-            if doc is None or "messages" not in doc:
-                continue  # another process moved it meanwhile
-            docs: list[Doc] = [
-                {
-                    "_id": m["id"],
-                    "conversationId": doc["_id"],
-                    "authorId": m["authorId"],
-                    "body": m["body"],
-                    "sentAt": m["sentAt"],
-                }
-                for m in doc["messages"]
-            ]
-            if docs:
-                await mongo.c.messages.bulk_write(
-                    [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in docs],
-                    ordered=False,
-                )
-            await conversations.update_one({"_id": doc["_id"]}, {"$unset": {"messages": ""}})
-            moved += len(docs)
+    ]:
+        after = ids[-1]
+        batch: Doc = {"_id": {"$in": ids}, **embedding}
+        counted = await conversations.aggregate(
+            [{"$match": batch}, {"$group": {"_id": None, "n": {"$sum": {"$size": "$messages"}}}}]
+        )
+        moved += sum([doc["n"] async for doc in counted])
+        await _merge_messages(mongo, batch)
+        await conversations.update_many(batch, {"$unset": {"messages": ""}})
+    return moved
 
 
-async def _recheck_declined_intents(mongo: Mongo) -> tuple[int]:
-    """Every DECLINED payment intent without a `recheckAt` given one, due at once (when it was
-    declined): reconciliation then asks the gateway once for a charge made under it, refunds
-    one it finds, and drops the recheck (its hour is long past). Earlier versions declined an
-    intent without asking, though an earlier attempt under its key may have been charged, and
-    never looked again. An intent with a `recheckAt` is left alone, so two runs at once give
-    each one look; a run after that pass gives the intents it found nothing for one more look,
-    which changes nothing. How many were given one by this run."""
-    unlooked: Doc = {"status": IntentStatus.DECLINED.value, "recheckAt": {"$exists": False}}
+async def _merge_messages(mongo: Mongo, conversations: Doc, attempts: int = 3) -> None:
+    """The embedded messages of the matching conversations into the messages collection, by
+    the server. Two runs at once may both insert one message: the loser's `$merge` refuses it
+    as a duplicate key, and is run again (keeping what the winner wrote)."""
+    pipeline: list[Doc] = [
+        {"$match": conversations},
+        {"$unwind": "$messages"},
+        {
+            "$project": {
+                "_id": "$messages.id",
+                "conversationId": "$_id",
+                "authorId": "$messages.authorId",
+                "body": "$messages.body",
+                "sentAt": "$messages.sentAt",
+            }
+        },
+        {
+            "$merge": {
+                "into": mongo.c.messages.name,
+                "on": "_id",
+                "whenMatched": "keepExisting",
+                "whenNotMatched": "insert",
+            }
+        },
+    ]
+    for attempt in range(1, attempts + 1):
+        try:
+            await (await mongo.c.conversations.aggregate(pipeline)).to_list()
+            return
+        except OperationFailure as exc:
+            if exc.code != _DUPLICATE_KEY or attempt == attempts:
+                raise
+
+
+async def _recheck_given_up_intents(mongo: Mongo) -> tuple[int]:
+    """Every DECLINED or ABANDONED payment intent without a `recheckAt` given one, due at once
+    (when it was given up): reconciliation then asks the gateway once for a charge made under
+    it, refunds one it finds, and drops the recheck (its hour is long past). Earlier versions
+    declined an intent without asking, though an earlier attempt under its key may have been
+    charged, and abandoned one without looking again for a charge landing after. An intent
+    with a `recheckAt` is left alone, so two runs at once give each one look; an intent whose
+    look is over gets one more, which changes nothing. How many were given one by this run."""
+    unlooked: Doc = {
+        "status": {"$in": [status.value for status in GIVEN_UP]},
+        "recheckAt": {"$exists": False},
+    }
     written = await _set_each(
         mongo,
         mongo.c.payment_intents,
         unlooked,
         "recheckAt",
-        lambda doc: doc.get("atDeclined") or doc["createdAt"],
-        projection={"atDeclined": 1, "createdAt": 1},
+        lambda doc: doc.get("atDeclined") or doc.get("atAbandoned") or doc["createdAt"],
+        projection={"atDeclined": 1, "atAbandoned": 1, "createdAt": 1},
     )
     return (written,)

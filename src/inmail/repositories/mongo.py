@@ -399,8 +399,9 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
 OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
     # {status, expiresAt}: `lapsed_keyset` is it with the id that breaks ties.
     "credit_lots": ["expiry_due"],
-    # {pair} alone: a unique index that does not lead with the shard key `senderId`.
-    "conversations": ["one_direct_per_pair"],
+    # {pair} alone: a unique index that does not lead with the shard key `senderId`;
+    # {reminderDueAt} by `reminders_due_keyset`, with the id that breaks ties.
+    "conversations": ["one_direct_per_pair", "reminders_due"],
     # Replaced by `one_per_event` and `member_newest_keyset` (webhooks: the outbox's own);
     # `events_by_time` by `_id` (the live feed's catch-up reads by when ids were made);
     # `event_conversation_order` served no read of the service's.
@@ -411,6 +412,7 @@ OBSOLETE_INDEXES: Mapping[str, Sequence[str]] = {
         "undelivered",
         "events_by_time",
         "event_conversation_order",
+        "webhook_due",  # deliveries left notifications for the outbox
     ],
     # {memberId, at} without the id: a page of purchases was sorted in memory.
     "purchases": ["member_newest"],
