@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import platform
@@ -63,6 +64,21 @@ def find_mongod_binary(explicit: Path | None = None) -> Path | None:
 
 def _uri(port: int | None) -> str:
     return f"mongodb://127.0.0.1:{port}/?replicaSet={REPLICA_SET}"
+
+
+def _is_held(path: Path) -> bool:
+    """Whether a live process holds the lock on `path` (this one included)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _read_pid(path: Path) -> int | None:
@@ -157,6 +173,7 @@ class EmbeddedMongod:
     # thousands of databases asks for a short window.
     snapshot_history_seconds: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _owner: int | None = field(default=None, init=False, repr=False)  # the held owner file
 
     @property
     def uri(self) -> str:
@@ -267,51 +284,44 @@ class EmbeddedMongod:
             process.stderr.close()
 
     def _claim(self) -> None:
-        """Take the data folder for this process (its pid in the owner file, created only if
-        absent, so of two processes starting at once one takes it); EmbeddedMongodError if a
-        live inmail process holds it. An owner file left by a process that died is replaced."""
+        """Take the data folder for this process: an exclusive lock on the owner file, held
+        until `stop` (the kernel lets it go when this process ends, however it ends, so a pid
+        reused by another program since never holds a folder), with this pid in it for the
+        message another process shows; EmbeddedMongodError if another process holds it."""
         path = self.data_dir / _OWNER_FILE
-        # Written aside, then linked in place: the owner file appears with its pid in it, so
-        # another process never reads it empty (and takes it for a dead owner's).
-        mine = path.with_name(f"{_OWNER_FILE}.{os.getpid()}")
-        mine.write_text(str(os.getpid()))
+        owner = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            self._link_claim(mine, path)
-        finally:
-            mine.unlink(missing_ok=True)
-
-    def _link_claim(self, mine: Path, path: Path) -> None:
-        for _ in range(3):
-            try:
-                os.link(mine, path)
-            except FileExistsError:
-                owner = _read_pid(path)
-                if owner is not None and owner != os.getpid() and pid_alive(owner):
-                    running = _read_pid(self.data_dir / _LOCK_FILE)
-                    its_mongod = f", its mongod pid {running}" if running else ""
-                    raise EmbeddedMongodError(
-                        f"the data folder {self.data_dir} is in use by another inmail process "
-                        f"(pid {owner}{its_mongod}); stop it first, or set INMAIL_DATA_DIR to "
-                        "another folder"
-                    ) from None
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()  # left by a process that is gone (or by this one)
-                continue
-            return
-        raise EmbeddedMongodError(f"another process keeps taking {self.data_dir}; try again")
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(owner)
+            holder = _read_pid(path)
+            running = _read_pid(self.data_dir / _LOCK_FILE)
+            its_mongod = f", its mongod pid {running}" if running else ""
+            raise EmbeddedMongodError(
+                f"the data folder {self.data_dir} is in use by another inmail process "
+                f"(pid {holder or 'unknown'}{its_mongod}); stop it first, or set "
+                "INMAIL_DATA_DIR to another folder"
+            ) from None
+        except BaseException:
+            os.close(owner)
+            raise
+        os.ftruncate(owner, 0)
+        os.pwrite(owner, str(os.getpid()).encode(), 0)
+        self._owner = owner
 
     def running_uri(self) -> str | None:
         """The URI of the mongod an inmail process runs over this data folder; None if none."""
         port = _read_pid(self.data_dir / _PORT_FILE)
         running = _read_pid(self.data_dir / _LOCK_FILE)
-        owner = _read_pid(self.data_dir / _OWNER_FILE)
-        if not (port and running and owner and pid_alive(running) and pid_alive(owner)):
+        held = _is_held(self.data_dir / _OWNER_FILE)
+        if not (port and running and held and pid_alive(running)):
             return None
         return _uri(port)
 
     def stop(self, timeout: float = 30.0) -> None:
         process, self.process = self.process, None
         if process is None:
+            self._release()  # a start that failed before mongod ran
             return
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -325,11 +335,14 @@ class EmbeddedMongod:
         self._release()
 
     def _release(self) -> None:
-        """Give the data folder up, if this process holds it (never another's claim)."""
-        path = self.data_dir / _OWNER_FILE
-        if _read_pid(path) == os.getpid():
+        """Give the data folder up, if this object holds it (never another's claim). The file
+        stays: one unlinked could be locked by a process that opened it before, while a third
+        creates and locks a new one."""
+        owner, self._owner = self._owner, None
+        if owner is not None:
             with contextlib.suppress(OSError):
-                path.unlink()
+                os.ftruncate(owner, 0)
+            os.close(owner)
 
     def __enter__(self) -> EmbeddedMongod:
         self.start()
@@ -394,7 +407,10 @@ class EmbeddedMongod:
         )
         try:
             self._wait_listening(client, deadline)
-            self._initiate_or_repair(client)
+            try:
+                self._initiate_or_repair(client)
+            except PyMongoError as exc:  # e.g. a member it probes at a port another holds
+                raise self._failure(f"could not be made a replica set of one ({exc})") from None
             while time.monotonic() < deadline:
                 if self.process is None or self.process.poll() is not None:
                     raise self._failure("exited while electing itself primary")
@@ -430,6 +446,12 @@ class EmbeddedMongod:
                 {"_id": REPLICA_SET, "members": [{"_id": 0, "host": host}]},
             )
             return
+        if config.get("_id") != REPLICA_SET:
+            raise EmbeddedMongodError(
+                f"the data folder {self.data_dir} holds the data of replica set "
+                f"{config.get('_id')!r}, not the embedded mongod's {REPLICA_SET!r}: set "
+                "INMAIL_DATA_DIR to another folder, or INMAIL_MONGODB_URI to that replica set"
+            )
         members = config.get("members", [])
         if [m.get("host") for m in members] != [host]:
             # Same data folder on a new port: point the one member at where it listens now.

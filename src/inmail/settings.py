@@ -57,11 +57,8 @@ def _bool(raw: str) -> bool:
     raise ValueError("")
 
 
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0 or value == float("inf"):
-        raise ValueError("")
-    return value
+_LONGEST = 10.0**9
+"""A bound on durations that only refuses the absurd (about 31 years): infinity among them."""
 
 
 def _in_range(
@@ -314,12 +311,16 @@ def _float_setting(
 
 
 def _seconds_setting(name: str, default: str, help: str, *, high: float | None = None) -> float:
-    """A field of `Settings` holding a duration in seconds, any number above 0 (up to `high`,
-    included, when given)."""
+    """A field of `Settings` holding a duration in seconds, at least one (a timeout or an
+    interval shorter is a mistake: connections dropped before they could speak, a loop that
+    spins), up to `high` when given (else only finite)."""
+    low = 1.0
     if high is None:
-        return setting(name, default, "seconds, a number > 0", help, _positive_float)
-    accepts = f"seconds, a number > 0 up to {high:g}"
-    return setting(name, default, accepts, help, _float_range_open(0, high))
+        return setting(
+            name, default, f"seconds, a number >= {low:g}", help, _float_range(low, _LONGEST)
+        )
+    accepts = f"seconds, a number {low:g}-{high:g}"
+    return setting(name, default, accepts, help, _float_range(low, high))
 
 
 def _choice(*options: str) -> Callable[[str], str]:

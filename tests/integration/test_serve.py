@@ -15,14 +15,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pymongo import MongoClient
-from pymongo.errors import ServerSelectionTimeoutError
+from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
 from harness.servers import INMAIL, ServiceProcess, service_env
-from inmail.embedded_mongod import EmbeddedMongod, find_mongod_binary
+from inmail.embedded_mongod import EmbeddedMongod, EmbeddedMongodError, find_mongod_binary
 from inmail.processes import ORPHAN_ENDS_WITHIN, free_port, pid_alive
 from support import post_graphql
 
@@ -219,6 +219,63 @@ def test_a_second_serve_on_the_same_data_folder_is_refused_with_a_clear_message(
         assert _post(first.port, "{ now }")["data"]["now"]
     finally:
         first.stop()
+
+
+def test_an_owner_file_naming_a_live_process_that_holds_nothing_does_not_stop_a_start(
+    tmp_path: Path,
+) -> None:
+    """After a crash the owner file stays, and its pid may be another program's by now: the
+    folder is held by a lock the kernel lets go of when its holder ends, not by a pid. A start
+    that fails before mongod runs lets the folder go too."""
+    data = tmp_path / "mongod"
+    data.mkdir()
+    unrelated = subprocess.Popen(["sleep", "60"])
+    try:
+        (data / "inmail-owner.pid").write_text(str(unrelated.pid))
+        broken = EmbeddedMongod(data, binary=Path("/no/such/mongod"))
+        with pytest.raises(EmbeddedMongodError, match="cannot run"):
+            broken.start(timeout=30)
+        mongod = EmbeddedMongod(data, oplog_mb=64)
+        mongod.start(timeout=60)
+        try:
+            assert mongod.running_uri() == mongod.uri
+            with pytest.raises(EmbeddedMongodError, match="in use by another inmail process"):
+                EmbeddedMongod(data, oplog_mb=64).start(timeout=30)
+        finally:
+            mongod.stop()
+        assert mongod.running_uri() is None
+        assert unrelated.poll() is None  # left alone
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
+def test_a_data_folder_of_another_replica_set_or_a_driver_error_while_electing_is_a_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ways the mongod that answered fails to become the service's replica set of one,
+    each an EmbeddedMongodError (`inmail serve` says it in one line), not a traceback: the
+    folder holds another replica set's data; the driver fails while it is set up (the stored
+    configuration names a port that another process holds, and mongod probes it)."""
+    mongod = EmbeddedMongod(tmp_path / "mongod", binary=Path("/bin/true"), port=free_port())
+
+    class OtherSet:
+        class admin:  # as MongoClient's attribute is named
+            @staticmethod
+            def command(name: str, *args: object, **kw: object) -> dict[str, object]:
+                assert name == "replSetGetConfig"
+                return {"config": {"_id": "rs1", "members": [{"_id": 0, "host": "h:1"}]}}
+
+    with pytest.raises(EmbeddedMongodError, match="replica set 'rs1', not the embedded"):
+        mongod._initiate_or_repair(cast("MongoClient[dict[str, object]]", OtherSet()))
+
+    def closed(client: object) -> None:
+        raise AutoReconnect("127.0.0.1: connection closed")
+
+    monkeypatch.setattr(mongod, "_wait_listening", lambda client, deadline: None)
+    monkeypatch.setattr(mongod, "_initiate_or_repair", closed)
+    with pytest.raises(EmbeddedMongodError, match="could not be made a replica set of one"):
+        mongod._become_primary(timeout=5)
 
 
 def test_a_stale_lock_file_from_a_dead_process_does_not_stop_serve(data_dir: Path) -> None:

@@ -67,6 +67,15 @@ def test_serve_refuses_the_fallback_to_several_workers_and_to_production(
         choose_database(settings_with(**changes), may_start_mongod=True)
 
 
+def test_production_starts_no_embedded_mongod_even_where_one_is_installed(tmp_path: Path) -> None:
+    """The embedded mongod asks no credentials: in production any user of the machine could
+    change balances through it."""
+    production = settings_with(env="production", clock="system", data_dir=tmp_path)
+    with pytest.raises(NoDatabase, match="production needs a real MongoDB: set INMAIL_MONGODB_URI"):
+        choose_database(production, may_start_mongod=True)
+    assert not (tmp_path / "mongod").exists()
+
+
 def test_a_worker_starts_no_mongod_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     def never(explicit: Path | None) -> Path:
         raise AssertionError("a worker looked for a mongod")

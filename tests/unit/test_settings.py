@@ -45,6 +45,10 @@ def test_an_empty_environment_gives_the_documented_defaults(
         ("INMAIL_SCHEDULER_INTERVAL", "soon"),
         ("INMAIL_SCHEDULER_INTERVAL", "-1"),
         ("INMAIL_SCHEDULER_INTERVAL", "301"),
+        ("INMAIL_SCHEDULER_INTERVAL", "0.000001"),  # a scheduler that spins
+        ("INMAIL_HEADER_TIMEOUT", "0.5"),  # every connection dropped before it could speak
+        ("INMAIL_BODY_TIMEOUT", "inf"),
+        ("INMAIL_WS_KEEPALIVE", "nan"),
         ("INMAIL_PORT", "70000"),
         ("INMAIL_CLOCK", "sundial"),
         ("INMAIL_CLOCK_START", "yesterday"),

@@ -52,18 +52,24 @@ def choose_database(settings: Settings, *, may_start_mongod: bool = False) -> Da
     """The database of INMAIL_MONGODB_URI; else, in a process that may start one (`inmail
     serve`, before its workers), a mongod over the data folder when a binary is found; else the
     in-memory fallback: one process that keeps nothing, which `inmail serve` refuses to several
-    workers and to production (NoDatabase). A worker opens what `inmail serve` handed it.
+    workers. Production has neither (NoDatabase): the embedded mongod asks no credentials, so
+    that any user of the machine could change balances through it. A worker opens what
+    `inmail serve` handed it.
 
     EmbeddedMongodError: INMAIL_MONGOD_BIN names no executable file."""
     if settings.mongodb_uri is not None or not may_start_mongod:
         return Database(settings.db_name, settings.mongodb_uri)
+    if settings.is_production:
+        raise NoDatabase(
+            "production needs a real MongoDB: set INMAIL_MONGODB_URI (with credentials); the "
+            "embedded mongod is for development, and asks none"
+        )
     binary = embedded_mongod.find_mongod_binary(settings.mongod_bin)
     if binary is not None:
         mongod = embedded_mongod.EmbeddedMongod(settings.data_dir / "mongod", binary=binary)
         return Database(settings.db_name, mongod=mongod)
-    if settings.workers > 1 or settings.is_production:
-        who = "several workers need" if settings.workers > 1 else "production needs"
-        raise NoDatabase(f"{who} a real MongoDB: set INMAIL_MONGODB_URI")
+    if settings.workers > 1:
+        raise NoDatabase("several workers need a real MongoDB: set INMAIL_MONGODB_URI")
     if importlib.util.find_spec(IN_MEMORY_PACKAGE) is None:
         raise NoDatabase(
             "no mongod here and no in-memory fallback installed: set INMAIL_MONGODB_URI, or "
