@@ -114,6 +114,12 @@ def json_failure_response() -> Response:
 # body is bounded, and so is their sum (700 slow uploads of a megabyte each held 577 MB).
 BODIES_IN_FLIGHT: Final = 64
 
+SMALL_BODY: Final = 64 * 1024
+"""The first bytes of every body, which count against no budget: a GraphQL request (a document
+of at most INMAIL_MAX_QUERY_LENGTH, 32 KiB by default, and its variables) is never refused
+because strangers' large bodies, stalled, fill BODIES_IN_FLIGHT. What they may hold so is
+bounded by the connections: INMAIL_MAX_CONNECTIONS times this (64 MiB by default)."""
+
 
 _REQUEST_ID: Final = re.compile(rb"[!-~]+")
 
@@ -166,15 +172,22 @@ class RunningRequests:
 
 class RequestLimits:
     """Request ids on every request, 413 for a body over the configured size, 503 when the
-    bodies being received would pass BODIES_IN_FLIGHT times that size in all, and calm about
-    bodies that never arrive (a client gone, or cut off by the body timeout of inmail.transport).
+    bodies being received would pass BODIES_IN_FLIGHT times that size in all (beyond the first
+    SMALL_BODY bytes of each), and calm about bodies that never arrive (a client gone, or cut
+    off by the body timeout of inmail.transport).
     """
 
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int, running: RunningRequests | None = None
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        running: RunningRequests | None = None,
+        *,
+        small_body: int = SMALL_BODY,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.small_body = small_body
         self.running = RunningRequests() if running is None else running
         self.max_in_flight = BODIES_IN_FLIGHT * max_body_bytes
         self.in_flight = 0  # bytes of the request bodies being received, counted as they come
@@ -199,7 +212,7 @@ class RequestLimits:
     ) -> None:
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, _stamped(send, rid))
             return
         received = 0  # of this body
         counted = 0  # of `received`, in self.in_flight: until the answer begins (or the end)
@@ -211,11 +224,13 @@ class RequestLimits:
                 size = len(message.get("body", b""))
                 if received + size > self.max_body_bytes:
                     raise _BodyTooLarge
-                if self.in_flight + size > self.max_in_flight:
+                small = self.small_body
+                large = max(0, received + size - small) - max(0, received - small)
+                if large and self.in_flight + large > self.max_in_flight:
                     raise _TooManyBodies
                 received += size
-                counted += size
-                self.in_flight += size
+                counted += large
+                self.in_flight += large
             return message
 
         started = False
@@ -253,10 +268,10 @@ class RequestLimits:
                 pass
             await self._stopping(scope, receive, send_with_id)
         except _BodyTooLarge:
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send_with_id)
         except _TooManyBodies:
             log.warning("a request body refused: %d bytes of bodies in flight", self.in_flight)
-            await self._busy(scope, receive, send)
+            await self._busy(scope, receive, send_with_id)
         except ClientDisconnect:
             # The client went away (or was cut off for being too slow) before its body was in:
             # nobody is left to answer, and nothing went wrong on our side.
@@ -295,6 +310,17 @@ def _stamp(rid: str) -> list[tuple[bytes, bytes]]:
     """The headers every answer carries, set here alone: its request id, and nosniff (every
     answer is what its type says)."""
     return [(b"x-request-id", rid.encode()), _NOSNIFF]
+
+
+def _stamped(send: Send, rid: str) -> Send:
+    """`send`, its answer's head carrying `_stamp`."""
+
+    async def send_stamped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *_stamp(rid)]}
+        await send(message)
+
+    return send_stamped
 
 
 def _handshake_with_id(scope: Scope, receive: Receive, send: Send, rid: str) -> Send:

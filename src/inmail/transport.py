@@ -35,6 +35,7 @@ sends after the refusal is kept in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -44,6 +45,7 @@ from typing import Any, Final, cast
 import httptools
 from starlette.types import ASGIApp
 from uvicorn import Config, Server
+from uvicorn._types import ASGISendEvent
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -710,7 +712,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 # The codes of a refused handshake, as the HTTP layer's refusals have them (a 426 "Upgrade
 # Required" is no UPGRADE_REQUIRED: that code is the API's, for a plan that cannot send).
-_REFUSAL_CODES: Final = {403: "FORBIDDEN", 405: "METHOD_NOT_ALLOWED", 500: "INTERNAL_SERVER_ERROR"}
+_REFUSAL_CODES: Final = {
+    403: "FORBIDDEN",
+    405: "METHOD_NOT_ALLOWED",
+    431: "HEADERS_TOO_LARGE",  # a handshake's header line over 8 KiB, or over 128 of them
+    500: "INTERNAL_SERVER_ERROR",
+}
 
 
 WS_FRAME_BURST: Final = 16_000
@@ -722,6 +729,23 @@ every frame counted: pings and the pieces of a message, however small, cost the 
 took a whole core and held `{ now }` up for 11 s. A client's message is one frame, or a few for a
 large one; the burst lets through three messages of the largest size (1 MiB) sent in pieces of 256
 bytes, and the rate costs a core about a hundredth of its time."""
+
+
+WS_MESSAGE_BEFORE_ACK: Final = 64 * 1024
+"""The largest message a socket may send before the server acknowledged its `connection_init`
+(the init itself, with a token of at most 4 KiB, is a few): messages up to INMAIL_MAX_BODY_BYTES
+only once it is known whose socket it is. A stranger's socket would otherwise hold a message of
+that size while it is being sent, 1 GiB over a thousand sockets that each send all but a byte."""
+
+
+def _is_ack(text: str | None) -> bool:
+    if text is None or len(text) > 4096:
+        return False
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("type") == "connection_ack"
 
 
 class _TooManyFrames(ProtocolError):
@@ -781,6 +805,10 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
     growing the process by megabytes a second. A ping met while what was sent waits stops the
     reading, until the client takes some of it (uvicorn already reads a text message only once
     the app took the one before).
+
+    Until the app acknowledges the socket's `connection_init`, its messages are held to
+    WS_MESSAGE_BEFORE_ACK; and a socket that is gone lets go of a message it was part way
+    through at once, not when the garbage collector next finds the parser's cycle.
     """
 
     def __init__(
@@ -796,6 +824,19 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
         self.body_timeout = limits_of(config).body_timeout
         self._reader = ReaderWatch(self.loop, self.body_timeout, self._reader_too_slow)
         self._paused_for_pongs = False
+        self._largest_once_acknowledged = self.conn.max_message_size
+        if self.conn.max_message_size is not None:
+            self.conn.max_message_size = min(self.conn.max_message_size, WS_MESSAGE_BEFORE_ACK)
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if (
+            self._largest_once_acknowledged is not None
+            and message["type"] == "websocket.send"
+            and _is_ack(message.get("text"))
+        ):
+            self.conn.max_message_size = self._largest_once_acknowledged
+            self._largest_once_acknowledged = None
+        await super().send(message)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -823,6 +864,8 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._reader.stop()
+        with contextlib.suppress(BufferError):
+            self.conn.reader.buffer.clear()
         super().connection_lost(exc)
 
     def _reader_too_slow(self) -> None:

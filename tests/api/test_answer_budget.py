@@ -62,6 +62,7 @@ async def test_past_the_budget_a_querys_answer_is_refused_and_a_mutations_says_i
     assert refused.headers["cache-control"] == "no-store"
     assert [e["extensions"]["code"] for e in refused.json()["errors"]] == ["SERVICE_UNAVAILABLE"]
     assert answered.status_code == 200
+    assert answered.json()["data"] is None  # it ran (graphql-response+json: 2xx with `data`)
     (withheld,) = answered.json()["errors"]
     assert withheld["extensions"] == {"code": "RESPONSE_TOO_LARGE", "applied": True}
     assert withheld["message"].startswith("The mutation was applied, but its answer (")

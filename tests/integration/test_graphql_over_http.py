@@ -431,6 +431,18 @@ async def test_one_operation_without_an_operation_name_still_runs(api: Api, docu
     assert response.json().get("errors") is None, response.text
 
 
+async def test_an_empty_operation_name_is_none_over_post_as_over_get(api: Api) -> None:
+    posted = await api.client.post(
+        "/graphql", json={"query": "{ now }", "operationName": ""}, headers=WANTS_GRAPHQL_RESPONSE
+    )
+    got = await api.client.get(
+        "/graphql", params={"query": "{ now }", "operationName": ""}, headers=WANTS_GRAPHQL_RESPONSE
+    )
+    for response in (posted, got):
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["now"], response.text
+
+
 async def test_several_operations_with_an_operation_name_run_the_one_named(api: Api) -> None:
     response = await api.client.post(
         "/graphql",
@@ -800,12 +812,42 @@ async def test_an_answer_over_the_response_limit_is_one_error_instead(
     async with open_api(mongodb_uri, db_name, settings) as api:
         big = await api.raw(PLANS_TEN_TIMES)
         small = await api.raw("{ now plans { type } }")
+        strict = await api.client.post(
+            "/graphql", json={"query": PLANS_TEN_TIMES}, headers={"Accept": GRAPHQL_RESPONSE}
+        )
+        ada = await api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+        grace = await api.create_member("Grace Hopper")
+        before = await api.balance(ada)
+        sent = await api.raw(
+            "mutation($i: SendInMailInput!) { sendInMail(input: $i) "
+            "{ conversation { messages { body } subject } again: conversation { subject "
+            "messages { body } } errors { code } } }",
+            {
+                "i": {
+                    "recipientId": grace.id,
+                    "subject": "Hi",
+                    "body": "x" * 1990,
+                    "idempotencyKey": "k-1",
+                }
+            },
+            ada.token,
+        )
+        balance = await api.balance(ada)
 
     assert graphql_error_codes(big) == ["RESPONSE_TOO_LARGE"]
     assert "over the 2000" in big["errors"][0]["message"]
-    assert "data" not in big
+    assert big["data"] is None  # it ran; `data` says so
+    assert "applied" not in big["errors"][0]["extensions"]
+    # graphql-response+json answers without `data` only with a 4xx or 5xx: here it has one.
+    assert strict.status_code == 200
+    assert strict.json()["data"] is None
     assert small["data"]["now"]
     assert len(small["data"]["plans"]) == 6
+    # A mutation's answer replaced so says it was applied: a client does not send it again.
+    assert sent["data"] is None
+    assert sent["errors"][0]["extensions"] == {"code": "RESPONSE_TOO_LARGE", "applied": True}
+    assert sent["errors"][0]["message"].startswith("The mutation was applied, but its answer")
+    assert balance == before - 1  # it was
 
 
 # --- POST bodies -------------------------------------------------------------------------------

@@ -890,6 +890,31 @@ def test_large_messages_sent_in_small_pieces_are_read_whole(server: Served) -> N
     assert [(opcode, json.loads(text)["type"]) for opcode, text in answers] == [(0x1, "pong")] * 2
 
 
+def test_before_its_init_is_acknowledged_a_socket_sends_no_message_over_64_kib(
+    server: Served,
+) -> None:
+    """A stranger's socket announcing a message of the largest size (1 MiB), then sending all
+    but a byte of it, would hold it in memory as long as the socket lives: a thousand such
+    sockets, a gigabyte. Until the server acknowledges its `connection_init` (whose token is
+    at most 4 KiB), a message over 64 KiB closes the socket with 1009, on its length alone;
+    after, messages up to the body limit are read (`test_large_messages_...`)."""
+    sock = websocket_opened(server)
+    announced = 1_048_560
+    key = b"\x01\x02\x03\x04"
+    sock.sendall(bytes([0x81, 0x80 | 127]) + announced.to_bytes(8, "big") + key + b"a" * 70_000)
+    code, _ = closed_with(sock)
+    sock.close()
+    assert code == 1009
+
+    sock = websocket_opened(server)
+    padded = {"type": "connection_init", "payload": {"pad": "p" * 70_000}}
+    sock.sendall(masked_text_frame(json.dumps(padded)))
+    code, _ = closed_with(sock)
+    sock.close()
+    assert code == 1009
+    still_serves(server)
+
+
 def close_of(ws: ClientConnection) -> Close:
     """The server's close of `ws`, whatever it sent before."""
     with pytest.raises(ConnectionClosed) as closed:
@@ -1004,6 +1029,15 @@ def test_a_websocket_handshake_to_a_path_served_no_websocket_is_a_404_in_json(
     assert b"x-request-id: " in head.lower()
     (error,) = json.loads(body)["errors"]
     assert error["extensions"]["code"] == "NOT_FOUND"
+
+
+def test_a_websocket_handshake_with_a_header_too_long_is_a_431_coded_as_over_http(
+    server: Served,
+) -> None:
+    head, body = handshake_answer(server, more_headers=b"X-Pad: " + b"p" * 10_000 + b"\r\n")
+
+    assert head.startswith(b"HTTP/1.1 431 "), head
+    assert json.loads(body)["errors"][0]["extensions"]["code"] == "HEADERS_TOO_LARGE"
 
 
 def test_a_websocket_from_an_origin_not_allowed_is_refused_403_in_json(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inmail.app import BODIES_IN_FLIGHT, RequestLimits, RunningRequests
+from inmail.app import BODIES_IN_FLIGHT, SMALL_BODY, RequestLimits, RunningRequests
 
 LIMIT = 1024  # INMAIL_MAX_BODY_BYTES here
 
@@ -36,7 +36,8 @@ def request(length: int) -> Scope:
 class SlowUpload:
     """A client that sends all but the last byte of its body, then waits to be let go."""
 
-    def __init__(self) -> None:
+    def __init__(self, length: int = LIMIT) -> None:
+        self.length = length
         self.sent_first = False
         self.go_on = asyncio.Event()
         self.answer: list[Message] = []
@@ -44,7 +45,7 @@ class SlowUpload:
     async def receive(self) -> Message:
         if not self.sent_first:
             self.sent_first = True
-            return {"type": "http.request", "body": b"x" * (LIMIT - 1), "more_body": True}
+            return {"type": "http.request", "body": b"x" * (self.length - 1), "more_body": True}
         await self.go_on.wait()
         return {"type": "http.request", "body": b"x", "more_body": False}
 
@@ -56,13 +57,15 @@ class SlowUpload:
 
 
 async def test_past_the_bodies_in_flight_a_new_body_is_refused_with_503_until_some_end() -> None:
-    limits = RequestLimits(reads_its_body, max_body_bytes=LIMIT)
+    limits = RequestLimits(reads_its_body, max_body_bytes=LIMIT, small_body=0)
     uploads = [SlowUpload() for _ in range(BODIES_IN_FLIGHT + 2)]
     tasks = [asyncio.create_task(limits(request(LIMIT), u.receive, u.send)) for u in uploads]
     for _ in range(100):
         await asyncio.sleep(0)
     refused = [u for u in uploads if u.status() == 503]
     assert len(refused) == 2  # the first BODIES_IN_FLIGHT fill the budget; the rest wait no more
+    stamped = {name for name, _ in refused[0].answer[0]["headers"]}
+    assert {b"x-request-id", b"x-content-type-options"} <= stamped  # as every other answer
     assert limits.in_flight == BODIES_IN_FLIGHT * (LIMIT - 1)
 
     for upload in uploads:
@@ -77,6 +80,48 @@ async def test_past_the_bodies_in_flight_a_new_body_is_refused_with_503_until_so
     assert later.status() == 200
 
 
+async def test_a_body_declared_or_found_too_large_is_a_413_with_the_request_s_id() -> None:
+    for declared in (LIMIT + 1, 10):  # the second says less than it sends
+        upload = SlowUpload(LIMIT + 2)
+        upload.go_on.set()
+        scope = {
+            **request(declared),
+            "headers": [(b"content-length", str(declared).encode()), (b"x-request-id", b"big-1")],
+        }
+        await RequestLimits(reads_its_body, max_body_bytes=LIMIT)(
+            scope, upload.receive, upload.send
+        )
+        assert upload.status() == 413
+        assert (b"x-request-id", b"big-1") in upload.answer[0]["headers"]
+
+
+async def test_large_bodies_stalled_by_strangers_never_refuse_a_small_one() -> None:
+    """Bodies a client stops sending part way hold their bytes until the body timeout: with
+    the budget full of them, a GraphQL request (its body under SMALL_BODY) is still read and
+    answered; only what a body holds past its first SMALL_BODY bytes counts."""
+    largest = 4 * SMALL_BODY
+    limits = RequestLimits(reads_its_body, max_body_bytes=largest)
+    stalled = [SlowUpload(largest) for _ in range(BODIES_IN_FLIGHT * 2)]
+    tasks = [asyncio.create_task(limits(request(largest), u.receive, u.send)) for u in stalled]
+    for _ in range(100):
+        await asyncio.sleep(0)
+    assert any(u.status() == 503 for u in stalled)  # the budget is full
+    full = limits.in_flight
+    assert full > limits.max_in_flight - largest
+
+    for length in (1, 1000, SMALL_BODY):
+        small = SlowUpload(length)
+        small.go_on.set()
+        await limits(request(length), small.receive, small.send)
+        assert small.status() == 200, length
+    assert limits.in_flight == full
+
+    for upload in stalled:
+        upload.go_on.set()
+    await asyncio.gather(*tasks)
+    assert limits.in_flight == 0
+
+
 async def test_a_body_no_longer_counts_once_its_answer_begins_however_long_that_takes() -> None:
     """An answer its client reads slowly (or not at all) keeps its request running, but not its
     body among those being received: such requests do not refuse everyone else's bodies."""
@@ -88,7 +133,7 @@ async def test_a_body_no_longer_counts_once_its_answer_begins_however_long_that_
         await answer_waits.wait()  # the client takes nothing
         await send({"type": "http.response.body", "body": b"ok"})
 
-    limits = RequestLimits(slow_answer, max_body_bytes=LIMIT)
+    limits = RequestLimits(slow_answer, max_body_bytes=LIMIT, small_body=0)
     uploads = [SlowUpload() for _ in range(BODIES_IN_FLIGHT + 2)]
     for upload in uploads:
         upload.go_on.set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from starlette.websockets import WebSocketDisconnect
 from strawberry.http.exceptions import WebSocketDisconnected
 
 from inmail.endpoint.media_types import GRAPHQL_RESPONSE, MAX_ACCEPT_RANGES, response_media_type
@@ -22,6 +23,16 @@ async def test_a_socket_gone_mid_answer_is_one_info_line(caplog: pytest.LogCaptu
     await _handler().handle_task_exception(WebSocketDisconnected())
     assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.INFO, None)]
     assert caplog.records[0].name == "inmail.graphql_app"  # the name log filters know
+
+
+async def test_a_close_sent_as_the_client_goes_is_one_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Strawberry closes a socket that sent no init in time straight through Starlette: a
+    client that went just then makes Starlette raise its own disconnect."""
+    caplog.set_level(logging.INFO)
+    await _handler().handle_task_exception(WebSocketDisconnect(1006))
+    assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.INFO, None)]
 
 
 async def test_a_send_the_server_refused_after_closing_the_socket_is_one_info_line(

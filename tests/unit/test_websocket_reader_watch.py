@@ -11,6 +11,7 @@ import asyncio
 
 import pytest
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.server import ServerProtocol
 
 from inmail.transport import ReaderBoundWebSocket, ReaderWatch
 
@@ -45,6 +46,7 @@ def watched(transport: BufferOnly) -> ReaderBoundWebSocket:
     protocol.disconnected = False
     protocol._reader = ReaderWatch(protocol.loop, TIMEOUT, protocol._reader_too_slow)
     protocol._paused_for_pongs = False
+    protocol.conn = ServerProtocol()
     return protocol
 
 

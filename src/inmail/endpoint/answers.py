@@ -114,7 +114,7 @@ class AnswerBudget:
             headers = {k: v for k, v in response.headers.items() if k != "content-length"}
             if wrote:  # it ran: said so, in place of an answer that is not held
                 refusal = Response(
-                    self._encode({"errors": [withheld_answer(size)]}),
+                    self._encode({"data": None, "errors": [withheld_answer(size)]}),
                     status_code=response.status_code,
                     headers=headers,
                 )

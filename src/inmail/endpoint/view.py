@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Final, cast
 
@@ -84,6 +85,8 @@ log = logging.getLogger(LOGGER)
 
 
 _EXCHANGE = "inmail.graphql_exchange"
+_ANSWERING: ContextVar[_Exchange | None] = ContextVar("inmail_graphql_exchange", default=None)
+"""The exchange of the HTTP request this task answers, for `encode_json`."""
 
 
 class _Exchange:
@@ -179,15 +182,23 @@ class GraphQLApp(GraphQL[Context, None]):
         if len(encoded) <= limit or (message is not None and message["type"] not in _RESULTS):
             return encoded.decode()
         log.warning("an answer of %d bytes was refused (the limit is %d)", len(encoded), limit)
-        refusal = {
-            "errors": [
-                {
-                    "message": f"The answer would be {len(encoded)} bytes, over the {limit} "
-                    "this service sends at once: ask for less (smaller pages, fewer aliases).",
-                    "extensions": {"code": "RESPONSE_TOO_LARGE"},
-                }
-            ]
+        exchange = _ANSWERING.get()
+        applied = exchange is not None and exchange.context is not None and exchange.context.wrote
+        too_large = f"would be {len(encoded)} bytes, over the {limit} this service sends at once"
+        error: dict[str, object] = {
+            "message": f"The answer {too_large}: ask for less (smaller pages, fewer aliases).",
+            "extensions": {"code": "RESPONSE_TOO_LARGE"},
         }
+        if applied:
+            error = {
+                "message": f"The mutation was applied, but its answer {too_large}: read what it "
+                "changed with a smaller query.",
+                "extensions": {"code": "RESPONSE_TOO_LARGE", "applied": True},
+            }
+        # The operation ran: `data` stays, null (graphql-response+json answers one without
+        # `data` with a 4xx or 5xx, as a request that never ran).
+        ran = isinstance(data, dict) and ("data" in data or "payload" in data)
+        refusal = {"data": None, "errors": [error]} if ran else {"errors": [error]}
         if message is not None:  # a websocket operation's result
             return compact_json({**message, "payload": refusal}).decode()
         return compact_json(refusal).decode()
@@ -222,6 +233,7 @@ class GraphQLApp(GraphQL[Context, None]):
         request = Request(scope=scope, receive=receive)
         exchange = _Exchange(response_media_type(request.headers.get("accept")))
         scope[_EXCHANGE] = exchange
+        answering = _ANSWERING.set(exchange)
         response: Response
         cors = cross_origin_headers(request.headers.get("origin"), self._origins)
         try:
@@ -236,6 +248,7 @@ class GraphQLApp(GraphQL[Context, None]):
             return
         finally:
             holder, wrote = exchange.answered()
+            _ANSWERING.reset(answering)
         # The same URL answers HTML, JSON or graphql-response+json by Accept (and, with a list
         # of origins, CORS headers by Origin): caches must know.
         vary = "Accept" if "*" in self._origins else "Accept, Origin"
@@ -330,6 +343,8 @@ class GraphQLApp(GraphQL[Context, None]):
                 raise HTTPException(
                     400, "The GraphQL operation's `operationName` must be a string or null."
                 )
+            if operation.operation_name == "":
+                operation.operation_name = None  # as a GET's empty parameter is none
             extensions = operation.extensions
             if (
                 not operation.query

@@ -364,8 +364,11 @@ class TransportWSHandler(_TokenLifetime, BaseGraphQLTransportWSHandler[Context, 
         """Strawberry logs every failed operation task with its traceback; a socket that went
         away while an answer was being sent is the client's doing, worth one line. So is one
         the server closed under it: uvicorn closes a socket whose client missed its keepalive
-        ping, and refuses, with this RuntimeError, what the operation sends after that."""
-        if isinstance(error, WebSocketDisconnected) or _sent_after_close(error):
+        ping, and refuses, with this RuntimeError, what the operation sends after that. And so
+        is a close sent as the client goes (Strawberry's close at the init timeout is sent
+        straight to Starlette, which says the client is gone with its own exception)."""
+        gone = (WebSocketDisconnected, WebSocketDisconnect)
+        if isinstance(error, gone) or _sent_after_close(error):
             log.info("websocket gone while an operation's answer was sent")
             return
         await super().handle_task_exception(error)
