@@ -58,6 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except _CannotServe as exc:
             log.error("%s", exc)
             return exc.status
+        except KeyboardInterrupt:  # Ctrl-C while mongod starts: what started is stopped
+            log.warning("interrupted while starting")
+            return 130
         _warn_if_files_run_short(settings.max_connections)
         # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so
         # that what was started here is stopped by us, not left to the kernel.

@@ -146,7 +146,8 @@ def _webhook_url(raw: str) -> str:
 def _same_interface(one: str, other: str) -> bool:
     """Whether two listen addresses would take the same port of one interface: the same address,
     IPv6's every-interface address (which takes IPv4's too) with any, or IPv4's with any but an
-    IPv6 one. Host names are compared as written."""
+    IPv6 one. `localhost` is IPv4's loopback (the first address it names here, which the server
+    listens on); other host names are compared as written (no lookup while settings are read)."""
     a, b = _ip(one), _ip(other)
     if a is None or b is None:
         return one == other
@@ -156,6 +157,8 @@ def _same_interface(one: str, other: str) -> bool:
 
 
 def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if address.lower() == "localhost":
+        return ipaddress.IPv4Address("127.0.0.1")
     try:
         return ipaddress.ip_address(address)
     except ValueError:

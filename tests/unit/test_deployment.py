@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
+from inmail.processes import free_port
 from inmail.settings import SETTINGS, Settings, SettingsError
 from inmail.transport import server_config
 
@@ -455,6 +456,26 @@ def test_serve_in_production_without_a_database_uri_or_a_mongod_refuses_to_start
 
     assert cli.main(["serve"]) == 2
     assert "production needs a real MongoDB: set INMAIL_MONGODB_URI" in caplog.text
+
+
+def test_ctrl_c_while_serve_starts_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from inmail import cli, logs
+
+    for name in [k for k in os.environ if k.startswith("INMAIL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("INMAIL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("INMAIL_PORT", str(free_port()))
+    monkeypatch.setattr(logs, "configure_logging", lambda level, fmt: None)
+
+    def interrupted(settings: object, started: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_with_database", interrupted)
+
+    assert cli.main(["serve"]) == 130
+    assert "interrupted while starting" in caplog.text
 
 
 def test_inmail_schema_prints_what_the_environment_serves(

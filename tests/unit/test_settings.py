@@ -269,6 +269,14 @@ def test_a_refused_value_is_quoted_without_its_secret(name: str, value: str, sho
             {"INMAIL_HOST": "0:0:0:0:0:0:0:0", "INMAIL_PORT": "9464"},
             "INMAIL_METRICS_PORT: 9464 is the API's port",
         ),
+        (  # localhost is loopback, which every interface's address takes too
+            {"INMAIL_HOST": "0.0.0.0", "INMAIL_METRICS_HOST": "localhost", "INMAIL_PORT": "9464"},
+            "INMAIL_METRICS_PORT: 9464 is the API's port",
+        ),
+        (
+            {"INMAIL_HOST": "localhost", "INMAIL_METRICS_HOST": "127.0.0.1", "INMAIL_PORT": "9464"},
+            "INMAIL_METRICS_PORT: 9464 is the API's port",
+        ),
     ],
 )
 def test_a_value_that_could_only_fail_later_is_refused_at_start(
