@@ -65,6 +65,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn drains requests on SIGTERM, then raises the signal again: exit cleanly on it so
         # that what was started here is stopped by us, not left to the kernel.
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        if settings.workers == 1:
+            # uvicorn restarts several workers on SIGHUP, and leaves one to the signal's
+            # default, a death without a drain (and an orphaned data folder): a drained stop.
+            signal.signal(signal.SIGHUP, _stop_on_sighup)
         _prometheus_multiprocess_dir(settings.workers, started)
         _metrics_listener(settings, started)
         if settings.graphiql:
@@ -245,6 +249,10 @@ def _prometheus_multiprocess_dir(workers: int, started: contextlib.ExitStack) ->
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+def _stop_on_sighup(signum: int, frame: object) -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 # A member id as the service makes them (an ObjectId's hex form).
