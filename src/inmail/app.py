@@ -10,7 +10,7 @@ import logging
 import mimetypes
 import re
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Final
@@ -26,6 +26,7 @@ from starlette.websockets import WebSocketClose
 
 from inmail import logs
 from inmail.bootstrap import Background, Container, build_container
+from inmail.endpoint.cors import cross_origin_headers
 from inmail.endpoint.view import GraphQLApp
 from inmail.graphiql import STATIC_PREFIX, security_headers
 from inmail.heap import tuned_gc
@@ -184,8 +185,10 @@ class RequestLimits:
         running: RunningRequests | None = None,
         *,
         small_body: int = SMALL_BODY,
+        origins: Sequence[str] = (),
     ) -> None:
         self.app = app
+        self.origins = origins  # INMAIL_ALLOWED_ORIGINS: a refusal here is readable there too
         self.max_body_bytes = max_body_bytes
         self.small_body = small_body
         self.running = RunningRequests() if running is None else running
@@ -210,9 +213,14 @@ class RequestLimits:
     async def _http(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], rid: str
     ) -> None:
+        origin = headers.get(b"origin")
+        cors = cross_origin_headers(
+            None if origin is None else origin.decode("latin-1"), self.origins
+        )
+        readable = [(k.encode(), v.encode()) for k, v in (cors or {}).items()]
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await self._too_large(scope, receive, _stamped(send, rid))
+            await self._too_large(scope, receive, _with_headers(send, [*_stamp(rid), *readable]))
             return
         received = 0  # of this body
         counted = 0  # of `received`, in self.in_flight: until the answer begins (or the end)
@@ -268,10 +276,10 @@ class RequestLimits:
                 pass
             await self._stopping(scope, receive, send_with_id)
         except _BodyTooLarge:
-            await self._too_large(scope, receive, send_with_id)
+            await self._too_large(scope, receive, _with_headers(send_with_id, readable))
         except _TooManyBodies:
             log.warning("a request body refused: %d bytes of bodies in flight", self.in_flight)
-            await self._busy(scope, receive, send_with_id)
+            await self._busy(scope, receive, _with_headers(send_with_id, readable))
         except ClientDisconnect:
             # The client went away (or was cut off for being too slow) before its body was in:
             # nobody is left to answer, and nothing went wrong on our side.
@@ -312,15 +320,15 @@ def _stamp(rid: str) -> list[tuple[bytes, bytes]]:
     return [(b"x-request-id", rid.encode()), _NOSNIFF]
 
 
-def _stamped(send: Send, rid: str) -> Send:
-    """`send`, its answer's head carrying `_stamp`."""
+def _with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """`send`, its answer's head carrying `headers` too."""
 
-    async def send_stamped(message: Message) -> None:
+    async def send_with_headers(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), *_stamp(rid)]}
+            message = {**message, "headers": [*message.get("headers", []), *headers]}
         await send(message)
 
-    return send_stamped
+    return send_with_headers
 
 
 def _handshake_with_id(scope: Scope, receive: Receive, send: Send, rid: str) -> Send:
@@ -452,7 +460,12 @@ def create_app(
     app.router.redirect_slashes = False
     app.router.default = _serving_no_websocket(app.router.default)
     app.state.container = container
-    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes, running=requests)
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.max_body_bytes,
+        running=requests,
+        origins=settings.allowed_origins,
+    )
     return app
 
 

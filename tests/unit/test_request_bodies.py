@@ -95,6 +95,25 @@ async def test_a_body_declared_or_found_too_large_is_a_413_with_the_request_s_id
         assert (b"x-request-id", b"big-1") in upload.answer[0]["headers"]
 
 
+async def test_a_refusal_here_is_readable_by_a_page_on_an_allowed_origin() -> None:
+    """A 413 or 503 a browser page cannot read is a CORS failure to it, not the JSON that says
+    what to do (and the 503's Retry-After)."""
+    for origin, readable in (("https://app.example", True), ("https://evil.example", False)):
+        upload = SlowUpload(LIMIT + 2)
+        upload.go_on.set()
+        scope = {
+            **request(LIMIT + 1),
+            "headers": [*request(LIMIT + 1)["headers"], (b"origin", origin.encode())],
+        }
+        limits = RequestLimits(
+            reads_its_body, max_body_bytes=LIMIT, origins=("https://app.example",)
+        )
+        await limits(scope, upload.receive, upload.send)
+        assert upload.status() == 413
+        granted = (b"access-control-allow-origin", origin.encode())
+        assert (granted in upload.answer[0]["headers"]) is readable, origin
+
+
 async def test_large_bodies_stalled_by_strangers_never_refuse_a_small_one() -> None:
     """Bodies a client stops sending part way hold their bytes until the body timeout: with
     the budget full of them, a GraphQL request (its body under SMALL_BODY) is still read and
