@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlsplit
 
+import httpx
+
 from inmail.domain.conversations import MAX_REMINDER_DELAY
 from inmail.domain.credits import DEFAULT_EXPIRY_NOTICE
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable, plan_table_from_overrides
@@ -140,6 +142,11 @@ def _webhook_url(raw: str) -> str:
         port = 0
     if port == 0:
         raise ValueError("its port, if given, must be 1-65535")
+    try:  # what the HTTP client would refuse at each delivery: an unprintable character, a
+        # host name IDNA refuses (a zero-width space pasted with it)
+        httpx.Request("POST", raw)
+    except Exception:  # httpx's and idna's several errors; none is quoted
+        raise ValueError("an HTTP client cannot send to it (its host or characters)") from None
     return raw
 
 

@@ -263,6 +263,42 @@ async def test_an_event_is_retried_for_a_day_and_then_marked_failed_with_every_a
     assert await delivery.drain() == 0
 
 
+async def test_a_send_the_http_client_refuses_is_a_failed_attempt_retried_with_backoff(
+    mongo: Mongo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a delivery raises is an attempt that failed, recorded: the backoff and the
+    day's limit apply to it, rather than the event lying leased and tried again at each lease's
+    end for as long as it is kept. (Settings refuse such a URL; this one comes past them.)"""
+    clock = ManualClock(START)
+    await enqueue(mongo, events(1))
+    delivery = worker(mongo, clock, "http://hooks\u200b.example.com/inmail")
+
+    assert await delivery.drain() == 1
+    doc = await outbox_event(mongo, "evt-0000")
+    assert doc is not None
+    assert (doc["status"], doc["attemptCount"]) == (PENDING, 1)
+    assert doc["attempts"][0]["error"].startswith("InvalidURL")
+    assert doc["dueAt"].replace(tzinfo=START.tzinfo) > START  # backed off
+    assert "a webhook delivery failed unexpectedly" in caplog.text
+
+
+async def test_a_proxy_named_in_the_environment_never_sees_a_signed_event(
+    mongo: Mongo, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY and the like may be set for the process's other needs: the events go to the
+    configured URL alone (here the proxy named listens nowhere)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    await receiver.start()
+    await enqueue(mongo, events(1))
+
+    assert await worker(mongo, ManualClock(START), receiver.url).drain() == 1
+
+    assert set(receiver.delivered_ids()) == {"evt-0000"}
+
+
 async def test_an_event_older_than_a_day_when_written_is_still_retried_for_a_day(
     mongo: Mongo, receiver: Receiver
 ) -> None:

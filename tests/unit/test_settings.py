@@ -45,6 +45,9 @@ def test_an_empty_environment_gives_the_documented_defaults(
         ("INMAIL_SCHEDULER_INTERVAL", "soon"),
         ("INMAIL_SCHEDULER_INTERVAL", "-1"),
         ("INMAIL_SCHEDULER_INTERVAL", "301"),
+        ("INMAIL_WEBHOOK_URL", "http://hooks\u200b.example.com/inmail"),  # a zero-width space
+        ("INMAIL_WEBHOOK_URL", "http://xn--.com/"),
+        ("INMAIL_WEBHOOK_URL", "http://hooks.example.com/p\x7fq"),
         ("INMAIL_SCHEDULER_INTERVAL", "0.000001"),  # a scheduler that spins
         ("INMAIL_HEADER_TIMEOUT", "0.5"),  # every connection dropped before it could speak
         ("INMAIL_BODY_TIMEOUT", "inf"),
@@ -75,7 +78,7 @@ def test_an_empty_environment_gives_the_documented_defaults(
     ],
 )
 def test_a_bad_value_is_refused_with_the_variable_named(name: str, value: str) -> None:
-    with pytest.raises(SettingsError, match=name):
+    with pytest.raises(SettingsError, match=rf"^{name}="):  # its value refused, not another
         Settings.from_env({name: value})
 
 

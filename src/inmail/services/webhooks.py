@@ -401,9 +401,10 @@ class WebhookWorker:
                 await response.aclose()  # the answer's body is not read
         except TimeoutError:
             error = f"no answer within {self.config.timeout:g} s"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:300]
-        except OSError as exc:
+        except Exception as exc:  # recorded as a failed attempt: backoff, then FAILED
+            log.exception("a webhook delivery failed unexpectedly")
             error = f"{type(exc).__name__}: {exc}"[:300]
         return Attempt(at=at, status_code=status, error=error, duration_ms=_ms_since(started))
 
@@ -411,6 +412,7 @@ class WebhookWorker:
         return httpx.AsyncClient(
             timeout=self.config.timeout,
             follow_redirects=False,
+            trust_env=False,  # no proxy from the environment sees signed events
             transport=self._transport,
             limits=httpx.Limits(max_connections=self.config.concurrency),
         )
