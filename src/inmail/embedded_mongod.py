@@ -66,6 +66,25 @@ def _uri(port: int | None) -> str:
     return f"mongodb://127.0.0.1:{port}/?replicaSet={REPLICA_SET}"
 
 
+CLAIM_WAIT = 1.0
+"""Seconds a claim waits for the owner file's lock: `running_uri` in another command (`inmail
+token`) holds it shared for an instant."""
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    """Whether this process took the exclusive lock on `fd` within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        else:
+            return True
+
+
 def _is_held(path: Path) -> bool:
     """Whether a live process holds the lock on `path` (this one included)."""
     try:
@@ -287,27 +306,38 @@ class EmbeddedMongod:
         """Take the data folder for this process: an exclusive lock on the owner file, held
         until `stop` (the kernel lets it go when this process ends, however it ends, so a pid
         reused by another program since never holds a folder), with this pid in it for the
-        message another process shows; EmbeddedMongodError if another process holds it."""
+        message another process shows; EmbeddedMongodError if another process holds it.
+
+        Versions before the lock held the folder by the pid in that file alone: a live
+        process named there whose mongod runs over this folder holds it too."""
         path = self.data_dir / _OWNER_FILE
         owner = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(owner)
-            holder = _read_pid(path)
-            running = _read_pid(self.data_dir / _LOCK_FILE)
-            its_mongod = f", its mongod pid {running}" if running else ""
-            raise EmbeddedMongodError(
-                f"the data folder {self.data_dir} is in use by another inmail process "
-                f"(pid {holder or 'unknown'}{its_mongod}); stop it first, or set "
-                "INMAIL_DATA_DIR to another folder"
-            ) from None
+            if not _lock_within(owner, CLAIM_WAIT) or self._held_by_an_older_version(path):
+                raise self._in_use(path)
+            os.ftruncate(owner, 0)
+            os.pwrite(owner, str(os.getpid()).encode(), 0)
         except BaseException:
             os.close(owner)
             raise
-        os.ftruncate(owner, 0)
-        os.pwrite(owner, str(os.getpid()).encode(), 0)
         self._owner = owner
+
+    def _held_by_an_older_version(self, path: Path) -> bool:
+        named = _read_pid(path)
+        if named is None or named == os.getpid() or not pid_alive(named):
+            return False
+        running = _read_pid(self.data_dir / _LOCK_FILE)
+        return running is not None and self._is_mongod_here(running)
+
+    def _in_use(self, path: Path) -> EmbeddedMongodError:
+        holder = _read_pid(path)
+        running = _read_pid(self.data_dir / _LOCK_FILE)
+        its_mongod = f", its mongod pid {running}" if running else ""
+        return EmbeddedMongodError(
+            f"the data folder {self.data_dir} is in use by another inmail process "
+            f"(pid {holder or 'unknown'}{its_mongod}); stop it first, or set "
+            "INMAIL_DATA_DIR to another folder"
+        )
 
     def running_uri(self) -> str | None:
         """The URI of the mongod an inmail process runs over this data folder; None if none."""

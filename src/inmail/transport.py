@@ -864,6 +864,8 @@ class ReaderBoundWebSocket(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._reader.stop()
+        # A message part way in: its frames so far, and the bytes of the one being read.
+        self.frames = []
         with contextlib.suppress(BufferError):
             self.conn.reader.buffer.clear()
         super().connection_lost(exc)

@@ -250,6 +250,36 @@ def test_an_owner_file_naming_a_live_process_that_holds_nothing_does_not_stop_a_
         unrelated.wait()
 
 
+def test_a_folder_an_older_version_serves_is_refused_though_it_holds_no_lock(
+    tmp_path: Path,
+) -> None:
+    """Versions before the lock held the folder by the pid in the owner file alone: where that
+    process lives and its mongod runs over the folder, a new serve leaves both be."""
+    data = tmp_path / "mongod"
+    older_serve = subprocess.Popen(["sleep", "60"])
+    older = EmbeddedMongod(data, oplog_mb=64)
+    older.start(timeout=60)
+    try:
+        older._release()  # as an older version: no lock, only its pid in the file
+        (data / "inmail-owner.pid").write_text(str(older_serve.pid))
+        older_mongod = older.pid
+        newer = EmbeddedMongod(data, oplog_mb=64)
+        try:
+            with pytest.raises(
+                EmbeddedMongodError,
+                match=f"in use by another inmail process .pid {older_serve.pid}",
+            ):
+                newer.start(timeout=30)
+        finally:
+            newer.stop()  # one that started by mistake, not left behind
+        assert older_mongod is not None
+        assert pid_alive(older_mongod)
+    finally:
+        older.stop()
+        older_serve.kill()
+        older_serve.wait()
+
+
 def test_a_data_folder_of_another_replica_set_or_a_driver_error_while_electing_is_a_message(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

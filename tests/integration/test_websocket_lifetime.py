@@ -714,14 +714,33 @@ async def test_a_result_over_the_response_limit_is_one_error_and_the_socket_serv
     plans = " ".join(
         f"p{i}: plans {{ type monthlyAllotment maxBalance canPurchaseCredits }}" for i in range(10)
     )
+    send = (
+        "mutation($i: SendInMailInput!) { sendInMail(input: $i) { conversation { "
+        + " ".join(f"m{i}: messages {{ body }}" for i in range(3))
+        + " } } }"
+    )
     async with serve_api(settings, Mongo.connect(mongodb_uri, db_name)) as live:
-        ada = await live.api.create_member("Ada Lovelace")
+        ada = await live.api.create_member("Ada Lovelace", "PREMIUM_BUSINESS")
+        grace = await live.api.create_member("Grace Hopper")
+        before = await live.api.balance(ada)
         async with GraphQLSocket.open(live.url, ada.token, protocol) as ws:
             big = await ws.result(await ws.subscribe("{ " + plans + " }"))
             small = await ws.result(await ws.subscribe("{ viewer { id } }"))
+            inmail = {"recipientId": grace.id, "subject": "Hi", "body": "x" * 1000}
+            sent = await ws.result(
+                await ws.subscribe(send, {"i": {**inmail, "idempotencyKey": "k-1"}})
+            )
+            again = await ws.result(await ws.subscribe("{ " + plans + " }"))
+        after = await live.api.balance(ada)
 
     assert [e["extensions"]["code"] for e in big["errors"]] == ["RESPONSE_TOO_LARGE"]
+    assert "applied" not in big["errors"][0]["extensions"]
     assert small["data"] == {"viewer": {"id": ada.id}}
+    # A mutation's answer replaced so says it was applied: a client does not send it again.
+    assert sent["data"] is None
+    assert sent["errors"][0]["extensions"] == {"code": "RESPONSE_TOO_LARGE", "applied": True}
+    assert after == before - 1
+    assert "applied" not in again["errors"][0]["extensions"]  # a later query is no mutation
 
 
 async def test_a_socket_sending_as_fast_as_it_can_is_read_at_a_bounded_pace(

@@ -71,8 +71,9 @@ def test_production_starts_no_embedded_mongod_even_where_one_is_installed(tmp_pa
     """The embedded mongod asks no credentials: in production any user of the machine could
     change balances through it."""
     production = settings_with(env="production", clock="system", data_dir=tmp_path)
-    with pytest.raises(NoDatabase, match="production needs a real MongoDB: set INMAIL_MONGODB_URI"):
-        choose_database(production, may_start_mongod=True)
+    for may_start_mongod in (True, False):  # `inmail serve`; an app started by uvicorn itself
+        with pytest.raises(NoDatabase, match="production needs a real MongoDB: set INMAIL_MONG"):
+            choose_database(production, may_start_mongod=may_start_mongod)
     assert not (tmp_path / "mongod").exists()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from contextvars import ContextVar
 from datetime import timedelta
 from typing import Final, cast
 
@@ -74,7 +73,7 @@ from inmail.endpoint.websockets import (
 )
 from inmail.graphiql import graphiql_page
 from inmail.logs import Occasional
-from inmail.resolvers.context import Context, refuse_unknown_members_on_failure
+from inmail.resolvers.context import RAN_A_MUTATION, Context, refuse_unknown_members_on_failure
 from inmail.resolvers.cost import KNOWN_DOCUMENTS
 from inmail.resolvers.limits import Remembered, line_count, text_digest
 from inmail.resolvers.root import MASKED_MESSAGE, UNANSWERED_MESSAGE, is_unexpected, masked
@@ -85,8 +84,6 @@ log = logging.getLogger(LOGGER)
 
 
 _EXCHANGE = "inmail.graphql_exchange"
-_ANSWERING: ContextVar[_Exchange | None] = ContextVar("inmail_graphql_exchange", default=None)
-"""The exchange of the HTTP request this task answers, for `encode_json`."""
 
 
 class _Exchange:
@@ -182,8 +179,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if len(encoded) <= limit or (message is not None and message["type"] not in _RESULTS):
             return encoded.decode()
         log.warning("an answer of %d bytes was refused (the limit is %d)", len(encoded), limit)
-        exchange = _ANSWERING.get()
-        applied = exchange is not None and exchange.context is not None and exchange.context.wrote
+        applied = RAN_A_MUTATION.get()  # in this request's task, or this operation's
         too_large = f"would be {len(encoded)} bytes, over the {limit} this service sends at once"
         error: dict[str, object] = {
             "message": f"The answer {too_large}: ask for less (smaller pages, fewer aliases).",
@@ -233,7 +229,6 @@ class GraphQLApp(GraphQL[Context, None]):
         request = Request(scope=scope, receive=receive)
         exchange = _Exchange(response_media_type(request.headers.get("accept")))
         scope[_EXCHANGE] = exchange
-        answering = _ANSWERING.set(exchange)
         response: Response
         cors = cross_origin_headers(request.headers.get("origin"), self._origins)
         try:
@@ -248,7 +243,6 @@ class GraphQLApp(GraphQL[Context, None]):
             return
         finally:
             holder, wrote = exchange.answered()
-            _ANSWERING.reset(answering)
         # The same URL answers HTML, JSON or graphql-response+json by Accept (and, with a list
         # of origins, CORS headers by Origin): caches must know.
         vary = "Accept" if "*" in self._origins else "Accept, Origin"

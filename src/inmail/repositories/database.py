@@ -52,18 +52,18 @@ def choose_database(settings: Settings, *, may_start_mongod: bool = False) -> Da
     """The database of INMAIL_MONGODB_URI; else, in a process that may start one (`inmail
     serve`, before its workers), a mongod over the data folder when a binary is found; else the
     in-memory fallback: one process that keeps nothing, which `inmail serve` refuses to several
-    workers. Production has neither (NoDatabase): the embedded mongod asks no credentials, so
-    that any user of the machine could change balances through it. A worker opens what
-    `inmail serve` handed it.
+    workers. Production has neither, in any process (NoDatabase): the embedded mongod asks no
+    credentials, so that any user of the machine could change balances through it, and the
+    fallback keeps nothing. A worker opens what `inmail serve` handed it.
 
     EmbeddedMongodError: INMAIL_MONGOD_BIN names no executable file."""
-    if settings.mongodb_uri is not None or not may_start_mongod:
-        return Database(settings.db_name, settings.mongodb_uri)
-    if settings.is_production:
+    if settings.is_production and settings.mongodb_uri is None:
         raise NoDatabase(
             "production needs a real MongoDB: set INMAIL_MONGODB_URI (with credentials); the "
-            "embedded mongod is for development, and asks none"
+            "embedded mongod and the in-memory fallback are for development"
         )
+    if settings.mongodb_uri is not None or not may_start_mongod:
+        return Database(settings.db_name, settings.mongodb_uri)
     binary = embedded_mongod.find_mongod_binary(settings.mongod_bin)
     if binary is not None:
         mongod = embedded_mongod.EmbeddedMongod(settings.data_dir / "mongod", binary=binary)

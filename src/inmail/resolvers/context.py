@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, NoReturn, ParamSpec, Protocol, TypeVar
 
@@ -294,14 +295,22 @@ def _is_bearer(header: str | None) -> bool:
     return header is not None and header.strip().lower().startswith("bearer ")
 
 
+RAN_A_MUTATION: ContextVar[bool] = ContextVar("inmail_ran_a_mutation", default=False)
+"""Set in the task that runs a mutation, from its start: an HTTP request's, or a websocket
+operation's own (a socket's operations share their `Context`, not their task)."""
+
+
 class MutationsMarked(SchemaExtension):
-    """Tells the request's context, before the operation runs, that it is a mutation."""
+    """Tells the request's context, and the task that runs it, before the operation runs, that
+    it is a mutation."""
 
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
         context = execution.context
-        if execution.operation_type is OperationType.MUTATION and isinstance(context, Context):
-            context.wrote = True
+        if execution.operation_type is OperationType.MUTATION:
+            RAN_A_MUTATION.set(True)
+            if isinstance(context, Context):
+                context.wrote = True
         yield
 
 
