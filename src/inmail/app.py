@@ -213,14 +213,10 @@ class RequestLimits:
     async def _http(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], rid: str
     ) -> None:
-        origin = headers.get(b"origin")
-        cors = cross_origin_headers(
-            None if origin is None else origin.decode("latin-1"), self.origins
-        )
-        readable = [(k.encode(), v.encode()) for k, v in (cors or {}).items()]
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await self._too_large(scope, receive, _with_headers(send, [*_stamp(rid), *readable]))
+            stamped = [*_stamp(rid), *self._readable(headers)]
+            await self._too_large(scope, receive, _with_headers(send, stamped))
             return
         received = 0  # of this body
         counted = 0  # of `received`, in self.in_flight: until the answer begins (or the end)
@@ -276,9 +272,11 @@ class RequestLimits:
                 pass
             await self._stopping(scope, receive, send_with_id)
         except _BodyTooLarge:
+            readable = self._readable(headers)
             await self._too_large(scope, receive, _with_headers(send_with_id, readable))
         except _TooManyBodies:
             log.warning("a request body refused: %d bytes of bodies in flight", self.in_flight)
+            readable = self._readable(headers)
             await self._busy(scope, receive, _with_headers(send_with_id, readable))
         except ClientDisconnect:
             # The client went away (or was cut off for being too slow) before its body was in:
@@ -295,6 +293,15 @@ class RequestLimits:
             self.in_flight -= counted
             if task is not None:
                 self.running.tasks.discard(task)
+
+    def _readable(self, headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+        """The CORS headers that let a page on the request's origin read a refusal made here
+        (the app adds its own to every other answer)."""
+        origin = headers.get(b"origin")
+        cors = cross_origin_headers(
+            None if origin is None else origin.decode("latin-1"), self.origins
+        )
+        return [(name.encode(), value.encode()) for name, value in (cors or {}).items()]
 
     async def _stopping(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = (
