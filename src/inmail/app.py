@@ -242,6 +242,8 @@ class RequestLimits:
         if task is not None:
             self.running.tasks.add(task)
 
+        with_id = _with_headers(send, _stamp(rid))
+
         async def send_with_id(message: Message) -> None:
             nonlocal started, counted
             if message["type"] == "http.response.start":
@@ -250,8 +252,7 @@ class RequestLimits:
                 # the answer takes its client to read.
                 self.in_flight -= counted
                 counted = 0
-                message["headers"] = [*message.get("headers", []), *_stamp(rid)]
-            await send(message)
+            await with_id(message)
 
         try:
             await self.app(scope, limited_receive, send_with_id)

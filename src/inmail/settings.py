@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlsplit
 
-import httpx
-
 from inmail.domain.conversations import MAX_REMINDER_DELAY
 from inmail.domain.credits import DEFAULT_EXPIRY_NOTICE
 from inmail.domain.plans import DEFAULT_PLAN_TABLE, PlanTable, plan_table_from_overrides
@@ -142,6 +140,8 @@ def _webhook_url(raw: str) -> str:
         port = 0
     if port == 0:
         raise ValueError("its port, if given, must be 1-65535")
+    import httpx  # here: only a configured URL needs it, not every command's start
+
     try:  # what the HTTP client would refuse at each delivery: an unprintable character, a
         # host name IDNA refuses (a zero-width space pasted with it)
         httpx.Request("POST", raw)

@@ -179,18 +179,17 @@ class GraphQLApp(GraphQL[Context, None]):
         if len(encoded) <= limit or (message is not None and message["type"] not in _RESULTS):
             return encoded.decode()
         log.warning("an answer of %d bytes was refused (the limit is %d)", len(encoded), limit)
-        applied = RAN_A_MUTATION.get()  # in this request's task, or this operation's
         too_large = f"would be {len(encoded)} bytes, over the {limit} this service sends at once"
         error: dict[str, object] = {
             "message": f"The answer {too_large}: ask for less (smaller pages, fewer aliases).",
             "extensions": {"code": "RESPONSE_TOO_LARGE"},
         }
-        if applied:
-            error = {
-                "message": f"The mutation was applied, but its answer {too_large}: read what it "
-                "changed with a smaller query.",
-                "extensions": {"code": "RESPONSE_TOO_LARGE", "applied": True},
-            }
+        if RAN_A_MUTATION.get():  # in this request's task, or this operation's
+            error["message"] = (
+                f"The mutation was applied, but its answer {too_large}: read what it changed "
+                "with a smaller query."
+            )
+            error["extensions"] = {"code": "RESPONSE_TOO_LARGE", "applied": True}
         # The operation ran: `data` stays, null (graphql-response+json answers one without
         # `data` with a 4xx or 5xx, as a request that never ran).
         ran = isinstance(data, dict) and ("data" in data or "payload" in data)

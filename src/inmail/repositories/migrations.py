@@ -300,7 +300,8 @@ async def _move_conversation_events(mongo: Mongo) -> tuple[int]:
                 old, query, sort=[("_id", 1)], limit=BATCH, session=NO_TRANSACTION
             )
         except OperationFailure as exc:
-            if exc.code in _COLLECTION_GONE and OLD_EVENTS not in await _collections(mongo):
+            gone = OLD_EVENTS not in await mongo.db.list_collection_names()
+            if exc.code in _COLLECTION_GONE and gone:
                 return (copied,)
             raise
         if not docs:
@@ -309,10 +310,6 @@ async def _move_conversation_events(mongo: Mongo) -> tuple[int]:
         copied += await _insert_new(mongo, [doc | {"kind": EVENT_KIND} for doc in docs])
     await old.drop()
     return (copied,)
-
-
-async def _collections(mongo: Mongo) -> list[str]:
-    return await mongo.db.list_collection_names()
 
 
 async def _insert_new(mongo: Mongo, docs: list[Doc]) -> int:
